@@ -1,0 +1,1 @@
+/* pg_container.c: placeholder. */

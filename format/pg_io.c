@@ -1,0 +1,265 @@
+/* pg_io.c: whole-file reads, read-only maps, atomic writes, and the byte buffer. */
+#include "pg_io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int pg_file_size(const char *path, uint64_t *size, pg_err *err) {
+  struct stat st;
+  if (stat(path, &st) != 0)
+    return pg_err_set(err, errno == ENOENT ? PG_E_NOT_FOUND : PG_E_IO, path, PG_NO_OFFSET,
+                      "cannot stat: %s", strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "not a regular file");
+  *size = (uint64_t)st.st_size;
+  return PG_OK;
+}
+
+int pg_file_read_all(const char *path, uint8_t **out, size_t *len, size_t max, pg_err *err) {
+  *out = NULL;
+  *len = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return pg_err_set(err, errno == ENOENT ? PG_E_NOT_FOUND : PG_E_IO, path, PG_NO_OFFSET,
+                      "cannot open: %s", strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "not a regular file");
+  }
+  if ((uint64_t)st.st_size > (uint64_t)max) {
+    close(fd);
+    return pg_err_set(err, PG_E_LIMIT, path, PG_NO_OFFSET, "file is %llu bytes, limit %zu",
+                      (unsigned long long)st.st_size, max);
+  }
+  size_t n = (size_t)st.st_size;
+  uint8_t *buf = malloc(n ? n : 1);
+  if (!buf) {
+    close(fd);
+    return pg_err_set(err, PG_E_NOMEM, path, PG_NO_OFFSET, "cannot allocate %zu bytes", n);
+  }
+  size_t got = 0;
+  while (got < n) {
+    ssize_t k = read(fd, buf + got, n - got);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      int e = errno;
+      free(buf);
+      close(fd);
+      return pg_err_set(err, PG_E_IO, path, (uint64_t)got, "read failed: %s",
+                        k == 0 ? "file shrank while reading" : strerror(e));
+    }
+    got += (size_t)k;
+  }
+  close(fd);
+  *out = buf;
+  *len = n;
+  return PG_OK;
+}
+
+int pg_file_map(pg_map *m, const char *path, pg_err *err) {
+  memset(m, 0, sizeof *m);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return pg_err_set(err, errno == ENOENT ? PG_E_NOT_FOUND : PG_E_IO, path, PG_NO_OFFSET,
+                      "cannot open: %s", strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "not a regular file");
+  }
+  if (st.st_size == 0) {
+    close(fd);
+    return PG_OK;
+  }
+  void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  int e = errno;
+  close(fd);
+  if (p == MAP_FAILED)
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot map: %s", strerror(e));
+  m->base_ = p;
+  m->data = p;
+  m->size = (size_t)st.st_size;
+  return PG_OK;
+}
+
+void pg_file_unmap(pg_map *m) {
+  if (m && m->base_) munmap(m->base_, m->size);
+  if (m) memset(m, 0, sizeof *m);
+}
+
+int pg_same_file(const char *a, const char *b) {
+  struct stat sa, sb;
+  if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int pg_out_begin(pg_out *o, const char *path, pg_err *err) {
+  memset(o, 0, sizeof *o);
+  size_t n = strlen(path);
+  o->path = malloc(n + 1);
+  o->tmp_path = malloc(n + 16);
+  if (!o->path || !o->tmp_path) {
+    free(o->path);
+    free(o->tmp_path);
+    memset(o, 0, sizeof *o);
+    return pg_err_set(err, PG_E_NOMEM, path, PG_NO_OFFSET, "cannot allocate a path");
+  }
+  memcpy(o->path, path, n + 1);
+  memcpy(o->tmp_path, path, n);
+  memcpy(o->tmp_path + n, ".tmp.XXXXXX", 12);
+  int fd = mkstemp(o->tmp_path);
+  if (fd < 0) {
+    int e = errno;
+    free(o->path);
+    free(o->tmp_path);
+    memset(o, 0, sizeof *o);
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot create a temporary file: %s",
+                      strerror(e));
+  }
+  (void)fchmod(fd, 0644);
+  o->fp = fdopen(fd, "wb");
+  if (!o->fp) {
+    close(fd);
+    unlink(o->tmp_path);
+    free(o->path);
+    free(o->tmp_path);
+    memset(o, 0, sizeof *o);
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot open a temporary file");
+  }
+  return PG_OK;
+}
+
+int pg_out_write(pg_out *o, const void *buf, size_t len, pg_err *err) {
+  if (!o->fp || o->failed)
+    return pg_err_set(err, PG_E_IO, o->path, PG_NO_OFFSET, "write after a failed write");
+  if (len && fwrite(buf, 1, len, o->fp) != len) {
+    o->failed = 1;
+    return pg_err_set(err, PG_E_IO, o->path, PG_NO_OFFSET, "write failed: %s", strerror(errno));
+  }
+  return PG_OK;
+}
+
+void pg_out_abort(pg_out *o) {
+  if (!o) return;
+  if (o->fp) fclose(o->fp);
+  if (o->tmp_path) unlink(o->tmp_path);
+  free(o->tmp_path);
+  free(o->path);
+  memset(o, 0, sizeof *o);
+}
+
+int pg_out_commit(pg_out *o, pg_err *err) {
+  if (!o->fp || o->failed) {
+    int rc = pg_err_set(err, PG_E_IO, o->path, PG_NO_OFFSET, "write failed");
+    pg_out_abort(o);
+    return rc;
+  }
+  int bad = fflush(o->fp) != 0 || fsync(fileno(o->fp)) != 0;
+  bad |= fclose(o->fp) != 0;
+  o->fp = NULL;
+  if (bad || rename(o->tmp_path, o->path) != 0) {
+    int rc = pg_err_set(err, PG_E_IO, o->path, PG_NO_OFFSET, "cannot complete the write: %s",
+                        strerror(errno));
+    pg_out_abort(o);
+    return rc;
+  }
+  free(o->tmp_path);
+  free(o->path);
+  memset(o, 0, sizeof *o);
+  return PG_OK;
+}
+
+int pg_file_write_atomic(const char *path, const void *buf, size_t len, pg_err *err) {
+  pg_out o;
+  PG_TRY(pg_out_begin(&o, path, err));
+  int rc = pg_out_write(&o, buf, len, err);
+  if (rc != PG_OK) {
+    pg_out_abort(&o);
+    return rc;
+  }
+  return pg_out_commit(&o, err);
+}
+
+int pg_mkdir_p(const char *path, pg_err *err) {
+  size_t n = strlen(path);
+  char *tmp = malloc(n + 1);
+  if (!tmp) return pg_err_set(err, PG_E_NOMEM, path, PG_NO_OFFSET, "cannot allocate a path");
+  memcpy(tmp, path, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (tmp[i] == '/' || tmp[i] == '\0') {
+      char c = tmp[i];
+      tmp[i] = '\0';
+      if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+        int e = errno;
+        free(tmp);
+        return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot create a directory: %s",
+                          strerror(e));
+      }
+      tmp[i] = c;
+    }
+  }
+  free(tmp);
+  struct stat st;
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "not a directory");
+  return PG_OK;
+}
+
+int pg_buf_reserve(pg_buf *b, size_t extra) {
+  if (b->oom) return PG_E_NOMEM;
+  if (extra <= b->cap - b->len) return PG_OK;
+  size_t need;
+  if (__builtin_add_overflow(b->len, extra, &need)) {
+    b->oom = 1;
+    return PG_E_NOMEM;
+  }
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < need) {
+    if (cap > SIZE_MAX / 2) {
+      cap = need;
+      break;
+    }
+    cap *= 2;
+  }
+  uint8_t *p = realloc(b->data, cap);
+  if (!p) {
+    b->oom = 1;
+    return PG_E_NOMEM;
+  }
+  b->data = p;
+  b->cap = cap;
+  return PG_OK;
+}
+
+int pg_buf_put(pg_buf *b, const void *p, size_t n) {
+  if (pg_buf_reserve(b, n) != PG_OK) return PG_E_NOMEM;
+  if (n) memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return PG_OK;
+}
+int pg_buf_u8(pg_buf *b, uint8_t v) { return pg_buf_put(b, &v, 1); }
+int pg_buf_u16(pg_buf *b, uint16_t v) {
+  uint8_t t[2];
+  pg_st16(t, v);
+  return pg_buf_put(b, t, 2);
+}
+int pg_buf_u32(pg_buf *b, uint32_t v) {
+  uint8_t t[4];
+  pg_st32(t, v);
+  return pg_buf_put(b, t, 4);
+}
+int pg_buf_u64(pg_buf *b, uint64_t v) {
+  uint8_t t[8];
+  pg_st64(t, v);
+  return pg_buf_put(b, t, 8);
+}
+void pg_buf_free(pg_buf *b) {
+  free(b->data);
+  memset(b, 0, sizeof *b);
+}

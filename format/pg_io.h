@@ -1,0 +1,99 @@
+/* pg_io.h: file input and output for every pgolf reader and writer.
+ *
+ * Inputs are read whole (with a size cap) or memory-mapped read-only; they are never modified.
+ * Outputs are written to a temporary file in the destination's folder, flushed, and renamed over
+ * the destination only when complete; a failed write removes the temporary and leaves nothing. */
+#ifndef PG_IO_H
+#define PG_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "pg_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Read a whole file into a malloc'd buffer (*out, *len); fails with PG_E_LIMIT above max bytes. */
+int pg_file_read_all(const char *path, uint8_t **out, size_t *len, size_t max, pg_err *err);
+
+/* A read-only view of a whole file (mmap; an empty file gives data == NULL, size == 0). */
+typedef struct pg_map {
+  const uint8_t *data;
+  size_t size;
+  void *base_; /* mapping to release */
+} pg_map;
+int pg_file_map(pg_map *m, const char *path, pg_err *err);
+void pg_file_unmap(pg_map *m);
+
+/* Size of a regular file. */
+int pg_file_size(const char *path, uint64_t *size, pg_err *err);
+
+/* 1 when both paths name the same existing file (same device and inode), else 0. */
+int pg_same_file(const char *a, const char *b);
+
+/* Atomic output: begin → write* → commit (rename) or abort (unlink). */
+typedef struct pg_out {
+  FILE *fp;
+  char *tmp_path;
+  char *path;
+  int failed;
+} pg_out;
+int pg_out_begin(pg_out *o, const char *path, pg_err *err);
+int pg_out_write(pg_out *o, const void *buf, size_t len, pg_err *err);
+int pg_out_commit(pg_out *o, pg_err *err);
+void pg_out_abort(pg_out *o);
+
+/* One-shot atomic write of a buffer. */
+int pg_file_write_atomic(const char *path, const void *buf, size_t len, pg_err *err);
+
+/* Create a directory and its parents (mode 0755); an existing directory is fine. */
+int pg_mkdir_p(const char *path, pg_err *err);
+
+/* Little-endian loads and stores on unaligned bytes. */
+static inline uint16_t pg_ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t pg_ld32(const uint8_t *p) {
+  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t pg_ld64(const uint8_t *p) {
+  return (uint64_t)pg_ld32(p) | ((uint64_t)pg_ld32(p + 4) << 32);
+}
+static inline void pg_st16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+}
+static inline void pg_st32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void pg_st64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Overflow-checked size arithmetic: return 1 on overflow, else store the result. */
+static inline int pg_mul_overflow_u64(uint64_t a, uint64_t b, uint64_t *r) {
+  return __builtin_mul_overflow(a, b, r);
+}
+static inline int pg_add_overflow_u64(uint64_t a, uint64_t b, uint64_t *r) {
+  return __builtin_add_overflow(a, b, r);
+}
+
+/* A growable byte buffer for writers. */
+typedef struct pg_buf {
+  uint8_t *data;
+  size_t len, cap;
+  int oom;
+} pg_buf;
+int pg_buf_reserve(pg_buf *b, size_t extra);
+int pg_buf_put(pg_buf *b, const void *p, size_t n);
+int pg_buf_u8(pg_buf *b, uint8_t v);
+int pg_buf_u16(pg_buf *b, uint16_t v);
+int pg_buf_u32(pg_buf *b, uint32_t v);
+int pg_buf_u64(pg_buf *b, uint64_t v);
+void pg_buf_free(pg_buf *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

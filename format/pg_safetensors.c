@@ -1,0 +1,1 @@
+/* pg_safetensors.c: placeholder. */

@@ -1,0 +1,1 @@
+/* pg_record.c: placeholder. */

@@ -1,0 +1,189 @@
+/* test_util.c: status messages, one-line errors, atomic writes, fp16/bf16 conversion, packing. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "pg_half.h"
+#include "pg_io.h"
+#include "pg_qtype.h"
+#include "pg_status.h"
+
+Test(status, names_and_messages) {
+  cr_assert_str_eq(pg_status_name(PG_E_TRUNCATED), "PG_E_TRUNCATED");
+  cr_assert_str_eq(pg_status_message(PG_OK), "ok");
+  cr_assert_str_eq(pg_status_message(9999), "unknown status");
+}
+
+Test(status, one_line_error_names_file_and_offset) {
+  pg_err e;
+  int rc = pg_err_set(&e, PG_E_CHECKSUM, "a\nb.pgz", 42, "bad %s", "thing\n");
+  cr_assert_eq(rc, PG_E_CHECKSUM);
+  cr_assert_eq(e.status, PG_E_CHECKSUM);
+  cr_assert_str_eq(e.msg, "a?b.pgz: offset 42: bad thing?");
+  pg_err_set(&e, PG_E_IO, NULL, PG_NO_OFFSET, NULL);
+  cr_assert_str_eq(e.msg, "input/output error");
+}
+
+static char tmpdir[64];
+static void mk_tmp(void) {
+  strcpy(tmpdir, "/tmp/pgtest.XXXXXX");
+  cr_assert_not_null(mkdtemp(tmpdir));
+}
+static int count_entries(const char *dir) {
+  DIR *d = opendir(dir);
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)))
+    if (de->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+Test(io, atomic_write_and_read_back) {
+  mk_tmp();
+  char path[128];
+  snprintf(path, sizeof path, "%s/out.bin", tmpdir);
+  pg_err e;
+  cr_assert_eq(pg_file_write_atomic(path, "hello", 5, &e), PG_OK);
+  uint8_t *buf;
+  size_t n;
+  cr_assert_eq(pg_file_read_all(path, &buf, &n, 1 << 20, &e), PG_OK);
+  cr_assert_eq(n, 5);
+  cr_assert(!memcmp(buf, "hello", 5));
+  free(buf);
+  cr_assert_eq(pg_file_read_all(path, &buf, &n, 4, &e), PG_E_LIMIT);
+  cr_assert_eq(count_entries(tmpdir), 1);
+}
+
+Test(io, aborted_write_leaves_nothing) {
+  mk_tmp();
+  char path[128];
+  snprintf(path, sizeof path, "%s/out.bin", tmpdir);
+  pg_out o;
+  pg_err e;
+  cr_assert_eq(pg_out_begin(&o, path, &e), PG_OK);
+  cr_assert_eq(pg_out_write(&o, "abc", 3, &e), PG_OK);
+  pg_out_abort(&o);
+  cr_assert_eq(count_entries(tmpdir), 0);
+  /* a write into a missing folder fails cleanly */
+  snprintf(path, sizeof path, "%s/missing/out.bin", tmpdir);
+  cr_assert_eq(pg_file_write_atomic(path, "x", 1, &e), PG_E_IO);
+  cr_assert(strstr(e.msg, "missing/out.bin") != NULL);
+}
+
+Test(io, missing_file_is_not_found) {
+  pg_err e;
+  uint8_t *b;
+  size_t n;
+  cr_assert_eq(pg_file_read_all("/nonexistent/file", &b, &n, 10, &e), PG_E_NOT_FOUND);
+  cr_assert(strstr(e.msg, "/nonexistent/file") != NULL);
+}
+
+Test(half, f16_known_values) {
+  cr_assert_eq(pg_f32_to_f16(1.0f), 0x3c00);
+  cr_assert_eq(pg_f32_to_f16(-2.0f), 0xc000);
+  cr_assert_eq(pg_f32_to_f16(65504.0f), 0x7bff);
+  cr_assert_eq(pg_f32_to_f16(65520.0f), 0x7c00);     /* rounds up to inf */
+  cr_assert_eq(pg_f32_to_f16(65519.99f), 0x7bff);
+  cr_assert_eq(pg_f32_to_f16(5.9604645e-08f), 0x0001); /* smallest subnormal */
+  cr_assert_eq(pg_f32_to_f16(2.9802322e-08f), 0x0000); /* half of it: tie to even -> 0 */
+  cr_assert_eq(pg_f32_to_f16(8.940697e-08f), 0x0002);  /* 1.5 ulp: tie to even -> 2 */
+  cr_assert_eq(pg_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie to even */
+  cr_assert_eq(pg_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02);
+  cr_assert(isnan(pg_f16_to_f32(pg_f32_to_f16(NAN))));
+  cr_assert_eq(pg_f16_to_f32(0x0001), 5.9604644775390625e-08f);
+  cr_assert_eq(pg_f16_to_f32(0xfbff), -65504.0f);
+}
+
+Test(half, f16_roundtrip_all_finite) {
+  for (uint32_t h = 0; h < 0x10000; h++) {
+    if ((h & 0x7c00) == 0x7c00) continue;
+    float f = pg_f16_to_f32((uint16_t)h);
+    cr_assert_eq(pg_f32_to_f16(f), h, "h=%04x", h);
+  }
+}
+
+Test(half, f16_rounding_matches_double_reference) {
+  /* every fp32 between consecutive fp16 values rounds to the nearer one, ties to even */
+  srand(7);
+  for (int i = 0; i < 200000; i++) {
+    uint32_t u = ((uint32_t)rand() << 16) ^ (uint32_t)rand();
+    float f;
+    memcpy(&f, &u, 4);
+    if (!isfinite(f) || fabsf(f) >= 65504.0f) continue;
+    uint16_t h = pg_f32_to_f16(f);
+    double v = pg_f16_to_f32(h);
+    uint16_t up = (uint16_t)(h + 1), dn = (uint16_t)(h - 1);
+    double dv = fabs((double)f - v);
+    if ((h & 0x7fff) != 0x7bff && (h & 0x7fff) != 0)
+      cr_assert(dv <= fabs((double)f - pg_f16_to_f32(up)) &&
+                    dv <= fabs((double)f - pg_f16_to_f32(dn)),
+                "f=%a h=%04x", f, h);
+  }
+}
+
+Test(half, bf16) {
+  cr_assert_eq(pg_f32_to_bf16(1.0f), 0x3f80);
+  cr_assert_eq(pg_bf16_to_f32(0x3f80), 1.0f);
+  uint32_t u = 0x3f808000; /* exactly halfway between 0x3f80 and 0x3f81: to even */
+  float f;
+  memcpy(&f, &u, 4);
+  cr_assert_eq(pg_f32_to_bf16(f), 0x3f80);
+  u = 0x3f818000;
+  memcpy(&f, &u, 4);
+  cr_assert_eq(pg_f32_to_bf16(f), 0x3f82);
+  cr_assert(isnan(pg_bf16_to_f32(pg_f32_to_bf16(NAN))));
+}
+
+Test(qtype, pack_unpack_every_width) {
+  for (unsigned bits = 2; bits <= 8; bits++) {
+    const uint64_t n = 1001;
+    int8_t v[1001], w[1001];
+    for (uint64_t i = 0; i < n; i++)
+      v[i] = (int8_t)(pg_int_min(bits) + (int)((i * 7919u) % (1u << bits)));
+    uint8_t packed[1001];
+    uint64_t nb = pg_packed_bytes(n, bits);
+    cr_assert_eq(nb, (n * bits + 7) / 8);
+    pg_pack_bits(v, n, bits, packed);
+    cr_assert_eq(pg_unpack_bits(packed, n, bits, w), 0);
+    cr_assert(!memcmp(v, w, n), "bits=%u", bits);
+    if ((n * bits) % 8) {
+      packed[nb - 1] |= 0x80; /* dirty a padding bit */
+      cr_assert_eq(pg_unpack_bits(packed, n, bits, w), 1);
+    }
+  }
+  cr_assert_eq(pg_packed_bytes(UINT64_MAX / 2, 8), UINT64_MAX);
+}
+
+Test(qtype, names_and_ranges) {
+  cr_assert_str_eq(pg_qtype_name(PG_QTYPE_INT6), "int6");
+  cr_assert_eq(pg_qtype_parse("int5"), PG_QTYPE_INT5);
+  cr_assert_eq(pg_qtype_parse("int9"), -1);
+  cr_assert_eq(pg_int_min(6), -32);
+  cr_assert_eq(pg_int_max(6), 31);
+  cr_assert_eq(pg_int_min(5), -16);
+  cr_assert_eq(pg_qtype_bits(PG_QTYPE_BF16), 16);
+}
+
+Test(qtype, dequant_rows_and_lqer) {
+  int8_t q[6] = {1, -2, 3, -4, 5, -6};
+  uint16_t s[2] = {pg_f32_to_f16(0.5f), pg_f32_to_f16(0.25f)};
+  float out[6];
+  pg_dequant_rows(q, s, 2, 3, out);
+  cr_assert_eq(out[0], 0.5f);
+  cr_assert_eq(out[5], -1.5f);
+  /* rank-1 correction over 2x64: a = [1,-2]*sA, b[j] = qB[j]*sB */
+  float W[128] = {0};
+  int8_t qA[2] = {1, -2}, qB[64];
+  for (int j = 0; j < 64; j++) qB[j] = (int8_t)((j % 16) - 8);
+  uint16_t sA = pg_f32_to_f16(0.5f), sB[1] = {pg_f32_to_f16(0.125f)};
+  pg_lqer_apply(W, 2, 64, 1, qA, sA, qB, sB);
+  for (int j = 0; j < 64; j++) {
+    cr_assert_eq(W[j], 0.5f * (float)qB[j] * 0.125f);
+    cr_assert_eq(W[64 + j], -1.0f * (float)qB[j] * 0.125f);
+  }
+}
