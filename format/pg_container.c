@@ -1,1 +1,1512 @@
-/* pg_container.c: placeholder. */
+/* pg_container.c: reader and writer of the pgolf artifact container v1 (spec/format.md).
+ *
+ * The reader trusts nothing: it checks the header, the table, the exact tiling of the file by
+ * sections, every checksum, the metadata, the tensor directory and the exact tiling of every DATA
+ * section by tensor parts, before it hands out a single tensor. The writer produces the same
+ * bytes for the same inputs and writes through a temporary file. */
+#include "pg_container.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "pg_half.h"
+#include "pg_io.h"
+
+const uint8_t PG_MAGIC[8] = {0x89, 'P', 'G', 'Z', 0x0d, 0x0a, 0x1a, 0x0a};
+
+const char *pg_section_kind_name(int kind) {
+  switch (kind) {
+  case PG_SEC_META: return "meta";
+  case PG_SEC_TENSORS: return "tensors";
+  case PG_SEC_DATA: return "data";
+  case PG_SEC_TOKENIZER: return "tokenizer";
+  case PG_SEC_CODE: return "code";
+  default: return "unknown";
+  }
+}
+
+const char *pg_part_role_name(int role) {
+  static const char *names[] = {"values", "scales", "lqer_a", "lqer_a_scale", "lqer_b",
+                                "lqer_b_scales"};
+  return role >= 0 && role < PG_PART_COUNT ? names[role] : "unknown";
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared rules */
+
+static const struct {
+  const char *key;
+  uint8_t type;
+} WELL_KNOWN[] = {
+    {"arch.json", PG_META_STR},
+    {"arch.name", PG_META_STR},
+    {"budget.bytes", PG_META_I64},
+    {"pgolf.writer", PG_META_STR},
+    {"provenance.calib_source", PG_META_STR},
+    {"provenance.calib_xxh64", PG_META_STR},
+    {"provenance.seed", PG_META_I64},
+    {"quant.method", PG_META_STR},
+    {"quant.recipe", PG_META_STR},
+    {"tokenizer.name", PG_META_STR},
+    {"tokenizer.vocab_size", PG_META_I64},
+};
+
+static int well_known_type(const char *key, size_t len) {
+  for (size_t i = 0; i < sizeof WELL_KNOWN / sizeof WELL_KNOWN[0]; i++)
+    if (strlen(WELL_KNOWN[i].key) == len && !memcmp(WELL_KNOWN[i].key, key, len))
+      return WELL_KNOWN[i].type;
+  return 0;
+}
+
+static int key_chars_ok(const char *k, size_t n) {
+  if (n == 0 || n > PG_MAX_NAME) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = k[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+/* UTF-8, 1..255 bytes, no control characters. */
+static int name_ok(const uint8_t *s, size_t n) {
+  if (n == 0 || n > PG_MAX_NAME) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] < 0x20 || s[i] == 0x7f) return 0;
+  return pg_utf8_valid(s, n, NULL);
+}
+
+/* A relative path without '..' components. */
+static int code_name_ok(const uint8_t *s, size_t n) {
+  if (!name_ok(s, n) || s[0] == '/') return 0;
+  size_t start = 0;
+  for (size_t i = 0; i <= n; i++) {
+    if (i == n || s[i] == '/') {
+      if (i - start == 2 && s[start] == '.' && s[start + 1] == '.') return 0;
+      start = i + 1;
+    }
+  }
+  return 1;
+}
+
+/* Expected part sizes of a tensor (UINT64_MAX where absent or on overflow). */
+static void expected_parts(const pg_tensor_info *t, uint64_t sz[PG_PART_COUNT]) {
+  for (int r = 0; r < PG_PART_COUNT; r++) sz[r] = UINT64_MAX;
+  unsigned bits = pg_qtype_bits(t->qtype);
+  if (pg_qtype_is_int(t->qtype)) {
+    sz[PG_PART_VALUES] = t->packing ? pg_packed_bytes(t->numel, bits) : t->numel;
+    sz[PG_PART_SCALES] = t->scale_kind == PG_SCALE_ROW_F16 ? t->rows * 2 : 4;
+    if (t->lqer_rank) {
+      uint64_t na = t->rows * t->lqer_rank, nb = t->cols * t->lqer_rank;
+      sz[PG_PART_LQER_A] = t->packing ? pg_packed_bytes(na, 2) : na;
+      sz[PG_PART_LQER_A_SCALE] = 2;
+      sz[PG_PART_LQER_B] = t->packing ? pg_packed_bytes(nb, 4) : nb;
+      sz[PG_PART_LQER_B_SCALES] = nb / PG_LQER_GROUP * 2;
+    }
+  } else {
+    sz[PG_PART_VALUES] = t->numel * (bits / 8);
+  }
+}
+
+/* Validate the layout fields of a tensor and derive numel/rows/cols. `where` names the place
+ * for messages (file or NULL), off the file offset. */
+static int tensor_layout_check(pg_tensor_info *t, uint64_t max_elements, const char *file,
+                               uint64_t off, const char *ctx, pg_err *err) {
+  const char *qn = pg_qtype_name(t->qtype);
+  PG_FAIL_IF(!qn, err, PG_E_QTYPE, file, off, "%stensor '%s': unknown qtype %u", ctx, t->name,
+             t->qtype);
+  int isint = pg_qtype_is_int(t->qtype);
+  PG_FAIL_IF(t->packing > 1 || (!isint && t->packing), err, PG_E_QTYPE, file, off,
+             "%stensor '%s': packing %u not valid for %s", ctx, t->name, t->packing, qn);
+  PG_FAIL_IF(isint ? (t->scale_kind != PG_SCALE_ROW_F16 && t->scale_kind != PG_SCALE_SCALAR_F32)
+                   : t->scale_kind != PG_SCALE_NONE,
+             err, PG_E_QTYPE, file, off, "%stensor '%s': scale kind %u not valid for %s", ctx,
+             t->name, t->scale_kind, qn);
+  if (isint) {
+    unsigned b = pg_qtype_bits(t->qtype);
+    PG_FAIL_IF(t->qmin < pg_int_min(b) || t->qmax > pg_int_max(b) || t->qmin > t->qmax, err,
+               PG_E_QTYPE, file, off, "%stensor '%s': range [%d, %d] not inside %s [%d, %d]", ctx,
+               t->name, t->qmin, t->qmax, qn, pg_int_min(b), pg_int_max(b));
+  } else {
+    PG_FAIL_IF(t->qmin || t->qmax, err, PG_E_MALFORMED, file, off,
+               "%stensor '%s': a float tensor declares a value range", ctx, t->name);
+  }
+  PG_FAIL_IF(t->ndim > PG_MAX_DIMS, err, PG_E_LIMIT, file, off,
+             "%stensor '%s': %u dimensions, limit %d", ctx, t->name, t->ndim, PG_MAX_DIMS);
+  PG_FAIL_IF(isint && t->ndim == 0, err, PG_E_QTYPE, file, off,
+             "%stensor '%s': an integer tensor needs at least one dimension", ctx, t->name);
+  /* The product is checked with zero dimensions counted as 1, so no partial product (rows,
+   * cols) can overflow either, even when the element count is 0. */
+  uint64_t n = 1, span = 1;
+  for (unsigned d = 0; d < t->ndim; d++) {
+    PG_FAIL_IF(pg_mul_overflow_u64(span, t->dims[d] ? t->dims[d] : 1, &span), err,
+               PG_E_DIMS_OVERFLOW, file, off,
+               "%stensor '%s': the product of its dimensions overflows 64 bits", ctx, t->name);
+    n *= t->dims[d];
+  }
+  PG_FAIL_IF(span > max_elements, err, PG_E_LIMIT, file, off,
+             "%stensor '%s': %llu elements, limit %llu", ctx, t->name, (unsigned long long)span,
+             (unsigned long long)max_elements);
+  t->numel = n;
+  t->rows = t->ndim ? t->dims[0] : 1;
+  t->cols = 1;
+  for (unsigned d = 1; d < t->ndim; d++) t->cols *= t->dims[d];
+  if (t->lqer_rank) {
+    PG_FAIL_IF(t->lqer_rank > PG_MAX_LQER_RANK, err, PG_E_LIMIT, file, off,
+               "%stensor '%s': LQER rank %u, limit %d", ctx, t->name, t->lqer_rank,
+               PG_MAX_LQER_RANK);
+    PG_FAIL_IF(!isint || t->scale_kind != PG_SCALE_ROW_F16 || t->ndim != 2, err, PG_E_QTYPE,
+               file, off, "%stensor '%s': LQER needs a 2-D integer tensor with row scales", ctx,
+               t->name);
+    PG_FAIL_IF((t->cols * t->lqer_rank) % PG_LQER_GROUP != 0, err, PG_E_QTYPE, file, off,
+               "%stensor '%s': LQER rank*cols = %llu is not a multiple of %d", ctx, t->name,
+               (unsigned long long)(t->cols * t->lqer_rank), PG_LQER_GROUP);
+  }
+  return PG_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reader */
+
+struct pg_artifact {
+  char *name;
+  pg_map map;
+  const uint8_t *data;
+  size_t len;
+  uint16_t cver, qver;
+  uint32_t nsec;
+  pg_section *secs;
+  uint8_t **raw;     /* decoded bytes per section, NULL until decoded */
+  uint8_t *raw_own;  /* 1 where raw[i] is malloc'd */
+  uint32_t meta_sec, dir_sec;
+  int64_t tok_sec;
+  uint32_t nmeta;
+  pg_meta_entry *meta;
+  uint32_t ntens;
+  pg_tensor_info *tens;
+  uint32_t ncode;
+  uint32_t *code_secs;
+  pg_read_limits lim;
+};
+
+typedef struct cursor {
+  const uint8_t *p;
+  size_t n, pos;
+} cursor;
+
+const char *pg_artifact_name(const pg_artifact *a) { return a->name; }
+uint64_t pg_artifact_file_size(const pg_artifact *a) { return a->len; }
+uint16_t pg_artifact_container_version(const pg_artifact *a) { return a->cver; }
+uint16_t pg_artifact_quant_layout_version(const pg_artifact *a) { return a->qver; }
+uint32_t pg_artifact_section_count(const pg_artifact *a) { return a->nsec; }
+const pg_section *pg_artifact_section(const pg_artifact *a, uint32_t i) {
+  return i < a->nsec ? &a->secs[i] : NULL;
+}
+uint32_t pg_artifact_meta_count(const pg_artifact *a) { return a->nmeta; }
+const pg_meta_entry *pg_artifact_meta(const pg_artifact *a, uint32_t i) {
+  return i < a->nmeta ? &a->meta[i] : NULL;
+}
+uint32_t pg_artifact_tensor_count(const pg_artifact *a) { return a->ntens; }
+const pg_tensor_info *pg_artifact_tensor(const pg_artifact *a, uint32_t i) {
+  return i < a->ntens ? &a->tens[i] : NULL;
+}
+int64_t pg_artifact_tokenizer_section(const pg_artifact *a) { return a->tok_sec; }
+uint32_t pg_artifact_code_count(const pg_artifact *a) { return a->ncode; }
+
+const pg_meta_entry *pg_artifact_meta_find(const pg_artifact *a, const char *key) {
+  size_t n = strlen(key);
+  for (uint32_t i = 0; i < a->nmeta; i++)
+    if (a->meta[i].key_len == n && !memcmp(a->meta[i].key, key, n)) return &a->meta[i];
+  return NULL;
+}
+
+int64_t pg_artifact_tensor_find(const pg_artifact *a, const char *name) {
+  for (uint32_t i = 0; i < a->ntens; i++)
+    if (!strcmp(a->tens[i].name, name)) return i;
+  return -1;
+}
+
+int64_t pg_meta_arr_i64(const pg_meta_entry *e, uint32_t i) {
+  return (int64_t)pg_ld64(e->arr + 8 * (size_t)i);
+}
+double pg_meta_arr_f64(const pg_meta_entry *e, uint32_t i) {
+  uint64_t u = pg_ld64(e->arr + 8 * (size_t)i);
+  double d;
+  memcpy(&d, &u, 8);
+  return d;
+}
+void pg_meta_arr_str(const pg_meta_entry *e, uint32_t i, const char **s, uint32_t *len) {
+  const uint8_t *p = e->arr;
+  for (uint32_t k = 0; k < i; k++) p += 4 + pg_ld32(p);
+  *len = pg_ld32(p);
+  *s = (const char *)p + 4;
+}
+
+void pg_artifact_free(pg_artifact *a) {
+  if (!a) return;
+  if (a->raw)
+    for (uint32_t i = 0; i < a->nsec; i++)
+      if (a->raw_own[i]) free(a->raw[i]);
+  free(a->raw);
+  free(a->raw_own);
+  free(a->secs);
+  free(a->meta);
+  free(a->tens);
+  free(a->code_secs);
+  pg_file_unmap(&a->map);
+  free(a->name);
+  free(a);
+}
+
+int pg_artifact_section_raw(pg_artifact *a, uint32_t i, const uint8_t **raw, pg_err *err) {
+  PG_FAIL_IF(i >= a->nsec, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no section %u", i);
+  if (a->raw[i]) {
+    *raw = a->raw[i];
+    return PG_OK;
+  }
+  const pg_section *s = &a->secs[i];
+  const uint8_t *stored = a->data + s->offset;
+  static const uint8_t empty[1] = {0};
+  if (s->codec.codec == PG_CODEC_NONE && s->codec.transform == PG_TRANSFORM_NONE) {
+    PG_FAIL_IF(s->stored_size != s->raw_size, err, PG_E_SIZE_MISMATCH, a->name, s->offset,
+               "section %u: codec none but stored %llu != raw %llu bytes", i,
+               (unsigned long long)s->stored_size, (unsigned long long)s->raw_size);
+    PG_FAIL_IF(XXH64(stored, (size_t)s->raw_size, 0) != s->raw_xxh64, err, PG_E_CHECKSUM,
+               a->name, s->offset, "section %u (%s): raw checksum mismatch", i,
+               pg_section_kind_name(s->kind));
+    a->raw[i] = (uint8_t *)(s->raw_size ? stored : empty);
+    a->raw_own[i] = 0;
+    *raw = a->raw[i];
+    return PG_OK;
+  }
+  uint8_t *buf = malloc(s->raw_size ? (size_t)s->raw_size : 1);
+  PG_FAIL_IF(!buf, err, PG_E_NOMEM, a->name, s->offset, "section %u: cannot allocate %llu bytes",
+             i, (unsigned long long)s->raw_size);
+  int rc = pg_codec_decode(&s->codec, stored, (size_t)s->stored_size, buf, (size_t)s->raw_size,
+                           a->name, s->offset, err);
+  if (rc == PG_OK && XXH64(buf, (size_t)s->raw_size, 0) != s->raw_xxh64)
+    rc = pg_err_set(err, PG_E_CHECKSUM, a->name, s->offset, "section %u (%s): raw checksum mismatch",
+                    i, pg_section_kind_name(s->kind));
+  if (rc != PG_OK) {
+    free(buf);
+    return rc;
+  }
+  a->raw[i] = buf;
+  a->raw_own[i] = 1;
+  *raw = buf;
+  return PG_OK;
+}
+
+/* Cursor reads inside a decoded section; a short read is a malformed section. */
+#define CUR_NEED(c, k, what)                                                                  \
+  PG_FAIL_IF((c)->n - (c)->pos < (size_t)(k), err, PG_E_MALFORMED, a->name, sec->offset,     \
+             "%s section byte %zu: ends inside %s", pg_section_kind_name(sec->kind), (c)->pos, \
+             what)
+
+static int parse_meta(pg_artifact *a, pg_err *err) {
+  const pg_section *sec = &a->secs[a->meta_sec];
+  PG_FAIL_IF(sec->raw_size > PG_MAX_META_RAW, err, PG_E_LIMIT, a->name, sec->offset,
+             "meta section holds %llu bytes, limit %llu", (unsigned long long)sec->raw_size,
+             (unsigned long long)PG_MAX_META_RAW);
+  const uint8_t *raw;
+  PG_TRY(pg_artifact_section_raw(a, a->meta_sec, &raw, err));
+  cursor c = {raw, (size_t)sec->raw_size, 0}, *cp = &c;
+  CUR_NEED(cp, 4, "the entry count");
+  uint32_t n = pg_ld32(raw);
+  c.pos = 4;
+  PG_FAIL_IF(n > PG_MAX_META_ENTRIES, err, PG_E_LIMIT, a->name, sec->offset,
+             "%u metadata entries, limit %d", n, PG_MAX_META_ENTRIES);
+  PG_FAIL_IF((uint64_t)n * 4 > c.n, err, PG_E_MALFORMED, a->name, sec->offset,
+             "%u metadata entries cannot fit in %zu bytes", n, c.n);
+  a->meta = calloc(n ? n : 1, sizeof *a->meta);
+  PG_FAIL_IF(!a->meta, err, PG_E_NOMEM, a->name, sec->offset, "cannot allocate metadata");
+  for (uint32_t i = 0; i < n; i++) {
+    pg_meta_entry *e = &a->meta[i];
+    size_t at = c.pos;
+    CUR_NEED(cp, 2, "a key length");
+    e->key_len = pg_ld16(raw + c.pos);
+    c.pos += 2;
+    CUR_NEED(cp, e->key_len, "a key");
+    e->key = (const char *)raw + c.pos;
+    c.pos += e->key_len;
+    PG_FAIL_IF(!key_chars_ok(e->key, e->key_len), err, PG_E_MALFORMED, a->name, sec->offset,
+               "meta section byte %zu: key %u is not 1..255 characters of [a-z0-9_.-]", at, i);
+    if (i > 0) {
+      const pg_meta_entry *p = &a->meta[i - 1];
+      size_t m = p->key_len < e->key_len ? p->key_len : e->key_len;
+      int cmp = memcmp(p->key, e->key, m);
+      if (cmp == 0) cmp = (p->key_len > e->key_len) - (p->key_len < e->key_len);
+      PG_FAIL_IF(cmp == 0, err, PG_E_DUPLICATE, a->name, sec->offset,
+                 "meta section byte %zu: duplicate key '%.*s'", at, (int)e->key_len, e->key);
+      PG_FAIL_IF(cmp > 0, err, PG_E_MALFORMED, a->name, sec->offset,
+                 "meta section byte %zu: key '%.*s' out of ascending order", at,
+                 (int)e->key_len, e->key);
+    }
+    CUR_NEED(cp, 1, "a type");
+    e->type = raw[c.pos++];
+    uint8_t t = e->type;
+    uint32_t count = 1;
+    if (t == PG_META_ARR) {
+      CUR_NEED(cp, 5, "an array header");
+      e->elem_type = raw[c.pos];
+      count = pg_ld32(raw + c.pos + 1);
+      c.pos += 5;
+      t = e->elem_type;
+      PG_FAIL_IF(t < PG_META_I64 || t > PG_META_BOOL, err, PG_E_MALFORMED, a->name, sec->offset,
+                 "meta section byte %zu: key '%.*s': unknown array element type %u", at,
+                 (int)e->key_len, e->key, t);
+      e->count = count;
+      e->arr = raw + c.pos;
+    } else {
+      PG_FAIL_IF(t < PG_META_I64 || t > PG_META_BOOL, err, PG_E_MALFORMED, a->name, sec->offset,
+                 "meta section byte %zu: key '%.*s': unknown type %u", at, (int)e->key_len,
+                 e->key, t);
+    }
+    for (uint32_t k = 0; k < count; k++) {
+      switch (t) {
+      case PG_META_I64:
+      case PG_META_F64: {
+        CUR_NEED(cp, 8, "a number");
+        uint64_t u = pg_ld64(raw + c.pos);
+        if (e->type != PG_META_ARR) {
+          e->i64 = (int64_t)u;
+          memcpy(&e->f64, &u, 8);
+          if (t == PG_META_I64) e->f64 = (double)e->i64;
+        }
+        c.pos += 8;
+        break;
+      }
+      case PG_META_BOOL:
+        CUR_NEED(cp, 1, "a bool");
+        PG_FAIL_IF(raw[c.pos] > 1, err, PG_E_MALFORMED, a->name, sec->offset,
+                   "meta section byte %zu: key '%.*s': bool value %u", c.pos, (int)e->key_len,
+                   e->key, raw[c.pos]);
+        if (e->type != PG_META_ARR) e->b = raw[c.pos];
+        c.pos += 1;
+        break;
+      case PG_META_STR: {
+        CUR_NEED(cp, 4, "a string length");
+        uint32_t len = pg_ld32(raw + c.pos);
+        c.pos += 4;
+        CUR_NEED(cp, len, "a string");
+        size_t bad;
+        PG_FAIL_IF(!pg_utf8_valid(raw + c.pos, len, &bad), err, PG_E_MALFORMED, a->name,
+                   sec->offset, "meta section byte %zu: key '%.*s': invalid UTF-8", c.pos + bad,
+                   (int)e->key_len, e->key);
+        if (e->type != PG_META_ARR) {
+          e->str = (const char *)raw + c.pos;
+          e->count = len;
+        }
+        c.pos += len;
+        break;
+      }
+      }
+    }
+    if (e->type == PG_META_ARR) e->arr_bytes = (size_t)(raw + c.pos - e->arr);
+    int want = well_known_type(e->key, e->key_len);
+    PG_FAIL_IF(want && want != e->type, err, PG_E_META_TYPE, a->name, sec->offset,
+               "meta section byte %zu: key '%.*s' must be of type %d, found %d", at,
+               (int)e->key_len, e->key, want, e->type);
+  }
+  PG_FAIL_IF(c.pos != c.n, err, PG_E_MALFORMED, a->name, sec->offset,
+             "meta section byte %zu: %zu bytes after the last entry", c.pos, c.n - c.pos);
+  a->nmeta = n;
+  PG_FAIL_IF(!pg_artifact_meta_find(a, "pgolf.writer"), err, PG_E_MALFORMED, a->name,
+             sec->offset, "meta section lacks the required key 'pgolf.writer'");
+  return PG_OK;
+}
+
+typedef struct part_ref {
+  uint32_t section, tensor;
+  int role;
+  uint64_t offset, size;
+} part_ref;
+
+static int cmp_part(const void *x, const void *y) {
+  const part_ref *p = x, *q = y;
+  if (p->section != q->section) return p->section < q->section ? -1 : 1;
+  if (p->offset != q->offset) return p->offset < q->offset ? -1 : 1;
+  if (p->size != q->size) return p->size < q->size ? -1 : 1;
+  return (p->tensor > q->tensor) - (p->tensor < q->tensor);
+}
+
+static const pg_tensor_info *g_sort_tens; /* qsort has no context in C11 */
+static int cmp_tensor_name(const void *x, const void *y) {
+  return strcmp(g_sort_tens[*(const uint32_t *)x].name, g_sort_tens[*(const uint32_t *)y].name);
+}
+
+static int parse_dir(pg_artifact *a, pg_err *err) {
+  const pg_section *sec = &a->secs[a->dir_sec];
+  PG_FAIL_IF(sec->raw_size > PG_MAX_DIR_RAW, err, PG_E_LIMIT, a->name, sec->offset,
+             "tensors section holds %llu bytes, limit %llu", (unsigned long long)sec->raw_size,
+             (unsigned long long)PG_MAX_DIR_RAW);
+  const uint8_t *raw;
+  PG_TRY(pg_artifact_section_raw(a, a->dir_sec, &raw, err));
+  cursor c = {raw, (size_t)sec->raw_size, 0}, *cp = &c;
+  CUR_NEED(cp, 4, "the tensor count");
+  uint32_t n = pg_ld32(raw);
+  c.pos = 4;
+  PG_FAIL_IF(n > PG_MAX_TENSORS, err, PG_E_LIMIT, a->name, sec->offset, "%u tensors, limit %d",
+             n, PG_MAX_TENSORS);
+  PG_FAIL_IF((uint64_t)n * 31 > c.n, err, PG_E_MALFORMED, a->name, sec->offset,
+             "%u tensors cannot fit in %zu bytes", n, c.n);
+  a->tens = calloc(n ? n : 1, sizeof *a->tens);
+  part_ref *refs = malloc(((size_t)n * PG_PART_COUNT + 1) * sizeof *refs);
+  if (!a->tens || !refs) {
+    free(refs);
+    return pg_err_set(err, PG_E_NOMEM, a->name, sec->offset, "cannot allocate the directory");
+  }
+  size_t nrefs = 0;
+  int rc = PG_OK;
+  char ctx[48];
+  for (uint32_t i = 0; i < n && rc == PG_OK; i++) {
+    pg_tensor_info *t = &a->tens[i];
+    size_t at = c.pos;
+#undef CUR_NEED
+#define CUR_NEED(c, k, what)                                                                   \
+  if ((c)->n - (c)->pos < (size_t)(k)) {                                                      \
+    rc = pg_err_set(err, PG_E_MALFORMED, a->name, sec->offset,                                \
+                    "tensors section byte %zu: ends inside %s", (c)->pos, what);              \
+    break;                                                                                    \
+  }
+    CUR_NEED(cp, 2, "a name length");
+    uint16_t nl = pg_ld16(raw + c.pos);
+    c.pos += 2;
+    CUR_NEED(cp, nl, "a name");
+    if (!name_ok(raw + c.pos, nl)) {
+      rc = pg_err_set(err, PG_E_MALFORMED, a->name, sec->offset,
+                      "tensors section byte %zu: tensor %u: name is not 1..255 bytes of "
+                      "printable UTF-8",
+                      at, i);
+      break;
+    }
+    memcpy(t->name, raw + c.pos, nl);
+    t->name[nl] = '\0';
+    c.pos += nl;
+    CUR_NEED(cp, 8, "a tensor header");
+    const uint8_t *h = raw + c.pos;
+    t->qtype = h[0];
+    t->packing = h[1];
+    t->scale_kind = h[2];
+    t->qmin = (int8_t)h[3];
+    t->qmax = (int8_t)h[4];
+    t->ndim = h[5];
+    t->lqer_rank = h[6];
+    if (h[7] != 0) {
+      rc = pg_err_set(err, PG_E_MALFORMED, a->name, sec->offset,
+                      "tensors section byte %zu: tensor '%s': reserved byte is %u", c.pos + 7,
+                      t->name, h[7]);
+      break;
+    }
+    c.pos += 8;
+    if (t->ndim > PG_MAX_DIMS) {
+      rc = pg_err_set(err, PG_E_LIMIT, a->name, sec->offset,
+                      "tensors section byte %zu: tensor '%s': %u dimensions, limit %d", at,
+                      t->name, t->ndim, PG_MAX_DIMS);
+      break;
+    }
+    CUR_NEED(cp, 8u * t->ndim, "the dimensions");
+    for (unsigned d = 0; d < t->ndim; d++) t->dims[d] = pg_ld64(raw + c.pos + 8 * d);
+    c.pos += 8u * t->ndim;
+    snprintf(ctx, sizeof ctx, "tensors section byte %zu: ", at);
+    rc = tensor_layout_check(t, a->lim.max_elements, a->name, sec->offset, ctx, err);
+    if (rc != PG_OK) break;
+    uint64_t want[PG_PART_COUNT];
+    expected_parts(t, want);
+    for (int r = 0; r < PG_PART_COUNT && rc == PG_OK; r++) {
+      if (want[r] == UINT64_MAX) {
+        if (r == PG_PART_VALUES && t->numel > 0) /* overflow of the byte size */
+          rc = pg_err_set(err, PG_E_DIMS_OVERFLOW, a->name, sec->offset,
+                          "%stensor '%s': byte size overflows", ctx, t->name);
+        continue;
+      }
+      CUR_NEED(cp, 20, "a part");
+      pg_part *p = &t->parts[r];
+      p->present = 1;
+      p->section = pg_ld32(raw + c.pos);
+      p->offset = pg_ld64(raw + c.pos + 4);
+      p->size = pg_ld64(raw + c.pos + 12);
+      c.pos += 20;
+      if (p->section >= a->nsec) {
+        rc = pg_err_set(err, PG_E_TABLE_RANGE, a->name, sec->offset,
+                        "%stensor '%s': %s part names section %u of %u", ctx, t->name,
+                        pg_part_role_name(r), p->section, a->nsec);
+      } else if (a->secs[p->section].kind != PG_SEC_DATA) {
+        rc = pg_err_set(err, PG_E_SECTION_KIND, a->name, sec->offset,
+                        "%stensor '%s': %s part names section %u, a %s section", ctx, t->name,
+                        pg_part_role_name(r), p->section,
+                        pg_section_kind_name(a->secs[p->section].kind));
+      } else if (p->size != want[r]) {
+        rc = pg_err_set(err, PG_E_SIZE_MISMATCH, a->name, sec->offset,
+                        "%stensor '%s': %s part is %llu bytes, shape and qtype give %llu", ctx,
+                        t->name, pg_part_role_name(r), (unsigned long long)p->size,
+                        (unsigned long long)want[r]);
+      } else {
+        uint64_t end;
+        if (pg_add_overflow_u64(p->offset, p->size, &end) ||
+            end > a->secs[p->section].raw_size)
+          rc = pg_err_set(err, PG_E_TABLE_RANGE, a->name, sec->offset,
+                          "%stensor '%s': %s part [%llu, +%llu) reaches past section %u "
+                          "(%llu bytes)",
+                          ctx, t->name, pg_part_role_name(r), (unsigned long long)p->offset,
+                          (unsigned long long)p->size, p->section,
+                          (unsigned long long)a->secs[p->section].raw_size);
+        else
+          refs[nrefs++] = (part_ref){p->section, i, r, p->offset, p->size};
+      }
+    }
+  }
+#undef CUR_NEED
+  if (rc == PG_OK && c.pos != c.n)
+    rc = pg_err_set(err, PG_E_MALFORMED, a->name, sec->offset,
+                    "tensors section byte %zu: %zu bytes after the last tensor", c.pos,
+                    c.n - c.pos);
+  if (rc == PG_OK) {
+    a->ntens = n;
+    /* unique names */
+    uint32_t *idx = malloc((n ? n : 1) * sizeof *idx);
+    if (!idx) rc = pg_err_set(err, PG_E_NOMEM, a->name, sec->offset, "cannot allocate");
+    for (uint32_t i = 0; rc == PG_OK && i < n; i++) idx[i] = i;
+    if (rc == PG_OK) {
+      g_sort_tens = a->tens;
+      qsort(idx, n, sizeof *idx, cmp_tensor_name);
+      for (uint32_t i = 1; i < n; i++)
+        if (!strcmp(a->tens[idx[i]].name, a->tens[idx[i - 1]].name)) {
+          rc = pg_err_set(err, PG_E_DUPLICATE, a->name, sec->offset,
+                          "tensors section: duplicate tensor name '%s'", a->tens[idx[i]].name);
+          break;
+        }
+    }
+    free(idx);
+  }
+  if (rc == PG_OK) {
+    /* exact tiling of every DATA section by parts */
+    qsort(refs, nrefs, sizeof *refs, cmp_part);
+    size_t k = 0;
+    for (uint32_t s = 0; s < a->nsec && rc == PG_OK; s++) {
+      if (a->secs[s].kind != PG_SEC_DATA) continue;
+      uint64_t expect = 0;
+      for (; k < nrefs && refs[k].section == s; k++) {
+        const part_ref *r = &refs[k];
+        if (r->offset < expect) {
+          rc = pg_err_set(err, PG_E_OVERLAP, a->name, a->secs[s].offset,
+                          "data section %u byte %llu: tensor '%s' %s part overlaps the part "
+                          "before it",
+                          s, (unsigned long long)r->offset, a->tens[r->tensor].name,
+                          pg_part_role_name(r->role));
+          break;
+        }
+        if (r->offset > expect) {
+          rc = pg_err_set(err, PG_E_HOLE, a->name, a->secs[s].offset,
+                          "data section %u: bytes %llu..%llu belong to no tensor", s,
+                          (unsigned long long)expect, (unsigned long long)r->offset);
+          break;
+        }
+        expect = r->offset + r->size;
+      }
+      if (rc == PG_OK && expect != a->secs[s].raw_size)
+        rc = pg_err_set(err, PG_E_TRAILING, a->name, a->secs[s].offset,
+                        "data section %u: bytes %llu..%llu after the last part belong to no "
+                        "tensor",
+                        s, (unsigned long long)expect, (unsigned long long)a->secs[s].raw_size);
+    }
+  }
+  free(refs);
+  return rc;
+}
+
+static int parse_code(pg_artifact *a, pg_err *err) {
+  for (uint32_t k = 0; k < a->ncode; k++) {
+    uint32_t s = a->code_secs[k];
+    const pg_section *sec = &a->secs[s];
+    const uint8_t *raw;
+    PG_TRY(pg_artifact_section_raw(a, s, &raw, err));
+    PG_FAIL_IF(sec->raw_size < 2 || sec->raw_size - 2 < pg_ld16(raw), err, PG_E_MALFORMED,
+               a->name, sec->offset, "code section %u: ends inside its file name", s);
+    uint16_t nl = pg_ld16(raw);
+    PG_FAIL_IF(!code_name_ok(raw + 2, nl), err, PG_E_MALFORMED, a->name, sec->offset,
+               "code section %u: file name is not a safe relative path", s);
+    for (uint32_t j = 0; j < k; j++) {
+      const uint8_t *o = a->raw[a->code_secs[j]];
+      if (pg_ld16(o) == nl && !memcmp(o + 2, raw + 2, nl))
+        return pg_err_set(err, PG_E_DUPLICATE, a->name, sec->offset,
+                          "code section %u: duplicate file name '%.*s'", s, (int)nl, raw + 2);
+    }
+  }
+  return PG_OK;
+}
+
+int pg_artifact_code(pg_artifact *a, uint32_t i, const char **name, size_t *name_len,
+                     const uint8_t **bytes, size_t *len, uint32_t *section, pg_err *err) {
+  PG_FAIL_IF(i >= a->ncode, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no code file %u", i);
+  uint32_t s = a->code_secs[i];
+  const uint8_t *raw;
+  PG_TRY(pg_artifact_section_raw(a, s, &raw, err));
+  uint16_t nl = pg_ld16(raw);
+  if (name) *name = (const char *)raw + 2;
+  if (name_len) *name_len = nl;
+  if (bytes) *bytes = raw + 2 + nl;
+  if (len) *len = (size_t)a->secs[s].raw_size - 2 - nl;
+  if (section) *section = s;
+  return PG_OK;
+}
+
+static int parse_table(pg_artifact *a, pg_err *err) {
+  const uint8_t *d = a->data;
+  const char *f = a->name;
+  PG_FAIL_IF(a->len < 8, err, PG_E_TRUNCATED, f, 0, "file is %zu bytes, shorter than the magic",
+             a->len);
+  PG_FAIL_IF(memcmp(d, PG_MAGIC, 8) != 0, err, PG_E_MAGIC, f, 0,
+             "not a pgolf artifact (wrong magic)");
+  PG_FAIL_IF(a->len < PG_HEADER_SIZE, err, PG_E_TRUNCATED, f, a->len,
+             "file is %zu bytes, shorter than the %d-byte header", a->len, PG_HEADER_SIZE);
+  a->cver = pg_ld16(d + 8);
+  a->qver = pg_ld16(d + 10);
+  PG_FAIL_IF(a->cver != PG_CONTAINER_VERSION, err, PG_E_VERSION, f, 8,
+             "container version %u; this reader knows version %d", a->cver,
+             PG_CONTAINER_VERSION);
+  PG_FAIL_IF(a->qver != PG_QUANT_LAYOUT_VERSION, err, PG_E_VERSION, f, 10,
+             "quantization-layout version %u; this reader knows version %d", a->qver,
+             PG_QUANT_LAYOUT_VERSION);
+  PG_FAIL_IF(XXH64(d, 56, 0) != pg_ld64(d + 56), err, PG_E_CHECKSUM, f, 56,
+             "header checksum mismatch");
+  PG_FAIL_IF(pg_ld32(d + 12) != 0, err, PG_E_HEADER, f, 12, "flags are %u, must be 0",
+             pg_ld32(d + 12));
+  PG_FAIL_IF(pg_ld32(d + 20) != 0, err, PG_E_HEADER, f, 20, "reserved header bytes not zero");
+  for (int i = 40; i < 56; i++)
+    PG_FAIL_IF(d[i] != 0, err, PG_E_HEADER, f, (uint64_t)i, "reserved header bytes not zero");
+  uint64_t fsize = pg_ld64(d + 24);
+  PG_FAIL_IF(fsize > a->len, err, PG_E_TRUNCATED, f, a->len,
+             "file is %zu bytes, header declares %llu", a->len, (unsigned long long)fsize);
+  PG_FAIL_IF(fsize < a->len, err, PG_E_TRAILING, f, fsize,
+             "file is %zu bytes, header declares %llu", a->len, (unsigned long long)fsize);
+  uint32_t n = pg_ld32(d + 16);
+  PG_FAIL_IF(n == 0 || n > PG_MAX_SECTIONS, err, PG_E_LIMIT, f, 16,
+             "section count %u outside 1..%d", n, PG_MAX_SECTIONS);
+  uint64_t table_end = PG_HEADER_SIZE + (uint64_t)PG_ENTRY_SIZE * n;
+  PG_FAIL_IF(table_end > a->len, err, PG_E_TABLE_RANGE, f, PG_HEADER_SIZE,
+             "section table of %u entries ends at %llu, past the end of the file (%zu)", n,
+             (unsigned long long)table_end, a->len);
+  PG_FAIL_IF(XXH64(d + PG_HEADER_SIZE, (size_t)(table_end - PG_HEADER_SIZE), 0) !=
+                 pg_ld64(d + 32),
+             err, PG_E_CHECKSUM, f, 32, "section table checksum mismatch");
+  a->nsec = n;
+  a->secs = calloc(n, sizeof *a->secs);
+  a->raw = calloc(n, sizeof *a->raw);
+  a->raw_own = calloc(n, 1);
+  a->code_secs = calloc(n, sizeof *a->code_secs);
+  PG_FAIL_IF(!a->secs || !a->raw || !a->raw_own || !a->code_secs, err, PG_E_NOMEM, f,
+             PG_NO_OFFSET, "cannot allocate the section table");
+  uint64_t expect = table_end;
+  int nmeta = 0, ndir = 0;
+  a->tok_sec = -1;
+  for (uint32_t i = 0; i < n; i++) {
+    const uint8_t *e = d + PG_HEADER_SIZE + (size_t)PG_ENTRY_SIZE * i;
+    const uint64_t eo = PG_HEADER_SIZE + (uint64_t)PG_ENTRY_SIZE * i;
+    pg_section *s = &a->secs[i];
+    s->kind = pg_ld16(e);
+    s->codec.codec = e[2];
+    s->codec.level = e[3];
+    s->codec.window = e[4];
+    s->codec.transform = e[5];
+    s->codec.stride = e[6];
+    s->offset = pg_ld64(e + 8);
+    s->stored_size = pg_ld64(e + 16);
+    s->raw_size = pg_ld64(e + 24);
+    s->stored_xxh64 = pg_ld64(e + 32);
+    s->raw_xxh64 = pg_ld64(e + 40);
+    PG_FAIL_IF(s->kind < PG_SEC_META || s->kind > PG_SEC_CODE, err, PG_E_SECTION_KIND, f, eo,
+               "section %u: unknown kind %u", i, s->kind);
+    int bad_res = e[7] != 0;
+    for (int k = 48; k < 64; k++) bad_res |= e[k] != 0;
+    PG_FAIL_IF(bad_res, err, PG_E_HEADER, f, eo, "section %u: reserved bytes not zero", i);
+    PG_TRY(pg_codec_spec_check(&s->codec, f, eo + 2, err));
+    PG_FAIL_IF(s->raw_size > a->lim.max_section_raw, err, PG_E_LIMIT, f, eo + 24,
+               "section %u: raw size %llu, limit %llu", i, (unsigned long long)s->raw_size,
+               (unsigned long long)a->lim.max_section_raw);
+    uint64_t end;
+    PG_FAIL_IF(pg_add_overflow_u64(s->offset, s->stored_size, &end) || end > a->len, err,
+               PG_E_TABLE_RANGE, f, eo + 8,
+               "section %u: [%llu, +%llu) reaches past the end of the file (%zu)", i,
+               (unsigned long long)s->offset, (unsigned long long)s->stored_size, a->len);
+    PG_FAIL_IF(s->offset < expect, err, PG_E_OVERLAP, f, eo + 8,
+               "section %u begins at %llu, inside what precedes it (ends at %llu)", i,
+               (unsigned long long)s->offset, (unsigned long long)expect);
+    PG_FAIL_IF(s->offset > expect, err, PG_E_HOLE, f, eo + 8,
+               "section %u begins at %llu, leaving a hole from %llu", i,
+               (unsigned long long)s->offset, (unsigned long long)expect);
+    expect = end;
+    PG_FAIL_IF(XXH64(d + s->offset, (size_t)s->stored_size, 0) != s->stored_xxh64, err,
+               PG_E_CHECKSUM, f, s->offset, "section %u (%s): stored checksum mismatch", i,
+               pg_section_kind_name(s->kind));
+    switch (s->kind) {
+    case PG_SEC_META:
+      a->meta_sec = i;
+      nmeta++;
+      break;
+    case PG_SEC_TENSORS:
+      a->dir_sec = i;
+      ndir++;
+      break;
+    case PG_SEC_TOKENIZER:
+      PG_FAIL_IF(a->tok_sec >= 0, err, PG_E_SECTION_KIND, f, eo, "a second tokenizer section (%u)",
+                 i);
+      a->tok_sec = i;
+      break;
+    case PG_SEC_CODE: a->code_secs[a->ncode++] = i; break;
+    default: break;
+    }
+  }
+  PG_FAIL_IF(expect < a->len, err, PG_E_TRAILING, f, expect,
+             "%llu bytes after the last section", (unsigned long long)(a->len - expect));
+  PG_FAIL_IF(nmeta != 1, err, PG_E_SECTION_KIND, f, PG_HEADER_SIZE,
+             "%d meta sections; exactly one is required", nmeta);
+  PG_FAIL_IF(ndir != 1, err, PG_E_SECTION_KIND, f, PG_HEADER_SIZE,
+             "%d tensors sections; exactly one is required", ndir);
+  return PG_OK;
+}
+
+int pg_artifact_open_mem(pg_artifact **out, const uint8_t *data, size_t len, const char *name,
+                         const pg_read_limits *lim, pg_err *err) {
+  *out = NULL;
+  pg_artifact *a = calloc(1, sizeof *a);
+  PG_FAIL_IF(!a, err, PG_E_NOMEM, name, PG_NO_OFFSET, "cannot allocate");
+  const char *nm = name ? name : "<memory>";
+  a->name = malloc(strlen(nm) + 1);
+  if (!a->name) {
+    free(a);
+    return pg_err_set(err, PG_E_NOMEM, name, PG_NO_OFFSET, "cannot allocate");
+  }
+  strcpy(a->name, nm);
+  a->data = data;
+  a->len = len;
+  a->lim.max_section_raw = PG_MAX_SECTION_RAW;
+  a->lim.max_elements = PG_MAX_ELEMENTS;
+  if (lim && lim->max_section_raw && lim->max_section_raw < a->lim.max_section_raw)
+    a->lim.max_section_raw = lim->max_section_raw;
+  if (lim && lim->max_elements && lim->max_elements < a->lim.max_elements)
+    a->lim.max_elements = lim->max_elements;
+  int rc = parse_table(a, err);
+  if (rc == PG_OK) rc = parse_meta(a, err);
+  if (rc == PG_OK) rc = parse_dir(a, err);
+  if (rc == PG_OK) rc = parse_code(a, err);
+  if (rc != PG_OK) {
+    pg_artifact_free(a);
+    return rc;
+  }
+  *out = a;
+  return PG_OK;
+}
+
+int pg_artifact_open(pg_artifact **out, const char *path, const pg_read_limits *lim, pg_err *err) {
+  *out = NULL;
+  pg_map m;
+  PG_TRY(pg_file_map(&m, path, err));
+  pg_artifact *a;
+  int rc = pg_artifact_open_mem(&a, m.data, m.size, path, lim, err);
+  if (rc != PG_OK) {
+    pg_file_unmap(&m);
+    return rc;
+  }
+  a->map = m;
+  *out = a;
+  return PG_OK;
+}
+
+/* Decode n signed values of `bits` from a part (packed or one per byte), checking [lo, hi]. */
+static int decode_ints(pg_artifact *a, const pg_tensor_info *t, int role, uint64_t n,
+                       unsigned bits, int lo, int hi, int8_t *out, pg_err *err) {
+  const pg_part *p = &t->parts[role];
+  const uint8_t *raw;
+  PG_TRY(pg_artifact_section_raw(a, p->section, &raw, err));
+  raw += p->offset;
+  const uint64_t soff = a->secs[p->section].offset;
+  if (t->packing == PG_PACK_BITS) {
+    PG_FAIL_IF(pg_unpack_bits(raw, n, bits, out) != 0, err, PG_E_VALUE_RANGE, a->name, soff,
+               "tensor '%s' %s: padding bits of the last byte are not zero", t->name,
+               pg_part_role_name(role));
+  } else if (n) {
+    memcpy(out, raw, (size_t)n);
+  }
+  for (uint64_t i = 0; i < n; i++)
+    PG_FAIL_IF(out[i] < lo || out[i] > hi, err, PG_E_VALUE_RANGE, a->name, soff,
+               "tensor '%s' %s: element %llu is %d, outside [%d, %d]", t->name,
+               pg_part_role_name(role), (unsigned long long)i, out[i], lo, hi);
+  return PG_OK;
+}
+
+static int part_bytes(pg_artifact *a, const pg_tensor_info *t, int role, const uint8_t **p,
+                      pg_err *err) {
+  const uint8_t *raw;
+  PG_TRY(pg_artifact_section_raw(a, t->parts[role].section, &raw, err));
+  *p = raw + t->parts[role].offset;
+  return PG_OK;
+}
+
+int pg_artifact_tensor_values(pg_artifact *a, uint32_t i, int8_t *out, pg_err *err) {
+  PG_FAIL_IF(i >= a->ntens, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no tensor %u", i);
+  const pg_tensor_info *t = &a->tens[i];
+  PG_FAIL_IF(!pg_qtype_is_int(t->qtype), err, PG_E_ARG, a->name, PG_NO_OFFSET,
+             "tensor '%s' is %s, not an integer tensor", t->name, pg_qtype_name(t->qtype));
+  return decode_ints(a, t, PG_PART_VALUES, t->numel, pg_qtype_bits(t->qtype), t->qmin, t->qmax,
+                     out, err);
+}
+
+int pg_artifact_tensor_scales(pg_artifact *a, uint32_t i, const uint8_t **bytes, pg_err *err) {
+  PG_FAIL_IF(i >= a->ntens || !a->tens[i].parts[PG_PART_SCALES].present, err, PG_E_ARG, a->name,
+             PG_NO_OFFSET, "tensor %u has no scales", i);
+  return part_bytes(a, &a->tens[i], PG_PART_SCALES, bytes, err);
+}
+
+int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *err) {
+  PG_FAIL_IF(i >= a->ntens, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no tensor %u", i);
+  const pg_tensor_info *t = &a->tens[i];
+  const uint8_t *v;
+  if (!pg_qtype_is_int(t->qtype)) {
+    PG_TRY(part_bytes(a, t, PG_PART_VALUES, &v, err));
+    for (uint64_t k = 0; k < t->numel; k++) {
+      if (t->qtype == PG_QTYPE_F32) {
+        uint32_t u = pg_ld32(v + 4 * k);
+        memcpy(&out[k], &u, 4);
+      } else if (t->qtype == PG_QTYPE_F16) {
+        out[k] = pg_f16_to_f32(pg_ld16(v + 2 * k));
+      } else {
+        out[k] = pg_bf16_to_f32(pg_ld16(v + 2 * k));
+      }
+    }
+    return PG_OK;
+  }
+  int8_t *q = malloc(t->numel ? (size_t)t->numel : 1);
+  uint16_t *sc = NULL;
+  int8_t *qa = NULL, *qb = NULL;
+  uint16_t *sb = NULL;
+  PG_FAIL_IF(!q, err, PG_E_NOMEM, a->name, PG_NO_OFFSET, "cannot allocate");
+  int rc = pg_artifact_tensor_values(a, i, q, err);
+  const uint8_t *sp = NULL;
+  if (rc == PG_OK) rc = part_bytes(a, t, PG_PART_SCALES, &sp, err);
+  if (rc == PG_OK && t->scale_kind == PG_SCALE_SCALAR_F32) {
+    uint32_t u = pg_ld32(sp);
+    float s;
+    memcpy(&s, &u, 4);
+    pg_dequant_scalar(q, s, t->numel, out);
+  } else if (rc == PG_OK) {
+    sc = malloc(t->rows ? (size_t)t->rows * 2 : 1);
+    if (!sc) rc = pg_err_set(err, PG_E_NOMEM, a->name, PG_NO_OFFSET, "cannot allocate");
+    for (uint64_t r = 0; rc == PG_OK && r < t->rows; r++) sc[r] = pg_ld16(sp + 2 * r);
+    if (rc == PG_OK) pg_dequant_rows(q, sc, t->rows, t->cols, out);
+  }
+  if (rc == PG_OK && t->lqer_rank) {
+    const uint64_t na = t->rows * t->lqer_rank, nb = t->cols * t->lqer_rank;
+    qa = malloc(na ? (size_t)na : 1);
+    qb = malloc(nb ? (size_t)nb : 1);
+    sb = malloc(nb / PG_LQER_GROUP * 2 + 2);
+    if (!qa || !qb || !sb) rc = pg_err_set(err, PG_E_NOMEM, a->name, PG_NO_OFFSET, "cannot allocate");
+    if (rc == PG_OK) rc = decode_ints(a, t, PG_PART_LQER_A, na, 2, -2, 1, qa, err);
+    if (rc == PG_OK) rc = decode_ints(a, t, PG_PART_LQER_B, nb, 4, -8, 7, qb, err);
+    const uint8_t *pa = NULL, *pb = NULL;
+    if (rc == PG_OK) rc = part_bytes(a, t, PG_PART_LQER_A_SCALE, &pa, err);
+    if (rc == PG_OK) rc = part_bytes(a, t, PG_PART_LQER_B_SCALES, &pb, err);
+    if (rc == PG_OK) {
+      for (uint64_t g = 0; g < nb / PG_LQER_GROUP; g++) sb[g] = pg_ld16(pb + 2 * g);
+      pg_lqer_apply(out, t->rows, t->cols, t->lqer_rank, qa, pg_ld16(pa), qb, sb);
+    }
+  }
+  free(q);
+  free(sc);
+  free(qa);
+  free(qb);
+  free(sb);
+  return rc;
+}
+
+int pg_artifact_check(pg_artifact *a, pg_err *err) {
+  for (uint32_t s = 0; s < a->nsec; s++) {
+    const uint8_t *raw;
+    PG_TRY(pg_artifact_section_raw(a, s, &raw, err));
+  }
+  uint64_t maxn = 0;
+  for (uint32_t i = 0; i < a->ntens; i++) {
+    const pg_tensor_info *t = &a->tens[i];
+    uint64_t m = t->numel;
+    if (t->lqer_rank) {
+      if (t->rows * t->lqer_rank > m) m = t->rows * t->lqer_rank;
+      if (t->cols * t->lqer_rank > m) m = t->cols * t->lqer_rank;
+    }
+    if (pg_qtype_is_int(t->qtype) && m > maxn) maxn = m;
+  }
+  int8_t *buf = malloc(maxn ? (size_t)maxn : 1);
+  PG_FAIL_IF(!buf, err, PG_E_NOMEM, a->name, PG_NO_OFFSET, "cannot allocate");
+  int rc = PG_OK;
+  for (uint32_t i = 0; i < a->ntens && rc == PG_OK; i++) {
+    const pg_tensor_info *t = &a->tens[i];
+    if (!pg_qtype_is_int(t->qtype)) continue;
+    rc = pg_artifact_tensor_values(a, i, buf, err);
+    if (rc == PG_OK && t->lqer_rank) {
+      rc = decode_ints(a, t, PG_PART_LQER_A, t->rows * t->lqer_rank, 2, -2, 1, buf, err);
+      if (rc == PG_OK)
+        rc = decode_ints(a, t, PG_PART_LQER_B, t->cols * t->lqer_rank, 4, -8, 7, buf, err);
+    }
+  }
+  free(buf);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Writer */
+
+typedef struct wsec {
+  uint16_t kind;
+  pg_codec_spec spec;
+  pg_buf raw;
+} wsec;
+
+typedef struct wmeta {
+  char key[PG_MAX_NAME + 1];
+  pg_buf val; /* type byte + value */
+} wmeta;
+
+struct pg_writer {
+  pg_codec_spec meta_spec, dir_spec;
+  wmeta *meta;
+  uint32_t nmeta, cap_meta;
+  pg_buf dir;
+  uint32_t ntens;
+  char **names;
+  uint32_t cap_names;
+  wsec *data;
+  uint32_t ndata;
+  int has_tok;
+  wsec tok;
+  wsec *code;
+  uint32_t ncode;
+};
+
+static const pg_codec_spec DEFAULT_SPEC = {PG_CODEC_BROTLI, 11, 22, 0, 0};
+
+int pg_writer_create(pg_writer **out) {
+  pg_writer *w = calloc(1, sizeof *w);
+  if (!w) return PG_E_NOMEM;
+  w->meta_spec = DEFAULT_SPEC;
+  w->dir_spec = DEFAULT_SPEC;
+  *out = w;
+  return PG_OK;
+}
+
+void pg_writer_free(pg_writer *w) {
+  if (!w) return;
+  for (uint32_t i = 0; i < w->nmeta; i++) pg_buf_free(&w->meta[i].val);
+  free(w->meta);
+  pg_buf_free(&w->dir);
+  for (uint32_t i = 0; i < w->ntens; i++) free(w->names[i]);
+  free(w->names);
+  for (uint32_t i = 0; i < w->ndata; i++) pg_buf_free(&w->data[i].raw);
+  free(w->data);
+  pg_buf_free(&w->tok.raw);
+  for (uint32_t i = 0; i < w->ncode; i++) pg_buf_free(&w->code[i].raw);
+  free(w->code);
+  free(w);
+}
+
+void pg_writer_set_meta_codec(pg_writer *w, const pg_codec_spec *meta, const pg_codec_spec *dir) {
+  if (meta) w->meta_spec = *meta;
+  if (dir) w->dir_spec = *dir;
+}
+
+static int meta_slot(pg_writer *w, const char *key, uint8_t type, pg_buf **val, pg_err *err) {
+  size_t n = strlen(key);
+  PG_FAIL_IF(!key_chars_ok(key, n), err, PG_E_ARG, NULL, PG_NO_OFFSET,
+             "metadata key '%s' is not 1..255 characters of [a-z0-9_.-]", key);
+  int want = well_known_type(key, n);
+  PG_FAIL_IF(want && want != type, err, PG_E_META_TYPE, NULL, PG_NO_OFFSET,
+             "metadata key '%s' must be of type %d", key, want);
+  for (uint32_t i = 0; i < w->nmeta; i++)
+    PG_FAIL_IF(!strcmp(w->meta[i].key, key), err, PG_E_DUPLICATE, NULL, PG_NO_OFFSET,
+               "metadata key '%s' set twice", key);
+  PG_FAIL_IF(w->nmeta >= PG_MAX_META_ENTRIES, err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+             "more than %d metadata entries", PG_MAX_META_ENTRIES);
+  if (w->nmeta == w->cap_meta) {
+    uint32_t cap = w->cap_meta ? w->cap_meta * 2 : 16;
+    wmeta *m = realloc(w->meta, cap * sizeof *m);
+    PG_FAIL_IF(!m, err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate metadata");
+    w->meta = m;
+    w->cap_meta = cap;
+  }
+  wmeta *e = &w->meta[w->nmeta++];
+  memset(e, 0, sizeof *e);
+  memcpy(e->key, key, n + 1);
+  pg_buf_u8(&e->val, type);
+  *val = &e->val;
+  return PG_OK;
+}
+
+static int meta_done(pg_buf *b, pg_err *err) {
+  PG_FAIL_IF(b->oom, err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate metadata");
+  return PG_OK;
+}
+
+int pg_writer_meta_i64(pg_writer *w, const char *key, int64_t v, pg_err *err) {
+  pg_buf *b;
+  PG_TRY(meta_slot(w, key, PG_META_I64, &b, err));
+  pg_buf_u64(b, (uint64_t)v);
+  return meta_done(b, err);
+}
+
+int pg_writer_meta_f64(pg_writer *w, const char *key, double v, pg_err *err) {
+  pg_buf *b;
+  PG_TRY(meta_slot(w, key, PG_META_F64, &b, err));
+  uint64_t u;
+  memcpy(&u, &v, 8);
+  pg_buf_u64(b, u);
+  return meta_done(b, err);
+}
+
+int pg_writer_meta_bool(pg_writer *w, const char *key, int v, pg_err *err) {
+  pg_buf *b;
+  PG_TRY(meta_slot(w, key, PG_META_BOOL, &b, err));
+  pg_buf_u8(b, v ? 1 : 0);
+  return meta_done(b, err);
+}
+
+static int put_str(pg_buf *b, const char *s, size_t len, pg_err *err) {
+  PG_FAIL_IF(len > PG_MAX_META_RAW, err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+             "metadata string of %zu bytes", len);
+  PG_FAIL_IF(!pg_utf8_valid((const uint8_t *)s, len, NULL), err, PG_E_ARG, NULL, PG_NO_OFFSET,
+             "metadata string is not valid UTF-8");
+  pg_buf_u32(b, (uint32_t)len);
+  pg_buf_put(b, s, len);
+  return PG_OK;
+}
+
+int pg_writer_meta_str(pg_writer *w, const char *key, const char *s, size_t len, pg_err *err) {
+  PG_FAIL_IF(!pg_utf8_valid((const uint8_t *)s, len, NULL), err, PG_E_ARG, NULL, PG_NO_OFFSET,
+             "metadata '%s': value is not valid UTF-8", key);
+  pg_buf *b;
+  PG_TRY(meta_slot(w, key, PG_META_STR, &b, err));
+  PG_TRY(put_str(b, s, len, err));
+  return meta_done(b, err);
+}
+
+int pg_writer_meta_arr_i64(pg_writer *w, const char *key, const int64_t *v, uint32_t n,
+                           pg_err *err) {
+  pg_buf *b;
+  PG_TRY(meta_slot(w, key, PG_META_ARR, &b, err));
+  pg_buf_u8(b, PG_META_I64);
+  pg_buf_u32(b, n);
+  for (uint32_t i = 0; i < n; i++) pg_buf_u64(b, (uint64_t)v[i]);
+  return meta_done(b, err);
+}
+
+int pg_writer_meta_arr_f64(pg_writer *w, const char *key, const double *v, uint32_t n,
+                           pg_err *err) {
+  pg_buf *b;
+  PG_TRY(meta_slot(w, key, PG_META_ARR, &b, err));
+  pg_buf_u8(b, PG_META_F64);
+  pg_buf_u32(b, n);
+  for (uint32_t i = 0; i < n; i++) {
+    uint64_t u;
+    memcpy(&u, &v[i], 8);
+    pg_buf_u64(b, u);
+  }
+  return meta_done(b, err);
+}
+
+int pg_writer_meta_arr_str(pg_writer *w, const char *key, const char *const *v, uint32_t n,
+                           pg_err *err) {
+  for (uint32_t i = 0; i < n; i++)
+    PG_FAIL_IF(!pg_utf8_valid((const uint8_t *)v[i], strlen(v[i]), NULL), err, PG_E_ARG, NULL,
+               PG_NO_OFFSET, "metadata '%s': element %u is not valid UTF-8", key, i);
+  pg_buf *b;
+  PG_TRY(meta_slot(w, key, PG_META_ARR, &b, err));
+  pg_buf_u8(b, PG_META_STR);
+  pg_buf_u32(b, n);
+  for (uint32_t i = 0; i < n; i++) PG_TRY(put_str(b, v[i], strlen(v[i]), err));
+  return meta_done(b, err);
+}
+
+int pg_writer_data_section(pg_writer *w, const pg_codec_spec *spec, pg_err *err) {
+  if (pg_codec_spec_check(spec, NULL, PG_NO_OFFSET, err) != PG_OK) return -1;
+  if (w->ndata + 8 >= PG_MAX_SECTIONS) {
+    pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET, "too many sections");
+    return -1;
+  }
+  wsec *d = realloc(w->data, (w->ndata + 1) * sizeof *d);
+  if (!d) {
+    pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    return -1;
+  }
+  w->data = d;
+  memset(&d[w->ndata], 0, sizeof *d);
+  d[w->ndata].kind = PG_SEC_DATA;
+  d[w->ndata].spec = *spec;
+  return (int)w->ndata++;
+}
+
+int pg_writer_tokenizer(pg_writer *w, const uint8_t *bytes, size_t len, const pg_codec_spec *spec,
+                        pg_err *err) {
+  PG_FAIL_IF(w->has_tok, err, PG_E_DUPLICATE, NULL, PG_NO_OFFSET, "a second tokenizer");
+  const pg_codec_spec *s = spec ? spec : &DEFAULT_SPEC;
+  PG_TRY(pg_codec_spec_check(s, NULL, PG_NO_OFFSET, err));
+  PG_FAIL_IF(len > PG_MAX_SECTION_RAW, err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+             "tokenizer of %zu bytes", len);
+  w->tok.kind = PG_SEC_TOKENIZER;
+  w->tok.spec = *s;
+  pg_buf_put(&w->tok.raw, bytes, len);
+  PG_FAIL_IF(w->tok.raw.oom, err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  w->has_tok = 1;
+  return PG_OK;
+}
+
+int pg_writer_code(pg_writer *w, const char *name, const uint8_t *bytes, size_t len,
+                   const pg_codec_spec *spec, pg_err *err) {
+  size_t nl = strlen(name);
+  PG_FAIL_IF(!code_name_ok((const uint8_t *)name, nl), err, PG_E_ARG, NULL, PG_NO_OFFSET,
+             "code file name '%s' is not a safe relative path of 1..255 bytes", name);
+  for (uint32_t i = 0; i < w->ncode; i++) {
+    const pg_buf *b = &w->code[i].raw;
+    PG_FAIL_IF(pg_ld16(b->data) == nl && !memcmp(b->data + 2, name, nl), err, PG_E_DUPLICATE,
+               NULL, PG_NO_OFFSET, "code file '%s' added twice", name);
+  }
+  const pg_codec_spec *s = spec ? spec : &DEFAULT_SPEC;
+  PG_TRY(pg_codec_spec_check(s, NULL, PG_NO_OFFSET, err));
+  PG_FAIL_IF(len > PG_MAX_SECTION_RAW - 2 - nl, err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+             "code file '%s' of %zu bytes", name, len);
+  PG_FAIL_IF(w->ndata + w->ncode + 8 >= PG_MAX_SECTIONS, err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+             "too many sections");
+  wsec *c = realloc(w->code, (w->ncode + 1) * sizeof *c);
+  PG_FAIL_IF(!c, err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  w->code = c;
+  wsec *e = &c[w->ncode];
+  memset(e, 0, sizeof *e);
+  e->kind = PG_SEC_CODE;
+  e->spec = *s;
+  pg_buf_u16(&e->raw, (uint16_t)nl);
+  pg_buf_put(&e->raw, name, nl);
+  pg_buf_put(&e->raw, bytes, len);
+  if (e->raw.oom) {
+    pg_buf_free(&e->raw);
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  }
+  w->ncode++;
+  return PG_OK;
+}
+
+/* Append n int values (range-checked) to a section, packed or one per byte. */
+static int put_ints(pg_buf *b, const int8_t *v, uint64_t n, unsigned bits, int packing, int lo,
+                    int hi, const char *name, const char *what, pg_err *err) {
+  for (uint64_t i = 0; i < n; i++)
+    PG_FAIL_IF(v[i] < lo || v[i] > hi, err, PG_E_VALUE_RANGE, NULL, PG_NO_OFFSET,
+               "tensor '%s' %s: element %llu is %d, outside [%d, %d]", name, what,
+               (unsigned long long)i, v[i], lo, hi);
+  uint64_t nb = packing ? pg_packed_bytes(n, bits) : n;
+  PG_FAIL_IF(nb > SIZE_MAX || pg_buf_reserve(b, (size_t)nb) != PG_OK, err, PG_E_NOMEM, NULL,
+             PG_NO_OFFSET, "cannot allocate %llu bytes", (unsigned long long)nb);
+  if (packing)
+    pg_pack_bits(v, n, bits, b->data + b->len);
+  else if (n)
+    memcpy(b->data + b->len, v, (size_t)n);
+  b->len += (size_t)nb;
+  return PG_OK;
+}
+
+int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
+  PG_FAIL_IF(!in->name, err, PG_E_ARG, NULL, PG_NO_OFFSET, "tensor without a name");
+  size_t nl = strlen(in->name);
+  PG_FAIL_IF(!name_ok((const uint8_t *)in->name, nl), err, PG_E_ARG, NULL, PG_NO_OFFSET,
+             "tensor name '%s' is not 1..255 bytes of printable UTF-8", in->name);
+  for (uint32_t i = 0; i < w->ntens; i++)
+    PG_FAIL_IF(!strcmp(w->names[i], in->name), err, PG_E_DUPLICATE, NULL, PG_NO_OFFSET,
+               "tensor '%s' added twice", in->name);
+  PG_FAIL_IF(w->ntens >= PG_MAX_TENSORS, err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+             "more than %d tensors", PG_MAX_TENSORS);
+  PG_FAIL_IF(in->ndim > PG_MAX_DIMS, err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+             "tensor '%s': %u dimensions", in->name, in->ndim);
+  PG_FAIL_IF(in->qtype < 0 || in->qtype > 255 || in->packing < 0 || in->packing > 1 ||
+                 in->scale_kind < 0 || in->scale_kind > 2 || in->lqer_rank > 255,
+             err, PG_E_QTYPE, NULL, PG_NO_OFFSET, "tensor '%s': bad qtype, packing or scale kind",
+             in->name);
+  pg_tensor_info t;
+  memset(&t, 0, sizeof t);
+  memcpy(t.name, in->name, nl + 1);
+  t.qtype = (uint8_t)in->qtype;
+  t.packing = (uint8_t)in->packing;
+  t.scale_kind = (uint8_t)in->scale_kind;
+  t.ndim = (uint8_t)in->ndim;
+  t.lqer_rank = (uint8_t)in->lqer_rank;
+  int isint = pg_qtype_is_int(in->qtype);
+  unsigned bits = pg_qtype_bits(in->qtype);
+  int qmin = in->qmin, qmax = in->qmax;
+  if (isint && qmin == 0 && qmax == 0) {
+    qmin = pg_int_min(bits);
+    qmax = pg_int_max(bits);
+  }
+  PG_FAIL_IF(qmin < -128 || qmax > 127, err, PG_E_QTYPE, NULL, PG_NO_OFFSET,
+             "tensor '%s': range [%d, %d]", in->name, qmin, qmax);
+  t.qmin = (int8_t)qmin;
+  t.qmax = (int8_t)qmax;
+  for (unsigned d = 0; d < in->ndim; d++) t.dims[d] = in->dims[d];
+  PG_TRY(tensor_layout_check(&t, PG_MAX_ELEMENTS, NULL, PG_NO_OFFSET, "", err));
+  uint64_t want[PG_PART_COUNT];
+  expected_parts(&t, want);
+  PG_FAIL_IF(want[PG_PART_VALUES] == UINT64_MAX, err, PG_E_DIMS_OVERFLOW, NULL, PG_NO_OFFSET,
+             "tensor '%s': byte size overflows", in->name);
+  int secs[PG_PART_COUNT] = {in->sec_values, in->sec_scales, in->sec_lqer,
+                             in->sec_lqer,   in->sec_lqer,   in->sec_lqer};
+  for (int r = 0; r < PG_PART_COUNT; r++)
+    PG_FAIL_IF(want[r] != UINT64_MAX && (secs[r] < 0 || (uint32_t)secs[r] >= w->ndata), err,
+               PG_E_ARG, NULL, PG_NO_OFFSET, "tensor '%s': %s part names no data section",
+               in->name, pg_part_role_name(r));
+  PG_FAIL_IF(t.numel && !in->values, err, PG_E_ARG, NULL, PG_NO_OFFSET, "tensor '%s': no values",
+             in->name);
+  PG_FAIL_IF(isint && t.scale_kind == PG_SCALE_ROW_F16 && t.rows && !in->row_scales, err,
+             PG_E_ARG, NULL, PG_NO_OFFSET, "tensor '%s': no row scales", in->name);
+  PG_FAIL_IF(t.lqer_rank && (!in->lqer_a || !in->lqer_b || !in->lqer_b_scales), err, PG_E_ARG,
+             NULL, PG_NO_OFFSET, "tensor '%s': LQER factors missing", in->name);
+
+  /* Snapshot the lengths so a failure leaves the sections as they were. */
+  size_t saved[PG_MAX_SECTIONS];
+  uint32_t nd = w->ndata;
+  for (uint32_t s = 0; s < nd; s++) saved[s] = w->data[s].raw.len;
+  size_t dir_saved = w->dir.len;
+  pg_part parts[PG_PART_COUNT];
+  memset(parts, 0, sizeof parts);
+  int rc = PG_OK;
+  for (int r = 0; r < PG_PART_COUNT && rc == PG_OK; r++) {
+    if (want[r] == UINT64_MAX) continue;
+    pg_buf *b = &w->data[secs[r]].raw;
+    parts[r].present = 1;
+    parts[r].section = 2 + (uint32_t)secs[r];
+    parts[r].offset = b->len;
+    parts[r].size = want[r];
+    switch (r) {
+    case PG_PART_VALUES:
+      if (isint)
+        rc = put_ints(b, in->values, t.numel, bits, t.packing, qmin, qmax, in->name, "values",
+                      err);
+      else
+        pg_buf_put(b, in->values, (size_t)want[r]);
+      break;
+    case PG_PART_SCALES:
+      if (t.scale_kind == PG_SCALE_ROW_F16) {
+        for (uint64_t k = 0; k < t.rows; k++) pg_buf_u16(b, in->row_scales[k]);
+      } else {
+        uint32_t u;
+        memcpy(&u, &in->scalar_scale, 4);
+        pg_buf_u32(b, u);
+      }
+      break;
+    case PG_PART_LQER_A:
+      rc = put_ints(b, in->lqer_a, t.rows * t.lqer_rank, 2, t.packing, -2, 1, in->name, "lqer_a",
+                    err);
+      break;
+    case PG_PART_LQER_A_SCALE: pg_buf_u16(b, in->lqer_a_scale); break;
+    case PG_PART_LQER_B:
+      rc = put_ints(b, in->lqer_b, t.cols * t.lqer_rank, 4, t.packing, -8, 7, in->name, "lqer_b",
+                    err);
+      break;
+    case PG_PART_LQER_B_SCALES:
+      for (uint64_t g = 0; g < want[r] / 2; g++) pg_buf_u16(b, in->lqer_b_scales[g]);
+      break;
+    }
+    if (rc == PG_OK && b->oom) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    if (rc == PG_OK && b->len > PG_MAX_SECTION_RAW)
+      rc = pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+                      "data section %d grows past %llu bytes", secs[r],
+                      (unsigned long long)PG_MAX_SECTION_RAW);
+  }
+  if (rc == PG_OK) {
+    pg_buf *d = &w->dir;
+    pg_buf_u16(d, (uint16_t)nl);
+    pg_buf_put(d, in->name, nl);
+    uint8_t h[8] = {t.qtype, t.packing, t.scale_kind, (uint8_t)t.qmin, (uint8_t)t.qmax,
+                    t.ndim,  t.lqer_rank, 0};
+    pg_buf_put(d, h, 8);
+    for (unsigned k = 0; k < t.ndim; k++) pg_buf_u64(d, t.dims[k]);
+    for (int r = 0; r < PG_PART_COUNT; r++) {
+      if (!parts[r].present) continue;
+      pg_buf_u32(d, parts[r].section);
+      pg_buf_u64(d, parts[r].offset);
+      pg_buf_u64(d, parts[r].size);
+    }
+    if (d->oom) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  }
+  if (rc == PG_OK && w->ntens == w->cap_names) {
+    uint32_t cap = w->cap_names ? w->cap_names * 2 : 64;
+    char **nn = realloc(w->names, cap * sizeof *nn);
+    if (!nn) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    else {
+      w->names = nn;
+      w->cap_names = cap;
+    }
+  }
+  char *copy = NULL;
+  if (rc == PG_OK) {
+    copy = malloc(nl + 1);
+    if (!copy) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  }
+  if (rc != PG_OK) {
+    for (uint32_t s = 0; s < nd; s++)
+      if (!w->data[s].raw.oom) w->data[s].raw.len = saved[s];
+    if (!w->dir.oom) w->dir.len = dir_saved;
+    return rc;
+  }
+  memcpy(copy, in->name, nl + 1);
+  w->names[w->ntens++] = copy;
+  return PG_OK;
+}
+
+static int cmp_wmeta(const void *x, const void *y) {
+  return strcmp(((const wmeta *)x)->key, ((const wmeta *)y)->key);
+}
+
+typedef struct enc_sec {
+  uint16_t kind;
+  pg_codec_spec spec;
+  const uint8_t *raw;
+  size_t raw_len;
+  uint8_t *stored;
+  size_t stored_len;
+} enc_sec;
+
+/* Build every section and the header/table; the caller writes head, then each stored blob. */
+static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec **secs_out,
+                        uint32_t *nsec_out, pg_err *err) {
+  *head = NULL;
+  *secs_out = NULL;
+  int has_writer = 0;
+  for (uint32_t i = 0; i < w->nmeta; i++) has_writer |= !strcmp(w->meta[i].key, "pgolf.writer");
+  if (!has_writer) {
+    static const char wr[] = "pgolf " PG_VERSION;
+    PG_TRY(pg_writer_meta_str(w, "pgolf.writer", wr, sizeof wr - 1, err));
+  }
+  qsort(w->meta, w->nmeta, sizeof *w->meta, cmp_wmeta);
+  pg_buf meta = {0}, dir = {0};
+  pg_buf_u32(&meta, w->nmeta);
+  for (uint32_t i = 0; i < w->nmeta; i++) {
+    size_t kl = strlen(w->meta[i].key);
+    pg_buf_u16(&meta, (uint16_t)kl);
+    pg_buf_put(&meta, w->meta[i].key, kl);
+    pg_buf_put(&meta, w->meta[i].val.data, w->meta[i].val.len);
+  }
+  pg_buf_u32(&dir, w->ntens);
+  pg_buf_put(&dir, w->dir.data, w->dir.len);
+  uint32_t n = 2 + w->ndata + (uint32_t)w->has_tok + w->ncode;
+  enc_sec *es = calloc(n, sizeof *es);
+  int rc = PG_OK;
+  if (meta.oom || dir.oom || !es) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  if (rc == PG_OK && meta.len > PG_MAX_META_RAW)
+    rc = pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET, "metadata of %zu bytes", meta.len);
+  if (rc == PG_OK && dir.len > PG_MAX_DIR_RAW)
+    rc = pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET, "tensor directory of %zu bytes", dir.len);
+  if (rc == PG_OK) {
+    uint32_t k = 0;
+    es[k++] = (enc_sec){PG_SEC_META, w->meta_spec, meta.data, meta.len, NULL, 0};
+    es[k++] = (enc_sec){PG_SEC_TENSORS, w->dir_spec, dir.data, dir.len, NULL, 0};
+    for (uint32_t i = 0; i < w->ndata; i++)
+      es[k++] = (enc_sec){PG_SEC_DATA, w->data[i].spec, w->data[i].raw.data, w->data[i].raw.len,
+                          NULL, 0};
+    if (w->has_tok)
+      es[k++] = (enc_sec){PG_SEC_TOKENIZER, w->tok.spec, w->tok.raw.data, w->tok.raw.len, NULL, 0};
+    for (uint32_t i = 0; i < w->ncode; i++)
+      es[k++] = (enc_sec){PG_SEC_CODE, w->code[i].spec, w->code[i].raw.data, w->code[i].raw.len,
+                          NULL, 0};
+  }
+  for (uint32_t i = 0; rc == PG_OK && i < n; i++)
+    rc = pg_codec_encode(&es[i].spec, es[i].raw, es[i].raw_len, &es[i].stored, &es[i].stored_len,
+                         err);
+  size_t hl = PG_HEADER_SIZE + (size_t)PG_ENTRY_SIZE * n;
+  uint8_t *h = rc == PG_OK ? calloc(1, hl) : NULL;
+  if (rc == PG_OK && !h) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  if (rc == PG_OK) {
+    uint64_t off = hl;
+    for (uint32_t i = 0; i < n; i++) {
+      uint8_t *e = h + PG_HEADER_SIZE + (size_t)PG_ENTRY_SIZE * i;
+      pg_st16(e, es[i].kind);
+      e[2] = es[i].spec.codec;
+      e[3] = es[i].spec.level;
+      e[4] = es[i].spec.window;
+      e[5] = es[i].spec.transform;
+      e[6] = es[i].spec.stride;
+      pg_st64(e + 8, off);
+      pg_st64(e + 16, es[i].stored_len);
+      pg_st64(e + 24, es[i].raw_len);
+      pg_st64(e + 32, XXH64(es[i].stored, es[i].stored_len, 0));
+      pg_st64(e + 40, XXH64(es[i].raw ? es[i].raw : (const uint8_t *)"", es[i].raw_len, 0));
+      off += es[i].stored_len;
+    }
+    memcpy(h, PG_MAGIC, 8);
+    pg_st16(h + 8, PG_CONTAINER_VERSION);
+    pg_st16(h + 10, PG_QUANT_LAYOUT_VERSION);
+    pg_st32(h + 16, n);
+    pg_st64(h + 24, off);
+    pg_st64(h + 32, XXH64(h + PG_HEADER_SIZE, hl - PG_HEADER_SIZE, 0));
+    pg_st64(h + 56, XXH64(h, 56, 0));
+  }
+  /* the raw pointers of META/TENSORS live in local buffers: detach them */
+  if (rc != PG_OK) {
+    for (uint32_t i = 0; es && i < n; i++) free(es[i].stored);
+    free(es);
+    free(h);
+    pg_buf_free(&meta);
+    pg_buf_free(&dir);
+    return rc;
+  }
+  for (uint32_t i = 0; i < n; i++) es[i].raw = NULL;
+  pg_buf_free(&meta);
+  pg_buf_free(&dir);
+  *head = h;
+  *head_len = hl;
+  *secs_out = es;
+  *nsec_out = n;
+  return PG_OK;
+}
+
+static void free_enc(enc_sec *es, uint32_t n) {
+  for (uint32_t i = 0; es && i < n; i++) free(es[i].stored);
+  free(es);
+}
+
+int pg_writer_to_mem(pg_writer *w, uint8_t **out, size_t *len, pg_err *err) {
+  uint8_t *h;
+  size_t hl;
+  enc_sec *es;
+  uint32_t n;
+  PG_TRY(writer_build(w, &h, &hl, &es, &n, err));
+  size_t total = (size_t)pg_ld64(h + 24);
+  uint8_t *buf = malloc(total);
+  if (!buf) {
+    free(h);
+    free_enc(es, n);
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate %zu bytes", total);
+  }
+  memcpy(buf, h, hl);
+  size_t off = hl;
+  for (uint32_t i = 0; i < n; i++) {
+    if (es[i].stored_len) memcpy(buf + off, es[i].stored, es[i].stored_len);
+    off += es[i].stored_len;
+  }
+  free(h);
+  free_enc(es, n);
+  *out = buf;
+  *len = total;
+  return PG_OK;
+}
+
+int pg_writer_write(pg_writer *w, const char *path, pg_err *err) {
+  uint8_t *h;
+  size_t hl;
+  enc_sec *es;
+  uint32_t n;
+  PG_TRY(writer_build(w, &h, &hl, &es, &n, err));
+  pg_out o;
+  int rc = pg_out_begin(&o, path, err);
+  if (rc == PG_OK) rc = pg_out_write(&o, h, hl, err);
+  for (uint32_t i = 0; rc == PG_OK && i < n; i++) rc = pg_out_write(&o, es[i].stored, es[i].stored_len, err);
+  if (rc == PG_OK)
+    rc = pg_out_commit(&o, err);
+  else if (o.fp)
+    pg_out_abort(&o);
+  free(h);
+  free_enc(es, n);
+  return rc;
+}

@@ -263,3 +263,42 @@ void pg_buf_free(pg_buf *b) {
   free(b->data);
   memset(b, 0, sizeof *b);
 }
+
+int pg_utf8_valid(const uint8_t *s, size_t n, size_t *bad) {
+  size_t i = 0;
+  while (i < n) {
+    uint8_t c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t len;
+    uint32_t cp, min;
+    if (c >= 0xc2 && c <= 0xdf) {
+      len = 2;
+      cp = c & 0x1f;
+      min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      len = 3;
+      cp = c & 0x0f;
+      min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      len = 4;
+      cp = c & 0x07;
+      min = 0x10000;
+    } else {
+      goto fail;
+    }
+    if (n - i < len) goto fail;
+    for (size_t k = 1; k < len; k++) {
+      if ((s[i + k] & 0xc0) != 0x80) goto fail;
+      cp = (cp << 6) | (s[i + k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) goto fail;
+    i += len;
+  }
+  return 1;
+fail:
+  if (bad) *bad = i;
+  return 0;
+}

@@ -79,6 +79,10 @@ static inline int pg_add_overflow_u64(uint64_t a, uint64_t b, uint64_t *r) {
   return __builtin_add_overflow(a, b, r);
 }
 
+/* Strict UTF-8 check (no overlongs, no surrogates, nothing above U+10FFFF). Returns 1 when
+ * valid; otherwise 0 with *bad set to the offset of the first invalid sequence. */
+int pg_utf8_valid(const uint8_t *s, size_t n, size_t *bad);
+
 /* A growable byte buffer for writers. */
 typedef struct pg_buf {
   uint8_t *data;

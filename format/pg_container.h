@@ -1,0 +1,211 @@
+/* pg_container.h: the pgolf artifact container, version 1 (spec/format.md): a reader that
+ * validates every byte before trusting it, and a deterministic, atomic writer. */
+#ifndef PG_CONTAINER_H
+#define PG_CONTAINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pg_codec.h"
+#include "pg_qtype.h"
+#include "pg_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PG_CONTAINER_VERSION 1
+#define PG_QUANT_LAYOUT_VERSION 1
+#define PG_HEADER_SIZE 64
+#define PG_ENTRY_SIZE 64
+#define PG_MAX_SECTIONS 4096
+#define PG_MAX_SECTION_RAW (1ull << 30)
+#define PG_MAX_META_RAW (16ull << 20)
+#define PG_MAX_META_ENTRIES 65536
+#define PG_MAX_DIR_RAW (64ull << 20)
+#define PG_MAX_TENSORS 65536
+#define PG_MAX_NAME 255
+#define PG_MAX_DIMS 8
+#define PG_MAX_ELEMENTS (1ull << 40)
+#define PG_MAX_LQER_RANK 64
+
+extern const uint8_t PG_MAGIC[8];
+
+enum pg_section_kind {
+  PG_SEC_META = 1,
+  PG_SEC_TENSORS = 2,
+  PG_SEC_DATA = 3,
+  PG_SEC_TOKENIZER = 4,
+  PG_SEC_CODE = 5,
+};
+const char *pg_section_kind_name(int kind);
+
+enum pg_scale_kind { PG_SCALE_NONE = 0, PG_SCALE_ROW_F16 = 1, PG_SCALE_SCALAR_F32 = 2 };
+
+enum pg_meta_type {
+  PG_META_I64 = 1,
+  PG_META_F64 = 2,
+  PG_META_STR = 3,
+  PG_META_BOOL = 4,
+  PG_META_ARR = 5,
+};
+
+/* One metadata value. Strings point into the decoded META section (not NUL-terminated: use len). */
+typedef struct pg_meta_entry {
+  const char *key;
+  uint16_t key_len;
+  uint8_t type;
+  uint8_t elem_type; /* arrays */
+  uint32_t count;    /* arrays: element count; strings: byte length */
+  int64_t i64;
+  double f64;
+  int b;
+  const char *str;
+  const uint8_t *arr; /* arrays: the raw elements (decode with pg_meta_arr_*) */
+  size_t arr_bytes;
+} pg_meta_entry;
+
+/* i-th element of an array entry. Strings: *s, *len point into the section. */
+int64_t pg_meta_arr_i64(const pg_meta_entry *e, uint32_t i);
+double pg_meta_arr_f64(const pg_meta_entry *e, uint32_t i);
+void pg_meta_arr_str(const pg_meta_entry *e, uint32_t i, const char **s, uint32_t *len);
+
+typedef struct pg_section {
+  uint16_t kind;
+  pg_codec_spec codec;
+  uint64_t offset, stored_size, raw_size, stored_xxh64, raw_xxh64;
+} pg_section;
+
+enum pg_part_role {
+  PG_PART_VALUES = 0,
+  PG_PART_SCALES = 1,
+  PG_PART_LQER_A = 2,
+  PG_PART_LQER_A_SCALE = 3,
+  PG_PART_LQER_B = 4,
+  PG_PART_LQER_B_SCALES = 5,
+  PG_PART_COUNT = 6
+};
+const char *pg_part_role_name(int role);
+
+typedef struct pg_part {
+  int present;
+  uint32_t section;
+  uint64_t offset, size;
+} pg_part;
+
+typedef struct pg_tensor_info {
+  char name[PG_MAX_NAME + 1];
+  uint8_t qtype, packing, scale_kind, ndim, lqer_rank;
+  int8_t qmin, qmax;
+  uint64_t dims[PG_MAX_DIMS];
+  uint64_t numel, rows, cols;
+  pg_part parts[PG_PART_COUNT];
+} pg_tensor_info;
+
+/* Limits a reader enforces; zero fields take the spec's values. A reader may be stricter. */
+typedef struct pg_read_limits {
+  uint64_t max_section_raw;
+  uint64_t max_elements;
+} pg_read_limits;
+
+typedef struct pg_artifact pg_artifact;
+
+/* Open a file (memory-mapped, never modified) or a buffer (which must outlive the handle).
+ * Validates header, table, coverage, stored checksums, META and TENSORS. */
+int pg_artifact_open(pg_artifact **out, const char *path, const pg_read_limits *lim, pg_err *err);
+int pg_artifact_open_mem(pg_artifact **out, const uint8_t *data, size_t len, const char *name,
+                         const pg_read_limits *lim, pg_err *err);
+void pg_artifact_free(pg_artifact *a);
+
+const char *pg_artifact_name(const pg_artifact *a);
+uint64_t pg_artifact_file_size(const pg_artifact *a);
+uint16_t pg_artifact_container_version(const pg_artifact *a);
+uint16_t pg_artifact_quant_layout_version(const pg_artifact *a);
+
+uint32_t pg_artifact_section_count(const pg_artifact *a);
+const pg_section *pg_artifact_section(const pg_artifact *a, uint32_t i);
+/* Decoded bytes of section i (decoded once and cached; raw checksum verified). */
+int pg_artifact_section_raw(pg_artifact *a, uint32_t i, const uint8_t **raw, pg_err *err);
+
+uint32_t pg_artifact_meta_count(const pg_artifact *a);
+const pg_meta_entry *pg_artifact_meta(const pg_artifact *a, uint32_t i);
+const pg_meta_entry *pg_artifact_meta_find(const pg_artifact *a, const char *key);
+
+uint32_t pg_artifact_tensor_count(const pg_artifact *a);
+const pg_tensor_info *pg_artifact_tensor(const pg_artifact *a, uint32_t i);
+/* Index of the tensor with this name, or -1. */
+int64_t pg_artifact_tensor_find(const pg_artifact *a, const char *name);
+/* Integer values of tensor i, unpacked to one int8 per element and range-checked. */
+int pg_artifact_tensor_values(pg_artifact *a, uint32_t i, int8_t *out, pg_err *err);
+/* Row scales (fp16 bits, rows of them) of tensor i. */
+int pg_artifact_tensor_scales(pg_artifact *a, uint32_t i, const uint8_t **bytes, pg_err *err);
+/* Dequantize tensor i to fp32 (numel floats), LQER correction included. */
+int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *err);
+
+/* Section index of the tokenizer, or -1. */
+int64_t pg_artifact_tokenizer_section(const pg_artifact *a);
+/* CODE sections: count, and the i-th file's name and bytes (decoded on demand). */
+uint32_t pg_artifact_code_count(const pg_artifact *a);
+int pg_artifact_code(pg_artifact *a, uint32_t i, const char **name, size_t *name_len,
+                     const uint8_t **bytes, size_t *len, uint32_t *section, pg_err *err);
+
+/* Decode every section, verify every raw checksum, and range-check every tensor's values. */
+int pg_artifact_check(pg_artifact *a, pg_err *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Writer */
+
+typedef struct pg_writer pg_writer;
+
+/* One tensor to add. Integer qtypes: `values` is int8[numel]; floats: `values` is the raw
+ * little-endian bytes (2 or 4 per element). Data is copied; the caller keeps ownership. */
+typedef struct pg_tensor_in {
+  const char *name;
+  int qtype, packing, scale_kind;
+  int qmin, qmax; /* ints; 0,0 means the qtype's full range */
+  unsigned ndim;
+  const uint64_t *dims;
+  const void *values;
+  const uint16_t *row_scales; /* PG_SCALE_ROW_F16: rows fp16 values */
+  float scalar_scale;         /* PG_SCALE_SCALAR_F32 */
+  unsigned lqer_rank;
+  const int8_t *lqer_a;         /* rows x rank, values in [-2, 1] */
+  uint16_t lqer_a_scale;        /* fp16 */
+  const int8_t *lqer_b;         /* rank x cols, values in [-8, 7] */
+  const uint16_t *lqer_b_scales; /* rank*cols/64 fp16 values */
+  /* DATA section handles (from pg_writer_data_section) for each kind of part */
+  int sec_values, sec_scales, sec_lqer;
+} pg_tensor_in;
+
+int pg_writer_create(pg_writer **out);
+void pg_writer_free(pg_writer *w);
+/* Codecs of the META and TENSORS sections (default brotli-11/w22). */
+void pg_writer_set_meta_codec(pg_writer *w, const pg_codec_spec *meta, const pg_codec_spec *dir);
+
+int pg_writer_meta_i64(pg_writer *w, const char *key, int64_t v, pg_err *err);
+int pg_writer_meta_f64(pg_writer *w, const char *key, double v, pg_err *err);
+int pg_writer_meta_bool(pg_writer *w, const char *key, int v, pg_err *err);
+int pg_writer_meta_str(pg_writer *w, const char *key, const char *s, size_t len, pg_err *err);
+int pg_writer_meta_arr_i64(pg_writer *w, const char *key, const int64_t *v, uint32_t n,
+                           pg_err *err);
+int pg_writer_meta_arr_f64(pg_writer *w, const char *key, const double *v, uint32_t n,
+                           pg_err *err);
+int pg_writer_meta_arr_str(pg_writer *w, const char *key, const char *const *v, uint32_t n,
+                           pg_err *err);
+
+/* A new DATA section; returns its handle (>= 0) or a negative value on a bad spec. */
+int pg_writer_data_section(pg_writer *w, const pg_codec_spec *spec, pg_err *err);
+int pg_writer_tokenizer(pg_writer *w, const uint8_t *bytes, size_t len, const pg_codec_spec *spec,
+                        pg_err *err);
+int pg_writer_code(pg_writer *w, const char *name, const uint8_t *bytes, size_t len,
+                   const pg_codec_spec *spec, pg_err *err);
+int pg_writer_tensor(pg_writer *w, const pg_tensor_in *t, pg_err *err);
+
+/* Serialize: to memory (*out malloc'd), or atomically to a file. */
+int pg_writer_to_mem(pg_writer *w, uint8_t **out, size_t *len, pg_err *err);
+int pg_writer_write(pg_writer *w, const char *path, pg_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,873 @@
+#define _GNU_SOURCE
+/* test_container.c: the artifact container v1 (spec/format.md): round trips of every qtype,
+ * packing, codec and transform; metadata, code and tokenizer sections; determinism; atomic
+ * writes; and one test per malformed-input class, each asserting its specific status. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "pg_container.h"
+#include "pg_half.h"
+#include "pg_io.h"
+
+/* ---------------------------------------------------------------------------------------- */
+/* helpers */
+
+static uint32_t rng_state = 1;
+static uint32_t rnd(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 17;
+  rng_state ^= rng_state << 5;
+  return rng_state;
+}
+
+static int8_t *rand_ints(uint64_t n, int lo, int hi) {
+  int8_t *v = malloc(n ? n : 1);
+  for (uint64_t i = 0; i < n; i++) v[i] = (int8_t)(lo + (int)(rnd() % (uint32_t)(hi - lo + 1)));
+  return v;
+}
+
+static uint16_t *rand_scales(uint64_t n) {
+  uint16_t *s = malloc((n ? n : 1) * 2);
+  for (uint64_t i = 0; i < n; i++) s[i] = pg_f32_to_f16(0.001f + (float)(rnd() % 1000) * 1e-5f);
+  return s;
+}
+
+static const pg_codec_spec NONE = {0, 0, 0, 0, 0};
+
+static pg_codec_spec spec_of(const char *s) {
+  pg_codec_spec c;
+  pg_err e;
+  cr_assert_eq(pg_codec_spec_parse(&c, s, &e), PG_OK, "%s", s);
+  return c;
+}
+
+/* A small artifact: one int6 matrix (row scales), one f32 vector, one int8 scalar-scaled tensor,
+ * all in one DATA section with codec none; META and TENSORS uncompressed; no code/tokenizer, so
+ * the DATA section is the last one in the file. */
+static uint8_t *small_artifact(size_t *len) {
+  pg_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  pg_writer_set_meta_codec(w, &NONE, &NONE);
+  cr_assert_eq(pg_writer_meta_i64(w, "tokenizer.vocab_size", 1024, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_str(w, "arch.name", "tiny", 4, &e), PG_OK);
+  int d = pg_writer_data_section(w, &NONE, &e);
+  cr_assert_geq(d, 0);
+  uint64_t dims[2] = {4, 8};
+  int8_t q[32];
+  for (int i = 0; i < 32; i++) q[i] = (int8_t)((i % 63) - 31);
+  uint16_t sc[4];
+  for (int i = 0; i < 4; i++) sc[i] = pg_f32_to_f16(0.01f * (float)(i + 1));
+  pg_tensor_in a = {.name = "blocks.0.attn.c_q.weight", .qtype = PG_QTYPE_INT6,
+                    .scale_kind = PG_SCALE_ROW_F16, .qmin = -31, .qmax = 31, .ndim = 2,
+                    .dims = dims, .values = q, .row_scales = sc, .sec_values = d, .sec_scales = d};
+  cr_assert_eq(pg_writer_tensor(w, &a, &e), PG_OK, "%s", e.msg);
+  float f[4] = {1.0f, -2.0f, 0.5f, 3.25f};
+  uint64_t d1 = 4;
+  pg_tensor_in b = {.name = "blocks.0.attn_scale", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &d1,
+                    .values = f, .sec_values = d};
+  cr_assert_eq(pg_writer_tensor(w, &b, &e), PG_OK, "%s", e.msg);
+  int8_t q8[4] = {-127, 0, 5, 127};
+  pg_tensor_in c = {.name = "other", .qtype = PG_QTYPE_INT8, .scale_kind = PG_SCALE_SCALAR_F32,
+                    .scalar_scale = 0.5f, .ndim = 1, .dims = &d1, .values = q8, .sec_values = d,
+                    .sec_scales = d};
+  cr_assert_eq(pg_writer_tensor(w, &c, &e), PG_OK, "%s", e.msg);
+  uint8_t *buf;
+  cr_assert_eq(pg_writer_to_mem(w, &buf, len, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  return buf;
+}
+
+static uint8_t *entry(uint8_t *buf, uint32_t i) { return buf + PG_HEADER_SIZE + PG_ENTRY_SIZE * i; }
+static uint32_t nsections(const uint8_t *buf) { return pg_ld32(buf + 16); }
+
+/* Recompute the checksums of a section stored with codec none (stored == raw). */
+static void fix_section(uint8_t *buf, uint32_t i) {
+  uint8_t *e = entry(buf, i);
+  uint64_t off = pg_ld64(e + 8), n = pg_ld64(e + 16);
+  uint64_t h = XXH64(buf + off, n, 0);
+  pg_st64(e + 32, h);
+  if (e[2] == 0 && e[5] == 0) pg_st64(e + 40, h);
+}
+
+/* Recompute the table and header checksums. */
+static void reseal(uint8_t *buf) {
+  uint32_t n = nsections(buf);
+  pg_st64(buf + 32, XXH64(buf + PG_HEADER_SIZE, (size_t)PG_ENTRY_SIZE * n, 0));
+  pg_st64(buf + 56, XXH64(buf, 56, 0));
+}
+
+static int section_of_kind(const uint8_t *buf, int kind) {
+  for (uint32_t i = 0; i < nsections(buf); i++)
+    if (pg_ld16(buf + PG_HEADER_SIZE + PG_ENTRY_SIZE * i) == kind) return (int)i;
+  return -1;
+}
+
+/* Pointer to the directory entry of a tensor (TENSORS stored with codec none). */
+static uint8_t *dir_entry(uint8_t *buf, const char *name) {
+  int s = section_of_kind(buf, PG_SEC_TENSORS);
+  uint8_t *p = buf + pg_ld64(entry(buf, (uint32_t)s) + 8);
+  uint32_t n = pg_ld32(p);
+  p += 4;
+  for (uint32_t i = 0; i < n; i++) {
+    uint16_t nl = pg_ld16(p);
+    uint8_t *ent = p;
+    int match = strlen(name) == nl && !memcmp(p + 2, name, nl);
+    uint8_t ndim = p[2 + nl + 5];
+    uint8_t isint = p[2 + nl] <= 4, rank = p[2 + nl + 6];
+    int nparts = 1 + (isint ? 1 : 0) + (rank ? 4 : 0);
+    if (match) return ent;
+    p += 2 + nl + 8 + 8 * ndim + 20 * nparts;
+  }
+  cr_assert_fail("tensor %s not found", name);
+  return NULL;
+}
+/* Offsets inside a directory entry. */
+static uint8_t *dir_hdr(uint8_t *ent) { return ent + 2 + pg_ld16(ent); }
+static uint8_t *dir_dims(uint8_t *ent) { return dir_hdr(ent) + 8; }
+static uint8_t *dir_part(uint8_t *ent, int k) { return dir_dims(ent) + 8 * dir_hdr(ent)[5] + 20 * k; }
+
+static void fix_dir(uint8_t *buf) {
+  fix_section(buf, (uint32_t)section_of_kind(buf, PG_SEC_TENSORS));
+  reseal(buf);
+}
+
+static int open_status(const uint8_t *buf, size_t len, pg_err *e) {
+  pg_artifact *a;
+  int rc = pg_artifact_open_mem(&a, buf, len, "t.pgz", NULL, e);
+  if (rc == PG_OK) {
+    rc = pg_artifact_check(a, e);
+    pg_artifact_free(a);
+  }
+  return rc;
+}
+
+#define EXPECT_STATUS(buf, len, want)                                                      \
+  do {                                                                                     \
+    pg_err e_;                                                                             \
+    int rc_ = open_status((buf), (len), &e_);                                              \
+    cr_assert_eq(rc_, (want), "got %s (%s), want %s", pg_status_name(rc_), e_.msg,         \
+                 pg_status_name(want));                                                    \
+    cr_assert(strstr(e_.msg, "t.pgz") == e_.msg, "message does not name the file: %s",     \
+              e_.msg);                                                                     \
+    cr_assert(strchr(e_.msg, '\n') == NULL);                                               \
+  } while (0)
+
+/* ---------------------------------------------------------------------------------------- */
+/* round trips */
+
+Test(container, small_artifact_opens_and_dequantizes) {
+  size_t len;
+  uint8_t *buf = small_artifact(&len);
+  pg_artifact *a;
+  pg_err e;
+  cr_assert_eq(pg_artifact_open_mem(&a, buf, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_artifact_check(a, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_artifact_file_size(a), len);
+  cr_assert_eq(pg_artifact_tensor_count(a), 3);
+  /* the sizes add up exactly */
+  uint64_t sum = PG_HEADER_SIZE + (uint64_t)PG_ENTRY_SIZE * pg_artifact_section_count(a);
+  for (uint32_t i = 0; i < pg_artifact_section_count(a); i++)
+    sum += pg_artifact_section(a, i)->stored_size;
+  cr_assert_eq(sum, len);
+  const pg_meta_entry *m = pg_artifact_meta_find(a, "tokenizer.vocab_size");
+  cr_assert_not_null(m);
+  cr_assert_eq(m->i64, 1024);
+  m = pg_artifact_meta_find(a, "pgolf.writer");
+  cr_assert_not_null(m);
+  cr_assert(m->count > 6 && !memcmp(m->str, "pgolf ", 6));
+  int64_t ti = pg_artifact_tensor_find(a, "blocks.0.attn.c_q.weight");
+  cr_assert_geq(ti, 0);
+  float out[32];
+  cr_assert_eq(pg_artifact_tensor_dequant(a, (uint32_t)ti, out, &e), PG_OK, "%s", e.msg);
+  for (int i = 0; i < 32; i++)
+    cr_assert_eq(out[i], (float)((i % 63) - 31) * pg_f16_to_f32(pg_f32_to_f16(0.01f * (float)(i / 8 + 1))));
+  ti = pg_artifact_tensor_find(a, "blocks.0.attn_scale");
+  cr_assert_eq(pg_artifact_tensor_dequant(a, (uint32_t)ti, out, &e), PG_OK);
+  cr_assert_eq(out[3], 3.25f);
+  ti = pg_artifact_tensor_find(a, "other");
+  cr_assert_eq(pg_artifact_tensor_dequant(a, (uint32_t)ti, out, &e), PG_OK);
+  cr_assert_eq(out[0], -63.5f);
+  cr_assert_eq(out[3], 63.5f);
+  cr_assert_eq(pg_artifact_tensor_find(a, "missing"), -1);
+  pg_artifact_free(a);
+  free(buf);
+}
+
+static const char *CODECS[] = {"none", "zstd-3", "brotli-5/w16", "lzma-1", "none+shuf2",
+                               "zstd-3+shuf2", "brotli-5+shuf3", "lzma-1+shuf2"};
+
+Test(container, roundtrip_every_qtype_packing_codec_transform) {
+  for (size_t ci = 0; ci < sizeof CODECS / sizeof *CODECS; ci++) {
+    pg_codec_spec cs = spec_of(CODECS[ci]);
+    for (int qt = PG_QTYPE_INT5; qt <= PG_QTYPE_INT8; qt++) {
+      for (int packing = 0; packing <= 1; packing++) {
+        unsigned bits = pg_qtype_bits(qt);
+        pg_writer *w;
+        pg_err e;
+        pg_writer_create(&w);
+        pg_writer_set_meta_codec(w, &cs, &cs);
+        int dv = pg_writer_data_section(w, &cs, &e), ds = pg_writer_data_section(w, &cs, &e);
+        uint64_t dims[2] = {13, 64}; /* 13*64*bits not a multiple of 64 bits for odd widths */
+        const uint64_t n = 13 * 64;
+        int8_t *q = rand_ints(n, pg_int_min(bits), pg_int_max(bits));
+        uint16_t *sc = rand_scales(13);
+        int8_t *la = rand_ints(13 * 2, -2, 1), *lb = rand_ints(2 * 64, -8, 7);
+        uint16_t *lbs = rand_scales(2);
+        pg_tensor_in t = {.name = "w", .qtype = qt, .packing = packing,
+                          .scale_kind = PG_SCALE_ROW_F16, .ndim = 2, .dims = dims, .values = q,
+                          .row_scales = sc, .lqer_rank = 2, .lqer_a = la,
+                          .lqer_a_scale = pg_f32_to_f16(0.0625f), .lqer_b = lb,
+                          .lqer_b_scales = lbs, .sec_values = dv, .sec_scales = ds,
+                          .sec_lqer = ds};
+        cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK, "%s", e.msg);
+        /* odd-length vector without LQER, scalar scale */
+        uint64_t d3 = 7;
+        int8_t *q3 = rand_ints(7, pg_int_min(bits), pg_int_max(bits));
+        pg_tensor_in t3 = {.name = "v", .qtype = qt, .packing = packing,
+                           .scale_kind = PG_SCALE_SCALAR_F32, .scalar_scale = 0.25f, .ndim = 1,
+                           .dims = &d3, .values = q3, .sec_values = dv, .sec_scales = dv};
+        cr_assert_eq(pg_writer_tensor(w, &t3, &e), PG_OK, "%s", e.msg);
+        uint8_t *buf;
+        size_t len;
+        cr_assert_eq(pg_writer_to_mem(w, &buf, &len, &e), PG_OK, "%s", e.msg);
+        pg_writer_free(w);
+        pg_artifact *a;
+        cr_assert_eq(pg_artifact_open_mem(&a, buf, len, "t.pgz", NULL, &e), PG_OK,
+                     "%s %s packing %d: %s", CODECS[ci], pg_qtype_name(qt), packing, e.msg);
+        cr_assert_eq(pg_artifact_check(a, &e), PG_OK, "%s", e.msg);
+        int8_t *back = malloc(n);
+        cr_assert_eq(pg_artifact_tensor_values(a, 0, back, &e), PG_OK, "%s", e.msg);
+        cr_assert(!memcmp(back, q, n), "%s %s packing %d: values differ", CODECS[ci],
+                  pg_qtype_name(qt), packing);
+        const pg_tensor_info *ti = pg_artifact_tensor(a, 0);
+        cr_assert_eq(ti->parts[PG_PART_VALUES].size, packing ? (n * bits + 7) / 8 : n);
+        cr_assert_eq(ti->qmin, pg_int_min(bits));
+        float *got = malloc(n * 4), *want = malloc(n * 4);
+        cr_assert_eq(pg_artifact_tensor_dequant(a, 0, got, &e), PG_OK, "%s", e.msg);
+        pg_dequant_rows(q, sc, 13, 64, want);
+        pg_lqer_apply(want, 13, 64, 2, la, pg_f32_to_f16(0.0625f), lb, lbs);
+        cr_assert(!memcmp(got, want, n * 4), "dequant differs from the reference");
+        int8_t back3[7];
+        cr_assert_eq(pg_artifact_tensor_values(a, 1, back3, &e), PG_OK);
+        cr_assert(!memcmp(back3, q3, 7));
+        float got3[7];
+        cr_assert_eq(pg_artifact_tensor_dequant(a, 1, got3, &e), PG_OK);
+        for (int k = 0; k < 7; k++) cr_assert_eq(got3[k], (float)q3[k] * 0.25f);
+        pg_artifact_free(a);
+        free(buf);
+        free(q);
+        free(sc);
+        free(la);
+        free(lb);
+        free(lbs);
+        free(q3);
+        free(back);
+        free(got);
+        free(want);
+      }
+    }
+  }
+}
+
+Test(container, roundtrip_float_passthrough) {
+  for (size_t ci = 0; ci < sizeof CODECS / sizeof *CODECS; ci++) {
+    pg_codec_spec cs = spec_of(CODECS[ci]);
+    pg_writer *w;
+    pg_err e;
+    pg_writer_create(&w);
+    int d = pg_writer_data_section(w, &cs, &e);
+    uint64_t dims[3] = {2, 3, 5};
+    float f32[30];
+    uint16_t f16[30], bf16[30];
+    for (int i = 0; i < 30; i++) {
+      f32[i] = (float)i * 0.37f - 4.0f;
+      f16[i] = pg_f32_to_f16(f32[i]);
+      bf16[i] = pg_f32_to_bf16(f32[i]);
+    }
+    pg_tensor_in a = {.name = "a", .qtype = PG_QTYPE_F32, .ndim = 3, .dims = dims, .values = f32, .sec_values = d};
+    pg_tensor_in b = {.name = "b", .qtype = PG_QTYPE_F16, .ndim = 3, .dims = dims, .values = f16, .sec_values = d};
+    pg_tensor_in c = {.name = "c", .qtype = PG_QTYPE_BF16, .ndim = 3, .dims = dims, .values = bf16, .sec_values = d};
+    float one = 2.5f;
+    pg_tensor_in s0 = {.name = "scalar", .qtype = PG_QTYPE_F32, .ndim = 0, .values = &one, .sec_values = d};
+    uint64_t zd[2] = {0, 4};
+    pg_tensor_in z = {.name = "empty", .qtype = PG_QTYPE_F16, .ndim = 2, .dims = zd, .sec_values = d};
+    cr_assert_eq(pg_writer_tensor(w, &a, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_writer_tensor(w, &b, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_writer_tensor(w, &c, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_writer_tensor(w, &s0, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_writer_tensor(w, &z, &e), PG_OK, "%s", e.msg);
+    uint8_t *buf;
+    size_t len;
+    cr_assert_eq(pg_writer_to_mem(w, &buf, &len, &e), PG_OK);
+    pg_writer_free(w);
+    pg_artifact *art;
+    cr_assert_eq(pg_artifact_open_mem(&art, buf, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_artifact_check(art, &e), PG_OK, "%s", e.msg);
+    float out[30];
+    cr_assert_eq(pg_artifact_tensor_dequant(art, 0, out, &e), PG_OK);
+    cr_assert(!memcmp(out, f32, sizeof out));
+    cr_assert_eq(pg_artifact_tensor_dequant(art, 1, out, &e), PG_OK);
+    for (int i = 0; i < 30; i++) cr_assert_eq(out[i], pg_f16_to_f32(f16[i]));
+    cr_assert_eq(pg_artifact_tensor_dequant(art, 2, out, &e), PG_OK);
+    for (int i = 0; i < 30; i++) cr_assert_eq(out[i], pg_bf16_to_f32(bf16[i]));
+    cr_assert_eq(pg_artifact_tensor_dequant(art, 3, out, &e), PG_OK);
+    cr_assert_eq(out[0], 2.5f);
+    cr_assert_eq(pg_artifact_tensor(art, 4)->numel, 0);
+    pg_artifact_free(art);
+    free(buf);
+  }
+}
+
+Test(container, metadata_code_and_tokenizer_roundtrip) {
+  pg_writer *w;
+  pg_err e;
+  pg_writer_create(&w);
+  cr_assert_eq(pg_writer_meta_i64(w, "z.int", -5, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_f64(w, "a.float", 1.0 / 3.0, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_bool(w, "m.bool", 1, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_str(w, "arch.json", "{\"dim\":512}", 11, &e), PG_OK);
+  int64_t iv[3] = {1, -2, 3};
+  double fv[2] = {0.5, -0.25};
+  const char *sv[3] = {"x", "", "\xe2\x96\x81piece"};
+  cr_assert_eq(pg_writer_meta_arr_i64(w, "arr.i", iv, 3, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_arr_f64(w, "arr.f", fv, 2, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_arr_str(w, "arr.s", sv, 3, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_i64(w, "z.int", 5, &e), PG_E_DUPLICATE);
+  cr_assert_eq(pg_writer_meta_str(w, "tokenizer.vocab_size", "1", 1, &e), PG_E_META_TYPE);
+  cr_assert_eq(pg_writer_meta_i64(w, "Bad Key", 1, &e), PG_E_ARG);
+  const uint8_t tok[] = "\x0a\x05piece fake model bytes";
+  cr_assert_eq(pg_writer_tokenizer(w, tok, sizeof tok, NULL, &e), PG_OK);
+  const char *code = "print('hello')\n";
+  pg_codec_spec lz = spec_of("lzma-9e");
+  cr_assert_eq(pg_writer_code(w, "train_gpt.py", (const uint8_t *)code, strlen(code), &lz, &e), PG_OK);
+  cr_assert_eq(pg_writer_code(w, "lib/util.py", (const uint8_t *)"", 0, NULL, &e), PG_OK);
+  cr_assert_eq(pg_writer_code(w, "train_gpt.py", (const uint8_t *)"x", 1, NULL, &e), PG_E_DUPLICATE);
+  cr_assert_eq(pg_writer_code(w, "../evil.py", (const uint8_t *)"x", 1, NULL, &e), PG_E_ARG);
+  cr_assert_eq(pg_writer_code(w, "/abs.py", (const uint8_t *)"x", 1, NULL, &e), PG_E_ARG);
+  uint8_t *buf;
+  size_t len;
+  cr_assert_eq(pg_writer_to_mem(w, &buf, &len, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  pg_artifact *a;
+  cr_assert_eq(pg_artifact_open_mem(&a, buf, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+  /* keys come back sorted */
+  for (uint32_t i = 1; i < pg_artifact_meta_count(a); i++) {
+    const pg_meta_entry *p = pg_artifact_meta(a, i - 1), *q = pg_artifact_meta(a, i);
+    cr_assert(memcmp(p->key, q->key, p->key_len < q->key_len ? p->key_len : q->key_len) <= 0);
+  }
+  cr_assert_eq(pg_artifact_meta_find(a, "z.int")->i64, -5);
+  cr_assert_eq(pg_artifact_meta_find(a, "a.float")->f64, 1.0 / 3.0);
+  cr_assert_eq(pg_artifact_meta_find(a, "m.bool")->b, 1);
+  const pg_meta_entry *aj = pg_artifact_meta_find(a, "arch.json");
+  cr_assert_eq(aj->count, 11);
+  cr_assert(!memcmp(aj->str, "{\"dim\":512}", 11));
+  const pg_meta_entry *ai = pg_artifact_meta_find(a, "arr.i");
+  cr_assert_eq(ai->count, 3);
+  cr_assert_eq(pg_meta_arr_i64(ai, 1), -2);
+  cr_assert_eq(pg_meta_arr_f64(pg_artifact_meta_find(a, "arr.f"), 1), -0.25);
+  const char *s;
+  uint32_t sl;
+  pg_meta_arr_str(pg_artifact_meta_find(a, "arr.s"), 2, &s, &sl);
+  cr_assert_eq(sl, strlen(sv[2]));
+  cr_assert(!memcmp(s, sv[2], sl));
+  cr_assert_eq(pg_artifact_code_count(a), 2);
+  const char *nm;
+  size_t nml, bl;
+  const uint8_t *bytes;
+  uint32_t sec;
+  cr_assert_eq(pg_artifact_code(a, 0, &nm, &nml, &bytes, &bl, &sec, &e), PG_OK);
+  cr_assert_eq(nml, strlen("train_gpt.py"));
+  cr_assert(!memcmp(nm, "train_gpt.py", nml));
+  cr_assert_eq(bl, strlen(code));
+  cr_assert(!memcmp(bytes, code, bl));
+  int64_t ts = pg_artifact_tokenizer_section(a);
+  cr_assert_geq(ts, 0);
+  const uint8_t *raw;
+  cr_assert_eq(pg_artifact_section_raw(a, (uint32_t)ts, &raw, &e), PG_OK);
+  cr_assert(!memcmp(raw, tok, sizeof tok));
+  pg_artifact_free(a);
+  free(buf);
+}
+
+Test(container, same_inputs_same_bytes) {
+  size_t l1, l2;
+  uint8_t *a = small_artifact(&l1), *b = small_artifact(&l2);
+  cr_assert_eq(l1, l2);
+  cr_assert(!memcmp(a, b, l1));
+  free(a);
+  free(b);
+}
+
+Test(container, writer_rejects_bad_tensors) {
+  pg_writer *w;
+  pg_err e;
+  pg_writer_create(&w);
+  int d = pg_writer_data_section(w, &NONE, &e);
+  uint64_t dims[2] = {2, 4};
+  int8_t q[8] = {0, 1, 2, 3, 4, 5, 6, 40};
+  uint16_t sc[2] = {0x3c00, 0x3c00};
+  pg_tensor_in t = {.name = "t", .qtype = PG_QTYPE_INT6, .scale_kind = PG_SCALE_ROW_F16, .ndim = 2,
+                    .dims = dims, .values = q, .row_scales = sc, .sec_values = d, .sec_scales = d};
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_E_VALUE_RANGE); /* 40 outside int6 */
+  q[7] = 7;
+  t.qmin = -3;
+  t.qmax = 3;
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_E_VALUE_RANGE); /* outside declared range */
+  t.qmin = 0;
+  t.qmax = 0;
+  t.qtype = 99;
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_E_QTYPE);
+  t.qtype = PG_QTYPE_INT6;
+  t.sec_scales = 7;
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_E_ARG);
+  t.sec_scales = d;
+  uint64_t big[2] = {1ull << 40, 1ull << 40};
+  t.dims = big;
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_E_DIMS_OVERFLOW);
+  t.dims = dims;
+  t.lqer_rank = 3; /* 3*4 not a multiple of 64 */
+  int8_t la[6] = {0}, lb[12] = {0};
+  uint16_t lbs[1] = {0};
+  t.lqer_a = la;
+  t.lqer_b = lb;
+  t.lqer_b_scales = lbs;
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_E_QTYPE);
+  t.lqer_rank = 0;
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_E_DUPLICATE);
+  /* failed adds left nothing behind: the artifact opens with exactly one tensor */
+  uint8_t *buf;
+  size_t len;
+  cr_assert_eq(pg_writer_to_mem(w, &buf, &len, &e), PG_OK);
+  pg_artifact *a;
+  cr_assert_eq(pg_artifact_open_mem(&a, buf, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_artifact_tensor_count(a), 1);
+  pg_artifact_free(a);
+  free(buf);
+  pg_writer_free(w);
+}
+
+static int count_entries(const char *dir) {
+  DIR *dd = opendir(dir);
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(dd)))
+    if (de->d_name[0] != '.') n++;
+  closedir(dd);
+  return n;
+}
+
+Test(container, file_write_is_atomic_and_reopens) {
+  char dir[] = "/tmp/pgct.XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  size_t len;
+  uint8_t *mem = small_artifact(&len);
+  pg_writer *w;
+  pg_err e;
+  pg_writer_create(&w);
+  pg_writer_set_meta_codec(w, &NONE, &NONE);
+  pg_writer_meta_i64(w, "tokenizer.vocab_size", 1024, &e);
+  char path[128];
+  snprintf(path, sizeof path, "%s/missing/x.pgz", dir);
+  cr_assert_eq(pg_writer_write(w, path, &e), PG_E_IO);
+  snprintf(path, sizeof path, "%s/x.pgz", dir);
+  cr_assert_eq(pg_writer_write(w, path, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  cr_assert_eq(count_entries(dir), 1);
+  pg_artifact *a;
+  cr_assert_eq(pg_artifact_open(&a, path, NULL, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_artifact_tensor_count(a), 0);
+  pg_artifact_free(a);
+  free(mem);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* malformed input: one test per class */
+
+Test(malformed, wrong_magic) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  b[1] = 'X';
+  EXPECT_STATUS(b, len, PG_E_MAGIC);
+  free(b);
+}
+
+Test(malformed, truncated) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  EXPECT_STATUS(b, 5, PG_E_TRUNCATED);
+  EXPECT_STATUS(b, 40, PG_E_TRUNCATED);
+  EXPECT_STATUS(b, len - 1, PG_E_TRUNCATED);
+  free(b);
+}
+
+Test(malformed, unknown_versions) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  pg_st16(b + 8, 2);
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_VERSION);
+  pg_st16(b + 8, 1);
+  pg_st16(b + 10, 7);
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_VERSION);
+  free(b);
+}
+
+Test(malformed, header_checksum_and_reserved) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  b[57] ^= 1;
+  EXPECT_STATUS(b, len, PG_E_CHECKSUM);
+  b[57] ^= 1;
+  b[12] = 1; /* flags */
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_HEADER);
+  b[12] = 0;
+  b[44] = 1; /* reserved */
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_HEADER);
+  free(b);
+}
+
+Test(malformed, trailing_bytes_after_file) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  uint8_t *c = realloc(b, len + 3);
+  memset(c + len, 0, 3);
+  EXPECT_STATUS(c, len + 3, PG_E_TRAILING);
+  free(c);
+}
+
+Test(malformed, section_count_limits) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  pg_st32(b + 16, 0);
+  pg_st64(b + 56, XXH64(b, 56, 0));
+  EXPECT_STATUS(b, len, PG_E_LIMIT);
+  pg_st32(b + 16, 5000);
+  pg_st64(b + 56, XXH64(b, 56, 0));
+  EXPECT_STATUS(b, len, PG_E_LIMIT);
+  free(b);
+}
+
+Test(malformed, table_out_of_range) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  /* a table of 1000 entries does not fit in the file: checked before its checksum */
+  pg_st32(b + 16, 1000);
+  pg_st64(b + 56, XXH64(b, 56, 0));
+  EXPECT_STATUS(b, len, PG_E_TABLE_RANGE);
+  free(b);
+  b = small_artifact(&len);
+  uint32_t last = nsections(b) - 1;
+  pg_st64(entry(b, last) + 16, pg_ld64(entry(b, last) + 16) + 100); /* past the end */
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_TABLE_RANGE);
+  free(b);
+}
+
+Test(malformed, table_checksum) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  entry(b, 0)[20] ^= 1;
+  EXPECT_STATUS(b, len, PG_E_CHECKSUM);
+  free(b);
+}
+
+Test(malformed, overlap_and_hole_between_sections) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  uint8_t *e1 = entry(b, 1);
+  pg_st64(e1 + 8, pg_ld64(e1 + 8) - 1);
+  pg_st64(e1 + 16, pg_ld64(e1 + 16) + 1);
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_OVERLAP);
+  free(b);
+  b = small_artifact(&len);
+  e1 = entry(b, 1);
+  pg_st64(e1 + 8, pg_ld64(e1 + 8) + 1);
+  pg_st64(e1 + 16, pg_ld64(e1 + 16) - 1);
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_HOLE);
+  free(b);
+}
+
+Test(malformed, trailing_bytes_after_last_section) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  uint32_t last = nsections(b) - 1;
+  uint8_t *e = entry(b, last);
+  pg_st64(e + 16, pg_ld64(e + 16) - 1);
+  pg_st64(e + 24, pg_ld64(e + 24) - 1);
+  fix_section(b, last);
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_TRAILING);
+  free(b);
+}
+
+Test(malformed, stored_and_raw_checksums) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  b[len - 1] ^= 0x40; /* a data byte */
+  EXPECT_STATUS(b, len, PG_E_CHECKSUM);
+  free(b);
+  b = small_artifact(&len);
+  int d = section_of_kind(b, PG_SEC_DATA);
+  entry(b, (uint32_t)d)[40] ^= 1; /* raw checksum of the data section */
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_CHECKSUM);
+  free(b);
+}
+
+Test(malformed, unknown_codec_and_transform) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  entry(b, 0)[2] = 9;
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_CODEC);
+  entry(b, 0)[2] = 1; /* zstd with level 0 */
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_CODEC);
+  entry(b, 0)[2] = 0;
+  entry(b, 0)[5] = 4;
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_TRANSFORM);
+  entry(b, 0)[5] = 1;
+  entry(b, 0)[6] = 1; /* stride 1 */
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_TRANSFORM);
+  free(b);
+}
+
+Test(malformed, unknown_section_kind_and_missing_meta) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  pg_st16(entry(b, 0), 77);
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_SECTION_KIND);
+  pg_st16(entry(b, 0), PG_SEC_DATA); /* no meta section left */
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_SECTION_KIND);
+  free(b);
+}
+
+Test(malformed, decompression_size_mismatch) {
+  pg_writer *w;
+  pg_err e;
+  pg_writer_create(&w);
+  pg_codec_spec z = spec_of("zstd-3");
+  int d = pg_writer_data_section(w, &z, &e);
+  uint64_t n = 1000;
+  float *f = calloc(n, 4);
+  pg_tensor_in t = {.name = "f", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &n, .values = f, .sec_values = d};
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK);
+  uint8_t *b;
+  size_t len;
+  cr_assert_eq(pg_writer_to_mem(w, &b, &len, &e), PG_OK);
+  pg_writer_free(w);
+  /* declare a raw size one smaller: the directory's part then also disagrees, but the
+   * decoder is what check() reaches first for this section */
+  int s = section_of_kind(b, PG_SEC_DATA);
+  uint8_t *en = entry(b, (uint32_t)s);
+  /* corrupt a byte inside the zstd frame and fix its stored checksum */
+  uint64_t off = pg_ld64(en + 8), sz = pg_ld64(en + 16);
+  b[off + sz / 2] ^= 0xff;
+  b[off + sz - 1] ^= 0xff;
+  pg_st64(en + 32, XXH64(b + off, sz, 0));
+  reseal(b);
+  pg_artifact *a;
+  int rc = pg_artifact_open_mem(&a, b, len, "t.pgz", NULL, &e);
+  cr_assert_eq(rc, PG_OK, "%s", e.msg);
+  rc = pg_artifact_check(a, &e);
+  cr_assert(rc == PG_E_DECOMPRESS || rc == PG_E_CHECKSUM, "got %s", pg_status_name(rc));
+  pg_artifact_free(a);
+  free(b);
+  free(f);
+}
+
+Test(malformed, unknown_qtype_and_bad_layout) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  uint8_t *t = dir_entry(b, "blocks.0.attn.c_q.weight");
+  dir_hdr(t)[0] = 42;
+  fix_dir(b);
+  EXPECT_STATUS(b, len, PG_E_QTYPE);
+  dir_hdr(t)[0] = PG_QTYPE_INT6;
+  dir_hdr(t)[1] = 3; /* packing */
+  fix_dir(b);
+  EXPECT_STATUS(b, len, PG_E_QTYPE);
+  dir_hdr(t)[1] = 0;
+  dir_hdr(t)[4] = 40; /* qmax above int6 */
+  fix_dir(b);
+  EXPECT_STATUS(b, len, PG_E_QTYPE);
+  free(b);
+}
+
+Test(malformed, dims_product_overflows) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  uint8_t *t = dir_entry(b, "blocks.0.attn.c_q.weight");
+  pg_st64(dir_dims(t), 1ull << 40);
+  pg_st64(dir_dims(t) + 8, 1ull << 40);
+  fix_dir(b);
+  EXPECT_STATUS(b, len, PG_E_DIMS_OVERFLOW);
+  pg_st64(dir_dims(t), 1ull << 21);
+  pg_st64(dir_dims(t) + 8, 1ull << 20);
+  fix_dir(b);
+  EXPECT_STATUS(b, len, PG_E_LIMIT); /* 2^41 elements */
+  free(b);
+}
+
+Test(malformed, size_disagrees_with_shape) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  uint8_t *t = dir_entry(b, "blocks.0.attn.c_q.weight");
+  pg_st64(dir_dims(t) + 8, 9); /* 4x9 but the values part holds 32 */
+  fix_dir(b);
+  EXPECT_STATUS(b, len, PG_E_SIZE_MISMATCH);
+  free(b);
+}
+
+Test(malformed, duplicate_tensor_name) {
+  size_t len;
+  uint8_t *b;
+  pg_writer *w;
+  pg_err e;
+  pg_writer_create(&w);
+  pg_writer_set_meta_codec(w, &NONE, &NONE);
+  int d = pg_writer_data_section(w, &NONE, &e);
+  uint64_t one = 1;
+  float x = 1.0f, y = 2.0f;
+  pg_tensor_in ta = {.name = "aaaa", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &x, .sec_values = d};
+  pg_tensor_in tb = {.name = "bbbb", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &y, .sec_values = d};
+  pg_writer_tensor(w, &ta, &e);
+  pg_writer_tensor(w, &tb, &e);
+  pg_writer_to_mem(w, &b, &len, &e);
+  pg_writer_free(w);
+  memcpy(dir_entry(b, "bbbb") + 2, "aaaa", 4);
+  fix_dir(b);
+  EXPECT_STATUS(b, len, PG_E_DUPLICATE);
+  free(b);
+}
+
+Test(malformed, parts_overlap_hole_and_trailing_inside_data) {
+  pg_writer *w;
+  pg_err e;
+  uint8_t *b;
+  size_t len;
+  for (int mode = 0; mode < 3; mode++) {
+    pg_writer_create(&w);
+    pg_writer_set_meta_codec(w, &NONE, &NONE);
+    int d = pg_writer_data_section(w, &NONE, &e);
+    uint64_t one = 1;
+    float x = 1.0f, y = 2.0f;
+    pg_tensor_in ta = {.name = "a", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &x, .sec_values = d};
+    pg_tensor_in tb = {.name = "b", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &y, .sec_values = d};
+    pg_writer_tensor(w, &ta, &e);
+    pg_writer_tensor(w, &tb, &e);
+    pg_writer_to_mem(w, &b, &len, &e);
+    pg_writer_free(w);
+    /* grow the last (data) section by 4 bytes, so parts no longer tile it */
+    b = realloc(b, len + 4);
+    memset(b + len, 0, 4);
+    len += 4;
+    uint32_t last = nsections(b) - 1;
+    uint8_t *en = entry(b, last);
+    pg_st64(en + 16, pg_ld64(en + 16) + 4);
+    pg_st64(en + 24, pg_ld64(en + 24) + 4);
+    pg_st64(b + 24, len);
+    fix_section(b, last);
+    int want;
+    if (mode == 0) {
+      want = PG_E_TRAILING; /* parts [0,4) [4,8) in a 12-byte section */
+    } else if (mode == 1) {
+      pg_st64(dir_part(dir_entry(b, "b"), 0) + 4, 8); /* b at [8,12): hole [4,8) */
+      want = PG_E_HOLE;
+    } else {
+      pg_st64(dir_part(dir_entry(b, "b"), 0) + 4, 2); /* b at [2,6): overlaps a */
+      want = PG_E_OVERLAP;
+    }
+    fix_dir(b);
+    EXPECT_STATUS(b, len, want);
+    free(b);
+  }
+}
+
+Test(malformed, part_in_a_non_data_section) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  pg_st32(dir_part(dir_entry(b, "other"), 0), 0); /* section 0 is META */
+  fix_dir(b);
+  EXPECT_STATUS(b, len, PG_E_SECTION_KIND);
+  pg_st32(dir_part(dir_entry(b, "other"), 0), 99);
+  fix_dir(b);
+  EXPECT_STATUS(b, len, PG_E_TABLE_RANGE);
+  free(b);
+}
+
+Test(malformed, metadata_wrong_type_and_duplicate_key) {
+  pg_writer *w;
+  pg_err e;
+  uint8_t *b;
+  size_t len;
+  pg_writer_create(&w);
+  pg_writer_set_meta_codec(w, &NONE, &NONE);
+  pg_writer_meta_i64(w, "tokenizer.vocab_size", 8192, &e);
+  pg_writer_meta_i64(w, "x.a", 1, &e);
+  pg_writer_meta_i64(w, "x.b", 2, &e);
+  pg_writer_to_mem(w, &b, &len, &e);
+  pg_writer_free(w);
+  int ms = section_of_kind(b, PG_SEC_META);
+  uint8_t *m = b + pg_ld64(entry(b, (uint32_t)ms) + 8);
+  size_t mlen = (size_t)pg_ld64(entry(b, (uint32_t)ms) + 16);
+  uint8_t *k = memmem(m, mlen, "tokenizer.vocab_size", 20);
+  cr_assert_not_null(k);
+  k[20] = PG_META_F64; /* same width: an f64 where an i64 belongs */
+  fix_section(b, (uint32_t)ms);
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_META_TYPE);
+  k[20] = PG_META_I64;
+  uint8_t *xb = memmem(m, mlen, "x.b", 3);
+  xb[2] = 'a';
+  fix_section(b, (uint32_t)ms);
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_DUPLICATE);
+  xb[2] = '0'; /* "x.0" after "x.a": out of order */
+  fix_section(b, (uint32_t)ms);
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_MALFORMED);
+  free(b);
+}
+
+Test(malformed, value_outside_declared_range) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  /* the int6 tensor declares [-31, 31]; its values are the first 32 bytes of the data section */
+  int d = section_of_kind(b, PG_SEC_DATA);
+  uint64_t off = pg_ld64(entry(b, (uint32_t)d) + 8);
+  b[off + 5] = (uint8_t)(int8_t)-32;
+  fix_section(b, (uint32_t)d);
+  reseal(b);
+  EXPECT_STATUS(b, len, PG_E_VALUE_RANGE);
+  free(b);
+}
+
+Test(malformed, tighter_reader_limits) {
+  size_t len;
+  uint8_t *b = small_artifact(&len);
+  pg_read_limits lim = {.max_elements = 16};
+  pg_artifact *a;
+  pg_err e;
+  cr_assert_eq(pg_artifact_open_mem(&a, b, len, "t.pgz", &lim, &e), PG_E_LIMIT);
+  lim.max_elements = 0;
+  lim.max_section_raw = 8;
+  cr_assert_eq(pg_artifact_open_mem(&a, b, len, "t.pgz", &lim, &e), PG_E_LIMIT);
+  free(b);
+}
