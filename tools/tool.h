@@ -1,0 +1,34 @@
+/* tool.h: what every pgolf command shares: exit codes, one-line errors, number formatting. */
+#ifndef PG_TOOL_H
+#define PG_TOOL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "pg_status.h"
+
+/* Exit codes of every command (spec/cli.md). */
+enum {
+  PG_EXIT_OK = 0,      /* success; the verdict, if any, is positive */
+  PG_EXIT_VERDICT = 1, /* ran fine; the verdict is negative (over budget, check failed) */
+  PG_EXIT_ERROR = 2,   /* usage error, unreadable or invalid input, failed output */
+};
+
+/* Print "PROG: message" on stderr (one line) and return PG_EXIT_ERROR. */
+int pg_tool_fail(const char *prog, const pg_err *err);
+int pg_tool_usage_error(const char *prog, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* "16,000,000": thousands separators; buf >= 32 bytes. Returns buf. */
+const char *pg_fmt_u64(char *buf, uint64_t v);
+/* Parse a non-negative integer that may contain '_' or ',' separators; 0 on success. */
+int pg_parse_u64(const char *s, uint64_t *out);
+/* Print s with control characters escaped (terminal-safe). */
+void pg_print_safe(FILE *f, const char *s, size_t n);
+/* Seconds on a monotonic clock. */
+double pg_now(void);
+
+#endif
