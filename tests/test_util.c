@@ -187,3 +187,33 @@ Test(qtype, dequant_rows_and_lqer) {
     cr_assert_eq(W[64 + j], -1.0f * (float)qB[j] * 0.125f);
   }
 }
+
+Test(status, spec_table_lists_every_status) {
+  const char *root = getenv("PG_SOURCE_ROOT");
+  if (!root) cr_skip_test("PG_SOURCE_ROOT not set");
+  char path[512];
+  snprintf(path, sizeof path, "%s/spec/errors.md", root);
+  uint8_t *buf;
+  size_t n;
+  pg_err e;
+  cr_assert_eq(pg_file_read_all(path, &buf, &n, 1 << 20, &e), PG_OK, "%s", e.msg);
+  char *text = malloc(n + 1);
+  memcpy(text, buf, n);
+  text[n] = '\0';
+  free(buf);
+  int count = 0;
+#define CHECK_ROW_(name, num, msg)                                                      \
+  do {                                                                                  \
+    char row[256];                                                                      \
+    snprintf(row, sizeof row, "| %d | `%s` | %s |", num, #name, msg);                   \
+    cr_assert(strstr(text, row) != NULL, "spec/errors.md lacks the row: %s", row);      \
+    count++;                                                                            \
+  } while (0);
+  PG_STATUS_LIST(CHECK_ROW_)
+#undef CHECK_ROW_
+  /* and no row for a status that does not exist */
+  int rows = 0;
+  for (char *p = text; (p = strstr(p, "| `PG_")); p++) rows++;
+  cr_assert_eq(rows, count);
+  free(text);
+}
