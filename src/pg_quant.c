@@ -46,8 +46,7 @@ uint64_t pg_quant_rtn_rows(const float *W, uint64_t rows, uint64_t cols,
         v = (float)qmax;
         clamped++;
       } else if (v != v) {
-        v = 0.0f;
-        clamped++;
+        v = 0.0f; /* 0/0 in a row whose scale underflowed to 0: the value is 0 */
       }
       q[r * cols + c] = (int8_t)v;
     }
