@@ -967,6 +967,7 @@ typedef struct wsec {
   uint16_t kind;
   pg_codec_spec spec;
   pg_buf raw;
+  int referenced; /* DATA: some tensor part names it (unreferenced ones are not written) */
 } wsec;
 
 typedef struct wmeta {
@@ -979,6 +980,8 @@ struct pg_writer {
   wmeta *meta;
   uint32_t nmeta, cap_meta;
   pg_buf dir;
+  size_t *dir_sec_pos; /* where each part's section index lies in dir */
+  size_t n_pos, cap_pos;
   uint32_t ntens;
   char **names;
   uint32_t cap_names;
@@ -1006,6 +1009,7 @@ void pg_writer_free(pg_writer *w) {
   for (uint32_t i = 0; i < w->nmeta; i++) pg_buf_free(&w->meta[i].val);
   free(w->meta);
   pg_buf_free(&w->dir);
+  free(w->dir_sec_pos);
   for (uint32_t i = 0; i < w->ntens; i++) free(w->names[i]);
   free(w->names);
   for (uint32_t i = 0; i < w->ndata; i++) pg_buf_free(&w->data[i].raw);
@@ -1322,6 +1326,17 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
                       "data section %d grows past %llu bytes", secs[r],
                       (unsigned long long)PG_MAX_SECTION_RAW);
   }
+  if (rc == PG_OK && w->n_pos + PG_PART_COUNT > w->cap_pos) {
+    size_t cap = w->cap_pos ? w->cap_pos * 2 : 256;
+    size_t *np = realloc(w->dir_sec_pos, cap * sizeof *np);
+    if (!np)
+      rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    else {
+      w->dir_sec_pos = np;
+      w->cap_pos = cap;
+    }
+  }
+  size_t pos_saved = w->n_pos;
   if (rc == PG_OK) {
     pg_buf *d = &w->dir;
     pg_buf_u16(d, (uint16_t)nl);
@@ -1332,6 +1347,7 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
     for (unsigned k = 0; k < t.ndim; k++) pg_buf_u64(d, t.dims[k]);
     for (int r = 0; r < PG_PART_COUNT; r++) {
       if (!parts[r].present) continue;
+      w->dir_sec_pos[w->n_pos++] = d->len;
       pg_buf_u32(d, parts[r].section);
       pg_buf_u64(d, parts[r].offset);
       pg_buf_u64(d, parts[r].size);
@@ -1356,8 +1372,11 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
     for (uint32_t s = 0; s < nd; s++)
       if (!w->data[s].raw.oom) w->data[s].raw.len = saved[s];
     if (!w->dir.oom) w->dir.len = dir_saved;
+    w->n_pos = pos_saved;
     return rc;
   }
+  for (int r = 0; r < PG_PART_COUNT; r++)
+    if (parts[r].present) w->data[secs[r]].referenced = 1;
   memcpy(copy, in->name, nl + 1);
   w->names[w->ntens++] = copy;
   return PG_OK;
@@ -1396,9 +1415,20 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
     pg_buf_put(&meta, w->meta[i].key, kl);
     pg_buf_put(&meta, w->meta[i].val.data, w->meta[i].val.len);
   }
+  /* DATA sections that no part names are not written; the parts' section indices are renumbered
+   * to the sections that remain. */
+  uint32_t *newidx = malloc((w->ndata ? w->ndata : 1) * sizeof *newidx);
+  uint32_t nkept = 0;
+  for (uint32_t i = 0; newidx && i < w->ndata; i++) newidx[i] = w->data[i].referenced ? 2 + nkept++ : 0;
   pg_buf_u32(&dir, w->ntens);
   pg_buf_put(&dir, w->dir.data, w->dir.len);
-  uint32_t n = 2 + w->ndata + (uint32_t)w->has_tok + w->ncode;
+  for (size_t k = 0; newidx && !dir.oom && k < w->n_pos; k++) {
+    uint8_t *p = dir.data + 4 + w->dir_sec_pos[k];
+    pg_st32(p, newidx[pg_ld32(p) - 2]);
+  }
+  if (!newidx) dir.oom = 1;
+  free(newidx);
+  uint32_t n = 2 + nkept + (uint32_t)w->has_tok + w->ncode;
   enc_sec *es = calloc(n, sizeof *es);
   int rc = PG_OK;
   if (meta.oom || dir.oom || !es) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
@@ -1411,8 +1441,9 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
     es[k++] = (enc_sec){PG_SEC_META, w->meta_spec, meta.data, meta.len, NULL, 0};
     es[k++] = (enc_sec){PG_SEC_TENSORS, w->dir_spec, dir.data, dir.len, NULL, 0};
     for (uint32_t i = 0; i < w->ndata; i++)
-      es[k++] = (enc_sec){PG_SEC_DATA, w->data[i].spec, w->data[i].raw.data, w->data[i].raw.len,
-                          NULL, 0};
+      if (w->data[i].referenced)
+        es[k++] = (enc_sec){PG_SEC_DATA, w->data[i].spec, w->data[i].raw.data,
+                            w->data[i].raw.len, NULL, 0};
     if (w->has_tok)
       es[k++] = (enc_sec){PG_SEC_TOKENIZER, w->tok.spec, w->tok.raw.data, w->tok.raw.len, NULL, 0};
     for (uint32_t i = 0; i < w->ncode; i++)

@@ -395,6 +395,33 @@ Test(container, metadata_code_and_tokenizer_roundtrip) {
   free(buf);
 }
 
+Test(container, unreferenced_data_sections_are_not_written) {
+  pg_writer *w;
+  pg_err e;
+  pg_writer_create(&w);
+  int unused = pg_writer_data_section(w, &NONE, &e);
+  int used = pg_writer_data_section(w, &NONE, &e);
+  cr_assert(unused == 0 && used == 1);
+  uint64_t n = 3;
+  float f[3] = {1, 2, 3};
+  pg_tensor_in t = {.name = "f", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &n, .values = f,
+                    .sec_values = used};
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK);
+  uint8_t *buf;
+  size_t len;
+  cr_assert_eq(pg_writer_to_mem(w, &buf, &len, &e), PG_OK);
+  pg_writer_free(w);
+  pg_artifact *a;
+  cr_assert_eq(pg_artifact_open_mem(&a, buf, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_artifact_section_count(a), 3); /* meta, tensors, one data section */
+  cr_assert_eq(pg_artifact_tensor(a, 0)->parts[PG_PART_VALUES].section, 2);
+  float out[3];
+  cr_assert_eq(pg_artifact_tensor_dequant(a, 0, out, &e), PG_OK);
+  cr_assert_eq(out[2], 3.0f);
+  pg_artifact_free(a);
+  free(buf);
+}
+
 Test(container, same_inputs_same_bytes) {
   size_t l1, l2;
   uint8_t *a = small_artifact(&l1), *b = small_artifact(&l2);
