@@ -136,14 +136,28 @@ bad:
                     text);
 }
 
+/* Both directions walk the interleaved side sequentially, k bytes per step, and the planes as k
+ * sequential streams (plane p starts at p*(n/k) + min(p, n%k)). */
 void pg_shuffle(const uint8_t *in, size_t n, unsigned k, uint8_t *out) {
   if (k < 2) {
     memcpy(out, in, n);
     return;
   }
-  size_t o = 0;
-  for (unsigned p = 0; p < k; p++)
-    for (size_t i = p; i < n; i += k) out[o++] = in[i];
+  const size_t full = n / k, rem = n % k;
+  if (k == 2) {
+    uint8_t *p0 = out, *p1 = out + full + rem;
+    for (size_t j = 0; j < full; j++) {
+      p0[j] = in[2 * j];
+      p1[j] = in[2 * j + 1];
+    }
+    if (rem) p0[full] = in[2 * full];
+    return;
+  }
+  size_t start[256];
+  for (unsigned p = 0; p < k; p++) start[p] = p * full + (p < rem ? p : rem);
+  for (size_t j = 0; j < full; j++)
+    for (unsigned p = 0; p < k; p++) out[start[p] + j] = in[j * k + p];
+  for (unsigned p = 0; p < rem; p++) out[start[p] + full] = in[full * k + p];
 }
 
 void pg_unshuffle(const uint8_t *in, size_t n, unsigned k, uint8_t *out) {
@@ -151,9 +165,21 @@ void pg_unshuffle(const uint8_t *in, size_t n, unsigned k, uint8_t *out) {
     memcpy(out, in, n);
     return;
   }
-  size_t o = 0;
-  for (unsigned p = 0; p < k; p++)
-    for (size_t i = p; i < n; i += k) out[i] = in[o++];
+  const size_t full = n / k, rem = n % k;
+  if (k == 2) {
+    const uint8_t *p0 = in, *p1 = in + full + rem;
+    for (size_t j = 0; j < full; j++) {
+      out[2 * j] = p0[j];
+      out[2 * j + 1] = p1[j];
+    }
+    if (rem) out[2 * full] = p0[full];
+    return;
+  }
+  size_t start[256];
+  for (unsigned p = 0; p < k; p++) start[p] = p * full + (p < rem ? p : rem);
+  for (size_t j = 0; j < full; j++)
+    for (unsigned p = 0; p < k; p++) out[j * k + p] = in[start[p] + j];
+  for (unsigned p = 0; p < rem; p++) out[full * k + p] = in[start[p] + full];
 }
 
 int pg_codec_compress(uint8_t codec, uint8_t level, uint8_t window, const uint8_t *in, size_t n,

@@ -114,3 +114,19 @@ Test(codec, garbage_stream_refused) {
     cr_assert_eq(pg_codec_decompress(c, junk, 64, out, 128, "f", 0, &e), PG_E_DECOMPRESS,
                  "codec %u", c);
 }
+
+Test(codec, shuffle_every_stride_and_length) {
+  /* against the definition: plane p holds bytes p, p+k, ... in order */
+  uint8_t in[300], out[300], back[300], want[300];
+  for (int i = 0; i < 300; i++) in[i] = (uint8_t)(i * 7 + 3);
+  for (unsigned k = 2; k <= 17; k++)
+    for (size_t n = 0; n <= 300; n += (n < 40 ? 1 : 37)) {
+      size_t o = 0;
+      for (unsigned p = 0; p < k; p++)
+        for (size_t i = p; i < n; i += k) want[o++] = in[i];
+      pg_shuffle(in, n, k, out);
+      cr_assert(!n || !memcmp(out, want, n), "k=%u n=%zu", k, n);
+      pg_unshuffle(out, n, k, back);
+      cr_assert(!n || !memcmp(back, in, n), "k=%u n=%zu", k, n);
+    }
+}
