@@ -19,6 +19,7 @@
 #include "pg_container.h"
 #include "pg_half.h"
 #include "pg_io.h"
+#include "pg_rng.h"
 
 static const char *PROG = "bench_read";
 
@@ -59,27 +60,7 @@ typedef struct model {
   uint64_t params;
 } model;
 
-/* splitmix64 + Box-Muller: a deterministic Gaussian stream */
-static uint64_t sm_state;
-static uint64_t sm_next(void) {
-  uint64_t z = (sm_state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-static double unif(void) { return ((double)(sm_next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
-static int have_spare;
-static double spare;
-static double gauss(void) {
-  if (have_spare) {
-    have_spare = 0;
-    return spare;
-  }
-  double u = unif(), v = unif(), r = sqrt(-2.0 * log(u));
-  spare = r * sin(6.283185307179586 * v);
-  have_spare = 1;
-  return r * cos(6.283185307179586 * v);
-}
+static pg_rng rng; /* the deterministic stream the artifact is drawn from */
 
 static btensor *model_add(model *m, const char *name, int qtype, unsigned ndim, uint64_t d0,
                           uint64_t d1, int cat) {
@@ -119,7 +100,7 @@ static int add_matrix(model *m, const char *name, uint64_t rows, uint64_t cols, 
   const double sd = (double)R / k;
   int8_t *q = t->values;
   for (uint64_t i = 0; i < t->numel; i++) {
-    double v = rint(sd * gauss());
+    double v = rint(sd * pg_rng_gauss(&rng));
     q[i] = (int8_t)(v < -R ? -R : v > R ? R : v);
   }
   t->qmin = -R;
@@ -127,7 +108,7 @@ static int add_matrix(model *m, const char *name, uint64_t rows, uint64_t cols, 
   t->scales = malloc(rows * 2);
   if (!t->scales) return 1;
   for (uint64_t r = 0; r < rows; r++) {
-    double row_std = exp(0.25 * gauss()) / sqrt((double)cols);
+    double row_std = exp(0.25 * pg_rng_gauss(&rng)) / sqrt((double)cols);
     t->scales[r] = pg_f32_to_f16((float)(k * row_std / R));
   }
   return 0;
@@ -140,7 +121,7 @@ static int add_control(model *m, const char *name, int qtype, unsigned ndim, uin
   if (!t) return 1;
   uint8_t *b = t->values;
   for (uint64_t i = 0; i < t->numel; i++) {
-    float v = (float)(center + spread * gauss());
+    float v = (float)(center + spread * pg_rng_gauss(&rng));
     if (qtype == PG_QTYPE_F16) {
       pg_st16(b + 2 * i, pg_f32_to_f16(v));
     } else {
@@ -153,8 +134,7 @@ static int add_control(model *m, const char *name, int qtype, unsigned ndim, uin
 }
 
 static int build_model(model *m) {
-  sm_state = SEED;
-  have_spare = 0;
+  pg_rng_seed(&rng, SEED);
   char nm[64];
   if (add_matrix(m, "tok_emb.weight", VOCAB, DIM, 8, CLIP8, SEC_EMBED)) return 1;
   for (int l = 0; l < LAYERS; l++) {

@@ -11,6 +11,7 @@
 #include "pg_half.h"
 #include "pg_io.h"
 #include "pg_quant.h"
+#include "pg_rng.h"
 #include "tool.h"
 
 static const char *PROG = "pgdemo";
@@ -42,19 +43,8 @@ static void usage(FILE *f) {
           "  -h, --help            this text\n");
 }
 
-/* splitmix64 + Box-Muller: a deterministic Gaussian stream. */
-static uint64_t sm_state;
-static uint64_t sm_next(void) {
-  uint64_t z = (sm_state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-static double unif(void) { return ((double)(sm_next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
-static float gauss(float std) {
-  double u = unif(), v = unif();
-  return (float)(std * sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
+static pg_rng rng;
+static float gauss(float std) { return (float)(std * pg_rng_gauss(&rng)); }
 
 typedef struct demo {
   pg_writer *w;
@@ -184,7 +174,7 @@ int main(int argc, char **argv) {
   pg_codec_spec cs;
   if (pg_codec_spec_parse(&cs, codec, &err) != PG_OK) return pg_tool_fail(PROG, &err);
   const double t0 = pg_now();
-  sm_state = (uint64_t)seed;
+  pg_rng_seed(&rng, (uint64_t)seed);
   demo d = {.bits = (unsigned)bits, .embed_bits = (unsigned)embed_bits, .clip = (float)clip,
             .embed_clip = (float)embed_clip, .packing = packed};
   if (pg_writer_create(&d.w) != PG_OK) return PG_EXIT_ERROR;
