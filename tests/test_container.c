@@ -13,6 +13,7 @@
 #include "pg_container.h"
 #include "pg_half.h"
 #include "pg_io.h"
+#include "pgtest.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* helpers */
@@ -512,6 +513,7 @@ Test(container, file_write_is_atomic_and_reopens) {
   cr_assert_eq(pg_artifact_tensor_count(a), 0);
   pg_artifact_free(a);
   free(mem);
+  pgtest_rm_rf(dir);
 }
 
 /* ---------------------------------------------------------------------------------------- */

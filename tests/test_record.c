@@ -15,6 +15,7 @@
 
 #include "pg_io.h"
 #include "pg_record.h"
+#include "pgtest.h"
 
 /* ---- the code count on buffers ---- */
 
@@ -511,32 +512,11 @@ Test(claims, bad_arguments) {
 
 static char dir[64];
 
-static void rm_rf(const char *path) {
-  struct stat st;
-  if (lstat(path, &st) != 0) return;
-  if (S_ISDIR(st.st_mode)) {
-    DIR *d = opendir(path);
-    if (d) {
-      struct dirent *de;
-      char p[512];
-      while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-          snprintf(p, sizeof p, "%s/%s", path, de->d_name);
-          rm_rf(p);
-        }
-      closedir(d);
-    }
-    rmdir(path);
-  } else {
-    unlink(path);
-  }
-}
-
 static void setup(void) {
   strcpy(dir, "/tmp/pgrec.XXXXXX");
   cr_assert_not_null(mkdtemp(dir));
 }
-static void teardown(void) { rm_rf(dir); }
+static void teardown(void) { pgtest_rm_rf(dir); }
 TestSuite(folder, .init = setup, .fini = teardown);
 
 static const char *at(const char *name) {

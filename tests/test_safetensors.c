@@ -12,6 +12,7 @@
 
 #include "pg_io.h"
 #include "pg_safetensors.h"
+#include "pgtest.h"
 
 /* ---- a fresh temporary folder per test ---- */
 
@@ -22,19 +23,7 @@ static void mk_tmp(void) {
   cr_assert_not_null(mkdtemp(tmpdir));
 }
 
-static void rm_tmp(void) {
-  DIR *d = opendir(tmpdir);
-  if (!d) return;
-  struct dirent *de;
-  char p[512];
-  while ((de = readdir(d)))
-    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-      snprintf(p, sizeof p, "%s/%s", tmpdir, de->d_name);
-      unlink(p);
-    }
-  closedir(d);
-  rmdir(tmpdir);
-}
+static void rm_tmp(void) { pgtest_rm_rf(tmpdir); }
 
 TestSuite(st, .init = mk_tmp, .fini = rm_tmp);
 TestSuite(st_bad, .init = mk_tmp, .fini = rm_tmp);

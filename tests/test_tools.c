@@ -13,6 +13,7 @@
 #include "pg_container.h"
 #include "pg_io.h"
 #include "pg_safetensors.h"
+#include "pgtest.h"
 
 static char tmp[64];
 static char out_path[128], err_path[128];
@@ -73,7 +74,8 @@ static void make_demo(const char *path, const char *extra) {
   cr_assert_eq(rc, 0, "pgdemo failed: %s", slurp(err_path));
 }
 
-TestSuite(tools, .init = setup);
+static void teardown(void) { pgtest_rm_rf(tmp); }
+TestSuite(tools, .init = setup, .fini = teardown);
 
 Test(tools, help_and_usage_errors) {
   const char *tools[] = {"pgsize", "pgunpack", "pgdemo"};

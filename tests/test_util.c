@@ -11,6 +11,7 @@
 #include "pg_io.h"
 #include "pg_qtype.h"
 #include "pg_status.h"
+#include "pgtest.h"
 
 Test(status, names_and_messages) {
   cr_assert_str_eq(pg_status_name(PG_E_TRUNCATED), "PG_E_TRUNCATED");
@@ -29,10 +30,9 @@ Test(status, one_line_error_names_file_and_offset) {
 }
 
 static char tmpdir[64];
-static void mk_tmp(void) {
-  strcpy(tmpdir, "/tmp/pgtest.XXXXXX");
-  cr_assert_not_null(mkdtemp(tmpdir));
-}
+static void mk_tmp(void) { pgtest_mkdtemp(tmpdir, "pgtest"); }
+static void rm_tmp(void) { pgtest_rm_rf(tmpdir); }
+TestSuite(io, .fini = rm_tmp);
 static int count_entries(const char *dir) {
   DIR *d = opendir(dir);
   int n = 0;
