@@ -15,7 +15,7 @@ extern "C" {
 #endif
 
 /* X(name, number, message). Ranges: 1-9 general, 10-39 container, 40-49 JSON/safetensors,
- * 50-59 record folders, 60-79 shards/tokenizer (reserved), 80-89 device. */
+ * 50-59 record folders, 60-79 shards and tokenizer, 80-89 device. */
 #define PG_STATUS_LIST(X)                                                            \
   X(PG_OK, 0, "ok")                                                                  \
   X(PG_E_IO, 1, "input/output error")                                                \
