@@ -49,6 +49,13 @@ extern "C" {
   X(PG_E_DTYPE, 41, "unknown dtype")                                                 \
   X(PG_E_RECORD, 50, "not a challenge record folder")                                \
   X(PG_E_UTF8, 51, "invalid UTF-8")                                                  \
+  X(PG_E_TOKEN_RANGE, 60, "token id outside the vocabulary")                         \
+  X(PG_E_EMPTY_SET, 61, "no input files matched")                                    \
+  X(PG_E_PROTOBUF, 62, "malformed protobuf")                                         \
+  X(PG_E_PIECE_TYPE, 63, "piece type out of range")                                  \
+  X(PG_E_NO_SPACE_PIECE, 64, "tokenizer has no U+2581 piece")                        \
+  X(PG_E_VOCAB, 65, "vocabulary size disagrees")                                     \
+  X(PG_E_ENCODER, 66, "SentencePiece encoder error")                                 \
   X(PG_E_CUDA, 80, "CUDA error")                                                     \
   X(PG_E_NO_DEVICE, 81, "no CUDA device")
 
