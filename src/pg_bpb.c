@@ -1,0 +1,1 @@
+/* pg_bpb.c: placeholder, filled in by the issue-3 work. */

@@ -1,0 +1,1 @@
+/* pg_shard.c: placeholder, filled in by the issue-3 work. */
