@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# demo.sh: the README's main job. Sets everything up, then, on the embedded default (a synthetic
-# model: no downloads), writes an artifact, accounts for every byte of it and verifies it.
+# demo.sh: the README's main job. Sets everything up, prepares the embedded default data (the King
+# James Bible from Debian's packages -> a SentencePiece tokenizer -> token shards, with the byte
+# accounting proven), then writes an artifact (a synthetic model until pgtrain/pgpack land, with
+# the real tokenizer inside), accounts for every byte of it and verifies it.
 # This grows into shards -> train -> pack -> size -> verify as those commands land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 B=${BUILD_DIR:-build}
 mkdir -p out
-step() { printf '\n== %s\n' "$*"; }
 start=$SECONDS
+step() { printf '\n== %s (at %d s)\n' "$*" "$((SECONDS - start))"; }
+step "data: KJV -> SentencePiece BPE (1024, byte fallback, nmt_nfkc) -> shards; prove the bytes"
+bash scripts/data.sh
+step "pgshard info: the validation shards"
+"$B/tools/pgshard" info --model data/kjv/kjv_1024_bpe.model 'data/kjv/shards/fineweb_val_*.bin'
 step "pgdemo: synthetic 4-layer model, SDClip int6 matrices, int8 embedding, brotli-11"
-"$B/tools/pgdemo" -o out/demo.pgz --code tools/pgdemo.c
+"$B/tools/pgdemo" -o out/demo.pgz --vocab 1024 --code tools/pgdemo.c \
+  --tokenizer data/kjv/kjv_1024_bpe.model
 step "pgsize: every byte against the 16,000,000-byte budget"
 "$B/tools/pgsize" --no-tensors out/demo.pgz
 step "pgunpack --check: checksums, coverage and value ranges"
