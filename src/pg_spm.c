@@ -616,12 +616,15 @@ int pg_spm_tables_build(pg_spm_tables *t, const pg_spm *m, uint32_t requested, u
       t->lead[id] = 1;
       len -= 3;
     }
-    if (len > PG_SPM_MAX_BASE) {
+    /* The challenge adds base + lead in int16 too: both must fit. */
+    if (len + t->lead[id] > PG_SPM_MAX_BASE) {
       const uint64_t off = p->offset;
+      const unsigned lead = t->lead[id];
       pg_spm_tables_free(t);
       return pg_err_set(err, PG_E_LIMIT, m->name, off,
-                        "piece %u counts %u bytes, more than the byte table's int16 holds", id,
-                        len);
+                        "piece %u counts %u bytes%s, more than the challenge's int16 byte table "
+                        "holds (%u)",
+                        id, len, lead ? " plus a leading space" : "", PG_SPM_MAX_BASE);
     }
     t->base[id] = (int16_t)len;
   }

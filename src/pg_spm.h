@@ -21,7 +21,7 @@ extern "C" {
 #define PG_SPM_MAX_FILE ((size_t)64 << 20) /* .model bytes; PG_E_LIMIT above */
 #define PG_SPM_MAX_PIECES 1000000u         /* pieces per model; PG_E_LIMIT above */
 #define PG_SPM_MAX_TABLE (1u << 24)        /* byte-table entries; PG_E_LIMIT above */
-#define PG_SPM_MAX_BASE 32767u /* base bytes of one piece (the challenge's table is int16) */
+#define PG_SPM_MAX_BASE 32767u /* base + lead of one piece (the challenge's table is int16) */
 
 /* ModelProto.SentencePiece.Type (the protobuf enum numbers). */
 enum pg_spm_type {
@@ -148,7 +148,8 @@ typedef struct pg_spm_tables {
 /* Build the tables. Without PG_SPM_ALLOW_NO_SPACE, a model whose "▁" piece is missing or is the
  * UNKNOWN piece (the challenge asserts sp.piece_to_id("▁") != sp.unk_id()) gives
  * PG_E_NO_SPACE_PIECE naming the file. PG_E_LIMIT when the size exceeds PG_SPM_MAX_TABLE or a
- * base exceeds PG_SPM_MAX_BASE; PG_E_NOMEM; PG_E_ARG. On failure *t is left empty (zeroed). */
+ * piece's base + lead exceeds PG_SPM_MAX_BASE (the challenge's int16 would overflow); PG_E_NOMEM;
+ * PG_E_ARG. On failure *t is left empty (zeroed). */
 int pg_spm_tables_build(pg_spm_tables *t, const pg_spm *m, uint32_t requested, unsigned flags,
                         pg_err *err);
 void pg_spm_tables_free(pg_spm_tables *t);

@@ -484,11 +484,16 @@ Test(spm_bad, piece_type_out_of_range) {
 Test(spm_bad, invalid_utf8_piece) {
   static const char *const bad[] = {"\xff", "a\xC3", "\xC0\x80", "\xED\xA0\x80", "\xF4\x90\x80\x80",
                                     "ok\x80"};
+  static const size_t bad_at[] = {0, 1, 0, 0, 0, 2}; /* first invalid byte within the piece */
   for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
     w b = {0};
     w_small(&b);
+    const size_t at = b.n + 2 + 2 + bad_at[k]; /* piece tag + length, string tag + length */
     w_piece(&b, bad[k], 0, 1);
     expect_fail(&b, PG_E_UTF8, "piece 13");
+    char off[32];
+    snprintf(off, sizeof off, "offset %zu:", at);
+    expect_fail(&b, PG_E_UTF8, off);
     w_free(&b);
   }
   w b = {0};
@@ -591,6 +596,44 @@ Test(spm_bad, every_prefix) {
   w_free(&b);
 }
 
+/* The fuzz seeds (tests/fuzz/seeds/spm, written by hand as protobuf bytes) are read with the
+ * statuses they were made for; the valid ones also load in the Python sentencepiece package. */
+Test(spm, fuzz_seeds) {
+  static const struct {
+    const char *name;
+    int open_status, tables_status;
+    uint32_t vocab;
+  } seeds[] = {
+      {"small_bpe.model", PG_OK, PG_OK, 12},
+      {"types_all.model", PG_OK, PG_E_NO_SPACE_PIECE, 8},
+      {"byte_fallback.model", PG_OK, PG_OK, 262},
+      {"caseops_like.model", PG_OK, PG_OK, 266},
+      {"no_space.model", PG_OK, PG_E_NO_SPACE_PIECE, 6},
+      {"unknown_fields.model", PG_OK, PG_OK, 5},
+      {"negative_pad.model", PG_OK, PG_OK, 5},
+      {"bad_type7.model", PG_E_PIECE_TYPE, 0, 0},
+      {"bad_utf8.model", PG_E_UTF8, 0, 0},
+      {"truncated.model", PG_E_TRUNCATED, 0, 0},
+  };
+  const char *root = getenv("PG_SOURCE_ROOT");
+  if (!root) cr_skip_test("PG_SOURCE_ROOT not set");
+  for (size_t k = 0; k < sizeof seeds / sizeof seeds[0]; k++) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/fuzz/seeds/spm/%s", root, seeds[k].name);
+    pg_spm *m = NULL;
+    pg_err e;
+    const int rc = pg_spm_open_file(&m, path, &e);
+    cr_assert_eq(rc, seeds[k].open_status, "%s: %s", seeds[k].name, e.msg);
+    if (rc != PG_OK) continue;
+    cr_assert_eq(pg_spm_vocab_size(m), seeds[k].vocab, "%s", seeds[k].name);
+    pg_spm_tables t;
+    cr_assert_eq(pg_spm_tables_build(&t, m, 0, 0, &e), seeds[k].tables_status, "%s: %s",
+                 seeds[k].name, e.msg);
+    pg_spm_tables_free(&t);
+    pg_spm_free(m);
+  }
+}
+
 /* ---- the byte tables ---- */
 
 Test(spm_tables, small_model_rules) {
@@ -691,31 +734,48 @@ Test(spm_tables, missing_space_piece) {
   w_free(&b);
 }
 
+/* A piece of n bytes: an optional leading ▁ and 'a's. */
+static char *long_piece(int lead, size_t n) {
+  char *s = malloc(n + 1);
+  cr_assert_not_null(s);
+  memset(s, 'a', n);
+  if (lead) memcpy(s, SP, 3);
+  s[n] = 0;
+  return s;
+}
+
 Test(spm_tables, base_too_large_for_int16) {
-  w b = {0};
-  w_piece(&b, "<unk>", 0, 2);
-  w_piece(&b, SP, 0, 1);
-  char *big = malloc(32771);
-  memcpy(big, SP, 3);
-  memset(big + 3, 'a', 32767);
-  big[32770] = 0;
-  w_piece(&b, big, 0, 1); /* ▁ + 32767 bytes: fits exactly */
-  pg_spm *m = NULL;
-  pg_err e;
-  cr_assert_eq(open_w(&b, &m, &e), PG_OK, "%s", e.msg);
-  pg_spm_tables t;
-  cr_assert_eq(pg_spm_tables_build(&t, m, 0, 0, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(t.base[2], 32767);
-  pg_spm_tables_free(&t);
-  pg_spm_free(m);
-  memset(big, 'b', 3); /* no leading ▁: 32770 bytes */
-  w_piece(&b, big, 0, 1);
-  cr_assert_eq(open_w(&b, &m, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_spm_tables_build(&t, m, 0, 0, &e), PG_E_LIMIT);
-  cr_assert(strstr(e.msg, "piece 3") != NULL, "%s", e.msg);
-  pg_spm_free(m);
-  free(big);
-  w_free(&b);
+  /* The challenge's base and base + lead are int16: 32767 fits, 32768 does not. */
+  static const struct {
+    int lead;
+    size_t len; /* piece bytes */
+    int ok;
+  } cases[] = {{1, 3 + 32766, 1}, {1, 3 + 32767, 0}, {0, 32767, 1}, {0, 32768, 0}};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    w b = {0};
+    w_piece(&b, "<unk>", 0, 2);
+    w_piece(&b, SP, 0, 1);
+    char *big = long_piece(cases[k].lead, cases[k].len);
+    w_piece(&b, big, 0, 1);
+    free(big);
+    pg_spm *m = NULL;
+    pg_err e;
+    cr_assert_eq(open_w(&b, &m, &e), PG_OK, "%s", e.msg);
+    pg_spm_tables t;
+    const int rc = pg_spm_tables_build(&t, m, 0, 0, &e);
+    if (cases[k].ok) {
+      cr_assert_eq(rc, PG_OK, "case %zu: %s", k, e.msg);
+      cr_assert_eq(t.base[2] + t.lead[2], 32767);
+      cr_assert_eq(pg_spm_pair_bytes_unchecked(&t, 1, 2), 32767u); /* after ▁: not a boundary */
+      pg_spm_tables_free(&t);
+    } else {
+      cr_assert_eq(rc, PG_E_LIMIT, "case %zu", k);
+      cr_assert(strstr(e.msg, "piece 2") != NULL, "%s", e.msg);
+      cr_assert_null(t.base);
+    }
+    pg_spm_free(m);
+    w_free(&b);
+  }
 }
 
 Test(spm_tables, per_target_rule) {
@@ -778,7 +838,8 @@ Test(spm_tables, per_target_rule) {
  *   parsed from F; the tables rebuilt exactly as the challenge's build_sentencepiece_luts does
  *   (is_control/is_unknown/is_unused → boundary; is_byte → 1; else strip one leading "▁", lead,
  *   len(piece.encode())), then sum(base), sum(lead), sum(boundary), sum((i+1)*base[i]) and
- *   sum(i for lead[i]); sp.piece_to_id("▁") for the space id. The stream is sp.encode(TEXT)
+ *   sum(i for lead[i]); sp.piece_to_id("▁") (and "▁the", "▁The": -1 where it returns the unknown
+ *   id), sp.id_to_piece / sp.get_score of the last id. The stream is sp.encode(TEXT)
  *   after sp.bos_id(); its byte count (45) is len(normalized TEXT in UTF-8): nmt_nfkc turns
  *   the tab into a space and collapses the double space (46 - 1). */
 typedef struct fixture {
@@ -788,15 +849,22 @@ typedef struct fixture {
   int byte_fallback;
   uint64_t base_sum, wbase, wlead;
   uint32_t lead;
+  int32_t id_the, id_The; /* piece_to_id("▁the"), ("▁The"); -1: absent */
+  const char *last;       /* the last piece, and its score */
+  float last_score;
 } fixture;
 
 static const fixture FIX[] = {
-    {"fineweb_1024_bpe.model", 1020, 0, 0, 0, 940, 0, 3058, 1655222, 239932, 476},
-    {"fineweb_2048_bpe.model", 2044, 0, 0, 0, 1964, 0, 7431, 8154042, 1186552, 1124},
-    {"fineweb_4096_bpe.model", 4092, 0, 0, 0, 4012, 0, 17643, 38998289, 5578072, 2589},
-    {"fineweb_8192_bpe.model", 7932, 0, 256, 4, 8108, 1, 38860, 174124474, 24044396, 5464},
+    {"fineweb_1024_bpe.model", 1020, 0, 0, 0, 940, 0, 3058, 1655222, 239932, 476, 11, 97, "Z",
+     -1019.0f},
+    {"fineweb_2048_bpe.model", 2044, 0, 0, 0, 1964, 0, 7431, 8154042, 1186552, 1124, 11, 97, "Z",
+     -2043.0f},
+    {"fineweb_4096_bpe.model", 4092, 0, 0, 0, 4012, 0, 17643, 38998289, 5578072, 2589, 11, 97, "Z",
+     -4091.0f},
+    {"fineweb_8192_bpe.model", 7932, 0, 256, 4, 8108, 1, 38860, 174124474, 24044396, 5464, 267, 353,
+     "Z", -7931.0f},
     {"fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model", 7928, 4, 256, 8, 8133, 1, 40622,
-     183468541, 17947037, 4188},
+     183468541, 17947037, 4188, 271, -1, "*", -7927.0f},
 };
 
 static int open_fixture(const char *name, pg_spm **m) {
@@ -855,6 +923,12 @@ static void check_fixture(const fixture *f) {
   cr_assert_eq(pg_spm_space_id(m), f->space);
   cr_assert_eq(pg_spm_piece_to_id(m, SP, 3), f->space);
   cr_assert_eq(pg_spm_piece_to_id(m, "<unk>", 5), 3);
+  cr_assert_eq(pg_spm_piece_to_id(m, SP "the", 6), f->id_the);
+  cr_assert_eq(pg_spm_piece_to_id(m, SP "The", 6), f->id_The);
+  const pg_spm_piece *last = pg_spm_piece_at(m, vocab - 1);
+  cr_assert_str_eq(last->piece, f->last);
+  cr_assert_eq(last->score, f->last_score);
+  cr_assert_eq(last->type, PG_SPM_NORMAL);
   pg_spm_tables t;
   pg_err e;
   cr_assert_eq(pg_spm_tables_build(&t, m, 0, 0, &e), PG_OK, "%s", e.msg);
