@@ -616,6 +616,10 @@ Test(api, open_vocab_and_empty) {
   cr_assert_eq(pg_enc_vocab_size(a), 8192u);
   cr_assert_eq(pg_enc_vocab_size(b), 1024u);
   cr_assert_str_eq(pg_enc_model_path(a), m8);
+  cr_assert(pg_enc_pad_id(a) == 0 && pg_enc_bos_id(a) == 1 && pg_enc_eos_id(a) == 2 &&
+            pg_enc_unk_id(a) == 3);
+  cr_assert(pg_enc_pad_id(b) == 0 && pg_enc_bos_id(b) == 1 && pg_enc_eos_id(b) == 2 &&
+            pg_enc_unk_id(b) == 3);
   int32_t *ids = NULL;
   size_t n = 99;
   cr_assert_eq(pg_enc_encode(a, "", 0, &ids, &n, &err), PG_OK, "%s", err.msg);

@@ -28,6 +28,7 @@ struct pg_enc {
   sentencepiece::SentencePieceProcessor sp;
   std::string path;
   size_t vocab = 0;
+  int32_t bos = -1, eos = -1, unk = -1, pad = -1;
 };
 
 namespace {
@@ -35,14 +36,16 @@ namespace {
 /* The largest model file we read (the challenge's are well under 1 MB). */
 constexpr size_t kMaxModelBytes = size_t(1) << 30;
 
-/* A library status as one line (SentencePiece messages may hold newlines; pg_err_set replaces
- * control characters). */
+/* A library status as one line (pg_err_set also replaces any control characters). */
 std::string status_text(const sentencepiece::util::Status &st) {
   const char *m = st.error_message();
-  std::string s = "SentencePiece: ";
-  s += (m && *m) ? m : "error";
-  s += " (code " + std::to_string(static_cast<int>(st.code())) + ")";
-  return s;
+  std::string s = (m && *m) ? m : "";
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  /* The library reports a protobuf that does not parse by quoting its own source line. */
+  if (s.find("ParseFromArray") != std::string::npos)
+    s = "not a serialized ModelProto (protobuf parse failed)";
+  if (s.empty()) s = "error";
+  return "SentencePiece: " + s + " (status " + std::to_string(static_cast<int>(st.code())) + ")";
 }
 
 /* Map the exception being handled to a status; call only inside a catch block. */
@@ -69,6 +72,9 @@ int encode_into(const pg_enc *enc, const char *text, size_t len, size_t doc,
   if (doc != SIZE_MAX) snprintf(where, sizeof where, " (document %zu)", doc);
   if (len > 0 && !text)
     return pg_err_set(err, PG_E_ARG, file, PG_NO_OFFSET, "NULL text of %zu bytes%s", len, where);
+  if (len > static_cast<size_t>(INT32_MAX))
+    return pg_err_set(err, PG_E_ARG, file, PG_NO_OFFSET,
+                      "text of %zu bytes%s: SentencePiece takes at most 2^31-1", len, where);
   size_t bad = 0;
   if (len > 0 && !pg_utf8_valid(reinterpret_cast<const uint8_t *>(text), len, &bad))
     return pg_err_set(err, PG_E_UTF8, file, PG_NO_OFFSET,
@@ -126,7 +132,7 @@ int pg_enc_open(pg_enc **out, const char *model_path, pg_err *err) {
     bytes = nullptr;
     if (!st.ok()) {
       rc = pg_err_set(err, PG_E_ENCODER, model_path, PG_NO_OFFSET,
-                      "not a usable SentencePiece model: %s", status_text(st).c_str());
+                      "cannot load the SentencePiece model: %s", status_text(st).c_str());
       delete enc;
       return rc;
     }
@@ -137,6 +143,12 @@ int pg_enc_open(pg_enc **out, const char *model_path, pg_err *err) {
                         "SentencePiece model has no pieces");
     }
     enc->vocab = static_cast<size_t>(n);
+    /* The library answers -1 for a special the model does not define; keep only real ids. */
+    auto special = [n](int id) { return id >= 0 && id < n ? static_cast<int32_t>(id) : -1; };
+    enc->bos = special(enc->sp.bos_id());
+    enc->eos = special(enc->sp.eos_id());
+    enc->unk = special(enc->sp.unk_id());
+    enc->pad = special(enc->sp.pad_id());
   } catch (...) {
     free(bytes);
     delete enc;
@@ -149,6 +161,11 @@ int pg_enc_open(pg_enc **out, const char *model_path, pg_err *err) {
 void pg_enc_free(pg_enc *enc) { delete enc; }
 
 size_t pg_enc_vocab_size(const pg_enc *enc) { return enc ? enc->vocab : 0; }
+
+int32_t pg_enc_bos_id(const pg_enc *enc) { return enc ? enc->bos : -1; }
+int32_t pg_enc_eos_id(const pg_enc *enc) { return enc ? enc->eos : -1; }
+int32_t pg_enc_unk_id(const pg_enc *enc) { return enc ? enc->unk : -1; }
+int32_t pg_enc_pad_id(const pg_enc *enc) { return enc ? enc->pad : -1; }
 
 const char *pg_enc_model_path(const pg_enc *enc) { return enc ? enc->path.c_str() : ""; }
 

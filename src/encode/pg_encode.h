@@ -37,12 +37,20 @@ void pg_enc_free(pg_enc *enc);
 /* Number of pieces in the vocabulary (valid ids are 0 .. size-1). */
 size_t pg_enc_vocab_size(const pg_enc *enc);
 
+/* The model's special ids, -1 where it has none (the challenge's tokenizers: <pad> 0, <s> 1,
+ * </s> 2, <unk> 3). Encoding never emits BOS or EOS; callers add pg_enc_bos_id themselves. */
+int32_t pg_enc_bos_id(const pg_enc *enc);
+int32_t pg_enc_eos_id(const pg_enc *enc);
+int32_t pg_enc_unk_id(const pg_enc *enc);
+int32_t pg_enc_pad_id(const pg_enc *enc);
+
 /* The model path given to pg_enc_open (owned by enc). */
 const char *pg_enc_model_path(const pg_enc *enc);
 
 /* Encode len bytes of UTF-8 text (need not be NUL-terminated; NUL bytes are text like any other).
  * On success *ids is a malloc'd array (never NULL, even for *n == 0; free with free()) of *n ids.
- * On failure *ids is NULL and *n is 0. PG_E_ARG for NULL pointers with len > 0. */
+ * On failure *ids is NULL and *n is 0. PG_E_ARG for NULL pointers with len > 0, and for texts of
+ * 2^31 bytes or more (the library indexes characters with int). */
 int pg_enc_encode(const pg_enc *enc, const char *text, size_t len, int32_t **ids, size_t *n,
                   pg_err *err);
 

@@ -29,6 +29,23 @@ size_t pg_enc_vocab_size(const pg_enc *enc) {
   return 0;
 }
 
+int32_t pg_enc_bos_id(const pg_enc *enc) {
+  (void)enc;
+  return -1;
+}
+int32_t pg_enc_eos_id(const pg_enc *enc) {
+  (void)enc;
+  return -1;
+}
+int32_t pg_enc_unk_id(const pg_enc *enc) {
+  (void)enc;
+  return -1;
+}
+int32_t pg_enc_pad_id(const pg_enc *enc) {
+  (void)enc;
+  return -1;
+}
+
 const char *pg_enc_model_path(const pg_enc *enc) {
   (void)enc;
   return "";
