@@ -1,0 +1,111 @@
+/* pg_ops.h: the engine's op table. Model code (forward, backward, loss) is written once against
+ * pg_ops; pg_ops_cpu() is the CPU reference (the oracle), a CUDA engine fills the same table.
+ *
+ * Every tensor is fp32, row-major, contiguous; shapes are in the comments ([T, H, d] means d is
+ * the fastest axis). Within an op intermediates are fp64 and every reduction sums in fp64 in
+ * ascending index order; each output element is rounded to fp32 exactly once. Forward ops
+ * overwrite their outputs (y may alias x only where stated). Backward ops ACCUMULATE: they add
+ * (+=) into the gradient buffers, which the caller zeroes first; a NULL gradient pointer skips
+ * that gradient. Gradients never alias their inputs. The CPU ops parallelize over independent
+ * output rows only, so their results are bit-identical for any thread count. Shapes are the
+ * caller's to check: an op with bad shapes is a programming error. The exact definitions are in
+ * spec/engine.md. */
+#ifndef PG_OPS_H
+#define PG_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest head_dim the attention ops accept (their per-row accumulators live on the stack). */
+#define PG_OPS_MAX_HEAD_DIM 256
+
+typedef struct pg_ops pg_ops;
+struct pg_ops {
+  const char *name; /* "cpu" */
+  int nthreads;     /* CPU: threads per op (0 = online CPUs, 1 = inline) */
+  void *impl;       /* engine-private state (a device, a stream); NULL for the CPU */
+
+  /* y[M,N] = x[M,K] · W^T, W[N,K] (torch Linear layout). */
+  void (*matmul_fwd)(const pg_ops *e, float *y, const float *x, const float *w, int M, int N,
+                     int K);
+  /* dx[M,K] += dy[M,N] · W;  dw[N,K] += dy^T · x. */
+  void (*matmul_bwd)(const pg_ops *e, float *dx, float *dw, const float *dy, const float *x,
+                     const float *w, int M, int N, int K);
+
+  /* Per row of length D (R rows): y = x / sqrt(mean(x²) + eps). y may alias x. Parameter-free;
+   * QK-norm is this op on a [T, H, d] tensor viewed as T·H rows of d. */
+  void (*rmsnorm_fwd)(const pg_ops *e, float *y, const float *x, int R, int D, float eps);
+  void (*rmsnorm_bwd)(const pg_ops *e, float *dx, const float *dy, const float *x, int R, int D,
+                      float eps);
+
+  /* Partial RoPE on x[T, H, d]: the first rot dims (rot even, ≤ d), half-split pairs
+   * (i, i + rot/2), rotation by -θ (out1 = x1·cos + x2·sin, out2 = -x1·sin + x2·cos),
+   * θ = fp32(fp32(pos[t]) · inv_freq[i]), inv_freq[i] = fp32(base^(-2i/rot)). Dims ≥ rot are
+   * copied. pos[T] per token (so windows and documents can restart it). y may alias x. */
+  void (*rope_fwd)(const pg_ops *e, float *y, const float *x, const int32_t *pos, int T, int H,
+                   int d, int rot, float base);
+  /* dx += R(θ)^T dy (the inverse rotation); dims ≥ rot: dx += dy. */
+  void (*rope_bwd)(const pg_ops *e, float *dx, const float *dy, const int32_t *pos, int T, int H,
+                   int d, int rot, float base);
+
+  /* Causal softmax attention for one sequence: q[T, H, d], k and v [T, Hkv, d] (H % Hkv == 0,
+   * head h uses kv head h / (H/Hkv)), out[T, H, d]. Query t attends key s iff s ≤ t and (seg is
+   * NULL or seg[s] == seg[t]); logit = scale · q_t·k_s (scale is usually 1/sqrt(d)).
+   * d ≤ PG_OPS_MAX_HEAD_DIM. */
+  void (*attention_fwd)(const pg_ops *e, float *out, const float *q, const float *k,
+                        const float *v, const int32_t *seg, int T, int H, int Hkv, int d,
+                        float scale);
+  /* dq, dk, dv += the gradients for dout[T, H, d] (the softmax is recomputed). Needs 3·T·H
+   * doubles of scratch: PG_OK, or PG_E_NOMEM (nothing written). */
+  int (*attention_bwd)(const pg_ops *e, float *dq, float *dk, float *dv, const float *dout,
+                       const float *q, const float *k, const float *v, const int32_t *seg, int T,
+                       int H, int Hkv, int d, float scale);
+
+  /* Elementwise over n: y = relu(x)²;  dx += dy · 2·relu(x). y may alias x only in forward. */
+  void (*relu2_fwd)(const pg_ops *e, float *y, const float *x, size_t n);
+  void (*relu2_bwd)(const pg_ops *e, float *dx, const float *dy, const float *x, size_t n);
+  /* y = (x > 0 ? x : s·x)²;  dx += dy · 2·(x > 0 ? x : s²·x). */
+  void (*leaky_relu2_fwd)(const pg_ops *e, float *y, const float *x, size_t n, float s);
+  void (*leaky_relu2_bwd)(const pg_ops *e, float *dx, const float *dy, const float *x, size_t n,
+                          float s);
+
+  /* Elementwise sigmoid gate over n: y = x · σ(g);  dx += dy·σ(g), dg += dy·x·σ(g)(1-σ(g)). */
+  void (*gate_fwd)(const pg_ops *e, float *y, const float *x, const float *g, size_t n);
+  void (*gate_bwd)(const pg_ops *e, float *dx, float *dg, const float *dy, const float *x,
+                   const float *g, size_t n);
+  /* Row gate: x[R, D], g[R]: y[r, :] = x[r, :] · σ(g[r]) (the per-head attention output gate with
+   * rows (t, h)); dx += dy·σ(g[r]);  dg[r] += σ'(g[r]) · Σ_j dy[r,j]·x[r,j]. */
+  void (*rowgate_fwd)(const pg_ops *e, float *y, const float *x, const float *g, int R, int D);
+  void (*rowgate_bwd)(const pg_ops *e, float *dx, float *dg, const float *dy, const float *x,
+                      const float *g, int R, int D);
+
+  /* Softcap over n: y = c·tanh(z / c);  dz += dy · (1 - tanh²(z / c)). c > 0. */
+  void (*softcap_fwd)(const pg_ops *e, float *y, const float *z, size_t n, float c);
+  void (*softcap_bwd)(const pg_ops *e, float *dz, const float *dy, const float *z, size_t n,
+                      float c);
+
+  /* Cross-entropy per token from logits[T, V] and targets[T]:
+   * nll[t] = logsumexp(logits[t, :]) - logits[t, targets[t]] (fp64, not rounded).
+   * PG_OK, or PG_E_TOKEN_RANGE if a target is outside [0, V) (nothing written). */
+  int (*ce_fwd)(const pg_ops *e, double *nll, const float *logits, const int32_t *targets, int T,
+                int V);
+  /* dlogits[t, :] += dnll[t] · (softmax(logits[t, :]) - onehot(targets[t])); dnll NULL means 1
+   * for every token. Same statuses as ce_fwd. */
+  int (*ce_bwd)(const pg_ops *e, float *dlogits, const float *dnll, const float *logits,
+                const int32_t *targets, int T, int V);
+
+  /* Residual helper over n: y = y + a·x (computed in fp64, rounded once). */
+  void (*axpy)(const pg_ops *e, float *y, float a, const float *x, size_t n);
+};
+
+/* The CPU reference table, running each op on nthreads threads (0 = online CPUs). */
+pg_ops pg_ops_cpu(int nthreads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

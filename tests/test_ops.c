@@ -1,0 +1,644 @@
+/* test_ops.c: the CPU reference ops against fp64 references written here: forwards within
+ * FWD_TOL, backwards against central differences of the fp64 reference within BWD_TOL (the
+ * tolerances are normative, spec/engine.md), plus the ops' properties (GQA, segment isolation,
+ * partial RoPE, the RoPE inverse, CE by hand, activation bounds) and bit-identical results for 1,
+ * 2 and 3 threads. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_ops.h"
+#include "pg_rng.h"
+#include "pg_status.h"
+#include "pg_threads.h"
+
+#define FWD_TOL 1e-6 /* max |fp32 op − fp64 reference| / max(1, max |reference|) */
+#define BWD_TOL 1e-5 /* max |fp32 backward − fp64 central difference| / max(1, max |FD|) */
+#define FD_STEP 1e-6 /* central-difference step, relative to max(1, |value|) */
+#define PREFILL 0.5f /* gradients start here, so the check also proves backward accumulates */
+#define RMS_EPS 1.1920928955078125e-07f /* 2^-23, the records' rms_norm eps */
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static float *randf(pg_rng *r, size_t n, double scale) {
+  float *p = malloc((n ? n : 1) * sizeof *p);
+  cr_assert_not_null(p);
+  for (size_t i = 0; i < n; i++) p[i] = (float)(scale * pg_rng_gauss(r));
+  return p;
+}
+
+static double *to_d(const float *x, size_t n) {
+  double *p = malloc((n ? n : 1) * sizeof *p);
+  cr_assert_not_null(p);
+  for (size_t i = 0; i < n; i++) p[i] = (double)x[i];
+  return p;
+}
+
+static float *filled(size_t n, float v) {
+  float *p = malloc((n ? n : 1) * sizeof *p);
+  cr_assert_not_null(p);
+  for (size_t i = 0; i < n; i++) p[i] = v;
+  return p;
+}
+
+static double *dalloc(size_t n) {
+  double *p = calloc(n ? n : 1, sizeof *p);
+  cr_assert_not_null(p);
+  return p;
+}
+
+/* max |got − off − want| / max(1, max |want|) */
+static double rel_err(const float *got, float off, const double *want, size_t n) {
+  double worst = 0.0, scale = 1.0;
+  for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
+  for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)got[i] - (double)off - want[i]));
+  return worst / scale;
+}
+
+static void check_fwd(const char *what, const float *got, const double *want, size_t n) {
+  double e = rel_err(got, 0.0f, want, n);
+  cr_assert(e <= FWD_TOL, "%s forward: relative error %.3g > %.1g", what, e, FWD_TOL);
+}
+
+static void check_bwd(const char *what, const float *got, const double *fd, size_t n) {
+  double e = rel_err(got, PREFILL, fd, n);
+  cr_assert(e <= BWD_TOL, "%s backward: relative error %.3g > %.1g", what, e, BWD_TOL);
+}
+
+/* Central differences of loss(ctx) with respect to param[0..n). */
+typedef double (*loss_fn)(void *ctx);
+static void fd_grad(loss_fn f, void *ctx, double *param, size_t n, double *grad) {
+  for (size_t i = 0; i < n; i++) {
+    double v = param[i], h = FD_STEP * fmax(1.0, fabs(v));
+    param[i] = v + h;
+    double lp = f(ctx);
+    param[i] = v - h;
+    double lm = f(ctx);
+    param[i] = v;
+    grad[i] = (lp - lm) / (2.0 * h);
+  }
+}
+
+static double wsum(const double *w, const double *y, size_t n) {
+  double s = 0.0;
+  for (size_t i = 0; i < n; i++) s += w[i] * y[i];
+  return s;
+}
+
+static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+/* ---- matmul -------------------------------------------------------------------------------- */
+
+typedef struct {
+  double *x, *w, *dy, *y;
+  int M, N, K;
+} mm_ref;
+
+static void ref_matmul(mm_ref *c) {
+  for (int m = 0; m < c->M; m++)
+    for (int n = 0; n < c->N; n++) {
+      double s = 0.0;
+      for (int k = 0; k < c->K; k++) s += c->x[m * c->K + k] * c->w[n * c->K + k];
+      c->y[m * c->N + n] = s;
+    }
+}
+
+static double mm_loss(void *p) {
+  mm_ref *c = p;
+  ref_matmul(c);
+  return wsum(c->dy, c->y, (size_t)c->M * c->N);
+}
+
+Test(ops, matmul_forward_and_gradients) {
+  pg_rng r;
+  pg_rng_seed(&r, 1);
+  const int M = 5, N = 7, K = 70; /* K crosses the 64-column accumulator block */
+  pg_ops e = pg_ops_cpu(2);
+  float *x = randf(&r, M * K, 1.0), *w = randf(&r, N * K, 0.2), *dy = randf(&r, M * N, 1.0);
+  float *y = filled(M * N, 0), *dx = filled(M * K, PREFILL), *dw = filled(N * K, PREFILL);
+  mm_ref c = {to_d(x, M * K), to_d(w, N * K), to_d(dy, M * N), dalloc(M * N), M, N, K};
+  e.matmul_fwd(&e, y, x, w, M, N, K);
+  ref_matmul(&c);
+  check_fwd("matmul", y, c.y, M * N);
+  e.matmul_bwd(&e, dx, dw, dy, x, w, M, N, K);
+  double *g = dalloc(N * K);
+  fd_grad(mm_loss, &c, c.x, M * K, g);
+  check_bwd("matmul dx", dx, g, M * K);
+  fd_grad(mm_loss, &c, c.w, N * K, g);
+  check_bwd("matmul dw", dw, g, N * K);
+  free(x), free(w), free(dy), free(y), free(dx), free(dw), free(g);
+  free(c.x), free(c.w), free(c.dy), free(c.y);
+}
+
+/* ---- rmsnorm ------------------------------------------------------------------------------- */
+
+typedef struct {
+  double *x, *dy, *y;
+  int R, D;
+  double eps;
+} rms_ref;
+
+static void ref_rms(rms_ref *c) {
+  for (int r = 0; r < c->R; r++) {
+    double ss = 0.0;
+    for (int i = 0; i < c->D; i++) ss += c->x[r * c->D + i] * c->x[r * c->D + i];
+    double inv = 1.0 / sqrt(ss / c->D + c->eps);
+    for (int i = 0; i < c->D; i++) c->y[r * c->D + i] = c->x[r * c->D + i] * inv;
+  }
+}
+
+static double rms_loss(void *p) {
+  rms_ref *c = p;
+  ref_rms(c);
+  return wsum(c->dy, c->y, (size_t)c->R * c->D);
+}
+
+Test(ops, rmsnorm_forward_and_gradients) {
+  pg_rng r;
+  pg_rng_seed(&r, 2);
+  const int R = 6, D = 16;
+  pg_ops e = pg_ops_cpu(2);
+  float *x = randf(&r, R * D, 1.0), *dy = randf(&r, R * D, 1.0);
+  for (int i = 0; i < D; i++) x[D + i] *= 1e-3f; /* a small row, where eps matters a little */
+  float *y = filled(R * D, 0), *dx = filled(R * D, PREFILL);
+  rms_ref c = {to_d(x, R * D), to_d(dy, R * D), dalloc(R * D), R, D, (double)RMS_EPS};
+  e.rmsnorm_fwd(&e, y, x, R, D, RMS_EPS);
+  ref_rms(&c);
+  check_fwd("rmsnorm", y, c.y, R * D);
+  e.rmsnorm_bwd(&e, dx, dy, x, R, D, RMS_EPS);
+  double *g = dalloc(R * D);
+  fd_grad(rms_loss, &c, c.x, R * D, g);
+  check_bwd("rmsnorm dx", dx, g, R * D);
+  /* in place gives the same bits */
+  float *z = malloc(R * D * sizeof *z);
+  memcpy(z, x, R * D * sizeof *z);
+  e.rmsnorm_fwd(&e, z, z, R, D, RMS_EPS);
+  cr_assert(!memcmp(z, y, R * D * sizeof *z));
+  free(x), free(dy), free(y), free(dx), free(g), free(z), free(c.x), free(c.dy), free(c.y);
+}
+
+/* ---- rope ---------------------------------------------------------------------------------- */
+
+typedef struct {
+  double *x, *dy, *y;
+  const int32_t *pos;
+  int T, H, d, rot;
+  float base;
+} rope_ref;
+
+static void ref_rope(rope_ref *c) {
+  int half = c->rot / 2;
+  for (int t = 0; t < c->T; t++)
+    for (int h = 0; h < c->H; h++) {
+      const double *x = c->x + (t * c->H + h) * c->d;
+      double *y = c->y + (t * c->H + h) * c->d;
+      for (int i = 0; i < half; i++) {
+        float inv_freq = (float)pow((double)c->base, -2.0 * i / c->rot);
+        double th = (double)((float)c->pos[t] * inv_freq);
+        y[i] = x[i] * cos(th) + x[i + half] * sin(th);
+        y[i + half] = -x[i] * sin(th) + x[i + half] * cos(th);
+      }
+      for (int i = c->rot; i < c->d; i++) y[i] = x[i];
+    }
+}
+
+static double rope_loss(void *p) {
+  rope_ref *c = p;
+  ref_rope(c);
+  return wsum(c->dy, c->y, (size_t)c->T * c->H * c->d);
+}
+
+Test(ops, rope_forward_and_gradients) {
+  pg_rng r;
+  pg_rng_seed(&r, 3);
+  const int T = 5, H = 3, d = 12, rot = 8, n = T * H * d;
+  const int32_t pos[5] = {0, 1, 2, 700, 98303};
+  pg_ops e = pg_ops_cpu(2);
+  float *x = randf(&r, n, 1.0), *dy = randf(&r, n, 1.0), *y = filled(n, 0), *dx = filled(n, PREFILL);
+  rope_ref c = {to_d(x, n), to_d(dy, n), dalloc(n), pos, T, H, d, rot, 1e4f};
+  e.rope_fwd(&e, y, x, pos, T, H, d, rot, 1e4f);
+  ref_rope(&c);
+  check_fwd("rope", y, c.y, n);
+  e.rope_bwd(&e, dx, dy, pos, T, H, d, rot, 1e4f);
+  double *g = dalloc(n);
+  fd_grad(rope_loss, &c, c.x, n, g);
+  check_bwd("rope dx", dx, g, n);
+  free(x), free(dy), free(y), free(dx), free(g), free(c.x), free(c.dy), free(c.y);
+}
+
+Test(ops, rope_partial_position_zero_sign_and_inverse) {
+  pg_rng r;
+  pg_rng_seed(&r, 4);
+  const int T = 4, H = 2, d = 16, rot = 8, n = T * H * d;
+  const int32_t pos[4] = {0, 3, 17, 4000};
+  pg_ops e = pg_ops_cpu(1);
+  float *x = randf(&r, n, 1.0), *y = filled(n, 0), *back = filled(n, 0);
+  e.rope_fwd(&e, y, x, pos, T, H, d, rot, 1e4f);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      const float *xr = x + (t * H + h) * d, *yr = y + (t * H + h) * d;
+      /* the unrotated dims are copied bit for bit; position 0 is the identity */
+      cr_assert(!memcmp(xr + rot, yr + rot, (size_t)(d - rot) * sizeof *xr));
+      if (pos[t] == 0) cr_assert(!memcmp(xr, yr, (size_t)d * sizeof *xr));
+    }
+  /* the backward is the inverse rotation: R^T R x = x up to one rounding each way */
+  e.rope_bwd(&e, back, y, pos, T, H, d, rot, 1e4f);
+  for (int i = 0; i < n; i++) cr_assert(fabs((double)back[i] - x[i]) <= 1e-6 * fmax(1, fabs(x[i])));
+  /* the sign convention: rot 2, pair (0, 1), θ = 1: (1, 0) → (cos 1, −sin 1), (0, 1) → (sin 1, cos 1) */
+  const float u[4] = {1, 0, 0, 1};
+  const int32_t one[2] = {1, 1};
+  float v[4];
+  e.rope_fwd(&e, v, u, one, 2, 1, 2, 2, 1e4f);
+  cr_assert_eq(v[0], (float)cos(1.0));
+  cr_assert_eq(v[1], (float)-sin(1.0));
+  cr_assert_eq(v[2], (float)sin(1.0));
+  cr_assert_eq(v[3], (float)cos(1.0));
+  /* in place gives the same bits */
+  e.rope_fwd(&e, x, x, pos, T, H, d, rot, 1e4f);
+  cr_assert(!memcmp(x, y, n * sizeof *x));
+  free(x), free(y), free(back);
+}
+
+/* ---- attention ----------------------------------------------------------------------------- */
+
+typedef struct {
+  double *q, *k, *v, *dy, *y;
+  const int32_t *seg;
+  int T, H, Hkv, d;
+  double scale;
+} attn_ref;
+
+static void ref_attn(attn_ref *c) {
+  int rep = c->H / c->Hkv;
+  double *p = dalloc(c->T);
+  for (int t = 0; t < c->T; t++)
+    for (int h = 0; h < c->H; h++) {
+      int g = h / rep;
+      double mx = -INFINITY, den = 0.0;
+      for (int s = 0; s <= t; s++) {
+        p[s] = -INFINITY;
+        if (c->seg && c->seg[s] != c->seg[t]) continue;
+        double dot = 0.0;
+        for (int i = 0; i < c->d; i++)
+          dot += c->q[(t * c->H + h) * c->d + i] * c->k[(s * c->Hkv + g) * c->d + i];
+        p[s] = c->scale * dot;
+        mx = fmax(mx, p[s]);
+      }
+      for (int s = 0; s <= t; s++) den += (p[s] = exp(p[s] - mx));
+      for (int i = 0; i < c->d; i++) {
+        double o = 0.0;
+        for (int s = 0; s <= t; s++) o += p[s] / den * c->v[(s * c->Hkv + g) * c->d + i];
+        c->y[(t * c->H + h) * c->d + i] = o;
+      }
+    }
+  free(p);
+}
+
+static double attn_loss(void *p) {
+  attn_ref *c = p;
+  ref_attn(c);
+  return wsum(c->dy, c->y, (size_t)c->T * c->H * c->d);
+}
+
+static void attention_check(const int32_t *seg, uint64_t seed) {
+  pg_rng r;
+  pg_rng_seed(&r, seed);
+  const int T = 7, H = 4, Hkv = 2, d = 8, nq = T * H * d, nk = T * Hkv * d;
+  const float scale = 1.0f / sqrtf((float)d);
+  pg_ops e = pg_ops_cpu(2);
+  float *q = randf(&r, nq, 1.0), *k = randf(&r, nk, 1.0), *v = randf(&r, nk, 1.0);
+  float *dy = randf(&r, nq, 1.0), *y = filled(nq, 0);
+  float *dq = filled(nq, PREFILL), *dk = filled(nk, PREFILL), *dv = filled(nk, PREFILL);
+  attn_ref c = {to_d(q, nq), to_d(k, nk), to_d(v, nk), to_d(dy, nq), dalloc(nq), seg, T, H, Hkv, d,
+                (double)scale};
+  e.attention_fwd(&e, y, q, k, v, seg, T, H, Hkv, d, scale);
+  ref_attn(&c);
+  check_fwd("attention", y, c.y, nq);
+  cr_assert_eq(e.attention_bwd(&e, dq, dk, dv, dy, q, k, v, seg, T, H, Hkv, d, scale), PG_OK);
+  double *g = dalloc(nq);
+  fd_grad(attn_loss, &c, c.q, nq, g);
+  check_bwd("attention dq", dq, g, nq);
+  fd_grad(attn_loss, &c, c.k, nk, g);
+  check_bwd("attention dk", dk, g, nk);
+  fd_grad(attn_loss, &c, c.v, nk, g);
+  check_bwd("attention dv", dv, g, nk);
+  free(q), free(k), free(v), free(dy), free(y), free(dq), free(dk), free(dv), free(g);
+  free(c.q), free(c.k), free(c.v), free(c.dy), free(c.y);
+}
+
+Test(ops, attention_gqa_forward_and_gradients) { attention_check(NULL, 5); }
+
+Test(ops, attention_gqa_document_mask_forward_and_gradients) {
+  const int32_t seg[7] = {0, 0, 0, 1, 1, 2, 2};
+  attention_check(seg, 6);
+}
+
+Test(ops, attention_never_crosses_a_segment) {
+  pg_rng r;
+  pg_rng_seed(&r, 7);
+  const int T = 9, H = 4, Hkv = 2, d = 8, nq = T * H * d, nk = T * Hkv * d;
+  const int32_t seg[9] = {0, 0, 0, 1, 1, 1, 1, 2, 2};
+  pg_ops e = pg_ops_cpu(1);
+  float *q = randf(&r, nq, 1.0), *k = randf(&r, nk, 1.0), *v = randf(&r, nk, 1.0);
+  float *y0 = filled(nq, 0), *y1 = filled(nq, 0);
+  e.attention_fwd(&e, y0, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  /* change token 1 (segment 0): tokens 3..8 are untouched */
+  for (int i = 0; i < Hkv * d; i++) k[Hkv * d + i] += 3.0f, v[Hkv * d + i] -= 2.0f;
+  for (int i = 0; i < H * d; i++) q[H * d + i] *= -1.5f;
+  e.attention_fwd(&e, y1, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  cr_assert(!memcmp(y0 + 3 * H * d, y1 + 3 * H * d, (size_t)(T - 3) * H * d * sizeof *y0));
+  cr_assert(memcmp(y0 + H * d, y1 + H * d, (size_t)H * d * sizeof *y0)); /* token 1 did change */
+  /* change token 4 (segment 1): segments 0 and 2 are untouched */
+  for (int i = 0; i < Hkv * d; i++) k[4 * Hkv * d + i] += 1.0f, v[4 * Hkv * d + i] += 1.0f;
+  e.attention_fwd(&e, y0, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  cr_assert(!memcmp(y0, y1, (size_t)3 * H * d * sizeof *y0));
+  cr_assert(!memcmp(y0 + 7 * H * d, y1 + 7 * H * d, (size_t)2 * H * d * sizeof *y0));
+  /* one token per segment: each head returns its kv head's own value exactly (GQA h → h/2) */
+  const int32_t lone[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+  e.attention_fwd(&e, y0, q, k, v, lone, T, H, Hkv, d, 0.35f);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++)
+      cr_assert(!memcmp(y0 + (t * H + h) * d, v + (t * Hkv + h / 2) * d, d * sizeof *v));
+  free(q), free(k), free(v), free(y0), free(y1);
+}
+
+/* ---- activations, gates, softcap ----------------------------------------------------------- */
+
+typedef struct {
+  double *x, *g, *dy, *y;
+  size_t n;
+  int D; /* rowgate: the row length (g has n / D entries) */
+  double a;
+  int kind; /* 0 relu², 1 leaky relu², 2 gate, 3 softcap, 4 rowgate */
+} ew_ref;
+
+static void ref_ew(ew_ref *c) {
+  for (size_t i = 0; i < c->n; i++) {
+    double x = c->x[i], u;
+    switch (c->kind) {
+    case 0: u = x > 0 ? x : 0; c->y[i] = u * u; break;
+    case 1: u = x > 0 ? x : c->a * x; c->y[i] = u * u; break;
+    case 2: c->y[i] = x * sigm(c->g[i]); break;
+    case 3: c->y[i] = c->a * tanh(x / c->a); break;
+    default: c->y[i] = x * sigm(c->g[i / (size_t)c->D]); break;
+    }
+  }
+}
+
+static double ew_loss(void *p) {
+  ew_ref *c = p;
+  ref_ew(c);
+  return wsum(c->dy, c->y, c->n);
+}
+
+static void ew_check(int kind, float a, uint64_t seed) {
+  static const char *names[] = {"relu2", "leaky_relu2", "gate", "softcap", "rowgate"};
+  pg_rng r;
+  pg_rng_seed(&r, seed);
+  const int D = 5;
+  const size_t n = 60, ng = kind == 4 ? n / D : n;
+  pg_ops e = pg_ops_cpu(2);
+  float *x = randf(&r, n, kind == 3 ? 6.0 : 1.0), *g = randf(&r, ng, 2.0), *dy = randf(&r, n, 1.0);
+  for (size_t i = 0; i < n; i++) /* keep away from the kink at 0 for the differences */
+    if (fabsf(x[i]) < 1e-3f) x[i] = 0.1f;
+  float *y = filled(n, 0), *dx = filled(n, PREFILL), *dg = filled(ng, PREFILL);
+  ew_ref c = {to_d(x, n), to_d(g, ng), to_d(dy, n), dalloc(n), n, D, (double)a, kind};
+  switch (kind) {
+  case 0: e.relu2_fwd(&e, y, x, n); e.relu2_bwd(&e, dx, dy, x, n); break;
+  case 1: e.leaky_relu2_fwd(&e, y, x, n, a); e.leaky_relu2_bwd(&e, dx, dy, x, n, a); break;
+  case 2: e.gate_fwd(&e, y, x, g, n); e.gate_bwd(&e, dx, dg, dy, x, g, n); break;
+  case 3: e.softcap_fwd(&e, y, x, n, a); e.softcap_bwd(&e, dx, dy, x, n, a); break;
+  default: e.rowgate_fwd(&e, y, x, g, (int)ng, D); e.rowgate_bwd(&e, dx, dg, dy, x, g, (int)ng, D);
+  }
+  ref_ew(&c);
+  check_fwd(names[kind], y, c.y, n);
+  double *fd = dalloc(n);
+  fd_grad(ew_loss, &c, c.x, n, fd);
+  check_bwd(names[kind], dx, fd, n);
+  if (kind == 2 || kind == 4) {
+    fd_grad(ew_loss, &c, c.g, ng, fd);
+    check_bwd(kind == 2 ? "gate dg" : "rowgate dg", dg, fd, ng);
+  }
+  free(x), free(g), free(dy), free(y), free(dx), free(dg), free(fd);
+  free(c.x), free(c.g), free(c.dy), free(c.y);
+}
+
+Test(ops, relu2_forward_and_gradient) { ew_check(0, 0.0f, 8); }
+Test(ops, leaky_relu2_forward_and_gradient) { ew_check(1, 0.5f, 9); }
+Test(ops, gate_forward_and_gradients) { ew_check(2, 0.0f, 10); }
+Test(ops, softcap_forward_and_gradient) { ew_check(3, 3.0f, 11); }
+Test(ops, rowgate_forward_and_gradients) { ew_check(4, 0.0f, 12); }
+
+Test(ops, activation_and_softcap_bounds) {
+  pg_ops e = pg_ops_cpu(1);
+  const float x[6] = {-3.0f, -0.5f, 0.0f, 0.25f, 2.0f, 1e4f};
+  float y[6];
+  e.relu2_fwd(&e, y, x, 6);
+  const float want_relu[6] = {0, 0, 0, 0.0625f, 4.0f, 1e8f};
+  cr_assert(!memcmp(y, want_relu, sizeof y));
+  e.leaky_relu2_fwd(&e, y, x, 6, 0.5f);
+  const float want_leaky[6] = {2.25f, 0.0625f, 0, 0.0625f, 4.0f, 1e8f};
+  cr_assert(!memcmp(y, want_leaky, sizeof y));
+  /* softcap: |y| ≤ c, odd, monotone, ≈ identity near 0 */
+  const float z[7] = {-1e30f, -1e4f, -30.0f, 0.0f, 1e-3f, 30.0f, 1e4f};
+  float s[7];
+  e.softcap_fwd(&e, s, z, 7, 30.0f);
+  for (int i = 0; i < 7; i++) cr_assert(fabsf(s[i]) <= 30.0f);
+  for (int i = 1; i < 7; i++) cr_assert(s[i] >= s[i - 1]);
+  cr_assert_eq(s[0], -30.0f);
+  cr_assert_eq(s[6], 30.0f);
+  cr_assert_eq(s[3], 0.0f);
+  cr_assert_eq(s[2], -s[5]);
+  cr_assert(fabs(s[4] - 1e-3) < 1e-9);
+  cr_assert(fabs(s[5] - 30.0 * tanh(1.0)) < 1e-5);
+  /* the gate at g = 0 halves; at ±large it passes or blocks */
+  const float gx[3] = {2.0f, 2.0f, 2.0f}, gg[3] = {0.0f, 100.0f, -100.0f};
+  float gy[3];
+  e.gate_fwd(&e, gy, gx, gg, 3);
+  cr_assert_eq(gy[0], 1.0f);
+  cr_assert_eq(gy[1], 2.0f);
+  cr_assert(gy[2] >= 0.0f && gy[2] < 1e-40f);
+}
+
+/* ---- cross-entropy ------------------------------------------------------------------------- */
+
+typedef struct {
+  double *l, *dnll, *nll;
+  const int32_t *tg;
+  int T, V;
+} ce_ref;
+
+static void ref_ce(ce_ref *c) {
+  for (int t = 0; t < c->T; t++) {
+    double mx = -INFINITY, s = 0.0;
+    for (int v = 0; v < c->V; v++) mx = fmax(mx, c->l[t * c->V + v]);
+    for (int v = 0; v < c->V; v++) s += exp(c->l[t * c->V + v] - mx);
+    c->nll[t] = mx + log(s) - c->l[t * c->V + c->tg[t]];
+  }
+}
+
+static double ce_loss(void *p) {
+  ce_ref *c = p;
+  ref_ce(c);
+  return wsum(c->dnll, c->nll, (size_t)c->T);
+}
+
+Test(ops, cross_entropy_forward_and_gradient) {
+  pg_rng r;
+  pg_rng_seed(&r, 13);
+  const int T = 4, V = 11;
+  const int32_t tg[4] = {0, 10, 3, 3};
+  pg_ops e = pg_ops_cpu(2);
+  float *l = randf(&r, T * V, 3.0), *dnll = randf(&r, T, 1.0), *dl = filled(T * V, PREFILL);
+  double nll[4];
+  ce_ref c = {to_d(l, T * V), to_d(dnll, T), dalloc(T), tg, T, V};
+  cr_assert_eq(e.ce_fwd(&e, nll, l, tg, T, V), PG_OK);
+  ref_ce(&c);
+  for (int t = 0; t < T; t++) cr_assert(fabs(nll[t] - c.nll[t]) <= 1e-12 * fmax(1, c.nll[t]));
+  cr_assert_eq(e.ce_bwd(&e, dl, dnll, l, tg, T, V), PG_OK);
+  double *g = dalloc(T * V);
+  fd_grad(ce_loss, &c, c.l, T * V, g);
+  check_bwd("cross-entropy dlogits", dl, g, T * V);
+  free(l), free(dnll), free(dl), free(g), free(c.l), free(c.dnll), free(c.nll);
+}
+
+Test(ops, cross_entropy_by_hand_and_bad_targets) {
+  pg_ops e = pg_ops_cpu(1);
+  /* logits (1, 2, 3), target 2: log(e + e² + e³) − 3 = log(1 + e⁻¹ + e⁻²); zeros over 4: log 4 */
+  const float l[7] = {1, 2, 3, 0, 0, 0, 0};
+  double nll[2];
+  const int32_t tg[1] = {2};
+  cr_assert_eq(e.ce_fwd(&e, nll, l, tg, 1, 3), PG_OK);
+  cr_assert(fabs(nll[0] - 0.4076059644443806) < 1e-15);
+  const int32_t tz[1] = {1};
+  cr_assert_eq(e.ce_fwd(&e, nll + 1, l + 3, tz, 1, 4), PG_OK);
+  cr_assert(fabs(nll[1] - 1.3862943611198906) < 1e-15);
+  float dl[3] = {0, 0, 0};
+  cr_assert_eq(e.ce_bwd(&e, dl, NULL, l, tg, 1, 3), PG_OK);
+  cr_assert_eq(dl[0], (float)0.09003057317038046);
+  cr_assert_eq(dl[1], (float)0.24472847105479764);
+  cr_assert_eq(dl[2], (float)(0.6652409557748218 - 1.0));
+  const float half = 0.5f;
+  float dh[3] = {0, 0, 0};
+  cr_assert_eq(e.ce_bwd(&e, dh, &half, l, tg, 1, 3), PG_OK);
+  cr_assert_eq(dh[0], (float)(0.5 * 0.09003057317038046));
+  /* a target outside [0, V) is refused and nothing is written */
+  const int32_t bad[2] = {2, 3};
+  double out[2] = {-7, -7};
+  cr_assert_eq(e.ce_fwd(&e, out, l, bad, 2, 3), PG_E_TOKEN_RANGE);
+  cr_assert(out[0] == -7 && out[1] == -7);
+  const int32_t neg[1] = {-1};
+  cr_assert_eq(e.ce_bwd(&e, dl, NULL, l, neg, 1, 3), PG_E_TOKEN_RANGE);
+}
+
+Test(ops, axpy_adds_scaled) {
+  pg_ops e = pg_ops_cpu(2);
+  float y[5] = {1, 2, 3, 4, 5};
+  const float x[5] = {1, 1, 2, -2, 0.5f};
+  e.axpy(&e, y, 0.5f, x, 5);
+  const float want[5] = {1.5f, 2.5f, 4.0f, 3.0f, 5.25f};
+  cr_assert(!memcmp(y, want, sizeof y));
+}
+
+/* ---- threads and determinism --------------------------------------------------------------- */
+
+static void count_range(void *p, size_t b, size_t end) {
+  int *hits = p;
+  for (size_t i = b; i < end; i++) hits[i]++;
+}
+
+Test(ops, parallel_for_covers_each_index_once) {
+  int hits[40];
+  for (size_t n = 0; n <= 40; n++)
+    for (int th = 0; th <= 7; th++) {
+      memset(hits, 0, sizeof hits);
+      pg_parallel_for(n, count_range, hits, th);
+      for (size_t i = 0; i < n; i++) cr_assert_eq(hits[i], 1, "n=%zu threads=%d index %zu", n, th, i);
+    }
+  cr_assert_eq(pg_parallel_threads(1), 1);
+  cr_assert(pg_parallel_threads(0) >= 1);
+  cr_assert_eq(pg_parallel_threads(100000), PG_PARALLEL_MAX_THREADS);
+}
+
+/* Every op forward and backward on one thread count; the outputs appended to one byte buffer. */
+typedef struct {
+  unsigned char *p;
+  size_t n, cap;
+} sink;
+
+static void put(sink *s, const void *src, size_t bytes) {
+  if (s->n + bytes > s->cap) {
+    s->cap = (s->n + bytes) * 2;
+    s->p = realloc(s->p, s->cap);
+    cr_assert_not_null(s->p);
+  }
+  memcpy(s->p + s->n, src, bytes);
+  s->n += bytes;
+}
+
+static sink run_all(int nthreads) {
+  pg_rng r;
+  pg_rng_seed(&r, 99);
+  pg_ops e = pg_ops_cpu(nthreads);
+  sink s = {0};
+  /* matmul */
+  const int M = 33, N = 17, K = 100;
+  float *x = randf(&r, M * K, 1), *w = randf(&r, N * K, 1), *dy = randf(&r, M * N, 1);
+  float *y = filled(M * N, 0), *dx = filled(M * K, 0), *dw = filled(N * K, 0);
+  e.matmul_fwd(&e, y, x, w, M, N, K);
+  e.matmul_bwd(&e, dx, dw, dy, x, w, M, N, K);
+  put(&s, y, M * N * 4), put(&s, dx, M * K * 4), put(&s, dw, N * K * 4);
+  free(x), free(w), free(dy), free(y), free(dx), free(dw);
+  /* rmsnorm and rope on [T, H, d] */
+  const int T = 19, H = 4, Hkv = 2, d = 16, nq = T * H * d, nk = T * Hkv * d;
+  int32_t pos[19], seg[19];
+  for (int t = 0; t < T; t++) pos[t] = t % 7, seg[t] = t / 7;
+  x = randf(&r, nq, 1), dy = randf(&r, nq, 1), y = filled(nq, 0), dx = filled(nq, 0);
+  e.rmsnorm_fwd(&e, y, x, T * H, d, RMS_EPS);
+  e.rmsnorm_bwd(&e, dx, dy, x, T * H, d, RMS_EPS);
+  put(&s, y, nq * 4), put(&s, dx, nq * 4);
+  e.rope_fwd(&e, y, x, pos, T, H, d, 8, 1e4f);
+  e.rope_bwd(&e, dx, dy, pos, T, H, d, 8, 1e4f);
+  put(&s, y, nq * 4), put(&s, dx, nq * 4);
+  /* attention with and without segments */
+  float *k = randf(&r, nk, 1), *v = randf(&r, nk, 1), *dk = filled(nk, 0), *dv = filled(nk, 0);
+  for (int m = 0; m < 2; m++) {
+    const int32_t *sg = m ? seg : NULL;
+    e.attention_fwd(&e, y, x, k, v, sg, T, H, Hkv, d, 0.25f);
+    cr_assert_eq(e.attention_bwd(&e, dx, dk, dv, dy, x, k, v, sg, T, H, Hkv, d, 0.25f), PG_OK);
+    put(&s, y, nq * 4), put(&s, dx, nq * 4), put(&s, dk, nk * 4), put(&s, dv, nk * 4);
+  }
+  free(k), free(v), free(dk), free(dv);
+  /* elementwise ops over nq */
+  float *g = randf(&r, nq, 1), *dg = filled(nq, 0);
+  e.relu2_fwd(&e, y, x, nq), e.relu2_bwd(&e, dx, dy, x, nq), put(&s, y, nq * 4);
+  e.leaky_relu2_fwd(&e, y, x, nq, 0.5f), e.leaky_relu2_bwd(&e, dx, dy, x, nq, 0.5f);
+  put(&s, y, nq * 4);
+  e.gate_fwd(&e, y, x, g, nq), e.gate_bwd(&e, dx, dg, dy, x, g, nq), put(&s, y, nq * 4);
+  e.rowgate_fwd(&e, y, x, g, T * H, d), e.rowgate_bwd(&e, dx, dg, dy, x, g, T * H, d);
+  put(&s, y, nq * 4);
+  e.softcap_fwd(&e, y, x, nq, 2.0f), e.softcap_bwd(&e, dx, dy, x, nq, 2.0f), put(&s, y, nq * 4);
+  e.axpy(&e, y, 0.3f, x, nq), put(&s, y, nq * 4);
+  put(&s, dx, nq * 4), put(&s, dg, nq * 4);
+  free(g), free(dg);
+  /* cross-entropy: T rows of V = 64 from x */
+  double nll[19];
+  cr_assert_eq(e.ce_fwd(&e, nll, x, pos, T, H * d), PG_OK);
+  cr_assert_eq(e.ce_bwd(&e, dx, NULL, x, pos, T, H * d), PG_OK);
+  put(&s, nll, sizeof nll), put(&s, dx, nq * 4);
+  free(x), free(dy), free(y), free(dx);
+  return s;
+}
+
+Test(ops, every_op_is_bit_identical_for_1_2_3_threads) {
+  sink one = run_all(1);
+  for (int th = 2; th <= 3; th++) {
+    sink other = run_all(th);
+    cr_assert_eq(other.n, one.n);
+    cr_assert(!memcmp(one.p, other.p, one.n), "%d threads differ from 1", th);
+    free(other.p);
+  }
+  free(one.p);
+}
