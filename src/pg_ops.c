@@ -517,6 +517,151 @@ static void cpu_axpy(const pg_ops *e, float *y, float a, const float *x, size_t 
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * chanmul: x[R, C] ⊙ s[C] broadcast over rows */
+
+typedef struct {
+  float *y, *dx, *ds;
+  const float *x, *dy, *s;
+  int R, C;
+} pg_cm_ctx;
+
+static void cm_fwd_rows(void *p, size_t b, size_t end) {
+  const pg_cm_ctx *c = p;
+  for (size_t r = b; r < end; r++)
+    for (int j = 0; j < c->C; j++) {
+      size_t i = r * (size_t)c->C + (size_t)j;
+      c->y[i] = (float)((double)c->x[i] * (double)c->s[j]);
+    }
+}
+
+static void cm_bwd_dx_rows(void *p, size_t b, size_t end) {
+  const pg_cm_ctx *c = p;
+  for (size_t r = b; r < end; r++)
+    for (int j = 0; j < c->C; j++) {
+      size_t i = r * (size_t)c->C + (size_t)j;
+      c->dx[i] = (float)((double)c->dx[i] + (double)c->dy[i] * (double)c->s[j]);
+    }
+}
+
+/* column blocks jb of PG_OPS_KBLOCK: ds[c] += Σ_r dy[r,c]·x[r,c] (r ascending, per c) */
+static void cm_bwd_ds_blocks(void *p, size_t b, size_t end) {
+  const pg_cm_ctx *c = p;
+  double acc[PG_OPS_KBLOCK];
+  for (size_t jb = b; jb < end; jb++) {
+    int j0 = (int)jb * PG_OPS_KBLOCK;
+    int jn = c->C - j0 < PG_OPS_KBLOCK ? c->C - j0 : PG_OPS_KBLOCK;
+    for (int j = 0; j < jn; j++) acc[j] = 0.0;
+    for (int r = 0; r < c->R; r++) {
+      size_t off = (size_t)r * (size_t)c->C + (size_t)j0;
+      for (int j = 0; j < jn; j++) acc[j] += (double)c->dy[off + j] * (double)c->x[off + j];
+    }
+    for (int j = 0; j < jn; j++) c->ds[j0 + j] = (float)((double)c->ds[j0 + j] + acc[j]);
+  }
+}
+
+static void cpu_chanmul_fwd(const pg_ops *e, float *y, const float *x, const float *s, int R,
+                            int C) {
+  pg_cm_ctx c = {.y = y, .x = x, .s = s, .R = R, .C = C};
+  pg_parallel_for((size_t)R, cm_fwd_rows, &c, e->nthreads);
+}
+
+static void cpu_chanmul_bwd(const pg_ops *e, float *dx, float *ds, const float *dy,
+                            const float *x, const float *s, int R, int C) {
+  pg_cm_ctx c = {.dx = dx, .ds = ds, .dy = dy, .x = x, .s = s, .R = R, .C = C};
+  if (dx) pg_parallel_for((size_t)R, cm_bwd_dx_rows, &c, e->nthreads);
+  if (ds)
+    pg_parallel_for(((size_t)C + PG_OPS_KBLOCK - 1) / PG_OPS_KBLOCK, cm_bwd_ds_blocks, &c,
+                    e->nthreads);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * xsa: y[T, H, d] minus its component along the token's own value v[T, Hkv, d] */
+
+#define PG_OPS_XSA_EPS 1e-12
+
+typedef struct {
+  float *out, *dy, *dv;
+  const float *y, *v, *dout;
+  int H, Hkv, d;
+} pg_xsa_ctx;
+
+/* v̂ of one value row into vh[d] (fp64); returns the clamped norm max(‖v‖, 1e-12) */
+static double xsa_unit(const float *v, int d, double *vh) {
+  double ss = 0.0;
+  for (int i = 0; i < d; i++) ss += (double)v[i] * (double)v[i];
+  double nrm = sqrt(ss);
+  if (nrm < PG_OPS_XSA_EPS) nrm = PG_OPS_XSA_EPS;
+  for (int i = 0; i < d; i++) vh[i] = (double)v[i] / nrm;
+  return nrm;
+}
+
+/* rows (t, h) */
+static void xsa_fwd_rows(void *p, size_t b, size_t end) {
+  const pg_xsa_ctx *c = p;
+  double vh[PG_OPS_MAX_HEAD_DIM];
+  for (size_t row = b; row < end; row++) {
+    size_t t = row / (size_t)c->H;
+    int g = (int)(row % (size_t)c->H) / (c->H / c->Hkv);
+    xsa_unit(c->v + (t * (size_t)c->Hkv + (size_t)g) * (size_t)c->d, c->d, vh);
+    const float *y = c->y + row * (size_t)c->d;
+    float *o = c->out + row * (size_t)c->d;
+    double a = 0.0;
+    for (int i = 0; i < c->d; i++) a += (double)y[i] * vh[i];
+    for (int i = 0; i < c->d; i++) o[i] = (float)((double)y[i] - a * vh[i]);
+  }
+}
+
+/* rows (t, g): the heads h of group g ascending. With a = y·v̂, b = dout·v̂:
+ * dy += dout − b·v̂;  ∂/∂v̂ = −(b·y + a·dout);  dv += (∂v̂ − (∂v̂·v̂)v̂)/‖v‖ (unclamped), ∂v̂/1e-12
+ * (clamped). */
+static void xsa_bwd_rows(void *p, size_t b, size_t end) {
+  const pg_xsa_ctx *c = p;
+  double vh[PG_OPS_MAX_HEAD_DIM], gv[PG_OPS_MAX_HEAD_DIM];
+  int rep = c->H / c->Hkv;
+  for (size_t row = b; row < end; row++) {
+    size_t t = row / (size_t)c->Hkv;
+    int g = (int)(row % (size_t)c->Hkv);
+    const float *v = c->v + row * (size_t)c->d;
+    double nrm = xsa_unit(v, c->d, vh);
+    for (int i = 0; i < c->d; i++) gv[i] = 0.0;
+    for (int h = g * rep; h < (g + 1) * rep; h++) {
+      size_t off = (t * (size_t)c->H + (size_t)h) * (size_t)c->d;
+      const float *y = c->y + off, *dO = c->dout + off;
+      double a = 0.0, bb = 0.0;
+      for (int i = 0; i < c->d; i++) {
+        a += (double)y[i] * vh[i];
+        bb += (double)dO[i] * vh[i];
+      }
+      for (int i = 0; i < c->d; i++) gv[i] -= bb * (double)y[i] + a * (double)dO[i];
+      if (c->dy)
+        for (int i = 0; i < c->d; i++)
+          c->dy[off + i] = (float)((double)c->dy[off + i] + ((double)dO[i] - bb * vh[i]));
+    }
+    if (!c->dv) continue;
+    float *dv = c->dv + row * (size_t)c->d;
+    if (nrm > PG_OPS_XSA_EPS) {
+      double gd = 0.0;
+      for (int i = 0; i < c->d; i++) gd += gv[i] * vh[i];
+      for (int i = 0; i < c->d; i++) dv[i] = (float)((double)dv[i] + (gv[i] - gd * vh[i]) / nrm);
+    } else {
+      for (int i = 0; i < c->d; i++) dv[i] = (float)((double)dv[i] + gv[i] / nrm);
+    }
+  }
+}
+
+static void cpu_xsa_fwd(const pg_ops *e, float *out, const float *y, const float *v, int T, int H,
+                        int Hkv, int d) {
+  pg_xsa_ctx c = {.out = out, .y = y, .v = v, .H = H, .Hkv = Hkv, .d = d};
+  pg_parallel_for((size_t)T * (size_t)H, xsa_fwd_rows, &c, e->nthreads);
+}
+
+static void cpu_xsa_bwd(const pg_ops *e, float *dy, float *dv, const float *dout, const float *y,
+                        const float *v, int T, int H, int Hkv, int d) {
+  pg_xsa_ctx c = {.dy = dy, .dv = dv, .dout = dout, .y = y, .v = v, .H = H, .Hkv = Hkv, .d = d};
+  pg_parallel_for((size_t)T * (size_t)Hkv, xsa_bwd_rows, &c, e->nthreads);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * cross-entropy: logits[T, V], targets[T] */
 
 typedef struct {
@@ -608,6 +753,10 @@ pg_ops pg_ops_cpu(int nthreads) {
       .gate_bwd = cpu_gate_bwd,
       .rowgate_fwd = cpu_rowgate_fwd,
       .rowgate_bwd = cpu_rowgate_bwd,
+      .chanmul_fwd = cpu_chanmul_fwd,
+      .chanmul_bwd = cpu_chanmul_bwd,
+      .xsa_fwd = cpu_xsa_fwd,
+      .xsa_bwd = cpu_xsa_bwd,
       .softcap_fwd = cpu_softcap_fwd,
       .softcap_bwd = cpu_softcap_bwd,
       .ce_fwd = cpu_ce_fwd,

@@ -83,6 +83,21 @@ struct pg_ops {
   void (*rowgate_bwd)(const pg_ops *e, float *dx, float *dg, const float *dy, const float *x,
                       const float *g, int R, int D);
 
+  /* Channel scale: x[R, C], s[C]: y[r, c] = x[r, c] · s[c] (attn_scale, mlp_scale, resid_mix
+   * rows, skip weights; q_gain as s[H·d] with each head's gain repeated d times). y may alias x
+   * in forward. dx += dy·s;  ds[c] += Σ_r dy[r,c]·x[r,c]. */
+  void (*chanmul_fwd)(const pg_ops *e, float *y, const float *x, const float *s, int R, int C);
+  void (*chanmul_bwd)(const pg_ops *e, float *dx, float *ds, const float *dy, const float *x,
+                      const float *s, int R, int C);
+
+  /* XSA (exclusive self-attention) on the attention output y[T, H, d] with the values v[T, Hkv, d]
+   * (head h uses kv head h / (H/Hkv)): v̂ = v / max(‖v‖₂, 1e-12), out = y − (y·v̂)·v̂ per (t, h).
+   * out may alias y. Backward: dy += dout − (dout·v̂)v̂; dv += the gradient through v̂. */
+  void (*xsa_fwd)(const pg_ops *e, float *out, const float *y, const float *v, int T, int H,
+                  int Hkv, int d);
+  void (*xsa_bwd)(const pg_ops *e, float *dy, float *dv, const float *dout, const float *y,
+                  const float *v, int T, int H, int Hkv, int d);
+
   /* Softcap over n: y = c·tanh(z / c);  dz += dy · (1 - tanh²(z / c)). c > 0. */
   void (*softcap_fwd)(const pg_ops *e, float *y, const float *z, size_t n, float c);
   void (*softcap_bwd)(const pg_ops *e, float *dz, const float *dy, const float *z, size_t n,

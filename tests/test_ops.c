@@ -462,6 +462,93 @@ Test(ops, activation_and_softcap_bounds) {
   cr_assert(gy[2] >= 0.0f && gy[2] < 1e-40f);
 }
 
+/* ---- chanmul and XSA ----------------------------------------------------------------------- */
+
+typedef struct {
+  double *x, *s, *dy, *y;
+  int R, C;
+} cm_ref;
+
+static double cm_loss(void *p) {
+  cm_ref *c = p;
+  for (int r = 0; r < c->R; r++)
+    for (int j = 0; j < c->C; j++) c->y[r * c->C + j] = c->x[r * c->C + j] * c->s[j];
+  return wsum(c->dy, c->y, (size_t)c->R * c->C);
+}
+
+Test(ops, chanmul_forward_and_gradients) {
+  pg_rng r;
+  pg_rng_seed(&r, 14);
+  const int R = 6, C = 70; /* C crosses the 64-column block */
+  pg_ops e = pg_ops_cpu(2);
+  float *x = randf(&r, R * C, 1.0), *sc = randf(&r, C, 1.0), *dy = randf(&r, R * C, 1.0);
+  float *y = filled(R * C, 0), *dx = filled(R * C, PREFILL), *ds = filled(C, PREFILL);
+  cm_ref c = {to_d(x, R * C), to_d(sc, C), to_d(dy, R * C), dalloc(R * C), R, C};
+  e.chanmul_fwd(&e, y, x, sc, R, C);
+  cm_loss(&c);
+  check_fwd("chanmul", y, c.y, R * C);
+  e.chanmul_bwd(&e, dx, ds, dy, x, sc, R, C);
+  double *g = dalloc(R * C);
+  fd_grad(cm_loss, &c, c.x, R * C, g);
+  check_bwd("chanmul dx", dx, g, R * C);
+  fd_grad(cm_loss, &c, c.s, C, g);
+  check_bwd("chanmul ds", ds, g, C);
+  free(x), free(sc), free(dy), free(y), free(dx), free(ds), free(g);
+  free(c.x), free(c.s), free(c.dy), free(c.y);
+}
+
+typedef struct {
+  double *y, *v, *dy, *out;
+  int T, H, Hkv, d;
+} xsa_ref;
+
+static double xsa_loss(void *p) {
+  xsa_ref *c = p;
+  for (int t = 0; t < c->T; t++)
+    for (int h = 0; h < c->H; h++) {
+      const double *v = c->v + (t * c->Hkv + h / (c->H / c->Hkv)) * c->d;
+      const double *y = c->y + (t * c->H + h) * c->d;
+      double nn = 0.0, a = 0.0;
+      for (int i = 0; i < c->d; i++) nn += v[i] * v[i];
+      nn = fmax(sqrt(nn), 1e-12);
+      for (int i = 0; i < c->d; i++) a += y[i] * v[i] / nn;
+      for (int i = 0; i < c->d; i++) c->out[(t * c->H + h) * c->d + i] = y[i] - a * v[i] / nn;
+    }
+  return wsum(c->dy, c->out, (size_t)c->T * c->H * c->d);
+}
+
+Test(ops, xsa_forward_gradients_and_orthogonality) {
+  pg_rng r;
+  pg_rng_seed(&r, 15);
+  const int T = 5, H = 4, Hkv = 2, d = 8, ny = T * H * d, nv = T * Hkv * d;
+  pg_ops e = pg_ops_cpu(2);
+  float *y = randf(&r, ny, 1.0), *v = randf(&r, nv, 1.0), *dout = randf(&r, ny, 1.0);
+  float *out = filled(ny, 0), *dy = filled(ny, PREFILL), *dv = filled(nv, PREFILL);
+  xsa_ref c = {to_d(y, ny), to_d(v, nv), to_d(dout, ny), dalloc(ny), T, H, Hkv, d};
+  e.xsa_fwd(&e, out, y, v, T, H, Hkv, d);
+  xsa_loss(&c);
+  check_fwd("xsa", out, c.out, ny);
+  /* the output is orthogonal to the token's own value */
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      double dot = 0.0;
+      for (int i = 0; i < d; i++) dot += (double)out[(t * H + h) * d + i] * v[(t * Hkv + h / 2) * d + i];
+      cr_assert(fabs(dot) < 1e-5);
+    }
+  e.xsa_bwd(&e, dy, dv, dout, y, v, T, H, Hkv, d);
+  double *g = dalloc(ny);
+  fd_grad(xsa_loss, &c, c.y, ny, g);
+  check_bwd("xsa dy", dy, g, ny);
+  fd_grad(xsa_loss, &c, c.v, nv, g);
+  check_bwd("xsa dv", dv, g, nv);
+  /* a zero value vector leaves y unchanged */
+  memset(v, 0, (size_t)nv * sizeof *v);
+  e.xsa_fwd(&e, out, y, v, T, H, Hkv, d);
+  cr_assert(!memcmp(out, y, (size_t)ny * sizeof *y));
+  free(y), free(v), free(dout), free(out), free(dy), free(dv), free(g);
+  free(c.y), free(c.v), free(c.dy), free(c.out);
+}
+
 /* ---- cross-entropy ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -621,6 +708,12 @@ static sink run_all(int nthreads) {
   put(&s, y, nq * 4);
   e.softcap_fwd(&e, y, x, nq, 2.0f), e.softcap_bwd(&e, dx, dy, x, nq, 2.0f), put(&s, y, nq * 4);
   e.axpy(&e, y, 0.3f, x, nq), put(&s, y, nq * 4);
+  e.chanmul_fwd(&e, y, x, g, T, H * d), e.chanmul_bwd(&e, dx, dg, dy, x, g, T, H * d);
+  put(&s, y, nq * 4);
+  float *vv = randf(&r, nk, 1), *dvv = filled(nk, 0);
+  e.xsa_fwd(&e, y, x, vv, T, H, Hkv, d), e.xsa_bwd(&e, dx, dvv, dy, x, vv, T, H, Hkv, d);
+  put(&s, y, nq * 4), put(&s, dvv, nk * 4);
+  free(vv), free(dvv);
   put(&s, dx, nq * 4), put(&s, dg, nq * 4);
   free(g), free(dg);
   /* cross-entropy: T rows of V = 64 from x */
