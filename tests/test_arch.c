@@ -1,0 +1,394 @@
+/* test_arch.c: the arch (spec/arch.md): every example file parses and round-trips through the
+ * canonical JSON; parameter counts of the examples computed by hand from the shapes (and equal
+ * to the record counts of challenge-architectures.md §1 where the shapes match a record); the
+ * baseline's tensor list for one block; defaults; and one refusal per rule class. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_arch.h"
+#include "pgtest.h"
+
+static const char *const EXAMPLES[] = {"baseline", "pr1676", "pr1802", "pr473", "sys11036",
+                                       "pr456"};
+#define N_EXAMPLES (sizeof EXAMPLES / sizeof EXAMPLES[0])
+
+static void load_example(const char *name, pg_arch *a) {
+  const char *root = getenv("PG_SOURCE_ROOT");
+  cr_assert_not_null(root, "PG_SOURCE_ROOT is not set");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/spec/examples/%s.json", root, name);
+  pg_err e;
+  cr_assert_eq(pg_arch_load(a, path, &e), PG_OK, "%s", e.msg);
+}
+
+static int parse_str(const char *s, pg_arch *a, pg_err *e) {
+  return pg_arch_parse(a, s, strlen(s), "t.json", e);
+}
+
+static uint64_t count_of(const pg_arch *a) {
+  uint64_t n = 0;
+  pg_err e;
+  cr_assert_eq(pg_arch_param_count(a, &n, &e), PG_OK, "%s", e.msg);
+  return n;
+}
+
+/* ---- examples ---- */
+
+Test(examples, parse_and_round_trip) {
+  for (size_t i = 0; i < N_EXAMPLES; i++) {
+    pg_arch a, b;
+    load_example(EXAMPLES[i], &a);
+    char *s1 = NULL, *s2 = NULL;
+    pg_err e;
+    cr_assert_eq(pg_arch_serialize(&a, &s1, &e), PG_OK, "%s: %s", EXAMPLES[i], e.msg);
+    cr_assert_eq(pg_arch_parse(&b, s1, strlen(s1), EXAMPLES[i], &e), PG_OK, "%s: %s\n%s",
+                 EXAMPLES[i], e.msg, s1);
+    cr_assert(pg_arch_equal(&a, &b), "%s: parse(serialize(a)) != a", EXAMPLES[i]);
+    cr_assert_eq(pg_arch_serialize(&b, &s2, &e), PG_OK);
+    cr_assert_str_eq(s1, s2, "%s: serialize is not a fixed point", EXAMPLES[i]);
+    cr_assert_eq(s1[strlen(s1) - 1], '\n');
+    free(s1);
+    free(s2);
+  }
+}
+
+Test(examples, serialize_is_canonical) {
+  pg_arch a;
+  load_example("baseline", &a);
+  char *s = NULL;
+  pg_err e;
+  cr_assert_eq(pg_arch_serialize(&a, &s, &e), PG_OK);
+  /* sorted keys: "attention" first, "vocab_size" last; every option explicit */
+  const char *att = strstr(s, "\"attention\""), *voc = strstr(s, "\"vocab_size\"");
+  cr_assert(att && voc && att < voc);
+  cr_assert(strstr(s, "\"smear_bos_mask\": false"));
+  cr_assert(strstr(s, "\"norm_eps\": 1.1920928955078125e-07,"), "%s", s);
+  cr_assert(strstr(s, "\"readout_layer\": -1,"));
+  cr_assert(strstr(s, "\"bigram_scale\": 0.05,"), "%s", s);
+  cr_assert(strstr(s, "\"softcap\": 30.0,"), "%s", s);
+  cr_assert(strstr(s, "\"decoder\": [4, 5, 6, 7, 8],"), "%s", s);
+  free(s);
+}
+
+/* R1: 1024·512 + 9·(512·512·2 + 256·512·2 + 1024·512·2) + 9·(512+512+2·512+8) + 4·512 */
+Test(examples, baseline_param_count) {
+  pg_arch a;
+  load_example("baseline", &a);
+  const uint64_t per_block = 512 * 512 + 256 * 512 + 256 * 512 + 512 * 512 /* attn */
+                             + 1024 * 512 * 2                              /* mlp */
+                             + 8 + 512 + 512 + 2 * 512; /* q_gain, scales, resid_mix */
+  const uint64_t want = 1024 * 512 + 9 * per_block + 4 * 512;
+  cr_assert_eq(want, 17059912); /* the R1 count of challenge-architectures.md §1 */
+  cr_assert_eq(count_of(&a), want);
+  cr_assert_eq(pg_arch_n_skips(&a), 4);
+  cr_assert_eq(pg_arch_virtual_layers(&a), 9);
+  cr_assert(!pg_arch_is_recurrent(&a));
+}
+
+Test(examples, other_param_counts) {
+  pg_arch a;
+  /* pr473: R6's shapes (11 layers, MLP 1536, bigram 3072×112, smear v1, VE 9,10 dim 128) */
+  load_example("pr473", &a);
+  const uint64_t blk3 = 2 * 512 * 512 + 2 * 256 * 512 + 2 * 1536 * 512 + 2056;
+  uint64_t want = 1024 * 512 + 11 * blk3 + 5 * 512 + (3072 * 112 + 512 * 112 + 1) + 512 +
+                  (1024 * 128 + 256 * 128 + 1 + 2);
+  cr_assert_eq(want, 27067484); /* R6 */
+  cr_assert_eq(count_of(&a), want);
+  /* pr1802: R12's shapes: + sparse gate [8,12] per block, smear v2 13, two-lane 11·6 */
+  load_example("pr1802", &a);
+  const uint64_t blk4 = 2 * 512 * 512 + 2 * 256 * 512 + 2 * 2048 * 512 + 2056;
+  want = 8192 * 512 + 11 * (blk4 + 8 * 12) + 2 * 8 * 512 + 13 + 11 * 6;
+  cr_assert_eq(want, 35945671); /* R12 */
+  cr_assert_eq(count_of(&a), want);
+  cr_assert(pg_arch_is_recurrent(&a));
+  cr_assert_eq(pg_arch_virtual_layers(&a), 17);
+  /* pr1676: R9 (35,944,536) + readout_delta [2,16] */
+  load_example("pr1676", &a);
+  want = 8192 * 512 + 11 * blk4 + 2 * 8 * 512 + 2 * 16;
+  cr_assert_eq(want, 35944536 + 32);
+  cr_assert_eq(count_of(&a), want);
+  cr_assert_eq(pg_arch_visits(&a, 5), 3);
+  /* sys11036: 12 layers, 16 virtual (8 skips gated), bigram 16384×512 without projection */
+  load_example("sys11036", &a);
+  want = 8192 * 512 + 12 * blk4 + 2 * 8 * 512 + 16384 * 512 + 1;
+  cr_assert_eq(count_of(&a), want);
+  cr_assert_eq(pg_arch_virtual_layers(&a), 16);
+  /* pr456: 11 layers MLP 1536, bigram 10240×128 + proj, smear v1, 5 plain skips */
+  load_example("pr456", &a);
+  want = 1024 * 512 + 11 * blk3 + 5 * 512 + (10240 * 128 + 512 * 128 + 1) + 512;
+  cr_assert_eq(count_of(&a), want);
+}
+
+Test(examples, baseline_block_tensors) {
+  pg_arch a;
+  load_example("baseline", &a);
+  pg_arch_tensor *t;
+  size_t n;
+  pg_err e;
+  cr_assert_eq(pg_arch_tensors(&a, &t, &n, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(n, 1 + 9 * 10 + 1);
+  cr_assert_str_eq(t[0].name, "tok_emb.weight");
+  cr_assert(t[0].ndim == 2 && t[0].shape[0] == 1024 && t[0].shape[1] == 512);
+  static const struct {
+    const char *name;
+    int ndim;
+    uint64_t s0, s1;
+  } want[10] = {
+      {"blocks.3.attn.c_q.weight", 2, 512, 512}, {"blocks.3.attn.c_k.weight", 2, 256, 512},
+      {"blocks.3.attn.c_v.weight", 2, 256, 512}, {"blocks.3.attn.proj.weight", 2, 512, 512},
+      {"blocks.3.attn.q_gain", 1, 8, 0},         {"blocks.3.mlp.fc.weight", 2, 1024, 512},
+      {"blocks.3.mlp.proj.weight", 2, 512, 1024}, {"blocks.3.attn_scale", 1, 512, 0},
+      {"blocks.3.mlp_scale", 1, 512, 0},         {"blocks.3.resid_mix", 2, 2, 512},
+  };
+  for (int k = 0; k < 10; k++) {
+    const pg_arch_tensor *x = &t[1 + 3 * 10 + k];
+    cr_assert_str_eq(x->name, want[k].name);
+    cr_assert_eq(x->ndim, want[k].ndim, "%s", x->name);
+    cr_assert_eq(x->shape[0], want[k].s0, "%s", x->name);
+    if (want[k].ndim == 2) cr_assert_eq(x->shape[1], want[k].s1, "%s", x->name);
+  }
+  cr_assert_str_eq(t[n - 1].name, "skip_weights");
+  cr_assert(t[n - 1].shape[0] == 4 && t[n - 1].shape[1] == 512);
+  free(t);
+}
+
+Test(examples, feature_tensors) {
+  pg_arch a;
+  pg_arch_tensor *t;
+  size_t n;
+  pg_err e;
+  load_example("pr1802", &a);
+  cr_assert_eq(pg_arch_tensors(&a, &t, &n, &e), PG_OK);
+  int seen = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!strcmp(t[i].name, "blocks.10.attn.attn_gate_w")) {
+      seen |= 1;
+      cr_assert(t[i].shape[0] == 8 && t[i].shape[1] == 12);
+    }
+    if (!strcmp(t[i].name, "smear_gate.weight")) seen |= 2;
+    if (!strcmp(t[i].name, "parallel_post_lambdas")) {
+      seen |= 4;
+      cr_assert(t[i].ndim == 3 && t[i].shape[0] == 11);
+    }
+    if (!strcmp(t[i].name, "skip_gates")) {
+      seen |= 8;
+      cr_assert_eq(t[i].shape[0], 8);
+    }
+  }
+  cr_assert_eq(seen, 15);
+  free(t);
+  load_example("pr473", &a);
+  cr_assert_eq(pg_arch_tensors(&a, &t, &n, &e), PG_OK);
+  cr_assert_str_eq(t[1].name, "bigram.embed.weight");
+  cr_assert_str_eq(t[3].name, "bigram.scale");
+  cr_assert_eq(t[3].ndim, 0);
+  cr_assert_str_eq(t[5].name, "ve_shared.proj.weight");
+  cr_assert(t[5].shape[0] == 256 && t[5].shape[1] == 128);
+  cr_assert_str_eq(t[8].name, "ve_layer_scales.1");
+  cr_assert_str_eq(t[9].name, "smear.gate");
+  free(t);
+}
+
+/* ---- defaults ---- */
+
+Test(defaults, empty_object_is_the_baseline) {
+  pg_arch a, b, c;
+  pg_err e;
+  cr_assert_eq(parse_str("{}", &a, &e), PG_OK, "%s", e.msg);
+  load_example("baseline", &b);
+  cr_assert(pg_arch_equal(&a, &b));
+  pg_arch_default(&c);
+  cr_assert(pg_arch_equal(&a, &c));
+}
+
+Test(defaults, derived) {
+  pg_arch a;
+  pg_err e;
+  cr_assert_eq(parse_str("{\"dim\": 256, \"heads\": 4, \"kv_heads\": 2, \"layers\": 5}", &a, &e),
+               PG_OK, "%s", e.msg);
+  cr_assert_eq(a.head_dim, 64);
+  cr_assert_eq(a.attention.rope_dims, 64);
+  cr_assert_eq(a.mlp.hidden, 512);
+  cr_assert_eq(a.structure.encoder.n, 2);
+  cr_assert_eq(a.structure.decoder.n, 3);
+  cr_assert_eq(a.structure.decoder.v[0], 2);
+  cr_assert_eq(a.embeddings.bigram_proj, 1);
+  cr_assert_eq(a.structure.readout_layer, -1);
+  /* real numbers accept JSON integers; head_dim given explicitly */
+  cr_assert_eq(parse_str("{\"head\": {\"softcap\": 15}, \"dim\": 96, \"heads\": 5, "
+                         "\"kv_heads\": 1, \"head_dim\": 16}", &a, &e), PG_OK, "%s", e.msg);
+  cr_assert_float_eq(a.head.softcap, 15.0, 0);
+  cr_assert_eq(a.attention.rope_dims, 16);
+}
+
+/* ---- refusals ---- */
+
+static void refuse(const char *json, int status, const char *needle) {
+  pg_arch a;
+  pg_err e;
+  memset(&a, 0x5a, sizeof a);
+  const int rc = parse_str(json, &a, &e);
+  cr_assert_eq(rc, status, "%s: got %s (%s)", json, pg_status_name(rc), e.msg);
+  cr_assert_eq(e.status, status);
+  cr_assert(strstr(e.msg, "t.json") == e.msg, "%s", e.msg);
+  cr_assert(strstr(e.msg, needle), "'%s' not in '%s'", needle, e.msg);
+  cr_assert_null(strchr(e.msg, '\n'));
+  const unsigned char *p = (const unsigned char *)&a;
+  for (size_t i = 0; i < sizeof a; i++) cr_assert_eq(p[i], 0, "output not zeroed on error");
+}
+
+Test(refuse, malformed_json) {
+  refuse("{\"dim\": 512", PG_E_JSON, "JSON");
+  refuse("", PG_E_JSON, "JSON");
+  refuse("{} {}", PG_E_JSON, "JSON");
+  refuse("{\"dim\": NaN}", PG_E_JSON, "JSON");
+}
+
+Test(refuse, duplicate_keys) {
+  refuse("{\"dim\": 512, \"dim\": 512}", PG_E_DUPLICATE, "duplicate");
+  refuse("{\"head\": {\"tied\": true, \"tied\": true}}", PG_E_DUPLICATE, "duplicate");
+}
+
+Test(refuse, unknown_keys) {
+  refuse("{\"_comment\": \"x\"}", PG_E_ARG, "_comment: unknown option");
+  refuse("{\"attention\": {\"rope\": 16}}", PG_E_ARG, "attention.rope: unknown option");
+  refuse("{\"mlp\": {\"dim\": 16}}", PG_E_ARG, "mlp.dim: unknown option");
+  refuse("{\"head\": {\"head\": {}}}", PG_E_ARG, "head.head: unknown option");
+  refuse("{\"extra\": {}}", PG_E_ARG, "extra: unknown option");
+}
+
+Test(refuse, wrong_types) {
+  refuse("[]", PG_E_META_TYPE, "top level");
+  refuse("{\"dim\": 512.0}", PG_E_META_TYPE, "dim: is a real number, not an integer");
+  refuse("{\"dim\": \"512\"}", PG_E_META_TYPE, "dim: is a string");
+  refuse("{\"head\": {\"tied\": 1}}", PG_E_META_TYPE, "head.tied: is an integer, not a boolean");
+  refuse("{\"head\": {\"softcap\": null}}", PG_E_META_TYPE, "head.softcap: is null");
+  refuse("{\"mlp\": {\"act\": 2}}", PG_E_META_TYPE, "mlp.act");
+  refuse("{\"mlp\": []}", PG_E_META_TYPE, "mlp: is an array, not an object");
+  refuse("{\"attention\": {\"xsa_layers\": [1, 2.5]}}", PG_E_META_TYPE,
+         "attention.xsa_layers[1]: is a real number");
+  refuse("{\"attention\": {\"xsa_layers\": 3}}", PG_E_META_TYPE, "not an array");
+}
+
+Test(refuse, enum_values) {
+  refuse("{\"mlp\": {\"act\": \"swiglu\"}}", PG_E_ARG, "mlp.act: \"swiglu\" is not one of");
+  refuse("{\"attention\": {\"gate\": \"sigmoid\"}}", PG_E_ARG, "attention.gate");
+  refuse("{\"structure\": {\"parallel\": \"two-lane\"}}", PG_E_ARG, "structure.parallel");
+}
+
+Test(refuse, top_level_ranges) {
+  refuse("{\"dim\": 0}", PG_E_ARG, "dim: 0 is outside");
+  refuse("{\"vocab_size\": -5}", PG_E_ARG, "vocab_size");
+  refuse("{\"layers\": 65}", PG_E_ARG, "layers");
+  refuse("{\"layers\": 99999999999}", PG_E_ARG, "layers: 99999999999 is outside the int range");
+  refuse("{\"heads\": 8, \"kv_heads\": 3}", PG_E_ARG, "heads 8 is not a multiple of kv_heads 3");
+  refuse("{\"heads\": 4, \"kv_heads\": 8}", PG_E_ARG, "kv_heads");
+  refuse("{\"dim\": 100, \"heads\": 8, \"kv_heads\": 4}", PG_E_ARG, "head_dim");
+  refuse("{\"bos_id\": 1024}", PG_E_ARG, "bos_id");
+}
+
+Test(refuse, rope) {
+  refuse("{\"attention\": {\"rope_dims\": 15}}", PG_E_ARG, "attention.rope_dims: 15 is odd");
+  refuse("{\"attention\": {\"rope_dims\": 66}}", PG_E_ARG, "attention.rope_dims: 66 is outside");
+  refuse("{\"attention\": {\"rope_base\": 0}}", PG_E_ARG, "attention.rope_base");
+  refuse("{\"attention\": {\"rope_dims\": 2, \"rope_ntk_len\": 1024}}", PG_E_ARG,
+         "attention.rope_ntk_len");
+}
+
+Test(refuse, attention_rules) {
+  refuse("{\"attention\": {\"causal\": false}}", PG_E_ARG, "attention.causal: must be true");
+  refuse("{\"attention\": {\"q_gain\": 0}}", PG_E_ARG, "attention.q_gain");
+  refuse("{\"attention\": {\"xsa_layers\": [9]}}", PG_E_ARG,
+         "attention.xsa_layers[0]: layer 9 is outside 0..8");
+  refuse("{\"attention\": {\"xsa_layers\": [-1]}}", PG_E_ARG, "attention.xsa_layers[0]");
+  refuse("{\"attention\": {\"xsa_layers\": [3, 3]}}", PG_E_ARG, "strictly increasing");
+  refuse("{\"attention\": {\"xsa_layers\": [0]}, \"structure\": {\"layer0_attn\": false}}",
+         PG_E_ARG, "layer 0 has no attention");
+  refuse("{\"attention\": {\"gate_scale\": -1}}", PG_E_ARG, "attention.gate_scale");
+  refuse("{\"attention\": {\"gate_window\": 0}}", PG_E_ARG, "attention.gate_window");
+  refuse("{\"attention\": {\"doc_max_len\": -1}}", PG_E_ARG, "attention.doc_max_len");
+}
+
+Test(refuse, mlp_and_embeddings) {
+  refuse("{\"mlp\": {\"hidden\": 0}}", PG_E_ARG, "mlp.hidden");
+  refuse("{\"mlp\": {\"leaky_slope\": 1.5}}", PG_E_ARG, "mlp.leaky_slope");
+  refuse("{\"embeddings\": {\"bigram_buckets\": 1}}", PG_E_ARG, "embeddings.bigram_buckets");
+  refuse("{\"embeddings\": {\"bigram_buckets\": 64, \"bigram_dim\": 128, \"bigram_proj\": false}}",
+         PG_E_ARG, "embeddings.bigram_proj");
+  refuse("{\"embeddings\": {\"ve_layers\": [10]}}", PG_E_ARG, "embeddings.ve_layers[0]");
+  refuse("{\"embeddings\": {\"smear\": \"v1\", \"smear_bos_mask\": true}}", PG_E_ARG,
+         "embeddings.smear_bos_mask");
+  refuse("{\"embeddings\": {\"smear_window\": 513}}", PG_E_ARG, "embeddings.smear_window");
+}
+
+Test(refuse, structure_rules) {
+  refuse("{\"structure\": {\"encoder\": [0, 1, 2, 9], \"decoder\": [4, 5, 6, 7, 8]}}", PG_E_ARG,
+         "structure.encoder[3]: layer 9 is outside 0..8");
+  refuse("{\"structure\": {\"decoder\": [4, 5, 6, 7, -8]}}", PG_E_ARG, "structure.decoder[4]");
+  refuse("{\"structure\": {\"decoder\": []}}", PG_E_ARG, "structure.decoder: is empty");
+  refuse("{\"structure\": {\"encoder\": [0, 1, 2], \"decoder\": [4, 5, 6, 7, 8]}}", PG_E_ARG,
+         "physical layer 3 is in neither");
+  refuse("{\"structure\": {\"encoder\": [], \"decoder\": [0,1,2,3,4,5,6,7,8]}}", PG_E_ARG,
+         "structure.skips");
+  refuse("{\"structure\": {\"recur_frac\": 1.5}}", PG_E_ARG, "structure.recur_frac");
+  refuse("{\"structure\": {\"recur_step\": -1}}", PG_E_ARG, "structure.recur_step");
+  refuse("{\"structure\": {\"parallel\": \"gptj\", \"parallel_start\": 9}}", PG_E_ARG,
+         "structure.parallel_start");
+  refuse("{\"structure\": {\"readout_groups\": 16}}", PG_E_ARG, "structure.readout_layer");
+  refuse("{\"structure\": {\"readout_groups\": 16, \"readout_layer\": 4}}", PG_E_ARG,
+         "visited 1 time");
+  refuse("{\"structure\": {\"readout_groups\": 7}}", PG_E_ARG, "structure.readout_groups");
+}
+
+Test(refuse, head_rules) {
+  refuse("{\"head\": {\"softcap\": -30}}", PG_E_ARG, "head.softcap");
+  refuse("{\"block\": {\"norm_eps\": -1e-6}}", PG_E_ARG, "block.norm_eps");
+}
+
+Test(refuse, invalid_utf8) {
+  pg_arch a;
+  pg_err e;
+  const char bad[] = "{\"\xff\": 1}";
+  cr_assert_eq(pg_arch_parse(&a, bad, sizeof bad - 1, "t.json", &e), PG_E_UTF8, "%s", e.msg);
+}
+
+Test(api, validate_and_serialize_refuse_bad_structs) {
+  pg_arch a;
+  pg_err e;
+  pg_arch_default(&a);
+  cr_assert_eq(pg_arch_validate(&a, "x", &e), PG_OK);
+  a.mlp.act = 7;
+  cr_assert_eq(pg_arch_validate(&a, "x", &e), PG_E_ARG);
+  char *s = (char *)&a;
+  cr_assert_eq(pg_arch_serialize(&a, &s, &e), PG_E_ARG);
+  cr_assert_null(s);
+  pg_arch_default(&a);
+  a.head.softcap = 0.0 / 0.0;
+  cr_assert_eq(pg_arch_validate(&a, "x", &e), PG_E_ARG);
+  pg_arch_tensor *t = NULL;
+  size_t n = 5;
+  cr_assert_eq(pg_arch_tensors(&a, &t, &n, &e), PG_E_ARG);
+  cr_assert_null(t);
+  cr_assert_eq(n, 0);
+  pg_err_clear(&e);
+  cr_assert_eq(pg_arch_load(&a, "/nonexistent/arch.json", &e), PG_E_NOT_FOUND, "%s", e.msg);
+}
+
+Test(api, untied_and_layer0_without_attention) {
+  pg_arch a;
+  pg_err e;
+  cr_assert_eq(parse_str("{\"head\": {\"tied\": false}, \"structure\": {\"layer0_attn\": false},"
+                         " \"block\": {\"resid_mix\": false}}", &a, &e), PG_OK, "%s", e.msg);
+  pg_arch_tensor *t;
+  size_t n;
+  cr_assert_eq(pg_arch_tensors(&a, &t, &n, &e), PG_OK);
+  cr_assert_str_eq(t[n - 1].name, "lm_head.weight");
+  cr_assert_str_eq(t[1].name, "blocks.0.mlp.fc.weight");
+  for (size_t i = 0; i < n; i++) cr_assert_null(strstr(t[i].name, "resid_mix"));
+  free(t);
+  const uint64_t per_block = 2 * 512 * 512 + 2 * 256 * 512 + 2 * 1024 * 512 + 8 + 1024;
+  cr_assert_eq(count_of(&a), 2 * 1024 * 512 + 9 * per_block - (2 * 512 * 512 + 2 * 256 * 512 +
+                                                                   8 + 512) + 4 * 512);
+}
