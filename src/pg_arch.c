@@ -143,6 +143,7 @@ static void split_lists(pg_arch *a) {
 }
 
 static int default_readout_layer(const pg_arch *a) {
+  if (a->layers < 1 || a->layers > PG_ARCH_MAX_LAYERS) return -1; /* refused by validation */
   for (int i = a->layers - 1; i >= 0; i--)
     if (pg_arch_visits(a, i) >= 2) return i;
   return -1;

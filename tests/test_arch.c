@@ -392,3 +392,47 @@ Test(api, untied_and_layer0_without_attention) {
   cr_assert_eq(count_of(&a), 2 * 1024 * 512 + 9 * per_block - (2 * 512 * 512 + 2 * 256 * 512 +
                                                                    8 + 512) + 4 * 512);
 }
+
+Test(examples, tensor_names_unique_and_shapes_positive) {
+  for (size_t i = 0; i < N_EXAMPLES; i++) {
+    pg_arch a;
+    load_example(EXAMPLES[i], &a);
+    pg_arch_tensor *t;
+    size_t n;
+    pg_err e;
+    cr_assert_eq(pg_arch_tensors(&a, &t, &n, &e), PG_OK);
+    uint64_t total = 0;
+    for (size_t k = 0; k < n; k++) {
+      for (size_t j = 0; j < k; j++)
+        cr_assert_str_neq(t[k].name, t[j].name, "%s: %s twice", EXAMPLES[i], t[k].name);
+      for (int x = 0; x < t[k].ndim; x++) cr_assert_gt(t[k].shape[x], 0);
+      total += pg_arch_tensor_numel(&t[k]);
+    }
+    cr_assert_eq(total, count_of(&a));
+    free(t);
+  }
+}
+
+Test(api, helpers) {
+  pg_arch a;
+  load_example("pr473", &a);
+  cr_assert(pg_arch_has_xsa(&a, 7) && pg_arch_has_xsa(&a, 10) && !pg_arch_has_xsa(&a, 6));
+  cr_assert_eq(pg_arch_ve_index(&a, 9), 0);
+  cr_assert_eq(pg_arch_ve_index(&a, 10), 1);
+  cr_assert_eq(pg_arch_ve_index(&a, 8), -1);
+  cr_assert(!pg_arch_is_recurrent(&a));
+  cr_assert_eq(pg_arch_n_skips(&a), 5);
+  load_example("sys11036", &a);
+  cr_assert(pg_arch_is_recurrent(&a));
+  cr_assert_eq(pg_arch_visits(&a, 4), 3);
+  cr_assert_eq(pg_arch_visits(&a, 11), 1);
+  cr_assert_eq(a.structure.readout_layer, 5); /* derived: highest layer visited twice or more */
+  cr_assert_eq(a.embeddings.bigram_proj, 0);
+}
+
+/* Found by fuzz_arch: a huge layer count must be refused quickly (derived defaults are resolved
+ * before validation and must not loop over it). */
+Test(refuse, huge_layer_count_is_fast) {
+  refuse("{\"layers\":444444444}", PG_E_ARG, "layers: 444444444 is outside 1..64");
+  refuse("{\"layers\":2147483647, \"structure\": {\"readout_groups\": 4}}", PG_E_ARG, "layers");
+}
