@@ -436,6 +436,18 @@ int pg_arch_validate(const pg_arch *a, const char *file, pg_err *err) {
       return BAD("structure.readout_layer", "layer %d is visited %d time(s); a readout needs a "
                  "looped layer (at least 2 visits)", a->structure.readout_layer,
                  pg_arch_visits(a, a->structure.readout_layer));
+    if (a->structure.parallel == PG_ARCH_PAR_TWO_LANE) {
+      /* the readout replaces the single stream: its last visit must precede the lanes */
+      int nenc = a->structure.encoder.n, last = -1, first_lane = -1;
+      for (int v = 0; v < pg_arch_virtual_layers(a); v++) {
+        int i = v < nenc ? a->structure.encoder.v[v] : a->structure.decoder.v[v - nenc];
+        if (i == a->structure.readout_layer) last = v;
+        if (first_lane < 0 && v >= nenc && i >= a->structure.parallel_start) first_lane = v;
+      }
+      if (first_lane >= 0 && last >= first_lane)
+        return BAD("structure.readout_layer", "the last visit of layer %d falls in the two-lane "
+                   "region (a readout needs the single stream)", a->structure.readout_layer);
+    }
   }
   PG_TRY(check_num("structure.readout_scale", a->structure.readout_scale, -1e6, 0, 1e6, file,
                    err));

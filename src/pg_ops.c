@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "pg_status.h"
 #include "pg_threads.h"
@@ -17,8 +18,8 @@
  * matmul: y[M,N] = x[M,K] · W^T, W[N,K] */
 
 typedef struct {
-  float *y, *dx, *dw;
-  const float *x, *w, *dy;
+  pg_real *y, *dx, *dw;
+  const pg_real *x, *w, *dy;
   int M, N, K;
 } pg_mm_ctx;
 
@@ -26,18 +27,18 @@ typedef struct {
 static void mm_fwd_rows(void *p, size_t b, size_t end) {
   const pg_mm_ctx *c = p;
   for (size_t m = b; m < end; m++) {
-    const float *xm = c->x + m * (size_t)c->K;
-    float *ym = c->y + m * (size_t)c->N;
+    const pg_real *xm = c->x + m * (size_t)c->K;
+    pg_real *ym = c->y + m * (size_t)c->N;
     for (int n = 0; n < c->N; n++) {
-      const float *wn = c->w + (size_t)n * (size_t)c->K;
+      const pg_real *wn = c->w + (size_t)n * (size_t)c->K;
       double acc = 0.0;
       for (int k = 0; k < c->K; k++) acc += (double)xm[k] * (double)wn[k];
-      ym[n] = (float)acc;
+      ym[n] = (pg_real)acc;
     }
   }
 }
 
-static void cpu_matmul_fwd(const pg_ops *e, float *y, const float *x, const float *w, int M, int N,
+static void cpu_matmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *w, int M, int N,
                            int K) {
   pg_mm_ctx c = {.y = y, .x = x, .w = w, .M = M, .N = N, .K = K};
   pg_parallel_for((size_t)M, mm_fwd_rows, &c, e->nthreads);
@@ -48,17 +49,17 @@ static void mm_bwd_dx_rows(void *p, size_t b, size_t end) {
   const pg_mm_ctx *c = p;
   double acc[PG_OPS_KBLOCK];
   for (size_t m = b; m < end; m++) {
-    const float *dym = c->dy + m * (size_t)c->N;
-    float *dxm = c->dx + m * (size_t)c->K;
+    const pg_real *dym = c->dy + m * (size_t)c->N;
+    pg_real *dxm = c->dx + m * (size_t)c->K;
     for (int k0 = 0; k0 < c->K; k0 += PG_OPS_KBLOCK) {
       int kn = c->K - k0 < PG_OPS_KBLOCK ? c->K - k0 : PG_OPS_KBLOCK;
       for (int j = 0; j < kn; j++) acc[j] = 0.0;
       for (int n = 0; n < c->N; n++) {
         double g = (double)dym[n];
-        const float *wn = c->w + (size_t)n * (size_t)c->K + (size_t)k0;
+        const pg_real *wn = c->w + (size_t)n * (size_t)c->K + (size_t)k0;
         for (int j = 0; j < kn; j++) acc[j] += g * (double)wn[j];
       }
-      for (int j = 0; j < kn; j++) dxm[k0 + j] = (float)((double)dxm[k0 + j] + acc[j]);
+      for (int j = 0; j < kn; j++) dxm[k0 + j] = (pg_real)((double)dxm[k0 + j] + acc[j]);
     }
   }
 }
@@ -68,22 +69,22 @@ static void mm_bwd_dw_rows(void *p, size_t b, size_t end) {
   const pg_mm_ctx *c = p;
   double acc[PG_OPS_KBLOCK];
   for (size_t n = b; n < end; n++) {
-    float *dwn = c->dw + n * (size_t)c->K;
+    pg_real *dwn = c->dw + n * (size_t)c->K;
     for (int k0 = 0; k0 < c->K; k0 += PG_OPS_KBLOCK) {
       int kn = c->K - k0 < PG_OPS_KBLOCK ? c->K - k0 : PG_OPS_KBLOCK;
       for (int j = 0; j < kn; j++) acc[j] = 0.0;
       for (int m = 0; m < c->M; m++) {
         double g = (double)c->dy[(size_t)m * (size_t)c->N + n];
-        const float *xm = c->x + (size_t)m * (size_t)c->K + (size_t)k0;
+        const pg_real *xm = c->x + (size_t)m * (size_t)c->K + (size_t)k0;
         for (int j = 0; j < kn; j++) acc[j] += g * (double)xm[j];
       }
-      for (int j = 0; j < kn; j++) dwn[k0 + j] = (float)((double)dwn[k0 + j] + acc[j]);
+      for (int j = 0; j < kn; j++) dwn[k0 + j] = (pg_real)((double)dwn[k0 + j] + acc[j]);
     }
   }
 }
 
-static void cpu_matmul_bwd(const pg_ops *e, float *dx, float *dw, const float *dy, const float *x,
-                           const float *w, int M, int N, int K) {
+static void cpu_matmul_bwd(const pg_ops *e, pg_real *dx, pg_real *dw, const pg_real *dy, const pg_real *x,
+                           const pg_real *w, int M, int N, int K) {
   pg_mm_ctx c = {.dx = dx, .dw = dw, .dy = dy, .x = x, .w = w, .M = M, .N = N, .K = K};
   if (dx) pg_parallel_for((size_t)M, mm_bwd_dx_rows, &c, e->nthreads);
   if (dw) pg_parallel_for((size_t)N, mm_bwd_dw_rows, &c, e->nthreads);
@@ -93,13 +94,13 @@ static void cpu_matmul_bwd(const pg_ops *e, float *dx, float *dw, const float *d
  * rmsnorm: per row of D, y = x·r, r = 1/sqrt(mean(x²) + eps) */
 
 typedef struct {
-  float *y, *dx;
-  const float *x, *dy;
+  pg_real *y, *dx;
+  const pg_real *x, *dy;
   int D;
   double eps;
 } pg_rms_ctx;
 
-static double rms_inv(const float *x, int D, double eps) {
+static double rms_inv(const pg_real *x, int D, double eps) {
   double ss = 0.0;
   for (int i = 0; i < D; i++) ss += (double)x[i] * (double)x[i];
   return 1.0 / sqrt(ss / (double)D + eps);
@@ -108,10 +109,10 @@ static double rms_inv(const float *x, int D, double eps) {
 static void rms_fwd_rows(void *p, size_t b, size_t end) {
   const pg_rms_ctx *c = p;
   for (size_t r = b; r < end; r++) {
-    const float *x = c->x + r * (size_t)c->D;
-    float *y = c->y + r * (size_t)c->D;
+    const pg_real *x = c->x + r * (size_t)c->D;
+    pg_real *y = c->y + r * (size_t)c->D;
     double inv = rms_inv(x, c->D, c->eps);
-    for (int i = 0; i < c->D; i++) y[i] = (float)((double)x[i] * inv);
+    for (int i = 0; i < c->D; i++) y[i] = (pg_real)((double)x[i] * inv);
   }
 }
 
@@ -119,24 +120,24 @@ static void rms_fwd_rows(void *p, size_t b, size_t end) {
 static void rms_bwd_rows(void *p, size_t b, size_t end) {
   const pg_rms_ctx *c = p;
   for (size_t r = b; r < end; r++) {
-    const float *x = c->x + r * (size_t)c->D;
-    const float *dy = c->dy + r * (size_t)c->D;
-    float *dx = c->dx + r * (size_t)c->D;
+    const pg_real *x = c->x + r * (size_t)c->D;
+    const pg_real *dy = c->dy + r * (size_t)c->D;
+    pg_real *dx = c->dx + r * (size_t)c->D;
     double inv = rms_inv(x, c->D, c->eps);
     double dot = 0.0;
     for (int i = 0; i < c->D; i++) dot += (double)dy[i] * (double)x[i];
     double k = inv * inv * inv * dot / (double)c->D;
     for (int i = 0; i < c->D; i++)
-      dx[i] = (float)((double)dx[i] + (inv * (double)dy[i] - k * (double)x[i]));
+      dx[i] = (pg_real)((double)dx[i] + (inv * (double)dy[i] - k * (double)x[i]));
   }
 }
 
-static void cpu_rmsnorm_fwd(const pg_ops *e, float *y, const float *x, int R, int D, float eps) {
+static void cpu_rmsnorm_fwd(const pg_ops *e, pg_real *y, const pg_real *x, int R, int D, float eps) {
   pg_rms_ctx c = {.y = y, .x = x, .D = D, .eps = (double)eps};
   pg_parallel_for((size_t)R, rms_fwd_rows, &c, e->nthreads);
 }
 
-static void cpu_rmsnorm_bwd(const pg_ops *e, float *dx, const float *dy, const float *x, int R,
+static void cpu_rmsnorm_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, int R,
                             int D, float eps) {
   pg_rms_ctx c = {.dx = dx, .dy = dy, .x = x, .D = D, .eps = (double)eps};
   pg_parallel_for((size_t)R, rms_bwd_rows, &c, e->nthreads);
@@ -146,8 +147,8 @@ static void cpu_rmsnorm_bwd(const pg_ops *e, float *dx, const float *dy, const f
  * rope: x[T, H, d], pairs (i, i + rot/2) for i < rot/2, rotation by -θ */
 
 typedef struct {
-  float *y;
-  const float *x;
+  pg_real *y;
+  const pg_real *x;
   const int32_t *pos;
   int H, d, rot;
   float base;
@@ -168,33 +169,33 @@ static void rope_rows(void *p, size_t b, size_t end) {
   for (size_t t = b; t < end; t++) {
     for (int h = 0; h < c->H; h++) {
       size_t off = (t * (size_t)c->H + (size_t)h) * (size_t)c->d;
-      const float *x = c->x + off;
-      float *y = c->y + off;
+      const pg_real *x = c->x + off;
+      pg_real *y = c->y + off;
       for (int i = 0; i < half; i++) {
         double th = rope_angle(c->pos[t], i, c->rot, c->base);
         double cs = cos(th), sn = sin(th);
         double x1 = (double)x[i], x2 = (double)x[i + half];
         if (!c->backward) {
-          y[i] = (float)(x1 * cs + x2 * sn);
-          y[i + half] = (float)(-x1 * sn + x2 * cs);
+          y[i] = (pg_real)(x1 * cs + x2 * sn);
+          y[i + half] = (pg_real)(-x1 * sn + x2 * cs);
         } else {
-          y[i] = (float)((double)y[i] + (x1 * cs - x2 * sn));
-          y[i + half] = (float)((double)y[i + half] + (x1 * sn + x2 * cs));
+          y[i] = (pg_real)((double)y[i] + (x1 * cs - x2 * sn));
+          y[i + half] = (pg_real)((double)y[i + half] + (x1 * sn + x2 * cs));
         }
       }
       for (int i = c->rot; i < c->d; i++)
-        y[i] = c->backward ? (float)((double)y[i] + (double)x[i]) : x[i];
+        y[i] = c->backward ? (pg_real)((double)y[i] + (double)x[i]) : x[i];
     }
   }
 }
 
-static void cpu_rope_fwd(const pg_ops *e, float *y, const float *x, const int32_t *pos, int T,
+static void cpu_rope_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const int32_t *pos, int T,
                          int H, int d, int rot, float base) {
   pg_rope_ctx c = {.y = y, .x = x, .pos = pos, .H = H, .d = d, .rot = rot, .base = base};
   pg_parallel_for((size_t)T, rope_rows, &c, e->nthreads);
 }
 
-static void cpu_rope_bwd(const pg_ops *e, float *dx, const float *dy, const int32_t *pos, int T,
+static void cpu_rope_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const int32_t *pos, int T,
                          int H, int d, int rot, float base) {
   pg_rope_ctx c = {.y = dx, .x = dy, .pos = pos, .H = H, .d = d, .rot = rot, .base = base,
                    .backward = 1};
@@ -205,8 +206,8 @@ static void cpu_rope_bwd(const pg_ops *e, float *dx, const float *dy, const int3
  * attention: q[T, H, d], k/v[T, Hkv, d], out[T, H, d]; causal, optional segment mask, GQA */
 
 typedef struct {
-  float *out, *dq, *dk, *dv;
-  const float *q, *k, *v, *dout;
+  pg_real *out, *dq, *dk, *dv;
+  const pg_real *q, *k, *v, *dout;
   const int32_t *seg;
   int T, H, Hkv, d;
   double scale;
@@ -217,16 +218,16 @@ static int attn_allowed(const pg_attn_ctx *c, int t, int s) {
   return s <= t && (!c->seg || c->seg[s] == c->seg[t]);
 }
 
-static double attn_dot(const float *a, const float *b, int d) {
+static double attn_dot(const pg_real *a, const pg_real *b, int d) {
   double acc = 0.0;
   for (int i = 0; i < d; i++) acc += (double)a[i] * (double)b[i];
   return acc;
 }
 
-static const float *attn_q(const pg_attn_ctx *c, int t, int h) {
+static const pg_real *attn_q(const pg_attn_ctx *c, int t, int h) {
   return c->q + ((size_t)t * (size_t)c->H + (size_t)h) * (size_t)c->d;
 }
-static const float *attn_kv(const pg_attn_ctx *c, const float *base, int s, int g) {
+static const pg_real *attn_kv(const pg_attn_ctx *c, const pg_real *base, int s, int g) {
   return base + ((size_t)s * (size_t)c->Hkv + (size_t)g) * (size_t)c->d;
 }
 
@@ -258,17 +259,17 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
       double w = exp(attn_score(c, t, h, s) - mx);
-      const float *vs = attn_kv(c, c->v, s, g);
+      const pg_real *vs = attn_kv(c, c->v, s, g);
       den += w;
       for (int i = 0; i < c->d; i++) acc[i] += w * (double)vs[i];
     }
-    float *o = c->out + row * (size_t)c->d;
-    for (int i = 0; i < c->d; i++) o[i] = (float)(acc[i] / den);
+    pg_real *o = c->out + row * (size_t)c->d;
+    for (int i = 0; i < c->d; i++) o[i] = (pg_real)(acc[i] / den);
   }
 }
 
-static void cpu_attention_fwd(const pg_ops *e, float *out, const float *q, const float *k,
-                              const float *v, const int32_t *seg, int T, int H, int Hkv, int d,
+static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
+                              const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
                               float scale) {
   pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
                    .d = d, .scale = (double)scale};
@@ -283,7 +284,7 @@ static void attn_bwd_q_rows(void *p, size_t b, size_t end) {
   for (size_t row = b; row < end; row++) {
     int t = (int)(row / (size_t)c->H), h = (int)(row % (size_t)c->H);
     int g = h / (c->H / c->Hkv);
-    const float *dO = c->dout + row * (size_t)c->d;
+    const pg_real *dO = c->dout + row * (size_t)c->d;
     double mx = attn_max(c, t, h), den = 0.0, dsum = 0.0;
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
@@ -302,11 +303,11 @@ static void attn_bwd_q_rows(void *p, size_t b, size_t end) {
       if (!attn_allowed(c, t, s)) continue;
       double pr = exp(attn_score(c, t, h, s) - mx) / den;
       double ds = pr * (attn_dot(dO, attn_kv(c, c->v, s, g), c->d) - D);
-      const float *ks = attn_kv(c, c->k, s, g);
+      const pg_real *ks = attn_kv(c, c->k, s, g);
       for (int i = 0; i < c->d; i++) acc[i] += ds * (double)ks[i];
     }
-    float *dq = c->dq + row * (size_t)c->d;
-    for (int i = 0; i < c->d; i++) dq[i] = (float)((double)dq[i] + c->scale * acc[i]);
+    pg_real *dq = c->dq + row * (size_t)c->d;
+    for (int i = 0; i < c->d; i++) dq[i] = (pg_real)((double)dq[i] + c->scale * acc[i]);
   }
 }
 
@@ -318,14 +319,14 @@ static void attn_bwd_kv_rows(void *p, size_t b, size_t end) {
   int rep = c->H / c->Hkv;
   for (size_t row = b; row < end; row++) {
     int s = (int)(row / (size_t)c->Hkv), g = (int)(row % (size_t)c->Hkv);
-    const float *vs = attn_kv(c, c->v, s, g);
+    const pg_real *vs = attn_kv(c, c->v, s, g);
     for (int i = 0; i < c->d; i++) ak[i] = av[i] = 0.0;
     for (int h = g * rep; h < (g + 1) * rep; h++) {
       for (int t = s; t < c->T; t++) {
         if (!attn_allowed(c, t, s)) continue;
         const double *st = c->stats + ((size_t)t * (size_t)c->H + (size_t)h) * 3;
-        const float *dO = c->dout + ((size_t)t * (size_t)c->H + (size_t)h) * (size_t)c->d;
-        const float *qt = attn_q(c, t, h);
+        const pg_real *dO = c->dout + ((size_t)t * (size_t)c->H + (size_t)h) * (size_t)c->d;
+        const pg_real *qt = attn_q(c, t, h);
         double pr = exp(attn_score(c, t, h, s) - st[0]) / st[1];
         double ds = pr * (attn_dot(dO, vs, c->d) - st[2]);
         for (int i = 0; i < c->d; i++) {
@@ -336,14 +337,14 @@ static void attn_bwd_kv_rows(void *p, size_t b, size_t end) {
     }
     size_t off = row * (size_t)c->d;
     if (c->dk)
-      for (int i = 0; i < c->d; i++) c->dk[off + i] = (float)((double)c->dk[off + i] + c->scale * ak[i]);
+      for (int i = 0; i < c->d; i++) c->dk[off + i] = (pg_real)((double)c->dk[off + i] + c->scale * ak[i]);
     if (c->dv)
-      for (int i = 0; i < c->d; i++) c->dv[off + i] = (float)((double)c->dv[off + i] + av[i]);
+      for (int i = 0; i < c->d; i++) c->dv[off + i] = (pg_real)((double)c->dv[off + i] + av[i]);
   }
 }
 
-static int cpu_attention_bwd(const pg_ops *e, float *dq, float *dk, float *dv, const float *dout,
-                             const float *q, const float *k, const float *v, const int32_t *seg,
+static int cpu_attention_bwd(const pg_ops *e, pg_real *dq, pg_real *dk, pg_real *dv, const pg_real *dout,
+                             const pg_real *q, const pg_real *k, const pg_real *v, const int32_t *seg,
                              int T, int H, int Hkv, int d, float scale) {
   size_t rows = (size_t)T * (size_t)H;
   double *stats = malloc((rows ? rows : 1) * 3 * sizeof *stats);
@@ -361,8 +362,8 @@ static int cpu_attention_bwd(const pg_ops *e, float *dq, float *dk, float *dv, c
  * elementwise ops: activations, gates, softcap, axpy */
 
 typedef struct {
-  float *y, *dx, *dg;
-  const float *x, *dy, *g;
+  pg_real *y, *dx, *dg;
+  const pg_real *x, *dy, *g;
   double a;
   int D; /* rowgate only */
 } pg_ew_ctx;
@@ -371,7 +372,7 @@ static void relu2_fwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
   for (size_t i = b; i < end; i++) {
     double x = c->x[i] > 0.0f ? (double)c->x[i] : 0.0;
-    c->y[i] = (float)(x * x);
+    c->y[i] = (pg_real)(x * x);
   }
 }
 
@@ -379,7 +380,7 @@ static void relu2_bwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
   for (size_t i = b; i < end; i++) {
     double x = c->x[i] > 0.0f ? (double)c->x[i] : 0.0;
-    c->dx[i] = (float)((double)c->dx[i] + (double)c->dy[i] * 2.0 * x);
+    c->dx[i] = (pg_real)((double)c->dx[i] + (double)c->dy[i] * 2.0 * x);
   }
 }
 
@@ -387,7 +388,7 @@ static void leaky2_fwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
   for (size_t i = b; i < end; i++) {
     double x = (double)c->x[i], u = x > 0.0 ? x : c->a * x;
-    c->y[i] = (float)(u * u);
+    c->y[i] = (pg_real)(u * u);
   }
 }
 
@@ -395,7 +396,7 @@ static void leaky2_bwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
   for (size_t i = b; i < end; i++) {
     double x = (double)c->x[i], du = x > 0.0 ? 2.0 * x : 2.0 * c->a * c->a * x;
-    c->dx[i] = (float)((double)c->dx[i] + (double)c->dy[i] * du);
+    c->dx[i] = (pg_real)((double)c->dx[i] + (double)c->dy[i] * du);
   }
 }
 
@@ -405,15 +406,15 @@ static double sigmoid(double z) {
 
 static void gate_fwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
-  for (size_t i = b; i < end; i++) c->y[i] = (float)((double)c->x[i] * sigmoid((double)c->g[i]));
+  for (size_t i = b; i < end; i++) c->y[i] = (pg_real)((double)c->x[i] * sigmoid((double)c->g[i]));
 }
 
 static void gate_bwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
   for (size_t i = b; i < end; i++) {
     double sg = sigmoid((double)c->g[i]), dy = (double)c->dy[i];
-    if (c->dx) c->dx[i] = (float)((double)c->dx[i] + dy * sg);
-    if (c->dg) c->dg[i] = (float)((double)c->dg[i] + dy * (double)c->x[i] * sg * (1.0 - sg));
+    if (c->dx) c->dx[i] = (pg_real)((double)c->dx[i] + dy * sg);
+    if (c->dg) c->dg[i] = (pg_real)((double)c->dg[i] + dy * (double)c->x[i] * sg * (1.0 - sg));
   }
 }
 
@@ -422,7 +423,7 @@ static void rowgate_fwd_rows(void *p, size_t b, size_t end) {
   for (size_t r = b; r < end; r++) {
     double sg = sigmoid((double)c->g[r]);
     for (size_t j = r * (size_t)c->D; j < (r + 1) * (size_t)c->D; j++)
-      c->y[j] = (float)((double)c->x[j] * sg);
+      c->y[j] = (pg_real)((double)c->x[j] * sg);
   }
 }
 
@@ -432,86 +433,86 @@ static void rowgate_bwd_rows(void *p, size_t b, size_t end) {
     double sg = sigmoid((double)c->g[r]), dot = 0.0;
     for (size_t j = r * (size_t)c->D; j < (r + 1) * (size_t)c->D; j++) {
       dot += (double)c->dy[j] * (double)c->x[j];
-      if (c->dx) c->dx[j] = (float)((double)c->dx[j] + (double)c->dy[j] * sg);
+      if (c->dx) c->dx[j] = (pg_real)((double)c->dx[j] + (double)c->dy[j] * sg);
     }
-    if (c->dg) c->dg[r] = (float)((double)c->dg[r] + dot * sg * (1.0 - sg));
+    if (c->dg) c->dg[r] = (pg_real)((double)c->dg[r] + dot * sg * (1.0 - sg));
   }
 }
 
 static void softcap_fwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
-  for (size_t i = b; i < end; i++) c->y[i] = (float)(c->a * tanh((double)c->x[i] / c->a));
+  for (size_t i = b; i < end; i++) c->y[i] = (pg_real)(c->a * tanh((double)c->x[i] / c->a));
 }
 
 static void softcap_bwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
   for (size_t i = b; i < end; i++) {
     double th = tanh((double)c->x[i] / c->a);
-    c->dx[i] = (float)((double)c->dx[i] + (double)c->dy[i] * (1.0 - th * th));
+    c->dx[i] = (pg_real)((double)c->dx[i] + (double)c->dy[i] * (1.0 - th * th));
   }
 }
 
 static void axpy_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
-  for (size_t i = b; i < end; i++) c->y[i] = (float)((double)c->y[i] + c->a * (double)c->x[i]);
+  for (size_t i = b; i < end; i++) c->y[i] = (pg_real)((double)c->y[i] + c->a * (double)c->x[i]);
 }
 
-static void cpu_relu2_fwd(const pg_ops *e, float *y, const float *x, size_t n) {
+static void cpu_relu2_fwd(const pg_ops *e, pg_real *y, const pg_real *x, size_t n) {
   pg_ew_ctx c = {.y = y, .x = x};
   pg_parallel_for(n, relu2_fwd_range, &c, e->nthreads);
 }
 
-static void cpu_relu2_bwd(const pg_ops *e, float *dx, const float *dy, const float *x, size_t n) {
+static void cpu_relu2_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n) {
   pg_ew_ctx c = {.dx = dx, .dy = dy, .x = x};
   pg_parallel_for(n, relu2_bwd_range, &c, e->nthreads);
 }
 
-static void cpu_leaky_relu2_fwd(const pg_ops *e, float *y, const float *x, size_t n, float s) {
+static void cpu_leaky_relu2_fwd(const pg_ops *e, pg_real *y, const pg_real *x, size_t n, float s) {
   pg_ew_ctx c = {.y = y, .x = x, .a = (double)s};
   pg_parallel_for(n, leaky2_fwd_range, &c, e->nthreads);
 }
 
-static void cpu_leaky_relu2_bwd(const pg_ops *e, float *dx, const float *dy, const float *x,
+static void cpu_leaky_relu2_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x,
                                 size_t n, float s) {
   pg_ew_ctx c = {.dx = dx, .dy = dy, .x = x, .a = (double)s};
   pg_parallel_for(n, leaky2_bwd_range, &c, e->nthreads);
 }
 
-static void cpu_gate_fwd(const pg_ops *e, float *y, const float *x, const float *g, size_t n) {
+static void cpu_gate_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, size_t n) {
   pg_ew_ctx c = {.y = y, .x = x, .g = g};
   pg_parallel_for(n, gate_fwd_range, &c, e->nthreads);
 }
 
-static void cpu_gate_bwd(const pg_ops *e, float *dx, float *dg, const float *dy, const float *x,
-                         const float *g, size_t n) {
+static void cpu_gate_bwd(const pg_ops *e, pg_real *dx, pg_real *dg, const pg_real *dy, const pg_real *x,
+                         const pg_real *g, size_t n) {
   pg_ew_ctx c = {.dx = dx, .dg = dg, .dy = dy, .x = x, .g = g};
   pg_parallel_for(n, gate_bwd_range, &c, e->nthreads);
 }
 
-static void cpu_rowgate_fwd(const pg_ops *e, float *y, const float *x, const float *g, int R,
+static void cpu_rowgate_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, int R,
                             int D) {
   pg_ew_ctx c = {.y = y, .x = x, .g = g, .D = D};
   pg_parallel_for((size_t)R, rowgate_fwd_rows, &c, e->nthreads);
 }
 
-static void cpu_rowgate_bwd(const pg_ops *e, float *dx, float *dg, const float *dy,
-                            const float *x, const float *g, int R, int D) {
+static void cpu_rowgate_bwd(const pg_ops *e, pg_real *dx, pg_real *dg, const pg_real *dy,
+                            const pg_real *x, const pg_real *g, int R, int D) {
   pg_ew_ctx c = {.dx = dx, .dg = dg, .dy = dy, .x = x, .g = g, .D = D};
   pg_parallel_for((size_t)R, rowgate_bwd_rows, &c, e->nthreads);
 }
 
-static void cpu_softcap_fwd(const pg_ops *e, float *y, const float *z, size_t n, float cap) {
+static void cpu_softcap_fwd(const pg_ops *e, pg_real *y, const pg_real *z, size_t n, float cap) {
   pg_ew_ctx c = {.y = y, .x = z, .a = (double)cap};
   pg_parallel_for(n, softcap_fwd_range, &c, e->nthreads);
 }
 
-static void cpu_softcap_bwd(const pg_ops *e, float *dz, const float *dy, const float *z, size_t n,
+static void cpu_softcap_bwd(const pg_ops *e, pg_real *dz, const pg_real *dy, const pg_real *z, size_t n,
                             float cap) {
   pg_ew_ctx c = {.dx = dz, .dy = dy, .x = z, .a = (double)cap};
   pg_parallel_for(n, softcap_bwd_range, &c, e->nthreads);
 }
 
-static void cpu_axpy(const pg_ops *e, float *y, float a, const float *x, size_t n) {
+static void cpu_axpy(const pg_ops *e, pg_real *y, float a, const pg_real *x, size_t n) {
   pg_ew_ctx c = {.y = y, .x = x, .a = (double)a};
   pg_parallel_for(n, axpy_range, &c, e->nthreads);
 }
@@ -520,8 +521,8 @@ static void cpu_axpy(const pg_ops *e, float *y, float a, const float *x, size_t 
  * chanmul: x[R, C] ⊙ s[C] broadcast over rows */
 
 typedef struct {
-  float *y, *dx, *ds;
-  const float *x, *dy, *s;
+  pg_real *y, *dx, *ds;
+  const pg_real *x, *dy, *s;
   int R, C;
 } pg_cm_ctx;
 
@@ -530,7 +531,7 @@ static void cm_fwd_rows(void *p, size_t b, size_t end) {
   for (size_t r = b; r < end; r++)
     for (int j = 0; j < c->C; j++) {
       size_t i = r * (size_t)c->C + (size_t)j;
-      c->y[i] = (float)((double)c->x[i] * (double)c->s[j]);
+      c->y[i] = (pg_real)((double)c->x[i] * (double)c->s[j]);
     }
 }
 
@@ -539,7 +540,7 @@ static void cm_bwd_dx_rows(void *p, size_t b, size_t end) {
   for (size_t r = b; r < end; r++)
     for (int j = 0; j < c->C; j++) {
       size_t i = r * (size_t)c->C + (size_t)j;
-      c->dx[i] = (float)((double)c->dx[i] + (double)c->dy[i] * (double)c->s[j]);
+      c->dx[i] = (pg_real)((double)c->dx[i] + (double)c->dy[i] * (double)c->s[j]);
     }
 }
 
@@ -555,18 +556,18 @@ static void cm_bwd_ds_blocks(void *p, size_t b, size_t end) {
       size_t off = (size_t)r * (size_t)c->C + (size_t)j0;
       for (int j = 0; j < jn; j++) acc[j] += (double)c->dy[off + j] * (double)c->x[off + j];
     }
-    for (int j = 0; j < jn; j++) c->ds[j0 + j] = (float)((double)c->ds[j0 + j] + acc[j]);
+    for (int j = 0; j < jn; j++) c->ds[j0 + j] = (pg_real)((double)c->ds[j0 + j] + acc[j]);
   }
 }
 
-static void cpu_chanmul_fwd(const pg_ops *e, float *y, const float *x, const float *s, int R,
+static void cpu_chanmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, int R,
                             int C) {
   pg_cm_ctx c = {.y = y, .x = x, .s = s, .R = R, .C = C};
   pg_parallel_for((size_t)R, cm_fwd_rows, &c, e->nthreads);
 }
 
-static void cpu_chanmul_bwd(const pg_ops *e, float *dx, float *ds, const float *dy,
-                            const float *x, const float *s, int R, int C) {
+static void cpu_chanmul_bwd(const pg_ops *e, pg_real *dx, pg_real *ds, const pg_real *dy,
+                            const pg_real *x, const pg_real *s, int R, int C) {
   pg_cm_ctx c = {.dx = dx, .ds = ds, .dy = dy, .x = x, .s = s, .R = R, .C = C};
   if (dx) pg_parallel_for((size_t)R, cm_bwd_dx_rows, &c, e->nthreads);
   if (ds)
@@ -580,13 +581,13 @@ static void cpu_chanmul_bwd(const pg_ops *e, float *dx, float *ds, const float *
 #define PG_OPS_XSA_EPS 1e-12
 
 typedef struct {
-  float *out, *dy, *dv;
-  const float *y, *v, *dout;
+  pg_real *out, *dy, *dv;
+  const pg_real *y, *v, *dout;
   int H, Hkv, d;
 } pg_xsa_ctx;
 
 /* v̂ of one value row into vh[d] (fp64); returns the clamped norm max(‖v‖, 1e-12) */
-static double xsa_unit(const float *v, int d, double *vh) {
+static double xsa_unit(const pg_real *v, int d, double *vh) {
   double ss = 0.0;
   for (int i = 0; i < d; i++) ss += (double)v[i] * (double)v[i];
   double nrm = sqrt(ss);
@@ -603,11 +604,11 @@ static void xsa_fwd_rows(void *p, size_t b, size_t end) {
     size_t t = row / (size_t)c->H;
     int g = (int)(row % (size_t)c->H) / (c->H / c->Hkv);
     xsa_unit(c->v + (t * (size_t)c->Hkv + (size_t)g) * (size_t)c->d, c->d, vh);
-    const float *y = c->y + row * (size_t)c->d;
-    float *o = c->out + row * (size_t)c->d;
+    const pg_real *y = c->y + row * (size_t)c->d;
+    pg_real *o = c->out + row * (size_t)c->d;
     double a = 0.0;
     for (int i = 0; i < c->d; i++) a += (double)y[i] * vh[i];
-    for (int i = 0; i < c->d; i++) o[i] = (float)((double)y[i] - a * vh[i]);
+    for (int i = 0; i < c->d; i++) o[i] = (pg_real)((double)y[i] - a * vh[i]);
   }
 }
 
@@ -621,12 +622,12 @@ static void xsa_bwd_rows(void *p, size_t b, size_t end) {
   for (size_t row = b; row < end; row++) {
     size_t t = row / (size_t)c->Hkv;
     int g = (int)(row % (size_t)c->Hkv);
-    const float *v = c->v + row * (size_t)c->d;
+    const pg_real *v = c->v + row * (size_t)c->d;
     double nrm = xsa_unit(v, c->d, vh);
     for (int i = 0; i < c->d; i++) gv[i] = 0.0;
     for (int h = g * rep; h < (g + 1) * rep; h++) {
       size_t off = (t * (size_t)c->H + (size_t)h) * (size_t)c->d;
-      const float *y = c->y + off, *dO = c->dout + off;
+      const pg_real *y = c->y + off, *dO = c->dout + off;
       double a = 0.0, bb = 0.0;
       for (int i = 0; i < c->d; i++) {
         a += (double)y[i] * vh[i];
@@ -635,30 +636,301 @@ static void xsa_bwd_rows(void *p, size_t b, size_t end) {
       for (int i = 0; i < c->d; i++) gv[i] -= bb * (double)y[i] + a * (double)dO[i];
       if (c->dy)
         for (int i = 0; i < c->d; i++)
-          c->dy[off + i] = (float)((double)c->dy[off + i] + ((double)dO[i] - bb * vh[i]));
+          c->dy[off + i] = (pg_real)((double)c->dy[off + i] + ((double)dO[i] - bb * vh[i]));
     }
     if (!c->dv) continue;
-    float *dv = c->dv + row * (size_t)c->d;
+    pg_real *dv = c->dv + row * (size_t)c->d;
     if (nrm > PG_OPS_XSA_EPS) {
       double gd = 0.0;
       for (int i = 0; i < c->d; i++) gd += gv[i] * vh[i];
-      for (int i = 0; i < c->d; i++) dv[i] = (float)((double)dv[i] + (gv[i] - gd * vh[i]) / nrm);
+      for (int i = 0; i < c->d; i++) dv[i] = (pg_real)((double)dv[i] + (gv[i] - gd * vh[i]) / nrm);
     } else {
-      for (int i = 0; i < c->d; i++) dv[i] = (float)((double)dv[i] + gv[i] / nrm);
+      for (int i = 0; i < c->d; i++) dv[i] = (pg_real)((double)dv[i] + gv[i] / nrm);
     }
   }
 }
 
-static void cpu_xsa_fwd(const pg_ops *e, float *out, const float *y, const float *v, int T, int H,
+static void cpu_xsa_fwd(const pg_ops *e, pg_real *out, const pg_real *y, const pg_real *v, int T, int H,
                         int Hkv, int d) {
   pg_xsa_ctx c = {.out = out, .y = y, .v = v, .H = H, .Hkv = Hkv, .d = d};
   pg_parallel_for((size_t)T * (size_t)H, xsa_fwd_rows, &c, e->nthreads);
 }
 
-static void cpu_xsa_bwd(const pg_ops *e, float *dy, float *dv, const float *dout, const float *y,
-                        const float *v, int T, int H, int Hkv, int d) {
+static void cpu_xsa_bwd(const pg_ops *e, pg_real *dy, pg_real *dv, const pg_real *dout, const pg_real *y,
+                        const pg_real *v, int T, int H, int Hkv, int d) {
   pg_xsa_ctx c = {.dy = dy, .dv = dv, .dout = dout, .y = y, .v = v, .H = H, .Hkv = Hkv, .d = d};
   pg_parallel_for((size_t)T * (size_t)Hkv, xsa_bwd_rows, &c, e->nthreads);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * chanlerp, rowmul, tanh: the elementwise pieces of the model's gates, lerps and readout */
+
+typedef struct {
+  pg_real *y, *da, *db, *dg;
+  const pg_real *a, *b, *g, *dy;
+  int R, C;
+} pg_lerp_ctx;
+
+static void lerp_fwd_rows(void *p, size_t b, size_t end) {
+  const pg_lerp_ctx *c = p;
+  for (size_t r = b; r < end; r++)
+    for (int j = 0; j < c->C; j++) {
+      size_t i = r * (size_t)c->C + (size_t)j;
+      double sg = sigmoid((double)c->g[j]);
+      c->y[i] = (pg_real)(sg * (double)c->a[i] + (1.0 - sg) * (double)c->b[i]);
+    }
+}
+
+static void lerp_bwd_ab_rows(void *p, size_t b, size_t end) {
+  const pg_lerp_ctx *c = p;
+  for (size_t r = b; r < end; r++)
+    for (int j = 0; j < c->C; j++) {
+      size_t i = r * (size_t)c->C + (size_t)j;
+      double sg = sigmoid((double)c->g[j]), dy = (double)c->dy[i];
+      if (c->da) c->da[i] = (pg_real)((double)c->da[i] + sg * dy);
+      if (c->db) c->db[i] = (pg_real)((double)c->db[i] + (1.0 - sg) * dy);
+    }
+}
+
+/* column blocks: dg[c] += σ'(g[c]) · Σ_r dy[r,c]·(a[r,c] − b[r,c]) (r ascending) */
+static void lerp_bwd_g_blocks(void *p, size_t b, size_t end) {
+  const pg_lerp_ctx *c = p;
+  double acc[PG_OPS_KBLOCK];
+  for (size_t jb = b; jb < end; jb++) {
+    int j0 = (int)jb * PG_OPS_KBLOCK;
+    int jn = c->C - j0 < PG_OPS_KBLOCK ? c->C - j0 : PG_OPS_KBLOCK;
+    for (int j = 0; j < jn; j++) acc[j] = 0.0;
+    for (int r = 0; r < c->R; r++) {
+      size_t off = (size_t)r * (size_t)c->C + (size_t)j0;
+      for (int j = 0; j < jn; j++)
+        acc[j] += (double)c->dy[off + j] * ((double)c->a[off + j] - (double)c->b[off + j]);
+    }
+    for (int j = 0; j < jn; j++) {
+      double sg = sigmoid((double)c->g[j0 + j]);
+      c->dg[j0 + j] = (pg_real)((double)c->dg[j0 + j] + acc[j] * sg * (1.0 - sg));
+    }
+  }
+}
+
+static void cpu_chanlerp_fwd(const pg_ops *e, pg_real *y, const pg_real *a, const pg_real *b,
+                             const pg_real *g, int R, int C) {
+  pg_lerp_ctx c = {.y = y, .a = a, .b = b, .g = g, .R = R, .C = C};
+  pg_parallel_for((size_t)R, lerp_fwd_rows, &c, e->nthreads);
+}
+
+static void cpu_chanlerp_bwd(const pg_ops *e, pg_real *da, pg_real *db, pg_real *dg,
+                             const pg_real *dy, const pg_real *a, const pg_real *b,
+                             const pg_real *g, int R, int C) {
+  pg_lerp_ctx c = {.da = da, .db = db, .dg = dg, .dy = dy, .a = a, .b = b, .g = g, .R = R,
+                   .C = C};
+  if (da || db) pg_parallel_for((size_t)R, lerp_bwd_ab_rows, &c, e->nthreads);
+  if (dg)
+    pg_parallel_for(((size_t)C + PG_OPS_KBLOCK - 1) / PG_OPS_KBLOCK, lerp_bwd_g_blocks, &c,
+                    e->nthreads);
+}
+
+static void rowmul_fwd_rows(void *p, size_t b, size_t end) {
+  const pg_ew_ctx *c = p;
+  for (size_t r = b; r < end; r++) {
+    double s = (double)c->g[r];
+    for (size_t j = r * (size_t)c->D; j < (r + 1) * (size_t)c->D; j++)
+      c->y[j] = (pg_real)((double)c->x[j] * s);
+  }
+}
+
+static void rowmul_bwd_rows(void *p, size_t b, size_t end) {
+  const pg_ew_ctx *c = p;
+  for (size_t r = b; r < end; r++) {
+    double s = (double)c->g[r], dot = 0.0;
+    for (size_t j = r * (size_t)c->D; j < (r + 1) * (size_t)c->D; j++) {
+      dot += (double)c->dy[j] * (double)c->x[j];
+      if (c->dx) c->dx[j] = (pg_real)((double)c->dx[j] + (double)c->dy[j] * s);
+    }
+    if (c->dg) c->dg[r] = (pg_real)((double)c->dg[r] + dot);
+  }
+}
+
+static void cpu_rowmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, int R,
+                           int D) {
+  pg_ew_ctx c = {.y = y, .x = x, .g = s, .D = D};
+  pg_parallel_for((size_t)R, rowmul_fwd_rows, &c, e->nthreads);
+}
+
+static void cpu_rowmul_bwd(const pg_ops *e, pg_real *dx, pg_real *ds, const pg_real *dy,
+                           const pg_real *x, const pg_real *s, int R, int D) {
+  pg_ew_ctx c = {.dx = dx, .dg = ds, .dy = dy, .x = x, .g = s, .D = D};
+  pg_parallel_for((size_t)R, rowmul_bwd_rows, &c, e->nthreads);
+}
+
+static void tanh_fwd_range(void *p, size_t b, size_t end) {
+  const pg_ew_ctx *c = p;
+  for (size_t i = b; i < end; i++) c->y[i] = (pg_real)tanh((double)c->x[i]);
+}
+
+static void tanh_bwd_range(void *p, size_t b, size_t end) {
+  const pg_ew_ctx *c = p;
+  for (size_t i = b; i < end; i++) {
+    double th = tanh((double)c->x[i]);
+    c->dx[i] = (pg_real)((double)c->dx[i] + (double)c->dy[i] * (1.0 - th * th));
+  }
+}
+
+static void cpu_tanh_fwd(const pg_ops *e, pg_real *y, const pg_real *x, size_t n) {
+  pg_ew_ctx c = {.y = y, .x = x};
+  pg_parallel_for(n, tanh_fwd_range, &c, e->nthreads);
+}
+
+static void cpu_tanh_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x,
+                         size_t n) {
+  pg_ew_ctx c = {.dx = dx, .dy = dy, .x = x};
+  pg_parallel_for(n, tanh_bwd_range, &c, e->nthreads);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * embed (row gather and its scatter-add), column slices, group expand, copy, zero */
+
+typedef struct {
+  pg_real *y;
+  const pg_real *x;
+  const int32_t *ids;
+  const int32_t *start, *order; /* embed_bwd: tokens of row v are order[start[v] .. start[v+1]) */
+  int D, C, c0, w, r;
+} pg_gather_ctx;
+
+static int ids_check(const int32_t *ids, int T, int V) {
+  for (int t = 0; t < T; t++)
+    if (ids[t] < 0 || ids[t] >= V) return PG_E_TOKEN_RANGE;
+  return PG_OK;
+}
+
+static void embed_fwd_rows(void *p, size_t b, size_t end) {
+  const pg_gather_ctx *c = p;
+  for (size_t t = b; t < end; t++) {
+    const pg_real *src = c->x + (size_t)c->ids[t] * (size_t)c->D;
+    pg_real *dst = c->y + t * (size_t)c->D;
+    for (int i = 0; i < c->D; i++) dst[i] = src[i];
+  }
+}
+
+static void embed_bwd_rows(void *p, size_t b, size_t end) {
+  const pg_gather_ctx *c = p;
+  double acc[PG_OPS_KBLOCK];
+  for (size_t v = b; v < end; v++) {
+    int32_t s0 = c->start[v], s1 = c->start[v + 1];
+    if (s0 == s1) continue;
+    pg_real *dst = c->y + v * (size_t)c->D;
+    for (int i0 = 0; i0 < c->D; i0 += PG_OPS_KBLOCK) {
+      int in = c->D - i0 < PG_OPS_KBLOCK ? c->D - i0 : PG_OPS_KBLOCK;
+      for (int j = 0; j < in; j++) acc[j] = 0.0;
+      for (int32_t k = s0; k < s1; k++) {
+        const pg_real *src = c->x + (size_t)c->order[k] * (size_t)c->D + (size_t)i0;
+        for (int j = 0; j < in; j++) acc[j] += (double)src[j];
+      }
+      for (int j = 0; j < in; j++) dst[i0 + j] = (pg_real)((double)dst[i0 + j] + acc[j]);
+    }
+  }
+}
+
+static int cpu_embed_fwd(const pg_ops *e, pg_real *y, const pg_real *table, const int32_t *ids,
+                         int T, int D, int V) {
+  int st = ids_check(ids, T, V);
+  if (st) return st;
+  pg_gather_ctx c = {.y = y, .x = table, .ids = ids, .D = D};
+  pg_parallel_for((size_t)T, embed_fwd_rows, &c, e->nthreads);
+  return PG_OK;
+}
+
+/* A counting sort lists each row's tokens in ascending t; rows are then independent. */
+static int cpu_embed_bwd(const pg_ops *e, pg_real *dtable, const pg_real *dy, const int32_t *ids,
+                         int T, int D, int V) {
+  int st = ids_check(ids, T, V);
+  if (st) return st;
+  int32_t *start = calloc((size_t)V + 1, sizeof *start);
+  int32_t *order = malloc((T > 0 ? (size_t)T : 1) * sizeof *order);
+  if (!start || !order) {
+    free(start);
+    free(order);
+    return PG_E_NOMEM;
+  }
+  for (int t = 0; t < T; t++) start[ids[t] + 1]++;
+  for (int v = 0; v < V; v++) start[v + 1] += start[v];
+  int32_t *fill = malloc((size_t)V * sizeof *fill);
+  if (!fill) {
+    free(start);
+    free(order);
+    return PG_E_NOMEM;
+  }
+  for (int v = 0; v < V; v++) fill[v] = start[v];
+  for (int t = 0; t < T; t++) order[fill[ids[t]]++] = t;
+  free(fill);
+  pg_gather_ctx c = {.y = dtable, .x = dy, .start = start, .order = order, .D = D};
+  pg_parallel_for((size_t)V, embed_bwd_rows, &c, e->nthreads);
+  free(start);
+  free(order);
+  return PG_OK;
+}
+
+static void cols_fwd_rows(void *p, size_t b, size_t end) {
+  const pg_gather_ctx *c = p;
+  for (size_t r = b; r < end; r++)
+    for (int j = 0; j < c->w; j++)
+      c->y[r * (size_t)c->w + (size_t)j] = c->x[r * (size_t)c->C + (size_t)(c->c0 + j)];
+}
+
+static void cols_bwd_rows(void *p, size_t b, size_t end) {
+  const pg_gather_ctx *c = p;
+  for (size_t r = b; r < end; r++)
+    for (int j = 0; j < c->w; j++) {
+      pg_real *dx = c->y + r * (size_t)c->C + (size_t)(c->c0 + j);
+      *dx = (pg_real)((double)*dx + (double)c->x[r * (size_t)c->w + (size_t)j]);
+    }
+}
+
+static void cpu_cols_fwd(const pg_ops *e, pg_real *y, const pg_real *x, int R, int C, int c0,
+                         int w) {
+  pg_gather_ctx c = {.y = y, .x = x, .C = C, .c0 = c0, .w = w};
+  pg_parallel_for((size_t)R, cols_fwd_rows, &c, e->nthreads);
+}
+
+static void cpu_cols_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, int R, int C, int c0,
+                         int w) {
+  pg_gather_ctx c = {.y = dx, .x = dy, .C = C, .c0 = c0, .w = w};
+  pg_parallel_for((size_t)R, cols_bwd_rows, &c, e->nthreads);
+}
+
+static void expand_fwd_rows(void *p, size_t b, size_t end) {
+  const pg_gather_ctx *c = p;
+  for (size_t g = b; g < end; g++)
+    for (int j = 0; j < c->r; j++) c->y[g * (size_t)c->r + (size_t)j] = c->x[g];
+}
+
+static void expand_bwd_rows(void *p, size_t b, size_t end) {
+  const pg_gather_ctx *c = p;
+  for (size_t g = b; g < end; g++) {
+    double acc = 0.0;
+    for (int j = 0; j < c->r; j++) acc += (double)c->x[g * (size_t)c->r + (size_t)j];
+    c->y[g] = (pg_real)((double)c->y[g] + acc);
+  }
+}
+
+static void cpu_expand_fwd(const pg_ops *e, pg_real *y, const pg_real *x, int G, int r) {
+  pg_gather_ctx c = {.y = y, .x = x, .r = r};
+  pg_parallel_for((size_t)G, expand_fwd_rows, &c, e->nthreads);
+}
+
+static void cpu_expand_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, int G, int r) {
+  pg_gather_ctx c = {.y = dx, .x = dy, .r = r};
+  pg_parallel_for((size_t)G, expand_bwd_rows, &c, e->nthreads);
+}
+
+static void cpu_copy(const pg_ops *e, pg_real *y, const pg_real *x, size_t n) {
+  (void)e;
+  if (n) memmove(y, x, n * sizeof *y);
+}
+
+static void cpu_zero(const pg_ops *e, pg_real *y, size_t n) {
+  (void)e;
+  if (n) memset(y, 0, n * sizeof *y);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -666,14 +938,14 @@ static void cpu_xsa_bwd(const pg_ops *e, float *dy, float *dv, const float *dout
 
 typedef struct {
   double *nll;
-  float *dl;
-  const float *logits, *dnll;
+  pg_real *dl;
+  const pg_real *logits, *dnll;
   const int32_t *tg;
   int V;
 } pg_ce_ctx;
 
 /* max and Σ_v e^(l_v − max) of one row */
-static void ce_row_stats(const float *l, int V, double *mx, double *sum) {
+static void ce_row_stats(const pg_real *l, int V, double *mx, double *sum) {
   double m = -INFINITY, s = 0.0;
   for (int v = 0; v < V; v++)
     if ((double)l[v] > m) m = (double)l[v];
@@ -685,7 +957,7 @@ static void ce_row_stats(const float *l, int V, double *mx, double *sum) {
 static void ce_fwd_rows(void *p, size_t b, size_t end) {
   const pg_ce_ctx *c = p;
   for (size_t t = b; t < end; t++) {
-    const float *l = c->logits + t * (size_t)c->V;
+    const pg_real *l = c->logits + t * (size_t)c->V;
     double mx, sum;
     ce_row_stats(l, c->V, &mx, &sum);
     c->nll[t] = mx + log(sum) - (double)l[c->tg[t]];
@@ -695,13 +967,13 @@ static void ce_fwd_rows(void *p, size_t b, size_t end) {
 static void ce_bwd_rows(void *p, size_t b, size_t end) {
   const pg_ce_ctx *c = p;
   for (size_t t = b; t < end; t++) {
-    const float *l = c->logits + t * (size_t)c->V;
-    float *dl = c->dl + t * (size_t)c->V;
+    const pg_real *l = c->logits + t * (size_t)c->V;
+    pg_real *dl = c->dl + t * (size_t)c->V;
     double g = c->dnll ? (double)c->dnll[t] : 1.0, mx, sum;
     ce_row_stats(l, c->V, &mx, &sum);
     for (int v = 0; v < c->V; v++) {
       double pr = exp((double)l[v] - mx) / sum - (v == c->tg[t] ? 1.0 : 0.0);
-      dl[v] = (float)((double)dl[v] + g * pr);
+      dl[v] = (pg_real)((double)dl[v] + g * pr);
     }
   }
 }
@@ -712,7 +984,7 @@ static int ce_check_targets(const int32_t *tg, int T, int V) {
   return PG_OK;
 }
 
-static int cpu_ce_fwd(const pg_ops *e, double *nll, const float *logits, const int32_t *targets,
+static int cpu_ce_fwd(const pg_ops *e, double *nll, const pg_real *logits, const int32_t *targets,
                       int T, int V) {
   int st = ce_check_targets(targets, T, V);
   if (st) return st;
@@ -721,7 +993,7 @@ static int cpu_ce_fwd(const pg_ops *e, double *nll, const float *logits, const i
   return PG_OK;
 }
 
-static int cpu_ce_bwd(const pg_ops *e, float *dlogits, const float *dnll, const float *logits,
+static int cpu_ce_bwd(const pg_ops *e, pg_real *dlogits, const pg_real *dnll, const pg_real *logits,
                       const int32_t *targets, int T, int V) {
   int st = ce_check_targets(targets, T, V);
   if (st) return st;
@@ -762,6 +1034,20 @@ pg_ops pg_ops_cpu(int nthreads) {
       .ce_fwd = cpu_ce_fwd,
       .ce_bwd = cpu_ce_bwd,
       .axpy = cpu_axpy,
+      .chanlerp_fwd = cpu_chanlerp_fwd,
+      .chanlerp_bwd = cpu_chanlerp_bwd,
+      .rowmul_fwd = cpu_rowmul_fwd,
+      .rowmul_bwd = cpu_rowmul_bwd,
+      .tanh_fwd = cpu_tanh_fwd,
+      .tanh_bwd = cpu_tanh_bwd,
+      .embed_fwd = cpu_embed_fwd,
+      .embed_bwd = cpu_embed_bwd,
+      .cols_fwd = cpu_cols_fwd,
+      .cols_bwd = cpu_cols_bwd,
+      .expand_fwd = cpu_expand_fwd,
+      .expand_bwd = cpu_expand_bwd,
+      .copy = cpu_copy,
+      .zero = cpu_zero,
   };
   return o;
 }

@@ -1,7 +1,7 @@
 /* pg_ops.h: the engine's op table. Model code (forward, backward, loss) is written once against
  * pg_ops; pg_ops_cpu() is the CPU reference (the oracle), a CUDA engine fills the same table.
  *
- * Every tensor is fp32, row-major, contiguous; shapes are in the comments ([T, H, d] means d is
+ * Every tensor is pg_real (fp32; fp64 in the test-only build, see pg_real.h), row-major, contiguous; shapes are in the comments ([T, H, d] means d is
  * the fastest axis). Within an op intermediates are fp64 and every reduction sums in fp64 in
  * ascending index order; each output element is rounded to fp32 exactly once. Forward ops
  * overwrite their outputs (y may alias x only where stated). Backward ops ACCUMULATE: they add
@@ -15,6 +15,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "pg_real.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,91 +32,125 @@ struct pg_ops {
   void *impl;       /* engine-private state (a device, a stream); NULL for the CPU */
 
   /* y[M,N] = x[M,K] · W^T, W[N,K] (torch Linear layout). */
-  void (*matmul_fwd)(const pg_ops *e, float *y, const float *x, const float *w, int M, int N,
+  void (*matmul_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *w, int M, int N,
                      int K);
   /* dx[M,K] += dy[M,N] · W;  dw[N,K] += dy^T · x. */
-  void (*matmul_bwd)(const pg_ops *e, float *dx, float *dw, const float *dy, const float *x,
-                     const float *w, int M, int N, int K);
+  void (*matmul_bwd)(const pg_ops *e, pg_real *dx, pg_real *dw, const pg_real *dy, const pg_real *x,
+                     const pg_real *w, int M, int N, int K);
 
   /* Per row of length D (R rows): y = x / sqrt(mean(x²) + eps). y may alias x. Parameter-free;
    * QK-norm is this op on a [T, H, d] tensor viewed as T·H rows of d. */
-  void (*rmsnorm_fwd)(const pg_ops *e, float *y, const float *x, int R, int D, float eps);
-  void (*rmsnorm_bwd)(const pg_ops *e, float *dx, const float *dy, const float *x, int R, int D,
+  void (*rmsnorm_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, int R, int D, float eps);
+  void (*rmsnorm_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, int R, int D,
                       float eps);
 
   /* Partial RoPE on x[T, H, d]: the first rot dims (rot even, ≤ d), half-split pairs
    * (i, i + rot/2), rotation by -θ (out1 = x1·cos + x2·sin, out2 = -x1·sin + x2·cos),
    * θ = fp32(fp32(pos[t]) · inv_freq[i]), inv_freq[i] = fp32(base^(-2i/rot)). Dims ≥ rot are
    * copied. pos[T] per token (so windows and documents can restart it). y may alias x. */
-  void (*rope_fwd)(const pg_ops *e, float *y, const float *x, const int32_t *pos, int T, int H,
+  void (*rope_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const int32_t *pos, int T, int H,
                    int d, int rot, float base);
   /* dx += R(θ)^T dy (the inverse rotation); dims ≥ rot: dx += dy. */
-  void (*rope_bwd)(const pg_ops *e, float *dx, const float *dy, const int32_t *pos, int T, int H,
+  void (*rope_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const int32_t *pos, int T, int H,
                    int d, int rot, float base);
 
   /* Causal softmax attention for one sequence: q[T, H, d], k and v [T, Hkv, d] (H % Hkv == 0,
    * head h uses kv head h / (H/Hkv)), out[T, H, d]. Query t attends key s iff s ≤ t and (seg is
    * NULL or seg[s] == seg[t]); logit = scale · q_t·k_s (scale is usually 1/sqrt(d)).
    * d ≤ PG_OPS_MAX_HEAD_DIM. */
-  void (*attention_fwd)(const pg_ops *e, float *out, const float *q, const float *k,
-                        const float *v, const int32_t *seg, int T, int H, int Hkv, int d,
+  void (*attention_fwd)(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
+                        const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
                         float scale);
   /* dq, dk, dv += the gradients for dout[T, H, d] (the softmax is recomputed). Needs 3·T·H
    * doubles of scratch: PG_OK, or PG_E_NOMEM (nothing written). */
-  int (*attention_bwd)(const pg_ops *e, float *dq, float *dk, float *dv, const float *dout,
-                       const float *q, const float *k, const float *v, const int32_t *seg, int T,
+  int (*attention_bwd)(const pg_ops *e, pg_real *dq, pg_real *dk, pg_real *dv, const pg_real *dout,
+                       const pg_real *q, const pg_real *k, const pg_real *v, const int32_t *seg, int T,
                        int H, int Hkv, int d, float scale);
 
   /* Elementwise over n: y = relu(x)²;  dx += dy · 2·relu(x). y may alias x only in forward. */
-  void (*relu2_fwd)(const pg_ops *e, float *y, const float *x, size_t n);
-  void (*relu2_bwd)(const pg_ops *e, float *dx, const float *dy, const float *x, size_t n);
+  void (*relu2_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n);
+  void (*relu2_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n);
   /* y = (x > 0 ? x : s·x)²;  dx += dy · 2·(x > 0 ? x : s²·x). */
-  void (*leaky_relu2_fwd)(const pg_ops *e, float *y, const float *x, size_t n, float s);
-  void (*leaky_relu2_bwd)(const pg_ops *e, float *dx, const float *dy, const float *x, size_t n,
+  void (*leaky_relu2_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n, float s);
+  void (*leaky_relu2_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n,
                           float s);
 
   /* Elementwise sigmoid gate over n: y = x · σ(g);  dx += dy·σ(g), dg += dy·x·σ(g)(1-σ(g)). */
-  void (*gate_fwd)(const pg_ops *e, float *y, const float *x, const float *g, size_t n);
-  void (*gate_bwd)(const pg_ops *e, float *dx, float *dg, const float *dy, const float *x,
-                   const float *g, size_t n);
+  void (*gate_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, size_t n);
+  void (*gate_bwd)(const pg_ops *e, pg_real *dx, pg_real *dg, const pg_real *dy, const pg_real *x,
+                   const pg_real *g, size_t n);
   /* Row gate: x[R, D], g[R]: y[r, :] = x[r, :] · σ(g[r]) (the per-head attention output gate with
    * rows (t, h)); dx += dy·σ(g[r]);  dg[r] += σ'(g[r]) · Σ_j dy[r,j]·x[r,j]. */
-  void (*rowgate_fwd)(const pg_ops *e, float *y, const float *x, const float *g, int R, int D);
-  void (*rowgate_bwd)(const pg_ops *e, float *dx, float *dg, const float *dy, const float *x,
-                      const float *g, int R, int D);
+  void (*rowgate_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, int R, int D);
+  void (*rowgate_bwd)(const pg_ops *e, pg_real *dx, pg_real *dg, const pg_real *dy, const pg_real *x,
+                      const pg_real *g, int R, int D);
 
   /* Channel scale: x[R, C], s[C]: y[r, c] = x[r, c] · s[c] (attn_scale, mlp_scale, resid_mix
    * rows, skip weights; q_gain as s[H·d] with each head's gain repeated d times). y may alias x
    * in forward. dx += dy·s;  ds[c] += Σ_r dy[r,c]·x[r,c]. */
-  void (*chanmul_fwd)(const pg_ops *e, float *y, const float *x, const float *s, int R, int C);
-  void (*chanmul_bwd)(const pg_ops *e, float *dx, float *ds, const float *dy, const float *x,
-                      const float *s, int R, int C);
+  void (*chanmul_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, int R, int C);
+  void (*chanmul_bwd)(const pg_ops *e, pg_real *dx, pg_real *ds, const pg_real *dy, const pg_real *x,
+                      const pg_real *s, int R, int C);
 
   /* XSA (exclusive self-attention) on the attention output y[T, H, d] with the values v[T, Hkv, d]
    * (head h uses kv head h / (H/Hkv)): v̂ = v / max(‖v‖₂, 1e-12), out = y − (y·v̂)·v̂ per (t, h).
    * out may alias y. Backward: dy += dout − (dout·v̂)v̂; dv += the gradient through v̂. */
-  void (*xsa_fwd)(const pg_ops *e, float *out, const float *y, const float *v, int T, int H,
+  void (*xsa_fwd)(const pg_ops *e, pg_real *out, const pg_real *y, const pg_real *v, int T, int H,
                   int Hkv, int d);
-  void (*xsa_bwd)(const pg_ops *e, float *dy, float *dv, const float *dout, const float *y,
-                  const float *v, int T, int H, int Hkv, int d);
+  void (*xsa_bwd)(const pg_ops *e, pg_real *dy, pg_real *dv, const pg_real *dout, const pg_real *y,
+                  const pg_real *v, int T, int H, int Hkv, int d);
 
   /* Softcap over n: y = c·tanh(z / c);  dz += dy · (1 - tanh²(z / c)). c > 0. */
-  void (*softcap_fwd)(const pg_ops *e, float *y, const float *z, size_t n, float c);
-  void (*softcap_bwd)(const pg_ops *e, float *dz, const float *dy, const float *z, size_t n,
+  void (*softcap_fwd)(const pg_ops *e, pg_real *y, const pg_real *z, size_t n, float c);
+  void (*softcap_bwd)(const pg_ops *e, pg_real *dz, const pg_real *dy, const pg_real *z, size_t n,
                       float c);
 
   /* Cross-entropy per token from logits[T, V] and targets[T]:
    * nll[t] = logsumexp(logits[t, :]) - logits[t, targets[t]] (fp64, not rounded).
    * PG_OK, or PG_E_TOKEN_RANGE if a target is outside [0, V) (nothing written). */
-  int (*ce_fwd)(const pg_ops *e, double *nll, const float *logits, const int32_t *targets, int T,
+  int (*ce_fwd)(const pg_ops *e, double *nll, const pg_real *logits, const int32_t *targets, int T,
                 int V);
   /* dlogits[t, :] += dnll[t] · (softmax(logits[t, :]) - onehot(targets[t])); dnll NULL means 1
    * for every token. Same statuses as ce_fwd. */
-  int (*ce_bwd)(const pg_ops *e, float *dlogits, const float *dnll, const float *logits,
+  int (*ce_bwd)(const pg_ops *e, pg_real *dlogits, const pg_real *dnll, const pg_real *logits,
                 const int32_t *targets, int T, int V);
 
   /* Residual helper over n: y = y + a·x (computed in fp64, rounded once). */
-  void (*axpy)(const pg_ops *e, float *y, float a, const float *x, size_t n);
+  void (*axpy)(const pg_ops *e, pg_real *y, float a, const pg_real *x, size_t n);
+
+  /* y[r, c] = σ(g[c])·a[r, c] + (1 − σ(g[c]))·b[r, c] over a[R, C], b[R, C], g[C] (gated U-Net
+   * skips, SmearGate v1). da += σ·dy, db += (1 − σ)·dy, dg[c] += σ'(g[c])·Σ_r dy·(a − b). */
+  void (*chanlerp_fwd)(const pg_ops *e, pg_real *y, const pg_real *a, const pg_real *b,
+                       const pg_real *g, int R, int C);
+  void (*chanlerp_bwd)(const pg_ops *e, pg_real *da, pg_real *db, pg_real *dg, const pg_real *dy,
+                       const pg_real *a, const pg_real *b, const pg_real *g, int R, int C);
+  /* Row scale: x[R, D], s[R]: y[r, :] = x[r, :]·s[r];  dx += dy·s[r], ds[r] += Σ_j dy·x. */
+  void (*rowmul_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, int R,
+                     int D);
+  void (*rowmul_bwd)(const pg_ops *e, pg_real *dx, pg_real *ds, const pg_real *dy,
+                     const pg_real *x, const pg_real *s, int R, int D);
+  /* Elementwise over n: y = tanh(x);  dx += dy·(1 − tanh²(x)). */
+  void (*tanh_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n);
+  void (*tanh_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n);
+
+  /* Row gather: y[T, D] = table[ids[t], :] (table[V, D]). PG_OK, or PG_E_TOKEN_RANGE when an id is
+   * outside [0, V) (nothing written). */
+  int (*embed_fwd)(const pg_ops *e, pg_real *y, const pg_real *table, const int32_t *ids, int T,
+                   int D, int V);
+  /* dtable[v, :] += Σ_{t : ids[t] = v} dy[t, :], t ascending per row v. PG_OK, PG_E_TOKEN_RANGE,
+   * or PG_E_NOMEM (nothing written). */
+  int (*embed_bwd)(const pg_ops *e, pg_real *dtable, const pg_real *dy, const int32_t *ids, int T,
+                   int D, int V);
+  /* Column slice: y[R, w] = x[R, c0 : c0 + w] of x[R, C];  dx[:, c0 : c0 + w] += dy. */
+  void (*cols_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, int R, int C, int c0, int w);
+  void (*cols_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, int R, int C, int c0, int w);
+  /* Group expand: y[G·r] with y[g·r + j] = x[g] (a per-head gain over its head's dims, readout
+   * groups over their channels);  dx[g] += Σ_j dy[g·r + j]. */
+  void (*expand_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, int G, int r);
+  void (*expand_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, int G, int r);
+  /* y = x over n (no rounding: a copy), and y = 0 over n. */
+  void (*copy)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n);
+  void (*zero)(const pg_ops *e, pg_real *y, size_t n);
 };
 
 /* The CPU reference table, running each op on nthreads threads (0 = online CPUs). */

@@ -1,0 +1,836 @@
+/* pg_model.c: the record family's forward pass, written once against the tape (so once against
+ * the op table), and its parameters. The backward is the tape's reverse walk. spec/model.md
+ * describes every step; the comments name the reference sections (challenge-architectures.md). */
+#include "pg_model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { T_Q, T_K, T_V, T_O, T_MLP, T_HEAD, T_COUNT };
+
+typedef struct layer_ix {
+  long cq, ck, cv, proj, q_gain, gate, fc, mproj, attn_scale, mlp_scale, resid_mix;
+} layer_ix;
+
+struct pg_model {
+  pg_arch a;
+  pg_arch_tensor *t;
+  size_t nt, np;
+  size_t *off;
+  pg_real *p, *g;
+  unsigned char *trainable;
+  long tok_emb, bigram_embed, bigram_proj, bigram_scale, ve_embed, ve_proj, ve_scale, smear_gate,
+      smear_w, smear_lambda, skip_weights, skip_gates, par_resid, par_post, readout, lm_head;
+  long ve_layer_scale[PG_ARCH_MAX_LAYERS];
+  layer_ix L[PG_ARCH_MAX_LAYERS];
+  int nv, nenc;
+  int vlist[PG_ARCH_MAX_VIRTUAL];
+};
+
+struct pg_lora {
+  int rows, rank, nslots, d, V;
+  unsigned targets;
+  pg_real scale;
+  size_t n, row_n;
+  size_t slot_off[PG_ARCH_MAX_VIRTUAL][T_COUNT]; /* offset of A within a row; B follows A */
+  int in[T_COUNT], out[T_COUNT];
+  pg_real *p, *g;
+};
+
+/* ---- tensors --------------------------------------------------------------------------------- */
+
+long pg_model_find(const pg_model *m, const char *name) {
+  for (size_t i = 0; i < m->nt; i++)
+    if (strcmp(m->t[i].name, name) == 0) return (long)i;
+  return -1;
+}
+
+static long findf(const pg_model *m, const char *fmt, int i) {
+  char name[PG_ARCH_NAME_MAX];
+  snprintf(name, sizeof name, fmt, i);
+  return pg_model_find(m, name);
+}
+
+int pg_model_create(pg_model **out, const pg_arch *a, pg_err *err) {
+  *out = NULL;
+  PG_TRY(pg_arch_validate(a, NULL, err));
+  pg_model *m = calloc(1, sizeof *m);
+  if (!m) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate a model");
+  m->a = *a;
+  int rc = pg_arch_tensors(a, &m->t, &m->nt, err);
+  if (rc) {
+    free(m);
+    return rc;
+  }
+  m->off = calloc(m->nt + 1, sizeof *m->off);
+  m->trainable = malloc(m->nt ? m->nt : 1);
+  if (!m->off || !m->trainable) goto nomem;
+  for (size_t i = 0; i < m->nt; i++) {
+    uint64_t n = pg_arch_tensor_numel(&m->t[i]);
+    if (n > ((uint64_t)1 << 34) || m->off[i] + n > ((uint64_t)1 << 34)) {
+      pg_model_free(m);
+      return pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+                        "the model has more than 2^34 parameters");
+    }
+    m->off[i + 1] = m->off[i] + (size_t)n;
+    m->trainable[i] = 1;
+  }
+  m->np = m->off[m->nt];
+  m->p = calloc(m->np ? m->np : 1, sizeof *m->p);
+  if (!m->p) goto nomem;
+
+  m->tok_emb = pg_model_find(m, "tok_emb.weight");
+  m->bigram_embed = pg_model_find(m, "bigram.embed.weight");
+  m->bigram_proj = pg_model_find(m, "bigram.proj.weight");
+  m->bigram_scale = pg_model_find(m, "bigram.scale");
+  m->ve_embed = pg_model_find(m, "ve_shared.embed.weight");
+  m->ve_proj = pg_model_find(m, "ve_shared.proj.weight");
+  m->ve_scale = pg_model_find(m, "ve_shared.scale");
+  m->smear_gate = pg_model_find(m, "smear.gate");
+  m->smear_w = pg_model_find(m, "smear_gate.weight");
+  m->smear_lambda = pg_model_find(m, "smear_lambda");
+  m->skip_weights = pg_model_find(m, "skip_weights");
+  m->skip_gates = pg_model_find(m, "skip_gates");
+  m->par_resid = pg_model_find(m, "parallel_resid_lambdas");
+  m->par_post = pg_model_find(m, "parallel_post_lambdas");
+  m->readout = pg_model_find(m, "readout_delta");
+  m->lm_head = pg_model_find(m, "lm_head.weight");
+  for (int k = 0; k < a->embeddings.ve_layers.n; k++)
+    m->ve_layer_scale[k] = findf(m, "ve_layer_scales.%d", k);
+  for (int i = 0; i < a->layers; i++) {
+    layer_ix *L = &m->L[i];
+    L->cq = findf(m, "blocks.%d.attn.c_q.weight", i);
+    L->ck = findf(m, "blocks.%d.attn.c_k.weight", i);
+    L->cv = findf(m, "blocks.%d.attn.c_v.weight", i);
+    L->proj = findf(m, "blocks.%d.attn.proj.weight", i);
+    L->q_gain = findf(m, "blocks.%d.attn.q_gain", i);
+    L->gate = a->attention.gate == PG_ARCH_GATE_2SIGMA_FIRST12
+                  ? findf(m, "blocks.%d.attn.attn_gate_proj.weight", i)
+                  : findf(m, "blocks.%d.attn.attn_gate_w", i);
+    L->fc = findf(m, "blocks.%d.mlp.fc.weight", i);
+    L->mproj = findf(m, "blocks.%d.mlp.proj.weight", i);
+    L->attn_scale = findf(m, "blocks.%d.attn_scale", i);
+    L->mlp_scale = findf(m, "blocks.%d.mlp_scale", i);
+    L->resid_mix = findf(m, "blocks.%d.resid_mix", i);
+  }
+  m->nenc = a->structure.encoder.n;
+  m->nv = pg_arch_virtual_layers(a);
+  for (int v = 0; v < m->nenc; v++) m->vlist[v] = a->structure.encoder.v[v];
+  for (int v = 0; v < a->structure.decoder.n; v++) m->vlist[m->nenc + v] = a->structure.decoder.v[v];
+  *out = m;
+  return PG_OK;
+nomem:
+  pg_model_free(m);
+  return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate the model's parameters");
+}
+
+void pg_model_free(pg_model *m) {
+  if (!m) return;
+  free(m->t);
+  free(m->off);
+  free(m->p);
+  free(m->g);
+  free(m->trainable);
+  free(m);
+}
+
+const pg_arch *pg_model_arch(const pg_model *m) { return &m->a; }
+size_t pg_model_tensor_count(const pg_model *m) { return m->nt; }
+const pg_arch_tensor *pg_model_tensor(const pg_model *m, size_t i) {
+  return i < m->nt ? &m->t[i] : NULL;
+}
+pg_real *pg_model_data(pg_model *m, size_t i) { return i < m->nt ? m->p + m->off[i] : NULL; }
+pg_real *pg_model_grad(pg_model *m, size_t i) {
+  return i < m->nt && m->g ? m->g + m->off[i] : NULL;
+}
+size_t pg_model_param_count(const pg_model *m) { return m->np; }
+pg_real *pg_model_params(pg_model *m) { return m->p; }
+pg_real *pg_model_grads(pg_model *m) { return m->g; }
+
+int pg_model_enable_grads(pg_model *m, pg_err *err) {
+  if (m->g) return PG_OK;
+  m->g = calloc(m->np ? m->np : 1, sizeof *m->g);
+  if (!m->g) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate gradients");
+  return PG_OK;
+}
+
+void pg_model_zero_grads(pg_model *m) {
+  if (m->g) memset(m->g, 0, m->np * sizeof *m->g);
+}
+
+void pg_model_set_trainable(pg_model *m, size_t i, int on) {
+  if (i < m->nt) m->trainable[i] = on ? 1 : 0;
+}
+int pg_model_trainable(const pg_model *m, size_t i) { return i < m->nt && m->trainable[i]; }
+
+void pg_model_freeze_blocks(pg_model *m, int k) {
+  for (size_t i = 0; i < m->nt; i++) {
+    int layer = -1;
+    m->trainable[i] = 1;
+    if (sscanf(m->t[i].name, "blocks.%d.", &layer) == 1 && layer < k) m->trainable[i] = 0;
+  }
+}
+
+int pg_model_check_finite(const pg_model *m, const char *file, pg_err *err) {
+  for (size_t i = 0; i < m->nt; i++)
+    for (size_t j = m->off[i]; j < m->off[i + 1]; j++)
+      if (!isfinite((double)m->p[j]))
+        return pg_err_set(err, PG_E_ARG, file, PG_NO_OFFSET, "tensor %s: element %zu is %s",
+                          m->t[i].name, j - m->off[i], isnan((double)m->p[j]) ? "NaN" : "infinite");
+  return PG_OK;
+}
+
+int pg_model_copy_params(pg_model *dst, const pg_model *src, pg_err *err) {
+  if (dst->np != src->np || !pg_arch_equal(&dst->a, &src->a))
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "copy between models of different archs");
+  memcpy(dst->p, src->p, src->np * sizeof *src->p);
+  return PG_OK;
+}
+
+/* ---- init ------------------------------------------------------------------------------------ */
+
+static int has_suffix(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* The init value of a control tensor (spec/arch.md §4), or 0 with *is_control = 0. */
+static void control_init(const pg_model *m, size_t i, int *is_control, double *v0, double *v1) {
+  const pg_arch *a = &m->a;
+  const char *n = m->t[i].name;
+  *is_control = 1;
+  *v0 = *v1 = 0.0;
+  if (has_suffix(n, ".q_gain")) *v0 = *v1 = a->attention.q_gain;
+  else if (has_suffix(n, ".resid_mix")) *v0 = 1.0; /* row 0 ones, row 1 zeros */
+  else if (has_suffix(n, "attn_scale") || has_suffix(n, "mlp_scale")) *v0 = *v1 = 1.0;
+  else if (strcmp(n, "skip_weights") == 0) *v0 = *v1 = 1.0;
+  else if (strcmp(n, "skip_gates") == 0) *v0 = *v1 = 0.0;
+  else if (strcmp(n, "parallel_resid_lambdas") == 0) *v0 = *v1 = a->structure.parallel_resid_init;
+  else if (strcmp(n, "parallel_post_lambdas") == 0) *v0 = *v1 = a->structure.parallel_post_init;
+  else if (strcmp(n, "bigram.scale") == 0) *v0 = *v1 = a->embeddings.bigram_scale;
+  else if (strcmp(n, "ve_shared.scale") == 0) *v0 = *v1 = a->embeddings.ve_scale;
+  else if (strncmp(n, "ve_layer_scales.", 16) == 0) *v0 = *v1 = 1.0;
+  else if (strcmp(n, "readout_delta") == 0 || strcmp(n, "smear.gate") == 0 ||
+           strcmp(n, "smear_gate.weight") == 0 || strcmp(n, "smear_lambda") == 0 ||
+           has_suffix(n, "attn_gate_proj.weight") || has_suffix(n, "attn_gate_w"))
+    *v0 = *v1 = 0.0;
+  else
+    *is_control = 0;
+}
+
+static void fill_control(pg_model *m, size_t i, double v0, double v1, pg_rng *r, double noise) {
+  pg_real *p = m->p + m->off[i];
+  size_t n = m->off[i + 1] - m->off[i], half = n / 2;
+  int two_rows = has_suffix(m->t[i].name, ".resid_mix");
+  for (size_t j = 0; j < n; j++) {
+    double v = (two_rows && j >= half) ? v1 : v0;
+    p[j] = (pg_real)(v + (noise > 0 ? noise * pg_rng_gauss(r) : 0.0));
+  }
+}
+
+static void fill_gauss(pg_model *m, size_t i, pg_rng *r, double std) {
+  pg_real *p = m->p + m->off[i];
+  for (size_t j = m->off[i]; j < m->off[i + 1]; j++) p[j - m->off[i]] = (pg_real)(std * pg_rng_gauss(r));
+}
+
+void pg_model_init(pg_model *m, uint64_t seed) {
+  pg_rng r;
+  pg_rng_seed(&r, seed);
+  for (size_t i = 0; i < m->nt; i++) {
+    const pg_arch_tensor *t = &m->t[i];
+    const char *n = t->name;
+    int ctl;
+    double v0, v1;
+    control_init(m, i, &ctl, &v0, &v1);
+    if (ctl) {
+      fill_control(m, i, v0, v1, &r, 0.0);
+      if (has_suffix(n, "attn_gate_w") && m->a.attention.gate == PG_ARCH_GATE_DENSE_SIGMOID)
+        fill_gauss(m, i, &r, 0.005);
+    } else if (strcmp(n, "tok_emb.weight") == 0 || strcmp(n, "lm_head.weight") == 0) {
+      fill_gauss(m, i, &r, 0.005);
+    } else if (strcmp(n, "bigram.embed.weight") == 0) {
+      fill_control(m, i, 0.0, 0.0, &r, 0.0);
+    } else if (strcmp(n, "ve_shared.embed.weight") == 0) {
+      fill_gauss(m, i, &r, 0.01);
+    } else if (has_suffix(n, "attn.proj.weight") || has_suffix(n, "mlp.proj.weight")) {
+      fill_control(m, i, 0.0, 0.0, &r, 0.0);
+    } else {
+      fill_gauss(m, i, &r, 1.0 / sqrt((double)(t->ndim == 2 ? t->shape[1] : 1)));
+    }
+  }
+}
+
+void pg_model_init_random(pg_model *m, uint64_t seed, double std) {
+  pg_rng r;
+  pg_rng_seed(&r, seed);
+  for (size_t i = 0; i < m->nt; i++) {
+    const pg_arch_tensor *t = &m->t[i];
+    int ctl;
+    double v0, v1;
+    control_init(m, i, &ctl, &v0, &v1);
+    if (ctl)
+      fill_control(m, i, v0, v1, &r, 0.25 * std);
+    else if (t->ndim == 2 && strstr(t->name, "embed") == NULL && strcmp(t->name, "tok_emb.weight") &&
+             strcmp(t->name, "lm_head.weight"))
+      fill_gauss(m, i, &r, std / sqrt((double)t->shape[1]));
+    else
+      fill_gauss(m, i, &r, std);
+  }
+}
+
+/* ---- small pieces ---------------------------------------------------------------------------- */
+
+void pg_model_segments(const int32_t *ids, int T, int bos, int max_len, int32_t *seg) {
+  int32_t s = 0;
+  int start = 0;
+  for (int t = 0; t < T; t++) {
+    if (t > 0 && (ids[t] == bos || (max_len > 0 && t - start >= max_len))) {
+      s++;
+      start = t;
+    }
+    seg[t] = s;
+  }
+}
+
+void pg_model_bigram_hash(const int32_t *ids, int T, int buckets, int32_t *h) {
+  int32_t M = buckets - 1;
+  for (int t = 0; t < T; t++) {
+    if (t == 0 || M <= 0) {
+      h[t] = M > 0 ? M : 0;
+      continue;
+    }
+    uint32_t x = (uint32_t)36313u * (uint32_t)ids[t] ^ (uint32_t)27191u * (uint32_t)ids[t - 1];
+    int32_t r = (int32_t)x % M; /* int32 wrap, then Python's non-negative remainder */
+    h[t] = r < 0 ? r + M : r;
+  }
+}
+
+float pg_model_rope_base(const pg_arch *a, int T) {
+  double base = a->attention.rope_base;
+  int len = a->attention.rope_ntk_len, rd = a->attention.rope_dims;
+  if (len > 0 && T > len && rd > 2)
+    base = base * pow((double)T / (double)len, (double)rd / (double)(rd - 2));
+  return (float)base;
+}
+
+/* ---- LoRA ------------------------------------------------------------------------------------ */
+
+static const char *const TARGET_NAMES[T_COUNT] = {"q", "k", "v", "o", "mlp", "head"};
+
+int pg_lora_targets_parse(const char *s, unsigned *mask, pg_err *err) {
+  *mask = 0;
+  const char *p = s;
+  while (*p) {
+    const char *e = strchr(p, ',');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    int found = 0;
+    for (int k = 0; k < T_COUNT; k++)
+      if (strlen(TARGET_NAMES[k]) == len && strncmp(p, TARGET_NAMES[k], len) == 0) {
+        *mask |= 1u << k;
+        found = 1;
+      }
+    if (!found)
+      return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                        "LoRA target '%.*s' is not one of q,k,v,o,mlp,head", (int)len, p);
+    p += len;
+    if (*p == ',') p++;
+  }
+  if (!*mask) return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "no LoRA target given");
+  return PG_OK;
+}
+
+const char *pg_lora_targets_name(unsigned mask, char *buf) {
+  buf[0] = 0;
+  for (int k = 0; k < T_COUNT; k++)
+    if (mask & (1u << k)) {
+      if (buf[0]) strcat(buf, ",");
+      strcat(buf, TARGET_NAMES[k]);
+    }
+  return buf;
+}
+
+int pg_lora_create(pg_lora **out, const pg_model *m, int rows, int rank, double alpha,
+                   unsigned targets, pg_err *err) {
+  *out = NULL;
+  const pg_arch *a = &m->a;
+  if (rows < 1 || rank < 1 || rank > 4096 || !(alpha > 0) || !targets || targets >= (1u << T_COUNT))
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "LoRA needs rows >= 1, 1 <= rank <= 4096, alpha > 0 and a target");
+  pg_lora *l = calloc(1, sizeof *l);
+  if (!l) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate LoRA");
+  l->rows = rows;
+  l->rank = rank;
+  l->targets = targets;
+  l->nslots = m->nv;
+  l->d = a->dim;
+  l->V = a->vocab_size;
+  l->scale = (pg_real)(alpha / (double)rank);
+  int qd = a->heads * a->head_dim, kvd = a->kv_heads * a->head_dim;
+  int in[T_COUNT] = {a->dim, a->dim, a->dim, a->dim, a->dim, a->dim};
+  int outd[T_COUNT] = {qd, kvd, kvd, a->dim, a->dim, a->vocab_size};
+  memcpy(l->in, in, sizeof in);
+  memcpy(l->out, outd, sizeof outd);
+  size_t off = 0;
+  for (int s = 0; s < l->nslots; s++)
+    for (int k = 0; k < T_HEAD; k++) {
+      l->slot_off[s][k] = off;
+      if (targets & (1u << k)) off += (size_t)rank * (size_t)(in[k] + outd[k]);
+    }
+  l->slot_off[0][T_HEAD] = off;
+  if (targets & PG_LORA_HEAD) off += (size_t)rank * (size_t)(in[T_HEAD] + outd[T_HEAD]);
+  l->row_n = off;
+  l->n = off * (size_t)rows;
+  l->p = calloc(l->n ? l->n : 1, sizeof *l->p);
+  l->g = calloc(l->n ? l->n : 1, sizeof *l->g);
+  if (!l->p || !l->g) {
+    pg_lora_free(l);
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate LoRA adapters");
+  }
+  *out = l;
+  return PG_OK;
+}
+
+void pg_lora_free(pg_lora *l) {
+  if (!l) return;
+  free(l->p);
+  free(l->g);
+  free(l);
+}
+
+static size_t lora_a_off(const pg_lora *l, int row, int slot, int k) {
+  return (size_t)row * l->row_n + (k == T_HEAD ? l->slot_off[0][T_HEAD] : l->slot_off[slot][k]);
+}
+
+void pg_lora_reset(pg_lora *l, int r, pg_rng *rng, int keep_a) {
+  for (int row = 0; row < l->rows; row++) {
+    if (r >= 0 && row != r) continue;
+    for (int s = 0; s < l->nslots; s++)
+      for (int k = 0; k < T_COUNT; k++) {
+        if (!(l->targets & (1u << k)) || (k == T_HEAD && s > 0)) continue;
+        pg_real *A = l->p + lora_a_off(l, row, s, k);
+        size_t na = (size_t)l->rank * (size_t)l->in[k], nb = (size_t)l->rank * (size_t)l->out[k];
+        if (!keep_a) {
+          double bound = 1.0 / sqrt((double)l->in[k]);
+          for (size_t j = 0; j < na; j++) A[j] = (pg_real)(bound * (2.0 * pg_rng_uniform(rng) - 1.0));
+        }
+        memset(A + na, 0, nb * sizeof *A);
+      }
+  }
+}
+
+void pg_lora_zero_grads(pg_lora *l) { memset(l->g, 0, l->n * sizeof *l->g); }
+size_t pg_lora_count(const pg_lora *l) { return l->n; }
+pg_real *pg_lora_params(pg_lora *l) { return l->p; }
+pg_real *pg_lora_grads(pg_lora *l) { return l->g; }
+void pg_lora_row_span(const pg_lora *l, int r, size_t *off, size_t *n) {
+  *off = (size_t)r * l->row_n;
+  *n = l->row_n;
+}
+
+/* ---- forward --------------------------------------------------------------------------------- */
+
+typedef struct fwd {
+  pg_model *m;
+  pg_tape *tp;
+  const pg_arch *a;
+  pg_lora *lo;
+  int B, T, BT, d, grad;
+  const int32_t *ids, *pos, *seg;
+  float rope_base, eps;
+  pg_t ve;
+} fwd;
+
+#define SZ(a, b) ((size_t)(a) * (size_t)(b))
+
+/* A parameter as a tensor: its gradient when gradients are on and it is trainable. */
+static pg_t P(fwd *f, long i) {
+  pg_model *m = f->m;
+  if (i < 0) {
+    pg_tape_fail(f->tp, PG_E_ARG, "internal: a tensor the arch implies is missing");
+    return (pg_t){0};
+  }
+  size_t n = m->off[i + 1] - m->off[i];
+  pg_real *g = (f->grad && m->g && m->trainable[i]) ? m->g + m->off[i] : NULL;
+  return pg_t_param(m->p + m->off[i], g, n);
+}
+
+/* n = rms(x)·s, the LN scale folded in as one axpy when s ≠ 1. */
+static pg_t norm_in(fwd *f, pg_t x, float s) {
+  pg_t n = tp_rmsnorm(f->tp, x, f->BT, f->d, f->eps);
+  return s == 1.0f ? n : tp_scale(f->tp, n, s);
+}
+
+static float ln_factor(const fwd *f, int i, int vi) {
+  switch (f->a->block.ln_scale) {
+  case PG_ARCH_LN_PHYSICAL: return (float)(1.0 / sqrt((double)i + 1.0));
+  case PG_ARCH_LN_VIRTUAL: return (float)(1.0 / sqrt((double)vi + 1.0));
+  default: return 1.0f;
+  }
+}
+
+/* base + scale·(x Aᵀ) Bᵀ, per row with that row's adapter. */
+static pg_t lora_add(fwd *f, pg_t base, pg_t x, int slot, int k) {
+  pg_lora *l = f->lo;
+  if (!l || !(l->targets & (1u << k))) return base;
+  int in = l->in[k], out = l->out[k], r = l->rank, T = f->T;
+  pg_t delta = pg_t_new(f->tp, SZ(f->BT, out));
+  for (int b = 0; b < f->B; b++) {
+    size_t ao = lora_a_off(l, b, slot, k), na = SZ(r, in), nb = SZ(r, out);
+    pg_t A = pg_t_param(l->p + ao, f->grad ? l->g + ao : NULL, na);
+    pg_t Bm = pg_t_param(l->p + ao + na, f->grad ? l->g + ao + na : NULL, nb);
+    pg_t xa = tp_matmul(f->tp, pg_t_view(x, SZ(b, T) * (size_t)in, SZ(T, in)), A, T, r, in);
+    pg_t xab = tp_matmul(f->tp, xa, Bm, T, out, r);
+    tp_copy_into(f->tp, pg_t_view(delta, SZ(b, T) * (size_t)out, SZ(T, out)), xab);
+  }
+  return tp_add(f->tp, base, l->scale == 1 ? delta : tp_scale(f->tp, delta, (float)l->scale));
+}
+
+/* Attention sublayer of physical layer i at virtual slot vi on the normalized input n [BT, d]
+ * (reference §2 Attn, §3.6–3.9). */
+static pg_t attn(fwd *f, int i, int vi, pg_t n) {
+  const pg_arch *a = f->a;
+  const layer_ix *L = &f->m->L[i];
+  pg_tape *tp = f->tp;
+  int H = a->heads, Hkv = a->kv_heads, hd = a->head_dim, BT = f->BT, T = f->T, d = f->d;
+  int qd = H * hd, kvd = Hkv * hd;
+  pg_t q = lora_add(f, tp_matmul(tp, n, P(f, L->cq), BT, qd, d), n, vi, T_Q);
+  pg_t k = lora_add(f, tp_matmul(tp, n, P(f, L->ck), BT, kvd, d), n, vi, T_K);
+  pg_t v = lora_add(f, tp_matmul(tp, n, P(f, L->cv), BT, kvd, d), n, vi, T_V);
+  int ve_k = pg_arch_ve_index(a, i);
+  if (ve_k >= 0)
+    v = tp_add(tp, v, tp_chanmul(tp, f->ve, P(f, f->m->ve_layer_scale[ve_k]), BT * kvd, 1));
+  if (a->attention.qk_norm) {
+    q = tp_rmsnorm(tp, q, BT * H, hd, f->eps);
+    k = tp_rmsnorm(tp, k, BT * Hkv, hd, f->eps);
+  }
+  if (a->attention.rope_dims > 0) {
+    q = tp_rope(tp, q, f->pos, BT, H, hd, a->attention.rope_dims, f->rope_base);
+    k = tp_rope(tp, k, f->pos, BT, Hkv, hd, a->attention.rope_dims, f->rope_base);
+  }
+  q = tp_chanmul(tp, q, tp_expand(tp, P(f, L->q_gain), H, hd), BT, qd);
+  pg_t y = pg_t_new(tp, SZ(BT, qd));
+  float scale = (float)(1.0 / sqrt((double)hd));
+  for (int b = 0; b < f->B; b++)
+    tp_attention(tp, pg_t_view(y, SZ(b, T) * (size_t)qd, SZ(T, qd)),
+                 pg_t_view(q, SZ(b, T) * (size_t)qd, SZ(T, qd)),
+                 pg_t_view(k, SZ(b, T) * (size_t)kvd, SZ(T, kvd)),
+                 pg_t_view(v, SZ(b, T) * (size_t)kvd, SZ(T, kvd)), f->seg ? f->seg + SZ(b, T) : NULL,
+                 T, H, Hkv, hd, scale);
+  if (pg_arch_has_xsa(a, i)) y = tp_xsa(tp, y, v, BT, H, Hkv, hd);
+  int w = a->attention.gate_window;
+  switch (a->attention.gate) {
+  case PG_ARCH_GATE_2SIGMA_FIRST12: {
+    pg_t g = tp_matmul(tp, tp_cols(tp, n, BT, d, 0, w), P(f, L->gate), BT, H, w);
+    y = tp_scale(tp, tp_rowgate(tp, y, g, BT * H, hd), 2.0f);
+    break;
+  }
+  case PG_ARCH_GATE_DENSE_SIGMOID:
+    y = tp_rowgate(tp, y, tp_matmul(tp, n, P(f, L->gate), BT, H, d), BT * H, hd);
+    break;
+  case PG_ARCH_GATE_SPARSE_SIGMOID: {
+    pg_t g = tp_matmul(tp, tp_cols(tp, n, BT, d, 0, w), P(f, L->gate), BT, H, w);
+    if (a->attention.gate_scale != 1.0) g = tp_scale(tp, g, (float)a->attention.gate_scale);
+    y = tp_rowgate(tp, y, g, BT * H, hd);
+    break;
+  }
+  default: break;
+  }
+  pg_t o = tp_matmul(tp, y, P(f, L->proj), BT, d, qd);
+  return lora_add(f, o, n, vi, T_O);
+}
+
+/* MLP sublayer: proj(act(fc(n))) (+ LoRA on n), reference §3.10. */
+static pg_t mlp(fwd *f, int i, int vi, pg_t n) {
+  const pg_arch *a = f->a;
+  const layer_ix *L = &f->m->L[i];
+  int hid = a->mlp.hidden;
+  pg_t u = tp_matmul(f->tp, n, P(f, L->fc), f->BT, hid, f->d);
+  u = a->mlp.act == PG_ARCH_ACT_LEAKY_RELU2 ? tp_leaky_relu2(f->tp, u, (float)a->mlp.leaky_slope)
+                                            : tp_relu2(f->tp, u);
+  pg_t o = tp_matmul(f->tp, u, P(f, L->mproj), f->BT, f->d, hid);
+  return lora_add(f, o, n, vi, T_MLP);
+}
+
+/* x_in = m0⊙x + m1⊙x0 (reference §3.5). */
+static pg_t mix(fwd *f, int i, pg_t x, pg_t x0) {
+  if (!f->a->block.resid_mix) return x;
+  pg_t rm = P(f, f->m->L[i].resid_mix);
+  return tp_add(f->tp, tp_chanmul(f->tp, x, pg_t_view(rm, 0, (size_t)f->d), f->BT, f->d),
+                tp_chanmul(f->tp, x0, pg_t_view(rm, (size_t)f->d, (size_t)f->d), f->BT, f->d));
+}
+
+static pg_t scaled(fwd *f, pg_t y, long ix, int on) {
+  return on ? tp_chanmul(f->tp, y, P(f, ix), f->BT, f->d) : y;
+}
+
+/* The sequential block (reference §2 Block). */
+static pg_t block(fwd *f, int i, int vi, pg_t x, pg_t x0) {
+  const pg_arch *a = f->a;
+  const layer_ix *L = &f->m->L[i];
+  float s = ln_factor(f, i, vi);
+  pg_t xi = mix(f, i, x, x0), xo = xi;
+  if (pg_arch_has_attn(a, i))
+    xo = tp_add(f->tp, xi, scaled(f, attn(f, i, vi, norm_in(f, xi, s)), L->attn_scale,
+                                  a->block.attn_scale));
+  pg_t mo = scaled(f, mlp(f, i, vi, norm_in(f, xo, s)), L->mlp_scale, a->block.mlp_scale);
+  return tp_add(f->tp, xo, mo);
+}
+
+/* GPT-J parallel block: both sublayers read rms(x_in) (reference §3.13, R9). */
+static pg_t block_gptj(fwd *f, int i, int vi, pg_t x, pg_t x0) {
+  const pg_arch *a = f->a;
+  const layer_ix *L = &f->m->L[i];
+  pg_t xi = mix(f, i, x, x0);
+  pg_t n = norm_in(f, xi, ln_factor(f, i, vi));
+  pg_t out = xi;
+  if (pg_arch_has_attn(a, i))
+    out = tp_add(f->tp, out, scaled(f, attn(f, i, vi, n), L->attn_scale, a->block.attn_scale));
+  return tp_add(f->tp, out, scaled(f, mlp(f, i, vi, n), L->mlp_scale, a->block.mlp_scale));
+}
+
+/* λ·t with λ one element of a lambda tensor. */
+static pg_t lam(fwd *f, pg_t t, pg_t lambdas, size_t at) {
+  return tp_chanmul(f->tp, t, pg_t_view(lambdas, at, 1), (int)t.n, 1);
+}
+
+/* Two-lane parallel block (reference §2 ParallelBlock, R10–R12). */
+static void block_two_lane(fwd *f, int i, int vi, pg_t *l0, pg_t *l1, pg_t x0) {
+  const pg_arch *a = f->a;
+  const layer_ix *L = &f->m->L[i];
+  pg_tape *tp = f->tp;
+  float s = ln_factor(f, i, vi);
+  pg_t R = P(f, f->m->par_resid), Pl = P(f, f->m->par_post);
+  size_t ri = SZ(i, 2), pi = SZ(i, 4);
+  pg_t at = {0};
+  int has_attn = pg_arch_has_attn(a, i);
+  if (has_attn)
+    at = scaled(f, attn(f, i, vi, norm_in(f, mix(f, i, *l0, x0), s)), L->attn_scale,
+                a->block.attn_scale);
+  pg_t mo = scaled(f, mlp(f, i, vi, norm_in(f, *l1, s)), L->mlp_scale, a->block.mlp_scale);
+  pg_t n0 = lam(f, *l0, R, ri + 0), n1 = lam(f, *l1, R, ri + 1);
+  if (has_attn) {
+    n0 = tp_add(tp, n0, lam(f, at, Pl, pi + 0)); /* P[i,0,0]: attention into lane 0 */
+    n1 = tp_add(tp, n1, lam(f, at, Pl, pi + 1)); /* P[i,0,1]: attention into lane 1 */
+  }
+  n0 = tp_add(tp, n0, lam(f, mo, Pl, pi + 2)); /* P[i,1,0]: MLP into lane 0 */
+  n1 = tp_add(tp, n1, lam(f, mo, Pl, pi + 3)); /* P[i,1,1]: MLP into lane 1 */
+  *l0 = n0;
+  *l1 = n1;
+}
+
+/* Inference: move t into the keep arena and free the pass's temporaries since the mark. */
+static pg_t carry(fwd *f, pg_t t, pg_tape_mark_t mk) {
+  if (f->grad || !t.v) return t;
+  pg_t k = pg_t_keep(f->tp, t.n);
+  if (!k.v) return k;
+  memcpy(k.v, t.v, t.n * sizeof *t.v);
+  pg_tape_release(f->tp, mk);
+  return k;
+}
+
+/* Token embedding, BigramHash, SmearGate, the embedding norm (reference §3.1–3.3). */
+static pg_t embed(fwd *f) {
+  pg_model *m = f->m;
+  const pg_arch *a = f->a;
+  pg_tape *tp = f->tp;
+  int BT = f->BT, d = f->d, T = f->T;
+  pg_t x = tp_embed(tp, P(f, m->tok_emb), f->ids, BT, d, a->vocab_size);
+  if (a->embeddings.bigram_buckets > 0) {
+    int nb = a->embeddings.bigram_buckets, db = a->embeddings.bigram_dim;
+    int32_t *h = pg_tape_scratch(tp, SZ(BT, sizeof(int32_t)));
+    if (!h) return (pg_t){0};
+    for (int b = 0; b < f->B; b++) pg_model_bigram_hash(f->ids + SZ(b, T), T, nb, h + SZ(b, T));
+    pg_t e = tp_embed(tp, P(f, m->bigram_embed), h, BT, db, nb);
+    if (a->embeddings.bigram_proj) e = tp_matmul(tp, e, P(f, m->bigram_proj), BT, d, db);
+    x = tp_add(tp, x, tp_chanmul(tp, e, P(f, m->bigram_scale), BT * d, 1));
+  }
+  pg_t prev = {0};
+  if (a->embeddings.smear != PG_ARCH_SMEAR_NONE) {
+    /* x_{t−1} within each row, zero at t = 0 */
+    prev = pg_t_new(tp, SZ(BT, d));
+    for (int b = 0; b < f->B && T > 1; b++)
+      tp_copy_into(tp, pg_t_view(prev, (SZ(b, T) + 1) * (size_t)d, SZ(T - 1, d)),
+                   pg_t_view(x, SZ(b, T) * (size_t)d, SZ(T - 1, d)));
+  }
+  if (a->embeddings.smear == PG_ARCH_SMEAR_V2) {
+    int w = a->embeddings.smear_window;
+    pg_t g = tp_matmul(tp, tp_cols(tp, x, BT, d, 0, w), P(f, m->smear_w), BT, 1, w);
+    pg_t p = tp_rowgate(tp, prev, g, BT, d);
+    if (a->embeddings.smear_bos_mask) {
+      pg_real *mask = pg_tape_scratch(tp, SZ(BT, sizeof(pg_real)));
+      if (!mask) return (pg_t){0};
+      for (int t = 0; t < BT; t++) mask[t] = f->ids[t] == a->bos_id ? 0 : 1;
+      p = tp_rowmul(tp, p, pg_t_const(mask, (size_t)BT), BT, d);
+    }
+    x = tp_add(tp, x, tp_chanmul(tp, p, P(f, m->smear_lambda), BT * d, 1));
+  }
+  x = tp_rmsnorm(tp, x, BT, d, f->eps);
+  if (a->embeddings.smear == PG_ARCH_SMEAR_V1) {
+    /* the normalized stream's predecessor */
+    pg_t pn = pg_t_new(tp, SZ(BT, d));
+    for (int b = 0; b < f->B && T > 1; b++)
+      tp_copy_into(tp, pg_t_view(pn, (SZ(b, T) + 1) * (size_t)d, SZ(T - 1, d)),
+                   pg_t_view(x, SZ(b, T) * (size_t)d, SZ(T - 1, d)));
+    x = tp_chanlerp(tp, pn, x, P(f, m->smear_gate), BT, d);
+  }
+  return x;
+}
+
+/* The value embedding shared by the VE layers (reference §3.9). */
+static pg_t value_embed(fwd *f) {
+  pg_model *m = f->m;
+  const pg_arch *a = f->a;
+  int kvd = a->kv_heads * a->head_dim, dv = a->embeddings.ve_dim;
+  pg_t e = tp_embed(f->tp, P(f, m->ve_embed), f->ids, f->BT, dv, a->vocab_size);
+  if (m->ve_proj >= 0) e = tp_matmul(f->tp, e, P(f, m->ve_proj), f->BT, kvd, dv);
+  return tp_chanmul(f->tp, e, P(f, m->ve_scale), f->BT * kvd, 1);
+}
+
+/* x ← p_last + Σ_k a_k ⊙ (p_k − p_last), a = scale·tanh(delta) per group (reference §3.16). */
+static pg_t readout(fwd *f, const pg_t *pk, int nvis) {
+  const pg_arch *a = f->a;
+  pg_tape *tp = f->tp;
+  int G = a->structure.readout_groups, d = f->d;
+  pg_t av = tp_scale(tp, tp_tanh(tp, P(f, f->m->readout)), (float)a->structure.readout_scale);
+  pg_t last = pk[nvis - 1], x = last;
+  for (int k = 0; k < nvis - 1; k++) {
+    pg_t diff = tp_add(tp, pk[k], tp_scale(tp, last, -1.0f));
+    pg_t ak = tp_expand(tp, pg_t_view(av, SZ(k, G), (size_t)G), G, d / G);
+    x = tp_add(tp, x, tp_chanmul(tp, diff, ak, f->BT, d));
+  }
+  return x;
+}
+
+int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, double *nll,
+                     const pg_real *dnll, pg_err *err) {
+  const pg_arch *a = &m->a;
+  if (b->B < 1 || b->T < 1 || (size_t)b->B * (size_t)b->T > (size_t)INT32_MAX / 2 || !b->ids ||
+      !nll)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "forward: bad batch (%d x %d)", b->B,
+                      b->T);
+  if (lo && lo->rows != b->B)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "forward: %d LoRA rows for a batch of %d rows", lo->rows, b->B);
+  if ((size_t)b->B * (size_t)b->T * (size_t)a->vocab_size > ((size_t)1 << 40))
+    return pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET, "forward: logits too large");
+  pg_tape_reset(tp);
+  fwd F = {.m = m, .tp = tp, .a = a, .lo = lo, .B = b->B, .T = b->T, .BT = b->B * b->T,
+           .d = a->dim, .grad = pg_tape_grad(tp), .ids = b->ids, .eps = (float)a->block.norm_eps};
+  fwd *f = &F;
+  int BT = f->BT, T = f->T, V = a->vocab_size;
+  for (int r = 0; r < b->B; r++) {
+    int len = b->len ? b->len[r] : T;
+    if (len < 0 || len > T)
+      return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "forward: row %d length %d not in 0..%d",
+                        r, len, T);
+  }
+  for (int t = 0; t < BT; t++)
+    if (b->ids[t] < 0 || b->ids[t] >= V)
+      return pg_err_set(err, PG_E_TOKEN_RANGE, NULL, PG_NO_OFFSET,
+                        "forward: input %d at row %d position %d is outside the vocabulary of %d",
+                        b->ids[t], t / T, t % T, V);
+
+  if (b->targets)
+    for (int r = 0; r < b->B; r++)
+      for (int t = 0; t < (b->len ? b->len[r] : T); t++) {
+        int32_t y = b->targets[SZ(r, T) + (size_t)t];
+        if (y < 0 || y >= V)
+          return pg_err_set(err, PG_E_TOKEN_RANGE, NULL, PG_NO_OFFSET,
+                            "forward: target %d at row %d position %d is outside the vocabulary "
+                            "of %d", y, r, t, V);
+      }
+
+  /* positions (negated for the standard sign: rotation by +θ), segments, RoPE base */
+  int32_t *pos = pg_tape_scratch(tp, SZ(BT, sizeof(int32_t)));
+  if (!pos) return pg_tape_status(tp, err);
+  for (int t = 0; t < BT; t++) {
+    int32_t p = b->pos ? b->pos[t] : (int32_t)(t % T);
+    pos[t] = a->attention.rope_sign == PG_ARCH_ROPE_STANDARD ? -p : p;
+  }
+  f->pos = pos;
+  if (a->attention.doc_mask) {
+    int32_t *seg = pg_tape_scratch(tp, SZ(BT, sizeof(int32_t)));
+    if (!seg) return pg_tape_status(tp, err);
+    for (int r = 0; r < b->B; r++)
+      pg_model_segments(b->ids + SZ(r, T), T, a->bos_id, a->attention.doc_max_len, seg + SZ(r, T));
+    f->seg = seg;
+  }
+  f->rope_base = pg_model_rope_base(a, b->rope_len > 0 ? b->rope_len : T);
+
+  pg_t x = embed(f), x0 = x;
+  if (a->embeddings.ve_layers.n > 0) f->ve = value_embed(f);
+
+  /* the layer walk: encoder then decoder, skips, lanes, readout (reference §2, §3.11–3.16) */
+  int n_skips = pg_arch_n_skips(a), nsk = 0;
+  pg_t stack[PG_ARCH_MAX_VIRTUAL];
+  pg_t l0 = {0}, l1 = {0};
+  int lanes = 0;
+  int ro = a->structure.readout_groups > 0 ? a->structure.readout_layer : -1;
+  int ro_vis = ro >= 0 ? pg_arch_visits(a, ro) : 0, ro_k = 0;
+  pg_t pk[PG_ARCH_MAX_VIRTUAL];
+  for (int vi = 0; vi < m->nv && !pg_tape_status(tp, NULL); vi++) {
+    int i = m->vlist[vi], j = vi - m->nenc, dec = vi >= m->nenc;
+    pg_tape_mark_t mk = pg_tape_mark(tp);
+    int par = dec && a->structure.parallel != PG_ARCH_PAR_NONE && i >= a->structure.parallel_start;
+    if (par && a->structure.parallel == PG_ARCH_PAR_TWO_LANE && !lanes) {
+      l0 = l1 = x;
+      lanes = 1;
+    }
+    if (dec && j < n_skips && nsk > 0) {
+      pg_t s = stack[--nsk], *tgt = lanes ? &l0 : &x;
+      pg_t ws = tp_chanmul(tp, s, pg_t_view(P(f, m->skip_weights), SZ(j, f->d), (size_t)f->d),
+                           BT, f->d);
+      if (a->structure.skips == PG_ARCH_SKIPS_GATED)
+        *tgt = tp_chanlerp(tp, *tgt, ws,
+                           pg_t_view(P(f, m->skip_gates), SZ(j, f->d), (size_t)f->d), BT, f->d);
+      else
+        *tgt = tp_add(tp, *tgt, ws);
+    }
+    if (lanes) {
+      block_two_lane(f, i, vi, &l0, &l1, x0);
+      if (!f->grad) {
+        /* carry both lanes: copy lane 1 first, then lane 0 releases the mark */
+        pg_t k1 = pg_t_keep(tp, l1.n);
+        if (k1.v) memcpy(k1.v, l1.v, l1.n * sizeof *l1.v);
+        l0 = carry(f, l0, mk);
+        l1 = k1;
+      }
+      x = l0;
+    } else {
+      x = par ? block_gptj(f, i, vi, x, x0) : block(f, i, vi, x, x0);
+      x = carry(f, x, mk);
+    }
+    if (!dec) stack[nsk++] = x;
+    if (i == ro && !lanes) {
+      pk[ro_k++] = x;
+      if (ro_k == ro_vis) x = readout(f, pk, ro_vis);
+    }
+  }
+  if (lanes) x = tp_scale(tp, tp_add(tp, l0, l1), 0.5f);
+
+  /* head: final norm, tied (or separate) projection, LoRA, softcap, CE (reference §3.14) */
+  pg_t h = a->head.final_norm ? tp_rmsnorm(tp, x, BT, f->d, f->eps) : x;
+  pg_t W = P(f, a->head.tied ? m->tok_emb : m->lm_head);
+  pg_t z = lora_add(f, tp_matmul(tp, h, W, BT, V, f->d), h, 0, T_HEAD);
+  if (a->head.softcap > 0) z = tp_softcap(tp, z, (float)a->head.softcap);
+  memset(nll, 0, SZ(BT, sizeof *nll));
+  if (b->targets && !pg_tape_status(tp, NULL)) {
+    for (int r = 0; r < b->B; r++) {
+      int len = b->len ? b->len[r] : T;
+      if (len == 0) continue;
+      size_t o = SZ(r, T);
+      tp_ce(tp, pg_t_view(z, o * (size_t)V, SZ(len, V)), b->targets + o, len, V, nll + o,
+            dnll ? dnll + o : NULL);
+    }
+  }
+  return pg_tape_status(tp, err);
+}
+
+int pg_model_backward(pg_model *m, pg_tape *tp, pg_err *err) {
+  (void)m;
+  int st = pg_tape_backward(tp);
+  if (st) return pg_tape_status(tp, err);
+  return PG_OK;
+}

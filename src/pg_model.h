@@ -1,0 +1,132 @@
+/* pg_model.h: a model of the record family: the parameters an arch implies (spec/arch.md §4) in
+ * one buffer, the forward pass to per-token NLL written once against the tape (pg_tape.h), hence
+ * over the engine's op table, and its backward to parameter gradients; plus per-row LoRA
+ * adapters for per-document test-time training. spec/model.md is the normative description. */
+#ifndef PG_MODEL_H
+#define PG_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pg_arch.h"
+#include "pg_real.h"
+#include "pg_rng.h"
+#include "pg_status.h"
+#include "pg_tape.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pg_model pg_model;
+
+/* A model with every parameter zero. The arch is validated (and copied). */
+int pg_model_create(pg_model **out, const pg_arch *a, pg_err *err);
+void pg_model_free(pg_model *m);
+const pg_arch *pg_model_arch(const pg_model *m);
+
+/* The tensors in canonical order (pg_arch_tensors), their values and gradients. */
+size_t pg_model_tensor_count(const pg_model *m);
+const pg_arch_tensor *pg_model_tensor(const pg_model *m, size_t i);
+/* Index of the tensor with this name, or -1. */
+long pg_model_find(const pg_model *m, const char *name);
+pg_real *pg_model_data(pg_model *m, size_t i);
+/* NULL until pg_model_enable_grads. */
+pg_real *pg_model_grad(pg_model *m, size_t i);
+/* All parameters (and gradients) back to back in canonical order. */
+size_t pg_model_param_count(const pg_model *m);
+pg_real *pg_model_params(pg_model *m);
+pg_real *pg_model_grads(pg_model *m);
+
+/* Allocate (zeroed) gradients for every parameter; idempotent. */
+int pg_model_enable_grads(pg_model *m, pg_err *err);
+void pg_model_zero_grads(pg_model *m);
+/* Whether tensor i takes a gradient in the backward (default: all). */
+void pg_model_set_trainable(pg_model *m, size_t i, int on);
+int pg_model_trainable(const pg_model *m, size_t i);
+/* Freeze every tensor of blocks.{i}. with i < k (the records' TTT_FREEZE_BLOCKS); the others
+ * trainable. */
+void pg_model_freeze_blocks(pg_model *m, int k);
+
+/* The init of spec/arch.md §4 for a trainer: matrices N(0, std²) with std = 1/sqrt(fan_in)
+ * (0.005 for the embeddings, zero for the output projections attn.proj and mlp.proj), the named
+ * scalar inits, gates and smear weights zero. Deterministic for a seed. */
+void pg_model_init(pg_model *m, uint64_t seed);
+/* Every parameter N(0, std²) except that the control tensors (scales, gains, mixes, lambdas) get
+ * their init value plus noise: a model whose every path carries signal, for gradient tests. */
+void pg_model_init_random(pg_model *m, uint64_t seed, double std);
+/* PG_E_ARG naming the first tensor and index holding a NaN or an infinity. */
+int pg_model_check_finite(const pg_model *m, const char *file, pg_err *err);
+/* dst's parameters = src's (same arch). */
+int pg_model_copy_params(pg_model *dst, const pg_model *src, pg_err *err);
+
+/* ---- LoRA adapters: one per row of a batch, per virtual layer slot and target ---- */
+
+enum pg_lora_target {
+  PG_LORA_Q = 1u << 0,
+  PG_LORA_K = 1u << 1,
+  PG_LORA_V = 1u << 2,
+  PG_LORA_O = 1u << 3,   /* input: the block's normalized attention input n (not y) */
+  PG_LORA_MLP = 1u << 4, /* input: the MLP input; added to the MLP output before mlp_scale */
+  PG_LORA_HEAD = 1u << 5 /* input: the final hidden state; added to the logits before softcap */
+};
+/* "q,k,v,o,mlp,head" (any subset, comma-separated) → mask; PG_E_ARG for an unknown name. */
+int pg_lora_targets_parse(const char *s, unsigned *mask, pg_err *err);
+/* Canonical comma-separated form into buf (at least 32 bytes). */
+const char *pg_lora_targets_name(unsigned mask, char *buf);
+
+typedef struct pg_lora pg_lora;
+/* Adapters for `rows` batch rows: for each row, each virtual slot and each target T with input
+ * width in and output width out, A[rank, in] and B[out, rank]; delta(x) = scale·(x Aᵀ) Bᵀ with
+ * scale = alpha / rank. Initialized by pg_lora_reset. */
+int pg_lora_create(pg_lora **out, const pg_model *m, int rows, int rank, double alpha,
+                   unsigned targets, pg_err *err);
+void pg_lora_free(pg_lora *l);
+/* Row r (or every row when r < 0): B ← 0, and A ← U(±1/sqrt(in)) from rng unless keep_a. */
+void pg_lora_reset(pg_lora *l, int r, pg_rng *rng, int keep_a);
+void pg_lora_zero_grads(pg_lora *l);
+size_t pg_lora_count(const pg_lora *l);
+pg_real *pg_lora_params(pg_lora *l);
+pg_real *pg_lora_grads(pg_lora *l);
+/* The parameters of row r are the contiguous span [*off, *off + *n) of the arrays above. */
+void pg_lora_row_span(const pg_lora *l, int r, size_t *off, size_t *n);
+
+/* ---- forward / backward ---- */
+
+/* One batch: B rows of width T (token ids, row-major). Row r's positions t ≥ len[r] are padding:
+ * their NLL is not computed (set to 0) and they take no gradient. */
+typedef struct pg_batch {
+  int B, T;
+  const int32_t *ids;     /* [B·T] inputs, each in [0, vocab) */
+  const int32_t *targets; /* [B·T] next tokens; NULL: no loss (the logits are computed anyway) */
+  const int *len;         /* [B] valid prefix of each row; NULL: T */
+  const int32_t *pos;     /* [B·T] RoPE positions; NULL: t within the row */
+  int rope_len;           /* the call length of the NTK rescale (records pad windows); 0: T */
+} pg_batch;
+
+/* Forward: nll[B·T] (fp64) for the targets. On a tape that records, the pass is kept for
+ * pg_model_backward, which seeds the loss with dnll[B·T] (read then, so the caller fills it
+ * after seeing the NLLs; NULL means every valid token weighs 1). lora may be NULL; with it,
+ * batch->B must equal its rows. The model's parameters take gradients only when
+ * pg_model_enable_grads was called and the tensor is trainable. */
+int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lora, double *nll,
+                     const pg_real *dnll, pg_err *err);
+/* Accumulate the gradients of Σ dnll·nll of the last forward into the model's (and the
+ * adapters') gradient buffers. */
+int pg_model_backward(pg_model *m, pg_tape *tp, pg_err *err);
+
+/* ---- pieces, exposed for tests and for the spec's worked examples ---- */
+
+/* Segment ids of one row for the document mask: a new segment at t = 0, at each bos, and every
+ * max_len tokens after a segment start (max_len 0: no cap). */
+void pg_model_segments(const int32_t *ids, int T, int bos, int max_len, int32_t *seg);
+/* BigramHash buckets of one row: h[0] = buckets − 1, h[t] = ((36313·ids[t]) XOR
+ * (27191·ids[t−1])) mod (buckets − 1), int32 arithmetic as the records' code. */
+void pg_model_bigram_hash(const int32_t *ids, int T, int buckets, int32_t *h);
+/* The RoPE base for a call of length T (the NTK rescale above rope_ntk_len), as fp32. */
+float pg_model_rope_base(const pg_arch *a, int T);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

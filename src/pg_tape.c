@@ -1,0 +1,514 @@
+/* pg_tape.c: the tape: a bump arena for activations (and their gradients), the node list, and
+ * the reverse walk that calls each op's backward. An op's output takes a gradient buffer only when
+ * one of its inputs has one (requires-grad propagation), so frozen parts of a model cost no
+ * gradient memory and no backward work. */
+#include "pg_tape.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PG_TAPE_BLOCK ((size_t)64 << 20) /* smallest arena block, bytes */
+#define PG_TAPE_ALIGN 64
+
+typedef struct block {
+  unsigned char *p;
+  size_t cap, used;
+} block;
+
+typedef struct arena {
+  block *b;
+  size_t nb, cur; /* blocks allocated; the one being filled */
+} arena;
+
+enum kind {
+  K_MATMUL,
+  K_RMSNORM,
+  K_ROPE,
+  K_ATTN,
+  K_RELU2,
+  K_LEAKY,
+  K_ROWGATE,
+  K_ROWMUL,
+  K_CHANMUL,
+  K_CHANLERP,
+  K_XSA,
+  K_SOFTCAP,
+  K_TANH,
+  K_SCALE,
+  K_ADD,
+  K_COPY_INTO,
+  K_ADD_INTO,
+  K_EMBED,
+  K_COLS,
+  K_EXPAND,
+  K_CE,
+};
+
+typedef struct node {
+  int kind;
+  pg_t o, a, b, c;
+  const int32_t *i0, *i1;
+  int n[6];
+  float f;
+  const pg_real *dnll;
+} node;
+
+struct pg_tape {
+  const pg_ops *e;
+  int grad;
+  arena act, keep;
+  node *nodes;
+  size_t nn, cap;
+  int status;
+  char msg[PG_ERR_MSG_MAX];
+};
+
+/* ---- arena ----------------------------------------------------------------------------------- */
+
+static void *arena_alloc(arena *ar, size_t bytes) {
+  bytes = (bytes + PG_TAPE_ALIGN - 1) / PG_TAPE_ALIGN * PG_TAPE_ALIGN;
+  if (bytes == 0) bytes = PG_TAPE_ALIGN;
+  while (ar->cur < ar->nb) {
+    block *b = &ar->b[ar->cur];
+    if (b->cap - b->used >= bytes) {
+      void *p = b->p + b->used;
+      b->used += bytes;
+      memset(p, 0, bytes);
+      return p;
+    }
+    if (ar->cur + 1 < ar->nb) {
+      ar->cur++;
+      ar->b[ar->cur].used = 0;
+      continue;
+    }
+    break;
+  }
+  size_t cap = bytes > PG_TAPE_BLOCK ? bytes : PG_TAPE_BLOCK;
+  block *nb = realloc(ar->b, (ar->nb + 1) * sizeof *nb);
+  if (!nb) return NULL;
+  ar->b = nb;
+  unsigned char *mem = malloc(cap);
+  if (!mem) return NULL;
+  /* a fresh block goes right after the current one; blocks beyond it are empty */
+  size_t at = ar->nb == 0 ? 0 : ar->cur + 1;
+  memmove(&ar->b[at + 1], &ar->b[at], (ar->nb - at) * sizeof *ar->b);
+  ar->b[at] = (block){.p = mem, .cap = cap, .used = bytes};
+  ar->nb++;
+  ar->cur = at;
+  memset(mem, 0, bytes);
+  return mem;
+}
+
+static void arena_reset(arena *ar) {
+  for (size_t i = 0; i < ar->nb; i++) ar->b[i].used = 0;
+  ar->cur = 0;
+}
+
+static void arena_free(arena *ar) {
+  for (size_t i = 0; i < ar->nb; i++) free(ar->b[i].p);
+  free(ar->b);
+  ar->b = NULL;
+  ar->nb = ar->cur = 0;
+}
+
+static size_t arena_bytes(const arena *ar) {
+  size_t s = 0;
+  for (size_t i = 0; i < ar->nb; i++) s += ar->b[i].cap;
+  return s;
+}
+
+/* ---- tape ------------------------------------------------------------------------------------ */
+
+int pg_tape_create(pg_tape **out, const pg_ops *e, int grad) {
+  *out = NULL;
+  pg_tape *tp = calloc(1, sizeof *tp);
+  if (!tp) return PG_E_NOMEM;
+  tp->e = e;
+  tp->grad = grad ? 1 : 0;
+  *out = tp;
+  return PG_OK;
+}
+
+void pg_tape_free(pg_tape *tp) {
+  if (!tp) return;
+  arena_free(&tp->act);
+  arena_free(&tp->keep);
+  free(tp->nodes);
+  free(tp);
+}
+
+void pg_tape_reset(pg_tape *tp) {
+  arena_reset(&tp->act);
+  arena_reset(&tp->keep);
+  tp->nn = 0;
+  tp->status = PG_OK;
+  tp->msg[0] = 0;
+}
+
+int pg_tape_status(const pg_tape *tp, pg_err *err) {
+  if (tp->status != PG_OK && err) pg_err_set(err, tp->status, NULL, PG_NO_OFFSET, "%s", tp->msg);
+  return tp->status;
+}
+
+int pg_tape_fail(pg_tape *tp, int status, const char *fmt, ...) {
+  if (tp->status == PG_OK) {
+    tp->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tp->msg, sizeof tp->msg, fmt, ap);
+    va_end(ap);
+  }
+  return tp->status;
+}
+
+int pg_tape_grad(const pg_tape *tp) { return tp->grad; }
+const pg_ops *pg_tape_ops(const pg_tape *tp) { return tp->e; }
+size_t pg_tape_bytes(const pg_tape *tp) {
+  return arena_bytes(&tp->act) + arena_bytes(&tp->keep) + tp->cap * sizeof *tp->nodes;
+}
+size_t pg_tape_nodes(const pg_tape *tp) { return tp->nn; }
+
+pg_tape_mark_t pg_tape_mark(const pg_tape *tp) {
+  pg_tape_mark_t m = {.block = tp->act.cur,
+                      .used = tp->act.nb ? tp->act.b[tp->act.cur].used : 0,
+                      .nodes = tp->nn};
+  return m;
+}
+
+void pg_tape_release(pg_tape *tp, pg_tape_mark_t m) {
+  if (tp->grad || tp->act.nb == 0) return;
+  for (size_t i = m.block + 1; i < tp->act.nb; i++) tp->act.b[i].used = 0;
+  tp->act.cur = m.block;
+  tp->act.b[m.block].used = m.used;
+}
+
+void *pg_tape_scratch(pg_tape *tp, size_t bytes) {
+  if (tp->status) return NULL;
+  void *p = arena_alloc(&tp->keep, bytes);
+  if (!p) pg_tape_fail(tp, PG_E_NOMEM, "out of memory (%zu bytes of scratch)", bytes);
+  return p;
+}
+
+static pg_t alloc_t(pg_tape *tp, arena *ar, size_t n, int with_grad) {
+  pg_t t = {0};
+  if (tp->status) return t;
+  if (n > SIZE_MAX / sizeof(pg_real) / 2) {
+    pg_tape_fail(tp, PG_E_LIMIT, "tensor of %zu elements is too large", n);
+    return t;
+  }
+  t.v = arena_alloc(ar, n * sizeof(pg_real));
+  if (t.v && with_grad) t.g = arena_alloc(ar, n * sizeof(pg_real));
+  if (!t.v || (with_grad && !t.g)) {
+    pg_tape_fail(tp, PG_E_NOMEM, "out of memory (a tensor of %zu elements)", n);
+    return (pg_t){0};
+  }
+  t.n = n;
+  return t;
+}
+
+pg_t pg_t_new(pg_tape *tp, size_t n) { return alloc_t(tp, &tp->act, n, tp->grad); }
+pg_t pg_t_keep(pg_tape *tp, size_t n) { return alloc_t(tp, &tp->keep, n, tp->grad); }
+
+pg_t pg_t_const(const pg_real *v, size_t n) {
+  pg_t t = {.v = (pg_real *)v, .g = NULL, .n = n};
+  return t;
+}
+
+pg_t pg_t_param(pg_real *v, pg_real *g, size_t n) {
+  pg_t t = {.v = v, .g = g, .n = n};
+  return t;
+}
+
+pg_t pg_t_view(pg_t x, size_t off, size_t n) {
+  pg_t t = {.v = x.v ? x.v + off : NULL, .g = x.g ? x.g + off : NULL, .n = n};
+  return t;
+}
+
+/* Append a node when the tape records and one of its inputs takes a gradient. */
+static void record(pg_tape *tp, const node *nd) {
+  if (!tp->grad || tp->status) return;
+  if (!nd->a.g && !nd->b.g && !nd->c.g) return;
+  if (tp->nn == tp->cap) {
+    size_t cap = tp->cap ? tp->cap * 2 : 256;
+    node *nn = realloc(tp->nodes, cap * sizeof *nn);
+    if (!nn) {
+      pg_tape_fail(tp, PG_E_NOMEM, "out of memory (tape of %zu nodes)", cap);
+      return;
+    }
+    tp->nodes = nn;
+    tp->cap = cap;
+  }
+  tp->nodes[tp->nn++] = *nd;
+}
+
+/* An op's output: a gradient buffer only when an input has one. */
+static pg_t out_for(pg_tape *tp, size_t n, pg_t a, pg_t b, pg_t c) {
+  return alloc_t(tp, &tp->act, n, tp->grad && (a.g || b.g || c.g));
+}
+
+static const pg_t NONE = {0};
+
+static int bad(pg_tape *tp, int cond, const char *what) {
+  if (tp->status) return 1;
+  if (cond) {
+    pg_tape_fail(tp, PG_E_ARG, "internal: %s: tensor sizes disagree", what);
+    return 1;
+  }
+  return 0;
+}
+
+#define SZ(a, b) ((size_t)(a) * (size_t)(b))
+
+pg_t tp_matmul(pg_tape *tp, pg_t x, pg_t w, int M, int N, int K) {
+  if (bad(tp, x.n != SZ(M, K) || w.n != SZ(N, K), "matmul")) return NONE;
+  pg_t y = out_for(tp, SZ(M, N), x, w, NONE);
+  if (!y.v) return NONE;
+  tp->e->matmul_fwd(tp->e, y.v, x.v, w.v, M, N, K);
+  record(tp, &(node){.kind = K_MATMUL, .o = y, .a = x, .b = w, .n = {M, N, K}});
+  return y;
+}
+
+pg_t tp_rmsnorm(pg_tape *tp, pg_t x, int R, int D, float eps) {
+  if (bad(tp, x.n != SZ(R, D), "rmsnorm")) return NONE;
+  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->rmsnorm_fwd(tp->e, y.v, x.v, R, D, eps);
+  record(tp, &(node){.kind = K_RMSNORM, .o = y, .a = x, .n = {R, D}, .f = eps});
+  return y;
+}
+
+pg_t tp_rope(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int rot, float base) {
+  if (bad(tp, x.n != SZ(T, H) * (size_t)d, "rope")) return NONE;
+  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->rope_fwd(tp->e, y.v, x.v, pos, T, H, d, rot, base);
+  record(tp, &(node){.kind = K_ROPE, .o = y, .a = x, .i0 = pos, .n = {T, H, d, rot}, .f = base});
+  return y;
+}
+
+pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
+                  int H, int Hkv, int d, float scale) {
+  size_t nq = SZ(T, H) * (size_t)d, nk = SZ(T, Hkv) * (size_t)d;
+  if (bad(tp, q.n != nq || k.n != nk || v.n != nk || (out.v && out.n != nq), "attention"))
+    return NONE;
+  pg_t y = out.v ? out : out_for(tp, nq, q, k, v);
+  if (!y.v) return NONE;
+  tp->e->attention_fwd(tp->e, y.v, q.v, k.v, v.v, seg, T, H, Hkv, d, scale);
+  record(tp, &(node){.kind = K_ATTN, .o = y, .a = q, .b = k, .c = v, .i0 = seg,
+                     .n = {T, H, Hkv, d}, .f = scale});
+  return y;
+}
+
+pg_t tp_relu2(pg_tape *tp, pg_t x) {
+  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->relu2_fwd(tp->e, y.v, x.v, x.n);
+  record(tp, &(node){.kind = K_RELU2, .o = y, .a = x});
+  return y;
+}
+
+pg_t tp_leaky_relu2(pg_tape *tp, pg_t x, float slope) {
+  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->leaky_relu2_fwd(tp->e, y.v, x.v, x.n, slope);
+  record(tp, &(node){.kind = K_LEAKY, .o = y, .a = x, .f = slope});
+  return y;
+}
+
+pg_t tp_rowgate(pg_tape *tp, pg_t x, pg_t g, int R, int D) {
+  if (bad(tp, x.n != SZ(R, D) || g.n != (size_t)R, "rowgate")) return NONE;
+  pg_t y = out_for(tp, x.n, x, g, NONE);
+  if (!y.v) return NONE;
+  tp->e->rowgate_fwd(tp->e, y.v, x.v, g.v, R, D);
+  record(tp, &(node){.kind = K_ROWGATE, .o = y, .a = x, .b = g, .n = {R, D}});
+  return y;
+}
+
+pg_t tp_rowmul(pg_tape *tp, pg_t x, pg_t s, int R, int D) {
+  if (bad(tp, x.n != SZ(R, D) || s.n != (size_t)R, "rowmul")) return NONE;
+  pg_t y = out_for(tp, x.n, x, s, NONE);
+  if (!y.v) return NONE;
+  tp->e->rowmul_fwd(tp->e, y.v, x.v, s.v, R, D);
+  record(tp, &(node){.kind = K_ROWMUL, .o = y, .a = x, .b = s, .n = {R, D}});
+  return y;
+}
+
+pg_t tp_chanmul(pg_tape *tp, pg_t x, pg_t s, int R, int C) {
+  if (bad(tp, x.n != SZ(R, C) || s.n != (size_t)C, "chanmul")) return NONE;
+  pg_t y = out_for(tp, x.n, x, s, NONE);
+  if (!y.v) return NONE;
+  tp->e->chanmul_fwd(tp->e, y.v, x.v, s.v, R, C);
+  record(tp, &(node){.kind = K_CHANMUL, .o = y, .a = x, .b = s, .n = {R, C}});
+  return y;
+}
+
+pg_t tp_chanlerp(pg_tape *tp, pg_t a, pg_t b, pg_t g, int R, int C) {
+  if (bad(tp, a.n != SZ(R, C) || b.n != a.n || g.n != (size_t)C, "chanlerp")) return NONE;
+  pg_t y = out_for(tp, a.n, a, b, g);
+  if (!y.v) return NONE;
+  tp->e->chanlerp_fwd(tp->e, y.v, a.v, b.v, g.v, R, C);
+  record(tp, &(node){.kind = K_CHANLERP, .o = y, .a = a, .b = b, .c = g, .n = {R, C}});
+  return y;
+}
+
+pg_t tp_xsa(pg_tape *tp, pg_t y, pg_t v, int T, int H, int Hkv, int d) {
+  if (bad(tp, y.n != SZ(T, H) * (size_t)d || v.n != SZ(T, Hkv) * (size_t)d, "xsa")) return NONE;
+  pg_t o = out_for(tp, y.n, y, v, NONE);
+  if (!o.v) return NONE;
+  tp->e->xsa_fwd(tp->e, o.v, y.v, v.v, T, H, Hkv, d);
+  record(tp, &(node){.kind = K_XSA, .o = o, .a = y, .b = v, .n = {T, H, Hkv, d}});
+  return o;
+}
+
+pg_t tp_softcap(pg_tape *tp, pg_t z, float c) {
+  pg_t y = out_for(tp, z.n, z, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->softcap_fwd(tp->e, y.v, z.v, z.n, c);
+  record(tp, &(node){.kind = K_SOFTCAP, .o = y, .a = z, .f = c});
+  return y;
+}
+
+pg_t tp_tanh(pg_tape *tp, pg_t x) {
+  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->tanh_fwd(tp->e, y.v, x.v, x.n);
+  record(tp, &(node){.kind = K_TANH, .o = y, .a = x});
+  return y;
+}
+
+pg_t tp_scale(pg_tape *tp, pg_t x, float a) {
+  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->axpy(tp->e, y.v, a, x.v, x.n);
+  record(tp, &(node){.kind = K_SCALE, .o = y, .a = x, .f = a});
+  return y;
+}
+
+pg_t tp_add(pg_tape *tp, pg_t a, pg_t b) {
+  if (bad(tp, a.n != b.n, "add")) return NONE;
+  pg_t y = out_for(tp, a.n, a, b, NONE);
+  if (!y.v) return NONE;
+  tp->e->copy(tp->e, y.v, a.v, a.n);
+  tp->e->axpy(tp->e, y.v, 1.0f, b.v, b.n);
+  record(tp, &(node){.kind = K_ADD, .o = y, .a = a, .b = b});
+  return y;
+}
+
+void tp_copy_into(pg_tape *tp, pg_t dst, pg_t src) {
+  if (bad(tp, dst.n != src.n || !dst.v, "copy_into")) return;
+  tp->e->copy(tp->e, dst.v, src.v, src.n);
+  if (dst.g) record(tp, &(node){.kind = K_COPY_INTO, .o = dst, .a = src});
+}
+
+void tp_add_into(pg_tape *tp, pg_t dst, pg_t src, float alpha) {
+  if (bad(tp, dst.n != src.n || !dst.v, "add_into")) return;
+  tp->e->axpy(tp->e, dst.v, alpha, src.v, src.n);
+  if (dst.g) record(tp, &(node){.kind = K_ADD_INTO, .o = dst, .a = src, .f = alpha});
+}
+
+pg_t tp_embed(pg_tape *tp, pg_t table, const int32_t *ids, int T, int D, int V) {
+  if (bad(tp, table.n != SZ(V, D), "embed")) return NONE;
+  pg_t y = out_for(tp, SZ(T, D), table, NONE, NONE);
+  if (!y.v) return NONE;
+  int st = tp->e->embed_fwd(tp->e, y.v, table.v, ids, T, D, V);
+  if (st) {
+    pg_tape_fail(tp, st, "a token id is outside the embedding's %d rows", V);
+    return NONE;
+  }
+  record(tp, &(node){.kind = K_EMBED, .o = y, .a = table, .i0 = ids, .n = {T, D, V}});
+  return y;
+}
+
+pg_t tp_cols(pg_tape *tp, pg_t x, int R, int C, int c0, int w) {
+  if (bad(tp, x.n != SZ(R, C) || c0 < 0 || w < 0 || c0 + w > C, "cols")) return NONE;
+  pg_t y = out_for(tp, SZ(R, w), x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->cols_fwd(tp->e, y.v, x.v, R, C, c0, w);
+  record(tp, &(node){.kind = K_COLS, .o = y, .a = x, .n = {R, C, c0, w}});
+  return y;
+}
+
+pg_t tp_expand(pg_tape *tp, pg_t x, int G, int r) {
+  if (bad(tp, x.n != (size_t)G, "expand")) return NONE;
+  pg_t y = out_for(tp, SZ(G, r), x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->expand_fwd(tp->e, y.v, x.v, G, r);
+  record(tp, &(node){.kind = K_EXPAND, .o = y, .a = x, .n = {G, r}});
+  return y;
+}
+
+void tp_ce(pg_tape *tp, pg_t logits, const int32_t *targets, int T, int V, double *nll,
+           const pg_real *dnll) {
+  if (bad(tp, logits.n != SZ(T, V), "ce")) return;
+  int st = tp->e->ce_fwd(tp->e, nll, logits.v, targets, T, V);
+  if (st) {
+    pg_tape_fail(tp, st, "a target id is outside the vocabulary of %d", V);
+    return;
+  }
+  record(tp, &(node){.kind = K_CE, .a = logits, .i0 = targets, .n = {T, V}, .dnll = dnll});
+}
+
+/* ---- backward -------------------------------------------------------------------------------- */
+
+static int node_bwd(pg_tape *tp, const node *nd) {
+  const pg_ops *e = tp->e;
+  const int *n = nd->n;
+  pg_real *dy = nd->o.g;
+  if (nd->kind != K_CE && !dy) return PG_OK;
+  switch (nd->kind) {
+  case K_MATMUL: e->matmul_bwd(e, nd->a.g, nd->b.g, dy, nd->a.v, nd->b.v, n[0], n[1], n[2]); break;
+  case K_RMSNORM: e->rmsnorm_bwd(e, nd->a.g, dy, nd->a.v, n[0], n[1], nd->f); break;
+  case K_ROPE: e->rope_bwd(e, nd->a.g, dy, nd->i0, n[0], n[1], n[2], n[3], nd->f); break;
+  case K_ATTN:
+    return e->attention_bwd(e, nd->a.g, nd->b.g, nd->c.g, dy, nd->a.v, nd->b.v, nd->c.v, nd->i0,
+                            n[0], n[1], n[2], n[3], nd->f);
+  case K_RELU2: e->relu2_bwd(e, nd->a.g, dy, nd->a.v, nd->a.n); break;
+  case K_LEAKY: e->leaky_relu2_bwd(e, nd->a.g, dy, nd->a.v, nd->a.n, nd->f); break;
+  case K_ROWGATE: e->rowgate_bwd(e, nd->a.g, nd->b.g, dy, nd->a.v, nd->b.v, n[0], n[1]); break;
+  case K_ROWMUL: e->rowmul_bwd(e, nd->a.g, nd->b.g, dy, nd->a.v, nd->b.v, n[0], n[1]); break;
+  case K_CHANMUL: e->chanmul_bwd(e, nd->a.g, nd->b.g, dy, nd->a.v, nd->b.v, n[0], n[1]); break;
+  case K_CHANLERP:
+    e->chanlerp_bwd(e, nd->a.g, nd->b.g, nd->c.g, dy, nd->a.v, nd->b.v, nd->c.v, n[0], n[1]);
+    break;
+  case K_XSA: e->xsa_bwd(e, nd->a.g, nd->b.g, dy, nd->a.v, nd->b.v, n[0], n[1], n[2], n[3]); break;
+  case K_SOFTCAP: e->softcap_bwd(e, nd->a.g, dy, nd->a.v, nd->a.n, nd->f); break;
+  case K_TANH: e->tanh_bwd(e, nd->a.g, dy, nd->a.v, nd->a.n); break;
+  case K_SCALE:
+  case K_ADD_INTO:
+    if (nd->a.g) e->axpy(e, nd->a.g, nd->f, dy, nd->a.n);
+    break;
+  case K_ADD:
+    if (nd->a.g) e->axpy(e, nd->a.g, 1.0f, dy, nd->a.n);
+    if (nd->b.g) e->axpy(e, nd->b.g, 1.0f, dy, nd->b.n);
+    break;
+  case K_COPY_INTO:
+    if (nd->a.g) e->axpy(e, nd->a.g, 1.0f, dy, nd->a.n);
+    break;
+  case K_EMBED:
+    if (nd->a.g) return e->embed_bwd(e, nd->a.g, dy, nd->i0, n[0], n[1], n[2]);
+    break;
+  case K_COLS:
+    if (nd->a.g) e->cols_bwd(e, nd->a.g, dy, n[0], n[1], n[2], n[3]);
+    break;
+  case K_EXPAND:
+    if (nd->a.g) e->expand_bwd(e, nd->a.g, dy, n[0], n[1]);
+    break;
+  case K_CE:
+    if (nd->a.g) return e->ce_bwd(e, nd->a.g, nd->dnll, nd->a.v, nd->i0, n[0], n[1]);
+    break;
+  default: return PG_E_ARG;
+  }
+  return PG_OK;
+}
+
+int pg_tape_backward(pg_tape *tp) {
+  if (tp->status) return tp->status;
+  if (!tp->grad) return pg_tape_fail(tp, PG_E_ARG, "backward on a tape that does not record");
+  for (size_t i = tp->nn; i-- > 0;) {
+    int st = node_bwd(tp, &tp->nodes[i]);
+    if (st) return pg_tape_fail(tp, st, "backward: op %d failed", tp->nodes[i].kind);
+  }
+  return PG_OK;
+}
