@@ -438,6 +438,7 @@ typedef struct fwd {
   pg_lora *lo;
   int B, T, BT, d, grad;
   const int32_t *ids, *pos, *seg;
+  const int *lora_rows;
   float rope_base, eps;
   pg_t ve;
 } fwd;
@@ -477,7 +478,8 @@ static pg_t lora_add(fwd *f, pg_t base, pg_t x, int slot, int k) {
   int in = l->in[k], out = l->out[k], r = l->rank, T = f->T;
   pg_t delta = pg_t_new(f->tp, SZ(f->BT, out));
   for (int b = 0; b < f->B; b++) {
-    size_t ao = lora_a_off(l, b, slot, k), na = SZ(r, in), nb = SZ(r, out);
+    int ar = f->lora_rows ? f->lora_rows[b] : b;
+    size_t ao = lora_a_off(l, ar, slot, k), na = SZ(r, in), nb = SZ(r, out);
     pg_t A = pg_t_param(l->p + ao, f->grad ? l->g + ao : NULL, na);
     pg_t Bm = pg_t_param(l->p + ao + na, f->grad ? l->g + ao + na : NULL, nb);
     pg_t xa = tp_matmul(f->tp, pg_t_view(x, SZ(b, T) * (size_t)in, SZ(T, in)), A, T, r, in);
@@ -710,14 +712,17 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
       !nll)
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "forward: bad batch (%d x %d)", b->B,
                       b->T);
-  if (lo && lo->rows != b->B)
-    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
-                      "forward: %d LoRA rows for a batch of %d rows", lo->rows, b->B);
+  for (int r = 0; lo && r < b->B; r++) {
+    int ar = b->lora_rows ? b->lora_rows[r] : r;
+    if (ar < 0 || ar >= lo->rows)
+      return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                        "forward: batch row %d maps to adapter %d of %d", r, ar, lo->rows);
+  }
   if ((size_t)b->B * (size_t)b->T * (size_t)a->vocab_size > ((size_t)1 << 40))
     return pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET, "forward: logits too large");
   pg_tape_reset(tp);
   fwd F = {.m = m, .tp = tp, .a = a, .lo = lo, .B = b->B, .T = b->T, .BT = b->B * b->T,
-           .d = a->dim, .grad = pg_tape_grad(tp), .ids = b->ids, .eps = (float)a->block.norm_eps};
+           .d = a->dim, .grad = pg_tape_grad(tp), .ids = b->ids, .lora_rows = b->lora_rows, .eps = (float)a->block.norm_eps};
   fwd *f = &F;
   int BT = f->BT, T = f->T, V = a->vocab_size;
   for (int r = 0; r < b->B; r++) {

@@ -1,15 +1,20 @@
-/* pgdemo: write a synthetic model of the record family's tensor layout, quantized the way the
- * challenge's SDClip recipe does (row scales fp16(k·std/R), round half to even), into an artifact.
- * It is the README's main job until training (pgtrain) and packing (pgpack) land; the weights
- * are random, so the artifact exercises every byte path, not the score. */
+/* pgdemo: write a synthetic, untrained model of the record family into an artifact: a real arch
+ * (the baseline of spec/arch.md with the sizes asked for) stored canonically as "arch.json", and
+ * exactly that arch's tensors, initialized as a trainer would (pg_model_init) and quantized the
+ * way the challenge's SDClip recipe does (row scales fp16(k·std/R), round half to even; small
+ * tensors fp16). It is the README's main job until training (pgtrain) and packing (pgpack) land;
+ * the weights are untrained, so the artifact exercises every byte path and loads as a model
+ * (pg_load.h), not the score. */
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pg_arch.h"
 #include "pg_container.h"
 #include "pg_half.h"
 #include "pg_io.h"
+#include "pg_model.h"
 #include "pg_quant.h"
 #include "pg_rng.h"
 #include "tool.h"
@@ -20,8 +25,10 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: pgdemo [options] -o OUT.pgz\n"
           "\n"
-          "Write a synthetic model (random weights with the record family's tensor names and\n"
-          "shapes) quantized with SDClip scales and round-to-nearest into an artifact.\n"
+          "Write a synthetic, untrained model into an artifact: the baseline arch with the\n"
+          "sizes below (stored as \"arch.json\"; one layer has no U-Net skips), its tensors\n"
+          "initialized as a trainer would, matrices of more than --passthrough-max elements\n"
+          "quantized with SDClip scales and round-to-nearest, the others fp16.\n"
           "\n"
           "options:\n"
           "  -o, --out FILE        the artifact to write (required)\n"
@@ -37,14 +44,12 @@ static void usage(FILE *f) {
           "  --codec SPEC          codec of the data sections (default brotli-11), e.g. zstd-22,\n"
           "                        lzma-9e, brotli-11+shuf2\n"
           "  --packed              bit-pack the values (default one value per byte)\n"
+          "  --passthrough-max N   matrices of at most N elements are stored fp16 (default 65536)\n"
           "  --code FILE           embed a code file (repeatable)\n"
           "  --tokenizer FILE      embed a SentencePiece .model file\n"
           "  --seed N              random seed (default 1337)\n"
           "  -h, --help            this text\n");
 }
-
-static pg_rng rng;
-static float gauss(float std) { return (float)(std * pg_rng_gauss(&rng)); }
 
 typedef struct demo {
   pg_writer *w;
@@ -52,64 +57,98 @@ typedef struct demo {
   unsigned bits, embed_bits;
   float clip, embed_clip;
   int packing;
+  uint64_t passthrough_max;
   uint64_t params, quantized;
 } demo;
 
-static int add_matrix(demo *d, const char *name, uint64_t rows, uint64_t cols, float std,
-                      int sec, unsigned bits, float k, pg_err *err) {
-  const uint64_t n = rows * cols;
-  float *W = malloc(n * sizeof *W);
+static int ends_with(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* One tensor of the model: vectors, scalars and tensors of at most passthrough_max elements
+ * (65,536 by default, the challenge's routing) pass through as fp16; larger matrices get SDClip
+ * row scales (rows = the first dimension) and round-to-nearest, the embeddings with their own
+ * bits and clip. */
+static int add_tensor(demo *d, const pg_arch_tensor *t, const float *W, pg_err *err) {
+  const uint64_t n = pg_arch_tensor_numel(t);
+  d->params += n;
+  if (n <= d->passthrough_max || t->ndim < 2) {
+    uint16_t *h = malloc(n * 2);
+    if (!h) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate %s", t->name);
+    for (uint64_t i = 0; i < n; i++) h[i] = pg_f32_to_f16(W[i]);
+    pg_tensor_in in = {.name = t->name, .qtype = PG_QTYPE_F16, .ndim = (unsigned)t->ndim,
+                       .dims = t->shape, .values = h, .sec_values = d->sec_small};
+    int rc = pg_writer_tensor(d->w, &in, err);
+    free(h);
+    return rc;
+  }
+  const int embed = !strcmp(t->name, "tok_emb.weight") || ends_with(t->name, "embed.weight");
+  const unsigned bits = embed ? d->embed_bits : d->bits;
+  const float k = embed ? d->embed_clip : d->clip;
+  const uint64_t rows = t->ndim ? t->shape[0] : 1, cols = n / rows;
   int8_t *q = malloc(n);
   uint16_t *s = malloc(rows * 2);
-  if (!W || !q || !s) {
-    free(W);
+  if (!q || !s) {
     free(q);
     free(s);
-    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate %s", name);
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate %s", t->name);
   }
-  for (uint64_t i = 0; i < n; i++) W[i] = gauss(std);
-  int rc;
-  d->params += n;
-  if (n <= 65536) { /* small tensors pass through as fp16, as the challenge's routing does */
-    uint16_t *h = malloc(n * 2);
-    if (!h) {
-      rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate %s", name);
-    } else {
-      for (uint64_t i = 0; i < n; i++) h[i] = pg_f32_to_f16(W[i]);
-      uint64_t dims[2] = {rows, cols};
-      pg_tensor_in t = {.name = name, .qtype = PG_QTYPE_F16, .ndim = 2, .dims = dims,
-                        .values = h, .sec_values = d->sec_small};
-      rc = pg_writer_tensor(d->w, &t, err);
-      free(h);
-    }
-  } else {
-    const int R = (1 << (bits - 1)) - 1;
-    pg_quant_sdclip_scales(W, rows, cols, k, bits, s);
-    pg_quant_rtn_rows(W, rows, cols, s, -R, R, q);
-    uint64_t dims[2] = {rows, cols};
-    pg_tensor_in t = {.name = name, .qtype = PG_QTYPE_INT5 + (int)bits - 5, .packing = d->packing,
-                      .scale_kind = PG_SCALE_ROW_F16, .qmin = -R, .qmax = R, .ndim = 2,
-                      .dims = dims, .values = q, .row_scales = s, .sec_values = sec,
-                      .sec_scales = d->sec_scales};
-    rc = pg_writer_tensor(d->w, &t, err);
-    d->quantized += n;
-  }
-  free(W);
+  const int R = (1 << (bits - 1)) - 1;
+  pg_quant_sdclip_scales(W, rows, cols, k, bits, s);
+  for (uint64_t r = 0; r < rows; r++)
+    if (s[r] == 0) s[r] = 1; /* a row below fp16's range: the smallest subnormal, never 0/0 */
+  pg_quant_rtn_rows(W, rows, cols, s, -R, R, q);
+  const int sec = embed ? d->sec_embed : strstr(t->name, ".mlp.") ? d->sec_mlp : d->sec_attn;
+  pg_tensor_in in = {.name = t->name, .qtype = PG_QTYPE_INT5 + (int)bits - 5,
+                     .packing = d->packing, .scale_kind = PG_SCALE_ROW_F16, .qmin = -R, .qmax = R,
+                     .ndim = (unsigned)t->ndim, .dims = t->shape, .values = q, .row_scales = s,
+                     .sec_values = sec, .sec_scales = d->sec_scales};
+  int rc = pg_writer_tensor(d->w, &in, err);
+  d->quantized += n;
   free(q);
   free(s);
   return rc;
 }
 
-static int add_vector(demo *d, const char *name, uint64_t n, float value, pg_err *err) {
-  float *v = malloc(n * sizeof *v);
-  if (!v) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
-  for (uint64_t i = 0; i < n; i++) v[i] = value;
-  pg_tensor_in t = {.name = name, .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &n, .values = v,
-                    .sec_values = d->sec_small};
-  d->params += n;
-  int rc = pg_writer_tensor(d->w, &t, err);
-  free(v);
-  return rc;
+/* The arch: the baseline (spec/arch.md) with the options' sizes. One layer cannot have U-Net
+ * skips (an empty encoder), and the 12-channel gate windows cannot exceed a narrower model. */
+static int demo_arch(pg_arch *a, long vocab, long dim, long layers, long heads, long kv_heads,
+                     long hidden, pg_err *err) {
+  char json[512];
+  int n = snprintf(json, sizeof json,
+                   "{\"vocab_size\": %ld, \"dim\": %ld, \"layers\": %ld, \"heads\": %ld, "
+                   "\"kv_heads\": %ld, \"head_dim\": %ld, \"mlp\": {\"hidden\": %ld}",
+                   vocab, dim, layers, heads, kv_heads, dim / heads, hidden);
+  if (layers < 2)
+    n += snprintf(json + n, sizeof json - (size_t)n, ", \"structure\": {\"skips\": \"none\"}");
+  if (dim < 12)
+    n += snprintf(json + n, sizeof json - (size_t)n,
+                  ", \"attention\": {\"gate_window\": %ld}, "
+                  "\"embeddings\": {\"smear_window\": %ld}",
+                  dim, dim);
+  n += snprintf(json + n, sizeof json - (size_t)n, "}");
+  return pg_arch_parse(a, json, (size_t)n, "pgdemo arch", err);
+}
+
+/* An untrained model of that arch: the trainer's init (pg_model_init: control tensors at their
+ * init values, matrices N(0, 1/fan_in), embeddings N(0, 0.005²)), except that the output
+ * projections, which that init zeroes, are drawn like the other matrices so that every matrix
+ * carries bytes. */
+static int demo_model(pg_model **m, const pg_arch *a, uint64_t seed, pg_err *err) {
+  PG_TRY(pg_model_create(m, a, err));
+  pg_model_init(*m, seed);
+  pg_rng rng;
+  pg_rng_seed(&rng, seed ^ 0x9e3779b97f4a7c15ull);
+  for (size_t i = 0; i < pg_model_tensor_count(*m); i++) {
+    const pg_arch_tensor *t = pg_model_tensor(*m, i);
+    if (!ends_with(t->name, "attn.proj.weight") && !ends_with(t->name, "mlp.proj.weight")) continue;
+    const double std = 1.0 / sqrt((double)t->shape[1]);
+    pg_real *p = pg_model_data(*m, i);
+    for (uint64_t j = 0; j < pg_arch_tensor_numel(t); j++)
+      p[j] = (pg_real)(std * pg_rng_gauss(&rng));
+  }
+  return PG_OK;
 }
 
 static int parse_int(const char *s, long lo, long hi, long *out) {
@@ -122,13 +161,13 @@ static int parse_int(const char *s, long lo, long hi, long *out) {
 
 int main(int argc, char **argv) {
   long layers = 4, dim = 384, heads = 6, kv_heads = 3, mlp_mult = 4, vocab = 1024, bits = 6,
-       embed_bits = 8, seed = 1337;
+       embed_bits = 8, seed = 1337, passthrough = 65536;
   double clip = 12.85, embed_clip = 20.0;
   const char *out = NULL, *codec = "brotli-11", *tokenizer = NULL;
   const char *codes[64];
   int ncode = 0, packed = 0;
   enum { O_LAYERS = 256, O_DIM, O_HEADS, O_KV, O_MLP, O_VOCAB, O_BITS, O_EBITS, O_CLIP, O_ECLIP,
-         O_CODEC, O_PACKED, O_CODE, O_TOK, O_SEED };
+         O_CODEC, O_PACKED, O_CODE, O_TOK, O_SEED, O_PASS };
   static const struct option opts[] = {
       {"out", required_argument, 0, 'o'},        {"layers", required_argument, 0, O_LAYERS},
       {"dim", required_argument, 0, O_DIM},      {"heads", required_argument, 0, O_HEADS},
@@ -138,6 +177,7 @@ int main(int argc, char **argv) {
       {"embed-clip", required_argument, 0, O_ECLIP}, {"codec", required_argument, 0, O_CODEC},
       {"packed", no_argument, 0, O_PACKED},      {"code", required_argument, 0, O_CODE},
       {"tokenizer", required_argument, 0, O_TOK}, {"seed", required_argument, 0, O_SEED},
+      {"passthrough-max", required_argument, 0, O_PASS},
       {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
@@ -156,6 +196,7 @@ int main(int argc, char **argv) {
     case O_ECLIP: embed_clip = strtod(optarg, NULL); bad = !(embed_clip > 0); break;
     case O_CODEC: codec = optarg; break;
     case O_PACKED: packed = 1; break;
+    case O_PASS: bad = parse_int(optarg, 0, 0x7fffffffL, &passthrough); break;
     case O_CODE:
       if (ncode == 64) return pg_tool_usage_error(PROG, "at most 64 --code files");
       codes[ncode++] = optarg;
@@ -174,66 +215,47 @@ int main(int argc, char **argv) {
   pg_codec_spec cs;
   if (pg_codec_spec_parse(&cs, codec, &err) != PG_OK) return pg_tool_fail(PROG, &err);
   const double t0 = pg_now();
-  pg_rng_seed(&rng, (uint64_t)seed);
+  pg_arch arch;
+  char *arch_text = NULL;
+  pg_model *model = NULL;
+  if (demo_arch(&arch, vocab, dim, layers, heads, kv_heads, dim * mlp_mult, &err) != PG_OK ||
+      pg_arch_serialize(&arch, &arch_text, &err) != PG_OK ||
+      demo_model(&model, &arch, (uint64_t)seed, &err) != PG_OK) {
+    free(arch_text);
+    return pg_tool_fail(PROG, &err);
+  }
   demo d = {.bits = (unsigned)bits, .embed_bits = (unsigned)embed_bits, .clip = (float)clip,
-            .embed_clip = (float)embed_clip, .packing = packed};
-  if (pg_writer_create(&d.w) != PG_OK) return PG_EXIT_ERROR;
+            .embed_clip = (float)embed_clip, .packing = packed,
+            .passthrough_max = (uint64_t)passthrough};
+  if (pg_writer_create(&d.w) != PG_OK) {
+    free(arch_text);
+    pg_model_free(model);
+    return PG_EXIT_ERROR;
+  }
   d.sec_embed = pg_writer_data_section(d.w, &cs, &err);
   d.sec_attn = pg_writer_data_section(d.w, &cs, &err);
   d.sec_mlp = pg_writer_data_section(d.w, &cs, &err);
   d.sec_scales = pg_writer_data_section(d.w, &cs, &err);
   d.sec_small = pg_writer_data_section(d.w, &cs, &err);
-  const long hd = dim / heads, kvd = hd * kv_heads, hidden = dim * mlp_mult;
-  char arch[512];
-  int al = snprintf(arch, sizeof arch,
-                    "{\"family\":\"pgolf-demo\",\"layers\":%ld,\"dim\":%ld,\"heads\":%ld,"
-                    "\"kv_heads\":%ld,\"mlp_mult\":%ld,\"vocab\":%ld,\"tied_embedding\":true}",
-                    layers, dim, heads, kv_heads, mlp_mult, vocab);
-  char recipe[256];
-  int rl = snprintf(recipe, sizeof recipe,
-                    "{\"method\":\"rtn-sdclip\",\"matrix_bits\":%ld,\"embed_bits\":%ld,"
-                    "\"matrix_clip_sigmas\":%g,\"embed_clip_sigmas\":%g,\"passthrough_max\":65536,"
-                    "\"codec\":\"%s\",\"packed\":%s}",
-                    bits, embed_bits, clip, embed_clip, codec, packed ? "true" : "false");
+  char recipe[512];
+  snprintf(recipe, sizeof recipe,
+           "{\"method\":\"rtn-sdclip\",\"matrix_bits\":%ld,\"embed_bits\":%ld,"
+           "\"matrix_clip_sigmas\":%g,\"embed_clip_sigmas\":%g,\"passthrough_max\":%ld,"
+           "\"codec\":\"%.200s\",\"packed\":%s}",
+           bits, embed_bits, clip, embed_clip, passthrough, codec, packed ? "true" : "false");
   int rc = pg_writer_meta_str(d.w, "arch.name", "pgolf-demo", 10, &err);
-  if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "arch.json", arch, (size_t)al, &err);
+  if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "arch.json", arch_text, strlen(arch_text), &err);
   if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "quant.method", "rtn-sdclip", 10, &err);
-  if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "quant.recipe", recipe, (size_t)rl, &err);
+  if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "quant.recipe", recipe, strlen(recipe), &err);
   if (rc == PG_OK) rc = pg_writer_meta_i64(d.w, "tokenizer.vocab_size", vocab, &err);
   if (rc == PG_OK) rc = pg_writer_meta_i64(d.w, "provenance.seed", seed, &err);
   if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "provenance.calib_source", "none (synthetic weights)", 24, &err);
   if (rc == PG_OK) rc = pg_writer_meta_i64(d.w, "budget.bytes", 16000000, &err);
-  if (rc == PG_OK)
-    rc = add_matrix(&d, "tok_emb.weight", (uint64_t)vocab, (uint64_t)dim, 0.02f, d.sec_embed,
-                    d.embed_bits, d.embed_clip, &err);
-  char name[128];
-  for (long l = 0; l < layers && rc == PG_OK; l++) {
-    const struct {
-      const char *suffix;
-      long rows, cols;
-      int mlp;
-    } mats[] = {{"attn.c_q.weight", dim, dim, 0},   {"attn.c_k.weight", kvd, dim, 0},
-                {"attn.c_v.weight", kvd, dim, 0},   {"attn.proj.weight", dim, dim, 0},
-                {"mlp.fc.weight", hidden, dim, 1},  {"mlp.proj.weight", dim, hidden, 1}};
-    for (size_t m = 0; m < sizeof mats / sizeof mats[0] && rc == PG_OK; m++) {
-      snprintf(name, sizeof name, "blocks.%ld.%s", l, mats[m].suffix);
-      rc = add_matrix(&d, name, (uint64_t)mats[m].rows, (uint64_t)mats[m].cols,
-                      1.0f / sqrtf((float)mats[m].cols), mats[m].mlp ? d.sec_mlp : d.sec_attn,
-                      d.bits, d.clip, &err);
-    }
-    if (rc == PG_OK) {
-      snprintf(name, sizeof name, "blocks.%ld.attn_scale", l);
-      rc = add_vector(&d, name, (uint64_t)dim, 1.0f, &err);
-    }
-    if (rc == PG_OK) {
-      snprintf(name, sizeof name, "blocks.%ld.mlp_scale", l);
-      rc = add_vector(&d, name, (uint64_t)dim, 1.0f, &err);
-    }
-    if (rc == PG_OK) {
-      snprintf(name, sizeof name, "blocks.%ld.attn.q_gain", l);
-      rc = add_vector(&d, name, (uint64_t)heads, 1.5f, &err);
-    }
-  }
+  /* exactly the arch's tensors, in its canonical order */
+  for (size_t i = 0; i < pg_model_tensor_count(model) && rc == PG_OK; i++)
+    rc = add_tensor(&d, pg_model_tensor(model, i), pg_model_data(model, i), &err);
+  free(arch_text);
+  pg_model_free(model);
   for (int i = 0; i < ncode && rc == PG_OK; i++) {
     uint8_t *bytes;
     size_t n;

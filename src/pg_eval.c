@@ -1,0 +1,815 @@
+/* pg_eval.c: the evaluation protocols (pg_eval.h, spec/eval.md): window lists, scoring on an
+ * inference tape into fp64 sums committed chunk by chunk through a ledger of target positions,
+ * and the score-first updates (chunked TTT, per-document LoRA, phased global SGD), each checked
+ * against the ledger before it runs. */
+#include "pg_eval.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pg_shard.h"
+#include "pg_tape.h"
+
+#define SZ(a, b) ((size_t)(a) * (size_t)(b))
+
+/* ---- names and defaults ---------------------------------------------------------------------- */
+
+static const char *const PROTO_NAMES[] = {NULL, "plain", "sliding", "ttt-chunk", "ttt-lora",
+                                          "ttt-phased"};
+
+const char *pg_proto_name(int kind) {
+  return kind >= PG_PROTO_PLAIN && kind <= PG_PROTO_TTT_PHASED ? PROTO_NAMES[kind] : NULL;
+}
+
+int pg_proto_parse(const char *s) {
+  for (int k = PG_PROTO_PLAIN; k <= PG_PROTO_TTT_PHASED; k++)
+    if (!strcmp(s, PROTO_NAMES[k])) return k;
+  return -1;
+}
+
+void pg_protocol_defaults(pg_protocol *p, int kind) {
+  memset(p, 0, sizeof *p);
+  p->kind = kind;
+  p->seq_len = 2048;
+  p->stride = 64;
+  p->trim = 1;
+  p->batch = 8;
+  p->report_tokens = 32768;
+  p->chunk_tokens = 32768;
+  p->opt = PG_OPTIM_SGD;
+  p->lr = 0.005; /* TTT9 (PR #1493); LEAKY used 0.002 */
+  p->momentum = 0.9;
+  p->beta1 = 0.9;
+  p->beta2 = 0.999;
+  p->eps = 1e-8;
+  p->epochs = 3;
+  p->clip = 1.0;
+  p->batch_rows = 32;
+  p->lora_rank = 80;
+  p->lora_alpha = 144;
+  p->lora_targets = PG_LORA_Q | PG_LORA_K | PG_LORA_V | PG_LORA_O | PG_LORA_MLP | PG_LORA_HEAD;
+  p->lora_chunk = 48;
+  p->lora_window = 2048;
+  p->lora_batch_docs = 64;
+  p->lora_lr = 1e-4;
+  p->lora_beta1 = 0.0;
+  p->lora_beta2 = 0.99;
+  p->lora_eps = 1e-10;
+  p->lora_wd = 0.5;
+  p->lora_warm_a = 1;
+  p->seed = 1337;
+  p->phases = 3;
+  p->prefix_docs = 2500;
+  if (kind == PG_PROTO_PLAIN) p->seq_len = 1024;
+  if (kind == PG_PROTO_TTT_PHASED) {
+    p->lr = 0.001; /* GLOBAL_TTT_LR */
+    p->epochs = 1;
+  }
+}
+
+#define BADP(...) pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, __VA_ARGS__)
+
+int pg_protocol_validate(const pg_protocol *p, pg_err *err) {
+  if (!pg_proto_name(p->kind)) return BADP("protocol: unknown kind %d", p->kind);
+  if (p->seq_len < 1 || p->seq_len > (1 << 24)) return BADP("protocol: seq_len %d", p->seq_len);
+  if (p->batch < 1 || p->batch > 4096) return BADP("protocol: batch %d not in 1..4096", p->batch);
+  int windows = p->kind == PG_PROTO_SLIDING || p->kind == PG_PROTO_TTT_CHUNK;
+  if (windows && (p->stride < 1 || p->stride > p->seq_len))
+    return BADP("protocol: stride %d not in 1..seq_len (%d)", p->stride, p->seq_len);
+  if ((p->kind == PG_PROTO_PLAIN || p->kind == PG_PROTO_SLIDING) && p->report_tokens < 1)
+    return BADP("protocol: report_tokens must be positive");
+  if (p->tail_dup && !windows) return BADP("protocol: tail_dup applies to sliding windows only");
+  if (p->kind == PG_PROTO_TTT_CHUNK || p->kind == PG_PROTO_TTT_PHASED) {
+    if (p->chunk_tokens < 1) return BADP("protocol: chunk_tokens must be positive");
+    if (p->kind == PG_PROTO_TTT_CHUNK && p->chunk_tokens % (uint64_t)p->stride)
+      return BADP("protocol: chunk_tokens %llu is not a multiple of the stride %d",
+                  (unsigned long long)p->chunk_tokens, p->stride);
+    if (!pg_optim_kind_name(p->opt)) return BADP("protocol: unknown optimizer %d", p->opt);
+    if (p->kind == PG_PROTO_TTT_PHASED && p->opt != PG_OPTIM_SGD)
+      return BADP("protocol: the phased global update is SGD");
+    if (!(p->lr >= 0) || !(p->momentum >= 0 && p->momentum < 1))
+      return BADP("protocol: lr must be >= 0 and momentum in [0, 1)");
+    if (p->opt == PG_OPTIM_ADAMW &&
+        (!(p->beta1 >= 0 && p->beta1 < 1) || !(p->beta2 >= 0 && p->beta2 < 1) || !(p->eps > 0) ||
+         !(p->weight_decay >= 0)))
+      return BADP("protocol: AdamW needs betas in [0, 1), eps > 0, weight_decay >= 0");
+    if (p->opt == PG_OPTIM_SGD && p->weight_decay != 0)
+      return BADP("protocol: SGD takes no weight decay");
+    if (p->epochs < 0 || p->epochs > 1000) return BADP("protocol: epochs %d", p->epochs);
+    if (!(p->clip >= 0)) return BADP("protocol: clip must be >= 0");
+    if (p->batch_rows < 1) return BADP("protocol: batch_rows must be positive");
+    if (p->freeze_blocks < 0) return BADP("protocol: freeze_blocks must be >= 0");
+  }
+  if (p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED) {
+    if (p->lora_rank < 1 || p->lora_rank > 4096) return BADP("protocol: lora_rank %d", p->lora_rank);
+    if (!(p->lora_alpha > 0)) return BADP("protocol: lora_alpha must be positive");
+    if (!p->lora_targets || p->lora_targets >= (1u << 6)) return BADP("protocol: LoRA targets");
+    if (p->lora_chunk < 1 || p->lora_window < p->lora_chunk)
+      return BADP("protocol: lora_chunk %d must be in 1..lora_window (%d)", p->lora_chunk,
+                  p->lora_window);
+    if (p->lora_batch_docs < 1 || p->lora_batch_docs > 65536)
+      return BADP("protocol: lora_batch_docs %d", p->lora_batch_docs);
+    if (!(p->lora_lr >= 0) || !(p->lora_beta1 >= 0 && p->lora_beta1 < 1) ||
+        !(p->lora_beta2 >= 0 && p->lora_beta2 < 1) || !(p->lora_eps > 0) || !(p->lora_wd >= 0))
+      return BADP("protocol: LoRA AdamW settings out of range");
+  }
+  if (p->kind == PG_PROTO_TTT_PHASED) {
+    if (p->phases < 1 || p->phases > 1000) return BADP("protocol: phases %d", p->phases);
+    if (p->prefix_docs < p->phases) return BADP("protocol: prefix_docs below phases");
+  }
+  return PG_OK;
+}
+
+void pg_eval_result_free(pg_eval_result *r) {
+  if (!r) return;
+  free(r->chunks);
+  r->chunks = NULL;
+  r->nchunks = 0;
+}
+
+/* ---- windows --------------------------------------------------------------------------------- */
+
+int pg_sliding_windows(uint64_t T, int L, int s, int tail_dup, pg_window **out, size_t *n,
+                       pg_err *err) {
+  *out = NULL;
+  *n = 0;
+  if (L < 1 || s < 1 || s > L) return BADP("sliding windows: need 1 <= stride <= length");
+  uint64_t context = (uint64_t)(L - s), cap = T / (uint64_t)s + 2;
+  pg_window *w = malloc(cap * sizeof *w);
+  if (!w) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot list %llu windows",
+                            (unsigned long long)cap);
+  size_t k = 0;
+  for (uint64_t ws = 0; ws < T; ws += (uint64_t)s) {
+    uint64_t end = ws + (uint64_t)L < T ? ws + (uint64_t)L : T, wlen = end - ws;
+    uint64_t lo;
+    if (tail_dup) { /* variant A: every window with at least one target; the last s of each */
+      if (wlen < 1) continue;
+      lo = ws == 0 ? 0 : (wlen > (uint64_t)s ? wlen - (uint64_t)s : 0);
+    } else { /* variant B: the exact partition */
+      if (ws + context >= T) continue;
+      lo = ws == 0 ? 0 : context;
+    }
+    w[k++] = (pg_window){.ws = ws, .lo = (uint32_t)lo, .wlen = (uint32_t)wlen};
+  }
+  *out = w;
+  *n = k;
+  return PG_OK;
+}
+
+/* ---- the run's state ------------------------------------------------------------------------- */
+
+#define LEDGER_COMMITTED 0x80u
+#define LEDGER_COUNT 0x7fu
+
+typedef struct run {
+  pg_model *m;
+  const pg_ops *e;
+  pg_val *val;
+  const pg_protocol *p;
+  const pg_eval_hooks *hooks;
+  pg_eval_result *res;
+  pg_err *err;
+  uint64_t N, T;      /* tokens kept, targets */
+  uint8_t *ledger;    /* [T]: count of scorings, LEDGER_COMMITTED once committed */
+  uint64_t committed; /* targets committed (first scorings) */
+  pg_tape *inf, *rec;
+  pg_eval_chunk cur;  /* the chunk being accumulated */
+  size_t chunk_cap;
+  /* buffers of one forward */
+  int32_t *ids, *tg;
+  int *len, *lora_rows;
+  double *nll;
+  pg_real *dnll;
+  size_t buf_tokens, buf_rows;
+  int64_t *orig; /* the ledger position of each target of a training batch, −1 for none */
+} run;
+
+#define FAIL(r, st, ...) pg_err_set((r)->err, (st), NULL, PG_NO_OFFSET, __VA_ARGS__)
+
+static int ensure_buffers(run *r, size_t rows, size_t tokens) {
+  if (tokens > r->buf_tokens) {
+    free(r->ids);
+    free(r->tg);
+    free(r->nll);
+    free(r->dnll);
+    free(r->orig);
+    r->ids = malloc(tokens * sizeof *r->ids);
+    r->tg = malloc(tokens * sizeof *r->tg);
+    r->nll = malloc(tokens * sizeof *r->nll);
+    r->dnll = malloc(tokens * sizeof *r->dnll);
+    r->orig = malloc(tokens * sizeof *r->orig);
+    r->buf_tokens = tokens;
+    if (!r->ids || !r->tg || !r->nll || !r->dnll || !r->orig) {
+      r->buf_tokens = 0;
+      return FAIL(r, PG_E_NOMEM, "cannot allocate a batch of %zu tokens", tokens);
+    }
+  }
+  if (rows > r->buf_rows) {
+    free(r->len);
+    free(r->lora_rows);
+    r->len = malloc(rows * sizeof *r->len);
+    r->lora_rows = malloc(rows * sizeof *r->lora_rows);
+    r->buf_rows = rows;
+    if (!r->len || !r->lora_rows) {
+      r->buf_rows = 0;
+      return FAIL(r, PG_E_NOMEM, "cannot allocate a batch of %zu rows", rows);
+    }
+  }
+  return PG_OK;
+}
+
+static void free_run(run *r) {
+  free(r->ledger);
+  pg_tape_free(r->inf);
+  pg_tape_free(r->rec);
+  free(r->ids);
+  free(r->tg);
+  free(r->len);
+  free(r->lora_rows);
+  free(r->nll);
+  free(r->dnll);
+  free(r->orig);
+}
+
+/* Bytes of target position t (the token at t + 1 after the token at t). */
+static uint32_t target_bytes(const run *r, uint64_t t) {
+  const pg_val *v = r->val;
+  if (v->bytes) return v->bytes[t + 1];
+  return pg_spm_pair_bytes_unchecked(v->tables, (uint32_t)v->tok[t], (uint32_t)v->tok[t + 1]);
+}
+
+/* Score one target: add it to the sums (in scoring order) and to the ledger. */
+static int score(run *r, uint64_t t, double nll) {
+  if (t >= r->T) return pg_err_set(r->err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
+                                   "internal: target %llu past the stream", (unsigned long long)t);
+  if (!isfinite(nll))
+    return pg_err_set(r->err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "the model gives a non-finite loss (%g) at target %llu", nll,
+                      (unsigned long long)t);
+  uint8_t c = r->ledger[t];
+  if ((c & LEDGER_COUNT) && !r->p->tail_dup)
+    return pg_err_set(r->err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
+                      "target %llu scored twice (single pass violated)", (unsigned long long)t);
+  if ((c & LEDGER_COUNT) == LEDGER_COUNT)
+    return pg_err_set(r->err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET, "target %llu scored 127 times",
+                      (unsigned long long)t);
+  if (c & LEDGER_COUNT) r->res->duplicates++;
+  r->ledger[t] = (uint8_t)(c + 1);
+  double b = (double)target_bytes(r, t);
+  r->res->sum.nats += nll;
+  r->res->sum.tokens += 1.0;
+  r->res->sum.bytes += b;
+  r->res->scored++;
+  r->cur.nats += nll;
+  r->cur.bytes += b;
+  r->cur.count++;
+  return PG_OK;
+}
+
+/* Mark the targets [first, first + n) committed (scored once at least). */
+static void commit_range(run *r, uint64_t first, uint64_t n) {
+  for (uint64_t t = first; t < first + n && t < r->T; t++)
+    if ((r->ledger[t] & LEDGER_COUNT) && !(r->ledger[t] & LEDGER_COMMITTED)) {
+      r->ledger[t] |= LEDGER_COMMITTED;
+      r->committed++;
+    }
+}
+
+/* Close the current chunk: append it to the result and call the hooks. */
+static int commit_chunk(run *r) {
+  pg_eval_result *res = r->res;
+  if (res->nchunks == r->chunk_cap) {
+    size_t cap = r->chunk_cap ? r->chunk_cap * 2 : 64;
+    pg_eval_chunk *c = realloc(res->chunks, cap * sizeof *c);
+    if (!c) return FAIL(r, PG_E_NOMEM, "cannot record more chunks");
+    res->chunks = c;
+    r->chunk_cap = cap;
+  }
+  res->chunks[res->nchunks++] = r->cur;
+  const pg_eval_hooks *h = r->hooks;
+  if (h && h->on_commit && h->on_commit(h->ctx, res->nchunks - 1, &r->cur, r->val))
+    return FAIL(r, PG_E_ARG, "stopped by the commit hook");
+  if (h && h->progress && h->progress(h->ctx, r->committed, r->T))
+    return FAIL(r, PG_E_ARG, "stopped by the progress hook");
+  memset(&r->cur, 0, sizeof r->cur);
+  return PG_OK;
+}
+
+/* ---- scoring windows ------------------------------------------------------------------------- */
+
+/* Score windows w[0..n) (in order), `batch` at a time, on the inference tape. */
+static int score_windows(run *r, const pg_window *w, size_t n) {
+  const pg_protocol *p = r->p;
+  int L = p->seq_len;
+  for (size_t k0 = 0; k0 < n; k0 += (size_t)p->batch) {
+    size_t kb = n - k0 < (size_t)p->batch ? n - k0 : (size_t)p->batch;
+    int width = 0;
+    for (size_t k = 0; k < kb; k++) width = (int)w[k0 + k].wlen > width ? (int)w[k0 + k].wlen : width;
+    PG_TRY(ensure_buffers(r, kb, SZ(kb, width)));
+    for (size_t k = 0; k < kb; k++) {
+      const pg_window *wi = &w[k0 + k];
+      for (int j = 0; j < width; j++) {
+        size_t o = SZ(k, width) + (size_t)j;
+        int in = j < (int)wi->wlen;
+        r->ids[o] = in ? r->val->tok[wi->ws + (uint64_t)j] : 0;
+        r->tg[o] = in ? r->val->tok[wi->ws + (uint64_t)j + 1] : 0;
+      }
+      r->len[k] = (int)wi->wlen;
+    }
+    pg_batch b = {.B = (int)kb, .T = width, .ids = r->ids, .targets = r->tg, .len = r->len,
+                  .rope_len = L};
+    PG_TRY(pg_model_forward(r->m, r->inf, &b, NULL, r->nll, NULL, r->err));
+    r->res->forwards++;
+    for (size_t k = 0; k < kb; k++) {
+      const pg_window *wi = &w[k0 + k];
+      for (uint32_t j = wi->lo; j < wi->wlen; j++)
+        PG_TRY(score(r, wi->ws + j, r->nll[SZ(k, width) + j]));
+    }
+    r->res->windows += kb;
+  }
+  return PG_OK;
+}
+
+/* ---- one training step ----------------------------------------------------------------------- */
+
+/* The trainable spans of the model, for the optimizer and the clip. */
+static size_t model_spans(pg_model *m, pg_optim_span *sp) {
+  size_t k = 0, off = 0;
+  for (size_t i = 0; i < pg_model_tensor_count(m); i++) {
+    size_t n = (size_t)pg_arch_tensor_numel(pg_model_tensor(m, i));
+    if (pg_model_trainable(m, i))
+      sp[k++] = (pg_optim_span){.p = pg_model_data(m, i), .g = pg_model_grad(m, i), .n = n,
+                                .state = off};
+    off += n;
+  }
+  return k;
+}
+
+/* Weights of a training batch already in r->ids/tg/orig (B rows of T, all valid): every target
+ * weighs 1/count over the eligible targets. A target whose ledger position is not committed is
+ * masked when `mask` is set (phased global SGD) and is an illegal update otherwise. */
+static int train_weights(run *r, size_t n, int mask, uint64_t *used) {
+  uint64_t cnt = 0;
+  for (size_t i = 0; i < n; i++) {
+    int64_t o = r->orig[i];
+    int ok = o >= 0 && (uint64_t)o < r->T && (r->ledger[o] & LEDGER_COMMITTED);
+    if (!ok && !mask)
+      return pg_err_set(r->err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
+                        "update would use target %lld before its score is committed",
+                        (long long)o);
+    if (!ok) r->res->masked++;
+    r->dnll[i] = ok ? 1 : 0;
+    cnt += (uint64_t)ok;
+  }
+  pg_real wgt = cnt ? (pg_real)(1.0 / (double)cnt) : 0;
+  for (size_t i = 0; i < n; i++) r->dnll[i] *= wgt;
+  *used = cnt;
+  return PG_OK;
+}
+
+/* Full-model step on B rows of T tokens in r->ids/tg/orig: forward, backward, clip, update. */
+static int model_step(run *r, pg_optim *opt, pg_optim_span *sp, size_t nsp, int B, int T, int mask,
+                      double lr) {
+  uint64_t used = 0;
+  PG_TRY(train_weights(r, SZ(B, T), mask, &used));
+  if (!used) return PG_OK;
+  pg_model_zero_grads(r->m);
+  pg_batch b = {.B = B, .T = T, .ids = r->ids, .targets = r->tg};
+  PG_TRY(pg_model_forward(r->m, r->rec, &b, NULL, r->nll, r->dnll, r->err));
+  PG_TRY(pg_model_backward(r->m, r->rec, r->err));
+  pg_clip_grad_norm(sp, nsp, r->p->clip);
+  pg_optim_step(opt, sp, nsp, lr);
+  r->res->train_steps++;
+  r->res->forwards++;
+  return PG_OK;
+}
+
+/* ---- plain and sliding ----------------------------------------------------------------------- */
+
+/* Windows grouped into chunks of C target positions by their first scored target. Each chunk
+ * is scored, committed (ledger, result, hooks), and only then handed to `after` (the updates of
+ * chunked TTT), whose steps are recorded with the chunk. */
+static int score_chunked(run *r, const pg_window *w, size_t nw, uint64_t C,
+                         int (*after)(run *, uint64_t ci, uint64_t nchunks, void *), void *ctx) {
+  uint64_t nchunks = (r->T + C - 1) / C;
+  size_t k = 0;
+  for (uint64_t ci = 0; ci < nchunks; ci++) {
+    size_t k0 = k;
+    while (k < nw) {
+      uint64_t first = w[k].ws + w[k].lo, c = first / C;
+      if (c > nchunks - 1) c = nchunks - 1;
+      if (c != ci) break;
+      k++;
+    }
+    r->cur.first = ci * C;
+    if (after && r->hooks && r->hooks->inject_update_before_commit) /* fault injection */
+      PG_TRY(after(r, ci, nchunks + 1, ctx));
+    PG_TRY(score_windows(r, w + k0, k - k0));
+    commit_range(r, ci * C, C);
+    if (ci == nchunks - 1) commit_range(r, 0, r->T); /* whatever the last windows scored */
+    PG_TRY(commit_chunk(r));
+    uint64_t steps_before = r->res->train_steps;
+    if (after) PG_TRY(after(r, ci, nchunks, ctx));
+    r->res->chunks[r->res->nchunks - 1].train_steps = (uint32_t)(r->res->train_steps - steps_before);
+  }
+  return PG_OK;
+}
+
+typedef struct chunk_ttt {
+  pg_optim *opt;
+  pg_optim_span *sp;
+  size_t nsp;
+} chunk_ttt;
+
+/* Chunked TTT, after chunk ci is committed: epochs over its rows of L (reference §4.1). */
+static int chunk_train(run *r, uint64_t ci, uint64_t nchunks, void *ctx) {
+  chunk_ttt *c = ctx;
+  const pg_protocol *p = r->p;
+  if (ci == nchunks - 1 || p->epochs == 0) return PG_OK; /* the last chunk is never trained on */
+  int L = p->seq_len;
+  uint64_t C = p->chunk_tokens, cs = ci * C, ce = (ci + 1) * C < r->T ? (ci + 1) * C : r->T;
+  uint64_t nseq = (ce - cs) / (uint64_t)L;
+  double lr = pg_cosine_lr(p->lr, ci, nchunks);
+  for (int ep = 0; ep < p->epochs; ep++)
+    for (uint64_t b0 = 0; b0 < nseq; b0 += (uint64_t)p->batch_rows) {
+      uint64_t nb = nseq - b0 < (uint64_t)p->batch_rows ? nseq - b0 : (uint64_t)p->batch_rows;
+      uint64_t s0 = cs + b0 * (uint64_t)L;
+      if (s0 + nb * (uint64_t)L + 1 > r->N) continue;
+      PG_TRY(ensure_buffers(r, nb, SZ(nb, L)));
+      for (uint64_t i = 0; i < nb * (uint64_t)L; i++) {
+        r->ids[i] = r->val->tok[s0 + i];
+        r->tg[i] = r->val->tok[s0 + i + 1];
+        r->orig[i] = (int64_t)(s0 + i);
+      }
+      PG_TRY(model_step(r, c->opt, c->sp, c->nsp, (int)nb, L, 0, lr));
+    }
+  return PG_OK;
+}
+
+static int run_windows(run *r) {
+  const pg_protocol *p = r->p;
+  pg_window *w = NULL;
+  size_t nw = 0;
+  int rc;
+  if (p->kind == PG_PROTO_PLAIN) {
+    uint64_t S = r->T / (uint64_t)p->seq_len;
+    w = malloc((S ? S : 1) * sizeof *w);
+    if (!w) return FAIL(r, PG_E_NOMEM, "cannot list the windows");
+    for (uint64_t s = 0; s < S; s++)
+      w[nw++] = (pg_window){.ws = s * (uint64_t)p->seq_len, .lo = 0, .wlen = (uint32_t)p->seq_len};
+  } else {
+    PG_TRY(pg_sliding_windows(r->T, p->seq_len, p->stride, p->tail_dup, &w, &nw, r->err));
+  }
+  if (nw == 0) {
+    free(w);
+    return pg_err_set(r->err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "the validation stream (%llu tokens) is shorter than one window of %d",
+                      (unsigned long long)r->N, p->seq_len);
+  }
+  if (p->kind == PG_PROTO_TTT_CHUNK) {
+    chunk_ttt c = {0};
+    pg_optim_cfg oc = {.kind = p->opt, .momentum = p->opt == PG_OPTIM_SGD ? p->momentum : 0,
+                       .beta1 = p->beta1, .beta2 = p->beta2, .eps = p->eps,
+                       .weight_decay = p->weight_decay};
+    rc = pg_model_enable_grads(r->m, r->err);
+    if (!rc) rc = pg_optim_create(&c.opt, &oc, pg_model_param_count(r->m), r->err);
+    if (!rc) {
+      pg_model_freeze_blocks(r->m, p->freeze_blocks);
+      c.sp = malloc((pg_model_tensor_count(r->m) + 1) * sizeof *c.sp);
+      if (!c.sp) rc = FAIL(r, PG_E_NOMEM, "cannot allocate the spans");
+    }
+    if (!rc) {
+      c.nsp = model_spans(r->m, c.sp);
+      rc = score_chunked(r, w, nw, p->chunk_tokens, chunk_train, &c);
+    }
+    pg_optim_free(c.opt);
+    free(c.sp);
+  } else {
+    rc = score_chunked(r, w, nw, p->report_tokens, NULL, NULL);
+  }
+  free(w);
+  return rc;
+}
+
+/* ---- documents, LoRA and phases -------------------------------------------------------------- */
+
+typedef struct doc {
+  uint64_t start, len; /* tokens [start, start + len), len including the next BOS */
+  uint64_t index;      /* in stream order */
+} doc;
+
+static int cmp_len(const void *a, const void *b) {
+  const doc *x = a, *y = b;
+  if (x->len != y->len) return x->len < y->len ? -1 : 1;
+  return x->index < y->index ? -1 : x->index > y->index;
+}
+
+typedef struct dbatch {
+  size_t first, n;   /* into the length-sorted documents */
+  uint64_t maxlen;
+  size_t index;      /* position among batches in length order */
+} dbatch;
+
+static int cmp_batch(const void *a, const void *b) {
+  const dbatch *x = a, *y = b;
+  if (x->maxlen != y->maxlen) return x->maxlen > y->maxlen ? -1 : 1;
+  return x->index < y->index ? -1 : x->index > y->index;
+}
+
+typedef struct lora_run {
+  pg_lora *lo;
+  pg_optim *opt;
+  pg_rng rng;
+  int fresh; /* the adapters have never been initialized (or were rebuilt) */
+} lora_run;
+
+/* Global SGD of the phased protocol on the documents d[0..n) (in scoring order): their tokens
+ * back to back, chunks of C, the last chunk not trained, rows of L (one flat row under a document
+ * mask), targets never scored masked. */
+static int global_sgd(run *r, const doc *d, size_t n) {
+  const pg_protocol *p = r->p;
+  int L = p->seq_len;
+  uint64_t tot = 0;
+  for (size_t i = 0; i < n; i++) tot += d[i].len;
+  if (tot < 2) return PG_OK;
+  int32_t *tok = malloc(tot * sizeof *tok);
+  int64_t *pos = malloc(tot * sizeof *pos);
+  pg_optim_span *sp = malloc((pg_model_tensor_count(r->m) + 1) * sizeof *sp);
+  pg_optim *opt = NULL;
+  pg_optim_cfg oc = {.kind = PG_OPTIM_SGD, .momentum = p->momentum};
+  int rc = (!tok || !pos || !sp) ? FAIL(r, PG_E_NOMEM, "cannot gather the scored documents")
+                                 : PG_OK;
+  if (!rc) rc = pg_model_enable_grads(r->m, r->err);
+  if (!rc) rc = pg_optim_create(&opt, &oc, pg_model_param_count(r->m), r->err);
+  if (!rc) {
+    uint64_t k = 0;
+    for (size_t i = 0; i < n; i++)
+      for (uint64_t j = 0; j < d[i].len; j++, k++) {
+        tok[k] = r->val->tok[d[i].start + j];
+        pos[k] = (int64_t)(d[i].start + j) - 1; /* the ledger position that scored this token */
+      }
+    pg_model_freeze_blocks(r->m, p->freeze_blocks);
+    size_t nsp = model_spans(r->m, sp);
+    uint64_t C = p->chunk_tokens, nch = (tot - 1 + C - 1) / C;
+    int flat = pg_model_arch(r->m)->attention.doc_mask;
+    for (uint64_t ci = 0; ci + 1 < nch && !rc; ci++) {
+      uint64_t cs = ci * C, ce = (ci + 1) * C < tot - 1 ? (ci + 1) * C : tot - 1;
+      uint64_t nseq = (ce - cs) / (uint64_t)L;
+      double lr = pg_cosine_lr(p->lr, ci, nch);
+      for (int ep = 0; ep < p->epochs && !rc; ep++)
+        for (uint64_t b0 = 0; b0 < nseq && !rc; b0 += (uint64_t)p->batch_rows) {
+          uint64_t nb = nseq - b0 < (uint64_t)p->batch_rows ? nseq - b0 : (uint64_t)p->batch_rows;
+          uint64_t s0 = cs + b0 * (uint64_t)L;
+          rc = ensure_buffers(r, nb, SZ(nb, L));
+          for (uint64_t i = 0; i < nb * (uint64_t)L && !rc; i++) {
+            r->ids[i] = tok[s0 + i];
+            r->tg[i] = tok[s0 + i + 1];
+            r->orig[i] = pos[s0 + i + 1];
+          }
+          if (!rc)
+            rc = model_step(r, opt, sp, nsp, flat ? 1 : (int)nb, flat ? (int)nb * L : L, 1, lr);
+        }
+    }
+  }
+  pg_optim_free(opt);
+  free(tok);
+  free(pos);
+  free(sp);
+  return rc;
+}
+
+/* One batch of documents: per-document LoRA, score-first per chunk of predictions. */
+static int lora_batch(run *r, lora_run *lr, const doc *d, size_t n) {
+  const pg_protocol *p = r->p;
+  int C = p->lora_chunk, W = p->lora_window;
+  pg_lora_reset(lr->lo, -1, &lr->rng, p->lora_warm_a && !lr->fresh);
+  lr->fresh = 0;
+  pg_optim_reset(lr->opt);
+  uint64_t maxch = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t nch = (d[i].len - 1 + (uint64_t)C - 1) / (uint64_t)C;
+    if (nch > maxch) maxch = nch;
+  }
+  pg_optim_span span = {.p = pg_lora_params(lr->lo), .g = pg_lora_grads(lr->lo),
+                        .n = pg_lora_count(lr->lo), .state = 0};
+  for (uint64_t ci = 0; ci < maxch; ci++) {
+    /* the active documents, one row each */
+    size_t rows = 0;
+    int width = 0;
+    for (size_t i = 0; i < n; i++) {
+      uint64_t pred = d[i].len - 1, nch = (pred + (uint64_t)C - 1) / (uint64_t)C;
+      if (ci >= nch) continue;
+      uint64_t end = ci + 1 == nch ? pred : (ci + 1) * (uint64_t)C;
+      uint64_t ws = end > (uint64_t)W ? end - (uint64_t)W : 0;
+      if ((int)(end - ws) > width) width = (int)(end - ws);
+      rows++;
+    }
+    PG_TRY(ensure_buffers(r, rows, SZ(rows, width)));
+    size_t row = 0;
+    int any_train = 0;
+    for (size_t i = 0; i < n; i++) {
+      uint64_t pred = d[i].len - 1, nch = (pred + (uint64_t)C - 1) / (uint64_t)C;
+      if (ci >= nch) continue;
+      uint64_t end = ci + 1 == nch ? pred : (ci + 1) * (uint64_t)C;
+      uint64_t ws = end > (uint64_t)W ? end - (uint64_t)W : 0, wl = end - ws;
+      for (int j = 0; j < width; j++) {
+        size_t o = SZ(row, width) + (size_t)j;
+        int in = (uint64_t)j < wl;
+        r->ids[o] = in ? r->val->tok[d[i].start + ws + (uint64_t)j] : 0;
+        r->tg[o] = in ? r->val->tok[d[i].start + ws + (uint64_t)j + 1] : 0;
+        r->orig[o] = in ? (int64_t)(d[i].start + ws + (uint64_t)j) : -1;
+        r->dnll[o] = 0;
+      }
+      r->len[row] = (int)wl;
+      r->lora_rows[row] = (int)i;
+      any_train |= ci + 1 < nch;
+      row++;
+    }
+    pg_batch b = {.B = (int)rows, .T = width, .ids = r->ids, .targets = r->tg, .len = r->len,
+                  .lora_rows = r->lora_rows};
+    pg_tape *tp = any_train ? r->rec : r->inf;
+    if (any_train) pg_lora_zero_grads(lr->lo);
+    PG_TRY(pg_model_forward(r->m, tp, &b, lr->lo, r->nll, r->dnll, r->err));
+    r->res->forwards++;
+    /* score, then commit, before the update below reads anything */
+    row = 0;
+    for (size_t i = 0; i < n; i++) {
+      uint64_t pred = d[i].len - 1, nch = (pred + (uint64_t)C - 1) / (uint64_t)C;
+      if (ci >= nch) continue;
+      uint64_t cs = ci * (uint64_t)C, end = ci + 1 == nch ? pred : (ci + 1) * (uint64_t)C;
+      uint64_t ws = end > (uint64_t)W ? end - (uint64_t)W : 0;
+      for (uint64_t t = cs; t < end; t++)
+        PG_TRY(score(r, d[i].start + t, r->nll[SZ(row, width) + (size_t)(t - ws)]));
+      commit_range(r, d[i].start + cs, end - cs);
+      row++;
+    }
+    if (!any_train) continue;
+    /* loss: Σ over documents not at their last chunk of the mean NLL of this chunk */
+    row = 0;
+    for (size_t i = 0; i < n; i++) {
+      uint64_t pred = d[i].len - 1, nch = (pred + (uint64_t)C - 1) / (uint64_t)C;
+      if (ci >= nch) continue;
+      if (ci + 1 < nch) {
+        uint64_t cs = ci * (uint64_t)C, end = (ci + 1) * (uint64_t)C;
+        uint64_t ws = end > (uint64_t)W ? end - (uint64_t)W : 0;
+        for (uint64_t t = cs; t < end; t++) {
+          size_t o = SZ(row, width) + (size_t)(t - ws);
+          if (!(r->ledger[r->orig[o]] & LEDGER_COMMITTED))
+            return pg_err_set(r->err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
+                              "LoRA update would use target %lld before its score is committed",
+                              (long long)r->orig[o]);
+          r->dnll[o] = (pg_real)(1.0 / (double)(end - cs));
+        }
+      }
+      row++;
+    }
+    PG_TRY(pg_model_backward(r->m, r->rec, r->err));
+    pg_optim_step(lr->opt, &span, 1, p->lora_lr);
+    r->res->train_steps++;
+    r->cur.train_steps++;
+  }
+  return PG_OK;
+}
+
+static int run_docs(run *r) {
+  const pg_protocol *p = r->p;
+  const int32_t *tok = r->val->tok;
+  int bos = pg_model_arch(r->m)->bos_id;
+  /* _find_docs: one document per BOS; len includes the next BOS */
+  if (r->N == 0 || tok[0] != bos)
+    return pg_err_set(r->err, PG_E_MALFORMED, NULL, PG_NO_OFFSET,
+                      "the validation stream does not start with BOS (%d): per-document "
+                      "protocols need documents", bos);
+  uint64_t nd = 0;
+  for (uint64_t i = 0; i < r->N; i++) nd += tok[i] == bos;
+  doc *d = malloc(nd * sizeof *d);
+  if (!d) return FAIL(r, PG_E_NOMEM, "cannot list the documents");
+  uint64_t k = 0;
+  for (uint64_t i = 0; i < r->N; i++)
+    if (tok[i] == bos) {
+      d[k] = (doc){.start = i, .index = k};
+      k++;
+    }
+  for (uint64_t j = 0; j < nd; j++) {
+    uint64_t end = j + 1 < nd ? d[j + 1].start + 1 : r->N;
+    d[j].len = end - d[j].start;
+    if (d[j].len < 2) {
+      uint64_t at = d[j].start;
+      free(d);
+      return pg_err_set(r->err, PG_E_MALFORMED, NULL, PG_NO_OFFSET,
+                        "document %llu at token %llu has no target (a BOS ends the stream)",
+                        (unsigned long long)j, (unsigned long long)at);
+    }
+  }
+  r->res->documents = nd;
+  /* batches of documents of similar length, the longest first (reference §4.3) */
+  qsort(d, nd, sizeof *d, cmp_len);
+  size_t B = (size_t)p->lora_batch_docs, nb = (nd + B - 1) / B;
+  dbatch *bt = malloc((nb ? nb : 1) * sizeof *bt);
+  doc *scored = malloc(nd * sizeof *scored);
+  lora_run lr = {.fresh = 1};
+  pg_rng_seed(&lr.rng, p->seed);
+  pg_optim_cfg oc = {.kind = PG_OPTIM_ADAMW, .beta1 = p->lora_beta1, .beta2 = p->lora_beta2,
+                     .eps = p->lora_eps, .weight_decay = p->lora_wd};
+  int rc = (!bt || !scored) ? FAIL(r, PG_E_NOMEM, "cannot plan the document batches") : PG_OK;
+  for (size_t i = 0; i < nb && !rc; i++) {
+    bt[i].first = i * B;
+    bt[i].n = nd - i * B < B ? nd - i * B : B;
+    bt[i].maxlen = d[bt[i].first + bt[i].n - 1].len;
+    bt[i].index = i;
+  }
+  if (!rc) qsort(bt, nb, sizeof *bt, cmp_batch);
+  if (!rc) rc = pg_lora_create(&lr.lo, r->m, (int)B, p->lora_rank, p->lora_alpha, p->lora_targets,
+                               r->err);
+  if (!rc) rc = pg_optim_create(&lr.opt, &oc, pg_lora_count(lr.lo), r->err);
+  /* the base stays frozen while the adapters train */
+  for (size_t i = 0; i < pg_model_tensor_count(r->m); i++) pg_model_set_trainable(r->m, i, 0);
+  size_t nscored = 0;
+  int phase = 0;
+  for (size_t q = 0; q < nb && !rc; q++) {
+    const doc *bd = d + bt[q].first;
+    r->cur.first = bd[0].start;
+    r->cur.docs = bt[q].n;
+    rc = lora_batch(r, &lr, bd, bt[q].n);
+    if (!rc) rc = commit_chunk(r);
+    if (rc || p->kind != PG_PROTO_TTT_PHASED) continue;
+    for (size_t i = 0; i < bt[q].n; i++) scored[nscored++] = bd[i];
+    while (!rc && phase < p->phases) {
+      size_t boundary = (size_t)p->prefix_docs * (size_t)(phase + 1) / (size_t)p->phases;
+      if (nscored < boundary || boundary == 0) break;
+      /* all base parameters train on the first `boundary` scored documents */
+      for (size_t i = 0; i < pg_model_tensor_count(r->m); i++) pg_model_set_trainable(r->m, i, 1);
+      rc = global_sgd(r, scored, boundary);
+      for (size_t i = 0; i < pg_model_tensor_count(r->m); i++) pg_model_set_trainable(r->m, i, 0);
+      lr.fresh = 1; /* the adapters are rebuilt: new A */
+      phase++;
+    }
+  }
+  for (size_t i = 0; i < pg_model_tensor_count(r->m); i++) pg_model_set_trainable(r->m, i, 1);
+  pg_lora_free(lr.lo);
+  pg_optim_free(lr.opt);
+  free(bt);
+  free(scored);
+  free(d);
+  return rc;
+}
+
+/* ---- entry ----------------------------------------------------------------------------------- */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
+                const pg_eval_hooks *hooks, pg_eval_result *res, pg_err *err) {
+  memset(res, 0, sizeof *res);
+  PG_TRY(pg_protocol_validate(p, err));
+  const pg_arch *a = pg_model_arch(m);
+  if (!val->tok || (!val->tables && !val->bytes))
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "no validation tokens or byte counts");
+  if (val->tables && val->tables->size < (uint32_t)a->vocab_size)
+    return pg_err_set(err, PG_E_VOCAB, NULL, PG_NO_OFFSET,
+                      "the byte tables cover %u ids, the model's vocabulary is %d",
+                      val->tables->size, a->vocab_size);
+  for (uint64_t i = 0; i < val->n; i++)
+    if (val->tok[i] < 0 || val->tok[i] >= a->vocab_size)
+      return pg_err_set(err, PG_E_TOKEN_RANGE, NULL, PG_NO_OFFSET,
+                        "validation token %llu is %d, outside the model's vocabulary of %d",
+                        (unsigned long long)i, val->tok[i], a->vocab_size);
+  double t0 = now_s();
+  run R = {.m = m, .e = e, .val = val, .p = p, .hooks = hooks, .res = res, .err = err};
+  run *r = &R;
+  int L = p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED ? p->lora_window
+                                                                          : p->seq_len;
+  r->N = p->trim ? pg_val_trim(val->n, (uint64_t)L) : val->n;
+  r->T = r->N > 0 ? r->N - 1 : 0;
+  res->tokens = r->N;
+  res->targets = r->T;
+  if (r->T == 0)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "the validation stream (%llu tokens) is shorter than one window of %d",
+                      (unsigned long long)val->n, L);
+  r->ledger = calloc(r->T, 1);
+  int rc = r->ledger ? PG_OK : FAIL(r, PG_E_NOMEM, "cannot allocate the ledger");
+  if (!rc) rc = pg_tape_create(&r->inf, e, 0);
+  if (!rc) rc = pg_tape_create(&r->rec, e, 1);
+  if (!rc) {
+    if (p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED)
+      rc = run_docs(r);
+    else
+      rc = run_windows(r);
+  }
+  if (!rc && r->committed != r->T)
+    rc = pg_err_set(err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
+                    "%llu of %llu targets were scored (every target must be scored once)",
+                    (unsigned long long)r->committed, (unsigned long long)r->T);
+  if (!rc) rc = pg_bpb_result(&res->sum, &res->val_loss, &res->val_bpb, err);
+  res->seconds = now_s() - t0;
+  free_run(r);
+  if (rc) pg_eval_result_free(res);
+  return rc;
+}

@@ -1,0 +1,138 @@
+/* pg_eval.h: the evaluation protocols of the records, run on a model over validation tokens:
+ * plain non-overlapping windows, the sliding window (the exact partition, and the older records'
+ * variant that scores a tail twice, flagged), score-first chunked TTT (SGD with momentum or
+ * AdamW), per-document LoRA TTT, and phased TTT (per-document LoRA plus global SGD on already
+ * scored documents), defined deterministically. spec/eval.md is the normative description.
+ *
+ * Legality is structural. A ledger holds one bit per target position. Scoring runs on an
+ * inference tape (no gradient can flow from it) and its sums are committed, chunk by chunk, into
+ * the result and the ledger before any update may use them; an update whose loss weighs a target
+ * that is not yet committed stops the run with PG_E_ILLEGAL; a target scored twice is
+ * PG_E_ILLEGAL too, except in the sliding-window tail variant, which counts its duplicates. */
+#ifndef PG_EVAL_H
+#define PG_EVAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pg_bpb.h"
+#include "pg_model.h"
+#include "pg_ops.h"
+#include "pg_optim.h"
+#include "pg_spm.h"
+#include "pg_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum pg_proto_kind {
+  PG_PROTO_PLAIN = 1,
+  PG_PROTO_SLIDING = 2,
+  PG_PROTO_TTT_CHUNK = 3,
+  PG_PROTO_TTT_LORA = 4,
+  PG_PROTO_TTT_PHASED = 5
+};
+/* "plain", "sliding", "ttt-chunk", "ttt-lora", "ttt-phased"; NULL otherwise. */
+const char *pg_proto_name(int kind);
+int pg_proto_parse(const char *s);
+
+/* Every parameter of a run (spec/eval.md §3). pg_protocol_defaults fills the records' values. */
+typedef struct pg_protocol {
+  int kind;
+  int seq_len;       /* L: plain windows, sliding windows, TTT training rows */
+  int stride;        /* sliding (and chunked TTT) stride s */
+  int tail_dup;      /* sliding variant A (SW/LEAKY): the tail's L − s targets scored again */
+  int trim;          /* keep ((n − 1) / L)·L + 1 tokens, as load_validation_tokens does */
+  int batch;         /* windows (or documents) per forward when scoring; no effect on results */
+  uint64_t report_tokens; /* plain/sliding: targets per reported chunk (a multiple of stride) */
+  /* chunked TTT (ttt-chunk) and the global SGD of ttt-phased */
+  uint64_t chunk_tokens;  /* C */
+  int opt;                /* enum pg_optim_kind */
+  double lr, momentum, beta1, beta2, eps, weight_decay;
+  int epochs;
+  double clip;            /* global gradient norm; 0 = none */
+  int batch_rows;         /* training rows per step */
+  int freeze_blocks;      /* blocks.{i} with i < k are not trained */
+  /* per-document LoRA (ttt-lora, ttt-phased) */
+  int lora_rank;
+  double lora_alpha;
+  unsigned lora_targets;  /* PG_LORA_* */
+  int lora_chunk;         /* predictions per document chunk */
+  int lora_window;        /* context window of a document chunk */
+  int lora_batch_docs;    /* documents per batch (the adapters' rows) */
+  double lora_lr, lora_beta1, lora_beta2, lora_eps, lora_wd;
+  int lora_warm_a;        /* keep A between batches (only B is zeroed) */
+  uint64_t seed;          /* LoRA A initialization */
+  /* phased: global SGD on the first prefix_docs scored documents, in `phases` steps */
+  int phases;
+  int prefix_docs;
+} pg_protocol;
+
+/* The defaults of kind (spec/eval.md §3): the records' values at their sizes. */
+void pg_protocol_defaults(pg_protocol *p, int kind);
+/* Check p (PG_E_ARG naming the first bad parameter). */
+int pg_protocol_validate(const pg_protocol *p, pg_err *err);
+
+/* The validation stream: n tokens; the bytes of the target at position i+1 come from the tables
+ * (pair (tok[i], tok[i+1])) or from a sidecar aligned with the tokens (bytes[i+1]). */
+typedef struct pg_val {
+  int32_t *tok; /* mutable only so a test hook can alter already scored tokens */
+  uint64_t n;
+  const pg_spm_tables *tables;
+  const uint16_t *bytes;
+} pg_val;
+
+/* The committed sums of one chunk (a range of target positions, or a document batch). */
+typedef struct pg_eval_chunk {
+  uint64_t first, count; /* first target position, targets scored (by chunk protocols) */
+  double nats, bytes;    /* fp64 sums of this chunk's targets */
+  uint64_t docs;         /* documents (LoRA protocols) */
+  uint32_t train_steps;  /* updates made after it was committed */
+} pg_eval_chunk;
+
+typedef struct pg_eval_result {
+  pg_bpb sum;             /* the three fp64 sums, in scoring order */
+  double val_loss, val_bpb;
+  uint64_t tokens;        /* tokens of the stream after trimming (N) */
+  uint64_t targets;       /* T = N − 1: every target scored once when tokens == T below */
+  uint64_t scored;        /* targets scored (T, plus duplicates in the tail variant) */
+  uint64_t duplicates;    /* tail variant only */
+  uint64_t windows, documents, forwards, train_steps;
+  uint64_t masked;        /* phased: global-SGD targets left out because they were never scored */
+  pg_eval_chunk *chunks;  /* malloc'd */
+  size_t nchunks;
+  double seconds;
+} pg_eval_result;
+void pg_eval_result_free(pg_eval_result *r);
+
+/* Optional callbacks. on_commit runs right after a chunk's sums are committed and before any
+ * update may use its targets (a test may alter those tokens there); progress reports targets
+ * committed out of the total. A non-zero return from either stops the run with PG_E_ARG. */
+typedef struct pg_eval_hooks {
+  int (*on_commit)(void *ctx, size_t chunk, const pg_eval_chunk *c, pg_val *val);
+  int (*progress)(void *ctx, uint64_t done, uint64_t total);
+  void *ctx;
+  /* Fault injection for tests: chunked TTT trains on each chunk before scoring it (the classic
+   * illegal order); the ledger must stop the run with PG_E_ILLEGAL. */
+  int inject_update_before_commit;
+} pg_eval_hooks;
+
+/* Run protocol p of model m on val with the engine e. The TTT protocols change m's parameters
+ * (pass a copy to keep the original). */
+int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
+                const pg_eval_hooks *hooks, pg_eval_result *res, pg_err *err);
+
+/* Windows of the sliding protocol over T targets: start ws, first scored offset lo, length wlen.
+ * Exposed for tests. Returns the count; *out is malloc'd (NULL when none). */
+typedef struct pg_window {
+  uint64_t ws;
+  uint32_t lo, wlen;
+} pg_window;
+int pg_sliding_windows(uint64_t T, int L, int s, int tail_dup, pg_window **out, size_t *n,
+                       pg_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,260 @@
+/* pg_load.c: the parameter loaders (spec/load.md). Both sources (an artifact, a safetensors file)
+ * are seen through one small interface: a tensor count, each tensor's name and shape, and a fill
+ * into fp32. The checks run in a fixed order, all before the model is allocated: the arch, every
+ * arch tensor's presence and shape (canonical order), then any tensor the arch does not imply
+ * (the source's order); then the values are filled and checked for NaN and infinity. */
+#include "pg_load.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_real.h"
+#include "pg_safetensors.h"
+
+_Static_assert(sizeof(pg_real) == sizeof(float), "the loaders fill fp32 models");
+
+/* One source of tensors. */
+typedef struct src {
+  const char *file; /* for error lines */
+  size_t n;
+  const char *(*name)(const struct src *s, size_t i);
+  const uint64_t *(*dims)(const struct src *s, size_t i, unsigned *ndim);
+  int (*fill)(struct src *s, size_t i, float *dst, size_t count, pg_err *err);
+  pg_artifact *a;
+  const pg_st *st;
+} src;
+
+/* ---- the artifact ---- */
+
+static const char *art_name(const src *s, size_t i) {
+  return pg_artifact_tensor(s->a, (uint32_t)i)->name;
+}
+static const uint64_t *art_dims(const src *s, size_t i, unsigned *ndim) {
+  const pg_tensor_info *t = pg_artifact_tensor(s->a, (uint32_t)i);
+  *ndim = t->ndim;
+  return t->dims;
+}
+static int art_fill(src *s, size_t i, float *dst, size_t count, pg_err *err) {
+  (void)count; /* the shape check made it the tensor's element count */
+  return pg_artifact_tensor_dequant(s->a, (uint32_t)i, dst, err);
+}
+
+/* ---- safetensors ---- */
+
+static const char *st_name(const src *s, size_t i) { return pg_st_at(s->st, i)->name; }
+static const uint64_t *st_dims(const src *s, size_t i, unsigned *ndim) {
+  const pg_st_tensor *t = pg_st_at(s->st, i);
+  *ndim = t->rank;
+  return t->shape;
+}
+static int st_fill(src *s, size_t i, float *dst, size_t count, pg_err *err) {
+  return pg_st_to_f32(dst, count, s->st, pg_st_at(s->st, i), err);
+}
+
+/* ---- the shape rule ---- */
+
+int pg_load_shape_compatible(const pg_arch_tensor *t, unsigned ndim, const uint64_t *dims) {
+  uint64_t n = 1;
+  for (unsigned k = 0; k < ndim; k++) {
+    if (dims[k] == 0) return 0; /* no arch tensor is empty */
+    if (n > UINT64_MAX / dims[k]) return 0;
+    n *= dims[k];
+  }
+  if (n != pg_arch_tensor_numel(t)) return 0;
+  unsigned j = 0;
+  for (int k = 0; k < t->ndim; k++) {
+    if (t->shape[k] == 1) continue;
+    while (j < ndim && dims[j] == 1) j++;
+    if (j == ndim || dims[j] != t->shape[k]) return 0;
+    j++;
+  }
+  while (j < ndim && dims[j] == 1) j++;
+  return j == ndim;
+}
+
+static const char *fmt_shape(char *buf, size_t cap, unsigned ndim, const uint64_t *dims) {
+  size_t n = 0;
+  buf[0] = '\0';
+  int k = snprintf(buf, cap, "[");
+  n = k > 0 ? (size_t)k : 0;
+  for (unsigned i = 0; i < ndim && n < cap; i++) {
+    k = snprintf(buf + n, cap - n, "%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
+    if (k < 0) break;
+    n += (size_t)k;
+  }
+  if (n < cap) snprintf(buf + n, cap - n, "]");
+  return buf;
+}
+
+/* ---- names, sorted for lookups both ways ---- */
+
+typedef struct named {
+  const char *name;
+  size_t i;
+} named;
+
+static int cmp_named(const void *x, const void *y) {
+  return strcmp(((const named *)x)->name, ((const named *)y)->name);
+}
+
+static long lookup(const named *v, size_t n, const char *name) {
+  named key = {name, 0};
+  const named *hit = n ? bsearch(&key, v, n, sizeof *v, cmp_named) : NULL;
+  return hit ? (long)hit->i : -1;
+}
+
+/* Prefix a message that does not name the file (pg_model_create's) with it. */
+static int with_file(pg_err *err, int rc, const char *file) {
+  if (!err) return rc;
+  char tmp[PG_ERR_MSG_MAX];
+  memcpy(tmp, err->msg, sizeof tmp);
+  tmp[sizeof tmp - 1] = '\0';
+  return pg_err_set(err, rc, file, PG_NO_OFFSET, "%s", tmp);
+}
+
+/* The common body: check everything, then allocate and fill. */
+static int load(pg_model **out, const pg_arch *arch, src *s, pg_err *err) {
+  *out = NULL;
+  PG_TRY(pg_arch_validate(arch, s->file, err));
+  pg_arch_tensor *t = NULL;
+  size_t nt = 0;
+  int rc = pg_arch_tensors(arch, &t, &nt, err);
+  if (rc) return with_file(err, rc, s->file);
+  uint64_t params = 0;
+  rc = pg_arch_param_count(arch, &params, err);
+  if (rc) {
+    free(t);
+    return with_file(err, rc, s->file);
+  }
+  named *sn = malloc((s->n ? s->n : 1) * sizeof *sn);
+  named *an = malloc((nt ? nt : 1) * sizeof *an);
+  size_t *from = malloc((nt ? nt : 1) * sizeof *from);
+  pg_model *m = NULL;
+  if (!sn || !an || !from) {
+    rc = pg_err_set(err, PG_E_NOMEM, s->file, PG_NO_OFFSET, "cannot allocate the tensor index");
+    goto done;
+  }
+  for (size_t i = 0; i < s->n; i++) sn[i] = (named){s->name(s, i), i};
+  qsort(sn, s->n, sizeof *sn, cmp_named);
+  for (size_t i = 0; i < nt; i++) an[i] = (named){t[i].name, i};
+  qsort(an, nt, sizeof *an, cmp_named);
+
+  /* every arch tensor, present with a compatible shape */
+  uint64_t held = 0;
+  for (size_t i = 0; i < nt; i++) {
+    long j = lookup(sn, s->n, t[i].name);
+    if (j < 0) {
+      rc = pg_err_set(err, PG_E_NOT_FOUND, s->file, PG_NO_OFFSET,
+                      "tensor %s: missing (the arch implies it)", t[i].name);
+      goto done;
+    }
+    unsigned nd;
+    const uint64_t *d = s->dims(s, (size_t)j, &nd);
+    if (!pg_load_shape_compatible(&t[i], nd, d)) {
+      char got[160], want[160];
+      uint64_t ws[3] = {t[i].shape[0], t[i].shape[1], t[i].shape[2]};
+      rc = pg_err_set(err, PG_E_SIZE_MISMATCH, s->file, PG_NO_OFFSET,
+                      "tensor %s: shape %s does not match the arch's %s", t[i].name,
+                      fmt_shape(got, sizeof got, nd, d),
+                      fmt_shape(want, sizeof want, (unsigned)t[i].ndim, ws));
+      goto done;
+    }
+    from[i] = (size_t)j;
+    held += pg_arch_tensor_numel(&t[i]);
+  }
+  /* nothing else: a verifier must not silently ignore weights */
+  for (size_t i = 0; i < s->n; i++) {
+    const char *name = s->name(s, i);
+    if (lookup(an, nt, name) < 0) {
+      rc = pg_err_set(err, PG_E_MALFORMED, s->file, PG_NO_OFFSET,
+                      "tensor %.255s: not part of the arch", name);
+      goto done;
+    }
+  }
+  /* Names are unique on both sides, so the tensors now pair one to one and the model holds
+   * exactly the elements the source's tensors hold. */
+  if (held != params) {
+    rc = pg_err_set(err, PG_E_SIZE_MISMATCH, s->file, PG_NO_OFFSET,
+                    "the arch has %llu parameters but its tensors hold %llu",
+                    (unsigned long long)params, (unsigned long long)held);
+    goto done;
+  }
+
+  rc = pg_model_create(&m, arch, err);
+  if (rc) {
+    rc = with_file(err, rc, s->file);
+    goto done;
+  }
+  for (size_t i = 0; i < nt; i++) {
+    const pg_arch_tensor *mt = pg_model_tensor(m, i);
+    if (strcmp(mt->name, t[i].name) != 0) { /* the model keeps the arch's canonical order */
+      rc = pg_err_set(err, PG_E_ARG, s->file, PG_NO_OFFSET, "tensor %s: model order differs",
+                      t[i].name);
+      goto done;
+    }
+    rc = s->fill(s, from[i], pg_model_data(m, i), (size_t)pg_arch_tensor_numel(&t[i]), err);
+    if (rc) goto done;
+  }
+  rc = pg_model_check_finite(m, s->file, err);
+
+done:
+  if (rc) {
+    pg_model_free(m);
+    m = NULL;
+  }
+  *out = m;
+  free(sn);
+  free(an);
+  free(from);
+  free(t);
+  return rc;
+}
+
+int pg_model_load_artifact(pg_model **out, pg_artifact *a, pg_err *err) {
+  PG_FAIL_IF(!out || !a, err, PG_E_ARG, NULL, PG_NO_OFFSET,
+             "pg_model_load_artifact: NULL argument");
+  *out = NULL;
+  const char *file = pg_artifact_name(a);
+  const pg_meta_entry *e = pg_artifact_meta_find(a, "arch.json");
+  PG_FAIL_IF(!e, err, PG_E_NOT_FOUND, file, PG_NO_OFFSET,
+             "no \"arch.json\" metadata: the artifact does not describe its model");
+  PG_FAIL_IF(e->type != PG_META_STR, err, PG_E_META_TYPE, file, PG_NO_OFFSET,
+             "metadata \"arch.json\" is not a string");
+  char label[PG_ERR_MSG_MAX / 2];
+  snprintf(label, sizeof label, "%s: arch.json", file ? file : "<artifact>");
+  pg_arch arch;
+  PG_TRY(pg_arch_parse(&arch, e->str, e->count, label, err));
+  src s = {.file = file, .n = pg_artifact_tensor_count(a), .name = art_name, .dims = art_dims,
+           .fill = art_fill, .a = a};
+  return load(out, &arch, &s, err);
+}
+
+int pg_model_load_safetensors(pg_model **out, const pg_arch *arch, const char *path, pg_err *err) {
+  PG_FAIL_IF(!out || !path, err, PG_E_ARG, NULL, PG_NO_OFFSET,
+             "pg_model_load_safetensors: NULL argument");
+  *out = NULL;
+  pg_st *st;
+  PG_TRY(pg_st_open_file(&st, path, err));
+  pg_arch parsed;
+  int rc = PG_OK;
+  if (!arch) {
+    const char *text = pg_st_meta_get(st, "arch.json");
+    if (!text) {
+      rc = pg_err_set(err, PG_E_NOT_FOUND, path, PG_NO_OFFSET,
+                      "no \"arch.json\" in __metadata__: pass an arch to load this file");
+    } else {
+      char label[PG_ERR_MSG_MAX / 2];
+      snprintf(label, sizeof label, "%s: __metadata__ arch.json", path);
+      rc = pg_arch_parse(&parsed, text, strlen(text), label, err);
+      arch = &parsed;
+    }
+  }
+  if (rc == PG_OK) {
+    src s = {.file = path, .n = pg_st_count(st), .name = st_name, .dims = st_dims,
+             .fill = st_fill, .st = st};
+    rc = load(out, arch, &s, err);
+  }
+  pg_st_free(st);
+  return rc;
+}

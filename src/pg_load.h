@@ -1,0 +1,41 @@
+/* pg_load.h: the parameter loaders: a model (pg_model.h) filled from an artifact (its "arch.json"
+ * metadata and its tensors, dequantized) or from a safetensors file (an arch given, or the one in
+ * its "__metadata__"). Strict on both sides: every tensor the arch implies must be present with a
+ * compatible shape, no other tensor may be present, and every weight must be finite. Everything
+ * is checked before the model is allocated, so a hostile file cannot make the loader allocate
+ * more than its own tensors hold. spec/load.md is the normative description. */
+#ifndef PG_LOAD_H
+#define PG_LOAD_H
+
+#include "pg_arch.h"
+#include "pg_container.h"
+#include "pg_model.h"
+#include "pg_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A model from an artifact: the arch from the metadata key "arch.json" (a string; missing:
+ * PG_E_NOT_FOUND, another type: PG_E_META_TYPE; invalid: pg_arch_parse's status), each tensor
+ * dequantized with pg_artifact_tensor_dequant (LQER included). A missing tensor is PG_E_NOT_FOUND,
+ * an incompatible shape PG_E_SIZE_MISMATCH, a tensor the arch does not imply PG_E_MALFORMED, a
+ * NaN or infinite weight PG_E_ARG; decoding faults keep the reader's status. *out is NULL on
+ * error; free the model with pg_model_free. */
+int pg_model_load_artifact(pg_model **out, pg_artifact *a, pg_err *err);
+
+/* A model from a safetensors file. arch may be NULL: then the file's "__metadata__" key
+ * "arch.json" is parsed (absent: PG_E_NOT_FOUND); a given arch takes precedence and the metadata
+ * is not read. Tensors are converted with pg_st_to_f32 (F32, F64, F16, BF16, F8_E4M3, F8_E5M2;
+ * other dtypes PG_E_DTYPE). The other rules and statuses are those of pg_model_load_artifact. */
+int pg_model_load_safetensors(pg_model **out, const pg_arch *arch, const char *path, pg_err *err);
+
+/* The shape rule of both loaders: same element count, and the same dimensions once every
+ * dimension of size 1 is dropped from both (so a scalar [] matches [1] and [1, 1]). 1 when an
+ * arch tensor of this shape can be filled from a stored tensor of shape dims[0..ndim). */
+int pg_load_shape_compatible(const pg_arch_tensor *t, unsigned ndim, const uint64_t *dims);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,63 @@
+/* pg_optim.h: the optimizers of test-time training (and, later, of the trainer): SGD with
+ * momentum and AdamW exactly as torch.optim computes them (torch's default flags: no dampening,
+ * no Nesterov for SGD; decoupled weight decay for AdamW), the records' cosine learning-rate
+ * schedule across chunks, and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
+ * State is pg_real like the parameters; each update is computed in fp64 and rounded once per
+ * element. spec/eval.md §5 gives the formulas. */
+#ifndef PG_OPTIM_H
+#define PG_OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pg_real.h"
+#include "pg_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum pg_optim_kind { PG_OPTIM_SGD = 1, PG_OPTIM_ADAMW = 2 };
+
+typedef struct pg_optim_cfg {
+  int kind;           /* enum pg_optim_kind */
+  double momentum;    /* SGD: μ (0 = plain SGD) */
+  double beta1, beta2, eps; /* AdamW */
+  double weight_decay;      /* AdamW: decoupled, p ← p·(1 − lr·wd); SGD: must be 0 */
+} pg_optim_cfg;
+
+/* "sgd" / "adamw"; NULL for another value. */
+const char *pg_optim_kind_name(int kind);
+int pg_optim_kind_parse(const char *s);
+
+/* One span of parameters and their gradients; `state` is the offset of its optimizer state (the
+ * same layout as a flat parameter buffer, so a span at p = params + k uses state k). */
+typedef struct pg_optim_span {
+  pg_real *p;
+  const pg_real *g;
+  size_t n, state;
+} pg_optim_span;
+
+typedef struct pg_optim pg_optim;
+/* State for n parameters (zeroed). PG_E_ARG for a bad configuration. */
+int pg_optim_create(pg_optim **out, const pg_optim_cfg *cfg, size_t n, pg_err *err);
+void pg_optim_free(pg_optim *o);
+/* Forget all state (momentum buffers, moments, the step count), as a freshly built optimizer. */
+void pg_optim_reset(pg_optim *o);
+/* One step over the spans with learning rate lr (one step count for all of them). */
+void pg_optim_step(pg_optim *o, const pg_optim_span *spans, size_t nspans, double lr);
+/* Steps taken since creation or the last reset. */
+uint64_t pg_optim_steps(const pg_optim *o);
+
+/* The records' schedule: lr·0.5·(1 + cos(π·i / max(n − 1, 1))). */
+double pg_cosine_lr(double lr, uint64_t i, uint64_t n);
+
+/* Global L2 norm of the gradients of the spans (fp64, spans then elements in order). When
+ * max_norm > 0 every gradient is multiplied by min(1, max_norm / (norm + 1e-6)) as
+ * clip_grad_norm_ does. Returns the norm before clipping. The spans' g must be writable. */
+double pg_clip_grad_norm(const pg_optim_span *spans, size_t nspans, double max_norm);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

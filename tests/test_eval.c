@@ -1,0 +1,515 @@
+/* test_eval.c: the evaluation protocols on tiny models and synthetic streams: window partitions,
+ * every target scored exactly once (tokens == T), sums equal to a direct computation, results
+ * independent of batching and threads, bit-identical reruns, the tail variant's duplicates, and
+ * score-before-update: altering a chunk's tokens once its score is committed leaves that score
+ * unchanged, altering future tokens leaves all earlier scores unchanged, and an update placed
+ * before its chunk's commit is stopped by the ledger. Also the optimizers against their formulas. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_eval.h"
+#include "pg_optim.h"
+#include "pg_rng.h"
+
+#define V 37
+#define BOS 1
+
+/* ---- fixtures -------------------------------------------------------------------------------- */
+
+/* Hand-made byte tables: ids 0..3 are boundaries of 0 bytes, others 1..4 bytes, every third has a
+ * leading space. */
+static pg_spm_tables tables(void) {
+  pg_spm_tables t = {.size = V, .vocab = V};
+  t.base = calloc(V, sizeof *t.base);
+  t.lead = calloc(V, 1);
+  t.boundary = calloc(V, 1);
+  for (int i = 0; i < V; i++) {
+    if (i < 4) {
+      t.boundary[i] = 1;
+      continue;
+    }
+    t.base[i] = (int16_t)(1 + i % 4);
+    t.lead[i] = i % 3 == 0;
+  }
+  return t;
+}
+
+/* n tokens: documents of 3..40 tokens, each starting with BOS. */
+static int32_t *stream(uint64_t n, uint64_t seed) {
+  int32_t *t = malloc(n * sizeof *t);
+  pg_rng r;
+  pg_rng_seed(&r, seed);
+  uint64_t next = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    if (i == next) {
+      t[i] = BOS;
+      next = i + 3 + pg_rng_u64(&r) % 38;
+    } else {
+      t[i] = (int32_t)(4 + pg_rng_u64(&r) % (V - 4));
+    }
+  }
+  return t;
+}
+
+static const char *ARCH = "{\"vocab_size\": 37, \"dim\": 16, \"heads\": 4, \"kv_heads\": 2, "
+                          "\"head_dim\": 4, \"layers\": 2, \"mlp\": {\"hidden\": 24}}";
+
+static pg_model *model(const char *json, uint64_t seed) {
+  pg_arch a;
+  pg_err err;
+  cr_assert_eq(pg_arch_parse(&a, json, strlen(json), "test", &err), PG_OK, "%s", err.msg);
+  pg_model *m;
+  cr_assert_eq(pg_model_create(&m, &a, &err), PG_OK, "%s", err.msg);
+  pg_model_init_random(m, seed, 0.5);
+  return m;
+}
+
+typedef struct fixture {
+  pg_spm_tables t;
+  pg_val val;
+  pg_model *m;
+  pg_ops e;
+} fixture;
+
+static void fx_init(fixture *f, uint64_t n, const char *json, int threads) {
+  f->t = tables();
+  f->val = (pg_val){.tok = stream(n, 5), .n = n, .tables = &f->t};
+  f->m = model(json, 9);
+  f->e = pg_ops_cpu(threads);
+}
+
+static void fx_free(fixture *f) {
+  free(f->val.tok);
+  free(f->t.base);
+  free(f->t.lead);
+  free(f->t.boundary);
+  pg_model_free(f->m);
+}
+
+static void run_ok(fixture *f, const pg_protocol *p, const pg_eval_hooks *h, pg_eval_result *res) {
+  pg_err err;
+  int rc = pg_eval_run(f->m, &f->e, &f->val, p, h, res, &err);
+  cr_assert_eq(rc, PG_OK, "eval: %s", err.msg);
+  cr_assert_eq(res->scored - res->duplicates, res->targets, "every target scored once");
+  cr_assert_eq((uint64_t)res->sum.tokens, res->scored);
+  cr_assert(isfinite(res->val_bpb) && res->val_bpb > 0);
+}
+
+static void same_result(const pg_eval_result *a, const pg_eval_result *b) {
+  cr_assert_eq(memcmp(&a->sum, &b->sum, sizeof a->sum), 0,
+               "sums differ: %.17g/%.17g vs %.17g/%.17g", a->sum.nats, a->sum.bytes, b->sum.nats,
+               b->sum.bytes);
+  cr_assert_eq(a->nchunks, b->nchunks);
+  for (size_t i = 0; i < a->nchunks; i++)
+    cr_assert_eq(memcmp(&a->chunks[i], &b->chunks[i], sizeof a->chunks[i]), 0, "chunk %zu", i);
+}
+
+static pg_protocol proto(int kind) {
+  pg_protocol p;
+  pg_protocol_defaults(&p, kind);
+  p.seq_len = 32;
+  p.stride = 8;
+  p.report_tokens = 64;
+  p.chunk_tokens = 64;
+  p.batch = 3;
+  p.batch_rows = 2;
+  p.epochs = 2;
+  p.lr = 0.05;
+  p.lora_rank = 2;
+  p.lora_alpha = 4;
+  p.lora_chunk = 5;
+  p.lora_window = 12;
+  p.lora_batch_docs = 4;
+  p.lora_lr = 0.01;
+  p.prefix_docs = 9;
+  p.phases = 2;
+  return p;
+}
+
+/* ---- windows --------------------------------------------------------------------------------- */
+
+Test(eval, sliding_windows_partition_and_tail_variant) {
+  pg_err err;
+  uint64_t Ts[] = {1, 7, 31, 32, 33, 64, 65, 200, 257};
+  int Ls[] = {1, 8, 32}, Ss[] = {1, 4, 8};
+  for (size_t a = 0; a < sizeof Ts / sizeof *Ts; a++)
+    for (size_t b = 0; b < 3; b++)
+      for (size_t c = 0; c < 3; c++) {
+        uint64_t T = Ts[a];
+        int L = Ls[b], s = Ss[c];
+        if (s > L) continue;
+        for (int dup = 0; dup < 2; dup++) {
+          pg_window *w;
+          size_t n;
+          cr_assert_eq(pg_sliding_windows(T, L, s, dup, &w, &n, &err), PG_OK);
+          if (!dup && T <= (uint64_t)(L - s)) { /* no window has context: none at all */
+            cr_assert_eq(n, 0);
+            free(w);
+            continue;
+          }
+          int *cnt = calloc(T, sizeof *cnt);
+          for (size_t k = 0; k < n; k++) {
+            cr_assert(w[k].ws + w[k].wlen <= T && w[k].lo < w[k].wlen && w[k].wlen <= (uint32_t)L);
+            for (uint32_t j = w[k].lo; j < w[k].wlen; j++) cnt[w[k].ws + j]++;
+          }
+          uint64_t extra = 0;
+          for (uint64_t t = 0; t < T; t++) {
+            cr_assert(cnt[t] >= 1, "T %lu L %d s %d dup %d: target %lu unscored", (unsigned long)T, L, s, dup, (unsigned long)t);
+            if (!dup) cr_assert_eq(cnt[t], 1, "variant B scores each target once");
+            extra += cnt[t] > 1 ? (uint64_t)cnt[t] - 1 : 0;
+          }
+          /* variant A with T % s == 0 and T ≥ L duplicates exactly L − s targets */
+          if (dup && T % (uint64_t)s == 0 && T >= (uint64_t)L)
+            cr_assert_eq(extra, (uint64_t)(L - s), "T %lu L %d s %d: %lu duplicates",
+                         (unsigned long)T, L, s, (unsigned long)extra);
+          free(cnt);
+          free(w);
+        }
+      }
+}
+
+/* ---- plain and sliding ----------------------------------------------------------------------- */
+
+/* Plain windows: the sums equal a direct forward of each sequence, in order. */
+Test(eval, plain_equals_direct_forward) {
+  fixture f;
+  fx_init(&f, 32 * 5 + 9, ARCH, 1);
+  pg_protocol p = proto(PG_PROTO_PLAIN);
+  pg_eval_result res;
+  run_ok(&f, &p, NULL, &res);
+  cr_assert_eq(res.tokens, 32 * 5 + 1, "trimmed to ((n-1)/L)*L + 1");
+  cr_assert_eq(res.targets, 160);
+  pg_tape *tp;
+  pg_tape_create(&tp, &f.e, 0);
+  pg_bpb want;
+  pg_bpb_init(&want);
+  double nll[32];
+  pg_err err;
+  for (int s = 0; s < 5; s++) {
+    pg_batch b = {.B = 1, .T = 32, .ids = f.val.tok + s * 32, .targets = f.val.tok + s * 32 + 1};
+    cr_assert_eq(pg_model_forward(f.m, tp, &b, NULL, nll, NULL, &err), PG_OK);
+    for (int j = 0; j < 32; j++) {
+      uint32_t by = pg_spm_pair_bytes_unchecked(&f.t, (uint32_t)f.val.tok[s * 32 + j],
+                                                (uint32_t)f.val.tok[s * 32 + j + 1]);
+      pg_bpb_add(&want, nll[j], by, &err);
+    }
+  }
+  cr_assert_eq(memcmp(&want, &res.sum, sizeof want), 0);
+  double vl, vb;
+  pg_bpb_result(&want, &vl, &vb, &err);
+  cr_assert_eq(vb, res.val_bpb);
+  pg_tape_free(tp);
+  pg_eval_result_free(&res);
+  fx_free(&f);
+}
+
+/* stride = L makes the sliding windows the plain ones: the same sums, bit for bit. */
+Test(eval, sliding_with_full_stride_is_plain) {
+  fixture f;
+  fx_init(&f, 300, ARCH, 1);
+  pg_protocol a = proto(PG_PROTO_PLAIN), b = proto(PG_PROTO_SLIDING);
+  b.stride = b.seq_len;
+  pg_eval_result ra, rb;
+  run_ok(&f, &a, NULL, &ra);
+  run_ok(&f, &b, NULL, &rb);
+  cr_assert_eq(memcmp(&ra.sum, &rb.sum, sizeof ra.sum), 0);
+  pg_eval_result_free(&ra);
+  pg_eval_result_free(&rb);
+  fx_free(&f);
+}
+
+/* Results depend on neither the scoring batch nor the thread count. */
+Test(eval, sliding_independent_of_batch_and_threads) {
+  fixture f, g;
+  fx_init(&f, 400, ARCH, 1);
+  fx_init(&g, 400, ARCH, 3);
+  pg_protocol p = proto(PG_PROTO_SLIDING), q = p;
+  q.batch = 7;
+  pg_eval_result ra, rb, rc;
+  run_ok(&f, &p, NULL, &ra);
+  run_ok(&f, &q, NULL, &rb);
+  run_ok(&g, &p, NULL, &rc);
+  same_result(&ra, &rb);
+  same_result(&ra, &rc);
+  cr_assert_eq(ra.duplicates, 0);
+  pg_eval_result_free(&ra);
+  pg_eval_result_free(&rb);
+  pg_eval_result_free(&rc);
+  fx_free(&f);
+  fx_free(&g);
+}
+
+/* Variant A scores L − s tail targets twice (T a multiple of s) and says so. */
+Test(eval, sliding_tail_variant_counts_duplicates) {
+  fixture f;
+  fx_init(&f, 32 * 8 + 1, ARCH, 1);
+  pg_protocol p = proto(PG_PROTO_SLIDING);
+  p.tail_dup = 1;
+  pg_eval_result res;
+  run_ok(&f, &p, NULL, &res);
+  cr_assert_eq(res.targets, 256);
+  cr_assert_eq(res.duplicates, (uint64_t)(p.seq_len - p.stride));
+  cr_assert_eq(res.scored, 256 + 24);
+  pg_eval_result_free(&res);
+  fx_free(&f);
+}
+
+Test(eval, errors_are_clear) {
+  fixture f;
+  fx_init(&f, 20, ARCH, 1);
+  pg_protocol p = proto(PG_PROTO_SLIDING);
+  pg_eval_result res;
+  pg_err err;
+  cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_ARG);
+  cr_assert(strstr(err.msg, "shorter than one window"), "%s", err.msg);
+  free(f.val.tok);
+  f.val.tok = stream(200, 5);
+  f.val.n = 200;
+  f.val.tok[77] = V; /* outside the vocabulary */
+  cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_TOKEN_RANGE);
+  cr_assert(strstr(err.msg, "77"), "%s", err.msg);
+  f.val.tok[77] = 5;
+  f.val.tok[0] = 7; /* no BOS first: no documents */
+  pg_protocol l = proto(PG_PROTO_TTT_LORA);
+  cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &l, NULL, &res, &err), PG_E_MALFORMED);
+  p.stride = 0;
+  cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_ARG);
+  /* a NaN weight shows as a non-finite loss naming the target */
+  p = proto(PG_PROTO_SLIDING);
+  f.val.tok[0] = BOS;
+  pg_model_data(f.m, 0)[f.val.tok[3] * 16 + 2] = NAN;
+  cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_ARG);
+  cr_assert(strstr(err.msg, "non-finite"), "%s", err.msg);
+  fx_free(&f);
+}
+
+/* ---- score-first TTT ------------------------------------------------------------------------- */
+
+typedef struct alter {
+  size_t chunk; /* alter this chunk's tokens right after its commit */
+  uint64_t from, to;
+  int done;
+} alter;
+
+static int alter_on_commit(void *ctx, size_t chunk, const pg_eval_chunk *c, pg_val *val) {
+  alter *a = ctx;
+  (void)c;
+  if (chunk != a->chunk) return 0;
+  for (uint64_t i = a->from; i < a->to && i < val->n; i++)
+    if (val->tok[i] != BOS) val->tok[i] = 4 + (val->tok[i] + 11) % (V - 4);
+  a->done = 1;
+  return 0;
+}
+
+static void score_first(int kind, int opt) {
+  fixture f;
+  fx_init(&f, 64 * 6 + 1, ARCH, 1);
+  pg_protocol p = proto(kind);
+  if (opt) {
+    p.opt = opt;
+    p.lr = 0.01;
+  }
+  pg_model *m0 = model(ARCH, 9);
+  pg_eval_result A, B, C;
+  run_ok(&f, &p, NULL, &A);
+  cr_assert_eq(A.nchunks, 6);
+  cr_assert_eq(A.chunks[5].train_steps, 0, "the last chunk is never trained on");
+  cr_assert(A.train_steps > 0 && A.chunks[0].train_steps > 0);
+  /* B: chunk 2's tokens altered right after its commit (before its update) */
+  pg_err err;
+  pg_model_copy_params(f.m, m0, &err);
+  int32_t *orig = malloc(f.val.n * sizeof *orig);
+  memcpy(orig, f.val.tok, f.val.n * sizeof *orig);
+  alter al = {.chunk = 2, .from = 2 * 64 + 1, .to = 3 * 64 + 1};
+  pg_eval_hooks h = {.on_commit = alter_on_commit, .ctx = &al};
+  run_ok(&f, &p, &h, &B);
+  cr_assert(al.done);
+  for (size_t c = 0; c <= 2; c++)
+    cr_assert_eq(memcmp(&A.chunks[c], &B.chunks[c], sizeof A.chunks[c]), 0,
+                 "chunk %zu's committed score changed after its tokens were altered", c);
+  cr_assert(memcmp(&A.chunks[3], &B.chunks[3], sizeof A.chunks[3]) != 0,
+            "the alteration must reach the later chunks (else the test proves nothing)");
+  /* C: tokens after chunk 3's last target altered before the run: chunks 0..3 unchanged */
+  memcpy(f.val.tok, orig, f.val.n * sizeof *orig);
+  pg_model_copy_params(f.m, m0, &err);
+  for (uint64_t i = 4 * 64 + 1; i < f.val.n; i++)
+    if (f.val.tok[i] != BOS) f.val.tok[i] = 4 + (f.val.tok[i] + 5) % (V - 4);
+  run_ok(&f, &p, NULL, &C);
+  for (size_t c = 0; c <= 3; c++)
+    cr_assert_eq(memcmp(&A.chunks[c], &C.chunks[c], sizeof A.chunks[c]), 0,
+                 "chunk %zu depends on future tokens", c);
+  /* an update placed before its chunk's commit is stopped */
+  memcpy(f.val.tok, orig, f.val.n * sizeof *orig);
+  pg_model_copy_params(f.m, m0, &err);
+  pg_eval_hooks bad = {.inject_update_before_commit = 1};
+  pg_eval_result D;
+  cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, &bad, &D, &err), PG_E_ILLEGAL);
+  cr_assert(strstr(err.msg, "before its score is committed"), "%s", err.msg);
+  pg_eval_result_free(&A);
+  pg_eval_result_free(&B);
+  pg_eval_result_free(&C);
+  free(orig);
+  pg_model_free(m0);
+  fx_free(&f);
+}
+
+Test(eval, chunked_sgd_score_first) { score_first(PG_PROTO_TTT_CHUNK, 0); }
+Test(eval, chunked_adamw_score_first) { score_first(PG_PROTO_TTT_CHUNK, PG_OPTIM_ADAMW); }
+
+/* Reruns from the same weights are bit-identical, and so are 1 and 2 threads. */
+static void rerun_identical(int kind, const char *json) {
+  fixture f, g;
+  fx_init(&f, 64 * 5 + 1, json, 1);
+  fx_init(&g, 64 * 5 + 1, json, 2);
+  pg_protocol p = proto(kind);
+  pg_model *m0 = model(json, 9);
+  pg_eval_result A, B, C;
+  run_ok(&f, &p, NULL, &A);
+  pg_err err;
+  pg_model_copy_params(f.m, m0, &err);
+  run_ok(&f, &p, NULL, &B);
+  run_ok(&g, &p, NULL, &C);
+  same_result(&A, &B);
+  same_result(&A, &C);
+  cr_assert(A.train_steps > 0);
+  if (kind != PG_PROTO_TTT_CHUNK) cr_assert(A.documents > 0);
+  pg_eval_result_free(&A);
+  pg_eval_result_free(&B);
+  pg_eval_result_free(&C);
+  pg_model_free(m0);
+  fx_free(&f);
+  fx_free(&g);
+}
+
+Test(eval, chunked_rerun_identical) { rerun_identical(PG_PROTO_TTT_CHUNK, ARCH); }
+Test(eval, lora_rerun_identical) { rerun_identical(PG_PROTO_TTT_LORA, ARCH); }
+Test(eval, phased_rerun_identical) {
+  rerun_identical(PG_PROTO_TTT_PHASED,
+                  "{\"vocab_size\": 37, \"dim\": 16, \"heads\": 4, \"kv_heads\": 2, "
+                  "\"head_dim\": 4, \"layers\": 2, \"attention\": {\"doc_mask\": true}}");
+}
+
+/* LoRA TTT: a batch's committed scores do not change when its tokens are altered after the
+ * commit, and the documents of other batches are untouched by it (per-document adapters, frozen
+ * base, A not kept). */
+Test(eval, lora_score_first_and_document_independence) {
+  fixture f;
+  fx_init(&f, 400, ARCH, 1);
+  pg_protocol p = proto(PG_PROTO_TTT_LORA);
+  p.lora_warm_a = 0;
+  pg_eval_result A, B;
+  run_ok(&f, &p, NULL, &A);
+  cr_assert(A.documents > 8 && A.nchunks == (A.documents + 3) / 4);
+  /* alter every token of the stream right after batch 1 commits: batches 0 and 1 are final,
+   * the later ones see new tokens */
+  alter al = {.chunk = 1, .from = 0, .to = f.val.n};
+  pg_eval_hooks h = {.on_commit = alter_on_commit, .ctx = &al};
+  pg_model *m0 = model(ARCH, 9);
+  pg_err err;
+  pg_model_copy_params(f.m, m0, &err);
+  run_ok(&f, &p, &h, &B);
+  cr_assert_eq(memcmp(&A.chunks[0], &B.chunks[0], sizeof A.chunks[0]), 0);
+  cr_assert_eq(memcmp(&A.chunks[1], &B.chunks[1], sizeof A.chunks[1]), 0);
+  cr_assert(memcmp(&A.chunks[2], &B.chunks[2], sizeof A.chunks[2]) != 0);
+  /* the base model is frozen under LoRA TTT */
+  for (size_t i = 0; i < pg_model_param_count(f.m); i++)
+    cr_assert_eq(pg_model_params(f.m)[i], pg_model_params(m0)[i]);
+  pg_eval_result_free(&A);
+  pg_eval_result_free(&B);
+  pg_model_free(m0);
+  fx_free(&f);
+}
+
+/* Phased: the base changes (global SGD ran) only on committed targets; the never-scored BOS
+ * targets at document joins are masked and counted. */
+Test(eval, phased_global_sgd_uses_scored_documents_only) {
+  const char *json = "{\"vocab_size\": 37, \"dim\": 16, \"heads\": 4, \"kv_heads\": 2, "
+                     "\"head_dim\": 4, \"layers\": 2}";
+  fixture f;
+  fx_init(&f, 600, json, 1);
+  pg_protocol p = proto(PG_PROTO_TTT_PHASED);
+  p.chunk_tokens = 40;
+  p.seq_len = 16;
+  pg_model *m0 = model(json, 9);
+  pg_eval_result A;
+  run_ok(&f, &p, NULL, &A);
+  int changed = 0;
+  for (size_t i = 0; i < pg_model_param_count(f.m); i++)
+    changed |= pg_model_params(f.m)[i] != pg_model_params(m0)[i];
+  cr_assert(changed, "global SGD never ran");
+  cr_assert(A.masked > 0);
+  pg_eval_result_free(&A);
+  pg_model_free(m0);
+  fx_free(&f);
+}
+
+/* ---- optimizers ------------------------------------------------------------------------------ */
+
+Test(optim, sgd_momentum_matches_torch_formula) {
+  pg_optim *o;
+  pg_err err;
+  pg_optim_cfg c = {.kind = PG_OPTIM_SGD, .momentum = 0.9};
+  cr_assert_eq(pg_optim_create(&o, &c, 3, &err), PG_OK);
+  float p[3] = {1, -2, 0.5f}, g[3] = {0.1f, 0.2f, -0.3f};
+  double pp[3] = {1, -2, 0.5}, buf[3] = {0, 0, 0};
+  pg_optim_span s = {.p = p, .g = g, .n = 3};
+  for (int step = 1; step <= 4; step++) {
+    pg_optim_step(o, &s, 1, 0.01);
+    for (int i = 0; i < 3; i++) {
+      buf[i] = step == 1 ? g[i] : (double)(float)(0.9 * buf[i] + g[i]);
+      if (step == 1) buf[i] = (double)(float)buf[i];
+      pp[i] = (double)(float)(pp[i] - 0.01 * buf[i]);
+      cr_assert_eq(p[i], (float)pp[i], "step %d element %d", step, i);
+    }
+  }
+  pg_optim_free(o);
+}
+
+Test(optim, adamw_matches_torch_formula) {
+  pg_optim *o;
+  pg_err err;
+  pg_optim_cfg c = {.kind = PG_OPTIM_ADAMW, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8,
+                    .weight_decay = 0.5};
+  cr_assert_eq(pg_optim_create(&o, &c, 2, &err), PG_OK);
+  float p[2] = {1, -2}, g[2] = {0.1f, -0.3f};
+  double pp[2] = {1, -2}, m[2] = {0}, v[2] = {0};
+  pg_optim_span s = {.p = p, .g = g, .n = 2};
+  for (int t = 1; t <= 3; t++) {
+    pg_optim_step(o, &s, 1, 1e-3);
+    for (int i = 0; i < 2; i++) {
+      double q = pp[i] * (1 - 1e-3 * 0.5);
+      m[i] = (float)(0.9 * m[i] + 0.1 * g[i]);
+      v[i] = (float)(0.99 * v[i] + 0.01 * (double)g[i] * g[i]);
+      double den = sqrt(v[i]) / sqrt(1 - pow(0.99, t)) + 1e-8;
+      pp[i] = (float)(q - 1e-3 / (1 - pow(0.9, t)) * m[i] / den);
+      cr_assert_eq(p[i], (float)pp[i], "step %d element %d", t, i);
+    }
+  }
+  cr_assert_eq(pg_optim_steps(o), 3);
+  pg_optim_reset(o);
+  cr_assert_eq(pg_optim_steps(o), 0);
+  pg_optim_free(o);
+}
+
+Test(optim, clip_and_cosine) {
+  float g[4] = {3, 0, 0, 4};
+  pg_optim_span s[2] = {{.g = g, .n = 2}, {.g = g + 2, .n = 2}};
+  double n = pg_clip_grad_norm(s, 2, 1.0);
+  cr_assert_eq(n, 5.0);
+  cr_assert_float_eq(g[0], 3.0 / (5 + 1e-6), 1e-7);
+  cr_assert_float_eq(g[3], 4.0 / (5 + 1e-6), 1e-7);
+  float h[2] = {0.1f, 0.1f};
+  pg_optim_span t = {.g = h, .n = 2};
+  pg_clip_grad_norm(&t, 1, 1.0);
+  cr_assert_eq(h[0], 0.1f, "below the limit the gradient is untouched");
+  cr_assert_eq(pg_cosine_lr(2.0, 0, 5), 2.0);
+  cr_assert_float_eq(pg_cosine_lr(2.0, 2, 5), 1.0, 1e-15);
+  cr_assert_float_eq(pg_cosine_lr(2.0, 4, 5), 0.0, 1e-15);
+  cr_assert_eq(pg_cosine_lr(2.0, 0, 1), 2.0);
+  pg_optim *o;
+  pg_err err;
+  pg_optim_cfg bad = {.kind = PG_OPTIM_SGD, .momentum = 1.0};
+  cr_assert_eq(pg_optim_create(&o, &bad, 1, &err), PG_E_ARG);
+}

@@ -1,0 +1,247 @@
+/* test_model.c: properties of the fp32 model that the gradient tests do not show: bit-identical
+ * results for 1, 2 and 3 threads (forward and gradients), the inference tape (which frees each
+ * block's temporaries) equal to the recording one, causality (a prediction never depends on a
+ * later token), document isolation under the document mask, the BigramHash and segment rules on
+ * worked values, the NTK base, LoRA at zero, and the clear errors of a bad batch. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_model.h"
+#include "pg_rng.h"
+
+static const char *FULL =
+    "{\"vocab_size\": 41, \"dim\": 24, \"heads\": 4, \"kv_heads\": 2, \"head_dim\": 6, "
+    "\"layers\": 5, \"block\": {\"ln_scale\": \"physical\"}, "
+    "\"attention\": {\"rope_dims\": 4, \"xsa_layers\": [1, 3], \"gate\": \"sparse_sigmoid\", "
+    "\"gate_scale\": 0.5, \"doc_mask\": true, \"doc_max_len\": 6}, "
+    "\"mlp\": {\"hidden\": 40, \"act\": \"leaky_relu2\"}, "
+    "\"embeddings\": {\"bigram_buckets\": 17, \"bigram_dim\": 8, \"ve_layers\": [2], "
+    "\"ve_dim\": 5, \"smear\": \"v2\", \"smear_bos_mask\": true, \"smear_window\": 6}, "
+    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], \"decoder\": [2, 1, 2, 3, 4], "
+    "\"parallel\": \"two_lane\", \"parallel_start\": 3, \"readout_groups\": 4, "
+    "\"readout_layer\": 2}}";
+
+static pg_model *mk(const char *json, uint64_t seed) {
+  pg_arch a;
+  pg_err err;
+  cr_assert_eq(pg_arch_parse(&a, json, strlen(json), "t", &err), PG_OK, "%s", err.msg);
+  pg_model *m;
+  cr_assert_eq(pg_model_create(&m, &a, &err), PG_OK, "%s", err.msg);
+  pg_model_init_random(m, seed, 1.0);
+  return m;
+}
+
+static void tokens(int32_t *ids, int32_t *tg, int n, int V, uint64_t seed) {
+  pg_rng r;
+  pg_rng_seed(&r, seed);
+  for (int i = 0; i < n; i++) {
+    ids[i] = (int32_t)(pg_rng_u64(&r) % (uint64_t)V);
+    if (i % 7 == 0) ids[i] = 1;
+    tg[i] = (int32_t)(pg_rng_u64(&r) % (uint64_t)V);
+  }
+}
+
+enum { B = 2, T = 19, N = B * T };
+
+static void forward(pg_model *m, int threads, int grad, const int32_t *ids, const int32_t *tg,
+                    double *nll) {
+  pg_ops e = pg_ops_cpu(threads);
+  pg_tape *tp;
+  pg_err err;
+  cr_assert_eq(pg_tape_create(&tp, &e, grad), PG_OK);
+  pg_batch b = {.B = B, .T = T, .ids = ids, .targets = tg};
+  cr_assert_eq(pg_model_forward(m, tp, &b, NULL, nll, NULL, &err), PG_OK, "%s", err.msg);
+  if (grad) {
+    pg_model_zero_grads(m);
+    cr_assert_eq(pg_model_backward(m, tp, &err), PG_OK, "%s", err.msg);
+  }
+  pg_tape_free(tp);
+}
+
+Test(model, threads_and_tapes_bit_identical) {
+  pg_model *m = mk(FULL, 1);
+  pg_err err;
+  cr_assert_eq(pg_model_enable_grads(m, &err), PG_OK);
+  int32_t ids[N], tg[N];
+  tokens(ids, tg, N, 41, 2);
+  double n1[N], n2[N], n3[N], ni[N];
+  size_t np = pg_model_param_count(m);
+  float *g1 = malloc(np * sizeof *g1);
+  forward(m, 1, 1, ids, tg, n1);
+  memcpy(g1, pg_model_grads(m), np * sizeof *g1);
+  forward(m, 2, 1, ids, tg, n2);
+  cr_assert_eq(memcmp(g1, pg_model_grads(m), np * sizeof *g1), 0, "gradients: 1 vs 2 threads");
+  forward(m, 3, 1, ids, tg, n3);
+  cr_assert_eq(memcmp(g1, pg_model_grads(m), np * sizeof *g1), 0, "gradients: 1 vs 3 threads");
+  forward(m, 2, 0, ids, tg, ni);
+  cr_assert_eq(memcmp(n1, n2, sizeof n1), 0);
+  cr_assert_eq(memcmp(n1, n3, sizeof n1), 0);
+  cr_assert_eq(memcmp(n1, ni, sizeof n1), 0, "inference tape differs from the recording one");
+  for (int i = 0; i < N; i++) cr_assert(isfinite(n1[i]) && n1[i] > 0);
+  free(g1);
+  pg_model_free(m);
+}
+
+/* nll[t] depends on ids[0..t] and tg[t] only. */
+Test(model, causal) {
+  pg_model *m = mk(FULL, 3);
+  int32_t ids[N], tg[N];
+  tokens(ids, tg, N, 41, 4);
+  double a[N], b[N];
+  forward(m, 1, 0, ids, tg, a);
+  for (int t0 = 1; t0 < T; t0 += 3) {
+    int32_t ids2[N];
+    memcpy(ids2, ids, sizeof ids);
+    for (int r = 0; r < B; r++) ids2[r * T + t0] = (ids[r * T + t0] + 5) % 41;
+    forward(m, 1, 0, ids2, tg, b);
+    for (int r = 0; r < B; r++)
+      for (int t = 0; t < t0; t++)
+        cr_assert_eq(a[r * T + t], b[r * T + t], "position %d saw token %d", t, t0);
+    int moved = 0;
+    for (int t = t0; t < T; t++) moved |= a[t0] != b[t0];
+    cr_assert(moved);
+  }
+  pg_model_free(m);
+}
+
+/* With the document mask, a document's predictions do not depend on earlier documents' tokens
+ * (no BigramHash or SmearGate here: those read the previous token by design). */
+Test(model, documents_isolated) {
+  const char *json = "{\"vocab_size\": 41, \"dim\": 16, \"heads\": 4, \"kv_heads\": 2, "
+                     "\"head_dim\": 4, \"layers\": 3, \"attention\": {\"doc_mask\": true}}";
+  pg_model *m = mk(json, 5);
+  int32_t ids[N], tg[N];
+  tokens(ids, tg, N, 41, 6); /* BOS at 0, 7, 14 of each row */
+  double a[N], b[N];
+  forward(m, 1, 0, ids, tg, a);
+  for (int t = 1; t < 7; t++) ids[t] = (ids[t] + 9) % 41 == 1 ? 2 : (ids[t] + 9) % 41;
+  forward(m, 1, 0, ids, tg, b);
+  for (int t = 7; t < T; t++) cr_assert_eq(a[t], b[t], "position %d saw another document", t);
+  cr_assert(a[3] != b[3]);
+  pg_model_free(m);
+}
+
+Test(model, segments_and_bigram_hash) {
+  int32_t ids[] = {1, 5, 6, 1, 7, 8, 9, 10, 11, 1};
+  int32_t seg[10];
+  pg_model_segments(ids, 10, 1, 0, seg);
+  int32_t want[] = {0, 0, 0, 1, 1, 1, 1, 1, 1, 2};
+  cr_assert_eq(memcmp(seg, want, sizeof want), 0);
+  pg_model_segments(ids, 10, 1, 2, seg); /* cap 2 from each segment start */
+  int32_t want2[] = {0, 0, 1, 2, 2, 3, 3, 4, 4, 5};
+  cr_assert_eq(memcmp(seg, want2, sizeof want2), 0);
+  int32_t a[] = {1, 2, 8191, 8191}, h[4];
+  pg_model_bigram_hash(a, 4, 3072, h);
+  cr_assert_eq(h[0], 3071);
+  cr_assert_eq(h[1], ((36313 * 2) ^ (27191 * 1)) % 3071);
+  cr_assert_eq(h[2], ((36313 * 8191) ^ (27191 * 2)) % 3071);
+  cr_assert_eq(h[3], ((36313 * 8191) ^ (27191 * 8191)) % 3071);
+  /* int32 wrap-around, then Python's non-negative remainder */
+  int32_t big[] = {0, 70000, 70000};
+  pg_model_bigram_hash(big, 3, 101, h);
+  int32_t x = (int32_t)((uint32_t)36313u * 70000u ^ (uint32_t)27191u * 0u);
+  cr_assert_eq(h[1], ((x % 100) + 100) % 100);
+}
+
+Test(model, ntk_base) {
+  pg_arch a;
+  pg_arch_default(&a);
+  a.attention.rope_dims = 16;
+  a.attention.rope_ntk_len = 1024;
+  cr_assert_eq(pg_model_rope_base(&a, 1024), 10000.0f);
+  cr_assert_eq(pg_model_rope_base(&a, 2048), (float)(10000.0 * pow(2.0, 16.0 / 14.0)));
+  a.attention.rope_ntk_len = 0;
+  cr_assert_eq(pg_model_rope_base(&a, 4096), 10000.0f);
+}
+
+/* Adapters with B = 0 change nothing; a non-zero B changes only rows it is mapped to. */
+Test(model, lora_zero_is_identity_and_rows_are_separate) {
+  pg_model *m = mk(FULL, 7);
+  pg_err err;
+  pg_lora *lo;
+  cr_assert_eq(pg_lora_create(&lo, m, 3, 2, 4.0, 0x3f, &err), PG_OK);
+  pg_rng r;
+  pg_rng_seed(&r, 1);
+  pg_lora_reset(lo, -1, &r, 0);
+  int32_t ids[N], tg[N];
+  tokens(ids, tg, N, 41, 8);
+  double a[N], b[N];
+  forward(m, 1, 0, ids, tg, a);
+  pg_ops e = pg_ops_cpu(1);
+  pg_tape *tp;
+  pg_tape_create(&tp, &e, 0);
+  int rows[B] = {2, 0};
+  pg_batch bt = {.B = B, .T = T, .ids = ids, .targets = tg, .lora_rows = rows};
+  cr_assert_eq(pg_model_forward(m, tp, &bt, lo, b, NULL, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(memcmp(a, b, sizeof a), 0, "zero-B adapters changed the output");
+  size_t off, n;
+  pg_lora_row_span(lo, 2, &off, &n);
+  for (size_t i = 0; i < n; i++)
+    if (pg_lora_params(lo)[off + i] == 0) pg_lora_params(lo)[off + i] = 0.1f;
+  cr_assert_eq(pg_model_forward(m, tp, &bt, lo, b, NULL, &err), PG_OK);
+  cr_assert(memcmp(a, b, T * sizeof *a) != 0, "row 0 (adapter 2) unchanged");
+  cr_assert_eq(memcmp(a + T, b + T, T * sizeof *a), 0, "row 1 (adapter 0) changed");
+  int bad[B] = {3, 0};
+  bt.lora_rows = bad;
+  cr_assert_eq(pg_model_forward(m, tp, &bt, lo, b, NULL, &err), PG_E_ARG);
+  pg_tape_free(tp);
+  pg_lora_free(lo);
+  pg_model_free(m);
+}
+
+Test(model, bad_batches_are_clear_errors) {
+  pg_model *m = mk(FULL, 9);
+  pg_ops e = pg_ops_cpu(1);
+  pg_tape *tp;
+  pg_tape_create(&tp, &e, 0);
+  int32_t ids[N], tg[N];
+  tokens(ids, tg, N, 41, 10);
+  double nll[N];
+  pg_err err;
+  ids[5] = 41;
+  pg_batch b = {.B = B, .T = T, .ids = ids, .targets = tg};
+  cr_assert_eq(pg_model_forward(m, tp, &b, NULL, nll, NULL, &err), PG_E_TOKEN_RANGE);
+  cr_assert(strstr(err.msg, "position 5"), "%s", err.msg);
+  ids[5] = 3;
+  tg[T + 2] = -1;
+  cr_assert_eq(pg_model_forward(m, tp, &b, NULL, nll, NULL, &err), PG_E_TOKEN_RANGE);
+  cr_assert(strstr(err.msg, "row 1 position 2"), "%s", err.msg);
+  tg[T + 2] = 3;
+  int len[B] = {T + 1, 3};
+  b.len = len;
+  cr_assert_eq(pg_model_forward(m, tp, &b, NULL, nll, NULL, &err), PG_E_ARG);
+  pg_tape_free(tp);
+  /* backward needs a recording tape */
+  pg_tape_create(&tp, &e, 0);
+  b.len = NULL;
+  cr_assert_eq(pg_model_forward(m, tp, &b, NULL, nll, NULL, &err), PG_OK);
+  cr_assert_eq(pg_model_backward(m, tp, &err), PG_E_ARG);
+  pg_tape_free(tp);
+  /* NaN weights are refused by name */
+  pg_model_data(m, 2)[1] = NAN;
+  cr_assert_eq(pg_model_check_finite(m, "x.pgz", &err), PG_E_ARG);
+  cr_assert(strstr(err.msg, pg_model_tensor(m, 2)->name), "%s", err.msg);
+  pg_model_free(m);
+}
+
+/* The init follows spec/arch.md §4: the control tensors at their values, projections zero. */
+Test(model, init_values) {
+  pg_model *m = mk(FULL, 11);
+  pg_model_init(m, 1);
+  long i = pg_model_find(m, "blocks.0.resid_mix");
+  cr_assert(i >= 0);
+  cr_assert_eq(pg_model_data(m, (size_t)i)[0], 1.0f);
+  cr_assert_eq(pg_model_data(m, (size_t)i)[24], 0.0f);
+  i = pg_model_find(m, "blocks.1.attn.q_gain");
+  cr_assert_eq(pg_model_data(m, (size_t)i)[3], 1.5f);
+  i = pg_model_find(m, "blocks.2.attn.proj.weight");
+  cr_assert_eq(pg_model_data(m, (size_t)i)[7], 0.0f);
+  i = pg_model_find(m, "parallel_resid_lambdas");
+  cr_assert_eq(pg_model_data(m, (size_t)i)[0], 1.1f);
+  i = pg_model_find(m, "bigram.scale");
+  cr_assert_eq(pg_model_data(m, (size_t)i)[0], 0.05f);
+  cr_assert_eq(pg_model_find(m, "no.such.tensor"), -1);
+  pg_model_free(m);
+}

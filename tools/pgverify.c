@@ -1,0 +1,567 @@
+/* pgverify: re-compute the val_loss and val_bpb of a packed submission, independently of the
+ * script that made it: open the artifact, dequantize its tensors into the model its arch
+ * describes, read the validation shards and the byte tables of its tokenizer (or a CaseOps byte
+ * sidecar), run one evaluation protocol (spec/eval.md) on an engine, print the figures and write
+ * a JSON receipt of everything that went into them.
+ *
+ * Exit status: 0 success, 2 error (spec/cli.md). */
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "pg_arch.h"
+#include "pg_container.h"
+#include "pg_eval.h"
+#include "pg_io.h"
+#include "pg_load.h"
+#include "pg_model.h"
+#include "pg_shard.h"
+#include "pg_spm.h"
+#include "pg_threads.h"
+#include "tool.h"
+
+static const char *PROG = "pgverify";
+
+static void usage(FILE *f) {
+  fprintf(f,
+      "usage: pgverify ARTIFACT --val 'DIR/fineweb_val_*.bin' [options]\n"
+      "\n"
+      "Re-compute val_loss and val_bpb of ARTIFACT on the validation shards with one\n"
+      "evaluation protocol (spec/eval.md), print them and write a JSON receipt.\n"
+      "\n"
+      "input:\n"
+      "  --val PATTERN         validation shards (a quoted glob; files named *_bytes_* are skipped)\n"
+      "  --bytes PATTERN       CaseOps byte sidecar shards (per-token byte counts) instead of the\n"
+      "                        tokenizer's byte tables\n"
+      "  --tokenizer FILE      a SentencePiece .model instead of the artifact's own\n"
+      "  --max-tokens N        use only the first N validation tokens (a partial check; the\n"
+      "                        receipt says so)\n"
+      "protocol:\n"
+      "  --protocol NAME       plain | sliding | ttt-chunk | ttt-lora | ttt-phased (default sliding)\n"
+      "  --seq-len L           window / training row length (default 2048; plain 1024)\n"
+      "  --stride S            sliding stride (default 64)\n"
+      "  --tail-dup            the older records' sliding variant that scores the tail's L-S\n"
+      "                        targets twice (flagged in the output and the receipt)\n"
+      "  --no-trim             do not trim the stream to ((n-1)/L)*L+1 tokens\n"
+      "  --batch N             windows or documents per forward (default 8; no effect on results)\n"
+      "  --report-tokens N     plain/sliding: targets per receipt chunk (default 32768)\n"
+      "chunked TTT (ttt-chunk) and the global SGD of ttt-phased:\n"
+      "  --chunk-tokens C      (default 32768)   --opt sgd|adamw (default sgd)\n"
+      "  --lr X (0.005; phased 0.001)   --momentum X (0.9)   --beta1 X --beta2 X --eps X\n"
+      "  --weight-decay X (0)  --epochs N (3; phased 1)   --clip X (1.0; 0 = none)\n"
+      "  --batch-rows N (32)   --freeze-blocks K (0)\n"
+      "per-document LoRA (ttt-lora, ttt-phased):\n"
+      "  --lora-rank R (80)    --lora-alpha A (144)   --lora-targets q,k,v,o,mlp,head (all)\n"
+      "  --lora-chunk N (48)   --lora-window N (2048)  --lora-batch-docs N (64)\n"
+      "  --lora-lr X (1e-4)    --lora-beta1 X (0)  --lora-beta2 X (0.99)  --lora-eps X (1e-10)\n"
+      "  --lora-wd X (0.5)     --lora-warm-a / --no-lora-warm-a (keep A between batches: on)\n"
+      "  --seed N (1337)       --phases N (3)  --prefix-docs N (2500)\n"
+      "engine and output:\n"
+      "  --engine cpu          the CPU reference (fp32, fp64 sums); cuda is not built yet\n"
+      "  --threads N           CPU threads (default: all online; results do not depend on it)\n"
+      "  --receipt FILE        where to write the receipt (default ARTIFACT.receipt.json)\n"
+      "  --no-receipt          do not write one\n"
+      "  --json                print the receipt on stdout instead of the report\n"
+      "  -q, --quiet           no progress line\n"
+      "  -h, --help            this text\n"
+      "\n"
+      "exit status: 0 success, 2 error\n");
+}
+
+/* ---- small helpers --------------------------------------------------------------------------- */
+
+static int parse_num(const char *s, double lo, double hi, double *out) {
+  char *end;
+  double v = strtod(s, &end);
+  if (end == s || *end || !(v >= lo && v <= hi)) return 1;
+  *out = v;
+  return 0;
+}
+
+static int parse_int(const char *s, long lo, long hi, int *out) {
+  uint64_t v;
+  if (pg_parse_u64(s, &v) || v < (uint64_t)lo || v > (uint64_t)hi) return 1;
+  *out = (int)v;
+  return 0;
+}
+
+static int hash_file(const char *path, uint64_t *h, uint64_t *size, pg_err *err) {
+  pg_map m;
+  PG_TRY(pg_file_map(&m, path, err));
+  *h = XXH64(m.data, m.size, 0);
+  *size = m.size;
+  pg_file_unmap(&m);
+  return PG_OK;
+}
+
+static json_t *hex64(uint64_t h) {
+  char b[17];
+  snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
+  return json_string(b);
+}
+
+/* ---- progress -------------------------------------------------------------------------------- */
+
+typedef struct progress {
+  int on;
+  double t0, last;
+} progress;
+
+static int on_progress(void *ctx, uint64_t done, uint64_t total) {
+  progress *p = ctx;
+  double now = pg_now();
+  if (!p->on || (now - p->last < 0.5 && done < total)) return 0;
+  p->last = now;
+  double el = now - p->t0, frac = total ? (double)done / (double)total : 1;
+  char a[32], b[32];
+  fprintf(stderr, "\r%s: %5.1f%% (%s / %s targets)  %.0f s", PROG, 100 * frac, pg_fmt_u64(a, done),
+          pg_fmt_u64(b, total), el);
+  if (frac > 0 && frac < 1) fprintf(stderr, ", about %.0f s left   ", el * (1 - frac) / frac);
+  else fprintf(stderr, "                    ");
+  if (done >= total) fputc('\n', stderr);
+  fflush(stderr);
+  return 0;
+}
+
+/* ---- the receipt ----------------------------------------------------------------------------- */
+
+static json_t *protocol_json(const pg_protocol *p) {
+  json_t *o = json_object();
+  char tg[64];
+  json_object_set_new(o, "name", json_string(pg_proto_name(p->kind)));
+  json_object_set_new(o, "seq_len", json_integer(p->seq_len));
+  json_object_set_new(o, "trim", json_boolean(p->trim));
+  json_object_set_new(o, "batch", json_integer(p->batch));
+  if (p->kind == PG_PROTO_SLIDING || p->kind == PG_PROTO_TTT_CHUNK) {
+    json_object_set_new(o, "stride", json_integer(p->stride));
+    json_object_set_new(o, "tail_dup", json_boolean(p->tail_dup));
+  }
+  if (p->kind == PG_PROTO_PLAIN || p->kind == PG_PROTO_SLIDING)
+    json_object_set_new(o, "report_tokens", json_integer((json_int_t)p->report_tokens));
+  if (p->kind == PG_PROTO_TTT_CHUNK || p->kind == PG_PROTO_TTT_PHASED) {
+    json_object_set_new(o, "chunk_tokens", json_integer((json_int_t)p->chunk_tokens));
+    json_object_set_new(o, "optimizer", json_string(pg_optim_kind_name(p->opt)));
+    json_object_set_new(o, "lr", json_real(p->lr));
+    json_object_set_new(o, "lr_schedule", json_string("cosine across chunks"));
+    if (p->opt == PG_OPTIM_SGD) json_object_set_new(o, "momentum", json_real(p->momentum));
+    if (p->opt == PG_OPTIM_ADAMW) {
+      json_object_set_new(o, "beta1", json_real(p->beta1));
+      json_object_set_new(o, "beta2", json_real(p->beta2));
+      json_object_set_new(o, "eps", json_real(p->eps));
+      json_object_set_new(o, "weight_decay", json_real(p->weight_decay));
+    }
+    json_object_set_new(o, "epochs", json_integer(p->epochs));
+    json_object_set_new(o, "clip", json_real(p->clip));
+    json_object_set_new(o, "batch_rows", json_integer(p->batch_rows));
+    json_object_set_new(o, "freeze_blocks", json_integer(p->freeze_blocks));
+  }
+  if (p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED) {
+    json_object_set_new(o, "lora_rank", json_integer(p->lora_rank));
+    json_object_set_new(o, "lora_alpha", json_real(p->lora_alpha));
+    json_object_set_new(o, "lora_targets", json_string(pg_lora_targets_name(p->lora_targets, tg)));
+    json_object_set_new(o, "lora_chunk", json_integer(p->lora_chunk));
+    json_object_set_new(o, "lora_window", json_integer(p->lora_window));
+    json_object_set_new(o, "lora_batch_docs", json_integer(p->lora_batch_docs));
+    json_object_set_new(o, "lora_lr", json_real(p->lora_lr));
+    json_object_set_new(o, "lora_beta1", json_real(p->lora_beta1));
+    json_object_set_new(o, "lora_beta2", json_real(p->lora_beta2));
+    json_object_set_new(o, "lora_eps", json_real(p->lora_eps));
+    json_object_set_new(o, "lora_weight_decay", json_real(p->lora_wd));
+    json_object_set_new(o, "lora_warm_a", json_boolean(p->lora_warm_a));
+    json_object_set_new(o, "seed", json_integer((json_int_t)p->seed));
+  }
+  if (p->kind == PG_PROTO_TTT_PHASED) {
+    json_object_set_new(o, "phases", json_integer(p->phases));
+    json_object_set_new(o, "prefix_docs", json_integer(p->prefix_docs));
+  }
+  return o;
+}
+
+static json_t *result_json(const pg_eval_result *r) {
+  json_t *o = json_object();
+  json_object_set_new(o, "val_loss", json_real(r->val_loss));
+  json_object_set_new(o, "val_bpb", json_real(r->val_bpb));
+  json_object_set_new(o, "loss_sum_nats", json_real(r->sum.nats));
+  json_object_set_new(o, "token_count", json_real(r->sum.tokens));
+  json_object_set_new(o, "byte_count", json_real(r->sum.bytes));
+  json_object_set_new(o, "tokens_in_stream", json_integer((json_int_t)r->tokens));
+  json_object_set_new(o, "targets", json_integer((json_int_t)r->targets));
+  json_object_set_new(o, "scored", json_integer((json_int_t)r->scored));
+  json_object_set_new(o, "duplicates", json_integer((json_int_t)r->duplicates));
+  json_object_set_new(o, "every_target_scored_once",
+                      json_boolean(r->scored == r->targets && r->duplicates == 0));
+  json_object_set_new(o, "windows", json_integer((json_int_t)r->windows));
+  json_object_set_new(o, "documents", json_integer((json_int_t)r->documents));
+  json_object_set_new(o, "forwards", json_integer((json_int_t)r->forwards));
+  json_object_set_new(o, "train_steps", json_integer((json_int_t)r->train_steps));
+  json_object_set_new(o, "masked_targets", json_integer((json_int_t)r->masked));
+  json_object_set_new(o, "seconds", json_real(r->seconds));
+  json_t *ch = json_array();
+  for (size_t i = 0; i < r->nchunks; i++) {
+    const pg_eval_chunk *c = &r->chunks[i];
+    json_t *row = json_array();
+    json_array_append_new(row, json_integer((json_int_t)c->first));
+    json_array_append_new(row, json_integer((json_int_t)c->count));
+    json_array_append_new(row, json_real(c->nats));
+    json_array_append_new(row, json_real(c->bytes));
+    json_array_append_new(row, json_integer((json_int_t)c->docs));
+    json_array_append_new(row, json_integer((json_int_t)c->train_steps));
+    json_array_append_new(ch, row);
+  }
+  json_object_set_new(o, "chunk_columns",
+                      json_pack("[ssssss]", "first", "targets", "nats", "bytes", "documents",
+                                "train_steps"));
+  json_object_set_new(o, "chunks", ch);
+  return o;
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+enum {
+  O_VAL = 256, O_BYTES, O_TOK, O_MAXTOK, O_PROTO, O_SEQ, O_STRIDE, O_TAIL, O_NOTRIM, O_BATCH,
+  O_REPORT, O_CHUNK, O_OPT, O_LR, O_MOM, O_B1, O_B2, O_EPS, O_WD, O_EPOCHS, O_CLIP, O_ROWS,
+  O_FREEZE, O_LRANK, O_LALPHA, O_LTARGETS, O_LCHUNK, O_LWIN, O_LDOCS, O_LLR, O_LB1, O_LB2, O_LEPS,
+  O_LWD, O_WARM, O_NOWARM, O_SEED, O_PHASES, O_PREFIX, O_ENGINE, O_THREADS, O_RECEIPT, O_NORECEIPT,
+  O_JSON
+};
+
+typedef struct opts {
+  const char *artifact, *val, *bytes, *tokenizer, *receipt, *engine;
+  uint64_t max_tokens;
+  int threads, json, quiet, no_receipt;
+  pg_protocol p;
+} opts;
+
+/* Options that set protocol fields are applied after the defaults of the chosen protocol. */
+typedef struct pending {
+  int code;
+  const char *arg;
+} pending;
+
+static int apply(opts *o, int code, const char *a) {
+  pg_protocol *p = &o->p;
+  double x;
+  int n;
+  uint64_t u;
+  pg_err err;
+  switch (code) {
+  case O_SEQ: return parse_int(a, 1, 1 << 24, &p->seq_len);
+  case O_STRIDE: return parse_int(a, 1, 1 << 24, &p->stride);
+  case O_TAIL: p->tail_dup = 1; return 0;
+  case O_NOTRIM: p->trim = 0; return 0;
+  case O_BATCH: return parse_int(a, 1, 4096, &p->batch);
+  case O_REPORT: if (pg_parse_u64(a, &u) || !u) return 1; p->report_tokens = u; return 0;
+  case O_CHUNK: if (pg_parse_u64(a, &u) || !u) return 1; p->chunk_tokens = u; return 0;
+  case O_OPT: n = pg_optim_kind_parse(a); if (n < 0) return 1; p->opt = n; return 0;
+  case O_LR: return parse_num(a, 0, 1e6, &p->lr);
+  case O_MOM: return parse_num(a, 0, 0.999999, &p->momentum);
+  case O_B1: return parse_num(a, 0, 0.999999, &p->beta1);
+  case O_B2: return parse_num(a, 0, 0.999999, &p->beta2);
+  case O_EPS: return parse_num(a, 1e-30, 1, &p->eps);
+  case O_WD: return parse_num(a, 0, 1e6, &p->weight_decay);
+  case O_EPOCHS: return parse_int(a, 0, 1000, &p->epochs);
+  case O_CLIP: return parse_num(a, 0, 1e12, &p->clip);
+  case O_ROWS: return parse_int(a, 1, 1 << 20, &p->batch_rows);
+  case O_FREEZE: return parse_int(a, 0, 1 << 20, &p->freeze_blocks);
+  case O_LRANK: return parse_int(a, 1, 4096, &p->lora_rank);
+  case O_LALPHA: return parse_num(a, 1e-12, 1e12, &p->lora_alpha);
+  case O_LTARGETS: return pg_lora_targets_parse(a, &p->lora_targets, &err) != PG_OK;
+  case O_LCHUNK: return parse_int(a, 1, 1 << 24, &p->lora_chunk);
+  case O_LWIN: return parse_int(a, 1, 1 << 24, &p->lora_window);
+  case O_LDOCS: return parse_int(a, 1, 65536, &p->lora_batch_docs);
+  case O_LLR: return parse_num(a, 0, 1e6, &p->lora_lr);
+  case O_LB1: return parse_num(a, 0, 0.999999, &p->lora_beta1);
+  case O_LB2: return parse_num(a, 0, 0.999999, &p->lora_beta2);
+  case O_LEPS: return parse_num(a, 1e-30, 1, &p->lora_eps);
+  case O_LWD: return parse_num(a, 0, 1e6, &p->lora_wd);
+  case O_WARM: p->lora_warm_a = 1; return 0;
+  case O_NOWARM: p->lora_warm_a = 0; return 0;
+  case O_SEED: if (pg_parse_u64(a, &u)) return 1; p->seed = u; return 0;
+  case O_PHASES: return parse_int(a, 1, 1000, &p->phases);
+  case O_PREFIX: return parse_int(a, 1, 1 << 30, &p->prefix_docs);
+  default: (void)x; return 1;
+  }
+}
+
+int main(int argc, char **argv) {
+  static const struct option lo[] = {
+      {"val", required_argument, 0, O_VAL}, {"bytes", required_argument, 0, O_BYTES},
+      {"tokenizer", required_argument, 0, O_TOK}, {"max-tokens", required_argument, 0, O_MAXTOK},
+      {"protocol", required_argument, 0, O_PROTO}, {"seq-len", required_argument, 0, O_SEQ},
+      {"stride", required_argument, 0, O_STRIDE}, {"tail-dup", no_argument, 0, O_TAIL},
+      {"no-trim", no_argument, 0, O_NOTRIM}, {"batch", required_argument, 0, O_BATCH},
+      {"report-tokens", required_argument, 0, O_REPORT},
+      {"chunk-tokens", required_argument, 0, O_CHUNK}, {"opt", required_argument, 0, O_OPT},
+      {"lr", required_argument, 0, O_LR}, {"momentum", required_argument, 0, O_MOM},
+      {"beta1", required_argument, 0, O_B1}, {"beta2", required_argument, 0, O_B2},
+      {"eps", required_argument, 0, O_EPS}, {"weight-decay", required_argument, 0, O_WD},
+      {"epochs", required_argument, 0, O_EPOCHS}, {"clip", required_argument, 0, O_CLIP},
+      {"batch-rows", required_argument, 0, O_ROWS},
+      {"freeze-blocks", required_argument, 0, O_FREEZE},
+      {"lora-rank", required_argument, 0, O_LRANK}, {"lora-alpha", required_argument, 0, O_LALPHA},
+      {"lora-targets", required_argument, 0, O_LTARGETS},
+      {"lora-chunk", required_argument, 0, O_LCHUNK}, {"lora-window", required_argument, 0, O_LWIN},
+      {"lora-batch-docs", required_argument, 0, O_LDOCS}, {"lora-lr", required_argument, 0, O_LLR},
+      {"lora-beta1", required_argument, 0, O_LB1}, {"lora-beta2", required_argument, 0, O_LB2},
+      {"lora-eps", required_argument, 0, O_LEPS}, {"lora-wd", required_argument, 0, O_LWD},
+      {"lora-warm-a", no_argument, 0, O_WARM}, {"no-lora-warm-a", no_argument, 0, O_NOWARM},
+      {"seed", required_argument, 0, O_SEED}, {"phases", required_argument, 0, O_PHASES},
+      {"prefix-docs", required_argument, 0, O_PREFIX}, {"engine", required_argument, 0, O_ENGINE},
+      {"threads", required_argument, 0, O_THREADS}, {"receipt", required_argument, 0, O_RECEIPT},
+      {"no-receipt", no_argument, 0, O_NORECEIPT}, {"json", no_argument, 0, O_JSON},
+      {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  opts o = {.engine = "cpu"};
+  int kind = PG_PROTO_SLIDING;
+  pending pend[128];
+  int npend = 0, c;
+  while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
+    switch (c) {
+    case O_VAL: o.val = optarg; break;
+    case O_BYTES: o.bytes = optarg; break;
+    case O_TOK: o.tokenizer = optarg; break;
+    case O_MAXTOK:
+      if (pg_parse_u64(optarg, &o.max_tokens) || o.max_tokens < 2)
+        return pg_tool_usage_error(PROG, "bad --max-tokens '%s'", optarg);
+      break;
+    case O_PROTO:
+      kind = pg_proto_parse(optarg);
+      if (kind < 0) return pg_tool_usage_error(PROG, "unknown protocol '%s'", optarg);
+      break;
+    case O_ENGINE: o.engine = optarg; break;
+    case O_THREADS:
+      if (parse_int(optarg, 0, 256, &o.threads))
+        return pg_tool_usage_error(PROG, "bad --threads '%s'", optarg);
+      break;
+    case O_RECEIPT: o.receipt = optarg; break;
+    case O_NORECEIPT: o.no_receipt = 1; break;
+    case O_JSON: o.json = 1; break;
+    case 'q': o.quiet = 1; break;
+    case 'h': usage(stdout); return PG_EXIT_OK;
+    case '?': return pg_tool_usage_error(PROG, "unknown option");
+    default:
+      if (npend == 128) return pg_tool_usage_error(PROG, "too many options");
+      pend[npend++] = (pending){c, optarg};
+    }
+  }
+  if (optind + 1 != argc) return pg_tool_usage_error(PROG, "expected one ARTIFACT");
+  o.artifact = argv[optind];
+  if (!o.val) return pg_tool_usage_error(PROG, "--val PATTERN is required");
+  if (strcmp(o.engine, "cpu") != 0) {
+    if (!strcmp(o.engine, "cuda"))
+      fprintf(stderr, "%s: the CUDA engine is not built yet (spec/eval.md §8); use --engine cpu\n",
+              PROG);
+    else
+      fprintf(stderr, "%s: unknown engine '%s' (cpu)\n", PROG, o.engine);
+    return PG_EXIT_ERROR;
+  }
+  pg_protocol_defaults(&o.p, kind);
+  for (int i = 0; i < npend; i++)
+    if (apply(&o, pend[i].code, pend[i].arg))
+      return pg_tool_usage_error(PROG, "bad value '%s' for an option",
+                                 pend[i].arg ? pend[i].arg : "");
+  pg_err err;
+  if (pg_protocol_validate(&o.p, &err)) return pg_tool_fail(PROG, &err);
+
+  char rpath[4096];
+  if (!o.no_receipt) {
+    if (!o.receipt) {
+      int k = snprintf(rpath, sizeof rpath, "%s.receipt.json", o.artifact);
+      if (k < 0 || (size_t)k >= sizeof rpath) return pg_tool_usage_error(PROG, "path too long");
+      o.receipt = rpath;
+    }
+    if (pg_same_file(o.receipt, o.artifact))
+      return pg_tool_usage_error(PROG, "the receipt would overwrite the artifact");
+  }
+
+  int rc = PG_EXIT_ERROR;
+  double t0 = pg_now();
+  pg_artifact *art = NULL;
+  pg_model *m = NULL;
+  pg_spm *spm = NULL;
+  pg_spm_tables tab = {0};
+  pg_shard_set *set = NULL, *bset = NULL;
+  int32_t *tok = NULL;
+  uint16_t *bytes = NULL;
+  pg_eval_result res = {0};
+  json_t *receipt = NULL;
+  uint64_t art_hash = 0, art_size = 0, tok_hash = 0;
+  const pg_arch *arch;
+
+  /* the artifact and its model */
+  if (hash_file(o.artifact, &art_hash, &art_size, &err) ||
+      pg_artifact_open(&art, o.artifact, NULL, &err) || pg_model_load_artifact(&m, art, &err))
+    goto fail;
+  arch = pg_model_arch(m);
+  /* the tokenizer: the artifact's own unless given */
+  if (o.tokenizer) {
+    uint64_t sz;
+    if (hash_file(o.tokenizer, &tok_hash, &sz, &err) || pg_spm_open_file(&spm, o.tokenizer, &err))
+      goto fail;
+  } else {
+    int64_t ts = pg_artifact_tokenizer_section(art);
+    if (ts < 0) {
+      pg_err_set(&err, PG_E_NOT_FOUND, o.artifact, PG_NO_OFFSET,
+                 "no tokenizer section; pass --tokenizer FILE.model");
+      goto fail;
+    }
+    const uint8_t *raw;
+    if (pg_artifact_section_raw(art, (uint32_t)ts, &raw, &err)) goto fail;
+    size_t len = (size_t)pg_artifact_section(art, (uint32_t)ts)->raw_size;
+    tok_hash = XXH64(raw, len, 0);
+    char name[4200];
+    snprintf(name, sizeof name, "%s (tokenizer section)", o.artifact);
+    if (pg_spm_open_mem(&spm, raw, len, name, &err)) goto fail;
+  }
+  if (pg_spm_vocab_size(spm) != (uint32_t)arch->vocab_size) {
+    pg_err_set(&err, PG_E_VOCAB, pg_spm_name(spm), PG_NO_OFFSET,
+               "the tokenizer has %u pieces but the arch's vocabulary is %d",
+               pg_spm_vocab_size(spm), arch->vocab_size);
+    goto fail;
+  }
+  if (!o.bytes && pg_spm_tables_build(&tab, spm, (uint32_t)arch->vocab_size, 0, &err)) goto fail;
+  /* the validation stream */
+  if (pg_shard_set_open_ex(&set, o.val, PG_SHARD_SKIP_BYTES, &err) ||
+      pg_shard_set_check_vocab(set, (uint32_t)arch->vocab_size, &err))
+    goto fail;
+  uint64_t n = pg_shard_set_count(set);
+  if (o.max_tokens && o.max_tokens < n) n = o.max_tokens;
+  tok = malloc((n ? n : 1) * sizeof *tok);
+  if (!tok) {
+    pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot hold %llu tokens",
+               (unsigned long long)n);
+    goto fail;
+  }
+  if (pg_shard_set_copy_i32(set, 0, n, tok, &err)) goto fail;
+  if (o.bytes) {
+    bytes = malloc((n ? n : 1) * sizeof *bytes);
+    if (!bytes) {
+      pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot hold the byte sidecar");
+      goto fail;
+    }
+    if (pg_sidecar_open(&bset, o.bytes, set, &err) || pg_shard_set_copy(bset, 0, n, bytes, &err))
+      goto fail;
+  }
+  pg_val val = {.tok = tok, .n = n, .tables = o.bytes ? NULL : &tab, .bytes = bytes};
+  pg_ops e = pg_ops_cpu(o.threads);
+  int nthreads = pg_parallel_threads(o.threads);
+  progress pr = {.on = !o.quiet && isatty(2), .t0 = pg_now()};
+  pg_eval_hooks hooks = {.progress = on_progress, .ctx = &pr};
+  if (!o.quiet && !o.json && isatty(2)) {
+    char a[32];
+    fprintf(stderr, "%s: %s on %s validation tokens, engine cpu (%d threads)\n", PROG,
+            pg_proto_name(o.p.kind), pg_fmt_u64(a, n), nthreads);
+  }
+  if (pg_eval_run(m, &e, &val, &o.p, &hooks, &res, &err)) goto fail;
+
+  /* the receipt */
+  receipt = json_object();
+  json_t *tool = json_object();
+  json_object_set_new(tool, "name", json_string("pgverify"));
+  json_object_set_new(tool, "version", json_string(PG_VERSION));
+  json_object_set_new(tool, "receipt_format", json_integer(1));
+  json_object_set_new(receipt, "pgverify", tool);
+  json_t *ja = json_object();
+  json_object_set_new(ja, "path", json_string(o.artifact));
+  json_object_set_new(ja, "bytes", json_integer((json_int_t)art_size));
+  json_object_set_new(ja, "xxh64", hex64(art_hash));
+  json_object_set_new(receipt, "artifact", ja);
+  char *arch_text = NULL;
+  if (pg_arch_serialize(arch, &arch_text, &err)) goto fail;
+  json_object_set_new(receipt, "arch", json_loads(arch_text, 0, NULL));
+  free(arch_text);
+  json_t *jt = json_object();
+  json_object_set_new(jt, "source", json_string(o.tokenizer ? o.tokenizer : "artifact"));
+  json_object_set_new(jt, "pieces", json_integer(pg_spm_vocab_size(spm)));
+  json_object_set_new(jt, "xxh64", hex64(tok_hash));
+  json_object_set_new(receipt, "tokenizer", jt);
+  json_t *jv = json_object(), *files = json_array();
+  json_object_set_new(jv, "pattern", json_string(o.val));
+  for (size_t k = 0; k < pg_shard_set_nfiles(set); k++) {
+    const pg_shard_file *f = pg_shard_set_file(set, k);
+    uint64_t h, sz;
+    if (hash_file(f->path, &h, &sz, &err)) goto fail;
+    json_array_append_new(files, json_pack("{s:s,s:I,s:o}", "path", f->path, "tokens",
+                                           (json_int_t)f->count, "xxh64", hex64(h)));
+  }
+  json_object_set_new(jv, "files", files);
+  json_object_set_new(jv, "tokens_available", json_integer((json_int_t)pg_shard_set_count(set)));
+  json_object_set_new(jv, "tokens_read", json_integer((json_int_t)n));
+  json_object_set_new(jv, "partial", json_boolean(n < pg_shard_set_count(set)));
+  json_object_set_new(jv, "bytes_source",
+                      json_string(o.bytes ? "sidecar" : "tokenizer byte tables"));
+  if (o.bytes) json_object_set_new(jv, "bytes_pattern", json_string(o.bytes));
+  json_object_set_new(receipt, "val", jv);
+  json_object_set_new(receipt, "protocol", protocol_json(&o.p));
+  json_object_set_new(receipt, "result", result_json(&res));
+  json_t *je = json_object();
+  json_object_set_new(je, "name", json_string("cpu"));
+  json_object_set_new(je, "threads", json_integer(nthreads));
+  json_object_set_new(je, "numerics", json_string("fp32 tensors, fp64 sums (spec/engine.md)"));
+  json_object_set_new(receipt, "engine", je);
+  json_t *jb = json_object();
+  json_object_set_new(jb, "version", json_string(PG_VERSION));
+#ifdef __VERSION__
+  json_object_set_new(jb, "compiler", json_string(__VERSION__));
+#endif
+  json_object_set_new(receipt, "build", jb);
+  json_object_set_new(receipt, "seconds_total", json_real(pg_now() - t0));
+
+  char *text = json_dumps(receipt, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+  if (!text) {
+    pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot format the receipt");
+    goto fail;
+  }
+  if (!o.no_receipt) {
+    size_t tl = strlen(text);
+    text[tl] = '\n';
+    int wr = pg_file_write_atomic(o.receipt, text, tl + 1, &err);
+    text[tl] = '\0';
+    if (wr) {
+      free(text);
+      goto fail;
+    }
+  }
+  if (o.json) {
+    printf("%s\n", text);
+  } else {
+    char a[32], b[32];
+    printf("artifact   %s (%s bytes, xxh64 %016llx)\n", o.artifact, pg_fmt_u64(a, art_size),
+           (unsigned long long)art_hash);
+    printf("protocol   %s%s\n", pg_proto_name(o.p.kind),
+           o.p.tail_dup ? " (tail variant: the last L-S targets are scored twice)" : "");
+    printf("val_loss   %.8f\n", res.val_loss);
+    printf("val_bpb    %.8f\n", res.val_bpb);
+    printf("targets    %s of T = %s%s\n", pg_fmt_u64(a, res.scored), pg_fmt_u64(b, res.targets),
+           res.duplicates ? " (duplicates included)" : " (every target scored once)");
+    printf("bytes      %s\n", pg_fmt_u64(a, (uint64_t)res.sum.bytes));
+    if (n < pg_shard_set_count(set))
+      printf("partial    the first %s of %s validation tokens\n", pg_fmt_u64(a, n),
+             pg_fmt_u64(b, pg_shard_set_count(set)));
+    if (res.train_steps)
+      printf("updates    %s (score-first: each after its chunk's score was committed)\n",
+             pg_fmt_u64(a, res.train_steps));
+    printf("time       %.2f s (engine cpu, %d threads)\n", res.seconds, nthreads);
+    if (!o.no_receipt) printf("receipt    %s\n", o.receipt);
+  }
+  free(text);
+  rc = PG_EXIT_OK;
+  goto done;
+fail:
+  rc = pg_tool_fail(PROG, &err);
+done:
+  json_decref(receipt);
+  pg_eval_result_free(&res);
+  free(tok);
+  free(bytes);
+  pg_shard_set_free(set);
+  pg_shard_set_free(bset);
+  pg_spm_tables_free(&tab);
+  pg_spm_free(spm);
+  pg_model_free(m);
+  pg_artifact_free(art);
+  return rc;
+}
