@@ -3,16 +3,22 @@
  * or refused command leaves its inputs untouched and no partial output. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxhash.h>
 
+#include "pg_arch.h"
 #include "pg_container.h"
 #include "pg_io.h"
 #include "pg_safetensors.h"
+#include "pg_shard.h"
+#include "pg_spm.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -301,4 +307,400 @@ Test(tools, pgdemo_is_deterministic) {
   cr_assert_eq(run("%s --layers 1 --dim 64 --heads 2 --kv-heads 1 --vocab 64 -o %s/no/such/x.pgz",
                    bin("pgdemo"), tmp),
                2);
+}
+
+/* ---- pgverify end to end --------------------------------------------------------------------- */
+
+/* A SentencePiece model of the repository's fuzz seeds. */
+static const char *spm_seed(const char *name) {
+  static char path[2][512];
+  static int k = 0;
+  k = (k + 1) % 2;
+  snprintf(path[k], sizeof path[k], "%s/tests/fuzz/seeds/spm/%s", getenv("PG_SOURCE_ROOT"), name);
+  return path[k];
+}
+
+/* The vocabulary of a tokenizer that has the "▁" piece the byte tables need. */
+static uint32_t spm_vocab(const char *path) {
+  pg_spm *m;
+  pg_err e;
+  cr_assert_eq(pg_spm_open_file(&m, path, &e), PG_OK, "%s", e.msg);
+  uint32_t v = pg_spm_vocab_size(m);
+  pg_spm_tables t;
+  cr_assert_eq(pg_spm_tables_build(&t, m, v, 0, &e), PG_OK, "%s", e.msg);
+  pg_spm_tables_free(&t);
+  pg_spm_free(m);
+  return v;
+}
+
+static uint64_t xxh64_file(const char *path) {
+  uint8_t *b;
+  size_t n;
+  pg_err e;
+  cr_assert_eq(pg_file_read_all(path, &b, &n, 64u << 20, &e), PG_OK, "%s", e.msg);
+  uint64_t h = XXH64(b, n, 0);
+  free(b);
+  return h;
+}
+
+/* n validation tokens in shards of shard_tokens under dir (created), named fineweb_val_NNNNNN.bin:
+ * documents of 3..40 tokens, each starting with BOS (1), other ids in [4, vocab); token bad_at
+ * (when < n) is set to bad_id. */
+static void write_val(const char *dir, uint64_t n, uint32_t vocab, uint64_t shard_tokens,
+                      uint64_t bad_at, uint16_t bad_id) {
+  cr_assert(mkdir(dir, 0777) == 0, "mkdir %s", dir);
+  uint16_t *t = malloc(n * sizeof *t);
+  uint32_t x = 88172645u;
+  uint64_t next = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    if (i == next && i + 1 < n) {
+      t[i] = 1;
+      next = i + 3 + x % 38;
+    } else {
+      t[i] = (uint16_t)(4 + x % (vocab - 4));
+    }
+  }
+  if (bad_at < n) t[bad_at] = bad_id;
+  pg_shard_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_shard_writer_open(&w, dir, "fineweb_val_", shard_tokens, &e), PG_OK, "%s",
+               e.msg);
+  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
+  pg_shard_writer_free(w);
+  free(t);
+}
+
+/* The inputs of a pgverify run: a tiny pgdemo artifact carrying byte_fallback.model, and 1,025
+ * validation tokens in two shards. */
+typedef struct vfx {
+  char art[160], val[200], receipt[200];
+  uint32_t vocab;
+} vfx;
+
+static void vfx_init(vfx *f) {
+  const char *tok = spm_seed("byte_fallback.model");
+  f->vocab = spm_vocab(tok);
+  snprintf(f->art, sizeof f->art, "%s/v.pgz", tmp);
+  snprintf(f->receipt, sizeof f->receipt, "%s.receipt.json", f->art);
+  int rc = run("%s --layers 2 --dim 32 --heads 4 --kv-heads 2 --mlp-mult 2 --vocab %u "
+               "--codec zstd-3 --tokenizer %s -o %s",
+               bin("pgdemo"), f->vocab, tok, f->art);
+  cr_assert_eq(rc, 0, "pgdemo failed: %s", slurp(err_path));
+  char dir[160];
+  snprintf(dir, sizeof dir, "%s/val", tmp);
+  write_val(dir, 1025, f->vocab, 600, UINT64_MAX, 0);
+  snprintf(f->val, sizeof f->val, "'%s/fineweb_val_*.bin'", dir);
+}
+
+/* The value printed on the report line "KEY   VALUE" (a static copy). */
+static const char *report_value(const char *report, const char *key) {
+  static char v[64];
+  size_t kl = strlen(key);
+  for (const char *l = report; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+    if (strncmp(l, key, kl) || l[kl] != ' ') continue;
+    const char *p = l + kl;
+    while (*p == ' ') p++;
+    size_t n = strcspn(p, " \n");
+    cr_assert_lt(n, sizeof v);
+    memcpy(v, p, n);
+    v[n] = '\0';
+    return v;
+  }
+  cr_assert_fail("no '%s' line in the report:\n%s", key, report);
+  return NULL;
+}
+
+static json_t *load_json(const char *path) {
+  json_error_t je;
+  json_t *j = json_load_file(path, 0, &je);
+  cr_assert_not_null(j, "%s is not JSON: %s (line %d)", path, je.text, je.line);
+  return j;
+}
+
+static json_t *jget(json_t *o, const char *a, const char *b) {
+  json_t *x = json_object_get(o, a);
+  cr_assert_not_null(x, "receipt has no %s", a);
+  if (!b) return x;
+  json_t *y = json_object_get(x, b);
+  cr_assert_not_null(y, "receipt has no %s.%s", a, b);
+  return y;
+}
+
+/* Everything a receipt of a run on f's inputs must hold; the printed val_bpb is `printed`. */
+static void check_receipt(json_t *r, const vfx *f, const char *proto, const char *printed) {
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)xxh64_file(f->art));
+  cr_assert_str_eq(json_string_value(jget(r, "artifact", "xxh64")), hex);
+  cr_assert_str_eq(json_string_value(jget(r, "artifact", "path")), f->art);
+  json_t *res = jget(r, "result", NULL);
+  double bpb = json_real_value(jget(r, "result", "val_bpb"));
+  char s[64];
+  snprintf(s, sizeof s, "%.8f", bpb);
+  cr_assert_str_eq(s, printed, "receipt val_bpb %.17g, report %s", bpb, printed);
+  cr_assert(isfinite(bpb) && bpb > 0);
+  cr_assert(json_is_true(json_object_get(res, "every_target_scored_once")));
+  cr_assert_eq(json_integer_value(json_object_get(res, "targets")),
+               json_integer_value(json_object_get(res, "scored")));
+  cr_assert_eq(json_integer_value(json_object_get(res, "targets")), 1024);
+  cr_assert_eq(json_integer_value(json_object_get(res, "duplicates")), 0);
+  cr_assert_eq(json_real_value(json_object_get(res, "token_count")), 1024.0);
+  /* the validation files, each with its own hash */
+  json_t *files = jget(r, "val", "files");
+  cr_assert_eq(json_array_size(files), 2, "1,025 tokens in shards of 600 are two files");
+  json_int_t total = 0;
+  size_t i;
+  json_t *fi;
+  json_array_foreach(files, i, fi) {
+    const char *p = json_string_value(json_object_get(fi, "path"));
+    cr_assert_not_null(p);
+    char want[200];
+    snprintf(want, sizeof want, "%s/val/fineweb_val_%06zu.bin", tmp, i);
+    cr_assert_str_eq(p, want);
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)xxh64_file(p));
+    cr_assert_str_eq(json_string_value(json_object_get(fi, "xxh64")), hex, "%s", p);
+    total += json_integer_value(json_object_get(fi, "tokens"));
+  }
+  cr_assert_eq(total, 1025);
+  cr_assert_eq(json_integer_value(jget(r, "val", "tokens_available")), 1025);
+  cr_assert_eq(json_integer_value(jget(r, "val", "tokens_read")), 1025);
+  cr_assert(json_is_false(jget(r, "val", "partial")));
+  cr_assert_eq(json_integer_value(jget(r, "tokenizer", "pieces")), f->vocab);
+  cr_assert_eq(json_integer_value(jget(r, "arch", "vocab_size")), f->vocab);
+  /* the protocol and every one of its parameters */
+  json_t *p = jget(r, "protocol", NULL);
+  cr_assert_str_eq(json_string_value(json_object_get(p, "name")), proto);
+  const char *common[] = {"seq_len", "trim", "batch", NULL};
+  const char *windows[] = {"stride", "tail_dup", NULL};
+  const char *report[] = {"report_tokens", NULL};
+  const char *chunk[] = {"chunk_tokens", "optimizer", "lr", "lr_schedule", "momentum", "epochs",
+                         "clip", "batch_rows", "freeze_blocks", NULL};
+  const char **lists[4] = {common, NULL, NULL, NULL};
+  if (!strcmp(proto, "plain")) lists[1] = report;
+  if (!strcmp(proto, "sliding")) lists[1] = windows, lists[2] = report;
+  if (!strcmp(proto, "ttt-chunk")) lists[1] = windows, lists[2] = chunk;
+  for (int l = 0; l < 4 && lists[l]; l++)
+    for (int k = 0; lists[l][k]; k++)
+      cr_assert_not_null(json_object_get(p, lists[l][k]), "%s: protocol.%s missing", proto,
+                         lists[l][k]);
+  cr_assert_eq(json_integer_value(json_object_get(p, "seq_len")), 64);
+  cr_assert(json_is_true(json_object_get(p, "trim")));
+  if (strcmp(proto, "plain")) {
+    cr_assert_eq(json_integer_value(json_object_get(p, "stride")), 16);
+    cr_assert(json_is_false(json_object_get(p, "tail_dup")));
+  }
+  if (!strcmp(proto, "ttt-chunk")) {
+    cr_assert_eq(json_integer_value(json_object_get(p, "chunk_tokens")), 256);
+    cr_assert_eq(json_integer_value(json_object_get(p, "epochs")), 1);
+    cr_assert_str_eq(json_string_value(json_object_get(p, "optimizer")), "sgd");
+    cr_assert_gt(json_integer_value(json_object_get(res, "train_steps")), 0);
+  }
+  cr_assert_str_eq(json_string_value(jget(r, "engine", "name")), "cpu");
+}
+
+/* The result object without its timing, for comparing two runs. */
+static json_t *result_untimed(json_t *r) {
+  json_t *res = json_deep_copy(jget(r, "result", NULL));
+  json_object_del(res, "seconds");
+  return res;
+}
+
+Test(tools, pgverify_protocols_and_receipts) {
+  vfx f;
+  vfx_init(&f);
+  const char *protos[] = {"plain", "sliding", "ttt-chunk"};
+  const char *args[] = {"--seq-len 64", "--seq-len 64 --stride 16",
+                        "--seq-len 64 --stride 16 --chunk-tokens 256 --epochs 1 --batch-rows 2"};
+  for (int i = 0; i < 3; i++) {
+    unlink(f.receipt);
+    cr_assert_eq(run("%s %s --val %s --protocol %s %s --threads 2", bin("pgverify"), f.art, f.val,
+                     protos[i], args[i]),
+                 0, "%s: %s", protos[i], slurp(err_path));
+    char *rep = slurp(out_path);
+    char printed[64];
+    strcpy(printed, report_value(rep, "val_bpb"));
+    const char *dot = strchr(printed, '.');
+    cr_assert(dot && strlen(dot + 1) == 8 && strspn(dot + 1, "0123456789") == 8,
+              "val_bpb is not printed with 8 decimals: %s", printed);
+    cr_assert_str_eq(report_value(rep, "protocol"), protos[i]);
+    cr_assert(strstr(rep, "every target scored once") != NULL, "%s", rep);
+    cr_assert(strstr(rep, "partial") == NULL, "%s", rep);
+    free(rep);
+    /* the default receipt */
+    json_t *r1 = load_json(f.receipt);
+    check_receipt(r1, &f, protos[i], printed);
+    /* --receipt PATH and --json: the same document on stdout and in the file */
+    char rpath[200];
+    snprintf(rpath, sizeof rpath, "%s/r-%s.json", tmp, protos[i]);
+    cr_assert_eq(run("%s %s --val %s --protocol %s %s --receipt %s --json", bin("pgverify"), f.art,
+                     f.val, protos[i], args[i], rpath),
+                 0, "%s", slurp(err_path));
+    char *out = slurp(out_path), *file = slurp(rpath);
+    cr_assert_str_eq(out, file, "--json prints the receipt it writes");
+    free(out);
+    free(file);
+    json_t *r2 = load_json(rpath);
+    check_receipt(r2, &f, protos[i], printed);
+    /* a second run: an identical result, bit for bit */
+    json_t *a = result_untimed(r1), *b = result_untimed(r2);
+    cr_assert(json_equal(a, b), "%s: the second run's result differs", protos[i]);
+    double x1 = json_real_value(json_object_get(a, "val_bpb")),
+           x2 = json_real_value(json_object_get(b, "val_bpb"));
+    double l1 = json_real_value(json_object_get(a, "val_loss")),
+           l2 = json_real_value(json_object_get(b, "val_loss"));
+    cr_assert(!memcmp(&x1, &x2, sizeof x1) && !memcmp(&l1, &l2, sizeof l1));
+    json_decref(a);
+    json_decref(b);
+    json_decref(r1);
+    json_decref(r2);
+  }
+}
+
+Test(tools, pgverify_partial_and_tail_variant) {
+  vfx f;
+  vfx_init(&f);
+  /* --max-tokens: a partial check, said so */
+  cr_assert_eq(run("%s %s --val %s --protocol plain --seq-len 64 --max-tokens 500", bin("pgverify"),
+                   f.art, f.val),
+               0, "%s", slurp(err_path));
+  char *rep = slurp(out_path);
+  cr_assert(strstr(rep, "partial") != NULL, "%s", rep);
+  free(rep);
+  json_t *r = load_json(f.receipt);
+  cr_assert(json_is_true(jget(r, "val", "partial")));
+  cr_assert_eq(json_integer_value(jget(r, "val", "tokens_read")), 500);
+  cr_assert_eq(json_integer_value(jget(r, "val", "tokens_available")), 1025);
+  cr_assert_eq(json_integer_value(jget(r, "result", "tokens_in_stream")), 7 * 64 + 1);
+  json_decref(r);
+  /* --tail-dup with T = 1024, a multiple of the stride: L − S = 48 targets scored twice */
+  cr_assert_eq(run("%s %s --val %s --protocol sliding --seq-len 64 --stride 16 --tail-dup",
+                   bin("pgverify"), f.art, f.val),
+               0, "%s", slurp(err_path));
+  rep = slurp(out_path);
+  cr_assert(strstr(rep, "scored twice") != NULL, "%s", rep);
+  cr_assert(strstr(rep, "duplicates included") != NULL, "%s", rep);
+  free(rep);
+  r = load_json(f.receipt);
+  cr_assert_eq(json_integer_value(jget(r, "result", "duplicates")), 64 - 16);
+  cr_assert_eq(json_integer_value(jget(r, "result", "targets")), 1024);
+  cr_assert_eq(json_integer_value(jget(r, "result", "scored")), 1024 + 48);
+  cr_assert(json_is_false(jget(r, "result", "every_target_scored_once")));
+  cr_assert(json_is_true(jget(r, "protocol", "tail_dup")));
+  json_decref(r);
+}
+
+/* An artifact holding a valid arch.json and its tensors in f32, one of them with a NaN. */
+static void write_nan_artifact(const char *path, uint32_t vocab) {
+  char arch_json[256];
+  snprintf(arch_json, sizeof arch_json,
+           "{\"vocab_size\": %u, \"dim\": 16, \"layers\": 2, \"heads\": 2, \"kv_heads\": 1, "
+           "\"mlp\": {\"hidden\": 32}}",
+           vocab);
+  pg_arch a;
+  pg_err e;
+  cr_assert_eq(pg_arch_parse(&a, arch_json, strlen(arch_json), "t.json", &e), PG_OK, "%s", e.msg);
+  pg_arch_tensor *t;
+  size_t nt;
+  cr_assert_eq(pg_arch_tensors(&a, &t, &nt, &e), PG_OK);
+  pg_writer *w;
+  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  const pg_codec_spec none = {0, 0, 0, 0, 0};
+  pg_writer_set_meta_codec(w, &none, &none);
+  cr_assert_eq(pg_writer_meta_str(w, "arch.json", arch_json, strlen(arch_json), &e), PG_OK);
+  const int sec = pg_writer_data_section(w, &none, &e);
+  cr_assert_geq(sec, 0);
+  int poisoned = 0;
+  for (size_t i = 0; i < nt; i++) {
+    uint64_t n = pg_arch_tensor_numel(&t[i]);
+    float *v = malloc(n * sizeof *v);
+    for (uint64_t j = 0; j < n; j++) v[j] = 0.01f * (float)((j * 7 + i) % 13) - 0.06f;
+    if (!strcmp(t[i].name, "blocks.1.mlp_scale")) {
+      v[3] = NAN;
+      poisoned = 1;
+    }
+    pg_tensor_in in = {.name = t[i].name, .qtype = PG_QTYPE_F32, .ndim = (unsigned)t[i].ndim,
+                       .dims = t[i].shape, .values = v, .sec_values = sec};
+    cr_assert_eq(pg_writer_tensor(w, &in, &e), PG_OK, "%s: %s", t[i].name, e.msg);
+    free(v);
+  }
+  cr_assert(poisoned);
+  cr_assert_eq(pg_writer_write(w, path, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  free(t);
+}
+
+/* Exit 2, one line on stderr holding every needle, and no default receipt left behind. */
+static void expect_error(const vfx *f, const char *n1, const char *n2, const char *fmt, ...) {
+  char cmd[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  int rc = run("%s", cmd);
+  char *er = slurp(err_path);
+  cr_assert_eq(rc, 2, "exit %d for %s: %s", rc, cmd, er);
+  cr_assert_eq(count_lines(er), 1, "not one line: %s", er);
+  cr_assert(strncmp(er, "pgverify: ", 10) == 0, "%s", er);
+  if (n1) cr_assert(strstr(er, n1) != NULL, "'%s' not in: %s", n1, er);
+  if (n2) cr_assert(strstr(er, n2) != NULL, "'%s' not in: %s", n2, er);
+  free(er);
+  struct stat st;
+  cr_assert(stat(f->receipt, &st) != 0, "a failed run left a receipt (%s)", cmd);
+}
+
+Test(tools, pgverify_errors_are_one_line) {
+  vfx f;
+  vfx_init(&f);
+  const char *pv = bin("pgverify");
+  char dir[160], pat[200], other[200];
+  /* val shorter than one window */
+  snprintf(dir, sizeof dir, "%s/short", tmp);
+  write_val(dir, 40, f.vocab, 600, UINT64_MAX, 0);
+  snprintf(pat, sizeof pat, "'%s/fineweb_val_*.bin'", dir);
+  expect_error(&f, "shorter than one window", NULL, "%s %s --val %s --seq-len 64 --stride 16", pv,
+               f.art, pat);
+  /* a tokenizer whose vocabulary disagrees with the arch */
+  const char *small = spm_seed("small_bpe.model");
+  cr_assert_neq(spm_vocab(small), f.vocab);
+  expect_error(&f, "small_bpe.model", "vocabulary", "%s %s --val %s --tokenizer %s --seq-len 64",
+               pv, f.art, f.val, small);
+  /* an artifact with a NaN weight */
+  char nan_art[160];
+  snprintf(nan_art, sizeof nan_art, "%s/nan.pgz", tmp);
+  write_nan_artifact(nan_art, f.vocab);
+  expect_error(&f, "blocks.1.mlp_scale", "NaN", "%s %s --val %s --seq-len 64", pv, nan_art, f.val);
+  snprintf(other, sizeof other, "%s.receipt.json", nan_art);
+  struct stat st;
+  cr_assert(stat(other, &st) != 0);
+  /* a shard holding an id outside the vocabulary */
+  snprintf(dir, sizeof dir, "%s/bad", tmp);
+  write_val(dir, 1025, f.vocab, 600, 700, (uint16_t)(f.vocab + 5));
+  snprintf(pat, sizeof pat, "'%s/fineweb_val_*.bin'", dir);
+  snprintf(other, sizeof other, "%s/fineweb_val_000001.bin", dir);
+  expect_error(&f, other, "outside a vocabulary", "%s %s --val %s --seq-len 64", pv, f.art, pat);
+  /* usage faults */
+  expect_error(&f, "--val", NULL, "%s %s --seq-len 64", pv, f.art);
+  expect_error(&f, "unknown protocol", "nope", "%s %s --val %s --protocol nope", pv, f.art, f.val);
+  expect_error(&f, "CUDA engine is not built yet", NULL, "%s %s --val %s --engine cuda", pv, f.art,
+               f.val);
+  /* --receipt naming the artifact (by the same or another path) is refused; the artifact stays */
+  uint8_t *before, *after;
+  size_t nb, na;
+  pg_err e;
+  cr_assert_eq(pg_file_read_all(f.art, &before, &nb, 64u << 20, &e), PG_OK);
+  expect_error(&f, "overwrite the artifact", NULL, "%s %s --val %s --seq-len 64 --receipt %s", pv,
+               f.art, f.val, f.art);
+  snprintf(other, sizeof other, "%s/./v.pgz", tmp);
+  expect_error(&f, "overwrite the artifact", NULL, "%s %s --val %s --seq-len 64 --json --receipt %s",
+               pv, f.art, f.val, other);
+  cr_assert_eq(pg_file_read_all(f.art, &after, &na, 64u << 20, &e), PG_OK);
+  cr_assert(na == nb && !memcmp(before, after, nb), "the artifact changed");
+  free(before);
+  free(after);
+  char *out = slurp(out_path);
+  cr_assert_str_eq(out, "", "nothing on stdout after a refusal");
+  free(out);
 }
