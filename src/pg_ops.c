@@ -1,5 +1,6 @@
-/* pg_ops.c: the CPU reference ops (the oracle for the CUDA engine). Plain loops, fp64 sums in
- * ascending index order, one fp32 rounding per output element, parallel over output rows only
+/* pg_ops.c: the CPU reference ops (the oracle for the CUDA engine). Plain loops (the matmul
+ * blocked over tiles of independent outputs, with the same bits), fp64 sums in ascending index
+ * order, one fp32 rounding per output element, parallel over output rows only
  * (pg_parallel_for), so every result is the same for any thread count. spec/engine.md defines
  * each op. */
 #include "pg_ops.h"
@@ -11,11 +12,22 @@
 #include "pg_status.h"
 #include "pg_threads.h"
 
-/* Column block of the matmul backward's fp64 accumulators (kept on the stack). */
-#define PG_OPS_KBLOCK 64
-
 /* ---------------------------------------------------------------------------------------------
- * matmul: y[M,N] = x[M,K] · W^T, W[N,K] */
+ * matmul: y[M,N] = x[M,K] · W^T, W[N,K]
+ *
+ * The three products (forward, dx, dW) are one blocked kernel over packed fp64 panels. Every
+ * output element still has its own fp64 accumulator that starts at 0.0 and takes its products
+ * in ascending reduction index, then is rounded once (spec/engine.md §2), so the result is bit
+ * for bit that of the plain loops below (kept as the fallback when scratch memory is short, and
+ * in tests/pgmm_naive.h as the reference). What the blocking changes is only how many outputs
+ * are in flight: a tile of MM_MR output rows × MM_NR output columns (32 accumulators in
+ * registers), whose inputs are converted to fp64 once, laid out so each step of the reduction
+ * reads one run of MM_MR and one of MM_NR consecutive doubles. The compiler vectorizes across the tile's columns
+ * (independent outputs), never along the reduction; -ffp-contract=off rules out FMA. */
+
+/* The plain loops: one output at a time (also the fallback, see above). Column block of the
+ * backward's fp64 accumulators (kept on the stack). */
+#define PG_OPS_KBLOCK 64
 
 typedef struct {
   pg_real *y, *dx, *dw;
@@ -36,12 +48,6 @@ static void mm_fwd_rows(void *p, size_t b, size_t end) {
       ym[n] = (pg_real)acc;
     }
   }
-}
-
-static void cpu_matmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *w, int M, int N,
-                           int K) {
-  pg_mm_ctx c = {.y = y, .x = x, .w = w, .M = M, .N = N, .K = K};
-  pg_parallel_for((size_t)M, mm_fwd_rows, &c, e->nthreads);
 }
 
 /* rows m of dx: dx[m,k] += Σ_n dy[m,n]·w[n,k] (n ascending, per k) */
@@ -83,11 +89,197 @@ static void mm_bwd_dw_rows(void *p, size_t b, size_t end) {
   }
 }
 
+/* The blocked kernel computes out[p, q] (+)= Σ_r A(p, r)·B(q, r), r ascending, for P output rows
+ * (split over threads) and Q output columns, with A(p, r) = a[p·a_p + r·a_r] and
+ * B(q, r) = b[q·b_q + r·b_r]:
+ *   forward  out = y  [M, N]: A = x  (p = m, r = k),  B = W (q = n, r = k), overwrite;
+ *   dx       out = dx [M, K]: A = dy (p = m, r = n),  B = W (q = k, r = n), accumulate;
+ *   dW       out = dW [N, K]: A = dy (p = n, r = m),  B = x (q = k, r = m), accumulate.
+ * A thread packs B into fp64 panels of MM_NR columns (all R steps, a block of at most about
+ * MM_BBLOCK bytes at a time, so it stays in L2), and, for each tile of MM_MR of its rows, A into
+ * one fp64 panel of MM_MR rows (L1); the kernel then runs that panel against every B panel. */
+#define MM_MR 4
+#define MM_NR 8
+#define MM_BBLOCK ((size_t)512 * 1024)
+
+typedef void (*mm_tile_fn)(const double *restrict ap, const double *restrict bp, int R,
+                           double *restrict c);
+
+typedef struct {
+  const pg_real *a, *b;
+  size_t a_p, a_r, b_q, b_r;
+  pg_real *out;
+  size_t ldo; /* out[p, q] = out[p·ldo + q] */
+  int accumulate, P, Q, R;
+  mm_tile_fn tile;
+  pg_mm_ctx *plain; /* the plain loops over the same rows, when scratch is short */
+  pg_parallel_fn plain_rows;
+} pg_mm_gemm;
+
+/* c[i·MM_NR + j] = Σ_r ap[r·MM_MR + i]·bp[r·MM_NR + j], each sum from 0.0 in ascending r. The
+ * 32 sums are independent: the loops over i and j are unrolled into vector operations across j
+ * (the compiler may not reorder a sum's terms without -ffast-math). */
+#define MM_TILE_BODY                                                                              \
+  {                                                                                               \
+    double s[MM_MR][MM_NR];                                                                       \
+    for (int i = 0; i < MM_MR; i++)                                                               \
+      for (int j = 0; j < MM_NR; j++) s[i][j] = 0.0;                                              \
+    for (int r = 0; r < R; r++) {                                                                 \
+      const double *av = ap + (size_t)r * MM_MR, *bv = bp + (size_t)r * MM_NR;                    \
+      for (int i = 0; i < MM_MR; i++) {                                                           \
+        double ai = av[i];                                                                        \
+        for (int j = 0; j < MM_NR; j++) s[i][j] += ai * bv[j];                                    \
+      }                                                                                           \
+    }                                                                                             \
+    for (int i = 0; i < MM_MR; i++)                                                               \
+      for (int j = 0; j < MM_NR; j++) c[i * MM_NR + j] = s[i][j];                                 \
+  }
+
+static void mm_tile_generic(const double *restrict ap, const double *restrict bp, int R,
+                            double *restrict c) MM_TILE_BODY
+
+/* The same code compiled for AVX2 (4 doubles a vector instead of SSE2's 2), chosen at run time.
+ * AVX2 does not bring FMA (a separate target feature), and contraction is off anyway: the
+ * multiplies and adds are the same IEEE operations in the same order, so the bits are the same. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PG_OPS_NO_AVX2)
+#define MM_HAVE_AVX2 1
+__attribute__((target("avx2"))) static void mm_tile_avx2(const double *restrict ap,
+                                                         const double *restrict bp, int R,
+                                                         double *restrict c) MM_TILE_BODY
+#endif
+
+static mm_tile_fn mm_tile_pick(void) {
+#ifdef MM_HAVE_AVX2
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) return mm_tile_avx2;
+#endif
+  return mm_tile_generic;
+}
+
+/* Pack n rows (i) of a strided operand, element (i, r) = src[i·s_i + r·s_r], into fp64 panels of
+ * w rows: element (i, r) goes to dst[(i / w)·w·R + r·w + i mod w]; the rows of a last partial
+ * panel are padded with 0.0 (those lanes compute outputs that are never stored). When the rows
+ * are adjacent in memory (s_i = 1) every step r reads one contiguous run across all panels. */
+static void mm_pack(double *restrict dst, int w, const pg_real *src, size_t s_i, size_t s_r,
+                    size_t n, int R) {
+  const size_t W = (size_t)w, Rz = (size_t)R;
+  if (s_i == 1) {
+    for (size_t r = 0; r < Rz; r++) {
+      const pg_real *sr = src + r * s_r;
+      for (size_t i0 = 0; i0 < n; i0 += W) {
+        double *d = dst + i0 * Rz + r * W;
+        for (size_t i = 0; i < W; i++) d[i] = i0 + i < n ? (double)sr[i0 + i] : 0.0;
+      }
+    }
+    return;
+  }
+  for (size_t i0 = 0; i0 < n; i0 += W) {
+    double *d = dst + i0 * Rz;
+    const size_t m = n - i0 < W ? n - i0 : W;
+    for (size_t r = 0; r < Rz; r++) {
+      const pg_real *sr = src + i0 * s_i + r * s_r;
+      size_t i = 0;
+      for (; i < m; i++) d[r * W + i] = (double)sr[i * s_i];
+      for (; i < W; i++) d[r * W + i] = 0.0;
+    }
+  }
+}
+
+static void mm_gemm_rows(void *p, size_t b, size_t end) {
+  const pg_mm_gemm *g = p;
+  if (g->Q <= 0) return; /* no output columns */
+  const size_t R = (size_t)g->R, Rz = R ? R : 1;
+  /* columns per B block: a multiple of MM_NR, ~MM_BBLOCK bytes, at least one panel */
+  size_t nc = MM_BBLOCK / (Rz * sizeof(double)) / MM_NR * MM_NR;
+  size_t qpad = ((size_t)g->Q + MM_NR - 1) / MM_NR * MM_NR;
+  if (nc < MM_NR) nc = MM_NR;
+  if (nc > qpad) nc = qpad;
+  double *bp = malloc(nc * Rz * sizeof *bp), *ap = malloc(MM_MR * Rz * sizeof *ap);
+  if (!bp || !ap) {
+    free(bp), free(ap);
+    g->plain_rows(g->plain, b, end);
+    return;
+  }
+  double c[MM_MR * MM_NR];
+  for (size_t q0 = 0; q0 < (size_t)g->Q; q0 += nc) {
+    size_t qn = (size_t)g->Q - q0 < nc ? (size_t)g->Q - q0 : nc;
+    mm_pack(bp, MM_NR, g->b + q0 * g->b_q, g->b_q, g->b_r, qn, g->R);
+    for (size_t p0 = b; p0 < end; p0 += MM_MR) {
+      int pn = end - p0 < MM_MR ? (int)(end - p0) : MM_MR;
+      mm_pack(ap, MM_MR, g->a + p0 * g->a_p, g->a_p, g->a_r, (size_t)pn, g->R);
+      for (size_t j0 = 0; j0 < qn; j0 += MM_NR) {
+        int jn = qn - j0 < MM_NR ? (int)(qn - j0) : MM_NR;
+        g->tile(ap, bp + j0 * R, g->R, c);
+        for (int i = 0; i < pn; i++) {
+          pg_real *o = g->out + (p0 + (size_t)i) * g->ldo + q0 + j0;
+          const double *ci = c + i * MM_NR;
+          if (g->accumulate)
+            for (int j = 0; j < jn; j++) o[j] = (pg_real)((double)o[j] + ci[j]);
+          else
+            for (int j = 0; j < jn; j++) o[j] = (pg_real)ci[j];
+        }
+      }
+    }
+  }
+  free(bp), free(ap);
+}
+
+/* Rows i of t[cols, rows] = aᵀ for a[rows, cols] (a copy, in blocks of MM_TB × MM_TB). */
+#define MM_TB 16
+typedef struct {
+  pg_real *t;
+  const pg_real *a;
+  size_t rows, cols;
+} pg_mm_transpose;
+
+static void mm_transpose_rows(void *p, size_t b, size_t end) {
+  const pg_mm_transpose *c = p;
+  for (size_t r0 = 0; r0 < c->rows; r0 += MM_TB) {
+    size_t r1 = c->rows - r0 < MM_TB ? c->rows : r0 + MM_TB;
+    for (size_t i0 = b; i0 < end; i0 += MM_TB) {
+      size_t i1 = end - i0 < MM_TB ? end : i0 + MM_TB;
+      for (size_t r = r0; r < r1; r++)
+        for (size_t i = i0; i < i1; i++) c->t[i * c->rows + r] = c->a[r * c->cols + i];
+    }
+  }
+}
+
+static void cpu_matmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *w, int M, int N,
+                           int K) {
+  pg_mm_ctx c = {.y = y, .x = x, .w = w, .M = M, .N = N, .K = K};
+  size_t Kz = (size_t)K;
+  pg_mm_gemm g = {.a = x, .a_p = Kz, .a_r = 1, .b = w, .b_q = Kz, .b_r = 1, .out = y,
+                  .ldo = (size_t)N, .accumulate = 0, .P = M, .Q = N, .R = K,
+                  .tile = mm_tile_pick(), .plain = &c, .plain_rows = mm_fwd_rows};
+  pg_parallel_for((size_t)M, mm_gemm_rows, &g, e->nthreads);
+}
+
 static void cpu_matmul_bwd(const pg_ops *e, pg_real *dx, pg_real *dw, const pg_real *dy, const pg_real *x,
                            const pg_real *w, int M, int N, int K) {
   pg_mm_ctx c = {.dx = dx, .dw = dw, .dy = dy, .x = x, .w = w, .M = M, .N = N, .K = K};
-  if (dx) pg_parallel_for((size_t)M, mm_bwd_dx_rows, &c, e->nthreads);
-  if (dw) pg_parallel_for((size_t)N, mm_bwd_dw_rows, &c, e->nthreads);
+  size_t Nz = (size_t)N, Kz = (size_t)K;
+  mm_tile_fn tile = mm_tile_pick();
+  if (dx) {
+    pg_mm_gemm g = {.a = dy, .a_p = Nz, .a_r = 1, .b = w, .b_q = 1, .b_r = Kz, .out = dx,
+                    .ldo = Kz, .accumulate = 1, .P = M, .Q = K, .R = N,
+                    .tile = tile, .plain = &c, .plain_rows = mm_bwd_dx_rows};
+    pg_parallel_for((size_t)M, mm_gemm_rows, &g, e->nthreads);
+  }
+  if (dw) {
+    /* A(n, m) = dy[m, n] read down a column of dy is slow (one cache line per element, often on
+     * the same cache set); the kernel reads dyᵀ[N, M] instead when there is room for it. */
+    pg_real *dyt = M > 1 && N > 1 ? malloc(Nz * (size_t)M * sizeof *dyt) : NULL;
+    pg_mm_gemm g = {.a = dy, .a_p = 1, .a_r = Nz, .b = x, .b_q = 1, .b_r = Kz, .out = dw,
+                    .ldo = Kz, .accumulate = 1, .P = N, .Q = K, .R = M,
+                    .tile = tile, .plain = &c, .plain_rows = mm_bwd_dw_rows};
+    if (dyt) {
+      pg_mm_transpose t = {.t = dyt, .a = dy, .rows = (size_t)M, .cols = Nz};
+      pg_parallel_for(Nz, mm_transpose_rows, &t, e->nthreads);
+      g.a = dyt, g.a_p = (size_t)M, g.a_r = 1;
+    }
+    pg_parallel_for(Nz, mm_gemm_rows, &g, e->nthreads);
+    free(dyt);
+  }
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
  * FWD_TOL, backwards against central differences of the fp64 reference within BWD_TOL (the
  * tolerances are normative, spec/engine.md), plus the ops' properties (GQA, segment isolation,
  * partial RoPE, the RoPE inverse, CE by hand, activation bounds) and bit-identical results for 1,
- * 2 and 3 threads. */
+ * 2 and 3 threads; the blocked matmul bit for bit against the plain loops it replaced. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
@@ -13,6 +13,7 @@
 #include "pg_rng.h"
 #include "pg_status.h"
 #include "pg_threads.h"
+#include "pgmm_naive.h" /* the plain matmul loops the blocked kernels replaced */
 
 #define FWD_TOL 1e-6 /* max |fp32 op − fp64 reference| / max(1, max |reference|) */
 #define BWD_TOL 1e-5 /* max |fp32 backward − fp64 central difference| / max(1, max |FD|) */
@@ -130,6 +131,99 @@ Test(ops, matmul_forward_and_gradients) {
   check_bwd("matmul dw", dw, g, N * K);
   free(x), free(w), free(dy), free(y), free(dx), free(dw), free(g);
   free(c.x), free(c.w), free(c.dy), free(c.y);
+}
+
+/* Values whose sums depend on the order of the terms: Gaussians scaled by 2^e, e in [-12, 12],
+ * with a few exact zeros and negative zeros among them. */
+static float *wild(pg_rng *r, size_t n) {
+  float *p = malloc((n ? n : 1) * sizeof *p);
+  cr_assert_not_null(p);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t u = pg_rng_u64(r);
+    p[i] = (float)ldexp(pg_rng_gauss(r), (int)(u % 25) - 12);
+    if ((u >> 8) % 29 == 0) p[i] = (u >> 16) & 1 ? -0.0f : 0.0f;
+  }
+  return p;
+}
+
+/* Make every product's sum depend on the order of its terms: for each of the three reductions
+ * (over k, n and m) two positions i1 < i2 hold the same big term with opposite signs, so the
+ * smaller terms added between them are absorbed at the big term's precision and the exact
+ * cancellation at i2 leaves that rounding in the result, far above an fp32 ulp. A sum in any
+ * other order rounds differently. (Without this, fp64 sums of fp32 products rounded to fp32 are
+ * nearly always the same in any order, and an order change would go unnoticed.) */
+static void plant_cancellations(pg_rng *r, float *x, float *w, float *dy, int M, int N, int K) {
+  if (K >= 2) { /* forward: x[:, k2] = x[:, k1], w[:, k2] = −w[:, k1] = big */
+    int k1 = (int)(pg_rng_u64(r) % (uint64_t)(K - 1));
+    int k2 = k1 + 1 + (int)(pg_rng_u64(r) % (uint64_t)(K - 1 - k1));
+    for (int m = 0; m < M; m++) x[(size_t)m * K + k2] = x[(size_t)m * K + k1];
+    for (int n = 0; n < N; n++) {
+      w[(size_t)n * K + k1] = (float)ldexp(pg_rng_gauss(r), 30);
+      w[(size_t)n * K + k2] = -w[(size_t)n * K + k1];
+    }
+  }
+  if (N >= 2) { /* dx: dy[:, n2] = dy[:, n1], w[n2, :] = −w[n1, :] = big (keeps the above) */
+    int n1 = (int)(pg_rng_u64(r) % (uint64_t)(N - 1));
+    int n2 = n1 + 1 + (int)(pg_rng_u64(r) % (uint64_t)(N - 1 - n1));
+    for (int m = 0; m < M; m++) dy[(size_t)m * N + n2] = dy[(size_t)m * N + n1];
+    for (int k = 0; k < K; k++) {
+      w[(size_t)n1 * K + k] = (float)ldexp(w[(size_t)n1 * K + k], 20);
+      w[(size_t)n2 * K + k] = -w[(size_t)n1 * K + k];
+    }
+  }
+  if (M >= 2) { /* dW: dy[m2, :] = dy[m1, :], x[m2, :] = −x[m1, :] = big (keeps both above) */
+    int m1 = (int)(pg_rng_u64(r) % (uint64_t)(M - 1));
+    int m2 = m1 + 1 + (int)(pg_rng_u64(r) % (uint64_t)(M - 1 - m1));
+    for (int n = 0; n < N; n++) dy[(size_t)m2 * N + n] = dy[(size_t)m1 * N + n];
+    for (int k = 0; k < K; k++) {
+      x[(size_t)m1 * K + k] = (float)ldexp(x[(size_t)m1 * K + k], 30);
+      x[(size_t)m2 * K + k] = -x[(size_t)m1 * K + k];
+    }
+  }
+}
+
+/* The blocked matmul (src/pg_ops.c) against the plain loops it replaced (tests/pgmm_naive.h),
+ * bit for bit: forward, and both gradients accumulated onto non-zero buffers, for shapes on and
+ * off the 4 × 8 tile, degenerate ones, several column blocks of packed panels (a reduction of
+ * ≥ 2048 leaves ~32 columns per block), and 1, 2 and 3 threads. */
+Test(ops, matmul_blocked_is_bit_identical_to_the_plain_loops) {
+  static const int shapes[][3] = {
+      {1, 1, 1},    {1, 1, 7},     {1, 9, 1},    {6, 1, 1},    {1, 1, 300},  {5, 1, 33},
+      {1, 13, 40},  {3, 5, 1},     {4, 8, 16},   {8, 16, 64},  {5, 9, 17},   {7, 13, 33},
+      {13, 5, 70},  {33, 17, 100}, {2, 3, 129},  {67, 131, 259}, {1, 131, 259}, {67, 1, 259},
+      {67, 131, 1}, {9, 70, 2100}, {20, 2100, 70}, {2049, 12, 70}, {0, 5, 3}, {4, 6, 0},
+  };
+  pg_rng r;
+  pg_rng_seed(&r, 4242);
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+    const size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N;
+    float *x = wild(&r, nx), *w = wild(&r, nw), *dy = wild(&r, ny);
+    plant_cancellations(&r, x, w, dy, M, N, K);
+    float *dx0 = wild(&r, nx), *dw0 = wild(&r, nw); /* the prefilled gradients */
+    float *y_ref = filled(ny, 7.0f), *dx_ref = filled(nx, 0), *dw_ref = filled(nw, 0);
+    memcpy(dx_ref, dx0, nx * sizeof *dx0), memcpy(dw_ref, dw0, nw * sizeof *dw0);
+    pgmm_naive_fwd(1, y_ref, x, w, M, N, K);
+    pgmm_naive_bwd(1, dx_ref, dw_ref, dy, x, w, M, N, K);
+    for (int th = 1; th <= 3; th++) {
+      pg_ops e = pg_ops_cpu(th);
+      float *y = filled(ny, -3.0f), *dx = filled(nx, 0), *dw = filled(nw, 0);
+      memcpy(dx, dx0, nx * sizeof *dx0), memcpy(dw, dw0, nw * sizeof *dw0);
+      e.matmul_fwd(&e, y, x, w, M, N, K);
+      cr_assert(!memcmp(y, y_ref, ny * sizeof *y), "forward %dx%dx%d, %d threads", M, N, K, th);
+      e.matmul_bwd(&e, dx, dw, dy, x, w, M, N, K);
+      cr_assert(!memcmp(dx, dx_ref, nx * sizeof *dx), "dx %dx%dx%d, %d threads", M, N, K, th);
+      cr_assert(!memcmp(dw, dw_ref, nw * sizeof *dw), "dw %dx%dx%d, %d threads", M, N, K, th);
+      /* one gradient at a time (the other NULL) gives the same bits */
+      memcpy(dx, dx0, nx * sizeof *dx0), memcpy(dw, dw0, nw * sizeof *dw0);
+      e.matmul_bwd(&e, dx, NULL, dy, x, w, M, N, K);
+      e.matmul_bwd(&e, NULL, dw, dy, x, w, M, N, K);
+      cr_assert(!memcmp(dx, dx_ref, nx * sizeof *dx), "dx alone %dx%dx%d, %d threads", M, N, K, th);
+      cr_assert(!memcmp(dw, dw_ref, nw * sizeof *dw), "dw alone %dx%dx%d, %d threads", M, N, K, th);
+      free(y), free(dx), free(dw);
+    }
+    free(x), free(w), free(dy), free(dx0), free(dw0), free(y_ref), free(dx_ref), free(dw_ref);
+  }
 }
 
 /* ---- rmsnorm ------------------------------------------------------------------------------- */
