@@ -743,6 +743,164 @@ Test(ops, parallel_for_covers_each_index_once) {
   cr_assert_eq(pg_parallel_threads(100000), PG_PARALLEL_MAX_THREADS);
 }
 
+/* ---- the model's pieces: chanlerp, rowmul, tanh, embed, cols, expand -------------------------- */
+
+typedef struct {
+  double *a, *b, *g, *dy, *y;
+  int R, C;
+} lerp_ref;
+
+static double lerp_loss(void *p) {
+  lerp_ref *c = p;
+  for (int r = 0; r < c->R; r++)
+    for (int j = 0; j < c->C; j++) {
+      double s = sigm(c->g[j]);
+      c->y[r * c->C + j] = s * c->a[r * c->C + j] + (1 - s) * c->b[r * c->C + j];
+    }
+  return wsum(c->dy, c->y, (size_t)c->R * c->C);
+}
+
+Test(ops, chanlerp_forward_and_gradients) {
+  pg_rng r;
+  pg_rng_seed(&r, 31);
+  const int R = 5, C = 70, n = R * C;
+  pg_ops e = pg_ops_cpu(2);
+  float *a = randf(&r, n, 1), *b = randf(&r, n, 1), *g = randf(&r, C, 2), *dy = randf(&r, n, 1);
+  float *y = filled(n, 0), *da = filled(n, PREFILL), *db = filled(n, PREFILL),
+        *dg = filled(C, PREFILL);
+  lerp_ref c = {to_d(a, n), to_d(b, n), to_d(g, C), to_d(dy, n), dalloc(n), R, C};
+  e.chanlerp_fwd(&e, y, a, b, g, R, C);
+  lerp_loss(&c);
+  check_fwd("chanlerp", y, c.y, n);
+  e.chanlerp_bwd(&e, da, db, dg, dy, a, b, g, R, C);
+  double *fd = dalloc(n);
+  fd_grad(lerp_loss, &c, c.a, n, fd);
+  check_bwd("chanlerp da", da, fd, n);
+  fd_grad(lerp_loss, &c, c.b, n, fd);
+  check_bwd("chanlerp db", db, fd, n);
+  fd_grad(lerp_loss, &c, c.g, C, fd);
+  check_bwd("chanlerp dg", dg, fd, C);
+  /* σ(0) = 0.5: the midpoint, exactly */
+  float z = 0, one = 1, three = 3, out;
+  e.chanlerp_fwd(&e, &out, &one, &three, &z, 1, 1);
+  cr_assert_eq(out, 2.0f);
+  free(a), free(b), free(g), free(dy), free(y), free(da), free(db), free(dg), free(fd);
+  free(c.a), free(c.b), free(c.g), free(c.dy), free(c.y);
+}
+
+typedef struct {
+  double *x, *s, *dy, *y;
+  int R, D, tanh_only;
+} rm_ref;
+
+static double rm_loss(void *p) {
+  rm_ref *c = p;
+  for (int r = 0; r < c->R; r++)
+    for (int j = 0; j < c->D; j++)
+      c->y[r * c->D + j] =
+          c->tanh_only ? tanh(c->x[r * c->D + j]) : c->x[r * c->D + j] * c->s[r];
+  return wsum(c->dy, c->y, (size_t)c->R * c->D);
+}
+
+Test(ops, rowmul_and_tanh_forward_and_gradients) {
+  pg_rng r;
+  pg_rng_seed(&r, 32);
+  const int R = 7, D = 9, n = R * D;
+  pg_ops e = pg_ops_cpu(2);
+  float *x = randf(&r, n, 1.5), *s = randf(&r, R, 1), *dy = randf(&r, n, 1);
+  float *y = filled(n, 0), *dx = filled(n, PREFILL), *ds = filled(R, PREFILL);
+  rm_ref c = {to_d(x, n), to_d(s, R), to_d(dy, n), dalloc(n), R, D, 0};
+  e.rowmul_fwd(&e, y, x, s, R, D);
+  rm_loss(&c);
+  check_fwd("rowmul", y, c.y, n);
+  e.rowmul_bwd(&e, dx, ds, dy, x, s, R, D);
+  double *fd = dalloc(n);
+  fd_grad(rm_loss, &c, c.x, n, fd);
+  check_bwd("rowmul dx", dx, fd, n);
+  fd_grad(rm_loss, &c, c.s, R, fd);
+  check_bwd("rowmul ds", ds, fd, R);
+  c.tanh_only = 1;
+  float *dt = filled(n, PREFILL);
+  e.tanh_fwd(&e, y, x, n);
+  rm_loss(&c);
+  check_fwd("tanh", y, c.y, n);
+  e.tanh_bwd(&e, dt, dy, x, n);
+  fd_grad(rm_loss, &c, c.x, n, fd);
+  check_bwd("tanh dx", dt, fd, n);
+  free(x), free(s), free(dy), free(y), free(dx), free(ds), free(dt), free(fd);
+  free(c.x), free(c.s), free(c.dy), free(c.y);
+}
+
+typedef struct {
+  double *table, *dy, *y;
+  const int32_t *ids;
+  int T, D;
+} emb_ref;
+
+static double emb_loss(void *p) {
+  emb_ref *c = p;
+  for (int t = 0; t < c->T; t++)
+    for (int i = 0; i < c->D; i++) c->y[t * c->D + i] = c->table[c->ids[t] * c->D + i];
+  return wsum(c->dy, c->y, (size_t)c->T * c->D);
+}
+
+Test(ops, embed_gather_scatter_and_bad_ids) {
+  pg_rng r;
+  pg_rng_seed(&r, 33);
+  const int V = 11, D = 70, T = 23;
+  int32_t ids[23];
+  for (int t = 0; t < T; t++) ids[t] = (int32_t)(pg_rng_u64(&r) % 7); /* repeats, unused rows */
+  pg_ops e = pg_ops_cpu(3);
+  float *tab = randf(&r, V * D, 1), *dy = randf(&r, T * D, 1), *y = filled(T * D, 0);
+  float *dt = filled(V * D, PREFILL);
+  emb_ref c = {to_d(tab, V * D), to_d(dy, T * D), dalloc(T * D), ids, T, D};
+  cr_assert_eq(e.embed_fwd(&e, y, tab, ids, T, D, V), PG_OK);
+  for (int t = 0; t < T; t++)
+    cr_assert(!memcmp(y + t * D, tab + ids[t] * D, D * sizeof *y), "a gather is an exact copy");
+  cr_assert_eq(e.embed_bwd(&e, dt, dy, ids, T, D, V), PG_OK);
+  double *fd = dalloc(V * D);
+  fd_grad(emb_loss, &c, c.table, V * D, fd);
+  check_bwd("embed dtable", dt, fd, V * D);
+  int32_t bad[2] = {3, V};
+  float *keep = filled(V * D, 7);
+  cr_assert_eq(e.embed_fwd(&e, y, tab, bad, 2, D, V), PG_E_TOKEN_RANGE);
+  cr_assert_eq(e.embed_bwd(&e, keep, dy, bad, 2, D, V), PG_E_TOKEN_RANGE);
+  for (int i = 0; i < V * D; i++) cr_assert_eq(keep[i], 7.0f, "nothing written on a bad id");
+  free(tab), free(dy), free(y), free(dt), free(fd), free(keep);
+  free(c.table), free(c.dy), free(c.y);
+}
+
+Test(ops, cols_expand_copy_zero) {
+  pg_rng r;
+  pg_rng_seed(&r, 34);
+  const int R = 4, C = 10, c0 = 3, w = 5;
+  pg_ops e = pg_ops_cpu(2);
+  float *x = randf(&r, R * C, 1), *y = filled(R * w, 0), *dy = randf(&r, R * w, 1);
+  float *dx = filled(R * C, PREFILL);
+  e.cols_fwd(&e, y, x, R, C, c0, w);
+  e.cols_bwd(&e, dx, dy, R, C, c0, w);
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < C; j++) {
+      int in = j >= c0 && j < c0 + w;
+      if (in) cr_assert_eq(y[i * w + j - c0], x[i * C + j]);
+      cr_assert_eq(dx[i * C + j], in ? PREFILL + dy[i * w + j - c0] : PREFILL);
+    }
+  float g[3] = {1, -2, 0.5f}, ex[12], dex[12], dg[3] = {PREFILL, PREFILL, PREFILL};
+  e.expand_fwd(&e, ex, g, 3, 4);
+  for (int i = 0; i < 12; i++) {
+    cr_assert_eq(ex[i], g[i / 4]);
+    dex[i] = (float)(i + 1);
+  }
+  e.expand_bwd(&e, dg, dex, 3, 4);
+  cr_assert_eq(dg[0], PREFILL + 1 + 2 + 3 + 4);
+  cr_assert_eq(dg[2], PREFILL + 9 + 10 + 11 + 12);
+  e.copy(&e, dx, x, R * C);
+  cr_assert(!memcmp(dx, x, R * C * sizeof *x));
+  e.zero(&e, dx, R * C);
+  for (int i = 0; i < R * C; i++) cr_assert_eq(dx[i], 0.0f);
+  free(x), free(y), free(dy), free(dx);
+}
+
 /* Every op forward and backward on one thread count; the outputs appended to one byte buffer. */
 typedef struct {
   unsigned char *p;
@@ -809,6 +967,26 @@ static sink run_all(int nthreads) {
   put(&s, y, nq * 4), put(&s, dvv, nk * 4);
   free(vv), free(dvv);
   put(&s, dx, nq * 4), put(&s, dg, nq * 4);
+  /* chanlerp, rowmul, tanh, embed, cols, expand over the same data */
+  float *b2 = randf(&r, nq, 1), *gc = randf(&r, H * d, 1), *da = filled(nq, 0), *db = filled(nq, 0);
+  float *dgc = filled(H * d, 0);
+  e.chanlerp_fwd(&e, y, x, b2, gc, T, H * d), put(&s, y, nq * 4);
+  e.chanlerp_bwd(&e, da, db, dgc, dy, x, b2, gc, T, H * d);
+  put(&s, da, nq * 4), put(&s, db, nq * 4), put(&s, dgc, H * d * 4);
+  e.rowmul_fwd(&e, y, x, g, T * H, d), e.rowmul_bwd(&e, dx, dg, dy, x, g, T * H, d);
+  put(&s, y, nq * 4), put(&s, dx, nq * 4), put(&s, dg, T * H * 4);
+  e.tanh_fwd(&e, y, x, nq), e.tanh_bwd(&e, dx, dy, x, nq), put(&s, y, nq * 4), put(&s, dx, nq * 4);
+  int32_t eid[19];
+  for (int t = 0; t < T; t++) eid[t] = (t * 5) % 4;
+  float *tab = filled(4 * H * d, 0);
+  cr_assert_eq(e.embed_fwd(&e, y, x, eid, T, H * d, T), PG_OK);
+  cr_assert_eq(e.embed_bwd(&e, tab, dy, eid, T, H * d, 4), PG_OK);
+  put(&s, y, nq * 4), put(&s, tab, 4 * H * d * 4);
+  e.cols_fwd(&e, y, x, T, H * d, 3, 9), e.cols_bwd(&e, dx, dy, T, H * d, 3, 9);
+  put(&s, y, T * 9 * 4), put(&s, dx, nq * 4);
+  e.expand_fwd(&e, y, x, 17, 5), e.expand_bwd(&e, dgc, dy, 17, 5);
+  put(&s, y, 85 * 4), put(&s, dgc, 17 * 4);
+  free(b2), free(gc), free(da), free(db), free(dgc), free(tab);
   free(g), free(dg);
   /* cross-entropy: T rows of V = 64 from x */
   double nll[19];
