@@ -592,6 +592,37 @@ Test(tools, pgverify_partial_and_tail_variant) {
   json_decref(r);
 }
 
+/* The artifact's safetensors export (pgunpack, f32: the dequantized values exactly, arch.json in
+ * its metadata) scores exactly as the artifact; without --tokenizer it is refused. */
+Test(tools, pgverify_safetensors_export_scores_as_the_artifact) {
+  vfx f;
+  vfx_init(&f);
+  char st[200], r1[220], r2[220];
+  snprintf(st, sizeof st, "%s/v.safetensors", tmp);
+  snprintf(r1, sizeof r1, "%s/a.json", tmp);
+  snprintf(r2, sizeof r2, "%s/b.json", tmp);
+  cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), st, f.art), 0, "%s", slurp(err_path));
+  cr_assert_eq(run("%s %s --val %s --protocol sliding --seq-len 64 --stride 32 --receipt %s",
+                   bin("pgverify"), f.art, f.val, r1), 0, "%s", slurp(err_path));
+  cr_assert_eq(run("%s %s --tokenizer %s --val %s --protocol sliding --seq-len 64 --stride 32 "
+                   "--receipt %s", bin("pgverify"), st, spm_seed("byte_fallback.model"), f.val, r2),
+               0, "%s", slurp(err_path));
+  json_t *a = load_json(r1), *b = load_json(r2);
+  cr_assert_eq(json_real_value(jget(a, "result", "val_bpb")),
+               json_real_value(jget(b, "result", "val_bpb")));
+  cr_assert_eq(json_real_value(jget(a, "result", "loss_sum_nats")),
+               json_real_value(jget(b, "result", "loss_sum_nats")));
+  cr_assert_str_eq(json_string_value(jget(b, "artifact", "kind")), "safetensors");
+  cr_assert_str_eq(json_string_value(jget(a, "artifact", "kind")), "artifact");
+  json_decref(a);
+  json_decref(b);
+  cr_assert_eq(run("%s %s --val %s --no-receipt", bin("pgverify"), st, f.val), 2);
+  char *e = slurp(err_path);
+  cr_assert(strstr(e, "--tokenizer") != NULL, "%s", e);
+  cr_assert_eq(count_lines(e), 1);
+  free(e);
+}
+
 /* An artifact holding a valid arch.json and its tensors in f32, one of them with a NaN. */
 static void write_nan_artifact(const char *path, uint32_t vocab) {
   char arch_json[256];

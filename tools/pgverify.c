@@ -29,11 +29,14 @@ static const char *PROG = "pgverify";
 static void usage(FILE *f) {
   fprintf(f,
       "usage: pgverify ARTIFACT --val 'DIR/fineweb_val_*.bin' [options]\n"
+      "       pgverify WEIGHTS.safetensors --tokenizer FILE.model [--arch ARCH.json] --val ...\n"
       "\n"
-      "Re-compute val_loss and val_bpb of ARTIFACT on the validation shards with one\n"
+      "Re-compute val_loss and val_bpb of ARTIFACT (or of dequantized weights in a\n"
+      "safetensors file, e.g. a PyTorch export) on the validation shards with one\n"
       "evaluation protocol (spec/eval.md), print them and write a JSON receipt.\n"
       "\n"
       "input:\n"
+      "  --arch FILE           the arch of a safetensors file without \"arch.json\" metadata\n"
       "  --val PATTERN         validation shards (a quoted glob; files named *_bytes_* are skipped)\n"
       "  --bytes PATTERN       CaseOps byte sidecar shards (per-token byte counts) instead of the\n"
       "                        tokenizer's byte tables\n"
@@ -95,6 +98,17 @@ static int hash_file(const char *path, uint64_t *h, uint64_t *size, pg_err *err)
   *h = XXH64(m.data, m.size, 0);
   *size = m.size;
   pg_file_unmap(&m);
+  return PG_OK;
+}
+
+/* A pgolf artifact starts with its magic; anything else is read as safetensors. */
+static int is_safetensors(const char *path, int *yes, pg_err *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot open");
+  uint8_t head[8] = {0};
+  size_t got = fread(head, 1, sizeof head, f);
+  fclose(f);
+  *yes = !(got == sizeof head && memcmp(head, PG_MAGIC, sizeof head) == 0);
   return PG_OK;
 }
 
@@ -226,11 +240,11 @@ enum {
   O_REPORT, O_CHUNK, O_OPT, O_LR, O_MOM, O_B1, O_B2, O_EPS, O_WD, O_EPOCHS, O_CLIP, O_ROWS,
   O_FREEZE, O_LRANK, O_LALPHA, O_LTARGETS, O_LCHUNK, O_LWIN, O_LDOCS, O_LLR, O_LB1, O_LB2, O_LEPS,
   O_LWD, O_WARM, O_NOWARM, O_SEED, O_PHASES, O_PREFIX, O_ENGINE, O_THREADS, O_RECEIPT, O_NORECEIPT,
-  O_JSON
+  O_JSON, O_ARCH
 };
 
 typedef struct opts {
-  const char *artifact, *val, *bytes, *tokenizer, *receipt, *engine;
+  const char *artifact, *val, *bytes, *tokenizer, *receipt, *engine, *arch;
   uint64_t max_tokens;
   int threads, json, quiet, no_receipt;
   pg_protocol p;
@@ -290,7 +304,7 @@ static int apply(opts *o, int code, const char *a) {
 int main(int argc, char **argv) {
   static const struct option lo[] = {
       {"val", required_argument, 0, O_VAL}, {"bytes", required_argument, 0, O_BYTES},
-      {"tokenizer", required_argument, 0, O_TOK}, {"max-tokens", required_argument, 0, O_MAXTOK},
+      {"tokenizer", required_argument, 0, O_TOK}, {"arch", required_argument, 0, O_ARCH}, {"max-tokens", required_argument, 0, O_MAXTOK},
       {"protocol", required_argument, 0, O_PROTO}, {"seq-len", required_argument, 0, O_SEQ},
       {"stride", required_argument, 0, O_STRIDE}, {"tail-dup", no_argument, 0, O_TAIL},
       {"no-trim", no_argument, 0, O_NOTRIM}, {"batch", required_argument, 0, O_BATCH},
@@ -323,6 +337,7 @@ int main(int argc, char **argv) {
     case O_VAL: o.val = optarg; break;
     case O_BYTES: o.bytes = optarg; break;
     case O_TOK: o.tokenizer = optarg; break;
+    case O_ARCH: o.arch = optarg; break;
     case O_MAXTOK:
       if (pg_parse_u64(optarg, &o.max_tokens) || o.max_tokens < 2)
         return pg_tool_usage_error(PROG, "bad --max-tokens '%s'", optarg);
@@ -391,10 +406,30 @@ int main(int argc, char **argv) {
   uint64_t art_hash = 0, art_size = 0, tok_hash = 0;
   const pg_arch *arch;
 
-  /* the artifact and its model */
+  /* the artifact (or safetensors weights) and its model */
+  int is_st = 0;
   if (hash_file(o.artifact, &art_hash, &art_size, &err) ||
-      pg_artifact_open(&art, o.artifact, NULL, &err) || pg_model_load_artifact(&m, art, &err))
+      is_safetensors(o.artifact, &is_st, &err))
     goto fail;
+  if (is_st) {
+    pg_arch given;
+    if (!o.tokenizer) {
+      pg_err_set(&err, PG_E_ARG, o.artifact, PG_NO_OFFSET,
+                 "a safetensors file holds no tokenizer; pass --tokenizer FILE.model");
+      goto fail;
+    }
+    if ((o.arch && pg_arch_load(&given, o.arch, &err)) ||
+        pg_model_load_safetensors(&m, o.arch ? &given : NULL, o.artifact, &err))
+      goto fail;
+  } else {
+    if (o.arch) {
+      pg_err_set(&err, PG_E_ARG, o.artifact, PG_NO_OFFSET,
+                 "--arch applies to safetensors input; an artifact carries its own arch.json");
+      goto fail;
+    }
+    if (pg_artifact_open(&art, o.artifact, NULL, &err) || pg_model_load_artifact(&m, art, &err))
+      goto fail;
+  }
   arch = pg_model_arch(m);
   /* the tokenizer: the artifact's own unless given */
   if (o.tokenizer) {
@@ -466,6 +501,7 @@ int main(int argc, char **argv) {
   json_object_set_new(receipt, "pgverify", tool);
   json_t *ja = json_object();
   json_object_set_new(ja, "path", json_string(o.artifact));
+  json_object_set_new(ja, "kind", json_string(is_st ? "safetensors" : "artifact"));
   json_object_set_new(ja, "bytes", json_integer((json_int_t)art_size));
   json_object_set_new(ja, "xxh64", hex64(art_hash));
   json_object_set_new(receipt, "artifact", ja);
