@@ -440,17 +440,59 @@ static double attn_max(const pg_attn_ctx *c, int t, int h) {
 }
 
 /* rows (t, h): out = Σ_s e^(l_s − max) v_s / Σ_s e^(l_s − max) */
+/* The logits l[s] = scale·(q_t·k_s) of row (t, h) for every allowed s ≤ t, each dot product
+ * summed in ascending i exactly as attn_score does; four keys at a time when four consecutive
+ * keys are allowed (four independent sums, so the values are the same bits). */
+static void attn_logits(const pg_attn_ctx *c, int t, int h, double *l) {
+  int g = h / (c->H / c->Hkv), d = c->d;
+  const pg_real *q = attn_q(c, t, h);
+  int s = 0;
+  while (s <= t) {
+    if (s + 3 <= t && attn_allowed(c, t, s) && attn_allowed(c, t, s + 3) &&
+        attn_allowed(c, t, s + 1) && attn_allowed(c, t, s + 2)) {
+      const pg_real *k0 = attn_kv(c, c->k, s, g), *k1 = attn_kv(c, c->k, s + 1, g);
+      const pg_real *k2 = attn_kv(c, c->k, s + 2, g), *k3 = attn_kv(c, c->k, s + 3, g);
+      double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+      for (int i = 0; i < d; i++) {
+        double qi = (double)q[i];
+        a0 += qi * (double)k0[i];
+        a1 += qi * (double)k1[i];
+        a2 += qi * (double)k2[i];
+        a3 += qi * (double)k3[i];
+      }
+      l[s] = c->scale * a0;
+      l[s + 1] = c->scale * a1;
+      l[s + 2] = c->scale * a2;
+      l[s + 3] = c->scale * a3;
+      s += 4;
+    } else {
+      if (attn_allowed(c, t, s)) l[s] = attn_score(c, t, h, s);
+      s++;
+    }
+  }
+}
+
+/* rows (t, h): out = Σ_s e^(l_s − max) v_s / Σ_s e^(l_s − max). The logits are computed once
+ * into a buffer (when it can be had) instead of twice; the result is the same. */
 static void attn_fwd_rows(void *p, size_t b, size_t end) {
   const pg_attn_ctx *c = p;
   double acc[PG_OPS_MAX_HEAD_DIM];
+  double *l = malloc((size_t)c->T * sizeof *l);
   for (size_t row = b; row < end; row++) {
     int t = (int)(row / (size_t)c->H), h = (int)(row % (size_t)c->H);
     int g = h / (c->H / c->Hkv);
-    double mx = attn_max(c, t, h), den = 0.0;
+    double mx = -INFINITY, den = 0.0;
+    if (l) {
+      attn_logits(c, t, h, l);
+      for (int s = 0; s <= t; s++)
+        if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
+    } else {
+      mx = attn_max(c, t, h);
+    }
     for (int i = 0; i < c->d; i++) acc[i] = 0.0;
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
-      double w = exp(attn_score(c, t, h, s) - mx);
+      double w = exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
       const pg_real *vs = attn_kv(c, c->v, s, g);
       den += w;
       for (int i = 0; i < c->d; i++) acc[i] += w * (double)vs[i];
@@ -458,6 +500,7 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
     pg_real *o = c->out + row * (size_t)c->d;
     for (int i = 0; i < c->d; i++) o[i] = (pg_real)(acc[i] / den);
   }
+  free(l);
 }
 
 static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
@@ -473,16 +516,28 @@ static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, c
 static void attn_bwd_q_rows(void *p, size_t b, size_t end) {
   const pg_attn_ctx *c = p;
   double acc[PG_OPS_MAX_HEAD_DIM];
+  /* per row: the logits and dp_s = dout·v_s, each computed once (same values as recomputing) */
+  double *l = malloc(2 * (size_t)c->T * sizeof *l), *dp = l ? l + c->T : NULL;
   for (size_t row = b; row < end; row++) {
     int t = (int)(row / (size_t)c->H), h = (int)(row % (size_t)c->H);
     int g = h / (c->H / c->Hkv);
     const pg_real *dO = c->dout + row * (size_t)c->d;
-    double mx = attn_max(c, t, h), den = 0.0, dsum = 0.0;
+    double mx = -INFINITY, den = 0.0, dsum = 0.0;
+    if (l) {
+      attn_logits(c, t, h, l);
+      for (int s = 0; s <= t; s++)
+        if (attn_allowed(c, t, s)) {
+          if (l[s] > mx) mx = l[s];
+          dp[s] = attn_dot(dO, attn_kv(c, c->v, s, g), c->d);
+        }
+    } else {
+      mx = attn_max(c, t, h);
+    }
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
-      double w = exp(attn_score(c, t, h, s) - mx);
+      double w = exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
       den += w;
-      dsum += w * attn_dot(dO, attn_kv(c, c->v, s, g), c->d);
+      dsum += w * (l ? dp[s] : attn_dot(dO, attn_kv(c, c->v, s, g), c->d));
     }
     double D = dsum / den;
     double *st = c->stats + row * 3;
@@ -493,14 +548,15 @@ static void attn_bwd_q_rows(void *p, size_t b, size_t end) {
     for (int i = 0; i < c->d; i++) acc[i] = 0.0;
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
-      double pr = exp(attn_score(c, t, h, s) - mx) / den;
-      double ds = pr * (attn_dot(dO, attn_kv(c, c->v, s, g), c->d) - D);
+      double pr = exp((l ? l[s] : attn_score(c, t, h, s)) - mx) / den;
+      double ds = pr * ((l ? dp[s] : attn_dot(dO, attn_kv(c, c->v, s, g), c->d)) - D);
       const pg_real *ks = attn_kv(c, c->k, s, g);
       for (int i = 0; i < c->d; i++) acc[i] += ds * (double)ks[i];
     }
     pg_real *dq = c->dq + row * (size_t)c->d;
     for (int i = 0; i < c->d; i++) dq[i] = (pg_real)((double)dq[i] + c->scale * acc[i]);
   }
+  free(l);
 }
 
 /* Backward pass B, rows (s, g): over the heads h of group g (ascending), then the queries t ≥ s
