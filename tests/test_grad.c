@@ -340,3 +340,76 @@ Test(grad, padding_is_inert) {
   free(g1);
   teardown_run(&r);
 }
+
+static pg_real *rnd(pg_rng *r, size_t n, double scale) {
+  pg_real *p = malloc((n ? n : 1) * sizeof *p);
+  for (size_t i = 0; i < n; i++) p[i] = (pg_real)(scale * pg_rng_gauss(r));
+  return p;
+}
+
+/* The attention op's forward output and dq follow spec/engine.md §4.4 to the bit: logits summed
+ * over i ascending, the max, then weights and sums over s ascending. Checked here in the fp64 build,
+ * where no final fp32 rounding can hide a change of order (the op caches the logits and computes
+ * four keys at a time; neither may change a bit). */
+static void attn_definition(const pg_real *q, const pg_real *k, const pg_real *v, const pg_real *dout,
+                            const int32_t *seg, int T, int H, int Hkv, int d, double scale,
+                            pg_real *out, pg_real *dq) {
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      int g = h / (H / Hkv);
+      const pg_real *qt = q + (t * H + h) * d, *dO = dout + (t * H + h) * d;
+      double mx = -INFINITY, den = 0, dsum = 0, acc[64] = {0}, aq[64] = {0};
+      for (int s = 0; s <= t; s++) {
+        if (seg && seg[s] != seg[t]) continue;
+        double dot = 0;
+        for (int i = 0; i < d; i++) dot += (double)qt[i] * (double)k[(s * Hkv + g) * d + i];
+        if (scale * dot > mx) mx = scale * dot;
+      }
+      for (int s = 0; s <= t; s++) {
+        if (seg && seg[s] != seg[t]) continue;
+        double dot = 0, dp = 0;
+        for (int i = 0; i < d; i++) dot += (double)qt[i] * (double)k[(s * Hkv + g) * d + i];
+        for (int i = 0; i < d; i++) dp += (double)dO[i] * (double)v[(s * Hkv + g) * d + i];
+        double w = exp(scale * dot - mx);
+        den += w;
+        dsum += w * dp;
+        for (int i = 0; i < d; i++) acc[i] += w * (double)v[(s * Hkv + g) * d + i];
+      }
+      double D = dsum / den;
+      for (int s = 0; s <= t; s++) {
+        if (seg && seg[s] != seg[t]) continue;
+        double dot = 0, dp = 0;
+        for (int i = 0; i < d; i++) dot += (double)qt[i] * (double)k[(s * Hkv + g) * d + i];
+        for (int i = 0; i < d; i++) dp += (double)dO[i] * (double)v[(s * Hkv + g) * d + i];
+        double ds = exp(scale * dot - mx) / den * (dp - D);
+        for (int i = 0; i < d; i++) aq[i] += ds * (double)k[(s * Hkv + g) * d + i];
+      }
+      for (int i = 0; i < d; i++) {
+        out[(t * H + h) * d + i] = (pg_real)(acc[i] / den);
+        dq[(t * H + h) * d + i] = (pg_real)((double)dq[(t * H + h) * d + i] + scale * aq[i]);
+      }
+    }
+}
+
+Test(grad, attention_op_is_bit_exact_to_its_definition) {
+  pg_rng r;
+  pg_rng_seed(&r, 41);
+  const int T = 37, H = 4, Hkv = 2, d = 12, nq = T * H * d, nk = T * Hkv * d;
+  int32_t seg[37];
+  for (int t = 0; t < T; t++) seg[t] = t < 6 ? 0 : t < 7 ? 1 : t < 23 ? 2 : 3; /* runs of 6, 1, 16, 14 */
+  pg_real *q = rnd(&r, nq, 2), *k = rnd(&r, nk, 2), *v = rnd(&r, nk, 1), *dO = rnd(&r, nq, 1);
+  pg_real *o1 = rnd(&r, nq, 0), *o2 = rnd(&r, nq, 0), *g1 = rnd(&r, nq, 0), *g2 = rnd(&r, nq, 0);
+  for (int m = 0; m < 2; m++)
+    for (int th = 1; th <= 3; th += 2) {
+      const int32_t *sg = m ? seg : NULL;
+      pg_ops e = pg_ops_cpu(th);
+      for (int i = 0; i < nq; i++) g1[i] = g2[i] = 0.5;
+      e.attention_fwd(&e, o1, q, k, v, sg, T, H, Hkv, d, 0.3f);
+      cr_assert_eq(e.attention_bwd(&e, g1, NULL, NULL, dO, q, k, v, sg, T, H, Hkv, d, 0.3f), PG_OK);
+      attn_definition(q, k, v, dO, sg, T, H, Hkv, d, (double)0.3f, o2, g2);
+      cr_assert(!memcmp(o1, o2, nq * sizeof *o1), "forward differs (mask %d, %d threads)", m, th);
+      cr_assert(!memcmp(g1, g2, nq * sizeof *g1), "dq differs (mask %d, %d threads)", m, th);
+    }
+  free(q), free(k), free(v), free(dO), free(o1), free(o2), free(g1), free(g2);
+}
+
