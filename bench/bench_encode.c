@@ -21,27 +21,7 @@
 #include "pg_encode.h"
 
 static const char *PROG = "bench_encode";
-
-enum { EXIT_OK = 0, EXIT_ERR = 2 };
-
-#if defined(__GNUC__)
-__attribute__((noreturn, format(printf, 1, 2)))
-#endif
-static void die(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "%s: ", PROG);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  exit(EXIT_ERR);
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench_util.h"
 
 #include "pgcorpus.h" /* the corpus of tests/test_encode.c */
 

@@ -24,33 +24,7 @@
 #include "pgmm_naive.h" /* the naive matmul, also the reference of tests/test_ops.c */
 
 static const char *PROG = "bench_model";
-
-enum { EXIT_OK = 0, EXIT_ERR = 2 };
-
-#if defined(__GNUC__)
-__attribute__((noreturn, format(printf, 1, 2)))
-#endif
-static void die(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "%s: ", PROG);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  exit(EXIT_ERR);
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (!p) die("out of memory (%zu bytes)", n);
-  return p;
-}
+#include "bench_util.h"
 
 /* ---- the models ------------------------------------------------------------------------- */
 

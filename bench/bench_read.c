@@ -22,8 +22,7 @@
 #include "pg_rng.h"
 
 static const char *PROG = "bench_read";
-
-enum { EXIT_OK = 0, EXIT_ERR = 2 };
+#include "bench_util.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* the model: the challenge's record family, 11 layers, d=512, 8 heads / 4 KV heads, MLP 4x,
@@ -192,12 +191,6 @@ static double cat_entropy(const model *m, int cat) {
 
 /* ------------------------------------------------------------------------------------------ */
 /* writing and timing */
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void progress(const char *fmt, ...)
 #if defined(__GNUC__)

@@ -12,46 +12,13 @@
 #include "pg_eval.h"
 #include "pg_optim.h"
 #include "pg_rng.h"
+#include "pgevalfx.h"
 
 #define V 37
 #define BOS 1
 
 /* ---- fixtures -------------------------------------------------------------------------------- */
 
-/* Hand-made byte tables: ids 0..3 are boundaries of 0 bytes, others 1..4 bytes, every third has a
- * leading space. */
-static pg_spm_tables tables(void) {
-  pg_spm_tables t = {.size = V, .vocab = V};
-  t.base = calloc(V, sizeof *t.base);
-  t.lead = calloc(V, 1);
-  t.boundary = calloc(V, 1);
-  for (int i = 0; i < V; i++) {
-    if (i < 4) {
-      t.boundary[i] = 1;
-      continue;
-    }
-    t.base[i] = (int16_t)(1 + i % 4);
-    t.lead[i] = i % 3 == 0;
-  }
-  return t;
-}
-
-/* n tokens: documents of 3..40 tokens, each starting with BOS. */
-static int32_t *stream(uint64_t n, uint64_t seed) {
-  int32_t *t = malloc(n * sizeof *t);
-  pg_rng r;
-  pg_rng_seed(&r, seed);
-  uint64_t next = 0;
-  for (uint64_t i = 0; i < n; i++) {
-    if (i == next) {
-      t[i] = BOS;
-      next = i + 3 + pg_rng_u64(&r) % 38;
-    } else {
-      t[i] = (int32_t)(4 + pg_rng_u64(&r) % (V - 4));
-    }
-  }
-  return t;
-}
 
 static const char *ARCH = "{\"vocab_size\": 37, \"dim\": 16, \"heads\": 4, \"kv_heads\": 2, "
                           "\"head_dim\": 4, \"layers\": 2, \"mlp\": {\"hidden\": 24}}";
@@ -74,17 +41,15 @@ typedef struct fixture {
 } fixture;
 
 static void fx_init(fixture *f, uint64_t n, const char *json, int threads) {
-  f->t = tables();
-  f->val = (pg_val){.tok = stream(n, 5), .n = n, .tables = &f->t};
+  f->t = pgfx_tables(V);
+  f->val = (pg_val){.tok = pgfx_stream(n, V, 5), .n = n, .tables = &f->t};
   f->m = model(json, 9);
   f->e = pg_ops_cpu(threads);
 }
 
 static void fx_free(fixture *f) {
   free(f->val.tok);
-  free(f->t.base);
-  free(f->t.lead);
-  free(f->t.boundary);
+  pgfx_tables_free(&f->t);
   pg_model_free(f->m);
 }
 
@@ -265,7 +230,7 @@ Test(eval, errors_are_clear) {
   cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_ARG);
   cr_assert(strstr(err.msg, "shorter than one window"), "%s", err.msg);
   free(f.val.tok);
-  f.val.tok = stream(200, 5);
+  f.val.tok = pgfx_stream(200, V, 5);
   f.val.n = 200;
   f.val.tok[77] = V; /* outside the vocabulary */
   cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_TOKEN_RANGE);

@@ -26,6 +26,7 @@
 #include "pg_io.h"
 #include "pg_model.h"
 #include "pg_rng.h"
+#include "pgevalfx.h"
 
 #define V 64
 #define BOS 1
@@ -33,50 +34,6 @@
 
 /* ---- fixtures -------------------------------------------------------------------------------- */
 
-/* Hand-made byte tables: ids 0..3 are boundaries of 0 bytes, the others 1..4 bytes, every third
- * with a leading space. */
-static pg_spm_tables tables(void) {
-  pg_spm_tables t = {.size = V, .vocab = V};
-  t.base = calloc(V, sizeof *t.base);
-  t.lead = calloc(V, 1);
-  t.boundary = calloc(V, 1);
-  for (int i = 0; i < V; i++) {
-    if (i < 4) {
-      t.boundary[i] = 1;
-      continue;
-    }
-    t.base[i] = (int16_t)(1 + i % 4);
-    t.lead[i] = i % 3 == 0;
-  }
-  return t;
-}
-
-static void tables_free(pg_spm_tables *t) {
-  free(t->base);
-  free(t->lead);
-  free(t->boundary);
-}
-
-/* n tokens: documents of 3..40 tokens, each starting with BOS; the other ids anywhere in [0, V)
- * but BOS (boundary ids 0, 2, 3 included). The last token is never a BOS (a document needs a
- * target). */
-static int32_t *stream(uint64_t n, uint64_t seed) {
-  int32_t *t = malloc(n * sizeof *t);
-  cr_assert_not_null(t);
-  pg_rng r;
-  pg_rng_seed(&r, seed);
-  uint64_t next = 0;
-  for (uint64_t i = 0; i < n; i++) {
-    if (i == next && i + 1 < n) {
-      t[i] = BOS;
-      next = i + 3 + pg_rng_u64(&r) % 38;
-    } else {
-      int32_t x = (int32_t)(pg_rng_u64(&r) % (V - 1));
-      t[i] = x >= BOS ? x + 1 : x;
-    }
-  }
-  return t;
-}
 
 /* The reduced arch: the sizes below, every feature of the example kept. */
 static void shrink(pg_arch *a) {
@@ -175,8 +132,8 @@ static void sys_init(sys *s, const char *name, uint64_t n) {
   memset(s, 0, sizeof *s);
   s->name = name;
   s->arch = load_system(name);
-  s->t = tables();
-  s->val = (pg_val){.tok = stream(n, 77), .n = n, .tables = &s->t};
+  s->t = pgfx_tables(V);
+  s->val = (pg_val){.tok = pgfx_stream(n, V, 77), .n = n, .tables = &s->t};
   s->m0 = make_model(&s->arch);
   s->m = make_model(&s->arch);
   s->e1 = pg_ops_cpu(1);
@@ -185,7 +142,7 @@ static void sys_init(sys *s, const char *name, uint64_t n) {
 
 static void sys_free(sys *s) {
   free(s->val.tok);
-  tables_free(&s->t);
+  pgfx_tables_free(&s->t);
   pg_model_free(s->m0);
   pg_model_free(s->m);
 }
