@@ -340,6 +340,15 @@ Test(refuse, structure_rules) {
   refuse("{\"structure\": {\"readout_groups\": 16, \"readout_layer\": 4}}", PG_E_ARG,
          "visited 1 time");
   refuse("{\"structure\": {\"readout_groups\": 7}}", PG_E_ARG, "structure.readout_groups");
+  /* a readout needs the single stream: its last visit may not fall among the two lanes */
+  refuse("{\"layers\": 4, \"structure\": {\"encoder\": [0, 1], \"decoder\": [2, 3, 2], "
+         "\"readout_groups\": 4, \"parallel\": \"two_lane\", \"parallel_start\": 2}}",
+         PG_E_ARG, "two-lane region");
+  pg_arch ok;
+  const char *before = "{\"layers\": 4, \"structure\": {\"encoder\": [0, 1, 1], "
+                       "\"decoder\": [1, 2, 3], \"readout_groups\": 4, "
+                       "\"parallel\": \"two_lane\", \"parallel_start\": 2}}";
+  cr_assert_eq(pg_arch_parse(&ok, before, strlen(before), "t", NULL), PG_OK);
 }
 
 Test(refuse, head_rules) {
