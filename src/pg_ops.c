@@ -569,17 +569,49 @@ static void attn_bwd_kv_rows(void *p, size_t b, size_t end) {
     int s = (int)(row / (size_t)c->Hkv), g = (int)(row % (size_t)c->Hkv);
     const pg_real *vs = attn_kv(c, c->v, s, g);
     for (int i = 0; i < c->d; i++) ak[i] = av[i] = 0.0;
+    const pg_real *ks = attn_kv(c, c->k, s, g);
     for (int h = g * rep; h < (g + 1) * rep; h++) {
-      for (int t = s; t < c->T; t++) {
-        if (!attn_allowed(c, t, s)) continue;
-        const double *st = c->stats + ((size_t)t * (size_t)c->H + (size_t)h) * 3;
-        const pg_real *dO = c->dout + ((size_t)t * (size_t)c->H + (size_t)h) * (size_t)c->d;
-        const pg_real *qt = attn_q(c, t, h);
-        double pr = exp(attn_score(c, t, h, s) - st[0]) / st[1];
-        double ds = pr * (attn_dot(dO, vs, c->d) - st[2]);
-        for (int i = 0; i < c->d; i++) {
-          ak[i] += ds * (double)qt[i];
-          av[i] += pr * (double)dO[i];
+      int t = s;
+      while (t < c->T) {
+        /* the logits q_t·k_s and dout_t·v_s of up to four allowed queries at once: independent
+         * sums, each over i ascending as attn_score and attn_dot sum, so the same values */
+        int tt[4], n = 0;
+        while (n < 4 && t < c->T) {
+          if (attn_allowed(c, t, s)) tt[n++] = t;
+          t++;
+        }
+        double lq[4] = {0, 0, 0, 0}, dp[4] = {0, 0, 0, 0};
+        const pg_real *qp[4], *dOp[4];
+        for (int j = 0; j < n; j++) {
+          qp[j] = attn_q(c, tt[j], h);
+          dOp[j] = c->dout + ((size_t)tt[j] * (size_t)c->H + (size_t)h) * (size_t)c->d;
+        }
+        if (n == 4) {
+          for (int i = 0; i < c->d; i++) {
+            double ki = (double)ks[i], vi = (double)vs[i];
+            lq[0] += (double)qp[0][i] * ki;
+            lq[1] += (double)qp[1][i] * ki;
+            lq[2] += (double)qp[2][i] * ki;
+            lq[3] += (double)qp[3][i] * ki;
+            dp[0] += (double)dOp[0][i] * vi;
+            dp[1] += (double)dOp[1][i] * vi;
+            dp[2] += (double)dOp[2][i] * vi;
+            dp[3] += (double)dOp[3][i] * vi;
+          }
+        } else {
+          for (int j = 0; j < n; j++) {
+            lq[j] = attn_dot(qp[j], ks, c->d);
+            dp[j] = attn_dot(dOp[j], vs, c->d);
+          }
+        }
+        for (int j = 0; j < n; j++) {
+          const double *st = c->stats + ((size_t)tt[j] * (size_t)c->H + (size_t)h) * 3;
+          double pr = exp(c->scale * lq[j] - st[0]) / st[1];
+          double ds = pr * (dp[j] - st[2]);
+          for (int i = 0; i < c->d; i++) {
+            ak[i] += ds * (double)qp[j][i];
+            av[i] += pr * (double)dOp[j][i];
+          }
         }
       }
     }

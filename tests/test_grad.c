@@ -347,13 +347,14 @@ static pg_real *rnd(pg_rng *r, size_t n, double scale) {
   return p;
 }
 
-/* The attention op's forward output and dq follow spec/engine.md §4.4 to the bit: logits summed
+/* The attention op's forward output, dq, dk and dv follow spec/engine.md §4.4 to the bit: logits summed
  * over i ascending, the max, then weights and sums over s ascending. Checked here in the fp64 build,
  * where no final fp32 rounding can hide a change of order (the op caches the logits and computes
  * four keys at a time; neither may change a bit). */
 static void attn_definition(const pg_real *q, const pg_real *k, const pg_real *v, const pg_real *dout,
                             const int32_t *seg, int T, int H, int Hkv, int d, double scale,
-                            pg_real *out, pg_real *dq) {
+                            pg_real *out, pg_real *dq, pg_real *dk, pg_real *dv) {
+  double *stats = malloc((size_t)T * H * 3 * sizeof *stats);
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++) {
       int g = h / (H / Hkv);
@@ -388,7 +389,35 @@ static void attn_definition(const pg_real *q, const pg_real *k, const pg_real *v
         out[(t * H + h) * d + i] = (pg_real)(acc[i] / den);
         dq[(t * H + h) * d + i] = (pg_real)((double)dq[(t * H + h) * d + i] + scale * aq[i]);
       }
+      stats[(t * H + h) * 3 + 0] = mx;
+      stats[(t * H + h) * 3 + 1] = den;
+      stats[(t * H + h) * 3 + 2] = D;
     }
+  /* dk, dv: rows (s, g); heads of the group ascending, then allowed queries t >= s ascending */
+  for (int s = 0; s < T; s++)
+    for (int g = 0; g < Hkv; g++) {
+      double ak[64] = {0}, av[64] = {0};
+      for (int h = g * (H / Hkv); h < (g + 1) * (H / Hkv); h++)
+        for (int t = s; t < T; t++) {
+          if (seg && seg[s] != seg[t]) continue;
+          const pg_real *qt = q + (t * H + h) * d, *dO = dout + (t * H + h) * d;
+          const double *st = stats + (t * H + h) * 3;
+          double dot = 0, dp = 0;
+          for (int i = 0; i < d; i++) dot += (double)qt[i] * (double)k[(s * Hkv + g) * d + i];
+          for (int i = 0; i < d; i++) dp += (double)dO[i] * (double)v[(s * Hkv + g) * d + i];
+          double pr = exp(scale * dot - st[0]) / st[1], ds = pr * (dp - st[2]);
+          for (int i = 0; i < d; i++) {
+            ak[i] += ds * (double)qt[i];
+            av[i] += pr * (double)dO[i];
+          }
+        }
+      for (int i = 0; i < d; i++) {
+        size_t o = (size_t)(s * Hkv + g) * d + i;
+        dk[o] = (pg_real)((double)dk[o] + scale * ak[i]);
+        dv[o] = (pg_real)((double)dv[o] + av[i]);
+      }
+    }
+  free(stats);
 }
 
 Test(grad, attention_op_is_bit_exact_to_its_definition) {
@@ -399,17 +428,22 @@ Test(grad, attention_op_is_bit_exact_to_its_definition) {
   for (int t = 0; t < T; t++) seg[t] = t < 6 ? 0 : t < 7 ? 1 : t < 23 ? 2 : 3; /* runs of 6, 1, 16, 14 */
   pg_real *q = rnd(&r, nq, 2), *k = rnd(&r, nk, 2), *v = rnd(&r, nk, 1), *dO = rnd(&r, nq, 1);
   pg_real *o1 = rnd(&r, nq, 0), *o2 = rnd(&r, nq, 0), *g1 = rnd(&r, nq, 0), *g2 = rnd(&r, nq, 0);
+  pg_real *k1 = rnd(&r, nk, 0), *k2 = rnd(&r, nk, 0), *v1 = rnd(&r, nk, 0), *v2 = rnd(&r, nk, 0);
   for (int m = 0; m < 2; m++)
     for (int th = 1; th <= 3; th += 2) {
       const int32_t *sg = m ? seg : NULL;
       pg_ops e = pg_ops_cpu(th);
       for (int i = 0; i < nq; i++) g1[i] = g2[i] = 0.5;
+      for (int i = 0; i < nk; i++) k1[i] = k2[i] = v1[i] = v2[i] = 0.25;
       e.attention_fwd(&e, o1, q, k, v, sg, T, H, Hkv, d, 0.3f);
-      cr_assert_eq(e.attention_bwd(&e, g1, NULL, NULL, dO, q, k, v, sg, T, H, Hkv, d, 0.3f), PG_OK);
-      attn_definition(q, k, v, dO, sg, T, H, Hkv, d, (double)0.3f, o2, g2);
+      cr_assert_eq(e.attention_bwd(&e, g1, k1, v1, dO, q, k, v, sg, T, H, Hkv, d, 0.3f), PG_OK);
+      attn_definition(q, k, v, dO, sg, T, H, Hkv, d, (double)0.3f, o2, g2, k2, v2);
       cr_assert(!memcmp(o1, o2, nq * sizeof *o1), "forward differs (mask %d, %d threads)", m, th);
       cr_assert(!memcmp(g1, g2, nq * sizeof *g1), "dq differs (mask %d, %d threads)", m, th);
+      cr_assert(!memcmp(k1, k2, nk * sizeof *k1), "dk differs (mask %d, %d threads)", m, th);
+      cr_assert(!memcmp(v1, v2, nk * sizeof *v1), "dv differs (mask %d, %d threads)", m, th);
     }
   free(q), free(k), free(v), free(dO), free(o1), free(o2), free(g1), free(g2);
+  free(k1), free(k2), free(v1), free(v2);
 }
 
