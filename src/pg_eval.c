@@ -165,7 +165,6 @@ int pg_sliding_windows(uint64_t T, int L, int s, int tail_dup, pg_window **out, 
 
 typedef struct run {
   pg_model *m;
-  const pg_ops *e;
   pg_val *val;
   const pg_protocol *p;
   const pg_eval_hooks *hooks;
@@ -781,7 +780,7 @@ int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
                         "validation token %llu is %d, outside the model's vocabulary of %d",
                         (unsigned long long)i, val->tok[i], a->vocab_size);
   double t0 = now_s();
-  run R = {.m = m, .e = e, .val = val, .p = p, .hooks = hooks, .res = res, .err = err};
+  run R = {.m = m, .val = val, .p = p, .hooks = hooks, .res = res, .err = err};
   run *r = &R;
   int L = p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED ? p->lora_window
                                                                           : p->seq_len;

@@ -231,8 +231,7 @@ static void fill_control(pg_model *m, size_t i, double v0, double v1, pg_rng *r,
 }
 
 static void fill_gauss(pg_model *m, size_t i, pg_rng *r, double std) {
-  pg_real *p = m->p + m->off[i];
-  for (size_t j = m->off[i]; j < m->off[i + 1]; j++) p[j - m->off[i]] = (pg_real)(std * pg_rng_gauss(r));
+  for (size_t j = m->off[i]; j < m->off[i + 1]; j++) m->p[j] = (pg_real)(std * pg_rng_gauss(r));
 }
 
 void pg_model_init(pg_model *m, uint64_t seed) {
