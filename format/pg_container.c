@@ -6,6 +6,7 @@
  * bytes for the same inputs and writes through a temporary file. */
 #include "pg_container.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -977,6 +978,7 @@ typedef struct wmeta {
 
 struct pg_writer {
   pg_codec_spec meta_spec, dir_spec;
+  int threads; /* sections encoded at once (1: sequential) */
   wmeta *meta;
   uint32_t nmeta, cap_meta;
   pg_buf dir;
@@ -1019,6 +1021,8 @@ void pg_writer_free(pg_writer *w) {
   free(w->code);
   free(w);
 }
+
+void pg_writer_set_threads(pg_writer *w, int threads) { w->threads = threads; }
 
 void pg_writer_set_meta_codec(pg_writer *w, const pg_codec_spec *meta, const pg_codec_spec *dir) {
   if (meta) w->meta_spec = *meta;
@@ -1393,7 +1397,56 @@ typedef struct enc_sec {
   size_t raw_len;
   uint8_t *stored;
   size_t stored_len;
+  int rc;
+  pg_err err;
 } enc_sec;
+
+/* Encode every section: each is independent, so workers take them from a shared counter, largest
+ * first; the bytes do not depend on the thread count. The first failure in section order wins. */
+typedef struct enc_pool {
+  enc_sec *es;
+  uint32_t *order;
+  uint32_t n, next;
+} enc_pool;
+
+static void *enc_worker(void *arg) {
+  enc_pool *p = arg;
+  for (;;) {
+    uint32_t k = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+    if (k >= p->n) break;
+    enc_sec *e = &p->es[p->order[k]];
+    e->rc = pg_codec_encode(&e->spec, e->raw, e->raw_len, &e->stored, &e->stored_len, &e->err);
+  }
+  return NULL;
+}
+
+static int encode_all(enc_sec *es, uint32_t n, int threads, pg_err *err) {
+  uint32_t *order = malloc((n ? n : 1) * sizeof *order);
+  if (!order) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  for (uint32_t i = 0; i < n; i++) order[i] = i;
+  for (uint32_t i = 1; i < n; i++) /* insertion sort by raw size, descending, stable */
+    for (uint32_t j = i; j > 0 && es[order[j]].raw_len > es[order[j - 1]].raw_len; j--) {
+      uint32_t t = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = t;
+    }
+  enc_pool pool = {es, order, n, 0};
+  int T = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+  if ((uint32_t)T > n) T = n ? (int)n : 1;
+  pthread_t tids[64];
+  int started[64] = {0};
+  for (int t = 1; t < T; t++) started[t] = pthread_create(&tids[t], NULL, enc_worker, &pool) == 0;
+  enc_worker(&pool);
+  for (int t = 1; t < T; t++)
+    if (started[t]) pthread_join(tids[t], NULL);
+  free(order);
+  for (uint32_t i = 0; i < n; i++)
+    if (es[i].rc) {
+      if (err) *err = es[i].err;
+      return es[i].rc;
+    }
+  return PG_OK;
+}
 
 /* Build every section and the header/table; the caller writes head, then each stored blob. */
 static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec **secs_out,
@@ -1438,21 +1491,22 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
     rc = pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET, "tensor directory of %zu bytes", dir.len);
   if (rc == PG_OK) {
     uint32_t k = 0;
-    es[k++] = (enc_sec){PG_SEC_META, w->meta_spec, meta.data, meta.len, NULL, 0};
-    es[k++] = (enc_sec){PG_SEC_TENSORS, w->dir_spec, dir.data, dir.len, NULL, 0};
+    es[k++] = (enc_sec){.kind = PG_SEC_META, .spec = w->meta_spec, .raw = meta.data,
+                        .raw_len = meta.len};
+    es[k++] = (enc_sec){.kind = PG_SEC_TENSORS, .spec = w->dir_spec, .raw = dir.data,
+                        .raw_len = dir.len};
     for (uint32_t i = 0; i < w->ndata; i++)
       if (w->data[i].referenced)
-        es[k++] = (enc_sec){PG_SEC_DATA, w->data[i].spec, w->data[i].raw.data,
-                            w->data[i].raw.len, NULL, 0};
+        es[k++] = (enc_sec){.kind = PG_SEC_DATA, .spec = w->data[i].spec,
+                            .raw = w->data[i].raw.data, .raw_len = w->data[i].raw.len};
     if (w->has_tok)
-      es[k++] = (enc_sec){PG_SEC_TOKENIZER, w->tok.spec, w->tok.raw.data, w->tok.raw.len, NULL, 0};
+      es[k++] = (enc_sec){.kind = PG_SEC_TOKENIZER, .spec = w->tok.spec, .raw = w->tok.raw.data,
+                          .raw_len = w->tok.raw.len};
     for (uint32_t i = 0; i < w->ncode; i++)
-      es[k++] = (enc_sec){PG_SEC_CODE, w->code[i].spec, w->code[i].raw.data, w->code[i].raw.len,
-                          NULL, 0};
+      es[k++] = (enc_sec){.kind = PG_SEC_CODE, .spec = w->code[i].spec,
+                          .raw = w->code[i].raw.data, .raw_len = w->code[i].raw.len};
   }
-  for (uint32_t i = 0; rc == PG_OK && i < n; i++)
-    rc = pg_codec_encode(&es[i].spec, es[i].raw, es[i].raw_len, &es[i].stored, &es[i].stored_len,
-                         err);
+  if (rc == PG_OK) rc = encode_all(es, n, w->threads, err);
   size_t hl = PG_HEADER_SIZE + (size_t)PG_ENTRY_SIZE * n;
   uint8_t *h = rc == PG_OK ? calloc(1, hl) : NULL;
   if (rc == PG_OK && !h) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");

@@ -179,6 +179,9 @@ typedef struct pg_tensor_in {
 
 int pg_writer_create(pg_writer **out);
 void pg_writer_free(pg_writer *w);
+/* Encode up to this many sections at once when serializing (default 1). The bytes are the same
+ * for any value. */
+void pg_writer_set_threads(pg_writer *w, int threads);
 /* Codecs of the META and TENSORS sections (default brotli-11/w22). */
 void pg_writer_set_meta_codec(pg_writer *w, const pg_codec_spec *meta, const pg_codec_spec *dir);
 

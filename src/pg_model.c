@@ -27,6 +27,8 @@ struct pg_model {
   layer_ix L[PG_ARCH_MAX_LAYERS];
   int nv, nenc;
   int vlist[PG_ARCH_MAX_VIRTUAL];
+  pg_model_observer obs;
+  void *obs_ctx;
 };
 
 struct pg_lora {
@@ -430,6 +432,11 @@ void pg_lora_row_span(const pg_lora *l, int r, size_t *off, size_t *n) {
 
 /* ---- forward --------------------------------------------------------------------------------- */
 
+void pg_model_set_observer(pg_model *m, pg_model_observer fn, void *ctx) {
+  m->obs = fn;
+  m->obs_ctx = ctx;
+}
+
 typedef struct fwd {
   pg_model *m;
   pg_tape *tp;
@@ -454,6 +461,15 @@ static pg_t P(fwd *f, long i) {
   size_t n = m->off[i + 1] - m->off[i];
   pg_real *g = (f->grad && m->g && m->trainable[i]) ? m->g + m->off[i] : NULL;
   return pg_t_param(m->p + m->off[i], g, n);
+}
+
+/* Report x [rows × cols] as the input of the weight tensors ws (count n) to the observer. */
+static void observe(fwd *f, pg_t x, int rows, int cols, long w0, long w1, long w2) {
+  pg_model *m = f->m;
+  if (!m->obs || !x.v || pg_tape_status(f->tp, NULL)) return;
+  long ws[3] = {w0, w1, w2};
+  int n = w2 >= 0 ? 3 : 1;
+  m->obs(m->obs_ctx, ws, n, x.v, rows, cols);
 }
 
 /* n = rms(x)·s, the LN scale folded in as one axpy when s ≠ 1. */
@@ -496,6 +512,7 @@ static pg_t attn(fwd *f, int i, int vi, pg_t n) {
   pg_tape *tp = f->tp;
   int H = a->heads, Hkv = a->kv_heads, hd = a->head_dim, BT = f->BT, T = f->T, d = f->d;
   int qd = H * hd, kvd = Hkv * hd;
+  observe(f, n, BT, d, L->cq, L->ck, L->cv);
   pg_t q = lora_add(f, tp_matmul(tp, n, P(f, L->cq), BT, qd, d), n, vi, T_Q);
   pg_t k = lora_add(f, tp_matmul(tp, n, P(f, L->ck), BT, kvd, d), n, vi, T_K);
   pg_t v = lora_add(f, tp_matmul(tp, n, P(f, L->cv), BT, kvd, d), n, vi, T_V);
@@ -538,6 +555,7 @@ static pg_t attn(fwd *f, int i, int vi, pg_t n) {
   }
   default: break;
   }
+  observe(f, y, BT, qd, L->proj, -1, -1);
   pg_t o = tp_matmul(tp, y, P(f, L->proj), BT, d, qd);
   return lora_add(f, o, n, vi, T_O);
 }
@@ -547,9 +565,11 @@ static pg_t mlp(fwd *f, int i, int vi, pg_t n) {
   const pg_arch *a = f->a;
   const layer_ix *L = &f->m->L[i];
   int hid = a->mlp.hidden;
+  observe(f, n, f->BT, f->d, L->fc, -1, -1);
   pg_t u = tp_matmul(f->tp, n, P(f, L->fc), f->BT, hid, f->d);
   u = a->mlp.act == PG_ARCH_ACT_LEAKY_RELU2 ? tp_leaky_relu2(f->tp, u, (float)a->mlp.leaky_slope)
                                             : tp_relu2(f->tp, u);
+  observe(f, u, f->BT, hid, L->mproj, -1, -1);
   pg_t o = tp_matmul(f->tp, u, P(f, L->mproj), f->BT, f->d, hid);
   return lora_add(f, o, n, vi, T_MLP);
 }
@@ -644,7 +664,10 @@ static pg_t embed(fwd *f) {
     if (!h) return (pg_t){0};
     for (int b = 0; b < f->B; b++) pg_model_bigram_hash(f->ids + SZ(b, T), T, nb, h + SZ(b, T));
     pg_t e = tp_embed(tp, P(f, m->bigram_embed), h, BT, db, nb);
-    if (a->embeddings.bigram_proj) e = tp_matmul(tp, e, P(f, m->bigram_proj), BT, d, db);
+    if (a->embeddings.bigram_proj) {
+      observe(f, e, BT, db, m->bigram_proj, -1, -1);
+      e = tp_matmul(tp, e, P(f, m->bigram_proj), BT, d, db);
+    }
     x = tp_add(tp, x, tp_chanmul(tp, e, P(f, m->bigram_scale), BT * d, 1));
   }
   pg_t prev = {0};
@@ -685,7 +708,10 @@ static pg_t value_embed(fwd *f) {
   const pg_arch *a = f->a;
   int kvd = a->kv_heads * a->head_dim, dv = a->embeddings.ve_dim;
   pg_t e = tp_embed(f->tp, P(f, m->ve_embed), f->ids, f->BT, dv, a->vocab_size);
-  if (m->ve_proj >= 0) e = tp_matmul(f->tp, e, P(f, m->ve_proj), f->BT, kvd, dv);
+  if (m->ve_proj >= 0) {
+    observe(f, e, f->BT, dv, m->ve_proj, -1, -1);
+    e = tp_matmul(f->tp, e, P(f, m->ve_proj), f->BT, kvd, dv);
+  }
   return tp_chanmul(f->tp, e, P(f, m->ve_scale), f->BT * kvd, 1);
 }
 
@@ -817,8 +843,18 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
   /* head: final norm, tied (or separate) projection, LoRA, softcap, CE (reference §3.14) */
   pg_t h = a->head.final_norm ? tp_rmsnorm(tp, x, BT, f->d, f->eps) : x;
   pg_t W = P(f, a->head.tied ? m->tok_emb : m->lm_head);
+  observe(f, h, BT, f->d, a->head.tied ? m->tok_emb : m->lm_head, -1, -1);
   pg_t z = lora_add(f, tp_matmul(tp, h, W, BT, V, f->d), h, 0, T_HEAD);
   if (a->head.softcap > 0) z = tp_softcap(tp, z, (float)a->head.softcap);
+  if (b->logits_last && z.v && !pg_tape_status(tp, NULL))
+    for (int r = 0; r < b->B; r++) {
+      int len = b->len ? b->len[r] : T;
+      pg_real *dst = b->logits_last + SZ(r, V);
+      if (len == 0)
+        memset(dst, 0, SZ(V, sizeof *dst));
+      else
+        memcpy(dst, z.v + (SZ(r, T) + (size_t)(len - 1)) * (size_t)V, SZ(V, sizeof *dst));
+    }
   memset(nll, 0, SZ(BT, sizeof *nll));
   if (b->targets && !pg_tape_status(tp, NULL)) {
     for (int r = 0; r < b->B; r++) {

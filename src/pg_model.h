@@ -103,6 +103,8 @@ typedef struct pg_batch {
   const int32_t *pos;     /* [B·T] RoPE positions; NULL: t within the row */
   int rope_len;           /* the call length of the NTK rescale (records pad windows); 0: T */
   const int *lora_rows;   /* [B] the adapter row of each batch row; NULL: row r uses adapter r */
+  pg_real *logits_last;   /* [B·V] out: row r's logits (after the softcap) at its last valid
+                             position len−1 (zeros for an empty row); NULL: not wanted */
 } pg_batch;
 
 /* Forward: nll[B·T] (fp64) for the targets. On a tape that records, the pass is kept for
@@ -115,6 +117,17 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lora,
 /* Accumulate the gradients of Σ dnll·nll of the last forward into the model's (and the
  * adapters') gradient buffers. */
 int pg_model_backward(pg_model *m, pg_tape *tp, pg_err *err);
+
+/* An observer of the inputs of the weight matrices, for calibration (Hessians): during a forward
+ * pass it is called once per distinct input X [rows × cols] with the tensors that multiply it:
+ * c_q, c_k and c_v together (one call, three tensors: they share the input), attn.proj with the
+ * attention output, mlp.fc with the MLP input, mlp.proj with the activation, the head (tok_emb
+ * when tied, else lm_head) with the final-norm output, bigram.proj and ve.proj with their
+ * embeddings. A looped layer is reported at every visit. rows = B·T (padding rows included; a
+ * calibration caller uses unpadded rows). X lives only during the call. NULL fn: none. */
+typedef void (*pg_model_observer)(void *ctx, const long *tensors, int n, const pg_real *X,
+                                  int rows, int cols);
+void pg_model_set_observer(pg_model *m, pg_model_observer fn, void *ctx);
 
 /* ---- pieces, exposed for tests and for the spec's worked examples ---- */
 

@@ -432,6 +432,60 @@ Test(container, same_inputs_same_bytes) {
   free(b);
 }
 
+/* Sections encoded on several threads give the same bytes as on one. */
+static uint8_t *many_sections(int threads, size_t *len) {
+  pg_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  pg_writer_set_threads(w, threads);
+  const char *codecs[] = {"zstd-9", "brotli-9/w20", "lzma-6", "zstd-3+shuf2", "brotli-5/w16"};
+  for (int k = 0; k < 5; k++) {
+    pg_codec_spec cs = spec_of(codecs[k]);
+    int d = pg_writer_data_section(w, &cs, &e);
+    cr_assert_geq(d, 0);
+    uint64_t dims[2] = {64 + 16 * (uint64_t)k, 96};
+    int8_t *q = rand_ints(dims[0] * dims[1], -31, 31);
+    uint16_t *sc = rand_scales(dims[0]);
+    char name[32];
+    snprintf(name, sizeof name, "blocks.%d.mlp.fc.weight", k);
+    pg_tensor_in t = {.name = name, .qtype = PG_QTYPE_INT6, .scale_kind = PG_SCALE_ROW_F16,
+                      .qmin = -31, .qmax = 31, .ndim = 2, .dims = dims, .values = q,
+                      .row_scales = sc, .sec_values = d, .sec_scales = d};
+    cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK, "%s", e.msg);
+    free(q);
+    free(sc);
+  }
+  static const uint8_t code[] = "print('hello')\n";
+  pg_codec_spec lz = spec_of("lzma-9e");
+  cr_assert_eq(pg_writer_code(w, "train_gpt.py", code, sizeof code - 1, &lz, &e), PG_OK);
+  uint8_t *buf;
+  cr_assert_eq(pg_writer_to_mem(w, &buf, len, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  return buf;
+}
+
+Test(container, threaded_encoding_same_bytes) {
+  size_t l1, l2, l3;
+  rng_state = 99;
+  uint8_t *a = many_sections(1, &l1);
+  rng_state = 99;
+  uint8_t *b = many_sections(3, &l2);
+  rng_state = 99;
+  uint8_t *c = many_sections(16, &l3);
+  cr_assert_eq(l1, l2);
+  cr_assert_eq(l1, l3);
+  cr_assert(!memcmp(a, b, l1) && !memcmp(a, c, l1));
+  pg_artifact *x;
+  pg_err e;
+  cr_assert_eq(pg_artifact_open_mem(&x, b, l2, "b", NULL, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_artifact_check(x, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_artifact_section_count(x), 2u + 5u + 1u);
+  pg_artifact_free(x);
+  free(a);
+  free(b);
+  free(c);
+}
+
 Test(container, writer_rejects_bad_tensors) {
   pg_writer *w;
   pg_err e;

@@ -84,8 +84,8 @@ static void teardown(void) { pgtest_rm_rf(tmp); }
 TestSuite(tools, .init = setup, .fini = teardown);
 
 Test(tools, help_and_usage_errors) {
-  const char *tools[] = {"pgsize", "pgunpack", "pgdemo"};
-  for (int i = 0; i < 3; i++) {
+  const char *tools[] = {"pgsize", "pgunpack", "pgdemo", "pgpack", "pgverify"};
+  for (int i = 0; i < 5; i++) {
     cr_assert_eq(run("%s --help", bin(tools[i])), 0, "%s --help", tools[i]);
     char *o = slurp(out_path);
     cr_assert(strstr(o, "usage:") != NULL);
@@ -734,4 +734,157 @@ Test(tools, pgverify_errors_are_one_line) {
   char *out = slurp(out_path);
   cr_assert_str_eq(out, "", "nothing on stdout after a refusal");
   free(out);
+}
+
+/* ---- pgpack end to end ------------------------------------------------------------------------ */
+
+/* Training shards for calibration (other tokens than the validation set's) under tmp/train. */
+static void write_train(char *pattern, size_t cap, uint32_t vocab) {
+  char dir[160];
+  snprintf(dir, sizeof dir, "%s/train", tmp);
+  cr_assert(mkdir(dir, 0777) == 0);
+  uint16_t t[2048];
+  uint32_t x = 12345u;
+  for (int i = 0; i < 2048; i++) {
+    x = x * 1103515245u + 12345u;
+    t[i] = i % 50 == 0 ? 1 : (uint16_t)(4 + (x >> 8) % (vocab - 4));
+  }
+  pg_shard_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_shard_writer_open(&w, dir, "fineweb_train_", 1 << 20, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_append(w, t, 2048, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
+  pg_shard_writer_free(w);
+  snprintf(pattern, cap, "'%s/fineweb_train_*.bin'", dir);
+}
+
+/* The arch.json of an artifact, written to path (from pgunpack --extract's metadata.json). */
+static void extract_arch(const char *art, const char *path) {
+  char dir[160], meta[200];
+  snprintf(dir, sizeof dir, "%s/xa", tmp);
+  cr_assert_eq(run("%s --extract %s %s", bin("pgunpack"), dir, art), 0, "%s", slurp(err_path));
+  snprintf(meta, sizeof meta, "%s/metadata.json", dir);
+  json_t *m = load_json(meta);
+  const char *a = json_string_value(json_object_get(m, "arch.json"));
+  cr_assert_not_null(a);
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f);
+  fputs(a, f);
+  fclose(f);
+  json_decref(m);
+  pgtest_rm_rf(dir);
+}
+
+Test(tools, pgpack_then_pgverify_round_trips) {
+  vfx f;
+  vfx_init(&f);
+  char train[220], st[200], arch[200], p1[200], p2[200], up[200], r1[220], r2[220];
+  write_train(train, sizeof train, f.vocab);
+  snprintf(st, sizeof st, "%s/w.safetensors", tmp);
+  snprintf(arch, sizeof arch, "%s/arch.json", tmp);
+  snprintf(p1, sizeof p1, "%s/p1.pgz", tmp);
+  snprintf(p2, sizeof p2, "%s/p2.pgz", tmp);
+  snprintf(up, sizeof up, "%s/p1.safetensors", tmp);
+  snprintf(r1, sizeof r1, "%s/r1.json", tmp);
+  snprintf(r2, sizeof r2, "%s/r2.json", tmp);
+  /* trained weights as safetensors + arch (here: the demo's, dequantized) */
+  cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), st, f.art), 0, "%s", slurp(err_path));
+  extract_arch(f.art, arch);
+  const char *tok = spm_seed("byte_fallback.model");
+  char common[1400];
+  snprintf(common, sizeof common,
+           "--arch %s --tokenizer %s --code %s/tools/pgpack.c --calib %s --calib-seqs 4 "
+           "--calib-len 64 --val %s --passthrough-max 256 --lqer-top-k 2",
+           arch, tok, getenv("PG_SOURCE_ROOT"), train, f.val);
+  cr_assert_eq(run("%s --weights %s %s --threads 2 -o %s", bin("pgpack"), st, common, p1), 0,
+               "%s", slurp(err_path));
+  char *rep = slurp(out_path);
+  cr_assert(strstr(rep, "hessians") && strstr(rep, "within budget"), "%s", rep);
+  cr_assert(strstr(rep, "gptq"), "%s", rep);
+  free(rep);
+  /* the same inputs give the same bytes, whatever the thread count */
+  cr_assert_eq(run("%s --weights %s %s --threads 1 -q -o %s", bin("pgpack"), st, common, p2), 0,
+               "%s", slurp(err_path));
+  cr_assert_eq(xxh64_file(p1), xxh64_file(p2));
+  /* pgverify on the artifact == pgverify on its unpacked weights, bit for bit */
+  cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), up, p1), 0, "%s", slurp(err_path));
+  cr_assert_eq(run("%s %s --val %s --protocol sliding --seq-len 64 --stride 32 --receipt %s",
+                   bin("pgverify"), p1, f.val, r1), 0, "%s", slurp(err_path));
+  cr_assert_eq(run("%s %s --tokenizer %s --val %s --protocol sliding --seq-len 64 --stride 32 "
+                   "--receipt %s", bin("pgverify"), up, tok, f.val, r2), 0, "%s", slurp(err_path));
+  json_t *a = load_json(r1), *b = load_json(r2);
+  double va = json_real_value(jget(a, "result", "val_bpb"));
+  cr_assert(va > 0);
+  cr_assert_eq(va, json_real_value(jget(b, "result", "val_bpb")));
+  cr_assert_eq(json_real_value(jget(a, "result", "loss_sum_nats")),
+               json_real_value(jget(b, "result", "loss_sum_nats")));
+  json_decref(a);
+  json_decref(b);
+  /* provenance: the calibration source and the hash of its tokens */
+  cr_assert_eq(run("%s --json %s", bin("pgunpack"), p1), 0);
+  json_t *j = load_json(out_path);
+  json_t *meta = json_object_get(j, "metadata");
+  cr_assert_not_null(meta);
+  const char *src = json_string_value(json_object_get(meta, "provenance.calib_source"));
+  cr_assert(src && strstr(src, "fineweb_train_"), "%s", src ? src : "(none)");
+  const char *hx = json_string_value(json_object_get(meta, "provenance.calib_xxh64"));
+  cr_assert(hx && strlen(hx) == 16);
+  json_decref(j);
+  /* re-packing an artifact works too; pgsize agrees it is within the default budget */
+  cr_assert_eq(run("%s --weights %s -q --codec zstd-9 -o %s", bin("pgpack"), p1, p2), 0, "%s",
+               slurp(err_path));
+  cr_assert_eq(run("%s %s", bin("pgsize"), p2), 0);
+}
+
+Test(tools, pgpack_budget_fit_and_refusals) {
+  vfx f;
+  vfx_init(&f);
+  char train[220], out[200], big[200];
+  write_train(train, sizeof train, f.vocab);
+  snprintf(out, sizeof out, "%s/fit.pgz", tmp);
+  snprintf(big, sizeof big, "%s/big.pgz", tmp);
+  /* a bigger demo model, packed once without a budget to learn its size */
+  cr_assert_eq(run("%s --layers 2 --dim 128 --heads 4 --kv-heads 2 --vocab %u --codec zstd-3 "
+                   "-o %s", bin("pgdemo"), f.vocab, big), 0, "%s", slurp(err_path));
+  cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
+                   "--passthrough-max 256 --json -o %s", bin("pgpack"), big, train, out), 0, "%s", slurp(err_path));
+  json_t *j = load_json(out_path);
+  json_int_t base = json_integer_value(json_object_get(j, "counted_bytes"));
+  json_decref(j);
+  cr_assert_gt(base, 10000);
+  json_int_t budget = base * 3 / 4;
+  cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
+                   "--passthrough-max 256 --budget %lld --json -o %s", bin("pgpack"), big, train, (long long)budget, out),
+               0, "%s", slurp(err_path));
+  j = load_json(out_path);
+  json_int_t got = json_integer_value(json_object_get(j, "counted_bytes"));
+  cr_assert(got <= budget && got >= budget - budget / 200, "%lld for a budget of %lld",
+            (long long)got, (long long)budget);
+  cr_assert_gt(json_array_size(json_object_get(j, "trials")), 1);
+  json_decref(j);
+  /* pgsize counts the same bytes against the same budget */
+  cr_assert_eq(run("%s --budget %lld --json %s", bin("pgsize"), (long long)budget, out), 0);
+  j = load_json(out_path);
+  cr_assert_eq(json_integer_value(json_object_get(j, "counted_bytes")), got);
+  json_decref(j);
+  /* a budget no setting reaches: an error, and no output */
+  char none[200];
+  snprintf(none, sizeof none, "%s/none.pgz", tmp);
+  cr_assert_eq(run("%s --weights %s --budget 2000 -o %s", bin("pgpack"), big, none), 2);
+  char *e = slurp(err_path);
+  cr_assert(strstr(e, "pgpack: ") == e && count_lines(e) == 1, "%s", e);
+  free(e);
+  cr_assert_neq(access(none, F_OK), 0);
+  /* calibrating on the validation shards is refused */
+  cr_assert_eq(run("%s --weights %s --calib %s --val %s -o %s", bin("pgpack"), big, f.val, f.val,
+                   none), 2);
+  e = slurp(err_path);
+  cr_assert(strstr(e, "validation") && count_lines(e) == 1, "%s", e);
+  free(e);
+  cr_assert_neq(access(none, F_OK), 0);
+  /* usage errors */
+  cr_assert_eq(run("%s --weights %s --bits mlp=4 -o %s", bin("pgpack"), big, none), 2);
+  cr_assert_eq(run("%s --weights %s --round gptq -o %s", bin("pgpack"), big, none), 2);
+  cr_assert_eq(run("%s --weights %s -o %s", bin("pgpack"), big, big), 2, "output over an input");
+  cr_assert_eq(run("%s --help", bin("pgpack")), 0);
 }

@@ -1,0 +1,482 @@
+/* bench_pack: the packing pipeline of pgpack (src/pg_pack.c) timed stage by stage on a model the
+ * size of the records (11 × 512, 8/4 heads, MLP 4×, vocabulary 8192, tied): calibration tokens,
+ * Hessian collection with the CPU forward, GPTQ of every matrix, the LQER pass, and packing with
+ * each codec; then the comparison with the records' own storage: the same quantized values as
+ * int8 per value with fp16 scales and fp16 passthrough tensors in one stream, byte-shuffled with
+ * stride 2 and compressed with brotli quality 11, window 22 (torch.save's container aside).
+ *
+ * Exit status: 0 ok, 2 on any error. Progress on stderr; the table on stdout. */
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "pg_arch.h"
+#include "pg_calib.h"
+#include "pg_codec.h"
+#include "pg_container.h"
+#include "pg_model.h"
+#include "pg_ops.h"
+#include "pg_pack.h"
+#include "pg_qtype.h"
+#include "pg_rng.h"
+#include "pg_threads.h"
+
+static const char *PROG = "bench_pack";
+#include "bench_util.h"
+
+/* ---- the table ---------------------------------------------------------------------------- */
+
+typedef struct row {
+  char stage[112];
+  double secs;   /* < 0: not timed */
+  int64_t bytes; /* < 0: none */
+} row;
+
+static row ROWS[24];
+static size_t NROWS;
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static void add_row(double secs, int64_t bytes, const char *fmt, ...) {
+  if (NROWS == sizeof ROWS / sizeof ROWS[0]) die("internal: too many rows");
+  row *r = &ROWS[NROWS++];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->stage, sizeof r->stage, fmt, ap);
+  va_end(ap);
+  r->secs = secs;
+  r->bytes = bytes;
+}
+
+/* ---- progress ----------------------------------------------------------------------------- */
+
+typedef struct calib_prog {
+  double t0, last;
+} calib_prog;
+
+static int on_calib(void *ctx, uint64_t done, uint64_t total) {
+  calib_prog *c = ctx;
+  double t = now();
+  if (t - c->last >= 5.0 || done == total) {
+    fprintf(stderr, "%s: hessians: %llu / %llu tokens, %.1f s\n", PROG, (unsigned long long)done,
+            (unsigned long long)total, t - c->t0);
+    c->last = t;
+  }
+  return 0;
+}
+
+typedef struct quant_prog {
+  double t0, t_last_tensor, last_print;
+} quant_prog;
+
+static void on_tensor(void *ctx, size_t done, size_t total, const char *name) {
+  quant_prog *q = ctx;
+  double t = now();
+  q->t_last_tensor = t;
+  if (t - q->last_print >= 5.0 || done == total) {
+    fprintf(stderr, "%s: quantize: %zu / %zu tensors (%s), %.1f s\n", PROG, done, total, name,
+            t - q->t0);
+    q->last_print = t;
+  }
+}
+
+/* ---- the records' single stream ---------------------------------------------------------- */
+
+typedef struct blob {
+  uint8_t *p;
+  size_t n, cap;
+} blob;
+
+static void put(blob *b, const void *src, size_t n) {
+  if (b->n + n > b->cap) {
+    size_t c = b->cap ? b->cap : 1 << 20;
+    while (c < b->n + n) c *= 2;
+    uint8_t *q = realloc(b->p, c);
+    if (!q) die("out of memory (%zu bytes)", c);
+    b->p = q;
+    b->cap = c;
+  }
+  memcpy(b->p + b->n, src, n);
+  b->n += n;
+}
+
+/* The decoded bytes of one part of a tensor. */
+static const uint8_t *part_bytes(pg_artifact *a, const pg_tensor_info *ti, int role) {
+  const pg_part *pt = &ti->parts[role];
+  if (!pt->present) die("%s: no %s part", ti->name, pg_part_role_name(role));
+  const uint8_t *raw;
+  pg_err err;
+  if (pg_artifact_section_raw(a, pt->section, &raw, &err) != PG_OK) die("%s", err.msg);
+  return raw + pt->offset;
+}
+
+/* An integer part (LQER factor) as one int8 per value, whatever the tensor's packing. */
+static void put_ints(blob *b, pg_artifact *a, const pg_tensor_info *ti, int role, uint64_t n,
+                     unsigned bits) {
+  const uint8_t *src = part_bytes(a, ti, role);
+  if (ti->packing == PG_PACK_BYTE) {
+    put(b, src, (size_t)n);
+    return;
+  }
+  int8_t *v = xmalloc((size_t)n);
+  if (pg_unpack_bits(src, n, bits, v)) die("%s: bad padding bits", ti->name);
+  put(b, v, (size_t)n);
+  free(v);
+}
+
+/* What the records' torch.save holds, in state-dict order, as one stream: for each tensor, a
+ * quantized one's int8 values then its fp16 row scales (then its LQER factors: qA int8, sA fp16,
+ * qB int8, sB fp16), a passthrough one's fp16 values. */
+static void records_stream(pg_artifact *a, const pg_model *m, blob *b) {
+  pg_err err;
+  for (size_t i = 0; i < pg_model_tensor_count(m); i++) {
+    const char *name = pg_model_tensor(m, i)->name;
+    int64_t k = pg_artifact_tensor_find(a, name);
+    if (k < 0) die("%s: not in the artifact", name);
+    const pg_tensor_info *ti = pg_artifact_tensor(a, (uint32_t)k);
+    if (!pg_qtype_is_int(ti->qtype)) {
+      put(b, part_bytes(a, ti, PG_PART_VALUES), (size_t)ti->parts[PG_PART_VALUES].size);
+      continue;
+    }
+    int8_t *v = xmalloc((size_t)ti->numel);
+    if (pg_artifact_tensor_values(a, (uint32_t)k, v, &err) != PG_OK) die("%s", err.msg);
+    put(b, v, (size_t)ti->numel);
+    free(v);
+    const uint8_t *s;
+    if (pg_artifact_tensor_scales(a, (uint32_t)k, &s, &err) != PG_OK) die("%s", err.msg);
+    put(b, s, (size_t)ti->parts[PG_PART_SCALES].size);
+    if (ti->lqer_rank) {
+      uint64_t r = ti->lqer_rank;
+      put_ints(b, a, ti, PG_PART_LQER_A, ti->rows * r, 2);
+      put(b, part_bytes(a, ti, PG_PART_LQER_A_SCALE), 2);
+      put_ints(b, a, ti, PG_PART_LQER_B, r * ti->cols, 4);
+      put(b, part_bytes(a, ti, PG_PART_LQER_B_SCALES),
+          (size_t)ti->parts[PG_PART_LQER_B_SCALES].size);
+    }
+  }
+}
+
+/* ---- main --------------------------------------------------------------------------------- */
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: %s [--layers N] [--dim N] [--vocab N] [--calib-tokens N] [--threads N]\n"
+          "          [--seed N] [--skip-gptq] [--check-codecs]\n"
+          "\n"
+          "Times pgpack's pipeline on a model the size of the records (default 11 x 512, 8/4\n"
+          "heads, MLP 4 x dim, vocabulary 8192, tied embedding; weights from pg_model_init plus\n"
+          "Gaussian output projections): calibration tokens, Hessians (CPU forward), GPTQ of every\n"
+          "matrix with the default recipe (the LQER record's), the LQER pass, packing with the\n"
+          "best codec per section and with brotli-11/w24, lzma-9e and zstd-22 for every DATA\n"
+          "section; then the records' layout (int8 per value, fp16 scales and passthrough, one\n"
+          "stream, byte shuffle stride 2, brotli quality 11 window 22) on the same values.\n"
+          "\n"
+          "  --layers N         physical layers (default 11)\n"
+          "  --dim N            model width, a multiple of 8 (default 512; MLP hidden 4 x dim)\n"
+          "  --vocab N          vocabulary (default 8192)\n"
+          "  --calib-tokens N   calibration tokens, rows of min(N, 512) (default 2048)\n"
+          "  --threads N        threads (default: the online CPUs)\n"
+          "  --seed N           weights and tokens (default 1337)\n"
+          "  --skip-gptq        no calibration: round-to-nearest everywhere\n"
+          "  --check-codecs     also build a second artifact with zstd-22 for every section\n"
+          "                     through pg_packer_build (quantizing again) and check that it\n"
+          "                     matches the re-encoded figure byte for byte\n"
+          "  --help             this text\n",
+          PROG);
+}
+
+static int parse_int(const char *s, long lo, long hi, const char *what) {
+  char *end;
+  long v = strtol(s, &end, 10);
+  if (*s == '\0' || *end || v < lo || v > hi) die("%s: %s is not in %ld..%ld", what, s, lo, hi);
+  return (int)v;
+}
+
+/* XXH64 of the tokens as u16 little-endian (what pg_calib records as the set's checksum). */
+static uint64_t tokens_xxh64(const int32_t *t, size_t n) {
+  uint8_t *b = xmalloc(2 * n);
+  for (size_t i = 0; i < n; i++) {
+    b[2 * i] = (uint8_t)(t[i] & 0xff);
+    b[2 * i + 1] = (uint8_t)((t[i] >> 8) & 0xff);
+  }
+  uint64_t h = XXH64(b, 2 * n, 0);
+  free(b);
+  return h;
+}
+
+static int ends_with(const char *s, const char *suf) {
+  size_t n = strlen(s), k = strlen(suf);
+  return n >= k && strcmp(s + n - k, suf) == 0;
+}
+
+int main(int argc, char **argv) {
+  int layers = 11, dim = 512, vocab = 8192, calib_tokens = 2048, threads = 0, skip_gptq = 0,
+      check = 0;
+  uint64_t seed = 1337;
+  static const struct option opts[] = {
+      {"layers", required_argument, NULL, 'l'},      {"dim", required_argument, NULL, 'd'},
+      {"vocab", required_argument, NULL, 'v'},       {"calib-tokens", required_argument, NULL, 'c'},
+      {"threads", required_argument, NULL, 't'},     {"seed", required_argument, NULL, 's'},
+      {"skip-gptq", no_argument, NULL, 'g'},         {"check-codecs", no_argument, NULL, 'k'},
+      {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+    case 'l': layers = parse_int(optarg, 1, 64, "--layers"); break;
+    case 'd': dim = parse_int(optarg, 8, 8192, "--dim"); break;
+    case 'v': vocab = parse_int(optarg, 2, 1 << 20, "--vocab"); break;
+    case 'c': calib_tokens = parse_int(optarg, 1, 1 << 24, "--calib-tokens"); break;
+    case 't': threads = parse_int(optarg, 0, 4096, "--threads"); break;
+    case 's': seed = (uint64_t)parse_int(optarg, 0, 0x7fffffff, "--seed"); break;
+    case 'g': skip_gptq = 1; break;
+    case 'k': check = 1; break;
+    case 'h': usage(stdout); return EXIT_OK;
+    default: usage(stderr); return EXIT_ERR;
+    }
+  }
+  if (optind < argc) die("unexpected argument %s (see --help)", argv[optind]);
+  if (dim % 8) die("--dim %d is not a multiple of 8 (8 heads)", dim);
+  threads = pg_parallel_threads(threads);
+  pg_err err;
+
+  /* ---- the model ---- */
+  double t0 = now();
+  char json[512];
+  snprintf(json, sizeof json,
+           "{\"vocab_size\": %d, \"dim\": %d, \"layers\": %d, \"heads\": 8, \"kv_heads\": 4,"
+           " \"mlp\": {\"hidden\": %d}, \"head\": {\"tied\": true}}",
+           vocab, dim, layers, 4 * dim);
+  pg_arch arch;
+  if (pg_arch_parse(&arch, json, strlen(json), "(bench arch)", &err) != PG_OK) die("%s", err.msg);
+  pg_model *m;
+  if (pg_model_create(&m, &arch, &err) != PG_OK) die("%s", err.msg);
+  pg_model_init(m, seed);
+  /* pg_model_init zeroes the output projections (a trainer's init); give them Gaussian weights
+   * like the other matrices, or half the model would quantize to zeros and pack to nothing. */
+  pg_rng g;
+  pg_rng_seed(&g, seed ^ 0x9e3779b97f4a7c15ull);
+  for (size_t i = 0; i < pg_model_tensor_count(m); i++) {
+    const pg_arch_tensor *t = pg_model_tensor(m, i);
+    if (!ends_with(t->name, "attn.proj.weight") && !ends_with(t->name, "mlp.proj.weight")) continue;
+    uint64_t n = pg_arch_tensor_numel(t), cols = n / t->shape[0];
+    pg_real *w = pg_model_data(m, i);
+    double sd = 1.0 / sqrt((double)cols);
+    for (uint64_t k = 0; k < n; k++) w[k] = (pg_real)(sd * pg_rng_gauss(&g));
+  }
+  uint64_t params = (uint64_t)pg_model_param_count(m);
+  add_row(now() - t0, (int64_t)(4 * params), "model: pg_model_init + Gaussian projections "
+          "(fp32 bytes)");
+  fprintf(stderr, "%s: %d x %d, vocab %d, %llu parameters, %d thread%s\n", PROG, layers, dim, vocab,
+          (unsigned long long)params, threads, threads == 1 ? "" : "s");
+
+  /* ---- calibration ---- */
+  pg_calib_set cs;
+  memset(&cs, 0, sizeof cs);
+  pg_calib_hessians H;
+  memset(&H, 0, sizeof H);
+  int T = calib_tokens < 512 ? calib_tokens : 512;
+  int nseq = calib_tokens / T;
+  if (!skip_gptq) {
+    t0 = now();
+    cs.T = T;
+    cs.nseq = nseq;
+    cs.tokens = xmalloc((size_t)nseq * (size_t)T * sizeof *cs.tokens);
+    pg_rng tr;
+    pg_rng_seed(&tr, seed + 1);
+    for (size_t k = 0; k < (size_t)nseq * (size_t)T; k++)
+      cs.tokens[k] = (int32_t)(pg_rng_u64(&tr) % (uint64_t)vocab);
+    cs.xxh64 = tokens_xxh64(cs.tokens, (size_t)nseq * (size_t)T);
+    snprintf(cs.source, sizeof cs.source, "uniform random tokens (bench_pack, seed %llu)",
+             (unsigned long long)seed + 1);
+    add_row(now() - t0, (int64_t)nseq * T * 2,
+            "calibration tokens: %d x %d uniform random (as u16)", nseq, T);
+
+    t0 = now();
+    pg_ops e = pg_ops_cpu(threads);
+    calib_prog cp = {.t0 = t0, .last = t0};
+    if (pg_calib_collect(&H, m, &e, &cs, 4, threads, on_calib, &cp, &err) != PG_OK)
+      die("hessians: %s", err.msg);
+    uint64_t hbytes = 0;
+    for (size_t k = 0; k < H.nh; k++) hbytes += (uint64_t)H.H[k].n * H.H[k].n * 8;
+    add_row(now() - t0, (int64_t)hbytes, "Hessians: pg_calib_collect, %zu of them (fp64 bytes)",
+            H.nh);
+  }
+
+  /* ---- quantization (GPTQ, then LQER, in one pg_packer_quantize) ---- */
+  pg_pack_recipe r = pg_pack_recipe_default();
+  r.nthreads = threads;
+  if (skip_gptq) r.round_rule = PG_ROUND_RTN;
+  pg_packer *p;
+  if (pg_packer_create(&p, m, skip_gptq ? NULL : &H, &r, &err) != PG_OK) die("%s", err.msg);
+  quant_prog qp;
+  t0 = now();
+  qp.t0 = qp.t_last_tensor = qp.last_print = t0;
+  pg_packer_set_progress(p, on_tensor, &qp);
+  if (pg_packer_quantize(p, 1.0, &err) != PG_OK) die("quantize: %s", err.msg);
+  double t1 = now();
+  /* The progress callback runs after each quantized tensor; LQER runs after the last one. */
+  add_row(qp.t_last_tensor - t0, -1, "%s: every matrix, default recipe",
+          skip_gptq ? "round-to-nearest (SDClip)" : "GPTQ prepare + quantize (SDClip)");
+  size_t nq = 0, nlqer = 0;
+  for (size_t i = 0; i < pg_packer_tensor_count(p); i++) {
+    const pg_pack_report *rp = pg_packer_report(p, i);
+    if (rp->route == PG_ROUTE_QUANT) nq++;
+    if (rp->lqer_rank) {
+      nlqer++;
+      fprintf(stderr, "%s: LQER kept on %s (|W - Q|_F %.4g -> %.4g)\n", PROG, rp->name,
+              rp->lqer_before, rp->lqer_after);
+    }
+  }
+  add_row(t1 - qp.t_last_tensor, -1, "LQER pass: top %u, rank %u (kept on %zu)", r.lqer_top_k,
+          r.lqer_rank, nlqer);
+  fprintf(stderr, "%s: %zu matrices quantized, objective %.6g\n", PROG, nq,
+          pg_packer_objective(p));
+
+  /* ---- packing: best per section ---- */
+  pg_pack_extras x;
+  memset(&x, 0, sizeof x);
+  x.writer = "bench_pack";
+  if (!skip_gptq) {
+    x.calib_source = cs.source;
+    x.calib_xxh64 = cs.xxh64;
+    x.calib_tokens = (uint64_t)nseq * (uint64_t)T;
+  }
+  x.have_seed = 1;
+  x.seed = (int64_t)seed;
+  fprintf(stderr, "%s: pack: best codec per section ...\n", PROG);
+  t0 = now();
+  uint8_t *art;
+  size_t art_len;
+  uint64_t counted;
+  if (pg_packer_build(p, &x, 1.0, &art, &art_len, &counted, &err) != PG_OK)
+    die("build: %s", err.msg);
+  add_row(now() - t0, (int64_t)art_len, "pack: best codec per section (pg_packer_build)");
+
+  pg_artifact *a;
+  if (pg_artifact_open_mem(&a, art, art_len, "(bench artifact)", NULL, &err) != PG_OK)
+    die("%s", err.msg);
+  if (pg_artifact_check(a, &err) != PG_OK) die("%s", err.msg);
+  uint64_t data_raw = 0, data_stored = 0;
+  for (uint32_t s = 0; s < pg_artifact_section_count(a); s++) {
+    const pg_section *sec = pg_artifact_section(a, s);
+    if (sec->kind != PG_SEC_DATA) continue;
+    char spec[32];
+    pg_codec_spec_format(&sec->codec, spec, sizeof spec);
+    fprintf(stderr, "%s:   DATA section %u: %llu -> %llu bytes (%s)\n", PROG, s,
+            (unsigned long long)sec->raw_size, (unsigned long long)sec->stored_size, spec);
+    data_raw += sec->raw_size;
+    data_stored += sec->stored_size;
+  }
+
+  /* ---- packing: one codec for every DATA section ----
+   * The same sections re-encoded: the artifact pgpack --codec SPEC writes differs from the best
+   * one only in its DATA sections' stored bytes (META and TENSORS are brotli-11/w22 either way,
+   * and file_size = 64 + 64·sections + Σ stored, spec/format.md §2). */
+  static const char *const SINGLE[] = {"brotli-11/w24", "lzma-9e", "zstd-22"};
+  uint64_t single_bytes[3];
+  for (size_t k = 0; k < 3; k++) {
+    pg_codec_spec spec;
+    if (pg_codec_spec_parse(&spec, SINGLE[k], &err) != PG_OK) die("%s", err.msg);
+    fprintf(stderr, "%s: pack: %s for every DATA section ...\n", PROG, SINGLE[k]);
+    t0 = now();
+    uint64_t stored = 0;
+    for (uint32_t s = 0; s < pg_artifact_section_count(a); s++) {
+      const pg_section *sec = pg_artifact_section(a, s);
+      if (sec->kind != PG_SEC_DATA) continue;
+      const uint8_t *raw;
+      if (pg_artifact_section_raw(a, s, &raw, &err) != PG_OK) die("%s", err.msg);
+      uint8_t *enc;
+      size_t elen;
+      if (pg_codec_encode(&spec, raw, (size_t)sec->raw_size, &enc, &elen, &err) != PG_OK)
+        die("%s: %s", SINGLE[k], err.msg);
+      free(enc);
+      stored += elen;
+    }
+    single_bytes[k] = art_len - data_stored + stored;
+    add_row(now() - t0, (int64_t)single_bytes[k], "pack: %s, every DATA section", SINGLE[k]);
+    if (single_bytes[k] < art_len)
+      die("best (%zu bytes) is larger than %s alone (%llu bytes)", art_len, SINGLE[k],
+          (unsigned long long)single_bytes[k]);
+  }
+
+  if (check) {
+    /* The figure for zstd-22 against a real pg_packer_build with that codec (quantizing again:
+     * the same inputs must give the same values, hence the same DATA raw bytes). */
+    fprintf(stderr, "%s: check: quantize again and build with zstd-22 ...\n", PROG);
+    pg_pack_recipe r2 = r;
+    r2.codec_best = 0;
+    if (pg_codec_spec_parse(&r2.codec, "zstd-22", &err) != PG_OK) die("%s", err.msg);
+    pg_packer *p2;
+    if (pg_packer_create(&p2, m, skip_gptq ? NULL : &H, &r2, &err) != PG_OK) die("%s", err.msg);
+    if (pg_packer_quantize(p2, 1.0, &err) != PG_OK) die("quantize: %s", err.msg);
+    uint8_t *b2;
+    size_t l2;
+    if (pg_packer_build(p2, &x, 1.0, &b2, &l2, NULL, &err) != PG_OK) die("build: %s", err.msg);
+    if (l2 != single_bytes[2])
+      die("check: pg_packer_build with zstd-22 gave %zu bytes, the re-encoded figure %llu", l2,
+          (unsigned long long)single_bytes[2]);
+    fprintf(stderr, "%s: check: zstd-22 artifact %zu bytes, as re-encoded\n", PROG, l2);
+    free(b2);
+    pg_packer_free(p2);
+  }
+
+  /* ---- the records' layout ---- */
+  fprintf(stderr, "%s: records' layout: shuffle 2 + brotli-11/w22 ...\n", PROG);
+  t0 = now();
+  blob vals = {0};
+  records_stream(a, m, &vals);
+  size_t rec_n = 5 + vals.n;
+  uint8_t *rec = xmalloc(rec_n);
+  memcpy(rec, "BSHF\x02", 5); /* the records' _byte_shuffle header (challenge ref §5.10) */
+  pg_shuffle(vals.p, vals.n, 2, rec + 5);
+  double t_stream = now() - t0;
+  uint8_t *rb;
+  size_t rlen;
+  if (pg_codec_compress(PG_CODEC_BROTLI, 11, 22, rec, rec_n, &rb, &rlen, &err) != PG_OK)
+    die("%s", err.msg);
+  add_row(now() - t0, (int64_t)rlen,
+          "records' layout: %zu raw bytes, shuffle 2, brotli-11/w22", vals.n);
+  fprintf(stderr, "%s: records' stream %zu bytes (built in %.2f s) -> %zu\n", PROG, vals.n,
+          t_stream, rlen);
+
+  /* ---- the table ---- */
+  printf("bench_pack: %d layers x %d, 8/4 heads, MLP %d, vocab %d, tied; %llu parameters; "
+         "%d thread%s; %s\n\n",
+         layers, dim, 4 * dim, vocab, (unsigned long long)params, threads,
+         threads == 1 ? "" : "s",
+         skip_gptq ? "no calibration (round-to-nearest)"
+                   : "calibration: random tokens");
+  printf("| %-70s | %9s | %12s |\n", "stage", "seconds", "bytes");
+  printf("|%s|----------:|-------------:|\n",
+         "------------------------------------------------------------------------");
+  for (size_t i = 0; i < NROWS; i++) {
+    char s[16] = "", b[24] = "";
+    if (ROWS[i].secs >= 0) snprintf(s, sizeof s, "%.2f", ROWS[i].secs);
+    if (ROWS[i].bytes >= 0) snprintf(b, sizeof b, "%lld", (long long)ROWS[i].bytes);
+    printf("| %-70s | %9s | %12s |\n", ROWS[i].stage, s, b);
+  }
+  long long save = (long long)rlen - (long long)art_len;
+  printf("\npgolf (best) %zu bytes vs the records' layout %zu bytes: %lld bytes saved (%.2f %%). "
+         "pgolf's DATA sections: %llu raw -> %llu stored; META, TENSORS, header and table: %llu "
+         "bytes (in pgolf's figure, not in the records').\n",
+         art_len, rlen, save, 100.0 * (double)save / (double)rlen,
+         (unsigned long long)data_raw, (unsigned long long)data_stored,
+         (unsigned long long)(art_len - data_stored));
+
+  free(rb);
+  free(rec);
+  free(vals.p);
+  pg_artifact_free(a);
+  free(art);
+  pg_packer_free(p);
+  pg_calib_hessians_free(&H);
+  pg_calib_free(&cs);
+  pg_model_free(m);
+  return EXIT_OK;
+}

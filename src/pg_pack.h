@@ -1,0 +1,167 @@
+/* pg_pack.h: from fp32 weights (and calibration Hessians) to a submission artifact
+ * (spec/quant.md): the routing of each tensor (fp16 passthrough, int8 gate rows, or a matrix
+ * quantized with GPTQ or round-to-nearest under SDClip, Hessian-aware SDClip or percentile
+ * scales), LQER on the tensors with the largest error, the grouping of the values into DATA
+ * sections with a codec chosen per section, and the fit of the clip constants (and optionally
+ * of one category's bits) to a byte budget. The same inputs give the same bytes. */
+#ifndef PG_PACK_H
+#define PG_PACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pg_calib.h"
+#include "pg_codec.h"
+#include "pg_gptq.h"
+#include "pg_model.h"
+#include "pg_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The records' categories (challenge ref §5.0): "tok_emb" or "lm_head" in the name → embed,
+ * ".mlp." → mlp, ".attn." → attn, anything else → other. */
+enum pg_pack_cat { PG_CAT_EMBED = 0, PG_CAT_ATTN = 1, PG_CAT_MLP = 2, PG_CAT_OTHER = 3,
+                   PG_CAT_COUNT = 4 };
+const char *pg_pack_cat_name(int cat);
+int pg_pack_cat_parse(const char *s); /* -1 when unknown */
+int pg_pack_classify(const char *name);
+
+/* How quantized values are grouped into DATA sections. */
+enum pg_pack_group {
+  PG_GROUP_KIND = 0,     /* one section per tensor kind (name without "blocks.{i}."), layer order */
+  PG_GROUP_CATEGORY = 1, /* one section per category */
+  PG_GROUP_SINGLE = 2    /* every value in one section */
+};
+
+typedef struct pg_pack_recipe {
+  unsigned bits[PG_CAT_COUNT]; /* 5..8 */
+  float k[PG_CAT_COUNT];       /* SDClip k per category */
+  int scale_rule;              /* enum pg_scale_rule */
+  int round_rule;              /* enum pg_round_rule; GPTQ falls back to RTN per tensor without H */
+  float lambda;                /* HSDClip λ */
+  uint64_t passthrough_max;    /* tensors of at most this many elements (or ndim < 2): fp16 */
+  int gate_int8;               /* "*.attn_gate_w" with 32 ≤ numel ≤ 8192: int8 rows */
+  unsigned lqer_top_k, lqer_rank;
+  int lqer_force;              /* 1: keep LQER even where it does not lower the error */
+  pg_gptq_opts gptq;
+  int block;                   /* GPTQ block (0: 128) */
+  int group;                   /* enum pg_pack_group */
+  int codec_best;              /* try every codec (and shuffle) per section, keep the smallest */
+  pg_codec_spec codec;         /* else this one for every section */
+  int packing;                 /* PG_PACK_BYTE or PG_PACK_BITS for the quantized values */
+  int nthreads;
+} pg_pack_recipe;
+
+/* The LQER record's recipe: embed int7 k 14, attn int6 k 13, mlp int6 k 11.5, other int6 k 12.85,
+ * SDClip scales, GPTQ (damp 0.01, act-order, block 128), fp16 passthrough ≤ 65,536, int8 gates,
+ * LQER top 3 at rank 4, grouping by kind, best codec per section, one value per byte. */
+pg_pack_recipe pg_pack_recipe_default(void);
+
+/* Per-tensor facts after quantization. */
+enum pg_pack_route { PG_ROUTE_F16 = 0, PG_ROUTE_GATE = 1, PG_ROUTE_QUANT = 2 };
+typedef struct pg_pack_report {
+  const char *name;
+  int route, cat;
+  unsigned bits;
+  float k;             /* the clip constant used (recipe k × the fit's multiplier) */
+  int gptq;            /* 1 GPTQ, 0 round-to-nearest */
+  int gptq_failed;     /* GPTQ was asked for but every Cholesky failed: RTN instead */
+  double damp_used;    /* GPTQ: damping fraction that succeeded */
+  int retries;
+  uint32_t dead_cols;
+  uint64_t clamped;
+  double mse;          /* mean (W − Ŵ)², LQER included */
+  double rel_err;      /* herr (Hessian-weighted, relative) when H exists, else mse / mean W² */
+  unsigned lqer_rank;  /* 0: none */
+  double lqer_before, lqer_after; /* ‖W − Ŵ‖_F without and with the kept/tried correction */
+  int lqer_tried;
+} pg_pack_report;
+
+typedef struct pg_packer pg_packer;
+
+/* m and h (h may be NULL: no Hessians, round-to-nearest everywhere) must outlive the packer. */
+int pg_packer_create(pg_packer **out, const pg_model *m, const pg_calib_hessians *h,
+                     const pg_pack_recipe *r, pg_err *err);
+void pg_packer_free(pg_packer *p);
+const pg_pack_recipe *pg_packer_recipe(const pg_packer *p);
+/* Change one category's bits (the fit does). */
+void pg_packer_set_bits(pg_packer *p, int cat, unsigned bits);
+
+/* Progress of quantization: tensors done of total, with the tensor's name. */
+void pg_packer_set_progress(pg_packer *p, void (*fn)(void *ctx, size_t done, size_t total,
+                                                       const char *name), void *ctx);
+
+/* Quantize every tensor with the k's multiplied by mu; then LQER. GPTQ preparations (Cholesky)
+ * are computed once per Hessian and reused. */
+int pg_packer_quantize(pg_packer *p, double mu, pg_err *err);
+size_t pg_packer_tensor_count(const pg_packer *p);
+const pg_pack_report *pg_packer_report(const pg_packer *p, size_t i);
+/* Mean over the quantized tensors of rel_err: the fit's error figure. */
+double pg_packer_objective(const pg_packer *p);
+/* dst (same arch) ← the dequantized weights, exactly what a reader of the artifact computes. */
+int pg_packer_dequant(const pg_packer *p, pg_model *dst, pg_err *err);
+
+typedef struct pg_pack_code {
+  const char *name;
+  const uint8_t *bytes;
+  size_t len;
+} pg_pack_code;
+
+/* What goes into the artifact besides the weights. */
+typedef struct pg_pack_extras {
+  const char *writer;    /* "pgpack 0.1" */
+  const char *arch_name; /* NULL: "pgolf" */
+  const uint8_t *tokenizer;
+  size_t tokenizer_len;
+  const char *tokenizer_name;
+  const pg_pack_code *code;
+  size_t ncode;
+  const char *calib_source; /* NULL: none */
+  uint64_t calib_xxh64;
+  uint64_t calib_tokens;
+  int have_seed;
+  int64_t seed;
+  uint64_t budget;      /* recorded as budget.bytes (0: 16,000,000) */
+  int count_tokenizer;  /* the budget counts the tokenizer section (pgsize's default) */
+} pg_pack_extras;
+
+/* Serialize the current quantization into artifact bytes (*out malloc'd); *counted is the
+ * challenge's count of spec/accounting.md (model + code, + tokenizer when counted). */
+int pg_packer_build(pg_packer *p, const pg_pack_extras *x, double mu, uint8_t **out, size_t *len,
+                    uint64_t *counted, pg_err *err);
+
+/* ---- fitting to a budget ---- */
+
+typedef struct pg_pack_trial {
+  double mu;
+  unsigned bits[PG_CAT_COUNT];
+  uint64_t counted, file_bytes;
+  double objective;
+  int fits;
+} pg_pack_trial;
+
+typedef struct pg_pack_fit_opts {
+  uint64_t budget;
+  double tolerance;     /* land within budget·(1 − tolerance) .. budget; default 0.005 */
+  int max_trials;       /* per bits choice; default 24 */
+  int fit_cat;          /* −1: only k; else also try each bits value in bits_mask for this cat */
+  unsigned bits_mask;   /* bit b set: try b bits (5..8) */
+  void (*on_trial)(void *ctx, const pg_pack_trial *t);
+  void *ctx;
+} pg_pack_fit_opts;
+
+/* Search the multiplier mu of every k (log-space bisection; size falls as k grows) so that the
+ * count lands at or just under the budget; with fit_cat, do so for each bits choice and keep the
+ * least objective. The packer is left quantized at the chosen trial, whose bytes are returned.
+ * trials (malloc'd) lists every trial in order, *chosen indexes it. PG_E_LIMIT when nothing
+ * tried fits. */
+int pg_packer_fit(pg_packer *p, const pg_pack_extras *x, const pg_pack_fit_opts *o,
+                  pg_pack_trial **trials, size_t *ntrials, size_t *chosen, uint8_t **out,
+                  size_t *len, pg_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,519 @@
+/* test_pack.c: calibration (sources, the refusal of validation data, self-generation, Hessians
+ * from the CPU engine), GPTQ against round-to-nearest on real Hessians, LQER, the packer's
+ * artifact (dequantized bit for bit as a reader sees it, the same bytes on every run and thread
+ * count, provenance and recipe) and the budget fit. spec/quant.md.
+ *
+ * The real data is the embedded default set (scripts/data.sh: KJV train shards); without it the
+ * tests use the bytes of an English text as tokens. */
+#include <criterion/criterion.h>
+#include <glob.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "pg_arch.h"
+#include "pg_calib.h"
+#include "pg_container.h"
+#include "pg_gptq.h"
+#include "pg_load.h"
+#include "pg_model.h"
+#include "pg_ops.h"
+#include "pg_pack.h"
+#include "pg_shard.h"
+#include "pgtest.h"
+
+/* 2 physical layers, layer 0 visited twice (encoder [0, 0], decoder [1]): a looped layer. */
+static const char *ARCH =
+    "{\"vocab_size\": 1024, \"dim\": 64, \"layers\": 2, \"heads\": 4, \"kv_heads\": 2, "
+    "\"mlp\": {\"hidden\": 256}, \"attention\": {\"gate\": \"dense_sigmoid\"}, "
+    "\"structure\": {\"encoder\": [0, 0], \"decoder\": [1]}}";
+
+static const char *TEXT =
+    "In the beginning God created the heaven and the earth. And the earth was without form, "
+    "and void; and darkness was upon the face of the deep. And the Spirit of God moved upon "
+    "the face of the waters. And God said, Let there be light: and there was light. And God "
+    "saw the light, that it was good: and God divided the light from the darkness. ";
+
+static pg_model *make_model(const char *json, uint64_t seed) {
+  pg_arch a;
+  pg_err e;
+  cr_assert_eq(pg_arch_parse(&a, json, strlen(json), "t.json", &e), PG_OK, "%s", e.msg);
+  pg_model *m = NULL;
+  cr_assert_eq(pg_model_create(&m, &a, &e), PG_OK, "%s", e.msg);
+  pg_model_init_random(m, seed, 0.05);
+  return m;
+}
+
+static const char *train_glob(void) {
+  static char pat[1024];
+  const char *root = getenv("PG_SOURCE_ROOT");
+  snprintf(pat, sizeof pat, "%s/data/kjv/shards/fineweb_train_*.bin", root ? root : ".");
+  glob_t g;
+  int found = glob(pat, 0, NULL, &g) == 0 && g.gl_pathc > 0;
+  if (found) globfree(&g);
+  return found ? pat : NULL;
+}
+
+/* Calibration rows from the KJV shards, or from the text's bytes. */
+static void calib_rows(pg_calib_set *c, int nseq, int T) {
+  const char *pat = train_glob();
+  pg_err e;
+  if (pat) {
+    cr_assert_eq(pg_calib_from_shards(c, pat, NULL, nseq, T, 1024, &e), PG_OK, "%s", e.msg);
+    return;
+  }
+  memset(c, 0, sizeof *c);
+  c->nseq = nseq;
+  c->T = T;
+  c->tokens = malloc((size_t)nseq * (size_t)T * sizeof *c->tokens);
+  size_t n = strlen(TEXT);
+  for (size_t i = 0; i < (size_t)nseq * (size_t)T; i++)
+    c->tokens[i] = (unsigned char)TEXT[(i * 7 + i / n) % n];
+  snprintf(c->source, sizeof c->source, "test text");
+}
+
+static pg_calib_hessians collect(pg_model *m, const pg_calib_set *c, int threads) {
+  pg_ops e = pg_ops_cpu(threads);
+  pg_calib_hessians h;
+  pg_err err;
+  cr_assert_eq(pg_calib_collect(&h, m, &e, c, 4, threads, NULL, NULL, &err), PG_OK, "%s",
+               err.msg);
+  return h;
+}
+
+/* ---- categories ---- */
+
+Test(pack, categories) {
+  cr_assert_eq(pg_pack_classify("tok_emb.weight"), PG_CAT_EMBED);
+  cr_assert_eq(pg_pack_classify("lm_head.weight"), PG_CAT_EMBED);
+  cr_assert_eq(pg_pack_classify("blocks.3.mlp.fc.weight"), PG_CAT_MLP);
+  cr_assert_eq(pg_pack_classify("blocks.0.attn.c_q.weight"), PG_CAT_ATTN);
+  cr_assert_eq(pg_pack_classify("bigram.proj.weight"), PG_CAT_OTHER);
+  cr_assert_eq(pg_pack_classify("ve_shared.embed.weight"), PG_CAT_OTHER);
+  cr_assert_eq(pg_pack_cat_parse("mlp"), PG_CAT_MLP);
+  cr_assert_eq(pg_pack_cat_parse("mlps"), -1);
+}
+
+/* ---- calibration sources ---- */
+
+static void write_shard(const char *dir, const char *prefix, const uint16_t *t, size_t n) {
+  pg_shard_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_shard_writer_open(&w, dir, prefix, 1 << 20, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
+}
+
+Test(pack, calib_refuses_validation) {
+  char dir[64], pat[256], vpat[256], other[256];
+  pgtest_mkdtemp(dir, "pgpack");
+  uint16_t tok[600];
+  for (int i = 0; i < 600; i++) tok[i] = (uint16_t)((i * 37) % 1000);
+  /* a training shard, a validation shard with the same tokens, and one with other tokens */
+  char d1[128], d2[128], d3[128];
+  snprintf(d1, sizeof d1, "%s/a", dir);
+  snprintf(d2, sizeof d2, "%s/b", dir);
+  snprintf(d3, sizeof d3, "%s/c", dir);
+  mkdir(d1, 0700);
+  mkdir(d2, 0700);
+  mkdir(d3, 0700);
+  write_shard(d1, "fineweb_train_", tok, 600);
+  write_shard(d2, "fineweb_val_", tok, 600);
+  tok[5] ^= 1;
+  write_shard(d3, "fineweb_val_", tok, 600);
+  snprintf(pat, sizeof pat, "%s/fineweb_train_*.bin", d1);
+  snprintf(vpat, sizeof vpat, "%s/fineweb_val_*.bin", d2);
+  snprintf(other, sizeof other, "%s/fineweb_val_*.bin", d3);
+  pg_calib_set c;
+  pg_err e;
+  /* the same tokens under another name */
+  cr_assert_eq(pg_calib_from_shards(&c, pat, vpat, 4, 100, 1024, &e), PG_E_ILLEGAL);
+  cr_assert(strstr(e.msg, "same tokens"), "%s", e.msg);
+  /* the validation files themselves (by name and by path) */
+  cr_assert_eq(pg_calib_from_shards(&c, vpat, NULL, 4, 100, 1024, &e), PG_E_ILLEGAL);
+  cr_assert_eq(pg_calib_from_shards(&c, other, other, 4, 100, 1024, &e), PG_E_ILLEGAL);
+  /* different validation tokens: accepted; the hash covers exactly the tokens used */
+  cr_assert_eq(pg_calib_from_shards(&c, pat, other, 4, 100, 1024, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(c.nseq, 4);
+  cr_assert_eq(c.tokens[0], 0);
+  cr_assert_eq(c.tokens[101], (101 * 37) % 1000);
+  uint64_t h1 = c.xxh64;
+  cr_assert(strstr(c.source, "first 400 tokens"), "%s", c.source);
+  pg_calib_free(&c);
+  cr_assert_eq(pg_calib_from_shards(&c, pat, NULL, 2, 200, 1024, &e), PG_OK);
+  cr_assert_eq(c.xxh64, h1, "same 400 tokens, other rows: same hash");
+  pg_calib_free(&c);
+  cr_assert_eq(pg_calib_from_shards(&c, pat, NULL, 4, 101, 1024, &e), PG_OK);
+  cr_assert_neq(c.xxh64, h1);
+  pg_calib_free(&c);
+  /* too few tokens, a token outside the vocabulary */
+  cr_assert_eq(pg_calib_from_shards(&c, pat, NULL, 7, 100, 1024, &e), PG_E_ARG);
+  cr_assert_eq(pg_calib_from_shards(&c, pat, NULL, 4, 100, 500, &e), PG_E_TOKEN_RANGE);
+  pgtest_rm_rf(dir);
+}
+
+Test(pack, calib_self_deterministic) {
+  pg_model *m = make_model(ARCH, 3);
+  pg_ops e = pg_ops_cpu(1);
+  pg_calib_set a, b, c, g;
+  pg_err err;
+  cr_assert_eq(pg_calib_self(&a, m, &e, 3, 12, 0.8, 42, 2, NULL, NULL, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_calib_self(&b, m, &e, 3, 12, 0.8, 42, 2, NULL, NULL, &err), PG_OK);
+  cr_assert_eq(pg_calib_self(&c, m, &e, 3, 12, 0.8, 43, 2, NULL, NULL, &err), PG_OK);
+  cr_assert_eq(memcmp(a.tokens, b.tokens, 36 * sizeof *a.tokens), 0);
+  cr_assert_eq(a.xxh64, b.xxh64);
+  cr_assert_neq(memcmp(a.tokens, c.tokens, 36 * sizeof *a.tokens), 0);
+  for (int i = 0; i < 36; i++) cr_assert(a.tokens[i] >= 0 && a.tokens[i] < 1024);
+  /* temperature 0: every next token is the argmax of the model's logits at the last position */
+  cr_assert_eq(pg_calib_self(&g, m, &e, 1, 6, 0.0, 7, 1, NULL, NULL, &err), PG_OK);
+  pg_tape *tp;
+  cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
+  float *z = malloc(1024 * sizeof *z);
+  double nll[8];
+  for (int t = 1; t < 6; t++) {
+    pg_batch bt = {.B = 1, .T = t, .ids = g.tokens, .logits_last = z};
+    cr_assert_eq(pg_model_forward(m, tp, &bt, NULL, nll, NULL, &err), PG_OK);
+    int best = 0;
+    for (int v = 1; v < 1024; v++)
+      if (z[v] > z[best]) best = v;
+    cr_assert_eq(g.tokens[t], best, "step %d", t);
+  }
+  free(z);
+  pg_tape_free(tp);
+  cr_assert(strstr(a.source, "self-generated"));
+  pg_calib_free(&a);
+  pg_calib_free(&b);
+  pg_calib_free(&c);
+  pg_calib_free(&g);
+  pg_model_free(m);
+}
+
+/* ---- Hessians ---- */
+
+Test(pack, hessians_shared_looped_tied) {
+  pg_model *m = make_model(ARCH, 5);
+  pg_calib_set c;
+  calib_rows(&c, 4, 32);
+  pg_calib_hessians h = collect(m, &c, 1);
+  long q0 = pg_model_find(m, "blocks.0.attn.c_q.weight"), k0 = pg_model_find(m, "blocks.0.attn.c_k.weight"),
+       v0 = pg_model_find(m, "blocks.0.attn.c_v.weight"), p0 = pg_model_find(m, "blocks.0.attn.proj.weight"),
+       q1 = pg_model_find(m, "blocks.1.attn.c_q.weight"), f1 = pg_model_find(m, "blocks.1.mlp.proj.weight"),
+       te = pg_model_find(m, "tok_emb.weight"), g0 = pg_model_find(m, "blocks.0.attn.attn_gate_w");
+  cr_assert(h.slot[q0] >= 0 && h.slot[q0] == h.slot[k0] && h.slot[q0] == h.slot[v0]);
+  cr_assert_neq(h.slot[q0], h.slot[p0]);
+  cr_assert_eq(h.slot[g0], -1, "gates take no Hessian");
+  cr_assert_eq(h.tokens, 128u);
+  /* layer 0 is visited twice, layer 1 once */
+  cr_assert_eq(h.H[h.slot[q0]].rows, 256u);
+  cr_assert_eq(h.H[h.slot[q1]].rows, 128u);
+  cr_assert_eq(h.H[h.slot[f1]].n, 256u);
+  cr_assert_eq(h.H[h.slot[te]].n, 64u);
+  cr_assert_eq(h.H[h.slot[te]].rows, 128u);
+  /* any thread count: the same bits */
+  pg_calib_hessians h2 = collect(m, &c, 3);
+  cr_assert_eq(h2.nh, h.nh);
+  for (size_t s = 0; s < h.nh; s++)
+    cr_assert_eq(memcmp(h.H[s].h, h2.H[s].h, (size_t)h.H[s].n * h.H[s].n * sizeof(double)), 0);
+  pg_calib_hessians_free(&h);
+  pg_calib_hessians_free(&h2);
+  pg_calib_free(&c);
+  pg_model_free(m);
+}
+
+/* ---- GPTQ against round-to-nearest on real Hessians ---- */
+
+Test(pack, gptq_beats_rtn_on_real_hessians) {
+  pg_model *m = make_model(ARCH, 9);
+  pg_calib_set c;
+  calib_rows(&c, 8, 64);
+  pg_calib_hessians h = collect(m, &c, 2);
+  double sum_g = 0, sum_r = 0;
+  size_t n = 0;
+  for (size_t i = 0; i < pg_model_tensor_count(m); i++) {
+    if (h.slot[i] < 0) continue;
+    const pg_arch_tensor *t = pg_model_tensor(m, i);
+    if (pg_arch_tensor_numel(t) <= 1024) continue;
+    uint64_t rows = t->shape[0], cols = pg_arch_tensor_numel(t) / rows;
+    const pg_hessian *H = &h.H[h.slot[i]];
+    pg_gptq_prep prep;
+    pg_err e;
+    pg_gptq_opts go = pg_gptq_defaults();
+    cr_assert_eq(pg_gptq_prepare(H, &go, &prep, &e), PG_OK, "%s", e.msg);
+    int8_t *q = malloc(rows * cols);
+    uint16_t *s = malloc(rows * sizeof *s);
+    pg_qmat_stats sg, sr;
+    pg_qmat_opts o = {.scale_rule = PG_SCALE_SDCLIP, .round_rule = PG_ROUND_GPTQ, .bits = 6,
+                      .k = 12.85f, .prep = &prep, .nthreads = 2};
+    const float *W = pg_model_data(m, i);
+    cr_assert_eq(pg_quant_matrix(W, rows, cols, &o, H, q, s, &sg, &e), PG_OK, "%s", e.msg);
+    o.round_rule = PG_ROUND_RTN;
+    cr_assert_eq(pg_quant_matrix(W, rows, cols, &o, H, q, s, &sr, &e), PG_OK, "%s", e.msg);
+    cr_assert(sg.herr < sr.herr, "%s: GPTQ %g vs RTN %g", t->name, sg.herr, sr.herr);
+    sum_g += sg.herr;
+    sum_r += sr.herr;
+    n++;
+    free(q);
+    free(s);
+    pg_gptq_prep_free(&prep);
+  }
+  cr_assert(n >= 10, "%zu matrices", n);
+  cr_log_info("output error, GPTQ/RTN over %zu matrices: %.4f", n, sum_g / sum_r);
+  cr_assert(sum_g <= 0.8 * sum_r, "GPTQ's output error is %.1f%% of RTN's, not <= 80%%",
+            100 * sum_g / sum_r);
+  pg_calib_hessians_free(&h);
+  pg_calib_free(&c);
+  pg_model_free(m);
+}
+
+/* ---- the packer ---- */
+
+static pg_pack_recipe small_recipe(void) {
+  pg_pack_recipe r = pg_pack_recipe_default();
+  r.passthrough_max = 1024; /* so that this small model's matrices are quantized */
+  r.codec_best = 0;
+  r.codec = (pg_codec_spec){.codec = PG_CODEC_ZSTD, .level = 19};
+  r.nthreads = 1;
+  return r;
+}
+
+static uint8_t *build(pg_packer *p, double mu, size_t *len, uint64_t *counted) {
+  pg_pack_extras x = {.writer = "test", .count_tokenizer = 1};
+  uint8_t *out = NULL;
+  pg_err e;
+  cr_assert_eq(pg_packer_build(p, &x, mu, &out, len, counted, &e), PG_OK, "%s", e.msg);
+  return out;
+}
+
+Test(pack, artifact_dequantizes_as_the_packer_does) {
+  pg_model *m = make_model(ARCH, 11);
+  pg_calib_set c;
+  calib_rows(&c, 4, 32);
+  pg_calib_hessians h = collect(m, &c, 1);
+  pg_pack_recipe r = small_recipe();
+  r.lqer_force = 1; /* make sure LQER parts are in the file */
+  pg_packer *p;
+  pg_err e;
+  cr_assert_eq(pg_packer_create(&p, m, &h, &r, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_packer_quantize(p, 1.0, &e), PG_OK, "%s", e.msg);
+  size_t len;
+  uint64_t counted;
+  uint8_t *bytes = build(p, 1.0, &len, &counted);
+  pg_artifact *a;
+  cr_assert_eq(pg_artifact_open_mem(&a, bytes, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_artifact_check(a, &e), PG_OK, "%s", e.msg);
+  pg_model *ml, *md = make_model(ARCH, 0);
+  cr_assert_eq(pg_model_load_artifact(&ml, a, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_packer_dequant(p, md, &e), PG_OK);
+  cr_assert_eq(memcmp(pg_model_params(ml), pg_model_params(md),
+                      pg_model_param_count(md) * sizeof(float)), 0,
+               "the artifact's weights are the packer's dequantized weights");
+  /* routes: gates int8, small tensors f16, quantized matrices with LQER on 3 */
+  size_t nl = 0, ng = 0;
+  for (uint32_t i = 0; i < pg_artifact_tensor_count(a); i++) {
+    const pg_tensor_info *t = pg_artifact_tensor(a, i);
+    if (t->lqer_rank) nl++;
+    if (strstr(t->name, "attn_gate_w")) {
+      ng++;
+      cr_assert_eq(t->qtype, PG_QTYPE_INT8);
+    }
+    if (!strcmp(t->name, "tok_emb.weight")) cr_assert_eq(t->qtype, PG_QTYPE_INT7);
+    if (!strcmp(t->name, "blocks.1.mlp.fc.weight")) {
+      cr_assert_eq(t->qtype, PG_QTYPE_INT6);
+      cr_assert_eq(t->qmin, -31);
+      cr_assert_eq(t->qmax, 31);
+    }
+  }
+  cr_assert_eq(nl, 3u);
+  cr_assert_eq(ng, 2u);
+  /* provenance and recipe */
+  const pg_meta_entry *me = pg_artifact_meta_find(a, "quant.recipe");
+  cr_assert_not_null(me);
+  json_t *j = json_loadb(me->str, me->count, 0, NULL);
+  cr_assert_not_null(j);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "rounding")), "gptq");
+  json_t *jt = json_object_get(json_object_get(j, "tensors"), "blocks.0.mlp.fc.weight");
+  cr_assert_not_null(jt);
+  cr_assert_eq(json_real_value(json_object_get(jt, "damp_used")), 0.01);
+  json_decref(j);
+  cr_assert_not_null(pg_artifact_meta_find(a, "provenance.calib_source"));
+  me = pg_artifact_meta_find(a, "quant.method");
+  cr_assert(me && me->count == 11 && !memcmp(me->str, "gptq-sdclip", 11));
+  pg_model_free(ml);
+  pg_model_free(md);
+  pg_artifact_free(a);
+  free(bytes);
+  pg_packer_free(p);
+  pg_calib_hessians_free(&h);
+  pg_calib_free(&c);
+  pg_model_free(m);
+}
+
+Test(pack, same_bytes_every_run_and_thread_count) {
+  pg_model *m = make_model(ARCH, 13);
+  pg_calib_set c;
+  calib_rows(&c, 4, 32);
+  pg_calib_hessians h = collect(m, &c, 1);
+  uint8_t *first = NULL;
+  size_t first_len = 0;
+  for (int threads = 1; threads <= 3; threads++) {
+    pg_pack_recipe r = small_recipe();
+    r.nthreads = threads;
+    r.codec_best = threads == 3; /* best picks per section, deterministically too */
+    pg_packer *p;
+    pg_err e;
+    cr_assert_eq(pg_packer_create(&p, m, &h, &r, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_packer_quantize(p, 1.0, &e), PG_OK, "%s", e.msg);
+    size_t len;
+    uint64_t counted;
+    uint8_t *b = build(p, 1.0, &len, &counted);
+    if (threads == 3) {
+      uint8_t *b2 = build(p, 1.0, &len, &counted);
+      cr_assert_eq(memcmp(b, b2, len), 0);
+      free(b2);
+      /* the same values: equal tensors, whatever the codecs */
+      pg_artifact *x1, *x2;
+      cr_assert_eq(pg_artifact_open_mem(&x1, first, first_len, "1", NULL, &e), PG_OK);
+      cr_assert_eq(pg_artifact_open_mem(&x2, b, len, "2", NULL, &e), PG_OK);
+      for (uint32_t i = 0; i < pg_artifact_tensor_count(x1); i++) {
+        const pg_tensor_info *t = pg_artifact_tensor(x1, i);
+        float *d1 = malloc(t->numel * sizeof *d1), *d2 = malloc(t->numel * sizeof *d2);
+        cr_assert_eq(pg_artifact_tensor_dequant(x1, i, d1, &e), PG_OK);
+        cr_assert_eq(pg_artifact_tensor_dequant(x2, i, d2, &e), PG_OK);
+        cr_assert_eq(memcmp(d1, d2, t->numel * sizeof *d1), 0, "%s", t->name);
+        free(d1);
+        free(d2);
+      }
+      pg_artifact_free(x1);
+      pg_artifact_free(x2);
+      free(b);
+    } else if (!first) {
+      first = b;
+      first_len = len;
+    } else {
+      cr_assert_eq(len, first_len);
+      cr_assert_eq(memcmp(b, first, len), 0, "threads %d", threads);
+      free(b);
+    }
+    pg_packer_free(p);
+  }
+  free(first);
+  pg_calib_hessians_free(&h);
+  pg_calib_free(&c);
+  pg_model_free(m);
+}
+
+/* A trained model's matrices carry outlier structure that SDClip clips; plant one (a rank-one
+ * component of large magnitude in a few rows and columns) and LQER must repair most of it. */
+Test(pack, lqer_lowers_the_error_it_touches) {
+  pg_model *m = make_model(ARCH, 17);
+  long fc = pg_model_find(m, "blocks.1.mlp.fc.weight");
+  float *W = pg_model_data(m, (size_t)fc);
+  for (int r = 0; r < 256; r += 8)
+    for (int cc = 0; cc < 64; cc += 4) W[r * 64 + cc] += 1.5f * (r % 16 ? 1.0f : -1.0f);
+  pg_pack_recipe r = small_recipe();
+  r.round_rule = PG_ROUND_RTN;
+  r.lqer_top_k = 3;
+  pg_packer *p;
+  pg_err e;
+  cr_assert_eq(pg_packer_create(&p, m, NULL, &r, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_packer_quantize(p, 1.0, &e), PG_OK, "%s", e.msg);
+  int touched = 0;
+  for (size_t i = 0; i < pg_packer_tensor_count(p); i++) {
+    const pg_pack_report *rp = pg_packer_report(p, i);
+    if (rp->lqer_rank) {
+      touched++;
+      cr_assert(rp->lqer_after < rp->lqer_before, "%s", rp->name);
+    }
+    if ((long)i == fc) {
+      cr_assert_eq(rp->lqer_rank, 4u, "the planted tensor gets LQER");
+      cr_assert(rp->lqer_after < 0.7 * rp->lqer_before, "%s: %g -> %g", rp->name,
+                rp->lqer_before, rp->lqer_after);
+    }
+  }
+  cr_assert(touched >= 1);
+  pg_packer_free(p);
+  pg_model_free(m);
+}
+
+Test(pack, budget_fit_lands_just_under) {
+  pg_model *m = make_model(ARCH, 19);
+  pg_calib_set c;
+  calib_rows(&c, 4, 32);
+  pg_calib_hessians h = collect(m, &c, 2);
+  pg_pack_recipe r = small_recipe();
+  r.nthreads = 2;
+  pg_packer *p;
+  pg_err e;
+  cr_assert_eq(pg_packer_create(&p, m, &h, &r, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_packer_quantize(p, 1.0, &e), PG_OK, "%s", e.msg);
+  size_t len;
+  uint64_t base;
+  free(build(p, 1.0, &len, &base));
+  /* a budget the recipe overflows, and one it leaves room under */
+  uint64_t budgets[2] = {base * 7 / 10, base * 12 / 10};
+  for (int b = 0; b < 2; b++) {
+    pg_pack_extras x = {.writer = "test", .count_tokenizer = 1, .budget = budgets[b]};
+    pg_pack_fit_opts fo = {.budget = budgets[b], .tolerance = 0.005, .fit_cat = -1};
+    pg_pack_trial *tr;
+    size_t nt, ch;
+    uint8_t *out;
+    cr_assert_eq(pg_packer_fit(p, &x, &fo, &tr, &nt, &ch, &out, &len, &e), PG_OK, "%s", e.msg);
+    cr_assert(tr[ch].counted <= budgets[b]);
+    cr_assert(tr[ch].counted >= budgets[b] - budgets[b] / 200, "%llu of %llu after %zu trials",
+              (unsigned long long)tr[ch].counted, (unsigned long long)budgets[b], nt);
+    cr_assert_eq(len, tr[ch].file_bytes);
+    cr_assert((b == 0) == (tr[ch].mu > 1.0), "k grows to shrink, falls to grow");
+    free(tr);
+    free(out);
+  }
+  /* with a bits choice for the embedding */
+  pg_pack_extras x = {.writer = "test", .count_tokenizer = 1, .budget = base};
+  pg_pack_fit_opts fo = {.budget = base, .tolerance = 0.005, .fit_cat = PG_CAT_EMBED,
+                         .bits_mask = (1u << 6) | (1u << 8)};
+  pg_pack_trial *tr;
+  size_t nt, ch;
+  uint8_t *out;
+  cr_assert_eq(pg_packer_fit(p, &x, &fo, &tr, &nt, &ch, &out, &len, &e), PG_OK, "%s", e.msg);
+  int saw6 = 0, saw8 = 0;
+  for (size_t i = 0; i < nt; i++) {
+    saw6 |= tr[i].bits[PG_CAT_EMBED] == 6;
+    saw8 |= tr[i].bits[PG_CAT_EMBED] == 8;
+  }
+  cr_assert(saw6 && saw8);
+  cr_assert(tr[ch].counted <= base);
+  free(tr);
+  free(out);
+  /* a budget nothing reaches */
+  pg_pack_fit_opts tiny = {.budget = 1000, .fit_cat = -1};
+  cr_assert_eq(pg_packer_fit(p, &x, &tiny, &tr, &nt, &ch, &out, &len, &e), PG_E_LIMIT);
+  free(tr);
+  pg_packer_free(p);
+  pg_calib_hessians_free(&h);
+  pg_calib_free(&c);
+  pg_model_free(m);
+}
+
+Test(pack, bad_recipes) {
+  pg_model *m = make_model(ARCH, 1);
+  pg_pack_recipe r = small_recipe();
+  pg_packer *p;
+  pg_err e;
+  r.bits[PG_CAT_MLP] = 4;
+  cr_assert_eq(pg_packer_create(&p, m, NULL, &r, &e), PG_E_ARG);
+  r = small_recipe();
+  r.k[PG_CAT_ATTN] = 0;
+  cr_assert_eq(pg_packer_create(&p, m, NULL, &r, &e), PG_E_ARG);
+  r = small_recipe();
+  r.lqer_rank = 65;
+  cr_assert_eq(pg_packer_create(&p, m, NULL, &r, &e), PG_E_ARG);
+  r = small_recipe();
+  cr_assert_eq(pg_packer_create(&p, m, NULL, &r, &e), PG_OK);
+  size_t len;
+  uint8_t *out;
+  pg_pack_extras x = {0};
+  cr_assert_eq(pg_packer_build(p, &x, 1.0, &out, &len, NULL, &e), PG_E_ARG, "not quantized yet");
+  cr_assert_eq(pg_packer_quantize(p, -1.0, &e), PG_E_ARG);
+  pg_packer_free(p);
+  pg_model_free(m);
+}
