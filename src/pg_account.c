@@ -21,7 +21,13 @@ int pg_account_artifact(pg_account *out, pg_artifact *a, uint64_t budget, int co
   out->frame = PG_HEADER_SIZE + (uint64_t)PG_ENTRY_SIZE * ns;
   out->budget = budget;
   out->tokenizer_counted = count_tokenizer != 0;
-  uint32_t ndata = 0;
+  uint32_t ndata = 0, ndata_total = 0;
+  for (uint32_t i = 0; i < ns; i++) ndata_total += pg_artifact_section(a, i)->kind == PG_SEC_DATA;
+  /* pgpack names what each DATA section holds (spec/format.md §3, pack.data_sections) */
+  const pg_meta_entry *names = pg_artifact_meta_find(a, "pack.data_sections");
+  if (names && (names->type != PG_META_ARR || names->elem_type != PG_META_STR ||
+                names->count != ndata_total))
+    names = NULL;
   for (uint32_t i = 0; i < ns; i++) {
     const pg_section *s = pg_artifact_section(a, i);
     pg_account_section *as = &out->sections[i];
@@ -31,7 +37,21 @@ int pg_account_artifact(pg_account *out, pg_artifact *a, uint64_t budget, int co
     as->raw = s->raw_size;
     as->stored = s->stored_size;
     snprintf(as->label, sizeof as->label, "%s", pg_section_kind_name(s->kind));
-    if (s->kind == PG_SEC_DATA) snprintf(as->label, sizeof as->label, "data %u", ndata++);
+    if (s->kind == PG_SEC_DATA) {
+      if (names) {
+        const char *nm;
+        uint32_t nl;
+        pg_meta_arr_str(names, ndata, &nm, &nl);
+        if (nl > PG_MAX_NAME) nl = PG_MAX_NAME;
+        int k = snprintf(as->label, sizeof as->label, "data %u: ", ndata);
+        for (uint32_t c = 0; c < nl && (size_t)k + 1 < sizeof as->label; c++)
+          as->label[k++] = (unsigned char)nm[c] < 0x20 || nm[c] == 0x7f ? '?' : nm[c];
+        as->label[k] = '\0';
+      } else {
+        snprintf(as->label, sizeof as->label, "data %u", ndata);
+      }
+      ndata++;
+    }
     if (s->kind == PG_SEC_TOKENIZER) out->tokenizer_stored += s->stored_size;
   }
   for (uint32_t k = 0; k < pg_artifact_code_count(a); k++) {

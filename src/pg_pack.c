@@ -655,12 +655,28 @@ static int emit(pg_packer *p, const pg_pack_extras *x, double mu, const layout *
     }
   }
   *ndata = 0;
+  const char **labels = calloc(nd, sizeof *labels);
+  char *lbuf = calloc(nd, PG_ARCH_NAME_MAX + 16);
+  if (!rc && (!labels || !lbuf))
+    rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
   for (size_t k = 0; !rc && k < nd; k++) {
     if (!used[k]) continue;
     handle[k] = pg_writer_data_section(w, &spec[k], err);
     if (handle[k] < 0) rc = err ? err->status : PG_E_ARG;
+    char *lb = lbuf + *ndata * (PG_ARCH_NAME_MAX + 16);
+    if (k < L->s_scales)
+      snprintf(lb, PG_ARCH_NAME_MAX + 16, "values %s", p->kinds[k - L->v0]);
+    else
+      snprintf(lb, PG_ARCH_NAME_MAX + 16, "%s",
+               k == L->s_scales ? "row scales" : k == L->s_lqer ? "lqer factors"
+                                             : k == L->s_gate   ? "gate values"
+                                                                : "f16 tensors");
+    labels[*ndata] = lb;
     data_map[(*ndata)++] = k;
   }
+  if (!rc) rc = pg_writer_meta_arr_str(w, "pack.data_sections", labels, (uint32_t)*ndata, err);
+  free(labels);
+  free(lbuf);
   for (size_t i = 0; !rc && i < p->nt; i++) {
     const ptensor *t = &p->t[i];
     pg_tensor_in in;

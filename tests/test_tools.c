@@ -834,6 +834,11 @@ Test(tools, pgpack_then_pgverify_round_trips) {
   cr_assert_eq(run("%s --weights %s -q --codec zstd-9 -o %s", bin("pgpack"), p1, p2), 0, "%s",
                slurp(err_path));
   cr_assert_eq(run("%s %s", bin("pgsize"), p2), 0);
+  cr_assert_eq(run("%s %s", bin("pgsize"), p1), 0);
+  rep = slurp(out_path);
+  cr_assert(strstr(rep, "values mlp.fc.weight") && strstr(rep, "row scales"),
+            "pgsize names what pgpack's sections hold:\n%s", rep);
+  free(rep);
 }
 
 Test(tools, pgpack_budget_fit_and_refusals) {

@@ -633,7 +633,7 @@ int main(int argc, char **argv) {
       const pg_account_section *s = &acc.sections[i];
       char cs[40];
       pg_codec_spec_format(&s->codec, cs, sizeof cs);
-      printf("  %3u %-9s %-28s %-18s %12s -> %12s\n", s->index, pg_section_kind_name(s->kind),
+      printf("  %3u %-9s %-34.34s %-20s %12s -> %12s\n", s->index, pg_section_kind_name(s->kind),
              s->label, cs, pg_fmt_u64(a1, s->raw), pg_fmt_u64(a2, s->stored));
     }
     printf("\npgsize     %s: %s bytes counted (model %s + code %s%s) of %s\n", o.out,

@@ -135,22 +135,22 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
     printf("code       %s bytes of code files, %s stored\n", pg_fmt_u64(b1, acc.code_file_bytes),
            pg_fmt_u64(b2, acc.code_stored));
     printf("\nsections\n");
-    printf("  %-4s %-22s %-16s %14s %13s %7s %7s\n", "#", "what", "codec", "raw", "stored", "ratio",
+    printf("  %-4s %-32s %-20s %14s %13s %7s %7s\n", "#", "what", "codec", "raw", "stored", "ratio",
            "share");
-    printf("  %-4s %-22s %-16s %14s %13s %7s %6.2f%%\n", "-", "header + table", "-", "-",
+    printf("  %-4s %-32s %-20s %14s %13s %7s %6.2f%%\n", "-", "header + table", "-", "-",
            pg_fmt_u64(b1, acc.frame), "", 100.0 * (double)acc.frame / total);
     for (uint32_t i = 0; i < acc.nsections; i++) {
       const pg_account_section *s = &acc.sections[i];
       char cbuf[48];
       pg_codec_spec_format(&s->codec, cbuf, sizeof cbuf);
-      printf("  %-4u %-22.22s %-16s %14s %13s %7.2f %6.2f%%\n", s->index, s->label, cbuf,
+      printf("  %-4u %-32.32s %-20s %14s %13s %7.2f %6.2f%%\n", s->index, s->label, cbuf,
              pg_fmt_u64(b1, s->raw), pg_fmt_u64(b2, s->stored),
              s->stored ? (double)s->raw / (double)s->stored : 0.0,
              100.0 * (double)s->stored / total);
     }
     uint64_t sum = acc.frame;
     for (uint32_t i = 0; i < acc.nsections; i++) sum += acc.sections[i].stored;
-    printf("  %-4s %-22s %-16s %14s %13s\n", "", "sum", "", "", pg_fmt_u64(b1, sum));
+    printf("  %-4s %-32s %-20s %14s %13s\n", "", "sum", "", "", pg_fmt_u64(b1, sum));
     if (tensors && acc.ntensors) {
       printf("\ntensors (%u; stored bytes attributed in proportion to raw bytes within a section)\n",
              acc.ntensors);
