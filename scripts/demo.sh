@@ -1,35 +1,79 @@
 #!/usr/bin/env bash
-# demo.sh: the README's main job. Sets everything up, prepares the embedded default data (the King
-# James Bible from Debian's packages -> a SentencePiece tokenizer -> token shards, with the byte
-# accounting proven), then makes weights (a synthetic model until pgtrain lands), packs them with
-# pgpack (calibration on training shards, GPTQ with SDClip, LQER, fitted to a byte budget, the real
-# tokenizer inside), accounts for every byte, checks the artifact, and re-scores it with pgverify
-# (an untrained model: the score shows the pipeline, not a model).
-# This grows into shards -> train -> pack -> size -> verify as pgtrain lands.
+# demo.sh: the README's main job, the whole pipeline on the embedded default:
+#   shards -> train -> pack -> size -> verify.
+# Sets everything up (Debian packages, build), prepares the embedded default data (the King James
+# Bible from Debian's packages -> a SentencePiece tokenizer -> token shards, with the byte
+# accounting proven), trains a small model of the record family on the CPU (pgtrain,
+# spec/examples/train-demo.json), packs it with GPTQ and SDClip fitted to a byte budget (pgpack),
+# accounts for every byte (pgsize), checks it (pgunpack), and re-scores it with pgverify with
+# the sliding window and with score-first TTT. Every step prints what it does and its time.
+#
+# The real thing: DATA='DIR/fineweb_train_*.bin' VAL='DIR/fineweb_val_*.bin' TOKENIZER=M.model
+# bash scripts/demo.sh (with CONFIG=your-run.json for a model of another size; BUDGET=16000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 B=${BUILD_DIR:-build}
+CONFIG=${CONFIG:-spec/examples/train-demo.json}
+BUDGET=${BUDGET:-600000}
+VAL_TOKENS=${VAL_TOKENS:-16385}
 mkdir -p out
 start=$SECONDS
-step() { printf '\n== %s (at %d s)\n' "$*" "$((SECONDS - start))"; }
-step "data: KJV -> SentencePiece BPE (1024, byte fallback, nmt_nfkc) -> shards; prove the bytes"
-bash scripts/data.sh
-step "pgshard info: the validation shards"
-"$B/tools/pgshard" info --model data/kjv/kjv_1024_bpe.model 'data/kjv/shards/fineweb_val_*.bin'
-step "pgdemo: synthetic 4-layer model of the record family (the trained weights once pgtrain lands)"
-"$B/tools/pgdemo" -o out/demo.pgz --vocab 1024 --code tools/pgdemo.c \
-  --tokenizer data/kjv/kjv_1024_bpe.model
-"$B/tools/pgunpack" --safetensors out/demo.safetensors out/demo.pgz
-step "pgpack: calibrate on training shards, GPTQ with SDClip, LQER, best codec per section, fit to 2,500,000 bytes"
-"$B/tools/pgpack" --weights out/demo.safetensors --tokenizer data/kjv/kjv_1024_bpe.model \
-  --code tools/pgpack.c --calib 'data/kjv/shards/fineweb_train_*.bin' --calib-seqs 8 \
-  --calib-len 256 --val 'data/kjv/shards/fineweb_val_*.bin' --budget 2500000 -o out/packed.pgz
-step "pgsize: every byte against the 16,000,000-byte budget"
-"$B/tools/pgsize" --no-tensors out/packed.pgz
+last=$SECONDS
+step() {
+  printf '\n== %s  (at %d s; the previous step took %d s)\n' "$*" "$((SECONDS - start))" \
+    "$((SECONDS - last))"
+  last=$SECONDS
+}
+if [ -z "${DATA:-}" ]; then
+  step "data: KJV -> SentencePiece BPE (1024, byte fallback, nmt_nfkc) -> shards; prove the bytes"
+  bash scripts/data.sh
+  DATA='data/kjv/shards/fineweb_train_*.bin'
+  VAL='data/kjv/shards/fineweb_val_*.bin'
+  TOKENIZER=data/kjv/kjv_1024_bpe.model
+fi
+: "${VAL:?set VAL to the validation shards}" "${TOKENIZER:?set TOKENIZER to the .model file}"
+
+step "pgtrain: $CONFIG on the CPU (Muon + AdamW, EMA; validation of the untrained and the trained model)"
+"$B/tools/pgtrain" --config "$CONFIG" --train "$DATA" --val "$VAL" --tokenizer "$TOKENIZER" \
+  --log out/train.jsonl -o out/model.safetensors
+
+step "pgpack: calibrate on training shards, GPTQ with SDClip, LQER, best codec per section, fit to $BUDGET bytes"
+"$B/tools/pgpack" --weights out/model.safetensors --tokenizer "$TOKENIZER" \
+  --code tools/pgtrain.c --calib "$DATA" --calib-seqs 16 --calib-len 256 --val "$VAL" \
+  --passthrough-max 16384 --budget "$BUDGET" -o out/model.pgz
+
+step "pgsize: every byte against the budget"
+"$B/tools/pgsize" --no-tensors --budget "$BUDGET" out/model.pgz
+
 step "pgunpack --check: checksums, coverage and value ranges"
-"$B/tools/pgunpack" --check out/packed.pgz
-step "pgverify: re-score it on the validation shards (CPU reference; sliding 256/128 on the first 8,193 tokens)"
-"$B/tools/pgverify" out/packed.pgz --val 'data/kjv/shards/fineweb_val_*.bin' --protocol sliding \
-  --seq-len 256 --stride 128 --max-tokens 8193 --receipt out/packed.receipt.json
-printf '\ndemo: done in %d s; artifact out/packed.pgz\n' "$((SECONDS - start))"
+"$B/tools/pgunpack" --check out/model.pgz
+
+step "pgverify: sliding window 256/64 over the first $VAL_TOKENS validation tokens (CPU reference)"
+"$B/tools/pgverify" out/model.pgz --val "$VAL" --protocol sliding --seq-len 256 --stride 64 \
+  --max-tokens "$VAL_TOKENS" --receipt out/model.sliding.json
+
+step "pgverify: score-first chunked TTT (SGD on each chunk after it is scored)"
+"$B/tools/pgverify" out/model.pgz --val "$VAL" --protocol ttt-chunk --seq-len 256 --stride 64 \
+  --chunk-tokens 4096 --max-tokens "$VAL_TOKENS" --receipt out/model.ttt.json
+
+step "summary"
+python3 - out/train.jsonl out/model.sliding.json out/model.ttt.json <<'EOF'
+import json, sys
+first = last = None
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e.get("event") == "val":
+        if e["weights"] == "initial":
+            first = e
+        last = e
+sl = json.load(open(sys.argv[2]))["result"]
+tt = json.load(open(sys.argv[3]))["result"]
+print(f"untrained model (pgtrain, plain windows)   val_bpb {first['bpb']:.8f}")
+print(f"trained model   (pgtrain, {last['weights']} weights)      val_bpb {last['bpb']:.8f}")
+print(f"packed artifact (pgverify, sliding)         val_bpb {sl['val_bpb']:.8f}")
+print(f"packed artifact (pgverify, score-first TTT) val_bpb {tt['val_bpb']:.8f}")
+print("receipts: out/model.sliding.json, out/model.ttt.json")
+EOF
+printf '\ndemo: done in %d s; artifact out/model.pgz, checkpoint out/model.safetensors\n' \
+  "$((SECONDS - start))"

@@ -23,6 +23,7 @@ typedef struct src {
   int (*fill)(struct src *s, size_t i, float *dst, size_t count, pg_err *err);
   pg_artifact *a;
   const pg_st *st;
+  const char *skip_prefix; /* names beginning with it are not weights (checkpoint state) */
 } src;
 
 /* ---- the artifact ---- */
@@ -166,6 +167,7 @@ static int load(pg_model **out, const pg_arch *arch, src *s, pg_err *err) {
   /* nothing else: a verifier must not silently ignore weights */
   for (size_t i = 0; i < s->n; i++) {
     const char *name = s->name(s, i);
+    if (s->skip_prefix && strncmp(name, s->skip_prefix, strlen(s->skip_prefix)) == 0) continue;
     if (lookup(an, nt, name) < 0) {
       rc = pg_err_set(err, PG_E_MALFORMED, s->file, PG_NO_OFFSET,
                       "tensor %.255s: not part of the arch", name);
@@ -230,7 +232,19 @@ int pg_model_load_artifact(pg_model **out, pg_artifact *a, pg_err *err) {
   return load(out, &arch, &s, err);
 }
 
+static int load_st(pg_model **out, const pg_arch *arch, const char *path, const char *skip,
+                   pg_err *err);
+
 int pg_model_load_safetensors(pg_model **out, const pg_arch *arch, const char *path, pg_err *err) {
+  return load_st(out, arch, path, NULL, err);
+}
+
+int pg_model_load_checkpoint(pg_model **out, const pg_arch *arch, const char *path, pg_err *err) {
+  return load_st(out, arch, path, PG_LOAD_STATE_PREFIX, err);
+}
+
+static int load_st(pg_model **out, const pg_arch *arch, const char *path, const char *skip,
+                   pg_err *err) {
   PG_FAIL_IF(!out || !path, err, PG_E_ARG, NULL, PG_NO_OFFSET,
              "pg_model_load_safetensors: NULL argument");
   *out = NULL;
@@ -252,7 +266,7 @@ int pg_model_load_safetensors(pg_model **out, const pg_arch *arch, const char *p
   }
   if (rc == PG_OK) {
     src s = {.file = path, .n = pg_st_count(st), .name = st_name, .dims = st_dims,
-             .fill = st_fill, .st = st};
+             .fill = st_fill, .st = st, .skip_prefix = skip};
     rc = load(out, arch, &s, err);
   }
   pg_st_free(st);

@@ -30,6 +30,13 @@ int pg_model_load_artifact(pg_model **out, pg_artifact *a, pg_err *err);
  * other dtypes PG_E_DTYPE). The other rules and statuses are those of pg_model_load_artifact. */
 int pg_model_load_safetensors(pg_model **out, const pg_arch *arch, const char *path, pg_err *err);
 
+/* The prefix of a pgtrain checkpoint's training state (optimizer moments, live weights under
+ * averaging, ...): spec/train.md. */
+#define PG_LOAD_STATE_PREFIX "train."
+/* pg_model_load_safetensors for a pgtrain checkpoint: the same rules, except that tensors whose
+ * names begin with "train." are training state, not weights, and are skipped. */
+int pg_model_load_checkpoint(pg_model **out, const pg_arch *arch, const char *path, pg_err *err);
+
 /* The shape rule of both loaders: same element count, and the same dimensions once every
  * dimension of size 1 is dropped from both (so a scalar [] matches [1] and [1, 1]). 1 when an
  * arch tensor of this shape can be filled from a stored tensor of shape dims[0..ndim). */

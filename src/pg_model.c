@@ -29,6 +29,7 @@ struct pg_model {
   int vlist[PG_ARCH_MAX_VIRTUAL];
   pg_model_observer obs;
   void *obs_ctx;
+  int loops; /* 1: the arch's encoder/decoder lists; 0: the plain split (training before recur) */
 };
 
 struct pg_lora {
@@ -117,10 +118,7 @@ int pg_model_create(pg_model **out, const pg_arch *a, pg_err *err) {
     L->mlp_scale = findf(m, "blocks.%d.mlp_scale", i);
     L->resid_mix = findf(m, "blocks.%d.resid_mix", i);
   }
-  m->nenc = a->structure.encoder.n;
-  m->nv = pg_arch_virtual_layers(a);
-  for (int v = 0; v < m->nenc; v++) m->vlist[v] = a->structure.encoder.v[v];
-  for (int v = 0; v < a->structure.decoder.n; v++) m->vlist[m->nenc + v] = a->structure.decoder.v[v];
+  pg_model_set_loops(m, 1);
   *out = m;
   return PG_OK;
 nomem:
@@ -431,6 +429,24 @@ void pg_lora_row_span(const pg_lora *l, int r, size_t *off, size_t *n) {
 }
 
 /* ---- forward --------------------------------------------------------------------------------- */
+
+void pg_model_set_loops(pg_model *m, int on) {
+  const pg_arch *a = &m->a;
+  if (on) {
+    m->nenc = a->structure.encoder.n;
+    m->nv = pg_arch_virtual_layers(a);
+    for (int v = 0; v < m->nenc; v++) m->vlist[v] = a->structure.encoder.v[v];
+    for (int v = 0; v < a->structure.decoder.n; v++)
+      m->vlist[m->nenc + v] = a->structure.decoder.v[v];
+  } else {
+    m->nenc = a->layers / 2;
+    m->nv = a->layers;
+    for (int v = 0; v < m->nv; v++) m->vlist[v] = v;
+  }
+  m->loops = on;
+}
+
+int pg_model_loops(const pg_model *m) { return m->loops; }
 
 void pg_model_set_observer(pg_model *m, pg_model_observer fn, void *ctx) {
   m->obs = fn;
@@ -794,11 +810,17 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
 
   /* the layer walk: encoder then decoder, skips, lanes, readout (reference §2, §3.11–3.16) */
   int n_skips = pg_arch_n_skips(a), nsk = 0;
+  if (!m->loops && n_skips > 0) {
+    /* the plain split: min(encoder, decoder) skips, the first rows of skip_weights */
+    int ps = m->nenc < m->nv - m->nenc ? m->nenc : m->nv - m->nenc;
+    if (ps < n_skips) n_skips = ps;
+  }
   pg_t stack[PG_ARCH_MAX_VIRTUAL];
   pg_t l0 = {0}, l1 = {0};
   int lanes = 0;
   int ro = a->structure.readout_groups > 0 ? a->structure.readout_layer : -1;
-  int ro_vis = ro >= 0 ? pg_arch_visits(a, ro) : 0, ro_k = 0;
+  int ro_vis = 0, ro_k = 0;
+  for (int vi = 0; ro >= 0 && vi < m->nv; vi++) ro_vis += m->vlist[vi] == ro;
   pg_t pk[PG_ARCH_MAX_VIRTUAL];
   for (int vi = 0; vi < m->nv && !pg_tape_status(tp, NULL); vi++) {
     int i = m->vlist[vi], j = vi - m->nenc, dec = vi >= m->nenc;

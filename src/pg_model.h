@@ -129,6 +129,15 @@ typedef void (*pg_model_observer)(void *ctx, const long *tensors, int n, const p
                                   int rows, int cols);
 void pg_model_set_observer(pg_model *m, pg_model_observer fn, void *ctx);
 
+/* Depth recurrence (spec/arch.md recur_step/recur_frac): on (the default, and always for
+ * evaluation) the forward walks the arch's encoder/decoder lists; off it walks the plain split,
+ * layers 0..L−1 once with the first ⌊L/2⌋ as the encoder, using the first min(⌊L/2⌋, L − ⌊L/2⌋)
+ * rows of skip_weights/skip_gates (at most the arch's skip count); a readout layer is then
+ * visited once and its readout leaves the stream unchanged. A trainer turns it off until the
+ * recurrence starts. */
+void pg_model_set_loops(pg_model *m, int on);
+int pg_model_loops(const pg_model *m);
+
 /* ---- pieces, exposed for tests and for the spec's worked examples ---- */
 
 /* Segment ids of one row for the document mask: a new segment at t = 0, at each bos, and every

@@ -68,6 +68,14 @@ void pg_optim_reset(pg_optim *o) {
 
 uint64_t pg_optim_steps(const pg_optim *o) { return o->t; }
 
+size_t pg_optim_state_size(const pg_optim *o) { return o->n; }
+
+pg_real *pg_optim_state(pg_optim *o, int which) {
+  return which == 0 ? o->m : which == 1 ? o->v : NULL;
+}
+
+void pg_optim_set_steps(pg_optim *o, uint64_t steps) { o->t = steps; }
+
 /* torch.optim.SGD (dampening 0, nesterov off, no weight decay): buf ← μ·buf + g (buf = g at the
  * first step, the same value), p ← p − lr·buf. */
 static void sgd_span(pg_optim *o, const pg_optim_span *s, double lr) {

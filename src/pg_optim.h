@@ -49,6 +49,16 @@ void pg_optim_step(pg_optim *o, const pg_optim_span *spans, size_t nspans, doubl
 /* Steps taken since creation or the last reset. */
 uint64_t pg_optim_steps(const pg_optim *o);
 
+/* Checkpointing: the state is the step count and one or two buffers of pg_optim_state_size(o)
+ * elements each (n of pg_optim_create). Buffer 0 is SGD's momentum buffer (present but unused at
+ * momentum 0) or AdamW's first moment; buffer 1 is AdamW's second moment (NULL for SGD, and NULL
+ * for any other `which`). A trainer saves the buffers and pg_optim_steps, and restores them into
+ * an optimizer created with the same configuration and n by writing the buffers in place and
+ * calling pg_optim_set_steps; the following steps are then bit-identical to the original's. */
+size_t pg_optim_state_size(const pg_optim *o);
+pg_real *pg_optim_state(pg_optim *o, int which);
+void pg_optim_set_steps(pg_optim *o, uint64_t steps);
+
 /* The records' schedule: lr·0.5·(1 + cos(π·i / max(n − 1, 1))). */
 double pg_cosine_lr(double lr, uint64_t i, uint64_t n);
 

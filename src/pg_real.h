@@ -74,6 +74,8 @@ typedef double pg_real;
 #define pg_model_copy_params pg_model_copy_params_f64
 #define pg_model_forward pg_model_forward_f64
 #define pg_model_set_observer pg_model_set_observer_f64
+#define pg_model_set_loops pg_model_set_loops_f64
+#define pg_model_loops pg_model_loops_f64
 #define pg_model_backward pg_model_backward_f64
 #define pg_model_segments pg_model_segments_f64
 #define pg_model_bigram_hash pg_model_bigram_hash_f64

@@ -84,8 +84,8 @@ static void teardown(void) { pgtest_rm_rf(tmp); }
 TestSuite(tools, .init = setup, .fini = teardown);
 
 Test(tools, help_and_usage_errors) {
-  const char *tools[] = {"pgsize", "pgunpack", "pgdemo", "pgpack", "pgverify"};
-  for (int i = 0; i < 5; i++) {
+  const char *tools[] = {"pgsize", "pgunpack", "pgdemo", "pgpack", "pgverify", "pgtrain"};
+  for (int i = 0; i < 6; i++) {
     cr_assert_eq(run("%s --help", bin(tools[i])), 0, "%s --help", tools[i]);
     char *o = slurp(out_path);
     cr_assert(strstr(o, "usage:") != NULL);
@@ -892,4 +892,79 @@ Test(tools, pgpack_budget_fit_and_refusals) {
   cr_assert_eq(run("%s --weights %s --round gptq -o %s", bin("pgpack"), big, none), 2);
   cr_assert_eq(run("%s --weights %s -o %s", bin("pgpack"), big, big), 2, "output over an input");
   cr_assert_eq(run("%s --help", bin("pgpack")), 0);
+}
+
+/* ---- pgtrain end to end ----------------------------------------------------------------------- */
+
+/* The "loss" values of the step events of a --log file, in order (at most cap). */
+static size_t step_losses(const char *path, double *out, size_t cap) {
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "%s", path);
+  char line[1024];
+  size_t n = 0;
+  while (fgets(line, sizeof line, f)) {
+    json_t *j = json_loads(line, 0, NULL);
+    cr_assert_not_null(j, "%s: %s", path, line);
+    if (!strcmp(json_string_value(json_object_get(j, "event")), "step") && n < cap)
+      out[n++] = json_real_value(json_object_get(j, "loss"));
+    json_decref(j);
+  }
+  fclose(f);
+  return n;
+}
+
+Test(tools, pgtrain_resume_equals_one_run_and_pgpack_reads_it) {
+  vfx f;
+  vfx_init(&f);
+  char train[220], cfgp[200], c1[200], c2[200], l1[200], l2[200], pk[200];
+  write_train(train, sizeof train, f.vocab);
+  snprintf(cfgp, sizeof cfgp, "%s/run.json", tmp);
+  snprintf(c1, sizeof c1, "%s/one.safetensors", tmp);
+  snprintf(c2, sizeof c2, "%s/two.safetensors", tmp);
+  snprintf(l1, sizeof l1, "%s/one.jsonl", tmp);
+  snprintf(l2, sizeof l2, "%s/two.jsonl", tmp);
+  snprintf(pk, sizeof pk, "%s/t.pgz", tmp);
+  /* the patterns come quoted for the shell; the config wants them bare */
+  char tpat[220], vpat[220];
+  snprintf(tpat, sizeof tpat, "%.*s", (int)strlen(train) - 2, train + 1);
+  snprintf(vpat, sizeof vpat, "%.*s", (int)strlen(f.val) - 2, f.val + 1);
+  FILE *cf = fopen(cfgp, "w");
+  cr_assert_not_null(cf);
+  fprintf(cf,
+          "{\"arch\": {\"vocab_size\": %u, \"dim\": 32, \"layers\": 2, \"heads\": 2, "
+          "\"kv_heads\": 1, \"mlp\": {\"hidden\": 64}, \"structure\": {\"encoder\": [0, 0], "
+          "\"decoder\": [1], \"recur_frac\": 0.3}},\n"
+          " \"data\": {\"train\": \"%s\", \"val\": \"%s\", \"tokenizer\": \"%s\", "
+          "\"loader\": \"shuffled\", \"seq_len\": 32, \"batch\": 2},\n"
+          " \"schedule\": {\"steps\": 6, \"warmdown_frac\": 0.5},\n"
+          " \"averaging\": {\"ema\": 0.9}, \"log\": {\"every\": 2, \"val_tokens\": 257}}\n",
+          f.vocab, tpat, vpat, spm_seed("byte_fallback.model"));
+  fclose(cf);
+  cr_assert_eq(run("%s --config %s --threads 2 --log %s -o %s", bin("pgtrain"), cfgp, l1, c1), 0,
+               "%s", slurp(err_path));
+  char *rep = slurp(out_path);
+  cr_assert(strstr(rep, "initial") && strstr(rep, "bpb") && strstr(rep, "done"), "%s", rep);
+  free(rep);
+  /* the same run in two parts */
+  cr_assert_eq(run("%s --config %s --stop-after 4 -q --log %s -o %s", bin("pgtrain"), cfgp, l2,
+                   c2), 0, "%s", slurp(err_path));
+  cr_assert_eq(run("%s --config %s --resume %s -q --log %s -o %s", bin("pgtrain"), cfgp, c2, l2,
+                   c2), 0, "%s", slurp(err_path));
+  double a[16], b[16];
+  size_t na = step_losses(l1, a, 16), nb = step_losses(l2, b, 16);
+  cr_assert_eq(na, 6u);
+  cr_assert_eq(nb, 6u);
+  for (size_t i = 0; i < na; i++) cr_assert_eq(a[i], b[i], "step %zu", i + 1);
+  cr_assert_eq(xxh64_file(c1), xxh64_file(c2), "the same final checkpoint");
+  /* pgpack and pgverify read the checkpoint */
+  cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 32 -q --codec zstd-3 "
+                   "--passthrough-max 256 -o %s", bin("pgpack"), c1, train, pk), 0, "%s",
+               slurp(err_path));
+  cr_assert_eq(run("%s %s --tokenizer %s --val %s --seq-len 64 --no-receipt", bin("pgverify"), c1,
+                   spm_seed("byte_fallback.model"), f.val), 0, "%s", slurp(err_path));
+  /* errors: one line */
+  cr_assert_eq(run("%s --config %s/none.json -o %s", bin("pgtrain"), tmp, c1), 2);
+  char *e = slurp(err_path);
+  cr_assert(strncmp(e, "pgtrain: ", 9) == 0 && count_lines(e) == 1, "%s", e);
+  free(e);
 }

@@ -462,7 +462,7 @@ int main(int argc, char **argv) {
   } else {
     pg_arch a;
     if ((o.arch && pg_arch_load(&a, o.arch, &err)) ||
-        pg_model_load_safetensors(&m, o.arch ? &a : NULL, o.weights, &err))
+        pg_model_load_checkpoint(&m, o.arch ? &a : NULL, o.weights, &err))
       goto fail;
   }
   if (pg_model_check_finite(m, o.weights, &err)) goto fail;

@@ -418,7 +418,7 @@ int main(int argc, char **argv) {
       goto fail;
     }
     if ((o.arch && pg_arch_load(&given, o.arch, &err)) ||
-        pg_model_load_safetensors(&m, o.arch ? &given : NULL, o.artifact, &err))
+        pg_model_load_checkpoint(&m, o.arch ? &given : NULL, o.artifact, &err))
       goto fail;
   } else {
     if (o.arch) {

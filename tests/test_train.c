@@ -1,0 +1,323 @@
+/* test_train.c: the trainer (spec/train.md): configuration parsing and its errors, the parameter
+ * groups, recurrence and schedule per step, learning on a learnable stream, checkpoints that
+ * pgpack's loader reads, and resumed runs whose loss curve equals the uninterrupted one bit for
+ * bit (every loader mode, every optimizer kind, EMA and SWA). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "pg_io.h"
+#include "pg_load.h"
+#include "pg_loader.h"
+#include "pg_muon.h"
+#include "pg_ops.h"
+#include "pg_safetensors.h"
+#include "pg_shard.h"
+#include "pg_train.h"
+#include "pgtest.h"
+
+static char dir[64];
+
+/* A learnable stream: documents of 6..25 tokens starting with BOS (1), each continuing a fixed
+ * cycle of the vocabulary from a random start. */
+static void write_stream(const char *sub, const char *prefix, uint64_t n, uint32_t seed) {
+  char d[160];
+  snprintf(d, sizeof d, "%s/%s", dir, sub);
+  mkdir(d, 0700);
+  uint16_t *t = malloc(n * sizeof *t);
+  uint32_t x = seed;
+  uint64_t next = 0;
+  uint16_t cur = 2;
+  for (uint64_t i = 0; i < n; i++) {
+    x = x * 1664525u + 1013904223u;
+    if (i == next) {
+      t[i] = 1;
+      next = i + 6 + (x >> 16) % 20;
+      cur = (uint16_t)(2 + (x >> 8) % 62);
+    } else {
+      cur = (uint16_t)(2 + (cur - 2 + 7) % 62);
+      t[i] = cur;
+    }
+  }
+  pg_shard_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_shard_writer_open(&w, d, prefix, 3000, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
+  pg_shard_writer_free(w);
+  free(t);
+}
+
+static void setup(void) {
+  pgtest_mkdtemp(dir, "pgtrain");
+  write_stream("train", "fineweb_train_", 10000, 7);
+  write_stream("val", "fineweb_val_", 1200, 99);
+}
+static void teardown(void) { pgtest_rm_rf(dir); }
+TestSuite(train, .init = setup, .fini = teardown);
+
+static const char *ARCH =
+    "{\"vocab_size\": 64, \"dim\": 32, \"layers\": 3, \"heads\": 2, \"kv_heads\": 1, "
+    "\"mlp\": {\"hidden\": 64}, \"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 1], "
+    "\"decoder\": [2], \"recur_frac\": 0.5}}";
+
+/* A configuration text with the given extra top-level members (may be ""). */
+static void config(pg_train_cfg *c, const char *loader, const char *optimizer, const char *avg,
+                   int steps) {
+  char json[4096];
+  snprintf(json, sizeof json,
+           "{\"arch\": %s, \"data\": {\"train\": \"%s/train/fineweb_train_*.bin\", "
+           "\"val\": \"%s/val/fineweb_val_*.bin\", \"loader\": \"%s\", \"seq_len\": 16, "
+           "\"batch\": 3, \"seed\": 5}, \"init_seed\": 3, \"optimizer\": %s, "
+           "\"schedule\": {\"steps\": %d, \"warmup_steps\": 2, \"warmdown_frac\": 0.5, "
+           "\"min_lr\": 0.1}, \"averaging\": %s}",
+           ARCH, dir, dir, loader, optimizer, steps, avg);
+  pg_err e;
+  cr_assert_eq(pg_train_cfg_parse(c, json, strlen(json), "t.json", &e), PG_OK, "%s", e.msg);
+}
+
+static const char *MUON =
+    "{\"matrix\": {\"kind\": \"muon\", \"lr\": 0.02, \"momentum\": 0.95, \"momentum_start\": "
+    "0.85, \"momentum_warmup\": 4, \"row_normalize\": true, \"ns\": \"polar_express\"}, "
+    "\"embed\": {\"lr\": 0.05, \"weight_decay\": 0.01}, \"scalar\": {\"lr\": 0.02}, "
+    "\"grad_clip\": 0.3}";
+
+static pg_trainer *trainer(const pg_train_cfg *c, const pg_ops *e) {
+  pg_trainer *t;
+  pg_err err;
+  cr_assert_eq(pg_trainer_create(&t, c, e, 2, &err), PG_OK, "%s", err.msg);
+  return t;
+}
+
+Test(train, config_defaults_and_errors) {
+  pg_train_cfg c;
+  pg_err e;
+  const char *ok = "{\"data\": {\"train\": \"x/*.bin\"}}";
+  cr_assert_eq(pg_train_cfg_parse(&c, ok, strlen(ok), "a.json", &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(c.group[PG_GROUP_MATRIX].kind, PG_TOPT_MUON);
+  cr_assert_eq(c.steps, 200u);
+  cr_assert_eq(c.arch.layers, 9, "the baseline arch by default");
+  struct {
+    const char *json, *want;
+  } bad[] = {
+      {"{\"data\": {\"train\": \"x\"}, \"optimiser\": {}}", "optimiser: unknown key"},
+      {"{\"data\": {\"train\": \"x\", \"loader\": \"random\"}}", "data.loader"},
+      {"{\"data\": {\"train\": \"x\"}, \"optimizer\": {\"embed\": {\"kind\": \"muon\"}}}",
+       "muon is for the matrix group"},
+      {"{\"data\": {\"train\": \"x\"}, \"optimizer\": {\"scalar\": {\"ns\": \"classic\"}}}",
+       "only the matrix group"},
+      {"{\"data\": {\"train\": \"x\"}, \"schedule\": {\"steps\": -3}}", "schedule.steps"},
+      {"{\"data\": {\"train\": \"x\"}, \"schedule\": {\"steps\": 0}}", "give steps"},
+      {"{\"data\": {}}", "data.train"},
+      {"{\"data\": {\"train\": \"x\"}, \"arch\": {\"dim\": 0}}", "dim"},
+      {"[1, 2]", "not a JSON object"},
+      {"{\"data\": {\"train\": \"x\"}, \"optimizer\": {\"betas\": [0.9]}}", "betas"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    cr_assert_neq(pg_train_cfg_parse(&c, bad[i].json, strlen(bad[i].json), "b.json", &e), PG_OK,
+                  "%s", bad[i].json);
+    cr_assert(strstr(e.msg, bad[i].want), "%s: %s", bad[i].json, e.msg);
+    cr_assert(strstr(e.msg, "b.json"), "%s", e.msg);
+  }
+  /* the canonical JSON parses back to the same canonical JSON */
+  config(&c, "shuffled", MUON, "{\"ema\": 0.9}", 10);
+  char *j1 = pg_train_cfg_json(&c);
+  pg_train_cfg c2;
+  cr_assert_eq(pg_train_cfg_parse(&c2, j1, strlen(j1), "j1", &e), PG_OK, "%s", e.msg);
+  char *j2 = pg_train_cfg_json(&c2);
+  cr_assert_str_eq(j1, j2);
+  free(j1);
+  free(j2);
+}
+
+/* Steps 1..n of a fresh run; losses[k] of step k+1. */
+static void run_steps(pg_trainer *t, int n, double *losses, pg_train_step_info *last) {
+  pg_err e;
+  for (int k = 0; k < n; k++) {
+    pg_train_step_info info;
+    cr_assert_eq(pg_trainer_step(t, &info, &e), PG_OK, "%s", e.msg);
+    losses[k] = info.loss;
+    if (last) *last = info;
+  }
+}
+
+Test(train, schedule_recurrence_and_momentum_per_step) {
+  pg_train_cfg c;
+  config(&c, "sequential", MUON, "{}", 10);
+  pg_ops e = pg_ops_cpu(2);
+  pg_trainer *t = trainer(&c, &e);
+  pg_err err;
+  for (uint64_t k = 0; k < 10; k++) {
+    pg_train_step_info info;
+    cr_assert_eq(pg_trainer_step(t, &info, &err), PG_OK, "%s", err.msg);
+    double frac = (double)k / 10.0;
+    cr_assert_eq(info.step, k + 1);
+    cr_assert_eq(info.lr_mul, pg_lr_mul(&c.sched, k, frac));
+    cr_assert_eq(info.momentum, pg_muon_momentum(&c.muon, k));
+    cr_assert_eq(info.loops, frac >= 0.5, "step %llu", (unsigned long long)k);
+    cr_assert_eq(info.tokens, (k + 1) * 48);
+  }
+  /* warm-up (2 steps), flat, warmdown to the 0.1 floor */
+  cr_assert_eq(pg_lr_mul(&c.sched, 0, 0.0), 0.5);
+  cr_assert_eq(pg_lr_mul(&c.sched, 3, 0.3), 1.0);
+  cr_assert_eq(pg_lr_mul(&c.sched, 9, 0.96), 0.1);
+  pg_trainer_free(t);
+}
+
+Test(train, learns_a_learnable_stream) {
+  pg_train_cfg c;
+  config(&c, "shuffled", MUON, "{\"ema\": 0.9}", 60);
+  pg_ops e = pg_ops_cpu(2);
+  pg_trainer *t = trainer(&c, &e);
+  double l0, b0, l1, b1;
+  uint64_t n;
+  pg_err err;
+  cr_assert_eq(pg_trainer_validate(t, 0, &l0, &b0, &n, &err), PG_OK, "%s", err.msg);
+  cr_assert(isnan(b0), "no tokenizer: no bpb");
+  cr_assert_eq(n, 1184u, "whole windows of 16: 74 x 16 targets");
+  double losses[60];
+  run_steps(t, 60, losses, NULL);
+  cr_assert_eq(pg_trainer_validate(t, 0, &l1, &b1, &n, &err), PG_OK, "%s", err.msg);
+  cr_log_info("val loss %.4f -> %.4f; train %.4f -> %.4f", l0, l1, losses[0], losses[59]);
+  cr_assert(l1 < 0.6 * l0, "validation loss %.4f -> %.4f", l0, l1);
+  cr_assert(losses[59] < losses[0] - 1.0);
+  /* the export weights are the EMA, not the live weights */
+  double le;
+  cr_assert_eq(pg_trainer_validate(t, 1, &le, &b1, &n, &err), PG_OK);
+  cr_assert_neq(le, l1);
+  pg_trainer_free(t);
+}
+
+/* Run n steps uninterrupted; then k steps, a checkpoint, a fresh trainer resumed from it, n − k
+ * steps: the losses and every final tensor must be equal bit for bit. */
+static void resume_equal(const char *loader, const char *opt, const char *avg, int n, int k) {
+  pg_train_cfg c;
+  config(&c, loader, opt, avg, n);
+  pg_ops e = pg_ops_cpu(2);
+  double full[64], part[64];
+  pg_trainer *a = trainer(&c, &e);
+  run_steps(a, n, full, NULL);
+  char ck[128], ck2[128];
+  snprintf(ck, sizeof ck, "%s/ck.safetensors", dir);
+  snprintf(ck2, sizeof ck2, "%s/ck2.safetensors", dir);
+  pg_err err;
+  cr_assert_eq(pg_trainer_checkpoint(a, ck2, &err), PG_OK, "%s", err.msg);
+
+  pg_trainer *b = trainer(&c, &e);
+  run_steps(b, k, part, NULL);
+  cr_assert_eq(pg_trainer_checkpoint(b, ck, &err), PG_OK, "%s", err.msg);
+  pg_trainer_free(b);
+  pg_trainer *r = trainer(&c, &e);
+  cr_assert_eq(pg_trainer_resume(r, ck, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_trainer_step_count(r), (uint64_t)k);
+  run_steps(r, n - k, part + k, NULL);
+  for (int s = 0; s < n; s++)
+    cr_assert_eq(memcmp(&full[s], &part[s], sizeof(double)), 0,
+                 "%s/%s: step %d loss %.17g vs %.17g", loader, avg, s + 1, full[s], part[s]);
+  pg_model *ma = pg_trainer_model(a), *mr = pg_trainer_model(r);
+  cr_assert_eq(memcmp(pg_model_params(ma), pg_model_params(mr),
+                      pg_model_param_count(ma) * sizeof(float)), 0);
+  /* the final checkpoints are the same bytes */
+  char ck3[128];
+  snprintf(ck3, sizeof ck3, "%s/ck3.safetensors", dir);
+  cr_assert_eq(pg_trainer_checkpoint(r, ck3, &err), PG_OK, "%s", err.msg);
+  uint8_t *x, *y;
+  size_t nx, ny;
+  cr_assert_eq(pg_file_read_all(ck2, &x, &nx, 1 << 26, &err), PG_OK);
+  cr_assert_eq(pg_file_read_all(ck3, &y, &ny, 1 << 26, &err), PG_OK);
+  cr_assert(nx == ny && !memcmp(x, y, nx), "%s: the checkpoints differ", loader);
+  free(x);
+  free(y);
+  pg_trainer_free(a);
+  pg_trainer_free(r);
+}
+
+Test(train, resume_is_bit_identical_sequential_muon_ema) {
+  resume_equal("sequential", MUON, "{\"ema\": 0.9}", 8, 3);
+}
+
+Test(train, resume_is_bit_identical_shuffled_swa) {
+  /* 500 windows of 17 per epoch would take long: a short stream crosses epochs */
+  resume_equal("shuffled", MUON, "{\"swa_every\": 2, \"swa_below\": 2.0}", 9, 5);
+}
+
+Test(train, resume_is_bit_identical_packed_adamw_sgd) {
+  resume_equal("packed",
+               "{\"matrix\": {\"kind\": \"adamw\", \"lr\": 0.01, \"weight_decay\": 0.1}, "
+               "\"embed\": {\"kind\": \"sgd\", \"lr\": 0.1, \"momentum\": 0.9}, "
+               "\"scalar\": {\"kind\": \"adamw\", \"lr\": 0.02}}",
+               "{\"ema\": 0.5, \"swa_every\": 3, \"swa_below\": 2.0}", 7, 4);
+}
+
+Test(train, checkpoint_is_what_pgpack_reads) {
+  pg_train_cfg c;
+  config(&c, "sequential", MUON, "{\"ema\": 0.8}", 4);
+  pg_ops e = pg_ops_cpu(1);
+  pg_trainer *t = trainer(&c, &e);
+  double l[4];
+  run_steps(t, 4, l, NULL);
+  char ck[128];
+  snprintf(ck, sizeof ck, "%s/ck.safetensors", dir);
+  pg_err err;
+  cr_assert_eq(pg_trainer_checkpoint(t, ck, &err), PG_OK, "%s", err.msg);
+  /* the weights under the arch's names are the export (EMA) weights; arch.json is inside */
+  pg_model *m, *x;
+  cr_assert_eq(pg_model_load_checkpoint(&m, NULL, ck, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_model_create(&x, &c.arch, &err), PG_OK);
+  cr_assert_eq(pg_trainer_export(t, x, &err), PG_OK);
+  cr_assert_eq(memcmp(pg_model_params(m), pg_model_params(x),
+                      pg_model_param_count(x) * sizeof(float)), 0);
+  /* the strict loader refuses the training state */
+  pg_model *s;
+  cr_assert_eq(pg_model_load_safetensors(&s, NULL, ck, &err), PG_E_MALFORMED);
+  cr_assert(strstr(err.msg, "train."), "%s", err.msg);
+  /* the groups: Muon buffers for the block matrices, moments for the rest */
+  pg_st *st;
+  cr_assert_eq(pg_st_open_file(&st, ck, &err), PG_OK);
+  const pg_st_tensor *ti;
+  cr_assert_eq(pg_st_find(&ti, st, "train.muon.blocks.1.mlp.fc.weight", &err), PG_OK);
+  cr_assert_eq(pg_st_find(&ti, st, "train.v.tok_emb.weight", &err), PG_OK);
+  cr_assert_eq(pg_st_find(&ti, st, "train.m.blocks.0.attn.q_gain", &err), PG_OK);
+  cr_assert_eq(pg_st_find(&ti, st, "train.param.skip_gates", &err), PG_OK);
+  cr_assert_neq(pg_st_find(&ti, st, "train.muon.tok_emb.weight", NULL), PG_OK);
+  cr_assert_str_eq(pg_st_meta_get(st, "pgtrain.step"), "4");
+  pg_st_free(st);
+  pg_model_free(m);
+  pg_model_free(x);
+  pg_trainer_free(t);
+}
+
+Test(train, resume_refuses_another_run) {
+  pg_train_cfg c;
+  config(&c, "sequential", MUON, "{}", 4);
+  pg_ops e = pg_ops_cpu(1);
+  pg_trainer *t = trainer(&c, &e);
+  double l[2];
+  run_steps(t, 2, l, NULL);
+  char ck[128];
+  snprintf(ck, sizeof ck, "%s/ck.safetensors", dir);
+  pg_err err;
+  cr_assert_eq(pg_trainer_checkpoint(t, ck, &err), PG_OK, "%s", err.msg);
+  pg_trainer_free(t);
+  pg_train_cfg d;
+  config(&d, "sequential",
+         "{\"matrix\": {\"kind\": \"muon\", \"lr\": 0.03}}", "{}", 4);
+  t = trainer(&d, &e);
+  cr_assert_eq(pg_trainer_resume(t, ck, &err), PG_E_ARG);
+  cr_assert(strstr(err.msg, "another run"), "%s", err.msg);
+  pg_trainer_free(t);
+  /* a checkpoint that is not one */
+  char bad[128];
+  snprintf(bad, sizeof bad, "%s/w.safetensors", dir);
+  pg_st_writer *w;
+  cr_assert_eq(pg_st_writer_create(&w, &err), PG_OK);
+  float v = 1;
+  uint64_t one = 1;
+  cr_assert_eq(pg_st_writer_add(w, "x", PG_ST_F32, 1, &one, &v, 4, &err), PG_OK);
+  cr_assert_eq(pg_st_writer_write(w, bad, &err), PG_OK);
+  pg_st_writer_free(w);
+  t = trainer(&c, &e);
+  cr_assert_eq(pg_trainer_resume(t, bad, &err), PG_E_MALFORMED);
+  pg_trainer_free(t);
+}
