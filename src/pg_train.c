@@ -252,10 +252,11 @@ static int parse_root(pg_train_cfg *c, json_t *root, const char *file, pg_err *e
   }
   PG_TRY(get_obj(root, "averaging", &o, file, err));
   if (o) {
-    static const char *const keys[] = {"ema", "swa_every", "swa_below", NULL};
+    static const char *const keys[] = {"ema", "swa_every", "swa_start", "swa_below", NULL};
     PG_TRY(only_keys(o, "averaging", keys, file, err));
     PG_TRY(get_num(o, "averaging", "ema", &c->ema_decay, file, err));
     PG_TRY(get_u64(o, "averaging", "swa_every", &c->swa_every, file, err));
+    PG_TRY(get_u64(o, "averaging", "swa_start", &c->swa_start, file, err));
     PG_TRY(get_num(o, "averaging", "swa_below", &c->swa_below, file, err));
   }
   PG_TRY(get_obj(root, "log", &o, file, err));
@@ -388,6 +389,7 @@ static json_t *cfg_json(const pg_train_cfg *c, int identity) {
   json_t *av = json_object();
   json_object_set_new(av, "ema", json_real(c->ema_decay));
   json_object_set_new(av, "swa_every", json_integer((json_int_t)c->swa_every));
+  json_object_set_new(av, "swa_start", json_integer((json_int_t)c->swa_start));
   json_object_set_new(av, "swa_below", json_real(c->swa_below));
   json_object_set_new(o, "averaging", av);
   if (!identity) {
@@ -690,7 +692,8 @@ int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
     pg_ema_update(t->ema, p, t->np, c->ema_decay);
     t->ema_updates++;
   }
-  if (t->swa_sum && t->step % c->swa_every == 0 && lr_mul < c->swa_below) {
+  if (t->swa_sum && t->step % c->swa_every == 0 && t->step >= c->swa_start &&
+      lr_mul < c->swa_below) {
     pg_swa_add(t->swa_sum, p, t->np);
     t->swa_count++;
   }

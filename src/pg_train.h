@@ -56,7 +56,8 @@ typedef struct pg_train_cfg {
   /* averaging */
   double ema_decay;              /* 0 = off */
   uint64_t swa_every;            /* 0 = off */
-  double swa_below;              /* collect while the lr multiplier is below this */
+  uint64_t swa_start;            /* collect from this step on (1-based count) */
+  double swa_below;              /* ... and while the lr multiplier is below this */
   /* logging, validation, checkpoints */
   uint64_t log_every, val_every, ckpt_every;
   uint64_t val_tokens;           /* validation prefix (0 = all) */

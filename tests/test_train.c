@@ -239,7 +239,7 @@ Test(train, resume_is_bit_identical_sequential_muon_ema) {
 
 Test(train, resume_is_bit_identical_shuffled_swa) {
   /* 500 windows of 17 per epoch would take long: a short stream crosses epochs */
-  resume_equal("shuffled", MUON, "{\"swa_every\": 2, \"swa_below\": 2.0}", 9, 5);
+  resume_equal("shuffled", MUON, "{\"swa_every\": 2, \"swa_start\": 4, \"swa_below\": 2.0}", 9, 5);
 }
 
 Test(train, resume_is_bit_identical_packed_adamw_sgd) {
@@ -320,4 +320,50 @@ Test(train, resume_refuses_another_run) {
   t = trainer(&c, &e);
   cr_assert_eq(pg_trainer_resume(t, bad, &err), PG_E_MALFORMED);
   pg_trainer_free(t);
+}
+
+/* EMA and SWA follow their definitions over the live weights of each step. */
+Test(train, averaging_matches_the_definition) {
+  pg_ops e = pg_ops_cpu(1);
+  pg_err err;
+  for (int kind = 0; kind < 2; kind++) {
+    pg_train_cfg c;
+    config(&c, "sequential", MUON,
+           kind ? "{\"swa_every\": 2, \"swa_start\": 4, \"swa_below\": 2.0}" : "{\"ema\": 0.75}",
+           9);
+    pg_trainer *t = trainer(&c, &e);
+    pg_model *m = pg_trainer_model(t);
+    size_t np = pg_model_param_count(m);
+    float *ema = malloc(np * sizeof *ema), *want = malloc(np * sizeof *want);
+    double *sum = calloc(np, sizeof *sum);
+    memcpy(ema, pg_model_params(m), np * sizeof *ema);
+    uint64_t count = 0;
+    for (uint64_t k = 1; k <= 9; k++) {
+      pg_train_step_info info;
+      cr_assert_eq(pg_trainer_step(t, &info, &err), PG_OK, "%s", err.msg);
+      const float *p = pg_model_params(m);
+      if (!kind) {
+        for (size_t i = 0; i < np; i++) ema[i] = (float)(0.75 * (double)ema[i] + 0.25 * (double)p[i]);
+      } else if (k % 2 == 0 && k >= 4) {
+        pg_swa_add(sum, p, np);
+        count++;
+      }
+    }
+    if (kind) {
+      cr_assert_eq(count, 3u);
+      pg_swa_average(sum, count, want, np);
+    } else {
+      memcpy(want, ema, np * sizeof *want);
+    }
+    pg_model *x;
+    cr_assert_eq(pg_model_create(&x, &c.arch, &err), PG_OK);
+    cr_assert_eq(pg_trainer_export(t, x, &err), PG_OK);
+    cr_assert_eq(memcmp(pg_model_params(x), want, np * sizeof *want), 0, "%s",
+                 kind ? "SWA" : "EMA");
+    pg_model_free(x);
+    free(ema);
+    free(want);
+    free(sum);
+    pg_trainer_free(t);
+  }
 }
