@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 B=${BUILD_DIR:-build}
 CONFIG=${CONFIG:-spec/examples/train-demo.json}
-BUDGET=${BUDGET:-600000}
+BUDGET=${BUDGET:-700000}
 VAL_TOKENS=${VAL_TOKENS:-16385}
 mkdir -p out
 start=$SECONDS

@@ -80,6 +80,8 @@ typedef struct ptensor {
   uint16_t sa, *sb;
   pg_pack_report rep;
   char kind[PG_ARCH_NAME_MAX];
+  double whw; /* Σ_r w_r H w_rᵀ (computed once; the denominator of rel_err) */
+  int have_whw;
 } ptensor;
 
 typedef struct gprep {
@@ -281,15 +283,23 @@ static double frob_diff(const float *a, const float *b, uint64_t n) {
   return sqrt(s);
 }
 
-/* Relative error of Ŵ against W: Hessian-weighted when t has H, else MSE over mean W². */
-static double rel_err(const pg_packer *p, const ptensor *t, const float *W, const float *Wh) {
-  if (t->slot >= 0) {
-    const pg_hessian *H = &p->h->H[t->slot];
+/* Σ_r w_r H w_rᵀ of tensor t, computed once (it does not change between trials). */
+static double whw(const pg_packer *p, ptensor *t, const float *W) {
+  if (!t->have_whw) {
     float *zero = calloc((size_t)t->numel, sizeof *zero);
     if (!zero) return NAN;
-    double den = pg_quant_hessian_err(W, zero, t->rows, H, p->r.nthreads);
-    double num = pg_quant_hessian_err(W, Wh, t->rows, H, p->r.nthreads);
+    t->whw = pg_quant_hessian_err(W, zero, t->rows, &p->h->H[t->slot], p->r.nthreads);
+    t->have_whw = 1;
     free(zero);
+  }
+  return t->whw;
+}
+
+/* Relative error of Ŵ against W: Hessian-weighted when t has H, else MSE over mean W². */
+static double rel_err(const pg_packer *p, ptensor *t, const float *W, const float *Wh) {
+  if (t->slot >= 0) {
+    double den = whw(p, t, W);
+    double num = pg_quant_hessian_err(W, Wh, t->rows, &p->h->H[t->slot], p->r.nthreads);
     return den > 0 ? num / den : 0;
   }
   double ms = mean_sq(W, t->numel), d = frob_diff(W, Wh, t->numel);
@@ -351,8 +361,8 @@ static int quant_matrix(pg_packer *p, ptensor *t, const float *W, double mu, pg_
                     .nthreads = r->nthreads};
   if (o.scale_rule == PG_SCALE_HSDCLIP && !prep) o.scale_rule = PG_SCALE_SDCLIP;
   pg_qmat_stats st;
-  const pg_hessian *H = t->slot >= 0 ? &p->h->H[t->slot] : NULL;
-  PG_TRY(pg_quant_matrix(W, t->rows, t->cols, &o, H, t->q, t->s, &st, err));
+  /* no H for the stats: rel_err computes the output error once, with a cached denominator */
+  PG_TRY(pg_quant_matrix(W, t->rows, t->cols, &o, NULL, t->q, t->s, &st, err));
   t->rep.bits = bits;
   t->rep.k = o.k;
   t->rep.gptq = o.round_rule == PG_ROUND_GPTQ;
@@ -462,6 +472,7 @@ int pg_packer_quantize(pg_packer *p, double mu, pg_err *err) {
       }
       for (uint64_t k = 0; k < t->numel; k++) t->f16[k] = pg_f32_to_f16(W[k]);
       t->rep.bits = 16;
+      if (p->progress) p->progress(p->pctx, i + 1, p->nt, name);
       continue;
     }
     t->q = malloc((size_t)t->numel);
