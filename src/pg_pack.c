@@ -1006,29 +1006,18 @@ static int search_mu(fitter *f, long *best, pg_err *err) {
   double lo = 0, hi = 0; /* lo: a mu that does not fit (too big); hi: a mu that fits */
   int have_lo = 0, have_hi = 0;
   double mu = 1.0;
-  PG_TRY(trial(f, mu, &t, err));
-  used++;
-  if (t.fits) {
-    hi = mu;
-    have_hi = 1;
-  } else {
-    lo = mu;
-    have_lo = 1;
-  }
-  /* bracket: grow mu until it fits, shrink until it does not (or the window is reached) */
-  while (used < maxt && !(have_lo && have_hi) && !in_window(f, &t)) {
-    mu = have_hi ? mu / 2 : mu * 2;
-    if (mu < 1.0 / 64 || mu > 64) break;
+  /* bracket: mu = 1, then grow mu until it fits, or shrink it until it does not (or the window
+   * is reached) */
+  do {
+    if (used > 0) {
+      mu = have_hi ? mu / 2 : mu * 2;
+      if (mu < 1.0 / 64 || mu > 64) break;
+    }
     PG_TRY(trial(f, mu, &t, err));
     used++;
-    if (t.fits) {
-      hi = mu;
-      have_hi = 1;
-    } else {
-      lo = mu;
-      have_lo = 1;
-    }
-  }
+    *(t.fits ? &hi : &lo) = mu;
+    *(t.fits ? &have_hi : &have_lo) = 1;
+  } while (used < maxt && !(have_lo && have_hi) && !in_window(f, &t));
   while (used < maxt && have_lo && have_hi && !in_window(f, &t)) {
     mu = sqrt(lo * hi);
     PG_TRY(trial(f, mu, &t, err));
