@@ -22,6 +22,7 @@
 #include "pg_container.h"
 #include "pg_model.h"
 #include "pg_ops.h"
+#include "pg_load.h"
 #include "pg_pack.h"
 #include "pg_qtype.h"
 #include "pg_rng.h"
@@ -242,7 +243,8 @@ static uint64_t encode_data_sections(pg_artifact *a, const pg_codec_spec *spec, 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: %s [--layers N] [--dim N] [--vocab N] [--calib-tokens N] [--threads N]\n"
-          "          [--seed N] [--skip-gptq] [--check-codecs]\n"
+          "          [--seed N] [--skip-gptq] [--check-codecs] [--weights FILE]\n"
+          "          [--passthrough-max N]\n"
           "\n"
           "Times pgpack's pipeline on a model the size of the records (default 11 x 512, 8/4\n"
           "heads, MLP 4 x dim, vocabulary 8192, tied embedding; weights from pg_model_init plus\n"
@@ -259,6 +261,9 @@ static void usage(FILE *f) {
           "  --threads N        threads (default: the online CPUs)\n"
           "  --seed N           weights and tokens (default 1337)\n"
           "  --skip-gptq        no calibration: round-to-nearest everywhere\n"
+          "  --weights FILE     a trained checkpoint or safetensors with arch.json metadata instead\n"
+          "                     of random weights (--layers/--dim/--vocab are then ignored)\n"
+          "  --passthrough-max N  fp16 for tensors of at most N elements (default 65536)\n"
           "  --check-codecs     also build a second artifact with zstd-22 for every section\n"
           "                     through pg_packer_build (quantizing again) and check that it\n"
           "                     matches the re-encoded figure byte for byte\n"
@@ -294,7 +299,10 @@ int main(int argc, char **argv) {
   int layers = 11, dim = 512, vocab = 8192, calib_tokens = 2048, threads = 0, skip_gptq = 0,
       check = 0;
   uint64_t seed = 1337;
+  const char *weights = NULL;
+  long passthrough = 65536;
   static const struct option opts[] = {
+      {"weights", required_argument, NULL, 'w'}, {"passthrough-max", required_argument, NULL, 'p'},
       {"layers", required_argument, NULL, 'l'},      {"dim", required_argument, NULL, 'd'},
       {"vocab", required_argument, NULL, 'v'},       {"calib-tokens", required_argument, NULL, 'c'},
       {"threads", required_argument, NULL, 't'},     {"seed", required_argument, NULL, 's'},
@@ -311,6 +319,8 @@ int main(int argc, char **argv) {
     case 's': seed = (uint64_t)parse_int(optarg, 0, 0x7fffffff, "--seed"); break;
     case 'g': skip_gptq = 1; break;
     case 'k': check = 1; break;
+    case 'w': weights = optarg; break;
+    case 'p': passthrough = parse_int(optarg, 0, 1 << 30, "--passthrough-max"); break;
     case 'h': usage(stdout); return EXIT_OK;
     default: usage(stderr); return EXIT_ERR;
     }
@@ -329,24 +339,35 @@ int main(int argc, char **argv) {
            vocab, dim, layers, 4 * dim,
            layers < 2 ? ", \"structure\": {\"skips\": \"none\"}" : ""); /* no U-Net at 1 */
   pg_arch arch;
-  if (pg_arch_parse(&arch, json, strlen(json), "(bench arch)", &err) != PG_OK) die("%s", err.msg);
   pg_model *m;
-  if (pg_model_create(&m, &arch, &err) != PG_OK) die("%s", err.msg);
-  pg_model_init(m, seed);
-  /* pg_model_init zeroes the output projections (a trainer's init); give them Gaussian weights
-   * like the other matrices, or half the model would quantize to zeros and pack to nothing. */
-  pg_rng g;
-  pg_rng_seed(&g, seed ^ 0x9e3779b97f4a7c15ull);
-  for (size_t i = 0; i < pg_model_tensor_count(m); i++) {
-    const pg_arch_tensor *t = pg_model_tensor(m, i);
-    if (!ends_with(t->name, "attn.proj.weight") && !ends_with(t->name, "mlp.proj.weight")) continue;
-    uint64_t n = pg_arch_tensor_numel(t), cols = n / t->shape[0];
-    pg_real *w = pg_model_data(m, i);
-    double sd = 1.0 / sqrt((double)cols);
-    for (uint64_t k = 0; k < n; k++) w[k] = (pg_real)(sd * pg_rng_gauss(&g));
+  if (weights) {
+    /* trained weights: the comparison of layouts is about real values */
+    if (pg_model_load_checkpoint(&m, NULL, weights, &err) != PG_OK) die("%s", err.msg);
+    arch = *pg_model_arch(m);
+    layers = arch.layers;
+    dim = arch.dim;
+    vocab = arch.vocab_size;
+  } else {
+    if (pg_arch_parse(&arch, json, strlen(json), "(bench arch)", &err) != PG_OK)
+      die("%s", err.msg);
+    if (pg_model_create(&m, &arch, &err) != PG_OK) die("%s", err.msg);
+    pg_model_init(m, seed);
+    /* pg_model_init zeroes the output projections (a trainer's init); give them Gaussian weights
+     * like the other matrices, or half the model would quantize to zeros and pack to nothing. */
+    pg_rng g;
+    pg_rng_seed(&g, seed ^ 0x9e3779b97f4a7c15ull);
+    for (size_t i = 0; i < pg_model_tensor_count(m); i++) {
+      const pg_arch_tensor *t = pg_model_tensor(m, i);
+      if (!ends_with(t->name, "attn.proj.weight") && !ends_with(t->name, "mlp.proj.weight"))
+        continue;
+      uint64_t n = pg_arch_tensor_numel(t), cols = n / t->shape[0];
+      pg_real *w = pg_model_data(m, i);
+      double sd = 1.0 / sqrt((double)cols);
+      for (uint64_t k = 0; k < n; k++) w[k] = (pg_real)(sd * pg_rng_gauss(&g));
+    }
   }
   uint64_t params = (uint64_t)pg_model_param_count(m);
-  add_row(now() - t0, (int64_t)(4 * params), "model: pg_model_init + Gaussian projections "
+  add_row(now() - t0, (int64_t)(4 * params), weights ? "model: loaded from the checkpoint " : "model: pg_model_init + Gaussian projections "
           "(fp32 bytes)");
   fprintf(stderr, "%s: %d x %d, vocab %d, %llu parameters, %d thread%s\n", PROG, layers, dim, vocab,
           (unsigned long long)params, threads, threads == 1 ? "" : "s");
@@ -386,6 +407,7 @@ int main(int argc, char **argv) {
 
   /* ---- quantization (GPTQ, then LQER, in one pg_packer_quantize) ---- */
   pg_pack_recipe r = pg_pack_recipe_default();
+  r.passthrough_max = (uint64_t)passthrough;
   r.nthreads = threads;
   if (skip_gptq) r.round_rule = PG_ROUND_RTN;
   pg_packer *p;
@@ -511,10 +533,10 @@ int main(int argc, char **argv) {
           t_stream, rlen);
 
   /* ---- the table ---- */
-  printf("bench_pack: %d layers x %d, 8/4 heads, MLP %d, vocab %d, tied; %llu parameters; "
+  printf("bench_pack: %s%d layers x %d, MLP %d, vocab %d; %llu parameters; "
          "%d thread%s; %s\n\n",
-         layers, dim, 4 * dim, vocab, (unsigned long long)params, threads,
-         threads == 1 ? "" : "s",
+         weights ? "trained weights; " : "random weights; ", layers, dim, arch.mlp.hidden, vocab,
+         (unsigned long long)params, threads, threads == 1 ? "" : "s",
          skip_gptq ? "no calibration (round-to-nearest)"
                    : "calibration: random tokens");
   printf("| %-70s | %9s | %12s |\n", "stage", "seconds", "bytes");
