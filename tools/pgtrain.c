@@ -253,9 +253,12 @@ int main(int argc, char **argv) {
       log_json(logf, json_pack("{s:s,s:I,s:s,s:f,s:f}", "event", "val", "step",
                                (json_int_t)info.step, "weights", "live", "loss", vl, "bpb",
                                isnan(vb) ? -1.0 : vb));
+      last_log += pg_now() - vs; /* tokens/s counts training time only */
     }
     if (cfg.ckpt_every && info.step % cfg.ckpt_every == 0 && !last) {
+      double cs = pg_now();
       if (pg_trainer_checkpoint(t, out, &err)) goto fail;
+      last_log += pg_now() - cs;
       if (!quiet && !as_json)
         printf("ckpt   step %llu -> %s\n", (unsigned long long)info.step, out);
     }
