@@ -8,10 +8,22 @@
 # accounts for every byte (pgsize), checks it (pgunpack), and re-scores it with pgverify with
 # the sliding window and with score-first TTT. Every step prints what it does and its time.
 #
-# The real thing: DATA='DIR/fineweb_train_*.bin' VAL='DIR/fineweb_val_*.bin' TOKENIZER=M.model
-# bash scripts/demo.sh (with CONFIG=your-run.json for a model of another size; BUDGET=16000000).
+# The real thing: bash scripts/demo.sh --data 'DIR/fineweb_train_*.bin' --val
+# 'DIR/fineweb_val_*.bin' --tokenizer M.model [--config your-run.json] [--budget 16000000]
+# (the same settings can come from the environment: DATA, VAL, TOKENIZER, CONFIG, BUDGET).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data) DATA=$2; shift 2 ;;
+    --val) VAL=$2; shift 2 ;;
+    --tokenizer) TOKENIZER=$2; shift 2 ;;
+    --config) CONFIG=$2; shift 2 ;;
+    --budget) BUDGET=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
 bash scripts/setup.sh
 B=${BUILD_DIR:-build}
 CONFIG=${CONFIG:-spec/examples/train-demo.json}
