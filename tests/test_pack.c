@@ -103,6 +103,7 @@ static void write_shard(const char *dir, const char *prefix, const uint16_t *t, 
   cr_assert_eq(pg_shard_writer_open(&w, dir, prefix, 1 << 20, &e), PG_OK, "%s", e.msg);
   cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
   cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
+  pg_shard_writer_free(w);
 }
 
 Test(pack, calib_refuses_validation) {
