@@ -213,16 +213,6 @@ static void step_end(const opts *o, const char *fmt, ...) {
   fflush(stdout);
 }
 
-static int is_artifact(const char *path, int *yes, pg_err *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot open");
-  uint8_t head[8];
-  size_t got = fread(head, 1, sizeof head, f);
-  fclose(f);
-  *yes = got == sizeof head && memcmp(head, PG_MAGIC, sizeof head) == 0;
-  return PG_OK;
-}
-
 static const char *base_name(const char *p) {
   const char *s = strrchr(p, '/');
   return s ? s + 1 : p;
@@ -455,7 +445,7 @@ int main(int argc, char **argv) {
   /* 1. weights */
   step_begin(&o, "weights");
   int art = 0;
-  if (is_artifact(o.weights, &art, &err)) goto fail;
+  if (pg_tool_is_artifact(o.weights, &art, &err)) goto fail;
   if (art) {
     if (pg_artifact_open(&src, o.weights, NULL, &err) || pg_model_load_artifact(&m, src, &err))
       goto fail;

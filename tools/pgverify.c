@@ -101,17 +101,6 @@ static int hash_file(const char *path, uint64_t *h, uint64_t *size, pg_err *err)
   return PG_OK;
 }
 
-/* A pgolf artifact starts with its magic; anything else is read as safetensors. */
-static int is_safetensors(const char *path, int *yes, pg_err *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot open");
-  uint8_t head[8] = {0};
-  size_t got = fread(head, 1, sizeof head, f);
-  fclose(f);
-  *yes = !(got == sizeof head && memcmp(head, PG_MAGIC, sizeof head) == 0);
-  return PG_OK;
-}
-
 static json_t *hex64(uint64_t h) {
   char b[17];
   snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
@@ -406,10 +395,11 @@ int main(int argc, char **argv) {
   const pg_arch *arch;
 
   /* the artifact (or safetensors weights) and its model */
-  int is_st = 0;
+  int is_art = 0;
   if (hash_file(o.artifact, &art_hash, &art_size, &err) ||
-      is_safetensors(o.artifact, &is_st, &err))
+      pg_tool_is_artifact(o.artifact, &is_art, &err))
     goto fail;
+  const int is_st = !is_art;
   if (is_st) {
     pg_arch given;
     if (!o.tokenizer) {

@@ -1,6 +1,8 @@
 /* tool.c: shared helpers of the pgolf commands. */
 #include "tool.h"
 
+#include "pg_container.h"
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,4 +64,14 @@ double pg_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int pg_tool_is_artifact(const char *path, int *yes, pg_err *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot open");
+  uint8_t head[8] = {0};
+  size_t got = fread(head, 1, sizeof head, f);
+  fclose(f);
+  *yes = got == sizeof head && memcmp(head, PG_MAGIC, sizeof head) == 0;
+  return PG_OK;
 }

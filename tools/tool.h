@@ -28,6 +28,9 @@ const char *pg_fmt_u64(char *buf, uint64_t v);
 int pg_parse_u64(const char *s, uint64_t *out);
 /* Print s with control characters escaped (terminal-safe). */
 void pg_print_safe(FILE *f, const char *s, size_t n);
+/* *yes = 1 when the file begins with the artifact magic (anything else is read as
+ * safetensors by the commands that take both); PG_E_IO when it cannot be opened. */
+int pg_tool_is_artifact(const char *path, int *yes, pg_err *err);
 /* Seconds on a monotonic clock. */
 double pg_now(void);
 
