@@ -488,6 +488,48 @@ def t_pgolf_loader():
     return None
 
 
+def t_mutated_inputs():
+    """The reader of outside bytes against mutated files: every outcome is a success or an
+    ExportError (one line), never another exception. In-process, on 400 seeded mutations of the
+    banked input (byte flips, truncation, header-length edits, junk appended)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pg_export_under_test", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with open(S.inp, "rb") as f:
+        base = f.read()
+    rng = random.Random(2026)
+    path = os.path.join(TMP, "mutated.safetensors")
+    outcomes = {"ok": 0, "refused": 0}
+    for i in range(400):
+        b = bytearray(base)
+        kind = i % 4
+        if kind == 0:
+            for _ in range(rng.randint(1, 8)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        elif kind == 1:
+            b = b[: rng.randrange(len(b))]
+        elif kind == 2:
+            b[0:8] = struct.pack("<Q", rng.choice([0, 1, 7, len(b), 2 ** 63, rng.randrange(4096)]))
+        else:
+            pos = 8 + rng.randrange(min(len(b) - 8, 2000))
+            b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+        with open(path, "wb") as f:
+            f.write(bytes(b))
+        try:
+            tensors = mod.read_safetensors(path)
+            for t in (tensors.values() if isinstance(tensors, dict) else tensors):
+                conv = getattr(t, "convert", None)
+                if conv:
+                    conv()
+            outcomes["ok"] += 1
+        except mod.ExportError as e:
+            assert "\n" not in str(e), "a refusal spans lines: %r" % str(e)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0, outcomes
+    return None
+
+
 TESTS = [
     ("export of a banked state dict runs", t_export_runs),
     ("output layout: padded header, sorted names, contiguous F32 data, metadata", t_layout),
@@ -508,6 +550,7 @@ TESTS = [
     ("failure leaves an existing output alone; input is never the output",
      t_no_overwrite_on_failure),
     ("--arch: stored in __metadata__, core shapes checked", t_arch),
+    ("mutated inputs: a success or one ExportError line, nothing else", t_mutated_inputs),
     ("--help and usage errors", t_help),
     ("pgolf's strict loader accepts the output (pgpack)", t_pgolf_loader),
 ]
