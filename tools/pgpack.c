@@ -140,27 +140,8 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
 
 /* ---- progress ---------------------------------------------------------------------------------- */
 
-typedef struct prog {
-  int on;
-  double t0, last;
-  const char *what;
-} prog;
-
-static int on_tokens(void *ctx, uint64_t done, uint64_t total) {
-  prog *p = ctx;
-  double now = pg_now();
-  if (!p->on || (now - p->last < 0.5 && done < total)) return 0;
-  p->last = now;
-  char a[32], b[32];
-  fprintf(stderr, "\r%s: %s %s / %s tokens  %.0f s   ", PROG, p->what, pg_fmt_u64(a, done),
-          pg_fmt_u64(b, total), now - p->t0);
-  if (done >= total) fputc('\n', stderr);
-  fflush(stderr);
-  return 0;
-}
-
 static void on_tensor(void *ctx, size_t done, size_t total, const char *name) {
-  prog *p = ctx;
+  pg_progress *p = ctx;
   double now = pg_now();
   if (!p->on || (now - p->last < 0.5 && done < total)) return;
   p->last = now;
@@ -173,7 +154,7 @@ static void on_tensor(void *ctx, size_t done, size_t total, const char *name) {
 typedef struct fitlog {
   int print;
   uint64_t budget;
-  prog *pr;
+  pg_progress *pr;
 } fitlog;
 
 static void on_trial(void *ctx, const pg_pack_trial *t) {
@@ -438,7 +419,8 @@ int main(int argc, char **argv) {
   pg_account acc = {0};
   int have_acc = 0;
   double t_all = pg_now();
-  prog pr = {.on = !o.quiet && isatty(2), .t0 = pg_now()};
+  pg_progress pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
+                    .unit = "tokens"};
   pg_ops e = pg_ops_cpu(o.threads);
   int nthreads = pg_parallel_threads(o.threads);
 
@@ -481,7 +463,7 @@ int main(int argc, char **argv) {
     pr.t0 = pg_now();
     if (!strcmp(o.calib, "self")) {
       if (pg_calib_self(&cal, m, &e, o.cseqs, o.clen, o.temperature, o.seed, o.cbatch,
-                        on_tokens, &pr, &err))
+                        pg_progress_tick, &pr, &err))
         goto fail;
     } else if (pg_calib_from_shards(&cal, o.calib, o.val, o.cseqs, o.clen,
                                     (uint32_t)arch->vocab_size, &err)) {
@@ -491,7 +473,7 @@ int main(int argc, char **argv) {
     step_begin(&o, "hessians");
     pr.what = "calibrating";
     pr.t0 = pg_now();
-    if (pg_calib_collect(&hs, m, &e, &cal, o.cbatch, o.threads, on_tokens, &pr, &err)) goto fail;
+    if (pg_calib_collect(&hs, m, &e, &cal, o.cbatch, o.threads, pg_progress_tick, &pr, &err)) goto fail;
     char a1[32];
     step_end(&o, "%zu Hessians from %s tokens (cpu engine, %d threads)", hs.nh,
              pg_fmt_u64(a1, hs.tokens), nthreads);

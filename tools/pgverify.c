@@ -107,29 +107,6 @@ static json_t *hex64(uint64_t h) {
   return json_string(b);
 }
 
-/* ---- progress -------------------------------------------------------------------------------- */
-
-typedef struct progress {
-  int on;
-  double t0, last;
-} progress;
-
-static int on_progress(void *ctx, uint64_t done, uint64_t total) {
-  progress *p = ctx;
-  double now = pg_now();
-  if (!p->on || (now - p->last < 0.5 && done < total)) return 0;
-  p->last = now;
-  double el = now - p->t0, frac = total ? (double)done / (double)total : 1;
-  char a[32], b[32];
-  fprintf(stderr, "\r%s: %5.1f%% (%s / %s targets)  %.0f s", PROG, 100 * frac, pg_fmt_u64(a, done),
-          pg_fmt_u64(b, total), el);
-  if (frac > 0 && frac < 1) fprintf(stderr, ", about %.0f s left   ", el * (1 - frac) / frac);
-  else fprintf(stderr, "                    ");
-  if (done >= total) fputc('\n', stderr);
-  fflush(stderr);
-  return 0;
-}
-
 /* ---- the receipt ----------------------------------------------------------------------------- */
 
 static json_t *protocol_json(const pg_protocol *p) {
@@ -472,8 +449,9 @@ int main(int argc, char **argv) {
   pg_val val = {.tok = tok, .n = n, .tables = o.bytes ? NULL : &tab, .bytes = bytes};
   pg_ops e = pg_ops_cpu(o.threads);
   int nthreads = pg_parallel_threads(o.threads);
-  progress pr = {.on = !o.quiet && isatty(2), .t0 = pg_now()};
-  pg_eval_hooks hooks = {.progress = on_progress, .ctx = &pr};
+  pg_progress pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
+                    .unit = "targets"};
+  pg_eval_hooks hooks = {.progress = pg_progress_tick, .ctx = &pr};
   if (!o.quiet && !o.json && isatty(2)) {
     char a[32];
     fprintf(stderr, "%s: %s on %s validation tokens, engine cpu (%d threads)\n", PROG,

@@ -75,3 +75,19 @@ int pg_tool_is_artifact(const char *path, int *yes, pg_err *err) {
   *yes = got == sizeof head && memcmp(head, PG_MAGIC, sizeof head) == 0;
   return PG_OK;
 }
+
+int pg_progress_tick(void *ctx, uint64_t done, uint64_t total) {
+  pg_progress *p = ctx;
+  double now = pg_now();
+  if (!p->on || (now - p->last < 0.5 && done < total)) return 0;
+  p->last = now;
+  double el = now - p->t0, frac = total ? (double)done / (double)total : 1;
+  char a[32], b[32];
+  fprintf(stderr, "\r%s: %s%s%5.1f%% (%s / %s %s)  %.0f s", p->prog, p->what ? p->what : "",
+          p->what ? " " : "", 100 * frac, pg_fmt_u64(a, done), pg_fmt_u64(b, total), p->unit, el);
+  if (frac > 0 && frac < 1) fprintf(stderr, ", about %.0f s left   ", el * (1 - frac) / frac);
+  else fprintf(stderr, "                    ");
+  if (done >= total) fputc('\n', stderr);
+  fflush(stderr);
+  return 0;
+}

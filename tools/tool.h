@@ -31,6 +31,16 @@ void pg_print_safe(FILE *f, const char *s, size_t n);
 /* *yes = 1 when the file begins with the artifact magic (anything else is read as
  * safetensors by the commands that take both); PG_E_IO when it cannot be opened. */
 int pg_tool_is_artifact(const char *path, int *yes, pg_err *err);
+/* A progress line on standard error for long work; `on` only for a terminal and without
+ * --quiet. what (may be NULL) names the work, unit the things counted. */
+typedef struct pg_progress {
+  int on;
+  double t0, last;
+  const char *prog, *what, *unit;
+} pg_progress;
+/* The library's progress hook (ctx is a pg_progress): at most twice a second,
+ * "\rPROG: [WHAT ]P% (DONE / TOTAL UNIT)  E s, about R s left", a newline when done. Returns 0. */
+int pg_progress_tick(void *ctx, uint64_t done, uint64_t total);
 /* Seconds on a monotonic clock. */
 double pg_now(void);
 
