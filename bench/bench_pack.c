@@ -278,18 +278,6 @@ static int parse_int(const char *s, long lo, long hi, const char *what) {
   return (int)v;
 }
 
-/* XXH64 of the tokens as u16 little-endian (what pg_calib records as the set's checksum). */
-static uint64_t tokens_xxh64(const int32_t *t, size_t n) {
-  uint8_t *b = xmalloc(2 * n);
-  for (size_t i = 0; i < n; i++) {
-    b[2 * i] = (uint8_t)(t[i] & 0xff);
-    b[2 * i + 1] = (uint8_t)((t[i] >> 8) & 0xff);
-  }
-  uint64_t h = XXH64(b, 2 * n, 0);
-  free(b);
-  return h;
-}
-
 static int ends_with(const char *s, const char *suf) {
   size_t n = strlen(s), k = strlen(suf);
   return n >= k && strcmp(s + n - k, suf) == 0;
@@ -388,7 +376,7 @@ int main(int argc, char **argv) {
     pg_rng_seed(&tr, seed + 1);
     for (size_t k = 0; k < (size_t)nseq * (size_t)T; k++)
       cs.tokens[k] = (int32_t)(pg_rng_u64(&tr) % (uint64_t)vocab);
-    cs.xxh64 = tokens_xxh64(cs.tokens, (size_t)nseq * (size_t)T);
+    cs.xxh64 = pg_calib_tokens_xxh64(cs.tokens, (size_t)nseq * (size_t)T);
     snprintf(cs.source, sizeof cs.source, "uniform random tokens (bench_pack, seed %llu)",
              (unsigned long long)seed + 1);
     add_row(now() - t0, (int64_t)nseq * T * 2,

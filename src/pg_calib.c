@@ -17,7 +17,7 @@ void pg_calib_free(pg_calib_set *c) {
   memset(c, 0, sizeof *c);
 }
 
-static uint64_t tokens_hash(const int32_t *t, size_t n) {
+uint64_t pg_calib_tokens_xxh64(const int32_t *t, size_t n) {
   XXH64_state_t *st = XXH64_createState();
   if (!st) return 0;
   XXH64_reset(st, 0);
@@ -122,7 +122,7 @@ int pg_calib_from_shards(pg_calib_set *c, const char *pattern, const char *val_p
   if (!rc) {
     c->nseq = nseq;
     c->T = T;
-    c->xxh64 = tokens_hash(c->tokens, (size_t)n);
+    c->xxh64 = pg_calib_tokens_xxh64(c->tokens, (size_t)n);
     snprintf(c->source, sizeof c->source, "shards %s (%zu files): first %llu tokens as %d x %d",
              pattern, pg_shard_set_nfiles(set), (unsigned long long)n, nseq, T);
   } else {
@@ -199,7 +199,7 @@ int pg_calib_self(pg_calib_set *c, pg_model *m, const pg_ops *e, int nseq, int T
   if (!rc) {
     c->nseq = nseq;
     c->T = T;
-    c->xxh64 = tokens_hash(c->tokens, n);
+    c->xxh64 = pg_calib_tokens_xxh64(c->tokens, n);
     snprintf(c->source, sizeof c->source,
              "self-generated: %d x %d tokens, temperature %g, seed %llu, first token uniform",
              nseq, T, temperature, (unsigned long long)seed);

@@ -27,6 +27,8 @@ typedef struct pg_calib_set {
 } pg_calib_set;
 
 void pg_calib_free(pg_calib_set *c);
+/* The set's checksum: XXH64 (seed 0) of n tokens as u16 little-endian. */
+uint64_t pg_calib_tokens_xxh64(const int32_t *t, size_t n);
 
 /* The first nseq·T tokens of the shards matching `pattern` (sorted, in stream order), cut into
  * nseq rows of T. Refused with PG_E_ILLEGAL: a file whose name begins "fineweb_val_", and, when
