@@ -25,10 +25,14 @@ fi
 BUILD_DIR=${BUILD_DIR:-build}
 # nvcc is optional: -Dcuda=auto builds the CUDA kernels when the toolkit is installed.
 [ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
-if [ ! -f "$BUILD_DIR/build.ninja" ]; then
-  # shellcheck disable=SC2086
-  meson setup "$BUILD_DIR" ${MESON_ARGS:-} >"${TMPDIR:-/tmp}/pgolf-setup.log" 2>&1 ||
-    { cat "${TMPDIR:-/tmp}/pgolf-setup.log"; exit 2; }
-fi
-ninja -C "$BUILD_DIR" >/dev/null
+log=$(mktemp "${TMPDIR:-/tmp}/pgolf-setup.XXXXXX")
+trap 'rm -f "$log"' EXIT
+# An existing build directory is reconfigured with this run's MESON_ARGS (options given before
+# and not now keep their values); a failure shows meson's own output.
+reconf=()
+[ -f "$BUILD_DIR/build.ninja" ] && reconf=(--reconfigure)
+# shellcheck disable=SC2086
+meson setup "${reconf[@]}" "$BUILD_DIR" ${MESON_ARGS:-} >"$log" 2>&1 || { cat "$log"; exit 2; }
+# Quiet when it works; the failing commands and the compiler's messages when it does not.
+ninja -C "$BUILD_DIR" >"$log" 2>&1 || { grep -v '^\[[0-9]*/[0-9]*\] ' "$log" | tail -n 200; exit 2; }
 echo "setup: built pgolf in $BUILD_DIR"
