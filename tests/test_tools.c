@@ -886,6 +886,52 @@ Test(tools, pgverify_states_provenance_and_protocol_differences) {
   json_decref(j);
 }
 
+/* The protocol every example records (spec/examples/, follows.protocol) reads as pgverify options:
+ * scoring with another protocol gives the "differs" warning, never "cannot read". */
+static char example_protocol[512];
+static void follows_example(pg_arch *a) {
+  a->follows.set = 1;
+  snprintf(a->follows.record, sizeof a->follows.record, "example");
+  snprintf(a->follows.protocol, sizeof a->follows.protocol, "%s", example_protocol);
+}
+
+Test(tools, pgverify_reads_every_example_protocol) {
+  vfx f;
+  vfx_init(&f);
+  char st[200], v[200];
+  snprintf(st, sizeof st, "%s/v.safetensors", tmp);
+  snprintf(v, sizeof v, "%s/ex.json", tmp);
+  cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), st, f.art), 0, "%s", slurp(err_path));
+  const char *names[] = {"baseline", "pr1676", "r12", "r12b", "pr473", "sys11036", "pr456"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/spec/examples/%s.json", getenv("PG_SOURCE_ROOT"), names[i]);
+    pg_arch ex;
+    pg_err e;
+    cr_assert_eq(pg_arch_load(&ex, path, &e), PG_OK, "%s", e.msg);
+    cr_assert(ex.follows.protocol[0], "%s has no follows.protocol", names[i]);
+    snprintf(example_protocol, sizeof example_protocol, "%s", ex.follows.protocol);
+    write_arch_variant(st, v, follows_example);
+    cr_assert_eq(run("%s %s --arch %s --val %s --protocol plain --seq-len 32 --no-receipt",
+                     bin("pgverify"), f.art, v, f.val), 0, "%s", slurp(err_path));
+    char *er = slurp(err_path);
+    cr_assert(strstr(er, "protocol differs") && !strstr(er, "cannot read"), "%s: %s", names[i],
+              er);
+    free(er);
+  }
+  /* and one that is not a protocol: said, not ignored */
+  const char *bad[] = {"--protocol sliding --val x", "--stride", "--protocol nope", "--lr -1"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(example_protocol, sizeof example_protocol, "%s", bad[i]);
+    write_arch_variant(st, v, follows_example);
+    cr_assert_eq(run("%s %s --arch %s --val %s --protocol plain --seq-len 32 --no-receipt",
+                     bin("pgverify"), f.art, v, f.val), 0, "%s", slurp(err_path));
+    char *er = slurp(err_path);
+    cr_assert(strstr(er, "cannot read the protocol recorded for example"), "%s: %s", bad[i], er);
+    free(er);
+  }
+}
+
 /* pgunpack --check: an arch.json that does not describe the tensors is an invalid artifact. */
 Test(tools, pgunpack_check_refuses_an_arch_that_does_not_fit) {
   char path[160];
