@@ -56,6 +56,8 @@ static const struct {
     {"provenance.calib_source", PG_META_STR},
     {"provenance.calib_tokens", PG_META_I64},
     {"provenance.calib_xxh64", PG_META_STR},
+    {"provenance.protocol", PG_META_STR},
+    {"provenance.record", PG_META_STR},
     {"provenance.seed", PG_META_I64},
     {"quant.method", PG_META_STR},
     {"quant.recipe", PG_META_STR},

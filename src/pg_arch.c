@@ -328,6 +328,43 @@ static int check_visit_list(const pg_arch *a, const char *path, const pg_arch_li
   return PG_OK;
 }
 
+/* A provenance string: NUL-terminated within its buffer, printable (no byte below 0x20, no DEL),
+ * so that one line of a report stays one line; required ones non-empty. */
+static int check_text(const char *path, const char *s, size_t cap, int required,
+                      const char *file, pg_err *err) {
+  const size_t n = strnlen(s, cap);
+  PG_FAIL_IF(n == cap, err, PG_E_ARG, file, PG_NO_OFFSET, "%s: longer than %zu bytes", path,
+             cap - 1);
+  PG_FAIL_IF(required && n == 0, err, PG_E_ARG, file, PG_NO_OFFSET, "%s: is empty", path);
+  for (size_t i = 0; i < n; i++) {
+    const unsigned char c = (unsigned char)s[i];
+    PG_FAIL_IF(c < 0x20 || c == 0x7f, err, PG_E_ARG, file, PG_NO_OFFSET,
+               "%s: control character 0x%02x at byte %zu", path, c, i);
+  }
+  return PG_OK;
+}
+
+static int check_follows(const pg_arch_follows *f, const char *file, pg_err *err) {
+  PG_FAIL_IF(f->set != 0 && f->set != 1, err, PG_E_ARG, file, PG_NO_OFFSET,
+             "follows: %d is not a boolean", f->set);
+  if (!f->set) return PG_OK;
+  PG_TRY(check_text("follows.record", f->record, sizeof f->record, 1, file, err));
+  PG_TRY(check_text("follows.date", f->date, sizeof f->date, 0, file, err));
+  if (f->date[0]) {
+    int ok = strlen(f->date) == 10 && f->date[4] == '-' && f->date[7] == '-';
+    for (int i = 0; ok && i < 10; i++)
+      if (i != 4 && i != 7 && (f->date[i] < '0' || f->date[i] > '9')) ok = 0;
+    PG_FAIL_IF(!ok, err, PG_E_ARG, file, PG_NO_OFFSET, "follows.date: \"%s\" is not YYYY-MM-DD",
+               f->date);
+  }
+  PG_FAIL_IF(f->pr < 0 || f->pr > 10000000, err, PG_E_ARG, file, PG_NO_OFFSET,
+             "follows.pr: %d is outside 1..10000000", f->pr);
+  PG_FAIL_IF(!isfinite(f->val_bpb) || f->val_bpb < 0 || f->val_bpb > 100, err, PG_E_ARG, file,
+             PG_NO_OFFSET, "follows.val_bpb: %.17g is outside (0..100]", f->val_bpb);
+  PG_TRY(check_text("follows.protocol", f->protocol, sizeof f->protocol, 0, file, err));
+  return check_text("follows.note", f->note, sizeof f->note, 0, file, err);
+}
+
 int pg_arch_validate(const pg_arch *a, const char *file, pg_err *err) {
   PG_FAIL_IF(!a, err, PG_E_ARG, file, PG_NO_OFFSET, "no arch");
   char path[96];
@@ -453,7 +490,7 @@ int pg_arch_validate(const pg_arch *a, const char *file, pg_err *err) {
                    err));
   /* head */
   PG_TRY(check_num("head.softcap", a->head.softcap, 0, 0, 1e6, file, err));
-  return PG_OK;
+  return check_follows(&a->follows, file, err);
 }
 
 /* ---- parsing ---- */
@@ -578,6 +615,61 @@ static int is_group(const char *key) {
   return 0;
 }
 
+/* A provenance string into buf: a JSON string without NUL bytes, shorter than cap. */
+static int parse_text(const char *path, json_t *v, char *buf, size_t cap, const char *file,
+                      pg_err *err) {
+  PG_FAIL_IF(!json_is_string(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
+             "%s: is %s, not a string", path, json_type_word(v));
+  const size_t n = json_string_length(v);
+  PG_FAIL_IF(n >= cap, err, PG_E_ARG, file, PG_NO_OFFSET, "%s: %zu bytes (at most %zu)", path, n,
+             cap - 1);
+  PG_FAIL_IF(strlen(json_string_value(v)) != n, err, PG_E_ARG, file, PG_NO_OFFSET,
+             "%s: holds a NUL character", path);
+  memcpy(buf, json_string_value(v), n + 1);
+  return PG_OK;
+}
+
+static int parse_follows(pg_arch_follows *f, json_t *obj, const char *file, pg_err *err) {
+  PG_FAIL_IF(!json_is_object(obj), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
+             "follows: is %s, not an object", json_type_word(obj));
+  const char *key;
+  json_t *v;
+  char kb[48];
+  memset(f, 0, sizeof *f);
+  f->set = 1;
+  json_object_foreach(obj, key, v) {
+    if (!strcmp(key, "record")) {
+      PG_TRY(parse_text("follows.record", v, f->record, sizeof f->record, file, err));
+    } else if (!strcmp(key, "date")) {
+      PG_TRY(parse_text("follows.date", v, f->date, sizeof f->date, file, err));
+    } else if (!strcmp(key, "protocol")) {
+      PG_TRY(parse_text("follows.protocol", v, f->protocol, sizeof f->protocol, file, err));
+    } else if (!strcmp(key, "note")) {
+      PG_TRY(parse_text("follows.note", v, f->note, sizeof f->note, file, err));
+    } else if (!strcmp(key, "pr")) {
+      PG_FAIL_IF(!json_is_integer(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
+                 "follows.pr: is %s, not an integer", json_type_word(v));
+      PG_FAIL_IF(json_integer_value(v) < 1 || json_integer_value(v) > 10000000, err, PG_E_ARG,
+                 file, PG_NO_OFFSET, "follows.pr: %lld is outside 1..10000000",
+                 (long long)json_integer_value(v));
+      f->pr = (int)json_integer_value(v);
+    } else if (!strcmp(key, "val_bpb")) {
+      PG_FAIL_IF(!json_is_number(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
+                 "follows.val_bpb: is %s, not a number", json_type_word(v));
+      const double x = json_number_value(v);
+      PG_FAIL_IF(!(x > 0 && x <= 100), err, PG_E_ARG, file, PG_NO_OFFSET,
+                 "follows.val_bpb: %.17g is outside (0..100]", x);
+      f->val_bpb = x;
+    } else {
+      return pg_err_set(err, PG_E_ARG, file, PG_NO_OFFSET, "follows.%s: unknown option",
+                        clean_key(key, kb, sizeof kb));
+    }
+  }
+  PG_FAIL_IF(!f->record[0], err, PG_E_ARG, file, PG_NO_OFFSET,
+             "follows.record: missing (follows names the record whose settings the arch uses)");
+  return PG_OK;
+}
+
 static int parse_object(pg_arch *a, json_t *obj, const char *group, unsigned char *present,
                         const char *file, pg_err *err) {
   const char *key;
@@ -590,6 +682,8 @@ static int parse_object(pg_arch *a, json_t *obj, const char *group, unsigned cha
     if (o) {
       PG_TRY(parse_value(a, o, v, file, err));
       present[idx] = 1;
+    } else if (!group && !strcmp(key, "follows")) {
+      PG_TRY(parse_follows(&a->follows, v, file, err));
     } else if (!group && is_group(key)) {
       PG_FAIL_IF(!json_is_object(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
                  "%s: is %s, not an object", key, json_type_word(v));
@@ -681,11 +775,58 @@ static void put_value(pg_buf *b, const pg_arch *a, const opt *o) {
   put_str(b, t);
 }
 
-/* An entry of one object level: an option, or (top level only) a group. */
+/* An entry of one object level: an option, or (top level only) a group or "follows". */
 typedef struct entry {
   const char *key;
-  const opt *o; /* NULL: the group named key */
+  const opt *o; /* NULL: the group named key, or "follows" */
 } entry;
+
+/* A JSON string literal (quoted, escaped by jansson; UTF-8 kept). */
+static void put_json_str(pg_buf *b, const char *s) {
+  json_t *j = json_string(s);
+  char *t = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+  if (t)
+    put_str(b, t);
+  else
+    b->oom = 1;
+  free(t);
+  json_decref(j);
+}
+
+/* "follows": its keys in byte order, each only when given. */
+static void put_follows(pg_buf *b, const pg_arch_follows *f, int depth) {
+  char t[64];
+  const char *keys[6];
+  int n = 0;
+  if (f->date[0]) keys[n++] = "date";
+  if (f->note[0]) keys[n++] = "note";
+  if (f->pr > 0) keys[n++] = "pr";
+  if (f->protocol[0]) keys[n++] = "protocol";
+  keys[n++] = "record";
+  if (f->val_bpb > 0) keys[n++] = "val_bpb";
+  put_str(b, "{\n");
+  for (int i = 0; i < n; i++) {
+    for (int k = 0; k < depth + 1; k++) put_str(b, "  ");
+    put_str(b, "\"");
+    put_str(b, keys[i]);
+    put_str(b, "\": ");
+    if (!strcmp(keys[i], "date")) put_json_str(b, f->date);
+    if (!strcmp(keys[i], "note")) put_json_str(b, f->note);
+    if (!strcmp(keys[i], "protocol")) put_json_str(b, f->protocol);
+    if (!strcmp(keys[i], "record")) put_json_str(b, f->record);
+    if (!strcmp(keys[i], "pr")) {
+      snprintf(t, sizeof t, "%d", f->pr);
+      put_str(b, t);
+    }
+    if (!strcmp(keys[i], "val_bpb")) {
+      fmt_real(t, sizeof t, f->val_bpb);
+      put_str(b, t);
+    }
+    put_str(b, i + 1 < n ? ",\n" : "\n");
+  }
+  for (int k = 0; k < depth; k++) put_str(b, "  ");
+  put_str(b, "}");
+}
 
 static int entry_cmp(const void *x, const void *y) {
   return strcmp(((const entry *)x)->key, ((const entry *)y)->key);
@@ -698,8 +839,10 @@ static void put_object(pg_buf *b, const pg_arch *a, const char *group, int depth
     if ((group == NULL && OPTS[i].group == NULL) ||
         (group && OPTS[i].group && !strcmp(group, OPTS[i].group)))
       e[n].key = OPTS[i].key, e[n++].o = &OPTS[i];
-  if (!group)
+  if (!group) {
     for (int g = 0; GROUPS[g]; g++) e[n].key = GROUPS[g], e[n++].o = NULL;
+    if (a->follows.set) e[n].key = "follows", e[n++].o = NULL;
+  }
   qsort(e, n, sizeof e[0], entry_cmp);
   put_str(b, "{\n");
   for (size_t i = 0; i < n; i++) {
@@ -709,6 +852,8 @@ static void put_object(pg_buf *b, const pg_arch *a, const char *group, int depth
     put_str(b, "\": ");
     if (e[i].o)
       put_value(b, a, e[i].o);
+    else if (!strcmp(e[i].key, "follows"))
+      put_follows(b, &a->follows, depth + 1);
     else
       put_object(b, a, e[i].key, depth + 1);
     put_str(b, i + 1 < n ? ",\n" : "\n");
@@ -733,7 +878,133 @@ int pg_arch_serialize(const pg_arch *a, char **out, pg_err *err) {
   return PG_OK;
 }
 
+static int opt_equal(const pg_arch *a, const pg_arch *b, const opt *o) {
+  if (o->type == T_NUM) return *c_num(a, o) == *c_num(b, o);
+  if (o->type == T_LIST) {
+    const pg_arch_list *x = c_list(a, o), *y = c_list(b, o);
+    if (x->n != y->n) return 0;
+    for (int k = 0; k < x->n && k < PG_ARCH_MAX_VIRTUAL; k++)
+      if (x->v[k] != y->v[k]) return 0;
+    return 1;
+  }
+  return *c_int(a, o) == *c_int(b, o);
+}
+
+/* One option's value as canonical JSON text into buf (lists cut with "..." past cap). */
+static void value_text(const pg_arch *a, const opt *o, char *buf, size_t cap) {
+  pg_buf b = {0};
+  put_value(&b, a, o);
+  pg_buf_u8(&b, 0);
+  if (b.oom || !b.data) {
+    snprintf(buf, cap, "?");
+  } else {
+    const size_t n = strlen((const char *)b.data);
+    if (n < cap) {
+      memcpy(buf, b.data, n + 1);
+    } else if (cap > 4) { /* a long list: its head and "..." */
+      memcpy(buf, b.data, cap - 4);
+      memcpy(buf + cap - 4, "...", 4);
+    }
+  }
+  pg_buf_free(&b);
+}
+
+static int follows_equal(const pg_arch_follows *x, const pg_arch_follows *y) {
+  if (x->set != y->set) return 0;
+  if (!x->set) return 1;
+  return !strcmp(x->record, y->record) && !strcmp(x->date, y->date) && x->pr == y->pr &&
+         x->val_bpb == y->val_bpb && !strcmp(x->protocol, y->protocol) &&
+         !strcmp(x->note, y->note);
+}
+
+int pg_arch_diff(const pg_arch *a, const pg_arch *b, char *buf, size_t cap) {
+  int n = 0;
+  size_t used = 0;
+  if (cap) buf[0] = '\0';
+  for (size_t i = 0; i < N_OPTS; i++) {
+    if (opt_equal(a, b, &OPTS[i])) continue;
+    n++;
+    if (!cap || used + 1 >= cap) continue;
+    char path[96], va[96], vb[96], item[320];
+    value_text(a, &OPTS[i], va, sizeof va);
+    value_text(b, &OPTS[i], vb, sizeof vb);
+    snprintf(item, sizeof item, "%s%s %s/%s", n > 1 ? ", " : "",
+             opt_path(&OPTS[i], path, sizeof path), va, vb);
+    if (used + strlen(item) + 4 < cap) {
+      memcpy(buf + used, item, strlen(item) + 1);
+      used += strlen(item);
+    } else {
+      snprintf(buf + used, cap - used, "%s", cap - used > 4 ? ", ..." : "");
+      used = cap;
+    }
+  }
+  return n;
+}
+
+/* The options the tensors do not fix, with the condition under which each changes the forward
+ * pass (spec/load.md §2.1). Init values (q_gain, the scales, lambdas) and training switches
+ * (recur_step, recur_frac) are not listed: the evaluation reads the learned tensors instead. */
+static int unchecked_in_effect(const pg_arch *a, const char *path) {
+  const int rope = a->attention.rope_dims > 0;
+  if (!strcmp(path, "bos_id")) return a->attention.doc_mask || a->embeddings.smear_bos_mask;
+  if (!strcmp(path, "attention.rope_base") || !strcmp(path, "attention.rope_sign") ||
+      !strcmp(path, "attention.rope_ntk_len"))
+    return rope;
+  if (!strcmp(path, "attention.doc_max_len")) return a->attention.doc_mask;
+  if (!strcmp(path, "attention.gate_scale"))
+    return a->attention.gate == PG_ARCH_GATE_SPARSE_SIGMOID;
+  if (!strcmp(path, "mlp.leaky_slope")) return a->mlp.act == PG_ARCH_ACT_LEAKY_RELU2;
+  if (!strcmp(path, "embeddings.ve_layers")) return a->embeddings.ve_layers.n > 0;
+  if (!strcmp(path, "embeddings.smear_bos_mask")) return a->embeddings.smear == PG_ARCH_SMEAR_V2;
+  if (!strcmp(path, "structure.parallel"))
+    return a->structure.parallel != PG_ARCH_PAR_TWO_LANE; /* two_lane has its lambdas */
+  if (!strcmp(path, "structure.parallel_start"))
+    return a->structure.parallel != PG_ARCH_PAR_NONE;
+  if (!strcmp(path, "structure.readout_layer") || !strcmp(path, "structure.readout_scale"))
+    return a->structure.readout_groups > 0;
+  return 1;
+}
+
+static const char *const UNCHECKED[] = {
+    "bos_id", "block.norm_eps", "block.ln_scale", "attention.qk_norm", "attention.rope_dims",
+    "attention.rope_base", "attention.rope_sign", "attention.rope_ntk_len", "attention.doc_mask",
+    "attention.doc_max_len", "attention.xsa_layers", "attention.gate_scale", "mlp.act",
+    "mlp.leaky_slope", "embeddings.ve_layers", "embeddings.smear_bos_mask", "structure.encoder",
+    "structure.decoder", "structure.parallel", "structure.parallel_start",
+    "structure.readout_layer", "structure.readout_scale", "head.final_norm", "head.softcap",
+    NULL};
+
+int pg_arch_unchecked_json(const pg_arch *a, char **out, pg_err *err) {
+  PG_FAIL_IF(!out, err, PG_E_ARG, NULL, PG_NO_OFFSET, "no output");
+  *out = NULL;
+  PG_TRY(pg_arch_validate(a, "arch", err));
+  pg_buf b = {0};
+  int first = 1;
+  put_str(&b, "{");
+  for (int u = 0; UNCHECKED[u]; u++) {
+    if (!unchecked_in_effect(a, UNCHECKED[u])) continue;
+    char path[96];
+    for (size_t i = 0; i < N_OPTS; i++) {
+      if (strcmp(opt_path(&OPTS[i], path, sizeof path), UNCHECKED[u])) continue;
+      put_str(&b, first ? "\"" : ", \"");
+      put_str(&b, path);
+      put_str(&b, "\": ");
+      put_value(&b, a, &OPTS[i]);
+      first = 0;
+    }
+  }
+  put_str(&b, "}");
+  pg_buf_u8(&b, 0);
+  if (b.oom) {
+    pg_buf_free(&b);
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory listing options");
+  }
+  *out = (char *)b.data;
+  return PG_OK;
+}
+
 int pg_arch_equal(const pg_arch *a, const pg_arch *b) {
+  if (!follows_equal(&a->follows, &b->follows)) return 0;
   for (size_t i = 0; i < N_OPTS; i++) {
     const opt *o = &OPTS[i];
     if (o->type == T_NUM) {

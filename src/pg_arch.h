@@ -34,11 +34,27 @@ enum pg_arch_smear { PG_ARCH_SMEAR_NONE, PG_ARCH_SMEAR_V1, PG_ARCH_SMEAR_V2 };
 enum pg_arch_skips { PG_ARCH_SKIPS_NONE, PG_ARCH_SKIPS_PLAIN, PG_ARCH_SKIPS_GATED };
 enum pg_arch_parallel { PG_ARCH_PAR_NONE, PG_ARCH_PAR_GPTJ, PG_ARCH_PAR_TWO_LANE };
 
+#define PG_ARCH_RECORD_MAX 256   /* follows.record buffer, NUL included */
+#define PG_ARCH_TEXT_MAX 512     /* follows.protocol and follows.note buffers, NUL included */
+
 /* A list of layer indices. */
 typedef struct pg_arch_list {
   int n;
   int v[PG_ARCH_MAX_VIRTUAL];
 } pg_arch_list;
+
+/* Provenance: the record (or system) whose settings the arch follows (spec/arch.md §2.8). It
+ * does not change the model; it lets a tool say which record an arch stands for, and what that
+ * record's evaluation protocol was. Strings are printable (no control characters). */
+typedef struct pg_arch_follows {
+  int set;                          /* 1 when the arch carries "follows" */
+  char record[PG_ARCH_RECORD_MAX];  /* required when set: the record's folder or system name */
+  char date[11];                    /* "YYYY-MM-DD" or "" */
+  int pr;                           /* pull request number, 0: none */
+  double val_bpb;                   /* the record's reported score, 0: not given */
+  char protocol[PG_ARCH_TEXT_MAX];  /* pgverify options of the reported figure, "" if unknown */
+  char note[PG_ARCH_TEXT_MAX];      /* which values are assumed, "" if none */
+} pg_arch_follows;
 
 /* One arch. Booleans are 0/1. Every field is explicit after pg_arch_parse (defaults resolved). */
 typedef struct pg_arch {
@@ -97,6 +113,7 @@ typedef struct pg_arch {
     int final_norm, tied;
     double softcap; /* 0: off */
   } head;
+  pg_arch_follows follows;
 } pg_arch;
 
 /* Parse arch JSON text (untrusted; len bytes, need not be NUL-terminated). Malformed JSON is
@@ -115,8 +132,16 @@ int pg_arch_validate(const pg_arch *a, const char *file, pg_err *err);
  * malloc'd NUL-terminated string. The arch is validated first. Deterministic; parsing the text
  * gives an arch equal to a. */
 int pg_arch_serialize(const pg_arch *a, char **out, pg_err *err);
-/* 1 when every option of a and b is equal, else 0. */
+/* 1 when every option of a and b is equal, "follows" included, else 0. */
 int pg_arch_equal(const pg_arch *a, const pg_arch *b);
+/* The model options (every option but "follows") where a and b differ: their count, and in buf
+ * (cap bytes, may be 0) "path A/B" entries separated by ", " (cut with "..." when too long). */
+int pg_arch_diff(const pg_arch *a, const pg_arch *b, char *buf, size_t cap);
+/* The options in effect in a that change the forward pass but that no tensor name or shape
+ * fixes (spec/load.md §2.1: gate_scale with the sparse gate, softcap, rope_base, norm_eps, ...),
+ * as one compact JSON object {"path": value, ...} in the option table's order, malloc'd and
+ * NUL-terminated. A loader cannot check these against the weights; a tool states them. */
+int pg_arch_unchecked_json(const pg_arch *a, char **out, pg_err *err);
 
 /* ---- derived quantities ---- */
 

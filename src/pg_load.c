@@ -114,9 +114,14 @@ static int with_file(pg_err *err, int rc, const char *file) {
   return pg_err_set(err, rc, file, PG_NO_OFFSET, "%s", tmp);
 }
 
-/* The common body: check everything, then allocate and fill. */
-static int load(pg_model **out, const pg_arch *arch, src *s, pg_err *err) {
-  *out = NULL;
+/* Everything a loader checks before it allocates (spec/load.md §3): the arch, every arch
+ * tensor present with a compatible shape, nothing else, and the parameter count. On success *t
+ * (nt tensors) and *from (the source index of each) are malloc'd for the caller. */
+static int plan(const pg_arch *arch, src *s, pg_arch_tensor **tp, size_t *ntp, size_t **fromp,
+                pg_err *err) {
+  *tp = NULL;
+  *ntp = 0;
+  *fromp = NULL;
   PG_TRY(pg_arch_validate(arch, s->file, err));
   pg_arch_tensor *t = NULL;
   size_t nt = 0;
@@ -131,7 +136,6 @@ static int load(pg_model **out, const pg_arch *arch, src *s, pg_err *err) {
   named *sn = malloc((s->n ? s->n : 1) * sizeof *sn);
   named *an = malloc((nt ? nt : 1) * sizeof *an);
   size_t *from = malloc((nt ? nt : 1) * sizeof *from);
-  pg_model *m = NULL;
   if (!sn || !an || !from) {
     rc = pg_err_set(err, PG_E_NOMEM, s->file, PG_NO_OFFSET, "cannot allocate the tensor index");
     goto done;
@@ -176,14 +180,32 @@ static int load(pg_model **out, const pg_arch *arch, src *s, pg_err *err) {
   }
   /* Names are unique on both sides, so the tensors now pair one to one and the model holds
    * exactly the elements the source's tensors hold. */
-  if (held != params) {
+  if (held != params)
     rc = pg_err_set(err, PG_E_SIZE_MISMATCH, s->file, PG_NO_OFFSET,
                     "the arch has %llu parameters but its tensors hold %llu",
                     (unsigned long long)params, (unsigned long long)held);
-    goto done;
+done:
+  free(sn);
+  free(an);
+  if (rc) {
+    free(t);
+    free(from);
+    return rc;
   }
+  *tp = t;
+  *ntp = nt;
+  *fromp = from;
+  return PG_OK;
+}
 
-  rc = pg_model_create(&m, arch, err);
+/* The common body: check everything, then allocate and fill. */
+static int load(pg_model **out, const pg_arch *arch, src *s, pg_err *err) {
+  *out = NULL;
+  pg_arch_tensor *t;
+  size_t nt, *from;
+  PG_TRY(plan(arch, s, &t, &nt, &from, err));
+  pg_model *m = NULL;
+  int rc = pg_model_create(&m, arch, err);
   if (rc) {
     rc = with_file(err, rc, s->file);
     goto done;
@@ -206,17 +228,41 @@ done:
     m = NULL;
   }
   *out = m;
-  free(sn);
-  free(an);
   free(from);
   free(t);
   return rc;
 }
 
-int pg_model_load_artifact(pg_model **out, pg_artifact *a, pg_err *err) {
-  PG_FAIL_IF(!out || !a, err, PG_E_ARG, NULL, PG_NO_OFFSET,
-             "pg_model_load_artifact: NULL argument");
-  *out = NULL;
+int pg_load_check_arch(const pg_arch *given, const char *text, size_t len, const char *file,
+                       const char *label, pg_arch *stored, pg_err *err) {
+  pg_arch tmp;
+  pg_arch *st = stored ? stored : &tmp;
+  PG_TRY(pg_arch_parse(st, text, len, label, err));
+  char diff[PG_ERR_MSG_MAX / 2];
+  const int n = pg_arch_diff(given, st, diff, sizeof diff);
+  PG_FAIL_IF(n > 0, err, PG_E_ARG, file, PG_NO_OFFSET,
+             "the arch given contradicts the file's arch.json in %d option%s (given/stored): %s",
+             n, n == 1 ? "" : "s", diff);
+  return PG_OK;
+}
+
+/* The arch a loader uses: the given one when there is one, checked against the stored text when
+ * there is one too (it must describe the same model; the stored "follows" is kept when the given
+ * arch has none); else the stored one. */
+static int resolve_arch(pg_arch *use, const pg_arch *given, const char *text, size_t len,
+                        const char *file, const char *label, pg_err *err) {
+  if (!given) return pg_arch_parse(use, text, len, label, err);
+  *use = *given;
+  if (!text) return PG_OK;
+  pg_arch stored;
+  PG_TRY(pg_load_check_arch(given, text, len, file, label, &stored, err));
+  if (!use->follows.set) use->follows = stored.follows;
+  return PG_OK;
+}
+
+/* The artifact as a tensor source, with its arch (given, or from its metadata). */
+static int artifact_src(pg_artifact *a, const pg_arch *given, pg_arch *arch, src *s,
+                        pg_err *err) {
   const char *file = pg_artifact_name(a);
   const pg_meta_entry *e = pg_artifact_meta_find(a, "arch.json");
   PG_FAIL_IF(!e, err, PG_E_NOT_FOUND, file, PG_NO_OFFSET,
@@ -225,11 +271,38 @@ int pg_model_load_artifact(pg_model **out, pg_artifact *a, pg_err *err) {
              "metadata \"arch.json\" is not a string");
   char label[PG_ERR_MSG_MAX / 2];
   snprintf(label, sizeof label, "%s: arch.json", file ? file : "<artifact>");
+  PG_TRY(resolve_arch(arch, given, e->str, e->count, file, label, err));
+  *s = (src){.file = file, .n = pg_artifact_tensor_count(a), .name = art_name, .dims = art_dims,
+             .fill = art_fill, .a = a};
+  return PG_OK;
+}
+
+int pg_model_load_artifact(pg_model **out, pg_artifact *a, pg_err *err) {
+  return pg_model_load_artifact_arch(out, a, NULL, err);
+}
+
+int pg_model_load_artifact_arch(pg_model **out, pg_artifact *a, const pg_arch *given,
+                                pg_err *err) {
+  PG_FAIL_IF(!out || !a, err, PG_E_ARG, NULL, PG_NO_OFFSET,
+             "pg_model_load_artifact: NULL argument");
+  *out = NULL;
   pg_arch arch;
-  PG_TRY(pg_arch_parse(&arch, e->str, e->count, label, err));
-  src s = {.file = file, .n = pg_artifact_tensor_count(a), .name = art_name, .dims = art_dims,
-           .fill = art_fill, .a = a};
+  src s;
+  PG_TRY(artifact_src(a, given, &arch, &s, err));
   return load(out, &arch, &s, err);
+}
+
+int pg_load_check_artifact(pg_artifact *a, pg_err *err) {
+  PG_FAIL_IF(!a, err, PG_E_ARG, NULL, PG_NO_OFFSET, "pg_load_check_artifact: NULL argument");
+  pg_arch arch;
+  src s;
+  PG_TRY(artifact_src(a, NULL, &arch, &s, err));
+  pg_arch_tensor *t;
+  size_t nt, *from;
+  PG_TRY(plan(&arch, &s, &t, &nt, &from, err));
+  free(t);
+  free(from);
+  return PG_OK;
 }
 
 static int load_st(pg_model **out, const pg_arch *arch, const char *path, const char *skip,
@@ -250,24 +323,23 @@ static int load_st(pg_model **out, const pg_arch *arch, const char *path, const 
   *out = NULL;
   pg_st *st;
   PG_TRY(pg_st_open_file(&st, path, err));
-  pg_arch parsed;
+  pg_arch use;
   int rc = PG_OK;
-  if (!arch) {
-    const char *text = pg_st_meta_get(st, "arch.json");
-    if (!text) {
-      rc = pg_err_set(err, PG_E_NOT_FOUND, path, PG_NO_OFFSET,
-                      "no \"arch.json\" in __metadata__: pass an arch to load this file");
-    } else {
-      char label[PG_ERR_MSG_MAX / 2];
-      snprintf(label, sizeof label, "%s: __metadata__ arch.json", path);
-      rc = pg_arch_parse(&parsed, text, strlen(text), label, err);
-      arch = &parsed;
-    }
+  const char *text = pg_st_meta_get(st, "arch.json");
+  if (!arch && !text) {
+    rc = pg_err_set(err, PG_E_NOT_FOUND, path, PG_NO_OFFSET,
+                    "no \"arch.json\" in __metadata__: pass an arch to load this file");
+  } else {
+    char label[PG_ERR_MSG_MAX / 2];
+    snprintf(label, sizeof label, "%s: __metadata__ arch.json", path);
+    if (arch) rc = pg_arch_validate(arch, path, err);
+    if (rc == PG_OK)
+      rc = resolve_arch(&use, arch, text, text ? strlen(text) : 0, path, label, err);
   }
   if (rc == PG_OK) {
     src s = {.file = path, .n = pg_st_count(st), .name = st_name, .dims = st_dims,
              .fill = st_fill, .st = st, .skip_prefix = skip};
-    rc = load(out, arch, &s, err);
+    rc = load(out, &use, &s, err);
   }
   pg_st_free(st);
   return rc;

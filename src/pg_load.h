@@ -24,10 +24,28 @@ extern "C" {
  * error; free the model with pg_model_free. */
 int pg_model_load_artifact(pg_model **out, pg_artifact *a, pg_err *err);
 
+/* pg_model_load_artifact with an arch given by the caller (may be NULL): it must describe the
+ * same model as the artifact's "arch.json" (pg_arch_diff empty; else PG_E_ARG naming every
+ * differing option with both values) and is the arch the model gets ("follows" taken from the
+ * artifact's when the given arch has none). */
+int pg_model_load_artifact_arch(pg_model **out, pg_artifact *a, const pg_arch *given,
+                                pg_err *err);
+
+/* The structure checks of pg_model_load_artifact without loading: the artifact's "arch.json"
+ * parses, and its tensors are exactly the arch's with compatible shapes (spec/load.md §3). */
+int pg_load_check_artifact(pg_artifact *a, pg_err *err);
+
+/* Parse a file's stored arch text (label names it in a parse error) into *stored (may be NULL)
+ * and compare it with the given arch: PG_OK when they describe the same model, else PG_E_ARG,
+ * "FILE: the arch given contradicts the file's arch.json in N options (given/stored): ...". */
+int pg_load_check_arch(const pg_arch *given, const char *text, size_t len, const char *file,
+                       const char *label, pg_arch *stored, pg_err *err);
+
 /* A model from a safetensors file. arch may be NULL: then the file's "__metadata__" key
- * "arch.json" is parsed (absent: PG_E_NOT_FOUND); a given arch takes precedence and the metadata
- * is not read. Tensors are converted with pg_st_to_f32 (F32, F64, F16, BF16, F8_E4M3, F8_E5M2;
- * other dtypes PG_E_DTYPE). The other rules and statuses are those of pg_model_load_artifact. */
+ * "arch.json" is parsed (absent: PG_E_NOT_FOUND); a given arch is used, and when the metadata
+ * holds "arch.json" too, both must describe the same model (as pg_model_load_artifact_arch).
+ * Tensors are converted with pg_st_to_f32 (F32, F64, F16, BF16, F8_E4M3, F8_E5M2; other dtypes
+ * PG_E_DTYPE). The other rules and statuses are those of pg_model_load_artifact. */
 int pg_model_load_safetensors(pg_model **out, const pg_arch *arch, const char *path, pg_err *err);
 
 /* The prefix of a pgtrain checkpoint's training state (optimizer moments, live weights under

@@ -755,6 +755,11 @@ static int emit(pg_packer *p, const pg_pack_extras *x, double mu, const layout *
     rc = pg_writer_meta_str(w, "provenance.calib_source", none, strlen(none), err);
   }
   if (!rc && x->have_seed) rc = pg_writer_meta_i64(w, "provenance.seed", x->seed, err);
+  if (!rc && x->record)
+    rc = pg_writer_meta_str(w, "provenance.record", x->record, strlen(x->record), err);
+  if (!rc && x->record_protocol)
+    rc = pg_writer_meta_str(w, "provenance.protocol", x->record_protocol,
+                            strlen(x->record_protocol), err);
   if (!rc)
     rc = pg_writer_meta_i64(w, "budget.bytes",
                             (int64_t)(x->budget ? x->budget : PG_DEFAULT_BUDGET), err);

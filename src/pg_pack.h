@@ -123,6 +123,8 @@ typedef struct pg_pack_extras {
   uint64_t calib_tokens;
   int have_seed;
   int64_t seed;
+  const char *record;   /* provenance.record: the record the weights come from; NULL: none */
+  const char *record_protocol; /* provenance.protocol: pgverify options of its figure; NULL */
   uint64_t budget;      /* recorded as budget.bytes (0: 16,000,000) */
   int count_tokenizer;  /* the budget counts the tokenizer section (pgsize's default) */
 } pg_pack_extras;

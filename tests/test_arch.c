@@ -3,6 +3,9 @@
  * to the record counts of challenge-architectures.md §1 where the shapes match a record); the
  * baseline's tensor list for one block; defaults; and one refusal per rule class. */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +13,7 @@
 #include "pg_arch.h"
 #include "pgtest.h"
 
-static const char *const EXAMPLES[] = {"baseline", "pr1676", "pr1802", "pr473", "sys11036",
+static const char *const EXAMPLES[] = {"baseline", "pr1676", "r12", "r12b", "pr473", "sys11036",
                                        "pr456"};
 #define N_EXAMPLES (sizeof EXAMPLES / sizeof EXAMPLES[0])
 
@@ -96,8 +99,8 @@ Test(examples, other_param_counts) {
                   (1024 * 128 + 256 * 128 + 1 + 2);
   cr_assert_eq(want, 27067484); /* R6 */
   cr_assert_eq(count_of(&a), want);
-  /* pr1802: R12's shapes: + sparse gate [8,12] per block, smear v2 13, two-lane 11·6 */
-  load_example("pr1802", &a);
+  /* r12: R12's shapes: + sparse gate [8,12] per block, smear v2 13, two-lane 11·6 */
+  load_example("r12", &a);
   const uint64_t blk4 = 2 * 512 * 512 + 2 * 256 * 512 + 2 * 2048 * 512 + 2056;
   want = 8192 * 512 + 11 * (blk4 + 8 * 12) + 2 * 8 * 512 + 13 + 11 * 6;
   cr_assert_eq(want, 35945671); /* R12 */
@@ -159,7 +162,7 @@ Test(examples, feature_tensors) {
   pg_arch_tensor *t;
   size_t n;
   pg_err e;
-  load_example("pr1802", &a);
+  load_example("r12", &a);
   cr_assert_eq(pg_arch_tensors(&a, &t, &n, &e), PG_OK);
   int seen = 0;
   for (size_t i = 0; i < n; i++) {
@@ -191,6 +194,148 @@ Test(examples, feature_tensors) {
   free(t);
 }
 
+/* Every file of spec/examples/ names the record whose settings it follows (the run
+ * configuration train-demo.json in its "arch"), and what "follows" says agrees with itself: a
+ * date agrees with a record folder's date prefix, a score with the folder's score suffix. */
+Test(examples, every_example_says_which_record_it_follows) {
+  const char *root = getenv("PG_SOURCE_ROOT");
+  cr_assert_not_null(root);
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s/spec/examples", root);
+  DIR *d = opendir(dir);
+  cr_assert_not_null(d);
+  struct dirent *de;
+  int files = 0;
+  while ((de = readdir(d))) {
+    const size_t len = strlen(de->d_name);
+    if (len < 6 || strcmp(de->d_name + len - 5, ".json")) continue;
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    cr_assert_not_null(j, "%s: %s", path, je.text);
+    json_t *arch = json_object_get(j, "arch") ? json_object_get(j, "arch") : j;
+    char *text = json_dumps(arch, 0);
+    pg_arch a;
+    pg_err e;
+    cr_assert_eq(pg_arch_parse(&a, text, strlen(text), path, &e), PG_OK, "%s", e.msg);
+    free(text);
+    json_decref(j);
+    cr_assert(a.follows.set && a.follows.record[0], "%s: no \"follows\"", de->d_name);
+    const char *r = a.follows.record;
+    if (a.follows.date[0] && r[0] >= '0' && r[0] <= '9')
+      cr_assert(!strncmp(r, a.follows.date, 10), "%s: date %s, record %s", de->d_name,
+                a.follows.date, r);
+    const char *u = strrchr(r, '_');
+    if (u && u[1] >= '0' && u[1] <= '9' && strchr(u, '.'))
+      cr_assert(fabs(strtod(u + 1, NULL) - a.follows.val_bpb) < 1e-9, "%s: val_bpb %g, record %s",
+                de->d_name, a.follows.val_bpb, r);
+    files++;
+  }
+  closedir(d);
+  cr_assert_geq(files, 8);
+}
+
+/* The 1.0611 record (R12) runs the sparse gate at scale 0.5 and its 2026-04-29 re-run at 1.0;
+ * otherwise the two examples are the same model. */
+Test(examples, r12_and_its_rerun_differ_in_the_gate_scale_only) {
+  pg_arch a, b;
+  load_example("r12", &a);
+  load_example("r12b", &b);
+  cr_assert_eq(a.follows.pr, 1855);
+  cr_assert_str_eq(a.follows.date, "2026-04-27");
+  cr_assert_eq(a.attention.gate_scale, 0.5);
+  cr_assert_str_eq(b.follows.date, "2026-04-29");
+  cr_assert_eq(b.attention.gate_scale, 1.0);
+  char buf[256];
+  cr_assert_eq(pg_arch_diff(&a, &b, buf, sizeof buf), 1, "%s", buf);
+  cr_assert_str_eq(buf, "attention.gate_scale 0.5/1.0");
+  cr_assert(!pg_arch_equal(&a, &b));
+}
+
+/* ---- provenance ("follows") ---- */
+
+Test(follows, round_trip_and_equality) {
+  const char *t = "{\"follows\": {\"record\": \"2026-04-27_X_1.0611\", \"date\": \"2026-04-27\", "
+                  "\"pr\": 1855, \"val_bpb\": 1.0611, \"protocol\": \"--protocol ttt-phased\", "
+                  "\"note\": \"caf\u00e9 \\\"quoted\\\"\"}}";
+  pg_arch a, b, c;
+  pg_err e;
+  cr_assert_eq(parse_str(t, &a, &e), PG_OK, "%s", e.msg);
+  cr_assert(a.follows.set);
+  cr_assert_str_eq(a.follows.note, "caf\xc3\xa9 \"quoted\"");
+  char *s = NULL;
+  cr_assert_eq(pg_arch_serialize(&a, &s, &e), PG_OK);
+  cr_assert(strstr(s, "\"follows\": {\n    \"date\": \"2026-04-27\",\n"), "%s", s);
+  cr_assert_eq(parse_str(s, &b, &e), PG_OK, "%s\n%s", e.msg, s);
+  cr_assert(pg_arch_equal(&a, &b));
+  free(s);
+  /* provenance is not a model option: the diff of the model options is empty */
+  cr_assert_eq(parse_str("{}", &c, &e), PG_OK);
+  cr_assert(!pg_arch_equal(&a, &c));
+  cr_assert_eq(pg_arch_diff(&a, &c, NULL, 0), 0);
+  /* without "follows" the canonical text has none */
+  cr_assert_eq(pg_arch_serialize(&c, &s, &e), PG_OK);
+  cr_assert_null(strstr(s, "follows"));
+  free(s);
+}
+
+Test(follows, refusals) {
+  pg_arch a;
+  pg_err e;
+  cr_assert_eq(parse_str("{\"follows\": 3}", &a, &e), PG_E_META_TYPE);
+  cr_assert_eq(parse_str("{\"follows\": {}}", &a, &e), PG_E_ARG);
+  cr_assert(strstr(e.msg, "follows.record"), "%s", e.msg);
+  cr_assert_eq(parse_str("{\"follows\": {\"record\": \"\"}}", &a, &e), PG_E_ARG);
+  cr_assert_eq(parse_str("{\"follows\": {\"record\": \"x\", \"score\": 1}}", &a, &e), PG_E_ARG);
+  cr_assert(strstr(e.msg, "follows.score: unknown option"), "%s", e.msg);
+  cr_assert_eq(parse_str("{\"follows\": {\"record\": \"a\\nb\"}}", &a, &e), PG_E_ARG);
+  cr_assert(strstr(e.msg, "control character"), "%s", e.msg);
+  cr_assert_neq(parse_str("{\"follows\": {\"record\": \"a\\u0000b\"}}", &a, &e), PG_OK);
+  cr_assert_eq(parse_str("{\"follows\": {\"record\": \"x\", \"date\": \"2026-4-27\"}}", &a, &e),
+               PG_E_ARG);
+  cr_assert_eq(parse_str("{\"follows\": {\"record\": \"x\", \"pr\": 0}}", &a, &e), PG_E_ARG);
+  cr_assert_eq(parse_str("{\"follows\": {\"record\": \"x\", \"pr\": \"1855\"}}", &a, &e),
+               PG_E_META_TYPE);
+  cr_assert_eq(parse_str("{\"follows\": {\"record\": \"x\", \"val_bpb\": -1}}", &a, &e), PG_E_ARG);
+  cr_assert_eq(parse_str("{\"block\": {\"follows\": {\"record\": \"x\"}}}", &a, &e), PG_E_ARG);
+  char big[700];
+  snprintf(big, sizeof big, "{\"follows\": {\"record\": \"%0600d\"}}", 0);
+  cr_assert_eq(parse_str(big, &a, &e), PG_E_ARG);
+  /* a hand-filled struct is validated too */
+  pg_arch_default(&a);
+  a.follows.set = 1;
+  cr_assert_eq(pg_arch_validate(&a, "t", &e), PG_E_ARG);
+  snprintf(a.follows.record, sizeof a.follows.record, "bell\a");
+  cr_assert_eq(pg_arch_validate(&a, "t", &e), PG_E_ARG);
+}
+
+/* What a loader cannot check: the options in effect that no tensor fixes, with their values. */
+Test(follows, unchecked_options) {
+  pg_arch a;
+  pg_err e;
+  char *s = NULL;
+  load_example("r12", &a);
+  cr_assert_eq(pg_arch_unchecked_json(&a, &s, &e), PG_OK, "%s", e.msg);
+  cr_assert(strstr(s, "\"attention.gate_scale\": 0.5"), "%s", s);
+  cr_assert(strstr(s, "\"head.softcap\": 30.0"), "%s", s);
+  cr_assert(strstr(s, "\"embeddings.smear_bos_mask\": true"), "%s", s);
+  cr_assert(strstr(s, "\"attention.doc_max_len\": 2048"), "%s", s);
+  cr_assert_null(strstr(s, "structure.parallel\""), "two_lane is fixed by its lambdas: %s", s);
+  cr_assert_null(strstr(s, "q_gain"), "an init value: %s", s);
+  json_t *j = json_loads(s, 0, NULL);
+  cr_assert_not_null(j, "%s", s);
+  json_decref(j);
+  free(s);
+  load_example("baseline", &a);
+  cr_assert_eq(pg_arch_unchecked_json(&a, &s, &e), PG_OK);
+  cr_assert_null(strstr(s, "gate_scale"), "%s", s);
+  cr_assert_null(strstr(s, "leaky_slope"), "%s", s);
+  cr_assert(strstr(s, "\"structure.parallel\": \"none\""), "%s", s);
+  cr_assert(strstr(s, "\"attention.rope_base\": 10000.0"), "%s", s);
+  free(s);
+}
+
 /* ---- defaults ---- */
 
 Test(defaults, empty_object_is_the_baseline) {
@@ -198,7 +343,8 @@ Test(defaults, empty_object_is_the_baseline) {
   pg_err e;
   cr_assert_eq(parse_str("{}", &a, &e), PG_OK, "%s", e.msg);
   load_example("baseline", &b);
-  cr_assert(pg_arch_equal(&a, &b));
+  cr_assert_eq(pg_arch_diff(&a, &b, NULL, 0), 0); /* the same model; b names its record */
+  cr_assert(b.follows.set && !a.follows.set);
   pg_arch_default(&c);
   cr_assert(pg_arch_equal(&a, &c));
 }

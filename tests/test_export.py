@@ -468,6 +468,29 @@ def t_arch():
     assert rc == 2 and "blocks.2." in err and "missing" in err, (rc, err)
 
 
+REC = "2026-04-29_SmearGateBOSFix_3Seed_1.06141"
+REC_PROTO = "--protocol sliding --seq-len 2048 --stride 64 --tail-dup"
+
+
+def t_record():
+    out = os.path.join(TMP, "with_record.safetensors")
+    rc, so, err = run(S.inp, "-o", out, "--arch", S.arch, "--record", REC,
+                      "--record-protocol=" + REC_PROTO)
+    assert rc == 0, "exit %d: %s" % (rc, err)
+    _, got, meta, _, _ = read_st(out)
+    assert meta["provenance.record"] == REC and meta["provenance.protocol"] == REC_PROTO, meta
+    S.out_record = out
+    _, _, meta, _, _ = read_st(S.out_arch)
+    assert "provenance.record" not in meta, meta
+    bad = os.path.join(TMP, "record_bad.safetensors")
+    for args, word in ((["--record", "a\nb"], "--record"),
+                       (["--record-protocol=--tail-dup\x1b[2J"], "--record-protocol"),
+                       (["--record", "x" * 300], "longer than 255")):
+        rc, _, err = run(S.inp, "-o", bad, *args)
+        assert rc == 2 and word in err and len(err.strip().splitlines()) == 1, (rc, err)
+        assert not os.path.exists(bad)
+
+
 def t_help():
     rc, so, err = run("--help")
     assert rc == 0 and "usage" in so and "--drop" in so and "--arch" in so, (rc, so, err)
@@ -485,6 +508,25 @@ def t_pgolf_loader():
                         "-o", art], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, "pgpack exit %d: %s" % (p.returncode, p.stderr.strip()[-400:])
     assert os.path.getsize(art) > 0
+    # the record the weights come from travels into the artifact
+    art2 = os.path.join(TMP, "tiny_record.pgz")
+    p = subprocess.run([pgpack, "--weights", S.out_record, "--calib", "none", "-o", art2],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, "pgpack exit %d: %s" % (p.returncode, p.stderr.strip()[-400:])
+    p = subprocess.run([os.path.join(root, "tools", "pgunpack"), "--json", art2],
+                       capture_output=True, text=True, timeout=60)
+    meta = json.loads(p.stdout)["metadata"]
+    assert meta["provenance.record"] == REC and meta["provenance.protocol"] == REC_PROTO, meta
+    # an --arch that contradicts the weights' own arch.json is refused, not used
+    other = os.path.join(TMP, "arch_softcap.json")
+    with open(other, "w") as f:
+        json.dump(dict(ARCH, head={"softcap": 20.0}), f)
+    art3 = os.path.join(TMP, "tiny_refused.pgz")
+    p = subprocess.run([pgpack, "--weights", S.out_record, "--arch", other, "--calib", "none",
+                        "-o", art3], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "contradicts" in p.stderr and "head.softcap 20.0/30.0" in \
+        p.stderr, (p.returncode, p.stderr)
+    assert not os.path.exists(art3)
     return None
 
 
@@ -550,6 +592,8 @@ TESTS = [
     ("failure leaves an existing output alone; input is never the output",
      t_no_overwrite_on_failure),
     ("--arch: stored in __metadata__, core shapes checked", t_arch),
+    ("--record, --record-protocol: stored as provenance; control characters refused",
+     t_record),
     ("mutated inputs: a success or one ExportError line, nothing else", t_mutated_inputs),
     ("--help and usage errors", t_help),
     ("pgolf's strict loader accepts the output (pgpack)", t_pgolf_loader),

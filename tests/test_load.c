@@ -512,6 +512,67 @@ Test(load, artifact_wrong_shape) {
   built_free(&b);
 }
 
+/* ARCH with more options: "{...ARCH..., EXTRA}" (EXTRA without braces). */
+static void arch_plus(char *buf, size_t cap, const char *extra) {
+  snprintf(buf, cap, "%.*s, %s}", (int)strlen(ARCH) - 1, ARCH, extra);
+}
+
+/* An arch given beside the artifact's own must describe the same model: a value the tensors
+ * cannot show (the softcap, the RoPE base) is a contradiction named with both values, not a
+ * silent override; an equal arch is accepted and keeps the artifact's "follows". */
+Test(load, artifact_given_arch_must_agree) {
+  char stored[1024], other[1024];
+  arch_plus(stored, sizeof stored, "\"follows\": {\"record\": \"rec A\", \"pr\": 7}");
+  arch_plus(other, sizeof other,
+            "\"head\": {\"softcap\": 15}, \"attention\": {\"rope_base\": 500}");
+  cfg c = {.meta_arch = stored};
+  built b;
+  build(&c, &b);
+  pg_artifact *a = open_built(&b);
+  pg_arch given;
+  parse_arch(&given, other);
+  pg_model *m = (pg_model *)&m;
+  pg_err e;
+  cr_assert_eq(pg_model_load_artifact_arch(&m, a, &given, &e), PG_E_ARG);
+  cr_assert_null(m);
+  cr_assert(strncmp(e.msg, "t.pgz: ", 7) == 0, "%s", e.msg);
+  cr_assert(strstr(e.msg, "contradicts") && strstr(e.msg, "2 options"), "%s", e.msg);
+  cr_assert(strstr(e.msg, "attention.rope_base 500.0/10000.0"), "%s", e.msg);
+  cr_assert(strstr(e.msg, "head.softcap 15.0/30.0"), "%s", e.msg);
+  parse_arch(&given, ARCH);
+  cr_assert_eq(pg_model_load_artifact_arch(&m, a, &given, &e), PG_OK, "%s", e.msg);
+  cr_assert_str_eq(pg_model_arch(m)->follows.record, "rec A");
+  expect_model(m, &b, NULL);
+  pg_model_free(m);
+  pg_artifact_free(a);
+  built_free(&b);
+}
+
+/* pgunpack --check's arch check: the structure rules without loading. */
+Test(load, check_artifact_structure) {
+  cfg c = {.meta_arch = ARCH};
+  built b;
+  build(&c, &b);
+  pg_artifact *a = open_built(&b);
+  pg_err e;
+  cr_assert_eq(pg_load_check_artifact(a, &e), PG_OK, "%s", e.msg);
+  pg_artifact_free(a);
+  built_free(&b);
+  cfg c2 = {.meta_arch = ARCH, .extra = "blocks.2.attn.c_q.weight"};
+  build(&c2, &b);
+  a = open_built(&b);
+  cr_assert_eq(pg_load_check_artifact(a, &e), PG_E_MALFORMED);
+  cr_assert(strstr(e.msg, "not part of the arch"), "%s", e.msg);
+  pg_artifact_free(a);
+  built_free(&b);
+  cfg c3 = {0};
+  build(&c3, &b);
+  a = open_built(&b);
+  cr_assert_eq(pg_load_check_artifact(a, &e), PG_E_NOT_FOUND);
+  pg_artifact_free(a);
+  built_free(&b);
+}
+
 Test(load, artifact_extra_tensor) {
   cfg c = {.meta_arch = ARCH, .extra = "blocks.2.attn.c_q.weight"};
   built b;
@@ -704,6 +765,32 @@ Test(st, arch_given_or_in_metadata) {
   char q[128];
   st_path(q, sizeof q, "none.safetensors");
   expect_st_refusal(NULL, q, PG_E_NOT_FOUND, NULL, NULL);
+}
+
+/* The weights' own __metadata__ arch.json against an arch passed by the caller (pgverify and
+ * pgpack --arch): a contradiction is refused with every differing option; an equal arch loads,
+ * also as a checkpoint, and keeps the stored "follows" when it has none. */
+Test(st, given_arch_must_agree_with_metadata) {
+  char p[128], stored[1024], other[1024];
+  st_path(p, sizeof p, "w.safetensors");
+  arch_plus(stored, sizeof stored, "\"follows\": {\"record\": \"rec B\"}");
+  arch_plus(other, sizeof other, "\"block\": {\"norm_eps\": 1e-6}");
+  cfg c = {.meta_arch = stored};
+  built b;
+  build_st(&c, &b, p, NULL);
+  pg_arch given;
+  parse_arch(&given, other);
+  expect_st_refusal(&given, p, PG_E_ARG, "contradicts the file's arch.json in 1 option",
+                    "block.norm_eps 1e-06/1.1920928955078125e-07");
+  pg_model *m;
+  pg_err e;
+  cr_assert_eq(pg_model_load_checkpoint(&m, &given, p, &e), PG_E_ARG);
+  parse_arch(&given, ARCH);
+  cr_assert_eq(pg_model_load_checkpoint(&m, &given, p, &e), PG_OK, "%s", e.msg);
+  cr_assert_str_eq(pg_model_arch(m)->follows.record, "rec B");
+  expect_model(m, &b, NULL);
+  pg_model_free(m);
+  built_free(&b);
 }
 
 Test(st, refusals) {

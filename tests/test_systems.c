@@ -6,7 +6,7 @@
  * stream of BOS-started documents with hand-made byte tables:
  *
  *   pr1676    chunked SGD TTT (lr 0.005, momentum 0.9, 3 epochs) over exact-partition windows
- *   pr1802    phased TTT (per-document LoRA + 2 global SGD phases), and the sliding window
+ *   r12       phased TTT (per-document LoRA + 2 global SGD phases), and the sliding window
  *   pr473     chunked SGD TTT
  *   sys11036  chunked SGD TTT with a long context; the BigramHash table trains
  *   pr456     chunked AdamW TTT, 1 epoch per chunk
@@ -287,11 +287,11 @@ static int watch_commit(void *ctx, size_t chunk, const pg_eval_chunk *c, pg_val 
   return 0;
 }
 
-/* PR #1802 (the R12 stack): phased TTT, per-document LoRA plus global SGD phases on the already
+/* R12 (2026-04-27, PR #1855): phased TTT, per-document LoRA plus global SGD phases on the already
  * scored documents (eval §4.3); and the exact-partition sliding window with context L − s. */
-Test(systems, pr1802_phased_ttt_and_sliding) {
+Test(systems, r12_phased_ttt_and_sliding) {
   sys s;
-  sys_init(&s, "pr1802", N_TOK);
+  sys_init(&s, "r12", N_TOK);
   cr_assert(s.arch.attention.doc_mask && s.arch.attention.doc_max_len == 24);
   cr_assert_eq(s.arch.structure.parallel, PG_ARCH_PAR_TWO_LANE);
   cr_assert_eq(s.arch.embeddings.smear, PG_ARCH_SMEAR_V2);

@@ -736,6 +736,235 @@ Test(tools, pgverify_errors_are_one_line) {
   free(out);
 }
 
+/* ---- fidelity: what the weights cannot show, and the record's protocol ----------------------- */
+
+/* Copy the safetensors file src to dst with the metadata pairs keys/values added (or replaced). */
+static void st_with_meta(const char *src, const char *dst, const char *const *kv) {
+  pg_st *st;
+  pg_st_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_st_open_file(&st, src, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_st_writer_create(&w, &e), PG_OK);
+  for (size_t i = 0; i < pg_st_count(st); i++) {
+    const pg_st_tensor *t = pg_st_at(st, i);
+    cr_assert_eq(pg_st_writer_add(w, t->name, t->dtype, t->rank, t->shape, t->data, t->nbytes, &e),
+                 PG_OK, "%s", e.msg);
+  }
+  for (size_t i = 0; i < pg_st_meta_count(st); i++) {
+    const pg_st_meta *m = pg_st_meta_at(st, i);
+    int replaced = 0;
+    for (int k = 0; kv[k]; k += 2) replaced |= !strcmp(kv[k], m->key);
+    if (!replaced) cr_assert_eq(pg_st_writer_set_meta(w, m->key, m->value, &e), PG_OK);
+  }
+  for (int k = 0; kv[k]; k += 2)
+    cr_assert_eq(pg_st_writer_set_meta(w, kv[k], kv[k + 1], &e), PG_OK);
+  cr_assert_eq(pg_st_writer_write(w, dst, &e), PG_OK, "%s", e.msg);
+  pg_st_writer_free(w);
+  pg_st_free(st);
+}
+
+/* The demo artifact's arch with changes applied by edit(), written canonically to path. */
+static void write_arch_variant(const char *st_path, const char *path, void (*edit)(pg_arch *)) {
+  pg_st *st;
+  pg_err e;
+  cr_assert_eq(pg_st_open_file(&st, st_path, &e), PG_OK, "%s", e.msg);
+  const char *text = pg_st_meta_get(st, "arch.json");
+  cr_assert_not_null(text);
+  pg_arch a;
+  cr_assert_eq(pg_arch_parse(&a, text, strlen(text), "arch.json", &e), PG_OK, "%s", e.msg);
+  pg_st_free(st);
+  edit(&a);
+  char *s;
+  cr_assert_eq(pg_arch_serialize(&a, &s, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_file_write_atomic(path, s, strlen(s), &e), PG_OK, "%s", e.msg);
+  free(s);
+}
+
+static void softcap_20(pg_arch *a) { a->head.softcap = 20.0; }
+static void follows_rec_a(pg_arch *a) {
+  a->follows.set = 1;
+  snprintf(a->follows.record, sizeof a->follows.record, "2026-01-01_RecA_1.5");
+  snprintf(a->follows.protocol, sizeof a->follows.protocol,
+           "--protocol sliding --seq-len 64 --stride 16 --tail-dup");
+}
+
+/* A wrong arch is not accepted in silence: an --arch beside the weights' own arch.json must
+ * describe the same model (the softcap, which no tensor shows, included), for an artifact and
+ * for its safetensors export. */
+Test(tools, pgverify_refuses_an_arch_that_contradicts_the_weights) {
+  vfx f;
+  vfx_init(&f);
+  char st[200], soft[200];
+  snprintf(st, sizeof st, "%s/v.safetensors", tmp);
+  snprintf(soft, sizeof soft, "%s/soft.json", tmp);
+  cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), st, f.art), 0, "%s", slurp(err_path));
+  write_arch_variant(st, soft, softcap_20);
+  const char *tok = spm_seed("byte_fallback.model");
+  for (int k = 0; k < 2; k++) {
+    cr_assert_eq(run(k ? "%s %s --tokenizer %s --arch %s --val %s --seq-len 64 --no-receipt"
+                       : "%s %s --arch %s --val %s --seq-len 64 --no-receipt",
+                     bin("pgverify"), k ? st : f.art, k ? tok : soft, k ? soft : f.val,
+                     k ? f.val : ""),
+                 2);
+    char *e = slurp(err_path);
+    cr_assert(strstr(e, "contradicts") && strstr(e, "head.softcap 20.0/30.0"), "%s", e);
+    cr_assert_eq(count_lines(e), 1, "%s", e);
+    free(e);
+  }
+  /* the same arch, given explicitly, is accepted for both */
+  char same[200];
+  snprintf(same, sizeof same, "%s/same.json", tmp);
+  write_arch_variant(st, same, follows_rec_a);
+  cr_assert_eq(run("%s %s --arch %s --val %s --seq-len 64 --stride 16 --tail-dup --no-receipt",
+                   bin("pgverify"), f.art, same, f.val), 0, "%s", slurp(err_path));
+  cr_assert_eq(run("%s %s --tokenizer %s --arch %s --val %s --seq-len 64 --stride 16 --tail-dup "
+                   "--no-receipt", bin("pgverify"), st, tok, same, f.val),
+               0, "%s", slurp(err_path));
+}
+
+/* pgverify states the settings it used that the weights cannot show, and says when the protocol
+ * differs from the one that gave the record its figure (the arch's follows.protocol, or the
+ * weights' own provenance.protocol), or when the weights come from another record. */
+Test(tools, pgverify_states_provenance_and_protocol_differences) {
+  vfx f;
+  vfx_init(&f);
+  char st[200], st2[200], fol[200], r[220];
+  snprintf(st, sizeof st, "%s/v.safetensors", tmp);
+  snprintf(st2, sizeof st2, "%s/v2.safetensors", tmp);
+  snprintf(fol, sizeof fol, "%s/fol.json", tmp);
+  snprintf(r, sizeof r, "%s/r.json", tmp);
+  cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), st, f.art), 0, "%s", slurp(err_path));
+  write_arch_variant(st, fol, follows_rec_a);
+  /* without --tail-dup: the record evaluated with the tail variant */
+  cr_assert_eq(run("%s %s --arch %s --val %s --seq-len 64 --stride 16 --receipt %s",
+                   bin("pgverify"), f.art, fol, f.val, r), 0, "%s", slurp(err_path));
+  char *e = slurp(err_path), *o = slurp(out_path);
+  cr_assert(strstr(e, "pgverify: warning: the protocol differs from the one that gave "
+                      "2026-01-01_RecA_1.5 its figure"), "%s", e);
+  cr_assert(strstr(e, "tail_dup false (the record's: true)"), "%s", e);
+  cr_assert(strstr(o, "unchecked  ") && strstr(o, "head.softcap=30.0"), "%s", o);
+  cr_assert(strstr(o, "arch       follows 2026-01-01_RecA_1.5"), "%s", o);
+  cr_assert(strstr(o, "the protocol is NOT the record's"), "%s", o);
+  free(e);
+  free(o);
+  json_t *j = load_json(r);
+  json_t *p = jget(j, "provenance", NULL);
+  cr_assert(json_is_false(json_object_get(p, "protocol_matches_record")));
+  cr_assert_eq(json_array_size(json_object_get(p, "warnings")), 1);
+  cr_assert_eq(json_real_value(json_object_get(json_object_get(p, "not_fixed_by_weights"),
+                                               "head.softcap")), 30.0);
+  cr_assert_str_eq(json_string_value(jget(j, "arch", "follows") ? json_object_get(
+                       jget(j, "arch", "follows"), "record") : NULL), "2026-01-01_RecA_1.5");
+  json_decref(j);
+  /* with it: no warning */
+  cr_assert_eq(run("%s %s --arch %s --val %s --seq-len 64 --stride 16 --tail-dup --receipt %s",
+                   bin("pgverify"), f.art, fol, f.val, r), 0, "%s", slurp(err_path));
+  e = slurp(err_path);
+  cr_assert_null(strstr(e, "warning"), "%s", e);
+  free(e);
+  j = load_json(r);
+  cr_assert(json_is_true(jget(j, "provenance", "protocol_matches_record")));
+  json_decref(j);
+  /* weights that record another record (and its protocol, which takes precedence) */
+  const char *kv[] = {"provenance.record", "2026-02-02_RecB_1.4", "provenance.protocol",
+                      "--protocol sliding --seq-len 64 --stride 16", NULL};
+  st_with_meta(st, st2, kv);
+  cr_assert_eq(run("%s %s --tokenizer %s --arch %s --val %s --seq-len 64 --stride 16 --receipt %s",
+                   bin("pgverify"), st2, spm_seed("byte_fallback.model"), fol, f.val, r),
+               0, "%s", slurp(err_path));
+  e = slurp(err_path);
+  cr_assert(strstr(e, "the weights come from record \"2026-02-02_RecB_1.4\"") &&
+                strstr(e, "the arch follows \"2026-01-01_RecA_1.5\"") &&
+                strstr(e, "head.softcap=30.0"), "%s", e);
+  cr_assert_null(strstr(e, "protocol differs"), "%s", e);
+  cr_assert_eq(count_lines(e), 1, "%s", e);
+  free(e);
+  j = load_json(r);
+  cr_assert_str_eq(json_string_value(jget(j, "provenance", "weights_record")),
+                   "2026-02-02_RecB_1.4");
+  cr_assert(json_is_true(jget(j, "provenance", "protocol_matches_record")));
+  json_decref(j);
+}
+
+/* The protocol every example records (spec/examples/, follows.protocol) reads as pgverify options:
+ * scoring with another protocol gives the "differs" warning, never "cannot read". */
+static char example_protocol[512];
+static void follows_example(pg_arch *a) {
+  a->follows.set = 1;
+  snprintf(a->follows.record, sizeof a->follows.record, "example");
+  snprintf(a->follows.protocol, sizeof a->follows.protocol, "%s", example_protocol);
+}
+
+Test(tools, pgverify_reads_every_example_protocol) {
+  vfx f;
+  vfx_init(&f);
+  char st[200], v[200];
+  snprintf(st, sizeof st, "%s/v.safetensors", tmp);
+  snprintf(v, sizeof v, "%s/ex.json", tmp);
+  cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), st, f.art), 0, "%s", slurp(err_path));
+  const char *names[] = {"baseline", "pr1676", "r12", "r12b", "pr473", "sys11036", "pr456"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/spec/examples/%s.json", getenv("PG_SOURCE_ROOT"), names[i]);
+    pg_arch ex;
+    pg_err e;
+    cr_assert_eq(pg_arch_load(&ex, path, &e), PG_OK, "%s", e.msg);
+    cr_assert(ex.follows.protocol[0], "%s has no follows.protocol", names[i]);
+    snprintf(example_protocol, sizeof example_protocol, "%s", ex.follows.protocol);
+    write_arch_variant(st, v, follows_example);
+    cr_assert_eq(run("%s %s --arch %s --val %s --protocol plain --seq-len 32 --no-receipt",
+                     bin("pgverify"), f.art, v, f.val), 0, "%s", slurp(err_path));
+    char *er = slurp(err_path);
+    cr_assert(strstr(er, "protocol differs") && !strstr(er, "cannot read"), "%s: %s", names[i],
+              er);
+    free(er);
+  }
+  /* and one that is not a protocol: said, not ignored */
+  const char *bad[] = {"--protocol sliding --val x", "--stride", "--protocol nope", "--lr -1"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(example_protocol, sizeof example_protocol, "%s", bad[i]);
+    write_arch_variant(st, v, follows_example);
+    cr_assert_eq(run("%s %s --arch %s --val %s --protocol plain --seq-len 32 --no-receipt",
+                     bin("pgverify"), f.art, v, f.val), 0, "%s", slurp(err_path));
+    char *er = slurp(err_path);
+    cr_assert(strstr(er, "cannot read the protocol recorded for example"), "%s: %s", bad[i], er);
+    free(er);
+  }
+}
+
+/* pgunpack --check: an arch.json that does not describe the tensors is an invalid artifact. */
+Test(tools, pgunpack_check_refuses_an_arch_that_does_not_fit) {
+  char path[160];
+  snprintf(path, sizeof path, "%s/x.pgz", tmp);
+  pg_writer *w;
+  pg_err e;
+  const pg_codec_spec none = {0, 0, 0, 0, 0};
+  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  pg_writer_set_meta_codec(w, &none, &none);
+  const char *arch =
+      "{\"vocab_size\": 32, \"dim\": 16, \"layers\": 2, \"heads\": 2, \"kv_heads\": 1}";
+  cr_assert_eq(pg_writer_meta_str(w, "arch.json", arch, strlen(arch), &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_str(w, "pgolf.writer", "test", 4, &e), PG_OK);
+  const int d = pg_writer_data_section(w, &none, &e);
+  uint64_t one = 1;
+  float v = 1.0f;
+  pg_tensor_in in = {.name = "x", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &v,
+                     .sec_values = d};
+  cr_assert_eq(pg_writer_tensor(w, &in, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_writer_write(w, path, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  cr_assert_eq(run("%s --check %s", bin("pgunpack"), path), 1, "%s", slurp(err_path));
+  char *er = slurp(err_path);
+  cr_assert(strstr(er, "tok_emb.weight: missing"), "%s", er);
+  free(er);
+  vfx f;
+  vfx_init(&f);
+  cr_assert_eq(run("%s --check %s", bin("pgunpack"), f.art), 0, "%s", slurp(err_path));
+  char *o = slurp(out_path);
+  cr_assert(strstr(o, "the tensors are exactly arch.json's"), "%s", o);
+  free(o);
+}
+
 /* ---- pgpack end to end ------------------------------------------------------------------------ */
 
 /* Training shards for calibration (other tokens than the validation set's) under tmp/train. */

@@ -2,6 +2,7 @@
 """pg_export.py: a PyTorch state dict of the record family -> safetensors with pgolf's names.
 
 usage: pg_export.py INPUT -o OUT.safetensors [--arch ARCH.json] [--drop REGEX]...
+                    [--record NAME] [--record-protocol OPTIONS]
 
 INPUT is either
   * a torch.save file (.pt, .pth; not a record's compressed quantized .ptz): read with
@@ -51,6 +52,15 @@ matching shape, and no blocks.{i} may exceed the layer count. Everything else (g
 VE, smear, skips, lambdas, readout, the other options' validity) is NOT checked here; the strict
 check is pgolf's loader, e.g. `pgpack --weights OUT --arch ARCH.json ...`, which refuses any
 missing, extra or misshapen tensor.
+
+--record NAME, --record-protocol OPTIONS: provenance (spec/eval.md section 7.1). NAME is the
+record the weights come from (its folder under records/, e.g.
+2026-04-29_SmearGateBOSFix_3Seed_1.06141), stored as "provenance.record"; OPTIONS are the
+pgverify options that reproduce the protocol of the figure that record reported (e.g.
+"--protocol sliding --seq-len 2048 --stride 64 --tail-dup"), stored as "provenance.protocol".
+pgpack carries both into the artifact, and pgverify warns when its protocol differs from the
+recorded one, or when the arch it scores with follows another record. Both must be printable
+text (no control characters), at most 255 and 511 bytes.
 
 Errors: one line "pg_export: ..." on stderr, exit status 2. Success: one summary line on stdout,
 exit status 0.
@@ -565,6 +575,11 @@ def parse_args(argv):
                     help="store the arch's text in __metadata__['arch.json'] and check the "
                          "shapes of tok_emb, lm_head and every layer's c_q, c_k, c_v, "
                          "attn.proj, mlp.fc and mlp.proj against it (partial: see below)")
+    ap.add_argument("--record", metavar="NAME",
+                    help="the record the weights come from (stored as provenance.record)")
+    ap.add_argument("--record-protocol", metavar="OPTIONS",
+                    help="the pgverify options of that record's reported figure (stored as "
+                         "provenance.protocol)")
     ap.add_argument("--drop", action="append", default=[], metavar="REGEX",
                     help="leave out tensors whose name (as stored, or with its prefixes "
                          "stripped) fully matches REGEX (Python re); repeatable")
@@ -590,6 +605,23 @@ def main(argv):
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise ExportError("%s: the directory does not exist" % _clean(args.out))
+
+    provenance = {}
+    for key, value, cap in (("provenance.record", args.record, 255),
+                            ("provenance.protocol", args.record_protocol, 511)):
+        if value is None:
+            continue
+        flag = "--" + key.split(".")[1].replace("protocol", "record-protocol")
+        if not value or any(ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+            raise ExportError("%s: empty, or holds a control character: %s"
+                              % (flag, _clean(value)))
+        if len(value.encode("utf-8", "surrogatepass")) > cap:
+            raise ExportError("%s: longer than %d bytes" % (flag, cap))
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ExportError("%s: not UTF-8: %s" % (flag, _clean(value)))
+        provenance[key] = value
 
     arch_text = None
     arch = None
@@ -628,6 +660,7 @@ def main(argv):
     meta = {"format": "pt", "source": os.path.basename(args.input)}
     if arch_text is not None:
         meta["arch.json"] = arch_text
+    meta.update(provenance)
     try:
         size = write_safetensors(args.out, renamed, meta)
     except OSError as e:

@@ -38,8 +38,9 @@ static void usage(FILE *f) {
       "inputs:\n"
       "  --weights FILE        safetensors with the arch's tensor names (spec/quant.md §1), a\n"
       "                        pgtrain checkpoint, or a pgolf artifact (re-pack)\n"
-      "  --arch FILE           the arch JSON of safetensors weights (default: their \"arch.json\"\n"
-      "                        metadata, as pgunpack --safetensors and pgtrain write it)\n"
+      "  --arch FILE           the arch JSON of the weights (default: their \"arch.json\"\n"
+      "                        metadata, as pgunpack --safetensors and pgtrain write it; when\n"
+      "                        they have one, both must describe the same model)\n"
       "  --tokenizer FILE      SentencePiece .model to embed\n"
       "  --code FILE           a code file to embed (repeatable; counted as code bytes)\n"
       "  -o, --out FILE        the artifact to write\n"
@@ -411,6 +412,7 @@ int main(int argc, char **argv) {
   pg_calib_hessians hs = {0};
   pg_packer *pk = NULL;
   uint8_t *tokb = NULL, *bytes = NULL;
+  char *record = NULL, *record_protocol = NULL;
   uint8_t *codeb[256] = {0};
   pg_pack_code code[256];
   pg_pack_trial *trials = NULL;
@@ -428,15 +430,21 @@ int main(int argc, char **argv) {
   step_begin(&o, "weights");
   int art = 0;
   if (pg_tool_is_artifact(o.weights, &art, &err)) goto fail;
-  if (art) {
-    if (pg_artifact_open(&src, o.weights, NULL, &err) || pg_model_load_artifact(&m, src, &err))
-      goto fail;
-  } else {
+  {
+    /* --arch with weights that record their own arch must agree with it (spec/load.md §1) */
     pg_arch a;
-    if ((o.arch && pg_arch_load(&a, o.arch, &err)) ||
-        pg_model_load_checkpoint(&m, o.arch ? &a : NULL, o.weights, &err))
+    if (o.arch && pg_arch_load(&a, o.arch, &err)) goto fail;
+    if (art) {
+      if (pg_artifact_open(&src, o.weights, NULL, &err) ||
+          pg_model_load_artifact_arch(&m, src, o.arch ? &a : NULL, &err))
+        goto fail;
+    } else if (pg_model_load_checkpoint(&m, o.arch ? &a : NULL, o.weights, &err)) {
       goto fail;
+    }
   }
+  /* the record the weights come from travels into the artifact (spec/format.md §3) */
+  record = pg_tool_weights_meta(o.weights, src, "provenance.record");
+  record_protocol = pg_tool_weights_meta(o.weights, src, "provenance.protocol");
   if (pg_model_check_finite(m, o.weights, &err)) goto fail;
   const pg_arch *arch = pg_model_arch(m);
   {
@@ -494,6 +502,8 @@ int main(int argc, char **argv) {
                       .calib_tokens = hs.tokens,
                       .have_seed = !strcmp(o.calib, "self"),
                       .seed = (int64_t)o.seed,
+                      .record = record,
+                      .record_protocol = record_protocol,
                       .budget = o.budget ? o.budget : PG_DEFAULT_BUDGET,
                       .count_tokenizer = o.count_tok};
   double mu = 1.0;
@@ -630,6 +640,8 @@ done:
   free(bytes);
   for (int i = 0; i < o.ncode; i++) free(codeb[i]);
   free(tokb);
+  free(record);
+  free(record_protocol);
   pg_packer_free(pk);
   pg_calib_hessians_free(&hs);
   pg_calib_free(&cal);

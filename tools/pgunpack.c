@@ -11,6 +11,7 @@
 #include "pg_container.h"
 #include "pg_half.h"
 #include "pg_io.h"
+#include "pg_load.h"
 #include "pg_safetensors.h"
 #include "tool.h"
 
@@ -24,7 +25,8 @@ static void usage(FILE *f) {
           "\n"
           "options:\n"
           "  --check               decode every section, verify every checksum, the coverage\n"
-          "                        rules and every value range; exit 1 if anything is wrong\n"
+          "                        rules, every value range, and that the tensors are exactly\n"
+          "                        those of arch.json; exit 1 if anything is wrong\n"
           "  --extract DIR         write the tokenizer, the code files and metadata.json to DIR\n"
           "  --safetensors OUT     write every tensor dequantized to OUT (a .safetensors file)\n"
           "  --dtype f32|bf16      element type for --safetensors (default f32)\n"
@@ -381,7 +383,10 @@ int main(int argc, char **argv) {
   int status = PG_EXIT_OK;
   if (check) {
     double t0 = pg_now();
-    if (pg_artifact_check(a, &err) != PG_OK) {
+    /* an arch.json that does not describe the tensors makes the artifact invalid: pgverify
+     * would refuse it (spec/load.md §3) */
+    const int has_arch = pg_artifact_meta_find(a, "arch.json") != NULL;
+    if (pg_artifact_check(a, &err) != PG_OK || (has_arch && pg_load_check_artifact(a, &err))) {
       pg_tool_fail(PROG, &err);
       pg_artifact_free(a);
       return PG_EXIT_VERDICT;
@@ -391,17 +396,19 @@ int main(int argc, char **argv) {
       raw += pg_artifact_section(a, i)->raw_size;
     char b1[32], b2[32];
     if (as_json) {
-      json_t *o = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I}", "artifact", path, "valid", 1,
+      json_t *o = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:b}", "artifact", path, "valid", 1,
                             "sections", (json_int_t)pg_artifact_section_count(a), "tensors",
                             (json_int_t)pg_artifact_tensor_count(a), "file_bytes",
-                            (json_int_t)pg_artifact_file_size(a), "raw_bytes", (json_int_t)raw);
+                            (json_int_t)pg_artifact_file_size(a), "raw_bytes", (json_int_t)raw,
+                            "arch_matches_tensors", has_arch);
       json_dumpf(o, stdout, JSON_PRESERVE_ORDER);
       fputc('\n', stdout);
       json_decref(o);
     } else {
       printf("%s: valid: %u sections tile %s bytes exactly; every checksum, part and value range "
-             "verified (%s raw bytes decoded in %.3f s)\n",
+             "verified%s (%s raw bytes decoded in %.3f s)\n",
              path, pg_artifact_section_count(a), pg_fmt_u64(b1, pg_artifact_file_size(a)),
+             has_arch ? "; the tensors are exactly arch.json's" : "; no arch.json",
              pg_fmt_u64(b2, raw), pg_now() - t0);
     }
   }

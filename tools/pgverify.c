@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,7 +37,8 @@ static void usage(FILE *f) {
       "evaluation protocol (spec/eval.md), print them and write a JSON receipt.\n"
       "\n"
       "input:\n"
-      "  --arch FILE           the arch of a safetensors file without \"arch.json\" metadata\n"
+      "  --arch FILE           the arch of weights without \"arch.json\" metadata; with weights\n"
+      "                        that have one, it must describe the same model (else refused)\n"
       "  --val PATTERN         validation shards (a quoted glob; files named *_bytes_* are skipped)\n"
       "  --bytes PATTERN       CaseOps byte sidecar shards (per-token byte counts) instead of the\n"
       "                        tokenizer's byte tables\n"
@@ -199,6 +201,72 @@ static json_t *result_json(const pg_eval_result *r) {
   return o;
 }
 
+/* ---- provenance (spec/eval.md §7.1) --------------------------------------------------------- */
+
+/* Append printf text to buf (cap bytes; cut when full). */
+static void cat(char *buf, size_t cap, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static void cat(char *buf, size_t cap, const char *fmt, ...) {
+  const size_t n = strlen(buf);
+  if (n + 1 >= cap) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf + n, cap - n, fmt, ap);
+  va_end(ap);
+}
+
+/* Where a protocol differs from a record's, parameter by parameter (the receipt's names; batch
+ * and report_tokens change no figure). 0 when they agree. */
+static int protocol_diff(const pg_protocol *used, const pg_protocol *rec, char *buf, size_t cap) {
+  buf[0] = '\0';
+  if (used->kind != rec->kind) {
+    cat(buf, cap, "protocol %s (the record's: %s)", pg_proto_name(used->kind),
+        pg_proto_name(rec->kind));
+    return 1;
+  }
+  json_t *a = protocol_json(used), *b = protocol_json(rec);
+  int n = 0;
+  const char *key;
+  json_t *vb;
+  json_object_foreach(b, key, vb) {
+    if (!strcmp(key, "batch") || !strcmp(key, "report_tokens")) continue;
+    json_t *va = json_object_get(a, key);
+    if (va && json_equal(va, vb)) continue;
+    char *ta = va ? json_dumps(va, JSON_ENCODE_ANY | JSON_REAL_PRECISION(10)) : NULL;
+    char *tb = json_dumps(vb, JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
+    cat(buf, cap, "%s%s %s (the record's: %s)", n++ ? ", " : "", key, ta ? ta : "-",
+        tb ? tb : "?");
+    free(ta);
+    free(tb);
+  }
+  json_decref(a);
+  json_decref(b);
+  return n;
+}
+
+/* "k=v, k=v" from the compact JSON object of pg_arch_unchecked_json. */
+static void unchecked_text(json_t *o, char *buf, size_t cap) {
+  const char *key;
+  json_t *v;
+  buf[0] = '\0';
+  json_object_foreach(o, key, v) {
+    char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(17));
+    cat(buf, cap, "%s%s=%s", buf[0] ? ", " : "", key, t ? t : "?");
+    free(t);
+  }
+}
+
+/* A warning on stderr (outside text escaped) and in the receipt's list. */
+static void warn(json_t *list, const char *text) {
+  fprintf(stderr, "%s: warning: ", PROG);
+  pg_print_safe(stderr, text, strlen(text));
+  fputc('\n', stderr);
+  json_array_append_new(list, json_string(text));
+}
+
 /* ---- main ------------------------------------------------------------------------------------ */
 
 enum {
@@ -264,6 +332,50 @@ static int apply(opts *o, int code, const char *a) {
   case O_PREFIX: return parse_int(a, 1, 1 << 30, &p->prefix_docs);
   default: return 1;
   }
+}
+
+/* Read a protocol written as pgverify options ("--protocol sliding --stride 64 --tail-dup") into
+ * *p with the options table lo: the protocol's defaults, then each option; 0 when it reads and
+ * validates, 1 for anything that is not a protocol option or a bad value. */
+static int protocol_from_text(const char *text, const struct option *lo, pg_protocol *p) {
+  char buf[1024];
+  if (strlen(text) >= sizeof buf) return 1;
+  memcpy(buf, text, strlen(text) + 1);
+  char *tok[256];
+  int n = 0;
+  for (char *save, *t = strtok_r(buf, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+    if (n == 256) return 1;
+    tok[n++] = t;
+  }
+  int kind = PG_PROTO_SLIDING;
+  for (int i = 0; i < n; i++) {
+    const char *name = NULL;
+    if (!strcmp(tok[i], "--protocol") && i + 1 < n) name = tok[i + 1];
+    if (!strncmp(tok[i], "--protocol=", 11)) name = tok[i] + 11;
+    if (name && (kind = pg_proto_parse(name)) < 0) return 1;
+  }
+  opts o;
+  memset(&o, 0, sizeof o);
+  pg_protocol_defaults(&o.p, kind);
+  for (int i = 0; i < n; i++) {
+    if (strncmp(tok[i], "--", 2)) return 1;
+    char *name = tok[i] + 2, *val = NULL, *eq = strchr(name, '=');
+    if (eq) *eq = '\0', val = eq + 1;
+    const struct option *f = NULL;
+    for (int k = 0; lo[k].name; k++)
+      if (!strcmp(lo[k].name, name)) f = &lo[k];
+    if (!f) return 1;
+    if (f->has_arg == required_argument && !val) {
+      if (i + 1 >= n) return 1;
+      val = tok[++i];
+    }
+    if (f->val == O_PROTO) continue;
+    if (apply(&o, f->val, val)) return 1; /* also every option that is not the protocol's */
+  }
+  pg_err e;
+  if (pg_protocol_validate(&o.p, &e)) return 1;
+  *p = o.p;
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -370,6 +482,9 @@ int main(int argc, char **argv) {
   json_t *receipt = NULL;
   uint64_t art_hash = 0, art_size = 0, tok_hash = 0;
   const pg_arch *arch;
+  json_t *prov = NULL;
+  char *w_record = NULL, *w_proto = NULL;
+  char unchecked_line[4096] = "";
 
   /* the artifact (or safetensors weights) and its model */
   int is_art = 0;
@@ -388,12 +503,10 @@ int main(int argc, char **argv) {
         pg_model_load_checkpoint(&m, o.arch ? &given : NULL, o.artifact, &err))
       goto fail;
   } else {
-    if (o.arch) {
-      pg_err_set(&err, PG_E_ARG, o.artifact, PG_NO_OFFSET,
-                 "--arch applies to safetensors input; an artifact carries its own arch.json");
-      goto fail;
-    }
-    if (pg_artifact_open(&art, o.artifact, NULL, &err) || pg_model_load_artifact(&m, art, &err))
+    pg_arch given;
+    if ((o.arch && pg_arch_load(&given, o.arch, &err)) ||
+        pg_artifact_open(&art, o.artifact, NULL, &err) ||
+        pg_model_load_artifact_arch(&m, art, o.arch ? &given : NULL, &err))
       goto fail;
   }
   arch = pg_model_arch(m);
@@ -457,6 +570,67 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: %s on %s validation tokens, engine cpu (%d threads)\n", PROG,
             pg_proto_name(o.p.kind), pg_fmt_u64(a, n), nthreads);
   }
+  /* provenance: what the weights cannot show, and the record's protocol (spec/eval.md §7.1) */
+  {
+    const pg_arch_follows *fw = &arch->follows;
+    char *stored = is_st ? pg_tool_weights_meta(o.artifact, NULL, "arch.json") : NULL;
+    char src_text[4400], diff[2048], line[6000];
+    if (!o.arch)
+      snprintf(src_text, sizeof src_text, "%s", is_st ? "the file's __metadata__ arch.json"
+                                                      : "the artifact's arch.json");
+    else
+      snprintf(src_text, sizeof src_text, "--arch %s (%s)", o.arch,
+               is_st && !stored ? "the file records no arch"
+                                : "the same model as the file's own arch.json");
+    free(stored);
+    prov = json_object();
+    json_t *warns = json_array();
+    json_object_set_new(prov, "arch_source", json_string(src_text));
+    json_object_set_new(prov, "arch_follows", fw->set ? json_string(fw->record) : json_null());
+    w_record = pg_tool_weights_meta(o.artifact, art, "provenance.record");
+    w_proto = pg_tool_weights_meta(o.artifact, art, "provenance.protocol");
+    json_object_set_new(prov, "weights_record", w_record ? json_string(w_record) : json_null());
+    char *utext = NULL;
+    if (pg_arch_unchecked_json(arch, &utext, &err)) goto fail;
+    json_t *unchecked = json_loads(utext, 0, NULL);
+    free(utext);
+    json_object_set_new(prov, "not_fixed_by_weights", unchecked ? unchecked : json_object());
+    unchecked_text(json_object_get(prov, "not_fixed_by_weights"), unchecked_line,
+                   sizeof unchecked_line);
+    if (w_record && fw->set && strcmp(w_record, fw->record)) {
+      snprintf(line, sizeof line, "the weights come from record \"%s\" (their provenance.record) "
+               "but the arch follows \"%s\": these settings, which the weights cannot show, are "
+               "that record's and may not be theirs: %s", w_record, fw->record, unchecked_line);
+      warn(warns, line);
+    }
+    /* the record's protocol: the weights' own provenance first, else the arch's record */
+    const char *rtext = w_proto ? w_proto : fw->set && fw->protocol[0] ? fw->protocol : NULL;
+    const char *rname = w_proto ? (w_record ? w_record : "the weights' record") : fw->record;
+    json_object_set_new(prov, "record_protocol", rtext ? json_string(rtext) : json_null());
+    json_object_set_new(prov, "record_protocol_source",
+                        !rtext ? json_null()
+                        : w_proto ? json_string("the weights' provenance.protocol")
+                                  : json_string("the arch's follows.protocol"));
+    pg_protocol rp;
+    if (!rtext) {
+      json_object_set_new(prov, "protocol_matches_record", json_null());
+    } else if (protocol_from_text(rtext, lo, &rp)) {
+      json_object_set_new(prov, "protocol_matches_record", json_null());
+      snprintf(line, sizeof line, "cannot read the protocol recorded for %s: \"%s\"", rname,
+               rtext);
+      warn(warns, line);
+    } else if (protocol_diff(&o.p, &rp, diff, sizeof diff)) {
+      json_object_set_new(prov, "protocol_matches_record", json_false());
+      json_object_set_new(prov, "protocol_differences", json_string(diff));
+      snprintf(line, sizeof line, "the protocol differs from the one that gave %s its figure "
+               "(\"%s\"): %s; this val_bpb is not comparable to the record's", rname, rtext,
+               diff);
+      warn(warns, line);
+    } else {
+      json_object_set_new(prov, "protocol_matches_record", json_true());
+    }
+    json_object_set_new(prov, "warnings", warns);
+  }
   if (pg_eval_run(m, &e, &val, &o.p, &hooks, &res, &err)) goto fail;
 
   /* the receipt */
@@ -499,6 +673,8 @@ int main(int argc, char **argv) {
   if (o.bytes) json_object_set_new(jv, "bytes_pattern", json_string(o.bytes));
   json_object_set_new(receipt, "val", jv);
   json_object_set_new(receipt, "protocol", protocol_json(&o.p));
+  json_object_set_new(receipt, "provenance", prov);
+  prov = NULL;
   json_object_set_new(receipt, "result", result_json(&res));
   json_t *je = json_object();
   json_object_set_new(je, "name", json_string("cpu"));
@@ -536,6 +712,26 @@ int main(int argc, char **argv) {
            (unsigned long long)art_hash);
     printf("protocol   %s%s\n", pg_proto_name(o.p.kind),
            o.p.tail_dup ? " (tail variant: the last L-S targets are scored twice)" : "");
+    const pg_arch_follows *fw = &arch->follows;
+    printf("arch       ");
+    if (fw->set) {
+      printf("follows ");
+      pg_print_safe(stdout, fw->record, strlen(fw->record));
+      if (fw->pr) printf(" (PR #%d)", fw->pr);
+      if (fw->val_bpb > 0) printf(", reported val_bpb %.5g", fw->val_bpb);
+      printf("\n");
+    } else {
+      printf("names no record (no \"follows\")\n");
+    }
+    printf("unchecked  not fixed by the weights, taken from the arch: ");
+    pg_print_safe(stdout, unchecked_line, strlen(unchecked_line));
+    printf("\n");
+    json_t *pm = json_object_get(json_object_get(receipt, "provenance"),
+                                 "protocol_matches_record");
+    if (json_is_boolean(pm))
+      printf("record     the protocol %s the record's (%s)\n",
+             json_is_true(pm) ? "is" : "is NOT", w_proto ? "provenance.protocol"
+                                                          : "follows.protocol");
     printf("val_loss   %.8f\n", res.val_loss);
     printf("val_bpb    %.8f\n", res.val_bpb);
     printf("targets    %s of T = %s%s\n", pg_fmt_u64(a, res.scored), pg_fmt_u64(b, res.targets),
@@ -557,6 +753,9 @@ fail:
   rc = pg_tool_fail(PROG, &err);
 done:
   json_decref(receipt);
+  json_decref(prov);
+  free(w_record);
+  free(w_proto);
   pg_eval_result_free(&res);
   free(tok);
   free(bytes);

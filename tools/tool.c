@@ -2,6 +2,7 @@
 #include "tool.h"
 
 #include "pg_container.h"
+#include "pg_safetensors.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -90,4 +91,24 @@ int pg_progress_tick(void *ctx, uint64_t done, uint64_t total) {
   if (done >= total) fputc('\n', stderr);
   fflush(stderr);
   return 0;
+}
+
+char *pg_tool_weights_meta(const char *path, struct pg_artifact *art, const char *key) {
+  if (art) {
+    const pg_meta_entry *e = pg_artifact_meta_find(art, key);
+    if (!e || e->type != PG_META_STR) return NULL;
+    char *s = malloc((size_t)e->count + 1);
+    if (s) {
+      memcpy(s, e->str, (size_t)e->count);
+      s[e->count] = '\0';
+    }
+    return s;
+  }
+  pg_st *st;
+  pg_err err;
+  if (pg_st_open_file(&st, path, &err) != PG_OK) return NULL;
+  const char *v = pg_st_meta_get(st, key);
+  char *s = v ? strdup(v) : NULL;
+  pg_st_free(st);
+  return s;
 }

@@ -7,6 +7,8 @@
 
 #include "pg_status.h"
 
+struct pg_artifact;
+
 /* Exit codes of every command (spec/cli.md). */
 enum {
   PG_EXIT_OK = 0,      /* success; the verdict, if any, is positive */
@@ -41,6 +43,11 @@ typedef struct pg_progress {
 /* The library's progress hook (ctx is a pg_progress): at most twice a second,
  * "\rPROG: [WHAT ]P% (DONE / TOTAL UNIT)  E s, about R s left", a newline when done. Returns 0. */
 int pg_progress_tick(void *ctx, uint64_t done, uint64_t total);
+/* A string metadata value of weights: the artifact's entry (art not NULL), else the safetensors
+ * file's "__metadata__" (path). A malloc'd copy, or NULL when absent, not a string, or
+ * unreadable (the loader has read the file already and reports its faults). */
+char *pg_tool_weights_meta(const char *path, struct pg_artifact *art, const char *key);
+
 /* Seconds on a monotonic clock. */
 double pg_now(void);
 
