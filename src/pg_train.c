@@ -322,7 +322,10 @@ static int validate(const pg_train_cfg *c, const char *file, pg_err *err) {
   if (!(c->grad_clip >= 0)) return CFAIL("optimizer.grad_clip: must be >= 0");
   if (c->steps == 0 && !(c->seconds > 0))
     return CFAIL("schedule: give steps, or seconds for a wall-clock run");
-  if (!(c->seconds >= 0)) return CFAIL("schedule.seconds: must be >= 0");
+  if (!(c->seconds >= 0 && c->seconds <= PG_TRAIN_MAX_SECONDS))
+    return CFAIL("schedule.seconds: must be in [0, 1e9]");
+  if (c->steps > PG_TRAIN_MAX_STEPS || c->sched.warmup_steps > PG_TRAIN_MAX_STEPS)
+    return CFAIL("schedule: steps and warmup_steps are at most 2^62");
   if (!(c->sched.warmdown_frac >= 0 && c->sched.warmdown_frac <= 1) ||
       !(c->sched.min_lr >= 0 && c->sched.min_lr <= 1))
     return CFAIL("schedule: warmdown_frac and min_lr in [0, 1]");
