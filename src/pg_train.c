@@ -2,6 +2,7 @@
  * (pg_train.h, spec/train.md). */
 #include "pg_train.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -860,9 +861,11 @@ static int read_u64(const pg_st *st, const char *path, const char *key, uint64_t
                     pg_err *err) {
   const char *v = pg_st_meta_get(st, key);
   if (!v) return pg_err_set(err, PG_E_NOT_FOUND, path, PG_NO_OFFSET, "no %s in __metadata__", key);
+  /* digits only: strtoull alone takes "-1" as 2^64-1 and saturates what does not fit */
   char *end;
+  errno = 0;
   unsigned long long u = strtoull(v, &end, 10);
-  if (end == v || *end)
+  if (end == v || *end || v[0] < '0' || v[0] > '9' || errno == ERANGE)
     return pg_err_set(err, PG_E_MALFORMED, path, PG_NO_OFFSET, "%s: '%s' is not a count", key, v);
   *out = (uint64_t)u;
   return PG_OK;
