@@ -1031,6 +1031,9 @@ Test(tools, pgunpack_escapes_names_and_json_is_lossless) {
   free(o);
   /* --json: every byte back */
   cr_assert_eq(run("%s --json '%s'", pu, a), 0, "%s", slurp(err_path));
+  o = slurp(out_path);
+  assert_terminal_safe(o, "--json"); /* ASCII: the controls and RLO as \u escapes */
+  free(o);
   json_t *j = load_json(out_path);
   json_t *an = json_object_get(j, "artifact");
   cr_assert(json_is_object(an), "the artifact's name was dropped");

@@ -583,7 +583,7 @@ int main(int argc, char **argv) {
     }
     json_object_set_new(j, "tensors", ts);
     json_object_set_new(j, "seconds", pg_json_num(pg_now() - t_all));
-    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(j);
   } else {

@@ -543,7 +543,7 @@ static int cmd_info(int argc, char **argv) {
     pg_shard_set_free(set);
   }
   if (o.json && status == PG_EXIT_OK) {
-    json_dumpf(all, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(all, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
   }
   json_decref(all);
@@ -725,7 +725,7 @@ static int cmd_prove(int argc, char **argv) {
     pg_shard_set_free(set);
   }
   if (o.json && status != PG_EXIT_ERROR) {
-    json_dumpf(all, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(all, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
   }
   json_decref(all);

@@ -111,7 +111,7 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
       }
       json_object_set_new(o, "tensors", ts);
     }
-    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(o);
   } else {
@@ -216,7 +216,7 @@ static int report_record(const char *dir, const char *model, uint64_t budget, in
       json_array_append_new(claims, c);
     }
     json_object_set_new(o, "claims", claims);
-    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(o);
   } else {

@@ -295,7 +295,7 @@ int main(int argc, char **argv) {
       json_object_set_new(j, "val_loss", pg_json_num(vl));
       json_object_set_new(j, "val_bpb", isnan(vb) ? json_null() : pg_json_num(vb));
     }
-    json_dumpf(j, stdout, JSON_INDENT(2));
+    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
     fputc('\n', stdout);
     json_decref(j);
   } else {

@@ -147,7 +147,7 @@ static int list(pg_artifact *a, int as_json) {
       json_array_append_new(ts, to);
     }
     json_object_set_new(o, "tensors", ts);
-    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(o);
     return PG_EXIT_OK;
@@ -402,7 +402,7 @@ int main(int argc, char **argv) {
                             "sections", (json_int_t)pg_artifact_section_count(a), "tensors",
                             (json_int_t)pg_artifact_tensor_count(a), "file_bytes",
                             (json_int_t)pg_artifact_file_size(a), "raw_bytes", (json_int_t)raw);
-      json_dumpf(o, stdout, JSON_PRESERVE_ORDER);
+      json_dumpf(o, stdout, JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
       fputc('\n', stdout);
       json_decref(o);
     } else {

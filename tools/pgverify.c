@@ -510,7 +510,8 @@ int main(int argc, char **argv) {
   json_object_set_new(receipt, "build", jb);
   json_object_set_new(receipt, "seconds_total", pg_json_num(pg_now() - t0));
 
-  char *text = json_dumps(receipt, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+  char *text =
+      json_dumps(receipt, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(17));
   if (!text) {
     pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot format the receipt");
     goto fail;
