@@ -1182,3 +1182,39 @@ Test(tools, pgtrain_seconds_out_of_range_is_refused) {
     cr_assert(stat(ck, &st) != 0, "a checkpoint was written");
   }
 }
+
+/* pgverify's receipt keeps every path, UTF-8 or not; its report escapes them. */
+Test(tools, pgverify_receipt_keeps_non_utf8_paths) {
+  vfx f;
+  vfx_init(&f);
+  char art[200], dir[200], pat[220], rec[200];
+  snprintf(art, sizeof art, "%s/v\xff\x1b[2J.pgz", tmp);
+  cr_assert(rename(f.art, art) == 0);
+  snprintf(dir, sizeof dir, "%s/val\xfe\r", tmp);
+  write_val(dir, 1025, f.vocab, 600, UINT64_MAX, 0);
+  snprintf(pat, sizeof pat, "'%s/fineweb_val_*.bin'", dir);
+  snprintf(rec, sizeof rec, "%s/r.json", tmp);
+  cr_assert_eq(run("%s '%s' --val %s --seq-len 64 --protocol plain --receipt %s --json",
+                   bin("pgverify"), art, pat, rec), 0, "%s", slurp(err_path));
+  char *o = slurp(out_path);
+  assert_terminal_safe(o, "pgverify --json");
+  free(o);
+  json_t *r = load_json(rec);
+  json_t *p = jget(r, "artifact", "path");
+  cr_assert(json_is_object(p), "the artifact's path was dropped");
+  cr_assert(strstr(json_string_value(json_object_get(p, "hex")), "76ff1b5b324a2e70677a"));
+  json_t *files = jget(r, "val", "files");
+  cr_assert_eq(json_array_size(files), 2, "shard entries were dropped");
+  for (size_t i = 0; i < 2; i++) {
+    json_t *fp = json_object_get(json_array_get(files, i), "path");
+    cr_assert(json_is_object(fp) && strstr(json_string_value(json_object_get(fp, "hex")), "fe0d"));
+  }
+  cr_assert(json_is_object(jget(r, "val", "pattern")));
+  json_decref(r);
+  cr_assert_eq(run("%s '%s' --val %s --seq-len 64 --protocol plain --no-receipt", bin("pgverify"),
+                   art, pat), 0, "%s", slurp(err_path));
+  o = slurp(out_path);
+  assert_terminal_safe(o, "pgverify report");
+  cr_assert(strstr(o, "v\\xff\\x1b[2J.pgz"), "%s", o);
+  free(o);
+}
