@@ -1218,3 +1218,60 @@ Test(tools, pgverify_receipt_keeps_non_utf8_paths) {
   cr_assert(strstr(o, "v\\xff\\x1b[2J.pgz"), "%s", o);
   free(o);
 }
+
+/* pgpack's and pgtrain's --json name their outputs losslessly, and their reports escape them. */
+Test(tools, pgpack_and_pgtrain_json_keep_output_names) {
+  char a[160], o[200];
+  snprintf(a, sizeof a, "%s/demo.pgz", tmp);
+  snprintf(o, sizeof o, "%s/re\xff\x1b[2J.pgz", tmp);
+  make_demo(a, NULL);
+  cr_assert_eq(run("%s --weights %s --codec zstd-3 -q --json -o '%s'", bin("pgpack"), a, o), 0,
+               "%s", slurp(err_path));
+  char *s = slurp(out_path);
+  assert_terminal_safe(s, "pgpack --json");
+  free(s);
+  json_t *j = load_json(out_path);
+  json_t *an = json_object_get(j, "artifact");
+  cr_assert(json_is_object(an), "the output's name was dropped");
+  cr_assert(strstr(json_string_value(json_object_get(an, "hex")), "7265ff1b5b324a2e70677a"));
+  json_decref(j);
+  cr_assert_eq(run("%s --weights %s --codec zstd-3 -q -o '%s'", bin("pgpack"), a, o), 0, "%s",
+               slurp(err_path));
+  s = slurp(out_path);
+  assert_terminal_safe(s, "pgpack");
+  free(s);
+  /* pgtrain */
+  char train[220], tpat[220], cfgp[200], ck[200];
+  write_train(train, sizeof train, 640);
+  snprintf(tpat, sizeof tpat, "%.*s", (int)strlen(train) - 2, train + 1);
+  snprintf(cfgp, sizeof cfgp, "%s/run.json", tmp);
+  snprintf(ck, sizeof ck, "%s/ck\xfe\r.safetensors", tmp);
+  FILE *cf = fopen(cfgp, "w");
+  cr_assert_not_null(cf);
+  fprintf(cf,
+          "{\"arch\": {\"vocab_size\": 640, \"dim\": 32, \"layers\": 2, \"heads\": 2, "
+          "\"kv_heads\": 1, \"mlp\": {\"hidden\": 64}, \"structure\": {\"encoder\": [0, 0], "
+          "\"decoder\": [1]}},\n"
+          " \"data\": {\"train\": \"%s\", \"seq_len\": 16, \"batch\": 1},\n"
+          " \"schedule\": {\"steps\": 2}}\n",
+          tpat);
+  fclose(cf);
+  cr_assert_eq(run("%s --config %s --json -o '%s'", bin("pgtrain"), cfgp, ck), 0, "%s",
+               slurp(err_path));
+  j = load_json(out_path);
+  json_t *cj = json_object_get(j, "checkpoint");
+  cr_assert(json_is_object(cj), "the checkpoint's name was dropped");
+  cr_assert(strstr(json_string_value(json_object_get(cj, "hex")), "636bfe0d2e"));
+  json_decref(j);
+  cr_assert_eq(run("%s --config %s -o '%s'", bin("pgtrain"), cfgp, ck), 0, "%s", slurp(err_path));
+  s = slurp(out_path);
+  assert_terminal_safe(s, "pgtrain");
+  free(s);
+  /* an override path that is not UTF-8 cannot be recorded in the checkpoint's configuration */
+  cr_assert_eq(run("%s --config %s --train '%s/x\xff' -o %s/c2", bin("pgtrain"), cfgp, tmp, tmp),
+               2);
+  s = slurp(err_path);
+  assert_terminal_safe(s, "pgtrain --train");
+  cr_assert(strstr(s, "UTF-8") && count_lines(s) == 1, "%s", s);
+  free(s);
+}
