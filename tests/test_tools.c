@@ -969,7 +969,7 @@ Test(tools, pgtrain_resume_equals_one_run_and_pgpack_reads_it) {
   free(e);
 }
 
-/* ---- output a reviewer can trust (issue 11) ---------------------------------------------------- */
+/* ---- output a reviewer can trust (issue 11) ------------------------------------------------ */
 
 /* The bytes a terminal acts on or that are not UTF-8: none may reach the terminal raw. */
 static void assert_terminal_safe(const char *s, const char *what) {

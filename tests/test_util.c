@@ -49,7 +49,8 @@ Test(status, error_lines_escape_terminal_controls_and_invalid_utf8) {
   size_t n = strlen(e.msg);
   cr_assert_lt(n, sizeof e.msg);
   cr_assert(pg_text_is_plain(e.msg, n));
-  cr_assert(n >= 4 && (memcmp(e.msg + n - 4, "\\x0a", 4) == 0 || memcmp(e.msg + n - 2, "\xc3\xa9", 2) == 0),
+  cr_assert(n >= 4 && (memcmp(e.msg + n - 4, "\\x0a", 4) == 0 ||
+                       memcmp(e.msg + n - 2, "\xc3\xa9", 2) == 0),
             "%s", e.msg + n - 8);
 }
 

@@ -443,9 +443,9 @@ int main(int argc, char **argv) {
   {
     uint64_t np = pg_model_param_count(m);
     char a1[32];
-    step_end(&o, "%s: %s parameters in %zu tensors (%d layers, d %d, vocab %d)%s", pg_safe(o.weights),
-             pg_fmt_u64(a1, np), pg_model_tensor_count(m), arch->layers, arch->dim,
-             arch->vocab_size, art ? " [dequantized from an artifact]" : "");
+    step_end(&o, "%s: %s parameters in %zu tensors (%d layers, d %d, vocab %d)%s",
+             pg_safe(o.weights), pg_fmt_u64(a1, np), pg_model_tensor_count(m), arch->layers,
+             arch->dim, arch->vocab_size, art ? " [dequantized from an artifact]" : "");
   }
   /* tokenizer and code */
   size_t toklen = 0;
@@ -554,11 +554,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < ntrials; i++) {
       const pg_pack_trial *t = &trials[i];
       json_array_append_new(
-          jt, json_pack("{s:o,s:[i,i,i,i],s:I,s:I,s:o,s:b,s:b}", "k_multiplier", pg_json_num(t->mu), "bits",
-                        (int)t->bits[0], (int)t->bits[1], (int)t->bits[2], (int)t->bits[3],
-                        "counted_bytes", (json_int_t)t->counted, "file_bytes",
-                        (json_int_t)t->file_bytes, "objective", pg_json_num(t->objective), "fits", t->fits,
-                        "chosen", i == chosen));
+          jt, json_pack("{s:o,s:[i,i,i,i],s:I,s:I,s:o,s:b,s:b}", "k_multiplier",
+                        pg_json_num(t->mu), "bits", (int)t->bits[0], (int)t->bits[1],
+                        (int)t->bits[2], (int)t->bits[3], "counted_bytes", (json_int_t)t->counted,
+                        "file_bytes", (json_int_t)t->file_bytes, "objective",
+                        pg_json_num(t->objective), "fits", t->fits, "chosen", i == chosen));
     }
     json_object_set_new(j, "trials", jt);
     json_t *ts = json_array();
@@ -597,7 +597,8 @@ int main(int argc, char **argv) {
                pg_pack_cat_name(r->cat), r->bits, (double)r->k,
                r->gptq ? "gptq" : "rtn", r->rel_err, r->lqer_rank);
       else
-        printf("  %-40s %-6s %-5s %4u\n", pg_safe(r->name), r->route == PG_ROUTE_F16 ? "f16" : "gate",
+        printf("  %-40s %-6s %-5s %4u\n", pg_safe(r->name),
+               r->route == PG_ROUTE_F16 ? "f16" : "gate",
                pg_pack_cat_name(r->cat), r->bits);
     }
     char a1[32], a2[32], a3[32], a4[32];

@@ -508,7 +508,8 @@ static int cmd_info(int argc, char **argv) {
         json_array_append(all, j);
       } else {
         char b1[32], b2[32], b3[32];
-        printf("%s\n  files %zu, tokens %s, documents %s", pg_safe(argv[i]), pg_shard_set_nfiles(set),
+        printf("%s\n  files %zu, tokens %s, documents %s", pg_safe(argv[i]),
+               pg_shard_set_nfiles(set),
                pg_fmt_u64(b1, n), pg_fmt_u64(b2, ndocs));
         if (skipped) printf(" (%s tokens before the first BOS)", pg_fmt_u64(b3, skipped));
         printf("\n");

@@ -143,7 +143,8 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
       const pg_account_section *s = &acc.sections[i];
       char cbuf[48];
       pg_codec_spec_format(&s->codec, cbuf, sizeof cbuf);
-      printf("  %-4u %-32s %-20s %14s %13s %7.2f %6.2f%%\n", s->index, pg_safe_cut(s->label, 32), cbuf,
+      printf("  %-4u %-32s %-20s %14s %13s %7.2f %6.2f%%\n", s->index, pg_safe_cut(s->label, 32),
+             cbuf,
              pg_fmt_u64(b1, s->raw), pg_fmt_u64(b2, s->stored),
              s->stored ? (double)s->raw / (double)s->stored : 0.0,
              100.0 * (double)s->stored / total);
@@ -167,7 +168,8 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
         if (t->ndim == 0) snprintf(shape, sizeof shape, "scalar");
         char qt[16];
         snprintf(qt, sizeof qt, "%s%s", pg_qtype_name(t->qtype), t->lqer_rank ? "+lq" : "");
-        printf("  %-40s %-5s %-16.16s %12s %12s %7.3f %6.2f%%\n", pg_safe_cut(t->name, 40), qt, shape,
+        printf("  %-40s %-5s %-16.16s %12s %12s %7.3f %6.2f%%\n", pg_safe_cut(t->name, 40), qt,
+               shape,
                pg_fmt_u64(b1, at->raw), pg_fmt_u64(b2, (uint64_t)(at->stored + 0.5)),
                at->bits_per_weight, 100.0 * at->stored / total);
       }
@@ -208,7 +210,8 @@ static int report_record(const char *dir, const char *model, uint64_t budget, in
       json_t *c = json_object();
       json_object_set_new(c, "claim", json_string(pg_claim_key(f[i].claim)));
       json_object_set_new(c, "claimed", pg_json_num(f[i].claimed));
-      json_object_set_new(c, "computed", isnan(f[i].computed) ? json_null() : pg_json_num(f[i].computed));
+      json_object_set_new(c, "computed",
+                          isnan(f[i].computed) ? json_null() : pg_json_num(f[i].computed));
       json_object_set_new(c, "verdict", json_string(f[i].kind == PG_FIND_AGREES   ? "agrees"
                                                     : f[i].kind == PG_FIND_DIFFERS ? "differs"
                                                                                    : "info"));

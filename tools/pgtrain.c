@@ -173,9 +173,11 @@ int main(int argc, char **argv) {
   if (!quiet && !as_json) {
     char b1[32];
     printf("pgtrain    %s: %d layers (%d virtual), d %d, vocab %d, %s parameters; %d threads\n",
-           pg_safe(config), a->layers, pg_arch_virtual_layers(a), a->dim, a->vocab_size, pg_fmt_u64(b1, np),
+           pg_safe(config), a->layers, pg_arch_virtual_layers(a), a->dim, a->vocab_size,
+           pg_fmt_u64(b1, np),
            nthreads);
-    printf("data       %s (%s, %d x %d per step)\n", pg_safe(cfg.train), pg_loader_mode_name(cfg.loader),
+    printf("data       %s (%s, %d x %d per step)\n", pg_safe(cfg.train),
+           pg_loader_mode_name(cfg.loader),
            cfg.batch, cfg.seq_len);
     if (cfg.steps)
       printf("schedule   %llu steps%s", (unsigned long long)cfg.steps,

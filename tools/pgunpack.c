@@ -398,7 +398,8 @@ int main(int argc, char **argv) {
       raw += pg_artifact_section(a, i)->raw_size;
     char b1[32], b2[32];
     if (as_json) {
-      json_t *o = json_pack("{s:o, s:b, s:I, s:I, s:I, s:I}", "artifact", pg_json_cstr(path), "valid", 1,
+      json_t *o = json_pack("{s:o, s:b, s:I, s:I, s:I, s:I}", "artifact", pg_json_cstr(path),
+                            "valid", 1,
                             "sections", (json_int_t)pg_artifact_section_count(a), "tensors",
                             (json_int_t)pg_artifact_tensor_count(a), "file_bytes",
                             (json_int_t)pg_artifact_file_size(a), "raw_bytes", (json_int_t)raw);

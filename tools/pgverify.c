@@ -229,8 +229,14 @@ static int apply(opts *o, int code, const char *a) {
   case O_TAIL: p->tail_dup = 1; return 0;
   case O_NOTRIM: p->trim = 0; return 0;
   case O_BATCH: return parse_int(a, 1, 4096, &p->batch);
-  case O_REPORT: if (pg_parse_u64(a, &u) || !u || u > (UINT64_C(1) << 40)) return 1; p->report_tokens = u; return 0;
-  case O_CHUNK: if (pg_parse_u64(a, &u) || !u || u > (UINT64_C(1) << 40)) return 1; p->chunk_tokens = u; return 0;
+  case O_REPORT:
+    if (pg_parse_u64(a, &u) || !u || u > (UINT64_C(1) << 40)) return 1;
+    p->report_tokens = u;
+    return 0;
+  case O_CHUNK:
+    if (pg_parse_u64(a, &u) || !u || u > (UINT64_C(1) << 40)) return 1;
+    p->chunk_tokens = u;
+    return 0;
   case O_OPT: n = pg_optim_kind_parse(a); if (n < 0) return 1; p->opt = n; return 0;
   case O_LR: return parse_num(a, 0, 1e6, &p->lr);
   case O_MOM: return parse_num(a, 0, 0.999999, &p->momentum);
@@ -256,7 +262,10 @@ static int apply(opts *o, int code, const char *a) {
   case O_WARM: p->lora_warm_a = 1; return 0;
   case O_NOWARM: p->lora_warm_a = 0; return 0;
   /* the receipt records the seed as a JSON integer (int64) */
-  case O_SEED: if (pg_parse_u64(a, &u) || u > (uint64_t)INT64_MAX) return 1; p->seed = u; return 0;
+  case O_SEED:
+    if (pg_parse_u64(a, &u) || u > (uint64_t)INT64_MAX) return 1;
+    p->seed = u;
+    return 0;
   case O_PHASES: return parse_int(a, 1, 1000, &p->phases);
   case O_PREFIX: return parse_int(a, 1, 1 << 30, &p->prefix_docs);
   default: return 1;
@@ -530,7 +539,8 @@ int main(int argc, char **argv) {
     printf("%s\n", text);
   } else {
     char a[32], b[32];
-    printf("artifact   %s (%s bytes, xxh64 %016llx)\n", pg_safe(o.artifact), pg_fmt_u64(a, art_size),
+    printf("artifact   %s (%s bytes, xxh64 %016llx)\n", pg_safe(o.artifact),
+           pg_fmt_u64(a, art_size),
            (unsigned long long)art_hash);
     printf("protocol   %s%s\n", pg_proto_name(o.p.kind),
            o.p.tail_dup ? " (tail variant: the last L-S targets are scored twice)" : "");
