@@ -333,6 +333,11 @@ static int validate(const pg_train_cfg *c, const char *file, pg_err *err) {
   if (!(c->ema_decay >= 0 && c->ema_decay < 1) || !(c->swa_below >= 0))
     return CFAIL("averaging: ema in [0, 1), swa_below >= 0");
   if (!c->train[0]) return CFAIL("data.train: the training shards are required");
+  /* the paths are recorded in the checkpoint's JSON configuration, which holds only UTF-8 */
+  if (!pg_utf8_valid((const uint8_t *)c->train, strlen(c->train), NULL) ||
+      !pg_utf8_valid((const uint8_t *)c->val, strlen(c->val), NULL) ||
+      !pg_utf8_valid((const uint8_t *)c->tokenizer, strlen(c->tokenizer), NULL))
+    return CFAIL("data: the train, val and tokenizer paths must be UTF-8");
   return PG_OK;
 }
 

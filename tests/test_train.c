@@ -409,3 +409,15 @@ Test(train, averaging_matches_the_definition) {
     pg_trainer_free(t);
   }
 }
+
+/* The data paths are recorded in the checkpoint's JSON configuration: not UTF-8, they were
+ * dropped from it in silence (jansson refuses such strings); now the run is refused. */
+Test(train, data_paths_must_be_utf8) {
+  pg_train_cfg c;
+  config(&c, "sequential", MUON, "{}", 4);
+  pg_err err;
+  cr_assert_eq(pg_train_cfg_validate(&c, &err), PG_OK, "%s", err.msg);
+  snprintf(c.val, sizeof c.val, "%s", "/tmp/v\xff/*.bin");
+  cr_assert_neq(pg_train_cfg_validate(&c, &err), PG_OK);
+  cr_assert(strstr(err.msg, "UTF-8"), "%s", err.msg);
+}
