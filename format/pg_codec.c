@@ -71,6 +71,16 @@ void pg_codec_spec_format(const pg_codec_spec *s, char *buf, size_t cap) {
     snprintf(buf + n, cap - (size_t)n, "+shuf%u", s->stride);
 }
 
+/* A decimal number of at most 3 digits at p (a level, a window, a stride): -1 when there is no
+ * digit there; strtol alone would take a sign or blanks, and "zstd--5" became the default. */
+static long small_number(const char *p, char **end) {
+  long v = 0;
+  int k = 0;
+  while (k < 4 && p[k] >= '0' && p[k] <= '9') v = v * 10 + (p[k++] - '0');
+  *end = (char *)p + k;
+  return k == 0 ? -1 : k == 4 ? 1000 : v;
+}
+
 int pg_codec_spec_parse(pg_codec_spec *s, const char *text, pg_err *err) {
   memset(s, 0, sizeof *s);
   char name[16] = {0};
@@ -84,16 +94,16 @@ int pg_codec_spec_parse(pg_codec_spec *s, const char *text, pg_err *err) {
   int extreme = 0;
   if (*p == '-') {
     char *end;
-    level = strtol(p + 1, &end, 10);
-    if (end == p + 1) goto bad;
+    level = small_number(p + 1, &end);
+    if (level < 0) goto bad;
     p = end;
     if (*p == 'e') {
       extreme = 1;
       p++;
     }
     if (*p == '/' && p[1] == 'w') {
-      window = strtol(p + 2, &end, 10);
-      if (end == p + 2) goto bad;
+      window = small_number(p + 2, &end);
+      if (window < 0) goto bad;
       p = end;
     }
   }
@@ -121,8 +131,8 @@ int pg_codec_spec_parse(pg_codec_spec *s, const char *text, pg_err *err) {
   if (*p == '+') {
     if (strncmp(p, "+shuf", 5) != 0) goto bad;
     char *end;
-    long k = strtol(p + 5, &end, 10);
-    if (end == p + 5 || k < 2 || k > 255) goto bad;
+    long k = small_number(p + 5, &end);
+    if (k < 2 || k > 255) goto bad;
     s->transform = PG_TRANSFORM_SHUFFLE;
     s->stride = (uint8_t)k;
     p = end;
@@ -182,6 +192,25 @@ void pg_unshuffle(const uint8_t *in, size_t n, unsigned k, uint8_t *out) {
   for (unsigned p = 0; p < rem; p++) out[full * k + p] = in[start[p] + full];
 }
 
+/* liblzma reports a bare number; name it, with what it means for a decoder here. */
+static const char *lzma_ret_text(lzma_ret r) {
+  switch (r) {
+  case LZMA_OK: return "no error (LZMA_OK)";
+  case LZMA_STREAM_END: return "end of stream (LZMA_STREAM_END)";
+  case LZMA_NO_CHECK: return "stream has no integrity check (LZMA_NO_CHECK)";
+  case LZMA_UNSUPPORTED_CHECK: return "unsupported integrity check (LZMA_UNSUPPORTED_CHECK)";
+  case LZMA_GET_CHECK: return "integrity check type available (LZMA_GET_CHECK)";
+  case LZMA_MEM_ERROR: return "cannot allocate memory (LZMA_MEM_ERROR)";
+  case LZMA_MEMLIMIT_ERROR: return "needs more than the 1 GiB memory limit (LZMA_MEMLIMIT_ERROR)";
+  case LZMA_FORMAT_ERROR: return "not an .xz stream (LZMA_FORMAT_ERROR)";
+  case LZMA_OPTIONS_ERROR: return "unsupported options (LZMA_OPTIONS_ERROR)";
+  case LZMA_DATA_ERROR: return "corrupt data (LZMA_DATA_ERROR)";
+  case LZMA_BUF_ERROR: return "stream ends early or output full (LZMA_BUF_ERROR)";
+  case LZMA_PROG_ERROR: return "invalid arguments (LZMA_PROG_ERROR)";
+  default: return "unknown liblzma error";
+  }
+}
+
 int pg_codec_compress(uint8_t codec, uint8_t level, uint8_t window, const uint8_t *in, size_t n,
                       uint8_t **out, size_t *out_len, pg_err *err) {
   *out = NULL;
@@ -238,8 +267,8 @@ int pg_codec_compress(uint8_t codec, uint8_t level, uint8_t window, const uint8_
     lzma_ret r = lzma_easy_buffer_encode(preset, LZMA_CHECK_NONE, NULL, in, n, buf, &pos, cap);
     if (r != LZMA_OK) {
       free(buf);
-      return pg_err_set(err, PG_E_CODEC, NULL, PG_NO_OFFSET, "lzma compression failed (%d)",
-                        (int)r);
+      return pg_err_set(err, PG_E_CODEC, NULL, PG_NO_OFFSET, "lzma: compression failed: %s",
+                        lzma_ret_text(r));
     }
     got = pos;
     break;
@@ -312,8 +341,7 @@ int pg_codec_decompress(uint8_t codec, const uint8_t *in, size_t n, uint8_t *out
                                            &out_pos, raw_len);
     PG_FAIL_IF(r == LZMA_BUF_ERROR && out_pos == raw_len, err, PG_E_DECOMPRESS, file, off,
                "lzma: stream holds more than the declared %zu bytes", raw_len);
-    PG_FAIL_IF(r != LZMA_OK, err, PG_E_DECOMPRESS, file, off, "lzma: decoding failed (%d)",
-               (int)r);
+    PG_FAIL_IF(r != LZMA_OK, err, PG_E_DECOMPRESS, file, off, "lzma: %s", lzma_ret_text(r));
     PG_FAIL_IF(out_pos != raw_len, err, PG_E_DECOMPRESS, file, off,
                "lzma: produced %zu bytes, section declares %zu", out_pos, raw_len);
     PG_FAIL_IF(in_pos != n, err, PG_E_DECOMPRESS, file, off,

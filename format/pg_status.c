@@ -1,6 +1,8 @@
 /* pg_status.c: status names and messages, and the one-line error record. */
 #include "pg_status.h"
 
+#include "pg_text.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -31,35 +33,32 @@ void pg_err_clear(pg_err *err) {
   }
 }
 
-static void sanitize_line(char *s) {
-  for (; *s; s++)
-    if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
-}
-
 int pg_err_setv(pg_err *err, int status, const char *file, uint64_t offset, const char *fmt,
                 va_list ap) {
   if (!err) return status;
   err->status = status;
+  /* the raw line first (names from files in it as they came), then its display form: escaped
+   * control and formatting characters and invalid UTF-8 (pg_text.h), so it stays one safe line */
+  char raw[2 * PG_ERR_MSG_MAX];
   size_t n = 0;
-  char *m = err->msg;
-  const size_t cap = sizeof err->msg;
+  const size_t cap = sizeof raw;
+  raw[0] = '\0';
   if (file && *file) {
-    int k = snprintf(m, cap, "%s: ", file);
+    int k = snprintf(raw, cap, "%s: ", file);
     n = k < 0 ? 0 : ((size_t)k >= cap ? cap - 1 : (size_t)k);
   }
-  if (offset != PG_NO_OFFSET && n < cap) {
-    int k = snprintf(m + n, cap - n, "offset %llu: ", (unsigned long long)offset);
+  if (offset != PG_NO_OFFSET && n < cap - 1) {
+    int k = snprintf(raw + n, cap - n, "offset %llu: ", (unsigned long long)offset);
     n += k < 0 ? 0 : ((size_t)k >= cap - n ? cap - n - 1 : (size_t)k);
   }
-  if (fmt && n < cap) {
-    int k = vsnprintf(m + n, cap - n, fmt, ap);
+  if (fmt && n < cap - 1) {
+    int k = vsnprintf(raw + n, cap - n, fmt, ap);
     n += k < 0 ? 0 : ((size_t)k >= cap - n ? cap - n - 1 : (size_t)k);
-  } else if (n < cap) {
-    int k = snprintf(m + n, cap - n, "%s", pg_status_message(status));
+  } else if (n < cap - 1) {
+    int k = snprintf(raw + n, cap - n, "%s", pg_status_message(status));
     n += k < 0 ? 0 : ((size_t)k >= cap - n ? cap - n - 1 : (size_t)k);
   }
-  m[cap - 1] = '\0';
-  sanitize_line(m);
+  pg_escape(err->msg, sizeof err->msg, raw, n);
   return status;
 }
 

@@ -81,7 +81,8 @@ typedef struct pg_err {
 } pg_err;
 
 /* Fill err (may be NULL) with "FILE: offset N: detail" (file and offset optional) and return
- * status. Control characters from file names and details are replaced, so the line stays one. */
+ * status. The line is stored in its display form (pg_text.h): control and formatting characters
+ * and invalid UTF-8 from file names and details are escaped, so it stays one terminal-safe line. */
 int pg_err_set(pg_err *err, int status, const char *file, uint64_t offset, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 5, 6)))

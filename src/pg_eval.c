@@ -78,11 +78,14 @@ int pg_protocol_validate(const pg_protocol *p, pg_err *err) {
   int windows = p->kind == PG_PROTO_SLIDING || p->kind == PG_PROTO_TTT_CHUNK;
   if (windows && (p->stride < 1 || p->stride > p->seq_len))
     return BADP("protocol: stride %d not in 1..seq_len (%d)", p->stride, p->seq_len);
-  if ((p->kind == PG_PROTO_PLAIN || p->kind == PG_PROTO_SLIDING) && p->report_tokens < 1)
-    return BADP("protocol: report_tokens must be positive");
+  /* chunk arithmetic ((n + C - 1) / C, (i + 1) * C) stays exact below 2^40 */
+  if ((p->kind == PG_PROTO_PLAIN || p->kind == PG_PROTO_SLIDING) &&
+      (p->report_tokens < 1 || p->report_tokens > (UINT64_C(1) << 40)))
+    return BADP("protocol: report_tokens must be in 1..2^40");
   if (p->tail_dup && !windows) return BADP("protocol: tail_dup applies to sliding windows only");
   if (p->kind == PG_PROTO_TTT_CHUNK || p->kind == PG_PROTO_TTT_PHASED) {
-    if (p->chunk_tokens < 1) return BADP("protocol: chunk_tokens must be positive");
+    if (p->chunk_tokens < 1 || p->chunk_tokens > (UINT64_C(1) << 40))
+      return BADP("protocol: chunk_tokens must be in 1..2^40");
     if (p->kind == PG_PROTO_TTT_CHUNK && p->chunk_tokens % (uint64_t)p->stride)
       return BADP("protocol: chunk_tokens %llu is not a multiple of the stride %d",
                   (unsigned long long)p->chunk_tokens, p->stride);

@@ -2,6 +2,7 @@
  * (pg_train.h, spec/train.md). */
 #include "pg_train.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -322,13 +323,21 @@ static int validate(const pg_train_cfg *c, const char *file, pg_err *err) {
   if (!(c->grad_clip >= 0)) return CFAIL("optimizer.grad_clip: must be >= 0");
   if (c->steps == 0 && !(c->seconds > 0))
     return CFAIL("schedule: give steps, or seconds for a wall-clock run");
-  if (!(c->seconds >= 0)) return CFAIL("schedule.seconds: must be >= 0");
+  if (!(c->seconds >= 0 && c->seconds <= PG_TRAIN_MAX_SECONDS))
+    return CFAIL("schedule.seconds: must be in [0, 1e9]");
+  if (c->steps > PG_TRAIN_MAX_STEPS || c->sched.warmup_steps > PG_TRAIN_MAX_STEPS)
+    return CFAIL("schedule: steps and warmup_steps are at most 2^62");
   if (!(c->sched.warmdown_frac >= 0 && c->sched.warmdown_frac <= 1) ||
       !(c->sched.min_lr >= 0 && c->sched.min_lr <= 1))
     return CFAIL("schedule: warmdown_frac and min_lr in [0, 1]");
   if (!(c->ema_decay >= 0 && c->ema_decay < 1) || !(c->swa_below >= 0))
     return CFAIL("averaging: ema in [0, 1), swa_below >= 0");
   if (!c->train[0]) return CFAIL("data.train: the training shards are required");
+  /* the paths are recorded in the checkpoint's JSON configuration, which holds only UTF-8 */
+  if (!pg_utf8_valid((const uint8_t *)c->train, strlen(c->train), NULL) ||
+      !pg_utf8_valid((const uint8_t *)c->val, strlen(c->val), NULL) ||
+      !pg_utf8_valid((const uint8_t *)c->tokenizer, strlen(c->tokenizer), NULL))
+    return CFAIL("data: the train, val and tokenizer paths must be UTF-8");
   return PG_OK;
 }
 
@@ -857,9 +866,11 @@ static int read_u64(const pg_st *st, const char *path, const char *key, uint64_t
                     pg_err *err) {
   const char *v = pg_st_meta_get(st, key);
   if (!v) return pg_err_set(err, PG_E_NOT_FOUND, path, PG_NO_OFFSET, "no %s in __metadata__", key);
+  /* digits only: strtoull alone takes "-1" as 2^64-1 and saturates what does not fit */
   char *end;
+  errno = 0;
   unsigned long long u = strtoull(v, &end, 10);
-  if (end == v || *end)
+  if (end == v || *end || v[0] < '0' || v[0] > '9' || errno == ERANGE)
     return pg_err_set(err, PG_E_MALFORMED, path, PG_NO_OFFSET, "%s: '%s' is not a count", key, v);
   *out = (uint64_t)u;
   return PG_OK;

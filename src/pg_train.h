@@ -21,6 +21,10 @@ extern "C" {
 #endif
 
 #define PG_TRAIN_PATH_MAX 1024
+/* Limits of the schedule (spec/train.md §2): a wall-clock limit of at most 10^9 s (about 31
+ * years) and at most 2^62 steps keep every step count and its conversions exact. */
+#define PG_TRAIN_MAX_SECONDS 1e9
+#define PG_TRAIN_MAX_STEPS (UINT64_C(1) << 62)
 
 /* Optimizer of one parameter group. */
 enum pg_train_opt { PG_TOPT_MUON = 0, PG_TOPT_ADAMW = 1, PG_TOPT_SGD = 2 };

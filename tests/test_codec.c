@@ -96,7 +96,11 @@ Test(codec, bad_specs_refused) {
   pg_codec_spec s;
   pg_err e;
   const char *bad[] = {"zstd-0", "zstd-23", "brotli-12", "brotli-11/w9", "brotli-11/w25", "lzma-10",
-                       "gzip", "none-3", "zstd-3+shuf1", "zstd-3+shuf256", "zstd-3x", ""};
+                       "gzip", "none-3", "zstd-3+shuf1", "zstd-3+shuf256", "zstd-3x", "",
+                       /* a sign or a blank is not a level (strtol took them: "zstd--5" was the
+                        * default level 19) */
+                       "zstd--5", "zstd- 5", "zstd-+5", "brotli-11/w-1", "lzma--3",
+                       "zstd-3+shuf+4", "zstd-3+shuf 4"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
     cr_assert_eq(pg_codec_spec_parse(&s, bad[i], &e), PG_E_CODEC, "%s accepted", bad[i]);
   pg_codec_spec u = {.codec = 9};
@@ -113,6 +117,29 @@ Test(codec, garbage_stream_refused) {
   for (uint8_t c = 1; c <= 3; c++)
     cr_assert_eq(pg_codec_decompress(c, junk, 64, out, 128, "f", 0, &e), PG_E_DECOMPRESS,
                  "codec %u", c);
+}
+
+/* Every codec fault is named: liblzma's return codes were printed as bare numbers. */
+Test(codec, codec_errors_are_named_not_numbers) {
+  uint8_t junk[64], out[128];
+  for (int i = 0; i < 64; i++) junk[i] = (uint8_t)(i * 37 + 11);
+  pg_err e;
+  cr_assert_eq(pg_codec_decompress(PG_CODEC_LZMA, junk, 64, out, 128, "f", 0, &e),
+               PG_E_DECOMPRESS);
+  cr_assert(strstr(e.msg, "LZMA_FORMAT_ERROR") && strstr(e.msg, "not an .xz stream"), "%s",
+            e.msg);
+  /* a real stream with a flipped byte in its payload */
+  uint8_t *raw = sample(4096), *z;
+  size_t zl;
+  cr_assert_eq(pg_codec_compress(PG_CODEC_LZMA, 6, 0, raw, 4096, &z, &zl, &e), PG_OK);
+  z[zl / 2] ^= 0x40;
+  uint8_t *back = malloc(4096);
+  cr_assert_eq(pg_codec_decompress(PG_CODEC_LZMA, z, zl, back, 4096, "f", 0, &e),
+               PG_E_DECOMPRESS);
+  cr_assert(strstr(e.msg, "lzma: ") && strstr(e.msg, "(LZMA_"), "%s", e.msg);
+  free(back);
+  free(z);
+  free(raw);
 }
 
 Test(codec, shuffle_every_stride_and_length) {

@@ -405,6 +405,59 @@ def t_torch_path_stub():
     assert not os.path.exists(out + "2")
 
 
+# Stand-ins for torch around a pickle whose loading runs code (it creates a folder): neither an
+# old torch without weights_only nor a safe loader that refuses the file may lead pg_export to
+# unpickle it without the restriction.
+EVIL_TORCH = {
+    "old": """
+import pickle
+__version__ = "1.12.1"
+class Tensor: pass
+def load(path, map_location=None):
+    with open(path, "rb") as f:
+        return pickle.load(f)
+""",
+    "refusing": """
+import pickle
+__version__ = "2.5.0"
+class Tensor: pass
+def load(path, map_location=None, weights_only=None):
+    if weights_only:
+        raise TypeError("Weights only load failed: unsupported global posix.mkdir")
+    with open(path, "rb") as f:
+        return pickle.load(f)
+""",
+}
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def t_never_unpickles_code():
+    import pickle  # noqa: PLC0415 (writes the hostile input only)
+    for kind, src in EVIL_TORCH.items():
+        stub = os.path.join(TMP, "evil_" + kind)
+        os.makedirs(stub, exist_ok=True)
+        with open(os.path.join(stub, "torch.py"), "w") as f:
+            f.write(src)
+        marker = os.path.join(TMP, "pwned_" + kind)
+        pt = os.path.join(TMP, "evil_%s.pt" % kind)
+        with open(pt, "wb") as f:
+            pickle.dump({"model": _Payload(marker)}, f)
+        out = os.path.join(TMP, "evil_%s.safetensors" % kind)
+        p = subprocess.run([sys.executable, SCRIPT, pt, "-o", out], capture_output=True,
+                           text=True, env=dict(os.environ, PYTHONPATH=stub), timeout=120)
+        assert not os.path.exists(marker), "%s torch: the payload ran" % kind
+        assert p.returncode == 2, "%s torch: exit %d: %s" % (kind, p.returncode, p.stderr)
+        assert p.stderr.count("\n") == 1 and "weights_only" in p.stderr, p.stderr
+        assert not os.path.exists(out)
+
+
 def t_collision_refused():
     e = as_entries(S.t) + [("blocks.1.attn.c_k.weight", "F32", (KV, D), f32_raw([0.0] * KV * D))]
     _refused(e, "blocks.1.attn.c_k.weight")
@@ -586,6 +639,7 @@ TESTS = [
     ("F64 rounded to nearest; a non-float tensor refused unless dropped",
      t_f64_and_dropped_ints),
     ("torch.load path (against a stand-in torch module)", t_torch_path_stub),
+    ("a pickle that runs code is refused, never unpickled unrestricted", t_never_unpickles_code),
     ("bank slice colliding with a per-layer tensor refused", t_collision_refused),
     ("banks with different layer counts refused", t_inconsistent_banks),
     ("NaN and infinity refused, element named", t_nan_refused),

@@ -180,3 +180,39 @@ Test(pgshard, failures_leave_no_shards) {
   cr_assert_eq(run("check --model %s '%s/nothing_*.bin'", model, dir), 2);
   cr_assert_eq(run("frobnicate"), 2);
 }
+
+/* Shard patterns and file names come from outside: reports escape them, --json keeps their
+ * bytes ({"hex", "display"} where they are not UTF-8). */
+Test(pgshard, names_escaped_and_json_lossless) {
+  char dir[160];
+  snprintf(dir, sizeof dir, "%s/s\xff\x1b[2J", tmp);
+  cr_assert(mkdir(dir, 0777) == 0);
+  uint16_t t[512];
+  for (int i = 0; i < 512; i++) t[i] = i % 40 == 0 ? 1 : (uint16_t)(5 + i * 7 % 8000);
+  pg_shard_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_shard_writer_open(&w, dir, "fineweb_val_", 1 << 20, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_append(w, t, 512, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
+  pg_shard_writer_free(w);
+  const char *cmds[] = {"info --model %s '%s/fineweb_val_*.bin'",
+                        "check --model %s '%s/fineweb_val_*.bin'",
+                        "prove-bytes --model %s '%s/fineweb_val_*.bin'",
+                        "info --json --model %s '%s/fineweb_val_*.bin'"};
+  for (int k = 0; k < 4; k++) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, cmds[k], model, dir);
+    int rc = run("%s", cmd);
+    cr_assert(rc == 0 || (k == 2 && rc == 1), "%s: %d %s", cmd, rc, slurp(err_path));
+    char *o = slurp(out_path);
+    cr_assert_null(strchr(o, '\x1b'), "%s: raw ESC: %s", cmd, o);
+    cr_assert(pg_utf8_valid((const uint8_t *)o, strlen(o), NULL), "%s: not UTF-8: %s", cmd, o);
+    if (k < 3) cr_assert(strstr(o, "s\\xff\\x1b[2J/"), "%s: %s", cmd, o);
+    free(o);
+  }
+  json_t *j = json_load_file(out_path, 0, NULL);
+  json_t *s = json_object_get(json_array_get(j, 0), "shards");
+  cr_assert(json_is_object(s), "the pattern was dropped");
+  cr_assert(strstr(json_string_value(json_object_get(s, "hex")), "73ff1b5b324a2f"));
+  json_decref(j);
+}

@@ -1197,3 +1197,310 @@ Test(tools, pgtrain_resume_equals_one_run_and_pgpack_reads_it) {
   cr_assert(strncmp(e, "pgtrain: ", 9) == 0 && count_lines(e) == 1, "%s", e);
   free(e);
 }
+
+/* ---- output a reviewer can trust (issue 11) ------------------------------------------------ */
+
+/* The bytes a terminal acts on or that are not UTF-8: none may reach the terminal raw. */
+static void assert_terminal_safe(const char *s, const char *what) {
+  cr_assert_null(strchr(s, '\x1b'), "%s: raw ESC: %s", what, s);
+  cr_assert_null(strchr(s, '\r'), "%s: raw CR: %s", what, s);
+  cr_assert_null(strchr(s, '\a'), "%s: raw BEL: %s", what, s);
+  cr_assert_null(strstr(s, "\xc2\x9b"), "%s: raw C1 CSI: %s", what, s);
+  cr_assert_null(strstr(s, "\xe2\x80\xae"), "%s: raw RLO: %s", what, s);
+  cr_assert(pg_utf8_valid((const uint8_t *)s, strlen(s), NULL), "%s: not UTF-8: %s", what, s);
+}
+
+/* An artifact whose names and metadata carry controls, bidi overrides and non-finite numbers;
+ * its file name (not UTF-8) is made by the caller. */
+static void write_hostile_artifact(const char *path) {
+  pg_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  const pg_codec_spec none = {0, 0, 0, 0, 0};
+  pg_writer_set_meta_codec(w, &none, &none);
+  cr_assert_eq(pg_writer_meta_f64(w, "x.nan", NAN, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_writer_meta_f64(w, "x.inf", INFINITY, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_writer_meta_f64(w, "x.ninf", -INFINITY, &e), PG_OK, "%s", e.msg);
+  const double arr[3] = {1.5, NAN, -INFINITY};
+  cr_assert_eq(pg_writer_meta_arr_f64(w, "x.arr", arr, 3, &e), PG_OK, "%s", e.msg);
+  const char *note = "ok\n\x1b[2Jverdict    within budget\r\x07";
+  cr_assert_eq(pg_writer_meta_str(w, "x.note", note, strlen(note), &e), PG_OK, "%s", e.msg);
+  const int sec = pg_writer_data_section(w, &none, &e);
+  cr_assert_geq(sec, 0);
+  const float v[4] = {1, 2, 3, 4};
+  const uint64_t dims[1] = {4};
+  pg_tensor_in in = {.name = "w\xe2\x80\xae" "txt.exe", .qtype = PG_QTYPE_F32, .ndim = 1,
+                     .dims = dims, .values = v, .sec_values = sec};
+  cr_assert_eq(pg_writer_tensor(w, &in, &e), PG_OK, "%s", e.msg);
+  const char *code = "print(1)\n";
+  cr_assert_eq(pg_writer_code(w, "run\xc2\x9b" "2J.py", (const uint8_t *)code, strlen(code), NULL,
+                              &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_writer_write(w, path, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+}
+
+/* pgunpack's listing and --check escape every outside byte; --json carries them all: the
+ * non-UTF-8 file name as {"hex", "display"}, the non-finite metadata as "NaN"/"Infinity". */
+Test(tools, pgunpack_escapes_names_and_json_is_lossless) {
+  char a[200];
+  snprintf(a, sizeof a, "%s/art\xff\x1b]0;t\x07.pgz", tmp);
+  write_hostile_artifact(a);
+  const char *pu = bin("pgunpack");
+  cr_assert_eq(run("%s '%s'", pu, a), 0, "%s", slurp(err_path));
+  char *o = slurp(out_path);
+  assert_terminal_safe(o, "listing");
+  cr_assert(strstr(o, "\\xff\\x1b]0;t\\x07.pgz") && strstr(o, "w\\u202etxt.exe") &&
+                strstr(o, "run\\u009b2J.py") && strstr(o, "nan") && strstr(o, "-inf"),
+            "%s", o);
+  free(o);
+  cr_assert_eq(run("%s --check '%s'", pu, a), 0, "%s", slurp(err_path));
+  o = slurp(out_path);
+  assert_terminal_safe(o, "--check");
+  cr_assert_eq(count_lines(o), 1, "%s", o);
+  free(o);
+  /* --json: every byte back */
+  cr_assert_eq(run("%s --json '%s'", pu, a), 0, "%s", slurp(err_path));
+  o = slurp(out_path);
+  assert_terminal_safe(o, "--json"); /* ASCII: the controls and RLO as \u escapes */
+  free(o);
+  json_t *j = load_json(out_path);
+  json_t *an = json_object_get(j, "artifact");
+  cr_assert(json_is_object(an), "the artifact's name was dropped");
+  char hex[400] = "";
+  for (size_t i = 0; a[i]; i++) snprintf(hex + 2 * i, 3, "%02x", (uint8_t)a[i]);
+  cr_assert_str_eq(json_string_value(json_object_get(an, "hex")), hex);
+  cr_assert(strstr(json_string_value(json_object_get(an, "display")), "art\\xff\\x1b]0;t\\x07"));
+  json_t *m = json_object_get(j, "metadata");
+  cr_assert_str_eq(json_string_value(json_object_get(m, "x.nan")), "NaN");
+  cr_assert_str_eq(json_string_value(json_object_get(m, "x.inf")), "Infinity");
+  cr_assert_str_eq(json_string_value(json_object_get(m, "x.ninf")), "-Infinity");
+  json_t *arr = json_object_get(m, "x.arr");
+  cr_assert_eq(json_array_size(arr), 3);
+  cr_assert_eq(json_real_value(json_array_get(arr, 0)), 1.5);
+  cr_assert_str_eq(json_string_value(json_array_get(arr, 1)), "NaN");
+  cr_assert_str_eq(json_string_value(json_array_get(arr, 2)), "-Infinity");
+  cr_assert_str_eq(json_string_value(json_object_get(m, "x.note")),
+                   "ok\n\x1b[2Jverdict    within budget\r\x07");
+  json_t *t0 = json_array_get(json_object_get(j, "tensors"), 0);
+  cr_assert_str_eq(json_string_value(json_object_get(t0, "name")), "w\xe2\x80\xae" "txt.exe");
+  json_decref(j);
+  /* pgsize --json too */
+  cr_assert_eq(run("%s --json '%s'", bin("pgsize"), a), 0, "%s", slurp(err_path));
+  j = load_json(out_path);
+  cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "artifact"), "hex")), hex);
+  json_decref(j);
+  /* and the human report */
+  cr_assert_eq(run("%s '%s'", bin("pgsize"), a), 0, "%s", slurp(err_path));
+  o = slurp(out_path);
+  assert_terminal_safe(o, "pgsize");
+  free(o);
+}
+
+/* A record folder's file names cannot forge pgsize's verdict line; --json keeps the bytes. */
+Test(tools, pgsize_record_names_cannot_forge_the_verdict) {
+  char dir[160], p[400];
+  snprintf(dir, sizeof dir, "%s/rec", tmp);
+  cr_assert(mkdir(dir, 0777) == 0);
+  pg_err e;
+  snprintf(p, sizeof p, "%s/train_gpt.py", dir);
+  cr_assert_eq(pg_file_write_atomic(p, "print(1)\n", 9, &e), PG_OK);
+  snprintf(p, sizeof p, "%s/final_model.\n\x1b[1Averdict    within budget, headroom 9 bytes\r.ptz",
+           dir);
+  uint8_t model[100] = {0};
+  cr_assert_eq(pg_file_write_atomic(p, model, sizeof model, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(run("%s --budget 10 %s", bin("pgsize"), dir), 1, "%s", slurp(err_path));
+  char *o = slurp(out_path);
+  assert_terminal_safe(o, "pgsize DIR");
+  int verdicts = 0;
+  for (const char *l = o; l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+    verdicts += strncmp(l, "verdict", 7) == 0;
+  cr_assert_eq(verdicts, 1, "%s", o);
+  cr_assert(strstr(o, "verdict    OVER BUDGET") && strstr(o, "final_model.\\x0a\\x1b[1A"), "%s", o);
+  free(o);
+  /* a model name that is not UTF-8 */
+  cr_assert(unlink(p) == 0);
+  snprintf(p, sizeof p, "%s/final_model.\xff\xfe.ptz", dir);
+  cr_assert_eq(pg_file_write_atomic(p, model, sizeof model, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(run("%s --json %s", bin("pgsize"), dir), 0, "%s", slurp(err_path));
+  json_t *j = load_json(out_path);
+  json_t *mp = json_object_get(j, "model_path");
+  cr_assert(json_is_object(mp), "model_path dropped");
+  cr_assert(strstr(json_string_value(json_object_get(mp, "hex")), "2efffe2e70747a"));
+  json_decref(j);
+}
+
+/* Error lines (and usage errors quoting an option) are one terminal-safe line. */
+Test(tools, error_lines_are_terminal_safe) {
+  const char *cases[][2] = {
+      {"pgsize", "'%s/missing\x1b]0;pwned\x07\n\xff.pgz'"},
+      {"pgunpack", "'%s/missing\xe2\x80\xae.pgz'"},
+      {"pgsize", "--budget '1\x1b[2J' '%s/x'"},
+      {"pgunpack", "--dtype 'f\r\x1b[2K' '%s/x'"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char args[300];
+    snprintf(args, sizeof args, cases[i][1], tmp);
+    cr_assert_eq(run("%s %s", bin(cases[i][0]), args), 2, "%s", args);
+    char *er = slurp(err_path);
+    assert_terminal_safe(er, args);
+    cr_assert_eq(count_lines(er), 1, "%s", er);
+    free(er);
+  }
+}
+
+/* Exit 2 with one line naming the option: a numeric value out of range is refused before any
+ * work, never wrapped, truncated or saturated. */
+static void expect_usage(const char *needle, const char *fmt, ...) {
+  char cmd[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  cr_assert_eq(run("%s", cmd), 2, "%s", cmd);
+  char *er = slurp(err_path);
+  cr_assert(strstr(er, needle) && count_lines(er) == 1, "%s: %s", cmd, er);
+  free(er);
+}
+
+Test(tools, numeric_options_out_of_range_are_usage_errors) {
+  char a[160], o[160];
+  snprintf(a, sizeof a, "%s/demo.pgz", tmp);
+  snprintf(o, sizeof o, "%s/o.pgz", tmp);
+  const char *pd = bin("pgdemo"), *pp = bin("pgpack"), *ps = bin("pgsize"), *pv = bin("pgverify");
+  expect_usage("'3x'", "%s --clip 3x -o %s", pd, o);
+  expect_usage("'1e999'", "%s --embed-clip 1e999 -o %s", pd, o);
+  expect_usage("--clip", "%s --clip attn=1e300 -o %s", pp, o);
+  expect_usage("--lambda", "%s --lambda 1e300 -o %s", pp, o);
+  expect_usage("--seed", "%s --seed 9223372036854775808 -o %s", pp, o);
+  expect_usage("--fit-bits", "%s --fit-bits attn=5,6,7,8,5,6,7,8,5,6,7,8,5,6,7,8,5,6,7,8,5,6,7,8,"
+                             "5,6,7,8,5,6,7,8,5,6,7,8 -o %s", pp, o);
+  expect_usage("--budget", "%s --budget 18446744073709551615 -o %s", pp, o);
+  expect_usage("--budget", "%s --budget 18446744073709551615 %s", ps, a);
+  expect_usage("bad value", "%s %s --val x --seed 9223372036854775808", pv, a);
+  expect_usage("bad value", "%s %s --val x --protocol ttt-chunk --stride 1 "
+                            "--chunk-tokens 18446744073709551615", pv, a);
+  expect_usage("--steps", "%s --config x --steps 9223372036854775808 -o %s", bin("pgtrain"), o);
+}
+
+/* `pgtrain --seconds 1e19` trained 3 steps: seconds / step time overflowed the step count. Out
+ * of range on the command line and in the configuration alike. */
+Test(tools, pgtrain_seconds_out_of_range_is_refused) {
+  char train[220], cfgp[200], ck[200], tpat[220];
+  write_train(train, sizeof train, 640);
+  snprintf(tpat, sizeof tpat, "%.*s", (int)strlen(train) - 2, train + 1);
+  snprintf(cfgp, sizeof cfgp, "%s/run.json", tmp);
+  snprintf(ck, sizeof ck, "%s/ck.safetensors", tmp);
+  for (int inside = 0; inside < 2; inside++) {
+    FILE *cf = fopen(cfgp, "w");
+    cr_assert_not_null(cf);
+    fprintf(cf,
+            "{\"arch\": {\"vocab_size\": 640, \"dim\": 32, \"layers\": 2, \"heads\": 2, "
+            "\"kv_heads\": 1, \"mlp\": {\"hidden\": 64}, \"structure\": {\"encoder\": [0, 0], "
+            "\"decoder\": [1]}},\n"
+            " \"data\": {\"train\": \"%s\", \"seq_len\": 16, \"batch\": 1},\n"
+            " \"schedule\": {%s}}\n",
+            tpat, inside ? "\"seconds\": 1e19" : "\"steps\": 2");
+    fclose(cf);
+    int rc = inside ? run("%s --config %s -q -o %s", bin("pgtrain"), cfgp, ck)
+                    : run("%s --config %s --seconds 1e19 -q -o %s", bin("pgtrain"), cfgp, ck);
+    cr_assert_eq(rc, 2, "inside %d: %s", inside, slurp(out_path));
+    char *er = slurp(err_path);
+    cr_assert(strstr(er, "seconds") && count_lines(er) == 1, "%s", er);
+    free(er);
+    struct stat st;
+    cr_assert(stat(ck, &st) != 0, "a checkpoint was written");
+  }
+}
+
+/* pgverify's receipt keeps every path, UTF-8 or not; its report escapes them. */
+Test(tools, pgverify_receipt_keeps_non_utf8_paths) {
+  vfx f;
+  vfx_init(&f);
+  char art[200], dir[200], pat[220], rec[200];
+  snprintf(art, sizeof art, "%s/v\xff\x1b[2J.pgz", tmp);
+  cr_assert(rename(f.art, art) == 0);
+  snprintf(dir, sizeof dir, "%s/val\xfe\r", tmp);
+  write_val(dir, 1025, f.vocab, 600, UINT64_MAX, 0);
+  snprintf(pat, sizeof pat, "'%s/fineweb_val_*.bin'", dir);
+  snprintf(rec, sizeof rec, "%s/r.json", tmp);
+  cr_assert_eq(run("%s '%s' --val %s --seq-len 64 --protocol plain --receipt %s --json",
+                   bin("pgverify"), art, pat, rec), 0, "%s", slurp(err_path));
+  char *o = slurp(out_path);
+  assert_terminal_safe(o, "pgverify --json");
+  free(o);
+  json_t *r = load_json(rec);
+  json_t *p = jget(r, "artifact", "path");
+  cr_assert(json_is_object(p), "the artifact's path was dropped");
+  cr_assert(strstr(json_string_value(json_object_get(p, "hex")), "76ff1b5b324a2e70677a"));
+  json_t *files = jget(r, "val", "files");
+  cr_assert_eq(json_array_size(files), 2, "shard entries were dropped");
+  for (size_t i = 0; i < 2; i++) {
+    json_t *fp = json_object_get(json_array_get(files, i), "path");
+    cr_assert(json_is_object(fp) && strstr(json_string_value(json_object_get(fp, "hex")), "fe0d"));
+  }
+  cr_assert(json_is_object(jget(r, "val", "pattern")));
+  json_decref(r);
+  cr_assert_eq(run("%s '%s' --val %s --seq-len 64 --protocol plain --no-receipt", bin("pgverify"),
+                   art, pat), 0, "%s", slurp(err_path));
+  o = slurp(out_path);
+  assert_terminal_safe(o, "pgverify report");
+  cr_assert(strstr(o, "v\\xff\\x1b[2J.pgz"), "%s", o);
+  free(o);
+}
+
+/* pgpack's and pgtrain's --json name their outputs losslessly, and their reports escape them. */
+Test(tools, pgpack_and_pgtrain_json_keep_output_names) {
+  char a[160], o[200];
+  snprintf(a, sizeof a, "%s/demo.pgz", tmp);
+  snprintf(o, sizeof o, "%s/re\xff\x1b[2J.pgz", tmp);
+  make_demo(a, NULL);
+  cr_assert_eq(run("%s --weights %s --codec zstd-3 -q --json -o '%s'", bin("pgpack"), a, o), 0,
+               "%s", slurp(err_path));
+  char *s = slurp(out_path);
+  assert_terminal_safe(s, "pgpack --json");
+  free(s);
+  json_t *j = load_json(out_path);
+  json_t *an = json_object_get(j, "artifact");
+  cr_assert(json_is_object(an), "the output's name was dropped");
+  cr_assert(strstr(json_string_value(json_object_get(an, "hex")), "7265ff1b5b324a2e70677a"));
+  json_decref(j);
+  cr_assert_eq(run("%s --weights %s --codec zstd-3 -q -o '%s'", bin("pgpack"), a, o), 0, "%s",
+               slurp(err_path));
+  s = slurp(out_path);
+  assert_terminal_safe(s, "pgpack");
+  free(s);
+  /* pgtrain */
+  char train[220], tpat[220], cfgp[200], ck[200];
+  write_train(train, sizeof train, 640);
+  snprintf(tpat, sizeof tpat, "%.*s", (int)strlen(train) - 2, train + 1);
+  snprintf(cfgp, sizeof cfgp, "%s/run.json", tmp);
+  snprintf(ck, sizeof ck, "%s/ck\xfe\r.safetensors", tmp);
+  FILE *cf = fopen(cfgp, "w");
+  cr_assert_not_null(cf);
+  fprintf(cf,
+          "{\"arch\": {\"vocab_size\": 640, \"dim\": 32, \"layers\": 2, \"heads\": 2, "
+          "\"kv_heads\": 1, \"mlp\": {\"hidden\": 64}, \"structure\": {\"encoder\": [0, 0], "
+          "\"decoder\": [1]}},\n"
+          " \"data\": {\"train\": \"%s\", \"seq_len\": 16, \"batch\": 1},\n"
+          " \"schedule\": {\"steps\": 2}}\n",
+          tpat);
+  fclose(cf);
+  cr_assert_eq(run("%s --config %s --json -o '%s'", bin("pgtrain"), cfgp, ck), 0, "%s",
+               slurp(err_path));
+  j = load_json(out_path);
+  json_t *cj = json_object_get(j, "checkpoint");
+  cr_assert(json_is_object(cj), "the checkpoint's name was dropped");
+  cr_assert(strstr(json_string_value(json_object_get(cj, "hex")), "636bfe0d2e"));
+  json_decref(j);
+  cr_assert_eq(run("%s --config %s -o '%s'", bin("pgtrain"), cfgp, ck), 0, "%s", slurp(err_path));
+  s = slurp(out_path);
+  assert_terminal_safe(s, "pgtrain");
+  free(s);
+  /* an override path that is not UTF-8 cannot be recorded in the checkpoint's configuration */
+  cr_assert_eq(run("%s --config %s --train '%s/x\xff' -o %s/c2", bin("pgtrain"), cfgp, tmp, tmp),
+               2);
+  s = slurp(err_path);
+  assert_terminal_safe(s, "pgtrain --train");
+  cr_assert(strstr(s, "UTF-8") && count_lines(s) == 1, "%s", s);
+  free(s);
+}

@@ -322,6 +322,48 @@ Test(train, resume_refuses_another_run) {
   pg_trainer_free(t);
 }
 
+/* The checkpoint's counters are digits only: strtoull took "-1" as 2^64-1 and saturated an
+ * overlong number in silence. */
+Test(train, resume_refuses_counters_that_are_not_counts) {
+  pg_train_cfg c;
+  config(&c, "sequential", MUON, "{}", 4);
+  pg_ops e = pg_ops_cpu(1);
+  pg_trainer *t = trainer(&c, &e);
+  double l[2];
+  run_steps(t, 2, l, NULL);
+  char ck[128], bad[128];
+  snprintf(ck, sizeof ck, "%s/ck.safetensors", dir);
+  snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+  pg_err err;
+  cr_assert_eq(pg_trainer_checkpoint(t, ck, &err), PG_OK, "%s", err.msg);
+  pg_trainer_free(t);
+  const char *values[] = {"-1", "99999999999999999999999", " 2", "+2"};
+  for (size_t v = 0; v < sizeof values / sizeof *values; v++) {
+    /* the same checkpoint with pgtrain.step replaced */
+    pg_st *st;
+    cr_assert_eq(pg_st_open_file(&st, ck, &err), PG_OK, "%s", err.msg);
+    pg_st_writer *w;
+    cr_assert_eq(pg_st_writer_create(&w, &err), PG_OK);
+    for (size_t i = 0; i < pg_st_count(st); i++) {
+      const pg_st_tensor *ti = pg_st_at(st, i);
+      cr_assert_eq(pg_st_writer_add(w, ti->name, ti->dtype, ti->rank, ti->shape, ti->data,
+                                    ti->nbytes, &err), PG_OK, "%s", err.msg);
+    }
+    for (size_t i = 0; i < pg_st_meta_count(st); i++) {
+      const pg_st_meta *m = pg_st_meta_at(st, i);
+      const char *val = strcmp(m->key, "pgtrain.step") ? m->value : values[v];
+      cr_assert_eq(pg_st_writer_set_meta(w, m->key, val, &err), PG_OK, "%s", err.msg);
+    }
+    cr_assert_eq(pg_st_writer_write(w, bad, &err), PG_OK, "%s", err.msg);
+    pg_st_writer_free(w);
+    pg_st_free(st);
+    t = trainer(&c, &e);
+    cr_assert_eq(pg_trainer_resume(t, bad, &err), PG_E_MALFORMED, "'%s' accepted", values[v]);
+    cr_assert(strstr(err.msg, "pgtrain.step"), "%s", err.msg);
+    pg_trainer_free(t);
+  }
+}
+
 /* EMA and SWA follow their definitions over the live weights of each step. */
 Test(train, averaging_matches_the_definition) {
   pg_ops e = pg_ops_cpu(1);
@@ -366,4 +408,16 @@ Test(train, averaging_matches_the_definition) {
     free(sum);
     pg_trainer_free(t);
   }
+}
+
+/* The data paths are recorded in the checkpoint's JSON configuration: not UTF-8, they were
+ * dropped from it in silence (jansson refuses such strings); now the run is refused. */
+Test(train, data_paths_must_be_utf8) {
+  pg_train_cfg c;
+  config(&c, "sequential", MUON, "{}", 4);
+  pg_err err;
+  cr_assert_eq(pg_train_cfg_validate(&c, &err), PG_OK, "%s", err.msg);
+  snprintf(c.val, sizeof c.val, "%s", "/tmp/v\xff/*.bin");
+  cr_assert_neq(pg_train_cfg_validate(&c, &err), PG_OK);
+  cr_assert(strstr(err.msg, "UTF-8"), "%s", err.msg);
 }

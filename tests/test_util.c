@@ -11,6 +11,7 @@
 #include "pg_io.h"
 #include "pg_qtype.h"
 #include "pg_status.h"
+#include "pg_text.h"
 #include "pgtest.h"
 
 Test(status, names_and_messages) {
@@ -24,9 +25,71 @@ Test(status, one_line_error_names_file_and_offset) {
   int rc = pg_err_set(&e, PG_E_CHECKSUM, "a\nb.pgz", 42, "bad %s", "thing\n");
   cr_assert_eq(rc, PG_E_CHECKSUM);
   cr_assert_eq(e.status, PG_E_CHECKSUM);
-  cr_assert_str_eq(e.msg, "a?b.pgz: offset 42: bad thing?");
+  cr_assert_str_eq(e.msg, "a\\x0ab.pgz: offset 42: bad thing\\x0a");
   pg_err_set(&e, PG_E_IO, NULL, PG_NO_OFFSET, NULL);
   cr_assert_str_eq(e.msg, "input/output error");
+}
+
+/* An error line is the display form of everything in it: no byte of a name reaches the terminal
+ * as a control (ESC, BEL, CR, C1) or as invalid UTF-8; printable UTF-8 is kept. */
+Test(status, error_lines_escape_terminal_controls_and_invalid_utf8) {
+  pg_err e;
+  pg_err_set(&e, PG_E_MAGIC, "\x1b[2Jx\r\x07.pgz", PG_NO_OFFSET, "name '%s'",
+             "caf\xc3\xa9 \xff\xc2\x9b\xe2\x80\xae" "evil");
+  cr_assert_str_eq(e.msg, "\\x1b[2Jx\\x0d\\x07.pgz: name 'caf\xc3\xa9 \\xff\\u009b\\u202eevil'");
+  /* the display form is idempotent: a message quoting another one is not escaped twice */
+  pg_err f;
+  pg_err_set(&f, PG_E_IO, NULL, PG_NO_OFFSET, "%s", e.msg);
+  cr_assert_str_eq(f.msg, e.msg);
+  /* a long name cut at the line's end never leaves half an escape or half a character */
+  char big[2000];
+  for (int i = 0; i < 1999; i++) big[i] = i % 3 == 0 ? '\n' : i % 3 == 1 ? '\xc3' : '\xa9';
+  big[1999] = 0;
+  pg_err_set(&e, PG_E_IO, big, PG_NO_OFFSET, "x");
+  size_t n = strlen(e.msg);
+  cr_assert_lt(n, sizeof e.msg);
+  cr_assert(pg_text_is_plain(e.msg, n));
+  cr_assert(n >= 4 && (memcmp(e.msg + n - 4, "\\x0a", 4) == 0 ||
+                       memcmp(e.msg + n - 2, "\xc3\xa9", 2) == 0),
+            "%s", e.msg + n - 8);
+}
+
+Test(text, display_form) {
+  char b[64];
+  cr_assert_eq(pg_escape(b, sizeof b, "a\0b\x7f", 4), 10);
+  cr_assert_str_eq(b, "a\\x00b\\x7f");
+  /* overlong, surrogate, truncated sequences: each byte escaped */
+  pg_escape(b, sizeof b, "\xc0\xaf\xed\xa0\x80\xe2\x82", 7);
+  cr_assert_str_eq(b, "\\xc0\\xaf\\xed\\xa0\\x80\\xe2\\x82");
+  /* printable multibyte kept, bidi isolates and the line separator escaped */
+  pg_escape(b, sizeof b, "\xe2\x96\x81\xe2\x81\xa6\xe2\x80\xa8", 9);
+  cr_assert_str_eq(b, "\xe2\x96\x81\\u2066\\u2028");
+  /* measuring, and cutting without splitting an escape */
+  cr_assert_eq(pg_escape(NULL, 0, "\n\n", 2), 8);
+  cr_assert_eq(pg_escape(b, 7, "\n\n", 2), 4);
+  cr_assert_str_eq(b, "\\x0a");
+  cr_assert(pg_text_is_plain("caf\xc3\xa9", 5));
+  cr_assert(!pg_text_is_plain("a\tb", 3));
+}
+
+Test(text, lossless_json) {
+  json_t *s = pg_json_text("caf\xc3\xa9\n", 6);
+  cr_assert(json_is_string(s));
+  cr_assert_eq(json_string_length(s), 6);
+  json_decref(s);
+  json_t *o = pg_json_text("a\xff\n", 3);
+  cr_assert(json_is_object(o));
+  cr_assert_str_eq(json_string_value(json_object_get(o, "hex")), "61ff0a");
+  cr_assert_str_eq(json_string_value(json_object_get(o, "display")), "a\\xff\\x0a");
+  json_decref(o);
+  cr_assert(json_is_null(pg_json_cstr(NULL)));
+  json_t *v[4] = {pg_json_num(NAN), pg_json_num(INFINITY), pg_json_num(-INFINITY),
+                  pg_json_num(0.5)};
+  cr_assert_str_eq(json_string_value(v[0]), "NaN");
+  cr_assert_str_eq(json_string_value(v[1]), "Infinity");
+  cr_assert_str_eq(json_string_value(v[2]), "-Infinity");
+  cr_assert_eq(json_real_value(v[3]), 0.5);
+  for (int i = 0; i < 4; i++) json_decref(v[i]);
 }
 
 static char tmpdir[64];

@@ -6,7 +6,9 @@ usage: pg_export.py INPUT -o OUT.safetensors [--arch ARCH.json] [--drop REGEX]..
 
 INPUT is either
   * a torch.save file (.pt, .pth; not a record's compressed quantized .ptz): read with
-    torch.load(map_location="cpu", weights_only=True); torch is imported only for this case.
+    torch.load(map_location="cpu", weights_only=True) and nothing else: a PyTorch without
+    weights_only (before 1.13), or a file its safe loader refuses, is refused; the file is never
+    unpickled without the restriction. torch is imported only for this case.
     The loaded object is a state dict, or a dict holding one under "model" or "state_dict";
   * a safetensors file (recognised by its content, not its name), read with the standard
     library only. Dtypes F32, F16, BF16 and F64 are accepted.
@@ -317,6 +319,11 @@ def _st_converter(raw, dt, where):
     return convert
 
 
+def _why(e):
+    """The first line of an exception, cleaned, for a one-line message."""
+    return _clean(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 def read_torch(path):
     """name -> Lazy from a torch.save file (torch imported here only)."""
     p = _clean(path)
@@ -325,14 +332,19 @@ def read_torch(path):
     except ImportError:
         raise ExportError("%s: not a safetensors file, and reading a torch.save file needs "
                           "PyTorch (import torch failed)" % p)
+    # Only the safe loader: a torch.save file is a pickle, and unpickling runs whatever code its
+    # maker put there. A torch without weights_only (before 1.13), or a file the safe loader
+    # refuses for any reason, is refused; there is no second, unrestricted try.
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except TypeError:  # torch before 1.13 has no weights_only
-            obj = torch.load(path, map_location="cpu")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except TypeError as e:
+        if "weights_only" in str(e):
+            raise ExportError("%s: this PyTorch (%s) cannot load safely (torch.load has no "
+                              "weights_only; 1.13 or later needed); refusing to unpickle"
+                              % (p, _clean(getattr(torch, "__version__", "unknown version"))))
+        raise ExportError("%s: torch.load(weights_only=True) refused it: %s" % (p, _why(e)))
     except Exception as e:  # noqa: BLE001 (torch raises many kinds; report any as one line)
-        raise ExportError("%s: torch.load failed: %s" % (p, _clean(str(e).splitlines()[0]
-                                                                 if str(e) else type(e).__name__)))
+        raise ExportError("%s: torch.load(weights_only=True) refused it: %s" % (p, _why(e)))
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if key in obj and isinstance(obj[key], dict):

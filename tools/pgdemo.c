@@ -192,8 +192,9 @@ int main(int argc, char **argv) {
     case O_VOCAB: bad = parse_int(optarg, 2, 1 << 20, &vocab); break;
     case O_BITS: bad = parse_int(optarg, 5, 8, &bits); break;
     case O_EBITS: bad = parse_int(optarg, 5, 8, &embed_bits); break;
-    case O_CLIP: clip = strtod(optarg, NULL); bad = !(clip > 0); break;
-    case O_ECLIP: embed_clip = strtod(optarg, NULL); bad = !(embed_clip > 0); break;
+    /* clip constants become floats: a whole number in (0, 1e6], not "3x" nor 1e999 */
+    case O_CLIP: bad = pg_parse_f64(optarg, 0, 1e6, &clip) || !(clip > 0); break;
+    case O_ECLIP: bad = pg_parse_f64(optarg, 0, 1e6, &embed_clip) || !(embed_clip > 0); break;
     case O_CODEC: codec = optarg; break;
     case O_PACKED: packed = 1; break;
     case O_PASS: bad = parse_int(optarg, 0, 0x7fffffffL, &passthrough); break;
@@ -237,12 +238,13 @@ int main(int argc, char **argv) {
   d.sec_mlp = pg_writer_data_section(d.w, &cs, &err);
   d.sec_scales = pg_writer_data_section(d.w, &cs, &err);
   d.sec_small = pg_writer_data_section(d.w, &cs, &err);
-  char recipe[512];
+  char recipe[512], codec_name[48];
+  pg_codec_spec_format(&cs, codec_name, sizeof codec_name); /* canonical: no quote to escape */
   snprintf(recipe, sizeof recipe,
            "{\"method\":\"rtn-sdclip\",\"matrix_bits\":%ld,\"embed_bits\":%ld,"
            "\"matrix_clip_sigmas\":%g,\"embed_clip_sigmas\":%g,\"passthrough_max\":%ld,"
-           "\"codec\":\"%.200s\",\"packed\":%s}",
-           bits, embed_bits, clip, embed_clip, passthrough, codec, packed ? "true" : "false");
+           "\"codec\":\"%s\",\"packed\":%s}",
+           bits, embed_bits, clip, embed_clip, passthrough, codec_name, packed ? "true" : "false");
   int rc = pg_writer_meta_str(d.w, "arch.name", "pgolf-demo", 10, &err);
   if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "arch.json", arch_text, strlen(arch_text), &err);
   if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "quant.method", "rtn-sdclip", 10, &err);
@@ -279,7 +281,7 @@ int main(int argc, char **argv) {
   }
   if (rc == PG_OK) {
     fprintf(stderr, "pgdemo: %llu parameters (%llu quantized); compressing with %s ...\n",
-            (unsigned long long)d.params, (unsigned long long)d.quantized, codec);
+            (unsigned long long)d.params, (unsigned long long)d.quantized, codec_name);
     rc = pg_writer_write(d.w, out, &err);
   }
   pg_writer_free(d.w);
@@ -287,7 +289,7 @@ int main(int argc, char **argv) {
   uint64_t size = 0;
   pg_file_size(out, &size, &err);
   char b1[32];
-  fprintf(stderr, "pgdemo: wrote %s, %s bytes, in %.2f s\n", out, pg_fmt_u64(b1, size),
+  fprintf(stderr, "pgdemo: wrote %s, %s bytes, in %.2f s\n", pg_safe(out), pg_fmt_u64(b1, size),
           pg_now() - t0);
   return PG_EXIT_OK;
 }

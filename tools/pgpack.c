@@ -52,7 +52,7 @@ static void usage(FILE *f) {
       "  --calib-seqs N        sequences (default 16)      --calib-len T  tokens each (default 512)\n"
       "  --calib-batch N       sequences per forward (default 4)\n"
       "  --temperature X       self-generation temperature (default 0.8)\n"
-      "  --seed N              self-generation seed (default 1337)\n"
+      "  --seed N              self-generation seed, 0..2^63-1 (default 1337)\n"
       "  --val GLOB            the validation shards: refuse a calibration set equal to them\n"
       "\n"
       "quantization (defaults: the LQER record's recipe):\n"
@@ -61,7 +61,7 @@ static void usage(FILE *f) {
       "  --clip CAT=K          SDClip k of a category (default embed=14 attn=13 mlp=11.5\n"
       "                        other=12.85)\n"
       "  --scales RULE         sdclip | hsdclip | pct (GPTQ-lite, per matrix) | pct-row\n"
-      "  --lambda X            hsdclip λ (default 0.175)\n"
+      "  --lambda X            hsdclip λ, 0..1000 (default 0.175)\n"
       "  --round RULE          gptq (default, with calibration) | rtn\n"
       "  --damp X              GPTQ damping, fraction of the mean diagonal (default 0.01)\n"
       "  --no-act-order        GPTQ in the original column order\n"
@@ -124,12 +124,9 @@ static int parse_cat_value(const char *arg, int *cat, const char **val) {
   return *cat < 0 ? -1 : 0;
 }
 
-static int parse_double(const char *s, double *out) {
-  char *end;
-  double v = strtod(s, &end);
-  if (end == s || *end || !isfinite(v)) return -1;
-  *out = v;
-  return 0;
+/* Every real option has a range (spec/cli.md): the clip constants and λ become floats. */
+static int parse_double(const char *s, double lo, double hi, double *out) {
+  return pg_parse_f64(s, lo, hi, out) ? -1 : 0;
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out) {
@@ -146,7 +143,7 @@ static void on_tensor(void *ctx, size_t done, size_t total, const char *name) {
   double now = pg_now();
   if (!p->on || (now - p->last < 0.5 && done < total)) return;
   p->last = now;
-  fprintf(stderr, "\r\033[K%s: quantizing %zu/%zu %s  %.0f s", PROG, done, total, name,
+  fprintf(stderr, "\r\033[K%s: quantizing %zu/%zu %s  %.0f s", PROG, done, total, pg_safe(name),
           now - p->t0);
   if (done >= total) fputc('\n', stderr);
   fflush(stderr);
@@ -264,12 +261,13 @@ int main(int argc, char **argv) {
         return pg_tool_usage_error(PROG, "--calib-batch: '%s' is not 1..4096", optarg);
       break;
     case O_TEMP:
-      if (parse_double(optarg, &o.temperature) || o.temperature < 0)
-        return pg_tool_usage_error(PROG, "--temperature: '%s' is not a number >= 0", optarg);
+      if (parse_double(optarg, 0, 1e6, &o.temperature))
+        return pg_tool_usage_error(PROG, "--temperature: '%s' is not a number in [0, 1e6]", optarg);
       break;
     case O_SEED:
-      if (pg_parse_u64(optarg, &o.seed))
-        return pg_tool_usage_error(PROG, "--seed: '%s' is not a number", optarg);
+      /* recorded as the artifact's i64 provenance.seed: a larger one would read back negative */
+      if (pg_parse_u64(optarg, &o.seed) || o.seed > (uint64_t)INT64_MAX)
+        return pg_tool_usage_error(PROG, "--seed: '%s' is not a number in 0..2^63-1", optarg);
       break;
     case O_VAL: o.val = optarg; break;
     case O_BITS:
@@ -279,8 +277,8 @@ int main(int argc, char **argv) {
       o.r.bits[cat] = (unsigned)iv;
       break;
     case O_CLIP:
-      if (parse_cat_value(optarg, &cat, &val) || parse_double(val, &dv) || !(dv > 0))
-        return pg_tool_usage_error(PROG, "--clip: '%s' is not CAT=K with K > 0", optarg);
+      if (parse_cat_value(optarg, &cat, &val) || parse_double(val, 0, 1e6, &dv) || !(dv > 0))
+        return pg_tool_usage_error(PROG, "--clip: '%s' is not CAT=K with K in (0, 1e6]", optarg);
       o.r.k[cat] = (float)dv;
       break;
     case O_SCALES:
@@ -291,7 +289,8 @@ int main(int argc, char **argv) {
       else return pg_tool_usage_error(PROG, "--scales: '%s' is not sdclip, hsdclip, pct or pct-row", optarg);
       break;
     case O_LAMBDA:
-      if (parse_double(optarg, &dv)) return pg_tool_usage_error(PROG, "--lambda: '%s'", optarg);
+      if (parse_double(optarg, 0, 1000, &dv))
+        return pg_tool_usage_error(PROG, "--lambda: '%s' is not a number in [0, 1000]", optarg);
       o.r.lambda = (float)dv;
       break;
     case O_ROUND:
@@ -301,8 +300,8 @@ int main(int argc, char **argv) {
       round_set = 1;
       break;
     case O_DAMP:
-      if (parse_double(optarg, &dv) || !(dv > 0))
-        return pg_tool_usage_error(PROG, "--damp: '%s' is not a number > 0", optarg);
+      if (parse_double(optarg, 0, 1e6, &dv) || !(dv > 0))
+        return pg_tool_usage_error(PROG, "--damp: '%s' is not a number in (0, 1e6]", optarg);
       o.r.gptq.damp = dv;
       break;
     case O_NOACT: o.r.gptq.act_order = 0; break;
@@ -343,8 +342,8 @@ int main(int argc, char **argv) {
       break;
     case O_PACKED: o.r.packing = PG_PACK_BITS; break;
     case O_BUDGET:
-      if (pg_parse_u64(optarg, &uv) || uv == 0)
-        return pg_tool_usage_error(PROG, "--budget: '%s' is not a byte count", optarg);
+      if (pg_parse_u64(optarg, &uv) || uv == 0 || uv > (uint64_t)INT64_MAX)
+        return pg_tool_usage_error(PROG, "--budget: '%s' is not a byte count in 1..2^63-1", optarg);
       o.budget = uv;
       break;
     case O_FITBITS: {
@@ -353,6 +352,8 @@ int main(int argc, char **argv) {
       o.fit_cat = cat;
       o.fit_mask = 0;
       char buf[64];
+      if (strlen(val) >= sizeof buf) /* cut, "5,6,...,7" could have become "5,6,...," */
+        return pg_tool_usage_error(PROG, "--fit-bits: '%s' is too long", optarg);
       snprintf(buf, sizeof buf, "%s", val);
       for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         if (parse_int(tok, 5, 8, &iv))
@@ -363,7 +364,7 @@ int main(int argc, char **argv) {
       break;
     }
     case O_FITTOL:
-      if (parse_double(optarg, &o.fit_tol) || !(o.fit_tol > 0 && o.fit_tol < 1))
+      if (parse_double(optarg, 0, 1, &o.fit_tol) || !(o.fit_tol > 0 && o.fit_tol < 1))
         return pg_tool_usage_error(PROG, "--fit-tolerance: '%s' is not in (0, 1)", optarg);
       break;
     case O_EXTOK: o.count_tok = 0; break;
@@ -379,8 +380,8 @@ int main(int argc, char **argv) {
     }
   }
   if (optind < argc) return pg_tool_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
-  if (!o.weights) return pg_tool_usage_error(PROG, "--weights FILE is required (see --help)");
-  if (!o.out) return pg_tool_usage_error(PROG, "-o OUT.pgz is required (see --help)");
+  if (!o.weights) return pg_tool_usage_error(PROG, "--weights FILE is required");
+  if (!o.out) return pg_tool_usage_error(PROG, "-o OUT.pgz is required");
   if (o.fit_cat >= 0 && !o.budget)
     return pg_tool_usage_error(PROG, "--fit-bits needs --budget");
   int no_calib = !strcmp(o.calib, "none");
@@ -450,9 +451,9 @@ int main(int argc, char **argv) {
   {
     uint64_t np = pg_model_param_count(m);
     char a1[32];
-    step_end(&o, "%s: %s parameters in %zu tensors (%d layers, d %d, vocab %d)%s", o.weights,
-             pg_fmt_u64(a1, np), pg_model_tensor_count(m), arch->layers, arch->dim,
-             arch->vocab_size, art ? " [dequantized from an artifact]" : "");
+    step_end(&o, "%s: %s parameters in %zu tensors (%d layers, d %d, vocab %d)%s",
+             pg_safe(o.weights), pg_fmt_u64(a1, np), pg_model_tensor_count(m), arch->layers,
+             arch->dim, arch->vocab_size, art ? " [dequantized from an artifact]" : "");
   }
   /* tokenizer and code */
   size_t toklen = 0;
@@ -477,7 +478,7 @@ int main(int argc, char **argv) {
                                     (uint32_t)arch->vocab_size, &err)) {
       goto fail;
     }
-    step_end(&o, "%s (xxh64 %016llx)", cal.source, (unsigned long long)cal.xxh64);
+    step_end(&o, "%s (xxh64 %016llx)", pg_safe(cal.source), (unsigned long long)cal.xxh64);
     step_begin(&o, "hessians");
     pr.what = "calibrating";
     pr.t0 = pg_now();
@@ -537,7 +538,7 @@ int main(int argc, char **argv) {
   if (pg_file_write_atomic(o.out, bytes, len, &err)) goto fail;
   {
     char a1[32];
-    step_end(&o, "%s (%s bytes)", o.out, pg_fmt_u64(a1, len));
+    step_end(&o, "%s (%s bytes)", pg_safe(o.out), pg_fmt_u64(a1, len));
   }
 
   /* 5. pgsize's accounting of the written file */
@@ -548,7 +549,7 @@ int main(int argc, char **argv) {
   int over = acc.counted > budget;
   if (o.json) {
     json_t *j = json_object();
-    json_object_set_new(j, "artifact", json_string(o.out));
+    json_object_set_new(j, "artifact", pg_json_cstr(o.out));
     json_object_set_new(j, "file_bytes", json_integer((json_int_t)acc.file_size));
     json_object_set_new(j, "counted_bytes", json_integer((json_int_t)acc.counted));
     json_object_set_new(j, "budget", json_integer((json_int_t)budget));
@@ -557,42 +558,42 @@ int main(int argc, char **argv) {
     json_object_set_new(j, "model_bytes", json_integer((json_int_t)acc.model));
     json_object_set_new(j, "code_bytes", json_integer((json_int_t)acc.code_stored));
     json_object_set_new(j, "tokenizer_bytes", json_integer((json_int_t)acc.tokenizer_stored));
-    json_object_set_new(j, "k_multiplier", json_real(mu));
-    json_object_set_new(j, "objective", json_real(pg_packer_objective(pk)));
+    json_object_set_new(j, "k_multiplier", pg_json_num(mu));
+    json_object_set_new(j, "objective", pg_json_num(pg_packer_objective(pk)));
     json_t *jt = json_array();
     for (size_t i = 0; i < ntrials; i++) {
       const pg_pack_trial *t = &trials[i];
       json_array_append_new(
-          jt, json_pack("{s:f,s:[i,i,i,i],s:I,s:I,s:f,s:b,s:b}", "k_multiplier", t->mu, "bits",
-                        (int)t->bits[0], (int)t->bits[1], (int)t->bits[2], (int)t->bits[3],
-                        "counted_bytes", (json_int_t)t->counted, "file_bytes",
-                        (json_int_t)t->file_bytes, "objective", t->objective, "fits", t->fits,
-                        "chosen", i == chosen));
+          jt, json_pack("{s:o,s:[i,i,i,i],s:I,s:I,s:o,s:b,s:b}", "k_multiplier",
+                        pg_json_num(t->mu), "bits", (int)t->bits[0], (int)t->bits[1],
+                        (int)t->bits[2], (int)t->bits[3], "counted_bytes", (json_int_t)t->counted,
+                        "file_bytes", (json_int_t)t->file_bytes, "objective",
+                        pg_json_num(t->objective), "fits", t->fits, "chosen", i == chosen));
     }
     json_object_set_new(j, "trials", jt);
     json_t *ts = json_array();
     for (size_t i = 0; i < pg_packer_tensor_count(pk); i++) {
       const pg_pack_report *r = pg_packer_report(pk, i);
       json_t *to = json_object();
-      json_object_set_new(to, "name", json_string(r->name));
+      json_object_set_new(to, "name", pg_json_cstr(r->name));
       json_object_set_new(to, "route", json_string(r->route == PG_ROUTE_F16    ? "f16"
                                                    : r->route == PG_ROUTE_GATE ? "gate-int8-row"
                                                                                : "quant"));
       json_object_set_new(to, "bits", json_integer(r->bits));
       if (r->route == PG_ROUTE_QUANT) {
         json_object_set_new(to, "category", json_string(pg_pack_cat_name(r->cat)));
-        json_object_set_new(to, "k", json_real(r->k));
+        json_object_set_new(to, "k", pg_json_num(r->k));
         json_object_set_new(to, "rounding", json_string(r->gptq ? "gptq" : "rtn"));
-        json_object_set_new(to, "damp_used", json_real(r->damp_used));
+        json_object_set_new(to, "damp_used", pg_json_num(r->damp_used));
         json_object_set_new(to, "lqer_rank", json_integer(r->lqer_rank));
-        json_object_set_new(to, "mse", json_real(r->mse));
-        json_object_set_new(to, "rel_err", json_real(r->rel_err));
+        json_object_set_new(to, "mse", pg_json_num(r->mse));
+        json_object_set_new(to, "rel_err", pg_json_num(r->rel_err));
       }
       json_array_append_new(ts, to);
     }
     json_object_set_new(j, "tensors", ts);
-    json_object_set_new(j, "seconds", json_real(pg_now() - t_all));
-    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_object_set_new(j, "seconds", pg_json_num(pg_now() - t_all));
+    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(j);
   } else {
@@ -602,11 +603,12 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < pg_packer_tensor_count(pk); i++) {
       const pg_pack_report *r = pg_packer_report(pk, i);
       if (r->route == PG_ROUTE_QUANT)
-        printf("  %-40s %-6s %-5s %4u %9.4f %5s %12.4e %5u\n", r->name, "quant",
+        printf("  %-40s %-6s %-5s %4u %9.4f %5s %12.4e %5u\n", pg_safe(r->name), "quant",
                pg_pack_cat_name(r->cat), r->bits, (double)r->k,
                r->gptq ? "gptq" : "rtn", r->rel_err, r->lqer_rank);
       else
-        printf("  %-40s %-6s %-5s %4u\n", r->name, r->route == PG_ROUTE_F16 ? "f16" : "gate",
+        printf("  %-40s %-6s %-5s %4u\n", pg_safe(r->name),
+               r->route == PG_ROUTE_F16 ? "f16" : "gate",
                pg_pack_cat_name(r->cat), r->bits);
     }
     char a1[32], a2[32], a3[32], a4[32];
@@ -615,10 +617,10 @@ int main(int argc, char **argv) {
       const pg_account_section *s = &acc.sections[i];
       char cs[40];
       pg_codec_spec_format(&s->codec, cs, sizeof cs);
-      printf("  %3u %-9s %-34.34s %-20s %12s -> %12s\n", s->index, pg_section_kind_name(s->kind),
-             s->label, cs, pg_fmt_u64(a1, s->raw), pg_fmt_u64(a2, s->stored));
+      printf("  %3u %-9s %-34s %-20s %12s -> %12s\n", s->index, pg_section_kind_name(s->kind),
+             pg_safe_cut(s->label, 34), cs, pg_fmt_u64(a1, s->raw), pg_fmt_u64(a2, s->stored));
     }
-    printf("\npgsize     %s: %s bytes counted (model %s + code %s%s) of %s\n", o.out,
+    printf("\npgsize     %s: %s bytes counted (model %s + code %s%s) of %s\n", pg_safe(o.out),
            pg_fmt_u64(a1, acc.counted), pg_fmt_u64(a2, acc.model),
            pg_fmt_u64(a3, acc.code_stored), acc.tokenizer_counted ? " + tokenizer" : "",
            pg_fmt_u64(a4, budget));

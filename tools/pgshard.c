@@ -265,11 +265,11 @@ static int cmd_encode(int argc, char **argv) {
       free(mb);
       json_t *m = json_object();
       json_object_set_new(m, "tool", json_string("pgshard " PG_VERSION));
-      json_object_set_new(m, "model", json_string(model));
+      json_object_set_new(m, "model", pg_json_cstr(model));
       json_object_set_new(m, "model_xxh64", json_string(h));
       json_object_set_new(m, "vocab_size", json_integer(s.vocab));
       json_t *inputs = json_array();
-      for (int i = optind; i < argc; i++) json_array_append_new(inputs, json_string(argv[i]));
+      for (int i = optind; i < argc; i++) json_array_append_new(inputs, pg_json_cstr(argv[i]));
       json_object_set_new(m, "inputs", inputs);
       json_object_set_new(m, "documents", json_integer((json_int_t)s.docs));
       json_object_set_new(m, "val_documents",
@@ -283,7 +283,7 @@ static int cmd_encode(int argc, char **argv) {
       pg_shard_writer *ws[2] = {s.val, s.train};
       for (int k = 0; k < 2; k++)
         for (size_t i = 0; i < pg_shard_writer_nfiles(ws[k]); i++)
-          json_array_append_new(files, json_string(pg_shard_writer_path(ws[k], i)));
+          json_array_append_new(files, pg_json_cstr(pg_shard_writer_path(ws[k], i)));
       json_object_set_new(m, "files", files);
       char *txt = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
       json_decref(m);
@@ -309,7 +309,7 @@ static int cmd_encode(int argc, char **argv) {
     for (int k = 0; k < 2; k++) {
       pg_shard_writer *w = k ? s.train : s.val;
       for (size_t i = 0; i < pg_shard_writer_nfiles(w); i++)
-        printf("%s\n", pg_shard_writer_path(w, i));
+        printf("%s\n", pg_safe(pg_shard_writer_path(w, i)));
     }
   }
   pg_shard_writer_free(s.val);
@@ -391,7 +391,7 @@ static int cmd_check(int argc, char **argv) {
     int rc = pg_shard_set_open(&set, argv[i], &err);
     if (rc == PG_OK) rc = pg_shard_set_check_vocab(set, vocab, &err);
     if (rc == PG_OK) {
-      printf("%s: valid: %zu files, %s tokens, every id below %u\n", argv[i],
+      printf("%s: valid: %zu files, %s tokens, every id below %u\n", pg_safe(argv[i]),
              pg_shard_set_nfiles(set), pg_fmt_u64(b1, pg_shard_set_count(set)), vocab);
     } else {
       pg_tool_fail(PROG, &err);
@@ -473,7 +473,7 @@ static int cmd_info(int argc, char **argv) {
         top[ntop++] = best;
       }
       json_t *j = json_object();
-      json_object_set_new(j, "shards", json_string(argv[i]));
+      json_object_set_new(j, "shards", pg_json_cstr(argv[i]));
       json_object_set_new(j, "files", json_integer((json_int_t)pg_shard_set_nfiles(set)));
       json_object_set_new(j, "tokens", json_integer((json_int_t)n));
       json_object_set_new(j, "targets", json_integer(n ? (json_int_t)n - 1 : 0));
@@ -483,7 +483,7 @@ static int cmd_info(int argc, char **argv) {
         json_object_set_new(j, "doc_len_min", json_integer((json_int_t)lens[0]));
         json_object_set_new(j, "doc_len_median", json_integer((json_int_t)lens[ndocs / 2]));
         json_object_set_new(j, "doc_len_max", json_integer((json_int_t)lens[ndocs - 1]));
-        json_object_set_new(j, "doc_len_mean", json_real((double)(n - skipped) / (double)ndocs));
+        json_object_set_new(j, "doc_len_mean", pg_json_num((double)(n - skipped) / (double)ndocs));
       }
       json_object_set_new(j, "distinct_ids", json_integer((json_int_t)distinct));
       json_object_set_new(j, "max_id", json_integer((json_int_t)maxid));
@@ -494,7 +494,7 @@ static int cmd_info(int argc, char **argv) {
         json_object_set_new(e, "count", json_integer((json_int_t)hist[top[t]]));
         if (m && top[t] < pg_spm_vocab_size(m)) {
           const pg_spm_piece *p = pg_spm_piece_at(m, top[t]);
-          json_object_set_new(e, "piece", json_stringn(p->piece, p->len));
+          json_object_set_new(e, "piece", pg_json_text(p->piece, p->len));
         }
         json_array_append_new(tj, e);
       }
@@ -502,13 +502,14 @@ static int cmd_info(int argc, char **argv) {
       if (m) {
         json_object_set_new(j, "bytes", json_integer((json_int_t)bytes));
         json_object_set_new(j, "bytes_per_target",
-                            json_real(n > 1 ? (double)bytes / (double)(n - 1) : 0.0));
+                            pg_json_num(n > 1 ? (double)bytes / (double)(n - 1) : 0.0));
       }
       if (o.json) {
         json_array_append(all, j);
       } else {
         char b1[32], b2[32], b3[32];
-        printf("%s\n  files %zu, tokens %s, documents %s", argv[i], pg_shard_set_nfiles(set),
+        printf("%s\n  files %zu, tokens %s, documents %s", pg_safe(argv[i]),
+               pg_shard_set_nfiles(set),
                pg_fmt_u64(b1, n), pg_fmt_u64(b2, ndocs));
         if (skipped) printf(" (%s tokens before the first BOS)", pg_fmt_u64(b3, skipped));
         printf("\n");
@@ -543,7 +544,7 @@ static int cmd_info(int argc, char **argv) {
     pg_shard_set_free(set);
   }
   if (o.json && status == PG_EXIT_OK) {
-    json_dumpf(all, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(all, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
   }
   json_decref(all);
@@ -668,8 +669,8 @@ static int cmd_prove(int argc, char **argv) {
     const int proven = ndis == 0 && docs_bad == 0;
     if (!proven) status = PG_EXIT_VERDICT;
     json_t *j = json_object();
-    json_object_set_new(j, "shards", json_string(argv[i]));
-    json_object_set_new(j, "model", json_string(o.model));
+    json_object_set_new(j, "shards", pg_json_cstr(argv[i]));
+    json_object_set_new(j, "model", pg_json_cstr(o.model));
     json_object_set_new(j, "targets", json_integer(n ? (json_int_t)n - 1 : 0));
     json_object_set_new(j, "table_bytes", json_integer((json_int_t)table_total));
     json_object_set_new(j, "decoded_bytes", json_integer((json_int_t)decoded_total));
@@ -690,7 +691,7 @@ static int cmd_prove(int argc, char **argv) {
       json_array_append(all, j);
     } else {
       char b1[32], b2[32], b3[32];
-      printf("%s (%s)\n", argv[i], o.model);
+      printf("%s (%s)\n", pg_safe(argv[i]), pg_safe(o.model));
       printf("  targets        %s\n", pg_fmt_u64(b1, n ? n - 1 : 0));
       printf("  table bytes    %s  (challenge formula: base[y] + (lead[y] and not boundary[x]))\n",
              pg_fmt_u64(b1, table_total));
@@ -725,7 +726,7 @@ static int cmd_prove(int argc, char **argv) {
     pg_shard_set_free(set);
   }
   if (o.json && status != PG_EXIT_ERROR) {
-    json_dumpf(all, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(all, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
   }
   json_decref(all);

@@ -59,7 +59,7 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
   char b1[32], b2[32], b3[32], b4[32];
   if (as_json) {
     json_t *o = json_object();
-    json_object_set_new(o, "artifact", json_string(path));
+    json_object_set_new(o, "artifact", pg_json_cstr(path));
     json_object_set_new(o, "container_version", json_integer(pg_artifact_container_version(a)));
     json_object_set_new(o, "quant_layout_version",
                         json_integer(pg_artifact_quant_layout_version(a)));
@@ -80,11 +80,11 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
       json_t *so = json_object();
       json_object_set_new(so, "index", json_integer(s->index));
       json_object_set_new(so, "kind", json_string(pg_section_kind_name(s->kind)));
-      json_object_set_new(so, "label", json_string(s->label));
+      json_object_set_new(so, "label", pg_json_cstr(s->label));
       json_object_set_new(so, "codec", codec_json(&s->codec));
       json_object_set_new(so, "raw_bytes", json_integer((json_int_t)s->raw));
       json_object_set_new(so, "stored_bytes", json_integer((json_int_t)s->stored));
-      json_object_set_new(so, "share", json_real(total > 0 ? (double)s->stored / total : 0));
+      json_object_set_new(so, "share", pg_json_num(total > 0 ? (double)s->stored / total : 0));
       json_array_append_new(secs, so);
     }
     json_object_set_new(o, "sections", secs);
@@ -94,7 +94,7 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
         const pg_tensor_info *t = pg_artifact_tensor(a, i);
         const pg_account_tensor *at = &acc.tensors[i];
         json_t *to = json_object();
-        json_object_set_new(to, "name", json_string(t->name));
+        json_object_set_new(to, "name", pg_json_cstr(t->name));
         json_object_set_new(to, "qtype", json_string(pg_qtype_name(t->qtype)));
         json_t *shape = json_array();
         for (unsigned d = 0; d < t->ndim; d++)
@@ -104,18 +104,18 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
         json_object_set_new(to, "lqer_rank", json_integer(t->lqer_rank));
         json_object_set_new(to, "elements", json_integer((json_int_t)at->numel));
         json_object_set_new(to, "raw_bytes", json_integer((json_int_t)at->raw));
-        json_object_set_new(to, "stored_bytes_attributed", json_real(at->stored));
-        json_object_set_new(to, "bits_per_weight", json_real(at->bits_per_weight));
-        json_object_set_new(to, "share", json_real(total > 0 ? at->stored / total : 0));
+        json_object_set_new(to, "stored_bytes_attributed", pg_json_num(at->stored));
+        json_object_set_new(to, "bits_per_weight", pg_json_num(at->bits_per_weight));
+        json_object_set_new(to, "share", pg_json_num(total > 0 ? at->stored / total : 0));
         json_array_append_new(ts, to);
       }
       json_object_set_new(o, "tensors", ts);
     }
-    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(o);
   } else {
-    printf("artifact   %s  (container v%u, quant layout v%u)\n", path,
+    printf("artifact   %s  (container v%u, quant layout v%u)\n", pg_safe(path),
            pg_artifact_container_version(a), pg_artifact_quant_layout_version(a));
     printf("file       %s bytes\n", pg_fmt_u64(b1, acc.file_size));
     printf("counted    %s bytes = model %s + code %s", pg_fmt_u64(b1, acc.counted),
@@ -143,7 +143,8 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
       const pg_account_section *s = &acc.sections[i];
       char cbuf[48];
       pg_codec_spec_format(&s->codec, cbuf, sizeof cbuf);
-      printf("  %-4u %-32.32s %-20s %14s %13s %7.2f %6.2f%%\n", s->index, s->label, cbuf,
+      printf("  %-4u %-32s %-20s %14s %13s %7.2f %6.2f%%\n", s->index, pg_safe_cut(s->label, 32),
+             cbuf,
              pg_fmt_u64(b1, s->raw), pg_fmt_u64(b2, s->stored),
              s->stored ? (double)s->raw / (double)s->stored : 0.0,
              100.0 * (double)s->stored / total);
@@ -167,7 +168,8 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
         if (t->ndim == 0) snprintf(shape, sizeof shape, "scalar");
         char qt[16];
         snprintf(qt, sizeof qt, "%s%s", pg_qtype_name(t->qtype), t->lqer_rank ? "+lq" : "");
-        printf("  %-40.40s %-5s %-16.16s %12s %12s %7.3f %6.2f%%\n", t->name, qt, shape,
+        printf("  %-40s %-5s %-16.16s %12s %12s %7.3f %6.2f%%\n", pg_safe_cut(t->name, 40), qt,
+               shape,
                pg_fmt_u64(b1, at->raw), pg_fmt_u64(b2, (uint64_t)(at->stored + 0.5)),
                at->bits_per_weight, 100.0 * at->stored / total);
       }
@@ -190,14 +192,14 @@ static int report_record(const char *dir, const char *model, uint64_t budget, in
   char b1[32], b2[32], b3[32];
   if (as_json) {
     json_t *o = json_object();
-    json_object_set_new(o, "record", json_string(dir));
-    json_object_set_new(o, "code_path", json_string(r.code_path));
+    json_object_set_new(o, "record", pg_json_cstr(dir));
+    json_object_set_new(o, "code_path", pg_json_cstr(r.code_path));
     json_object_set_new(o, "code_file_bytes", json_integer((json_int_t)r.code_file_bytes));
     json_object_set_new(o, "code_bytes", json_integer((json_int_t)r.code_bytes));
     json_object_set_new(o, "crlf_folded", json_integer((json_int_t)r.crlf));
     json_object_set_new(o, "bom", json_boolean(r.bom));
     json_object_set_new(o, "self_extractor", json_boolean(r.self_extractor));
-    json_object_set_new(o, "model_path", json_string(r.model_path));
+    json_object_set_new(o, "model_path", pg_json_cstr(r.model_path));
     json_object_set_new(o, "model_bytes", json_integer((json_int_t)r.model_bytes));
     json_object_set_new(o, "counted_bytes", json_integer((json_int_t)r.total));
     json_object_set_new(o, "budget", json_integer((json_int_t)budget));
@@ -207,27 +209,29 @@ static int report_record(const char *dir, const char *model, uint64_t budget, in
     for (int i = 0; i < nf; i++) {
       json_t *c = json_object();
       json_object_set_new(c, "claim", json_string(pg_claim_key(f[i].claim)));
-      json_object_set_new(c, "claimed", json_real(f[i].claimed));
-      json_object_set_new(c, "computed", isnan(f[i].computed) ? json_null() : json_real(f[i].computed));
+      json_object_set_new(c, "claimed", pg_json_num(f[i].claimed));
+      json_object_set_new(c, "computed",
+                          isnan(f[i].computed) ? json_null() : pg_json_num(f[i].computed));
       json_object_set_new(c, "verdict", json_string(f[i].kind == PG_FIND_AGREES   ? "agrees"
                                                     : f[i].kind == PG_FIND_DIFFERS ? "differs"
                                                                                    : "info"));
-      json_object_set_new(c, "note", json_string(f[i].text));
+      json_object_set_new(c, "note", pg_json_cstr(f[i].text));
       json_array_append_new(claims, c);
     }
     json_object_set_new(o, "claims", claims);
-    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(o);
   } else {
-    printf("record     %s\n", dir);
-    if (r.claims.name[0]) printf("name       %s\n", r.claims.name);
-    printf("code       %s: %s bytes as Python reads it", r.code_path, pg_fmt_u64(b1, r.code_bytes));
+    printf("record     %s\n", pg_safe(dir));
+    if (r.claims.name[0]) printf("name       %s\n", pg_safe(r.claims.name));
+    printf("code       %s: %s bytes as Python reads it", pg_safe(r.code_path),
+           pg_fmt_u64(b1, r.code_bytes));
     if (r.crlf) printf(" (file %s bytes; %llu CRLF folded)", pg_fmt_u64(b2, r.code_file_bytes),
                        (unsigned long long)r.crlf);
     printf("%s%s\n", r.bom ? "; starts with a BOM (counted)" : "",
            r.self_extractor ? "; a self-extracting wrapper (its own size counts)" : "");
-    printf("model      %s: %s bytes\n", r.model_path, pg_fmt_u64(b1, r.model_bytes));
+    printf("model      %s: %s bytes\n", pg_safe(r.model_path), pg_fmt_u64(b1, r.model_bytes));
     printf("counted    %s bytes = code %s + model %s\n", pg_fmt_u64(b1, r.total),
            pg_fmt_u64(b2, r.code_bytes), pg_fmt_u64(b3, r.model_bytes));
     printf("budget     %s bytes\n", pg_fmt_u64(b1, budget));
@@ -236,7 +240,7 @@ static int report_record(const char *dir, const char *model, uint64_t budget, in
     else
       printf("verdict    within budget, headroom %s bytes\n", pg_fmt_u64(b1, budget - r.total));
     if (r.json_path) {
-      printf("\nclaims of %s\n", r.json_path);
+      printf("\nclaims of %s\n", pg_safe(r.json_path));
       if (nf == 0) printf("  (no byte or score claims)\n");
       for (int i = 0; i < nf; i++) {
         char v[48];
@@ -245,7 +249,7 @@ static int report_record(const char *dir, const char *model, uint64_t budget, in
         else
           snprintf(v, sizeof v, "%.10g", f[i].claimed);
         printf("  %-22s %14s  %-7s %s\n", pg_claim_key(f[i].claim), v, KIND_WORD[f[i].kind],
-               f[i].text);
+               pg_safe(f[i].text));
       }
     }
   }
@@ -269,8 +273,10 @@ int main(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
     case OPT_BUDGET:
-      if (pg_parse_u64(optarg, &budget) || budget == 0)
-        return pg_tool_usage_error(PROG, "--budget wants a positive byte count, got '%s'", optarg);
+      /* at most 2^63-1: the headroom and the JSON integers are signed 64-bit */
+      if (pg_parse_u64(optarg, &budget) || budget == 0 || budget > (uint64_t)INT64_MAX)
+        return pg_tool_usage_error(PROG, "--budget wants a byte count in 1..2^63-1, got '%s'",
+                                   optarg);
       break;
     case OPT_EXCL: count_tok = 0; break;
     case OPT_NOTENS: tensors = 0; break;

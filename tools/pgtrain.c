@@ -51,9 +51,12 @@ static void usage(FILE *f) {
 enum { O_CONFIG = 256, O_TRAIN, O_VAL, O_TOK, O_STEPS, O_SECONDS, O_STOP, O_RESUME, O_LOG,
        O_THREADS, O_JSON };
 
+/* A path that overrides the configuration: it is recorded in the checkpoint's JSON
+ * configuration (and compared on --resume), so it must fit and be UTF-8 like the file's own. */
 static int copy_path(char *dst, const char *src) {
-  if (strlen(src) >= PG_TRAIN_PATH_MAX) return -1;
-  strcpy(dst, src);
+  size_t n = strlen(src);
+  if (n >= PG_TRAIN_PATH_MAX || !pg_utf8_valid((const uint8_t *)src, n, NULL)) return -1;
+  memcpy(dst, src, n + 1);
   return 0;
 }
 
@@ -97,7 +100,6 @@ int main(int argc, char **argv) {
   int c;
   while ((c = getopt_long(argc, argv, "o:qh", lo, NULL)) != -1) {
     uint64_t u;
-    char *end;
     switch (c) {
     case O_CONFIG: config = optarg; break;
     case 'o': out = optarg; break;
@@ -105,18 +107,17 @@ int main(int argc, char **argv) {
     case O_VAL: val = optarg; break;
     case O_TOK: tok = optarg; break;
     case O_STEPS:
-      if (pg_parse_u64(optarg, &steps) || steps == 0)
-        return pg_tool_usage_error(PROG, "--steps: '%s' is not a positive count", optarg);
+      if (pg_parse_u64(optarg, &steps) || steps == 0 || steps > PG_TRAIN_MAX_STEPS)
+        return pg_tool_usage_error(PROG, "--steps: '%s' is not a count in 1..2^62", optarg);
       have_steps = 1;
       break;
     case O_SECONDS:
-      seconds = strtod(optarg, &end);
-      if (end == optarg || *end || !(seconds > 0) || !isfinite(seconds))
-        return pg_tool_usage_error(PROG, "--seconds: '%s' is not a positive number", optarg);
+      if (pg_parse_f64(optarg, 0, PG_TRAIN_MAX_SECONDS, &seconds) || !(seconds > 0))
+        return pg_tool_usage_error(PROG, "--seconds: '%s' is not a number in (0, 1e9]", optarg);
       break;
     case O_STOP:
-      if (pg_parse_u64(optarg, &stop_after) || stop_after == 0)
-        return pg_tool_usage_error(PROG, "--stop-after: '%s' is not a positive count", optarg);
+      if (pg_parse_u64(optarg, &stop_after) || stop_after == 0 || stop_after > PG_TRAIN_MAX_STEPS)
+        return pg_tool_usage_error(PROG, "--stop-after: '%s' is not a count in 1..2^62", optarg);
       break;
     case O_RESUME: resume = optarg; break;
     case O_LOG: logp = optarg; break;
@@ -133,7 +134,7 @@ int main(int argc, char **argv) {
     }
   }
   if (optind < argc) return pg_tool_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
-  if (!config) return pg_tool_usage_error(PROG, "--config RUN.json is required (see --help)");
+  if (!config) return pg_tool_usage_error(PROG, "--config RUN.json is required");
   if (!out) return pg_tool_usage_error(PROG, "-o CHECKPOINT.safetensors is required");
   if (pg_same_file(out, config))
     return pg_tool_usage_error(PROG, "the checkpoint would overwrite the configuration");
@@ -143,7 +144,8 @@ int main(int argc, char **argv) {
   if (pg_train_cfg_load(&cfg, config, &err)) return pg_tool_fail(PROG, &err);
   if ((train && copy_path(cfg.train, train)) || (val && copy_path(cfg.val, val)) ||
       (tok && copy_path(cfg.tokenizer, tok)))
-    return pg_tool_usage_error(PROG, "a path is longer than %d bytes", PG_TRAIN_PATH_MAX - 1);
+    return pg_tool_usage_error(PROG, "--train, --val and --tokenizer take UTF-8 paths of at most "
+                                     "%d bytes", PG_TRAIN_PATH_MAX - 1);
   if (have_steps) cfg.steps = steps;
   if (seconds > 0) {
     cfg.seconds = seconds;
@@ -171,9 +173,11 @@ int main(int argc, char **argv) {
   if (!quiet && !as_json) {
     char b1[32];
     printf("pgtrain    %s: %d layers (%d virtual), d %d, vocab %d, %s parameters; %d threads\n",
-           config, a->layers, pg_arch_virtual_layers(a), a->dim, a->vocab_size, pg_fmt_u64(b1, np),
+           pg_safe(config), a->layers, pg_arch_virtual_layers(a), a->dim, a->vocab_size,
+           pg_fmt_u64(b1, np),
            nthreads);
-    printf("data       %s (%s, %d x %d per step)\n", cfg.train, pg_loader_mode_name(cfg.loader),
+    printf("data       %s (%s, %d x %d per step)\n", pg_safe(cfg.train),
+           pg_loader_mode_name(cfg.loader),
            cfg.batch, cfg.seq_len);
     if (cfg.steps)
       printf("schedule   %llu steps%s", (unsigned long long)cfg.steps,
@@ -184,7 +188,7 @@ int main(int argc, char **argv) {
     printf(", warmdown %.2f, floor %.2f%s\n", cfg.sched.warmdown_frac, cfg.sched.min_lr,
            cfg.ema_decay > 0 ? ", EMA on" : cfg.swa_every ? ", SWA on" : "");
     if (resume)
-      printf("resume     %s at step %llu of %llu\n", resume,
+      printf("resume     %s at step %llu of %llu\n", pg_safe(resume),
              (unsigned long long)pg_trainer_step_count(t), (unsigned long long)pg_trainer_total(t));
     fflush(stdout);
   }
@@ -194,8 +198,9 @@ int main(int argc, char **argv) {
     uint64_t n;
     if (pg_trainer_validate(t, 0, &vl, &vb, &n, &err)) goto fail;
     if (!quiet && !as_json) print_val("initial", 0, vl, vb, n, pg_now() - vs);
-    log_json(logf, json_pack("{s:s,s:I,s:s,s:f,s:f}", "event", "val", "step", (json_int_t)0,
-                             "weights", "initial", "loss", vl, "bpb", isnan(vb) ? -1.0 : vb));
+    log_json(logf, json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step", (json_int_t)0,
+                             "weights", "initial", "loss", pg_json_num(vl), "bpb",
+                             pg_json_num(isnan(vb) ? -1.0 : vb)));
   }
   /* a wall-clock run without a step count: time the first steps, then fix the total */
   int probe = cfg.steps == 0 && pg_trainer_total(t) == 0;
@@ -213,14 +218,17 @@ int main(int argc, char **argv) {
     if (pg_trainer_step(t, &info, &err)) goto fail;
     loss_acc += info.loss;
     loss_n++;
-    json_t *jl = json_pack("{s:s,s:I,s:f,s:f,s:f,s:f,s:b,s:I}", "event", "step", "step",
-                           (json_int_t)info.step, "loss", info.loss, "grad_norm", info.grad_norm,
-                           "lr_mul", info.lr_mul, "momentum", info.momentum, "loops", info.loops,
+    json_t *jl = json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:b,s:I}", "event", "step", "step",
+                           (json_int_t)info.step, "loss", pg_json_num(info.loss), "grad_norm",
+                           pg_json_num(info.grad_norm), "lr_mul", pg_json_num(info.lr_mul),
+                           "momentum", pg_json_num(info.momentum), "loops", info.loops,
                            "tokens", (json_int_t)info.tokens);
     log_json(logf, jl);
     if (probe && info.step >= probe_steps) {
       double per = (pg_now() - run_t0) / (double)probe_steps;
-      uint64_t tot = (uint64_t)floor(cfg.seconds / per);
+      /* seconds <= 1e9 (validated); the quotient is still clamped before it becomes a count */
+      double q = floor(cfg.seconds / per);
+      uint64_t tot = q < (double)PG_TRAIN_MAX_STEPS ? (uint64_t)q : PG_TRAIN_MAX_STEPS;
       if (tot < probe_steps) tot = probe_steps;
       pg_trainer_set_total(t, tot);
       probe = 0;
@@ -250,9 +258,9 @@ int main(int argc, char **argv) {
       uint64_t n;
       if (pg_trainer_validate(t, 0, &vl, &vb, &n, &err)) goto fail;
       if (!quiet && !as_json) print_val("live", info.step, vl, vb, n, pg_now() - vs);
-      log_json(logf, json_pack("{s:s,s:I,s:s,s:f,s:f}", "event", "val", "step",
-                               (json_int_t)info.step, "weights", "live", "loss", vl, "bpb",
-                               isnan(vb) ? -1.0 : vb));
+      log_json(logf, json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step",
+                               (json_int_t)info.step, "weights", "live", "loss", pg_json_num(vl),
+                               "bpb", pg_json_num(isnan(vb) ? -1.0 : vb)));
       last_log += pg_now() - vs; /* tokens/s counts training time only */
     }
     if (cfg.ckpt_every && info.step % cfg.ckpt_every == 0 && !last) {
@@ -260,7 +268,7 @@ int main(int argc, char **argv) {
       if (pg_trainer_checkpoint(t, out, &err)) goto fail;
       last_log += pg_now() - cs;
       if (!quiet && !as_json)
-        printf("ckpt   step %llu -> %s\n", (unsigned long long)info.step, out);
+        printf("ckpt   step %llu -> %s\n", (unsigned long long)info.step, pg_safe(out));
     }
   }
   double train_secs = pg_now() - run_t0;
@@ -272,30 +280,30 @@ int main(int argc, char **argv) {
     if (pg_trainer_validate(t, 1, &vl, &vb, &vn, &err)) goto fail;
     const char *w = cfg.ema_decay > 0 ? "ema" : cfg.swa_every ? "swa" : "final";
     if (!quiet && !as_json) print_val(w, pg_trainer_step_count(t), vl, vb, vn, pg_now() - vs);
-    log_json(logf, json_pack("{s:s,s:I,s:s,s:f,s:f}", "event", "val", "step",
-                             (json_int_t)pg_trainer_step_count(t), "weights", w, "loss", vl,
-                             "bpb", isnan(vb) ? -1.0 : vb));
+    log_json(logf, json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step",
+                             (json_int_t)pg_trainer_step_count(t), "weights", w, "loss",
+                             pg_json_num(vl), "bpb", pg_json_num(isnan(vb) ? -1.0 : vb)));
   }
   uint64_t steps_done = pg_trainer_step_count(t);
   if (as_json) {
     json_t *j = json_object();
-    json_object_set_new(j, "checkpoint", json_string(out));
+    json_object_set_new(j, "checkpoint", pg_json_cstr(out));
     json_object_set_new(j, "steps", json_integer((json_int_t)steps_done));
     json_object_set_new(j, "total_steps", json_integer((json_int_t)pg_trainer_total(t)));
     json_object_set_new(j, "tokens", json_integer((json_int_t)info.tokens));
-    json_object_set_new(j, "last_loss", json_real(info.loss));
-    json_object_set_new(j, "seconds", json_real(train_secs));
+    json_object_set_new(j, "last_loss", pg_json_num(info.loss));
+    json_object_set_new(j, "seconds", pg_json_num(train_secs));
     if (cfg.val[0]) {
-      json_object_set_new(j, "val_loss", json_real(vl));
-      json_object_set_new(j, "val_bpb", isnan(vb) ? json_null() : json_real(vb));
+      json_object_set_new(j, "val_loss", pg_json_num(vl));
+      json_object_set_new(j, "val_bpb", isnan(vb) ? json_null() : pg_json_num(vb));
     }
-    json_dumpf(j, stdout, JSON_INDENT(2));
+    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
     fputc('\n', stdout);
     json_decref(j);
   } else {
     char b1[32];
     printf("done       %llu steps, %s tokens in %.1f s; checkpoint %s\n",
-           (unsigned long long)steps_done, pg_fmt_u64(b1, info.tokens), train_secs, out);
+           (unsigned long long)steps_done, pg_fmt_u64(b1, info.tokens), train_secs, pg_safe(out));
   }
   rc = PG_EXIT_OK;
   goto done;

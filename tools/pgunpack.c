@@ -5,6 +5,7 @@
  * Exit status: 0 success, 1 --check found the artifact invalid, 2 error (spec/cli.md). */
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,21 +40,21 @@ static void usage(FILE *f) {
 static json_t *meta_value_json(const pg_meta_entry *m) {
   switch (m->type) {
   case PG_META_I64: return json_integer(m->i64);
-  case PG_META_F64: return json_real(m->f64);
+  case PG_META_F64: return pg_json_num(m->f64);
   case PG_META_BOOL: return json_boolean(m->b);
-  case PG_META_STR: return json_stringn(m->str, m->count);
+  case PG_META_STR: return pg_json_text(m->str, m->count);
   case PG_META_ARR: {
     json_t *arr = json_array();
     for (uint32_t i = 0; i < m->count; i++) {
       switch (m->elem_type) {
       case PG_META_I64: json_array_append_new(arr, json_integer(pg_meta_arr_i64(m, i))); break;
-      case PG_META_F64: json_array_append_new(arr, json_real(pg_meta_arr_f64(m, i))); break;
+      case PG_META_F64: json_array_append_new(arr, pg_json_num(pg_meta_arr_f64(m, i))); break;
       case PG_META_BOOL: json_array_append_new(arr, json_boolean(m->arr[i])); break;
       case PG_META_STR: {
         const char *s;
         uint32_t n;
         pg_meta_arr_str(m, i, &s, &n);
-        json_array_append_new(arr, json_stringn(s, n));
+        json_array_append_new(arr, pg_json_text(s, n));
         break;
       }
       }
@@ -88,7 +89,7 @@ static int list(pg_artifact *a, int as_json) {
   char b1[32], b2[32];
   if (as_json) {
     json_t *o = json_object();
-    json_object_set_new(o, "artifact", json_string(pg_artifact_name(a)));
+    json_object_set_new(o, "artifact", pg_json_cstr(pg_artifact_name(a)));
     json_object_set_new(o, "file_bytes", json_integer((json_int_t)pg_artifact_file_size(a)));
     json_object_set_new(o, "container_version", json_integer(pg_artifact_container_version(a)));
     json_object_set_new(o, "quant_layout_version",
@@ -118,7 +119,7 @@ static int list(pg_artifact *a, int as_json) {
     for (uint32_t i = 0; i < pg_artifact_tensor_count(a); i++) {
       const pg_tensor_info *t = pg_artifact_tensor(a, i);
       json_t *to = json_object();
-      json_object_set_new(to, "name", json_string(t->name));
+      json_object_set_new(to, "name", pg_json_cstr(t->name));
       json_object_set_new(to, "qtype", json_string(pg_qtype_name(t->qtype)));
       json_t *shape = json_array();
       for (unsigned d = 0; d < t->ndim; d++)
@@ -148,12 +149,12 @@ static int list(pg_artifact *a, int as_json) {
       json_array_append_new(ts, to);
     }
     json_object_set_new(o, "tensors", ts);
-    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(o);
     return PG_EXIT_OK;
   }
-  printf("artifact  %s  %s bytes, container v%u, quant layout v%u\n", pg_artifact_name(a),
+  printf("artifact  %s  %s bytes, container v%u, quant layout v%u\n", pg_safe(pg_artifact_name(a)),
          pg_fmt_u64(b1, pg_artifact_file_size(a)), pg_artifact_container_version(a),
          pg_artifact_quant_layout_version(a));
   printf("\nsections\n  %-4s %-10s %-16s %12s %14s %14s\n", "#", "kind", "codec", "offset",
@@ -172,6 +173,10 @@ static int list(pg_artifact *a, int as_json) {
     printf("  %-28.*s ", (int)m->key_len, m->key);
     json_t *v = meta_value_json(m);
     char *txt = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (m->type == PG_META_F64 && !isfinite(m->f64)) { /* a number, not the string of --json */
+      free(txt);
+      txt = strdup(isnan(m->f64) ? "nan" : m->f64 > 0 ? "inf" : "-inf");
+    }
     size_t n = txt ? strlen(txt) : 0;
     if (n > 90) {
       pg_print_safe(stdout, txt, 87);
@@ -204,7 +209,8 @@ static int list(pg_artifact *a, int as_json) {
     char shape[64], range[16] = "-";
     shape_str(t, shape, sizeof shape);
     if (pg_qtype_is_int(t->qtype)) snprintf(range, sizeof range, "%d..%d", t->qmin, t->qmax);
-    printf("  %-40.40s %-6s %-16.16s %-5s %-10s %-10s %u\n", t->name, pg_qtype_name(t->qtype),
+    printf("  %-40s %-6s %-16.16s %-5s %-10s %-10s %u\n", pg_safe_cut(t->name, 40),
+           pg_qtype_name(t->qtype),
            shape, t->packing ? "bits" : "byte", range,
            t->scale_kind == PG_SCALE_ROW_F16      ? "row-f16"
            : t->scale_kind == PG_SCALE_SCALAR_F32 ? "scalar-f32"
@@ -232,7 +238,7 @@ static int write_under(const char *dir, const char *rel, size_t rel_len, const u
     *slash = '/';
   }
   if (rc == PG_OK) rc = pg_file_write_atomic(path, bytes, len, err);
-  if (rc == PG_OK) printf("wrote %s (%zu bytes)\n", path, len);
+  if (rc == PG_OK) printf("wrote %s (%zu bytes)\n", pg_safe(path), len);
   free(path);
   return rc;
 }
@@ -335,7 +341,8 @@ static int to_safetensors(pg_artifact *a, const char *out, int bf16) {
   }
   if (rc == PG_OK) rc = pg_st_writer_write(w, out, &err);
   if (rc == PG_OK)
-    printf("wrote %s: %u tensors as %s in %.2f s\n", out, n, bf16 ? "bf16" : "f32", pg_now() - t0);
+    printf("wrote %s: %u tensors as %s in %.2f s\n", pg_safe(out), n, bf16 ? "bf16" : "f32",
+           pg_now() - t0);
   pg_st_writer_free(w);
   for (uint32_t i = 0; bufs && i < n; i++) free(bufs[i]);
   free(bufs);
@@ -396,18 +403,19 @@ int main(int argc, char **argv) {
       raw += pg_artifact_section(a, i)->raw_size;
     char b1[32], b2[32];
     if (as_json) {
-      json_t *o = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:b}", "artifact", path, "valid", 1,
+      json_t *o = json_pack("{s:o, s:b, s:I, s:I, s:I, s:I, s:b}", "artifact",
+                            pg_json_cstr(path), "valid", 1,
                             "sections", (json_int_t)pg_artifact_section_count(a), "tensors",
                             (json_int_t)pg_artifact_tensor_count(a), "file_bytes",
                             (json_int_t)pg_artifact_file_size(a), "raw_bytes", (json_int_t)raw,
                             "arch_matches_tensors", has_arch);
-      json_dumpf(o, stdout, JSON_PRESERVE_ORDER);
+      json_dumpf(o, stdout, JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
       fputc('\n', stdout);
       json_decref(o);
     } else {
       printf("%s: valid: %u sections tile %s bytes exactly; every checksum, part and value range "
              "verified%s (%s raw bytes decoded in %.3f s)\n",
-             path, pg_artifact_section_count(a), pg_fmt_u64(b1, pg_artifact_file_size(a)),
+             pg_safe(path), pg_artifact_section_count(a), pg_fmt_u64(b1, pg_artifact_file_size(a)),
              has_arch ? "; the tensors are exactly arch.json's" : "; no arch.json",
              pg_fmt_u64(b2, raw), pg_now() - t0);
     }

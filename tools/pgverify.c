@@ -80,11 +80,7 @@ static void usage(FILE *f) {
 /* ---- small helpers --------------------------------------------------------------------------- */
 
 static int parse_num(const char *s, double lo, double hi, double *out) {
-  char *end;
-  double v = strtod(s, &end);
-  if (end == s || *end || !(v >= lo && v <= hi)) return 1;
-  *out = v;
-  return 0;
+  return pg_parse_f64(s, lo, hi, out);
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out) {
@@ -127,32 +123,32 @@ static json_t *protocol_json(const pg_protocol *p) {
   if (p->kind == PG_PROTO_TTT_CHUNK || p->kind == PG_PROTO_TTT_PHASED) {
     json_object_set_new(o, "chunk_tokens", json_integer((json_int_t)p->chunk_tokens));
     json_object_set_new(o, "optimizer", json_string(pg_optim_kind_name(p->opt)));
-    json_object_set_new(o, "lr", json_real(p->lr));
+    json_object_set_new(o, "lr", pg_json_num(p->lr));
     json_object_set_new(o, "lr_schedule", json_string("cosine across chunks"));
-    if (p->opt == PG_OPTIM_SGD) json_object_set_new(o, "momentum", json_real(p->momentum));
+    if (p->opt == PG_OPTIM_SGD) json_object_set_new(o, "momentum", pg_json_num(p->momentum));
     if (p->opt == PG_OPTIM_ADAMW) {
-      json_object_set_new(o, "beta1", json_real(p->beta1));
-      json_object_set_new(o, "beta2", json_real(p->beta2));
-      json_object_set_new(o, "eps", json_real(p->eps));
-      json_object_set_new(o, "weight_decay", json_real(p->weight_decay));
+      json_object_set_new(o, "beta1", pg_json_num(p->beta1));
+      json_object_set_new(o, "beta2", pg_json_num(p->beta2));
+      json_object_set_new(o, "eps", pg_json_num(p->eps));
+      json_object_set_new(o, "weight_decay", pg_json_num(p->weight_decay));
     }
     json_object_set_new(o, "epochs", json_integer(p->epochs));
-    json_object_set_new(o, "clip", json_real(p->clip));
+    json_object_set_new(o, "clip", pg_json_num(p->clip));
     json_object_set_new(o, "batch_rows", json_integer(p->batch_rows));
     json_object_set_new(o, "freeze_blocks", json_integer(p->freeze_blocks));
   }
   if (p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED) {
     json_object_set_new(o, "lora_rank", json_integer(p->lora_rank));
-    json_object_set_new(o, "lora_alpha", json_real(p->lora_alpha));
+    json_object_set_new(o, "lora_alpha", pg_json_num(p->lora_alpha));
     json_object_set_new(o, "lora_targets", json_string(pg_lora_targets_name(p->lora_targets, tg)));
     json_object_set_new(o, "lora_chunk", json_integer(p->lora_chunk));
     json_object_set_new(o, "lora_window", json_integer(p->lora_window));
     json_object_set_new(o, "lora_batch_docs", json_integer(p->lora_batch_docs));
-    json_object_set_new(o, "lora_lr", json_real(p->lora_lr));
-    json_object_set_new(o, "lora_beta1", json_real(p->lora_beta1));
-    json_object_set_new(o, "lora_beta2", json_real(p->lora_beta2));
-    json_object_set_new(o, "lora_eps", json_real(p->lora_eps));
-    json_object_set_new(o, "lora_weight_decay", json_real(p->lora_wd));
+    json_object_set_new(o, "lora_lr", pg_json_num(p->lora_lr));
+    json_object_set_new(o, "lora_beta1", pg_json_num(p->lora_beta1));
+    json_object_set_new(o, "lora_beta2", pg_json_num(p->lora_beta2));
+    json_object_set_new(o, "lora_eps", pg_json_num(p->lora_eps));
+    json_object_set_new(o, "lora_weight_decay", pg_json_num(p->lora_wd));
     json_object_set_new(o, "lora_warm_a", json_boolean(p->lora_warm_a));
     json_object_set_new(o, "seed", json_integer((json_int_t)p->seed));
   }
@@ -165,11 +161,11 @@ static json_t *protocol_json(const pg_protocol *p) {
 
 static json_t *result_json(const pg_eval_result *r) {
   json_t *o = json_object();
-  json_object_set_new(o, "val_loss", json_real(r->val_loss));
-  json_object_set_new(o, "val_bpb", json_real(r->val_bpb));
-  json_object_set_new(o, "loss_sum_nats", json_real(r->sum.nats));
-  json_object_set_new(o, "token_count", json_real(r->sum.tokens));
-  json_object_set_new(o, "byte_count", json_real(r->sum.bytes));
+  json_object_set_new(o, "val_loss", pg_json_num(r->val_loss));
+  json_object_set_new(o, "val_bpb", pg_json_num(r->val_bpb));
+  json_object_set_new(o, "loss_sum_nats", pg_json_num(r->sum.nats));
+  json_object_set_new(o, "token_count", pg_json_num(r->sum.tokens));
+  json_object_set_new(o, "byte_count", pg_json_num(r->sum.bytes));
   json_object_set_new(o, "tokens_in_stream", json_integer((json_int_t)r->tokens));
   json_object_set_new(o, "targets", json_integer((json_int_t)r->targets));
   json_object_set_new(o, "scored", json_integer((json_int_t)r->scored));
@@ -181,15 +177,15 @@ static json_t *result_json(const pg_eval_result *r) {
   json_object_set_new(o, "forwards", json_integer((json_int_t)r->forwards));
   json_object_set_new(o, "train_steps", json_integer((json_int_t)r->train_steps));
   json_object_set_new(o, "masked_targets", json_integer((json_int_t)r->masked));
-  json_object_set_new(o, "seconds", json_real(r->seconds));
+  json_object_set_new(o, "seconds", pg_json_num(r->seconds));
   json_t *ch = json_array();
   for (size_t i = 0; i < r->nchunks; i++) {
     const pg_eval_chunk *c = &r->chunks[i];
     json_t *row = json_array();
     json_array_append_new(row, json_integer((json_int_t)c->first));
     json_array_append_new(row, json_integer((json_int_t)c->count));
-    json_array_append_new(row, json_real(c->nats));
-    json_array_append_new(row, json_real(c->bytes));
+    json_array_append_new(row, pg_json_num(c->nats));
+    json_array_append_new(row, pg_json_num(c->bytes));
     json_array_append_new(row, json_integer((json_int_t)c->docs));
     json_array_append_new(row, json_integer((json_int_t)c->train_steps));
     json_array_append_new(ch, row);
@@ -301,8 +297,14 @@ static int apply(opts *o, int code, const char *a) {
   case O_TAIL: p->tail_dup = 1; return 0;
   case O_NOTRIM: p->trim = 0; return 0;
   case O_BATCH: return parse_int(a, 1, 4096, &p->batch);
-  case O_REPORT: if (pg_parse_u64(a, &u) || !u) return 1; p->report_tokens = u; return 0;
-  case O_CHUNK: if (pg_parse_u64(a, &u) || !u) return 1; p->chunk_tokens = u; return 0;
+  case O_REPORT:
+    if (pg_parse_u64(a, &u) || !u || u > (UINT64_C(1) << 40)) return 1;
+    p->report_tokens = u;
+    return 0;
+  case O_CHUNK:
+    if (pg_parse_u64(a, &u) || !u || u > (UINT64_C(1) << 40)) return 1;
+    p->chunk_tokens = u;
+    return 0;
   case O_OPT: n = pg_optim_kind_parse(a); if (n < 0) return 1; p->opt = n; return 0;
   case O_LR: return parse_num(a, 0, 1e6, &p->lr);
   case O_MOM: return parse_num(a, 0, 0.999999, &p->momentum);
@@ -327,7 +329,11 @@ static int apply(opts *o, int code, const char *a) {
   case O_LWD: return parse_num(a, 0, 1e6, &p->lora_wd);
   case O_WARM: p->lora_warm_a = 1; return 0;
   case O_NOWARM: p->lora_warm_a = 0; return 0;
-  case O_SEED: if (pg_parse_u64(a, &u)) return 1; p->seed = u; return 0;
+  /* the receipt records the seed as a JSON integer (int64) */
+  case O_SEED:
+    if (pg_parse_u64(a, &u) || u > (uint64_t)INT64_MAX) return 1;
+    p->seed = u;
+    return 0;
   case O_PHASES: return parse_int(a, 1, 1000, &p->phases);
   case O_PREFIX: return parse_int(a, 1, 1 << 30, &p->prefix_docs);
   default: return 1;
@@ -447,7 +453,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "%s: the CUDA engine is not built yet (spec/eval.md §8); use --engine cpu\n",
               PROG);
     else
-      fprintf(stderr, "%s: unknown engine '%s' (cpu)\n", PROG, o.engine);
+      fprintf(stderr, "%s: unknown engine '%s' (cpu)\n", PROG, pg_safe(o.engine));
     return PG_EXIT_ERROR;
   }
   pg_protocol_defaults(&o.p, kind);
@@ -641,7 +647,7 @@ int main(int argc, char **argv) {
   json_object_set_new(tool, "receipt_format", json_integer(1));
   json_object_set_new(receipt, "pgverify", tool);
   json_t *ja = json_object();
-  json_object_set_new(ja, "path", json_string(o.artifact));
+  json_object_set_new(ja, "path", pg_json_cstr(o.artifact));
   json_object_set_new(ja, "kind", json_string(is_st ? "safetensors" : "artifact"));
   json_object_set_new(ja, "bytes", json_integer((json_int_t)art_size));
   json_object_set_new(ja, "xxh64", hex64(art_hash));
@@ -651,17 +657,17 @@ int main(int argc, char **argv) {
   json_object_set_new(receipt, "arch", json_loads(arch_text, 0, NULL));
   free(arch_text);
   json_t *jt = json_object();
-  json_object_set_new(jt, "source", json_string(o.tokenizer ? o.tokenizer : "artifact"));
+  json_object_set_new(jt, "source", pg_json_cstr(o.tokenizer ? o.tokenizer : "artifact"));
   json_object_set_new(jt, "pieces", json_integer(pg_spm_vocab_size(spm)));
   json_object_set_new(jt, "xxh64", hex64(tok_hash));
   json_object_set_new(receipt, "tokenizer", jt);
   json_t *jv = json_object(), *files = json_array();
-  json_object_set_new(jv, "pattern", json_string(o.val));
+  json_object_set_new(jv, "pattern", pg_json_cstr(o.val));
   for (size_t k = 0; k < pg_shard_set_nfiles(set); k++) {
     const pg_shard_file *f = pg_shard_set_file(set, k);
     uint64_t h, sz;
     if (hash_file(f->path, &h, &sz, &err)) goto fail;
-    json_array_append_new(files, json_pack("{s:s,s:I,s:o}", "path", f->path, "tokens",
+    json_array_append_new(files, json_pack("{s:o,s:I,s:o}", "path", pg_json_cstr(f->path), "tokens",
                                            (json_int_t)f->count, "xxh64", hex64(h)));
   }
   json_object_set_new(jv, "files", files);
@@ -670,7 +676,7 @@ int main(int argc, char **argv) {
   json_object_set_new(jv, "partial", json_boolean(n < pg_shard_set_count(set)));
   json_object_set_new(jv, "bytes_source",
                       json_string(o.bytes ? "sidecar" : "tokenizer byte tables"));
-  if (o.bytes) json_object_set_new(jv, "bytes_pattern", json_string(o.bytes));
+  if (o.bytes) json_object_set_new(jv, "bytes_pattern", pg_json_cstr(o.bytes));
   json_object_set_new(receipt, "val", jv);
   json_object_set_new(receipt, "protocol", protocol_json(&o.p));
   json_object_set_new(receipt, "provenance", prov);
@@ -687,9 +693,10 @@ int main(int argc, char **argv) {
   json_object_set_new(jb, "compiler", json_string(__VERSION__));
 #endif
   json_object_set_new(receipt, "build", jb);
-  json_object_set_new(receipt, "seconds_total", json_real(pg_now() - t0));
+  json_object_set_new(receipt, "seconds_total", pg_json_num(pg_now() - t0));
 
-  char *text = json_dumps(receipt, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+  char *text =
+      json_dumps(receipt, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(17));
   if (!text) {
     pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot format the receipt");
     goto fail;
@@ -708,7 +715,8 @@ int main(int argc, char **argv) {
     printf("%s\n", text);
   } else {
     char a[32], b[32];
-    printf("artifact   %s (%s bytes, xxh64 %016llx)\n", o.artifact, pg_fmt_u64(a, art_size),
+    printf("artifact   %s (%s bytes, xxh64 %016llx)\n", pg_safe(o.artifact),
+           pg_fmt_u64(a, art_size),
            (unsigned long long)art_hash);
     printf("protocol   %s%s\n", pg_proto_name(o.p.kind),
            o.p.tail_dup ? " (tail variant: the last L-S targets are scored twice)" : "");
@@ -744,7 +752,7 @@ int main(int argc, char **argv) {
       printf("updates    %s (score-first: each after its chunk's score was committed)\n",
              pg_fmt_u64(a, res.train_steps));
     printf("time       %.2f s (engine cpu, %d threads)\n", res.seconds, nthreads);
-    if (!o.no_receipt) printf("receipt    %s\n", o.receipt);
+    if (!o.no_receipt) printf("receipt    %s\n", pg_safe(o.receipt));
   }
   free(text);
   rc = PG_EXIT_OK;

@@ -4,23 +4,26 @@
 #include "pg_container.h"
 #include "pg_safetensors.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 int pg_tool_fail(const char *prog, const pg_err *err) {
-  fprintf(stderr, "%s: %s\n", prog, err->msg[0] ? err->msg : pg_status_message(err->status));
+  const char *m = err->msg[0] ? err->msg : pg_status_message(err->status);
+  fprintf(stderr, "%s: %s\n", prog, pg_safe(m));
   return PG_EXIT_ERROR;
 }
 
 int pg_tool_usage_error(const char *prog, const char *fmt, ...) {
+  /* the message quotes options as given: shown in its display form like every error line */
+  char line[1024];
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "%s: ", prog);
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, " (see %s --help)\n", prog);
+  vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
+  fprintf(stderr, "%s: %s (see %s --help)\n", prog, pg_safe(line), prog);
   return PG_EXIT_ERROR;
 }
 
@@ -51,14 +54,39 @@ int pg_parse_u64(const char *s, uint64_t *out) {
   return 0;
 }
 
-void pg_print_safe(FILE *f, const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c == 0x7f)
-      fprintf(f, "\\x%02x", c);
-    else
-      fputc(c, f);
+int pg_parse_f64(const char *s, double lo, double hi, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  /* a range check that NaN fails; ERANGE catches 1e999 and denormal underflow alike */
+  if (end == s || *end || errno == ERANGE || !(v >= lo && v <= hi)) return 1;
+  *out = v;
+  return 0;
+}
+
+void pg_print_safe(FILE *f, const char *s, size_t n) { fputs(pg_safen(s, n), f); }
+
+static const char *safe_ring(const char *s, size_t n, size_t max) {
+  static char *ring[8];
+  static size_t cap[8];
+  static unsigned next;
+  unsigned k = next++ % 8;
+  size_t need = pg_escape(NULL, 0, s, n);
+  if (need > max) need = max;
+  if (cap[k] < need + 1) {
+    char *p = realloc(ring[k], need + 1);
+    if (!p) return "(out of memory)";
+    ring[k] = p;
+    cap[k] = need + 1;
   }
+  pg_escape(ring[k], need + 1, s, n);
+  return ring[k];
+}
+
+const char *pg_safen(const char *s, size_t n) { return s ? safe_ring(s, n, SIZE_MAX - 1) : ""; }
+const char *pg_safe(const char *s) { return s ? safe_ring(s, strlen(s), SIZE_MAX - 1) : ""; }
+const char *pg_safe_cut(const char *s, size_t max) {
+  return s ? safe_ring(s, strlen(s), max) : "";
 }
 
 double pg_now(void) {

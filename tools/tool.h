@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "pg_status.h"
+#include "pg_text.h"
 
 struct pg_artifact;
 
@@ -16,7 +17,8 @@ enum {
   PG_EXIT_ERROR = 2,   /* usage error, unreadable or invalid input, failed output */
 };
 
-/* Print "PROG: message" on stderr (one line) and return PG_EXIT_ERROR. */
+/* Print "PROG: message" on stderr (one line, in its display form: pg_text.h) and return
+ * PG_EXIT_ERROR; the usage error adds " (see PROG --help)". */
 int pg_tool_fail(const char *prog, const pg_err *err);
 int pg_tool_usage_error(const char *prog, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -28,8 +30,17 @@ int pg_tool_usage_error(const char *prog, const char *fmt, ...)
 const char *pg_fmt_u64(char *buf, uint64_t v);
 /* Parse a non-negative integer that may contain '_' or ',' separators; 0 on success. */
 int pg_parse_u64(const char *s, uint64_t *out);
-/* Print s with control characters escaped (terminal-safe). */
+/* Parse a whole decimal number in [lo, hi] (no trailing characters, no NaN); 0 on success. */
+int pg_parse_f64(const char *s, double lo, double hi, double *out);
+/* Print the display form of s[0..n) (pg_text.h: control, formatting and invalid bytes escaped). */
 void pg_print_safe(FILE *f, const char *s, size_t n);
+/* The display form of s (NULL: "") for a printf argument: every name, path or text that comes
+ * from outside goes through it. The result lives in one of 8 rotating buffers, valid until 8
+ * more calls. pg_safe_cut cuts it to at most max bytes without splitting an escape or a
+ * character (for fixed-width columns). */
+const char *pg_safe(const char *s);
+const char *pg_safen(const char *s, size_t n);
+const char *pg_safe_cut(const char *s, size_t max);
 /* *yes = 1 when the file begins with the artifact magic (anything else is read as
  * safetensors by the commands that take both); PG_E_IO when it cannot be opened. */
 int pg_tool_is_artifact(const char *path, int *yes, pg_err *err);
