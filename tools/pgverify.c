@@ -260,7 +260,7 @@ static void warn(json_t *list, const char *text) {
   fprintf(stderr, "%s: warning: ", PROG);
   pg_print_safe(stderr, text, strlen(text));
   fputc('\n', stderr);
-  json_array_append_new(list, json_string(text));
+  json_array_append_new(list, pg_json_cstr(text));
 }
 
 /* ---- main ------------------------------------------------------------------------------------ */
@@ -591,11 +591,11 @@ int main(int argc, char **argv) {
     free(stored);
     prov = json_object();
     json_t *warns = json_array();
-    json_object_set_new(prov, "arch_source", json_string(src_text));
-    json_object_set_new(prov, "arch_follows", fw->set ? json_string(fw->record) : json_null());
+    json_object_set_new(prov, "arch_source", pg_json_cstr(src_text));
+    json_object_set_new(prov, "arch_follows", fw->set ? pg_json_cstr(fw->record) : json_null());
     w_record = pg_tool_weights_meta(o.artifact, art, "provenance.record");
     w_proto = pg_tool_weights_meta(o.artifact, art, "provenance.protocol");
-    json_object_set_new(prov, "weights_record", w_record ? json_string(w_record) : json_null());
+    json_object_set_new(prov, "weights_record", pg_json_cstr(w_record));
     char *utext = NULL;
     if (pg_arch_unchecked_json(arch, &utext, &err)) goto fail;
     json_t *unchecked = json_loads(utext, 0, NULL);
@@ -612,7 +612,7 @@ int main(int argc, char **argv) {
     /* the record's protocol: the weights' own provenance first, else the arch's record */
     const char *rtext = w_proto ? w_proto : fw->set && fw->protocol[0] ? fw->protocol : NULL;
     const char *rname = w_proto ? (w_record ? w_record : "the weights' record") : fw->record;
-    json_object_set_new(prov, "record_protocol", rtext ? json_string(rtext) : json_null());
+    json_object_set_new(prov, "record_protocol", pg_json_cstr(rtext));
     json_object_set_new(prov, "record_protocol_source",
                         !rtext ? json_null()
                         : w_proto ? json_string("the weights' provenance.protocol")
@@ -627,7 +627,7 @@ int main(int argc, char **argv) {
       warn(warns, line);
     } else if (protocol_diff(&o.p, &rp, diff, sizeof diff)) {
       json_object_set_new(prov, "protocol_matches_record", json_false());
-      json_object_set_new(prov, "protocol_differences", json_string(diff));
+      json_object_set_new(prov, "protocol_differences", pg_json_cstr(diff));
       snprintf(line, sizeof line, "the protocol differs from the one that gave %s its figure "
                "(\"%s\"): %s; this val_bpb is not comparable to the record's", rname, rtext,
                diff);
