@@ -61,5 +61,46 @@ def shardset_seeds():
     w("zeros.bin", shardset(0, 5, 0, [sfile(7, 5, 3, docs)], b"\x40\x70"))
 
 
+def einput(jsonl, body):
+    """One input of a fuzz_encode_input case: kind (bit 0: JSON lines), length, bytes."""
+    return bytes([1 if jsonl else 0]) + struct.pack("<H", len(body)) + body
+
+
+def encode_case(val_docs, ninputs, shard_byte, f2, inputs):
+    return bytes([val_docs | (ninputs - 1) << 3, shard_byte, f2]) + b"".join(inputs)
+
+
+def encode_seeds():
+    w = lambda n, d: write("encode_input", n, d)
+    j = lambda *lines: "".join(l + "\n" for l in lines).encode()
+    docs = j('{"text": "In the beginning God created the heaven and the earth."}',
+             '{"text": "And the earth was without form, and void; 123 456."}',
+             '{"text": "Hello world, hello again."}')
+    w("jsonl_three_docs.bin", encode_case(1, 1, 0, 1, [einput(1, docs)]))
+    w("plain_and_jsonl.bin", encode_case(2, 2, 1, 3, [einput(0, "A plain text document.\n\n"
+                                                                "With two paragraphs.".encode()),
+                                                      einput(1, docs)]))
+    w("escapes_crlf_blank.bin", encode_case(
+        1, 1, 0, 0,
+        [einput(1, b'{"text": "caf\\u00e9 \\ud83d\\ude00 tab\\there\\nnew line"}\r\n\r\n'
+                   b'   \n{"id": 7, "text": "\xc3\xa9t\xc3\xa9 \xe2\x80\x94 \xef\xbc\xa1"}\r\n')]))
+    w("bad_json_line.bin", encode_case(0, 1, 0, 1, [einput(1, docs + b'{"text": "unterminated\n')]))
+    w("text_not_string.bin", encode_case(0, 1, 0, 1, [einput(1, docs + b'{"text": 42}\n')]))
+    w("not_an_object.bin", encode_case(0, 1, 0, 1, [einput(1, b'["text", "x"]\n')]))
+    w("duplicate_key.bin", encode_case(0, 1, 0, 1, [einput(1, b'{"text": "a", "text": "b"}\n')]))
+    w("plain_bad_utf8.bin", encode_case(0, 2, 0, 0, [einput(1, docs),
+                                                     einput(0, b"valid then \xff\xfe bad")]))
+    w("empty_text.bin", encode_case(1, 1, 0, 1, [einput(1, docs + b'{"text": ""}\n')]))
+    w("whitespace_text.bin", encode_case(1, 1, 0, 0, [einput(1, b'{"text": "   \\t "}\n' + docs)]))
+    w("line_over_limit.bin", encode_case(0, 1, 0, 4 | 2 << 3,
+                                         [einput(1, b'{"text": "short"}\n' + docs)]))
+    w("three_inputs_small_shards.bin", encode_case(
+        3, 3, 0, 2, [einput(1, docs), einput(0, "Plain \u00fcnicode \u4e2d\u6587 text.".encode()),
+                     einput(1, docs)]))
+    w("nul_escape.bin", encode_case(0, 1, 0, 1, [einput(1, b'{"text": "a\\u0000b"}\n')]))
+    w("no_final_newline.bin", encode_case(0, 1, 0, 1, [einput(1, docs + b'{"text": "last"}')]))
+
+
 if __name__ == "__main__":
     shardset_seeds()
+    encode_seeds()
