@@ -8,7 +8,8 @@
  * JSON lines, the line and its offset), leaving no shard and no manifest. On success an
  * independent reading of the inputs (split, trim, jansson, one pg_enc_encode per document) must
  * give exactly the tokens of the validation and training shards read back, the counts of the
- * statistics and of the manifest, full shards but the last, and one document per BOS. */
+ * statistics and of the manifest, full shards but the last, and one document per BOS.
+ * FZ_DEBUG=1 prints each run's status. */
 #include <dirent.h>
 #include <jansson.h>
 #include <stdint.h>

@@ -9,7 +9,8 @@
  * and BOS rules) predicts the outcome: the status, the file the one-line error names, or the exact
  * tokens and sidecar entries. Accepted streams are then scored by a tiny model (plain, sliding or
  * per-document LoRA TTT, chosen by the input) with synthetic byte tables or the sidecar, and the
- * byte and target totals are checked against a direct count. Every broken invariant aborts. */
+ * byte and target totals are checked against a direct count. Every broken invariant aborts,
+ * naming its line and the last error line; FZ_DEBUG=1 also prints each scoring run. */
 #include <dirent.h>
 #include <fnmatch.h>
 #include <math.h>
@@ -184,20 +185,21 @@ static pg_model *tiny_model(uint64_t seed) {
 static void score(const pg_val_data *vd, const uint8_t *ctl, size_t nctl) {
   const uint8_t c0 = nctl > 0 ? ctl[0] : 0, c1 = nctl > 1 ? ctl[1] : 0;
   pg_spm_tables t = tables(c1);
+  const int kind = c0 % 8 == 7 ? PG_PROTO_TTT_LORA : c0 % 2 ? PG_PROTO_SLIDING : PG_PROTO_PLAIN;
   /* a prefix of the stream keeps each input fast (the reader above saw all of it) */
-  const uint64_t n = vd->n < 96 ? vd->n : 96;
+  const uint64_t cap = kind == PG_PROTO_TTT_LORA ? 48 : 64;
+  const uint64_t n = vd->n < cap ? vd->n : cap;
   pg_val val = {.tok = vd->tok, .n = n, .tables = vd->bytes ? NULL : &t, .bytes = vd->bytes};
   pg_protocol p;
-  const int kind = c0 % 8 == 7 ? PG_PROTO_TTT_LORA : c0 % 2 ? PG_PROTO_SLIDING : PG_PROTO_PLAIN;
   pg_protocol_defaults(&p, kind);
-  p.seq_len = 1 + (c1 >> 4);
+  p.seq_len = 1 + (c1 >> 4) + (c1 & 8); /* 1..24 */
   p.stride = (p.seq_len + 1) / 2 + (c0 >> 4) % ((p.seq_len + 1) / 2); /* few windows: fast */
   p.report_tokens = (uint64_t)p.stride * (1 + (c0 >> 1) % 3);
-  p.batch = 1 + (c0 >> 2) % 3;
+  p.batch = 1 + (c0 >> 2) % 8;
   p.trim = !(c0 & 0x40) || kind == PG_PROTO_TTT_LORA;
   p.lora_rank = 2;
   p.lora_window = 4 + (c1 >> 4);
-  p.lora_chunk = 1 + (c1 & 3);
+  p.lora_chunk = p.lora_window - (c1 & 3); /* few chunks: few backward passes */
   p.lora_batch_docs = 2;
   p.lora_lr = 0.01;
   /* one model for every input: plain and sliding only read it, ttt-lora trains adapters only */
