@@ -253,7 +253,8 @@ Test(encode_input, corpus_limits_and_counts) {
   char dir[128], corpus[128];
   snprintf(dir, sizeof dir, "%s/out", tmp);
   snprintf(corpus, sizeof corpus, "%s/c.jsonl", tmp);
-  static const char text[] = "{\"text\": \"short\"}\n{\"text\": \"a line longer than the limit\"}\n";
+  static const char text[] =
+      "{\"text\": \"short\"}\n{\"text\": \"a line longer than the limit\"}\n";
   write_text(corpus, text, sizeof text - 1);
   pg_corpus_cfg cfg = {.dir = dir, .shard_tokens = 4, .val_docs = 1, .threads = 1,
                        .max_doc = 24};

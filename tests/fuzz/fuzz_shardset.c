@@ -38,8 +38,8 @@ static const char *const STEMS[] = {"val_",   "val_bytes_", "train_", ".val_",
 static const char *const TOK_PATTERNS[] = {"val_*.bin", "val_00000?.bin", "val_[0-3]*.bin", "*",
                                            "*.bin",     "val_*",          "[!t]*.bin",
                                            "val_000001.bin", "nomatch_*.bin", ".*"};
-static const char *const BYTE_PATTERNS[] = {"val_bytes_*.bin", "*_bytes_*", "val_bytes_00000[0-4].bin",
-                                            "val_*.bin"};
+static const char *const BYTE_PATTERNS[] = {"val_bytes_*.bin", "*_bytes_*",
+                                            "val_bytes_00000[0-4].bin", "val_*.bin"};
 
 typedef struct file {
   char name[40];
@@ -302,7 +302,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       f->body = malloc(len ? len : 1);
       if (!f->body) abort();
       memcpy(f->body, data + pos, len);
-    } else { /* a shard: tokens from the input, ids folded below V (1), raw (2), or many zeros (3) */
+    } else { /* a shard: tokens from the input, ids below V (1), raw (2), many zeros (3) */
       const size_t n = len / 2;
       f->len = 1024 + 2 * n;
       f->body = calloc(1, f->len);
