@@ -178,6 +178,11 @@ static uint64_t manifest_int(json_t *m, const char *key) {
   return (uint64_t)json_integer_value(v);
 }
 
+static void cleanup(void) {
+  rm_tree(root);
+  rmdir(root);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!root[0]) {
     struct stat st;
@@ -185,6 +190,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                                                                     : "/tmp";
     snprintf(root, sizeof root, "%s/pgolf-fuzz-encode.XXXXXX", base);
     if (!mkdtemp(root)) abort();
+    atexit(cleanup);
     pg_err e;
     if (pg_enc_open(&enc, PG_FUZZ_SPM_MODEL, &e) != PG_OK) {
       fprintf(stderr, "%s\n", e.msg);

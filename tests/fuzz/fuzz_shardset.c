@@ -268,10 +268,16 @@ static void write_files(file *files, size_t nf) {
   }
 }
 
+static void cleanup(void) {
+  clear_dir();
+  rmdir(dir);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!dir[0]) {
     snprintf(dir, sizeof dir, "/tmp/pgolf-fuzz-shardset.XXXXXX");
     if (!mkdtemp(dir)) abort();
+    atexit(cleanup);
   }
   if (size < 4) return 0;
   const uint8_t flags = data[0], pat = data[1];
