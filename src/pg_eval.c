@@ -795,6 +795,13 @@ int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
                       "the validation stream (%llu tokens) is shorter than one window of %d",
                       (unsigned long long)val->n, L);
+  /* plain scores whole windows only: untrimmed, the targets past the last one would be left
+   * unscored (the single-pass check would stop the run only after scoring everything else) */
+  if (p->kind == PG_PROTO_PLAIN && r->T % (uint64_t)L != 0)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "plain scores whole windows of %d: %llu targets leave %llu unscored "
+                      "(trim the stream: drop --no-trim)",
+                      L, (unsigned long long)r->T, (unsigned long long)(r->T % (uint64_t)L));
   r->ledger = calloc(r->T, 1);
   int rc = r->ledger ? PG_OK : FAIL(r, PG_E_NOMEM, "cannot allocate the ledger");
   if (!rc) rc = pg_tape_create(&r->inf, e, 0);

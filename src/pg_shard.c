@@ -189,6 +189,29 @@ static int name_has_bytes(const char *path) {
   return strstr(base ? base + 1 : path, "_bytes_") != NULL;
 }
 
+/* Next path component at *s (runs of '/' skipped): its start, and its length in *len. */
+static const char *next_comp(const char **s, size_t *len) {
+  while (**s == '/') (*s)++;
+  const char *c = *s;
+  *len = strcspn(c, "/");
+  *s += *len;
+  return c;
+}
+
+/* 1 when a component of path is "." or ".." where the pattern's component has a wildcard.
+ * glob(3) lists those entries of a folder (".*" matches both), Python's glob never does. */
+static int dot_from_wildcard(const char *pattern, const char *path) {
+  for (;;) {
+    size_t pl, ml;
+    const char *pc = next_comp(&pattern, &pl), *mc = next_comp(&path, &ml);
+    if (pl == 0 || ml == 0) return 0; /* the end (or a shape we do not pair up: keep it) */
+    const int dots = (ml == 1 && mc[0] == '.') || (ml == 2 && mc[0] == '.' && mc[1] == '.');
+    int wild = 0;
+    for (size_t i = 0; i < pl; i++) wild |= pc[i] == '*' || pc[i] == '?' || pc[i] == '[';
+    if (dots && wild) return 1;
+  }
+}
+
 void pg_shard_set_free(pg_shard_set *set) {
   if (!set) return;
   for (size_t k = 0; k < set->nfiles; k++) pg_shard_free(set->shards[k]);
@@ -223,7 +246,8 @@ int pg_shard_set_open_ex(pg_shard_set **out, const char *pattern, unsigned flags
   }
   size_t n = 0;
   for (size_t k = 0; k < matched; k++)
-    if (!((flags & PG_SHARD_SKIP_BYTES) && name_has_bytes(g.gl_pathv[k])))
+    if (!((flags & PG_SHARD_SKIP_BYTES) && name_has_bytes(g.gl_pathv[k])) &&
+        !dot_from_wildcard(pattern, g.gl_pathv[k]))
       paths[n++] = g.gl_pathv[k];
   if (n == 0) {
     free(paths);
@@ -417,6 +441,47 @@ int pg_sidecar_sum(const pg_shard_set *bytes, uint64_t start, uint64_t n, uint64
   PG_TRY(walk(bytes, start, n, piece_sum, &s, err));
   *sum = s;
   return PG_OK;
+}
+
+/* ---- the validation stream ---- */
+
+void pg_val_data_free(pg_val_data *v) {
+  if (!v) return;
+  pg_shard_set_free(v->set);
+  pg_shard_set_free(v->bset);
+  free(v->tok);
+  free(v->bytes);
+  memset(v, 0, sizeof *v);
+}
+
+int pg_val_data_open(pg_val_data *v, const char *pattern, const char *bytes_pattern,
+                     uint32_t vocab, uint64_t max_tokens, pg_err *err) {
+  PG_FAIL_IF(!v, err, PG_E_ARG, pattern, PG_NO_OFFSET, "no output");
+  memset(v, 0, sizeof *v);
+  int rc = pg_shard_set_open_ex(&v->set, pattern, PG_SHARD_SKIP_BYTES, err);
+  if (!rc) rc = pg_shard_set_check_vocab(v->set, vocab, err);
+  if (!rc) {
+    v->available = v->set->count;
+    v->n = max_tokens && max_tokens < v->available ? max_tokens : v->available;
+    /* n <= 2^31 - 1 per file times the files mapped: bounded by the bytes on disk */
+    if (v->n > SIZE_MAX / sizeof *v->tok)
+      rc = pg_err_set(err, PG_E_NOMEM, pattern, PG_NO_OFFSET, "cannot hold %llu tokens",
+                      (unsigned long long)v->n);
+  }
+  if (!rc && !(v->tok = malloc((size_t)(v->n ? v->n : 1) * sizeof *v->tok)))
+    rc = pg_err_set(err, PG_E_NOMEM, pattern, PG_NO_OFFSET, "cannot hold %llu tokens",
+                    (unsigned long long)v->n);
+  if (!rc) rc = pg_shard_set_copy_i32(v->set, 0, v->n, v->tok, err);
+  if (!rc && bytes_pattern) {
+    rc = pg_sidecar_open(&v->bset, bytes_pattern, v->set, err);
+    if (!rc) rc = pg_sidecar_check_bos(v->bset, v->set, err);
+    if (!rc && !(v->bytes = malloc((size_t)(v->n ? v->n : 1) * sizeof *v->bytes)))
+      rc = pg_err_set(err, PG_E_NOMEM, bytes_pattern, PG_NO_OFFSET,
+                      "cannot hold %llu sidecar entries", (unsigned long long)v->n);
+    if (!rc) rc = pg_shard_set_copy(v->bset, 0, v->n, v->bytes, err);
+  }
+  if (rc) pg_val_data_free(v);
+  return rc;
 }
 
 /* ---- writing ---- */

@@ -96,6 +96,26 @@ int pg_sidecar_check_bos(const pg_shard_set *bytes, const pg_shard_set *tokens, 
 int pg_sidecar_sum(const pg_shard_set *bytes, uint64_t start, uint64_t n, uint64_t *sum,
                    pg_err *err);
 
+/* ---- the validation stream, as the scoring tools read it ---- */
+
+/* The tokens pgverify and pgtrain score, with their byte counts where a sidecar gives them. */
+typedef struct pg_val_data {
+  pg_shard_set *set;   /* the token shards (names with _bytes_ left out) */
+  pg_shard_set *bset;  /* the sidecar set, or NULL */
+  int32_t *tok;        /* n tokens in host order (malloc'd, never NULL after a successful open) */
+  uint16_t *bytes;     /* n sidecar entries aligned with tok, or NULL without a sidecar */
+  uint64_t n;          /* tokens read: the set's count, or max_tokens when that is smaller */
+  uint64_t available;  /* tokens in the set */
+} pg_val_data;
+
+/* Open pattern with PG_SHARD_SKIP_BYTES, check every id against vocab (PG_E_TOKEN_RANGE naming
+ * the file), read the first n tokens (max_tokens 0: all); with bytes_pattern (may be NULL), open
+ * the sidecar (pg_sidecar_open: equal counts), require 0 for every BOS (pg_sidecar_check_bos) and
+ * read its first n entries. On failure *v is zeroed and nothing stays open. */
+int pg_val_data_open(pg_val_data *v, const char *pattern, const char *bytes_pattern,
+                     uint32_t vocab, uint64_t max_tokens, pg_err *err);
+void pg_val_data_free(pg_val_data *v);
+
 /* ---- writing ---- */
 
 typedef struct pg_shard_writer pg_shard_writer;

@@ -9,7 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef PG_FUZZING
+/* fuzz builds score tiny models once per input: small blocks keep ASan's per-block cost low */
+#define PG_TAPE_BLOCK ((size_t)1 << 20)
+#else
 #define PG_TAPE_BLOCK ((size_t)64 << 20) /* smallest arena block, bytes */
+#endif
 #define PG_TAPE_ALIGN 64
 
 typedef struct block {

@@ -573,20 +573,16 @@ static int build_groups(pg_trainer *t, pg_err *err) {
 
 static int open_val(pg_trainer *t, pg_err *err) {
   if (!t->c.val[0]) return PG_OK;
-  pg_shard_set *set = NULL;
-  PG_TRY(pg_shard_set_open_ex(&set, t->c.val, PG_SHARD_SKIP_BYTES, err));
-  int rc = pg_shard_set_check_vocab(set, (uint32_t)t->c.arch.vocab_size, err);
-  uint64_t n = pg_shard_set_count(set);
-  if (t->c.val_tokens && t->c.val_tokens < n) n = t->c.val_tokens;
-  if (!rc && n < 2)
+  pg_val_data vd;
+  PG_TRY(pg_val_data_open(&vd, t->c.val, NULL, (uint32_t)t->c.arch.vocab_size, t->c.val_tokens,
+                          err));
+  int rc = PG_OK;
+  if (vd.n < 2)
     rc = pg_err_set(err, PG_E_ARG, t->c.val, PG_NO_OFFSET, "fewer than 2 validation tokens");
-  if (!rc) {
-    t->val_tok = malloc((size_t)n * sizeof *t->val_tok);
-    if (!t->val_tok) rc = nomem(err);
-  }
-  if (!rc) rc = pg_shard_set_copy_i32(set, 0, n, t->val_tok, err);
-  t->val_n = n;
-  pg_shard_set_free(set);
+  t->val_tok = vd.tok; /* the trainer keeps the tokens; the files are closed */
+  t->val_n = vd.n;
+  vd.tok = NULL;
+  pg_val_data_free(&vd);
   if (rc || !t->c.tokenizer[0]) return rc;
   pg_spm *spm = NULL;
   rc = pg_spm_open_file(&spm, t->c.tokenizer, err);

@@ -170,6 +170,25 @@ Test(eval, plain_equals_direct_forward) {
   fx_free(&f);
 }
 
+/* Untrimmed, plain would leave the targets past its last whole window unscored: refused before
+ * scoring with PG_E_ARG (it used to score everything else, then stop with PG_E_ILLEGAL). */
+Test(eval, plain_untrimmed_partial_window_refused_before_scoring) {
+  fixture f;
+  fx_init(&f, 32 * 5 + 9, ARCH, 1);
+  pg_protocol p = proto(PG_PROTO_PLAIN);
+  p.trim = 0;
+  pg_eval_result res;
+  pg_err err;
+  cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_ARG, "%s", err.msg);
+  cr_assert(strstr(err.msg, "168 targets leave 8 unscored"), "%s", err.msg);
+  cr_assert_eq(res.scored, 0, "nothing was scored");
+  f.val.n = 32 * 5 + 1; /* a whole number of windows needs no trimming */
+  run_ok(&f, &p, NULL, &res);
+  cr_assert_eq(res.targets, 160);
+  pg_eval_result_free(&res);
+  fx_free(&f);
+}
+
 /* stride = L makes the sliding windows the plain ones: the same sums, bit for bit. */
 Test(eval, sliding_with_full_stride_is_plain) {
   fixture f;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "pg_corpus.h"
 #include "pg_encode.h"
 #include "pg_io.h"
 #include "pg_shard.h"
@@ -215,4 +216,120 @@ Test(pgshard, names_escaped_and_json_lossless) {
   cr_assert(json_is_object(s), "the pattern was dropped");
   cr_assert(strstr(json_string_value(json_object_get(s, "hex")), "73ff1b5b324a2f"));
   json_decref(j);
+}
+
+/* ---- encode's text input, with the small byte-fallback model in the tree (no fixture) ---- */
+
+static void setup_small(void) {
+  const char *src = getenv("PG_SOURCE_ROOT");
+  snprintf(model, sizeof model, "%s/tests/fuzz/seeds/spm/byte_fallback.model", src ? src : ".");
+  if (access(model, R_OK) != 0) cr_skip_test("%s absent", model);
+  if (!pg_enc_available()) cr_skip_test("built without the SentencePiece library");
+  pgtest_mkdtemp(tmp, "pgshard");
+  snprintf(out_path, sizeof out_path, "%s/stdout", tmp);
+  snprintf(err_path, sizeof err_path, "%s/stderr", tmp);
+}
+TestSuite(encode_input, .init = setup_small, .fini = teardown);
+
+static void write_text(const char *path, const char *text, size_t len) {
+  FILE *f = fopen(path, "wb");
+  cr_assert_not_null(f);
+  cr_assert_eq(fwrite(text, 1, len, f), len);
+  cr_assert_eq(fclose(f), 0);
+}
+
+/* A document that encodes to no ids used to become a lone BOS: at the end of a split the
+ * challenge's _find_docs refuses it (a document of length 1), elsewhere it scores a BOS after a
+ * BOS. It is refused, naming the input, its line and offset, and nothing is left behind. */
+Test(encode_input, empty_document_refused) {
+  char corpus[128], dir[128];
+  snprintf(corpus, sizeof corpus, "%s/c.jsonl", tmp);
+  snprintf(dir, sizeof dir, "%s/out", tmp);
+  static const char text[] = "{\"text\": \"first document\"}\n{\"text\": \"\"}\n";
+  write_text(corpus, text, sizeof text - 1);
+  cr_assert_eq(run("encode --model %s --val-docs 2 --out %s %s", model, dir, corpus), 2);
+  char *er = slurp(err_path);
+  char want[256];
+  snprintf(want, sizeof want, "%s: offset 27: line 2 (document 1): encodes to no tokens", corpus);
+  cr_assert(strstr(er, want), "%s", er);
+  free(er);
+  char pat[256];
+  snprintf(pat, sizeof pat, "%s/fineweb_*", dir);
+  pg_shard_set *s;
+  pg_err e;
+  cr_assert_eq(pg_shard_set_open(&s, pat, &e), PG_E_EMPTY_SET);
+}
+
+/* "\u0000" is text for Python's json (the challenge reads its documents with it); it used to be
+ * refused as malformed JSON. Blank lines, also of spaces only, are skipped. */
+Test(encode_input, nul_escape_is_text) {
+  char corpus[128], dir[128];
+  snprintf(corpus, sizeof corpus, "%s/c.jsonl", tmp);
+  snprintf(dir, sizeof dir, "%s/out", tmp);
+  static const char text[] = "{\"text\": \"a\\u0000b\"}\n  \n{\"text\": \"c\"}\n";
+  write_text(corpus, text, sizeof text - 1);
+  cr_assert_eq(run("encode --model %s --val-docs 1 --out %s %s", model, dir, corpus), 0, "%s",
+               slurp(err_path));
+  char *m = slurp(strcat(dir, "/manifest.json"));
+  json_error_t je;
+  json_t *j = json_loads(m, 0, &je);
+  cr_assert_not_null(j, "%s", m);
+  cr_assert_eq(json_integer_value(json_object_get(j, "documents")), 2);
+  cr_assert_eq(json_integer_value(json_object_get(j, "val_documents")), 1);
+  json_decref(j);
+  free(m);
+}
+
+/* The library behind encode: a line over the document limit is refused with its offset and
+ * number before it is read whole; statistics agree with the shards; a refused run leaves none. */
+Test(encode_input, corpus_limits_and_counts) {
+  pg_enc *enc;
+  pg_err e;
+  cr_assert_eq(pg_enc_open(&enc, model, &e), PG_OK, "%s", e.msg);
+  char dir[128], corpus[128];
+  snprintf(dir, sizeof dir, "%s/out", tmp);
+  snprintf(corpus, sizeof corpus, "%s/c.jsonl", tmp);
+  static const char text[] =
+      "{\"text\": \"short\"}\n{\"text\": \"a line longer than the limit\"}\n";
+  write_text(corpus, text, sizeof text - 1);
+  pg_corpus_cfg cfg = {.dir = dir, .shard_tokens = 4, .val_docs = 1, .threads = 1,
+                       .max_doc = 24};
+  pg_corpus *c;
+  cr_assert_eq(pg_corpus_open(&c, enc, &cfg, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_corpus_add_file(c, corpus, &e), PG_E_LIMIT);
+  char want[256];
+  snprintf(want, sizeof want, "%s: offset 18: line 2: longer than 24 bytes", corpus);
+  cr_assert_str_eq(e.msg, want);
+  cr_assert_eq(pg_corpus_finish(c, &e), PG_E_LIMIT, "the run stays refused");
+  pg_corpus_free(c);
+  char pat[256];
+  snprintf(pat, sizeof pat, "%s/*", dir);
+  pg_shard_set *s;
+  cr_assert_eq(pg_shard_set_open(&s, pat, &e), PG_E_EMPTY_SET, "nothing left behind");
+  /* without the limit: two documents, 1 + ids tokens each, shards of 4 read back */
+  cfg.max_doc = 0;
+  cr_assert_eq(pg_corpus_open(&c, enc, &cfg, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_corpus_add_file(c, corpus, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_corpus_add_text(c, "plain", 5, "mem", &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_corpus_add_text(c, "\xff", 1, "mem", &e), PG_E_UTF8);
+  pg_corpus_free(c);
+  cr_assert_eq(pg_corpus_open(&c, enc, &cfg, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_corpus_add_file(c, corpus, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_corpus_finish(c, &e), PG_OK, "%s", e.msg);
+  const pg_corpus_stats *st = pg_corpus_stats_of(c);
+  cr_assert_eq(st->docs, 2);
+  cr_assert_eq(st->val_docs, 1);
+  snprintf(pat, sizeof pat, "%s/fineweb_val_*.bin", dir);
+  cr_assert_eq(pg_shard_set_open(&s, pat, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_set_count(s), st->val_tokens);
+  cr_assert_eq(pg_shard_set_token(s, 0), PG_BOS_ID);
+  pg_shard_set_free(s);
+  snprintf(pat, sizeof pat, "%s/fineweb_train_*.bin", dir);
+  cr_assert_eq(pg_shard_set_open(&s, pat, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_set_count(s), st->train_tokens);
+  pg_shard_set_free(s);
+  pg_corpus_free(c);
+  /* a second run into the same folder is refused rather than mixed with the first */
+  cr_assert_eq(pg_corpus_open(&c, enc, &cfg, &e), PG_E_EXISTS);
+  pg_enc_free(enc);
 }

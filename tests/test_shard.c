@@ -411,6 +411,31 @@ Test(shard, glob_bytes_filter) {
   assert_line(&e, PG_E_EMPTY_SET, pat, -1);
 }
 
+/* glob(3) lists "." and ".." for a wildcard that may match a leading dot (".*"); Python's glob
+ * never does. They are left out, so ".*" opens the hidden shards only (it used to fail on ".",
+ * "not a regular file"), and a literal ".." in the pattern still works. */
+Test(shard, glob_dot_entries_like_python) {
+  const uint16_t t[3] = {1, 5, 6};
+  write_shard(".val_000000.bin", t, 3);
+  char sub[128], pat[200];
+  snprintf(sub, sizeof sub, "%s/sub", dir);
+  cr_assert_eq(mkdir(sub, 0755), 0);
+  write_shard("sub/v_000000.bin", t, 2);
+  snprintf(pat, sizeof pat, "%s/.*", dir);
+  pg_err e;
+  pg_shard_set *set;
+  cr_assert_eq(pg_shard_set_open(&set, pat, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_set_nfiles(set), 1);
+  cr_assert(strstr(pg_shard_set_file(set, 0)->path, "/.val_000000.bin"));
+  pg_shard_set_free(set);
+  snprintf(pat, sizeof pat, "%s/.*/v_*.bin", dir); /* "." and ".." are not folders to search */
+  cr_assert_eq(pg_shard_set_open(&set, pat, &e), PG_E_EMPTY_SET, "%s", e.msg);
+  snprintf(pat, sizeof pat, "%s/sub/../sub/v_*.bin", dir);
+  cr_assert_eq(pg_shard_set_open(&set, pat, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_set_count(set), 2);
+  pg_shard_set_free(set);
+}
+
 Test(shard, glob_empty_set) {
   char pat[160];
   snprintf(pat, sizeof pat, "%s/fineweb_val_*.bin", dir);
@@ -842,4 +867,67 @@ Test(shard, sidecar) {
   snprintf(bp, sizeof bp, "%s/nothing_*.bin", dir);
   cr_assert_eq(pg_sidecar_open(&byt, bp, tok, &e), PG_E_EMPTY_SET);
   pg_shard_set_free(tok);
+}
+
+/* ---- the validation stream (pgverify, pgtrain) ---- */
+
+Test(shard, val_data_tokens_sidecar_and_prefix) {
+  const uint16_t t0[] = {1, 50, 60, 1}, t1[] = {70, 1, 80};
+  const uint16_t b0[] = {0, 3, 4}, b1[] = {0, 5, 0, 2};
+  write_shard("fineweb_val_000000.bin", t0, 4);
+  write_shard("fineweb_val_000001.bin", t1, 3);
+  write_shard("fineweb_val_bytes_000000.bin", b0, 3);
+  write_shard("fineweb_val_bytes_000001.bin", b1, 4);
+  char tp[160], bp[160];
+  snprintf(tp, sizeof tp, "%s/fineweb_val_*.bin", dir);
+  snprintf(bp, sizeof bp, "%s/fineweb_val_bytes_*.bin", dir);
+  pg_err e;
+  pg_val_data v;
+  cr_assert_eq(pg_val_data_open(&v, tp, bp, 1024, 0, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(v.n, 7);
+  cr_assert_eq(v.available, 7);
+  cr_assert_eq(pg_shard_set_nfiles(v.set), 2, "the sidecar is left out of the tokens");
+  const int32_t wt[] = {1, 50, 60, 1, 70, 1, 80};
+  const uint16_t wb[] = {0, 3, 4, 0, 5, 0, 2};
+  for (int i = 0; i < 7; i++) {
+    cr_assert_eq(v.tok[i], wt[i], "token %d", i);
+    cr_assert_eq(v.bytes[i], wb[i], "entry %d", i);
+  }
+  pg_val_data_free(&v);
+  cr_assert_eq(pg_val_data_open(&v, tp, NULL, 1024, 5, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(v.n, 5);
+  cr_assert_eq(v.available, 7);
+  cr_assert_null(v.bytes);
+  cr_assert_eq(v.tok[4], 70);
+  pg_val_data_free(&v);
+  /* an id outside the vocabulary names its file */
+  char bad[256];
+  path_in(bad, sizeof bad, "fineweb_val_000001.bin");
+  cr_assert_eq(pg_val_data_open(&v, tp, bp, 75, 0, &e), PG_E_TOKEN_RANGE);
+  assert_line(&e, PG_E_TOKEN_RANGE, bad, 1024 + 2 * 2);
+  cr_assert_null(v.tok);
+  cr_assert_null(v.set);
+}
+
+/* A sidecar whose BOS entry is not 0 inflates the bytes (a lower val_bpb) in silence: the stream
+ * pgverify scores refuses it, naming the sidecar file and the entry's offset. */
+Test(shard, val_data_sidecar_bos_entry_refused) {
+  const uint16_t t0[] = {1, 50, 60, 1, 70};
+  const uint16_t b0[] = {0, 3, 4, 9, 2};
+  write_shard("v_000000.bin", t0, 5);
+  write_shard("v_bytes_000000.bin", b0, 5);
+  char tp[160], bp[160], bad[256];
+  snprintf(tp, sizeof tp, "%s/v_*.bin", dir);
+  snprintf(bp, sizeof bp, "%s/v_bytes_*.bin", dir);
+  path_in(bad, sizeof bad, "v_bytes_000000.bin");
+  pg_err e;
+  pg_val_data v;
+  cr_assert_eq(pg_val_data_open(&v, tp, bp, 1024, 0, &e), PG_E_MALFORMED);
+  assert_line(&e, PG_E_MALFORMED, bad, 1024 + 2 * 3);
+  cr_assert_null(v.bytes);
+  cr_assert_null(v.bset);
+  /* the count must match as well */
+  write_shard("v_bytes_000000.bin", b0, 4);
+  cr_assert_eq(pg_val_data_open(&v, tp, bp, 1024, 0, &e), PG_E_SIZE_MISMATCH);
+  assert_line(&e, PG_E_SIZE_MISMATCH, bp, -1);
 }

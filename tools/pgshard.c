@@ -5,13 +5,12 @@
  * disagreement), 2 error (spec/cli.md). */
 #include <errno.h>
 #include <getopt.h>
-#include <glob.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <xxhash.h>
 
+#include "pg_corpus.h"
 #include "pg_encode.h"
 #include "pg_io.h"
 #include "pg_shard.h"
@@ -57,137 +56,6 @@ static void usage(FILE *f) {
 /* ------------------------------------------------------------------------------------------ */
 /* encode */
 
-typedef struct encoder_state {
-  pg_enc *enc;
-  pg_shard_writer *val, *train;
-  uint64_t val_docs, docs, bytes_in, val_tokens, train_tokens;
-  int threads;
-  pg_enc_doc *batch;
-  char **owned;
-  size_t nbatch, cap;
-  uint32_t vocab;
-} encoder_state;
-
-static int flush_batch(encoder_state *s, pg_err *err) {
-  if (!s->nbatch) return PG_OK;
-  int32_t *ids;
-  size_t nids, *offs;
-  int rc = pg_enc_encode_many(s->enc, s->batch, s->nbatch, s->threads, &ids, &nids, &offs, err);
-  uint16_t *buf = NULL;
-  if (rc == PG_OK) {
-    buf = malloc((nids + s->nbatch) * sizeof *buf);
-    if (!buf) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
-  }
-  for (size_t d = 0; rc == PG_OK && d < s->nbatch; d++) {
-    size_t o = 0;
-    buf[o++] = PG_BOS_ID;
-    for (size_t k = offs[d]; k < offs[d + 1]; k++) {
-      if (ids[k] < 0 || (uint32_t)ids[k] >= s->vocab || ids[k] > 65535) {
-        rc = pg_err_set(err, PG_E_TOKEN_RANGE, NULL, PG_NO_OFFSET,
-                        "document %llu: id %d does not fit the vocabulary or uint16",
-                        (unsigned long long)s->docs, ids[k]);
-        break;
-      }
-      buf[o++] = (uint16_t)ids[k];
-    }
-    if (rc != PG_OK) break;
-    const int is_val = s->docs < s->val_docs;
-    rc = pg_shard_writer_append(is_val ? s->val : s->train, buf, o, err);
-    if (is_val)
-      s->val_tokens += o;
-    else
-      s->train_tokens += o;
-    s->docs++;
-  }
-  if (rc == PG_OK) {
-    free(ids);
-    free(offs);
-  }
-  free(buf);
-  for (size_t d = 0; d < s->nbatch; d++) free(s->owned[d]);
-  s->nbatch = 0;
-  return rc;
-}
-
-static int add_doc(encoder_state *s, char *text, size_t len, pg_err *err) {
-  if (s->nbatch == s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 256;
-    pg_enc_doc *b = realloc(s->batch, cap * sizeof *b);
-    char **o = b ? realloc(s->owned, cap * sizeof *o) : NULL;
-    if (b) s->batch = b;
-    if (!b || !o) {
-      free(text);
-      return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
-    }
-    s->owned = o;
-    s->cap = cap;
-  }
-  s->batch[s->nbatch] = (pg_enc_doc){text, len};
-  s->owned[s->nbatch++] = text;
-  s->bytes_in += len;
-  return s->nbatch >= 1024 ? flush_batch(s, err) : PG_OK;
-}
-
-static int ends_with(const char *s, const char *suffix) {
-  size_t a = strlen(s), b = strlen(suffix);
-  return a >= b && !strcmp(s + a - b, suffix);
-}
-
-static int read_input(encoder_state *s, const char *path, pg_err *err) {
-  if (!ends_with(path, ".jsonl")) {
-    uint8_t *buf;
-    size_t n;
-    PG_TRY(pg_file_read_all(path, &buf, &n, (size_t)1 << 32, err));
-    size_t bad;
-    if (!pg_utf8_valid(buf, n, &bad)) {
-      free(buf);
-      return pg_err_set(err, PG_E_UTF8, path, bad, "not valid UTF-8");
-    }
-    return add_doc(s, (char *)buf, n, err);
-  }
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return pg_err_set(err, errno == ENOENT ? PG_E_NOT_FOUND : PG_E_IO, path, PG_NO_OFFSET,
-                      "cannot open: %s", strerror(errno));
-  char *line = NULL;
-  size_t cap = 0;
-  ssize_t got;
-  uint64_t lineno = 0, off = 0;
-  int rc = PG_OK;
-  while (rc == PG_OK && (got = getline(&line, &cap, f)) != -1) {
-    lineno++;
-    uint64_t here = off;
-    off += (uint64_t)got;
-    size_t n = (size_t)got;
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
-    if (n == 0) continue;
-    json_error_t je;
-    json_t *o = json_loadb(line, n, JSON_REJECT_DUPLICATES, &je);
-    json_t *t = o ? json_object_get(o, "text") : NULL;
-    if (!o) {
-      rc = pg_err_set(err, PG_E_JSON, path, here, "line %llu: %s", (unsigned long long)lineno,
-                      je.text);
-    } else if (!json_is_string(t)) {
-      rc = pg_err_set(err, PG_E_JSON, path, here, "line %llu: no \"text\" string",
-                      (unsigned long long)lineno);
-    } else {
-      size_t tl = json_string_length(t);
-      char *copy = malloc(tl + 1);
-      if (!copy)
-        rc = pg_err_set(err, PG_E_NOMEM, path, here, "cannot allocate");
-      else {
-        memcpy(copy, json_string_value(t), tl + 1);
-        rc = add_doc(s, copy, tl, err);
-      }
-    }
-    json_decref(o);
-  }
-  if (rc == PG_OK && ferror(f)) rc = pg_err_set(err, PG_E_IO, path, off, "read failed");
-  free(line);
-  fclose(f);
-  return rc;
-}
-
 static int cmd_encode(int argc, char **argv) {
   const char *model = NULL, *out = NULL, *prefix = "fineweb";
   uint64_t val_docs = 0, shard_tokens = 100000000ull, threads = 0;
@@ -227,97 +95,29 @@ static int cmd_encode(int argc, char **argv) {
                "rebuild)");
     return pg_tool_fail(PROG, &err);
   }
-  if (pg_mkdir_p(out, &err) != PG_OK) return pg_tool_fail(PROG, &err);
-  char pat[4096];
-  snprintf(pat, sizeof pat, "%s/%s_*.bin", out, prefix);
-  glob_t g;
-  if (glob(pat, 0, NULL, &g) == 0 && g.gl_pathc > 0) {
-    pg_err_set(&err, PG_E_EXISTS, g.gl_pathv[0], PG_NO_OFFSET,
-               "%s already holds %s_* shards; remove them first", out, prefix);
-    globfree(&g);
-    return pg_tool_fail(PROG, &err);
-  }
-  globfree(&g);
-  encoder_state s = {.val_docs = val_docs, .threads = (int)threads};
+  pg_enc *enc = NULL;
+  pg_corpus *run = NULL;
   const double t0 = pg_now();
-  char vp[256], tp[256];
-  snprintf(vp, sizeof vp, "%s_val_", prefix);
-  snprintf(tp, sizeof tp, "%s_train_", prefix);
-  int rc = pg_enc_open(&s.enc, model, &err);
-  if (rc == PG_OK) s.vocab = (uint32_t)pg_enc_vocab_size(s.enc);
-  if (rc == PG_OK && s.vocab > 65536)
-    rc = pg_err_set(&err, PG_E_VOCAB, model, PG_NO_OFFSET,
-                    "vocabulary of %u does not fit uint16 shards", s.vocab);
-  if (rc == PG_OK) rc = pg_shard_writer_open(&s.val, out, vp, shard_tokens, &err);
-  if (rc == PG_OK) rc = pg_shard_writer_open(&s.train, out, tp, shard_tokens, &err);
-  for (int i = optind; rc == PG_OK && i < argc; i++) rc = read_input(&s, argv[i], &err);
-  if (rc == PG_OK) rc = flush_batch(&s, &err);
-  if (rc == PG_OK) rc = pg_shard_writer_finish(s.val, &err);
-  if (rc == PG_OK) rc = pg_shard_writer_finish(s.train, &err);
-  if (rc == PG_OK) {
-    /* the manifest: what was made, from what */
-    uint8_t *mb;
-    size_t ml;
-    rc = pg_file_read_all(model, &mb, &ml, PG_SPM_MAX_FILE, &err);
-    if (rc == PG_OK) {
-      char h[24], mpath[4200];
-      snprintf(h, sizeof h, "%016llx", (unsigned long long)XXH64(mb, ml, 0));
-      free(mb);
-      json_t *m = json_object();
-      json_object_set_new(m, "tool", json_string("pgshard " PG_VERSION));
-      json_object_set_new(m, "model", pg_json_cstr(model));
-      json_object_set_new(m, "model_xxh64", json_string(h));
-      json_object_set_new(m, "vocab_size", json_integer(s.vocab));
-      json_t *inputs = json_array();
-      for (int i = optind; i < argc; i++) json_array_append_new(inputs, pg_json_cstr(argv[i]));
-      json_object_set_new(m, "inputs", inputs);
-      json_object_set_new(m, "documents", json_integer((json_int_t)s.docs));
-      json_object_set_new(m, "val_documents",
-                          json_integer((json_int_t)(s.docs < val_docs ? s.docs : val_docs)));
-      json_object_set_new(m, "val_tokens", json_integer((json_int_t)s.val_tokens));
-      json_object_set_new(m, "train_tokens", json_integer((json_int_t)s.train_tokens));
-      json_object_set_new(m, "shard_tokens", json_integer((json_int_t)shard_tokens));
-      json_object_set_new(m, "bos_id", json_integer(PG_BOS_ID));
-      json_object_set_new(m, "eos_appended", json_false());
-      json_t *files = json_array();
-      pg_shard_writer *ws[2] = {s.val, s.train};
-      for (int k = 0; k < 2; k++)
-        for (size_t i = 0; i < pg_shard_writer_nfiles(ws[k]); i++)
-          json_array_append_new(files, pg_json_cstr(pg_shard_writer_path(ws[k], i)));
-      json_object_set_new(m, "files", files);
-      char *txt = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-      json_decref(m);
-      snprintf(mpath, sizeof mpath, "%s/manifest.json", out);
-      rc = txt ? pg_file_write_atomic(mpath, txt, strlen(txt), &err)
-               : pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
-      free(txt);
-    }
-  }
-  if (rc != PG_OK) {
-    pg_shard_writer_abort(s.val);
-    pg_shard_writer_abort(s.train);
-    s.val = s.train = NULL;
-  }
+  pg_corpus_cfg cfg = {.dir = out, .prefix = prefix, .shard_tokens = shard_tokens,
+                       .val_docs = val_docs, .threads = (int)threads};
+  int rc = pg_enc_open(&enc, model, &err);
+  if (rc == PG_OK) rc = pg_corpus_open(&run, enc, &cfg, &err);
+  for (int i = optind; rc == PG_OK && i < argc; i++) rc = pg_corpus_add_file(run, argv[i], &err);
+  if (rc == PG_OK) rc = pg_corpus_finish(run, &err);
   const double dt = pg_now() - t0;
   if (rc == PG_OK) {
+    const pg_corpus_stats *s = pg_corpus_stats_of(run);
     char b1[32], b2[32], b3[32], b4[32];
     fprintf(stderr,
             "pgshard: encoded %s documents (%s bytes) into %s val + %s train tokens in %.2f s "
             "(%.1f MB/s)\n",
-            pg_fmt_u64(b1, s.docs), pg_fmt_u64(b2, s.bytes_in), pg_fmt_u64(b3, s.val_tokens),
-            pg_fmt_u64(b4, s.train_tokens), dt, dt > 0 ? (double)s.bytes_in / dt / 1e6 : 0.0);
-    for (int k = 0; k < 2; k++) {
-      pg_shard_writer *w = k ? s.train : s.val;
-      for (size_t i = 0; i < pg_shard_writer_nfiles(w); i++)
-        printf("%s\n", pg_safe(pg_shard_writer_path(w, i)));
-    }
+            pg_fmt_u64(b1, s->docs), pg_fmt_u64(b2, s->bytes_in), pg_fmt_u64(b3, s->val_tokens),
+            pg_fmt_u64(b4, s->train_tokens), dt, dt > 0 ? (double)s->bytes_in / dt / 1e6 : 0.0);
+    for (size_t k = 0; k < pg_corpus_nfiles(run); k++)
+      printf("%s\n", pg_safe(pg_corpus_file(run, k)));
   }
-  pg_shard_writer_free(s.val);
-  pg_shard_writer_free(s.train);
-  for (size_t d = 0; d < s.nbatch; d++) free(s.owned[d]);
-  free(s.batch);
-  free(s.owned);
-  pg_enc_free(s.enc);
+  pg_corpus_free(run); /* a failed run's shards are removed */
+  pg_enc_free(enc);
   return rc == PG_OK ? PG_EXIT_OK : pg_tool_fail(PROG, &err);
 }
 

@@ -481,9 +481,7 @@ int main(int argc, char **argv) {
   pg_model *m = NULL;
   pg_spm *spm = NULL;
   pg_spm_tables tab = {0};
-  pg_shard_set *set = NULL, *bset = NULL;
-  int32_t *tok = NULL;
-  uint16_t *bytes = NULL;
+  pg_val_data vd = {0};
   pg_eval_result res = {0};
   json_t *receipt = NULL;
   uint64_t art_hash = 0, art_size = 0, tok_hash = 0;
@@ -544,28 +542,11 @@ int main(int argc, char **argv) {
   }
   if (!o.bytes && pg_spm_tables_build(&tab, spm, (uint32_t)arch->vocab_size, 0, &err)) goto fail;
   /* the validation stream */
-  if (pg_shard_set_open_ex(&set, o.val, PG_SHARD_SKIP_BYTES, &err) ||
-      pg_shard_set_check_vocab(set, (uint32_t)arch->vocab_size, &err))
+  if (pg_val_data_open(&vd, o.val, o.bytes, (uint32_t)arch->vocab_size, o.max_tokens, &err))
     goto fail;
-  uint64_t n = pg_shard_set_count(set);
-  if (o.max_tokens && o.max_tokens < n) n = o.max_tokens;
-  tok = malloc((n ? n : 1) * sizeof *tok);
-  if (!tok) {
-    pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot hold %llu tokens",
-               (unsigned long long)n);
-    goto fail;
-  }
-  if (pg_shard_set_copy_i32(set, 0, n, tok, &err)) goto fail;
-  if (o.bytes) {
-    bytes = malloc((n ? n : 1) * sizeof *bytes);
-    if (!bytes) {
-      pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot hold the byte sidecar");
-      goto fail;
-    }
-    if (pg_sidecar_open(&bset, o.bytes, set, &err) || pg_shard_set_copy(bset, 0, n, bytes, &err))
-      goto fail;
-  }
-  pg_val val = {.tok = tok, .n = n, .tables = o.bytes ? NULL : &tab, .bytes = bytes};
+  const pg_shard_set *set = vd.set;
+  const uint64_t n = vd.n;
+  pg_val val = {.tok = vd.tok, .n = n, .tables = o.bytes ? NULL : &tab, .bytes = vd.bytes};
   pg_ops e = pg_ops_cpu(o.threads);
   int nthreads = pg_parallel_threads(o.threads);
   pg_progress pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
@@ -765,10 +746,7 @@ done:
   free(w_record);
   free(w_proto);
   pg_eval_result_free(&res);
-  free(tok);
-  free(bytes);
-  pg_shard_set_free(set);
-  pg_shard_set_free(bset);
+  pg_val_data_free(&vd);
   pg_spm_tables_free(&tab);
   pg_spm_free(spm);
   pg_model_free(m);

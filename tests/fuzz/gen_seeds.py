@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""gen_seeds.py: writes the seed inputs of fuzz_shardset and fuzz_encode_input (tests/fuzz/seeds/).
+
+The layouts are those the targets decode (see the comment at the top of each target); the seeds
+are small valid cases plus one of each fault the oracles know, so a short run starts at the code.
+Run from the repository root: python3 tests/fuzz/gen_seeds.py"""
+import os
+import struct
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
+
+
+def u16s(xs):
+    return b"".join(struct.pack("<H", x) for x in xs)
+
+
+def sfile(stem, num, mode, body):
+    """One file of a fuzz_shardset input: name byte (stem index, number), mode, length, body."""
+    return bytes([stem | num << 3, mode]) + struct.pack("<H", len(body)) + body
+
+
+def shardset(flags, pat, max_tokens, files, ctl=b""):
+    return bytes([flags, pat]) + struct.pack("<H", max_tokens) + b"".join(files) + ctl
+
+
+def write(target, name, data):
+    d = os.path.join(ROOT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def shardset_seeds():
+    docs = u16s([1, 5, 6, 7, 8, 1, 9, 10, 11, 1, 12, 13, 40, 41, 42, 43, 1, 20, 21])
+    docs2 = u16s([1, 30, 31, 32, 33, 34, 1, 50, 51, 52, 53, 54, 55, 56, 57, 58])
+    # stems: 0 val_, 1 val_bytes_, 2 train_, 3 .val_, 4 val_x_bytes_, 5 VAL_, 6 val_bytesy, 7 val
+    w = lambda n, d: write("shardset", n, d)
+    w("one_file_plain.bin", shardset(0, 0, 0, [sfile(0, 0, 1, docs)], b"\x00\x30"))
+    w("two_files_sliding.bin",
+      shardset(1, 0, 0, [sfile(0, 0, 1, docs), sfile(0, 1, 1, docs2)], b"\x21\x40"))
+    w("sidecar_derived.bin",
+      shardset(1 | 8 | 0x20, 0, 0, [sfile(0, 0, 1, docs), sfile(0, 1, 1, docs2)], b"\x00\x30"))
+    w("sidecar_one_file.bin",
+      shardset(1 | 8 | 0x20 | 0x40, 0, 0, [sfile(0, 0, 1, docs), sfile(0, 1, 1, docs2)],
+               b"\x01\x30"))
+    w("sidecar_derived_lora.bin",
+      shardset(0 | 8 | 0x20, 0, 0, [sfile(0, 0, 1, docs + docs2)], b"\x07\x41"))
+    w("sidecar_raw_bos_nonzero.bin",
+      shardset(1 | 8, 0, 0, [sfile(0, 0, 1, docs), sfile(1, 0, 1, u16s([3] * 19))]))
+    w("sidecar_count_mismatch.bin",
+      shardset(1 | 8, 0, 0, [sfile(0, 0, 1, docs), sfile(1, 0, 1, u16s([0] * 7))]))
+    w("mixed_names_star.bin",
+      shardset(4, 3, 0, [sfile(0, 0, 1, docs), sfile(2, 0, 1, docs2), sfile(4, 2, 1, docs),
+                         sfile(5, 1, 1, docs2), sfile(6, 5, 1, docs)]))
+    w("hidden_dotstar.bin", shardset(1, 9, 0, [sfile(3, 0, 1, docs), sfile(0, 0, 1, docs2)]))
+    w("wrong_count.bin", shardset(0, 0, 0, [sfile(0, 0, 5, docs)]))
+    w("raw_header.bin", shardset(1, 4, 0, [sfile(0, 0, 0, b"\x00" * 40), sfile(0, 1, 1, docs)]))
+    w("directory.bin", shardset(1, 1, 0, [sfile(0, 0, 0xff, b""), sfile(0, 1, 1, docs)]))
+    w("max_tokens.bin", shardset(0x10 | 1, 2, 9, [sfile(0, 0, 1, docs), sfile(0, 3, 2, docs2)]))
+    w("token_range.bin", shardset(0, 0, 0, [sfile(0, 0, 2, u16s([1, 2, 300, 4]))]))
+    w("zeros.bin", shardset(0, 5, 0, [sfile(7, 5, 3, docs)], b"\x40\x70"))
+
+
+def einput(jsonl, body):
+    """One input of a fuzz_encode_input case: kind (bit 0: JSON lines), length, bytes."""
+    return bytes([1 if jsonl else 0]) + struct.pack("<H", len(body)) + body
+
+
+def encode_case(val_docs, ninputs, shard_byte, f2, inputs):
+    return bytes([val_docs | (ninputs - 1) << 3, shard_byte, f2]) + b"".join(inputs)
+
+
+def encode_seeds():
+    w = lambda n, d: write("encode_input", n, d)
+    j = lambda *lines: "".join(l + "\n" for l in lines).encode()
+    docs = j('{"text": "In the beginning God created the heaven and the earth."}',
+             '{"text": "And the earth was without form, and void; 123 456."}',
+             '{"text": "Hello world, hello again."}')
+    w("jsonl_three_docs.bin", encode_case(1, 1, 0, 1, [einput(1, docs)]))
+    w("plain_and_jsonl.bin", encode_case(2, 2, 1, 3, [einput(0, "A plain text document.\n\n"
+                                                                "With two paragraphs.".encode()),
+                                                      einput(1, docs)]))
+    w("escapes_crlf_blank.bin", encode_case(
+        1, 1, 0, 0,
+        [einput(1, b'{"text": "caf\\u00e9 \\ud83d\\ude00 tab\\there\\nnew line"}\r\n\r\n'
+                   b'   \n{"id": 7, "text": "\xc3\xa9t\xc3\xa9 \xe2\x80\x94 \xef\xbc\xa1"}\r\n')]))
+    w("bad_json_line.bin", encode_case(0, 1, 0, 1, [einput(1, docs + b'{"text": "unterminated\n')]))
+    w("text_not_string.bin", encode_case(0, 1, 0, 1, [einput(1, docs + b'{"text": 42}\n')]))
+    w("not_an_object.bin", encode_case(0, 1, 0, 1, [einput(1, b'["text", "x"]\n')]))
+    w("duplicate_key.bin", encode_case(0, 1, 0, 1, [einput(1, b'{"text": "a", "text": "b"}\n')]))
+    w("plain_bad_utf8.bin", encode_case(0, 2, 0, 0, [einput(1, docs),
+                                                     einput(0, b"valid then \xff\xfe bad")]))
+    w("empty_text.bin", encode_case(1, 1, 0, 1, [einput(1, docs + b'{"text": ""}\n')]))
+    w("whitespace_text.bin", encode_case(1, 1, 0, 0, [einput(1, b'{"text": "   \\t "}\n' + docs)]))
+    w("line_over_limit.bin", encode_case(0, 1, 0, 4 | 2 << 3,
+                                         [einput(1, b'{"text": "short"}\n' + docs)]))
+    w("three_inputs_small_shards.bin", encode_case(
+        3, 3, 0, 2, [einput(1, docs), einput(0, "Plain \u00fcnicode \u4e2d\u6587 text.".encode()),
+                     einput(1, docs)]))
+    w("nul_escape.bin", encode_case(0, 1, 0, 1, [einput(1, b'{"text": "a\\u0000b"}\n')]))
+    w("no_final_newline.bin", encode_case(0, 1, 0, 1, [einput(1, docs + b'{"text": "last"}')]))
+
+
+if __name__ == "__main__":
+    shardset_seeds()
+    encode_seeds()
