@@ -1,0 +1,235 @@
+/* test_golden.c: the CPU engine against goldens made by the challenge's own PyTorch code
+ * (tests/goldens/README.md): for each record case, the weights, arch and tokens of the golden run
+ * through pg_model_forward in the batch layout the record's eval_val used, and the per-token NLLs,
+ * the totals (val_loss, val_bpb through pg_bpb with the record's byte tables or sidecar) and, where
+ * the golden has them, logits of a few positions must agree within the tolerances below. A case
+ * whose files are absent is skipped. The spec is read from the records' code here, not from our
+ * own description of it, so a misreading of a record fails this program. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pg_arch.h"
+#include "pg_bpb.h"
+#include "pg_load.h"
+#include "pg_model.h"
+#include "pg_ops.h"
+#include "pg_tape.h"
+
+/* The golden NLLs are fp32 values of an fp32 PyTorch run; ours is another fp32 evaluation order. */
+#define TOL_NLL 1e-5    /* per target, nats */
+#define TOL_LOGIT 1e-5  /* per logit, after the softcap */
+#define TOL_LOSS 1e-6   /* val_loss, nats per token */
+#define TOL_BPB 1e-6    /* val_bpb */
+
+typedef struct golden {
+  pg_model *m;
+  json_t *j;
+  int rows, T, doc_rows;
+  int32_t *ids, *tg; /* [rows·T] */
+  double *nll;       /* [rows·T] ours */
+} golden;
+
+static void path_of(char *buf, size_t n, const char *name, const char *ext) {
+  const char *root = getenv("PG_SOURCE_ROOT");
+  snprintf(buf, n, "%s/tests/goldens/%s%s", root ? root : ".", name, ext);
+}
+
+/* Load case `name`; skip the test when one of its three files is absent. */
+static void golden_load(golden *g, const char *name) {
+  memset(g, 0, sizeof *g);
+  char pj[1024], pa[1024], pw[1024];
+  path_of(pj, sizeof pj, name, ".golden.json");
+  path_of(pa, sizeof pa, name, ".arch.json");
+  path_of(pw, sizeof pw, name, ".safetensors");
+  if (access(pj, R_OK) || access(pa, R_OK) || access(pw, R_OK))
+    cr_skip_test("golden %s absent (tests/goldens/make_goldens.py makes it)", name);
+  pg_err err;
+  pg_arch a;
+  cr_assert_eq(pg_arch_load(&a, pa, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_model_load_safetensors(&g->m, &a, pw, &err), PG_OK, "%s", err.msg);
+  json_error_t je;
+  g->j = json_load_file(pj, 0, &je);
+  cr_assert_not_null(g->j, "%s: %s", pj, je.text);
+  g->rows = (int)json_integer_value(json_object_get(g->j, "rows"));
+  g->T = (int)json_integer_value(json_object_get(g->j, "T"));
+  g->doc_rows = json_is_true(json_object_get(g->j, "doc_rows"));
+  json_t *tok = json_object_get(g->j, "tokens");
+  size_t n = (size_t)g->rows * (size_t)g->T;
+  cr_assert(n > 0 && json_array_size(tok) == n + 1, "%s: %zu tokens for %d rows of %d", pj,
+            json_array_size(tok), g->rows, g->T);
+  cr_assert_eq(json_array_size(json_object_get(g->j, "nll")), n);
+  g->ids = malloc(n * sizeof *g->ids);
+  g->tg = malloc(n * sizeof *g->tg);
+  g->nll = calloc(n, sizeof *g->nll);
+  cr_assert(g->ids && g->tg && g->nll);
+  /* Row r holds tokens [r·T, r·T + T) and predicts the next ones: eval_val's windows (the plain
+   * records), or its doc-masked rows of several windows (R10+), positions from 0 in the row. */
+  for (size_t i = 0; i < n; i++) {
+    g->ids[i] = (int32_t)json_integer_value(json_array_get(tok, i));
+    g->tg[i] = (int32_t)json_integer_value(json_array_get(tok, i + 1));
+  }
+}
+
+static void golden_free(golden *g) {
+  pg_model_free(g->m);
+  json_decref(g->j);
+  free(g->ids);
+  free(g->tg);
+  free(g->nll);
+}
+
+/* Our forward over rows [r0, r0 + B) (len: NULL or the valid prefix of each); logits: NULL or
+ * [B·V] at each row's last valid position. */
+static void forward(golden *g, int r0, int B, const int *len, double *nll, pg_real *logits) {
+  pg_ops e = pg_ops_cpu(1);
+  pg_tape *tp;
+  pg_err err;
+  cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
+  size_t off = (size_t)r0 * (size_t)g->T;
+  pg_batch b = {.B = B, .T = g->T, .ids = g->ids + off, .targets = g->tg + off, .len = len,
+                .logits_last = logits};
+  cr_assert_eq(pg_model_forward(g->m, tp, &b, NULL, nll, NULL, &err), PG_OK, "%s", err.msg);
+  pg_tape_free(tp);
+}
+
+/* max |ours − golden| over the targets; *at its index. */
+static double nll_delta(const golden *g, size_t *at) {
+  json_t *ref = json_object_get(g->j, "nll");
+  double worst = 0;
+  *at = 0;
+  for (size_t i = 0; i < (size_t)g->rows * (size_t)g->T; i++) {
+    double d = fabs(g->nll[i] - json_real_value(json_array_get(ref, i)));
+    if (!(d <= worst)) {
+      worst = d;
+      *at = i;
+    }
+  }
+  return worst;
+}
+
+/* Our val_loss and val_bpb from our NLLs and the golden's byte tables or sidecar, in pg_bpb. */
+static void totals(const golden *g, double *loss, double *bpb) {
+  size_t n = (size_t)g->rows * (size_t)g->T;
+  pg_bpb acc;
+  pg_err err;
+  pg_bpb_init(&acc);
+  json_t *side = json_object_get(g->j, "sidecar_bytes");
+  if (side) {
+    uint32_t *bytes = malloc(n * sizeof *bytes);
+    cr_assert_not_null(bytes);
+    for (size_t i = 0; i < n; i++) /* the byte count of target i + 1 */
+      bytes[i] = (uint32_t)json_integer_value(json_array_get(side, i + 1));
+    cr_assert_eq(pg_bpb_add_sidecar_u32(&acc, g->nll, bytes, n, &err), PG_OK, "%s", err.msg);
+    free(bytes);
+  } else {
+    json_t *l = json_object_get(g->j, "luts");
+    json_t *base = json_object_get(l, "base_bytes"), *lead = json_object_get(l, "has_leading_space"),
+           *bnd = json_object_get(l, "is_boundary");
+    size_t V = json_array_size(base);
+    pg_spm_tables t = {.size = (uint32_t)V, .vocab = (uint32_t)V};
+    t.base = malloc(V * sizeof *t.base);
+    t.lead = malloc(V);
+    t.boundary = malloc(V);
+    uint32_t *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    cr_assert(t.base && t.lead && t.boundary && x && y);
+    for (size_t v = 0; v < V; v++) {
+      t.base[v] = (int16_t)json_integer_value(json_array_get(base, v));
+      t.lead[v] = (uint8_t)json_integer_value(json_array_get(lead, v));
+      t.boundary[v] = (uint8_t)json_integer_value(json_array_get(bnd, v));
+    }
+    for (size_t i = 0; i < n; i++) {
+      x[i] = (uint32_t)g->ids[i];
+      y[i] = (uint32_t)g->tg[i];
+    }
+    cr_assert_eq(pg_bpb_add_pairs_u32(&acc, &t, x, y, g->nll, n, &err), PG_OK, "%s", err.msg);
+    free(t.base);
+    free(t.lead);
+    free(t.boundary);
+    free(x);
+    free(y);
+  }
+  cr_assert_eq(pg_bpb_result(&acc, loss, bpb, &err), PG_OK, "%s", err.msg);
+}
+
+static void check_case(const char *name) {
+  golden g;
+  golden_load(&g, name);
+  forward(&g, 0, g.rows, NULL, g.nll, NULL);
+  size_t at;
+  double dn = nll_delta(&g, &at);
+  double loss, bpb;
+  totals(&g, &loss, &bpb);
+  double ref_loss = json_real_value(json_object_get(g.j, "val_loss"));
+  double ref_bpb = json_real_value(json_object_get(g.j, "val_bpb"));
+  cr_log_info("golden %s: %d×%d targets, max|dNLL| %.3g (target %zu), dval_loss %.3g, "
+              "dval_bpb %.3g", name, g.rows, g.T, dn, at, loss - ref_loss, bpb - ref_bpb);
+  fprintf(stderr, "golden %s: %d x %d targets, max|dNLL| %.3g (target %zu), dval_loss %.3g, "
+          "dval_bpb %.3g\n", name, g.rows, g.T, dn, at, loss - ref_loss, bpb - ref_bpb);
+  cr_expect(dn <= TOL_NLL, "%s: max |dNLL| %.3g at target %zu (ours %.9g, golden %.9g)", name, dn,
+            at, g.nll[at], json_real_value(json_array_get(json_object_get(g.j, "nll"), at)));
+  cr_expect(fabs(loss - ref_loss) <= TOL_LOSS, "%s: val_loss %.12g, golden %.12g", name, loss,
+            ref_loss);
+  cr_expect(fabs(bpb - ref_bpb) <= TOL_BPB, "%s: val_bpb %.12g, golden %.12g", name, bpb,
+            ref_bpb);
+
+  /* Logits at a few positions p (row p / T, offset p % T): the row cut after p, which by
+   * causality leaves position p unchanged, and the logits of its last valid position. */
+  json_t *lg = json_object_get(g.j, "logits");
+  const char *key;
+  json_t *val;
+  int V = pg_model_arch(g.m)->vocab_size;
+  pg_real *ours = malloc((size_t)V * sizeof *ours);
+  double *tmp = malloc((size_t)g.T * sizeof *tmp);
+  cr_assert(ours && tmp);
+  double worst = 0;
+  json_object_foreach(lg, key, val) {
+    long p = strtol(key, NULL, 10);
+    int r = (int)(p / g.T), len = (int)(p % g.T) + 1;
+    cr_assert(p >= 0 && r < g.rows && json_array_size(val) == (size_t)V);
+    forward(&g, r, 1, &len, tmp, ours);
+    for (int v = 0; v < V; v++) {
+      double d = fabs((double)ours[v] - json_real_value(json_array_get(val, (size_t)v)));
+      if (d > worst) worst = d;
+    }
+  }
+  if (lg) {
+    fprintf(stderr, "golden %s: %zu logit rows, max|dlogit| %.3g\n", name, json_object_size(lg),
+            worst);
+    cr_expect(worst <= TOL_LOGIT, "%s: max |dlogit| %.3g", name, worst);
+  }
+  free(ours);
+  free(tmp);
+  golden_free(&g);
+}
+
+/* The golden itself: its per-token NLLs must add up to the record's own val_loss (a check that
+ * the per-token capture and the layout are the record's). */
+static void check_self(const char *name) {
+  golden g;
+  golden_load(&g, name);
+  json_t *ref = json_object_get(g.j, "nll");
+  double s = 0;
+  size_t n = json_array_size(ref);
+  for (size_t i = 0; i < n; i++) s += json_real_value(json_array_get(ref, i));
+  double ref_loss = json_real_value(json_object_get(g.j, "val_loss"));
+  cr_expect(fabs(s / (double)n - ref_loss) <= TOL_LOSS, "%s: mean golden NLL %.12g, val_loss %.12g",
+            name, s / (double)n, ref_loss);
+  golden_free(&g);
+}
+
+/* R1, the naive baseline: relu², full RoPE, plain skips, SDPA with GQA, byte tables. */
+Test(golden, baseline) { check_case("baseline"); }
+Test(golden, baseline_self) { check_self("baseline"); }
+/* R6: XSA, BigramHash, SmearGate v1, value embeddings, partial RoPE with the NTK rescale
+ * (windows of 1040 > 1024), LN scale, leaky relu², banked weights. */
+Test(golden, r6) { check_case("r6"); }
+Test(golden, r6_self) { check_self("r6"); }
+/* R12: loops, two-lane parallel residuals, gated skips, sparse attention gate, SmearGate v2 with
+ * the BOS fix, doc-masked rows of several windows with a segment cap, byte sidecar, logits. */
+Test(golden, r12) { check_case("r12"); }
+Test(golden, r12_self) { check_self("r12"); }
