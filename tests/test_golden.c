@@ -15,6 +15,7 @@
 
 #include "pg_arch.h"
 #include "pg_bpb.h"
+#include "pg_eval.h"
 #include "pg_load.h"
 #include "pg_model.h"
 #include "pg_ops.h"
@@ -112,6 +113,32 @@ static double nll_delta(const golden *g, size_t *at) {
   return worst;
 }
 
+/* The golden's byte tables (the challenge's base bytes, leading space, boundary) as pgolf's. */
+static void tables(const golden *g, pg_spm_tables *t) {
+  json_t *l = json_object_get(g->j, "luts");
+  json_t *base = json_object_get(l, "base_bytes"), *lead = json_object_get(l, "has_leading_space"),
+         *bnd = json_object_get(l, "is_boundary");
+  size_t V = json_array_size(base);
+  cr_assert(V > 0 && json_array_size(lead) == V && json_array_size(bnd) == V);
+  memset(t, 0, sizeof *t);
+  t->size = t->vocab = (uint32_t)V;
+  t->base = malloc(V * sizeof *t->base);
+  t->lead = malloc(V);
+  t->boundary = malloc(V);
+  cr_assert(t->base && t->lead && t->boundary);
+  for (size_t v = 0; v < V; v++) {
+    t->base[v] = (int16_t)json_integer_value(json_array_get(base, v));
+    t->lead[v] = (uint8_t)json_integer_value(json_array_get(lead, v));
+    t->boundary[v] = (uint8_t)json_integer_value(json_array_get(bnd, v));
+  }
+}
+
+static void tables_free(pg_spm_tables *t) {
+  free(t->base);
+  free(t->lead);
+  free(t->boundary);
+}
+
 /* Our val_loss and val_bpb from our NLLs and the golden's byte tables or sidecar, in pg_bpb. */
 static void totals(const golden *g, double *loss, double *bpb) {
   size_t n = (size_t)g->rows * (size_t)g->T;
@@ -127,29 +154,16 @@ static void totals(const golden *g, double *loss, double *bpb) {
     cr_assert_eq(pg_bpb_add_sidecar_u32(&acc, g->nll, bytes, n, &err), PG_OK, "%s", err.msg);
     free(bytes);
   } else {
-    json_t *l = json_object_get(g->j, "luts");
-    json_t *base = json_object_get(l, "base_bytes"), *lead = json_object_get(l, "has_leading_space"),
-           *bnd = json_object_get(l, "is_boundary");
-    size_t V = json_array_size(base);
-    pg_spm_tables t = {.size = (uint32_t)V, .vocab = (uint32_t)V};
-    t.base = malloc(V * sizeof *t.base);
-    t.lead = malloc(V);
-    t.boundary = malloc(V);
+    pg_spm_tables t;
+    tables(g, &t);
     uint32_t *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
-    cr_assert(t.base && t.lead && t.boundary && x && y);
-    for (size_t v = 0; v < V; v++) {
-      t.base[v] = (int16_t)json_integer_value(json_array_get(base, v));
-      t.lead[v] = (uint8_t)json_integer_value(json_array_get(lead, v));
-      t.boundary[v] = (uint8_t)json_integer_value(json_array_get(bnd, v));
-    }
+    cr_assert(x && y);
     for (size_t i = 0; i < n; i++) {
       x[i] = (uint32_t)g->ids[i];
       y[i] = (uint32_t)g->tg[i];
     }
     cr_assert_eq(pg_bpb_add_pairs_u32(&acc, &t, x, y, g->nll, n, &err), PG_OK, "%s", err.msg);
-    free(t.base);
-    free(t.lead);
-    free(t.boundary);
+    tables_free(&t);
     free(x);
     free(y);
   }
@@ -222,14 +236,67 @@ static void check_self(const char *name) {
   golden_free(&g);
 }
 
+/* A protocol of pg_eval (plain or sliding) over the golden's whole token stream with its byte
+ * tables, against the record's own evaluation function (eval_val, eval_val_sliding). */
+static void check_protocol(const char *name, int kind, const char *key) {
+  golden g;
+  golden_load(&g, name);
+  json_t *ref = key ? json_object_get(g.j, key) : g.j;
+  if (!ref) cr_skip_test("golden %s has no %s", name, key);
+  pg_spm_tables t;
+  tables(&g, &t);
+  json_t *tok = json_object_get(g.j, "tokens");
+  size_t n = json_array_size(tok);
+  int32_t *stream = malloc(n * sizeof *stream);
+  cr_assert_not_null(stream);
+  for (size_t i = 0; i < n; i++) stream[i] = (int32_t)json_integer_value(json_array_get(tok, i));
+  pg_val val = {.tok = stream, .n = n, .tables = &t};
+  pg_protocol p;
+  pg_protocol_defaults(&p, kind);
+  if (kind == PG_PROTO_PLAIN) {
+    p.seq_len = g.T;
+  } else { /* the records' sliding loop: every start below T, the tail scored again */
+    p.seq_len = (int)json_integer_value(json_object_get(ref, "seq_len"));
+    p.stride = (int)json_integer_value(json_object_get(ref, "stride"));
+    p.tail_dup = 1;
+  }
+  p.batch = 4;
+  pg_ops e = pg_ops_cpu(1);
+  pg_eval_result res;
+  pg_err err;
+  memset(&res, 0, sizeof res);
+  cr_assert_eq(pg_eval_run(g.m, &e, &val, &p, NULL, &res, &err), PG_OK, "%s", err.msg);
+  double ref_loss = json_real_value(json_object_get(ref, "val_loss"));
+  double ref_bpb = json_real_value(json_object_get(ref, "val_bpb"));
+  fprintf(stderr, "golden %s %s: %llu scored, dval_loss %.3g, dval_bpb %.3g\n", name,
+          pg_proto_name(kind), (unsigned long long)res.scored, res.val_loss - ref_loss,
+          res.val_bpb - ref_bpb);
+  cr_expect(fabs(res.val_loss - ref_loss) <= TOL_LOSS, "%s %s: val_loss %.12g, record %.12g", name,
+            pg_proto_name(kind), res.val_loss, ref_loss);
+  cr_expect(fabs(res.val_bpb - ref_bpb) <= TOL_BPB, "%s %s: val_bpb %.12g, record %.12g", name,
+            pg_proto_name(kind), res.val_bpb, ref_bpb);
+  pg_eval_result_free(&res);
+  tables_free(&t);
+  free(stream);
+  golden_free(&g);
+}
+
 /* R1, the naive baseline: relu², full RoPE, plain skips, SDPA with GQA, byte tables. */
 Test(golden, baseline) { check_case("baseline"); }
 Test(golden, baseline_self) { check_self("baseline"); }
+Test(golden, baseline_plain) { check_protocol("baseline", PG_PROTO_PLAIN, NULL); }
 /* R6: XSA, BigramHash, SmearGate v1, value embeddings, partial RoPE with the NTK rescale
  * (windows of 1040 > 1024), LN scale, leaky relu², banked weights. */
 Test(golden, r6) { check_case("r6"); }
 Test(golden, r6_self) { check_self("r6"); }
+Test(golden, r6_plain) { check_protocol("r6", PG_PROTO_PLAIN, NULL); }
+/* The record's sliding window (stride 256 over windows of 1040, its short tail windows padded). */
+Test(golden, r6_sliding) { check_protocol("r6", PG_PROTO_SLIDING, "sliding"); }
 /* R12: loops, two-lane parallel residuals, gated skips, sparse attention gate, SmearGate v2 with
  * the BOS fix, doc-masked rows of several windows with a segment cap, byte sidecar, logits. */
 Test(golden, r12) { check_case("r12"); }
 Test(golden, r12_self) { check_self("r12"); }
+/* R12b, the newest folder: the same family, the BOS mask as masked_fill, gate scale 1.0, another
+ * tiny layout (6 layers, loops 2-3, two lanes from 4, rows of two 40-token windows). */
+Test(golden, r12b) { check_case("r12b"); }
+Test(golden, r12b_self) { check_self("r12b"); }
