@@ -281,14 +281,71 @@ static void check_protocol(const char *name, int kind, const char *key) {
   golden_free(&g);
 }
 
+/* The record's own RoPE table (its Rotary at full size: head_dim 64, its rope dims, base 1e4, its
+ * NTK rescale, called for length T) against our rope op: rotating the unit vector with ones in
+ * the first rot/2 dims gives cos θ there and −sin θ in the second half. Both sides are fp32
+ * values of the same fp32 angle, so they agree within a few ulps; an inverse frequency one ulp
+ * off moves the angle by up to t·ulp and shows here long before it shows in an NLL. */
+#define TOL_ROPE 3e-7
+static void check_rope(const char *name) {
+  golden g;
+  golden_load(&g, name);
+  json_t *r = json_object_get(g.j, "rope");
+  if (!r) cr_skip_test("golden %s has no rope table", name);
+  pg_arch a = *pg_model_arch(g.m);
+  int rot = (int)json_integer_value(json_object_get(r, "rot"));
+  int T = (int)json_integer_value(json_object_get(r, "T"));
+  a.attention.rope_dims = rot;
+  a.attention.rope_base = json_real_value(json_object_get(r, "base"));
+  a.attention.rope_ntk_len = (int)json_integer_value(json_object_get(r, "ntk_len"));
+  float base = pg_model_rope_base(&a, T);
+  json_t *pos = json_object_get(r, "positions"), *cs = json_object_get(r, "cos"),
+         *sn = json_object_get(r, "sin");
+  int n = (int)json_array_size(pos), half = rot / 2;
+  int32_t *p = malloc((size_t)n * sizeof *p);
+  size_t nx = (size_t)n * (size_t)rot;
+  pg_real *x = malloc(nx * sizeof *x), *y = malloc(nx * sizeof *y);
+  cr_assert(p && x && y && n > 0);
+  for (int k = 0; k < n; k++) {
+    p[k] = (int32_t)json_integer_value(json_array_get(pos, (size_t)k));
+    for (int i = 0; i < rot; i++) x[(size_t)k * (size_t)rot + (size_t)i] = i < half ? 1.0f : 0.0f;
+  }
+  pg_ops e = pg_ops_cpu(1);
+  e.rope_fwd(&e, y, x, p, n, 1, rot, rot, base);
+  double worst = 0;
+  int wk = 0, wi = 0;
+  for (int k = 0; k < n; k++)
+    for (int i = 0; i < half; i++) {
+      double c = json_real_value(json_array_get(json_array_get(cs, (size_t)k), (size_t)i));
+      double s = json_real_value(json_array_get(json_array_get(sn, (size_t)k), (size_t)i));
+      const pg_real *row = y + (size_t)k * (size_t)rot;
+      double d = fmax(fabs((double)row[i] - c), fabs((double)row[i + half] + s));
+      if (d > worst) {
+        worst = d;
+        wk = k;
+        wi = i;
+      }
+    }
+  fprintf(stderr, "golden %s rope: rot %d, T %d, base %.9g, max|dcos|,|dsin| %.3g (position %d, "
+          "pair %d)\n", name, rot, T, (double)base, worst, p[wk], wi);
+  cr_expect(worst <= TOL_ROPE, "%s: RoPE table off by %.3g at position %d, pair %d", name, worst,
+            p[wk], wi);
+  free(p);
+  free(x);
+  free(y);
+  golden_free(&g);
+}
+
 /* R1, the naive baseline: relu², full RoPE, plain skips, SDPA with GQA, byte tables. */
 Test(golden, baseline) { check_case("baseline"); }
 Test(golden, baseline_self) { check_self("baseline"); }
+Test(golden, baseline_rope) { check_rope("baseline"); }
 Test(golden, baseline_plain) { check_protocol("baseline", PG_PROTO_PLAIN, NULL); }
 /* R6: XSA, BigramHash, SmearGate v1, value embeddings, partial RoPE with the NTK rescale
  * (windows of 1040 > 1024), LN scale, leaky relu², banked weights. */
 Test(golden, r6) { check_case("r6"); }
 Test(golden, r6_self) { check_self("r6"); }
+Test(golden, r6_rope) { check_rope("r6"); }
 Test(golden, r6_plain) { check_protocol("r6", PG_PROTO_PLAIN, NULL); }
 /* The record's sliding window (stride 256 over windows of 1040, its short tail windows padded). */
 Test(golden, r6_sliding) { check_protocol("r6", PG_PROTO_SLIDING, "sliding"); }
@@ -296,7 +353,9 @@ Test(golden, r6_sliding) { check_protocol("r6", PG_PROTO_SLIDING, "sliding"); }
  * the BOS fix, doc-masked rows of several windows with a segment cap, byte sidecar, logits. */
 Test(golden, r12) { check_case("r12"); }
 Test(golden, r12_self) { check_self("r12"); }
+Test(golden, r12_rope) { check_rope("r12"); }
 /* R12b, the newest folder: the same family, the BOS mask as masked_fill, gate scale 1.0, another
  * tiny layout (6 layers, loops 2-3, two lanes from 4, rows of two 40-token windows). */
 Test(golden, r12b) { check_case("r12b"); }
 Test(golden, r12b_self) { check_self("r12b"); }
+Test(golden, r12b_rope) { check_rope("r12b"); }

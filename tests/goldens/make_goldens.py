@@ -56,6 +56,7 @@ CASES = {
             "VAL_BATCH_SIZE": str(8 * 2 * 64), "QK_GAIN_INIT": "1.5",
         },
         "windows": 3,
+        "rope": {"head_dim": 64, "rot": 64, "ntk_len": 0, "T": 1024},
         "arch": {
             "vocab_size": 128, "dim": 32, "layers": 5, "heads": 4, "kv_heads": 2,
             "attention": {"q_gain": 1.5, "rope_dims": 8, "rope_base": 10000.0},
@@ -80,6 +81,7 @@ CASES = {
         },
         "windows": 2,
         "stride": 256,
+        "rope": {"head_dim": 64, "rot": 16, "ntk_len": 1024, "T": 2048},
         "arch": {
             "vocab_size": 128, "dim": 32, "layers": 4, "heads": 4, "kv_heads": 2,
             "block": {"ln_scale": "physical"},
@@ -96,7 +98,8 @@ CASES = {
     # (c = 0.5), SmearGate v2 with the BOS fix, XSA, doc-masked varlen eval with a segment cap,
     # CaseOps byte sidecar.
     "r12": {
-        "record": REC + "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611/train_gpt.py",
+        "record": REC + "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611"
+                        "/train_gpt.py",
         "env": {
             "VOCAB_SIZE": "128", "NUM_LAYERS": "5", "MODEL_DIM": "32", "NUM_HEADS": "4",
             "NUM_KV_HEADS": "2", "MLP_MULT": "2.0", "TRAIN_SEQ_LEN": "48", "EVAL_SEQ_LEN": "48",
@@ -110,6 +113,7 @@ CASES = {
         },
         "windows": 6,
         "docs": True,
+        "rope": {"head_dim": 64, "rot": 16, "ntk_len": 0, "T": 2048},
         "logits_at": [0, 5, 47, 48, 100, 143, 200, 287],
         "arch": {
             "vocab_size": 128, "dim": 32, "layers": 5, "heads": 4, "kv_heads": 2, "bos_id": 1,
@@ -143,6 +147,7 @@ CASES = {
         },
         "windows": 6,
         "docs": True,
+        "rope": {"head_dim": 64, "rot": 16, "ntk_len": 0, "T": 2048},
         "arch": {
             "vocab_size": 96, "dim": 32, "layers": 6, "heads": 4, "kv_heads": 2, "bos_id": 1,
             "block": {"ln_scale": "physical"},
@@ -161,7 +166,7 @@ CASES = {
     },
 }
 
-# ---- stand-ins for what the CPU cannot run --------------------------------------------------------
+# ---- stand-ins for what the CPU cannot run -------------------------------------------------------
 
 
 def _attention(q, k, v, seg=None):
@@ -271,7 +276,7 @@ def import_record(path, env, name):
     return mod
 
 
-# ---- weights and tokens ----------------------------------------------------------------------------
+# ---- weights and tokens --------------------------------------------------------------------------
 
 CONTROL = ("resid_mix", "skip_weights", "skip_gates", "attn_gate_w", "smear_gate.weight",
            "parallel_resid_lambdas", "parallel_post_lambdas")
@@ -326,7 +331,7 @@ def luts(vocab, seed):
     return base, lead, bnd
 
 
-# ---- the runs ----------------------------------------------------------------------------------------
+# ---- the runs ------------------------------------------------------------------------------------
 
 
 def export(model, arch_path, out_path):
@@ -336,6 +341,32 @@ def export(model, arch_path, out_path):
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, pt)
         subprocess.run([sys.executable, EXPORT, pt, "-o", out_path, "--arch", arch_path],
                        check=True)
+
+
+ROPE_POSITIONS = (0, 1, 2, 3, 5, 8, 13, 100, 511, 777, 1000, 1023, 1500, 2047)
+
+
+def rope_table(mod, name, r):
+    """The record's own Rotary at its full-size setting (head_dim 64, the record's rope dims, base
+    1e4, its train length for the NTK rescale where it has one) called for length T on the CPU in
+    fp32: cos and sin of the angle table at a few positions. The tiny models above rotate too few
+    dims over too short windows to show a one-ulp difference of an inverse frequency; this does."""
+    import torch
+    if name == "baseline":
+        rot = mod.Rotary(r["head_dim"], base=10000.0)
+    elif name == "r6":
+        rot = mod.Rotary(r["head_dim"], base=10000.0, train_seq_len=r["ntk_len"],
+                         rope_dims=r["rot"])
+    else:
+        rot = mod.Rotary(r["head_dim"], base=10000.0, train_seq_len=r["T"], rope_dims=r["rot"],
+                         yarn=False)
+    cos, sin = rot(r["T"], torch.device("cpu"), torch.float32)
+    cos = cos.reshape(r["T"], r["rot"] // 2)
+    sin = sin.reshape(r["T"], r["rot"] // 2)
+    pos = [p for p in ROPE_POSITIONS if p < r["T"]]
+    return {"rot": r["rot"], "base": 10000.0, "ntk_len": r["ntk_len"], "T": r["T"],
+            "positions": pos, "cos": [cos[p].double().tolist() for p in pos],
+            "sin": [sin[p].double().tolist() for p in pos]}
 
 
 def run_case(name, case, checkout, out_dir, upstream):
@@ -414,6 +445,7 @@ def run_case(name, case, checkout, out_dir, upstream):
     golden["nll"] = nll
     golden["val_loss"] = loss
     golden["val_bpb"] = bpb
+    golden["rope"] = rope_table(mod, name, case["rope"])
     if case.get("logits_at"):
         lg = torch.cat(rec.logits)
         golden["logits"] = {str(p): lg[p].double().tolist() for p in case["logits_at"]}
