@@ -336,6 +336,73 @@ static void check_rope(const char *name) {
   golden_free(&g);
 }
 
+/* The record's TTT forward (forward_ttt) with LoRA adapters on every target of every virtual slot
+ * and on the head: rows are document prefixes (one BOS, at the start), and every adapter
+ * parameter, B included, is lora_value of its index in our flat layout (make_goldens.py). */
+static pg_real lora_value(uint64_t j) {
+  uint64_t h = (j * 2654435761u + 12345u) & 0xFFFFFFFFu;
+  return (pg_real)((double)((int64_t)(h % 2001u) - 1000) / 16384.0);
+}
+
+static void check_lora(const char *name) {
+  golden g;
+  golden_load(&g, name);
+  json_t *r = json_object_get(g.j, "lora");
+  if (!r) cr_skip_test("golden %s has no LoRA case", name);
+  json_t *starts = json_object_get(r, "starts");
+  int rows = (int)json_array_size(starts), T = (int)json_integer_value(json_object_get(r, "T"));
+  int rank = (int)json_integer_value(json_object_get(r, "rank"));
+  double alpha = json_real_value(json_object_get(r, "alpha"));
+  pg_lora *l;
+  pg_err err;
+  cr_assert_eq(pg_lora_create(&l, g.m, rows, rank, alpha,
+                              PG_LORA_Q | PG_LORA_K | PG_LORA_V | PG_LORA_O | PG_LORA_MLP |
+                                  PG_LORA_HEAD, &err), PG_OK, "%s", err.msg);
+  size_t count = pg_lora_count(l);
+  cr_assert_eq(count, (size_t)json_integer_value(json_object_get(r, "count")),
+               "the record's adapters hold a different number of parameters");
+  pg_real *lp = pg_lora_params(l);
+  for (size_t j = 0; j < count; j++) lp[j] = lora_value(j);
+  size_t n = (size_t)rows * (size_t)T;
+  int32_t *ids = malloc(n * sizeof *ids), *tg = malloc(n * sizeof *tg);
+  double *nll = malloc(n * sizeof *nll);
+  cr_assert(ids && tg && nll);
+  json_t *tok = json_object_get(g.j, "tokens");
+  for (int b = 0; b < rows; b++) {
+    size_t s = (size_t)json_integer_value(json_array_get(starts, (size_t)b));
+    for (size_t t = 0; t < (size_t)T; t++) {
+      size_t i = (size_t)b * (size_t)T + t;
+      ids[i] = (int32_t)json_integer_value(json_array_get(tok, s + t));
+      tg[i] = (int32_t)json_integer_value(json_array_get(tok, s + t + 1));
+    }
+  }
+  pg_ops e = pg_ops_cpu(1);
+  pg_tape *tp;
+  cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
+  pg_batch bt = {.B = rows, .T = T, .ids = ids, .targets = tg};
+  cr_assert_eq(pg_model_forward(g.m, tp, &bt, l, nll, NULL, &err), PG_OK, "%s", err.msg);
+  pg_tape_free(tp);
+  json_t *ref = json_object_get(r, "nll");
+  cr_assert_eq(json_array_size(ref), n);
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs(nll[i] - json_real_value(json_array_get(ref, i)));
+    if (!(d <= worst)) {
+      worst = d;
+      at = i;
+    }
+  }
+  fprintf(stderr, "golden %s lora: %d x %d targets, rank %d, max|dNLL| %.3g (target %zu)\n", name,
+          rows, T, rank, worst, at);
+  cr_expect(worst <= TOL_NLL, "%s LoRA: max |dNLL| %.3g at target %zu", name, worst, at);
+  free(ids);
+  free(tg);
+  free(nll);
+  pg_lora_free(l);
+  golden_free(&g);
+}
+
 /* R1, the naive baseline: relu², full RoPE, plain skips, SDPA with GQA, byte tables. */
 Test(golden, baseline) { check_case("baseline"); }
 Test(golden, baseline_self) { check_self("baseline"); }
@@ -354,6 +421,8 @@ Test(golden, r6_sliding) { check_protocol("r6", PG_PROTO_SLIDING, "sliding"); }
 Test(golden, r12) { check_case("r12"); }
 Test(golden, r12_self) { check_self("r12"); }
 Test(golden, r12_rope) { check_rope("r12"); }
+/* R12's TTT scoring forward with LoRA (q, k, v, o, mlp per virtual slot; head; scale 144/4). */
+Test(golden, r12_lora) { check_lora("r12"); }
 /* R12b, the newest folder: the same family, the BOS mask as masked_fill, gate scale 1.0, another
  * tiny layout (6 layers, loops 2-3, two lanes from 4, rows of two 40-token windows). */
 Test(golden, r12b) { check_case("r12b"); }

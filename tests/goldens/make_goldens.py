@@ -114,6 +114,7 @@ CASES = {
         "windows": 6,
         "docs": True,
         "rope": {"head_dim": 64, "rot": 16, "ntk_len": 0, "T": 2048},
+        "lora": {"starts": [32, 104, 229], "T": 32, "rank": 4, "alpha": 144.0},
         "logits_at": [0, 5, 47, 48, 100, 143, 200, 287],
         "arch": {
             "vocab_size": 128, "dim": 32, "layers": 5, "heads": 4, "kv_heads": 2, "bos_id": 1,
@@ -343,6 +344,42 @@ def export(model, arch_path, out_path):
                        check=True)
 
 
+def lora_value(j):
+    """The j-th parameter of the fixed LoRA adapters, in pgolf's flat layout (spec/model.md §5):
+    an exact fp32 value k·2⁻¹⁴, k in −1000..1000, from a multiplicative hash of j (test_golden.c
+    computes the same)."""
+    h = (j * 2654435761 + 12345) & 0xFFFFFFFF
+    return ((h % 2001) - 1000) / 16384.0
+
+
+def lora_golden(mod, model, toks, r):
+    """The record's TTT forward (forward_ttt: per-document rows, plain causal attention, LoRA on
+    q, k, v, o, mlp of every virtual slot and on the head, scale alpha/rank) with every adapter
+    parameter set by lora_value in pgolf's layout, B included (the record inits B to zero)."""
+    import torch
+    rows, T, rank = len(r["starts"]), r["T"], r["rank"]
+    lora = mod.BatchedTTTLoRA(rows, model, rank, k_lora=True, mlp_lora=True, o_lora=True)
+    assert mod.BatchedLinearLoRA._ALPHA == r["alpha"]
+    slots = list(zip(lora.q_loras, lora.k_loras, lora.v_loras, lora.o_loras, lora.mlp_loras))
+    j = 0
+    with torch.no_grad():
+        for b in range(rows):
+            for adapters in slots + [(lora.lm_head_lora,)]:
+                for ad in adapters:
+                    for P in (ad.A, ad.B):
+                        flat = P.data[b].reshape(-1)
+                        for i in range(flat.numel()):
+                            flat[i] = lora_value(j)
+                            j += 1
+    x = torch.tensor([toks[s:s + T] for s in r["starts"]], dtype=torch.int64)
+    y = torch.tensor([toks[s + 1:s + T + 1] for s in r["starts"]], dtype=torch.int64)
+    assert bool((x[:, 0] == 1).all()) and int((x == 1).sum()) == rows  # one document per row
+    model.eval()  # the unfused MLP (the fused Triton one is the same function, CUDA only)
+    with torch.no_grad():
+        nll = model.forward_ttt(x, y, lora)
+    return dict(r, count=j, nll=nll.double().reshape(-1).tolist())
+
+
 ROPE_POSITIONS = (0, 1, 2, 3, 5, 8, 13, 100, 511, 777, 1000, 1023, 1500, 2047)
 
 
@@ -446,6 +483,8 @@ def run_case(name, case, checkout, out_dir, upstream):
     golden["val_loss"] = loss
     golden["val_bpb"] = bpb
     golden["rope"] = rope_table(mod, name, case["rope"])
+    if case.get("lora"):
+        golden["lora"] = lora_golden(mod, model, toks, case["lora"])
     if case.get("logits_at"):
         lg = torch.cat(rec.logits)
         golden["logits"] = {str(p): lg[p].double().tolist() for p in case["logits_at"]}
