@@ -238,23 +238,31 @@ static void check_self(const char *name) {
 
 /* A protocol of pg_eval (plain or sliding) over the golden's whole token stream with its byte
  * tables, against the record's own evaluation function (eval_val, eval_val_sliding). */
-static void check_protocol(const char *name, int kind, const char *key) {
+static void check_protocol_off(const char *name, int kind, const char *key, double off_loss,
+                              double off_bpb) {
   golden g;
   golden_load(&g, name);
   json_t *ref = key ? json_object_get(g.j, key) : g.j;
   if (!ref) cr_skip_test("golden %s has no %s", name, key);
-  pg_spm_tables t;
-  tables(&g, &t);
-  json_t *tok = json_object_get(g.j, "tokens");
+  pg_spm_tables t = {0};
+  json_t *tok = json_object_get(g.j, "tokens"), *side = json_object_get(g.j, "sidecar_bytes");
   size_t n = json_array_size(tok);
   int32_t *stream = malloc(n * sizeof *stream);
-  cr_assert_not_null(stream);
+  uint16_t *bytes = side ? malloc(n * sizeof *bytes) : NULL;
+  cr_assert(stream && (bytes || !side));
   for (size_t i = 0; i < n; i++) stream[i] = (int32_t)json_integer_value(json_array_get(tok, i));
-  pg_val val = {.tok = stream, .n = n, .tables = &t};
+  pg_val val = {.tok = stream, .n = n};
+  if (side) { /* CaseOps: the byte count of each token, aligned with the stream */
+    for (size_t i = 0; i < n; i++) bytes[i] = (uint16_t)json_integer_value(json_array_get(side, i));
+    val.bytes = bytes;
+  } else {
+    tables(&g, &t);
+    val.tables = &t;
+  }
   pg_protocol p;
   pg_protocol_defaults(&p, kind);
   if (kind == PG_PROTO_PLAIN) {
-    p.seq_len = g.T;
+    p.seq_len = g.doc_rows ? (int)json_integer_value(json_object_get(g.j, "eval_seq_len")) : g.T;
   } else { /* the records' sliding loop: every start below T, the tail scored again */
     p.seq_len = (int)json_integer_value(json_object_get(ref, "seq_len"));
     p.stride = (int)json_integer_value(json_object_get(ref, "stride"));
@@ -268,16 +276,19 @@ static void check_protocol(const char *name, int kind, const char *key) {
   cr_assert_eq(pg_eval_run(g.m, &e, &val, &p, NULL, &res, &err), PG_OK, "%s", err.msg);
   double ref_loss = json_real_value(json_object_get(ref, "val_loss"));
   double ref_bpb = json_real_value(json_object_get(ref, "val_bpb"));
-  fprintf(stderr, "golden %s %s: %llu scored, dval_loss %.3g, dval_bpb %.3g\n", name,
+  fprintf(stderr, "golden %s %s: %llu scored, dval_loss %.9g, dval_bpb %.9g\n", name,
           pg_proto_name(kind), (unsigned long long)res.scored, res.val_loss - ref_loss,
           res.val_bpb - ref_bpb);
-  cr_expect(fabs(res.val_loss - ref_loss) <= TOL_LOSS, "%s %s: val_loss %.12g, record %.12g", name,
-            pg_proto_name(kind), res.val_loss, ref_loss);
-  cr_expect(fabs(res.val_bpb - ref_bpb) <= TOL_BPB, "%s %s: val_bpb %.12g, record %.12g", name,
-            pg_proto_name(kind), res.val_bpb, ref_bpb);
+  cr_expect(fabs(res.val_loss - ref_loss - off_loss) <= TOL_LOSS,
+            "%s %s: val_loss %.12g, record %.12g (expected offset %.9g)", name,
+            pg_proto_name(kind), res.val_loss, ref_loss, off_loss);
+  cr_expect(fabs(res.val_bpb - ref_bpb - off_bpb) <= TOL_BPB,
+            "%s %s: val_bpb %.12g, record %.12g (expected offset %.9g)", name,
+            pg_proto_name(kind), res.val_bpb, ref_bpb, off_bpb);
   pg_eval_result_free(&res);
-  tables_free(&t);
+  if (!side) tables_free(&t);
   free(stream);
+  free(bytes);
   golden_free(&g);
 }
 
@@ -403,6 +414,10 @@ static void check_lora(const char *name) {
   golden_free(&g);
 }
 
+static void check_protocol(const char *name, int kind, const char *key) {
+  check_protocol_off(name, kind, key, 0, 0);
+}
+
 /* R1, the naive baseline: relu², full RoPE, plain skips, SDPA with GQA, byte tables. */
 Test(golden, baseline) { check_case("baseline"); }
 Test(golden, baseline_self) { check_self("baseline"); }
@@ -421,6 +436,16 @@ Test(golden, r6_sliding) { check_protocol("r6", PG_PROTO_SLIDING, "sliding"); }
 Test(golden, r12) { check_case("r12"); }
 Test(golden, r12_self) { check_self("r12"); }
 Test(golden, r12_rope) { check_rope("r12"); }
+/* KNOWN DISAGREEMENT (a protocol, not the model): R12's eval_val (its non-TTT diagnostic) packs
+ * val_batch_tokens / (world_size · grad_accum) tokens into one doc-masked row (65,536 on 8 GPUs;
+ * here 3 windows of 48), so a document keeps its context across window boundaries, RoPE
+ * positions run on through the row, and a batch that does not fill up is dropped; our plain
+ * protocol (spec/eval.md §3.1) scores each window of L as its own row. The forward itself agrees
+ * in R12's layout (golden/r12). This asserts the measured offset, so that a protocol which
+ * reproduces eval_val's rows shows up here. */
+Test(golden, r12_plain_known_disagreement) {
+  check_protocol_off("r12", PG_PROTO_PLAIN, NULL, -0.01753574, -0.00629191);
+}
 /* R12's TTT scoring forward with LoRA (q, k, v, o, mlp per virtual slot; head; scale 144/4). */
 Test(golden, r12_lora) { check_lora("r12"); }
 /* R12b, the newest folder: the same family, the BOS mask as masked_fill, gate scale 1.0, another

@@ -485,6 +485,7 @@ def run_case(name, case, checkout, out_dir, upstream):
         loss, bpb = mod.eval_val(a, dev, val_data, model)
         per_row = (a.val_batch_tokens // 8 // seq) * seq
         golden.update({"rows": (n_tok - 1) // per_row, "T": per_row, "doc_rows": True,
+                       "eval_seq_len": seq,
                        "sidecar_bytes": side})
     nll = torch.cat(rec.nll).tolist()
     assert len(nll) == golden["rows"] * golden["T"] == n_tok - 1, (len(nll), golden)
