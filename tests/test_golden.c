@@ -453,3 +453,12 @@ Test(golden, r12_lora) { check_lora("r12"); }
 Test(golden, r12b) { check_case("r12b"); }
 Test(golden, r12b_self) { check_self("r12b"); }
 Test(golden, r12b_rope) { check_rope("r12b"); }
+/* R10: the attention output gate 2σ(W n[:12]) and SmearGate v2 without the BOS mask, 3 layers
+ * looping layer 1 three times, two lanes from 2, doc-masked rows of two 40-token windows. */
+Test(golden, r10) { check_case("r10"); }
+Test(golden, r10_self) { check_self("r10"); }
+Test(golden, r10_rope) { check_rope("r10"); }
+/* R11- (2026-04-22): the dense gated attention σ(W n), W [H, d], no SmearGate; byte sidecar. */
+Test(golden, r11m) { check_case("r11m"); }
+Test(golden, r11m_self) { check_self("r11m"); }
+Test(golden, r11m_rope) { check_rope("r11m"); }

@@ -137,7 +137,7 @@ CASES = {
         "record": REC + "2026-04-29_SmearGateBOSFix_3Seed_1.06141/train_gpt.py",
         "env": {
             "VOCAB_SIZE": "96", "NUM_LAYERS": "6", "MODEL_DIM": "32", "NUM_HEADS": "4",
-            "NUM_KV_HEADS": "2", "MLP_MULT": "2.0", "TRAIN_SEQ_LEN": "40", "EVAL_SEQ_LEN": "40",
+            "NUM_KV_HEADS": "2", "MLP_MULT": "1.0", "TRAIN_SEQ_LEN": "40", "EVAL_SEQ_LEN": "40",
             "VAL_BATCH_TOKENS": str(8 * 2 * 40), "XSA_LAST_N": "6", "SKIP_GATES_ENABLED": "1",
             "ROPE_DIMS": "4", "ROPE_YARN": "0", "LN_SCALE": "1", "QK_GAIN_INIT": "5.0",
             "NUM_LOOPS": "2", "LOOP_START": "2", "LOOP_END": "3", "PARALLEL_START_LAYER": "4",
@@ -156,11 +156,73 @@ CASES = {
                           "doc_mask": True, "doc_max_len": 40,
                           "xsa_layers": [0, 1, 2, 3, 4, 5],
                           "gate": "sparse_sigmoid", "gate_scale": 1.0, "gate_window": 12},
-            "mlp": {"hidden": 64, "act": "leaky_relu2", "leaky_slope": 0.5},
+            "mlp": {"hidden": 32, "act": "leaky_relu2", "leaky_slope": 0.5},
             "embeddings": {"smear": "v2", "smear_bos_mask": True, "smear_window": 12},
             "structure": {"skips": "gated", "encoder": [0, 1, 2, 3, 2],
                           "decoder": [3, 2, 3, 4, 5], "recur_frac": 0.35,
                           "parallel": "two_lane", "parallel_start": 4,
+                          "parallel_resid_init": 1.1, "parallel_post_init": 1.0},
+            "head": {"softcap": 30.0},
+        },
+    },
+    # R10: the per-head attention output gate 2σ(W n[:12]) (AttnOutGate, src = the block's
+    # normalized input) and SmearGate v2 without the BOS mask (its run never trained W and λ;
+    # the code path is the same), loops, two lanes, doc-masked rows; byte tables.
+    "r10": {
+        "record": REC + "2026-04-16_SmearGate_AttentionOutputGate_ScoreFirstTTT/train_gpt.py",
+        "env": {
+            "VOCAB_SIZE": "64", "NUM_LAYERS": "3", "MODEL_DIM": "32", "EMBEDDING_DIM": "32",
+            "NUM_HEADS": "4", "NUM_KV_HEADS": "2", "MLP_MULT": "1.0", "TRAIN_SEQ_LEN": "40",
+            "EVAL_SEQ_LEN": "40", "VAL_BATCH_TOKENS": str(8 * 2 * 40), "XSA_LAST_N": "3",
+            "SKIP_GATES_ENABLED": "1", "ROPE_DIMS": "4", "ROPE_YARN": "0", "LN_SCALE": "1",
+            "QK_GAIN_INIT": "5.25", "NUM_LOOPS": "2", "LOOP_START": "1", "LOOP_END": "1",
+            "PARALLEL_START_LAYER": "2", "PARALLEL_FINAL_LANE": "mean", "GATE_ATTN_OUT": "1",
+            "GATE_ATTN_SRC": "proj", "GATE_MLP_OUT": "0", "GATE_WIDTH": "12", "SMEAR_GATE": "1",
+            "SMEAR_GATE_WIDTH": "12",
+        },
+        "windows": 4,
+        "docs": True,
+        "rope": {"head_dim": 64, "rot": 16, "ntk_len": 0, "T": 2048},
+        "arch": {
+            "vocab_size": 64, "dim": 32, "layers": 3, "heads": 4, "kv_heads": 2, "bos_id": 1,
+            "block": {"ln_scale": "physical"},
+            "attention": {"q_gain": 5.25, "rope_dims": 4, "rope_base": 10000.0,
+                          "doc_mask": True, "doc_max_len": 40, "xsa_layers": [0, 1, 2],
+                          "gate": "2sigma_first12", "gate_window": 12},
+            "mlp": {"hidden": 32, "act": "leaky_relu2", "leaky_slope": 0.5},
+            "embeddings": {"smear": "v2", "smear_bos_mask": False, "smear_window": 12},
+            "structure": {"skips": "gated", "encoder": [0, 1], "decoder": [1, 1, 2],
+                          "recur_frac": 0.35, "parallel": "two_lane", "parallel_start": 2,
+                          "parallel_resid_init": 1.1, "parallel_post_init": 1.0},
+            "head": {"softcap": 30.0},
+        },
+    },
+    # R11- (2026-04-22, #5): the dense gated attention σ(W n) with W [H, d], no SmearGate.
+    "r11m": {
+        "record": REC + "2026-04-22_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT_MLPClip12"
+                        "/train_gpt.py",
+        "env": {
+            "VOCAB_SIZE": "64", "NUM_LAYERS": "3", "MODEL_DIM": "32", "NUM_HEADS": "4",
+            "NUM_KV_HEADS": "2", "MLP_MULT": "1.0", "TRAIN_SEQ_LEN": "40", "EVAL_SEQ_LEN": "40",
+            "VAL_BATCH_TOKENS": str(8 * 2 * 40), "XSA_LAST_N": "3", "SKIP_GATES_ENABLED": "1",
+            "ROPE_DIMS": "4", "ROPE_YARN": "0", "LN_SCALE": "1", "QK_GAIN_INIT": "5.0",
+            "NUM_LOOPS": "2", "LOOP_START": "1", "LOOP_END": "1", "PARALLEL_START_LAYER": "2",
+            "PARALLEL_FINAL_LANE": "mean", "ATTN_OUT_GATE_ENABLED": "0", "SMEAR_GATE_ENABLED": "0",
+            "GATE_WINDOW": "12", "GATED_ATTN_ENABLED": "1", "GATED_ATTN_INIT_STD": "0.005",
+            "SPARSE_ATTN_GATE_ENABLED": "0", "CASEOPS_ENABLED": "1", "FUSED_CE_ENABLED": "0",
+        },
+        "windows": 4,
+        "docs": True,
+        "rope": {"head_dim": 64, "rot": 16, "ntk_len": 0, "T": 2048},
+        "arch": {
+            "vocab_size": 64, "dim": 32, "layers": 3, "heads": 4, "kv_heads": 2, "bos_id": 1,
+            "block": {"ln_scale": "physical"},
+            "attention": {"q_gain": 5.0, "rope_dims": 4, "rope_base": 10000.0,
+                          "doc_mask": True, "doc_max_len": 40, "xsa_layers": [0, 1, 2],
+                          "gate": "dense_sigmoid"},
+            "mlp": {"hidden": 32, "act": "leaky_relu2", "leaky_slope": 0.5},
+            "structure": {"skips": "gated", "encoder": [0, 1], "decoder": [1, 1, 2],
+                          "recur_frac": 0.35, "parallel": "two_lane", "parallel_start": 2,
                           "parallel_resid_init": 1.1, "parallel_post_init": 1.0},
             "head": {"softcap": 30.0},
         },
@@ -450,7 +512,7 @@ def run_case(name, case, checkout, out_dir, upstream):
                         ln_scale=a.ln_scale, dtg=a.dtg_enabled, ve_enabled=a.ve_enabled,
                         ve_dim=a.ve_dim, ve_layers=a.ve_layers, gated_attention=a.gated_attention,
                         value_residual=a.value_residual)
-    else:  # r12, r12b
+    else:  # r10, r11m, r12, r12b
         a = mod.Hyperparameters()
         model = mod.GPT(a)
         model.looping_active = True  # evaluation always runs with the loops on
@@ -476,7 +538,19 @@ def run_case(name, case, checkout, out_dir, upstream):
         golden.update({"rows": case["windows"], "T": seq, "doc_rows": False,
                        "luts": {"base_bytes": base, "has_leading_space": lead,
                                 "is_boundary": bnd}})
-    else:
+    elif name == "r10":  # byte tables
+        base, lead, bnd = luts(vocab, SEED + 2)
+        val_data = types.SimpleNamespace(
+            val_tokens=val_tokens, base_bytes_lut=torch.tensor(base, dtype=torch.int16),
+            has_leading_space_lut=torch.tensor(lead, dtype=torch.bool),
+            is_boundary_token_lut=torch.tensor(bnd, dtype=torch.bool))
+        loss, bpb = mod.eval_val(a, dev, val_data, model)
+        per_row = (a.val_batch_tokens // 8 // seq) * seq
+        golden.update({"rows": (n_tok - 1) // per_row, "T": per_row, "doc_rows": True,
+                       "eval_seq_len": seq,
+                       "luts": {"base_bytes": base, "has_leading_space": lead,
+                                "is_boundary": bnd}})
+    else:  # CaseOps byte sidecar
         import random
         r = random.Random(SEED + 3)
         side = [r.randint(0, 9) for _ in range(n_tok)]
