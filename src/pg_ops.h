@@ -46,8 +46,8 @@ struct pg_ops {
 
   /* Partial RoPE on x[T, H, d]: the first rot dims (rot even, ≤ d), half-split pairs
    * (i, i + rot/2), rotation by -θ (out1 = x1·cos + x2·sin, out2 = -x1·sin + x2·cos),
-   * θ = fp32(fp32(pos[t]) · inv_freq[i]), inv_freq[i] = fp32(base^(-2i/rot)). Dims ≥ rot are
-   * copied. pos[T] per token (so windows and documents can restart it). y may alias x. */
+   * θ = fp32(fp32(pos[t]) · inv_freq[i]), inv_freq[i] = fp32(1 / fp32(base^fp32(2i/rot))) (the
+   * records' fp32 table, spec/engine.md §4.3). Dims ≥ rot are copied. pos[T] per token (so windows and documents can restart it). y may alias x. */
   void (*rope_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const int32_t *pos, int T, int H,
                    int d, int rot, float base);
   /* dx += R(θ)^T dy (the inverse rotation); dims ≥ rot: dx += dy. */

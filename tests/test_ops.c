@@ -289,7 +289,8 @@ static void ref_rope(rope_ref *c) {
       const double *x = c->x + (t * c->H + h) * c->d;
       double *y = c->y + (t * c->H + h) * c->d;
       for (int i = 0; i < half; i++) {
-        float inv_freq = (float)pow((double)c->base, -2.0 * i / c->rot);
+        float ex = (float)(2 * i) / (float)c->rot;
+        float inv_freq = 1.0f / (float)pow((double)c->base, (double)ex);
         double th = (double)((float)c->pos[t] * inv_freq);
         y[i] = x[i] * cos(th) + x[i + half] * sin(th);
         y[i + half] = -x[i] * sin(th) + x[i + half] * cos(th);
