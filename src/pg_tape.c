@@ -44,6 +44,7 @@ enum kind {
   K_COLS,
   K_EXPAND,
   K_CE,
+  K_BF16,
 };
 
 typedef struct node {
@@ -288,6 +289,16 @@ pg_t tp_rope(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int r
   return y;
 }
 
+pg_t tp_rope_bf16(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int rot,
+                 float base) {
+  if (bad(tp, x.n != SZ(T, H) * (size_t)d, "rope_bf16")) return NONE;
+  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->rope_bf16_fwd(tp->e, y.v, x.v, pos, T, H, d, rot, base);
+  record(tp, &(node){.kind = K_ROPE, .o = y, .a = x, .i0 = pos, .n = {T, H, d, rot}, .f = base});
+  return y;
+}
+
 pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
                   int H, int Hkv, int d, float scale) {
   size_t nq = SZ(T, H) * (size_t)d, nk = SZ(T, Hkv) * (size_t)d;
@@ -450,6 +461,16 @@ void tp_ce(pg_tape *tp, pg_t logits, const int32_t *targets, int T, int V, doubl
   record(tp, &(node){.kind = K_CE, .a = logits, .i0 = targets, .n = {T, V}, .dnll = dnll});
 }
 
+/* The bf16 rounding of the model's bf16 mode. Its gradient is the identity (straight through),
+ * as the records' casts pass their gradient back unchanged in value. */
+pg_t tp_bf16(pg_tape *tp, pg_t x) {
+  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->round_bf16(tp->e, y.v, x.v, x.n);
+  record(tp, &(node){.kind = K_BF16, .o = y, .a = x});
+  return y;
+}
+
 /* ---- backward -------------------------------------------------------------------------------- */
 
 static int node_bwd(pg_tape *tp, const node *nd) {
@@ -484,6 +505,7 @@ static int node_bwd(pg_tape *tp, const node *nd) {
     if (nd->b.g) e->axpy(e, nd->b.g, 1.0f, dy, nd->b.n);
     break;
   case K_COPY_INTO:
+  case K_BF16:
     if (nd->a.g) e->axpy(e, nd->a.g, 1.0f, dy, nd->a.n);
     break;
   case K_EMBED:
