@@ -972,7 +972,8 @@ Test(ops, round_bf16_bit_patterns) {
 }
 
 /* The bf16 RoPE: worked in fp32 as the records' autocast computes it (bf16 cos and sin, every
- * product and sum rounded to bf16), the unrotated dims copied, within 2^-7 of the exact rotation. */
+ * product and sum rounded to bf16), the unrotated dims copied, within 2^-7 of the exact
+ * rotation. */
 Test(ops, rope_bf16_rounds_like_the_records) {
   enum { T = 11, H = 3, d = 12, rot = 8, n = T * H * d };
   pg_rng r;
