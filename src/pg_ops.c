@@ -418,6 +418,7 @@ typedef struct {
   int T, H, Hkv, d;
   double scale;
   double *stats; /* backward: [T, H, 3] = (max, denominator, Σ_s p_s·(dout·v_s)) */
+  int bf16;      /* forward: the flash kernels' bf16 probabilities and output (§4.19) */
 } pg_attn_ctx;
 
 static int attn_allowed(const pg_attn_ctx *c, int t, int s) {
@@ -509,10 +510,12 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
       double w = exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
       const pg_real *vs = attn_kv(c, c->v, s, g);
       den += w;
+      if (c->bf16) w = bf(w); /* P·V takes bf16 probabilities; the denominator does not */
       for (int i = 0; i < c->d; i++) acc[i] += w * (double)vs[i];
     }
     pg_real *o = c->out + row * (size_t)c->d;
-    for (int i = 0; i < c->d; i++) o[i] = (pg_real)(acc[i] / den);
+    for (int i = 0; i < c->d; i++)
+      o[i] = c->bf16 ? (pg_real)bf(acc[i] / den) : (pg_real)(acc[i] / den);
   }
   free(l);
 }
@@ -522,6 +525,14 @@ static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, c
                               float scale) {
   pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
                    .d = d, .scale = (double)scale};
+  pg_parallel_for((size_t)T * (size_t)H, attn_fwd_rows, &c, e->nthreads);
+}
+
+static void cpu_attention_bf16_fwd(const pg_ops *e, pg_real *out, const pg_real *q,
+                                   const pg_real *k, const pg_real *v, const int32_t *seg, int T,
+                                   int H, int Hkv, int d, float scale) {
+  pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
+                   .d = d, .scale = (double)scale, .bf16 = 1};
   pg_parallel_for((size_t)T * (size_t)H, attn_fwd_rows, &c, e->nthreads);
 }
 
@@ -1377,6 +1388,7 @@ pg_ops pg_ops_cpu(int nthreads) {
       .zero = cpu_zero,
       .round_bf16 = cpu_round_bf16,
       .rope_bf16_fwd = cpu_rope_bf16_fwd,
+      .attention_bf16_fwd = cpu_attention_bf16_fwd,
   };
   return o;
 }

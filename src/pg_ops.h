@@ -160,6 +160,12 @@ struct pg_ops {
    * backward is rope_bwd (the exact rotation's transpose). y may alias x. */
   void (*rope_bf16_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const int32_t *pos, int T,
                         int H, int d, int rot, float base);
+  /* attention_fwd as the flash kernels compute it on bf16 q, k, v: each probability
+   * exp(l_s − max) rounded to bf16 before it weighs v_s (the denominator takes it unrounded),
+   * the output rounded to bf16. Its backward is attention_bwd. */
+  void (*attention_bf16_fwd)(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
+                             const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
+                             float scale);
 };
 
 /* The CPU reference table, running each op on nthreads threads (0 = online CPUs). */

@@ -54,6 +54,7 @@ typedef double pg_real;
 #define tp_ce tp_ce_f64
 #define tp_bf16 tp_bf16_f64
 #define tp_rope_bf16 tp_rope_bf16_f64
+#define tp_attention_bf16 tp_attention_bf16_f64
 /* model */
 #define pg_model_create pg_model_create_f64
 #define pg_model_free pg_model_free_f64

@@ -299,17 +299,28 @@ pg_t tp_rope_bf16(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, 
   return y;
 }
 
-pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
-                  int H, int Hkv, int d, float scale) {
+static pg_t attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
+                      int H, int Hkv, int d, float scale, int bf16) {
   size_t nq = SZ(T, H) * (size_t)d, nk = SZ(T, Hkv) * (size_t)d;
   if (bad(tp, q.n != nq || k.n != nk || v.n != nk || (out.v && out.n != nq), "attention"))
     return NONE;
   pg_t y = out.v ? out : out_for(tp, nq, q, k, v);
   if (!y.v) return NONE;
-  tp->e->attention_fwd(tp->e, y.v, q.v, k.v, v.v, seg, T, H, Hkv, d, scale);
+  (bf16 ? tp->e->attention_bf16_fwd : tp->e->attention_fwd)(tp->e, y.v, q.v, k.v, v.v, seg, T, H,
+                                                            Hkv, d, scale);
   record(tp, &(node){.kind = K_ATTN, .o = y, .a = q, .b = k, .c = v, .i0 = seg,
                      .n = {T, H, Hkv, d}, .f = scale});
   return y;
+}
+
+pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
+                  int H, int Hkv, int d, float scale) {
+  return attention(tp, out, q, k, v, seg, T, H, Hkv, d, scale, 0);
+}
+
+pg_t tp_attention_bf16(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
+                       int H, int Hkv, int d, float scale) {
+  return attention(tp, out, q, k, v, seg, T, H, Hkv, d, scale, 1);
 }
 
 pg_t tp_relu2(pg_tape *tp, pg_t x) {

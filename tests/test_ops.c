@@ -1003,6 +1003,56 @@ Test(ops, rope_bf16_rounds_like_the_records) {
   free(x), free(y), free(ex);
 }
 
+/* The bf16 attention (spec/engine.md §4.19) against its formula worked here in fp64: each
+ * probability rounded to bf16 before it weighs v, the denominator unrounded, the output rounded;
+ * a row with one allowed key returns that key's value; within 2^-6 of the exact attention, and
+ * not merely the exact output rounded (the probabilities' rounding shows). */
+Test(ops, attention_bf16_rounds_the_probabilities) {
+  enum { T = 23, H = 4, Hkv = 2, d = 8, nq = T * H * d, nk = T * Hkv * d };
+  pg_rng r;
+  pg_rng_seed(&r, 23);
+  float *q = randf(&r, nq, 1.5), *k = randf(&r, nk, 1.5), *v = randf(&r, nk, 1.0);
+  for (int i = 0; i < nq; i++) q[i] = pg_bf16_round(q[i]);
+  for (int i = 0; i < nk; i++) k[i] = pg_bf16_round(k[i]), v[i] = pg_bf16_round(v[i]);
+  float *y = filled(nq, 0), *ex = filled(nq, 0);
+  int32_t seg[T];
+  for (int t = 0; t < T; t++) seg[t] = t < 9 ? 0 : 1;
+  pg_ops e = pg_ops_cpu(3);
+  e.attention_bf16_fwd(&e, y, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  e.attention_fwd(&e, ex, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  int rounded_only = 1;
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      int g = h / (H / Hkv);
+      double l[T], mx = -INFINITY, den = 0, acc[d];
+      for (int s = 0; s <= t; s++) {
+        if (seg[s] != seg[t]) continue;
+        double dot = 0;
+        for (int i = 0; i < d; i++) dot += (double)q[(t * H + h) * d + i] * k[(s * Hkv + g) * d + i];
+        l[s] = (double)0.35f * dot;
+        mx = fmax(mx, l[s]);
+      }
+      for (int i = 0; i < d; i++) acc[i] = 0;
+      for (int s = 0; s <= t; s++) {
+        if (seg[s] != seg[t]) continue;
+        double w = exp(l[s] - mx);
+        den += w;
+        double p = pg_bf16_round((float)w);
+        for (int i = 0; i < d; i++) acc[i] += p * v[(s * Hkv + g) * d + i];
+      }
+      for (int i = 0; i < d; i++) {
+        float got = y[(t * H + h) * d + i], want = pg_bf16_round((float)(acc[i] / den));
+        float exact = ex[(t * H + h) * d + i];
+        cr_assert_eq(got, want, "t %d h %d i %d: %.9g, want %.9g", t, h, i, got, want);
+        cr_assert(fabsf(got - exact) <= 0x1p-6f * (1.0f + fabsf(exact)));
+        if (got != pg_bf16_round(exact)) rounded_only = 0;
+        if (t == 0 || t == 9) cr_assert_eq(got, v[(t * Hkv + g) * d + i], "one key: its value");
+      }
+    }
+  cr_assert(!rounded_only, "the probabilities' rounding changed no output");
+  free(q), free(k), free(v), free(y), free(ex);
+}
+
 /* Every op forward and backward on one thread count; the outputs appended to one byte buffer. */
 typedef struct {
   unsigned char *p;
@@ -1051,6 +1101,7 @@ static sink run_all(int nthreads) {
     e.attention_fwd(&e, y, x, k, v, sg, T, H, Hkv, d, 0.25f);
     cr_assert_eq(e.attention_bwd(&e, dx, dk, dv, dy, x, k, v, sg, T, H, Hkv, d, 0.25f), PG_OK);
     put(&s, y, nq * 4), put(&s, dx, nq * 4), put(&s, dk, nk * 4), put(&s, dv, nk * 4);
+    e.attention_bf16_fwd(&e, y, x, k, v, sg, T, H, Hkv, d, 0.25f), put(&s, y, nq * 4);
   }
   free(k), free(v), free(dk), free(dv);
   /* elementwise ops over nq */
