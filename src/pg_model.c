@@ -516,7 +516,8 @@ static pg_t PB(fwd *f, long i) { return bf(f, P(f, i)); }
  * (here the exact fp64 sum of the op) and a bf16 output. */
 static pg_t mm(fwd *f, pg_t x, pg_t w, int M, int N, int K) {
   if (!f->bf) return tp_matmul(f->tp, x, w, M, N, K);
-  return bf(f, tp_matmul(f->tp, bf(f, x), bf(f, w), M, N, K));
+  pg_t xb = bf(f, x), wb = bf(f, w);
+  return bf(f, tp_matmul(f->tp, xb, wb, M, N, K));
 }
 
 /* bf16 mode: σ(g) of R values as its own tensor, rounded to bf16 (torch.sigmoid on a bf16
@@ -536,10 +537,14 @@ static pg_t lerp(fwd *f, pg_t a, pg_t b, pg_t g, int R, int C, int ops) {
   if (!f->bf) return tp_chanlerp(f->tp, a, b, g, R, C);
   pg_t s = sigmoid_bf(f, bf(f, g), C);
   pg_t oms = tp_add(f->tp, pg_t_const(f->ones, (size_t)C), tp_scale(f->tp, s, -1.0f));
-  if (ops == 3)
-    return bf(f, tp_add(f->tp, bf(f, tp_chanmul(f->tp, b, bf(f, oms), R, C)),
-                        bf(f, tp_chanmul(f->tp, a, s, R, C))));
-  return bf(f, tp_add(f->tp, tp_chanmul(f->tp, a, s, R, C), tp_chanmul(f->tp, b, oms, R, C)));
+  if (ops == 3) {
+    pg_t tb = bf(f, tp_chanmul(f->tp, b, bf(f, oms), R, C));
+    pg_t ta = bf(f, tp_chanmul(f->tp, a, s, R, C));
+    return bf(f, tp_add(f->tp, tb, ta));
+  }
+  pg_t ta = tp_chanmul(f->tp, a, s, R, C);
+  pg_t tb = tp_chanmul(f->tp, b, oms, R, C);
+  return bf(f, tp_add(f->tp, ta, tb));
 }
 
 /* n = rms(x)·s, the LN scale folded in as one axpy when s ≠ 1. */
@@ -663,12 +668,15 @@ static pg_t mlp(fwd *f, int i, int vi, pg_t n) {
   return lora_add(f, o, n, vi, T_MLP);
 }
 
-/* x_in = m0⊙x + m1⊙x0 (reference §3.5). */
+/* x_in = m0⊙x + m1⊙x0 (reference §3.5). The x0 term enters the tape first: the order of the
+ * nodes fixes the order gradients accumulate in (x0's gathers every layer's), and this is the
+ * order the fp32 results have always had (the two terms used to be unsequenced arguments, which
+ * GCC evaluates right to left). */
 static pg_t mix(fwd *f, int i, pg_t x, pg_t x0) {
   if (!f->a->block.resid_mix) return x;
   pg_t rm = PB(f, f->m->L[i].resid_mix);
-  pg_t a = bf(f, tp_chanmul(f->tp, x, pg_t_view(rm, 0, (size_t)f->d), f->BT, f->d));
   pg_t b = bf(f, tp_chanmul(f->tp, x0, pg_t_view(rm, (size_t)f->d, (size_t)f->d), f->BT, f->d));
+  pg_t a = bf(f, tp_chanmul(f->tp, x, pg_t_view(rm, 0, (size_t)f->d), f->BT, f->d));
   return bf(f, tp_add(f->tp, a, b));
 }
 

@@ -306,3 +306,28 @@ Test(model, bf16_mode) {
   free(g1);
   pg_model_free(m);
 }
+
+/* fp32 golden: the NLLs and every gradient of one recording pass of FULL, hashed (FNV-1a over
+ * the bytes). bf16 mode must leave the fp32 pass bit for bit as it was, node order included (the
+ * order gradients accumulate in); a reordering that keeps the values but not the bits of a TTT
+ * run shows here. A deliberate change of the fp32 numerics updates the golden in the same commit
+ * and says why. */
+static uint64_t fnv(const void *p, size_t n, uint64_t h) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+Test(model, fp32_golden) {
+  pg_model *m = mk(FULL, 11);
+  pg_err err;
+  cr_assert_eq(pg_model_enable_grads(m, &err), PG_OK);
+  int32_t ids[N], tg[N];
+  tokens(ids, tg, N, 41, 12);
+  double nll[N];
+  forward(m, 2, 1, ids, tg, nll);
+  uint64_t h = fnv(nll, sizeof nll, 1469598103934665603ull);
+  h = fnv(pg_model_grads(m), pg_model_param_count(m) * sizeof(float), h);
+  cr_assert_eq(h, 0x84dddae5d8827895ull, "fp32 NLLs and gradients hash to %016llx", (unsigned long long)h);
+  pg_model_free(m);
+}
