@@ -2,7 +2,8 @@
  * results for 1, 2 and 3 threads (forward and gradients), the inference tape (which frees each
  * block's temporaries) equal to the recording one, causality (a prediction never depends on a
  * later token), document isolation under the document mask, the BigramHash and segment rules on
- * worked values, the NTK base, LoRA at zero, and the clear errors of a bad batch. */
+ * worked values, the NTK base, LoRA at zero, and the clear errors of a bad batch; bf16 mode's
+ * determinism and its distance from fp32; an fp32 golden of one pass. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
