@@ -30,6 +30,7 @@ struct pg_model {
   pg_model_observer obs;
   void *obs_ctx;
   int loops; /* 1: the arch's encoder/decoder lists; 0: the plain split (training before recur) */
+  pg_precision prec; /* fp32 (default) or the records' bf16 rounding points */
 };
 
 struct pg_lora {
@@ -448,6 +449,17 @@ void pg_model_set_loops(pg_model *m, int on) {
 
 int pg_model_loops(const pg_model *m) { return m->loops; }
 
+void pg_model_set_precision(pg_model *m, pg_precision p) {
+  m->prec = p == PG_PREC_BF16 ? PG_PREC_BF16 : PG_PREC_FP32;
+}
+pg_precision pg_model_precision(const pg_model *m) { return m->prec; }
+const char *pg_precision_name(pg_precision p) { return p == PG_PREC_BF16 ? "bf16" : "fp32"; }
+int pg_precision_parse(const char *s) {
+  if (!strcmp(s, "fp32")) return PG_PREC_FP32;
+  if (!strcmp(s, "bf16")) return PG_PREC_BF16;
+  return -1;
+}
+
 void pg_model_set_observer(pg_model *m, pg_model_observer fn, void *ctx) {
   m->obs = fn;
   m->obs_ctx = ctx;
@@ -463,6 +475,9 @@ typedef struct fwd {
   const int *lora_rows;
   float rope_base, eps;
   pg_t ve;
+  int bf;         /* bf16 mode: round where the records' autocast rounds (spec/engine.md §7) */
+  pg_real *ones;  /* bf16 mode: nones ones, the x of a rowgate that yields σ(g) itself */
+  size_t nones;
 } fwd;
 
 #define SZ(a, b) ((size_t)(a) * (size_t)(b))
@@ -488,10 +503,54 @@ static void observe(fwd *f, pg_t x, int rows, int cols, long w0, long w1, long w
   m->obs(m->obs_ctx, ws, n, x.v, rows, cols);
 }
 
+/* ---- bf16 mode: the rounding points (spec/engine.md §7). In fp32 mode each helper is the
+ * plain op, so the fp32 forward is the same sequence of ops as without them. */
+
+/* t rounded to bf16 in bf16 mode (a tensor the records hold in bf16); t itself in fp32 mode. */
+static pg_t bf(fwd *f, pg_t t) { return f->bf ? tp_bf16(f->tp, t) : t; }
+
+/* A parameter at use: in bf16 mode rounded as the records' p.to(x.dtype) rounds it. */
+static pg_t PB(fwd *f, long i) { return bf(f, P(f, i)); }
+
+/* A linear layer y = x·Wᵀ. bf16 mode: autocast's F.linear, bf16 operands, a wide accumulation
+ * (here the exact fp64 sum of the op) and a bf16 output. */
+static pg_t mm(fwd *f, pg_t x, pg_t w, int M, int N, int K) {
+  if (!f->bf) return tp_matmul(f->tp, x, w, M, N, K);
+  pg_t xb = bf(f, x), wb = bf(f, w);
+  return bf(f, tp_matmul(f->tp, xb, wb, M, N, K));
+}
+
+/* bf16 mode: σ(g) of R values as its own tensor, rounded to bf16 (torch.sigmoid on a bf16
+ * tensor), made as the row gate of ones so its gradient flows to g. */
+static pg_t sigmoid_bf(fwd *f, pg_t g, int R) {
+  if (!f->ones || (size_t)R > f->nones) {
+    pg_tape_fail(f->tp, PG_E_ARG, "internal: bf16 sigmoid of %d values", R);
+    return (pg_t){0};
+  }
+  return bf(f, tp_rowgate(f->tp, pg_t_const(f->ones, (size_t)R), g, R, 1));
+}
+
+/* σ(g)·a + (1 − σ(g))·b per channel. bf16 mode: s = σ(g) is a bf16 tensor; the gated skips'
+ * torch.lerp computes in fp32 and rounds once (ops = 1); SmearGate v1's (1 − s)·b + s·a is three
+ * bf16 ops (ops = 3). fp32 mode: chanlerp. */
+static pg_t lerp(fwd *f, pg_t a, pg_t b, pg_t g, int R, int C, int ops) {
+  if (!f->bf) return tp_chanlerp(f->tp, a, b, g, R, C);
+  pg_t s = sigmoid_bf(f, bf(f, g), C);
+  pg_t oms = tp_add(f->tp, pg_t_const(f->ones, (size_t)C), tp_scale(f->tp, s, -1.0f));
+  if (ops == 3) {
+    pg_t tb = bf(f, tp_chanmul(f->tp, b, bf(f, oms), R, C));
+    pg_t ta = bf(f, tp_chanmul(f->tp, a, s, R, C));
+    return bf(f, tp_add(f->tp, tb, ta));
+  }
+  pg_t ta = tp_chanmul(f->tp, a, s, R, C);
+  pg_t tb = tp_chanmul(f->tp, b, oms, R, C);
+  return bf(f, tp_add(f->tp, ta, tb));
+}
+
 /* n = rms(x)·s, the LN scale folded in as one axpy when s ≠ 1. */
 static pg_t norm_in(fwd *f, pg_t x, float s) {
-  pg_t n = tp_rmsnorm(f->tp, x, f->BT, f->d, f->eps);
-  return s == 1.0f ? n : tp_scale(f->tp, n, s);
+  pg_t n = bf(f, tp_rmsnorm(f->tp, x, f->BT, f->d, f->eps));
+  return s == 1.0f ? n : bf(f, tp_scale(f->tp, n, s));
 }
 
 static float ln_factor(const fwd *f, int i, int vi) {
@@ -513,11 +572,12 @@ static pg_t lora_add(fwd *f, pg_t base, pg_t x, int slot, int k) {
     size_t ao = lora_a_off(l, ar, slot, k), na = SZ(r, in), nb = SZ(r, out);
     pg_t A = pg_t_param(l->p + ao, f->grad ? l->g + ao : NULL, na);
     pg_t Bm = pg_t_param(l->p + ao + na, f->grad ? l->g + ao + na : NULL, nb);
-    pg_t xa = tp_matmul(f->tp, pg_t_view(x, SZ(b, T) * (size_t)in, SZ(T, in)), A, T, r, in);
-    pg_t xab = tp_matmul(f->tp, xa, Bm, T, out, r);
+    pg_t xa = mm(f, pg_t_view(x, SZ(b, T) * (size_t)in, SZ(T, in)), A, T, r, in);
+    pg_t xab = mm(f, xa, Bm, T, out, r);
     tp_copy_into(f->tp, pg_t_view(delta, SZ(b, T) * (size_t)out, SZ(T, out)), xab);
   }
-  return tp_add(f->tp, base, l->scale == 1 ? delta : tp_scale(f->tp, delta, (float)l->scale));
+  return bf(f, tp_add(f->tp, base,
+                      l->scale == 1 ? delta : bf(f, tp_scale(f->tp, delta, (float)l->scale))));
 }
 
 /* Attention sublayer of physical layer i at virtual slot vi on the normalized input n [BT, d]
@@ -529,31 +589,48 @@ static pg_t attn(fwd *f, int i, int vi, pg_t n) {
   int H = a->heads, Hkv = a->kv_heads, hd = a->head_dim, BT = f->BT, T = f->T, d = f->d;
   int qd = H * hd, kvd = Hkv * hd;
   observe(f, n, BT, d, L->cq, L->ck, L->cv);
-  pg_t q = lora_add(f, tp_matmul(tp, n, P(f, L->cq), BT, qd, d), n, vi, T_Q);
-  pg_t k = lora_add(f, tp_matmul(tp, n, P(f, L->ck), BT, kvd, d), n, vi, T_K);
-  pg_t v = lora_add(f, tp_matmul(tp, n, P(f, L->cv), BT, kvd, d), n, vi, T_V);
+  pg_t q = lora_add(f, mm(f, n, P(f, L->cq), BT, qd, d), n, vi, T_Q);
+  pg_t k = lora_add(f, mm(f, n, P(f, L->ck), BT, kvd, d), n, vi, T_K);
+  pg_t v = lora_add(f, mm(f, n, P(f, L->cv), BT, kvd, d), n, vi, T_V);
   int ve_k = pg_arch_ve_index(a, i);
   if (ve_k >= 0)
-    v = tp_add(tp, v, tp_chanmul(tp, f->ve, P(f, f->m->ve_layer_scale[ve_k]), BT * kvd, 1));
+    v = bf(f, tp_add(tp, v, bf(f, tp_chanmul(tp, f->ve, PB(f, f->m->ve_layer_scale[ve_k]),
+                                               BT * kvd, 1))));
   if (a->attention.qk_norm) {
-    q = tp_rmsnorm(tp, q, BT * H, hd, f->eps);
-    k = tp_rmsnorm(tp, k, BT * Hkv, hd, f->eps);
+    q = bf(f, tp_rmsnorm(tp, q, BT * H, hd, f->eps));
+    k = bf(f, tp_rmsnorm(tp, k, BT * Hkv, hd, f->eps));
   }
   if (a->attention.rope_dims > 0) {
-    q = tp_rope(tp, q, f->pos, BT, H, hd, a->attention.rope_dims, f->rope_base);
-    k = tp_rope(tp, k, f->pos, BT, Hkv, hd, a->attention.rope_dims, f->rope_base);
+    pg_t (*rope)(pg_tape *, pg_t, const int32_t *, int, int, int, int, float) =
+        f->bf ? tp_rope_bf16 : tp_rope;
+    q = rope(tp, q, f->pos, BT, H, hd, a->attention.rope_dims, f->rope_base);
+    k = rope(tp, k, f->pos, BT, Hkv, hd, a->attention.rope_dims, f->rope_base);
   }
-  q = tp_chanmul(tp, q, tp_expand(tp, P(f, L->q_gain), H, hd), BT, qd);
+  q = bf(f, tp_chanmul(tp, q, tp_expand(tp, PB(f, L->q_gain), H, hd), BT, qd));
   pg_t y = pg_t_new(tp, SZ(BT, qd));
   float scale = (float)(1.0 / sqrt((double)hd));
+  /* bf16: the flash kernels' bf16 probabilities and bf16 output (attention_bf16_fwd) */
+  pg_t (*attention)(pg_tape *, pg_t, pg_t, pg_t, pg_t, const int32_t *, int, int, int, int,
+                    float) = f->bf ? tp_attention_bf16 : tp_attention;
   for (int b = 0; b < f->B; b++)
-    tp_attention(tp, pg_t_view(y, SZ(b, T) * (size_t)qd, SZ(T, qd)),
-                 pg_t_view(q, SZ(b, T) * (size_t)qd, SZ(T, qd)),
-                 pg_t_view(k, SZ(b, T) * (size_t)kvd, SZ(T, kvd)),
-                 pg_t_view(v, SZ(b, T) * (size_t)kvd, SZ(T, kvd)), f->seg ? f->seg + SZ(b, T) : NULL,
-                 T, H, Hkv, hd, scale);
+    attention(tp, pg_t_view(y, SZ(b, T) * (size_t)qd, SZ(T, qd)),
+              pg_t_view(q, SZ(b, T) * (size_t)qd, SZ(T, qd)),
+              pg_t_view(k, SZ(b, T) * (size_t)kvd, SZ(T, kvd)),
+              pg_t_view(v, SZ(b, T) * (size_t)kvd, SZ(T, kvd)), f->seg ? f->seg + SZ(b, T) : NULL,
+              T, H, Hkv, hd, scale);
+  /* XSA runs in fp32 in the records (F.normalize under autocast): its output is not rounded */
   if (pg_arch_has_xsa(a, i)) y = tp_xsa(tp, y, v, BT, H, Hkv, hd);
   int w = a->attention.gate_window;
+  if (f->bf && a->attention.gate != PG_ARCH_GATE_NONE) {
+    /* bf16: the gate σ(·) is a bf16 tensor; y·gate is rounded by the out-projection's cast */
+    int dense = a->attention.gate == PG_ARCH_GATE_DENSE_SIGMOID;
+    pg_t g = mm(f, dense ? n : tp_cols(tp, n, BT, d, 0, w), P(f, L->gate), BT, H, dense ? d : w);
+    if (a->attention.gate == PG_ARCH_GATE_SPARSE_SIGMOID && a->attention.gate_scale != 1.0)
+      g = bf(f, tp_scale(tp, g, (float)a->attention.gate_scale));
+    pg_t s = sigmoid_bf(f, g, BT * H);
+    if (a->attention.gate == PG_ARCH_GATE_2SIGMA_FIRST12) s = bf(f, tp_scale(tp, s, 2.0f));
+    y = tp_rowmul(tp, y, s, BT * H, hd);
+  } else
   switch (a->attention.gate) {
   case PG_ARCH_GATE_2SIGMA_FIRST12: {
     pg_t g = tp_matmul(tp, tp_cols(tp, n, BT, d, 0, w), P(f, L->gate), BT, H, w);
@@ -572,7 +649,7 @@ static pg_t attn(fwd *f, int i, int vi, pg_t n) {
   default: break;
   }
   observe(f, y, BT, qd, L->proj, -1, -1);
-  pg_t o = tp_matmul(tp, y, P(f, L->proj), BT, d, qd);
+  pg_t o = mm(f, y, P(f, L->proj), BT, d, qd);
   return lora_add(f, o, n, vi, T_O);
 }
 
@@ -582,24 +659,29 @@ static pg_t mlp(fwd *f, int i, int vi, pg_t n) {
   const layer_ix *L = &f->m->L[i];
   int hid = a->mlp.hidden;
   observe(f, n, f->BT, f->d, L->fc, -1, -1);
-  pg_t u = tp_matmul(f->tp, n, P(f, L->fc), f->BT, hid, f->d);
-  u = a->mlp.act == PG_ARCH_ACT_LEAKY_RELU2 ? tp_leaky_relu2(f->tp, u, (float)a->mlp.leaky_slope)
-                                            : tp_relu2(f->tp, u);
+  pg_t u = mm(f, n, P(f, L->fc), f->BT, hid, f->d);
+  u = bf(f, a->mlp.act == PG_ARCH_ACT_LEAKY_RELU2
+                ? tp_leaky_relu2(f->tp, u, (float)a->mlp.leaky_slope)
+                : tp_relu2(f->tp, u));
   observe(f, u, f->BT, hid, L->mproj, -1, -1);
-  pg_t o = tp_matmul(f->tp, u, P(f, L->mproj), f->BT, f->d, hid);
+  pg_t o = mm(f, u, P(f, L->mproj), f->BT, f->d, hid);
   return lora_add(f, o, n, vi, T_MLP);
 }
 
-/* x_in = m0⊙x + m1⊙x0 (reference §3.5). */
+/* x_in = m0⊙x + m1⊙x0 (reference §3.5). The x0 term enters the tape first: the order of the
+ * nodes fixes the order gradients accumulate in (x0's gathers every layer's), and this is the
+ * order the fp32 results have always had (the two terms used to be unsequenced arguments, which
+ * GCC evaluates right to left). */
 static pg_t mix(fwd *f, int i, pg_t x, pg_t x0) {
   if (!f->a->block.resid_mix) return x;
-  pg_t rm = P(f, f->m->L[i].resid_mix);
-  return tp_add(f->tp, tp_chanmul(f->tp, x, pg_t_view(rm, 0, (size_t)f->d), f->BT, f->d),
-                tp_chanmul(f->tp, x0, pg_t_view(rm, (size_t)f->d, (size_t)f->d), f->BT, f->d));
+  pg_t rm = PB(f, f->m->L[i].resid_mix);
+  pg_t b = bf(f, tp_chanmul(f->tp, x0, pg_t_view(rm, (size_t)f->d, (size_t)f->d), f->BT, f->d));
+  pg_t a = bf(f, tp_chanmul(f->tp, x, pg_t_view(rm, 0, (size_t)f->d), f->BT, f->d));
+  return bf(f, tp_add(f->tp, a, b));
 }
 
 static pg_t scaled(fwd *f, pg_t y, long ix, int on) {
-  return on ? tp_chanmul(f->tp, y, P(f, ix), f->BT, f->d) : y;
+  return on ? bf(f, tp_chanmul(f->tp, y, PB(f, ix), f->BT, f->d)) : y;
 }
 
 /* The sequential block (reference §2 Block). */
@@ -609,10 +691,10 @@ static pg_t block(fwd *f, int i, int vi, pg_t x, pg_t x0) {
   float s = ln_factor(f, i, vi);
   pg_t xi = mix(f, i, x, x0), xo = xi;
   if (pg_arch_has_attn(a, i))
-    xo = tp_add(f->tp, xi, scaled(f, attn(f, i, vi, norm_in(f, xi, s)), L->attn_scale,
-                                  a->block.attn_scale));
+    xo = bf(f, tp_add(f->tp, xi, scaled(f, attn(f, i, vi, norm_in(f, xi, s)), L->attn_scale,
+                                        a->block.attn_scale)));
   pg_t mo = scaled(f, mlp(f, i, vi, norm_in(f, xo, s)), L->mlp_scale, a->block.mlp_scale);
-  return tp_add(f->tp, xo, mo);
+  return bf(f, tp_add(f->tp, xo, mo));
 }
 
 /* GPT-J parallel block: both sublayers read rms(x_in) (reference §3.13, R9). */
@@ -623,13 +705,14 @@ static pg_t block_gptj(fwd *f, int i, int vi, pg_t x, pg_t x0) {
   pg_t n = norm_in(f, xi, ln_factor(f, i, vi));
   pg_t out = xi;
   if (pg_arch_has_attn(a, i))
-    out = tp_add(f->tp, out, scaled(f, attn(f, i, vi, n), L->attn_scale, a->block.attn_scale));
-  return tp_add(f->tp, out, scaled(f, mlp(f, i, vi, n), L->mlp_scale, a->block.mlp_scale));
+    out = bf(f, tp_add(f->tp, out,
+                       scaled(f, attn(f, i, vi, n), L->attn_scale, a->block.attn_scale)));
+  return bf(f, tp_add(f->tp, out, scaled(f, mlp(f, i, vi, n), L->mlp_scale, a->block.mlp_scale)));
 }
 
 /* λ·t with λ one element of a lambda tensor. */
 static pg_t lam(fwd *f, pg_t t, pg_t lambdas, size_t at) {
-  return tp_chanmul(f->tp, t, pg_t_view(lambdas, at, 1), (int)t.n, 1);
+  return bf(f, tp_chanmul(f->tp, t, pg_t_view(lambdas, at, 1), (int)t.n, 1));
 }
 
 /* Two-lane parallel block (reference §2 ParallelBlock, R10–R12). */
@@ -638,7 +721,7 @@ static void block_two_lane(fwd *f, int i, int vi, pg_t *l0, pg_t *l1, pg_t x0) {
   const layer_ix *L = &f->m->L[i];
   pg_tape *tp = f->tp;
   float s = ln_factor(f, i, vi);
-  pg_t R = P(f, f->m->par_resid), Pl = P(f, f->m->par_post);
+  pg_t R = PB(f, f->m->par_resid), Pl = PB(f, f->m->par_post);
   size_t ri = SZ(i, 2), pi = SZ(i, 4);
   pg_t at = {0};
   int has_attn = pg_arch_has_attn(a, i);
@@ -648,11 +731,11 @@ static void block_two_lane(fwd *f, int i, int vi, pg_t *l0, pg_t *l1, pg_t x0) {
   pg_t mo = scaled(f, mlp(f, i, vi, norm_in(f, *l1, s)), L->mlp_scale, a->block.mlp_scale);
   pg_t n0 = lam(f, *l0, R, ri + 0), n1 = lam(f, *l1, R, ri + 1);
   if (has_attn) {
-    n0 = tp_add(tp, n0, lam(f, at, Pl, pi + 0)); /* P[i,0,0]: attention into lane 0 */
-    n1 = tp_add(tp, n1, lam(f, at, Pl, pi + 1)); /* P[i,0,1]: attention into lane 1 */
+    n0 = bf(f, tp_add(tp, n0, lam(f, at, Pl, pi + 0))); /* P[i,0,0]: attention into lane 0 */
+    n1 = bf(f, tp_add(tp, n1, lam(f, at, Pl, pi + 1))); /* P[i,0,1]: attention into lane 1 */
   }
-  n0 = tp_add(tp, n0, lam(f, mo, Pl, pi + 2)); /* P[i,1,0]: MLP into lane 0 */
-  n1 = tp_add(tp, n1, lam(f, mo, Pl, pi + 3)); /* P[i,1,1]: MLP into lane 1 */
+  n0 = bf(f, tp_add(tp, n0, lam(f, mo, Pl, pi + 2))); /* P[i,1,0]: MLP into lane 0 */
+  n1 = bf(f, tp_add(tp, n1, lam(f, mo, Pl, pi + 3))); /* P[i,1,1]: MLP into lane 1 */
   *l0 = n0;
   *l1 = n1;
 }
@@ -673,18 +756,19 @@ static pg_t embed(fwd *f) {
   const pg_arch *a = f->a;
   pg_tape *tp = f->tp;
   int BT = f->BT, d = f->d, T = f->T;
-  pg_t x = tp_embed(tp, P(f, m->tok_emb), f->ids, BT, d, a->vocab_size);
+  /* bf16: the records' tok_emb is a bf16 table; rounding the gathered rows is the same */
+  pg_t x = bf(f, tp_embed(tp, P(f, m->tok_emb), f->ids, BT, d, a->vocab_size));
   if (a->embeddings.bigram_buckets > 0) {
     int nb = a->embeddings.bigram_buckets, db = a->embeddings.bigram_dim;
     int32_t *h = pg_tape_scratch(tp, SZ(BT, sizeof(int32_t)));
     if (!h) return (pg_t){0};
     for (int b = 0; b < f->B; b++) pg_model_bigram_hash(f->ids + SZ(b, T), T, nb, h + SZ(b, T));
-    pg_t e = tp_embed(tp, P(f, m->bigram_embed), h, BT, db, nb);
+    pg_t e = bf(f, tp_embed(tp, P(f, m->bigram_embed), h, BT, db, nb));
     if (a->embeddings.bigram_proj) {
       observe(f, e, BT, db, m->bigram_proj, -1, -1);
-      e = tp_matmul(tp, e, P(f, m->bigram_proj), BT, d, db);
+      e = mm(f, e, P(f, m->bigram_proj), BT, d, db);
     }
-    x = tp_add(tp, x, tp_chanmul(tp, e, P(f, m->bigram_scale), BT * d, 1));
+    x = bf(f, tp_add(tp, x, bf(f, tp_chanmul(tp, e, PB(f, m->bigram_scale), BT * d, 1))));
   }
   pg_t prev = {0};
   if (a->embeddings.smear != PG_ARCH_SMEAR_NONE) {
@@ -694,7 +778,20 @@ static pg_t embed(fwd *f) {
       tp_copy_into(tp, pg_t_view(prev, (SZ(b, T) + 1) * (size_t)d, SZ(T - 1, d)),
                    pg_t_view(x, SZ(b, T) * (size_t)d, SZ(T - 1, d)));
   }
-  if (a->embeddings.smear == PG_ARCH_SMEAR_V2) {
+  if (a->embeddings.smear == PG_ARCH_SMEAR_V2 && f->bf) {
+    /* bf16: g = λ·σ(x[:w]·w_s) is a bf16 tensor, then x + (g·x_{t−1})·mask */
+    int w = a->embeddings.smear_window;
+    pg_t g = mm(f, tp_cols(tp, x, BT, d, 0, w), P(f, m->smear_w), BT, 1, w);
+    pg_t s = bf(f, tp_chanmul(tp, sigmoid_bf(f, g, BT), PB(f, m->smear_lambda), BT, 1));
+    pg_t p = bf(f, tp_rowmul(tp, prev, s, BT, d));
+    if (a->embeddings.smear_bos_mask) {
+      pg_real *mask = pg_tape_scratch(tp, SZ(BT, sizeof(pg_real)));
+      if (!mask) return (pg_t){0};
+      for (int t = 0; t < BT; t++) mask[t] = f->ids[t] == a->bos_id ? 0 : 1;
+      p = tp_rowmul(tp, p, pg_t_const(mask, (size_t)BT), BT, d);
+    }
+    x = bf(f, tp_add(tp, x, p));
+  } else if (a->embeddings.smear == PG_ARCH_SMEAR_V2) {
     int w = a->embeddings.smear_window;
     pg_t g = tp_matmul(tp, tp_cols(tp, x, BT, d, 0, w), P(f, m->smear_w), BT, 1, w);
     pg_t p = tp_rowgate(tp, prev, g, BT, d);
@@ -706,14 +803,14 @@ static pg_t embed(fwd *f) {
     }
     x = tp_add(tp, x, tp_chanmul(tp, p, P(f, m->smear_lambda), BT * d, 1));
   }
-  x = tp_rmsnorm(tp, x, BT, d, f->eps);
+  x = bf(f, tp_rmsnorm(tp, x, BT, d, f->eps));
   if (a->embeddings.smear == PG_ARCH_SMEAR_V1) {
     /* the normalized stream's predecessor */
     pg_t pn = pg_t_new(tp, SZ(BT, d));
     for (int b = 0; b < f->B && T > 1; b++)
       tp_copy_into(tp, pg_t_view(pn, (SZ(b, T) + 1) * (size_t)d, SZ(T - 1, d)),
                    pg_t_view(x, SZ(b, T) * (size_t)d, SZ(T - 1, d)));
-    x = tp_chanlerp(tp, pn, x, P(f, m->smear_gate), BT, d);
+    x = lerp(f, pn, x, P(f, m->smear_gate), BT, d, 3);
   }
   return x;
 }
@@ -723,12 +820,12 @@ static pg_t value_embed(fwd *f) {
   pg_model *m = f->m;
   const pg_arch *a = f->a;
   int kvd = a->kv_heads * a->head_dim, dv = a->embeddings.ve_dim;
-  pg_t e = tp_embed(f->tp, P(f, m->ve_embed), f->ids, f->BT, dv, a->vocab_size);
+  pg_t e = bf(f, tp_embed(f->tp, P(f, m->ve_embed), f->ids, f->BT, dv, a->vocab_size));
   if (m->ve_proj >= 0) {
     observe(f, e, f->BT, dv, m->ve_proj, -1, -1);
-    e = tp_matmul(f->tp, e, P(f, m->ve_proj), f->BT, kvd, dv);
+    e = mm(f, e, P(f, m->ve_proj), f->BT, kvd, dv);
   }
-  return tp_chanmul(f->tp, e, P(f, m->ve_scale), f->BT * kvd, 1);
+  return bf(f, tp_chanmul(f->tp, e, PB(f, m->ve_scale), f->BT * kvd, 1));
 }
 
 /* x ← p_last + Σ_k a_k ⊙ (p_k − p_last), a = scale·tanh(delta) per group (reference §3.16). */
@@ -736,12 +833,13 @@ static pg_t readout(fwd *f, const pg_t *pk, int nvis) {
   const pg_arch *a = f->a;
   pg_tape *tp = f->tp;
   int G = a->structure.readout_groups, d = f->d;
-  pg_t av = tp_scale(tp, tp_tanh(tp, P(f, f->m->readout)), (float)a->structure.readout_scale);
+  pg_t av = bf(f, tp_scale(tp, bf(f, tp_tanh(tp, PB(f, f->m->readout))),
+                           (float)a->structure.readout_scale));
   pg_t last = pk[nvis - 1], x = last;
   for (int k = 0; k < nvis - 1; k++) {
-    pg_t diff = tp_add(tp, pk[k], tp_scale(tp, last, -1.0f));
+    pg_t diff = bf(f, tp_add(tp, pk[k], tp_scale(tp, last, -1.0f)));
     pg_t ak = tp_expand(tp, pg_t_view(av, SZ(k, G), (size_t)G), G, d / G);
-    x = tp_add(tp, x, tp_chanmul(tp, diff, ak, f->BT, d));
+    x = bf(f, tp_add(tp, x, bf(f, tp_chanmul(tp, diff, ak, f->BT, d))));
   }
   return x;
 }
@@ -804,6 +902,14 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
     f->seg = seg;
   }
   f->rope_base = pg_model_rope_base(a, b->rope_len > 0 ? b->rope_len : T);
+  if (m->prec == PG_PREC_BF16) {
+    f->bf = 1;
+    f->nones = SZ(BT, a->heads > 1 ? a->heads : 1);
+    if (f->nones < (size_t)f->d) f->nones = (size_t)f->d;
+    f->ones = pg_tape_scratch(tp, f->nones * sizeof(pg_real));
+    if (!f->ones) return pg_tape_status(tp, err);
+    for (size_t j = 0; j < f->nones; j++) f->ones[j] = 1;
+  }
 
   pg_t x = embed(f), x0 = x;
   if (a->embeddings.ve_layers.n > 0) f->ve = value_embed(f);
@@ -832,13 +938,14 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
     }
     if (dec && j < n_skips && nsk > 0) {
       pg_t s = stack[--nsk], *tgt = lanes ? &l0 : &x;
-      pg_t ws = tp_chanmul(tp, s, pg_t_view(P(f, m->skip_weights), SZ(j, f->d), (size_t)f->d),
-                           BT, f->d);
+      pg_t ws = bf(f, tp_chanmul(tp, s, bf(f, pg_t_view(P(f, m->skip_weights), SZ(j, f->d),
+                                                          (size_t)f->d)),
+                                 BT, f->d));
       if (a->structure.skips == PG_ARCH_SKIPS_GATED)
-        *tgt = tp_chanlerp(tp, *tgt, ws,
-                           pg_t_view(P(f, m->skip_gates), SZ(j, f->d), (size_t)f->d), BT, f->d);
+        *tgt = lerp(f, *tgt, ws, pg_t_view(P(f, m->skip_gates), SZ(j, f->d), (size_t)f->d), BT,
+                    f->d, 1);
       else
-        *tgt = tp_add(tp, *tgt, ws);
+        *tgt = bf(f, tp_add(tp, *tgt, ws));
     }
     if (lanes) {
       block_two_lane(f, i, vi, &l0, &l1, x0);
@@ -860,14 +967,20 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
       if (ro_k == ro_vis) x = readout(f, pk, ro_vis);
     }
   }
-  if (lanes) x = tp_scale(tp, tp_add(tp, l0, l1), 0.5f);
+  if (lanes) x = bf(f, tp_scale(tp, bf(f, tp_add(tp, l0, l1)), 0.5f));
 
   /* head: final norm, tied (or separate) projection, LoRA, softcap, CE (reference §3.14) */
-  pg_t h = a->head.final_norm ? tp_rmsnorm(tp, x, BT, f->d, f->eps) : x;
+  pg_t h = a->head.final_norm ? bf(f, tp_rmsnorm(tp, x, BT, f->d, f->eps)) : x;
   pg_t W = P(f, a->head.tied ? m->tok_emb : m->lm_head);
   observe(f, h, BT, f->d, a->head.tied ? m->tok_emb : m->lm_head, -1, -1);
-  pg_t z = lora_add(f, tp_matmul(tp, h, W, BT, V, f->d), h, 0, T_HEAD);
-  if (a->head.softcap > 0) z = tp_softcap(tp, z, (float)a->head.softcap);
+  pg_t z = lora_add(f, mm(f, h, W, BT, V, f->d), h, 0, T_HEAD);
+  if (a->head.softcap > 0 && f->bf) {
+    /* bf16 (the records' eager eval): z/c (a multiply by fp32 1/c), tanh and c·t, each bf16 */
+    float c = (float)a->head.softcap;
+    z = bf(f, tp_scale(tp, bf(f, tp_tanh(tp, bf(f, tp_scale(tp, z, 1.0f / c)))), c));
+  } else if (a->head.softcap > 0) {
+    z = tp_softcap(tp, z, (float)a->head.softcap);
+  }
   if (b->logits_last && z.v && !pg_tape_status(tp, NULL))
     for (int r = 0; r < b->B; r++) {
       int len = b->len ? b->len[r] : T;

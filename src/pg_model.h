@@ -138,6 +138,18 @@ void pg_model_set_observer(pg_model *m, pg_model_observer fn, void *ctx);
 void pg_model_set_loops(pg_model *m, int on);
 int pg_model_loops(const pg_model *m);
 
+/* Numerics of the forward pass (spec/engine.md §7). PG_PREC_FP32, the default: fp32 tensors with
+ * the ops' exact sums. PG_PREC_BF16: the same ops, with each value rounded to bfloat16 where the
+ * records' evaluation under torch.autocast(bf16) rounds it (the tied embedding, the operands and
+ * outputs of every linear layer, the residual stream and activations, the softcapped logits);
+ * gradients pass the roundings straight through. */
+typedef enum pg_precision { PG_PREC_FP32 = 0, PG_PREC_BF16 = 1 } pg_precision;
+void pg_model_set_precision(pg_model *m, pg_precision p);
+pg_precision pg_model_precision(const pg_model *m);
+/* "fp32" / "bf16", and back (-1 for any other name). */
+const char *pg_precision_name(pg_precision p);
+int pg_precision_parse(const char *s);
+
 /* ---- pieces, exposed for tests and for the spec's worked examples ---- */
 
 /* Segment ids of one row for the document mask: a new segment at t = 0, at each bos, and every

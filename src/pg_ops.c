@@ -344,8 +344,10 @@ typedef struct {
   const int32_t *pos;
   int H, d, rot;
   float base;
-  int backward;
+  int backward; /* 0: forward; 1: backward; 2: the bf16 forward */
 } pg_rope_ctx;
+
+static double bf(double v) { return (double)pg_bf16_round((float)v); }
 
 /* The angle of pair i at position pos, as the records compute it (`1.0 / (base ** (arange(0, rot,
  * 2, fp32) / rot))`, then `outer(t, inv_freq)`, all fp32): an fp32 exponent, an fp32 power, its
@@ -372,7 +374,12 @@ static void rope_rows(void *p, size_t b, size_t end) {
         double th = rope_angle(c->pos[t], i, c->rot, c->base);
         double cs = cos(th), sn = sin(th);
         double x1 = (double)x[i], x2 = (double)x[i + half];
-        if (!c->backward) {
+        if (c->backward == 2) {
+          /* the records' bf16 RoPE: bf16 cos/sin, each product and each sum rounded to bf16 */
+          cs = bf(cs), sn = bf(sn);
+          y[i] = (pg_real)bf(bf(x1 * cs) + bf(x2 * sn));
+          y[i + half] = (pg_real)bf(bf(x1 * -sn) + bf(x2 * cs));
+        } else if (!c->backward) {
           y[i] = (pg_real)(x1 * cs + x2 * sn);
           y[i + half] = (pg_real)(-x1 * sn + x2 * cs);
         } else {
@@ -381,7 +388,7 @@ static void rope_rows(void *p, size_t b, size_t end) {
         }
       }
       for (int i = c->rot; i < c->d; i++)
-        y[i] = c->backward ? (pg_real)((double)y[i] + (double)x[i]) : x[i];
+        y[i] = c->backward == 1 ? (pg_real)((double)y[i] + (double)x[i]) : x[i];
     }
   }
 }
@@ -389,6 +396,13 @@ static void rope_rows(void *p, size_t b, size_t end) {
 static void cpu_rope_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const int32_t *pos, int T,
                          int H, int d, int rot, float base) {
   pg_rope_ctx c = {.y = y, .x = x, .pos = pos, .H = H, .d = d, .rot = rot, .base = base};
+  pg_parallel_for((size_t)T, rope_rows, &c, e->nthreads);
+}
+
+static void cpu_rope_bf16_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const int32_t *pos,
+                              int T, int H, int d, int rot, float base) {
+  pg_rope_ctx c = {.y = y, .x = x, .pos = pos, .H = H, .d = d, .rot = rot, .base = base,
+                   .backward = 2};
   pg_parallel_for((size_t)T, rope_rows, &c, e->nthreads);
 }
 
@@ -409,6 +423,7 @@ typedef struct {
   int T, H, Hkv, d;
   double scale;
   double *stats; /* backward: [T, H, 3] = (max, denominator, Σ_s p_s·(dout·v_s)) */
+  int bf16;      /* forward: the flash kernels' bf16 probabilities and output (§4.19) */
 } pg_attn_ctx;
 
 static int attn_allowed(const pg_attn_ctx *c, int t, int s) {
@@ -500,10 +515,12 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
       double w = exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
       const pg_real *vs = attn_kv(c, c->v, s, g);
       den += w;
+      if (c->bf16) w = bf(w); /* P·V takes bf16 probabilities; the denominator does not */
       for (int i = 0; i < c->d; i++) acc[i] += w * (double)vs[i];
     }
     pg_real *o = c->out + row * (size_t)c->d;
-    for (int i = 0; i < c->d; i++) o[i] = (pg_real)(acc[i] / den);
+    for (int i = 0; i < c->d; i++)
+      o[i] = c->bf16 ? (pg_real)bf(acc[i] / den) : (pg_real)(acc[i] / den);
   }
   free(l);
 }
@@ -513,6 +530,14 @@ static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, c
                               float scale) {
   pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
                    .d = d, .scale = (double)scale};
+  pg_parallel_for((size_t)T * (size_t)H, attn_fwd_rows, &c, e->nthreads);
+}
+
+static void cpu_attention_bf16_fwd(const pg_ops *e, pg_real *out, const pg_real *q,
+                                   const pg_real *k, const pg_real *v, const int32_t *seg, int T,
+                                   int H, int Hkv, int d, float scale) {
+  pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
+                   .d = d, .scale = (double)scale, .bf16 = 1};
   pg_parallel_for((size_t)T * (size_t)H, attn_fwd_rows, &c, e->nthreads);
 }
 
@@ -1218,6 +1243,39 @@ static void cpu_zero(const pg_ops *e, pg_real *y, size_t n) {
   if (n) memset(y, 0, n * sizeof *y);
 }
 
+/* bf16 rounding (spec/engine.md §4.17): the fp32 value rounded to the nearest bfloat16 (the fp32
+ * with the low 16 bits zero), ties to even; ±Inf stays, a finite value past the largest bf16
+ * becomes ±Inf as RNE makes it, and a NaN stays a NaN (quieted, sign and top payload kept): a
+ * NaN's payload may sit entirely in the low 16 bits, which a plain truncation would turn into Inf.
+ * In the fp64 test build the value is first rounded to fp32. */
+float pg_bf16_round(float v) {
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) {
+    u = (u | 0x00400000u) & 0xffff0000u;
+  } else {
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+  }
+  memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+typedef struct {
+  pg_real *y;
+  const pg_real *x;
+} pg_bf16_ctx;
+
+static void bf16_range(void *p, size_t b, size_t end) {
+  const pg_bf16_ctx *c = p;
+  for (size_t i = b; i < end; i++) c->y[i] = (pg_real)pg_bf16_round((float)c->x[i]);
+}
+
+static void cpu_round_bf16(const pg_ops *e, pg_real *y, const pg_real *x, size_t n) {
+  pg_bf16_ctx c = {.y = y, .x = x};
+  pg_parallel_for(n, bf16_range, &c, e->nthreads);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * cross-entropy: logits[T, V], targets[T] */
 
@@ -1333,6 +1391,9 @@ pg_ops pg_ops_cpu(int nthreads) {
       .expand_bwd = cpu_expand_bwd,
       .copy = cpu_copy,
       .zero = cpu_zero,
+      .round_bf16 = cpu_round_bf16,
+      .rope_bf16_fwd = cpu_rope_bf16_fwd,
+      .attention_bf16_fwd = cpu_attention_bf16_fwd,
   };
   return o;
 }

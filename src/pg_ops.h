@@ -151,10 +151,28 @@ struct pg_ops {
   /* y = x over n (no rounding: a copy), and y = 0 over n. */
   void (*copy)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n);
   void (*zero)(const pg_ops *e, pg_real *y, size_t n);
+  /* y = x rounded to bfloat16 (round to nearest, ties to even; NaN stays NaN, overflow gives
+   * ±Inf) and held in pg_real, over n; y may alias x. The rounding points of the model's bf16
+   * mode (spec/engine.md §7); it has no backward of its own (the tape passes dy through). */
+  void (*round_bf16)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n);
+  /* rope_fwd as the records compute it under bf16 autocast: cos θ and sin θ rounded to bf16,
+   * each of the four products and the two sums rounded to bf16 (x holds bf16 values). Its
+   * backward is rope_bwd (the exact rotation's transpose). y may alias x. */
+  void (*rope_bf16_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const int32_t *pos, int T,
+                        int H, int d, int rot, float base);
+  /* attention_fwd as the flash kernels compute it on bf16 q, k, v: each probability
+   * exp(l_s − max) rounded to bf16 before it weighs v_s (the denominator takes it unrounded),
+   * the output rounded to bf16. Its backward is attention_bwd. */
+  void (*attention_bf16_fwd)(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
+                             const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
+                             float scale);
 };
 
 /* The CPU reference table, running each op on nthreads threads (0 = online CPUs). */
 pg_ops pg_ops_cpu(int nthreads);
+
+/* One fp32 value rounded to the nearest bfloat16 (RNE; NaN kept, quieted), returned as fp32. */
+float pg_bf16_round(float v);
 
 #ifdef __cplusplus
 }

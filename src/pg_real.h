@@ -11,6 +11,7 @@ typedef double pg_real;
 #define PG_REAL_NAME "f64"
 /* ops */
 #define pg_ops_cpu pg_ops_cpu_f64
+#define pg_bf16_round pg_bf16_round_f64
 /* tape */
 #define pg_tape_create pg_tape_create_f64
 #define pg_tape_free pg_tape_free_f64
@@ -51,6 +52,9 @@ typedef double pg_real;
 #define tp_cols tp_cols_f64
 #define tp_expand tp_expand_f64
 #define tp_ce tp_ce_f64
+#define tp_bf16 tp_bf16_f64
+#define tp_rope_bf16 tp_rope_bf16_f64
+#define tp_attention_bf16 tp_attention_bf16_f64
 /* model */
 #define pg_model_create pg_model_create_f64
 #define pg_model_free pg_model_free_f64
@@ -76,6 +80,10 @@ typedef double pg_real;
 #define pg_model_set_observer pg_model_set_observer_f64
 #define pg_model_set_loops pg_model_set_loops_f64
 #define pg_model_loops pg_model_loops_f64
+#define pg_model_set_precision pg_model_set_precision_f64
+#define pg_model_precision pg_model_precision_f64
+#define pg_precision_name pg_precision_name_f64
+#define pg_precision_parse pg_precision_parse_f64
 #define pg_model_backward pg_model_backward_f64
 #define pg_model_segments pg_model_segments_f64
 #define pg_model_bigram_hash pg_model_bigram_hash_f64

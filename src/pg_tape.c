@@ -49,6 +49,7 @@ enum kind {
   K_COLS,
   K_EXPAND,
   K_CE,
+  K_BF16,
 };
 
 typedef struct node {
@@ -293,17 +294,38 @@ pg_t tp_rope(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int r
   return y;
 }
 
-pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
-                  int H, int Hkv, int d, float scale) {
+pg_t tp_rope_bf16(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int rot,
+                 float base) {
+  if (bad(tp, x.n != SZ(T, H) * (size_t)d, "rope_bf16")) return NONE;
+  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->rope_bf16_fwd(tp->e, y.v, x.v, pos, T, H, d, rot, base);
+  record(tp, &(node){.kind = K_ROPE, .o = y, .a = x, .i0 = pos, .n = {T, H, d, rot}, .f = base});
+  return y;
+}
+
+static pg_t attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
+                      int H, int Hkv, int d, float scale, int bf16) {
   size_t nq = SZ(T, H) * (size_t)d, nk = SZ(T, Hkv) * (size_t)d;
   if (bad(tp, q.n != nq || k.n != nk || v.n != nk || (out.v && out.n != nq), "attention"))
     return NONE;
   pg_t y = out.v ? out : out_for(tp, nq, q, k, v);
   if (!y.v) return NONE;
-  tp->e->attention_fwd(tp->e, y.v, q.v, k.v, v.v, seg, T, H, Hkv, d, scale);
+  (bf16 ? tp->e->attention_bf16_fwd : tp->e->attention_fwd)(tp->e, y.v, q.v, k.v, v.v, seg, T, H,
+                                                            Hkv, d, scale);
   record(tp, &(node){.kind = K_ATTN, .o = y, .a = q, .b = k, .c = v, .i0 = seg,
                      .n = {T, H, Hkv, d}, .f = scale});
   return y;
+}
+
+pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
+                  int H, int Hkv, int d, float scale) {
+  return attention(tp, out, q, k, v, seg, T, H, Hkv, d, scale, 0);
+}
+
+pg_t tp_attention_bf16(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
+                       int H, int Hkv, int d, float scale) {
+  return attention(tp, out, q, k, v, seg, T, H, Hkv, d, scale, 1);
 }
 
 pg_t tp_relu2(pg_tape *tp, pg_t x) {
@@ -455,6 +477,16 @@ void tp_ce(pg_tape *tp, pg_t logits, const int32_t *targets, int T, int V, doubl
   record(tp, &(node){.kind = K_CE, .a = logits, .i0 = targets, .n = {T, V}, .dnll = dnll});
 }
 
+/* The bf16 rounding of the model's bf16 mode. Its gradient is the identity (straight through),
+ * as the records' casts pass their gradient back unchanged in value. */
+pg_t tp_bf16(pg_tape *tp, pg_t x) {
+  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  if (!y.v) return NONE;
+  tp->e->round_bf16(tp->e, y.v, x.v, x.n);
+  record(tp, &(node){.kind = K_BF16, .o = y, .a = x});
+  return y;
+}
+
 /* ---- backward -------------------------------------------------------------------------------- */
 
 static int node_bwd(pg_tape *tp, const node *nd) {
@@ -489,6 +521,7 @@ static int node_bwd(pg_tape *tp, const node *nd) {
     if (nd->b.g) e->axpy(e, nd->b.g, 1.0f, dy, nd->b.n);
     break;
   case K_COPY_INTO:
+  case K_BF16:
     if (nd->a.g) e->axpy(e, nd->a.g, 1.0f, dy, nd->a.n);
     break;
   case K_EMBED:

@@ -86,9 +86,15 @@ pg_t tp_matmul(pg_tape *tp, pg_t x, pg_t w, int M, int N, int K);
 pg_t tp_rmsnorm(pg_tape *tp, pg_t x, int R, int D, float eps);
 /* The records' rotation by −θ; the standard sign is the same op on negated positions. */
 pg_t tp_rope(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int rot, float base);
+/* The same rotation with the records' bf16 roundings (op rope_bf16_fwd); backward as tp_rope. */
+pg_t tp_rope_bf16(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int rot,
+                  float base);
 /* out: a fresh tensor, or (when out.v is not NULL) a region of one to write into. */
 pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
                   int H, int Hkv, int d, float scale);
+/* The same with the flash kernels' bf16 probabilities and output (op attention_bf16_fwd). */
+pg_t tp_attention_bf16(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
+                       int H, int Hkv, int d, float scale);
 pg_t tp_relu2(pg_tape *tp, pg_t x);
 pg_t tp_leaky_relu2(pg_tape *tp, pg_t x, float slope);
 pg_t tp_rowgate(pg_tape *tp, pg_t x, pg_t g, int R, int D);
@@ -108,6 +114,8 @@ void tp_add_into(pg_tape *tp, pg_t dst, pg_t src, float alpha);
 pg_t tp_embed(pg_tape *tp, pg_t table, const int32_t *ids, int T, int D, int V);
 pg_t tp_cols(pg_tape *tp, pg_t x, int R, int C, int c0, int w);
 pg_t tp_expand(pg_tape *tp, pg_t x, int G, int r);
+/* x rounded to bfloat16 (the op round_bf16); the backward passes dy through unchanged. */
+pg_t tp_bf16(pg_tape *tp, pg_t x);
 /* Per-token NLL into nll[T] (fp64). On a recording tape the backward seeds dlogits with dnll[T]
  * (read at backward time; NULL means 1 for every token). */
 void tp_ce(pg_tape *tp, pg_t logits, const int32_t *targets, int T, int V, double *nll,

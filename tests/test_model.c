@@ -2,7 +2,8 @@
  * results for 1, 2 and 3 threads (forward and gradients), the inference tape (which frees each
  * block's temporaries) equal to the recording one, causality (a prediction never depends on a
  * later token), document isolation under the document mask, the BigramHash and segment rules on
- * worked values, the NTK base, LoRA at zero, and the clear errors of a bad batch. */
+ * worked values, the NTK base, LoRA at zero, and the clear errors of a bad batch; bf16 mode's
+ * determinism and its distance from fp32; an fp32 golden of one pass. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -243,5 +244,91 @@ Test(model, init_values) {
   i = pg_model_find(m, "bigram.scale");
   cr_assert_eq(pg_model_data(m, (size_t)i)[0], 0.05f);
   cr_assert_eq(pg_model_find(m, "no.such.tensor"), -1);
+  pg_model_free(m);
+}
+
+/* bf16 mode (spec/engine.md §7): deterministic, the same bits for 1, 2 and 3 threads and for both
+ * tapes (values and gradients), close to the fp32 NLLs but not equal to them, and the logits it
+ * returns are bf16 values; switching back to fp32 gives the fp32 bits again. */
+Test(model, bf16_mode) {
+  pg_model *m = mk(FULL, 7);
+  pg_err err;
+  cr_assert_eq(pg_model_enable_grads(m, &err), PG_OK);
+  int32_t ids[N], tg[N];
+  tokens(ids, tg, N, 41, 8);
+  double f32[N], a[N], b[N], c[N], inf[N], again[N];
+  forward(m, 1, 0, ids, tg, f32);
+  pg_model_set_precision(m, PG_PREC_BF16);
+  cr_assert_eq(pg_model_precision(m), PG_PREC_BF16);
+  size_t np = pg_model_param_count(m);
+  float *g1 = malloc(np * sizeof *g1);
+  forward(m, 1, 1, ids, tg, a);
+  memcpy(g1, pg_model_grads(m), np * sizeof *g1);
+  forward(m, 2, 1, ids, tg, b);
+  cr_assert_eq(memcmp(g1, pg_model_grads(m), np * sizeof *g1), 0, "bf16 gradients: 1 vs 2");
+  forward(m, 3, 0, ids, tg, c);
+  forward(m, 3, 0, ids, tg, inf);
+  cr_assert_eq(memcmp(a, b, sizeof a), 0);
+  cr_assert_eq(memcmp(a, c, sizeof a), 0, "bf16: 1 vs 3 threads, recording vs inference tape");
+  cr_assert_eq(memcmp(c, inf, sizeof c), 0, "bf16: a rerun differs");
+  double sa = 0, sf = 0, worst = 0;
+  int differ = 0;
+  for (int i = 0; i < N; i++) {
+    cr_assert(isfinite(a[i]) && a[i] > 0);
+    sa += a[i], sf += f32[i];
+    worst = fmax(worst, fabs(a[i] - f32[i]) / f32[i]);
+    differ += a[i] != f32[i];
+  }
+  cr_assert(differ > N / 2, "bf16 changed only %d of %d NLLs", differ, N);
+  /* relative to the NLL (this random model's are large): a few percent per token at most, the
+   * mean much closer */
+  cr_assert(worst < 0.05, "bf16 moved a token's NLL by %g of it", worst);
+  cr_assert(fabs(sa - sf) / sf < 0.005, "bf16 moved the mean NLL by %g of it", fabs(sa - sf) / sf);
+  /* the logits come out of the softcap in bf16 */
+  pg_ops e = pg_ops_cpu(1);
+  pg_tape *tp;
+  cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
+  float last[B * 41];
+  pg_batch bt = {.B = B, .T = T, .ids = ids, .targets = tg, .logits_last = last};
+  cr_assert_eq(pg_model_forward(m, tp, &bt, NULL, inf, NULL, &err), PG_OK, "%s", err.msg);
+  for (int i = 0; i < B * 41; i++) {
+    uint32_t u;
+    memcpy(&u, &last[i], sizeof u);
+    cr_assert_eq(u & 0xffffu, 0u, "logit %d = %.9g is not a bf16 value", i, last[i]);
+  }
+  pg_tape_free(tp);
+  pg_model_set_precision(m, PG_PREC_FP32);
+  forward(m, 1, 0, ids, tg, again);
+  cr_assert_eq(memcmp(again, f32, sizeof f32), 0, "fp32 after bf16 differs");
+  cr_assert_eq(pg_precision_parse("bf16"), PG_PREC_BF16);
+  cr_assert_eq(pg_precision_parse("fp32"), PG_PREC_FP32);
+  cr_assert_eq(pg_precision_parse("fp16"), -1);
+  cr_assert_str_eq(pg_precision_name(PG_PREC_BF16), "bf16");
+  free(g1);
+  pg_model_free(m);
+}
+
+/* fp32 golden: the NLLs and every gradient of one recording pass of FULL, hashed (FNV-1a over
+ * the bytes). bf16 mode must leave the fp32 pass bit for bit as it was, node order included (the
+ * order gradients accumulate in); a reordering that keeps the values but not the bits of a TTT
+ * run shows here. A deliberate change of the fp32 numerics updates the golden in the same commit
+ * and says why. */
+static uint64_t fnv(const void *p, size_t n, uint64_t h) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+Test(model, fp32_golden) {
+  pg_model *m = mk(FULL, 11);
+  pg_err err;
+  cr_assert_eq(pg_model_enable_grads(m, &err), PG_OK);
+  int32_t ids[N], tg[N];
+  tokens(ids, tg, N, 41, 12);
+  double nll[N];
+  forward(m, 2, 1, ids, tg, nll);
+  uint64_t h = fnv(nll, sizeof nll, 1469598103934665603ull);
+  h = fnv(pg_model_grads(m), pg_model_param_count(m) * sizeof(float), h);
+  cr_assert_eq(h, 0x84dddae5d8827895ull, "fp32 NLLs and gradients hash to %016llx", (unsigned long long)h);
   pg_model_free(m);
 }

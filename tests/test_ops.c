@@ -902,6 +902,158 @@ Test(ops, cols_expand_copy_zero) {
   free(x), free(y), free(dy), free(dx);
 }
 
+/* bf16 rounding on hand-worked bit patterns (spec/engine.md §4.17). */
+static uint32_t bits(float v) {
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  return u;
+}
+
+static float from_bits(uint32_t u) {
+  float v;
+  memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+Test(ops, round_bf16_bit_patterns) {
+  static const uint32_t cases[][2] = {
+      {0x3f800000u, 0x3f800000u}, /* 1.0: exact */
+      {0x3f808000u, 0x3f800000u}, /* 1 + 2^-8: a tie, to the even 1.0 */
+      {0x3f818000u, 0x3f820000u}, /* 1 + 3·2^-8: a tie, to the even 1 + 2^-6 */
+      {0x3f808001u, 0x3f810000u}, /* just above the tie: up */
+      {0x3f807fffu, 0x3f800000u}, /* just below the tie: down */
+      {0xbf808001u, 0xbf810000u}, /* negative: magnitude rounds, sign kept */
+      {0x3f7fffffu, 0x3f800000u}, /* 1 − 2^-24 carries into the exponent */
+      {0x00000000u, 0x00000000u}, /* +0 */
+      {0x80000000u, 0x80000000u}, /* −0 */
+      {0x00008000u, 0x00000000u}, /* subnormal tie to even (0) */
+      {0x00018000u, 0x00020000u}, /* subnormal tie to even (up) */
+      {0x00007fffu, 0x00000000u}, /* tiny subnormal flushes to +0 by rounding */
+      {0x007fffffu, 0x00800000u}, /* the largest subnormal rounds to the smallest normal */
+      {0x7f7f0000u, 0x7f7f0000u}, /* the largest bf16 */
+      {0x7f7f7fffu, 0x7f7f0000u}, /* below the halfway point to 2^128: stays */
+      {0x7f7f8000u, 0x7f800000u}, /* a tie at the top: to +Inf (even) */
+      {0x7f7fffffu, 0x7f800000u}, /* FLT_MAX overflows to +Inf */
+      {0xff7fffffu, 0xff800000u}, /* −FLT_MAX to −Inf */
+      {0x7f800000u, 0x7f800000u}, /* +Inf */
+      {0xff800000u, 0xff800000u}, /* −Inf */
+      {0x7fc00000u, 0x7fc00000u}, /* quiet NaN */
+      {0x7f800001u, 0x7fc00000u}, /* a NaN whose payload is all in the low bits stays NaN */
+      {0xff812345u, 0xffc10000u}, /* negative signalling NaN: quieted, sign and top bits kept */
+  };
+  size_t n = sizeof cases / sizeof cases[0];
+  float x[32], y[32];
+  for (size_t i = 0; i < n; i++) x[i] = from_bits(cases[i][0]);
+  for (int th = 1; th <= 3; th++) {
+    pg_ops e = pg_ops_cpu(th);
+    e.round_bf16(&e, y, x, n);
+    for (size_t i = 0; i < n; i++) {
+      cr_assert_eq(bits(y[i]), cases[i][1], "case %zu: %08x -> %08x, want %08x", i, cases[i][0],
+                   bits(y[i]), cases[i][1]);
+      cr_assert_eq(bits(pg_bf16_round(x[i])), cases[i][1]);
+    }
+  }
+  /* in place, and against the definition on random values: the nearest bf16, ties to even */
+  pg_rng r;
+  pg_rng_seed(&r, 5);
+  enum { NR = 4096 };
+  float *v = randf(&r, NR, 3.0);
+  float *w = malloc(NR * sizeof *w);
+  memcpy(w, v, NR * sizeof *w);
+  pg_ops e = pg_ops_cpu(2);
+  e.round_bf16(&e, w, w, NR);
+  for (int i = 0; i < NR; i++) {
+    uint32_t u = bits(v[i]), lo = u & 0xffff0000u, hi = lo + 0x10000u;
+    double dl = fabs((double)v[i] - (double)from_bits(lo));
+    double dh = fabs((double)from_bits(hi) - (double)v[i]);
+    uint32_t want = dl < dh ? lo : dh < dl ? hi : ((lo >> 16) & 1u) ? hi : lo;
+    cr_assert_eq(bits(w[i]), want, "value %d", i);
+  }
+  free(v), free(w);
+}
+
+/* The bf16 RoPE: worked in fp32 as the records' autocast computes it (bf16 cos and sin, every
+ * product and sum rounded to bf16), the unrotated dims copied, within 2^-7 of the exact
+ * rotation. */
+Test(ops, rope_bf16_rounds_like_the_records) {
+  enum { T = 11, H = 3, d = 12, rot = 8, n = T * H * d };
+  pg_rng r;
+  pg_rng_seed(&r, 17);
+  float *x = randf(&r, n, 2.0), *y = filled(n, 0), *ex = filled(n, 0);
+  for (int i = 0; i < n; i++) x[i] = pg_bf16_round(x[i]);
+  int32_t pos[T];
+  for (int t = 0; t < T; t++) pos[t] = t * 300 - 900; /* negative ones too (the standard sign) */
+  pg_ops e = pg_ops_cpu(2);
+  e.rope_bf16_fwd(&e, y, x, pos, T, H, d, rot, 1e4f);
+  e.rope_fwd(&e, ex, x, pos, T, H, d, rot, 1e4f);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      const float *xr = x + (t * H + h) * d, *yr = y + (t * H + h) * d, *er = ex + (t * H + h) * d;
+      for (int i = 0; i < rot / 2; i++) {
+        float inv = (float)pow(1e4, -2.0 * i / rot), th = (float)pos[t] * inv;
+        float c = pg_bf16_round((float)cos((double)th)), sn = pg_bf16_round((float)sin((double)th));
+        float x1 = xr[i], x2 = xr[i + rot / 2];
+        float w1 = pg_bf16_round(pg_bf16_round(x1 * c) + pg_bf16_round(x2 * sn));
+        float w2 = pg_bf16_round(pg_bf16_round(x1 * -sn) + pg_bf16_round(x2 * c));
+        cr_assert_eq(yr[i], w1, "t %d h %d i %d", t, h, i);
+        cr_assert_eq(yr[i + rot / 2], w2, "t %d h %d i %d (second half)", t, h, i);
+        cr_assert(fabsf(yr[i] - er[i]) <= 0x1p-7f * (fabsf(x1) + fabsf(x2)));
+      }
+      for (int i = rot; i < d; i++) cr_assert_eq(yr[i], xr[i]);
+    }
+  free(x), free(y), free(ex);
+}
+
+/* The bf16 attention (spec/engine.md §4.19) against its formula worked here in fp64: each
+ * probability rounded to bf16 before it weighs v, the denominator unrounded, the output rounded;
+ * a row with one allowed key returns that key's value; within 2^-6 of the exact attention, and
+ * not merely the exact output rounded (the probabilities' rounding shows). */
+Test(ops, attention_bf16_rounds_the_probabilities) {
+  enum { T = 23, H = 4, Hkv = 2, d = 8, nq = T * H * d, nk = T * Hkv * d };
+  pg_rng r;
+  pg_rng_seed(&r, 23);
+  float *q = randf(&r, nq, 1.5), *k = randf(&r, nk, 1.5), *v = randf(&r, nk, 1.0);
+  for (int i = 0; i < nq; i++) q[i] = pg_bf16_round(q[i]);
+  for (int i = 0; i < nk; i++) k[i] = pg_bf16_round(k[i]), v[i] = pg_bf16_round(v[i]);
+  float *y = filled(nq, 0), *ex = filled(nq, 0);
+  int32_t seg[T];
+  for (int t = 0; t < T; t++) seg[t] = t < 9 ? 0 : 1;
+  pg_ops e = pg_ops_cpu(3);
+  e.attention_bf16_fwd(&e, y, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  e.attention_fwd(&e, ex, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  int rounded_only = 1;
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      int g = h / (H / Hkv);
+      double l[T], mx = -INFINITY, den = 0, acc[d];
+      for (int s = 0; s <= t; s++) {
+        if (seg[s] != seg[t]) continue;
+        double dot = 0;
+        for (int i = 0; i < d; i++) dot += (double)q[(t * H + h) * d + i] * k[(s * Hkv + g) * d + i];
+        l[s] = (double)0.35f * dot;
+        mx = fmax(mx, l[s]);
+      }
+      for (int i = 0; i < d; i++) acc[i] = 0;
+      for (int s = 0; s <= t; s++) {
+        if (seg[s] != seg[t]) continue;
+        double w = exp(l[s] - mx);
+        den += w;
+        double p = pg_bf16_round((float)w);
+        for (int i = 0; i < d; i++) acc[i] += p * v[(s * Hkv + g) * d + i];
+      }
+      for (int i = 0; i < d; i++) {
+        float got = y[(t * H + h) * d + i], want = pg_bf16_round((float)(acc[i] / den));
+        float exact = ex[(t * H + h) * d + i];
+        cr_assert_eq(got, want, "t %d h %d i %d: %.9g, want %.9g", t, h, i, got, want);
+        cr_assert(fabsf(got - exact) <= 0x1p-6f * (1.0f + fabsf(exact)));
+        if (got != pg_bf16_round(exact)) rounded_only = 0;
+        if (t == 0 || t == 9) cr_assert_eq(got, v[(t * Hkv + g) * d + i], "one key: its value");
+      }
+    }
+  cr_assert(!rounded_only, "the probabilities' rounding changed no output");
+  free(q), free(k), free(v), free(y), free(ex);
+}
+
 /* Every op forward and backward on one thread count; the outputs appended to one byte buffer. */
 typedef struct {
   unsigned char *p;
@@ -942,6 +1094,7 @@ static sink run_all(int nthreads) {
   e.rope_fwd(&e, y, x, pos, T, H, d, 8, 1e4f);
   e.rope_bwd(&e, dx, dy, pos, T, H, d, 8, 1e4f);
   put(&s, y, nq * 4), put(&s, dx, nq * 4);
+  e.rope_bf16_fwd(&e, y, x, pos, T, H, d, 8, 1e4f), put(&s, y, nq * 4);
   /* attention with and without segments */
   float *k = randf(&r, nk, 1), *v = randf(&r, nk, 1), *dk = filled(nk, 0), *dv = filled(nk, 0);
   for (int m = 0; m < 2; m++) {
@@ -949,6 +1102,7 @@ static sink run_all(int nthreads) {
     e.attention_fwd(&e, y, x, k, v, sg, T, H, Hkv, d, 0.25f);
     cr_assert_eq(e.attention_bwd(&e, dx, dk, dv, dy, x, k, v, sg, T, H, Hkv, d, 0.25f), PG_OK);
     put(&s, y, nq * 4), put(&s, dx, nq * 4), put(&s, dk, nk * 4), put(&s, dv, nk * 4);
+    e.attention_bf16_fwd(&e, y, x, k, v, sg, T, H, Hkv, d, 0.25f), put(&s, y, nq * 4);
   }
   free(k), free(v), free(dk), free(dv);
   /* elementwise ops over nq */
@@ -988,6 +1142,7 @@ static sink run_all(int nthreads) {
   e.expand_fwd(&e, y, x, 17, 5), e.expand_bwd(&e, dgc, dy, 17, 5);
   put(&s, y, 85 * 4), put(&s, dgc, 17 * 4);
   free(b2), free(gc), free(da), free(db), free(dgc), free(tab);
+  e.round_bf16(&e, y, x, nq), put(&s, y, nq * 4);
   free(g), free(dg);
   /* cross-entropy: T rows of V = 64 from x */
   double nll[19];

@@ -559,6 +559,65 @@ Test(tools, pgverify_protocols_and_receipts) {
   }
 }
 
+/* --precision bf16 (spec/engine.md §7, spec/eval.md §7): the bf16 figure with the fp32 figure
+ * beside it, the latter equal bit for bit to a default (fp32) run even after a TTT protocol has
+ * changed the weights of the bf16 run; the receipt records the precision; the bf16 figure is the
+ * same for any thread count, and differs a little from fp32. */
+Test(tools, pgverify_precision_bf16) {
+  vfx f;
+  vfx_init(&f);
+  const char *args = "--protocol ttt-chunk --seq-len 64 --stride 16 --chunk-tokens 256 --epochs 1 "
+                     "--batch-rows 2";
+  char r32[200], r16[200], r16b[200], r16n[200];
+  snprintf(r32, sizeof r32, "%s/p32.json", tmp);
+  snprintf(r16, sizeof r16, "%s/p16.json", tmp);
+  snprintf(r16b, sizeof r16b, "%s/p16b.json", tmp);
+  snprintf(r16n, sizeof r16n, "%s/p16n.json", tmp);
+  cr_assert_eq(run("%s %s --val %s %s --threads 2 --receipt %s", bin("pgverify"), f.art, f.val,
+                   args, r32), 0, "%s", slurp(err_path));
+  char *rep = slurp(out_path);
+  cr_assert(strstr(rep, "precision") == NULL && strstr(rep, "fp32 ") == NULL, "%s", rep);
+  free(rep);
+  cr_assert_eq(run("%s %s --val %s %s --threads 2 --precision bf16 --receipt %s", bin("pgverify"),
+                   f.art, f.val, args, r16), 0, "%s", slurp(err_path));
+  rep = slurp(out_path);
+  cr_assert_str_eq(report_value(rep, "precision"), "bf16");
+  cr_assert(strstr(rep, "\nfp32       val_loss ") != NULL, "%s", rep);
+  char printed[64];
+  strcpy(printed, report_value(rep, "val_bpb"));
+  free(rep);
+  cr_assert_eq(run("%s %s --val %s %s --threads 3 --precision bf16 --receipt %s", bin("pgverify"),
+                   f.art, f.val, args, r16b), 0, "%s", slurp(err_path));
+  cr_assert_eq(run("%s %s --val %s %s --threads 1 --precision bf16 --no-fp32-figure --receipt %s",
+                   bin("pgverify"), f.art, f.val, args, r16n), 0, "%s", slurp(err_path));
+  json_t *a = load_json(r32), *b = load_json(r16), *c = load_json(r16b), *d = load_json(r16n);
+  check_receipt(b, &f, "ttt-chunk", printed);
+  cr_assert_str_eq(json_string_value(jget(a, "engine", "precision")), "fp32");
+  cr_assert_str_eq(json_string_value(jget(b, "engine", "precision")), "bf16");
+  cr_assert_null(json_object_get(a, "result_fp32"));
+  cr_assert_null(json_object_get(d, "result_fp32"));
+  double f32 = json_real_value(jget(a, "result", "val_bpb"));
+  double beside = json_real_value(jget(b, "result_fp32", "val_bpb"));
+  double l32 = json_real_value(jget(a, "result", "loss_sum_nats"));
+  double lbeside = json_real_value(jget(b, "result_fp32", "loss_sum_nats"));
+  cr_assert(!memcmp(&f32, &beside, sizeof f32) && !memcmp(&l32, &lbeside, sizeof l32),
+            "the fp32 figure beside bf16 %.17g is not the fp32 run's %.17g", beside, f32);
+  double b16 = json_real_value(jget(b, "result", "val_bpb"));
+  double c16 = json_real_value(jget(c, "result", "val_bpb"));
+  double d16 = json_real_value(jget(d, "result", "val_bpb"));
+  cr_assert(!memcmp(&b16, &c16, sizeof b16) && !memcmp(&b16, &d16, sizeof b16),
+            "bf16 figures differ across thread counts: %.17g %.17g %.17g", b16, c16, d16);
+  cr_assert(b16 != f32 && fabs(b16 - f32) < 0.01 * f32, "bf16 %.17g vs fp32 %.17g", b16, f32);
+  double diff = json_real_value(jget(b, "result_fp32", "bf16_minus_fp32_bpb"));
+  cr_assert(!memcmp(&diff, &(double){b16 - f32}, sizeof diff));
+  json_decref(a), json_decref(b), json_decref(c), json_decref(d);
+  /* usage errors */
+  cr_assert_eq(run("%s %s --val %s --precision fp16 --no-receipt", bin("pgverify"), f.art, f.val),
+               2);
+  cr_assert_eq(run("%s %s --val %s --no-fp32-figure --no-receipt", bin("pgverify"), f.art, f.val),
+               2);
+}
+
 Test(tools, pgverify_partial_and_tail_variant) {
   vfx f;
   vfx_init(&f);

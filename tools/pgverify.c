@@ -67,6 +67,9 @@ static void usage(FILE *f) {
       "  --seed N (1337)       --phases N (3)  --prefix-docs N (2500)\n"
       "engine and output:\n"
       "  --engine cpu          the CPU reference (fp32, fp64 sums); cuda is not built yet\n"
+      "  --precision P         fp32 (default) or bf16: the records' bf16 autocast rounding\n"
+      "                        (spec/engine.md §7), reported with the fp32 figure beside it\n"
+      "  --no-fp32-figure      with bf16: skip the second (fp32) run\n"
       "  --threads N           CPU threads (default: all online; results do not depend on it)\n"
       "  --receipt FILE        where to write the receipt (default ARTIFACT.receipt.json)\n"
       "  --no-receipt          do not write one\n"
@@ -270,13 +273,15 @@ enum {
   O_REPORT, O_CHUNK, O_OPT, O_LR, O_MOM, O_B1, O_B2, O_EPS, O_WD, O_EPOCHS, O_CLIP, O_ROWS,
   O_FREEZE, O_LRANK, O_LALPHA, O_LTARGETS, O_LCHUNK, O_LWIN, O_LDOCS, O_LLR, O_LB1, O_LB2, O_LEPS,
   O_LWD, O_WARM, O_NOWARM, O_SEED, O_PHASES, O_PREFIX, O_ENGINE, O_THREADS, O_RECEIPT, O_NORECEIPT,
-  O_JSON, O_ARCH
+  O_JSON, O_ARCH, O_PRECISION, O_NOFP32
 };
 
 typedef struct opts {
   const char *artifact, *val, *bytes, *tokenizer, *receipt, *engine, *arch;
   uint64_t max_tokens;
   int threads, json, quiet, no_receipt;
+  int precision; /* PG_PREC_BF16: the bf16 run, and the fp32 run beside it unless no_fp32 */
+  int no_fp32;
   pg_protocol p;
 } opts;
 
@@ -410,6 +415,8 @@ int main(int argc, char **argv) {
       {"prefix-docs", required_argument, 0, O_PREFIX}, {"engine", required_argument, 0, O_ENGINE},
       {"threads", required_argument, 0, O_THREADS}, {"receipt", required_argument, 0, O_RECEIPT},
       {"no-receipt", no_argument, 0, O_NORECEIPT}, {"json", no_argument, 0, O_JSON},
+      {"precision", required_argument, 0, O_PRECISION},
+      {"no-fp32-figure", no_argument, 0, O_NOFP32},
       {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   opts o = {.engine = "cpu"};
   int kind = PG_PROTO_SLIDING;
@@ -434,6 +441,12 @@ int main(int argc, char **argv) {
       if (parse_int(optarg, 0, 256, &o.threads))
         return pg_tool_usage_error(PROG, "bad --threads '%s'", optarg);
       break;
+    case O_PRECISION:
+      o.precision = pg_precision_parse(optarg);
+      if (o.precision < 0)
+        return pg_tool_usage_error(PROG, "unknown precision '%s' (fp32, bf16)", optarg);
+      break;
+    case O_NOFP32: o.no_fp32 = 1; break;
     case O_RECEIPT: o.receipt = optarg; break;
     case O_NORECEIPT: o.no_receipt = 1; break;
     case O_JSON: o.json = 1; break;
@@ -448,6 +461,8 @@ int main(int argc, char **argv) {
   if (optind + 1 != argc) return pg_tool_usage_error(PROG, "expected one ARTIFACT");
   o.artifact = argv[optind];
   if (!o.val) return pg_tool_usage_error(PROG, "--val PATTERN is required");
+  if (o.no_fp32 && o.precision != PG_PREC_BF16)
+    return pg_tool_usage_error(PROG, "--no-fp32-figure goes with --precision bf16");
   if (strcmp(o.engine, "cpu") != 0) {
     if (!strcmp(o.engine, "cuda"))
       fprintf(stderr, "%s: the CUDA engine is not built yet (spec/eval.md §8); use --engine cpu\n",
@@ -478,11 +493,12 @@ int main(int argc, char **argv) {
   int rc = PG_EXIT_ERROR;
   double t0 = pg_now();
   pg_artifact *art = NULL;
-  pg_model *m = NULL;
+  pg_model *m = NULL, *m32 = NULL;
   pg_spm *spm = NULL;
   pg_spm_tables tab = {0};
   pg_val_data vd = {0};
-  pg_eval_result res = {0};
+  pg_eval_result res = {0}, res32 = {0};
+  const int fig32 = o.precision == PG_PREC_BF16 && !o.no_fp32;
   json_t *receipt = NULL;
   uint64_t art_hash = 0, art_size = 0, tok_hash = 0;
   const pg_arch *arch;
@@ -554,8 +570,9 @@ int main(int argc, char **argv) {
   pg_eval_hooks hooks = {.progress = pg_progress_tick, .ctx = &pr};
   if (!o.quiet && !o.json && isatty(2)) {
     char a[32];
-    fprintf(stderr, "%s: %s on %s validation tokens, engine cpu (%d threads)\n", PROG,
-            pg_proto_name(o.p.kind), pg_fmt_u64(a, n), nthreads);
+    fprintf(stderr, "%s: %s on %s validation tokens, engine cpu (%d threads), %s%s\n", PROG,
+            pg_proto_name(o.p.kind), pg_fmt_u64(a, n), nthreads,
+            pg_precision_name((pg_precision)o.precision), fig32 ? " then fp32" : "");
   }
   /* provenance: what the weights cannot show, and the record's protocol (spec/eval.md §7.1) */
   {
@@ -618,7 +635,16 @@ int main(int argc, char **argv) {
     }
     json_object_set_new(prov, "warnings", warns);
   }
+  /* the fp32 figure runs on its own copy of the weights: a TTT protocol changes the model */
+  if (fig32 && (pg_model_create(&m32, arch, &err) || pg_model_copy_params(m32, m, &err)))
+    goto fail;
+  pg_model_set_precision(m, (pg_precision)o.precision);
+  if (fig32) pr.what = "bf16";
   if (pg_eval_run(m, &e, &val, &o.p, &hooks, &res, &err)) goto fail;
+  if (fig32) {
+    pr.t0 = pg_now(), pr.last = 0, pr.what = "fp32";
+    if (pg_eval_run(m32, &e, &val, &o.p, &hooks, &res32, &err)) goto fail;
+  }
 
   /* the receipt */
   receipt = json_object();
@@ -663,10 +689,26 @@ int main(int argc, char **argv) {
   json_object_set_new(receipt, "provenance", prov);
   prov = NULL;
   json_object_set_new(receipt, "result", result_json(&res));
+  if (fig32) {
+    json_t *r32 = json_object();
+    json_object_set_new(r32, "val_loss", json_real(res32.val_loss));
+    json_object_set_new(r32, "val_bpb", json_real(res32.val_bpb));
+    json_object_set_new(r32, "loss_sum_nats", json_real(res32.sum.nats));
+    json_object_set_new(r32, "token_count", json_real(res32.sum.tokens));
+    json_object_set_new(r32, "byte_count", json_real(res32.sum.bytes));
+    json_object_set_new(r32, "seconds", json_real(res32.seconds));
+    json_object_set_new(r32, "bf16_minus_fp32_bpb", json_real(res.val_bpb - res32.val_bpb));
+    json_object_set_new(receipt, "result_fp32", r32);
+  }
   json_t *je = json_object();
   json_object_set_new(je, "name", json_string("cpu"));
   json_object_set_new(je, "threads", json_integer(nthreads));
-  json_object_set_new(je, "numerics", json_string("fp32 tensors, fp64 sums (spec/engine.md)"));
+  json_object_set_new(je, "precision", json_string(pg_precision_name((pg_precision)o.precision)));
+  json_object_set_new(je, "numerics",
+                      json_string(o.precision == PG_PREC_BF16
+                                      ? "bf16 at the records' autocast rounding points, fp64 sums "
+                                        "(spec/engine.md §7)"
+                                      : "fp32 tensors, fp64 sums (spec/engine.md)"));
   json_object_set_new(receipt, "engine", je);
   json_t *jb = json_object();
   json_object_set_new(jb, "version", json_string(PG_VERSION));
@@ -721,8 +763,13 @@ int main(int argc, char **argv) {
       printf("record     the protocol %s the record's (%s)\n",
              json_is_true(pm) ? "is" : "is NOT", w_proto ? "provenance.protocol"
                                                           : "follows.protocol");
+    if (o.precision == PG_PREC_BF16)
+      printf("precision  bf16 (the records' autocast rounding points, spec/engine.md §7)\n");
     printf("val_loss   %.8f\n", res.val_loss);
     printf("val_bpb    %.8f\n", res.val_bpb);
+    if (fig32)
+      printf("fp32       val_loss %.8f  val_bpb %.8f  (bf16 - fp32: %+.3e bpb)\n", res32.val_loss,
+             res32.val_bpb, res.val_bpb - res32.val_bpb);
     printf("targets    %s of T = %s%s\n", pg_fmt_u64(a, res.scored), pg_fmt_u64(b, res.targets),
            res.duplicates ? " (duplicates included)" : " (every target scored once)");
     printf("bytes      %s\n", pg_fmt_u64(a, (uint64_t)res.sum.bytes));
@@ -732,7 +779,7 @@ int main(int argc, char **argv) {
     if (res.train_steps)
       printf("updates    %s (score-first: each after its chunk's score was committed)\n",
              pg_fmt_u64(a, res.train_steps));
-    printf("time       %.2f s (engine cpu, %d threads)\n", res.seconds, nthreads);
+    printf("time       %.2f s (engine cpu, %d threads)\n", res.seconds + res32.seconds, nthreads);
     if (!o.no_receipt) printf("receipt    %s\n", pg_safe(o.receipt));
   }
   free(text);
@@ -746,10 +793,12 @@ done:
   free(w_record);
   free(w_proto);
   pg_eval_result_free(&res);
+  pg_eval_result_free(&res32);
   pg_val_data_free(&vd);
   pg_spm_tables_free(&tab);
   pg_spm_free(spm);
   pg_model_free(m);
+  pg_model_free(m32);
   pg_artifact_free(art);
   return rc;
 }
