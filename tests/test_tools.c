@@ -722,10 +722,10 @@ Test(tools, pgverify_errors_are_one_line) {
   size_t nb, na;
   pg_err e;
   cr_assert_eq(pg_file_read_all(f.art, &before, &nb, 64u << 20, &e), PG_OK);
-  expect_error(&f, "overwrite the artifact", NULL, "%s %s --val %s --seq-len 64 --receipt %s", pv,
+  expect_error(&f, "is the input", NULL, "%s %s --val %s --seq-len 64 --receipt %s", pv,
                f.art, f.val, f.art);
   snprintf(other, sizeof other, "%s/./v.pgz", tmp);
-  expect_error(&f, "overwrite the artifact", NULL, "%s %s --val %s --seq-len 64 --json --receipt %s",
+  expect_error(&f, "is the input", NULL, "%s %s --val %s --seq-len 64 --json --receipt %s",
                pv, f.art, f.val, other);
   cr_assert_eq(pg_file_read_all(f.art, &after, &na, 64u << 20, &e), PG_OK);
   cr_assert(na == nb && !memcmp(before, after, nb), "the artifact changed");

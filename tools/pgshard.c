@@ -227,6 +227,21 @@ static int cmd_encode(int argc, char **argv) {
                "rebuild)");
     return pg_tool_fail(PROG, &err);
   }
+  /* manifest.json must not be an input (the shards are new files: existing ones are refused) */
+  char mpath[4200];
+  snprintf(mpath, sizeof mpath, "%s/manifest.json", out);
+  const char *mout = mpath;
+  const size_t nin = (size_t)(argc - optind) + 1;
+  const char **ins = malloc(nin * sizeof *ins);
+  if (!ins) {
+    pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    return pg_tool_fail(PROG, &err);
+  }
+  ins[0] = model;
+  for (int i = optind; i < argc; i++) ins[1 + i - optind] = argv[i];
+  const int io = pg_tool_check_outputs(PROG, &mout, 1, ins, nin);
+  free(ins);
+  if (io != PG_EXIT_OK) return PG_EXIT_ERROR;
   if (pg_mkdir_p(out, &err) != PG_OK) return pg_tool_fail(PROG, &err);
   char pat[4096];
   snprintf(pat, sizeof pat, "%s/%s_*.bin", out, prefix);
@@ -260,7 +275,7 @@ static int cmd_encode(int argc, char **argv) {
     size_t ml;
     rc = pg_file_read_all(model, &mb, &ml, PG_SPM_MAX_FILE, &err);
     if (rc == PG_OK) {
-      char h[24], mpath[4200];
+      char h[24];
       snprintf(h, sizeof h, "%016llx", (unsigned long long)XXH64(mb, ml, 0));
       free(mb);
       json_t *m = json_object();
@@ -287,7 +302,6 @@ static int cmd_encode(int argc, char **argv) {
       json_object_set_new(m, "files", files);
       char *txt = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
       json_decref(m);
-      snprintf(mpath, sizeof mpath, "%s/manifest.json", out);
       rc = txt ? pg_file_write_atomic(mpath, txt, strlen(txt), &err)
                : pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
       free(txt);
