@@ -22,7 +22,7 @@
  * allocation. A slot is claimed with a compare-and-swap (FREE -> BUSY), filled, then published
  * (FILE or TREE); the handler only acts on published slots. */
 enum { TMP_FREE = 0, TMP_BUSY, TMP_FILE, TMP_TREE };
-#define PG_TMP_SLOTS 64
+#define PG_TMP_SLOTS 256
 #define PG_TMP_PATH 4096
 static struct {
   int state;

@@ -12,6 +12,7 @@
 #include "pg_container.h"
 #include "pg_extract.h"
 #include "pg_io.h"
+#include "pg_shard.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -264,4 +265,31 @@ Test(extract, metadata_export_is_sorted_json_with_a_newline) {
   free(txt);
   pg_artifact_free(a);
   free(bytes);
+}
+
+Test(extract, an_interrupted_shard_writer_leaves_no_shard) {
+  pg_shard_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_shard_writer_open(&w, tmp, "fineweb_val_", 100, &e), PG_OK, "%s", e.msg);
+  uint16_t t[250];
+  for (int i = 0; i < 250; i++) t[i] = (uint16_t)(i % 7 + 1);
+  cr_assert_eq(pg_shard_writer_append(w, t, 250, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_nfiles(w), 2u); /* two complete shards and an open one */
+  /* what a tool's signal handler does: the complete shards of the unfinished output go too */
+  pg_tmp_remove_all();
+  char pat[128];
+  snprintf(pat, sizeof pat, "%s/fineweb_val_*", tmp);
+  glob_t g;
+  cr_assert_eq(glob(pat, 0, NULL, &g), GLOB_NOMATCH, "left %s", g.gl_pathc ? g.gl_pathv[0] : "");
+  globfree(&g);
+  pg_shard_writer_abort(w);
+  /* a writer freed after finishing keeps its files, out of the registry */
+  cr_assert_eq(pg_shard_writer_open(&w, tmp, "fineweb_val_", 100, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_append(w, t, 250, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
+  pg_shard_writer_free(w);
+  pg_tmp_remove_all();
+  cr_assert_eq(glob(pat, 0, NULL, &g), 0);
+  cr_assert_eq(g.gl_pathc, 3u);
+  globfree(&g);
 }
