@@ -27,6 +27,7 @@ static void usage(FILE *f) {
           "  --check               decode every section, verify every checksum, the coverage\n"
           "                        rules and every value range; exit 1 if anything is wrong\n"
           "  --extract DIR         write the tokenizer, the code files and metadata.json to DIR\n"
+          "                        (a new or empty folder: all of them or nothing)\n"
           "  --safetensors OUT     write every tensor dequantized to OUT (a .safetensors file)\n"
           "  --dtype f32|bf16      element type for --safetensors (default f32)\n"
           "  --json                list as JSON on stdout\n"
