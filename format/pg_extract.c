@@ -31,7 +31,8 @@ int pg_extract_name_check(const char *name, size_t len, const char *src, pg_err 
       const size_t cl = i - start;
       if (cl == 0) why = "has an empty component";
       else if (cl == 1 && name[start] == '.') why = "has a '.' component";
-      else if (cl == 2 && name[start] == '.' && name[start + 1] == '.') why = "has a '..' component";
+      else if (cl == 2 && name[start] == '.' && name[start + 1] == '.')
+        why = "has a '..' component";
       start = i + 1;
     }
   }

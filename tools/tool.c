@@ -1,5 +1,5 @@
-/* tool.c: shared helpers of the pgolf commands, and what every command does before main: remove
- * live temporaries when interrupted, and fail (exit 2) when standard output could not be written. */
+/* tool.c: shared helpers of the pgolf commands, and what every command sets up before main:
+ * remove live temporaries when interrupted, fail (exit 2) when standard output was not written. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* program_invocation_short_name */
 #endif

@@ -89,7 +89,8 @@ static void extract(pg_artifact *a) {
   json_decref(j);
   /* the write, in a fresh folder (in memory where there is one: fsync is cheap there) */
   char root[64];
-  snprintf(root, sizeof root, "%s/pgfx.XXXXXX", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+  const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+  snprintf(root, sizeof root, "%s/pgfx.XXXXXX", base);
   if (!mkdtemp(root)) abort();
   char out[96];
   snprintf(out, sizeof out, "%s/out", root);
