@@ -1143,20 +1143,33 @@ Test(tools, atomic_writes_never_replace_a_device_or_fifo) {
   cr_assert_eq(temporaries(tmp), 0);
 }
 
-/* A small pgtrain run over the vfx fixture's shards. */
-static void write_run(const char *cfgp, const vfx *f, const char *train, const char *tok) {
-  char tpat[220], vpat[220];
+/* A small pgtrain run over the vfx fixture's shards; the arch inline, or in the file arch_file
+ * (named relative to the config) when given. */
+static void write_run(const char *cfgp, const vfx *f, const char *train, const char *tok,
+                      const char *arch_file) {
+  char tpat[220], vpat[220], arch[200], apath[300];
   snprintf(tpat, sizeof tpat, "%.*s", (int)strlen(train) - 2, train + 1);
   snprintf(vpat, sizeof vpat, "%.*s", (int)strlen(f->val) - 2, f->val + 1);
+  snprintf(arch, sizeof arch,
+           "{\"vocab_size\": %u, \"dim\": 32, \"layers\": 2, \"heads\": 2, \"kv_heads\": 1, "
+           "\"mlp\": {\"hidden\": 64}}",
+           f->vocab);
+  if (arch_file) {
+    snprintf(apath, sizeof apath, "%s/%s", tmp, arch_file);
+    FILE *af = fopen(apath, "w");
+    cr_assert_not_null(af);
+    fputs(arch, af);
+    fclose(af);
+    snprintf(arch, sizeof arch, "\"%s\"", arch_file);
+  }
   FILE *cf = fopen(cfgp, "w");
   cr_assert_not_null(cf);
   fprintf(cf,
-          "{\"arch\": {\"vocab_size\": %u, \"dim\": 32, \"layers\": 2, \"heads\": 2, "
-          "\"kv_heads\": 1, \"mlp\": {\"hidden\": 64}},\n"
+          "{\"arch\": %s,\n"
           " \"data\": {\"train\": \"%s\", \"val\": \"%s\", \"tokenizer\": \"%s\", "
           "\"seq_len\": 32, \"batch\": 2},\n"
           " \"schedule\": {\"steps\": 2}, \"log\": {\"every\": 1, \"val_tokens\": 257}}\n",
-          f->vocab, tpat, vpat, tok);
+          arch, tpat, vpat, tok);
   fclose(cf);
 }
 
@@ -1172,7 +1185,7 @@ Test(tools, outputs_never_overwrite_inputs) {
   fclose(tf);
   free(tb);
   snprintf(cfgp, sizeof cfgp, "%s/run.json", tmp);
-  write_run(cfgp, &f, train, tok);
+  write_run(cfgp, &f, train, tok, NULL);
   snprintf(shard, sizeof shard, "%s/train/fineweb_train_000000.bin", tmp);
   snprintf(ck, sizeof ck, "%s/ck.safetensors", tmp);
   const uint64_t htok = xxh64_file(tok), hshard = xxh64_file(shard), hcfg = xxh64_file(cfgp);
@@ -1185,6 +1198,14 @@ Test(tools, outputs_never_overwrite_inputs) {
                                   ck));
   expect_refusal("pgtrain: ", run("%s --config %s -q -o %s", bin("pgtrain"), cfgp, cfgp));
   cr_assert(!exists(ck));
+  /* the arch file a configuration names */
+  char cfg2[200], archp[200];
+  snprintf(cfg2, sizeof cfg2, "%s/run2.json", tmp);
+  snprintf(archp, sizeof archp, "%s/arch.json", tmp);
+  write_run(cfg2, &f, train, tok, "arch.json");
+  const uint64_t harch = xxh64_file(archp);
+  expect_refusal("pgtrain: ", run("%s --config %s -q -o %s", bin("pgtrain"), cfg2, archp));
+  cr_assert_eq(xxh64_file(archp), harch, "the arch file changed");
   /* pgpack -o a calibration shard; pgverify --receipt a validation shard; pgdemo -o its tokenizer */
   expect_refusal("pgpack: ", run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 32 -q -o %s",
                                  bin("pgpack"), f.art, train, shard));
@@ -1213,7 +1234,7 @@ Test(tools, failed_writes_of_streams_fail_the_command) {
   char train[220], cfgp[200], ck[200];
   write_train(train, sizeof train, f.vocab);
   snprintf(cfgp, sizeof cfgp, "%s/run.json", tmp);
-  write_run(cfgp, &f, train, spm_seed("byte_fallback.model"));
+  write_run(cfgp, &f, train, spm_seed("byte_fallback.model"), NULL);
   snprintf(ck, sizeof ck, "%s/ck.safetensors", tmp);
   /* a full disk under the log */
   expect_refusal("pgtrain: ", run("%s --config %s -q --log /dev/full -o %s", bin("pgtrain"), cfgp,

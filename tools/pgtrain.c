@@ -157,8 +157,9 @@ int main(int argc, char **argv) {
   /* no output may be an input; the checkpoint may be the --resume one (it is read whole first) */
   const char *outs[] = {out, logp};
   const char *ins[] = {config, cfg.train[0] ? cfg.train : NULL, cfg.val[0] ? cfg.val : NULL,
-                       cfg.tokenizer[0] ? cfg.tokenizer : NULL};
-  if (pg_tool_check_outputs(PROG, outs, 2, ins, 4) != PG_EXIT_OK ||
+                       cfg.tokenizer[0] ? cfg.tokenizer : NULL,
+                       cfg.arch_file[0] ? cfg.arch_file : NULL};
+  if (pg_tool_check_outputs(PROG, outs, 2, ins, 5) != PG_EXIT_OK ||
       pg_tool_check_outputs(PROG, &logp, 1, &resume, 1) != PG_EXIT_OK)
     return PG_EXIT_ERROR;
 
