@@ -1,6 +1,11 @@
-/* pg_io.c: whole-file reads, read-only maps, atomic writes, and the byte buffer. */
+/* pg_io.c: whole-file reads, read-only maps, atomic writes, the registry of live temporaries,
+ * and the byte buffer. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* syscall(SYS_getdents64) for the signal-safe tree removal */
+#endif
 #include "pg_io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -8,6 +13,108 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
+
+/* ---- the registry of live temporaries ----
+ * Fixed slots with their own path storage: the signal handler reads them without locks or
+ * allocation. A slot is claimed with a compare-and-swap (FREE -> BUSY), filled, then published
+ * (FILE or TREE); the handler only acts on published slots. */
+enum { TMP_FREE = 0, TMP_BUSY, TMP_FILE, TMP_TREE };
+#define PG_TMP_SLOTS 256
+#define PG_TMP_PATH 4096
+static struct {
+  int state;
+  char path[PG_TMP_PATH];
+} tmp_slots[PG_TMP_SLOTS];
+
+int pg_tmp_register(const char *path, int is_tree) {
+  size_t n = strlen(path);
+  if (n >= PG_TMP_PATH) return -1;
+  for (int i = 0; i < PG_TMP_SLOTS; i++) {
+    int expect = TMP_FREE;
+    if (!__atomic_compare_exchange_n(&tmp_slots[i].state, &expect, TMP_BUSY, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_RELAXED))
+      continue;
+    memcpy(tmp_slots[i].path, path, n + 1);
+    __atomic_store_n(&tmp_slots[i].state, is_tree ? TMP_TREE : TMP_FILE, __ATOMIC_RELEASE);
+    return i;
+  }
+  return -1;
+}
+
+void pg_tmp_forget(int slot) {
+  if (slot >= 0 && slot < PG_TMP_SLOTS)
+    __atomic_store_n(&tmp_slots[slot].state, TMP_FREE, __ATOMIC_RELEASE);
+}
+
+/* Remove everything inside the open directory fd without following links; only system calls and
+ * stack memory (async-signal-safe). Each pass restarts from the first entry, since removing
+ * entries disturbs the directory stream; a pass that removes nothing ends. The depth is bounded
+ * (the trees written here come from names of at most 255 bytes). */
+static void rm_inside(int fd, int depth) {
+#ifdef __linux__
+  char buf[1024] __attribute__((aligned(8)));
+  for (;;) {
+    if (lseek(fd, 0, SEEK_SET) != 0) return;
+    long got = syscall(SYS_getdents64, fd, buf, sizeof buf);
+    if (got <= 0) return;
+    int progress = 0;
+    for (long off = 0; off < got;) {
+      /* struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, char name[] */
+      unsigned short reclen;
+      memcpy(&reclen, buf + off + 16, sizeof reclen);
+      const unsigned char type = (unsigned char)buf[off + 18];
+      const char *name = buf + off + 19;
+      off += reclen;
+      if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2]))) continue;
+      if (type == DT_DIR || (type == DT_UNKNOWN && unlinkat(fd, name, 0) != 0)) {
+        int sub = depth < 128 ? openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                              : -1;
+        if (sub >= 0) {
+          rm_inside(sub, depth + 1);
+          close(sub);
+        }
+        progress |= unlinkat(fd, name, AT_REMOVEDIR) == 0;
+        continue;
+      }
+      progress |= type == DT_UNKNOWN || unlinkat(fd, name, 0) == 0;
+    }
+    if (!progress) return;
+  }
+#else
+  (void)fd;
+  (void)depth;
+#endif
+}
+
+static void rm_entry(const char *path, int is_tree) {
+  if (is_tree) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+      rm_inside(fd, 0);
+      close(fd);
+    }
+    rmdir(path);
+  } else {
+    unlink(path);
+  }
+}
+
+void pg_tmp_discard(int slot) {
+  if (slot < 0 || slot >= PG_TMP_SLOTS) return;
+  int st = __atomic_load_n(&tmp_slots[slot].state, __ATOMIC_ACQUIRE);
+  if (st == TMP_FILE || st == TMP_TREE) rm_entry(tmp_slots[slot].path, st == TMP_TREE);
+  pg_tmp_forget(slot);
+}
+
+void pg_tmp_remove_all(void) {
+  for (int i = 0; i < PG_TMP_SLOTS; i++) {
+    int st = __atomic_load_n(&tmp_slots[i].state, __ATOMIC_ACQUIRE);
+    if (st == TMP_FILE || st == TMP_TREE) rm_entry(tmp_slots[i].path, st == TMP_TREE);
+  }
+}
 
 int pg_file_size(const char *path, uint64_t *size, pg_err *err) {
   struct stat st;
@@ -99,8 +206,22 @@ int pg_same_file(const char *a, const char *b) {
   return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+int pg_out_check_dest(const char *path, pg_err *err) {
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    if (errno == ENOENT) return PG_OK; /* nothing there (or a dangling link, replaced) */
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot stat: %s", strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode))
+    return pg_err_set(err, PG_E_EXISTS, path, PG_NO_OFFSET,
+                      "exists and is not a regular file; refusing to replace it");
+  return PG_OK;
+}
+
 int pg_out_begin(pg_out *o, const char *path, pg_err *err) {
   memset(o, 0, sizeof *o);
+  o->tmp_slot = -1;
+  PG_TRY(pg_out_check_dest(path, err));
   size_t n = strlen(path);
   o->path = malloc(n + 1);
   o->tmp_path = malloc(n + 16);
@@ -122,11 +243,13 @@ int pg_out_begin(pg_out *o, const char *path, pg_err *err) {
     return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot create a temporary file: %s",
                       strerror(e));
   }
+  o->tmp_slot = pg_tmp_register(o->tmp_path, 0);
   (void)fchmod(fd, 0644);
   o->fp = fdopen(fd, "wb");
   if (!o->fp) {
     close(fd);
     unlink(o->tmp_path);
+    pg_tmp_forget(o->tmp_slot);
     free(o->path);
     free(o->tmp_path);
     memset(o, 0, sizeof *o);
@@ -149,6 +272,7 @@ void pg_out_abort(pg_out *o) {
   if (!o) return;
   if (o->fp) fclose(o->fp);
   if (o->tmp_path) unlink(o->tmp_path);
+  pg_tmp_forget(o->tmp_slot);
   free(o->tmp_path);
   free(o->path);
   memset(o, 0, sizeof *o);
@@ -163,12 +287,19 @@ int pg_out_commit(pg_out *o, pg_err *err) {
   int bad = fflush(o->fp) != 0 || fsync(fileno(o->fp)) != 0;
   bad |= fclose(o->fp) != 0;
   o->fp = NULL;
+  /* again just before the rename: the destination may have changed while we wrote */
+  int drc = bad ? PG_OK : pg_out_check_dest(o->path, err);
+  if (drc != PG_OK) {
+    pg_out_abort(o);
+    return drc;
+  }
   if (bad || rename(o->tmp_path, o->path) != 0) {
     int rc = pg_err_set(err, PG_E_IO, o->path, PG_NO_OFFSET, "cannot complete the write: %s",
                         strerror(errno));
     pg_out_abort(o);
     return rc;
   }
+  pg_tmp_forget(o->tmp_slot);
   free(o->tmp_path);
   free(o->path);
   memset(o, 0, sizeof *o);

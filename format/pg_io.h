@@ -2,7 +2,10 @@
  *
  * Inputs are read whole (with a size cap) or memory-mapped read-only; they are never modified.
  * Outputs are written to a temporary file in the destination's folder, flushed, and renamed over
- * the destination only when complete; a failed write removes the temporary and leaves nothing. */
+ * the destination only when complete; a failed write removes the temporary and leaves nothing.
+ * A destination that exists and is not a regular file (a device, a FIFO, a directory) is refused:
+ * the rename would replace the node itself. Live temporaries are kept in a registry that an
+ * interrupted program empties from its signal handler (pg_tmp_remove_all). */
 #ifndef PG_IO_H
 #define PG_IO_H
 
@@ -34,12 +37,15 @@ int pg_file_size(const char *path, uint64_t *size, pg_err *err);
 /* 1 when both paths name the same existing file (same device and inode), else 0. */
 int pg_same_file(const char *a, const char *b);
 
-/* Atomic output: begin → write* → commit (rename) or abort (unlink). */
+/* Atomic output: begin → write* → commit (rename) or abort (unlink). begin refuses
+ * (PG_E_EXISTS) a destination that exists and is not a regular file; a symbolic link at the
+ * destination is replaced, never written through, and refused when it names a non-regular file. */
 typedef struct pg_out {
   FILE *fp;
   char *tmp_path;
   char *path;
   int failed;
+  int tmp_slot; /* registry slot of tmp_path, or -1 */
 } pg_out;
 int pg_out_begin(pg_out *o, const char *path, pg_err *err);
 int pg_out_write(pg_out *o, const void *buf, size_t len, pg_err *err);
@@ -48,6 +54,21 @@ void pg_out_abort(pg_out *o);
 
 /* One-shot atomic write of a buffer. */
 int pg_file_write_atomic(const char *path, const void *buf, size_t len, pg_err *err);
+
+/* The registry of live temporaries (files and directory trees this process is writing), so an
+ * interrupted program leaves none behind. The library never handles signals itself: a program
+ * calls pg_tmp_remove_all from its SIGINT/SIGTERM/SIGHUP handler (the tools do, tools/tool.c).
+ * register returns a slot (or -1 when the registry is full or the path too long: the write goes on
+ * without the guarantee); forget drops the entry after a rename consumed the path; discard removes
+ * the file or the whole tree now and drops the entry. pg_tmp_remove_all is async-signal-safe. */
+int pg_tmp_register(const char *path, int is_tree);
+void pg_tmp_forget(int slot);
+void pg_tmp_discard(int slot);
+void pg_tmp_remove_all(void);
+
+/* PG_OK when path may be replaced by an atomic write: it does not exist, or it is (or a symbolic
+ * link names) a regular file; otherwise PG_E_EXISTS (a device, FIFO, socket or directory). */
+int pg_out_check_dest(const char *path, pg_err *err);
 
 /* Create a directory and its parents (mode 0755); an existing directory is fine. */
 int pg_mkdir_p(const char *path, pg_err *err);

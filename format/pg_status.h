@@ -23,7 +23,7 @@ extern "C" {
   X(PG_E_ARG, 3, "invalid argument")                                                 \
   X(PG_E_NOT_FOUND, 4, "not found")                                                  \
   X(PG_E_UNSUPPORTED, 5, "not supported by this build")                              \
-  X(PG_E_EXISTS, 6, "output would overwrite an input")                               \
+  X(PG_E_EXISTS, 6, "output would overwrite an input or existing data")              \
   X(PG_E_ILLEGAL, 7, "evaluation rule violated")                                      \
   X(PG_E_TRUNCATED, 10, "truncated file")                                            \
   X(PG_E_MAGIC, 11, "wrong magic")                                                   \

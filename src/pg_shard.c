@@ -498,6 +498,7 @@ struct pg_shard_writer {
   int finished;
   pg_out out;
   char **paths; /* committed files */
+  int *slots;   /* their entries in pg_io's registry of temporaries, until the writer is freed */
   size_t npaths, cap;
 };
 
@@ -540,6 +541,7 @@ static void writer_remove(pg_shard_writer *w) {
   writer_drop_open(w);
   for (size_t k = 0; k < w->npaths; k++) {
     unlink(w->paths[k]);
+    pg_tmp_forget(w->slots[k]);
     free(w->paths[k]);
   }
   w->npaths = 0;
@@ -562,11 +564,13 @@ static int writer_begin(pg_shard_writer *w, pg_err *err) {
   if (w->npaths == w->cap) {
     const size_t cap = w->cap ? 2 * w->cap : 16;
     char **p = realloc(w->paths, cap * sizeof *p);
-    if (!p) {
+    if (p) w->paths = p;
+    int *sl = p ? realloc(w->slots, cap * sizeof *sl) : NULL;
+    if (!sl) {
       free(path);
       return pg_err_set(err, PG_E_NOMEM, w->dir, PG_NO_OFFSET, "cannot allocate a path list");
     }
-    w->paths = p;
+    w->slots = sl;
     w->cap = cap;
   }
   int rc = pg_out_begin(&w->out, path, err);
@@ -599,6 +603,8 @@ static int writer_commit(pg_shard_writer *w, pg_err *err) {
     free(path);
     return rc;
   }
+  /* complete, but part of an unfinished output: an interrupted program removes it too */
+  w->slots[w->npaths] = pg_tmp_register(path, 0);
   w->npaths++;
   return PG_OK;
 }
@@ -660,8 +666,12 @@ const char *pg_shard_writer_path(const pg_shard_writer *w, size_t k) {
 }
 
 static void writer_release(pg_shard_writer *w) {
-  for (size_t k = 0; k < w->npaths; k++) free(w->paths[k]);
+  for (size_t k = 0; k < w->npaths; k++) {
+    pg_tmp_forget(w->slots[k]);
+    free(w->paths[k]);
+  }
   free(w->paths);
+  free(w->slots);
   free(w->dir);
   free(w->prefix);
   free(w);

@@ -133,7 +133,9 @@ size_t pg_shard_writer_nfiles(const pg_shard_writer *w);   /* files written so f
 const char *pg_shard_writer_path(const pg_shard_writer *w, size_t k); /* NULL past the end */
 /* Remove every file this writer wrote (finished or not) and free it. */
 void pg_shard_writer_abort(pg_shard_writer *w);
-/* Free; a writer not successfully finished is aborted first (its files removed). */
+/* Free; a writer not successfully finished is aborted first (its files removed). Until then its
+ * committed files stay in pg_io.h's registry of temporaries: a program interrupted before it
+ * freed the writer removes them (pg_tmp_remove_all), as it removes the open shard's temporary. */
 void pg_shard_writer_free(pg_shard_writer *w);
 
 /* ---- validation trimming and documents ---- */

@@ -193,6 +193,7 @@ static int parse_root(pg_train_cfg *c, json_t *root, const char *file, pg_err *e
     dir_of(file, dir, sizeof dir);
     snprintf(path, sizeof path, "%s%s", s[0] == '/' ? "" : dir, s);
     PG_TRY(pg_arch_load(&c->arch, path, err));
+    memcpy(c->arch_file, path, sizeof c->arch_file); /* an input the outputs must not replace */
   } else if (a) {
     return CFAIL("arch: not an object or a file name");
   }

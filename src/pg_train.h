@@ -41,6 +41,7 @@ const char *pg_train_group_name(int g);
 
 typedef struct pg_train_cfg {
   pg_arch arch;
+  char arch_file[2 * PG_TRAIN_PATH_MAX]; /* the file the arch was read from ("" when inline) */
   /* data */
   char train[PG_TRAIN_PATH_MAX]; /* shard pattern */
   char val[PG_TRAIN_PATH_MAX];   /* validation pattern ("" = no validation) */

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -496,6 +497,19 @@ def t_no_overwrite_on_failure():
     assert leftovers(TMP, "keep") == []
     rc, _, err = run(S.inp, "-o", S.inp)
     assert rc == 2 and "over the input" in err, (rc, err)
+    # nor the --arch file, nor a FIFO (a rename would replace the node)
+    arch = os.path.join(TMP, "in_arch.json")
+    with open(arch, "w") as f:
+        json.dump(ARCH, f)
+    before = open(arch, "rb").read()
+    rc, _, err = run(S.inp, "-o", arch, "--arch", arch)
+    assert rc == 2 and "over the input" in err, (rc, err)
+    assert open(arch, "rb").read() == before, "the --arch file was overwritten"
+    fifo = os.path.join(TMP, "fifo.safetensors")
+    os.mkfifo(fifo)
+    rc, _, err = run(S.inp, "-o", fifo)
+    assert rc == 2 and "not a regular file" in err and len(err.strip().splitlines()) == 1, (rc, err)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced"
 
 
 def t_arch():

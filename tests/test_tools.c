@@ -2,8 +2,10 @@
  * errors naming the file, --json documents, extraction and safetensors export, and that a failed
  * or refused command leaves its inputs untouched and no partial output. */
 #include <criterion/criterion.h>
+#include <glob.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -781,10 +783,10 @@ Test(tools, pgverify_errors_are_one_line) {
   size_t nb, na;
   pg_err e;
   cr_assert_eq(pg_file_read_all(f.art, &before, &nb, 64u << 20, &e), PG_OK);
-  expect_error(&f, "overwrite the artifact", NULL, "%s %s --val %s --seq-len 64 --receipt %s", pv,
+  expect_error(&f, "is the input", NULL, "%s %s --val %s --seq-len 64 --receipt %s", pv,
                f.art, f.val, f.art);
   snprintf(other, sizeof other, "%s/./v.pgz", tmp);
-  expect_error(&f, "overwrite the artifact", NULL, "%s %s --val %s --seq-len 64 --json --receipt %s",
+  expect_error(&f, "is the input", NULL, "%s %s --val %s --seq-len 64 --json --receipt %s",
                pv, f.art, f.val, other);
   cr_assert_eq(pg_file_read_all(f.art, &after, &na, 64u << 20, &e), PG_OK);
   cr_assert(na == nb && !memcmp(before, after, nb), "the artifact changed");
@@ -1298,6 +1300,38 @@ static void write_hostile_artifact(const char *path) {
   pg_writer_free(w);
 }
 
+/* ---- writes where they must not: extraction, outputs that are inputs, device nodes,
+ * interrupted and failed writes (spec/cli.md "Files") ---- */
+
+/* An artifact without tensors holding a tokenizer (recorded as tok_name when given) and these
+ * code files; a name "BIG:N" gets N bytes of noise. */
+static void write_named(const char *path, const char *tok_name, const char *const *names, int n) {
+  pg_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  cr_assert_eq(pg_writer_meta_str(w, "arch.name", "named", 5, &e), PG_OK);
+  const uint8_t tok[] = "not really a tokenizer";
+  cr_assert_eq(pg_writer_tokenizer(w, tok, sizeof tok, NULL, &e), PG_OK, "%s", e.msg);
+  if (tok_name)
+    cr_assert_eq(pg_writer_meta_str(w, "tokenizer.name", tok_name, strlen(tok_name), &e), PG_OK);
+  for (int i = 0; i < n; i++) {
+    size_t len = 9;
+    const char *name = names[i];
+    uint8_t *body = malloc(1 << 21);
+    memcpy(body, "print(1)\n", 9);
+    if (!strncmp(name, "BIG:", 4)) {
+      len = (size_t)atol(name + 4);
+      uint32_t x = 7;
+      for (size_t k = 0; k < len; k++) body[k] = (uint8_t)((x = x * 1664525u + 1013904223u) >> 24);
+      name = "big.bin";
+    }
+    cr_assert_eq(pg_writer_code(w, name, body, len, NULL, &e), PG_OK, "%s", e.msg);
+    free(body);
+  }
+  cr_assert_eq(pg_writer_write(w, path, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+}
+
 /* pgunpack's listing and --check escape every outside byte; --json carries them all: the
  * non-UTF-8 file name as {"hex", "display"}, the non-finite metadata as "NaN"/"Infinity". */
 Test(tools, pgunpack_escapes_names_and_json_is_lossless) {
@@ -1562,4 +1596,245 @@ Test(tools, pgpack_and_pgtrain_json_keep_output_names) {
   assert_terminal_safe(s, "pgtrain --train");
   cr_assert(strstr(s, "UTF-8") && count_lines(s) == 1, "%s", s);
   free(s);
+}
+
+static int exists(const char *path) {
+  struct stat st;
+  return lstat(path, &st) == 0;
+}
+
+/* The number of leftover temporaries (*.tmp.*) in a folder. */
+static size_t temporaries(const char *dir) {
+  char pat[300];
+  snprintf(pat, sizeof pat, "%s/*.tmp.*", dir);
+  glob_t g;
+  size_t n = glob(pat, 0, NULL, &g) == 0 ? g.gl_pathc : 0;
+  globfree(&g);
+  return n;
+}
+
+static void expect_refusal(const char *tool, int rc) {
+  char *er = slurp(err_path);
+  cr_assert_eq(rc, 2, "exit %d: %s", rc, er);
+  cr_assert(strncmp(er, tool, strlen(tool)) == 0 && count_lines(er) == 1, "%s", er);
+  free(er);
+}
+
+Test(tools, pgunpack_extract_never_follows_a_link) {
+  char a[160], dir[160], elsewhere[160], link[200], evil[200];
+  snprintf(a, sizeof a, "%s/n.pgz", tmp);
+  const char *names[] = {"sub/evil.py"};
+  write_named(a, NULL, names, 1);
+  /* a record folder from git may hold DIR/sub -> /elsewhere */
+  snprintf(dir, sizeof dir, "%s/x", tmp);
+  snprintf(elsewhere, sizeof elsewhere, "%s/elsewhere", tmp);
+  snprintf(link, sizeof link, "%s/sub", dir);
+  snprintf(evil, sizeof evil, "%s/evil.py", elsewhere);
+  cr_assert(mkdir(dir, 0755) == 0 && mkdir(elsewhere, 0755) == 0 && symlink(elsewhere, link) == 0);
+  expect_refusal("pgunpack: ", run("%s --extract %s %s", bin("pgunpack"), dir, a));
+  cr_assert(!exists(evil), "wrote through the link");
+  /* DIR itself a link to an empty folder: refused, nothing written there */
+  snprintf(link, sizeof link, "%s/l", tmp);
+  cr_assert(symlink(elsewhere, link) == 0);
+  expect_refusal("pgunpack: ", run("%s --extract %s %s", bin("pgunpack"), link, a));
+  cr_assert(!exists(evil) && temporaries(tmp) == 0);
+  /* a new folder: the file lands inside it, as a regular file */
+  snprintf(dir, sizeof dir, "%s/y", tmp);
+  cr_assert_eq(run("%s --extract %s %s", bin("pgunpack"), dir, a), 0, "%s", slurp(err_path));
+  snprintf(evil, sizeof evil, "%s/sub/evil.py", dir);
+  struct stat st;
+  cr_assert(lstat(evil, &st) == 0 && S_ISREG(st.st_mode));
+  cr_assert_eq(temporaries(tmp), 0);
+}
+
+Test(tools, pgunpack_extract_refuses_collisions_and_never_replaces) {
+  char a[160], dir[160], keep[200];
+  snprintf(a, sizeof a, "%s/c.pgz", tmp);
+  snprintf(dir, sizeof dir, "%s/x", tmp);
+  /* a code file named metadata.json, named like the tokenizer, or a file where a folder goes */
+  const char *meta[] = {"metadata.json"}, *tok[] = {"tok.model"}, *pre[] = {"a", "a/b.py"};
+  write_named(a, NULL, meta, 1);
+  expect_refusal("pgunpack: ", run("%s --extract %s %s", bin("pgunpack"), dir, a));
+  cr_assert(!exists(dir), "a refused extraction left %s", dir);
+  write_named(a, "/home/someone/tok.model", tok, 1);
+  expect_refusal("pgunpack: ", run("%s --extract %s %s", bin("pgunpack"), dir, a));
+  cr_assert(!exists(dir));
+  write_named(a, NULL, pre, 2);
+  expect_refusal("pgunpack: ", run("%s --extract %s %s", bin("pgunpack"), dir, a));
+  cr_assert(!exists(dir));
+  /* an existing file is never replaced, nor the input artifact beside it */
+  const char *plain[] = {"keep.txt", "c.pgz"};
+  write_named(a, NULL, plain, 2);
+  snprintf(keep, sizeof keep, "%s/keep.txt", tmp);
+  FILE *f = fopen(keep, "w");
+  fputs("mine\n", f);
+  fclose(f);
+  uint64_t h = xxh64_file(a);
+  expect_refusal("pgunpack: ", run("%s --extract %s %s", bin("pgunpack"), tmp, a));
+  char *k = slurp(keep);
+  cr_assert_str_eq(k, "mine\n");
+  free(k);
+  cr_assert_eq(xxh64_file(a), h, "the artifact changed");
+  cr_assert_eq(temporaries(tmp), 0);
+}
+
+/* Run a command with a file-size limit (dash counts 512-byte blocks), SIGXFSZ ignored or not. */
+static int run_limited(const char *limit, int ignore_xfsz, const char *cmd) {
+  return run("sh -c 'ulimit -c 0; ulimit -f %s; %s exec %s'", limit,
+             ignore_xfsz ? "trap \"\" XFSZ;" : "", cmd);
+}
+
+Test(tools, pgunpack_failed_extraction_leaves_nothing) {
+  char a[160], dir[160], cmd[600];
+  snprintf(a, sizeof a, "%s/big.pgz", tmp);
+  const char *names[] = {"small.py", "BIG:1000000"};
+  write_named(a, NULL, names, 2);
+  snprintf(dir, sizeof dir, "%s/x", tmp);
+  snprintf(cmd, sizeof cmd, "%s --extract %s %s", bin("pgunpack"), dir, a);
+  /* the write of big.bin fails (EFBIG) after small.py was written */
+  expect_refusal("pgunpack: ", run_limited("200", 1, cmd));
+  cr_assert(!exists(dir), "a failed extraction left %s", dir);
+  cr_assert_eq(temporaries(tmp), 0);
+}
+
+Test(tools, interrupted_writes_leave_no_temporaries) {
+  char a[160], dir[160], st[160], cmd[600];
+  snprintf(a, sizeof a, "%s/big.pgz", tmp);
+  const char *names[] = {"small.py", "BIG:1000000"};
+  write_named(a, NULL, names, 2);
+  /* SIGXFSZ arrives in the middle of a write, as SIGINT or SIGTERM would */
+  snprintf(dir, sizeof dir, "%s/x", tmp);
+  snprintf(cmd, sizeof cmd, "%s --extract %s %s", bin("pgunpack"), dir, a);
+  cr_assert_eq(run_limited("200", 0, cmd), 128 + SIGXFSZ, "%s", slurp(err_path));
+  cr_assert(!exists(dir));
+  cr_assert_eq(temporaries(tmp), 0, "an interrupted extraction left its temporary folder");
+  snprintf(a, sizeof a, "%s/demo.pgz", tmp);
+  make_demo(a, NULL);
+  snprintf(st, sizeof st, "%s/w.safetensors", tmp);
+  snprintf(cmd, sizeof cmd, "%s --safetensors %s %s", bin("pgunpack"), st, a);
+  cr_assert_eq(run_limited("200", 0, cmd), 128 + SIGXFSZ, "%s", slurp(err_path));
+  cr_assert(!exists(st));
+  cr_assert_eq(temporaries(tmp), 0, "an interrupted write left its temporary");
+}
+
+Test(tools, atomic_writes_never_replace_a_device_or_fifo) {
+  char a[160], fifo[160], link[160];
+  snprintf(a, sizeof a, "%s/demo.pgz", tmp);
+  make_demo(a, NULL);
+  snprintf(fifo, sizeof fifo, "%s/fifo", tmp);
+  snprintf(link, sizeof link, "%s/link", tmp);
+  cr_assert(mkfifo(fifo, 0644) == 0 && symlink(fifo, link) == 0);
+  expect_refusal("pgunpack: ", run("%s --safetensors %s %s", bin("pgunpack"), fifo, a));
+  expect_refusal("pgunpack: ", run("%s --safetensors %s %s", bin("pgunpack"), link, a));
+  /* pgdemo prints its progress on standard error first */
+  cr_assert_eq(run("%s --layers 1 --dim 32 --heads 2 --kv-heads 1 --vocab 64 -o %s", bin("pgdemo"),
+                   fifo), 2);
+  char *er = slurp(err_path);
+  cr_assert(strstr(er, "pgdemo: ") && strstr(er, "not a regular file"), "%s", er);
+  free(er);
+  struct stat st;
+  cr_assert(lstat(fifo, &st) == 0 && S_ISFIFO(st.st_mode), "the FIFO was replaced");
+  cr_assert(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "the link was replaced");
+  cr_assert_eq(temporaries(tmp), 0);
+}
+
+/* A small pgtrain run over the vfx fixture's shards; the arch inline, or in the file arch_file
+ * (named relative to the config) when given. */
+static void write_run(const char *cfgp, const vfx *f, const char *train, const char *tok,
+                      const char *arch_file) {
+  char tpat[220], vpat[220], arch[200], apath[300];
+  snprintf(tpat, sizeof tpat, "%.*s", (int)strlen(train) - 2, train + 1);
+  snprintf(vpat, sizeof vpat, "%.*s", (int)strlen(f->val) - 2, f->val + 1);
+  snprintf(arch, sizeof arch,
+           "{\"vocab_size\": %u, \"dim\": 32, \"layers\": 2, \"heads\": 2, \"kv_heads\": 1, "
+           "\"mlp\": {\"hidden\": 64}}",
+           f->vocab);
+  if (arch_file) {
+    snprintf(apath, sizeof apath, "%s/%s", tmp, arch_file);
+    FILE *af = fopen(apath, "w");
+    cr_assert_not_null(af);
+    fputs(arch, af);
+    fclose(af);
+    snprintf(arch, sizeof arch, "\"%s\"", arch_file);
+  }
+  FILE *cf = fopen(cfgp, "w");
+  cr_assert_not_null(cf);
+  fprintf(cf,
+          "{\"arch\": %s,\n"
+          " \"data\": {\"train\": \"%s\", \"val\": \"%s\", \"tokenizer\": \"%s\", "
+          "\"seq_len\": 32, \"batch\": 2},\n"
+          " \"schedule\": {\"steps\": 2}, \"log\": {\"every\": 1, \"val_tokens\": 257}}\n",
+          arch, tpat, vpat, tok);
+  fclose(cf);
+}
+
+Test(tools, outputs_never_overwrite_inputs) {
+  vfx f;
+  vfx_init(&f);
+  char train[220], cfgp[200], tok[200], shard[200], ck[200];
+  write_train(train, sizeof train, f.vocab);
+  snprintf(tok, sizeof tok, "%s/tok.model", tmp);
+  char *tb = slurp(spm_seed("byte_fallback.model"));
+  FILE *tf = fopen(tok, "w");
+  fwrite(tb, 1, 3180, tf);
+  fclose(tf);
+  free(tb);
+  snprintf(cfgp, sizeof cfgp, "%s/run.json", tmp);
+  write_run(cfgp, &f, train, tok, NULL);
+  snprintf(shard, sizeof shard, "%s/train/fineweb_train_000000.bin", tmp);
+  snprintf(ck, sizeof ck, "%s/ck.safetensors", tmp);
+  const uint64_t htok = xxh64_file(tok), hshard = xxh64_file(shard), hcfg = xxh64_file(cfgp);
+  /* pgtrain: the log on the tokenizer, on a training shard (from the glob), on the checkpoint */
+  expect_refusal("pgtrain: ", run("%s --config %s -q --log %s -o %s", bin("pgtrain"), cfgp, tok,
+                                  ck));
+  expect_refusal("pgtrain: ", run("%s --config %s -q --log %s -o %s", bin("pgtrain"), cfgp, shard,
+                                  ck));
+  expect_refusal("pgtrain: ", run("%s --config %s -q --log %s -o %s", bin("pgtrain"), cfgp, ck,
+                                  ck));
+  expect_refusal("pgtrain: ", run("%s --config %s -q -o %s", bin("pgtrain"), cfgp, cfgp));
+  cr_assert(!exists(ck));
+  /* the arch file a configuration names */
+  char cfg2[200], archp[200];
+  snprintf(cfg2, sizeof cfg2, "%s/run2.json", tmp);
+  snprintf(archp, sizeof archp, "%s/arch.json", tmp);
+  write_run(cfg2, &f, train, tok, "arch.json");
+  const uint64_t harch = xxh64_file(archp);
+  expect_refusal("pgtrain: ", run("%s --config %s -q -o %s", bin("pgtrain"), cfg2, archp));
+  cr_assert_eq(xxh64_file(archp), harch, "the arch file changed");
+  /* pgpack -o a calibration shard; pgverify --receipt a validation shard; pgdemo -o its tokenizer */
+  expect_refusal("pgpack: ", run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 32 -q -o %s",
+                                 bin("pgpack"), f.art, train, shard));
+  char vshard[200];
+  snprintf(vshard, sizeof vshard, "%s/val/fineweb_val_000000.bin", tmp);
+  const uint64_t hval = xxh64_file(vshard);
+  expect_refusal("pgverify: ", run("%s %s --val %s --seq-len 64 --receipt %s", bin("pgverify"),
+                                   f.art, f.val, vshard));
+  expect_refusal("pgdemo: ", run("%s --layers 1 --dim 32 --heads 2 --kv-heads 1 --vocab %u "
+                                 "--tokenizer %s -o %s", bin("pgdemo"), f.vocab, tok, tok));
+  cr_assert_eq(xxh64_file(tok), htok, "the tokenizer changed");
+  cr_assert_eq(xxh64_file(shard), hshard, "the training shard changed");
+  cr_assert_eq(xxh64_file(vshard), hval, "the validation shard changed");
+  cr_assert_eq(xxh64_file(cfgp), hcfg, "the configuration changed");
+  /* the resume checkpoint may be the output: the run continues in place */
+  cr_assert_eq(run("%s --config %s -q --stop-after 1 -o %s", bin("pgtrain"), cfgp, ck), 0, "%s",
+               slurp(err_path));
+  cr_assert_eq(run("%s --config %s -q --resume %s -o %s", bin("pgtrain"), cfgp, ck, ck), 0, "%s",
+               slurp(err_path));
+  cr_assert_eq(temporaries(tmp), 0);
+}
+
+Test(tools, failed_writes_of_streams_fail_the_command) {
+  vfx f;
+  vfx_init(&f);
+  char train[220], cfgp[200], ck[200];
+  write_train(train, sizeof train, f.vocab);
+  snprintf(cfgp, sizeof cfgp, "%s/run.json", tmp);
+  write_run(cfgp, &f, train, spm_seed("byte_fallback.model"), NULL);
+  snprintf(ck, sizeof ck, "%s/ck.safetensors", tmp);
+  /* a full disk under the log */
+  expect_refusal("pgtrain: ", run("%s --config %s -q --log /dev/full -o %s", bin("pgtrain"), cfgp,
+                                  ck));
+  /* a full disk under standard output */
+  expect_refusal("pgunpack: ", run("sh -c '%s --json %s >/dev/full'", bin("pgunpack"), f.art));
+  expect_refusal("pgsize: ", run("sh -c '%s %s >/dev/full'", bin("pgsize"), f.art));
 }

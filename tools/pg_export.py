@@ -43,7 +43,9 @@ Output: safetensors, every tensor F32 with its shape unchanged (a bank slice has
 shape without the first dimension), names sorted bytewise, header keys sorted, padded with
 spaces to a multiple of 8 bytes, and "__metadata__" = {"format": "pt", "source": INPUT's file
 name} (plus "arch.json", below). It is written to a temporary file in OUT's directory and
-renamed over OUT only when complete, so a failed run leaves no OUT. OUT may not be INPUT.
+renamed over OUT only when complete, so a failed or interrupted run (Ctrl-C, SIGTERM, SIGHUP)
+leaves no OUT and no temporary. OUT may not be INPUT or the --arch file, and an existing OUT must
+be a regular file (a device or FIFO is never replaced): spec/cli.md, "Files".
 
 --arch ARCH.json: (1) the arch's text is stored in "__metadata__" under "arch.json", where
 pg_model_load_safetensors finds it when no arch is passed (spec/load.md section 1); (2) a
@@ -72,6 +74,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import struct
 import sys
 import tempfile
@@ -612,8 +615,15 @@ def main(argv):
             raise ExportError("--drop %s: bad regular expression: %s" % (_clean(d), e))
     if not os.path.isfile(args.input):
         raise ExportError("%s: no such file" % _clean(args.input))
-    if os.path.exists(args.out) and os.path.samefile(args.input, args.out):
-        raise ExportError("%s: refusing to write over the input" % _clean(args.out))
+    # spec/cli.md "Files": the output is never an input, and only a regular file is replaced
+    if os.path.exists(args.out):
+        for given in (args.input, args.arch):
+            if given and os.path.exists(given) and os.path.samefile(given, args.out):
+                raise ExportError("%s: refusing to write over the input %s"
+                                  % (_clean(args.out), _clean(given)))
+        if not os.path.isfile(args.out):
+            raise ExportError("%s: exists and is not a regular file; refusing to replace it"
+                              % _clean(args.out))
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise ExportError("%s: the directory does not exist" % _clean(args.out))
@@ -686,9 +696,24 @@ def main(argv):
     return 0
 
 
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so the temporary output is removed."""
+
+
+def _on_signal(sig, _frame):
+    raise _Signalled(sig)
+
+
 if __name__ == "__main__":
+    for _sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(_sig) != signal.SIG_IGN:
+            signal.signal(_sig, _on_signal)
     try:
         sys.exit(main(sys.argv[1:]))
+    except _Signalled as e:
+        # the temporary is gone (write_safetensors); now die of the signal, as the tools do
+        signal.signal(e.args[0], signal.SIG_DFL)
+        os.kill(os.getpid(), e.args[0])
     except ExportError as e:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         sys.exit(2)

@@ -391,19 +391,16 @@ int main(int argc, char **argv) {
   if (no_calib && o.r.scale_rule == PG_SCALE_HSDCLIP)
     return pg_tool_usage_error(PROG, "--scales hsdclip needs calibration (--calib GLOB or self)");
   o.r.nthreads = o.threads;
-  /* the output must not be an input */
-  const char *inputs[260];
-  int ni = 0;
+  /* the output must not be an input (every file of the calibration and validation globs too) */
+  const char *inputs[262];
+  size_t ni = 0;
   inputs[ni++] = o.weights;
-  if (o.arch) inputs[ni++] = o.arch;
-  if (o.tokenizer) inputs[ni++] = o.tokenizer;
+  inputs[ni++] = o.arch;
+  inputs[ni++] = o.tokenizer;
+  inputs[ni++] = strcmp(o.calib, "self") && strcmp(o.calib, "none") ? o.calib : NULL;
+  inputs[ni++] = o.val;
   for (int i = 0; i < o.ncode; i++) inputs[ni++] = o.code[i];
-  for (int i = 0; i < ni; i++)
-    if (pg_same_file(o.out, inputs[i])) {
-      pg_err e;
-      pg_err_set(&e, PG_E_EXISTS, o.out, PG_NO_OFFSET, "the output is the input %s", inputs[i]);
-      return pg_tool_fail(PROG, &e);
-    }
+  if (pg_tool_check_outputs(PROG, &o.out, 1, inputs, ni) != PG_EXIT_OK) return PG_EXIT_ERROR;
 
   pg_err err = {0};
   int rc = PG_EXIT_ERROR;

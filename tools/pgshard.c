@@ -95,6 +95,21 @@ static int cmd_encode(int argc, char **argv) {
                "rebuild)");
     return pg_tool_fail(PROG, &err);
   }
+  /* manifest.json must not be an input (the shards are new files: existing ones are refused) */
+  char mpath[4200];
+  snprintf(mpath, sizeof mpath, "%s/manifest.json", out);
+  const char *mout = mpath;
+  const size_t nin = (size_t)(argc - optind) + 1;
+  const char **ins = malloc(nin * sizeof *ins);
+  if (!ins) {
+    pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    return pg_tool_fail(PROG, &err);
+  }
+  ins[0] = model;
+  for (int i = optind; i < argc; i++) ins[1 + i - optind] = argv[i];
+  const int io = pg_tool_check_outputs(PROG, &mout, 1, ins, nin);
+  free(ins);
+  if (io != PG_EXIT_OK) return PG_EXIT_ERROR;
   pg_enc *enc = NULL;
   pg_corpus *run = NULL;
   const double t0 = pg_now();

@@ -1,6 +1,7 @@
 /* pgtrain: train a model of the record family on the CPU engine from a JSON configuration
  * (spec/train.md, spec/cli.md): periodic logs and validation, checkpoints at intervals and at the
  * end (the file pgpack reads), --resume continuing bit for bit. */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -60,14 +61,19 @@ static int copy_path(char *dst, const char *src) {
   return 0;
 }
 
-static void log_json(FILE *f, json_t *o) {
+/* One JSON line of the --log stream, flushed at once so the file can be followed; a failed write
+ * (a full disk) fails the run. */
+static int log_json(FILE *f, const char *path, json_t *o, pg_err *err) {
+  int rc = PG_OK;
   if (f) {
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    if (s) fprintf(f, "%s\n", s);
+    if (!s || fprintf(f, "%s\n", s) < 0 || fflush(f) != 0)
+      rc = pg_err_set(err, s ? PG_E_IO : PG_E_NOMEM, path, PG_NO_OFFSET, "write failed: %s",
+                      s ? strerror(errno) : "cannot format a line");
     free(s);
-    fflush(f);
   }
   json_decref(o);
+  return rc;
 }
 
 static void print_val(const char *what, uint64_t step, double loss, double bpb, uint64_t n,
@@ -136,8 +142,6 @@ int main(int argc, char **argv) {
   if (optind < argc) return pg_tool_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
   if (!config) return pg_tool_usage_error(PROG, "--config RUN.json is required");
   if (!out) return pg_tool_usage_error(PROG, "-o CHECKPOINT.safetensors is required");
-  if (pg_same_file(out, config))
-    return pg_tool_usage_error(PROG, "the checkpoint would overwrite the configuration");
 
   pg_err err = {0};
   pg_train_cfg cfg;
@@ -152,12 +156,22 @@ int main(int argc, char **argv) {
     if (!have_steps) cfg.steps = 0;
   }
   if (pg_train_cfg_validate(&cfg, &err)) return pg_tool_fail(PROG, &err);
+  /* no output may be an input; the checkpoint may be the --resume one (it is read whole first) */
+  const char *outs[] = {out, logp};
+  const char *ins[] = {config, cfg.train[0] ? cfg.train : NULL, cfg.val[0] ? cfg.val : NULL,
+                       cfg.tokenizer[0] ? cfg.tokenizer : NULL,
+                       cfg.arch_file[0] ? cfg.arch_file : NULL};
+  if (pg_tool_check_outputs(PROG, outs, 2, ins, 5) != PG_EXIT_OK ||
+      pg_tool_check_outputs(PROG, &logp, 1, &resume, 1) != PG_EXIT_OK)
+    return PG_EXIT_ERROR;
 
+  /* the log is a stream (spec/cli.md): written as the run goes, appended to on --resume */
   FILE *logf = NULL;
   if (logp) {
     logf = fopen(logp, resume ? "a" : "w");
     if (!logf) {
-      pg_err_set(&err, PG_E_IO, logp, PG_NO_OFFSET, "cannot open for writing");
+      pg_err_set(&err, PG_E_IO, logp, PG_NO_OFFSET, "cannot open for writing: %s",
+                 strerror(errno));
       return pg_tool_fail(PROG, &err);
     }
   }
@@ -198,9 +212,12 @@ int main(int argc, char **argv) {
     uint64_t n;
     if (pg_trainer_validate(t, 0, &vl, &vb, &n, &err)) goto fail;
     if (!quiet && !as_json) print_val("initial", 0, vl, vb, n, pg_now() - vs);
-    log_json(logf, json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step", (json_int_t)0,
-                             "weights", "initial", "loss", pg_json_num(vl), "bpb",
-                             pg_json_num(isnan(vb) ? -1.0 : vb)));
+    if (log_json(logf, logp,
+                 json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step", (json_int_t)0,
+                           "weights", "initial", "loss", pg_json_num(vl), "bpb",
+                           pg_json_num(isnan(vb) ? -1.0 : vb)),
+                 &err))
+      goto fail;
   }
   /* a wall-clock run without a step count: time the first steps, then fix the total */
   int probe = cfg.steps == 0 && pg_trainer_total(t) == 0;
@@ -223,7 +240,7 @@ int main(int argc, char **argv) {
                            pg_json_num(info.grad_norm), "lr_mul", pg_json_num(info.lr_mul),
                            "momentum", pg_json_num(info.momentum), "loops", info.loops,
                            "tokens", (json_int_t)info.tokens);
-    log_json(logf, jl);
+    if (log_json(logf, logp, jl, &err)) goto fail;
     if (probe && info.step >= probe_steps) {
       double per = (pg_now() - run_t0) / (double)probe_steps;
       /* seconds <= 1e9 (validated); the quotient is still clamped before it becomes a count */
@@ -258,9 +275,12 @@ int main(int argc, char **argv) {
       uint64_t n;
       if (pg_trainer_validate(t, 0, &vl, &vb, &n, &err)) goto fail;
       if (!quiet && !as_json) print_val("live", info.step, vl, vb, n, pg_now() - vs);
-      log_json(logf, json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step",
-                               (json_int_t)info.step, "weights", "live", "loss", pg_json_num(vl),
-                               "bpb", pg_json_num(isnan(vb) ? -1.0 : vb)));
+      if (log_json(logf, logp,
+                   json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step",
+                             (json_int_t)info.step, "weights", "live", "loss", pg_json_num(vl), "bpb",
+                           pg_json_num(isnan(vb) ? -1.0 : vb)),
+                   &err))
+        goto fail;
       last_log += pg_now() - vs; /* tokens/s counts training time only */
     }
     if (cfg.ckpt_every && info.step % cfg.ckpt_every == 0 && !last) {
@@ -280,11 +300,23 @@ int main(int argc, char **argv) {
     if (pg_trainer_validate(t, 1, &vl, &vb, &vn, &err)) goto fail;
     const char *w = cfg.ema_decay > 0 ? "ema" : cfg.swa_every ? "swa" : "final";
     if (!quiet && !as_json) print_val(w, pg_trainer_step_count(t), vl, vb, vn, pg_now() - vs);
-    log_json(logf, json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step",
-                             (json_int_t)pg_trainer_step_count(t), "weights", w, "loss",
-                             pg_json_num(vl), "bpb", pg_json_num(isnan(vb) ? -1.0 : vb)));
+    if (log_json(logf, logp,
+                 json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step",
+                           (json_int_t)pg_trainer_step_count(t), "weights", w, "loss", pg_json_num(vl), "bpb",
+                           pg_json_num(isnan(vb) ? -1.0 : vb)),
+                 &err))
+      goto fail;
   }
   uint64_t steps_done = pg_trainer_step_count(t);
+  if (logf) {
+    const int bad = fclose(logf) != 0;
+    logf = NULL;
+    if (bad) {
+      pg_err_set(&err, PG_E_IO, logp, PG_NO_OFFSET, "cannot complete the write: %s",
+                 strerror(errno));
+      goto fail;
+    }
+  }
   if (as_json) {
     json_t *j = json_object();
     json_object_set_new(j, "checkpoint", pg_json_cstr(out));

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "pg_container.h"
+#include "pg_extract.h"
 #include "pg_half.h"
 #include "pg_io.h"
 #include "pg_load.h"
@@ -29,52 +30,13 @@ static void usage(FILE *f) {
           "                        rules, every value range, and that the tensors are exactly\n"
           "                        those of arch.json; exit 1 if anything is wrong\n"
           "  --extract DIR         write the tokenizer, the code files and metadata.json to DIR\n"
+          "                        (a new or empty folder: all of them or nothing)\n"
           "  --safetensors OUT     write every tensor dequantized to OUT (a .safetensors file)\n"
           "  --dtype f32|bf16      element type for --safetensors (default f32)\n"
           "  --json                list as JSON on stdout\n"
           "  -h, --help            this text\n"
           "\n"
           "exit status: 0 success, 1 --check found the artifact invalid, 2 error\n");
-}
-
-static json_t *meta_value_json(const pg_meta_entry *m) {
-  switch (m->type) {
-  case PG_META_I64: return json_integer(m->i64);
-  case PG_META_F64: return pg_json_num(m->f64);
-  case PG_META_BOOL: return json_boolean(m->b);
-  case PG_META_STR: return pg_json_text(m->str, m->count);
-  case PG_META_ARR: {
-    json_t *arr = json_array();
-    for (uint32_t i = 0; i < m->count; i++) {
-      switch (m->elem_type) {
-      case PG_META_I64: json_array_append_new(arr, json_integer(pg_meta_arr_i64(m, i))); break;
-      case PG_META_F64: json_array_append_new(arr, pg_json_num(pg_meta_arr_f64(m, i))); break;
-      case PG_META_BOOL: json_array_append_new(arr, json_boolean(m->arr[i])); break;
-      case PG_META_STR: {
-        const char *s;
-        uint32_t n;
-        pg_meta_arr_str(m, i, &s, &n);
-        json_array_append_new(arr, pg_json_text(s, n));
-        break;
-      }
-      }
-    }
-    return arr;
-  }
-  default: return json_null();
-  }
-}
-
-static json_t *metadata_json(const pg_artifact *a) {
-  json_t *o = json_object();
-  for (uint32_t i = 0; i < pg_artifact_meta_count(a); i++) {
-    const pg_meta_entry *m = pg_artifact_meta(a, i);
-    char key[PG_MAX_NAME + 1];
-    memcpy(key, m->key, m->key_len);
-    key[m->key_len] = '\0';
-    json_object_set_new(o, key, meta_value_json(m));
-  }
-  return o;
 }
 
 static void shape_str(const pg_tensor_info *t, char *buf, size_t cap) {
@@ -114,7 +76,7 @@ static int list(pg_artifact *a, int as_json) {
       json_array_append_new(secs, so);
     }
     json_object_set_new(o, "sections", secs);
-    json_object_set_new(o, "metadata", metadata_json(a));
+    json_object_set_new(o, "metadata", pg_meta_object_json(a));
     json_t *ts = json_array();
     for (uint32_t i = 0; i < pg_artifact_tensor_count(a); i++) {
       const pg_tensor_info *t = pg_artifact_tensor(a, i);
@@ -171,7 +133,7 @@ static int list(pg_artifact *a, int as_json) {
   for (uint32_t i = 0; i < pg_artifact_meta_count(a); i++) {
     const pg_meta_entry *m = pg_artifact_meta(a, i);
     printf("  %-28.*s ", (int)m->key_len, m->key);
-    json_t *v = meta_value_json(m);
+    json_t *v = pg_meta_value_json(m);
     char *txt = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
     if (m->type == PG_META_F64 && !isfinite(m->f64)) { /* a number, not the string of --json */
       free(txt);
@@ -220,80 +182,23 @@ static int list(pg_artifact *a, int as_json) {
   return PG_EXIT_OK;
 }
 
-/* Write DIR/rel atomically, creating the folders on the way. */
-static int write_under(const char *dir, const char *rel, size_t rel_len, const uint8_t *bytes,
-                       size_t len, pg_err *err) {
-  size_t dl = strlen(dir);
-  char *path = malloc(dl + rel_len + 2);
-  if (!path) return pg_err_set(err, PG_E_NOMEM, dir, PG_NO_OFFSET, "cannot allocate a path");
-  memcpy(path, dir, dl);
-  path[dl] = '/';
-  memcpy(path + dl + 1, rel, rel_len);
-  path[dl + 1 + rel_len] = '\0';
-  char *slash = strrchr(path, '/');
-  int rc = PG_OK;
-  if (slash > path + dl) {
-    *slash = '\0';
-    rc = pg_mkdir_p(path, err);
-    *slash = '/';
-  }
-  if (rc == PG_OK) rc = pg_file_write_atomic(path, bytes, len, err);
-  if (rc == PG_OK) printf("wrote %s (%zu bytes)\n", pg_safe(path), len);
-  free(path);
-  return rc;
-}
-
+/* The checks and the write are the library's (pg_extract.h); this prints what was written. */
 static int extract(pg_artifact *a, const char *dir) {
   pg_err err;
-  if (pg_mkdir_p(dir, &err) != PG_OK) return pg_tool_fail(PROG, &err);
-  int64_t ts = pg_artifact_tokenizer_section(a);
-  if (ts >= 0) {
-    const uint8_t *raw;
-    if (pg_artifact_section_raw(a, (uint32_t)ts, &raw, &err) != PG_OK)
-      return pg_tool_fail(PROG, &err);
-    const pg_meta_entry *tn = pg_artifact_meta_find(a, "tokenizer.name");
-    char name[PG_MAX_NAME + 1] = "tokenizer.model";
-    /* use the recorded base name only when it is a plain file name */
-    if (tn && tn->count > 0 && tn->count <= PG_MAX_NAME && !memchr(tn->str, '/', tn->count) &&
-        !(tn->count <= 2 && tn->str[0] == '.')) {
-      memcpy(name, tn->str, tn->count);
-      name[tn->count] = '\0';
-    }
-    if (write_under(dir, name, strlen(name), raw,
-                    (size_t)pg_artifact_section(a, (uint32_t)ts)->raw_size, &err) != PG_OK)
-      return pg_tool_fail(PROG, &err);
+  pg_extract_plan plan;
+  if (pg_extract_plan_build(a, &plan, &err) != PG_OK) return pg_tool_fail(PROG, &err);
+  int rc = pg_extract_write(&plan, dir, &err);
+  for (size_t i = 0; rc == PG_OK && i < plan.n; i++) {
+    printf("wrote %s/", dir);
+    pg_print_safe(stdout, plan.files[i].name, strlen(plan.files[i].name));
+    printf(" (%zu bytes)\n", plan.files[i].len);
   }
-  for (uint32_t i = 0; i < pg_artifact_code_count(a); i++) {
-    const char *name;
-    size_t nl, bl;
-    const uint8_t *bytes;
-    if (pg_artifact_code(a, i, &name, &nl, &bytes, &bl, NULL, &err) != PG_OK ||
-        write_under(dir, name, nl, bytes, bl, &err) != PG_OK)
-      return pg_tool_fail(PROG, &err);
-  }
-  json_t *m = metadata_json(a);
-  char *txt = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
-  json_decref(m);
-  if (!txt) {
-    pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot render metadata.json");
-    return pg_tool_fail(PROG, &err);
-  }
-  size_t tl = strlen(txt);
-  char *withnl = malloc(tl + 2);
-  memcpy(withnl, txt, tl);
-  withnl[tl] = '\n';
-  free(txt);
-  int rc = write_under(dir, "metadata.json", 13, (const uint8_t *)withnl, tl + 1, &err);
-  free(withnl);
+  pg_extract_plan_free(&plan);
   return rc == PG_OK ? PG_EXIT_OK : pg_tool_fail(PROG, &err);
 }
 
 static int to_safetensors(pg_artifact *a, const char *out, int bf16) {
   pg_err err;
-  if (pg_same_file(out, pg_artifact_name(a))) {
-    pg_err_set(&err, PG_E_EXISTS, out, PG_NO_OFFSET, "refusing to overwrite the input artifact");
-    return pg_tool_fail(PROG, &err);
-  }
   const uint32_t n = pg_artifact_tensor_count(a);
   void **bufs = calloc(n ? n : 1, sizeof *bufs);
   pg_st_writer *w = NULL;
@@ -324,7 +229,7 @@ static int to_safetensors(pg_artifact *a, const char *out, int bf16) {
     char key[PG_MAX_NAME + 1];
     memcpy(key, m->key, m->key_len);
     key[m->key_len] = '\0';
-    json_t *v = meta_value_json(m);
+    json_t *v = pg_meta_value_json(m);
     char *txt = m->type == PG_META_STR ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
     char *s = txt;
     if (m->type == PG_META_STR) {
@@ -379,6 +284,8 @@ int main(int argc, char **argv) {
   }
   if (optind != argc - 1) return pg_tool_usage_error(PROG, "expected one ARTIFACT");
   const char *path = argv[optind];
+  const char *outs[] = {st_out, extract_dir};
+  if (pg_tool_check_outputs(PROG, outs, 2, &path, 1) != PG_EXIT_OK) return PG_EXIT_ERROR;
   pg_artifact *a;
   pg_err err;
   int rc = pg_artifact_open(&a, path, NULL, &err);
@@ -420,8 +327,9 @@ int main(int argc, char **argv) {
              pg_fmt_u64(b2, raw), pg_now() - t0);
     }
   }
-  if (extract_dir && status == PG_EXIT_OK) status = extract(a, extract_dir);
+  /* the safetensors file first: inside DIR it makes DIR non-empty, which --extract refuses */
   if (st_out && status == PG_EXIT_OK) status = to_safetensors(a, st_out, bf16);
+  if (extract_dir && status == PG_EXIT_OK) status = extract(a, extract_dir);
   if (!check && !extract_dir && !st_out) status = list(a, as_json);
   pg_artifact_free(a);
   return status;

@@ -486,8 +486,8 @@ int main(int argc, char **argv) {
       if (k < 0 || (size_t)k >= sizeof rpath) return pg_tool_usage_error(PROG, "path too long");
       o.receipt = rpath;
     }
-    if (pg_same_file(o.receipt, o.artifact))
-      return pg_tool_usage_error(PROG, "the receipt would overwrite the artifact");
+    const char *ins[] = {o.artifact, o.tokenizer, o.arch, o.val, o.bytes};
+    if (pg_tool_check_outputs(PROG, &o.receipt, 1, ins, 5) != PG_EXIT_OK) return PG_EXIT_ERROR;
   }
 
   int rc = PG_EXIT_ERROR;

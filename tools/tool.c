@@ -1,14 +1,114 @@
-/* tool.c: shared helpers of the pgolf commands. */
+/* tool.c: shared helpers of the pgolf commands, and what every command sets up before main:
+ * remove live temporaries when interrupted, fail (exit 2) when standard output was not written. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* program_invocation_short_name */
+#endif
 #include "tool.h"
 
 #include "pg_container.h"
+#include "pg_io.h"
 #include "pg_safetensors.h"
 
 #include <errno.h>
+#include <glob.h>
+#include <libgen.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+/* SIGINT, SIGTERM, SIGHUP, and SIGXFSZ (a file-size limit hit mid-write): remove the temporaries
+ * of unfinished outputs (pg_io.h's registry), then die of the same signal, so the parent sees what
+ * happened. */
+static void on_fatal_signal(int sig) {
+  pg_tmp_remove_all();
+  raise(sig); /* the handler was reset (SA_RESETHAND): delivered when this returns */
+}
+
+/* A report that did not reach standard output (a full disk, a closed pipe) is a failed command. */
+static void check_stdout(void) {
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    const int e = errno;
+    fprintf(stderr, "%s: standard output: write failed: %s\n", program_invocation_short_name,
+            e ? strerror(e) : "stream error");
+    _exit(PG_EXIT_ERROR);
+  }
+}
+
+/* Runs before main in every command (they all link this file). A signal the caller ignores
+ * (nohup's SIGHUP) stays ignored. */
+__attribute__((constructor)) static void pg_tool_init(void) {
+  const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGXFSZ};
+  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+    struct sigaction old, sa;
+    if (sigaction(sigs[i], NULL, &old) != 0 || old.sa_handler == SIG_IGN) continue;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fatal_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sigs[i], &sa, NULL);
+  }
+  atexit(check_stdout);
+}
+
+/* The folder of a path that may not exist yet, resolved, and the last component: two paths whose
+ * files do not exist name the same future file when these agree. */
+static int future_name(const char *path, char *buf, size_t cap) {
+  char a[4096], b[4096];
+  if (strlen(path) >= sizeof a) return -1;
+  strcpy(a, path);
+  strcpy(b, path);
+  char real[4096];
+  if (!realpath(dirname(a), real)) return -1;
+  int k = snprintf(buf, cap, "%s/%s", real, basename(b));
+  return k < 0 || (size_t)k >= cap ? -1 : 0;
+}
+
+static int same_target(const char *a, const char *b) {
+  struct stat sa, sb;
+  const int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+  if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  if (ea != eb) return 0;
+  char na[8300], nb[8300];
+  if (future_name(a, na, sizeof na) || future_name(b, nb, sizeof nb)) return !strcmp(a, b);
+  return !strcmp(na, nb);
+}
+
+int pg_tool_check_outputs(const char *prog, const char *const *outs, size_t nout,
+                          const char *const *ins, size_t nin) {
+  pg_err err;
+  for (size_t i = 0; i < nout; i++) {
+    if (!outs[i]) continue;
+    for (size_t j = i + 1; j < nout; j++)
+      if (outs[j] && same_target(outs[i], outs[j])) {
+        pg_err_set(&err, PG_E_EXISTS, outs[j], PG_NO_OFFSET,
+                   "names the same file as the output %s; refusing to write it twice", outs[i]);
+        return pg_tool_fail(prog, &err);
+      }
+    struct stat so;
+    if (stat(outs[i], &so) != 0) continue; /* not there yet: no input can be it */
+    for (size_t j = 0; j < nin; j++) {
+      if (!ins[j]) continue;
+      /* every file a pattern matches is an input; a pattern that matches nothing is its name */
+      glob_t g;
+      if (glob(ins[j], GLOB_NOCHECK | GLOB_NOESCAPE, NULL, &g) != 0) continue;
+      for (size_t k = 0; k < g.gl_pathc; k++) {
+        struct stat si;
+        if (stat(g.gl_pathv[k], &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
+          pg_err_set(&err, PG_E_EXISTS, outs[i], PG_NO_OFFSET,
+                     "is the input %s; refusing to overwrite it", g.gl_pathv[k]);
+          globfree(&g);
+          return pg_tool_fail(prog, &err);
+        }
+      }
+      globfree(&g);
+    }
+  }
+  return PG_EXIT_OK;
+}
 
 int pg_tool_fail(const char *prog, const pg_err *err) {
   const char *m = err->msg[0] ? err->msg : pg_status_message(err->status);

@@ -2,6 +2,7 @@
 #ifndef PG_TOOL_H
 #define PG_TOOL_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -26,6 +27,12 @@ int pg_tool_usage_error(const char *prog, const char *fmt, ...)
 #endif
     ;
 
+/* Outputs never destroy inputs (spec/cli.md "Files"): PG_EXIT_OK, or the one-line PG_E_EXISTS
+ * error printed and PG_EXIT_ERROR when an output names the same existing file (device and inode)
+ * as an input, or two outputs name the same file. Each input may be a glob pattern: every file it
+ * matches counts. NULL entries are skipped. */
+int pg_tool_check_outputs(const char *prog, const char *const *outs, size_t nout,
+                          const char *const *ins, size_t nin);
 /* "16,000,000": thousands separators; buf >= 32 bytes. Returns buf. */
 const char *pg_fmt_u64(char *buf, uint64_t v);
 /* Parse a non-negative integer that may contain '_' or ',' separators; 0 on success. */
