@@ -340,6 +340,13 @@ static int to_safetensors(pg_artifact *a, const char *out, int bf16) {
   return rc == PG_OK ? PG_EXIT_OK : pg_tool_fail(PROG, &err);
 }
 
+/* Under --check an invalid artifact (a limit of spec/format.md §7 included) is the verdict; a
+ * missing or unreadable file, or running out of memory, says nothing about the artifact. */
+static int check_exit(int rc) {
+  return rc == PG_E_NOT_FOUND || rc == PG_E_IO || rc == PG_E_NOMEM ? PG_EXIT_ERROR
+                                                                   : PG_EXIT_VERDICT;
+}
+
 int main(int argc, char **argv) {
   int as_json = 0, check = 0, bf16 = 0;
   const char *extract_dir = NULL, *st_out = NULL;
@@ -374,17 +381,16 @@ int main(int argc, char **argv) {
   pg_err err;
   int rc = pg_artifact_open(&a, path, NULL, &err);
   if (rc != PG_OK) {
-    /* under --check an invalid artifact is the verdict; a missing or unreadable file is not */
     pg_tool_fail(PROG, &err);
-    return check && rc != PG_E_NOT_FOUND && rc != PG_E_IO ? PG_EXIT_VERDICT : PG_EXIT_ERROR;
+    return check ? check_exit(rc) : PG_EXIT_ERROR;
   }
   int status = PG_EXIT_OK;
   if (check) {
     double t0 = pg_now();
-    if (pg_artifact_check(a, &err) != PG_OK) {
+    if ((rc = pg_artifact_check(a, &err)) != PG_OK) {
       pg_tool_fail(PROG, &err);
       pg_artifact_free(a);
-      return PG_EXIT_VERDICT;
+      return check_exit(rc);
     }
     uint64_t raw = 0;
     for (uint32_t i = 0; i < pg_artifact_section_count(a); i++)
