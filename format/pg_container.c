@@ -377,6 +377,12 @@ int pg_artifact_section_raw(pg_artifact *a, uint32_t i, const uint8_t **raw, pg_
   return section_get(a, i, 1, raw, err);
 }
 
+void pg_artifact_trim(pg_artifact *a) {
+  if (!a) return;
+  a->epoch++;
+  make_room(a, UINT64_MAX);
+}
+
 void pg_artifact_section_release(pg_artifact *a, uint32_t i) {
   if (i >= a->nsec || i == a->meta_sec || i == a->dir_sec || !a->held[i]) return;
   a->held[i] = 0;

@@ -145,6 +145,8 @@ const pg_section *pg_artifact_section(const pg_artifact *a, uint32_t i);
 int pg_artifact_section_raw(pg_artifact *a, uint32_t i, const uint8_t **raw, pg_err *err);
 /* Let go of section i's decoded bytes (no effect on META and TENSORS, which stay decoded). */
 void pg_artifact_section_release(pg_artifact *a, uint32_t i);
+/* Let go of every decoded section the tensor calls keep (not those a caller holds). */
+void pg_artifact_trim(pg_artifact *a);
 
 uint32_t pg_artifact_meta_count(const pg_artifact *a);
 const pg_meta_entry *pg_artifact_meta(const pg_artifact *a, uint32_t i);

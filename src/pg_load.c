@@ -229,7 +229,9 @@ int pg_model_load_artifact(pg_model **out, pg_artifact *a, pg_err *err) {
   PG_TRY(pg_arch_parse(&arch, e->str, e->count, label, err));
   src s = {.file = file, .n = pg_artifact_tensor_count(a), .name = art_name, .dims = art_dims,
            .fill = art_fill, .a = a};
-  return load(out, &arch, &s, err);
+  const int rc = load(out, &arch, &s, err);
+  pg_artifact_trim(a); /* the model holds the weights now: the decoded sections can go */
+  return rc;
 }
 
 static int load_st(pg_model **out, const pg_arch *arch, const char *path, const char *skip,
