@@ -191,9 +191,10 @@ struct pg_artifact {
   /* Decoded sections, on demand. raw[i] is NULL until decoded; raw_own[i] is 1 where it is
    * malloc'd (codec none points into the file and costs nothing); held[i] is 1 where a caller
    * holds it (pg_artifact_section_raw) or the reader does (META, TENSORS): those are never
-   * evicted. The others are a cache of at most lim.max_cache bytes between calls, evicted least
-   * recently used first; `used[i]` is the call (`epoch`) that last touched a section, and
-   * nothing touched by the current call is evicted, so pointers live through one call. */
+   * evicted. The others are a cache: before a decode, least recently used sections go until
+   * the new one fits in lim.max_cache bytes (or nothing else can go); `used[i]` is the call
+   * (`epoch`) that last touched a section, and nothing the current call touched is evicted, so
+   * pointers live through one call. */
   uint8_t **raw;
   uint8_t *raw_own;
   uint8_t *held;

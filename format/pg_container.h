@@ -32,9 +32,10 @@ extern "C" {
  * PG_RAW_FLOOR for a small file (spec/format.md §7): see pg_artifact_raw_bound. */
 #define PG_RAW_RATIO 32
 #define PG_RAW_FLOOR (64ull << 20)
-/* Decoded sections a reader keeps between calls, at most (beyond META, TENSORS and the sections
- * a caller holds): older ones are released and decoded again when needed. */
-#define PG_CACHE_BYTES (256ull << 20)
+/* Decoded sections a reader keeps between calls (beyond META, TENSORS and the sections a caller
+ * holds): when a decode would take the cache above this, the least recently used go first. The
+ * sections the last call used stay, so consecutive tensors of one section decode it once. */
+#define PG_CACHE_BYTES (64ull << 20)
 
 extern const uint8_t PG_MAGIC[8];
 
@@ -114,7 +115,7 @@ typedef struct pg_read_limits {
   uint64_t max_section_raw;
   uint64_t max_elements;
   uint64_t max_total_raw; /* decoded bytes of all sections together (at most the file's bound) */
-  uint64_t max_cache;     /* decoded bytes kept between calls (default PG_CACHE_BYTES) */
+  uint64_t max_cache;     /* decoded bytes cached between calls (default PG_CACHE_BYTES) */
 } pg_read_limits;
 
 /* The most bytes the sections of a file of this size may decode to, all together:

@@ -1072,3 +1072,19 @@ Test(tools, out_of_memory_is_an_error_not_a_verdict) {
   cr_assert(strstr(er, big) != NULL, "%s", er);
   free(er);
 }
+
+Test(tools, safetensors_export_holds_one_tensor_at_a_time) {
+  /* The 21 MB artifact of six 100 MiB f32 tensors: exported to 600 MiB of safetensors within
+   * 512 MiB of address space, which holding every dequantized tensor until the write could not */
+  char big[160], st[160];
+  snprintf(big, sizeof big, "%s/big.pgz", tmp);
+  snprintf(st, sizeof st, "%s/big.safetensors", tmp);
+  write_bomb(big, 6, 100u << 20, 0, 0, 21000000);
+  cr_assert_eq(run("%s%s --safetensors %s %s", as_limit(512), bin("pgunpack"), st, big), 0, "%s",
+               slurp(err_path));
+  uint64_t size;
+  pg_err e;
+  cr_assert_eq(pg_file_size(st, &size, &e), PG_OK, "%s", e.msg);
+  cr_assert_gt(size, 600ull * 1048576);
+  unlink(st);
+}

@@ -280,6 +280,31 @@ static int extract(pg_artifact *a, const char *dir) {
   return rc == PG_OK ? PG_EXIT_OK : pg_tool_fail(PROG, &err);
 }
 
+/* One tensor, dequantized when the writer asks for it: the export holds one tensor at a time. */
+typedef struct st_job {
+  pg_artifact *a;
+  uint32_t i;
+  int bf16;
+} st_job;
+
+static int fill_tensor(void *ctx, void *dst, size_t nbytes, pg_err *err) {
+  const st_job *j = ctx;
+  const uint64_t n = pg_artifact_tensor(j->a, j->i)->numel;
+  float *f = j->bf16 ? malloc(n ? (size_t)n * 4 : 4) : dst;
+  if (!f)
+    return pg_err_set(err, PG_E_NOMEM, pg_artifact_name(j->a), PG_NO_OFFSET,
+                      "tensor '%s': out of memory for %llu floats",
+                      pg_artifact_tensor(j->a, j->i)->name, (unsigned long long)n);
+  int rc = pg_artifact_tensor_dequant(j->a, j->i, f, err);
+  if (j->bf16) {
+    uint16_t *h = dst;
+    for (uint64_t k = 0; rc == PG_OK && k < n; k++) h[k] = pg_f32_to_bf16(f[k]);
+    free(f);
+  }
+  (void)nbytes; /* numel * 2 or 4: the writer checked it against the shape */
+  return rc;
+}
+
 static int to_safetensors(pg_artifact *a, const char *out, int bf16) {
   pg_err err;
   if (pg_same_file(out, pg_artifact_name(a))) {
@@ -287,29 +312,16 @@ static int to_safetensors(pg_artifact *a, const char *out, int bf16) {
     return pg_tool_fail(PROG, &err);
   }
   const uint32_t n = pg_artifact_tensor_count(a);
-  void **bufs = calloc(n ? n : 1, sizeof *bufs);
+  st_job *jobs = calloc(n ? n : 1, sizeof *jobs);
   pg_st_writer *w = NULL;
-  int rc = bufs ? pg_st_writer_create(&w, &err)
-                : pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  int rc = jobs ? pg_st_writer_create(&w, &err)
+                : pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
   double t0 = pg_now();
   for (uint32_t i = 0; rc == PG_OK && i < n; i++) {
     const pg_tensor_info *t = pg_artifact_tensor(a, i);
-    float *f = malloc(t->numel ? (size_t)t->numel * 4 : 4);
-    if (!f) {
-      rc = pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate tensor '%s'", t->name);
-      break;
-    }
-    bufs[i] = f;
-    rc = pg_artifact_tensor_dequant(a, i, f, &err);
-    if (rc != PG_OK) break;
-    size_t nbytes = (size_t)t->numel * 4;
-    if (bf16) {
-      uint16_t *h = (uint16_t *)f; /* in place: element k is read before slot k is written */
-      for (uint64_t k = 0; k < t->numel; k++) h[k] = pg_f32_to_bf16(f[k]);
-      nbytes = (size_t)t->numel * 2;
-    }
-    rc = pg_st_writer_add(w, t->name, bf16 ? PG_ST_BF16 : PG_ST_F32, t->ndim, t->dims, f, nbytes,
-                          &err);
+    jobs[i] = (st_job){a, i, bf16};
+    rc = pg_st_writer_add_fill(w, t->name, bf16 ? PG_ST_BF16 : PG_ST_F32, t->ndim, t->dims,
+                               (size_t)t->numel * (bf16 ? 2 : 4), fill_tensor, &jobs[i], &err);
   }
   for (uint32_t i = 0; rc == PG_OK && i < pg_artifact_meta_count(a); i++) {
     const pg_meta_entry *m = pg_artifact_meta(a, i);
@@ -335,8 +347,7 @@ static int to_safetensors(pg_artifact *a, const char *out, int bf16) {
   if (rc == PG_OK)
     printf("wrote %s: %u tensors as %s in %.2f s\n", out, n, bf16 ? "bf16" : "f32", pg_now() - t0);
   pg_st_writer_free(w);
-  for (uint32_t i = 0; bufs && i < n; i++) free(bufs[i]);
-  free(bufs);
+  free(jobs);
   return rc == PG_OK ? PG_EXIT_OK : pg_tool_fail(PROG, &err);
 }
 
