@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 const char *pg_codec_name(uint8_t codec) {
   switch (codec) {
@@ -297,6 +298,8 @@ int pg_codec_decompress(uint8_t codec, const uint8_t *in, size_t n, uint8_t *out
     PG_FAIL_IF(fs != ZSTD_CONTENTSIZE_UNKNOWN && fs != raw_len, err, PG_E_DECOMPRESS, file, off,
                "zstd: frame holds %llu bytes, section declares %zu", fs, raw_len);
     size_t r = ZSTD_decompress(out, raw_len, in, n);
+    PG_FAIL_IF(ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation, err, PG_E_NOMEM, file, off,
+               "zstd: out of memory for the decoder");
     PG_FAIL_IF(ZSTD_isError(r), err, PG_E_DECOMPRESS, file, off, "zstd: %s",
                ZSTD_getErrorName(r));
     PG_FAIL_IF(r != raw_len, err, PG_E_DECOMPRESS, file, off,
@@ -320,8 +323,12 @@ int pg_codec_decompress(uint8_t codec, const uint8_t *in, size_t n, uint8_t *out
       BrotliDecoderDecompressStream(st, &avail_in, &next_in, &one, &pp, NULL);
       extra = one == 0;
     }
-    const char *why = BrotliDecoderErrorString(BrotliDecoderGetErrorCode(st));
+    const BrotliDecoderErrorCode code = BrotliDecoderGetErrorCode(st);
+    const char *why = BrotliDecoderErrorString(code);
     BrotliDecoderDestroyInstance(st);
+    PG_FAIL_IF(code <= BROTLI_DECODER_ERROR_ALLOC_CONTEXT_MODES &&
+                   code >= BROTLI_DECODER_ERROR_ALLOC_BLOCK_TYPE_TREES,
+               err, PG_E_NOMEM, file, off, "brotli: out of memory for the decoder");
     PG_FAIL_IF(extra || r == BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT, err, PG_E_DECOMPRESS,
                file, off, "brotli: stream holds more than the declared %zu bytes", raw_len);
     PG_FAIL_IF(r == BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT, err, PG_E_DECOMPRESS, file, off,
@@ -335,10 +342,17 @@ int pg_codec_decompress(uint8_t codec, const uint8_t *in, size_t n, uint8_t *out
     return PG_OK;
   }
   case PG_CODEC_LZMA: {
-    uint64_t memlimit = 1ull << 30;
+    /* The stream names its own dictionary size, which the decoder allocates: bounded here
+     * (spec/format.md §2) so that a few header bytes cannot ask for a gigabyte. */
+    uint64_t memlimit = PG_LZMA_MEMLIMIT;
     size_t in_pos = 0, out_pos = 0;
     lzma_ret r = lzma_stream_buffer_decode(&memlimit, LZMA_FAIL_FAST, NULL, in, &in_pos, n, out,
                                            &out_pos, raw_len);
+    PG_FAIL_IF(r == LZMA_MEMLIMIT_ERROR, err, PG_E_LIMIT, file, off,
+               "lzma: the stream needs %llu bytes of decoder memory, limit %llu",
+               (unsigned long long)memlimit, (unsigned long long)PG_LZMA_MEMLIMIT);
+    PG_FAIL_IF(r == LZMA_MEM_ERROR, err, PG_E_NOMEM, file, off,
+               "lzma: out of memory for the decoder");
     PG_FAIL_IF(r == LZMA_BUF_ERROR && out_pos == raw_len, err, PG_E_DECOMPRESS, file, off,
                "lzma: stream holds more than the declared %zu bytes", raw_len);
     PG_FAIL_IF(r != LZMA_OK, err, PG_E_DECOMPRESS, file, off, "lzma: %s", lzma_ret_text(r));

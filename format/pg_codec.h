@@ -35,7 +35,11 @@ const char *pg_codec_name(uint8_t codec);
 /* Encode raw bytes: shuffle (if asked), then compress. *out is malloc'd. */
 int pg_codec_encode(const pg_codec_spec *s, const uint8_t *raw, size_t raw_len, uint8_t **out,
                     size_t *out_len, pg_err *err);
-/* Decode stored bytes into exactly raw_len bytes at out (caller-allocated). */
+/* Decoder memory an lzma stream may ask for (its dictionary; the largest preset's is 64 MiB). */
+#define PG_LZMA_MEMLIMIT (128ull << 20)
+
+/* Decode stored bytes into exactly raw_len bytes at out (caller-allocated); a stream that holds
+ * more stops there (PG_E_DECOMPRESS), so decoding never writes or allocates past raw_len. */
 int pg_codec_decode(const pg_codec_spec *s, const uint8_t *stored, size_t stored_len, uint8_t *out,
                     size_t raw_len, const char *file, uint64_t off, pg_err *err);
 

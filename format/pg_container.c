@@ -190,8 +190,19 @@ struct pg_artifact {
   uint16_t cver, qver;
   uint32_t nsec;
   pg_section *secs;
-  uint8_t **raw;     /* decoded bytes per section, NULL until decoded */
-  uint8_t *raw_own;  /* 1 where raw[i] is malloc'd */
+  /* Decoded sections, on demand. raw[i] is NULL until decoded; raw_own[i] is 1 where it is
+   * malloc'd (codec none points into the file and costs nothing); held[i] is 1 where a caller
+   * holds it (pg_artifact_section_raw) or the reader does (META, TENSORS): those are never
+   * evicted. The others are a cache: before a decode, least recently used sections go until
+   * the new one fits in lim.max_cache bytes (or nothing else can go); `used[i]` is the call
+   * (`epoch`) that last touched a section, and nothing the current call touched is evicted, so
+   * pointers live through one call. */
+  uint8_t **raw;
+  uint8_t *raw_own;
+  uint8_t *held;
+  uint64_t *used;
+  uint64_t epoch;
+  uint64_t cached; /* malloc'd decoded bytes not held */
   uint32_t meta_sec, dir_sec;
   int64_t tok_sec;
   uint32_t nmeta;
@@ -200,8 +211,17 @@ struct pg_artifact {
   pg_tensor_info *tens;
   uint32_t ncode;
   uint32_t *code_secs;
+  char (*code_names)[PG_MAX_NAME + 1]; /* checked at open */
+  uint16_t *code_name_len;
   pg_read_limits lim;
 };
+
+uint64_t pg_artifact_raw_bound(uint64_t file_size) {
+  /* a file is at most SIZE_MAX bytes; the product cannot overflow for any file that exists,
+   * and saturating keeps the function total */
+  uint64_t b = file_size > UINT64_MAX / PG_RAW_RATIO ? UINT64_MAX : file_size * PG_RAW_RATIO;
+  return b < PG_RAW_FLOOR ? PG_RAW_FLOOR : b;
+}
 
 typedef struct cursor {
   const uint8_t *p;
@@ -263,18 +283,52 @@ void pg_artifact_free(pg_artifact *a) {
       if (a->raw_own[i]) free(a->raw[i]);
   free(a->raw);
   free(a->raw_own);
+  free(a->held);
+  free(a->used);
   free(a->secs);
   free(a->meta);
   free(a->tens);
   free(a->code_secs);
+  free(a->code_names);
+  free(a->code_name_len);
   pg_file_unmap(&a->map);
   free(a->name);
   free(a);
 }
 
-int pg_artifact_section_raw(pg_artifact *a, uint32_t i, const uint8_t **raw, pg_err *err) {
+/* Drop a decoded section (never one that is held). */
+static void drop(pg_artifact *a, uint32_t i) {
+  if (!a->raw[i] || a->held[i]) return;
+  if (a->raw_own[i]) {
+    free(a->raw[i]);
+    a->cached -= a->secs[i].raw_size;
+  }
+  a->raw[i] = NULL;
+  a->raw_own[i] = 0;
+}
+
+/* Evict cached sections, least recently used first, until `need` more bytes fit in the cache
+ * (or, with need = UINT64_MAX, everything evictable). Nothing the current call touched goes. */
+static void make_room(pg_artifact *a, uint64_t need) {
+  while (a->cached && (need == UINT64_MAX || a->cached + need > a->lim.max_cache)) {
+    uint32_t victim = UINT32_MAX;
+    for (uint32_t i = 0; i < a->nsec; i++)
+      if (a->raw_own[i] && !a->held[i] && a->used[i] != a->epoch &&
+          (victim == UINT32_MAX || a->used[i] < a->used[victim]))
+        victim = i;
+    if (victim == UINT32_MAX) return;
+    drop(a, victim);
+  }
+}
+
+/* Decoded bytes of section i, decoding it when needed; hold = 1 keeps it until released. */
+static int section_get(pg_artifact *a, uint32_t i, int hold, const uint8_t **raw, pg_err *err) {
+  *raw = NULL;
   PG_FAIL_IF(i >= a->nsec, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no section %u", i);
+  a->used[i] = a->epoch;
   if (a->raw[i]) {
+    if (hold && !a->held[i] && a->raw_own[i]) a->cached -= a->secs[i].raw_size;
+    if (hold) a->held[i] = 1;
     *raw = a->raw[i];
     return PG_OK;
   }
@@ -290,12 +344,20 @@ int pg_artifact_section_raw(pg_artifact *a, uint32_t i, const uint8_t **raw, pg_
                pg_section_kind_name(s->kind));
     a->raw[i] = (uint8_t *)(s->raw_size ? stored : empty);
     a->raw_own[i] = 0;
+    a->held[i] |= (uint8_t)hold;
     *raw = a->raw[i];
     return PG_OK;
   }
-  uint8_t *buf = malloc(s->raw_size ? (size_t)s->raw_size : 1);
-  PG_FAIL_IF(!buf, err, PG_E_NOMEM, a->name, s->offset, "section %u: cannot allocate %llu bytes",
-             i, (unsigned long long)s->raw_size);
+  make_room(a, s->raw_size);
+  const size_t want = s->raw_size ? (size_t)s->raw_size : 1;
+  uint8_t *buf = malloc(want);
+  if (!buf) { /* let the cache go before calling it a failure */
+    make_room(a, UINT64_MAX);
+    buf = malloc(want);
+  }
+  PG_FAIL_IF(!buf, err, PG_E_NOMEM, a->name, s->offset,
+             "section %u (%s): out of memory for its %llu decoded bytes", i,
+             pg_section_kind_name(s->kind), (unsigned long long)s->raw_size);
   int rc = pg_codec_decode(&s->codec, stored, (size_t)s->stored_size, buf, (size_t)s->raw_size,
                            a->name, s->offset, err);
   if (rc == PG_OK && CHECKSUM_BAD(XXH64(buf, (size_t)s->raw_size, 0), s->raw_xxh64))
@@ -307,8 +369,28 @@ int pg_artifact_section_raw(pg_artifact *a, uint32_t i, const uint8_t **raw, pg_
   }
   a->raw[i] = buf;
   a->raw_own[i] = 1;
+  a->held[i] = (uint8_t)hold;
+  if (!hold) a->cached += s->raw_size;
   *raw = buf;
   return PG_OK;
+}
+
+int pg_artifact_section_raw(pg_artifact *a, uint32_t i, const uint8_t **raw, pg_err *err) {
+  a->epoch++;
+  return section_get(a, i, 1, raw, err);
+}
+
+void pg_artifact_trim(pg_artifact *a) {
+  if (!a) return;
+  a->epoch++;
+  make_room(a, UINT64_MAX);
+}
+
+void pg_artifact_section_release(pg_artifact *a, uint32_t i) {
+  if (i >= a->nsec || i == a->meta_sec || i == a->dir_sec || !a->held[i]) return;
+  a->held[i] = 0;
+  if (a->raw_own[i]) a->cached += a->secs[i].raw_size;
+  drop(a, i);
 }
 
 /* Cursor reads inside a decoded section; a short read is a malformed section. */
@@ -444,9 +526,13 @@ static int cmp_part(const void *x, const void *y) {
   return (p->tensor > q->tensor) - (p->tensor < q->tensor);
 }
 
-static const pg_tensor_info *g_sort_tens; /* qsort has no context in C11 */
-static int cmp_tensor_name(const void *x, const void *y) {
-  return strcmp(g_sort_tens[*(const uint32_t *)x].name, g_sort_tens[*(const uint32_t *)y].name);
+/* C11's qsort passes no context, so each element carries the name it sorts by: no state is
+ * shared between readers on different threads. */
+typedef struct name_ref {
+  const char *name;
+} name_ref;
+static int cmp_name_ref(const void *x, const void *y) {
+  return strcmp(((const name_ref *)x)->name, ((const name_ref *)y)->name);
 }
 
 static int parse_dir(pg_artifact *a, pg_err *err) {
@@ -578,16 +664,16 @@ static int parse_dir(pg_artifact *a, pg_err *err) {
   if (rc == PG_OK) {
     a->ntens = n;
     /* unique names */
-    uint32_t *idx = malloc((n ? n : 1) * sizeof *idx);
-    if (!idx) rc = pg_err_set(err, PG_E_NOMEM, a->name, sec->offset, "cannot allocate");
-    for (uint32_t i = 0; rc == PG_OK && i < n; i++) idx[i] = i;
+    name_ref *idx = malloc((n ? n : 1) * sizeof *idx);
+    if (!idx)
+      rc = pg_err_set(err, PG_E_NOMEM, a->name, sec->offset, "out of memory for %u names", n);
+    for (uint32_t i = 0; rc == PG_OK && i < n; i++) idx[i].name = a->tens[i].name;
     if (rc == PG_OK) {
-      g_sort_tens = a->tens;
-      qsort(idx, n, sizeof *idx, cmp_tensor_name);
+      qsort(idx, n, sizeof *idx, cmp_name_ref);
       for (uint32_t i = 1; i < n; i++)
-        if (!strcmp(a->tens[idx[i]].name, a->tens[idx[i - 1]].name)) {
+        if (!strcmp(idx[i].name, idx[i - 1].name)) {
           rc = pg_err_set(err, PG_E_DUPLICATE, a->name, sec->offset,
-                          "tensors section: duplicate tensor name '%s'", a->tens[idx[i]].name);
+                          "tensors section: duplicate tensor name '%s'", idx[i].name);
           break;
         }
     }
@@ -629,23 +715,31 @@ static int parse_dir(pg_artifact *a, pg_err *err) {
   return rc;
 }
 
+/* Check every CODE section's name and keep a copy of it, one section decoded at a time: a
+ * report of the names and sizes (pgsize) then needs no decoding. */
 static int parse_code(pg_artifact *a, pg_err *err) {
+  a->code_names = calloc(a->ncode ? a->ncode : 1, sizeof *a->code_names);
+  a->code_name_len = calloc(a->ncode ? a->ncode : 1, sizeof *a->code_name_len);
+  PG_FAIL_IF(!a->code_names || !a->code_name_len, err, PG_E_NOMEM, a->name, PG_NO_OFFSET,
+             "out of memory for %u code file names", a->ncode);
   for (uint32_t k = 0; k < a->ncode; k++) {
     uint32_t s = a->code_secs[k];
     const pg_section *sec = &a->secs[s];
     const uint8_t *raw;
-    PG_TRY(pg_artifact_section_raw(a, s, &raw, err));
+    a->epoch++;
+    PG_TRY(section_get(a, s, 0, &raw, err));
     PG_FAIL_IF(sec->raw_size < 2 || sec->raw_size - 2 < pg_ld16(raw), err, PG_E_MALFORMED,
                a->name, sec->offset, "code section %u: ends inside its file name", s);
     uint16_t nl = pg_ld16(raw);
     PG_FAIL_IF(!code_name_ok(raw + 2, nl), err, PG_E_MALFORMED, a->name, sec->offset,
                "code section %u: file name is not a safe relative path", s);
-    for (uint32_t j = 0; j < k; j++) {
-      const uint8_t *o = a->raw[a->code_secs[j]];
-      if (pg_ld16(o) == nl && !memcmp(o + 2, raw + 2, nl))
-        return pg_err_set(err, PG_E_DUPLICATE, a->name, sec->offset,
-                          "code section %u: duplicate file name '%.*s'", s, (int)nl, raw + 2);
-    }
+    for (uint32_t j = 0; j < k; j++)
+      PG_FAIL_IF(a->code_name_len[j] == nl && !memcmp(a->code_names[j], raw + 2, nl), err,
+                 PG_E_DUPLICATE, a->name, sec->offset,
+                 "code section %u: duplicate file name '%.*s'", s, (int)nl, raw + 2);
+    memcpy(a->code_names[k], raw + 2, nl);
+    a->code_name_len[k] = nl;
+    drop(a, s);
   }
   return PG_OK;
 }
@@ -654,12 +748,14 @@ int pg_artifact_code(pg_artifact *a, uint32_t i, const char **name, size_t *name
                      const uint8_t **bytes, size_t *len, uint32_t *section, pg_err *err) {
   PG_FAIL_IF(i >= a->ncode, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no code file %u", i);
   uint32_t s = a->code_secs[i];
-  const uint8_t *raw;
-  PG_TRY(pg_artifact_section_raw(a, s, &raw, err));
-  uint16_t nl = pg_ld16(raw);
-  if (name) *name = (const char *)raw + 2;
+  uint16_t nl = a->code_name_len[i];
+  if (bytes) {
+    const uint8_t *raw;
+    PG_TRY(pg_artifact_section_raw(a, s, &raw, err));
+    *bytes = raw + 2 + nl;
+  }
+  if (name) *name = a->code_names[i];
   if (name_len) *name_len = nl;
-  if (bytes) *bytes = raw + 2 + nl;
   if (len) *len = (size_t)a->secs[s].raw_size - 2 - nl;
   if (section) *section = s;
   return PG_OK;
@@ -708,9 +804,15 @@ static int parse_table(pg_artifact *a, pg_err *err) {
   a->secs = calloc(n, sizeof *a->secs);
   a->raw = calloc(n, sizeof *a->raw);
   a->raw_own = calloc(n, 1);
+  a->held = calloc(n, 1);
+  a->used = calloc(n, sizeof *a->used);
   a->code_secs = calloc(n, sizeof *a->code_secs);
-  PG_FAIL_IF(!a->secs || !a->raw || !a->raw_own || !a->code_secs, err, PG_E_NOMEM, f,
-             PG_NO_OFFSET, "cannot allocate the section table");
+  PG_FAIL_IF(!a->secs || !a->raw || !a->raw_own || !a->held || !a->used || !a->code_secs, err,
+             PG_E_NOMEM, f, PG_NO_OFFSET, "out of memory for a table of %u sections", n);
+  /* Every decoded byte is paid for by the file (spec/format.md §7): checked with the table,
+   * before anything is decoded, so no declared size makes a reader allocate beyond the bound. */
+  const uint64_t bound = a->lim.max_total_raw;
+  uint64_t total = 0;
   uint64_t expect = table_end;
   int nmeta = 0, ndir = 0;
   a->tok_sec = -1;
@@ -738,6 +840,7 @@ static int parse_table(pg_artifact *a, pg_err *err) {
     PG_FAIL_IF(s->raw_size > a->lim.max_section_raw, err, PG_E_LIMIT, f, eo + 24,
                "section %u: raw size %llu, limit %llu", i, (unsigned long long)s->raw_size,
                (unsigned long long)a->lim.max_section_raw);
+    total += s->raw_size; /* at most 4096 * 2^30: no overflow */
     uint64_t end;
     PG_FAIL_IF(pg_add_overflow_u64(s->offset, s->stored_size, &end) || end > a->len, err,
                PG_E_TABLE_RANGE, f, eo + 8,
@@ -773,6 +876,15 @@ static int parse_table(pg_artifact *a, pg_err *err) {
   }
   PG_FAIL_IF(expect < a->len, err, PG_E_TRAILING, f, expect,
              "%llu bytes after the last section", (unsigned long long)(a->len - expect));
+  if (total > bound) {
+    char why[96] = "this reader's limit";
+    if (bound == pg_artifact_raw_bound(a->len))
+      snprintf(why, sizeof why, "%d times the file's %zu bytes, at least %llu MiB", PG_RAW_RATIO,
+               a->len, (unsigned long long)(PG_RAW_FLOOR >> 20));
+    return pg_err_set(err, PG_E_LIMIT, f, PG_HEADER_SIZE,
+                      "the sections decode to %llu bytes in all, limit %llu (%s)",
+                      (unsigned long long)total, (unsigned long long)bound, why);
+  }
   PG_FAIL_IF(nmeta != 1, err, PG_E_SECTION_KIND, f, PG_HEADER_SIZE,
              "%d meta sections; exactly one is required", nmeta);
   PG_FAIL_IF(ndir != 1, err, PG_E_SECTION_KIND, f, PG_HEADER_SIZE,
@@ -800,6 +912,10 @@ int pg_artifact_open_mem(pg_artifact **out, const uint8_t *data, size_t len, con
     a->lim.max_section_raw = lim->max_section_raw;
   if (lim && lim->max_elements && lim->max_elements < a->lim.max_elements)
     a->lim.max_elements = lim->max_elements;
+  a->lim.max_total_raw = pg_artifact_raw_bound(len);
+  if (lim && lim->max_total_raw && lim->max_total_raw < a->lim.max_total_raw)
+    a->lim.max_total_raw = lim->max_total_raw;
+  a->lim.max_cache = lim && lim->max_cache ? lim->max_cache : PG_CACHE_BYTES;
   int rc = parse_table(a, err);
   if (rc == PG_OK) rc = parse_meta(a, err);
   if (rc == PG_OK) rc = parse_dir(a, err);
@@ -832,7 +948,7 @@ static int decode_ints(pg_artifact *a, const pg_tensor_info *t, int role, uint64
                        unsigned bits, int lo, int hi, int8_t *out, pg_err *err) {
   const pg_part *p = &t->parts[role];
   const uint8_t *raw;
-  PG_TRY(pg_artifact_section_raw(a, p->section, &raw, err));
+  PG_TRY(section_get(a, p->section, 0, &raw, err));
   raw += p->offset;
   const uint64_t soff = a->secs[p->section].offset;
   if (t->packing == PG_PACK_BITS) {
@@ -852,12 +968,13 @@ static int decode_ints(pg_artifact *a, const pg_tensor_info *t, int role, uint64
 static int part_bytes(pg_artifact *a, const pg_tensor_info *t, int role, const uint8_t **p,
                       pg_err *err) {
   const uint8_t *raw;
-  PG_TRY(pg_artifact_section_raw(a, t->parts[role].section, &raw, err));
+  PG_TRY(section_get(a, t->parts[role].section, 0, &raw, err));
   *p = raw + t->parts[role].offset;
   return PG_OK;
 }
 
 int pg_artifact_tensor_values(pg_artifact *a, uint32_t i, int8_t *out, pg_err *err) {
+  a->epoch++;
   PG_FAIL_IF(i >= a->ntens, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no tensor %u", i);
   const pg_tensor_info *t = &a->tens[i];
   PG_FAIL_IF(!pg_qtype_is_int(t->qtype), err, PG_E_ARG, a->name, PG_NO_OFFSET,
@@ -869,10 +986,15 @@ int pg_artifact_tensor_values(pg_artifact *a, uint32_t i, int8_t *out, pg_err *e
 int pg_artifact_tensor_scales(pg_artifact *a, uint32_t i, const uint8_t **bytes, pg_err *err) {
   PG_FAIL_IF(i >= a->ntens || !a->tens[i].parts[PG_PART_SCALES].present, err, PG_E_ARG, a->name,
              PG_NO_OFFSET, "tensor %u has no scales", i);
-  return part_bytes(a, &a->tens[i], PG_PART_SCALES, bytes, err);
+  const pg_part *p = &a->tens[i].parts[PG_PART_SCALES];
+  const uint8_t *raw;
+  PG_TRY(pg_artifact_section_raw(a, p->section, &raw, err));
+  *bytes = raw + p->offset;
+  return PG_OK;
 }
 
 int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *err) {
+  a->epoch++;
   PG_FAIL_IF(i >= a->ntens, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no tensor %u", i);
   const pg_tensor_info *t = &a->tens[i];
   const uint8_t *v;
@@ -894,8 +1016,11 @@ int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *e
   uint16_t *sc = NULL;
   int8_t *qa = NULL, *qb = NULL;
   uint16_t *sb = NULL;
-  PG_FAIL_IF(!q, err, PG_E_NOMEM, a->name, PG_NO_OFFSET, "cannot allocate");
-  int rc = pg_artifact_tensor_values(a, i, q, err);
+  PG_FAIL_IF(!q, err, PG_E_NOMEM, a->name, PG_NO_OFFSET,
+             "tensor '%s': out of memory for its %llu values", t->name,
+             (unsigned long long)t->numel);
+  int rc = decode_ints(a, t, PG_PART_VALUES, t->numel, pg_qtype_bits(t->qtype), t->qmin, t->qmax,
+                       q, err);
   const uint8_t *sp = NULL;
   if (rc == PG_OK) rc = part_bytes(a, t, PG_PART_SCALES, &sp, err);
   if (rc == PG_OK && t->scale_kind == PG_SCALE_SCALAR_F32) {
@@ -905,7 +1030,9 @@ int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *e
     pg_dequant_scalar(q, s, t->numel, out);
   } else if (rc == PG_OK) {
     sc = malloc(t->rows ? (size_t)t->rows * 2 : 1);
-    if (!sc) rc = pg_err_set(err, PG_E_NOMEM, a->name, PG_NO_OFFSET, "cannot allocate");
+    if (!sc)
+      rc = pg_err_set(err, PG_E_NOMEM, a->name, PG_NO_OFFSET,
+                      "tensor '%s': out of memory for its scales", t->name);
     for (uint64_t r = 0; rc == PG_OK && r < t->rows; r++) sc[r] = pg_ld16(sp + 2 * r);
     if (rc == PG_OK) pg_dequant_rows(q, sc, t->rows, t->cols, out);
   }
@@ -914,7 +1041,9 @@ int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *e
     qa = malloc(na ? (size_t)na : 1);
     qb = malloc(nb ? (size_t)nb : 1);
     sb = malloc(nb / PG_LQER_GROUP * 2 + 2);
-    if (!qa || !qb || !sb) rc = pg_err_set(err, PG_E_NOMEM, a->name, PG_NO_OFFSET, "cannot allocate");
+    if (!qa || !qb || !sb)
+      rc = pg_err_set(err, PG_E_NOMEM, a->name, PG_NO_OFFSET,
+                      "tensor '%s': out of memory for its LQER factors", t->name);
     if (rc == PG_OK) rc = decode_ints(a, t, PG_PART_LQER_A, na, 2, -2, 1, qa, err);
     if (rc == PG_OK) rc = decode_ints(a, t, PG_PART_LQER_B, nb, 4, -8, 7, qb, err);
     const uint8_t *pa = NULL, *pb = NULL;
@@ -933,35 +1062,69 @@ int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *e
   return rc;
 }
 
+/* An integer part to range-check, ordered by section for pg_artifact_check. */
+typedef struct int_part {
+  uint32_t section, tensor;
+  int role;
+} int_part;
+
+static int cmp_int_part(const void *x, const void *y) {
+  const int_part *p = x, *q = y;
+  if (p->section != q->section) return p->section < q->section ? -1 : 1;
+  if (p->tensor != q->tensor) return p->tensor < q->tensor ? -1 : 1;
+  return (p->role > q->role) - (p->role < q->role);
+}
+
+/* Section by section: decode it, check what lies in it, let it go. The memory this takes is one
+ * section (plus one tensor's values), not the artifact. */
 int pg_artifact_check(pg_artifact *a, pg_err *err) {
-  for (uint32_t s = 0; s < a->nsec; s++) {
-    const uint8_t *raw;
-    PG_TRY(pg_artifact_section_raw(a, s, &raw, err));
-  }
+  int_part *parts = malloc(((size_t)a->ntens * 3 + 1) * sizeof *parts);
+  PG_FAIL_IF(!parts, err, PG_E_NOMEM, a->name, PG_NO_OFFSET, "out of memory for %u tensors",
+             a->ntens);
+  size_t np = 0;
   uint64_t maxn = 0;
   for (uint32_t i = 0; i < a->ntens; i++) {
     const pg_tensor_info *t = &a->tens[i];
-    uint64_t m = t->numel;
-    if (t->lqer_rank) {
-      if (t->rows * t->lqer_rank > m) m = t->rows * t->lqer_rank;
-      if (t->cols * t->lqer_rank > m) m = t->cols * t->lqer_rank;
-    }
-    if (pg_qtype_is_int(t->qtype) && m > maxn) maxn = m;
-  }
-  int8_t *buf = malloc(maxn ? (size_t)maxn : 1);
-  PG_FAIL_IF(!buf, err, PG_E_NOMEM, a->name, PG_NO_OFFSET, "cannot allocate");
-  int rc = PG_OK;
-  for (uint32_t i = 0; i < a->ntens && rc == PG_OK; i++) {
-    const pg_tensor_info *t = &a->tens[i];
     if (!pg_qtype_is_int(t->qtype)) continue;
-    rc = pg_artifact_tensor_values(a, i, buf, err);
-    if (rc == PG_OK && t->lqer_rank) {
-      rc = decode_ints(a, t, PG_PART_LQER_A, t->rows * t->lqer_rank, 2, -2, 1, buf, err);
-      if (rc == PG_OK)
-        rc = decode_ints(a, t, PG_PART_LQER_B, t->cols * t->lqer_rank, 4, -8, 7, buf, err);
+    parts[np++] = (int_part){t->parts[PG_PART_VALUES].section, i, PG_PART_VALUES};
+    if (t->numel > maxn) maxn = t->numel;
+    if (t->lqer_rank) {
+      parts[np++] = (int_part){t->parts[PG_PART_LQER_A].section, i, PG_PART_LQER_A};
+      parts[np++] = (int_part){t->parts[PG_PART_LQER_B].section, i, PG_PART_LQER_B};
+      if (t->rows * t->lqer_rank > maxn) maxn = t->rows * t->lqer_rank;
+      if (t->cols * t->lqer_rank > maxn) maxn = t->cols * t->lqer_rank;
     }
+  }
+  qsort(parts, np, sizeof *parts, cmp_int_part);
+  int8_t *buf = malloc(maxn ? (size_t)maxn : 1);
+  int rc = buf ? PG_OK
+               : pg_err_set(err, PG_E_NOMEM, a->name, PG_NO_OFFSET,
+                            "out of memory for %llu values", (unsigned long long)maxn);
+  size_t k = 0;
+  for (uint32_t s = 0; rc == PG_OK && s < a->nsec; s++) {
+    a->epoch++;
+    const int was = a->raw[s] != NULL;
+    const uint8_t *raw;
+    rc = section_get(a, s, 0, &raw, err);
+    for (; rc == PG_OK && k < np && parts[k].section == s; k++) {
+      const pg_tensor_info *t = &a->tens[parts[k].tensor];
+      switch (parts[k].role) {
+      case PG_PART_VALUES:
+        rc = decode_ints(a, t, PG_PART_VALUES, t->numel, pg_qtype_bits(t->qtype), t->qmin,
+                         t->qmax, buf, err);
+        break;
+      case PG_PART_LQER_A:
+        rc = decode_ints(a, t, PG_PART_LQER_A, t->rows * t->lqer_rank, 2, -2, 1, buf, err);
+        break;
+      default:
+        rc = decode_ints(a, t, PG_PART_LQER_B, t->cols * t->lqer_rank, 4, -8, 7, buf, err);
+        break;
+      }
+    }
+    if (!was) drop(a, s); /* what was decoded before (held, or cached) stays */
   }
   free(buf);
+  free(parts);
   return rc;
 }
 

@@ -28,6 +28,14 @@ extern "C" {
 #define PG_MAX_DIMS 8
 #define PG_MAX_ELEMENTS (1ull << 40)
 #define PG_MAX_LQER_RANK 64
+/* The decoded bytes of all sections together are at most PG_RAW_RATIO times the file's size, or
+ * PG_RAW_FLOOR for a small file (spec/format.md §7): see pg_artifact_raw_bound. */
+#define PG_RAW_RATIO 32
+#define PG_RAW_FLOOR (64ull << 20)
+/* Decoded sections a reader keeps between calls (beyond META, TENSORS and the sections a caller
+ * holds): when a decode would take the cache above this, the least recently used go first. The
+ * sections the last call used stay, so consecutive tensors of one section decode it once. */
+#define PG_CACHE_BYTES (64ull << 20)
 
 extern const uint8_t PG_MAGIC[8];
 
@@ -106,12 +114,21 @@ typedef struct pg_tensor_info {
 typedef struct pg_read_limits {
   uint64_t max_section_raw;
   uint64_t max_elements;
+  uint64_t max_total_raw; /* decoded bytes of all sections together (at most the file's bound) */
+  uint64_t max_cache;     /* decoded bytes cached between calls (default PG_CACHE_BYTES) */
 } pg_read_limits;
+
+/* The most bytes the sections of a file of this size may decode to, all together:
+ * max(PG_RAW_FLOOR, PG_RAW_RATIO * file_size). */
+uint64_t pg_artifact_raw_bound(uint64_t file_size);
 
 typedef struct pg_artifact pg_artifact;
 
 /* Open a file (memory-mapped, never modified) or a buffer (which must outlive the handle).
- * Validates header, table, coverage, stored checksums, META and TENSORS. */
+ * Validates header, table, coverage, the limits of spec/format.md §7 (the decoded total
+ * included, before anything is decoded), stored checksums, META, TENSORS and the CODE names.
+ * META and TENSORS stay decoded; nothing else is kept. A handle is used by one thread at a time;
+ * distinct handles are independent. */
 int pg_artifact_open(pg_artifact **out, const char *path, const pg_read_limits *lim, pg_err *err);
 int pg_artifact_open_mem(pg_artifact **out, const uint8_t *data, size_t len, const char *name,
                          const pg_read_limits *lim, pg_err *err);
@@ -124,8 +141,13 @@ uint16_t pg_artifact_quant_layout_version(const pg_artifact *a);
 
 uint32_t pg_artifact_section_count(const pg_artifact *a);
 const pg_section *pg_artifact_section(const pg_artifact *a, uint32_t i);
-/* Decoded bytes of section i (decoded once and cached; raw checksum verified). */
+/* Decoded bytes of section i (raw checksum verified). They stay valid until
+ * pg_artifact_section_release(a, i) or pg_artifact_free. */
 int pg_artifact_section_raw(pg_artifact *a, uint32_t i, const uint8_t **raw, pg_err *err);
+/* Let go of section i's decoded bytes (no effect on META and TENSORS, which stay decoded). */
+void pg_artifact_section_release(pg_artifact *a, uint32_t i);
+/* Let go of every decoded section the tensor calls keep (not those a caller holds). */
+void pg_artifact_trim(pg_artifact *a);
 
 uint32_t pg_artifact_meta_count(const pg_artifact *a);
 const pg_meta_entry *pg_artifact_meta(const pg_artifact *a, uint32_t i);
@@ -137,19 +159,22 @@ const pg_tensor_info *pg_artifact_tensor(const pg_artifact *a, uint32_t i);
 int64_t pg_artifact_tensor_find(const pg_artifact *a, const char *name);
 /* Integer values of tensor i, unpacked to one int8 per element and range-checked. */
 int pg_artifact_tensor_values(pg_artifact *a, uint32_t i, int8_t *out, pg_err *err);
-/* Row scales (fp16 bits, rows of them) of tensor i. */
+/* Row scales (fp16 bits, rows of them) of tensor i: in its section, held as by
+ * pg_artifact_section_raw. The other tensor calls decode on demand and hold nothing. */
 int pg_artifact_tensor_scales(pg_artifact *a, uint32_t i, const uint8_t **bytes, pg_err *err);
 /* Dequantize tensor i to fp32 (numel floats), LQER correction included. */
 int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *err);
 
 /* Section index of the tokenizer, or -1. */
 int64_t pg_artifact_tokenizer_section(const pg_artifact *a);
-/* CODE sections: count, and the i-th file's name and bytes (decoded on demand). */
+/* CODE sections: count, and the i-th file's name (checked and copied at open), its length and
+ * section; with `bytes` non-NULL, its bytes, decoded and held as by pg_artifact_section_raw. */
 uint32_t pg_artifact_code_count(const pg_artifact *a);
 int pg_artifact_code(pg_artifact *a, uint32_t i, const char **name, size_t *name_len,
                      const uint8_t **bytes, size_t *len, uint32_t *section, pg_err *err);
 
-/* Decode every section, verify every raw checksum, and range-check every tensor's values. */
+/* Decode every section, verify every raw checksum, and range-check every tensor's values; one
+ * section at a time (what the caller holds stays held). */
 int pg_artifact_check(pg_artifact *a, pg_err *err);
 
 /* ------------------------------------------------------------------------------------------ */

@@ -591,6 +591,8 @@ typedef struct wtensor {
   uint64_t shape[PG_ST_MAX_RANK];
   const void *data;
   size_t nbytes;
+  pg_st_fill_fn fill; /* data made while writing, when set */
+  void *ctx;
 } wtensor;
 
 struct pg_st_writer {
@@ -626,9 +628,10 @@ void pg_st_writer_free(pg_st_writer *w) {
   free(w);
 }
 
-int pg_st_writer_add(pg_st_writer *w, const char *name, pg_st_dtype dtype, uint32_t rank,
-                     const uint64_t *shape, const void *data, size_t nbytes, pg_err *err) {
-  PG_FAIL_IF(!w || !name || (rank && !shape) || (nbytes && !data), err, PG_E_ARG, NULL,
+static int add_tensor(pg_st_writer *w, const char *name, pg_st_dtype dtype, uint32_t rank,
+                      const uint64_t *shape, const void *data, size_t nbytes, pg_st_fill_fn fill,
+                      void *ctx, pg_err *err) {
+  PG_FAIL_IF(!w || !name || (rank && !shape) || (nbytes && !data && !fill), err, PG_E_ARG, NULL,
              PG_NO_OFFSET, "pg_st_writer_add: NULL argument");
   size_t nl = strlen(name);
   PG_FAIL_IF(nl == 0, err, PG_E_ARG, NULL, PG_NO_OFFSET, "empty tensor name");
@@ -687,8 +690,35 @@ int pg_st_writer_add(pg_st_writer *w, const char *name, pg_st_dtype dtype, uint3
   for (uint32_t i = 0; i < rank; i++) t->shape[i] = shape[i];
   t->data = data;
   t->nbytes = nbytes;
+  t->fill = fill;
+  t->ctx = ctx;
   w->total = total;
   return PG_OK;
+}
+
+int pg_st_writer_add(pg_st_writer *w, const char *name, pg_st_dtype dtype, uint32_t rank,
+                     const uint64_t *shape, const void *data, size_t nbytes, pg_err *err) {
+  return add_tensor(w, name, dtype, rank, shape, data, nbytes, NULL, NULL, err);
+}
+
+int pg_st_writer_add_fill(pg_st_writer *w, const char *name, pg_st_dtype dtype, uint32_t rank,
+                          const uint64_t *shape, size_t nbytes, pg_st_fill_fn fill, void *ctx,
+                          pg_err *err) {
+  PG_FAIL_IF(!fill, err, PG_E_ARG, NULL, PG_NO_OFFSET, "pg_st_writer_add_fill: no fill");
+  return add_tensor(w, name, dtype, rank, shape, NULL, nbytes, fill, ctx, err);
+}
+
+/* A tensor's bytes: its data, or its fill run into *tmp (malloc'd; the caller frees it). */
+static int tensor_bytes(const wtensor *t, const void **p, void **tmp, const char *path,
+                        pg_err *err) {
+  *tmp = NULL;
+  *p = t->data;
+  if (!t->fill || !t->nbytes) return PG_OK;
+  *tmp = malloc(t->nbytes);
+  PG_FAIL_IF(!*tmp, err, PG_E_NOMEM, path, PG_NO_OFFSET,
+             "tensor '%.200s': out of memory for its %zu bytes", t->name, t->nbytes);
+  *p = *tmp;
+  return t->fill(t->ctx, *tmp, t->nbytes, err);
 }
 
 int pg_st_writer_set_meta(pg_st_writer *w, const char *key, const char *value, pg_err *err) {
@@ -763,8 +793,13 @@ int pg_st_writer_write(pg_st_writer *w, const char *path, pg_err *err) {
     return rc;
   }
   rc = pg_out_write(&o, hdr.data, hdr.len, err);
-  for (size_t i = 0; i < w->nt && rc == PG_OK; i++)
-    rc = pg_out_write(&o, w->t[i].data, w->t[i].nbytes, err);
+  for (size_t i = 0; i < w->nt && rc == PG_OK; i++) {
+    const void *p;
+    void *tmp;
+    rc = tensor_bytes(&w->t[i], &p, &tmp, path, err);
+    if (rc == PG_OK) rc = pg_out_write(&o, p, w->t[i].nbytes, err);
+    free(tmp);
+  }
   pg_buf_free(&hdr);
   if (rc != PG_OK) {
     pg_out_abort(&o);
@@ -784,7 +819,18 @@ int pg_st_writer_to_mem(uint8_t **out, size_t *out_len, pg_st_writer *w, pg_err 
     pg_buf_free(&b);
     return pg_err_set(err, PG_E_NOMEM, "<memory>", PG_NO_OFFSET, "file too large for memory");
   }
-  for (size_t i = 0; i < w->nt; i++) pg_buf_put(&b, w->t[i].data, w->t[i].nbytes);
+  int rc = PG_OK;
+  for (size_t i = 0; i < w->nt && rc == PG_OK; i++) {
+    const void *p;
+    void *tmp;
+    rc = tensor_bytes(&w->t[i], &p, &tmp, "<memory>", err);
+    if (rc == PG_OK) pg_buf_put(&b, p, w->t[i].nbytes);
+    free(tmp);
+  }
+  if (rc != PG_OK) {
+    pg_buf_free(&b);
+    return rc;
+  }
   if (b.oom) {
     pg_buf_free(&b);
     return pg_err_set(err, PG_E_NOMEM, "<memory>", PG_NO_OFFSET, "cannot allocate the file");

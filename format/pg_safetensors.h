@@ -115,6 +115,14 @@ int pg_st_writer_create(pg_st_writer **out, pg_err *err);
  * shape may be NULL when rank is 0; data may be NULL when nbytes is 0. */
 int pg_st_writer_add(pg_st_writer *w, const char *name, pg_st_dtype dtype, uint32_t rank,
                      const uint64_t *shape, const void *data, size_t nbytes, pg_err *err);
+/* Produce a tensor's nbytes bytes into dst when the file is written (a status; err set). */
+typedef int (*pg_st_fill_fn)(void *ctx, void *dst, size_t nbytes, pg_err *err);
+/* pg_st_writer_add for data made on demand: fill(ctx, ...) is called once, while writing, into
+ * a buffer of nbytes that is freed right after, so a writer of many tensors holds one at a time.
+ * A fill that fails fails the write (nothing is left at the path). */
+int pg_st_writer_add_fill(pg_st_writer *w, const char *name, pg_st_dtype dtype, uint32_t rank,
+                          const uint64_t *shape, size_t nbytes, pg_st_fill_fn fill, void *ctx,
+                          pg_err *err);
 /* Add a "__metadata__" pair (UTF-8 strings); a key given twice is PG_E_DUPLICATE. */
 int pg_st_writer_set_meta(pg_st_writer *w, const char *key, const char *value, pg_err *err);
 /* Write the file atomically (temporary file + rename; a failure leaves nothing at path). */

@@ -699,6 +699,9 @@ static int parse_object(pg_arch *a, json_t *obj, const char *group, unsigned cha
 int pg_arch_parse(pg_arch *out, const char *text, size_t len, const char *file, pg_err *err) {
   PG_FAIL_IF(!out || (!text && len), err, PG_E_ARG, file, PG_NO_OFFSET, "no text to parse");
   memset(out, 0, sizeof *out);
+  /* the same cap as a file's (spec/arch.md), checked before the JSON tree is built */
+  PG_FAIL_IF(len > PG_ARCH_JSON_MAX, err, PG_E_LIMIT, file, PG_NO_OFFSET,
+             "arch text of %zu bytes, limit %zu", len, PG_ARCH_JSON_MAX);
   json_error_t je;
   json_t *root = json_loadb(len ? text : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
   if (!root) {

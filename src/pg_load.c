@@ -289,7 +289,9 @@ int pg_model_load_artifact_arch(pg_model **out, pg_artifact *a, const pg_arch *g
   pg_arch arch;
   src s;
   PG_TRY(artifact_src(a, given, &arch, &s, err));
-  return load(out, &arch, &s, err);
+  const int rc = load(out, &arch, &s, err);
+  pg_artifact_trim(a); /* the model holds the weights now: the decoded sections can go */
+  return rc;
 }
 
 int pg_load_check_artifact(pg_artifact *a, pg_err *err) {

@@ -591,3 +591,19 @@ Test(refuse, huge_layer_count_is_fast) {
   refuse("{\"layers\":444444444}", PG_E_ARG, "layers: 444444444 is outside 1..64");
   refuse("{\"layers\":2147483647, \"structure\": {\"readout_groups\": 4}}", PG_E_ARG, "layers");
 }
+
+Test(refuse, text_above_1_mib) {
+  /* spec/arch.md: at most 1 MiB, whether read from a file or handed over as text (an
+   * artifact's metadata, a safetensors header): the JSON tree of a longer text would cost many
+   * times its size before any rule could refuse it */
+  const size_t n = PG_ARCH_JSON_MAX + 1;
+  char *s = malloc(n);
+  memset(s, ' ', n);
+  memcpy(s, "{}", 2);
+  pg_arch a;
+  pg_err e;
+  cr_assert_eq(pg_arch_parse(&a, s, n - 1, "t.json", &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_arch_parse(&a, s, n, "t.json", &e), PG_E_LIMIT, "%s", e.msg);
+  cr_assert(strstr(e.msg, "t.json") == e.msg && strstr(e.msg, "limit"), "%s", e.msg);
+  free(s);
+}

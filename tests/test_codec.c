@@ -1,9 +1,11 @@
 /* test_codec.c: every codec and transform round-trips; corrupt or mis-sized streams are refused. */
 #include <criterion/criterion.h>
+#include <lzma.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pg_codec.h"
+#include "pg_io.h"
 
 static uint8_t *sample(size_t n) {
   uint8_t *b = malloc(n);
@@ -156,4 +158,34 @@ Test(codec, shuffle_every_stride_and_length) {
       pg_unshuffle(out, n, k, back);
       cr_assert(!n || !memcmp(back, in, n), "k=%u n=%zu", k, n);
     }
+}
+
+/* The dictionary an .xz stream asks for is allocated by the decoder: a stream of a few bytes
+ * declaring 512 MiB is refused (PG_E_LIMIT), not served. */
+Test(codec, lzma_dictionary_is_bounded) {
+  uint8_t raw[1000];
+  for (size_t i = 0; i < sizeof raw; i++) raw[i] = (uint8_t)(i * 7);
+  pg_codec_spec s = {PG_CODEC_LZMA, 1, 0, 0, 0};
+  uint8_t *enc;
+  size_t n;
+  pg_err e;
+  cr_assert_eq(pg_codec_encode(&s, raw, sizeof raw, &enc, &n, &e), PG_OK, "%s", e.msg);
+  /* stream header (12 bytes), then the block header: size byte, flags, the optional sizes
+   * (varints), then the LZMA2 filter: id 0x21, one property byte (the dictionary size code),
+   * padding, CRC32 of the header */
+  uint8_t *h = enc + 12;
+  const size_t hsize = ((size_t)h[0] + 1) * 4;
+  size_t p = 2;
+  for (int k = 0; k < ((h[1] & 0x40) != 0) + ((h[1] & 0x80) != 0); k++)
+    while (h[p++] & 0x80) {
+    }
+  cr_assert(h[p] == 0x21 && h[p + 1] == 1, "unexpected filter flags");
+  uint8_t out[1000];
+  cr_assert_eq(pg_codec_decode(&s, enc, n, out, sizeof out, "t", 0, &e), PG_OK, "%s", e.msg);
+  h[p + 2] = 34; /* 2 << (34 / 2 + 11) = 512 MiB */
+  pg_st32(h + hsize - 4, lzma_crc32(h, hsize - 4, 0));
+  int rc = pg_codec_decode(&s, enc, n, out, sizeof out, "t", 0, &e);
+  cr_assert_eq(rc, PG_E_LIMIT, "got %s: %s", pg_status_name(rc), e.msg);
+  cr_assert(strstr(e.msg, "limit") != NULL, "%s", e.msg);
+  free(enc);
 }

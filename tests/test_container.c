@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include "pg_container.h"
 #include "pg_half.h"
 #include "pg_io.h"
+#include "pgbomb.h"
 #include "pgtest.h"
 
 /* ---------------------------------------------------------------------------------------- */
@@ -952,5 +954,181 @@ Test(malformed, tighter_reader_limits) {
   lim.max_elements = 0;
   lim.max_section_raw = 8;
   cr_assert_eq(pg_artifact_open_mem(&a, b, len, "t.pgz", &lim, &e), PG_E_LIMIT);
+  free(b);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* memory: what a file may make a reader decode (spec/format.md §7) */
+
+/* Open only: the limits are checked before anything is decoded. */
+static int open_only(const uint8_t *b, size_t len, pg_err *e) {
+  pg_artifact *a;
+  int rc = pg_artifact_open_mem(&a, b, len, "t.pgz", NULL, e);
+  pg_artifact_free(a);
+  return rc;
+}
+
+Test(limits, decoded_total_floor_for_small_files) {
+  /* one CODE section; META (29 raw bytes) and TENSORS (4) add 33: 64 MiB in all is allowed to
+   * a file of a few kilobytes, one byte more is not */
+  size_t len;
+  pg_err e;
+  uint8_t *b = pgbomb(0, 0, 1, (64u << 20) - 33, 0, &len);
+  cr_assert_lt(len, 1u << 20);
+  cr_assert_eq(open_status(b, len, &e), PG_OK, "%s", e.msg);
+  free(b);
+  b = pgbomb(0, 0, 1, (64u << 20) - 32, 0, &len);
+  cr_assert_eq(open_only(b, len, &e), PG_E_LIMIT, "got %s", e.msg);
+  cr_assert(strstr(e.msg, "t.pgz") == e.msg && strstr(e.msg, "limit 67108864") &&
+                !strchr(e.msg, '\n'),
+            "%s", e.msg);
+  free(b);
+}
+
+Test(limits, decoded_total_is_a_multiple_of_the_file_size) {
+  /* a 4 MB file may decode to 32 times its size: 96 MiB of zeros and the 4 MB of its other
+   * section fit, 124 MiB do not */
+  size_t len;
+  pg_err e;
+  uint8_t *b = pgbomb(1, 96u << 20, 0, 0, 4000000, &len);
+  cr_assert_eq(open_status(b, len, &e), PG_OK, "%s", e.msg);
+  free(b);
+  b = pgbomb(1, 124u << 20, 0, 0, 4000000, &len);
+  cr_assert_eq(open_only(b, len, &e), PG_E_LIMIT, "got %s", e.msg);
+  cr_assert(strstr(e.msg, "32 times the file's") != NULL, "%s", e.msg);
+  free(b);
+}
+
+Test(limits, the_issue_shapes_are_refused_at_open) {
+  /* a 99 KB file of three 1 GiB code files (pgsize took 3 GiB), and one of many 1 GiB DATA
+   * sections (which a check decoded and kept until killed) */
+  size_t len;
+  pg_err e;
+  uint8_t *b = pgbomb(0, 0, 3, 1u << 30, 0, &len);
+  cr_assert_lt(len, 100000);
+  cr_assert_eq(open_only(b, len, &e), PG_E_LIMIT, "got %s", e.msg);
+  free(b);
+  b = pgbomb(24, 1u << 30, 0, 0, 0, &len);
+  cr_assert_eq(open_only(b, len, &e), PG_E_LIMIT, "got %s", e.msg);
+  free(b);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* two readers on two threads */
+
+typedef struct reader_job {
+  const uint8_t *buf;
+  size_t len;
+  int want; /* the status every open must give */
+  int bad;  /* opens that gave another */
+} reader_job;
+
+static void *reader_loop(void *arg) {
+  reader_job *j = arg;
+  for (int k = 0; k < 1000; k++) {
+    pg_artifact *a;
+    pg_err e;
+    int rc = pg_artifact_open_mem(&a, j->buf, j->len, "t.pgz", NULL, &e);
+    if (rc == PG_OK) {
+      rc = pg_artifact_check(a, &e);
+      float v;
+      if (rc == PG_OK) rc = pg_artifact_tensor_dequant(a, 7, &v, &e);
+      if (rc == PG_OK && v != 7.0f) rc = PG_E_VALUE_RANGE;
+      pg_artifact_free(a);
+    }
+    j->bad += rc != j->want;
+  }
+  return NULL;
+}
+
+Test(threads, two_readers_at_once) {
+  /* One artifact of 500 uniquely named tensors, and a copy whose last tensor takes the first
+   * one's name. Read at the same time on two threads, the first must always open and the copy
+   * always be refused as a duplicate: no state is shared between readers. */
+  pg_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  pg_writer_set_meta_codec(w, &NONE, &NONE);
+  pg_codec_spec z = spec_of("zstd-3");
+  int d = pg_writer_data_section(w, &z, &e);
+  uint64_t one = 1;
+  for (int i = 0; i < 500; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "t%04d", i);
+    float v = (float)i;
+    pg_tensor_in t = {.name = name, .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one,
+                      .values = &v, .sec_values = d};
+    cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK, "%s", e.msg);
+  }
+  uint8_t *x;
+  size_t len;
+  cr_assert_eq(pg_writer_to_mem(w, &x, &len, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  uint8_t *y = malloc(len);
+  memcpy(y, x, len);
+  memcpy(dir_entry(y, "t0499") + 2, "t0000", 5);
+  fix_dir(y);
+  EXPECT_STATUS(y, len, PG_E_DUPLICATE);
+  reader_job jx = {x, len, PG_OK, 0}, jy = {y, len, PG_E_DUPLICATE, 0};
+  pthread_t tx, ty;
+  cr_assert_eq(pthread_create(&tx, NULL, reader_loop, &jx), 0);
+  cr_assert_eq(pthread_create(&ty, NULL, reader_loop, &jy), 0);
+  pthread_join(tx, NULL);
+  pthread_join(ty, NULL);
+  cr_assert_eq(jx.bad, 0, "%d of 1000 opens of the valid artifact failed", jx.bad);
+  cr_assert_eq(jy.bad, 0, "%d of 1000 opens missed the duplicate", jy.bad);
+  free(x);
+  free(y);
+}
+
+Test(limits, sections_decoded_on_demand_and_held_until_released) {
+  /* four zstd DATA sections of one f32 tensor each, read through a cache of one section: the
+   * tensors come out right in any order, and a section a caller holds stays valid meanwhile */
+  pg_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  pg_codec_spec z = spec_of("zstd-3");
+  uint64_t n = 1000;
+  float v[1000];
+  for (int k = 0; k < 4; k++) {
+    int d = pg_writer_data_section(w, &z, &e);
+    for (int i = 0; i < 1000; i++) v[i] = (float)(k * 1000 + i);
+    char name[8];
+    snprintf(name, sizeof name, "t%d", k);
+    pg_tensor_in t = {.name = name, .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &n, .values = v,
+                      .sec_values = d};
+    cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK, "%s", e.msg);
+  }
+  uint8_t *b;
+  size_t len;
+  cr_assert_eq(pg_writer_to_mem(w, &b, &len, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  pg_read_limits lim = {.max_cache = 4000};
+  pg_artifact *a;
+  cr_assert_eq(pg_artifact_open_mem(&a, b, len, "t.pgz", &lim, &e), PG_OK, "%s", e.msg);
+  const pg_tensor_info *t0 = pg_artifact_tensor(a, (uint32_t)pg_artifact_tensor_find(a, "t0"));
+  const uint8_t *held;
+  cr_assert_eq(pg_artifact_section_raw(a, t0->parts[PG_PART_VALUES].section, &held, &e), PG_OK);
+  for (int round = 0; round < 3; round++)
+    for (int k = 3; k >= 0; k--) {
+      char name[8];
+      snprintf(name, sizeof name, "t%d", k);
+      cr_assert_eq(pg_artifact_tensor_dequant(a, (uint32_t)pg_artifact_tensor_find(a, name), v,
+                                              &e),
+                   PG_OK, "%s", e.msg);
+      for (int i = 0; i < 1000; i++) cr_assert_eq(v[i], (float)(k * 1000 + i));
+    }
+  cr_assert_eq(pg_artifact_check(a, &e), PG_OK, "%s", e.msg);
+  for (int i = 0; i < 1000; i++) {
+    float f;
+    memcpy(&f, held + 4 * i, 4);
+    cr_assert_eq(f, (float)i);
+  }
+  pg_artifact_section_release(a, t0->parts[PG_PART_VALUES].section);
+  pg_artifact_trim(a);
+  cr_assert_eq(pg_artifact_tensor_dequant(a, (uint32_t)pg_artifact_tensor_find(a, "t0"), v, &e),
+               PG_OK, "%s", e.msg);
+  cr_assert_eq(v[999], 999.0f);
+  pg_artifact_free(a);
   free(b);
 }

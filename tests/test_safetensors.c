@@ -763,3 +763,48 @@ Test(st_bad, too_many_tensors) {
   EXPECT_BAD(PG_E_LIMIT, json, 0);
   free(json);
 }
+
+/* Data made while writing: the same bytes as data given up front, one tensor's buffer at a
+ * time; a fill that fails fails the write and leaves nothing. */
+static int fill_ramp(void *ctx, void *dst, size_t nbytes, pg_err *err) {
+  const int *fail = ctx;
+  if (*fail) return pg_err_set(err, PG_E_CHECKSUM, "src", PG_NO_OFFSET, "fill failed");
+  for (size_t i = 0; i < nbytes; i++) ((uint8_t *)dst)[i] = (uint8_t)(i * 3);
+  return PG_OK;
+}
+
+Test(st, fill_on_demand_matches_data_up_front) {
+  uint8_t ramp[24];
+  for (size_t i = 0; i < sizeof ramp; i++) ramp[i] = (uint8_t)(i * 3);
+  const uint64_t shape[2] = {2, 3};
+  pg_st_writer *w1, *w2;
+  pg_err e;
+  cr_assert_eq(pg_st_writer_create(&w1, &e), PG_OK);
+  cr_assert_eq(pg_st_writer_create(&w2, &e), PG_OK);
+  int fail = 0;
+  cr_assert_eq(pg_st_writer_add(w1, "a", PG_ST_F32, 2, shape, ramp, 24, &e), PG_OK);
+  cr_assert_eq(pg_st_writer_add(w1, "b", PG_ST_F32, 2, shape, ramp, 24, &e), PG_OK);
+  cr_assert_eq(pg_st_writer_add_fill(w2, "a", PG_ST_F32, 2, shape, 24, fill_ramp, &fail, &e),
+               PG_OK);
+  cr_assert_eq(pg_st_writer_add(w2, "b", PG_ST_F32, 2, shape, ramp, 24, &e), PG_OK);
+  cr_assert_eq(pg_st_writer_add_fill(w2, "c", PG_ST_F32, 2, shape, 20, fill_ramp, &fail, &e),
+               PG_E_SIZE_MISMATCH);
+  uint8_t *m1, *m2;
+  size_t l1, l2;
+  cr_assert_eq(pg_st_writer_to_mem(&m1, &l1, w1, &e), PG_OK);
+  cr_assert_eq(pg_st_writer_to_mem(&m2, &l2, w2, &e), PG_OK, "%s", e.msg);
+  cr_assert(l1 == l2 && !memcmp(m1, m2, l1));
+  cr_assert_eq(pg_st_writer_write(w2, tpath("f.safetensors"), &e), PG_OK, "%s", e.msg);
+  uint8_t *f;
+  size_t fl;
+  cr_assert_eq(pg_file_read_all(tpath("f.safetensors"), &f, &fl, 1 << 20, &e), PG_OK);
+  cr_assert(fl == l1 && !memcmp(f, m1, fl));
+  fail = 1;
+  cr_assert_eq(pg_st_writer_write(w2, tpath("g.safetensors"), &e), PG_E_CHECKSUM);
+  cr_assert_eq(count_entries(tmpdir), 1);
+  free(f);
+  free(m1);
+  free(m2);
+  pg_st_writer_free(w1);
+  pg_st_writer_free(w2);
+}

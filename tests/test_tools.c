@@ -21,6 +21,7 @@
 #include "pg_safetensors.h"
 #include "pg_shard.h"
 #include "pg_spm.h"
+#include "pgbomb.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -1837,4 +1838,123 @@ Test(tools, failed_writes_of_streams_fail_the_command) {
   /* a full disk under standard output */
   expect_refusal("pgunpack: ", run("sh -c '%s --json %s >/dev/full'", bin("pgunpack"), f.art));
   expect_refusal("pgsize: ", run("sh -c '%s %s >/dev/full'", bin("pgsize"), f.art));
+}
+
+/* ---- hostile sizes: refused before the memory is spent (spec/format.md §7) ------------------- */
+
+/* ASan reserves terabytes of address space for its shadow, so a sanitizer build cannot run a
+ * command under an address-space limit; there the commands run unlimited, and the outcome is
+ * still checked. */
+#if defined(__SANITIZE_ADDRESS__)
+#define PG_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PG_TEST_ASAN 1
+#endif
+#endif
+
+/* "ulimit -v" prefix: the command gets `mib` MiB of address space (RLIMIT_AS). */
+static const char *as_limit(unsigned mib) {
+  static char buf[64];
+#ifdef PG_TEST_ASAN
+  (void)mib;
+  buf[0] = '\0';
+#else
+  snprintf(buf, sizeof buf, "ulimit -v %u; ", mib * 1024u);
+#endif
+  return buf;
+}
+
+static void write_bomb(const char *path, uint32_t ndata, uint64_t data_raw, uint32_t ncode,
+                       uint64_t code_raw, uint64_t pad) {
+  size_t len;
+  uint8_t *b = pgbomb(ndata, data_raw, ncode, code_raw, pad, &len);
+  pg_err e;
+  cr_assert_eq(pg_file_write_atomic(path, b, len, &e), PG_OK, "%s", e.msg);
+  free(b);
+}
+
+/* One line on stderr, naming the command, the file and the limit. */
+static void expect_limit_line(const char *prog, const char *path) {
+  char *er = slurp(err_path);
+  char head[256];
+  snprintf(head, sizeof head, "%s: %s: ", prog, path);
+  cr_assert(strncmp(er, head, strlen(head)) == 0, "%s", er);
+  cr_assert(strstr(er, "limit") && strstr(er, "32 times the file's"), "%s", er);
+  cr_assert_eq(count_lines(er), 1, "%s", er);
+  free(er);
+}
+
+Test(tools, hostile_decoded_sizes_refused_within_1gib) {
+  /* A 99 KB artifact of three 1 GiB code files (pgsize took 3 GiB), and one of 24 DATA
+   * sections of 1 GiB each (pgunpack --check kept them all until killed). Under 1 GiB of
+   * address space every command refuses them with one line, and nothing is killed. */
+  char code3[160], data24[160];
+  snprintf(code3, sizeof code3, "%s/code3.pgz", tmp);
+  snprintf(data24, sizeof data24, "%s/data24.pgz", tmp);
+  write_bomb(code3, 0, 0, 3, 1u << 30, 0);
+  write_bomb(data24, 24, 1u << 30, 0, 0, 0);
+  const char *files[] = {code3, data24};
+  for (int i = 0; i < 2; i++) {
+    const char *f = files[i];
+    cr_assert_eq(run("%s%s %s", as_limit(1024), bin("pgsize"), f), 2, "pgsize %s", f);
+    expect_limit_line("pgsize", f);
+    /* under --check, an artifact above a limit of the format is invalid: the verdict */
+    cr_assert_eq(run("%s%s --check %s", as_limit(1024), bin("pgunpack"), f), 1);
+    expect_limit_line("pgunpack", f);
+    cr_assert_eq(run("%s%s %s", as_limit(1024), bin("pgunpack"), f), 2);
+    expect_limit_line("pgunpack", f);
+    cr_assert_eq(run("%s%s --safetensors %s/x.safetensors %s", as_limit(1024), bin("pgunpack"),
+                     tmp, f), 2);
+    expect_limit_line("pgunpack", f);
+    cr_assert_eq(run("%s%s --extract %s/x %s", as_limit(1024), bin("pgunpack"), tmp, f), 2);
+    expect_limit_line("pgunpack", f);
+    cr_assert_eq(run("%s%s --weights %s --calib none -o %s/re.pgz", as_limit(1024),
+                     bin("pgpack"), f, tmp), 2);
+    expect_limit_line("pgpack", f);
+  }
+}
+
+Test(tools, check_decodes_one_section_at_a_time) {
+  /* A valid 21 MB artifact whose six DATA sections decode to 100 MiB each (within 32 times
+   * the file). pgunpack --check needs one of them at a time: it passes in 512 MiB of address
+   * space, where keeping them all could not. */
+  char big[160];
+  snprintf(big, sizeof big, "%s/big.pgz", tmp);
+  write_bomb(big, 6, 100u << 20, 0, 0, 21000000);
+  cr_assert_eq(run("%s%s --check %s", as_limit(512), bin("pgunpack"), big), 0, "%s",
+               slurp(err_path));
+  cr_assert_eq(run("%s%s %s", as_limit(512), bin("pgsize"), big), 1); /* over the budget */
+}
+
+Test(tools, out_of_memory_is_an_error_not_a_verdict) {
+#ifdef PG_TEST_ASAN
+  cr_skip_test("an address-space limit cannot be set under ASan");
+#endif
+  /* The same valid artifact with 100 MiB of address space: a 100 MiB section cannot be had.
+   * That says nothing about the artifact: exit 2, "out of memory", not 1 (invalid). */
+  char big[160];
+  snprintf(big, sizeof big, "%s/big.pgz", tmp);
+  write_bomb(big, 6, 100u << 20, 0, 0, 21000000);
+  cr_assert_eq(run("%s%s --check %s", as_limit(100), bin("pgunpack"), big), 2);
+  char *er = slurp(err_path);
+  cr_assert(strstr(er, "out of memory") != NULL && count_lines(er) == 1, "%s", er);
+  cr_assert(strstr(er, big) != NULL, "%s", er);
+  free(er);
+}
+
+Test(tools, safetensors_export_holds_one_tensor_at_a_time) {
+  /* The 21 MB artifact of six 100 MiB f32 tensors: exported to 600 MiB of safetensors within
+   * 512 MiB of address space, which holding every dequantized tensor until the write could not */
+  char big[160], st[160];
+  snprintf(big, sizeof big, "%s/big.pgz", tmp);
+  snprintf(st, sizeof st, "%s/big.safetensors", tmp);
+  write_bomb(big, 6, 100u << 20, 0, 0, 21000000);
+  cr_assert_eq(run("%s%s --safetensors %s %s", as_limit(512), bin("pgunpack"), st, big), 0, "%s",
+               slurp(err_path));
+  uint64_t size;
+  pg_err e;
+  cr_assert_eq(pg_file_size(st, &size, &e), PG_OK, "%s", e.msg);
+  cr_assert_gt(size, 600ull * 1048576);
+  unlink(st);
 }

@@ -197,32 +197,44 @@ static int extract(pg_artifact *a, const char *dir) {
   return rc == PG_OK ? PG_EXIT_OK : pg_tool_fail(PROG, &err);
 }
 
+/* One tensor, dequantized when the writer asks for it: the export holds one tensor at a time. */
+typedef struct st_job {
+  pg_artifact *a;
+  uint32_t i;
+  int bf16;
+} st_job;
+
+static int fill_tensor(void *ctx, void *dst, size_t nbytes, pg_err *err) {
+  const st_job *j = ctx;
+  const uint64_t n = pg_artifact_tensor(j->a, j->i)->numel;
+  float *f = j->bf16 ? malloc(n ? (size_t)n * 4 : 4) : dst;
+  if (!f)
+    return pg_err_set(err, PG_E_NOMEM, pg_artifact_name(j->a), PG_NO_OFFSET,
+                      "tensor '%s': out of memory for %llu floats",
+                      pg_artifact_tensor(j->a, j->i)->name, (unsigned long long)n);
+  int rc = pg_artifact_tensor_dequant(j->a, j->i, f, err);
+  if (j->bf16) {
+    uint16_t *h = dst;
+    for (uint64_t k = 0; rc == PG_OK && k < n; k++) h[k] = pg_f32_to_bf16(f[k]);
+    free(f);
+  }
+  (void)nbytes; /* numel * 2 or 4: the writer checked it against the shape */
+  return rc;
+}
+
 static int to_safetensors(pg_artifact *a, const char *out, int bf16) {
   pg_err err;
   const uint32_t n = pg_artifact_tensor_count(a);
-  void **bufs = calloc(n ? n : 1, sizeof *bufs);
+  st_job *jobs = calloc(n ? n : 1, sizeof *jobs);
   pg_st_writer *w = NULL;
-  int rc = bufs ? pg_st_writer_create(&w, &err)
-                : pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  int rc = jobs ? pg_st_writer_create(&w, &err)
+                : pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
   double t0 = pg_now();
   for (uint32_t i = 0; rc == PG_OK && i < n; i++) {
     const pg_tensor_info *t = pg_artifact_tensor(a, i);
-    float *f = malloc(t->numel ? (size_t)t->numel * 4 : 4);
-    if (!f) {
-      rc = pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate tensor '%s'", t->name);
-      break;
-    }
-    bufs[i] = f;
-    rc = pg_artifact_tensor_dequant(a, i, f, &err);
-    if (rc != PG_OK) break;
-    size_t nbytes = (size_t)t->numel * 4;
-    if (bf16) {
-      uint16_t *h = (uint16_t *)f; /* in place: element k is read before slot k is written */
-      for (uint64_t k = 0; k < t->numel; k++) h[k] = pg_f32_to_bf16(f[k]);
-      nbytes = (size_t)t->numel * 2;
-    }
-    rc = pg_st_writer_add(w, t->name, bf16 ? PG_ST_BF16 : PG_ST_F32, t->ndim, t->dims, f, nbytes,
-                          &err);
+    jobs[i] = (st_job){a, i, bf16};
+    rc = pg_st_writer_add_fill(w, t->name, bf16 ? PG_ST_BF16 : PG_ST_F32, t->ndim, t->dims,
+                               (size_t)t->numel * (bf16 ? 2 : 4), fill_tensor, &jobs[i], &err);
   }
   for (uint32_t i = 0; rc == PG_OK && i < pg_artifact_meta_count(a); i++) {
     const pg_meta_entry *m = pg_artifact_meta(a, i);
@@ -249,9 +261,15 @@ static int to_safetensors(pg_artifact *a, const char *out, int bf16) {
     printf("wrote %s: %u tensors as %s in %.2f s\n", pg_safe(out), n, bf16 ? "bf16" : "f32",
            pg_now() - t0);
   pg_st_writer_free(w);
-  for (uint32_t i = 0; bufs && i < n; i++) free(bufs[i]);
-  free(bufs);
+  free(jobs);
   return rc == PG_OK ? PG_EXIT_OK : pg_tool_fail(PROG, &err);
+}
+
+/* Under --check an invalid artifact (a limit of spec/format.md §7 included) is the verdict; a
+ * missing or unreadable file, or running out of memory, says nothing about the artifact. */
+static int check_exit(int rc) {
+  return rc == PG_E_NOT_FOUND || rc == PG_E_IO || rc == PG_E_NOMEM ? PG_EXIT_ERROR
+                                                                   : PG_EXIT_VERDICT;
 }
 
 int main(int argc, char **argv) {
@@ -290,9 +308,8 @@ int main(int argc, char **argv) {
   pg_err err;
   int rc = pg_artifact_open(&a, path, NULL, &err);
   if (rc != PG_OK) {
-    /* under --check an invalid artifact is the verdict; a missing or unreadable file is not */
     pg_tool_fail(PROG, &err);
-    return check && rc != PG_E_NOT_FOUND && rc != PG_E_IO ? PG_EXIT_VERDICT : PG_EXIT_ERROR;
+    return check ? check_exit(rc) : PG_EXIT_ERROR;
   }
   int status = PG_EXIT_OK;
   if (check) {
@@ -300,10 +317,16 @@ int main(int argc, char **argv) {
     /* an arch.json that does not describe the tensors makes the artifact invalid: pgverify
      * would refuse it (spec/load.md §3) */
     const int has_arch = pg_artifact_meta_find(a, "arch.json") != NULL;
-    if (pg_artifact_check(a, &err) != PG_OK || (has_arch && pg_load_check_artifact(a, &err))) {
+    if ((rc = pg_artifact_check(a, &err)) != PG_OK) {
       pg_tool_fail(PROG, &err);
       pg_artifact_free(a);
-      return PG_EXIT_VERDICT;
+      return check_exit(rc);
+    }
+    if (has_arch && (rc = pg_load_check_artifact(a, &err)) != PG_OK) {
+      pg_tool_fail(PROG, &err);
+      pg_artifact_free(a);
+      /* a missing or misshapen tensor is a fault of the artifact; only memory is not */
+      return rc == PG_E_NOMEM ? PG_EXIT_ERROR : PG_EXIT_VERDICT;
     }
     uint64_t raw = 0;
     for (uint32_t i = 0; i < pg_artifact_section_count(a); i++)

@@ -542,13 +542,21 @@ int main(int argc, char **argv) {
                  "no tokenizer section; pass --tokenizer FILE.model");
       goto fail;
     }
+    const pg_section *tsec = pg_artifact_section(art, (uint32_t)ts);
+    if (tsec->raw_size > PG_SPM_MAX_FILE) { /* refused before it is decoded */
+      pg_err_set(&err, PG_E_LIMIT, o.artifact, tsec->offset,
+                 "tokenizer section of %llu bytes, limit %zu for a .model file",
+                 (unsigned long long)tsec->raw_size, PG_SPM_MAX_FILE);
+      goto fail;
+    }
     const uint8_t *raw;
     if (pg_artifact_section_raw(art, (uint32_t)ts, &raw, &err)) goto fail;
-    size_t len = (size_t)pg_artifact_section(art, (uint32_t)ts)->raw_size;
+    size_t len = (size_t)tsec->raw_size;
     tok_hash = XXH64(raw, len, 0);
     char name[4200];
     snprintf(name, sizeof name, "%s (tokenizer section)", o.artifact);
     if (pg_spm_open_mem(&spm, raw, len, name, &err)) goto fail;
+    pg_artifact_section_release(art, (uint32_t)ts); /* the tokenizer keeps its own copy */
   }
   if (pg_spm_vocab_size(spm) != (uint32_t)arch->vocab_size) {
     pg_err_set(&err, PG_E_VOCAB, pg_spm_name(spm), PG_NO_OFFSET,

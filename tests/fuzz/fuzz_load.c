@@ -20,8 +20,10 @@ static void check_line(const pg_err *err) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  /* tighter limits than the spec's keep a fuzz input from asking for gigabytes */
-  const pg_read_limits lim = {.max_section_raw = 16u << 20, .max_elements = 1u << 22};
+  /* tighter limits than the spec's keep a fuzz input from asking for gigabytes; a small cache
+   * makes the reader evict and decode again */
+  const pg_read_limits lim = {.max_section_raw = 16u << 20, .max_elements = 1u << 22,
+                              .max_total_raw = 32u << 20, .max_cache = 1u << 16};
   pg_artifact *a;
   pg_err err;
   if (pg_artifact_open_mem(&a, data, size, "fuzz.pgz", &lim, &err) != PG_OK) {
