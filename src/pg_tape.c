@@ -250,6 +250,19 @@ static pg_t out_for(pg_tape *tp, size_t n, pg_t a, pg_t b, pg_t c) {
 
 static const pg_t NONE = {0};
 
+/* The attention and XSA ops hold one head's accumulators on the stack: a wider head is refused
+ * here (a status, not an overflow), whatever the caller validated before. */
+static int bad_head(pg_tape *tp, int T, int H, int Hkv, int d, const char *what) {
+  if (tp->status) return 1;
+  if (T < 0 || H < 1 || Hkv < 1 || H % Hkv || d < 1 || d > PG_OPS_MAX_HEAD_DIM) {
+    pg_tape_fail(tp, PG_E_LIMIT, "%s: %d heads (%d kv) of dim %d over %d tokens: the ops take "
+                 "1..%d dims per head and heads a multiple of kv heads", what, H, Hkv, d, T,
+                 PG_OPS_MAX_HEAD_DIM);
+    return 1;
+  }
+  return 0;
+}
+
 static int bad(pg_tape *tp, int cond, const char *what) {
   if (tp->status) return 1;
   if (cond) {
@@ -290,6 +303,7 @@ pg_t tp_rope(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int r
 
 pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
                   int H, int Hkv, int d, float scale) {
+  if (bad_head(tp, T, H, Hkv, d, "attention")) return NONE;
   size_t nq = SZ(T, H) * (size_t)d, nk = SZ(T, Hkv) * (size_t)d;
   if (bad(tp, q.n != nq || k.n != nk || v.n != nk || (out.v && out.n != nq), "attention"))
     return NONE;
@@ -354,6 +368,7 @@ pg_t tp_chanlerp(pg_tape *tp, pg_t a, pg_t b, pg_t g, int R, int C) {
 }
 
 pg_t tp_xsa(pg_tape *tp, pg_t y, pg_t v, int T, int H, int Hkv, int d) {
+  if (bad_head(tp, T, H, Hkv, d, "xsa")) return NONE;
   if (bad(tp, y.n != SZ(T, H) * (size_t)d || v.n != SZ(T, Hkv) * (size_t)d, "xsa")) return NONE;
   pg_t o = out_for(tp, y.n, y, v, NONE);
   if (!o.v) return NONE;
