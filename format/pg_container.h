@@ -110,7 +110,7 @@ typedef struct pg_read_limits {
 
 typedef struct pg_artifact pg_artifact;
 
-/* Open a file (memory-mapped, never modified) or a buffer (which must outlive the handle).
+/* Open a file (read whole into private memory, never modified) or a buffer (which must outlive the handle).
  * Validates header, table, coverage, stored checksums, META and TENSORS. */
 int pg_artifact_open(pg_artifact **out, const char *path, const pg_read_limits *lim, pg_err *err);
 int pg_artifact_open_mem(pg_artifact **out, const uint8_t *data, size_t len, const char *name,

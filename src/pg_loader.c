@@ -1,5 +1,5 @@
 /* pg_loader.c: the trainer's data loader: sequential, shuffled (random phase, Fisher–Yates
- * window order) and document-packed rows over a memory-mapped shard set (see pg_loader.h). */
+ * window order) and document-packed rows over a shard set held in memory (see pg_loader.h). */
 #include "pg_loader.h"
 
 #include <stdlib.h>

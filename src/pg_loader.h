@@ -39,7 +39,7 @@
  *               model's document mask (arch attention.doc_mask) isolates the documents packed
  *               into a row. Initially skipped = q0 (the tokens before the first start).
  *
- * The loader reads the shards memory-mapped (pg_shard_set) and never copies a whole shard. */
+ * The loader reads the shard set once into memory (pg_shard_set) and copies rows from it. */
 #ifndef PG_LOADER_H
 #define PG_LOADER_H
 

@@ -145,10 +145,8 @@ static int read_input(encoder_state *s, const char *path, pg_err *err) {
     }
     return add_doc(s, (char *)buf, n, err);
   }
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return pg_err_set(err, errno == ENOENT ? PG_E_NOT_FOUND : PG_E_IO, path, PG_NO_OFFSET,
-                      "cannot open: %s", strerror(errno));
+  FILE *f;
+  PG_TRY(pg_file_fopen_read(path, &f, err));
   char *line = NULL;
   size_t cap = 0;
   ssize_t got;
