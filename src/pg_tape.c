@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PG_TAPE_BLOCK ((size_t)64 << 20) /* smallest arena block, bytes */
+/* Arena blocks start small and double up to PG_TAPE_BLOCK, so a small model's tape stays small
+ * (a tape is created per evaluation run and per training step of the TTT protocols). */
+#define PG_TAPE_BLOCK ((size_t)64 << 20) /* largest regular arena block, bytes */
+#define PG_TAPE_BLOCK_MIN ((size_t)1 << 20)
 #define PG_TAPE_ALIGN 64
 
 typedef struct block {
@@ -85,7 +88,8 @@ static void *arena_alloc(arena *ar, size_t bytes) {
     }
     break;
   }
-  size_t cap = bytes > PG_TAPE_BLOCK ? bytes : PG_TAPE_BLOCK;
+  size_t grow = ar->nb < 6 ? PG_TAPE_BLOCK_MIN << ar->nb : PG_TAPE_BLOCK;
+  size_t cap = bytes > grow ? bytes : grow;
   block *nb = realloc(ar->b, (ar->nb + 1) * sizeof *nb);
   if (!nb) return NULL;
   ar->b = nb;
