@@ -124,9 +124,9 @@ uint64_t pg_artifact_raw_bound(uint64_t file_size);
 
 typedef struct pg_artifact pg_artifact;
 
-/* Open a file (memory-mapped, never modified) or a buffer (which must outlive the handle).
- * Validates header, table, coverage, the limits of spec/format.md §7 (the decoded total
- * included, before anything is decoded), stored checksums, META, TENSORS and the CODE names.
+/* Open a file (read whole into private memory, never modified) or a buffer (which must outlive
+ * the handle). Validates header, table, coverage, the limits of spec/format.md §7 (the decoded
+ * total included, before anything is decoded), stored checksums, META, TENSORS and the CODE names.
  * META and TENSORS stay decoded; nothing else is kept. A handle is used by one thread at a time;
  * distinct handles are independent. */
 int pg_artifact_open(pg_artifact **out, const char *path, const pg_read_limits *lim, pg_err *err);

@@ -1,5 +1,5 @@
-/* pg_io.c: whole-file reads, read-only maps, atomic writes, the registry of live temporaries,
- * and the byte buffer. */
+/* pg_io.c: the one way inputs are opened (regular files only, never blocking), whole-file and
+ * positioned reads, atomic writes, the registry of live temporaries, and the byte buffer. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* syscall(SYS_getdents64) for the signal-safe tree removal */
 #endif
@@ -10,7 +10,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -116,87 +115,145 @@ void pg_tmp_remove_all(void) {
   }
 }
 
+static const char *file_kind(mode_t m) {
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISCHR(m) || S_ISBLK(m)) return "a device";
+  if (S_ISSOCK(m)) return "a socket";
+  return "a special file";
+}
+
 int pg_file_size(const char *path, uint64_t *size, pg_err *err) {
   struct stat st;
   if (stat(path, &st) != 0)
     return pg_err_set(err, errno == ENOENT ? PG_E_NOT_FOUND : PG_E_IO, path, PG_NO_OFFSET,
                       "cannot stat: %s", strerror(errno));
   if (!S_ISREG(st.st_mode))
-    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "not a regular file");
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "is %s, not a regular file",
+                      file_kind(st.st_mode));
   *size = (uint64_t)st.st_size;
+  return PG_OK;
+}
+
+static int open_fault(const char *path, int e, pg_err *err) {
+  return pg_err_set(err, e == ENOENT ? PG_E_NOT_FOUND : PG_E_IO, path, PG_NO_OFFSET,
+                    "cannot open: %s", strerror(e));
+}
+
+int pg_file_open_read(const char *path, int *fd, uint64_t *size, pg_err *err) {
+  *fd = -1;
+  /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever */
+  int f = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (f < 0) return open_fault(path, errno, err);
+  struct stat st;
+  if (fstat(f, &st) != 0) {
+    int e = errno;
+    close(f);
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot stat: %s", strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(f);
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "is %s, not a regular file",
+                      file_kind(st.st_mode));
+  }
+  int fl = fcntl(f, F_GETFL);
+  if (fl < 0 || fcntl(f, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+    int e = errno;
+    close(f);
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot open: %s", strerror(e));
+  }
+  *fd = f;
+  if (size) *size = (uint64_t)st.st_size;
+  return PG_OK;
+}
+
+int pg_file_fopen_read(const char *path, FILE **fp, pg_err *err) {
+  *fp = NULL;
+  int fd;
+  PG_TRY(pg_file_open_read(path, &fd, NULL, err));
+  *fp = fdopen(fd, "rb");
+  if (!*fp) {
+    int e = errno;
+    close(fd);
+    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot open: %s", strerror(e));
+  }
+  return PG_OK;
+}
+
+int pg_file_pread(int fd, uint64_t off, void *buf, size_t n, const char *path, pg_err *err) {
+  size_t got = 0;
+  while (got < n) {
+    size_t want = n - got < ((size_t)1 << 30) ? n - got : ((size_t)1 << 30);
+    ssize_t k = pread(fd, (uint8_t *)buf + got, want, (off_t)(off + got));
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0)
+      return pg_err_set(err, PG_E_IO, path, off + got, "read failed: %s", strerror(errno));
+    if (k == 0)
+      return pg_err_set(err, PG_E_IO, path, off + got,
+                        "file shrank while in use: it ends at byte %llu, %llu bytes were expected "
+                        "from byte %llu", (unsigned long long)(off + got),
+                        (unsigned long long)n, (unsigned long long)off);
+    got += (size_t)k;
+  }
+  return PG_OK;
+}
+
+/* Read the whole of an open input of `size` bytes into a malloc'd buffer. */
+static int read_fd_all(int fd, uint64_t size, const char *path, uint8_t **out, pg_err *err) {
+  if (size > (uint64_t)SIZE_MAX)
+    return pg_err_set(err, PG_E_NOMEM, path, PG_NO_OFFSET, "file of %llu bytes cannot be held",
+                      (unsigned long long)size);
+  size_t n = (size_t)size;
+  uint8_t *buf = malloc(n ? n : 1);
+  if (!buf)
+    return pg_err_set(err, PG_E_NOMEM, path, PG_NO_OFFSET, "cannot allocate %zu bytes", n);
+  int rc = pg_file_pread(fd, 0, buf, n, path, err);
+  if (rc != PG_OK) {
+    free(buf);
+    return rc;
+  }
+  *out = buf;
   return PG_OK;
 }
 
 int pg_file_read_all(const char *path, uint8_t **out, size_t *len, size_t max, pg_err *err) {
   *out = NULL;
   *len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return pg_err_set(err, errno == ENOENT ? PG_E_NOT_FOUND : PG_E_IO, path, PG_NO_OFFSET,
-                      "cannot open: %s", strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "not a regular file");
-  }
-  if ((uint64_t)st.st_size > (uint64_t)max) {
+  int fd;
+  uint64_t size;
+  PG_TRY(pg_file_open_read(path, &fd, &size, err));
+  if (size > (uint64_t)max) {
     close(fd);
     return pg_err_set(err, PG_E_LIMIT, path, PG_NO_OFFSET, "file is %llu bytes, limit %zu",
-                      (unsigned long long)st.st_size, max);
+                      (unsigned long long)size, max);
   }
-  size_t n = (size_t)st.st_size;
-  uint8_t *buf = malloc(n ? n : 1);
-  if (!buf) {
-    close(fd);
-    return pg_err_set(err, PG_E_NOMEM, path, PG_NO_OFFSET, "cannot allocate %zu bytes", n);
-  }
-  size_t got = 0;
-  while (got < n) {
-    ssize_t k = read(fd, buf + got, n - got);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      int e = errno;
-      free(buf);
-      close(fd);
-      return pg_err_set(err, PG_E_IO, path, (uint64_t)got, "read failed: %s",
-                        k == 0 ? "file shrank while reading" : strerror(e));
-    }
-    got += (size_t)k;
-  }
+  int rc = read_fd_all(fd, size, path, out, err);
   close(fd);
-  *out = buf;
-  *len = n;
-  return PG_OK;
+  if (rc == PG_OK) *len = (size_t)size;
+  return rc;
 }
 
 int pg_file_map(pg_map *m, const char *path, pg_err *err) {
   memset(m, 0, sizeof *m);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return pg_err_set(err, errno == ENOENT ? PG_E_NOT_FOUND : PG_E_IO, path, PG_NO_OFFSET,
-                      "cannot open: %s", strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "not a regular file");
-  }
-  if (st.st_size == 0) {
+  int fd;
+  uint64_t size;
+  PG_TRY(pg_file_open_read(path, &fd, &size, err));
+  if (size == 0) {
     close(fd);
     return PG_OK;
   }
-  void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
+  uint8_t *buf = NULL;
+  int rc = read_fd_all(fd, size, path, &buf, err);
   close(fd);
-  if (p == MAP_FAILED)
-    return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot map: %s", strerror(e));
-  m->base_ = p;
-  m->data = p;
-  m->size = (size_t)st.st_size;
+  if (rc != PG_OK) return rc;
+  m->base_ = buf;
+  m->data = buf;
+  m->size = (size_t)size;
   return PG_OK;
 }
 
 void pg_file_unmap(pg_map *m) {
-  if (m && m->base_) munmap(m->base_, m->size);
+  if (m) free(m->base_);
   if (m) memset(m, 0, sizeof *m);
 }
 

@@ -1,6 +1,10 @@
 /* pg_io.h: file input and output for every pgolf reader and writer.
  *
- * Inputs are read whole (with a size cap) or memory-mapped read-only; they are never modified.
+ * Inputs are opened by pg_file_open_read only: a path that is not a regular file (a FIFO, a
+ * device, a directory) is refused without blocking, so a reader never hangs on a pipe nobody
+ * writes. Inputs are read into private memory (never memory-mapped: a file truncated under a
+ * mapping would kill the process with SIGBUS) or read piecewise with pg_file_pread; a file that
+ * shrinks while it is read is a one-line PG_E_IO. Inputs are never modified.
  * Outputs are written to a temporary file in the destination's folder, flushed, and renamed over
  * the destination only when complete; a failed write removes the temporary and leaves nothing.
  * A destination that exists and is not a regular file (a device, a FIFO, a directory) is refused:
@@ -19,10 +23,21 @@
 extern "C" {
 #endif
 
+/* Open an input file read-only: PG_E_NOT_FOUND, or PG_E_IO for anything that is not a regular
+ * file (checked on the open descriptor, opened non-blocking so a FIFO cannot block; the
+ * descriptor is blocking again on return). *size is the size at open (may be NULL). */
+int pg_file_open_read(const char *path, int *fd, uint64_t *size, pg_err *err);
+/* The same as a stdio stream ("rb"). */
+int pg_file_fopen_read(const char *path, FILE **fp, pg_err *err);
+/* Read exactly n bytes at offset off of an open input (path names it in errors): PG_E_IO when the
+ * file ends first (it shrank after it was opened) or the read fails. */
+int pg_file_pread(int fd, uint64_t off, void *buf, size_t n, const char *path, pg_err *err);
+
 /* Read a whole file into a malloc'd buffer (*out, *len); fails with PG_E_LIMIT above max bytes. */
 int pg_file_read_all(const char *path, uint8_t **out, size_t *len, size_t max, pg_err *err);
 
-/* A read-only view of a whole file (mmap; an empty file gives data == NULL, size == 0). */
+/* A private, read-only copy of a whole file (read into memory, not mapped; an empty file gives
+ * data == NULL, size == 0). PG_E_NOMEM when it does not fit in memory. */
 typedef struct pg_map {
   const uint8_t *data;
   size_t size;

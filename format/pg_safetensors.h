@@ -77,7 +77,7 @@ typedef struct pg_st pg_st;
 /* Validate len bytes at data (borrowed: they must outlive the handle, and are not copied).
  * name is used in error messages only (NULL gives "<memory>"). */
 int pg_st_open_mem(pg_st **out, const uint8_t *data, size_t len, const char *name, pg_err *err);
-/* Map path read-only and validate it. */
+/* Read path whole into private memory (not mapped) and validate it. */
 int pg_st_open_file(pg_st **out, const char *path, pg_err *err);
 void pg_st_free(pg_st *st);
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pg_io.h"
+#include "pg_ops.h"
 
 /* ---- the option table ---- */
 
@@ -395,7 +396,8 @@ int pg_arch_validate(const pg_arch *a, const char *file, pg_err *err) {
   if (a->head_dim == 0 && a->dim % a->heads)
     return BAD("head_dim", "dim %d is not a multiple of heads %d; give head_dim", a->dim,
                a->heads);
-  PG_TRY(check_int("head_dim", a->head_dim, 1, 4096, file, err));
+  /* the attention and XSA ops keep one head's accumulators on the stack */
+  PG_TRY(check_int("head_dim", a->head_dim, 1, PG_OPS_MAX_HEAD_DIM, file, err));
   PG_TRY(check_int("bos_id", a->bos_id, 0, (long long)a->vocab_size - 1, file, err));
   /* block */
   PG_TRY(check_num("block.norm_eps", a->block.norm_eps, 0, 0, 1, file, err));

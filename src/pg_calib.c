@@ -42,11 +42,25 @@ static const char *base_name(const char *p) {
   return s ? s + 1 : p;
 }
 
-/* XXH64 of a whole shard's bytes (header and tokens). */
-static uint64_t shard_hash(const pg_shard *s) {
-  const uint8_t *d = pg_shard_data(s);
-  /* the token bytes; the header is implied by the count */
-  return XXH64(d, (size_t)pg_shard_count(s) * 2u, pg_shard_count(s));
+/* *same = 1 when shards a and b hold the same tokens (read piecewise). */
+static int same_tokens(const pg_shard *a, const pg_shard *b, int *same, pg_err *err) {
+  *same = 0;
+  const uint64_t n = pg_shard_count(a);
+  if (pg_shard_count(b) != n) return PG_OK;
+  enum { PIECE = 32768 };
+  uint16_t *x = malloc(PIECE * sizeof *x), *y = malloc(PIECE * sizeof *y);
+  int rc = x && y ? PG_OK : pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  int eq = 1;
+  for (uint64_t at = 0; at < n && eq && rc == PG_OK; at += PIECE) {
+    const uint64_t m = n - at < PIECE ? n - at : PIECE;
+    rc = pg_shard_copy(a, at, m, x, err);
+    if (rc == PG_OK) rc = pg_shard_copy(b, at, m, y, err);
+    if (rc == PG_OK) eq = memcmp(x, y, (size_t)m * sizeof *x) == 0;
+  }
+  free(x);
+  free(y);
+  if (rc == PG_OK) *same = eq;
+  return rc;
 }
 
 static int check_not_val(const pg_shard_set *cal, const char *val_pattern, pg_err *err) {
@@ -66,8 +80,6 @@ static int check_not_val(const pg_shard_set *cal, const char *val_pattern, pg_er
     const char *p = pg_shard_set_file(cal, k)->path;
     char *rp = realpath(p, NULL);
     const pg_shard *cs = pg_shard_set_shard(cal, k);
-    uint64_t ch = 0;
-    int have_ch = 0;
     for (size_t j = 0; j < nv && !rc; j++) {
       const char *q = pg_shard_set_file(val, j)->path;
       char *rq = realpath(q, NULL);
@@ -78,14 +90,9 @@ static int check_not_val(const pg_shard_set *cal, const char *val_pattern, pg_er
                         "calibration file is the validation file %s", q);
         break;
       }
-      const pg_shard *vs = pg_shard_set_shard(val, j);
-      if (pg_shard_count(vs) != pg_shard_count(cs)) continue;
-      if (!have_ch) {
-        ch = shard_hash(cs);
-        have_ch = 1;
-      }
-      if (shard_hash(vs) == ch &&
-          memcmp(pg_shard_data(vs), pg_shard_data(cs), (size_t)pg_shard_count(cs) * 2u) == 0)
+      int dup = 0;
+      rc = same_tokens(cs, pg_shard_set_shard(val, j), &dup, err);
+      if (!rc && dup)
         rc = pg_err_set(err, PG_E_ILLEGAL, p, PG_NO_OFFSET,
                         "calibration file has the same tokens as the validation file %s", q);
     }

@@ -1,5 +1,5 @@
 /* pg_loader.c: the trainer's data loader: sequential, shuffled (random phase, Fisher–Yates
- * window order) and document-packed rows over a memory-mapped shard set (see pg_loader.h). */
+ * window order) and document-packed rows read from a shard set (see pg_loader.h). */
 #include "pg_loader.h"
 
 #include <stdlib.h>
@@ -37,39 +37,31 @@ int pg_loader_mode_parse(const char *s) {
 
 /* ---- the stream ---- */
 
-/* The file holding global token i (i < n): the last file whose first token is <= i. Empty files
- * share their successor's first index and are passed over. */
-static size_t file_of(const pg_shard_set *set, uint64_t i) {
-  size_t lo = 0, hi = pg_shard_set_nfiles(set);
-  while (hi - lo > 1) {
-    const size_t mid = lo + (hi - lo) / 2;
-    if (pg_shard_set_file(set, mid)->first <= i)
-      lo = mid;
-    else
-      hi = mid;
+/* *at = the first p in [from, limit) with x[p] == tok, or limit when there is none (the tokens
+ * read piecewise from the shard files). */
+static int find_token(const pg_shard_set *set, uint64_t from, uint64_t limit, uint16_t tok,
+                      uint64_t *at, pg_err *err) {
+  enum { PIECE = 32768 };
+  uint16_t buf[PIECE / 8];
+  *at = limit;
+  for (uint64_t p = from; p < limit;) {
+    const uint64_t m = limit - p < PIECE / 8 ? limit - p : PIECE / 8;
+    PG_TRY(pg_shard_set_copy(set, p, m, buf, err));
+    for (uint64_t i = 0; i < m; i++)
+      if (buf[i] == tok) {
+        *at = p + i;
+        return PG_OK;
+      }
+    p += m;
   }
-  return lo;
-}
-
-/* The first p in [from, limit) with x[p] == tok, or limit when there is none. */
-static uint64_t find_token(const pg_shard_set *set, uint64_t from, uint64_t limit, uint16_t tok) {
-  if (from >= limit) return limit;
-  const size_t nf = pg_shard_set_nfiles(set);
-  for (size_t k = file_of(set, from); k < nf; k++) {
-    const pg_shard_file *f = pg_shard_set_file(set, k);
-    if (f->first >= limit) break;
-    const uint8_t *data = pg_shard_data(pg_shard_set_shard(set, k));
-    const uint64_t end = f->first + f->count < limit ? f->first + f->count : limit;
-    for (uint64_t p = from > f->first ? from : f->first; p < end; p++)
-      if (pg_ld16(data + 2 * (p - f->first)) == tok) return p;
-  }
-  return limit;
+  return PG_OK;
 }
 
 /* packed: move from offset o to the next start (a BOS with room for a row), wrapping if needed. */
-static void packed_advance(pg_loader *l, uint64_t o) {
+static int packed_advance(pg_loader *l, uint64_t o, pg_err *err) {
   const uint64_t starts = l->n - (uint64_t)l->T; /* a row at p fits when p < starts */
-  const uint64_t q = find_token(l->set, o, starts, (uint16_t)l->bos);
+  uint64_t q;
+  PG_TRY(find_token(l->set, o, starts, (uint16_t)l->bos, &q, err));
   if (q < starts) {
     l->pos.skipped += q - o;
     l->pos.offset = q;
@@ -78,6 +70,7 @@ static void packed_advance(pg_loader *l, uint64_t o) {
     l->pos.epoch++;
     l->pos.offset = l->first_bos;
   }
+  return PG_OK;
 }
 
 /* shuffled: P, the phase modulus min(T, N − T). */
@@ -160,7 +153,11 @@ int pg_loader_open(pg_loader **out, const char *pattern, int mode, int T, uint32
   l->pos.rng = seed;
 
   if (mode == PG_LOADER_PACKED) {
-    l->first_bos = find_token(set, 0, n - t, (uint16_t)bos);
+    rc = find_token(set, 0, n - t, (uint16_t)bos, &l->first_bos, err);
+    if (rc != PG_OK) {
+      pg_loader_free(l);
+      return rc;
+    }
     if (l->first_bos == n - t) {
       pg_loader_free(l);
       return pg_err_set(err, PG_E_ARG, pattern, PG_NO_OFFSET,
@@ -169,7 +166,11 @@ int pg_loader_open(pg_loader **out, const char *pattern, int mode, int T, uint32
                         bos, (unsigned long long)(n - t), (unsigned long long)n,
                         (unsigned long long)(t + 1));
     }
-    packed_advance(l, 0);
+    rc = packed_advance(l, 0, err);
+    if (rc != PG_OK) {
+      pg_loader_free(l);
+      return rc;
+    }
   } else if (mode == PG_LOADER_SHUFFLED) {
     const uint64_t wmax = window_count(l, 0);
     if (wmax > SIZE_MAX / sizeof *l->perm || !(l->perm = malloc(wmax * sizeof *l->perm))) {
@@ -206,7 +207,7 @@ static uint64_t row_start(const pg_loader *l) {
 }
 
 /* Move past the row just taken to where the next one starts. */
-static void step(pg_loader *l) {
+static int step(pg_loader *l, pg_err *err) {
   const uint64_t t = (uint64_t)l->T;
   switch (l->mode) {
     case PG_LOADER_SEQUENTIAL:
@@ -224,9 +225,9 @@ static void step(pg_loader *l) {
       }
       break;
     default: /* packed */
-      packed_advance(l, l->pos.offset + t);
-      break;
+      return packed_advance(l, l->pos.offset + t, err);
   }
+  return PG_OK;
 }
 
 int pg_loader_next(pg_loader *l, int B, int32_t *ids, int32_t *targets, pg_err *err) {
@@ -242,8 +243,8 @@ int pg_loader_next(pg_loader *l, int B, int32_t *ids, int32_t *targets, pg_err *
     const uint64_t p = row_start(l);
     PG_TRY(pg_shard_set_copy_i32(l->set, p, t, x, err));
     if (t > 1) memcpy(y, x + 1, (t - 1) * sizeof *y);
-    y[t - 1] = (int32_t)pg_shard_set_token(l->set, p + t);
-    step(l);
+    PG_TRY(pg_shard_set_copy_i32(l->set, p + t, 1, y + t - 1, err));
+    PG_TRY(step(l, err));
   }
   return PG_OK;
 }
@@ -297,9 +298,12 @@ int pg_loader_set_pos(pg_loader *l, const pg_loader_pos *pos, pg_err *err) {
                     (unsigned long long)pos->skipped);
     if (pos->offset % t)
       return BADPOS("loader position: offset %llu is not a multiple of T = %d", off, l->T);
-  } else if (pg_shard_set_token(l->set, pos->offset) != (uint16_t)l->bos) {
-    return BADPOS("loader position: token %llu is %u, not the BOS id %d a packed row starts at",
-                  off, (unsigned)pg_shard_set_token(l->set, pos->offset), l->bos);
+  } else {
+    int32_t first;
+    PG_TRY(pg_shard_set_copy_i32(l->set, pos->offset, 1, &first, err));
+    if (first != l->bos)
+      return BADPOS("loader position: token %llu is %d, not the BOS id %d a packed row starts at",
+                    off, (int)first, l->bos);
   }
 #undef BADPOS
   l->pos = *pos;

@@ -39,7 +39,8 @@
  *               model's document mask (arch attention.doc_mask) isolates the documents packed
  *               into a row. Initially skipped = q0 (the tokens before the first start).
  *
- * The loader reads the shards memory-mapped (pg_shard_set) and never copies a whole shard. */
+ * The loader reads each row from the shard files when it is taken (pg_shard_set, positioned
+ * reads); it never holds a whole shard. A file that shrank while in use is PG_E_IO at that row. */
 #ifndef PG_LOADER_H
 #define PG_LOADER_H
 

@@ -3,6 +3,7 @@
  * describes every step; the comments name the reference sections (challenge-architectures.md). */
 #include "pg_model.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -712,6 +713,7 @@ static pg_t block_gptj(fwd *f, int i, int vi, pg_t x, pg_t x0) {
 
 /* λ·t with λ one element of a lambda tensor. */
 static pg_t lam(fwd *f, pg_t t, pg_t lambdas, size_t at) {
+  /* t is [B·T, d]: its element count fits an int (pg_model_forward bounds B·T·width) */
   return bf(f, tp_chanmul(f->tp, t, pg_t_view(lambdas, at, 1), (int)t.n, 1));
 }
 
@@ -859,6 +861,17 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
   }
   if ((size_t)b->B * (size_t)b->T * (size_t)a->vocab_size > ((size_t)1 << 40))
     return pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET, "forward: logits too large");
+  /* ops take int shapes, and some calls pass a whole activation as rows (B·T·w for w = dim,
+   * heads, kv_heads·head_dim: a scalar broadcast as chanmul over B·T·w rows of 1, QK-norm over
+   * B·T·heads rows): every such product must fit an int */
+  size_t widest = (size_t)a->dim;
+  const size_t widths[] = {(size_t)a->heads, (size_t)a->kv_heads * (size_t)a->head_dim};
+  for (size_t k = 0; k < sizeof widths / sizeof widths[0]; k++)
+    if (widths[k] > widest) widest = widths[k];
+  if ((size_t)b->B * (size_t)b->T > (size_t)INT_MAX / widest)
+    return pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+                      "forward: batch %d x %d times a row width of %zu exceeds 2^31 - 1 values "
+                      "(use a smaller batch)", b->B, b->T, widest);
   pg_tape_reset(tp);
   fwd F = {.m = m, .tp = tp, .a = a, .lo = lo, .B = b->B, .T = b->T, .BT = b->B * b->T,
            .d = a->dim, .grad = pg_tape_grad(tp), .ids = b->ids, .lora_rows = b->lora_rows, .eps = (float)a->block.norm_eps};

@@ -12,12 +12,52 @@
 
 #include "pg_io.h"
 
+/* A shard from memory holds a pointer to its tokens; a shard from a file holds the open file and
+ * reads its tokens on demand (pread), so a shard set costs no memory per token and a file that
+ * shrinks while in use is a one-line PG_E_IO at the read, never a SIGBUS. */
 struct pg_shard {
   char *name;
-  const uint8_t *tok; /* 2*count bytes, little-endian */
+  const uint8_t *tok; /* open_mem: 2*count bytes, little-endian; NULL for a file */
+  int fd;             /* a file: its descriptor; -1 for open_mem */
   uint64_t count;
-  pg_map map; /* zero for open_mem */
 };
+
+#define PIECE_TOKENS 32768u /* tokens read from a file per piece */
+
+/* Raw little-endian bytes of tokens [start, start + n) of s into dst (2n bytes). */
+static int shard_read(const pg_shard *s, uint64_t start, uint64_t n, uint8_t *dst, pg_err *err) {
+  if (s->fd < 0) {
+    memcpy(dst, s->tok + 2 * start, (size_t)(2 * n));
+    return PG_OK;
+  }
+  return pg_file_pread(s->fd, PG_SHARD_HEADER_BYTES + 2 * start, dst, (size_t)(2 * n), s->name,
+                       err);
+}
+
+/* Call fn on tokens [start, start + n) of s in pieces (raw bytes, m tokens, the index of the
+ * piece's first token); a non-zero return from fn stops the walk and is returned. */
+typedef int (*piece_fn)(const uint8_t *src, uint64_t m, uint64_t at, void *ctx);
+
+static int each_piece(const pg_shard *s, uint64_t start, uint64_t n, piece_fn fn, void *ctx,
+                      int *stop, pg_err *err) {
+  *stop = 0;
+  if (n == 0) return PG_OK;
+  if (s->fd < 0) {
+    *stop = fn(s->tok + 2 * start, n, start, ctx);
+    return PG_OK;
+  }
+  uint8_t *buf = malloc(2 * (size_t)(n < PIECE_TOKENS ? n : PIECE_TOKENS));
+  if (!buf) return pg_err_set(err, PG_E_NOMEM, s->name, PG_NO_OFFSET, "cannot allocate");
+  int rc = PG_OK;
+  for (uint64_t at = start; at < start + n && rc == PG_OK && !*stop;) {
+    const uint64_t m = start + n - at < PIECE_TOKENS ? start + n - at : PIECE_TOKENS;
+    rc = shard_read(s, at, m, buf, err);
+    if (rc == PG_OK) *stop = fn(buf, m, at, ctx);
+    at += m;
+  }
+  free(buf);
+  return rc;
+}
 
 static char *dup_str(const char *s) {
   const size_t n = strlen(s);
@@ -28,9 +68,10 @@ static char *dup_str(const char *s) {
 
 /* ---- one shard ---- */
 
-int pg_shard_validate(const uint8_t *data, size_t len, const char *name, uint64_t *count,
-                      pg_err *err) {
-  PG_FAIL_IF(!data && len, err, PG_E_ARG, name, PG_NO_OFFSET, "no shard bytes");
+/* The checks of pg_shard_validate on a file of len bytes whose first min(len, 1024) bytes are at
+ * data (only the header is read). */
+static int shard_check(const uint8_t *data, size_t len, const char *name, uint64_t *count,
+                       pg_err *err) {
   if (len < PG_SHARD_HEADER_BYTES)
     return pg_err_set(err, PG_E_TRUNCATED, name, (uint64_t)len,
                       "file is %zu bytes, shorter than the 1024-byte shard header", len);
@@ -74,8 +115,15 @@ int pg_shard_validate(const uint8_t *data, size_t len, const char *name, uint64_
   return PG_OK;
 }
 
+int pg_shard_validate(const uint8_t *data, size_t len, const char *name, uint64_t *count,
+                      pg_err *err) {
+  PG_FAIL_IF(!data && len, err, PG_E_ARG, name, PG_NO_OFFSET, "no shard bytes");
+  return shard_check(data, len, name, count, err);
+}
+
 static int shard_new(pg_shard **out, const char *name, pg_err *err) {
   pg_shard *s = calloc(1, sizeof *s);
+  if (s) s->fd = -1;
   if (s) s->name = dup_str(name ? name : "");
   if (!s || !s->name) {
     free(s);
@@ -102,18 +150,24 @@ int pg_shard_open_mem(pg_shard **out, const uint8_t *data, size_t len, const cha
 int pg_shard_open(pg_shard **out, const char *path, pg_err *err) {
   PG_FAIL_IF(!out || !path, err, PG_E_ARG, path, PG_NO_OFFSET, "no shard path");
   *out = NULL;
-  pg_map m;
-  PG_TRY(pg_file_map(&m, path, err));
+  int fd;
+  uint64_t size;
+  PG_TRY(pg_file_open_read(path, &fd, &size, err));
+  /* the header and the size decide validity; the tokens are read when used */
+  uint8_t hdr[PG_SHARD_HEADER_BYTES];
+  const size_t hn = size < sizeof hdr ? (size_t)size : sizeof hdr;
+  int rc = pg_file_pread(fd, 0, hdr, hn, path, err);
   uint64_t n = 0;
-  int rc = pg_shard_validate(m.data, m.size, path, &n, err);
+  if (rc == PG_OK && size > SIZE_MAX)
+    rc = pg_err_set(err, PG_E_LIMIT, path, PG_NO_OFFSET, "file is too large");
+  if (rc == PG_OK) rc = shard_check(hdr, (size_t)size, path, &n, err);
   pg_shard *s = NULL;
   if (rc == PG_OK) rc = shard_new(&s, path, err);
   if (rc != PG_OK) {
-    pg_file_unmap(&m);
+    close(fd);
     return rc;
   }
-  s->map = m;
-  s->tok = m.data + PG_SHARD_HEADER_BYTES;
+  s->fd = fd;
   s->count = n;
   *out = s;
   return PG_OK;
@@ -121,7 +175,7 @@ int pg_shard_open(pg_shard **out, const char *path, pg_err *err) {
 
 void pg_shard_free(pg_shard *s) {
   if (!s) return;
-  pg_file_unmap(&s->map);
+  if (s->fd >= 0) close(s->fd);
   free(s->name);
   free(s);
 }
@@ -131,11 +185,41 @@ uint64_t pg_shard_count(const pg_shard *s) { return s ? s->count : 0; }
 const uint8_t *pg_shard_data(const pg_shard *s) { return s ? s->tok : NULL; }
 
 uint16_t pg_shard_token(const pg_shard *s, uint64_t i) {
-  return s && i < s->count ? pg_ld16(s->tok + 2 * i) : 0;
+  uint8_t b[2];
+  return s && i < s->count && shard_read(s, i, 1, b, NULL) == PG_OK ? pg_ld16(b) : 0;
 }
 
 static void copy_le16(const uint8_t *src, uint64_t n, uint16_t *dst) {
   for (uint64_t i = 0; i < n; i++) dst[i] = pg_ld16(src + 2 * i);
+}
+
+static int piece_u16(const uint8_t *src, uint64_t n, uint64_t at, void *ctx) {
+  (void)at;
+  uint16_t **dst = ctx;
+  copy_le16(src, n, *dst);
+  *dst += n;
+  return 0;
+}
+
+static int piece_i32(const uint8_t *src, uint64_t n, uint64_t at, void *ctx) {
+  (void)at;
+  int32_t **dst = ctx;
+  for (uint64_t i = 0; i < n; i++) (*dst)[i] = (int32_t)pg_ld16(src + 2 * i);
+  *dst += n;
+  return 0;
+}
+
+static int piece_sum(const uint8_t *src, uint64_t n, uint64_t at, void *ctx) {
+  (void)at;
+  uint64_t *sum = ctx;
+  for (uint64_t i = 0; i < n; i++) *sum += pg_ld16(src + 2 * i);
+  return 0;
+}
+
+static int walk_shard(const pg_shard *s, uint64_t start, uint64_t n, piece_fn fn, void *ctx,
+                      pg_err *err) {
+  int stop;
+  return each_piece(s, start, n, fn, ctx, &stop, err);
 }
 
 int pg_shard_copy(const pg_shard *s, uint64_t start, uint64_t n, uint16_t *dst, pg_err *err) {
@@ -144,30 +228,42 @@ int pg_shard_copy(const pg_shard *s, uint64_t start, uint64_t n, uint16_t *dst, 
              "tokens [%llu, %llu + %llu) are outside the shard's %llu tokens",
              (unsigned long long)start, (unsigned long long)start, (unsigned long long)n,
              (unsigned long long)s->count);
-  copy_le16(s->tok + 2 * start, n, dst);
-  return PG_OK;
+  return walk_shard(s, start, n, piece_u16, &dst, err);
 }
 
-/* Index of the first token >= vocab, or UINT64_MAX. */
-static uint64_t first_out_of_range(const pg_shard *s, uint32_t vocab) {
-  if (vocab > 0xffff) return UINT64_MAX;
-  for (uint64_t i = 0; i < s->count; i++)
-    if (pg_ld16(s->tok + 2 * i) >= vocab) return i;
-  return UINT64_MAX;
+typedef struct {
+  uint32_t vocab;
+  uint64_t at;
+  uint16_t id;
+} range_ctx;
+
+static int piece_range(const uint8_t *src, uint64_t m, uint64_t at, void *ctx) {
+  range_ctx *c = ctx;
+  for (uint64_t i = 0; i < m; i++)
+    if (pg_ld16(src + 2 * i) >= c->vocab) {
+      c->at = at + i;
+      c->id = pg_ld16(src + 2 * i);
+      return 1;
+    }
+  return 0;
 }
 
-static int vocab_fault(const pg_shard *s, uint64_t i, uint64_t global, uint32_t vocab,
-                       pg_err *err) {
-  return pg_err_set(err, PG_E_TOKEN_RANGE, s->name, PG_SHARD_HEADER_BYTES + 2 * i,
+/* PG_E_TOKEN_RANGE for the first token of s >= vocab; global is the index of s's first token. */
+static int check_vocab(const pg_shard *s, uint64_t global, uint32_t vocab, pg_err *err) {
+  if (vocab > 0xffff) return PG_OK;
+  range_ctx c = {.vocab = vocab};
+  int stop;
+  PG_TRY(each_piece(s, 0, s->count, piece_range, &c, &stop, err));
+  if (!stop) return PG_OK;
+  return pg_err_set(err, PG_E_TOKEN_RANGE, s->name, PG_SHARD_HEADER_BYTES + 2 * c.at,
                     "token %llu (global index %llu) is id %u, outside a vocabulary of %lu",
-                    (unsigned long long)i, (unsigned long long)global,
-                    (unsigned)pg_ld16(s->tok + 2 * i), (unsigned long)vocab);
+                    (unsigned long long)c.at, (unsigned long long)(global + c.at), (unsigned)c.id,
+                    (unsigned long)vocab);
 }
 
 int pg_shard_check_vocab(const pg_shard *s, uint32_t vocab, pg_err *err) {
   PG_FAIL_IF(!s, err, PG_E_ARG, NULL, PG_NO_OFFSET, "no shard");
-  const uint64_t i = first_out_of_range(s, vocab);
-  return i == UINT64_MAX ? PG_OK : vocab_fault(s, i, i, vocab, err);
+  return check_vocab(s, 0, vocab, err);
 }
 
 /* ---- sets ---- */
@@ -318,12 +414,10 @@ static size_t file_of(const pg_shard_set *set, uint64_t i) {
 uint16_t pg_shard_set_token(const pg_shard_set *set, uint64_t i) {
   if (!set || i >= set->count) return 0;
   const size_t k = file_of(set, i);
-  return pg_ld16(set->shards[k]->tok + 2 * (i - set->files[k].first));
+  return pg_shard_token(set->shards[k], i - set->files[k].first);
 }
 
 /* Walk [start, start+n) file by file, calling fn on each piece. */
-typedef void (*piece_fn)(const uint8_t *src, uint64_t n, void *ctx);
-
 static int walk(const pg_shard_set *set, uint64_t start, uint64_t n, piece_fn fn, void *ctx,
                 pg_err *err) {
   PG_FAIL_IF(!set, err, PG_E_ARG, NULL, PG_NO_OFFSET, "no shard set");
@@ -337,29 +431,12 @@ static int walk(const pg_shard_set *set, uint64_t start, uint64_t n, piece_fn fn
   while (n > 0) {
     const uint64_t avail = set->files[k].count - off;
     const uint64_t m = avail < n ? avail : n;
-    if (m) fn(set->shards[k]->tok + 2 * off, m, ctx);
+    if (m) PG_TRY(walk_shard(set->shards[k], off, m, fn, ctx, err));
     n -= m;
     k++;
     off = 0;
   }
   return PG_OK;
-}
-
-static void piece_u16(const uint8_t *src, uint64_t n, void *ctx) {
-  uint16_t **dst = ctx;
-  copy_le16(src, n, *dst);
-  *dst += n;
-}
-
-static void piece_i32(const uint8_t *src, uint64_t n, void *ctx) {
-  int32_t **dst = ctx;
-  for (uint64_t i = 0; i < n; i++) (*dst)[i] = (int32_t)pg_ld16(src + 2 * i);
-  *dst += n;
-}
-
-static void piece_sum(const uint8_t *src, uint64_t n, void *ctx) {
-  uint64_t *sum = ctx;
-  for (uint64_t i = 0; i < n; i++) *sum += pg_ld16(src + 2 * i);
 }
 
 int pg_shard_set_copy(const pg_shard_set *set, uint64_t start, uint64_t n, uint16_t *dst,
@@ -376,10 +453,8 @@ int pg_shard_set_copy_i32(const pg_shard_set *set, uint64_t start, uint64_t n, i
 
 int pg_shard_set_check_vocab(const pg_shard_set *set, uint32_t vocab, pg_err *err) {
   PG_FAIL_IF(!set, err, PG_E_ARG, NULL, PG_NO_OFFSET, "no shard set");
-  for (size_t k = 0; k < set->nfiles; k++) {
-    const uint64_t i = first_out_of_range(set->shards[k], vocab);
-    if (i != UINT64_MAX) return vocab_fault(set->shards[k], i, set->files[k].first + i, vocab, err);
-  }
+  for (size_t k = 0; k < set->nfiles; k++)
+    PG_TRY(check_vocab(set->shards[k], set->files[k].first, vocab, err));
   return PG_OK;
 }
 
@@ -414,24 +489,31 @@ int pg_sidecar_open(pg_shard_set **out, const char *pattern, const pg_shard_set 
 
 int pg_sidecar_check_bos(const pg_shard_set *bytes, const pg_shard_set *tokens, pg_err *err) {
   PG_TRY(pg_sidecar_check_count(bytes, tokens, err));
-  size_t tk = 0, bk = 0;
-  uint64_t ti = 0, bi = 0; /* index inside the current token / sidecar file */
-  for (uint64_t g = 0; g < tokens->count; g++) {
-    while (ti == tokens->files[tk].count) tk++, ti = 0;
-    while (bi == bytes->files[bk].count) bk++, bi = 0;
-    if (pg_ld16(tokens->shards[tk]->tok + 2 * ti) == PG_BOS_ID) {
-      const uint16_t v = pg_ld16(bytes->shards[bk]->tok + 2 * bi);
-      if (v != 0)
-        return pg_err_set(err, PG_E_MALFORMED, bytes->shards[bk]->name,
-                          PG_SHARD_HEADER_BYTES + 2 * bi,
-                          "entry %llu (global index %llu) is %u but token %llu is a BOS, whose "
-                          "entry must be 0",
-                          (unsigned long long)bi, (unsigned long long)g, (unsigned)v,
-                          (unsigned long long)g);
+  const uint64_t n = tokens->count;
+  const size_t piece = (size_t)(n < PIECE_TOKENS ? (n ? n : 1) : PIECE_TOKENS);
+  uint16_t *t = malloc(piece * sizeof *t), *b = malloc(piece * sizeof *b);
+  int rc = t && b ? PG_OK
+                  : pg_err_set(err, PG_E_NOMEM, bytes->pattern, PG_NO_OFFSET, "cannot allocate");
+  for (uint64_t g0 = 0; g0 < n && rc == PG_OK; g0 += piece) {
+    const uint64_t m = n - g0 < piece ? n - g0 : piece;
+    rc = pg_shard_set_copy(tokens, g0, m, t, err);
+    if (rc == PG_OK) rc = pg_shard_set_copy(bytes, g0, m, b, err);
+    for (uint64_t i = 0; i < m && rc == PG_OK; i++) {
+      if (t[i] != PG_BOS_ID || b[i] == 0) continue;
+      const uint64_t g = g0 + i;
+      const size_t bk = file_of(bytes, g);
+      const uint64_t bi = g - bytes->files[bk].first;
+      rc = pg_err_set(err, PG_E_MALFORMED, bytes->shards[bk]->name,
+                      PG_SHARD_HEADER_BYTES + 2 * bi,
+                      "entry %llu (global index %llu) is %u but token %llu is a BOS, whose "
+                      "entry must be 0",
+                      (unsigned long long)bi, (unsigned long long)g, (unsigned)b[i],
+                      (unsigned long long)g);
     }
-    ti++, bi++;
   }
-  return PG_OK;
+  free(t);
+  free(b);
+  return rc;
 }
 
 int pg_sidecar_sum(const pg_shard_set *bytes, uint64_t start, uint64_t n, uint64_t *sum,

@@ -30,7 +30,8 @@ typedef struct pg_shard pg_shard;
 int pg_shard_validate(const uint8_t *data, size_t len, const char *name, uint64_t *count,
                       pg_err *err);
 
-/* Map a shard file read-only and validate it. */
+/* Open a shard file read-only and validate its header and size; its tokens are read on demand
+ * (pread), so a file that shrinks later makes those reads fail with PG_E_IO. */
 int pg_shard_open(pg_shard **out, const char *path, pg_err *err);
 /* Validate a shard held in memory. data is borrowed, not copied: it must outlive the shard. */
 int pg_shard_open_mem(pg_shard **out, const uint8_t *data, size_t len, const char *name,
@@ -39,8 +40,11 @@ void pg_shard_free(pg_shard *s);
 
 const char *pg_shard_name(const pg_shard *s);  /* path, or the name given to open_mem */
 uint64_t pg_shard_count(const pg_shard *s);    /* N */
-const uint8_t *pg_shard_data(const pg_shard *s); /* 2*N raw little-endian bytes (byte 1024 on) */
-uint16_t pg_shard_token(const pg_shard *s, uint64_t i); /* token i (i < N; 0 when out of range) */
+/* open_mem: the 2*N raw little-endian bytes (byte 1024 on); NULL for a file (read it with
+ * pg_shard_copy). */
+const uint8_t *pg_shard_data(const pg_shard *s);
+/* token i (i < N; 0 when out of range or unreadable: use pg_shard_copy to tell) */
+uint16_t pg_shard_token(const pg_shard *s, uint64_t i);
 /* Copy tokens [start, start+n) to host order. PG_E_ARG when the range leaves the shard. */
 int pg_shard_copy(const pg_shard *s, uint64_t start, uint64_t n, uint16_t *dst, pg_err *err);
 /* PG_E_TOKEN_RANGE for the first token >= vocab, at its byte offset 1024 + 2*i. */
@@ -71,7 +75,8 @@ uint64_t pg_shard_set_count(const pg_shard_set *set); /* total tokens */
 size_t pg_shard_set_nfiles(const pg_shard_set *set);
 const pg_shard_file *pg_shard_set_file(const pg_shard_set *set, size_t k); /* NULL past the end */
 const pg_shard *pg_shard_set_shard(const pg_shard_set *set, size_t k);     /* NULL past the end */
-uint16_t pg_shard_set_token(const pg_shard_set *set, uint64_t i); /* global i; 0 out of range */
+uint16_t pg_shard_set_token(const pg_shard_set *set, uint64_t i); /* global i; 0 out of range
+                                                                   or unreadable */
 /* Copy global tokens [start, start+n) across file boundaries. PG_E_ARG out of range. */
 int pg_shard_set_copy(const pg_shard_set *set, uint64_t start, uint64_t n, uint16_t *dst,
                       pg_err *err);

@@ -9,12 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef PG_FUZZING
-/* fuzz builds score tiny models once per input: small blocks keep ASan's per-block cost low */
-#define PG_TAPE_BLOCK ((size_t)1 << 20)
-#else
-#define PG_TAPE_BLOCK ((size_t)64 << 20) /* smallest arena block, bytes */
-#endif
+/* Arena blocks start small and double up to PG_TAPE_BLOCK, so a small model's tape stays small
+ * (a tape is created per evaluation run and per training step of the TTT protocols). */
+#define PG_TAPE_BLOCK ((size_t)64 << 20) /* largest regular arena block, bytes */
+#define PG_TAPE_BLOCK_MIN ((size_t)1 << 20)
 #define PG_TAPE_ALIGN 64
 
 typedef struct block {
@@ -91,7 +89,8 @@ static void *arena_alloc(arena *ar, size_t bytes) {
     }
     break;
   }
-  size_t cap = bytes > PG_TAPE_BLOCK ? bytes : PG_TAPE_BLOCK;
+  size_t grow = ar->nb < 6 ? PG_TAPE_BLOCK_MIN << ar->nb : PG_TAPE_BLOCK;
+  size_t cap = bytes > grow ? bytes : grow;
   block *nb = realloc(ar->b, (ar->nb + 1) * sizeof *nb);
   if (!nb) return NULL;
   ar->b = nb;
@@ -256,6 +255,19 @@ static pg_t out_for(pg_tape *tp, size_t n, pg_t a, pg_t b, pg_t c) {
 
 static const pg_t NONE = {0};
 
+/* The attention and XSA ops hold one head's accumulators on the stack: a wider head is refused
+ * here (a status, not an overflow), whatever the caller validated before. */
+static int bad_head(pg_tape *tp, int T, int H, int Hkv, int d, const char *what) {
+  if (tp->status) return 1;
+  if (T < 0 || H < 1 || Hkv < 1 || H % Hkv || d < 1 || d > PG_OPS_MAX_HEAD_DIM) {
+    pg_tape_fail(tp, PG_E_LIMIT, "%s: %d heads (%d kv) of dim %d over %d tokens: the ops take "
+                 "1..%d dims per head and heads a multiple of kv heads", what, H, Hkv, d, T,
+                 PG_OPS_MAX_HEAD_DIM);
+    return 1;
+  }
+  return 0;
+}
+
 static int bad(pg_tape *tp, int cond, const char *what) {
   if (tp->status) return 1;
   if (cond) {
@@ -306,6 +318,7 @@ pg_t tp_rope_bf16(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, 
 
 static pg_t attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
                       int H, int Hkv, int d, float scale, int bf16) {
+  if (bad_head(tp, T, H, Hkv, d, "attention")) return NONE;
   size_t nq = SZ(T, H) * (size_t)d, nk = SZ(T, Hkv) * (size_t)d;
   if (bad(tp, q.n != nq || k.n != nk || v.n != nk || (out.v && out.n != nq), "attention"))
     return NONE;
@@ -381,6 +394,7 @@ pg_t tp_chanlerp(pg_tape *tp, pg_t a, pg_t b, pg_t g, int R, int C) {
 }
 
 pg_t tp_xsa(pg_tape *tp, pg_t y, pg_t v, int T, int H, int Hkv, int d) {
+  if (bad_head(tp, T, H, Hkv, d, "xsa")) return NONE;
   if (bad(tp, y.n != SZ(T, H) * (size_t)d || v.n != SZ(T, Hkv) * (size_t)d, "xsa")) return NONE;
   pg_t o = out_for(tp, y.n, y, v, NONE);
   if (!o.v) return NONE;

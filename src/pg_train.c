@@ -863,17 +863,21 @@ static int read_u64(const pg_st *st, const char *path, const char *key, uint64_t
                     pg_err *err) {
   const char *v = pg_st_meta_get(st, key);
   if (!v) return pg_err_set(err, PG_E_NOT_FOUND, path, PG_NO_OFFSET, "no %s in __metadata__", key);
-  /* digits only: strtoull alone takes "-1" as 2^64-1 and saturates what does not fit */
-  char *end;
-  errno = 0;
-  unsigned long long u = strtoull(v, &end, 10);
-  if (end == v || *end || v[0] < '0' || v[0] > '9' || errno == ERANGE)
-    return pg_err_set(err, PG_E_MALFORMED, path, PG_NO_OFFSET, "%s: '%s' is not a count", key, v);
-  *out = (uint64_t)u;
+  /* decimal digits only: strtoull alone would take a sign, blanks, and wrap on overflow */
+  uint64_t u = 0;
+  const char *c = v;
+  for (; *c >= '0' && *c <= '9'; c++)
+    if (u > (UINT64_MAX - (uint64_t)(*c - '0')) / 10) break;
+    else u = u * 10 + (uint64_t)(*c - '0');
+  if (c == v || *c)
+    return pg_err_set(err, PG_E_MALFORMED, path, PG_NO_OFFSET, "%s: '%.40s' is not a count", key,
+                      v);
+  *out = u;
   return PG_OK;
 }
 
-/* Fill n floats (or doubles) from the checkpoint tensor PREFIX+NAME of the arch tensor at. */
+/* Check the checkpoint tensor PREFIX+NAME of the arch tensor at (present, n elements of F32 or
+ * F64, every value finite), then copy it into dst unless dst is NULL (the checking pass). */
 static int read_tensor(const pg_st *st, const char *path, const char *prefix,
                        const pg_arch_tensor *at, void *dst, int f64, pg_err *err) {
   char name[PG_ARCH_NAME_MAX + 32];
@@ -887,7 +891,23 @@ static int read_tensor(const pg_st *st, const char *path, const char *prefix,
                       "tensor %s: %s of %llu elements, not %s of %llu", name, ti->dtype_name,
                       (unsigned long long)ti->numel, f64 ? "F64" : "F32",
                       (unsigned long long)n);
-  memcpy(dst, ti->data, (size_t)ti->nbytes);
+  if (dst) {
+    memcpy(dst, ti->data, (size_t)ti->nbytes);
+    return PG_OK;
+  }
+  for (uint64_t i = 0; i < n; i++) {
+    double x;
+    if (f64) {
+      memcpy(&x, ti->data + 8 * i, 8);
+    } else {
+      float f;
+      memcpy(&f, ti->data + 4 * i, 4);
+      x = f;
+    }
+    if (!isfinite(x))
+      return pg_err_set(err, PG_E_ARG, path, ti->offset + (f64 ? 8 : 4) * i,
+                        "tensor %s: element %llu is not finite", name, (unsigned long long)i);
+  }
   return PG_OK;
 }
 
@@ -934,34 +954,45 @@ int pg_trainer_resume(pg_trainer *t, const char *path, pg_err *err) {
   pg_model *m = t->m;
   size_t nt = pg_model_tensor_count(m);
   int averaged = t->ema || (t->swa_sum && swa_c);
-  for (size_t i = 0; !rc && i < nt; i++) {
-    const pg_arch_tensor *at = pg_model_tensor(m, i);
-    rc = read_tensor(st, path, averaged ? "train.param." : "", at, pg_model_data(m, i), 0, err);
-    if (!rc && t->ema) rc = read_tensor(st, path, "", at, t->ema + tensor_off(m, i), 0, err);
-    if (!rc && t->swa_sum)
-      rc = read_tensor(st, path, "train.swa_sum.", at, t->swa_sum + tensor_off(m, i), 1, err);
-  }
-  for (int g = 0; !rc && g < PG_GROUP_N; g++) {
-    group_state *gs = &t->g[g];
-    for (size_t k = 0; !rc && k < gs->n; k++) {
-      const pg_arch_tensor *at = pg_model_tensor(m, gs->ix[k]);
-      if (gs->muon_buf) {
-        rc = read_tensor(st, path, "train.muon.", at, gs->muon_buf + gs->buf_off[k], 0, err);
-      } else {
-        pg_real *s0 = pg_optim_state(gs->opt, 0), *s1 = pg_optim_state(gs->opt, 1);
-        if (s0) rc = read_tensor(st, path, "train.m.", at, s0 + gs->buf_off[k], 0, err);
-        if (!rc && s1) rc = read_tensor(st, path, "train.v.", at, s1 + gs->buf_off[k], 0, err);
+  /* pass 0 checks every tensor, the loader position is checked next, and only then does pass 1
+   * overwrite the trainer: a refused checkpoint leaves the trainer as it was */
+  for (int pass = 0; pass < 2 && !rc; pass++) {
+    if (pass == 1) rc = pg_loader_set_pos(t->ld, &lp, err);
+#define DST(p) (pass ? (void *)(p) : NULL)
+    for (size_t i = 0; !rc && i < nt; i++) {
+      const pg_arch_tensor *at = pg_model_tensor(m, i);
+      rc = read_tensor(st, path, averaged ? "train.param." : "", at, DST(pg_model_data(m, i)), 0,
+                       err);
+      if (!rc && t->ema)
+        rc = read_tensor(st, path, "", at, DST(t->ema + tensor_off(m, i)), 0, err);
+      if (!rc && t->swa_sum)
+        rc = read_tensor(st, path, "train.swa_sum.", at, DST(t->swa_sum + tensor_off(m, i)), 1,
+                         err);
+    }
+    for (int g = 0; !rc && g < PG_GROUP_N; g++) {
+      group_state *gs = &t->g[g];
+      for (size_t k = 0; !rc && k < gs->n; k++) {
+        const pg_arch_tensor *at = pg_model_tensor(m, gs->ix[k]);
+        if (gs->muon_buf) {
+          rc = read_tensor(st, path, "train.muon.", at, DST(gs->muon_buf + gs->buf_off[k]), 0,
+                           err);
+        } else {
+          pg_real *s0 = pg_optim_state(gs->opt, 0), *s1 = pg_optim_state(gs->opt, 1);
+          if (s0) rc = read_tensor(st, path, "train.m.", at, DST(s0 + gs->buf_off[k]), 0, err);
+          if (!rc && s1)
+            rc = read_tensor(st, path, "train.v.", at, DST(s1 + gs->buf_off[k]), 0, err);
+        }
+      }
+      if (!rc && gs->opt) {
+        char key[64];
+        uint64_t os = 0;
+        snprintf(key, sizeof key, "pgtrain.optim_steps.%s", GROUP_NAMES[g]);
+        rc = read_u64(st, path, key, &os, err);
+        if (!rc && pass) pg_optim_set_steps(gs->opt, os);
       }
     }
-    if (!rc && gs->opt) {
-      char key[64];
-      uint64_t os = 0;
-      snprintf(key, sizeof key, "pgtrain.optim_steps.%s", GROUP_NAMES[g]);
-      rc = read_u64(st, path, key, &os, err);
-      if (!rc) pg_optim_set_steps(gs->opt, os);
-    }
+#undef DST
   }
-  if (!rc) rc = pg_loader_set_pos(t->ld, &lp, err);
   if (!rc) {
     t->step = step;
     t->total = total;

@@ -435,6 +435,20 @@ Test(refuse, top_level_ranges) {
   refuse("{\"bos_id\": 1024}", PG_E_ARG, "bos_id");
 }
 
+/* The ops keep one head's accumulators on the stack (PG_OPS_MAX_HEAD_DIM): a wider head is an
+ * invalid arch, not a stack overflow in the first forward (issue 11). */
+Test(refuse, head_dim_above_the_ops_limit) {
+  refuse("{\"dim\": 512, \"heads\": 1, \"kv_heads\": 1}", PG_E_ARG,
+         "head_dim: 512 is outside 1..256");
+  refuse("{\"heads\": 2, \"kv_heads\": 1, \"head_dim\": 257}", PG_E_ARG,
+         "head_dim: 257 is outside 1..256");
+  pg_arch a;
+  pg_err e;
+  const char *ok = "{\"dim\": 256, \"heads\": 1, \"kv_heads\": 1}";
+  cr_assert_eq(pg_arch_parse(&a, ok, strlen(ok), "t", &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(a.head_dim, 256);
+}
+
 Test(refuse, rope) {
   refuse("{\"attention\": {\"rope_dims\": 15}}", PG_E_ARG, "attention.rope_dims: 15 is odd");
   refuse("{\"attention\": {\"rope_dims\": 66}}", PG_E_ARG, "attention.rope_dims: 66 is outside");

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "pg_loader.h"
 #include "pg_rng.h"
@@ -644,5 +645,24 @@ Test(loader, set_pos_rejects_bad_positions) {
   cr_assert_eq(pg_loader_skipped(l), 12345);
   pg_loader_free(l);
   free(docs);
+  free(tok);
+}
+
+/* pgtrain's shards shrinking under a running loader: the row that reaches past the new end is
+ * one PG_E_IO line naming the file (the mapped loader died with SIGBUS). */
+Test(loader, shard_truncated_while_training_is_an_error_not_a_crash) {
+  enum { N = 200, T = 8 };
+  uint16_t *tok = iota_tokens(N);
+  char pat[256], file[300];
+  write_stream("cut", tok, N, 1000, pat, sizeof pat);
+  pg_loader *l = open_ok(pat, PG_LOADER_SEQUENTIAL, T, 1000, 1, 5);
+  snprintf(file, sizeof file, "%s/cut/s_000000.bin", dir);
+  cr_assert_eq(truncate(file, 1024 + 2 * 20), 0);
+  int32_t ids[4 * T], tg[4 * T];
+  pg_err e;
+  cr_assert_eq(pg_loader_next(l, 2, ids, tg, &e), PG_OK, "%s", e.msg); /* tokens 0..16 remain */
+  cr_assert_eq(pg_loader_next(l, 2, ids, tg, &e), PG_E_IO);
+  cr_assert(strstr(e.msg, "s_000000.bin") && strstr(e.msg, "shrank"), "%s", e.msg);
+  pg_loader_free(l);
   free(tok);
 }

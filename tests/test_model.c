@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "pg_model.h"
+#include "pg_tape.h"
 #include "pg_rng.h"
 
 static const char *FULL =
@@ -330,5 +331,50 @@ Test(model, fp32_golden) {
   uint64_t h = fnv(nll, sizeof nll, 1469598103934665603ull);
   h = fnv(pg_model_grads(m), pg_model_param_count(m) * sizeof(float), h);
   cr_assert_eq(h, 0x84dddae5d8827895ull, "fp32 NLLs and gradients hash to %016llx", (unsigned long long)h);
+  pg_model_free(m);
+}
+
+/* The tape refuses a head wider than the ops' stack accumulators with a status, whatever the
+ * caller validated (defence in depth behind the arch rule; issue 11). */
+Test(model, tape_refuses_heads_wider_than_the_ops_take) {
+  pg_ops e = pg_ops_cpu(1);
+  enum { D = PG_OPS_MAX_HEAD_DIM + 64 };
+  pg_real *q = calloc(D, sizeof *q), *k = calloc(D, sizeof *k), *v = calloc(D, sizeof *v);
+  cr_assert(q && k && v);
+  for (int i = 0; i < D; i++) q[i] = k[i] = v[i] = 1.0f;
+  for (int op = 0; op < 2; op++) {
+    pg_tape *tp;
+    cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
+    pg_t out = {0};
+    pg_t y = op == 0 ? tp_attention(tp, out, pg_t_const(q, D), pg_t_const(k, D),
+                                    pg_t_const(v, D), NULL, 1, 1, 1, D, 1.0f)
+                     : tp_xsa(tp, pg_t_const(q, D), pg_t_const(v, D), 1, 1, 1, D);
+    pg_err err;
+    cr_assert_null(y.v);
+    cr_assert_eq(pg_tape_status(tp, &err), PG_E_LIMIT);
+    cr_assert(strstr(err.msg, op == 0 ? "attention" : "xsa"), "%s", err.msg);
+    pg_tape_free(tp);
+  }
+  free(q), free(k), free(v);
+}
+
+/* B·T·width must fit the ops' int shapes: a batch beyond it is refused before any allocation
+ * (here B·T·dim = 32768·65536 = 2^31). */
+Test(model, batch_times_width_beyond_int_is_refused) {
+  pg_model *m = mk("{\"vocab_size\": 8, \"dim\": 65536, \"heads\": 1, \"kv_heads\": 1, "
+                   "\"head_dim\": 8, \"layers\": 2, \"mlp\": {\"hidden\": 8}}", 1);
+  enum { BT = 32768 };
+  int32_t *ids = calloc(BT, sizeof *ids);
+  double *nll = calloc(BT, sizeof *nll);
+  cr_assert(ids && nll);
+  pg_ops e = pg_ops_cpu(1);
+  pg_tape *tp;
+  cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
+  pg_batch b = {.B = 2, .T = BT / 2, .ids = ids};
+  pg_err err;
+  cr_assert_eq(pg_model_forward(m, tp, &b, NULL, nll, NULL, &err), PG_E_LIMIT, "%s", err.msg);
+  cr_assert(strstr(err.msg, "row width of 65536"), "%s", err.msg);
+  pg_tape_free(tp);
+  free(ids), free(nll);
   pg_model_free(m);
 }

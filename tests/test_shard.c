@@ -514,8 +514,7 @@ Test(shard, open_ok_and_accessors) {
   cr_assert_eq(pg_shard_token(s, 1), 0x1234);
   cr_assert_eq(pg_shard_token(s, 2), 0xfedc);
   cr_assert_eq(pg_shard_token(s, 4), 0);
-  const uint8_t *raw = pg_shard_data(s);
-  cr_assert(raw[2] == 0x34 && raw[3] == 0x12);
+  cr_assert_null(pg_shard_data(s), "a file shard's tokens are read on demand, not held");
   uint16_t out[4];
   cr_assert_eq(pg_shard_copy(s, 1, 3, out, &e), PG_OK);
   cr_assert(out[0] == 0x1234 && out[2] == 3);
@@ -930,4 +929,27 @@ Test(shard, val_data_sidecar_bos_entry_refused) {
   write_shard("v_bytes_000000.bin", b0, 4);
   cr_assert_eq(pg_val_data_open(&v, tp, bp, 1024, 0, &e), PG_E_SIZE_MISMATCH);
   assert_line(&e, PG_E_SIZE_MISMATCH, bp, -1);
+}
+
+/* A shard file is read on demand (pread), never mapped: a file truncated after the open makes the
+ * reads fail with one PG_E_IO line naming it (a mapping died with SIGBUS on the first token past
+ * the new end). Reads before the new end still work. */
+Test(shard, file_truncated_after_open_is_an_error_not_a_crash) {
+  uint16_t t[3000];
+  for (int i = 0; i < 3000; i++) t[i] = (uint16_t)(i * 3);
+  write_shard("cut.bin", t, 3000);
+  char p[256];
+  path_in(p, sizeof p, "cut.bin");
+  pg_err e;
+  pg_shard_set *set;
+  cr_assert_eq(pg_shard_set_open(&set, p, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(truncate(p, 1024 + 2 * 1000), 0);
+  uint16_t out[3000];
+  cr_assert_eq(pg_shard_set_copy(set, 0, 1000, out, &e), PG_OK, "%s", e.msg);
+  cr_assert(!memcmp(out, t, 1000 * sizeof *t));
+  cr_assert_eq(pg_shard_set_copy(set, 0, 3000, out, &e), PG_E_IO);
+  cr_assert(strstr(e.msg, "cut.bin") && strstr(e.msg, "shrank") && !strchr(e.msg, '\n'), "%s",
+            e.msg);
+  cr_assert_eq(pg_shard_set_check_vocab(set, 9000, &e), PG_E_IO);
+  pg_shard_set_free(set);
 }

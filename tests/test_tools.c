@@ -1958,3 +1958,48 @@ Test(tools, safetensors_export_holds_one_tensor_at_a_time) {
   cr_assert_gt(size, 600ull * 1048576);
   unlink(st);
 }
+
+/* ---- inputs that are not regular files ------------------------------------------------------- */
+
+/* A FIFO where a file is expected (the artifact, the tokenizer, a shard, a config, a record's
+ * submission.json) is refused at once with exit 2 and one line naming it: opening it for reading
+ * used to wait for a writer forever. `timeout` turns a hang into exit 124. */
+Test(tools, fifo_inputs_are_refused_without_blocking) {
+  vfx f;
+  vfx_init(&f);
+  char fifo[200], rec[200], sub[240], code[240], model[240], valdir[200], valf[260], cfg[240];
+  snprintf(fifo, sizeof fifo, "%s/pipe", tmp);
+  cr_assert_eq(mkfifo(fifo, 0600), 0);
+  snprintf(valdir, sizeof valdir, "%s/fval", tmp);
+  cr_assert_eq(mkdir(valdir, 0777), 0);
+  snprintf(valf, sizeof valf, "%s/fineweb_val_000000.bin", valdir);
+  cr_assert_eq(mkfifo(valf, 0600), 0);
+  snprintf(rec, sizeof rec, "%s/rec", tmp);
+  cr_assert_eq(mkdir(rec, 0777), 0);
+  snprintf(code, sizeof code, "%s/train_gpt.py", rec);
+  snprintf(model, sizeof model, "%s/final_model.int6.ptz", rec);
+  snprintf(sub, sizeof sub, "%s/submission.json", rec);
+  cr_assert_eq(pg_file_write_atomic(code, "print(1)\n", 9, NULL), PG_OK);
+  cr_assert_eq(pg_file_write_atomic(model, "x", 1, NULL), PG_OK);
+  cr_assert_eq(mkfifo(sub, 0600), 0);
+  snprintf(cfg, sizeof cfg, "%s/cfg.json", tmp);
+  cr_assert_eq(mkfifo(cfg, 0600), 0);
+  char cmds[8][900];
+  int nc = 0;
+  snprintf(cmds[nc++], 900, "%s %s", bin("pgsize"), fifo);
+  snprintf(cmds[nc++], 900, "%s --check %s", bin("pgunpack"), fifo);
+  snprintf(cmds[nc++], 900, "%s %s --val %s --no-receipt", bin("pgverify"), fifo, f.val);
+  snprintf(cmds[nc++], 900, "%s %s --val %s --tokenizer %s --no-receipt", bin("pgverify"),
+           f.art, f.val, fifo);
+  snprintf(cmds[nc++], 900, "%s %s --val '%s/fineweb_val_*.bin' --no-receipt", bin("pgverify"),
+           f.art, valdir);
+  snprintf(cmds[nc++], 900, "%s --config %s -o %s/c.safetensors", bin("pgtrain"), cfg, tmp);
+  snprintf(cmds[nc++], 900, "%s %s", bin("pgsize"), rec);
+  for (int i = 0; i < nc; i++) {
+    int rc = run("timeout 60 %s", cmds[i]);
+    char *e = slurp(err_path);
+    cr_assert_eq(rc, 2, "%s: exit %d: %s", cmds[i], rc, e);
+    cr_assert(strstr(e, "FIFO") && count_lines(e) == 1, "%s: %s", cmds[i], e);
+    free(e);
+  }
+}

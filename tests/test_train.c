@@ -421,3 +421,83 @@ Test(train, data_paths_must_be_utf8) {
   cr_assert_neq(pg_train_cfg_validate(&c, &err), PG_OK);
   cr_assert(strstr(err.msg, "UTF-8"), "%s", err.msg);
 }
+
+/* Replace the first occurrence of `from` in the safetensors header of path by `to` (the data
+ * offsets are relative to the data, so only the header length changes). */
+static void rewrite_header(const char *path, const char *from, const char *to) {
+  uint8_t *b;
+  size_t n;
+  pg_err e;
+  cr_assert_eq(pg_file_read_all(path, &b, &n, 1 << 26, &e), PG_OK, "%s", e.msg);
+  uint64_t h = pg_ld64(b);
+  char *hdr = malloc(h + 1);
+  memcpy(hdr, b + 8, h);
+  hdr[h] = '\0';
+  char *at = strstr(hdr, from);
+  cr_assert_not_null(at, "%s not in the header", from);
+  size_t nh = h - strlen(from) + strlen(to);
+  uint8_t *o = malloc(8 + nh + (n - 8 - h));
+  pg_st64(o, nh);
+  size_t pre = (size_t)(at - hdr);
+  memcpy(o + 8, hdr, pre);
+  memcpy(o + 8 + pre, to, strlen(to));
+  memcpy(o + 8 + pre + strlen(to), at + strlen(from), h - pre - strlen(from));
+  memcpy(o + 8 + nh, b + 8 + h, n - 8 - h);
+  cr_assert_eq(pg_file_write_atomic(path, o, 8 + nh + (n - 8 - h), &e), PG_OK);
+  free(o);
+  free(hdr);
+  free(b);
+}
+
+/* A checkpoint with a non-finite value in its training state, or a counter that is not a plain
+ * decimal count, is refused in one line, and the refused resume leaves the trainer as it was
+ * (fuzz_stmodel found resumes that took NaN weights, and the counters took "-1" or wrapped). */
+Test(train, resume_refuses_non_finite_state_and_bad_counters_and_changes_nothing) {
+  pg_train_cfg c;
+  config(&c, "sequential", MUON, "{\"ema\": 0.9}", 6);
+  pg_ops e = pg_ops_cpu(1);
+  pg_trainer *t = trainer(&c, &e);
+  double l[2];
+  run_steps(t, 2, l, NULL);
+  char ck[128], ck2[128];
+  snprintf(ck, sizeof ck, "%s/ck.safetensors", dir);
+  snprintf(ck2, sizeof ck2, "%s/ck2.safetensors", dir);
+  pg_err err;
+  cr_assert_eq(pg_trainer_checkpoint(t, ck, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_trainer_checkpoint(t, ck2, &err), PG_OK, "%s", err.msg);
+  pg_trainer_free(t);
+  /* the last element of the live weights of the last tensor (a later tensor than the first
+   * ones the resume would have overwritten) becomes NaN */
+  uint8_t *b;
+  size_t n;
+  cr_assert_eq(pg_file_read_all(ck, &b, &n, 1 << 26, &err), PG_OK);
+  pg_st *st;
+  cr_assert_eq(pg_st_open_mem(&st, b, n, "ck", &err), PG_OK, "%s", err.msg);
+  const pg_st_tensor *ti = NULL;
+  for (size_t i = 0; i < pg_st_count(st); i++)
+    if (!strncmp(pg_st_at(st, i)->name, "train.param.", 12)) ti = pg_st_at(st, i);
+  cr_assert_not_null(ti);
+  const float nan = NAN;
+  memcpy(b + ti->offset + ti->nbytes - 4, &nan, 4);
+  pg_st_free(st);
+  cr_assert_eq(pg_file_write_atomic(ck, b, n, &err), PG_OK);
+  free(b);
+  t = trainer(&c, &e);
+  pg_model *m = pg_trainer_model(t);
+  float *before = malloc(pg_arch_tensor_numel(pg_model_tensor(m, 0)) * sizeof *before);
+  memcpy(before, pg_model_data(m, 0), pg_arch_tensor_numel(pg_model_tensor(m, 0)) * 4);
+  cr_assert_eq(pg_trainer_resume(t, ck, &err), PG_E_ARG);
+  cr_assert(strstr(err.msg, "is not finite") && strstr(err.msg, "train.param."), "%s", err.msg);
+  cr_assert(!memcmp(before, pg_model_data(m, 0), pg_arch_tensor_numel(pg_model_tensor(m, 0)) * 4),
+            "a refused resume changed the weights");
+  cr_assert_eq(pg_trainer_step_count(t), 0);
+  /* counters: a sign, and a value beyond 2^64 - 1 */
+  rewrite_header(ck2, "\"pgtrain.step\":\"2\"", "\"pgtrain.step\":\"-2\"");
+  cr_assert_eq(pg_trainer_resume(t, ck2, &err), PG_E_MALFORMED);
+  cr_assert(strstr(err.msg, "pgtrain.step"), "%s", err.msg);
+  rewrite_header(ck2, "\"pgtrain.step\":\"-2\"", "\"pgtrain.step\":\"18446744073709551618\"");
+  cr_assert_eq(pg_trainer_resume(t, ck2, &err), PG_E_MALFORMED);
+  cr_assert_eq(pg_trainer_step_count(t), 0);
+  free(before);
+  pg_trainer_free(t);
+}

@@ -280,3 +280,58 @@ Test(status, spec_table_lists_every_status) {
   cr_assert_eq(rows, count);
   free(text);
 }
+
+/* Inputs that are not regular files are refused at open, without blocking: a FIFO nobody writes
+ * used to hang every reader in open(2). .timeout only turns such a hang into a failure. */
+Test(io, fifo_and_folder_inputs_are_refused_without_blocking, .timeout = 60) {
+  mk_tmp();
+  char fifo[128];
+  snprintf(fifo, sizeof fifo, "%s/pipe", tmpdir);
+  cr_assert_eq(mkfifo(fifo, 0600), 0);
+  pg_err e;
+  uint8_t *b;
+  size_t n;
+  cr_assert_eq(pg_file_read_all(fifo, &b, &n, 1 << 20, &e), PG_E_IO);
+  cr_assert(strstr(e.msg, "pipe: is a FIFO, not a regular file"), "%s", e.msg);
+  pg_map m;
+  cr_assert_eq(pg_file_map(&m, fifo, &e), PG_E_IO);
+  cr_assert(strstr(e.msg, "FIFO"), "%s", e.msg);
+  uint64_t size;
+  cr_assert_eq(pg_file_size(fifo, &size, &e), PG_E_IO);
+  cr_assert(strstr(e.msg, "FIFO"), "%s", e.msg);
+  cr_assert_eq(pg_file_read_all(tmpdir, &b, &n, 1 << 20, &e), PG_E_IO);
+  cr_assert(strstr(e.msg, "a directory"), "%s", e.msg);
+}
+
+/* A whole-file read holds a private copy: truncating the file afterwards cannot touch it (a
+ * mapping died with SIGBUS on the first access past the new end). A positioned read of a file that
+ * shrank after its open is a one-line PG_E_IO. */
+Test(io, file_truncated_while_in_use_is_an_error_not_a_crash) {
+  mk_tmp();
+  char path[128];
+  snprintf(path, sizeof path, "%s/in.bin", tmpdir);
+  enum { N = 1 << 16 };
+  uint8_t *src = malloc(N);
+  cr_assert_not_null(src);
+  for (int i = 0; i < N; i++) src[i] = (uint8_t)(i * 7);
+  pg_err e;
+  cr_assert_eq(pg_file_write_atomic(path, src, N, &e), PG_OK);
+  pg_map m;
+  cr_assert_eq(pg_file_map(&m, path, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(truncate(path, 0), 0);
+  cr_assert_eq(m.size, (size_t)N);
+  cr_assert(!memcmp(m.data, src, N));
+  pg_file_unmap(&m);
+  cr_assert_eq(pg_file_write_atomic(path, src, N, &e), PG_OK);
+  int fd;
+  uint64_t size;
+  cr_assert_eq(pg_file_open_read(path, &fd, &size, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(size, (uint64_t)N);
+  cr_assert_eq(truncate(path, 100), 0);
+  uint8_t buf[256];
+  cr_assert_eq(pg_file_pread(fd, 0, buf, 100, path, &e), PG_OK);
+  cr_assert_eq(pg_file_pread(fd, 0, buf, sizeof buf, path, &e), PG_E_IO);
+  cr_assert(strstr(e.msg, "in.bin") && strstr(e.msg, "shrank"), "%s", e.msg);
+  close(fd);
+  free(src);
+}

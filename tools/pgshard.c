@@ -408,7 +408,15 @@ static int cmd_prove(int argc, char **argv) {
   /* per-id decoded bytes, computed once from the pieces (not from the tables) */
   uint32_t *dec = malloc(vocab * sizeof *dec);
   uint8_t *sp = malloc(vocab);
-  for (uint32_t k = 0; dec && sp && k < vocab; k++) {
+  if (!dec || !sp) {
+    free(dec);
+    free(sp);
+    pg_spm_tables_free(&tab);
+    pg_spm_free(m);
+    pg_err_set(&err, PG_E_NOMEM, o.model, PG_NO_OFFSET, "cannot allocate the per-id byte table");
+    return pg_tool_fail(PROG, &err);
+  }
+  for (uint32_t k = 0; k < vocab; k++) {
     int s;
     dec[k] = piece_text_bytes(pg_spm_piece_at(m, k), &s);
     sp[k] = (uint8_t)s;
@@ -418,10 +426,11 @@ static int cmd_prove(int argc, char **argv) {
   json_t *all = json_array();
   int status = PG_EXIT_OK;
   for (int i = optind; i < argc && status != PG_EXIT_ERROR; i++) {
-    pg_shard_set *set;
+    pg_shard_set *set = NULL;
     if (pg_shard_set_open_ex(&set, argv[i], PG_SHARD_SKIP_BYTES, &err) != PG_OK ||
         pg_shard_set_check_vocab(set, vocab, &err) != PG_OK) {
       status = pg_tool_fail(PROG, &err);
+      pg_shard_set_free(set); /* opened but holding an id outside the vocabulary */
       break;
     }
     const double t0 = pg_now();
@@ -454,7 +463,16 @@ static int cmd_prove(int argc, char **argv) {
     pg_doc *docs = NULL;
     if (have_enc && pg_docs_list(tok, n, argv[i], &docs, &ndocs, NULL, &err) == PG_OK) {
       int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
-      for (uint64_t d = 0; ids && d < ndocs; d++) {
+      if (!ids) {
+        pg_err_set(&err, PG_E_NOMEM, argv[i], PG_NO_OFFSET, "cannot allocate %llu ids",
+                   (unsigned long long)n);
+        status = pg_tool_fail(PROG, &err);
+        free(docs);
+        free(tok);
+        pg_shard_set_free(set);
+        break;
+      }
+      for (uint64_t d = 0; d < ndocs; d++) {
         const uint64_t s0 = docs[d].start, len = docs[d].len;
         /* the document's own tokens: drop its BOS, and the next document's BOS at the end */
         uint64_t end = s0 + len;

@@ -196,8 +196,8 @@ double pg_now(void) {
 }
 
 int pg_tool_is_artifact(const char *path, int *yes, pg_err *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot open");
+  FILE *f;
+  PG_TRY(pg_file_fopen_read(path, &f, err));
   uint8_t head[8] = {0};
   size_t got = fread(head, 1, sizeof head, f);
   fclose(f);

@@ -4,12 +4,10 @@
 #include "pg_corpus.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <glob.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -358,18 +356,9 @@ int pg_corpus_add_file(pg_corpus *c, const char *path, pg_err *err) {
     free(buf);
     return rc;
   }
-  /* O_NONBLOCK: a FIFO or device is refused instead of waiting for a writer */
-  const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0)
-    return fail(c, pg_err_set(err, errno == ENOENT ? PG_E_NOT_FOUND : PG_E_IO, path,
-                              PG_NO_OFFSET, "cannot open: %s", strerror(errno)));
-  struct stat st;
+  /* the shared opener: a FIFO or device is refused instead of waiting for a writer */
   FILE *f = NULL;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0 || !(f = fdopen(fd, "rb"))) {
-    close(fd);
-    return fail(c, pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "not a regular file"));
-  }
+  PG_TRY(fail(c, pg_file_fopen_read(path, &f, err)));
   const int rc = pg_corpus_add_jsonl(c, f, path, err);
   fclose(f);
   return rc;
