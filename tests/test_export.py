@@ -512,6 +512,18 @@ def t_no_overwrite_on_failure():
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced"
 
 
+def t_fifo_inputs_refused():
+    # A FIFO as the input or as --arch is refused at once (opening it would wait for a writer).
+    fifo = os.path.join(TMP, "in.fifo")
+    os.mkfifo(fifo)
+    out = os.path.join(TMP, "from_fifo.safetensors")
+    for args in ((fifo, "-o", out), (S.inp, "-o", out, "--arch", fifo)):
+        rc, _, err = run(*args)
+        assert rc == 2 and "not a regular file" in err and len(err.strip().splitlines()) == 1, \
+            (args, rc, err)
+        assert not os.path.exists(out)
+
+
 def t_arch():
     arch = os.path.join(TMP, "arch.json")
     with open(arch, "w") as f:
@@ -659,6 +671,7 @@ TESTS = [
     ("NaN and infinity refused, element named", t_nan_refused),
     ("failure leaves an existing output alone; input is never the output",
      t_no_overwrite_on_failure),
+    ("a FIFO as the input or --arch is refused without blocking", t_fifo_inputs_refused),
     ("--arch: stored in __metadata__, core shapes checked", t_arch),
     ("--record, --record-protocol: stored as provenance; control characters refused",
      t_record),

@@ -75,6 +75,7 @@ import json
 import os
 import re
 import signal
+import stat
 import struct
 import sys
 import tempfile
@@ -248,11 +249,31 @@ def _no_dup_pairs(pairs):
     return d
 
 
-def looks_like_safetensors(path):
+def _read_regular(path, limit=None):
+    """The bytes of an input that is a regular file (at most limit bytes when given). A FIFO or a
+    device is refused without blocking: opening one for reading would wait for a writer."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-            size = os.fstat(f.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ExportError("%s: %s" % (_clean(path), e.strerror or e))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ExportError("%s: not a regular file" % _clean(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read() if limit is None else f.read(limit)
+    except OSError as e:
+        raise ExportError("%s: %s" % (_clean(path), e.strerror or e))
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def looks_like_safetensors(path):
+    head = _read_regular(path, 9)
+    try:
+        size = os.stat(path).st_size
     except OSError as e:
         raise ExportError("%s: %s" % (_clean(path), e.strerror or e))
     if len(head) < 9:
@@ -263,11 +284,7 @@ def looks_like_safetensors(path):
 
 def read_safetensors(path):
     """name -> Lazy, in the file's header order."""
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except OSError as e:
-        raise ExportError("%s: %s" % (_clean(path), e.strerror or e))
+    blob = _read_regular(path)
     p = _clean(path)
     if len(blob) < 8:
         raise ExportError("%s: not a safetensors file (shorter than 8 bytes)" % p)
@@ -613,8 +630,10 @@ def main(argv):
             drops.append(re.compile(d))
         except re.error as e:
             raise ExportError("--drop %s: bad regular expression: %s" % (_clean(d), e))
-    if not os.path.isfile(args.input):
+    if not os.path.exists(args.input):
         raise ExportError("%s: no such file" % _clean(args.input))
+    if not os.path.isfile(args.input):
+        raise ExportError("%s: not a regular file" % _clean(args.input))
     # spec/cli.md "Files": the output is never an input, and only a regular file is replaced
     if os.path.exists(args.out):
         for given in (args.input, args.arch):
@@ -649,10 +668,7 @@ def main(argv):
     arch = None
     if args.arch:
         try:
-            with open(args.arch, "rb") as f:
-                arch_text = f.read().decode("utf-8")
-        except OSError as e:
-            raise ExportError("%s: %s" % (_clean(args.arch), e.strerror or e))
+            arch_text = _read_regular(args.arch).decode("utf-8")
         except UnicodeDecodeError:
             raise ExportError("%s: not UTF-8" % _clean(args.arch))
         try:
