@@ -508,7 +508,7 @@ int main(int argc, char **argv) {
   records_stream(a, m, &vals);
   size_t rec_n = 5 + vals.n;
   uint8_t *rec = xmalloc(rec_n);
-  memcpy(rec, "BSHF\x02", 5); /* the records' _byte_shuffle header (challenge ref §5.10) */
+  memcpy(rec, "BSHF\x02", 5); /* the records' _byte_shuffle header (spec/records.md §5.8) */
   pg_shuffle(vals.p, vals.n, 2, rec + 5);
   double t_stream = now() - t0;
   uint8_t *rb;

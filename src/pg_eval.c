@@ -425,7 +425,7 @@ typedef struct chunk_ttt {
   size_t nsp;
 } chunk_ttt;
 
-/* Chunked TTT, after chunk ci is committed: epochs over its rows of L (reference §4.1). */
+/* Chunked TTT, after chunk ci is committed: epochs over its rows of L (spec/records.md §4.3). */
 static int chunk_train(run *r, uint64_t ci, uint64_t nchunks, void *ctx) {
   chunk_ttt *c = ctx;
   const pg_protocol *p = r->p;
@@ -706,7 +706,7 @@ static int run_docs(run *r) {
     }
   }
   r->res->documents = nd;
-  /* batches of documents of similar length, the longest first (reference §4.3) */
+  /* batches of documents of similar length, the longest first (spec/records.md §4.4) */
   qsort(d, nd, sizeof *d, cmp_len);
   size_t B = (size_t)p->lora_batch_docs, nb = (nd + B - 1) / B;
   dbatch *bt = malloc((nb ? nb : 1) * sizeof *bt);

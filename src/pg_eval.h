@@ -4,11 +4,12 @@
  * AdamW), per-document LoRA TTT, and phased TTT (per-document LoRA plus global SGD on already
  * scored documents), defined deterministically. spec/eval.md is the normative description.
  *
- * Legality is structural. A ledger holds one bit per target position. Scoring runs on an
- * inference tape (no gradient can flow from it) and its sums are committed, chunk by chunk, into
- * the result and the ledger before any update may use them; an update whose loss weighs a target
- * that is not yet committed stops the run with PG_E_ILLEGAL; a target scored twice is
- * PG_E_ILLEGAL too, except in the sliding-window tail variant, which counts its duplicates. */
+ * Legality is structural. A ledger holds one byte per target position (a committed flag and a
+ * score count). Scoring runs on an inference tape (no gradient can flow from it) and its sums are
+ * committed, chunk by chunk, into the result and the ledger before any update may use them; an
+ * update whose loss weighs a target that is not yet committed stops the run with PG_E_ILLEGAL; a
+ * target scored twice is PG_E_ILLEGAL too, except in the sliding-window tail variant, which
+ * counts its duplicates. */
 #ifndef PG_EVAL_H
 #define PG_EVAL_H
 

@@ -83,7 +83,7 @@ int pg_gptq_quantize(const float *W, uint64_t rows, uint64_t cols, const pg_gptq
  * A NaN (sorted last) gives NaN; n = 0 gives NaN. */
 float pg_quant_quantile_sorted(const float *sorted, uint64_t n, float q);
 
-/* Hessian-aware SDClip (spec/quant.md, challenge ref §5.5): with d = max(diag, 1e-8) (original
+/* Hessian-aware SDClip (spec/quant.md, spec/records.md §5.5): with d = max(diag, 1e-8) (original
  * order), col_imp = d / mean(d), row_imp_i = mean_j |W_ij|·col_imp_j normalized to mean 1 (all
  * fp64), std_i from pg_quant_row_std, then in fp32 (left to right)
  *   s_i = fp16(max(k·std_i·(1 + λ(row_imp_i − 1)) / R, 1e-10)),  R = 2^(bits−1) − 1
@@ -140,7 +140,7 @@ double pg_quant_hessian_err(const float *A, const float *B, uint64_t rows, const
 
 /* ---- LQER ---------------------------------------------------------------------------------- */
 
-/* The rank-r factors of E ≈ A·B, packed asymmetrically (challenge ref §5.8):
+/* The rank-r factors of E ≈ A·B, packed asymmetrically (spec/records.md §5.7):
  *   A = U_r·diag(S_r) [rows × r], B = V_rᵀ [r × cols] from a top-r SVD of E (fp64, subspace
  *   iteration from a fixed seed, so deterministic);
  *   sA = fp16(max(max|A|, 1e-10) / 1.5), qA = clamp(rint(A / sA), −2, 1);

@@ -1,6 +1,6 @@
 /* pg_model.c: the record family's forward pass, written once against the tape (so once against
  * the op table), and its parameters. The backward is the tape's reverse walk. spec/model.md
- * describes every step; the comments name the reference sections (challenge-architectures.md). */
+ * describes every step; the comments name the sections of spec/records.md. */
 #include "pg_model.h"
 
 #include <limits.h>
@@ -582,7 +582,7 @@ static pg_t lora_add(fwd *f, pg_t base, pg_t x, int slot, int k) {
 }
 
 /* Attention sublayer of physical layer i at virtual slot vi on the normalized input n [BT, d]
- * (reference §2 Attn, §3.6–3.9). */
+ * (spec/records.md §2.3–2.5). */
 static pg_t attn(fwd *f, int i, int vi, pg_t n) {
   const pg_arch *a = f->a;
   const layer_ix *L = &f->m->L[i];
@@ -654,7 +654,7 @@ static pg_t attn(fwd *f, int i, int vi, pg_t n) {
   return lora_add(f, o, n, vi, T_O);
 }
 
-/* MLP sublayer: proj(act(fc(n))) (+ LoRA on n), reference §3.10. */
+/* MLP sublayer: proj(act(fc(n))) (+ LoRA on n), spec/records.md §2.6. */
 static pg_t mlp(fwd *f, int i, int vi, pg_t n) {
   const pg_arch *a = f->a;
   const layer_ix *L = &f->m->L[i];
@@ -669,7 +669,7 @@ static pg_t mlp(fwd *f, int i, int vi, pg_t n) {
   return lora_add(f, o, n, vi, T_MLP);
 }
 
-/* x_in = m0⊙x + m1⊙x0 (reference §3.5). The x0 term enters the tape first: the order of the
+/* x_in = m0⊙x + m1⊙x0 (spec/records.md §2.7). The x0 term enters the tape first: the order of the
  * nodes fixes the order gradients accumulate in (x0's gathers every layer's), and this is the
  * order the fp32 results have always had (the two terms used to be unsequenced arguments, which
  * GCC evaluates right to left). */
@@ -685,7 +685,7 @@ static pg_t scaled(fwd *f, pg_t y, long ix, int on) {
   return on ? bf(f, tp_chanmul(f->tp, y, PB(f, ix), f->BT, f->d)) : y;
 }
 
-/* The sequential block (reference §2 Block). */
+/* The sequential block (spec/records.md §2.7). */
 static pg_t block(fwd *f, int i, int vi, pg_t x, pg_t x0) {
   const pg_arch *a = f->a;
   const layer_ix *L = &f->m->L[i];
@@ -698,7 +698,7 @@ static pg_t block(fwd *f, int i, int vi, pg_t x, pg_t x0) {
   return bf(f, tp_add(f->tp, xo, mo));
 }
 
-/* GPT-J parallel block: both sublayers read rms(x_in) (reference §3.13, R9). */
+/* GPT-J parallel block: both sublayers read rms(x_in) (spec/records.md §2.8, R9). */
 static pg_t block_gptj(fwd *f, int i, int vi, pg_t x, pg_t x0) {
   const pg_arch *a = f->a;
   const layer_ix *L = &f->m->L[i];
@@ -717,7 +717,7 @@ static pg_t lam(fwd *f, pg_t t, pg_t lambdas, size_t at) {
   return bf(f, tp_chanmul(f->tp, t, pg_t_view(lambdas, at, 1), (int)t.n, 1));
 }
 
-/* Two-lane parallel block (reference §2 ParallelBlock, R10–R12). */
+/* Two-lane parallel block (spec/records.md §2.8, R10–R12). */
 static void block_two_lane(fwd *f, int i, int vi, pg_t *l0, pg_t *l1, pg_t x0) {
   const pg_arch *a = f->a;
   const layer_ix *L = &f->m->L[i];
@@ -752,7 +752,7 @@ static pg_t carry(fwd *f, pg_t t, pg_tape_mark_t mk) {
   return k;
 }
 
-/* Token embedding, BigramHash, SmearGate, the embedding norm (reference §3.1–3.3). */
+/* Token embedding, BigramHash, SmearGate, the embedding norm (spec/records.md §2.2). */
 static pg_t embed(fwd *f) {
   pg_model *m = f->m;
   const pg_arch *a = f->a;
@@ -817,7 +817,7 @@ static pg_t embed(fwd *f) {
   return x;
 }
 
-/* The value embedding shared by the VE layers (reference §3.9). */
+/* The value embedding shared by the VE layers (spec/records.md §2.2). */
 static pg_t value_embed(fwd *f) {
   pg_model *m = f->m;
   const pg_arch *a = f->a;
@@ -830,7 +830,7 @@ static pg_t value_embed(fwd *f) {
   return bf(f, tp_chanmul(f->tp, e, PB(f, m->ve_scale), f->BT * kvd, 1));
 }
 
-/* x ← p_last + Σ_k a_k ⊙ (p_k − p_last), a = scale·tanh(delta) per group (reference §3.16). */
+/* x ← p_last + Σ_k a_k ⊙ (p_k − p_last), a = scale·tanh(delta) per group (records.md §2.13). */
 static pg_t readout(fwd *f, const pg_t *pk, int nvis) {
   const pg_arch *a = f->a;
   pg_tape *tp = f->tp;
@@ -927,7 +927,7 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
   pg_t x = embed(f), x0 = x;
   if (a->embeddings.ve_layers.n > 0) f->ve = value_embed(f);
 
-  /* the layer walk: encoder then decoder, skips, lanes, readout (reference §2, §3.11–3.16) */
+  /* the layer walk: encoder then decoder, skips, lanes, readout (spec/records.md §2.7–2.13) */
   int n_skips = pg_arch_n_skips(a), nsk = 0;
   if (!m->loops && n_skips > 0) {
     /* the plain split: min(encoder, decoder) skips, the first rows of skip_weights */
@@ -982,7 +982,7 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
   }
   if (lanes) x = bf(f, tp_scale(tp, bf(f, tp_add(tp, l0, l1)), 0.5f));
 
-  /* head: final norm, tied (or separate) projection, LoRA, softcap, CE (reference §3.14) */
+  /* head: final norm, tied (or separate) projection, LoRA, softcap, CE (spec/records.md §2.9) */
   pg_t h = a->head.final_norm ? bf(f, tp_rmsnorm(tp, x, BT, f->d, f->eps)) : x;
   pg_t W = P(f, a->head.tied ? m->tok_emb : m->lm_head);
   observe(f, h, BT, f->d, a->head.tied ? m->tok_emb : m->lm_head, -1, -1);

@@ -12,7 +12,7 @@
 
 static const double NS_CLASSIC[3] = {3.4445, -4.7750, 2.0315};
 
-/* Polar Express, one tuple per step (reference §5.2, R11/R12). */
+/* Polar Express, one tuple per step (spec/records.md §3.2, R11/R12). */
 static const double NS_POLAR[5][3] = {
     {8.156554524902461, -22.48329292557795, 15.878769915207462},
     {4.042929935166739, -2.808917465908714, 0.5000178451051316},

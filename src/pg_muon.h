@@ -25,7 +25,7 @@ extern "C" {
 enum pg_ns_kind { PG_NS_CLASSIC = 0, PG_NS_POLAR_EXPRESS = 1 };
 /* The coefficients (a, b, c) of step i (0-based) of an iteration kind: classic is
  * (3.4445, −4.7750, 2.0315) at every step; Polar Express has five per-step tuples
- * (reference §5.2), and steps beyond the fifth repeat the last. */
+ * (spec/records.md §3.2), and steps beyond the fifth repeat the last. */
 void pg_ns_coeffs(int kind, int step, double abc[3]);
 
 /* X ← the Newton–Schulz orthogonalization of G [rows × cols] (fp32). Let m = min(rows, cols),

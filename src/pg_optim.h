@@ -1,4 +1,4 @@
-/* pg_optim.h: the optimizers of test-time training (and, later, of the trainer): SGD with
+/* pg_optim.h: the optimizers of test-time training and of the trainer: SGD with
  * momentum and AdamW exactly as torch.optim computes them (torch's default flags: no dampening,
  * no Nesterov for SGD; decoupled weight decay for AdamW), the records' cosine learning-rate
  * schedule across chunks, and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).

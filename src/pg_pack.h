@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-/* The records' categories (challenge ref §5.0): "tok_emb" or "lm_head" in the name → embed,
+/* The records' categories (spec/records.md §5.1): "tok_emb" or "lm_head" in the name → embed,
  * ".mlp." → mlp, ".attn." → attn, anything else → other. */
 enum pg_pack_cat { PG_CAT_EMBED = 0, PG_CAT_ATTN = 1, PG_CAT_MLP = 2, PG_CAT_OTHER = 3,
                    PG_CAT_COUNT = 4 };

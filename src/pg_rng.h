@@ -1,5 +1,6 @@
 /* pg_rng.h: a small deterministic random stream (splitmix64) with uniform and Gaussian draws,
- * the same on every machine for a given seed: synthetic weights, benchmarks, later training. */
+ * the same on every machine for a given seed: synthetic weights, initialization,
+ * the training loader's sampling, benchmarks. */
 #ifndef PG_RNG_H
 #define PG_RNG_H
 

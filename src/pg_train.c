@@ -472,7 +472,7 @@ static int ends_with(const char *s, const char *suf) {
   return n >= k && !strcmp(s + n - k, suf);
 }
 
-/* The records' partition (reference §5.1): Muon for the block matrices and the embedding
+/* The records' partition (spec/records.md §3.1): Muon for the block matrices and the embedding
  * projections; the "tok" AdamW group for the embedding tables (and an untied head); the
  * "scalar" group for everything else (vectors, scalars, gates, skip and lane weights). */
 static int group_of(const pg_arch_tensor *t) {

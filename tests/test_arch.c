@@ -1,6 +1,6 @@
 /* test_arch.c: the arch (spec/arch.md): every example file parses and round-trips through the
  * canonical JSON; parameter counts of the examples computed by hand from the shapes (and equal
- * to the record counts of challenge-architectures.md §1 where the shapes match a record); the
+ * to the record counts of spec/records.md §1 where the shapes match a record); the
  * baseline's tensor list for one block; defaults; and one refusal per rule class. */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -83,7 +83,7 @@ Test(examples, baseline_param_count) {
                              + 1024 * 512 * 2                              /* mlp */
                              + 8 + 512 + 512 + 2 * 512; /* q_gain, scales, resid_mix */
   const uint64_t want = 1024 * 512 + 9 * per_block + 4 * 512;
-  cr_assert_eq(want, 17059912); /* the R1 count of challenge-architectures.md §1 */
+  cr_assert_eq(want, 17059912); /* the R1 count of spec/records.md §1 */
   cr_assert_eq(count_of(&a), want);
   cr_assert_eq(pg_arch_n_skips(&a), 4);
   cr_assert_eq(pg_arch_virtual_layers(&a), 9);

@@ -2,8 +2,8 @@
  * parsed from its file, shrunk to a few thousand parameters per layer with every feature kept
  * (layers, encoder/decoder lists, XSA, VE, BigramHash, SmearGate, gates, readout, parallel
  * residuals, document mask: the tensor list keeps its names), and run through that system's
- * evaluation protocol (spec/eval.md, reference challenge-eval-and-quant.md §3–4) on a synthetic
- * stream of BOS-started documents with hand-made byte tables:
+ * evaluation protocol (spec/eval.md, spec/records.md §4) on a synthetic stream of BOS-started
+ * documents with hand-made byte tables:
  *
  *   pr1676    chunked SGD TTT (lr 0.005, momentum 0.9, 3 epochs) over exact-partition windows
  *   r12       phased TTT (per-document LoRA + 2 global SGD phases), and the sliding window
@@ -248,7 +248,7 @@ static int params_changed(sys *s) {
 /* ---- the systems ----------------------------------------------------------------------------- */
 
 /* PR #1676: trajectory readout on R9; full-model SGD TTT (lr 0.005, momentum 0.9, 3 epochs) over
- * the exact-partition sliding windows (reference §3.16, eval §4.1). */
+ * the exact-partition sliding windows (spec/records.md §2.13, §4.3). */
 Test(systems, pr1676_chunked_sgd_ttt) {
   sys s;
   sys_init(&s, "pr1676", N_TOK);

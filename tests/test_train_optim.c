@@ -16,7 +16,7 @@
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
 
-/* The coefficient tables, typed in again from reference §5.2 (not taken from the library). */
+/* The coefficient tables, typed in again from spec/records.md §3.2 (not taken from the library). */
 static const double T_CLASSIC[3] = {3.4445, -4.7750, 2.0315};
 static const double T_POLAR[5][3] = {
     {8.156554524902461, -22.48329292557795, 15.878769915207462},

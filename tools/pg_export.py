@@ -17,9 +17,8 @@ Names (spec/arch.md section 4 lists pgolf's, which are the records' state_dict n
 "unbanking"):
   * the prefixes "module." (DistributedDataParallel) and "_orig_mod." (torch.compile) are
     stripped, repeatedly and in any order, from the front of every name;
-  * the four parameter banks of records R5 onward (challenge-architectures.md section 2,
-    challenge-eval-and-quant.md section 5.9, `_unbank_state_dict`) are split per layer, n being
-    the number of layers:
+  * the four parameter banks of records R5 onward (spec/records.md section 2.10, the records'
+    `_unbank_state_dict`) are split per layer, n being the number of layers:
         qo_bank       [2n, d, d]   [i]   -> blocks.{i}.attn.c_q.weight
                                    [n+i] -> blocks.{i}.attn.proj.weight
         kv_bank       [2n, kv, d]  [i]   -> blocks.{i}.attn.c_k.weight

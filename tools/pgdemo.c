@@ -2,9 +2,9 @@
  * (the baseline of spec/arch.md with the sizes asked for) stored canonically as "arch.json", and
  * exactly that arch's tensors, initialized as a trainer would (pg_model_init) and quantized the
  * way the challenge's SDClip recipe does (row scales fp16(k·std/R), round half to even; small
- * tensors fp16). It is the README's main job until training (pgtrain) and packing (pgpack) land;
- * the weights are untrained, so the artifact exercises every byte path and loads as a model
- * (pg_load.h), not the score. */
+ * tensors fp16). It gives test fixtures and a quick artifact without training (pgtrain and
+ * pgpack make the real ones); the weights are untrained, so the artifact exercises every byte
+ * path and loads as a model (pg_load.h), not the score. */
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
