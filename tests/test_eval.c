@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "pg_eval.h"
+#include "pg_ledger.h"
 #include "pg_optim.h"
 #include "pg_rng.h"
 #include "pgevalfx.h"
@@ -496,4 +497,72 @@ Test(optim, clip_and_cosine) {
   pg_err err;
   pg_optim_cfg bad = {.kind = PG_OPTIM_SGD, .momentum = 1.0};
   cr_assert_eq(pg_optim_create(&o, &bad, 1, &err), PG_E_ARG);
+}
+
+/* ---- the ledger on its own (pg_ledger.h): the events a checker replays ---------------------- */
+
+Test(ledger, single_pass_commit_update_and_completion) {
+  pg_ledger *l;
+  pg_err e;
+  pg_ledger_summary s;
+  cr_assert_eq(pg_ledger_create(&l, 10, 0, &e), PG_OK);
+  int dup = -1;
+  for (uint64_t t = 0; t < 5; t++) cr_assert_eq(pg_ledger_score(l, t, &dup, &e), PG_OK);
+  cr_assert_eq(dup, 0);
+  cr_assert_eq(pg_ledger_score(l, 2, &dup, &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "target 2 scored twice (single pass violated)");
+  cr_assert_eq(pg_ledger_score(l, 10, &dup, &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "internal: target 10 past the stream");
+  /* an update may not use a scored target before its commit, nor a position outside */
+  cr_assert_eq(pg_ledger_check_update(l, 3, "update", &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "update would use target 3 before its score is committed");
+  cr_assert_eq(pg_ledger_check_update(l, -1, "LoRA update", &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "LoRA update would use target -1 before its score is committed");
+  /* commit covers only what was scored, once, inside the stream */
+  pg_ledger_commit(l, 0, 8);
+  pg_ledger_commit(l, 0, 8);
+  pg_ledger_commit(l, 9, UINT64_C(1) << 40);
+  cr_assert_eq(pg_ledger_check_update(l, 3, "update", &e), PG_OK);
+  cr_assert(pg_ledger_is_committed(l, 4) && !pg_ledger_is_committed(l, 5));
+  cr_assert(!pg_ledger_is_committed(l, 10) && !pg_ledger_is_committed(l, -5));
+  pg_ledger_summarize(l, &s);
+  cr_assert_eq(s.targets, 10);
+  cr_assert_eq(s.scored, 5);
+  cr_assert_eq(s.committed, 5);
+  cr_assert_eq(s.duplicates, 0);
+  cr_assert_eq(pg_ledger_check_complete(l, &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "5 of 10 targets were scored (every target must be scored once)");
+  /* a target scored and not yet committed stays unusable until its own commit */
+  for (uint64_t t = 5; t < 10; t++) cr_assert_eq(pg_ledger_score(l, t, NULL, &e), PG_OK);
+  cr_assert_eq(pg_ledger_check_update(l, 9, "update", &e), PG_E_ILLEGAL);
+  pg_ledger_commit(l, 5, 5);
+  cr_assert_eq(pg_ledger_check_update(l, 9, "update", &e), PG_OK);
+  cr_assert_eq(pg_ledger_check_complete(l, &e), PG_OK);
+  pg_ledger_free(l);
+}
+
+Test(ledger, duplicates_are_counted_up_to_127) {
+  pg_ledger *l;
+  pg_err e;
+  pg_ledger_summary s;
+  cr_assert_eq(pg_ledger_create(&l, 3, 1, &e), PG_OK);
+  int dup = -1;
+  cr_assert_eq(pg_ledger_score(l, 1, &dup, &e), PG_OK);
+  cr_assert_eq(dup, 0);
+  cr_assert_eq(pg_ledger_score(l, 1, &dup, &e), PG_OK);
+  cr_assert_eq(dup, 1);
+  pg_ledger_commit(l, 0, 3);
+  cr_assert_eq(pg_ledger_score(l, 1, &dup, &e), PG_OK); /* scoring after the commit: counted */
+  for (int k = 3; k < 127; k++) cr_assert_eq(pg_ledger_score(l, 1, NULL, &e), PG_OK);
+  cr_assert_eq(pg_ledger_count(l, 1), 127);
+  cr_assert_eq(pg_ledger_score(l, 1, NULL, &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "target 1 scored 127 times");
+  cr_assert(pg_ledger_is_committed(l, 1)); /* the count never spills into the committed bit */
+  pg_ledger_summarize(l, &s);
+  cr_assert_eq(s.scored, 127);
+  cr_assert_eq(s.duplicates, 126);
+  cr_assert_eq(s.committed, 1);
+  cr_assert_eq(pg_ledger_count(l, 0), 0);
+  cr_assert_eq(pg_ledger_count(l, 99), 0);
+  pg_ledger_free(l);
 }
