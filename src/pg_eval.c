@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pg_eval_testing.h"
 #include "pg_ledger.h"
 #include "pg_shard.h"
 #include "pg_tape.h"
@@ -166,9 +167,10 @@ int pg_sliding_windows(uint64_t T, int L, int s, int tail_dup, pg_window **out, 
 
 typedef struct run {
   pg_model *m;
-  pg_val *val;
+  const pg_val *val;
   const pg_protocol *p;
   const pg_eval_hooks *hooks;
+  const pg_eval_test_hooks *test; /* pg_eval_testing.h; NULL outside the tests */
   pg_eval_result *res;
   pg_err *err;
   uint64_t N, T;      /* tokens kept, targets */
@@ -277,7 +279,10 @@ static int commit_chunk(run *r) {
   }
   res->chunks[res->nchunks++] = r->cur;
   const pg_eval_hooks *h = r->hooks;
-  if (h && h->on_commit && h->on_commit(h->ctx, res->nchunks - 1, &r->cur, r->val))
+  if (h && h->on_commit && h->on_commit(h->ctx, res->nchunks - 1, &r->cur))
+    return FAIL(r, PG_E_ARG, "stopped by the commit hook");
+  const pg_eval_test_hooks *th = r->test;
+  if (th && th->alter && th->alter(th->ctx, res->nchunks - 1, &r->cur, th->tok, r->val->n))
     return FAIL(r, PG_E_ARG, "stopped by the commit hook");
   pg_ledger_summary ls;
   pg_ledger_summarize(r->ledger, &ls);
@@ -391,7 +396,7 @@ static int score_chunked(run *r, const pg_window *w, size_t nw, uint64_t C,
       k++;
     }
     r->cur.first = ci * C;
-    if (after && r->hooks && r->hooks->inject_update_before_commit) /* fault injection */
+    if (after && r->test && r->test->inject_update_before_commit) /* fault injection */
       PG_TRY(after(r, ci, nchunks + 1, ctx));
     PG_TRY(score_windows(r, w + k0, k - k0));
     commit_range(r, ci * C, C);
@@ -748,8 +753,14 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
+int pg_eval_run(pg_model *m, const pg_ops *e, const pg_val *val, const pg_protocol *p,
                 const pg_eval_hooks *hooks, pg_eval_result *res, pg_err *err) {
+  return pg_eval_run_hooked(m, e, val, p, hooks, NULL, res, err);
+}
+
+int pg_eval_run_hooked(pg_model *m, const pg_ops *e, const pg_val *val, const pg_protocol *p,
+                       const pg_eval_hooks *hooks, const pg_eval_test_hooks *test,
+                       pg_eval_result *res, pg_err *err) {
   memset(res, 0, sizeof *res);
   PG_TRY(pg_protocol_validate(p, err));
   const pg_arch *a = pg_model_arch(m);
@@ -765,7 +776,7 @@ int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
                         "validation token %llu is %d, outside the model's vocabulary of %d",
                         (unsigned long long)i, val->tok[i], a->vocab_size);
   double t0 = now_s();
-  run R = {.m = m, .val = val, .p = p, .hooks = hooks, .res = res, .err = err};
+  run R = {.m = m, .val = val, .p = p, .hooks = hooks, .test = test, .res = res, .err = err};
   run *r = &R;
   int L = p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED ? p->lora_window
                                                                           : p->seq_len;
