@@ -258,6 +258,134 @@ static int protocol_from_text(const char *text, const struct option *lo, pg_prot
   return 0;
 }
 
+/* What the receipt's provenance says (spec/eval.md §7.1), and the warnings, printed here. */
+typedef struct prov_state {
+  pg_receipt_provenance prov;
+  warnings warns;
+  char src_text[4400], diff[2048], unchecked_line[4096];
+  char *w_record, *w_proto, *utext;
+} prov_state;
+
+static int gather_provenance(prov_state *ps, const opts *o, int is_st, pg_artifact *art,
+                             const pg_arch *arch, const struct option *lo, pg_err *err) {
+  const pg_arch_follows *fw = &arch->follows;
+  char line[6000];
+  {
+    char *stored = is_st ? pg_tool_weights_meta(o->artifact, NULL, "arch.json") : NULL;
+    if (!o->arch)
+      snprintf(ps->src_text, sizeof ps->src_text, "%s",
+               is_st ? "the file's __metadata__ arch.json" : "the artifact's arch.json");
+    else
+      snprintf(ps->src_text, sizeof ps->src_text, "--arch %s (%s)", o->arch,
+               is_st && !stored ? "the file records no arch"
+                                : "the same model as the file's own arch.json");
+    free(stored);
+  }
+  ps->prov.arch_source = ps->src_text;
+  ps->prov.arch_follows = fw->set ? fw->record : NULL;
+  ps->w_record = pg_tool_weights_meta(o->artifact, art, "provenance.record");
+  ps->w_proto = pg_tool_weights_meta(o->artifact, art, "provenance.protocol");
+  ps->prov.weights_record = ps->w_record;
+  if (pg_arch_unchecked_json(arch, &ps->utext, err)) return err->status;
+  ps->prov.not_fixed_json = ps->utext;
+  {
+    json_t *unchecked = json_loads(ps->utext, 0, NULL);
+    if (!unchecked) unchecked = json_object();
+    unchecked_text(unchecked, ps->unchecked_line, sizeof ps->unchecked_line);
+    json_decref(unchecked);
+  }
+  if (ps->w_record && fw->set && strcmp(ps->w_record, fw->record)) {
+    snprintf(line, sizeof line, "the weights come from record \"%s\" (their provenance.record) "
+             "but the arch follows \"%s\": these settings, which the weights cannot show, are "
+             "that record's and may not be theirs: %s", ps->w_record, fw->record,
+             ps->unchecked_line);
+    warn(&ps->warns, line);
+  }
+  /* the record's protocol: the weights' own provenance first, else the arch's record */
+  const char *wp = ps->w_proto;
+  const char *rtext = wp ? wp : fw->set && fw->protocol[0] ? fw->protocol : NULL;
+  const char *rname = wp ? (ps->w_record ? ps->w_record : "the weights' record") : fw->record;
+  ps->prov.record_protocol = rtext;
+  ps->prov.record_protocol_source = !rtext ? NULL
+                                    : wp   ? "the weights' provenance.protocol"
+                                           : "the arch's follows.protocol";
+  pg_protocol rp;
+  ps->prov.matches_record = -1;
+  if (!rtext) {
+    /* no record protocol to compare with: unknown */
+  } else if (protocol_from_text(rtext, lo, &rp)) {
+    snprintf(line, sizeof line, "cannot read the protocol recorded for %s: \"%s\"", rname,
+             rtext);
+    warn(&ps->warns, line);
+  } else if (pg_receipt_protocol_diff(&o->p, &rp, ps->diff, sizeof ps->diff)) {
+    ps->prov.matches_record = 0;
+    ps->prov.differences = ps->diff;
+    snprintf(line, sizeof line, "the protocol differs from the one that gave %s its figure "
+             "(\"%s\"): %s; this val_bpb is not comparable to the record's", rname, rtext,
+             ps->diff);
+    warn(&ps->warns, line);
+  } else {
+    ps->prov.matches_record = 1;
+  }
+  ps->prov.warnings = ps->warns.list;
+  ps->prov.nwarnings = ps->warns.n;
+  return PG_OK;
+}
+
+static void prov_state_free(prov_state *ps) {
+  free(ps->w_record);
+  free(ps->w_proto);
+  free(ps->utext);
+}
+
+/* The report on stdout (without --json). */
+static void print_report(const opts *o, const prov_state *ps, const pg_arch *arch,
+                         uint64_t art_size, uint64_t art_hash, const pg_eval_result *res,
+                         const pg_eval_result *r32, uint64_t n, uint64_t total, int nthreads) {
+  const pg_arch_follows *fw = &arch->follows;
+  char a[32], b[32];
+  printf("artifact   %s (%s bytes, xxh64 %016llx)\n", pg_safe(o->artifact),
+         pg_fmt_u64(a, art_size), (unsigned long long)art_hash);
+  printf("protocol   %s%s\n", pg_proto_name(o->p.kind),
+         o->p.tail_dup ? " (tail variant: the last L-S targets are scored twice)" : "");
+  printf("arch       ");
+  if (fw->set) {
+    printf("follows ");
+    pg_print_safe(stdout, fw->record, strlen(fw->record));
+    if (fw->pr) printf(" (PR #%d)", fw->pr);
+    if (fw->val_bpb > 0) printf(", reported val_bpb %.5g", fw->val_bpb);
+    printf("\n");
+  } else {
+    printf("names no record (no \"follows\")\n");
+  }
+  printf("unchecked  not fixed by the weights, taken from the arch: ");
+  pg_print_safe(stdout, ps->unchecked_line, strlen(ps->unchecked_line));
+  printf("\n");
+  if (ps->prov.matches_record >= 0)
+    printf("record     the protocol %s the record's (%s)\n",
+           ps->prov.matches_record ? "is" : "is NOT",
+           ps->w_proto ? "provenance.protocol" : "follows.protocol");
+  if (o->precision == PG_PREC_BF16)
+    printf("precision  bf16 (the records' autocast rounding points, spec/engine.md §7)\n");
+  printf("val_loss   %.8f\n", res->val_loss);
+  printf("val_bpb    %.8f\n", res->val_bpb);
+  if (r32)
+    printf("fp32       val_loss %.8f  val_bpb %.8f  (bf16 - fp32: %+.3e bpb)\n", r32->val_loss,
+           r32->val_bpb, res->val_bpb - r32->val_bpb);
+  printf("targets    %s of T = %s%s\n", pg_fmt_u64(a, res->scored), pg_fmt_u64(b, res->targets),
+         res->duplicates ? " (duplicates included)" : " (every target scored once)");
+  printf("bytes      %s\n", pg_fmt_u64(a, (uint64_t)res->sum.bytes));
+  if (n < total)
+    printf("partial    the first %s of %s validation tokens\n", pg_fmt_u64(a, n),
+           pg_fmt_u64(b, total));
+  if (res->train_steps)
+    printf("updates    %s (score-first: each after its chunk's score was committed)\n",
+           pg_fmt_u64(a, res->train_steps));
+  printf("time       %.2f s (engine cpu, %d threads)\n", res->seconds + (r32 ? r32->seconds : 0),
+         nthreads);
+  if (!o->no_receipt) printf("receipt    %s\n", pg_safe(o->receipt));
+}
+
 int main(int argc, char **argv) {
   static const struct option lo[] = {
       {"val", required_argument, 0, O_VAL}, {"bytes", required_argument, 0, O_BYTES},
@@ -368,15 +496,12 @@ int main(int argc, char **argv) {
   pg_val_data vd = {0};
   pg_eval_result res = {0}, res32 = {0};
   const int fig32 = o.precision == PG_PREC_BF16 && !o.no_fp32;
-  char *text = NULL, *utext = NULL;
-  pg_receipt_provenance prov = {0};
-  warnings warns = {0};
+  char *text = NULL;
+  prov_state ps = {0};
   pg_receipt_shard *shards = NULL;
   size_t nshards = 0;
   uint64_t art_hash = 0, art_size = 0, tok_hash = 0;
   const pg_arch *arch;
-  char *w_record = NULL, *w_proto = NULL;
-  char unchecked_line[4096] = "";
 
   /* the artifact (or safetensors weights) and its model */
   int is_art = 0;
@@ -455,63 +580,7 @@ int main(int argc, char **argv) {
             pg_precision_name((pg_precision)o.precision), fig32 ? " then fp32" : "");
   }
   /* provenance: what the weights cannot show, and the record's protocol (spec/eval.md §7.1) */
-  const pg_arch_follows *fw = &arch->follows;
-  char src_text[4400], diff[2048], line[6000];
-  {
-    char *stored = is_st ? pg_tool_weights_meta(o.artifact, NULL, "arch.json") : NULL;
-    if (!o.arch)
-      snprintf(src_text, sizeof src_text, "%s", is_st ? "the file's __metadata__ arch.json"
-                                                      : "the artifact's arch.json");
-    else
-      snprintf(src_text, sizeof src_text, "--arch %s (%s)", o.arch,
-               is_st && !stored ? "the file records no arch"
-                                : "the same model as the file's own arch.json");
-    free(stored);
-  }
-  prov.arch_source = src_text;
-  prov.arch_follows = fw->set ? fw->record : NULL;
-  w_record = pg_tool_weights_meta(o.artifact, art, "provenance.record");
-  w_proto = pg_tool_weights_meta(o.artifact, art, "provenance.protocol");
-  prov.weights_record = w_record;
-  if (pg_arch_unchecked_json(arch, &utext, &err)) goto fail;
-  prov.not_fixed_json = utext;
-  {
-    json_t *unchecked = json_loads(utext, 0, NULL);
-    if (!unchecked) unchecked = json_object();
-    unchecked_text(unchecked, unchecked_line, sizeof unchecked_line);
-    json_decref(unchecked);
-  }
-  if (w_record && fw->set && strcmp(w_record, fw->record)) {
-    snprintf(line, sizeof line, "the weights come from record \"%s\" (their provenance.record) "
-             "but the arch follows \"%s\": these settings, which the weights cannot show, are "
-             "that record's and may not be theirs: %s", w_record, fw->record, unchecked_line);
-    warn(&warns, line);
-  }
-  /* the record's protocol: the weights' own provenance first, else the arch's record */
-  const char *rtext = w_proto ? w_proto : fw->set && fw->protocol[0] ? fw->protocol : NULL;
-  const char *rname = w_proto ? (w_record ? w_record : "the weights' record") : fw->record;
-  prov.record_protocol = rtext;
-  prov.record_protocol_source = !rtext    ? NULL
-                                : w_proto ? "the weights' provenance.protocol"
-                                          : "the arch's follows.protocol";
-  pg_protocol rp;
-  prov.matches_record = -1;
-  if (!rtext) {
-  } else if (protocol_from_text(rtext, lo, &rp)) {
-    snprintf(line, sizeof line, "cannot read the protocol recorded for %s: \"%s\"", rname,
-             rtext);
-    warn(&warns, line);
-  } else if (pg_receipt_protocol_diff(&o.p, &rp, diff, sizeof diff)) {
-    prov.matches_record = 0;
-    prov.differences = diff;
-    snprintf(line, sizeof line, "the protocol differs from the one that gave %s its figure "
-             "(\"%s\"): %s; this val_bpb is not comparable to the record's", rname, rtext, diff);
-    warn(&warns, line);
-  } else {
-    prov.matches_record = 1;
-  }
-  prov.warnings = warns.list;
-  prov.nwarnings = warns.n;
+  if (gather_provenance(&ps, &o, is_st, art, arch, lo, &err)) goto fail;
   /* the fp32 figure runs on its own copy of the weights: a TTT protocol changes the model */
   if (fig32 && (pg_model_create(&m32, arch, &err) || pg_model_copy_params(m32, m, &err)))
     goto fail;
@@ -543,7 +612,8 @@ int main(int argc, char **argv) {
       .tokenizer_pieces = pg_spm_vocab_size(spm), .tokenizer_xxh64 = tok_hash,
       .val_pattern = o.val, .shards = shards, .nshards = nshards,
       .tokens_available = pg_shard_set_count(set), .tokens_read = n, .bytes_pattern = o.bytes,
-      .protocol = &o.p, .provenance = &prov, .result = &res, .result_fp32 = fig32 ? &res32 : NULL,
+      .protocol = &o.p, .provenance = &ps.prov, .result = &res,
+      .result_fp32 = fig32 ? &res32 : NULL,
       .engine = "cpu", .threads = nthreads, .precision = o.precision,
 #ifdef __VERSION__
       .compiler = __VERSION__,
@@ -555,47 +625,8 @@ int main(int argc, char **argv) {
   if (o.json) {
     fputs(text, stdout);
   } else {
-    char a[32], b[32];
-    printf("artifact   %s (%s bytes, xxh64 %016llx)\n", pg_safe(o.artifact),
-           pg_fmt_u64(a, art_size),
-           (unsigned long long)art_hash);
-    printf("protocol   %s%s\n", pg_proto_name(o.p.kind),
-           o.p.tail_dup ? " (tail variant: the last L-S targets are scored twice)" : "");
-    printf("arch       ");
-    if (fw->set) {
-      printf("follows ");
-      pg_print_safe(stdout, fw->record, strlen(fw->record));
-      if (fw->pr) printf(" (PR #%d)", fw->pr);
-      if (fw->val_bpb > 0) printf(", reported val_bpb %.5g", fw->val_bpb);
-      printf("\n");
-    } else {
-      printf("names no record (no \"follows\")\n");
-    }
-    printf("unchecked  not fixed by the weights, taken from the arch: ");
-    pg_print_safe(stdout, unchecked_line, strlen(unchecked_line));
-    printf("\n");
-    if (prov.matches_record >= 0)
-      printf("record     the protocol %s the record's (%s)\n",
-             prov.matches_record ? "is" : "is NOT", w_proto ? "provenance.protocol"
-                                                             : "follows.protocol");
-    if (o.precision == PG_PREC_BF16)
-      printf("precision  bf16 (the records' autocast rounding points, spec/engine.md §7)\n");
-    printf("val_loss   %.8f\n", res.val_loss);
-    printf("val_bpb    %.8f\n", res.val_bpb);
-    if (fig32)
-      printf("fp32       val_loss %.8f  val_bpb %.8f  (bf16 - fp32: %+.3e bpb)\n", res32.val_loss,
-             res32.val_bpb, res.val_bpb - res32.val_bpb);
-    printf("targets    %s of T = %s%s\n", pg_fmt_u64(a, res.scored), pg_fmt_u64(b, res.targets),
-           res.duplicates ? " (duplicates included)" : " (every target scored once)");
-    printf("bytes      %s\n", pg_fmt_u64(a, (uint64_t)res.sum.bytes));
-    if (n < pg_shard_set_count(set))
-      printf("partial    the first %s of %s validation tokens\n", pg_fmt_u64(a, n),
-             pg_fmt_u64(b, pg_shard_set_count(set)));
-    if (res.train_steps)
-      printf("updates    %s (score-first: each after its chunk's score was committed)\n",
-             pg_fmt_u64(a, res.train_steps));
-    printf("time       %.2f s (engine cpu, %d threads)\n", res.seconds + res32.seconds, nthreads);
-    if (!o.no_receipt) printf("receipt    %s\n", pg_safe(o.receipt));
+    print_report(&o, &ps, arch, art_size, art_hash, &res, fig32 ? &res32 : NULL, n,
+                 pg_shard_set_count(set), nthreads);
   }
   rc = PG_EXIT_OK;
   goto done;
@@ -603,10 +634,8 @@ fail:
   rc = pg_tool_fail(PROG, &err);
 done:
   free(text);
-  free(utext);
   free(shards);
-  free(w_record);
-  free(w_proto);
+  prov_state_free(&ps);
   pg_eval_result_free(&res);
   pg_eval_result_free(&res32);
   pg_val_data_free(&vd);
