@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "pg_eval_testing.h"
+#include "pg_ledger.h"
 #include "pg_shard.h"
 #include "pg_tape.h"
 
@@ -163,19 +165,16 @@ int pg_sliding_windows(uint64_t T, int L, int s, int tail_dup, pg_window **out, 
 
 /* ---- the run's state ------------------------------------------------------------------------- */
 
-#define LEDGER_COMMITTED 0x80u
-#define LEDGER_COUNT 0x7fu
-
 typedef struct run {
   pg_model *m;
-  pg_val *val;
+  const pg_val *val;
   const pg_protocol *p;
   const pg_eval_hooks *hooks;
+  const pg_eval_test_hooks *test; /* pg_eval_testing.h; NULL outside the tests */
   pg_eval_result *res;
   pg_err *err;
   uint64_t N, T;      /* tokens kept, targets */
-  uint8_t *ledger;    /* [T]: count of scorings, LEDGER_COMMITTED once committed */
-  uint64_t committed; /* targets committed (first scorings) */
+  pg_ledger *ledger;  /* scorings and commits of the T targets (spec/eval.md §6) */
   pg_tape *inf, *rec;
   pg_eval_chunk cur;  /* the chunk being accumulated */
   size_t chunk_cap;
@@ -223,7 +222,7 @@ static int ensure_buffers(run *r, size_t rows, size_t tokens) {
 }
 
 static void free_run(run *r) {
-  free(r->ledger);
+  pg_ledger_free(r->ledger);
   pg_tape_free(r->inf);
   pg_tape_free(r->rec);
   free(r->ids);
@@ -244,21 +243,14 @@ static uint32_t target_bytes(const run *r, uint64_t t) {
 
 /* Score one target: add it to the sums (in scoring order) and to the ledger. */
 static int score(run *r, uint64_t t, double nll) {
-  if (t >= r->T) return pg_err_set(r->err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
-                                   "internal: target %llu past the stream", (unsigned long long)t);
+  int dup;
+  if (t >= r->T) return pg_ledger_score(r->ledger, t, &dup, r->err); /* past the stream */
   if (!isfinite(nll))
     return pg_err_set(r->err, PG_E_ARG, NULL, PG_NO_OFFSET,
                       "the model gives a non-finite loss (%g) at target %llu", nll,
                       (unsigned long long)t);
-  uint8_t c = r->ledger[t];
-  if ((c & LEDGER_COUNT) && !r->p->tail_dup)
-    return pg_err_set(r->err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
-                      "target %llu scored twice (single pass violated)", (unsigned long long)t);
-  if ((c & LEDGER_COUNT) == LEDGER_COUNT)
-    return pg_err_set(r->err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET, "target %llu scored 127 times",
-                      (unsigned long long)t);
-  if (c & LEDGER_COUNT) r->res->duplicates++;
-  r->ledger[t] = (uint8_t)(c + 1);
+  PG_TRY(pg_ledger_score(r->ledger, t, &dup, r->err));
+  if (dup) r->res->duplicates++;
   double b = (double)target_bytes(r, t);
   r->res->sum.nats += nll;
   r->res->sum.tokens += 1.0;
@@ -272,11 +264,7 @@ static int score(run *r, uint64_t t, double nll) {
 
 /* Mark the targets [first, first + n) committed (scored once at least). */
 static void commit_range(run *r, uint64_t first, uint64_t n) {
-  for (uint64_t t = first; t < first + n && t < r->T; t++)
-    if ((r->ledger[t] & LEDGER_COUNT) && !(r->ledger[t] & LEDGER_COMMITTED)) {
-      r->ledger[t] |= LEDGER_COMMITTED;
-      r->committed++;
-    }
+  pg_ledger_commit(r->ledger, first, n);
 }
 
 /* Close the current chunk: append it to the result and call the hooks. */
@@ -291,9 +279,14 @@ static int commit_chunk(run *r) {
   }
   res->chunks[res->nchunks++] = r->cur;
   const pg_eval_hooks *h = r->hooks;
-  if (h && h->on_commit && h->on_commit(h->ctx, res->nchunks - 1, &r->cur, r->val))
+  if (h && h->on_commit && h->on_commit(h->ctx, res->nchunks - 1, &r->cur))
     return FAIL(r, PG_E_ARG, "stopped by the commit hook");
-  if (h && h->progress && h->progress(h->ctx, r->committed, r->T))
+  const pg_eval_test_hooks *th = r->test;
+  if (th && th->alter && th->alter(th->ctx, res->nchunks - 1, &r->cur, th->tok, r->val->n))
+    return FAIL(r, PG_E_ARG, "stopped by the commit hook");
+  pg_ledger_summary ls;
+  pg_ledger_summarize(r->ledger, &ls);
+  if (h && h->progress && h->progress(h->ctx, ls.committed, r->T))
     return FAIL(r, PG_E_ARG, "stopped by the progress hook");
   memset(&r->cur, 0, sizeof r->cur);
   return PG_OK;
@@ -356,11 +349,8 @@ static int train_weights(run *r, size_t n, int mask, uint64_t *used) {
   uint64_t cnt = 0;
   for (size_t i = 0; i < n; i++) {
     int64_t o = r->orig[i];
-    int ok = o >= 0 && (uint64_t)o < r->T && (r->ledger[o] & LEDGER_COMMITTED);
-    if (!ok && !mask)
-      return pg_err_set(r->err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
-                        "update would use target %lld before its score is committed",
-                        (long long)o);
+    int ok = pg_ledger_is_committed(r->ledger, o);
+    if (!ok && !mask) return pg_ledger_check_update(r->ledger, o, "update", r->err);
     if (!ok) r->res->masked++;
     r->dnll[i] = ok ? 1 : 0;
     cnt += (uint64_t)ok;
@@ -406,7 +396,7 @@ static int score_chunked(run *r, const pg_window *w, size_t nw, uint64_t C,
       k++;
     }
     r->cur.first = ci * C;
-    if (after && r->hooks && r->hooks->inject_update_before_commit) /* fault injection */
+    if (after && r->test && r->test->inject_update_before_commit) /* fault injection */
       PG_TRY(after(r, ci, nchunks + 1, ctx));
     PG_TRY(score_windows(r, w + k0, k - k0));
     commit_range(r, ci * C, C);
@@ -658,10 +648,7 @@ static int lora_batch(run *r, lora_run *lr, const doc *d, size_t n) {
         uint64_t ws = end > (uint64_t)W ? end - (uint64_t)W : 0;
         for (uint64_t t = cs; t < end; t++) {
           size_t o = SZ(row, width) + (size_t)(t - ws);
-          if (!(r->ledger[r->orig[o]] & LEDGER_COMMITTED))
-            return pg_err_set(r->err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
-                              "LoRA update would use target %lld before its score is committed",
-                              (long long)r->orig[o]);
+          PG_TRY(pg_ledger_check_update(r->ledger, r->orig[o], "LoRA update", r->err));
           r->dnll[o] = (pg_real)(1.0 / (double)(end - cs));
         }
       }
@@ -766,8 +753,14 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
+int pg_eval_run(pg_model *m, const pg_ops *e, const pg_val *val, const pg_protocol *p,
                 const pg_eval_hooks *hooks, pg_eval_result *res, pg_err *err) {
+  return pg_eval_run_hooked(m, e, val, p, hooks, NULL, res, err);
+}
+
+int pg_eval_run_hooked(pg_model *m, const pg_ops *e, const pg_val *val, const pg_protocol *p,
+                       const pg_eval_hooks *hooks, const pg_eval_test_hooks *test,
+                       pg_eval_result *res, pg_err *err) {
   memset(res, 0, sizeof *res);
   PG_TRY(pg_protocol_validate(p, err));
   const pg_arch *a = pg_model_arch(m);
@@ -783,7 +776,7 @@ int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
                         "validation token %llu is %d, outside the model's vocabulary of %d",
                         (unsigned long long)i, val->tok[i], a->vocab_size);
   double t0 = now_s();
-  run R = {.m = m, .val = val, .p = p, .hooks = hooks, .res = res, .err = err};
+  run R = {.m = m, .val = val, .p = p, .hooks = hooks, .test = test, .res = res, .err = err};
   run *r = &R;
   int L = p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED ? p->lora_window
                                                                           : p->seq_len;
@@ -802,8 +795,7 @@ int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
                       "plain scores whole windows of %d: %llu targets leave %llu unscored "
                       "(trim the stream: drop --no-trim)",
                       L, (unsigned long long)r->T, (unsigned long long)(r->T % (uint64_t)L));
-  r->ledger = calloc(r->T, 1);
-  int rc = r->ledger ? PG_OK : FAIL(r, PG_E_NOMEM, "cannot allocate the ledger");
+  int rc = pg_ledger_create(&r->ledger, r->T, p->tail_dup, err);
   if (!rc) rc = pg_tape_create(&r->inf, e, 0);
   if (!rc) rc = pg_tape_create(&r->rec, e, 1);
   if (!rc) {
@@ -812,10 +804,7 @@ int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
     else
       rc = run_windows(r);
   }
-  if (!rc && r->committed != r->T)
-    rc = pg_err_set(err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
-                    "%llu of %llu targets were scored (every target must be scored once)",
-                    (unsigned long long)r->committed, (unsigned long long)r->T);
+  if (!rc) rc = pg_ledger_check_complete(r->ledger, err);
   if (!rc) rc = pg_bpb_result(&res->sum, &res->val_loss, &res->val_bpb, err);
   res->seconds = now_s() - t0;
   free_run(r);

@@ -78,7 +78,7 @@ int pg_protocol_validate(const pg_protocol *p, pg_err *err);
 /* The validation stream: n tokens; the bytes of the target at position i+1 come from the tables
  * (pair (tok[i], tok[i+1])) or from a sidecar aligned with the tokens (bytes[i+1]). */
 typedef struct pg_val {
-  int32_t *tok; /* mutable only so a test hook can alter already scored tokens */
+  const int32_t *tok;
   uint64_t n;
   const pg_spm_tables *tables;
   const uint16_t *bytes;
@@ -108,20 +108,18 @@ typedef struct pg_eval_result {
 void pg_eval_result_free(pg_eval_result *r);
 
 /* Optional callbacks. on_commit runs right after a chunk's sums are committed and before any
- * update may use its targets (a test may alter those tokens there); progress reports targets
- * committed out of the total. A non-zero return from either stops the run with PG_E_ARG. */
+ * update may use its targets; progress reports targets committed out of the total. A non-zero
+ * return from either stops the run with PG_E_ARG. (The seams the tests use to alter scored
+ * tokens and to inject an illegal update are in pg_eval_testing.h, not here.) */
 typedef struct pg_eval_hooks {
-  int (*on_commit)(void *ctx, size_t chunk, const pg_eval_chunk *c, pg_val *val);
+  int (*on_commit)(void *ctx, size_t chunk, const pg_eval_chunk *c);
   int (*progress)(void *ctx, uint64_t done, uint64_t total);
   void *ctx;
-  /* Fault injection for tests: chunked TTT trains on each chunk before scoring it (the classic
-   * illegal order); the ledger must stop the run with PG_E_ILLEGAL. */
-  int inject_update_before_commit;
 } pg_eval_hooks;
 
 /* Run protocol p of model m on val with the engine e. The TTT protocols change m's parameters
  * (pass a copy to keep the original). */
-int pg_eval_run(pg_model *m, const pg_ops *e, pg_val *val, const pg_protocol *p,
+int pg_eval_run(pg_model *m, const pg_ops *e, const pg_val *val, const pg_protocol *p,
                 const pg_eval_hooks *hooks, pg_eval_result *res, pg_err *err);
 
 /* Windows of the sliding protocol over T targets: start ws, first scored offset lo, length wlen.

@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "pg_eval.h"
+#include "pg_eval_testing.h"
+#include "pg_ledger.h"
 #include "pg_optim.h"
 #include "pg_rng.h"
 #include "pgevalfx.h"
@@ -35,6 +37,7 @@ static pg_model *model(const char *json, uint64_t seed) {
 
 typedef struct fixture {
   pg_spm_tables t;
+  int32_t *tok; /* the stream, writable by the tests; val.tok points to it */
   pg_val val;
   pg_model *m;
   pg_ops e;
@@ -42,20 +45,22 @@ typedef struct fixture {
 
 static void fx_init(fixture *f, uint64_t n, const char *json, int threads) {
   f->t = pgfx_tables(V);
-  f->val = (pg_val){.tok = pgfx_stream(n, V, 5), .n = n, .tables = &f->t};
+  f->tok = pgfx_stream(n, V, 5);
+  f->val = (pg_val){.tok = f->tok, .n = n, .tables = &f->t};
   f->m = model(json, 9);
   f->e = pg_ops_cpu(threads);
 }
 
 static void fx_free(fixture *f) {
-  free(f->val.tok);
+  free(f->tok);
   pgfx_tables_free(&f->t);
   pg_model_free(f->m);
 }
 
-static void run_ok(fixture *f, const pg_protocol *p, const pg_eval_hooks *h, pg_eval_result *res) {
+static void run_ok(fixture *f, const pg_protocol *p, const pg_eval_test_hooks *h,
+                   pg_eval_result *res) {
   pg_err err;
-  int rc = pg_eval_run(f->m, &f->e, &f->val, p, h, res, &err);
+  int rc = pg_eval_run_hooked(f->m, &f->e, &f->val, p, NULL, h, res, &err);
   cr_assert_eq(rc, PG_OK, "eval: %s", err.msg);
   cr_assert_eq(res->scored - res->duplicates, res->targets, "every target scored once");
   cr_assert_eq((uint64_t)res->sum.tokens, res->scored);
@@ -248,21 +253,21 @@ Test(eval, errors_are_clear) {
   pg_err err;
   cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_ARG);
   cr_assert(strstr(err.msg, "shorter than one window"), "%s", err.msg);
-  free(f.val.tok);
-  f.val.tok = pgfx_stream(200, V, 5);
+  free(f.tok);
+  f.val.tok = f.tok = pgfx_stream(200, V, 5);
   f.val.n = 200;
-  f.val.tok[77] = V; /* outside the vocabulary */
+  f.tok[77] = V; /* outside the vocabulary */
   cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_TOKEN_RANGE);
   cr_assert(strstr(err.msg, "77"), "%s", err.msg);
-  f.val.tok[77] = 5;
-  f.val.tok[0] = 7; /* no BOS first: no documents */
+  f.tok[77] = 5;
+  f.tok[0] = 7; /* no BOS first: no documents */
   pg_protocol l = proto(PG_PROTO_TTT_LORA);
   cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &l, NULL, &res, &err), PG_E_MALFORMED);
   p.stride = 0;
   cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_ARG);
   /* a NaN weight shows as a non-finite loss naming the target */
   p = proto(PG_PROTO_SLIDING);
-  f.val.tok[0] = BOS;
+  f.tok[0] = BOS;
   pg_model_data(f.m, 0)[f.val.tok[3] * 16 + 2] = NAN;
   cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_ARG);
   cr_assert(strstr(err.msg, "non-finite"), "%s", err.msg);
@@ -277,12 +282,13 @@ typedef struct alter {
   int done;
 } alter;
 
-static int alter_on_commit(void *ctx, size_t chunk, const pg_eval_chunk *c, pg_val *val) {
+static int alter_on_commit(void *ctx, size_t chunk, const pg_eval_chunk *c, int32_t *tok,
+                           uint64_t n) {
   alter *a = ctx;
   (void)c;
   if (chunk != a->chunk) return 0;
-  for (uint64_t i = a->from; i < a->to && i < val->n; i++)
-    if (val->tok[i] != BOS) val->tok[i] = 4 + (val->tok[i] + 11) % (V - 4);
+  for (uint64_t i = a->from; i < a->to && i < n; i++)
+    if (tok[i] != BOS) tok[i] = 4 + (tok[i] + 11) % (V - 4);
   a->done = 1;
   return 0;
 }
@@ -307,7 +313,7 @@ static void score_first(int kind, int opt) {
   int32_t *orig = malloc(f.val.n * sizeof *orig);
   memcpy(orig, f.val.tok, f.val.n * sizeof *orig);
   alter al = {.chunk = 2, .from = 2 * 64 + 1, .to = 3 * 64 + 1};
-  pg_eval_hooks h = {.on_commit = alter_on_commit, .ctx = &al};
+  pg_eval_test_hooks h = {.alter = alter_on_commit, .tok = f.tok, .ctx = &al};
   run_ok(&f, &p, &h, &B);
   cr_assert(al.done);
   for (size_t c = 0; c <= 2; c++)
@@ -316,20 +322,20 @@ static void score_first(int kind, int opt) {
   cr_assert(memcmp(&A.chunks[3], &B.chunks[3], sizeof A.chunks[3]) != 0,
             "the alteration must reach the later chunks (else the test proves nothing)");
   /* C: tokens after chunk 3's last target altered before the run: chunks 0..3 unchanged */
-  memcpy(f.val.tok, orig, f.val.n * sizeof *orig);
+  memcpy(f.tok, orig, f.val.n * sizeof *orig);
   pg_model_copy_params(f.m, m0, &err);
   for (uint64_t i = 4 * 64 + 1; i < f.val.n; i++)
-    if (f.val.tok[i] != BOS) f.val.tok[i] = 4 + (f.val.tok[i] + 5) % (V - 4);
+    if (f.tok[i] != BOS) f.tok[i] = 4 + (f.tok[i] + 5) % (V - 4);
   run_ok(&f, &p, NULL, &C);
   for (size_t c = 0; c <= 3; c++)
     cr_assert_eq(memcmp(&A.chunks[c], &C.chunks[c], sizeof A.chunks[c]), 0,
                  "chunk %zu depends on future tokens", c);
   /* an update placed before its chunk's commit is stopped */
-  memcpy(f.val.tok, orig, f.val.n * sizeof *orig);
+  memcpy(f.tok, orig, f.val.n * sizeof *orig);
   pg_model_copy_params(f.m, m0, &err);
-  pg_eval_hooks bad = {.inject_update_before_commit = 1};
+  pg_eval_test_hooks bad = {.inject_update_before_commit = 1};
   pg_eval_result D;
-  cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, &bad, &D, &err), PG_E_ILLEGAL);
+  cr_assert_eq(pg_eval_run_hooked(f.m, &f.e, &f.val, &p, NULL, &bad, &D, &err), PG_E_ILLEGAL);
   cr_assert(strstr(err.msg, "before its score is committed"), "%s", err.msg);
   pg_eval_result_free(&A);
   pg_eval_result_free(&B);
@@ -389,7 +395,7 @@ Test(eval, lora_score_first_and_document_independence) {
   /* alter every token of the stream right after batch 1 commits: batches 0 and 1 are final,
    * the later ones see new tokens */
   alter al = {.chunk = 1, .from = 0, .to = f.val.n};
-  pg_eval_hooks h = {.on_commit = alter_on_commit, .ctx = &al};
+  pg_eval_test_hooks h = {.alter = alter_on_commit, .tok = f.tok, .ctx = &al};
   pg_model *m0 = model(ARCH, 9);
   pg_err err;
   pg_model_copy_params(f.m, m0, &err);
@@ -496,4 +502,72 @@ Test(optim, clip_and_cosine) {
   pg_err err;
   pg_optim_cfg bad = {.kind = PG_OPTIM_SGD, .momentum = 1.0};
   cr_assert_eq(pg_optim_create(&o, &bad, 1, &err), PG_E_ARG);
+}
+
+/* ---- the ledger on its own (pg_ledger.h): the events a checker replays ---------------------- */
+
+Test(ledger, single_pass_commit_update_and_completion) {
+  pg_ledger *l;
+  pg_err e;
+  pg_ledger_summary s;
+  cr_assert_eq(pg_ledger_create(&l, 10, 0, &e), PG_OK);
+  int dup = -1;
+  for (uint64_t t = 0; t < 5; t++) cr_assert_eq(pg_ledger_score(l, t, &dup, &e), PG_OK);
+  cr_assert_eq(dup, 0);
+  cr_assert_eq(pg_ledger_score(l, 2, &dup, &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "target 2 scored twice (single pass violated)");
+  cr_assert_eq(pg_ledger_score(l, 10, &dup, &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "internal: target 10 past the stream");
+  /* an update may not use a scored target before its commit, nor a position outside */
+  cr_assert_eq(pg_ledger_check_update(l, 3, "update", &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "update would use target 3 before its score is committed");
+  cr_assert_eq(pg_ledger_check_update(l, -1, "LoRA update", &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "LoRA update would use target -1 before its score is committed");
+  /* commit covers only what was scored, once, inside the stream */
+  pg_ledger_commit(l, 0, 8);
+  pg_ledger_commit(l, 0, 8);
+  pg_ledger_commit(l, 9, UINT64_C(1) << 40);
+  cr_assert_eq(pg_ledger_check_update(l, 3, "update", &e), PG_OK);
+  cr_assert(pg_ledger_is_committed(l, 4) && !pg_ledger_is_committed(l, 5));
+  cr_assert(!pg_ledger_is_committed(l, 10) && !pg_ledger_is_committed(l, -5));
+  pg_ledger_summarize(l, &s);
+  cr_assert_eq(s.targets, 10);
+  cr_assert_eq(s.scored, 5);
+  cr_assert_eq(s.committed, 5);
+  cr_assert_eq(s.duplicates, 0);
+  cr_assert_eq(pg_ledger_check_complete(l, &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "5 of 10 targets were scored (every target must be scored once)");
+  /* a target scored and not yet committed stays unusable until its own commit */
+  for (uint64_t t = 5; t < 10; t++) cr_assert_eq(pg_ledger_score(l, t, NULL, &e), PG_OK);
+  cr_assert_eq(pg_ledger_check_update(l, 9, "update", &e), PG_E_ILLEGAL);
+  pg_ledger_commit(l, 5, 5);
+  cr_assert_eq(pg_ledger_check_update(l, 9, "update", &e), PG_OK);
+  cr_assert_eq(pg_ledger_check_complete(l, &e), PG_OK);
+  pg_ledger_free(l);
+}
+
+Test(ledger, duplicates_are_counted_up_to_127) {
+  pg_ledger *l;
+  pg_err e;
+  pg_ledger_summary s;
+  cr_assert_eq(pg_ledger_create(&l, 3, 1, &e), PG_OK);
+  int dup = -1;
+  cr_assert_eq(pg_ledger_score(l, 1, &dup, &e), PG_OK);
+  cr_assert_eq(dup, 0);
+  cr_assert_eq(pg_ledger_score(l, 1, &dup, &e), PG_OK);
+  cr_assert_eq(dup, 1);
+  pg_ledger_commit(l, 0, 3);
+  cr_assert_eq(pg_ledger_score(l, 1, &dup, &e), PG_OK); /* scoring after the commit: counted */
+  for (int k = 3; k < 127; k++) cr_assert_eq(pg_ledger_score(l, 1, NULL, &e), PG_OK);
+  cr_assert_eq(pg_ledger_count(l, 1), 127);
+  cr_assert_eq(pg_ledger_score(l, 1, NULL, &e), PG_E_ILLEGAL);
+  cr_assert_str_eq(e.msg, "target 1 scored 127 times");
+  cr_assert(pg_ledger_is_committed(l, 1)); /* the count never spills into the committed bit */
+  pg_ledger_summarize(l, &s);
+  cr_assert_eq(s.scored, 127);
+  cr_assert_eq(s.duplicates, 126);
+  cr_assert_eq(s.committed, 1);
+  cr_assert_eq(pg_ledger_count(l, 0), 0);
+  cr_assert_eq(pg_ledger_count(l, 99), 0);
+  pg_ledger_free(l);
 }

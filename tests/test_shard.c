@@ -11,8 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "pg_byteproof.h"
 #include "pg_io.h"
 #include "pg_shard.h"
+#include "pg_spm.h"
 #include "pgtest.h"
 
 /* ---- helpers ---- */
@@ -952,4 +954,176 @@ Test(shard, file_truncated_after_open_is_an_error_not_a_crash) {
             e.msg);
   cr_assert_eq(pg_shard_set_check_vocab(set, 9000, &e), PG_E_IO);
   pg_shard_set_free(set);
+}
+
+/* ---- the byte proof (pg_byteproof.h) on a written shard ------------------------------------- */
+
+typedef struct bp_fx {
+  pg_spm *m;
+  pg_spm_tables tab;
+  uint32_t bos, unk, sp, word; /* BOS, the UNKNOWN piece, a piece with a leading ▁, one without */
+} bp_fx;
+
+static void bp_open(bp_fx *f) {
+  const char *root = getenv("PG_SOURCE_ROOT");
+  cr_assert_not_null(root, "PG_SOURCE_ROOT is not set");
+  char path[512];
+  snprintf(path, sizeof path, "%s/tests/fuzz/seeds/spm/small_bpe.model", root);
+  pg_err e;
+  cr_assert_eq(pg_spm_open_file(&f->m, path, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_spm_tables_build(&f->tab, f->m, 0, 0, &e), PG_OK, "%s", e.msg);
+  f->bos = (uint32_t)pg_spm_info_of(f->m)->bos_id;
+  f->unk = f->sp = f->word = UINT32_MAX;
+  for (uint32_t i = 0; i < pg_spm_vocab_size(f->m); i++) {
+    const pg_spm_piece *p = pg_spm_piece_at(f->m, i);
+    if (p->type == PG_SPM_UNKNOWN && f->unk == UINT32_MAX) f->unk = i;
+    if (p->type != PG_SPM_NORMAL || p->len < 2) continue;
+    int lead = p->len > 3 && !memcmp(p->piece, "\xe2\x96\x81", 3);
+    if (lead && f->sp == UINT32_MAX) f->sp = i;
+    if (!lead && !memchr(p->piece, 0xe2, p->len) && f->word == UINT32_MAX) f->word = i;
+  }
+  cr_assert(f->unk != UINT32_MAX && f->sp != UINT32_MAX && f->word != UINT32_MAX);
+}
+
+static void bp_close(bp_fx *f) {
+  pg_spm_tables_free(&f->tab);
+  pg_spm_free(f->m);
+}
+
+static pg_shard_set *bp_shard(const uint16_t *tok, size_t n) {
+  pg_err e;
+  pg_shard_writer *w;
+  char pat[256];
+  cr_assert_eq(pg_shard_writer_open(&w, dir, "bp_", 100000, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_append(w, tok, n, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
+  pg_shard_writer_free(w);
+  path_in(pat, sizeof pat, "bp_*.bin");
+  pg_shard_set *set;
+  cr_assert_eq(pg_shard_set_open(&set, pat, &e), PG_OK, "%s", e.msg);
+  return set;
+}
+
+/* A decoder standing in for SentencePiece's: the text length of the pieces (no leading space),
+ * except that document `bad` comes out one byte longer and document `fail` cannot be decoded. */
+typedef struct bp_dec {
+  const pg_spm *m;
+  int calls, bad, fail;
+} bp_dec;
+
+static int bp_decode(void *ctx, const int32_t *ids, size_t n, size_t *len) {
+  bp_dec *d = ctx;
+  const int doc = d->calls++;
+  if (doc == d->fail) return 1;
+  size_t t = 0;
+  for (size_t i = 0; i < n; i++) {
+    int s;
+    t += pg_byteproof_piece_bytes(pg_spm_piece_at(d->m, (uint32_t)ids[i]), &s);
+    if (i == 0 && s) t--;
+  }
+  *len = t + (doc == d->bad);
+  return 0;
+}
+
+Test(shard, byteproof_proves_agreeing_tables) {
+  bp_fx f;
+  bp_open(&f);
+  const uint16_t tok[] = {f.bos, f.sp, f.word, f.sp, f.bos, f.word, f.sp, f.sp, f.bos, f.sp};
+  pg_shard_set *set = bp_shard(tok, 10);
+  pg_byteproof r;
+  pg_err e;
+  bp_dec d = {.m = f.m, .bad = -1, .fail = -1};
+  cr_assert_eq(pg_byteproof_run(f.m, &f.tab, set, "s", bp_decode, NULL, &d, &r, &e), PG_OK,
+               "%s", e.msg);
+  cr_assert_eq(r.targets, 9);
+  cr_assert_eq(r.token_disagreements, 0);
+  cr_assert_eq(r.table_bytes, r.decoded_bytes);
+  cr_assert_gt(r.table_bytes, 0);
+  cr_assert(r.documents_checked);
+  cr_assert_eq(d.calls, 3);
+  cr_assert_eq(r.documents_ok, 3);
+  cr_assert_eq(r.document_disagreements, 0);
+  cr_assert(r.proven);
+  /* without a decoder: tokens only */
+  cr_assert_eq(pg_byteproof_run(f.m, &f.tab, set, "s", NULL, NULL, NULL, &r, &e), PG_OK);
+  cr_assert(r.proven && !r.documents_checked && r.documents_ok == 0);
+  pg_shard_set_free(set);
+  bp_close(&f);
+}
+
+/* After <unk> (a boundary) the tables drop the leading space that the text keeps: each such
+ * target is a disagreement, the first 20 are kept in order, and the proof does not hold. */
+Test(shard, byteproof_finds_planted_disagreements) {
+  bp_fx f;
+  bp_open(&f);
+  uint16_t tok[80];
+  size_t n = 0;
+  tok[n++] = (uint16_t)f.bos;
+  for (int k = 0; k < 25; k++) {
+    tok[n++] = (uint16_t)f.unk;
+    tok[n++] = (uint16_t)f.sp;
+    tok[n++] = (uint16_t)f.word;
+  }
+  pg_shard_set *set = bp_shard(tok, n);
+  pg_byteproof r;
+  pg_err e;
+  cr_assert_eq(pg_byteproof_run(f.m, &f.tab, set, "s", NULL, NULL, NULL, &r, &e), PG_OK);
+  cr_assert_eq(r.token_disagreements, 25);
+  cr_assert_eq(r.unknown_targets, 25);
+  cr_assert_eq(r.nfirst, PG_BYTEPROOF_SHOWN);
+  cr_assert_eq(r.decoded_bytes - r.table_bytes, 25);
+  for (size_t k = 0; k < r.nfirst; k++) {
+    cr_assert_eq(r.first[k].target, 2 + 3 * k);
+    cr_assert_eq(r.first[k].prev, f.unk);
+    cr_assert_eq(r.first[k].id, f.sp);
+    cr_assert_eq(r.first[k].decoded, r.first[k].table + 1);
+  }
+  cr_assert(!r.proven);
+  pg_shard_set_free(set);
+  bp_close(&f);
+}
+
+/* Documents the decoder cannot decode, or whose text length differs, are counted; the first
+ * differing one is named. */
+Test(shard, byteproof_counts_document_disagreements) {
+  bp_fx f;
+  bp_open(&f);
+  const uint16_t tok[] = {f.bos, f.sp, f.bos, f.word, f.sp, f.bos, f.sp, f.bos, f.sp, f.sp};
+  pg_shard_set *set = bp_shard(tok, 10);
+  pg_byteproof r;
+  pg_err e;
+  bp_dec d = {.m = f.m, .bad = 1, .fail = 3};
+  cr_assert_eq(pg_byteproof_run(f.m, &f.tab, set, "s", bp_decode, NULL, &d, &r, &e), PG_OK);
+  cr_assert_eq(r.token_disagreements, 0);
+  cr_assert_eq(r.documents_ok, 2);
+  cr_assert_eq(r.document_disagreements, 2);
+  cr_assert_eq(r.first_bad_document, 1);
+  cr_assert(!r.proven);
+  pg_shard_set_free(set);
+  bp_close(&f);
+}
+
+static int bp_progress(void *ctx, uint64_t done, uint64_t total) {
+  int *calls = ctx;
+  calls[0]++;
+  calls[1] = done == total;
+  return calls[2];
+}
+
+Test(shard, byteproof_progress_reports_and_stops) {
+  bp_fx f;
+  bp_open(&f);
+  const uint16_t tok[] = {f.bos, f.sp, f.word};
+  pg_shard_set *set = bp_shard(tok, 3);
+  pg_byteproof r;
+  pg_err e;
+  int calls[3] = {0, 0, 0};
+  cr_assert_eq(pg_byteproof_run(f.m, &f.tab, set, "s", NULL, bp_progress, calls, &r, &e), PG_OK);
+  cr_assert(calls[0] >= 1 && calls[1]);
+  calls[2] = 1;
+  cr_assert_eq(pg_byteproof_run(f.m, &f.tab, set, "s", NULL, bp_progress, calls, &r, &e),
+               PG_E_ARG);
+  cr_assert_str_eq(e.msg, "s: stopped by the progress callback");
+  pg_shard_set_free(set);
+  bp_close(&f);
 }

@@ -141,7 +141,7 @@ static void sys_init(sys *s, const char *name, uint64_t n) {
 }
 
 static void sys_free(sys *s) {
-  free(s->val.tok);
+  free((int32_t *)s->val.tok); /* made by pgfx_stream: the test's own */
   pgfx_tables_free(&s->t);
   pg_model_free(s->m0);
   pg_model_free(s->m);
@@ -277,10 +277,9 @@ typedef struct phase_watch {
   int states;
 } phase_watch;
 
-static int watch_commit(void *ctx, size_t chunk, const pg_eval_chunk *c, pg_val *val) {
+static int watch_commit(void *ctx, size_t chunk, const pg_eval_chunk *c) {
   phase_watch *w = ctx;
   (void)c;
-  (void)val;
   const pg_real *p = pg_model_params(w->m);
   if (chunk == 0 || memcmp(p, w->last, w->n * sizeof *p) != 0) w->states++;
   memcpy(w->last, p, w->n * sizeof *p);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pg_byteproof.h"
 #include "pg_corpus.h"
 #include "pg_encode.h"
 #include "pg_io.h"
@@ -371,28 +372,77 @@ static int cmd_info(int argc, char **argv) {
 /* ------------------------------------------------------------------------------------------ */
 /* prove-bytes */
 
-/* UTF-8 bytes of a piece as text: every U+2581 is one space; BYTE pieces are one raw byte;
- * CONTROL, UNKNOWN and UNUSED pieces produce no text. */
-static uint32_t piece_text_bytes(const pg_spm_piece *p, int *starts_with_space) {
-  *starts_with_space = 0;
-  if (p->type == PG_SPM_BYTE) return 1;
-  if (p->type == PG_SPM_CONTROL || p->type == PG_SPM_UNKNOWN || p->type == PG_SPM_UNUSED) return 0;
-  uint32_t n = p->len;
-  for (uint32_t i = 0; i + 2 < p->len; i++) {
-    if ((uint8_t)p->piece[i] == 0xe2 && (uint8_t)p->piece[i + 1] == 0x96 &&
-        (uint8_t)p->piece[i + 2] == 0x81) {
-      n -= 2;
-      if (i == 0) *starts_with_space = 1;
-      i += 2;
-    }
-  }
-  return n;
+/* SentencePiece's own decoder as the proof's document check: the length of a document's text. */
+static int enc_decode_len(void *ctx, const int32_t *ids, size_t n, size_t *text_len) {
+  char *text;
+  pg_err e;
+  if (pg_enc_decode((const pg_enc *)ctx, ids, n, &text, text_len, &e) != PG_OK) return 1;
+  free(text);
+  return 0;
 }
 
-typedef struct disagreement {
-  uint64_t pos;
-  uint32_t prev, tgt, table, decoded;
-} disagreement;
+static json_t *proof_json(const char *shards, const char *model, const pg_byteproof *r) {
+  json_t *j = json_object();
+  json_object_set_new(j, "shards", pg_json_cstr(shards));
+  json_object_set_new(j, "model", pg_json_cstr(model));
+  json_object_set_new(j, "targets", json_integer((json_int_t)r->targets));
+  json_object_set_new(j, "table_bytes", json_integer((json_int_t)r->table_bytes));
+  json_object_set_new(j, "decoded_bytes", json_integer((json_int_t)r->decoded_bytes));
+  json_object_set_new(j, "token_disagreements", json_integer((json_int_t)r->token_disagreements));
+  json_object_set_new(j, "unknown_targets", json_integer((json_int_t)r->unknown_targets));
+  json_object_set_new(j, "documents_checked_with_sentencepiece",
+                      r->documents_checked
+                          ? json_integer((json_int_t)(r->documents_ok + r->document_disagreements))
+                          : json_null());
+  json_object_set_new(j, "document_disagreements",
+                      json_integer((json_int_t)r->document_disagreements));
+  json_object_set_new(j, "proven", json_boolean(r->proven));
+  json_t *dj = json_array();
+  for (size_t k = 0; k < r->nfirst; k++) {
+    const pg_byteproof_disagreement *d = &r->first[k];
+    json_array_append_new(dj, json_pack("{s:I,s:i,s:i,s:i,s:i}", "target", (json_int_t)d->target,
+                                        "prev", (int)d->prev, "id", (int)d->id, "table",
+                                        (int)d->table, "decoded", (int)d->decoded));
+  }
+  json_object_set_new(j, "first_disagreements", dj);
+  return j;
+}
+
+static void proof_print(const char *shards, const char *model, const pg_spm *m,
+                        const pg_byteproof *r) {
+  char b1[32], b2[32], b3[32];
+  printf("%s (%s)\n", pg_safe(shards), pg_safe(model));
+  printf("  targets        %s\n", pg_fmt_u64(b1, r->targets));
+  printf("  table bytes    %s  (challenge formula: base[y] + (lead[y] and not boundary[x]))\n",
+         pg_fmt_u64(b1, r->table_bytes));
+  printf("  decoded bytes  %s  (UTF-8 of each target's piece text)\n",
+         pg_fmt_u64(b2, r->decoded_bytes));
+  printf("  disagreements  %s tokens", pg_fmt_u64(b3, r->token_disagreements));
+  if (r->unknown_targets)
+    printf("; %s targets are <unk> (their bytes are lost)", pg_fmt_u64(b1, r->unknown_targets));
+  printf("\n");
+  for (size_t k = 0; k < r->nfirst; k++) {
+    const pg_byteproof_disagreement *d = &r->first[k];
+    const pg_spm_piece *pp = pg_spm_piece_at(m, d->prev), *pt = pg_spm_piece_at(m, d->id);
+    printf("    target %llu: prev %u '", (unsigned long long)d->target, d->prev);
+    pg_print_safe(stdout, pp->piece, pp->len);
+    printf("' -> %u '", d->id);
+    pg_print_safe(stdout, pt->piece, pt->len);
+    printf("': table %u, decoded %u\n", d->table, d->decoded);
+  }
+  if (r->documents_checked)
+    printf("  documents      %s decoded by SentencePiece; %s agree with the table totals\n",
+           pg_fmt_u64(b1, r->documents_ok + r->document_disagreements),
+           pg_fmt_u64(b2, r->documents_ok));
+  else
+    printf("  documents      not checked (built without the SentencePiece library)\n");
+  if (r->document_disagreements)
+    printf("  first disagreeing document: %llu\n", (unsigned long long)r->first_bad_document);
+  printf("  verdict        %s (%.2f s)\n",
+         r->proven ? "PROVEN: the byte tables count every target exactly"
+                   : "DISAGREEMENTS: the byte tables do not match the text",
+         r->seconds);
+}
 
 static int cmd_prove(int argc, char **argv) {
   read_opts o = {0};
@@ -403,159 +453,24 @@ static int cmd_prove(int argc, char **argv) {
   pg_spm *m;
   pg_spm_tables tab;
   if (open_model(&o, &m, &tab, &err) != PG_OK) return pg_tool_fail(PROG, &err);
-  const uint32_t vocab = pg_spm_vocab_size(m);
-  const int32_t bos = pg_spm_info_of(m)->bos_id;
-  /* per-id decoded bytes, computed once from the pieces (not from the tables) */
-  uint32_t *dec = malloc(vocab * sizeof *dec);
-  uint8_t *sp = malloc(vocab);
-  if (!dec || !sp) {
-    free(dec);
-    free(sp);
-    pg_spm_tables_free(&tab);
-    pg_spm_free(m);
-    pg_err_set(&err, PG_E_NOMEM, o.model, PG_NO_OFFSET, "cannot allocate the per-id byte table");
-    return pg_tool_fail(PROG, &err);
-  }
-  for (uint32_t k = 0; k < vocab; k++) {
-    int s;
-    dec[k] = piece_text_bytes(pg_spm_piece_at(m, k), &s);
-    sp[k] = (uint8_t)s;
-  }
   pg_enc *enc = NULL;
   int have_enc = pg_enc_available() && pg_enc_open(&enc, o.model, &err) == PG_OK;
   json_t *all = json_array();
   int status = PG_EXIT_OK;
   for (int i = optind; i < argc && status != PG_EXIT_ERROR; i++) {
     pg_shard_set *set = NULL;
+    pg_byteproof res;
     if (pg_shard_set_open_ex(&set, argv[i], PG_SHARD_SKIP_BYTES, &err) != PG_OK ||
-        pg_shard_set_check_vocab(set, vocab, &err) != PG_OK) {
+        pg_shard_set_check_vocab(set, pg_spm_vocab_size(m), &err) != PG_OK ||
+        pg_byteproof_run(m, &tab, set, argv[i], have_enc ? enc_decode_len : NULL, NULL, enc,
+                         &res, &err) != PG_OK) {
       status = pg_tool_fail(PROG, &err);
-      pg_shard_set_free(set); /* opened but holding an id outside the vocabulary */
-      break;
-    }
-    const double t0 = pg_now();
-    const uint64_t n = pg_shard_set_count(set);
-    uint16_t *tok = malloc((n ? n : 1) * sizeof *tok);
-    if (!tok || pg_shard_set_copy(set, 0, n, tok, &err) != PG_OK) {
-      if (!tok) pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
-      status = pg_tool_fail(PROG, &err);
-      free(tok);
       pg_shard_set_free(set);
       break;
     }
-    uint64_t table_total = 0, decoded_total = 0, ndis = 0, unknown = 0;
-    disagreement shown[20];
-    for (uint64_t t = 1; t < n; t++) {
-      const uint32_t x = tok[t - 1], y = tok[t];
-      const uint32_t tb = pg_spm_pair_bytes_unchecked(&tab, x, y);
-      uint32_t db = dec[y];
-      if (sp[y] && (int32_t)x == bos) db -= 1; /* a document's text starts without its space */
-      if (pg_spm_piece_at(m, y)->type == PG_SPM_UNKNOWN) unknown++;
-      table_total += tb;
-      decoded_total += db;
-      if (tb != db) {
-        if (ndis < 20) shown[ndis] = (disagreement){(uint64_t)t, x, y, tb, db};
-        ndis++;
-      }
-    }
-    /* document level, through SentencePiece's own decoder */
-    uint64_t ndocs = 0, docs_ok = 0, docs_bad = 0, first_bad_doc = 0;
-    pg_doc *docs = NULL;
-    if (have_enc && pg_docs_list(tok, n, argv[i], &docs, &ndocs, NULL, &err) == PG_OK) {
-      int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
-      if (!ids) {
-        pg_err_set(&err, PG_E_NOMEM, argv[i], PG_NO_OFFSET, "cannot allocate %llu ids",
-                   (unsigned long long)n);
-        status = pg_tool_fail(PROG, &err);
-        free(docs);
-        free(tok);
-        pg_shard_set_free(set);
-        break;
-      }
-      for (uint64_t d = 0; d < ndocs; d++) {
-        const uint64_t s0 = docs[d].start, len = docs[d].len;
-        /* the document's own tokens: drop its BOS, and the next document's BOS at the end */
-        uint64_t end = s0 + len;
-        if (end > s0 + 1 && end - 1 < n && (int32_t)tok[end - 1] == bos && d + 1 < ndocs) end--;
-        size_t k = 0;
-        for (uint64_t q = s0 + 1; q < end; q++) ids[k++] = tok[q];
-        char *text;
-        size_t tl;
-        if (pg_enc_decode(enc, ids, k, &text, &tl, &err) != PG_OK) {
-          docs_bad++;
-          continue;
-        }
-        free(text);
-        uint64_t tb = 0;
-        for (uint64_t q = s0 + 1; q < s0 + len; q++)
-          tb += pg_spm_pair_bytes_unchecked(&tab, tok[q - 1], tok[q]);
-        if (tb == tl) {
-          docs_ok++;
-        } else {
-          if (!docs_bad) first_bad_doc = d;
-          docs_bad++;
-        }
-      }
-      free(ids);
-    }
-    const double dt = pg_now() - t0;
-    const int proven = ndis == 0 && docs_bad == 0;
-    if (!proven) status = PG_EXIT_VERDICT;
-    json_t *j = json_object();
-    json_object_set_new(j, "shards", pg_json_cstr(argv[i]));
-    json_object_set_new(j, "model", pg_json_cstr(o.model));
-    json_object_set_new(j, "targets", json_integer(n ? (json_int_t)n - 1 : 0));
-    json_object_set_new(j, "table_bytes", json_integer((json_int_t)table_total));
-    json_object_set_new(j, "decoded_bytes", json_integer((json_int_t)decoded_total));
-    json_object_set_new(j, "token_disagreements", json_integer((json_int_t)ndis));
-    json_object_set_new(j, "unknown_targets", json_integer((json_int_t)unknown));
-    json_object_set_new(j, "documents_checked_with_sentencepiece",
-                        have_enc ? json_integer((json_int_t)(docs_ok + docs_bad)) : json_null());
-    json_object_set_new(j, "document_disagreements", json_integer((json_int_t)docs_bad));
-    json_object_set_new(j, "proven", json_boolean(proven));
-    json_t *dj = json_array();
-    for (uint64_t k = 0; k < ndis && k < 20; k++)
-      json_array_append_new(dj, json_pack("{s:I,s:i,s:i,s:i,s:i}", "target", (json_int_t)shown[k].pos,
-                                          "prev", (int)shown[k].prev, "id", (int)shown[k].tgt,
-                                          "table", (int)shown[k].table, "decoded",
-                                          (int)shown[k].decoded));
-    json_object_set_new(j, "first_disagreements", dj);
-    if (o.json) {
-      json_array_append(all, j);
-    } else {
-      char b1[32], b2[32], b3[32];
-      printf("%s (%s)\n", pg_safe(argv[i]), pg_safe(o.model));
-      printf("  targets        %s\n", pg_fmt_u64(b1, n ? n - 1 : 0));
-      printf("  table bytes    %s  (challenge formula: base[y] + (lead[y] and not boundary[x]))\n",
-             pg_fmt_u64(b1, table_total));
-      printf("  decoded bytes  %s  (UTF-8 of each target's piece text)\n",
-             pg_fmt_u64(b2, decoded_total));
-      printf("  disagreements  %s tokens", pg_fmt_u64(b3, ndis));
-      if (unknown) printf("; %s targets are <unk> (their bytes are lost)", pg_fmt_u64(b1, unknown));
-      printf("\n");
-      for (uint64_t k = 0; k < ndis && k < 20; k++) {
-        const pg_spm_piece *pp = pg_spm_piece_at(m, shown[k].prev), *pt = pg_spm_piece_at(m, shown[k].tgt);
-        printf("    target %llu: prev %u '", (unsigned long long)shown[k].pos, shown[k].prev);
-        pg_print_safe(stdout, pp->piece, pp->len);
-        printf("' -> %u '", shown[k].tgt);
-        pg_print_safe(stdout, pt->piece, pt->len);
-        printf("': table %u, decoded %u\n", shown[k].table, shown[k].decoded);
-      }
-      if (have_enc)
-        printf("  documents      %s decoded by SentencePiece; %s agree with the table totals%s\n",
-               pg_fmt_u64(b1, docs_ok + docs_bad), pg_fmt_u64(b2, docs_ok),
-               docs_bad ? "" : "");
-      else
-        printf("  documents      not checked (built without the SentencePiece library)\n");
-      if (docs_bad) printf("  first disagreeing document: %llu\n", (unsigned long long)first_bad_doc);
-      printf("  verdict        %s (%.2f s)\n",
-             proven ? "PROVEN: the byte tables count every target exactly"
-                    : "DISAGREEMENTS: the byte tables do not match the text",
-             dt);
-    }
-    json_decref(j);
-    free(docs);
-    free(tok);
+    if (!res.proven) status = PG_EXIT_VERDICT;
+    if (o.json) json_array_append_new(all, proof_json(argv[i], o.model, &res));
+    else proof_print(argv[i], o.model, m, &res);
     pg_shard_set_free(set);
   }
   if (o.json && status != PG_EXIT_ERROR) {
@@ -564,8 +479,6 @@ static int cmd_prove(int argc, char **argv) {
   }
   json_decref(all);
   pg_enc_free(enc);
-  free(dec);
-  free(sp);
   pg_spm_tables_free(&tab);
   pg_spm_free(m);
   return status;

@@ -8,7 +8,6 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +19,7 @@
 #include "pg_io.h"
 #include "pg_load.h"
 #include "pg_model.h"
+#include "pg_receipt.h"
 #include "pg_shard.h"
 #include "pg_spm.h"
 #include "pg_threads.h"
@@ -102,149 +102,7 @@ static int hash_file(const char *path, uint64_t *h, uint64_t *size, pg_err *err)
   return PG_OK;
 }
 
-static json_t *hex64(uint64_t h) {
-  char b[17];
-  snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
-  return json_string(b);
-}
-
-/* ---- the receipt ----------------------------------------------------------------------------- */
-
-static json_t *protocol_json(const pg_protocol *p) {
-  json_t *o = json_object();
-  char tg[64];
-  json_object_set_new(o, "name", json_string(pg_proto_name(p->kind)));
-  json_object_set_new(o, "seq_len", json_integer(p->seq_len));
-  json_object_set_new(o, "trim", json_boolean(p->trim));
-  json_object_set_new(o, "batch", json_integer(p->batch));
-  if (p->kind == PG_PROTO_SLIDING || p->kind == PG_PROTO_TTT_CHUNK) {
-    json_object_set_new(o, "stride", json_integer(p->stride));
-    json_object_set_new(o, "tail_dup", json_boolean(p->tail_dup));
-  }
-  if (p->kind == PG_PROTO_PLAIN || p->kind == PG_PROTO_SLIDING)
-    json_object_set_new(o, "report_tokens", json_integer((json_int_t)p->report_tokens));
-  if (p->kind == PG_PROTO_TTT_CHUNK || p->kind == PG_PROTO_TTT_PHASED) {
-    json_object_set_new(o, "chunk_tokens", json_integer((json_int_t)p->chunk_tokens));
-    json_object_set_new(o, "optimizer", json_string(pg_optim_kind_name(p->opt)));
-    json_object_set_new(o, "lr", pg_json_num(p->lr));
-    json_object_set_new(o, "lr_schedule", json_string("cosine across chunks"));
-    if (p->opt == PG_OPTIM_SGD) json_object_set_new(o, "momentum", pg_json_num(p->momentum));
-    if (p->opt == PG_OPTIM_ADAMW) {
-      json_object_set_new(o, "beta1", pg_json_num(p->beta1));
-      json_object_set_new(o, "beta2", pg_json_num(p->beta2));
-      json_object_set_new(o, "eps", pg_json_num(p->eps));
-      json_object_set_new(o, "weight_decay", pg_json_num(p->weight_decay));
-    }
-    json_object_set_new(o, "epochs", json_integer(p->epochs));
-    json_object_set_new(o, "clip", pg_json_num(p->clip));
-    json_object_set_new(o, "batch_rows", json_integer(p->batch_rows));
-    json_object_set_new(o, "freeze_blocks", json_integer(p->freeze_blocks));
-  }
-  if (p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED) {
-    json_object_set_new(o, "lora_rank", json_integer(p->lora_rank));
-    json_object_set_new(o, "lora_alpha", pg_json_num(p->lora_alpha));
-    json_object_set_new(o, "lora_targets", json_string(pg_lora_targets_name(p->lora_targets, tg)));
-    json_object_set_new(o, "lora_chunk", json_integer(p->lora_chunk));
-    json_object_set_new(o, "lora_window", json_integer(p->lora_window));
-    json_object_set_new(o, "lora_batch_docs", json_integer(p->lora_batch_docs));
-    json_object_set_new(o, "lora_lr", pg_json_num(p->lora_lr));
-    json_object_set_new(o, "lora_beta1", pg_json_num(p->lora_beta1));
-    json_object_set_new(o, "lora_beta2", pg_json_num(p->lora_beta2));
-    json_object_set_new(o, "lora_eps", pg_json_num(p->lora_eps));
-    json_object_set_new(o, "lora_weight_decay", pg_json_num(p->lora_wd));
-    json_object_set_new(o, "lora_warm_a", json_boolean(p->lora_warm_a));
-    json_object_set_new(o, "seed", json_integer((json_int_t)p->seed));
-  }
-  if (p->kind == PG_PROTO_TTT_PHASED) {
-    json_object_set_new(o, "phases", json_integer(p->phases));
-    json_object_set_new(o, "prefix_docs", json_integer(p->prefix_docs));
-  }
-  return o;
-}
-
-static json_t *result_json(const pg_eval_result *r) {
-  json_t *o = json_object();
-  json_object_set_new(o, "val_loss", pg_json_num(r->val_loss));
-  json_object_set_new(o, "val_bpb", pg_json_num(r->val_bpb));
-  json_object_set_new(o, "loss_sum_nats", pg_json_num(r->sum.nats));
-  json_object_set_new(o, "token_count", pg_json_num(r->sum.tokens));
-  json_object_set_new(o, "byte_count", pg_json_num(r->sum.bytes));
-  json_object_set_new(o, "tokens_in_stream", json_integer((json_int_t)r->tokens));
-  json_object_set_new(o, "targets", json_integer((json_int_t)r->targets));
-  json_object_set_new(o, "scored", json_integer((json_int_t)r->scored));
-  json_object_set_new(o, "duplicates", json_integer((json_int_t)r->duplicates));
-  json_object_set_new(o, "every_target_scored_once",
-                      json_boolean(r->scored == r->targets && r->duplicates == 0));
-  json_object_set_new(o, "windows", json_integer((json_int_t)r->windows));
-  json_object_set_new(o, "documents", json_integer((json_int_t)r->documents));
-  json_object_set_new(o, "forwards", json_integer((json_int_t)r->forwards));
-  json_object_set_new(o, "train_steps", json_integer((json_int_t)r->train_steps));
-  json_object_set_new(o, "masked_targets", json_integer((json_int_t)r->masked));
-  json_object_set_new(o, "seconds", pg_json_num(r->seconds));
-  json_t *ch = json_array();
-  for (size_t i = 0; i < r->nchunks; i++) {
-    const pg_eval_chunk *c = &r->chunks[i];
-    json_t *row = json_array();
-    json_array_append_new(row, json_integer((json_int_t)c->first));
-    json_array_append_new(row, json_integer((json_int_t)c->count));
-    json_array_append_new(row, pg_json_num(c->nats));
-    json_array_append_new(row, pg_json_num(c->bytes));
-    json_array_append_new(row, json_integer((json_int_t)c->docs));
-    json_array_append_new(row, json_integer((json_int_t)c->train_steps));
-    json_array_append_new(ch, row);
-  }
-  json_object_set_new(o, "chunk_columns",
-                      json_pack("[ssssss]", "first", "targets", "nats", "bytes", "documents",
-                                "train_steps"));
-  json_object_set_new(o, "chunks", ch);
-  return o;
-}
-
 /* ---- provenance (spec/eval.md §7.1) --------------------------------------------------------- */
-
-/* Append printf text to buf (cap bytes; cut when full). */
-static void cat(char *buf, size_t cap, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static void cat(char *buf, size_t cap, const char *fmt, ...) {
-  const size_t n = strlen(buf);
-  if (n + 1 >= cap) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf + n, cap - n, fmt, ap);
-  va_end(ap);
-}
-
-/* Where a protocol differs from a record's, parameter by parameter (the receipt's names; batch
- * and report_tokens change no figure). 0 when they agree. */
-static int protocol_diff(const pg_protocol *used, const pg_protocol *rec, char *buf, size_t cap) {
-  buf[0] = '\0';
-  if (used->kind != rec->kind) {
-    cat(buf, cap, "protocol %s (the record's: %s)", pg_proto_name(used->kind),
-        pg_proto_name(rec->kind));
-    return 1;
-  }
-  json_t *a = protocol_json(used), *b = protocol_json(rec);
-  int n = 0;
-  const char *key;
-  json_t *vb;
-  json_object_foreach(b, key, vb) {
-    if (!strcmp(key, "batch") || !strcmp(key, "report_tokens")) continue;
-    json_t *va = json_object_get(a, key);
-    if (va && json_equal(va, vb)) continue;
-    char *ta = va ? json_dumps(va, JSON_ENCODE_ANY | JSON_REAL_PRECISION(10)) : NULL;
-    char *tb = json_dumps(vb, JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
-    cat(buf, cap, "%s%s %s (the record's: %s)", n++ ? ", " : "", key, ta ? ta : "-",
-        tb ? tb : "?");
-    free(ta);
-    free(tb);
-  }
-  json_decref(a);
-  json_decref(b);
-  return n;
-}
 
 /* "k=v, k=v" from the compact JSON object of pg_arch_unchecked_json. */
 static void unchecked_text(json_t *o, char *buf, size_t cap) {
@@ -253,17 +111,28 @@ static void unchecked_text(json_t *o, char *buf, size_t cap) {
   buf[0] = '\0';
   json_object_foreach(o, key, v) {
     char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(17));
-    cat(buf, cap, "%s%s=%s", buf[0] ? ", " : "", key, t ? t : "?");
+    const size_t len = strlen(buf);
+    if (len + 1 < cap) snprintf(buf + len, cap - len, "%s%s=%s", len ? ", " : "", key, t ? t : "?");
     free(t);
   }
 }
 
-/* A warning on stderr (outside text escaped) and in the receipt's list. */
-static void warn(json_t *list, const char *text) {
+/* A warning on stderr (outside text escaped), kept for the receipt's list. */
+typedef struct warnings {
+  char text[2][6000];
+  const char *list[2];
+  size_t n;
+} warnings;
+
+static void warn(warnings *w, const char *text) {
   fprintf(stderr, "%s: warning: ", PROG);
   pg_print_safe(stderr, text, strlen(text));
   fputc('\n', stderr);
-  json_array_append_new(list, pg_json_cstr(text));
+  if (w->n < 2) {
+    snprintf(w->text[w->n], sizeof w->text[w->n], "%s", text);
+    w->list[w->n] = w->text[w->n];
+    w->n++;
+  }
 }
 
 /* ---- main ------------------------------------------------------------------------------------ */
@@ -389,6 +258,134 @@ static int protocol_from_text(const char *text, const struct option *lo, pg_prot
   return 0;
 }
 
+/* What the receipt's provenance says (spec/eval.md §7.1), and the warnings, printed here. */
+typedef struct prov_state {
+  pg_receipt_provenance prov;
+  warnings warns;
+  char src_text[4400], diff[2048], unchecked_line[4096];
+  char *w_record, *w_proto, *utext;
+} prov_state;
+
+static int gather_provenance(prov_state *ps, const opts *o, int is_st, pg_artifact *art,
+                             const pg_arch *arch, const struct option *lo, pg_err *err) {
+  const pg_arch_follows *fw = &arch->follows;
+  char line[6000];
+  {
+    char *stored = is_st ? pg_tool_weights_meta(o->artifact, NULL, "arch.json") : NULL;
+    if (!o->arch)
+      snprintf(ps->src_text, sizeof ps->src_text, "%s",
+               is_st ? "the file's __metadata__ arch.json" : "the artifact's arch.json");
+    else
+      snprintf(ps->src_text, sizeof ps->src_text, "--arch %s (%s)", o->arch,
+               is_st && !stored ? "the file records no arch"
+                                : "the same model as the file's own arch.json");
+    free(stored);
+  }
+  ps->prov.arch_source = ps->src_text;
+  ps->prov.arch_follows = fw->set ? fw->record : NULL;
+  ps->w_record = pg_tool_weights_meta(o->artifact, art, "provenance.record");
+  ps->w_proto = pg_tool_weights_meta(o->artifact, art, "provenance.protocol");
+  ps->prov.weights_record = ps->w_record;
+  if (pg_arch_unchecked_json(arch, &ps->utext, err)) return err->status;
+  ps->prov.not_fixed_json = ps->utext;
+  {
+    json_t *unchecked = json_loads(ps->utext, 0, NULL);
+    if (!unchecked) unchecked = json_object();
+    unchecked_text(unchecked, ps->unchecked_line, sizeof ps->unchecked_line);
+    json_decref(unchecked);
+  }
+  if (ps->w_record && fw->set && strcmp(ps->w_record, fw->record)) {
+    snprintf(line, sizeof line, "the weights come from record \"%s\" (their provenance.record) "
+             "but the arch follows \"%s\": these settings, which the weights cannot show, are "
+             "that record's and may not be theirs: %s", ps->w_record, fw->record,
+             ps->unchecked_line);
+    warn(&ps->warns, line);
+  }
+  /* the record's protocol: the weights' own provenance first, else the arch's record */
+  const char *wp = ps->w_proto;
+  const char *rtext = wp ? wp : fw->set && fw->protocol[0] ? fw->protocol : NULL;
+  const char *rname = wp ? (ps->w_record ? ps->w_record : "the weights' record") : fw->record;
+  ps->prov.record_protocol = rtext;
+  ps->prov.record_protocol_source = !rtext ? NULL
+                                    : wp   ? "the weights' provenance.protocol"
+                                           : "the arch's follows.protocol";
+  pg_protocol rp;
+  ps->prov.matches_record = -1;
+  if (!rtext) {
+    /* no record protocol to compare with: unknown */
+  } else if (protocol_from_text(rtext, lo, &rp)) {
+    snprintf(line, sizeof line, "cannot read the protocol recorded for %s: \"%s\"", rname,
+             rtext);
+    warn(&ps->warns, line);
+  } else if (pg_receipt_protocol_diff(&o->p, &rp, ps->diff, sizeof ps->diff)) {
+    ps->prov.matches_record = 0;
+    ps->prov.differences = ps->diff;
+    snprintf(line, sizeof line, "the protocol differs from the one that gave %s its figure "
+             "(\"%s\"): %s; this val_bpb is not comparable to the record's", rname, rtext,
+             ps->diff);
+    warn(&ps->warns, line);
+  } else {
+    ps->prov.matches_record = 1;
+  }
+  ps->prov.warnings = ps->warns.list;
+  ps->prov.nwarnings = ps->warns.n;
+  return PG_OK;
+}
+
+static void prov_state_free(prov_state *ps) {
+  free(ps->w_record);
+  free(ps->w_proto);
+  free(ps->utext);
+}
+
+/* The report on stdout (without --json). */
+static void print_report(const opts *o, const prov_state *ps, const pg_arch *arch,
+                         uint64_t art_size, uint64_t art_hash, const pg_eval_result *res,
+                         const pg_eval_result *r32, uint64_t n, uint64_t total, int nthreads) {
+  const pg_arch_follows *fw = &arch->follows;
+  char a[32], b[32];
+  printf("artifact   %s (%s bytes, xxh64 %016llx)\n", pg_safe(o->artifact),
+         pg_fmt_u64(a, art_size), (unsigned long long)art_hash);
+  printf("protocol   %s%s\n", pg_proto_name(o->p.kind),
+         o->p.tail_dup ? " (tail variant: the last L-S targets are scored twice)" : "");
+  printf("arch       ");
+  if (fw->set) {
+    printf("follows ");
+    pg_print_safe(stdout, fw->record, strlen(fw->record));
+    if (fw->pr) printf(" (PR #%d)", fw->pr);
+    if (fw->val_bpb > 0) printf(", reported val_bpb %.5g", fw->val_bpb);
+    printf("\n");
+  } else {
+    printf("names no record (no \"follows\")\n");
+  }
+  printf("unchecked  not fixed by the weights, taken from the arch: ");
+  pg_print_safe(stdout, ps->unchecked_line, strlen(ps->unchecked_line));
+  printf("\n");
+  if (ps->prov.matches_record >= 0)
+    printf("record     the protocol %s the record's (%s)\n",
+           ps->prov.matches_record ? "is" : "is NOT",
+           ps->w_proto ? "provenance.protocol" : "follows.protocol");
+  if (o->precision == PG_PREC_BF16)
+    printf("precision  bf16 (the records' autocast rounding points, spec/engine.md §7)\n");
+  printf("val_loss   %.8f\n", res->val_loss);
+  printf("val_bpb    %.8f\n", res->val_bpb);
+  if (r32)
+    printf("fp32       val_loss %.8f  val_bpb %.8f  (bf16 - fp32: %+.3e bpb)\n", r32->val_loss,
+           r32->val_bpb, res->val_bpb - r32->val_bpb);
+  printf("targets    %s of T = %s%s\n", pg_fmt_u64(a, res->scored), pg_fmt_u64(b, res->targets),
+         res->duplicates ? " (duplicates included)" : " (every target scored once)");
+  printf("bytes      %s\n", pg_fmt_u64(a, (uint64_t)res->sum.bytes));
+  if (n < total)
+    printf("partial    the first %s of %s validation tokens\n", pg_fmt_u64(a, n),
+           pg_fmt_u64(b, total));
+  if (res->train_steps)
+    printf("updates    %s (score-first: each after its chunk's score was committed)\n",
+           pg_fmt_u64(a, res->train_steps));
+  printf("time       %.2f s (engine cpu, %d threads)\n", res->seconds + (r32 ? r32->seconds : 0),
+         nthreads);
+  if (!o->no_receipt) printf("receipt    %s\n", pg_safe(o->receipt));
+}
+
 int main(int argc, char **argv) {
   static const struct option lo[] = {
       {"val", required_argument, 0, O_VAL}, {"bytes", required_argument, 0, O_BYTES},
@@ -499,12 +496,12 @@ int main(int argc, char **argv) {
   pg_val_data vd = {0};
   pg_eval_result res = {0}, res32 = {0};
   const int fig32 = o.precision == PG_PREC_BF16 && !o.no_fp32;
-  json_t *receipt = NULL;
+  char *text = NULL;
+  prov_state ps = {0};
+  pg_receipt_shard *shards = NULL;
+  size_t nshards = 0;
   uint64_t art_hash = 0, art_size = 0, tok_hash = 0;
   const pg_arch *arch;
-  json_t *prov = NULL;
-  char *w_record = NULL, *w_proto = NULL;
-  char unchecked_line[4096] = "";
 
   /* the artifact (or safetensors weights) and its model */
   int is_art = 0;
@@ -583,66 +580,7 @@ int main(int argc, char **argv) {
             pg_precision_name((pg_precision)o.precision), fig32 ? " then fp32" : "");
   }
   /* provenance: what the weights cannot show, and the record's protocol (spec/eval.md §7.1) */
-  {
-    const pg_arch_follows *fw = &arch->follows;
-    char *stored = is_st ? pg_tool_weights_meta(o.artifact, NULL, "arch.json") : NULL;
-    char src_text[4400], diff[2048], line[6000];
-    if (!o.arch)
-      snprintf(src_text, sizeof src_text, "%s", is_st ? "the file's __metadata__ arch.json"
-                                                      : "the artifact's arch.json");
-    else
-      snprintf(src_text, sizeof src_text, "--arch %s (%s)", o.arch,
-               is_st && !stored ? "the file records no arch"
-                                : "the same model as the file's own arch.json");
-    free(stored);
-    prov = json_object();
-    json_t *warns = json_array();
-    json_object_set_new(prov, "arch_source", pg_json_cstr(src_text));
-    json_object_set_new(prov, "arch_follows", fw->set ? pg_json_cstr(fw->record) : json_null());
-    w_record = pg_tool_weights_meta(o.artifact, art, "provenance.record");
-    w_proto = pg_tool_weights_meta(o.artifact, art, "provenance.protocol");
-    json_object_set_new(prov, "weights_record", pg_json_cstr(w_record));
-    char *utext = NULL;
-    if (pg_arch_unchecked_json(arch, &utext, &err)) goto fail;
-    json_t *unchecked = json_loads(utext, 0, NULL);
-    free(utext);
-    json_object_set_new(prov, "not_fixed_by_weights", unchecked ? unchecked : json_object());
-    unchecked_text(json_object_get(prov, "not_fixed_by_weights"), unchecked_line,
-                   sizeof unchecked_line);
-    if (w_record && fw->set && strcmp(w_record, fw->record)) {
-      snprintf(line, sizeof line, "the weights come from record \"%s\" (their provenance.record) "
-               "but the arch follows \"%s\": these settings, which the weights cannot show, are "
-               "that record's and may not be theirs: %s", w_record, fw->record, unchecked_line);
-      warn(warns, line);
-    }
-    /* the record's protocol: the weights' own provenance first, else the arch's record */
-    const char *rtext = w_proto ? w_proto : fw->set && fw->protocol[0] ? fw->protocol : NULL;
-    const char *rname = w_proto ? (w_record ? w_record : "the weights' record") : fw->record;
-    json_object_set_new(prov, "record_protocol", pg_json_cstr(rtext));
-    json_object_set_new(prov, "record_protocol_source",
-                        !rtext ? json_null()
-                        : w_proto ? json_string("the weights' provenance.protocol")
-                                  : json_string("the arch's follows.protocol"));
-    pg_protocol rp;
-    if (!rtext) {
-      json_object_set_new(prov, "protocol_matches_record", json_null());
-    } else if (protocol_from_text(rtext, lo, &rp)) {
-      json_object_set_new(prov, "protocol_matches_record", json_null());
-      snprintf(line, sizeof line, "cannot read the protocol recorded for %s: \"%s\"", rname,
-               rtext);
-      warn(warns, line);
-    } else if (protocol_diff(&o.p, &rp, diff, sizeof diff)) {
-      json_object_set_new(prov, "protocol_matches_record", json_false());
-      json_object_set_new(prov, "protocol_differences", pg_json_cstr(diff));
-      snprintf(line, sizeof line, "the protocol differs from the one that gave %s its figure "
-               "(\"%s\"): %s; this val_bpb is not comparable to the record's", rname, rtext,
-               diff);
-      warn(warns, line);
-    } else {
-      json_object_set_new(prov, "protocol_matches_record", json_true());
-    }
-    json_object_set_new(prov, "warnings", warns);
-  }
+  if (gather_provenance(&ps, &o, is_st, art, arch, lo, &err)) goto fail;
   /* the fp32 figure runs on its own copy of the weights: a TTT protocol changes the model */
   if (fig32 && (pg_model_create(&m32, arch, &err) || pg_model_copy_params(m32, m, &err)))
     goto fail;
@@ -655,151 +593,49 @@ int main(int argc, char **argv) {
   }
 
   /* the receipt */
-  receipt = json_object();
-  json_t *tool = json_object();
-  json_object_set_new(tool, "name", json_string("pgverify"));
-  json_object_set_new(tool, "version", json_string(PG_VERSION));
-  json_object_set_new(tool, "receipt_format", json_integer(1));
-  json_object_set_new(receipt, "pgverify", tool);
-  json_t *ja = json_object();
-  json_object_set_new(ja, "path", pg_json_cstr(o.artifact));
-  json_object_set_new(ja, "kind", json_string(is_st ? "safetensors" : "artifact"));
-  json_object_set_new(ja, "bytes", json_integer((json_int_t)art_size));
-  json_object_set_new(ja, "xxh64", hex64(art_hash));
-  json_object_set_new(receipt, "artifact", ja);
-  char *arch_text = NULL;
-  if (pg_arch_serialize(arch, &arch_text, &err)) goto fail;
-  json_object_set_new(receipt, "arch", json_loads(arch_text, 0, NULL));
-  free(arch_text);
-  json_t *jt = json_object();
-  json_object_set_new(jt, "source", pg_json_cstr(o.tokenizer ? o.tokenizer : "artifact"));
-  json_object_set_new(jt, "pieces", json_integer(pg_spm_vocab_size(spm)));
-  json_object_set_new(jt, "xxh64", hex64(tok_hash));
-  json_object_set_new(receipt, "tokenizer", jt);
-  json_t *jv = json_object(), *files = json_array();
-  json_object_set_new(jv, "pattern", pg_json_cstr(o.val));
-  for (size_t k = 0; k < pg_shard_set_nfiles(set); k++) {
-    const pg_shard_file *f = pg_shard_set_file(set, k);
-    uint64_t h, sz;
-    if (hash_file(f->path, &h, &sz, &err)) goto fail;
-    json_array_append_new(files, json_pack("{s:o,s:I,s:o}", "path", pg_json_cstr(f->path), "tokens",
-                                           (json_int_t)f->count, "xxh64", hex64(h)));
-  }
-  json_object_set_new(jv, "files", files);
-  json_object_set_new(jv, "tokens_available", json_integer((json_int_t)pg_shard_set_count(set)));
-  json_object_set_new(jv, "tokens_read", json_integer((json_int_t)n));
-  json_object_set_new(jv, "partial", json_boolean(n < pg_shard_set_count(set)));
-  json_object_set_new(jv, "bytes_source",
-                      json_string(o.bytes ? "sidecar" : "tokenizer byte tables"));
-  if (o.bytes) json_object_set_new(jv, "bytes_pattern", pg_json_cstr(o.bytes));
-  json_object_set_new(receipt, "val", jv);
-  json_object_set_new(receipt, "protocol", protocol_json(&o.p));
-  json_object_set_new(receipt, "provenance", prov);
-  prov = NULL;
-  json_object_set_new(receipt, "result", result_json(&res));
-  if (fig32) {
-    json_t *r32 = json_object();
-    json_object_set_new(r32, "val_loss", json_real(res32.val_loss));
-    json_object_set_new(r32, "val_bpb", json_real(res32.val_bpb));
-    json_object_set_new(r32, "loss_sum_nats", json_real(res32.sum.nats));
-    json_object_set_new(r32, "token_count", json_real(res32.sum.tokens));
-    json_object_set_new(r32, "byte_count", json_real(res32.sum.bytes));
-    json_object_set_new(r32, "seconds", json_real(res32.seconds));
-    json_object_set_new(r32, "bf16_minus_fp32_bpb", json_real(res.val_bpb - res32.val_bpb));
-    json_object_set_new(receipt, "result_fp32", r32);
-  }
-  json_t *je = json_object();
-  json_object_set_new(je, "name", json_string("cpu"));
-  json_object_set_new(je, "threads", json_integer(nthreads));
-  json_object_set_new(je, "precision", json_string(pg_precision_name((pg_precision)o.precision)));
-  json_object_set_new(je, "numerics",
-                      json_string(o.precision == PG_PREC_BF16
-                                      ? "bf16 at the records' autocast rounding points, fp64 sums "
-                                        "(spec/engine.md §7)"
-                                      : "fp32 tensors, fp64 sums (spec/engine.md)"));
-  json_object_set_new(receipt, "engine", je);
-  json_t *jb = json_object();
-  json_object_set_new(jb, "version", json_string(PG_VERSION));
-#ifdef __VERSION__
-  json_object_set_new(jb, "compiler", json_string(__VERSION__));
-#endif
-  json_object_set_new(receipt, "build", jb);
-  json_object_set_new(receipt, "seconds_total", pg_json_num(pg_now() - t0));
-
-  char *text =
-      json_dumps(receipt, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(17));
-  if (!text) {
-    pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot format the receipt");
+  nshards = pg_shard_set_nfiles(set);
+  if (!(shards = calloc(nshards ? nshards : 1, sizeof *shards))) {
+    pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate the shard list");
     goto fail;
   }
-  if (!o.no_receipt) {
-    size_t tl = strlen(text);
-    text[tl] = '\n';
-    int wr = pg_file_write_atomic(o.receipt, text, tl + 1, &err);
-    text[tl] = '\0';
-    if (wr) {
-      free(text);
-      goto fail;
-    }
+  for (size_t k = 0; k < nshards; k++) {
+    const pg_shard_file *f = pg_shard_set_file(set, k);
+    uint64_t sz;
+    shards[k].path = f->path;
+    shards[k].tokens = f->count;
+    if (hash_file(f->path, &shards[k].xxh64, &sz, &err)) goto fail;
   }
+  pg_receipt_in ri = {
+      .version = PG_VERSION, .artifact_path = o.artifact, .safetensors = is_st,
+      .artifact_bytes = art_size, .artifact_xxh64 = art_hash, .arch = arch,
+      .tokenizer_source = o.tokenizer ? o.tokenizer : "artifact",
+      .tokenizer_pieces = pg_spm_vocab_size(spm), .tokenizer_xxh64 = tok_hash,
+      .val_pattern = o.val, .shards = shards, .nshards = nshards,
+      .tokens_available = pg_shard_set_count(set), .tokens_read = n, .bytes_pattern = o.bytes,
+      .protocol = &o.p, .provenance = &ps.prov, .result = &res,
+      .result_fp32 = fig32 ? &res32 : NULL,
+      .engine = "cpu", .threads = nthreads, .precision = o.precision,
+#ifdef __VERSION__
+      .compiler = __VERSION__,
+#endif
+      .seconds_total = pg_now() - t0};
+  if (pg_receipt_build(&ri, &text, &err) ||
+      (!o.no_receipt && pg_receipt_write(o.receipt, text, &err)))
+    goto fail;
   if (o.json) {
-    printf("%s\n", text);
+    fputs(text, stdout);
   } else {
-    char a[32], b[32];
-    printf("artifact   %s (%s bytes, xxh64 %016llx)\n", pg_safe(o.artifact),
-           pg_fmt_u64(a, art_size),
-           (unsigned long long)art_hash);
-    printf("protocol   %s%s\n", pg_proto_name(o.p.kind),
-           o.p.tail_dup ? " (tail variant: the last L-S targets are scored twice)" : "");
-    const pg_arch_follows *fw = &arch->follows;
-    printf("arch       ");
-    if (fw->set) {
-      printf("follows ");
-      pg_print_safe(stdout, fw->record, strlen(fw->record));
-      if (fw->pr) printf(" (PR #%d)", fw->pr);
-      if (fw->val_bpb > 0) printf(", reported val_bpb %.5g", fw->val_bpb);
-      printf("\n");
-    } else {
-      printf("names no record (no \"follows\")\n");
-    }
-    printf("unchecked  not fixed by the weights, taken from the arch: ");
-    pg_print_safe(stdout, unchecked_line, strlen(unchecked_line));
-    printf("\n");
-    json_t *pm = json_object_get(json_object_get(receipt, "provenance"),
-                                 "protocol_matches_record");
-    if (json_is_boolean(pm))
-      printf("record     the protocol %s the record's (%s)\n",
-             json_is_true(pm) ? "is" : "is NOT", w_proto ? "provenance.protocol"
-                                                          : "follows.protocol");
-    if (o.precision == PG_PREC_BF16)
-      printf("precision  bf16 (the records' autocast rounding points, spec/engine.md §7)\n");
-    printf("val_loss   %.8f\n", res.val_loss);
-    printf("val_bpb    %.8f\n", res.val_bpb);
-    if (fig32)
-      printf("fp32       val_loss %.8f  val_bpb %.8f  (bf16 - fp32: %+.3e bpb)\n", res32.val_loss,
-             res32.val_bpb, res.val_bpb - res32.val_bpb);
-    printf("targets    %s of T = %s%s\n", pg_fmt_u64(a, res.scored), pg_fmt_u64(b, res.targets),
-           res.duplicates ? " (duplicates included)" : " (every target scored once)");
-    printf("bytes      %s\n", pg_fmt_u64(a, (uint64_t)res.sum.bytes));
-    if (n < pg_shard_set_count(set))
-      printf("partial    the first %s of %s validation tokens\n", pg_fmt_u64(a, n),
-             pg_fmt_u64(b, pg_shard_set_count(set)));
-    if (res.train_steps)
-      printf("updates    %s (score-first: each after its chunk's score was committed)\n",
-             pg_fmt_u64(a, res.train_steps));
-    printf("time       %.2f s (engine cpu, %d threads)\n", res.seconds + res32.seconds, nthreads);
-    if (!o.no_receipt) printf("receipt    %s\n", pg_safe(o.receipt));
+    print_report(&o, &ps, arch, art_size, art_hash, &res, fig32 ? &res32 : NULL, n,
+                 pg_shard_set_count(set), nthreads);
   }
-  free(text);
   rc = PG_EXIT_OK;
   goto done;
 fail:
   rc = pg_tool_fail(PROG, &err);
 done:
-  json_decref(receipt);
-  json_decref(prov);
-  free(w_record);
-  free(w_proto);
+  free(text);
+  free(shards);
+  prov_state_free(&ps);
   pg_eval_result_free(&res);
   pg_eval_result_free(&res32);
   pg_val_data_free(&vd);
