@@ -143,9 +143,39 @@ static void mm_tile_generic(const double *restrict ap, const double *restrict bp
  * multiplies and adds are the same IEEE operations in the same order, so the bits are the same. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(PG_OPS_NO_AVX2)
 #define MM_HAVE_AVX2 1
+#include <immintrin.h>
+#if MM_MR != 4 || MM_NR != 8
+#error "mm_tile_avx2 is written for 4 x 8 tiles"
+#endif
+/* Written with intrinsics: the compiler's own vectorization of MM_TILE_BODY shuffles every
+ * panel load, which costs as much as the arithmetic. Each lane is still one output's sum:
+ * s = 0.0, then s = s + a·b for r ascending, a separate multiply and add (no FMA). */
 __attribute__((target("avx2"))) static void mm_tile_avx2(const double *restrict ap,
                                                          const double *restrict bp, int R,
-                                                         double *restrict c) MM_TILE_BODY
+                                                         double *restrict c) {
+  __m256d s00 = _mm256_setzero_pd(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
+          s30 = s00, s31 = s00;
+  for (int r = 0; r < R; r++) {
+    const double *av = ap + (size_t)r * MM_MR, *bv = bp + (size_t)r * MM_NR;
+    __m256d b0 = _mm256_loadu_pd(bv), b1 = _mm256_loadu_pd(bv + 4), a;
+    a = _mm256_broadcast_sd(av);
+    s00 = _mm256_add_pd(s00, _mm256_mul_pd(a, b0));
+    s01 = _mm256_add_pd(s01, _mm256_mul_pd(a, b1));
+    a = _mm256_broadcast_sd(av + 1);
+    s10 = _mm256_add_pd(s10, _mm256_mul_pd(a, b0));
+    s11 = _mm256_add_pd(s11, _mm256_mul_pd(a, b1));
+    a = _mm256_broadcast_sd(av + 2);
+    s20 = _mm256_add_pd(s20, _mm256_mul_pd(a, b0));
+    s21 = _mm256_add_pd(s21, _mm256_mul_pd(a, b1));
+    a = _mm256_broadcast_sd(av + 3);
+    s30 = _mm256_add_pd(s30, _mm256_mul_pd(a, b0));
+    s31 = _mm256_add_pd(s31, _mm256_mul_pd(a, b1));
+  }
+  _mm256_storeu_pd(c, s00), _mm256_storeu_pd(c + 4, s01);
+  _mm256_storeu_pd(c + 8, s10), _mm256_storeu_pd(c + 12, s11);
+  _mm256_storeu_pd(c + 16, s20), _mm256_storeu_pd(c + 20, s21);
+  _mm256_storeu_pd(c + 24, s30), _mm256_storeu_pd(c + 28, s31);
+}
 #endif
 
 static mm_tile_fn mm_tile_pick(void) {
@@ -508,11 +538,144 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
   free(l);
 }
 
+/* The forward over packed fp64 copies of k and v (AVX2, d a multiple of 4; the same bits as
+ * attn_fwd_rows). kt[g][i][s] holds k transposed, so the logits of 16 consecutive keys are 16
+ * independent sums, each over i ascending from 0.0 (a separate multiply and add per term), run
+ * side by side in four vectors; keys past t (and the zero padding up to Tp) are computed and
+ * ignored. vp[g][s][i] is v in fp64; the weighted sum runs over the allowed s ascending for 32
+ * (or 4) dims i at a time, one output per lane. exp stays the C library's, one call per allowed
+ * key, as attn_fwd_rows calls it. */
+#if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
+typedef struct {
+  const pg_attn_ctx *c;
+  double *kt, *vp;
+  size_t Tp; /* T rounded up to 16 */
+} pg_attn_pack;
+
+/* the t of parallel index u: 0, T−1, 1, T−2, …, so contiguous chunks of rows cost about the
+ * same under the causal mask (which rows a thread computes changes no value) */
+static int attn_balanced_t(size_t u, int T) {
+  return (u & 1) ? T - 1 - (int)(u / 2) : (int)(u / 2);
+}
+
+static void attn_pack_groups(void *p, size_t b, size_t end) {
+  const pg_attn_pack *a = p;
+  const pg_attn_ctx *c = a->c;
+  size_t d = (size_t)c->d, Tp = a->Tp;
+  for (size_t g = b; g < end; g++) {
+    double *kt = a->kt + g * d * Tp, *vp = a->vp + g * Tp * d;
+    for (size_t s = 0; s < Tp; s++) {
+      const pg_real *ks = s < (size_t)c->T ? attn_kv(c, c->k, (int)s, (int)g) : NULL;
+      const pg_real *vs = s < (size_t)c->T ? attn_kv(c, c->v, (int)s, (int)g) : NULL;
+      for (size_t i = 0; i < d; i++) {
+        kt[i * Tp + s] = ks ? (double)ks[i] : 0.0;
+        vp[s * d + i] = vs ? (double)vs[i] : 0.0;
+      }
+    }
+  }
+}
+
+__attribute__((target("avx2"))) static void attn_fwd_rows_avx2(void *p, size_t b, size_t end) {
+  const pg_attn_pack *a = p;
+  const pg_attn_ctx *c = a->c;
+  const int d = c->d, H = c->H;
+  const size_t Tp = a->Tp;
+  double *l = malloc(Tp * sizeof *l), q64[PG_OPS_MAX_HEAD_DIM];
+  if (!l) {
+    /* the plain rows, in the same order of t */
+    for (size_t u = b; u < end; u++) {
+      size_t row = (size_t)attn_balanced_t(u / (size_t)H, c->T) * (size_t)H + u % (size_t)H;
+      attn_fwd_rows((void *)c, row, row + 1);
+    }
+    return;
+  }
+  const __m256d scale = _mm256_set1_pd(c->scale);
+  for (size_t u = b; u < end; u++) {
+    int t = attn_balanced_t(u / (size_t)H, c->T), h = (int)(u % (size_t)H);
+    int g = h / (H / c->Hkv);
+    size_t row = (size_t)t * (size_t)H + (size_t)h;
+    const pg_real *q = c->q + row * (size_t)d;
+    const double *kt = a->kt + (size_t)g * (size_t)d * Tp, *vp = a->vp + (size_t)g * Tp * (size_t)d;
+    for (int i = 0; i < d; i++) q64[i] = (double)q[i];
+    for (size_t s0 = 0; s0 <= (size_t)t; s0 += 16) {
+      __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+      for (int i = 0; i < d; i++) {
+        const double *kr = kt + (size_t)i * Tp + s0;
+        __m256d qi = _mm256_broadcast_sd(q64 + i);
+        a0 = _mm256_add_pd(a0, _mm256_mul_pd(qi, _mm256_loadu_pd(kr)));
+        a1 = _mm256_add_pd(a1, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 4)));
+        a2 = _mm256_add_pd(a2, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 8)));
+        a3 = _mm256_add_pd(a3, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 12)));
+      }
+      _mm256_storeu_pd(l + s0, _mm256_mul_pd(scale, a0));
+      _mm256_storeu_pd(l + s0 + 4, _mm256_mul_pd(scale, a1));
+      _mm256_storeu_pd(l + s0 + 8, _mm256_mul_pd(scale, a2));
+      _mm256_storeu_pd(l + s0 + 12, _mm256_mul_pd(scale, a3));
+    }
+    double mx = -INFINITY, den = 0.0;
+    for (int s = 0; s <= t; s++)
+      if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
+    for (int s = 0; s <= t; s++) {
+      if (!attn_allowed(c, t, s)) continue;
+      l[s] = exp(l[s] - mx);
+      den += l[s];
+    }
+    pg_real *o = c->out + row * (size_t)d;
+    const __m256d dv = _mm256_set1_pd(den);
+    int i0 = 0;
+    for (; i0 + 32 <= d; i0 += 32) {
+      __m256d v0 = _mm256_setzero_pd(), v1 = v0, v2 = v0, v3 = v0, v4 = v0, v5 = v0, v6 = v0,
+              v7 = v0;
+      for (int s = 0; s <= t; s++) {
+        if (c->seg && !attn_allowed(c, t, s)) continue;
+        const double *vr = vp + (size_t)s * (size_t)d + i0;
+        __m256d w = _mm256_broadcast_sd(l + s);
+        v0 = _mm256_add_pd(v0, _mm256_mul_pd(w, _mm256_loadu_pd(vr)));
+        v1 = _mm256_add_pd(v1, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 4)));
+        v2 = _mm256_add_pd(v2, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 8)));
+        v3 = _mm256_add_pd(v3, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 12)));
+        v4 = _mm256_add_pd(v4, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 16)));
+        v5 = _mm256_add_pd(v5, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 20)));
+        v6 = _mm256_add_pd(v6, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 24)));
+        v7 = _mm256_add_pd(v7, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 28)));
+      }
+      __m256d vv[8] = {v0, v1, v2, v3, v4, v5, v6, v7};
+      for (int j = 0; j < 8; j++)
+        _mm_storeu_ps(o + i0 + 4 * j, _mm256_cvtpd_ps(_mm256_div_pd(vv[j], dv)));
+    }
+    for (; i0 < d; i0 += 4) {
+      __m256d v0 = _mm256_setzero_pd();
+      for (int s = 0; s <= t; s++) {
+        if (c->seg && !attn_allowed(c, t, s)) continue;
+        v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_broadcast_sd(l + s),
+                                             _mm256_loadu_pd(vp + (size_t)s * (size_t)d + i0)));
+      }
+      _mm_storeu_ps(o + i0, _mm256_cvtpd_ps(_mm256_div_pd(v0, dv)));
+    }
+  }
+  free(l);
+}
+#endif
+
 static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
                               const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
                               float scale) {
   pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
                    .d = d, .scale = (double)scale};
+#if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
+  if (d % 4 == 0 && T > 0 && __builtin_cpu_supports("avx2")) {
+    pg_attn_pack a = {.c = &c, .Tp = ((size_t)T + 15) / 16 * 16};
+    size_t n = (size_t)Hkv * a.Tp * (size_t)d;
+    a.kt = malloc(2 * n * sizeof *a.kt);
+    if (a.kt) {
+      a.vp = a.kt + n;
+      pg_parallel_for((size_t)Hkv, attn_pack_groups, &a, e->nthreads);
+      pg_parallel_for((size_t)T * (size_t)H, attn_fwd_rows_avx2, &a, e->nthreads);
+      free(a.kt);
+      return;
+    }
+  }
+#endif
   pg_parallel_for((size_t)T * (size_t)H, attn_fwd_rows, &c, e->nthreads);
 }
 
