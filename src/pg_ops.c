@@ -392,24 +392,37 @@ static double rope_angle(int32_t pos, int i, int rot, float base) {
 /* rows t: forward y = R x; backward y += R^T x (x holding dy, y holding dx) */
 static void rope_rows(void *p, size_t b, size_t end) {
   const pg_rope_ctx *c = p;
+  enum { TB = 128 };
   int half = c->rot / 2;
+  double cst[TB], snt[TB]; /* cos, sin of a position's angles i0 … i0 + TB − 1, for every head */
   for (size_t t = b; t < end; t++) {
+    for (int i0 = 0; i0 < half; i0 += TB) {
+      int i1 = half - i0 < TB ? half : i0 + TB;
+      for (int i = i0; i < i1; i++) {
+        double th = rope_angle(c->pos[t], i, c->rot, c->base);
+        cst[i - i0] = cos(th), snt[i - i0] = sin(th);
+      }
+      for (int h = 0; h < c->H; h++) {
+        size_t off = (t * (size_t)c->H + (size_t)h) * (size_t)c->d;
+        const pg_real *x = c->x + off;
+        pg_real *y = c->y + off;
+        for (int i = i0; i < i1; i++) {
+          double cs = cst[i - i0], sn = snt[i - i0];
+          double x1 = (double)x[i], x2 = (double)x[i + half];
+          if (!c->backward) {
+            y[i] = (pg_real)(x1 * cs + x2 * sn);
+            y[i + half] = (pg_real)(-x1 * sn + x2 * cs);
+          } else {
+            y[i] = (pg_real)((double)y[i] + (x1 * cs - x2 * sn));
+            y[i + half] = (pg_real)((double)y[i + half] + (x1 * sn + x2 * cs));
+          }
+        }
+      }
+    }
     for (int h = 0; h < c->H; h++) {
       size_t off = (t * (size_t)c->H + (size_t)h) * (size_t)c->d;
       const pg_real *x = c->x + off;
       pg_real *y = c->y + off;
-      for (int i = 0; i < half; i++) {
-        double th = rope_angle(c->pos[t], i, c->rot, c->base);
-        double cs = cos(th), sn = sin(th);
-        double x1 = (double)x[i], x2 = (double)x[i + half];
-        if (!c->backward) {
-          y[i] = (pg_real)(x1 * cs + x2 * sn);
-          y[i + half] = (pg_real)(-x1 * sn + x2 * cs);
-        } else {
-          y[i] = (pg_real)((double)y[i] + (x1 * cs - x2 * sn));
-          y[i + half] = (pg_real)((double)y[i + half] + (x1 * sn + x2 * cs));
-        }
-      }
       for (int i = c->rot; i < c->d; i++)
         y[i] = c->backward ? (pg_real)((double)y[i] + (double)x[i]) : x[i];
     }

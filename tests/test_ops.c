@@ -5,6 +5,7 @@
  * 2 and 3 threads; the blocked matmul bit for bit against the plain loops it replaced. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -804,6 +805,64 @@ Test(ops, parallel_for_covers_each_index_once) {
   cr_assert_eq(pg_parallel_threads(1), 1);
   cr_assert(pg_parallel_threads(0) >= 1);
   cr_assert_eq(pg_parallel_threads(100000), PG_PARALLEL_MAX_THREADS);
+}
+
+/* The chunks are the spec's contiguous ranges whichever pool thread runs them (spec/engine.md
+ * §3), and the pool copes with a chunk that calls pg_parallel_for itself and with two
+ * application threads calling at once (each falls back to threads of its own while the pool
+ * is busy). */
+typedef struct {
+  size_t b[8], e[8];
+  int n;
+  pthread_mutex_t m;
+} chunk_log;
+
+static void log_chunk(void *p, size_t b, size_t end) {
+  chunk_log *l = p;
+  pthread_mutex_lock(&l->m);
+  if (l->n < 8) l->b[l->n] = b, l->e[l->n] = end;
+  l->n++;
+  pthread_mutex_unlock(&l->m);
+}
+
+static void nested_range(void *p, size_t b, size_t end) {
+  int(*hits)[13] = p;
+  for (size_t i = b; i < end; i++) pg_parallel_for(13, count_range, hits[i], 3);
+}
+
+static void *hammer(void *p) {
+  int *hits = p;
+  for (int rep = 0; rep < 200; rep++) pg_parallel_for(37, count_range, hits, 2 + rep % 3);
+  return NULL;
+}
+
+Test(ops, parallel_for_pool_chunks_nested_and_concurrent) {
+  for (size_t n = 1; n <= 23; n++)
+    for (size_t k = 2; k <= 7; k++) {
+      chunk_log l = {.n = 0, .m = PTHREAD_MUTEX_INITIALIZER};
+      pg_parallel_for(n, log_chunk, &l, (int)k);
+      size_t kk = k < n ? k : n, q = n / kk, r = n % kk;
+      cr_assert_eq(l.n, (int)kk, "n=%zu k=%zu", n, k);
+      for (size_t i = 0; i < kk; i++) {
+        size_t want_b = i * q + (i < r ? i : r), found = 0;
+        for (int j = 0; j < l.n; j++)
+          if (l.b[j] == want_b) {
+            found = 1;
+            cr_assert_eq(l.e[j], (i + 1) * q + (i + 1 < r ? i + 1 : r));
+          }
+        cr_assert(found, "n=%zu k=%zu chunk %zu", n, k, i);
+      }
+    }
+  int nest[5][13] = {{0}};
+  pg_parallel_for(5, nested_range, nest, 3);
+  for (int i = 0; i < 5; i++)
+    for (int j = 0; j < 13; j++) cr_assert_eq(nest[i][j], 1);
+  int h0[37] = {0}, h1[37] = {0};
+  pthread_t t0, t1;
+  cr_assert_eq(pthread_create(&t0, NULL, hammer, h0), 0);
+  cr_assert_eq(pthread_create(&t1, NULL, hammer, h1), 0);
+  pthread_join(t0, NULL), pthread_join(t1, NULL);
+  for (int i = 0; i < 37; i++) cr_assert(h0[i] == 200 && h1[i] == 200, "index %d", i);
 }
 
 /* ---- the model's pieces: chanlerp, rowmul, tanh, embed, cols, expand -------------------------- */
