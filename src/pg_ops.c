@@ -552,23 +552,31 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
 }
 
 /* The forward over packed fp64 copies of k and v (AVX2, d a multiple of 4; the same bits as
- * attn_fwd_rows). kt[g][i][s] holds k transposed, so the logits of 16 consecutive keys are 16
- * independent sums, each over i ascending from 0.0 (a separate multiply and add per term), run
- * side by side in four vectors; keys past t (and the zero padding up to Tp) are computed and
- * ignored. vp[g][s][i] is v in fp64; the weighted sum runs over the allowed s ascending for 32
- * (or 4) dims i at a time, one output per lane. exp stays the C library's, one call per allowed
- * key, as attn_fwd_rows calls it. */
+ * attn_fwd_rows). kt holds k transposed, vp[g][s][i] holds v. A unit of work is a tile
+ * of rows: ATT_QB consecutive positions t × the heads of one kv group g, so a block of keys is
+ * read from L1 by every row of the tile instead of from memory by each row:
+ * - logits: for each block of 16 keys, each row's 16 logits are 16 independent sums over i
+ *   ascending from 0.0 (a separate multiply and add per term) in four vectors, then ·scale;
+ *   keys past t (and the zero padding up to Tp) are computed and ignored;
+ * - max, exp (the C library's, one call per allowed key) and the denominator, s ascending;
+ * - values: for each block of ATT_SB keys, each row's accumulators (in memory between blocks,
+ *   which is exact) take w_s·v_s for its allowed s ascending, 32 (or 4) dims i at a time;
+ * - out = fp32(acc / den).
+ * Which unit a thread runs changes no value; units are ordered so contiguous chunks of them
+ * cost about the same under the causal mask. */
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
+#define ATT_QB 4
+#define ATT_SB 32
 typedef struct {
   const pg_attn_ctx *c;
   double *kt, *vp;
   size_t Tp; /* T rounded up to 16 */
+  int nqb;   /* tiles of positions: ceil(T / ATT_QB) */
 } pg_attn_pack;
 
-/* the t of parallel index u: 0, T−1, 1, T−2, …, so contiguous chunks of rows cost about the
- * same under the causal mask (which rows a thread computes changes no value) */
-static int attn_balanced_t(size_t u, int T) {
-  return (u & 1) ? T - 1 - (int)(u / 2) : (int)(u / 2);
+/* the tile of parallel index u: 0, n−1, 1, n−2, … */
+static int attn_balanced(size_t u, int n) {
+  return (u & 1) ? n - 1 - (int)(u / 2) : (int)(u / 2);
 }
 
 static void attn_pack_groups(void *p, size_t b, size_t end) {
@@ -581,92 +589,125 @@ static void attn_pack_groups(void *p, size_t b, size_t end) {
       const pg_real *ks = s < (size_t)c->T ? attn_kv(c, c->k, (int)s, (int)g) : NULL;
       const pg_real *vs = s < (size_t)c->T ? attn_kv(c, c->v, (int)s, (int)g) : NULL;
       for (size_t i = 0; i < d; i++) {
-        kt[i * Tp + s] = ks ? (double)ks[i] : 0.0;
+        kt[(s / 16 * d + i) * 16 + s % 16] = ks ? (double)ks[i] : 0.0;
         vp[s * d + i] = vs ? (double)vs[i] : 0.0;
       }
     }
   }
 }
 
-__attribute__((target("avx2"))) static void attn_fwd_rows_avx2(void *p, size_t b, size_t end) {
+__attribute__((target("avx2"))) static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
   const pg_attn_pack *a = p;
   const pg_attn_ctx *c = a->c;
-  const int d = c->d, H = c->H;
-  const size_t Tp = a->Tp;
-  double *l = malloc(Tp * sizeof *l), q64[PG_OPS_MAX_HEAD_DIM];
-  if (!l) {
-    /* the plain rows, in the same order of t */
+  const int d = c->d, H = c->H, rep = c->H / c->Hkv, nr_max = ATT_QB * rep;
+  const size_t Tp = a->Tp, dz = (size_t)d;
+  /* per row of a tile: logits then weights [Tp], accumulators [d], q in fp64 [d], denominator */
+  double *buf = malloc((size_t)nr_max * (Tp + 2 * dz + 1) * sizeof *buf);
+  if (!buf) {
+    /* the plain rows of the same tiles */
     for (size_t u = b; u < end; u++) {
-      size_t row = (size_t)attn_balanced_t(u / (size_t)H, c->T) * (size_t)H + u % (size_t)H;
-      attn_fwd_rows((void *)c, row, row + 1);
+      int t0 = attn_balanced(u / (size_t)c->Hkv, a->nqb) * ATT_QB, g = (int)(u % (size_t)c->Hkv);
+      for (int t = t0; t < t0 + ATT_QB && t < c->T; t++) {
+        size_t row = (size_t)t * (size_t)H + (size_t)(g * rep);
+        attn_fwd_rows((void *)c, row, row + (size_t)rep);
+      }
     }
     return;
   }
+  double *L = buf, *A = buf + (size_t)nr_max * Tp, *Q = A + (size_t)nr_max * dz;
+  double *dens = Q + (size_t)nr_max * dz;
   const __m256d scale = _mm256_set1_pd(c->scale);
   for (size_t u = b; u < end; u++) {
-    int t = attn_balanced_t(u / (size_t)H, c->T), h = (int)(u % (size_t)H);
-    int g = h / (H / c->Hkv);
-    size_t row = (size_t)t * (size_t)H + (size_t)h;
-    const pg_real *q = c->q + row * (size_t)d;
-    const double *kt = a->kt + (size_t)g * (size_t)d * Tp, *vp = a->vp + (size_t)g * Tp * (size_t)d;
-    for (int i = 0; i < d; i++) q64[i] = (double)q[i];
-    for (size_t s0 = 0; s0 <= (size_t)t; s0 += 16) {
-      __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
-      for (int i = 0; i < d; i++) {
-        const double *kr = kt + (size_t)i * Tp + s0;
-        __m256d qi = _mm256_broadcast_sd(q64 + i);
-        a0 = _mm256_add_pd(a0, _mm256_mul_pd(qi, _mm256_loadu_pd(kr)));
-        a1 = _mm256_add_pd(a1, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 4)));
-        a2 = _mm256_add_pd(a2, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 8)));
-        a3 = _mm256_add_pd(a3, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 12)));
+    const int t0 = attn_balanced(u / (size_t)c->Hkv, a->nqb) * ATT_QB, g = (int)(u % (size_t)c->Hkv);
+    const int t1 = c->T - t0 < ATT_QB ? c->T : t0 + ATT_QB, nr = (t1 - t0) * rep;
+    const double *kt = a->kt + (size_t)g * dz * Tp, *vp = a->vp + (size_t)g * Tp * dz;
+    /* row r of the tile is (t0 + r / rep, g·rep + r mod rep) */
+    for (int r = 0; r < nr; r++) {
+      const pg_real *q = attn_q(c, t0 + r / rep, g * rep + r % rep);
+      for (int i = 0; i < d; i++) Q[(size_t)r * dz + i] = (double)q[i];
+    }
+    for (size_t s0 = 0; s0 < (size_t)t1; s0 += 16) {
+      for (int r = 0; r < nr; r++) {
+        if ((size_t)(t0 + r / rep) < s0) continue; /* no key of the block is ≤ t */
+        const double *q64 = Q + (size_t)r * dz;
+        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < d; i++) {
+          const double *kr = kt + (s0 * dz + (size_t)i * 16);
+          __m256d qi = _mm256_broadcast_sd(q64 + i);
+          a0 = _mm256_add_pd(a0, _mm256_mul_pd(qi, _mm256_loadu_pd(kr)));
+          a1 = _mm256_add_pd(a1, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 4)));
+          a2 = _mm256_add_pd(a2, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 8)));
+          a3 = _mm256_add_pd(a3, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 12)));
+        }
+        double *l = L + (size_t)r * Tp + s0;
+        _mm256_storeu_pd(l, _mm256_mul_pd(scale, a0));
+        _mm256_storeu_pd(l + 4, _mm256_mul_pd(scale, a1));
+        _mm256_storeu_pd(l + 8, _mm256_mul_pd(scale, a2));
+        _mm256_storeu_pd(l + 12, _mm256_mul_pd(scale, a3));
       }
-      _mm256_storeu_pd(l + s0, _mm256_mul_pd(scale, a0));
-      _mm256_storeu_pd(l + s0 + 4, _mm256_mul_pd(scale, a1));
-      _mm256_storeu_pd(l + s0 + 8, _mm256_mul_pd(scale, a2));
-      _mm256_storeu_pd(l + s0 + 12, _mm256_mul_pd(scale, a3));
     }
-    double mx = -INFINITY, den = 0.0;
-    for (int s = 0; s <= t; s++)
-      if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
-    for (int s = 0; s <= t; s++) {
-      if (!attn_allowed(c, t, s)) continue;
-      l[s] = exp(l[s] - mx);
-      den += l[s];
-    }
-    pg_real *o = c->out + row * (size_t)d;
-    const __m256d dv = _mm256_set1_pd(den);
-    int i0 = 0;
-    for (; i0 + 32 <= d; i0 += 32) {
-      __m256d v0 = _mm256_setzero_pd(), v1 = v0, v2 = v0, v3 = v0, v4 = v0, v5 = v0, v6 = v0,
-              v7 = v0;
+    for (int r = 0; r < nr; r++) {
+      int t = t0 + r / rep;
+      double *l = L + (size_t)r * Tp, mx = -INFINITY, dn = 0.0;
+      for (int s = 0; s <= t; s++)
+        if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
       for (int s = 0; s <= t; s++) {
-        if (c->seg && !attn_allowed(c, t, s)) continue;
-        const double *vr = vp + (size_t)s * (size_t)d + i0;
-        __m256d w = _mm256_broadcast_sd(l + s);
-        v0 = _mm256_add_pd(v0, _mm256_mul_pd(w, _mm256_loadu_pd(vr)));
-        v1 = _mm256_add_pd(v1, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 4)));
-        v2 = _mm256_add_pd(v2, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 8)));
-        v3 = _mm256_add_pd(v3, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 12)));
-        v4 = _mm256_add_pd(v4, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 16)));
-        v5 = _mm256_add_pd(v5, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 20)));
-        v6 = _mm256_add_pd(v6, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 24)));
-        v7 = _mm256_add_pd(v7, _mm256_mul_pd(w, _mm256_loadu_pd(vr + 28)));
+        if (!attn_allowed(c, t, s)) continue;
+        l[s] = exp(l[s] - mx);
+        dn += l[s];
       }
-      __m256d vv[8] = {v0, v1, v2, v3, v4, v5, v6, v7};
-      for (int j = 0; j < 8; j++)
-        _mm_storeu_ps(o + i0 + 4 * j, _mm256_cvtpd_ps(_mm256_div_pd(vv[j], dv)));
+      dens[r] = dn;
+      for (int i = 0; i < d; i++) A[(size_t)r * dz + i] = 0.0;
     }
-    for (; i0 < d; i0 += 4) {
-      __m256d v0 = _mm256_setzero_pd();
-      for (int s = 0; s <= t; s++) {
-        if (c->seg && !attn_allowed(c, t, s)) continue;
-        v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_broadcast_sd(l + s),
-                                             _mm256_loadu_pd(vp + (size_t)s * (size_t)d + i0)));
+    for (int s0 = 0; s0 < t1; s0 += ATT_SB) {
+      for (int r = 0; r < nr; r++) {
+        const int t = t0 + r / rep, s1 = t + 1 < s0 + ATT_SB ? t + 1 : s0 + ATT_SB;
+        const double *w = L + (size_t)r * Tp;
+        double *acc = A + (size_t)r * dz;
+        int i0 = 0;
+        for (; i0 + 32 <= d; i0 += 32) {
+          __m256d v0 = _mm256_loadu_pd(acc + i0), v1 = _mm256_loadu_pd(acc + i0 + 4),
+                  v2 = _mm256_loadu_pd(acc + i0 + 8), v3 = _mm256_loadu_pd(acc + i0 + 12),
+                  v4 = _mm256_loadu_pd(acc + i0 + 16), v5 = _mm256_loadu_pd(acc + i0 + 20),
+                  v6 = _mm256_loadu_pd(acc + i0 + 24), v7 = _mm256_loadu_pd(acc + i0 + 28);
+          for (int s = s0; s < s1; s++) {
+            if (c->seg && !attn_allowed(c, t, s)) continue;
+            const double *vr = vp + (size_t)s * dz + i0;
+            __m256d ws = _mm256_broadcast_sd(w + s);
+            v0 = _mm256_add_pd(v0, _mm256_mul_pd(ws, _mm256_loadu_pd(vr)));
+            v1 = _mm256_add_pd(v1, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 4)));
+            v2 = _mm256_add_pd(v2, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 8)));
+            v3 = _mm256_add_pd(v3, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 12)));
+            v4 = _mm256_add_pd(v4, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 16)));
+            v5 = _mm256_add_pd(v5, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 20)));
+            v6 = _mm256_add_pd(v6, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 24)));
+            v7 = _mm256_add_pd(v7, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 28)));
+          }
+          _mm256_storeu_pd(acc + i0, v0), _mm256_storeu_pd(acc + i0 + 4, v1);
+          _mm256_storeu_pd(acc + i0 + 8, v2), _mm256_storeu_pd(acc + i0 + 12, v3);
+          _mm256_storeu_pd(acc + i0 + 16, v4), _mm256_storeu_pd(acc + i0 + 20, v5);
+          _mm256_storeu_pd(acc + i0 + 24, v6), _mm256_storeu_pd(acc + i0 + 28, v7);
+        }
+        for (; i0 < d; i0 += 4) {
+          __m256d v0 = _mm256_loadu_pd(acc + i0);
+          for (int s = s0; s < s1; s++) {
+            if (c->seg && !attn_allowed(c, t, s)) continue;
+            v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_broadcast_sd(w + s),
+                                                 _mm256_loadu_pd(vp + (size_t)s * dz + i0)));
+          }
+          _mm256_storeu_pd(acc + i0, v0);
+        }
       }
-      _mm_storeu_ps(o + i0, _mm256_cvtpd_ps(_mm256_div_pd(v0, dv)));
+    }
+    for (int r = 0; r < nr; r++) {
+      pg_real *o = c->out + ((size_t)(t0 + r / rep) * (size_t)H + (size_t)(g * rep + r % rep)) * dz;
+      const double *acc = A + (size_t)r * dz;
+      const __m256d dv = _mm256_set1_pd(dens[r]);
+      for (int i0 = 0; i0 < d; i0 += 4)
+        _mm_storeu_ps(o + i0, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_loadu_pd(acc + i0), dv)));
     }
   }
-  free(l);
+  free(buf);
 }
 #endif
 
@@ -677,13 +718,13 @@ static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, c
                    .d = d, .scale = (double)scale};
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
   if (d % 4 == 0 && T > 0 && __builtin_cpu_supports("avx2")) {
-    pg_attn_pack a = {.c = &c, .Tp = ((size_t)T + 15) / 16 * 16};
+    pg_attn_pack a = {.c = &c, .Tp = ((size_t)T + 15) / 16 * 16, .nqb = (T + ATT_QB - 1) / ATT_QB};
     size_t n = (size_t)Hkv * a.Tp * (size_t)d;
     a.kt = malloc(2 * n * sizeof *a.kt);
     if (a.kt) {
       a.vp = a.kt + n;
       pg_parallel_for((size_t)Hkv, attn_pack_groups, &a, e->nthreads);
-      pg_parallel_for((size_t)T * (size_t)H, attn_fwd_rows_avx2, &a, e->nthreads);
+      pg_parallel_for((size_t)a.nqb * (size_t)Hkv, attn_fwd_tiles_avx2, &a, e->nthreads);
       free(a.kt);
       return;
     }
