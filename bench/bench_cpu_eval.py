@@ -6,7 +6,7 @@ MLP 3x, vocab 1024) is written as safetensors with pgolf's tensor names; the fir
 tokens of the validation shard become a one-shard stream; pgverify scores it with
 `--protocol sliding --seq-len L --stride S` and a PyTorch model written here from spec/model.md,
 spec/arch.md and spec/engine.md scores the same windows. One table: seconds, tokens/s (scored
-targets per second), the time ratio pgverify / PyTorch, each val_loss and their difference.
+targets per second), the time ratio to PyTorch (measured in the same run), each val_loss and their difference.
 
 The PyTorch side covers the arch features the default arch uses (tied head with softcap,
 QK-norm, q_gain, full or partial RoPE, resid_mix, attn/mlp scales, plain U-Net skips, GQA,
@@ -234,6 +234,8 @@ def main():
     ap.add_argument("--pgverify", default=os.path.join(ROOT, "build/tools/pgverify"))
     ap.add_argument("--val", default=os.path.join(ROOT, "data/kjv/shards/fineweb_val_000000.bin"))
     ap.add_argument("--tokenizer", default=os.path.join(ROOT, "data/kjv/kjv_1024_bpe.model"))
+    ap.add_argument("--base", metavar="PGVERIFY",
+                    help="also time this pgverify (e.g. a build of an older commit), same inputs")
     ap.add_argument("--only", choices=["pgverify", "torch"], help="run one side only")
     ap.add_argument("--seed", type=int, default=12)
     args = ap.parse_args()
@@ -257,8 +259,9 @@ def main():
         write_safetensors(st_path, w, {})
         os.mkdir(os.path.join(tmp, "val"))
         write_shard(os.path.join(tmp, "val/val_000000.bin"), toks)
-        if args.only != "torch":
-            cmd = [args.pgverify, st_path, "--arch", arch_path, "--tokenizer", args.tokenizer,
+        sides = [("pgverify", args.pgverify)] + ([("base", args.base)] if args.base else [])
+        for name, exe in sides if args.only != "torch" else []:
+            cmd = [exe, st_path, "--arch", arch_path, "--tokenizer", args.tokenizer,
                    "--val", os.path.join(tmp, "val/val_*.bin"), "--protocol", "sliding",
                    "--seq-len", str(args.seq_len), "--stride", str(args.stride),
                    "--batch", str(args.batch), "--threads", str(threads), "--json",
@@ -270,7 +273,7 @@ def main():
             if r.returncode: sys.exit(f"bench_cpu_eval: pgverify exited {r.returncode}")
             j = json.loads(r.stdout)
             loss = j.get("val_loss", j.get("result", {}).get("val_loss"))
-            rows.append(("pgverify", sec, args.targets, loss))
+            rows.append((name, sec, args.targets, loss))
         if args.only != "pgverify":
             torch.set_num_threads(threads)
             print(f"running: torch {torch.__version__}, {threads} threads", file=sys.stderr)
@@ -284,8 +287,9 @@ def main():
     base = rows[-1][1]
     for name, sec, n, loss in rows:
         print(f"{name:<10}{sec:>10.2f}{n / sec:>11.1f}{sec / base:>8.2f}  {loss:<20.12f}")
-    if len(rows) == 2:
-        print(f"val_loss difference (pgverify - torch): {rows[0][3] - rows[1][3]:.3e}")
+    if args.only is None:
+        for name, _, _, loss in rows[:-1]:
+            print(f"val_loss difference ({name} - torch): {loss - rows[-1][3]:.3e}")
 
 
 if __name__ == "__main__":
