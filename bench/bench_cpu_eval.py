@@ -6,7 +6,8 @@ MLP 3x, vocab 1024) is written as safetensors with pgolf's tensor names; the fir
 tokens of the validation shard become a one-shard stream; pgverify scores it with
 `--protocol sliding --seq-len L --stride S` and a PyTorch model written here from spec/model.md,
 spec/arch.md and spec/engine.md scores the same windows. One table: seconds, tokens/s (scored
-targets per second), the time ratio to PyTorch (measured in the same run), each val_loss and their difference.
+targets per second), the time ratio to PyTorch (measured in the same run), each val_loss and
+their difference.
 
 The PyTorch side covers the arch features the default arch uses (tied head with softcap,
 QK-norm, q_gain, full or partial RoPE, resid_mix, attn/mlp scales, plain U-Net skips, GQA,
@@ -124,7 +125,8 @@ def rms(x, eps):
 def rope_tables(a, T):
     hd, rot = a["head_dim"], a["attention"]["rope_dims"]
     base = torch.tensor(a["attention"]["rope_base"], dtype=torch.float32)
-    inv = 1.0 / (base ** (torch.arange(0, rot, 2, dtype=torch.float32) / rot))  # fp32, twice rounded
+    # fp32, rounded twice (spec/engine.md §4.3)
+    inv = 1.0 / (base ** (torch.arange(0, rot, 2, dtype=torch.float32) / rot))
     ang = torch.arange(T, dtype=torch.float32)[:, None] * inv[None, :]
     return torch.cos(ang), torch.sin(ang)
 
@@ -183,7 +185,8 @@ class Model:
         z = F.linear(x, w["tok_emb.weight"])
         c = a["head"].get("softcap", 0.0)
         if c > 0: z = c * torch.tanh(z / c)
-        return F.cross_entropy(z.float().flatten(0, 1), tgt.flatten(), reduction="none").view(tgt.shape)
+        nll = F.cross_entropy(z.float().flatten(0, 1), tgt.flatten(), reduction="none")
+        return nll.view(tgt.shape)
 
 
 def sliding_windows(T, L, s):

@@ -1,8 +1,8 @@
-/* pg_ops.c: the CPU reference ops (the oracle for the CUDA engine). Plain loops (the matmul
- * blocked over tiles of independent outputs, with the same bits), fp64 sums in ascending index
- * order, one fp32 rounding per output element, parallel over output rows only
- * (pg_parallel_for), so every result is the same for any thread count. spec/engine.md defines
- * each op. */
+/* pg_ops.c: the CPU reference ops (the oracle for the CUDA engine). Plain loops (the matmul and
+ * the attention forward blocked over tiles of independent outputs, with the same bits), fp64
+ * sums in ascending index order, one fp32 rounding per output element, parallel over
+ * independent outputs only (pg_parallel_for), so every result is the same for any thread
+ * count. spec/engine.md defines each op. */
 #include "pg_ops.h"
 
 #include <math.h>
@@ -22,8 +22,9 @@
  * in tests/pgmm_naive.h as the reference). What the blocking changes is only how many outputs
  * are in flight: a tile of MM_MR output rows × MM_NR output columns (32 accumulators in
  * registers), whose inputs are converted to fp64 once, laid out so each step of the reduction
- * reads one run of MM_MR and one of MM_NR consecutive doubles. The compiler vectorizes across the tile's columns
- * (independent outputs), never along the reduction; -ffp-contract=off rules out FMA. */
+ * reads one run of MM_MR and one of MM_NR consecutive doubles. The vectors run across the
+ * tile's columns (independent outputs), never along the reduction; -ffp-contract=off and the
+ * intrinsics chosen (multiply, then add) rule out FMA. */
 
 /* The plain loops: one output at a time (also the fallback, see above). Column block of the
  * backward's fp64 accumulators (kept on the stack). */
@@ -606,7 +607,8 @@ __attribute__((target("avx2"))) static void attn_fwd_tiles_avx2(void *p, size_t 
   if (!buf) {
     /* the plain rows of the same tiles */
     for (size_t u = b; u < end; u++) {
-      int t0 = attn_balanced(u / (size_t)c->Hkv, a->nqb) * ATT_QB, g = (int)(u % (size_t)c->Hkv);
+      int t0 = attn_balanced(u / (size_t)c->Hkv, a->nqb) * ATT_QB;
+      int g = (int)(u % (size_t)c->Hkv);
       for (int t = t0; t < t0 + ATT_QB && t < c->T; t++) {
         size_t row = (size_t)t * (size_t)H + (size_t)(g * rep);
         attn_fwd_rows((void *)c, row, row + (size_t)rep);
@@ -618,7 +620,8 @@ __attribute__((target("avx2"))) static void attn_fwd_tiles_avx2(void *p, size_t 
   double *dens = Q + (size_t)nr_max * dz;
   const __m256d scale = _mm256_set1_pd(c->scale);
   for (size_t u = b; u < end; u++) {
-    const int t0 = attn_balanced(u / (size_t)c->Hkv, a->nqb) * ATT_QB, g = (int)(u % (size_t)c->Hkv);
+    const int t0 = attn_balanced(u / (size_t)c->Hkv, a->nqb) * ATT_QB;
+    const int g = (int)(u % (size_t)c->Hkv);
     const int t1 = c->T - t0 < ATT_QB ? c->T : t0 + ATT_QB, nr = (t1 - t0) * rep;
     const double *kt = a->kt + (size_t)g * dz * Tp, *vp = a->vp + (size_t)g * Tp * dz;
     /* row r of the tile is (t0 + r / rep, g·rep + r mod rep) */

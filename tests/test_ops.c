@@ -483,8 +483,8 @@ Test(ops, attention_forward_is_bit_identical_to_the_plain_loops) {
         pg_ops e = pg_ops_cpu(th);
         float *y = filled(nq, -5.0f);
         e.attention_fwd(&e, y, q, k, v, masked ? seg : NULL, T, H, Hkv, d, scale);
-        cr_assert(!memcmp(y, ref, (size_t)nq * sizeof *y), "T %d H %d Hkv %d d %d seg %d, %d threads",
-                  T, H, Hkv, d, masked, th);
+        cr_assert(!memcmp(y, ref, (size_t)nq * sizeof *y),
+                  "T %d H %d Hkv %d d %d seg %d, %d threads", T, H, Hkv, d, masked, th);
         free(y);
       }
       free(ref);
