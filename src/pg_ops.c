@@ -1,8 +1,8 @@
-/* pg_ops.c: the CPU reference ops (the oracle for the CUDA engine). Plain loops (the matmul
- * blocked over tiles of independent outputs, with the same bits), fp64 sums in ascending index
- * order, one fp32 rounding per output element, parallel over output rows only
- * (pg_parallel_for), so every result is the same for any thread count. spec/engine.md defines
- * each op. */
+/* pg_ops.c: the CPU reference ops (the oracle for the CUDA engine). Plain loops (the matmul and
+ * the attention forward blocked over tiles of independent outputs, with the same bits), fp64
+ * sums in ascending index order, one fp32 rounding per output element, parallel over
+ * independent outputs only (pg_parallel_for), so every result is the same for any thread
+ * count. spec/engine.md defines each op. */
 #include "pg_ops.h"
 
 #include <math.h>
@@ -22,8 +22,9 @@
  * in tests/pgmm_naive.h as the reference). What the blocking changes is only how many outputs
  * are in flight: a tile of MM_MR output rows × MM_NR output columns (32 accumulators in
  * registers), whose inputs are converted to fp64 once, laid out so each step of the reduction
- * reads one run of MM_MR and one of MM_NR consecutive doubles. The compiler vectorizes across the tile's columns
- * (independent outputs), never along the reduction; -ffp-contract=off rules out FMA. */
+ * reads one run of MM_MR and one of MM_NR consecutive doubles. The vectors run across the
+ * tile's columns (independent outputs), never along the reduction; -ffp-contract=off and the
+ * intrinsics chosen (multiply, then add) rule out FMA. */
 
 /* The plain loops: one output at a time (also the fallback, see above). Column block of the
  * backward's fp64 accumulators (kept on the stack). */
@@ -143,9 +144,39 @@ static void mm_tile_generic(const double *restrict ap, const double *restrict bp
  * multiplies and adds are the same IEEE operations in the same order, so the bits are the same. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(PG_OPS_NO_AVX2)
 #define MM_HAVE_AVX2 1
+#include <immintrin.h>
+#if MM_MR != 4 || MM_NR != 8
+#error "mm_tile_avx2 is written for 4 x 8 tiles"
+#endif
+/* Written with intrinsics: the compiler's own vectorization of MM_TILE_BODY shuffles every
+ * panel load, which costs as much as the arithmetic. Each lane is still one output's sum:
+ * s = 0.0, then s = s + a·b for r ascending, a separate multiply and add (no FMA). */
 __attribute__((target("avx2"))) static void mm_tile_avx2(const double *restrict ap,
                                                          const double *restrict bp, int R,
-                                                         double *restrict c) MM_TILE_BODY
+                                                         double *restrict c) {
+  __m256d s00 = _mm256_setzero_pd(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
+          s30 = s00, s31 = s00;
+  for (int r = 0; r < R; r++) {
+    const double *av = ap + (size_t)r * MM_MR, *bv = bp + (size_t)r * MM_NR;
+    __m256d b0 = _mm256_loadu_pd(bv), b1 = _mm256_loadu_pd(bv + 4), a;
+    a = _mm256_broadcast_sd(av);
+    s00 = _mm256_add_pd(s00, _mm256_mul_pd(a, b0));
+    s01 = _mm256_add_pd(s01, _mm256_mul_pd(a, b1));
+    a = _mm256_broadcast_sd(av + 1);
+    s10 = _mm256_add_pd(s10, _mm256_mul_pd(a, b0));
+    s11 = _mm256_add_pd(s11, _mm256_mul_pd(a, b1));
+    a = _mm256_broadcast_sd(av + 2);
+    s20 = _mm256_add_pd(s20, _mm256_mul_pd(a, b0));
+    s21 = _mm256_add_pd(s21, _mm256_mul_pd(a, b1));
+    a = _mm256_broadcast_sd(av + 3);
+    s30 = _mm256_add_pd(s30, _mm256_mul_pd(a, b0));
+    s31 = _mm256_add_pd(s31, _mm256_mul_pd(a, b1));
+  }
+  _mm256_storeu_pd(c, s00), _mm256_storeu_pd(c + 4, s01);
+  _mm256_storeu_pd(c + 8, s10), _mm256_storeu_pd(c + 12, s11);
+  _mm256_storeu_pd(c + 16, s20), _mm256_storeu_pd(c + 20, s21);
+  _mm256_storeu_pd(c + 24, s30), _mm256_storeu_pd(c + 28, s31);
+}
 #endif
 
 static mm_tile_fn mm_tile_pick(void) {
@@ -364,29 +395,42 @@ static double rope_angle(int32_t pos, int i, int rot, float base) {
 /* rows t: forward y = R x; backward y += R^T x (x holding dy, y holding dx) */
 static void rope_rows(void *p, size_t b, size_t end) {
   const pg_rope_ctx *c = p;
+  enum { TB = 128 };
   int half = c->rot / 2;
+  double cst[TB], snt[TB]; /* cos, sin of a position's angles i0 … i0 + TB − 1, for every head */
   for (size_t t = b; t < end; t++) {
+    for (int i0 = 0; i0 < half; i0 += TB) {
+      int i1 = half - i0 < TB ? half : i0 + TB;
+      for (int i = i0; i < i1; i++) {
+        double th = rope_angle(c->pos[t], i, c->rot, c->base);
+        cst[i - i0] = cos(th), snt[i - i0] = sin(th);
+      }
+      for (int h = 0; h < c->H; h++) {
+        size_t off = (t * (size_t)c->H + (size_t)h) * (size_t)c->d;
+        const pg_real *x = c->x + off;
+        pg_real *y = c->y + off;
+        for (int i = i0; i < i1; i++) {
+          double cs = cst[i - i0], sn = snt[i - i0];
+          double x1 = (double)x[i], x2 = (double)x[i + half];
+          if (c->backward == 2) {
+            /* the records' bf16 RoPE: bf16 cos/sin, each product and each sum rounded to bf16 */
+            cs = bf(cs), sn = bf(sn);
+            y[i] = (pg_real)bf(bf(x1 * cs) + bf(x2 * sn));
+            y[i + half] = (pg_real)bf(bf(x1 * -sn) + bf(x2 * cs));
+          } else if (!c->backward) {
+            y[i] = (pg_real)(x1 * cs + x2 * sn);
+            y[i + half] = (pg_real)(-x1 * sn + x2 * cs);
+          } else {
+            y[i] = (pg_real)((double)y[i] + (x1 * cs - x2 * sn));
+            y[i + half] = (pg_real)((double)y[i + half] + (x1 * sn + x2 * cs));
+          }
+        }
+      }
+    }
     for (int h = 0; h < c->H; h++) {
       size_t off = (t * (size_t)c->H + (size_t)h) * (size_t)c->d;
       const pg_real *x = c->x + off;
       pg_real *y = c->y + off;
-      for (int i = 0; i < half; i++) {
-        double th = rope_angle(c->pos[t], i, c->rot, c->base);
-        double cs = cos(th), sn = sin(th);
-        double x1 = (double)x[i], x2 = (double)x[i + half];
-        if (c->backward == 2) {
-          /* the records' bf16 RoPE: bf16 cos/sin, each product and each sum rounded to bf16 */
-          cs = bf(cs), sn = bf(sn);
-          y[i] = (pg_real)bf(bf(x1 * cs) + bf(x2 * sn));
-          y[i + half] = (pg_real)bf(bf(x1 * -sn) + bf(x2 * cs));
-        } else if (!c->backward) {
-          y[i] = (pg_real)(x1 * cs + x2 * sn);
-          y[i + half] = (pg_real)(-x1 * sn + x2 * cs);
-        } else {
-          y[i] = (pg_real)((double)y[i] + (x1 * cs - x2 * sn));
-          y[i + half] = (pg_real)((double)y[i + half] + (x1 * sn + x2 * cs));
-        }
-      }
       for (int i = c->rot; i < c->d; i++)
         y[i] = c->backward == 1 ? (pg_real)((double)y[i] + (double)x[i]) : x[i];
     }
@@ -525,11 +569,187 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
   free(l);
 }
 
+/* The forward over packed fp64 copies of k and v (AVX2, d a multiple of 4; the same bits as
+ * attn_fwd_rows). kt holds k transposed, vp[g][s][i] holds v. A unit of work is a tile
+ * of rows: ATT_QB consecutive positions t × the heads of one kv group g, so a block of keys is
+ * read from L1 by every row of the tile instead of from memory by each row:
+ * - logits: for each block of 16 keys, each row's 16 logits are 16 independent sums over i
+ *   ascending from 0.0 (a separate multiply and add per term) in four vectors, then ·scale;
+ *   keys past t (and the zero padding up to Tp) are computed and ignored;
+ * - max, exp (the C library's, one call per allowed key) and the denominator, s ascending;
+ * - values: for each block of ATT_SB keys, each row's accumulators (in memory between blocks,
+ *   which is exact) take w_s·v_s for its allowed s ascending, 32 (or 4) dims i at a time;
+ * - out = fp32(acc / den).
+ * Which unit a thread runs changes no value; units are ordered so contiguous chunks of them
+ * cost about the same under the causal mask. */
+#if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
+#define ATT_QB 4
+#define ATT_SB 32
+typedef struct {
+  const pg_attn_ctx *c;
+  double *kt, *vp;
+  size_t Tp; /* T rounded up to 16 */
+  int nqb;   /* tiles of positions: ceil(T / ATT_QB) */
+} pg_attn_pack;
+
+/* the tile of parallel index u: 0, n−1, 1, n−2, … */
+static int attn_balanced(size_t u, int n) {
+  return (u & 1) ? n - 1 - (int)(u / 2) : (int)(u / 2);
+}
+
+static void attn_pack_groups(void *p, size_t b, size_t end) {
+  const pg_attn_pack *a = p;
+  const pg_attn_ctx *c = a->c;
+  size_t d = (size_t)c->d, Tp = a->Tp;
+  for (size_t g = b; g < end; g++) {
+    double *kt = a->kt + g * d * Tp, *vp = a->vp + g * Tp * d;
+    for (size_t s = 0; s < Tp; s++) {
+      const pg_real *ks = s < (size_t)c->T ? attn_kv(c, c->k, (int)s, (int)g) : NULL;
+      const pg_real *vs = s < (size_t)c->T ? attn_kv(c, c->v, (int)s, (int)g) : NULL;
+      for (size_t i = 0; i < d; i++) {
+        kt[(s / 16 * d + i) * 16 + s % 16] = ks ? (double)ks[i] : 0.0;
+        vp[s * d + i] = vs ? (double)vs[i] : 0.0;
+      }
+    }
+  }
+}
+
+__attribute__((target("avx2"))) static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
+  const pg_attn_pack *a = p;
+  const pg_attn_ctx *c = a->c;
+  const int d = c->d, H = c->H, rep = c->H / c->Hkv, nr_max = ATT_QB * rep;
+  const size_t Tp = a->Tp, dz = (size_t)d;
+  /* per row of a tile: logits then weights [Tp], accumulators [d], q in fp64 [d], denominator */
+  double *buf = malloc((size_t)nr_max * (Tp + 2 * dz + 1) * sizeof *buf);
+  if (!buf) {
+    /* the plain rows of the same tiles */
+    for (size_t u = b; u < end; u++) {
+      int t0 = attn_balanced(u / (size_t)c->Hkv, a->nqb) * ATT_QB;
+      int g = (int)(u % (size_t)c->Hkv);
+      for (int t = t0; t < t0 + ATT_QB && t < c->T; t++) {
+        size_t row = (size_t)t * (size_t)H + (size_t)(g * rep);
+        attn_fwd_rows((void *)c, row, row + (size_t)rep);
+      }
+    }
+    return;
+  }
+  double *L = buf, *A = buf + (size_t)nr_max * Tp, *Q = A + (size_t)nr_max * dz;
+  double *dens = Q + (size_t)nr_max * dz;
+  const __m256d scale = _mm256_set1_pd(c->scale);
+  for (size_t u = b; u < end; u++) {
+    const int t0 = attn_balanced(u / (size_t)c->Hkv, a->nqb) * ATT_QB;
+    const int g = (int)(u % (size_t)c->Hkv);
+    const int t1 = c->T - t0 < ATT_QB ? c->T : t0 + ATT_QB, nr = (t1 - t0) * rep;
+    const double *kt = a->kt + (size_t)g * dz * Tp, *vp = a->vp + (size_t)g * Tp * dz;
+    /* row r of the tile is (t0 + r / rep, g·rep + r mod rep) */
+    for (int r = 0; r < nr; r++) {
+      const pg_real *q = attn_q(c, t0 + r / rep, g * rep + r % rep);
+      for (int i = 0; i < d; i++) Q[(size_t)r * dz + i] = (double)q[i];
+    }
+    for (size_t s0 = 0; s0 < (size_t)t1; s0 += 16) {
+      for (int r = 0; r < nr; r++) {
+        if ((size_t)(t0 + r / rep) < s0) continue; /* no key of the block is ≤ t */
+        const double *q64 = Q + (size_t)r * dz;
+        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < d; i++) {
+          const double *kr = kt + (s0 * dz + (size_t)i * 16);
+          __m256d qi = _mm256_broadcast_sd(q64 + i);
+          a0 = _mm256_add_pd(a0, _mm256_mul_pd(qi, _mm256_loadu_pd(kr)));
+          a1 = _mm256_add_pd(a1, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 4)));
+          a2 = _mm256_add_pd(a2, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 8)));
+          a3 = _mm256_add_pd(a3, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 12)));
+        }
+        double *l = L + (size_t)r * Tp + s0;
+        _mm256_storeu_pd(l, _mm256_mul_pd(scale, a0));
+        _mm256_storeu_pd(l + 4, _mm256_mul_pd(scale, a1));
+        _mm256_storeu_pd(l + 8, _mm256_mul_pd(scale, a2));
+        _mm256_storeu_pd(l + 12, _mm256_mul_pd(scale, a3));
+      }
+    }
+    for (int r = 0; r < nr; r++) {
+      int t = t0 + r / rep;
+      double *l = L + (size_t)r * Tp, mx = -INFINITY, dn = 0.0;
+      for (int s = 0; s <= t; s++)
+        if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
+      for (int s = 0; s <= t; s++) {
+        if (!attn_allowed(c, t, s)) continue;
+        l[s] = exp(l[s] - mx);
+        dn += l[s];
+      }
+      dens[r] = dn;
+      for (int i = 0; i < d; i++) A[(size_t)r * dz + i] = 0.0;
+    }
+    for (int s0 = 0; s0 < t1; s0 += ATT_SB) {
+      for (int r = 0; r < nr; r++) {
+        const int t = t0 + r / rep, s1 = t + 1 < s0 + ATT_SB ? t + 1 : s0 + ATT_SB;
+        const double *w = L + (size_t)r * Tp;
+        double *acc = A + (size_t)r * dz;
+        int i0 = 0;
+        for (; i0 + 32 <= d; i0 += 32) {
+          __m256d v0 = _mm256_loadu_pd(acc + i0), v1 = _mm256_loadu_pd(acc + i0 + 4),
+                  v2 = _mm256_loadu_pd(acc + i0 + 8), v3 = _mm256_loadu_pd(acc + i0 + 12),
+                  v4 = _mm256_loadu_pd(acc + i0 + 16), v5 = _mm256_loadu_pd(acc + i0 + 20),
+                  v6 = _mm256_loadu_pd(acc + i0 + 24), v7 = _mm256_loadu_pd(acc + i0 + 28);
+          for (int s = s0; s < s1; s++) {
+            if (c->seg && !attn_allowed(c, t, s)) continue;
+            const double *vr = vp + (size_t)s * dz + i0;
+            __m256d ws = _mm256_broadcast_sd(w + s);
+            v0 = _mm256_add_pd(v0, _mm256_mul_pd(ws, _mm256_loadu_pd(vr)));
+            v1 = _mm256_add_pd(v1, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 4)));
+            v2 = _mm256_add_pd(v2, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 8)));
+            v3 = _mm256_add_pd(v3, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 12)));
+            v4 = _mm256_add_pd(v4, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 16)));
+            v5 = _mm256_add_pd(v5, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 20)));
+            v6 = _mm256_add_pd(v6, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 24)));
+            v7 = _mm256_add_pd(v7, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 28)));
+          }
+          _mm256_storeu_pd(acc + i0, v0), _mm256_storeu_pd(acc + i0 + 4, v1);
+          _mm256_storeu_pd(acc + i0 + 8, v2), _mm256_storeu_pd(acc + i0 + 12, v3);
+          _mm256_storeu_pd(acc + i0 + 16, v4), _mm256_storeu_pd(acc + i0 + 20, v5);
+          _mm256_storeu_pd(acc + i0 + 24, v6), _mm256_storeu_pd(acc + i0 + 28, v7);
+        }
+        for (; i0 < d; i0 += 4) {
+          __m256d v0 = _mm256_loadu_pd(acc + i0);
+          for (int s = s0; s < s1; s++) {
+            if (c->seg && !attn_allowed(c, t, s)) continue;
+            v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_broadcast_sd(w + s),
+                                                 _mm256_loadu_pd(vp + (size_t)s * dz + i0)));
+          }
+          _mm256_storeu_pd(acc + i0, v0);
+        }
+      }
+    }
+    for (int r = 0; r < nr; r++) {
+      pg_real *o = c->out + ((size_t)(t0 + r / rep) * (size_t)H + (size_t)(g * rep + r % rep)) * dz;
+      const double *acc = A + (size_t)r * dz;
+      const __m256d dv = _mm256_set1_pd(dens[r]);
+      for (int i0 = 0; i0 < d; i0 += 4)
+        _mm_storeu_ps(o + i0, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_loadu_pd(acc + i0), dv)));
+    }
+  }
+  free(buf);
+}
+#endif
+
 static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
                               const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
                               float scale) {
   pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
                    .d = d, .scale = (double)scale};
+#if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
+  if (d % 4 == 0 && T > 0 && __builtin_cpu_supports("avx2")) {
+    pg_attn_pack a = {.c = &c, .Tp = ((size_t)T + 15) / 16 * 16, .nqb = (T + ATT_QB - 1) / ATT_QB};
+    size_t n = (size_t)Hkv * a.Tp * (size_t)d;
+    a.kt = malloc(2 * n * sizeof *a.kt);
+    if (a.kt) {
+      a.vp = a.kt + n;
+      pg_parallel_for((size_t)Hkv, attn_pack_groups, &a, e->nthreads);
+      pg_parallel_for((size_t)a.nqb * (size_t)Hkv, attn_fwd_tiles_avx2, &a, e->nthreads);
+      free(a.kt);
+      return;
+    }
+  }
+#endif
   pg_parallel_for((size_t)T * (size_t)H, attn_fwd_rows, &c, e->nthreads);
 }
 

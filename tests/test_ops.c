@@ -5,6 +5,7 @@
  * 2 and 3 threads; the blocked matmul bit for bit against the plain loops it replaced. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -430,6 +431,68 @@ Test(ops, attention_gqa_document_mask_forward_and_gradients) {
   attention_check(seg, 6);
 }
 
+/* The attention forward as spec/engine.md §4.4 writes it, one row and one output at a time:
+ * the order every faster path of src/pg_ops.c must reproduce bit for bit. */
+static void plain_attn_fwd(float *out, const float *q, const float *k, const float *v,
+                           const int32_t *seg, int T, int H, int Hkv, int d, float scale) {
+  double *l = dalloc(T);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      int g = h / (H / Hkv);
+      double mx = -INFINITY, den = 0.0;
+      for (int s = 0; s <= t; s++) {
+        if (seg && seg[s] != seg[t]) continue;
+        double dot = 0.0;
+        for (int i = 0; i < d; i++)
+          dot += (double)q[(t * H + h) * d + i] * (double)k[(s * Hkv + g) * d + i];
+        l[s] = (double)scale * dot;
+        if (l[s] > mx) mx = l[s];
+      }
+      for (int s = 0; s <= t; s++)
+        if (!seg || seg[s] == seg[t]) den += (l[s] = exp(l[s] - mx));
+      for (int i = 0; i < d; i++) {
+        double o = 0.0;
+        for (int s = 0; s <= t; s++)
+          if (!seg || seg[s] == seg[t]) o += l[s] * (double)v[(s * Hkv + g) * d + i];
+        out[(t * H + h) * d + i] = (float)(o / den);
+      }
+    }
+  free(l);
+}
+
+/* The packed (AVX2) attention forward against the plain loops: head dims on and off its blocks
+ * of 32 and 4 dims (and d not a multiple of 4, the plain path), lengths on and off its blocks
+ * of 16 keys, with and without segments, GQA and MHA, 1, 2 and 3 threads. */
+Test(ops, attention_forward_is_bit_identical_to_the_plain_loops) {
+  static const int shapes[][4] = {/* T, H, Hkv, d */
+                                  {1, 1, 1, 4},  {5, 2, 1, 8},   {17, 4, 2, 36}, {40, 4, 4, 64},
+                                  {33, 6, 2, 68}, {16, 2, 2, 32}, {9, 3, 1, 6},  {70, 8, 4, 100}};
+  pg_rng r;
+  pg_rng_seed(&r, 4243);
+  for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+    const int T = shapes[c][0], H = shapes[c][1], Hkv = shapes[c][2], d = shapes[c][3];
+    const int nq = T * H * d, nk = T * Hkv * d;
+    const float scale = 1.0f / sqrtf((float)d);
+    float *q = randf(&r, nq, 2.0), *k = randf(&r, nk, 2.0), *v = randf(&r, nk, 1.0);
+    int32_t *seg = malloc((size_t)T * sizeof *seg);
+    for (int t = 0; t < T; t++) seg[t] = t / 7 + (t % 5 == 3); /* runs, and a few stray ids */
+    for (int masked = 0; masked <= 1; masked++) {
+      float *ref = filled(nq, 0);
+      plain_attn_fwd(ref, q, k, v, masked ? seg : NULL, T, H, Hkv, d, scale);
+      for (int th = 1; th <= 3; th++) {
+        pg_ops e = pg_ops_cpu(th);
+        float *y = filled(nq, -5.0f);
+        e.attention_fwd(&e, y, q, k, v, masked ? seg : NULL, T, H, Hkv, d, scale);
+        cr_assert(!memcmp(y, ref, (size_t)nq * sizeof *y),
+                  "T %d H %d Hkv %d d %d seg %d, %d threads", T, H, Hkv, d, masked, th);
+        free(y);
+      }
+      free(ref);
+    }
+    free(q), free(k), free(v), free(seg);
+  }
+}
+
 Test(ops, attention_never_crosses_a_segment) {
   pg_rng r;
   pg_rng_seed(&r, 7);
@@ -742,6 +805,64 @@ Test(ops, parallel_for_covers_each_index_once) {
   cr_assert_eq(pg_parallel_threads(1), 1);
   cr_assert(pg_parallel_threads(0) >= 1);
   cr_assert_eq(pg_parallel_threads(100000), PG_PARALLEL_MAX_THREADS);
+}
+
+/* The chunks are the spec's contiguous ranges whichever pool thread runs them (spec/engine.md
+ * §3), and the pool copes with a chunk that calls pg_parallel_for itself and with two
+ * application threads calling at once (each falls back to threads of its own while the pool
+ * is busy). */
+typedef struct {
+  size_t b[8], e[8];
+  int n;
+  pthread_mutex_t m;
+} chunk_log;
+
+static void log_chunk(void *p, size_t b, size_t end) {
+  chunk_log *l = p;
+  pthread_mutex_lock(&l->m);
+  if (l->n < 8) l->b[l->n] = b, l->e[l->n] = end;
+  l->n++;
+  pthread_mutex_unlock(&l->m);
+}
+
+static void nested_range(void *p, size_t b, size_t end) {
+  int(*hits)[13] = p;
+  for (size_t i = b; i < end; i++) pg_parallel_for(13, count_range, hits[i], 3);
+}
+
+static void *hammer(void *p) {
+  int *hits = p;
+  for (int rep = 0; rep < 200; rep++) pg_parallel_for(37, count_range, hits, 2 + rep % 3);
+  return NULL;
+}
+
+Test(ops, parallel_for_pool_chunks_nested_and_concurrent) {
+  for (size_t n = 1; n <= 23; n++)
+    for (size_t k = 2; k <= 7; k++) {
+      chunk_log l = {.n = 0, .m = PTHREAD_MUTEX_INITIALIZER};
+      pg_parallel_for(n, log_chunk, &l, (int)k);
+      size_t kk = k < n ? k : n, q = n / kk, r = n % kk;
+      cr_assert_eq(l.n, (int)kk, "n=%zu k=%zu", n, k);
+      for (size_t i = 0; i < kk; i++) {
+        size_t want_b = i * q + (i < r ? i : r), found = 0;
+        for (int j = 0; j < l.n; j++)
+          if (l.b[j] == want_b) {
+            found = 1;
+            cr_assert_eq(l.e[j], (i + 1) * q + (i + 1 < r ? i + 1 : r));
+          }
+        cr_assert(found, "n=%zu k=%zu chunk %zu", n, k, i);
+      }
+    }
+  int nest[5][13] = {{0}};
+  pg_parallel_for(5, nested_range, nest, 3);
+  for (int i = 0; i < 5; i++)
+    for (int j = 0; j < 13; j++) cr_assert_eq(nest[i][j], 1);
+  int h0[37] = {0}, h1[37] = {0};
+  pthread_t t0, t1;
+  cr_assert_eq(pthread_create(&t0, NULL, hammer, h0), 0);
+  cr_assert_eq(pthread_create(&t1, NULL, hammer, h1), 0);
+  pthread_join(t0, NULL), pthread_join(t1, NULL);
+  for (int i = 0; i < 37; i++) cr_assert(h0[i] == 200 && h1[i] == 200, "index %d", i);
 }
 
 /* ---- the model's pieces: chanlerp, rowmul, tanh, embed, cols, expand -------------------------- */
