@@ -571,6 +571,18 @@ static int read_all(rd *c, json_t *root, pg_receipt *r) {
     return pg_err_set(c->err, PG_E_NOMEM, c->name, PG_NO_OFFSET, "cannot keep the arch");
   pg_arch arch; /* the arch must be one this build accepts */
   PG_TRY(pg_arch_parse(&arch, r->arch_json, strlen(r->arch_json), c->name, c->err));
+  /* kept as this build reads it (canonical): a value the file spells otherwise ("1.00000000001"
+   * for an fp32 1.0) would else differ from the same receipt written again */
+  char *canon = NULL;
+  PG_TRY(pg_arch_serialize(&arch, &canon, c->err));
+  json_t *cj = json_loads(canon, 0, NULL);
+  free(canon);
+  free(r->arch_json);
+  r->arch_json =
+      cj ? json_dumps(cj, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(17)) : NULL;
+  json_decref(cj);
+  if (!r->arch_json)
+    return pg_err_set(c->err, PG_E_NOMEM, c->name, PG_NO_OFFSET, "cannot keep the arch");
 
   PG_TRY(get_obj(c, root, "", "tokenizer", &o));
   PG_TRY(get_str(c, o, "tokenizer", "source", 0, &r->tokenizer_source));

@@ -88,7 +88,7 @@ typedef struct pg_receipt {
   char *artifact_path;
   int safetensors;
   uint64_t artifact_bytes, artifact_xxh64;
-  char *arch_json;                    /* the arch object, compact JSON text */
+  char *arch_json; /* the arch object as this build reads it (canonical), compact JSON text */
   char *tokenizer_source;
   uint32_t tokenizer_pieces;
   uint64_t tokenizer_xxh64;
