@@ -257,12 +257,6 @@ void pg_file_unmap(pg_map *m) {
   if (m) memset(m, 0, sizeof *m);
 }
 
-int pg_same_file(const char *a, const char *b) {
-  struct stat sa, sb;
-  if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
-  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 int pg_out_check_dest(const char *path, pg_err *err) {
   struct stat st;
   if (stat(path, &st) != 0) {

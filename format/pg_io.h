@@ -49,9 +49,6 @@ void pg_file_unmap(pg_map *m);
 /* Size of a regular file. */
 int pg_file_size(const char *path, uint64_t *size, pg_err *err);
 
-/* 1 when both paths name the same existing file (same device and inode), else 0. */
-int pg_same_file(const char *a, const char *b);
-
 /* Atomic output: begin → write* → commit (rename) or abort (unlink). begin refuses
  * (PG_E_EXISTS) a destination that exists and is not a regular file; a symbolic link at the
  * destination is replaced, never written through, and refused when it names a non-regular file. */
