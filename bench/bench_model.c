@@ -1,5 +1,5 @@
-/* bench_model: CPU throughput of the model (src/pg_model.c over the CPU reference ops,
- * src/pg_ops.c): tokens/s of the inference forward (a tape that does not record) and of
+/* bench_model: CPU throughput of the model (src/model/pg_model.c over the CPU reference ops,
+ * src/engine/pg_ops.c): tokens/s of the inference forward (a tape that does not record) and of
  * forward + backward (a recording tape, gradients into the model), for a small model and for the
  * naive baseline of spec/examples/baseline.json. With --matmul-only it times the matmul op alone
  * instead: GFLOP/s of the library's blocked kernels against the first, naive loops

@@ -1,4 +1,4 @@
-/* bench_pack: the packing pipeline of pgpack (src/pg_pack.c) timed stage by stage on a model the
+/* bench_pack: the packing pipeline of pgpack (src/quant/pg_pack.c) timed stage by stage on a model the
  * size of the records (11 × 512, 8/4 heads, MLP 4×, vocabulary 8192, tied): calibration tokens,
  * Hessian collection with the CPU forward, GPTQ of every matrix, the LQER pass, and packing with
  * each codec; then the comparison with the records' own storage: the same quantized values as
@@ -22,7 +22,7 @@
 #include "pg_container.h"
 #include "pg_model.h"
 #include "pg_ops.h"
-#include "pg_load.h"
+#include "pg_weights.h"
 #include "pg_pack.h"
 #include "pg_qtype.h"
 #include "pg_rng.h"

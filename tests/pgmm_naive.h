@@ -1,4 +1,4 @@
-/* pgmm_naive.h: the first, naive CPU matmul of src/pg_ops.c (one output at a time, one fp64
+/* pgmm_naive.h: the first, naive CPU matmul of src/engine/pg_ops.c (one output at a time, one fp64
  * accumulator), kept verbatim as the bit-exact reference for the blocked kernels that replaced
  * it: tests/test_ops.c compares the two with memcmp, bench/bench_model.c times both. Same
  * definition as spec/engine.md §4.1: y[m,n] = fp32(Σ_k x[m,k]·W[n,k]) with k ascending from 0.0;

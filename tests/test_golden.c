@@ -16,7 +16,7 @@
 #include "pg_arch.h"
 #include "pg_bpb.h"
 #include "pg_eval.h"
-#include "pg_load.h"
+#include "pg_weights.h"
 #include "pg_model.h"
 #include "pg_ops.h"
 #include "pg_tape.h"

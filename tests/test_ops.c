@@ -183,7 +183,7 @@ static void plant_cancellations(pg_rng *r, float *x, float *w, float *dy, int M,
   }
 }
 
-/* The blocked matmul (src/pg_ops.c) against the plain loops it replaced (tests/pgmm_naive.h),
+/* The blocked matmul (src/engine/pg_ops.c) against the plain loops it replaced (tests/pgmm_naive.h),
  * bit for bit: forward, and both gradients accumulated onto non-zero buffers, for shapes on and
  * off the 4 × 8 tile, degenerate ones, several column blocks of packed panels (a reduction of
  * ≥ 2048 leaves ~32 columns per block), and 1, 2 and 3 threads. */
@@ -432,7 +432,7 @@ Test(ops, attention_gqa_document_mask_forward_and_gradients) {
 }
 
 /* The attention forward as spec/engine.md §4.4 writes it, one row and one output at a time:
- * the order every faster path of src/pg_ops.c must reproduce bit for bit. */
+ * the order every faster path of src/engine/pg_ops.c must reproduce bit for bit. */
 static void plain_attn_fwd(float *out, const float *q, const float *k, const float *v,
                            const int32_t *seg, int T, int H, int Hkv, int d, float scale) {
   double *l = dalloc(T);

@@ -16,7 +16,7 @@
 #include "pg_calib.h"
 #include "pg_container.h"
 #include "pg_gptq.h"
-#include "pg_load.h"
+#include "pg_weights.h"
 #include "pg_model.h"
 #include "pg_ops.h"
 #include "pg_pack.h"

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "pg_io.h"
-#include "pg_load.h"
-#include "pg_loader.h"
+#include "pg_weights.h"
+#include "pg_batches.h"
 #include "pg_muon.h"
 #include "pg_ops.h"
 #include "pg_safetensors.h"

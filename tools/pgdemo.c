@@ -4,7 +4,7 @@
  * way the challenge's SDClip recipe does (row scales fp16(k·std/R), round half to even; small
  * tensors fp16). It gives test fixtures and a quick artifact without training (pgtrain and
  * pgpack make the real ones); the weights are untrained, so the artifact exercises every byte
- * path and loads as a model (pg_load.h), not the score. */
+ * path and loads as a model (pg_weights.h), not the score. */
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>

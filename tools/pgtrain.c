@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "pg_io.h"
-#include "pg_loader.h"
+#include "pg_batches.h"
 #include "pg_ops.h"
 #include "pg_threads.h"
 #include "pg_train.h"
@@ -191,7 +191,7 @@ int main(int argc, char **argv) {
            pg_fmt_u64(b1, np),
            nthreads);
     printf("data       %s (%s, %d x %d per step)\n", pg_safe(cfg.train),
-           pg_loader_mode_name(cfg.loader),
+           pg_batches_mode_name(cfg.loader),
            cfg.batch, cfg.seq_len);
     if (cfg.steps)
       printf("schedule   %llu steps%s", (unsigned long long)cfg.steps,

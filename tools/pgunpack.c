@@ -13,7 +13,7 @@
 #include "pg_extract.h"
 #include "pg_half.h"
 #include "pg_io.h"
-#include "pg_load.h"
+#include "pg_weights.h"
 #include "pg_safetensors.h"
 #include "tool.h"
 
@@ -322,7 +322,7 @@ int main(int argc, char **argv) {
       pg_artifact_free(a);
       return check_exit(rc);
     }
-    if (has_arch && (rc = pg_load_check_artifact(a, &err)) != PG_OK) {
+    if (has_arch && (rc = pg_weights_check_artifact(a, &err)) != PG_OK) {
       pg_tool_fail(PROG, &err);
       pg_artifact_free(a);
       /* a missing or misshapen tensor is a fault of the artifact; only memory is not */

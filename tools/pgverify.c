@@ -17,7 +17,7 @@
 #include "pg_container.h"
 #include "pg_eval.h"
 #include "pg_io.h"
-#include "pg_load.h"
+#include "pg_weights.h"
 #include "pg_model.h"
 #include "pg_receipt.h"
 #include "pg_shard.h"

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "pg_container.h"
-#include "pg_load.h"
+#include "pg_weights.h"
 #include "pg_model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const int64_t j = pg_artifact_tensor_find(a, t->name);
     if (j < 0) abort();
     const pg_tensor_info *ti = pg_artifact_tensor(a, (uint32_t)j);
-    if (!pg_load_shape_compatible(t, ti->ndim, ti->dims)) abort();
+    if (!pg_weights_shape_compatible(t, ti->ndim, ti->dims)) abort();
     const uint64_t n = pg_arch_tensor_numel(t);
     const float *x = pg_model_data(m, i);
     float *ref = malloc(n * sizeof *ref);

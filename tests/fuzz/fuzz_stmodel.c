@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "pg_io.h"
-#include "pg_load.h"
+#include "pg_weights.h"
 #include "pg_safetensors.h"
 #include "pg_shard.h"
 #include "pg_train.h"

@@ -46,7 +46,7 @@ typedef struct pg_train_cfg {
   char train[PG_TRAIN_PATH_MAX]; /* shard pattern */
   char val[PG_TRAIN_PATH_MAX];   /* validation pattern ("" = no validation) */
   char tokenizer[PG_TRAIN_PATH_MAX]; /* .model for val_bpb ("" = loss only) */
-  int loader;                    /* enum pg_loader_mode */
+  int loader;                    /* enum pg_batches_mode */
   int seq_len, batch;            /* rows of T tokens (+1 target), B rows per step */
   uint64_t data_seed, init_seed;
   /* optimizers */

@@ -1,4 +1,4 @@
-/* pg_loader.h: the trainer's data loader over token shards (spec/train.md §3): three modes, each
+/* pg_batches.h: the trainer's data loader over token shards (spec/train.md §3): three modes, each
  * giving batches of B rows of T+1 tokens (inputs are the first T, targets the last T), all
  * deterministic for a seed, with a position that a checkpoint saves and restores exactly.
  *
@@ -41,8 +41,8 @@
  *
  * The loader reads each row from the shard files when it is taken (pg_shard_set, positioned
  * reads); it never holds a whole shard. A file that shrank while in use is PG_E_IO at that row. */
-#ifndef PG_LOADER_H
-#define PG_LOADER_H
+#ifndef PG_BATCHES_H
+#define PG_BATCHES_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -54,23 +54,23 @@
 extern "C" {
 #endif
 
-enum pg_loader_mode { PG_LOADER_SEQUENTIAL = 0, PG_LOADER_SHUFFLED = 1, PG_LOADER_PACKED = 2 };
+enum pg_batches_mode { PG_BATCHES_SEQUENTIAL = 0, PG_BATCHES_SHUFFLED = 1, PG_BATCHES_PACKED = 2 };
 /* "sequential", "shuffled", "packed"; NULL for an unknown mode. */
-const char *pg_loader_mode_name(int mode);
-int pg_loader_mode_parse(const char *s); /* the mode named s (exact match); −1 when unknown */
+const char *pg_batches_mode_name(int mode);
+int pg_batches_mode_parse(const char *s); /* the mode named s (exact match); −1 when unknown */
 
 /* The exact position of a loader: what a checkpoint stores. get_pos gives skipped = 0 outside
  * packed mode, and phase = 0 with rng = the seed outside shuffled mode. */
-typedef struct pg_loader_pos {
+typedef struct pg_batches_pos {
   uint64_t epoch;   /* completed passes over the stream */
   uint64_t offset;  /* sequential/packed: the token the next row starts at; shuffled: the next
                        row's number in the epoch (0..W−1) */
   uint64_t skipped; /* packed: tokens skipped so far (see packed above) */
   uint64_t rng;     /* shuffled: the rng state S at the start of this epoch */
   uint64_t phase;   /* shuffled: this epoch's phase */
-} pg_loader_pos;
+} pg_batches_pos;
 
-typedef struct pg_loader pg_loader;
+typedef struct pg_batches pg_batches;
 
 /* Over the shards matching pattern, rows of T+1 tokens; bos is the document-start id (packed
  * mode only; ignored otherwise). Opening maps the set (its errors: PG_E_EMPTY_SET, ...), checks
@@ -78,19 +78,19 @@ typedef struct pg_loader pg_loader;
  * its first row. PG_E_ARG, naming the pattern, for an unknown mode, T < 1, a stream of fewer than
  * T+1 tokens, and in packed mode a bos outside 0..65535 or no bos among x[0..N−T−1] (no row could
  * start). *out is NULL on failure. */
-int pg_loader_open(pg_loader **out, const char *pattern, int mode, int T, uint32_t vocab,
+int pg_batches_open(pg_batches **out, const char *pattern, int mode, int T, uint32_t vocab,
                    int bos, uint64_t seed, pg_err *err);
-void pg_loader_free(pg_loader *l);
-uint64_t pg_loader_tokens(const pg_loader *l); /* tokens in the stream */
+void pg_batches_free(pg_batches *l);
+uint64_t pg_batches_tokens(const pg_batches *l); /* tokens in the stream */
 
 /* The next B rows, in order: ids [B·T] (row r at p: ids[r·T + t] = x[p+t]) and targets [B·T]
  * (targets[r·T + t] = x[p+t+1]), t = 0..T−1. PG_E_ARG for B < 1 or a NULL pointer (the position
  * is then unchanged). */
-int pg_loader_next(pg_loader *l, int B, int32_t *ids, int32_t *targets, pg_err *err);
+int pg_batches_next(pg_batches *l, int B, int32_t *ids, int32_t *targets, pg_err *err);
 /* Packed mode: tokens skipped so far to start rows at a BOS (0 in the other modes). */
-uint64_t pg_loader_skipped(const pg_loader *l);
+uint64_t pg_batches_skipped(const pg_batches *l);
 
-pg_loader_pos pg_loader_get_pos(const pg_loader *l);
+pg_batches_pos pg_batches_get_pos(const pg_batches *l);
 /* Restore a position saved from a loader over the same shards, mode, T and seed: the following
  * batches are exactly those the saved loader would have produced. PG_E_ARG (the loader is then
  * unchanged) for a position that cannot come from this loader:
@@ -99,7 +99,7 @@ pg_loader_pos pg_loader_get_pos(const pg_loader *l);
  *               (the window count for that phase), skipped not 0;
  *   packed      offset + T + 1 > N, x[offset] != bos, phase not 0.
  * epoch is not checked; rng is ignored outside shuffled mode. */
-int pg_loader_set_pos(pg_loader *l, const pg_loader_pos *pos, pg_err *err);
+int pg_batches_set_pos(pg_batches *l, const pg_batches_pos *pos, pg_err *err);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
-/* pg_loader.c: the trainer's data loader: sequential, shuffled (random phase, Fisher–Yates
- * window order) and document-packed rows read from a shard set (see pg_loader.h). */
-#include "pg_loader.h"
+/* pg_batches.c: the trainer's data loader: sequential, shuffled (random phase, Fisher–Yates
+ * window order) and document-packed rows read from a shard set (see pg_batches.h). */
+#include "pg_batches.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +8,7 @@
 #include "pg_io.h"
 #include "pg_rng.h"
 
-struct pg_loader {
+struct pg_batches {
   pg_shard_set *set;
   int mode;
   int T;
@@ -19,18 +19,18 @@ struct pg_loader {
   uint64_t *perm;     /* shuffled: this epoch's window order (room for the phase-0 count) */
   uint64_t nwin;      /* shuffled: W, the windows of this epoch */
   uint64_t next_rng;  /* shuffled: the rng state after this epoch's draws (the next epoch's S) */
-  pg_loader_pos pos;
+  pg_batches_pos pos;
 };
 
 static const char *const MODE_NAMES[] = {"sequential", "shuffled", "packed"};
 
-const char *pg_loader_mode_name(int mode) {
-  return mode >= PG_LOADER_SEQUENTIAL && mode <= PG_LOADER_PACKED ? MODE_NAMES[mode] : NULL;
+const char *pg_batches_mode_name(int mode) {
+  return mode >= PG_BATCHES_SEQUENTIAL && mode <= PG_BATCHES_PACKED ? MODE_NAMES[mode] : NULL;
 }
 
-int pg_loader_mode_parse(const char *s) {
+int pg_batches_mode_parse(const char *s) {
   if (!s) return -1;
-  for (int k = PG_LOADER_SEQUENTIAL; k <= PG_LOADER_PACKED; k++)
+  for (int k = PG_BATCHES_SEQUENTIAL; k <= PG_BATCHES_PACKED; k++)
     if (!strcmp(s, MODE_NAMES[k])) return k;
   return -1;
 }
@@ -58,7 +58,7 @@ static int find_token(const pg_shard_set *set, uint64_t from, uint64_t limit, ui
 }
 
 /* packed: move from offset o to the next start (a BOS with room for a row), wrapping if needed. */
-static int packed_advance(pg_loader *l, uint64_t o, pg_err *err) {
+static int packed_advance(pg_batches *l, uint64_t o, pg_err *err) {
   const uint64_t starts = l->n - (uint64_t)l->T; /* a row at p fits when p < starts */
   uint64_t q;
   PG_TRY(find_token(l->set, o, starts, (uint16_t)l->bos, &q, err));
@@ -74,25 +74,25 @@ static int packed_advance(pg_loader *l, uint64_t o, pg_err *err) {
 }
 
 /* shuffled: P, the phase modulus min(T, N − T). */
-static uint64_t phase_mod(const pg_loader *l) {
+static uint64_t phase_mod(const pg_batches *l) {
   const uint64_t t = (uint64_t)l->T, room = l->n - t;
   return t < room ? t : room;
 }
 
 /* shuffled: the phase drawn first from state s. */
-static uint64_t draw_phase(const pg_loader *l, uint64_t s) {
+static uint64_t draw_phase(const pg_batches *l, uint64_t s) {
   pg_rng r;
   pg_rng_seed(&r, s);
   return pg_rng_u64(&r) % phase_mod(l);
 }
 
-static uint64_t window_count(const pg_loader *l, uint64_t phase) {
+static uint64_t window_count(const pg_batches *l, uint64_t phase) {
   return (l->n - 1 - phase) / (uint64_t)l->T;
 }
 
 /* shuffled: lay out the epoch that starts from rng state s: phase, W, the permutation and the
  * state after the epoch's draws (the next epoch's s). */
-static void shuffle_epoch(pg_loader *l, uint64_t s) {
+static void shuffle_epoch(pg_batches *l, uint64_t s) {
   pg_rng r;
   pg_rng_seed(&r, s);
   const uint64_t phase = pg_rng_u64(&r) % phase_mod(l);
@@ -112,16 +112,16 @@ static void shuffle_epoch(pg_loader *l, uint64_t s) {
 
 /* ---- open / free ---- */
 
-int pg_loader_open(pg_loader **out, const char *pattern, int mode, int T, uint32_t vocab,
+int pg_batches_open(pg_batches **out, const char *pattern, int mode, int T, uint32_t vocab,
                    int bos, uint64_t seed, pg_err *err) {
   PG_FAIL_IF(!out, err, PG_E_ARG, pattern, PG_NO_OFFSET, "loader: no output pointer");
   *out = NULL;
   PG_FAIL_IF(!pattern, err, PG_E_ARG, NULL, PG_NO_OFFSET, "loader: no shard pattern");
-  PG_FAIL_IF(!pg_loader_mode_name(mode), err, PG_E_ARG, pattern, PG_NO_OFFSET,
+  PG_FAIL_IF(!pg_batches_mode_name(mode), err, PG_E_ARG, pattern, PG_NO_OFFSET,
              "loader: unknown mode %d (sequential 0, shuffled 1, packed 2)", mode);
   PG_FAIL_IF(T < 1, err, PG_E_ARG, pattern, PG_NO_OFFSET,
              "loader: sequence length T = %d; it must be at least 1", T);
-  PG_FAIL_IF(mode == PG_LOADER_PACKED && (bos < 0 || bos > 65535), err, PG_E_ARG, pattern,
+  PG_FAIL_IF(mode == PG_BATCHES_PACKED && (bos < 0 || bos > 65535), err, PG_E_ARG, pattern,
              PG_NO_OFFSET, "loader: packed mode needs a BOS id in 0..65535, not %d", bos);
 
   pg_shard_set *set = NULL;
@@ -139,7 +139,7 @@ int pg_loader_open(pg_loader **out, const char *pattern, int mode, int T, uint32
                       (unsigned long long)n, (unsigned long long)(t + 1));
   }
 
-  pg_loader *l = calloc(1, sizeof *l);
+  pg_batches *l = calloc(1, sizeof *l);
   if (!l) {
     pg_shard_set_free(set);
     return pg_err_set(err, PG_E_NOMEM, pattern, PG_NO_OFFSET, "loader: out of memory");
@@ -152,14 +152,14 @@ int pg_loader_open(pg_loader **out, const char *pattern, int mode, int T, uint32
   l->n = n;
   l->pos.rng = seed;
 
-  if (mode == PG_LOADER_PACKED) {
+  if (mode == PG_BATCHES_PACKED) {
     rc = find_token(set, 0, n - t, (uint16_t)bos, &l->first_bos, err);
     if (rc != PG_OK) {
-      pg_loader_free(l);
+      pg_batches_free(l);
       return rc;
     }
     if (l->first_bos == n - t) {
-      pg_loader_free(l);
+      pg_batches_free(l);
       return pg_err_set(err, PG_E_ARG, pattern, PG_NO_OFFSET,
                         "loader: packed mode finds no BOS (id %d) among the first %llu of the "
                         "%llu tokens, so no row of T+1 = %llu tokens can start at a document",
@@ -168,13 +168,13 @@ int pg_loader_open(pg_loader **out, const char *pattern, int mode, int T, uint32
     }
     rc = packed_advance(l, 0, err);
     if (rc != PG_OK) {
-      pg_loader_free(l);
+      pg_batches_free(l);
       return rc;
     }
-  } else if (mode == PG_LOADER_SHUFFLED) {
+  } else if (mode == PG_BATCHES_SHUFFLED) {
     const uint64_t wmax = window_count(l, 0);
     if (wmax > SIZE_MAX / sizeof *l->perm || !(l->perm = malloc(wmax * sizeof *l->perm))) {
-      pg_loader_free(l);
+      pg_batches_free(l);
       return pg_err_set(err, PG_E_NOMEM, pattern, PG_NO_OFFSET,
                         "loader: out of memory for the order of %llu windows",
                         (unsigned long long)wmax);
@@ -185,39 +185,39 @@ int pg_loader_open(pg_loader **out, const char *pattern, int mode, int T, uint32
   return PG_OK;
 }
 
-void pg_loader_free(pg_loader *l) {
+void pg_batches_free(pg_batches *l) {
   if (!l) return;
   pg_shard_set_free(l->set);
   free(l->perm);
   free(l);
 }
 
-uint64_t pg_loader_tokens(const pg_loader *l) { return l ? l->n : 0; }
+uint64_t pg_batches_tokens(const pg_batches *l) { return l ? l->n : 0; }
 
-uint64_t pg_loader_skipped(const pg_loader *l) {
-  return l && l->mode == PG_LOADER_PACKED ? l->pos.skipped : 0;
+uint64_t pg_batches_skipped(const pg_batches *l) {
+  return l && l->mode == PG_BATCHES_PACKED ? l->pos.skipped : 0;
 }
 
 /* ---- batches ---- */
 
 /* Where the row at the current position starts. */
-static uint64_t row_start(const pg_loader *l) {
-  if (l->mode == PG_LOADER_SHUFFLED) return l->pos.phase + l->perm[l->pos.offset] * (uint64_t)l->T;
+static uint64_t row_start(const pg_batches *l) {
+  if (l->mode == PG_BATCHES_SHUFFLED) return l->pos.phase + l->perm[l->pos.offset] * (uint64_t)l->T;
   return l->pos.offset;
 }
 
 /* Move past the row just taken to where the next one starts. */
-static int step(pg_loader *l, pg_err *err) {
+static int step(pg_batches *l, pg_err *err) {
   const uint64_t t = (uint64_t)l->T;
   switch (l->mode) {
-    case PG_LOADER_SEQUENTIAL:
+    case PG_BATCHES_SEQUENTIAL:
       l->pos.offset += t;
       if (l->pos.offset + t + 1 > l->n) {
         l->pos.epoch++;
         l->pos.offset = 0;
       }
       break;
-    case PG_LOADER_SHUFFLED:
+    case PG_BATCHES_SHUFFLED:
       if (++l->pos.offset == l->nwin) {
         l->pos.epoch++;
         l->pos.offset = 0;
@@ -230,7 +230,7 @@ static int step(pg_loader *l, pg_err *err) {
   return PG_OK;
 }
 
-int pg_loader_next(pg_loader *l, int B, int32_t *ids, int32_t *targets, pg_err *err) {
+int pg_batches_next(pg_batches *l, int B, int32_t *ids, int32_t *targets, pg_err *err) {
   PG_FAIL_IF(!l, err, PG_E_ARG, NULL, PG_NO_OFFSET, "loader: no loader");
   const char *pattern = pg_shard_set_pattern(l->set);
   PG_FAIL_IF(B < 1, err, PG_E_ARG, pattern, PG_NO_OFFSET,
@@ -251,20 +251,20 @@ int pg_loader_next(pg_loader *l, int B, int32_t *ids, int32_t *targets, pg_err *
 
 /* ---- positions ---- */
 
-pg_loader_pos pg_loader_get_pos(const pg_loader *l) {
-  pg_loader_pos z;
+pg_batches_pos pg_batches_get_pos(const pg_batches *l) {
+  pg_batches_pos z;
   memset(&z, 0, sizeof z);
   return l ? l->pos : z;
 }
 
-int pg_loader_set_pos(pg_loader *l, const pg_loader_pos *pos, pg_err *err) {
+int pg_batches_set_pos(pg_batches *l, const pg_batches_pos *pos, pg_err *err) {
   PG_FAIL_IF(!l || !pos, err, PG_E_ARG, NULL, PG_NO_OFFSET, "loader: no loader or position");
   const char *pattern = pg_shard_set_pattern(l->set);
   const char *mode = MODE_NAMES[l->mode];
   const uint64_t t = (uint64_t)l->T;
   const unsigned long long off = (unsigned long long)pos->offset;
 #define BADPOS(...) pg_err_set(err, PG_E_ARG, pattern, PG_NO_OFFSET, __VA_ARGS__)
-  if (l->mode == PG_LOADER_SHUFFLED) {
+  if (l->mode == PG_BATCHES_SHUFFLED) {
     if (pos->skipped)
       return BADPOS("loader position: skipped = %llu in shuffled mode; it must be 0",
                     (unsigned long long)pos->skipped);
@@ -292,7 +292,7 @@ int pg_loader_set_pos(pg_loader *l, const pg_loader_pos *pos, pg_err *err) {
     return BADPOS("loader position: offset %llu leaves no room for a row of T+1 = %llu tokens "
                   "in the stream of %llu",
                   off, (unsigned long long)(t + 1), (unsigned long long)l->n);
-  if (l->mode == PG_LOADER_SEQUENTIAL) {
+  if (l->mode == PG_BATCHES_SEQUENTIAL) {
     if (pos->skipped)
       return BADPOS("loader position: skipped = %llu in sequential mode; it must be 0",
                     (unsigned long long)pos->skipped);

@@ -11,7 +11,7 @@
 
 #include "pg_eval.h"
 #include "pg_io.h"
-#include "pg_loader.h"
+#include "pg_batches.h"
 #include "pg_optim.h"
 #include "pg_safetensors.h"
 #include "pg_spm.h"
@@ -30,7 +30,7 @@ static const char *opt_name(int k) {
 void pg_train_cfg_default(pg_train_cfg *c) {
   memset(c, 0, sizeof *c);
   pg_arch_default(&c->arch);
-  c->loader = PG_LOADER_SEQUENTIAL;
+  c->loader = PG_BATCHES_SEQUENTIAL;
   c->seq_len = 256;
   c->batch = 8;
   c->data_seed = 1337;
@@ -209,7 +209,7 @@ static int parse_root(pg_train_cfg *c, json_t *root, const char *file, pg_err *e
     char mode[24] = "";
     PG_TRY(get_str(o, "data", "loader", mode, sizeof mode, file, err));
     if (*mode) {
-      c->loader = pg_loader_mode_parse(mode);
+      c->loader = pg_batches_mode_parse(mode);
       if (c->loader < 0)
         return CFAIL("data.loader: '%s' is not sequential, shuffled or packed", mode);
     }
@@ -304,7 +304,7 @@ static int validate(const pg_train_cfg *c, const char *file, pg_err *err) {
   PG_TRY(pg_arch_validate(&c->arch, file, err));
   if (c->seq_len < 1 || c->batch < 1 || (uint64_t)c->seq_len * (uint64_t)c->batch > (1u << 24))
     return CFAIL("data: %d rows of %d tokens is not a usable batch", c->batch, c->seq_len);
-  if (c->loader < 0 || c->loader > PG_LOADER_PACKED) return CFAIL("data.loader: unknown");
+  if (c->loader < 0 || c->loader > PG_BATCHES_PACKED) return CFAIL("data.loader: unknown");
   for (int g = 0; g < PG_GROUP_N; g++) {
     const pg_train_group *gr = &c->group[g];
     if (gr->kind == PG_TOPT_MUON && g != PG_GROUP_MATRIX)
@@ -377,7 +377,7 @@ static json_t *cfg_json(const pg_train_cfg *c, int identity) {
     json_object_set_new(d, "val", json_string(c->val));
     json_object_set_new(d, "tokenizer", json_string(c->tokenizer));
   }
-  json_object_set_new(d, "loader", json_string(pg_loader_mode_name(c->loader)));
+  json_object_set_new(d, "loader", json_string(pg_batches_mode_name(c->loader)));
   json_object_set_new(d, "seq_len", json_integer(c->seq_len));
   json_object_set_new(d, "batch", json_integer(c->batch));
   json_object_set_new(d, "seed", json_integer((json_int_t)c->data_seed));
@@ -439,7 +439,7 @@ struct pg_trainer {
   int nthreads;
   pg_model *m;
   pg_tape *tp;
-  pg_loader *ld;
+  pg_batches *ld;
   group_state g[PG_GROUP_N];
   pg_optim_span *all; /* every parameter, for clipping */
   size_t nall;
@@ -515,7 +515,7 @@ void pg_trainer_free(pg_trainer *t) {
   if (t->have_tables) pg_spm_tables_free(&t->tables);
   pg_model_free(t->shadow);
   pg_tape_free(t->tp);
-  pg_loader_free(t->ld);
+  pg_batches_free(t->ld);
   pg_model_free(t->m);
   free(t);
 }
@@ -610,7 +610,7 @@ int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, const pg_ops *e, 
   }
   if (!rc) rc = pg_tape_create(&t->tp, e, 1);
   if (!rc)
-    rc = pg_loader_open(&t->ld, c->train, c->loader, c->seq_len, (uint32_t)c->arch.vocab_size,
+    rc = pg_batches_open(&t->ld, c->train, c->loader, c->seq_len, (uint32_t)c->arch.vocab_size,
                         c->arch.bos_id, c->data_seed, err);
   if (!rc) rc = build_groups(t, err);
   size_t bt = (size_t)c->batch * (size_t)c->seq_len;
@@ -655,7 +655,7 @@ int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
   double frac = t->total ? (double)t->step / (double)total : 0.0;
   int loops = loops_at(t, t->step, frac);
   pg_model_set_loops(t->m, loops);
-  PG_TRY(pg_loader_next(t->ld, B, t->ids, t->tgt, err));
+  PG_TRY(pg_batches_next(t->ld, B, t->ids, t->tgt, err));
   pg_model_zero_grads(t->m);
   pg_batch b = {.B = B, .T = T, .ids = t->ids, .targets = t->tgt};
   for (size_t i = 0; i < bt; i++) t->dnll[i] = (float)(1.0 / (double)bt);
@@ -845,7 +845,7 @@ int pg_trainer_checkpoint(pg_trainer *t, const char *path, pg_err *err) {
     snprintf(key, sizeof key, "pgtrain.optim_steps.%s", GROUP_NAMES[g]);
     rc = meta_u64(w, key, t->g[g].opt ? pg_optim_steps(t->g[g].opt) : t->step, err);
   }
-  pg_loader_pos lp = pg_loader_get_pos(t->ld);
+  pg_batches_pos lp = pg_batches_get_pos(t->ld);
   if (!rc) rc = meta_u64(w, "pgtrain.loader.epoch", lp.epoch, err);
   if (!rc) rc = meta_u64(w, "pgtrain.loader.offset", lp.offset, err);
   if (!rc) rc = meta_u64(w, "pgtrain.loader.rng", lp.rng, err);
@@ -940,7 +940,7 @@ int pg_trainer_resume(pg_trainer *t, const char *path, pg_err *err) {
     }
   }
   uint64_t step = 0, total = 0, tokens = 0, ema_u = 0, swa_c = 0;
-  pg_loader_pos lp = {0};
+  pg_batches_pos lp = {0};
   if (!rc) rc = read_u64(st, path, "pgtrain.step", &step, err);
   if (!rc) rc = read_u64(st, path, "pgtrain.total_steps", &total, err);
   if (!rc) rc = read_u64(st, path, "pgtrain.tokens", &tokens, err);
@@ -957,7 +957,7 @@ int pg_trainer_resume(pg_trainer *t, const char *path, pg_err *err) {
   /* pass 0 checks every tensor, the loader position is checked next, and only then does pass 1
    * overwrite the trainer: a refused checkpoint leaves the trainer as it was */
   for (int pass = 0; pass < 2 && !rc; pass++) {
-    if (pass == 1) rc = pg_loader_set_pos(t->ld, &lp, err);
+    if (pass == 1) rc = pg_batches_set_pos(t->ld, &lp, err);
 #define DST(p) (pass ? (void *)(p) : NULL)
     for (size_t i = 0; !rc && i < nt; i++) {
       const pg_arch_tensor *at = pg_model_tensor(m, i);

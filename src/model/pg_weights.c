@@ -1,9 +1,9 @@
-/* pg_load.c: the parameter loaders (spec/load.md). Both sources (an artifact, a safetensors file)
+/* pg_weights.c: the parameter loaders (spec/load.md). Both sources (an artifact, a safetensors file)
  * are seen through one small interface: a tensor count, each tensor's name and shape, and a fill
  * into fp32. The checks run in a fixed order, all before the model is allocated: the arch, every
  * arch tensor's presence and shape (canonical order), then any tensor the arch does not imply
  * (the source's order); then the values are filled and checked for NaN and infinity. */
-#include "pg_load.h"
+#include "pg_weights.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +55,7 @@ static int st_fill(src *s, size_t i, float *dst, size_t count, pg_err *err) {
 
 /* ---- the shape rule ---- */
 
-int pg_load_shape_compatible(const pg_arch_tensor *t, unsigned ndim, const uint64_t *dims) {
+int pg_weights_shape_compatible(const pg_arch_tensor *t, unsigned ndim, const uint64_t *dims) {
   uint64_t n = 1;
   for (unsigned k = 0; k < ndim; k++) {
     if (dims[k] == 0) return 0; /* no arch tensor is empty */
@@ -156,7 +156,7 @@ static int plan(const pg_arch *arch, src *s, pg_arch_tensor **tp, size_t *ntp, s
     }
     unsigned nd;
     const uint64_t *d = s->dims(s, (size_t)j, &nd);
-    if (!pg_load_shape_compatible(&t[i], nd, d)) {
+    if (!pg_weights_shape_compatible(&t[i], nd, d)) {
       char got[160], want[160];
       uint64_t ws[3] = {t[i].shape[0], t[i].shape[1], t[i].shape[2]};
       rc = pg_err_set(err, PG_E_SIZE_MISMATCH, s->file, PG_NO_OFFSET,
@@ -233,7 +233,7 @@ done:
   return rc;
 }
 
-int pg_load_check_arch(const pg_arch *given, const char *text, size_t len, const char *file,
+int pg_weights_check_arch(const pg_arch *given, const char *text, size_t len, const char *file,
                        const char *label, pg_arch *stored, pg_err *err) {
   pg_arch tmp;
   pg_arch *st = stored ? stored : &tmp;
@@ -255,7 +255,7 @@ static int resolve_arch(pg_arch *use, const pg_arch *given, const char *text, si
   *use = *given;
   if (!text) return PG_OK;
   pg_arch stored;
-  PG_TRY(pg_load_check_arch(given, text, len, file, label, &stored, err));
+  PG_TRY(pg_weights_check_arch(given, text, len, file, label, &stored, err));
   if (!use->follows.set) use->follows = stored.follows;
   return PG_OK;
 }
@@ -294,8 +294,8 @@ int pg_model_load_artifact_arch(pg_model **out, pg_artifact *a, const pg_arch *g
   return rc;
 }
 
-int pg_load_check_artifact(pg_artifact *a, pg_err *err) {
-  PG_FAIL_IF(!a, err, PG_E_ARG, NULL, PG_NO_OFFSET, "pg_load_check_artifact: NULL argument");
+int pg_weights_check_artifact(pg_artifact *a, pg_err *err) {
+  PG_FAIL_IF(!a, err, PG_E_ARG, NULL, PG_NO_OFFSET, "pg_weights_check_artifact: NULL argument");
   pg_arch arch;
   src s;
   PG_TRY(artifact_src(a, NULL, &arch, &s, err));

@@ -1,11 +1,11 @@
-/* pg_load.h: the parameter loaders: a model (pg_model.h) filled from an artifact (its "arch.json"
+/* pg_weights.h: the parameter loaders: a model (pg_model.h) filled from an artifact (its "arch.json"
  * metadata and its tensors, dequantized) or from a safetensors file (an arch given, or the one in
  * its "__metadata__"). Strict on both sides: every tensor the arch implies must be present with a
  * compatible shape, no other tensor may be present, and every weight must be finite. Everything
  * is checked before the model is allocated, so a hostile file cannot make the loader allocate
  * more than its own tensors hold. spec/load.md is the normative description. */
-#ifndef PG_LOAD_H
-#define PG_LOAD_H
+#ifndef PG_WEIGHTS_H
+#define PG_WEIGHTS_H
 
 #include "pg_arch.h"
 #include "pg_container.h"
@@ -33,12 +33,12 @@ int pg_model_load_artifact_arch(pg_model **out, pg_artifact *a, const pg_arch *g
 
 /* The structure checks of pg_model_load_artifact without loading: the artifact's "arch.json"
  * parses, and its tensors are exactly the arch's with compatible shapes (spec/load.md §3). */
-int pg_load_check_artifact(pg_artifact *a, pg_err *err);
+int pg_weights_check_artifact(pg_artifact *a, pg_err *err);
 
 /* Parse a file's stored arch text (label names it in a parse error) into *stored (may be NULL)
  * and compare it with the given arch: PG_OK when they describe the same model, else PG_E_ARG,
  * "FILE: the arch given contradicts the file's arch.json in N options (given/stored): ...". */
-int pg_load_check_arch(const pg_arch *given, const char *text, size_t len, const char *file,
+int pg_weights_check_arch(const pg_arch *given, const char *text, size_t len, const char *file,
                        const char *label, pg_arch *stored, pg_err *err);
 
 /* A model from a safetensors file. arch may be NULL: then the file's "__metadata__" key
@@ -58,7 +58,7 @@ int pg_model_load_checkpoint(pg_model **out, const pg_arch *arch, const char *pa
 /* The shape rule of both loaders: same element count, and the same dimensions once every
  * dimension of size 1 is dropped from both (so a scalar [] matches [1] and [1, 1]). 1 when an
  * arch tensor of this shape can be filled from a stored tensor of shape dims[0..ndim). */
-int pg_load_shape_compatible(const pg_arch_tensor *t, unsigned ndim, const uint64_t *dims);
+int pg_weights_shape_compatible(const pg_arch_tensor *t, unsigned ndim, const uint64_t *dims);
 
 #ifdef __cplusplus
 }

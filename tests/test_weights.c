@@ -19,7 +19,7 @@
 #include "pg_container.h"
 #include "pg_half.h"
 #include "pg_io.h"
-#include "pg_load.h"
+#include "pg_weights.h"
 #include "pg_model.h"
 #include "pg_safetensors.h"
 #include "pgtest.h"
@@ -317,24 +317,24 @@ Test(load, shape_rule) {
   const uint64_t one[] = {1, 1, 1}, d16[] = {16}, d1_16[] = {1, 16}, d16_1[] = {16, 1};
   const uint64_t m1[] = {16, 32}, m2[] = {16, 1, 32}, m3[] = {1, 16, 32, 1}, mt[] = {32, 16};
   const uint64_t m4[] = {512}, m5[] = {4, 4, 32}, d12[] = {12}, z[] = {0, 16};
-  cr_assert(pg_load_shape_compatible(&s, 0, NULL));
-  cr_assert(pg_load_shape_compatible(&s, 1, one));
-  cr_assert(pg_load_shape_compatible(&s, 2, one));
-  cr_assert(pg_load_shape_compatible(&s, 3, one));
-  cr_assert(!pg_load_shape_compatible(&s, 1, d16));
-  cr_assert(pg_load_shape_compatible(&v, 1, d16));
-  cr_assert(pg_load_shape_compatible(&v, 2, d1_16));
-  cr_assert(pg_load_shape_compatible(&v, 2, d16_1));
-  cr_assert(!pg_load_shape_compatible(&v, 0, NULL));
-  cr_assert(pg_load_shape_compatible(&m, 2, m1));
-  cr_assert(pg_load_shape_compatible(&m, 3, m2));
-  cr_assert(pg_load_shape_compatible(&m, 4, m3));
-  cr_assert(!pg_load_shape_compatible(&m, 2, mt)); /* same count, other dims */
-  cr_assert(!pg_load_shape_compatible(&m, 1, m4)); /* flattened */
-  cr_assert(!pg_load_shape_compatible(&m, 3, m5));
-  cr_assert(pg_load_shape_compatible(&r, 1, d12));
-  cr_assert(pg_load_shape_compatible(&r, 2, (const uint64_t[]){12, 1}));
-  cr_assert(!pg_load_shape_compatible(&v, 2, z));
+  cr_assert(pg_weights_shape_compatible(&s, 0, NULL));
+  cr_assert(pg_weights_shape_compatible(&s, 1, one));
+  cr_assert(pg_weights_shape_compatible(&s, 2, one));
+  cr_assert(pg_weights_shape_compatible(&s, 3, one));
+  cr_assert(!pg_weights_shape_compatible(&s, 1, d16));
+  cr_assert(pg_weights_shape_compatible(&v, 1, d16));
+  cr_assert(pg_weights_shape_compatible(&v, 2, d1_16));
+  cr_assert(pg_weights_shape_compatible(&v, 2, d16_1));
+  cr_assert(!pg_weights_shape_compatible(&v, 0, NULL));
+  cr_assert(pg_weights_shape_compatible(&m, 2, m1));
+  cr_assert(pg_weights_shape_compatible(&m, 3, m2));
+  cr_assert(pg_weights_shape_compatible(&m, 4, m3));
+  cr_assert(!pg_weights_shape_compatible(&m, 2, mt)); /* same count, other dims */
+  cr_assert(!pg_weights_shape_compatible(&m, 1, m4)); /* flattened */
+  cr_assert(!pg_weights_shape_compatible(&m, 3, m5));
+  cr_assert(pg_weights_shape_compatible(&r, 1, d12));
+  cr_assert(pg_weights_shape_compatible(&r, 2, (const uint64_t[]){12, 1}));
+  cr_assert(!pg_weights_shape_compatible(&v, 2, z));
 }
 
 /* ---- artifacts: values ---- */
@@ -555,20 +555,20 @@ Test(load, check_artifact_structure) {
   build(&c, &b);
   pg_artifact *a = open_built(&b);
   pg_err e;
-  cr_assert_eq(pg_load_check_artifact(a, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_weights_check_artifact(a, &e), PG_OK, "%s", e.msg);
   pg_artifact_free(a);
   built_free(&b);
   cfg c2 = {.meta_arch = ARCH, .extra = "blocks.2.attn.c_q.weight"};
   build(&c2, &b);
   a = open_built(&b);
-  cr_assert_eq(pg_load_check_artifact(a, &e), PG_E_MALFORMED);
+  cr_assert_eq(pg_weights_check_artifact(a, &e), PG_E_MALFORMED);
   cr_assert(strstr(e.msg, "not part of the arch"), "%s", e.msg);
   pg_artifact_free(a);
   built_free(&b);
   cfg c3 = {0};
   build(&c3, &b);
   a = open_built(&b);
-  cr_assert_eq(pg_load_check_artifact(a, &e), PG_E_NOT_FOUND);
+  cr_assert_eq(pg_weights_check_artifact(a, &e), PG_E_NOT_FOUND);
   pg_artifact_free(a);
   built_free(&b);
 }
