@@ -68,7 +68,7 @@ static double time_model(const spec *s, int T, int grad, int threads, int reps, 
   pg_model_init(m, 1234);
   *params = (uint64_t)pg_model_param_count(m);
   if (grad && pg_model_enable_grads(m, &err) != PG_OK) die("%s", err.msg);
-  pg_ops e = pg_ops_cpu(threads);
+  pg_engine e = pg_engine_cpu(threads);
   pg_tape *tp;
   if (pg_tape_create(&tp, &e, grad) != PG_OK) die("cannot create a tape");
   int32_t *ids = xmalloc((size_t)T * sizeof *ids), *tg = xmalloc((size_t)T * sizeof *tg);
@@ -128,7 +128,7 @@ static double best_of(int reps, void (*fn)(void *), void *ctx) {
 }
 
 typedef struct mmrun {
-  pg_ops e;
+  pg_engine e;
   int threads, M, N, K;
   float *x, *w, *dy, *y, *dx, *dw;
 } mmrun;
@@ -139,7 +139,7 @@ static void run_naive_fwd(void *p) {
 }
 static void run_lib_fwd(void *p) {
   mmrun *c = p;
-  c->e.matmul_fwd(&c->e, c->y, c->x, c->w, c->M, c->N, c->K);
+  c->e.ops.matmul_fwd(&c->e.ops, c->y, c->x, c->w, c->M, c->N, c->K);
 }
 static void run_naive_bwd(void *p) {
   mmrun *c = p;
@@ -147,14 +147,14 @@ static void run_naive_bwd(void *p) {
 }
 static void run_lib_bwd(void *p) {
   mmrun *c = p;
-  c->e.matmul_bwd(&c->e, c->dx, c->dw, c->dy, c->x, c->w, c->M, c->N, c->K);
+  c->e.ops.matmul_bwd(&c->e.ops, c->dx, c->dw, c->dy, c->x, c->w, c->M, c->N, c->K);
 }
 
 static void time_matmul(mmrow *r, int threads, int reps) {
   pg_rng g;
   pg_rng_seed(&g, 7);
   size_t M = (size_t)r->M, N = (size_t)r->N, K = (size_t)r->K;
-  mmrun c = {.e = pg_ops_cpu(threads), .threads = threads, .M = r->M, .N = r->N, .K = r->K};
+  mmrun c = {.e = pg_engine_cpu(threads), .threads = threads, .M = r->M, .N = r->N, .K = r->K};
   c.x = randv(&g, M * K), c.w = randv(&g, N * K), c.dy = randv(&g, M * N);
   c.y = xmalloc(M * N * sizeof *c.y);
   c.dx = xmalloc(M * K * sizeof *c.dx), c.dw = xmalloc(N * K * sizeof *c.dw);

@@ -383,7 +383,7 @@ int main(int argc, char **argv) {
             "calibration tokens: %d x %d uniform random (as u16)", nseq, T);
 
     t0 = now();
-    pg_ops e = pg_ops_cpu(threads);
+    pg_engine e = pg_engine_cpu(threads);
     calib_prog cp = {.t0 = t0, .last = t0};
     if (pg_calib_collect(&H, m, &e, &cs, 4, threads, on_calib, &cp, &err) != PG_OK)
       die("hessians: %s", err.msg);

@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
   snprintf(cfg.train, sizeof cfg.train, "%s/fineweb_train_*.bin", dir);
   cfg.val[0] = 0;
   cfg.steps = (uint64_t)steps + 1;
-  pg_ops ops = pg_ops_cpu(threads);
+  pg_engine ops = pg_engine_cpu(threads);
   pg_trainer *t;
   if (pg_trainer_create(&t, &cfg, &ops, threads, &e)) die("%s", e.msg);
   pg_train_step_info info;

@@ -26,7 +26,7 @@ int bridge_forward_f32(const char *arch_json, const double *params, size_t np, i
     return 1;
   }
   for (size_t i = 0; i < np; i++) pg_model_params(m)[i] = (float)params[i];
-  pg_ops e = pg_ops_cpu(nthreads);
+  pg_engine e = pg_engine_cpu(nthreads);
   pg_tape *tp;
   if (pg_tape_create(&tp, &e, 0)) {
     pg_model_free(m);

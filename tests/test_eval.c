@@ -40,7 +40,7 @@ typedef struct fixture {
   int32_t *tok; /* the stream, writable by the tests; val.tok points to it */
   pg_val val;
   pg_model *m;
-  pg_ops e;
+  pg_engine e;
 } fixture;
 
 static void fx_init(fixture *f, uint64_t n, const char *json, int threads) {
@@ -48,7 +48,7 @@ static void fx_init(fixture *f, uint64_t n, const char *json, int threads) {
   f->tok = pgfx_stream(n, V, 5);
   f->val = (pg_val){.tok = f->tok, .n = n, .tables = &f->t};
   f->m = model(json, 9);
-  f->e = pg_ops_cpu(threads);
+  f->e = pg_engine_cpu(threads);
 }
 
 static void fx_free(fixture *f) {

@@ -87,7 +87,7 @@ static void golden_free(golden *g) {
 /* Our forward over rows [r0, r0 + B) (len: NULL or the valid prefix of each); logits: NULL or
  * [B·V] at each row's last valid position. */
 static void forward(golden *g, int r0, int B, const int *len, double *nll, pg_real *logits) {
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_tape *tp;
   pg_err err;
   cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
@@ -269,7 +269,7 @@ static void check_protocol_off(const char *name, int kind, const char *key, doub
     p.tail_dup = 1;
   }
   p.batch = 4;
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_eval_result res;
   pg_err err;
   memset(&res, 0, sizeof res);
@@ -321,8 +321,8 @@ static void check_rope(const char *name) {
     p[k] = (int32_t)json_integer_value(json_array_get(pos, (size_t)k));
     for (int i = 0; i < rot; i++) x[(size_t)k * (size_t)rot + (size_t)i] = i < half ? 1.0f : 0.0f;
   }
-  pg_ops e = pg_ops_cpu(1);
-  e.rope_fwd(&e, y, x, p, n, 1, rot, rot, base);
+  pg_engine e = pg_engine_cpu(1);
+  e.ops.rope_fwd(&e.ops, y, x, p, n, 1, rot, rot, base);
   double worst = 0;
   int wk = 0, wi = 0;
   for (int k = 0; k < n; k++)
@@ -387,7 +387,7 @@ static void check_lora(const char *name) {
       tg[i] = (int32_t)json_integer_value(json_array_get(tok, s + t + 1));
     }
   }
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_tape *tp;
   cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
   pg_batch bt = {.B = rows, .T = T, .ids = ids, .targets = tg};

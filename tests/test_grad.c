@@ -30,7 +30,7 @@ int bridge_forward_f32(const char *arch_json, const double *params, size_t np, i
 typedef struct run {
   pg_model *m;
   pg_lora *lo;
-  pg_ops e;
+  pg_engine e;
   pg_tape *rec, *inf;
   pg_batch b;
   int32_t *ids, *tg;
@@ -54,7 +54,7 @@ static void setup(run *r, const char *json, int B, int T, uint64_t seed) {
   cr_assert_eq(pg_model_create(&r->m, &a, &err), PG_OK, "%s", err.msg);
   pg_model_init_random(r->m, seed, 1.0);
   cr_assert_eq(pg_model_enable_grads(r->m, &err), PG_OK);
-  r->e = pg_ops_cpu(1);
+  r->e = pg_engine_cpu(1);
   cr_assert_eq(pg_tape_create(&r->rec, &r->e, 1), PG_OK);
   cr_assert_eq(pg_tape_create(&r->inf, &r->e, 0), PG_OK);
   size_t n = (size_t)B * (size_t)T;
@@ -432,11 +432,12 @@ Test(grad, attention_op_is_bit_exact_to_its_definition) {
   for (int m = 0; m < 2; m++)
     for (int th = 1; th <= 3; th += 2) {
       const int32_t *sg = m ? seg : NULL;
-      pg_ops e = pg_ops_cpu(th);
+      pg_engine e = pg_engine_cpu(th);
       for (int i = 0; i < nq; i++) g1[i] = g2[i] = 0.5;
       for (int i = 0; i < nk; i++) k1[i] = k2[i] = v1[i] = v2[i] = 0.25;
-      e.attention_fwd(&e, o1, q, k, v, sg, T, H, Hkv, d, 0.3f);
-      cr_assert_eq(e.attention_bwd(&e, g1, k1, v1, dO, q, k, v, sg, T, H, Hkv, d, 0.3f), PG_OK);
+      e.ops.attention_fwd(&e.ops, o1, q, k, v, sg, T, H, Hkv, d, 0.3f);
+      e.ops.attention_bwd(&e.ops, g1, k1, v1, dO, q, k, v, sg, T, H, Hkv, d, 0.3f);
+      cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
       attn_definition(q, k, v, dO, sg, T, H, Hkv, d, (double)0.3f, o2, g2, k2, v2);
       cr_assert(!memcmp(o1, o2, nq * sizeof *o1), "forward differs (mask %d, %d threads)", m, th);
       cr_assert(!memcmp(g1, g2, nq * sizeof *g1), "dq differs (mask %d, %d threads)", m, th);

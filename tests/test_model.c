@@ -49,7 +49,7 @@ enum { B = 2, T = 19, N = B * T };
 
 static void forward(pg_model *m, int threads, int grad, const int32_t *ids, const int32_t *tg,
                     double *nll) {
-  pg_ops e = pg_ops_cpu(threads);
+  pg_engine e = pg_engine_cpu(threads);
   pg_tape *tp;
   pg_err err;
   cr_assert_eq(pg_tape_create(&tp, &e, grad), PG_OK);
@@ -171,7 +171,7 @@ Test(model, lora_zero_is_identity_and_rows_are_separate) {
   tokens(ids, tg, N, 41, 8);
   double a[N], b[N];
   forward(m, 1, 0, ids, tg, a);
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_tape *tp;
   pg_tape_create(&tp, &e, 0);
   int rows[B] = {2, 0};
@@ -195,7 +195,7 @@ Test(model, lora_zero_is_identity_and_rows_are_separate) {
 
 Test(model, bad_batches_are_clear_errors) {
   pg_model *m = mk(FULL, 9);
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_tape *tp;
   pg_tape_create(&tp, &e, 0);
   int32_t ids[N], tg[N];
@@ -286,7 +286,7 @@ Test(model, bf16_mode) {
   cr_assert(worst < 0.05, "bf16 moved a token's NLL by %g of it", worst);
   cr_assert(fabs(sa - sf) / sf < 0.005, "bf16 moved the mean NLL by %g of it", fabs(sa - sf) / sf);
   /* the logits come out of the softcap in bf16 */
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_tape *tp;
   cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
   float last[B * 41];
@@ -337,7 +337,7 @@ Test(model, fp32_golden) {
 /* The tape refuses a head wider than the ops' stack accumulators with a status, whatever the
  * caller validated (defence in depth behind the arch rule; issue 11). */
 Test(model, tape_refuses_heads_wider_than_the_ops_take) {
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   enum { D = PG_OPS_MAX_HEAD_DIM + 64 };
   pg_real *q = calloc(D, sizeof *q), *k = calloc(D, sizeof *k), *v = calloc(D, sizeof *v);
   cr_assert(q && k && v);
@@ -367,7 +367,7 @@ Test(model, batch_times_width_beyond_int_is_refused) {
   int32_t *ids = calloc(BT, sizeof *ids);
   double *nll = calloc(BT, sizeof *nll);
   cr_assert(ids && nll);
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_tape *tp;
   cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
   pg_batch b = {.B = 2, .T = BT / 2, .ids = ids};

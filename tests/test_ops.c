@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pg_engine.h"
 #include "pg_ops.h"
 #include "pg_rng.h"
 #include "pg_status.h"
@@ -117,14 +118,14 @@ Test(ops, matmul_forward_and_gradients) {
   pg_rng r;
   pg_rng_seed(&r, 1);
   const int M = 5, N = 7, K = 70; /* K crosses the 64-column accumulator block */
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *x = randf(&r, M * K, 1.0), *w = randf(&r, N * K, 0.2), *dy = randf(&r, M * N, 1.0);
   float *y = filled(M * N, 0), *dx = filled(M * K, PREFILL), *dw = filled(N * K, PREFILL);
   mm_ref c = {to_d(x, M * K), to_d(w, N * K), to_d(dy, M * N), dalloc(M * N), M, N, K};
-  e.matmul_fwd(&e, y, x, w, M, N, K);
+  e.ops.matmul_fwd(&e.ops, y, x, w, M, N, K);
   ref_matmul(&c);
   check_fwd("matmul", y, c.y, M * N);
-  e.matmul_bwd(&e, dx, dw, dy, x, w, M, N, K);
+  e.ops.matmul_bwd(&e.ops, dx, dw, dy, x, w, M, N, K);
   double *g = dalloc(N * K);
   fd_grad(mm_loss, &c, c.x, M * K, g);
   check_bwd("matmul dx", dx, g, M * K);
@@ -207,18 +208,18 @@ Test(ops, matmul_blocked_is_bit_identical_to_the_plain_loops) {
     pgmm_naive_fwd(1, y_ref, x, w, M, N, K);
     pgmm_naive_bwd(1, dx_ref, dw_ref, dy, x, w, M, N, K);
     for (int th = 1; th <= 3; th++) {
-      pg_ops e = pg_ops_cpu(th);
+      pg_engine e = pg_engine_cpu(th);
       float *y = filled(ny, -3.0f), *dx = filled(nx, 0), *dw = filled(nw, 0);
       memcpy(dx, dx0, nx * sizeof *dx0), memcpy(dw, dw0, nw * sizeof *dw0);
-      e.matmul_fwd(&e, y, x, w, M, N, K);
+      e.ops.matmul_fwd(&e.ops, y, x, w, M, N, K);
       cr_assert(!memcmp(y, y_ref, ny * sizeof *y), "forward %dx%dx%d, %d threads", M, N, K, th);
-      e.matmul_bwd(&e, dx, dw, dy, x, w, M, N, K);
+      e.ops.matmul_bwd(&e.ops, dx, dw, dy, x, w, M, N, K);
       cr_assert(!memcmp(dx, dx_ref, nx * sizeof *dx), "dx %dx%dx%d, %d threads", M, N, K, th);
       cr_assert(!memcmp(dw, dw_ref, nw * sizeof *dw), "dw %dx%dx%d, %d threads", M, N, K, th);
       /* one gradient at a time (the other NULL) gives the same bits */
       memcpy(dx, dx0, nx * sizeof *dx0), memcpy(dw, dw0, nw * sizeof *dw0);
-      e.matmul_bwd(&e, dx, NULL, dy, x, w, M, N, K);
-      e.matmul_bwd(&e, NULL, dw, dy, x, w, M, N, K);
+      e.ops.matmul_bwd(&e.ops, dx, NULL, dy, x, w, M, N, K);
+      e.ops.matmul_bwd(&e.ops, NULL, dw, dy, x, w, M, N, K);
       cr_assert(!memcmp(dx, dx_ref, nx * sizeof *dx), "dx alone %dx%dx%d, %d threads", M, N, K, th);
       cr_assert(!memcmp(dw, dw_ref, nw * sizeof *dw), "dw alone %dx%dx%d, %d threads", M, N, K, th);
       free(y), free(dx), free(dw);
@@ -254,22 +255,22 @@ Test(ops, rmsnorm_forward_and_gradients) {
   pg_rng r;
   pg_rng_seed(&r, 2);
   const int R = 6, D = 16;
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *x = randf(&r, R * D, 1.0), *dy = randf(&r, R * D, 1.0);
   for (int i = 0; i < D; i++) x[D + i] *= 1e-3f; /* a small row, where eps matters a little */
   float *y = filled(R * D, 0), *dx = filled(R * D, PREFILL);
   rms_ref c = {to_d(x, R * D), to_d(dy, R * D), dalloc(R * D), R, D, (double)RMS_EPS};
-  e.rmsnorm_fwd(&e, y, x, R, D, RMS_EPS);
+  e.ops.rmsnorm_fwd(&e.ops, y, x, R, D, RMS_EPS);
   ref_rms(&c);
   check_fwd("rmsnorm", y, c.y, R * D);
-  e.rmsnorm_bwd(&e, dx, dy, x, R, D, RMS_EPS);
+  e.ops.rmsnorm_bwd(&e.ops, dx, dy, x, R, D, RMS_EPS);
   double *g = dalloc(R * D);
   fd_grad(rms_loss, &c, c.x, R * D, g);
   check_bwd("rmsnorm dx", dx, g, R * D);
   /* in place gives the same bits */
   float *z = malloc(R * D * sizeof *z);
   memcpy(z, x, R * D * sizeof *z);
-  e.rmsnorm_fwd(&e, z, z, R, D, RMS_EPS);
+  e.ops.rmsnorm_fwd(&e.ops, z, z, R, D, RMS_EPS);
   cr_assert(!memcmp(z, y, R * D * sizeof *z));
   free(x), free(dy), free(y), free(dx), free(g), free(z), free(c.x), free(c.dy), free(c.y);
 }
@@ -311,13 +312,13 @@ Test(ops, rope_forward_and_gradients) {
   pg_rng_seed(&r, 3);
   const int T = 5, H = 3, d = 12, rot = 8, n = T * H * d;
   const int32_t pos[5] = {0, 1, 2, 700, 98303};
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *x = randf(&r, n, 1.0), *dy = randf(&r, n, 1.0), *y = filled(n, 0), *dx = filled(n, PREFILL);
   rope_ref c = {to_d(x, n), to_d(dy, n), dalloc(n), pos, T, H, d, rot, 1e4f};
-  e.rope_fwd(&e, y, x, pos, T, H, d, rot, 1e4f);
+  e.ops.rope_fwd(&e.ops, y, x, pos, T, H, d, rot, 1e4f);
   ref_rope(&c);
   check_fwd("rope", y, c.y, n);
-  e.rope_bwd(&e, dx, dy, pos, T, H, d, rot, 1e4f);
+  e.ops.rope_bwd(&e.ops, dx, dy, pos, T, H, d, rot, 1e4f);
   double *g = dalloc(n);
   fd_grad(rope_loss, &c, c.x, n, g);
   check_bwd("rope dx", dx, g, n);
@@ -329,9 +330,9 @@ Test(ops, rope_partial_position_zero_sign_and_inverse) {
   pg_rng_seed(&r, 4);
   const int T = 4, H = 2, d = 16, rot = 8, n = T * H * d;
   const int32_t pos[4] = {0, 3, 17, 4000};
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   float *x = randf(&r, n, 1.0), *y = filled(n, 0), *back = filled(n, 0);
-  e.rope_fwd(&e, y, x, pos, T, H, d, rot, 1e4f);
+  e.ops.rope_fwd(&e.ops, y, x, pos, T, H, d, rot, 1e4f);
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++) {
       const float *xr = x + (t * H + h) * d, *yr = y + (t * H + h) * d;
@@ -340,19 +341,19 @@ Test(ops, rope_partial_position_zero_sign_and_inverse) {
       if (pos[t] == 0) cr_assert(!memcmp(xr, yr, (size_t)d * sizeof *xr));
     }
   /* the backward is the inverse rotation: R^T R x = x up to one rounding each way */
-  e.rope_bwd(&e, back, y, pos, T, H, d, rot, 1e4f);
+  e.ops.rope_bwd(&e.ops, back, y, pos, T, H, d, rot, 1e4f);
   for (int i = 0; i < n; i++) cr_assert(fabs((double)back[i] - x[i]) <= 1e-6 * fmax(1, fabs(x[i])));
   /* the sign convention: rot 2, pair (0, 1), θ = 1: (1, 0) → (cos 1, −sin 1), (0, 1) → (sin 1, cos 1) */
   const float u[4] = {1, 0, 0, 1};
   const int32_t one[2] = {1, 1};
   float v[4];
-  e.rope_fwd(&e, v, u, one, 2, 1, 2, 2, 1e4f);
+  e.ops.rope_fwd(&e.ops, v, u, one, 2, 1, 2, 2, 1e4f);
   cr_assert_eq(v[0], (float)cos(1.0));
   cr_assert_eq(v[1], (float)-sin(1.0));
   cr_assert_eq(v[2], (float)sin(1.0));
   cr_assert_eq(v[3], (float)cos(1.0));
   /* in place gives the same bits */
-  e.rope_fwd(&e, x, x, pos, T, H, d, rot, 1e4f);
+  e.ops.rope_fwd(&e.ops, x, x, pos, T, H, d, rot, 1e4f);
   cr_assert(!memcmp(x, y, n * sizeof *x));
   free(x), free(y), free(back);
 }
@@ -403,16 +404,17 @@ static void attention_check(const int32_t *seg, uint64_t seed) {
   pg_rng_seed(&r, seed);
   const int T = 7, H = 4, Hkv = 2, d = 8, nq = T * H * d, nk = T * Hkv * d;
   const float scale = 1.0f / sqrtf((float)d);
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *q = randf(&r, nq, 1.0), *k = randf(&r, nk, 1.0), *v = randf(&r, nk, 1.0);
   float *dy = randf(&r, nq, 1.0), *y = filled(nq, 0);
   float *dq = filled(nq, PREFILL), *dk = filled(nk, PREFILL), *dv = filled(nk, PREFILL);
   attn_ref c = {to_d(q, nq), to_d(k, nk), to_d(v, nk), to_d(dy, nq), dalloc(nq), seg, T, H, Hkv, d,
                 (double)scale};
-  e.attention_fwd(&e, y, q, k, v, seg, T, H, Hkv, d, scale);
+  e.ops.attention_fwd(&e.ops, y, q, k, v, seg, T, H, Hkv, d, scale);
   ref_attn(&c);
   check_fwd("attention", y, c.y, nq);
-  cr_assert_eq(e.attention_bwd(&e, dq, dk, dv, dy, q, k, v, seg, T, H, Hkv, d, scale), PG_OK);
+  e.ops.attention_bwd(&e.ops, dq, dk, dv, dy, q, k, v, seg, T, H, Hkv, d, scale);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   double *g = dalloc(nq);
   fd_grad(attn_loss, &c, c.q, nq, g);
   check_bwd("attention dq", dq, g, nq);
@@ -480,9 +482,9 @@ Test(ops, attention_forward_is_bit_identical_to_the_plain_loops) {
       float *ref = filled(nq, 0);
       plain_attn_fwd(ref, q, k, v, masked ? seg : NULL, T, H, Hkv, d, scale);
       for (int th = 1; th <= 3; th++) {
-        pg_ops e = pg_ops_cpu(th);
+        pg_engine e = pg_engine_cpu(th);
         float *y = filled(nq, -5.0f);
-        e.attention_fwd(&e, y, q, k, v, masked ? seg : NULL, T, H, Hkv, d, scale);
+        e.ops.attention_fwd(&e.ops, y, q, k, v, masked ? seg : NULL, T, H, Hkv, d, scale);
         cr_assert(!memcmp(y, ref, (size_t)nq * sizeof *y),
                   "T %d H %d Hkv %d d %d seg %d, %d threads", T, H, Hkv, d, masked, th);
         free(y);
@@ -498,24 +500,24 @@ Test(ops, attention_never_crosses_a_segment) {
   pg_rng_seed(&r, 7);
   const int T = 9, H = 4, Hkv = 2, d = 8, nq = T * H * d, nk = T * Hkv * d;
   const int32_t seg[9] = {0, 0, 0, 1, 1, 1, 1, 2, 2};
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   float *q = randf(&r, nq, 1.0), *k = randf(&r, nk, 1.0), *v = randf(&r, nk, 1.0);
   float *y0 = filled(nq, 0), *y1 = filled(nq, 0);
-  e.attention_fwd(&e, y0, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  e.ops.attention_fwd(&e.ops, y0, q, k, v, seg, T, H, Hkv, d, 0.35f);
   /* change token 1 (segment 0): tokens 3..8 are untouched */
   for (int i = 0; i < Hkv * d; i++) k[Hkv * d + i] += 3.0f, v[Hkv * d + i] -= 2.0f;
   for (int i = 0; i < H * d; i++) q[H * d + i] *= -1.5f;
-  e.attention_fwd(&e, y1, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  e.ops.attention_fwd(&e.ops, y1, q, k, v, seg, T, H, Hkv, d, 0.35f);
   cr_assert(!memcmp(y0 + 3 * H * d, y1 + 3 * H * d, (size_t)(T - 3) * H * d * sizeof *y0));
   cr_assert(memcmp(y0 + H * d, y1 + H * d, (size_t)H * d * sizeof *y0)); /* token 1 did change */
   /* change token 4 (segment 1): segments 0 and 2 are untouched */
   for (int i = 0; i < Hkv * d; i++) k[4 * Hkv * d + i] += 1.0f, v[4 * Hkv * d + i] += 1.0f;
-  e.attention_fwd(&e, y0, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  e.ops.attention_fwd(&e.ops, y0, q, k, v, seg, T, H, Hkv, d, 0.35f);
   cr_assert(!memcmp(y0, y1, (size_t)3 * H * d * sizeof *y0));
   cr_assert(!memcmp(y0 + 7 * H * d, y1 + 7 * H * d, (size_t)2 * H * d * sizeof *y0));
   /* one token per segment: each head returns its kv head's own value exactly (GQA h → h/2) */
   const int32_t lone[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
-  e.attention_fwd(&e, y0, q, k, v, lone, T, H, Hkv, d, 0.35f);
+  e.ops.attention_fwd(&e.ops, y0, q, k, v, lone, T, H, Hkv, d, 0.35f);
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++)
       cr_assert(!memcmp(y0 + (t * H + h) * d, v + (t * Hkv + h / 2) * d, d * sizeof *v));
@@ -557,18 +559,18 @@ static void ew_check(int kind, float a, uint64_t seed) {
   pg_rng_seed(&r, seed);
   const int D = 5;
   const size_t n = 60, ng = kind == 4 ? n / D : n;
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *x = randf(&r, n, kind == 3 ? 6.0 : 1.0), *g = randf(&r, ng, 2.0), *dy = randf(&r, n, 1.0);
   for (size_t i = 0; i < n; i++) /* keep away from the kink at 0 for the differences */
     if (fabsf(x[i]) < 1e-3f) x[i] = 0.1f;
   float *y = filled(n, 0), *dx = filled(n, PREFILL), *dg = filled(ng, PREFILL);
   ew_ref c = {to_d(x, n), to_d(g, ng), to_d(dy, n), dalloc(n), n, D, (double)a, kind};
   switch (kind) {
-  case 0: e.relu2_fwd(&e, y, x, n); e.relu2_bwd(&e, dx, dy, x, n); break;
-  case 1: e.leaky_relu2_fwd(&e, y, x, n, a); e.leaky_relu2_bwd(&e, dx, dy, x, n, a); break;
-  case 2: e.gate_fwd(&e, y, x, g, n); e.gate_bwd(&e, dx, dg, dy, x, g, n); break;
-  case 3: e.softcap_fwd(&e, y, x, n, a); e.softcap_bwd(&e, dx, dy, x, n, a); break;
-  default: e.rowgate_fwd(&e, y, x, g, (int)ng, D); e.rowgate_bwd(&e, dx, dg, dy, x, g, (int)ng, D);
+  case 0: e.ops.relu2_fwd(&e.ops, y, x, n); e.ops.relu2_bwd(&e.ops, dx, dy, x, n); break;
+  case 1: e.ops.leaky_relu2_fwd(&e.ops, y, x, n, a); e.ops.leaky_relu2_bwd(&e.ops, dx, dy, x, n, a); break;
+  case 2: e.ops.gate_fwd(&e.ops, y, x, g, n); e.ops.gate_bwd(&e.ops, dx, dg, dy, x, g, n); break;
+  case 3: e.ops.softcap_fwd(&e.ops, y, x, n, a); e.ops.softcap_bwd(&e.ops, dx, dy, x, n, a); break;
+  default: e.ops.rowgate_fwd(&e.ops, y, x, g, (int)ng, D); e.ops.rowgate_bwd(&e.ops, dx, dg, dy, x, g, (int)ng, D);
   }
   ref_ew(&c);
   check_fwd(names[kind], y, c.y, n);
@@ -590,19 +592,19 @@ Test(ops, softcap_forward_and_gradient) { ew_check(3, 3.0f, 11); }
 Test(ops, rowgate_forward_and_gradients) { ew_check(4, 0.0f, 12); }
 
 Test(ops, activation_and_softcap_bounds) {
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   const float x[6] = {-3.0f, -0.5f, 0.0f, 0.25f, 2.0f, 1e4f};
   float y[6];
-  e.relu2_fwd(&e, y, x, 6);
+  e.ops.relu2_fwd(&e.ops, y, x, 6);
   const float want_relu[6] = {0, 0, 0, 0.0625f, 4.0f, 1e8f};
   cr_assert(!memcmp(y, want_relu, sizeof y));
-  e.leaky_relu2_fwd(&e, y, x, 6, 0.5f);
+  e.ops.leaky_relu2_fwd(&e.ops, y, x, 6, 0.5f);
   const float want_leaky[6] = {2.25f, 0.0625f, 0, 0.0625f, 4.0f, 1e8f};
   cr_assert(!memcmp(y, want_leaky, sizeof y));
   /* softcap: |y| ≤ c, odd, monotone, ≈ identity near 0 */
   const float z[7] = {-1e30f, -1e4f, -30.0f, 0.0f, 1e-3f, 30.0f, 1e4f};
   float s[7];
-  e.softcap_fwd(&e, s, z, 7, 30.0f);
+  e.ops.softcap_fwd(&e.ops, s, z, 7, 30.0f);
   for (int i = 0; i < 7; i++) cr_assert(fabsf(s[i]) <= 30.0f);
   for (int i = 1; i < 7; i++) cr_assert(s[i] >= s[i - 1]);
   cr_assert_eq(s[0], -30.0f);
@@ -614,7 +616,7 @@ Test(ops, activation_and_softcap_bounds) {
   /* the gate at g = 0 halves; at ±large it passes or blocks */
   const float gx[3] = {2.0f, 2.0f, 2.0f}, gg[3] = {0.0f, 100.0f, -100.0f};
   float gy[3];
-  e.gate_fwd(&e, gy, gx, gg, 3);
+  e.ops.gate_fwd(&e.ops, gy, gx, gg, 3);
   cr_assert_eq(gy[0], 1.0f);
   cr_assert_eq(gy[1], 2.0f);
   cr_assert(gy[2] >= 0.0f && gy[2] < 1e-40f);
@@ -638,14 +640,14 @@ Test(ops, chanmul_forward_and_gradients) {
   pg_rng r;
   pg_rng_seed(&r, 14);
   const int R = 6, C = 70; /* C crosses the 64-column block */
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *x = randf(&r, R * C, 1.0), *sc = randf(&r, C, 1.0), *dy = randf(&r, R * C, 1.0);
   float *y = filled(R * C, 0), *dx = filled(R * C, PREFILL), *ds = filled(C, PREFILL);
   cm_ref c = {to_d(x, R * C), to_d(sc, C), to_d(dy, R * C), dalloc(R * C), R, C};
-  e.chanmul_fwd(&e, y, x, sc, R, C);
+  e.ops.chanmul_fwd(&e.ops, y, x, sc, R, C);
   cm_loss(&c);
   check_fwd("chanmul", y, c.y, R * C);
-  e.chanmul_bwd(&e, dx, ds, dy, x, sc, R, C);
+  e.ops.chanmul_bwd(&e.ops, dx, ds, dy, x, sc, R, C);
   double *g = dalloc(R * C);
   fd_grad(cm_loss, &c, c.x, R * C, g);
   check_bwd("chanmul dx", dx, g, R * C);
@@ -679,11 +681,11 @@ Test(ops, xsa_forward_gradients_and_orthogonality) {
   pg_rng r;
   pg_rng_seed(&r, 15);
   const int T = 5, H = 4, Hkv = 2, d = 8, ny = T * H * d, nv = T * Hkv * d;
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *y = randf(&r, ny, 1.0), *v = randf(&r, nv, 1.0), *dout = randf(&r, ny, 1.0);
   float *out = filled(ny, 0), *dy = filled(ny, PREFILL), *dv = filled(nv, PREFILL);
   xsa_ref c = {to_d(y, ny), to_d(v, nv), to_d(dout, ny), dalloc(ny), T, H, Hkv, d};
-  e.xsa_fwd(&e, out, y, v, T, H, Hkv, d);
+  e.ops.xsa_fwd(&e.ops, out, y, v, T, H, Hkv, d);
   xsa_loss(&c);
   check_fwd("xsa", out, c.out, ny);
   /* the output is orthogonal to the token's own value */
@@ -693,7 +695,7 @@ Test(ops, xsa_forward_gradients_and_orthogonality) {
       for (int i = 0; i < d; i++) dot += (double)out[(t * H + h) * d + i] * v[(t * Hkv + h / 2) * d + i];
       cr_assert(fabs(dot) < 1e-5);
     }
-  e.xsa_bwd(&e, dy, dv, dout, y, v, T, H, Hkv, d);
+  e.ops.xsa_bwd(&e.ops, dy, dv, dout, y, v, T, H, Hkv, d);
   double *g = dalloc(ny);
   fd_grad(xsa_loss, &c, c.y, ny, g);
   check_bwd("xsa dy", dy, g, ny);
@@ -701,7 +703,7 @@ Test(ops, xsa_forward_gradients_and_orthogonality) {
   check_bwd("xsa dv", dv, g, nv);
   /* a zero value vector leaves y unchanged */
   memset(v, 0, (size_t)nv * sizeof *v);
-  e.xsa_fwd(&e, out, y, v, T, H, Hkv, d);
+  e.ops.xsa_fwd(&e.ops, out, y, v, T, H, Hkv, d);
   cr_assert(!memcmp(out, y, (size_t)ny * sizeof *y));
   free(y), free(v), free(dout), free(out), free(dy), free(dv), free(g);
   free(c.y), free(c.v), free(c.dy), free(c.out);
@@ -735,14 +737,16 @@ Test(ops, cross_entropy_forward_and_gradient) {
   pg_rng_seed(&r, 13);
   const int T = 4, V = 11;
   const int32_t tg[4] = {0, 10, 3, 3};
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *l = randf(&r, T * V, 3.0), *dnll = randf(&r, T, 1.0), *dl = filled(T * V, PREFILL);
   double nll[4];
   ce_ref c = {to_d(l, T * V), to_d(dnll, T), dalloc(T), tg, T, V};
-  cr_assert_eq(e.ce_fwd(&e, nll, l, tg, T, V), PG_OK);
+  e.ops.ce_fwd(&e.ops, nll, l, tg, T, V);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   ref_ce(&c);
   for (int t = 0; t < T; t++) cr_assert(fabs(nll[t] - c.nll[t]) <= 1e-12 * fmax(1, c.nll[t]));
-  cr_assert_eq(e.ce_bwd(&e, dl, dnll, l, tg, T, V), PG_OK);
+  e.ops.ce_bwd(&e.ops, dl, dnll, l, tg, T, V);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   double *g = dalloc(T * V);
   fd_grad(ce_loss, &c, c.l, T * V, g);
   check_bwd("cross-entropy dlogits", dl, g, T * V);
@@ -750,39 +754,45 @@ Test(ops, cross_entropy_forward_and_gradient) {
 }
 
 Test(ops, cross_entropy_by_hand_and_bad_targets) {
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   /* logits (1, 2, 3), target 2: log(e + e² + e³) − 3 = log(1 + e⁻¹ + e⁻²); zeros over 4: log 4 */
   const float l[7] = {1, 2, 3, 0, 0, 0, 0};
   double nll[2];
   const int32_t tg[1] = {2};
-  cr_assert_eq(e.ce_fwd(&e, nll, l, tg, 1, 3), PG_OK);
+  e.ops.ce_fwd(&e.ops, nll, l, tg, 1, 3);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   cr_assert(fabs(nll[0] - 0.4076059644443806) < 1e-15);
   const int32_t tz[1] = {1};
-  cr_assert_eq(e.ce_fwd(&e, nll + 1, l + 3, tz, 1, 4), PG_OK);
+  e.ops.ce_fwd(&e.ops, nll + 1, l + 3, tz, 1, 4);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   cr_assert(fabs(nll[1] - 1.3862943611198906) < 1e-15);
   float dl[3] = {0, 0, 0};
-  cr_assert_eq(e.ce_bwd(&e, dl, NULL, l, tg, 1, 3), PG_OK);
+  e.ops.ce_bwd(&e.ops, dl, NULL, l, tg, 1, 3);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   cr_assert_eq(dl[0], (float)0.09003057317038046);
   cr_assert_eq(dl[1], (float)0.24472847105479764);
   cr_assert_eq(dl[2], (float)(0.6652409557748218 - 1.0));
   const float half = 0.5f;
   float dh[3] = {0, 0, 0};
-  cr_assert_eq(e.ce_bwd(&e, dh, &half, l, tg, 1, 3), PG_OK);
+  e.ops.ce_bwd(&e.ops, dh, &half, l, tg, 1, 3);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   cr_assert_eq(dh[0], (float)(0.5 * 0.09003057317038046));
   /* a target outside [0, V) is refused and nothing is written */
   const int32_t bad[2] = {2, 3};
   double out[2] = {-7, -7};
-  cr_assert_eq(e.ce_fwd(&e, out, l, bad, 2, 3), PG_E_TOKEN_RANGE);
+  e.ops.ce_fwd(&e.ops, out, l, bad, 2, 3);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_E_TOKEN_RANGE);
   cr_assert(out[0] == -7 && out[1] == -7);
   const int32_t neg[1] = {-1};
-  cr_assert_eq(e.ce_bwd(&e, dl, NULL, l, neg, 1, 3), PG_E_TOKEN_RANGE);
+  e.ops.ce_bwd(&e.ops, dl, NULL, l, neg, 1, 3);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_E_TOKEN_RANGE);
 }
 
 Test(ops, axpy_adds_scaled) {
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float y[5] = {1, 2, 3, 4, 5};
   const float x[5] = {1, 1, 2, -2, 0.5f};
-  e.axpy(&e, y, 0.5f, x, 5);
+  e.ops.axpy(&e.ops, y, 0.5f, x, 5);
   const float want[5] = {1.5f, 2.5f, 4.0f, 3.0f, 5.25f};
   cr_assert(!memcmp(y, want, sizeof y));
 }
@@ -886,15 +896,15 @@ Test(ops, chanlerp_forward_and_gradients) {
   pg_rng r;
   pg_rng_seed(&r, 31);
   const int R = 5, C = 70, n = R * C;
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *a = randf(&r, n, 1), *b = randf(&r, n, 1), *g = randf(&r, C, 2), *dy = randf(&r, n, 1);
   float *y = filled(n, 0), *da = filled(n, PREFILL), *db = filled(n, PREFILL),
         *dg = filled(C, PREFILL);
   lerp_ref c = {to_d(a, n), to_d(b, n), to_d(g, C), to_d(dy, n), dalloc(n), R, C};
-  e.chanlerp_fwd(&e, y, a, b, g, R, C);
+  e.ops.chanlerp_fwd(&e.ops, y, a, b, g, R, C);
   lerp_loss(&c);
   check_fwd("chanlerp", y, c.y, n);
-  e.chanlerp_bwd(&e, da, db, dg, dy, a, b, g, R, C);
+  e.ops.chanlerp_bwd(&e.ops, da, db, dg, dy, a, b, g, R, C);
   double *fd = dalloc(n);
   fd_grad(lerp_loss, &c, c.a, n, fd);
   check_bwd("chanlerp da", da, fd, n);
@@ -904,7 +914,7 @@ Test(ops, chanlerp_forward_and_gradients) {
   check_bwd("chanlerp dg", dg, fd, C);
   /* σ(0) = 0.5: the midpoint, exactly */
   float z = 0, one = 1, three = 3, out;
-  e.chanlerp_fwd(&e, &out, &one, &three, &z, 1, 1);
+  e.ops.chanlerp_fwd(&e.ops, &out, &one, &three, &z, 1, 1);
   cr_assert_eq(out, 2.0f);
   free(a), free(b), free(g), free(dy), free(y), free(da), free(db), free(dg), free(fd);
   free(c.a), free(c.b), free(c.g), free(c.dy), free(c.y);
@@ -928,14 +938,14 @@ Test(ops, rowmul_and_tanh_forward_and_gradients) {
   pg_rng r;
   pg_rng_seed(&r, 32);
   const int R = 7, D = 9, n = R * D;
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *x = randf(&r, n, 1.5), *s = randf(&r, R, 1), *dy = randf(&r, n, 1);
   float *y = filled(n, 0), *dx = filled(n, PREFILL), *ds = filled(R, PREFILL);
   rm_ref c = {to_d(x, n), to_d(s, R), to_d(dy, n), dalloc(n), R, D, 0};
-  e.rowmul_fwd(&e, y, x, s, R, D);
+  e.ops.rowmul_fwd(&e.ops, y, x, s, R, D);
   rm_loss(&c);
   check_fwd("rowmul", y, c.y, n);
-  e.rowmul_bwd(&e, dx, ds, dy, x, s, R, D);
+  e.ops.rowmul_bwd(&e.ops, dx, ds, dy, x, s, R, D);
   double *fd = dalloc(n);
   fd_grad(rm_loss, &c, c.x, n, fd);
   check_bwd("rowmul dx", dx, fd, n);
@@ -943,10 +953,10 @@ Test(ops, rowmul_and_tanh_forward_and_gradients) {
   check_bwd("rowmul ds", ds, fd, R);
   c.tanh_only = 1;
   float *dt = filled(n, PREFILL);
-  e.tanh_fwd(&e, y, x, n);
+  e.ops.tanh_fwd(&e.ops, y, x, n);
   rm_loss(&c);
   check_fwd("tanh", y, c.y, n);
-  e.tanh_bwd(&e, dt, dy, x, n);
+  e.ops.tanh_bwd(&e.ops, dt, dy, x, n);
   fd_grad(rm_loss, &c, c.x, n, fd);
   check_bwd("tanh dx", dt, fd, n);
   free(x), free(s), free(dy), free(y), free(dx), free(ds), free(dt), free(fd);
@@ -972,21 +982,25 @@ Test(ops, embed_gather_scatter_and_bad_ids) {
   const int V = 11, D = 70, T = 23;
   int32_t ids[23];
   for (int t = 0; t < T; t++) ids[t] = (int32_t)(pg_rng_u64(&r) % 7); /* repeats, unused rows */
-  pg_ops e = pg_ops_cpu(3);
+  pg_engine e = pg_engine_cpu(3);
   float *tab = randf(&r, V * D, 1), *dy = randf(&r, T * D, 1), *y = filled(T * D, 0);
   float *dt = filled(V * D, PREFILL);
   emb_ref c = {to_d(tab, V * D), to_d(dy, T * D), dalloc(T * D), ids, T, D};
-  cr_assert_eq(e.embed_fwd(&e, y, tab, ids, T, D, V), PG_OK);
+  e.ops.embed_fwd(&e.ops, y, tab, ids, T, D, V);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   for (int t = 0; t < T; t++)
     cr_assert(!memcmp(y + t * D, tab + ids[t] * D, D * sizeof *y), "a gather is an exact copy");
-  cr_assert_eq(e.embed_bwd(&e, dt, dy, ids, T, D, V), PG_OK);
+  e.ops.embed_bwd(&e.ops, dt, dy, ids, T, D, V);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   double *fd = dalloc(V * D);
   fd_grad(emb_loss, &c, c.table, V * D, fd);
   check_bwd("embed dtable", dt, fd, V * D);
   int32_t bad[2] = {3, V};
   float *keep = filled(V * D, 7);
-  cr_assert_eq(e.embed_fwd(&e, y, tab, bad, 2, D, V), PG_E_TOKEN_RANGE);
-  cr_assert_eq(e.embed_bwd(&e, keep, dy, bad, 2, D, V), PG_E_TOKEN_RANGE);
+  e.ops.embed_fwd(&e.ops, y, tab, bad, 2, D, V);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_E_TOKEN_RANGE);
+  e.ops.embed_bwd(&e.ops, keep, dy, bad, 2, D, V);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_E_TOKEN_RANGE);
   for (int i = 0; i < V * D; i++) cr_assert_eq(keep[i], 7.0f, "nothing written on a bad id");
   free(tab), free(dy), free(y), free(dt), free(fd), free(keep);
   free(c.table), free(c.dy), free(c.y);
@@ -996,11 +1010,11 @@ Test(ops, cols_expand_copy_zero) {
   pg_rng r;
   pg_rng_seed(&r, 34);
   const int R = 4, C = 10, c0 = 3, w = 5;
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   float *x = randf(&r, R * C, 1), *y = filled(R * w, 0), *dy = randf(&r, R * w, 1);
   float *dx = filled(R * C, PREFILL);
-  e.cols_fwd(&e, y, x, R, C, c0, w);
-  e.cols_bwd(&e, dx, dy, R, C, c0, w);
+  e.ops.cols_fwd(&e.ops, y, x, R, C, c0, w);
+  e.ops.cols_bwd(&e.ops, dx, dy, R, C, c0, w);
   for (int i = 0; i < R; i++)
     for (int j = 0; j < C; j++) {
       int in = j >= c0 && j < c0 + w;
@@ -1008,17 +1022,17 @@ Test(ops, cols_expand_copy_zero) {
       cr_assert_eq(dx[i * C + j], in ? PREFILL + dy[i * w + j - c0] : PREFILL);
     }
   float g[3] = {1, -2, 0.5f}, ex[12], dex[12], dg[3] = {PREFILL, PREFILL, PREFILL};
-  e.expand_fwd(&e, ex, g, 3, 4);
+  e.ops.expand_fwd(&e.ops, ex, g, 3, 4);
   for (int i = 0; i < 12; i++) {
     cr_assert_eq(ex[i], g[i / 4]);
     dex[i] = (float)(i + 1);
   }
-  e.expand_bwd(&e, dg, dex, 3, 4);
+  e.ops.expand_bwd(&e.ops, dg, dex, 3, 4);
   cr_assert_eq(dg[0], PREFILL + 1 + 2 + 3 + 4);
   cr_assert_eq(dg[2], PREFILL + 9 + 10 + 11 + 12);
-  e.copy(&e, dx, x, R * C);
+  e.ops.copy(&e.ops, dx, x, R * C);
   cr_assert(!memcmp(dx, x, R * C * sizeof *x));
-  e.zero(&e, dx, R * C);
+  e.ops.zero(&e.ops, dx, R * C);
   for (int i = 0; i < R * C; i++) cr_assert_eq(dx[i], 0.0f);
   free(x), free(y), free(dy), free(dx);
 }
@@ -1066,8 +1080,8 @@ Test(ops, round_bf16_bit_patterns) {
   float x[32], y[32];
   for (size_t i = 0; i < n; i++) x[i] = from_bits(cases[i][0]);
   for (int th = 1; th <= 3; th++) {
-    pg_ops e = pg_ops_cpu(th);
-    e.round_bf16(&e, y, x, n);
+    pg_engine e = pg_engine_cpu(th);
+    e.ops.round_bf16(&e.ops, y, x, n);
     for (size_t i = 0; i < n; i++) {
       cr_assert_eq(bits(y[i]), cases[i][1], "case %zu: %08x -> %08x, want %08x", i, cases[i][0],
                    bits(y[i]), cases[i][1]);
@@ -1081,8 +1095,8 @@ Test(ops, round_bf16_bit_patterns) {
   float *v = randf(&r, NR, 3.0);
   float *w = malloc(NR * sizeof *w);
   memcpy(w, v, NR * sizeof *w);
-  pg_ops e = pg_ops_cpu(2);
-  e.round_bf16(&e, w, w, NR);
+  pg_engine e = pg_engine_cpu(2);
+  e.ops.round_bf16(&e.ops, w, w, NR);
   for (int i = 0; i < NR; i++) {
     uint32_t u = bits(v[i]), lo = u & 0xffff0000u, hi = lo + 0x10000u;
     double dl = fabs((double)v[i] - (double)from_bits(lo));
@@ -1104,9 +1118,9 @@ Test(ops, rope_bf16_rounds_like_the_records) {
   for (int i = 0; i < n; i++) x[i] = pg_bf16_round(x[i]);
   int32_t pos[T];
   for (int t = 0; t < T; t++) pos[t] = t * 300 - 900; /* negative ones too (the standard sign) */
-  pg_ops e = pg_ops_cpu(2);
-  e.rope_bf16_fwd(&e, y, x, pos, T, H, d, rot, 1e4f);
-  e.rope_fwd(&e, ex, x, pos, T, H, d, rot, 1e4f);
+  pg_engine e = pg_engine_cpu(2);
+  e.ops.rope_bf16_fwd(&e.ops, y, x, pos, T, H, d, rot, 1e4f);
+  e.ops.rope_fwd(&e.ops, ex, x, pos, T, H, d, rot, 1e4f);
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++) {
       const float *xr = x + (t * H + h) * d, *yr = y + (t * H + h) * d, *er = ex + (t * H + h) * d;
@@ -1139,9 +1153,9 @@ Test(ops, attention_bf16_rounds_the_probabilities) {
   float *y = filled(nq, 0), *ex = filled(nq, 0);
   int32_t seg[T];
   for (int t = 0; t < T; t++) seg[t] = t < 9 ? 0 : 1;
-  pg_ops e = pg_ops_cpu(3);
-  e.attention_bf16_fwd(&e, y, q, k, v, seg, T, H, Hkv, d, 0.35f);
-  e.attention_fwd(&e, ex, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  pg_engine e = pg_engine_cpu(3);
+  e.ops.attention_bf16_fwd(&e.ops, y, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  e.ops.attention_fwd(&e.ops, ex, q, k, v, seg, T, H, Hkv, d, 0.35f);
   int rounded_only = 1;
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++) {
@@ -1194,14 +1208,14 @@ static void put(sink *s, const void *src, size_t bytes) {
 static sink run_all(int nthreads) {
   pg_rng r;
   pg_rng_seed(&r, 99);
-  pg_ops e = pg_ops_cpu(nthreads);
+  pg_engine e = pg_engine_cpu(nthreads);
   sink s = {0};
   /* matmul */
   const int M = 33, N = 17, K = 100;
   float *x = randf(&r, M * K, 1), *w = randf(&r, N * K, 1), *dy = randf(&r, M * N, 1);
   float *y = filled(M * N, 0), *dx = filled(M * K, 0), *dw = filled(N * K, 0);
-  e.matmul_fwd(&e, y, x, w, M, N, K);
-  e.matmul_bwd(&e, dx, dw, dy, x, w, M, N, K);
+  e.ops.matmul_fwd(&e.ops, y, x, w, M, N, K);
+  e.ops.matmul_bwd(&e.ops, dx, dw, dy, x, w, M, N, K);
   put(&s, y, M * N * 4), put(&s, dx, M * K * 4), put(&s, dw, N * K * 4);
   free(x), free(w), free(dy), free(y), free(dx), free(dw);
   /* rmsnorm and rope on [T, H, d] */
@@ -1209,66 +1223,71 @@ static sink run_all(int nthreads) {
   int32_t pos[19], seg[19];
   for (int t = 0; t < T; t++) pos[t] = t % 7, seg[t] = t / 7;
   x = randf(&r, nq, 1), dy = randf(&r, nq, 1), y = filled(nq, 0), dx = filled(nq, 0);
-  e.rmsnorm_fwd(&e, y, x, T * H, d, RMS_EPS);
-  e.rmsnorm_bwd(&e, dx, dy, x, T * H, d, RMS_EPS);
+  e.ops.rmsnorm_fwd(&e.ops, y, x, T * H, d, RMS_EPS);
+  e.ops.rmsnorm_bwd(&e.ops, dx, dy, x, T * H, d, RMS_EPS);
   put(&s, y, nq * 4), put(&s, dx, nq * 4);
-  e.rope_fwd(&e, y, x, pos, T, H, d, 8, 1e4f);
-  e.rope_bwd(&e, dx, dy, pos, T, H, d, 8, 1e4f);
+  e.ops.rope_fwd(&e.ops, y, x, pos, T, H, d, 8, 1e4f);
+  e.ops.rope_bwd(&e.ops, dx, dy, pos, T, H, d, 8, 1e4f);
   put(&s, y, nq * 4), put(&s, dx, nq * 4);
-  e.rope_bf16_fwd(&e, y, x, pos, T, H, d, 8, 1e4f), put(&s, y, nq * 4);
+  e.ops.rope_bf16_fwd(&e.ops, y, x, pos, T, H, d, 8, 1e4f), put(&s, y, nq * 4);
   /* attention with and without segments */
   float *k = randf(&r, nk, 1), *v = randf(&r, nk, 1), *dk = filled(nk, 0), *dv = filled(nk, 0);
   for (int m = 0; m < 2; m++) {
     const int32_t *sg = m ? seg : NULL;
-    e.attention_fwd(&e, y, x, k, v, sg, T, H, Hkv, d, 0.25f);
-    cr_assert_eq(e.attention_bwd(&e, dx, dk, dv, dy, x, k, v, sg, T, H, Hkv, d, 0.25f), PG_OK);
+    e.ops.attention_fwd(&e.ops, y, x, k, v, sg, T, H, Hkv, d, 0.25f);
+    e.ops.attention_bwd(&e.ops, dx, dk, dv, dy, x, k, v, sg, T, H, Hkv, d, 0.25f);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
     put(&s, y, nq * 4), put(&s, dx, nq * 4), put(&s, dk, nk * 4), put(&s, dv, nk * 4);
-    e.attention_bf16_fwd(&e, y, x, k, v, sg, T, H, Hkv, d, 0.25f), put(&s, y, nq * 4);
+    e.ops.attention_bf16_fwd(&e.ops, y, x, k, v, sg, T, H, Hkv, d, 0.25f), put(&s, y, nq * 4);
   }
   free(k), free(v), free(dk), free(dv);
   /* elementwise ops over nq */
   float *g = randf(&r, nq, 1), *dg = filled(nq, 0);
-  e.relu2_fwd(&e, y, x, nq), e.relu2_bwd(&e, dx, dy, x, nq), put(&s, y, nq * 4);
-  e.leaky_relu2_fwd(&e, y, x, nq, 0.5f), e.leaky_relu2_bwd(&e, dx, dy, x, nq, 0.5f);
+  e.ops.relu2_fwd(&e.ops, y, x, nq), e.ops.relu2_bwd(&e.ops, dx, dy, x, nq), put(&s, y, nq * 4);
+  e.ops.leaky_relu2_fwd(&e.ops, y, x, nq, 0.5f), e.ops.leaky_relu2_bwd(&e.ops, dx, dy, x, nq, 0.5f);
   put(&s, y, nq * 4);
-  e.gate_fwd(&e, y, x, g, nq), e.gate_bwd(&e, dx, dg, dy, x, g, nq), put(&s, y, nq * 4);
-  e.rowgate_fwd(&e, y, x, g, T * H, d), e.rowgate_bwd(&e, dx, dg, dy, x, g, T * H, d);
+  e.ops.gate_fwd(&e.ops, y, x, g, nq), e.ops.gate_bwd(&e.ops, dx, dg, dy, x, g, nq), put(&s, y, nq * 4);
+  e.ops.rowgate_fwd(&e.ops, y, x, g, T * H, d), e.ops.rowgate_bwd(&e.ops, dx, dg, dy, x, g, T * H, d);
   put(&s, y, nq * 4);
-  e.softcap_fwd(&e, y, x, nq, 2.0f), e.softcap_bwd(&e, dx, dy, x, nq, 2.0f), put(&s, y, nq * 4);
-  e.axpy(&e, y, 0.3f, x, nq), put(&s, y, nq * 4);
-  e.chanmul_fwd(&e, y, x, g, T, H * d), e.chanmul_bwd(&e, dx, dg, dy, x, g, T, H * d);
+  e.ops.softcap_fwd(&e.ops, y, x, nq, 2.0f), e.ops.softcap_bwd(&e.ops, dx, dy, x, nq, 2.0f), put(&s, y, nq * 4);
+  e.ops.axpy(&e.ops, y, 0.3f, x, nq), put(&s, y, nq * 4);
+  e.ops.chanmul_fwd(&e.ops, y, x, g, T, H * d), e.ops.chanmul_bwd(&e.ops, dx, dg, dy, x, g, T, H * d);
   put(&s, y, nq * 4);
   float *vv = randf(&r, nk, 1), *dvv = filled(nk, 0);
-  e.xsa_fwd(&e, y, x, vv, T, H, Hkv, d), e.xsa_bwd(&e, dx, dvv, dy, x, vv, T, H, Hkv, d);
+  e.ops.xsa_fwd(&e.ops, y, x, vv, T, H, Hkv, d), e.ops.xsa_bwd(&e.ops, dx, dvv, dy, x, vv, T, H, Hkv, d);
   put(&s, y, nq * 4), put(&s, dvv, nk * 4);
   free(vv), free(dvv);
   put(&s, dx, nq * 4), put(&s, dg, nq * 4);
   /* chanlerp, rowmul, tanh, embed, cols, expand over the same data */
   float *b2 = randf(&r, nq, 1), *gc = randf(&r, H * d, 1), *da = filled(nq, 0), *db = filled(nq, 0);
   float *dgc = filled(H * d, 0);
-  e.chanlerp_fwd(&e, y, x, b2, gc, T, H * d), put(&s, y, nq * 4);
-  e.chanlerp_bwd(&e, da, db, dgc, dy, x, b2, gc, T, H * d);
+  e.ops.chanlerp_fwd(&e.ops, y, x, b2, gc, T, H * d), put(&s, y, nq * 4);
+  e.ops.chanlerp_bwd(&e.ops, da, db, dgc, dy, x, b2, gc, T, H * d);
   put(&s, da, nq * 4), put(&s, db, nq * 4), put(&s, dgc, H * d * 4);
-  e.rowmul_fwd(&e, y, x, g, T * H, d), e.rowmul_bwd(&e, dx, dg, dy, x, g, T * H, d);
+  e.ops.rowmul_fwd(&e.ops, y, x, g, T * H, d), e.ops.rowmul_bwd(&e.ops, dx, dg, dy, x, g, T * H, d);
   put(&s, y, nq * 4), put(&s, dx, nq * 4), put(&s, dg, T * H * 4);
-  e.tanh_fwd(&e, y, x, nq), e.tanh_bwd(&e, dx, dy, x, nq), put(&s, y, nq * 4), put(&s, dx, nq * 4);
+  e.ops.tanh_fwd(&e.ops, y, x, nq), e.ops.tanh_bwd(&e.ops, dx, dy, x, nq), put(&s, y, nq * 4), put(&s, dx, nq * 4);
   int32_t eid[19];
   for (int t = 0; t < T; t++) eid[t] = (t * 5) % 4;
   float *tab = filled(4 * H * d, 0);
-  cr_assert_eq(e.embed_fwd(&e, y, x, eid, T, H * d, T), PG_OK);
-  cr_assert_eq(e.embed_bwd(&e, tab, dy, eid, T, H * d, 4), PG_OK);
+  e.ops.embed_fwd(&e.ops, y, x, eid, T, H * d, T);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
+  e.ops.embed_bwd(&e.ops, tab, dy, eid, T, H * d, 4);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   put(&s, y, nq * 4), put(&s, tab, 4 * H * d * 4);
-  e.cols_fwd(&e, y, x, T, H * d, 3, 9), e.cols_bwd(&e, dx, dy, T, H * d, 3, 9);
+  e.ops.cols_fwd(&e.ops, y, x, T, H * d, 3, 9), e.ops.cols_bwd(&e.ops, dx, dy, T, H * d, 3, 9);
   put(&s, y, T * 9 * 4), put(&s, dx, nq * 4);
-  e.expand_fwd(&e, y, x, 17, 5), e.expand_bwd(&e, dgc, dy, 17, 5);
+  e.ops.expand_fwd(&e.ops, y, x, 17, 5), e.ops.expand_bwd(&e.ops, dgc, dy, 17, 5);
   put(&s, y, 85 * 4), put(&s, dgc, 17 * 4);
   free(b2), free(gc), free(da), free(db), free(dgc), free(tab);
-  e.round_bf16(&e, y, x, nq), put(&s, y, nq * 4);
+  e.ops.round_bf16(&e.ops, y, x, nq), put(&s, y, nq * 4);
   free(g), free(dg);
   /* cross-entropy: T rows of V = 64 from x */
   double nll[19];
-  cr_assert_eq(e.ce_fwd(&e, nll, x, pos, T, H * d), PG_OK);
-  cr_assert_eq(e.ce_bwd(&e, dx, NULL, x, pos, T, H * d), PG_OK);
+  e.ops.ce_fwd(&e.ops, nll, x, pos, T, H * d);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
+  e.ops.ce_bwd(&e.ops, dx, NULL, x, pos, T, H * d);
+  cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   put(&s, nll, sizeof nll), put(&s, dx, nq * 4);
   free(x), free(dy), free(y), free(dx);
   return s;

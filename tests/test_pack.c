@@ -74,7 +74,7 @@ static void calib_rows(pg_calib_set *c, int nseq, int T) {
 }
 
 static pg_calib_hessians collect(pg_model *m, const pg_calib_set *c, int threads) {
-  pg_ops e = pg_ops_cpu(threads);
+  pg_engine e = pg_engine_cpu(threads);
   pg_calib_hessians h;
   pg_err err;
   cr_assert_eq(pg_calib_collect(&h, m, &e, c, 4, threads, NULL, NULL, &err), PG_OK, "%s",
@@ -156,7 +156,7 @@ Test(pack, calib_refuses_validation) {
 
 Test(pack, calib_self_deterministic) {
   pg_model *m = make_model(ARCH, 3);
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_calib_set a, b, c, g;
   pg_err err;
   cr_assert_eq(pg_calib_self(&a, m, &e, 3, 12, 0.8, 42, 2, NULL, NULL, &err), PG_OK, "%s", err.msg);

@@ -125,7 +125,7 @@ typedef struct sys {
   pg_val val;
   pg_model *m0; /* the initial weights */
   pg_model *m;  /* the weights a run changes */
-  pg_ops e1, e2;
+  pg_engine e1, e2;
 } sys;
 
 static void sys_init(sys *s, const char *name, uint64_t n) {
@@ -136,8 +136,8 @@ static void sys_init(sys *s, const char *name, uint64_t n) {
   s->val = (pg_val){.tok = pgfx_stream(n, V, 77), .n = n, .tables = &s->t};
   s->m0 = make_model(&s->arch);
   s->m = make_model(&s->arch);
-  s->e1 = pg_ops_cpu(1);
-  s->e2 = pg_ops_cpu(2);
+  s->e1 = pg_engine_cpu(1);
+  s->e2 = pg_engine_cpu(2);
 }
 
 static void sys_free(sys *s) {
@@ -161,7 +161,7 @@ static pg_protocol proto(int kind) {
 }
 
 /* Run p on a fresh copy of the initial weights with engine e, and check what every run must give. */
-static void run_fresh(sys *s, const pg_ops *e, const pg_protocol *p, const pg_eval_hooks *h,
+static void run_fresh(sys *s, pg_engine *e, const pg_protocol *p, const pg_eval_hooks *h,
                       pg_eval_result *res) {
   pg_err err;
   cr_assert_eq(pg_model_copy_params(s->m, s->m0, &err), PG_OK, "%s", err.msg);

@@ -83,7 +83,7 @@ static const char *MUON =
     "\"embed\": {\"lr\": 0.05, \"weight_decay\": 0.01}, \"scalar\": {\"lr\": 0.02}, "
     "\"grad_clip\": 0.3}";
 
-static pg_trainer *trainer(const pg_train_cfg *c, const pg_ops *e) {
+static pg_trainer *trainer(const pg_train_cfg *c, pg_engine *e) {
   pg_trainer *t;
   pg_err err;
   cr_assert_eq(pg_trainer_create(&t, c, e, 2, &err), PG_OK, "%s", err.msg);
@@ -145,7 +145,7 @@ static void run_steps(pg_trainer *t, int n, double *losses, pg_train_step_info *
 Test(train, schedule_recurrence_and_momentum_per_step) {
   pg_train_cfg c;
   config(&c, "sequential", MUON, "{}", 10);
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   pg_trainer *t = trainer(&c, &e);
   pg_err err;
   for (uint64_t k = 0; k < 10; k++) {
@@ -168,7 +168,7 @@ Test(train, schedule_recurrence_and_momentum_per_step) {
 Test(train, learns_a_learnable_stream) {
   pg_train_cfg c;
   config(&c, "shuffled", MUON, "{\"ema\": 0.9}", 60);
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   pg_trainer *t = trainer(&c, &e);
   double l0, b0, l1, b1;
   uint64_t n;
@@ -194,7 +194,7 @@ Test(train, learns_a_learnable_stream) {
 static void resume_equal(const char *loader, const char *opt, const char *avg, int n, int k) {
   pg_train_cfg c;
   config(&c, loader, opt, avg, n);
-  pg_ops e = pg_ops_cpu(2);
+  pg_engine e = pg_engine_cpu(2);
   double full[64], part[64];
   pg_trainer *a = trainer(&c, &e);
   run_steps(a, n, full, NULL);
@@ -253,7 +253,7 @@ Test(train, resume_is_bit_identical_packed_adamw_sgd) {
 Test(train, checkpoint_is_what_pgpack_reads) {
   pg_train_cfg c;
   config(&c, "sequential", MUON, "{\"ema\": 0.8}", 4);
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_trainer *t = trainer(&c, &e);
   double l[4];
   run_steps(t, 4, l, NULL);
@@ -291,7 +291,7 @@ Test(train, checkpoint_is_what_pgpack_reads) {
 Test(train, resume_refuses_another_run) {
   pg_train_cfg c;
   config(&c, "sequential", MUON, "{}", 4);
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_trainer *t = trainer(&c, &e);
   double l[2];
   run_steps(t, 2, l, NULL);
@@ -327,7 +327,7 @@ Test(train, resume_refuses_another_run) {
 Test(train, resume_refuses_counters_that_are_not_counts) {
   pg_train_cfg c;
   config(&c, "sequential", MUON, "{}", 4);
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_trainer *t = trainer(&c, &e);
   double l[2];
   run_steps(t, 2, l, NULL);
@@ -366,7 +366,7 @@ Test(train, resume_refuses_counters_that_are_not_counts) {
 
 /* EMA and SWA follow their definitions over the live weights of each step. */
 Test(train, averaging_matches_the_definition) {
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_err err;
   for (int kind = 0; kind < 2; kind++) {
     pg_train_cfg c;
@@ -455,7 +455,7 @@ static void rewrite_header(const char *path, const char *from, const char *to) {
 Test(train, resume_refuses_non_finite_state_and_bad_counters_and_changes_nothing) {
   pg_train_cfg c;
   config(&c, "sequential", MUON, "{\"ema\": 0.9}", 6);
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_trainer *t = trainer(&c, &e);
   double l[2];
   run_steps(t, 2, l, NULL);

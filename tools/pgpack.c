@@ -421,7 +421,7 @@ int main(int argc, char **argv) {
   double t_all = pg_now();
   pg_progress pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
                     .unit = "tokens"};
-  pg_ops e = pg_ops_cpu(o.threads);
+  pg_engine e = pg_engine_cpu(o.threads);
   int nthreads = pg_parallel_threads(o.threads);
 
   /* 1. weights */

@@ -175,7 +175,7 @@ int main(int argc, char **argv) {
       return pg_tool_fail(PROG, &err);
     }
   }
-  pg_ops e = pg_ops_cpu(threads);
+  pg_engine e = pg_engine_cpu(threads);
   int nthreads = pg_parallel_threads(threads);
   pg_trainer *t = NULL;
   int rc = PG_EXIT_ERROR;

@@ -568,7 +568,7 @@ int main(int argc, char **argv) {
   const pg_shard_set *set = vd.set;
   const uint64_t n = vd.n;
   pg_val val = {.tok = vd.tok, .n = n, .tables = o.bytes ? NULL : &tab, .bytes = vd.bytes};
-  pg_ops e = pg_ops_cpu(o.threads);
+  pg_engine e = pg_engine_cpu(o.threads);
   int nthreads = pg_parallel_threads(o.threads);
   pg_progress pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
                     .unit = "targets"};

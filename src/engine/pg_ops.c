@@ -5,6 +5,9 @@
  * count. spec/engine.md defines each op. */
 #include "pg_ops.h"
 
+#include "pg_engine.h"
+#include "pg_ops_cpu.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -873,19 +876,18 @@ static void attn_bwd_kv_rows(void *p, size_t b, size_t end) {
   }
 }
 
-static int cpu_attention_bwd(const pg_ops *e, pg_real *dq, pg_real *dk, pg_real *dv, const pg_real *dout,
-                             const pg_real *q, const pg_real *k, const pg_real *v, const int32_t *seg,
-                             int T, int H, int Hkv, int d, float scale) {
+static void cpu_attention_bwd(const pg_ops *e, pg_real *dq, pg_real *dk, pg_real *dv,
+                              const pg_real *dout, const pg_real *q, const pg_real *k,
+                              const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
+                              float scale) {
   size_t rows = (size_t)T * (size_t)H;
-  double *stats = malloc((rows ? rows : 1) * 3 * sizeof *stats);
-  if (!stats) return PG_E_NOMEM;
+  double *stats = pg_engine_scratch(pg_engine_of(e), 0, (rows ? rows : 1) * 3 * sizeof *stats);
+  if (!stats) return;
   pg_attn_ctx c = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v,
                    .seg = seg, .T = T, .H = H, .Hkv = Hkv, .d = d, .scale = (double)scale,
                    .stats = stats};
   pg_parallel_for(rows, attn_bwd_q_rows, &c, e->nthreads);
   if (dk || dv) pg_parallel_for((size_t)T * (size_t)Hkv, attn_bwd_kv_rows, &c, e->nthreads);
-  free(stats);
-  return PG_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1361,43 +1363,37 @@ static void embed_bwd_rows(void *p, size_t b, size_t end) {
   }
 }
 
-static int cpu_embed_fwd(const pg_ops *e, pg_real *y, const pg_real *table, const int32_t *ids,
-                         int T, int D, int V) {
+/* An id outside [0, V) is recorded as the engine's error (the first one wins). */
+static int ids_bad(const pg_ops *e, const int32_t *ids, int T, int V, const char *what) {
   int st = ids_check(ids, T, V);
-  if (st) return st;
+  if (st)
+    pg_engine_fail(pg_engine_of(e), st, "%s: an id is outside the table's %d rows", what, V);
+  return st;
+}
+
+static void cpu_embed_fwd(const pg_ops *e, pg_real *y, const pg_real *table, const int32_t *ids,
+                          int T, int D, int V) {
+  if (ids_bad(e, ids, T, V, "embed")) return;
   pg_gather_ctx c = {.y = y, .x = table, .ids = ids, .D = D};
   pg_parallel_for((size_t)T, embed_fwd_rows, &c, e->nthreads);
-  return PG_OK;
 }
 
 /* A counting sort lists each row's tokens in ascending t; rows are then independent. */
-static int cpu_embed_bwd(const pg_ops *e, pg_real *dtable, const pg_real *dy, const int32_t *ids,
-                         int T, int D, int V) {
-  int st = ids_check(ids, T, V);
-  if (st) return st;
-  int32_t *start = calloc((size_t)V + 1, sizeof *start);
-  int32_t *order = malloc((T > 0 ? (size_t)T : 1) * sizeof *order);
-  if (!start || !order) {
-    free(start);
-    free(order);
-    return PG_E_NOMEM;
-  }
+static void cpu_embed_bwd(const pg_ops *e, pg_real *dtable, const pg_real *dy, const int32_t *ids,
+                          int T, int D, int V) {
+  if (ids_bad(e, ids, T, V, "embed backward")) return;
+  /* start[V + 1], fill[V], order[T] in one piece of scratch */
+  size_t n = 2 * (size_t)V + 1 + (T > 0 ? (size_t)T : 1);
+  int32_t *start = pg_engine_scratch(pg_engine_of(e), 0, n * sizeof *start);
+  if (!start) return;
+  int32_t *fill = start + (size_t)V + 1, *order = fill + V;
+  memset(start, 0, ((size_t)V + 1) * sizeof *start);
   for (int t = 0; t < T; t++) start[ids[t] + 1]++;
   for (int v = 0; v < V; v++) start[v + 1] += start[v];
-  int32_t *fill = malloc((size_t)V * sizeof *fill);
-  if (!fill) {
-    free(start);
-    free(order);
-    return PG_E_NOMEM;
-  }
   for (int v = 0; v < V; v++) fill[v] = start[v];
   for (int t = 0; t < T; t++) order[fill[ids[t]]++] = t;
-  free(fill);
   pg_gather_ctx c = {.y = dtable, .x = dy, .start = start, .order = order, .D = D};
   pg_parallel_for((size_t)V, embed_bwd_rows, &c, e->nthreads);
-  free(start);
-  free(order);
-  return PG_OK;
 }
 
 static void cols_fwd_rows(void *p, size_t b, size_t end) {
@@ -1547,31 +1543,34 @@ static int ce_check_targets(const int32_t *tg, int T, int V) {
   return PG_OK;
 }
 
-static int cpu_ce_fwd(const pg_ops *e, double *nll, const pg_real *logits, const int32_t *targets,
-                      int T, int V) {
-  int st = ce_check_targets(targets, T, V);
-  if (st) return st;
+static void cpu_ce_fwd(const pg_ops *e, double *nll, const pg_real *logits,
+                       const int32_t *targets, int T, int V) {
+  if (ce_check_targets(targets, T, V)) {
+    pg_engine_fail(pg_engine_of(e), PG_E_TOKEN_RANGE,
+                   "a target id is outside the vocabulary of %d", V);
+    return;
+  }
   pg_ce_ctx c = {.nll = nll, .logits = logits, .tg = targets, .V = V};
   pg_parallel_for((size_t)T, ce_fwd_rows, &c, e->nthreads);
-  return PG_OK;
 }
 
-static int cpu_ce_bwd(const pg_ops *e, pg_real *dlogits, const pg_real *dnll, const pg_real *logits,
-                      const int32_t *targets, int T, int V) {
-  int st = ce_check_targets(targets, T, V);
-  if (st) return st;
+static void cpu_ce_bwd(const pg_ops *e, pg_real *dlogits, const pg_real *dnll,
+                       const pg_real *logits, const int32_t *targets, int T, int V) {
+  if (ce_check_targets(targets, T, V)) {
+    pg_engine_fail(pg_engine_of(e), PG_E_TOKEN_RANGE,
+                   "a target id is outside the vocabulary of %d", V);
+    return;
+  }
   pg_ce_ctx c = {.dl = dlogits, .dnll = dnll, .logits = logits, .tg = targets, .V = V};
   pg_parallel_for((size_t)T, ce_bwd_rows, &c, e->nthreads);
-  return PG_OK;
 }
 
 /* --------------------------------------------------------------------------------------------- */
 
-pg_ops pg_ops_cpu(int nthreads) {
+pg_ops pg_ops_cpu_table(int nthreads) {
   pg_ops o = {
       .name = "cpu",
       .nthreads = nthreads,
-      .impl = NULL,
       .matmul_fwd = cpu_matmul_fwd,
       .matmul_bwd = cpu_matmul_bwd,
       .rmsnorm_fwd = cpu_rmsnorm_fwd,

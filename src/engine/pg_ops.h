@@ -1,5 +1,8 @@
 /* pg_ops.h: the engine's op table. Model code (forward, backward, loss) is written once against
- * pg_ops; pg_ops_cpu() is the CPU reference (the oracle), a CUDA engine fills the same table.
+ * pg_ops; the table is the first member of an engine (pg_engine.h), whose memory every pointer
+ * below is in. pg_engine_cpu() is the CPU reference (the oracle), a CUDA engine fills the same
+ * table. Ops return nothing: a failure (an id outside the table, scratch that cannot be had) is
+ * recorded in the engine and reported at pg_engine_sync.
  *
  * Every tensor is pg_real (fp32; fp64 in the test-only build, see pg_real.h), row-major, contiguous; shapes are in the comments ([T, H, d] means d is
  * the fastest axis). Within an op intermediates are fp64 and every reduction sums in fp64 in
@@ -29,7 +32,6 @@ typedef struct pg_ops pg_ops;
 struct pg_ops {
   const char *name; /* "cpu" */
   int nthreads;     /* CPU: threads per op (0 = online CPUs, 1 = inline) */
-  void *impl;       /* engine-private state (a device, a stream); NULL for the CPU */
 
   /* y[M,N] = x[M,K] · W^T, W[N,K] (torch Linear layout). */
   void (*matmul_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *w, int M, int N,
@@ -61,9 +63,9 @@ struct pg_ops {
   void (*attention_fwd)(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
                         const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
                         float scale);
-  /* dq, dk, dv += the gradients for dout[T, H, d] (the softmax is recomputed). Needs 3·T·H
-   * doubles of scratch: PG_OK, or PG_E_NOMEM (nothing written). */
-  int (*attention_bwd)(const pg_ops *e, pg_real *dq, pg_real *dk, pg_real *dv, const pg_real *dout,
+  /* dq, dk, dv += the gradients for dout[T, H, d] (the softmax is recomputed). Takes 3·T·H
+   * doubles of scratch (without it: PG_E_NOMEM recorded, nothing written). */
+  void (*attention_bwd)(const pg_ops *e, pg_real *dq, pg_real *dk, pg_real *dv, const pg_real *dout,
                        const pg_real *q, const pg_real *k, const pg_real *v, const int32_t *seg, int T,
                        int H, int Hkv, int d, float scale);
 
@@ -107,12 +109,12 @@ struct pg_ops {
 
   /* Cross-entropy per token from logits[T, V] and targets[T]:
    * nll[t] = logsumexp(logits[t, :]) - logits[t, targets[t]] (fp64, not rounded).
-   * PG_OK, or PG_E_TOKEN_RANGE if a target is outside [0, V) (nothing written). */
-  int (*ce_fwd)(const pg_ops *e, double *nll, const pg_real *logits, const int32_t *targets, int T,
+   * A target outside [0, V): PG_E_TOKEN_RANGE recorded, nothing written. */
+  void (*ce_fwd)(const pg_ops *e, double *nll, const pg_real *logits, const int32_t *targets, int T,
                 int V);
   /* dlogits[t, :] += dnll[t] · (softmax(logits[t, :]) - onehot(targets[t])); dnll NULL means 1
-   * for every token. Same statuses as ce_fwd. */
-  int (*ce_bwd)(const pg_ops *e, pg_real *dlogits, const pg_real *dnll, const pg_real *logits,
+   * for every token. Same failures as ce_fwd. */
+  void (*ce_bwd)(const pg_ops *e, pg_real *dlogits, const pg_real *dnll, const pg_real *logits,
                 const int32_t *targets, int T, int V);
 
   /* Residual helper over n: y = y + a·x (computed in fp64, rounded once). */
@@ -133,13 +135,13 @@ struct pg_ops {
   void (*tanh_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n);
   void (*tanh_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n);
 
-  /* Row gather: y[T, D] = table[ids[t], :] (table[V, D]). PG_OK, or PG_E_TOKEN_RANGE when an id is
-   * outside [0, V) (nothing written). */
-  int (*embed_fwd)(const pg_ops *e, pg_real *y, const pg_real *table, const int32_t *ids, int T,
+  /* Row gather: y[T, D] = table[ids[t], :] (table[V, D]). An id outside [0, V):
+   * PG_E_TOKEN_RANGE recorded, nothing written. */
+  void (*embed_fwd)(const pg_ops *e, pg_real *y, const pg_real *table, const int32_t *ids, int T,
                    int D, int V);
-  /* dtable[v, :] += Σ_{t : ids[t] = v} dy[t, :], t ascending per row v. PG_OK, PG_E_TOKEN_RANGE,
-   * or PG_E_NOMEM (nothing written). */
-  int (*embed_bwd)(const pg_ops *e, pg_real *dtable, const pg_real *dy, const int32_t *ids, int T,
+  /* dtable[v, :] += Σ_{t : ids[t] = v} dy[t, :], t ascending per row v. PG_E_TOKEN_RANGE or
+   * PG_E_NOMEM (scratch) recorded, nothing written. */
+  void (*embed_bwd)(const pg_ops *e, pg_real *dtable, const pg_real *dy, const int32_t *ids, int T,
                    int D, int V);
   /* Column slice: y[R, w] = x[R, c0 : c0 + w] of x[R, C];  dx[:, c0 : c0 + w] += dy. */
   void (*cols_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, int R, int C, int c0, int w);
@@ -167,9 +169,6 @@ struct pg_ops {
                              const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
                              float scale);
 };
-
-/* The CPU reference table, running each op on nthreads threads (0 = online CPUs). */
-pg_ops pg_ops_cpu(int nthreads);
 
 /* One fp32 value rounded to the nearest bfloat16 (RNE; NaN kept, quieted), returned as fp32. */
 float pg_bf16_round(float v);

@@ -21,6 +21,7 @@ typedef struct block {
 } block;
 
 typedef struct arena {
+  pg_engine *e; /* blocks are engine memory */
   block *b;
   size_t nb, cur; /* blocks allocated; the one being filled */
 } arena;
@@ -42,7 +43,6 @@ enum kind {
   K_SCALE,
   K_ADD,
   K_COPY_INTO,
-  K_ADD_INTO,
   K_EMBED,
   K_COLS,
   K_EXPAND,
@@ -60,7 +60,7 @@ typedef struct node {
 } node;
 
 struct pg_tape {
-  const pg_ops *e;
+  pg_engine *e;
   int grad;
   arena act, keep;
   node *nodes;
@@ -79,7 +79,7 @@ static void *arena_alloc(arena *ar, size_t bytes) {
     if (b->cap - b->used >= bytes) {
       void *p = b->p + b->used;
       b->used += bytes;
-      memset(p, 0, bytes);
+      pg_engine_zero(ar->e, p, bytes);
       return p;
     }
     if (ar->cur + 1 < ar->nb) {
@@ -94,7 +94,7 @@ static void *arena_alloc(arena *ar, size_t bytes) {
   block *nb = realloc(ar->b, (ar->nb + 1) * sizeof *nb);
   if (!nb) return NULL;
   ar->b = nb;
-  unsigned char *mem = malloc(cap);
+  unsigned char *mem = ar->e->mem_alloc(ar->e, cap); /* zeroed; NULL is the caller's to report */
   if (!mem) return NULL;
   /* a fresh block goes right after the current one; blocks beyond it are empty */
   size_t at = ar->nb == 0 ? 0 : ar->cur + 1;
@@ -102,7 +102,6 @@ static void *arena_alloc(arena *ar, size_t bytes) {
   ar->b[at] = (block){.p = mem, .cap = cap, .used = bytes};
   ar->nb++;
   ar->cur = at;
-  memset(mem, 0, bytes);
   return mem;
 }
 
@@ -112,7 +111,7 @@ static void arena_reset(arena *ar) {
 }
 
 static void arena_free(arena *ar) {
-  for (size_t i = 0; i < ar->nb; i++) free(ar->b[i].p);
+  for (size_t i = 0; i < ar->nb; i++) pg_engine_free(ar->e, ar->b[i].p);
   free(ar->b);
   ar->b = NULL;
   ar->nb = ar->cur = 0;
@@ -126,11 +125,12 @@ static size_t arena_bytes(const arena *ar) {
 
 /* ---- tape ------------------------------------------------------------------------------------ */
 
-int pg_tape_create(pg_tape **out, const pg_ops *e, int grad) {
+int pg_tape_create(pg_tape **out, pg_engine *e, int grad) {
   *out = NULL;
   pg_tape *tp = calloc(1, sizeof *tp);
   if (!tp) return PG_E_NOMEM;
   tp->e = e;
+  tp->act.e = tp->keep.e = e;
   tp->grad = grad ? 1 : 0;
   *out = tp;
   return PG_OK;
@@ -152,9 +152,35 @@ void pg_tape_reset(pg_tape *tp) {
   tp->msg[0] = 0;
 }
 
-int pg_tape_status(const pg_tape *tp, pg_err *err) {
+/* An error the engine recorded (an op's) becomes the tape's, if the tape has none yet. */
+static int adopt(pg_tape *tp) {
+  if (pg_engine_failed(tp->e)) {
+    pg_err err;
+    int st = pg_engine_sync(tp->e, &err);
+    if (tp->status == PG_OK) {
+      tp->status = st;
+      snprintf(tp->msg, sizeof tp->msg, "%s", err.msg);
+    }
+  }
+  return tp->status;
+}
+
+int pg_tape_status(pg_tape *tp, pg_err *err) {
+  adopt(tp);
   if (tp->status != PG_OK && err) pg_err_set(err, tp->status, NULL, PG_NO_OFFSET, "%s", tp->msg);
   return tp->status;
+}
+
+int pg_tape_sync(pg_tape *tp, pg_err *err) {
+  if (tp->status == PG_OK) {
+    pg_err e2;
+    int st = pg_engine_sync(tp->e, &e2);
+    if (st) {
+      tp->status = st;
+      snprintf(tp->msg, sizeof tp->msg, "%s", e2.msg);
+    }
+  }
+  return pg_tape_status(tp, err);
 }
 
 int pg_tape_fail(pg_tape *tp, int status, const char *fmt, ...) {
@@ -169,7 +195,7 @@ int pg_tape_fail(pg_tape *tp, int status, const char *fmt, ...) {
 }
 
 int pg_tape_grad(const pg_tape *tp) { return tp->grad; }
-const pg_ops *pg_tape_ops(const pg_tape *tp) { return tp->e; }
+pg_engine *pg_tape_engine(const pg_tape *tp) { return tp->e; }
 size_t pg_tape_bytes(const pg_tape *tp) {
   return arena_bytes(&tp->act) + arena_bytes(&tp->keep) + tp->cap * sizeof *tp->nodes;
 }
@@ -190,7 +216,7 @@ void pg_tape_release(pg_tape *tp, pg_tape_mark_t m) {
 }
 
 void *pg_tape_scratch(pg_tape *tp, size_t bytes) {
-  if (tp->status) return NULL;
+  if (adopt(tp)) return NULL;
   void *p = arena_alloc(&tp->keep, bytes);
   if (!p) pg_tape_fail(tp, PG_E_NOMEM, "out of memory (%zu bytes of scratch)", bytes);
   return p;
@@ -198,7 +224,7 @@ void *pg_tape_scratch(pg_tape *tp, size_t bytes) {
 
 static pg_t alloc_t(pg_tape *tp, arena *ar, size_t n, int with_grad) {
   pg_t t = {0};
-  if (tp->status) return t;
+  if (adopt(tp)) return t;
   if (n > SIZE_MAX / sizeof(pg_real) / 2) {
     pg_tape_fail(tp, PG_E_LIMIT, "tensor of %zu elements is too large", n);
     return t;
@@ -258,7 +284,7 @@ static const pg_t NONE = {0};
 /* The attention and XSA ops hold one head's accumulators on the stack: a wider head is refused
  * here (a status, not an overflow), whatever the caller validated before. */
 static int bad_head(pg_tape *tp, int T, int H, int Hkv, int d, const char *what) {
-  if (tp->status) return 1;
+  if (adopt(tp)) return 1;
   if (T < 0 || H < 1 || Hkv < 1 || H % Hkv || d < 1 || d > PG_OPS_MAX_HEAD_DIM) {
     pg_tape_fail(tp, PG_E_LIMIT, "%s: %d heads (%d kv) of dim %d over %d tokens: the ops take "
                  "1..%d dims per head and heads a multiple of kv heads", what, H, Hkv, d, T,
@@ -269,7 +295,7 @@ static int bad_head(pg_tape *tp, int T, int H, int Hkv, int d, const char *what)
 }
 
 static int bad(pg_tape *tp, int cond, const char *what) {
-  if (tp->status) return 1;
+  if (adopt(tp)) return 1;
   if (cond) {
     pg_tape_fail(tp, PG_E_ARG, "internal: %s: tensor sizes disagree", what);
     return 1;
@@ -283,7 +309,7 @@ pg_t tp_matmul(pg_tape *tp, pg_t x, pg_t w, int M, int N, int K) {
   if (bad(tp, x.n != SZ(M, K) || w.n != SZ(N, K), "matmul")) return NONE;
   pg_t y = out_for(tp, SZ(M, N), x, w, NONE);
   if (!y.v) return NONE;
-  tp->e->matmul_fwd(tp->e, y.v, x.v, w.v, M, N, K);
+  tp->e->ops.matmul_fwd(&tp->e->ops, y.v, x.v, w.v, M, N, K);
   record(tp, &(node){.kind = K_MATMUL, .o = y, .a = x, .b = w, .n = {M, N, K}});
   return y;
 }
@@ -292,7 +318,7 @@ pg_t tp_rmsnorm(pg_tape *tp, pg_t x, int R, int D, float eps) {
   if (bad(tp, x.n != SZ(R, D), "rmsnorm")) return NONE;
   pg_t y = out_for(tp, x.n, x, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->rmsnorm_fwd(tp->e, y.v, x.v, R, D, eps);
+  tp->e->ops.rmsnorm_fwd(&tp->e->ops, y.v, x.v, R, D, eps);
   record(tp, &(node){.kind = K_RMSNORM, .o = y, .a = x, .n = {R, D}, .f = eps});
   return y;
 }
@@ -301,7 +327,7 @@ pg_t tp_rope(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int r
   if (bad(tp, x.n != SZ(T, H) * (size_t)d, "rope")) return NONE;
   pg_t y = out_for(tp, x.n, x, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->rope_fwd(tp->e, y.v, x.v, pos, T, H, d, rot, base);
+  tp->e->ops.rope_fwd(&tp->e->ops, y.v, x.v, pos, T, H, d, rot, base);
   record(tp, &(node){.kind = K_ROPE, .o = y, .a = x, .i0 = pos, .n = {T, H, d, rot}, .f = base});
   return y;
 }
@@ -311,7 +337,7 @@ pg_t tp_rope_bf16(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, 
   if (bad(tp, x.n != SZ(T, H) * (size_t)d, "rope_bf16")) return NONE;
   pg_t y = out_for(tp, x.n, x, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->rope_bf16_fwd(tp->e, y.v, x.v, pos, T, H, d, rot, base);
+  tp->e->ops.rope_bf16_fwd(&tp->e->ops, y.v, x.v, pos, T, H, d, rot, base);
   record(tp, &(node){.kind = K_ROPE, .o = y, .a = x, .i0 = pos, .n = {T, H, d, rot}, .f = base});
   return y;
 }
@@ -324,7 +350,7 @@ static pg_t attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32
     return NONE;
   pg_t y = out.v ? out : out_for(tp, nq, q, k, v);
   if (!y.v) return NONE;
-  (bf16 ? tp->e->attention_bf16_fwd : tp->e->attention_fwd)(tp->e, y.v, q.v, k.v, v.v, seg, T, H,
+  (bf16 ? tp->e->ops.attention_bf16_fwd : tp->e->ops.attention_fwd)(&tp->e->ops, y.v, q.v, k.v, v.v, seg, T, H,
                                                             Hkv, d, scale);
   record(tp, &(node){.kind = K_ATTN, .o = y, .a = q, .b = k, .c = v, .i0 = seg,
                      .n = {T, H, Hkv, d}, .f = scale});
@@ -344,7 +370,7 @@ pg_t tp_attention_bf16(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int3
 pg_t tp_relu2(pg_tape *tp, pg_t x) {
   pg_t y = out_for(tp, x.n, x, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->relu2_fwd(tp->e, y.v, x.v, x.n);
+  tp->e->ops.relu2_fwd(&tp->e->ops, y.v, x.v, x.n);
   record(tp, &(node){.kind = K_RELU2, .o = y, .a = x});
   return y;
 }
@@ -352,7 +378,7 @@ pg_t tp_relu2(pg_tape *tp, pg_t x) {
 pg_t tp_leaky_relu2(pg_tape *tp, pg_t x, float slope) {
   pg_t y = out_for(tp, x.n, x, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->leaky_relu2_fwd(tp->e, y.v, x.v, x.n, slope);
+  tp->e->ops.leaky_relu2_fwd(&tp->e->ops, y.v, x.v, x.n, slope);
   record(tp, &(node){.kind = K_LEAKY, .o = y, .a = x, .f = slope});
   return y;
 }
@@ -361,7 +387,7 @@ pg_t tp_rowgate(pg_tape *tp, pg_t x, pg_t g, int R, int D) {
   if (bad(tp, x.n != SZ(R, D) || g.n != (size_t)R, "rowgate")) return NONE;
   pg_t y = out_for(tp, x.n, x, g, NONE);
   if (!y.v) return NONE;
-  tp->e->rowgate_fwd(tp->e, y.v, x.v, g.v, R, D);
+  tp->e->ops.rowgate_fwd(&tp->e->ops, y.v, x.v, g.v, R, D);
   record(tp, &(node){.kind = K_ROWGATE, .o = y, .a = x, .b = g, .n = {R, D}});
   return y;
 }
@@ -370,7 +396,7 @@ pg_t tp_rowmul(pg_tape *tp, pg_t x, pg_t s, int R, int D) {
   if (bad(tp, x.n != SZ(R, D) || s.n != (size_t)R, "rowmul")) return NONE;
   pg_t y = out_for(tp, x.n, x, s, NONE);
   if (!y.v) return NONE;
-  tp->e->rowmul_fwd(tp->e, y.v, x.v, s.v, R, D);
+  tp->e->ops.rowmul_fwd(&tp->e->ops, y.v, x.v, s.v, R, D);
   record(tp, &(node){.kind = K_ROWMUL, .o = y, .a = x, .b = s, .n = {R, D}});
   return y;
 }
@@ -379,7 +405,7 @@ pg_t tp_chanmul(pg_tape *tp, pg_t x, pg_t s, int R, int C) {
   if (bad(tp, x.n != SZ(R, C) || s.n != (size_t)C, "chanmul")) return NONE;
   pg_t y = out_for(tp, x.n, x, s, NONE);
   if (!y.v) return NONE;
-  tp->e->chanmul_fwd(tp->e, y.v, x.v, s.v, R, C);
+  tp->e->ops.chanmul_fwd(&tp->e->ops, y.v, x.v, s.v, R, C);
   record(tp, &(node){.kind = K_CHANMUL, .o = y, .a = x, .b = s, .n = {R, C}});
   return y;
 }
@@ -388,7 +414,7 @@ pg_t tp_chanlerp(pg_tape *tp, pg_t a, pg_t b, pg_t g, int R, int C) {
   if (bad(tp, a.n != SZ(R, C) || b.n != a.n || g.n != (size_t)C, "chanlerp")) return NONE;
   pg_t y = out_for(tp, a.n, a, b, g);
   if (!y.v) return NONE;
-  tp->e->chanlerp_fwd(tp->e, y.v, a.v, b.v, g.v, R, C);
+  tp->e->ops.chanlerp_fwd(&tp->e->ops, y.v, a.v, b.v, g.v, R, C);
   record(tp, &(node){.kind = K_CHANLERP, .o = y, .a = a, .b = b, .c = g, .n = {R, C}});
   return y;
 }
@@ -398,7 +424,7 @@ pg_t tp_xsa(pg_tape *tp, pg_t y, pg_t v, int T, int H, int Hkv, int d) {
   if (bad(tp, y.n != SZ(T, H) * (size_t)d || v.n != SZ(T, Hkv) * (size_t)d, "xsa")) return NONE;
   pg_t o = out_for(tp, y.n, y, v, NONE);
   if (!o.v) return NONE;
-  tp->e->xsa_fwd(tp->e, o.v, y.v, v.v, T, H, Hkv, d);
+  tp->e->ops.xsa_fwd(&tp->e->ops, o.v, y.v, v.v, T, H, Hkv, d);
   record(tp, &(node){.kind = K_XSA, .o = o, .a = y, .b = v, .n = {T, H, Hkv, d}});
   return o;
 }
@@ -406,7 +432,7 @@ pg_t tp_xsa(pg_tape *tp, pg_t y, pg_t v, int T, int H, int Hkv, int d) {
 pg_t tp_softcap(pg_tape *tp, pg_t z, float c) {
   pg_t y = out_for(tp, z.n, z, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->softcap_fwd(tp->e, y.v, z.v, z.n, c);
+  tp->e->ops.softcap_fwd(&tp->e->ops, y.v, z.v, z.n, c);
   record(tp, &(node){.kind = K_SOFTCAP, .o = y, .a = z, .f = c});
   return y;
 }
@@ -414,7 +440,7 @@ pg_t tp_softcap(pg_tape *tp, pg_t z, float c) {
 pg_t tp_tanh(pg_tape *tp, pg_t x) {
   pg_t y = out_for(tp, x.n, x, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->tanh_fwd(tp->e, y.v, x.v, x.n);
+  tp->e->ops.tanh_fwd(&tp->e->ops, y.v, x.v, x.n);
   record(tp, &(node){.kind = K_TANH, .o = y, .a = x});
   return y;
 }
@@ -422,7 +448,7 @@ pg_t tp_tanh(pg_tape *tp, pg_t x) {
 pg_t tp_scale(pg_tape *tp, pg_t x, float a) {
   pg_t y = out_for(tp, x.n, x, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->axpy(tp->e, y.v, a, x.v, x.n);
+  tp->e->ops.axpy(&tp->e->ops, y.v, a, x.v, x.n);
   record(tp, &(node){.kind = K_SCALE, .o = y, .a = x, .f = a});
   return y;
 }
@@ -431,33 +457,24 @@ pg_t tp_add(pg_tape *tp, pg_t a, pg_t b) {
   if (bad(tp, a.n != b.n, "add")) return NONE;
   pg_t y = out_for(tp, a.n, a, b, NONE);
   if (!y.v) return NONE;
-  tp->e->copy(tp->e, y.v, a.v, a.n);
-  tp->e->axpy(tp->e, y.v, 1.0f, b.v, b.n);
+  tp->e->ops.copy(&tp->e->ops, y.v, a.v, a.n);
+  tp->e->ops.axpy(&tp->e->ops, y.v, 1.0f, b.v, b.n);
   record(tp, &(node){.kind = K_ADD, .o = y, .a = a, .b = b});
   return y;
 }
 
 void tp_copy_into(pg_tape *tp, pg_t dst, pg_t src) {
   if (bad(tp, dst.n != src.n || !dst.v, "copy_into")) return;
-  tp->e->copy(tp->e, dst.v, src.v, src.n);
+  tp->e->ops.copy(&tp->e->ops, dst.v, src.v, src.n);
   if (dst.g) record(tp, &(node){.kind = K_COPY_INTO, .o = dst, .a = src});
-}
-
-void tp_add_into(pg_tape *tp, pg_t dst, pg_t src, float alpha) {
-  if (bad(tp, dst.n != src.n || !dst.v, "add_into")) return;
-  tp->e->axpy(tp->e, dst.v, alpha, src.v, src.n);
-  if (dst.g) record(tp, &(node){.kind = K_ADD_INTO, .o = dst, .a = src, .f = alpha});
 }
 
 pg_t tp_embed(pg_tape *tp, pg_t table, const int32_t *ids, int T, int D, int V) {
   if (bad(tp, table.n != SZ(V, D), "embed")) return NONE;
   pg_t y = out_for(tp, SZ(T, D), table, NONE, NONE);
   if (!y.v) return NONE;
-  int st = tp->e->embed_fwd(tp->e, y.v, table.v, ids, T, D, V);
-  if (st) {
-    pg_tape_fail(tp, st, "a token id is outside the embedding's %d rows", V);
-    return NONE;
-  }
+  tp->e->ops.embed_fwd(&tp->e->ops, y.v, table.v, ids, T, D, V);
+  if (adopt(tp)) return NONE;
   record(tp, &(node){.kind = K_EMBED, .o = y, .a = table, .i0 = ids, .n = {T, D, V}});
   return y;
 }
@@ -466,7 +483,7 @@ pg_t tp_cols(pg_tape *tp, pg_t x, int R, int C, int c0, int w) {
   if (bad(tp, x.n != SZ(R, C) || c0 < 0 || w < 0 || c0 + w > C, "cols")) return NONE;
   pg_t y = out_for(tp, SZ(R, w), x, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->cols_fwd(tp->e, y.v, x.v, R, C, c0, w);
+  tp->e->ops.cols_fwd(&tp->e->ops, y.v, x.v, R, C, c0, w);
   record(tp, &(node){.kind = K_COLS, .o = y, .a = x, .n = {R, C, c0, w}});
   return y;
 }
@@ -475,7 +492,7 @@ pg_t tp_expand(pg_tape *tp, pg_t x, int G, int r) {
   if (bad(tp, x.n != (size_t)G, "expand")) return NONE;
   pg_t y = out_for(tp, SZ(G, r), x, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->expand_fwd(tp->e, y.v, x.v, G, r);
+  tp->e->ops.expand_fwd(&tp->e->ops, y.v, x.v, G, r);
   record(tp, &(node){.kind = K_EXPAND, .o = y, .a = x, .n = {G, r}});
   return y;
 }
@@ -483,11 +500,8 @@ pg_t tp_expand(pg_tape *tp, pg_t x, int G, int r) {
 void tp_ce(pg_tape *tp, pg_t logits, const int32_t *targets, int T, int V, double *nll,
            const pg_real *dnll) {
   if (bad(tp, logits.n != SZ(T, V), "ce")) return;
-  int st = tp->e->ce_fwd(tp->e, nll, logits.v, targets, T, V);
-  if (st) {
-    pg_tape_fail(tp, st, "a target id is outside the vocabulary of %d", V);
-    return;
-  }
+  tp->e->ops.ce_fwd(&tp->e->ops, nll, logits.v, targets, T, V);
+  if (adopt(tp)) return;
   record(tp, &(node){.kind = K_CE, .a = logits, .i0 = targets, .n = {T, V}, .dnll = dnll});
 }
 
@@ -496,7 +510,7 @@ void tp_ce(pg_tape *tp, pg_t logits, const int32_t *targets, int T, int V, doubl
 pg_t tp_bf16(pg_tape *tp, pg_t x) {
   pg_t y = out_for(tp, x.n, x, NONE, NONE);
   if (!y.v) return NONE;
-  tp->e->round_bf16(tp->e, y.v, x.v, x.n);
+  tp->e->ops.round_bf16(&tp->e->ops, y.v, x.v, x.n);
   record(tp, &(node){.kind = K_BF16, .o = y, .a = x});
   return y;
 }
@@ -504,7 +518,7 @@ pg_t tp_bf16(pg_tape *tp, pg_t x) {
 /* ---- backward -------------------------------------------------------------------------------- */
 
 static int node_bwd(pg_tape *tp, const node *nd) {
-  const pg_ops *e = tp->e;
+  const pg_ops *e = &tp->e->ops;
   const int *n = nd->n;
   pg_real *dy = nd->o.g;
   if (nd->kind != K_CE && !dy) return PG_OK;
@@ -513,8 +527,9 @@ static int node_bwd(pg_tape *tp, const node *nd) {
   case K_RMSNORM: e->rmsnorm_bwd(e, nd->a.g, dy, nd->a.v, n[0], n[1], nd->f); break;
   case K_ROPE: e->rope_bwd(e, nd->a.g, dy, nd->i0, n[0], n[1], n[2], n[3], nd->f); break;
   case K_ATTN:
-    return e->attention_bwd(e, nd->a.g, nd->b.g, nd->c.g, dy, nd->a.v, nd->b.v, nd->c.v, nd->i0,
-                            n[0], n[1], n[2], n[3], nd->f);
+    e->attention_bwd(e, nd->a.g, nd->b.g, nd->c.g, dy, nd->a.v, nd->b.v, nd->c.v, nd->i0,
+                     n[0], n[1], n[2], n[3], nd->f);
+    break;
   case K_RELU2: e->relu2_bwd(e, nd->a.g, dy, nd->a.v, nd->a.n); break;
   case K_LEAKY: e->leaky_relu2_bwd(e, nd->a.g, dy, nd->a.v, nd->a.n, nd->f); break;
   case K_ROWGATE: e->rowgate_bwd(e, nd->a.g, nd->b.g, dy, nd->a.v, nd->b.v, n[0], n[1]); break;
@@ -527,7 +542,6 @@ static int node_bwd(pg_tape *tp, const node *nd) {
   case K_SOFTCAP: e->softcap_bwd(e, nd->a.g, dy, nd->a.v, nd->a.n, nd->f); break;
   case K_TANH: e->tanh_bwd(e, nd->a.g, dy, nd->a.v, nd->a.n); break;
   case K_SCALE:
-  case K_ADD_INTO:
     if (nd->a.g) e->axpy(e, nd->a.g, nd->f, dy, nd->a.n);
     break;
   case K_ADD:
@@ -539,7 +553,7 @@ static int node_bwd(pg_tape *tp, const node *nd) {
     if (nd->a.g) e->axpy(e, nd->a.g, 1.0f, dy, nd->a.n);
     break;
   case K_EMBED:
-    if (nd->a.g) return e->embed_bwd(e, nd->a.g, dy, nd->i0, n[0], n[1], n[2]);
+    if (nd->a.g) e->embed_bwd(e, nd->a.g, dy, nd->i0, n[0], n[1], n[2]);
     break;
   case K_COLS:
     if (nd->a.g) e->cols_bwd(e, nd->a.g, dy, n[0], n[1], n[2], n[3]);
@@ -548,7 +562,7 @@ static int node_bwd(pg_tape *tp, const node *nd) {
     if (nd->a.g) e->expand_bwd(e, nd->a.g, dy, n[0], n[1]);
     break;
   case K_CE:
-    if (nd->a.g) return e->ce_bwd(e, nd->a.g, nd->dnll, nd->a.v, nd->i0, n[0], n[1]);
+    if (nd->a.g) e->ce_bwd(e, nd->a.g, nd->dnll, nd->a.v, nd->i0, n[0], n[1]);
     break;
   default: return PG_E_ARG;
   }
@@ -561,6 +575,7 @@ int pg_tape_backward(pg_tape *tp) {
   for (size_t i = tp->nn; i-- > 0;) {
     int st = node_bwd(tp, &tp->nodes[i]);
     if (st) return pg_tape_fail(tp, st, "backward: op %d failed", tp->nodes[i].kind);
+    if (adopt(tp)) return tp->status;
   }
   return PG_OK;
 }

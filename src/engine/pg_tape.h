@@ -8,19 +8,23 @@
  * a zeroed gradient buffer of the same size; a tensor whose g is NULL takes no gradient (a
  * constant, a frozen parameter, or any tensor of an inference tape).
  *
- * Errors are sticky: the first failure (out of memory, a token outside the vocabulary) is kept in
- * the tape, later tp_* calls do nothing and return an empty tensor, and pg_tape_status reports
- * it. The model checks the status once at the end of its forward pass.
+ * Every tensor is engine memory (the arena's blocks come from the engine, pg_engine.h): its values
+ * are for ops, and reach the host only by pg_engine_download.
  *
- * In-place rule: tp_copy_into and tp_add_into write into a tensor the caller made; each region of
- * it must be written before any node reads it, and a region is written once (copy) and then only
- * accumulated into (add). */
+ * Errors are sticky: the first failure (out of memory, a token outside the vocabulary, an error
+ * the engine's ops recorded) is kept in the tape, later tp_* calls do nothing and return an empty
+ * tensor, and pg_tape_status reports it. The model checks the status once at the end of its
+ * forward pass.
+ *
+ * In-place rule: tp_copy_into writes into a tensor the caller made; each region of it must be
+ * written once, before any node reads it. */
 #ifndef PG_TAPE_H
 #define PG_TAPE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pg_engine.h"
 #include "pg_ops.h"
 #include "pg_real.h"
 #include "pg_status.h"
@@ -38,12 +42,15 @@ typedef struct pg_t {
 typedef struct pg_tape pg_tape;
 
 /* A tape over the engine e (which must outlive it). grad = 1 records nodes for the backward. */
-int pg_tape_create(pg_tape **out, const pg_ops *e, int grad);
+int pg_tape_create(pg_tape **out, pg_engine *e, int grad);
 void pg_tape_free(pg_tape *tp);
 /* Forget every node and tensor (the arena keeps its memory for the next pass) and the error. */
 void pg_tape_reset(pg_tape *tp);
-/* PG_OK, or the first error of this pass (its message in *err when err is not NULL). */
-int pg_tape_status(const pg_tape *tp, pg_err *err);
+/* PG_OK, or the first error of this pass (its message in *err when err is not NULL), including
+ * one the engine has recorded so far. pg_tape_sync first waits for the engine's queued work (so
+ * a fault of an asynchronous engine is seen). */
+int pg_tape_status(pg_tape *tp, pg_err *err);
+int pg_tape_sync(pg_tape *tp, pg_err *err);
 /* Record an error (the first one wins) and return it. */
 int pg_tape_fail(pg_tape *tp, int status, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -51,7 +58,7 @@ int pg_tape_fail(pg_tape *tp, int status, const char *fmt, ...)
 #endif
     ;
 int pg_tape_grad(const pg_tape *tp);
-const pg_ops *pg_tape_ops(const pg_tape *tp);
+pg_engine *pg_tape_engine(const pg_tape *tp);
 /* Bytes the arena holds now (values, gradients and scratch), and nodes recorded this pass. */
 size_t pg_tape_bytes(const pg_tape *tp);
 size_t pg_tape_nodes(const pg_tape *tp);
@@ -64,7 +71,7 @@ typedef struct pg_tape_mark_t {
 pg_tape_mark_t pg_tape_mark(const pg_tape *tp);
 void pg_tape_release(pg_tape *tp, pg_tape_mark_t m);
 
-/* Zeroed scratch bytes (8-byte aligned) that live until reset; NULL after an error. */
+/* Zeroed engine memory (64-byte aligned) that lives until reset; NULL after an error. */
 void *pg_tape_scratch(pg_tape *tp, size_t bytes);
 
 /* A zeroed tensor of n elements (with a zeroed gradient on a recording tape). */
@@ -108,16 +115,15 @@ pg_t tp_tanh(pg_tape *tp, pg_t x);
 pg_t tp_scale(pg_tape *tp, pg_t x, float a);
 /* a + b (b added onto a copy of a by axpy). */
 pg_t tp_add(pg_tape *tp, pg_t a, pg_t b);
-/* dst = src (dst a region of a tensor made by the caller), and dst += alpha·src. */
+/* dst = src (dst a region of a tensor made by the caller). */
 void tp_copy_into(pg_tape *tp, pg_t dst, pg_t src);
-void tp_add_into(pg_tape *tp, pg_t dst, pg_t src, float alpha);
 pg_t tp_embed(pg_tape *tp, pg_t table, const int32_t *ids, int T, int D, int V);
 pg_t tp_cols(pg_tape *tp, pg_t x, int R, int C, int c0, int w);
 pg_t tp_expand(pg_tape *tp, pg_t x, int G, int r);
 /* x rounded to bfloat16 (the op round_bf16); the backward passes dy through unchanged. */
 pg_t tp_bf16(pg_tape *tp, pg_t x);
-/* Per-token NLL into nll[T] (fp64). On a recording tape the backward seeds dlogits with dnll[T]
- * (read at backward time; NULL means 1 for every token). */
+/* Per-token NLL into nll[T] (fp64, engine memory). On a recording tape the backward seeds dlogits
+ * with dnll[T] (engine memory, read at backward time; NULL means 1 for every token). */
 void tp_ce(pg_tape *tp, pg_t logits, const int32_t *targets, int T, int V, double *nll,
            const pg_real *dnll);
 

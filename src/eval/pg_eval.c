@@ -753,12 +753,12 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int pg_eval_run(pg_model *m, const pg_ops *e, const pg_val *val, const pg_protocol *p,
+int pg_eval_run(pg_model *m, pg_engine *e, const pg_val *val, const pg_protocol *p,
                 const pg_eval_hooks *hooks, pg_eval_result *res, pg_err *err) {
   return pg_eval_run_hooked(m, e, val, p, hooks, NULL, res, err);
 }
 
-int pg_eval_run_hooked(pg_model *m, const pg_ops *e, const pg_val *val, const pg_protocol *p,
+int pg_eval_run_hooked(pg_model *m, pg_engine *e, const pg_val *val, const pg_protocol *p,
                        const pg_eval_hooks *hooks, const pg_eval_test_hooks *test,
                        pg_eval_result *res, pg_err *err) {
   memset(res, 0, sizeof *res);

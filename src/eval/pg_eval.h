@@ -18,7 +18,7 @@
 
 #include "pg_bpb.h"
 #include "pg_model.h"
-#include "pg_ops.h"
+#include "pg_engine.h"
 #include "pg_optim.h"
 #include "pg_spm.h"
 #include "pg_status.h"
@@ -119,7 +119,7 @@ typedef struct pg_eval_hooks {
 
 /* Run protocol p of model m on val with the engine e. The TTT protocols change m's parameters
  * (pass a copy to keep the original). */
-int pg_eval_run(pg_model *m, const pg_ops *e, const pg_val *val, const pg_protocol *p,
+int pg_eval_run(pg_model *m, pg_engine *e, const pg_val *val, const pg_protocol *p,
                 const pg_eval_hooks *hooks, pg_eval_result *res, pg_err *err);
 
 /* Windows of the sliding protocol over T targets: start ws, first scored offset lo, length wlen.

@@ -23,7 +23,7 @@ typedef struct pg_eval_test_hooks {
 } pg_eval_test_hooks;
 
 /* pg_eval_run with the test seams (test may be NULL: then it is pg_eval_run). */
-int pg_eval_run_hooked(pg_model *m, const pg_ops *e, const pg_val *val, const pg_protocol *p,
+int pg_eval_run_hooked(pg_model *m, pg_engine *e, const pg_val *val, const pg_protocol *p,
                        const pg_eval_hooks *hooks, const pg_eval_test_hooks *test,
                        pg_eval_result *res, pg_err *err);
 

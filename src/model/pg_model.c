@@ -11,6 +11,63 @@
 
 enum { T_Q, T_K, T_V, T_O, T_MLP, T_HEAD, T_COUNT };
 
+/* ---- residency: a host copy and an engine copy of one array -----------------------------------
+ * The host copy h is what loaders, checkpoints, packing and tests read and write; the engine copy
+ * d is what the ops use (d == h on a host-memory engine, the CPU: no copies ever). `newer` says
+ * which side was last handed out for writing; the other is refreshed, in one transfer, at the
+ * next point that needs it: a writable host pointer (pg_model_data, pg_model_params, ...) brings
+ * the engine's values to the host, a forward pass or a writable engine pointer takes the host's
+ * values to the engine. */
+enum { SIDE_BOTH = 0, SIDE_HOST = 1, SIDE_ENGINE = 2 };
+typedef struct mirror {
+  pg_real *h, *d;
+  size_t n;
+  int newer;
+} mirror;
+
+static int separate(const pg_engine *e, const mirror *x) { return e && x->d && x->d != x->h; }
+
+static void to_host(pg_engine *e, mirror *x, int write) {
+  if (separate(e, x) && x->newer == SIDE_ENGINE) {
+    pg_engine_download(e, x->h, x->d, x->n * sizeof *x->h);
+    x->newer = SIDE_BOTH;
+  }
+  if (write && separate(e, x)) x->newer = SIDE_HOST;
+}
+
+static void to_engine(pg_engine *e, mirror *x, int write) {
+  if (separate(e, x) && x->newer == SIDE_HOST) {
+    pg_engine_upload(e, x->d, x->h, x->n * sizeof *x->h);
+    x->newer = SIDE_BOTH;
+  }
+  if (write && separate(e, x)) x->newer = SIDE_ENGINE;
+}
+
+/* Move x from engine `from` (NULL: host only) to engine e: the host copy is brought up to date,
+ * the old engine copy freed, and the new one made (or aliased on a host-memory engine). */
+static int rebind(pg_engine *from, pg_engine *e, mirror *x) {
+  to_host(from, x, 0);
+  if (separate(from, x)) pg_engine_free(from, x->d);
+  x->d = NULL;
+  x->newer = SIDE_BOTH;
+  if (!x->h || !e) return PG_OK;
+  if (e->host_memory) {
+    x->d = x->h;
+    return PG_OK;
+  }
+  x->d = pg_engine_alloc(e, x->n * sizeof *x->h);
+  if (!x->d) return PG_E_NOMEM;
+  pg_engine_upload(e, x->d, x->h, x->n * sizeof *x->h);
+  return PG_OK;
+}
+
+static void mirror_zero(pg_engine *e, mirror *x) {
+  if (!x->h) return;
+  memset(x->h, 0, x->n * sizeof *x->h);
+  if (separate(e, x)) pg_engine_zero(e, x->d, x->n * sizeof *x->h);
+  x->newer = SIDE_BOTH;
+}
+
 typedef struct layer_ix {
   long cq, ck, cv, proj, q_gain, gate, fc, mproj, attn_scale, mlp_scale, resid_mix;
 } layer_ix;
@@ -20,7 +77,17 @@ struct pg_model {
   pg_arch_tensor *t;
   size_t nt, np;
   size_t *off;
-  pg_real *p, *g;
+  pg_real *p, *g;       /* the host copies of P and G */
+  pg_engine *eng;       /* the engine the parameters are resident on (NULL: none yet) */
+  mirror P, G;          /* parameters and gradients */
+  pg_lora *last_lora;   /* the adapters of the last forward (their gradients follow its backward) */
+  const pg_real *dnll_host; /* the last forward's loss weights (read at backward) */
+  pg_real *dnll_dev;        /* ... and their engine copy (tape scratch) */
+  size_t dnll_n;
+  unsigned char *stage; /* host staging of the side inputs of a forward pass */
+  size_t stage_cap;
+  pg_real *obs_buf;     /* host copy of an observed activation (separate-memory engines) */
+  size_t obs_cap;
   unsigned char *trainable;
   long tok_emb, bigram_embed, bigram_proj, bigram_scale, ve_embed, ve_proj, ve_scale, smear_gate,
       smear_w, smear_lambda, skip_weights, skip_gates, par_resid, par_post, readout, lm_head;
@@ -41,7 +108,9 @@ struct pg_lora {
   size_t n, row_n;
   size_t slot_off[PG_ARCH_MAX_VIRTUAL][T_COUNT]; /* offset of A within a row; B follows A */
   int in[T_COUNT], out[T_COUNT];
-  pg_real *p, *g;
+  pg_real *p, *g; /* host copies */
+  pg_engine *eng;
+  mirror P, G;
 };
 
 /* ---- tensors --------------------------------------------------------------------------------- */
@@ -85,6 +154,7 @@ int pg_model_create(pg_model **out, const pg_arch *a, pg_err *err) {
   m->np = m->off[m->nt];
   m->p = calloc(m->np ? m->np : 1, sizeof *m->p);
   if (!m->p) goto nomem;
+  m->P = (mirror){.h = m->p, .n = m->np};
 
   m->tok_emb = pg_model_find(m, "tok_emb.weight");
   m->bigram_embed = pg_model_find(m, "bigram.embed.weight");
@@ -130,6 +200,10 @@ nomem:
 
 void pg_model_free(pg_model *m) {
   if (!m) return;
+  if (separate(m->eng, &m->P)) pg_engine_free(m->eng, m->P.d);
+  if (separate(m->eng, &m->G)) pg_engine_free(m->eng, m->G.d);
+  free(m->stage);
+  free(m->obs_buf);
   free(m->t);
   free(m->off);
   free(m->p);
@@ -143,24 +217,73 @@ size_t pg_model_tensor_count(const pg_model *m) { return m->nt; }
 const pg_arch_tensor *pg_model_tensor(const pg_model *m, size_t i) {
   return i < m->nt ? &m->t[i] : NULL;
 }
-pg_real *pg_model_data(pg_model *m, size_t i) { return i < m->nt ? m->p + m->off[i] : NULL; }
+pg_real *pg_model_data(pg_model *m, size_t i) {
+  if (i >= m->nt) return NULL;
+  to_host(m->eng, &m->P, 1);
+  return m->p + m->off[i];
+}
 pg_real *pg_model_grad(pg_model *m, size_t i) {
-  return i < m->nt && m->g ? m->g + m->off[i] : NULL;
+  if (i >= m->nt || !m->g) return NULL;
+  to_host(m->eng, &m->G, 1);
+  return m->g + m->off[i];
 }
 size_t pg_model_param_count(const pg_model *m) { return m->np; }
-pg_real *pg_model_params(pg_model *m) { return m->p; }
-pg_real *pg_model_grads(pg_model *m) { return m->g; }
+pg_real *pg_model_params(pg_model *m) {
+  to_host(m->eng, &m->P, 1);
+  return m->p;
+}
+pg_real *pg_model_grads(pg_model *m) {
+  if (m->g) to_host(m->eng, &m->G, 1);
+  return m->g;
+}
+const pg_real *pg_model_params_read(pg_model *m) {
+  to_host(m->eng, &m->P, 0);
+  return m->p;
+}
+
+int pg_model_bind(pg_model *m, pg_engine *e, pg_err *err) {
+  if (m->eng == e) return PG_OK;
+  int st = rebind(m->eng, e, &m->P);
+  if (!st) st = rebind(m->eng, e, &m->G);
+  m->eng = e;
+  if (st) {
+    pg_engine_sync(e, NULL);
+    rebind(e, NULL, &m->P);
+    rebind(e, NULL, &m->G);
+    m->eng = NULL;
+    return pg_err_set(err, st, NULL, PG_NO_OFFSET,
+                      "cannot place the model's %zu parameters on the %s engine", m->np,
+                      e->info.name);
+  }
+  return PG_OK;
+}
+
+pg_engine *pg_model_engine(const pg_model *m) { return m->eng; }
+
+pg_real *pg_model_params_engine(pg_model *m) {
+  if (!m->eng) return NULL;
+  to_engine(m->eng, &m->P, 1);
+  return m->P.d;
+}
+
+pg_real *pg_model_grads_engine(pg_model *m) {
+  if (!m->eng || !m->g) return NULL;
+  to_engine(m->eng, &m->G, 1);
+  return m->G.d;
+}
 
 int pg_model_enable_grads(pg_model *m, pg_err *err) {
   if (m->g) return PG_OK;
   m->g = calloc(m->np ? m->np : 1, sizeof *m->g);
   if (!m->g) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate gradients");
+  m->G = (mirror){.h = m->g, .n = m->np};
+  if (m->eng && rebind(NULL, m->eng, &m->G))
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET,
+                      "cannot allocate gradients on the %s engine", m->eng->info.name);
   return PG_OK;
 }
 
-void pg_model_zero_grads(pg_model *m) {
-  if (m->g) memset(m->g, 0, m->np * sizeof *m->g);
-}
+void pg_model_zero_grads(pg_model *m) { mirror_zero(m->eng, &m->G); }
 
 void pg_model_set_trainable(pg_model *m, size_t i, int on) {
   if (i < m->nt) m->trainable[i] = on ? 1 : 0;
@@ -175,7 +298,8 @@ void pg_model_freeze_blocks(pg_model *m, int k) {
   }
 }
 
-int pg_model_check_finite(const pg_model *m, const char *file, pg_err *err) {
+int pg_model_check_finite(pg_model *m, const char *file, pg_err *err) {
+  to_host(m->eng, &m->P, 0);
   for (size_t i = 0; i < m->nt; i++)
     for (size_t j = m->off[i]; j < m->off[i + 1]; j++)
       if (!isfinite((double)m->p[j]))
@@ -184,10 +308,16 @@ int pg_model_check_finite(const pg_model *m, const char *file, pg_err *err) {
   return PG_OK;
 }
 
-int pg_model_copy_params(pg_model *dst, const pg_model *src, pg_err *err) {
+int pg_model_copy_params(pg_model *dst, pg_model *src, pg_err *err) {
   if (dst->np != src->np || !pg_arch_equal(&dst->a, &src->a))
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "copy between models of different archs");
-  memcpy(dst->p, src->p, src->np * sizeof *src->p);
+  if (dst->eng && dst->eng == src->eng && !dst->eng->host_memory) {
+    /* both on one engine: an engine copy, no round trip through the host */
+    pg_engine_copy(dst->eng, pg_model_params_engine(dst), pg_model_params_engine(src),
+                   src->np * sizeof *src->p);
+    return PG_OK;
+  }
+  memcpy(pg_model_params(dst), pg_model_params_read(src), src->np * sizeof *src->p);
   return PG_OK;
 }
 
@@ -223,7 +353,7 @@ static void control_init(const pg_model *m, size_t i, int *is_control, double *v
 }
 
 static void fill_control(pg_model *m, size_t i, double v0, double v1, pg_rng *r, double noise) {
-  pg_real *p = m->p + m->off[i];
+  pg_real *p = pg_model_data(m, i);
   size_t n = m->off[i + 1] - m->off[i], half = n / 2;
   int two_rows = has_suffix(m->t[i].name, ".resid_mix");
   for (size_t j = 0; j < n; j++) {
@@ -233,7 +363,8 @@ static void fill_control(pg_model *m, size_t i, double v0, double v1, pg_rng *r,
 }
 
 static void fill_gauss(pg_model *m, size_t i, pg_rng *r, double std) {
-  for (size_t j = m->off[i]; j < m->off[i + 1]; j++) m->p[j] = (pg_real)(std * pg_rng_gauss(r));
+  pg_real *p = pg_model_params(m);
+  for (size_t j = m->off[i]; j < m->off[i + 1]; j++) p[j] = (pg_real)(std * pg_rng_gauss(r));
 }
 
 void pg_model_init(pg_model *m, uint64_t seed) {
@@ -389,12 +520,16 @@ int pg_lora_create(pg_lora **out, const pg_model *m, int rows, int rank, double 
     pg_lora_free(l);
     return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate LoRA adapters");
   }
+  l->P = (mirror){.h = l->p, .n = l->n};
+  l->G = (mirror){.h = l->g, .n = l->n};
   *out = l;
   return PG_OK;
 }
 
 void pg_lora_free(pg_lora *l) {
   if (!l) return;
+  if (separate(l->eng, &l->P)) pg_engine_free(l->eng, l->P.d);
+  if (separate(l->eng, &l->G)) pg_engine_free(l->eng, l->G.d);
   free(l->p);
   free(l->g);
   free(l);
@@ -405,6 +540,7 @@ static size_t lora_a_off(const pg_lora *l, int row, int slot, int k) {
 }
 
 void pg_lora_reset(pg_lora *l, int r, pg_rng *rng, int keep_a) {
+  to_host(l->eng, &l->P, 1);
   for (int row = 0; row < l->rows; row++) {
     if (r >= 0 && row != r) continue;
     for (int s = 0; s < l->nslots; s++)
@@ -421,10 +557,34 @@ void pg_lora_reset(pg_lora *l, int r, pg_rng *rng, int keep_a) {
   }
 }
 
-void pg_lora_zero_grads(pg_lora *l) { memset(l->g, 0, l->n * sizeof *l->g); }
+void pg_lora_zero_grads(pg_lora *l) { mirror_zero(l->eng, &l->G); }
 size_t pg_lora_count(const pg_lora *l) { return l->n; }
-pg_real *pg_lora_params(pg_lora *l) { return l->p; }
-pg_real *pg_lora_grads(pg_lora *l) { return l->g; }
+pg_real *pg_lora_params(pg_lora *l) {
+  to_host(l->eng, &l->P, 1);
+  return l->p;
+}
+pg_real *pg_lora_grads(pg_lora *l) {
+  to_host(l->eng, &l->G, 1);
+  return l->g;
+}
+pg_real *pg_lora_params_engine(pg_lora *l) {
+  if (!l->eng) return NULL;
+  to_engine(l->eng, &l->P, 1);
+  return l->P.d;
+}
+pg_real *pg_lora_grads_engine(pg_lora *l) {
+  if (!l->eng) return NULL;
+  to_engine(l->eng, &l->G, 1);
+  return l->G.d;
+}
+
+static int lora_bind(pg_lora *l, pg_engine *e) {
+  if (l->eng == e) return PG_OK;
+  int st = rebind(l->eng, e, &l->P);
+  if (!st) st = rebind(l->eng, e, &l->G);
+  l->eng = e;
+  return st;
+}
 void pg_lora_row_span(const pg_lora *l, int r, size_t *off, size_t *n) {
   *off = (size_t)r * l->row_n;
   *n = l->row_n;
@@ -472,7 +632,11 @@ typedef struct fwd {
   const pg_arch *a;
   pg_lora *lo;
   int B, T, BT, d, grad;
-  const int32_t *ids, *pos, *seg;
+  /* the side inputs, engine memory (one upload per forward): ids, targets, RoPE positions,
+   * segments, BigramHash buckets, the SmearGate BOS mask */
+  const int32_t *ids, *targets, *pos, *seg, *hash;
+  const pg_real *bos_mask;
+  double *nll; /* [B·T] engine memory: the per-token NLL, downloaded once */
   const int *lora_rows;
   float rope_base, eps;
   pg_t ve;
@@ -491,8 +655,8 @@ static pg_t P(fwd *f, long i) {
     return (pg_t){0};
   }
   size_t n = m->off[i + 1] - m->off[i];
-  pg_real *g = (f->grad && m->g && m->trainable[i]) ? m->g + m->off[i] : NULL;
-  return pg_t_param(m->p + m->off[i], g, n);
+  pg_real *g = (f->grad && m->G.d && m->trainable[i]) ? m->G.d + m->off[i] : NULL;
+  return pg_t_param(m->P.d + m->off[i], g, n);
 }
 
 /* Report x [rows × cols] as the input of the weight tensors ws (count n) to the observer. */
@@ -501,7 +665,25 @@ static void observe(fwd *f, pg_t x, int rows, int cols, long w0, long w1, long w
   if (!m->obs || !x.v || pg_tape_status(f->tp, NULL)) return;
   long ws[3] = {w0, w1, w2};
   int n = w2 >= 0 ? 3 : 1;
-  m->obs(m->obs_ctx, ws, n, x.v, rows, cols);
+  const pg_real *X = x.v;
+  pg_engine *e = pg_tape_engine(f->tp);
+  if (!e->host_memory) {
+    /* the observer is a host reader: the activation comes back for it */
+    size_t need = SZ(rows, cols);
+    if (need > m->obs_cap) {
+      pg_real *nb = realloc(m->obs_buf, need * sizeof *nb);
+      if (!nb) {
+        pg_tape_fail(f->tp, PG_E_NOMEM, "out of memory (an observed activation)");
+        return;
+      }
+      m->obs_buf = nb;
+      m->obs_cap = need;
+    }
+    pg_engine_download(e, m->obs_buf, x.v, need * sizeof *m->obs_buf);
+    if (pg_tape_sync(f->tp, NULL)) return;
+    X = m->obs_buf;
+  }
+  m->obs(m->obs_ctx, ws, n, X, rows, cols);
 }
 
 /* ---- bf16 mode: the rounding points (spec/engine.md §7). In fp32 mode each helper is the
@@ -571,8 +753,8 @@ static pg_t lora_add(fwd *f, pg_t base, pg_t x, int slot, int k) {
   for (int b = 0; b < f->B; b++) {
     int ar = f->lora_rows ? f->lora_rows[b] : b;
     size_t ao = lora_a_off(l, ar, slot, k), na = SZ(r, in), nb = SZ(r, out);
-    pg_t A = pg_t_param(l->p + ao, f->grad ? l->g + ao : NULL, na);
-    pg_t Bm = pg_t_param(l->p + ao + na, f->grad ? l->g + ao + na : NULL, nb);
+    pg_t A = pg_t_param(l->P.d + ao, f->grad ? l->G.d + ao : NULL, na);
+    pg_t Bm = pg_t_param(l->P.d + ao + na, f->grad ? l->G.d + ao + na : NULL, nb);
     pg_t xa = mm(f, pg_t_view(x, SZ(b, T) * (size_t)in, SZ(T, in)), A, T, r, in);
     pg_t xab = mm(f, xa, Bm, T, out, r);
     tp_copy_into(f->tp, pg_t_view(delta, SZ(b, T) * (size_t)out, SZ(T, out)), xab);
@@ -747,7 +929,7 @@ static pg_t carry(fwd *f, pg_t t, pg_tape_mark_t mk) {
   if (f->grad || !t.v) return t;
   pg_t k = pg_t_keep(f->tp, t.n);
   if (!k.v) return k;
-  memcpy(k.v, t.v, t.n * sizeof *t.v);
+  pg_engine_copy(pg_tape_engine(f->tp), k.v, t.v, t.n * sizeof *t.v);
   pg_tape_release(f->tp, mk);
   return k;
 }
@@ -762,10 +944,7 @@ static pg_t embed(fwd *f) {
   pg_t x = bf(f, tp_embed(tp, P(f, m->tok_emb), f->ids, BT, d, a->vocab_size));
   if (a->embeddings.bigram_buckets > 0) {
     int nb = a->embeddings.bigram_buckets, db = a->embeddings.bigram_dim;
-    int32_t *h = pg_tape_scratch(tp, SZ(BT, sizeof(int32_t)));
-    if (!h) return (pg_t){0};
-    for (int b = 0; b < f->B; b++) pg_model_bigram_hash(f->ids + SZ(b, T), T, nb, h + SZ(b, T));
-    pg_t e = bf(f, tp_embed(tp, P(f, m->bigram_embed), h, BT, db, nb));
+    pg_t e = bf(f, tp_embed(tp, P(f, m->bigram_embed), f->hash, BT, db, nb));
     if (a->embeddings.bigram_proj) {
       observe(f, e, BT, db, m->bigram_proj, -1, -1);
       e = mm(f, e, P(f, m->bigram_proj), BT, d, db);
@@ -786,23 +965,15 @@ static pg_t embed(fwd *f) {
     pg_t g = mm(f, tp_cols(tp, x, BT, d, 0, w), P(f, m->smear_w), BT, 1, w);
     pg_t s = bf(f, tp_chanmul(tp, sigmoid_bf(f, g, BT), PB(f, m->smear_lambda), BT, 1));
     pg_t p = bf(f, tp_rowmul(tp, prev, s, BT, d));
-    if (a->embeddings.smear_bos_mask) {
-      pg_real *mask = pg_tape_scratch(tp, SZ(BT, sizeof(pg_real)));
-      if (!mask) return (pg_t){0};
-      for (int t = 0; t < BT; t++) mask[t] = f->ids[t] == a->bos_id ? 0 : 1;
-      p = tp_rowmul(tp, p, pg_t_const(mask, (size_t)BT), BT, d);
-    }
+    if (a->embeddings.smear_bos_mask)
+      p = tp_rowmul(tp, p, pg_t_const(f->bos_mask, (size_t)BT), BT, d);
     x = bf(f, tp_add(tp, x, p));
   } else if (a->embeddings.smear == PG_ARCH_SMEAR_V2) {
     int w = a->embeddings.smear_window;
     pg_t g = tp_matmul(tp, tp_cols(tp, x, BT, d, 0, w), P(f, m->smear_w), BT, 1, w);
     pg_t p = tp_rowgate(tp, prev, g, BT, d);
-    if (a->embeddings.smear_bos_mask) {
-      pg_real *mask = pg_tape_scratch(tp, SZ(BT, sizeof(pg_real)));
-      if (!mask) return (pg_t){0};
-      for (int t = 0; t < BT; t++) mask[t] = f->ids[t] == a->bos_id ? 0 : 1;
-      p = tp_rowmul(tp, p, pg_t_const(mask, (size_t)BT), BT, d);
-    }
+    if (a->embeddings.smear_bos_mask)
+      p = tp_rowmul(tp, p, pg_t_const(f->bos_mask, (size_t)BT), BT, d);
     x = tp_add(tp, x, tp_chanmul(tp, p, P(f, m->smear_lambda), BT * d, 1));
   }
   x = bf(f, tp_rmsnorm(tp, x, BT, d, f->eps));
@@ -874,7 +1045,8 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
                       "(use a smaller batch)", b->B, b->T, widest);
   pg_tape_reset(tp);
   fwd F = {.m = m, .tp = tp, .a = a, .lo = lo, .B = b->B, .T = b->T, .BT = b->B * b->T,
-           .d = a->dim, .grad = pg_tape_grad(tp), .ids = b->ids, .lora_rows = b->lora_rows, .eps = (float)a->block.norm_eps};
+           .d = a->dim, .grad = pg_tape_grad(tp), .lora_rows = b->lora_rows,
+           .eps = (float)a->block.norm_eps};
   fwd *f = &F;
   int BT = f->BT, T = f->T, V = a->vocab_size;
   for (int r = 0; r < b->B; r++) {
@@ -899,30 +1071,81 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
                             "of %d", y, r, t, V);
       }
 
-  /* positions (negated for the standard sign: rotation by +θ), segments, RoPE base */
-  int32_t *pos = pg_tape_scratch(tp, SZ(BT, sizeof(int32_t)));
-  if (!pos) return pg_tape_status(tp, err);
+  /* The side inputs, built on the host into one staging buffer and uploaded in one transfer:
+   * ids, targets, positions (negated for the standard sign: rotation by +θ), segments, BigramHash
+   * buckets, the BOS mask, the ones of bf16 mode; then engine-only space for the NLL and the loss
+   * weights. Every piece starts at a multiple of 8 bytes. */
+  f->rope_base = pg_model_rope_base(a, b->rope_len > 0 ? b->rope_len : T);
+  int bigram = a->embeddings.bigram_buckets > 0;
+  int mask = a->embeddings.smear == PG_ARCH_SMEAR_V2 && a->embeddings.smear_bos_mask;
+  size_t nones = 0;
+  if (m->prec == PG_PREC_BF16) {
+    f->bf = 1;
+    nones = SZ(BT, a->heads > 1 ? a->heads : 1);
+    if (nones < (size_t)f->d) nones = (size_t)f->d;
+  }
+#define PG_AL8(x) (((x) + 7) / 8 * 8)
+  size_t i32 = PG_AL8(SZ(BT, sizeof(int32_t))), rl = PG_AL8(SZ(BT, sizeof(pg_real)));
+  size_t o_tg = i32, o_pos = o_tg + (b->targets ? i32 : 0), o_seg = o_pos + i32;
+  size_t o_hash = o_seg + (a->attention.doc_mask ? i32 : 0);
+  size_t o_mask = o_hash + (bigram ? i32 : 0), o_ones = o_mask + (mask ? rl : 0);
+  size_t up = o_ones + PG_AL8(nones * sizeof(pg_real));
+  size_t o_nll = up, o_dnll = o_nll + SZ(BT, sizeof(double));
+  size_t total = o_dnll + (f->grad && dnll ? rl : 0);
+#undef PG_AL8
+  if (up > m->stage_cap) {
+    unsigned char *ns = realloc(m->stage, up);
+    if (!ns) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "forward: out of memory");
+    m->stage = ns;
+    m->stage_cap = up;
+  }
+  unsigned char *hs = m->stage;
+  memcpy(hs, b->ids, SZ(BT, sizeof(int32_t)));
+  if (b->targets) memcpy(hs + o_tg, b->targets, SZ(BT, sizeof(int32_t)));
+  int32_t *pos = (int32_t *)(hs + o_pos);
   for (int t = 0; t < BT; t++) {
     int32_t p = b->pos ? b->pos[t] : (int32_t)(t % T);
     pos[t] = a->attention.rope_sign == PG_ARCH_ROPE_STANDARD ? -p : p;
   }
-  f->pos = pos;
-  if (a->attention.doc_mask) {
-    int32_t *seg = pg_tape_scratch(tp, SZ(BT, sizeof(int32_t)));
-    if (!seg) return pg_tape_status(tp, err);
+  if (a->attention.doc_mask)
     for (int r = 0; r < b->B; r++)
-      pg_model_segments(b->ids + SZ(r, T), T, a->bos_id, a->attention.doc_max_len, seg + SZ(r, T));
-    f->seg = seg;
+      pg_model_segments(b->ids + SZ(r, T), T, a->bos_id, a->attention.doc_max_len,
+                        (int32_t *)(hs + o_seg) + SZ(r, T));
+  if (bigram)
+    for (int r = 0; r < b->B; r++)
+      pg_model_bigram_hash(b->ids + SZ(r, T), T, a->embeddings.bigram_buckets,
+                           (int32_t *)(hs + o_hash) + SZ(r, T));
+  if (mask)
+    for (int t = 0; t < BT; t++) ((pg_real *)(hs + o_mask))[t] = b->ids[t] == a->bos_id ? 0 : 1;
+  for (size_t j = 0; j < nones; j++) ((pg_real *)(hs + o_ones))[j] = 1;
+
+  pg_engine *eng = pg_tape_engine(tp);
+  PG_TRY(pg_model_bind(m, eng, err));
+  if (lo && lora_bind(lo, eng))
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET,
+                      "forward: cannot place the LoRA adapters on the %s engine", eng->info.name);
+  to_engine(eng, &m->P, 0);
+  to_engine(eng, &m->G, 0);
+  if (lo) {
+    to_engine(eng, &lo->P, 0);
+    to_engine(eng, &lo->G, 0);
   }
-  f->rope_base = pg_model_rope_base(a, b->rope_len > 0 ? b->rope_len : T);
-  if (m->prec == PG_PREC_BF16) {
-    f->bf = 1;
-    f->nones = SZ(BT, a->heads > 1 ? a->heads : 1);
-    if (f->nones < (size_t)f->d) f->nones = (size_t)f->d;
-    f->ones = pg_tape_scratch(tp, f->nones * sizeof(pg_real));
-    if (!f->ones) return pg_tape_status(tp, err);
-    for (size_t j = 0; j < f->nones; j++) f->ones[j] = 1;
-  }
+  unsigned char *ds = pg_tape_scratch(tp, total);
+  if (!ds) return pg_tape_status(tp, err);
+  pg_engine_upload(eng, ds, hs, up);
+  f->ids = (const int32_t *)ds;
+  f->targets = b->targets ? (const int32_t *)(ds + o_tg) : NULL;
+  f->pos = (const int32_t *)(ds + o_pos);
+  if (a->attention.doc_mask) f->seg = (const int32_t *)(ds + o_seg);
+  if (bigram) f->hash = (const int32_t *)(ds + o_hash);
+  if (mask) f->bos_mask = (const pg_real *)(ds + o_mask);
+  f->ones = nones ? (pg_real *)(ds + o_ones) : NULL;
+  f->nones = nones;
+  f->nll = (double *)(ds + o_nll);
+  m->last_lora = lo;
+  m->dnll_host = f->grad ? dnll : NULL;
+  m->dnll_dev = f->grad && dnll ? (pg_real *)(ds + o_dnll) : NULL;
+  m->dnll_n = (size_t)BT;
 
   pg_t x = embed(f), x0 = x;
   if (a->embeddings.ve_layers.n > 0) f->ve = value_embed(f);
@@ -965,7 +1188,7 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
       if (!f->grad) {
         /* carry both lanes: copy lane 1 first, then lane 0 releases the mark */
         pg_t k1 = pg_t_keep(tp, l1.n);
-        if (k1.v) memcpy(k1.v, l1.v, l1.n * sizeof *l1.v);
+        if (k1.v) pg_engine_copy(pg_tape_engine(tp), k1.v, l1.v, l1.n * sizeof *l1.v);
         l0 = carry(f, l0, mk);
         l1 = k1;
       }
@@ -994,31 +1217,43 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
   } else if (a->head.softcap > 0) {
     z = tp_softcap(tp, z, (float)a->head.softcap);
   }
-  if (b->logits_last && z.v && !pg_tape_status(tp, NULL))
+  if (b->targets && !pg_tape_status(tp, NULL)) {
+    for (int r = 0; r < b->B; r++) {
+      int len = b->len ? b->len[r] : T;
+      if (len == 0) continue;
+      size_t o = SZ(r, T);
+      tp_ce(tp, pg_t_view(z, o * (size_t)V, SZ(len, V)), f->targets + o, len, V, f->nll + o,
+            m->dnll_dev ? m->dnll_dev + o : NULL);
+    }
+  }
+  /* what comes back to the host: the NLL in one download, and each row's last logits */
+  int st = pg_tape_status(tp, err);
+  if (st) return st;
+  if (b->logits_last && z.v)
     for (int r = 0; r < b->B; r++) {
       int len = b->len ? b->len[r] : T;
       pg_real *dst = b->logits_last + SZ(r, V);
       if (len == 0)
         memset(dst, 0, SZ(V, sizeof *dst));
       else
-        memcpy(dst, z.v + (SZ(r, T) + (size_t)(len - 1)) * (size_t)V, SZ(V, sizeof *dst));
+        pg_engine_download(eng, dst, z.v + (SZ(r, T) + (size_t)(len - 1)) * (size_t)V,
+                           SZ(V, sizeof *dst));
     }
-  memset(nll, 0, SZ(BT, sizeof *nll));
-  if (b->targets && !pg_tape_status(tp, NULL)) {
-    for (int r = 0; r < b->B; r++) {
-      int len = b->len ? b->len[r] : T;
-      if (len == 0) continue;
-      size_t o = SZ(r, T);
-      tp_ce(tp, pg_t_view(z, o * (size_t)V, SZ(len, V)), b->targets + o, len, V, nll + o,
-            dnll ? dnll + o : NULL);
-    }
-  }
-  return pg_tape_status(tp, err);
+  pg_engine_download(eng, nll, f->nll, SZ(BT, sizeof *nll));
+  return pg_tape_sync(tp, err);
 }
 
 int pg_model_backward(pg_model *m, pg_tape *tp, pg_err *err) {
-  (void)m;
+  pg_engine *e = pg_tape_engine(tp);
+  if (m->eng != e)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "backward: not the forward's engine");
+  /* the loss weights are read now (the caller fills them after seeing the NLLs) */
+  if (m->dnll_dev)
+    pg_engine_upload(e, m->dnll_dev, m->dnll_host, m->dnll_n * sizeof *m->dnll_dev);
   int st = pg_tape_backward(tp);
   if (st) return pg_tape_status(tp, err);
-  return PG_OK;
+  /* the gradients are now newer on the engine */
+  to_engine(e, &m->G, 1);
+  if (m->last_lora) to_engine(e, &m->last_lora->G, 1);
+  return pg_tape_sync(tp, err);
 }

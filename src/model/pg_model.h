@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "pg_arch.h"
+#include "pg_engine.h"
 #include "pg_real.h"
 #include "pg_rng.h"
 #include "pg_status.h"
@@ -30,6 +31,15 @@ size_t pg_model_tensor_count(const pg_model *m);
 const pg_arch_tensor *pg_model_tensor(const pg_model *m, size_t i);
 /* Index of the tensor with this name, or -1. */
 long pg_model_find(const pg_model *m, const char *name);
+
+/* Residency. The parameters (and gradients) have a host copy and, once the model has run on an
+ * engine, an engine copy (the same memory on the CPU engine, so nothing is ever copied there).
+ * The host accessors below are the points where values come back to the host: each returns a
+ * writable host pointer after bringing the engine's newer values over (one download), and the
+ * next forward pass (or pg_model_params_engine) takes the host's values back (one upload).
+ * So loaders, checkpoints, packing and calibration read and write the host copy, and the
+ * forward, backward and optimizers work on the engine copy, with no other copies. A host
+ * pointer is valid until the model next runs or an engine pointer is taken. */
 pg_real *pg_model_data(pg_model *m, size_t i);
 /* NULL until pg_model_enable_grads. */
 pg_real *pg_model_grad(pg_model *m, size_t i);
@@ -37,6 +47,17 @@ pg_real *pg_model_grad(pg_model *m, size_t i);
 size_t pg_model_param_count(const pg_model *m);
 pg_real *pg_model_params(pg_model *m);
 pg_real *pg_model_grads(pg_model *m);
+/* The host copy for reading only (no upload follows). */
+const pg_real *pg_model_params_read(pg_model *m);
+/* Place the model on engine e (the forward pass does it for its tape's engine): the engine copy
+ * is made from the host copy (a model on another engine comes back to the host first). The engine
+ * must outlive the model or its next bind. */
+int pg_model_bind(pg_model *m, pg_engine *e, pg_err *err);
+pg_engine *pg_model_engine(const pg_model *m);
+/* Writable engine pointers to all parameters / gradients (for optimizers running on the engine);
+ * NULL before the model is bound (or without gradients). Valid until a host pointer is taken. */
+pg_real *pg_model_params_engine(pg_model *m);
+pg_real *pg_model_grads_engine(pg_model *m);
 
 /* Allocate (zeroed) gradients for every parameter; idempotent. */
 int pg_model_enable_grads(pg_model *m, pg_err *err);
@@ -56,9 +77,9 @@ void pg_model_init(pg_model *m, uint64_t seed);
  * their init value plus noise: a model whose every path carries signal, for gradient tests. */
 void pg_model_init_random(pg_model *m, uint64_t seed, double std);
 /* PG_E_ARG naming the first tensor and index holding a NaN or an infinity. */
-int pg_model_check_finite(const pg_model *m, const char *file, pg_err *err);
+int pg_model_check_finite(pg_model *m, const char *file, pg_err *err);
 /* dst's parameters = src's (same arch). */
-int pg_model_copy_params(pg_model *dst, const pg_model *src, pg_err *err);
+int pg_model_copy_params(pg_model *dst, pg_model *src, pg_err *err);
 
 /* ---- LoRA adapters: one per row of a batch, per virtual layer slot and target ---- */
 
@@ -86,8 +107,12 @@ void pg_lora_free(pg_lora *l);
 void pg_lora_reset(pg_lora *l, int r, pg_rng *rng, int keep_a);
 void pg_lora_zero_grads(pg_lora *l);
 size_t pg_lora_count(const pg_lora *l);
+/* Host and engine copies, as for the model's parameters (the adapters are placed on the engine of
+ * the first forward that uses them). */
 pg_real *pg_lora_params(pg_lora *l);
 pg_real *pg_lora_grads(pg_lora *l);
+pg_real *pg_lora_params_engine(pg_lora *l);
+pg_real *pg_lora_grads_engine(pg_lora *l);
 /* The parameters of row r are the contiguous span [*off, *off + *n) of the arrays above. */
 void pg_lora_row_span(const pg_lora *l, int r, size_t *off, size_t *n);
 
@@ -103,11 +128,11 @@ typedef struct pg_batch {
   const int32_t *pos;     /* [B·T] RoPE positions; NULL: t within the row */
   int rope_len;           /* the call length of the NTK rescale (records pad windows); 0: T */
   const int *lora_rows;   /* [B] the adapter row of each batch row; NULL: row r uses adapter r */
-  pg_real *logits_last;   /* [B·V] out: row r's logits (after the softcap) at its last valid
+  pg_real *logits_last;   /* [B·V] out (host memory): row r's logits (after the softcap) at its last valid
                              position len−1 (zeros for an empty row); NULL: not wanted */
 } pg_batch;
 
-/* Forward: nll[B·T] (fp64) for the targets. On a tape that records, the pass is kept for
+/* Forward on the tape's engine: nll[B·T] (fp64, host memory, downloaded once) for the targets. On a tape that records, the pass is kept for
  * pg_model_backward, which seeds the loss with dnll[B·T] (read then, so the caller fills it
  * after seeing the NLLs; NULL means every valid token weighs 1). lora may be NULL; with it,
  * every batch row maps to one of its rows (lora_rows, or row r to adapter r). The model's parameters take gradients only when
@@ -124,7 +149,8 @@ int pg_model_backward(pg_model *m, pg_tape *tp, pg_err *err);
  * attention output, mlp.fc with the MLP input, mlp.proj with the activation, the head (tok_emb
  * when tied, else lm_head) with the final-norm output, bigram.proj and ve.proj with their
  * embeddings. A looped layer is reported at every visit. rows = B·T (padding rows included; a
- * calibration caller uses unpadded rows). X lives only during the call. NULL fn: none. */
+ * calibration caller uses unpadded rows). X is host memory (downloaded for the call from an engine
+ * with memory of its own) and lives only during the call. NULL fn: none. */
 typedef void (*pg_model_observer)(void *ctx, const long *tensors, int n, const pg_real *X,
                                   int rows, int cols);
 void pg_model_set_observer(pg_model *m, pg_model_observer fn, void *ctx);

@@ -158,7 +158,7 @@ static int32_t sample(const pg_real *z, int V, double temp, pg_rng *r, double *p
   return V - 1;
 }
 
-int pg_calib_self(pg_calib_set *c, pg_model *m, const pg_ops *e, int nseq, int T,
+int pg_calib_self(pg_calib_set *c, pg_model *m, pg_engine *e, int nseq, int T,
                   double temperature, uint64_t seed, int batch,
                   int (*progress)(void *ctx, uint64_t done, uint64_t total), void *pctx,
                   pg_err *err) {
@@ -280,7 +280,7 @@ static void on_input(void *vctx, const long *tensors, int n, const pg_real *X, i
 #endif
 }
 
-int pg_calib_collect(pg_calib_hessians *out, pg_model *m, const pg_ops *e, const pg_calib_set *c,
+int pg_calib_collect(pg_calib_hessians *out, pg_model *m, pg_engine *e, const pg_calib_set *c,
                      int batch, int nthreads,
                      int (*progress)(void *ctx, uint64_t done, uint64_t total), void *pctx,
                      pg_err *err) {

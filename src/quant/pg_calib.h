@@ -44,7 +44,7 @@ int pg_calib_from_shards(pg_calib_set *c, const char *pattern, const char *val_p
  * argmax), rows generated `batch` at a time with the full prefix recomputed each step (no KV
  * cache: cost grows as T²). Deterministic for a seed. progress (may be NULL) is called after
  * each step with tokens done and total; a non-zero return cancels with PG_E_ARG. */
-int pg_calib_self(pg_calib_set *c, pg_model *m, const pg_ops *e, int nseq, int T,
+int pg_calib_self(pg_calib_set *c, pg_model *m, pg_engine *e, int nseq, int T,
                   double temperature, uint64_t seed, int batch,
                   int (*progress)(void *ctx, uint64_t done, uint64_t total), void *pctx,
                   pg_err *err);
@@ -62,7 +62,7 @@ typedef struct pg_calib_hessians {
 
 /* Run every calibration row through the model (inference, `batch` rows per forward) and collect
  * the Hessians. progress as above (tokens). */
-int pg_calib_collect(pg_calib_hessians *out, pg_model *m, const pg_ops *e, const pg_calib_set *c,
+int pg_calib_collect(pg_calib_hessians *out, pg_model *m, pg_engine *e, const pg_calib_set *c,
                      int batch, int nthreads,
                      int (*progress)(void *ctx, uint64_t done, uint64_t total), void *pctx,
                      pg_err *err);

@@ -435,7 +435,7 @@ typedef struct group_state {
 
 struct pg_trainer {
   pg_train_cfg c;
-  const pg_ops *e;
+  pg_engine *e;
   int nthreads;
   pg_model *m;
   pg_tape *tp;
@@ -593,7 +593,7 @@ static int open_val(pg_trainer *t, pg_err *err) {
   return rc;
 }
 
-int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, const pg_ops *e, int nthreads,
+int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, pg_engine *e, int nthreads,
                       pg_err *err) {
   *out = NULL;
   PG_TRY(pg_train_cfg_validate(c, err));

@@ -13,7 +13,7 @@
 #include "pg_arch.h"
 #include "pg_model.h"
 #include "pg_muon.h"
-#include "pg_ops.h"
+#include "pg_engine.h"
 #include "pg_status.h"
 
 #ifdef __cplusplus
@@ -95,7 +95,7 @@ typedef struct pg_train_step_info {
 typedef struct pg_trainer pg_trainer;
 
 /* Open the data, build the model (pg_model_init with init_seed) and the optimizers. */
-int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, const pg_ops *e, int nthreads,
+int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, pg_engine *e, int nthreads,
                       pg_err *err);
 void pg_trainer_free(pg_trainer *t);
 const pg_train_cfg *pg_trainer_cfg(const pg_trainer *t);

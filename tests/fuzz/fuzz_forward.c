@@ -63,7 +63,7 @@ static int small(const pg_arch *a) {
 }
 
 /* Forward and backward on a ROWS×LEN batch with a padded second row. */
-static void forward_backward(pg_model *m, const pg_ops *e, uint64_t seed) {
+static void forward_backward(pg_model *m, pg_engine *e, uint64_t seed) {
   const int V = pg_model_arch(m)->vocab_size;
   int32_t ids[ROWS * LEN], tg[ROWS * LEN];
   for (int i = 0; i < ROWS * LEN; i++) {
@@ -102,7 +102,7 @@ static void forward_backward(pg_model *m, const pg_ops *e, uint64_t seed) {
 }
 
 /* A tiny run of protocol kind over a short stream of BOS-started documents. */
-static void protocol(pg_model *m, const pg_ops *e, int kind, uint64_t seed) {
+static void protocol(pg_model *m, pg_engine *e, int kind, uint64_t seed) {
   const pg_arch *a = pg_model_arch(m);
   const uint32_t V = (uint32_t)a->vocab_size;
   pg_spm_tables tab = {.size = V, .vocab = V};
@@ -187,7 +187,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!ran(pg_model_create(&m, &a, &err), &err)) return 0;
   const uint64_t seed = mix(size);
   pg_model_init_random(m, seed, 0.1);
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   forward_backward(m, &e, seed);
   protocol(m, &e, PG_PROTO_PLAIN, seed);
   protocol(m, &e, PG_PROTO_SLIDING, seed);

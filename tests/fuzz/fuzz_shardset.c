@@ -205,7 +205,7 @@ static void score(const pg_val_data *vd, const uint8_t *ctl, size_t nctl) {
   /* one model for every input: plain and sliding only read it, ttt-lora trains adapters only */
   static pg_model *m;
   if (!m) m = tiny_model(7);
-  pg_ops e = pg_ops_cpu(1);
+  pg_engine e = pg_engine_cpu(1);
   pg_eval_result res;
   pg_err err;
   const int rc = pg_eval_run(m, &e, &val, &p, NULL, &res, &err);

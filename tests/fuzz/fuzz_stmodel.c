@@ -63,8 +63,8 @@ static void setup(void) {
       pg_shard_writer_finish(w, &err) != PG_OK)
     abort();
   pg_shard_writer_free(w);
-  static pg_ops e;
-  e = pg_ops_cpu(1);
+  static pg_engine e;
+  e = pg_engine_cpu(1);
   if (pg_trainer_create(&trainer, &cfg, &e, 1, &err) != PG_OK) abort();
 }
 
