@@ -15,6 +15,7 @@
 #include "pg_optim.h"
 #include "pg_rng.h"
 #include "pgevalfx.h"
+#include "pgremote.h"
 
 #define V 37
 #define BOS 1
@@ -380,6 +381,38 @@ Test(eval, phased_rerun_identical) {
                   "{\"vocab_size\": 37, \"dim\": 16, \"heads\": 4, \"kv_heads\": 2, "
                   "\"head_dim\": 4, \"layers\": 2, \"attention\": {\"doc_mask\": true}}");
 }
+
+/* Every protocol on the remote test engine (memory the host cannot read, tests/pgremote.h) gives
+ * the CPU engine's bits: the protocols reach engine memory only through the engine. */
+static void remote_same(int kind, const char *json) {
+  fixture f;
+  fx_init(&f, 64 * 5 + 1, json, 2);
+  pg_protocol p = proto(kind);
+  pg_model *m0 = model(json, 9);
+  pg_eval_result A, B;
+  run_ok(&f, &p, NULL, &A);
+  pg_err err;
+  pg_model_copy_params(f.m, m0, &err);
+  pgremote *r = pgremote_new(2);
+  cr_assert_eq(pg_eval_run(f.m, &r->outer, &f.val, &p, NULL, &B, &err), PG_OK, "%s", err.msg);
+  same_result(&A, &B);
+  cr_assert_eq(A.train_steps, B.train_steps);
+  pg_eval_result_free(&A);
+  pg_eval_result_free(&B);
+  pg_model_free(m0);
+  fx_free(&f);
+  cr_assert_eq(r->live, 0, "every engine buffer is freed");
+  pgremote_free(r);
+}
+
+#define DOCS_ARCH                                                                                \
+  "{\"vocab_size\": 37, \"dim\": 16, \"heads\": 4, \"kv_heads\": 2, \"head_dim\": 4, "           \
+  "\"layers\": 2, \"attention\": {\"doc_mask\": true}}"
+Test(eval, remote_engine_plain) { remote_same(PG_PROTO_PLAIN, ARCH); }
+Test(eval, remote_engine_sliding) { remote_same(PG_PROTO_SLIDING, DOCS_ARCH); }
+Test(eval, remote_engine_chunked) { remote_same(PG_PROTO_TTT_CHUNK, ARCH); }
+Test(eval, remote_engine_lora) { remote_same(PG_PROTO_TTT_LORA, ARCH); }
+Test(eval, remote_engine_phased) { remote_same(PG_PROTO_TTT_PHASED, DOCS_ARCH); }
 
 /* LoRA TTT: a batch's committed scores do not change when its tokens are altered after the
  * commit, and the documents of other batches are untouched by it (per-document adapters, frozen

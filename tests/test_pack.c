@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "pgremote.h"
 #include "pg_arch.h"
 #include "pg_calib.h"
 #include "pg_container.h"
@@ -220,6 +221,38 @@ Test(pack, hessians_shared_looped_tied) {
   pg_calib_hessians_free(&h2);
   pg_calib_free(&c);
   pg_model_free(m);
+}
+
+/* Calibration on the remote test engine (memory the host cannot read, tests/pgremote.h): the
+ * observer gets the activations downloaded, and the self-generated rows and the Hessians are the
+ * CPU engine's bits. */
+Test(pack, calibration_on_the_remote_engine) {
+  pg_model *m = make_model(ARCH, 5);
+  pg_calib_set c;
+  calib_rows(&c, 4, 32);
+  pg_calib_hessians h = collect(m, &c, 2), h2;
+  pgremote *r = pgremote_new(2);
+  pg_err err;
+  cr_assert_eq(pg_calib_collect(&h2, m, &r->outer, &c, 4, 2, NULL, NULL, &err), PG_OK, "%s",
+               err.msg);
+  cr_assert_eq(h2.nh, h.nh);
+  cr_assert_eq(h2.tokens, h.tokens);
+  for (size_t s = 0; s < h.nh; s++)
+    cr_assert_eq(memcmp(h.H[s].h, h2.H[s].h, (size_t)h.H[s].n * h.H[s].n * sizeof(double)), 0);
+  pg_calib_set a, b;
+  pg_engine e = pg_engine_cpu(2);
+  cr_assert_eq(pg_calib_self(&a, m, &e, 3, 12, 0.8, 42, 2, NULL, NULL, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_calib_self(&b, m, &r->outer, 3, 12, 0.8, 42, 2, NULL, NULL, &err), PG_OK, "%s",
+               err.msg);
+  cr_assert_eq(memcmp(a.tokens, b.tokens, 36 * sizeof *a.tokens), 0);
+  pg_calib_free(&a);
+  pg_calib_free(&b);
+  pg_calib_hessians_free(&h);
+  pg_calib_hessians_free(&h2);
+  pg_calib_free(&c);
+  pg_model_free(m);
+  cr_assert_eq(r->live, 0, "every engine buffer is freed");
+  pgremote_free(r);
 }
 
 /* ---- GPTQ against round-to-nearest on real Hessians ---- */

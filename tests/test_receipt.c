@@ -119,7 +119,7 @@ Test(receipt, built_written_and_read_back) {
                       .tokenizer_xxh64 = 1, .val_pattern = "v/*.bin", .shards = sh, .nshards = 2,
                       .tokens_available = 200, .tokens_read = 200, .bytes_pattern = "b/*.bin",
                       .protocol = &p, .provenance = &prov, .result = &res, .engine = "cpu",
-                      .threads = 3, .precision = PG_PREC_FP32, .seconds_total = 1.5};
+                      .devices = "cpu: 3 threads", .threads = 3, .precision = PG_PREC_FP32, .seconds_total = 1.5};
   char *text, *again;
   cr_assert_eq(pg_receipt_build(&in, &text, &e), PG_OK, "%s", e.msg);
   cr_assert_eq(pg_receipt_build(&in, &again, &e), PG_OK, "%s", e.msg);
@@ -151,6 +151,9 @@ Test(receipt, built_written_and_read_back) {
   cr_assert_eq(r.matches_record, 0);
   cr_assert_str_eq(r.warnings[0], "a warning");
   cr_assert_eq(r.threads, 3);
+  cr_assert_str_eq(r.engine, "cpu");
+  cr_assert_str_eq(r.devices, "cpu: 3 threads");
+  cr_assert_str_eq(r.driver, "");
   pg_receipt_free(&r);
   free(text);
   pg_receipt_free(&s);

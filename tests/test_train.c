@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "pgremote.h"
 #include "pg_io.h"
 #include "pg_weights.h"
 #include "pg_batches.h"
@@ -231,6 +232,41 @@ static void resume_equal(const char *loader, const char *opt, const char *avg, i
   free(y);
   pg_trainer_free(a);
   pg_trainer_free(r);
+}
+
+/* The trainer on the remote test engine (memory the host cannot read, tests/pgremote.h) gives
+ * the CPU engine's losses, validation and weights bit for bit, EMA and clipping included. */
+static void remote_equal(const char *loader, const char *opt, const char *avg, int n) {
+  pg_train_cfg c;
+  config(&c, loader, opt, avg, n);
+  pg_engine e = pg_engine_cpu(2);
+  pgremote *rem = pgremote_new(2);
+  double la[64], lb[64];
+  pg_trainer *a = trainer(&c, &e), *b = trainer(&c, &rem->outer);
+  run_steps(a, n, la, NULL);
+  run_steps(b, n, lb, NULL);
+  cr_assert_eq(memcmp(la, lb, (size_t)n * sizeof *la), 0, "%s: the losses differ", loader);
+  pg_model *ma = pg_trainer_model(a), *mb = pg_trainer_model(b);
+  cr_assert_eq(memcmp(pg_model_params_read(ma), pg_model_params_read(mb),
+                      pg_model_param_count(ma) * sizeof(float)), 0, "%s: the weights", loader);
+  double va, vb, ba, bb;
+  uint64_t na, nb;
+  pg_err err;
+  cr_assert_eq(pg_trainer_validate(a, 1, &va, &ba, &na, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_trainer_validate(b, 1, &vb, &bb, &nb, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(memcmp(&va, &vb, sizeof va), 0, "validation of the export weights");
+  pg_trainer_free(a);
+  pg_trainer_free(b);
+  cr_assert_eq(rem->live, 0, "every engine buffer is freed");
+  pgremote_free(rem);
+}
+
+Test(train, remote_engine_muon_ema_clip) { remote_equal("sequential", MUON, "{\"ema\": 0.9}", 6); }
+Test(train, remote_engine_adamw_swa) {
+  remote_equal("packed",
+               "{\"matrix\": {\"kind\": \"adamw\", \"lr\": 0.01}, \"embed\": {\"kind\": "
+               "\"sgd\", \"lr\": 0.1, \"momentum\": 0.9}, \"grad_clip\": 0.5}",
+               "{\"swa_every\": 2, \"swa_start\": 2, \"swa_below\": 2.0}", 6);
 }
 
 Test(train, resume_is_bit_identical_sequential_muon_ema) {

@@ -47,6 +47,7 @@ typedef struct pg_engine_info {
   char driver[64];   /* "" for the CPU; the CUDA driver and runtime versions */
   int ndevices;      /* 1 for the CPU */
   int threads;       /* CPU threads per op (resolved: never 0) */
+  char note[256];    /* why the factory chose this engine for auto ("" when it was asked for) */
 } pg_engine_info;
 
 struct pg_engine {

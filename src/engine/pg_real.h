@@ -83,6 +83,7 @@ typedef double pg_real;
 #define pg_model_params pg_model_params_f64
 #define pg_model_params_read pg_model_params_read_f64
 #define pg_model_bind pg_model_bind_f64
+#define pg_model_to_host pg_model_to_host_f64
 #define pg_model_engine pg_model_engine_f64
 #define pg_model_params_engine pg_model_params_engine_f64
 #define pg_model_grads_engine pg_model_grads_engine_f64

@@ -371,6 +371,10 @@ static int model_step(run *r, pg_optim *opt, pg_optim_span *sp, size_t nsp, int 
   pg_batch b = {.B = B, .T = T, .ids = r->ids, .targets = r->tg};
   PG_TRY(pg_model_forward(r->m, r->rec, &b, NULL, r->nll, r->dnll, r->err));
   PG_TRY(pg_model_backward(r->m, r->rec, r->err));
+  /* The optimizer runs on the host copies: taking the spans again is the point where the
+   * engine's gradients come back (and the updated parameters go up at the next forward). */
+  size_t k = model_spans(r->m, sp);
+  if (k != nsp) return FAIL(r, PG_E_ARG, "internal: the trainable set changed during a step");
   pg_clip_grad_norm(sp, nsp, r->p->clip);
   pg_optim_step(opt, sp, nsp, lr);
   r->res->train_steps++;
@@ -655,6 +659,9 @@ static int lora_batch(run *r, lora_run *lr, const doc *d, size_t n) {
       row++;
     }
     PG_TRY(pg_model_backward(r->m, r->rec, r->err));
+    /* host copies of the adapters and their gradients (the transfer points, as model_step) */
+    span.p = pg_lora_params(lr->lo);
+    span.g = pg_lora_grads(lr->lo);
     pg_optim_step(lr->opt, &span, 1, p->lora_lr);
     r->res->train_steps++;
     r->cur.train_steps++;

@@ -193,6 +193,8 @@ int pg_receipt_build(const pg_receipt_in *in, char **text, pg_err *err) {
   }
   json_t *je = json_object();
   json_object_set_new(je, "name", json_string(in->engine ? in->engine : "cpu"));
+  json_object_set_new(je, "devices", json_string(in->devices ? in->devices : ""));
+  json_object_set_new(je, "driver", json_string(in->driver ? in->driver : ""));
   json_object_set_new(je, "threads", json_integer(in->threads));
   json_object_set_new(je, "precision", json_string(pg_precision_name((pg_precision)in->precision)));
   json_object_set_new(je, "numerics",
@@ -672,6 +674,13 @@ static int read_all(rd *c, json_t *root, pg_receipt *r) {
 
   PG_TRY(get_obj(c, root, "", "engine", &o));
   PG_TRY(get_str(c, o, "engine", "name", 0, &r->engine));
+  /* devices and driver came with the engine interface; a receipt without them reads as "" */
+  if (json_object_get(o, "devices")) PG_TRY(get_str(c, o, "engine", "devices", 0, &r->devices));
+  if (json_object_get(o, "driver")) PG_TRY(get_str(c, o, "engine", "driver", 0, &r->driver));
+  if (!r->devices) r->devices = strdup("");
+  if (!r->driver) r->driver = strdup("");
+  if (!r->devices || !r->driver)
+    return pg_err_set(c->err, PG_E_NOMEM, c->name, PG_NO_OFFSET, "cannot allocate a string");
   PG_TRY(get_u64(c, o, "engine", "threads", INT_MAX, &u));
   if (!u) return bad(c, "engine", "threads", "zero");
   r->threads = (int)u;
@@ -721,5 +730,7 @@ void pg_receipt_free(pg_receipt *r) {
   for (size_t i = 0; i < r->nwarnings; i++) free(r->warnings[i]);
   free(r->warnings);
   free(r->engine);
+  free(r->devices);
+  free(r->driver);
   memset(r, 0, sizeof *r);
 }

@@ -63,7 +63,9 @@ typedef struct pg_receipt_in {
   const pg_protocol *protocol;
   const pg_receipt_provenance *provenance;
   const pg_eval_result *result, *result_fp32;
-  const char *engine;                 /* "cpu" */
+  const char *engine;                 /* "cpu", "cuda" */
+  const char *devices;                /* what ran it: "cpu: 2 threads", a GPU's name; NULL: "" */
+  const char *driver;                 /* the GPU driver and runtime; NULL or "": none (the CPU) */
   int threads;
   int precision;                      /* pg_precision */
   const char *compiler;               /* NULL: not stated */
@@ -106,7 +108,7 @@ typedef struct pg_receipt {
   int matches_record;                 /* provenance.protocol_matches_record: 1, 0, −1 (null) */
   char **warnings;
   size_t nwarnings;
-  char *engine;
+  char *engine, *devices, *driver; /* devices and driver: "" in receipts older than them */
   int threads, precision;
 } pg_receipt;
 

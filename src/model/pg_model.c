@@ -260,6 +260,11 @@ int pg_model_bind(pg_model *m, pg_engine *e, pg_err *err) {
 
 pg_engine *pg_model_engine(const pg_model *m) { return m->eng; }
 
+void pg_model_to_host(pg_model *m) {
+  to_host(m->eng, &m->P, 1);
+  if (m->g) to_host(m->eng, &m->G, 1);
+}
+
 pg_real *pg_model_params_engine(pg_model *m) {
   if (!m->eng) return NULL;
   to_engine(m->eng, &m->P, 1);

@@ -47,6 +47,9 @@ pg_real *pg_model_grad(pg_model *m, size_t i);
 size_t pg_model_param_count(const pg_model *m);
 pg_real *pg_model_params(pg_model *m);
 pg_real *pg_model_grads(pg_model *m);
+/* Parameters and gradients to the host for writing (as pg_model_params and pg_model_grads): the
+ * point where a host optimizer takes them, before it works on pointers it took earlier. */
+void pg_model_to_host(pg_model *m);
 /* The host copy for reading only (no upload follows). */
 const pg_real *pg_model_params_read(pg_model *m);
 /* Place the model on engine e (the forward pass does it for its tape's engine): the engine copy

@@ -670,6 +670,9 @@ int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
                       "step %llu: the loss is not finite (%g); lower the learning rates",
                       (unsigned long long)t->step + 1, loss);
+  /* The optimizers run on the host copies the spans point into: this is where the engine's
+   * gradients come back (the updated weights go up at the next forward). */
+  pg_model_to_host(t->m);
   double gn = pg_clip_grad_norm(t->all, t->nall, c->grad_clip);
   double lr_mul = pg_lr_mul(&c->sched, t->step, frac);
   double mu = pg_muon_momentum(&c->muon, t->step);

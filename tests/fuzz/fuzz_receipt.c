@@ -40,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       .tokenizer_xxh64 = r.tokenizer_xxh64, .val_pattern = r.val_pattern, .shards = r.shards,
       .nshards = r.nshards, .tokens_available = r.tokens_available, .tokens_read = r.tokens_read,
       .bytes_pattern = r.bytes_pattern, .protocol = &r.protocol, .result = res,
-      .engine = r.engine, .threads = r.threads, .precision = r.precision};
+      .engine = r.engine, .devices = r.devices, .driver = r.driver, .threads = r.threads,
+      .precision = r.precision};
   char *text;
   pg_receipt r2;
   if (pg_receipt_build(&in, &text, &err) != PG_OK) abort();
