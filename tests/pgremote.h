@@ -54,9 +54,9 @@ W0(matmul_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *w,
 W0(matmul_bwd, (const pg_ops *o, pg_real *dx, pg_real *dw, const pg_real *dy, const pg_real *x,
                 const pg_real *w, int M, int N, int K),
    (IN(o), D(dx), D(dw), D(dy), D(x), D(w), M, N, K))
-W0(rmsnorm_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, int R, int Dm, float eps),
+W0(rmsnorm_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, size_t R, int Dm, float eps),
    (IN(o), D(y), D(x), R, Dm, eps))
-W0(rmsnorm_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, const pg_real *x, int R, int Dm,
+W0(rmsnorm_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, const pg_real *x, size_t R, int Dm,
                  float eps),
    (IN(o), D(dx), D(dy), D(x), R, Dm, eps))
 W0(rope_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const int32_t *pos, int T, int H,
@@ -87,20 +87,15 @@ W0(leaky_relu2_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, size_t n, fl
 W0(leaky_relu2_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n,
                      float s),
    (IN(o), D(dx), D(dy), D(x), n, s))
-W0(gate_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *g, size_t n),
-   (IN(o), D(y), D(x), D(g), n))
-W0(gate_bwd, (const pg_ops *o, pg_real *dx, pg_real *dg, const pg_real *dy, const pg_real *x,
-              const pg_real *g, size_t n),
-   (IN(o), D(dx), D(dg), D(dy), D(x), D(g), n))
-W0(rowgate_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *g, int R, int Dm),
+W0(rowgate_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *g, size_t R, int Dm),
    (IN(o), D(y), D(x), D(g), R, Dm))
 W0(rowgate_bwd, (const pg_ops *o, pg_real *dx, pg_real *dg, const pg_real *dy, const pg_real *x,
-                 const pg_real *g, int R, int Dm),
+                 const pg_real *g, size_t R, int Dm),
    (IN(o), D(dx), D(dg), D(dy), D(x), D(g), R, Dm))
-W0(chanmul_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *s, int R, int C),
+W0(chanmul_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *s, size_t R, int C),
    (IN(o), D(y), D(x), D(s), R, C))
 W0(chanmul_bwd, (const pg_ops *o, pg_real *dx, pg_real *ds, const pg_real *dy, const pg_real *x,
-                 const pg_real *s, int R, int C),
+                 const pg_real *s, size_t R, int C),
    (IN(o), D(dx), D(ds), D(dy), D(x), D(s), R, C))
 W0(xsa_fwd, (const pg_ops *o, pg_real *out, const pg_real *y, const pg_real *v, int T, int H,
              int Hkv, int d),
@@ -120,15 +115,15 @@ W0(ce_bwd, (const pg_ops *o, pg_real *dl, const pg_real *dnll, const pg_real *l,
    (IN(o), D(dl), D(dnll), D(l), D(t), T, Vv))
 W0(axpy, (const pg_ops *o, pg_real *y, float a, const pg_real *x, size_t n), (IN(o), D(y), a, D(x), n))
 W0(chanlerp_fwd, (const pg_ops *o, pg_real *y, const pg_real *a, const pg_real *b,
-                  const pg_real *g, int R, int C),
+                  const pg_real *g, size_t R, int C),
    (IN(o), D(y), D(a), D(b), D(g), R, C))
 W0(chanlerp_bwd, (const pg_ops *o, pg_real *da, pg_real *db, pg_real *dg, const pg_real *dy,
-                  const pg_real *a, const pg_real *b, const pg_real *g, int R, int C),
+                  const pg_real *a, const pg_real *b, const pg_real *g, size_t R, int C),
    (IN(o), D(da), D(db), D(dg), D(dy), D(a), D(b), D(g), R, C))
-W0(rowmul_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *s, int R, int Dm),
+W0(rowmul_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *s, size_t R, int Dm),
    (IN(o), D(y), D(x), D(s), R, Dm))
 W0(rowmul_bwd, (const pg_ops *o, pg_real *dx, pg_real *ds, const pg_real *dy, const pg_real *x,
-                const pg_real *s, int R, int Dm),
+                const pg_real *s, size_t R, int Dm),
    (IN(o), D(dx), D(ds), D(dy), D(x), D(s), R, Dm))
 W0(tanh_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, size_t n), (IN(o), D(y), D(x), n))
 W0(tanh_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n),
@@ -139,15 +134,14 @@ W0(embed_fwd, (const pg_ops *o, pg_real *y, const pg_real *t, const int32_t *ids
 W0(embed_bwd, (const pg_ops *o, pg_real *dt, const pg_real *dy, const int32_t *ids, int T, int Dm,
                int Vv),
    (IN(o), D(dt), D(dy), D(ids), T, Dm, Vv))
-W0(cols_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, int R, int C, int c0, int w),
+W0(cols_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, size_t R, int C, int c0, int w),
    (IN(o), D(y), D(x), R, C, c0, w))
-W0(cols_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, int R, int C, int c0, int w),
+W0(cols_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, size_t R, int C, int c0, int w),
    (IN(o), D(dx), D(dy), R, C, c0, w))
 W0(expand_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, int G, int r), (IN(o), D(y), D(x), G, r))
 W0(expand_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, int G, int r),
    (IN(o), D(dx), D(dy), G, r))
 W0(copy, (const pg_ops *o, pg_real *y, const pg_real *x, size_t n), (IN(o), D(y), D(x), n))
-W0(zero, (const pg_ops *o, pg_real *y, size_t n), (IN(o), D(y), n))
 W0(round_bf16, (const pg_ops *o, pg_real *y, const pg_real *x, size_t n), (IN(o), D(y), D(x), n))
 #undef W0
 
@@ -200,11 +194,11 @@ static inline pgremote *pgremote_new(int threads) {
 #define S(n) o->n = pgr_##n
   S(matmul_fwd); S(matmul_bwd); S(rmsnorm_fwd); S(rmsnorm_bwd); S(rope_fwd); S(rope_bwd);
   S(rope_bf16_fwd); S(attention_fwd); S(attention_bf16_fwd); S(attention_bwd); S(relu2_fwd);
-  S(relu2_bwd); S(leaky_relu2_fwd); S(leaky_relu2_bwd); S(gate_fwd); S(gate_bwd);
+  S(relu2_bwd); S(leaky_relu2_fwd); S(leaky_relu2_bwd);
   S(rowgate_fwd); S(rowgate_bwd); S(chanmul_fwd); S(chanmul_bwd); S(xsa_fwd); S(xsa_bwd);
   S(softcap_fwd); S(softcap_bwd); S(ce_fwd); S(ce_bwd); S(axpy); S(chanlerp_fwd);
   S(chanlerp_bwd); S(rowmul_fwd); S(rowmul_bwd); S(tanh_fwd); S(tanh_bwd); S(embed_fwd);
-  S(embed_bwd); S(cols_fwd); S(cols_bwd); S(expand_fwd); S(expand_bwd); S(copy); S(zero);
+  S(embed_bwd); S(cols_fwd); S(cols_bwd); S(expand_fwd); S(expand_bwd); S(copy);
   S(round_bf16);
 #undef S
   return r;

@@ -540,7 +540,6 @@ static void ref_ew(ew_ref *c) {
     switch (c->kind) {
     case 0: u = x > 0 ? x : 0; c->y[i] = u * u; break;
     case 1: u = x > 0 ? x : c->a * x; c->y[i] = u * u; break;
-    case 2: c->y[i] = x * sigm(c->g[i]); break;
     case 3: c->y[i] = c->a * tanh(x / c->a); break;
     default: c->y[i] = x * sigm(c->g[i / (size_t)c->D]); break;
     }
@@ -554,7 +553,7 @@ static double ew_loss(void *p) {
 }
 
 static void ew_check(int kind, float a, uint64_t seed) {
-  static const char *names[] = {"relu2", "leaky_relu2", "gate", "softcap", "rowgate"};
+  static const char *names[] = {"relu2", "leaky_relu2", "", "softcap", "rowgate"};
   pg_rng r;
   pg_rng_seed(&r, seed);
   const int D = 5;
@@ -568,7 +567,6 @@ static void ew_check(int kind, float a, uint64_t seed) {
   switch (kind) {
   case 0: e.ops.relu2_fwd(&e.ops, y, x, n); e.ops.relu2_bwd(&e.ops, dx, dy, x, n); break;
   case 1: e.ops.leaky_relu2_fwd(&e.ops, y, x, n, a); e.ops.leaky_relu2_bwd(&e.ops, dx, dy, x, n, a); break;
-  case 2: e.ops.gate_fwd(&e.ops, y, x, g, n); e.ops.gate_bwd(&e.ops, dx, dg, dy, x, g, n); break;
   case 3: e.ops.softcap_fwd(&e.ops, y, x, n, a); e.ops.softcap_bwd(&e.ops, dx, dy, x, n, a); break;
   default: e.ops.rowgate_fwd(&e.ops, y, x, g, (int)ng, D); e.ops.rowgate_bwd(&e.ops, dx, dg, dy, x, g, (int)ng, D);
   }
@@ -577,9 +575,9 @@ static void ew_check(int kind, float a, uint64_t seed) {
   double *fd = dalloc(n);
   fd_grad(ew_loss, &c, c.x, n, fd);
   check_bwd(names[kind], dx, fd, n);
-  if (kind == 2 || kind == 4) {
+  if (kind == 4) {
     fd_grad(ew_loss, &c, c.g, ng, fd);
-    check_bwd(kind == 2 ? "gate dg" : "rowgate dg", dg, fd, ng);
+    check_bwd("rowgate dg", dg, fd, ng);
   }
   free(x), free(g), free(dy), free(y), free(dx), free(dg), free(fd);
   free(c.x), free(c.g), free(c.dy), free(c.y);
@@ -587,7 +585,6 @@ static void ew_check(int kind, float a, uint64_t seed) {
 
 Test(ops, relu2_forward_and_gradient) { ew_check(0, 0.0f, 8); }
 Test(ops, leaky_relu2_forward_and_gradient) { ew_check(1, 0.5f, 9); }
-Test(ops, gate_forward_and_gradients) { ew_check(2, 0.0f, 10); }
 Test(ops, softcap_forward_and_gradient) { ew_check(3, 3.0f, 11); }
 Test(ops, rowgate_forward_and_gradients) { ew_check(4, 0.0f, 12); }
 
@@ -613,10 +610,10 @@ Test(ops, activation_and_softcap_bounds) {
   cr_assert_eq(s[2], -s[5]);
   cr_assert(fabs(s[4] - 1e-3) < 1e-9);
   cr_assert(fabs(s[5] - 30.0 * tanh(1.0)) < 1e-5);
-  /* the gate at g = 0 halves; at ±large it passes or blocks */
+  /* the row gate at g = 0 halves; at ±large it passes or blocks */
   const float gx[3] = {2.0f, 2.0f, 2.0f}, gg[3] = {0.0f, 100.0f, -100.0f};
   float gy[3];
-  e.ops.gate_fwd(&e.ops, gy, gx, gg, 3);
+  e.ops.rowgate_fwd(&e.ops, gy, gx, gg, 3, 1);
   cr_assert_eq(gy[0], 1.0f);
   cr_assert_eq(gy[1], 2.0f);
   cr_assert(gy[2] >= 0.0f && gy[2] < 1e-40f);
@@ -1032,8 +1029,6 @@ Test(ops, cols_expand_copy_zero) {
   cr_assert_eq(dg[2], PREFILL + 9 + 10 + 11 + 12);
   e.ops.copy(&e.ops, dx, x, R * C);
   cr_assert(!memcmp(dx, x, R * C * sizeof *x));
-  e.ops.zero(&e.ops, dx, R * C);
-  for (int i = 0; i < R * C; i++) cr_assert_eq(dx[i], 0.0f);
   free(x), free(y), free(dy), free(dx);
 }
 
@@ -1246,7 +1241,6 @@ static sink run_all(int nthreads) {
   e.ops.relu2_fwd(&e.ops, y, x, nq), e.ops.relu2_bwd(&e.ops, dx, dy, x, nq), put(&s, y, nq * 4);
   e.ops.leaky_relu2_fwd(&e.ops, y, x, nq, 0.5f), e.ops.leaky_relu2_bwd(&e.ops, dx, dy, x, nq, 0.5f);
   put(&s, y, nq * 4);
-  e.ops.gate_fwd(&e.ops, y, x, g, nq), e.ops.gate_bwd(&e.ops, dx, dg, dy, x, g, nq), put(&s, y, nq * 4);
   e.ops.rowgate_fwd(&e.ops, y, x, g, T * H, d), e.ops.rowgate_bwd(&e.ops, dx, dg, dy, x, g, T * H, d);
   put(&s, y, nq * 4);
   e.ops.softcap_fwd(&e.ops, y, x, nq, 2.0f), e.ops.softcap_bwd(&e.ops, dx, dy, x, nq, 2.0f), put(&s, y, nq * 4);

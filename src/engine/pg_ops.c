@@ -358,12 +358,12 @@ static void rms_bwd_rows(void *p, size_t b, size_t end) {
   }
 }
 
-static void cpu_rmsnorm_fwd(const pg_ops *e, pg_real *y, const pg_real *x, int R, int D, float eps) {
+static void cpu_rmsnorm_fwd(const pg_ops *e, pg_real *y, const pg_real *x, size_t R, int D, float eps) {
   pg_rms_ctx c = {.y = y, .x = x, .D = D, .eps = (double)eps};
   pg_parallel_for((size_t)R, rms_fwd_rows, &c, e->nthreads);
 }
 
-static void cpu_rmsnorm_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, int R,
+static void cpu_rmsnorm_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t R,
                             int D, float eps) {
   pg_rms_ctx c = {.dx = dx, .dy = dy, .x = x, .D = D, .eps = (double)eps};
   pg_parallel_for((size_t)R, rms_bwd_rows, &c, e->nthreads);
@@ -936,20 +936,6 @@ static double sigmoid(double z) {
   return z >= 0.0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
 }
 
-static void gate_fwd_range(void *p, size_t b, size_t end) {
-  const pg_ew_ctx *c = p;
-  for (size_t i = b; i < end; i++) c->y[i] = (pg_real)((double)c->x[i] * sigmoid((double)c->g[i]));
-}
-
-static void gate_bwd_range(void *p, size_t b, size_t end) {
-  const pg_ew_ctx *c = p;
-  for (size_t i = b; i < end; i++) {
-    double sg = sigmoid((double)c->g[i]), dy = (double)c->dy[i];
-    if (c->dx) c->dx[i] = (pg_real)((double)c->dx[i] + dy * sg);
-    if (c->dg) c->dg[i] = (pg_real)((double)c->dg[i] + dy * (double)c->x[i] * sg * (1.0 - sg));
-  }
-}
-
 static void rowgate_fwd_rows(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
   for (size_t r = b; r < end; r++) {
@@ -1010,25 +996,14 @@ static void cpu_leaky_relu2_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy,
   pg_parallel_for(n, leaky2_bwd_range, &c, e->nthreads);
 }
 
-static void cpu_gate_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, size_t n) {
-  pg_ew_ctx c = {.y = y, .x = x, .g = g};
-  pg_parallel_for(n, gate_fwd_range, &c, e->nthreads);
-}
-
-static void cpu_gate_bwd(const pg_ops *e, pg_real *dx, pg_real *dg, const pg_real *dy, const pg_real *x,
-                         const pg_real *g, size_t n) {
-  pg_ew_ctx c = {.dx = dx, .dg = dg, .dy = dy, .x = x, .g = g};
-  pg_parallel_for(n, gate_bwd_range, &c, e->nthreads);
-}
-
-static void cpu_rowgate_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, int R,
+static void cpu_rowgate_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, size_t R,
                             int D) {
   pg_ew_ctx c = {.y = y, .x = x, .g = g, .D = D};
   pg_parallel_for((size_t)R, rowgate_fwd_rows, &c, e->nthreads);
 }
 
 static void cpu_rowgate_bwd(const pg_ops *e, pg_real *dx, pg_real *dg, const pg_real *dy,
-                            const pg_real *x, const pg_real *g, int R, int D) {
+                            const pg_real *x, const pg_real *g, size_t R, int D) {
   pg_ew_ctx c = {.dx = dx, .dg = dg, .dy = dy, .x = x, .g = g, .D = D};
   pg_parallel_for((size_t)R, rowgate_bwd_rows, &c, e->nthreads);
 }
@@ -1055,7 +1030,8 @@ static void cpu_axpy(const pg_ops *e, pg_real *y, float a, const pg_real *x, siz
 typedef struct {
   pg_real *y, *dx, *ds;
   const pg_real *x, *dy, *s;
-  int R, C;
+  size_t R;
+  int C;
 } pg_cm_ctx;
 
 static void cm_fwd_rows(void *p, size_t b, size_t end) {
@@ -1084,7 +1060,7 @@ static void cm_bwd_ds_blocks(void *p, size_t b, size_t end) {
     int j0 = (int)jb * PG_OPS_KBLOCK;
     int jn = c->C - j0 < PG_OPS_KBLOCK ? c->C - j0 : PG_OPS_KBLOCK;
     for (int j = 0; j < jn; j++) acc[j] = 0.0;
-    for (int r = 0; r < c->R; r++) {
+    for (size_t r = 0; r < c->R; r++) {
       size_t off = (size_t)r * (size_t)c->C + (size_t)j0;
       for (int j = 0; j < jn; j++) acc[j] += (double)c->dy[off + j] * (double)c->x[off + j];
     }
@@ -1092,14 +1068,14 @@ static void cm_bwd_ds_blocks(void *p, size_t b, size_t end) {
   }
 }
 
-static void cpu_chanmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, int R,
+static void cpu_chanmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, size_t R,
                             int C) {
   pg_cm_ctx c = {.y = y, .x = x, .s = s, .R = R, .C = C};
   pg_parallel_for((size_t)R, cm_fwd_rows, &c, e->nthreads);
 }
 
 static void cpu_chanmul_bwd(const pg_ops *e, pg_real *dx, pg_real *ds, const pg_real *dy,
-                            const pg_real *x, const pg_real *s, int R, int C) {
+                            const pg_real *x, const pg_real *s, size_t R, int C) {
   pg_cm_ctx c = {.dx = dx, .ds = ds, .dy = dy, .x = x, .s = s, .R = R, .C = C};
   if (dx) pg_parallel_for((size_t)R, cm_bwd_dx_rows, &c, e->nthreads);
   if (ds)
@@ -1200,7 +1176,8 @@ static void cpu_xsa_bwd(const pg_ops *e, pg_real *dy, pg_real *dv, const pg_real
 typedef struct {
   pg_real *y, *da, *db, *dg;
   const pg_real *a, *b, *g, *dy;
-  int R, C;
+  size_t R;
+  int C;
 } pg_lerp_ctx;
 
 static void lerp_fwd_rows(void *p, size_t b, size_t end) {
@@ -1232,7 +1209,7 @@ static void lerp_bwd_g_blocks(void *p, size_t b, size_t end) {
     int j0 = (int)jb * PG_OPS_KBLOCK;
     int jn = c->C - j0 < PG_OPS_KBLOCK ? c->C - j0 : PG_OPS_KBLOCK;
     for (int j = 0; j < jn; j++) acc[j] = 0.0;
-    for (int r = 0; r < c->R; r++) {
+    for (size_t r = 0; r < c->R; r++) {
       size_t off = (size_t)r * (size_t)c->C + (size_t)j0;
       for (int j = 0; j < jn; j++)
         acc[j] += (double)c->dy[off + j] * ((double)c->a[off + j] - (double)c->b[off + j]);
@@ -1245,14 +1222,14 @@ static void lerp_bwd_g_blocks(void *p, size_t b, size_t end) {
 }
 
 static void cpu_chanlerp_fwd(const pg_ops *e, pg_real *y, const pg_real *a, const pg_real *b,
-                             const pg_real *g, int R, int C) {
+                             const pg_real *g, size_t R, int C) {
   pg_lerp_ctx c = {.y = y, .a = a, .b = b, .g = g, .R = R, .C = C};
   pg_parallel_for((size_t)R, lerp_fwd_rows, &c, e->nthreads);
 }
 
 static void cpu_chanlerp_bwd(const pg_ops *e, pg_real *da, pg_real *db, pg_real *dg,
                              const pg_real *dy, const pg_real *a, const pg_real *b,
-                             const pg_real *g, int R, int C) {
+                             const pg_real *g, size_t R, int C) {
   pg_lerp_ctx c = {.da = da, .db = db, .dg = dg, .dy = dy, .a = a, .b = b, .g = g, .R = R,
                    .C = C};
   if (da || db) pg_parallel_for((size_t)R, lerp_bwd_ab_rows, &c, e->nthreads);
@@ -1282,14 +1259,14 @@ static void rowmul_bwd_rows(void *p, size_t b, size_t end) {
   }
 }
 
-static void cpu_rowmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, int R,
+static void cpu_rowmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, size_t R,
                            int D) {
   pg_ew_ctx c = {.y = y, .x = x, .g = s, .D = D};
   pg_parallel_for((size_t)R, rowmul_fwd_rows, &c, e->nthreads);
 }
 
 static void cpu_rowmul_bwd(const pg_ops *e, pg_real *dx, pg_real *ds, const pg_real *dy,
-                           const pg_real *x, const pg_real *s, int R, int D) {
+                           const pg_real *x, const pg_real *s, size_t R, int D) {
   pg_ew_ctx c = {.dx = dx, .dg = ds, .dy = dy, .x = x, .g = s, .D = D};
   pg_parallel_for((size_t)R, rowmul_bwd_rows, &c, e->nthreads);
 }
@@ -1412,13 +1389,13 @@ static void cols_bwd_rows(void *p, size_t b, size_t end) {
     }
 }
 
-static void cpu_cols_fwd(const pg_ops *e, pg_real *y, const pg_real *x, int R, int C, int c0,
+static void cpu_cols_fwd(const pg_ops *e, pg_real *y, const pg_real *x, size_t R, int C, int c0,
                          int w) {
   pg_gather_ctx c = {.y = y, .x = x, .C = C, .c0 = c0, .w = w};
   pg_parallel_for((size_t)R, cols_fwd_rows, &c, e->nthreads);
 }
 
-static void cpu_cols_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, int R, int C, int c0,
+static void cpu_cols_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, size_t R, int C, int c0,
                          int w) {
   pg_gather_ctx c = {.y = dx, .x = dy, .C = C, .c0 = c0, .w = w};
   pg_parallel_for((size_t)R, cols_bwd_rows, &c, e->nthreads);
@@ -1452,11 +1429,6 @@ static void cpu_expand_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, int 
 static void cpu_copy(const pg_ops *e, pg_real *y, const pg_real *x, size_t n) {
   (void)e;
   if (n) memmove(y, x, n * sizeof *y);
-}
-
-static void cpu_zero(const pg_ops *e, pg_real *y, size_t n) {
-  (void)e;
-  if (n) memset(y, 0, n * sizeof *y);
 }
 
 /* bf16 rounding (spec/engine.md §4.17): the fp32 value rounded to the nearest bfloat16 (the fp32
@@ -1583,8 +1555,6 @@ pg_ops pg_ops_cpu_table(int nthreads) {
       .relu2_bwd = cpu_relu2_bwd,
       .leaky_relu2_fwd = cpu_leaky_relu2_fwd,
       .leaky_relu2_bwd = cpu_leaky_relu2_bwd,
-      .gate_fwd = cpu_gate_fwd,
-      .gate_bwd = cpu_gate_bwd,
       .rowgate_fwd = cpu_rowgate_fwd,
       .rowgate_bwd = cpu_rowgate_bwd,
       .chanmul_fwd = cpu_chanmul_fwd,
@@ -1609,7 +1579,6 @@ pg_ops pg_ops_cpu_table(int nthreads) {
       .expand_fwd = cpu_expand_fwd,
       .expand_bwd = cpu_expand_bwd,
       .copy = cpu_copy,
-      .zero = cpu_zero,
       .round_bf16 = cpu_round_bf16,
       .rope_bf16_fwd = cpu_rope_bf16_fwd,
       .attention_bf16_fwd = cpu_attention_bf16_fwd,

@@ -42,8 +42,8 @@ struct pg_ops {
 
   /* Per row of length D (R rows): y = x / sqrt(mean(x²) + eps). y may alias x. Parameter-free;
    * QK-norm is this op on a [T, H, d] tensor viewed as T·H rows of d. */
-  void (*rmsnorm_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, int R, int D, float eps);
-  void (*rmsnorm_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, int R, int D,
+  void (*rmsnorm_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t R, int D, float eps);
+  void (*rmsnorm_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t R, int D,
                       float eps);
 
   /* Partial RoPE on x[T, H, d]: the first rot dims (rot even, ≤ d), half-split pairs
@@ -77,22 +77,18 @@ struct pg_ops {
   void (*leaky_relu2_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n,
                           float s);
 
-  /* Elementwise sigmoid gate over n: y = x · σ(g);  dx += dy·σ(g), dg += dy·x·σ(g)(1-σ(g)). */
-  void (*gate_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, size_t n);
-  void (*gate_bwd)(const pg_ops *e, pg_real *dx, pg_real *dg, const pg_real *dy, const pg_real *x,
-                   const pg_real *g, size_t n);
   /* Row gate: x[R, D], g[R]: y[r, :] = x[r, :] · σ(g[r]) (the per-head attention output gate with
    * rows (t, h)); dx += dy·σ(g[r]);  dg[r] += σ'(g[r]) · Σ_j dy[r,j]·x[r,j]. */
-  void (*rowgate_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, int R, int D);
+  void (*rowgate_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, size_t R, int D);
   void (*rowgate_bwd)(const pg_ops *e, pg_real *dx, pg_real *dg, const pg_real *dy, const pg_real *x,
-                      const pg_real *g, int R, int D);
+                      const pg_real *g, size_t R, int D);
 
   /* Channel scale: x[R, C], s[C]: y[r, c] = x[r, c] · s[c] (attn_scale, mlp_scale, resid_mix
    * rows, skip weights; q_gain as s[H·d] with each head's gain repeated d times). y may alias x
    * in forward. dx += dy·s;  ds[c] += Σ_r dy[r,c]·x[r,c]. */
-  void (*chanmul_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, int R, int C);
+  void (*chanmul_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, size_t R, int C);
   void (*chanmul_bwd)(const pg_ops *e, pg_real *dx, pg_real *ds, const pg_real *dy, const pg_real *x,
-                      const pg_real *s, int R, int C);
+                      const pg_real *s, size_t R, int C);
 
   /* XSA (exclusive self-attention) on the attention output y[T, H, d] with the values v[T, Hkv, d]
    * (head h uses kv head h / (H/Hkv)): v̂ = v / max(‖v‖₂, 1e-12), out = y − (y·v̂)·v̂ per (t, h).
@@ -123,14 +119,14 @@ struct pg_ops {
   /* y[r, c] = σ(g[c])·a[r, c] + (1 − σ(g[c]))·b[r, c] over a[R, C], b[R, C], g[C] (gated U-Net
    * skips, SmearGate v1). da += σ·dy, db += (1 − σ)·dy, dg[c] += σ'(g[c])·Σ_r dy·(a − b). */
   void (*chanlerp_fwd)(const pg_ops *e, pg_real *y, const pg_real *a, const pg_real *b,
-                       const pg_real *g, int R, int C);
+                       const pg_real *g, size_t R, int C);
   void (*chanlerp_bwd)(const pg_ops *e, pg_real *da, pg_real *db, pg_real *dg, const pg_real *dy,
-                       const pg_real *a, const pg_real *b, const pg_real *g, int R, int C);
+                       const pg_real *a, const pg_real *b, const pg_real *g, size_t R, int C);
   /* Row scale: x[R, D], s[R]: y[r, :] = x[r, :]·s[r];  dx += dy·s[r], ds[r] += Σ_j dy·x. */
-  void (*rowmul_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, int R,
+  void (*rowmul_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, size_t R,
                      int D);
   void (*rowmul_bwd)(const pg_ops *e, pg_real *dx, pg_real *ds, const pg_real *dy,
-                     const pg_real *x, const pg_real *s, int R, int D);
+                     const pg_real *x, const pg_real *s, size_t R, int D);
   /* Elementwise over n: y = tanh(x);  dx += dy·(1 − tanh²(x)). */
   void (*tanh_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n);
   void (*tanh_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n);
@@ -144,15 +140,14 @@ struct pg_ops {
   void (*embed_bwd)(const pg_ops *e, pg_real *dtable, const pg_real *dy, const int32_t *ids, int T,
                    int D, int V);
   /* Column slice: y[R, w] = x[R, c0 : c0 + w] of x[R, C];  dx[:, c0 : c0 + w] += dy. */
-  void (*cols_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, int R, int C, int c0, int w);
-  void (*cols_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, int R, int C, int c0, int w);
+  void (*cols_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t R, int C, int c0, int w);
+  void (*cols_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, size_t R, int C, int c0, int w);
   /* Group expand: y[G·r] with y[g·r + j] = x[g] (a per-head gain over its head's dims, readout
    * groups over their channels);  dx[g] += Σ_j dy[g·r + j]. */
   void (*expand_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, int G, int r);
   void (*expand_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, int G, int r);
-  /* y = x over n (no rounding: a copy), and y = 0 over n. */
+  /* y = x over n (no rounding: a copy). */
   void (*copy)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n);
-  void (*zero)(const pg_ops *e, pg_real *y, size_t n);
   /* y = x rounded to bfloat16 (round to nearest, ties to even; NaN stays NaN, overflow gives
    * ±Inf) and held in pg_real, over n; y may alias x. The rounding points of the model's bf16
    * mode (spec/engine.md §7); it has no backward of its own (the tape passes dy through). */

@@ -54,7 +54,7 @@ typedef struct node {
   int kind;
   pg_t o, a, b, c;
   const int32_t *i0, *i1;
-  int n[6];
+  int64_t n[6]; /* the call's shape arguments */
   float f;
   const pg_real *dnll;
 } node;
@@ -314,7 +314,7 @@ pg_t tp_matmul(pg_tape *tp, pg_t x, pg_t w, int M, int N, int K) {
   return y;
 }
 
-pg_t tp_rmsnorm(pg_tape *tp, pg_t x, int R, int D, float eps) {
+pg_t tp_rmsnorm(pg_tape *tp, pg_t x, size_t R, int D, float eps) {
   if (bad(tp, x.n != SZ(R, D), "rmsnorm")) return NONE;
   pg_t y = out_for(tp, x.n, x, NONE, NONE);
   if (!y.v) return NONE;
@@ -383,7 +383,7 @@ pg_t tp_leaky_relu2(pg_tape *tp, pg_t x, float slope) {
   return y;
 }
 
-pg_t tp_rowgate(pg_tape *tp, pg_t x, pg_t g, int R, int D) {
+pg_t tp_rowgate(pg_tape *tp, pg_t x, pg_t g, size_t R, int D) {
   if (bad(tp, x.n != SZ(R, D) || g.n != (size_t)R, "rowgate")) return NONE;
   pg_t y = out_for(tp, x.n, x, g, NONE);
   if (!y.v) return NONE;
@@ -392,7 +392,7 @@ pg_t tp_rowgate(pg_tape *tp, pg_t x, pg_t g, int R, int D) {
   return y;
 }
 
-pg_t tp_rowmul(pg_tape *tp, pg_t x, pg_t s, int R, int D) {
+pg_t tp_rowmul(pg_tape *tp, pg_t x, pg_t s, size_t R, int D) {
   if (bad(tp, x.n != SZ(R, D) || s.n != (size_t)R, "rowmul")) return NONE;
   pg_t y = out_for(tp, x.n, x, s, NONE);
   if (!y.v) return NONE;
@@ -401,7 +401,7 @@ pg_t tp_rowmul(pg_tape *tp, pg_t x, pg_t s, int R, int D) {
   return y;
 }
 
-pg_t tp_chanmul(pg_tape *tp, pg_t x, pg_t s, int R, int C) {
+pg_t tp_chanmul(pg_tape *tp, pg_t x, pg_t s, size_t R, int C) {
   if (bad(tp, x.n != SZ(R, C) || s.n != (size_t)C, "chanmul")) return NONE;
   pg_t y = out_for(tp, x.n, x, s, NONE);
   if (!y.v) return NONE;
@@ -410,7 +410,7 @@ pg_t tp_chanmul(pg_tape *tp, pg_t x, pg_t s, int R, int C) {
   return y;
 }
 
-pg_t tp_chanlerp(pg_tape *tp, pg_t a, pg_t b, pg_t g, int R, int C) {
+pg_t tp_chanlerp(pg_tape *tp, pg_t a, pg_t b, pg_t g, size_t R, int C) {
   if (bad(tp, a.n != SZ(R, C) || b.n != a.n || g.n != (size_t)C, "chanlerp")) return NONE;
   pg_t y = out_for(tp, a.n, a, b, g);
   if (!y.v) return NONE;
@@ -479,7 +479,7 @@ pg_t tp_embed(pg_tape *tp, pg_t table, const int32_t *ids, int T, int D, int V) 
   return y;
 }
 
-pg_t tp_cols(pg_tape *tp, pg_t x, int R, int C, int c0, int w) {
+pg_t tp_cols(pg_tape *tp, pg_t x, size_t R, int C, int c0, int w) {
   if (bad(tp, x.n != SZ(R, C) || c0 < 0 || w < 0 || c0 + w > C, "cols")) return NONE;
   pg_t y = out_for(tp, SZ(R, w), x, NONE, NONE);
   if (!y.v) return NONE;
@@ -519,7 +519,7 @@ pg_t tp_bf16(pg_tape *tp, pg_t x) {
 
 static int node_bwd(pg_tape *tp, const node *nd) {
   const pg_ops *e = &tp->e->ops;
-  const int *n = nd->n;
+  const int64_t *n = nd->n;
   pg_real *dy = nd->o.g;
   if (nd->kind != K_CE && !dy) return PG_OK;
   switch (nd->kind) {

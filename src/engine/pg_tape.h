@@ -90,7 +90,7 @@ int pg_tape_backward(pg_tape *tp);
 /* ---- differentiable ops (shapes as in pg_ops.h; each returns a new tensor) ---- */
 
 pg_t tp_matmul(pg_tape *tp, pg_t x, pg_t w, int M, int N, int K);
-pg_t tp_rmsnorm(pg_tape *tp, pg_t x, int R, int D, float eps);
+pg_t tp_rmsnorm(pg_tape *tp, pg_t x, size_t R, int D, float eps);
 /* The records' rotation by −θ; the standard sign is the same op on negated positions. */
 pg_t tp_rope(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int rot, float base);
 /* The same rotation with the records' bf16 roundings (op rope_bf16_fwd); backward as tp_rope. */
@@ -104,10 +104,10 @@ pg_t tp_attention_bf16(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int3
                        int H, int Hkv, int d, float scale);
 pg_t tp_relu2(pg_tape *tp, pg_t x);
 pg_t tp_leaky_relu2(pg_tape *tp, pg_t x, float slope);
-pg_t tp_rowgate(pg_tape *tp, pg_t x, pg_t g, int R, int D);
-pg_t tp_rowmul(pg_tape *tp, pg_t x, pg_t s, int R, int D);
-pg_t tp_chanmul(pg_tape *tp, pg_t x, pg_t s, int R, int C);
-pg_t tp_chanlerp(pg_tape *tp, pg_t a, pg_t b, pg_t g, int R, int C);
+pg_t tp_rowgate(pg_tape *tp, pg_t x, pg_t g, size_t R, int D);
+pg_t tp_rowmul(pg_tape *tp, pg_t x, pg_t s, size_t R, int D);
+pg_t tp_chanmul(pg_tape *tp, pg_t x, pg_t s, size_t R, int C);
+pg_t tp_chanlerp(pg_tape *tp, pg_t a, pg_t b, pg_t g, size_t R, int C);
 pg_t tp_xsa(pg_tape *tp, pg_t y, pg_t v, int T, int H, int Hkv, int d);
 pg_t tp_softcap(pg_tape *tp, pg_t z, float c);
 pg_t tp_tanh(pg_tape *tp, pg_t x);
@@ -118,7 +118,7 @@ pg_t tp_add(pg_tape *tp, pg_t a, pg_t b);
 /* dst = src (dst a region of a tensor made by the caller). */
 void tp_copy_into(pg_tape *tp, pg_t dst, pg_t src);
 pg_t tp_embed(pg_tape *tp, pg_t table, const int32_t *ids, int T, int D, int V);
-pg_t tp_cols(pg_tape *tp, pg_t x, int R, int C, int c0, int w);
+pg_t tp_cols(pg_tape *tp, pg_t x, size_t R, int C, int c0, int w);
 pg_t tp_expand(pg_tape *tp, pg_t x, int G, int r);
 /* x rounded to bfloat16 (the op round_bf16); the backward passes dy through unchanged. */
 pg_t tp_bf16(pg_tape *tp, pg_t x);

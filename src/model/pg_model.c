@@ -710,18 +710,18 @@ static pg_t mm(fwd *f, pg_t x, pg_t w, int M, int N, int K) {
 
 /* bf16 mode: σ(g) of R values as its own tensor, rounded to bf16 (torch.sigmoid on a bf16
  * tensor), made as the row gate of ones so its gradient flows to g. */
-static pg_t sigmoid_bf(fwd *f, pg_t g, int R) {
-  if (!f->ones || (size_t)R > f->nones) {
-    pg_tape_fail(f->tp, PG_E_ARG, "internal: bf16 sigmoid of %d values", R);
+static pg_t sigmoid_bf(fwd *f, pg_t g, size_t R) {
+  if (!f->ones || R > f->nones) {
+    pg_tape_fail(f->tp, PG_E_ARG, "internal: bf16 sigmoid of %zu values", R);
     return (pg_t){0};
   }
-  return bf(f, tp_rowgate(f->tp, pg_t_const(f->ones, (size_t)R), g, R, 1));
+  return bf(f, tp_rowgate(f->tp, pg_t_const(f->ones, R), g, R, 1));
 }
 
 /* σ(g)·a + (1 − σ(g))·b per channel. bf16 mode: s = σ(g) is a bf16 tensor; the gated skips'
  * torch.lerp computes in fp32 and rounds once (ops = 1); SmearGate v1's (1 − s)·b + s·a is three
  * bf16 ops (ops = 3). fp32 mode: chanlerp. */
-static pg_t lerp(fwd *f, pg_t a, pg_t b, pg_t g, int R, int C, int ops) {
+static pg_t lerp(fwd *f, pg_t a, pg_t b, pg_t g, size_t R, int C, int ops) {
   if (!f->bf) return tp_chanlerp(f->tp, a, b, g, R, C);
   pg_t s = sigmoid_bf(f, bf(f, g), C);
   pg_t oms = tp_add(f->tp, pg_t_const(f->ones, (size_t)C), tp_scale(f->tp, s, -1.0f));
@@ -783,10 +783,10 @@ static pg_t attn(fwd *f, int i, int vi, pg_t n) {
   int ve_k = pg_arch_ve_index(a, i);
   if (ve_k >= 0)
     v = bf(f, tp_add(tp, v, bf(f, tp_chanmul(tp, f->ve, PB(f, f->m->ve_layer_scale[ve_k]),
-                                               BT * kvd, 1))));
+                                               SZ(BT, kvd), 1))));
   if (a->attention.qk_norm) {
-    q = bf(f, tp_rmsnorm(tp, q, BT * H, hd, f->eps));
-    k = bf(f, tp_rmsnorm(tp, k, BT * Hkv, hd, f->eps));
+    q = bf(f, tp_rmsnorm(tp, q, SZ(BT, H), hd, f->eps));
+    k = bf(f, tp_rmsnorm(tp, k, SZ(BT, Hkv), hd, f->eps));
   }
   if (a->attention.rope_dims > 0) {
     pg_t (*rope)(pg_tape *, pg_t, const int32_t *, int, int, int, int, float) =
@@ -815,23 +815,23 @@ static pg_t attn(fwd *f, int i, int vi, pg_t n) {
     pg_t g = mm(f, dense ? n : tp_cols(tp, n, BT, d, 0, w), P(f, L->gate), BT, H, dense ? d : w);
     if (a->attention.gate == PG_ARCH_GATE_SPARSE_SIGMOID && a->attention.gate_scale != 1.0)
       g = bf(f, tp_scale(tp, g, (float)a->attention.gate_scale));
-    pg_t s = sigmoid_bf(f, g, BT * H);
+    pg_t s = sigmoid_bf(f, g, SZ(BT, H));
     if (a->attention.gate == PG_ARCH_GATE_2SIGMA_FIRST12) s = bf(f, tp_scale(tp, s, 2.0f));
-    y = tp_rowmul(tp, y, s, BT * H, hd);
+    y = tp_rowmul(tp, y, s, SZ(BT, H), hd);
   } else
   switch (a->attention.gate) {
   case PG_ARCH_GATE_2SIGMA_FIRST12: {
     pg_t g = tp_matmul(tp, tp_cols(tp, n, BT, d, 0, w), P(f, L->gate), BT, H, w);
-    y = tp_scale(tp, tp_rowgate(tp, y, g, BT * H, hd), 2.0f);
+    y = tp_scale(tp, tp_rowgate(tp, y, g, SZ(BT, H), hd), 2.0f);
     break;
   }
   case PG_ARCH_GATE_DENSE_SIGMOID:
-    y = tp_rowgate(tp, y, tp_matmul(tp, n, P(f, L->gate), BT, H, d), BT * H, hd);
+    y = tp_rowgate(tp, y, tp_matmul(tp, n, P(f, L->gate), BT, H, d), SZ(BT, H), hd);
     break;
   case PG_ARCH_GATE_SPARSE_SIGMOID: {
     pg_t g = tp_matmul(tp, tp_cols(tp, n, BT, d, 0, w), P(f, L->gate), BT, H, w);
     if (a->attention.gate_scale != 1.0) g = tp_scale(tp, g, (float)a->attention.gate_scale);
-    y = tp_rowgate(tp, y, g, BT * H, hd);
+    y = tp_rowgate(tp, y, g, SZ(BT, H), hd);
     break;
   }
   default: break;
@@ -900,8 +900,7 @@ static pg_t block_gptj(fwd *f, int i, int vi, pg_t x, pg_t x0) {
 
 /* λ·t with λ one element of a lambda tensor. */
 static pg_t lam(fwd *f, pg_t t, pg_t lambdas, size_t at) {
-  /* t is [B·T, d]: its element count fits an int (pg_model_forward bounds B·T·width) */
-  return bf(f, tp_chanmul(f->tp, t, pg_t_view(lambdas, at, 1), (int)t.n, 1));
+  return bf(f, tp_chanmul(f->tp, t, pg_t_view(lambdas, at, 1), t.n, 1));
 }
 
 /* Two-lane parallel block (spec/records.md §2.8, R10–R12). */
@@ -954,7 +953,7 @@ static pg_t embed(fwd *f) {
       observe(f, e, BT, db, m->bigram_proj, -1, -1);
       e = mm(f, e, P(f, m->bigram_proj), BT, d, db);
     }
-    x = bf(f, tp_add(tp, x, bf(f, tp_chanmul(tp, e, PB(f, m->bigram_scale), BT * d, 1))));
+    x = bf(f, tp_add(tp, x, bf(f, tp_chanmul(tp, e, PB(f, m->bigram_scale), SZ(BT, d), 1))));
   }
   pg_t prev = {0};
   if (a->embeddings.smear != PG_ARCH_SMEAR_NONE) {
@@ -979,7 +978,7 @@ static pg_t embed(fwd *f) {
     pg_t p = tp_rowgate(tp, prev, g, BT, d);
     if (a->embeddings.smear_bos_mask)
       p = tp_rowmul(tp, p, pg_t_const(f->bos_mask, (size_t)BT), BT, d);
-    x = tp_add(tp, x, tp_chanmul(tp, p, P(f, m->smear_lambda), BT * d, 1));
+    x = tp_add(tp, x, tp_chanmul(tp, p, P(f, m->smear_lambda), SZ(BT, d), 1));
   }
   x = bf(f, tp_rmsnorm(tp, x, BT, d, f->eps));
   if (a->embeddings.smear == PG_ARCH_SMEAR_V1) {
@@ -1003,7 +1002,7 @@ static pg_t value_embed(fwd *f) {
     observe(f, e, f->BT, dv, m->ve_proj, -1, -1);
     e = mm(f, e, P(f, m->ve_proj), f->BT, kvd, dv);
   }
-  return bf(f, tp_chanmul(f->tp, e, PB(f, m->ve_scale), f->BT * kvd, 1));
+  return bf(f, tp_chanmul(f->tp, e, PB(f, m->ve_scale), SZ(f->BT, kvd), 1));
 }
 
 /* x ← p_last + Σ_k a_k ⊙ (p_k − p_last), a = scale·tanh(delta) per group (records.md §2.13). */
@@ -1037,11 +1036,13 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
   }
   if ((size_t)b->B * (size_t)b->T * (size_t)a->vocab_size > ((size_t)1 << 40))
     return pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET, "forward: logits too large");
-  /* ops take int shapes, and some calls pass a whole activation as rows (B·T·w for w = dim,
-   * heads, kv_heads·head_dim: a scalar broadcast as chanmul over B·T·w rows of 1, QK-norm over
-   * B·T·heads rows): every such product must fit an int */
+  /* The ops' int shape arguments are token counts (B·T), widths and head counts, and a row count
+   * that is a product of the batch with a width is a size_t; but inside an op, offsets within one
+   * tensor of B·T·w values are not yet all 64-bit: until they are, every such product must fit
+   * an int. */
   size_t widest = (size_t)a->dim;
-  const size_t widths[] = {(size_t)a->heads, (size_t)a->kv_heads * (size_t)a->head_dim};
+  const size_t widths[] = {(size_t)a->heads * (size_t)a->head_dim,
+                           (size_t)a->kv_heads * (size_t)a->head_dim, (size_t)a->mlp.hidden};
   for (size_t k = 0; k < sizeof widths / sizeof widths[0]; k++)
     if (widths[k] > widest) widest = widths[k];
   if ((size_t)b->B * (size_t)b->T > (size_t)INT_MAX / widest)
