@@ -69,16 +69,17 @@ W0(rope_bf16_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const int32_t 
                    int H, int d, int rot, float base),
    (IN(o), D(y), D(x), D(pos), T, H, d, rot, base))
 W0(attention_fwd, (const pg_ops *o, pg_real *out, const pg_real *q, const pg_real *k,
-                   const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d, float s),
-   (IN(o), D(out), D(q), D(k), D(v), D(seg), T, H, Hkv, d, s))
+                   const pg_real *v, const int32_t *seg, int B, int T, int H, int Hkv, int d,
+                   float s),
+   (IN(o), D(out), D(q), D(k), D(v), D(seg), B, T, H, Hkv, d, s))
 W0(attention_bf16_fwd, (const pg_ops *o, pg_real *out, const pg_real *q, const pg_real *k,
-                        const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
+                        const pg_real *v, const int32_t *seg, int B, int T, int H, int Hkv, int d,
                         float s),
-   (IN(o), D(out), D(q), D(k), D(v), D(seg), T, H, Hkv, d, s))
+   (IN(o), D(out), D(q), D(k), D(v), D(seg), B, T, H, Hkv, d, s))
 W0(attention_bwd, (const pg_ops *o, pg_real *dq, pg_real *dk, pg_real *dv, const pg_real *dout,
                    const pg_real *q, const pg_real *k, const pg_real *v, const int32_t *seg,
-                   int T, int H, int Hkv, int d, float s),
-   (IN(o), D(dq), D(dk), D(dv), D(dout), D(q), D(k), D(v), D(seg), T, H, Hkv, d, s))
+                   int B, int T, int H, int Hkv, int d, float s),
+   (IN(o), D(dq), D(dk), D(dv), D(dout), D(q), D(k), D(v), D(seg), B, T, H, Hkv, d, s))
 W0(relu2_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, size_t n), (IN(o), D(y), D(x), n))
 W0(relu2_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n),
    (IN(o), D(dx), D(dy), D(x), n))

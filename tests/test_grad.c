@@ -435,8 +435,8 @@ Test(grad, attention_op_is_bit_exact_to_its_definition) {
       pg_engine e = pg_engine_cpu(th);
       for (int i = 0; i < nq; i++) g1[i] = g2[i] = 0.5;
       for (int i = 0; i < nk; i++) k1[i] = k2[i] = v1[i] = v2[i] = 0.25;
-      e.ops.attention_fwd(&e.ops, o1, q, k, v, sg, T, H, Hkv, d, 0.3f);
-      e.ops.attention_bwd(&e.ops, g1, k1, v1, dO, q, k, v, sg, T, H, Hkv, d, 0.3f);
+      e.ops.attention_fwd(&e.ops, o1, q, k, v, sg, 1, T, H, Hkv, d, 0.3f);
+      e.ops.attention_bwd(&e.ops, g1, k1, v1, dO, q, k, v, sg, 1, T, H, Hkv, d, 0.3f);
       cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
       attn_definition(q, k, v, dO, sg, T, H, Hkv, d, (double)0.3f, o2, g2, k2, v2);
       cr_assert(!memcmp(o1, o2, nq * sizeof *o1), "forward differs (mask %d, %d threads)", m, th);

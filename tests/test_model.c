@@ -347,7 +347,7 @@ Test(model, tape_refuses_heads_wider_than_the_ops_take) {
     cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
     pg_t out = {0};
     pg_t y = op == 0 ? tp_attention(tp, out, pg_t_const(q, D), pg_t_const(k, D),
-                                    pg_t_const(v, D), NULL, 1, 1, 1, D, 1.0f)
+                                    pg_t_const(v, D), NULL, 1, 1, 1, 1, D, 1.0f)
                      : tp_xsa(tp, pg_t_const(q, D), pg_t_const(v, D), 1, 1, 1, D);
     pg_err err;
     cr_assert_null(y.v);

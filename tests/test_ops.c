@@ -410,10 +410,10 @@ static void attention_check(const int32_t *seg, uint64_t seed) {
   float *dq = filled(nq, PREFILL), *dk = filled(nk, PREFILL), *dv = filled(nk, PREFILL);
   attn_ref c = {to_d(q, nq), to_d(k, nk), to_d(v, nk), to_d(dy, nq), dalloc(nq), seg, T, H, Hkv, d,
                 (double)scale};
-  e.ops.attention_fwd(&e.ops, y, q, k, v, seg, T, H, Hkv, d, scale);
+  e.ops.attention_fwd(&e.ops, y, q, k, v, seg, 1, T, H, Hkv, d, scale);
   ref_attn(&c);
   check_fwd("attention", y, c.y, nq);
-  e.ops.attention_bwd(&e.ops, dq, dk, dv, dy, q, k, v, seg, T, H, Hkv, d, scale);
+  e.ops.attention_bwd(&e.ops, dq, dk, dv, dy, q, k, v, seg, 1, T, H, Hkv, d, scale);
   cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
   double *g = dalloc(nq);
   fd_grad(attn_loss, &c, c.q, nq, g);
@@ -484,7 +484,7 @@ Test(ops, attention_forward_is_bit_identical_to_the_plain_loops) {
       for (int th = 1; th <= 3; th++) {
         pg_engine e = pg_engine_cpu(th);
         float *y = filled(nq, -5.0f);
-        e.ops.attention_fwd(&e.ops, y, q, k, v, masked ? seg : NULL, T, H, Hkv, d, scale);
+        e.ops.attention_fwd(&e.ops, y, q, k, v, masked ? seg : NULL, 1, T, H, Hkv, d, scale);
         cr_assert(!memcmp(y, ref, (size_t)nq * sizeof *y),
                   "T %d H %d Hkv %d d %d seg %d, %d threads", T, H, Hkv, d, masked, th);
         free(y);
@@ -503,25 +503,63 @@ Test(ops, attention_never_crosses_a_segment) {
   pg_engine e = pg_engine_cpu(1);
   float *q = randf(&r, nq, 1.0), *k = randf(&r, nk, 1.0), *v = randf(&r, nk, 1.0);
   float *y0 = filled(nq, 0), *y1 = filled(nq, 0);
-  e.ops.attention_fwd(&e.ops, y0, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  e.ops.attention_fwd(&e.ops, y0, q, k, v, seg, 1, T, H, Hkv, d, 0.35f);
   /* change token 1 (segment 0): tokens 3..8 are untouched */
   for (int i = 0; i < Hkv * d; i++) k[Hkv * d + i] += 3.0f, v[Hkv * d + i] -= 2.0f;
   for (int i = 0; i < H * d; i++) q[H * d + i] *= -1.5f;
-  e.ops.attention_fwd(&e.ops, y1, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  e.ops.attention_fwd(&e.ops, y1, q, k, v, seg, 1, T, H, Hkv, d, 0.35f);
   cr_assert(!memcmp(y0 + 3 * H * d, y1 + 3 * H * d, (size_t)(T - 3) * H * d * sizeof *y0));
   cr_assert(memcmp(y0 + H * d, y1 + H * d, (size_t)H * d * sizeof *y0)); /* token 1 did change */
   /* change token 4 (segment 1): segments 0 and 2 are untouched */
   for (int i = 0; i < Hkv * d; i++) k[4 * Hkv * d + i] += 1.0f, v[4 * Hkv * d + i] += 1.0f;
-  e.ops.attention_fwd(&e.ops, y0, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  e.ops.attention_fwd(&e.ops, y0, q, k, v, seg, 1, T, H, Hkv, d, 0.35f);
   cr_assert(!memcmp(y0, y1, (size_t)3 * H * d * sizeof *y0));
   cr_assert(!memcmp(y0 + 7 * H * d, y1 + 7 * H * d, (size_t)2 * H * d * sizeof *y0));
   /* one token per segment: each head returns its kv head's own value exactly (GQA h → h/2) */
   const int32_t lone[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
-  e.ops.attention_fwd(&e.ops, y0, q, k, v, lone, T, H, Hkv, d, 0.35f);
+  e.ops.attention_fwd(&e.ops, y0, q, k, v, lone, 1, T, H, Hkv, d, 0.35f);
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++)
       cr_assert(!memcmp(y0 + (t * H + h) * d, v + (t * Hkv + h / 2) * d, d * sizeof *v));
   free(q), free(k), free(v), free(y0), free(y1);
+}
+
+/* One call over a batch of sequences is each sequence by itself, bit for bit (forward, bf16
+ * forward and all three gradients, with segments and without): sequences never see each other. */
+Test(ops, attention_batch_is_each_sequence_alone) {
+  pg_rng r;
+  pg_rng_seed(&r, 21);
+  enum { B = 3, T = 11, H = 4, Hkv = 2, d = 8, nq = T * H * d, nk = T * Hkv * d };
+  pg_engine e = pg_engine_cpu(2);
+  float *q = randf(&r, B * nq, 1.0), *k = randf(&r, B * nk, 1.0), *v = randf(&r, B * nk, 1.0);
+  float *dy = randf(&r, B * nq, 1.0);
+  int32_t seg[B * T];
+  for (int i = 0; i < B * T; i++) seg[i] = (i % T) / 4;
+  for (int masked = 0; masked < 2; masked++)
+    for (int bf = 0; bf < 2; bf++) {
+      float *y = filled(B * nq, 0), *y1 = filled(B * nq, 0);
+      float *dq = filled(B * nq, PREFILL), *dk = filled(B * nk, PREFILL), *dv = filled(B * nk, PREFILL);
+      float *dq1 = filled(B * nq, PREFILL), *dk1 = filled(B * nk, PREFILL), *dv1 = filled(B * nk, PREFILL);
+      const int32_t *sg = masked ? seg : NULL;
+      (bf ? e.ops.attention_bf16_fwd : e.ops.attention_fwd)(&e.ops, y, q, k, v, sg, B, T, H, Hkv, d,
+                                                            0.3f);
+      if (!bf) e.ops.attention_bwd(&e.ops, dq, dk, dv, dy, q, k, v, sg, B, T, H, Hkv, d, 0.3f);
+      for (int b = 0; b < B; b++) {
+        const int32_t *sb = masked ? seg + b * T : NULL;
+        (bf ? e.ops.attention_bf16_fwd : e.ops.attention_fwd)(
+            &e.ops, y1 + b * nq, q + b * nq, k + b * nk, v + b * nk, sb, 1, T, H, Hkv, d, 0.3f);
+        if (!bf)
+          e.ops.attention_bwd(&e.ops, dq1 + b * nq, dk1 + b * nk, dv1 + b * nk, dy + b * nq,
+                              q + b * nq, k + b * nk, v + b * nk, sb, 1, T, H, Hkv, d, 0.3f);
+      }
+      cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
+      cr_assert(!memcmp(y, y1, B * nq * sizeof *y), "forward (mask %d, bf16 %d)", masked, bf);
+      cr_assert(!memcmp(dq, dq1, B * nq * sizeof *dq), "dq (mask %d)", masked);
+      cr_assert(!memcmp(dk, dk1, B * nk * sizeof *dk), "dk (mask %d)", masked);
+      cr_assert(!memcmp(dv, dv1, B * nk * sizeof *dv), "dv (mask %d)", masked);
+      free(y), free(y1), free(dq), free(dk), free(dv), free(dq1), free(dk1), free(dv1);
+    }
+  free(q), free(k), free(v), free(dy);
 }
 
 /* ---- activations, gates, softcap ----------------------------------------------------------- */
@@ -1149,8 +1187,8 @@ Test(ops, attention_bf16_rounds_the_probabilities) {
   int32_t seg[T];
   for (int t = 0; t < T; t++) seg[t] = t < 9 ? 0 : 1;
   pg_engine e = pg_engine_cpu(3);
-  e.ops.attention_bf16_fwd(&e.ops, y, q, k, v, seg, T, H, Hkv, d, 0.35f);
-  e.ops.attention_fwd(&e.ops, ex, q, k, v, seg, T, H, Hkv, d, 0.35f);
+  e.ops.attention_bf16_fwd(&e.ops, y, q, k, v, seg, 1, T, H, Hkv, d, 0.35f);
+  e.ops.attention_fwd(&e.ops, ex, q, k, v, seg, 1, T, H, Hkv, d, 0.35f);
   int rounded_only = 1;
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++) {
@@ -1229,11 +1267,11 @@ static sink run_all(int nthreads) {
   float *k = randf(&r, nk, 1), *v = randf(&r, nk, 1), *dk = filled(nk, 0), *dv = filled(nk, 0);
   for (int m = 0; m < 2; m++) {
     const int32_t *sg = m ? seg : NULL;
-    e.ops.attention_fwd(&e.ops, y, x, k, v, sg, T, H, Hkv, d, 0.25f);
-    e.ops.attention_bwd(&e.ops, dx, dk, dv, dy, x, k, v, sg, T, H, Hkv, d, 0.25f);
+    e.ops.attention_fwd(&e.ops, y, x, k, v, sg, 1, T, H, Hkv, d, 0.25f);
+    e.ops.attention_bwd(&e.ops, dx, dk, dv, dy, x, k, v, sg, 1, T, H, Hkv, d, 0.25f);
   cr_assert_eq(pg_engine_sync(&e, NULL), PG_OK);
     put(&s, y, nq * 4), put(&s, dx, nq * 4), put(&s, dk, nk * 4), put(&s, dv, nk * 4);
-    e.ops.attention_bf16_fwd(&e.ops, y, x, k, v, sg, T, H, Hkv, d, 0.25f), put(&s, y, nq * 4);
+    e.ops.attention_bf16_fwd(&e.ops, y, x, k, v, sg, 1, T, H, Hkv, d, 0.25f), put(&s, y, nq * 4);
   }
   free(k), free(v), free(dk), free(dv);
   /* elementwise ops over nq */

@@ -1537,6 +1537,45 @@ static void cpu_ce_bwd(const pg_ops *e, pg_real *dlogits, const pg_real *dnll,
   pg_parallel_for((size_t)T, ce_bwd_rows, &c, e->nthreads);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * attention over a batch: each sequence by the one-sequence kernels above, in order (the
+ * sequences are independent, so the order changes no bit) */
+
+#define ATT_SEQ(b, T, w) ((size_t)(b) * (size_t)(T) * (size_t)(w))
+
+static void cpu_attention_fwd_batch(const pg_ops *e, pg_real *out, const pg_real *q,
+                                    const pg_real *k, const pg_real *v, const int32_t *seg, int B,
+                                    int T, int H, int Hkv, int d, float scale) {
+  size_t wq = (size_t)H * (size_t)d, wk = (size_t)Hkv * (size_t)d;
+  for (int b = 0; b < B; b++)
+    cpu_attention_fwd(e, out + ATT_SEQ(b, T, wq), q + ATT_SEQ(b, T, wq), k + ATT_SEQ(b, T, wk),
+                      v + ATT_SEQ(b, T, wk), seg ? seg + ATT_SEQ(b, T, 1) : NULL, T, H, Hkv, d,
+                      scale);
+}
+
+static void cpu_attention_bf16_fwd_batch(const pg_ops *e, pg_real *out, const pg_real *q,
+                                         const pg_real *k, const pg_real *v, const int32_t *seg,
+                                         int B, int T, int H, int Hkv, int d, float scale) {
+  size_t wq = (size_t)H * (size_t)d, wk = (size_t)Hkv * (size_t)d;
+  for (int b = 0; b < B; b++)
+    cpu_attention_bf16_fwd(e, out + ATT_SEQ(b, T, wq), q + ATT_SEQ(b, T, wq),
+                           k + ATT_SEQ(b, T, wk), v + ATT_SEQ(b, T, wk),
+                           seg ? seg + ATT_SEQ(b, T, 1) : NULL, T, H, Hkv, d, scale);
+}
+
+static void cpu_attention_bwd_batch(const pg_ops *e, pg_real *dq, pg_real *dk, pg_real *dv,
+                                    const pg_real *dout, const pg_real *q, const pg_real *k,
+                                    const pg_real *v, const int32_t *seg, int B, int T, int H,
+                                    int Hkv, int d, float scale) {
+  size_t wq = (size_t)H * (size_t)d, wk = (size_t)Hkv * (size_t)d;
+#define AT(p, w) ((p) ? (p) + ATT_SEQ(b, T, w) : NULL)
+  for (int b = 0; b < B; b++)
+    cpu_attention_bwd(e, AT(dq, wq), AT(dk, wk), AT(dv, wk), dout + ATT_SEQ(b, T, wq),
+                      q + ATT_SEQ(b, T, wq), k + ATT_SEQ(b, T, wk), v + ATT_SEQ(b, T, wk),
+                      seg ? seg + ATT_SEQ(b, T, 1) : NULL, T, H, Hkv, d, scale);
+#undef AT
+}
+
 /* --------------------------------------------------------------------------------------------- */
 
 pg_ops pg_ops_cpu_table(int nthreads) {
@@ -1549,8 +1588,8 @@ pg_ops pg_ops_cpu_table(int nthreads) {
       .rmsnorm_bwd = cpu_rmsnorm_bwd,
       .rope_fwd = cpu_rope_fwd,
       .rope_bwd = cpu_rope_bwd,
-      .attention_fwd = cpu_attention_fwd,
-      .attention_bwd = cpu_attention_bwd,
+      .attention_fwd = cpu_attention_fwd_batch,
+      .attention_bwd = cpu_attention_bwd_batch,
       .relu2_fwd = cpu_relu2_fwd,
       .relu2_bwd = cpu_relu2_bwd,
       .leaky_relu2_fwd = cpu_leaky_relu2_fwd,
@@ -1581,7 +1620,7 @@ pg_ops pg_ops_cpu_table(int nthreads) {
       .copy = cpu_copy,
       .round_bf16 = cpu_round_bf16,
       .rope_bf16_fwd = cpu_rope_bf16_fwd,
-      .attention_bf16_fwd = cpu_attention_bf16_fwd,
+      .attention_bf16_fwd = cpu_attention_bf16_fwd_batch,
   };
   return o;
 }

@@ -56,18 +56,18 @@ struct pg_ops {
   void (*rope_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const int32_t *pos, int T, int H,
                    int d, int rot, float base);
 
-  /* Causal softmax attention for one sequence: q[T, H, d], k and v [T, Hkv, d] (H % Hkv == 0,
-   * head h uses kv head h / (H/Hkv)), out[T, H, d]. Query t attends key s iff s ≤ t and (seg is
-   * NULL or seg[s] == seg[t]); logit = scale · q_t·k_s (scale is usually 1/sqrt(d)).
-   * d ≤ PG_OPS_MAX_HEAD_DIM. */
+  /* Causal softmax attention over a batch of B sequences: q[B, T, H, d], k and v [B, T, Hkv, d]
+   * (H % Hkv == 0, head h uses kv head h / (H/Hkv)), out[B, T, H, d]; sequence b attends only
+   * within itself. Query t attends key s iff s ≤ t and (seg is NULL or seg[b, s] == seg[b, t]),
+   * seg [B, T]; logit = scale · q_t·k_s (scale is usually 1/sqrt(d)). d ≤ PG_OPS_MAX_HEAD_DIM. */
   void (*attention_fwd)(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
-                        const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
+                        const pg_real *v, const int32_t *seg, int B, int T, int H, int Hkv, int d,
                         float scale);
-  /* dq, dk, dv += the gradients for dout[T, H, d] (the softmax is recomputed). Takes 3·T·H
+  /* dq, dk, dv += the gradients for dout[B, T, H, d] (the softmax is recomputed). Takes 3·T·H
    * doubles of scratch (without it: PG_E_NOMEM recorded, nothing written). */
-  void (*attention_bwd)(const pg_ops *e, pg_real *dq, pg_real *dk, pg_real *dv, const pg_real *dout,
-                       const pg_real *q, const pg_real *k, const pg_real *v, const int32_t *seg, int T,
-                       int H, int Hkv, int d, float scale);
+  void (*attention_bwd)(const pg_ops *e, pg_real *dq, pg_real *dk, pg_real *dv,
+                        const pg_real *dout, const pg_real *q, const pg_real *k, const pg_real *v,
+                        const int32_t *seg, int B, int T, int H, int Hkv, int d, float scale);
 
   /* Elementwise over n: y = relu(x)²;  dx += dy · 2·relu(x). y may alias x only in forward. */
   void (*relu2_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n);
@@ -161,8 +161,8 @@ struct pg_ops {
    * exp(l_s − max) rounded to bf16 before it weighs v_s (the denominator takes it unrounded),
    * the output rounded to bf16. Its backward is attention_bwd. */
   void (*attention_bf16_fwd)(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
-                             const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
-                             float scale);
+                             const pg_real *v, const int32_t *seg, int B, int T, int H, int Hkv,
+                             int d, float scale);
 };
 
 /* One fp32 value rounded to the nearest bfloat16 (RNE; NaN kept, quieted), returned as fp32. */

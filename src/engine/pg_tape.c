@@ -342,29 +342,29 @@ pg_t tp_rope_bf16(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, 
   return y;
 }
 
-static pg_t attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
-                      int H, int Hkv, int d, float scale, int bf16) {
-  if (bad_head(tp, T, H, Hkv, d, "attention")) return NONE;
-  size_t nq = SZ(T, H) * (size_t)d, nk = SZ(T, Hkv) * (size_t)d;
+static pg_t attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int B,
+                      int T, int H, int Hkv, int d, float scale, int bf16) {
+  if (bad_head(tp, T, H, Hkv, d, "attention") || bad(tp, B < 1, "attention batch")) return NONE;
+  size_t nq = SZ(B, T) * SZ(H, d), nk = SZ(B, T) * SZ(Hkv, d);
   if (bad(tp, q.n != nq || k.n != nk || v.n != nk || (out.v && out.n != nq), "attention"))
     return NONE;
   pg_t y = out.v ? out : out_for(tp, nq, q, k, v);
   if (!y.v) return NONE;
-  (bf16 ? tp->e->ops.attention_bf16_fwd : tp->e->ops.attention_fwd)(&tp->e->ops, y.v, q.v, k.v, v.v, seg, T, H,
-                                                            Hkv, d, scale);
+  (bf16 ? tp->e->ops.attention_bf16_fwd : tp->e->ops.attention_fwd)(
+      &tp->e->ops, y.v, q.v, k.v, v.v, seg, B, T, H, Hkv, d, scale);
   record(tp, &(node){.kind = K_ATTN, .o = y, .a = q, .b = k, .c = v, .i0 = seg,
-                     .n = {T, H, Hkv, d}, .f = scale});
+                     .n = {T, H, Hkv, d, B}, .f = scale});
   return y;
 }
 
-pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
-                  int H, int Hkv, int d, float scale) {
-  return attention(tp, out, q, k, v, seg, T, H, Hkv, d, scale, 0);
+pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int B,
+                  int T, int H, int Hkv, int d, float scale) {
+  return attention(tp, out, q, k, v, seg, B, T, H, Hkv, d, scale, 0);
 }
 
-pg_t tp_attention_bf16(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
-                       int H, int Hkv, int d, float scale) {
-  return attention(tp, out, q, k, v, seg, T, H, Hkv, d, scale, 1);
+pg_t tp_attention_bf16(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int B,
+                       int T, int H, int Hkv, int d, float scale) {
+  return attention(tp, out, q, k, v, seg, B, T, H, Hkv, d, scale, 1);
 }
 
 pg_t tp_relu2(pg_tape *tp, pg_t x) {
@@ -528,7 +528,7 @@ static int node_bwd(pg_tape *tp, const node *nd) {
   case K_ROPE: e->rope_bwd(e, nd->a.g, dy, nd->i0, n[0], n[1], n[2], n[3], nd->f); break;
   case K_ATTN:
     e->attention_bwd(e, nd->a.g, nd->b.g, nd->c.g, dy, nd->a.v, nd->b.v, nd->c.v, nd->i0,
-                     n[0], n[1], n[2], n[3], nd->f);
+                     (int)n[4], (int)n[0], (int)n[1], (int)n[2], (int)n[3], nd->f);
     break;
   case K_RELU2: e->relu2_bwd(e, nd->a.g, dy, nd->a.v, nd->a.n); break;
   case K_LEAKY: e->leaky_relu2_bwd(e, nd->a.g, dy, nd->a.v, nd->a.n, nd->f); break;

@@ -96,12 +96,13 @@ pg_t tp_rope(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int r
 /* The same rotation with the records' bf16 roundings (op rope_bf16_fwd); backward as tp_rope. */
 pg_t tp_rope_bf16(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int rot,
                   float base);
-/* out: a fresh tensor, or (when out.v is not NULL) a region of one to write into. */
-pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
-                  int H, int Hkv, int d, float scale);
+/* Attention over B sequences of T tokens (q [B, T, H, d], seg [B, T] or NULL). out: a fresh
+ * tensor, or (when out.v is not NULL) a region of one to write into. */
+pg_t tp_attention(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int B,
+                  int T, int H, int Hkv, int d, float scale);
 /* The same with the flash kernels' bf16 probabilities and output (op attention_bf16_fwd). */
-pg_t tp_attention_bf16(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int T,
-                       int H, int Hkv, int d, float scale);
+pg_t tp_attention_bf16(pg_tape *tp, pg_t out, pg_t q, pg_t k, pg_t v, const int32_t *seg, int B,
+                       int T, int H, int Hkv, int d, float scale);
 pg_t tp_relu2(pg_tape *tp, pg_t x);
 pg_t tp_leaky_relu2(pg_tape *tp, pg_t x, float slope);
 pg_t tp_rowgate(pg_tape *tp, pg_t x, pg_t g, size_t R, int D);

@@ -795,17 +795,10 @@ static pg_t attn(fwd *f, int i, int vi, pg_t n) {
     k = rope(tp, k, f->pos, BT, Hkv, hd, a->attention.rope_dims, f->rope_base);
   }
   q = bf(f, tp_chanmul(tp, q, tp_expand(tp, PB(f, L->q_gain), H, hd), BT, qd));
-  pg_t y = pg_t_new(tp, SZ(BT, qd));
   float scale = (float)(1.0 / sqrt((double)hd));
   /* bf16: the flash kernels' bf16 probabilities and bf16 output (attention_bf16_fwd) */
-  pg_t (*attention)(pg_tape *, pg_t, pg_t, pg_t, pg_t, const int32_t *, int, int, int, int,
-                    float) = f->bf ? tp_attention_bf16 : tp_attention;
-  for (int b = 0; b < f->B; b++)
-    attention(tp, pg_t_view(y, SZ(b, T) * (size_t)qd, SZ(T, qd)),
-              pg_t_view(q, SZ(b, T) * (size_t)qd, SZ(T, qd)),
-              pg_t_view(k, SZ(b, T) * (size_t)kvd, SZ(T, kvd)),
-              pg_t_view(v, SZ(b, T) * (size_t)kvd, SZ(T, kvd)), f->seg ? f->seg + SZ(b, T) : NULL,
-              T, H, Hkv, hd, scale);
+  pg_t y = (f->bf ? tp_attention_bf16 : tp_attention)(tp, (pg_t){0}, q, k, v, f->seg, f->B, T, H,
+                                                       Hkv, hd, scale);
   /* XSA runs in fp32 in the records (F.normalize under autocast): its output is not rounded */
   if (pg_arch_has_xsa(a, i)) y = tp_xsa(tp, y, v, BT, H, Hkv, hd);
   int w = a->attention.gate_window;
