@@ -54,6 +54,13 @@ W0(matmul_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *w,
 W0(matmul_bwd, (const pg_ops *o, pg_real *dx, pg_real *dw, const pg_real *dy, const pg_real *x,
                 const pg_real *w, int M, int N, int K),
    (IN(o), D(dx), D(dw), D(dy), D(x), D(w), M, N, K))
+W0(matmul_grouped_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *w,
+                        const int32_t *wi, size_t ws, int G, int M, int N, int K),
+   (IN(o), D(y), D(x), D(w), D(wi), ws, G, M, N, K))
+W0(matmul_grouped_bwd, (const pg_ops *o, pg_real *dx, pg_real *dw, const pg_real *dy,
+                        const pg_real *x, const pg_real *w, const int32_t *wi, size_t ws, int G,
+                        int M, int N, int K),
+   (IN(o), D(dx), D(dw), D(dy), D(x), D(w), D(wi), ws, G, M, N, K))
 W0(rmsnorm_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, size_t R, int Dm, float eps),
    (IN(o), D(y), D(x), R, Dm, eps))
 W0(rmsnorm_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, const pg_real *x, size_t R, int Dm,
@@ -193,7 +200,7 @@ static inline pgremote *pgremote_new(int threads) {
   o->name = "remote";
   o->nthreads = threads;
 #define S(n) o->n = pgr_##n
-  S(matmul_fwd); S(matmul_bwd); S(rmsnorm_fwd); S(rmsnorm_bwd); S(rope_fwd); S(rope_bwd);
+  S(matmul_fwd); S(matmul_bwd); S(matmul_grouped_fwd); S(matmul_grouped_bwd); S(rmsnorm_fwd); S(rmsnorm_bwd); S(rope_fwd); S(rope_bwd);
   S(rope_bf16_fwd); S(attention_fwd); S(attention_bf16_fwd); S(attention_bwd); S(relu2_fwd);
   S(relu2_bwd); S(leaky_relu2_fwd); S(leaky_relu2_bwd);
   S(rowgate_fwd); S(rowgate_bwd); S(chanmul_fwd); S(chanmul_bwd); S(xsa_fwd); S(xsa_bwd);

@@ -524,6 +524,33 @@ Test(ops, attention_never_crosses_a_segment) {
   free(q), free(k), free(v), free(y0), free(y1);
 }
 
+/* The grouped product is each group's matmul, bit for bit; groups that share a matrix add their
+ * dW into it in descending group order. */
+Test(ops, matmul_grouped_is_each_group_alone) {
+  pg_rng r;
+  pg_rng_seed(&r, 23);
+  enum { G = 4, M = 7, N = 5, K = 6, NW = 3, WS = N * K + 3 };
+  pg_engine e = pg_engine_cpu(2);
+  const int32_t widx[G] = {2, 0, 2, 1};
+  float *x = randf(&r, G * M * K, 1.0), *w = randf(&r, (NW - 1) * WS + N * K, 1.0);
+  float *dy = randf(&r, G * M * N, 1.0);
+  float *y = filled(G * M * N, 0), *y1 = filled(G * M * N, 0);
+  float *dx = filled(G * M * K, PREFILL), *dx1 = filled(G * M * K, PREFILL);
+  float *dw = filled((NW - 1) * WS + N * K, PREFILL), *dw1 = filled((NW - 1) * WS + N * K, PREFILL);
+  e.ops.matmul_grouped_fwd(&e.ops, y, x, w, widx, WS, G, M, N, K);
+  e.ops.matmul_grouped_bwd(&e.ops, dx, dw, dy, x, w, widx, WS, G, M, N, K);
+  for (int g = 0; g < G; g++)
+    e.ops.matmul_fwd(&e.ops, y1 + g * M * N, x + g * M * K, w + widx[g] * WS, M, N, K);
+  for (int g = G - 1; g >= 0; g--)
+    e.ops.matmul_bwd(&e.ops, dx1 + g * M * K, dw1 + widx[g] * WS, dy + g * M * N, x + g * M * K,
+                     w + widx[g] * WS, M, N, K);
+  cr_assert(!memcmp(y, y1, G * M * N * sizeof *y));
+  cr_assert(!memcmp(dx, dx1, G * M * K * sizeof *dx));
+  cr_assert(!memcmp(dw, dw1, ((NW - 1) * WS + N * K) * sizeof *dw));
+  for (int j = N * K; j < WS; j++) cr_assert_eq(dw[j], PREFILL, "the gap between matrices");
+  free(x), free(w), free(dy), free(y), free(y1), free(dx), free(dx1), free(dw), free(dw1);
+}
+
 /* One call over a batch of sequences is each sequence by itself, bit for bit (forward, bf16
  * forward and all three gradients, with segments and without): sequences never see each other. */
 Test(ops, attention_batch_is_each_sequence_alone) {

@@ -1538,6 +1538,27 @@ static void cpu_ce_bwd(const pg_ops *e, pg_real *dlogits, const pg_real *dnll,
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * grouped products (per-row LoRA): each group by the matmul above */
+
+static void cpu_matmul_grouped_fwd(const pg_ops *e, pg_real *y, const pg_real *x,
+                                   const pg_real *w, const int32_t *widx, size_t wstride, int G,
+                                   int M, int N, int K) {
+  for (int g = 0; g < G; g++)
+    cpu_matmul_fwd(e, y + (size_t)g * (size_t)M * (size_t)N, x + (size_t)g * (size_t)M * (size_t)K,
+                   w + (size_t)widx[g] * wstride, M, N, K);
+}
+
+static void cpu_matmul_grouped_bwd(const pg_ops *e, pg_real *dx, pg_real *dw, const pg_real *dy,
+                                   const pg_real *x, const pg_real *w, const int32_t *widx,
+                                   size_t wstride, int G, int M, int N, int K) {
+  for (int g = G - 1; g >= 0; g--) {
+    size_t xo = (size_t)g * (size_t)M * (size_t)K, wo = (size_t)widx[g] * wstride;
+    cpu_matmul_bwd(e, dx ? dx + xo : NULL, dw ? dw + wo : NULL,
+                   dy + (size_t)g * (size_t)M * (size_t)N, x + xo, w + wo, M, N, K);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
  * attention over a batch: each sequence by the one-sequence kernels above, in order (the
  * sequences are independent, so the order changes no bit) */
 
@@ -1584,6 +1605,8 @@ pg_ops pg_ops_cpu_table(int nthreads) {
       .nthreads = nthreads,
       .matmul_fwd = cpu_matmul_fwd,
       .matmul_bwd = cpu_matmul_bwd,
+      .matmul_grouped_fwd = cpu_matmul_grouped_fwd,
+      .matmul_grouped_bwd = cpu_matmul_grouped_bwd,
       .rmsnorm_fwd = cpu_rmsnorm_fwd,
       .rmsnorm_bwd = cpu_rmsnorm_bwd,
       .rope_fwd = cpu_rope_fwd,

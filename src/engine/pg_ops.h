@@ -40,6 +40,18 @@ struct pg_ops {
   void (*matmul_bwd)(const pg_ops *e, pg_real *dx, pg_real *dw, const pg_real *dy, const pg_real *x,
                      const pg_real *w, int M, int N, int K);
 
+  /* Grouped products, one call for G groups (per-row LoRA: a group per batch row, each with its
+   * row's adapter): y[g] [M, N] = x[g] [M, K] · W_gᵀ with W_g = w + widx[g]·wstride ([N, K],
+   * widx [G] int32 in engine memory, each in [0, nw) for the nw matrices w holds; the caller
+   * checks them). Each group is matmul_fwd exactly. */
+  void (*matmul_grouped_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *w,
+                             const int32_t *widx, size_t wstride, int G, int M, int N, int K);
+  /* dx[g] += dy[g] · W_g and dW_g += dy[g]ᵀ · x[g], each group as matmul_bwd, the groups in
+   * descending order g = G−1 … 0 (groups that share a matrix add into it in that order). */
+  void (*matmul_grouped_bwd)(const pg_ops *e, pg_real *dx, pg_real *dw, const pg_real *dy,
+                             const pg_real *x, const pg_real *w, const int32_t *widx,
+                             size_t wstride, int G, int M, int N, int K);
+
   /* Per row of length D (R rows): y = x / sqrt(mean(x²) + eps). y may alias x. Parameter-free;
    * QK-norm is this op on a [T, H, d] tensor viewed as T·H rows of d. */
   void (*rmsnorm_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t R, int D, float eps);

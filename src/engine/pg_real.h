@@ -49,6 +49,7 @@ typedef double pg_real;
 #define pg_t_param pg_t_param_f64
 #define tp_matmul tp_matmul_f64
 #define tp_rmsnorm tp_rmsnorm_f64
+#define tp_matmul_grouped tp_matmul_grouped_f64
 #define tp_rope tp_rope_f64
 #define tp_attention tp_attention_f64
 #define tp_relu2 tp_relu2_f64

@@ -28,6 +28,7 @@ typedef struct arena {
 
 enum kind {
   K_MATMUL,
+  K_MATMUL_GROUPED,
   K_RMSNORM,
   K_ROPE,
   K_ATTN,
@@ -314,6 +315,20 @@ pg_t tp_matmul(pg_tape *tp, pg_t x, pg_t w, int M, int N, int K) {
   return y;
 }
 
+pg_t tp_matmul_grouped(pg_tape *tp, pg_t x, pg_t w, const int32_t *widx, size_t wstride,
+                       int nw, int G, int M, int N, int K) {
+  if (bad(tp, G < 1 || nw < 1 || x.n != SZ(G, M) * (size_t)K ||
+                  w.n != (size_t)(nw - 1) * wstride + SZ(N, K) || wstride < SZ(N, K),
+          "matmul_grouped"))
+    return NONE;
+  pg_t y = out_for(tp, SZ(G, M) * (size_t)N, x, w, NONE);
+  if (!y.v) return NONE;
+  tp->e->ops.matmul_grouped_fwd(&tp->e->ops, y.v, x.v, w.v, widx, wstride, G, M, N, K);
+  record(tp, &(node){.kind = K_MATMUL_GROUPED, .o = y, .a = x, .b = w, .i0 = widx,
+                     .n = {G, M, N, K, (int64_t)wstride}});
+  return y;
+}
+
 pg_t tp_rmsnorm(pg_tape *tp, pg_t x, size_t R, int D, float eps) {
   if (bad(tp, x.n != SZ(R, D), "rmsnorm")) return NONE;
   pg_t y = out_for(tp, x.n, x, NONE, NONE);
@@ -524,6 +539,10 @@ static int node_bwd(pg_tape *tp, const node *nd) {
   if (nd->kind != K_CE && !dy) return PG_OK;
   switch (nd->kind) {
   case K_MATMUL: e->matmul_bwd(e, nd->a.g, nd->b.g, dy, nd->a.v, nd->b.v, n[0], n[1], n[2]); break;
+  case K_MATMUL_GROUPED:
+    e->matmul_grouped_bwd(e, nd->a.g, nd->b.g, dy, nd->a.v, nd->b.v, nd->i0, (size_t)n[4],
+                          (int)n[0], (int)n[1], (int)n[2], (int)n[3]);
+    break;
   case K_RMSNORM: e->rmsnorm_bwd(e, nd->a.g, dy, nd->a.v, n[0], n[1], nd->f); break;
   case K_ROPE: e->rope_bwd(e, nd->a.g, dy, nd->i0, n[0], n[1], n[2], n[3], nd->f); break;
   case K_ATTN:

@@ -90,6 +90,10 @@ int pg_tape_backward(pg_tape *tp);
 /* ---- differentiable ops (shapes as in pg_ops.h; each returns a new tensor) ---- */
 
 pg_t tp_matmul(pg_tape *tp, pg_t x, pg_t w, int M, int N, int K);
+/* G products x[g] · W_gᵀ (op matmul_grouped_fwd): w holds nw matrices [N, K] wstride apart, and
+ * widx [G] (engine memory) says which each group uses. */
+pg_t tp_matmul_grouped(pg_tape *tp, pg_t x, pg_t w, const int32_t *widx, size_t wstride,
+                       int nw, int G, int M, int N, int K);
 pg_t tp_rmsnorm(pg_tape *tp, pg_t x, size_t R, int D, float eps);
 /* The records' rotation by −θ; the standard sign is the same op on negated positions. */
 pg_t tp_rope(pg_tape *tp, pg_t x, const int32_t *pos, int T, int H, int d, int rot, float base);

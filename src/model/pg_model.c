@@ -639,10 +639,9 @@ typedef struct fwd {
   int B, T, BT, d, grad;
   /* the side inputs, engine memory (one upload per forward): ids, targets, RoPE positions,
    * segments, BigramHash buckets, the SmearGate BOS mask */
-  const int32_t *ids, *targets, *pos, *seg, *hash;
+  const int32_t *ids, *targets, *pos, *seg, *hash, *lora_idx;
   const pg_real *bos_mask;
   double *nll; /* [B·T] engine memory: the per-token NLL, downloaded once */
-  const int *lora_rows;
   float rope_base, eps;
   pg_t ve;
   int bf;         /* bf16 mode: round where the records' autocast rounds (spec/engine.md §7) */
@@ -749,21 +748,27 @@ static float ln_factor(const fwd *f, int i, int vi) {
   }
 }
 
-/* base + scale·(x Aᵀ) Bᵀ, per row with that row's adapter. */
+/* A grouped product, one group per batch row with that row's adapter (bf16 mode: mm's roundings,
+ * the adapters rounded as a whole, the same values). */
+static pg_t mmg(fwd *f, pg_t x, pg_t w, size_t wstride, int M, int N, int K) {
+  pg_lora *l = f->lo;
+  if (!f->bf)
+    return tp_matmul_grouped(f->tp, x, w, f->lora_idx, wstride, l->rows, f->B, M, N, K);
+  return bf(f, tp_matmul_grouped(f->tp, bf(f, x), bf(f, w), f->lora_idx, wstride, l->rows, f->B,
+                                 M, N, K));
+}
+
+/* base + scale·(x Aᵀ) Bᵀ, each batch row with its adapter: two grouped products for the batch. */
 static pg_t lora_add(fwd *f, pg_t base, pg_t x, int slot, int k) {
   pg_lora *l = f->lo;
   if (!l || !(l->targets & (1u << k))) return base;
   int in = l->in[k], out = l->out[k], r = l->rank, T = f->T;
-  pg_t delta = pg_t_new(f->tp, SZ(f->BT, out));
-  for (int b = 0; b < f->B; b++) {
-    int ar = f->lora_rows ? f->lora_rows[b] : b;
-    size_t ao = lora_a_off(l, ar, slot, k), na = SZ(r, in), nb = SZ(r, out);
-    pg_t A = pg_t_param(l->P.d + ao, f->grad ? l->G.d + ao : NULL, na);
-    pg_t Bm = pg_t_param(l->P.d + ao + na, f->grad ? l->G.d + ao + na : NULL, nb);
-    pg_t xa = mm(f, pg_t_view(x, SZ(b, T) * (size_t)in, SZ(T, in)), A, T, r, in);
-    pg_t xab = mm(f, xa, Bm, T, out, r);
-    tp_copy_into(f->tp, pg_t_view(delta, SZ(b, T) * (size_t)out, SZ(T, out)), xab);
-  }
+  size_t so = lora_a_off(l, 0, slot, k), na = SZ(r, in), nb = SZ(r, out);
+  size_t span = (size_t)(l->rows - 1) * l->row_n; /* adapter 0's A to the last adapter's */
+  pg_t A = pg_t_param(l->P.d + so, f->grad ? l->G.d + so : NULL, span + na);
+  pg_t Bm = pg_t_param(l->P.d + so + na, f->grad ? l->G.d + so + na : NULL, span + nb);
+  pg_t xa = mmg(f, x, A, l->row_n, T, r, in);
+  pg_t delta = mmg(f, xa, Bm, l->row_n, T, out, r);
   return bf(f, tp_add(f->tp, base,
                       l->scale == 1 ? delta : bf(f, tp_scale(f->tp, delta, (float)l->scale))));
 }
@@ -1044,7 +1049,7 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
                       "(use a smaller batch)", b->B, b->T, widest);
   pg_tape_reset(tp);
   fwd F = {.m = m, .tp = tp, .a = a, .lo = lo, .B = b->B, .T = b->T, .BT = b->B * b->T,
-           .d = a->dim, .grad = pg_tape_grad(tp), .lora_rows = b->lora_rows,
+           .d = a->dim, .grad = pg_tape_grad(tp),
            .eps = (float)a->block.norm_eps};
   fwd *f = &F;
   int BT = f->BT, T = f->T, V = a->vocab_size;
@@ -1087,7 +1092,8 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
   size_t i32 = PG_AL8(SZ(BT, sizeof(int32_t))), rl = PG_AL8(SZ(BT, sizeof(pg_real)));
   size_t o_tg = i32, o_pos = o_tg + (b->targets ? i32 : 0), o_seg = o_pos + i32;
   size_t o_hash = o_seg + (a->attention.doc_mask ? i32 : 0);
-  size_t o_mask = o_hash + (bigram ? i32 : 0), o_ones = o_mask + (mask ? rl : 0);
+  size_t o_mask = o_hash + (bigram ? i32 : 0), o_lora = o_mask + (mask ? rl : 0);
+  size_t o_ones = o_lora + (lo ? PG_AL8(SZ(b->B, sizeof(int32_t))) : 0);
   size_t up = o_ones + PG_AL8(nones * sizeof(pg_real));
   size_t o_nll = up, o_dnll = o_nll + SZ(BT, sizeof(double));
   size_t total = o_dnll + (f->grad && dnll ? rl : 0);
@@ -1117,6 +1123,8 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
   if (mask)
     for (int t = 0; t < BT; t++) ((pg_real *)(hs + o_mask))[t] = b->ids[t] == a->bos_id ? 0 : 1;
   for (size_t j = 0; j < nones; j++) ((pg_real *)(hs + o_ones))[j] = 1;
+  for (int r = 0; lo && r < b->B; r++)
+    ((int32_t *)(hs + o_lora))[r] = b->lora_rows ? b->lora_rows[r] : r;
 
   pg_engine *eng = pg_tape_engine(tp);
   PG_TRY(pg_model_bind(m, eng, err));
@@ -1138,6 +1146,7 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
   if (a->attention.doc_mask) f->seg = (const int32_t *)(ds + o_seg);
   if (bigram) f->hash = (const int32_t *)(ds + o_hash);
   if (mask) f->bos_mask = (const pg_real *)(ds + o_mask);
+  if (lo) f->lora_idx = (const int32_t *)(ds + o_lora);
   f->ones = nones ? (pg_real *)(ds + o_ones) : NULL;
   f->nones = nones;
   f->nll = (double *)(ds + o_nll);
