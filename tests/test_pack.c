@@ -244,7 +244,7 @@ Test(pack, gptq_beats_rtn_on_real_hessians) {
     int8_t *q = malloc(rows * cols);
     uint16_t *s = malloc(rows * sizeof *s);
     pg_qmat_stats sg, sr;
-    pg_qmat_opts o = {.scale_rule = PG_SCALE_SDCLIP, .round_rule = PG_ROUND_GPTQ, .bits = 6,
+    pg_qmat_opts o = {.scale_rule = PG_SCALING_SDCLIP, .round_rule = PG_ROUND_GPTQ, .bits = 6,
                       .k = 12.85f, .prep = &prep, .nthreads = 2};
     const float *W = pg_model_data(m, i);
     cr_assert_eq(pg_quant_matrix(W, rows, cols, &o, H, q, s, &sg, &e), PG_OK, "%s", e.msg);

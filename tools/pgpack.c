@@ -282,10 +282,10 @@ int main(int argc, char **argv) {
       o.r.k[cat] = (float)dv;
       break;
     case O_SCALES:
-      if (!strcmp(optarg, "sdclip")) o.r.scale_rule = PG_SCALE_SDCLIP;
-      else if (!strcmp(optarg, "hsdclip")) o.r.scale_rule = PG_SCALE_HSDCLIP;
-      else if (!strcmp(optarg, "pct")) o.r.scale_rule = PG_SCALE_PCT;
-      else if (!strcmp(optarg, "pct-row")) o.r.scale_rule = PG_SCALE_PCT_ROW;
+      if (!strcmp(optarg, "sdclip")) o.r.scale_rule = PG_SCALING_SDCLIP;
+      else if (!strcmp(optarg, "hsdclip")) o.r.scale_rule = PG_SCALING_HSDCLIP;
+      else if (!strcmp(optarg, "pct")) o.r.scale_rule = PG_SCALING_PCT;
+      else if (!strcmp(optarg, "pct-row")) o.r.scale_rule = PG_SCALING_PCT_ROW;
       else return pg_tool_usage_error(PROG, "--scales: '%s' is not sdclip, hsdclip, pct or pct-row", optarg);
       break;
     case O_LAMBDA:
@@ -335,9 +335,9 @@ int main(int argc, char **argv) {
       }
       break;
     case O_GROUP:
-      if (!strcmp(optarg, "kind")) o.r.group = PG_GROUP_KIND;
-      else if (!strcmp(optarg, "category")) o.r.group = PG_GROUP_CATEGORY;
-      else if (!strcmp(optarg, "single")) o.r.group = PG_GROUP_SINGLE;
+      if (!strcmp(optarg, "kind")) o.r.group = PG_PACK_GROUP_KIND;
+      else if (!strcmp(optarg, "category")) o.r.group = PG_PACK_GROUP_CATEGORY;
+      else if (!strcmp(optarg, "single")) o.r.group = PG_PACK_GROUP_SINGLE;
       else return pg_tool_usage_error(PROG, "--group: '%s' is not kind, category or single", optarg);
       break;
     case O_PACKED: o.r.packing = PG_PACK_BITS; break;
@@ -388,7 +388,7 @@ int main(int argc, char **argv) {
   if (no_calib && !round_set) o.r.round_rule = PG_ROUND_RTN;
   if (no_calib && o.r.round_rule == PG_ROUND_GPTQ)
     return pg_tool_usage_error(PROG, "--round gptq needs calibration (--calib GLOB or self)");
-  if (no_calib && o.r.scale_rule == PG_SCALE_HSDCLIP)
+  if (no_calib && o.r.scale_rule == PG_SCALING_HSDCLIP)
     return pg_tool_usage_error(PROG, "--scales hsdclip needs calibration (--calib GLOB or self)");
   o.r.nthreads = o.threads;
   /* the output must not be an input (every file of the calibration and validation globs too) */

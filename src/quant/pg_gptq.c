@@ -1,5 +1,5 @@
 /* pg_gptq.c: Hessians, GPTQ (preparation and the quantization loop), the scale rules and the
- * one-matrix driver (see pg_gptq.h). LQER (pg_lqer_fit, pg_svd_top) lives in pg_lqer.c.
+ * one-matrix driver (see pg_gptq.h). LQER (pg_lqer_fit, pg_svd_top) is pg_lqer.h.
  *
  * Determinism: every value is computed by one fixed sequence of operations whichever thread runs
  * it. The heavy loops (XᵀX, the Cholesky's trailing updates, the triangular inverse, the product
@@ -1014,7 +1014,7 @@ int pg_quant_matrix(const float *W, uint64_t rows, uint64_t cols, const pg_qmat_
                       (unsigned long long)rows, (unsigned long long)cols);
   if (o->bits < 5 || o->bits > 8)
     return pg_err_set(err, PG_E_ARG, PG_GPTQ_FILE, PG_NO_OFFSET, "quant: bits %u", o->bits);
-  if (o->scale_rule < PG_SCALE_SDCLIP || o->scale_rule > PG_SCALE_PCT_ROW)
+  if (o->scale_rule < PG_SCALING_SDCLIP || o->scale_rule > PG_SCALING_PCT_ROW)
     return pg_err_set(err, PG_E_ARG, PG_GPTQ_FILE, PG_NO_OFFSET, "quant: scale rule %d",
                       o->scale_rule);
   if (o->round_rule != PG_ROUND_RTN && o->round_rule != PG_ROUND_GPTQ)
@@ -1028,7 +1028,7 @@ int pg_quant_matrix(const float *W, uint64_t rows, uint64_t cols, const pg_qmat_
   if (qmin >= qmax || qmin < pg_int_min(o->bits) || qmax > pg_int_max(o->bits))
     return pg_err_set(err, PG_E_ARG, PG_GPTQ_FILE, PG_NO_OFFSET,
                       "quant: clamp [%d, %d] outside int%u", qmin, qmax, o->bits);
-  const int need_prep = o->round_rule == PG_ROUND_GPTQ || o->scale_rule == PG_SCALE_HSDCLIP;
+  const int need_prep = o->round_rule == PG_ROUND_GPTQ || o->scale_rule == PG_SCALING_HSDCLIP;
   if (need_prep && (!o->prep || o->prep->n != cols || !o->prep->diag ||
                     (o->round_rule == PG_ROUND_GPTQ && (!o->prep->u || !o->prep->perm))))
     return pg_err_set(err, PG_E_ARG, PG_GPTQ_FILE, PG_NO_OFFSET,
@@ -1053,8 +1053,8 @@ int pg_quant_matrix(const float *W, uint64_t rows, uint64_t cols, const pg_qmat_
   float pct = 0;
   if (!rerr || !rcl) goto nomem;
 
-  if (o->scale_rule == PG_SCALE_SDCLIP || o->scale_rule == PG_SCALE_HSDCLIP) {
-    if (o->scale_rule == PG_SCALE_SDCLIP)
+  if (o->scale_rule == PG_SCALING_SDCLIP || o->scale_rule == PG_SCALING_HSDCLIP) {
+    if (o->scale_rule == PG_SCALING_SDCLIP)
       pg_quant_sdclip_scales(W, rows, cols, o->k, o->bits, scales_f16);
     else
       pg_quant_hsdclip_scales(W, rows, cols, o->prep->diag, o->k, o->lambda, o->bits,
@@ -1075,7 +1075,7 @@ int pg_quant_matrix(const float *W, uint64_t rows, uint64_t cols, const pg_qmat_
       const uint16_t *Si = S + (size_t)i * nr;
       if ((rc = qm_quantize(&job, Si, qt, ct, err)) != PG_OK) goto done;
       if ((rc = qm_rowerr(&job, qt, Si, et, err)) != PG_OK) goto done;
-      if (o->scale_rule == PG_SCALE_PCT) {
+      if (o->scale_rule == PG_SCALING_PCT) {
         double tot = 0;
         for (size_t r = 0; r < nr; r++) tot += et[r];
         if (i == 0 || tot < best) { /* strictly smaller: the first of equals wins */
@@ -1107,7 +1107,7 @@ int pg_quant_matrix(const float *W, uint64_t rows, uint64_t cols, const pg_qmat_
     }
     stats->mse = sum / (double)rows / (double)cols;
     stats->clamped = cl;
-    stats->pct = o->scale_rule == PG_SCALE_PCT ? pct : 0.0f;
+    stats->pct = o->scale_rule == PG_SCALING_PCT ? pct : 0.0f;
     if (H) {
       what = alloc3(nel, 1, 1, sizeof(float));
       if (!what) goto nomem;

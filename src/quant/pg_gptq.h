@@ -1,8 +1,8 @@
 /* pg_gptq.h: Hessian-aware quantization of one matrix (spec/quant.md): input Hessians H = Σ XᵀX
  * in fp64 sums, GPTQ with damping, dead columns, act-order, blocks of lazy updates and an fp64
  * Cholesky that retries at higher damping; the scale rules (SDClip, its Hessian-aware variant,
- * the GPTQ-lite percentile search per matrix or per row); and LQER, the low-rank repair of the
- * quantization error with int2/int4 factors.
+ * the GPTQ-lite percentile search per matrix or per row). LQER, the low-rank repair of the
+ * quantization error, has its own header (pg_lqer.h).
  *
  * Every function is deterministic: the same inputs give the same bits for any thread count (work
  * is split by rows or by entries, never by a reduction whose order depends on the split). */
@@ -103,10 +103,10 @@ void pg_quant_pct_scales(const float *W, uint64_t rows, uint64_t cols, float pct
 /* ---- one matrix, end to end -------------------------------------------------------------- */
 
 enum pg_scale_rule {
-  PG_SCALE_SDCLIP = 0,  /* fp16(k·std/R) */
-  PG_SCALE_HSDCLIP = 1, /* Hessian-aware SDClip (needs diag) */
-  PG_SCALE_PCT = 2,     /* GPTQ-lite: one percentile for the whole matrix, least MSE wins */
-  PG_SCALE_PCT_ROW = 3, /* the same search, each row keeping its own best percentile */
+  PG_SCALING_SDCLIP = 0,  /* fp16(k·std/R) */
+  PG_SCALING_HSDCLIP = 1, /* Hessian-aware SDClip (needs diag) */
+  PG_SCALING_PCT = 2,     /* GPTQ-lite: one percentile for the whole matrix, least MSE wins */
+  PG_SCALING_PCT_ROW = 3, /* the same search, each row keeping its own best percentile */
 };
 enum pg_round_rule { PG_ROUND_RTN = 0, PG_ROUND_GPTQ = 1 };
 
@@ -115,7 +115,7 @@ typedef struct pg_qmat_opts {
   unsigned bits;          /* 5..8 */
   int qmin, qmax;         /* the clamp; both 0: symmetric ±(2^(bits−1) − 1) */
   float k, lambda;        /* SDClip k; HSDClip λ */
-  const pg_gptq_prep *prep; /* required for PG_ROUND_GPTQ and PG_SCALE_HSDCLIP */
+  const pg_gptq_prep *prep; /* required for PG_ROUND_GPTQ and PG_SCALING_HSDCLIP */
   int block;              /* GPTQ block (0: 128) */
   int nthreads;
 } pg_qmat_opts;
@@ -124,7 +124,7 @@ typedef struct pg_qmat_stats {
   double mse;       /* mean over the matrix of (W − Ŵ)² */
   double herr;      /* Σ_r e_r H e_rᵀ / Σ_r w_r H w_rᵀ (relative output error; 0 without H) */
   uint64_t clamped; /* values that hit qmin or qmax */
-  float pct;        /* PG_SCALE_PCT: the percentile chosen (else 0) */
+  float pct;        /* PG_SCALING_PCT: the percentile chosen (else 0) */
 } pg_qmat_stats;
 
 /* Quantize W into q [rows×cols] and scales [rows] by the rule; Ŵ = q·fp16(s) (pg_dequant_rows).
@@ -137,24 +137,6 @@ int pg_quant_matrix(const float *W, uint64_t rows, uint64_t cols, const pg_qmat_
  * summed over rows in ascending order). NaN for bad arguments or when out of memory. */
 double pg_quant_hessian_err(const float *A, const float *B, uint64_t rows, const pg_hessian *H,
                             int nthreads);
-
-/* ---- LQER ---------------------------------------------------------------------------------- */
-
-/* The rank-r factors of E ≈ A·B, packed asymmetrically (spec/records.md §5.7):
- *   A = U_r·diag(S_r) [rows × r], B = V_rᵀ [r × cols] from a top-r SVD of E (fp64, subspace
- *   iteration from a fixed seed, so deterministic);
- *   sA = fp16(max(max|A|, 1e-10) / 1.5), qA = clamp(rint(A / sA), −2, 1);
- *   B flattened row-major in groups of 64: sB_g = fp16(max(max_g |B|, 1e-10) / 7.5),
- *   qB = clamp(rint(B / sB_g), −8, 7).
- * r·cols must be a multiple of 64 (PG_E_ARG otherwise), r ≤ min(rows, cols).
- * qa [rows·r], qb [r·cols], sb [r·cols/64]. */
-int pg_lqer_fit(const float *E, uint64_t rows, uint64_t cols, unsigned rank, int nthreads,
-                int8_t *qa, uint16_t *sa, int8_t *qb, uint16_t *sb, pg_err *err);
-
-/* The top-r singular triplets of E [rows × cols] (fp64): U [rows × r], S [r] descending,
- * Vt [r × cols]. Deterministic. */
-int pg_svd_top(const float *E, uint64_t rows, uint64_t cols, unsigned rank, int nthreads,
-               double *U, double *S, double *Vt, pg_err *err);
 
 #ifdef __cplusplus
 }
