@@ -14,6 +14,7 @@
 #include "pg_ledger.h"
 #include "pg_optim.h"
 #include "pg_rng.h"
+#include "pg_sched.h"
 #include "pgevalfx.h"
 
 #define V 37

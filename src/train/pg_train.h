@@ -14,6 +14,7 @@
 #include "pg_model.h"
 #include "pg_muon.h"
 #include "pg_ops.h"
+#include "pg_sched.h"
 #include "pg_status.h"
 
 #ifdef __cplusplus
