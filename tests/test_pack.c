@@ -18,6 +18,7 @@
 #include "pg_gptq.h"
 #include "pg_weights.h"
 #include "pg_model.h"
+#include "pg_model_testing.h"
 #include "pg_ops.h"
 #include "pg_pack.h"
 #include "pg_shard.h"
