@@ -2,10 +2,10 @@
  * and arch, collect calibration tokens (training shards or self-generated, never validation),
  * collect the input Hessians with the CPU engine, quantize (GPTQ/RTN under SDClip, HSDClip or
  * percentile scales; int8 gates; fp16 passthrough; LQER), pack sections with the best codec
- * each, fit the clip constants to a byte budget, write atomically, and print pgsize's summary. */
+ * each, fit the clip constants to a byte budget, write atomically, and print pgsize's summary. The job
+ * is the library's (pg_packjob.h); this main reads the options and prints each step. */
 #include <getopt.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,13 +13,11 @@
 
 #include "pg_account.h"
 #include "pg_arch.h"
-#include "pg_calib.h"
 #include "pg_container.h"
 #include "pg_io.h"
-#include "pg_weights.h"
 #include "pg_model.h"
-#include "pg_ops.h"
 #include "pg_pack.h"
+#include "pg_packjob.h"
 #include "pg_threads.h"
 #include "tool.h"
 
@@ -138,8 +136,18 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
 
 /* ---- progress ---------------------------------------------------------------------------------- */
 
+typedef struct events {
+  const opts *o;
+  pg_progress pr;
+  double step_t0;
+} events;
+
+static int on_progress(void *ctx, uint64_t done, uint64_t total) {
+  return pg_progress_tick(&((events *)ctx)->pr, done, total);
+}
+
 static void on_tensor(void *ctx, size_t done, size_t total, const char *name) {
-  pg_progress *p = ctx;
+  pg_progress *p = &((events *)ctx)->pr;
   double now = pg_now();
   if (!p->on || (now - p->last < 0.5 && done < total)) return;
   p->last = now;
@@ -149,52 +157,177 @@ static void on_tensor(void *ctx, size_t done, size_t total, const char *name) {
   fflush(stderr);
 }
 
-typedef struct fitlog {
-  int print;
-  uint64_t budget;
-  pg_progress *pr;
-} fitlog;
-
 static void on_trial(void *ctx, const pg_pack_trial *t) {
-  fitlog *f = ctx;
-  if (f->pr->on) fprintf(stderr, "\r\033[K");
-  if (!f->print) return;
-  char a[32], b[32];
+  const events *ev = ctx;
+  if (ev->pr.on) fprintf(stderr, "\r\033[K");
+  if (ev->o->json) return;
+  char a[32];
   printf("  trial  k×%-9.5f bits e/a/m/o %u/%u/%u/%u  counted %12s  %s  err %.6e\n", t->mu,
          t->bits[0], t->bits[1], t->bits[2], t->bits[3], pg_fmt_u64(a, t->counted),
          t->fits ? "fits" : "over", t->objective);
-  (void)b;
   fflush(stdout);
 }
 
 /* ---- the step log ------------------------------------------------------------------------------ */
 
-static double step_t0;
-static void step_begin(const opts *o, const char *what) {
-  step_t0 = pg_now();
-  if (!o->json) {
-    printf("%-12s ", what);
-    fflush(stdout);
-  }
-}
-static void step_end(const opts *o, const char *fmt, ...)
+static void step_end(const events *ev, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-static void step_end(const opts *o, const char *fmt, ...) {
-  if (o->json) return;
+static void step_end(const events *ev, const char *fmt, ...) {
+  if (ev->o->json) return;
   va_list ap;
   va_start(ap, fmt);
   vprintf(fmt, ap);
   va_end(ap);
-  printf("  (%.2f s)\n", pg_now() - step_t0);
+  printf("  (%.2f s)\n", pg_now() - ev->step_t0);
   fflush(stdout);
 }
 
-static const char *base_name(const char *p) {
-  const char *s = strrchr(p, '/');
-  return s ? s + 1 : p;
+static const char *const STEP_NAME[] = {"weights", "calibration", "hessians", "fit",
+                                        "quantize", "pack", "write"};
+
+/* Each step of the job: its name when it begins, what it produced and its time when it ends. */
+static void on_step(void *ctx, int step, int done, const pg_packjob *j) {
+  events *ev = ctx;
+  const opts *o = ev->o;
+  char a1[32];
+  if (!done) {
+    if (step == PG_PACKJOB_CALIB) ev->pr.what = "generating", ev->pr.t0 = pg_now();
+    if (step == PG_PACKJOB_HESSIANS) ev->pr.what = "calibrating", ev->pr.t0 = pg_now();
+    if (step == PG_PACKJOB_FIT || step == PG_PACKJOB_QUANTIZE) ev->pr.t0 = pg_now();
+    ev->step_t0 = pg_now();
+    if (!o->json) {
+      printf("%-12s ", STEP_NAME[step]);
+      fflush(stdout);
+    }
+    if (step == PG_PACKJOB_FIT && !o->json)
+      printf("searching the clip multiplier for %llu bytes\n", (unsigned long long)o->budget);
+    return;
+  }
+  switch (step) {
+  case PG_PACKJOB_WEIGHTS: {
+    const pg_arch *arch = pg_model_arch(j->model);
+    step_end(ev, "%s: %s parameters in %zu tensors (%d layers, d %d, vocab %d)%s",
+             pg_safe(o->weights), pg_fmt_u64(a1, pg_model_param_count(j->model)),
+             pg_model_tensor_count(j->model), arch->layers, arch->dim, arch->vocab_size,
+             j->source ? " [dequantized from an artifact]" : "");
+    break;
+  }
+  case PG_PACKJOB_CALIB:
+    step_end(ev, "%s (xxh64 %016llx)", pg_safe(j->calib.source),
+             (unsigned long long)j->calib.xxh64);
+    break;
+  case PG_PACKJOB_HESSIANS:
+    step_end(ev, "%zu Hessians from %s tokens (cpu engine, %d threads)", j->hessians.nh,
+             pg_fmt_u64(a1, j->hessians.tokens), j->threads);
+    break;
+  case PG_PACKJOB_FIT:
+    step_end(ev, "chose trial %zu of %zu: k×%.5f, %s counted bytes, error %.6e", j->chosen + 1,
+             j->ntrials, j->mu, pg_fmt_u64(a1, j->counted), j->trials[j->chosen].objective);
+    break;
+  case PG_PACKJOB_QUANTIZE:
+    if (ev->pr.on) fprintf(stderr, "\r\033[K");
+    step_end(ev, "error %.6e (mean relative)", pg_packer_objective(j->packer));
+    break;
+  case PG_PACKJOB_PACK: step_end(ev, "%s bytes", pg_fmt_u64(a1, j->len)); break;
+  case PG_PACKJOB_WRITE:
+    step_end(ev, "%s (%s bytes)", pg_safe(o->out), pg_fmt_u64(a1, j->len));
+    break;
+  }
+}
+
+/* The summary: pgsize's accounting of the written file, the tried settings and every tensor's
+ * route, as JSON or as text. */
+static void print_summary(const opts *o, const pg_packjob *job, double t_all) {
+  const pg_account *acc = &job->account;
+  const pg_packer *pk = job->packer;
+  const pg_pack_trial *trials = job->trials;
+  const size_t ntrials = job->ntrials, chosen = job->chosen;
+  const uint64_t budget = job->budget;
+  const int over = acc->counted > budget;
+  if (o->json) {
+    json_t *j = json_object();
+    json_object_set_new(j, "artifact", pg_json_cstr(o->out));
+    json_object_set_new(j, "file_bytes", json_integer((json_int_t)acc->file_size));
+    json_object_set_new(j, "counted_bytes", json_integer((json_int_t)acc->counted));
+    json_object_set_new(j, "budget", json_integer((json_int_t)budget));
+    json_object_set_new(j, "headroom", json_integer((json_int_t)acc->headroom));
+    json_object_set_new(j, "within_budget", json_boolean(!over));
+    json_object_set_new(j, "model_bytes", json_integer((json_int_t)acc->model));
+    json_object_set_new(j, "code_bytes", json_integer((json_int_t)acc->code_stored));
+    json_object_set_new(j, "tokenizer_bytes", json_integer((json_int_t)acc->tokenizer_stored));
+    json_object_set_new(j, "k_multiplier", pg_json_num(job->mu));
+    json_object_set_new(j, "objective", pg_json_num(pg_packer_objective(pk)));
+    json_t *jt = json_array();
+    for (size_t i = 0; i < ntrials; i++) {
+      const pg_pack_trial *t = &trials[i];
+      json_array_append_new(
+          jt, json_pack("{s:o,s:[i,i,i,i],s:I,s:I,s:o,s:b,s:b}", "k_multiplier",
+                        pg_json_num(t->mu), "bits", (int)t->bits[0], (int)t->bits[1],
+                        (int)t->bits[2], (int)t->bits[3], "counted_bytes", (json_int_t)t->counted,
+                        "file_bytes", (json_int_t)t->file_bytes, "objective",
+                        pg_json_num(t->objective), "fits", t->fits, "chosen", i == chosen));
+    }
+    json_object_set_new(j, "trials", jt);
+    json_t *ts = json_array();
+    for (size_t i = 0; i < pg_packer_tensor_count(pk); i++) {
+      const pg_pack_report *r = pg_packer_report(pk, i);
+      json_t *to = json_object();
+      json_object_set_new(to, "name", pg_json_cstr(r->name));
+      json_object_set_new(to, "route", json_string(r->route == PG_ROUTE_F16    ? "f16"
+                                                   : r->route == PG_ROUTE_GATE ? "gate-int8-row"
+                                                                               : "quant"));
+      json_object_set_new(to, "bits", json_integer(r->bits));
+      if (r->route == PG_ROUTE_QUANT) {
+        json_object_set_new(to, "category", json_string(pg_pack_cat_name(r->cat)));
+        json_object_set_new(to, "k", pg_json_num(r->k));
+        json_object_set_new(to, "rounding", json_string(r->gptq ? "gptq" : "rtn"));
+        json_object_set_new(to, "damp_used", pg_json_num(r->damp_used));
+        json_object_set_new(to, "lqer_rank", json_integer(r->lqer_rank));
+        json_object_set_new(to, "mse", pg_json_num(r->mse));
+        json_object_set_new(to, "rel_err", pg_json_num(r->rel_err));
+      }
+      json_array_append_new(ts, to);
+    }
+    json_object_set_new(j, "tensors", ts);
+    json_object_set_new(j, "seconds", pg_json_num(pg_now() - t_all));
+    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+    json_decref(j);
+  } else {
+    printf("\ntensors\n");
+    printf("  %-40s %-6s %-5s %4s %9s %5s %12s %5s\n", "name", "route", "cat", "bits", "k", "round",
+           "rel.err", "lqer");
+    for (size_t i = 0; i < pg_packer_tensor_count(pk); i++) {
+      const pg_pack_report *r = pg_packer_report(pk, i);
+      if (r->route == PG_ROUTE_QUANT)
+        printf("  %-40s %-6s %-5s %4u %9.4f %5s %12.4e %5u\n", pg_safe(r->name), "quant",
+               pg_pack_cat_name(r->cat), r->bits, (double)r->k,
+               r->gptq ? "gptq" : "rtn", r->rel_err, r->lqer_rank);
+      else
+        printf("  %-40s %-6s %-5s %4u\n", pg_safe(r->name),
+               r->route == PG_ROUTE_F16 ? "f16" : "gate",
+               pg_pack_cat_name(r->cat), r->bits);
+    }
+    char a1[32], a2[32], a3[32], a4[32];
+    printf("\nsections\n");
+    for (uint32_t i = 0; i < acc->nsections; i++) {
+      const pg_account_section *s = &acc->sections[i];
+      char cs[40];
+      pg_codec_spec_format(&s->codec, cs, sizeof cs);
+      printf("  %3u %-9s %-34s %-20s %12s -> %12s\n", s->index, pg_section_kind_name(s->kind),
+             pg_safe_cut(s->label, 34), cs, pg_fmt_u64(a1, s->raw), pg_fmt_u64(a2, s->stored));
+    }
+    printf("\npgsize     %s: %s bytes counted (model %s + code %s%s) of %s\n", pg_safe(o->out),
+           pg_fmt_u64(a1, acc->counted), pg_fmt_u64(a2, acc->model),
+           pg_fmt_u64(a3, acc->code_stored), acc->tokenizer_counted ? " + tokenizer" : "",
+           pg_fmt_u64(a4, budget));
+    printf("           %s, headroom %lld bytes\n", over ? "OVER BUDGET" : "within budget",
+           (long long)acc->headroom);
+    printf("total      %.2f s\n", pg_now() - t_all);
+  }
 }
 
 int main(int argc, char **argv) {
@@ -390,7 +523,6 @@ int main(int argc, char **argv) {
     return pg_tool_usage_error(PROG, "--round gptq needs calibration (--calib GLOB or self)");
   if (no_calib && o.r.scale_rule == PG_SCALING_HSDCLIP)
     return pg_tool_usage_error(PROG, "--scales hsdclip needs calibration (--calib GLOB or self)");
-  o.r.nthreads = o.threads;
   /* the output must not be an input (every file of the calibration and validation globs too) */
   const char *inputs[262];
   size_t ni = 0;
@@ -403,248 +535,28 @@ int main(int argc, char **argv) {
   if (pg_tool_check_outputs(PROG, &o.out, 1, inputs, ni) != PG_EXIT_OK) return PG_EXIT_ERROR;
 
   pg_err err = {0};
-  int rc = PG_EXIT_ERROR;
-  pg_model *m = NULL;
-  pg_artifact *src = NULL;
-  pg_calib_set cal = {0};
-  pg_calib_hessians hs = {0};
-  pg_packer *pk = NULL;
-  uint8_t *tokb = NULL, *bytes = NULL;
-  char *record = NULL, *record_protocol = NULL;
-  uint8_t *codeb[256] = {0};
-  pg_pack_code code[256];
-  pg_pack_trial *trials = NULL;
-  size_t ntrials = 0, chosen = 0, len = 0;
-  pg_artifact *outa = NULL;
-  pg_account acc = {0};
-  int have_acc = 0;
   double t_all = pg_now();
-  pg_progress pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
-                    .unit = "tokens"};
-  pg_ops e = pg_ops_cpu(o.threads);
-  int nthreads = pg_parallel_threads(o.threads);
-
-  /* 1. weights */
-  step_begin(&o, "weights");
-  int art = 0;
-  if (pg_tool_is_artifact(o.weights, &art, &err)) goto fail;
-  {
-    /* --arch with weights that record their own arch must agree with it (spec/load.md §1) */
-    pg_arch a;
-    if (o.arch && pg_arch_load(&a, o.arch, &err)) goto fail;
-    if (art) {
-      if (pg_artifact_open(&src, o.weights, NULL, &err) ||
-          pg_model_load_artifact_arch(&m, src, o.arch ? &a : NULL, &err))
-        goto fail;
-    } else if (pg_model_load_checkpoint(&m, o.arch ? &a : NULL, o.weights, &err)) {
-      goto fail;
-    }
+  events ev = {.o = &o, .pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
+                                .unit = "tokens"}};
+  pg_packjob_cfg cfg = {.weights = o.weights, .arch = o.arch, .tokenizer = o.tokenizer,
+                        .code = o.code, .ncode = (size_t)o.ncode, .out = o.out,
+                        .calib = o.calib, .val = o.val, .calib_seqs = o.cseqs,
+                        .calib_len = o.clen, .calib_batch = o.cbatch,
+                        .temperature = o.temperature, .seed = o.seed, .recipe = o.r,
+                        .budget = o.budget, .fit_cat = o.fit_cat, .fit_mask = o.fit_mask,
+                        .fit_tolerance = o.fit_tol, .count_tokenizer = o.count_tok,
+                        .threads = o.threads, .on_step = on_step, .progress = on_progress,
+                        .on_tensor = on_tensor, .on_trial = on_trial, .ctx = &ev};
+  pg_packjob job;
+  if (pg_packjob_run(&job, &cfg, &err)) {
+    if (ev.pr.on) fprintf(stderr, "\r\033[K");
+    if (!o.json) printf("\n");
+    fflush(stdout);
+    pg_packjob_free(&job);
+    return pg_tool_fail(PROG, &err);
   }
-  /* the record the weights come from travels into the artifact (spec/format.md §3) */
-  record = pg_tool_weights_meta(o.weights, src, "provenance.record");
-  record_protocol = pg_tool_weights_meta(o.weights, src, "provenance.protocol");
-  if (pg_model_check_finite(m, o.weights, &err)) goto fail;
-  const pg_arch *arch = pg_model_arch(m);
-  {
-    uint64_t np = pg_model_param_count(m);
-    char a1[32];
-    step_end(&o, "%s: %s parameters in %zu tensors (%d layers, d %d, vocab %d)%s",
-             pg_safe(o.weights), pg_fmt_u64(a1, np), pg_model_tensor_count(m), arch->layers,
-             arch->dim, arch->vocab_size, art ? " [dequantized from an artifact]" : "");
-  }
-  /* tokenizer and code */
-  size_t toklen = 0;
-  if (o.tokenizer && pg_file_read_all(o.tokenizer, &tokb, &toklen, PG_MAX_SECTION_RAW, &err))
-    goto fail;
-  for (int i = 0; i < o.ncode; i++) {
-    size_t n = 0;
-    if (pg_file_read_all(o.code[i], &codeb[i], &n, PG_MAX_SECTION_RAW / 2, &err)) goto fail;
-    code[i] = (pg_pack_code){.name = base_name(o.code[i]), .bytes = codeb[i], .len = n};
-  }
-
-  /* 2. calibration */
-  if (!no_calib) {
-    step_begin(&o, "calibration");
-    pr.what = "generating";
-    pr.t0 = pg_now();
-    if (!strcmp(o.calib, "self")) {
-      if (pg_calib_self(&cal, m, &e, o.cseqs, o.clen, o.temperature, o.seed, o.cbatch,
-                        pg_progress_tick, &pr, &err))
-        goto fail;
-    } else if (pg_calib_from_shards(&cal, o.calib, o.val, o.cseqs, o.clen,
-                                    (uint32_t)arch->vocab_size, &err)) {
-      goto fail;
-    }
-    step_end(&o, "%s (xxh64 %016llx)", pg_safe(cal.source), (unsigned long long)cal.xxh64);
-    step_begin(&o, "hessians");
-    pr.what = "calibrating";
-    pr.t0 = pg_now();
-    if (pg_calib_collect(&hs, m, &e, &cal, o.cbatch, o.threads, pg_progress_tick, &pr, &err)) goto fail;
-    char a1[32];
-    step_end(&o, "%zu Hessians from %s tokens (cpu engine, %d threads)", hs.nh,
-             pg_fmt_u64(a1, hs.tokens), nthreads);
-  }
-
-  /* 3. quantize (and fit) */
-  if (pg_packer_create(&pk, m, no_calib ? NULL : &hs, &o.r, &err)) goto fail;
-  pr.t0 = pg_now();
-  pg_packer_set_progress(pk, on_tensor, &pr);
-  pg_pack_extras x = {.writer = "pgpack " PG_VERSION,
-                      .tokenizer = tokb,
-                      .tokenizer_len = toklen,
-                      .tokenizer_name = o.tokenizer ? base_name(o.tokenizer) : NULL,
-                      .code = code,
-                      .ncode = (size_t)o.ncode,
-                      .calib_source = no_calib ? NULL : cal.source,
-                      .calib_xxh64 = cal.xxh64,
-                      .calib_tokens = hs.tokens,
-                      .have_seed = !strcmp(o.calib, "self"),
-                      .seed = (int64_t)o.seed,
-                      .record = record,
-                      .record_protocol = record_protocol,
-                      .budget = o.budget ? o.budget : PG_DEFAULT_BUDGET,
-                      .count_tokenizer = o.count_tok};
-  double mu = 1.0;
-  uint64_t counted = 0;
-  if (o.budget) {
-    step_begin(&o, "fit");
-    if (!o.json) printf("searching the clip multiplier for %llu bytes\n",
-                        (unsigned long long)o.budget);
-    fitlog fl = {.print = !o.json, .budget = o.budget, .pr = &pr};
-    pg_pack_fit_opts fo = {.budget = o.budget, .tolerance = o.fit_tol, .fit_cat = o.fit_cat,
-                           .bits_mask = o.fit_mask, .on_trial = on_trial, .ctx = &fl};
-    if (pg_packer_fit(pk, &x, &fo, &trials, &ntrials, &chosen, &bytes, &len, &err)) goto fail;
-    mu = trials[chosen].mu;
-    counted = trials[chosen].counted;
-    char a1[32];
-    step_end(&o, "chose trial %zu of %zu: k×%.5f, %s counted bytes, error %.6e", chosen + 1,
-             ntrials, mu, pg_fmt_u64(a1, counted), trials[chosen].objective);
-  } else {
-    step_begin(&o, "quantize");
-    if (pg_packer_quantize(pk, 1.0, &err)) goto fail;
-    if (pr.on) fprintf(stderr, "\r\033[K");
-    step_end(&o, "error %.6e (mean relative)", pg_packer_objective(pk));
-    step_begin(&o, "pack");
-    if (pg_packer_build(pk, &x, 1.0, &bytes, &len, &counted, &err)) goto fail;
-    char a1[32];
-    step_end(&o, "%s bytes", pg_fmt_u64(a1, len));
-  }
-
-  /* 4. write */
-  step_begin(&o, "write");
-  if (pg_file_write_atomic(o.out, bytes, len, &err)) goto fail;
-  {
-    char a1[32];
-    step_end(&o, "%s (%s bytes)", pg_safe(o.out), pg_fmt_u64(a1, len));
-  }
-
-  /* 5. pgsize's accounting of the written file */
-  if (pg_artifact_open(&outa, o.out, NULL, &err) || pg_artifact_check(outa, &err)) goto fail;
-  uint64_t budget = o.budget ? o.budget : PG_DEFAULT_BUDGET;
-  if (pg_account_artifact(&acc, outa, budget, o.count_tok, &err)) goto fail;
-  have_acc = 1;
-  int over = acc.counted > budget;
-  if (o.json) {
-    json_t *j = json_object();
-    json_object_set_new(j, "artifact", pg_json_cstr(o.out));
-    json_object_set_new(j, "file_bytes", json_integer((json_int_t)acc.file_size));
-    json_object_set_new(j, "counted_bytes", json_integer((json_int_t)acc.counted));
-    json_object_set_new(j, "budget", json_integer((json_int_t)budget));
-    json_object_set_new(j, "headroom", json_integer((json_int_t)acc.headroom));
-    json_object_set_new(j, "within_budget", json_boolean(!over));
-    json_object_set_new(j, "model_bytes", json_integer((json_int_t)acc.model));
-    json_object_set_new(j, "code_bytes", json_integer((json_int_t)acc.code_stored));
-    json_object_set_new(j, "tokenizer_bytes", json_integer((json_int_t)acc.tokenizer_stored));
-    json_object_set_new(j, "k_multiplier", pg_json_num(mu));
-    json_object_set_new(j, "objective", pg_json_num(pg_packer_objective(pk)));
-    json_t *jt = json_array();
-    for (size_t i = 0; i < ntrials; i++) {
-      const pg_pack_trial *t = &trials[i];
-      json_array_append_new(
-          jt, json_pack("{s:o,s:[i,i,i,i],s:I,s:I,s:o,s:b,s:b}", "k_multiplier",
-                        pg_json_num(t->mu), "bits", (int)t->bits[0], (int)t->bits[1],
-                        (int)t->bits[2], (int)t->bits[3], "counted_bytes", (json_int_t)t->counted,
-                        "file_bytes", (json_int_t)t->file_bytes, "objective",
-                        pg_json_num(t->objective), "fits", t->fits, "chosen", i == chosen));
-    }
-    json_object_set_new(j, "trials", jt);
-    json_t *ts = json_array();
-    for (size_t i = 0; i < pg_packer_tensor_count(pk); i++) {
-      const pg_pack_report *r = pg_packer_report(pk, i);
-      json_t *to = json_object();
-      json_object_set_new(to, "name", pg_json_cstr(r->name));
-      json_object_set_new(to, "route", json_string(r->route == PG_ROUTE_F16    ? "f16"
-                                                   : r->route == PG_ROUTE_GATE ? "gate-int8-row"
-                                                                               : "quant"));
-      json_object_set_new(to, "bits", json_integer(r->bits));
-      if (r->route == PG_ROUTE_QUANT) {
-        json_object_set_new(to, "category", json_string(pg_pack_cat_name(r->cat)));
-        json_object_set_new(to, "k", pg_json_num(r->k));
-        json_object_set_new(to, "rounding", json_string(r->gptq ? "gptq" : "rtn"));
-        json_object_set_new(to, "damp_used", pg_json_num(r->damp_used));
-        json_object_set_new(to, "lqer_rank", json_integer(r->lqer_rank));
-        json_object_set_new(to, "mse", pg_json_num(r->mse));
-        json_object_set_new(to, "rel_err", pg_json_num(r->rel_err));
-      }
-      json_array_append_new(ts, to);
-    }
-    json_object_set_new(j, "tensors", ts);
-    json_object_set_new(j, "seconds", pg_json_num(pg_now() - t_all));
-    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
-    fputc('\n', stdout);
-    json_decref(j);
-  } else {
-    printf("\ntensors\n");
-    printf("  %-40s %-6s %-5s %4s %9s %5s %12s %5s\n", "name", "route", "cat", "bits", "k", "round",
-           "rel.err", "lqer");
-    for (size_t i = 0; i < pg_packer_tensor_count(pk); i++) {
-      const pg_pack_report *r = pg_packer_report(pk, i);
-      if (r->route == PG_ROUTE_QUANT)
-        printf("  %-40s %-6s %-5s %4u %9.4f %5s %12.4e %5u\n", pg_safe(r->name), "quant",
-               pg_pack_cat_name(r->cat), r->bits, (double)r->k,
-               r->gptq ? "gptq" : "rtn", r->rel_err, r->lqer_rank);
-      else
-        printf("  %-40s %-6s %-5s %4u\n", pg_safe(r->name),
-               r->route == PG_ROUTE_F16 ? "f16" : "gate",
-               pg_pack_cat_name(r->cat), r->bits);
-    }
-    char a1[32], a2[32], a3[32], a4[32];
-    printf("\nsections\n");
-    for (uint32_t i = 0; i < acc.nsections; i++) {
-      const pg_account_section *s = &acc.sections[i];
-      char cs[40];
-      pg_codec_spec_format(&s->codec, cs, sizeof cs);
-      printf("  %3u %-9s %-34s %-20s %12s -> %12s\n", s->index, pg_section_kind_name(s->kind),
-             pg_safe_cut(s->label, 34), cs, pg_fmt_u64(a1, s->raw), pg_fmt_u64(a2, s->stored));
-    }
-    printf("\npgsize     %s: %s bytes counted (model %s + code %s%s) of %s\n", pg_safe(o.out),
-           pg_fmt_u64(a1, acc.counted), pg_fmt_u64(a2, acc.model),
-           pg_fmt_u64(a3, acc.code_stored), acc.tokenizer_counted ? " + tokenizer" : "",
-           pg_fmt_u64(a4, budget));
-    printf("           %s, headroom %lld bytes\n", over ? "OVER BUDGET" : "within budget",
-           (long long)acc.headroom);
-    printf("total      %.2f s\n", pg_now() - t_all);
-  }
-  rc = over ? PG_EXIT_VERDICT : PG_EXIT_OK;
-  goto done;
-fail:
-  if (pr.on) fprintf(stderr, "\r\033[K");
-  if (!o.json) printf("\n");
-  fflush(stdout);
-  rc = pg_tool_fail(PROG, &err);
-done:
-  if (have_acc) pg_account_free(&acc);
-  pg_artifact_free(outa);
-  free(trials);
-  free(bytes);
-  for (int i = 0; i < o.ncode; i++) free(codeb[i]);
-  free(tokb);
-  free(record);
-  free(record_protocol);
-  pg_packer_free(pk);
-  pg_calib_hessians_free(&hs);
-  pg_calib_free(&cal);
-  pg_model_free(m);
-  pg_artifact_free(src);
-  return rc;
+  print_summary(&o, &job, t_all);
+  const int over = job.account.counted > job.budget;
+  pg_packjob_free(&job);
+  return over ? PG_EXIT_VERDICT : PG_EXIT_OK;
 }
