@@ -13,6 +13,7 @@
 #include "pg_calib.h"
 #include "pg_codec.h"
 #include "pg_gptq.h"
+#include "pg_quant.h"
 #include "pg_model.h"
 #include "pg_status.h"
 
