@@ -84,7 +84,7 @@ static int parse_int(const char *s, long lo, long hi, int *out) {
   return 0;
 }
 
-/* ---- main ------------------------------------------------------------------------------------ */
+/* ---- options --------------------------------------------------------------------------------- */
 
 enum {
   O_VAL = 256, O_BYTES, O_TOK, O_MAXTOK, O_PROTO, O_SEQ, O_STRIDE, O_TAIL, O_NOTRIM, O_BATCH,
@@ -322,6 +322,8 @@ static void on_phase(void *ctx, const char *what) {
 static int on_progress(void *ctx, uint64_t done, uint64_t total) {
   return pg_progress_tick(&((events *)ctx)->pr, done, total);
 }
+
+/* ---- main ------------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
   const struct option *lo = LONGOPTS;
