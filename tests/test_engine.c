@@ -12,6 +12,7 @@
 
 #include "pg_engine.h"
 #include "pg_model.h"
+#include "pg_model_testing.h"
 #include "pg_rng.h"
 #include "pg_tape.h"
 #include "pgremote.h"

@@ -12,8 +12,10 @@
 #include "pg_eval.h"
 #include "pg_eval_testing.h"
 #include "pg_ledger.h"
+#include "pg_model_testing.h"
 #include "pg_optim.h"
 #include "pg_rng.h"
+#include "pg_sched.h"
 #include "pgevalfx.h"
 #include "pgremote.h"
 

@@ -423,8 +423,8 @@ Test(gptq, beats_round_to_nearest_on_correlated_inputs) {
   int8_t *qg = xcalloc(rows * n, 1), *qr = xcalloc(rows * n, 1);
   uint16_t *sg = xcalloc(rows, 2), *sr = xcalloc(rows, 2);
   pg_qmat_stats stg, str;
-  pg_qmat_opts og = qopts(PG_SCALE_SDCLIP, PG_ROUND_GPTQ, &p),
-               orr = qopts(PG_SCALE_SDCLIP, PG_ROUND_RTN, NULL);
+  pg_qmat_opts og = qopts(PG_SCALING_SDCLIP, PG_ROUND_GPTQ, &p),
+               orr = qopts(PG_SCALING_SDCLIP, PG_ROUND_RTN, NULL);
   og.block = 32; /* blocks smaller than the width: the lazy updates run */
   cr_assert_eq(pg_quant_matrix(W, rows, n, &og, &H, qg, sg, &stg, NULL), PG_OK);
   cr_assert_eq(pg_quant_matrix(W, rows, n, &orr, &H, qr, sr, &str, NULL), PG_OK);
@@ -486,7 +486,7 @@ Test(gptq, bit_identical_for_any_thread_count_and_rerun) {
   pg_qmat_stats st[3];
   for (int t = 0; t < 3; t++) {
     qm[t] = xcalloc(rows * n, 1);
-    pg_qmat_opts o = qopts(PG_SCALE_PCT_ROW, PG_ROUND_GPTQ, &p);
+    pg_qmat_opts o = qopts(PG_SCALING_PCT_ROW, PG_ROUND_GPTQ, &p);
     o.nthreads = t + 1;
     cr_assert_eq(pg_quant_matrix(W, rows, n, &o, &H, qm[t], sm[t], &st[t], NULL), PG_OK);
   }
@@ -579,7 +579,7 @@ Test(gptq, tiny_shapes) {
       cr_assert_eq(pg_gptq_quantize(W, rows, n, &p, s, -31, 31, 2, 3, a, NULL), PG_OK);
       gptq_reference(W, rows, n, &p, s, -31, 31, 2, b);
       cr_assert(!memcmp(a, b, rows * n), "n %u rows %llu", n, (unsigned long long)rows);
-      pg_qmat_opts o = qopts(PG_SCALE_PCT_ROW, PG_ROUND_GPTQ, &p);
+      pg_qmat_opts o = qopts(PG_SCALING_PCT_ROW, PG_ROUND_GPTQ, &p);
       pg_qmat_stats st;
       cr_assert_eq(pg_quant_matrix(W, rows, n, &o, &H, a, s, &st, NULL), PG_OK);
       free(W);
@@ -742,7 +742,7 @@ Test(gptq, pct_picks_the_least_mse) {
   int distinct = 0;
   for (int i = 1; i < PG_QUANT_N_PCT; i++) distinct += mses[i] != mses[0];
   cr_assert_gt(distinct, 0);
-  pg_qmat_opts o = qopts(PG_SCALE_PCT, PG_ROUND_RTN, NULL);
+  pg_qmat_opts o = qopts(PG_SCALING_PCT, PG_ROUND_RTN, NULL);
   int8_t *q = xcalloc(rows * cols, 1);
   uint16_t s[40];
   pg_qmat_stats st;
@@ -757,7 +757,7 @@ Test(gptq, pct_picks_the_least_mse) {
   cr_assert_eq(st.clamped, cl);
   cr_assert_eq(st.herr, 0.0);
   /* per row: each row keeps its own best, so the MSE can only go down */
-  pg_qmat_opts orow = qopts(PG_SCALE_PCT_ROW, PG_ROUND_RTN, NULL);
+  pg_qmat_opts orow = qopts(PG_SCALING_PCT_ROW, PG_ROUND_RTN, NULL);
   int8_t *qr = xcalloc(rows * cols, 1);
   uint16_t sr[40];
   pg_qmat_stats str;
@@ -792,7 +792,7 @@ Test(gptq, pct_ties_keep_the_first_percentile) {
     W[r * cols + 2] = 9.0f;
     W[r * cols + 7] = -9.0f;
   }
-  pg_qmat_opts o = qopts(PG_SCALE_PCT, PG_ROUND_RTN, NULL);
+  pg_qmat_opts o = qopts(PG_SCALING_PCT, PG_ROUND_RTN, NULL);
   int8_t q[60];
   uint16_t s[6];
   pg_qmat_stats st;
@@ -816,7 +816,7 @@ Test(gptq, pct_with_gptq_and_row_choice) {
   int8_t *q = xcalloc(rows * n, 1), *qr = xcalloc(rows * n, 1), *qi = xcalloc(rows * n, 1);
   uint16_t s[30], sr[30], si[30];
   pg_qmat_stats st, str;
-  pg_qmat_opts o = qopts(PG_SCALE_PCT, PG_ROUND_GPTQ, &p);
+  pg_qmat_opts o = qopts(PG_SCALING_PCT, PG_ROUND_GPTQ, &p);
   o.qmin = -32; /* the asymmetric int6 range */
   o.qmax = 31;
   cr_assert_eq(pg_quant_matrix(W, rows, n, &o, &H, q, s, &st, NULL), PG_OK);
@@ -835,7 +835,7 @@ Test(gptq, pct_with_gptq_and_row_choice) {
     }
   }
   cr_assert(found);
-  o.scale_rule = PG_SCALE_PCT_ROW;
+  o.scale_rule = PG_SCALING_PCT_ROW;
   cr_assert_eq(pg_quant_matrix(W, rows, n, &o, &H, qr, sr, &str, NULL), PG_OK);
   cr_assert_leq(str.mse, st.mse);
   cr_assert_gt(str.herr, 0);
@@ -851,7 +851,7 @@ Test(gptq, pct_with_gptq_and_row_choice) {
 Test(gptq, clamped_count_and_sdclip_stats) {
   const uint64_t rows = 10, cols = 50;
   float *W = rand_matrix(rows, cols, 121, 1.0);
-  pg_qmat_opts o = qopts(PG_SCALE_SDCLIP, PG_ROUND_RTN, NULL);
+  pg_qmat_opts o = qopts(PG_SCALING_SDCLIP, PG_ROUND_RTN, NULL);
   o.k = 2.0f; /* ±2σ: a good share clamps */
   int8_t *q = xcalloc(rows * cols, 1), *qi = xcalloc(rows * cols, 1);
   uint16_t s[10], si[10];
@@ -894,13 +894,13 @@ Test(gptq, argument_errors) {
   cr_assert_eq(pg_gptq_quantize(W, 4, 8, &p, s, -31, 31, -1, 1, q, &e), PG_E_ARG); /* block */
   cr_assert_eq(pg_gptq_quantize(W, 4, 8, &p, s, -31, 31, 0, 1, q, &e), PG_OK);
 
-  pg_qmat_opts o = qopts(PG_SCALE_SDCLIP, PG_ROUND_RTN, NULL);
+  pg_qmat_opts o = qopts(PG_SCALING_SDCLIP, PG_ROUND_RTN, NULL);
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_OK);
   o.bits = 4;
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_E_ARG);
   o.bits = 9;
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_E_ARG);
-  o = qopts(PG_SCALE_SDCLIP, PG_ROUND_RTN, NULL);
+  o = qopts(PG_SCALING_SDCLIP, PG_ROUND_RTN, NULL);
   o.qmin = -33; /* below int6 */
   o.qmax = 31;
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_E_ARG);
@@ -910,18 +910,18 @@ Test(gptq, argument_errors) {
   o.qmin = -32;
   o.qmax = 31;
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_OK);
-  o = qopts(PG_SCALE_SDCLIP, PG_ROUND_GPTQ, NULL); /* GPTQ without a preparation */
+  o = qopts(PG_SCALING_SDCLIP, PG_ROUND_GPTQ, NULL); /* GPTQ without a preparation */
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_E_ARG);
-  o = qopts(PG_SCALE_HSDCLIP, PG_ROUND_RTN, NULL);
+  o = qopts(PG_SCALING_HSDCLIP, PG_ROUND_RTN, NULL);
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_E_ARG);
-  o = qopts(PG_SCALE_SDCLIP, PG_ROUND_GPTQ, &p);
+  o = qopts(PG_SCALING_SDCLIP, PG_ROUND_GPTQ, &p);
   cr_assert_eq(pg_quant_matrix(W, 8, 4, &o, NULL, q, s, NULL, &e), PG_E_ARG); /* 4 ≠ 8 cols */
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_OK);
   o.scale_rule = 7;
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_E_ARG);
-  o = qopts(PG_SCALE_SDCLIP, 3, NULL);
+  o = qopts(PG_SCALING_SDCLIP, 3, NULL);
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_E_ARG);
-  o = qopts(PG_SCALE_SDCLIP, PG_ROUND_RTN, NULL);
+  o = qopts(PG_SCALING_SDCLIP, PG_ROUND_RTN, NULL);
   cr_assert_eq(pg_quant_matrix(NULL, 4, 8, &o, NULL, q, s, NULL, &e), PG_E_ARG);
   cr_assert_eq(pg_quant_matrix(W, 0, 8, &o, NULL, q, s, NULL, &e), PG_E_ARG);
   cr_assert_eq(pg_quant_matrix(W, 4, 8, &o, NULL, q, s, NULL, &e), PG_OK);

@@ -13,6 +13,7 @@
 
 #include "pg_arch.h"
 #include "pg_model.h"
+#include "pg_model_testing.h"
 #include "pg_ops.h"
 #include "pg_rng.h"
 #include "pg_tape.h"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pg_gptq.h"
+#include "pg_lqer.h"
 #include "pg_half.h"
 #include "pg_qtype.h"
 #include "pg_rng.h"

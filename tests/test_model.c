@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "pg_model.h"
+#include "pg_model_testing.h"
 #include "pg_tape.h"
 #include "pg_rng.h"
 

@@ -19,6 +19,7 @@
 #include "pg_gptq.h"
 #include "pg_weights.h"
 #include "pg_model.h"
+#include "pg_model_testing.h"
 #include "pg_ops.h"
 #include "pg_pack.h"
 #include "pg_shard.h"
@@ -277,7 +278,7 @@ Test(pack, gptq_beats_rtn_on_real_hessians) {
     int8_t *q = malloc(rows * cols);
     uint16_t *s = malloc(rows * sizeof *s);
     pg_qmat_stats sg, sr;
-    pg_qmat_opts o = {.scale_rule = PG_SCALE_SDCLIP, .round_rule = PG_ROUND_GPTQ, .bits = 6,
+    pg_qmat_opts o = {.scale_rule = PG_SCALING_SDCLIP, .round_rule = PG_ROUND_GPTQ, .bits = 6,
                       .k = 12.85f, .prep = &prep, .nthreads = 2};
     const float *W = pg_model_data(m, i);
     cr_assert_eq(pg_quant_matrix(W, rows, cols, &o, H, q, s, &sg, &e), PG_OK, "%s", e.msg);

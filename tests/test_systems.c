@@ -25,6 +25,7 @@
 #include "pg_eval.h"
 #include "pg_io.h"
 #include "pg_model.h"
+#include "pg_model_testing.h"
 #include "pg_rng.h"
 #include "pgevalfx.h"
 

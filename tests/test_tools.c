@@ -18,9 +18,11 @@
 #include "pg_arch.h"
 #include "pg_container.h"
 #include "pg_io.h"
+#include "pg_packjob.h"
 #include "pg_safetensors.h"
 #include "pg_shard.h"
 #include "pg_spm.h"
+#include "pg_verify.h"
 #include "pgbomb.h"
 #include "pgtest.h"
 
@@ -502,6 +504,8 @@ static void check_receipt(json_t *r, const vfx *f, const char *proto, const char
     cr_assert_gt(json_integer_value(json_object_get(res, "train_steps")), 0);
   }
   cr_assert_str_eq(json_string_value(jget(r, "engine", "name")), "cpu");
+  cr_assert(!strncmp(json_string_value(jget(r, "engine", "devices")), "cpu: ", 5));
+  cr_assert_str_eq(json_string_value(jget(r, "engine", "driver")), "");
 }
 
 /* The result object without its timing, for comparing two runs. */
@@ -560,6 +564,118 @@ Test(tools, pgverify_protocols_and_receipts) {
     json_decref(r1);
     json_decref(r2);
   }
+}
+
+/* Every member named "seconds*" removed, at any depth (the only fields that vary run to run). */
+static void drop_timings(json_t *j) {
+  if (json_is_array(j)) {
+    for (size_t i = 0; i < json_array_size(j); i++) drop_timings(json_array_get(j, i));
+    return;
+  }
+  if (!json_is_object(j)) return;
+  const char *key;
+  json_t *v;
+  void *tmpk;
+  json_object_foreach_safe(j, tmpk, key, v) {
+    if (!strncmp(key, "seconds", 7)) json_object_del(j, key);
+    else drop_timings(v);
+  }
+}
+
+static void count_start(void *ctx, const pg_verify_start *s) {
+  cr_assert_eq(s->tokens, 1025);
+  ++*(int *)ctx;
+}
+
+/* The library's verification run (pg_verify.h), called in process as a checker would, gives the
+ * receipt pgverify writes, field for field (timings aside); it writes nothing without a path,
+ * and its faults are the tool's. */
+Test(tools, pg_verify_run_gives_the_receipt_pgverify_writes) {
+  vfx f;
+  vfx_init(&f);
+  char rpath[200], vpat[200];
+  snprintf(rpath, sizeof rpath, "%s/tool.json", tmp);
+  snprintf(vpat, sizeof vpat, "%.*s", (int)strlen(f.val) - 2, f.val + 1); /* unquoted */
+  cr_assert_eq(run("%s %s --val %s --seq-len 64 --stride 16 --threads 2 --receipt %s -q",
+                   bin("pgverify"), f.art, f.val, rpath),
+               0, "%s", slurp(err_path));
+  int started = 0;
+  pg_verify_cfg cfg = {.weights = f.art, .val = vpat, .threads = 1, .on_start = count_start,
+                       .ctx = &started};
+  pg_protocol_defaults(&cfg.protocol, PG_PROTO_SLIDING);
+  cfg.protocol.seq_len = 64;
+  cfg.protocol.stride = 16;
+  pg_err err;
+  pg_verify_result v;
+  cr_assert_eq(pg_verify_run(&cfg, &v, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(started, 1);
+  cr_assert_eq(v.tokens_read, 1025);
+  json_t *lib = json_loads(v.receipt_json, 0, NULL), *tool = load_json(rpath);
+  cr_assert_not_null(lib);
+  /* the thread count is recorded; the figures do not depend on it */
+  json_object_set(json_object_get(lib, "engine"), "threads",
+                  json_object_get(json_object_get(tool, "engine"), "threads"));
+  json_object_set(json_object_get(lib, "engine"), "devices",
+                  json_object_get(json_object_get(tool, "engine"), "devices"));
+  drop_timings(lib);
+  drop_timings(tool);
+  char *a = json_dumps(lib, JSON_SORT_KEYS), *b = json_dumps(tool, JSON_SORT_KEYS);
+  cr_assert_str_eq(a, b);
+  free(a);
+  free(b);
+  json_decref(lib);
+  json_decref(tool);
+  pg_verify_result_free(&v);
+  /* safetensors weights need a tokenizer: the tool's message, from the library */
+  char st[200];
+  snprintf(st, sizeof st, "%s/w.safetensors", tmp);
+  cr_assert_eq(run("%s %s --safetensors %s", bin("pgunpack"), f.art, st), 0, "%s",
+               slurp(err_path));
+  cfg.weights = st;
+  cr_assert_eq(pg_verify_run(&cfg, &v, &err), PG_E_ARG);
+  cr_assert(strstr(err.msg, "holds no tokenizer") != NULL, "%s", err.msg);
+  pg_verify_result_free(&v);
+}
+
+static void count_steps(void *ctx, int step, int done, const pg_packjob *j) {
+  (void)j;
+  if (done) *(unsigned *)ctx |= 1u << step;
+}
+
+/* The library's packing job (pg_packjob.h), called in process, writes the bytes pgpack writes and
+ * announces exactly the steps it took. */
+Test(tools, pg_packjob_run_writes_what_pgpack_writes) {
+  vfx f;
+  vfx_init(&f);
+  char a[200], b[200];
+  snprintf(a, sizeof a, "%s/tool.pgz", tmp);
+  snprintf(b, sizeof b, "%s/lib.pgz", tmp);
+  cr_assert_eq(run("%s --weights %s --calib self --calib-seqs 2 --calib-len 16 --codec zstd-3 "
+                   "--threads 2 -q -o %s", bin("pgpack"), f.art, a),
+               0, "%s", slurp(err_path));
+  unsigned steps = 0;
+  pg_packjob_cfg cfg = {.weights = f.art, .out = b, .calib = "self", .calib_seqs = 2,
+                        .calib_len = 16, .calib_batch = 4, .temperature = 0.8, .seed = 1337,
+                        .recipe = pg_pack_recipe_default(), .fit_cat = -1,
+                        .count_tokenizer = 1, .threads = 1, .on_step = count_steps,
+                        .ctx = &steps};
+  pg_err err;
+  cr_assert_eq(pg_codec_spec_parse(&cfg.recipe.codec, "zstd-3", &err), PG_OK);
+  cfg.recipe.codec_best = 0;
+  pg_packjob job;
+  cr_assert_eq(pg_packjob_run(&job, &cfg, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(steps, (1u << PG_PACKJOB_WEIGHTS) | (1u << PG_PACKJOB_CALIB) |
+                          (1u << PG_PACKJOB_HESSIANS) | (1u << PG_PACKJOB_QUANTIZE) |
+                          (1u << PG_PACKJOB_PACK) | (1u << PG_PACKJOB_WRITE));
+  cr_assert(job.have_account && job.account.counted <= job.budget);
+  pg_packjob_free(&job);
+  uint8_t *x, *y;
+  size_t na, nb;
+  cr_assert_eq(pg_file_read_all(a, &x, &na, 64u << 20, &err), PG_OK);
+  cr_assert_eq(pg_file_read_all(b, &y, &nb, 64u << 20, &err), PG_OK);
+  cr_assert(na == nb && !memcmp(x, y, na), "the library's artifact differs from pgpack's");
+  free(x);
+  free(y);
 }
 
 /* --precision bf16 (spec/engine.md §7, spec/eval.md §7): the bf16 figure with the fp32 figure
@@ -726,7 +842,8 @@ static void write_nan_artifact(const char *path, uint32_t vocab) {
 }
 
 /* Exit 2, one line on stderr holding every needle, and no default receipt left behind. */
-static void expect_error(const vfx *f, const char *n1, const char *n2, const char *fmt, ...) {
+static void expect_error_rc(int want, const vfx *f, const char *n1, const char *n2,
+                            const char *fmt, ...) {
   char cmd[2048];
   va_list ap;
   va_start(ap, fmt);
@@ -734,7 +851,7 @@ static void expect_error(const vfx *f, const char *n1, const char *n2, const cha
   va_end(ap);
   int rc = run("%s", cmd);
   char *er = slurp(err_path);
-  cr_assert_eq(rc, 2, "exit %d for %s: %s", rc, cmd, er);
+  cr_assert_eq(rc, want, "exit %d for %s: %s", rc, cmd, er);
   cr_assert_eq(count_lines(er), 1, "not one line: %s", er);
   cr_assert(strncmp(er, "pgverify: ", 10) == 0, "%s", er);
   if (n1) cr_assert(strstr(er, n1) != NULL, "'%s' not in: %s", n1, er);
@@ -742,6 +859,31 @@ static void expect_error(const vfx *f, const char *n1, const char *n2, const cha
   free(er);
   struct stat st;
   cr_assert(stat(f->receipt, &st) != 0, "a failed run left a receipt (%s)", cmd);
+}
+#define expect_error(...) expect_error_rc(2, __VA_ARGS__)
+
+/* --engine auto runs where it can (here the CPU: this version has no CUDA engine) and says why;
+ * the figures are those of --engine cpu. */
+Test(tools, pgverify_engine_auto_says_what_it_chose) {
+  vfx f;
+  vfx_init(&f);
+  const char *pv = bin("pgverify");
+  char r1[300], r2[300];
+  snprintf(r1, sizeof r1, "%s/auto.json", tmp);
+  snprintf(r2, sizeof r2, "%s/cpu.json", tmp);
+  int rc = run("%s %s --val %s --seq-len 64 --engine auto --receipt %s", pv, f.art, f.val, r1);
+  char *er = slurp(err_path);
+  cr_assert_eq(rc, 0, "%s", er);
+  cr_assert(strstr(er, "pgverify: engine cpu (auto: "), "%s", er);
+  free(er);
+  cr_assert_eq(run("%s %s --val %s --seq-len 64 --engine cpu --receipt %s", pv, f.art, f.val, r2),
+               0);
+  json_t *a = json_load_file(r1, 0, NULL), *b = json_load_file(r2, 0, NULL);
+  cr_assert(a && b);
+  cr_assert_str_eq(json_string_value(jget(a, "engine", "name")), "cpu");
+  cr_assert(json_equal(jget(a, "result", "val_bpb"), jget(b, "result", "val_bpb")));
+  json_decref(a);
+  json_decref(b);
 }
 
 Test(tools, pgverify_errors_are_one_line) {
@@ -777,8 +919,9 @@ Test(tools, pgverify_errors_are_one_line) {
   /* usage faults */
   expect_error(&f, "--val", NULL, "%s %s --seq-len 64", pv, f.art);
   expect_error(&f, "unknown protocol", "nope", "%s %s --val %s --protocol nope", pv, f.art, f.val);
-  expect_error(&f, "CUDA engine is not built yet", NULL, "%s %s --val %s --engine cuda", pv, f.art,
-               f.val);
+  /* an engine this build or machine cannot make: one line, exit 3 (spec/cli.md); a bad name: 2 */
+  expect_error_rc(3, &f, "--engine cuda", NULL, "%s %s --val %s --engine cuda", pv, f.art, f.val);
+  expect_error(&f, "--engine", "gpu", "%s %s --val %s --engine gpu", pv, f.art, f.val);
   /* --receipt naming the artifact (by the same or another path) is refused; the artifact stays */
   uint8_t *before, *after;
   size_t nb, na;

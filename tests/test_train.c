@@ -96,7 +96,7 @@ Test(train, config_defaults_and_errors) {
   pg_err e;
   const char *ok = "{\"data\": {\"train\": \"x/*.bin\"}}";
   cr_assert_eq(pg_train_cfg_parse(&c, ok, strlen(ok), "a.json", &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(c.group[PG_GROUP_MATRIX].kind, PG_TOPT_MUON);
+  cr_assert_eq(c.group[PG_TRAIN_GROUP_MATRIX].kind, PG_TOPT_MUON);
   cr_assert_eq(c.steps, 200u);
   cr_assert_eq(c.arch.layers, 9, "the baseline arch by default");
   struct {

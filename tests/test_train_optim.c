@@ -13,6 +13,7 @@
 #include "pg_muon.h"
 #include "pg_optim.h"
 #include "pg_rng.h"
+#include "pg_sched.h"
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
 

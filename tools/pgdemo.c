@@ -1,22 +1,13 @@
-/* pgdemo: write a synthetic, untrained model of the record family into an artifact: a real arch
- * (the baseline of spec/arch.md with the sizes asked for) stored canonically as "arch.json", and
- * exactly that arch's tensors, initialized as a trainer would (pg_model_init) and quantized the
- * way the challenge's SDClip recipe does (row scales fp16(k·std/R), round half to even; small
- * tensors fp16). It gives test fixtures and a quick artifact without training (pgtrain and
- * pgpack make the real ones); the weights are untrained, so the artifact exercises every byte
- * path and loads as a model (pg_weights.h), not the score. */
+/* pgdemo: write a synthetic, untrained model of the record family into an artifact (the work is
+ * pg_demo.h: the baseline arch with the sizes asked for, its tensors initialized as a trainer
+ * would and quantized with SDClip scales and round-to-nearest, small tensors fp16). It gives test
+ * fixtures and a quick artifact without training (pgtrain and pgpack make the real ones). */
 #include <getopt.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "pg_arch.h"
-#include "pg_container.h"
-#include "pg_half.h"
+#include "pg_demo.h"
 #include "pg_io.h"
-#include "pg_model.h"
-#include "pg_quant.h"
-#include "pg_rng.h"
 #include "tool.h"
 
 static const char *PROG = "pgdemo";
@@ -51,112 +42,18 @@ static void usage(FILE *f) {
           "  -h, --help            this text\n");
 }
 
-typedef struct demo {
-  pg_writer *w;
-  int sec_embed, sec_attn, sec_mlp, sec_scales, sec_small;
-  unsigned bits, embed_bits;
-  float clip, embed_clip;
-  int packing;
-  uint64_t passthrough_max;
-  uint64_t params, quantized;
-} demo;
-
-static int ends_with(const char *s, const char *suf) {
-  size_t a = strlen(s), b = strlen(suf);
-  return a >= b && !strcmp(s + a - b, suf);
-}
-
-/* One tensor of the model: vectors, scalars and tensors of at most passthrough_max elements
- * (65,536 by default, the challenge's routing) pass through as fp16; larger matrices get SDClip
- * row scales (rows = the first dimension) and round-to-nearest, the embeddings with their own
- * bits and clip. */
-static int add_tensor(demo *d, const pg_arch_tensor *t, const float *W, pg_err *err) {
-  const uint64_t n = pg_arch_tensor_numel(t);
-  d->params += n;
-  if (n <= d->passthrough_max || t->ndim < 2) {
-    uint16_t *h = malloc(n * 2);
-    if (!h) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate %s", t->name);
-    for (uint64_t i = 0; i < n; i++) h[i] = pg_f32_to_f16(W[i]);
-    pg_tensor_in in = {.name = t->name, .qtype = PG_QTYPE_F16, .ndim = (unsigned)t->ndim,
-                       .dims = t->shape, .values = h, .sec_values = d->sec_small};
-    int rc = pg_writer_tensor(d->w, &in, err);
-    free(h);
-    return rc;
-  }
-  const int embed = !strcmp(t->name, "tok_emb.weight") || ends_with(t->name, "embed.weight");
-  const unsigned bits = embed ? d->embed_bits : d->bits;
-  const float k = embed ? d->embed_clip : d->clip;
-  const uint64_t rows = t->ndim ? t->shape[0] : 1, cols = n / rows;
-  int8_t *q = malloc(n);
-  uint16_t *s = malloc(rows * 2);
-  if (!q || !s) {
-    free(q);
-    free(s);
-    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate %s", t->name);
-  }
-  const int R = (1 << (bits - 1)) - 1;
-  pg_quant_sdclip_scales(W, rows, cols, k, bits, s);
-  for (uint64_t r = 0; r < rows; r++)
-    if (s[r] == 0) s[r] = 1; /* a row below fp16's range: the smallest subnormal, never 0/0 */
-  pg_quant_rtn_rows(W, rows, cols, s, -R, R, q);
-  const int sec = embed ? d->sec_embed : strstr(t->name, ".mlp.") ? d->sec_mlp : d->sec_attn;
-  pg_tensor_in in = {.name = t->name, .qtype = PG_QTYPE_INT5 + (int)bits - 5,
-                     .packing = d->packing, .scale_kind = PG_SCALE_ROW_F16, .qmin = -R, .qmax = R,
-                     .ndim = (unsigned)t->ndim, .dims = t->shape, .values = q, .row_scales = s,
-                     .sec_values = sec, .sec_scales = d->sec_scales};
-  int rc = pg_writer_tensor(d->w, &in, err);
-  d->quantized += n;
-  free(q);
-  free(s);
-  return rc;
-}
-
-/* The arch: the baseline (spec/arch.md) with the options' sizes. One layer cannot have U-Net
- * skips (an empty encoder), and the 12-channel gate windows cannot exceed a narrower model. */
-static int demo_arch(pg_arch *a, long vocab, long dim, long layers, long heads, long kv_heads,
-                     long hidden, pg_err *err) {
-  char json[512];
-  int n = snprintf(json, sizeof json,
-                   "{\"vocab_size\": %ld, \"dim\": %ld, \"layers\": %ld, \"heads\": %ld, "
-                   "\"kv_heads\": %ld, \"head_dim\": %ld, \"mlp\": {\"hidden\": %ld}",
-                   vocab, dim, layers, heads, kv_heads, dim / heads, hidden);
-  if (layers < 2)
-    n += snprintf(json + n, sizeof json - (size_t)n, ", \"structure\": {\"skips\": \"none\"}");
-  if (dim < 12)
-    n += snprintf(json + n, sizeof json - (size_t)n,
-                  ", \"attention\": {\"gate_window\": %ld}, "
-                  "\"embeddings\": {\"smear_window\": %ld}",
-                  dim, dim);
-  n += snprintf(json + n, sizeof json - (size_t)n, "}");
-  return pg_arch_parse(a, json, (size_t)n, "pgdemo arch", err);
-}
-
-/* An untrained model of that arch: the trainer's init (pg_model_init: control tensors at their
- * init values, matrices N(0, 1/fan_in), embeddings N(0, 0.005²)), except that the output
- * projections, which that init zeroes, are drawn like the other matrices so that every matrix
- * carries bytes. */
-static int demo_model(pg_model **m, const pg_arch *a, uint64_t seed, pg_err *err) {
-  PG_TRY(pg_model_create(m, a, err));
-  pg_model_init(*m, seed);
-  pg_rng rng;
-  pg_rng_seed(&rng, seed ^ 0x9e3779b97f4a7c15ull);
-  for (size_t i = 0; i < pg_model_tensor_count(*m); i++) {
-    const pg_arch_tensor *t = pg_model_tensor(*m, i);
-    if (!ends_with(t->name, "attn.proj.weight") && !ends_with(t->name, "mlp.proj.weight")) continue;
-    const double std = 1.0 / sqrt((double)t->shape[1]);
-    pg_real *p = pg_model_data(*m, i);
-    for (uint64_t j = 0; j < pg_arch_tensor_numel(t); j++)
-      p[j] = (pg_real)(std * pg_rng_gauss(&rng));
-  }
-  return PG_OK;
-}
-
 static int parse_int(const char *s, long lo, long hi, long *out) {
   char *end;
   long v = strtol(s, &end, 10);
   if (end == s || *end || v < lo || v > hi) return 1;
   *out = v;
   return 0;
+}
+
+static void on_write(void *ctx, uint64_t params, uint64_t quantized, const char *codec_name) {
+  (void)ctx;
+  fprintf(stderr, "pgdemo: %llu parameters (%llu quantized); compressing with %s ...\n",
+          (unsigned long long)params, (unsigned long long)quantized, codec_name);
 }
 
 int main(int argc, char **argv) {
@@ -217,79 +114,15 @@ int main(int argc, char **argv) {
   if (dim % heads || heads % kv_heads)
     return pg_tool_usage_error(PROG, "--dim must divide by --heads, and --heads by --kv-heads");
   pg_err err;
-  pg_codec_spec cs;
-  if (pg_codec_spec_parse(&cs, codec, &err) != PG_OK) return pg_tool_fail(PROG, &err);
+  pg_demo_cfg cfg = {.layers = layers, .dim = dim, .heads = heads, .kv_heads = kv_heads,
+                     .hidden = dim * mlp_mult, .vocab = vocab, .bits = (unsigned)bits,
+                     .embed_bits = (unsigned)embed_bits, .clip = clip, .embed_clip = embed_clip,
+                     .packed = packed, .passthrough_max = (uint64_t)passthrough, .code = codes,
+                     .ncode = (size_t)ncode, .tokenizer = tokenizer, .seed = seed, .out = out,
+                     .on_write = on_write};
+  if (pg_codec_spec_parse(&cfg.codec, codec, &err) != PG_OK) return pg_tool_fail(PROG, &err);
   const double t0 = pg_now();
-  pg_arch arch;
-  char *arch_text = NULL;
-  pg_model *model = NULL;
-  if (demo_arch(&arch, vocab, dim, layers, heads, kv_heads, dim * mlp_mult, &err) != PG_OK ||
-      pg_arch_serialize(&arch, &arch_text, &err) != PG_OK ||
-      demo_model(&model, &arch, (uint64_t)seed, &err) != PG_OK) {
-    free(arch_text);
-    return pg_tool_fail(PROG, &err);
-  }
-  demo d = {.bits = (unsigned)bits, .embed_bits = (unsigned)embed_bits, .clip = (float)clip,
-            .embed_clip = (float)embed_clip, .packing = packed,
-            .passthrough_max = (uint64_t)passthrough};
-  if (pg_writer_create(&d.w) != PG_OK) {
-    free(arch_text);
-    pg_model_free(model);
-    return PG_EXIT_ERROR;
-  }
-  d.sec_embed = pg_writer_data_section(d.w, &cs, &err);
-  d.sec_attn = pg_writer_data_section(d.w, &cs, &err);
-  d.sec_mlp = pg_writer_data_section(d.w, &cs, &err);
-  d.sec_scales = pg_writer_data_section(d.w, &cs, &err);
-  d.sec_small = pg_writer_data_section(d.w, &cs, &err);
-  char recipe[512], codec_name[48];
-  pg_codec_spec_format(&cs, codec_name, sizeof codec_name); /* canonical: no quote to escape */
-  snprintf(recipe, sizeof recipe,
-           "{\"method\":\"rtn-sdclip\",\"matrix_bits\":%ld,\"embed_bits\":%ld,"
-           "\"matrix_clip_sigmas\":%g,\"embed_clip_sigmas\":%g,\"passthrough_max\":%ld,"
-           "\"codec\":\"%s\",\"packed\":%s}",
-           bits, embed_bits, clip, embed_clip, passthrough, codec_name, packed ? "true" : "false");
-  int rc = pg_writer_meta_str(d.w, "arch.name", "pgolf-demo", 10, &err);
-  if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "arch.json", arch_text, strlen(arch_text), &err);
-  if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "quant.method", "rtn-sdclip", 10, &err);
-  if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "quant.recipe", recipe, strlen(recipe), &err);
-  if (rc == PG_OK) rc = pg_writer_meta_i64(d.w, "tokenizer.vocab_size", vocab, &err);
-  if (rc == PG_OK) rc = pg_writer_meta_i64(d.w, "provenance.seed", seed, &err);
-  if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "provenance.calib_source", "none (synthetic weights)", 24, &err);
-  if (rc == PG_OK) rc = pg_writer_meta_i64(d.w, "budget.bytes", 16000000, &err);
-  /* exactly the arch's tensors, in its canonical order */
-  for (size_t i = 0; i < pg_model_tensor_count(model) && rc == PG_OK; i++)
-    rc = add_tensor(&d, pg_model_tensor(model, i), pg_model_data(model, i), &err);
-  free(arch_text);
-  pg_model_free(model);
-  for (int i = 0; i < ncode && rc == PG_OK; i++) {
-    uint8_t *bytes;
-    size_t n;
-    rc = pg_file_read_all(codes[i], &bytes, &n, 64u << 20, &err);
-    if (rc != PG_OK) break;
-    const char *base = strrchr(codes[i], '/');
-    rc = pg_writer_code(d.w, base ? base + 1 : codes[i], bytes, n, NULL, &err);
-    free(bytes);
-  }
-  if (rc == PG_OK && tokenizer) {
-    uint8_t *bytes;
-    size_t n;
-    rc = pg_file_read_all(tokenizer, &bytes, &n, 64u << 20, &err);
-    if (rc == PG_OK) {
-      rc = pg_writer_tokenizer(d.w, bytes, n, NULL, &err);
-      free(bytes);
-      const char *base = strrchr(tokenizer, '/');
-      base = base ? base + 1 : tokenizer;
-      if (rc == PG_OK) rc = pg_writer_meta_str(d.w, "tokenizer.name", base, strlen(base), &err);
-    }
-  }
-  if (rc == PG_OK) {
-    fprintf(stderr, "pgdemo: %llu parameters (%llu quantized); compressing with %s ...\n",
-            (unsigned long long)d.params, (unsigned long long)d.quantized, codec_name);
-    rc = pg_writer_write(d.w, out, &err);
-  }
-  pg_writer_free(d.w);
-  if (rc != PG_OK) return pg_tool_fail(PROG, &err);
+  if (pg_demo_write(&cfg, &err) != PG_OK) return pg_tool_fail(PROG, &err);
   uint64_t size = 0;
   pg_file_size(out, &size, &err);
   char b1[32];

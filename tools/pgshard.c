@@ -15,6 +15,7 @@
 #include "pg_encode.h"
 #include "pg_io.h"
 #include "pg_shard.h"
+#include "pg_shard_stats.h"
 #include "pg_spm.h"
 #include "tool.h"
 
@@ -226,9 +227,76 @@ static int cmd_check(int argc, char **argv) {
 /* ------------------------------------------------------------------------------------------ */
 /* info */
 
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return (x > y) - (x < y);
+/* The piece of an id, when the model has it. */
+static const pg_spm_piece *piece_of(const pg_spm *m, uint32_t id) {
+  return m && id < pg_spm_vocab_size(m) ? pg_spm_piece_at(m, id) : NULL;
+}
+
+static json_t *info_json(const char *shards, const pg_spm *m, const pg_shard_stats *st) {
+  const uint64_t n = st->tokens;
+  json_t *j = json_object();
+  json_object_set_new(j, "shards", pg_json_cstr(shards));
+  json_object_set_new(j, "files", json_integer((json_int_t)st->files));
+  json_object_set_new(j, "tokens", json_integer((json_int_t)n));
+  json_object_set_new(j, "targets", json_integer(n ? (json_int_t)n - 1 : 0));
+  json_object_set_new(j, "documents", json_integer((json_int_t)st->documents));
+  json_object_set_new(j, "tokens_before_first_bos", json_integer((json_int_t)st->before_first_bos));
+  if (st->have_lengths) {
+    json_object_set_new(j, "doc_len_min", json_integer((json_int_t)st->len_min));
+    json_object_set_new(j, "doc_len_median", json_integer((json_int_t)st->len_median));
+    json_object_set_new(j, "doc_len_max", json_integer((json_int_t)st->len_max));
+    json_object_set_new(j, "doc_len_mean", pg_json_num(st->len_mean));
+  }
+  json_object_set_new(j, "distinct_ids", json_integer((json_int_t)st->distinct_ids));
+  json_object_set_new(j, "max_id", json_integer((json_int_t)st->max_id));
+  json_t *tj = json_array();
+  for (int t = 0; t < st->ntop; t++) {
+    json_t *e = json_object();
+    json_object_set_new(e, "id", json_integer(st->top[t]));
+    json_object_set_new(e, "count", json_integer((json_int_t)st->top_count[t]));
+    const pg_spm_piece *p = piece_of(m, st->top[t]);
+    if (p) json_object_set_new(e, "piece", pg_json_text(p->piece, p->len));
+    json_array_append_new(tj, e);
+  }
+  json_object_set_new(j, "top_ids", tj);
+  if (m) {
+    json_object_set_new(j, "bytes", json_integer((json_int_t)st->bytes));
+    json_object_set_new(j, "bytes_per_target",
+                        pg_json_num(n > 1 ? (double)st->bytes / (double)(n - 1) : 0.0));
+  }
+  return j;
+}
+
+static void info_print(const char *shards, const pg_spm *m, const pg_shard_stats *st) {
+  const uint64_t n = st->tokens;
+  char b1[32], b2[32], b3[32];
+  printf("%s\n  files %zu, tokens %s, documents %s", pg_safe(shards), st->files,
+         pg_fmt_u64(b1, n), pg_fmt_u64(b2, st->documents));
+  if (st->before_first_bos)
+    printf(" (%s tokens before the first BOS)", pg_fmt_u64(b3, st->before_first_bos));
+  printf("\n");
+  if (st->have_lengths)
+    printf("  document length: min %llu, median %llu, mean %.1f, max %llu tokens\n",
+           (unsigned long long)st->len_min, (unsigned long long)st->len_median, st->len_mean,
+           (unsigned long long)st->len_max);
+  printf("  ids: %llu distinct, max %llu; most frequent:", (unsigned long long)st->distinct_ids,
+         (unsigned long long)st->max_id);
+  for (int t = 0; t < st->ntop; t++) {
+    printf(" %u", st->top[t]);
+    const pg_spm_piece *p = piece_of(m, st->top[t]);
+    if (p) {
+      printf(" '");
+      pg_print_safe(stdout, p->piece, p->len);
+      printf("'");
+    }
+    printf(" (%.2f%%)%s", 100.0 * (double)st->top_count[t] / (double)n,
+           t + 1 < st->ntop ? "," : "");
+  }
+  printf("\n");
+  if (m)
+    printf("  bytes (challenge tables): %s over %s targets, %.4f bytes per target\n",
+           pg_fmt_u64(b1, st->bytes), pg_fmt_u64(b2, n ? n - 1 : 0),
+           n > 1 ? (double)st->bytes / (double)(n - 1) : 0.0);
 }
 
 static int cmd_info(int argc, char **argv) {
@@ -248,115 +316,13 @@ static int cmd_info(int argc, char **argv) {
       status = pg_tool_fail(PROG, &err);
       break;
     }
-    const uint64_t n = pg_shard_set_count(set);
-    uint16_t *tok = malloc((n ? n : 1) * sizeof *tok);
-    uint64_t *hist = calloc(65536, sizeof *hist);
-    pg_doc *docs = NULL;
-    uint64_t ndocs = 0, skipped = 0;
-    int rc = tok && hist ? pg_shard_set_copy(set, 0, n, tok, &err)
-                         : pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
-    if (rc == PG_OK) rc = pg_docs_list(tok, n, argv[i], &docs, &ndocs, &skipped, &err);
-    if (rc != PG_OK) {
+    pg_shard_stats st;
+    if (pg_shard_stats_compute(&st, set, argv[i], m ? &tab : NULL, &err) != PG_OK)
       status = pg_tool_fail(PROG, &err);
-    } else {
-      for (uint64_t k = 0; k < n; k++) hist[tok[k]]++;
-      uint64_t distinct = 0, maxid = 0;
-      for (uint32_t k = 0; k < 65536; k++)
-        if (hist[k]) {
-          distinct++;
-          maxid = k;
-        }
-      uint64_t *lens = malloc((ndocs ? ndocs : 1) * sizeof *lens);
-      for (uint64_t d = 0; lens && d < ndocs; d++) lens[d] = docs[d].len;
-      if (lens) qsort(lens, ndocs, sizeof *lens, cmp_u64);
-      uint64_t bytes = 0;
-      if (m && n > 1) pg_spm_count_stream_u16(&tab, tok, n, &bytes, &err);
-      /* top ids */
-      uint32_t top[10];
-      int ntop = 0;
-      for (int t = 0; t < 10; t++) {
-        uint32_t best = 0;
-        uint64_t bc = 0;
-        for (uint32_t k = 0; k < 65536; k++) {
-          int taken = 0;
-          for (int q = 0; q < ntop; q++) taken |= top[q] == k;
-          if (!taken && hist[k] > bc) {
-            bc = hist[k];
-            best = k;
-          }
-        }
-        if (!bc) break;
-        top[ntop++] = best;
-      }
-      json_t *j = json_object();
-      json_object_set_new(j, "shards", pg_json_cstr(argv[i]));
-      json_object_set_new(j, "files", json_integer((json_int_t)pg_shard_set_nfiles(set)));
-      json_object_set_new(j, "tokens", json_integer((json_int_t)n));
-      json_object_set_new(j, "targets", json_integer(n ? (json_int_t)n - 1 : 0));
-      json_object_set_new(j, "documents", json_integer((json_int_t)ndocs));
-      json_object_set_new(j, "tokens_before_first_bos", json_integer((json_int_t)skipped));
-      if (ndocs && lens) {
-        json_object_set_new(j, "doc_len_min", json_integer((json_int_t)lens[0]));
-        json_object_set_new(j, "doc_len_median", json_integer((json_int_t)lens[ndocs / 2]));
-        json_object_set_new(j, "doc_len_max", json_integer((json_int_t)lens[ndocs - 1]));
-        json_object_set_new(j, "doc_len_mean", pg_json_num((double)(n - skipped) / (double)ndocs));
-      }
-      json_object_set_new(j, "distinct_ids", json_integer((json_int_t)distinct));
-      json_object_set_new(j, "max_id", json_integer((json_int_t)maxid));
-      json_t *tj = json_array();
-      for (int t = 0; t < ntop; t++) {
-        json_t *e = json_object();
-        json_object_set_new(e, "id", json_integer(top[t]));
-        json_object_set_new(e, "count", json_integer((json_int_t)hist[top[t]]));
-        if (m && top[t] < pg_spm_vocab_size(m)) {
-          const pg_spm_piece *p = pg_spm_piece_at(m, top[t]);
-          json_object_set_new(e, "piece", pg_json_text(p->piece, p->len));
-        }
-        json_array_append_new(tj, e);
-      }
-      json_object_set_new(j, "top_ids", tj);
-      if (m) {
-        json_object_set_new(j, "bytes", json_integer((json_int_t)bytes));
-        json_object_set_new(j, "bytes_per_target",
-                            pg_json_num(n > 1 ? (double)bytes / (double)(n - 1) : 0.0));
-      }
-      if (o.json) {
-        json_array_append(all, j);
-      } else {
-        char b1[32], b2[32], b3[32];
-        printf("%s\n  files %zu, tokens %s, documents %s", pg_safe(argv[i]),
-               pg_shard_set_nfiles(set),
-               pg_fmt_u64(b1, n), pg_fmt_u64(b2, ndocs));
-        if (skipped) printf(" (%s tokens before the first BOS)", pg_fmt_u64(b3, skipped));
-        printf("\n");
-        if (ndocs && lens)
-          printf("  document length: min %llu, median %llu, mean %.1f, max %llu tokens\n",
-                 (unsigned long long)lens[0], (unsigned long long)lens[ndocs / 2],
-                 (double)(n - skipped) / (double)ndocs, (unsigned long long)lens[ndocs - 1]);
-        printf("  ids: %llu distinct, max %llu; most frequent:", (unsigned long long)distinct,
-               (unsigned long long)maxid);
-        for (int t = 0; t < ntop; t++) {
-          printf(" %u", top[t]);
-          if (m && top[t] < pg_spm_vocab_size(m)) {
-            const pg_spm_piece *p = pg_spm_piece_at(m, top[t]);
-            printf(" '");
-            pg_print_safe(stdout, p->piece, p->len);
-            printf("'");
-          }
-          printf(" (%.2f%%)%s", 100.0 * (double)hist[top[t]] / (double)n, t + 1 < ntop ? "," : "");
-        }
-        printf("\n");
-        if (m)
-          printf("  bytes (challenge tables): %s over %s targets, %.4f bytes per target\n",
-                 pg_fmt_u64(b1, bytes), pg_fmt_u64(b2, n ? n - 1 : 0),
-                 n > 1 ? (double)bytes / (double)(n - 1) : 0.0);
-      }
-      json_decref(j);
-      free(lens);
-    }
-    free(docs);
-    free(tok);
-    free(hist);
+    else if (o.json)
+      json_array_append_new(all, info_json(argv[i], m, &st));
+    else
+      info_print(argv[i], m, &st);
     pg_shard_set_free(set);
   }
   if (o.json && status == PG_EXIT_OK) {

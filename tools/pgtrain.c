@@ -1,19 +1,18 @@
 /* pgtrain: train a model of the record family on the CPU engine from a JSON configuration
  * (spec/train.md, spec/cli.md): periodic logs and validation, checkpoints at intervals and at the
- * end (the file pgpack reads), --resume continuing bit for bit. */
-#include <errno.h>
+ * end (the file pgpack reads), --resume continuing bit for bit. The run is the library's
+ * (pg_trainrun.h); this main reads the options and the configuration and prints. */
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "pg_io.h"
 #include "pg_batches.h"
-#include "pg_ops.h"
+#include "pg_io.h"
 #include "pg_threads.h"
 #include "pg_train.h"
+#include "pg_trainrun.h"
 #include "tool.h"
 
 static const char *PROG = "pgtrain";
@@ -41,6 +40,7 @@ static void usage(FILE *f) {
           "  --stop-after N        stop after step N without changing the schedule\n"
           "  --resume FILE         continue the run saved in this checkpoint\n"
           "  --log FILE            JSON lines: every step and every validation\n"
+          "  --engine NAME         cpu (default), cuda (not in this version: exit 3) or auto\n"
           "  --threads N           threads (default: all CPUs)\n"
           "  --json                print the final summary as JSON\n"
           "  -q, --quiet           only the final summary\n"
@@ -50,7 +50,7 @@ static void usage(FILE *f) {
 }
 
 enum { O_CONFIG = 256, O_TRAIN, O_VAL, O_TOK, O_STEPS, O_SECONDS, O_STOP, O_RESUME, O_LOG,
-       O_THREADS, O_JSON };
+       O_THREADS, O_JSON, O_ENGINE };
 
 /* A path that overrides the configuration: it is recorded in the checkpoint's JSON
  * configuration (and compared on --resume), so it must fit and be UTF-8 like the file's own. */
@@ -59,21 +59,6 @@ static int copy_path(char *dst, const char *src) {
   if (n >= PG_TRAIN_PATH_MAX || !pg_utf8_valid((const uint8_t *)src, n, NULL)) return -1;
   memcpy(dst, src, n + 1);
   return 0;
-}
-
-/* One JSON line of the --log stream, flushed at once so the file can be followed; a failed write
- * (a full disk) fails the run. */
-static int log_json(FILE *f, const char *path, json_t *o, pg_err *err) {
-  int rc = PG_OK;
-  if (f) {
-    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    if (!s || fprintf(f, "%s\n", s) < 0 || fflush(f) != 0)
-      rc = pg_err_set(err, s ? PG_E_IO : PG_E_NOMEM, path, PG_NO_OFFSET, "write failed: %s",
-                      s ? strerror(errno) : "cannot format a line");
-    free(s);
-  }
-  json_decref(o);
-  return rc;
 }
 
 static void print_val(const char *what, uint64_t step, double loss, double bpb, uint64_t n,
@@ -88,12 +73,76 @@ static void print_val(const char *what, uint64_t step, double loss, double bpb, 
   fflush(stdout);
 }
 
+/* ---- the run's events ------------------------------------------------------------------------ */
+
+typedef struct ev {
+  const char *config, *resume;
+  const pg_train_cfg *cfg;
+  int show; /* neither --quiet nor --json */
+} ev;
+
+static void on_begin(void *ctx, pg_trainer *t, int nthreads) {
+  const ev *e = ctx;
+  const pg_train_cfg *cfg = e->cfg;
+  if (!e->show) return;
+  const pg_arch *a = &cfg->arch;
+  uint64_t np = pg_model_param_count(pg_trainer_model(t));
+  char b1[32];
+  printf("pgtrain    %s: %d layers (%d virtual), d %d, vocab %d, %s parameters; %d threads\n",
+         pg_safe(e->config), a->layers, pg_arch_virtual_layers(a), a->dim, a->vocab_size,
+         pg_fmt_u64(b1, np), nthreads);
+  printf("data       %s (%s, %d x %d per step)\n", pg_safe(cfg->train),
+         pg_batches_mode_name(cfg->loader), cfg->batch, cfg->seq_len);
+  if (cfg->steps)
+    printf("schedule   %llu steps%s", (unsigned long long)cfg->steps,
+           cfg->seconds > 0 ? " or the wall-clock limit" : "");
+  else
+    printf("schedule   %.0f s of wall clock (steps estimated from the first steps)",
+           cfg->seconds);
+  printf(", warmdown %.2f, floor %.2f%s\n", cfg->sched.warmdown_frac, cfg->sched.min_lr,
+         cfg->ema_decay > 0 ? ", EMA on" : cfg->swa_every ? ", SWA on" : "");
+  if (e->resume)
+    printf("resume     %s at step %llu of %llu\n", pg_safe(e->resume),
+           (unsigned long long)pg_trainer_step_count(t), (unsigned long long)pg_trainer_total(t));
+  fflush(stdout);
+}
+
+static void on_val(void *ctx, const char *what, uint64_t step, double loss, double bpb,
+                   uint64_t n, double secs) {
+  if (((const ev *)ctx)->show) print_val(what, step, loss, bpb, n, secs);
+}
+
+static void on_total(void *ctx, double per, uint64_t total) {
+  const ev *e = ctx;
+  if (e->show)
+    printf("schedule   %.3f s per step: %llu steps in %.0f s\n", per, (unsigned long long)total,
+           e->cfg->seconds);
+}
+
+static void on_log(void *ctx, const pg_trainrun_log *l) {
+  if (!((const ev *)ctx)->show) return;
+  const pg_train_step_info *info = l->info;
+  char b1[32];
+  printf("step %6llu/%-6llu loss %.4f  gnorm %7.3f  lr×%.3f  mu %.3f  loops %-3s %s tok/s  "
+         "%.0f s\n",
+         (unsigned long long)info->step, (unsigned long long)l->total, l->mean_loss,
+         info->grad_norm, info->lr_mul, info->momentum, info->loops ? "on" : "off",
+         pg_fmt_u64(b1, (uint64_t)l->tokens_per_s), l->elapsed);
+  fflush(stdout);
+}
+
+static void on_checkpoint(void *ctx, uint64_t step, const char *path) {
+  if (((const ev *)ctx)->show)
+    printf("ckpt   step %llu -> %s\n", (unsigned long long)step, pg_safe(path));
+}
+
 int main(int argc, char **argv) {
   const char *config = NULL, *out = NULL, *resume = NULL, *logp = NULL;
   const char *train = NULL, *val = NULL, *tok = NULL;
   uint64_t steps = 0, stop_after = 0;
   double seconds = -1;
   int have_steps = 0, threads = 0, as_json = 0, quiet = 0;
+  const char *engine = "cpu";
   static const struct option lo[] = {
       {"config", required_argument, 0, O_CONFIG}, {"out", required_argument, 0, 'o'},
       {"train", required_argument, 0, O_TRAIN},   {"val", required_argument, 0, O_VAL},
@@ -101,6 +150,7 @@ int main(int argc, char **argv) {
       {"seconds", required_argument, 0, O_SECONDS}, {"stop-after", required_argument, 0, O_STOP},
       {"resume", required_argument, 0, O_RESUME}, {"log", required_argument, 0, O_LOG},
       {"threads", required_argument, 0, O_THREADS}, {"json", no_argument, 0, O_JSON},
+      {"engine", required_argument, 0, O_ENGINE},
       {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int c;
@@ -135,6 +185,7 @@ int main(int argc, char **argv) {
       break;
     case O_JSON: as_json = 1; break;
     case 'q': quiet = 1; break;
+    case O_ENGINE: engine = optarg; break;
     case 'h': usage(stdout); return PG_EXIT_OK;
     default: usage(stderr); return PG_EXIT_ERROR;
     }
@@ -165,169 +216,30 @@ int main(int argc, char **argv) {
       pg_tool_check_outputs(PROG, &logp, 1, &resume, 1) != PG_EXIT_OK)
     return PG_EXIT_ERROR;
 
-  /* the log is a stream (spec/cli.md): written as the run goes, appended to on --resume */
-  FILE *logf = NULL;
-  if (logp) {
-    logf = fopen(logp, resume ? "a" : "w");
-    if (!logf) {
-      pg_err_set(&err, PG_E_IO, logp, PG_NO_OFFSET, "cannot open for writing: %s",
-                 strerror(errno));
-      return pg_tool_fail(PROG, &err);
-    }
-  }
-  pg_engine e = pg_engine_cpu(threads);
-  int nthreads = pg_parallel_threads(threads);
-  pg_trainer *t = NULL;
-  int rc = PG_EXIT_ERROR;
-  double t0 = pg_now();
-  if (pg_trainer_create(&t, &cfg, &e, threads, &err)) goto fail;
-  if (resume && pg_trainer_resume(t, resume, &err)) goto fail;
-  const pg_arch *a = &cfg.arch;
-  uint64_t np = pg_model_param_count(pg_trainer_model(t));
-  if (!quiet && !as_json) {
-    char b1[32];
-    printf("pgtrain    %s: %d layers (%d virtual), d %d, vocab %d, %s parameters; %d threads\n",
-           pg_safe(config), a->layers, pg_arch_virtual_layers(a), a->dim, a->vocab_size,
-           pg_fmt_u64(b1, np),
-           nthreads);
-    printf("data       %s (%s, %d x %d per step)\n", pg_safe(cfg.train),
-           pg_batches_mode_name(cfg.loader),
-           cfg.batch, cfg.seq_len);
-    if (cfg.steps)
-      printf("schedule   %llu steps%s", (unsigned long long)cfg.steps,
-             cfg.seconds > 0 ? " or the wall-clock limit" : "");
-    else
-      printf("schedule   %.0f s of wall clock (steps estimated from the first steps)",
-             cfg.seconds);
-    printf(", warmdown %.2f, floor %.2f%s\n", cfg.sched.warmdown_frac, cfg.sched.min_lr,
-           cfg.ema_decay > 0 ? ", EMA on" : cfg.swa_every ? ", SWA on" : "");
-    if (resume)
-      printf("resume     %s at step %llu of %llu\n", pg_safe(resume),
-             (unsigned long long)pg_trainer_step_count(t), (unsigned long long)pg_trainer_total(t));
-    fflush(stdout);
-  }
-  /* the untrained model's score, for comparison with the trained one */
-  if (cfg.val[0] && pg_trainer_step_count(t) == 0) {
-    double vl, vb, vs = pg_now();
-    uint64_t n;
-    if (pg_trainer_validate(t, 0, &vl, &vb, &n, &err)) goto fail;
-    if (!quiet && !as_json) print_val("initial", 0, vl, vb, n, pg_now() - vs);
-    if (log_json(logf, logp,
-                 json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step", (json_int_t)0,
-                           "weights", "initial", "loss", pg_json_num(vl), "bpb",
-                           pg_json_num(isnan(vb) ? -1.0 : vb)),
-                 &err))
-      goto fail;
-  }
-  /* a wall-clock run without a step count: time the first steps, then fix the total */
-  int probe = cfg.steps == 0 && pg_trainer_total(t) == 0;
-  const uint64_t probe_steps = 3;
-  double run_t0 = pg_now(), last_log = pg_now();
-  uint64_t log_tokens0 = 0;
-  double loss_acc = 0;
-  uint64_t loss_n = 0;
-  pg_train_step_info info = {0};
-  for (;;) {
-    uint64_t total = pg_trainer_total(t), done = pg_trainer_step_count(t);
-    if (total && done >= total) break;
-    if (stop_after && done >= stop_after) break;
-    if (cfg.seconds > 0 && !probe && pg_now() - t0 >= cfg.seconds) break;
-    if (pg_trainer_step(t, &info, &err)) goto fail;
-    loss_acc += info.loss;
-    loss_n++;
-    json_t *jl = json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:b,s:I}", "event", "step", "step",
-                           (json_int_t)info.step, "loss", pg_json_num(info.loss), "grad_norm",
-                           pg_json_num(info.grad_norm), "lr_mul", pg_json_num(info.lr_mul),
-                           "momentum", pg_json_num(info.momentum), "loops", info.loops,
-                           "tokens", (json_int_t)info.tokens);
-    if (log_json(logf, logp, jl, &err)) goto fail;
-    if (probe && info.step >= probe_steps) {
-      double per = (pg_now() - run_t0) / (double)probe_steps;
-      /* seconds <= 1e9 (validated); the quotient is still clamped before it becomes a count */
-      double q = floor(cfg.seconds / per);
-      uint64_t tot = q < (double)PG_TRAIN_MAX_STEPS ? (uint64_t)q : PG_TRAIN_MAX_STEPS;
-      if (tot < probe_steps) tot = probe_steps;
-      pg_trainer_set_total(t, tot);
-      probe = 0;
-      if (!quiet && !as_json)
-        printf("schedule   %.3f s per step: %llu steps in %.0f s\n", per,
-               (unsigned long long)tot, cfg.seconds);
-    }
-    total = pg_trainer_total(t);
-    int last = total && info.step >= total;
-    if (!quiet && !as_json && cfg.log_every && (info.step % cfg.log_every == 0 || last)) {
-      double now = pg_now();
-      double tps = (double)(info.tokens - log_tokens0) / (now - last_log);
-      char b1[32];
-      printf("step %6llu/%-6llu loss %.4f  gnorm %7.3f  lr×%.3f  mu %.3f  loops %-3s %s tok/s  "
-             "%.0f s\n",
-             (unsigned long long)info.step, (unsigned long long)total, loss_acc / (double)loss_n,
-             info.grad_norm, info.lr_mul, info.momentum, info.loops ? "on" : "off",
-             pg_fmt_u64(b1, (uint64_t)tps), now - t0);
-      fflush(stdout);
-      last_log = now;
-      log_tokens0 = info.tokens;
-      loss_acc = 0;
-      loss_n = 0;
-    }
-    if (cfg.val_every && cfg.val[0] && info.step % cfg.val_every == 0 && !last) {
-      double vl, vb, vs = pg_now();
-      uint64_t n;
-      if (pg_trainer_validate(t, 0, &vl, &vb, &n, &err)) goto fail;
-      if (!quiet && !as_json) print_val("live", info.step, vl, vb, n, pg_now() - vs);
-      if (log_json(logf, logp,
-                   json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step",
-                             (json_int_t)info.step, "weights", "live", "loss", pg_json_num(vl), "bpb",
-                           pg_json_num(isnan(vb) ? -1.0 : vb)),
-                   &err))
-        goto fail;
-      last_log += pg_now() - vs; /* tokens/s counts training time only */
-    }
-    if (cfg.ckpt_every && info.step % cfg.ckpt_every == 0 && !last) {
-      double cs = pg_now();
-      if (pg_trainer_checkpoint(t, out, &err)) goto fail;
-      last_log += pg_now() - cs;
-      if (!quiet && !as_json)
-        printf("ckpt   step %llu -> %s\n", (unsigned long long)info.step, pg_safe(out));
-    }
-  }
-  double train_secs = pg_now() - run_t0;
-  if (pg_trainer_checkpoint(t, out, &err)) goto fail;
-  double vl = NAN, vb = NAN;
-  uint64_t vn = 0;
-  if (cfg.val[0]) {
-    double vs = pg_now();
-    if (pg_trainer_validate(t, 1, &vl, &vb, &vn, &err)) goto fail;
-    const char *w = cfg.ema_decay > 0 ? "ema" : cfg.swa_every ? "swa" : "final";
-    if (!quiet && !as_json) print_val(w, pg_trainer_step_count(t), vl, vb, vn, pg_now() - vs);
-    if (log_json(logf, logp,
-                 json_pack("{s:s,s:I,s:s,s:o,s:o}", "event", "val", "step",
-                           (json_int_t)pg_trainer_step_count(t), "weights", w, "loss", pg_json_num(vl), "bpb",
-                           pg_json_num(isnan(vb) ? -1.0 : vb)),
-                 &err))
-      goto fail;
-  }
-  uint64_t steps_done = pg_trainer_step_count(t);
-  if (logf) {
-    const int bad = fclose(logf) != 0;
-    logf = NULL;
-    if (bad) {
-      pg_err_set(&err, PG_E_IO, logp, PG_NO_OFFSET, "cannot complete the write: %s",
-                 strerror(errno));
-      goto fail;
-    }
-  }
+  pg_engine *eng;
+  int erc = pg_tool_engine(PROG, engine, threads, quiet || as_json, &eng);
+  if (erc != PG_EXIT_OK) return erc;
+  ev ctx = {.config = config, .resume = resume, .cfg = &cfg, .show = !quiet && !as_json};
+  pg_trainrun_cfg rc = {.train = &cfg, .out = out, .resume = resume, .log = logp,
+                        .stop_after = stop_after, .engine = eng, .threads = threads,
+                        .on_begin = on_begin,
+                        .on_val = on_val, .on_total = on_total, .on_log = on_log,
+                        .on_checkpoint = on_checkpoint, .ctx = &ctx};
+  pg_trainrun_result r;
+  int trc = pg_trainrun(&rc, &r, &err);
+  pg_engine_destroy(eng);
+  if (trc) return pg_tool_fail(PROG, &err);
   if (as_json) {
     json_t *j = json_object();
     json_object_set_new(j, "checkpoint", pg_json_cstr(out));
-    json_object_set_new(j, "steps", json_integer((json_int_t)steps_done));
-    json_object_set_new(j, "total_steps", json_integer((json_int_t)pg_trainer_total(t)));
-    json_object_set_new(j, "tokens", json_integer((json_int_t)info.tokens));
-    json_object_set_new(j, "last_loss", pg_json_num(info.loss));
-    json_object_set_new(j, "seconds", pg_json_num(train_secs));
+    json_object_set_new(j, "steps", json_integer((json_int_t)r.steps));
+    json_object_set_new(j, "total_steps", json_integer((json_int_t)r.total_steps));
+    json_object_set_new(j, "tokens", json_integer((json_int_t)r.tokens));
+    json_object_set_new(j, "last_loss", pg_json_num(r.last_loss));
+    json_object_set_new(j, "seconds", pg_json_num(r.seconds));
     if (cfg.val[0]) {
-      json_object_set_new(j, "val_loss", pg_json_num(vl));
-      json_object_set_new(j, "val_bpb", isnan(vb) ? json_null() : pg_json_num(vb));
+      json_object_set_new(j, "val_loss", pg_json_num(r.val_loss));
+      json_object_set_new(j, "val_bpb", isnan(r.val_bpb) ? json_null() : pg_json_num(r.val_bpb));
     }
     json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
     fputc('\n', stdout);
@@ -335,14 +247,7 @@ int main(int argc, char **argv) {
   } else {
     char b1[32];
     printf("done       %llu steps, %s tokens in %.1f s; checkpoint %s\n",
-           (unsigned long long)steps_done, pg_fmt_u64(b1, info.tokens), train_secs, pg_safe(out));
+           (unsigned long long)r.steps, pg_fmt_u64(b1, r.tokens), r.seconds, pg_safe(out));
   }
-  rc = PG_EXIT_OK;
-  goto done;
-fail:
-  rc = pg_tool_fail(PROG, &err);
-done:
-  if (logf) fclose(logf);
-  pg_trainer_free(t);
-  return rc;
+  return PG_EXIT_OK;
 }

@@ -197,72 +197,13 @@ static int extract(pg_artifact *a, const char *dir) {
   return rc == PG_OK ? PG_EXIT_OK : pg_tool_fail(PROG, &err);
 }
 
-/* One tensor, dequantized when the writer asks for it: the export holds one tensor at a time. */
-typedef struct st_job {
-  pg_artifact *a;
-  uint32_t i;
-  int bf16;
-} st_job;
-
-static int fill_tensor(void *ctx, void *dst, size_t nbytes, pg_err *err) {
-  const st_job *j = ctx;
-  const uint64_t n = pg_artifact_tensor(j->a, j->i)->numel;
-  float *f = j->bf16 ? malloc(n ? (size_t)n * 4 : 4) : dst;
-  if (!f)
-    return pg_err_set(err, PG_E_NOMEM, pg_artifact_name(j->a), PG_NO_OFFSET,
-                      "tensor '%s': out of memory for %llu floats",
-                      pg_artifact_tensor(j->a, j->i)->name, (unsigned long long)n);
-  int rc = pg_artifact_tensor_dequant(j->a, j->i, f, err);
-  if (j->bf16) {
-    uint16_t *h = dst;
-    for (uint64_t k = 0; rc == PG_OK && k < n; k++) h[k] = pg_f32_to_bf16(f[k]);
-    free(f);
-  }
-  (void)nbytes; /* numel * 2 or 4: the writer checked it against the shape */
-  return rc;
-}
-
 static int to_safetensors(pg_artifact *a, const char *out, int bf16) {
   pg_err err;
-  const uint32_t n = pg_artifact_tensor_count(a);
-  st_job *jobs = calloc(n ? n : 1, sizeof *jobs);
-  pg_st_writer *w = NULL;
-  int rc = jobs ? pg_st_writer_create(&w, &err)
-                : pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
   double t0 = pg_now();
-  for (uint32_t i = 0; rc == PG_OK && i < n; i++) {
-    const pg_tensor_info *t = pg_artifact_tensor(a, i);
-    jobs[i] = (st_job){a, i, bf16};
-    rc = pg_st_writer_add_fill(w, t->name, bf16 ? PG_ST_BF16 : PG_ST_F32, t->ndim, t->dims,
-                               (size_t)t->numel * (bf16 ? 2 : 4), fill_tensor, &jobs[i], &err);
-  }
-  for (uint32_t i = 0; rc == PG_OK && i < pg_artifact_meta_count(a); i++) {
-    const pg_meta_entry *m = pg_artifact_meta(a, i);
-    char key[PG_MAX_NAME + 1];
-    memcpy(key, m->key, m->key_len);
-    key[m->key_len] = '\0';
-    json_t *v = pg_meta_value_json(m);
-    char *txt = m->type == PG_META_STR ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-    char *s = txt;
-    if (m->type == PG_META_STR) {
-      s = malloc((size_t)m->count + 1);
-      if (s) {
-        memcpy(s, m->str, m->count);
-        s[m->count] = '\0';
-      }
-    }
-    json_decref(v);
-    rc = s ? pg_st_writer_set_meta(w, key, s, &err)
-           : pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
-    free(s);
-  }
-  if (rc == PG_OK) rc = pg_st_writer_write(w, out, &err);
-  if (rc == PG_OK)
-    printf("wrote %s: %u tensors as %s in %.2f s\n", pg_safe(out), n, bf16 ? "bf16" : "f32",
-           pg_now() - t0);
-  pg_st_writer_free(w);
-  free(jobs);
-  return rc == PG_OK ? PG_EXIT_OK : pg_tool_fail(PROG, &err);
+  if (pg_weights_export_safetensors(a, out, bf16, &err) != PG_OK) return pg_tool_fail(PROG, &err);
+  printf("wrote %s: %u tensors as %s in %.2f s\n", pg_safe(out), pg_artifact_tensor_count(a),
+         bf16 ? "bf16" : "f32", pg_now() - t0);
+  return PG_EXIT_OK;
 }
 
 /* Under --check an invalid artifact (a limit of spec/format.md §7 included) is the verdict; a

@@ -2,27 +2,18 @@
  * script that made it: open the artifact, dequantize its tensors into the model its arch
  * describes, read the validation shards and the byte tables of its tokenizer (or a CaseOps byte
  * sidecar), run one evaluation protocol (spec/eval.md) on an engine, print the figures and write
- * a JSON receipt of everything that went into them.
+ * a JSON receipt of everything that went into them. The run is the library's (pg_verify.h); this
+ * main reads the options (and a record's protocol written as options) and prints.
  *
  * Exit status: 0 success, 2 error (spec/cli.md). */
 #include <getopt.h>
-#include <jansson.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <xxhash.h>
 
-#include "pg_arch.h"
-#include "pg_container.h"
 #include "pg_eval.h"
-#include "pg_io.h"
-#include "pg_weights.h"
 #include "pg_model.h"
-#include "pg_receipt.h"
-#include "pg_shard.h"
-#include "pg_spm.h"
-#include "pg_threads.h"
+#include "pg_verify.h"
 #include "tool.h"
 
 static const char *PROG = "pgverify";
@@ -66,7 +57,8 @@ static void usage(FILE *f) {
       "  --lora-wd X (0.5)     --lora-warm-a / --no-lora-warm-a (keep A between batches: on)\n"
       "  --seed N (1337)       --phases N (3)  --prefix-docs N (2500)\n"
       "engine and output:\n"
-      "  --engine cpu          the CPU reference (fp32, fp64 sums); cuda is not built yet\n"
+      "  --engine NAME         cpu (the reference: fp32, fp64 sums), cuda (not in this version:\n"
+      "                        refused, exit 3) or auto (cuda where it can run, else cpu)\n"
       "  --precision P         fp32 (default) or bf16: the records' bf16 autocast rounding\n"
       "                        (spec/engine.md §7), reported with the fp32 figure beside it\n"
       "  --no-fp32-figure      with bf16: skip the second (fp32) run\n"
@@ -93,49 +85,7 @@ static int parse_int(const char *s, long lo, long hi, int *out) {
   return 0;
 }
 
-static int hash_file(const char *path, uint64_t *h, uint64_t *size, pg_err *err) {
-  pg_map m;
-  PG_TRY(pg_file_map(&m, path, err));
-  *h = XXH64(m.data, m.size, 0);
-  *size = m.size;
-  pg_file_unmap(&m);
-  return PG_OK;
-}
-
-/* ---- provenance (spec/eval.md §7.1) --------------------------------------------------------- */
-
-/* "k=v, k=v" from the compact JSON object of pg_arch_unchecked_json. */
-static void unchecked_text(json_t *o, char *buf, size_t cap) {
-  const char *key;
-  json_t *v;
-  buf[0] = '\0';
-  json_object_foreach(o, key, v) {
-    char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(17));
-    const size_t len = strlen(buf);
-    if (len + 1 < cap) snprintf(buf + len, cap - len, "%s%s=%s", len ? ", " : "", key, t ? t : "?");
-    free(t);
-  }
-}
-
-/* A warning on stderr (outside text escaped), kept for the receipt's list. */
-typedef struct warnings {
-  char text[2][6000];
-  const char *list[2];
-  size_t n;
-} warnings;
-
-static void warn(warnings *w, const char *text) {
-  fprintf(stderr, "%s: warning: ", PROG);
-  pg_print_safe(stderr, text, strlen(text));
-  fputc('\n', stderr);
-  if (w->n < 2) {
-    snprintf(w->text[w->n], sizeof w->text[w->n], "%s", text);
-    w->list[w->n] = w->text[w->n];
-    w->n++;
-  }
-}
-
-/* ---- main ------------------------------------------------------------------------------------ */
+/* ---- options --------------------------------------------------------------------------------- */
 
 enum {
   O_VAL = 256, O_BYTES, O_TOK, O_MAXTOK, O_PROTO, O_SEQ, O_STRIDE, O_TAIL, O_NOTRIM, O_BATCH,
@@ -153,6 +103,36 @@ typedef struct opts {
   int no_fp32;
   pg_protocol p;
 } opts;
+
+static const struct option LONGOPTS[] = {
+    {"val", required_argument, 0, O_VAL}, {"bytes", required_argument, 0, O_BYTES},
+    {"tokenizer", required_argument, 0, O_TOK}, {"arch", required_argument, 0, O_ARCH},
+    {"max-tokens", required_argument, 0, O_MAXTOK},
+    {"protocol", required_argument, 0, O_PROTO}, {"seq-len", required_argument, 0, O_SEQ},
+    {"stride", required_argument, 0, O_STRIDE}, {"tail-dup", no_argument, 0, O_TAIL},
+    {"no-trim", no_argument, 0, O_NOTRIM}, {"batch", required_argument, 0, O_BATCH},
+    {"report-tokens", required_argument, 0, O_REPORT},
+    {"chunk-tokens", required_argument, 0, O_CHUNK}, {"opt", required_argument, 0, O_OPT},
+    {"lr", required_argument, 0, O_LR}, {"momentum", required_argument, 0, O_MOM},
+    {"beta1", required_argument, 0, O_B1}, {"beta2", required_argument, 0, O_B2},
+    {"eps", required_argument, 0, O_EPS}, {"weight-decay", required_argument, 0, O_WD},
+    {"epochs", required_argument, 0, O_EPOCHS}, {"clip", required_argument, 0, O_CLIP},
+    {"batch-rows", required_argument, 0, O_ROWS},
+    {"freeze-blocks", required_argument, 0, O_FREEZE},
+    {"lora-rank", required_argument, 0, O_LRANK}, {"lora-alpha", required_argument, 0, O_LALPHA},
+    {"lora-targets", required_argument, 0, O_LTARGETS},
+    {"lora-chunk", required_argument, 0, O_LCHUNK}, {"lora-window", required_argument, 0, O_LWIN},
+    {"lora-batch-docs", required_argument, 0, O_LDOCS}, {"lora-lr", required_argument, 0, O_LLR},
+    {"lora-beta1", required_argument, 0, O_LB1}, {"lora-beta2", required_argument, 0, O_LB2},
+    {"lora-eps", required_argument, 0, O_LEPS}, {"lora-wd", required_argument, 0, O_LWD},
+    {"lora-warm-a", no_argument, 0, O_WARM}, {"no-lora-warm-a", no_argument, 0, O_NOWARM},
+    {"seed", required_argument, 0, O_SEED}, {"phases", required_argument, 0, O_PHASES},
+    {"prefix-docs", required_argument, 0, O_PREFIX}, {"engine", required_argument, 0, O_ENGINE},
+    {"threads", required_argument, 0, O_THREADS}, {"receipt", required_argument, 0, O_RECEIPT},
+    {"no-receipt", no_argument, 0, O_NORECEIPT}, {"json", no_argument, 0, O_JSON},
+    {"precision", required_argument, 0, O_PRECISION},
+    {"no-fp32-figure", no_argument, 0, O_NOFP32},
+    {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 
 /* Options that set protocol fields are applied after the defaults of the chosen protocol. */
 typedef struct pending {
@@ -258,94 +238,14 @@ static int protocol_from_text(const char *text, const struct option *lo, pg_prot
   return 0;
 }
 
-/* What the receipt's provenance says (spec/eval.md §7.1), and the warnings, printed here. */
-typedef struct prov_state {
-  pg_receipt_provenance prov;
-  warnings warns;
-  char src_text[4400], diff[2048], unchecked_line[4096];
-  char *w_record, *w_proto, *utext;
-} prov_state;
-
-static int gather_provenance(prov_state *ps, const opts *o, int is_st, pg_artifact *art,
-                             const pg_arch *arch, const struct option *lo, pg_err *err) {
-  const pg_arch_follows *fw = &arch->follows;
-  char line[6000];
-  {
-    char *stored = is_st ? pg_tool_weights_meta(o->artifact, NULL, "arch.json") : NULL;
-    if (!o->arch)
-      snprintf(ps->src_text, sizeof ps->src_text, "%s",
-               is_st ? "the file's __metadata__ arch.json" : "the artifact's arch.json");
-    else
-      snprintf(ps->src_text, sizeof ps->src_text, "--arch %s (%s)", o->arch,
-               is_st && !stored ? "the file records no arch"
-                                : "the same model as the file's own arch.json");
-    free(stored);
-  }
-  ps->prov.arch_source = ps->src_text;
-  ps->prov.arch_follows = fw->set ? fw->record : NULL;
-  ps->w_record = pg_tool_weights_meta(o->artifact, art, "provenance.record");
-  ps->w_proto = pg_tool_weights_meta(o->artifact, art, "provenance.protocol");
-  ps->prov.weights_record = ps->w_record;
-  if (pg_arch_unchecked_json(arch, &ps->utext, err)) return err->status;
-  ps->prov.not_fixed_json = ps->utext;
-  {
-    json_t *unchecked = json_loads(ps->utext, 0, NULL);
-    if (!unchecked) unchecked = json_object();
-    unchecked_text(unchecked, ps->unchecked_line, sizeof ps->unchecked_line);
-    json_decref(unchecked);
-  }
-  if (ps->w_record && fw->set && strcmp(ps->w_record, fw->record)) {
-    snprintf(line, sizeof line, "the weights come from record \"%s\" (their provenance.record) "
-             "but the arch follows \"%s\": these settings, which the weights cannot show, are "
-             "that record's and may not be theirs: %s", ps->w_record, fw->record,
-             ps->unchecked_line);
-    warn(&ps->warns, line);
-  }
-  /* the record's protocol: the weights' own provenance first, else the arch's record */
-  const char *wp = ps->w_proto;
-  const char *rtext = wp ? wp : fw->set && fw->protocol[0] ? fw->protocol : NULL;
-  const char *rname = wp ? (ps->w_record ? ps->w_record : "the weights' record") : fw->record;
-  ps->prov.record_protocol = rtext;
-  ps->prov.record_protocol_source = !rtext ? NULL
-                                    : wp   ? "the weights' provenance.protocol"
-                                           : "the arch's follows.protocol";
-  pg_protocol rp;
-  ps->prov.matches_record = -1;
-  if (!rtext) {
-    /* no record protocol to compare with: unknown */
-  } else if (protocol_from_text(rtext, lo, &rp)) {
-    snprintf(line, sizeof line, "cannot read the protocol recorded for %s: \"%s\"", rname,
-             rtext);
-    warn(&ps->warns, line);
-  } else if (pg_receipt_protocol_diff(&o->p, &rp, ps->diff, sizeof ps->diff)) {
-    ps->prov.matches_record = 0;
-    ps->prov.differences = ps->diff;
-    snprintf(line, sizeof line, "the protocol differs from the one that gave %s its figure "
-             "(\"%s\"): %s; this val_bpb is not comparable to the record's", rname, rtext,
-             ps->diff);
-    warn(&ps->warns, line);
-  } else {
-    ps->prov.matches_record = 1;
-  }
-  ps->prov.warnings = ps->warns.list;
-  ps->prov.nwarnings = ps->warns.n;
-  return PG_OK;
-}
-
-static void prov_state_free(prov_state *ps) {
-  free(ps->w_record);
-  free(ps->w_proto);
-  free(ps->utext);
-}
-
 /* The report on stdout (without --json). */
-static void print_report(const opts *o, const prov_state *ps, const pg_arch *arch,
-                         uint64_t art_size, uint64_t art_hash, const pg_eval_result *res,
-                         const pg_eval_result *r32, uint64_t n, uint64_t total, int nthreads) {
-  const pg_arch_follows *fw = &arch->follows;
+static void print_report(const opts *o, const pg_verify_result *v) {
+  const pg_arch_follows *fw = &v->arch.follows;
+  const pg_eval_result *res = &v->eval, *r32 = v->has_fp32 ? &v->eval_fp32 : NULL;
+  const uint64_t n = v->tokens_read, total = v->tokens_available;
   char a[32], b[32];
   printf("artifact   %s (%s bytes, xxh64 %016llx)\n", pg_safe(o->artifact),
-         pg_fmt_u64(a, art_size), (unsigned long long)art_hash);
+         pg_fmt_u64(a, v->weights_bytes), (unsigned long long)v->weights_xxh64);
   printf("protocol   %s%s\n", pg_proto_name(o->p.kind),
          o->p.tail_dup ? " (tail variant: the last L-S targets are scored twice)" : "");
   printf("arch       ");
@@ -359,12 +259,12 @@ static void print_report(const opts *o, const prov_state *ps, const pg_arch *arc
     printf("names no record (no \"follows\")\n");
   }
   printf("unchecked  not fixed by the weights, taken from the arch: ");
-  pg_print_safe(stdout, ps->unchecked_line, strlen(ps->unchecked_line));
+  pg_print_safe(stdout, v->unchecked, strlen(v->unchecked));
   printf("\n");
-  if (ps->prov.matches_record >= 0)
+  if (v->matches_record >= 0)
     printf("record     the protocol %s the record's (%s)\n",
-           ps->prov.matches_record ? "is" : "is NOT",
-           ps->w_proto ? "provenance.protocol" : "follows.protocol");
+           v->matches_record ? "is" : "is NOT",
+           v->record_protocol_from_weights ? "provenance.protocol" : "follows.protocol");
   if (o->precision == PG_PREC_BF16)
     printf("precision  bf16 (the records' autocast rounding points, spec/engine.md §7)\n");
   printf("val_loss   %.8f\n", res->val_loss);
@@ -381,40 +281,54 @@ static void print_report(const opts *o, const prov_state *ps, const pg_arch *arc
   if (res->train_steps)
     printf("updates    %s (score-first: each after its chunk's score was committed)\n",
            pg_fmt_u64(a, res->train_steps));
-  printf("time       %.2f s (engine cpu, %d threads)\n", res->seconds + (r32 ? r32->seconds : 0),
-         nthreads);
+  printf("time       %.2f s (engine %s: %s)\n", res->seconds + (r32 ? r32->seconds : 0),
+         v->engine.name, v->engine.devices);
   if (!o->no_receipt) printf("receipt    %s\n", pg_safe(o->receipt));
 }
 
+/* ---- the run's events ------------------------------------------------------------------------ */
+
+typedef struct events {
+  const opts *o;
+  pg_progress pr;
+} events;
+
+static int read_record_protocol(void *ctx, const char *text, pg_protocol *p) {
+  (void)ctx;
+  return protocol_from_text(text, LONGOPTS, p);
+}
+
+static void on_start(void *ctx, const pg_verify_start *s) {
+  const events *ev = ctx;
+  if (ev->o->quiet || ev->o->json || !isatty(2)) return;
+  char a[32];
+  fprintf(stderr, "%s: %s on %s validation tokens, engine %s (%s), %s%s\n", PROG,
+          pg_proto_name(s->protocol->kind), pg_fmt_u64(a, s->tokens), s->engine->name,
+          s->engine->devices,
+          pg_precision_name((pg_precision)s->precision), s->fp32_figure ? " then fp32" : "");
+}
+
+/* A warning on stderr (outside text escaped); the library keeps it for the receipt. */
+static void on_warning(void *ctx, const char *text) {
+  (void)ctx;
+  fprintf(stderr, "%s: warning: ", PROG);
+  pg_print_safe(stderr, text, strlen(text));
+  fputc('\n', stderr);
+}
+
+static void on_phase(void *ctx, const char *what) {
+  events *ev = ctx;
+  ev->pr.t0 = pg_now(), ev->pr.last = 0, ev->pr.what = what;
+}
+
+static int on_progress(void *ctx, uint64_t done, uint64_t total) {
+  return pg_progress_tick(&((events *)ctx)->pr, done, total);
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
 int main(int argc, char **argv) {
-  static const struct option lo[] = {
-      {"val", required_argument, 0, O_VAL}, {"bytes", required_argument, 0, O_BYTES},
-      {"tokenizer", required_argument, 0, O_TOK}, {"arch", required_argument, 0, O_ARCH}, {"max-tokens", required_argument, 0, O_MAXTOK},
-      {"protocol", required_argument, 0, O_PROTO}, {"seq-len", required_argument, 0, O_SEQ},
-      {"stride", required_argument, 0, O_STRIDE}, {"tail-dup", no_argument, 0, O_TAIL},
-      {"no-trim", no_argument, 0, O_NOTRIM}, {"batch", required_argument, 0, O_BATCH},
-      {"report-tokens", required_argument, 0, O_REPORT},
-      {"chunk-tokens", required_argument, 0, O_CHUNK}, {"opt", required_argument, 0, O_OPT},
-      {"lr", required_argument, 0, O_LR}, {"momentum", required_argument, 0, O_MOM},
-      {"beta1", required_argument, 0, O_B1}, {"beta2", required_argument, 0, O_B2},
-      {"eps", required_argument, 0, O_EPS}, {"weight-decay", required_argument, 0, O_WD},
-      {"epochs", required_argument, 0, O_EPOCHS}, {"clip", required_argument, 0, O_CLIP},
-      {"batch-rows", required_argument, 0, O_ROWS},
-      {"freeze-blocks", required_argument, 0, O_FREEZE},
-      {"lora-rank", required_argument, 0, O_LRANK}, {"lora-alpha", required_argument, 0, O_LALPHA},
-      {"lora-targets", required_argument, 0, O_LTARGETS},
-      {"lora-chunk", required_argument, 0, O_LCHUNK}, {"lora-window", required_argument, 0, O_LWIN},
-      {"lora-batch-docs", required_argument, 0, O_LDOCS}, {"lora-lr", required_argument, 0, O_LLR},
-      {"lora-beta1", required_argument, 0, O_LB1}, {"lora-beta2", required_argument, 0, O_LB2},
-      {"lora-eps", required_argument, 0, O_LEPS}, {"lora-wd", required_argument, 0, O_LWD},
-      {"lora-warm-a", no_argument, 0, O_WARM}, {"no-lora-warm-a", no_argument, 0, O_NOWARM},
-      {"seed", required_argument, 0, O_SEED}, {"phases", required_argument, 0, O_PHASES},
-      {"prefix-docs", required_argument, 0, O_PREFIX}, {"engine", required_argument, 0, O_ENGINE},
-      {"threads", required_argument, 0, O_THREADS}, {"receipt", required_argument, 0, O_RECEIPT},
-      {"no-receipt", no_argument, 0, O_NORECEIPT}, {"json", no_argument, 0, O_JSON},
-      {"precision", required_argument, 0, O_PRECISION},
-      {"no-fp32-figure", no_argument, 0, O_NOFP32},
-      {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  const struct option *lo = LONGOPTS;
   opts o = {.engine = "cpu"};
   int kind = PG_PROTO_SLIDING;
   pending pend[128];
@@ -460,14 +374,8 @@ int main(int argc, char **argv) {
   if (!o.val) return pg_tool_usage_error(PROG, "--val PATTERN is required");
   if (o.no_fp32 && o.precision != PG_PREC_BF16)
     return pg_tool_usage_error(PROG, "--no-fp32-figure goes with --precision bf16");
-  if (strcmp(o.engine, "cpu") != 0) {
-    if (!strcmp(o.engine, "cuda"))
-      fprintf(stderr, "%s: the CUDA engine is not built yet (spec/eval.md §8); use --engine cpu\n",
-              PROG);
-    else
-      fprintf(stderr, "%s: unknown engine '%s' (cpu)\n", PROG, pg_safe(o.engine));
-    return PG_EXIT_ERROR;
-  }
+  if (pg_engine_kind_parse(o.engine) < 0)
+    return pg_tool_usage_error(PROG, "--engine: cpu, cuda or auto, not '%s'", o.engine);
   pg_protocol_defaults(&o.p, kind);
   for (int i = 0; i < npend; i++)
     if (apply(&o, pend[i].code, pend[i].arg))
@@ -487,162 +395,26 @@ int main(int argc, char **argv) {
     if (pg_tool_check_outputs(PROG, &o.receipt, 1, ins, 5) != PG_EXIT_OK) return PG_EXIT_ERROR;
   }
 
-  int rc = PG_EXIT_ERROR;
-  double t0 = pg_now();
-  pg_artifact *art = NULL;
-  pg_model *m = NULL, *m32 = NULL;
-  pg_spm *spm = NULL;
-  pg_spm_tables tab = {0};
-  pg_val_data vd = {0};
-  pg_eval_result res = {0}, res32 = {0};
-  const int fig32 = o.precision == PG_PREC_BF16 && !o.no_fp32;
-  char *text = NULL;
-  prov_state ps = {0};
-  pg_receipt_shard *shards = NULL;
-  size_t nshards = 0;
-  uint64_t art_hash = 0, art_size = 0, tok_hash = 0;
-  const pg_arch *arch;
-
-  /* the artifact (or safetensors weights) and its model */
-  int is_art = 0;
-  if (hash_file(o.artifact, &art_hash, &art_size, &err) ||
-      pg_tool_is_artifact(o.artifact, &is_art, &err))
-    goto fail;
-  const int is_st = !is_art;
-  if (is_st) {
-    pg_arch given;
-    if (!o.tokenizer) {
-      pg_err_set(&err, PG_E_ARG, o.artifact, PG_NO_OFFSET,
-                 "a safetensors file holds no tokenizer; pass --tokenizer FILE.model");
-      goto fail;
-    }
-    if ((o.arch && pg_arch_load(&given, o.arch, &err)) ||
-        pg_model_load_checkpoint(&m, o.arch ? &given : NULL, o.artifact, &err))
-      goto fail;
-  } else {
-    pg_arch given;
-    if ((o.arch && pg_arch_load(&given, o.arch, &err)) ||
-        pg_artifact_open(&art, o.artifact, NULL, &err) ||
-        pg_model_load_artifact_arch(&m, art, o.arch ? &given : NULL, &err))
-      goto fail;
+  pg_engine *eng;
+  int erc = pg_tool_engine(PROG, o.engine, o.threads, o.quiet || o.json, &eng);
+  if (erc != PG_EXIT_OK) return erc;
+  events ev = {.o = &o, .pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
+                                .unit = "targets"}};
+  pg_verify_cfg cfg = {.weights = o.artifact, .arch = o.arch, .tokenizer = o.tokenizer,
+                       .val = o.val, .bytes = o.bytes, .max_tokens = o.max_tokens,
+                       .protocol = o.p, .precision = o.precision,
+                       .fp32_figure = o.precision == PG_PREC_BF16 && !o.no_fp32,
+                       .engine = eng, .threads = o.threads, .receipt = o.no_receipt ? NULL : o.receipt,
+                       .read_protocol = read_record_protocol, .on_start = on_start,
+                       .on_warning = on_warning, .on_phase = on_phase, .progress = on_progress,
+                       .ctx = &ev};
+  pg_verify_result v;
+  int rc = pg_verify_run(&cfg, &v, &err) ? pg_tool_fail(PROG, &err) : PG_EXIT_OK;
+  if (rc == PG_EXIT_OK) {
+    if (o.json) fputs(v.receipt_json, stdout);
+    else print_report(&o, &v);
   }
-  arch = pg_model_arch(m);
-  /* the tokenizer: the artifact's own unless given */
-  if (o.tokenizer) {
-    uint64_t sz;
-    if (hash_file(o.tokenizer, &tok_hash, &sz, &err) || pg_spm_open_file(&spm, o.tokenizer, &err))
-      goto fail;
-  } else {
-    int64_t ts = pg_artifact_tokenizer_section(art);
-    if (ts < 0) {
-      pg_err_set(&err, PG_E_NOT_FOUND, o.artifact, PG_NO_OFFSET,
-                 "no tokenizer section; pass --tokenizer FILE.model");
-      goto fail;
-    }
-    const pg_section *tsec = pg_artifact_section(art, (uint32_t)ts);
-    if (tsec->raw_size > PG_SPM_MAX_FILE) { /* refused before it is decoded */
-      pg_err_set(&err, PG_E_LIMIT, o.artifact, tsec->offset,
-                 "tokenizer section of %llu bytes, limit %zu for a .model file",
-                 (unsigned long long)tsec->raw_size, PG_SPM_MAX_FILE);
-      goto fail;
-    }
-    const uint8_t *raw;
-    if (pg_artifact_section_raw(art, (uint32_t)ts, &raw, &err)) goto fail;
-    size_t len = (size_t)tsec->raw_size;
-    tok_hash = XXH64(raw, len, 0);
-    char name[4200];
-    snprintf(name, sizeof name, "%s (tokenizer section)", o.artifact);
-    if (pg_spm_open_mem(&spm, raw, len, name, &err)) goto fail;
-    pg_artifact_section_release(art, (uint32_t)ts); /* the tokenizer keeps its own copy */
-  }
-  if (pg_spm_vocab_size(spm) != (uint32_t)arch->vocab_size) {
-    pg_err_set(&err, PG_E_VOCAB, pg_spm_name(spm), PG_NO_OFFSET,
-               "the tokenizer has %u pieces but the arch's vocabulary is %d",
-               pg_spm_vocab_size(spm), arch->vocab_size);
-    goto fail;
-  }
-  if (!o.bytes && pg_spm_tables_build(&tab, spm, (uint32_t)arch->vocab_size, 0, &err)) goto fail;
-  /* the validation stream */
-  if (pg_val_data_open(&vd, o.val, o.bytes, (uint32_t)arch->vocab_size, o.max_tokens, &err))
-    goto fail;
-  const pg_shard_set *set = vd.set;
-  const uint64_t n = vd.n;
-  pg_val val = {.tok = vd.tok, .n = n, .tables = o.bytes ? NULL : &tab, .bytes = vd.bytes};
-  pg_engine e = pg_engine_cpu(o.threads);
-  int nthreads = pg_parallel_threads(o.threads);
-  pg_progress pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
-                    .unit = "targets"};
-  pg_eval_hooks hooks = {.progress = pg_progress_tick, .ctx = &pr};
-  if (!o.quiet && !o.json && isatty(2)) {
-    char a[32];
-    fprintf(stderr, "%s: %s on %s validation tokens, engine cpu (%d threads), %s%s\n", PROG,
-            pg_proto_name(o.p.kind), pg_fmt_u64(a, n), nthreads,
-            pg_precision_name((pg_precision)o.precision), fig32 ? " then fp32" : "");
-  }
-  /* provenance: what the weights cannot show, and the record's protocol (spec/eval.md §7.1) */
-  if (gather_provenance(&ps, &o, is_st, art, arch, lo, &err)) goto fail;
-  /* the fp32 figure runs on its own copy of the weights: a TTT protocol changes the model */
-  if (fig32 && (pg_model_create(&m32, arch, &err) || pg_model_copy_params(m32, m, &err)))
-    goto fail;
-  pg_model_set_precision(m, (pg_precision)o.precision);
-  if (fig32) pr.what = "bf16";
-  if (pg_eval_run(m, &e, &val, &o.p, &hooks, &res, &err)) goto fail;
-  if (fig32) {
-    pr.t0 = pg_now(), pr.last = 0, pr.what = "fp32";
-    if (pg_eval_run(m32, &e, &val, &o.p, &hooks, &res32, &err)) goto fail;
-  }
-
-  /* the receipt */
-  nshards = pg_shard_set_nfiles(set);
-  if (!(shards = calloc(nshards ? nshards : 1, sizeof *shards))) {
-    pg_err_set(&err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate the shard list");
-    goto fail;
-  }
-  for (size_t k = 0; k < nshards; k++) {
-    const pg_shard_file *f = pg_shard_set_file(set, k);
-    uint64_t sz;
-    shards[k].path = f->path;
-    shards[k].tokens = f->count;
-    if (hash_file(f->path, &shards[k].xxh64, &sz, &err)) goto fail;
-  }
-  pg_receipt_in ri = {
-      .version = PG_VERSION, .artifact_path = o.artifact, .safetensors = is_st,
-      .artifact_bytes = art_size, .artifact_xxh64 = art_hash, .arch = arch,
-      .tokenizer_source = o.tokenizer ? o.tokenizer : "artifact",
-      .tokenizer_pieces = pg_spm_vocab_size(spm), .tokenizer_xxh64 = tok_hash,
-      .val_pattern = o.val, .shards = shards, .nshards = nshards,
-      .tokens_available = pg_shard_set_count(set), .tokens_read = n, .bytes_pattern = o.bytes,
-      .protocol = &o.p, .provenance = &ps.prov, .result = &res,
-      .result_fp32 = fig32 ? &res32 : NULL,
-      .engine = "cpu", .threads = nthreads, .precision = o.precision,
-#ifdef __VERSION__
-      .compiler = __VERSION__,
-#endif
-      .seconds_total = pg_now() - t0};
-  if (pg_receipt_build(&ri, &text, &err) ||
-      (!o.no_receipt && pg_receipt_write(o.receipt, text, &err)))
-    goto fail;
-  if (o.json) {
-    fputs(text, stdout);
-  } else {
-    print_report(&o, &ps, arch, art_size, art_hash, &res, fig32 ? &res32 : NULL, n,
-                 pg_shard_set_count(set), nthreads);
-  }
-  rc = PG_EXIT_OK;
-  goto done;
-fail:
-  rc = pg_tool_fail(PROG, &err);
-done:
-  free(text);
-  free(shards);
-  prov_state_free(&ps);
-  pg_eval_result_free(&res);
-  pg_eval_result_free(&res32);
-  pg_val_data_free(&vd);
-  pg_spm_tables_free(&tab);
-  pg_spm_free(spm);
-  pg_model_free(m);
-  pg_model_free(m32);
-  pg_artifact_free(art);
+  pg_verify_result_free(&v);
+  pg_engine_destroy(eng);
   return rc;
 }

@@ -5,9 +5,7 @@
 #endif
 #include "tool.h"
 
-#include "pg_container.h"
 #include "pg_io.h"
-#include "pg_safetensors.h"
 
 #include <errno.h>
 #include <glob.h>
@@ -116,6 +114,23 @@ int pg_tool_fail(const char *prog, const pg_err *err) {
   return PG_EXIT_ERROR;
 }
 
+int pg_tool_engine(const char *prog, const char *name, int threads, int quiet, pg_engine **out) {
+  *out = NULL;
+  int kind = pg_engine_kind_parse(name);
+  if (kind < 0) return pg_tool_usage_error(prog, "--engine: cpu, cuda or auto, not '%s'", name);
+  pg_engine_opts o = {.kind = kind, .threads = threads};
+  pg_err err;
+  int st = pg_engine_open(out, &o, &err);
+  if (st == PG_E_UNSUPPORTED || st == PG_E_NO_DEVICE || st == PG_E_CUDA) {
+    pg_tool_fail(prog, &err);
+    return PG_EXIT_ENGINE;
+  }
+  if (st) return pg_tool_fail(prog, &err);
+  if ((*out)->info.note[0] && !quiet)
+    fprintf(stderr, "%s: engine %s (%s)\n", prog, (*out)->info.name, (*out)->info.note);
+  return PG_EXIT_OK;
+}
+
 int pg_tool_usage_error(const char *prog, const char *fmt, ...) {
   /* the message quotes options as given: shown in its display form like every error line */
   char line[1024];
@@ -195,16 +210,6 @@ double pg_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-int pg_tool_is_artifact(const char *path, int *yes, pg_err *err) {
-  FILE *f;
-  PG_TRY(pg_file_fopen_read(path, &f, err));
-  uint8_t head[8] = {0};
-  size_t got = fread(head, 1, sizeof head, f);
-  fclose(f);
-  *yes = got == sizeof head && memcmp(head, PG_MAGIC, sizeof head) == 0;
-  return PG_OK;
-}
-
 int pg_progress_tick(void *ctx, uint64_t done, uint64_t total) {
   pg_progress *p = ctx;
   double now = pg_now();
@@ -219,24 +224,4 @@ int pg_progress_tick(void *ctx, uint64_t done, uint64_t total) {
   if (done >= total) fputc('\n', stderr);
   fflush(stderr);
   return 0;
-}
-
-char *pg_tool_weights_meta(const char *path, struct pg_artifact *art, const char *key) {
-  if (art) {
-    const pg_meta_entry *e = pg_artifact_meta_find(art, key);
-    if (!e || e->type != PG_META_STR) return NULL;
-    char *s = malloc((size_t)e->count + 1);
-    if (s) {
-      memcpy(s, e->str, (size_t)e->count);
-      s[e->count] = '\0';
-    }
-    return s;
-  }
-  pg_st *st;
-  pg_err err;
-  if (pg_st_open_file(&st, path, &err) != PG_OK) return NULL;
-  const char *v = pg_st_meta_get(st, key);
-  char *s = v ? strdup(v) : NULL;
-  pg_st_free(st);
-  return s;
 }

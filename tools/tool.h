@@ -6,17 +6,23 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "pg_engine.h"
 #include "pg_status.h"
 #include "pg_text.h"
-
-struct pg_artifact;
 
 /* Exit codes of every command (spec/cli.md). */
 enum {
   PG_EXIT_OK = 0,      /* success; the verdict, if any, is positive */
   PG_EXIT_VERDICT = 1, /* ran fine; the verdict is negative (over budget, check failed) */
   PG_EXIT_ERROR = 2,   /* usage error, unreadable or invalid input, failed output */
+  PG_EXIT_ENGINE = 3,  /* the engine asked for cannot run here (no CUDA, no GPU, driver fault) */
 };
+
+/* --engine NAME with --threads N (spec/cli.md): PG_EXIT_OK and *out an engine (the caller
+ * destroys it), or the error printed in one line: an unknown name is a usage error
+ * (PG_EXIT_ERROR), an engine this build or machine cannot make is PG_EXIT_ENGINE. For auto, the
+ * choice and its reason go to stderr unless quiet. */
+int pg_tool_engine(const char *prog, const char *name, int threads, int quiet, pg_engine **out);
 
 /* Print "PROG: message" on stderr (one line, in its display form: pg_text.h) and return
  * PG_EXIT_ERROR; the usage error adds " (see PROG --help)". */
@@ -48,9 +54,6 @@ void pg_print_safe(FILE *f, const char *s, size_t n);
 const char *pg_safe(const char *s);
 const char *pg_safen(const char *s, size_t n);
 const char *pg_safe_cut(const char *s, size_t max);
-/* *yes = 1 when the file begins with the artifact magic (anything else is read as
- * safetensors by the commands that take both); PG_E_IO when it cannot be opened. */
-int pg_tool_is_artifact(const char *path, int *yes, pg_err *err);
 /* A progress line on standard error for long work; `on` only for a terminal and without
  * --quiet. what (may be NULL) names the work, unit the things counted. */
 typedef struct pg_progress {
@@ -61,10 +64,6 @@ typedef struct pg_progress {
 /* The library's progress hook (ctx is a pg_progress): at most twice a second,
  * "\rPROG: [WHAT ]P% (DONE / TOTAL UNIT)  E s, about R s left", a newline when done. Returns 0. */
 int pg_progress_tick(void *ctx, uint64_t done, uint64_t total);
-/* A string metadata value of weights: the artifact's entry (art not NULL), else the safetensors
- * file's "__metadata__" (path). A malloc'd copy, or NULL when absent, not a string, or
- * unreadable (the loader has read the file already and reports its faults). */
-char *pg_tool_weights_meta(const char *path, struct pg_artifact *art, const char *key);
 
 /* Seconds on a monotonic clock. */
 double pg_now(void);

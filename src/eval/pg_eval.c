@@ -11,6 +11,7 @@
 
 #include "pg_eval_testing.h"
 #include "pg_ledger.h"
+#include "pg_sched.h"
 #include "pg_shard.h"
 #include "pg_tape.h"
 

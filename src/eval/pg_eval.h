@@ -122,8 +122,9 @@ typedef struct pg_eval_hooks {
 int pg_eval_run(pg_model *m, pg_engine *e, const pg_val *val, const pg_protocol *p,
                 const pg_eval_hooks *hooks, pg_eval_result *res, pg_err *err);
 
-/* Windows of the sliding protocol over T targets: start ws, first scored offset lo, length wlen.
- * Exposed for tests. Returns the count; *out is malloc'd (NULL when none). */
+/* Windows of the sliding protocol over T targets: start ws, first scored offset lo, length wlen
+ * (spec/eval.md §3.2; what a checker recomputes to see which targets a run scored). Returns the
+ * count; *out is malloc'd (NULL when none). */
 typedef struct pg_window {
   uint64_t ws;
   uint32_t lo, wlen;

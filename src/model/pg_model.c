@@ -2,6 +2,7 @@
  * the op table), and its parameters. The backward is the tape's reverse walk. spec/model.md
  * describes every step; the comments name the sections of spec/records.md. */
 #include "pg_model.h"
+#include "pg_model_testing.h"
 
 #include <limits.h>
 #include <math.h>

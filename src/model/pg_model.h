@@ -76,9 +76,6 @@ void pg_model_freeze_blocks(pg_model *m, int k);
  * (0.005 for the embeddings, zero for the output projections attn.proj and mlp.proj), the named
  * scalar inits, gates and smear weights zero. Deterministic for a seed. */
 void pg_model_init(pg_model *m, uint64_t seed);
-/* Every parameter N(0, std²) except that the control tensors (scales, gains, mixes, lambdas) get
- * their init value plus noise: a model whose every path carries signal, for gradient tests. */
-void pg_model_init_random(pg_model *m, uint64_t seed, double std);
 /* PG_E_ARG naming the first tensor and index holding a NaN or an infinity. */
 int pg_model_check_finite(pg_model *m, const char *file, pg_err *err);
 /* dst's parameters = src's (same arch). */
@@ -179,7 +176,8 @@ pg_precision pg_model_precision(const pg_model *m);
 const char *pg_precision_name(pg_precision p);
 int pg_precision_parse(const char *s);
 
-/* ---- pieces, exposed for tests and for the spec's worked examples ---- */
+/* ---- pieces of the forward pass that an engine or a checker recomputes on its own (and the
+ * spec's worked examples use) ---- */
 
 /* Segment ids of one row for the document mask: a new segment at t = 0, at each bos, and every
  * max_len tokens after a segment start (max_len 0: no cap). */

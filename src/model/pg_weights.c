@@ -5,10 +5,14 @@
  * (the source's order); then the values are filled and checked for NaN and infinity. */
 #include "pg_weights.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pg_extract.h"
+#include "pg_half.h"
+#include "pg_io.h"
 #include "pg_real.h"
 #include "pg_safetensors.h"
 
@@ -346,3 +350,112 @@ static int load_st(pg_model **out, const pg_arch *arch, const char *path, const 
   pg_st_free(st);
   return rc;
 }
+
+/* ---- weights as the tools take them --------------------------------------------------------- */
+
+int pg_weights_is_artifact(const char *path, int *yes, pg_err *err) {
+  FILE *f;
+  PG_TRY(pg_file_fopen_read(path, &f, err));
+  uint8_t head[8] = {0};
+  size_t got = fread(head, 1, sizeof head, f);
+  fclose(f);
+  *yes = got == sizeof head && memcmp(head, PG_MAGIC, sizeof head) == 0;
+  return PG_OK;
+}
+
+int pg_weights_load(pg_model **m, pg_artifact **art, const char *path, int is_artifact,
+                    const char *arch_path, pg_err *err) {
+  pg_arch given;
+  *m = NULL;
+  *art = NULL;
+  if (arch_path) PG_TRY(pg_arch_load(&given, arch_path, err));
+  if (!is_artifact) return pg_model_load_checkpoint(m, arch_path ? &given : NULL, path, err);
+  PG_TRY(pg_artifact_open(art, path, NULL, err));
+  return pg_model_load_artifact_arch(m, *art, arch_path ? &given : NULL, err);
+}
+
+char *pg_weights_meta(const char *path, pg_artifact *art, const char *key) {
+  if (art) {
+    const pg_meta_entry *e = pg_artifact_meta_find(art, key);
+    if (!e || e->type != PG_META_STR) return NULL;
+    char *s = malloc((size_t)e->count + 1);
+    if (s) {
+      memcpy(s, e->str, (size_t)e->count);
+      s[e->count] = '\0';
+    }
+    return s;
+  }
+  pg_st *st;
+  pg_err err;
+  if (pg_st_open_file(&st, path, &err) != PG_OK) return NULL;
+  const char *v = pg_st_meta_get(st, key);
+  char *s = v ? strdup(v) : NULL;
+  pg_st_free(st);
+  return s;
+}
+
+/* ---- an artifact's weights as safetensors ---------------------------------------------------- */
+
+/* One tensor, dequantized when the writer asks for it: the export holds one tensor at a time. */
+typedef struct st_job {
+  pg_artifact *a;
+  uint32_t i;
+  int bf16;
+} st_job;
+
+static int fill_tensor(void *ctx, void *dst, size_t nbytes, pg_err *err) {
+  const st_job *j = ctx;
+  const uint64_t n = pg_artifact_tensor(j->a, j->i)->numel;
+  float *f = j->bf16 ? malloc(n ? (size_t)n * 4 : 4) : dst;
+  if (!f)
+    return pg_err_set(err, PG_E_NOMEM, pg_artifact_name(j->a), PG_NO_OFFSET,
+                      "tensor '%s': out of memory for %llu floats",
+                      pg_artifact_tensor(j->a, j->i)->name, (unsigned long long)n);
+  int rc = pg_artifact_tensor_dequant(j->a, j->i, f, err);
+  if (j->bf16) {
+    uint16_t *h = dst;
+    for (uint64_t k = 0; rc == PG_OK && k < n; k++) h[k] = pg_f32_to_bf16(f[k]);
+    free(f);
+  }
+  (void)nbytes; /* numel * 2 or 4: the writer checked it against the shape */
+  return rc;
+}
+
+int pg_weights_export_safetensors(pg_artifact *a, const char *out, int bf16, pg_err *err) {
+  const uint32_t n = pg_artifact_tensor_count(a);
+  st_job *jobs = calloc(n ? n : 1, sizeof *jobs);
+  pg_st_writer *w = NULL;
+  int rc = jobs ? pg_st_writer_create(&w, err)
+                : pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+  for (uint32_t i = 0; rc == PG_OK && i < n; i++) {
+    const pg_tensor_info *t = pg_artifact_tensor(a, i);
+    jobs[i] = (st_job){a, i, bf16};
+    rc = pg_st_writer_add_fill(w, t->name, bf16 ? PG_ST_BF16 : PG_ST_F32, t->ndim, t->dims,
+                               (size_t)t->numel * (bf16 ? 2 : 4), fill_tensor, &jobs[i], err);
+  }
+  for (uint32_t i = 0; rc == PG_OK && i < pg_artifact_meta_count(a); i++) {
+    const pg_meta_entry *m = pg_artifact_meta(a, i);
+    char key[PG_MAX_NAME + 1];
+    memcpy(key, m->key, m->key_len);
+    key[m->key_len] = '\0';
+    json_t *v = pg_meta_value_json(m);
+    char *txt = m->type == PG_META_STR ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    char *s = txt;
+    if (m->type == PG_META_STR) {
+      s = malloc((size_t)m->count + 1);
+      if (s) {
+        memcpy(s, m->str, m->count);
+        s[m->count] = '\0';
+      }
+    }
+    json_decref(v);
+    rc = s ? pg_st_writer_set_meta(w, key, s, err)
+           : pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    free(s);
+  }
+  if (rc == PG_OK) rc = pg_st_writer_write(w, out, err);
+  pg_st_writer_free(w);
+  free(jobs);
+  return rc;
+}
+

@@ -3,7 +3,9 @@
  * its "__metadata__"). Strict on both sides: every tensor the arch implies must be present with a
  * compatible shape, no other tensor may be present, and every weight must be finite. Everything
  * is checked before the model is allocated, so a hostile file cannot make the loader allocate
- * more than its own tensors hold. spec/load.md is the normative description. */
+ * more than its own tensors hold. spec/load.md is the normative description. Also the weights as
+ * the tools take them (an artifact or a safetensors file, with their provenance metadata) and an
+ * artifact's dequantized weights exported as safetensors. */
 #ifndef PG_WEIGHTS_H
 #define PG_WEIGHTS_H
 
@@ -59,6 +61,27 @@ int pg_model_load_checkpoint(pg_model **out, const pg_arch *arch, const char *pa
  * dimension of size 1 is dropped from both (so a scalar [] matches [1] and [1, 1]). 1 when an
  * arch tensor of this shape can be filled from a stored tensor of shape dims[0..ndim). */
 int pg_weights_shape_compatible(const pg_arch_tensor *t, unsigned ndim, const uint64_t *dims);
+
+/* ---- weights as the tools take them: an artifact or a safetensors file ---- */
+
+/* *yes = 1 when the file begins with the artifact magic (anything else is read as safetensors by
+ * the commands that take both); PG_E_IO when it cannot be opened. */
+int pg_weights_is_artifact(const char *path, int *yes, pg_err *err);
+/* The model of weights at path: an artifact (is_artifact; *art is left open for the caller to
+ * free with pg_artifact_free, it serves pg_weights_meta) or a pgtrain checkpoint / safetensors
+ * file (*art NULL), with the arch of the JSON file arch_path when not NULL, which must describe
+ * the same model as the weights' own "arch.json" when they have one (spec/load.md §1). */
+int pg_weights_load(pg_model **m, pg_artifact **art, const char *path, int is_artifact,
+                    const char *arch_path, pg_err *err);
+/* A string metadata value of weights: the artifact's entry (art not NULL), else the safetensors
+ * file's "__metadata__" (path). A malloc'd copy, or NULL when absent, not a string, or
+ * unreadable (the loader has read the file already and reports its faults). */
+char *pg_weights_meta(const char *path, pg_artifact *art, const char *key);
+
+/* The artifact's tensors, dequantized (LQER included), as a safetensors file (f32, or bf16 with
+ * bf16) with every metadata entry in "__metadata__" (strings as they are, other types as compact
+ * JSON), written atomically; one tensor is dequantized at a time (pgunpack --safetensors). */
+int pg_weights_export_safetensors(pg_artifact *a, const char *out, int bf16, pg_err *err);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,8 @@
 /* pg_gptq.h: Hessian-aware quantization of one matrix (spec/quant.md): input Hessians H = Σ XᵀX
- * in fp64 sums, GPTQ with damping, dead columns, act-order, blocks of lazy updates and an fp64
- * Cholesky that retries at higher damping; the scale rules (SDClip, its Hessian-aware variant,
- * the GPTQ-lite percentile search per matrix or per row); and LQER, the low-rank repair of the
- * quantization error with int2/int4 factors.
+ * in fp64 sums and the Hessian-weighted error, GPTQ with damping, dead columns, act-order, blocks
+ * of lazy updates and an fp64 Cholesky that retries at higher damping. The scale rules and the
+ * one-matrix driver (pg_quant_matrix) are pg_quant.h; LQER, the low-rank repair of the
+ * quantization error, is pg_lqer.h.
  *
  * Every function is deterministic: the same inputs give the same bits for any thread count (work
  * is split by rows or by entries, never by a reduction whose order depends on the split). */
@@ -73,88 +73,21 @@ void pg_gptq_prep_free(pg_gptq_prep *p);
 int pg_gptq_quantize(const float *W, uint64_t rows, uint64_t cols, const pg_gptq_prep *p,
                      const uint16_t *scales_f16, int qmin, int qmax, int block, int nthreads,
                      int8_t *q, pg_err *err);
+/* The same, also counting per row the values that hit qmin or qmax (row_clamped [rows], may be
+ * NULL). */
+int pg_gptq_quantize_counted(const float *W, uint64_t rows, uint64_t cols, const pg_gptq_prep *p,
+                             const uint16_t *scales_f16, int qmin, int qmax, int block,
+                             int nthreads, int8_t *q, uint64_t *row_clamped, pg_err *err);
 
-/* ---- scale rules ------------------------------------------------------------------------- */
-
-/* torch.quantile's linear interpolation on n sorted fp32 values, in fp32 arithmetic:
- * pos = q·(n−1), lo = floor(pos), hi = ceil(pos), w = pos − lo, d = v[hi] − v[lo], then torch's
- * lerp (ATen lerp_vec): w < 0.5: fma(w, d, v[lo]); else fma(w − 1, d, v[hi]) (one rounding each).
- * This is v[lo] + w·d in exact arithmetic, but the plain fp32 form can land one ulp away.
- * A NaN (sorted last) gives NaN; n = 0 gives NaN. */
-float pg_quant_quantile_sorted(const float *sorted, uint64_t n, float q);
-
-/* Hessian-aware SDClip (spec/quant.md, spec/records.md §5.5): with d = max(diag, 1e-8) (original
- * order), col_imp = d / mean(d), row_imp_i = mean_j |W_ij|·col_imp_j normalized to mean 1 (all
- * fp64), std_i from pg_quant_row_std, then in fp32 (left to right)
- *   s_i = fp16(max(k·std_i·(1 + λ(row_imp_i − 1)) / R, 1e-10)),  R = 2^(bits−1) − 1
- * (a NaN lands on the floor, as in pg_quant_sdclip_scales; λ = 0 gives SDClip's scales). */
-void pg_quant_hsdclip_scales(const float *W, uint64_t rows, uint64_t cols, const double *diag,
-                             float k, float lambda, unsigned bits, uint16_t *scales_f16);
-
-/* The GPTQ-lite percentiles the records search: 0.999, 0.9995, 0.9999, 0.99999, 1.0. */
-#define PG_QUANT_N_PCT 5
-extern const float PG_QUANT_PCTS[PG_QUANT_N_PCT];
-/* Scales of one percentile: clip_r = quantile(|W_r|, pct) (pct 1: the row max);
- * s_r = fp16(max(clip_r / R, 1/R)) with R = qmax >= 1 (the records' floor of 1/R); clip_r / R in
- * fp32, the floor is Python's 1.0/R rounded to fp32, as clamp_min receives it. */
-void pg_quant_pct_scales(const float *W, uint64_t rows, uint64_t cols, float pct, int R,
-                         uint16_t *scales_f16);
-
-/* ---- one matrix, end to end -------------------------------------------------------------- */
-
-enum pg_scale_rule {
-  PG_SCALE_SDCLIP = 0,  /* fp16(k·std/R) */
-  PG_SCALE_HSDCLIP = 1, /* Hessian-aware SDClip (needs diag) */
-  PG_SCALE_PCT = 2,     /* GPTQ-lite: one percentile for the whole matrix, least MSE wins */
-  PG_SCALE_PCT_ROW = 3, /* the same search, each row keeping its own best percentile */
-};
-enum pg_round_rule { PG_ROUND_RTN = 0, PG_ROUND_GPTQ = 1 };
-
-typedef struct pg_qmat_opts {
-  int scale_rule, round_rule;
-  unsigned bits;          /* 5..8 */
-  int qmin, qmax;         /* the clamp; both 0: symmetric ±(2^(bits−1) − 1) */
-  float k, lambda;        /* SDClip k; HSDClip λ */
-  const pg_gptq_prep *prep; /* required for PG_ROUND_GPTQ and PG_SCALE_HSDCLIP */
-  int block;              /* GPTQ block (0: 128) */
-  int nthreads;
-} pg_qmat_opts;
-
-typedef struct pg_qmat_stats {
-  double mse;       /* mean over the matrix of (W − Ŵ)² */
-  double herr;      /* Σ_r e_r H e_rᵀ / Σ_r w_r H w_rᵀ (relative output error; 0 without H) */
-  uint64_t clamped; /* values that hit qmin or qmax */
-  float pct;        /* PG_SCALE_PCT: the percentile chosen (else 0) */
-} pg_qmat_stats;
-
-/* Quantize W into q [rows×cols] and scales [rows] by the rule; Ŵ = q·fp16(s) (pg_dequant_rows).
- * H (may be NULL) is only read for stats->herr. */
-int pg_quant_matrix(const float *W, uint64_t rows, uint64_t cols, const pg_qmat_opts *o,
-                    const pg_hessian *H, int8_t *q, uint16_t *scales_f16, pg_qmat_stats *stats,
-                    pg_err *err);
+/* ---- Hessian-weighted errors ------------------------------------------------------------ */
 
 /* Σ_r e_r H e_rᵀ with E = A − B (rows × n), fp64, deterministic (computed as ⟨H, EᵀE⟩ with EᵀE
  * summed over rows in ascending order). NaN for bad arguments or when out of memory. */
 double pg_quant_hessian_err(const float *A, const float *B, uint64_t rows, const pg_hessian *H,
                             int nthreads);
-
-/* ---- LQER ---------------------------------------------------------------------------------- */
-
-/* The rank-r factors of E ≈ A·B, packed asymmetrically (spec/records.md §5.7):
- *   A = U_r·diag(S_r) [rows × r], B = V_rᵀ [r × cols] from a top-r SVD of E (fp64, subspace
- *   iteration from a fixed seed, so deterministic);
- *   sA = fp16(max(max|A|, 1e-10) / 1.5), qA = clamp(rint(A / sA), −2, 1);
- *   B flattened row-major in groups of 64: sB_g = fp16(max(max_g |B|, 1e-10) / 7.5),
- *   qB = clamp(rint(B / sB_g), −8, 7).
- * r·cols must be a multiple of 64 (PG_E_ARG otherwise), r ≤ min(rows, cols).
- * qa [rows·r], qb [r·cols], sb [r·cols/64]. */
-int pg_lqer_fit(const float *E, uint64_t rows, uint64_t cols, unsigned rank, int nthreads,
-                int8_t *qa, uint16_t *sa, int8_t *qb, uint16_t *sb, pg_err *err);
-
-/* The top-r singular triplets of E [rows × cols] (fp64): U [rows × r], S [r] descending,
- * Vt [r × cols]. Deterministic. */
-int pg_svd_top(const float *E, uint64_t rows, uint64_t cols, unsigned rank, int nthreads,
-               double *U, double *S, double *Vt, pg_err *err);
+/* The same sum into *out, with B NULL meaning E = A; PG_E_ARG for bad arguments, PG_E_NOMEM. */
+int pg_hessian_err(const float *A, const float *B, uint64_t rows, const pg_hessian *H, int nthreads,
+                   double *out, pg_err *err);
 
 #ifdef __cplusplus
 }

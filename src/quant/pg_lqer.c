@@ -1,10 +1,10 @@
 /* pg_lqer.c: a top-r SVD by subspace iteration on the Gram matrix of the smaller side, and LQER's
- * asymmetric int2/int4 packing of the rank-r factors of a quantization error (see pg_gptq.h and
+ * asymmetric int2/int4 packing of the rank-r factors of a quantization error (see pg_lqer.h and
  * spec/records.md §5.7).
  *
  * Determinism: every parallel loop writes disjoint outputs and sums each output in an order fixed
  * by the sizes alone (fixed-width chunks, fixed lanes), so any thread count gives the same bits. */
-#include "pg_gptq.h"
+#include "pg_lqer.h"
 
 #include <math.h>
 #include <stdlib.h>

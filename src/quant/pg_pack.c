@@ -12,6 +12,7 @@
 #include "pg_account.h"
 #include "pg_container.h"
 #include "pg_half.h"
+#include "pg_lqer.h"
 #include "pg_qtype.h"
 #include "pg_quant.h"
 #include "pg_threads.h"
@@ -48,7 +49,7 @@ pg_pack_recipe pg_pack_recipe_default(void) {
   r.k[PG_CAT_ATTN] = 13.0f;
   r.k[PG_CAT_MLP] = 11.5f;
   r.k[PG_CAT_OTHER] = 12.85f;
-  r.scale_rule = PG_SCALE_SDCLIP;
+  r.scale_rule = PG_SCALING_SDCLIP;
   r.round_rule = PG_ROUND_GPTQ;
   r.lambda = 0.175f;
   r.passthrough_max = 65536;
@@ -57,7 +58,7 @@ pg_pack_recipe pg_pack_recipe_default(void) {
   r.lqer_rank = 4;
   r.gptq = pg_gptq_defaults();
   r.block = 128;
-  r.group = PG_GROUP_KIND;
+  r.group = PG_PACK_GROUP_KIND;
   r.codec_best = 1;
   r.codec = (pg_codec_spec){.codec = PG_CODEC_BROTLI, .level = 11, .window = 24};
   r.packing = PG_PACK_BYTE;
@@ -116,13 +117,13 @@ static int check_recipe(const pg_pack_recipe *r, pg_err *err) {
       return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: %s clip k %g is not positive",
                         CAT_NAMES[c], (double)r->k[c]);
   }
-  if (r->scale_rule < PG_SCALE_SDCLIP || r->scale_rule > PG_SCALE_PCT_ROW ||
+  if (r->scale_rule < PG_SCALING_SDCLIP || r->scale_rule > PG_SCALING_PCT_ROW ||
       (r->round_rule != PG_ROUND_RTN && r->round_rule != PG_ROUND_GPTQ))
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: unknown scale or rounding rule");
   if (r->lqer_top_k > 0 && (r->lqer_rank < 1 || r->lqer_rank > PG_MAX_LQER_RANK))
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: LQER rank %u not in 1..%d",
                       r->lqer_rank, PG_MAX_LQER_RANK);
-  if (r->group < PG_GROUP_KIND || r->group > PG_GROUP_SINGLE)
+  if (r->group < PG_PACK_GROUP_KIND || r->group > PG_PACK_GROUP_SINGLE)
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: unknown grouping");
   if (r->packing != PG_PACK_BYTE && r->packing != PG_PACK_BITS)
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: unknown packing");
@@ -193,9 +194,9 @@ int pg_packer_create(pg_packer **out, const pg_model *m, const pg_calib_hessians
     t->rep.cat = t->cat;
     if (t->route == PG_ROUTE_QUANT) {
       char k[PG_ARCH_NAME_MAX];
-      if (r->group == PG_GROUP_KIND)
+      if (r->group == PG_PACK_GROUP_KIND)
         kind_of(at->name, k, sizeof k);
-      else if (r->group == PG_GROUP_CATEGORY)
+      else if (r->group == PG_PACK_GROUP_CATEGORY)
         snprintf(k, sizeof k, "%s", CAT_NAMES[t->cat]);
       else
         snprintf(k, sizeof k, "values");
@@ -342,7 +343,7 @@ static int quant_matrix(pg_packer *p, ptensor *t, const float *W, double mu, pg_
   unsigned bits = r->bits[t->cat];
   const pg_gptq_prep *prep = NULL;
   int want_gptq = r->round_rule == PG_ROUND_GPTQ && t->slot >= 0;
-  int want_prep = want_gptq || (r->scale_rule == PG_SCALE_HSDCLIP && t->slot >= 0);
+  int want_prep = want_gptq || (r->scale_rule == PG_SCALING_HSDCLIP && t->slot >= 0);
   if (want_prep) {
     pg_err e2 = {0};
     prep = get_prep(p, t->slot, &e2);
@@ -359,7 +360,7 @@ static int quant_matrix(pg_packer *p, ptensor *t, const float *W, double mu, pg_
                     .prep = prep,
                     .block = r->block,
                     .nthreads = r->nthreads};
-  if (o.scale_rule == PG_SCALE_HSDCLIP && !prep) o.scale_rule = PG_SCALE_SDCLIP;
+  if (o.scale_rule == PG_SCALING_HSDCLIP && !prep) o.scale_rule = PG_SCALING_SDCLIP;
   pg_qmat_stats st;
   /* no H for the stats: rel_err computes the output error once, with a cached denominator */
   PG_TRY(pg_quant_matrix(W, t->rows, t->cols, &o, NULL, t->q, t->s, &st, err));
@@ -546,16 +547,16 @@ static int qtype_of_bits(unsigned bits) {
 
 static const char *scale_rule_name(int r) {
   switch (r) {
-  case PG_SCALE_SDCLIP: return "sdclip";
-  case PG_SCALE_HSDCLIP: return "hsdclip";
-  case PG_SCALE_PCT: return "percentile";
-  case PG_SCALE_PCT_ROW: return "percentile-row";
+  case PG_SCALING_SDCLIP: return "sdclip";
+  case PG_SCALING_HSDCLIP: return "hsdclip";
+  case PG_SCALING_PCT: return "percentile";
+  case PG_SCALING_PCT_ROW: return "percentile-row";
   default: return "?";
   }
 }
 
 static const char *group_name(int g) {
-  return g == PG_GROUP_KIND ? "kind" : g == PG_GROUP_CATEGORY ? "category" : "single";
+  return g == PG_PACK_GROUP_KIND ? "kind" : g == PG_PACK_GROUP_CATEGORY ? "category" : "single";
 }
 
 /* The recipe and the per-tensor facts as JSON (keys sorted, compact: deterministic). */
@@ -574,7 +575,7 @@ static char *recipe_json(const pg_packer *p, double mu) {
   json_object_set_new(o, "k_multiplier", json_real(mu));
   json_object_set_new(o, "scales", json_string(scale_rule_name(r->scale_rule)));
   json_object_set_new(o, "rounding", json_string(r->round_rule == PG_ROUND_GPTQ ? "gptq" : "rtn"));
-  if (r->scale_rule == PG_SCALE_HSDCLIP)
+  if (r->scale_rule == PG_SCALING_HSDCLIP)
     json_object_set_new(o, "hsdclip_lambda", json_real((double)r->lambda));
   json_object_set_new(o, "passthrough_max", json_integer((json_int_t)r->passthrough_max));
   json_object_set_new(o, "gate_int8", json_boolean(r->gate_int8));

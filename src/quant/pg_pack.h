@@ -13,6 +13,7 @@
 #include "pg_calib.h"
 #include "pg_codec.h"
 #include "pg_gptq.h"
+#include "pg_quant.h"
 #include "pg_model.h"
 #include "pg_status.h"
 
@@ -30,9 +31,10 @@ int pg_pack_classify(const char *name);
 
 /* How quantized values are grouped into DATA sections. */
 enum pg_pack_group {
-  PG_GROUP_KIND = 0,     /* one section per tensor kind (name without "blocks.{i}."), layer order */
-  PG_GROUP_CATEGORY = 1, /* one section per category */
-  PG_GROUP_SINGLE = 2    /* every value in one section */
+  PG_PACK_GROUP_KIND = 0,     /* one section per tensor kind (name without "blocks.{i}."),
+                                 in layer order */
+  PG_PACK_GROUP_CATEGORY = 1, /* one section per category */
+  PG_PACK_GROUP_SINGLE = 2    /* every value in one section */
 };
 
 typedef struct pg_pack_recipe {

@@ -1,5 +1,5 @@
-/* pg_muon.c: Newton–Schulz orthogonalization, the Muon step, the momentum warm-up, the learning
- * rate multiplier and weight averaging (pg_muon.h gives every formula and where it rounds). */
+/* pg_muon.c: Newton–Schulz orthogonalization, the Muon step, the momentum warm-up and weight
+ * averaging (pg_muon.h gives every formula and where it rounds). */
 #include "pg_muon.h"
 
 #include <math.h>
@@ -358,18 +358,6 @@ void pg_muon_step(float *p, const float *g, float *buf, int rows, int cols,
   pg_parallel_for(R, muon_rows_in, &j, nthreads);
   pg_newton_schulz(j.u, rows, cols, o->ns_kind, o->ns_steps, j.u, scratch + R * C, nthreads);
   pg_parallel_for(R, muon_rows_out, &j, nthreads);
-}
-
-/* ---- schedules ------------------------------------------------------------------------------------- */
-
-double pg_lr_mul(const pg_lr_sched *s, uint64_t step, double frac) {
-  double w = 1.0, d = 1.0;
-  if (step < s->warmup_steps) w = (double)(step + 1) / (double)s->warmup_steps;
-  if (s->warmdown_frac > 0 && frac >= 1.0 - s->warmdown_frac) {
-    d = (1.0 - frac) / s->warmdown_frac;
-    if (d < s->min_lr) d = s->min_lr;
-  }
-  return w * d;
 }
 
 /* ---- weight averaging ------------------------------------------------------------------------------ */

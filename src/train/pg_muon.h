@@ -1,8 +1,8 @@
-/* pg_muon.h: the trainer's matrix optimizer and its schedules (spec/train.md): Muon (Nesterov
+/* pg_muon.h: the trainer's matrix optimizer and weight averaging (spec/train.md): Muon (Nesterov
  * momentum, optional MuonEq-R row normalization, Newton–Schulz orthogonalization with the classic
  * 5-step coefficients or the Polar Express per-step coefficients, the records' shape scaling,
- * decoupled weight decay), the momentum warm-up, the learning-rate multiplier (warm-up, warmdown by
- * fraction of the run with a floor), and weight averaging (EMA, SWA).
+ * decoupled weight decay), the momentum warm-up, and weight averaging (EMA, SWA). The learning-rate
+ * multiplier is in pg_sched.h.
  *
  * Numerics: parameters, gradients and momentum buffers are fp32; every matrix product and every
  * norm is computed with fp64 sums (the engine's rule, spec/engine.md) and rounded to fp32 once per
@@ -81,22 +81,6 @@ double pg_muon_momentum(const pg_muon_opts *o, uint64_t step);
 size_t pg_muon_scratch_floats(int rows, int cols);
 void pg_muon_step(float *p, const float *g, float *buf, int rows, int cols,
                   const pg_muon_opts *o, double lr_t, double mu, float *scratch, int nthreads);
-
-/* ---- schedules ------------------------------------------------------------------------------------ */
-
-typedef struct pg_lr_sched {
-  uint64_t warmup_steps; /* linear warm-up from 0 over these steps (the records: 0) */
-  double warmdown_frac;  /* the last fraction of the run decays linearly (R12: 0.85) */
-  double min_lr;         /* floor of the multiplier during the warmdown (R11/R12: 0.10) */
-} pg_lr_sched;
-
-/* The multiplier at `step` (0-based) with run progress frac in [0, 1] (steps done / total steps,
- * or seconds elapsed / the time budget) is w·d, both factors in fp64:
- *   w = (step + 1) / warmup_steps while step < warmup_steps, else 1;
- *   d = max((1 − frac) / warmdown_frac, min_lr) when warmdown_frac > 0 and
- *       frac ≥ 1 − warmdown_frac, else 1 (frac ≥ 1 gives the floor min_lr, 0 without one).
- * (So warm-up and warmdown multiply when both apply.) */
-double pg_lr_mul(const pg_lr_sched *s, uint64_t step, double frac);
 
 /* ---- weight averaging ------------------------------------------------------------------------------ */
 

@@ -120,11 +120,6 @@ void pg_optim_step(pg_optim *o, const pg_optim_span *spans, size_t nspans, doubl
   }
 }
 
-double pg_cosine_lr(double lr, uint64_t i, uint64_t n) {
-  double den = n > 1 ? (double)(n - 1) : 1.0;
-  return lr * 0.5 * (1.0 + cos(M_PI * (double)i / den));
-}
-
 double pg_clip_grad_norm(const pg_optim_span *spans, size_t nspans, double max_norm) {
   double ss = 0;
   for (size_t k = 0; k < nspans; k++)

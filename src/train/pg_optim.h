@@ -1,9 +1,8 @@
 /* pg_optim.h: the optimizers of test-time training and of the trainer: SGD with
  * momentum and AdamW exactly as torch.optim computes them (torch's default flags: no dampening,
- * no Nesterov for SGD; decoupled weight decay for AdamW), the records' cosine learning-rate
- * schedule across chunks, and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
- * State is pg_real like the parameters; each update is computed in fp64 and rounded once per
- * element. spec/eval.md §5 gives the formulas. */
+ * no Nesterov for SGD; decoupled weight decay for AdamW) and global-norm gradient clipping
+ * (torch.nn.utils.clip_grad_norm_). State is pg_real like the parameters; each update is computed in fp64 and rounded once per
+ * element. spec/eval.md §5 gives the formulas; the cosine schedule across chunks is pg_sched.h. */
 #ifndef PG_OPTIM_H
 #define PG_OPTIM_H
 
@@ -58,9 +57,6 @@ uint64_t pg_optim_steps(const pg_optim *o);
 size_t pg_optim_state_size(const pg_optim *o);
 pg_real *pg_optim_state(pg_optim *o, int which);
 void pg_optim_set_steps(pg_optim *o, uint64_t steps);
-
-/* The records' schedule: lr·0.5·(1 + cos(π·i / max(n − 1, 1))). */
-double pg_cosine_lr(double lr, uint64_t i, uint64_t n);
 
 /* Global L2 norm of the gradients of the spans (fp64, spans then elements in order). When
  * max_norm > 0 every gradient is multiplied by min(1, max_norm / (norm + 1e-6)) as

@@ -18,8 +18,10 @@
 #include "pg_tape.h"
 #include "pg_threads.h"
 
-static const char *const GROUP_NAMES[PG_GROUP_N] = {"matrix", "embed", "scalar"};
-const char *pg_train_group_name(int g) { return g >= 0 && g < PG_GROUP_N ? GROUP_NAMES[g] : "?"; }
+static const char *const GROUP_NAMES[PG_TRAIN_GROUP_N] = {"matrix", "embed", "scalar"};
+const char *pg_train_group_name(int g) {
+  return g >= 0 && g < PG_TRAIN_GROUP_N ? GROUP_NAMES[g] : "?";
+}
 
 static const char *opt_name(int k) {
   return k == PG_TOPT_MUON ? "muon" : k == PG_TOPT_ADAMW ? "adamw" : "sgd";
@@ -35,9 +37,9 @@ void pg_train_cfg_default(pg_train_cfg *c) {
   c->batch = 8;
   c->data_seed = 1337;
   c->init_seed = 1337;
-  c->group[PG_GROUP_MATRIX] = (pg_train_group){.kind = PG_TOPT_MUON, .lr = 0.02};
-  c->group[PG_GROUP_EMBED] = (pg_train_group){.kind = PG_TOPT_ADAMW, .lr = 0.03};
-  c->group[PG_GROUP_SCALAR] = (pg_train_group){.kind = PG_TOPT_ADAMW, .lr = 0.02};
+  c->group[PG_TRAIN_GROUP_MATRIX] = (pg_train_group){.kind = PG_TOPT_MUON, .lr = 0.02};
+  c->group[PG_TRAIN_GROUP_EMBED] = (pg_train_group){.kind = PG_TOPT_ADAMW, .lr = 0.03};
+  c->group[PG_TRAIN_GROUP_SCALAR] = (pg_train_group){.kind = PG_TOPT_ADAMW, .lr = 0.02};
   c->muon = (pg_muon_opts){.lr = 0.02, .momentum = 0.95, .momentum_start = 0.85,
                            .momentum_warmup = 100, .nesterov = 1, .row_normalize = 0,
                            .ns_kind = PG_NS_CLASSIC, .ns_steps = 5, .weight_decay = 0};
@@ -223,12 +225,12 @@ static int parse_root(pg_train_cfg *c, json_t *root, const char *file, pg_err *e
     static const char *const keys[] = {"matrix", "embed", "scalar", "betas", "eps", "grad_clip",
                                        NULL};
     PG_TRY(only_keys(o, "optimizer", keys, file, err));
-    for (int g = 0; g < PG_GROUP_N; g++) {
+    for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
       json_t *go = json_object_get(o, GROUP_NAMES[g]);
       if (!go) continue;
       if (!json_is_object(go)) return CFAIL("optimizer.%s: not an object", GROUP_NAMES[g]);
-      PG_TRY(parse_group(go, GROUP_NAMES[g], &c->group[g], g == PG_GROUP_MATRIX ? &c->muon : NULL,
-                         file, err));
+      PG_TRY(parse_group(go, GROUP_NAMES[g], &c->group[g],
+                         g == PG_TRAIN_GROUP_MATRIX ? &c->muon : NULL, file, err));
     }
     json_t *b = json_object_get(o, "betas");
     if (b) {
@@ -305,9 +307,9 @@ static int validate(const pg_train_cfg *c, const char *file, pg_err *err) {
   if (c->seq_len < 1 || c->batch < 1 || (uint64_t)c->seq_len * (uint64_t)c->batch > (1u << 24))
     return CFAIL("data: %d rows of %d tokens is not a usable batch", c->batch, c->seq_len);
   if (c->loader < 0 || c->loader > PG_BATCHES_PACKED) return CFAIL("data.loader: unknown");
-  for (int g = 0; g < PG_GROUP_N; g++) {
+  for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
     const pg_train_group *gr = &c->group[g];
-    if (gr->kind == PG_TOPT_MUON && g != PG_GROUP_MATRIX)
+    if (gr->kind == PG_TOPT_MUON && g != PG_TRAIN_GROUP_MATRIX)
       return CFAIL("optimizer.%s: muon is for the matrix group only", GROUP_NAMES[g]);
     if (!(gr->lr >= 0) || !(gr->weight_decay >= 0) || !(gr->momentum >= 0 && gr->momentum < 1))
       return CFAIL("optimizer.%s: lr, weight_decay and momentum must be >= 0 (momentum < 1)",
@@ -384,7 +386,8 @@ static json_t *cfg_json(const pg_train_cfg *c, int identity) {
   json_object_set_new(o, "data", d);
   json_object_set_new(o, "init_seed", json_integer((json_int_t)c->init_seed));
   json_t *op = json_object();
-  for (int g = 0; g < PG_GROUP_N; g++) json_object_set_new(op, GROUP_NAMES[g], group_json(c, g));
+  for (int g = 0; g < PG_TRAIN_GROUP_N; g++)
+    json_object_set_new(op, GROUP_NAMES[g], group_json(c, g));
   json_object_set_new(op, "betas", json_pack("[f,f]", c->beta1, c->beta2));
   json_object_set_new(op, "eps", json_real(c->eps));
   json_object_set_new(op, "grad_clip", json_real(c->grad_clip));
@@ -440,7 +443,7 @@ struct pg_trainer {
   pg_model *m;
   pg_tape *tp;
   pg_batches *ld;
-  group_state g[PG_GROUP_N];
+  group_state g[PG_TRAIN_GROUP_N];
   pg_optim_span *all; /* every parameter, for clipping */
   size_t nall;
   size_t np;
@@ -479,15 +482,15 @@ static int group_of(const pg_arch_tensor *t) {
   const char *n = t->name;
   if (!strcmp(n, "tok_emb.weight") || !strcmp(n, "bigram.embed.weight") ||
       !strcmp(n, "ve_shared.embed.weight") || !strcmp(n, "lm_head.weight"))
-    return PG_GROUP_EMBED;
+    return PG_TRAIN_GROUP_EMBED;
   if (t->ndim == 2 && (!strcmp(n, "bigram.proj.weight") || !strcmp(n, "ve_shared.proj.weight")))
-    return PG_GROUP_MATRIX;
+    return PG_TRAIN_GROUP_MATRIX;
   if (t->ndim == 2 && !strncmp(n, "blocks.", 7) &&
       (ends_with(n, ".attn.c_q.weight") || ends_with(n, ".attn.c_k.weight") ||
        ends_with(n, ".attn.c_v.weight") || ends_with(n, ".attn.proj.weight") ||
        ends_with(n, ".mlp.fc.weight") || ends_with(n, ".mlp.proj.weight")))
-    return PG_GROUP_MATRIX;
-  return PG_GROUP_SCALAR;
+    return PG_TRAIN_GROUP_MATRIX;
+  return PG_TRAIN_GROUP_SCALAR;
 }
 
 static size_t tensor_off(pg_model *m, size_t i) {
@@ -496,7 +499,7 @@ static size_t tensor_off(pg_model *m, size_t i) {
 
 void pg_trainer_free(pg_trainer *t) {
   if (!t) return;
-  for (int g = 0; g < PG_GROUP_N; g++) {
+  for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
     free(t->g[g].ix);
     free(t->g[g].spans);
     free(t->g[g].muon_buf);
@@ -527,7 +530,7 @@ static int nomem(pg_err *err) {
 static int build_groups(pg_trainer *t, pg_err *err) {
   pg_model *m = t->m;
   size_t nt = pg_model_tensor_count(m);
-  for (int g = 0; g < PG_GROUP_N; g++) {
+  for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
     t->g[g].ix = malloc((nt ? nt : 1) * sizeof(size_t));
     t->g[g].spans = malloc((nt ? nt : 1) * sizeof(pg_optim_span));
     t->g[g].buf_off = malloc((nt ? nt : 1) * sizeof(size_t));
@@ -547,12 +550,12 @@ static int build_groups(pg_trainer *t, pg_err *err) {
     gs->ix[gs->n++] = i;
     gs->numel += n;
     t->all[t->nall++] = (pg_optim_span){.p = pg_model_data(m, i), .g = pg_model_grad(m, i), .n = n};
-    if (g == PG_GROUP_MATRIX && t->c.group[g].kind == PG_TOPT_MUON) {
+    if (g == PG_TRAIN_GROUP_MATRIX && t->c.group[g].kind == PG_TOPT_MUON) {
       size_t s = pg_muon_scratch_floats((int)at->shape[0], (int)(n / at->shape[0]));
       if (s > max_scratch) max_scratch = s;
     }
   }
-  for (int g = 0; g < PG_GROUP_N; g++) {
+  for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
     group_state *gs = &t->g[g];
     const pg_train_group *gr = &t->c.group[g];
     if (gr->kind == PG_TOPT_MUON) {
@@ -676,7 +679,7 @@ int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
   double gn = pg_clip_grad_norm(t->all, t->nall, c->grad_clip);
   double lr_mul = pg_lr_mul(&c->sched, t->step, frac);
   double mu = pg_muon_momentum(&c->muon, t->step);
-  for (int g = 0; g < PG_GROUP_N; g++) {
+  for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
     group_state *gs = &t->g[g];
     const pg_train_group *gr = &c->group[g];
     double lr = gr->lr * lr_mul;
@@ -816,7 +819,7 @@ int pg_trainer_checkpoint(pg_trainer *t, const char *path, pg_err *err) {
     rc = add_f32(w, "train.param.", pg_model_tensor(m, i), pg_model_data(m, i), err);
   for (size_t i = 0; !rc && t->swa_sum && i < nt; i++)
     rc = add_f64(w, "train.swa_sum.", pg_model_tensor(m, i), t->swa_sum + tensor_off(m, i), err);
-  for (int g = 0; !rc && g < PG_GROUP_N; g++) {
+  for (int g = 0; !rc && g < PG_TRAIN_GROUP_N; g++) {
     group_state *gs = &t->g[g];
     for (size_t k = 0; !rc && k < gs->n; k++) {
       const pg_arch_tensor *at = pg_model_tensor(m, gs->ix[k]);
@@ -843,7 +846,7 @@ int pg_trainer_checkpoint(pg_trainer *t, const char *path, pg_err *err) {
   if (!rc) rc = meta_u64(w, "pgtrain.tokens", t->tokens, err);
   if (!rc) rc = meta_u64(w, "pgtrain.ema_updates", t->ema_updates, err);
   if (!rc) rc = meta_u64(w, "pgtrain.swa_count", t->swa_count, err);
-  for (int g = 0; !rc && g < PG_GROUP_N; g++) {
+  for (int g = 0; !rc && g < PG_TRAIN_GROUP_N; g++) {
     char key[64];
     snprintf(key, sizeof key, "pgtrain.optim_steps.%s", GROUP_NAMES[g]);
     rc = meta_u64(w, key, t->g[g].opt ? pg_optim_steps(t->g[g].opt) : t->step, err);
@@ -972,7 +975,7 @@ int pg_trainer_resume(pg_trainer *t, const char *path, pg_err *err) {
         rc = read_tensor(st, path, "train.swa_sum.", at, DST(t->swa_sum + tensor_off(m, i)), 1,
                          err);
     }
-    for (int g = 0; !rc && g < PG_GROUP_N; g++) {
+    for (int g = 0; !rc && g < PG_TRAIN_GROUP_N; g++) {
       group_state *gs = &t->g[g];
       for (size_t k = 0; !rc && k < gs->n; k++) {
         const pg_arch_tensor *at = pg_model_tensor(m, gs->ix[k]);

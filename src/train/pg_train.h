@@ -14,6 +14,7 @@
 #include "pg_model.h"
 #include "pg_muon.h"
 #include "pg_engine.h"
+#include "pg_sched.h"
 #include "pg_status.h"
 
 #ifdef __cplusplus
@@ -35,8 +36,8 @@ typedef struct pg_train_group {
   double momentum;           /* SGD */
 } pg_train_group;
 
-enum pg_train_group_id { PG_GROUP_MATRIX = 0, PG_GROUP_EMBED = 1, PG_GROUP_SCALAR = 2,
-                         PG_GROUP_N = 3 };
+enum pg_train_group_id { PG_TRAIN_GROUP_MATRIX = 0, PG_TRAIN_GROUP_EMBED = 1,
+                         PG_TRAIN_GROUP_SCALAR = 2, PG_TRAIN_GROUP_N = 3 };
 const char *pg_train_group_name(int g);
 
 typedef struct pg_train_cfg {
@@ -50,7 +51,7 @@ typedef struct pg_train_cfg {
   int seq_len, batch;            /* rows of T tokens (+1 target), B rows per step */
   uint64_t data_seed, init_seed;
   /* optimizers */
-  pg_train_group group[PG_GROUP_N];
+  pg_train_group group[PG_TRAIN_GROUP_N];
   pg_muon_opts muon;             /* the matrix group when kind is muon (lr and wd from group) */
   double beta1, beta2, eps;      /* AdamW groups */
   double grad_clip;              /* global L2 norm; 0 = none */

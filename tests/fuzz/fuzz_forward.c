@@ -16,6 +16,7 @@
 #include "pg_arch.h"
 #include "pg_eval.h"
 #include "pg_model.h"
+#include "pg_model_testing.h"
 #include "pg_tape.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -23,6 +23,7 @@
 
 #include "pg_eval.h"
 #include "pg_io.h"
+#include "pg_model_testing.h"
 #include "pg_shard.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
