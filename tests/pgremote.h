@@ -22,6 +22,7 @@ typedef struct pgremote {
   pg_engine outer; /* first: what the model and tape see */
   pg_engine inner; /* the CPU engine that computes */
   size_t uploads, downloads, upload_bytes, download_bytes, allocs, frees, live;
+  size_t max_upload, max_download; /* the largest single transfer each way */
 } pgremote;
 
 #define PGR(o) ((pgremote *)(uintptr_t)(o))
@@ -151,6 +152,22 @@ W0(expand_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, int G, int r),
    (IN(o), D(dx), D(dy), G, r))
 W0(copy, (const pg_ops *o, pg_real *y, const pg_real *x, size_t n), (IN(o), D(y), D(x), n))
 W0(round_bf16, (const pg_ops *o, pg_real *y, const pg_real *x, size_t n), (IN(o), D(y), D(x), n))
+W0(sgd_step, (const pg_ops *o, pg_real *p, const pg_real *g, pg_real *buf, size_t n, double lr,
+              double mu, int first),
+   (IN(o), D(p), D(g), D(buf), n, lr, mu, first))
+W0(adamw_step, (const pg_ops *o, pg_real *p, const pg_real *g, pg_real *m, pg_real *v, size_t n,
+                double lr, double b1, double b2, double eps, double wd, double bc1, double bc2),
+   (IN(o), D(p), D(g), D(m), D(v), n, lr, b1, b2, eps, wd, bc1, bc2))
+W0(sumsq, (const pg_ops *o, double *acc, const pg_real *x, size_t n), (IN(o), D(acc), D(x), n))
+W0(scale, (const pg_ops *o, pg_real *x, size_t n, double a), (IN(o), D(x), n, a))
+W0(muon_step, (const pg_ops *o, pg_real *p, const pg_real *g, pg_real *buf, int rows, int cols,
+               double lr, double mu, double wd, int nest, int rn, int kind, int steps),
+   (IN(o), D(p), D(g), D(buf), rows, cols, lr, mu, wd, nest, rn, kind, steps))
+W0(ema_update, (const pg_ops *o, pg_real *ema, const pg_real *p, size_t n, double decay),
+   (IN(o), D(ema), D(p), n, decay))
+W0(swa_add, (const pg_ops *o, double *sum, const pg_real *p, size_t n), (IN(o), D(sum), D(p), n))
+W0(swa_average, (const pg_ops *o, pg_real *out, const double *sum, size_t n, uint64_t count),
+   (IN(o), D(out), D(sum), n, count))
 #undef W0
 
 static void *pgr_alloc(pg_engine *e, size_t bytes) {
@@ -166,10 +183,12 @@ static void pgr_free(pg_engine *e, void *p) {
 }
 static void pgr_upload(pg_engine *e, void *dst, const void *src, size_t n) {
   PGR(e)->uploads++, PGR(e)->upload_bytes += n;
+  if (n > PGR(e)->max_upload) PGR(e)->max_upload = n;
   memcpy(pgr_dec(dst), src, n);
 }
 static void pgr_download(pg_engine *e, void *dst, const void *src, size_t n) {
   PGR(e)->downloads++, PGR(e)->download_bytes += n;
+  if (n > PGR(e)->max_download) PGR(e)->max_download = n;
   memcpy(dst, pgr_dec(src), n);
 }
 static void pgr_mzero(pg_engine *e, void *dst, size_t n) {
@@ -207,7 +226,8 @@ static inline pgremote *pgremote_new(int threads) {
   S(softcap_fwd); S(softcap_bwd); S(ce_fwd); S(ce_bwd); S(axpy); S(chanlerp_fwd);
   S(chanlerp_bwd); S(rowmul_fwd); S(rowmul_bwd); S(tanh_fwd); S(tanh_bwd); S(embed_fwd);
   S(embed_bwd); S(cols_fwd); S(cols_bwd); S(expand_fwd); S(expand_bwd); S(copy);
-  S(round_bf16);
+  S(round_bf16); S(sgd_step); S(adamw_step); S(sumsq); S(scale); S(muon_step); S(ema_update);
+  S(swa_add); S(swa_average);
 #undef S
   return r;
 }

@@ -13,6 +13,7 @@
 #include "pg_engine.h"
 #include "pg_model.h"
 #include "pg_model_testing.h"
+#include "pg_optim.h"
 #include "pg_rng.h"
 #include "pg_tape.h"
 #include "pgremote.h"
@@ -287,6 +288,103 @@ Test(engine, remote_forward_moves_one_upload_one_download) {
   pg_tape_free(tp);
   pg_model_free(m);
   pgremote_free(rem);
+}
+
+/* ---- the optimizer ops (spec/engine.md §4.20) -------------------------------------------------- */
+
+/* Every optimizer op on engine e over the same host inputs: the results (parameters, state, the
+ * norm's fp64 sum, the SWA sums and average) back to back in out. */
+enum { ON = 1000, OR = 20, OC = 40 }; /* elements; Muon on OR × OC, then 4 × 50 after it */
+static void optim_ops_on(pg_engine *e, const float *p0, const float *g0, double *out) {
+  const pg_ops *o = &e->ops;
+  size_t fb = ON * sizeof(float), db = ON * sizeof(double);
+  float *p = pg_engine_alloc(e, fb), *g = pg_engine_alloc(e, fb), *m = pg_engine_alloc(e, fb);
+  float *v = pg_engine_alloc(e, fb);
+  double *sum = pg_engine_alloc(e, db), *acc = pg_engine_alloc(e, sizeof(double));
+  cr_assert(p && g && m && v && sum && acc);
+  float host[ON];
+  size_t k = 0;
+#define BACK(x)                                                                                  \
+  do {                                                                                           \
+    pg_engine_download(e, host, x, fb);                                                          \
+    for (int i = 0; i < ON; i++) out[k++] = host[i];                                             \
+  } while (0)
+  pg_engine_upload(e, p, p0, fb);
+  pg_engine_upload(e, g, g0, fb);
+  o->sgd_step(o, p, g, m, ON, 0.1, 0.9, 1);
+  o->sgd_step(o, p, g, m, ON, 0.1, 0.9, 0);
+  o->sgd_step(o, p, g, NULL, ON, 0.05, 0.0, 0);
+  BACK(p);
+  BACK(m);
+  pg_engine_zero(e, m, fb);
+  o->adamw_step(o, p, g, m, v, ON, 1e-2, 0.9, 0.95, 1e-8, 0.1, 1 - 0.9, 1 - 0.95);
+  o->adamw_step(o, p, g, m, v, ON, 1e-2, 0.9, 0.95, 1e-8, 0.1, 1 - 0.81, 1 - 0.9025);
+  BACK(p);
+  BACK(m);
+  BACK(v);
+  pg_engine_zero(e, acc, sizeof(double));
+  o->sumsq(o, acc, g, 300);
+  o->sumsq(o, acc, g + 300, ON - 300);
+  pg_engine_download(e, &out[k++], acc, sizeof(double));
+  o->scale(o, g, ON, 0.37);
+  BACK(g);
+  pg_engine_zero(e, m, fb);
+  for (int s = 0; s < 2; s++) {
+    o->muon_step(o, p, g, m, OR, OC, 0.02, 0.95, 0.04, 1, 1, 1, 5); /* tall: the transpose */
+    o->muon_step(o, p + OR * OC, g, m + OR * OC, 4, 50, 0.02, 0.9, 0.0, 0, 0, 0, 3);
+  }
+  BACK(p);
+  BACK(m);
+  o->ema_update(o, v, p, ON, 0.997);
+  o->swa_add(o, sum, p, ON);
+  o->swa_add(o, sum, g, ON);
+  o->swa_average(o, v, sum, ON, 2);
+  o->swa_average(o, m, sum, ON, 0); /* count 0: unchanged */
+  BACK(v);
+  BACK(m);
+  double hs[ON];
+  pg_engine_download(e, hs, sum, db);
+  for (int i = 0; i < ON; i++) out[k++] = hs[i];
+#undef BACK
+  pg_err err;
+  cr_assert_eq(pg_engine_sync(e, &err), PG_OK, "%s", err.msg);
+  pg_engine_free(e, p), pg_engine_free(e, g), pg_engine_free(e, m), pg_engine_free(e, v);
+  pg_engine_free(e, sum), pg_engine_free(e, acc);
+}
+
+/* The optimizer ops give the same bits for 1, 2 and 3 threads and on the remote engine (they
+ * reach their state only as engine memory); the sum of squares is the host clip's. */
+Test(engine, optimizer_ops_same_bits_threads_and_remote) {
+  static float p0[ON], g0[ON];
+  pg_rng rng;
+  pg_rng_seed(&rng, 3);
+  for (int i = 0; i < ON; i++) {
+    p0[i] = (float)(pg_rng_uniform(&rng) - 0.5);
+    g0[i] = (float)(0.1 * (pg_rng_uniform(&rng) - 0.5));
+  }
+  size_t n = 11 * ON + 1;
+  double *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+  cr_assert(ref && got);
+  pg_engine e1 = pg_engine_cpu(1);
+  optim_ops_on(&e1, p0, g0, ref);
+  for (int th = 2; th <= 3; th++) {
+    pg_engine et = pg_engine_cpu(th);
+    optim_ops_on(&et, p0, g0, got);
+    cr_assert_eq(memcmp(ref, got, n * sizeof *ref), 0, "%d threads", th);
+  }
+  pgremote *rem = pgremote_new(2);
+  optim_ops_on(&rem->outer, p0, g0, got);
+  cr_assert_eq(memcmp(ref, got, n * sizeof *ref), 0, "remote engine");
+  cr_assert_eq(rem->live, 0);
+  pgremote_free(rem);
+  /* the sum of squares is the host clip's norm, squared */
+  pg_optim_span sp = {.g = g0, .n = ON};
+  double norm = pg_clip_grad_norm(&sp, 1, 0);
+  cr_assert_eq(norm, sqrt(ref[5 * ON]));
+  /* the state changed: the ops did something */
+  cr_assert_neq(ref[0], p0[0]);
+  free(ref);
+  free(got);
 }
 
 /* An op's failure on the engine (an id outside the table) reaches the tape and the caller. */

@@ -416,6 +416,49 @@ Test(eval, remote_engine_chunked) { remote_same(PG_PROTO_TTT_CHUNK, ARCH); }
 Test(eval, remote_engine_lora) { remote_same(PG_PROTO_TTT_LORA, ARCH); }
 Test(eval, remote_engine_phased) { remote_same(PG_PROTO_TTT_PHASED, DOCS_ARCH); }
 
+/* With the model already on the remote engine, a TTT step moves up only its batch's side inputs
+ * and loss weights and down only its NLL and (full-model steps, clip on) the gradient norm's one
+ * fp64: per forward one upload and one download, per step one more of each, and no transfer as
+ * large as the parameters (any parameter, gradient or optimizer-state transfer moves a whole
+ * array). LoRA TTT moves its adapters only where a batch of documents resets them. */
+static void remote_ttt_transfers(int kind, const char *json) {
+  fixture f;
+  fx_init(&f, 64 * 5 + 1, json, 2);
+  pg_protocol p = proto(kind);
+  pgremote *r = pgremote_new(2);
+  pg_err err;
+  cr_assert_eq(pg_model_enable_grads(f.m, &err), PG_OK);
+  cr_assert_eq(pg_model_bind(f.m, &r->outer, &err), PG_OK);
+  size_t u = r->uploads, d = r->downloads;
+  r->max_upload = r->max_download = 0;
+  pg_eval_result B;
+  cr_assert_eq(pg_eval_run(f.m, &r->outer, &f.val, &p, NULL, &B, &err), PG_OK, "%s", err.msg);
+  size_t F = B.forwards, S = B.train_steps, up = r->uploads - u, down = r->downloads - d;
+  size_t pbytes = pg_model_param_count(f.m) * sizeof(float);
+  cr_assert_gt(S, 1);
+  if (kind == PG_PROTO_TTT_CHUNK) {
+    cr_assert_gt(p.clip, 0);
+    cr_assert_eq(up, F + S, "%zu uploads for %zu forwards and %zu steps", up, F, S);
+    cr_assert_eq(down, F + S, "%zu downloads for %zu forwards and %zu steps", down, F, S);
+  } else {
+    size_t resets = B.nchunks; /* one per batch of documents */
+    cr_assert_leq(down - F, resets, "%zu downloads for %zu forwards, %zu steps, %zu batches", down,
+                  F, S, resets);
+    cr_assert_leq(up - F - S, resets + 2, "%zu uploads for %zu forwards, %zu steps", up, F, S);
+  }
+  cr_assert_lt(r->max_download, pbytes, "a download of %zu bytes", r->max_download);
+  cr_assert_lt(r->max_upload, pbytes, "an upload of %zu bytes", r->max_upload);
+  pg_eval_result_free(&B);
+  fx_free(&f);
+  cr_assert_eq(r->live, 0, "every engine buffer is freed");
+  pgremote_free(r);
+}
+
+Test(eval, remote_ttt_step_moves_no_parameters_chunked) {
+  remote_ttt_transfers(PG_PROTO_TTT_CHUNK, ARCH);
+}
+Test(eval, remote_ttt_step_moves_no_adapters_lora) { remote_ttt_transfers(PG_PROTO_TTT_LORA, ARCH); }
+
 /* LoRA TTT: a batch's committed scores do not change when its tokens are altered after the
  * commit, and the documents of other batches are untouched by it (per-document adapters, frozen
  * base, A not kept). */

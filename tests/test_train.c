@@ -15,6 +15,7 @@
 #include "pg_ops.h"
 #include "pg_safetensors.h"
 #include "pg_shard.h"
+#include "pg_tape.h"
 #include "pg_train.h"
 #include "pgtest.h"
 
@@ -267,6 +268,63 @@ Test(train, remote_engine_adamw_swa) {
                "{\"matrix\": {\"kind\": \"adamw\", \"lr\": 0.01}, \"embed\": {\"kind\": "
                "\"sgd\", \"lr\": 0.1, \"momentum\": 0.9}, \"grad_clip\": 0.5}",
                "{\"swa_every\": 2, \"swa_start\": 2, \"swa_below\": 2.0}", 6);
+}
+
+/* After the first step, a training step on the remote engine moves up only the batch's side
+ * inputs and its loss weights, and down only its NLL and the gradient norm's one fp64: the
+ * parameters, gradients and optimizer state (Muon buffers, moments, EMA, SWA) stay on the
+ * engine (spec/engine.md §8.1). */
+static void remote_step_transfers(const char *opt, const char *avg) {
+  pg_train_cfg c;
+  config(&c, "sequential", opt, avg, 5);
+  pgremote *rem = pgremote_new(2);
+  pg_trainer *t = trainer(&c, &rem->outer);
+  double loss[1];
+  run_steps(t, 1, loss, NULL);
+  const size_t bt = (size_t)c.batch * (size_t)c.seq_len;
+  size_t up[4], upb[4], down[4], downb[4];
+  for (int s = 0; s < 4; s++) {
+    size_t u = rem->uploads, ub = rem->upload_bytes, d = rem->downloads, db = rem->download_bytes;
+    run_steps(t, 1, loss, NULL);
+    up[s] = rem->uploads - u, upb[s] = rem->upload_bytes - ub;
+    down[s] = rem->downloads - d, downb[s] = rem->download_bytes - db;
+  }
+  /* the side inputs of a batch of this shape: one forward on an inference tape */
+  pg_model *m = pg_trainer_model(t);
+  pg_tape *tp;
+  cr_assert_eq(pg_tape_create(&tp, &rem->outer, 0), PG_OK);
+  int32_t *ids = calloc(bt, sizeof *ids);
+  double *nll = calloc(bt, sizeof *nll);
+  pg_batch b = {.B = c.batch, .T = c.seq_len, .ids = ids, .targets = ids};
+  size_t u0 = rem->uploads, ub0 = rem->upload_bytes;
+  pg_err err;
+  cr_assert_eq(pg_model_forward(m, tp, &b, NULL, nll, NULL, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(rem->uploads - u0, 1);
+  size_t side = rem->upload_bytes - ub0;
+  for (int s = 0; s < 4; s++) {
+    cr_assert_eq(down[s], 2, "step %d: %zu downloads (%zu bytes), not the NLL and the norm", s + 2,
+                 down[s], downb[s]);
+    cr_assert_eq(downb[s], bt * sizeof(double) + sizeof(double), "step %d: %zu bytes down", s + 2,
+                 downb[s]);
+    cr_assert_eq(up[s], 2, "step %d: %zu uploads (%zu bytes), not the side inputs and dnll", s + 2,
+                 up[s], upb[s]);
+    cr_assert_eq(upb[s], side + bt * sizeof(float), "step %d: %zu bytes up", s + 2, upb[s]);
+  }
+  free(ids);
+  free(nll);
+  pg_tape_free(tp);
+  pg_trainer_free(t);
+  cr_assert_eq(rem->live, 0, "every engine buffer is freed");
+  pgremote_free(rem);
+}
+
+Test(train, remote_step_moves_no_parameters_muon_ema) {
+  remote_step_transfers(MUON, "{\"ema\": 0.9}");
+}
+Test(train, remote_step_moves_no_parameters_adamw_sgd_swa) {
+  remote_step_transfers("{\"matrix\": {\"kind\": \"adamw\", \"lr\": 0.01}, \"embed\": {\"kind\": "
+                        "\"sgd\", \"lr\": 0.1, \"momentum\": 0.9}, \"grad_clip\": 0.5}",
+                        "{\"swa_every\": 2, \"swa_start\": 2, \"swa_below\": 2.0}");
 }
 
 Test(train, resume_is_bit_identical_sequential_muon_ema) {

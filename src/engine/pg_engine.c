@@ -209,6 +209,7 @@ pg_engine pg_engine_cpu(int nthreads) {
   pg_engine e;
   memset(&e, 0, sizeof e);
   e.ops = pg_ops_cpu_table(nthreads);
+  pg_ops_cpu_optim(&e.ops);
   int th = pg_parallel_threads(nthreads);
   snprintf(e.info.name, sizeof e.info.name, "cpu");
   snprintf(e.info.devices, sizeof e.info.devices, "cpu: %d thread%s", th, th == 1 ? "" : "s");

@@ -175,6 +175,42 @@ struct pg_ops {
   void (*attention_bf16_fwd)(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
                              const pg_real *v, const int32_t *seg, int B, int T, int H, int Hkv,
                              int d, float scale);
+
+  /* ---- the optimizers (spec/engine.md §4.20): in place on parameters, gradients and state in
+   * engine memory; every update is computed in fp64 and each stored value rounded once. Scalars
+   * are fp64 (the hyperparameters and schedules are computed on the host in fp64). Elementwise
+   * over n except muon_step and sumsq. Defined in pg_ops_optim.c. */
+  /* torch.optim.SGD (dampening 0, no Nesterov, no decay): with mu ≠ 0,
+   * buf ← first ? g : fp32(mu·buf + g) and p ← fp32(p − lr·buf); with mu = 0, p ← fp32(p − lr·g)
+   * and buf is not touched (may be NULL). */
+  void (*sgd_step)(const pg_ops *e, pg_real *p, const pg_real *g, pg_real *buf, size_t n,
+                   double lr, double mu, int first);
+  /* torch.optim.AdamW with the bias corrections bc1 = 1 − β1^t, bc2 = 1 − β2^t given:
+   * m ← fp32(β1·m + (1 − β1)·g), v ← fp32(β2·v + (1 − β2)·g²),
+   * p ← fp32(p·(1 − lr·wd) − (lr / bc1)·m / (sqrt(v) / sqrt(bc2) + eps)). */
+  void (*adamw_step)(const pg_ops *e, pg_real *p, const pg_real *g, pg_real *m, pg_real *v,
+                     size_t n, double lr, double beta1, double beta2, double eps, double wd,
+                     double bc1, double bc2);
+  /* acc[0] (one fp64 of engine memory) ← acc[0] + x_0² + x_1² + … : one running fp64 sum
+   * continued from acc, i ascending (so calls over consecutive spans give the one sum of the
+   * global gradient norm). Sequential. */
+  void (*sumsq)(const pg_ops *e, double *acc, const pg_real *x, size_t n);
+  /* x ← fp32(x·a) (a fp64: the clip factor). */
+  void (*scale)(const pg_ops *e, pg_real *x, size_t n, double a);
+  /* One Muon step on the matrix p[rows, cols] with gradient g and momentum buffer buf (same
+   * shape): buf ← fp32(mu·buf + g); u = nesterov ? fp32(g + mu·buf) : buf; with row_normalize
+   * each row of u divided by max(‖row‖₂, 1e-7); X = Newton–Schulz(u) (ns_kind, ns_steps);
+   * p ← fp32(p·(1 − lr·wd) − lr·(s·X)), s = sqrt(max(1, rows/cols)). Scratch from the engine:
+   * PG_E_NOMEM recorded and nothing written when it cannot be had. */
+  void (*muon_step)(const pg_ops *e, pg_real *p, const pg_real *g, pg_real *buf, int rows,
+                    int cols, double lr, double mu, double wd, int nesterov, int row_normalize,
+                    int ns_kind, int ns_steps);
+  /* ema ← fp32(decay·ema + (1 − decay)·p). */
+  void (*ema_update)(const pg_ops *e, pg_real *ema, const pg_real *p, size_t n, double decay);
+  /* sum ← sum + p in fp64 (not rounded);  out ← fp32(sum / count) (count 0: out unchanged). */
+  void (*swa_add)(const pg_ops *e, double *sum, const pg_real *p, size_t n);
+  void (*swa_average)(const pg_ops *e, pg_real *out, const double *sum, size_t n,
+                      uint64_t count);
 };
 
 /* One fp32 value rounded to the nearest bfloat16 (RNE; NaN kept, quieted), returned as fp32. */

@@ -8,5 +8,7 @@
 
 /* The table, running each op on nthreads threads (0 = online CPUs). */
 pg_ops pg_ops_cpu_table(int nthreads);
+/* Fill the optimizer entries of a CPU table (pg_ops_optim.c). */
+void pg_ops_cpu_optim(pg_ops *o);
 
 #endif

@@ -27,6 +27,13 @@ typedef double pg_real;
 #define pg_engine_failed pg_engine_failed_f64
 #define pg_engine_sync pg_engine_sync_f64
 #define pg_ops_cpu_table pg_ops_cpu_table_f64
+/* optimizer ops */
+#define pg_ops_cpu_optim pg_ops_cpu_optim_f64
+#define pg_ns_coeffs pg_ns_coeffs_f64
+#define pg_ns_scratch_floats pg_ns_scratch_floats_f64
+#define pg_newton_schulz pg_newton_schulz_f64
+#define pg_muon_scratch_floats pg_muon_scratch_floats_f64
+#define pg_muon_apply pg_muon_apply_f64
 /* tape */
 #define pg_tape_create pg_tape_create_f64
 #define pg_tape_free pg_tape_free_f64

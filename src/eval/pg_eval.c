@@ -186,6 +186,7 @@ typedef struct run {
   pg_real *dnll;
   size_t buf_tokens, buf_rows;
   int64_t *orig; /* the ledger position of each target of a training batch, −1 for none */
+  double *norm2;  /* engine memory: the clip's sum of squares (one fp64), made at the first clip */
 } run;
 
 #define FAIL(r, st, ...) pg_err_set((r)->err, (st), NULL, PG_NO_OFFSET, __VA_ARGS__)
@@ -223,6 +224,7 @@ static int ensure_buffers(run *r, size_t rows, size_t tokens) {
 }
 
 static void free_run(run *r) {
+  if (r->norm2) pg_engine_free(pg_tape_engine(r->rec), r->norm2);
   pg_ledger_free(r->ledger);
   pg_tape_free(r->inf);
   pg_tape_free(r->rec);
@@ -330,13 +332,16 @@ static int score_windows(run *r, const pg_window *w, size_t n) {
 
 /* ---- one training step ----------------------------------------------------------------------- */
 
-/* The trainable spans of the model, for the optimizer and the clip. */
+/* The trainable spans of the model, for the optimizer and the clip, as pointers into its engine
+ * copies (spec/eval.md §5: the optimizers run on the engine); before the model is on an engine
+ * only the count and the sizes are meaningful. */
 static size_t model_spans(pg_model *m, pg_optim_span *sp) {
+  pg_real *P = pg_model_params_engine(m), *G = pg_model_grads_engine(m);
   size_t k = 0, off = 0;
   for (size_t i = 0; i < pg_model_tensor_count(m); i++) {
     size_t n = (size_t)pg_arch_tensor_numel(pg_model_tensor(m, i));
     if (pg_model_trainable(m, i))
-      sp[k++] = (pg_optim_span){.p = pg_model_data(m, i), .g = pg_model_grad(m, i), .n = n,
+      sp[k++] = (pg_optim_span){.p = P ? P + off : NULL, .g = G ? G + off : NULL, .n = n,
                                 .state = off};
     off += n;
   }
@@ -372,12 +377,17 @@ static int model_step(run *r, pg_optim *opt, pg_optim_span *sp, size_t nsp, int 
   pg_batch b = {.B = B, .T = T, .ids = r->ids, .targets = r->tg};
   PG_TRY(pg_model_forward(r->m, r->rec, &b, NULL, r->nll, r->dnll, r->err));
   PG_TRY(pg_model_backward(r->m, r->rec, r->err));
-  /* The optimizer runs on the host copies: taking the spans again is the point where the
-   * engine's gradients come back (and the updated parameters go up at the next forward). */
+  /* The clip and the optimizer run on the engine's copies: only the norm comes back. */
   size_t k = model_spans(r->m, sp);
   if (k != nsp) return FAIL(r, PG_E_ARG, "internal: the trainable set changed during a step");
-  pg_clip_grad_norm(sp, nsp, r->p->clip);
+  pg_engine *e = pg_tape_engine(r->rec);
+  if (r->p->clip > 0) {
+    if (!r->norm2 && !(r->norm2 = pg_engine_alloc(e, sizeof *r->norm2)))
+      return pg_engine_sync(e, r->err);
+    pg_clip_grad_norm_on(e, r->norm2, sp, nsp, r->p->clip);
+  }
   pg_optim_step(opt, sp, nsp, lr);
+  PG_TRY(pg_engine_sync(e, r->err));
   r->res->train_steps++;
   r->res->forwards++;
   return PG_OK;
@@ -471,7 +481,9 @@ static int run_windows(run *r) {
                        .beta1 = p->beta1, .beta2 = p->beta2, .eps = p->eps,
                        .weight_decay = p->weight_decay};
     rc = pg_model_enable_grads(r->m, r->err);
-    if (!rc) rc = pg_optim_create(&c.opt, &oc, pg_model_param_count(r->m), r->err);
+    if (!rc)
+      rc = pg_optim_create_on(&c.opt, &oc, pg_model_param_count(r->m), pg_tape_engine(r->rec),
+                              r->err);
     if (!rc) {
       pg_model_freeze_blocks(r->m, p->freeze_blocks);
       c.sp = malloc((pg_model_tensor_count(r->m) + 1) * sizeof *c.sp);
@@ -539,7 +551,9 @@ static int global_sgd(run *r, const doc *d, size_t n) {
   int rc = (!tok || !pos || !sp) ? FAIL(r, PG_E_NOMEM, "cannot gather the scored documents")
                                  : PG_OK;
   if (!rc) rc = pg_model_enable_grads(r->m, r->err);
-  if (!rc) rc = pg_optim_create(&opt, &oc, pg_model_param_count(r->m), r->err);
+  if (!rc)
+    rc = pg_optim_create_on(&opt, &oc, pg_model_param_count(r->m), pg_tape_engine(r->rec),
+                            r->err);
   if (!rc) {
     uint64_t k = 0;
     for (size_t i = 0; i < n; i++)
@@ -589,8 +603,7 @@ static int lora_batch(run *r, lora_run *lr, const doc *d, size_t n) {
     uint64_t nch = (d[i].len - 1 + (uint64_t)C - 1) / (uint64_t)C;
     if (nch > maxch) maxch = nch;
   }
-  pg_optim_span span = {.p = pg_lora_params(lr->lo), .g = pg_lora_grads(lr->lo),
-                        .n = pg_lora_count(lr->lo), .state = 0};
+  pg_optim_span span = {.n = pg_lora_count(lr->lo), .state = 0}; /* p, g: at each step */
   for (uint64_t ci = 0; ci < maxch; ci++) {
     /* the active documents, one row each */
     size_t rows = 0;
@@ -660,10 +673,11 @@ static int lora_batch(run *r, lora_run *lr, const doc *d, size_t n) {
       row++;
     }
     PG_TRY(pg_model_backward(r->m, r->rec, r->err));
-    /* host copies of the adapters and their gradients (the transfer points, as model_step) */
-    span.p = pg_lora_params(lr->lo);
-    span.g = pg_lora_grads(lr->lo);
+    /* the adapters' update runs on the engine, on its copies (nothing comes back) */
+    span.p = pg_lora_params_engine(lr->lo);
+    span.g = pg_lora_grads_engine(lr->lo);
     pg_optim_step(lr->opt, &span, 1, p->lora_lr);
+    PG_TRY(pg_engine_sync(pg_tape_engine(r->rec), r->err));
     r->res->train_steps++;
     r->cur.train_steps++;
   }
@@ -720,7 +734,8 @@ static int run_docs(run *r) {
   if (!rc) qsort(bt, nb, sizeof *bt, cmp_batch);
   if (!rc) rc = pg_lora_create(&lr.lo, r->m, (int)B, p->lora_rank, p->lora_alpha, p->lora_targets,
                                r->err);
-  if (!rc) rc = pg_optim_create(&lr.opt, &oc, pg_lora_count(lr.lo), r->err);
+  if (!rc)
+    rc = pg_optim_create_on(&lr.opt, &oc, pg_lora_count(lr.lo), pg_tape_engine(r->rec), r->err);
   /* the base stays frozen while the adapters train */
   for (size_t i = 0; i < pg_model_tensor_count(r->m); i++) pg_model_set_trainable(r->m, i, 0);
   size_t nscored = 0;

@@ -14,40 +14,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pg_ops_optim.h"
 #include "pg_status.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* ---- Newton–Schulz ---------------------------------------------------------------------------- */
-
-enum pg_ns_kind { PG_NS_CLASSIC = 0, PG_NS_POLAR_EXPRESS = 1 };
-/* The coefficients (a, b, c) of step i (0-based) of an iteration kind: classic is
- * (3.4445, −4.7750, 2.0315) at every step; Polar Express has five per-step tuples
- * (spec/records.md §3.2), and steps beyond the fifth repeat the last. */
-void pg_ns_coeffs(int kind, int step, double abc[3]);
-
-/* X ← the Newton–Schulz orthogonalization of G [rows × cols] (fp32). Let m = min(rows, cols),
- * n = max(rows, cols). The iteration works on an m × n matrix X (G itself, or Gᵀ when rows > cols,
- * so that A below is the small m × m side); every fp32 value is converted exactly to fp64, every
- * sum starts at 0 and adds its terms in ascending index order, and fp32(·) is one round to nearest:
- *   s = Σ X[i,j]² over X in row-major order (of X, i.e. after the transposition), in fp64;
- *   X[i,j] ← fp32(X[i,j] / (sqrt(s) + 1e-7));
- *   then `steps` times, with (a, b, c) = pg_ns_coeffs(kind, step):
- *     A[i,j] = fp32(Σ_k X[i,k]·X[j,k])                      (m × m; computed for j ≥ i, mirrored)
- *     B[i,j] = fp32(b·A[i,j] + c·Σ_k A[i,k]·A[j,k])         (A·A with A symmetric; mirrored)
- *     X[i,j] ← fp32(a·X[i,j] + Σ_k B[i,k]·X[k,j])           (m × n)
- *   so each of the three products rounds each of its elements once (the mirrored halves are the
- *   same sums, term for term, so A and B are exactly symmetric); finally out = X, or Xᵀ when
- *   rows > cols. Hence NS(Gᵀ) = NS(G)ᵀ bit for bit when rows ≠ cols. steps = 0 only normalizes.
- * out [rows × cols] may be G itself (G is read once, before out is written); scratch:
- * pg_ns_scratch_floats(rows, cols) floats (any float alignment). Rows of each product are split
- * over nthreads (pg_parallel_for), each element computed by one thread: bit-identical for any
- * thread count. An unknown kind is treated as PG_NS_CLASSIC. */
-size_t pg_ns_scratch_floats(int rows, int cols);
-void pg_newton_schulz(const float *G, int rows, int cols, int kind, int steps, float *out,
-                      float *scratch, int nthreads);
+/* ---- Newton–Schulz ----------------------------------------------------------------------------
+ * pg_ns_coeffs, pg_ns_scratch_floats and pg_newton_schulz (with enum pg_ns_kind) are declared in
+ * pg_ops_optim.h, included above: the arithmetic of the engine's muon_step op. */
 
 /* ---- Muon --------------------------------------------------------------------------------------- */
 
@@ -77,14 +53,16 @@ double pg_muon_momentum(const pg_muon_opts *o, uint64_t step);
  *   p ← fp32(p·(1 − lr_t·wd) − lr_t·(s·X)),  s = sqrt(max(1, rows / cols)) (real division),
  * i.e. the decoupled weight decay with the scheduled lr before the update, both in one fp64
  * expression rounded once (the records round twice, in fp32). Every step is fp64 per element.
- * scratch: pg_muon_scratch_floats(rows, cols) floats. Bit-identical for any nthreads. */
-size_t pg_muon_scratch_floats(int rows, int cols);
+ * scratch: pg_muon_scratch_floats(rows, cols) floats (pg_ops_optim.h). Bit-identical for any
+ * nthreads. This is the engine's muon_step op (spec/engine.md §4.20) on host memory. */
 void pg_muon_step(float *p, const float *g, float *buf, int rows, int cols,
                   const pg_muon_opts *o, double lr_t, double mu, float *scratch, int nthreads);
 
 /* ---- weight averaging ------------------------------------------------------------------------------ */
 
-/* EMA: ema ← fp32(d·ema + (1 − d)·p) per element, in fp64, rounded once (n elements). */
+/* EMA: ema ← fp32(d·ema + (1 − d)·p) per element, in fp64, rounded once (n elements). These
+ * three are the engine's ema_update, swa_add and swa_average ops run on host memory (the CPU
+ * engine, one thread). */
 void pg_ema_update(float *ema, const float *p, size_t n, double decay);
 /* SWA: sum += p (fp64 accumulators, not rounded), count tracked by the caller; the average is
  * out = fp32(sum / count) (count 0: out is left unchanged). */

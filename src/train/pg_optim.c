@@ -1,4 +1,5 @@
-/* pg_optim.c: SGD with momentum, AdamW, the cosine schedule and gradient clipping (pg_optim.h). */
+/* pg_optim.c: SGD with momentum, AdamW, the cosine schedule and gradient clipping (pg_optim.h),
+ * driving the engine's optimizer ops (pg_ops_optim.c on the CPU). */
 #include "pg_optim.h"
 
 #include <math.h>
@@ -8,10 +9,11 @@
 struct pg_optim {
   pg_optim_cfg c;
   size_t n;
+  pg_engine *e;   /* where the state is */
+  pg_engine host; /* the CPU engine of a host optimizer (e = &host) */
   pg_real *m, *v; /* SGD: m is the momentum buffer; AdamW: first and second moments */
   uint64_t t;
 };
-
 const char *pg_optim_kind_name(int kind) {
   return kind == PG_OPTIM_SGD ? "sgd" : kind == PG_OPTIM_ADAMW ? "adamw" : NULL;
 }
@@ -23,6 +25,11 @@ int pg_optim_kind_parse(const char *s) {
 }
 
 int pg_optim_create(pg_optim **out, const pg_optim_cfg *cfg, size_t n, pg_err *err) {
+  return pg_optim_create_on(out, cfg, n, NULL, err);
+}
+
+int pg_optim_create_on(pg_optim **out, const pg_optim_cfg *cfg, size_t n, pg_engine *e,
+                       pg_err *err) {
   *out = NULL;
   const pg_optim_cfg *c = cfg;
   if (c->kind == PG_OPTIM_SGD) {
@@ -42,9 +49,15 @@ int pg_optim_create(pg_optim **out, const pg_optim_cfg *cfg, size_t n, pg_err *e
   if (!o) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate an optimizer");
   o->c = *c;
   o->n = n;
-  o->m = calloc(n ? n : 1, sizeof *o->m);
-  if (c->kind == PG_OPTIM_ADAMW) o->v = calloc(n ? n : 1, sizeof *o->v);
+  if (!e) {
+    o->host = pg_engine_cpu(1);
+    e = &o->host;
+  }
+  o->e = e;
+  o->m = pg_engine_alloc(e, n * sizeof *o->m);
+  if (c->kind == PG_OPTIM_ADAMW) o->v = pg_engine_alloc(e, n * sizeof *o->v);
   if (!o->m || (c->kind == PG_OPTIM_ADAMW && !o->v)) {
+    pg_engine_sync(e, NULL); /* the failure is reported here, not at the engine's next sync */
     pg_optim_free(o);
     return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET,
                       "cannot allocate optimizer state for %zu parameters", n);
@@ -55,14 +68,14 @@ int pg_optim_create(pg_optim **out, const pg_optim_cfg *cfg, size_t n, pg_err *e
 
 void pg_optim_free(pg_optim *o) {
   if (!o) return;
-  free(o->m);
-  free(o->v);
+  pg_engine_free(o->e, o->m);
+  pg_engine_free(o->e, o->v);
   free(o);
 }
 
 void pg_optim_reset(pg_optim *o) {
-  memset(o->m, 0, o->n * sizeof *o->m);
-  if (o->v) memset(o->v, 0, o->n * sizeof *o->v);
+  pg_engine_zero(o->e, o->m, o->n * sizeof *o->m);
+  if (o->v) pg_engine_zero(o->e, o->v, o->n * sizeof *o->v);
   o->t = 0;
 }
 
@@ -77,61 +90,42 @@ pg_real *pg_optim_state(pg_optim *o, int which) {
 void pg_optim_set_steps(pg_optim *o, uint64_t steps) { o->t = steps; }
 
 /* torch.optim.SGD (dampening 0, nesterov off, no weight decay): buf ← μ·buf + g (buf = g at the
- * first step, the same value), p ← p − lr·buf. */
-static void sgd_span(pg_optim *o, const pg_optim_span *s, double lr) {
-  double mu = o->c.momentum;
-  pg_real *buf = o->m + s->state;
-  for (size_t i = 0; i < s->n; i++) {
-    double g = (double)s->g[i], b = g;
-    if (mu != 0) {
-      b = o->t == 1 ? g : mu * (double)buf[i] + g;
-      buf[i] = (pg_real)b;
-      b = (double)buf[i];
-    }
-    s->p[i] = (pg_real)((double)s->p[i] - lr * b);
-  }
-}
-
-/* torch.optim.AdamW: p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
- * p ← p − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps). */
-static void adamw_span(pg_optim *o, const pg_optim_span *s, double lr) {
-  double b1 = o->c.beta1, b2 = o->c.beta2, eps = o->c.eps, wd = o->c.weight_decay;
-  double bc1 = 1.0 - pow(b1, (double)o->t), bc2 = 1.0 - pow(b2, (double)o->t);
-  double step = lr / bc1, sbc2 = sqrt(bc2);
-  pg_real *m = o->m + s->state, *v = o->v + s->state;
-  for (size_t i = 0; i < s->n; i++) {
-    double g = (double)s->g[i];
-    double p = (double)s->p[i] * (1.0 - lr * wd);
-    m[i] = (pg_real)(b1 * (double)m[i] + (1.0 - b1) * g);
-    v[i] = (pg_real)(b2 * (double)v[i] + (1.0 - b2) * g * g);
-    double denom = sqrt((double)v[i]) / sbc2 + eps;
-    s->p[i] = (pg_real)(p - step * (double)m[i] / denom);
-  }
-}
-
+ * first step), p ← p − lr·buf. torch.optim.AdamW: p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g;
+ * v ← β2·v + (1−β2)·g²; p ← p − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps). */
 void pg_optim_step(pg_optim *o, const pg_optim_span *spans, size_t nspans, double lr) {
   o->t++;
+  const pg_ops *ops = &o->e->ops;
+  const pg_optim_cfg *c = &o->c;
+  double bc1 = 1.0 - pow(c->beta1, (double)o->t), bc2 = 1.0 - pow(c->beta2, (double)o->t);
   for (size_t k = 0; k < nspans; k++) {
-    if (spans[k].state + spans[k].n > o->n) continue; /* outside the state: a caller bug */
-    if (o->c.kind == PG_OPTIM_SGD)
-      sgd_span(o, &spans[k], lr);
+    const pg_optim_span *s = &spans[k];
+    if (s->state + s->n > o->n) continue; /* outside the state: a caller bug */
+    if (c->kind == PG_OPTIM_SGD)
+      ops->sgd_step(ops, s->p, s->g, o->m + s->state, s->n, lr, c->momentum, o->t == 1);
     else
-      adamw_span(o, &spans[k], lr);
+      ops->adamw_step(ops, s->p, s->g, o->m + s->state, o->v + s->state, s->n, lr, c->beta1,
+                      c->beta2, c->eps, c->weight_decay, bc1, bc2);
   }
 }
 
 double pg_clip_grad_norm(const pg_optim_span *spans, size_t nspans, double max_norm) {
+  pg_engine e = pg_engine_cpu(1);
+  double acc = 0;
+  return pg_clip_grad_norm_on(&e, &acc, spans, nspans, max_norm);
+}
+
+double pg_clip_grad_norm_on(pg_engine *e, double *acc, const pg_optim_span *spans, size_t nspans,
+                            double max_norm) {
+  const pg_ops *ops = &e->ops;
+  pg_engine_zero(e, acc, sizeof *acc);
+  for (size_t k = 0; k < nspans; k++) ops->sumsq(ops, acc, spans[k].g, spans[k].n);
   double ss = 0;
-  for (size_t k = 0; k < nspans; k++)
-    for (size_t i = 0; i < spans[k].n; i++) ss += (double)spans[k].g[i] * (double)spans[k].g[i];
+  pg_engine_download(e, &ss, acc, sizeof ss);
   double norm = sqrt(ss);
   if (max_norm > 0) {
     double coef = max_norm / (norm + 1e-6);
     if (coef < 1.0)
-      for (size_t k = 0; k < nspans; k++) {
-        pg_real *g = (pg_real *)spans[k].g;
-        for (size_t i = 0; i < spans[k].n; i++) g[i] = (pg_real)((double)g[i] * coef);
-      }
+      for (size_t k = 0; k < nspans; k++) ops->scale(ops, (pg_real *)spans[k].g, spans[k].n, coef);
   }
   return norm;
 }

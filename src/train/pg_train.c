@@ -426,13 +426,16 @@ char *pg_train_cfg_json(const pg_train_cfg *c) { return dump(cfg_json(c, 0)); }
 
 /* ---- the trainer ------------------------------------------------------------------------------- */
 
+/* The optimizers run on the engine (spec/engine.md §4.20): their state (Muon buffers, SGD and
+ * AdamW moments, the EMA weights, the SWA sums) is engine memory, and a step moves nothing but
+ * the gradient norm's one fp64 scalar; checkpoints download and resume uploads it. */
 typedef struct group_state {
   size_t *ix; /* model tensor indices */
   size_t n;
   size_t numel;
-  pg_optim *opt;      /* AdamW / SGD */
+  pg_optim *opt;      /* AdamW / SGD, state on the engine */
   pg_optim_span *spans;
-  float *muon_buf;    /* Muon: momentum buffers, tensors back to back */
+  float *muon_buf;    /* Muon: momentum buffers, tensors back to back (engine memory) */
   size_t *buf_off;
 } group_state;
 
@@ -444,16 +447,16 @@ struct pg_trainer {
   pg_tape *tp;
   pg_batches *ld;
   group_state g[PG_TRAIN_GROUP_N];
-  pg_optim_span *all; /* every parameter, for clipping */
-  size_t nall;
+  size_t *off; /* each tensor's offset in the parameters (canonical order, back to back) */
   size_t np;
-  float *ema;
-  double *swa_sum;
+  float *ema;      /* engine memory */
+  double *swa_sum; /* engine memory */
+  double *norm2;   /* engine memory: the gradient norm's sum of squares */
   uint64_t swa_count, ema_updates;
   uint64_t step, total, tokens;
   int32_t *ids, *tgt;
   double *nll;
-  float *dnll, *scratch;
+  float *dnll;
   /* validation */
   int32_t *val_tok;
   uint64_t val_n;
@@ -493,27 +496,25 @@ static int group_of(const pg_arch_tensor *t) {
   return PG_TRAIN_GROUP_SCALAR;
 }
 
-static size_t tensor_off(pg_model *m, size_t i) {
-  return (size_t)(pg_model_data(m, i) - pg_model_params(m));
-}
+static size_t tensor_off(const pg_trainer *t, size_t i) { return t->off[i]; }
 
 void pg_trainer_free(pg_trainer *t) {
   if (!t) return;
   for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
     free(t->g[g].ix);
     free(t->g[g].spans);
-    free(t->g[g].muon_buf);
+    pg_engine_free(t->e, t->g[g].muon_buf);
     free(t->g[g].buf_off);
     pg_optim_free(t->g[g].opt);
   }
-  free(t->all);
-  free(t->ema);
-  free(t->swa_sum);
+  free(t->off);
+  pg_engine_free(t->e, t->ema);
+  pg_engine_free(t->e, t->swa_sum);
+  pg_engine_free(t->e, t->norm2);
   free(t->ids);
   free(t->tgt);
   free(t->nll);
   free(t->dnll);
-  free(t->scratch);
   free(t->val_tok);
   if (t->have_tables) pg_spm_tables_free(&t->tables);
   pg_model_free(t->shadow);
@@ -527,6 +528,19 @@ static int nomem(pg_err *err) {
   return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
 }
 
+/* Zeroed engine memory for optimizer state; a failure is reported here (not at the next sync). */
+static void *engine_state(pg_trainer *t, size_t bytes, pg_err *err, int *rc) {
+  if (*rc) return NULL;
+  void *p = pg_engine_alloc(t->e, bytes);
+  if (!p) {
+    pg_engine_sync(t->e, NULL);
+    *rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET,
+                     "cannot allocate %zu bytes of optimizer state on the %s engine", bytes,
+                     t->e->info.name);
+  }
+  return p;
+}
+
 static int build_groups(pg_trainer *t, pg_err *err) {
   pg_model *m = t->m;
   size_t nt = pg_model_tensor_count(m);
@@ -536,43 +550,38 @@ static int build_groups(pg_trainer *t, pg_err *err) {
     t->g[g].buf_off = malloc((nt ? nt : 1) * sizeof(size_t));
     if (!t->g[g].ix || !t->g[g].spans || !t->g[g].buf_off) return nomem(err);
   }
-  t->all = malloc((nt ? nt : 1) * sizeof *t->all);
-  if (!t->all) return nomem(err);
-  size_t max_scratch = 0;
+  t->off = malloc((nt + 1) * sizeof *t->off);
+  if (!t->off) return nomem(err);
+  size_t off = 0;
   for (size_t i = 0; i < nt; i++) {
     const pg_arch_tensor *at = pg_model_tensor(m, i);
     int g = group_of(at);
     group_state *gs = &t->g[g];
     size_t n = (size_t)pg_arch_tensor_numel(at);
+    t->off[i] = off;
     gs->buf_off[gs->n] = gs->numel;
-    gs->spans[gs->n] = (pg_optim_span){.p = pg_model_data(m, i), .g = pg_model_grad(m, i),
-                                       .n = n, .state = gs->numel};
+    /* p and g are taken on the engine at each step */
+    gs->spans[gs->n] = (pg_optim_span){.n = n, .state = gs->numel};
     gs->ix[gs->n++] = i;
     gs->numel += n;
-    t->all[t->nall++] = (pg_optim_span){.p = pg_model_data(m, i), .g = pg_model_grad(m, i), .n = n};
-    if (g == PG_TRAIN_GROUP_MATRIX && t->c.group[g].kind == PG_TOPT_MUON) {
-      size_t s = pg_muon_scratch_floats((int)at->shape[0], (int)(n / at->shape[0]));
-      if (s > max_scratch) max_scratch = s;
-    }
+    off += n;
   }
-  for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
+  t->off[nt] = off;
+  int rc = PG_OK;
+  for (int g = 0; g < PG_TRAIN_GROUP_N && !rc; g++) {
     group_state *gs = &t->g[g];
     const pg_train_group *gr = &t->c.group[g];
     if (gr->kind == PG_TOPT_MUON) {
-      gs->muon_buf = calloc(gs->numel ? gs->numel : 1, sizeof *gs->muon_buf);
-      if (!gs->muon_buf) return nomem(err);
+      gs->muon_buf = engine_state(t, gs->numel * sizeof *gs->muon_buf, err, &rc);
     } else {
       pg_optim_cfg oc = {.kind = gr->kind == PG_TOPT_ADAMW ? PG_OPTIM_ADAMW : PG_OPTIM_SGD,
                          .momentum = gr->momentum, .beta1 = t->c.beta1, .beta2 = t->c.beta2,
                          .eps = t->c.eps, .weight_decay = gr->weight_decay};
-      PG_TRY(pg_optim_create(&gs->opt, &oc, gs->numel ? gs->numel : 1, err));
+      rc = pg_optim_create_on(&gs->opt, &oc, gs->numel ? gs->numel : 1, t->e, err);
     }
   }
-  if (max_scratch) {
-    t->scratch = malloc(max_scratch * sizeof *t->scratch);
-    if (!t->scratch) return nomem(err);
-  }
-  return PG_OK;
+  t->norm2 = engine_state(t, sizeof *t->norm2, err, &rc);
+  return rc;
 }
 
 static int open_val(pg_trainer *t, pg_err *err) {
@@ -611,6 +620,7 @@ int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, pg_engine *e, int
     pg_model_init(t->m, c->init_seed);
     rc = pg_model_enable_grads(t->m, err);
   }
+  if (!rc) rc = pg_model_bind(t->m, e, err); /* the optimizers' state is made beside it */
   if (!rc) rc = pg_tape_create(&t->tp, e, 1);
   if (!rc)
     rc = pg_batches_open(&t->ld, c->train, c->loader, c->seq_len, (uint32_t)c->arch.vocab_size,
@@ -626,14 +636,10 @@ int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, pg_engine *e, int
     if (!t->ids || !t->tgt || !t->nll || !t->dnll) rc = nomem(err);
   }
   if (!rc && c->ema_decay > 0) {
-    t->ema = malloc(t->np * sizeof *t->ema);
-    if (!t->ema) rc = nomem(err);
-    else memcpy(t->ema, pg_model_params(t->m), t->np * sizeof *t->ema);
+    t->ema = engine_state(t, t->np * sizeof *t->ema, err, &rc);
+    if (!rc) pg_engine_copy(e, t->ema, pg_model_params_engine(t->m), t->np * sizeof *t->ema);
   }
-  if (!rc && c->swa_every > 0) {
-    t->swa_sum = calloc(t->np ? t->np : 1, sizeof *t->swa_sum);
-    if (!t->swa_sum) rc = nomem(err);
-  }
+  if (!rc && c->swa_every > 0) t->swa_sum = engine_state(t, t->np * sizeof *t->swa_sum, err, &rc);
   if (!rc) rc = open_val(t, err);
   if (rc) {
     pg_trainer_free(t);
@@ -673,25 +679,33 @@ int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
                       "step %llu: the loss is not finite (%g); lower the learning rates",
                       (unsigned long long)t->step + 1, loss);
-  /* The optimizers run on the host copies the spans point into: this is where the engine's
-   * gradients come back (the updated weights go up at the next forward). */
-  pg_model_to_host(t->m);
-  double gn = pg_clip_grad_norm(t->all, t->nall, c->grad_clip);
+  /* The optimizers run on the engine, on its copies of the parameters and gradients: the
+   * clip's norm (every parameter in canonical order: one span) is the only value that comes
+   * back. */
+  pg_engine *e = t->e;
+  const pg_ops *o = &e->ops;
+  pg_real *P = pg_model_params_engine(t->m), *G = pg_model_grads_engine(t->m);
+  pg_optim_span all = {.p = P, .g = G, .n = t->np};
+  double gn = pg_clip_grad_norm_on(e, t->norm2, &all, 1, c->grad_clip);
   double lr_mul = pg_lr_mul(&c->sched, t->step, frac);
   double mu = pg_muon_momentum(&c->muon, t->step);
   for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
     group_state *gs = &t->g[g];
     const pg_train_group *gr = &c->group[g];
     double lr = gr->lr * lr_mul;
+    for (size_t k = 0; k < gs->n; k++) {
+      size_t at_off = tensor_off(t, gs->ix[k]);
+      gs->spans[k].p = P + at_off;
+      gs->spans[k].g = G + at_off;
+    }
     if (gr->kind == PG_TOPT_MUON) {
-      pg_muon_opts mo = c->muon;
-      mo.lr = gr->lr;
-      mo.weight_decay = gr->weight_decay;
+      const pg_muon_opts *mo = &c->muon;
       for (size_t k = 0; k < gs->n; k++) {
         const pg_arch_tensor *at = pg_model_tensor(t->m, gs->ix[k]);
         int rows = (int)at->shape[0], cols = (int)(gs->spans[k].n / at->shape[0]);
-        pg_muon_step(gs->spans[k].p, gs->spans[k].g, gs->muon_buf + gs->buf_off[k], rows, cols,
-                     &mo, lr, mu, t->scratch, t->nthreads);
+        o->muon_step(o, gs->spans[k].p, gs->spans[k].g, gs->muon_buf + gs->buf_off[k], rows,
+                     cols, lr, mu, gr->weight_decay, mo->nesterov, mo->row_normalize,
+                     mo->ns_kind, mo->ns_steps);
       }
     } else if (gs->n) {
       pg_optim_step(gs->opt, gs->spans, gs->n, lr);
@@ -699,16 +713,16 @@ int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
   }
   t->step++;
   t->tokens += bt;
-  const float *p = pg_model_params(t->m);
   if (t->ema) {
-    pg_ema_update(t->ema, p, t->np, c->ema_decay);
+    o->ema_update(o, t->ema, P, t->np, c->ema_decay);
     t->ema_updates++;
   }
   if (t->swa_sum && t->step % c->swa_every == 0 && t->step >= c->swa_start &&
       lr_mul < c->swa_below) {
-    pg_swa_add(t->swa_sum, p, t->np);
+    o->swa_add(o, t->swa_sum, P, t->np);
     t->swa_count++;
   }
+  PG_TRY(pg_engine_sync(e, err));
   if (info)
     *info = (pg_train_step_info){.step = t->step, .loss = loss, .grad_norm = gn,
                                  .lr_mul = lr_mul, .momentum = mu, .loops = loops,
@@ -716,17 +730,48 @@ int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
   return PG_OK;
 }
 
+/* The export weights into d, np values of the trainer's engine's memory. */
+static void export_on_engine(pg_trainer *t, pg_real *d) {
+  const pg_ops *o = &t->e->ops;
+  size_t bytes = t->np * sizeof *d;
+  if (t->ema)
+    pg_engine_copy(t->e, d, t->ema, bytes);
+  else if (t->swa_sum && t->swa_count)
+    o->swa_average(o, d, t->swa_sum, t->np, t->swa_count);
+  else
+    pg_engine_copy(t->e, d, pg_model_params_engine(t->m), bytes);
+}
+
+/* The export weights into host memory d (np values): one download. */
+static int export_to_host(pg_trainer *t, float *d, pg_err *err) {
+  size_t bytes = t->np * sizeof *d;
+  if (t->ema) {
+    pg_engine_download(t->e, d, t->ema, bytes);
+  } else if (t->swa_sum && t->swa_count) {
+    pg_real *tmp = pg_engine_alloc(t->e, bytes);
+    if (!tmp) {
+      pg_engine_sync(t->e, NULL);
+      return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET,
+                        "export: cannot allocate the SWA average on the %s engine",
+                        t->e->info.name);
+    }
+    export_on_engine(t, tmp);
+    pg_engine_download(t->e, d, tmp, bytes);
+    pg_engine_free(t->e, tmp);
+  } else {
+    memcpy(d, pg_model_params_read(t->m), bytes);
+  }
+  return pg_engine_sync(t->e, err);
+}
+
 int pg_trainer_export(pg_trainer *t, pg_model *dst, pg_err *err) {
   if (pg_model_param_count(dst) != t->np)
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "export: a model of another arch");
-  float *d = pg_model_params(dst);
-  if (t->ema)
-    memcpy(d, t->ema, t->np * sizeof *d);
-  else if (t->swa_sum && t->swa_count)
-    pg_swa_average(t->swa_sum, t->swa_count, d, t->np);
-  else
-    memcpy(d, pg_model_params(t->m), t->np * sizeof *d);
-  return PG_OK;
+  if (pg_model_engine(dst) == t->e) { /* both on the engine: no round trip through the host */
+    export_on_engine(t, pg_model_params_engine(dst));
+    return pg_engine_sync(t->e, err);
+  }
+  return export_to_host(t, pg_model_params(dst), err);
 }
 
 int pg_trainer_validate(pg_trainer *t, int export_weights, double *loss, double *bpb,
@@ -791,44 +836,97 @@ static int meta_u64(pg_st_writer *w, const char *key, uint64_t v, pg_err *err) {
   return pg_st_writer_set_meta(w, key, b, err);
 }
 
+/* Host copies of the engine-resident training state, for a checkpoint: on a host-memory engine
+ * the state itself, else one download per array into buffers the checkpoint frees. */
+typedef struct host_state {
+  const float *exp, *muon[PG_TRAIN_GROUP_N], *s0[PG_TRAIN_GROUP_N], *s1[PG_TRAIN_GROUP_N];
+  const double *swa;
+  void *own[3 * PG_TRAIN_GROUP_N + 2];
+  int nown;
+} host_state;
+
+static const void *state_to_host(pg_trainer *t, host_state *h, const void *src, size_t bytes,
+                                 int *rc, pg_err *err) {
+  if (!src || *rc) return NULL;
+  if (t->e->host_memory) return src;
+  void *d = malloc(bytes ? bytes : 1);
+  if (!d) {
+    *rc = nomem(err);
+    return NULL;
+  }
+  h->own[h->nown++] = d;
+  pg_engine_download(t->e, d, src, bytes);
+  return d;
+}
+
+static int state_fetch(pg_trainer *t, host_state *h, pg_err *err) {
+  memset(h, 0, sizeof *h);
+  int rc = PG_OK;
+  if (t->ema || (t->swa_sum && t->swa_count)) {
+    float *exp = malloc(t->np * sizeof *exp + 1);
+    if (!exp) return nomem(err);
+    h->own[h->nown++] = exp;
+    h->exp = exp;
+    rc = export_to_host(t, exp, err);
+  }
+  h->swa = state_to_host(t, h, t->swa_sum, t->np * sizeof *t->swa_sum, &rc, err);
+  for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
+    group_state *gs = &t->g[g];
+    size_t fb = gs->numel * sizeof(float);
+    h->muon[g] = state_to_host(t, h, gs->muon_buf, fb, &rc, err);
+    if (gs->opt) {
+      h->s0[g] = state_to_host(t, h, pg_optim_state(gs->opt, 0), fb, &rc, err);
+      h->s1[g] = state_to_host(t, h, pg_optim_state(gs->opt, 1), fb, &rc, err);
+    }
+  }
+  return rc;
+}
+
+static void state_release(host_state *h) {
+  for (int i = 0; i < h->nown; i++) free(h->own[i]);
+  h->nown = 0;
+}
+
+/* Host memory to read engine-resident state into before it is uploaded: the state itself on a
+ * host-memory engine, else a buffer freed by state_release (contents unspecified). */
+static void *staging(pg_trainer *t, host_state *h, void *dst, size_t bytes, int *rc,
+                     pg_err *err) {
+  if (!dst || *rc) return NULL;
+  if (t->e->host_memory) return dst;
+  void *d = malloc(bytes ? bytes : 1);
+  if (!d) *rc = nomem(err);
+  else h->own[h->nown++] = d;
+  return d;
+}
+
 int pg_trainer_checkpoint(pg_trainer *t, const char *path, pg_err *err) {
   pg_st_writer *w = NULL;
   PG_TRY(pg_st_writer_create(&w, err));
   pg_model *m = t->m;
   size_t nt = pg_model_tensor_count(m);
-  float *exp = NULL;
-  int rc = PG_OK;
-  int averaged = t->ema || (t->swa_sum && t->swa_count);
-  if (averaged) {
-    exp = malloc(t->np * sizeof *exp);
-    if (!exp) rc = nomem(err);
-    if (!rc) {
-      if (t->ema)
-        memcpy(exp, t->ema, t->np * sizeof *exp);
-      else
-        pg_swa_average(t->swa_sum, t->swa_count, exp, t->np);
-    }
-  }
+  host_state h;
+  int rc = state_fetch(t, &h, err);
+  int averaged = h.exp != NULL;
+  const float *live = pg_model_params_read(m);
   /* the weights to export, under the arch's names */
   for (size_t i = 0; !rc && i < nt; i++) {
-    const float *v = averaged ? exp + tensor_off(m, i) : pg_model_data(m, i);
+    const float *v = (averaged ? h.exp : live) + tensor_off(t, i);
     rc = add_f32(w, "", pg_model_tensor(m, i), v, err);
   }
   /* the training state */
   for (size_t i = 0; !rc && averaged && i < nt; i++)
-    rc = add_f32(w, "train.param.", pg_model_tensor(m, i), pg_model_data(m, i), err);
-  for (size_t i = 0; !rc && t->swa_sum && i < nt; i++)
-    rc = add_f64(w, "train.swa_sum.", pg_model_tensor(m, i), t->swa_sum + tensor_off(m, i), err);
+    rc = add_f32(w, "train.param.", pg_model_tensor(m, i), live + tensor_off(t, i), err);
+  for (size_t i = 0; !rc && h.swa && i < nt; i++)
+    rc = add_f64(w, "train.swa_sum.", pg_model_tensor(m, i), h.swa + tensor_off(t, i), err);
   for (int g = 0; !rc && g < PG_TRAIN_GROUP_N; g++) {
     group_state *gs = &t->g[g];
     for (size_t k = 0; !rc && k < gs->n; k++) {
       const pg_arch_tensor *at = pg_model_tensor(m, gs->ix[k]);
-      if (gs->muon_buf) {
-        rc = add_f32(w, "train.muon.", at, gs->muon_buf + gs->buf_off[k], err);
+      if (h.muon[g]) {
+        rc = add_f32(w, "train.muon.", at, h.muon[g] + gs->buf_off[k], err);
       } else {
-        const pg_real *s0 = pg_optim_state(gs->opt, 0), *s1 = pg_optim_state(gs->opt, 1);
-        if (s0) rc = add_f32(w, "train.m.", at, s0 + gs->buf_off[k], err);
-        if (!rc && s1) rc = add_f32(w, "train.v.", at, s1 + gs->buf_off[k], err);
+        if (h.s0[g]) rc = add_f32(w, "train.m.", at, h.s0[g] + gs->buf_off[k], err);
+        if (!rc && h.s1[g]) rc = add_f32(w, "train.v.", at, h.s1[g] + gs->buf_off[k], err);
       }
     }
   }
@@ -860,7 +958,7 @@ int pg_trainer_checkpoint(pg_trainer *t, const char *path, pg_err *err) {
   if (!rc) rc = pg_st_writer_write(w, path, err);
   free(arch);
   free(cfg);
-  free(exp);
+  state_release(&h);
   pg_st_writer_free(w);
   return rc;
 }
@@ -960,6 +1058,25 @@ int pg_trainer_resume(pg_trainer *t, const char *path, pg_err *err) {
   pg_model *m = t->m;
   size_t nt = pg_model_tensor_count(m);
   int averaged = t->ema || (t->swa_sum && swa_c);
+  /* the engine-resident state is read into host staging (the state itself on a host-memory
+   * engine) and uploaded once checked */
+  host_state h;
+  memset(&h, 0, sizeof h);
+  float *ema = NULL, *muon[PG_TRAIN_GROUP_N] = {0}, *s0[PG_TRAIN_GROUP_N] = {0}, *s1[PG_TRAIN_GROUP_N] = {0};
+  double *swa = NULL;
+  if (!rc) {
+    ema = staging(t, &h, t->ema, t->np * sizeof(float), &rc, err);
+    swa = staging(t, &h, t->swa_sum, t->np * sizeof(double), &rc, err);
+    for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
+      group_state *gs = &t->g[g];
+      size_t fb = gs->numel * sizeof(float);
+      muon[g] = staging(t, &h, gs->muon_buf, fb, &rc, err);
+      if (gs->opt) {
+        s0[g] = staging(t, &h, pg_optim_state(gs->opt, 0), fb, &rc, err);
+        s1[g] = staging(t, &h, pg_optim_state(gs->opt, 1), fb, &rc, err);
+      }
+    }
+  }
   /* pass 0 checks every tensor, the loader position is checked next, and only then does pass 1
    * overwrite the trainer: a refused checkpoint leaves the trainer as it was */
   for (int pass = 0; pass < 2 && !rc; pass++) {
@@ -969,24 +1086,21 @@ int pg_trainer_resume(pg_trainer *t, const char *path, pg_err *err) {
       const pg_arch_tensor *at = pg_model_tensor(m, i);
       rc = read_tensor(st, path, averaged ? "train.param." : "", at, DST(pg_model_data(m, i)), 0,
                        err);
-      if (!rc && t->ema)
-        rc = read_tensor(st, path, "", at, DST(t->ema + tensor_off(m, i)), 0, err);
-      if (!rc && t->swa_sum)
-        rc = read_tensor(st, path, "train.swa_sum.", at, DST(t->swa_sum + tensor_off(m, i)), 1,
-                         err);
+      if (!rc && ema) rc = read_tensor(st, path, "", at, DST(ema + tensor_off(t, i)), 0, err);
+      if (!rc && swa)
+        rc = read_tensor(st, path, "train.swa_sum.", at, DST(swa + tensor_off(t, i)), 1, err);
     }
     for (int g = 0; !rc && g < PG_TRAIN_GROUP_N; g++) {
       group_state *gs = &t->g[g];
       for (size_t k = 0; !rc && k < gs->n; k++) {
         const pg_arch_tensor *at = pg_model_tensor(m, gs->ix[k]);
-        if (gs->muon_buf) {
-          rc = read_tensor(st, path, "train.muon.", at, DST(gs->muon_buf + gs->buf_off[k]), 0,
-                           err);
+        if (muon[g]) {
+          rc = read_tensor(st, path, "train.muon.", at, DST(muon[g] + gs->buf_off[k]), 0, err);
         } else {
-          pg_real *s0 = pg_optim_state(gs->opt, 0), *s1 = pg_optim_state(gs->opt, 1);
-          if (s0) rc = read_tensor(st, path, "train.m.", at, DST(s0 + gs->buf_off[k]), 0, err);
-          if (!rc && s1)
-            rc = read_tensor(st, path, "train.v.", at, DST(s1 + gs->buf_off[k]), 0, err);
+          if (s0[g])
+            rc = read_tensor(st, path, "train.m.", at, DST(s0[g] + gs->buf_off[k]), 0, err);
+          if (!rc && s1[g])
+            rc = read_tensor(st, path, "train.v.", at, DST(s1[g] + gs->buf_off[k]), 0, err);
         }
       }
       if (!rc && gs->opt) {
@@ -999,6 +1113,20 @@ int pg_trainer_resume(pg_trainer *t, const char *path, pg_err *err) {
     }
 #undef DST
   }
+  if (!rc && !t->e->host_memory) { /* the checked state up to the engine */
+    pg_engine *e = t->e;
+    if (ema) pg_engine_upload(e, t->ema, ema, t->np * sizeof(float));
+    if (swa) pg_engine_upload(e, t->swa_sum, swa, t->np * sizeof(double));
+    for (int g = 0; g < PG_TRAIN_GROUP_N; g++) {
+      group_state *gs = &t->g[g];
+      size_t fb = gs->numel * sizeof(float);
+      if (muon[g]) pg_engine_upload(e, gs->muon_buf, muon[g], fb);
+      if (s0[g]) pg_engine_upload(e, pg_optim_state(gs->opt, 0), s0[g], fb);
+      if (s1[g]) pg_engine_upload(e, pg_optim_state(gs->opt, 1), s1[g], fb);
+    }
+    rc = pg_engine_sync(e, err);
+  }
+  state_release(&h);
   if (!rc) {
     t->step = step;
     t->total = total;
