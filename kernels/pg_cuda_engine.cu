@@ -447,8 +447,8 @@ void c_ce_fwd(const pg_ops *o, double *nll, const float *logits, const int32_t *
 
 void no_backward(const pg_ops *o, const char *op) {
   pg_engine_fail(pg_engine_of(o), PG_E_UNSUPPORTED,
-                 "cuda engine: %s backward is not in this version (scoring only; training and "
-                 "test-time training run on --engine cpu)", op);
+                 "cuda engine: %s is not in this version (it scores: backward passes and "
+                 "optimizers, so training and test-time training, run on --engine cpu)", op);
 }
 
 #define NO_BWD(name, ...)                                                                         \
@@ -474,6 +474,16 @@ NO_BWD(tanh_bwd, float *, const float *, const float *, size_t)
 NO_BWD(embed_bwd, float *, const float *, const int32_t *, int, int, int)
 NO_BWD(cols_bwd, float *, const float *, size_t, int, int, int)
 NO_BWD(expand_bwd, float *, const float *, int, int)
+NO_BWD(sgd_step, float *, const float *, float *, size_t, double, double, int)
+NO_BWD(adamw_step, float *, const float *, float *, float *, size_t, double, double, double, double,
+       double, double, double)
+NO_BWD(sumsq, double *, const float *, size_t)
+NO_BWD(scale, float *, size_t, double)
+NO_BWD(muon_step, float *, const float *, float *, int, int, double, double, double, int, int, int,
+       int)
+NO_BWD(ema_update, float *, const float *, size_t, double)
+NO_BWD(swa_add, double *, const float *, size_t)
+NO_BWD(swa_average, float *, const double *, size_t, uint64_t)
 #undef NO_BWD
 
 /* ---- memory ------------------------------------------------------------------------------------ */
@@ -554,6 +564,8 @@ pg_ops table(int nthreads) {
   S(softcap_bwd); S(ce_fwd); S(ce_bwd); S(axpy); S(chanlerp_fwd); S(chanlerp_bwd); S(rowmul_fwd);
   S(rowmul_bwd); S(tanh_fwd); S(tanh_bwd); S(embed_fwd); S(embed_bwd); S(cols_fwd); S(cols_bwd);
   S(expand_fwd); S(expand_bwd); S(copy); S(round_bf16); S(rope_bf16_fwd); S(attention_bf16_fwd);
+  S(sgd_step); S(adamw_step); S(sumsq); S(scale); S(muon_step); S(ema_update); S(swa_add);
+  S(swa_average);
 #undef S
   return t;
 }
@@ -617,8 +629,10 @@ extern "C" int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, p
   cudaDriverGetVersion(&drv);
   cudaRuntimeGetVersion(&rtv);
   snprintf(e->info.name, sizeof e->info.name, "cuda");
+  char name[96];
+  snprintf(name, sizeof name, "%.95s", prop.name);
   snprintf(e->info.devices, sizeof e->info.devices, "cuda:%d %s (sm_%d%d, %.0f GiB)", o->device,
-           prop.name, prop.major, prop.minor, (double)prop.totalGlobalMem / (1u << 30));
+           name, prop.major, prop.minor, (double)prop.totalGlobalMem / (1u << 30));
   snprintf(e->info.driver, sizeof e->info.driver, "driver %d.%d, runtime %d.%d", drv / 1000,
            (drv % 1000) / 10, rtv / 1000, (rtv % 1000) / 10);
   e->info.ndevices = 1;

@@ -1,5 +1,6 @@
 /* pg_cuda_none.c: the CUDA interface in a build without CUDA: every call is unsupported. */
 #include "pg_cuda.h"
+#include "pg_engine.h"
 
 int pg_cuda_built(void) { return 0; }
 
@@ -28,5 +29,12 @@ int pg_cuda_upload(void *dev, const void *host, size_t bytes, pg_err *err) {
 }
 
 int pg_cuda_download(void *host, const void *dev, size_t bytes, pg_err *err) {
+  return pg_err_set(err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET, "built without CUDA");
+}
+
+int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, pg_err *err);
+int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, pg_err *err) {
+  (void)o;
+  *out = NULL;
   return pg_err_set(err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET, "built without CUDA");
 }

@@ -8,24 +8,23 @@
 #include "pg_cuda.h"
 #include "pg_engine.h"
 
-/* Why no CUDA engine can be made here: PG_E_UNSUPPORTED (this build), PG_E_NO_DEVICE, PG_E_CUDA. */
+/* kernels/pg_cuda_engine.cu (pg_cuda_none.c without CUDA) */
+int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, pg_err *err);
+
+/* The CUDA engine, or why none can be made here: PG_E_UNSUPPORTED (this build), PG_E_NO_DEVICE,
+ * PG_E_CUDA. */
 static int cuda_engine(pg_engine **out, const pg_engine_opts *o, pg_err *err) {
-  (void)o;
   *out = NULL;
   if (!pg_cuda_built())
     return pg_err_set(err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET,
                       "--engine cuda: this build has no CUDA (configure with -Dcuda=enabled "
                       "where nvcc is installed)");
   int n = 0;
-  int st = pg_cuda_device_count(&n, err);
-  if (st) return st;
-  if (n < 1)
+  pg_err e2;
+  if (pg_cuda_device_count(&n, &e2) || n < 1)
     return pg_err_set(err, PG_E_NO_DEVICE, NULL, PG_NO_OFFSET,
                       "--engine cuda: no usable CUDA device (driver missing or no GPU)");
-  /* The CUDA engine's ops are not written yet: this build has the dequantization kernels only. */
-  return pg_err_set(err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET,
-                    "--engine cuda: %d GPU%s found, but this version has no CUDA engine yet "
-                    "(only the dequantization kernels); use --engine cpu", n, n == 1 ? "" : "s");
+  return pg_cuda_engine_create(out, o, err);
 }
 
 int pg_engine_open(pg_engine **out, const pg_engine_opts *o, pg_err *err) {

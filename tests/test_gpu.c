@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "pg_cuda.h"
+#include "pggpu.h"
 #include "pg_half.h"
 #include "pg_qtype.h"
 #include "pg_status.h"
@@ -428,42 +429,6 @@ Test(gpu, cuda_failure_is_reported) {
 }
 
 /* ---- entry point ---- */
-
-/* 0: a device is there; 77: skip; 1: CUDA is broken. The probe runs in a child process. */
-static int gpu_precheck(void) {
-  const char *req = getenv("PG_REQUIRE_GPU");
-  const int skip = (req && !strcmp(req, "1")) ? 1 : 77;
-  if (!pg_cuda_built()) {
-    fprintf(stderr, "test_gpu: this build has no CUDA kernels (-Dcuda=disabled or no nvcc)%s\n",
-            skip == 77 ? ": skipped" : "");
-    return skip;
-  }
-  fflush(NULL);
-  const pid_t pid = fork();
-  if (pid < 0) {
-    perror("test_gpu: fork");
-    return 1;
-  }
-  if (pid == 0) {
-    int count = 0;
-    pg_err e = {0};
-    if (pg_cuda_device_count(&count, &e) != PG_OK) {
-      fprintf(stderr, "test_gpu: %s\n", e.msg);
-      _exit(2);
-    }
-    _exit(count > 0 ? 0 : 1);
-  }
-  int st = 0;
-  if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) == 2) {
-    fprintf(stderr, "test_gpu: the CUDA device probe failed\n");
-    return 1;
-  }
-  if (WEXITSTATUS(st) == 1) {
-    fprintf(stderr, "test_gpu: no CUDA device%s\n", skip == 77 ? ": skipped" : "");
-    return skip;
-  }
-  return 0;
-}
 
 int main(int argc, char *argv[]) {
   const int pre = gpu_precheck();
