@@ -24,6 +24,7 @@ abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 # TIMEOUT is in seconds; the whole run must stay under 6 minutes on one H100 (--budget).
 checks() {
   gpu_test dequant-kernels 120 tests/test_gpu
+  gpu_test cuda-engine 150 tests/test_gpu_engine
   gpu_bench bench-dequant 120 bench/bench_dequant --repeat 3
 }
 
