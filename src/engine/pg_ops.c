@@ -23,8 +23,9 @@
  * are in flight: a tile of MM_MR output rows × MM_NR output columns (32 accumulators in
  * registers), whose inputs are converted to fp64 once, laid out so each step of the reduction
  * reads one run of MM_MR and one of MM_NR consecutive doubles. The vectors run across the
- * tile's columns (independent outputs), never along the reduction; -ffp-contract=off and the
- * intrinsics chosen (multiply, then add) rule out FMA. */
+ * tile's columns (independent outputs), never along the reduction. -ffp-contract=off rules out
+ * FMA contraction; the fp32 library's tile uses explicit FMAs, which give the same bits because
+ * a product of two fp32 values is exact in fp64 (see mm_tile_fma). */
 
 /* The plain loops: one output at a time (also the fallback, see above). Column block of the
  * backward's fp64 accumulators (kept on the stack). */
@@ -177,11 +178,48 @@ __attribute__((target("avx2"))) static void mm_tile_avx2(const double *restrict 
   _mm256_storeu_pd(c + 16, s20), _mm256_storeu_pd(c + 20, s21);
   _mm256_storeu_pd(c + 24, s30), _mm256_storeu_pd(c + 28, s31);
 }
+
+#ifndef PG_REAL_F64
+/* With fused multiply-adds, for the fp32 library only. A product of two values converted from
+ * fp32 is exact in fp64 (24 + 24 significant bits ≤ 53, and far from fp64's overflow and
+ * subnormal range), so fma(a, b, s) = fp64(a·b + s) = fp64(fp64(a·b) + s): the same bits as the
+ * separate multiply and add, in half the instructions. In the fp64 test build the products are
+ * not exact, and mm_tile_avx2 is used. */
+__attribute__((target("avx2,fma"))) static void mm_tile_fma(const double *restrict ap,
+                                                            const double *restrict bp, int R,
+                                                            double *restrict c) {
+  __m256d s00 = _mm256_setzero_pd(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
+          s30 = s00, s31 = s00;
+  for (int r = 0; r < R; r++) {
+    const double *av = ap + (size_t)r * MM_MR, *bv = bp + (size_t)r * MM_NR;
+    __m256d b0 = _mm256_loadu_pd(bv), b1 = _mm256_loadu_pd(bv + 4), a;
+    a = _mm256_broadcast_sd(av);
+    s00 = _mm256_fmadd_pd(a, b0, s00);
+    s01 = _mm256_fmadd_pd(a, b1, s01);
+    a = _mm256_broadcast_sd(av + 1);
+    s10 = _mm256_fmadd_pd(a, b0, s10);
+    s11 = _mm256_fmadd_pd(a, b1, s11);
+    a = _mm256_broadcast_sd(av + 2);
+    s20 = _mm256_fmadd_pd(a, b0, s20);
+    s21 = _mm256_fmadd_pd(a, b1, s21);
+    a = _mm256_broadcast_sd(av + 3);
+    s30 = _mm256_fmadd_pd(a, b0, s30);
+    s31 = _mm256_fmadd_pd(a, b1, s31);
+  }
+  _mm256_storeu_pd(c, s00), _mm256_storeu_pd(c + 4, s01);
+  _mm256_storeu_pd(c + 8, s10), _mm256_storeu_pd(c + 12, s11);
+  _mm256_storeu_pd(c + 16, s20), _mm256_storeu_pd(c + 20, s21);
+  _mm256_storeu_pd(c + 24, s30), _mm256_storeu_pd(c + 28, s31);
+}
+#endif
 #endif
 
 static mm_tile_fn mm_tile_pick(void) {
 #ifdef MM_HAVE_AVX2
   __builtin_cpu_init();
+#ifndef PG_REAL_F64
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return mm_tile_fma;
+#endif
   if (__builtin_cpu_supports("avx2")) return mm_tile_avx2;
 #endif
   return mm_tile_generic;
@@ -573,12 +611,14 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
  * attn_fwd_rows). kt holds k transposed, vp[g][s][i] holds v. A unit of work is a tile
  * of rows: ATT_QB consecutive positions t × the heads of one kv group g, so a block of keys is
  * read from L1 by every row of the tile instead of from memory by each row:
- * - logits: for each block of 16 keys, each row's 16 logits are 16 independent sums over i
- *   ascending from 0.0 (a separate multiply and add per term) in four vectors, then ·scale;
- *   keys past t (and the zero padding up to Tp) are computed and ignored;
+ * - logits: for each block of 16 keys, two rows at a time, each row's 16 logits are 16
+ *   independent sums over i ascending from 0.0 in four vectors, then ·scale; each term is an
+ *   FMA (q and k are fp32 values, so the product is exact and the bits are those of a multiply
+ *   then an add); keys past t (and the zero padding up to Tp) are computed and ignored;
  * - max, exp (the C library's, one call per allowed key) and the denominator, s ascending;
  * - values: for each block of ATT_SB keys, each row's accumulators (in memory between blocks,
- *   which is exact) take w_s·v_s for its allowed s ascending, 32 (or 4) dims i at a time;
+ *   which is exact) take w_s·v_s (a multiply, then an add) for its allowed s ascending, 16 dims
+ *   of the two heads of one position at a time (they share the allowed keys), or 4 dims of one;
  * - out = fp32(acc / den).
  * Which unit a thread runs changes no value; units are ordered so contiguous chunks of them
  * cost about the same under the causal mask. */
@@ -614,7 +654,7 @@ static void attn_pack_groups(void *p, size_t b, size_t end) {
   }
 }
 
-__attribute__((target("avx2"))) static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
+__attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
   const pg_attn_pack *a = p;
   const pg_attn_ctx *c = a->c;
   const int d = c->d, H = c->H, rep = c->H / c->Hkv, nr_max = ATT_QB * rep;
@@ -646,24 +686,41 @@ __attribute__((target("avx2"))) static void attn_fwd_tiles_avx2(void *p, size_t 
       const pg_real *q = attn_q(c, t0 + r / rep, g * rep + r % rep);
       for (int i = 0; i < d; i++) Q[(size_t)r * dz + i] = (double)q[i];
     }
+    /* two rows at a time against 16 keys: 8 sums in registers, each key vector loaded once */
     for (size_t s0 = 0; s0 < (size_t)t1; s0 += 16) {
-      for (int r = 0; r < nr; r++) {
-        if ((size_t)(t0 + r / rep) < s0) continue; /* no key of the block is ≤ t */
-        const double *q64 = Q + (size_t)r * dz;
+      for (int r = 0; r < nr; r += 2) {
+        const int two = r + 1 < nr, tb = t0 + (two ? r + 1 : r) / rep;
+        if ((size_t)tb < s0) continue; /* no key of the block is ≤ t for either row */
+        const double *qa = Q + (size_t)r * dz, *qb = two ? qa + dz : qa;
         __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+        __m256d b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         for (int i = 0; i < d; i++) {
           const double *kr = kt + (s0 * dz + (size_t)i * 16);
-          __m256d qi = _mm256_broadcast_sd(q64 + i);
-          a0 = _mm256_add_pd(a0, _mm256_mul_pd(qi, _mm256_loadu_pd(kr)));
-          a1 = _mm256_add_pd(a1, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 4)));
-          a2 = _mm256_add_pd(a2, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 8)));
-          a3 = _mm256_add_pd(a3, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 12)));
+          __m256d k0 = _mm256_loadu_pd(kr), k1 = _mm256_loadu_pd(kr + 4),
+                  k2 = _mm256_loadu_pd(kr + 8), k3 = _mm256_loadu_pd(kr + 12);
+          __m256d qi = _mm256_broadcast_sd(qa + i);
+          a0 = _mm256_fmadd_pd(qi, k0, a0);
+          a1 = _mm256_fmadd_pd(qi, k1, a1);
+          a2 = _mm256_fmadd_pd(qi, k2, a2);
+          a3 = _mm256_fmadd_pd(qi, k3, a3);
+          qi = _mm256_broadcast_sd(qb + i);
+          b0 = _mm256_fmadd_pd(qi, k0, b0);
+          b1 = _mm256_fmadd_pd(qi, k1, b1);
+          b2 = _mm256_fmadd_pd(qi, k2, b2);
+          b3 = _mm256_fmadd_pd(qi, k3, b3);
         }
         double *l = L + (size_t)r * Tp + s0;
         _mm256_storeu_pd(l, _mm256_mul_pd(scale, a0));
         _mm256_storeu_pd(l + 4, _mm256_mul_pd(scale, a1));
         _mm256_storeu_pd(l + 8, _mm256_mul_pd(scale, a2));
         _mm256_storeu_pd(l + 12, _mm256_mul_pd(scale, a3));
+        if (two) {
+          l += Tp;
+          _mm256_storeu_pd(l, _mm256_mul_pd(scale, b0));
+          _mm256_storeu_pd(l + 4, _mm256_mul_pd(scale, b1));
+          _mm256_storeu_pd(l + 8, _mm256_mul_pd(scale, b2));
+          _mm256_storeu_pd(l + 12, _mm256_mul_pd(scale, b3));
+        }
       }
     }
     for (int r = 0; r < nr; r++) {
@@ -680,43 +737,53 @@ __attribute__((target("avx2"))) static void attn_fwd_tiles_avx2(void *p, size_t 
       for (int i = 0; i < d; i++) A[(size_t)r * dz + i] = 0.0;
     }
     for (int s0 = 0; s0 < t1; s0 += ATT_SB) {
-      for (int r = 0; r < nr; r++) {
+      for (int r = 0; r < nr;) {
         const int t = t0 + r / rep, s1 = t + 1 < s0 + ATT_SB ? t + 1 : s0 + ATT_SB;
-        const double *w = L + (size_t)r * Tp;
-        double *acc = A + (size_t)r * dz;
+        /* two heads of one position (the same allowed keys) share each load of v */
+        const int two = r + 1 < nr && t0 + (r + 1) / rep == t;
+        const double *w = L + (size_t)r * Tp, *w2 = w + Tp;
+        double *acc = A + (size_t)r * dz, *acc2 = acc + dz;
         int i0 = 0;
-        for (; i0 + 32 <= d; i0 += 32) {
-          __m256d v0 = _mm256_loadu_pd(acc + i0), v1 = _mm256_loadu_pd(acc + i0 + 4),
-                  v2 = _mm256_loadu_pd(acc + i0 + 8), v3 = _mm256_loadu_pd(acc + i0 + 12),
-                  v4 = _mm256_loadu_pd(acc + i0 + 16), v5 = _mm256_loadu_pd(acc + i0 + 20),
-                  v6 = _mm256_loadu_pd(acc + i0 + 24), v7 = _mm256_loadu_pd(acc + i0 + 28);
-          for (int s = s0; s < s1; s++) {
-            if (c->seg && !attn_allowed(c, t, s)) continue;
-            const double *vr = vp + (size_t)s * dz + i0;
-            __m256d ws = _mm256_broadcast_sd(w + s);
-            v0 = _mm256_add_pd(v0, _mm256_mul_pd(ws, _mm256_loadu_pd(vr)));
-            v1 = _mm256_add_pd(v1, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 4)));
-            v2 = _mm256_add_pd(v2, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 8)));
-            v3 = _mm256_add_pd(v3, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 12)));
-            v4 = _mm256_add_pd(v4, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 16)));
-            v5 = _mm256_add_pd(v5, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 20)));
-            v6 = _mm256_add_pd(v6, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 24)));
-            v7 = _mm256_add_pd(v7, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 28)));
+        if (two)
+          for (; i0 + 16 <= d; i0 += 16) {
+            __m256d v0 = _mm256_loadu_pd(acc + i0), v1 = _mm256_loadu_pd(acc + i0 + 4),
+                    v2 = _mm256_loadu_pd(acc + i0 + 8), v3 = _mm256_loadu_pd(acc + i0 + 12),
+                    u0 = _mm256_loadu_pd(acc2 + i0), u1 = _mm256_loadu_pd(acc2 + i0 + 4),
+                    u2 = _mm256_loadu_pd(acc2 + i0 + 8), u3 = _mm256_loadu_pd(acc2 + i0 + 12);
+            for (int s = s0; s < s1; s++) {
+              if (c->seg && !attn_allowed(c, t, s)) continue;
+              const double *vr = vp + (size_t)s * dz + i0;
+              __m256d x0 = _mm256_loadu_pd(vr), x1 = _mm256_loadu_pd(vr + 4),
+                      x2 = _mm256_loadu_pd(vr + 8), x3 = _mm256_loadu_pd(vr + 12);
+              __m256d ws = _mm256_broadcast_sd(w + s);
+              v0 = _mm256_add_pd(v0, _mm256_mul_pd(ws, x0));
+              v1 = _mm256_add_pd(v1, _mm256_mul_pd(ws, x1));
+              v2 = _mm256_add_pd(v2, _mm256_mul_pd(ws, x2));
+              v3 = _mm256_add_pd(v3, _mm256_mul_pd(ws, x3));
+              ws = _mm256_broadcast_sd(w2 + s);
+              u0 = _mm256_add_pd(u0, _mm256_mul_pd(ws, x0));
+              u1 = _mm256_add_pd(u1, _mm256_mul_pd(ws, x1));
+              u2 = _mm256_add_pd(u2, _mm256_mul_pd(ws, x2));
+              u3 = _mm256_add_pd(u3, _mm256_mul_pd(ws, x3));
+            }
+            _mm256_storeu_pd(acc + i0, v0), _mm256_storeu_pd(acc + i0 + 4, v1);
+            _mm256_storeu_pd(acc + i0 + 8, v2), _mm256_storeu_pd(acc + i0 + 12, v3);
+            _mm256_storeu_pd(acc2 + i0, u0), _mm256_storeu_pd(acc2 + i0 + 4, u1);
+            _mm256_storeu_pd(acc2 + i0 + 8, u2), _mm256_storeu_pd(acc2 + i0 + 12, u3);
           }
-          _mm256_storeu_pd(acc + i0, v0), _mm256_storeu_pd(acc + i0 + 4, v1);
-          _mm256_storeu_pd(acc + i0 + 8, v2), _mm256_storeu_pd(acc + i0 + 12, v3);
-          _mm256_storeu_pd(acc + i0 + 16, v4), _mm256_storeu_pd(acc + i0 + 20, v5);
-          _mm256_storeu_pd(acc + i0 + 24, v6), _mm256_storeu_pd(acc + i0 + 28, v7);
-        }
-        for (; i0 < d; i0 += 4) {
-          __m256d v0 = _mm256_loadu_pd(acc + i0);
-          for (int s = s0; s < s1; s++) {
-            if (c->seg && !attn_allowed(c, t, s)) continue;
-            v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_broadcast_sd(w + s),
-                                                 _mm256_loadu_pd(vp + (size_t)s * dz + i0)));
+        for (int k = 0; k <= two; k++) /* what is left: each row alone, 4 dims at a time */
+          for (int j0 = i0; j0 < d; j0 += 4) {
+            double *ak = k ? acc2 : acc;
+            const double *wk = k ? w2 : w;
+            __m256d v0 = _mm256_loadu_pd(ak + j0);
+            for (int s = s0; s < s1; s++) {
+              if (c->seg && !attn_allowed(c, t, s)) continue;
+              v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_broadcast_sd(wk + s),
+                                                   _mm256_loadu_pd(vp + (size_t)s * dz + j0)));
+            }
+            _mm256_storeu_pd(ak + j0, v0);
           }
-          _mm256_storeu_pd(acc + i0, v0);
-        }
+        r += two ? 2 : 1;
       }
     }
     for (int r = 0; r < nr; r++) {
@@ -737,7 +804,7 @@ static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, c
   pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
                    .d = d, .scale = (double)scale};
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
-  if (d % 4 == 0 && T > 0 && __builtin_cpu_supports("avx2")) {
+  if (d % 4 == 0 && T > 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     pg_attn_pack a = {.c = &c, .Tp = ((size_t)T + 15) / 16 * 16, .nqb = (T + ATT_QB - 1) / ATT_QB};
     size_t n = (size_t)Hkv * a.Tp * (size_t)d;
     a.kt = malloc(2 * n * sizeof *a.kt);
