@@ -20,7 +20,7 @@
  * in ascending reduction index, then is rounded once (spec/engine.md §2), so the result is bit
  * for bit that of the plain loops below (kept as the fallback when scratch memory is short, and
  * in tests/pgmm_naive.h as the reference). What the blocking changes is only how many outputs
- * are in flight: a tile of MM_MR output rows × MM_NR output columns (32 accumulators in
+ * are in flight: a tile of MM_MR output rows × MM_NR output columns (48 accumulators in
  * registers), whose inputs are converted to fp64 once, laid out so each step of the reduction
  * reads one run of MM_MR and one of MM_NR consecutive doubles. The vectors run across the
  * tile's columns (independent outputs), never along the reduction. -ffp-contract=off rules out
@@ -100,9 +100,10 @@ static void mm_bwd_dw_rows(void *p, size_t b, size_t end) {
  * A thread packs B into fp64 panels of MM_NR columns (all R steps, a block of at most about
  * MM_BBLOCK bytes at a time, so it stays in L2), and, for each tile of MM_MR of its rows, A into
  * one fp64 panel of MM_MR rows (L1); the kernel then runs that panel against every B panel. */
-#define MM_MR 4
+#define MM_MR 6
 #define MM_NR 8
 #define MM_BBLOCK ((size_t)512 * 1024)
+#define MM_ABYTES ((size_t)64 << 20)
 
 typedef void (*mm_tile_fn)(const double *restrict ap, const double *restrict bp, int R,
                            double *restrict c);
@@ -146,8 +147,8 @@ static void mm_tile_generic(const double *restrict ap, const double *restrict bp
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(PG_OPS_NO_AVX2)
 #define MM_HAVE_AVX2 1
 #include <immintrin.h>
-#if MM_MR != 4 || MM_NR != 8
-#error "mm_tile_avx2 is written for 4 x 8 tiles"
+#if MM_MR != 6 || MM_NR != 8
+#error "mm_tile_avx2 and mm_tile_fma are written for 6 x 8 tiles"
 #endif
 /* Written with intrinsics: the compiler's own vectorization of MM_TILE_BODY shuffles every
  * panel load, which costs as much as the arithmetic. Each lane is still one output's sum:
@@ -156,27 +157,24 @@ __attribute__((target("avx2"))) static void mm_tile_avx2(const double *restrict 
                                                          const double *restrict bp, int R,
                                                          double *restrict c) {
   __m256d s00 = _mm256_setzero_pd(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
-          s30 = s00, s31 = s00;
+          s30 = s00, s31 = s00, s40 = s00, s41 = s00, s50 = s00, s51 = s00;
   for (int r = 0; r < R; r++) {
     const double *av = ap + (size_t)r * MM_MR, *bv = bp + (size_t)r * MM_NR;
     __m256d b0 = _mm256_loadu_pd(bv), b1 = _mm256_loadu_pd(bv + 4), a;
-    a = _mm256_broadcast_sd(av);
-    s00 = _mm256_add_pd(s00, _mm256_mul_pd(a, b0));
-    s01 = _mm256_add_pd(s01, _mm256_mul_pd(a, b1));
-    a = _mm256_broadcast_sd(av + 1);
-    s10 = _mm256_add_pd(s10, _mm256_mul_pd(a, b0));
-    s11 = _mm256_add_pd(s11, _mm256_mul_pd(a, b1));
-    a = _mm256_broadcast_sd(av + 2);
-    s20 = _mm256_add_pd(s20, _mm256_mul_pd(a, b0));
-    s21 = _mm256_add_pd(s21, _mm256_mul_pd(a, b1));
-    a = _mm256_broadcast_sd(av + 3);
-    s30 = _mm256_add_pd(s30, _mm256_mul_pd(a, b0));
-    s31 = _mm256_add_pd(s31, _mm256_mul_pd(a, b1));
+#define MM_ROW(i, x0, x1)                                                                         \
+  a = _mm256_broadcast_sd(av + i);                                                                \
+  x0 = _mm256_add_pd(x0, _mm256_mul_pd(a, b0));                                                   \
+  x1 = _mm256_add_pd(x1, _mm256_mul_pd(a, b1));
+    MM_ROW(0, s00, s01) MM_ROW(1, s10, s11) MM_ROW(2, s20, s21)
+    MM_ROW(3, s30, s31) MM_ROW(4, s40, s41) MM_ROW(5, s50, s51)
+#undef MM_ROW
   }
   _mm256_storeu_pd(c, s00), _mm256_storeu_pd(c + 4, s01);
   _mm256_storeu_pd(c + 8, s10), _mm256_storeu_pd(c + 12, s11);
   _mm256_storeu_pd(c + 16, s20), _mm256_storeu_pd(c + 20, s21);
   _mm256_storeu_pd(c + 24, s30), _mm256_storeu_pd(c + 28, s31);
+  _mm256_storeu_pd(c + 32, s40), _mm256_storeu_pd(c + 36, s41);
+  _mm256_storeu_pd(c + 40, s50), _mm256_storeu_pd(c + 44, s51);
 }
 
 #ifndef PG_REAL_F64
@@ -189,27 +187,24 @@ __attribute__((target("avx2,fma"))) static void mm_tile_fma(const double *restri
                                                             const double *restrict bp, int R,
                                                             double *restrict c) {
   __m256d s00 = _mm256_setzero_pd(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
-          s30 = s00, s31 = s00;
+          s30 = s00, s31 = s00, s40 = s00, s41 = s00, s50 = s00, s51 = s00;
   for (int r = 0; r < R; r++) {
     const double *av = ap + (size_t)r * MM_MR, *bv = bp + (size_t)r * MM_NR;
     __m256d b0 = _mm256_loadu_pd(bv), b1 = _mm256_loadu_pd(bv + 4), a;
-    a = _mm256_broadcast_sd(av);
-    s00 = _mm256_fmadd_pd(a, b0, s00);
-    s01 = _mm256_fmadd_pd(a, b1, s01);
-    a = _mm256_broadcast_sd(av + 1);
-    s10 = _mm256_fmadd_pd(a, b0, s10);
-    s11 = _mm256_fmadd_pd(a, b1, s11);
-    a = _mm256_broadcast_sd(av + 2);
-    s20 = _mm256_fmadd_pd(a, b0, s20);
-    s21 = _mm256_fmadd_pd(a, b1, s21);
-    a = _mm256_broadcast_sd(av + 3);
-    s30 = _mm256_fmadd_pd(a, b0, s30);
-    s31 = _mm256_fmadd_pd(a, b1, s31);
+#define MM_ROW(i, x0, x1)                                                                         \
+  a = _mm256_broadcast_sd(av + i);                                                                \
+  x0 = _mm256_fmadd_pd(a, b0, x0);                                                                \
+  x1 = _mm256_fmadd_pd(a, b1, x1);
+    MM_ROW(0, s00, s01) MM_ROW(1, s10, s11) MM_ROW(2, s20, s21)
+    MM_ROW(3, s30, s31) MM_ROW(4, s40, s41) MM_ROW(5, s50, s51)
+#undef MM_ROW
   }
   _mm256_storeu_pd(c, s00), _mm256_storeu_pd(c + 4, s01);
   _mm256_storeu_pd(c + 8, s10), _mm256_storeu_pd(c + 12, s11);
   _mm256_storeu_pd(c + 16, s20), _mm256_storeu_pd(c + 20, s21);
   _mm256_storeu_pd(c + 24, s30), _mm256_storeu_pd(c + 28, s31);
+  _mm256_storeu_pd(c + 32, s40), _mm256_storeu_pd(c + 36, s41);
+  _mm256_storeu_pd(c + 40, s50), _mm256_storeu_pd(c + 44, s51);
 }
 #endif
 #endif
@@ -245,6 +240,20 @@ static void mm_pack(double *restrict dst, int w, const pg_real *src, size_t s_i,
   for (size_t i0 = 0; i0 < n; i0 += W) {
     double *d = dst + i0 * Rz;
     const size_t m = n - i0 < W ? n - i0 : W;
+    if (s_r == 1 && m == MM_MR && w == MM_MR) { /* whole panels of rows contiguous along r */
+      const pg_real *si[MM_MR];
+      for (int i = 0; i < MM_MR; i++) si[i] = src + (i0 + (size_t)i) * s_i;
+      for (size_t r = 0; r < Rz; r++, d += MM_MR)
+        for (int i = 0; i < MM_MR; i++) d[i] = (double)si[i][r];
+      continue;
+    }
+    if (s_r == 1 && m == W) {
+      for (size_t i = 0; i < W; i++) {
+        const pg_real *si = src + (i0 + i) * s_i;
+        for (size_t r = 0; r < Rz; r++) d[r * W + i] = (double)si[r];
+      }
+      continue;
+    }
     for (size_t r = 0; r < Rz; r++) {
       const pg_real *sr = src + i0 * s_i + r * s_r;
       size_t i = 0;
@@ -263,22 +272,32 @@ static void mm_gemm_rows(void *p, size_t b, size_t end) {
   size_t qpad = ((size_t)g->Q + MM_NR - 1) / MM_NR * MM_NR;
   if (nc < MM_NR) nc = MM_NR;
   if (nc > qpad) nc = qpad;
-  double *bp = malloc(nc * Rz * sizeof *bp), *ap = malloc(MM_MR * Rz * sizeof *ap);
+  /* With more than one B block, the A panels of all the rows are packed once (up to
+   * MM_ABYTES), not once per block */
+  const size_t tiles = (end - b + MM_MR - 1) / MM_MR;
+  const int a_once = qpad > nc && tiles * MM_MR * Rz * sizeof(double) <= MM_ABYTES;
+  double *bp = malloc(nc * Rz * sizeof *bp);
+  double *ap = malloc((a_once ? tiles : 1) * MM_MR * Rz * sizeof *ap);
   if (!bp || !ap) {
     free(bp), free(ap);
     g->plain_rows(g->plain, b, end);
     return;
   }
+  if (a_once)
+    for (size_t p0 = b; p0 < end; p0 += MM_MR)
+      mm_pack(ap + (p0 - b) * Rz, MM_MR, g->a + p0 * g->a_p, g->a_p, g->a_r,
+              end - p0 < MM_MR ? end - p0 : MM_MR, g->R);
   double c[MM_MR * MM_NR];
   for (size_t q0 = 0; q0 < (size_t)g->Q; q0 += nc) {
     size_t qn = (size_t)g->Q - q0 < nc ? (size_t)g->Q - q0 : nc;
     mm_pack(bp, MM_NR, g->b + q0 * g->b_q, g->b_q, g->b_r, qn, g->R);
     for (size_t p0 = b; p0 < end; p0 += MM_MR) {
       int pn = end - p0 < MM_MR ? (int)(end - p0) : MM_MR;
-      mm_pack(ap, MM_MR, g->a + p0 * g->a_p, g->a_p, g->a_r, (size_t)pn, g->R);
+      const double *apt = ap + (a_once ? (p0 - b) * Rz : 0);
+      if (!a_once) mm_pack(ap, MM_MR, g->a + p0 * g->a_p, g->a_p, g->a_r, (size_t)pn, g->R);
       for (size_t j0 = 0; j0 < qn; j0 += MM_NR) {
         int jn = qn - j0 < MM_NR ? (int)(qn - j0) : MM_NR;
-        g->tile(ap, bp + j0 * R, g->R, c);
+        g->tile(apt, bp + j0 * R, g->R, c);
         for (int i = 0; i < pn; i++) {
           pg_real *o = g->out + (p0 + (size_t)i) * g->ldo + q0 + j0;
           const double *ci = c + i * MM_NR;
@@ -624,6 +643,9 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
  * cost about the same under the causal mask. */
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
 #define ATT_QB 4
+/* Keeps four loaded vectors in registers: without it the compiler folds each load into both
+ * rows' arithmetic, loading every vector twice, and the loads become the bottleneck. */
+#define ATT_IN_REGS(a, b, c, d) __asm__("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d))
 #define ATT_SB 32
 typedef struct {
   const pg_attn_ctx *c;
@@ -698,6 +720,7 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
           const double *kr = kt + (s0 * dz + (size_t)i * 16);
           __m256d k0 = _mm256_loadu_pd(kr), k1 = _mm256_loadu_pd(kr + 4),
                   k2 = _mm256_loadu_pd(kr + 8), k3 = _mm256_loadu_pd(kr + 12);
+          ATT_IN_REGS(k0, k1, k2, k3);
           __m256d qi = _mm256_broadcast_sd(qa + i);
           a0 = _mm256_fmadd_pd(qi, k0, a0);
           a1 = _mm256_fmadd_pd(qi, k1, a1);
@@ -724,17 +747,37 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
       }
     }
     for (int r = 0; r < nr; r++) {
-      int t = t0 + r / rep;
-      double *l = L + (size_t)r * Tp, mx = -INFINITY, dn = 0.0;
-      for (int s = 0; s <= t; s++)
-        if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
-      for (int s = 0; s <= t; s++) {
-        if (!attn_allowed(c, t, s)) continue;
-        l[s] = exp(l[s] - mx);
-        dn += l[s];
+      const int t = t0 + r / rep;
+      double *l = L + (size_t)r * Tp, mx = -INFINITY;
+      int s = 0;
+      if (!c->seg) { /* the maximum is exact in any order (a NaN is skipped either way) */
+        __m256d m4 = _mm256_set1_pd(-INFINITY);
+        for (; s + 3 <= t; s += 4) m4 = _mm256_max_pd(_mm256_loadu_pd(l + s), m4);
+        double m[4];
+        _mm256_storeu_pd(m, m4);
+        for (int j = 0; j < 4; j++)
+          if (m[j] > mx) mx = m[j];
       }
-      dens[r] = dn;
+      for (; s <= t; s++)
+        if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
+      for (s = 0; s <= t; s++)
+        if (attn_allowed(c, t, s)) l[s] = exp(l[s] - mx);
       for (int i = 0; i < d; i++) A[(size_t)r * dz + i] = 0.0;
+    }
+    /* the denominators, s ascending; two heads of one position side by side (two chains of
+     * dependent adds in flight instead of one) */
+    for (int r = 0; r < nr;) {
+      const int t = t0 + r / rep, two = r + 1 < nr && t0 + (r + 1) / rep == t;
+      const double *w0 = L + (size_t)r * Tp, *w1 = two ? w0 + Tp : w0;
+      double d0 = 0.0, d1 = 0.0;
+      if (!c->seg)
+        for (int s = 0; s <= t; s++) d0 += w0[s], d1 += w1[s];
+      else
+        for (int s = 0; s <= t; s++)
+          if (attn_allowed(c, t, s)) d0 += w0[s], d1 += w1[s];
+      dens[r] = d0;
+      if (two) dens[r + 1] = d1;
+      r += two ? 2 : 1;
     }
     for (int s0 = 0; s0 < t1; s0 += ATT_SB) {
       for (int r = 0; r < nr;) {
@@ -755,6 +798,7 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
               const double *vr = vp + (size_t)s * dz + i0;
               __m256d x0 = _mm256_loadu_pd(vr), x1 = _mm256_loadu_pd(vr + 4),
                       x2 = _mm256_loadu_pd(vr + 8), x3 = _mm256_loadu_pd(vr + 12);
+              ATT_IN_REGS(x0, x1, x2, x3);
               __m256d ws = _mm256_broadcast_sd(w + s);
               v0 = _mm256_add_pd(v0, _mm256_mul_pd(ws, x0));
               v1 = _mm256_add_pd(v1, _mm256_mul_pd(ws, x1));
@@ -967,9 +1011,11 @@ typedef struct {
 
 static void relu2_fwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
+  const pg_real *restrict xs = c->x;
+  pg_real *restrict y = c->y; /* locals: a store through c->y could otherwise alias c */
   for (size_t i = b; i < end; i++) {
-    double x = c->x[i] > 0.0f ? (double)c->x[i] : 0.0;
-    c->y[i] = (pg_real)(x * x);
+    double x = xs[i] > 0.0f ? (double)xs[i] : 0.0;
+    y[i] = (pg_real)(x * x);
   }
 }
 
