@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pg_exp.h"
 #include "pg_status.h"
 #include "pg_threads.h"
 
@@ -515,6 +516,24 @@ static void cpu_rope_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const 
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * The softmaxes' exponential (attention, cross-entropy): pg_exp.h, the same bits everywhere; the
+ * copy compiled for FMA runs where the CPU has it (the other calls the C library's fma). */
+
+static double sm_exp_plain(double x) { return pg_exp_inline(x); }
+#ifdef PG_EXP_HAVE_AVX2
+__attribute__((target("avx2,fma"))) static double sm_exp_fma(double x) {
+  return pg_exp_inline(x);
+}
+#endif
+
+static double sm_exp(double x) {
+#ifdef PG_EXP_HAVE_AVX2
+  if (__builtin_cpu_supports("fma")) return sm_exp_fma(x);
+#endif
+  return sm_exp_plain(x);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * attention: q[T, H, d], k/v[T, Hkv, d], out[T, H, d]; causal, optional segment mask, GQA */
 
 typedef struct {
@@ -613,7 +632,7 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
     for (int i = 0; i < c->d; i++) acc[i] = 0.0;
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
-      double w = exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
+      double w = sm_exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
       const pg_real *vs = attn_kv(c, c->v, s, g);
       den += w;
       if (c->bf16) w = bf(w); /* P·V takes bf16 probabilities; the denominator does not */
@@ -760,8 +779,11 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
       }
       for (; s <= t; s++)
         if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
-      for (s = 0; s <= t; s++)
-        if (attn_allowed(c, t, s)) l[s] = exp(l[s] - mx);
+      /* every key ≤ t, four at a time (those another segment masks are not used) */
+      const __m256d m4 = _mm256_set1_pd(mx);
+      for (s = 0; s + 3 <= t; s += 4)
+        _mm256_storeu_pd(l + s, pg_exp4(_mm256_sub_pd(_mm256_loadu_pd(l + s), m4)));
+      for (; s <= t; s++) l[s] = pg_exp_inline(l[s] - mx);
       for (int i = 0; i < d; i++) A[(size_t)r * dz + i] = 0.0;
     }
     /* the denominators, s ascending; two heads of one position side by side (two chains of
@@ -896,7 +918,7 @@ static void attn_bwd_q_rows(void *p, size_t b, size_t end) {
     }
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
-      double w = exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
+      double w = sm_exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
       den += w;
       dsum += w * (l ? dp[s] : attn_dot(dO, attn_kv(c, c->v, s, g), c->d));
     }
@@ -909,7 +931,7 @@ static void attn_bwd_q_rows(void *p, size_t b, size_t end) {
     for (int i = 0; i < c->d; i++) acc[i] = 0.0;
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
-      double pr = exp((l ? l[s] : attn_score(c, t, h, s)) - mx) / den;
+      double pr = sm_exp((l ? l[s] : attn_score(c, t, h, s)) - mx) / den;
       double ds = pr * ((l ? dp[s] : attn_dot(dO, attn_kv(c, c->v, s, g), c->d)) - D);
       const pg_real *ks = attn_kv(c, c->k, s, g);
       for (int i = 0; i < c->d; i++) acc[i] += ds * (double)ks[i];
@@ -967,7 +989,7 @@ static void attn_bwd_kv_rows(void *p, size_t b, size_t end) {
         }
         for (int j = 0; j < n; j++) {
           const double *st = c->stats + ((size_t)tt[j] * (size_t)c->H + (size_t)h) * 3;
-          double pr = exp(c->scale * lq[j] - st[0]) / st[1];
+          double pr = sm_exp(c->scale * lq[j] - st[0]) / st[1];
           double ds = pr * (dp[j] - st[2]);
           for (int i = 0; i < c->d; i++) {
             ak[i] += ds * (double)qp[j][i];
@@ -1625,7 +1647,7 @@ static void ce_row_stats(const pg_real *l, int V, double *mx, double *sum) {
   double m = -INFINITY, s = 0.0;
   for (int v = 0; v < V; v++)
     if ((double)l[v] > m) m = (double)l[v];
-  for (int v = 0; v < V; v++) s += exp((double)l[v] - m);
+  for (int v = 0; v < V; v++) s += sm_exp((double)l[v] - m);
   *mx = m;
   *sum = s;
 }
@@ -1648,7 +1670,7 @@ static void ce_bwd_rows(void *p, size_t b, size_t end) {
     double g = c->dnll ? (double)c->dnll[t] : 1.0, mx, sum;
     ce_row_stats(l, c->V, &mx, &sum);
     for (int v = 0; v < c->V; v++) {
-      double pr = exp((double)l[v] - mx) / sum - (v == c->tg[t] ? 1.0 : 0.0);
+      double pr = sm_exp((double)l[v] - mx) / sum - (v == c->tg[t] ? 1.0 : 0.0);
       dl[v] = (pg_real)((double)dl[v] + g * pr);
     }
   }
