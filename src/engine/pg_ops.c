@@ -700,8 +700,9 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
   const pg_attn_ctx *c = a->c;
   const int d = c->d, H = c->H, rep = c->H / c->Hkv, nr_max = ATT_QB * rep;
   const size_t Tp = a->Tp, dz = (size_t)d;
-  /* per row of a tile: logits then weights [Tp], accumulators [d], q in fp64 [d], denominator */
-  double *buf = malloc((size_t)nr_max * (Tp + 2 * dz + 1) * sizeof *buf);
+  const size_t Ls = Tp + 8; /* row stride of L: rows 64 bytes off a multiple of 4 KiB apart */
+  /* per row of a tile: logits then weights [Ls], accumulators [d], q in fp64 [d], denominator */
+  double *buf = malloc((size_t)nr_max * (Ls + 2 * dz + 1) * sizeof *buf);
   if (!buf) {
     /* the plain rows of the same tiles */
     for (size_t u = b; u < end; u++) {
@@ -714,7 +715,7 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
     }
     return;
   }
-  double *L = buf, *A = buf + (size_t)nr_max * Tp, *Q = A + (size_t)nr_max * dz;
+  double *L = buf, *A = buf + (size_t)nr_max * Ls, *Q = A + (size_t)nr_max * dz;
   double *dens = Q + (size_t)nr_max * dz;
   const __m256d scale = _mm256_set1_pd(c->scale);
   for (size_t u = b; u < end; u++) {
@@ -751,13 +752,13 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
           b2 = _mm256_fmadd_pd(qi, k2, b2);
           b3 = _mm256_fmadd_pd(qi, k3, b3);
         }
-        double *l = L + (size_t)r * Tp + s0;
+        double *l = L + (size_t)r * Ls + s0;
         _mm256_storeu_pd(l, _mm256_mul_pd(scale, a0));
         _mm256_storeu_pd(l + 4, _mm256_mul_pd(scale, a1));
         _mm256_storeu_pd(l + 8, _mm256_mul_pd(scale, a2));
         _mm256_storeu_pd(l + 12, _mm256_mul_pd(scale, a3));
         if (two) {
-          l += Tp;
+          l += Ls;
           _mm256_storeu_pd(l, _mm256_mul_pd(scale, b0));
           _mm256_storeu_pd(l + 4, _mm256_mul_pd(scale, b1));
           _mm256_storeu_pd(l + 8, _mm256_mul_pd(scale, b2));
@@ -767,7 +768,7 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
     }
     for (int r = 0; r < nr; r++) {
       const int t = t0 + r / rep;
-      double *l = L + (size_t)r * Tp, mx = -INFINITY;
+      double *l = L + (size_t)r * Ls, mx = -INFINITY;
       int s = 0;
       if (!c->seg) { /* the maximum is exact in any order (a NaN is skipped either way) */
         __m256d m4 = _mm256_set1_pd(-INFINITY);
@@ -790,7 +791,7 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
      * dependent adds in flight instead of one) */
     for (int r = 0; r < nr;) {
       const int t = t0 + r / rep, two = r + 1 < nr && t0 + (r + 1) / rep == t;
-      const double *w0 = L + (size_t)r * Tp, *w1 = two ? w0 + Tp : w0;
+      const double *w0 = L + (size_t)r * Ls, *w1 = two ? w0 + Ls : w0;
       double d0 = 0.0, d1 = 0.0;
       if (!c->seg)
         for (int s = 0; s <= t; s++) d0 += w0[s], d1 += w1[s];
@@ -806,7 +807,7 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
         const int t = t0 + r / rep, s1 = t + 1 < s0 + ATT_SB ? t + 1 : s0 + ATT_SB;
         /* two heads of one position (the same allowed keys) share each load of v */
         const int two = r + 1 < nr && t0 + (r + 1) / rep == t;
-        const double *w = L + (size_t)r * Tp, *w2 = w + Tp;
+        const double *w = L + (size_t)r * Ls, *w2 = w + Ls;
         double *acc = A + (size_t)r * dz, *acc2 = acc + dz;
         int i0 = 0;
         if (two)
