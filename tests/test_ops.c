@@ -187,7 +187,7 @@ static void plant_cancellations(pg_rng *r, float *x, float *w, float *dy, int M,
 
 /* The blocked matmul (src/engine/pg_ops.c) against the plain loops it replaced (tests/pgmm_naive.h),
  * bit for bit: forward, and both gradients accumulated onto non-zero buffers, for shapes on and
- * off the 4 × 8 tile, degenerate ones, several column blocks of packed panels (a reduction of
+ * off the 6 × 8 tile, degenerate ones, several column blocks of packed panels (a reduction of
  * ≥ 2048 leaves ~32 columns per block), and 1, 2 and 3 threads. */
 Test(ops, matmul_blocked_is_bit_identical_to_the_plain_loops) {
   static const int shapes[][3] = {

@@ -653,7 +653,8 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
  *   independent sums over i ascending from 0.0 in four vectors, then ·scale; each term is an
  *   FMA (q and k are fp32 values, so the product is exact and the bits are those of a multiply
  *   then an add); keys past t (and the zero padding up to Tp) are computed and ignored;
- * - max, exp (the C library's, one call per allowed key) and the denominator, s ascending;
+ * - max (four at a time: the max is exact in any order), pg_exp four keys at a time, and the
+ *   denominator, s ascending (two heads of a position side by side);
  * - values: for each block of ATT_SB keys, each row's accumulators (in memory between blocks,
  *   which is exact) take w_s·v_s (a multiply, then an add) for its allowed s ascending, 16 dims
  *   of the two heads of one position at a time (they share the allowed keys), or 4 dims of one;
