@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "pg_arch.h"
+#include "pg_exp.h"
 #include "pg_model.h"
 #include "pg_model_testing.h"
 #include "pg_ops.h"
@@ -372,7 +373,7 @@ static void attn_definition(const pg_real *q, const pg_real *k, const pg_real *v
         double dot = 0, dp = 0;
         for (int i = 0; i < d; i++) dot += (double)qt[i] * (double)k[(s * Hkv + g) * d + i];
         for (int i = 0; i < d; i++) dp += (double)dO[i] * (double)v[(s * Hkv + g) * d + i];
-        double w = exp(scale * dot - mx);
+        double w = pg_exp_inline(scale * dot - mx);
         den += w;
         dsum += w * dp;
         for (int i = 0; i < d; i++) acc[i] += w * (double)v[(s * Hkv + g) * d + i];
@@ -383,7 +384,7 @@ static void attn_definition(const pg_real *q, const pg_real *k, const pg_real *v
         double dot = 0, dp = 0;
         for (int i = 0; i < d; i++) dot += (double)qt[i] * (double)k[(s * Hkv + g) * d + i];
         for (int i = 0; i < d; i++) dp += (double)dO[i] * (double)v[(s * Hkv + g) * d + i];
-        double ds = exp(scale * dot - mx) / den * (dp - D);
+        double ds = pg_exp_inline(scale * dot - mx) / den * (dp - D);
         for (int i = 0; i < d; i++) aq[i] += ds * (double)k[(s * Hkv + g) * d + i];
       }
       for (int i = 0; i < d; i++) {
@@ -406,7 +407,7 @@ static void attn_definition(const pg_real *q, const pg_real *k, const pg_real *v
           double dot = 0, dp = 0;
           for (int i = 0; i < d; i++) dot += (double)qt[i] * (double)k[(s * Hkv + g) * d + i];
           for (int i = 0; i < d; i++) dp += (double)dO[i] * (double)v[(s * Hkv + g) * d + i];
-          double pr = exp(scale * dot - st[0]) / st[1], ds = pr * (dp - st[2]);
+          double pr = pg_exp_inline(scale * dot - st[0]) / st[1], ds = pr * (dp - st[2]);
           for (int i = 0; i < d; i++) {
             ak[i] += ds * (double)qt[i];
             av[i] += pr * (double)dO[i];

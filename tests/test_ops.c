@@ -4,6 +4,7 @@
  * partial RoPE, the RoPE inverse, CE by hand, activation bounds) and bit-identical results for 1,
  * 2 and 3 threads; the blocked matmul bit for bit against the plain loops it replaced. */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "pg_engine.h"
+#include "pg_exp.h" /* the softmaxes' exp (spec/engine.md §2.1) */
 #include "pg_ops.h"
 #include "pg_rng.h"
 #include "pg_status.h"
@@ -186,7 +188,7 @@ static void plant_cancellations(pg_rng *r, float *x, float *w, float *dy, int M,
 
 /* The blocked matmul (src/engine/pg_ops.c) against the plain loops it replaced (tests/pgmm_naive.h),
  * bit for bit: forward, and both gradients accumulated onto non-zero buffers, for shapes on and
- * off the 4 × 8 tile, degenerate ones, several column blocks of packed panels (a reduction of
+ * off the 6 × 8 tile, degenerate ones, several column blocks of packed panels (a reduction of
  * ≥ 2048 leaves ~32 columns per block), and 1, 2 and 3 threads. */
 Test(ops, matmul_blocked_is_bit_identical_to_the_plain_loops) {
   static const int shapes[][3] = {
@@ -451,7 +453,7 @@ static void plain_attn_fwd(float *out, const float *q, const float *k, const flo
         if (l[s] > mx) mx = l[s];
       }
       for (int s = 0; s <= t; s++)
-        if (!seg || seg[s] == seg[t]) den += (l[s] = exp(l[s] - mx));
+        if (!seg || seg[s] == seg[t]) den += (l[s] = pg_exp_inline(l[s] - mx));
       for (int i = 0; i < d; i++) {
         double o = 0.0;
         for (int s = 0; s <= t; s++)
@@ -460,6 +462,64 @@ static void plain_attn_fwd(float *out, const float *q, const float *k, const flo
       }
     }
   free(l);
+}
+
+/* The softmaxes' exp (spec/engine.md §2.1): hand-checked values and the edges of its range, the
+ * AVX2 version lane for lane against the scalar one, and within 1 ulp of the exact exponential
+ * (long double) over the range the softmaxes use and around it. */
+static double ulps_off(double y, long double exact) {
+  if (exact == 0.0L) return y == 0.0 ? 0.0 : INFINITY;
+  int e;
+  frexpl(fabsl(exact), &e);
+  double ulp = ldexp(1.0, (e - 53) < -1074 ? -1074 : e - 53);
+  return (double)(fabsl((long double)y - exact) / (long double)ulp);
+}
+
+#ifdef PG_EXP_HAVE_AVX2
+__attribute__((target("avx2,fma"))) static void exp4_all(double *y, const double *x, int n) {
+  for (int i = 0; i + 4 <= n; i += 4) _mm256_storeu_pd(y + i, pg_exp4(_mm256_loadu_pd(x + i)));
+}
+#endif
+
+Test(ops, softmax_exp_is_its_definition_within_one_ulp) {
+  cr_assert_eq(pg_exp_inline(0.0), 1.0);
+  cr_assert_eq(pg_exp_inline(-0.0), 1.0);
+  cr_assert_eq(pg_exp_inline(1.0), 0x1.5bf0a8b145769p+1);
+  cr_assert_eq(pg_exp_inline(-1.0), 0x1.78b56362cef38p-2);
+  cr_assert_eq(pg_exp_inline(-INFINITY), 0.0);
+  cr_assert_eq(pg_exp_inline(-746.0), 0.0);
+  cr_assert_eq(pg_exp_inline(-745.1), 0x1p-1074); /* the smallest subnormal */
+  cr_assert_eq(pg_exp_inline(709.7), 0x1.d75ae7a50ee14p+1023);
+  cr_assert(isinf(pg_exp_inline(709.8)) && isinf(pg_exp_inline(INFINITY)));
+  cr_assert(isnan(pg_exp_inline(NAN)));
+  enum { N = 1 << 16 };
+  static const double ranges[][2] = {{-0.35, 0.35}, {-40.0, 0.0}, {-746.0, 0.0}, {-750.0, 712.0}};
+  double *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+  pg_rng r;
+  pg_rng_seed(&r, 77);
+  for (size_t k = 0; k < sizeof ranges / sizeof ranges[0]; k++) {
+    for (int i = 0; i < N; i++)
+      x[i] = ranges[k][0] + (ranges[k][1] - ranges[k][0]) * pg_rng_uniform(&r);
+    x[0] = NAN, x[1] = -INFINITY, x[2] = INFINITY, x[3] = -0.0;
+    double worst = 0.0;
+    for (int i = 4; i < N; i++) {
+      long double ex = expl((long double)x[i]);
+      if (ex > (long double)DBL_MAX) continue;
+      double u = ulps_off(pg_exp_inline(x[i]), ex);
+      if (u > worst) worst = u;
+    }
+    cr_assert(worst < 1.0, "[%g, %g]: %.3f ulp", ranges[k][0], ranges[k][1], worst);
+#ifdef PG_EXP_HAVE_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      exp4_all(y, x, N);
+      for (int i = 0; i < N; i++) {
+        double s = pg_exp_inline(x[i]);
+        cr_assert(!memcmp(&s, &y[i], sizeof s), "exp(%a): scalar %a, AVX2 %a", x[i], s, y[i]);
+      }
+    }
+#endif
+  }
+  free(x), free(y);
 }
 
 /* The packed (AVX2) attention forward against the plain loops: head dims on and off its blocks
@@ -1231,7 +1291,7 @@ Test(ops, attention_bf16_rounds_the_probabilities) {
       for (int i = 0; i < d; i++) acc[i] = 0;
       for (int s = 0; s <= t; s++) {
         if (seg[s] != seg[t]) continue;
-        double w = exp(l[s] - mx);
+        double w = pg_exp_inline(l[s] - mx);
         den += w;
         double p = pg_bf16_round((float)w);
         for (int i = 0; i < d; i++) acc[i] += p * v[(s * Hkv + g) * d + i];

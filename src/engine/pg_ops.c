@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pg_exp.h"
 #include "pg_status.h"
 #include "pg_threads.h"
 
@@ -23,11 +24,12 @@
  * in ascending reduction index, then is rounded once (spec/engine.md §2), so the result is bit
  * for bit that of the plain loops below (kept as the fallback when scratch memory is short, and
  * in tests/pgmm_naive.h as the reference). What the blocking changes is only how many outputs
- * are in flight: a tile of MM_MR output rows × MM_NR output columns (32 accumulators in
+ * are in flight: a tile of MM_MR output rows × MM_NR output columns (48 accumulators in
  * registers), whose inputs are converted to fp64 once, laid out so each step of the reduction
  * reads one run of MM_MR and one of MM_NR consecutive doubles. The vectors run across the
- * tile's columns (independent outputs), never along the reduction; -ffp-contract=off and the
- * intrinsics chosen (multiply, then add) rule out FMA. */
+ * tile's columns (independent outputs), never along the reduction. -ffp-contract=off rules out
+ * FMA contraction; the fp32 library's tile uses explicit FMAs, which give the same bits because
+ * a product of two fp32 values is exact in fp64 (see mm_tile_fma). */
 
 /* The plain loops: one output at a time (also the fallback, see above). Column block of the
  * backward's fp64 accumulators (kept on the stack). */
@@ -102,9 +104,10 @@ static void mm_bwd_dw_rows(void *p, size_t b, size_t end) {
  * A thread packs B into fp64 panels of MM_NR columns (all R steps, a block of at most about
  * MM_BBLOCK bytes at a time, so it stays in L2), and, for each tile of MM_MR of its rows, A into
  * one fp64 panel of MM_MR rows (L1); the kernel then runs that panel against every B panel. */
-#define MM_MR 4
+#define MM_MR 6
 #define MM_NR 8
 #define MM_BBLOCK ((size_t)512 * 1024)
+#define MM_ABYTES ((size_t)64 << 20)
 
 typedef void (*mm_tile_fn)(const double *restrict ap, const double *restrict bp, int R,
                            double *restrict c);
@@ -148,8 +151,8 @@ static void mm_tile_generic(const double *restrict ap, const double *restrict bp
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(PG_OPS_NO_AVX2)
 #define MM_HAVE_AVX2 1
 #include <immintrin.h>
-#if MM_MR != 4 || MM_NR != 8
-#error "mm_tile_avx2 is written for 4 x 8 tiles"
+#if MM_MR != 6 || MM_NR != 8
+#error "mm_tile_avx2 and mm_tile_fma are written for 6 x 8 tiles"
 #endif
 /* Written with intrinsics: the compiler's own vectorization of MM_TILE_BODY shuffles every
  * panel load, which costs as much as the arithmetic. Each lane is still one output's sum:
@@ -158,33 +161,64 @@ __attribute__((target("avx2"))) static void mm_tile_avx2(const double *restrict 
                                                          const double *restrict bp, int R,
                                                          double *restrict c) {
   __m256d s00 = _mm256_setzero_pd(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
-          s30 = s00, s31 = s00;
+          s30 = s00, s31 = s00, s40 = s00, s41 = s00, s50 = s00, s51 = s00;
   for (int r = 0; r < R; r++) {
     const double *av = ap + (size_t)r * MM_MR, *bv = bp + (size_t)r * MM_NR;
     __m256d b0 = _mm256_loadu_pd(bv), b1 = _mm256_loadu_pd(bv + 4), a;
-    a = _mm256_broadcast_sd(av);
-    s00 = _mm256_add_pd(s00, _mm256_mul_pd(a, b0));
-    s01 = _mm256_add_pd(s01, _mm256_mul_pd(a, b1));
-    a = _mm256_broadcast_sd(av + 1);
-    s10 = _mm256_add_pd(s10, _mm256_mul_pd(a, b0));
-    s11 = _mm256_add_pd(s11, _mm256_mul_pd(a, b1));
-    a = _mm256_broadcast_sd(av + 2);
-    s20 = _mm256_add_pd(s20, _mm256_mul_pd(a, b0));
-    s21 = _mm256_add_pd(s21, _mm256_mul_pd(a, b1));
-    a = _mm256_broadcast_sd(av + 3);
-    s30 = _mm256_add_pd(s30, _mm256_mul_pd(a, b0));
-    s31 = _mm256_add_pd(s31, _mm256_mul_pd(a, b1));
+#define MM_ROW(i, x0, x1)                                                                         \
+  a = _mm256_broadcast_sd(av + i);                                                                \
+  x0 = _mm256_add_pd(x0, _mm256_mul_pd(a, b0));                                                   \
+  x1 = _mm256_add_pd(x1, _mm256_mul_pd(a, b1));
+    MM_ROW(0, s00, s01) MM_ROW(1, s10, s11) MM_ROW(2, s20, s21)
+    MM_ROW(3, s30, s31) MM_ROW(4, s40, s41) MM_ROW(5, s50, s51)
+#undef MM_ROW
   }
   _mm256_storeu_pd(c, s00), _mm256_storeu_pd(c + 4, s01);
   _mm256_storeu_pd(c + 8, s10), _mm256_storeu_pd(c + 12, s11);
   _mm256_storeu_pd(c + 16, s20), _mm256_storeu_pd(c + 20, s21);
   _mm256_storeu_pd(c + 24, s30), _mm256_storeu_pd(c + 28, s31);
+  _mm256_storeu_pd(c + 32, s40), _mm256_storeu_pd(c + 36, s41);
+  _mm256_storeu_pd(c + 40, s50), _mm256_storeu_pd(c + 44, s51);
 }
+
+#ifndef PG_REAL_F64
+/* With fused multiply-adds, for the fp32 library only. A product of two values converted from
+ * fp32 is exact in fp64 (24 + 24 significant bits ≤ 53, and far from fp64's overflow and
+ * subnormal range), so fma(a, b, s) = fp64(a·b + s) = fp64(fp64(a·b) + s): the same bits as the
+ * separate multiply and add, in half the instructions. In the fp64 test build the products are
+ * not exact, and mm_tile_avx2 is used. */
+__attribute__((target("avx2,fma"))) static void mm_tile_fma(const double *restrict ap,
+                                                            const double *restrict bp, int R,
+                                                            double *restrict c) {
+  __m256d s00 = _mm256_setzero_pd(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
+          s30 = s00, s31 = s00, s40 = s00, s41 = s00, s50 = s00, s51 = s00;
+  for (int r = 0; r < R; r++) {
+    const double *av = ap + (size_t)r * MM_MR, *bv = bp + (size_t)r * MM_NR;
+    __m256d b0 = _mm256_loadu_pd(bv), b1 = _mm256_loadu_pd(bv + 4), a;
+#define MM_ROW(i, x0, x1)                                                                         \
+  a = _mm256_broadcast_sd(av + i);                                                                \
+  x0 = _mm256_fmadd_pd(a, b0, x0);                                                                \
+  x1 = _mm256_fmadd_pd(a, b1, x1);
+    MM_ROW(0, s00, s01) MM_ROW(1, s10, s11) MM_ROW(2, s20, s21)
+    MM_ROW(3, s30, s31) MM_ROW(4, s40, s41) MM_ROW(5, s50, s51)
+#undef MM_ROW
+  }
+  _mm256_storeu_pd(c, s00), _mm256_storeu_pd(c + 4, s01);
+  _mm256_storeu_pd(c + 8, s10), _mm256_storeu_pd(c + 12, s11);
+  _mm256_storeu_pd(c + 16, s20), _mm256_storeu_pd(c + 20, s21);
+  _mm256_storeu_pd(c + 24, s30), _mm256_storeu_pd(c + 28, s31);
+  _mm256_storeu_pd(c + 32, s40), _mm256_storeu_pd(c + 36, s41);
+  _mm256_storeu_pd(c + 40, s50), _mm256_storeu_pd(c + 44, s51);
+}
+#endif
 #endif
 
 static mm_tile_fn mm_tile_pick(void) {
 #ifdef MM_HAVE_AVX2
   __builtin_cpu_init();
+#ifndef PG_REAL_F64
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return mm_tile_fma;
+#endif
   if (__builtin_cpu_supports("avx2")) return mm_tile_avx2;
 #endif
   return mm_tile_generic;
@@ -210,6 +244,20 @@ static void mm_pack(double *restrict dst, int w, const pg_real *src, size_t s_i,
   for (size_t i0 = 0; i0 < n; i0 += W) {
     double *d = dst + i0 * Rz;
     const size_t m = n - i0 < W ? n - i0 : W;
+    if (s_r == 1 && m == MM_MR && w == MM_MR) { /* whole panels of rows contiguous along r */
+      const pg_real *si[MM_MR];
+      for (int i = 0; i < MM_MR; i++) si[i] = src + (i0 + (size_t)i) * s_i;
+      for (size_t r = 0; r < Rz; r++, d += MM_MR)
+        for (int i = 0; i < MM_MR; i++) d[i] = (double)si[i][r];
+      continue;
+    }
+    if (s_r == 1 && m == W) {
+      for (size_t i = 0; i < W; i++) {
+        const pg_real *si = src + (i0 + i) * s_i;
+        for (size_t r = 0; r < Rz; r++) d[r * W + i] = (double)si[r];
+      }
+      continue;
+    }
     for (size_t r = 0; r < Rz; r++) {
       const pg_real *sr = src + i0 * s_i + r * s_r;
       size_t i = 0;
@@ -228,22 +276,32 @@ static void mm_gemm_rows(void *p, size_t b, size_t end) {
   size_t qpad = ((size_t)g->Q + MM_NR - 1) / MM_NR * MM_NR;
   if (nc < MM_NR) nc = MM_NR;
   if (nc > qpad) nc = qpad;
-  double *bp = malloc(nc * Rz * sizeof *bp), *ap = malloc(MM_MR * Rz * sizeof *ap);
+  /* With more than one B block, the A panels of all the rows are packed once (up to
+   * MM_ABYTES), not once per block */
+  const size_t tiles = (end - b + MM_MR - 1) / MM_MR;
+  const int a_once = qpad > nc && tiles * MM_MR * Rz * sizeof(double) <= MM_ABYTES;
+  double *bp = malloc(nc * Rz * sizeof *bp);
+  double *ap = malloc((a_once ? tiles : 1) * MM_MR * Rz * sizeof *ap);
   if (!bp || !ap) {
     free(bp), free(ap);
     g->plain_rows(g->plain, b, end);
     return;
   }
+  if (a_once)
+    for (size_t p0 = b; p0 < end; p0 += MM_MR)
+      mm_pack(ap + (p0 - b) * Rz, MM_MR, g->a + p0 * g->a_p, g->a_p, g->a_r,
+              end - p0 < MM_MR ? end - p0 : MM_MR, g->R);
   double c[MM_MR * MM_NR];
   for (size_t q0 = 0; q0 < (size_t)g->Q; q0 += nc) {
     size_t qn = (size_t)g->Q - q0 < nc ? (size_t)g->Q - q0 : nc;
     mm_pack(bp, MM_NR, g->b + q0 * g->b_q, g->b_q, g->b_r, qn, g->R);
     for (size_t p0 = b; p0 < end; p0 += MM_MR) {
       int pn = end - p0 < MM_MR ? (int)(end - p0) : MM_MR;
-      mm_pack(ap, MM_MR, g->a + p0 * g->a_p, g->a_p, g->a_r, (size_t)pn, g->R);
+      const double *apt = ap + (a_once ? (p0 - b) * Rz : 0);
+      if (!a_once) mm_pack(ap, MM_MR, g->a + p0 * g->a_p, g->a_p, g->a_r, (size_t)pn, g->R);
       for (size_t j0 = 0; j0 < qn; j0 += MM_NR) {
         int jn = qn - j0 < MM_NR ? (int)(qn - j0) : MM_NR;
-        g->tile(ap, bp + j0 * R, g->R, c);
+        g->tile(apt, bp + j0 * R, g->R, c);
         for (int i = 0; i < pn; i++) {
           pg_real *o = g->out + (p0 + (size_t)i) * g->ldo + q0 + j0;
           const double *ci = c + i * MM_NR;
@@ -461,6 +519,24 @@ static void cpu_rope_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const 
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * The softmaxes' exponential (attention, cross-entropy): pg_exp.h, the same bits everywhere; the
+ * copy compiled for FMA runs where the CPU has it (the other calls the C library's fma). */
+
+static double sm_exp_plain(double x) { return pg_exp_inline(x); }
+#ifdef PG_EXP_HAVE_AVX2
+__attribute__((target("avx2,fma"))) static double sm_exp_fma(double x) {
+  return pg_exp_inline(x);
+}
+#endif
+
+static double sm_exp(double x) {
+#ifdef PG_EXP_HAVE_AVX2
+  if (__builtin_cpu_supports("fma")) return sm_exp_fma(x);
+#endif
+  return sm_exp_plain(x);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * attention: q[T, H, d], k/v[T, Hkv, d], out[T, H, d]; causal, optional segment mask, GQA */
 
 typedef struct {
@@ -559,7 +635,7 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
     for (int i = 0; i < c->d; i++) acc[i] = 0.0;
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
-      double w = exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
+      double w = sm_exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
       const pg_real *vs = attn_kv(c, c->v, s, g);
       den += w;
       if (c->bf16) w = bf(w); /* P·V takes bf16 probabilities; the denominator does not */
@@ -576,17 +652,23 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
  * attn_fwd_rows). kt holds k transposed, vp[g][s][i] holds v. A unit of work is a tile
  * of rows: ATT_QB consecutive positions t × the heads of one kv group g, so a block of keys is
  * read from L1 by every row of the tile instead of from memory by each row:
- * - logits: for each block of 16 keys, each row's 16 logits are 16 independent sums over i
- *   ascending from 0.0 (a separate multiply and add per term) in four vectors, then ·scale;
- *   keys past t (and the zero padding up to Tp) are computed and ignored;
- * - max, exp (the C library's, one call per allowed key) and the denominator, s ascending;
+ * - logits: for each block of 16 keys, two rows at a time, each row's 16 logits are 16
+ *   independent sums over i ascending from 0.0 in four vectors, then ·scale; each term is an
+ *   FMA (q and k are fp32 values, so the product is exact and the bits are those of a multiply
+ *   then an add); keys past t (and the zero padding up to Tp) are computed and ignored;
+ * - max (four at a time: the max is exact in any order), pg_exp four keys at a time, and the
+ *   denominator, s ascending (two heads of a position side by side);
  * - values: for each block of ATT_SB keys, each row's accumulators (in memory between blocks,
- *   which is exact) take w_s·v_s for its allowed s ascending, 32 (or 4) dims i at a time;
+ *   which is exact) take w_s·v_s (a multiply, then an add) for its allowed s ascending, 16 dims
+ *   of the two heads of one position at a time (they share the allowed keys), or 4 dims of one;
  * - out = fp32(acc / den).
  * Which unit a thread runs changes no value; units are ordered so contiguous chunks of them
  * cost about the same under the causal mask. */
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
 #define ATT_QB 4
+/* Keeps four loaded vectors in registers: without it the compiler folds each load into both
+ * rows' arithmetic, loading every vector twice, and the loads become the bottleneck. */
+#define ATT_IN_REGS(a, b, c, d) __asm__("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d))
 #define ATT_SB 32
 typedef struct {
   const pg_attn_ctx *c;
@@ -617,13 +699,14 @@ static void attn_pack_groups(void *p, size_t b, size_t end) {
   }
 }
 
-__attribute__((target("avx2"))) static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
+__attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
   const pg_attn_pack *a = p;
   const pg_attn_ctx *c = a->c;
   const int d = c->d, H = c->H, rep = c->H / c->Hkv, nr_max = ATT_QB * rep;
   const size_t Tp = a->Tp, dz = (size_t)d;
-  /* per row of a tile: logits then weights [Tp], accumulators [d], q in fp64 [d], denominator */
-  double *buf = malloc((size_t)nr_max * (Tp + 2 * dz + 1) * sizeof *buf);
+  const size_t Ls = Tp + 8; /* row stride of L: rows 64 bytes off a multiple of 4 KiB apart */
+  /* per row of a tile: logits then weights [Ls], accumulators [d], q in fp64 [d], denominator */
+  double *buf = malloc((size_t)nr_max * (Ls + 2 * dz + 1) * sizeof *buf);
   if (!buf) {
     /* the plain rows of the same tiles */
     for (size_t u = b; u < end; u++) {
@@ -636,7 +719,7 @@ __attribute__((target("avx2"))) static void attn_fwd_tiles_avx2(void *p, size_t 
     }
     return;
   }
-  double *L = buf, *A = buf + (size_t)nr_max * Tp, *Q = A + (size_t)nr_max * dz;
+  double *L = buf, *A = buf + (size_t)nr_max * Ls, *Q = A + (size_t)nr_max * dz;
   double *dens = Q + (size_t)nr_max * dz;
   const __m256d scale = _mm256_set1_pd(c->scale);
   for (size_t u = b; u < end; u++) {
@@ -649,77 +732,129 @@ __attribute__((target("avx2"))) static void attn_fwd_tiles_avx2(void *p, size_t 
       const pg_real *q = attn_q(c, t0 + r / rep, g * rep + r % rep);
       for (int i = 0; i < d; i++) Q[(size_t)r * dz + i] = (double)q[i];
     }
+    /* two rows at a time against 16 keys: 8 sums in registers, each key vector loaded once */
     for (size_t s0 = 0; s0 < (size_t)t1; s0 += 16) {
-      for (int r = 0; r < nr; r++) {
-        if ((size_t)(t0 + r / rep) < s0) continue; /* no key of the block is ≤ t */
-        const double *q64 = Q + (size_t)r * dz;
+      for (int r = 0; r < nr; r += 2) {
+        const int two = r + 1 < nr, tb = t0 + (two ? r + 1 : r) / rep;
+        if ((size_t)tb < s0) continue; /* no key of the block is ≤ t for either row */
+        const double *qa = Q + (size_t)r * dz, *qb = two ? qa + dz : qa;
         __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+        __m256d b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         for (int i = 0; i < d; i++) {
           const double *kr = kt + (s0 * dz + (size_t)i * 16);
-          __m256d qi = _mm256_broadcast_sd(q64 + i);
-          a0 = _mm256_add_pd(a0, _mm256_mul_pd(qi, _mm256_loadu_pd(kr)));
-          a1 = _mm256_add_pd(a1, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 4)));
-          a2 = _mm256_add_pd(a2, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 8)));
-          a3 = _mm256_add_pd(a3, _mm256_mul_pd(qi, _mm256_loadu_pd(kr + 12)));
+          __m256d k0 = _mm256_loadu_pd(kr), k1 = _mm256_loadu_pd(kr + 4),
+                  k2 = _mm256_loadu_pd(kr + 8), k3 = _mm256_loadu_pd(kr + 12);
+          ATT_IN_REGS(k0, k1, k2, k3);
+          __m256d qi = _mm256_broadcast_sd(qa + i);
+          a0 = _mm256_fmadd_pd(qi, k0, a0);
+          a1 = _mm256_fmadd_pd(qi, k1, a1);
+          a2 = _mm256_fmadd_pd(qi, k2, a2);
+          a3 = _mm256_fmadd_pd(qi, k3, a3);
+          qi = _mm256_broadcast_sd(qb + i);
+          b0 = _mm256_fmadd_pd(qi, k0, b0);
+          b1 = _mm256_fmadd_pd(qi, k1, b1);
+          b2 = _mm256_fmadd_pd(qi, k2, b2);
+          b3 = _mm256_fmadd_pd(qi, k3, b3);
         }
-        double *l = L + (size_t)r * Tp + s0;
+        double *l = L + (size_t)r * Ls + s0;
         _mm256_storeu_pd(l, _mm256_mul_pd(scale, a0));
         _mm256_storeu_pd(l + 4, _mm256_mul_pd(scale, a1));
         _mm256_storeu_pd(l + 8, _mm256_mul_pd(scale, a2));
         _mm256_storeu_pd(l + 12, _mm256_mul_pd(scale, a3));
+        if (two) {
+          l += Ls;
+          _mm256_storeu_pd(l, _mm256_mul_pd(scale, b0));
+          _mm256_storeu_pd(l + 4, _mm256_mul_pd(scale, b1));
+          _mm256_storeu_pd(l + 8, _mm256_mul_pd(scale, b2));
+          _mm256_storeu_pd(l + 12, _mm256_mul_pd(scale, b3));
+        }
       }
     }
     for (int r = 0; r < nr; r++) {
-      int t = t0 + r / rep;
-      double *l = L + (size_t)r * Tp, mx = -INFINITY, dn = 0.0;
-      for (int s = 0; s <= t; s++)
-        if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
-      for (int s = 0; s <= t; s++) {
-        if (!attn_allowed(c, t, s)) continue;
-        l[s] = exp(l[s] - mx);
-        dn += l[s];
+      const int t = t0 + r / rep;
+      double *l = L + (size_t)r * Ls, mx = -INFINITY;
+      int s = 0;
+      if (!c->seg) { /* the maximum is exact in any order (a NaN is skipped either way) */
+        __m256d m4 = _mm256_set1_pd(-INFINITY);
+        for (; s + 3 <= t; s += 4) m4 = _mm256_max_pd(_mm256_loadu_pd(l + s), m4);
+        double m[4];
+        _mm256_storeu_pd(m, m4);
+        for (int j = 0; j < 4; j++)
+          if (m[j] > mx) mx = m[j];
       }
-      dens[r] = dn;
+      for (; s <= t; s++)
+        if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
+      /* every key ≤ t, four at a time (those another segment masks are not used) */
+      const __m256d m4 = _mm256_set1_pd(mx);
+      for (s = 0; s + 3 <= t; s += 4)
+        _mm256_storeu_pd(l + s, pg_exp4(_mm256_sub_pd(_mm256_loadu_pd(l + s), m4)));
+      for (; s <= t; s++) l[s] = pg_exp_inline(l[s] - mx);
       for (int i = 0; i < d; i++) A[(size_t)r * dz + i] = 0.0;
     }
+    /* the denominators, s ascending; two heads of one position side by side (two chains of
+     * dependent adds in flight instead of one) */
+    for (int r = 0; r < nr;) {
+      const int t = t0 + r / rep, two = r + 1 < nr && t0 + (r + 1) / rep == t;
+      const double *w0 = L + (size_t)r * Ls, *w1 = two ? w0 + Ls : w0;
+      double d0 = 0.0, d1 = 0.0;
+      if (!c->seg)
+        for (int s = 0; s <= t; s++) d0 += w0[s], d1 += w1[s];
+      else
+        for (int s = 0; s <= t; s++)
+          if (attn_allowed(c, t, s)) d0 += w0[s], d1 += w1[s];
+      dens[r] = d0;
+      if (two) dens[r + 1] = d1;
+      r += two ? 2 : 1;
+    }
     for (int s0 = 0; s0 < t1; s0 += ATT_SB) {
-      for (int r = 0; r < nr; r++) {
+      for (int r = 0; r < nr;) {
         const int t = t0 + r / rep, s1 = t + 1 < s0 + ATT_SB ? t + 1 : s0 + ATT_SB;
-        const double *w = L + (size_t)r * Tp;
-        double *acc = A + (size_t)r * dz;
+        /* two heads of one position (the same allowed keys) share each load of v */
+        const int two = r + 1 < nr && t0 + (r + 1) / rep == t;
+        const double *w = L + (size_t)r * Ls, *w2 = w + Ls;
+        double *acc = A + (size_t)r * dz, *acc2 = acc + dz;
         int i0 = 0;
-        for (; i0 + 32 <= d; i0 += 32) {
-          __m256d v0 = _mm256_loadu_pd(acc + i0), v1 = _mm256_loadu_pd(acc + i0 + 4),
-                  v2 = _mm256_loadu_pd(acc + i0 + 8), v3 = _mm256_loadu_pd(acc + i0 + 12),
-                  v4 = _mm256_loadu_pd(acc + i0 + 16), v5 = _mm256_loadu_pd(acc + i0 + 20),
-                  v6 = _mm256_loadu_pd(acc + i0 + 24), v7 = _mm256_loadu_pd(acc + i0 + 28);
-          for (int s = s0; s < s1; s++) {
-            if (c->seg && !attn_allowed(c, t, s)) continue;
-            const double *vr = vp + (size_t)s * dz + i0;
-            __m256d ws = _mm256_broadcast_sd(w + s);
-            v0 = _mm256_add_pd(v0, _mm256_mul_pd(ws, _mm256_loadu_pd(vr)));
-            v1 = _mm256_add_pd(v1, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 4)));
-            v2 = _mm256_add_pd(v2, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 8)));
-            v3 = _mm256_add_pd(v3, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 12)));
-            v4 = _mm256_add_pd(v4, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 16)));
-            v5 = _mm256_add_pd(v5, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 20)));
-            v6 = _mm256_add_pd(v6, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 24)));
-            v7 = _mm256_add_pd(v7, _mm256_mul_pd(ws, _mm256_loadu_pd(vr + 28)));
+        if (two)
+          for (; i0 + 16 <= d; i0 += 16) {
+            __m256d v0 = _mm256_loadu_pd(acc + i0), v1 = _mm256_loadu_pd(acc + i0 + 4),
+                    v2 = _mm256_loadu_pd(acc + i0 + 8), v3 = _mm256_loadu_pd(acc + i0 + 12),
+                    u0 = _mm256_loadu_pd(acc2 + i0), u1 = _mm256_loadu_pd(acc2 + i0 + 4),
+                    u2 = _mm256_loadu_pd(acc2 + i0 + 8), u3 = _mm256_loadu_pd(acc2 + i0 + 12);
+            for (int s = s0; s < s1; s++) {
+              if (c->seg && !attn_allowed(c, t, s)) continue;
+              const double *vr = vp + (size_t)s * dz + i0;
+              __m256d x0 = _mm256_loadu_pd(vr), x1 = _mm256_loadu_pd(vr + 4),
+                      x2 = _mm256_loadu_pd(vr + 8), x3 = _mm256_loadu_pd(vr + 12);
+              ATT_IN_REGS(x0, x1, x2, x3);
+              __m256d ws = _mm256_broadcast_sd(w + s);
+              v0 = _mm256_add_pd(v0, _mm256_mul_pd(ws, x0));
+              v1 = _mm256_add_pd(v1, _mm256_mul_pd(ws, x1));
+              v2 = _mm256_add_pd(v2, _mm256_mul_pd(ws, x2));
+              v3 = _mm256_add_pd(v3, _mm256_mul_pd(ws, x3));
+              ws = _mm256_broadcast_sd(w2 + s);
+              u0 = _mm256_add_pd(u0, _mm256_mul_pd(ws, x0));
+              u1 = _mm256_add_pd(u1, _mm256_mul_pd(ws, x1));
+              u2 = _mm256_add_pd(u2, _mm256_mul_pd(ws, x2));
+              u3 = _mm256_add_pd(u3, _mm256_mul_pd(ws, x3));
+            }
+            _mm256_storeu_pd(acc + i0, v0), _mm256_storeu_pd(acc + i0 + 4, v1);
+            _mm256_storeu_pd(acc + i0 + 8, v2), _mm256_storeu_pd(acc + i0 + 12, v3);
+            _mm256_storeu_pd(acc2 + i0, u0), _mm256_storeu_pd(acc2 + i0 + 4, u1);
+            _mm256_storeu_pd(acc2 + i0 + 8, u2), _mm256_storeu_pd(acc2 + i0 + 12, u3);
           }
-          _mm256_storeu_pd(acc + i0, v0), _mm256_storeu_pd(acc + i0 + 4, v1);
-          _mm256_storeu_pd(acc + i0 + 8, v2), _mm256_storeu_pd(acc + i0 + 12, v3);
-          _mm256_storeu_pd(acc + i0 + 16, v4), _mm256_storeu_pd(acc + i0 + 20, v5);
-          _mm256_storeu_pd(acc + i0 + 24, v6), _mm256_storeu_pd(acc + i0 + 28, v7);
-        }
-        for (; i0 < d; i0 += 4) {
-          __m256d v0 = _mm256_loadu_pd(acc + i0);
-          for (int s = s0; s < s1; s++) {
-            if (c->seg && !attn_allowed(c, t, s)) continue;
-            v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_broadcast_sd(w + s),
-                                                 _mm256_loadu_pd(vp + (size_t)s * dz + i0)));
+        for (int k = 0; k <= two; k++) /* what is left: each row alone, 4 dims at a time */
+          for (int j0 = i0; j0 < d; j0 += 4) {
+            double *ak = k ? acc2 : acc;
+            const double *wk = k ? w2 : w;
+            __m256d v0 = _mm256_loadu_pd(ak + j0);
+            for (int s = s0; s < s1; s++) {
+              if (c->seg && !attn_allowed(c, t, s)) continue;
+              v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_broadcast_sd(wk + s),
+                                                   _mm256_loadu_pd(vp + (size_t)s * dz + j0)));
+            }
+            _mm256_storeu_pd(ak + j0, v0);
           }
-          _mm256_storeu_pd(acc + i0, v0);
-        }
+        r += two ? 2 : 1;
       }
     }
     for (int r = 0; r < nr; r++) {
@@ -740,7 +875,7 @@ static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, c
   pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
                    .d = d, .scale = (double)scale};
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
-  if (d % 4 == 0 && T > 0 && __builtin_cpu_supports("avx2")) {
+  if (d % 4 == 0 && T > 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     pg_attn_pack a = {.c = &c, .Tp = ((size_t)T + 15) / 16 * 16, .nqb = (T + ATT_QB - 1) / ATT_QB};
     size_t n = (size_t)Hkv * a.Tp * (size_t)d;
     a.kt = malloc(2 * n * sizeof *a.kt);
@@ -788,7 +923,7 @@ static void attn_bwd_q_rows(void *p, size_t b, size_t end) {
     }
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
-      double w = exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
+      double w = sm_exp((l ? l[s] : attn_score(c, t, h, s)) - mx);
       den += w;
       dsum += w * (l ? dp[s] : attn_dot(dO, attn_kv(c, c->v, s, g), c->d));
     }
@@ -801,7 +936,7 @@ static void attn_bwd_q_rows(void *p, size_t b, size_t end) {
     for (int i = 0; i < c->d; i++) acc[i] = 0.0;
     for (int s = 0; s <= t; s++) {
       if (!attn_allowed(c, t, s)) continue;
-      double pr = exp((l ? l[s] : attn_score(c, t, h, s)) - mx) / den;
+      double pr = sm_exp((l ? l[s] : attn_score(c, t, h, s)) - mx) / den;
       double ds = pr * ((l ? dp[s] : attn_dot(dO, attn_kv(c, c->v, s, g), c->d)) - D);
       const pg_real *ks = attn_kv(c, c->k, s, g);
       for (int i = 0; i < c->d; i++) acc[i] += ds * (double)ks[i];
@@ -859,7 +994,7 @@ static void attn_bwd_kv_rows(void *p, size_t b, size_t end) {
         }
         for (int j = 0; j < n; j++) {
           const double *st = c->stats + ((size_t)tt[j] * (size_t)c->H + (size_t)h) * 3;
-          double pr = exp(c->scale * lq[j] - st[0]) / st[1];
+          double pr = sm_exp(c->scale * lq[j] - st[0]) / st[1];
           double ds = pr * (dp[j] - st[2]);
           for (int i = 0; i < c->d; i++) {
             ak[i] += ds * (double)qp[j][i];
@@ -902,9 +1037,11 @@ typedef struct {
 
 static void relu2_fwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
+  const pg_real *restrict xs = c->x;
+  pg_real *restrict y = c->y; /* locals: a store through c->y could otherwise alias c */
   for (size_t i = b; i < end; i++) {
-    double x = c->x[i] > 0.0f ? (double)c->x[i] : 0.0;
-    c->y[i] = (pg_real)(x * x);
+    double x = xs[i] > 0.0f ? (double)xs[i] : 0.0;
+    y[i] = (pg_real)(x * x);
   }
 }
 
@@ -1480,7 +1617,7 @@ static void ce_row_stats(const pg_real *l, int V, double *mx, double *sum) {
   double m = -INFINITY, s = 0.0;
   for (int v = 0; v < V; v++)
     if ((double)l[v] > m) m = (double)l[v];
-  for (int v = 0; v < V; v++) s += exp((double)l[v] - m);
+  for (int v = 0; v < V; v++) s += sm_exp((double)l[v] - m);
   *mx = m;
   *sum = s;
 }
@@ -1503,7 +1640,7 @@ static void ce_bwd_rows(void *p, size_t b, size_t end) {
     double g = c->dnll ? (double)c->dnll[t] : 1.0, mx, sum;
     ce_row_stats(l, c->V, &mx, &sum);
     for (int v = 0; v < c->V; v++) {
-      double pr = exp((double)l[v] - mx) / sum - (v == c->tg[t] ? 1.0 : 0.0);
+      double pr = sm_exp((double)l[v] - mx) / sum - (v == c->tg[t] ? 1.0 : 0.0);
       dl[v] = (pg_real)((double)dl[v] + g * pr);
     }
   }
