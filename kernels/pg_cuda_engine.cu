@@ -3,9 +3,10 @@
  * numerics of the CPU reference (spec/engine.md §2): one thread computes one output (or one row)
  * start to finish, every sum in fp64 in ascending index order, each output rounded once. The file
  * is built with -fmad=false, IEEE division and square root, so an op made of +, −, ×, ÷ and √ gives
- * the CPU's bits; ops that call exp, log, tanh, pow, sin or cos (attention, CE, softcap, sigmoid
- * gates, RoPE angles) use CUDA's fp64 functions, which may differ from the C library's in the last
- * place (spec/engine.md §8.6 states the tolerance). No atomics feed a result: reruns give the same
+ * the CPU's bits, and so do the softmaxes (attention, CE's sum), whose exponential is pg_exp, a
+ * fixed sequence of fp64 operations; ops that call the C library's exp, log, tanh, pow, sin or
+ * cos on the CPU (CE's log, softcap, sigmoid gates, RoPE angles) use CUDA's fp64 functions, which
+ * may differ in the last place (spec/engine.md §8.6 states the tolerance). No atomics feed a result: reruns give the same
  * bits. The backward ops are part 2 (issue 15): here they record PG_E_UNSUPPORTED.
  *
  * Speed is not this file's aim yet: it is the exact engine a faster one (tensor cores, bf16,
@@ -62,6 +63,27 @@ __device__ void set_err(int *err, int status) {
 #define GRID_LOOP(i, n)                                                                           \
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                         \
        i += (size_t)gridDim.x * blockDim.x)
+
+/* The softmaxes' exponential, pg_exp (spec/engine.md §2.1, src/engine/pg_exp.h): the same fixed
+ * sequence of exactly rounded fp64 operations, fused multiply-adds included, so attention and the
+ * CE sums give the CPU's bits. */
+__device__ double pg_exp_d(double x) {
+  if (x != x) return x;
+  if (x < -746.0) x = -746.0;
+  if (x > 710.0) x = 710.0;
+  double kf = rint(__dmul_rn(x, 0x1.71547652b82fep+0)); /* ties to even */
+  double r = __fma_rn(-kf, 0x1.62e42fefa39efp-1, x);
+  r = __fma_rn(-kf, 0x1.abc9e3b39803fp-56, r);
+  double p = 1.0 / 6227020800.0;
+  const double c[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
+                      1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,     1.0 / 120.0,
+                      1.0 / 24.0,        1.0 / 6.0,        0.5,             1.0,
+                      1.0};
+  for (int j = 0; j < 13; j++) p = __fma_rn(p, r, c[j]);
+  long long k = (long long)kf, k1 = (k - (k & 1)) / 2, k2 = k - k1;
+  double p1 = __longlong_as_double((k1 + 1023) << 52), p2 = __longlong_as_double((k2 + 1023) << 52);
+  return __dmul_rn(__dmul_rn(p, p1), p2);
+}
 
 __device__ double sigmoid_d(double z) {
   return z >= 0.0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
@@ -224,7 +246,7 @@ __global__ void k_attention(float *out, const float *q, const float *k, const fl
       size_t kv = ((base_kv + (size_t)s) * (size_t)Hkv + (size_t)g) * (size_t)d;
       double acc = 0.0;
       for (int i = 0; i < d; i++) acc = acc + (double)qr[i] * (double)k[kv + i];
-      double w = exp(scale * acc - mx);
+      double w = pg_exp_d(scale * acc - mx);
       den = den + w;
       if (bf) w = bfd(w);
       for (int i = 0; i < d; i++) o[i] = o[i] + w * (double)v[kv + i];
@@ -430,7 +452,7 @@ __global__ void k_ce(double *nll, const float *logits, const int32_t *tg, int T,
     double m = -INFINITY, s = 0.0;
     for (int v = 0; v < V; v++)
       if ((double)l[v] > m) m = (double)l[v];
-    for (int v = 0; v < V; v++) s = s + exp((double)l[v] - m);
+    for (int v = 0; v < V; v++) s = s + pg_exp_d((double)l[v] - m);
     nll[t] = m + log(s) - (double)l[y];
   }
 }
