@@ -82,6 +82,18 @@ void pg_engine_copy(pg_engine *e, void *dst, const void *src, size_t bytes) {
   if (bytes && dst != src) e->mem_copy(e, dst, src, bytes);
 }
 
+void *pg_engine_scratch_try(pg_engine *e, int slot, size_t bytes) {
+  if (slot < 0 || slot >= PG_ENGINE_SCRATCH_SLOTS) return NULL;
+  if (e->scratch_fn) return e->scratch_fn(e, slot, bytes);
+  if (bytes <= e->scratch_cap[slot] && e->scratch[slot]) return e->scratch[slot];
+  size_t cap = e->scratch_cap[slot] * 2;
+  if (cap < bytes) cap = bytes;
+  if (e->scratch[slot]) e->mem_free(e, e->scratch[slot]);
+  e->scratch[slot] = e->mem_alloc(e, cap);
+  e->scratch_cap[slot] = e->scratch[slot] ? cap : 0;
+  return e->scratch[slot];
+}
+
 void *pg_engine_scratch(pg_engine *e, int slot, size_t bytes) {
   if (slot < 0 || slot >= PG_ENGINE_SCRATCH_SLOTS) {
     pg_engine_fail(e, PG_E_ARG, "%s engine: scratch slot %d out of range", e->info.name, slot);

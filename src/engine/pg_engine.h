@@ -128,6 +128,9 @@ void pg_engine_copy(pg_engine *e, void *dst, const void *src, size_t bytes);
  * duration only. */
 void *pg_engine_scratch(pg_engine *e, int slot, size_t bytes);
 
+/* The same without recording a failure: for an op that has a slower path needing no scratch. */
+void *pg_engine_scratch_try(pg_engine *e, int slot, size_t bytes);
+
 /* Record an error (the first one since the last sync wins) and return the engine's status. */
 int pg_engine_fail(pg_engine *e, int status, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -121,6 +121,7 @@ typedef struct {
   mm_tile_fn tile;
   pg_mm_ctx *plain; /* the plain loops over the same rows, when scratch is short */
   pg_parallel_fn plain_rows;
+  const pg_ops *e; /* whose scratch the panels are packed into (slot 1: a parallel body's) */
 } pg_mm_gemm;
 
 /* c[i·MM_NR + j] = Σ_r ap[r·MM_MR + i]·bp[r·MM_NR + j], each sum from 0.0 in ascending r. The
@@ -280,13 +281,13 @@ static void mm_gemm_rows(void *p, size_t b, size_t end) {
    * MM_ABYTES), not once per block */
   const size_t tiles = (end - b + MM_MR - 1) / MM_MR;
   const int a_once = qpad > nc && tiles * MM_MR * Rz * sizeof(double) <= MM_ABYTES;
-  double *bp = malloc(nc * Rz * sizeof *bp);
-  double *ap = malloc((a_once ? tiles : 1) * MM_MR * Rz * sizeof *ap);
-  if (!bp || !ap) {
-    free(bp), free(ap);
+  double *bp = pg_engine_scratch_try(pg_engine_of(g->e), 1,
+                                     (nc + (a_once ? tiles : 1) * MM_MR) * Rz * sizeof *bp);
+  if (!bp) {
     g->plain_rows(g->plain, b, end);
     return;
   }
+  double *ap = bp + nc * Rz;
   if (a_once)
     for (size_t p0 = b; p0 < end; p0 += MM_MR)
       mm_pack(ap + (p0 - b) * Rz, MM_MR, g->a + p0 * g->a_p, g->a_p, g->a_r,
@@ -313,7 +314,6 @@ static void mm_gemm_rows(void *p, size_t b, size_t end) {
       }
     }
   }
-  free(bp), free(ap);
 }
 
 /* Rows i of t[cols, rows] = aᵀ for a[rows, cols] (a copy, in blocks of MM_TB × MM_TB). */
@@ -342,7 +342,7 @@ static void cpu_matmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const 
   size_t Kz = (size_t)K;
   pg_mm_gemm g = {.a = x, .a_p = Kz, .a_r = 1, .b = w, .b_q = Kz, .b_r = 1, .out = y,
                   .ldo = (size_t)N, .accumulate = 0, .P = M, .Q = N, .R = K,
-                  .tile = mm_tile_pick(), .plain = &c, .plain_rows = mm_fwd_rows};
+                  .tile = mm_tile_pick(), .plain = &c, .plain_rows = mm_fwd_rows, .e = e};
   pg_parallel_for((size_t)M, mm_gemm_rows, &g, e->nthreads);
 }
 
@@ -354,23 +354,24 @@ static void cpu_matmul_bwd(const pg_ops *e, pg_real *dx, pg_real *dw, const pg_r
   if (dx) {
     pg_mm_gemm g = {.a = dy, .a_p = Nz, .a_r = 1, .b = w, .b_q = 1, .b_r = Kz, .out = dx,
                     .ldo = Kz, .accumulate = 1, .P = M, .Q = K, .R = N,
-                    .tile = tile, .plain = &c, .plain_rows = mm_bwd_dx_rows};
+                    .tile = tile, .plain = &c, .plain_rows = mm_bwd_dx_rows, .e = e};
     pg_parallel_for((size_t)M, mm_gemm_rows, &g, e->nthreads);
   }
   if (dw) {
     /* A(n, m) = dy[m, n] read down a column of dy is slow (one cache line per element, often on
      * the same cache set); the kernel reads dyᵀ[N, M] instead when there is room for it. */
-    pg_real *dyt = M > 1 && N > 1 ? malloc(Nz * (size_t)M * sizeof *dyt) : NULL;
+    pg_real *dyt = M > 1 && N > 1
+                       ? pg_engine_scratch_try(pg_engine_of(e), 0, Nz * (size_t)M * sizeof *dyt)
+                       : NULL;
     pg_mm_gemm g = {.a = dy, .a_p = 1, .a_r = Nz, .b = x, .b_q = 1, .b_r = Kz, .out = dw,
                     .ldo = Kz, .accumulate = 1, .P = N, .Q = K, .R = M,
-                    .tile = tile, .plain = &c, .plain_rows = mm_bwd_dw_rows};
+                    .tile = tile, .plain = &c, .plain_rows = mm_bwd_dw_rows, .e = e};
     if (dyt) {
       pg_mm_transpose t = {.t = dyt, .a = dy, .rows = (size_t)M, .cols = Nz};
       pg_parallel_for(Nz, mm_transpose_rows, &t, e->nthreads);
       g.a = dyt, g.a_p = (size_t)M, g.a_r = 1;
     }
     pg_parallel_for(Nz, mm_gemm_rows, &g, e->nthreads);
-    free(dyt);
   }
 }
 
@@ -546,6 +547,7 @@ typedef struct {
   int T, H, Hkv, d;
   double scale;
   double *stats; /* backward: [T, H, 3] = (max, denominator, Σ_s p_s·(dout·v_s)) */
+  const pg_ops *e; /* whose scratch the rows use (slot 1) */
   int bf16;      /* forward: the flash kernels' bf16 probabilities and output (§4.19) */
 } pg_attn_ctx;
 
@@ -620,7 +622,7 @@ static void attn_logits(const pg_attn_ctx *c, int t, int h, double *l) {
 static void attn_fwd_rows(void *p, size_t b, size_t end) {
   const pg_attn_ctx *c = p;
   double acc[PG_OPS_MAX_HEAD_DIM];
-  double *l = malloc((size_t)c->T * sizeof *l);
+  double *l = pg_engine_scratch_try(pg_engine_of(c->e), 1, (size_t)c->T * sizeof *l);
   for (size_t row = b; row < end; row++) {
     int t = (int)(row / (size_t)c->H), h = (int)(row % (size_t)c->H);
     int g = h / (c->H / c->Hkv);
@@ -645,7 +647,6 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
     for (int i = 0; i < c->d; i++)
       o[i] = c->bf16 ? (pg_real)bf(acc[i] / den) : (pg_real)(acc[i] / den);
   }
-  free(l);
 }
 
 /* The forward over packed fp64 copies of k and v (AVX2, d a multiple of 4; the same bits as
@@ -706,7 +707,8 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
   const size_t Tp = a->Tp, dz = (size_t)d;
   const size_t Ls = Tp + 8; /* row stride of L: rows 64 bytes off a multiple of 4 KiB apart */
   /* per row of a tile: logits then weights [Ls], accumulators [d], q in fp64 [d], denominator */
-  double *buf = malloc((size_t)nr_max * (Ls + 2 * dz + 1) * sizeof *buf);
+  double *buf = pg_engine_scratch_try(pg_engine_of(c->e), 1,
+                                      (size_t)nr_max * (Ls + 2 * dz + 1) * sizeof *buf);
   if (!buf) {
     /* the plain rows of the same tiles */
     for (size_t u = b; u < end; u++) {
@@ -865,25 +867,24 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
         _mm_storeu_ps(o + i0, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_loadu_pd(acc + i0), dv)));
     }
   }
-  free(buf);
 }
 #endif
 
 static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
                               const pg_real *v, const int32_t *seg, int T, int H, int Hkv, int d,
                               float scale) {
-  pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
+  pg_attn_ctx c = {.e = e, .out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H,
+                   .Hkv = Hkv,
                    .d = d, .scale = (double)scale};
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
   if (d % 4 == 0 && T > 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     pg_attn_pack a = {.c = &c, .Tp = ((size_t)T + 15) / 16 * 16, .nqb = (T + ATT_QB - 1) / ATT_QB};
     size_t n = (size_t)Hkv * a.Tp * (size_t)d;
-    a.kt = malloc(2 * n * sizeof *a.kt);
+    a.kt = pg_engine_scratch_try(pg_engine_of(e), 0, 2 * n * sizeof *a.kt);
     if (a.kt) {
       a.vp = a.kt + n;
       pg_parallel_for((size_t)Hkv, attn_pack_groups, &a, e->nthreads);
       pg_parallel_for((size_t)a.nqb * (size_t)Hkv, attn_fwd_tiles_avx2, &a, e->nthreads);
-      free(a.kt);
       return;
     }
   }
@@ -894,7 +895,8 @@ static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, c
 static void cpu_attention_bf16_fwd(const pg_ops *e, pg_real *out, const pg_real *q,
                                    const pg_real *k, const pg_real *v, const int32_t *seg, int T,
                                    int H, int Hkv, int d, float scale) {
-  pg_attn_ctx c = {.out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H, .Hkv = Hkv,
+  pg_attn_ctx c = {.e = e, .out = out, .q = q, .k = k, .v = v, .seg = seg, .T = T, .H = H,
+                   .Hkv = Hkv,
                    .d = d, .scale = (double)scale, .bf16 = 1};
   pg_parallel_for((size_t)T * (size_t)H, attn_fwd_rows, &c, e->nthreads);
 }
@@ -905,7 +907,8 @@ static void attn_bwd_q_rows(void *p, size_t b, size_t end) {
   const pg_attn_ctx *c = p;
   double acc[PG_OPS_MAX_HEAD_DIM];
   /* per row: the logits and dp_s = dout·v_s, each computed once (same values as recomputing) */
-  double *l = malloc(2 * (size_t)c->T * sizeof *l), *dp = l ? l + c->T : NULL;
+  double *l = pg_engine_scratch_try(pg_engine_of(c->e), 1, 2 * (size_t)c->T * sizeof *l);
+  double *dp = l ? l + c->T : NULL;
   for (size_t row = b; row < end; row++) {
     int t = (int)(row / (size_t)c->H), h = (int)(row % (size_t)c->H);
     int g = h / (c->H / c->Hkv);
@@ -944,7 +947,6 @@ static void attn_bwd_q_rows(void *p, size_t b, size_t end) {
     pg_real *dq = c->dq + row * (size_t)c->d;
     for (int i = 0; i < c->d; i++) dq[i] = (pg_real)((double)dq[i] + c->scale * acc[i]);
   }
-  free(l);
 }
 
 /* Backward pass B, rows (s, g): over the heads h of group g (ascending), then the queries t ≥ s
@@ -1018,7 +1020,7 @@ static void cpu_attention_bwd(const pg_ops *e, pg_real *dq, pg_real *dk, pg_real
   size_t rows = (size_t)T * (size_t)H;
   double *stats = pg_engine_scratch(pg_engine_of(e), 0, (rows ? rows : 1) * 3 * sizeof *stats);
   if (!stats) return;
-  pg_attn_ctx c = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v,
+  pg_attn_ctx c = {.e = e, .dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v,
                    .seg = seg, .T = T, .H = H, .Hkv = Hkv, .d = d, .scale = (double)scale,
                    .stats = stats};
   pg_parallel_for(rows, attn_bwd_q_rows, &c, e->nthreads);

@@ -23,6 +23,7 @@ typedef double pg_real;
 #define pg_engine_zero pg_engine_zero_f64
 #define pg_engine_copy pg_engine_copy_f64
 #define pg_engine_scratch pg_engine_scratch_f64
+#define pg_engine_scratch_try pg_engine_scratch_try_f64
 #define pg_engine_fail pg_engine_fail_f64
 #define pg_engine_failed pg_engine_failed_f64
 #define pg_engine_sync pg_engine_sync_f64
