@@ -86,6 +86,7 @@ void *pg_engine_scratch_try(pg_engine *e, int slot, size_t bytes) {
   if (slot < 0 || slot >= PG_ENGINE_SCRATCH_SLOTS) return NULL;
   if (e->scratch_fn) return e->scratch_fn(e, slot, bytes);
   if (bytes <= e->scratch_cap[slot] && e->scratch[slot]) return e->scratch[slot];
+  /* grow geometrically so a sequence of slightly larger requests does not reallocate each time */
   size_t cap = e->scratch_cap[slot] * 2;
   if (cap < bytes) cap = bytes;
   if (e->scratch[slot]) e->mem_free(e, e->scratch[slot]);
@@ -99,26 +100,11 @@ void *pg_engine_scratch(pg_engine *e, int slot, size_t bytes) {
     pg_engine_fail(e, PG_E_ARG, "%s engine: scratch slot %d out of range", e->info.name, slot);
     return NULL;
   }
-  if (e->scratch_fn) {
-    void *p = e->scratch_fn(e, slot, bytes);
-    if (!p)
-      pg_engine_fail(e, PG_E_NOMEM, "%s engine: out of memory (%zu bytes of scratch)",
-                     e->info.name, bytes);
-    return p;
-  }
-  if (bytes <= e->scratch_cap[slot] && e->scratch[slot]) return e->scratch[slot];
-  /* grow geometrically so a sequence of slightly larger requests does not reallocate each time */
-  size_t cap = e->scratch_cap[slot] * 2;
-  if (cap < bytes) cap = bytes;
-  if (e->scratch[slot]) e->mem_free(e, e->scratch[slot]);
-  e->scratch[slot] = e->mem_alloc(e, cap);
-  e->scratch_cap[slot] = e->scratch[slot] ? cap : 0;
-  if (!e->scratch[slot]) {
+  void *p = pg_engine_scratch_try(e, slot, bytes);
+  if (!p)
     pg_engine_fail(e, PG_E_NOMEM, "%s engine: out of memory (%zu bytes of scratch)", e->info.name,
                    bytes);
-    return NULL;
-  }
-  return e->scratch[slot];
+  return p;
 }
 
 void pg_engine_destroy(pg_engine *e) {
