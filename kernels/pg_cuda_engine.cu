@@ -249,7 +249,7 @@ __global__ void k_attention(float *out, const float *q, const float *k, const fl
       double w = pg_exp_d(scale * acc - mx);
       den = den + w;
       if (bf) w = bfd(w);
-      for (int i = 0; i < d; i++) o[i] = o[i] + w * (double)v[kv + i];
+      for (int i = 0; i < d; i++) o[i] = __fma_rn(w, (double)v[kv + i], o[i]);
     }
     float *orow = out + row * (size_t)d;
     for (int i = 0; i < d; i++) orow[i] = bf ? (float)bfd(o[i] / den) : (float)(o[i] / den);

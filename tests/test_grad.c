@@ -376,7 +376,7 @@ static void attn_definition(const pg_real *q, const pg_real *k, const pg_real *v
         double w = pg_exp_inline(scale * dot - mx);
         den += w;
         dsum += w * dp;
-        for (int i = 0; i < d; i++) acc[i] += w * (double)v[(s * Hkv + g) * d + i];
+        for (int i = 0; i < d; i++) acc[i] = fma(w, (double)v[(s * Hkv + g) * d + i], acc[i]);
       }
       double D = dsum / den;
       for (int s = 0; s <= t; s++) {

@@ -457,7 +457,7 @@ static void plain_attn_fwd(float *out, const float *q, const float *k, const flo
       for (int i = 0; i < d; i++) {
         double o = 0.0;
         for (int s = 0; s <= t; s++)
-          if (!seg || seg[s] == seg[t]) o += l[s] * (double)v[(s * Hkv + g) * d + i];
+          if (!seg || seg[s] == seg[t]) o = fma(l[s], (double)v[(s * Hkv + g) * d + i], o);
         out[(t * H + h) * d + i] = (float)(o / den);
       }
     }

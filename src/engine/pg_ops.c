@@ -641,7 +641,10 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
       const pg_real *vs = attn_kv(c, c->v, s, g);
       den += w;
       if (c->bf16) w = bf(w); /* P·V takes bf16 probabilities; the denominator does not */
-      for (int i = 0; i < c->d; i++) acc[i] += w * (double)vs[i];
+      if (c->bf16) /* a bf16 weight times an fp32 value is exact in fp64: the FMA's bits */
+        for (int i = 0; i < c->d; i++) acc[i] += w * (double)vs[i];
+      else
+        for (int i = 0; i < c->d; i++) acc[i] = fma(w, (double)vs[i], acc[i]);
     }
     pg_real *o = c->out + row * (size_t)c->d;
     for (int i = 0; i < c->d; i++)
@@ -660,7 +663,7 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
  * - max (four at a time: the max is exact in any order), pg_exp four keys at a time, and the
  *   denominator, s ascending (two heads of a position side by side);
  * - values: for each block of ATT_SB keys, each row's accumulators (in memory between blocks,
- *   which is exact) take w_s·v_s (a multiply, then an add) for its allowed s ascending, 16 dims
+ *   which is exact) take w_s·v_s as one FMA (§4.4) for its allowed s ascending, 16 dims
  *   of the two heads of one position at a time (they share the allowed keys), or 4 dims of one;
  * - out = fp32(acc / den).
  * Which unit a thread runs changes no value; units are ordered so contiguous chunks of them
@@ -829,15 +832,15 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
                       x2 = _mm256_loadu_pd(vr + 8), x3 = _mm256_loadu_pd(vr + 12);
               ATT_IN_REGS(x0, x1, x2, x3);
               __m256d ws = _mm256_broadcast_sd(w + s);
-              v0 = _mm256_add_pd(v0, _mm256_mul_pd(ws, x0));
-              v1 = _mm256_add_pd(v1, _mm256_mul_pd(ws, x1));
-              v2 = _mm256_add_pd(v2, _mm256_mul_pd(ws, x2));
-              v3 = _mm256_add_pd(v3, _mm256_mul_pd(ws, x3));
+              v0 = _mm256_fmadd_pd(ws, x0, v0);
+              v1 = _mm256_fmadd_pd(ws, x1, v1);
+              v2 = _mm256_fmadd_pd(ws, x2, v2);
+              v3 = _mm256_fmadd_pd(ws, x3, v3);
               ws = _mm256_broadcast_sd(w2 + s);
-              u0 = _mm256_add_pd(u0, _mm256_mul_pd(ws, x0));
-              u1 = _mm256_add_pd(u1, _mm256_mul_pd(ws, x1));
-              u2 = _mm256_add_pd(u2, _mm256_mul_pd(ws, x2));
-              u3 = _mm256_add_pd(u3, _mm256_mul_pd(ws, x3));
+              u0 = _mm256_fmadd_pd(ws, x0, u0);
+              u1 = _mm256_fmadd_pd(ws, x1, u1);
+              u2 = _mm256_fmadd_pd(ws, x2, u2);
+              u3 = _mm256_fmadd_pd(ws, x3, u3);
             }
             _mm256_storeu_pd(acc + i0, v0), _mm256_storeu_pd(acc + i0 + 4, v1);
             _mm256_storeu_pd(acc + i0 + 8, v2), _mm256_storeu_pd(acc + i0 + 12, v3);
@@ -851,8 +854,8 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
             __m256d v0 = _mm256_loadu_pd(ak + j0);
             for (int s = s0; s < s1; s++) {
               if (c->seg && !attn_allowed(c, t, s)) continue;
-              v0 = _mm256_add_pd(v0, _mm256_mul_pd(_mm256_broadcast_sd(wk + s),
-                                                   _mm256_loadu_pd(vp + (size_t)s * dz + j0)));
+              v0 = _mm256_fmadd_pd(_mm256_broadcast_sd(wk + s),
+                                   _mm256_loadu_pd(vp + (size_t)s * dz + j0), v0);
             }
             _mm256_storeu_pd(ak + j0, v0);
           }
