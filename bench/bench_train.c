@@ -74,7 +74,7 @@ int main(int argc, char **argv) {
   cfg.steps = (uint64_t)steps + 1;
   pg_engine ops = pg_engine_cpu(threads);
   pg_trainer *t;
-  if (pg_trainer_create(&t, &cfg, &ops, threads, &e)) die("%s", e.msg);
+  if (pg_trainer_create(&t, &cfg, &ops, &e)) die("%s", e.msg);
   pg_train_step_info info;
   if (pg_trainer_step(t, &info, &e)) die("%s", e.msg); /* warm the arena */
   double t0 = now();

@@ -88,7 +88,7 @@ static const char *MUON =
 static pg_trainer *trainer(const pg_train_cfg *c, pg_engine *e) {
   pg_trainer *t;
   pg_err err;
-  cr_assert_eq(pg_trainer_create(&t, c, e, 2, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_trainer_create(&t, c, e, &err), PG_OK, "%s", err.msg);
   return t;
 }
 

@@ -442,7 +442,6 @@ typedef struct group_state {
 struct pg_trainer {
   pg_train_cfg c;
   pg_engine *e;
-  int nthreads;
   pg_model *m;
   pg_tape *tp;
   pg_batches *ld;
@@ -605,15 +604,13 @@ static int open_val(pg_trainer *t, pg_err *err) {
   return rc;
 }
 
-int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, pg_engine *e, int nthreads,
-                      pg_err *err) {
+int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, pg_engine *e, pg_err *err) {
   *out = NULL;
   PG_TRY(pg_train_cfg_validate(c, err));
   pg_trainer *t = calloc(1, sizeof *t);
   if (!t) return nomem(err);
   t->c = *c;
   t->e = e;
-  t->nthreads = nthreads;
   t->total = c->steps;
   int rc = pg_model_create(&t->m, &c->arch, err);
   if (!rc) {

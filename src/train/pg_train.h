@@ -96,10 +96,9 @@ typedef struct pg_train_step_info {
 typedef struct pg_trainer pg_trainer;
 
 /* Open the data, build the model (pg_model_init with init_seed) on engine e and the optimizers,
- * whose state is e's memory and whose steps are e's ops (spec/train.md §2.2). nthreads is not
- * read any more: every op runs on e's own threads (kept so callers need not change). */
-int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, pg_engine *e, int nthreads,
-                      pg_err *err);
+ * whose state is e's memory and whose steps are e's ops (spec/train.md §2.2). Every op runs on
+ * e's own threads. */
+int pg_trainer_create(pg_trainer **out, const pg_train_cfg *c, pg_engine *e, pg_err *err);
 void pg_trainer_free(pg_trainer *t);
 const pg_train_cfg *pg_trainer_cfg(const pg_trainer *t);
 pg_model *pg_trainer_model(pg_trainer *t);

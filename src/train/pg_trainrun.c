@@ -128,7 +128,7 @@ static int run(const pg_trainrun_cfg *c, pg_trainer **tp, FILE **logf, pg_trainr
   pg_engine *e = c->engine ? c->engine : &cpu;
   const int nthreads = e->info.threads;
   const double t0 = now_s();
-  PG_TRY(pg_trainer_create(tp, cfg, e, c->threads, err));
+  PG_TRY(pg_trainer_create(tp, cfg, e, err));
   pg_trainer *t = *tp;
   if (c->resume) PG_TRY(pg_trainer_resume(t, c->resume, err));
   if (c->on_begin) c->on_begin(c->ctx, t, nthreads);

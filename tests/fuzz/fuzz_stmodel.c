@@ -65,7 +65,7 @@ static void setup(void) {
   pg_shard_writer_free(w);
   static pg_engine e;
   e = pg_engine_cpu(1);
-  if (pg_trainer_create(&trainer, &cfg, &e, 1, &err) != PG_OK) abort();
+  if (pg_trainer_create(&trainer, &cfg, &e, &err) != PG_OK) abort();
 }
 
 /* Every weight finite, and (when st is given) equal to its tensor in st converted to fp32. */
