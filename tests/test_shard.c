@@ -1099,6 +1099,11 @@ Test(shard, byteproof_counts_document_disagreements) {
   cr_assert_eq(r.document_disagreements, 2);
   cr_assert_eq(r.first_bad_document, 1);
   cr_assert(!r.proven);
+  /* an undecodable document before the differing one is the first disagreement */
+  d = (bp_dec){.m = f.m, .bad = 3, .fail = 2};
+  cr_assert_eq(pg_byteproof_run(f.m, &f.tab, set, "s", bp_decode, NULL, &d, &r, &e), PG_OK);
+  cr_assert_eq(r.document_disagreements, 2);
+  cr_assert_eq(r.first_bad_document, 2);
   pg_shard_set_free(set);
   bp_close(&f);
 }

@@ -50,7 +50,8 @@ static int prove_documents(const pg_spm_tables *tab, int32_t bos, const uint16_t
     size_t k = 0;
     for (uint64_t q = s0 + 1; q < end; q++) ids[k++] = tok[q];
     size_t tl;
-    if (decode(ctx, ids, k, &tl)) {
+    if (decode(ctx, ids, k, &tl)) { /* undecodable: a disagreement like a length that differs */
+      if (!out->document_disagreements) out->first_bad_document = d;
       out->document_disagreements++;
       continue;
     }
