@@ -259,6 +259,8 @@ Test(encode_input, empty_document_refused) {
   pg_shard_set *s;
   pg_err e;
   cr_assert_eq(pg_shard_set_open(&s, pat, &e), PG_E_EMPTY_SET);
+  struct stat sb;
+  cr_assert(stat(dir, &sb) != 0, "the output folder this run made is left behind");
 }
 
 /* "\u0000" is text for Python's json (the challenge reads its documents with it); it used to be

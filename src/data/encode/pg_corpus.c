@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <glob.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@ struct pg_corpus {
   origin *from;
   size_t nbatch, cap;
   int failed, finished;
+  int made_dir; /* the output folder did not exist: a run that does not finish removes it */
 };
 
 static char *dup_str(const char *s) {
@@ -81,6 +83,8 @@ int pg_corpus_open(pg_corpus **out, const pg_enc *enc, const pg_corpus_cfg *cfg,
   const size_t vocab = pg_enc_vocab_size(enc);
   PG_FAIL_IF(vocab > 65536, err, PG_E_VOCAB, pg_enc_model_path(enc), PG_NO_OFFSET,
              "vocabulary of %zu does not fit uint16 shards", vocab);
+  struct stat sb;
+  const int made_dir = stat(cfg->dir, &sb) != 0;
   PG_TRY(pg_mkdir_p(cfg->dir, err));
   /* an earlier run's shards would mix with this one's (the writer leaves files it did not write) */
   const size_t plen = strlen(cfg->dir) + strlen(prefix) + 16;
@@ -99,7 +103,11 @@ int pg_corpus_open(pg_corpus **out, const pg_enc *enc, const pg_corpus_cfg *cfg,
   }
   globfree(&g);
   pg_corpus *c = calloc(1, sizeof *c);
-  if (!c) return nomem(err, cfg->dir);
+  if (!c) {
+    if (made_dir) rmdir(cfg->dir);
+    return nomem(err, cfg->dir);
+  }
+  c->made_dir = made_dir;
   c->enc = enc;
   c->cfg = *cfg;
   c->cfg.shard_tokens = st;
@@ -435,6 +443,8 @@ void pg_corpus_free(pg_corpus *c) {
   drop_batch(c);
   pg_shard_writer_free(c->val); /* removes the shards of a run not finished */
   pg_shard_writer_free(c->train);
+  /* a folder this run made and did not fill is removed (rmdir refuses one that is not empty) */
+  if (c->made_dir && !c->finished && c->dir) rmdir(c->dir);
   for (size_t i = 0; i < c->ninputs; i++) free(c->inputs[i]);
   free(c->inputs);
   free(c->batch);
