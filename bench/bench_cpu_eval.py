@@ -241,6 +241,9 @@ def main():
                     help="also time this pgverify (e.g. a build of an older commit), same inputs")
     ap.add_argument("--only", choices=["pgverify", "torch"], help="run one side only")
     ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each side N times, alternating, and report the fastest run (the "
+                         "least disturbed by other work on the machine); default 1")
     args = ap.parse_args()
     if args.arch:
         with open(args.arch) as f: a = json.load(f)
@@ -263,7 +266,10 @@ def main():
         os.mkdir(os.path.join(tmp, "val"))
         write_shard(os.path.join(tmp, "val/val_000000.bin"), toks)
         sides = [("pgverify", args.pgverify)] + ([("base", args.base)] if args.base else [])
-        for name, exe in sides if args.only != "torch" else []:
+        best = {}
+        model = None
+        for _ in range(max(1, args.repeat)):
+          for name, exe in sides if args.only != "torch" else []:
             cmd = [exe, st_path, "--arch", arch_path, "--tokenizer", args.tokenizer,
                    "--val", os.path.join(tmp, "val/val_*.bin"), "--protocol", "sliding",
                    "--seq-len", str(args.seq_len), "--stride", str(args.stride),
@@ -276,16 +282,19 @@ def main():
             if r.returncode: sys.exit(f"bench_cpu_eval: pgverify exited {r.returncode}")
             j = json.loads(r.stdout)
             loss = j.get("val_loss", j.get("result", {}).get("val_loss"))
-            rows.append((name, sec, args.targets, loss))
-        if args.only != "pgverify":
+            if name not in best or sec < best[name][1]: best[name] = (name, sec, args.targets, loss)
+          if args.only != "pgverify":
             torch.set_num_threads(threads)
             print(f"running: torch {torch.__version__}, {threads} threads", file=sys.stderr)
-            model = Model(a, w)
+            if model is None: model = Model(a, w)
             t0 = time.monotonic()
             loss, n = torch_eval(model, toks, args.seq_len, args.stride, args.batch)
-            rows.append(("torch", time.monotonic() - t0, n, loss))
+            sec = time.monotonic() - t0
+            if "torch" not in best or sec < best["torch"][1]: best["torch"] = ("torch", sec, n, loss)
+        rows = list(best.values())
     print(f"sliding eval: {args.targets} targets, seq_len {args.seq_len}, stride {args.stride}, "
-          f"{a['layers']} layers, d {a['dim']}, vocab {a['vocab_size']}, {threads} threads")
+          f"{a['layers']} layers, d {a['dim']}, vocab {a['vocab_size']}, {threads} threads"
+          + (f", fastest of {args.repeat} runs each" if args.repeat > 1 else ""))
     print(f"{'engine':<10}{'seconds':>10}{'tokens/s':>11}{'ratio':>8}  {'val_loss':<20}")
     base = rows[-1][1]
     for name, sec, n, loss in rows:
