@@ -29,7 +29,7 @@ static void usage(FILE *f) {
           "  --mlp-mult N          MLP width multiplier (default 4)\n"
           "  --vocab N             vocabulary (default 1024)\n"
           "  --bits B              bits of the matrices, 5..8 (default 6)\n"
-          "  --embed-bits B        bits of the tied embedding (default 8)\n"
+          "  --embed-bits B        bits of the embeddings, tok_emb and lm_head (default 8)\n"
           "  --clip K              SDClip k of the matrices (default 12.85)\n"
           "  --embed-clip K        SDClip k of the embedding (default 20)\n"
           "  --codec SPEC          codec of the data sections (default brotli-11), e.g. zstd-22,\n"

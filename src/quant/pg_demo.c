@@ -11,6 +11,7 @@
 #include "pg_half.h"
 #include "pg_io.h"
 #include "pg_model.h"
+#include "pg_pack.h"
 #include "pg_quant.h"
 #include "pg_rng.h"
 
@@ -31,8 +32,8 @@ static int ends_with(const char *s, const char *suf) {
 
 /* One tensor of the model: vectors, scalars and tensors of at most passthrough_max elements
  * (65,536 by default, the challenge's routing) pass through as fp16; larger matrices get SDClip
- * row scales (rows = the first dimension) and round-to-nearest, the embeddings with their own
- * bits and clip. */
+ * row scales (rows = the first dimension) and round-to-nearest, the embeddings (pgpack's `embed`
+ * category: tok_emb, lm_head) with their own bits and clip. */
 static int add_tensor(demo *d, const pg_arch_tensor *t, const float *W, pg_err *err) {
   const uint64_t n = pg_arch_tensor_numel(t);
   d->params += n;
@@ -46,7 +47,8 @@ static int add_tensor(demo *d, const pg_arch_tensor *t, const float *W, pg_err *
     free(h);
     return rc;
   }
-  const int embed = !strcmp(t->name, "tok_emb.weight") || ends_with(t->name, "embed.weight");
+  /* pgpack's categories (spec/quant.md §3): one rule for which tensors are embeddings */
+  const int cat = pg_pack_classify(t->name), embed = cat == PG_CAT_EMBED;
   const unsigned bits = embed ? d->embed_bits : d->bits;
   const float k = embed ? d->embed_clip : d->clip;
   const uint64_t rows = t->ndim ? t->shape[0] : 1, cols = n / rows;
@@ -62,7 +64,7 @@ static int add_tensor(demo *d, const pg_arch_tensor *t, const float *W, pg_err *
   for (uint64_t r = 0; r < rows; r++)
     if (s[r] == 0) s[r] = 1; /* a row below fp16's range: the smallest subnormal, never 0/0 */
   pg_quant_rtn_rows(W, rows, cols, s, -R, R, q);
-  const int sec = embed ? d->sec_embed : strstr(t->name, ".mlp.") ? d->sec_mlp : d->sec_attn;
+  const int sec = embed ? d->sec_embed : cat == PG_CAT_MLP ? d->sec_mlp : d->sec_attn;
   pg_tensor_in in = {.name = t->name, .qtype = PG_QTYPE_INT5 + (int)bits - 5,
                      .packing = d->packing, .scale_kind = PG_SCALE_ROW_F16, .qmin = -R, .qmax = R,
                      .ndim = (unsigned)t->ndim, .dims = t->shape, .values = q, .row_scales = s,
