@@ -9,6 +9,7 @@
  * in the order the tensors were added, through pg_out (temporary file + rename). See
  * spec/safetensors.md for the rules. */
 #include "pg_safetensors.h"
+#include "pg_json.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -394,14 +395,6 @@ static int check_layout(pg_st *st, pg_err *err) {
   return PG_OK;
 }
 
-static int json_fault(const json_error_t *je) {
-  switch (json_error_code(je)) {
-  case json_error_duplicate_key: return PG_E_DUPLICATE;
-  case json_error_out_of_memory: return PG_E_NOMEM;
-  case json_error_invalid_utf8: return PG_E_UTF8;
-  default: return PG_E_JSON;
-  }
-}
 
 static int st_parse(pg_st *st, pg_err *err) {
   const char *f = st->file;
@@ -427,7 +420,7 @@ static int st_parse(pg_st *st, pg_err *err) {
   if (!root) {
     uint64_t pos = je.position < 0 ? 0 : (uint64_t)je.position;
     if (pos > n) pos = n;
-    return pg_err_set(err, json_fault(&je), f, 8 + pos, "header JSON: %s", je.text);
+    return pg_err_set(err, pg_json_fault(&je), f, 8 + pos, "header JSON: %s", je.text);
   }
   int rc = json_is_object(root)
                ? parse_members(st, root, err)

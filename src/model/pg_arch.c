@@ -2,6 +2,7 @@
  * serialization and comparison; the rules are checked in pg_arch_validate; the tensor list is
  * expanded from a validated arch. */
 #include "pg_arch.h"
+#include "pg_json.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -497,28 +498,7 @@ int pg_arch_validate(const pg_arch *a, const char *file, pg_err *err) {
 
 /* ---- parsing ---- */
 
-static const char *json_type_word(const json_t *v) {
-  switch (json_typeof(v)) {
-  case JSON_OBJECT: return "an object";
-  case JSON_ARRAY: return "an array";
-  case JSON_STRING: return "a string";
-  case JSON_INTEGER: return "an integer";
-  case JSON_REAL: return "a real number";
-  case JSON_TRUE: return "true";
-  case JSON_FALSE: return "false";
-  case JSON_NULL: return "null";
-  default: return "?";
-  }
-}
 
-static int json_fault(const json_error_t *je) {
-  switch (json_error_code(je)) {
-  case json_error_duplicate_key: return PG_E_DUPLICATE;
-  case json_error_out_of_memory: return PG_E_NOMEM;
-  case json_error_invalid_utf8: return PG_E_UTF8;
-  default: return PG_E_JSON;
-  }
-}
 
 /* A key for an error line: at most 40 bytes, non-printable bytes as '?'. */
 static const char *clean_key(const char *k, char *buf, size_t cap) {
@@ -541,7 +521,7 @@ static int parse_value(pg_arch *a, const opt *o, json_t *v, const char *file, pg
   switch (o->type) {
   case T_INT: {
     PG_FAIL_IF(!json_is_integer(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-               "%s: is %s, not an integer", path, json_type_word(v));
+               "%s: is %s, not an integer", path, pg_json_type_word(v));
     const json_int_t x = json_integer_value(v);
     PG_FAIL_IF(x < INT_MIN || x > INT_MAX, err, PG_E_ARG, file, PG_NO_OFFSET,
                "%s: %lld is outside the int range", path, (long long)x);
@@ -550,17 +530,17 @@ static int parse_value(pg_arch *a, const opt *o, json_t *v, const char *file, pg
   }
   case T_NUM:
     PG_FAIL_IF(!json_is_number(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-               "%s: is %s, not a number", path, json_type_word(v));
+               "%s: is %s, not a number", path, pg_json_type_word(v));
     *f_num(a, o) = json_number_value(v);
     return PG_OK;
   case T_BOOL:
     PG_FAIL_IF(!json_is_boolean(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-               "%s: is %s, not a boolean", path, json_type_word(v));
+               "%s: is %s, not a boolean", path, pg_json_type_word(v));
     *f_int(a, o) = json_is_true(v);
     return PG_OK;
   case T_ENUM: {
     PG_FAIL_IF(!json_is_string(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-               "%s: is %s, not a string", path, json_type_word(v));
+               "%s: is %s, not a string", path, pg_json_type_word(v));
     const char *s = json_string_value(v);
     for (int k = 0; o->names[k]; k++)
       if (strlen(o->names[k]) == json_string_length(v) && !strcmp(s, o->names[k])) {
@@ -577,7 +557,7 @@ static int parse_value(pg_arch *a, const opt *o, json_t *v, const char *file, pg
   }
   case T_LIST: {
     PG_FAIL_IF(!json_is_array(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-               "%s: is %s, not an array", path, json_type_word(v));
+               "%s: is %s, not an array", path, pg_json_type_word(v));
     const size_t n = json_array_size(v);
     PG_FAIL_IF(n > PG_ARCH_MAX_VIRTUAL, err, PG_E_ARG, file, PG_NO_OFFSET,
                "%s: %zu entries (at most %d)", path, n, PG_ARCH_MAX_VIRTUAL);
@@ -585,7 +565,7 @@ static int parse_value(pg_arch *a, const opt *o, json_t *v, const char *file, pg
     for (size_t i = 0; i < n; i++) {
       json_t *e = json_array_get(v, i);
       PG_FAIL_IF(!json_is_integer(e), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-                 "%s[%zu]: is %s, not an integer", path, i, json_type_word(e));
+                 "%s[%zu]: is %s, not an integer", path, i, pg_json_type_word(e));
       const json_int_t x = json_integer_value(e);
       PG_FAIL_IF(x < INT_MIN || x > INT_MAX, err, PG_E_ARG, file, PG_NO_OFFSET,
                  "%s[%zu]: %lld is outside the int range", path, i, (long long)x);
@@ -621,7 +601,7 @@ static int is_group(const char *key) {
 static int parse_text(const char *path, json_t *v, char *buf, size_t cap, const char *file,
                       pg_err *err) {
   PG_FAIL_IF(!json_is_string(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-             "%s: is %s, not a string", path, json_type_word(v));
+             "%s: is %s, not a string", path, pg_json_type_word(v));
   const size_t n = json_string_length(v);
   PG_FAIL_IF(n >= cap, err, PG_E_ARG, file, PG_NO_OFFSET, "%s: %zu bytes (at most %zu)", path, n,
              cap - 1);
@@ -633,7 +613,7 @@ static int parse_text(const char *path, json_t *v, char *buf, size_t cap, const 
 
 static int parse_follows(pg_arch_follows *f, json_t *obj, const char *file, pg_err *err) {
   PG_FAIL_IF(!json_is_object(obj), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-             "follows: is %s, not an object", json_type_word(obj));
+             "follows: is %s, not an object", pg_json_type_word(obj));
   const char *key;
   json_t *v;
   char kb[48];
@@ -650,14 +630,14 @@ static int parse_follows(pg_arch_follows *f, json_t *obj, const char *file, pg_e
       PG_TRY(parse_text("follows.note", v, f->note, sizeof f->note, file, err));
     } else if (!strcmp(key, "pr")) {
       PG_FAIL_IF(!json_is_integer(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-                 "follows.pr: is %s, not an integer", json_type_word(v));
+                 "follows.pr: is %s, not an integer", pg_json_type_word(v));
       PG_FAIL_IF(json_integer_value(v) < 1 || json_integer_value(v) > 10000000, err, PG_E_ARG,
                  file, PG_NO_OFFSET, "follows.pr: %lld is outside 1..10000000",
                  (long long)json_integer_value(v));
       f->pr = (int)json_integer_value(v);
     } else if (!strcmp(key, "val_bpb")) {
       PG_FAIL_IF(!json_is_number(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-                 "follows.val_bpb: is %s, not a number", json_type_word(v));
+                 "follows.val_bpb: is %s, not a number", pg_json_type_word(v));
       const double x = json_number_value(v);
       PG_FAIL_IF(!(x > 0 && x <= 100), err, PG_E_ARG, file, PG_NO_OFFSET,
                  "follows.val_bpb: %.17g is outside (0..100]", x);
@@ -688,7 +668,7 @@ static int parse_object(pg_arch *a, json_t *obj, const char *group, unsigned cha
       PG_TRY(parse_follows(&a->follows, v, file, err));
     } else if (!group && is_group(key)) {
       PG_FAIL_IF(!json_is_object(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-                 "%s: is %s, not an object", key, json_type_word(v));
+                 "%s: is %s, not an object", key, pg_json_type_word(v));
       PG_TRY(parse_object(a, v, key, present, file, err));
     } else {
       return pg_err_set(err, PG_E_ARG, file, PG_NO_OFFSET, "%s%s%s: unknown option",
@@ -709,12 +689,12 @@ int pg_arch_parse(pg_arch *out, const char *text, size_t len, const char *file, 
   if (!root) {
     uint64_t pos = je.position < 0 ? 0 : (uint64_t)je.position;
     if (pos > len) pos = len;
-    return pg_err_set(err, json_fault(&je), file, pos, "JSON: %s", je.text);
+    return pg_err_set(err, pg_json_fault(&je), file, pos, "JSON: %s", je.text);
   }
   int rc;
   if (!json_is_object(root)) {
     rc = pg_err_set(err, PG_E_META_TYPE, file, PG_NO_OFFSET, "the top level is %s, not an object",
-                    json_type_word(root));
+                    pg_json_type_word(root));
   } else {
     unsigned char present[N_OPTS];
     memset(present, 0, sizeof present);

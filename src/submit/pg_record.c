@@ -1,6 +1,7 @@
 /* pg_record.c: counting a challenge record folder the way the challenge counts it, parsing the
  * claims of its submission.json, and comparing the two (see pg_record.h, spec/record.md). */
 #include "pg_record.h"
+#include "pg_json.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -141,19 +142,6 @@ int pg_record_is_model_name(const char *name) {
 
 static const char *const STR_KEYS[4] = {"name", "author", "track", "date"};
 
-static const char *json_type_word(const json_t *v) {
-  switch (json_typeof(v)) {
-  case JSON_OBJECT: return "an object";
-  case JSON_ARRAY: return "an array";
-  case JSON_STRING: return "a string";
-  case JSON_INTEGER: return "an integer";
-  case JSON_REAL: return "a real number";
-  case JSON_TRUE: return "true";
-  case JSON_FALSE: return "false";
-  case JSON_NULL: return "null";
-  default: return "?";
-  }
-}
 
 /* Copy a (valid UTF-8) string of n bytes into dst, cut on a character boundary to fit, with
  * C0 controls, NUL, DEL and C1 controls (U+0080..U+009F) replaced by '?'. */
@@ -175,21 +163,13 @@ static void copy_clean(char *dst, size_t cap, const char *s, size_t n) {
   dst[o] = '\0';
 }
 
-static int json_fault(const json_error_t *je) {
-  switch (json_error_code(je)) {
-  case json_error_duplicate_key: return PG_E_DUPLICATE;
-  case json_error_out_of_memory: return PG_E_NOMEM;
-  case json_error_invalid_utf8: return PG_E_UTF8;
-  default: return PG_E_JSON;
-  }
-}
 
 static int parse_members(pg_record_claims *out, json_t *root, const char *file, pg_err *err) {
   for (int i = 0; i < PG_CLAIM_COUNT; i++) {
     json_t *v = json_object_get(root, CLAIM_KEYS[i]);
     if (!v || json_is_null(v)) continue;
     PG_FAIL_IF(!json_is_number(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-               "claim '%s' is %s, not a number", CLAIM_KEYS[i], json_type_word(v));
+               "claim '%s' is %s, not a number", CLAIM_KEYS[i], pg_json_type_word(v));
     pg_claim *c = &out->num[i];
     c->present = 1;
     if (json_is_integer(v)) {
@@ -207,7 +187,7 @@ static int parse_members(pg_record_claims *out, json_t *root, const char *file, 
     json_t *v = json_object_get(root, STR_KEYS[i]);
     if (!v || json_is_null(v)) continue;
     PG_FAIL_IF(!json_is_string(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
-               "'%s' is %s, not a string", STR_KEYS[i], json_type_word(v));
+               "'%s' is %s, not a string", STR_KEYS[i], pg_json_type_word(v));
     copy_clean(dst[i], cap[i], json_string_value(v), json_string_length(v));
   }
   return PG_OK;
@@ -231,7 +211,7 @@ int pg_record_parse_claims(pg_record_claims *out, const uint8_t *buf, size_t len
   if (!root) {
     uint64_t pos = je.position < 0 ? 0 : (uint64_t)je.position;
     if (pos > len) pos = len;
-    return pg_err_set(err, json_fault(&je), file, pos, "JSON: %s", je.text);
+    return pg_err_set(err, pg_json_fault(&je), file, pos, "JSON: %s", je.text);
   }
   int rc;
   if (!json_is_object(root)) {
@@ -239,7 +219,7 @@ int pg_record_parse_claims(pg_record_claims *out, const uint8_t *buf, size_t len
     while (at < len && (buf[at] == ' ' || buf[at] == '\t' || buf[at] == '\n' || buf[at] == '\r'))
       at++;
     rc = pg_err_set(err, PG_E_JSON, file, (uint64_t)at, "the top level is %s, not an object",
-                    json_type_word(root));
+                    pg_json_type_word(root));
   } else {
     rc = parse_members(out, root, file, err);
   }
