@@ -396,7 +396,7 @@ int main(int argc, char **argv) {
   }
 
   pg_engine *eng;
-  int erc = pg_tool_engine(PROG, o.engine, o.threads, o.quiet || o.json, &eng);
+  int erc = pg_tool_engine(PROG, o.engine, o.threads, o.precision, o.quiet || o.json, &eng);
   if (erc != PG_EXIT_OK) return erc;
   events ev = {.o = &o, .pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
                                 .unit = "targets"}};
