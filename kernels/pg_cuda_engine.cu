@@ -111,7 +111,7 @@ __device__ float bf16_round(float v) {
 }
 __device__ double bfd(double v) { return (double)bf16_round((float)v); }
 
-/* ---- the fast bf16 mode (spec/engine.md §8.7) --------------------------------------------------- */
+/* ---- the fast bf16 mode (spec/engine.md §8.7) ------------------------------------------------ */
 
 /* The bits of bf16_round(v), the upper half of the fp32 word. */
 __device__ __forceinline__ uint16_t bf16_bits(float v) {
@@ -368,7 +368,8 @@ BlasLib load_blas() {
     snprintf(L.why, sizeof L.why, "cannot load %s (%s)", PG_CUBLAS_SO, why ? why : "not found");
     return L;
   }
-  L.ok = sym(lib, "cublasCreate_v2", &L.create, &L) && sym(lib, "cublasDestroy_v2", &L.destroy, &L) &&
+  L.ok = sym(lib, "cublasCreate_v2", &L.create, &L) &&
+         sym(lib, "cublasDestroy_v2", &L.destroy, &L) &&
          sym(lib, "cublasSetStream_v2", &L.set_stream, &L) &&
          sym(lib, "cublasSetWorkspace_v2", &L.set_workspace, &L) &&
          sym(lib, "cublasSetMathMode", &L.set_math, &L) &&
