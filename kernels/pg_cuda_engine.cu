@@ -15,7 +15,6 @@
  * (loaded at run time, so the programs still need only the driver), bf16 operands and fp32 sums;
  * attention_bf16_fwd as a fused flash kernel (mma.sync, online softmax, no T×T matrix). Every
  * other op stays exact. */
-#include <cublas_api.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -30,6 +29,32 @@
 
 namespace {
 
+/* The few names of cuBLAS's C interface the fast mode calls (loaded at run time, so no header or
+ * library of cuBLAS is needed to build: a toolkit with nvcc alone compiles this file). The values
+ * are cublas_api.h's, checked against it where it is installed. */
+typedef struct BlasContext *BlasHandle;
+typedef int BlasStatus;
+constexpr BlasStatus kBlasOk = 0;
+constexpr int kBlasOpN = 0, kBlasOpT = 1, kBlasCompute32F = 68, kBlasGemmDefault = -1;
+constexpr int kBlasDefaultMath = 0, kBlasNoReducedPrecisionReduction = 16;
+constexpr int kBlasAtomicsNotAllowed = 0;
+/* cuBLAS's major version follows the toolkit's (11, 12, 13): the library to load */
+constexpr int kBlasMajor = CUDART_VERSION / 1000;
+#if __has_include(<cublas_api.h>)
+} // namespace
+#include <cublas_api.h>
+namespace {
+static_assert(CUBLAS_STATUS_SUCCESS == kBlasOk && CUBLAS_OP_N == kBlasOpN &&
+                  CUBLAS_OP_T == kBlasOpT && CUBLAS_COMPUTE_32F == kBlasCompute32F &&
+                  CUBLAS_GEMM_DEFAULT == kBlasGemmDefault &&
+                  CUBLAS_DEFAULT_MATH == kBlasDefaultMath &&
+                  CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION ==
+                      kBlasNoReducedPrecisionReduction &&
+                  CUBLAS_ATOMICS_NOT_ALLOWED == kBlasAtomicsNotAllowed &&
+                  CUBLAS_VER_MAJOR == kBlasMajor,
+              "cuBLAS's interface is not the one this file declares");
+#endif
+
 constexpr int kThreads = 256;
 constexpr int kTile = 16;
 
@@ -40,7 +65,7 @@ struct Dev {
   /* the fast bf16 mode (spec/engine.md §8.7): flash attention, and cuBLAS products when the
    * library could be loaded (blas non-NULL, with its fixed workspace) */
   int fast;
-  cublasHandle_t blas;
+  BlasHandle blas;
   void *blas_ws;
 };
 
@@ -319,38 +344,34 @@ bool flash_takes(const pg_ops *o, int B, int T, int H, int d) {
 
 /* cuBLAS, loaded at run time: the library of the toolkit the engine was built with (its major
  * version), from the loader's path, the toolkit's directory at build time, or the usual place. */
-#define PG_STR2(x) #x
-#define PG_STR(x) PG_STR2(x)
-#define PG_CUBLAS_SO "libcublas.so." PG_STR(CUBLAS_VER_MAJOR)
 #ifndef PG_CUDA_LIBDIR
 #define PG_CUDA_LIBDIR "/usr/local/cuda/lib64"
 #endif
 
 struct BlasLib {
   bool ok;
+  char so[32];
   char why[200];
-  cublasStatus_t (*create)(cublasHandle_t *);
-  cublasStatus_t (*destroy)(cublasHandle_t);
-  cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t);
-  cublasStatus_t (*set_workspace)(cublasHandle_t, void *, size_t);
-  cublasStatus_t (*set_math)(cublasHandle_t, cublasMath_t);
-  cublasStatus_t (*set_atomics)(cublasHandle_t, cublasAtomicsMode_t);
-  cublasStatus_t (*version)(cublasHandle_t, int *);
-  const char *(*status_string)(cublasStatus_t);
-  cublasStatus_t (*gemm)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
-                         const void *, const void *, cudaDataType, int, const void *,
-                         cudaDataType, int, const void *, void *, cudaDataType, int,
-                         cublasComputeType_t, cublasGemmAlgo_t);
-  cublasStatus_t (*gemm_strided)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int,
-                                 int, const void *, const void *, cudaDataType, int, long long,
-                                 const void *, cudaDataType, int, long long, const void *, void *,
-                                 cudaDataType, int, long long, int, cublasComputeType_t,
-                                 cublasGemmAlgo_t);
+  BlasStatus (*create)(BlasHandle *);
+  BlasStatus (*destroy)(BlasHandle);
+  BlasStatus (*set_stream)(BlasHandle, cudaStream_t);
+  BlasStatus (*set_workspace)(BlasHandle, void *, size_t);
+  BlasStatus (*set_math)(BlasHandle, int);
+  BlasStatus (*set_atomics)(BlasHandle, int);
+  BlasStatus (*version)(BlasHandle, int *);
+  const char *(*status_string)(BlasStatus);
+  BlasStatus (*gemm)(BlasHandle, int, int, int, int, int, const void *, const void *,
+                         cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                         cudaDataType, int, int, int);
+  BlasStatus (*gemm_strided)(BlasHandle, int, int, int, int, int, const void *,
+                                 const void *, cudaDataType, int, long long, const void *,
+                                 cudaDataType, int, long long, const void *, void *, cudaDataType,
+                                 int, long long, int, int, int);
 };
 
 template <typename F> bool sym(void *lib, const char *name, F *f, BlasLib *L) {
   void *p = dlsym(lib, name);
-  if (!p) snprintf(L->why, sizeof L->why, "%s lacks %s", PG_CUBLAS_SO, name);
+  if (!p) snprintf(L->why, sizeof L->why, "%s lacks %s", L->so, name);
   *f = reinterpret_cast<F>(p);
   return p != nullptr;
 }
@@ -358,14 +379,17 @@ template <typename F> bool sym(void *lib, const char *name, F *f, BlasLib *L) {
 BlasLib load_blas() {
   BlasLib L;
   memset(&L, 0, sizeof L);
-  const char *names[] = {PG_CUBLAS_SO, PG_CUDA_LIBDIR "/" PG_CUBLAS_SO,
-                         "/usr/local/cuda/lib64/" PG_CUBLAS_SO};
+  snprintf(L.so, sizeof L.so, "libcublas.so.%d", kBlasMajor);
+  const char *dirs[] = {"", PG_CUDA_LIBDIR "/", "/usr/local/cuda/lib64/"};
   void *lib = nullptr;
-  for (const char *n : names)
-    if ((lib = dlopen(n, RTLD_NOW | RTLD_LOCAL))) break;
+  for (const char *dir : dirs) {
+    char path[512];
+    snprintf(path, sizeof path, "%s%s", dir, L.so);
+    if ((lib = dlopen(path, RTLD_NOW | RTLD_LOCAL))) break;
+  }
   if (!lib) {
     const char *why = dlerror();
-    snprintf(L.why, sizeof L.why, "cannot load %s (%s)", PG_CUBLAS_SO, why ? why : "not found");
+    snprintf(L.why, sizeof L.why, "cannot load %s: %s", L.so, why ? why : "not found");
     return L;
   }
   L.ok = sym(lib, "cublasCreate_v2", &L.create, &L) &&
@@ -406,14 +430,12 @@ const char *blas_open(pg_engine *e, Dev *d, char *why, size_t n) {
     snprintf(why, n, "no memory for the cuBLAS workspace");
     return why;
   }
-  cublasStatus_t st = L.create(&d->blas);
-  if (st == CUBLAS_STATUS_SUCCESS) st = L.set_stream(d->blas, d->stream);
-  if (st == CUBLAS_STATUS_SUCCESS) st = L.set_workspace(d->blas, d->blas_ws, kBlasWorkspace);
-  if (st == CUBLAS_STATUS_SUCCESS)
-    st = L.set_math(d->blas, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
-                                            CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
-  if (st == CUBLAS_STATUS_SUCCESS) st = L.set_atomics(d->blas, CUBLAS_ATOMICS_NOT_ALLOWED);
-  if (st != CUBLAS_STATUS_SUCCESS) {
+  BlasStatus st = L.create(&d->blas);
+  if (st == kBlasOk) st = L.set_stream(d->blas, d->stream);
+  if (st == kBlasOk) st = L.set_workspace(d->blas, d->blas_ws, kBlasWorkspace);
+  if (st == kBlasOk) st = L.set_math(d->blas, kBlasDefaultMath | kBlasNoReducedPrecisionReduction);
+  if (st == kBlasOk) st = L.set_atomics(d->blas, kBlasAtomicsNotAllowed);
+  if (st != kBlasOk) {
     snprintf(why, n, "cuBLAS: %s", L.status_string(st));
     if (d->blas) L.destroy(d->blas);
     d->blas = nullptr;
@@ -467,16 +489,16 @@ bool fast_matmul(const pg_ops *o, float *y, const float *x, const float *w, int 
   launched(o, "matmul (bf16 operands)");
   const BlasLib &L = blas_lib();
   const float one = 1.0f, zero = 0.0f;
-  cublasStatus_t st;
+  BlasStatus st;
   if (G == 1)
-    st = L.gemm(d->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, wb, CUDA_R_16BF, K, xb,
-                CUDA_R_16BF, K, &zero, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    st = L.gemm(d->blas, kBlasOpT, kBlasOpN, N, M, K, &one, wb, CUDA_R_16BF, K, xb, CUDA_R_16BF,
+                K, &zero, y, CUDA_R_32F, N, kBlasCompute32F, kBlasGemmDefault);
   else
-    st = L.gemm_strided(d->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, wb, CUDA_R_16BF, K,
+    st = L.gemm_strided(d->blas, kBlasOpT, kBlasOpN, N, M, K, &one, wb, CUDA_R_16BF, K,
                         widx ? (long long)per : 0LL, xb, CUDA_R_16BF, K,
                         (long long)M * (long long)K, &zero, y, CUDA_R_32F, N,
-                        (long long)M * (long long)N, G, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (st != CUBLAS_STATUS_SUCCESS)
+                        (long long)M * (long long)N, G, kBlasCompute32F, kBlasGemmDefault);
+  if (st != kBlasOk)
     pg_engine_fail(e, PG_E_CUDA, "cuda engine: matmul (cuBLAS, %d x %d x %d): %s", M, N, K,
                    L.status_string(st));
   return true;
@@ -1061,7 +1083,7 @@ extern "C" int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, p
         snprintf(e->info.note, sizeof e->info.note, "bf16: exact matmul (%s)", why);
       } else {
         int v = 0;
-        if (blas_lib().version(d->blas, &v) == CUBLAS_STATUS_SUCCESS && v > 0) {
+        if (blas_lib().version(d->blas, &v) == kBlasOk && v > 0) {
           size_t l = strlen(e->info.driver);
           snprintf(e->info.driver + l, sizeof e->info.driver - l, ", cuBLAS %d.%d.%d", v / 10000,
                    (v / 100) % 100, v % 100);
