@@ -167,7 +167,7 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32
 }
 
 /* Flash attention forward on bf16 q, k, v (attention_bf16_fwd's contract: the model's q, k, v
- * are bf16 values, so the conversion below is exact). A block of 4 warps takes 64 positions of
+ * are bf16 values, so the conversion below is exact). A block of 8 warps takes 128 positions of
  * one head of one sequence (warp w rows 16w … 16w+15) and walks the keys 0 … its last position
  * in tiles of 64: S = Q·Kᵀ on the tensor cores (fp32 sums), the mask (causal, segment), an
  * online softmax with fp32 running maxima and sums (rescaling when a maximum grows), the
@@ -177,7 +177,8 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32
  * (gr and gr+8 of its warp's 16); a row's statistics are combined over its 4 threads by
  * shuffles in a fixed order, so the result does not depend on timing: no atomics, and a
  * sequence's result does not depend on the others of the batch. */
-constexpr int kFaM = 64, kFaN = 64, kFaThreads = 128;
+constexpr int kFaM = 128, kFaN = 64, kFaThreads = 256;
+static_assert(kFaThreads == 32 * (kFaM / 16) && kFaThreads >= kFaN, "a warp per 16 positions");
 
 template <int DP>
 __global__ void __launch_bounds__(kFaThreads)
