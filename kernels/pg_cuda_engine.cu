@@ -9,9 +9,14 @@
  * may differ in the last place (spec/engine.md §8.6 states the tolerance). No atomics feed a result: reruns give the same
  * bits. The backward ops are part 2 (issue 15): here they record PG_E_UNSUPPORTED.
  *
- * Speed is not this file's aim yet: it is the exact engine a faster one (tensor cores, bf16,
- * fused attention) is checked against on the same device. */
+ * The exact kernels are the fp32 mode's engine, and the reference the fast bf16 mode is checked
+ * against on the same device. An engine opened with precision bf16 (pg_engine_opts) runs the
+ * model's bf16 passes faster (spec/engine.md §8.7): matmul on the tensor cores through cuBLAS
+ * (loaded at run time, so the programs still need only the driver), bf16 operands and fp32 sums;
+ * attention_bf16_fwd as a fused flash kernel (mma.sync, online softmax, no T×T matrix). Every
+ * other op stays exact. */
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +29,32 @@
 
 namespace {
 
+/* The few names of cuBLAS's C interface the fast mode calls (loaded at run time, so no header or
+ * library of cuBLAS is needed to build: a toolkit with nvcc alone compiles this file). The values
+ * are cublas_api.h's, checked against it where it is installed. */
+typedef struct BlasContext *BlasHandle;
+typedef int BlasStatus;
+constexpr BlasStatus kBlasOk = 0;
+constexpr int kBlasOpN = 0, kBlasOpT = 1, kBlasCompute32F = 68, kBlasGemmDefault = -1;
+constexpr int kBlasDefaultMath = 0, kBlasNoReducedPrecisionReduction = 16;
+constexpr int kBlasAtomicsNotAllowed = 0;
+/* cuBLAS's major version follows the toolkit's (11, 12, 13): the library to load */
+constexpr int kBlasMajor = CUDART_VERSION / 1000;
+#if __has_include(<cublas_api.h>)
+} // namespace
+#include <cublas_api.h>
+namespace {
+static_assert(CUBLAS_STATUS_SUCCESS == kBlasOk && CUBLAS_OP_N == kBlasOpN &&
+                  CUBLAS_OP_T == kBlasOpT && CUBLAS_COMPUTE_32F == kBlasCompute32F &&
+                  CUBLAS_GEMM_DEFAULT == kBlasGemmDefault &&
+                  CUBLAS_DEFAULT_MATH == kBlasDefaultMath &&
+                  CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION ==
+                      kBlasNoReducedPrecisionReduction &&
+                  CUBLAS_ATOMICS_NOT_ALLOWED == kBlasAtomicsNotAllowed &&
+                  CUBLAS_VER_MAJOR == kBlasMajor,
+              "cuBLAS's interface is not the one this file declares");
+#endif
+
 constexpr int kThreads = 256;
 constexpr int kTile = 16;
 
@@ -31,6 +62,11 @@ struct Dev {
   int device;
   cudaStream_t stream;
   int *err_dev; /* the first error a kernel saw (a PG_E_ status), 0 when none */
+  /* the fast bf16 mode (spec/engine.md §8.7): flash attention, and cuBLAS products when the
+   * library could be loaded (blas non-NULL, with its fixed workspace) */
+  int fast;
+  BlasHandle blas;
+  void *blas_ws;
 };
 
 Dev *dev_of(pg_engine *e) { return static_cast<Dev *>(e->impl); }
@@ -100,6 +136,375 @@ __device__ float bf16_round(float v) {
 }
 __device__ double bfd(double v) { return (double)bf16_round((float)v); }
 
+/* ---- the fast bf16 mode (spec/engine.md §8.7) ------------------------------------------------ */
+
+/* The bits of bf16_round(v), the upper half of the fp32 word. */
+__device__ __forceinline__ uint16_t bf16_bits(float v) {
+  return (uint16_t)(__float_as_uint(bf16_round(v)) >> 16);
+}
+
+/* Two values as the bf16 pair of an mma operand register: lo (the smaller index) in bits 0–15. */
+__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
+  return (uint32_t)bf16_bits(lo) | ((uint32_t)bf16_bits(hi) << 16);
+}
+
+/* D = A·B + D on the tensor cores: A 16×16 (row), B 16×8 (col), bf16 operands, fp32 sums. The
+ * fragments (PTX ISA, "mma.m16n8k16", floating point): with gr = lane/4 and tq = lane%4, A's
+ * registers hold rows (gr, gr+8, gr, gr+8) and columns (2tq, 2tq, 2tq+8, 2tq+8) (+0, +1 in the
+ * two halves); B's hold rows 2tq and 2tq+8 (+0, +1) of column gr; D's c0..c3 are
+ * (gr, 2tq), (gr, 2tq+1), (gr+8, 2tq), (gr+8, 2tq+1). */
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
+                                         uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  (void)c, (void)a, (void)b0, (void)b1;
+  __trap(); /* the host enables the fast mode on compute capability 8.0 and later only */
+#endif
+}
+
+/* Flash attention forward on bf16 q, k, v (attention_bf16_fwd's contract: the model's q, k, v
+ * are bf16 values, so the conversion below is exact). A block of 8 warps takes 128 positions of
+ * one head of one sequence (warp w rows 16w … 16w+15) and walks the keys 0 … its last position
+ * in tiles of 64: S = Q·Kᵀ on the tensor cores (fp32 sums), the mask (causal, segment), an
+ * online softmax with fp32 running maxima and sums (rescaling when a maximum grows), the
+ * probabilities rounded to bf16 for P·V (the row sums take them unrounded), and at the end
+ * out = bf16(O / Z). DP is the head dim rounded up to 16, 32, 64 or 128 (the padding dims are
+ * zeros: they add nothing to q·k, and their outputs are not stored). Each thread owns two rows
+ * (gr and gr+8 of its warp's 16); a row's statistics are combined over its 4 threads by
+ * shuffles in a fixed order, so the result does not depend on timing: no atomics, and a
+ * sequence's result does not depend on the others of the batch. */
+constexpr int kFaM = 128, kFaN = 64, kFaThreads = 256;
+static_assert(kFaThreads == 32 * (kFaM / 16) && kFaThreads >= kFaN, "a warp per 16 positions");
+
+template <int DP>
+__global__ void __launch_bounds__(kFaThreads)
+    k_flash_bf16(float *out, const float *q, const float *k, const float *v, const int32_t *seg,
+                 int T, int H, int Hkv, int d, float scale_log2) {
+  constexpr int KS = DP + 8;  /* Ks row stride (bf16): DP/2 + 4 words, conflict-free reads */
+  constexpr int VS = kFaN + 8; /* Vt row stride: 36 words */
+  __shared__ __align__(16) uint16_t Ks[kFaN * KS]; /* K tile, [key][dim] */
+  __shared__ __align__(16) uint16_t Vt[DP * VS];   /* V tile transposed, [dim][key] */
+  __shared__ int32_t segk[kFaN];
+  const int b = blockIdx.z, h = blockIdx.y, g = h / (H / Hkv);
+  const int q0 = blockIdx.x * kFaM;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+  const size_t bT = (size_t)b * (size_t)T;
+  const int t0 = q0 + warp * 16 + gr, t1 = t0 + 8; /* this thread's two rows */
+  const float *qr0 = q + ((bT + (size_t)t0) * (size_t)H + (size_t)h) * (size_t)d;
+  const float *qr1 = q + ((bT + (size_t)t1) * (size_t)H + (size_t)h) * (size_t)d;
+  auto qv = [&](int t, const float *qr, int i) { return t < T && i < d ? qr[i] : 0.0f; };
+  uint32_t qa[DP / 16][4]; /* the rows' Q as A fragments, one per 16 dims */
+#pragma unroll
+  for (int ks = 0; ks < DP / 16; ks++) {
+    const int c = ks * 16 + tq * 2;
+    qa[ks][0] = bf16_pair(qv(t0, qr0, c), qv(t0, qr0, c + 1));
+    qa[ks][1] = bf16_pair(qv(t1, qr1, c), qv(t1, qr1, c + 1));
+    qa[ks][2] = bf16_pair(qv(t0, qr0, c + 8), qv(t0, qr0, c + 9));
+    qa[ks][3] = bf16_pair(qv(t1, qr1, c + 8), qv(t1, qr1, c + 9));
+  }
+  const int32_t sq0 = seg && t0 < T ? seg[bT + (size_t)t0] : 0;
+  const int32_t sq1 = seg && t1 < T ? seg[bT + (size_t)t1] : 0;
+  float o[DP / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < DP / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, z0 = 0.0f, z1 = 0.0f;
+  const int kend = T < q0 + kFaM ? T : q0 + kFaM; /* no row of the block sees a later key */
+  for (int kb = 0; kb < kend; kb += kFaN) {
+    __syncthreads(); /* every warp is done with the previous tile */
+    for (int idx = threadIdx.x; idx < kFaN * DP; idx += kFaThreads) {
+      const int j = idx / DP, i = idx % DP, s = kb + j;
+      float kx = 0.0f, vx = 0.0f;
+      if (s < T && i < d) {
+        const size_t off = ((bT + (size_t)s) * (size_t)Hkv + (size_t)g) * (size_t)d + (size_t)i;
+        kx = k[off];
+        vx = v[off];
+      }
+      Ks[j * KS + i] = bf16_bits(kx);
+      Vt[i * VS + j] = bf16_bits(vx); /* zeros past T: a masked key's 0 weight meets a 0 */
+    }
+    if (threadIdx.x < kFaN) {
+      const int s = kb + (int)threadIdx.x;
+      segk[threadIdx.x] = seg && s < T ? seg[bT + (size_t)s] : 0;
+    }
+    __syncthreads();
+    /* S = Q·Kᵀ for the warp's 16 rows and the tile's 64 keys (8 tiles of 8 keys) */
+    float sc[kFaN / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kFaN / 8; nt++) {
+      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+      const uint16_t *kr = Ks + (nt * 8 + gr) * KS + tq * 2;
+#pragma unroll
+      for (int ks = 0; ks < DP / 16; ks++) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t *>(kr + ks * 16);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t *>(kr + ks * 16 + 8);
+        mma_bf16(sc[nt], qa[ks], b0, b1);
+      }
+    }
+    /* the mask and the scale (log2 units: exp2 below), and the rows' maxima over the tile */
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < kFaN / 8; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int jj = nt * 8 + tq * 2 + (e & 1), s = kb + jj;
+        const int t = e < 2 ? t0 : t1;
+        const bool ok = s <= t && t < T && (!seg || segk[jj] == (e < 2 ? sq0 : sq1));
+        const float x = ok ? sc[nt][e] * scale_log2 : -INFINITY;
+        sc[nt][e] = x;
+        if (e < 2) mx0 = fmaxf(mx0, x);
+        else mx1 = fmaxf(mx1, x);
+      }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    /* a row with no allowed key yet keeps −∞: its weights are 0 and nothing is rescaled */
+    const float base0 = mn0 == -INFINITY ? 0.0f : mn0, base1 = mn1 == -INFINITY ? 0.0f : mn1;
+    const float c0 = exp2f(m0 - base0), c1 = exp2f(m1 - base1); /* 0 from −∞, 1 unchanged */
+    float rs0 = 0.0f, rs1 = 0.0f;
+    uint32_t pa[kFaN / 16][4]; /* P as A fragments, one per 16 keys */
+#pragma unroll
+    for (int nt = 0; nt < kFaN / 8; nt++) {
+      const float p0 = exp2f(sc[nt][0] - base0), p1 = exp2f(sc[nt][1] - base0);
+      const float p2 = exp2f(sc[nt][2] - base1), p3 = exp2f(sc[nt][3] - base1);
+      rs0 = rs0 + p0;
+      rs0 = rs0 + p1;
+      rs1 = rs1 + p2;
+      rs1 = rs1 + p3;
+      /* tile nt holds keys 8nt … 8nt+7: columns 0–7 (nt even) or 8–15 (odd) of chunk nt/2 */
+      pa[nt >> 1][(nt & 1) * 2 + 0] = bf16_pair(p0, p1); /* row gr: a0 or a2 */
+      pa[nt >> 1][(nt & 1) * 2 + 1] = bf16_pair(p2, p3); /* row gr+8: a1 or a3 */
+    }
+    rs0 = rs0 + __shfl_xor_sync(0xffffffffu, rs0, 1);
+    rs0 = rs0 + __shfl_xor_sync(0xffffffffu, rs0, 2);
+    rs1 = rs1 + __shfl_xor_sync(0xffffffffu, rs1, 1);
+    rs1 = rs1 + __shfl_xor_sync(0xffffffffu, rs1, 2);
+    z0 = z0 * c0 + rs0;
+    z1 = z1 * c1 + rs1;
+    m0 = mn0;
+    m1 = mn1;
+    /* O = O·c + P·V: B fragments from the transposed tile, keys 2tq, 2tq+1 (+8) of dim gr */
+#pragma unroll
+    for (int nt = 0; nt < DP / 8; nt++) {
+      o[nt][0] *= c0;
+      o[nt][1] *= c0;
+      o[nt][2] *= c1;
+      o[nt][3] *= c1;
+      const uint16_t *vr = Vt + (nt * 8 + gr) * VS + tq * 2;
+#pragma unroll
+      for (int kc = 0; kc < kFaN / 16; kc++) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t *>(vr + kc * 16);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t *>(vr + kc * 16 + 8);
+        mma_bf16(o[nt], pa[kc], b0, b1);
+      }
+    }
+  }
+  /* out = bf16(O / Z); Z ≥ 1 on every stored row (its own key has weight exp2(0)) */
+  float *or0 = out + ((bT + (size_t)t0) * (size_t)H + (size_t)h) * (size_t)d;
+  float *or1 = out + ((bT + (size_t)t1) * (size_t)H + (size_t)h) * (size_t)d;
+#pragma unroll
+  for (int nt = 0; nt < DP / 8; nt++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int i = nt * 8 + tq * 2 + (e & 1);
+      if (i >= d) continue;
+      if (e < 2 && t0 < T) or0[i] = bf16_round(o[nt][e] / z0);
+      if (e >= 2 && t1 < T) or1[i] = bf16_round(o[nt][e] / z1);
+    }
+}
+
+/* The largest head the flash kernel takes; a wider one (the arch allows 256) runs exactly. */
+constexpr int kFaMaxD = 128;
+
+void launch_flash(const pg_ops *o, float *out, const float *q, const float *k, const float *v,
+                  const int32_t *seg, int B, int T, int H, int Hkv, int d, float scale) {
+  dim3 grid((unsigned)((T + kFaM - 1) / kFaM), (unsigned)H, (unsigned)B);
+  const float sl = (float)((double)scale * 1.4426950408889634); /* scale·log2(e) */
+  cudaStream_t st = dev_of(o)->stream;
+  if (d <= 16)
+    k_flash_bf16<16><<<grid, kFaThreads, 0, st>>>(out, q, k, v, seg, T, H, Hkv, d, sl);
+  else if (d <= 32)
+    k_flash_bf16<32><<<grid, kFaThreads, 0, st>>>(out, q, k, v, seg, T, H, Hkv, d, sl);
+  else if (d <= 64)
+    k_flash_bf16<64><<<grid, kFaThreads, 0, st>>>(out, q, k, v, seg, T, H, Hkv, d, sl);
+  else
+    k_flash_bf16<128><<<grid, kFaThreads, 0, st>>>(out, q, k, v, seg, T, H, Hkv, d, sl);
+  launched(o, "attention (flash, bf16)");
+}
+
+/* 1 when attention_bf16_fwd of this shape runs the flash kernel, else the exact one. */
+bool flash_takes(const pg_ops *o, int B, int T, int H, int d) {
+  return dev_of(o)->fast && d >= 1 && d <= kFaMaxD && B >= 1 && B <= 65535 && H >= 1 &&
+         H <= 65535 && T >= 1;
+}
+
+/* cuBLAS, loaded at run time: the library of the toolkit the engine was built with (its major
+ * version), from the loader's path, the toolkit's directory at build time, or the usual place. */
+#ifndef PG_CUDA_LIBDIR
+#define PG_CUDA_LIBDIR "/usr/local/cuda/lib64"
+#endif
+
+struct BlasLib {
+  bool ok;
+  char so[32];
+  char why[200];
+  BlasStatus (*create)(BlasHandle *);
+  BlasStatus (*destroy)(BlasHandle);
+  BlasStatus (*set_stream)(BlasHandle, cudaStream_t);
+  BlasStatus (*set_workspace)(BlasHandle, void *, size_t);
+  BlasStatus (*set_math)(BlasHandle, int);
+  BlasStatus (*set_atomics)(BlasHandle, int);
+  BlasStatus (*version)(BlasHandle, int *);
+  const char *(*status_string)(BlasStatus);
+  BlasStatus (*gemm)(BlasHandle, int, int, int, int, int, const void *, const void *,
+                         cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                         cudaDataType, int, int, int);
+  BlasStatus (*gemm_strided)(BlasHandle, int, int, int, int, int, const void *,
+                                 const void *, cudaDataType, int, long long, const void *,
+                                 cudaDataType, int, long long, const void *, void *, cudaDataType,
+                                 int, long long, int, int, int);
+};
+
+template <typename F> bool sym(void *lib, const char *name, F *f, BlasLib *L) {
+  void *p = dlsym(lib, name);
+  if (!p) snprintf(L->why, sizeof L->why, "%s lacks %s", L->so, name);
+  *f = reinterpret_cast<F>(p);
+  return p != nullptr;
+}
+
+BlasLib load_blas() {
+  BlasLib L;
+  memset(&L, 0, sizeof L);
+  snprintf(L.so, sizeof L.so, "libcublas.so.%d", kBlasMajor);
+  const char *dirs[] = {"", PG_CUDA_LIBDIR "/", "/usr/local/cuda/lib64/"};
+  void *lib = nullptr;
+  for (const char *dir : dirs) {
+    char path[512];
+    snprintf(path, sizeof path, "%s%s", dir, L.so);
+    if ((lib = dlopen(path, RTLD_NOW | RTLD_LOCAL))) break;
+  }
+  if (!lib) {
+    const char *why = dlerror();
+    snprintf(L.why, sizeof L.why, "cannot load %s: %s", L.so, why ? why : "not found");
+    return L;
+  }
+  L.ok = sym(lib, "cublasCreate_v2", &L.create, &L) &&
+         sym(lib, "cublasDestroy_v2", &L.destroy, &L) &&
+         sym(lib, "cublasSetStream_v2", &L.set_stream, &L) &&
+         sym(lib, "cublasSetWorkspace_v2", &L.set_workspace, &L) &&
+         sym(lib, "cublasSetMathMode", &L.set_math, &L) &&
+         sym(lib, "cublasSetAtomicsMode", &L.set_atomics, &L) &&
+         sym(lib, "cublasGetVersion_v2", &L.version, &L) &&
+         sym(lib, "cublasGetStatusString", &L.status_string, &L) &&
+         sym(lib, "cublasGemmEx", &L.gemm, &L) &&
+         sym(lib, "cublasGemmStridedBatchedEx", &L.gemm_strided, &L);
+  return L; /* the library stays loaded for the process */
+}
+
+const BlasLib &blas_lib() {
+  static const BlasLib L = load_blas(); /* once per process (thread-safe initialization) */
+  return L;
+}
+
+/* The fixed workspace of every product: one size, so the library's choices do not vary with
+ * what memory happens to be free. */
+constexpr size_t kBlasWorkspace = (size_t)32 << 20;
+
+/* An engine's cuBLAS handle on its stream: deterministic settings (no atomics, no reduced-
+ * precision split-K reductions, a fixed workspace). Returns "" or why the products stay exact;
+ * a driver fault is recorded in the engine. */
+const char *blas_open(pg_engine *e, Dev *d, char *why, size_t n) {
+  const BlasLib &L = blas_lib();
+  why[0] = 0;
+  if (!L.ok) {
+    snprintf(why, n, "%s", L.why);
+    return why;
+  }
+  if (cudaMalloc(&d->blas_ws, kBlasWorkspace) != cudaSuccess) {
+    (void)cudaGetLastError();
+    d->blas_ws = nullptr;
+    snprintf(why, n, "no memory for the cuBLAS workspace");
+    return why;
+  }
+  BlasStatus st = L.create(&d->blas);
+  if (st == kBlasOk) st = L.set_stream(d->blas, d->stream);
+  if (st == kBlasOk) st = L.set_workspace(d->blas, d->blas_ws, kBlasWorkspace);
+  if (st == kBlasOk) st = L.set_math(d->blas, kBlasDefaultMath | kBlasNoReducedPrecisionReduction);
+  if (st == kBlasOk) st = L.set_atomics(d->blas, kBlasAtomicsNotAllowed);
+  if (st != kBlasOk) {
+    snprintf(why, n, "cuBLAS: %s", L.status_string(st));
+    if (d->blas) L.destroy(d->blas);
+    d->blas = nullptr;
+    cudaFree(d->blas_ws);
+    d->blas_ws = nullptr;
+  }
+  (void)e;
+  return why;
+}
+
+void blas_close(Dev *d) {
+  if (d->blas) blas_lib().destroy(d->blas);
+  if (d->blas_ws) cudaFree(d->blas_ws);
+  d->blas = nullptr;
+  d->blas_ws = nullptr;
+}
+
+__global__ void k_to_bf16(uint16_t *dst, const float *src, size_t n) {
+  GRID_LOOP(i, n) dst[i] = bf16_bits(src[i]);
+}
+
+/* The G matrices W_g = w + widx[g]·wstride ([N, K] each, `per` values) gathered into [G, N, K]. */
+__global__ void k_gather_bf16(uint16_t *dst, const float *w, const int32_t *widx, size_t wstride,
+                              size_t per, int G) {
+  GRID_LOOP(i, per * (size_t)G) {
+    const size_t g = i / per;
+    dst[i] = bf16_bits(w[(size_t)widx[g] * wstride + i % per]);
+  }
+}
+
+/* y[g] = x[g]·W_gᵀ with bf16 operands and fp32 sums (cublasGemmEx, CUBLAS_COMPUTE_32F): row-major
+ * Y [M, N] is column-major Yᵀ [N, M] = W·xᵀ, W [N, K] row-major being column-major Wᵀ (hence
+ * OP_T, lda K) and x [M, K] row-major being column-major xᵀ (OP_N, ldb K). Returns false (and
+ * nothing queued) when the exact kernel is to run: not a bf16 pass, no cuBLAS, K = 0, or no
+ * scratch for the bf16 copies. */
+bool fast_matmul(const pg_ops *o, float *y, const float *x, const float *w, int G, int M, int N,
+                 int K, const int32_t *widx, size_t wstride) {
+  pg_engine *e = pg_engine_of(o);
+  Dev *d = dev_of(e);
+  if (!d->blas || !e->bf16_pass || K <= 0) return false;
+  const size_t nx = (size_t)G * (size_t)M * (size_t)K;
+  const size_t per = (size_t)N * (size_t)K, nw = widx ? per * (size_t)G : per;
+  uint16_t *xb = static_cast<uint16_t *>(pg_engine_scratch_try(e, 0, nx * sizeof(uint16_t)));
+  uint16_t *wb = static_cast<uint16_t *>(pg_engine_scratch_try(e, 1, nw * sizeof(uint16_t)));
+  if (!xb || !wb) return false;
+  k_to_bf16<<<blocks_for(nx), kThreads, 0, d->stream>>>(xb, x, nx);
+  if (widx)
+    k_gather_bf16<<<blocks_for(nw), kThreads, 0, d->stream>>>(wb, w, widx, wstride, per, G);
+  else
+    k_to_bf16<<<blocks_for(nw), kThreads, 0, d->stream>>>(wb, w, nw);
+  launched(o, "matmul (bf16 operands)");
+  const BlasLib &L = blas_lib();
+  const float one = 1.0f, zero = 0.0f;
+  BlasStatus st;
+  if (G == 1)
+    st = L.gemm(d->blas, kBlasOpT, kBlasOpN, N, M, K, &one, wb, CUDA_R_16BF, K, xb, CUDA_R_16BF,
+                K, &zero, y, CUDA_R_32F, N, kBlasCompute32F, kBlasGemmDefault);
+  else
+    st = L.gemm_strided(d->blas, kBlasOpT, kBlasOpN, N, M, K, &one, wb, CUDA_R_16BF, K,
+                        widx ? (long long)per : 0LL, xb, CUDA_R_16BF, K,
+                        (long long)M * (long long)K, &zero, y, CUDA_R_32F, N,
+                        (long long)M * (long long)N, G, kBlasCompute32F, kBlasGemmDefault);
+  if (st != kBlasOk)
+    pg_engine_fail(e, PG_E_CUDA, "cuda engine: matmul (cuBLAS, %d x %d x %d): %s", M, N, K,
+                   L.status_string(st));
+  return true;
+}
+
 /* ---- matmul: y[M,N] = x[M,K]·Wᵀ, tiles in shared memory, each output's sum in ascending k ---- */
 
 __global__ void k_matmul(float *y, const float *x, const float *w, int M, int N, int K,
@@ -132,11 +537,13 @@ void launch_matmul(const pg_ops *o, float *y, const float *x, const float *w, in
 }
 
 void c_matmul_fwd(const pg_ops *o, float *y, const float *x, const float *w, int M, int N, int K) {
+  if (M <= 0 || N <= 0 || fast_matmul(o, y, x, w, 1, M, N, K, nullptr, 0)) return;
   launch_matmul(o, y, x, w, 1, M, N, K, nullptr, 0);
 }
 
 void c_matmul_grouped_fwd(const pg_ops *o, float *y, const float *x, const float *w,
                           const int32_t *widx, size_t wstride, int G, int M, int N, int K) {
+  if (M <= 0 || N <= 0 || G <= 0 || fast_matmul(o, y, x, w, G, M, N, K, widx, wstride)) return;
   launch_matmul(o, y, x, w, G, M, N, K, widx, wstride);
 }
 
@@ -274,7 +681,10 @@ void c_attention_fwd(const pg_ops *o, float *out, const float *q, const float *k
 void c_attention_bf16_fwd(const pg_ops *o, float *out, const float *q, const float *k,
                           const float *v, const int32_t *seg, int B, int T, int H, int Hkv, int d,
                           float scale) {
-  launch_attention(o, out, q, k, v, seg, B, T, H, Hkv, d, scale, 1);
+  if (flash_takes(o, B, T, H, d))
+    launch_flash(o, out, q, k, v, seg, B, T, H, Hkv, d, scale);
+  else
+    launch_attention(o, out, q, k, v, seg, B, T, H, Hkv, d, scale, 1);
 }
 
 /* ---- elementwise ------------------------------------------------------------------------------ */
@@ -567,6 +977,7 @@ int m_finish(pg_engine *e) {
 void m_release(pg_engine *e) {
   Dev *d = dev_of(e);
   if (!d) return;
+  blas_close(d);
   if (d->err_dev) cudaFree(d->err_dev);
   if (d->stream) cudaStreamDestroy(d->stream);
   free(d);
@@ -659,6 +1070,28 @@ extern "C" int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, p
            (drv % 1000) / 10, rtv / 1000, (rtv % 1000) / 10);
   e->info.ndevices = 1;
   e->info.threads = 1;
+  /* precision bf16: the fast kernels of the bf16 passes (spec/engine.md §8.7); where a piece
+   * cannot run here it stays exact, and the note says so */
+  if (o->precision == 1) {
+    if (prop.major < 8) {
+      snprintf(e->info.note, sizeof e->info.note,
+               "bf16: exact kernels (the fast ones need compute capability 8.0, this GPU has "
+               "%d.%d)", prop.major, prop.minor);
+    } else {
+      d->fast = 1;
+      char why[200];
+      if (blas_open(e, d, why, sizeof why)[0]) {
+        snprintf(e->info.note, sizeof e->info.note, "bf16: exact matmul (%s)", why);
+      } else {
+        int v = 0;
+        if (blas_lib().version(d->blas, &v) == kBlasOk && v > 0) {
+          size_t l = strlen(e->info.driver);
+          snprintf(e->info.driver + l, sizeof e->info.driver - l, ", cuBLAS %d.%d.%d", v / 10000,
+                   (v / 100) % 100, v % 100);
+        }
+      }
+    }
+  }
   *out = e;
   return PG_OK;
 }

@@ -31,7 +31,7 @@ int pg_engine_open(pg_engine **out, const pg_engine_opts *o, pg_err *err) {
   *out = NULL;
   if (!o || !pg_engine_kind_name(o->kind))
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "unknown engine kind");
-  if (o->threads < 0 || o->gpus < 0 || o->device < 0)
+  if (o->threads < 0 || o->gpus < 0 || o->device < 0 || o->precision < 0 || o->precision > 1)
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "bad engine options");
   char why[PG_ERR_MSG_MAX] = "";
   if (o->kind != PG_ENGINE_CPU) {

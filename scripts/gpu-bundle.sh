@@ -141,6 +141,8 @@ git diff --quiet HEAD -- 2>/dev/null || commit="$commit+changes"
   echo "meson-options ${opts[*]}"
   echo "glibc-required ${need#GLIBC_}"
   echo "programs ${PROGS[*]##*/}"
+  # not carried (hundreds of MB): the CUDA engine's fast bf16 mode loads it from the device's toolkit
+  echo "loaded-at-run-time libcublas.so.$(nvcc --version | grep -o 'release [0-9]*' | cut -d' ' -f2)"
 } >"$G.tmp/MANIFEST"
 excl=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$excl")"

@@ -269,6 +269,91 @@ Test(engine, remote_host_edits_reach_the_engine) {
   pgremote_free(rem);
 }
 
+/* The fast bf16 mode's premise (spec/engine.md §8.7): the model marks each forward pass, and in a
+ * bf16 pass both operands of every matmul (and grouped matmul, over the adapters it reads) and
+ * q, k, v of the attention are bf16 values, so a GPU engine's conversion to bf16 is exact; an fp32
+ * pass after it is marked fp32 again. Checked on a CPU engine whose ops are wrapped. */
+static pg_ops bfp_cpu;
+static int bfp_checked, bfp_bad, bfp_fp32_calls;
+
+static int bfp_vals(const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], 4);
+    if (u & 0xffffu) return 0;
+  }
+  return 1;
+}
+
+static void bfp_note(const pg_ops *o, int ok) {
+  if (pg_engine_of(o)->bf16_pass) bfp_checked++, bfp_bad += !ok;
+  else bfp_fp32_calls++;
+}
+
+static void bfp_matmul(const pg_ops *o, float *y, const float *x, const float *w, int M, int Nn,
+                       int K) {
+  bfp_note(o, bfp_vals(x, (size_t)M * K) && bfp_vals(w, (size_t)Nn * K));
+  bfp_cpu.matmul_fwd(o, y, x, w, M, Nn, K);
+}
+
+static void bfp_grouped(const pg_ops *o, float *y, const float *x, const float *w,
+                        const int32_t *widx, size_t wstride, int G, int M, int Nn, int K) {
+  int ok = bfp_vals(x, (size_t)G * M * K);
+  for (int g = 0; g < G; g++) ok = ok && bfp_vals(w + (size_t)widx[g] * wstride, (size_t)Nn * K);
+  bfp_note(o, ok);
+  bfp_cpu.matmul_grouped_fwd(o, y, x, w, widx, wstride, G, M, Nn, K);
+}
+
+static void bfp_attention(const pg_ops *o, float *out, const float *q, const float *k,
+                          const float *v, const int32_t *seg, int Bb, int Tt, int H, int Hkv,
+                          int d, float scale) {
+  size_t nq = (size_t)Bb * Tt * H * d, nk = (size_t)Bb * Tt * Hkv * d;
+  bfp_note(o, bfp_vals(q, nq) && bfp_vals(k, nk) && bfp_vals(v, nk));
+  bfp_cpu.attention_bf16_fwd(o, out, q, k, v, seg, Bb, Tt, H, Hkv, d, scale);
+}
+
+static void bf16_pass_marked(const char *json) {
+  int32_t ids[N], tg[N];
+  tokens(ids, tg, 8);
+  pg_model *m = mk(json, 3);
+  pg_lora *lo;
+  pg_err err;
+  cr_assert_eq(pg_lora_create(&lo, m, B, 2, 4.0, 0x3f, &err), PG_OK, "%s", err.msg);
+  pg_rng r;
+  pg_rng_seed(&r, 5);
+  pg_lora_reset(lo, -1, &r, 0);
+  pg_real *lp = pg_lora_params(lo);
+  for (size_t i = 0; i < pg_lora_count(lo); i++) lp[i] = (pg_real)(0.013 * (double)(i % 11));
+  pg_engine e = pg_engine_cpu(2);
+  bfp_cpu = e.ops;
+  e.ops.matmul_fwd = bfp_matmul;
+  e.ops.matmul_grouped_fwd = bfp_grouped;
+  e.ops.attention_bf16_fwd = bfp_attention;
+  pg_tape *tp;
+  cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
+  double nll[N];
+  pg_batch b = {.B = B, .T = T, .ids = ids, .targets = tg};
+  bfp_checked = bfp_bad = bfp_fp32_calls = 0;
+  pg_model_set_precision(m, PG_PREC_BF16);
+  cr_assert_eq(pg_model_forward(m, tp, &b, lo, nll, NULL, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(e.bf16_pass, 1);
+  cr_assert_gt(bfp_checked, 10, "the bf16 pass is marked (%d products and attentions seen)",
+               bfp_checked);
+  cr_assert_eq(bfp_fp32_calls, 0);
+  cr_assert_eq(bfp_bad, 0, "%d of %d calls had an operand that is not a bf16 value", bfp_bad,
+               bfp_checked);
+  pg_model_set_precision(m, PG_PREC_FP32);
+  cr_assert_eq(pg_model_forward(m, tp, &b, lo, nll, NULL, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(e.bf16_pass, 0, "an fp32 pass after a bf16 one is marked fp32");
+  cr_assert_gt(bfp_fp32_calls, 10);
+  pg_tape_free(tp);
+  pg_lora_free(lo);
+  pg_model_free(m);
+}
+
+Test(engine, bf16_pass_marked_and_operands_bf16) { bf16_pass_marked(FULL); }
+Test(engine, bf16_pass_marked_smear_v1_untied) { bf16_pass_marked(SMEAR1); }
+
 /* One inference forward on a bound model: one upload (the side inputs), one download (the NLL). */
 Test(engine, remote_forward_moves_one_upload_one_download) {
   int32_t ids[N], tg[N];
@@ -448,4 +533,15 @@ Test(engine, factory_cpu_auto_cuda) {
   o.kind = PG_ENGINE_CPU;
   o.threads = -1;
   cr_assert_eq(pg_engine_open(&e, &o, &err), PG_E_ARG);
+  /* precision: fp32 (0) or bf16 (1); the CPU engine takes either and computes the same */
+  o.threads = 1;
+  o.precision = 2;
+  cr_assert_eq(pg_engine_open(&e, &o, &err), PG_E_ARG);
+  o.precision = -1;
+  cr_assert_eq(pg_engine_open(&e, &o, &err), PG_E_ARG);
+  o.precision = 1;
+  cr_assert_eq(pg_engine_open(&e, &o, &err), PG_OK, "%s", err.msg);
+  cr_assert_str_eq(e->info.name, "cpu");
+  cr_assert_str_eq(e->info.note, "");
+  pg_engine_destroy(e);
 }

@@ -6,6 +6,7 @@
  * CUDA build or a device (tests/pggpu.h). */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,16 +16,29 @@
 #include "pg_eval.h"
 #include "pg_model.h"
 #include "pg_model_testing.h"
+#include "pg_ops.h"
 #include "pg_rng.h"
 #include "pg_tape.h"
 #include "pgevalfx.h"
 #include "pggpu.h"
 
-static pg_engine *gpu(void) {
+/* The CUDA engine: precision 0 the exact kernels (fp32 mode's engine), 1 the fast bf16 mode. */
+static pg_engine *gpu_prec(int precision) {
   pg_engine *e;
   pg_err err;
-  pg_engine_opts o = {.kind = PG_ENGINE_CUDA};
+  pg_engine_opts o = {.kind = PG_ENGINE_CUDA, .precision = precision};
   cr_assert_eq(pg_engine_open(&e, &o, &err), PG_OK, "%s", err.msg);
+  return e;
+}
+
+static pg_engine *gpu(void) { return gpu_prec(0); }
+
+/* The fast bf16 engine, with every fast kernel available (cuBLAS found, compute capability 8+). */
+static pg_engine *fast_gpu(void) {
+  pg_engine *e = gpu_prec(1);
+  cr_assert_str_eq(e->info.note, "", "the fast bf16 kernels are not all usable here: %s",
+                   e->info.note);
+  cr_assert(strstr(e->info.driver, ", cuBLAS "), "%s", e->info.driver);
   return e;
 }
 
@@ -41,6 +55,13 @@ static void *up(pg_engine *e, const void *h, size_t bytes) {
   cr_assert(d);
   pg_engine_upload(e, d, h, bytes);
   return d;
+}
+
+/* bf16 values held in fp32: the operands of a bf16 pass */
+static float *rnd_bf(pg_rng *r, size_t n, double scale) {
+  float *x = rnd(r, n, scale);
+  for (size_t i = 0; i < n; i++) x[i] = pg_bf16_round(x[i]);
+  return x;
 }
 
 static float *down(pg_engine *e, const float *d, size_t n) {
@@ -296,6 +317,274 @@ Test(gpu_engine, plain_and_sliding_against_the_cpu) {
   cr_assert(strstr(err.msg, "--engine cpu"), "%s", err.msg);
   pg_model_free(m);
   pg_engine_destroy(g);
+  free(tok);
+  pgfx_tables_free(&tb);
+}
+
+/* ---- the fast bf16 mode (spec/engine.md §8.7) ------------------------------------------------ */
+
+/* Fast products against the exact matmul (the CPU's, rounded once from the exact sum), output by
+ * output: |fast − exact| ≤ K·2⁻²²·Σ_k |x_k·w_k|. The products of bf16 values are exact in fp32, so
+ * the only error is the fp32 summation's, at most (K−1)·2⁻²⁴·Σ|terms| in any order, plus the two
+ * final roundings; the factor 4 is for tensor cores' adders, which align a block's products to its
+ * largest exponent and truncate. */
+static void gemm_close(const char *what, const float *ref, const float *got, const float *x,
+                       const float *w, const int32_t *widx, size_t wstride, int G, int M, int N,
+                       int K) {
+  size_t same = 0, n = (size_t)G * M * N;
+  double worst = 0;
+  for (int g = 0; g < G; g++)
+    for (int m = 0; m < M; m++)
+      for (int j = 0; j < N; j++) {
+        const float *xr = x + ((size_t)g * M + m) * K;
+        const float *wr = w + (widx ? (size_t)widx[g] * wstride : 0) + (size_t)j * K;
+        double sa = 0;
+        for (int k = 0; k < K; k++) sa += fabs((double)xr[k] * (double)wr[k]);
+        size_t i = ((size_t)g * M + m) * N + j;
+        double dd = fabs((double)ref[i] - (double)got[i]), tol = (double)K * 0x1p-22 * sa;
+        cr_assert(dd <= tol, "%s [%d, %d, %d]: exact %.9g fast %.9g (bound %.3g)", what, g, m, j,
+                  ref[i], got[i], tol);
+        same += ref[i] == got[i];
+        if (tol > 0 && dd / tol > worst) worst = dd / tol;
+      }
+  cr_log_info("%s: %zu of %zu outputs equal the exact ones; the largest difference is %.3g of "
+              "the bound", what, same, n, worst);
+}
+
+Test(gpu_engine, bf16_matmul_on_tensor_cores) {
+  pg_rng r;
+  pg_rng_seed(&r, 21);
+  pg_engine cpu = pg_engine_cpu(2), *f = fast_gpu();
+  const int shapes[][3] = {{1, 1, 1}, {3, 5, 1}, {37, 29, 70}, {129, 257, 64}, {300, 200, 520}};
+  for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
+    int M = shapes[c][0], N = shapes[c][1], K = shapes[c][2];
+    float *x = rnd_bf(&r, (size_t)M * K, 1), *w = rnd_bf(&r, (size_t)N * K, 0.5);
+    float *y = calloc((size_t)M * N, 4);
+    float *dx = up(f, x, (size_t)M * K * 4), *dw = up(f, w, (size_t)N * K * 4);
+    float *dy = pg_engine_alloc(f, (size_t)M * N * 4);
+    cpu.ops.matmul_fwd(&cpu.ops, y, x, w, M, N, K);
+    /* an fp32 pass on the fast engine: the exact kernel, the CPU's bits */
+    f->bf16_pass = 0;
+    f->ops.matmul_fwd(&f->ops, dy, dx, dw, M, N, K);
+    float *h0 = down(f, dy, (size_t)M * N);
+    cr_assert_eq(memcmp(h0, y, (size_t)M * N * 4), 0, "fp32 pass %dx%dx%d: not exact", M, N, K);
+    /* a bf16 pass: cuBLAS, within the bound; a rerun gives the same bits */
+    f->bf16_pass = 1;
+    f->ops.matmul_fwd(&f->ops, dy, dx, dw, M, N, K);
+    float *h1 = down(f, dy, (size_t)M * N);
+    char what[64];
+    snprintf(what, sizeof what, "matmul %dx%dx%d", M, N, K);
+    gemm_close(what, y, h1, x, w, NULL, 0, 1, M, N, K);
+    f->ops.matmul_fwd(&f->ops, dy, dx, dw, M, N, K);
+    float *h2 = down(f, dy, (size_t)M * N);
+    cr_assert_eq(memcmp(h1, h2, (size_t)M * N * 4), 0, "%s: a rerun differs", what);
+    if (M >= 4) {
+      /* the first half of the rows as a product of its own: measured, not required (cuBLAS may
+       * choose another kernel for another shape; spec/engine.md §8.7) */
+      f->ops.matmul_fwd(&f->ops, dy, dx, dw, M / 2, N, K);
+      float *h3 = down(f, dy, (size_t)(M / 2) * N);
+      size_t diff = 0;
+      for (size_t i = 0; i < (size_t)(M / 2) * N; i++) diff += h3[i] != h1[i];
+      cr_log_info("%s: the first %d rows alone differ in %zu of %zu outputs", what, M / 2, diff,
+                  (size_t)(M / 2) * N);
+      free(h3);
+    }
+    free(h0), free(h1), free(h2), free(x), free(w), free(y);
+    pg_engine_free(f, dx), pg_engine_free(f, dw), pg_engine_free(f, dy);
+  }
+  /* the grouped product (per-row LoRA): each group's matrix by its index, one batched call */
+  enum { G = 4, M = 37, N = 29, K = 70 };
+  int32_t widx[G] = {2, 0, 2, 1};
+  float *x = rnd_bf(&r, (size_t)G * M * K, 1), *w = rnd_bf(&r, (size_t)3 * N * K, 0.5);
+  float *y = calloc((size_t)G * M * N, 4);
+  float *dx = up(f, x, sizeof(float) * G * M * K), *dw = up(f, w, sizeof(float) * 3 * N * K);
+  int32_t *dwi = up(f, widx, sizeof widx);
+  float *dy = pg_engine_alloc(f, sizeof(float) * G * M * N);
+  cpu.ops.matmul_grouped_fwd(&cpu.ops, y, x, w, widx, (size_t)N * K, G, M, N, K);
+  f->bf16_pass = 0;
+  f->ops.matmul_grouped_fwd(&f->ops, dy, dx, dw, dwi, (size_t)N * K, G, M, N, K);
+  float *h0 = down(f, dy, (size_t)G * M * N);
+  cr_assert_eq(memcmp(h0, y, sizeof(float) * G * M * N), 0, "grouped, fp32 pass: not exact");
+  f->bf16_pass = 1;
+  f->ops.matmul_grouped_fwd(&f->ops, dy, dx, dw, dwi, (size_t)N * K, G, M, N, K);
+  float *h1 = down(f, dy, (size_t)G * M * N);
+  gemm_close("matmul_grouped", y, h1, x, w, widx, (size_t)N * K, G, M, N, K);
+  cr_assert_eq(pg_engine_sync(f, NULL), PG_OK);
+  free(h0), free(h1), free(x), free(w), free(y);
+  pg_engine_free(f, dx), pg_engine_free(f, dw), pg_engine_free(f, dwi), pg_engine_free(f, dy);
+  pg_engine_destroy(f);
+}
+
+/* Flash attention against the exact attention_bf16_fwd (the CPU's), element by element:
+ * |fast − exact| ≤ 2⁻⁶·max|v| over the row's allowed keys. Both weigh the values by probabilities
+ * rounded to bf16 (relative error 2⁻⁹ each, against different maxima in the flash kernel) and
+ * round the output to bf16 (2⁻⁹ each); fp32 logits, exp2 and sums add about 10⁻⁵ relative: the
+ * sum of these is under 2⁻⁷·max|v|, and the bound doubles it. A row with one allowed key returns
+ * that key's value exactly, and a sequence gives the same bits alone as in its batch. */
+typedef struct acase {
+  int B, T, H, Hkv, d, seg;
+  float scale;
+} acase;
+
+static void flash_case(const acase *c, pg_rng *r, pg_engine *cpu, pg_engine *f) {
+  const int B = c->B, T = c->T, H = c->H, Hkv = c->Hkv, d = c->d;
+  size_t nq = (size_t)B * T * H * d, nk = (size_t)B * T * Hkv * d;
+  float *q = rnd_bf(r, nq, 1), *k = rnd_bf(r, nk, 1), *v = rnd_bf(r, nk, 1);
+  int32_t *seg = malloc(sizeof(int32_t) * B * T);
+  for (int b = 0, id = 0; b < B; b++)
+    for (int t = 0, left = 0; t < T; t++) {
+      if (left == 0) { /* segments of 1 to 60 tokens, a third of them of one token */
+        id++;
+        left = pg_rng_u64(r) % 3 == 0 ? 1 : 1 + (int)(pg_rng_u64(r) % 60);
+      }
+      seg[b * T + t] = id;
+      left--;
+    }
+  const int32_t *sg = c->seg ? seg : NULL;
+  float *ref = malloc(nq * 4);
+  cpu->ops.attention_bf16_fwd(&cpu->ops, ref, q, k, v, sg, B, T, H, Hkv, d, c->scale);
+  float *dq = up(f, q, nq * 4), *dk = up(f, k, nk * 4), *dv = up(f, v, nk * 4);
+  int32_t *dseg = up(f, seg, sizeof(int32_t) * B * T);
+  float *dout = pg_engine_alloc(f, nq * 4);
+  f->ops.attention_bf16_fwd(&f->ops, dout, dq, dk, dv, c->seg ? dseg : NULL, B, T, H, Hkv, d,
+                            c->scale);
+  float *got = down(f, dout, nq);
+  char what[96];
+  snprintf(what, sizeof what, "B %d T %d H %d Hkv %d d %d%s scale %g", B, T, H, Hkv, d,
+           c->seg ? " segments" : "", c->scale);
+  size_t same = 0, ones = 0;
+  double worst = 0;
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++)
+      for (int h = 0; h < H; h++) {
+        int g = h / (H / Hkv), allowed = 0;
+        double vmax = 0;
+        for (int s = 0; s <= t; s++) {
+          if (sg && sg[b * T + s] != sg[b * T + t]) continue;
+          allowed++;
+          const float *vs = v + (((size_t)b * T + s) * Hkv + g) * d;
+          for (int i = 0; i < d; i++)
+            if (fabs(vs[i]) > vmax) vmax = fabs(vs[i]);
+        }
+        size_t row = (((size_t)b * T + t) * H + h) * d;
+        for (int i = 0; i < d; i++) {
+          double dd = fabs((double)ref[row + i] - (double)got[row + i]), tol = 0x1p-6 * vmax;
+          cr_assert(dd <= tol, "%s: out[%d, %d, %d, %d] exact %.9g flash %.9g (bound %.3g)", what,
+                    b, t, h, i, ref[row + i], got[row + i], tol);
+          if (allowed == 1)
+            cr_assert_eq(ulps(ref[row + i], got[row + i]), 0, "%s: a one-key row [%d, %d, %d]",
+                         what, b, t, h);
+          same += ref[row + i] == got[row + i];
+          if (tol > 0 && dd / tol > worst) worst = dd / tol;
+        }
+        ones += allowed == 1;
+      }
+  cr_log_info("%s: %zu of %zu outputs equal the exact op's (%zu one-key rows); the largest "
+              "difference is %.3g of the bound", what, same, nq, ones, worst);
+  cr_assert_geq((double)same, 0.3 * (double)nq, "%s: only %zu of %zu outputs are the exact op's",
+                what, same, nq);
+  /* a rerun: the same bits */
+  f->ops.attention_bf16_fwd(&f->ops, dout, dq, dk, dv, c->seg ? dseg : NULL, B, T, H, Hkv, d,
+                            c->scale);
+  float *again = down(f, dout, nq);
+  cr_assert_eq(memcmp(got, again, nq * 4), 0, "%s: a rerun differs", what);
+  /* the last sequence alone: the bits it has in the batch */
+  if (B > 1) {
+    size_t oq = (size_t)(B - 1) * T * H * d, ok = (size_t)(B - 1) * T * Hkv * d;
+    f->ops.attention_bf16_fwd(&f->ops, dout, dq + oq, dk + ok, dv + ok,
+                              c->seg ? dseg + (size_t)(B - 1) * T : NULL, 1, T, H, Hkv, d,
+                              c->scale);
+    float *alone = down(f, dout, nq / B);
+    cr_assert_eq(memcmp(alone, got + oq, nq / B * 4), 0, "%s: a sequence alone differs", what);
+    free(alone);
+  }
+  free(q), free(k), free(v), free(seg), free(ref), free(got), free(again);
+  pg_engine_free(f, dq), pg_engine_free(f, dk), pg_engine_free(f, dv), pg_engine_free(f, dseg);
+  pg_engine_free(f, dout);
+}
+
+Test(gpu_engine, flash_attention_against_the_exact_op) {
+  pg_rng r;
+  pg_rng_seed(&r, 33);
+  pg_engine cpu = pg_engine_cpu(2), *f = fast_gpu();
+  const acase cases[] = {
+      {2, 200, 4, 2, 64, 0, 0.125f}, /* T not a multiple of the 64-key tile, GQA 2, B > 1 */
+      {3, 130, 6, 2, 64, 1, 0.3f},   /* segments (some of one token), GQA 3, peaked */
+      {1, 77, 2, 2, 12, 1, 0.25f},   /* a head of 12 dims, padded to 16 */
+      {2, 70, 4, 1, 128, 0, 0.09f},  /* 128 dims, GQA 4 */
+      {1, 64, 2, 1, 32, 0, 0.5f},    /* exactly one tile */
+      {2, 300, 2, 1, 48, 1, 0.2f},   /* 48 dims padded to 64, five key tiles, segments */
+      {1, 9, 3, 3, 8, 0, 1.5f},      /* short and very peaked */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) flash_case(&cases[i], &r, &cpu, f);
+  cr_assert_eq(pg_engine_sync(f, NULL), PG_OK);
+  pg_engine_destroy(f);
+}
+
+/* The whole model in the fast bf16 mode, scored as pgverify scores it (plain and sliding): within
+ * 10⁻⁴ bpb of the exact bf16 mode (the same model on the exact engine), bit-identical on a rerun;
+ * the fp32 figure on the same fast engine is the exact engine's to the bit (an fp32 pass does not
+ * take the fast products). The bf16 mode's own distance to fp32 is reported beside. Models
+ * whose validation loss (6 to 7 nats) is as saturated as the ones §7.3 compares with PyTorch. */
+static const char *D64 =
+    "{\"vocab_size\": 301, \"dim\": 128, \"heads\": 4, \"kv_heads\": 2, \"head_dim\": 64, "
+    "\"layers\": 3, \"attention\": {\"rope_dims\": 16, \"qk_norm\": true, \"xsa_layers\": [2], "
+    "\"doc_mask\": true, \"doc_max_len\": 100}, "
+    "\"mlp\": {\"hidden\": 256, \"act\": \"leaky_relu2\"}, \"head\": {\"softcap\": 30.0}}";
+
+static void fast_model(const char *json, double std, const char *name);
+
+Test(gpu_engine, bf16_fast_mode_whole_model) {
+  fast_model(FULL, 0.1, "full arch (12-dim heads)");
+  fast_model(D64, 0.05, "64-dim heads");
+}
+
+static void fast_model(const char *json, double std, const char *name) {
+  pg_arch a;
+  pg_err err;
+  cr_assert_eq(pg_arch_parse(&a, json, strlen(json), "m", &err), PG_OK, "%s", err.msg);
+  pg_spm_tables tb = pgfx_tables(301);
+  const uint64_t n = 4097;
+  int32_t *tok = pgfx_stream(n, 301, 5);
+  pg_val val = {.tok = tok, .n = n, .tables = &tb};
+  pg_model *m;
+  cr_assert_eq(pg_model_create(&m, &a, &err), PG_OK);
+  pg_model_init_random(m, 9, std);
+  pg_engine *ex = gpu(), *f = fast_gpu();
+  const int kinds[] = {PG_PROTO_PLAIN, PG_PROTO_SLIDING};
+  for (int i = 0; i < 2; i++) {
+    pg_protocol p;
+    pg_protocol_defaults(&p, kinds[i]);
+    p.seq_len = 256;
+    p.stride = 64;
+    p.batch = 4;
+    pg_eval_result r32, r32f, rb, rf, rf2;
+    pg_model_set_precision(m, PG_PREC_FP32);
+    cr_assert_eq(pg_eval_run(m, ex, &val, &p, NULL, &r32, &err), PG_OK, "%s", err.msg);
+    cr_assert_eq(pg_eval_run(m, f, &val, &p, NULL, &r32f, &err), PG_OK, "%s", err.msg);
+    pg_model_set_precision(m, PG_PREC_BF16);
+    cr_assert_eq(pg_eval_run(m, ex, &val, &p, NULL, &rb, &err), PG_OK, "%s", err.msg);
+    cr_assert_eq(pg_eval_run(m, f, &val, &p, NULL, &rf, &err), PG_OK, "%s", err.msg);
+    cr_assert_eq(pg_eval_run(m, f, &val, &p, NULL, &rf2, &err), PG_OK, "%s", err.msg);
+    const char *pn = i ? "sliding" : "plain";
+    cr_log_info("%s, %s: val_bpb fp32 %.10f, bf16 exact %.10f, bf16 fast %.10f; fast - exact "
+                "%.3g, fast - fp32 %.3g, exact bf16 - fp32 %.3g (val_loss %.4f)", name, pn,
+                r32.val_bpb, rb.val_bpb, rf.val_bpb, rf.val_bpb - rb.val_bpb,
+                rf.val_bpb - r32.val_bpb, rb.val_bpb - r32.val_bpb, r32.val_loss);
+    cr_assert(r32f.val_bpb == r32.val_bpb && r32f.val_loss == r32.val_loss,
+              "%s, %s: the fp32 figure on the fast engine is not the exact one", name, pn);
+    cr_assert(rf2.val_bpb == rf.val_bpb && rf2.val_loss == rf.val_loss,
+              "%s, %s: a rerun of the fast mode differs", name, pn);
+    cr_assert_eq(rf.targets, rb.targets);
+    cr_assert_leq(fabs(rf.val_bpb - rb.val_bpb), 1e-4, "%s, %s: fast %.10f, exact bf16 %.10f",
+                  name, pn, rf.val_bpb, rb.val_bpb);
+    pg_eval_result_free(&r32), pg_eval_result_free(&r32f), pg_eval_result_free(&rb);
+    pg_eval_result_free(&rf), pg_eval_result_free(&rf2);
+  }
+  cr_assert_eq(pg_engine_sync(f, NULL), PG_OK);
+  pg_model_free(m);
+  pg_engine_destroy(ex);
+  pg_engine_destroy(f);
   free(tok);
   pgfx_tables_free(&tb);
 }

@@ -541,7 +541,8 @@ int main(int argc, char **argv) {
   pg_err err = {0};
   double t_all = pg_now();
   pg_engine *eng;
-  int erc = pg_tool_engine(PROG, o.engine ? o.engine : "cpu", o.threads, o.quiet || o.json, &eng);
+  int erc =
+      pg_tool_engine(PROG, o.engine ? o.engine : "cpu", o.threads, 0, o.quiet || o.json, &eng);
   if (erc != PG_EXIT_OK) return erc;
   events ev = {.o = &o, .pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
                                 .unit = "tokens"}};

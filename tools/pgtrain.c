@@ -218,7 +218,7 @@ int main(int argc, char **argv) {
     return PG_EXIT_ERROR;
 
   pg_engine *eng;
-  int erc = pg_tool_engine(PROG, engine, threads, quiet || as_json, &eng);
+  int erc = pg_tool_engine(PROG, engine, threads, 0, quiet || as_json, &eng);
   if (erc != PG_EXIT_OK) return erc;
   ev ctx = {.config = config, .resume = resume, .cfg = &cfg, .show = !quiet && !as_json};
   pg_trainrun_cfg rc = {.train = &cfg, .out = out, .resume = resume, .log = logp,

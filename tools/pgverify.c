@@ -61,6 +61,7 @@ static void usage(FILE *f) {
       "                        sliding; exit 3 without a GPU) or auto (cuda where it runs)\n"
       "  --precision P         fp32 (default) or bf16: the records' bf16 autocast rounding\n"
       "                        (spec/engine.md §7), reported with the fp32 figure beside it\n"
+      "                        (on cuda: the fast bf16 kernels, spec/engine.md §8.7)\n"
       "  --no-fp32-figure      with bf16: skip the second (fp32) run\n"
       "  --threads N           CPU threads (default: all online; results do not depend on it)\n"
       "  --receipt FILE        where to write the receipt (default ARTIFACT.receipt.json)\n"
@@ -396,7 +397,7 @@ int main(int argc, char **argv) {
   }
 
   pg_engine *eng;
-  int erc = pg_tool_engine(PROG, o.engine, o.threads, o.quiet || o.json, &eng);
+  int erc = pg_tool_engine(PROG, o.engine, o.threads, o.precision, o.quiet || o.json, &eng);
   if (erc != PG_EXIT_OK) return erc;
   events ev = {.o = &o, .pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
                                 .unit = "targets"}};

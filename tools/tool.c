@@ -114,11 +114,12 @@ int pg_tool_fail(const char *prog, const pg_err *err) {
   return PG_EXIT_ERROR;
 }
 
-int pg_tool_engine(const char *prog, const char *name, int threads, int quiet, pg_engine **out) {
+int pg_tool_engine(const char *prog, const char *name, int threads, int precision, int quiet,
+                   pg_engine **out) {
   *out = NULL;
   int kind = pg_engine_kind_parse(name);
   if (kind < 0) return pg_tool_usage_error(prog, "--engine: cpu, cuda or auto, not '%s'", name);
-  pg_engine_opts o = {.kind = kind, .threads = threads};
+  pg_engine_opts o = {.kind = kind, .threads = threads, .precision = precision};
   pg_err err;
   int st = pg_engine_open(out, &o, &err);
   if (st == PG_E_UNSUPPORTED || st == PG_E_NO_DEVICE || st == PG_E_CUDA) {

@@ -21,8 +21,10 @@ enum {
 /* --engine NAME with --threads N (spec/cli.md): PG_EXIT_OK and *out an engine (the caller
  * destroys it), or the error printed in one line: an unknown name is a usage error
  * (PG_EXIT_ERROR), an engine this build or machine cannot make is PG_EXIT_ENGINE. For auto, the
- * choice and its reason go to stderr unless quiet. */
-int pg_tool_engine(const char *prog, const char *name, int threads, int quiet, pg_engine **out);
+ * choice and its reason go to stderr unless quiet, and so does the engine's note. precision is
+ * the run's --precision (pg_engine_opts.precision; 0 for fp32). */
+int pg_tool_engine(const char *prog, const char *name, int threads, int precision, int quiet,
+                   pg_engine **out);
 
 /* Print "PROG: message" on stderr (one line, in its display form: pg_text.h) and return
  * PG_EXIT_ERROR; the usage error adds " (see PROG --help)". */

@@ -47,13 +47,19 @@ typedef struct pg_engine_info {
   char driver[64];   /* "" for the CPU; the CUDA driver and runtime versions */
   int ndevices;      /* 1 for the CPU */
   int threads;       /* CPU threads per op (resolved: never 0) */
-  char note[256];    /* why the factory chose this engine for auto ("" when it was asked for) */
+  char note[256];    /* why the factory chose this engine for auto, or which fast kernels a
+                        GPU engine could not use here ("" when neither) */
 } pg_engine_info;
 
 struct pg_engine {
   pg_ops ops; /* first member: an op's `const pg_ops *e` is its engine (pg_engine_of) */
   pg_engine_info info;
   int host_memory; /* 1: engine memory is host memory */
+  /* Set by the model at the start of each forward pass: 1 in bf16 mode (spec/engine.md §7), where
+   * both operands of every matmul are bf16 values, else 0. An engine opened with precision bf16
+   * may then compute the products with bf16 operands and fp32 sums (spec/engine.md §8.7); the
+   * CPU engine ignores it. */
+  int bf16_pass;
 
   /* The implementation's memory functions (use the pg_engine_* wrappers below). alloc returns
    * zeroed memory aligned to 64 bytes, or NULL; the others cannot fail on a CPU and record a
@@ -90,6 +96,10 @@ typedef struct pg_engine_opts {
   int threads; /* CPU threads per op: 0 = the online CPUs */
   int device;  /* first GPU (CUDA) */
   int gpus;    /* GPUs to use (CUDA; 0 = 1) */
+  /* The numerics the tool runs (a pg_precision of pg_model.h: 0 fp32, 1 bf16). With 1 a GPU
+   * engine runs the model's bf16 passes with its fast kernels (spec/engine.md §8.7); with 0 it
+   * stays exact. The CPU engine ignores it. */
+  int precision;
 } pg_engine_opts;
 
 /* "cpu" / "cuda" / "auto", and back (-1 for another name). */

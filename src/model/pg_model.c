@@ -1084,6 +1084,8 @@ int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lo, d
   int bigram = a->embeddings.bigram_buckets > 0;
   int mask = a->embeddings.smear == PG_ARCH_SMEAR_V2 && a->embeddings.smear_bos_mask;
   size_t nones = 0;
+  /* the engine learns whether this pass's matmul operands are bf16 values (spec/engine.md §8.7) */
+  pg_tape_engine(tp)->bf16_pass = m->prec == PG_PREC_BF16;
   if (m->prec == PG_PREC_BF16) {
     f->bf = 1;
     nones = SZ(BT, a->heads > 1 ? a->heads : 1);
