@@ -245,6 +245,12 @@ int pg_cuda_device_count(int *count, pg_err *err) {
   return PG_OK;
 }
 
+int pg_cuda_set_device(int device, pg_err *err) {
+  const cudaError_t e = cudaSetDevice(device);
+  if (e != cudaSuccess) return cuda_fail(err, e, "cudaSetDevice");
+  return PG_OK;
+}
+
 int pg_cuda_dequant(const pg_cuda_qtensor *t, float *out, pg_err *err) {
   Sizes s;
   PG_TRY(validate(t, out, &s, err));

@@ -18,6 +18,8 @@ extern "C" {
 int pg_cuda_built(void);
 /* Number of usable devices (0 without a driver or device); PG_E_UNSUPPORTED without CUDA. */
 int pg_cuda_device_count(int *count, pg_err *err);
+/* Make device the calling thread's current device (cudaSetDevice: a per-thread setting). */
+int pg_cuda_set_device(int device, pg_err *err);
 
 /* Largest LQER rank the kernels accept (spec/format.md §7). */
 #define PG_CUDA_LQER_MAX_RANK 64u

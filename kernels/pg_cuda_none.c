@@ -9,6 +9,11 @@ int pg_cuda_device_count(int *count, pg_err *err) {
   return pg_err_set(err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET, "built without CUDA");
 }
 
+int pg_cuda_set_device(int device, pg_err *err) {
+  (void)device;
+  return pg_err_set(err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET, "built without CUDA");
+}
+
 int pg_cuda_dequant(const pg_cuda_qtensor *t, float *out, pg_err *err) {
   return pg_err_set(err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET, "built without CUDA");
 }

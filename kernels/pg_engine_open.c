@@ -11,6 +11,14 @@
 /* kernels/pg_cuda_engine.cu (pg_cuda_none.c without CUDA) */
 int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, pg_err *err);
 
+/* A CUDA engine's enter: its device becomes the calling thread's (pg_engine_enter). A failure is
+ * the engine's first error, reported at its next sync. */
+static void cuda_enter(pg_engine *e) {
+  pg_err err;
+  if (pg_cuda_set_device(e->ordinal, &err))
+    pg_engine_fail(e, err.status, "cuda engine: device %d: %s", e->ordinal, err.msg);
+}
+
 /* The CUDA engine, or why none can be made here: PG_E_UNSUPPORTED (this build), PG_E_NO_DEVICE,
  * PG_E_CUDA. */
 static int cuda_engine(pg_engine **out, const pg_engine_opts *o, pg_err *err) {
@@ -24,7 +32,12 @@ static int cuda_engine(pg_engine **out, const pg_engine_opts *o, pg_err *err) {
   if (pg_cuda_device_count(&n, &e2) || n < 1)
     return pg_err_set(err, PG_E_NO_DEVICE, NULL, PG_NO_OFFSET,
                       "--engine cuda: no usable CUDA device (driver missing or no GPU)");
-  return pg_cuda_engine_create(out, o, err);
+  int st = pg_cuda_engine_create(out, o, err);
+  if (st == PG_OK && !(*out)->enter) { /* several engines live on several threads */
+    (*out)->enter = cuda_enter;
+    (*out)->ordinal = o->device;
+  }
+  return st;
 }
 
 int pg_engine_open(pg_engine **out, const pg_engine_opts *o, pg_err *err) {
@@ -53,4 +66,40 @@ int pg_engine_open(pg_engine **out, const pg_engine_opts *o, pg_err *err) {
   if (why[0]) snprintf(e->info.note, sizeof e->info.note, "auto: %s", why);
   *out = e;
   return PG_OK;
+}
+
+int pg_engine_open_many(pg_engine **out, int n, const pg_engine_opts *o, pg_err *err) {
+  if (n < 1 || n > PG_ENGINES_MAX || !o)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "engines: %d asked for, 1..%d allowed",
+                      n, PG_ENGINES_MAX);
+  for (int i = 0; i < n; i++) out[i] = NULL;
+  pg_engine_opts one = *o;
+  one.gpus = 1;
+  int st = pg_engine_open(&out[0], &one, err);
+  if (st) return st;
+  const int cuda = !strcmp(out[0]->info.name, "cuda");
+  if (n > 1 && cuda) { /* every device must be there before any further one is opened */
+    int have = 0;
+    pg_err e2;
+    if (pg_cuda_device_count(&have, &e2) || o->device + n > have) {
+      pg_engine_destroy(out[0]);
+      out[0] = NULL;
+      return pg_err_set(err, PG_E_NO_DEVICE, NULL, PG_NO_OFFSET,
+                        "--engine cuda: %d GPUs asked for from device %d, %d present", n,
+                        o->device, have);
+    }
+  }
+  one.kind = cuda ? PG_ENGINE_CUDA : PG_ENGINE_CPU;
+  for (int i = 1; i < n && !st; i++) {
+    one.device = o->device + (cuda ? i : 0);
+    st = pg_engine_open(&out[i], &one, err);
+  }
+  if (st)
+    for (int i = n - 1; i >= 0; i--) {
+      pg_engine_destroy(out[i]);
+      out[i] = NULL;
+    }
+  else
+    pg_engine_enter(out[0]); /* the caller's thread is left on the first device */
+  return st;
 }

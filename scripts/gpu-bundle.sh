@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # gpu-bundle.sh: on this (CPU) machine, build pgolf with CUDA and assemble .gpu/, the folder that a
-# GPU machine needs for scripts/gpu-check.sh: the GPU programs (the ones gpu-check.sh lists), the
+# GPU machine needs for scripts/gpu-check.sh: the GPU programs (the ones gpu-check.sh lists, with
+# pgverify and the Python benchmark bench_gpu_eval.py, which finds pgverify beside it), the
 # shared libraries they need beyond glibc, and, for a build from source there when the prebuilt
 # programs cannot run, the Debian development packages' files unpacked into .gpu/sysroot (headers,
 # static archives, pkg-config files, pkgconf itself). .gpu/ is added to .git/info/exclude: only an
@@ -60,6 +61,8 @@ rm -rf "$G.tmp"
 mkdir -p "$G.tmp/bin" "$G.tmp/lib"
 for p in "${PROGS[@]}"; do
   cp "$B/$p" "$G.tmp/bin/"
+  # a script (bench_gpu_eval.py) runs under the machine's interpreter: nothing to strip or link
+  [ "$(od -An -c -N4 "$B/$p" | tr -d ' ')" = '177ELF' ] || continue
   strip --strip-unneeded "$G.tmp/bin/${p##*/}"
   ldd "$B/$p" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | while read -r soname path; do
     [[ $soname =~ $GLIBC_LIBS ]] && continue

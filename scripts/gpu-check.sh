@@ -19,13 +19,23 @@ abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 # gpu_test NAME TIMEOUT PROGRAM [ARGS...]: a Criterion GPU test program whose main exits 77 without
 #   a device (tests/test_gpu.c); it runs with PG_REQUIRE_GPU=1 where a GPU is present.
 # gpu_bench NAME TIMEOUT PROGRAM [ARGS...]: a benchmark that prints its table and a last "summary:"
-#   line, accepts --small and --repeat N, and prints its CPU rows without a GPU.
+#   line, accepts --small and --repeat N, and prints its CPU rows without a GPU. A PROGRAM named
+#   *.py is a script (its interpreter is the machine's, not the bundle's): it runs without the
+#   bundle's LD_LIBRARY_PATH and gets the bundle's libraries in PGOLF_LIBRARY_PATH instead.
+# gpu_prog PROGRAM: a program the benchmarks run (bundled, checked to start; no row of its own).
 # PROGRAM is the target's path in a build directory; scripts/gpu-bundle.sh bundles exactly these.
 # TIMEOUT is in seconds; the whole run must stay under 6 minutes on one H100 (--budget).
+# bench-gpu-eval: 64 windows of the R9-class model (1.9e13 FLOP; pgverify stopped after 40 s, a
+# failure), torch.compile's first pass untimed inside the 90 s; its val_loss difference must stay
+# below 0.05 (a gross fault only).
 checks() {
   gpu_test dequant-kernels 120 tests/test_gpu
   gpu_test cuda-engine 150 tests/test_gpu_engine
+  gpu_test cuda-multi 60 tests/test_gpu_multi
   gpu_bench bench-dequant 120 bench/bench_dequant --repeat 3
+  gpu_prog tools/pgverify
+  gpu_bench bench-gpu-eval 90 bench/bench_gpu_eval.py --windows 64 --batch 16 --check 0.05 \
+    --pgverify-timeout 40
 }
 
 usage() {
@@ -73,6 +83,7 @@ BUNDLE=$(abspath "$BUNDLE")
 if [ "$LIST" = 1 ]; then
   gpu_test() { echo "$3"; }
   gpu_bench() { echo "$3"; }
+  gpu_prog() { echo "$1"; }
   checks
   exit 0
 fi
@@ -114,16 +125,21 @@ step() {
 # ---- where the programs come from ----------------------------------------------------------------
 # MODE bundle: $BUNDLE/bin/NAME; build (--build DIR) and fallback (the build from source): DIR/PATH.
 # RUNENV: the env command that runs them (the bundle's shared libraries unless --build).
-MODE="" PROGDIR="" RUNENV=(env)
+MODE="" PROGDIR="" RUNENV=(env) LIBDIR=""
 set_mode() {
-  MODE=$1 PROGDIR=$2 RUNENV=(env)
+  MODE=$1 PROGDIR=$2 RUNENV=(env) LIBDIR=""
   if [ "$MODE" != build ] && [ -d "$BUNDLE/lib" ]; then
+    LIBDIR=$BUNDLE/lib
     RUNENV=(env "LD_LIBRARY_PATH=$BUNDLE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
   fi
 }
 prog() { if [ "$MODE" = bundle ]; then echo "$PROGDIR/bin/${1##*/}"; else echo "$PROGDIR/$1"; fi; }
-# The checks' programs as "KIND PATH" lines (KIND test or bench).
-programs() { (gpu_test() { echo "test $3"; }; gpu_bench() { echo "bench $3"; }; checks); }
+# RUN: the env command that runs program $1 (a *.py script: without the bundle's libraries).
+RUN=()
+set_run() { if [[ $1 == *.py ]]; then RUN=(env "PGOLF_LIBRARY_PATH=$LIBDIR"); else RUN=("${RUNENV[@]}"); fi; }
+# The checks' programs as "KIND PATH" lines (KIND test, bench or prog).
+programs() { (gpu_test() { echo "test $3"; }; gpu_bench() { echo "bench $3"; }
+              gpu_prog() { echo "prog $1"; }; checks); }
 
 # Each program starts (a test program lists its tests, a benchmark prints its help): 0, or 1 with
 # the first failure's output in STEP_OUT.
@@ -138,7 +154,8 @@ programs_start() {
       rc=$?
       [ $rc = 0 ] || [ $rc = 77 ] || { STEP_OUT="$exe (exit $rc): $out"; return 1; }
     else
-      out=$(timeout 30 "${RUNENV[@]}" "$exe" --help 2>&1)
+      set_run "$p"
+      out=$(timeout 30 "${RUN[@]}" "$exe" --help 2>&1)
       rc=$?
       [ $rc = 0 ] || { STEP_OUT="$exe (exit $rc): $out"; return 1; }
     fi
@@ -315,7 +332,8 @@ main() {
     local args=("$@")
     [ "$HAVE_GPU" = 0 ] || [ "$QUICK" = 1 ] && args+=(--small --repeat 1)
     say "$name: $p ${args[*]} ..."
-    step "$name" "$limit" "${RUNENV[@]}" "$(prog "$p")" "${args[@]}"
+    set_run "$p"
+    step "$name" "$limit" "${RUN[@]}" "$(prog "$p")" "${args[@]}"
     echo "$STEP_OUT" | grep -v "^${p##*/}: " | sed 's/^/  /'
     local fig
     fig=$(echo "$STEP_OUT" | grep '^summary: ' | tail -n 1)
@@ -335,6 +353,7 @@ main() {
       FAILED=$((FAILED + 1))
     fi
   }
+  gpu_prog() { :; }
   checks
 
   # -- the clocks after the checks

@@ -23,7 +23,15 @@ typedef struct pgremote {
   pg_engine inner; /* the CPU engine that computes */
   size_t uploads, downloads, upload_bytes, download_bytes, allocs, frees, live;
   size_t max_upload, max_download; /* the largest single transfer each way */
+  /* With pgremote_per_thread: like a GPU's device, the engine must be entered (pg_engine_enter)
+   * on a thread before that thread moves its memory; each move that comes from another thread
+   * is counted here. */
+  int per_thread;
+  size_t wrong_thread;
 } pgremote;
+
+/* The engine the calling thread entered last (per_thread engines). */
+static _Thread_local const void *pgr_entered;
 
 #define PGR(o) ((pgremote *)(uintptr_t)(o))
 #define IN(o) (&PGR(o)->inner.ops)
@@ -170,23 +178,32 @@ W0(swa_average, (const pg_ops *o, pg_real *out, const double *sum, size_t n, uin
    (IN(o), D(out), D(sum), n, count))
 #undef W0
 
+static void pgr_enter(pg_engine *e) { pgr_entered = e; }
+static void pgr_on_thread(pg_engine *e) {
+  if (PGR(e)->per_thread && pgr_entered != (const void *)e) PGR(e)->wrong_thread++;
+}
+
 static void *pgr_alloc(pg_engine *e, size_t bytes) {
   pgremote *r = PGR(e);
+  pgr_on_thread(e);
   void *p = r->inner.mem_alloc(&r->inner, bytes);
   if (p) r->allocs++, r->live++;
   return pgr_enc(p);
 }
 static void pgr_free(pg_engine *e, void *p) {
   pgremote *r = PGR(e);
+  pgr_on_thread(e);
   r->frees++, r->live--;
   r->inner.mem_free(&r->inner, pgr_dec(p));
 }
 static void pgr_upload(pg_engine *e, void *dst, const void *src, size_t n) {
+  pgr_on_thread(e);
   PGR(e)->uploads++, PGR(e)->upload_bytes += n;
   if (n > PGR(e)->max_upload) PGR(e)->max_upload = n;
   memcpy(pgr_dec(dst), src, n);
 }
 static void pgr_download(pg_engine *e, void *dst, const void *src, size_t n) {
+  pgr_on_thread(e);
   PGR(e)->downloads++, PGR(e)->download_bytes += n;
   if (n > PGR(e)->max_download) PGR(e)->max_download = n;
   memcpy(dst, pgr_dec(src), n);
@@ -230,6 +247,12 @@ static inline pgremote *pgremote_new(int threads) {
   S(swa_add); S(swa_average);
 #undef S
   return r;
+}
+
+/* Make r's memory per thread (see per_thread): its enter is the one that counts. */
+static inline void pgremote_per_thread(pgremote *r) {
+  r->per_thread = 1;
+  r->outer.enter = pgr_enter;
 }
 
 static inline void pgremote_free(pgremote *r) {

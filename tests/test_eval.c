@@ -416,6 +416,143 @@ Test(eval, remote_engine_chunked) { remote_same(PG_PROTO_TTT_CHUNK, ARCH); }
 Test(eval, remote_engine_lora) { remote_same(PG_PROTO_TTT_LORA, ARCH); }
 Test(eval, remote_engine_phased) { remote_same(PG_PROTO_TTT_PHASED, DOCS_ARCH); }
 
+/* ---- several engines (pg_eval_run_on, spec/eval.md §8.1) ------------------------------------- */
+
+typedef struct progress_log {
+  uint64_t last, calls, total;
+  int backwards;
+} progress_log;
+
+static int log_progress(void *ctx, uint64_t done, uint64_t total) {
+  progress_log *l = ctx;
+  if (done < l->last) l->backwards = 1;
+  l->last = done;
+  l->total = total;
+  l->calls++;
+  return 0;
+}
+
+/* The run on `n` engines gives the one-engine run's bits: the sums, every chunk, the counts;
+ * progress is reported in order, up to every target. */
+static int one_batch = 3; /* the batch of the one-engine runs (proto's) */
+
+static void several_same(fixture *f, const pg_protocol *p, pg_engine *const *es, int n,
+                         const pg_eval_result *one) {
+  pg_err err;
+  pg_eval_result R;
+  progress_log lg = {0};
+  pg_eval_hooks h = {.progress = log_progress, .ctx = &lg};
+  int rc = pg_eval_run_on(f->m, es, n, &f->val, p, &h, &R, &err);
+  cr_assert_eq(rc, PG_OK, "%d engines: %s", n, err.msg);
+  same_result(one, &R);
+  if (p->batch == one_batch)
+    cr_assert_eq(R.forwards, one->forwards, "%d engines: the same batches", n);
+  cr_assert_eq(R.windows, one->windows);
+  cr_assert_eq(R.scored, one->scored);
+  cr_assert_eq(memcmp(&R.val_bpb, &one->val_bpb, sizeof R.val_bpb), 0);
+  cr_assert(!lg.backwards, "progress never goes back");
+  cr_assert_eq(lg.calls, R.nchunks, "one progress report per chunk");
+  cr_assert_eq(lg.last, R.targets, "progress ends at every target");
+  pg_eval_result_free(&R);
+}
+
+static void several_cpu(int kind, int precision) {
+  fixture f;
+  fx_init(&f, 777, ARCH, 1);
+  pg_model_set_precision(f.m, (pg_precision)precision);
+  pg_protocol p = proto(kind);
+  pg_eval_result one;
+  run_ok(&f, &p, NULL, &one);
+  pg_engine cpu[3] = {pg_engine_cpu(1), pg_engine_cpu(2), pg_engine_cpu(1)};
+  pg_engine *es[3] = {&cpu[0], &cpu[1], &cpu[2]};
+  for (int n = 1; n <= 3; n++) several_same(&f, &p, es, n, &one);
+  /* batches of one window (more batches than engines in every group) and of 16 */
+  p.batch = 1;
+  several_same(&f, &p, es, 3, &one);
+  p.batch = 16;
+  several_same(&f, &p, es, 2, &one);
+  pg_eval_result_free(&one);
+  fx_free(&f);
+}
+
+Test(eval, several_engines_plain_same_bits) { several_cpu(PG_PROTO_PLAIN, PG_PREC_FP32); }
+Test(eval, several_engines_sliding_same_bits) { several_cpu(PG_PROTO_SLIDING, PG_PREC_FP32); }
+Test(eval, several_engines_sliding_bf16_same_bits) {
+  several_cpu(PG_PROTO_SLIDING, PG_PREC_BF16);
+}
+
+/* On remote engines whose memory is per thread (as a GPU's device is): the same bits, every
+ * buffer freed, and no engine's memory moved from a thread that had not entered it. */
+static void several_remote(int kind, const char *json) {
+  fixture f;
+  fx_init(&f, 64 * 5 + 1, json, 1);
+  pg_protocol p = proto(kind);
+  pg_eval_result one;
+  run_ok(&f, &p, NULL, &one);
+  pgremote *r[3];
+  pg_engine *es[3];
+  for (int i = 0; i < 3; i++) {
+    r[i] = pgremote_new(1);
+    pgremote_per_thread(r[i]);
+    es[i] = &r[i]->outer;
+  }
+  pg_engine_enter(es[0]);
+  for (int n = 2; n <= 3; n++) several_same(&f, &p, es, n, &one);
+  pg_eval_result_free(&one);
+  pg_engine_enter(es[0]);
+  fx_free(&f); /* the model lives on the first engine: freed from the thread that entered it */
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(r[i]->live, 0, "engine %d: every buffer is freed", i);
+    cr_assert_eq(r[i]->wrong_thread, 0, "engine %d: memory moved from a thread not on it", i);
+    pgremote_free(r[i]);
+  }
+}
+
+Test(eval, several_remote_engines_plain) { several_remote(PG_PROTO_PLAIN, ARCH); }
+Test(eval, several_remote_engines_sliding) { several_remote(PG_PROTO_SLIDING, DOCS_ARCH); }
+
+/* Fewer windows than engines: the idle engines change nothing. */
+Test(eval, several_engines_fewer_windows_than_engines) {
+  fixture f;
+  fx_init(&f, 2 * 32 + 1, ARCH, 1);
+  pg_protocol p = proto(PG_PROTO_PLAIN);
+  p.batch = 1;
+  pg_eval_result one;
+  run_ok(&f, &p, NULL, &one);
+  cr_assert_eq(one.windows, 2);
+  pg_engine cpu[3] = {pg_engine_cpu(1), pg_engine_cpu(1), pg_engine_cpu(1)};
+  pg_engine *es[3] = {&cpu[0], &cpu[1], &cpu[2]};
+  several_same(&f, &p, es, 3, &one);
+  pg_eval_result_free(&one);
+  fx_free(&f);
+}
+
+/* The adaptive protocols take one engine: several are refused in one line, before any work. */
+Test(eval, several_engines_adaptive_refused) {
+  fixture f;
+  fx_init(&f, 64 * 5 + 1, DOCS_ARCH, 1);
+  pg_engine cpu[2] = {pg_engine_cpu(1), pg_engine_cpu(1)};
+  pg_engine *es[2] = {&cpu[0], &cpu[1]};
+  const int kinds[] = {PG_PROTO_TTT_CHUNK, PG_PROTO_TTT_LORA, PG_PROTO_TTT_PHASED};
+  for (int i = 0; i < 3; i++) {
+    pg_protocol p = proto(kinds[i]);
+    pg_eval_result R;
+    pg_err err;
+    cr_assert_eq(pg_eval_run_on(f.m, es, 2, &f.val, &p, NULL, &R, &err), PG_E_UNSUPPORTED);
+    cr_assert(strstr(err.msg, pg_proto_name(kinds[i])) && strstr(err.msg, "--gpus 1") &&
+                  !strchr(err.msg, '\n'),
+              "%s", err.msg);
+    cr_assert_eq(R.nchunks, 0);
+    cr_assert_eq(pg_eval_run_on(f.m, es, 1, &f.val, &p, NULL, &R, &err), PG_OK, "%s", err.msg);
+    pg_eval_result_free(&R);
+  }
+  pg_protocol p = proto(PG_PROTO_PLAIN);
+  pg_eval_result R;
+  pg_err err;
+  cr_assert_eq(pg_eval_run_on(f.m, es, 0, &f.val, &p, NULL, &R, &err), PG_E_ARG);
+  fx_free(&f);
+}
+
 /* With the model already on the remote engine, a TTT step moves up only its batch's side inputs
  * and loss weights and down only its NLL and (full-model steps, clip on) the gradient norm's one
  * fp64: per forward one upload and one download, per step one more of each, and no transfer as

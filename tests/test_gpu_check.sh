@@ -32,12 +32,14 @@ else
   not_ok "exit status 3 (no GPU) or 0 (GPU): $rc" "$(echo "$out" | tail -n 30)"
 fi
 check "table header" grep -qxF '| check | result | figure | s |' <<<"$out"
-for row in machine programs gpu dequant-kernels bench-dequant; do
+for row in machine programs gpu dequant-kernels cuda-multi bench-dequant bench-gpu-eval; do
   check "table row $row" grep -q "^| $row | " <<<"$out"
 done
 if [ $rc = 3 ]; then
   check "no GPU: the GPU rows say so" grep -q '^| dequant-kernels | no GPU | ' <<<"$out"
   check "no GPU: the benchmark's CPU figure" grep -q '^| bench-dequant | no GPU | .*cpu [0-9.]* GB/s' <<<"$out"
+  check "no GPU: the eval benchmark's CPU figures (or its skip without PyTorch)" \
+    grep -Eq '^\| bench-gpu-eval \| no GPU \| (cpu: pgverify [0-9]+ tok/s .*torch [0-9]+ tok/s.*dloss|skipped \(no PyTorch\))' <<<"$out"
   check "no GPU: verdict" grep -q '^verdict: NO GPU: ' <<<"$out"
 else
   check "GPU: verdict" grep -q '^verdict: PASS: ' <<<"$out"
@@ -81,6 +83,7 @@ check "GPU stand-ins: bench row passes with its figure" \
   grep -q '^| bench-dequant | pass | bit-exact; stand-in 123.4 GB/s | ' <<<"$out"
 ntests=0 nall=0
 for p in $progs; do
+  case $p in tools/*) continue ;; esac # a program the benchmarks run: no row of its own
   nall=$((nall + 1))
   case $p in tests/*) ntests=$((ntests + 1)) ;; esac
 done

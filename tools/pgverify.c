@@ -5,7 +5,7 @@
  * a JSON receipt of everything that went into them. The run is the library's (pg_verify.h); this
  * main reads the options (and a record's protocol written as options) and prints.
  *
- * Exit status: 0 success, 2 error (spec/cli.md). */
+ * Exit status: 0 success, 2 error, 3 the engine cannot run here (spec/cli.md). */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +57,11 @@ static void usage(FILE *f) {
       "  --lora-wd X (0.5)     --lora-warm-a / --no-lora-warm-a (keep A between batches: on)\n"
       "  --seed N (1337)       --phases N (3)  --prefix-docs N (2500)\n"
       "engine and output:\n"
-      "  --engine NAME         cpu (the reference: fp32, fp64 sums), cuda (one GPU; plain and\n"
+      "  --engine NAME         cpu (the reference: fp32, fp64 sums), cuda (GPUs; plain and\n"
       "                        sliding; exit 3 without a GPU) or auto (cuda where it runs)\n"
+      "  --gpus N              share plain or sliding windows among N engines: GPUs 0..N-1\n"
+      "                        (exit 3 with fewer), or N CPU engines with --engine cpu; the\n"
+      "                        same result bits for any N (default 1)\n"
       "  --precision P         fp32 (default) or bf16: the records' bf16 autocast rounding\n"
       "                        (spec/engine.md §7), reported with the fp32 figure beside it\n"
       "                        (on cuda: the fast bf16 kernels, spec/engine.md §8.7)\n"
@@ -70,7 +73,7 @@ static void usage(FILE *f) {
       "  -q, --quiet           no progress line\n"
       "  -h, --help            this text\n"
       "\n"
-      "exit status: 0 success, 2 error\n");
+      "exit status: 0 success, 2 error, 3 the engine cannot run here\n");
 }
 
 /* ---- small helpers --------------------------------------------------------------------------- */
@@ -93,13 +96,14 @@ enum {
   O_REPORT, O_CHUNK, O_OPT, O_LR, O_MOM, O_B1, O_B2, O_EPS, O_WD, O_EPOCHS, O_CLIP, O_ROWS,
   O_FREEZE, O_LRANK, O_LALPHA, O_LTARGETS, O_LCHUNK, O_LWIN, O_LDOCS, O_LLR, O_LB1, O_LB2, O_LEPS,
   O_LWD, O_WARM, O_NOWARM, O_SEED, O_PHASES, O_PREFIX, O_ENGINE, O_THREADS, O_RECEIPT, O_NORECEIPT,
-  O_JSON, O_ARCH, O_PRECISION, O_NOFP32
+  O_JSON, O_ARCH, O_PRECISION, O_NOFP32, O_GPUS
 };
 
 typedef struct opts {
   const char *artifact, *val, *bytes, *tokenizer, *receipt, *engine, *arch;
   uint64_t max_tokens;
   int threads, json, quiet, no_receipt;
+  int gpus; /* engines sharing the windows (--gpus) */
   int precision; /* PG_PREC_BF16: the bf16 run, and the fp32 run beside it unless no_fp32 */
   int no_fp32;
   pg_protocol p;
@@ -132,7 +136,7 @@ static const struct option LONGOPTS[] = {
     {"threads", required_argument, 0, O_THREADS}, {"receipt", required_argument, 0, O_RECEIPT},
     {"no-receipt", no_argument, 0, O_NORECEIPT}, {"json", no_argument, 0, O_JSON},
     {"precision", required_argument, 0, O_PRECISION},
-    {"no-fp32-figure", no_argument, 0, O_NOFP32},
+    {"no-fp32-figure", no_argument, 0, O_NOFP32}, {"gpus", required_argument, 0, O_GPUS},
     {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 
 /* Options that set protocol fields are applied after the defaults of the chosen protocol. */
@@ -283,7 +287,8 @@ static void print_report(const opts *o, const pg_verify_result *v) {
     printf("updates    %s (score-first: each after its chunk's score was committed)\n",
            pg_fmt_u64(a, res->train_steps));
   printf("time       %.2f s (engine %s: %s)\n", res->seconds + (r32 ? r32->seconds : 0),
-         v->engine.name, v->engine.devices);
+         v->engine.name, v->devices);
+  if (v->engine.driver[0]) printf("driver     %s\n", v->engine.driver);
   if (!o->no_receipt) printf("receipt    %s\n", pg_safe(o->receipt));
 }
 
@@ -305,7 +310,7 @@ static void on_start(void *ctx, const pg_verify_start *s) {
   char a[32];
   fprintf(stderr, "%s: %s on %s validation tokens, engine %s (%s), %s%s\n", PROG,
           pg_proto_name(s->protocol->kind), pg_fmt_u64(a, s->tokens), s->engine->name,
-          s->engine->devices,
+          s->devices,
           pg_precision_name((pg_precision)s->precision), s->fp32_figure ? " then fp32" : "");
 }
 
@@ -330,7 +335,7 @@ static int on_progress(void *ctx, uint64_t done, uint64_t total) {
 
 int main(int argc, char **argv) {
   const struct option *lo = LONGOPTS;
-  opts o = {.engine = "cpu"};
+  opts o = {.engine = "cpu", .gpus = 1};
   int kind = PG_PROTO_SLIDING;
   pending pend[128];
   int npend = 0, c;
@@ -359,6 +364,10 @@ int main(int argc, char **argv) {
         return pg_tool_usage_error(PROG, "unknown precision '%s' (fp32, bf16)", optarg);
       break;
     case O_NOFP32: o.no_fp32 = 1; break;
+    case O_GPUS:
+      if (parse_int(optarg, 1, PG_ENGINES_MAX, &o.gpus))
+        return pg_tool_usage_error(PROG, "bad --gpus '%s' (1..%d)", optarg, PG_ENGINES_MAX);
+      break;
     case O_RECEIPT: o.receipt = optarg; break;
     case O_NORECEIPT: o.no_receipt = 1; break;
     case O_JSON: o.json = 1; break;
@@ -384,6 +393,10 @@ int main(int argc, char **argv) {
                                  pend[i].arg ? pend[i].arg : "");
   pg_err err;
   if (pg_protocol_validate(&o.p, &err)) return pg_tool_fail(PROG, &err);
+  if (o.gpus > 1 && o.p.kind != PG_PROTO_PLAIN && o.p.kind != PG_PROTO_SLIDING)
+    return pg_tool_usage_error(PROG, "--gpus %d: %s runs on one engine in this version (each "
+                               "update needs every earlier chunk's); use --gpus 1", o.gpus,
+                               pg_proto_name(o.p.kind));
 
   char rpath[4096];
   if (!o.no_receipt) {
@@ -396,8 +409,9 @@ int main(int argc, char **argv) {
     if (pg_tool_check_outputs(PROG, &o.receipt, 1, ins, 5) != PG_EXIT_OK) return PG_EXIT_ERROR;
   }
 
-  pg_engine *eng;
-  int erc = pg_tool_engine(PROG, o.engine, o.threads, o.precision, o.quiet || o.json, &eng);
+  pg_engine *engs[PG_ENGINES_MAX];
+  int erc = pg_tool_engines(PROG, o.engine, o.threads, o.precision, o.gpus, o.quiet || o.json,
+                            engs);
   if (erc != PG_EXIT_OK) return erc;
   events ev = {.o = &o, .pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
                                 .unit = "targets"}};
@@ -405,7 +419,8 @@ int main(int argc, char **argv) {
                        .val = o.val, .bytes = o.bytes, .max_tokens = o.max_tokens,
                        .protocol = o.p, .precision = o.precision,
                        .fp32_figure = o.precision == PG_PREC_BF16 && !o.no_fp32,
-                       .engine = eng, .threads = o.threads, .receipt = o.no_receipt ? NULL : o.receipt,
+                       .engine = engs[0], .engines = engs, .nengines = o.gpus,
+                       .threads = o.threads, .receipt = o.no_receipt ? NULL : o.receipt,
                        .read_protocol = read_record_protocol, .on_start = on_start,
                        .on_warning = on_warning, .on_phase = on_phase, .progress = on_progress,
                        .ctx = &ev};
@@ -416,6 +431,6 @@ int main(int argc, char **argv) {
     else print_report(&o, &v);
   }
   pg_verify_result_free(&v);
-  pg_engine_destroy(eng);
+  for (int i = o.gpus - 1; i >= 0; i--) pg_engine_destroy(engs[i]);
   return rc;
 }

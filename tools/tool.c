@@ -6,6 +6,7 @@
 #include "tool.h"
 
 #include "pg_io.h"
+#include "pg_threads.h"
 
 #include <errno.h>
 #include <glob.h>
@@ -116,19 +117,27 @@ int pg_tool_fail(const char *prog, const pg_err *err) {
 
 int pg_tool_engine(const char *prog, const char *name, int threads, int precision, int quiet,
                    pg_engine **out) {
-  *out = NULL;
+  return pg_tool_engines(prog, name, threads, precision, 1, quiet, out);
+}
+
+int pg_tool_engines(const char *prog, const char *name, int threads, int precision, int n,
+                    int quiet, pg_engine **out) {
+  for (int i = 0; i < n; i++) out[i] = NULL;
   int kind = pg_engine_kind_parse(name);
   if (kind < 0) return pg_tool_usage_error(prog, "--engine: cpu, cuda or auto, not '%s'", name);
+  /* CPU engines share the machine: by default each gets its part of the online CPUs */
+  if (n > 1 && !threads && kind != PG_ENGINE_CUDA)
+    threads = pg_parallel_threads(0) / n > 0 ? pg_parallel_threads(0) / n : 1;
   pg_engine_opts o = {.kind = kind, .threads = threads, .precision = precision};
   pg_err err;
-  int st = pg_engine_open(out, &o, &err);
+  int st = pg_engine_open_many(out, n, &o, &err);
   if (st == PG_E_UNSUPPORTED || st == PG_E_NO_DEVICE || st == PG_E_CUDA) {
     pg_tool_fail(prog, &err);
     return PG_EXIT_ENGINE;
   }
   if (st) return pg_tool_fail(prog, &err);
-  if ((*out)->info.note[0] && !quiet)
-    fprintf(stderr, "%s: engine %s (%s)\n", prog, (*out)->info.name, (*out)->info.note);
+  if (out[0]->info.note[0] && !quiet)
+    fprintf(stderr, "%s: engine %s (%s)\n", prog, out[0]->info.name, out[0]->info.note);
   return PG_EXIT_OK;
 }
 

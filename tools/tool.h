@@ -25,6 +25,11 @@ enum {
  * the run's --precision (pg_engine_opts.precision; 0 for fp32). */
 int pg_tool_engine(const char *prog, const char *name, int threads, int precision, int quiet,
                    pg_engine **out);
+/* The same for --gpus N (spec/cli.md): N engines of the kind (pg_engine_open_many) in out[0..N).
+ * CUDA: devices 0..N-1, fewer present is PG_EXIT_ENGINE. CPU (asked for, or auto without a
+ * GPU): N CPU engines, each of `threads` threads (0: the online CPUs divided among them). */
+int pg_tool_engines(const char *prog, const char *name, int threads, int precision, int n,
+                    int quiet, pg_engine **out);
 
 /* Print "PROG: message" on stderr (one line, in its display form: pg_text.h) and return
  * PG_EXIT_ERROR; the usage error adds " (see PROG --help)". */

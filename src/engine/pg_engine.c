@@ -107,8 +107,13 @@ void *pg_engine_scratch(pg_engine *e, int slot, size_t bytes) {
   return p;
 }
 
+void pg_engine_enter(pg_engine *e) {
+  if (e && e->enter) e->enter(e);
+}
+
 void pg_engine_destroy(pg_engine *e) {
   if (!e) return;
+  pg_engine_enter(e); /* its memory and stream belong to its device */
   if (e->finish) (void)e->finish(e);
   for (int i = 0; i < PG_ENGINE_SCRATCH_SLOTS; i++) {
     if (e->scratch[i]) e->mem_free(e, e->scratch[i]);

@@ -74,6 +74,10 @@ struct pg_engine {
   void (*release)(pg_engine *e); /* frees impl (destroy calls it) */
   /* Optional: the implementation's own scratch (the CPU's, per thread); NULL: the slots below. */
   void *(*scratch_fn)(pg_engine *e, int slot, size_t bytes);
+  /* Optional: make the engine current on the calling thread (a GPU engine selects its device, a
+   * per-thread setting); NULL: nothing to do. See pg_engine_enter. */
+  void (*enter)(pg_engine *e);
+  int ordinal; /* the device `enter` selects (GPU engines) */
   void *impl;
 
   /* state shared by every engine */
@@ -106,6 +110,16 @@ typedef struct pg_engine_opts {
 const char *pg_engine_kind_name(int kind);
 int pg_engine_kind_parse(const char *s);
 
+/* The most engines one run uses (pgverify --gpus). */
+#define PG_ENGINES_MAX 64
+
+/* Several engines for one run (pgverify --gpus N, spec/engine.md §8.8): engine i of the kind
+ * asked for, on device o->device + i (each opened with gpus = 1). CPU: n CPU engines of
+ * o->threads threads each. AUTO resolves once (CUDA when usable, else the CPU) and opens n of that
+ * kind. Fewer GPUs than asked for is PG_E_NO_DEVICE (one line naming both counts). On failure the
+ * engines already opened are destroyed and out[] is all NULL. */
+int pg_engine_open_many(pg_engine **out, int n, const pg_engine_opts *o, pg_err *err);
+
 /* The CPU reference engine with nthreads threads per op (0 = the online CPUs), by value: it owns
  * nothing (pg_engine_destroy on it does nothing and is not needed). */
 pg_engine pg_engine_cpu(int nthreads);
@@ -115,6 +129,10 @@ pg_engine pg_engine_cpu(int nthreads);
  * CUDA engine, PG_E_NO_DEVICE without a usable GPU, PG_E_CUDA for a driver fault (one line each).
  * Defined with the kernels (kernels/pg_engine_open.c), which know what this build has. */
 int pg_engine_open(pg_engine **out, const pg_engine_opts *o, pg_err *err);
+/* Make e current on the calling thread (e->enter; nothing for the CPU). A thread that uses several
+ * engines (or an engine made on another thread) enters each before using it: a GPU engine's
+ * device is a per-thread setting of the runtime. pg_engine_destroy enters by itself. */
+void pg_engine_enter(pg_engine *e);
 /* Waits for queued work, frees every scratch buffer and the implementation's state; an engine
  * made by pg_engine_open is freed too. NULL is allowed. Memory still allocated from the engine
  * must be freed before. */

@@ -16,6 +16,7 @@ typedef double pg_real;
 #define pg_engine_kind_parse pg_engine_kind_parse_f64
 #define pg_engine_cpu pg_engine_cpu_f64
 #define pg_engine_destroy pg_engine_destroy_f64
+#define pg_engine_enter pg_engine_enter_f64
 #define pg_engine_alloc pg_engine_alloc_f64
 #define pg_engine_free pg_engine_free_f64
 #define pg_engine_upload pg_engine_upload_f64

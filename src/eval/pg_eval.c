@@ -5,6 +5,8 @@
 #include "pg_eval.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -166,7 +168,26 @@ int pg_sliding_windows(uint64_t T, int L, int s, int tail_dup, pg_window **out, 
 
 /* ---- the run's state ------------------------------------------------------------------------- */
 
-typedef struct run {
+typedef struct run run;
+
+/* One engine of a run over several (pg_eval_run_on): its model (the run's own on the first
+ * engine, a copy on the others), its inference tape and the buffers of its forwards; its host
+ * thread scores batches of the current group of windows (score_ahead). */
+typedef struct worker {
+  run *r;
+  pg_model *m;
+  pg_engine *e;
+  int own_model; /* m is a copy this run made */
+  pg_tape *inf;
+  int32_t *ids, *tg;
+  int *len;
+  double *nll;
+  size_t cap_tokens, cap_rows;
+  int rc;
+  pg_err err;
+} worker;
+
+struct run {
   pg_model *m;
   const pg_val *val;
   const pg_protocol *p;
@@ -187,7 +208,18 @@ typedef struct run {
   size_t buf_tokens, buf_rows;
   int64_t *orig; /* the ledger position of each target of a training batch, −1 for none */
   double *norm2;  /* engine memory: the clip's sum of squares (one fp64), made at the first clip */
-} run;
+  /* several engines (plain and sliding, pg_eval_run_on): the workers score a group of windows
+   * of the list `wall` ahead, [pre_b, pre_e), into `pre`; the calling thread adds them up */
+  worker *wk;
+  int nwk;
+  const pg_window *wall;
+  size_t nwall, pre_b, pre_e, pre_cap, off_cap, nbatch;
+  double *pre;    /* the scored losses of the group's windows, window after window */
+  size_t *off;    /* window pre_b + i's losses start at pre[off[i]] */
+  size_t *bstart; /* batch i of the group is windows [bstart[i], bstart[i + 1]) */
+  atomic_size_t next; /* the next batch of the group a worker claims */
+  atomic_int stop;    /* a worker failed: the others stop claiming */
+};
 
 #define FAIL(r, st, ...) pg_err_set((r)->err, (st), NULL, PG_NO_OFFSET, __VA_ARGS__)
 
@@ -295,10 +327,168 @@ static int commit_chunk(run *r) {
   return PG_OK;
 }
 
+/* ---- scoring on several engines ------------------------------------------------------------- */
+
+/* The report chunk of window k of the list (score_chunked's grouping). */
+static uint64_t window_chunk(const run *r, size_t k) {
+  const uint64_t C = r->p->report_tokens, last = (r->T + C - 1) / C - 1;
+  const uint64_t c = (r->wall[k].ws + r->wall[k].lo) / C;
+  return c < last ? c : last;
+}
+
+static int worker_buffers(worker *wk, size_t rows, size_t tokens) {
+  if (tokens > wk->cap_tokens) {
+    free(wk->ids);
+    free(wk->tg);
+    free(wk->nll);
+    wk->ids = malloc(tokens * sizeof *wk->ids);
+    wk->tg = malloc(tokens * sizeof *wk->tg);
+    wk->nll = malloc(tokens * sizeof *wk->nll);
+    wk->cap_tokens = wk->ids && wk->tg && wk->nll ? tokens : 0;
+  }
+  if (rows > wk->cap_rows) {
+    free(wk->len);
+    wk->len = malloc(rows * sizeof *wk->len);
+    wk->cap_rows = wk->len ? rows : 0;
+  }
+  if (wk->cap_tokens < tokens || wk->cap_rows < rows)
+    return pg_err_set(&wk->err, PG_E_NOMEM, NULL, PG_NO_OFFSET,
+                      "cannot allocate a batch of %zu tokens", tokens);
+  return PG_OK;
+}
+
+/* A worker's share of the group: it claims the next batch, runs it on its engine and copies each
+ * window's scored losses to the window's place in the group, until no batch is left or another
+ * worker failed. Which worker runs a batch changes nothing: the batches are the ones one engine
+ * would run, and the sums are made afterwards in window order. */
+static void *worker_score(void *arg) {
+  worker *wk = arg;
+  run *r = wk->r;
+  pg_engine_enter(wk->e);
+  if (!wk->inf && (wk->rc = pg_tape_create(&wk->inf, wk->e, 0))) {
+    pg_err_set(&wk->err, wk->rc, NULL, PG_NO_OFFSET, "cannot create a tape");
+    atomic_store(&r->stop, 1);
+    return NULL;
+  }
+  while (!atomic_load(&r->stop)) {
+    const size_t bi = atomic_fetch_add(&r->next, 1);
+    if (bi >= r->nbatch) break;
+    const size_t k0 = r->bstart[bi], kb = r->bstart[bi + 1] - k0;
+    const pg_window *w = r->wall + k0;
+    int width = 0;
+    for (size_t k = 0; k < kb; k++) width = (int)w[k].wlen > width ? (int)w[k].wlen : width;
+    if ((wk->rc = worker_buffers(wk, kb, SZ(kb, width)))) break;
+    for (size_t k = 0; k < kb; k++) {
+      for (int j = 0; j < width; j++) {
+        const size_t o = SZ(k, width) + (size_t)j;
+        const int in = j < (int)w[k].wlen;
+        wk->ids[o] = in ? r->val->tok[w[k].ws + (uint64_t)j] : 0;
+        wk->tg[o] = in ? r->val->tok[w[k].ws + (uint64_t)j + 1] : 0;
+      }
+      wk->len[k] = (int)w[k].wlen;
+    }
+    pg_batch b = {.B = (int)kb, .T = width, .ids = wk->ids, .targets = wk->tg, .len = wk->len,
+                  .rope_len = r->p->seq_len};
+    if ((wk->rc = pg_model_forward(wk->m, wk->inf, &b, NULL, wk->nll, NULL, &wk->err))) break;
+    for (size_t k = 0; k < kb; k++)
+      memcpy(r->pre + r->off[k0 + k - r->pre_b], wk->nll + SZ(k, width) + w[k].lo,
+             (size_t)(w[k].wlen - w[k].lo) * sizeof *r->pre);
+  }
+  if (wk->rc) atomic_store(&r->stop, 1);
+  return NULL;
+}
+
+/* The end of a worker, on its engine's thread: its tape, its copy of the model, its buffers. */
+static void *worker_free(void *arg) {
+  worker *wk = arg;
+  pg_engine_enter(wk->e);
+  pg_tape_free(wk->inf);
+  if (wk->own_model) pg_model_free(wk->m);
+  free(wk->ids);
+  free(wk->tg);
+  free(wk->len);
+  free(wk->nll);
+  return NULL;
+}
+
+/* fn on every worker, each on a host thread of its own; a worker whose thread cannot be started
+ * runs on the calling thread once the others are done (the work is claimed, so it still gets
+ * done). */
+static void run_workers(run *r, void *(*fn)(void *)) {
+  pthread_t th[PG_ENGINES_MAX];
+  int started[PG_ENGINES_MAX];
+  for (int i = 0; i < r->nwk; i++) started[i] = !pthread_create(&th[i], NULL, fn, &r->wk[i]);
+  for (int i = 0; i < r->nwk; i++)
+    if (started[i]) pthread_join(th[i], NULL);
+  for (int i = 0; i < r->nwk; i++)
+    if (!started[i]) fn(&r->wk[i]);
+}
+
+/* Score a group of windows from wall[k0] on the workers: whole batches as one engine cuts them
+ * (at most `batch` windows, never across a report chunk), about 16 batches per engine and at
+ * most 2^23 scored targets (one batch at least). */
+static int score_ahead(run *r, size_t k0) {
+  const size_t batch = (size_t)r->p->batch, want = 16 * batch * (size_t)r->nwk;
+  const size_t maxw = want + batch;
+  if (maxw + 1 > r->off_cap) {
+    free(r->off);
+    free(r->bstart);
+    r->off = malloc((maxw + 1) * sizeof *r->off);
+    r->bstart = malloc((maxw + 1) * sizeof *r->bstart);
+    r->off_cap = r->off && r->bstart ? maxw + 1 : 0;
+    if (!r->off_cap) return FAIL(r, PG_E_NOMEM, "cannot list a group of %zu windows", maxw);
+  }
+  size_t k = k0, total = 0;
+  r->nbatch = 0;
+  while (k < r->nwall && k - k0 < want && total < ((size_t)1 << 23)) {
+    const uint64_t c = window_chunk(r, k);
+    r->bstart[r->nbatch++] = k;
+    for (size_t k1 = k; k < r->nwall && k - k1 < batch && window_chunk(r, k) == c; k++) {
+      r->off[k - k0] = total;
+      total += r->wall[k].wlen - r->wall[k].lo;
+    }
+  }
+  r->bstart[r->nbatch] = k;
+  if (total > r->pre_cap) {
+    free(r->pre);
+    r->pre = malloc(total * sizeof *r->pre);
+    r->pre_cap = r->pre ? total : 0;
+    if (!r->pre) return FAIL(r, PG_E_NOMEM, "cannot hold the losses of %zu targets", total);
+  }
+  r->pre_b = k0;
+  r->pre_e = k;
+  atomic_store(&r->next, 0);
+  atomic_store(&r->stop, 0);
+  run_workers(r, worker_score);
+  for (int i = 0; i < r->nwk; i++)
+    if (r->wk[i].rc) { /* the first engine (in order) that failed */
+      r->pre_e = r->pre_b;
+      *r->err = r->wk[i].err;
+      return r->wk[i].rc;
+    }
+  r->res->forwards += r->nbatch;
+  return PG_OK;
+}
+
+/* score_windows on several engines: windows w[0..n) of the list, their losses scored ahead by
+ * group, then added to the sums here, in window order. */
+static int score_windows_on(run *r, const pg_window *w, size_t n) {
+  size_t k = (size_t)(w - r->wall);
+  for (size_t i = 0; i < n; i++, k++) {
+    if (k < r->pre_b || k >= r->pre_e) PG_TRY(score_ahead(r, k));
+    const pg_window *wi = &r->wall[k];
+    const double *nll = r->pre + r->off[k - r->pre_b];
+    for (uint32_t j = wi->lo; j < wi->wlen; j++) PG_TRY(score(r, wi->ws + j, nll[j - wi->lo]));
+  }
+  r->res->windows += n;
+  return PG_OK;
+}
+
 /* ---- scoring windows ------------------------------------------------------------------------- */
 
 /* Score windows w[0..n) (in order), `batch` at a time, on the inference tape. */
 static int score_windows(run *r, const pg_window *w, size_t n) {
+  if (r->nwk > 1) return score_windows_on(r, w, n);
   const pg_protocol *p = r->p;
   int L = p->seq_len;
   for (size_t k0 = 0; k0 < n; k0 += (size_t)p->batch) {
@@ -475,6 +665,8 @@ static int run_windows(run *r) {
                       "the validation stream (%llu tokens) is shorter than one window of %d",
                       (unsigned long long)r->N, p->seq_len);
   }
+  r->wall = w;
+  r->nwall = nw;
   if (p->kind == PG_PROTO_TTT_CHUNK) {
     chunk_ttt c = {0};
     pg_optim_cfg oc = {.kind = p->opt, .momentum = p->opt == PG_OPTIM_SGD ? p->momentum : 0,
@@ -781,9 +973,69 @@ int pg_eval_run(pg_model *m, pg_engine *e, const pg_val *val, const pg_protocol 
   return pg_eval_run_hooked(m, e, val, p, hooks, NULL, res, err);
 }
 
+static int eval_run(pg_model *m, pg_engine *const *es, int ne, const pg_val *val,
+                    const pg_protocol *p, const pg_eval_hooks *hooks,
+                    const pg_eval_test_hooks *test, pg_eval_result *res, pg_err *err);
+
 int pg_eval_run_hooked(pg_model *m, pg_engine *e, const pg_val *val, const pg_protocol *p,
                        const pg_eval_hooks *hooks, const pg_eval_test_hooks *test,
                        pg_eval_result *res, pg_err *err) {
+  return eval_run(m, &e, 1, val, p, hooks, test, res, err);
+}
+
+int pg_eval_run_on(pg_model *m, pg_engine *const *engines, int n, const pg_val *val,
+                   const pg_protocol *p, const pg_eval_hooks *hooks, pg_eval_result *res,
+                   pg_err *err) {
+  memset(res, 0, sizeof *res);
+  if (!engines || n < 1 || n > PG_ENGINES_MAX)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "engines: %d given, 1..%d allowed", n,
+                      PG_ENGINES_MAX);
+  for (int i = 0; i < n; i++)
+    if (!engines[i]) return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "engine %d is NULL", i);
+  if (n > 1 && p->kind != PG_PROTO_PLAIN && p->kind != PG_PROTO_SLIDING)
+    return pg_err_set(err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET,
+                      "%s runs on one engine in this version (each update needs every earlier "
+                      "chunk's): use --gpus 1", pg_proto_name(p->kind) ? pg_proto_name(p->kind)
+                                                                       : "this protocol");
+  return eval_run(m, engines, n, val, p, hooks, NULL, res, err);
+}
+
+/* The workers of a run on several engines: the run's model on the first engine, a copy of its
+ * parameters (at its precision) for each other one. Host memory only: each copy reaches its
+ * engine at its first forward, on its worker's thread. */
+static int make_workers(run *r, pg_engine *const *es, int ne) {
+  if (!(r->wk = calloc((size_t)ne, sizeof *r->wk)))
+    return FAIL(r, PG_E_NOMEM, "cannot allocate %d workers", ne);
+  r->nwk = ne;
+  pg_engine_enter(es[0]); /* the copies read the model, which may live on the first engine */
+  for (int i = 0; i < ne; i++) {
+    worker *wk = &r->wk[i];
+    wk->r = r;
+    wk->e = es[i];
+    wk->m = r->m;
+    if (i == 0) continue;
+    PG_TRY(pg_model_create(&wk->m, pg_model_arch(r->m), r->err));
+    wk->own_model = 1;
+    PG_TRY(pg_model_copy_params(wk->m, r->m, r->err));
+    pg_model_set_precision(wk->m, pg_model_precision(r->m));
+  }
+  return PG_OK;
+}
+
+static void free_workers(run *r, pg_engine *first) {
+  if (!r->wk) return;
+  run_workers(r, worker_free);
+  pg_engine_enter(first); /* the calling thread is left on the first engine, as it came */
+  free(r->wk);
+  free(r->pre);
+  free(r->off);
+  free(r->bstart);
+}
+
+static int eval_run(pg_model *m, pg_engine *const *es, int ne, const pg_val *val,
+                    const pg_protocol *p, const pg_eval_hooks *hooks,
+                    const pg_eval_test_hooks *test, pg_eval_result *res, pg_err *err) {
+  pg_engine *e = es[0];
   memset(res, 0, sizeof *res);
   PG_TRY(pg_protocol_validate(p, err));
   const pg_arch *a = pg_model_arch(m);
@@ -821,6 +1073,7 @@ int pg_eval_run_hooked(pg_model *m, pg_engine *e, const pg_val *val, const pg_pr
   int rc = pg_ledger_create(&r->ledger, r->T, p->tail_dup, err);
   if (!rc) rc = pg_tape_create(&r->inf, e, 0);
   if (!rc) rc = pg_tape_create(&r->rec, e, 1);
+  if (!rc && ne > 1) rc = make_workers(r, es, ne);
   if (!rc) {
     if (p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED)
       rc = run_docs(r);
@@ -830,6 +1083,7 @@ int pg_eval_run_hooked(pg_model *m, pg_engine *e, const pg_val *val, const pg_pr
   if (!rc) rc = pg_ledger_check_complete(r->ledger, err);
   if (!rc) rc = pg_bpb_result(&res->sum, &res->val_loss, &res->val_bpb, err);
   res->seconds = now_s() - t0;
+  free_workers(r, e);
   free_run(r);
   if (rc) pg_eval_result_free(res);
   return rc;

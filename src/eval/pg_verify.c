@@ -221,15 +221,29 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
   res->tokens_read = vd.n;
   res->tokens_available = pg_shard_set_count(set);
   pg_val val = {.tok = vd.tok, .n = vd.n, .tables = c->bytes ? NULL : &tab, .bytes = vd.bytes};
-  /* the engine: the one place this run chooses it */
+  /* the engine(s): the one place this run chooses them */
   pg_engine cpu = pg_engine_cpu(c->threads);
-  pg_engine *e = c->engine ? c->engine : &cpu;
+  pg_engine *one = c->engine ? c->engine : &cpu;
+  const int ne = c->nengines > 1 && c->engines ? c->nengines : 1;
+  pg_engine *const *es = ne > 1 ? c->engines : &one;
+  pg_engine *e = es[0];
+  if (ne > PG_ENGINES_MAX) {
+    rc = pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "%d engines, at most %d", ne,
+                    PG_ENGINES_MAX);
+    goto done;
+  }
   res->threads = e->info.threads;
   res->engine = e->info;
+  res->nengines = ne;
+  for (int i = 0; i < ne; i++) { /* the receipt names every device */
+    const size_t len = strlen(res->devices);
+    snprintf(res->devices + len, sizeof res->devices - len, "%s%s", i ? "; " : "",
+             es[i]->info.devices);
+  }
   pg_eval_hooks hooks = {.progress = c->progress, .ctx = c->ctx};
   if (c->on_start) {
     pg_verify_start s = {.protocol = &c->protocol, .tokens = vd.n, .threads = res->threads,
-                         .engine = &e->info,
+                         .engine = &e->info, .nengines = ne, .devices = res->devices,
                          .precision = c->precision, .fp32_figure = fig32};
     c->on_start(c->ctx, &s);
   }
@@ -241,10 +255,11 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
     goto done;
   pg_model_set_precision(m, (pg_precision)c->precision);
   if (c->on_phase) c->on_phase(c->ctx, fig32 ? "bf16" : NULL);
-  if ((rc = pg_eval_run(m, e, &val, &c->protocol, &hooks, &res->eval, err))) goto done;
+  if ((rc = pg_eval_run_on(m, es, ne, &val, &c->protocol, &hooks, &res->eval, err))) goto done;
   if (fig32) {
     if (c->on_phase) c->on_phase(c->ctx, "fp32");
-    if ((rc = pg_eval_run(m32, e, &val, &c->protocol, &hooks, &res->eval_fp32, err))) goto done;
+    if ((rc = pg_eval_run_on(m32, es, ne, &val, &c->protocol, &hooks, &res->eval_fp32, err)))
+      goto done;
     res->has_fp32 = 1;
   }
 
@@ -271,7 +286,7 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
       .tokens_available = res->tokens_available, .tokens_read = vd.n, .bytes_pattern = c->bytes,
       .protocol = &c->protocol, .provenance = &ps.prov, .result = &res->eval,
       .result_fp32 = fig32 ? &res->eval_fp32 : NULL,
-      .engine = e->info.name, .devices = e->info.devices, .driver = e->info.driver,
+      .engine = e->info.name, .devices = res->devices, .driver = e->info.driver,
       .threads = res->threads, .precision = c->precision,
 #ifdef __VERSION__
       .compiler = __VERSION__,

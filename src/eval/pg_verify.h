@@ -22,12 +22,17 @@
 extern "C" {
 #endif
 
+/* The longest list of devices a run records (several engines). */
+#define PG_VERIFY_DEVICES_MAX 4096
+
 /* What the run is about to do, given to on_start once the inputs are open. */
 typedef struct pg_verify_start {
   const pg_protocol *protocol;
   uint64_t tokens;     /* validation tokens read */
   int threads;         /* the engine's threads */
-  const pg_engine_info *engine; /* the engine that runs it */
+  const pg_engine_info *engine; /* the engine that runs it (the first of several) */
+  int nengines;        /* engines sharing the windows (cfg.nengines, at least 1) */
+  const char *devices; /* every engine's devices, "; " between engines */
   int precision;       /* pg_precision */
   int fp32_figure;     /* the fp32 run follows the bf16 one */
 } pg_verify_start;
@@ -43,6 +48,11 @@ typedef struct pg_verify_cfg {
   int precision;         /* pg_precision */
   int fp32_figure;       /* with bf16: also run fp32, on its own copy of the weights */
   pg_engine *engine;     /* where the protocol runs (pg_engine_open); NULL: the CPU engine */
+  /* Several engines (pg_engine_open_many; nengines > 1 replaces engine): plain and sliding share
+   * their windows among them with the same result bits (pg_eval_run_on); the adaptive protocols
+   * are refused (PG_E_UNSUPPORTED). The calling thread is left on engines[0]. */
+  pg_engine *const *engines;
+  int nengines;
   int threads;           /* CPU threads (0: all online; results do not depend on it) */
   const char *receipt;   /* where the receipt is written; NULL: built, not written */
   const char *version;   /* the writer's version for the receipt (NULL: PG_VERSION) */
@@ -66,7 +76,9 @@ typedef struct pg_verify_result {
   uint64_t weights_bytes, weights_xxh64;
   uint64_t tokens_read, tokens_available;
   int threads;                   /* the engine's threads */
-  pg_engine_info engine;         /* what computed the result */
+  pg_engine_info engine;         /* what computed the result (the first engine of several) */
+  int nengines;                  /* engines that shared the windows */
+  char devices[PG_VERIFY_DEVICES_MAX]; /* every engine's devices, "; " between engines */
   pg_eval_result eval;           /* the run at cfg->precision */
   pg_eval_result eval_fp32;      /* with fp32_figure: the fp32 run */
   int has_fp32;
