@@ -326,6 +326,7 @@ int main(int argc, char **argv) {
     if (pg_legal_report_init(&ar, "artifact", artifact, &err)) {
       rc = pg_tool_fail(PROG, &err);
     } else {
+      ar.has_claim = r.has_claim, ar.claimed_bpb = r.claimed_bpb; /* L8 compares with it */
       if (pg_legal_run(&cfg, &ar, &err)) {
         fprintf(stderr, "%s: %s\n", PROG, pg_safe(err.msg));
         ar.incomplete = 1;
@@ -336,7 +337,6 @@ int main(int argc, char **argv) {
         free(ar.input_path);
         ar.input_kind = r.input_kind, ar.input_path = r.input_path;
         r.input_kind = r.input_path = NULL;
-        ar.has_claim = r.has_claim, ar.claimed_bpb = r.claimed_bpb;
         ar.incomplete |= r.incomplete;
         for (int i = 0; i < PG_LEGAL_NCHECKS && !rjson; i++) {
           /* the record side could not run: said beside the artifact's verdict */

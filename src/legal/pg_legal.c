@@ -437,17 +437,19 @@ static int hash_file(const char *path, uint64_t *h, pg_err *err) {
 static int check_accounting(lrun *lr) {
   pg_account acc;
   pg_err e;
-  if (pg_account_artifact(&acc, lr->art, PG_DEFAULT_BUDGET, 0, &e)) {
+  const uint64_t B = lr->test && lr->test->budget ? lr->test->budget : PG_DEFAULT_BUDGET;
+  if (pg_account_artifact(&acc, lr->art, B, 0, &e)) {
     fail(lr, 5, &e);
     return PG_OK;
   }
   const uint64_t with_tok = acc.counted + acc.tokenizer_stored;
-  if (acc.counted > PG_DEFAULT_BUDGET) {
-    add(lr, 5, PG_LEGAL_ILLEGAL, "%llu bytes counted, over the 16,000,000-byte limit by %llu",
-        (unsigned long long)acc.counted, (unsigned long long)(acc.counted - PG_DEFAULT_BUDGET));
+  if (acc.counted > B) {
+    add(lr, 5, PG_LEGAL_ILLEGAL, "%llu bytes counted, over the %llu-byte limit by %llu",
+        (unsigned long long)acc.counted, (unsigned long long)B,
+        (unsigned long long)(acc.counted - B));
   } else {
-    add(lr, 5, PG_LEGAL_INFO, "%llu bytes counted, %lld under the 16,000,000-byte limit",
-        (unsigned long long)acc.counted, (long long)acc.headroom);
+    add(lr, 5, PG_LEGAL_INFO, "%llu bytes counted, %lld under the %llu-byte limit",
+        (unsigned long long)acc.counted, (long long)acc.headroom, (unsigned long long)B);
   }
   ev(lr, 5, "file %llu = frame %llu + code %llu (stored; %llu bytes of source) + tokenizer %llu "
      "+ the rest of the model; counted = model + code (the challenge does not count the "
@@ -904,9 +906,9 @@ static int check_provenance(lrun *lr) {
     ev(lr, 6, "token runs: %d consecutive validation tokens as uint16 at any byte offset; "
        "validation windows indexed every %llu positions, so any run of %llu or more is found",
        L6_TOKENS, (unsigned long long)tokx.step, (unsigned long long)(L6_TOKENS + tokx.step - 1));
-    ev(lr, 6, "text: %d bytes of decoded validation text, windows starting at every %llu-th "
-       "token, so any copy that holds %llu whole tokens' text and %d bytes after them is found",
-       L6_TEXT, (unsigned long long)txtx.step, (unsigned long long)txtx.step - 1, L6_TEXT);
+    ev(lr, 6, "text: windows of %d bytes of decoded validation text starting at every %llu-th "
+       "token; a copy is found when it holds one such window whole", L6_TEXT,
+       (unsigned long long)txtx.step);
     ev(lr, 6, "every hash hit is confirmed against the stream itself; windows of fewer than 4 "
        "distinct tokens (8 distinct bytes) are not counted");
     ev(lr, 6, "%llu token runs and %llu text copies found", (unsigned long long)tok_hits,
@@ -1098,14 +1100,12 @@ static int check_reproduction(lrun *lr) {
   } else {
     ev(lr, 8, "no claimed score is known (no submission.json, no follows.val_bpb)");
   }
-  set(lr, 8, verdict_of(lr, 8), "val_bpb %.6f on %s%s%s", bpb, full ? "the whole set" : "a prefix",
-      src ? ", claimed " : "", src ? "" : "");
-  if (src) {
-    char *s = CHK(lr, 8)->summary;
-    char buf[512];
-    snprintf(buf, sizeof buf, "%s %.6f", s, claim);
-    set(lr, 8, CHK(lr, 8)->verdict, "%s", buf);
-  }
+  if (src)
+    set(lr, 8, verdict_of(lr, 8), "val_bpb %.6f on %s, claimed %.6f", bpb,
+        full ? "the whole set" : "a prefix", claim);
+  else
+    set(lr, 8, verdict_of(lr, 8), "val_bpb %.6f on %s, no claim known", bpb,
+        full ? "the whole set" : "a prefix");
   pg_verify_result_free(&v);
   return PG_OK;
 }

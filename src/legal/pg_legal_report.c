@@ -503,7 +503,8 @@ int pg_legal_merge_json(pg_legal_report *r, const char *json, size_t len, const 
   json_error_t je;
   json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
   if (!root)
-    return pg_err_set(err, PG_E_JSON, name, (uint64_t)je.position, "%s", je.text);
+    return pg_err_set(err, PG_E_JSON, name, (uint64_t)je.position, "malformed JSON: %s",
+                      je.text);
   int rc = PG_OK;
   int seen[PG_LEGAL_NCHECKS] = {0}, idx[64];
   size_t total = 0;
