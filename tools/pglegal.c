@@ -238,6 +238,7 @@ int main(int argc, char **argv) {
       if (pg_parse_u64(optarg, &tokens) || (tokens && tokens < 3) ||
           tokens > (UINT64_C(1) << 40))
         return pg_tool_usage_error(PROG, "bad --tokens '%s' (0, or 3..2^40)", optarg);
+      if (!tokens) tokens = UINT64_MAX; /* all */
       break;
     case O_THREADS: {
       uint64_t t;

@@ -661,6 +661,9 @@ static int confirm_text(void *ctx, uint64_t pos) {
   char t[4096];
   size_t n = val_text(s->lr, pos, t, sizeof t);
   if (n < L6_TEXT || memcmp(t, s->buf + s->at, L6_TEXT)) return 0;
+  uint32_t v[L6_TEXT];
+  for (int i = 0; i < L6_TEXT; i++) v[i] = (uint8_t)t[i];
+  if (!distinct_at_least(v, L6_TEXT, 8)) return 0;
   size_t k = L6_TEXT;
   while (k < n && s->at + k < s->len && s->buf[s->at + k] == (uint8_t)t[k]) k++;
   s->match_len = k, s->match_pos = pos;
@@ -705,9 +708,6 @@ static void scan_buffer(scan *s, const vindex *tokx, const vindex *txtx) {
     h = h * HBASE + s->buf[j];
     if (j + 1 < L6_TEXT || j + 1 < skip) continue;
     s->at = j + 1 - L6_TEXT;
-    uint32_t v[L6_TEXT];
-    for (int i = 0; i < L6_TEXT; i++) v[i] = s->buf[s->at + (size_t)i];
-    if (!distinct_at_least(v, L6_TEXT, 8)) continue;
     if (!vindex_find(txtx, h, confirm_text, s)) continue;
     s->text_hits++, s->text_bytes += s->match_len;
     skip = s->at + s->match_len + L6_TEXT;

@@ -125,7 +125,8 @@ typedef struct pg_legal_cfg {
   const char *val;        /* validation shard pattern (required) */
   const char *train;      /* training shard pattern (L6 overlap); NULL: skipped */
   const char *tokenizer;  /* a .model the submission claims to use (L5 identity); NULL: none */
-  uint64_t tokens;        /* validation prefix for L1-L4 and L8; 0: the default (spec/legal.md) */
+  uint64_t tokens;        /* validation prefix for L1-L4 and L8; 0: the default (spec/legal.md
+                           §1), UINT64_MAX: all */
   const char *protocol;   /* pgverify options; NULL: the artifact's recorded protocol */
   pg_engine *engine;      /* where the model runs; NULL: the CPU engine of `threads` */
   int threads;

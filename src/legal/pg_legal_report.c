@@ -439,6 +439,7 @@ static int check_check(json_t *c, size_t i, int *idx, size_t *total, const char 
     PG_TRY(get_text(f, "title", 0, &title, name, where, err));
     PG_TRY(get_text(f, "file", 1, &file, name, where, err));
     if (pg_legal_severity_parse(sev) < 0) return BAD("%s: unknown severity", where);
+    if (strchr(title, '\n')) return BAD("%s: the title is not one line", where);
     json_t *ln = json_object_get(f, "line");
     if (!ln) return BAD("%s: no \"line\"", where);
     if (!json_is_null(ln) && (!json_is_integer(ln) || json_integer_value(ln) < 1 ||
