@@ -418,6 +418,25 @@ Test(legal, a_validation_document_in_the_training_shards_fails_L6) {
   pg_legal_report_free(&r);
 }
 
+Test(legal, calibration_on_validation_tokens_fails_L6) {
+  /* the validation shard under a training name: pgpack cannot tell, the recorded hash can */
+  char dir[200], cmd[2000];
+  snprintf(dir, sizeof dir, "%s/disguised", tmp);
+  write_shards(dir, "fineweb_train_", stream, nstream);
+  const char *a = legal_artifact(), *b = path_in("calibrated.pgz");
+  snprintf(cmd, sizeof cmd, "%s/tools/pgpack --weights %s --tokenizer %s --code %s --calib "
+           "'%s/fineweb_train_*.bin' --calib-seqs 2 --calib-len 64 --codec zstd-3 -o %s "
+           ">/dev/null 2>&1", getenv("PG_BUILD_ROOT"), a, tokpath, code_file(), dir, b);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  pg_legal_report r;
+  run_checks(b, PROTO, NULL, NULL, NULL, &r);
+  expect_only(&r, "L6");
+  const pg_legal_finding *f = finding(&r, "L6", PG_LEGAL_ILLEGAL, "calibrated on validation");
+  cr_assert_not_null(f);
+  cr_assert(strstr(f->evidence[0], "[0, 128)") != NULL, "%s", f->evidence[0]);
+  pg_legal_report_free(&r);
+}
+
 /* ---- the reports --------------------------------------------------------------------------- */
 
 Test(legal, the_json_report_has_the_schema) {

@@ -491,7 +491,8 @@ static int check_accounting(lrun *lr) {
       ev(lr, 5, "cannot read --tokenizer: %s", e.msg);
     } else if (h != lr->tok_hash) {
       add(lr, 5, PG_LEGAL_ILLEGAL, "the artifact's tokenizer is not the one given");
-      ev(lr, 5, "section xxh64 %016llx, --tokenizer xxh64 %016llx", (unsigned long long)lr->tok_hash,
+      ev(lr, 5, "section xxh64 %016llx, --tokenizer xxh64 %016llx",
+         (unsigned long long)lr->tok_hash,
          (unsigned long long)h);
     } else {
       ev(lr, 5, "the tokenizer given is the artifact's, byte for byte");
@@ -643,7 +644,8 @@ static int confirm_tokens(void *ctx, uint64_t pos) {
   const lrun *lr = s->lr;
   uint32_t v[L6_TOKENS];
   for (int i = 0; i < L6_TOKENS; i++) {
-    v[i] = (uint32_t)s->buf[s->at + 2 * (size_t)i] | (uint32_t)s->buf[s->at + 2 * (size_t)i + 1] << 8;
+    const size_t o = s->at + 2 * (size_t)i;
+    v[i] = (uint32_t)s->buf[o] | (uint32_t)s->buf[o + 1] << 8;
     if ((int32_t)v[i] != lr->vd.tok[pos + (uint64_t)i]) return 0;
   }
   if (!distinct_at_least(v, L6_TOKENS, 4)) return 0;
@@ -931,8 +933,10 @@ static int check_provenance(lrun *lr) {
       const char *base = strrchr(path, '/');
       if (strstr(src, base ? base + 1 : path)) on_val = 1;
     }
-    uint64_t want = 0;
-    if (cx && ct && ct->type == PG_META_I64 && ct->i64 > 0 && sscanf(cx, "%16llx", (unsigned long long *)&want) == 1) {
+    unsigned long long hx = 0;
+    const int have = cx && sscanf(cx, "%16llx", &hx) == 1;
+    const uint64_t want = hx;
+    if (have && ct && ct->type == PG_META_I64 && ct->i64 > 0) {
       const uint64_t K = (uint64_t)ct->i64;
       /* calibration rows are the first tokens of the files a pattern matched: any file start */
       for (size_t k = 0; k < pg_shard_set_nfiles(lr->vd.set); k++) {
@@ -1053,7 +1057,7 @@ static int check_time(lrun *lr) {
   return PG_OK;
 }
 
-/* ---- L8 reproduction -------------------------------------------------------------------------- */
+/* ---- L8 reproduction ------------------------------------------------------------------------- */
 
 static int read_protocol_cb(void *ctx, const char *text, pg_protocol *p) {
   (void)ctx;
@@ -1110,7 +1114,7 @@ static int check_reproduction(lrun *lr) {
   return PG_OK;
 }
 
-/* ---- the run ---------------------------------------------------------------------------------- */
+/* ---- the run --------------------------------------------------------------------------------- */
 
 static int open_inputs(lrun *lr) {
   const pg_legal_cfg *c = lr->cfg;

@@ -196,7 +196,8 @@ static json_t *text_json(const char *s) {
 
 static json_t *finding_json(const pg_legal_finding *f) {
   json_t *ev = json_array();
-  for (size_t i = 0; ev && i < f->nevidence; i++) json_array_append_new(ev, text_json(f->evidence[i]));
+  for (size_t i = 0; ev && i < f->nevidence; i++)
+    json_array_append_new(ev, text_json(f->evidence[i]));
   json_t *o = json_object();
   if (!o || !ev) {
     json_decref(o);
@@ -219,7 +220,8 @@ int pg_legal_report_json(const pg_legal_report *r, const char *version, char **o
   for (int i = 0; checks && i < PG_LEGAL_NCHECKS; i++) {
     const pg_legal_check *c = &r->checks[i];
     json_t *fs = json_array();
-    for (size_t k = 0; fs && k < c->nfindings; k++) json_array_append_new(fs, finding_json(&c->findings[k]));
+    for (size_t k = 0; fs && k < c->nfindings; k++)
+      json_array_append_new(fs, finding_json(&c->findings[k]));
     json_t *o = json_object();
     if (o && fs) {
       json_object_set_new(o, "id", json_string(c->id));
@@ -370,7 +372,7 @@ int pg_legal_report_markdown(const pg_legal_report *r, const char *version, char
   return PG_OK;
 }
 
-/* ---- the record analyzer's JSON (spec/legal.md §6.2) ----------------------------------------- */
+/* ---- the record analyzer's JSON (spec/legal.md §6.2) ---------------------------------------- */
 
 #define BAD(...) pg_err_set(err, PG_E_MALFORMED, name, PG_NO_OFFSET, __VA_ARGS__)
 
@@ -420,7 +422,7 @@ static int check_check(json_t *c, size_t i, int *idx, size_t *total, const char 
   if (strchr(summary, '\n')) return BAD("%s: the summary is not one line", where);
   json_t *fs = json_object_get(c, "findings");
   if (!json_is_array(fs)) return BAD("%s: \"findings\" is not an array", where);
-  if (json_array_size(fs) > PG_LEGAL_MAX_FINDINGS || *total + json_array_size(fs) > PG_LEGAL_MAX_FINDINGS)
+  if (*total + json_array_size(fs) > PG_LEGAL_MAX_FINDINGS)
     return pg_err_set(err, PG_E_LIMIT, name, PG_NO_OFFSET, "more than %d findings",
                       PG_LEGAL_MAX_FINDINGS);
   *total += json_array_size(fs);

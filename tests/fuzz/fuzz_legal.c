@@ -58,7 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   /* the report's own JSON reads back through the reader */
   char *text, *md;
-  if (pg_legal_report_json(&r, "fuzz", &text, &err) || pg_legal_report_markdown(&r, "fuzz", &md, &err))
+  if (pg_legal_report_json(&r, "fuzz", &text, &err) ||
+      pg_legal_report_markdown(&r, "fuzz", &md, &err))
     abort();
   json_t *j = json_loads(text, 0, NULL);
   if (!j) abort();
