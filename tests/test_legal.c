@@ -437,6 +437,45 @@ Test(legal, calibration_on_validation_tokens_fails_L6) {
   pg_legal_report_free(&r);
 }
 
+Test(legal, an_evaluation_over_the_time_limit_is_a_warning_of_L7) {
+  const char *a = legal_artifact();
+  pg_legal_test t = {.flops_per_s = 1e5}; /* a machine slow enough for the demo model */
+  pg_legal_report r;
+  run_checks(a, PROTO, NULL, NULL, &t, &r);
+  expect_only(&r, "L7");
+  cr_assert_not_null(finding(&r, "L7", PG_LEGAL_WARNING, "over the 600 s limit"));
+  pg_legal_report_free(&r);
+}
+
+Test(legal, a_score_far_from_the_claim_on_the_whole_set_is_a_warning_of_L8) {
+  const char *a = legal_artifact();
+  pg_err err;
+  pg_legal_cfg cfg = {.artifact = a, .val = valpat, .protocol = PROTO, .tokens = UINT64_MAX,
+                      .threads = 1};
+  pg_legal_report r;
+  cr_assert_eq(pg_legal_report_init(&r, "artifact", a, &err), PG_OK);
+  r.has_claim = 1, r.claimed_bpb = 1.0;
+  cr_assert_eq(pg_legal_run(&cfg, &r, &err), PG_OK, "%s", err.msg);
+  expect_only(&r, "L8");
+  const pg_legal_finding *f = finding(&r, "L8", PG_LEGAL_WARNING, "differs from the claim");
+  cr_assert_not_null(f);
+  double bpb;
+  cr_assert_eq(sscanf(pg_legal_report_check(&r, "L8")->summary, "val_bpb %lf", &bpb), 1);
+  pg_legal_report_free(&r);
+  /* the claim the run reproduces: pass; on a prefix a far claim is information only */
+  cr_assert_eq(pg_legal_report_init(&r, "artifact", a, &err), PG_OK);
+  r.has_claim = 1, r.claimed_bpb = bpb;
+  cr_assert_eq(pg_legal_run(&cfg, &r, &err), PG_OK, "%s", err.msg);
+  expect_only(&r, NULL);
+  pg_legal_report_free(&r);
+  cr_assert_eq(pg_legal_report_init(&r, "artifact", a, &err), PG_OK);
+  r.has_claim = 1, r.claimed_bpb = 1.0;
+  cfg.tokens = 0;
+  cr_assert_eq(pg_legal_run(&cfg, &r, &err), PG_OK, "%s", err.msg);
+  expect_only(&r, NULL);
+  pg_legal_report_free(&r);
+}
+
 /* ---- the reports --------------------------------------------------------------------------- */
 
 Test(legal, the_json_report_has_the_schema) {

@@ -1,6 +1,6 @@
 /* pg_legal_testing.h: the seams of pg_legal_run that only its tests use: faults injected into
  * the run that each check must catch (an update before scoring and a target scored twice, through
- * pg_eval_testing.h; byte tables that miscount; a smaller byte limit). A leaking model is made
+ * pg_eval_testing.h; byte tables that miscount; a smaller byte limit or a slower machine). A leaking model is made
  * with an engine instead (tests/pgleak.h), since the model is what L1 probes. Not for tools. */
 #ifndef PG_LEGAL_TESTING_H
 #define PG_LEGAL_TESTING_H
@@ -18,6 +18,8 @@ typedef struct pg_legal_test {
   void (*mutate_tables)(void *ctx, pg_spm_tables *t); /* after the tables are built */
   uint64_t budget; /* L5's limit instead of 16,000,000 (0: that), so that a test of an artifact
                       over it need not write 16 MB */
+  double flops_per_s; /* L7's assumed rate instead of 8 x H100 at 40% (0: that), so that a test
+                         model is over the limit */
   void *ctx;
 } pg_legal_test;
 
