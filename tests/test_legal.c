@@ -23,6 +23,7 @@
 #include "pg_protocol_text.h"
 #include "pg_shard.h"
 #include "pg_spm.h"
+#include "pg_weights.h"
 #include "pgleak.h"
 #include "pgtest.h"
 
@@ -212,6 +213,87 @@ Test(legal, attention_that_sees_the_next_token_fails_L1) {
   cr_assert_not_null(f);
   cr_assert_geq(f->nevidence, 2);
   cr_assert_eq(pg_legal_report_exit(&r), 1);
+  pg_legal_report_free(&r);
+}
+
+/* The legal artifact re-packed with the arch's document mask on (attention.doc_mask): its
+ * tensors through safetensors without the stored arch, then pgpack with the changed arch. */
+static const char *doc_mask_artifact(void) {
+  const char *a = legal_artifact(), *st = path_in("w.safetensors"), *st2 = path_in("w2.safetensors");
+  const char *archp = path_in("mask.json"), *out = path_in("mask.pgz");
+  char cmd[2000];
+  snprintf(cmd, sizeof cmd, "%s/tools/pgunpack %s --safetensors %s >/dev/null 2>&1",
+           getenv("PG_BUILD_ROOT"), a, st);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  char *arch = pg_weights_meta(st, NULL, "arch.json");
+  cr_assert_not_null(arch);
+  json_t *j = json_loads(arch, 0, NULL);
+  cr_assert_not_null(j);
+  json_t *att = json_object_get(j, "attention");
+  if (!att) json_object_set_new(j, "attention", att = json_object());
+  json_object_set_new(att, "doc_mask", json_true());
+  cr_assert_eq(json_dump_file(j, archp, 0), 0);
+  json_decref(j);
+  free(arch);
+  /* the same file without its __metadata__ (so that --arch is the only arch) */
+  uint8_t *b;
+  size_t n;
+  pg_err e;
+  cr_assert_eq(pg_file_read_all(st, &b, &n, 64u << 20, &e), PG_OK, "%s", e.msg);
+  uint64_t hl = 0;
+  for (int i = 7; i >= 0; i--) hl = hl << 8 | b[i];
+  json_t *h = json_loadb((const char *)b + 8, (size_t)hl, 0, NULL);
+  cr_assert_not_null(h);
+  json_object_del(h, "__metadata__");
+  char *t = json_dumps(h, JSON_COMPACT);
+  size_t tl = strlen(t), pad = (8 - tl % 8) % 8;
+  FILE *f = fopen(st2, "wb");
+  cr_assert_not_null(f);
+  uint8_t len8[8];
+  for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((tl + pad) >> (8 * i));
+  fwrite(len8, 1, 8, f);
+  fwrite(t, 1, tl, f);
+  for (size_t i = 0; i < pad; i++) fputc(' ', f);
+  fwrite(b + 8 + hl, 1, n - 8 - hl, f);
+  cr_assert_eq(fclose(f), 0);
+  free(t);
+  json_decref(h);
+  free(b);
+  snprintf(cmd, sizeof cmd, "%s/tools/pgpack --weights %s --arch %s --tokenizer %s --code %s "
+           "--codec zstd-3 -o %s >/dev/null 2>&1", getenv("PG_BUILD_ROOT"), st2, archp, tokpath,
+           code_file(), out);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  return out;
+}
+
+/* Attention that ignores the document mask (the CPU's, with no segments). */
+static void (*cpu_attention)(const pg_ops *, pg_real *, const pg_real *, const pg_real *,
+                             const pg_real *, const int32_t *, int, int, int, int, int, float);
+static void nomask_attention(const pg_ops *e, pg_real *out, const pg_real *q, const pg_real *k,
+                             const pg_real *v, const int32_t *seg, int B, int T, int H, int Hkv,
+                             int d, float s) {
+  (void)seg;
+  cpu_attention(e, out, q, k, v, NULL, B, T, H, Hkv, d, s);
+}
+
+Test(legal, documents_the_arch_masks_are_probed_for_isolation) {
+  const char *a = doc_mask_artifact();
+  pg_legal_report r;
+  run_checks(a, PROTO, NULL, NULL, NULL, &r);
+  expect_only(&r, NULL);
+  const pg_legal_finding *f = finding(&r, "L1", PG_LEGAL_INFO, "probes");
+  cr_assert(strstr(f->evidence[1], "document mask: ") && !strstr(f->evidence[1], ": 0 probes"),
+            "%s", f->evidence[1]);
+  pg_legal_report_free(&r);
+  /* an engine that does not apply the mask: the next document sees the one before (causal, but
+   * not the isolation the arch claims) */
+  pg_engine e = pg_engine_cpu(1);
+  cpu_attention = e.ops.attention_fwd;
+  e.ops.attention_fwd = nomask_attention;
+  run_checks(a, PROTO, NULL, &e, NULL, &r);
+  cr_assert_eq(verdict(&r, "L1"), PG_LEGAL_FINDING);
+  cr_assert_not_null(finding(&r, "L1", PG_LEGAL_WARNING, "depends on the document before it"));
+  cr_assert_null(finding(&r, "L1", PG_LEGAL_ILLEGAL, ""), "causal all the same");
   pg_legal_report_free(&r);
 }
 

@@ -169,9 +169,21 @@ static int probe_causality(lrun *lr) {
     goto done;
   }
   if ((rc = pg_tape_create(&tp, lr->e, 0))) goto done;
-  uint64_t starts[3] = {0, (n - 1 - (uint64_t)W) / 2, n - 1 - (uint64_t)W};
-  int nstart = starts[2] == 0 ? 1 : starts[1] == 0 || starts[1] == starts[2] ? 2 : 3;
-  if (nstart == 2) starts[1] = starts[2];
+  /* windows at the start, the middle and the end of the prefix, and one whose middle is the
+   * first document boundary past W/2 (so that a boundary is probed wherever the prefix has one) */
+  const uint64_t last_ws = n - 1 - (uint64_t)W;
+  uint64_t cand_ws[4] = {0, last_ws / 2, last_ws, UINT64_MAX}, starts[4];
+  for (uint64_t p = (uint64_t)W / 2; p + (uint64_t)W / 2 < n; p++)
+    if (lr->vd.tok[p] == lr->arch->bos_id) {
+      if (p - (uint64_t)W / 2 <= last_ws) cand_ws[3] = p - (uint64_t)W / 2;
+      break;
+    }
+  int nstart = 0;
+  for (int k = 0; k < 4; k++) {
+    int dup = cand_ws[k] == UINT64_MAX;
+    for (int q = 0; q < nstart; q++) dup |= starts[q] == cand_ws[k];
+    if (!dup) starts[nstart++] = cand_ws[k];
+  }
   uint64_t compared = 0, cuts = 0, doc_probes = 0, doc_compared = 0;
   int leaks = 0, doc_leaks = 0;
   for (int s = 0; s < nstart; s++) {
