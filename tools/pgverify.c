@@ -13,6 +13,7 @@
 
 #include "pg_eval.h"
 #include "pg_model.h"
+#include "pg_protocol_text.h"
 #include "pg_verify.h"
 #include "tool.h"
 
@@ -199,50 +200,6 @@ static int apply(opts *o, int code, const char *a) {
   }
 }
 
-/* Read a protocol written as pgverify options ("--protocol sliding --stride 64 --tail-dup") into
- * *p with the options table lo: the protocol's defaults, then each option; 0 when it reads and
- * validates, 1 for anything that is not a protocol option or a bad value. */
-static int protocol_from_text(const char *text, const struct option *lo, pg_protocol *p) {
-  char buf[1024];
-  if (strlen(text) >= sizeof buf) return 1;
-  memcpy(buf, text, strlen(text) + 1);
-  char *tok[256];
-  int n = 0;
-  for (char *save, *t = strtok_r(buf, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
-    if (n == 256) return 1;
-    tok[n++] = t;
-  }
-  int kind = PG_PROTO_SLIDING;
-  for (int i = 0; i < n; i++) {
-    const char *name = NULL;
-    if (!strcmp(tok[i], "--protocol") && i + 1 < n) name = tok[i + 1];
-    if (!strncmp(tok[i], "--protocol=", 11)) name = tok[i] + 11;
-    if (name && (kind = pg_proto_parse(name)) < 0) return 1;
-  }
-  opts o;
-  memset(&o, 0, sizeof o);
-  pg_protocol_defaults(&o.p, kind);
-  for (int i = 0; i < n; i++) {
-    if (strncmp(tok[i], "--", 2)) return 1;
-    char *name = tok[i] + 2, *val = NULL, *eq = strchr(name, '=');
-    if (eq) *eq = '\0', val = eq + 1;
-    const struct option *f = NULL;
-    for (int k = 0; lo[k].name; k++)
-      if (!strcmp(lo[k].name, name)) f = &lo[k];
-    if (!f) return 1;
-    if (f->has_arg == required_argument && !val) {
-      if (i + 1 >= n) return 1;
-      val = tok[++i];
-    }
-    if (f->val == O_PROTO) continue;
-    if (apply(&o, f->val, val)) return 1; /* also every option that is not the protocol's */
-  }
-  pg_err e;
-  if (pg_protocol_validate(&o.p, &e)) return 1;
-  *p = o.p;
-  return 0;
-}
-
 /* The report on stdout (without --json). */
 static void print_report(const opts *o, const pg_verify_result *v) {
   const pg_arch_follows *fw = &v->arch.follows;
@@ -301,7 +258,7 @@ typedef struct events {
 
 static int read_record_protocol(void *ctx, const char *text, pg_protocol *p) {
   (void)ctx;
-  return protocol_from_text(text, LONGOPTS, p);
+  return pg_protocol_from_text(text, p);
 }
 
 static void on_start(void *ctx, const pg_verify_start *s) {

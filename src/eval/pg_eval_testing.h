@@ -1,7 +1,9 @@
 /* pg_eval_testing.h: the seams of pg_eval that only its tests use, kept out of the public
  * pg_eval.h: a hook that rewrites the stream's tokens right after a chunk's commit (to show that
  * committed sums never change afterwards), and a fault injection that puts an update before its
- * chunk's commit (to show that the ledger stops it). Not for tools or other library code. */
+ * chunk's commit, or a second scoring of a target (to show that the ledger stops them). Not for
+ * tools or other library code, except pglegal's own test seam (pg_legal_testing.h), which passes
+ * the fault injections through to show that its checks catch them. */
 #ifndef PG_EVAL_TESTING_H
 #define PG_EVAL_TESTING_H
 
@@ -20,6 +22,9 @@ typedef struct pg_eval_test_hooks {
   /* Chunked TTT trains on each chunk before scoring it (the classic illegal order); the ledger
    * must stop the run with PG_E_ILLEGAL. */
   int inject_update_before_commit;
+  /* The window protocols score the first target of the first window twice (a second pass); the
+   * ledger must stop the run with PG_E_ILLEGAL. */
+  int inject_double_score;
 } pg_eval_test_hooks;
 
 /* pg_eval_run with the test seams (test may be NULL: then it is pg_eval_run). */

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""gen_seeds.py: writes the seed inputs of fuzz_shardset and fuzz_encode_input (tests/fuzz/seeds/).
+"""gen_seeds.py: writes the seed inputs of fuzz_shardset, fuzz_encode_input and fuzz_legal
+(tests/fuzz/seeds/).
 
 The layouts are those the targets decode (see the comment at the top of each target); the seeds
 are small valid cases plus one of each fault the oracles know, so a short run starts at the code.
@@ -101,6 +102,49 @@ def encode_seeds():
     w("no_final_newline.bin", encode_case(0, 1, 0, 1, [einput(1, docs + b'{"text": "last"}')]))
 
 
+LEGAL_NAMES = ["causality", "normalisation", "score-before-update", "single-pass", "accounting",
+               "provenance", "time", "reproduction"]
+
+
+def legal_check(i, verdict, findings, summary="s"):
+    return {"id": "L%d" % (i + 1), "name": LEGAL_NAMES[i], "verdict": verdict,
+            "summary": summary, "spec": "spec/legal-record.md \u00a7%d" % (i + 1),
+            "findings": findings}
+
+
+def legal_seeds():
+    """The record analyzer's output as pglegal reads it (spec/legal.md 6.2)."""
+    import json
+    ill = {"severity": "illegal", "title": "the n-gram key holds the target",
+           "evidence": ["key = hash(x[t], x[t+1])", "line 812: cache[key] += 1"],
+           "file": "train_gpt.py", "line": 812, "reachable": True}
+    dead = {"severity": "info", "title": "pre-eval TTT behind TTT_PRE=0", "evidence": [],
+            "file": "train_gpt.py", "line": 40, "reachable": False}
+    warn = {"severity": "warning", "title": "estimate", "evidence": ["x"], "file": None,
+            "line": None, "reachable": True}
+    uni = {"severity": "illegal", "title": "calibration on val \u202e reversed",
+           "evidence": ["caf\u00e9 \u2581x"], "file": "d\u00e9p\u00f4t/train_gpt.py",
+           "line": 1, "reachable": True}
+    verdicts = ["pass", "finding", "dead", "skip", "error", "pass", "pass", "pass"]
+    docs = {
+        "merge.json": {"checks": [legal_check(0, "finding", [ill]),
+                                  legal_check(2, "dead", [dead])],
+                       "facts": {"claimed_val_bpb": 1.081}},
+        "all_eight.json": {"checks": [legal_check(i, verdicts[i], [warn] if i % 3 == 0 else [])
+                                      for i in range(8)],
+                           "facts": {"claimed_val_bpb": None, "bytes_total": 15990000,
+                                     "seeds": [1337, 42, 2025]}},
+        "empty.json": {"checks": []},
+        "unicode.json": {"checks": [legal_check(5, "finding", [uni], summary="val \u00e9")],
+                         "facts": {}},
+    }
+    for name, d in docs.items():
+        write("legal", name, json.dumps(d, indent=1, ensure_ascii=False).encode())
+    one = json.dumps(legal_check(0, "pass", []))
+    write("legal", "duplicate_check.json", ('{"checks":[%s,%s]}' % (one, one)).encode())
+
+
 if __name__ == "__main__":
     shardset_seeds()
     encode_seeds()
+    legal_seeds()
