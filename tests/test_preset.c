@@ -1,0 +1,156 @@
+/* test_preset.c: the records' presets (spec/presets/, src/model/pg_preset.c). Every preset of the
+ * catalogue parses, names its own file, has an arch and a protocol when supported (a reason when
+ * not); every arch it holds validates and runs a forward pass (plain windows on a synthetic
+ * stream) on a random-weight model after shrink_arch, which changes only sizes and keeps every
+ * feature. Also the reader's refusals: an unknown or malformed name, unknown keys, a follows
+ * inside the arch, a supported preset without a protocol. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_arch.h"
+#include "pg_eval.h"
+#include "pg_model.h"
+#include "pg_model_testing.h"
+#include "pg_preset.h"
+#include "pgevalfx.h"
+
+#define V 64
+
+/* The catalogue of the source tree, whatever the environment says. */
+static void use_source_presets(void) {
+  const char *root = getenv("PG_SOURCE_ROOT");
+  cr_assert_not_null(root, "PG_SOURCE_ROOT is not set (run through meson test)");
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s/spec/presets", root);
+  setenv("PGOLF_PRESETS", dir, 1);
+}
+
+/* The documented size reduction: vocabulary 64, d 32, 4/2 heads of 8, MLP 64, rope ≤ 4 dims, the
+ * NTK length 16, the document cap 24, 97 bigram buckets of 16 (or d without a projection), VE
+ * width 8; layers, lists, gates, smear, parallel lanes and the readout are kept as they are. */
+static void shrink_arch(pg_arch *a) {
+  a->vocab_size = V;
+  a->dim = 32;
+  a->heads = 4;
+  a->kv_heads = 2;
+  a->head_dim = 8;
+  a->mlp.hidden = 64;
+  if (a->attention.rope_dims) a->attention.rope_dims = 4;
+  if (a->attention.rope_ntk_len) a->attention.rope_ntk_len = 16;
+  if (a->attention.doc_max_len) a->attention.doc_max_len = 24;
+  if (a->embeddings.bigram_buckets) a->embeddings.bigram_buckets = 97;
+  a->embeddings.bigram_dim = a->embeddings.bigram_proj ? 16 : a->dim;
+  a->embeddings.ve_dim = 8;
+  if (a->attention.gate_window > a->dim) a->attention.gate_window = a->dim;
+  if (a->embeddings.smear_window > a->dim) a->embeddings.smear_window = a->dim;
+}
+
+Test(preset, every_preset_loads_and_runs_a_forward_pass) {
+  use_source_presets();
+  char **names;
+  size_t n;
+  pg_err err;
+  cr_assert_eq(pg_preset_names(&names, &n, &err), PG_OK, "%s", err.msg);
+  cr_assert_geq(n, 40, "only %zu presets", n);
+  static pg_preset p;
+  size_t supported = 0;
+  const uint64_t ntok = 257; /* T = 256: whole windows of 64 */
+  pg_spm_tables t = pgfx_tables(V);
+  pg_val val = {.tok = pgfx_stream(ntok, V, 5), .n = ntok, .tables = &t};
+  for (size_t i = 0; i < n; i++) {
+    cr_assert_eq(pg_preset_load(&p, names[i], &err), PG_OK, "%s", err.msg);
+    cr_assert_str_eq(p.name, names[i]);
+    cr_assert(p.val_bpb > 0.5 && p.val_bpb < 2, "%s: val_bpb %g", p.name, p.val_bpb);
+    cr_assert(!strncmp(p.record, p.date, 10), "%s: record '%s' and date '%s' disagree", p.name,
+              p.record, p.date);
+    if (p.supported) {
+      supported++;
+      cr_assert(p.has_arch && p.protocol[0], "%s", p.name);
+      cr_assert_eq(pg_preset_require_supported(&p, &err), PG_OK);
+    } else {
+      cr_assert(p.reason[0], "%s", p.name);
+      cr_assert_eq(pg_preset_require_supported(&p, &err), PG_E_ARG);
+      cr_assert(strstr(err.msg, "not supported") && !strchr(err.msg, '\n'), "%s", err.msg);
+    }
+    if (!p.has_arch) continue;
+    cr_assert(p.arch.follows.set && !strcmp(p.arch.follows.record, p.record), "%s", p.name);
+    pg_arch a = p.arch;
+    shrink_arch(&a);
+    cr_assert_eq(pg_arch_validate(&a, p.name, &err), PG_OK, "%s (reduced): %s", p.name, err.msg);
+    pg_model *m;
+    cr_assert_eq(pg_model_create(&m, &a, &err), PG_OK, "%s: %s", p.name, err.msg);
+    pg_model_init_random(m, 7, 0.5);
+    pg_protocol pr;
+    pg_protocol_defaults(&pr, PG_PROTO_PLAIN);
+    pr.seq_len = 64;
+    pr.report_tokens = 128;
+    pg_engine e = pg_engine_cpu(1);
+    pg_eval_result res;
+    cr_assert_eq(pg_eval_run(m, &e, &val, &pr, NULL, &res, &err), PG_OK, "%s: %s", p.name,
+                 err.msg);
+    cr_assert_eq(res.scored, 256, "%s", p.name);
+    cr_assert(isfinite(res.val_bpb) && res.val_bpb > 0, "%s: val_bpb %g", p.name, res.val_bpb);
+    pg_eval_result_free(&res);
+    pg_model_free(m);
+  }
+  cr_assert_geq(supported, n / 2, "%zu of %zu supported", supported, n);
+  free((int32_t *)val.tok);
+  pgfx_tables_free(&t);
+  pg_preset_names_free(names, n);
+}
+
+Test(preset, unknown_or_bad_name_is_one_line) {
+  use_source_presets();
+  static pg_preset p;
+  pg_err err;
+  cr_assert_eq(pg_preset_load(&p, "no-such-record", &err), PG_E_NOT_FOUND);
+  cr_assert(strstr(err.msg, "no-such-record") && !strchr(err.msg, '\n'), "%s", err.msg);
+  cr_assert_eq(pg_preset_load(&p, "../spec/presets/x", &err), PG_E_ARG);
+  cr_assert_eq(pg_preset_load(&p, "", &err), PG_E_ARG);
+  cr_assert_eq(pg_preset_load(&p, ".hidden", &err), PG_E_ARG);
+  setenv("PGOLF_PRESETS", "/nonexistent/presets", 1);
+  cr_assert_eq(pg_preset_load(&p, "2026-03-17-naive-baseline", &err), PG_E_NOT_FOUND);
+  cr_assert(strstr(err.msg, "PGOLF_PRESETS"), "%s", err.msg);
+}
+
+static int parse(const char *text, const char *name, pg_err *err) {
+  static pg_preset p;
+  return pg_preset_parse(&p, text, strlen(text), "t.json", name, err);
+}
+
+#define HEAD "{\"preset\": \"x\", \"record\": \"2026-01-01_X\", \"date\": \"2026-01-01\", "
+
+Test(preset, parse_rules) {
+  pg_err err;
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": true, \"arch\": {}, "
+                          "\"protocol\": \"--protocol plain\"}", "x", &err), PG_OK, "%s", err.msg);
+  /* the file's name must be the preset's */
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": true, \"arch\": {}, "
+                          "\"protocol\": \"--protocol plain\"}", "y", &err), PG_E_ARG);
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": true, \"arch\": {}, "
+                          "\"protocol\": \"--protocol plain\", \"extra\": 1}", NULL, &err),
+               PG_E_ARG);
+  cr_assert(strstr(err.msg, "extra: unknown key"), "%s", err.msg);
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": true, \"arch\": {}}", NULL, &err),
+               PG_E_ARG);
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": false}", NULL, &err), PG_E_ARG);
+  cr_assert(strstr(err.msg, "reason"), "%s", err.msg);
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": false, \"reason\": \"r\"}", NULL,
+                     &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": true, \"protocol\": \"--protocol "
+                          "plain\", \"arch\": {\"follows\": {\"record\": \"r\"}}}", NULL, &err),
+               PG_E_ARG);
+  cr_assert(strstr(err.msg, "arch.follows"), "%s", err.msg);
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": true, \"protocol\": \"--protocol "
+                          "plain\", \"arch\": {\"layers\": 0}}", NULL, &err), PG_E_ARG);
+  cr_assert(strstr(err.msg, "t.json: arch") && strstr(err.msg, "layers"), "%s", err.msg);
+  cr_assert_eq(parse(HEAD "\"val_bpb\": \"1.2\", \"supported\": true}", NULL, &err),
+               PG_E_META_TYPE);
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": false, \"reason\": \"r\", "
+                          "\"quirks\": [\"a\\nb\"]}", NULL, &err), PG_E_ARG);
+  cr_assert_eq(parse("[1]", NULL, &err), PG_E_META_TYPE);
+  cr_assert_eq(parse("{", NULL, &err), PG_E_JSON);
+}
