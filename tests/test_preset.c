@@ -9,12 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pg_arch.h"
 #include "pg_eval.h"
 #include "pg_model.h"
 #include "pg_model_testing.h"
 #include "pg_preset.h"
+#include "pg_safetensors.h"
 #include "pgevalfx.h"
 
 #define V 64
@@ -153,4 +155,54 @@ Test(preset, parse_rules) {
                           "\"quirks\": [\"a\\nb\"]}", NULL, &err), PG_E_ARG);
   cr_assert_eq(parse("[1]", NULL, &err), PG_E_META_TYPE);
   cr_assert_eq(parse("{", NULL, &err), PG_E_JSON);
+}
+
+/* A safetensors file holding the tensors of the arch JSON text (small values), no metadata. */
+static void write_weights(const char *path, const char *arch_json) {
+  pg_arch a;
+  pg_err err;
+  cr_assert_eq(pg_arch_parse(&a, arch_json, strlen(arch_json), "w", &err), PG_OK, "%s", err.msg);
+  pg_arch_tensor *t;
+  size_t n;
+  cr_assert_eq(pg_arch_tensors(&a, &t, &n, &err), PG_OK);
+  pg_st_writer *w;
+  cr_assert_eq(pg_st_writer_create(&w, &err), PG_OK);
+  for (size_t i = 0; i < n; i++) {
+    const uint64_t k = pg_arch_tensor_numel(&t[i]);
+    float *v = calloc(k, sizeof *v);
+    for (uint64_t j = 0; j < k; j++) v[j] = 0.01f * (float)(j % 7);
+    cr_assert_eq(pg_st_writer_add(w, t[i].name, PG_ST_F32, (uint32_t)t[i].ndim, t[i].shape, v,
+                                  k * sizeof *v, &err), PG_OK, "%s", err.msg);
+    free(v);
+  }
+  cr_assert_eq(pg_st_writer_write(w, path, &err), PG_OK, "%s", err.msg);
+  pg_st_writer_free(w);
+  free(t);
+}
+
+/* Weights without an arch.json: the options their tensors show are compared with the arch, and
+ * every difference is named with both values. */
+Test(preset, check_weights_names_the_contradicting_options) {
+  char path[] = "/tmp/pg_preset_wXXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  const char *w = "{\"vocab_size\": 64, \"dim\": 32, \"layers\": 3, \"heads\": 4, \"kv_heads\": 2, "
+                  "\"mlp\": {\"hidden\": 64}, \"embeddings\": {\"smear\": \"v1\"}}";
+  write_weights(path, w);
+  pg_arch a;
+  pg_err err;
+  cr_assert_eq(pg_arch_parse(&a, w, strlen(w), "a", &err), PG_OK);
+  cr_assert_eq(pg_preset_check_weights(&a, path, &err), PG_OK, "%s", err.msg);
+  const char *b = "{\"vocab_size\": 64, \"dim\": 32, \"layers\": 2, \"heads\": 4, \"kv_heads\": 2, "
+                  "\"mlp\": {\"hidden\": 96}, \"attention\": {\"gate\": \"sparse_sigmoid\"}, "
+                  "\"structure\": {\"skips\": \"gated\"}}";
+  cr_assert_eq(pg_arch_parse(&a, b, strlen(b), "b", &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_preset_check_weights(&a, path, &err), PG_E_ARG);
+  cr_assert(strstr(err.msg, "layers 2/3") && strstr(err.msg, "mlp.hidden 96/64") &&
+                strstr(err.msg, "smear") && strstr(err.msg, "gated") &&
+                strstr(err.msg, "dense_sigmoid or sparse_sigmoid 1/0") &&
+                !strchr(err.msg, '\n'),
+            "%s", err.msg);
+  unlink(path);
 }

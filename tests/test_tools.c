@@ -2219,6 +2219,28 @@ Test(tools, pgverify_preset_end_to_end) {
   snprintf(pre, sizeof pre, "PGOLF_PRESETS=%s %s", dir, pv);
   expect_error(&f, "contradicts", "mlp.hidden", "%s %s --tokenizer %s --val %s --preset test-bad",
                pre, st, tok, f.val);
+  /* the same weights without an arch.json: the options their tensors show are compared */
+  {
+    char bare[220];
+    snprintf(bare, sizeof bare, "%s/bare.safetensors", tmp);
+    pg_st *in;
+    pg_st_writer *w;
+    pg_err e;
+    cr_assert_eq(pg_st_open_file(&in, st, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_st_writer_create(&w, &e), PG_OK);
+    for (size_t i = 0; i < pg_st_count(in); i++) {
+      const pg_st_tensor *t = pg_st_at(in, i);
+      cr_assert_eq(pg_st_writer_add(w, t->name, t->dtype, t->rank, t->shape, t->data, t->nbytes,
+                                    &e), PG_OK, "%s", e.msg);
+    }
+    cr_assert_eq(pg_st_writer_write(w, bare, &e), PG_OK, "%s", e.msg);
+    pg_st_writer_free(w);
+    pg_st_free(in);
+    expect_error(&f, "contradicts the weights' tensors", "mlp.hidden 96/64",
+                 "%s %s --tokenizer %s --val %s --preset test-bad", pre, bare, tok, f.val);
+    cr_assert_eq(run("%s %s --tokenizer %s --val %s --preset test-ok --no-receipt", pre, bare,
+                     tok, f.val), 0, "%s", slurp(err_path));
+  }
   expect_error(&f, "no-such", "--list-presets", "%s %s --val %s --preset no-such", pre, f.art,
                f.val);
   expect_error(&f, "both give the arch", NULL, "%s %s --val %s --preset test-ok --arch %s", pre,

@@ -431,7 +431,8 @@ int main(int argc, char **argv) {
     if (o.arch) return pg_tool_usage_error(PROG, "--preset and --arch both give the arch");
     static pg_preset preset; /* static: large, and nothing to free on an early exit */
     pre = &preset;
-    if (pg_preset_load(pre, o.preset, &err) || pg_preset_require_supported(pre, &err))
+    if (pg_preset_load(pre, o.preset, &err) || pg_preset_require_supported(pre, &err) ||
+        pg_preset_check_weights(&pre->arch, o.artifact, &err))
       return pg_tool_fail(PROG, &err);
   }
   pg_protocol_defaults(&o.p, kind);

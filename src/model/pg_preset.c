@@ -10,6 +10,8 @@
 
 #include "pg_io.h"
 #include "pg_json.h"
+#include "pg_safetensors.h"
+#include "pg_weights.h"
 
 #ifndef PG_PRESETS_SRCDIR
 #define PG_PRESETS_SRCDIR ""
@@ -292,4 +294,124 @@ int pg_preset_require_supported(const pg_preset *p, pg_err *err) {
   PG_FAIL_IF(!p->supported, err, PG_E_ARG, NULL, PG_NO_OFFSET,
              "preset '%s': not supported: %s", p->name, p->reason);
   return PG_OK;
+}
+
+/* ---- an arch against the tensors of a safetensors file without an arch.json ---- */
+
+typedef struct diffbuf {
+  char text[900];
+  int n;
+} diffbuf;
+
+static void differ(diffbuf *d, const char *what, long long arch, long long weights) {
+  if (arch == weights) return;
+  const size_t used = strlen(d->text);
+  if (used < sizeof d->text - 1)
+    snprintf(d->text + used, sizeof d->text - used, "%s%s %lld/%lld", d->n ? ", " : "", what,
+             arch, weights);
+  d->n++;
+}
+
+static const pg_st_tensor *tensor(const pg_st *st, const char *name) {
+  const pg_st_tensor *t;
+  pg_err e;
+  return pg_st_find(&t, st, name, &e) == PG_OK ? t : NULL;
+}
+
+/* The size of dimension k of the tensor, 0 when absent or of a lower rank. */
+static long long dim_of(const pg_st_tensor *t, unsigned k) {
+  return t && k < t->rank ? (long long)t->shape[k] : 0;
+}
+
+/* The options the tensors show (names and shapes, spec/arch.md §4), compared with a's. */
+static void derive_diff(const pg_arch *a, const pg_st *st, diffbuf *d) {
+  const pg_st_tensor *t = tensor(st, "tok_emb.weight");
+  if (t && t->rank == 2) {
+    differ(d, "vocab_size", a->vocab_size, dim_of(t, 0));
+    differ(d, "dim", a->dim, dim_of(t, 1));
+  }
+  long long layers = 0;
+  for (size_t i = 0; i < pg_st_count(st); i++) {
+    const char *name = pg_st_at(st, i)->name;
+    if (strncmp(name, "blocks.", 7)) continue;
+    char *end;
+    const long long k = strtoll(name + 7, &end, 10);
+    if (end != name + 7 && *end == '.' && k >= 0 && k < 4096 && k + 1 > layers) layers = k + 1;
+  }
+  if (layers) differ(d, "layers", a->layers, layers);
+  const int l = pg_arch_has_attn(a, 0) ? 0 : 1 < a->layers ? 1 : 0;
+  char name[64];
+  snprintf(name, sizeof name, "blocks.%d.attn.c_q.weight", l);
+  if ((t = tensor(st, name)))
+    differ(d, "heads*head_dim", (long long)a->heads * a->head_dim, dim_of(t, 0));
+  snprintf(name, sizeof name, "blocks.%d.attn.c_k.weight", l);
+  if ((t = tensor(st, name)))
+    differ(d, "kv_heads*head_dim", (long long)a->kv_heads * a->head_dim, dim_of(t, 0));
+  snprintf(name, sizeof name, "blocks.%d.attn.q_gain", l);
+  if ((t = tensor(st, name)) && t->rank == 1) differ(d, "heads", a->heads, dim_of(t, 0));
+  differ(d, "structure.layer0_attn", a->structure.layer0_attn,
+         tensor(st, "blocks.0.attn.c_q.weight") != NULL);
+  if ((t = tensor(st, "blocks.0.mlp.fc.weight")))
+    differ(d, "mlp.hidden", a->mlp.hidden, dim_of(t, 0));
+  t = tensor(st, "bigram.embed.weight");
+  differ(d, "embeddings.bigram_buckets", a->embeddings.bigram_buckets, dim_of(t, 0));
+  if (t && a->embeddings.bigram_buckets)
+    differ(d, "embeddings.bigram_dim", a->embeddings.bigram_dim, dim_of(t, 1));
+  t = tensor(st, "ve_shared.embed.weight");
+  long long nve = 0;
+  for (; nve < PG_ARCH_MAX_LAYERS; nve++) {
+    snprintf(name, sizeof name, "ve_layer_scales.%lld", nve);
+    if (!tensor(st, name)) break;
+  }
+  differ(d, "len(embeddings.ve_layers)", a->embeddings.ve_layers.n, t ? nve : 0);
+  if (t && a->embeddings.ve_layers.n)
+    differ(d, "embeddings.ve_dim", a->embeddings.ve_dim, dim_of(t, 1));
+  const int smear = tensor(st, "smear.gate")          ? PG_ARCH_SMEAR_V1
+                    : tensor(st, "smear_gate.weight") ? PG_ARCH_SMEAR_V2
+                                                      : PG_ARCH_SMEAR_NONE;
+  differ(d, "embeddings.smear (0 none, 1 v1, 2 v2)", a->embeddings.smear, smear);
+  snprintf(name, sizeof name, "blocks.%d.attn.attn_gate_proj.weight", l);
+  const int g2 = tensor(st, name) != NULL;
+  snprintf(name, sizeof name, "blocks.%d.attn.attn_gate_w", l);
+  const pg_st_tensor *gw = tensor(st, name);
+  const int gate = a->attention.gate;
+  if (g2 || gw || gate != PG_ARCH_GATE_NONE) {
+    /* the kind the tensors allow: a [H, d] matrix is the dense gate, or a sparse one reading
+     * all d channels; compare the tensor's presence and width */
+    differ(d, "attention.gate is 2sigma_first12", gate == PG_ARCH_GATE_2SIGMA_FIRST12, g2);
+    differ(d, "attention.gate is dense_sigmoid or sparse_sigmoid",
+           gate == PG_ARCH_GATE_DENSE_SIGMOID || gate == PG_ARCH_GATE_SPARSE_SIGMOID, gw != NULL);
+    if (gw && (gate == PG_ARCH_GATE_DENSE_SIGMOID || gate == PG_ARCH_GATE_SPARSE_SIGMOID))
+      differ(d, "attention gate columns", gate == PG_ARCH_GATE_DENSE_SIGMOID
+                                              ? a->dim : a->attention.gate_window, dim_of(gw, 1));
+  }
+  t = tensor(st, "skip_weights");
+  differ(d, "skips (rows of skip_weights)", pg_arch_n_skips(a), dim_of(t, 0));
+  if (t) differ(d, "structure.skips is gated", a->structure.skips == PG_ARCH_SKIPS_GATED,
+                tensor(st, "skip_gates") != NULL);
+  differ(d, "structure.parallel is two_lane", a->structure.parallel == PG_ARCH_PAR_TWO_LANE,
+         tensor(st, "parallel_resid_lambdas") != NULL);
+  t = tensor(st, "readout_delta");
+  differ(d, "structure.readout_groups", a->structure.readout_groups,
+         t ? dim_of(t, t->rank - 1) : 0);
+  differ(d, "head.tied", a->head.tied, tensor(st, "lm_head.weight") == NULL);
+}
+
+int pg_preset_check_weights(const pg_arch *a, const char *path, pg_err *err) {
+  int is_art = 0;
+  PG_TRY(pg_weights_is_artifact(path, &is_art, err));
+  if (is_art) return PG_OK; /* the loader compares the artifact's arch.json */
+  pg_st *st;
+  if (pg_st_open_file(&st, path, err) != PG_OK) return PG_OK; /* the loader reports it */
+  int rc = PG_OK;
+  if (!pg_st_meta_get(st, "arch.json")) {
+    diffbuf d = {{0}, 0};
+    derive_diff(a, st, &d);
+    if (d.n)
+      rc = pg_err_set(err, PG_E_ARG, path, PG_NO_OFFSET,
+                      "the arch given contradicts the weights' tensors in %d option%s "
+                      "(given/weights): %s", d.n, d.n == 1 ? "" : "s", d.text);
+  }
+  pg_st_free(st);
+  return rc;
 }

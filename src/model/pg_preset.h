@@ -66,6 +66,13 @@ void pg_preset_names_free(char **names, size_t n);
  * "preset 'x': not supported: REASON". */
 int pg_preset_require_supported(const pg_preset *p, pg_err *err);
 
+/* Compare an arch with what a safetensors file's tensors show (names and shapes: vocabulary,
+ * width, layers, head widths, MLP width, BigramHash, value embeddings, SmearGate, the attention
+ * gate, skips, lanes, readout, tying) when the file carries no "arch.json" (with one, and for an
+ * artifact, the loader compares the two archs). PG_E_ARG naming every differing option with
+ * both values; PG_OK otherwise (faults of the file are left to the loader). */
+int pg_preset_check_weights(const pg_arch *a, const char *path, pg_err *err);
+
 #ifdef __cplusplus
 }
 #endif
