@@ -206,3 +206,25 @@ Test(preset, check_weights_names_the_contradicting_options) {
             "%s", err.msg);
   unlink(path);
 }
+
+/* The presets of the records that spec/examples/ also follows describe the same models. */
+Test(preset, agree_with_the_examples) {
+  use_source_presets();
+  const char *pairs[][2] = {{"2026-03-17-naive-baseline", "baseline"},
+                            {"2026-04-27-sp8192-lqer-sparsegate-bossmearfix", "r12"},
+                            {"2026-04-29-smeargate-bosfix-3seed", "r12b"}};
+  static pg_preset p;
+  pg_err err;
+  for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+    cr_assert_eq(pg_preset_load(&p, pairs[i][0], &err), PG_OK, "%s", err.msg);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/spec/examples/%s.json", getenv("PG_SOURCE_ROOT"),
+             pairs[i][1]);
+    pg_arch ex;
+    cr_assert_eq(pg_arch_load(&ex, path, &err), PG_OK, "%s", err.msg);
+    char diff[512];
+    cr_assert_eq(pg_arch_diff(&p.arch, &ex, diff, sizeof diff), 0, "%s vs %s: %s", pairs[i][0],
+                 pairs[i][1], diff);
+    cr_assert_str_eq(p.record, ex.follows.record);
+  }
+}
