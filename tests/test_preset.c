@@ -153,6 +153,13 @@ Test(preset, parse_rules) {
                PG_E_META_TYPE);
   cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": false, \"reason\": \"r\", "
                           "\"quirks\": [\"a\\nb\"]}", NULL, &err), PG_E_ARG);
+  /* the record's parameter count must be the arch's (the baseline's 17,059,912 here) */
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": true, \"arch\": {}, \"params\": "
+                          "17059912, \"protocol\": \"--protocol plain\"}", NULL, &err), PG_OK,
+               "%s", err.msg);
+  cr_assert_eq(parse(HEAD "\"val_bpb\": 1.2, \"supported\": true, \"arch\": {}, \"params\": "
+                          "17059913, \"protocol\": \"--protocol plain\"}", NULL, &err), PG_E_ARG);
+  cr_assert(strstr(err.msg, "params: the record has 17059913"), "%s", err.msg);
   cr_assert_eq(parse("[1]", NULL, &err), PG_E_META_TYPE);
   cr_assert_eq(parse("{", NULL, &err), PG_E_JSON);
 }

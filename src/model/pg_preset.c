@@ -75,7 +75,8 @@ static int date_ok(const char *d) {
 static int parse_root(pg_preset *p, json_t *root, const char *file, const char *name,
                       pg_err *err) {
   static const char *const KEYS[] = {"preset", "record", "date", "pr", "val_bpb", "supported",
-                                     "reason", "arch", "protocol", "inferred", "quirks", NULL};
+                                     "reason", "params", "arch", "protocol", "inferred", "quirks",
+                                     NULL};
   const char *key;
   json_t *v;
   json_object_foreach(root, key, v) {
@@ -113,6 +114,13 @@ static int parse_root(pg_preset *p, json_t *root, const char *file, const char *
                file, PG_NO_OFFSET, "pr: %lld is outside 1..10000000",
                (long long)json_integer_value(v));
     p->pr = (int)json_integer_value(v);
+  }
+  if ((v = json_object_get(root, "params"))) {
+    PG_FAIL_IF(!json_is_integer(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
+               "params: is %s, not an integer", pg_json_type_word(v));
+    PG_FAIL_IF(json_integer_value(v) < 1, err, PG_E_ARG, file, PG_NO_OFFSET,
+               "params: %lld is not positive", (long long)json_integer_value(v));
+    p->params = (uint64_t)json_integer_value(v);
   }
   v = json_object_get(root, "val_bpb");
   PG_FAIL_IF(!json_is_number(v), err, PG_E_META_TYPE, file, PG_NO_OFFSET,
@@ -166,6 +174,14 @@ static int parse_root(pg_preset *p, json_t *root, const char *file, const char *
   PG_FAIL_IF(p->supported && (!p->has_arch || !p->protocol[0]), err, PG_E_ARG, file,
              PG_NO_OFFSET, "%s: missing (a supported preset has an arch and a protocol)",
              p->has_arch ? "protocol" : "arch");
+  if (p->supported && p->params) {
+    /* the record's own count: a wrong layer count or width shows here */
+    uint64_t n = 0;
+    PG_TRY(pg_arch_param_count(&p->arch, &n, err));
+    PG_FAIL_IF(n != p->params, err, PG_E_ARG, file, PG_NO_OFFSET,
+               "params: the record has %llu parameters, the arch %llu",
+               (unsigned long long)p->params, (unsigned long long)n);
+  }
   return PG_OK;
 }
 

@@ -10,6 +10,7 @@
 #define PG_PRESET_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pg_arch.h"
 #include "pg_status.h"
@@ -29,6 +30,7 @@ typedef struct pg_preset {
   char date[11];                    /* YYYY-MM-DD */
   int pr;                           /* pull request number, 0: not known */
   double val_bpb;                   /* the score the record claims */
+  uint64_t params;                  /* the parameter count its log prints, 0: not given */
   int supported;                    /* 1: arch and protocol reproduce the record */
   char reason[PG_PRESET_TEXT_MAX];  /* why not, when supported is 0 */
   int has_arch;                     /* arch is set (always when supported) */

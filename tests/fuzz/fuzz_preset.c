@@ -58,5 +58,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (size_t i = 0; i < n; i++) total += pg_arch_tensor_numel(&t[i]);
   free(t);
   if (pg_arch_param_count(&p.arch, &count, &err) != PG_OK || count != total) abort();
+  if (p.supported && p.params && p.params != count) abort();
   return 0;
 }
