@@ -174,16 +174,18 @@ static void write_weights(const char *path, const char *arch_json) {
   cr_assert_eq(pg_arch_tensors(&a, &t, &n, &err), PG_OK);
   pg_st_writer *w;
   cr_assert_eq(pg_st_writer_create(&w, &err), PG_OK);
+  float **vals = calloc(n, sizeof *vals); /* the writer reads them when it writes */
   for (size_t i = 0; i < n; i++) {
     const uint64_t k = pg_arch_tensor_numel(&t[i]);
-    float *v = calloc(k, sizeof *v);
+    float *v = vals[i] = calloc(k, sizeof *v);
     for (uint64_t j = 0; j < k; j++) v[j] = 0.01f * (float)(j % 7);
     cr_assert_eq(pg_st_writer_add(w, t[i].name, PG_ST_F32, (uint32_t)t[i].ndim, t[i].shape, v,
                                   k * sizeof *v, &err), PG_OK, "%s", err.msg);
-    free(v);
   }
   cr_assert_eq(pg_st_writer_write(w, path, &err), PG_OK, "%s", err.msg);
   pg_st_writer_free(w);
+  for (size_t i = 0; i < n; i++) free(vals[i]);
+  free(vals);
   free(t);
 }
 
