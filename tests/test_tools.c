@@ -2196,3 +2196,121 @@ Test(tools, fifo_inputs_are_refused_without_blocking) {
     free(e);
   }
 }
+
+/* ---- pgverify --preset (spec/presets/README.md) ------------------------------------------------ */
+
+/* A presets folder under tmp holding NAME.json with the given arch and protocol. */
+static void write_preset(const char *dir, const char *name, const char *arch, const char *proto) {
+  char path[300];
+  mkdir(dir, 0755);
+  snprintf(path, sizeof path, "%s/%s.json", dir, name);
+  FILE *fp = fopen(path, "w");
+  cr_assert_not_null(fp);
+  fprintf(fp, "{\"preset\": \"%s\", \"record\": \"2026-01-02_Test\", \"date\": \"2026-01-02\", "
+              "\"pr\": 42, \"val_bpb\": 1.25, \"supported\": true, \"arch\": %s, "
+              "\"protocol\": \"%s\", \"inferred\": [], \"quirks\": []}\n", name, arch, proto);
+  fclose(fp);
+}
+
+/* --preset gives the arch and the protocol: on safetensors weights it scores as --arch with the
+ * same options would, the protocol is the record's, and an explicit option overrides the
+ * preset's; a preset contradicting the weights is refused naming the options; an unknown preset
+ * is refused in one line; --list-presets prints the table. */
+Test(tools, pgverify_preset_end_to_end) {
+  vfx f;
+  vfx_init(&f);
+  const char *pv = bin("pgverify");
+  char st[200], dir[200], r1[220], r2[220], archf[220];
+  snprintf(st, sizeof st, "%s/p.safetensors", tmp);
+  snprintf(dir, sizeof dir, "%s/presets", tmp);
+  snprintf(r1, sizeof r1, "%s/p1.json", tmp);
+  snprintf(r2, sizeof r2, "%s/p2.json", tmp);
+  snprintf(archf, sizeof archf, "%s/p-arch.json", tmp);
+  cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), st, f.art), 0, "%s", slurp(err_path));
+  char arch[256];
+  snprintf(arch, sizeof arch, "{\"vocab_size\": %u, \"dim\": 32, \"layers\": 2, \"heads\": 4, "
+           "\"kv_heads\": 2, \"mlp\": {\"hidden\": 64}}", f.vocab);
+  write_preset(dir, "test-ok", arch, "--protocol sliding --seq-len 64 --stride 32");
+  FILE *fp = fopen(archf, "w");
+  fputs(arch, fp);
+  fclose(fp);
+  const char *tok = spm_seed("byte_fallback.model");
+  cr_assert_eq(run("PGOLF_PRESETS=%s %s %s --tokenizer %s --val %s --preset test-ok --receipt %s",
+                   dir, pv, st, tok, f.val, r1), 0, "%s", slurp(err_path));
+  char *rep = slurp(out_path);
+  cr_assert(strstr(rep, "follows 2026-01-02_Test (PR #42)"), "%s", rep);
+  cr_assert(strstr(rep, "the protocol is the record's"), "%s", rep);
+  free(rep);
+  cr_assert_eq(run("%s %s --tokenizer %s --val %s --arch %s --protocol sliding --seq-len 64 "
+                   "--stride 32 --receipt %s", pv, st, tok, f.val, archf, r2), 0, "%s",
+               slurp(err_path));
+  json_t *a = load_json(r1), *b = load_json(r2);
+  cr_assert_eq(json_real_value(jget(a, "result", "val_bpb")),
+               json_real_value(jget(b, "result", "val_bpb")));
+  cr_assert_eq(json_integer_value(jget(a, "protocol", "stride")), 32);
+  json_decref(a);
+  json_decref(b);
+  /* an explicit option overrides the preset's protocol, and the report says it differs */
+  unlink(r1);
+  cr_assert_eq(run("PGOLF_PRESETS=%s %s %s --tokenizer %s --val %s --preset test-ok --stride 16 "
+                   "--receipt %s", dir, pv, st, tok, f.val, r1), 0, "%s", slurp(err_path));
+  a = load_json(r1);
+  cr_assert_eq(json_integer_value(jget(a, "protocol", "stride")), 16);
+  cr_assert_eq(json_integer_value(jget(a, "protocol", "seq_len")), 64);
+  json_decref(a);
+  rep = slurp(out_path);
+  cr_assert(strstr(rep, "is NOT the record's"), "%s", rep);
+  free(rep);
+  /* a preset whose arch contradicts the weights' arch.json: refused, the options named */
+  snprintf(arch, sizeof arch, "{\"vocab_size\": %u, \"dim\": 32, \"layers\": 2, \"heads\": 4, "
+           "\"kv_heads\": 2, \"mlp\": {\"hidden\": 96}}", f.vocab);
+  write_preset(dir, "test-bad", arch, "--protocol sliding --seq-len 64 --stride 32");
+  char pre[300];
+  snprintf(pre, sizeof pre, "PGOLF_PRESETS=%s %s", dir, pv);
+  expect_error(&f, "contradicts", "mlp.hidden", "%s %s --tokenizer %s --val %s --preset test-bad",
+               pre, st, tok, f.val);
+  /* the same weights without an arch.json: the options their tensors show are compared */
+  {
+    char bare[220];
+    snprintf(bare, sizeof bare, "%s/bare.safetensors", tmp);
+    pg_st *in;
+    pg_st_writer *w;
+    pg_err e;
+    cr_assert_eq(pg_st_open_file(&in, st, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_st_writer_create(&w, &e), PG_OK);
+    for (size_t i = 0; i < pg_st_count(in); i++) {
+      const pg_st_tensor *t = pg_st_at(in, i);
+      cr_assert_eq(pg_st_writer_add(w, t->name, t->dtype, t->rank, t->shape, t->data, t->nbytes,
+                                    &e), PG_OK, "%s", e.msg);
+    }
+    cr_assert_eq(pg_st_writer_write(w, bare, &e), PG_OK, "%s", e.msg);
+    pg_st_writer_free(w);
+    pg_st_free(in);
+    expect_error(&f, "contradicts the weights' tensors", "mlp.hidden 96/64",
+                 "%s %s --tokenizer %s --val %s --preset test-bad", pre, bare, tok, f.val);
+    cr_assert_eq(run("%s %s --tokenizer %s --val %s --preset test-ok --no-receipt", pre, bare,
+                     tok, f.val), 0, "%s", slurp(err_path));
+  }
+  expect_error(&f, "no-such", "--list-presets", "%s %s --val %s --preset no-such", pre, f.art,
+               f.val);
+  expect_error(&f, "both give the arch", NULL, "%s %s --val %s --preset test-ok --arch %s", pre,
+               f.art, f.val, archf);
+  /* the table */
+  cr_assert_eq(run("%s --list-presets", pre), 0, "%s", slurp(err_path));
+  rep = slurp(out_path);
+  cr_assert(strstr(rep, "test-ok") && strstr(rep, "test-bad") && strstr(rep, "#42"), "%s", rep);
+  cr_assert_eq(count_lines(rep), 3, "%s", rep);
+  free(rep);
+}
+
+/* The catalogue itself lists: one line per record folder (46) and the header. */
+Test(tools, pgverify_list_presets_catalogue) {
+  const char *root = getenv("PG_SOURCE_ROOT");
+  cr_assert_not_null(root);
+  cr_assert_eq(run("PGOLF_PRESETS=%s/spec/presets %s --list-presets", root, bin("pgverify")), 0,
+               "%s", slurp(err_path));
+  char *rep = slurp(out_path);
+  cr_assert_eq(count_lines(rep), 47, "%s", rep);
+  cr_assert(strstr(rep, "2026-03-17-naive-baseline") && strstr(rep, "1.2243657"), "%s", rep);
+  free(rep);
+}

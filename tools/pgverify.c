@@ -14,6 +14,7 @@
 #include "pg_eval.h"
 #include "pg_model.h"
 #include "pg_protocol_text.h"
+#include "pg_preset.h"
 #include "pg_verify.h"
 #include "tool.h"
 
@@ -31,6 +32,9 @@ static void usage(FILE *f) {
       "input:\n"
       "  --arch FILE           the arch of weights without \"arch.json\" metadata; with weights\n"
       "                        that have one, it must describe the same model (else refused)\n"
+      "  --preset NAME         a merged record's arch and protocol (spec/presets/NAME.json);\n"
+      "                        protocol options given as well override the preset's\n"
+      "  --list-presets        print the presets (record, date, PR, claimed val_bpb) and exit\n"
       "  --val PATTERN         validation shards (a quoted glob; files named *_bytes_* are skipped)\n"
       "  --bytes PATTERN       CaseOps byte sidecar shards (per-token byte counts) instead of the\n"
       "                        tokenizer's byte tables\n"
@@ -97,11 +101,11 @@ enum {
   O_REPORT, O_CHUNK, O_OPT, O_LR, O_MOM, O_B1, O_B2, O_EPS, O_WD, O_EPOCHS, O_CLIP, O_ROWS,
   O_FREEZE, O_LRANK, O_LALPHA, O_LTARGETS, O_LCHUNK, O_LWIN, O_LDOCS, O_LLR, O_LB1, O_LB2, O_LEPS,
   O_LWD, O_WARM, O_NOWARM, O_SEED, O_PHASES, O_PREFIX, O_ENGINE, O_THREADS, O_RECEIPT, O_NORECEIPT,
-  O_JSON, O_ARCH, O_PRECISION, O_NOFP32, O_GPUS
+  O_JSON, O_ARCH, O_PRECISION, O_NOFP32, O_GPUS, O_PRESET, O_LISTPRESETS
 };
 
 typedef struct opts {
-  const char *artifact, *val, *bytes, *tokenizer, *receipt, *engine, *arch;
+  const char *artifact, *val, *bytes, *tokenizer, *receipt, *engine, *arch, *preset;
   uint64_t max_tokens;
   int threads, json, quiet, no_receipt;
   int gpus; /* engines sharing the windows (--gpus) */
@@ -138,6 +142,7 @@ static const struct option LONGOPTS[] = {
     {"no-receipt", no_argument, 0, O_NORECEIPT}, {"json", no_argument, 0, O_JSON},
     {"precision", required_argument, 0, O_PRECISION},
     {"no-fp32-figure", no_argument, 0, O_NOFP32}, {"gpus", required_argument, 0, O_GPUS},
+    {"preset", required_argument, 0, O_PRESET}, {"list-presets", no_argument, 0, O_LISTPRESETS},
     {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 
 /* Options that set protocol fields are applied after the defaults of the chosen protocol. */
@@ -288,12 +293,50 @@ static int on_progress(void *ctx, uint64_t done, uint64_t total) {
   return pg_progress_tick(&((events *)ctx)->pr, done, total);
 }
 
+/* ---- presets (spec/presets/README.md) -------------------------------------------------------- */
+
+/* The protocol named by a preset's options (they begin "--protocol NAME"), or -1. */
+static int preset_kind(const pg_preset *p) {
+  char name[32];
+  if (sscanf(p->protocol, "--protocol %31s", name) != 1) return -1;
+  return pg_proto_parse(name);
+}
+
+/* --list-presets: one line per preset. */
+static int list_presets(void) {
+  char **names;
+  size_t n;
+  pg_err err;
+  if (pg_preset_names(&names, &n, &err)) return pg_tool_fail(PROG, &err);
+  pg_preset *p = malloc(sizeof *p);
+  int rc = p ? PG_EXIT_OK : pg_tool_usage_error(PROG, "out of memory");
+  if (p) printf("%-44s %-10s %-6s %-10s %s\n", "preset", "date", "PR", "val_bpb", "supported");
+  for (size_t i = 0; p && i < n && rc == PG_EXIT_OK; i++) {
+    if (pg_preset_load(p, names[i], &err)) {
+      rc = pg_tool_fail(PROG, &err);
+      break;
+    }
+    char pr[16] = "-";
+    if (p->pr) snprintf(pr, sizeof pr, "#%d", p->pr);
+    printf("%-44s %-10s %-6s %-10.8g ", p->name, p->date, pr, p->val_bpb);
+    if (p->supported) printf("yes\n");
+    else {
+      printf("no: ");
+      pg_print_safe(stdout, p->reason, strlen(p->reason));
+      printf("\n");
+    }
+  }
+  free(p);
+  pg_preset_names_free(names, n);
+  return rc;
+}
+
 /* ---- main ------------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
   const struct option *lo = LONGOPTS;
   opts o = {.engine = "cpu", .gpus = 1};
-  int kind = PG_PROTO_SLIDING;
+  int kind = PG_PROTO_SLIDING, kind_given = 0, list = 0;
   pending pend[128];
   int npend = 0, c;
   while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
@@ -309,7 +352,10 @@ int main(int argc, char **argv) {
     case O_PROTO:
       kind = pg_proto_parse(optarg);
       if (kind < 0) return pg_tool_usage_error(PROG, "unknown protocol '%s'", optarg);
+      kind_given = 1;
       break;
+    case O_PRESET: o.preset = optarg; break;
+    case O_LISTPRESETS: list = 1; break;
     case O_ENGINE: o.engine = optarg; break;
     case O_THREADS:
       if (parse_int(optarg, 0, 256, &o.threads))
@@ -336,6 +382,7 @@ int main(int argc, char **argv) {
       pend[npend++] = (pending){c, optarg};
     }
   }
+  if (list) return list_presets();
   if (optind + 1 != argc) return pg_tool_usage_error(PROG, "expected one ARTIFACT");
   o.artifact = argv[optind];
   if (!o.val) return pg_tool_usage_error(PROG, "--val PATTERN is required");
@@ -343,12 +390,28 @@ int main(int argc, char **argv) {
     return pg_tool_usage_error(PROG, "--no-fp32-figure goes with --precision bf16");
   if (pg_engine_kind_parse(o.engine) < 0)
     return pg_tool_usage_error(PROG, "--engine: cpu, cuda or auto, not '%s'", o.engine);
+  pg_err err;
+  /* a preset gives the arch and the protocol; the options given override the protocol's, and
+   * another --protocol starts from that protocol's defaults */
+  pg_preset *pre = NULL;
+  if (o.preset) {
+    if (o.arch) return pg_tool_usage_error(PROG, "--preset and --arch both give the arch");
+    static pg_preset preset; /* static: large, and nothing to free on an early exit */
+    pre = &preset;
+    if (pg_preset_load(pre, o.preset, &err) || pg_preset_require_supported(pre, &err) ||
+        pg_preset_check_weights(&pre->arch, o.artifact, &err))
+      return pg_tool_fail(PROG, &err);
+  }
   pg_protocol_defaults(&o.p, kind);
+  if (pre && (!kind_given || preset_kind(pre) == kind) &&
+      pg_protocol_from_text(pre->protocol, &o.p)) {
+    return pg_tool_usage_error(PROG, "preset '%s': its protocol does not read: %s", o.preset,
+                               pre->protocol);
+  }
   for (int i = 0; i < npend; i++)
     if (apply(&o, pend[i].code, pend[i].arg))
       return pg_tool_usage_error(PROG, "bad value '%s' for an option",
                                  pend[i].arg ? pend[i].arg : "");
-  pg_err err;
   if (pg_protocol_validate(&o.p, &err)) return pg_tool_fail(PROG, &err);
   if (o.gpus > 1 && o.p.kind != PG_PROTO_PLAIN && o.p.kind != PG_PROTO_SLIDING)
     return pg_tool_usage_error(PROG, "--gpus %d: %s runs on one engine in this version (each "
@@ -370,9 +433,12 @@ int main(int argc, char **argv) {
   int erc = pg_tool_engines(PROG, o.engine, o.threads, o.precision, o.gpus, o.quiet || o.json,
                             engs);
   if (erc != PG_EXIT_OK) return erc;
+  char preset_label[160];
+  snprintf(preset_label, sizeof preset_label, "--preset %s", o.preset ? o.preset : "");
   events ev = {.o = &o, .pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,
                                 .unit = "targets"}};
   pg_verify_cfg cfg = {.weights = o.artifact, .arch = o.arch, .tokenizer = o.tokenizer,
+                       .arch_given = pre ? &pre->arch : NULL, .arch_label = preset_label,
                        .val = o.val, .bytes = o.bytes, .max_tokens = o.max_tokens,
                        .protocol = o.p, .precision = o.precision,
                        .fp32_figure = o.precision == PG_PREC_BF16 && !o.no_fp32,

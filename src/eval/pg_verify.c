@@ -73,9 +73,14 @@ static int gather_provenance(prov_state *ps, const pg_verify_cfg *c, int is_st, 
   ps->prov.warnings = ps->warn_list;
   {
     char *stored = is_st ? pg_weights_meta(c->weights, NULL, "arch.json") : NULL;
-    if (!c->arch)
+    if (!c->arch && !c->arch_given)
       snprintf(ps->src_text, sizeof ps->src_text, "%s",
                is_st ? "the file's __metadata__ arch.json" : "the artifact's arch.json");
+    else if (c->arch_given)
+      snprintf(ps->src_text, sizeof ps->src_text, "%s (%s)",
+               c->arch_label ? c->arch_label : "an arch given by the caller",
+               is_st && !stored ? "the file records no arch"
+                                : "the same model as the file's own arch.json");
     else
       snprintf(ps->src_text, sizeof ps->src_text, "--arch %s (%s)", c->arch,
                is_st && !stored ? "the file records no arch"
@@ -200,7 +205,9 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
                     "a safetensors file holds no tokenizer; pass --tokenizer FILE.model");
     goto done;
   }
-  if ((rc = pg_weights_load(&m, &art, c->weights, is_art, c->arch, err))) goto done;
+  if ((rc = c->arch_given ? pg_weights_load_given(&m, &art, c->weights, is_art, c->arch_given, err)
+                          : pg_weights_load(&m, &art, c->weights, is_art, c->arch, err)))
+    goto done;
   const pg_arch *arch = pg_model_arch(m);
   res->arch = *arch;
   /* the tokenizer: the artifact's own unless given */

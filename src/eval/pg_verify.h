@@ -40,6 +40,9 @@ typedef struct pg_verify_start {
 typedef struct pg_verify_cfg {
   const char *weights;   /* an artifact, or safetensors weights (then tokenizer is required) */
   const char *arch;      /* an arch JSON file; NULL: the weights' own "arch.json" */
+  const pg_arch *arch_given; /* instead of arch: an arch struct (a preset's), named in the
+                                provenance by arch_label ("--preset NAME") */
+  const char *arch_label;
   const char *tokenizer; /* a SentencePiece .model; NULL: the artifact's tokenizer section */
   const char *val;       /* validation shard pattern (files named *_bytes_* skipped) */
   const char *bytes;     /* CaseOps byte sidecar pattern; NULL: the tokenizer's byte tables */

@@ -369,9 +369,16 @@ int pg_weights_load(pg_model **m, pg_artifact **art, const char *path, int is_ar
   *m = NULL;
   *art = NULL;
   if (arch_path) PG_TRY(pg_arch_load(&given, arch_path, err));
-  if (!is_artifact) return pg_model_load_checkpoint(m, arch_path ? &given : NULL, path, err);
+  return pg_weights_load_given(m, art, path, is_artifact, arch_path ? &given : NULL, err);
+}
+
+int pg_weights_load_given(pg_model **m, pg_artifact **art, const char *path, int is_artifact,
+                          const pg_arch *given, pg_err *err) {
+  *m = NULL;
+  *art = NULL;
+  if (!is_artifact) return pg_model_load_checkpoint(m, given, path, err);
   PG_TRY(pg_artifact_open(art, path, NULL, err));
-  return pg_model_load_artifact_arch(m, *art, arch_path ? &given : NULL, err);
+  return pg_model_load_artifact_arch(m, *art, given, err);
 }
 
 char *pg_weights_meta(const char *path, pg_artifact *art, const char *key) {

@@ -73,6 +73,9 @@ int pg_weights_is_artifact(const char *path, int *yes, pg_err *err);
  * the same model as the weights' own "arch.json" when they have one (spec/load.md §1). */
 int pg_weights_load(pg_model **m, pg_artifact **art, const char *path, int is_artifact,
                     const char *arch_path, pg_err *err);
+/* pg_weights_load with the arch given as a struct (may be NULL), e.g. a preset's. */
+int pg_weights_load_given(pg_model **m, pg_artifact **art, const char *path, int is_artifact,
+                          const pg_arch *given, pg_err *err);
 /* A string metadata value of weights: the artifact's entry (art not NULL), else the safetensors
  * file's "__metadata__" (path). A malloc'd copy, or NULL when absent, not a string, or
  * unreadable (the loader has read the file already and reports its faults). */
