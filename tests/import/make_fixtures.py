@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""make_fixtures.py: small record-format artifacts for tests/test_import.c, made with torch by
+this file's own reimplementation of the records' export formats as spec/import.md §3 describes
+them (no upstream code), plus, for each, the values the format's dequantizer gives (fp32, before
+the record's final cast to the model's dtype) as a safetensors file.
+
+The model has the baseline's tensors at a small size (V 1024, d 128, 2 layers, 2 heads of 64,
+1 KV head, hidden 520): big enough that the embedding and the MLP matrices pass the formats'
+65,536-element passthrough threshold. Weights are Student-t (heavy tails, so most integers are
+near zero and the committed files stay small).
+
+Writes: base_int8.ptz (int8-per-row, zlib 9); wm_int6.ptz (wm: int6 attention/MLP, int8
+embedding, xz) and its zstd twin wm_int6_zstd.ptz (made with the zstd command); gptq_int6.ptz
+(wm with 'gptq (int6)' notes, BSHF stride 2, xz); expect.json: for each file and tensor the
+element count and the CRC-32 of the expected values' fp32 little-endian bytes (the test compares
+every bit through it); base_arch.json (the arch the shapes imply)."""
+import io
+import json
+import lzma
+import os
+import subprocess
+import zlib
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+V, D, L, H, KV, HD, HID = 1024, 128, 2, 2, 1, 64, 520
+PASS_MAX = 65536
+CONTROL = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
+
+
+def model():
+    g = torch.Generator().manual_seed(1234)
+
+    def t(*shape, scale=0.02):
+        x = torch.distributions.StudentT(2.0).sample(shape)
+        keep = torch.rand(shape) < 0.05  # 95% zeros: small committed files
+        keep[..., 0] = True  # no row is all zero
+        return (x * keep * scale).float()
+
+    torch.manual_seed(1234)
+    sd = {"tok_emb.weight": t(V, D).bfloat16()}  # the baseline keeps the embedding in bf16
+    for i in range(L):
+        p = "blocks.%d." % i
+        sd[p + "attn.c_q.weight"] = t(H * HD, D)
+        sd[p + "attn.c_k.weight"] = t(KV * HD, D)
+        sd[p + "attn.c_v.weight"] = t(KV * HD, D)
+        sd[p + "attn.proj.weight"] = t(D, H * HD)
+        sd[p + "attn.q_gain"] = torch.full((H,), 1.5)
+        sd[p + "mlp.fc.weight"] = t(HID, D)
+        sd[p + "mlp.proj.weight"] = t(D, HID)
+        sd[p + "attn_scale"] = 1 + t(D, scale=0.1)
+        sd[p + "mlp_scale"] = 1 + t(D, scale=0.1)
+        sd[p + "resid_mix"] = torch.stack([1 + t(D, scale=0.1), t(D, scale=0.1)])
+    sd["skip_weights"] = 1 + t(1, D, scale=0.1)
+    return sd
+
+
+def save(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def write(name, data):
+    with open(os.path.join(HERE, name), "wb") as f:
+        f.write(data)
+
+
+def digest(tensors):
+    out = {}
+    for k in sorted(tensors):
+        t = tensors[k].float().contiguous()
+        b = t.numpy().astype("<f4").tobytes()
+        out[k] = {"numel": t.numel(), "crc32": zlib.crc32(b)}
+    return out
+
+
+# ---- int8-per-row (the baseline's export) ----
+
+def int8_rows(t):
+    """Per-row clip at the 0.9999984 quantile of |W|, scale max(clip/127, 1/127) (the values are
+    rounded with the fp32 scale, the stored scale is its fp16 rounding)."""
+    t32 = t.float()
+    if t32.ndim == 2:
+        clip = torch.quantile(t32.abs(), 0.9999984, dim=1)
+        c = torch.maximum(torch.minimum(t32, clip[:, None]), -clip[:, None])
+        s = (clip / 127.0).clamp_min(1.0 / 127.0)
+        q = torch.clamp(torch.round(c / s[:, None]), -127, 127).to(torch.int8)
+        return q, s.to(torch.float16)
+    clip = float(torch.quantile(t32.abs().flatten(), 0.9999984).item())
+    s = torch.tensor(clip / 127.0 if clip > 0 else 1.0, dtype=torch.float32)
+    q = torch.clamp(torch.round(torch.clamp(t32, -clip, clip) / s), -127, 127).to(torch.int8)
+    return q, s
+
+
+def export_int8(sd):
+    obj = {"__quant_format__": "int8_clean_per_row_v1", "quantized": {}, "scales": {},
+           "dtypes": {}, "passthrough": {}}
+    orig, expect = {}, {}
+    for name, t in sd.items():
+        if t.numel() <= PASS_MAX:
+            if any(p in name for p in CONTROL):
+                kept = t.float()
+            else:
+                orig[name] = str(t.dtype).split(".")[1]
+                kept = t.to(torch.float16)
+            obj["passthrough"][name] = kept
+            expect[name] = kept.float()
+            continue
+        q, s = int8_rows(t)
+        obj["quantized"][name] = q
+        obj["scales"][name] = s
+        obj["dtypes"][name] = str(t.dtype).split(".")[1]
+        obj["qmeta"] = obj.get("qmeta", {})
+        if s.ndim > 0:
+            obj["qmeta"][name] = {"scheme": "per_row", "axis": 0}
+            expect[name] = q.float() * s.float().view(q.shape[0], *([1] * (q.ndim - 1)))
+        else:
+            expect[name] = q.float() * float(s.item())
+    if orig:
+        obj["passthrough_orig_dtypes"] = orig
+    return obj, expect
+
+
+# ---- wm: int6/int8 notes (mixed exports) and gptq (intN) notes ----
+
+def int6_rows(t):
+    t32 = t.float()
+    s = (t32.abs().amax(dim=1) / 31.0).clamp_min(1e-12).to(torch.float16)
+    s = s.clamp_min(torch.finfo(torch.float16).tiny)
+    q = torch.clamp(torch.round(t32 / s.float()[:, None]), -32, 31).to(torch.int8)
+    return q, s
+
+
+def sdclip_rows(t, k, bits):
+    r = 2 ** (bits - 1) - 1
+    t32 = t.float()
+    s = (k * t32.std(dim=1) / r).clamp_min(1e-10).to(torch.float16)
+    q = torch.clamp(torch.round(t32 / s.float()[:, None]), -r, r).to(torch.int8)
+    return q, s
+
+
+def export_wm(sd, gptq):
+    w, m, expect = {}, {}, {}
+    for name, t in sd.items():
+        if t.numel() <= PASS_MAX:
+            w[name] = t.to(torch.float16)
+            m[name] = "passthrough (float16)" if gptq else "passthrough"
+            expect[name] = w[name].float()
+            continue
+        if gptq:
+            bits = 8 if "tok_emb" in name else 6
+            q, s = sdclip_rows(t, 20.0 if bits == 8 else 12.85, bits)
+            m[name] = "gptq (int%d)" % bits
+        elif "tok_emb" in name:
+            q, s = int8_rows(t)
+            m[name] = {"type": "int8"}
+        else:
+            q, s = int6_rows(t)
+            m[name] = {"type": "int6"}
+        w[name + ".q"], w[name + ".scale"] = q, s
+        expect[name] = q.float() * s.float().view(q.shape[0], 1)
+    return {"w": w, "m": m}, expect
+
+
+def bshf(data, k=2):
+    return b"BSHF" + bytes([k]) + b"".join(data[p::k] for p in range(k))
+
+
+def main():
+    sd = model()
+    expect = {}
+    obj, e = export_int8(sd)
+    write("base_int8.ptz", zlib.compress(save(obj), 9))
+    expect["base_int8.ptz"] = digest(e)
+    obj, e = export_wm(sd, gptq=False)
+    raw = save(obj)
+    write("wm_int6.ptz", lzma.compress(raw, preset=6))
+    write("wm_int6_zstd.ptz", subprocess.run(["zstd", "-q", "-19", "-c"], input=raw,
+                                             check=True, capture_output=True).stdout)
+    expect["wm_int6.ptz"] = expect["wm_int6_zstd.ptz"] = digest(e)
+    obj, e = export_wm(sd, gptq=True)
+    write("gptq_int6.ptz", lzma.compress(bshf(save(obj)), preset=6))
+    expect["gptq_int6.ptz"] = digest(e)
+    with open(os.path.join(HERE, "expect.json"), "w") as f:
+        json.dump(expect, f, indent=1, sort_keys=True)
+        f.write("\n")
+    arch = {"vocab_size": V, "dim": D, "layers": L, "heads": H, "kv_heads": KV, "head_dim": HD,
+            "mlp": {"hidden": HID}}
+    with open(os.path.join(HERE, "base_arch.json"), "w") as f:
+        json.dump(arch, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
