@@ -72,18 +72,36 @@ static void check_values(const char *art, const char *key) {
   json_decref(all);
 }
 
-static void roundtrip(const char *fixture) {
+static void roundtrip_arch(const char *fixture, const char *arch) {
   char in[128], out[128];
   snprintf(in, sizeof in, "tests/import/%s", fixture);
   snprintf(out, sizeof out, "%s/out.pgz", tmp);
-  import_ok(src(in), out, NULL);
+  import_ok(src(in), out, arch);
   check_values(out, fixture);
 }
+static void roundtrip(const char *fixture) { roundtrip_arch(fixture, NULL); }
 
 Test(import, baseline_int8_zlib_values_bit_exact) { roundtrip("base_int8.ptz"); }
 Test(import, wm_int6_int8_xz_values_bit_exact) { roundtrip("wm_int6.ptz"); }
 Test(import, wm_int6_int8_zstd_values_bit_exact) { roundtrip("wm_int6_zstd.ptz"); }
 Test(import, gptq_int6_bshf_xz_values_bit_exact) { roundtrip("gptq_int6.ptz"); }
+
+/* The LQER record's notes: int8 row gates and asymmetric LQER factors, which become the
+ * artifact's LQER parts (the expected values follow pgolf's LQER sum, spec/format.md §5). */
+Test(import, lqer_asym_and_gates_values_bit_exact) {
+  roundtrip_arch("lqer_int6.ptz", src("tests/import/lqer_arch.json"));
+  char out[128];
+  snprintf(out, sizeof out, "%s/out.pgz", tmp);
+  pg_artifact *a;
+  pg_err err = {0};
+  cr_assert_eq(pg_artifact_open(&a, out, NULL, &err), PG_OK, "%s", err.msg);
+  const pg_tensor_info *e = pg_artifact_tensor(a, (uint32_t)pg_artifact_tensor_find(a, "tok_emb.weight"));
+  const pg_tensor_info *g = pg_artifact_tensor(
+      a, (uint32_t)pg_artifact_tensor_find(a, "blocks.1.attn.attn_gate_w"));
+  cr_assert(e->lqer_rank == 4 && e->qtype == PG_QTYPE_INT8 && e->qmin == -127);
+  cr_assert(g->qtype == PG_QTYPE_INT8 && g->scale_kind == PG_SCALE_ROW_F16 && g->lqer_rank == 0);
+  pg_artifact_free(a);
+}
 
 /* The record's own integers and fp16 scale bits, as stored, are the artifact's. */
 Test(import, integers_and_scales_are_copied) {
@@ -174,6 +192,12 @@ Test(import, unknown_inputs_are_refused_naming_what_was_expected) {
   /* bytes that no codec decodes */
   refused(src("tests/import/base_arch.json"), &o, PG_E_MAGIC,
           "expected a zlib, zstd, xz or brotli stream or a torch.save ZIP; found bytes 7b 0a");
+  /* the LQER record's per-group layout, recognised and refused */
+  char pg[128];
+  snprintf(pg, sizeof pg, "%s/p.ptz", tmp);
+  pg_err err = {0};
+  cr_assert_eq(pg_file_write_atomic(pg, "PGRP\0\0\0\0", 8, &err), PG_OK);
+  refused(pg, &o, PG_E_UNSUPPORTED, "the per-group layout (PGRP");
   /* a hostile pickle inside a valid compression */
   refused(src("tests/torchzip/evil_system.pt"), &o, PG_E_UNSUPPORTED, "posix.system refused");
   /* a forced format the file does not hold */

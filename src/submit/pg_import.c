@@ -187,6 +187,11 @@ int pg_import_decode(const uint8_t *in, size_t n, const char *file, uint64_t max
   gbuf g = {.max = (size_t)max_out};
   const char *outer;
   int rc;
+  if (n >= 4 && memcmp(in, "PGRP", 4) == 0)
+    return pg_err_set(err, PG_E_UNSUPPORTED, file, 0,
+                      "the per-group layout (PGRP: int8 groups compressed with lrzip, a brotli "
+                      "remainder) is not read yet; export the record with its brotli or lzma "
+                      "compressor");
   if (n >= 4 && memcmp(in, "PK\x03\x04", 4) == 0) {
     g.p = malloc(n ? n : 1);
     if (!g.p) return pg_err_set(err, PG_E_NOMEM, file, PG_NO_OFFSET, "out of memory");
@@ -264,6 +269,7 @@ int pg_import_decode(const uint8_t *in, size_t n, const char *file, uint64_t max
 typedef struct imp_t {
   char name[PG_MAX_NAME + 1];
   const pg_tz_tensor *q, *s, *f; /* quantized values and scales, or a float tensor */
+  const pg_tz_tensor *la, *las, *lb, *lbs; /* LQER factors (asymmetric), or NULL */
   int bits, qmin, qmax;
   const pg_arch_tensor *at;
 } imp_t;
@@ -320,9 +326,10 @@ static int want_tensor(imp *m, const pg_tz_value *v, const char *what, const cha
 }
 
 static int add_quant(imp *m, const char *name, const pg_tz_value *q, const pg_tz_value *s,
-                     int bits, int qmin, int qmax) {
+                     int bits, int qmin, int qmax, imp_t **out) {
   imp_t *t;
   PG_TRY(add(m, name, &t));
+  if (out) *out = t;
   PG_TRY(want_tensor(m, q, "values", name, &t->q));
   PG_TRY(want_tensor(m, s, "scale", name, &t->s));
   t->bits = bits;
@@ -372,13 +379,49 @@ static int read_int8_per_row(imp *m, const pg_tz_value *root) {
     const char *name = keystr(q->items[2 * i]);
     PG_FAIL_IF(!name, m->err, PG_E_MALFORMED, m->file, PG_NO_OFFSET,
                "format int8-per-row: a key of quantized is not a string");
-    PG_TRY(add_quant(m, name, q->items[2 * i + 1], pg_tz_get(s, name), 8, -127, 127));
+    PG_TRY(add_quant(m, name, q->items[2 * i + 1], pg_tz_get(s, name), 8, -127, 127, NULL));
   }
   for (size_t i = 0; i < p->n; i++) {
     const char *name = keystr(p->items[2 * i]);
     PG_FAIL_IF(!name, m->err, PG_E_MALFORMED, m->file, PG_NO_OFFSET,
                "format int8-per-row: a key of passthrough is not a string");
     PG_TRY(add_float(m, name, p->items[2 * i + 1]));
+  }
+  return PG_OK;
+}
+
+/* LQER's asymmetric factors (spec/records.md §5.7): A int2 with one fp16 scale, B int4 with an
+ * fp16 scale per group of 64 of its row-major elements: exactly pgolf's LQER parts. */
+static int add_lqer(imp *m, imp_t *t, const pg_tz_value *w, const char *name) {
+  static const char *suffix[4] = {".lqA_a", ".lqAs_a", ".lqB_a", ".lqBs_a"};
+  const pg_tz_tensor **dst[4] = {&t->la, &t->las, &t->lb, &t->lbs};
+  for (int k = 0; k < 4; k++) {
+    char key[PG_MAX_NAME + 16];
+    snprintf(key, sizeof key, "%s%s", name, suffix[k]);
+    PG_TRY(want_tensor(m, pg_tz_get(w, key), suffix[k] + 1, name, dst[k]));
+  }
+  const pg_tz_tensor *q = t->q, *a = t->la, *b = t->lb;
+  uint64_t r = a->ndim == 2 ? a->dims[1] : 0;
+  PG_FAIL_IF(q->ndim != 2 || t->s->ndim != 1 || a->ndim != 2 || b->ndim != 2 ||
+                 a->dims[0] != q->dims[0] || b->dims[0] != r || b->dims[1] != q->dims[1] ||
+                 r < 1 || r > PG_MAX_LQER_RANK || (r * q->dims[1]) % PG_LQER_GROUP != 0 ||
+                 t->lbs->numel * PG_LQER_GROUP != r * q->dims[1] || t->las->numel != 1,
+             m->err, PG_E_SIZE_MISMATCH, m->file, a->file_offset,
+             "tensor %s: LQER factors of shapes that are not A [rows, r], B [r, cols] with r in "
+             "1..%d and one fp16 scale per 64 elements of B", name, PG_MAX_LQER_RANK);
+  PG_FAIL_IF(a->dtype != PG_TZ_I8 || b->dtype != PG_TZ_I8 || t->las->dtype != PG_TZ_F16 ||
+                 t->lbs->dtype != PG_TZ_F16,
+             m->err, PG_E_DTYPE, m->file, a->file_offset,
+             "tensor %s: LQER factors must be int8 with float16 scales", name);
+  for (int k = 0; k < 2; k++) {
+    const pg_tz_tensor *f = k ? b : a;
+    int lo = k ? -8 : -2, hi = k ? 7 : 1;
+    for (uint64_t i = 0; i < f->numel; i++) {
+      int v = (int8_t)f->data[i];
+      PG_FAIL_IF(v < lo || v > hi, m->err, PG_E_VALUE_RANGE, m->file, f->file_offset + i,
+                 "tensor %s: LQER %s value %d outside [%d, %d]", name, k ? "B" : "A", v, lo,
+                 hi);
+    }
   }
   return PG_OK;
 }
@@ -401,30 +444,45 @@ static int read_wm(imp *m, const pg_tz_value *root) {
       continue;
     }
     const pg_tz_value *type = pg_tz_get(info, "type");
+    const char *qs = ".q", *ss = ".scale", *lqer = NULL;
     int n = -1;
     if (pg_tz_is_str(type, "int6")) {
-      bits = 6, lo = -32, hi = 31; /* quantize_int6_per_row clamps to [-32, 31] */
+      bits = 6, lo = -32, hi = 31; /* the int6 per-row quantizer clamps to [-32, 31] */
     } else if (pg_tz_is_str(type, "int8")) {
       bits = 8, lo = -127, hi = 127;
+    } else if (pg_tz_is_str(info, "gate_int8_row")) {
+      bits = 8, lo = -127, hi = 127, qs = ".gq", ss = ".gs";
     } else if (info->kind == PG_TZ_STR && sscanf(info->s, "gptq (int%d)%n", &bits, &n) == 1 &&
-               n == (int)info->len && bits >= 5 && bits <= 8) {
+               n > 0 && bits >= 5 && bits <= 8 &&
+               (n == (int)info->len || strcmp(info->s + n, "+lqer_asym") == 0 ||
+                strcmp(info->s + n, "+lqer") == 0)) {
       hi = (1 << (bits - 1)) - 1; /* SDClip GPTQ clamps to [-R, R] */
       lo = -hi;
+      lqer = info->s[n] ? info->s + n : NULL;
     } else {
       return pg_err_set(m->err, PG_E_UNSUPPORTED, m->file, PG_NO_OFFSET,
                         "format wm: tensor %s: note %s%s%s not understood (expected "
-                        "'passthrough...', {'type': 'int6' or 'int8'} or 'gptq (intN)')",
+                        "'passthrough...', {'type': 'int6' or 'int8'}, 'gate_int8_row' or "
+                        "'gptq (intN)' with '+lqer_asym')",
                         name, info->kind == PG_TZ_STR ? "'" : "a ",
                         info->kind == PG_TZ_STR ? info->s : pg_tz_kind_name(info->kind),
                         info->kind == PG_TZ_STR ? "'" : "");
     }
+    PG_FAIL_IF(lqer && strcmp(lqer, "+lqer") == 0, m->err, PG_E_UNSUPPORTED, m->file,
+               PG_NO_OFFSET, "format wm: tensor %s: symmetric LQER factors (+lqer, per-row "
+               "scales) have no exact form in a pgolf artifact; only +lqer_asym", name);
     char qn[PG_MAX_NAME + 16], sn[PG_MAX_NAME + 16];
     PG_FAIL_IF(strlen(name) > PG_MAX_NAME, m->err, PG_E_MALFORMED, m->file, PG_NO_OFFSET,
                "tensor name of %zu bytes", strlen(name));
-    snprintf(qn, sizeof qn, "%s.q", name);
-    snprintf(sn, sizeof sn, "%s.scale", name);
-    PG_TRY(add_quant(m, name, pg_tz_get(w, qn), pg_tz_get(w, sn), bits, lo, hi));
+    snprintf(qn, sizeof qn, "%s%s", name, qs);
+    snprintf(sn, sizeof sn, "%s%s", name, ss);
+    imp_t *t;
+    PG_TRY(add_quant(m, name, pg_tz_get(w, qn), pg_tz_get(w, sn), bits, lo, hi, &t));
     used += 2;
+    if (lqer) {
+      PG_TRY(add_lqer(m, t, w, name));
+      used += 4;
+    }
   }
   /* Every tensor of w is accounted for by a note (keys are unique in a dict read back). */
   size_t distinct = 0;
@@ -566,17 +624,19 @@ static int write_artifact(imp *m, const pg_arch *a, const pg_arch_tensor *at, si
   pg_writer_set_threads(w, o->threads > 0 ? o->threads : 1);
   pg_codec_spec cs = o->codec;
   if (!cs.codec && !cs.level) cs = (pg_codec_spec){PG_CODEC_BROTLI, 11, 24, 0, 0};
-  int have_q = 0, have_s = 0, have_f = 0;
+  int have_q = 0, have_s = 0, have_f = 0, have_l = 0;
   for (size_t i = 0; i < m->n; i++) {
+    have_l |= m->t[i].la != NULL;
     have_q |= m->t[i].q != NULL;
     have_f |= m->t[i].f != NULL;
     have_s |= m->t[i].q && m->t[i].s->ndim > 0;
   }
-  int sv = -1, ss = -1, sf = -1, rc = PG_OK;
+  int sv = -1, ss = -1, sf = -1, sl = -1, rc = PG_OK;
   if (have_q && (sv = pg_writer_data_section(w, &cs, err)) < 0) rc = err->status;
   if (!rc && have_s && (ss = pg_writer_data_section(w, &cs, err)) < 0) rc = err->status;
+  if (!rc && have_l && (sl = pg_writer_data_section(w, &cs, err)) < 0) rc = err->status;
   if (!rc && have_f && (sf = pg_writer_data_section(w, &cs, err)) < 0) rc = err->status;
-  uint16_t *scales = NULL;
+  uint16_t *scales = NULL, *lbs = NULL;
   for (size_t j = 0; j < nat && !rc; j++) { /* canonical order */
     const imp_t *t = find(m, at[j].name);
     const pg_tz_tensor *s = stored(t);
@@ -633,12 +693,28 @@ static int write_artifact(imp *m, const pg_arch *a, const pg_arch_tensor *at, si
         in.sec_scales = ss;
       }
     }
+    if (!rc && t->la) {
+      free(lbs);
+      lbs = malloc((size_t)t->lbs->nbytes);
+      if (!lbs) {
+        rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+        break;
+      }
+      memcpy(lbs, t->lbs->data, (size_t)t->lbs->nbytes);
+      memcpy(&in.lqer_a_scale, t->las->data, 2);
+      in.lqer_rank = (unsigned)t->la->dims[1];
+      in.lqer_a = (const int8_t *)t->la->data;
+      in.lqer_b = (const int8_t *)t->lb->data;
+      in.lqer_b_scales = lbs;
+      in.sec_lqer = sl;
+    }
     rc = pg_writer_tensor(w, &in, err);
     if (t->q) rep->quantized++;
     else rep->passthrough++;
     rep->tensors++;
   }
   free(scales);
+  free(lbs);
   char *arch = NULL, recipe[512], method[64], writer[64];
   if (!rc) rc = pg_arch_serialize(a, &arch, err);
   snprintf(writer, sizeof writer, "pgimport %s", PG_VERSION);

@@ -11,7 +11,8 @@ near zero and the committed files stay small).
 
 Writes: base_int8.ptz (int8-per-row, zlib 9); wm_int6.ptz (wm: int6 attention/MLP, int8
 embedding, xz) and its zstd twin wm_int6_zstd.ptz (made with the zstd command); gptq_int6.ptz
-(wm with 'gptq (int6)' notes, BSHF stride 2, xz); expect.json: for each file and tensor the
+(wm with 'gptq (int6)' notes, BSHF stride 2, xz); lqer_int6.ptz (wm as the LQER record
+writes it: int8 row gates, two '+lqer_asym' matrices; xz) with lqer_arch.json; expect.json: for each file and tensor the
 element count and the CRC-32 of the expected values' fp32 little-endian bytes (the test compares
 every bit through it); base_arch.json (the arch the shapes imply)."""
 import io
@@ -164,6 +165,51 @@ def export_wm(sd, gptq):
     return {"w": w, "m": m}, expect
 
 
+def lqer_asym(E, r=4, g=64):
+    """LQER's asymmetric factors of an error matrix (spec/records.md 5.7)."""
+    U, S, Vh = torch.linalg.svd(E, full_matrices=False)
+    A, B = (U[:, :r] * S[:r]).contiguous(), Vh[:r, :].contiguous()
+    sA = (A.abs().amax().clamp_min(1e-10) / 1.5).to(torch.float16)
+    qA = torch.clamp(torch.round(A / sA.float()), -2, 1).to(torch.int8)
+    Bf = B.reshape(-1, g)
+    sB = (Bf.abs().amax(dim=-1, keepdim=True).clamp_min(1e-10) / 7.5).to(torch.float16).reshape(-1)
+    qB = torch.clamp(torch.round(Bf / sB.float().reshape(-1, 1)), -8, 7).to(torch.int8).reshape(B.shape)
+    return qA, sA, qB, sB
+
+
+def pgolf_lqer(W, qA, sA, qB, sB, g=64):
+    """pgolf's LQER dequantization (spec/format.md 5): the products summed in fp64 in ascending
+    k, rounded to fp32 once, added in fp32 (torch's fp32 matmul may differ in the last bit)."""
+    a = (qA.float() * sA.float()).double()
+    b = (qB.reshape(-1, g).float() * sB.float().view(-1, 1)).reshape(qB.shape).double()
+    acc = torch.zeros(W.shape, dtype=torch.float64)
+    for k in range(qA.shape[1]):
+        acc += a[:, k, None] * b[None, k, :]
+    return W + acc.float()
+
+
+def export_lqer(sd):
+    """wm as the LQER record writes it: 'gate_int8_row' gates (.gq, .gs), 'gptq (intN)' with
+    '+lqer_asym' on two matrices, 'passthrough (float16)'."""
+    obj, expect = export_wm({k: v for k, v in sd.items() if not k.endswith("attn_gate_w")},
+                            gptq=True)
+    w, m = obj["w"], obj["m"]
+    for name, t in sd.items():
+        if name.endswith("attn_gate_w"):
+            s = (t.float().abs().amax(dim=1).clamp_min(1e-10) / 127.0).to(torch.float16)
+            q = torch.clamp(torch.round(t.float() / s.float().view(-1, 1)), -127, 127).to(torch.int8)
+            w[name + ".gq"], w[name + ".gs"], m[name] = q, s, "gate_int8_row"
+            expect[name] = q.float() * s.float().view(-1, 1)
+    for name in ("tok_emb.weight", "blocks.0.mlp.fc.weight"):
+        q, s = w[name + ".q"], w[name + ".scale"]
+        Wq = q.float() * s.float().view(-1, 1)
+        qA, sA, qB, sB = lqer_asym(sd[name].float() - Wq)
+        w[name + ".lqA_a"], w[name + ".lqAs_a"], w[name + ".lqB_a"], w[name + ".lqBs_a"] = qA, sA, qB, sB
+        m[name] += "+lqer_asym"
+        expect[name] = pgolf_lqer(Wq, qA, sA, qB, sB)
+    return obj, expect
+
+
 def bshf(data, k=2):
     return b"BSHF" + bytes([k]) + b"".join(data[p::k] for p in range(k))
 
@@ -183,12 +229,22 @@ def main():
     obj, e = export_wm(sd, gptq=True)
     write("gptq_int6.ptz", lzma.compress(bshf(save(obj)), preset=6))
     expect["gptq_int6.ptz"] = digest(e)
+    sd2 = dict(sd)
+    for i in range(L):
+        sd2["blocks.%d.attn.attn_gate_w" % i] = torch.randn(H, 16) * 0.1
+    obj, e = export_lqer(sd2)
+    write("lqer_int6.ptz", lzma.compress(save(obj), preset=9))
+    expect["lqer_int6.ptz"] = digest(e)
     with open(os.path.join(HERE, "expect.json"), "w") as f:
         json.dump(expect, f, indent=1, sort_keys=True)
         f.write("\n")
     arch = {"vocab_size": V, "dim": D, "layers": L, "heads": H, "kv_heads": KV, "head_dim": HD,
             "mlp": {"hidden": HID}}
     with open(os.path.join(HERE, "base_arch.json"), "w") as f:
+        json.dump(arch, f, indent=2, sort_keys=True)
+        f.write("\n")
+    arch["attention"] = {"gate": "sparse_sigmoid", "gate_window": 16}
+    with open(os.path.join(HERE, "lqer_arch.json"), "w") as f:
         json.dump(arch, f, indent=2, sort_keys=True)
         f.write("\n")
 
