@@ -26,6 +26,7 @@ static void usage(FILE *f) {
           "  --arch FILE           the arch JSON (default: the baseline's, with the sizes\n"
           "                        derived from the shapes; refused when the weights need more)\n"
           "  --codec SPEC          codec of the data sections (default brotli-11/w24)\n"
+          "  --tokenizer FILE      carry this SentencePiece .model in the artifact\n"
           "  --record NAME         the record folder the file comes from (provenance.record)\n"
           "  --record-protocol OPTIONS  the pgverify options of that record's figure\n"
           "  --threads N           sections compressed at once (default 1; same bytes)\n"
@@ -37,7 +38,7 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
   pg_import_opts o = {0};
   const char *out = NULL;
-  enum { O_FORMAT = 256, O_ARCH, O_CODEC, O_RECORD, O_PROTOCOL, O_THREADS };
+  enum { O_FORMAT = 256, O_ARCH, O_CODEC, O_RECORD, O_PROTOCOL, O_THREADS, O_TOKENIZER };
   static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                        {"format", required_argument, 0, O_FORMAT},
                                        {"arch", required_argument, 0, O_ARCH},
@@ -45,6 +46,7 @@ int main(int argc, char **argv) {
                                        {"record", required_argument, 0, O_RECORD},
                                        {"record-protocol", required_argument, 0, O_PROTOCOL},
                                        {"threads", required_argument, 0, O_THREADS},
+                                       {"tokenizer", required_argument, 0, O_TOKENIZER},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -59,6 +61,7 @@ int main(int argc, char **argv) {
       if (pg_codec_spec_parse(&o.codec, optarg, &err)) return pg_tool_fail(PROG, &err);
       break;
     case O_RECORD: o.record = optarg; break;
+    case O_TOKENIZER: o.tokenizer = optarg; break;
     case O_PROTOCOL: o.protocol = optarg; break;
     case O_THREADS:
       if (pg_parse_u64(optarg, &th) || th < 1 || th > 1024)
@@ -72,16 +75,16 @@ int main(int argc, char **argv) {
   if (optind != argc - 1) return pg_tool_usage_error(PROG, "expected one RECORD_ARTIFACT");
   if (!out) return pg_tool_usage_error(PROG, "-o OUT.pgz is required");
   const char *in = argv[optind];
-  const char *ins[] = {in, o.arch_path};
-  int x = pg_tool_check_outputs(PROG, &out, 1, ins, 2);
+  const char *ins[] = {in, o.arch_path, o.tokenizer};
+  int x = pg_tool_check_outputs(PROG, &out, 1, ins, 3);
   if (x != PG_EXIT_OK) return x;
   pg_import_report r;
   if (pg_import_run(in, out, &o, &r, &err)) return pg_tool_fail(PROG, &err);
   char a[32], b[32], t[32];
-  printf("%s: %s (%s over torch.save, format %s%s%s%s): %u tensors (%u quantized, %u "
+  printf("%s: %s (%s over torch.save, format %s%s%s): %u tensors (%u quantized, %u "
          "passthrough), arch %s\n",
          PROG, pg_safe(in), r.outer, r.format, r.tag[0] ? ", tag " : "", pg_safe(r.tag),
-         "", r.tensors, r.quantized, r.passthrough,
+         r.tensors, r.quantized, r.passthrough,
          r.arch_derived ? "derived from the shapes" : "given");
   pg_fmt_u64(a, r.record_bytes);
   pg_fmt_u64(b, r.out_bytes);

@@ -732,6 +732,15 @@ static int write_artifact(imp *m, const pg_arch *a, const pg_arch_tensor *at, si
     rc = pg_writer_meta_str(w, "provenance.record", o->record, strlen(o->record), err);
   if (!rc && o->protocol)
     rc = pg_writer_meta_str(w, "provenance.protocol", o->protocol, strlen(o->protocol), err);
+  if (!rc && o->tokenizer) { /* carried as it is; pgverify and the loaders check it */
+    uint8_t *tok = NULL;
+    size_t tn = 0;
+    const char *base = strrchr(o->tokenizer, '/') ? strrchr(o->tokenizer, '/') + 1 : o->tokenizer;
+    rc = pg_file_read_all(o->tokenizer, &tok, &tn, 64u << 20, err);
+    if (!rc) rc = pg_writer_tokenizer(w, tok, tn, &cs, err);
+    if (!rc) rc = pg_writer_meta_str(w, "tokenizer.name", base, strlen(base), err);
+    free(tok);
+  }
   if (!rc) rc = pg_writer_write(w, out, err);
   free(arch);
   pg_writer_free(w);

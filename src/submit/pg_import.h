@@ -24,6 +24,7 @@ typedef struct pg_import_opts {
   const char *arch_path; /* NULL: derive the baseline family's arch from the shapes */
   const char *record;    /* provenance.record (may be NULL) */
   const char *protocol;  /* provenance.protocol (may be NULL) */
+  const char *tokenizer; /* a SentencePiece .model to carry (TOKENIZER section), or NULL */
   pg_codec_spec codec;   /* of the DATA sections (codec 0 and level 0: brotli-11/w24) */
   int threads;           /* sections compressed at once (0: 1) */
 } pg_import_opts;
