@@ -34,7 +34,7 @@ static const char *src(const char *rel) {
 static const pg_codec_spec ZSTD3 = {PG_CODEC_ZSTD, 3, 0, 0, 0};
 
 static void import_ok(const char *in, const char *out, const char *arch) {
-  pg_import_opts o = {.codec = ZSTD3, .arch_path = arch};
+  pg_import_opts o = {.codec = ZSTD3, .have_codec = 1, .arch_path = arch};
   pg_import_report r;
   pg_err err = {0};
   cr_assert_eq(pg_import_run(in, out, &o, &r, &err), PG_OK, "%s", err.msg);
@@ -161,7 +161,7 @@ Test(import, bshf_brotli_values_bit_exact) {
   snprintf(p, sizeof p, "%s/g.ptz", tmp);
   snprintf(out, sizeof out, "%s/g.pgz", tmp);
   cr_assert_eq(pg_file_write_atomic(p, enc, en, &err), PG_OK);
-  pg_import_opts o = {.codec = ZSTD3};
+  pg_import_opts o = {.codec = ZSTD3, .have_codec = 1};
   cr_assert_eq(pg_import_run(p, out, &o, &r, &err), PG_OK, "%s", err.msg);
   cr_assert_str_eq(r.outer, "brotli+bshf2");
   check_values(out, "gptq_int6.ptz");

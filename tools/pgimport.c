@@ -59,6 +59,7 @@ int main(int argc, char **argv) {
     case O_ARCH: o.arch_path = optarg; break;
     case O_CODEC:
       if (pg_codec_spec_parse(&o.codec, optarg, &err)) return pg_tool_fail(PROG, &err);
+      o.have_codec = 1;
       break;
     case O_RECORD: o.record = optarg; break;
     case O_TOKENIZER: o.tokenizer = optarg; break;

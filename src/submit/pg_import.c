@@ -266,6 +266,64 @@ int pg_import_decode(const uint8_t *in, size_t n, const char *file, uint64_t max
 
 /* ---- the record's tensors ---- */
 
+/* ---- dict lookups in O(log n): a hostile file may hold millions of keys ---- */
+
+typedef struct kv {
+  const char *k;
+  size_t len, pos;
+  const pg_tz_value *v;
+} kv;
+typedef struct dindex {
+  kv *e;
+  size_t n;
+} dindex;
+
+static int kv_cmp_key(const char *a, size_t al, const char *b, size_t bl) {
+  int c = memcmp(a, b, al < bl ? al : bl);
+  return c ? c : (al > bl) - (al < bl);
+}
+static int kv_cmp(const void *x, const void *y) {
+  const kv *a = x, *b = y;
+  int c = kv_cmp_key(a->k, a->len, b->k, b->len);
+  return c ? c : (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+/* Index a dict whose keys must all be strings (what names it in the error). */
+static int dindex_build(const pg_tz_value *d, const char *file, const char *what, dindex *ix,
+                        pg_err *err) {
+  ix->n = 0;
+  ix->e = malloc((d->n ? d->n : 1) * sizeof *ix->e);
+  if (!ix->e) return pg_err_set(err, PG_E_NOMEM, file, PG_NO_OFFSET, "out of memory");
+  for (size_t i = 0; i < d->n; i++) {
+    const pg_tz_value *k = d->items[2 * i];
+    PG_FAIL_IF(k->kind != PG_TZ_STR, err, PG_E_MALFORMED, file, PG_NO_OFFSET,
+               "a key of %s is a %s, not a string", what, pg_tz_kind_name(k->kind));
+    ix->e[ix->n++] = (kv){k->s, k->len, i, d->items[2 * i + 1]};
+  }
+  qsort(ix->e, ix->n, sizeof *ix->e, kv_cmp);
+  return PG_OK;
+}
+
+/* The value of key (the last one set, as in Python), or NULL. */
+static const pg_tz_value *dindex_get(const dindex *ix, const char *key) {
+  size_t kl = strlen(key), lo = 0, hi = ix->n; /* first entry with a key above `key` */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (kv_cmp_key(ix->e[mid].k, ix->e[mid].len, key, kl) <= 0) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo && kv_cmp_key(ix->e[lo - 1].k, ix->e[lo - 1].len, key, kl) == 0) return ix->e[lo - 1].v;
+  return NULL;
+}
+
+static size_t dindex_distinct(const dindex *ix) {
+  size_t n = 0;
+  for (size_t i = 0; i < ix->n; i++)
+    n += i == 0 || kv_cmp_key(ix->e[i - 1].k, ix->e[i - 1].len, ix->e[i].k, ix->e[i].len) != 0;
+  return n;
+}
+
+
 typedef struct imp_t {
   char name[PG_MAX_NAME + 1];
   const pg_tz_tensor *q, *s, *f; /* quantized values and scales, or a float tensor */
@@ -295,10 +353,8 @@ static int add(imp *m, const char *name, imp_t **out) {
   if (strlen(c) == 0 || strlen(c) > PG_MAX_NAME)
     return pg_err_set(m->err, PG_E_MALFORMED, m->file, PG_NO_OFFSET,
                       "tensor name of %zu bytes", strlen(c));
-  for (size_t i = 0; i < m->n; i++)
-    if (strcmp(m->t[i].name, c) == 0)
-      return pg_err_set(m->err, PG_E_DUPLICATE, m->file, PG_NO_OFFSET, "tensor %s appears twice",
-                        c);
+  PG_FAIL_IF(m->n >= PG_MAX_TENSORS, m->err, PG_E_LIMIT, m->file, PG_NO_OFFSET,
+             "more than %d tensors", PG_MAX_TENSORS);
   if (m->n == m->cap) {
     size_t cap = m->cap ? 2 * m->cap : 64;
     imp_t *t = realloc(m->t, cap * sizeof *t);
@@ -375,12 +431,19 @@ static int read_int8_per_row(imp *m, const pg_tz_value *root) {
                  p->kind != PG_TZ_DICT,
              m->err, PG_E_MALFORMED, m->file, PG_NO_OFFSET,
              "format int8-per-row: expected the dicts quantized, scales and passthrough");
-  for (size_t i = 0; i < q->n; i++) {
+  dindex si;
+  PG_TRY(dindex_build(s, m->file, "scales", &si, m->err));
+  int rc = PG_OK;
+  for (size_t i = 0; i < q->n && !rc; i++) {
     const char *name = keystr(q->items[2 * i]);
-    PG_FAIL_IF(!name, m->err, PG_E_MALFORMED, m->file, PG_NO_OFFSET,
-               "format int8-per-row: a key of quantized is not a string");
-    PG_TRY(add_quant(m, name, q->items[2 * i + 1], pg_tz_get(s, name), 8, -127, 127, NULL));
+    if (!name)
+      rc = pg_err_set(m->err, PG_E_MALFORMED, m->file, PG_NO_OFFSET,
+                      "format int8-per-row: a key of quantized is not a string");
+    else
+      rc = add_quant(m, name, q->items[2 * i + 1], dindex_get(&si, name), 8, -127, 127, NULL);
   }
+  free(si.e);
+  if (rc) return rc;
   for (size_t i = 0; i < p->n; i++) {
     const char *name = keystr(p->items[2 * i]);
     PG_FAIL_IF(!name, m->err, PG_E_MALFORMED, m->file, PG_NO_OFFSET,
@@ -392,13 +455,13 @@ static int read_int8_per_row(imp *m, const pg_tz_value *root) {
 
 /* LQER's asymmetric factors (spec/records.md §5.7): A int2 with one fp16 scale, B int4 with an
  * fp16 scale per group of 64 of its row-major elements: exactly pgolf's LQER parts. */
-static int add_lqer(imp *m, imp_t *t, const pg_tz_value *w, const char *name) {
+static int add_lqer(imp *m, imp_t *t, const dindex *w, const char *name) {
   static const char *suffix[4] = {".lqA_a", ".lqAs_a", ".lqB_a", ".lqBs_a"};
   const pg_tz_tensor **dst[4] = {&t->la, &t->las, &t->lb, &t->lbs};
   for (int k = 0; k < 4; k++) {
     char key[PG_MAX_NAME + 16];
     snprintf(key, sizeof key, "%s%s", name, suffix[k]);
-    PG_TRY(want_tensor(m, pg_tz_get(w, key), suffix[k] + 1, name, dst[k]));
+    PG_TRY(want_tensor(m, dindex_get(w, key), suffix[k] + 1, name, dst[k]));
   }
   const pg_tz_tensor *q = t->q, *a = t->la, *b = t->lb;
   uint64_t r = a->ndim == 2 ? a->dims[1] : 0;
@@ -426,11 +489,21 @@ static int add_lqer(imp *m, imp_t *t, const pg_tz_value *w, const char *name) {
   return PG_OK;
 }
 
+static int read_notes(imp *m, const pg_tz_value *meta, const dindex *w);
+
 /* The {"w": tensors, "m": per-name notes} exports, R2 to the SDClip GPTQ records. */
 static int read_wm(imp *m, const pg_tz_value *root) {
   const pg_tz_value *w = pg_tz_get(root, "w"), *meta = pg_tz_get(root, "m");
   PG_FAIL_IF(!w || w->kind != PG_TZ_DICT || !meta || meta->kind != PG_TZ_DICT, m->err,
              PG_E_MALFORMED, m->file, PG_NO_OFFSET, "format wm: expected the dicts w and m");
+  dindex wi;
+  PG_TRY(dindex_build(w, m->file, "w", &wi, m->err));
+  int rc = read_notes(m, meta, &wi);
+  free(wi.e);
+  return rc;
+}
+
+static int read_notes(imp *m, const pg_tz_value *meta, const dindex *w) {
   size_t used = 0;
   for (size_t i = 0; i < meta->n; i++) {
     const char *name = keystr(meta->items[2 * i]);
@@ -439,7 +512,7 @@ static int read_wm(imp *m, const pg_tz_value *root) {
                "format wm: a key of m is not a string");
     int bits = 0, lo = 0, hi = 0;
     if (info->kind == PG_TZ_STR && strncmp(info->s, "passthrough", 11) == 0) {
-      PG_TRY(add_float(m, name, pg_tz_get(w, name)));
+      PG_TRY(add_float(m, name, dindex_get(w, name)));
       used++;
       continue;
     }
@@ -477,22 +550,15 @@ static int read_wm(imp *m, const pg_tz_value *root) {
     snprintf(qn, sizeof qn, "%s%s", name, qs);
     snprintf(sn, sizeof sn, "%s%s", name, ss);
     imp_t *t;
-    PG_TRY(add_quant(m, name, pg_tz_get(w, qn), pg_tz_get(w, sn), bits, lo, hi, &t));
+    PG_TRY(add_quant(m, name, dindex_get(w, qn), dindex_get(w, sn), bits, lo, hi, &t));
     used += 2;
     if (lqer) {
       PG_TRY(add_lqer(m, t, w, name));
       used += 4;
     }
   }
-  /* Every tensor of w is accounted for by a note (keys are unique in a dict read back). */
-  size_t distinct = 0;
-  for (size_t i = 0; i < w->n; i++) {
-    int later = 0;
-    for (size_t j = i + 1; j < w->n && !later; j++)
-      later = keystr(w->items[2 * i]) && keystr(w->items[2 * j]) &&
-              strcmp(keystr(w->items[2 * i]), keystr(w->items[2 * j])) == 0;
-    distinct += !later;
-  }
+  /* Every tensor of w is accounted for by a note. */
+  size_t distinct = dindex_distinct(w);
   PG_FAIL_IF(distinct != used, m->err, PG_E_MALFORMED, m->file, PG_NO_OFFSET,
              "format wm: w holds %zu tensors, the notes of m account for %zu", distinct, used);
   return PG_OK;
@@ -548,10 +614,24 @@ static int recognise(imp *m, const pg_tz_value *root, const char *forced, const 
 
 /* ---- the arch ---- */
 
+static int imp_cmp(const void *a, const void *b) {
+  return strcmp(((const imp_t *)a)->name, ((const imp_t *)b)->name);
+}
+
+/* Sort the tensors by name for lookups; a name twice (after the prefixes are stripped) is a
+ * fault. */
+static int sort_tensors(imp *m) {
+  if (m->n) qsort(m->t, m->n, sizeof *m->t, imp_cmp);
+  for (size_t i = 1; i < m->n; i++)
+    PG_FAIL_IF(strcmp(m->t[i - 1].name, m->t[i].name) == 0, m->err, PG_E_DUPLICATE, m->file,
+               PG_NO_OFFSET, "tensor %s appears twice", m->t[i].name);
+  return PG_OK;
+}
+
 static const imp_t *find(const imp *m, const char *name) {
-  for (size_t i = 0; i < m->n; i++)
-    if (strcmp(m->t[i].name, name) == 0) return &m->t[i];
-  return NULL;
+  imp_t key;
+  snprintf(key.name, sizeof key.name, "%s", name);
+  return m->n ? bsearch(&key, m->t, m->n, sizeof *m->t, imp_cmp) : NULL;
 }
 
 static const pg_tz_tensor *stored(const imp_t *t) { return t->f ? t->f : t->q; }
@@ -618,12 +698,12 @@ static int match_arch(imp *m, const pg_arch *a, int derived, pg_arch_tensor **at
 
 static int write_artifact(imp *m, const pg_arch *a, const pg_arch_tensor *at, size_t nat,
                           const pg_import_opts *o, const char *fmt, pg_import_report *rep,
-                          const char *out, pg_err *err) {
+                          const char *out, uint8_t **mem, size_t *mem_len, pg_err *err) {
   pg_writer *w = NULL;
   PG_TRY(pg_writer_create(&w));
   pg_writer_set_threads(w, o->threads > 0 ? o->threads : 1);
   pg_codec_spec cs = o->codec;
-  if (!cs.codec && !cs.level) cs = (pg_codec_spec){PG_CODEC_BROTLI, 11, 24, 0, 0};
+  if (!o->have_codec) cs = (pg_codec_spec){PG_CODEC_BROTLI, 11, 24, 0, 0};
   int have_q = 0, have_s = 0, have_f = 0, have_l = 0;
   for (size_t i = 0; i < m->n; i++) {
     have_l |= m->t[i].la != NULL;
@@ -741,27 +821,21 @@ static int write_artifact(imp *m, const pg_arch *a, const pg_arch_tensor *at, si
     if (!rc) rc = pg_writer_meta_str(w, "tokenizer.name", base, strlen(base), err);
     free(tok);
   }
-  if (!rc) rc = pg_writer_write(w, out, err);
+  if (!rc) rc = out ? pg_writer_write(w, out, err) : pg_writer_to_mem(w, mem, mem_len, err);
   free(arch);
   pg_writer_free(w);
   return rc;
 }
 
-int pg_import_run(const char *in, const char *out, const pg_import_opts *o, pg_import_report *rep,
-                  pg_err *err) {
-  pg_import_report local;
-  if (!rep) rep = &local;
+/* Decode, read, check and write: to the file out, or (out NULL) to *mem. */
+static int import_core(const uint8_t *raw, size_t n, const char *in, uint64_t cap,
+                       const pg_import_opts *o, pg_import_report *rep, const char *out,
+                       uint8_t **mem, size_t *mem_len, pg_err *err) {
   memset(rep, 0, sizeof *rep);
-  uint8_t *raw = NULL, *zip = NULL;
-  size_t n = 0, zn = 0;
-  /* A record file is at most 16,000,000 bytes; 1 GiB leaves room for any that is not. */
-  PG_TRY(pg_file_read_all(in, &raw, &n, 1u << 30, err));
   rep->record_bytes = n;
-  uint64_t cap = 64ull * n > (64ull << 20) ? 64ull * n : (64ull << 20);
-  if (cap > (2ull << 30)) cap = 2ull << 30;
-  int rc = pg_import_decode(raw, n, in, cap, &zip, &zn, rep, err);
-  free(raw);
-  if (rc) return rc;
+  uint8_t *zip = NULL;
+  size_t zn = 0;
+  PG_TRY(pg_import_decode(raw, n, in, cap, &zip, &zn, rep, err));
   rep->torch_bytes = zn;
   pg_tz *z = NULL;
   imp m = {.file = in, .err = err};
@@ -771,12 +845,13 @@ int pg_import_run(const char *in, const char *out, const pg_import_opts *o, pg_i
   const char *fmt = NULL;
   char label[PG_ERR_MSG_MAX / 2];
   snprintf(label, sizeof label, "%s (decompressed)", in);
-  rc = pg_tz_open(&z, zip, zn, label, err);
+  int rc = pg_tz_open(&z, zip, zn, label, err);
   if (!rc) rc = recognise(&m, pg_tz_root(z), o->format, &fmt, rep);
   if (!rc) {
     snprintf(rep->format, sizeof rep->format, "%s", fmt);
     rc = strcmp(fmt, "wm") == 0 ? read_wm(&m, pg_tz_root(z)) : read_int8_per_row(&m, pg_tz_root(z));
   }
+  if (!rc) rc = sort_tensors(&m);
   if (!rc) {
     if (o->arch_path) {
       rc = pg_arch_load(&a, o->arch_path, err);
@@ -786,15 +861,48 @@ int pg_import_run(const char *in, const char *out, const pg_import_opts *o, pg_i
     }
   }
   if (!rc) rc = match_arch(&m, &a, rep->arch_derived, &at, &nat, err);
-  if (!rc) rc = write_artifact(&m, &a, at, nat, o, fmt, rep, out, err);
+  if (!rc) rc = write_artifact(&m, &a, at, nat, o, fmt, rep, out, mem, mem_len, err);
+  free(at);
+  free(m.t);
+  pg_tz_free(z);
+  free(zip);
+  return rc;
+}
+
+/* Decoded bytes allowed for a record file of n bytes (spec/import.md §1). */
+static uint64_t decode_cap(size_t n) {
+  uint64_t cap = 64ull * n > (64ull << 20) ? 64ull * n : (64ull << 20);
+  return cap > (2ull << 30) ? (2ull << 30) : cap;
+}
+
+int pg_import_mem(const uint8_t *rec, size_t n, const char *name, const pg_import_opts *o,
+                  uint64_t max_decoded, uint8_t **out, size_t *out_len, pg_import_report *rep,
+                  pg_err *err) {
+  pg_import_report local;
+  *out = NULL;
+  *out_len = 0;
+  if (!rep) rep = &local;
+  uint64_t cap = decode_cap(n);
+  if (max_decoded && max_decoded < cap) cap = max_decoded;
+  int rc = import_core(rec, n, name, cap, o, rep, NULL, out, out_len, err);
+  if (!rc) rep->out_bytes = *out_len;
+  return rc;
+}
+
+int pg_import_run(const char *in, const char *out, const pg_import_opts *o, pg_import_report *rep,
+                  pg_err *err) {
+  pg_import_report local;
+  if (!rep) rep = &local;
+  uint8_t *raw = NULL;
+  size_t n = 0;
+  /* A record file is at most 16,000,000 bytes; 1 GiB leaves room for any that is not. */
+  PG_TRY(pg_file_read_all(in, &raw, &n, 1u << 30, err));
+  int rc = import_core(raw, n, in, decode_cap(n), o, rep, out, NULL, NULL, err);
+  free(raw);
   if (!rc) {
     uint64_t sz = 0;
     rc = pg_file_size(out, &sz, err);
     rep->out_bytes = sz;
   }
-  free(at);
-  free(m.t);
-  pg_tz_free(z);
-  free(zip);
   return rc;
 }

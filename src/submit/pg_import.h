@@ -25,7 +25,8 @@ typedef struct pg_import_opts {
   const char *record;    /* provenance.record (may be NULL) */
   const char *protocol;  /* provenance.protocol (may be NULL) */
   const char *tokenizer; /* a SentencePiece .model to carry (TOKENIZER section), or NULL */
-  pg_codec_spec codec;   /* of the DATA sections (codec 0 and level 0: brotli-11/w24) */
+  pg_codec_spec codec;   /* of the DATA and TOKENIZER sections, when have_codec */
+  int have_codec;        /* 0: brotli-11/w24 */
   int threads;           /* sections compressed at once (0: 1) */
 } pg_import_opts;
 
@@ -49,6 +50,13 @@ int pg_import_decode(const uint8_t *in, size_t n, const char *file, uint64_t max
 /* Import the record artifact at in into a pgolf artifact at out (written atomically; out may
  * not be in). rep (may be NULL) is filled. */
 int pg_import_run(const char *in, const char *out, const pg_import_opts *o, pg_import_report *rep,
+                  pg_err *err);
+
+/* The same from a record file held in memory (name labels errors), the artifact written to *out
+ * (malloc'd). max_decoded (0: the spec's bound) caps the decompressed bytes lower, as a fuzzer
+ * does. */
+int pg_import_mem(const uint8_t *rec, size_t n, const char *name, const pg_import_opts *o,
+                  uint64_t max_decoded, uint8_t **out, size_t *out_len, pg_import_report *rep,
                   pg_err *err);
 
 #ifdef __cplusplus

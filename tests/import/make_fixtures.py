@@ -14,7 +14,8 @@ embedding, xz) and its zstd twin wm_int6_zstd.ptz (made with the zstd command); 
 (wm with 'gptq (int6)' notes, BSHF stride 2, xz); lqer_int6.ptz (wm as the LQER record
 writes it: int8 row gates, two '+lqer_asym' matrices; xz) with lqer_arch.json; expect.json: for each file and tensor the
 element count and the CRC-32 of the expected values' fp32 little-endian bytes (the test compares
-every bit through it); base_arch.json (the arch the shapes imply)."""
+every bit through it); base_arch.json (the arch the shapes imply). And the seeds of
+tests/fuzz/fuzz_import.c (fuzz_seeds below)."""
 import io
 import json
 import lzma
@@ -214,7 +215,45 @@ def bshf(data, k=2):
     return b"BSHF" + bytes([k]) + b"".join(data[p::k] for p in range(k))
 
 
+def fuzz_seeds():
+    """Tiny inputs for tests/fuzz/fuzz_import.c (V 64, d 16, two layers, one head of 64,
+    hidden 32; every matrix quantized whatever its size): raw torch.save archives, which the fuzzer can
+    mutate, and one zlib stream."""
+    out = os.path.join(HERE, "..", "fuzz", "seeds", "import")
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(7)
+    sd = {"tok_emb.weight": torch.randn(64, 16) * 0.02}
+    for i in range(2):
+        p = "blocks.%d." % i
+        for k, shape in (("attn.c_q.weight", (64, 16)), ("attn.c_k.weight", (64, 16)),
+                         ("attn.c_v.weight", (64, 16)), ("attn.proj.weight", (16, 64)),
+                         ("mlp.fc.weight", (32, 16)), ("mlp.proj.weight", (16, 32))):
+            sd[p + k] = torch.randn(*shape) * 0.02
+        sd[p + "attn.q_gain"] = torch.full((1,), 1.5)
+        for k in ("attn_scale", "mlp_scale"):
+            sd[p + k] = torch.ones(16)
+        sd[p + "resid_mix"] = torch.stack([torch.ones(16), torch.zeros(16)])
+    sd["skip_weights"] = torch.ones(1, 16)
+    q = {k: int8_rows(v) for k, v in sd.items() if v.ndim == 2 and v.numel() >= 256}
+    base = {"__quant_format__": "int8_clean_per_row_v1",
+            "quantized": {k: v[0] for k, v in q.items()}, "scales": {k: v[1] for k, v in q.items()},
+            "dtypes": {k: "float32" for k in q},
+            "passthrough": {k: v.half() for k, v in sd.items() if k not in q}}
+    w, m = {}, {}
+    for k, v in sd.items():
+        if k in q:
+            qq, ss = sdclip_rows(v, 12.85, 6)
+            w[k + ".q"], w[k + ".scale"], m[k] = qq, ss, "gptq (int6)"
+        else:
+            w[k], m[k] = v.half(), "passthrough (float16)"
+    for name, data in (("base.zip", save(base)), ("wm.zip", save({"w": w, "m": m})),
+                       ("base.zlib", zlib.compress(save(base), 9))):
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+
+
 def main():
+    fuzz_seeds()
     sd = model()
     expect = {}
     obj, e = export_int8(sd)
