@@ -280,9 +280,10 @@ static int attach(vm *v, pg_tz_value *parent, pg_tz_value *child) {
   /* A storage type or a storage is only ever an argument (of a persistent id or a rebuild). */
   if ((child->kind == K_GLOBAL || child->kind == K_STORAGE) && parent->kind != PG_TZ_TUPLE)
     VM_FAIL(v, PG_E_UNSUPPORTED, "a %s used as a plain value", pg_tz_kind_name(child->kind));
-  if (!is_container(child) || shareable(child)) return PG_OK;
-  if (child->parent) VM_FAIL(v, PG_E_UNSUPPORTED, "a %s held by two containers",
-                             pg_tz_kind_name(child->kind));
+  if (!is_container(child)) return PG_OK;
+  int share = shareable(child);
+  if (child->parent && !share)
+    VM_FAIL(v, PG_E_UNSUPPORTED, "a %s held by two containers", pg_tz_kind_name(child->kind));
   /* Heights (levels of containers below and including one) stay at most PG_TZ_MAX_DEPTH, so
    * the ancestor chain walked here is short, and any walk of the tree recurses that deep. */
   unsigned h = child->height + 1;
@@ -293,7 +294,7 @@ static int attach(vm *v, pg_tz_value *parent, pg_tz_value *child) {
       VM_FAIL(v, PG_E_LIMIT, "containers nested deeper than %u", PG_TZ_MAX_DEPTH);
     if (a->height < h) a->height = h;
   }
-  child->parent = parent;
+  if (!share) child->parent = parent;
   return PG_OK;
 }
 
@@ -477,7 +478,10 @@ static int persid(vm *v) {
   pg_tz *z = v->z;
   if (key->len > 200 || memchr(key->s, '/', key->len))
     VM_FAIL(v, PG_E_MALFORMED, "storage key of %zu bytes or with '/'", key->len);
-  char nm[300];
+  /* FOLDER/ (under 292 bytes, pg_tz_open) + "data/" + KEY (at most 200) */
+  char nm[512];
+  if (z->prefix_len + 5 + key->len > sizeof nm)
+    VM_FAIL(v, PG_E_LIMIT, "storage name of %zu bytes", z->prefix_len + 5 + key->len);
   memcpy(nm, z->prefix, z->prefix_len);
   memcpy(nm + z->prefix_len, "data/", 5);
   memcpy(nm + z->prefix_len + 5, key->s, key->len);

@@ -88,6 +88,21 @@ static void check_plain(const char *name) {
 
 Test(torchzip, plain_values_read_back_exactly) { check_plain("plain.pt"); }
 Test(torchzip, protocol4_frames_memoize_stack_global) { check_plain("proto4.pt"); }
+Test(torchzip, a_long_folder_name_is_read) { check_plain("long_folder.pt"); }
+/* A long folder name and a long storage key together overflowed the storage's name buffer. */
+Test(torchzip, long_folder_and_storage_key_are_read) {
+  pg_tz *z;
+  uint8_t *buf;
+  pg_err err = {0};
+  cr_assert_eq(open_fixture("long_names.pt", &z, &buf, &err), PG_OK, "%s", err.msg);
+  const pg_tz_value *t = pg_tz_root(z);
+  cr_assert(t->kind == PG_TZ_TENSOR && t->t.numel == 6 && t->t.dtype == PG_TZ_F32);
+  float f;
+  memcpy(&f, t->t.data + 20, 4);
+  cr_assert_eq(f, 5.0f);
+  pg_tz_free(z);
+  free(buf);
+}
 
 static void refused(const char *name, int status, const char *words) {
   pg_tz *z = NULL;

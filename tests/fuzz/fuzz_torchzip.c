@@ -15,7 +15,7 @@ static size_t g_size;
 static size_t g_visits;
 
 static void walk(const pg_tz_value *x, unsigned depth) {
-  if (depth > PG_TZ_MAX_DEPTH + 2) abort(); /* the reader bounds nesting */
+  if (depth > PG_TZ_MAX_DEPTH + 1) abort(); /* the reader bounds nesting */
   if (++g_visits > 4 * (size_t)PG_TZ_MAX_NODES) abort(); /* no cycles, no blow-up */
   switch (x->kind) {
   case PG_TZ_STR:

@@ -45,8 +45,9 @@ def plain_obj():
     }
 
 
-def rezip(src, name, replace=None, method=zipfile.ZIP_STORED, drop=()):
-    """The archive src with entries replaced (by basename) and rewritten by zipfile."""
+def rezip(src, name, replace=None, method=zipfile.ZIP_STORED, drop=(), folder=None):
+    """The archive src with entries replaced (by basename), its folder renamed, rewritten by
+    zipfile."""
     zin = zipfile.ZipFile(io.BytesIO(src))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=method) as zout:
@@ -57,10 +58,30 @@ def rezip(src, name, replace=None, method=zipfile.ZIP_STORED, drop=()):
             data = zin.read(info.filename)
             if replace and base in replace:
                 data = replace[base]
-            zout.writestr(info.filename, data)
+            zout.writestr(folder + "/" + base if folder else info.filename, data)
     with open(os.path.join(HERE, name), "wb") as f:
         f.write(out.getvalue())
     return out.getvalue()
+
+
+def X(s):
+    return b"X" + struct.pack("<I", len(s)) + s.encode()
+
+
+def long_names():
+    """A valid archive whose folder (250 bytes) and storage key (200 bytes) are both long: one
+    float32 tensor of 6 elements, the whole saved object."""
+    key, folder = "k" * 200, "f" * 250
+    pkl = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((" + X("storage") +
+           b"ctorch\nFloatStorage\n" + X(key) + X("cpu") + b"K\x06tQK\x00K\x06\x85K\x01\x85\x89"
+           b"ccollections\nOrderedDict\n)RtR.")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr(folder + "/data.pkl", pkl)
+        z.writestr(folder + "/byteorder", b"little")
+        z.writestr(folder + "/data/" + key, struct.pack("<6f", 0, 1, 2, 3, 4, 5))
+    with open(os.path.join(HERE, "long_names.pt"), "wb") as f:
+        f.write(out.getvalue())
 
 
 class Evil:
@@ -75,6 +96,8 @@ def main():
     rezip(plain, "evil_system.pt", {"data.pkl": pickle.dumps({"x": Evil()}, protocol=2)})
     rezip(plain, "evil_eval.pt", {"data.pkl": b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1q\x00\x85R."})
     rezip(plain, "deflated.pt", method=zipfile.ZIP_DEFLATED)
+    rezip(plain, "long_folder.pt", folder="f" * 250)  # valid: a long folder name
+    long_names()
     rezip(plain, "missing_storage.pt", drop=("data/0",))
     rezip(plain, "short_storage.pt", {"data/0": b"\x00" * 8})
     deep = []
