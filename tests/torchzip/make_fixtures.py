@@ -58,7 +58,9 @@ def rezip(src, name, replace=None, method=zipfile.ZIP_STORED, drop=(), folder=No
             data = zin.read(info.filename)
             if replace and base in replace:
                 data = replace[base]
-            zout.writestr(folder + "/" + base if folder else info.filename, data)
+            zi = zipfile.ZipInfo(folder + "/" + base if folder else info.filename)
+            zi.compress_type = method  # a fixed date: the same bytes on every run
+            zout.writestr(zi, data)
     with open(os.path.join(HERE, name), "wb") as f:
         f.write(out.getvalue())
     return out.getvalue()
@@ -77,9 +79,9 @@ def long_names():
            b"ccollections\nOrderedDict\n)RtR.")
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
-        z.writestr(folder + "/data.pkl", pkl)
-        z.writestr(folder + "/byteorder", b"little")
-        z.writestr(folder + "/data/" + key, struct.pack("<6f", 0, 1, 2, 3, 4, 5))
+        z.writestr(zipfile.ZipInfo(folder + "/data.pkl"), pkl)
+        z.writestr(zipfile.ZipInfo(folder + "/byteorder"), b"little")
+        z.writestr(zipfile.ZipInfo(folder + "/data/" + key), struct.pack("<6f", 0, 1, 2, 3, 4, 5))
     with open(os.path.join(HERE, "long_names.pt"), "wb") as f:
         f.write(out.getvalue())
 
