@@ -230,6 +230,19 @@ Test(import, pgimport_pgunpack_pgverify) {
   snprintf(cmd, sizeof cmd, "%s/tools/pgimport %s -o %s --codec zstd-3 > %s/log 2>&1", b,
            src("tests/import/base_int8.ptz"), out, tmp);
   cr_assert_eq(system(cmd), 0, "pgimport failed");
+  char log[4096] = "", lp[128];
+  snprintf(lp, sizeof lp, "%s/log", tmp);
+  FILE *f = fopen(lp, "r");
+  cr_assert_not_null(f);
+  log[fread(log, 1, sizeof log - 1, f)] = 0;
+  fclose(f);
+  cr_assert_not_null(strstr(log, "(zlib over torch.save, format int8-per-row, tag "
+                                  "int8_clean_per_row_v1): 22 tensors (5 quantized, 17 "
+                                  "passthrough), arch derived from the shapes"), "%s", log);
+  cr_assert_not_null(strstr(log, "bytes; the record's file: 73,326 bytes ("), "%s", log);
+  snprintf(cmd, sizeof cmd, "%s/tools/pgimport %s > %s/log 2>&1", b,
+           src("tests/import/base_int8.ptz"), tmp);
+  cr_assert_eq(WEXITSTATUS(system(cmd)), 2, "-o is required");
   snprintf(cmd, sizeof cmd, "%s/tools/pgimport %s -o %s > %s/log 2>&1", b,
            src("tests/import/base_int8.ptz"), src("tests/import/base_int8.ptz"), tmp);
   cr_assert_eq(WEXITSTATUS(system(cmd)), 2, "the output may not be the input");
