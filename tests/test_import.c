@@ -220,6 +220,24 @@ Test(import, an_arch_the_weights_contradict_is_refused) {
           "tensor blocks.2.attn.c_q.weight, which the arch implies, is not in the record's file");
 }
 
+/* The value on the report line "KEY   VALUE" of the file at path (a static copy). */
+static const char *line_value(const char *path, const char *key) {
+  static char v[64];
+  char line[1024];
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f);
+  v[0] = 0;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, key, strlen(key)) == 0 && line[strlen(key)] == ' ') {
+      const char *p = line + strlen(key);
+      while (*p == ' ') p++;
+      snprintf(v, sizeof v, "%.*s", (int)strcspn(p, " \n"), p);
+    }
+  fclose(f);
+  cr_assert(v[0], "no %s line in %s", key, path);
+  return v;
+}
+
 /* The commands end to end: pgimport, pgunpack --check, and a short pgverify run on the KJV
  * shards (vocabulary 1024, as the fixture's), which needs the prepared data/ folder. */
 Test(import, pgimport_pgunpack_pgverify) {
@@ -262,4 +280,15 @@ Test(import, pgimport_pgunpack_pgverify) {
            "--seq-len 64 --threads 1 --no-receipt -q > %s/log 2>&1",
            b, out, src("data/kjv/shards/fineweb_val_*.bin"), tmp);
   cr_assert_eq(system(cmd), 0, "pgverify failed on the imported artifact");
+  char bpb[64];
+  snprintf(bpb, sizeof bpb, "%s", line_value(lp, "val_bpb"));
+  /* the same figure from the dequantized weights (which the CRC tests above tie to the
+   * record format's own dequantizer) */
+  snprintf(cmd, sizeof cmd,
+           "%s/tools/pgunpack %s --safetensors %s/w.safetensors > %s/log 2>&1 && "
+           "%s/tools/pgverify %s/w.safetensors --tokenizer %s --val '%s' --max-tokens 600 "
+           "--protocol plain --seq-len 64 --threads 1 --no-receipt -q > %s/log 2>&1",
+           b, out, tmp, tmp, b, tmp, tok, src("data/kjv/shards/fineweb_val_*.bin"), tmp);
+  cr_assert_eq(system(cmd), 0, "pgverify failed on the dequantized weights");
+  cr_assert_str_eq(line_value(lp, "val_bpb"), bpb);
 }
