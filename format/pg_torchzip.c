@@ -359,6 +359,14 @@ static int make_str(vm *v, int kind, size_t len) {
   return push(v, x);
 }
 
+/* A string opcode: its length in lb (1 or 4) little-endian bytes, then the bytes. */
+static int str_op(vm *v, int kind, unsigned lb) {
+  PG_TRY(need(v, lb));
+  size_t len = lb == 1 ? v->p[v->pos] : rd32(v->p + v->pos);
+  v->pos += lb;
+  return make_str(v, kind, len);
+}
+
 static int make_int(vm *v, int64_t i) {
   pg_tz_value *x;
   PG_TRY(new_node(v, PG_TZ_INT, &x));
@@ -627,19 +635,21 @@ static int run(vm *v) {
     }
     case 't': PG_TRY(pop_mark(v, &base)); PG_TRY(make_seq(v, PG_TZ_TUPLE, base)); break;
     case 'l': PG_TRY(pop_mark(v, &base)); PG_TRY(make_seq(v, PG_TZ_LIST, base)); break;
-    case 'X': PG_TRY(need(v, 4)); v->pos += 4; PG_TRY(make_str(v, PG_TZ_STR, rd32(v->p + v->pos - 4))); break;
-    case 0x8c: PG_TRY(need(v, 1)); v->pos += 1; PG_TRY(make_str(v, PG_TZ_STR, v->p[v->pos - 1])); break;
-    case 'U': PG_TRY(need(v, 1)); v->pos += 1; PG_TRY(make_str(v, PG_TZ_BYTES, v->p[v->pos - 1])); break;
-    case 'C': PG_TRY(need(v, 1)); v->pos += 1; PG_TRY(make_str(v, PG_TZ_BYTES, v->p[v->pos - 1])); break;
-    case 'T': case 'B': {
+    case 'X': PG_TRY(str_op(v, PG_TZ_STR, 4)); break;      /* BINUNICODE */
+    case 0x8c: PG_TRY(str_op(v, PG_TZ_STR, 1)); break;     /* SHORT_BINUNICODE */
+    case 'U': case 'C': PG_TRY(str_op(v, PG_TZ_BYTES, 1)); break; /* SHORT_BIN{STRING,BYTES} */
+    case 'T': case 'B': {                                     /* BINSTRING, BINBYTES */
       PG_TRY(need(v, 4));
-      uint32_t l = rd32(v->p + v->pos);
-      if (op == 'T' && (l & 0x80000000u)) VM_FAIL(v, PG_E_MALFORMED, "negative string length");
-      v->pos += 4;
-      PG_TRY(make_str(v, PG_TZ_BYTES, l));
+      if (op == 'T' && (rd32(v->p + v->pos) & 0x80000000u))
+        VM_FAIL(v, PG_E_MALFORMED, "negative string length");
+      PG_TRY(str_op(v, PG_TZ_BYTES, 4));
       break;
     }
-    case 'J': PG_TRY(need(v, 4)); PG_TRY(make_int(v, (int32_t)rd32(v->p + v->pos))); v->pos += 4; break;
+    case 'J':
+      PG_TRY(need(v, 4));
+      PG_TRY(make_int(v, (int32_t)rd32(v->p + v->pos)));
+      v->pos += 4;
+      break;
     case 'K': PG_TRY(need(v, 1)); PG_TRY(make_int(v, v->p[v->pos])); v->pos += 1; break;
     case 'M': PG_TRY(need(v, 2)); PG_TRY(make_int(v, rd16(v->p + v->pos))); v->pos += 2; break;
     case 0x8a: { /* LONG1: n bytes of two's complement, little-endian */
@@ -764,7 +774,8 @@ int pg_tz_open(pg_tz **out, const uint8_t *data, size_t len, const char *name, p
       v.n = (size_t)pkl->size;
       v.stack = malloc(PG_TZ_MAX_STACK * sizeof *v.stack);
       v.marks = malloc(PG_TZ_MAX_STACK * sizeof *v.marks);
-      if (!v.stack || !v.marks) rc = pg_err_set(err, PG_E_NOMEM, name, PG_NO_OFFSET, "out of memory");
+      if (!v.stack || !v.marks)
+        rc = pg_err_set(err, PG_E_NOMEM, name, PG_NO_OFFSET, "out of memory");
     }
     if (!rc) rc = run(&v);
     free(v.stack);

@@ -95,7 +95,8 @@ Test(import, lqer_asym_and_gates_values_bit_exact) {
   pg_artifact *a;
   pg_err err = {0};
   cr_assert_eq(pg_artifact_open(&a, out, NULL, &err), PG_OK, "%s", err.msg);
-  const pg_tensor_info *e = pg_artifact_tensor(a, (uint32_t)pg_artifact_tensor_find(a, "tok_emb.weight"));
+  const pg_tensor_info *e =
+      pg_artifact_tensor(a, (uint32_t)pg_artifact_tensor_find(a, "tok_emb.weight"));
   const pg_tensor_info *g = pg_artifact_tensor(
       a, (uint32_t)pg_artifact_tensor_find(a, "blocks.1.attn.attn_gate_w"));
   cr_assert(e->lqer_rank == 4 && e->qtype == PG_QTYPE_INT8 && e->qmin == -127);
@@ -272,8 +273,9 @@ Test(import, pgimport_pgunpack_pgverify) {
     return;
   }
   /* the tokenizer carried in the artifact, as a submission holds it */
-  snprintf(cmd, sizeof cmd, "%s/tools/pgimport %s --tokenizer %s -o %s --codec zstd-3 > %s/log 2>&1",
-           b, src("tests/import/base_int8.ptz"), tok, out, tmp);
+  snprintf(cmd, sizeof cmd,
+           "%s/tools/pgimport %s --tokenizer %s -o %s --codec zstd-3 > %s/log 2>&1", b,
+           src("tests/import/base_int8.ptz"), tok, out, tmp);
   cr_assert_eq(system(cmd), 0, "pgimport --tokenizer failed");
   snprintf(cmd, sizeof cmd,
            "%s/tools/pgverify %s --val '%s' --max-tokens 600 --protocol plain "

@@ -1,21 +1,21 @@
 #!/usr/bin/env python3
 """make_fixtures.py: small record-format artifacts for tests/test_import.c, made with torch by
 this file's own reimplementation of the records' export formats as spec/import.md §3 describes
-them (no upstream code), plus, for each, the values the format's dequantizer gives (fp32, before
-the record's final cast to the model's dtype) as a safetensors file.
+them (no upstream code), and the values each format's dequantizer gives (fp32, before the
+record's final cast to the model's dtype), as CRC-32s.
 
 The model has the baseline's tensors at a small size (V 1024, d 128, 2 layers, 2 heads of 64,
 1 KV head, hidden 520): big enough that the embedding and the MLP matrices pass the formats'
-65,536-element passthrough threshold. Weights are Student-t (heavy tails, so most integers are
-near zero and the committed files stay small).
+65,536-element passthrough threshold. Weights are sparse Student-t samples (95% zeros, so the
+committed files stay small).
 
-Writes: base_int8.ptz (int8-per-row, zlib 9); wm_int6.ptz (wm: int6 attention/MLP, int8
+Writes base_int8.ptz (int8-per-row, zlib 9); wm_int6.ptz (wm: int6 attention/MLP, int8
 embedding, xz) and its zstd twin wm_int6_zstd.ptz (made with the zstd command); gptq_int6.ptz
-(wm with 'gptq (int6)' notes, BSHF stride 2, xz); lqer_int6.ptz (wm as the LQER record
-writes it: int8 row gates, two '+lqer_asym' matrices; xz) with lqer_arch.json; expect.json: for each file and tensor the
-element count and the CRC-32 of the expected values' fp32 little-endian bytes (the test compares
-every bit through it); base_arch.json (the arch the shapes imply). And the seeds of
-tests/fuzz/fuzz_import.c (fuzz_seeds below)."""
+(wm with 'gptq (int6)' notes, BSHF stride 2, xz); lqer_int6.ptz (wm as the LQER record writes
+it: int8 row gates, two '+lqer_asym' matrices; xz) with lqer_arch.json; expect.json (for each
+file and tensor the element count and the CRC-32 of the expected values' fp32 little-endian
+bytes: the test compares every bit through it); base_arch.json (the arch the shapes imply); and
+the seeds of tests/fuzz/fuzz_import.c (fuzz_seeds below)."""
 import io
 import json
 import lzma
@@ -174,7 +174,8 @@ def lqer_asym(E, r=4, g=64):
     qA = torch.clamp(torch.round(A / sA.float()), -2, 1).to(torch.int8)
     Bf = B.reshape(-1, g)
     sB = (Bf.abs().amax(dim=-1, keepdim=True).clamp_min(1e-10) / 7.5).to(torch.float16).reshape(-1)
-    qB = torch.clamp(torch.round(Bf / sB.float().reshape(-1, 1)), -8, 7).to(torch.int8).reshape(B.shape)
+    qB = torch.clamp(torch.round(Bf / sB.float().reshape(-1, 1)), -8, 7)
+    qB = qB.to(torch.int8).reshape(B.shape)
     return qA, sA, qB, sB
 
 
@@ -198,14 +199,16 @@ def export_lqer(sd):
     for name, t in sd.items():
         if name.endswith("attn_gate_w"):
             s = (t.float().abs().amax(dim=1).clamp_min(1e-10) / 127.0).to(torch.float16)
-            q = torch.clamp(torch.round(t.float() / s.float().view(-1, 1)), -127, 127).to(torch.int8)
+            q = torch.clamp(torch.round(t.float() / s.float().view(-1, 1)), -127, 127)
+            q = q.to(torch.int8)
             w[name + ".gq"], w[name + ".gs"], m[name] = q, s, "gate_int8_row"
             expect[name] = q.float() * s.float().view(-1, 1)
     for name in ("tok_emb.weight", "blocks.0.mlp.fc.weight"):
         q, s = w[name + ".q"], w[name + ".scale"]
         Wq = q.float() * s.float().view(-1, 1)
         qA, sA, qB, sB = lqer_asym(sd[name].float() - Wq)
-        w[name + ".lqA_a"], w[name + ".lqAs_a"], w[name + ".lqB_a"], w[name + ".lqBs_a"] = qA, sA, qB, sB
+        for suffix, v in ((".lqA_a", qA), (".lqAs_a", sA), (".lqB_a", qB), (".lqBs_a", sB)):
+            w[name + suffix] = v
         m[name] += "+lqer_asym"
         expect[name] = pgolf_lqer(Wq, qA, sA, qB, sB)
     return obj, expect
@@ -217,8 +220,8 @@ def bshf(data, k=2):
 
 def fuzz_seeds():
     """Tiny inputs for tests/fuzz/fuzz_import.c (V 64, d 16, two layers, one head of 64,
-    hidden 32; every matrix quantized whatever its size): raw torch.save archives, which the fuzzer can
-    mutate, and one zlib stream."""
+    hidden 32; every matrix quantized whatever its size): raw torch.save archives, which the
+    fuzzer can mutate, and one zlib stream."""
     out = os.path.join(HERE, "..", "fuzz", "seeds", "import")
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(7)

@@ -96,7 +96,8 @@ def main():
     save(plain_obj(), "proto4.pt", pickle_protocol=4)
     # Hostile or broken variants; each must be refused.
     rezip(plain, "evil_system.pt", {"data.pkl": pickle.dumps({"x": Evil()}, protocol=2)})
-    rezip(plain, "evil_eval.pt", {"data.pkl": b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1q\x00\x85R."})
+    evil = b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1q\x00\x85R."
+    rezip(plain, "evil_eval.pt", {"data.pkl": evil})
     rezip(plain, "deflated.pt", method=zipfile.ZIP_DEFLATED)
     rezip(plain, "long_folder.pt", folder="f" * 250)  # valid: a long folder name
     long_names()
