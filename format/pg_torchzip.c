@@ -767,7 +767,9 @@ int pg_tz_open(pg_tz **out, const uint8_t *data, size_t len, const char *name, p
       memcpy(nm + z->prefix_len, "data.pkl", 8);
       pkl = find_entry(z, nm, z->prefix_len + 8);
     }
-    if (!pkl) rc = pg_err_set(err, PG_E_LIMIT, name, PG_NO_OFFSET, "folder name too long");
+    if (!pkl)
+      rc = pg_err_set(err, PG_E_LIMIT, name, z->pkl_off, "a folder name of %zu bytes (limit 290)",
+                      z->prefix_len - 1);
     vm v = {.z = z, .err = err};
     if (!rc) {
       v.p = pkl->data;

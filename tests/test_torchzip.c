@@ -131,6 +131,7 @@ Test(torchzip, broken_archives_are_refused) {
   refused("cycle.pt", PG_E_UNSUPPORTED, "contains itself");
   refused("deep.pt", PG_E_LIMIT, "nested deeper than 64");
   refused("noncontig.pt", PG_E_UNSUPPORTED, "non-contiguous tensor");
+  refused("folder_too_long.pt", PG_E_LIMIT, "a folder name of 291 bytes (limit 290)");
 }
 #ifndef PG_FUZZING
 Test(torchzip, a_crc_mismatch_is_refused) {

@@ -100,6 +100,7 @@ def main():
     rezip(plain, "evil_eval.pt", {"data.pkl": evil})
     rezip(plain, "deflated.pt", method=zipfile.ZIP_DEFLATED)
     rezip(plain, "long_folder.pt", folder="f" * 250)  # valid: a long folder name
+    rezip(plain, "folder_too_long.pt", folder="f" * 291)
     long_names()
     rezip(plain, "missing_storage.pt", drop=("data/0",))
     rezip(plain, "short_storage.pt", {"data/0": b"\x00" * 8})
