@@ -26,7 +26,7 @@ G=.gpu
 MULTI=x86_64-linux-gnu
 # The development packages of the build from source (scripts/setup.sh's libraries; SentencePiece is
 # optional and not needed by the GPU programs), and pkgconf, which a bare image may lack.
-DEV_PKGS=(libzstd-dev libbrotli-dev liblzma-dev libxxhash-dev libjansson-dev libcriterion-dev
+DEV_PKGS=(libzstd-dev libbrotli-dev liblzma-dev zlib1g-dev libxxhash-dev libjansson-dev libcriterion-dev
           pkgconf pkgconf-bin libpkgconf3)
 # glibc's own libraries and libgcc_s: the device's are used, never ours.
 GLIBC_LIBS='^(linux-vdso|ld-linux-x86-64|libc|libm|libmvec|libpthread|libdl|librt|libresolv|libanl|libutil|libnsl|libBrokenLocale|libc_malloc_debug|libthread_db|libgcc_s)\.so'

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(meson ninja-build pkg-config gcc libzstd-dev libbrotli-dev liblzma-dev libxxhash-dev
+PKGS=(meson ninja-build pkg-config gcc libzstd-dev libbrotli-dev liblzma-dev zlib1g-dev libxxhash-dev
       libjansson-dev libcriterion-dev python3 g++ libsentencepiece-dev sentencepiece)
 [ "${PG_WITH_FUZZ:-0}" = 1 ] && PKGS+=(clang libclang-rt-14-dev)
 
