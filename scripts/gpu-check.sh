@@ -25,6 +25,7 @@ abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 checks() {
   gpu_test dequant-kernels 120 tests/test_gpu
   gpu_test cuda-engine 150 tests/test_gpu_engine
+  gpu_test cuda-engine-bwd 150 tests/test_gpu_engine_bwd
   gpu_bench bench-dequant 120 bench/bench_dequant --repeat 3
 }
 
