@@ -60,17 +60,27 @@ __global__ void k_prod(Prod c) {
   const float *A = c.a + (size_t)g * c.a_g;
   const float *Bm = c.b + (size_t)(c.b_w ? c.widx[g] : g) * c.b_g;
   float *out = c.out + (size_t)(c.o_w ? c.widx[g] : g) * c.o_g;
-  const int p = blockIdx.y * kTile + threadIdx.y, q = blockIdx.x * kTile + threadIdx.x;
-  const int pl = blockIdx.y * kTile + threadIdx.x, ql = blockIdx.x * kTile + threadIdx.x;
+  const int p0 = blockIdx.y * kTile, q0 = blockIdx.x * kTile;
+  const int p = p0 + threadIdx.y, q = q0 + threadIdx.x;
+  const int tx = threadIdx.x, ty = threadIdx.y;
   double acc = 0.0;
   for (int r0 = 0; r0 < c.R; r0 += kTile) {
-    /* as[i][j] = A(p0 + i, r0 + j), bs[i][j] = B(q0 + i, r0 + j); thread (y, x) loads row
-     * r0 + y of both tiles, column x (the p or q index) */
-    int r = r0 + threadIdx.y;
-    as[threadIdx.x][threadIdx.y] =
-        (pl < c.P && r < c.R) ? A[(size_t)pl * c.a_p + (size_t)r * c.a_r] : 0.0f;
-    bs[threadIdx.x][threadIdx.y] =
-        (ql < c.Q && r < c.R) ? Bm[(size_t)ql * c.b_q + (size_t)r * c.b_r] : 0.0f;
+    /* as[i][j] = A(p0 + i, r0 + j), bs[i][j] = B(q0 + i, r0 + j); consecutive threads (x) load
+     * along whichever index is contiguous in memory (how the tiles are filled changes no value) */
+    if (c.a_r == 1) {
+      int i = p0 + ty, r = r0 + tx;
+      as[ty][tx] = (i < c.P && r < c.R) ? A[(size_t)i * c.a_p + (size_t)r] : 0.0f;
+    } else {
+      int i = p0 + tx, r = r0 + ty;
+      as[tx][ty] = (i < c.P && r < c.R) ? A[(size_t)i * c.a_p + (size_t)r * c.a_r] : 0.0f;
+    }
+    if (c.b_r == 1) {
+      int i = q0 + ty, r = r0 + tx;
+      bs[ty][tx] = (i < c.Q && r < c.R) ? Bm[(size_t)i * c.b_q + (size_t)r] : 0.0f;
+    } else {
+      int i = q0 + tx, r = r0 + ty;
+      bs[tx][ty] = (i < c.Q && r < c.R) ? Bm[(size_t)i * c.b_q + (size_t)r * c.b_r] : 0.0f;
+    }
     __syncthreads();
     int rn = c.R - r0 < kTile ? c.R - r0 : kTile;
     for (int j = 0; j < rn; j++)
