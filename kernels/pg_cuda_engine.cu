@@ -7,7 +7,8 @@
  * fixed sequence of fp64 operations; ops that call the C library's exp, log, tanh, pow, sin or
  * cos on the CPU (CE's log, softcap, sigmoid gates, RoPE angles) use CUDA's fp64 functions, which
  * may differ in the last place (spec/engine.md §8.6 states the tolerance). No atomics feed a result: reruns give the same
- * bits. The backward ops are part 2 (issue 15): here they record PG_E_UNSUPPORTED.
+ * bits. The backward and optimizer ops (issue 15), in the same numerics, are in
+ * pg_cuda_engine_bwd.cu; what both files share is in pg_cuda_engine_impl.cuh.
  *
  * The exact kernels are the fp32 mode's engine, and the reference the fast bf16 mode is checked
  * against on the same device. An engine opened with precision bf16 (pg_engine_opts) runs the
@@ -25,6 +26,7 @@
 #include <string.h>
 
 #include "pg_cuda.h"
+#include "pg_cuda_engine_impl.cuh"
 #include "pg_engine.h"
 
 namespace {
@@ -32,7 +34,6 @@ namespace {
 /* The few names of cuBLAS's C interface the fast mode calls (loaded at run time, so no header or
  * library of cuBLAS is needed to build: a toolkit with nvcc alone compiles this file). The values
  * are cublas_api.h's, checked against it where it is installed. */
-typedef struct BlasContext *BlasHandle;
 typedef int BlasStatus;
 constexpr BlasStatus kBlasOk = 0;
 constexpr int kBlasOpN = 0, kBlasOpT = 1, kBlasCompute32F = 68, kBlasGemmDefault = -1;
@@ -55,86 +56,9 @@ static_assert(CUBLAS_STATUS_SUCCESS == kBlasOk && CUBLAS_OP_N == kBlasOpN &&
               "cuBLAS's interface is not the one this file declares");
 #endif
 
-constexpr int kThreads = 256;
+using namespace pgcuda;
+
 constexpr int kTile = 16;
-
-struct Dev {
-  int device;
-  cudaStream_t stream;
-  int *err_dev; /* the first error a kernel saw (a PG_E_ status), 0 when none */
-  /* the fast bf16 mode (spec/engine.md §8.7): flash attention, and cuBLAS products when the
-   * library could be loaded (blas non-NULL, with its fixed workspace) */
-  int fast;
-  BlasHandle blas;
-  void *blas_ws;
-};
-
-Dev *dev_of(pg_engine *e) { return static_cast<Dev *>(e->impl); }
-Dev *dev_of(const pg_ops *o) { return dev_of(pg_engine_of(o)); }
-
-unsigned blocks_for(size_t n) {
-  size_t b = (n + kThreads - 1) / kThreads;
-  if (b > 65535u * 8u) b = 65535u * 8u; /* grid-stride loops cover the rest */
-  return b ? (unsigned)b : 1u;
-}
-
-/* A failed launch or runtime call: the engine's first error, with CUDA's words. */
-void rt_check(pg_engine *e, cudaError_t c, const char *what) {
-  if (c != cudaSuccess) {
-    (void)cudaGetLastError();
-    pg_engine_fail(e, PG_E_CUDA, "cuda engine: %s: %s (%s)", what, cudaGetErrorString(c),
-                   cudaGetErrorName(c));
-  }
-}
-
-void launched(const pg_ops *o, const char *what) {
-  rt_check(pg_engine_of(o), cudaGetLastError(), what);
-}
-
-__device__ void set_err(int *err, int status) {
-  /* only the error word, never a result: the first error wins */
-  atomicCAS(err, 0, status);
-}
-
-#define GRID_LOOP(i, n)                                                                           \
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                         \
-       i += (size_t)gridDim.x * blockDim.x)
-
-/* The softmaxes' exponential, pg_exp (spec/engine.md §2.1, src/engine/pg_exp.h): the same fixed
- * sequence of exactly rounded fp64 operations, fused multiply-adds included, so attention and the
- * CE sums give the CPU's bits. */
-__device__ double pg_exp_d(double x) {
-  if (x != x) return x;
-  if (x < -746.0) x = -746.0;
-  if (x > 710.0) x = 710.0;
-  double kf = rint(__dmul_rn(x, 0x1.71547652b82fep+0)); /* ties to even */
-  double r = __fma_rn(-kf, 0x1.62e42fefa39efp-1, x);
-  r = __fma_rn(-kf, 0x1.abc9e3b39803fp-56, r);
-  double p = 1.0 / 6227020800.0;
-  const double c[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-                      1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,     1.0 / 120.0,
-                      1.0 / 24.0,        1.0 / 6.0,        0.5,             1.0,
-                      1.0};
-  for (int j = 0; j < 13; j++) p = __fma_rn(p, r, c[j]);
-  long long k = (long long)kf, k1 = (k - (k & 1)) / 2, k2 = k - k1;
-  double p1 = __longlong_as_double((k1 + 1023) << 52), p2 = __longlong_as_double((k2 + 1023) << 52);
-  return __dmul_rn(__dmul_rn(p, p1), p2);
-}
-
-__device__ double sigmoid_d(double z) {
-  return z >= 0.0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
-}
-
-/* fp32 → nearest bfloat16 (ties to even), NaN kept and quieted: pg_bf16_round. */
-__device__ float bf16_round(float v) {
-  uint32_t u = __float_as_uint(v);
-  if ((u & 0x7fffffffu) > 0x7f800000u)
-    u = (u | 0x00400000u) & 0xffff0000u;
-  else
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  return __uint_as_float(u);
-}
-__device__ double bfd(double v) { return (double)bf16_round((float)v); }
 
 /* ---- the fast bf16 mode (spec/engine.md §8.7) ------------------------------------------------ */
 
@@ -568,14 +492,6 @@ void c_rmsnorm_fwd(const pg_ops *o, float *y, const float *x, size_t R, int D, f
 
 /* ---- rope: a thread per (t, h, pair); the records' fp32 angle (spec/engine.md §4.3) ------------- */
 
-__device__ double rope_angle(int32_t pos, int i, int rot, float base) {
-  float ex = (float)(2 * i) / (float)rot;
-  float p = (float)pow((double)base, (double)ex);
-  float inv_freq = 1.0f / p;
-  float theta = (float)pos * inv_freq;
-  return (double)theta;
-}
-
 __global__ void k_rope(float *y, const float *x, const int32_t *pos, int T, int H, int d, int rot,
                        float base, int bf) {
   const int half = rot / 2, per = d - half; /* per row: half pairs, then d − rot copies */
@@ -875,49 +791,6 @@ void c_ce_fwd(const pg_ops *o, double *nll, const float *logits, const int32_t *
   launched(o, "cross-entropy");
 }
 
-/* ---- backward: part 2 (issue 15) --------------------------------------------------------------- */
-
-void no_backward(const pg_ops *o, const char *op) {
-  pg_engine_fail(pg_engine_of(o), PG_E_UNSUPPORTED,
-                 "cuda engine: %s is not in this version (it scores: backward passes and "
-                 "optimizers, so training and test-time training, run on --engine cpu)", op);
-}
-
-#define NO_BWD(name, ...)                                                                         \
-  void c_##name(const pg_ops *o, __VA_ARGS__) { no_backward(o, #name); }
-NO_BWD(matmul_bwd, float *, float *, const float *, const float *, const float *, int, int, int)
-NO_BWD(matmul_grouped_bwd, float *, float *, const float *, const float *, const float *,
-       const int32_t *, size_t, int, int, int, int)
-NO_BWD(rmsnorm_bwd, float *, const float *, const float *, size_t, int, float)
-NO_BWD(rope_bwd, float *, const float *, const int32_t *, int, int, int, int, float)
-NO_BWD(attention_bwd, float *, float *, float *, const float *, const float *, const float *,
-       const float *, const int32_t *, int, int, int, int, int, float)
-NO_BWD(relu2_bwd, float *, const float *, const float *, size_t)
-NO_BWD(leaky_relu2_bwd, float *, const float *, const float *, size_t, float)
-NO_BWD(rowgate_bwd, float *, float *, const float *, const float *, const float *, size_t, int)
-NO_BWD(chanmul_bwd, float *, float *, const float *, const float *, const float *, size_t, int)
-NO_BWD(xsa_bwd, float *, float *, const float *, const float *, const float *, int, int, int, int)
-NO_BWD(softcap_bwd, float *, const float *, const float *, size_t, float)
-NO_BWD(ce_bwd, float *, const float *, const float *, const int32_t *, int, int)
-NO_BWD(chanlerp_bwd, float *, float *, float *, const float *, const float *, const float *,
-       const float *, size_t, int)
-NO_BWD(rowmul_bwd, float *, float *, const float *, const float *, const float *, size_t, int)
-NO_BWD(tanh_bwd, float *, const float *, const float *, size_t)
-NO_BWD(embed_bwd, float *, const float *, const int32_t *, int, int, int)
-NO_BWD(cols_bwd, float *, const float *, size_t, int, int, int)
-NO_BWD(expand_bwd, float *, const float *, int, int)
-NO_BWD(sgd_step, float *, const float *, float *, size_t, double, double, int)
-NO_BWD(adamw_step, float *, const float *, float *, float *, size_t, double, double, double, double,
-       double, double, double)
-NO_BWD(sumsq, double *, const float *, size_t)
-NO_BWD(scale, float *, size_t, double)
-NO_BWD(muon_step, float *, const float *, float *, int, int, double, double, double, int, int, int,
-       int)
-NO_BWD(ema_update, float *, const float *, size_t, double)
-NO_BWD(swa_add, double *, const float *, size_t)
-NO_BWD(swa_average, float *, const double *, size_t, uint64_t)
-#undef NO_BWD
-
 /* ---- memory ------------------------------------------------------------------------------------ */
 
 void *m_alloc(pg_engine *e, size_t bytes) {
@@ -990,16 +863,12 @@ pg_ops table(int nthreads) {
   t.name = "cuda";
   t.nthreads = nthreads;
 #define S(n) t.n = c_##n
-  S(matmul_fwd); S(matmul_bwd); S(matmul_grouped_fwd); S(matmul_grouped_bwd);
-  S(rmsnorm_fwd); S(rmsnorm_bwd); S(rope_fwd); S(rope_bwd); S(attention_fwd); S(attention_bwd);
-  S(relu2_fwd); S(relu2_bwd); S(leaky_relu2_fwd); S(leaky_relu2_bwd); S(rowgate_fwd);
-  S(rowgate_bwd); S(chanmul_fwd); S(chanmul_bwd); S(xsa_fwd); S(xsa_bwd); S(softcap_fwd);
-  S(softcap_bwd); S(ce_fwd); S(ce_bwd); S(axpy); S(chanlerp_fwd); S(chanlerp_bwd); S(rowmul_fwd);
-  S(rowmul_bwd); S(tanh_fwd); S(tanh_bwd); S(embed_fwd); S(embed_bwd); S(cols_fwd); S(cols_bwd);
-  S(expand_fwd); S(expand_bwd); S(copy); S(round_bf16); S(rope_bf16_fwd); S(attention_bf16_fwd);
-  S(sgd_step); S(adamw_step); S(sumsq); S(scale); S(muon_step); S(ema_update); S(swa_add);
-  S(swa_average);
+  S(matmul_fwd); S(matmul_grouped_fwd); S(rmsnorm_fwd); S(rope_fwd); S(attention_fwd);
+  S(relu2_fwd); S(leaky_relu2_fwd); S(rowgate_fwd); S(chanmul_fwd); S(xsa_fwd); S(softcap_fwd);
+  S(ce_fwd); S(axpy); S(chanlerp_fwd); S(rowmul_fwd); S(tanh_fwd); S(embed_fwd); S(cols_fwd);
+  S(expand_fwd); S(copy); S(round_bf16); S(rope_bf16_fwd); S(attention_bf16_fwd);
 #undef S
+  bwd_table(&t); /* the backward and optimizer ops: pg_cuda_engine_bwd.cu */
   return t;
 }
 

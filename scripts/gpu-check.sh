@@ -32,6 +32,7 @@ checks() {
   gpu_test dequant-kernels 120 tests/test_gpu
   gpu_test cuda-engine 150 tests/test_gpu_engine
   gpu_test cuda-multi 60 tests/test_gpu_multi
+  gpu_test cuda-engine-bwd 150 tests/test_gpu_engine_bwd
   gpu_bench bench-dequant 120 bench/bench_dequant --repeat 3
   gpu_prog tools/pgverify
   gpu_bench bench-gpu-eval 90 bench/bench_gpu_eval.py --windows 64 --batch 16 --check 0.05 \

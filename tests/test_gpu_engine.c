@@ -276,8 +276,8 @@ Test(gpu_engine, whole_model_forward_against_the_cpu) {
 }
 
 /* The scoring protocols on the GPU (what pgverify --engine cuda runs): plain and sliding over a
- * synthetic stream, the same targets and bytes as on the CPU, val_bpb within 1e-6; and an adaptive
- * protocol is refused in one line (no backward on this engine yet). */
+ * synthetic stream, the same targets and bytes as on the CPU, val_bpb within 1e-6 (the adaptive
+ * protocols: tests/test_gpu_engine_bwd.c). */
 Test(gpu_engine, plain_and_sliding_against_the_cpu) {
   pg_arch a;
   pg_err err;
@@ -308,13 +308,6 @@ Test(gpu_engine, plain_and_sliding_against_the_cpu) {
     pg_eval_result_free(&rc);
     pg_eval_result_free(&rg);
   }
-  pg_protocol p;
-  pg_protocol_defaults(&p, PG_PROTO_TTT_CHUNK);
-  p.seq_len = 256;
-  p.stride = 64;
-  pg_eval_result r;
-  cr_assert_eq(pg_eval_run(m, g, &val, &p, NULL, &r, &err), PG_E_UNSUPPORTED);
-  cr_assert(strstr(err.msg, "--engine cpu"), "%s", err.msg);
   pg_model_free(m);
   pg_engine_destroy(g);
   free(tok);
