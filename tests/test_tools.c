@@ -2314,3 +2314,80 @@ Test(tools, pgverify_list_presets_catalogue) {
   cr_assert(strstr(rep, "2026-03-17-naive-baseline") && strstr(rep, "1.2243657"), "%s", rep);
   free(rep);
 }
+
+/* pgverify --per-token (spec/eval.md §7.2): one record per scored target in the order the run
+ * adds them, so the file's NLLs added in order give the receipt's loss sum bit for bit; the tail
+ * variant's second scorings flagged; nothing written when the run fails. */
+static double f64_at(const uint8_t *p) {
+  uint64_t u = 0;
+  for (int i = 0; i < 8; i++) u |= (uint64_t)p[i] << (8 * i);
+  double d;
+  memcpy(&d, &u, sizeof d);
+  return d;
+}
+static uint64_t u64_at(const uint8_t *p) {
+  uint64_t u = 0;
+  for (int i = 0; i < 8; i++) u |= (uint64_t)p[i] << (8 * i);
+  return u;
+}
+
+Test(tools, pgverify_per_token_file_adds_up_to_the_receipt) {
+  vfx f;
+  vfx_init(&f);
+  const char *pv = bin("pgverify");
+  const char *protos[] = {"--protocol sliding --seq-len 64 --stride 16",
+                          "--protocol sliding --seq-len 64 --stride 16 --tail-dup",
+                          "--protocol ttt-chunk --seq-len 64 --stride 16 --chunk-tokens 256"};
+  for (int k = 0; k < 3; k++) {
+    char rec[300], ptf[300];
+    snprintf(rec, sizeof rec, "%s/pt.json", tmp);
+    snprintf(ptf, sizeof ptf, "%s/pt.bin", tmp);
+    cr_assert_eq(run("%s %s --val %s %s --max-tokens 3000 --receipt %s --per-token %s", pv, f.art,
+                     f.val, protos[k], rec, ptf), 0, "%s", slurp(err_path));
+    json_t *j = load_json(rec);
+    FILE *fp = fopen(ptf, "rb");
+    cr_assert_not_null(fp);
+    static uint8_t buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, fp);
+    fclose(fp);
+    cr_assert(n >= 40 && !memcmp(buf, "PGTOKNLL", 8), "%s: %zu bytes", protos[k], n);
+    cr_assert_eq(buf[8], 1); /* version */
+    cr_assert_eq(buf[12], 24); /* record size */
+    cr_assert_eq(u64_at(buf + 16), (uint64_t)json_integer_value(jget(j, "val", "tokens_read")));
+    const size_t nrec = (n - 40) / 24;
+    cr_assert_eq(n, 40 + nrec * 24);
+    cr_assert_eq(u64_at(buf + n - 16), nrec);
+    cr_assert_eq(nrec, (uint64_t)json_integer_value(jget(j, "result", "scored")));
+    double nats = 0.0, bytes = 0.0;
+    uint64_t dups = 0, prev = 0, firsts = 0;
+    for (size_t i = 0; i < nrec; i++) {
+      const uint8_t *r = buf + 24 + 24 * i;
+      const uint64_t t = u64_at(r);
+      const uint32_t fl = (uint32_t)r[20];
+      nats += f64_at(r + 8);
+      bytes += (double)(r[16] | r[17] << 8 | r[18] << 16 | (uint32_t)r[19] << 24);
+      if (fl & 1) {
+        dups++;
+        continue;
+      }
+      cr_assert(!firsts++ || t > prev, "%s: target %llu after %llu", protos[k],
+                (unsigned long long)t, (unsigned long long)prev);
+      prev = t;
+    }
+    cr_assert_eq(nats, json_number_value(jget(j, "result", "loss_sum_nats")), "%s", protos[k]);
+    cr_assert_eq(nats, f64_at(buf + n - 8));
+    cr_assert_eq(bytes, json_number_value(jget(j, "result", "byte_count")));
+    cr_assert_eq(dups, k == 1 ? (uint64_t)json_integer_value(jget(j, "result", "duplicates")) : 0);
+    if (k == 1) cr_assert_gt(dups, 0);
+    json_decref(j);
+  }
+  /* a run that fails writes nothing */
+  char ptf[300];
+  snprintf(ptf, sizeof ptf, "%s/none.bin", tmp);
+  cr_assert_eq(run("%s %s --val %s --protocol sliding --seq-len 64 --stride 16 --max-tokens 3000 "
+                   "--no-receipt --per-token %s --engine nope", pv, f.art, f.val, ptf), 2);
+  cr_assert_eq(run("%s %s --val %s/nothing_*.bin --no-receipt --per-token %s", pv, f.art, tmp, ptf),
+               2);
+  struct stat sb;
+  cr_assert(stat(ptf, &sb) != 0);
+}

@@ -74,6 +74,8 @@ static void usage(FILE *f) {
       "  --threads N           CPU threads (default: all online; results do not depend on it)\n"
       "  --receipt FILE        where to write the receipt (default ARTIFACT.receipt.json)\n"
       "  --no-receipt          do not write one\n"
+      "  --per-token FILE      write every scored target's NLL and bytes, in the order they are\n"
+      "                        added (binary, spec/eval.md §7.2)\n"
       "  --json                print the receipt on stdout instead of the report\n"
       "  -q, --quiet           no progress line\n"
       "  -h, --help            this text\n"
@@ -101,11 +103,11 @@ enum {
   O_REPORT, O_CHUNK, O_OPT, O_LR, O_MOM, O_B1, O_B2, O_EPS, O_WD, O_EPOCHS, O_CLIP, O_ROWS,
   O_FREEZE, O_LRANK, O_LALPHA, O_LTARGETS, O_LCHUNK, O_LWIN, O_LDOCS, O_LLR, O_LB1, O_LB2, O_LEPS,
   O_LWD, O_WARM, O_NOWARM, O_SEED, O_PHASES, O_PREFIX, O_ENGINE, O_THREADS, O_RECEIPT, O_NORECEIPT,
-  O_JSON, O_ARCH, O_PRECISION, O_NOFP32, O_GPUS, O_PRESET, O_LISTPRESETS
+  O_JSON, O_ARCH, O_PRECISION, O_NOFP32, O_GPUS, O_PRESET, O_LISTPRESETS, O_PERTOKEN
 };
 
 typedef struct opts {
-  const char *artifact, *val, *bytes, *tokenizer, *receipt, *engine, *arch, *preset;
+  const char *artifact, *val, *bytes, *tokenizer, *receipt, *engine, *arch, *preset, *per_token;
   uint64_t max_tokens;
   int threads, json, quiet, no_receipt;
   int gpus; /* engines sharing the windows (--gpus) */
@@ -139,7 +141,7 @@ static const struct option LONGOPTS[] = {
     {"seed", required_argument, 0, O_SEED}, {"phases", required_argument, 0, O_PHASES},
     {"prefix-docs", required_argument, 0, O_PREFIX}, {"engine", required_argument, 0, O_ENGINE},
     {"threads", required_argument, 0, O_THREADS}, {"receipt", required_argument, 0, O_RECEIPT},
-    {"no-receipt", no_argument, 0, O_NORECEIPT}, {"json", no_argument, 0, O_JSON},
+    {"no-receipt", no_argument, 0, O_NORECEIPT}, {"per-token", required_argument, 0, O_PERTOKEN}, {"json", no_argument, 0, O_JSON},
     {"precision", required_argument, 0, O_PRECISION},
     {"no-fp32-figure", no_argument, 0, O_NOFP32}, {"gpus", required_argument, 0, O_GPUS},
     {"preset", required_argument, 0, O_PRESET}, {"list-presets", no_argument, 0, O_LISTPRESETS},
@@ -373,6 +375,7 @@ int main(int argc, char **argv) {
       break;
     case O_RECEIPT: o.receipt = optarg; break;
     case O_NORECEIPT: o.no_receipt = 1; break;
+    case O_PERTOKEN: o.per_token = optarg; break;
     case O_JSON: o.json = 1; break;
     case 'q': o.quiet = 1; break;
     case 'h': usage(stdout); return PG_EXIT_OK;
@@ -444,6 +447,7 @@ int main(int argc, char **argv) {
                        .fp32_figure = o.precision == PG_PREC_BF16 && !o.no_fp32,
                        .engine = engs[0], .engines = engs, .nengines = o.gpus,
                        .threads = o.threads, .receipt = o.no_receipt ? NULL : o.receipt,
+                       .per_token = o.per_token,
                        .read_protocol = read_record_protocol, .on_start = on_start,
                        .on_warning = on_warning, .on_phase = on_phase, .progress = on_progress,
                        .ctx = &ev};

@@ -286,7 +286,11 @@ static int score(run *r, uint64_t t, double nll) {
                       (unsigned long long)t);
   PG_TRY(pg_ledger_score(r->ledger, t, &dup, r->err));
   if (dup) r->res->duplicates++;
-  double b = (double)target_bytes(r, t);
+  const uint32_t tb = target_bytes(r, t);
+  const pg_eval_hooks *h = r->hooks;
+  if (h && h->on_score && h->on_score(h->ctx, t, nll, tb, dup))
+    return FAIL(r, PG_E_ARG, "stopped by the per-target hook");
+  double b = (double)tb;
   r->res->sum.nats += nll;
   r->res->sum.tokens += 1.0;
   r->res->sum.bytes += b;

@@ -115,6 +115,11 @@ typedef struct pg_eval_hooks {
   int (*on_commit)(void *ctx, size_t chunk, const pg_eval_chunk *c);
   int (*progress)(void *ctx, uint64_t done, uint64_t total);
   void *ctx;
+  /* Each target as it is scored, in the order its loss joins the sums (so adding the nll values
+   * in call order gives sum.nats bit for bit): its index in the stream, its NLL in nats, its
+   * bytes, and 1 when it was scored before (the tail variant's duplicates). Nonzero stops the
+   * run. */
+  int (*on_score)(void *ctx, uint64_t target, double nll, uint32_t bytes, int duplicate);
 } pg_eval_hooks;
 
 /* Run protocol p of model m on val with the engine e. The TTT protocols change m's parameters

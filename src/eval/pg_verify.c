@@ -12,6 +12,7 @@
 #include "pg_container.h"
 #include "pg_io.h"
 #include "pg_model.h"
+#include "pg_pertoken.h"
 #include "pg_ops.h"
 #include "pg_shard.h"
 #include "pg_spm.h"
@@ -176,6 +177,22 @@ static int open_tokenizer(const pg_verify_cfg *c, pg_artifact *art, pg_spm **spm
 
 /* ---- the run -------------------------------------------------------------------------------- */
 
+/* The main run's hooks when a per-target file is written: the writer, and the caller's progress. */
+typedef struct pt_ctx {
+  pg_pertoken *w;
+  int (*progress)(void *ctx, uint64_t done, uint64_t total);
+  void *ctx;
+} pt_ctx;
+
+static int pt_progress(void *x, uint64_t done, uint64_t total) {
+  const pt_ctx *p = x;
+  return p->progress(p->ctx, done, total);
+}
+
+static int pt_score(void *x, uint64_t target, double nll, uint32_t bytes, int duplicate) {
+  return pg_pertoken_add(((pt_ctx *)x)->w, target, nll, bytes, duplicate);
+}
+
 int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
   memset(res, 0, sizeof *res);
   res->matches_record = -1;
@@ -183,6 +200,8 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
   int rc = PG_OK;
   pg_artifact *art = NULL;
   pg_model *m = NULL, *m32 = NULL;
+  pg_pertoken *pt = NULL;
+  pt_ctx ptc = {0};
   pg_spm *spm = NULL;
   pg_spm_tables tab = {0};
   pg_val_data vd = {0};
@@ -262,7 +281,19 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
     goto done;
   pg_model_set_precision(m, (pg_precision)c->precision);
   if (c->on_phase) c->on_phase(c->ctx, fig32 ? "bf16" : NULL);
-  if ((rc = pg_eval_run_on(m, es, ne, &val, &c->protocol, &hooks, &res->eval, err))) goto done;
+  pg_eval_hooks main_hooks = hooks;
+  if (c->per_token) { /* the hooks' ctx carries the writer and the caller's progress */
+    if ((rc = pg_pertoken_open(&pt, c->per_token, vd.n, err))) goto done;
+    ptc = (pt_ctx){.w = pt, .progress = c->progress, .ctx = c->ctx};
+    main_hooks = (pg_eval_hooks){.progress = c->progress ? pt_progress : NULL, .ctx = &ptc,
+                                 .on_score = pt_score};
+  }
+  rc = pg_eval_run_on(m, es, ne, &val, &c->protocol, &main_hooks, &res->eval, err);
+  if (!rc && pt) {
+    rc = pg_pertoken_close(pt, err);
+    pt = NULL;
+  }
+  if (rc) goto done;
   if (fig32) {
     if (c->on_phase) c->on_phase(c->ctx, "fp32");
     if ((rc = pg_eval_run_on(m32, es, ne, &val, &c->protocol, &hooks, &res->eval_fp32, err)))
@@ -303,6 +334,7 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
       (c->receipt && (rc = pg_receipt_write(c->receipt, res->receipt_json, err))))
     goto done;
 done:
+  pg_pertoken_abort(pt);
   free(shards);
   prov_state_free(&ps);
   pg_val_data_free(&vd);

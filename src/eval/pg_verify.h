@@ -58,6 +58,8 @@ typedef struct pg_verify_cfg {
   int nengines;
   int threads;           /* CPU threads (0: all online; results do not depend on it) */
   const char *receipt;   /* where the receipt is written; NULL: built, not written */
+  const char *per_token; /* where the run's per-target file is written (pg_pertoken.h, the run at
+                            `precision` only); NULL: none */
   const char *version;   /* the writer's version for the receipt (NULL: PG_VERSION) */
   /* The record's protocol, as text in the front end's own option syntax (an arch's
    * follows.protocol or the weights' provenance.protocol), read into *p: 0 when it reads and
