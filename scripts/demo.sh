@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # demo.sh: the README's main job, the whole pipeline on the embedded default:
-#   shards -> train -> pack -> size -> verify.
+#   shards -> train -> pack -> size -> verify -> legality report.
 # Sets everything up (Debian packages, build), prepares the embedded default data (the King James
 # Bible from Debian's packages -> a SentencePiece tokenizer -> token shards, with the byte
 # accounting proven), trains a small model of the record family on the CPU (pgtrain,
 # spec/examples/train-demo.json), packs it with GPTQ and SDClip fitted to a byte budget (pgpack),
 # accounts for every byte (pgsize), checks it (pgunpack), and re-scores it with pgverify with
-# the sliding window and with score-first TTT. Every step prints what it does and its time.
+# the sliding window and with score-first TTT, and has pglegal report on its legality. Every step
+# prints what it does and its time.
 #
 # The real thing: bash scripts/demo.sh --data 'DIR/fineweb_train_*.bin' --val
 # 'DIR/fineweb_val_*.bin' --tokenizer M.model [--config your-run.json] [--budget 16000000]
@@ -69,6 +70,11 @@ step "pgverify: score-first chunked TTT (SGD on each chunk after it is scored)"
 "$B/tools/pgverify" out/model.pgz --val "$VAL" --protocol ttt-chunk --seq-len 256 --stride 64 \
   --chunk-tokens 4096 --max-tokens "$VAL_TOKENS" --receipt out/model.ttt.json
 
+step "pglegal: a reviewer's report (causality, normalisation, score before update, single pass, accounting, provenance, time, reproduction)"
+"$B/tools/pglegal" out/model.pgz --val "$VAL" --train "$DATA" --tokens 8192 \
+  --protocol "--protocol ttt-chunk --seq-len 256 --stride 64 --chunk-tokens 4096" \
+  --markdown out/model.legal.md
+
 step "summary"
 python3 - out/train.jsonl out/model.sliding.json out/model.ttt.json <<'EOF'
 import json, sys
@@ -85,7 +91,7 @@ print(f"untrained model (pgtrain, plain windows)   val_bpb {first['bpb']:.8f}")
 print(f"trained model   (pgtrain, {last['weights']} weights)      val_bpb {last['bpb']:.8f}")
 print(f"packed artifact (pgverify, sliding)         val_bpb {sl['val_bpb']:.8f}")
 print(f"packed artifact (pgverify, score-first TTT) val_bpb {tt['val_bpb']:.8f}")
-print("receipts: out/model.sliding.json, out/model.ttt.json")
+print("receipts: out/model.sliding.json, out/model.ttt.json; legality report: out/model.legal.md")
 EOF
 printf '\ndemo: done in %d s; artifact out/model.pgz, checkpoint out/model.safetensors\n' \
   "$((SECONDS - start))"
