@@ -386,7 +386,7 @@ def unwrap(text, folder, fname):
             raise
         except (ValueError, TypeError, KeyError, IndexError, lzma.LZMAError, zlib.error,
                 OSError, EOFError, AttributeError, MemoryError) as e:
-            if layers:
+            if layers or _decoders_used(st.value) - {"open", "read"}:
                 raise Fault("%s: line %d: the wrapper's payload does not decode: %s"
                             % (fname, st.lineno, str(e).splitlines()[0] if str(e) else type(e).__name__))
             return cur, tree, layers, siblings, rewritten
@@ -1278,6 +1278,20 @@ class Checker:
                 out.append((n, "call of %s, which trains on the validation tokens it is given" % g.qual))
         return out
 
+    def exclusive(self, a, b):
+        """a and b sit in the two branches of one if statement."""
+        n = self.par.get(id(a))
+        child = a
+        while n is not None:
+            if isinstance(n, ast.If):
+                in_body = any(_contains(x, child) for x in n.body)
+                other = n.orelse if in_body else n.body
+                if any(_contains(x, b) for x in other):
+                    return True
+            child = n
+            n = self.par.get(id(n))
+        return False
+
     def _persistent(self, n, root, fn):
         """A cache write matters when it is made in a loop to a container that outlives one
         iteration: created outside that loop, or an attribute or global (a memo filled and
@@ -1325,7 +1339,7 @@ class Checker:
                     if fn is not None:
                         self.adapts.add(fn)
                     continue
-                later = [s for s in scores if s.lineno > u.lineno]
+                later = [s for s in scores if s.lineno > u.lineno and not self.exclusive(u, s)]
                 self.sites.append((fn, u, what, later))
         # training functions reached from nowhere that scores: validation data used to train
         self.orphan_trains = []
@@ -1418,6 +1432,19 @@ class Checker:
                 return True
         return False
 
+    def _origin_text(self, x, fn):
+        """The text of an argument, of the assignment that made it, and of the __init__ of a
+        script class that made it (a loader built over train_files)."""
+        out = [_src(self.p, x)]
+        if isinstance(x, ast.Name) and fn is not None:
+            for a in _own_nodes(fn.node, self.p, fn):
+                if isinstance(a, ast.Assign) and any(x.id in _target_names(t) for t in a.targets):
+                    out.append(_src(self.p, a.value))
+                    if isinstance(a.value, ast.Call) and _callee_name(a.value) in self.p.classes:
+                        for g in self.a._resolve(a.value):
+                            out.append(" ".join(n.attr for n in ast.walk(g.node) if isinstance(n, ast.Attribute)))
+        return " ".join(out)
+
     def calibration(self):
         srcs = []
         for call, caller, callees in self.a.calls:
@@ -1432,7 +1459,7 @@ class Checker:
                            "they are scored" % name, [_ev(self.p, call)], call.lineno, reach)
                 self.r.add("L6", "illegal", "calibration data comes from the validation set",
                            [_ev(self.p, call)], call.lineno, reach)
-            elif any(re.search(r"train", _src(self.p, x), re.I) for x in args):
+            elif any(re.search(r"train", self._origin_text(x, caller), re.I) for x in args):
                 src = "training data"
             elif any(re.search(r"generat|sample|synth|self_gen|autoregress", _src(self.p, x), re.I) for x in args):
                 src = "self-generated"
@@ -1463,12 +1490,12 @@ class Checker:
                     callees = self.a._resolve(n)
                     if any(g in self.adapts for g in callees):
                         adapt_calls.append(n)
-                    elif any(g in self.a.scores for g in callees):
+                    if any(g in self.a.scores or g in self.adapts for g in callees):
                         score_calls.append(n)
             for c1 in adapt_calls:
                 m1 = _model_args(c1)
                 for c2 in score_calls:
-                    if c2.lineno > c1.lineno and m1 & _model_args(c2):
+                    if c2.lineno > c1.lineno and m1 & _model_args(c2) and not self.exclusive(c1, c2):
                         self.r.add("L4", "illegal", "two-pass: the model adapted on the validation set by %s is "
                                    "scored on it again" % _callee_name(c1),
                                    [_ev(self.p, c1, "adapting pass: " + _src(self.p, c1)),
@@ -1632,8 +1659,8 @@ class Checker2(Checker):
                         continue
                     if any(_names(v) & cache_derived and not _is_normalising(v) for v in vals) \
                             and all(not _is_normalising(v) for v in vals):
-                        if nm not in cache_derived and any(isinstance(v, (ast.Name, ast.Subscript, ast.Attribute))
-                                                           for v in vals):
+                        if nm not in cache_derived and any(isinstance(v, (ast.Name, ast.Subscript, ast.Attribute,
+                                                                          ast.IfExp)) for v in vals):
                             cache_derived.add(nm)
             if fn not in self.a.scores and not any(_callee_name(x) in ("log", "log2") for x in own
                                                    if isinstance(x, ast.Call)):
@@ -1703,7 +1730,7 @@ class Checker3(Checker2):
                 if not any(isinstance(s, ast.Subscript) and _prev_shift(s.slice) for s in ast.walk(n)):
                     continue
                 found = True
-                masked = any(re.search(r"bos", _ident(x) or "", re.I) for x in ast.walk(fn.node))
+                masked = self._bos_masked(n, own)
                 smear_attrs = {x.attr for x in ast.walk(fn.node)
                                if isinstance(x, ast.Attribute) and re.search(r"smear", x.attr, re.I)}
                 trained = False
@@ -1732,6 +1759,28 @@ class Checker3(Checker2):
                            "token of the document packed before it, while attention is document-masked "
                            "(no BOS mask on the smear)", ev, n.lineno, reach)
         self.r.facts["smeargate"] = found
+
+    def _bos_masked(self, mix, own):
+        """Whether the mixed-in term depends on a BOS test: the names of the mixing call,
+        followed back through the function's earlier assignments, reach a name or constant
+        about BOS, or a comparison of the token ids with a constant."""
+        seen = set()
+        todo = [mix]
+        while todo:
+            e = todo.pop()
+            for x in ast.walk(e):
+                if re.search(r"bos", _ident(x) or "", re.I):
+                    return True
+                if isinstance(x, ast.Compare) and any(isinstance(c, ast.Constant) for c in x.comparators) \
+                        and re.search(r"ids|tokens", _src(self.p, x.left)):
+                    return True
+                if isinstance(x, ast.Name) and x.id not in seen:
+                    seen.add(x.id)
+                    for a in own:
+                        if isinstance(a, ast.Assign) and a.lineno <= mix.lineno and \
+                                any(x.id in _target_names(t) for t in a.targets):
+                            todo.append(a.value)
+        return False
 
     def check_l6(self):
         for g in self.orphan_trains:
@@ -2149,8 +2198,31 @@ class _FakeNode:
 
 # ---------------------------------------------------------------- output
 
+def _line(s, limit=4000):
+    """One line without NUL or control characters, at most limit bytes of UTF-8."""
+    s = "".join(ch if ch.isprintable() else "?" for ch in str(s))
+    b = s.encode("utf-8")
+    if len(b) > limit:
+        s = b[:limit - 3].decode("utf-8", "ignore") + "..."
+    return s
+
+
 def to_json(rep):
-    return {"checks": rep.result(), "facts": rep.facts}
+    checks = rep.result()
+    for c in checks:
+        c["summary"] = _line(c["summary"])
+        c["findings"] = c["findings"][:4096]
+        for f in c["findings"]:
+            f["title"] = _line(f["title"])
+            f["evidence"] = [_line(e) for e in f["evidence"][:256]]
+            if f["file"] is not None:
+                f["file"] = _line(f["file"], 1000)
+            if f["line"] is not None and not 1 <= f["line"] <= 10 ** 8:
+                f["line"] = None
+    claims = rep.facts.get("claims", {})
+    bpb = claims.get("val_bpb")
+    rep.facts["claimed_val_bpb"] = bpb if isinstance(bpb, (int, float)) else None
+    return {"checks": checks, "facts": rep.facts}
 
 
 def exit_status(result):
