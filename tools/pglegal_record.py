@@ -1341,11 +1341,13 @@ class Checker:
                     continue
                 later = [s for s in scores if s.lineno > u.lineno and not self.exclusive(u, s)]
                 self.sites.append((fn, u, what, later))
-        # training functions reached from nowhere that scores: validation data used to train
+        # the topmost training functions: no function outside the set calls them with
+        # validation data, so nothing ever scores after them: validation data used to train
         self.orphan_trains = []
         for g in self.trains:
-            callers = [c for c in self.a.calls if g in c[2]]
-            if not callers:
+            outside = [c for c in self.a.calls if g in c[2] and c[1] not in self.trains and any(
+                self.a.tainted(x, c[1]) for x in list(c[0].args) + [k.value for k in c[0].keywords])]
+            if not outside:
                 self.orphan_trains.append(g)
 
     def _score_first(self, u, scores, fn):
@@ -1449,7 +1451,7 @@ class Checker:
         srcs = []
         for call, caller, callees in self.a.calls:
             name = _callee_name(call)
-            if not CALIB_NAME.search(name):
+            if not CALIB_NAME.search(name) or name in self.p.classes:
                 continue
             args = list(call.args) + [k.value for k in call.keywords]
             reach = self.reach(call)
@@ -1459,10 +1461,11 @@ class Checker:
                            "they are scored" % name, [_ev(self.p, call)], call.lineno, reach)
                 self.r.add("L6", "illegal", "calibration data comes from the validation set",
                            [_ev(self.p, call)], call.lineno, reach)
+            elif re.search(r"generat|sample|synth|selfgen|autoregress", name, re.I) or any(
+                    re.search(r"generat|synth|selfgen|autoregress", self._origin_text(x, caller), re.I) for x in args):
+                src = "self-generated"
             elif any(re.search(r"train", self._origin_text(x, caller), re.I) for x in args):
                 src = "training data"
-            elif any(re.search(r"generat|sample|synth|self_gen|autoregress", _src(self.p, x), re.I) for x in args):
-                src = "self-generated"
             else:
                 src = "not decided"
             if reach != "dead" and callees:

@@ -364,6 +364,8 @@ VARIANTS = {
                                  model_fwd=SMEAR_FWD_NOMASK, train_opt=SMEAR_OPT), {"L6": "finding"}, {}),
     "illegal_enabled_by_log": (script("    if h.ttt_enabled:\n        adapt_on_validation(h, model, val_tokens)\n"
                                       + PLAIN_EVAL, PRE_TTT), {"L3": "finding"}, {"ttt_log": True}),
+    "illegal_train_on_val": (script(PLAIN_EVAL).replace("training_batches(h.train_files", "training_batches(h.val_files"),
+                             {"L6": "finding"}, {}),
     "dead_illegal_code": (script("    if h.ttt_enabled:\n        adapt_on_validation(h, model, val_tokens)\n"
                                  + PLAIN_EVAL, PRE_TTT + SLOT), {"L3": "dead"}, {}),
 }
