@@ -45,7 +45,14 @@ def extract(gitdir, out):
     data = git(gitdir, "archive", "--format=tar", "HEAD", TRACK)
     dest = os.path.join(out, "records")
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
-        tf.extractall(dest, filter="data")
+        # regular files and folders only, never outside dest (tarfile's "data" filter where
+        # this Python has it, the same rule by hand where it does not)
+        members = [m for m in tf.getmembers() if (m.isfile() or m.isdir()) and not m.name.startswith("/")
+                   and ".." not in m.name.split("/")]
+        try:
+            tf.extractall(dest, members=members, filter="data")
+        except TypeError:
+            tf.extractall(dest, members=members)
     root = os.path.join(dest, TRACK)
     return sorted(os.path.join(root, d) for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
 
