@@ -5,7 +5,9 @@
  * one line, and the tools end to end (pgimport, pgunpack --check, pgverify). */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -293,4 +295,71 @@ Test(import, pgimport_pgunpack_pgverify) {
            b, out, tmp, tmp, b, tmp, tok, src("data/kjv/shards/fineweb_val_*.bin"), tmp);
   cr_assert_eq(system(cmd), 0, "pgverify failed on the dequantized weights");
   cr_assert_str_eq(line_value(lp, "val_bpb"), bpb);
+}
+
+/* pgimport --preset NAME (spec/import.md): the arch, the record's folder and its protocol come
+ * from the preset; a preset whose arch the weights contradict, an unknown name and --preset with
+ * --arch are refused. The presets folder is one written here (PGOLF_PRESETS), holding a preset
+ * of the fixture's own arch and one of the baseline record's. */
+static const char *TINY_PRESET =
+    "{\"preset\": \"tiny\", \"record\": \"2026-01-01_Tiny\", \"date\": \"2026-01-01\", "
+    "\"val_bpb\": 3.5, \"supported\": true, \"arch\": {\"vocab_size\": 1024, \"dim\": 128, "
+    "\"layers\": 2, \"heads\": 2, \"kv_heads\": 1, \"head_dim\": 64, \"attention\": "
+    "{\"q_gain\": 1.5, \"rope_base\": 10000.0}, \"mlp\": {\"hidden\": 520, \"act\": \"relu2\"}, "
+    "\"structure\": {\"skips\": \"plain\"}, \"head\": {\"tied\": true, \"softcap\": 30.0}}, "
+    "\"protocol\": \"--protocol plain --seq-len 64\", \"inferred\": [], \"quirks\": []}\n";
+
+static int run_tool(const char *fmt, ...) {
+  char cmd[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  int st = system(cmd);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(import, pgimport_preset_gives_arch_record_and_protocol) {
+  const char *b = getenv("PG_BUILD_ROOT");
+  cr_assert_not_null(b);
+  char dir[200], p[260], out[200], log[200];
+  snprintf(dir, sizeof dir, "%s/presets", tmp);
+  cr_assert_eq(pg_mkdir_p(dir, NULL), PG_OK);
+  snprintf(p, sizeof p, "%s/tiny.json", dir);
+  cr_assert_eq(pg_file_write_atomic(p, TINY_PRESET, strlen(TINY_PRESET), NULL), PG_OK);
+  char *base = NULL;
+  size_t blen = 0;
+  cr_assert_eq(pg_file_read_all(src("spec/presets/2026-03-17-naive-baseline.json"),
+                                (uint8_t **)&base, &blen, 1 << 20, NULL), PG_OK);
+  snprintf(p, sizeof p, "%s/2026-03-17-naive-baseline.json", dir);
+  cr_assert_eq(pg_file_write_atomic(p, base, blen, NULL), PG_OK);
+  free(base);
+  snprintf(out, sizeof out, "%s/p.pgz", tmp);
+  snprintf(log, sizeof log, "%s/plog", tmp);
+  const char *in = src("tests/import/base_int8.ptz");
+  cr_assert_eq(run_tool("PGOLF_PRESETS=%s %s/tools/pgimport %s --preset tiny -o %s > %s 2>&1",
+                        dir, b, in, out, log), 0, "pgimport --preset tiny failed");
+  pg_artifact *a;
+  pg_err e;
+  cr_assert_eq(pg_artifact_open(&a, out, NULL, &e), PG_OK, "%s", e.msg);
+  const char *keys[] = {"provenance.record", "provenance.protocol"};
+  const char *want[] = {"2026-01-01_Tiny", "--protocol plain --seq-len 64"};
+  for (int k = 0; k < 2; k++) {
+    const pg_meta_entry *v = pg_artifact_meta_find(a, keys[k]);
+    cr_assert(v && v->type == PG_META_STR, "%s missing", keys[k]);
+    cr_assert(v->count == strlen(want[k]) && !memcmp(v->str, want[k], v->count), "%s", keys[k]);
+  }
+  pg_artifact_free(a);
+  /* the baseline record's arch (9 layers, d 512) is not the fixture's */
+  cr_assert_eq(run_tool("PGOLF_PRESETS=%s %s/tools/pgimport %s --preset 2026-03-17-naive-baseline "
+                        "-o %s/q.pgz > %s 2>&1", dir, b, in, tmp, log), 2);
+  cr_assert_eq(run_tool("PGOLF_PRESETS=%s %s/tools/pgimport %s --preset nope -o %s/q.pgz > %s 2>&1",
+                        dir, b, in, tmp, log), 2);
+  char *l = NULL;
+  size_t ll = 0;
+  cr_assert_eq(pg_file_read_all(log, (uint8_t **)&l, &ll, 1 << 16, NULL), PG_OK);
+  cr_assert(strstr(l, "preset 'nope'"), "%.*s", (int)ll, l);
+  free(l);
+  cr_assert_eq(run_tool("PGOLF_PRESETS=%s %s/tools/pgimport %s --preset tiny --arch x.json "
+                        "-o %s/q.pgz > %s 2>&1", dir, b, in, tmp, log), 2);
 }

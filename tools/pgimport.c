@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "pg_import.h"
+#include "pg_preset.h"
 #include "tool.h"
 
 static const char *PROG = "pgimport";
@@ -25,6 +26,8 @@ static void usage(FILE *f) {
           "  --format NAME         " PG_IMPORT_FORMATS " (default: recognised from the file)\n"
           "  --arch FILE           the arch JSON (default: the baseline's, with the sizes\n"
           "                        derived from the shapes; refused when the weights need more)\n"
+          "  --preset NAME         the record's preset (spec/presets): its arch, folder name and\n"
+          "                        protocol (for --arch, --record and --record-protocol)\n"
           "  --codec SPEC          codec of the data sections (default brotli-11/w24)\n"
           "  --tokenizer FILE      carry this SentencePiece .model in the artifact\n"
           "  --record NAME         the record folder the file comes from (provenance.record)\n"
@@ -38,7 +41,8 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
   pg_import_opts o = {0};
   const char *out = NULL;
-  enum { O_FORMAT = 256, O_ARCH, O_CODEC, O_RECORD, O_PROTOCOL, O_THREADS, O_TOKENIZER };
+  enum { O_FORMAT = 256, O_ARCH, O_CODEC, O_RECORD, O_PROTOCOL, O_THREADS, O_TOKENIZER, O_PRESET };
+  const char *preset = NULL;
   static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                        {"format", required_argument, 0, O_FORMAT},
                                        {"arch", required_argument, 0, O_ARCH},
@@ -47,6 +51,7 @@ int main(int argc, char **argv) {
                                        {"record-protocol", required_argument, 0, O_PROTOCOL},
                                        {"threads", required_argument, 0, O_THREADS},
                                        {"tokenizer", required_argument, 0, O_TOKENIZER},
+                                       {"preset", required_argument, 0, O_PRESET},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -63,6 +68,7 @@ int main(int argc, char **argv) {
       break;
     case O_RECORD: o.record = optarg; break;
     case O_TOKENIZER: o.tokenizer = optarg; break;
+    case O_PRESET: preset = optarg; break;
     case O_PROTOCOL: o.protocol = optarg; break;
     case O_THREADS:
       if (pg_parse_u64(optarg, &th) || th < 1 || th > 1024)
@@ -76,6 +82,15 @@ int main(int argc, char **argv) {
   if (optind != argc - 1) return pg_tool_usage_error(PROG, "expected one RECORD_ARTIFACT");
   if (!out) return pg_tool_usage_error(PROG, "-o OUT.pgz is required");
   const char *in = argv[optind];
+  static pg_preset pre; /* static: large */
+  if (preset) {
+    if (o.arch_path) return pg_tool_usage_error(PROG, "--preset and --arch both give the arch");
+    if (pg_preset_load(&pre, preset, &err) || pg_preset_require_supported(&pre, &err))
+      return pg_tool_fail(PROG, &err);
+    o.arch = &pre.arch;
+    if (!o.record) o.record = pre.record;
+    if (!o.protocol && pre.protocol[0]) o.protocol = pre.protocol;
+  }
   const char *ins[] = {in, o.arch_path, o.tokenizer};
   int x = pg_tool_check_outputs(PROG, &out, 1, ins, 3);
   if (x != PG_EXIT_OK) return x;

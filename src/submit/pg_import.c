@@ -853,7 +853,9 @@ static int import_core(const uint8_t *raw, size_t n, const char *in, uint64_t ca
   }
   if (!rc) rc = sort_tensors(&m);
   if (!rc) {
-    if (o->arch_path) {
+    if (o->arch) {
+      a = *o->arch;
+    } else if (o->arch_path) {
       rc = pg_arch_load(&a, o->arch_path, err);
     } else {
       rc = derive_arch(&m, &a, err);

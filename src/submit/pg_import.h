@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pg_arch.h"
 #include "pg_codec.h"
 #include "pg_status.h"
 
@@ -22,6 +23,7 @@ extern "C" {
 typedef struct pg_import_opts {
   const char *format;    /* NULL: recognise; else one of PG_IMPORT_FORMATS */
   const char *arch_path; /* NULL: derive the baseline family's arch from the shapes */
+  const pg_arch *arch;   /* an arch already read (a preset's); wins over arch_path */
   const char *record;    /* provenance.record (may be NULL) */
   const char *protocol;  /* provenance.protocol (may be NULL) */
   const char *tokenizer; /* a SentencePiece .model to carry (TOKENIZER section), or NULL */
