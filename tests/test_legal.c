@@ -849,3 +849,27 @@ Test(legal, tool_record_folder_merges_the_analyzer_and_the_artifact) {
   cr_assert(strstr(o, "skip") && strstr(o, "python3"), "%s", o);
   free(o);
 }
+
+/* A record folder holding the record's own artifact (a .ptz, not a pgolf artifact): L8 stays
+ * skip and names the file and how to check it (pgimport --preset, then pglegal on the import). */
+Test(legal, tool_record_folder_with_the_records_own_artifact_says_how_to_check_it) {
+  char dir[200], ptz[260];
+  snprintf(dir, sizeof dir, "%s/rec", tmp);
+  cr_assert_eq(mkdir(dir, 0777), 0);
+  snprintf(ptz, sizeof ptz, "%s/final_model.int6.ptz", dir);
+  write_file(ptz, "not read", 8);
+  const char *py = fake_analyzer("'''" "{\"checks\": [{\"id\": \"L8\", \"name\": \"reproduction\", "
+                                 "\"verdict\": \"skip\", \"summary\": \"no artifact\", "
+                                 "\"spec\": \"spec/legal-record.md\", \"findings\": []}], "
+                                 "\"facts\": {\"claimed_val_bpb\": null}}" "'''");
+  cr_assert_eq(run("PGOLF_LEGAL_PY=%s %s %s --json", py, tool(), dir), 0);
+  char *o = slurp(out_path);
+  json_t *j = json_loads(o, 0, NULL);
+  cr_assert_not_null(j, "%s", o);
+  json_t *l8 = json_array_get(json_object_get(j, "checks"), 7);
+  const char *s = json_string_value(json_object_get(l8, "summary"));
+  cr_assert_str_eq(json_string_value(json_object_get(l8, "verdict")), "skip");
+  cr_assert(s && strstr(s, "final_model.int6.ptz") && strstr(s, "pgimport"), "%s", s);
+  json_decref(j);
+  free(o);
+}
