@@ -1,6 +1,7 @@
 /* pg_text.c: the display form and the lossless JSON form of outside bytes (pg_text.h). */
 #include "pg_text.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -125,4 +126,29 @@ json_t *pg_json_cstr(const char *s) { return s ? pg_json_text(s, strlen(s)) : js
 json_t *pg_json_num(double v) {
   if (isfinite(v)) return json_real(v);
   return json_string(isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+}
+
+int pg_parse_u64(const char *s, uint64_t *out) {
+  uint64_t v = 0;
+  int digits = 0;
+  for (; *s; s++) {
+    if (*s == '_' || *s == ',') continue;
+    if (*s < '0' || *s > '9') return 1;
+    if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10) return 1;
+    v = v * 10 + (uint64_t)(*s - '0');
+    digits++;
+  }
+  if (!digits) return 1;
+  *out = v;
+  return 0;
+}
+
+int pg_parse_f64(const char *s, double lo, double hi, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  /* a range check that NaN fails; ERANGE catches 1e999 and denormal underflow alike */
+  if (end == s || *end || errno == ERANGE || !(v >= lo && v <= hi)) return 1;
+  *out = v;
+  return 0;
 }

@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -26,6 +27,13 @@ size_t pg_escape(char *dst, size_t cap, const char *s, size_t n);
 
 /* 1 when s[0..n) needs no escaping (its display form is itself). */
 int pg_text_is_plain(const char *s, size_t n);
+
+/* Option values as the tools and the protocol text read them. A non-negative integer that may
+ * contain '_' or ',' separators; 0 on success, 1 otherwise. */
+int pg_parse_u64(const char *s, uint64_t *out);
+/* A whole decimal number in [lo, hi] (no trailing characters, no NaN, no overflow or
+ * underflow); 0 on success, 1 otherwise. */
+int pg_parse_f64(const char *s, double lo, double hi, double *out);
 
 /* The lossless JSON value of the bytes s[0..n): a string, or {"hex", "display"} when they are
  * not valid UTF-8. NULL only when out of memory. */

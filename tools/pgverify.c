@@ -85,10 +85,6 @@ static void usage(FILE *f) {
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-static int parse_num(const char *s, double lo, double hi, double *out) {
-  return pg_parse_f64(s, lo, hi, out);
-}
-
 static int parse_int(const char *s, long lo, long hi, int *out) {
   uint64_t v;
   if (pg_parse_u64(s, &v) || v < (uint64_t)lo || v > (uint64_t)hi) return 1;
@@ -153,58 +149,12 @@ typedef struct pending {
   const char *arg;
 } pending;
 
+/* A protocol option given on the command line, by its code: the library applies it by name
+ * (the ranges are pg_protocol_option's, the same for a record's protocol text). */
 static int apply(opts *o, int code, const char *a) {
-  pg_protocol *p = &o->p;
-  int n;
-  uint64_t u;
-  pg_err err;
-  switch (code) {
-  case O_SEQ: return parse_int(a, 1, 1 << 24, &p->seq_len);
-  case O_STRIDE: return parse_int(a, 1, 1 << 24, &p->stride);
-  case O_TAIL: p->tail_dup = 1; return 0;
-  case O_NOTRIM: p->trim = 0; return 0;
-  case O_BATCH: return parse_int(a, 1, 4096, &p->batch);
-  case O_REPORT:
-    if (pg_parse_u64(a, &u) || !u || u > (UINT64_C(1) << 40)) return 1;
-    p->report_tokens = u;
-    return 0;
-  case O_CHUNK:
-    if (pg_parse_u64(a, &u) || !u || u > (UINT64_C(1) << 40)) return 1;
-    p->chunk_tokens = u;
-    return 0;
-  case O_OPT: n = pg_optim_kind_parse(a); if (n < 0) return 1; p->opt = n; return 0;
-  case O_LR: return parse_num(a, 0, 1e6, &p->lr);
-  case O_MOM: return parse_num(a, 0, 0.999999, &p->momentum);
-  case O_B1: return parse_num(a, 0, 0.999999, &p->beta1);
-  case O_B2: return parse_num(a, 0, 0.999999, &p->beta2);
-  case O_EPS: return parse_num(a, 1e-30, 1, &p->eps);
-  case O_WD: return parse_num(a, 0, 1e6, &p->weight_decay);
-  case O_EPOCHS: return parse_int(a, 0, 1000, &p->epochs);
-  case O_CLIP: return parse_num(a, 0, 1e12, &p->clip);
-  case O_ROWS: return parse_int(a, 1, 1 << 20, &p->batch_rows);
-  case O_FREEZE: return parse_int(a, 0, 1 << 20, &p->freeze_blocks);
-  case O_LRANK: return parse_int(a, 1, 4096, &p->lora_rank);
-  case O_LALPHA: return parse_num(a, 1e-12, 1e12, &p->lora_alpha);
-  case O_LTARGETS: return pg_lora_targets_parse(a, &p->lora_targets, &err) != PG_OK;
-  case O_LCHUNK: return parse_int(a, 1, 1 << 24, &p->lora_chunk);
-  case O_LWIN: return parse_int(a, 1, 1 << 24, &p->lora_window);
-  case O_LDOCS: return parse_int(a, 1, 65536, &p->lora_batch_docs);
-  case O_LLR: return parse_num(a, 0, 1e6, &p->lora_lr);
-  case O_LB1: return parse_num(a, 0, 0.999999, &p->lora_beta1);
-  case O_LB2: return parse_num(a, 0, 0.999999, &p->lora_beta2);
-  case O_LEPS: return parse_num(a, 1e-30, 1, &p->lora_eps);
-  case O_LWD: return parse_num(a, 0, 1e6, &p->lora_wd);
-  case O_WARM: p->lora_warm_a = 1; return 0;
-  case O_NOWARM: p->lora_warm_a = 0; return 0;
-  /* the receipt records the seed as a JSON integer (int64) */
-  case O_SEED:
-    if (pg_parse_u64(a, &u) || u > (uint64_t)INT64_MAX) return 1;
-    p->seed = u;
-    return 0;
-  case O_PHASES: return parse_int(a, 1, 1000, &p->phases);
-  case O_PREFIX: return parse_int(a, 1, 1 << 30, &p->prefix_docs);
-  default: return 1;
-  }
+  for (int k = 0; LONGOPTS[k].name; k++)
+    if (LONGOPTS[k].val == code) return pg_protocol_option(&o->p, LONGOPTS[k].name, a) != 0;
+  return 1;
 }
 
 /* The report on stdout (without --json). */

@@ -164,31 +164,6 @@ const char *pg_fmt_u64(char *buf, uint64_t v) {
   return buf;
 }
 
-int pg_parse_u64(const char *s, uint64_t *out) {
-  uint64_t v = 0;
-  int digits = 0;
-  for (; *s; s++) {
-    if (*s == '_' || *s == ',') continue;
-    if (*s < '0' || *s > '9') return 1;
-    if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10) return 1;
-    v = v * 10 + (uint64_t)(*s - '0');
-    digits++;
-  }
-  if (!digits) return 1;
-  *out = v;
-  return 0;
-}
-
-int pg_parse_f64(const char *s, double lo, double hi, double *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  /* a range check that NaN fails; ERANGE catches 1e999 and denormal underflow alike */
-  if (end == s || *end || errno == ERANGE || !(v >= lo && v <= hi)) return 1;
-  *out = v;
-  return 0;
-}
-
 void pg_print_safe(FILE *f, const char *s, size_t n) { fputs(pg_safen(s, n), f); }
 
 static const char *safe_ring(const char *s, size_t n, size_t max) {

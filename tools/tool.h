@@ -48,10 +48,6 @@ int pg_tool_check_outputs(const char *prog, const char *const *outs, size_t nout
                           const char *const *ins, size_t nin);
 /* "16,000,000": thousands separators; buf >= 32 bytes. Returns buf. */
 const char *pg_fmt_u64(char *buf, uint64_t v);
-/* Parse a non-negative integer that may contain '_' or ',' separators; 0 on success. */
-int pg_parse_u64(const char *s, uint64_t *out);
-/* Parse a whole decimal number in [lo, hi] (no trailing characters, no NaN); 0 on success. */
-int pg_parse_f64(const char *s, double lo, double hi, double *out);
 /* Print the display form of s[0..n) (pg_text.h: control, formatting and invalid bytes escaped). */
 void pg_print_safe(FILE *f, const char *s, size_t n);
 /* The display form of s (NULL: "") for a printf argument: every name, path or text that comes

@@ -6,42 +6,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The option value parsers of the tools (tools/tool.c): digits with '_' or ',' separators, and
- * whole decimal numbers within a range. */
-static int parse_u64(const char *s, uint64_t *out) {
-  uint64_t v = 0;
-  int digits = 0;
-  for (; *s; s++) {
-    if (*s == '_' || *s == ',') continue;
-    if (*s < '0' || *s > '9') return 1;
-    if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10) return 1;
-    v = v * 10 + (uint64_t)(*s - '0');
-    digits++;
-  }
-  if (!digits) return 1;
-  *out = v;
-  return 0;
-}
+#include "pg_text.h"
 
 static int parse_num(const char *s, double lo, double hi, double *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (end == s || *end || errno == ERANGE || !(v >= lo && v <= hi)) return 1;
-  *out = v;
-  return 0;
+  return pg_parse_f64(s, lo, hi, out);
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out) {
   uint64_t v;
-  if (parse_u64(s, &v) || v < (uint64_t)lo || v > (uint64_t)hi) return 1;
+  if (pg_parse_u64(s, &v) || v < (uint64_t)lo || v > (uint64_t)hi) return 1;
   *out = (int)v;
   return 0;
 }
 
 static int parse_big(const char *s, uint64_t *out) {
   uint64_t u;
-  if (parse_u64(s, &u) || !u || u > (UINT64_C(1) << 40)) return 1;
+  if (pg_parse_u64(s, &u) || !u || u > (UINT64_C(1) << 40)) return 1;
   *out = u;
   return 0;
 }
@@ -109,13 +89,23 @@ static int apply(pg_protocol *p, int code, const char *a) {
   case O_WARM: p->lora_warm_a = 1; return 0;
   case O_NOWARM: p->lora_warm_a = 0; return 0;
   case O_SEED: /* recorded as a JSON integer (int64) */
-    if (parse_u64(a, &u) || u > (uint64_t)INT64_MAX) return 1;
+    if (pg_parse_u64(a, &u) || u > (uint64_t)INT64_MAX) return 1;
     p->seed = u;
     return 0;
   case O_PHASES: return parse_int(a, 1, 1000, &p->phases);
   case O_PREFIX: return parse_int(a, 1, 1 << 30, &p->prefix_docs);
   default: return 1;
   }
+}
+
+int pg_protocol_option(pg_protocol *p, const char *name, const char *value) {
+  for (int k = 0; OPTS[k].name; k++) {
+    if (strcmp(OPTS[k].name, name)) continue;
+    if (OPTS[k].code == O_PROTO) return -1;
+    if (OPTS[k].has_arg && !value) return 1;
+    return apply(p, OPTS[k].code, value) ? 1 : 0;
+  }
+  return -1;
 }
 
 int pg_protocol_from_text(const char *text, pg_protocol *out) {

@@ -17,6 +17,11 @@ extern "C" {
  * value, more than 1023 bytes or 256 words); *p is changed only on success. */
 int pg_protocol_from_text(const char *text, pg_protocol *p);
 
+/* One protocol option by its pgverify name (without "--"; value NULL for a flag) onto *p, with the
+ * ranges of pgverify's options: 0 when it applies, 1 for a bad value, -1 when name is not a
+ * protocol option ("protocol" itself included: the caller chooses the defaults). */
+int pg_protocol_option(pg_protocol *p, const char *name, const char *value);
+
 #ifdef __cplusplus
 }
 #endif
