@@ -29,8 +29,6 @@ CHECKS = ["L%d" % i for i in range(1, 8)]
 # Records whose findings are true ones, explained in spec/legal-record.md §12: folder prefix ->
 # the checks that find. Any other finding on a merged record is a false one and fails --check.
 KNOWN = {
-    "2026-03-19_MLP3x_QAT_Int6_SlidingWindow": {"L5"},
-    "2026-03-20_10L_Int5MLP_MuonWD04_SWA50": {"L5"},
     "2026-04-06_SP8192_HessianSDClip_ProgressiveRecurrence": {"L5"},
     "2026-04-09_A2_Muon097_3Seed": {"L5"},
     "2026-04-23_SP8192_CaseOps_SparseGate_QuantGate_Loop45_PhasedTTT_PolarNS_MinLR_FusedCE": {"L5"},
