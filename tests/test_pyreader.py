@@ -239,6 +239,30 @@ def hostile():
     one_line_exit2(missing, cli(missing))
 
 
+def zstd_trailing_bytes():
+    """Bytes after the last zstd frame of a section, every checksum fixed: pgolf's reader refuses
+    them (ZSTD_decompress), and so must this one (zstandard's decompress() ignores them)."""
+    src = demo("zstd-tail.pgz", "--codec", "zstd-3")
+
+    def junk(d):
+        (count,) = struct.unpack_from("<I", d, 16)
+        eo = 64 + 64 * (count - 1)  # the last section: a DATA section in zstd
+        assert d[eo + 2] == 1, "the last section is not zstd"
+        off, stored = struct.unpack_from("<QQ", d, eo + 8)
+        d.extend(b"junk")
+        struct.pack_into("<Q", d, eo + 16, stored + 4)
+        struct.pack_into("<Q", d, eo + 32, P.xxh64(bytes(d[off:off + stored + 4])))
+        struct.pack_into("<Q", d, 24, len(d))
+
+    path = rewrite(src, "zstd-junk.pgz", junk)
+    r = subprocess.run([os.path.join(TOOLS, "pgunpack"), "--check", path], capture_output=True,
+                       text=True)
+    assert r.returncode != 0, "pgunpack --check accepts it"
+    r = cli(path, "--npz", os.path.join(TMP, "junk.npz"))
+    one_line_exit2(path, r)
+    assert "zstd" in r.stderr, r.stderr
+
+
 def xxh64_vectors():
     # the empty input and "a" are XXH64's published values; the rest agree with the C reader
     # through every artifact checked above
@@ -299,6 +323,7 @@ def main():
     if have("zstandard"):
         tests.insert(3, ("bytes_zstd_shuffle",
                          lambda: compare(demo("zstd.pgz", "--codec", "zstd-3+shuf2"))))
+        tests.append(("zstd_trailing_bytes", zstd_trailing_bytes))
     for name, fn in tests:
         check(name, fn)
     print("1..%d" % len(results))

@@ -139,8 +139,8 @@ def unpack_bits(buf, n, bits):
     stream = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), bitorder="little")
     if stream[n * bits:].any():
         return None
-    u = stream[:n * bits].reshape(n, bits).astype(np.int16) << np.arange(bits, dtype=np.int16)
-    return (u.sum(axis=1) - (1 << (bits - 1))).astype(np.int8)
+    u = np.packbits(stream[:n * bits].reshape(n, bits), axis=1, bitorder="little")[:, 0]
+    return (u.astype(np.int16) - (1 << (bits - 1))).astype(np.int8)
 
 
 def unshuffle(buf, k):
@@ -178,10 +178,22 @@ def decompress(codec, stored, raw_size):
             raise ValueError("zstd: not a zstd frame") from None
         if fs >= 0 and fs != raw_size:
             raise ValueError("zstd: frame holds %d bytes, section declares %d" % (fs, raw_size))
+        # a reader across frames, as ZSTD_decompress; bytes after the last frame are an error
+        # there, and one byte more than raw_size says the stream holds more
+        chunks, got = [], 0
         try:
-            out = zstd.ZstdDecompressor().decompress(stored, max_output_size=raw_size)
+            r = zstd.ZstdDecompressor().stream_reader(stored, read_across_frames=True)
+            while got <= raw_size:
+                b = r.read(raw_size + 1 - got)
+                if not b:
+                    break
+                chunks.append(b)
+                got += len(b)
         except zstd.ZstdError as e:
             raise ValueError("zstd: %s" % e) from None
+        if got > raw_size:
+            raise ValueError("zstd: stream holds more than the declared %d bytes" % raw_size)
+        out = b"".join(chunks)
     elif codec == 2:
         brotli = _need("brotli", "brotli")
         d = brotli.Decompressor()
@@ -191,7 +203,7 @@ def decompress(codec, stored, raw_size):
             except TypeError:  # brotli before 1.2: no cap on the output
                 out = d.process(stored)
         except brotli.error as e:
-            raise ValueError("brotli: %s" % e) from None
+            raise ValueError("brotli: %s" % str(e).replace("brotli: ", "")) from None
         if len(out) > raw_size:
             raise ValueError("brotli: stream holds more than the declared %d bytes" % raw_size)
         if not d.is_finished():
@@ -554,6 +566,10 @@ class Artifact:
 
     def tensor(self, name):
         """The tensor dequantized to fp32 exactly as format/pg_qtype.c does, in its shape."""
+        with np.errstate(all="ignore"):  # an inf or NaN scale gives what C gives, silently
+            return self._tensor(name)
+
+    def _tensor(self, name):
         if name not in self.tensors:
             raise KeyError("%s: no tensor '%s'" % (self.name, name))
         t = self.tensors[name]
