@@ -31,6 +31,7 @@ import os
 import struct
 import sys
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -637,8 +638,13 @@ def _main(argv):
             d = os.path.dirname(os.path.abspath(args.npz))
             fd, tmp = tempfile.mkstemp(prefix=".pgolf_artifact.", dir=d)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    np.savez(f, **{n: a.tensor(n) for n in a.tensors})
+                with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w") as z:
+                    for n in a.tensors:  # np.savez's layout, any tensor name as a key
+                        with z.open(n + ".npy", "w", force_zip64=True) as m:
+                            np.lib.format.write_array(m, a.tensor(n))
+                um = os.umask(0)
+                os.umask(um)
+                os.chmod(tmp, 0o666 & ~um)  # mkstemp's 0600 is not what a user expects
                 os.replace(tmp, args.npz)
             except BaseException:
                 os.unlink(tmp)
