@@ -255,7 +255,8 @@ class Artifact:
         for i in self.code_secs:
             raw = self.section(i)
             if len(raw) < 2 or len(raw) - 2 < struct.unpack_from("<H", raw)[0]:
-                self._fail(self.secs[i]["offset"], "code section %d: its name runs past its end" % i)
+                self._fail(self.secs[i]["offset"],
+                           "code section %d: its name runs past its end" % i)
             nl = struct.unpack_from("<H", raw)[0]
             nm = raw[2:2 + nl]
             if not _name_ok(nm) or nm[:1] == b"/" or b".." in nm.split(b"/"):
@@ -314,7 +315,8 @@ class Artifact:
             if not ok:
                 self._fail(eo + 2, "section %d: unknown codec %d or bad parameters" % (i, codec))
             if transform > 1 or (transform == 0 and stride) or (transform == 1 and stride < 2):
-                self._fail(eo + 2, "section %d: bad transform %d/stride %d" % (i, transform, stride))
+                self._fail(eo + 2, "section %d: bad transform %d/stride %d"
+                           % (i, transform, stride))
             if rsz > MAX_SECTION_RAW:
                 self._fail(eo + 24, "section %d: raw size %d, limit %d" % (i, rsz, MAX_SECTION_RAW))
             total += rsz
@@ -360,7 +362,8 @@ class Artifact:
         if s["transform"] == 1:
             raw = unshuffle(raw, s["stride"])
         if xxh64(raw) != s["raw_xxh64"]:
-            self._fail(s["offset"], "section %d (%s): raw checksum mismatch" % (i, KINDS[s["kind"]]))
+            self._fail(s["offset"], "section %d (%s): raw checksum mismatch"
+                       % (i, KINDS[s["kind"]]))
         if s["kind"] == 3:  # DATA sections are kept; the others are parsed once
             self._raw[i] = raw
         return raw
@@ -369,7 +372,8 @@ class Artifact:
     def _parse_meta(self):
         s = self.secs[self.meta_sec]
         if s["raw"] > MAX_META_RAW:
-            self._fail(s["offset"], "meta section holds %d bytes, limit %d" % (s["raw"], MAX_META_RAW))
+            self._fail(s["offset"], "meta section holds %d bytes, limit %d"
+                       % (s["raw"], MAX_META_RAW))
         raw, pos, meta, prev = self.section(self.meta_sec), 0, {}, None
 
         def take(k, what):
@@ -402,7 +406,8 @@ class Artifact:
             at = pos
             kb = take(struct.unpack("<H", take(2, "a key length"))[0], "a key")
             if not 1 <= len(kb) <= 255 or not set(kb) <= KEY_CHARS:
-                self._fail(s["offset"], "meta section byte %d: key is not 1..255 of [a-z0-9_.-]" % at)
+                self._fail(s["offset"],
+                           "meta section byte %d: key is not 1..255 of [a-z0-9_.-]" % at)
             if prev is not None and kb <= prev:
                 self._fail(s["offset"], "meta section byte %d: key '%s' %s" % (
                     at, kb.decode(), "repeats" if kb == prev else "out of ascending order"))
@@ -538,7 +543,8 @@ class Artifact:
             return None
         s = self.secs[self.tok_sec]
         if s["raw"] > MAX_TOKENIZER_RAW:
-            self._fail(s["offset"], "tokenizer of %d bytes, limit %d" % (s["raw"], MAX_TOKENIZER_RAW))
+            self._fail(s["offset"], "tokenizer of %d bytes, limit %d"
+                       % (s["raw"], MAX_TOKENIZER_RAW))
         return self.section(self.tok_sec)
 
     @property
@@ -576,7 +582,8 @@ class Artifact:
         t = self.tensors[name]
         shape = t["shape"]
         if t["qtype"] == "f32":
-            return np.frombuffer(self._part(t, "values"), dtype="<f4").astype(np.float32).reshape(shape)
+            v = np.frombuffer(self._part(t, "values"), dtype="<f4")
+            return v.astype(np.float32).reshape(shape)
         if t["qtype"] in ("f16", "bf16"):
             h = np.frombuffer(self._part(t, "values"), dtype="<u2")
             return (f16_to_f32(h) if t["qtype"] == "f16" else bf16_to_f32(h)).reshape(shape)
