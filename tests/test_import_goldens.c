@@ -98,6 +98,24 @@ Test(import_goldens, valcalib_gptq_int6_xz_equals_records_dequantizer) {
   golden("rec_gptq_int6.ptz", src("tests/import/rec_gptq_arch.json"), out);
 }
 
+/* The LQER record's brotli + byte-shuffle export: GPTQ int6/int7, asymmetric LQER on three
+ * matrices, int8 row gates. Bit for bit: the record's fp32 matmul of its rank-4 factors agreed
+ * with the artifact's fp64 sum on every element (rec_expect.json's
+ * lqer_max_ulps_from_fp64_sum: 0), so no tolerance is needed here. */
+Test(import_goldens, lqer_asym_brotli_bshf_equals_records_dequantizer) {
+  char out[128];
+  snprintf(out, sizeof out, "%s/l.pgz", tmp);
+  golden("rec_lqer_brotli.ptz", src("tests/import/rec_lqer_arch.json"), out);
+  pg_artifact *a;
+  pg_err err = {0};
+  cr_assert_eq(pg_artifact_open(&a, out, NULL, &err), PG_OK, "%s", err.msg);
+  unsigned lqer = 0;
+  for (uint32_t i = 0; i < pg_artifact_tensor_count(a); i++)
+    lqer += pg_artifact_tensor(a, i)->lqer_rank == 4;
+  cr_assert_eq(lqer, 3, "the record's top-3 LQER matrices are the artifact's LQER tensors");
+  pg_artifact_free(a);
+}
+
 static const char *val_bpb(const char *path) {
   static char v[64];
   char line[1024];
@@ -154,4 +172,10 @@ Test(import_goldens, valcalib_gptq_scores_as_its_dequantized_weights) {
   char opt[1100];
   snprintf(opt, sizeof opt, "--arch %s", src("tests/import/rec_gptq_arch.json"));
   scores_as_dequantized("rec_gptq_int6.ptz", opt);
+}
+
+Test(import_goldens, lqer_scores_as_its_dequantized_weights) {
+  char opt[1100];
+  snprintf(opt, sizeof opt, "--arch %s", src("tests/import/rec_lqer_arch.json"));
+  scores_as_dequantized("rec_lqer_brotli.ptz", opt);
 }

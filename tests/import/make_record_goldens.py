@@ -15,6 +15,9 @@ loaded result. Nothing of the records' code is written to OUTDIR, only:
   rec_base_int8.ptz      the baseline's final_model.int8.ptz format (int8 per row, zlib 9)
   rec_gptq_int6.ptz      2026-03-25 ValCalib GPTQ's final_model.int6.ptz (wm, int6 GPTQ, xz 9)
   rec_gptq_arch.json     the pgolf arch of that small model
+  rec_lqer_brotli.ptz    2026-04-27 SmearGateBOSFix LQERAsym's final_model.int6.ptz (wm, GPTQ
+                         int6/int7 with asymmetric LQER and int8 gates; BSHF then brotli 11)
+  rec_lqer_arch.json     the pgolf arch of that small model
   rec_expect.json        per file and tensor: numel, and the CRC-32 of the fp32 little-endian
                          bytes of (crc32) the record's dequantizer output as the record returns it
                          (dtype: its dtype, widened exactly to fp32), and (crc32_f32) the same
@@ -29,6 +32,7 @@ import lzma
 import os
 import subprocess
 import sys
+import tempfile
 import types
 import zlib
 
@@ -37,6 +41,7 @@ import torch
 R = "records/track_10min_16mb/"
 BASE = R + "2026-03-17_NaiveBaseline/train_gpt.py"
 GPTQ = R + "2026-03-25_ValCalib_GPTQ_XSA_BigramHash3072/train_gpt.py"
+LQER = R + "2026-04-27_SmearGateBOSFix_PR1787Base_LQERAsym_PhasedTTT/train_gpt.py"
 
 
 def git(gitdir, *args):
@@ -53,13 +58,19 @@ def load_record(gitdir, path, name):
                 importlib.import_module(stub)
             except ImportError:
                 m = types.ModuleType(stub)
-                m.flash_attn_func = lambda *a, **k: None  # export never calls attention
+                # export never calls attention
+                m.flash_attn_func = m.flash_attn_varlen_func = lambda *a, **k: None
                 m.SentencePieceProcessor = object
                 sys.modules[stub] = m
-    mod = types.ModuleType(name)
-    mod.__file__ = name + ".py"
-    sys.modules[name] = mod
-    exec(compile(src, path, "exec"), mod.__dict__)
+    # from a file in a temporary folder: triton's @jit reads its functions' source back
+    with tempfile.TemporaryDirectory() as td:
+        p = os.path.join(td, name + ".py")
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(src)
+        spec = importlib.util.spec_from_file_location(name, p)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
     commit = git(gitdir, "log", "-1", "--format=%H", "HEAD", "--", path).decode().strip()
     return mod, commit
 
@@ -174,6 +185,92 @@ def gptq(gitdir):
     return blob, digest(out, out_f32), commit, arch
 
 
+def pgolf_lqer_sum(W, qA, sA, qB, sB):
+    """The artifact's LQER sum (spec/format.md §5: the rank-r product in fp64, ascending k,
+    rounded to fp32 once, added in fp32), only to measure how far the record's torch matmul is
+    from it."""
+    g = qB.numel() // sB.numel()
+    a = (qA.float() * sA.float()).double()
+    b = (qB.reshape(-1, g).float() * sB.float().view(-1, 1)).reshape(qB.shape).double()
+    acc = torch.zeros(W.shape, dtype=torch.float64)
+    for k in range(qA.shape[1]):
+        acc += a[:, k, None] * b[None, k, :]
+    return W + acc.float()
+
+
+def ordinal(t):
+    """fp32 → an integer order in which adjacent floats differ by one (±0 both 0)."""
+    i = t.float().contiguous().view(torch.int32).long()
+    return torch.where(i < 0, -(2 ** 31) - i, i)
+
+
+def lqer(gitdir):
+    L = 4
+    # the record's run command (its README) with a small model: vocab 1024, dim 128, 4 layers,
+    # 2 heads, 1 KV head, hidden 640, layers 1-2 looped twice, parallel lanes from layer 3
+    os.environ.update({
+        "VOCAB_SIZE": "1024", "NUM_LAYERS": str(L), "MODEL_DIM": "128", "NUM_HEADS": "2",
+        "NUM_KV_HEADS": "1", "MLP_MULT": "5", "XSA_LAST_N": str(L), "LOOP_START": "1",
+        "LOOP_END": "2", "NUM_LOOPS": "2", "PARALLEL_START_LAYER": "3",
+        "SPARSE_ATTN_GATE_ENABLED": "1", "GATE_WINDOW": "12", "SMEAR_GATE_ENABLED": "1",
+        "GATED_ATTN_QUANT_GATE": "1", "EMBED_BITS": "7", "MLP_CLIP_SIGMAS": "11.5",
+        "ATTN_CLIP_SIGMAS": "13.0", "EMBED_CLIP_SIGMAS": "14.0", "LQER_ENABLED": "1",
+        "LQER_ASYM_ENABLED": "1", "LQER_RANK": "4", "LQER_FACTOR_BITS": "4",
+        "LQER_ASYM_GROUP": "64", "LQER_TOP_K": "3", "COMPRESSOR": "brotli"})
+    m, commit = load_record(gitdir, LQER, "rec_lqer_asym")
+    h = m.Hyperparameters()
+    m.log = lambda *a, **k: None  # gptq_mixed_quantize logs its categories; no log file here
+    torch.manual_seed(2704)
+    # deserialize(): GPT(h).bfloat16(), restore_fp32_params (train_model builds it the same way)
+    model = m.GPT(h).bfloat16()
+    m.restore_fp32_params(model)
+    fill(model, 2704)
+    # serialize(): _unbank_state_dict, Hessians, gptq_mixed_quantize, torch.save, _compress
+    sd = m._unbank_state_dict(model.state_dict(), L)
+    g = torch.Generator().manual_seed(2705)
+    hessians = {}
+    for name, t in sd.items():
+        if t.ndim == 2 and t.numel() > 65536:
+            x = torch.randn(512, t.shape[1], generator=g)
+            hessians[name] = x.T @ x / 512
+    result, meta = m.gptq_mixed_quantize(sd, hessians, h)
+    buf = io.BytesIO()
+    torch.save({"w": result, "m": meta}, buf)
+    blob = m._compress(buf.getvalue(), "brotli")
+    # deserialize(): _decompress, torch.load, dequantize_mixed on GPT(h)'s unbanked template
+    back = torch.load(io.BytesIO(m._decompress(blob, "brotli")), map_location="cpu")
+    tmpl = m._unbank_state_dict(model.state_dict(), L)
+    out = m.dequantize_mixed(back["w"], back["m"], tmpl)
+    tmpl32 = {k: torch.empty(0, dtype=torch.float32) for k in tmpl}
+    out_f32 = m.dequantize_mixed(back["w"], back["m"], tmpl32)
+    d = digest(out, out_f32)
+    w = back["w"]
+    for name, info in back["m"].items():
+        if "lqer_asym" not in info:
+            continue
+        W = w[name + ".q"].float() * w[name + ".scale"].float().view(-1, 1)
+        ours = pgolf_lqer_sum(W, w[name + ".lqA_a"], w[name + ".lqAs_a"], w[name + ".lqB_a"],
+                              w[name + ".lqBs_a"])
+        # how far (in fp32 steps) the record's fp32 matmul lands from the artifact's fp64 sum:
+        # spec/format.md §5 allows the last bit; the test asks for bit equality, so a nonzero
+        # figure here says why a regenerated golden fails it
+        off = ordinal(out_f32[name]) - ordinal(ours)
+        d[name]["lqer_max_ulps_from_fp64_sum"] = int(off.abs().max())
+    arch = {"vocab_size": 1024, "dim": 128, "layers": L, "heads": 2, "kv_heads": 1,
+            "head_dim": 64, "bos_id": 1, "block": {"ln_scale": "physical"},
+            "attention": {"q_gain": 5.0, "rope_dims": 16, "rope_base": 10000.0,
+                          "doc_mask": True, "doc_max_len": 2048, "xsa_layers": list(range(L)),
+                          "gate": "sparse_sigmoid", "gate_scale": 1.0, "gate_window": 12},
+            "mlp": {"hidden": 640, "act": "leaky_relu2", "leaky_slope": 0.5},
+            "embeddings": {"smear": "v2", "smear_bos_mask": True, "smear_window": 12},
+            "structure": {"skips": "gated", "encoder": model.encoder_indices,
+                          "decoder": model.decoder_indices, "recur_frac": 0.35,
+                          "parallel": "two_lane", "parallel_start": 3,
+                          "parallel_resid_init": 1.1, "parallel_post_init": 1.0},
+            "head": {"softcap": 30.0}}
+    return blob, d, commit, arch
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: make_record_goldens.py SNAPSHOT_GITDIR OUTDIR")
@@ -194,6 +291,10 @@ def main():
     write("rec_gptq_int6.ptz", blob)
     expect["rec_gptq_int6.ptz"] = {"record": GPTQ, "commit": c2, "tensors": d}
     write("rec_gptq_arch.json", (json.dumps(arch, indent=2, sort_keys=True) + "\n").encode())
+    blob, d, c3, arch = lqer(gitdir)
+    write("rec_lqer_brotli.ptz", blob)
+    expect["rec_lqer_brotli.ptz"] = {"record": LQER, "commit": c3, "tensors": d}
+    write("rec_lqer_arch.json", (json.dumps(arch, indent=2, sort_keys=True) + "\n").encode())
     write("rec_expect.json", (json.dumps(expect, indent=1, sort_keys=True) + "\n").encode())
 
 
