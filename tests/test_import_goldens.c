@@ -98,6 +98,12 @@ Test(import_goldens, valcalib_gptq_int6_xz_equals_records_dequantizer) {
   golden("rec_gptq_int6.ptz", src("tests/import/rec_gptq_arch.json"), out);
 }
 
+Test(import_goldens, gptq_lite_int6_zstd_equals_records_dequantizer) {
+  char out[128];
+  snprintf(out, sizeof out, "%s/z.pgz", tmp);
+  golden("rec_lite_zstd.ptz", src("tests/import/rec_lite_arch.json"), out);
+}
+
 /* The LQER record's brotli + byte-shuffle export: GPTQ int6/int7, asymmetric LQER on three
  * matrices, int8 row gates. Bit for bit: the record's fp32 matmul of its rank-4 factors agreed
  * with the artifact's fp64 sum on every element (rec_expect.json's
@@ -178,4 +184,10 @@ Test(import_goldens, lqer_scores_as_its_dequantized_weights) {
   char opt[1100];
   snprintf(opt, sizeof opt, "--arch %s", src("tests/import/rec_lqer_arch.json"));
   scores_as_dequantized("rec_lqer_brotli.ptz", opt);
+}
+
+Test(import_goldens, gptq_lite_scores_as_its_dequantized_weights) {
+  char opt[1100];
+  snprintf(opt, sizeof opt, "--arch %s", src("tests/import/rec_lite_arch.json"));
+  scores_as_dequantized("rec_lite_zstd.ptz", opt);
 }

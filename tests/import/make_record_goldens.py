@@ -15,6 +15,9 @@ loaded result. Nothing of the records' code is written to OUTDIR, only:
   rec_base_int8.ptz      the baseline's final_model.int8.ptz format (int8 per row, zlib 9)
   rec_gptq_int6.ptz      2026-03-25 ValCalib GPTQ's final_model.int6.ptz (wm, int6 GPTQ, xz 9)
   rec_gptq_arch.json     the pgolf arch of that small model
+  rec_lite_zstd.ptz      2026-03-22 GPTQ-lite's final_model.int6.ptz (wm, int6 per-row clip
+                         search, zstd 22)
+  rec_lite_arch.json     the pgolf arch of that small model
   rec_lqer_brotli.ptz    2026-04-27 SmearGateBOSFix LQERAsym's final_model.int6.ptz (wm, GPTQ
                          int6/int7 with asymmetric LQER and int8 gates; BSHF then brotli 11)
   rec_lqer_arch.json     the pgolf arch of that small model
@@ -41,6 +44,7 @@ import torch
 R = "records/track_10min_16mb/"
 BASE = R + "2026-03-17_NaiveBaseline/train_gpt.py"
 GPTQ = R + "2026-03-25_ValCalib_GPTQ_XSA_BigramHash3072/train_gpt.py"
+LITE = R + "2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233/train_gpt.py"
 LQER = R + "2026-04-27_SmearGateBOSFix_PR1787Base_LQERAsym_PhasedTTT/train_gpt.py"
 
 
@@ -185,6 +189,48 @@ def gptq(gitdir):
     return blob, digest(out, out_f32), commit, arch
 
 
+def lite(gitdir):
+    m, commit = load_record(gitdir, LITE, "rec_gptq_lite")
+    if m._COMPRESSOR != "zstd":
+        sys.exit("the 2026-03-22 record needs the zstandard module to write its zstd file")
+    torch.manual_seed(2203)
+    L = 2
+    model = m.GPT(vocab_size=1024, num_layers=L, model_dim=128, num_heads=2, num_kv_heads=1,
+                  mlp_mult=5, tie_embeddings=True, tied_embed_init_std=0.005,
+                  logit_softcap=30.0, rope_base=10000.0, qk_gain_init=1.5, mtp_num_heads=0,
+                  mtp_loss_weight=0.0, bigram_vocab_size=64, bigram_dim=32, xsa_last_n=1,
+                  rope_dims=16, ln_scale=True, dtg=False, ve_enabled=True, ve_dim=32,
+                  ve_layers="1").bfloat16()
+    for module in model.modules():
+        if isinstance(module, m.CastedLinear):
+            module.float()
+    m.restore_low_dim_params_to_fp32(model)
+    fill(model, 2203)
+    # main(): export dict without MTP heads, mixed_quantize_int6 (GPTQ-lite: the per-row clip
+    # search), torch.save of {"w", "m"}, zstd level 22; dequantize_mixed_int6 on the result
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items() if "mtp_heads" not in k}
+    result, meta = m.mixed_quantize_int6(sd, {"mlp", "attn"})
+    buf = io.BytesIO()
+    torch.save({"w": result, "m": meta}, buf)
+    blob = m.zstandard.ZstdCompressor(level=22).compress(buf.getvalue())
+    back = torch.load(io.BytesIO(m.zstandard.ZstdDecompressor().decompress(blob)),
+                      map_location="cpu")
+    out = m.dequantize_mixed_int6(back["w"], back["m"], sd)
+    tmpl32 = {k: torch.empty(0, dtype=torch.float32) if v.is_floating_point() else v
+              for k, v in sd.items()}
+    out_f32 = m.dequantize_mixed_int6(back["w"], back["m"], tmpl32)
+    arch = {"vocab_size": 1024, "dim": 128, "layers": L, "heads": 2, "kv_heads": 1,
+            "head_dim": 64,
+            "attention": {"q_gain": 1.5, "rope_base": 10000.0, "rope_dims": 16,
+                          "rope_ntk_len": 1024, "xsa_layers": [L - 1]},
+            "mlp": {"hidden": 640, "act": "relu2"},
+            "structure": {"skips": "plain"}, "head": {"tied": True, "softcap": 30.0},
+            "block": {"ln_scale": "physical"},
+            "embeddings": {"bigram_buckets": 64, "bigram_dim": 32, "smear": "v1",
+                           "ve_layers": [1], "ve_dim": 32, "ve_scale": 0.1}}
+    return blob, digest(out, out_f32), commit, arch
+
+
 def pgolf_lqer_sum(W, qA, sA, qB, sB):
     """The artifact's LQER sum (spec/format.md §5: the rank-r product in fp64, ascending k,
     rounded to fp32 once, added in fp32), only to measure how far the record's torch matmul is
@@ -291,6 +337,10 @@ def main():
     write("rec_gptq_int6.ptz", blob)
     expect["rec_gptq_int6.ptz"] = {"record": GPTQ, "commit": c2, "tensors": d}
     write("rec_gptq_arch.json", (json.dumps(arch, indent=2, sort_keys=True) + "\n").encode())
+    blob, d, c4, arch = lite(gitdir)
+    write("rec_lite_zstd.ptz", blob)
+    expect["rec_lite_zstd.ptz"] = {"record": LITE, "commit": c4, "tensors": d}
+    write("rec_lite_arch.json", (json.dumps(arch, indent=2, sort_keys=True) + "\n").encode())
     blob, d, c3, arch = lqer(gitdir)
     write("rec_lqer_brotli.ptz", blob)
     expect["rec_lqer_brotli.ptz"] = {"record": LQER, "commit": c3, "tensors": d}
