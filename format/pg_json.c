@@ -12,6 +12,16 @@ int pg_json_fault(const json_error_t *je) {
   }
 }
 
+int pg_json_load(json_t **out, const char *text, size_t len, size_t flags, const char *file,
+                 pg_err *err) {
+  json_error_t je;
+  *out = json_loadb(len ? text : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | flags, &je);
+  if (*out) return PG_OK;
+  uint64_t pos = je.position < 0 ? 0 : (uint64_t)je.position;
+  if (pos > len) pos = len;
+  return pg_err_set(err, pg_json_fault(&je), file, pos, "JSON: %s", je.text);
+}
+
 const char *pg_json_type_word(const json_t *v) {
   switch (json_typeof(v)) {
   case JSON_OBJECT: return "an object";

@@ -684,13 +684,8 @@ int pg_arch_parse(pg_arch *out, const char *text, size_t len, const char *file, 
   /* the same cap as a file's (spec/arch.md), checked before the JSON tree is built */
   PG_FAIL_IF(len > PG_ARCH_JSON_MAX, err, PG_E_LIMIT, file, PG_NO_OFFSET,
              "arch text of %zu bytes, limit %zu", len, PG_ARCH_JSON_MAX);
-  json_error_t je;
-  json_t *root = json_loadb(len ? text : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-  if (!root) {
-    uint64_t pos = je.position < 0 ? 0 : (uint64_t)je.position;
-    if (pos > len) pos = len;
-    return pg_err_set(err, pg_json_fault(&je), file, pos, "JSON: %s", je.text);
-  }
+  json_t *root;
+  PG_TRY(pg_json_load(&root, text, len, 0, file, err));
   int rc;
   if (!json_is_object(root)) {
     rc = pg_err_set(err, PG_E_META_TYPE, file, PG_NO_OFFSET, "the top level is %s, not an object",

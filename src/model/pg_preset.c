@@ -191,13 +191,8 @@ int pg_preset_parse(pg_preset *out, const char *text, size_t len, const char *fi
   memset(out, 0, sizeof *out);
   PG_FAIL_IF(len > PG_PRESET_JSON_MAX, err, PG_E_LIMIT, file, PG_NO_OFFSET,
              "preset text of %zu bytes, limit %zu", len, PG_PRESET_JSON_MAX);
-  json_error_t je;
-  json_t *root = json_loadb(len ? text : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-  if (!root) {
-    uint64_t pos = je.position < 0 ? 0 : (uint64_t)je.position;
-    if (pos > len) pos = len;
-    return pg_err_set(err, pg_json_fault(&je), file, pos, "JSON: %s", je.text);
-  }
+  json_t *root;
+  PG_TRY(pg_json_load(&root, text, len, 0, file, err));
   int rc = json_is_object(root)
                ? parse_root(out, root, file, name, err)
                : pg_err_set(err, PG_E_META_TYPE, file, PG_NO_OFFSET,

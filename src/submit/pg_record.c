@@ -205,14 +205,8 @@ int pg_record_parse_claims(pg_record_claims *out, const uint8_t *buf, size_t len
   }
   PG_FAIL_IF(len >= 3 && buf[0] == 0xef && buf[1] == 0xbb && buf[2] == 0xbf, err, PG_E_JSON, file,
              0, "starts with a UTF-8 byte-order mark, which JSON does not allow");
-  json_error_t je;
-  json_t *root = json_loadb(len ? (const char *)buf : "", len,
-                            JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
-  if (!root) {
-    uint64_t pos = je.position < 0 ? 0 : (uint64_t)je.position;
-    if (pos > len) pos = len;
-    return pg_err_set(err, pg_json_fault(&je), file, pos, "JSON: %s", je.text);
-  }
+  json_t *root;
+  PG_TRY(pg_json_load(&root, (const char *)buf, len, JSON_ALLOW_NUL, file, err));
   int rc;
   if (!json_is_object(root)) {
     size_t at = 0;
