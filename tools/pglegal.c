@@ -168,50 +168,39 @@ static int run_analyzer(const char *script, const char *dir, char **out, size_t 
   return 0;
 }
 
-/* The first regular file of dir that is a pgolf artifact (a static path), or NULL. */
-static const char *find_artifact(const char *dir) {
-  static char path[4096];
+/* The first (by path) regular file of dir that pick accepts, in buf (cap bytes), or NULL. */
+static const char *first_file(const char *dir, int (*pick)(const char *path, const char *name),
+                              char *buf, size_t cap) {
   DIR *d = opendir(dir);
   if (!d) return NULL;
   struct dirent *de;
-  char best[4096] = "";
+  buf[0] = '\0';
   while ((de = readdir(d))) {
     if (de->d_name[0] == '.') continue;
     char p[4096];
-    if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p) continue;
-    struct stat st;
-    if (stat(p, &st) || !S_ISREG(st.st_mode)) continue;
-    int yes = 0;
-    pg_err e;
-    if (pg_weights_is_artifact(p, &yes, &e) || !yes) continue;
-    if (!best[0] || strcmp(p, best) < 0) snprintf(best, sizeof best, "%s", p);
-  }
-  closedir(d);
-  if (!best[0]) return NULL;
-  snprintf(path, sizeof path, "%s", best);
-  return path;
-}
-
-/* The first regular file of dir whose name ends in ".ptz" (a record's own artifact format, which
- * pgimport reads; a static path), or NULL. */
-static const char *find_record_artifact(const char *dir) {
-  static char path[4096];
-  DIR *d = opendir(dir);
-  if (!d) return NULL;
-  struct dirent *de;
-  path[0] = '\0';
-  while ((de = readdir(d))) {
-    const size_t n = strlen(de->d_name);
-    if (de->d_name[0] == '.' || n < 5 || strcmp(de->d_name + n - 4, ".ptz")) continue;
-    char p[4096];
     struct stat st;
     if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p || stat(p, &st) ||
-        !S_ISREG(st.st_mode))
+        !S_ISREG(st.st_mode) || !pick(p, de->d_name))
       continue;
-    if (!path[0] || strcmp(p, path) < 0) snprintf(path, sizeof path, "%s", p);
+    if (!buf[0] || strcmp(p, buf) < 0) snprintf(buf, cap, "%s", p);
   }
   closedir(d);
-  return path[0] ? path : NULL;
+  return buf[0] ? buf : NULL;
+}
+
+/* a pgolf artifact (by its magic) */
+static int is_artifact(const char *path, const char *name) {
+  (void)name;
+  int yes = 0;
+  pg_err e;
+  return !pg_weights_is_artifact(path, &yes, &e) && yes;
+}
+
+/* a record's own artifact format, which pgimport reads: a name ending in ".ptz" */
+static int is_ptz(const char *path, const char *name) {
+  (void)path;
+  const size_t n = strlen(name);
+  return n >= 5 && !strcmp(name + n - 4, ".ptz");
 }
 
 /* ---- the terminal report -------------------------------------------------------------------- */
@@ -284,7 +273,8 @@ int main(int argc, char **argv) {
     return pg_tool_fail(PROG, &e);
   }
   const int is_dir = S_ISDIR(st.st_mode);
-  const char *artifact = is_dir ? find_artifact(input) : input;
+  static char found[4096], ptz_buf[4096];
+  const char *artifact = is_dir ? first_file(input, is_artifact, found, sizeof found) : input;
   if (!is_dir && !val) return pg_tool_usage_error(PROG, "--val PATTERN is required");
   if (md) {
     const char *ins[] = {input, artifact, val, train, tok};
@@ -379,7 +369,8 @@ int main(int argc, char **argv) {
     rc = pg_tool_fail(PROG, &err);
   free(rjson);
   /* a record's own artifact (not a pgolf one): the way to reproduce its score (spec/legal.md) */
-  const char *ptz = is_dir && !artifact ? find_record_artifact(input) : NULL;
+  const char *ptz =
+      is_dir && !artifact ? first_file(input, is_ptz, ptz_buf, sizeof ptz_buf) : NULL;
   pg_legal_check *l8 = &r.checks[PG_LEGAL_NCHECKS - 1];
   if (rc == PG_EXIT_OK && ptz && l8->verdict == PG_LEGAL_SKIP &&
       pg_legal_set(l8, PG_LEGAL_SKIP, "the folder holds the record's own artifact %s: import it "
