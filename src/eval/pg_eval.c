@@ -288,7 +288,7 @@ static int score(run *r, uint64_t t, double nll) {
   if (dup) r->res->duplicates++;
   const uint32_t tb = target_bytes(r, t);
   const pg_eval_hooks *h = r->hooks;
-  if (h && h->on_score && h->on_score(h->ctx, t, nll, tb, dup))
+  if (h && h->on_score && h->on_score(h->score_ctx, t, nll, tb, dup))
     return FAIL(r, PG_E_ARG, "stopped by the per-target hook");
   double b = (double)tb;
   r->res->sum.nats += nll;

@@ -118,8 +118,9 @@ typedef struct pg_eval_hooks {
   /* Each target as it is scored, in the order its loss joins the sums (so adding the nll values
    * in call order gives sum.nats bit for bit): its index in the stream, its NLL in nats, its
    * bytes, and 1 when it was scored before (the tail variant's duplicates). Nonzero stops the
-   * run. */
-  int (*on_score)(void *ctx, uint64_t target, double nll, uint32_t bytes, int duplicate);
+   * run. It gets score_ctx, not ctx. */
+  int (*on_score)(void *score_ctx, uint64_t target, double nll, uint32_t bytes, int duplicate);
+  void *score_ctx;
 } pg_eval_hooks;
 
 /* Run protocol p of model m on val with the engine e. The TTT protocols change m's parameters

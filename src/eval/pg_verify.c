@@ -177,22 +177,6 @@ static int open_tokenizer(const pg_verify_cfg *c, pg_artifact *art, pg_spm **spm
 
 /* ---- the run -------------------------------------------------------------------------------- */
 
-/* The main run's hooks when a per-target file is written: the writer, and the caller's progress. */
-typedef struct pt_ctx {
-  pg_pertoken *w;
-  int (*progress)(void *ctx, uint64_t done, uint64_t total);
-  void *ctx;
-} pt_ctx;
-
-static int pt_progress(void *x, uint64_t done, uint64_t total) {
-  const pt_ctx *p = x;
-  return p->progress(p->ctx, done, total);
-}
-
-static int pt_score(void *x, uint64_t target, double nll, uint32_t bytes, int duplicate) {
-  return pg_pertoken_add(((pt_ctx *)x)->w, target, nll, bytes, duplicate);
-}
-
 int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
   memset(res, 0, sizeof *res);
   res->matches_record = -1;
@@ -201,7 +185,6 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
   pg_artifact *art = NULL;
   pg_model *m = NULL, *m32 = NULL;
   pg_pertoken *pt = NULL;
-  pt_ctx ptc = {0};
   pg_spm *spm = NULL;
   pg_spm_tables tab = {0};
   pg_val_data vd = {0};
@@ -282,11 +265,10 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
   pg_model_set_precision(m, (pg_precision)c->precision);
   if (c->on_phase) c->on_phase(c->ctx, fig32 ? "bf16" : NULL);
   pg_eval_hooks main_hooks = hooks;
-  if (c->per_token) { /* the hooks' ctx carries the writer and the caller's progress */
+  if (c->per_token) {
     if ((rc = pg_pertoken_open(&pt, c->per_token, vd.n, err))) goto done;
-    ptc = (pt_ctx){.w = pt, .progress = c->progress, .ctx = c->ctx};
-    main_hooks = (pg_eval_hooks){.progress = c->progress ? pt_progress : NULL, .ctx = &ptc,
-                                 .on_score = pt_score};
+    main_hooks.on_score = pg_pertoken_add;
+    main_hooks.score_ctx = pt;
   }
   rc = pg_eval_run_on(m, es, ne, &val, &c->protocol, &main_hooks, &res->eval, err);
   if (!rc && pt) {
