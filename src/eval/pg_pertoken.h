@@ -24,8 +24,8 @@ typedef struct pg_pertoken pg_pertoken;
 
 /* Begin the file at path (its temporary beside it) for a stream of stream_tokens tokens. */
 int pg_pertoken_open(pg_pertoken **out, const char *path, uint64_t stream_tokens, pg_err *err);
-/* One record; the signature of pg_eval_hooks.on_score with the writer as score_ctx (nonzero on a write
- * error, which the writer keeps for pg_pertoken_close). */
+/* One record; the signature of pg_eval_hooks.on_score with the writer as score_ctx (nonzero on
+ * a write error, which the writer keeps for pg_pertoken_close). */
 int pg_pertoken_add(void *writer, uint64_t target, double nll, uint32_t bytes, int duplicate);
 /* Write the trailer and rename the file into place; frees the writer (also on failure, when
  * nothing is left behind). */
