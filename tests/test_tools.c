@@ -735,6 +735,20 @@ Test(tools, pgverify_precision_bf16) {
                2);
   cr_assert_eq(run("%s %s --val %s --no-fp32-figure --no-receipt", bin("pgverify"), f.art, f.val),
                2);
+  char *e = slurp(err_path);
+  cr_assert(strstr(e, "cpu engine's default precision is fp32") != NULL, "%s", e);
+  free(e);
+  cr_assert_eq(run("%s %s --val %s --precision fp32 --no-fp32-figure --no-receipt",
+                   bin("pgverify"), f.art, f.val), 2);
+  /* without --precision the engine decides: fp32 on the CPU (auto without a GPU picks it), bf16
+   * on a GPU engine */
+  cr_assert_eq(run("%s %s --val %s %s --engine auto --threads 2 --receipt %s", bin("pgverify"),
+                   f.art, f.val, args, r16n), 0, "%s", slurp(err_path));
+  json_t *g = load_json(r16n);
+  const char *en = json_string_value(jget(g, "engine", "name"));
+  cr_assert_str_eq(json_string_value(jget(g, "engine", "precision")),
+                   strcmp(en, "cpu") ? "bf16" : "fp32");
+  json_decref(g);
 }
 
 Test(tools, pgverify_partial_and_tail_variant) {

@@ -67,9 +67,10 @@ static void usage(FILE *f) {
       "  --gpus N              share plain or sliding windows among N engines: GPUs 0..N-1\n"
       "                        (exit 3 with fewer), or N CPU engines with --engine cpu; the\n"
       "                        same result bits for any N (default 1)\n"
-      "  --precision P         fp32 (default) or bf16: the records' bf16 autocast rounding\n"
-      "                        (spec/engine.md §7), reported with the fp32 figure beside it\n"
-      "                        (on cuda: the fast bf16 kernels, spec/engine.md §8.7)\n"
+      "  --precision P         fp32 or bf16: the records' bf16 autocast rounding (spec/engine.md\n"
+      "                        §7), reported with the fp32 figure beside it (on cuda: the fast\n"
+      "                        bf16 kernels, spec/engine.md §8.7); default bf16 on a GPU\n"
+      "                        engine, fp32 on the CPU\n"
       "  --no-fp32-figure      with bf16: skip the second (fp32) run\n"
       "  --threads N           CPU threads (default: all online; results do not depend on it)\n"
       "  --receipt FILE        where to write the receipt (default ARTIFACT.receipt.json)\n"
@@ -107,7 +108,9 @@ typedef struct opts {
   uint64_t max_tokens;
   int threads, json, quiet, no_receipt;
   int gpus; /* engines sharing the windows (--gpus) */
-  int precision; /* PG_PREC_BF16: the bf16 run, and the fp32 run beside it unless no_fp32 */
+  int precision; /* PG_PREC_BF16: the bf16 run, and the fp32 run beside it unless no_fp32; -1
+                   until the engine is open when --precision is not given */
+  int precision_default; /* 1: precision is the engine's default, not --precision */
   int no_fp32;
   pg_protocol p;
 } opts;
@@ -186,7 +189,8 @@ static void print_report(const opts *o, const pg_verify_result *v) {
            v->matches_record ? "is" : "is NOT",
            v->record_protocol_from_weights ? "provenance.protocol" : "follows.protocol");
   if (o->precision == PG_PREC_BF16)
-    printf("precision  bf16 (the records' autocast rounding points, spec/engine.md §7)\n");
+    printf("precision  bf16 (the records' autocast rounding points, spec/engine.md §7)%s\n",
+           o->precision_default ? "; the GPU default, --precision fp32 for the exact run" : "");
   printf("val_loss   %.8f\n", res->val_loss);
   printf("val_bpb    %.8f\n", res->val_bpb);
   if (r32)
@@ -288,7 +292,7 @@ static int list_presets(void) {
 
 int main(int argc, char **argv) {
   const struct option *lo = LONGOPTS;
-  opts o = {.engine = "cpu", .gpus = 1};
+  opts o = {.engine = "cpu", .gpus = 1, .precision = -1};
   int kind = PG_PROTO_SLIDING, kind_given = 0, list = 0;
   pending pend[128];
   int npend = 0, c;
@@ -340,7 +344,7 @@ int main(int argc, char **argv) {
   if (optind + 1 != argc) return pg_tool_usage_error(PROG, "expected one ARTIFACT");
   o.artifact = argv[optind];
   if (!o.val) return pg_tool_usage_error(PROG, "--val PATTERN is required");
-  if (o.no_fp32 && o.precision != PG_PREC_BF16)
+  if (o.no_fp32 && o.precision == PG_PREC_FP32)
     return pg_tool_usage_error(PROG, "--no-fp32-figure goes with --precision bf16");
   if (pg_engine_kind_parse(o.engine) < 0)
     return pg_tool_usage_error(PROG, "--engine: cpu, cuda or auto, not '%s'", o.engine);
@@ -387,6 +391,17 @@ int main(int argc, char **argv) {
   int erc = pg_tool_engines(PROG, o.engine, o.threads, o.precision, o.gpus, o.quiet || o.json,
                             engs);
   if (erc != PG_EXIT_OK) return erc;
+  /* without --precision: bf16 on a GPU engine (the records' numerics), fp32 on the CPU */
+  if (o.precision < 0) {
+    o.precision = pg_tool_default_precision(engs[0]);
+    o.precision_default = 1;
+    if (o.no_fp32 && o.precision != PG_PREC_BF16) {
+      pg_tool_usage_error(PROG, "--no-fp32-figure goes with bf16, and the %s engine's default "
+                          "precision is fp32", engs[0]->info.name);
+      for (int i = 0; i < o.gpus; i++) pg_engine_destroy(engs[i]);
+      return PG_EXIT_ERROR;
+    }
+  }
   char preset_label[160];
   snprintf(preset_label, sizeof preset_label, "--preset %s", o.preset ? o.preset : "");
   events ev = {.o = &o, .pr = {.on = !o.quiet && isatty(2), .t0 = pg_now(), .prog = PROG,

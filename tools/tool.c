@@ -6,6 +6,7 @@
 #include "tool.h"
 
 #include "pg_io.h"
+#include "pg_model.h"
 #include "pg_threads.h"
 
 #include <errno.h>
@@ -128,7 +129,9 @@ int pg_tool_engines(const char *prog, const char *name, int threads, int precisi
   /* CPU engines share the machine: by default each gets its part of the online CPUs */
   if (n > 1 && !threads && kind != PG_ENGINE_CUDA)
     threads = pg_parallel_threads(0) / n > 0 ? pg_parallel_threads(0) / n : 1;
-  pg_engine_opts o = {.kind = kind, .threads = threads, .precision = precision};
+  /* the default precision opens a GPU engine with its bf16 kernels; the CPU ignores it */
+  pg_engine_opts o = {.kind = kind, .threads = threads,
+                      .precision = precision < 0 ? (kind == PG_ENGINE_CPU ? 0 : 1) : precision};
   pg_err err;
   int st = pg_engine_open_many(out, n, &o, &err);
   if (st == PG_E_UNSUPPORTED || st == PG_E_NO_DEVICE || st == PG_E_CUDA) {
@@ -139,6 +142,10 @@ int pg_tool_engines(const char *prog, const char *name, int threads, int precisi
   if (out[0]->info.note[0] && !quiet)
     fprintf(stderr, "%s: engine %s (%s)\n", prog, out[0]->info.name, out[0]->info.note);
   return PG_EXIT_OK;
+}
+
+int pg_tool_default_precision(const pg_engine *e) {
+  return strcmp(e->info.name, "cpu") ? PG_PREC_BF16 : PG_PREC_FP32;
 }
 
 int pg_tool_usage_error(const char *prog, const char *fmt, ...) {

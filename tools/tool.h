@@ -30,6 +30,10 @@ int pg_tool_engine(const char *prog, const char *name, int threads, int precisio
  * GPU): N CPU engines, each of `threads` threads (0: the online CPUs divided among them). */
 int pg_tool_engines(const char *prog, const char *name, int threads, int precision, int n,
                     int quiet, pg_engine **out);
+/* precision < 0 in the two above: "the engine's default", resolved after opening by this:
+ * PG_PREC_BF16 for a GPU engine (which they open with its bf16 kernels), PG_PREC_FP32 for the
+ * CPU (spec/cli.md). */
+int pg_tool_default_precision(const pg_engine *e);
 
 /* Print "PROG: message" on stderr (one line, in its display form: pg_text.h) and return
  * PG_EXIT_ERROR; the usage error adds " (see PROG --help)". */
