@@ -173,7 +173,9 @@ def write_shard(path, toks):
 
 # ---- the PyTorch model (spec/model.md §3) -------------------------------------------------------
 
-def build_torch_model(a, w, device, bf16):
+def build_torch_model(a, w, device, bf16, trainable=False):
+    """The model as a torch module; trainable: the weights are parameters (bench_gpu_train.py),
+    else buffers of an eval-mode module."""
     import torch
     import torch.nn.functional as F
 
@@ -201,7 +203,11 @@ def build_torch_model(a, w, device, bf16):
         def __init__(self):
             super().__init__()
             for k, v in w.items():
-                self.register_buffer(k.replace(".", "__"), v.to(device))
+                if trainable:
+                    self.register_parameter(k.replace(".", "__"),
+                                            torch.nn.Parameter(v.to(device).clone()))
+                else:
+                    self.register_buffer(k.replace(".", "__"), v.to(device))
 
         def p(self, name):
             return getattr(self, name.replace(".", "__"))
@@ -274,7 +280,7 @@ def build_torch_model(a, w, device, bf16):
             nll = F.cross_entropy(z.flatten(0, 1), tgt.flatten(), reduction="none")
             return nll.view(tgt.shape)
 
-    return R9().eval()
+    return R9() if trainable else R9().eval()
 
 
 def torch_eval(fn, tok, W, L, s, batch, device, bf16):

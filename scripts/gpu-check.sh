@@ -28,6 +28,8 @@ abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 # bench-gpu-eval: 64 windows of the R9-class model (1.9e13 FLOP; pgverify stopped after 40 s, a
 # failure), torch.compile's first pass untimed inside the 90 s; its val_loss difference must stay
 # below 0.05 (a gross fault only).
+# bench-gpu-train: 3 steps of 4 x 2048 tokens of the same model (2 timed), pgtrain (exact fp32
+# kernels) against PyTorch (bf16, torch.compile); pgtrain stopped after 60 s.
 checks() {
   gpu_test dequant-kernels 120 tests/test_gpu
   gpu_test cuda-engine 150 tests/test_gpu_engine
@@ -37,6 +39,8 @@ checks() {
   gpu_prog tools/pgverify
   gpu_bench bench-gpu-eval 90 bench/bench_gpu_eval.py --windows 64 --batch 16 --check 0.05 \
     --pgverify-timeout 40
+  gpu_prog tools/pgtrain
+  gpu_bench bench-gpu-train 90 bench/bench_gpu_train.py --steps 3 --batch 4 --pgtrain-timeout 60
 }
 
 usage() {

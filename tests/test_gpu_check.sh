@@ -32,7 +32,8 @@ else
   not_ok "exit status 3 (no GPU) or 0 (GPU): $rc" "$(echo "$out" | tail -n 30)"
 fi
 check "table header" grep -qxF '| check | result | figure | s |' <<<"$out"
-for row in machine programs gpu dequant-kernels cuda-multi bench-dequant bench-gpu-eval; do
+for row in machine programs gpu dequant-kernels cuda-multi bench-dequant bench-gpu-eval \
+    bench-gpu-train; do
   check "table row $row" grep -q "^| $row | " <<<"$out"
 done
 if [ $rc = 3 ]; then
@@ -40,6 +41,8 @@ if [ $rc = 3 ]; then
   check "no GPU: the benchmark's CPU figure" grep -q '^| bench-dequant | no GPU | .*cpu [0-9.]* GB/s' <<<"$out"
   check "no GPU: the eval benchmark's CPU figures (or its skip without PyTorch)" \
     grep -Eq '^\| bench-gpu-eval \| no GPU \| (cpu: pgverify [0-9]+ tok/s .*torch [0-9]+ tok/s.*dloss|skipped \(no PyTorch\))' <<<"$out"
+  check "no GPU: the training benchmark's CPU figures (or its skip without PyTorch)" \
+    grep -Eq '^\| bench-gpu-train \| no GPU \| (cpu: pgtrain [0-9]+ tok/s, torch [0-9]+ tok/s|skipped \(no PyTorch\))' <<<"$out"
   check "no GPU: verdict" grep -q '^verdict: NO GPU: ' <<<"$out"
 else
   check "GPU: verdict" grep -q '^verdict: PASS: ' <<<"$out"
