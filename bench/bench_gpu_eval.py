@@ -23,6 +23,10 @@ with P_layer = d*H*hd + 2*d*Hkv*hd + H*hd*d + 2*d*hidden (q, k, v, o, fc, proj) 
 attention's QK^T and PV over T(T+1)/2 pairs per head; the protocol costs windows x F (every
 window runs its whole length through the head, as the records' eval does).
 
+--protocol ttt-chunk: R9's legal score-first TTT instead (SGD lr 0.005, 3 epochs, --chunk-tokens
+per chunk), pgverify only (no PyTorch side); the "full val s" column projects its seconds for the
+whole validation set (issue 15's goal: at most 600 s on one H100).
+
 --smoke (or --small): a tiny model of the same features, --engine cpu, PyTorch on the CPU without
 compile: runs in seconds without a GPU (scripts/gpu-check.sh's CPU row; the meson test
 bench-gpu-eval-smoke runs it with --precision fp32 --check 1e-6, where both sides compute the
@@ -339,6 +343,11 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (smoke; 0: all)")
     ap.add_argument("--pgverify-timeout", type=float, default=None,
                     help="stop pgverify after this many seconds (a failure, with its bound)")
+    ap.add_argument("--protocol", choices=["sliding", "ttt-chunk"], default="sliding",
+                    help="sliding (both sides) or ttt-chunk: R9's legal score-first TTT (SGD lr "
+                    "0.005, 3 epochs; pgverify only), projected for the full validation set")
+    ap.add_argument("--chunk-tokens", type=int, default=32768,
+                    help="ttt-chunk: tokens per chunk (default 32768, the records')")
     ap.add_argument("--seed", type=int, default=12)
     ap.add_argument("--no-torch-status", type=int, default=0,
                     help="exit status when PyTorch is not installed (default 0; a test: 77)")
@@ -367,8 +376,19 @@ def main():
     if device.type == "cpu":
         torch.set_num_threads(threads)
     bf16 = args.precision == "bf16"
+    ttt = args.protocol == "ttt-chunk"
+    if ttt:
+        if args.only == "torch":
+            sys.exit("bench_gpu_eval: ttt-chunk has no PyTorch side (it runs pgverify only)")
+        args.only = "pgverify"
+        if args.chunk_tokens < s or args.chunk_tokens % s:
+            sys.exit("bench_gpu_eval: --chunk-tokens must be a multiple of the stride")
     T = L + (W - 1) * s  # targets: W full windows exactly
     flops = W * window_flops(a, L)
+    if ttt:  # every chunk but the last trains: epochs x (forward + backward ~ 3 forwards)
+        chunks = -(-T // args.chunk_tokens)
+        trained = min(T, (chunks - 1) * args.chunk_tokens)
+        flops += 3 * 3 * (trained / L) * window_flops(a, L)
     windows_full = (FULL_VAL_TOKENS - 1 - L) / s + 1
     dev_name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     peak = args.peak or next((p for k, p in PEAKS if k in dev_name), 0.0)
@@ -388,9 +408,11 @@ def main():
         write_shard(os.path.join(tmp, "val/val_000000.bin"), toks.tolist())
         if args.only != "torch":
             cmd = [pgv, st_path, "--arch", arch_path, "--tokenizer", tok_path,
-                   "--val", os.path.join(tmp, "val/val_*.bin"), "--protocol", "sliding",
+                   "--val", os.path.join(tmp, "val/val_*.bin"), "--protocol", args.protocol,
                    "--seq-len", str(L), "--stride", str(s), "--no-trim", "--batch", str(batch),
                    "--engine", engine, "--precision", args.precision, "--json", "--no-receipt"]
+            if ttt:  # R9's (TTT9) protocol options: spec/presets
+                cmd += ["--lr", "0.005", "--epochs", "3", "--chunk-tokens", str(args.chunk_tokens)]
             if bf16:
                 cmd.append("--no-fp32-figure")
             if engine == "cpu":
@@ -447,7 +469,9 @@ def main():
                          f", {'bf16 autocast' if bf16 else 'fp32'}, SDPA")
             rows.append(("torch", best, loss))
     nv, pl = dims(a)
-    print(f"sliding eval: {W} windows of {L} (stride {s}, exact partition, all full), {T} targets; "
+    what = (f"ttt-chunk (SGD lr 0.005, 3 epochs, chunks of {args.chunk_tokens}; FLOP: scoring + "
+            f"3 epochs x 3 forwards on every chunk but the last)" if ttt else "sliding eval")
+    print(f"{what}: {W} windows of {L} (stride {s}, exact partition, all full), {T} targets; "
           f"{a['layers']} layers ({nv} virtual), d {a['dim']}, vocab {a['vocab_size']}, "
           f"batch {batch}, {args.precision}; {flops / 1e12:.3f} TFLOP; device {dev_name}"
           f"{', peak %.0f TFLOP/s' % peak if peak else ''}")

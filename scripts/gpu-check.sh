@@ -28,6 +28,8 @@ abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 # bench-gpu-eval: 64 windows of the R9-class model (1.9e13 FLOP; pgverify stopped after 40 s, a
 # failure), torch.compile's first pass untimed inside the 90 s; its val_loss difference must stay
 # below 0.05 (a gross fault only).
+# bench-gpu-ttt: R9's score-first TTT on 16,384 targets (two chunks of 8,192: one trained), the
+# projection for the full validation set in its figure; pgverify stopped after 50 s.
 # bench-gpu-train: 3 steps of 4 x 2048 tokens of the same model (2 timed), pgtrain (exact fp32
 # kernels) against PyTorch (bf16, torch.compile); pgtrain stopped after 60 s.
 checks() {
@@ -39,6 +41,8 @@ checks() {
   gpu_prog tools/pgverify
   gpu_bench bench-gpu-eval 90 bench/bench_gpu_eval.py --windows 64 --batch 16 --check 0.05 \
     --pgverify-timeout 40
+  gpu_bench bench-gpu-ttt 60 bench/bench_gpu_eval.py --protocol ttt-chunk --windows 225 \
+    --chunk-tokens 8192 --batch 16 --pgverify-timeout 50
   gpu_prog tools/pgtrain
   gpu_bench bench-gpu-train 90 bench/bench_gpu_train.py --steps 3 --batch 4 --pgtrain-timeout 60
 }

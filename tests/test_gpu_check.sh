@@ -33,7 +33,7 @@ else
 fi
 check "table header" grep -qxF '| check | result | figure | s |' <<<"$out"
 for row in machine programs gpu dequant-kernels cuda-multi bench-dequant bench-gpu-eval \
-    bench-gpu-train; do
+    bench-gpu-ttt bench-gpu-train; do
   check "table row $row" grep -q "^| $row | " <<<"$out"
 done
 if [ $rc = 3 ]; then
