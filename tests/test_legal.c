@@ -338,6 +338,23 @@ Test(legal, the_tail_variant_is_a_warning_of_L4) {
   pg_legal_report_free(&r);
 }
 
+/* The early records' variants leave targets unscored: not a second scoring (no illegal
+ * finding), but a warning of L4 that the figure is not over every target, and L8 says over how
+ * many it is. */
+Test(legal, a_variant_that_skips_targets_is_a_warning_of_L4) {
+  const char *a = legal_artifact();
+  pg_legal_report r;
+  run_checks(a, "--protocol sliding --seq-len 64 --stride 24 --sliding-variant last-s", NULL,
+             NULL, NULL, &r);
+  cr_assert_eq(verdict(&r, "L4"), PG_LEGAL_FINDING);
+  cr_assert_not_null(finding(&r, "L4", PG_LEGAL_WARNING, "does not score every target"));
+  cr_assert_null(finding(&r, "L4", PG_LEGAL_ILLEGAL, ""));
+  cr_assert_eq(verdict(&r, "L3"), PG_LEGAL_PASS);
+  cr_assert(strstr(pg_legal_report_check(&r, "L4")->summary, "not every target") != NULL, "%s",
+            pg_legal_report_check(&r, "L4")->summary);
+  pg_legal_report_free(&r);
+}
+
 Test(legal, an_artifact_over_the_limit_fails_L5) {
   const char *a = legal_artifact();
   pg_legal_test t = {.budget = 10000};

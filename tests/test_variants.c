@@ -16,6 +16,7 @@
 #include "pg_arch.h"
 #include "pg_eval.h"
 #include "pg_model.h"
+#include "pg_preset.h"
 #include "pg_protocol_text.h"
 #include "pg_weights.h"
 
@@ -358,4 +359,46 @@ Test(variants, packed_needs_the_document_mask) {
   cr_assert_eq(pg_eval_run(g.m, &e, &g.val, &p, NULL, &res, &err), PG_E_ARG);
   cr_expect(strstr(err.msg, "doc_mask") != NULL, "%s", err.msg);
   vgold_free(&g);
+}
+
+/* The presets of the records whose evaluation is a variant carry it (spec/presets/README.md). */
+Test(variants, presets_name_their_variants) {
+  const char *root = getenv("PG_SOURCE_ROOT");
+  cr_assert_not_null(root, "PG_SOURCE_ROOT is not set (run through meson test)");
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s/spec/presets", root);
+  setenv("PGOLF_PRESETS", dir, 1);
+  static const struct {
+    const char *name;
+    int supported, sliding, plain;
+  } want[] = {
+      {"2026-03-19-mixed-quant-int6-int8-sliding", 1, PG_SLIDE_LAST_S, 0},
+      {"2026-03-19-mlp3x-qat-int6-sliding", 1, PG_SLIDE_LAST_S, 0},
+      {"2026-03-19-smeargate-orthoinit-muonwd", 0, PG_SLIDE_LAST_S, 0}, /* its BigramHash */
+      {"2026-03-19-seq2048-fp16emb-tunedlr", 1, PG_SLIDE_GAP, 0},
+  };
+  static pg_preset p;
+  pg_err err;
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+    cr_assert_eq(pg_preset_load(&p, want[i].name, &err), PG_OK, "%s", err.msg);
+    cr_expect_eq(p.supported, want[i].supported, "%s", p.name);
+    pg_protocol pp;
+    cr_assert_eq(pg_protocol_from_text(p.protocol, &pp), 0, "%s", p.name);
+    cr_expect_eq(pp.sliding_variant, want[i].sliding, "%s", p.name);
+    int named = 0;
+    for (int q = 0; q < p.n_quirks; q++)
+      named |= strstr(p.quirks[q], pg_sliding_variant_name(want[i].sliding)) != NULL;
+    cr_expect(named, "%s: no quirk names the variant", p.name);
+  }
+  /* the 2026-04 records' packed eval_val: the quirk names the option, which reads */
+  cr_assert_eq(pg_preset_load(&p, "2026-04-27-sp8192-lqer-sparsegate-bossmearfix", &err), PG_OK,
+               "%s", err.msg);
+  const char *q = NULL;
+  for (int k = 0; k < p.n_quirks; k++)
+    if (strstr(p.quirks[k], "--plain-variant packed")) q = p.quirks[k];
+  cr_assert_not_null(q);
+  pg_protocol pp;
+  cr_assert_eq(pg_protocol_from_text("--protocol plain --seq-len 2048 --plain-variant packed", &pp),
+               0);
+  cr_expect_eq(pp.pack_windows * pp.seq_len * pp.pack_ranks, 524288); /* VAL_BATCH_TOKENS */
 }
