@@ -1,6 +1,7 @@
 /* pg_eval.h: the evaluation protocols of the records, run on a model over validation tokens:
  * plain non-overlapping windows, the sliding window (the exact partition, and the older records'
- * variant that scores a tail twice, flagged), score-first chunked TTT (SGD with momentum or
+ * variant that scores a tail twice, flagged), the records' own variants that leave targets
+ * unscored (sliding last-s and gap, packed plain rows; flagged), score-first chunked TTT (SGD with momentum or
  * AdamW), per-document LoRA TTT, and phased TTT (per-document LoRA plus global SGD on already
  * scored documents), defined deterministically. spec/eval.md is the normative description.
  *
