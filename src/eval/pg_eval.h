@@ -1,9 +1,10 @@
 /* pg_eval.h: the evaluation protocols of the records, run on a model over validation tokens:
  * plain non-overlapping windows, the sliding window (the exact partition, and the older records'
  * variant that scores a tail twice, flagged), the records' own variants that leave targets
- * unscored (sliding last-s and gap, packed plain rows; flagged), score-first chunked TTT (SGD with momentum or
- * AdamW), per-document LoRA TTT, and phased TTT (per-document LoRA plus global SGD on already
- * scored documents), defined deterministically. spec/eval.md is the normative description.
+ * unscored (sliding last-s and gap, packed plain rows; flagged), score-first chunked TTT (SGD
+ * with momentum or AdamW), per-document LoRA TTT, and phased TTT (per-document LoRA plus global
+ * SGD on already scored documents), defined deterministically. spec/eval.md is the normative
+ * description.
  *
  * Legality is structural. A ledger holds one byte per target position (a committed flag and a
  * score count). Scoring runs on an inference tape (no gradient can flow from it) and its sums are

@@ -96,8 +96,16 @@ static int apply(pg_protocol *p, int code, const char *a) {
     return 0;
   case O_PHASES: return parse_int(a, 1, 1000, &p->phases);
   case O_PREFIX: return parse_int(a, 1, 1 << 30, &p->prefix_docs);
-  case O_SVAR: n = pg_sliding_variant_parse(a); if (n < 0) return 1; p->sliding_variant = n; return 0;
-  case O_PVAR: n = pg_plain_variant_parse(a); if (n < 0) return 1; p->plain_variant = n; return 0;
+  case O_SVAR:
+    n = pg_sliding_variant_parse(a);
+    if (n < 0) return 1;
+    p->sliding_variant = n;
+    return 0;
+  case O_PVAR:
+    n = pg_plain_variant_parse(a);
+    if (n < 0) return 1;
+    p->plain_variant = n;
+    return 0;
   case O_PACKW: return parse_int(a, 1, 1 << 24, &p->pack_windows);
   case O_PACKR: return parse_int(a, 1, 4096, &p->pack_ranks);
   default: return 1;

@@ -7,8 +7,8 @@
  * targets unscored. A valid arch must run: every step succeeds (or reports PG_E_NOMEM in one
  * line; packed without the document mask at L is refused in one line), NLLs and gradients are
  * finite, and the protocols score every target once (the variants: at most once, the rest
- * counted unscored) with finite sums. Every broken invariant aborts. (The fuzzers that stop at parsing
- * never reached the attention op's head_dim limit; this one does.) */
+ * counted unscored) with finite sums. Every broken invariant aborts. (The fuzzers that stop at
+ * parsing never reached the attention op's head_dim limit; this one does.) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
