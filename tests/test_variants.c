@@ -4,7 +4,8 @@
  * goldens (tests/goldens/make_variant_goldens.py) come from the records' own evaluation
  * functions on a tiny random model: pg_eval_run, the library path pgverify takes, must score
  * exactly the targets the record's function scores and give its sums. Also: window placement on
- * small hand-checked cases, the option texts, and the refusals. */
+ * small hand-checked cases, the option texts, the refusals, the presets that carry a variant,
+ * and the same bits on several engines. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
@@ -401,4 +402,36 @@ Test(variants, presets_name_their_variants) {
   cr_assert_eq(pg_protocol_from_text("--protocol plain --seq-len 2048 --plain-variant packed", &pp),
                0);
   cr_expect_eq(pp.pack_windows * pp.seq_len * pp.pack_ranks, 524288); /* VAL_BATCH_TOKENS */
+}
+
+/* On several engines (spec/eval.md §8.1) a variant's result is one engine's, bit for bit. */
+static void same_on_engines(const char *name, const char *text) {
+  vgold g;
+  vgold_load(&g, name);
+  pg_protocol p;
+  cr_assert_eq(pg_protocol_from_text(text, &p), 0, "%s", text);
+  pg_engine e1 = pg_engine_cpu(1), e2 = pg_engine_cpu(1), e3 = pg_engine_cpu(1);
+  pg_engine *const es[3] = {&e1, &e2, &e3};
+  pg_eval_result a, b;
+  pg_err err;
+  cr_assert_eq(pg_eval_run(g.m, &e1, &g.val, &p, NULL, &a, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_eval_run_on(g.m, es, 3, &g.val, &p, NULL, &b, &err), PG_OK, "%s", err.msg);
+  cr_expect_eq(a.sum.nats, b.sum.nats, "%s: %.17g vs %.17g", name, a.sum.nats, b.sum.nats);
+  cr_expect_eq(a.sum.bytes, b.sum.bytes);
+  cr_expect_eq(a.scored, b.scored);
+  cr_expect_eq(a.unscored, b.unscored);
+  cr_expect_eq(a.windows, b.windows);
+  cr_expect_eq(a.forwards, b.forwards);
+  pg_eval_result_free(&a);
+  pg_eval_result_free(&b);
+  vgold_free(&g);
+}
+
+Test(variants, same_bits_on_three_engines) {
+  same_on_engines("lasts_mq",
+                  "--protocol sliding --seq-len 64 --stride 28 --sliding-variant last-s --batch 2");
+  same_on_engines("gap_s2048",
+                  "--protocol sliding --seq-len 64 --stride 12 --sliding-variant gap --batch 2");
+  same_on_engines("packed_r12", "--protocol plain --seq-len 48 --plain-variant packed "
+                  "--pack-windows 2 --pack-ranks 3");
 }
