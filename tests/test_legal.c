@@ -218,9 +218,10 @@ Test(legal, attention_that_sees_the_next_token_fails_L1) {
 
 /* The legal artifact re-packed with the arch's document mask on (attention.doc_mask): its
  * tensors through safetensors without the stored arch, then pgpack with the changed arch. */
-static const char *doc_mask_artifact(void) {
+static const char *doc_mask_artifact_cap(int cap) {
   const char *a = legal_artifact(), *st = path_in("w.safetensors"), *st2 = path_in("w2.safetensors");
-  const char *archp = path_in("mask.json"), *out = path_in("mask.pgz");
+  const char *archp = path_in(cap ? "maskcap.json" : "mask.json");
+  const char *out = path_in(cap ? "maskcap.pgz" : "mask.pgz");
   char cmd[2000];
   snprintf(cmd, sizeof cmd, "%s/tools/pgunpack %s --safetensors %s >/dev/null 2>&1",
            getenv("PG_BUILD_ROOT"), a, st);
@@ -232,6 +233,7 @@ static const char *doc_mask_artifact(void) {
   json_t *att = json_object_get(j, "attention");
   if (!att) json_object_set_new(j, "attention", att = json_object());
   json_object_set_new(att, "doc_mask", json_true());
+  if (cap) json_object_set_new(att, "doc_max_len", json_integer(cap));
   cr_assert_eq(json_dump_file(j, archp, 0), 0);
   json_decref(j);
   free(arch);
@@ -265,6 +267,8 @@ static const char *doc_mask_artifact(void) {
   cr_assert_eq(system(cmd), 0, "%s", cmd);
   return out;
 }
+
+static const char *doc_mask_artifact(void) { return doc_mask_artifact_cap(0); }
 
 /* Attention that ignores the document mask (the CPU's, with no segments). */
 static void (*cpu_attention)(const pg_ops *, pg_real *, const pg_real *, const pg_real *,
@@ -335,6 +339,40 @@ Test(legal, the_tail_variant_is_a_warning_of_L4) {
   run_checks(a, PROTO " --tail-dup", NULL, NULL, NULL, &r);
   cr_assert_eq(verdict(&r, "L4"), PG_LEGAL_FINDING);
   cr_assert_not_null(finding(&r, "L4", PG_LEGAL_WARNING, "scored a second time"));
+  pg_legal_report_free(&r);
+}
+
+/* The early records' variants leave targets unscored: not a second scoring (no illegal
+ * finding), but a warning of L4 that the figure is not over every target, and L8 says over how
+ * many it is. */
+Test(legal, a_variant_that_skips_targets_is_a_warning_of_L4) {
+  const char *a = legal_artifact();
+  pg_legal_report r;
+  run_checks(a, "--protocol sliding --seq-len 64 --stride 24 --sliding-variant last-s", NULL,
+             NULL, NULL, &r);
+  cr_assert_eq(verdict(&r, "L4"), PG_LEGAL_FINDING);
+  cr_assert_not_null(finding(&r, "L4", PG_LEGAL_WARNING, "does not score every target"));
+  cr_assert_null(finding(&r, "L4", PG_LEGAL_ILLEGAL, ""));
+  cr_assert_eq(verdict(&r, "L3"), PG_LEGAL_PASS);
+  cr_assert(strstr(pg_legal_report_check(&r, "L4")->summary, "not every target") != NULL, "%s",
+            pg_legal_report_check(&r, "L4")->summary);
+  pg_legal_report_free(&r);
+}
+
+/* The packed plain variant (the 2026-04 records' eval_val) on an arch whose document mask caps
+ * segments at L: the prefix of four windows is too short for 8 ranks of 32-window rows, so the
+ * layout is scaled to one row of three windows, the fourth dropped: L4 warns, L8 says so. */
+Test(legal, the_packed_variant_is_a_warning_of_L4_on_a_scaled_row) {
+  const char *a = doc_mask_artifact_cap(64);
+  pg_legal_report r;
+  run_checks(a, "--protocol plain --seq-len 64 --plain-variant packed", NULL, NULL, NULL, &r);
+  cr_assert_eq(verdict(&r, "L4"), PG_LEGAL_FINDING);
+  const pg_legal_finding *f = finding(&r, "L4", PG_LEGAL_WARNING, "does not score every target");
+  cr_assert_not_null(f);
+  cr_assert(strstr(f->title, "192 of T = 256") && strstr(f->title, "64 never scored"), "%s",
+            f->title);
+  cr_assert_eq(verdict(&r, "L3"), PG_LEGAL_PASS);
+  cr_assert_eq(verdict(&r, "L8"), PG_LEGAL_PASS, "%s", pg_legal_report_check(&r, "L8")->summary);
   pg_legal_report_free(&r);
 }
 

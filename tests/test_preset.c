@@ -16,6 +16,7 @@
 #include "pg_model.h"
 #include "pg_model_testing.h"
 #include "pg_preset.h"
+#include "pg_protocol_text.h"
 #include "pg_safetensors.h"
 #include "pgevalfx.h"
 
@@ -68,6 +69,11 @@ Test(preset, every_preset_loads_and_runs_a_forward_pass) {
     cr_assert(p.val_bpb > 0.5 && p.val_bpb < 2, "%s: val_bpb %g", p.name, p.val_bpb);
     cr_assert(!strncmp(p.record, p.date, 10), "%s: record '%s' and date '%s' disagree", p.name,
               p.record, p.date);
+    if (p.protocol[0]) { /* the options pgverify and pglegal read it with */
+      pg_protocol pp;
+      cr_assert_eq(pg_protocol_from_text(p.protocol, &pp), 0, "%s: protocol \"%s\" does not read",
+                   p.name, p.protocol);
+    }
     if (p.supported) {
       supported++;
       cr_assert(p.has_arch && p.protocol[0], "%s", p.name);

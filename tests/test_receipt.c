@@ -278,3 +278,78 @@ Test(receipt, arch_kept_in_canonical_form) {
   pg_receipt_free(&b);
   free(t);
 }
+
+/* The variants that leave targets unscored (spec/eval.md §3.1, §3.2) are written with their
+ * protocol's name for them and the count never scored, and read back; a receipt whose counts
+ * disagree, or that names an unknown variant, is refused. Receipts written before these fields
+ * (the seeds above) read as scoring every target. */
+Test(receipt, a_variant_that_skips_targets_reads_back) {
+  pg_receipt s;
+  read_seed("plain.json", &s);
+  pg_arch arch;
+  pg_err e;
+  cr_assert_eq(pg_arch_parse(&arch, s.arch_json, strlen(s.arch_json), "arch", &e), PG_OK);
+  cr_assert_eq(s.result.unscored, 0);
+  pg_protocol p;
+  pg_protocol_defaults(&p, PG_PROTO_SLIDING);
+  p.seq_len = 64;
+  p.stride = 24;
+  p.sliding_variant = PG_SLIDE_LAST_S;
+  pg_eval_chunk ch[1] = {{0, 984, 2000.5, 3000, 0, 0}};
+  pg_eval_result res = {.sum = {2000.5, 984, 3000}, .val_loss = 2000.5 / 984, .val_bpb = 1.5,
+                        .tokens = 1025, .targets = 1024, .scored = 984, .unscored = 40,
+                        .windows = 41, .forwards = 6, .chunks = ch, .nchunks = 1};
+  pg_receipt_shard sh[1] = {{"v/fineweb_val_0.bin", 1025, 7}};
+  pg_receipt_provenance prov = {.arch_source = "the artifact's arch.json", .matches_record = -1};
+  pg_receipt_in in = {.version = "9.9", .artifact_path = "a.pgz", .artifact_bytes = 77,
+                      .arch = &arch, .tokenizer_source = "artifact", .tokenizer_pieces = 1024,
+                      .val_pattern = "v/*.bin", .shards = sh, .nshards = 1,
+                      .tokens_available = 1025, .tokens_read = 1025, .protocol = &p,
+                      .provenance = &prov, .result = &res, .engine = "cpu",
+                      .devices = "cpu: 1 threads", .threads = 1, .precision = PG_PREC_FP32};
+  char *text;
+  cr_assert_eq(pg_receipt_build(&in, &text, &e), PG_OK, "%s", e.msg);
+  cr_assert(strstr(text, "\"sliding_variant\": \"last-s\"") && strstr(text, "\"unscored\": 40") &&
+            strstr(text, "\"every_target_scored\": false"), "%s", text);
+  pg_receipt r;
+  cr_assert_eq(pg_receipt_parse(&r, text, strlen(text), "v.receipt.json", &e), PG_OK, "%s",
+               e.msg);
+  cr_assert_eq(r.protocol.sliding_variant, PG_SLIDE_LAST_S);
+  cr_assert_eq(r.result.unscored, 40);
+  cr_assert(!r.every_target_scored_once);
+  char diff[256];
+  pg_protocol std;
+  pg_protocol_defaults(&std, PG_PROTO_SLIDING);
+  std.seq_len = 64;
+  std.stride = 24;
+  cr_assert_eq(pg_receipt_protocol_diff(&std, &r.protocol, diff, sizeof diff), 1);
+  cr_assert_str_eq(diff, "sliding_variant \"standard\" (the record's: \"last-s\")");
+  pg_receipt_free(&r);
+  static const char *const damage[][3] = {
+      {"\"unscored\": 40", "\"unscored\": 41", "result.unscored"},
+      {"\"every_target_scored\": false", "\"every_target_scored\": true",
+       "result.every_target_scored"},
+      {"\"last-s\"", "\"last\"", "protocol.sliding_variant: not a variant"},
+      {"\"last-s\"", "7", "protocol.sliding_variant: not a variant"},
+  };
+  for (size_t i = 0; i < sizeof damage / sizeof *damage; i++) {
+    char *at = strstr(text, damage[i][0]);
+    cr_assert_not_null(at);
+    size_t fl = strlen(damage[i][0]), tl = strlen(damage[i][1]), len = strlen(text);
+    char *m = malloc(len - fl + tl + 1);
+    cr_assert_not_null(m);
+    memcpy(m, text, (size_t)(at - text));
+    memcpy(m + (at - text), damage[i][1], tl);
+    memcpy(m + (at - text) + tl, at + fl, len - (size_t)(at - text) - fl + 1);
+    cr_assert_eq(pg_receipt_parse(&r, m, strlen(m), "v.receipt.json", &e), PG_E_MALFORMED,
+                 "%s", damage[i][1]);
+    cr_assert(strstr(e.msg, damage[i][2]) && !strchr(e.msg, '\n'), "%s", e.msg);
+    free(m);
+  }
+  free(text);
+  pg_receipt_free(&s);
+  read_seed("sliding_last_s.json", &r); /* the fuzz seed of this shape */
+  cr_assert_eq(r.protocol.sliding_variant, PG_SLIDE_LAST_S);
+  cr_assert_eq(r.result.unscored, 48);
+  pg_receipt_free(&r);
+}

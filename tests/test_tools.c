@@ -784,6 +784,54 @@ Test(tools, pgverify_partial_and_tail_variant) {
   json_decref(r);
 }
 
+/* The early records' sliding variant that scores only each window's last S (spec/eval.md §3.2):
+ * T = 1024, L 64, S 24: windows at 0, 24, ..., 960 score [40, 1024); the first 40 targets are
+ * never scored, which the report, the receipt and its protocol say. A variant with a protocol it
+ * does not apply to, an unknown one, and the packed plain variant on an arch without the
+ * document mask are usage errors. */
+Test(tools, pgverify_sliding_variant_flagged_and_refused) {
+  vfx f;
+  vfx_init(&f);
+  cr_assert_eq(run("%s %s --val %s --protocol sliding --seq-len 64 --stride 24 "
+                   "--sliding-variant last-s", bin("pgverify"), f.art, f.val),
+               0, "%s", slurp(err_path));
+  char *rep = slurp(out_path);
+  cr_assert(strstr(rep, "variant last-s: does not score every target") != NULL, "%s", rep);
+  cr_assert(strstr(rep, "984 of T = 1,024: does not score every target (40 never scored)"),
+            "%s", rep);
+  free(rep);
+  json_t *r = load_json(f.receipt);
+  cr_assert_str_eq(json_string_value(jget(r, "protocol", "sliding_variant")), "last-s");
+  cr_assert_eq(json_integer_value(jget(r, "result", "targets")), 1024);
+  cr_assert_eq(json_integer_value(jget(r, "result", "scored")), 984);
+  cr_assert_eq(json_integer_value(jget(r, "result", "unscored")), 40);
+  cr_assert(json_is_false(jget(r, "result", "every_target_scored")));
+  cr_assert(json_is_false(jget(r, "result", "every_target_scored_once")));
+  json_decref(r);
+  /* the default names its variant too, and scores every target */
+  cr_assert_eq(run("%s %s --val %s --protocol sliding --seq-len 64 --stride 16", bin("pgverify"),
+                   f.art, f.val),
+               0, "%s", slurp(err_path));
+  r = load_json(f.receipt);
+  cr_assert_str_eq(json_string_value(jget(r, "protocol", "sliding_variant")), "standard");
+  cr_assert_eq(json_integer_value(jget(r, "result", "unscored")), 0);
+  cr_assert(json_is_true(jget(r, "result", "every_target_scored")));
+  json_decref(r);
+  static const char *const bad[] = {
+      "--protocol ttt-chunk --sliding-variant gap", "--protocol sliding --sliding-variant half",
+      "--protocol sliding --sliding-variant last-s --tail-dup",
+      "--protocol sliding --plain-variant packed",
+      "--protocol plain --seq-len 64 --plain-variant packed --pack-windows 2"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    cr_assert_eq(run("%s %s --val %s %s --no-receipt", bin("pgverify"), f.art, f.val, bad[i]), 2,
+                 "%s", bad[i]);
+    char *e = slurp(err_path);
+    cr_assert_eq(count_lines(e), 1, "%s: %s", bad[i], e);
+    if (i == 4) cr_assert(strstr(e, "doc_mask") != NULL, "%s", e);
+    free(e);
+  }
+}
+
 /* The artifact's safetensors export (pgunpack, f32: the dequantized values exactly, arch.json in
  * its metadata) scores exactly as the artifact; without --tokenizer it is refused. */
 Test(tools, pgverify_safetensors_export_scores_as_the_artifact) {

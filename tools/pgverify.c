@@ -47,6 +47,11 @@ static void usage(FILE *f) {
       "  --stride S            sliding stride (default 64)\n"
       "  --tail-dup            the older records' sliding variant that scores the tail's L-S\n"
       "                        targets twice (flagged in the output and the receipt)\n"
+      "  --sliding-variant V   standard | last-s | gap: the early records' windows that leave\n"
+      "                        targets unscored (flagged: does not score every target)\n"
+      "  --plain-variant V     windows | packed: the 2026-04 records' eval_val, N windows per\n"
+      "                        row over R ranks, the rest dropped (flagged likewise)\n"
+      "  --pack-windows N (32) --pack-ranks R (8)   the packed rows\n"
       "  --no-trim             do not trim the stream to ((n-1)/L)*L+1 tokens\n"
       "  --batch N             windows or documents per forward (default 8; no effect on results)\n"
       "  --report-tokens N     plain/sliding: targets per receipt chunk (default 32768)\n"
@@ -100,7 +105,8 @@ enum {
   O_REPORT, O_CHUNK, O_OPT, O_LR, O_MOM, O_B1, O_B2, O_EPS, O_WD, O_EPOCHS, O_CLIP, O_ROWS,
   O_FREEZE, O_LRANK, O_LALPHA, O_LTARGETS, O_LCHUNK, O_LWIN, O_LDOCS, O_LLR, O_LB1, O_LB2, O_LEPS,
   O_LWD, O_WARM, O_NOWARM, O_SEED, O_PHASES, O_PREFIX, O_ENGINE, O_THREADS, O_RECEIPT, O_NORECEIPT,
-  O_JSON, O_ARCH, O_PRECISION, O_NOFP32, O_GPUS, O_PRESET, O_LISTPRESETS, O_PERTOKEN
+  O_JSON, O_ARCH, O_PRECISION, O_NOFP32, O_GPUS, O_PRESET, O_LISTPRESETS, O_PERTOKEN, O_SVAR,
+  O_PVAR, O_PACKW, O_PACKR
 };
 
 typedef struct opts {
@@ -121,6 +127,10 @@ static const struct option LONGOPTS[] = {
     {"max-tokens", required_argument, 0, O_MAXTOK},
     {"protocol", required_argument, 0, O_PROTO}, {"seq-len", required_argument, 0, O_SEQ},
     {"stride", required_argument, 0, O_STRIDE}, {"tail-dup", no_argument, 0, O_TAIL},
+    {"sliding-variant", required_argument, 0, O_SVAR},
+    {"plain-variant", required_argument, 0, O_PVAR},
+    {"pack-windows", required_argument, 0, O_PACKW},
+    {"pack-ranks", required_argument, 0, O_PACKR},
     {"no-trim", no_argument, 0, O_NOTRIM}, {"batch", required_argument, 0, O_BATCH},
     {"report-tokens", required_argument, 0, O_REPORT},
     {"chunk-tokens", required_argument, 0, O_CHUNK}, {"opt", required_argument, 0, O_OPT},
@@ -166,11 +176,18 @@ static void print_report(const opts *o, const pg_verify_result *v) {
   const pg_arch_follows *fw = &v->arch.follows;
   const pg_eval_result *res = &v->eval, *r32 = v->has_fp32 ? &v->eval_fp32 : NULL;
   const uint64_t n = v->tokens_read, total = v->tokens_available;
-  char a[32], b[32];
+  char a[32], b[32], c[32];
   printf("artifact   %s (%s bytes, xxh64 %016llx)\n", pg_safe(o->artifact),
          pg_fmt_u64(a, v->weights_bytes), (unsigned long long)v->weights_xxh64);
-  printf("protocol   %s%s\n", pg_proto_name(o->p.kind),
+  printf("protocol   %s%s", pg_proto_name(o->p.kind),
          o->p.tail_dup ? " (tail variant: the last L-S targets are scored twice)" : "");
+  if (o->p.sliding_variant)
+    printf(" (variant %s: does not score every target)",
+           pg_sliding_variant_name(o->p.sliding_variant));
+  if (o->p.plain_variant)
+    printf(" (variant packed, %d windows per row over %d ranks: does not score every target)",
+           o->p.pack_windows, o->p.pack_ranks);
+  printf("\n");
   printf("arch       ");
   if (fw->set) {
     printf("follows ");
@@ -196,8 +213,14 @@ static void print_report(const opts *o, const pg_verify_result *v) {
   if (r32)
     printf("fp32       val_loss %.8f  val_bpb %.8f  (bf16 - fp32: %+.3e bpb)\n", r32->val_loss,
            r32->val_bpb, res->val_bpb - r32->val_bpb);
-  printf("targets    %s of T = %s%s\n", pg_fmt_u64(a, res->scored), pg_fmt_u64(b, res->targets),
-         res->duplicates ? " (duplicates included)" : " (every target scored once)");
+  if (res->unscored)
+    printf("targets    %s of T = %s: does not score every target (%s never scored)\n",
+           pg_fmt_u64(a, res->scored), pg_fmt_u64(b, res->targets),
+           pg_fmt_u64(c, res->unscored));
+  else
+    printf("targets    %s of T = %s%s\n", pg_fmt_u64(a, res->scored),
+           pg_fmt_u64(b, res->targets),
+           res->duplicates ? " (duplicates included)" : " (every target scored once)");
   printf("bytes      %s\n", pg_fmt_u64(a, (uint64_t)res->sum.bytes));
   if (n < total)
     printf("partial    the first %s of %s validation tokens\n", pg_fmt_u64(a, n),

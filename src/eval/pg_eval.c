@@ -34,6 +34,29 @@ int pg_proto_parse(const char *s) {
   return -1;
 }
 
+static const char *const SLIDE_NAMES[] = {"standard", "last-s", "gap"};
+static const char *const PLAIN_NAMES[] = {"windows", "packed"};
+
+const char *pg_sliding_variant_name(int v) {
+  return v >= PG_SLIDE_STANDARD && v <= PG_SLIDE_GAP ? SLIDE_NAMES[v] : NULL;
+}
+
+int pg_sliding_variant_parse(const char *s) {
+  for (int v = PG_SLIDE_STANDARD; v <= PG_SLIDE_GAP; v++)
+    if (!strcmp(s, SLIDE_NAMES[v])) return v;
+  return -1;
+}
+
+const char *pg_plain_variant_name(int v) {
+  return v >= PG_PLAIN_WINDOWS && v <= PG_PLAIN_PACKED ? PLAIN_NAMES[v] : NULL;
+}
+
+int pg_plain_variant_parse(const char *s) {
+  for (int v = PG_PLAIN_WINDOWS; v <= PG_PLAIN_PACKED; v++)
+    if (!strcmp(s, PLAIN_NAMES[v])) return v;
+  return -1;
+}
+
 void pg_protocol_defaults(pg_protocol *p, int kind) {
   memset(p, 0, sizeof *p);
   p->kind = kind;
@@ -42,6 +65,8 @@ void pg_protocol_defaults(pg_protocol *p, int kind) {
   p->trim = 1;
   p->batch = 8;
   p->report_tokens = 32768;
+  p->pack_windows = 32; /* VAL_BATCH_TOKENS 524288 over 8 ranks, in windows of 2048 */
+  p->pack_ranks = 8;
   p->chunk_tokens = 32768;
   p->opt = PG_OPTIM_SGD;
   p->lr = 0.005; /* TTT9 (PR #1493); LEAKY used 0.002 */
@@ -88,6 +113,28 @@ int pg_protocol_validate(const pg_protocol *p, pg_err *err) {
       (p->report_tokens < 1 || p->report_tokens > (UINT64_C(1) << 40)))
     return BADP("protocol: report_tokens must be in 1..2^40");
   if (p->tail_dup && !windows) return BADP("protocol: tail_dup applies to sliding windows only");
+  if (!pg_sliding_variant_name(p->sliding_variant))
+    return BADP("protocol: unknown sliding variant %d", p->sliding_variant);
+  if (p->sliding_variant != PG_SLIDE_STANDARD) {
+    const char *v = pg_sliding_variant_name(p->sliding_variant);
+    if (p->kind != PG_PROTO_SLIDING)
+      return BADP("protocol: the sliding variant %s applies to --protocol sliding only", v);
+    if (p->tail_dup)
+      return BADP("protocol: tail_dup is a variant of the standard windows, not of %s", v);
+    if (p->sliding_variant == PG_SLIDE_GAP && 2 * (int64_t)p->stride > p->seq_len)
+      return BADP("protocol: the gap variant needs 2*stride <= seq_len (%d, %d): its second "
+                  "window would score targets of the first again", p->stride, p->seq_len);
+  }
+  if (!pg_plain_variant_name(p->plain_variant))
+    return BADP("protocol: unknown plain variant %d", p->plain_variant);
+  if (p->plain_variant == PG_PLAIN_PACKED) {
+    if (p->kind != PG_PROTO_PLAIN)
+      return BADP("protocol: the plain variant packed applies to --protocol plain only");
+    if (p->pack_windows < 1 || (int64_t)p->pack_windows * p->seq_len > (1 << 24))
+      return BADP("protocol: pack_windows %d not in 1..2^24 / seq_len", p->pack_windows);
+    if (p->pack_ranks < 1 || p->pack_ranks > 4096)
+      return BADP("protocol: pack_ranks %d not in 1..4096", p->pack_ranks);
+  }
   if (p->kind == PG_PROTO_TTT_CHUNK || p->kind == PG_PROTO_TTT_PHASED) {
     if (p->chunk_tokens < 1 || p->chunk_tokens > (UINT64_C(1) << 40))
       return BADP("protocol: chunk_tokens must be in 1..2^40");
@@ -166,6 +213,59 @@ int pg_sliding_windows(uint64_t T, int L, int s, int tail_dup, pg_window **out, 
   return PG_OK;
 }
 
+/* The early records' sliding code (spec/eval.md §3.2): every window is a whole L; last-s scores
+ * the last s targets of windows at 0, s, 2s, …; gap scores the whole first window, then the
+ * last s of windows at L − s, L, L + s, …; a window exists while ws + L <= T. */
+static int variant_windows(uint64_t T, int L, int s, int variant, pg_window **out, size_t *n,
+                           pg_err *err) {
+  uint64_t cap = T / (uint64_t)s + 2, ws = 0;
+  pg_window *w = malloc(cap * sizeof *w);
+  if (!w) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot list %llu windows",
+                            (unsigned long long)cap);
+  size_t k = 0;
+  while (ws + (uint64_t)L <= T) {
+    uint32_t lo = variant == PG_SLIDE_GAP && ws == 0 ? 0 : (uint32_t)(L - s);
+    w[k++] = (pg_window){.ws = ws, .lo = lo, .wlen = (uint32_t)L};
+    ws = variant == PG_SLIDE_GAP && ws == 0 ? (uint64_t)(L - s) : ws + (uint64_t)s;
+  }
+  *out = w;
+  *n = k;
+  return PG_OK;
+}
+
+/* The packed plain rows: the S = T / L windows split over the ranks as the records split them
+ * (rank r has windows [S·r / R, S·(r + 1) / R)), each rank's cut to whole rows of K windows; the
+ * rows in rank order. */
+static int packed_rows(uint64_t T, int L, int K, int R, pg_window **out, size_t *n,
+                       pg_err *err) {
+  uint64_t S = T / (uint64_t)L;
+  pg_window *w = malloc((S / (uint64_t)K + 1) * sizeof *w);
+  if (!w) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot list the rows");
+  size_t k = 0;
+  for (uint64_t r = 0; r < (uint64_t)R; r++) {
+    uint64_t s0 = S * r / (uint64_t)R, s1 = S * (r + 1) / (uint64_t)R;
+    for (uint64_t q = s0; q + (uint64_t)K <= s1; q += (uint64_t)K)
+      w[k++] = (pg_window){.ws = q * (uint64_t)L, .lo = 0, .wlen = (uint32_t)(K * L)};
+  }
+  *out = w;
+  *n = k;
+  return PG_OK;
+}
+
+int pg_protocol_windows(const pg_protocol *p, uint64_t T, pg_window **out, size_t *n,
+                        pg_err *err) {
+  *out = NULL;
+  *n = 0;
+  PG_TRY(pg_protocol_validate(p, err));
+  if (p->kind == PG_PROTO_PLAIN && p->plain_variant == PG_PLAIN_PACKED)
+    return packed_rows(T, p->seq_len, p->pack_windows, p->pack_ranks, out, n, err);
+  if (p->kind == PG_PROTO_SLIDING && p->sliding_variant != PG_SLIDE_STANDARD)
+    return variant_windows(T, p->seq_len, p->stride, p->sliding_variant, out, n, err);
+  if (p->kind == PG_PROTO_SLIDING || p->kind == PG_PROTO_TTT_CHUNK)
+    return pg_sliding_windows(T, p->seq_len, p->stride, p->tail_dup, out, n, err);
+  return BADP("protocol %s has no window list", pg_proto_name(p->kind));
+}
+
 /* ---- the run's state ------------------------------------------------------------------------- */
 
 typedef struct run run;
@@ -196,6 +296,8 @@ struct run {
   pg_eval_result *res;
   pg_err *err;
   uint64_t N, T;      /* tokens kept, targets */
+  uint64_t expect;    /* targets the protocol scores: T, fewer for last-s, gap and packed */
+  int rope_len, wbatch; /* windows' NTK call length and windows per forward (packed: its row) */
   pg_ledger *ledger;  /* scorings and commits of the T targets (spec/eval.md §6) */
   pg_tape *inf, *rec;
   pg_eval_chunk cur;  /* the chunk being accumulated */
@@ -392,7 +494,7 @@ static void *worker_score(void *arg) {
       wk->len[k] = (int)w[k].wlen;
     }
     pg_batch b = {.B = (int)kb, .T = width, .ids = wk->ids, .targets = wk->tg, .len = wk->len,
-                  .rope_len = r->p->seq_len};
+                  .rope_len = r->rope_len};
     if ((wk->rc = pg_model_forward(wk->m, wk->inf, &b, NULL, wk->nll, NULL, &wk->err))) break;
     for (size_t k = 0; k < kb; k++)
       memcpy(r->pre + r->off[k0 + k - r->pre_b], wk->nll + SZ(k, width) + w[k].lo,
@@ -432,7 +534,7 @@ static void run_workers(run *r, void *(*fn)(void *)) {
  * (at most `batch` windows, never across a report chunk), about 16 batches per engine and at
  * most 2^23 scored targets (one batch at least). */
 static int score_ahead(run *r, size_t k0) {
-  const size_t batch = (size_t)r->p->batch, want = 16 * batch * (size_t)r->nwk;
+  const size_t batch = (size_t)r->wbatch, want = 16 * batch * (size_t)r->nwk;
   const size_t maxw = want + batch;
   if (maxw + 1 > r->off_cap) {
     free(r->off);
@@ -493,10 +595,9 @@ static int score_windows_on(run *r, const pg_window *w, size_t n) {
 /* Score windows w[0..n) (in order), `batch` at a time, on the inference tape. */
 static int score_windows(run *r, const pg_window *w, size_t n) {
   if (r->nwk > 1) return score_windows_on(r, w, n);
-  const pg_protocol *p = r->p;
-  int L = p->seq_len;
-  for (size_t k0 = 0; k0 < n; k0 += (size_t)p->batch) {
-    size_t kb = n - k0 < (size_t)p->batch ? n - k0 : (size_t)p->batch;
+  const size_t nb = (size_t)r->wbatch;
+  for (size_t k0 = 0; k0 < n; k0 += nb) {
+    size_t kb = n - k0 < nb ? n - k0 : nb;
     int width = 0;
     for (size_t k = 0; k < kb; k++) width = (int)w[k0 + k].wlen > width ? (int)w[k0 + k].wlen : width;
     PG_TRY(ensure_buffers(r, kb, SZ(kb, width)));
@@ -511,7 +612,7 @@ static int score_windows(run *r, const pg_window *w, size_t n) {
       r->len[k] = (int)wi->wlen;
     }
     pg_batch b = {.B = (int)kb, .T = width, .ids = r->ids, .targets = r->tg, .len = r->len,
-                  .rope_len = L};
+                  .rope_len = r->rope_len};
     PG_TRY(pg_model_forward(r->m, r->inf, &b, NULL, r->nll, NULL, r->err));
     r->res->forwards++;
     for (size_t k = 0; k < kb; k++) {
@@ -656,20 +757,42 @@ static int run_windows(run *r) {
   pg_window *w = NULL;
   size_t nw = 0;
   int rc;
-  if (p->kind == PG_PROTO_PLAIN) {
+  r->rope_len = p->seq_len;
+  r->wbatch = p->batch;
+  if (p->kind == PG_PROTO_PLAIN && p->plain_variant == PG_PLAIN_PACKED) {
+    /* the records' row: attention cut at each BOS and every L tokens of a document (their
+     * cu_seqlens with max_doc_len = L), SmearGate across the row, RoPE and its rescale over the
+     * whole row; one row per forward (batch changes no result, and a row is long) */
+    const pg_arch *a = pg_model_arch(r->m);
+    if (!a->attention.doc_mask || a->attention.doc_max_len != p->seq_len)
+      return pg_err_set(r->err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                        "the packed plain variant needs an arch with doc_mask and doc_max_len "
+                        "= seq_len (%d): the records cut a packed row's attention at each BOS "
+                        "and every %d tokens of a document", p->seq_len, p->seq_len);
+    PG_TRY(pg_protocol_windows(p, r->T, &w, &nw, r->err));
+    r->rope_len = p->pack_windows * p->seq_len;
+    r->wbatch = 1;
+  } else if (p->kind == PG_PROTO_PLAIN) {
     uint64_t S = r->T / (uint64_t)p->seq_len;
     w = malloc((S ? S : 1) * sizeof *w);
     if (!w) return FAIL(r, PG_E_NOMEM, "cannot list the windows");
     for (uint64_t s = 0; s < S; s++)
       w[nw++] = (pg_window){.ws = s * (uint64_t)p->seq_len, .lo = 0, .wlen = (uint32_t)p->seq_len};
   } else {
-    PG_TRY(pg_sliding_windows(r->T, p->seq_len, p->stride, p->tail_dup, &w, &nw, r->err));
+    PG_TRY(pg_protocol_windows(p, r->T, &w, &nw, r->err));
   }
   if (nw == 0) {
     free(w);
     return pg_err_set(r->err, PG_E_ARG, NULL, PG_NO_OFFSET,
-                      "the validation stream (%llu tokens) is shorter than one window of %d",
-                      (unsigned long long)r->N, p->seq_len);
+                      "the validation stream (%llu tokens) is shorter than one %s of %d",
+                      (unsigned long long)r->N,
+                      p->plain_variant == PG_PLAIN_PACKED ? "packed row" : "window",
+                      p->plain_variant == PG_PLAIN_PACKED ? p->pack_windows * p->seq_len
+                                                          : p->seq_len);
+  }
+  if (p->sliding_variant != PG_SLIDE_STANDARD || p->plain_variant == PG_PLAIN_PACKED) {
+    r->expect = 0; /* these variants score each target at most once: the windows' sum */
+    for (size_t k = 0; k < nw; k++) r->expect += w[k].wlen - w[k].lo;
   }
   r->wall = w;
   r->nwall = nw;
@@ -1063,6 +1186,7 @@ static int eval_run(pg_model *m, pg_engine *const *es, int ne, const pg_val *val
                                                                           : p->seq_len;
   r->N = p->trim ? pg_val_trim(val->n, (uint64_t)L) : val->n;
   r->T = r->N > 0 ? r->N - 1 : 0;
+  r->expect = r->T;
   res->tokens = r->N;
   res->targets = r->T;
   if (r->T == 0)
@@ -1086,7 +1210,18 @@ static int eval_run(pg_model *m, pg_engine *const *es, int ne, const pg_val *val
     else
       rc = run_windows(r);
   }
-  if (!rc) rc = pg_ledger_check_complete(r->ledger, err);
+  if (!rc && r->expect == r->T) rc = pg_ledger_check_complete(r->ledger, err);
+  if (!rc && r->expect != r->T) { /* a variant that skips targets: exactly its own set */
+    pg_ledger_summary ls;
+    pg_ledger_summarize(r->ledger, &ls);
+    if (ls.committed != r->expect)
+      rc = pg_err_set(err, PG_E_ILLEGAL, NULL, PG_NO_OFFSET,
+                      "%llu of the %llu targets of the %s variant were scored",
+                      (unsigned long long)ls.committed, (unsigned long long)r->expect,
+                      p->kind == PG_PROTO_PLAIN ? "packed" :
+                      pg_sliding_variant_name(p->sliding_variant));
+    res->unscored = r->T - r->expect;
+  }
   if (!rc) rc = pg_bpb_result(&res->sum, &res->val_loss, &res->val_bpb, err);
   res->seconds = now_s() - t0;
   free_workers(r, e);

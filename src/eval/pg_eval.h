@@ -1,8 +1,10 @@
 /* pg_eval.h: the evaluation protocols of the records, run on a model over validation tokens:
  * plain non-overlapping windows, the sliding window (the exact partition, and the older records'
- * variant that scores a tail twice, flagged), score-first chunked TTT (SGD with momentum or
- * AdamW), per-document LoRA TTT, and phased TTT (per-document LoRA plus global SGD on already
- * scored documents), defined deterministically. spec/eval.md is the normative description.
+ * variant that scores a tail twice, flagged), the records' own variants that leave targets
+ * unscored (sliding last-s and gap, packed plain rows; flagged), score-first chunked TTT (SGD
+ * with momentum or AdamW), per-document LoRA TTT, and phased TTT (per-document LoRA plus global
+ * SGD on already scored documents), defined deterministically. spec/eval.md is the normative
+ * description.
  *
  * Legality is structural. A ledger holds one byte per target position (a committed flag and a
  * score count). Scoring runs on an inference tape (no gradient can flow from it) and its sums are
@@ -38,12 +40,33 @@ enum pg_proto_kind {
 const char *pg_proto_name(int kind);
 int pg_proto_parse(const char *s);
 
+/* The sliding protocol's window placement (spec/eval.md §3.2). STANDARD is the exact partition
+ * (or the tail variant with tail_dup); the other two are early records' code, which leave
+ * targets unscored: LAST_S scores the last s targets of windows at 0, s, 2s, … (the first L − s
+ * targets and a tail shorter than s are never scored); GAP scores the whole first window, then
+ * windows at L − s, L, L + s, … score their last s (L − 2s targets after the first window are
+ * never scored). */
+enum pg_sliding_variant { PG_SLIDE_STANDARD = 0, PG_SLIDE_LAST_S = 1, PG_SLIDE_GAP = 2 };
+/* The plain protocol's rows (spec/eval.md §3.1): one window per row, or PACKED, the 2026-04
+ * records' eval_val: pack_windows windows per row, split over pack_ranks ranks whose last
+ * partial row is dropped; attention is cut only by the arch's document mask. */
+enum pg_plain_variant { PG_PLAIN_WINDOWS = 0, PG_PLAIN_PACKED = 1 };
+/* "standard", "last-s", "gap" / "windows", "packed"; NULL (-1) otherwise. */
+const char *pg_sliding_variant_name(int v);
+int pg_sliding_variant_parse(const char *s);
+const char *pg_plain_variant_name(int v);
+int pg_plain_variant_parse(const char *s);
+
 /* Every parameter of a run (spec/eval.md §3). pg_protocol_defaults fills the records' values. */
 typedef struct pg_protocol {
   int kind;
   int seq_len;       /* L: plain windows, sliding windows, TTT training rows */
   int stride;        /* sliding (and chunked TTT) stride s */
   int tail_dup;      /* sliding variant A (SW/LEAKY): the tail's L − s targets scored again */
+  int sliding_variant; /* enum pg_sliding_variant: the early records' windows that skip targets */
+  int plain_variant;   /* enum pg_plain_variant: the 2026-04 records' packed eval_val */
+  int pack_windows;    /* packed plain: windows of L per row (the records' local batch) */
+  int pack_ranks;      /* packed plain: ranks the windows are split over (each drops its rest) */
   int trim;          /* keep ((n − 1) / L)·L + 1 tokens, as load_validation_tokens does */
   int batch;         /* windows (or documents) per forward when scoring; no effect on results */
   uint64_t report_tokens; /* plain/sliding: targets per reported chunk (a multiple of stride) */
@@ -99,6 +122,7 @@ typedef struct pg_eval_result {
   uint64_t targets;       /* T = N − 1: every target scored once when tokens == T below */
   uint64_t scored;        /* targets scored (T, plus duplicates in the tail variant) */
   uint64_t duplicates;    /* tail variant only */
+  uint64_t unscored;      /* targets never scored: the variants last-s, gap and packed only */
   uint64_t windows, documents, forwards, train_steps;
   uint64_t masked;        /* phased: global-SGD targets left out because they were never scored */
   pg_eval_chunk *chunks;  /* malloc'd */
@@ -148,6 +172,11 @@ typedef struct pg_window {
 } pg_window;
 int pg_sliding_windows(uint64_t T, int L, int s, int tail_dup, pg_window **out, size_t *n,
                        pg_err *err);
+/* The windows of any sliding variant (p's seq_len, stride, tail_dup, sliding_variant) or of the
+ * packed plain variant (one "window" per packed row, pack_windows·L long), over T targets; the
+ * other protocols give PG_E_ARG. */
+int pg_protocol_windows(const pg_protocol *p, uint64_t T, pg_window **out, size_t *n,
+                        pg_err *err);
 
 #ifdef __cplusplus
 }

@@ -30,7 +30,7 @@ enum {
   O_PROTO = 1, O_SEQ, O_STRIDE, O_TAIL, O_NOTRIM, O_BATCH, O_REPORT, O_CHUNK, O_OPT, O_LR, O_MOM,
   O_B1, O_B2, O_EPS, O_WD, O_EPOCHS, O_CLIP, O_ROWS, O_FREEZE, O_LRANK, O_LALPHA, O_LTARGETS,
   O_LCHUNK, O_LWIN, O_LDOCS, O_LLR, O_LB1, O_LB2, O_LEPS, O_LWD, O_WARM, O_NOWARM, O_SEED,
-  O_PHASES, O_PREFIX
+  O_PHASES, O_PREFIX, O_SVAR, O_PVAR, O_PACKW, O_PACKR
 };
 
 typedef struct popt {
@@ -49,7 +49,9 @@ static const popt OPTS[] = {
     {"lora-window", O_LWIN, 1}, {"lora-batch-docs", O_LDOCS, 1}, {"lora-lr", O_LLR, 1},
     {"lora-beta1", O_LB1, 1}, {"lora-beta2", O_LB2, 1}, {"lora-eps", O_LEPS, 1},
     {"lora-wd", O_LWD, 1}, {"lora-warm-a", O_WARM, 0}, {"no-lora-warm-a", O_NOWARM, 0},
-    {"seed", O_SEED, 1}, {"phases", O_PHASES, 1}, {"prefix-docs", O_PREFIX, 1}, {NULL, 0, 0}};
+    {"seed", O_SEED, 1}, {"phases", O_PHASES, 1}, {"prefix-docs", O_PREFIX, 1},
+    {"sliding-variant", O_SVAR, 1}, {"plain-variant", O_PVAR, 1}, {"pack-windows", O_PACKW, 1},
+    {"pack-ranks", O_PACKR, 1}, {NULL, 0, 0}};
 
 /* One option onto p (the ranges of pgverify's options); 0 when it applies. */
 static int apply(pg_protocol *p, int code, const char *a) {
@@ -94,6 +96,18 @@ static int apply(pg_protocol *p, int code, const char *a) {
     return 0;
   case O_PHASES: return parse_int(a, 1, 1000, &p->phases);
   case O_PREFIX: return parse_int(a, 1, 1 << 30, &p->prefix_docs);
+  case O_SVAR:
+    n = pg_sliding_variant_parse(a);
+    if (n < 0) return 1;
+    p->sliding_variant = n;
+    return 0;
+  case O_PVAR:
+    n = pg_plain_variant_parse(a);
+    if (n < 0) return 1;
+    p->plain_variant = n;
+    return 0;
+  case O_PACKW: return parse_int(a, 1, 1 << 24, &p->pack_windows);
+  case O_PACKR: return parse_int(a, 1, 4096, &p->pack_ranks);
   default: return 1;
   }
 }

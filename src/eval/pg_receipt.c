@@ -36,6 +36,16 @@ static json_t *protocol_json(const pg_protocol *p) {
     json_object_set_new(o, "stride", json_integer(p->stride));
     json_object_set_new(o, "tail_dup", json_boolean(p->tail_dup));
   }
+  if (p->kind == PG_PROTO_SLIDING)
+    json_object_set_new(o, "sliding_variant",
+                        json_string(pg_sliding_variant_name(p->sliding_variant)));
+  if (p->kind == PG_PROTO_PLAIN) {
+    json_object_set_new(o, "plain_variant", json_string(pg_plain_variant_name(p->plain_variant)));
+    if (p->plain_variant == PG_PLAIN_PACKED) {
+      json_object_set_new(o, "pack_windows", json_integer(p->pack_windows));
+      json_object_set_new(o, "pack_ranks", json_integer(p->pack_ranks));
+    }
+  }
   if (p->kind == PG_PROTO_PLAIN || p->kind == PG_PROTO_SLIDING)
     json_object_set_new(o, "report_tokens", json_integer((json_int_t)p->report_tokens));
   if (p->kind == PG_PROTO_TTT_CHUNK || p->kind == PG_PROTO_TTT_PHASED) {
@@ -90,6 +100,8 @@ static json_t *result_json(const pg_eval_result *r) {
   json_object_set_new(o, "duplicates", json_integer((json_int_t)r->duplicates));
   json_object_set_new(o, "every_target_scored_once",
                       json_boolean(r->scored == r->targets && r->duplicates == 0));
+  json_object_set_new(o, "unscored", json_integer((json_int_t)r->unscored));
+  json_object_set_new(o, "every_target_scored", json_boolean(r->unscored == 0));
   json_object_set_new(o, "windows", json_integer((json_int_t)r->windows));
   json_object_set_new(o, "documents", json_integer((json_int_t)r->documents));
   json_object_set_new(o, "forwards", json_integer((json_int_t)r->forwards));
@@ -427,7 +439,7 @@ static int get_hex64(rd *c, json_t *o, const char *obj, const char *key, uint64_
 
 /* The protocol object: its kind's defaults, then each field it has; names the writer does not
  * make are refused, and the result must pass pg_protocol_validate. */
-enum { F_INT, F_U64, F_DBL, F_BOOL, F_OPT, F_TARGETS };
+enum { F_INT, F_U64, F_DBL, F_BOOL, F_OPT, F_TARGETS, F_SVAR, F_PVAR };
 typedef struct pfield {
   const char *key;
   int type;
@@ -452,6 +464,8 @@ static const pfield PFIELDS[] = {
     PF("lora_weight_decay", F_DBL, lora_wd), PF("lora_warm_a", F_BOOL, lora_warm_a),
     PF("seed", F_U64, seed),                PF("phases", F_INT, phases),
     PF("prefix_docs", F_INT, prefix_docs),
+    PF("sliding_variant", F_SVAR, sliding_variant), PF("plain_variant", F_PVAR, plain_variant),
+    PF("pack_windows", F_INT, pack_windows), PF("pack_ranks", F_INT, pack_ranks),
 };
 
 static int read_protocol(rd *c, json_t *o, pg_protocol *p) {
@@ -477,6 +491,14 @@ static int read_protocol(rd *c, json_t *o, pg_protocol *p) {
     case F_OPT:
       n = json_is_string(v) ? pg_optim_kind_parse(json_string_value(v)) : -1;
       if (n < 0) return bad(c, "protocol", key, "not an optimizer");
+      *(int *)at = n;
+      break;
+    case F_SVAR:
+    case F_PVAR:
+      n = !json_is_string(v)       ? -1
+          : f->type == F_SVAR      ? pg_sliding_variant_parse(json_string_value(v))
+                                   : pg_plain_variant_parse(json_string_value(v));
+      if (n < 0) return bad(c, "protocol", key, "not a variant of its protocol");
       *(int *)at = n;
       break;
     default: /* F_TARGETS */
@@ -505,6 +527,18 @@ static int read_result(rd *c, json_t *o, pg_eval_result *r, int *once) {
   PG_TRY(get_bool(c, o, R, "every_target_scored_once", once));
   if (*once != (r->scored == r->targets && r->duplicates == 0))
     return bad(c, R, "every_target_scored_once", "disagrees with scored, targets, duplicates");
+  /* unscored and every_target_scored came with the variants that skip targets: a receipt
+   * written before them scored every target */
+  json_t *u;
+  int every = 1;
+  PG_TRY(member(c, o, R, "unscored", -1, 1, &u));
+  if (u) PG_TRY(get_u64(c, o, R, "unscored", INT64_MAX, &r->unscored));
+  PG_TRY(member(c, o, R, "every_target_scored", -1, 1, &u));
+  if (u) PG_TRY(get_bool(c, o, R, "every_target_scored", &every));
+  if (every != (r->unscored == 0))
+    return bad(c, R, "every_target_scored", "disagrees with unscored");
+  if (r->unscored > r->targets || r->scored + r->unscored != r->targets + r->duplicates)
+    return bad(c, R, "unscored", "scored + unscored is not targets + duplicates");
   PG_TRY(get_u64(c, o, R, "windows", INT64_MAX, &r->windows));
   PG_TRY(get_u64(c, o, R, "documents", INT64_MAX, &r->documents));
   PG_TRY(get_u64(c, o, R, "forwards", INT64_MAX, &r->forwards));

@@ -3,10 +3,12 @@
  * '{', bytes that choose the sizes and options of one); an arch the parser accepts and
  * that fits small caps (parameters, vocabulary, virtual layers) is built with deterministic
  * weights and run: a forward and a backward on a small batch, then tiny plain, sliding and
- * ttt-chunk runs over a short BOS-started stream. A valid arch must run: every step succeeds (or
- * reports PG_E_NOMEM in one line), NLLs and gradients are finite, and the protocols score every
- * target once with finite sums. Every broken invariant aborts. (The fuzzers that stop at parsing
- * never reached the attention op's head_dim limit; this one does.) */
+ * ttt-chunk runs over a short BOS-started stream, with the plain and sliding variants that leave
+ * targets unscored. A valid arch must run: every step succeeds (or reports PG_E_NOMEM in one
+ * line; packed without the document mask at L is refused in one line), NLLs and gradients are
+ * finite, and the protocols score every target once (the variants: at most once, the rest
+ * counted unscored) with finite sums. Every broken invariant aborts. (The fuzzers that stop at
+ * parsing never reached the attention op's head_dim limit; this one does.) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -102,8 +104,9 @@ static void forward_backward(pg_model *m, pg_engine *e, uint64_t seed) {
   }
 }
 
-/* A tiny run of protocol kind over a short stream of BOS-started documents. */
-static void protocol(pg_model *m, pg_engine *e, int kind, uint64_t seed) {
+/* A tiny run of protocol kind over a short stream of BOS-started documents; variant: the
+ * sliding or plain variant (spec/eval.md §3.1, §3.2), 0 for the standard one. */
+static void protocol(pg_model *m, pg_engine *e, int kind, uint64_t seed, int variant) {
   const pg_arch *a = pg_model_arch(m);
   const uint32_t V = (uint32_t)a->vocab_size;
   pg_spm_tables tab = {.size = V, .vocab = V};
@@ -128,12 +131,24 @@ static void protocol(pg_model *m, pg_engine *e, int kind, uint64_t seed) {
   p.chunk_tokens = 16;
   p.epochs = 1;
   p.batch_rows = 2;
+  int refuse = 0; /* packed needs the arch's document mask at L */
+  if (kind == PG_PROTO_SLIDING) p.sliding_variant = variant;
+  if (kind == PG_PROTO_PLAIN && variant) {
+    p.plain_variant = variant;
+    p.pack_windows = 1 + (int)(seed % 2);
+    p.pack_ranks = p.pack_windows == 2 ? 1 : 1 + (int)((seed >> 1) % 2);
+    refuse = !a->attention.doc_mask || a->attention.doc_max_len != p.seq_len;
+  }
   pg_err err;
   if (pg_protocol_validate(&p, &err) != PG_OK) abort();
   pg_eval_result r;
   memset(&r, 0, sizeof r);
-  if (ran(pg_eval_run(m, e, &val, &p, NULL, &r, &err), &err)) {
-    if (r.scored != r.targets + r.duplicates || r.targets + 1 != r.tokens) abort();
+  const int rc = pg_eval_run(m, e, &val, &p, NULL, &r, &err);
+  if (refuse && rc == PG_E_ARG) {
+    check_line(&err, rc);
+  } else if (ran(rc, &err)) {
+    if (r.scored + r.unscored != r.targets + r.duplicates || r.targets + 1 != r.tokens) abort();
+    if (variant ? r.duplicates != 0 : r.unscored != 0) abort();
     if (!isfinite(r.val_loss) || r.val_loss < 0 || !isfinite(r.val_bpb)) abort();
   }
   pg_eval_result_free(&r);
@@ -190,9 +205,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   pg_model_init_random(m, seed, 0.1);
   pg_engine e = pg_engine_cpu(1);
   forward_backward(m, &e, seed);
-  protocol(m, &e, PG_PROTO_PLAIN, seed);
-  protocol(m, &e, PG_PROTO_SLIDING, seed);
-  protocol(m, &e, PG_PROTO_TTT_CHUNK, seed);
+  protocol(m, &e, PG_PROTO_PLAIN, seed, 0);
+  protocol(m, &e, PG_PROTO_PLAIN, seed, PG_PLAIN_PACKED);
+  protocol(m, &e, PG_PROTO_SLIDING, seed, 0);
+  protocol(m, &e, PG_PROTO_SLIDING, seed, PG_SLIDE_LAST_S);
+  protocol(m, &e, PG_PROTO_SLIDING, seed, PG_SLIDE_GAP);
+  protocol(m, &e, PG_PROTO_TTT_CHUNK, seed, 0);
   pg_model_free(m);
   return 0;
 }
