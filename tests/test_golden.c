@@ -441,8 +441,9 @@ Test(golden, r12_rope) { check_rope("r12"); }
  * here 3 windows of 48), so a document keeps its context across window boundaries, RoPE
  * positions run on through the row, and a batch that does not fill up is dropped; our plain
  * protocol (spec/eval.md §3.1) scores each window of L as its own row. The forward itself agrees
- * in R12's layout (golden/r12). This asserts the measured offset, so that a protocol which
- * reproduces eval_val's rows shows up here. */
+ * in R12's layout (golden/r12). This asserts the measured offset of the one-window-per-row plain
+ * protocol; `--plain-variant packed` reproduces eval_val's rows and is checked against it in
+ * tests/test_variants.c. */
 Test(golden, r12_plain_known_disagreement) {
   check_protocol_off("r12", PG_PROTO_PLAIN, NULL, -0.01753574, -0.00629191);
 }
