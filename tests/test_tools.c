@@ -886,17 +886,20 @@ Test(tools, pgverify_engine_auto_says_what_it_chose) {
   json_decref(b);
 }
 
-/* --gpus N (spec/cli.md, spec/eval.md §8.1): plain and sliding shared among N engines (here CPU
- * engines) give the one-engine figures bit for bit, the same chunks and forwards, and a receipt
- * naming every device; the adaptive protocols are refused in one line, and so are GPUs this
- * build or machine does not have (exit 3). */
+/* --gpus N (spec/cli.md, spec/eval.md §8.1): plain, sliding and ttt-chunk shared among N
+ * engines (here CPU engines) give the one-engine figures bit for bit, the same chunks (ttt-chunk:
+ * with their update steps) and forwards, and a receipt naming every device; the per-document
+ * protocols are refused in one line, and so are GPUs this build or machine does not have
+ * (exit 3). */
 Test(tools, pgverify_gpus_same_bits_every_device_named) {
   vfx f;
   vfx_init(&f);
   const char *pv = bin("pgverify");
   const char *protos[] = {"--protocol sliding --seq-len 64 --stride 16 --report-tokens 128",
-                          "--protocol plain --seq-len 64 --report-tokens 128 --batch 3"};
-  for (int k = 0; k < 2; k++) {
+                          "--protocol plain --seq-len 64 --report-tokens 128 --batch 3",
+                          "--protocol ttt-chunk --seq-len 64 --stride 16 --chunk-tokens 256 "
+                          "--batch 3 --batch-rows 2 --epochs 1"};
+  for (int k = 0; k < 3; k++) {
     char r1[300], rn[300];
     snprintf(r1, sizeof r1, "%s/g1.json", tmp);
     snprintf(rn, sizeof rn, "%s/g3.json", tmp);
@@ -909,7 +912,7 @@ Test(tools, pgverify_gpus_same_bits_every_device_named) {
     free(rep);
     json_t *a = load_json(r1), *b = load_json(rn);
     const char *keys[] = {"val_loss", "val_bpb", "loss_sum_nats", "token_count", "byte_count",
-                          "scored", "windows", "forwards", "chunks"};
+                          "scored", "windows", "forwards", "chunks", "train_steps"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
       cr_assert(json_equal(jget(a, "result", keys[i]), jget(b, "result", keys[i])),
                 "%s: result.%s differs with --gpus 3", protos[k], keys[i]);
@@ -927,9 +930,8 @@ Test(tools, pgverify_gpus_same_bits_every_device_named) {
   cr_assert_str_eq(json_string_value(jget(j, "engine", "devices")),
                    "cpu: 1 thread; cpu: 1 thread");
   json_decref(j);
-  expect_error(&f, "ttt-chunk runs on one engine", "--gpus 1",
-               "%s %s --val %s --protocol ttt-chunk --seq-len 64 --stride 16 --gpus 2", pv, f.art,
-               f.val);
+  expect_error(&f, "ttt-lora runs on one engine", "--gpus 1",
+               "%s %s --val %s --protocol ttt-lora --gpus 2", pv, f.art, f.val);
   expect_error(&f, "bad --gpus '0'", NULL, "%s %s --val %s --gpus 0", pv, f.art, f.val);
   /* more GPUs than any machine has: exit 3 whatever this build and machine are */
   expect_error_rc(3, &f, "--engine cuda", NULL, "%s %s --val %s --engine cuda --gpus 64", pv,
