@@ -320,8 +320,10 @@ static int t_allreduce(pg_comm *c, float *buf, size_t n, pg_err *err) {
 
 static int t_allgather(pg_comm *c, const void *send, void *recv, size_t bytes, pg_err *err) {
   PG_TRY(t_publish(c, send, bytes, err));
-  for (int q = 0; q < c->n; q++)
-    memcpy((unsigned char *)recv + (size_t)q * bytes, c->g->ptr[q], bytes);
+  for (int q = 0; q < c->n; q++) { /* send may be recv's own place (the in-place form) */
+    unsigned char *dst = (unsigned char *)recv + (size_t)q * bytes;
+    if (dst != c->g->ptr[q]) memcpy(dst, c->g->ptr[q], bytes);
+  }
   return t_barrier(c, err);
 }
 

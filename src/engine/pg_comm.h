@@ -81,7 +81,8 @@ pg_engine *pg_comm_engine(const pg_comm *c);
 /* buf (n fp32 values of the rank's engine memory) becomes the sum over the ranks, in rank order,
  * on every rank. Returns after the result is in buf (the engine synced). */
 int pg_comm_allreduce_sum(pg_comm *c, float *buf, size_t n, pg_err *err);
-/* recv (host memory, size·bytes) gets every rank's `bytes` of send, in rank order. */
+/* recv (host memory, size·bytes) gets every rank's `bytes` of send, in rank order; send may be
+ * recv + rank·bytes (in place). */
 int pg_comm_allgather(pg_comm *c, const void *send, void *recv, size_t bytes, pg_err *err);
 /* buf (host memory) on every rank becomes root's. */
 int pg_comm_broadcast(pg_comm *c, void *buf, size_t bytes, int root, pg_err *err);
