@@ -2,12 +2,15 @@
  * the same bits, the rank-order fp32 sum, for any size and rank count; sizes that disagree and
  * an aborted rank end the others' collectives with one line instead of a hang; the nccl
  * backend's library-absent path and its engine checks; the rendezvous file's round trip and
- * every fault of its reader. */
+ * every fault of its reader; the rendezvous by an address over the loopback. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "pg_comm.h"
@@ -345,4 +348,92 @@ Test(comm, nccl_library_loads_where_installed) {
   pg_comm_id id = {{0}}, zero = {{0}};
   cr_assert_eq(pg_comm_nccl_id(&id, &err), PG_OK, "%s", err.msg);
   cr_assert_neq(memcmp(&id, &zero, sizeof id), 0);
+}
+
+/* ---- the rendezvous by an address ------------------------------------------------------------ */
+
+typedef struct serve_job {
+  char addr[64];
+  int n, rc;
+  pg_comm_id id;
+  pg_err err;
+} serve_job;
+
+static void *serve_body(void *arg) {
+  serve_job *j = arg;
+  j->rc = pg_comm_rendezvous_serve(j->addr, j->n, &j->id, 10.0, &j->err);
+  return NULL;
+}
+
+typedef struct connect_job {
+  const char *addr;
+  int n, rc;
+  pg_comm_id id;
+  pg_err err;
+} connect_job;
+
+static void *connect_body(void *arg) {
+  connect_job *j = arg;
+  j->rc = pg_comm_rendezvous_connect(j->addr, j->n, 10.0, &j->id, &j->err);
+  return NULL;
+}
+
+/* A free port on the loopback (bound and released: a race with other programs is possible but
+ * harmless here, the test would fail loudly). */
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+/* Rank 0 hands the id to three ranks, the ranks connecting before it listens included. */
+Test(comm, rendezvous_by_address) {
+  serve_job s = {.n = 4};
+  snprintf(s.addr, sizeof s.addr, "127.0.0.1:%d", free_port());
+  for (size_t i = 0; i < sizeof s.id.b; i++) s.id.b[i] = (unsigned char)(255 - i);
+  connect_job c[3];
+  pthread_t tc[3], ts;
+  for (int i = 0; i < 3; i++) {
+    c[i] = (connect_job){.addr = s.addr, .n = 4};
+    cr_assert_eq(pthread_create(&tc[i], NULL, connect_body, &c[i]), 0);
+  }
+  usleep(150000); /* the ranks are already trying */
+  cr_assert_eq(pthread_create(&ts, NULL, serve_body, &s), 0);
+  pthread_join(ts, NULL);
+  for (int i = 0; i < 3; i++) pthread_join(tc[i], NULL);
+  cr_assert_eq(s.rc, PG_OK, "%s", s.err.msg);
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(c[i].rc, PG_OK, "%s", c[i].err.msg);
+    cr_assert_eq(memcmp(&c[i].id, &s.id, sizeof s.id), 0);
+  }
+}
+
+/* Bounded waits both ways, another run's rank count refused, a malformed address refused. */
+Test(comm, rendezvous_by_address_faults) {
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", free_port());
+  pg_comm_id id = {{1}};
+  pg_err err;
+  cr_assert_eq(pg_comm_rendezvous_connect(addr, 2, 0.3, &id, &err), PG_E_NCCL);
+  cr_assert(strstr(err.msg, "nothing listens") && strstr(err.msg, addr), "%s", err.msg);
+  cr_assert_eq(pg_comm_rendezvous_serve(addr, 2, &id, 0.3, &err), PG_E_NCCL);
+  cr_assert(strstr(err.msg, "0 of 1 ranks"), "%s", err.msg);
+  /* a server for 3 ranks, a rank of a run of 2 */
+  serve_job s = {.n = 3};
+  snprintf(s.addr, sizeof s.addr, "%s", addr);
+  pthread_t ts;
+  cr_assert_eq(pthread_create(&ts, NULL, serve_body, &s), 0);
+  connect_job c = {.addr = addr, .n = 2}, c2 = {.addr = addr, .n = 3};
+  connect_body(&c);
+  connect_body(&c2);
+  pthread_join(ts, NULL);
+  cr_assert_eq(c.rc, PG_E_MALFORMED);
+  cr_assert(strstr(c.err.msg, "3 ranks"), "%s", c.err.msg);
+  cr_assert_eq(c2.rc, PG_OK, "%s", c2.err.msg);
+  cr_assert_eq(pg_comm_rendezvous_connect("no-port", 2, 0.1, &id, &err), PG_E_ARG);
+  cr_assert_eq(pg_comm_rendezvous_serve("host:", 2, &id, 0.1, &err), PG_E_ARG);
 }

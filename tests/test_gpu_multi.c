@@ -1,8 +1,9 @@
 /* test_gpu_multi.c: several CUDA engines in one run (spec/eval.md §8.1, spec/engine.md §8.8), on
  * whatever GPUs the machine has: two engines on device 0 (two streams, each driven by its own host
  * thread, each entering its device) give one engine's bits for plain, sliding and ttt-chunk (its
- * update on the first engine, the final weights included), in fp32 and bf16 mode; pg_engine_open_many opens one engine per device and refuses more devices than there
- * are in one line. Skips (77) without a CUDA build or a device, like the rest of the GPU suite. */
+ * update on the first engine, the final weights included), in fp32 and bf16 mode;
+ * pg_engine_open_many opens one engine per device and refuses more devices than there are in one
+ * line. Skips (77) without a CUDA build or a device, like the rest of the GPU suite. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>

@@ -44,13 +44,14 @@ static void usage(FILE *f) {
           "  --engine NAME         cpu (default), cuda or auto\n"
           "  --threads N           threads (default: all CPUs; with --ranks, per rank: the CPUs\n"
           "                        divided among the ranks)\n"
-          "  --ranks N             data parallel over N ranks (default 1): each step's batch split\n"
-          "                        among them, the gradients summed in rank order; engine cpu: N\n"
-          "                        CPU engines in threads; cuda: GPUs 0..N-1 through NCCL\n"
-          "  --rank R              with --rendezvous: run only rank R of --ranks N in this process\n"
-          "                        (one process per GPU, on its device 0; engine cuda)\n"
-          "  --rendezvous FILE     the file rank 0 writes NCCL's id to and the others wait for\n"
-          "  --rendezvous-timeout S  seconds the other ranks wait for it (default 600)\n"
+          "  --ranks N             data parallel over N ranks (default 1): each step's batch\n"
+          "                        split among them, the gradients summed in rank order; engine\n"
+          "                        cpu: N CPU engines in threads; cuda: GPUs 0..N-1 via NCCL\n"
+          "  --rank R              with --rendezvous: run only rank R of --ranks N here (one\n"
+          "                        process per GPU, on its device 0; engine cuda)\n"
+          "  --rendezvous FILE     the file rank 0 writes NCCL's id to and the others wait for,\n"
+          "                        or tcp:HOST:PORT: rank 0 (on HOST) hands it out on PORT\n"
+          "  --rendezvous-timeout S  seconds the ranks wait for each other (default 600)\n"
           "  --json                print the final summary as JSON\n"
           "  -q, --quiet           only the final summary\n"
           "  -h, --help            this text\n"
@@ -273,11 +274,15 @@ int main(int argc, char **argv) {
                      "(CPU ranks run as threads of one process: --ranks without --rank)");
   } else if (ranks > 1) { /* this process's rank: rank 0 publishes NCCL's id, the others wait */
     pg_comm_id id;
+    const char *tcp = strncmp(rdv, "tcp:", 4) ? NULL : rdv + 4;
     if (rank == 0) {
       crc = pg_comm_nccl_id(&id, &err);
-      if (!crc) crc = pg_comm_rendezvous_write(rdv, ranks, &id, &err);
+      if (!crc)
+        crc = tcp ? pg_comm_rendezvous_serve(tcp, ranks, &id, rdv_timeout, &err)
+                  : pg_comm_rendezvous_write(rdv, ranks, &id, &err);
     } else {
-      crc = pg_comm_rendezvous_read(rdv, ranks, rdv_timeout, &id, &err);
+      crc = tcp ? pg_comm_rendezvous_connect(tcp, ranks, rdv_timeout, &id, &err)
+                : pg_comm_rendezvous_read(rdv, ranks, rdv_timeout, &id, &err);
     }
     if (!crc) crc = pg_comm_nccl_create(&comms[0], ranks, rank, &id, engs[0], &err);
   }

@@ -4,7 +4,10 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,12 +457,17 @@ int pg_comm_rendezvous_parse(const unsigned char *b, size_t len, int n, const ch
   return PG_OK;
 }
 
-int pg_comm_rendezvous_write(const char *path, int n, const pg_comm_id *id, pg_err *err) {
-  PG_TRY(check_n(n, err));
-  unsigned char b[PG_COMM_RDV_BYTES] = {0};
+static void rdv_bytes(unsigned char *b, int n, const pg_comm_id *id) {
+  memset(b, 0, PG_COMM_RDV_BYTES);
   memcpy(b, RDV_MAGIC, sizeof RDV_MAGIC);
   for (int i = 0; i < 4; i++) b[8 + i] = (unsigned char)((uint32_t)n >> (8 * i));
   memcpy(b + 16, id->b, sizeof id->b);
+}
+
+int pg_comm_rendezvous_write(const char *path, int n, const pg_comm_id *id, pg_err *err) {
+  PG_TRY(check_n(n, err));
+  unsigned char b[PG_COMM_RDV_BYTES];
+  rdv_bytes(b, n, id);
   char tmp[4096];
   if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
     return pg_err_set(err, PG_E_ARG, path, PG_NO_OFFSET, "path too long");
@@ -477,10 +485,16 @@ int pg_comm_rendezvous_write(const char *path, int n, const pg_comm_id *id, pg_e
   return PG_OK;
 }
 
+static double since(const struct timespec *t0) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - t0->tv_sec) + 1e-9 * (double)(now.tv_nsec - t0->tv_nsec);
+}
+
 int pg_comm_rendezvous_read(const char *path, int n, double timeout_s, pg_comm_id *id,
                             pg_err *err) {
   PG_TRY(check_n(n, err));
-  struct timespec t0, now, nap = {0, 50 * 1000 * 1000};
+  struct timespec t0, nap = {0, 50 * 1000 * 1000};
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (;;) {
     FILE *f = fopen(path, "rb");
@@ -494,12 +508,135 @@ int pg_comm_rendezvous_read(const char *path, int n, double timeout_s, pg_comm_i
     }
     if (errno != ENOENT)
       return pg_err_set(err, PG_E_IO, path, PG_NO_OFFSET, "cannot open: %s", strerror(errno));
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    const double waited = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec -
-                                                                            t0.tv_nsec);
-    if (waited >= timeout_s)
+    if (since(&t0) >= timeout_s)
       return pg_err_set(err, PG_E_NCCL, path, PG_NO_OFFSET,
                         "no rendezvous file from rank 0 after %.0f s", timeout_s);
+    nanosleep(&nap, NULL);
+  }
+}
+
+/* ---- the rendezvous by an address ------------------------------------------------------------ */
+
+/* "HOST:PORT" (the last colon splits; "[v6]:PORT" allowed) into its parts. */
+static int split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
+                      pg_err *err) {
+  const char *c = strrchr(addr, ':');
+  size_t hl = c ? (size_t)(c - addr) : 0;
+  if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') addr++, hl -= 2;
+  if (!c || !c[1] || hl >= hcap || strlen(c + 1) >= pcap)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "rendezvous address '%.200s': HOST:PORT expected", addr);
+  memcpy(host, addr, hl);
+  host[hl] = '\0';
+  strcpy(port, c + 1);
+  return PG_OK;
+}
+
+/* Wait until fd is ready for `events`, at most until timeout_s after t0: 1 ready, 0 time out. */
+static int wait_fd(int fd, short events, const struct timespec *t0, double timeout_s) {
+  for (;;) {
+    const double left = timeout_s - since(t0);
+    if (left <= 0) return 0;
+    struct pollfd p = {.fd = fd, .events = events};
+    const int r = poll(&p, 1, (int)(left * 1000) + 1);
+    if (r > 0) return 1;
+    if (r < 0 && errno != EINTR) return 0;
+  }
+}
+
+int pg_comm_rendezvous_serve(const char *addr, int n, const pg_comm_id *id, double timeout_s,
+                             pg_err *err) {
+  PG_TRY(check_n(n, err));
+  char host[256], port[32];
+  PG_TRY(split_addr(addr, host, sizeof host, port, sizeof port, err));
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE}, *ai = NULL;
+  int g = getaddrinfo(NULL, port, &hints, &ai);
+  if (g)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "rendezvous port '%s': %s", port,
+                      gai_strerror(g));
+  int fd = -1;
+  for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
+    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, a->ai_addr, a->ai_addrlen) || listen(fd, n)) {
+      close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(ai);
+  if (fd < 0)
+    return pg_err_set(err, PG_E_NCCL, NULL, PG_NO_OFFSET,
+                      "rendezvous: cannot listen on port %s: %s", port, strerror(errno));
+  unsigned char b[PG_COMM_RDV_BYTES];
+  rdv_bytes(b, n, id);
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int served = 0, rc = PG_OK;
+  while (served < n - 1 && !rc) {
+    if (!wait_fd(fd, POLLIN, &t0, timeout_s)) {
+      rc = pg_err_set(err, PG_E_NCCL, NULL, PG_NO_OFFSET,
+                      "rendezvous on port %s: %d of %d ranks came in %.0f s", port, served,
+                      n - 1, timeout_s);
+      break;
+    }
+    const int c = accept(fd, NULL, NULL);
+    if (c < 0) continue;
+    size_t sent = 0;
+    while (sent < sizeof b && wait_fd(c, POLLOUT, &t0, timeout_s)) {
+      const ssize_t k = send(c, b + sent, sizeof b - sent, MSG_NOSIGNAL);
+      if (k <= 0) break;
+      sent += (size_t)k;
+    }
+    close(c);
+    served += sent == sizeof b;
+  }
+  close(fd);
+  return rc;
+}
+
+int pg_comm_rendezvous_connect(const char *addr, int n, double timeout_s, pg_comm_id *id,
+                               pg_err *err) {
+  PG_TRY(check_n(n, err));
+  char host[256], port[32];
+  PG_TRY(split_addr(addr, host, sizeof host, port, sizeof port, err));
+  struct timespec t0, nap = {0, 100 * 1000 * 1000};
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) { /* connect, retrying while rank 0 does not listen yet */
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int g = getaddrinfo(host, port, &hints, &ai);
+    if (g && g != EAI_AGAIN)
+      return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "rendezvous address '%.200s': %s",
+                        addr, gai_strerror(g));
+    int fd = -1;
+    for (struct addrinfo *a = g ? NULL : ai; a && fd < 0; a = a->ai_next) {
+      fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+      if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen)) {
+        close(fd);
+        fd = -1;
+      }
+    }
+    if (!g) freeaddrinfo(ai);
+    if (fd >= 0) { /* read all rank 0 sends (at most one byte more than a valid record) */
+      unsigned char b[PG_COMM_RDV_BYTES + 1];
+      size_t got = 0;
+      int more = 1;
+      while (more && got < sizeof b && wait_fd(fd, POLLIN, &t0, timeout_s)) {
+        const ssize_t k = recv(fd, b + got, sizeof b - got, 0);
+        if (k > 0) got += (size_t)k;
+        else more = k < 0 && errno == EINTR;
+      }
+      close(fd);
+      if (more && got < sizeof b) /* still open when the time ran out */
+        return pg_err_set(err, PG_E_NCCL, NULL, PG_NO_OFFSET,
+                          "rendezvous at %.200s: no complete answer in %.0f s", addr, timeout_s);
+      return pg_comm_rendezvous_parse(b, got, n, addr, id, err);
+    }
+    if (since(&t0) >= timeout_s)
+      return pg_err_set(err, PG_E_NCCL, NULL, PG_NO_OFFSET,
+                        "rendezvous: nothing listens at %.200s after %.0f s", addr, timeout_s);
     nanosleep(&nap, NULL);
   }
 }

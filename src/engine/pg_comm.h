@@ -67,6 +67,14 @@ int pg_comm_nccl_create_all(pg_comm **out, int n, pg_engine *const *engines, pg_
 int pg_comm_rendezvous_write(const char *path, int n, const pg_comm_id *id, pg_err *err);
 int pg_comm_rendezvous_read(const char *path, int n, double timeout_s, pg_comm_id *id,
                             pg_err *err);
+/* The rendezvous by an address, "HOST:PORT" (spec/engine.md §8.9): rank 0 listens on PORT (every
+ * interface) and sends the same 144 bytes to each of the n − 1 ranks that connect, returning once
+ * all have theirs; the others connect to HOST:PORT (retrying while nothing listens) and check what
+ * they read as read does. Both give up after timeout_s seconds (PG_E_NCCL). */
+int pg_comm_rendezvous_serve(const char *addr, int n, const pg_comm_id *id, double timeout_s,
+                             pg_err *err);
+int pg_comm_rendezvous_connect(const char *addr, int n, double timeout_s, pg_comm_id *id,
+                               pg_err *err);
 /* The check of read, on bytes already in memory (what the fuzz target drives). */
 int pg_comm_rendezvous_parse(const unsigned char *b, size_t len, int n, const char *path,
                              pg_comm_id *id, pg_err *err);

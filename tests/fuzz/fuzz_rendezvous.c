@@ -27,7 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   }
   /* accepted: the writer's bytes for (n, id) */
-  unsigned char want[PG_COMM_RDV_BYTES] = {'P', 'G', 'N', 'C', 'C', 'L', 'I', 'D', (unsigned char)n};
+  unsigned char want[PG_COMM_RDV_BYTES] = {'P', 'G', 'N', 'C', 'C', 'L', 'I', 'D',
+                                           (unsigned char)n};
   memcpy(want + 16, id.b, sizeof id.b);
   if (size != PG_COMM_RDV_BYTES || memcmp(data, want, sizeof want)) abort();
   return 0;
