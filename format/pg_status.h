@@ -58,7 +58,8 @@ extern "C" {
   X(PG_E_VOCAB, 65, "vocabulary size disagrees")                                     \
   X(PG_E_ENCODER, 66, "SentencePiece encoder error")                                 \
   X(PG_E_CUDA, 80, "CUDA error")                                                     \
-  X(PG_E_NO_DEVICE, 81, "no CUDA device")
+  X(PG_E_NO_DEVICE, 81, "no CUDA device")                                            \
+  X(PG_E_NCCL, 82, "NCCL unavailable or a collective failed")
 
 enum pg_status {
 #define PG_STATUS_ENUM_(name, num, msg) name = num,

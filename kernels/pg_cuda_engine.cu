@@ -917,6 +917,7 @@ extern "C" int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, p
   }
   e->ops = table(1);
   e->impl = d;
+  e->queue = d->stream; /* the collectives of pg_comm.h run on it, in order with the ops */
   e->heap = 1;
   e->host_memory = 0;
   e->mem_alloc = m_alloc;

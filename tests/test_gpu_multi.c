@@ -1,8 +1,9 @@
 /* test_gpu_multi.c: several CUDA engines in one run (spec/eval.md §8.1, spec/engine.md §8.8), on
  * whatever GPUs the machine has: two engines on device 0 (two streams, each driven by its own host
- * thread, each entering its device) give one engine's bits for plain and sliding, in fp32 and
- * bf16 mode; pg_engine_open_many opens one engine per device and refuses more devices than there
- * are in one line. Skips (77) without a CUDA build or a device, like the rest of the GPU suite. */
+ * thread, each entering its device) give one engine's bits for plain, sliding and ttt-chunk (its
+ * update on the first engine, the final weights included), in fp32 and bf16 mode;
+ * pg_engine_open_many opens one engine per device and refuses more devices than there are in one
+ * line. Skips (77) without a CUDA build or a device, like the rest of the GPU suite. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,10 +52,25 @@ static void same_bits(int kind, int precision) {
   p.stride = 16;
   p.batch = 3;
   p.report_tokens = 128;
+  p.chunk_tokens = 128;
+  p.batch_rows = 2;
+  p.epochs = 1;
+  /* ttt-chunk changes the weights: both runs start from m0's, and end with the same */
+  pg_model *m0;
+  cr_assert_eq(pg_model_create(&m0, &a, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(pg_model_copy_params(m0, m, &err), PG_OK);
+  const size_t np = pg_model_param_count(m);
+  float *w1 = malloc(np * sizeof *w1);
   pg_engine *es[2] = {cuda_on(0), cuda_on(0)};
   pg_eval_result one, two;
   cr_assert_eq(pg_eval_run(m, es[0], &val, &p, NULL, &one, &err), PG_OK, "%s", err.msg);
+  memcpy(w1, pg_model_params_read(m), np * sizeof *w1);
+  cr_assert_eq(pg_model_copy_params(m, m0, &err), PG_OK);
   cr_assert_eq(pg_eval_run_on(m, es, 2, &val, &p, NULL, &two, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(memcmp(w1, pg_model_params_read(m), np * sizeof *w1), 0, "the final weights");
+  cr_assert_eq(one.train_steps, two.train_steps);
+  free(w1);
+  pg_model_free(m0);
   cr_assert_eq(memcmp(&one.sum, &two.sum, sizeof one.sum), 0, "sums %.17g vs %.17g",
                one.sum.nats, two.sum.nats);
   cr_assert_eq(one.nchunks, two.nchunks);
@@ -73,6 +89,12 @@ static void same_bits(int kind, int precision) {
 Test(gpu_multi, two_engines_one_device_plain_fp32) { same_bits(PG_PROTO_PLAIN, PG_PREC_FP32); }
 Test(gpu_multi, two_engines_one_device_sliding_fp32) { same_bits(PG_PROTO_SLIDING, PG_PREC_FP32); }
 Test(gpu_multi, two_engines_one_device_sliding_bf16) { same_bits(PG_PROTO_SLIDING, PG_PREC_BF16); }
+Test(gpu_multi, two_engines_one_device_chunked_fp32) {
+  same_bits(PG_PROTO_TTT_CHUNK, PG_PREC_FP32);
+}
+Test(gpu_multi, two_engines_one_device_chunked_bf16) {
+  same_bits(PG_PROTO_TTT_CHUNK, PG_PREC_BF16);
+}
 
 Test(gpu_multi, open_many_one_engine_per_device) {
   int have = 0;

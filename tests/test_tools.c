@@ -948,17 +948,20 @@ Test(tools, pgverify_engine_auto_says_what_it_chose) {
   json_decref(b);
 }
 
-/* --gpus N (spec/cli.md, spec/eval.md §8.1): plain and sliding shared among N engines (here CPU
- * engines) give the one-engine figures bit for bit, the same chunks and forwards, and a receipt
- * naming every device; the adaptive protocols are refused in one line, and so are GPUs this
- * build or machine does not have (exit 3). */
+/* --gpus N (spec/cli.md, spec/eval.md §8.1): plain, sliding and ttt-chunk shared among N
+ * engines (here CPU engines) give the one-engine figures bit for bit, the same chunks (ttt-chunk:
+ * with their update steps) and forwards, and a receipt naming every device; the per-document
+ * protocols are refused in one line, and so are GPUs this build or machine does not have
+ * (exit 3). */
 Test(tools, pgverify_gpus_same_bits_every_device_named) {
   vfx f;
   vfx_init(&f);
   const char *pv = bin("pgverify");
   const char *protos[] = {"--protocol sliding --seq-len 64 --stride 16 --report-tokens 128",
-                          "--protocol plain --seq-len 64 --report-tokens 128 --batch 3"};
-  for (int k = 0; k < 2; k++) {
+                          "--protocol plain --seq-len 64 --report-tokens 128 --batch 3",
+                          "--protocol ttt-chunk --seq-len 64 --stride 16 --chunk-tokens 256 "
+                          "--batch 3 --batch-rows 2 --epochs 1"};
+  for (int k = 0; k < 3; k++) {
     char r1[300], rn[300];
     snprintf(r1, sizeof r1, "%s/g1.json", tmp);
     snprintf(rn, sizeof rn, "%s/g3.json", tmp);
@@ -971,7 +974,7 @@ Test(tools, pgverify_gpus_same_bits_every_device_named) {
     free(rep);
     json_t *a = load_json(r1), *b = load_json(rn);
     const char *keys[] = {"val_loss", "val_bpb", "loss_sum_nats", "token_count", "byte_count",
-                          "scored", "windows", "forwards", "chunks"};
+                          "scored", "windows", "forwards", "chunks", "train_steps"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
       cr_assert(json_equal(jget(a, "result", keys[i]), jget(b, "result", keys[i])),
                 "%s: result.%s differs with --gpus 3", protos[k], keys[i]);
@@ -989,9 +992,8 @@ Test(tools, pgverify_gpus_same_bits_every_device_named) {
   cr_assert_str_eq(json_string_value(jget(j, "engine", "devices")),
                    "cpu: 1 thread; cpu: 1 thread");
   json_decref(j);
-  expect_error(&f, "ttt-chunk runs on one engine", "--gpus 1",
-               "%s %s --val %s --protocol ttt-chunk --seq-len 64 --stride 16 --gpus 2", pv, f.art,
-               f.val);
+  expect_error(&f, "ttt-lora runs on one engine", "--gpus 1",
+               "%s %s --val %s --protocol ttt-lora --gpus 2", pv, f.art, f.val);
   expect_error(&f, "bad --gpus '0'", NULL, "%s %s --val %s --gpus 0", pv, f.art, f.val);
   /* more GPUs than any machine has: exit 3 whatever this build and machine are */
   expect_error_rc(3, &f, "--engine cuda", NULL, "%s %s --val %s --engine cuda --gpus 64", pv,
@@ -1513,6 +1515,81 @@ Test(tools, pgtrain_resume_equals_one_run_and_pgpack_reads_it) {
   char *e = slurp(err_path);
   cr_assert(strncmp(e, "pgtrain: ", 9) == 0 && count_lines(e) == 1, "%s", e);
   free(e);
+}
+
+/* pgtrain --ranks N (spec/train.md §8): data parallel over CPU engines in threads. The first
+ * step's loss is the one-rank run's; the run is its own bits again, and in two parts (rank 0's
+ * checkpoint, resumed); the log and the summary record the ranks and the backend; refusals in
+ * one line. */
+static void expect_refusal(const char *tool, int rc);
+static void err_has(const char *what) {
+  char *e = slurp(err_path);
+  cr_assert(strstr(e, what) && count_lines(e) == 1, "%s", e);
+  free(e);
+}
+
+Test(tools, pgtrain_ranks_data_parallel) {
+  vfx f;
+  vfx_init(&f);
+  char train[220], cfgp[200], c1[200], c2[200], c3[200], l1[200], l2[200], l3[200];
+  write_train(train, sizeof train, f.vocab);
+  snprintf(cfgp, sizeof cfgp, "%s/dp.json", tmp);
+  snprintf(c1, sizeof c1, "%s/dp1.safetensors", tmp);
+  snprintf(c2, sizeof c2, "%s/dp2.safetensors", tmp);
+  snprintf(c3, sizeof c3, "%s/dp3.safetensors", tmp);
+  snprintf(l1, sizeof l1, "%s/dp1.jsonl", tmp);
+  snprintf(l2, sizeof l2, "%s/dp2.jsonl", tmp);
+  snprintf(l3, sizeof l3, "%s/dp3.jsonl", tmp);
+  char tpat[220];
+  snprintf(tpat, sizeof tpat, "%.*s", (int)strlen(train) - 2, train + 1);
+  FILE *cf = fopen(cfgp, "w");
+  cr_assert_not_null(cf);
+  fprintf(cf,
+          "{\"arch\": {\"vocab_size\": %u, \"dim\": 32, \"layers\": 2, \"heads\": 2, "
+          "\"kv_heads\": 1, \"mlp\": {\"hidden\": 64}},\n"
+          " \"data\": {\"train\": \"%s\", \"loader\": \"shuffled\", \"seq_len\": 32, "
+          "\"batch\": 4},\n"
+          " \"schedule\": {\"steps\": 5, \"warmdown_frac\": 0.5},\n"
+          " \"averaging\": {\"ema\": 0.9}, \"log\": {\"every\": 1}}\n",
+          f.vocab, tpat);
+  fclose(cf);
+  const char *pt = bin("pgtrain");
+  cr_assert_eq(run("%s --config %s --threads 1 -q --log %s -o %s", pt, cfgp, l1, c1), 0, "%s",
+               slurp(err_path));
+  cr_assert_eq(run("%s --config %s --ranks 2 --threads 1 --log %s -o %s", pt, cfgp, l2, c2), 0,
+               "%s", slurp(err_path));
+  char *rep = slurp(out_path);
+  cr_assert(strstr(rep, "2 ranks (threads)") && strstr(rep, "done"), "%s", rep);
+  free(rep);
+  double a[8], b[8], d[8];
+  cr_assert_eq(step_losses(l1, a, 8), 5u);
+  cr_assert_eq(step_losses(l2, b, 8), 5u);
+  cr_assert_eq(a[0], b[0], "step 1: the one-rank loss");
+  for (int i = 1; i < 5; i++) cr_assert(fabs(a[i] - b[i]) < 1e-6, "step %d", i + 1);
+  char *lg = slurp(l2);
+  cr_assert(strstr(lg, "\"ranks\":2") && strstr(lg, "\"comm\":\"threads\""), "%s", lg);
+  free(lg);
+  /* the same run in two parts, and again: the same checkpoint bytes */
+  cr_assert_eq(run("%s --config %s --ranks 2 --threads 1 --stop-after 2 -q --log %s -o %s", pt,
+                   cfgp, l3, c3), 0, "%s", slurp(err_path));
+  cr_assert_eq(run("%s --config %s --ranks 2 --threads 1 --resume %s --json --log %s -o %s", pt,
+                   cfgp, c3, l3, c3), 0, "%s", slurp(err_path));
+  json_t *j = load_json(out_path);
+  cr_assert_eq(json_integer_value(json_object_get(j, "ranks")), 2);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "comm")), "threads");
+  json_decref(j);
+  cr_assert_eq(step_losses(l3, d, 8), 5u);
+  cr_assert_eq(memcmp(b, d, 5 * sizeof *b), 0, "the losses of the run in two parts");
+  cr_assert_eq(xxh64_file(c2), xxh64_file(c3), "the same final checkpoint");
+  /* refusals: a batch that does not split, --rank without its rendezvous, CPU ranks across
+   * processes, NCCL for engines this build or machine may not have (exit 3) */
+  expect_refusal("pgtrain: ", run("%s --config %s --ranks 3 -q -o %s", pt, cfgp, c1));
+  err_has("does not split");
+  expect_refusal("pgtrain: ", run("%s --config %s --ranks 2 --rank 1 -q -o %s", pt, cfgp, c1));
+  cr_assert_eq(run("%s --config %s --ranks 2 --rank 1 --rendezvous %s/rdv -q -o %s", pt, cfgp,
+                   tmp, c1), 3);
+  err_has("--engine cuda");
+  cr_assert_eq(run("%s --config %s --engine cuda --ranks 2 -q -o %s", pt, cfgp, c1), 3);
 }
 
 /* ---- output a reviewer can trust (issue 11) ------------------------------------------------ */

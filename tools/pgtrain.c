@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "pg_batches.h"
+#include "pg_comm.h"
 #include "pg_io.h"
 #include "pg_threads.h"
 #include "pg_train.h"
@@ -42,16 +43,25 @@ static void usage(FILE *f) {
           "  --log FILE            JSON lines: every step and every validation\n"
           "  --engine NAME         cpu (default), cuda (one GPU, its exact fp32 kernels; exit 3\n"
           "                        without one) or auto (cuda where it runs)\n"
-          "  --threads N           threads (default: all CPUs)\n"
+          "  --threads N           threads (default: all CPUs; with --ranks, per rank: the CPUs\n"
+          "                        divided among the ranks)\n"
+          "  --ranks N             data parallel over N ranks (default 1): each step's batch\n"
+          "                        split among them, the gradients summed in rank order; engine\n"
+          "                        cpu: N CPU engines in threads; cuda: GPUs 0..N-1 via NCCL\n"
+          "  --rank R              with --rendezvous: run only rank R of --ranks N here (one\n"
+          "                        process per GPU, on its device 0; engine cuda)\n"
+          "  --rendezvous FILE     the file rank 0 writes NCCL's id to and the others wait for,\n"
+          "                        or tcp:HOST:PORT: rank 0 (on HOST) hands it out on PORT\n"
+          "  --rendezvous-timeout S  seconds the ranks wait for each other (default 600)\n"
           "  --json                print the final summary as JSON\n"
           "  -q, --quiet           only the final summary\n"
           "  -h, --help            this text\n"
           "\n"
-          "exit status: 0 trained and written, 2 error\n");
+          "exit status: 0 trained and written, 2 error, 3 engine or NCCL unavailable\n");
 }
 
 enum { O_CONFIG = 256, O_TRAIN, O_VAL, O_TOK, O_STEPS, O_SECONDS, O_STOP, O_RESUME, O_LOG,
-       O_THREADS, O_JSON, O_ENGINE };
+       O_THREADS, O_JSON, O_ENGINE, O_RANKS, O_RANK, O_RDV, O_RDV_TIMEOUT };
 
 /* A path that overrides the configuration: it is recorded in the checkpoint's JSON
  * configuration (and compared on --resume), so it must fit and be UTF-8 like the file's own. */
@@ -79,7 +89,9 @@ static void print_val(const char *what, uint64_t step, double loss, double bpb, 
 typedef struct ev {
   const char *config, *resume;
   const pg_train_cfg *cfg;
-  int show; /* neither --quiet nor --json */
+  int show;  /* neither --quiet nor --json */
+  int ranks; /* --ranks */
+  const char *comm; /* the communicator's backend ("" for one rank) */
 } ev;
 
 static void on_begin(void *ctx, pg_trainer *t, int nthreads) {
@@ -89,9 +101,11 @@ static void on_begin(void *ctx, pg_trainer *t, int nthreads) {
   const pg_arch *a = &cfg->arch;
   uint64_t np = pg_model_param_count(pg_trainer_model(t));
   char b1[32];
-  printf("pgtrain    %s: %d layers (%d virtual), d %d, vocab %d, %s parameters; %d threads\n",
+  printf("pgtrain    %s: %d layers (%d virtual), d %d, vocab %d, %s parameters; %d threads",
          pg_safe(e->config), a->layers, pg_arch_virtual_layers(a), a->dim, a->vocab_size,
          pg_fmt_u64(b1, np), nthreads);
+  if (e->ranks > 1) printf(" per rank, %d ranks (%s)", e->ranks, e->comm);
+  printf("\n");
   printf("data       %s (%s, %d x %d per step)\n", pg_safe(cfg->train),
          pg_batches_mode_name(cfg->loader), cfg->batch, cfg->seq_len);
   if (cfg->steps)
@@ -143,7 +157,9 @@ int main(int argc, char **argv) {
   uint64_t steps = 0, stop_after = 0;
   double seconds = -1;
   int have_steps = 0, threads = 0, as_json = 0, quiet = 0;
-  const char *engine = "cpu";
+  const char *engine = "cpu", *rdv = NULL;
+  int ranks = 1, rank = -1;
+  double rdv_timeout = 600;
   static const struct option lo[] = {
       {"config", required_argument, 0, O_CONFIG}, {"out", required_argument, 0, 'o'},
       {"train", required_argument, 0, O_TRAIN},   {"val", required_argument, 0, O_VAL},
@@ -151,7 +167,9 @@ int main(int argc, char **argv) {
       {"seconds", required_argument, 0, O_SECONDS}, {"stop-after", required_argument, 0, O_STOP},
       {"resume", required_argument, 0, O_RESUME}, {"log", required_argument, 0, O_LOG},
       {"threads", required_argument, 0, O_THREADS}, {"json", no_argument, 0, O_JSON},
-      {"engine", required_argument, 0, O_ENGINE},
+      {"engine", required_argument, 0, O_ENGINE}, {"ranks", required_argument, 0, O_RANKS},
+      {"rank", required_argument, 0, O_RANK},     {"rendezvous", required_argument, 0, O_RDV},
+      {"rendezvous-timeout", required_argument, 0, O_RDV_TIMEOUT},
       {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int c;
@@ -187,6 +205,22 @@ int main(int argc, char **argv) {
     case O_JSON: as_json = 1; break;
     case 'q': quiet = 1; break;
     case O_ENGINE: engine = optarg; break;
+    case O_RANKS:
+      if (pg_parse_u64(optarg, &u) || u < 1 || u > PG_ENGINES_MAX)
+        return pg_tool_usage_error(PROG, "--ranks: '%s' is not 1..%d", optarg, PG_ENGINES_MAX);
+      ranks = (int)u;
+      break;
+    case O_RANK:
+      if (pg_parse_u64(optarg, &u) || u >= PG_COMM_MAX_RANKS)
+        return pg_tool_usage_error(PROG, "--rank: '%s' is not a rank", optarg);
+      rank = (int)u;
+      break;
+    case O_RDV: rdv = optarg; break;
+    case O_RDV_TIMEOUT:
+      if (pg_parse_f64(optarg, 0, 1e6, &rdv_timeout) || !(rdv_timeout > 0))
+        return pg_tool_usage_error(PROG, "--rendezvous-timeout: '%s' is not in (0, 1e6]",
+                                   optarg);
+      break;
     case 'h': usage(stdout); return PG_EXIT_OK;
     default: usage(stderr); return PG_EXIT_ERROR;
     }
@@ -194,6 +228,10 @@ int main(int argc, char **argv) {
   if (optind < argc) return pg_tool_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
   if (!config) return pg_tool_usage_error(PROG, "--config RUN.json is required");
   if (!out) return pg_tool_usage_error(PROG, "-o CHECKPOINT.safetensors is required");
+  if ((rank >= 0) != (rdv != NULL))
+    return pg_tool_usage_error(PROG, "--rank and --rendezvous go together (one process per rank)");
+  if (rank >= 0 && rank >= ranks)
+    return pg_tool_usage_error(PROG, "--rank %d: not a rank of --ranks %d", rank, ranks);
 
   pg_err err = {0};
   pg_train_cfg cfg;
@@ -208,6 +246,9 @@ int main(int argc, char **argv) {
     if (!have_steps) cfg.steps = 0;
   }
   if (pg_train_cfg_validate(&cfg, &err)) return pg_tool_fail(PROG, &err);
+  if (cfg.batch % ranks != 0)
+    return pg_tool_usage_error(PROG, "--ranks %d: the batch of %d rows does not split among them "
+                               "(make it a multiple)", ranks, cfg.batch);
   /* no output may be an input; the checkpoint may be the --resume one (it is read whole first) */
   const char *outs[] = {out, logp};
   const char *ins[] = {config, cfg.train[0] ? cfg.train : NULL, cfg.val[0] ? cfg.val : NULL,
@@ -217,19 +258,63 @@ int main(int argc, char **argv) {
       pg_tool_check_outputs(PROG, &logp, 1, &resume, 1) != PG_EXIT_OK)
     return PG_EXIT_ERROR;
 
-  pg_engine *eng;
-  int erc = pg_tool_engine(PROG, engine, threads, 0, quiet || as_json, &eng);
+  /* the engines this process runs (one, or every rank's) and their communicators */
+  pg_engine *engs[PG_ENGINES_MAX] = {0};
+  pg_comm *comms[PG_ENGINES_MAX] = {0};
+  const int nlocal = rank >= 0 ? 1 : ranks;
+  int erc = pg_tool_engines(PROG, engine, threads, 0, nlocal, quiet || as_json, engs);
   if (erc != PG_EXIT_OK) return erc;
-  ev ctx = {.config = config, .resume = resume, .cfg = &cfg, .show = !quiet && !as_json};
+  int crc = PG_OK;
+  if (ranks > 1 && rank < 0 && engs[0]->host_memory) {
+    crc = pg_comm_threads_create(comms, ranks, engs, &err);
+  } else if (ranks > 1 && rank < 0) {
+    crc = pg_comm_nccl_create_all(comms, ranks, engs, &err);
+  } else if (ranks > 1 && engs[0]->host_memory) {
+    crc = pg_err_set(&err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET,
+                     "--rank: one process per rank communicates through NCCL: --engine cuda "
+                     "(CPU ranks run as threads of one process: --ranks without --rank)");
+  } else if (ranks > 1) { /* this process's rank: rank 0 publishes NCCL's id, the others wait */
+    pg_comm_id id;
+    const char *tcp = strncmp(rdv, "tcp:", 4) ? NULL : rdv + 4;
+    if (rank == 0) {
+      crc = pg_comm_nccl_id(&id, &err);
+      if (!crc)
+        crc = tcp ? pg_comm_rendezvous_serve(tcp, ranks, &id, rdv_timeout, &err)
+                  : pg_comm_rendezvous_write(rdv, ranks, &id, &err);
+    } else {
+      crc = tcp ? pg_comm_rendezvous_connect(tcp, ranks, rdv_timeout, &id, &err)
+                : pg_comm_rendezvous_read(rdv, ranks, rdv_timeout, &id, &err);
+    }
+    if (!crc) crc = pg_comm_nccl_create(&comms[0], ranks, rank, &id, engs[0], &err);
+  }
+  if (crc) {
+    for (int i = nlocal - 1; i >= 0; i--) pg_engine_destroy(engs[i]);
+    pg_tool_fail(PROG, &err);
+    return crc == PG_E_NCCL || crc == PG_E_UNSUPPORTED ? PG_EXIT_ENGINE : PG_EXIT_ERROR;
+  }
+  const int leader = rank <= 0;
+  ev ctx = {.config = config, .resume = resume, .cfg = &cfg, .show = !quiet && !as_json,
+            .ranks = ranks,
+            .comm = comms[0] ? pg_comm_backend_name(pg_comm_backend(comms[0])) : ""};
   pg_trainrun_cfg rc = {.train = &cfg, .out = out, .resume = resume, .log = logp,
-                        .stop_after = stop_after, .engine = eng, .threads = threads,
+                        .stop_after = stop_after, .engine = engs[0], .threads = threads,
+                        .nlocal = nlocal, .engines = engs, .comms = ranks > 1 ? comms : NULL,
                         .on_begin = on_begin,
                         .on_val = on_val, .on_total = on_total, .on_log = on_log,
                         .on_checkpoint = on_checkpoint, .ctx = &ctx};
   pg_trainrun_result r;
   int trc = pg_trainrun(&rc, &r, &err);
-  pg_engine_destroy(eng);
+  for (int i = nlocal - 1; i >= 0; i--) {
+    pg_engine_enter(engs[i]);
+    pg_comm_free(comms[i]);
+    pg_engine_destroy(engs[i]);
+  }
   if (trc) return pg_tool_fail(PROG, &err);
+  if (!leader) { /* a rank of another process's run: that process reports */
+    if (!quiet && !as_json)
+      printf("done       rank %d of %d: %llu steps\n", rank, ranks, (unsigned long long)r.steps);
+    return PG_EXIT_OK;
+  }
   if (as_json) {
     json_t *j = json_object();
     json_object_set_new(j, "checkpoint", pg_json_cstr(out));
@@ -238,6 +323,8 @@ int main(int argc, char **argv) {
     json_object_set_new(j, "tokens", json_integer((json_int_t)r.tokens));
     json_object_set_new(j, "last_loss", pg_json_num(r.last_loss));
     json_object_set_new(j, "seconds", pg_json_num(r.seconds));
+    json_object_set_new(j, "ranks", json_integer(ranks));
+    json_object_set_new(j, "comm", ranks > 1 ? json_string(ctx.comm) : json_null());
     if (cfg.val[0]) {
       json_object_set_new(j, "val_loss", pg_json_num(r.val_loss));
       json_object_set_new(j, "val_bpb", isnan(r.val_bpb) ? json_null() : pg_json_num(r.val_bpb));

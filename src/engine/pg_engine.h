@@ -78,6 +78,8 @@ struct pg_engine {
    * per-thread setting); NULL: nothing to do. See pg_engine_enter. */
   void (*enter)(pg_engine *e);
   int ordinal; /* the device `enter` selects (GPU engines) */
+  void *queue; /* GPU engines: the stream (cudaStream_t) their work is queued on, which the
+                  collectives of pg_comm.h join; NULL for the CPU */
   void *impl;
 
   /* state shared by every engine */

@@ -310,12 +310,15 @@ struct run {
   size_t buf_tokens, buf_rows;
   int64_t *orig; /* the ledger position of each target of a training batch, −1 for none */
   double *norm2;  /* engine memory: the clip's sum of squares (one fp64), made at the first clip */
-  /* several engines (plain and sliding, pg_eval_run_on): the workers score a group of windows
-   * of the list `wall` ahead, [pre_b, pre_e), into `pre`; the calling thread adds them up */
+  /* several engines (plain, sliding and chunked TTT, pg_eval_run_on): the workers score a group
+   * of windows of the list `wall` ahead, [pre_b, pre_e), into `pre`; the calling thread adds them
+   * up. A group never passes `ahead_end` (chunked TTT: the end of the chunk, after which the
+   * weights change). */
   worker *wk;
   int nwk;
   const pg_window *wall;
-  size_t nwall, pre_b, pre_e, pre_cap, off_cap, nbatch;
+  size_t nwall, pre_b, pre_e, pre_cap, off_cap, nbatch, ahead_end;
+  const pg_real *sync_src; /* chunked TTT: the updated weights the workers copy (worker_sync) */
   double *pre;    /* the scored losses of the group's windows, window after window */
   size_t *off;    /* window pre_b + i's losses start at pre[off[i]] */
   size_t *bstart; /* batch i of the group is windows [bstart[i], bstart[i + 1]) */
@@ -435,9 +438,11 @@ static int commit_chunk(run *r) {
 
 /* ---- scoring on several engines ------------------------------------------------------------- */
 
-/* The report chunk of window k of the list (score_chunked's grouping). */
+/* The chunk of window k of the list (score_chunked's grouping: report chunks, or chunked TTT's
+ * chunks). */
 static uint64_t window_chunk(const run *r, size_t k) {
-  const uint64_t C = r->p->report_tokens, last = (r->T + C - 1) / C - 1;
+  const uint64_t C = r->p->kind == PG_PROTO_TTT_CHUNK ? r->p->chunk_tokens : r->p->report_tokens;
+  const uint64_t last = (r->T + C - 1) / C - 1;
   const uint64_t c = (r->wall[k].ws + r->wall[k].lo) / C;
   return c < last ? c : last;
 }
@@ -517,6 +522,18 @@ static void *worker_free(void *arg) {
   return NULL;
 }
 
+/* Chunked TTT on several engines: after an update (made on the first engine's model, r->m), each
+ * other worker copies the new weights into its model's host copy, which its next forward takes
+ * up to its engine; so every engine scores the next chunk with the weights one engine would. */
+static void *worker_sync(void *arg) {
+  worker *wk = arg;
+  if (!wk->own_model) return NULL;
+  pg_engine_enter(wk->e);
+  memcpy(pg_model_params(wk->m), wk->r->sync_src,
+         pg_model_param_count(wk->m) * sizeof *wk->r->sync_src);
+  return NULL;
+}
+
 /* fn on every worker, each on a host thread of its own; a worker whose thread cannot be started
  * runs on the calling thread once the others are done (the work is claimed, so it still gets
  * done). */
@@ -546,10 +563,10 @@ static int score_ahead(run *r, size_t k0) {
   }
   size_t k = k0, total = 0;
   r->nbatch = 0;
-  while (k < r->nwall && k - k0 < want && total < ((size_t)1 << 23)) {
+  while (k < r->ahead_end && k - k0 < want && total < ((size_t)1 << 23)) {
     const uint64_t c = window_chunk(r, k);
     r->bstart[r->nbatch++] = k;
-    for (size_t k1 = k; k < r->nwall && k - k1 < batch && window_chunk(r, k) == c; k++) {
+    for (size_t k1 = k; k < r->ahead_end && k - k1 < batch && window_chunk(r, k) == c; k++) {
       r->off[k - k0] = total;
       total += r->wall[k].wlen - r->wall[k].lo;
     }
@@ -580,6 +597,7 @@ static int score_ahead(run *r, size_t k0) {
  * group, then added to the sums here, in window order. */
 static int score_windows_on(run *r, const pg_window *w, size_t n) {
   size_t k = (size_t)(w - r->wall);
+  r->ahead_end = r->p->kind == PG_PROTO_TTT_CHUNK ? k + n : r->nwall;
   for (size_t i = 0; i < n; i++, k++) {
     if (k < r->pre_b || k >= r->pre_e) PG_TRY(score_ahead(r, k));
     const pg_window *wi = &r->wall[k];
@@ -728,7 +746,7 @@ typedef struct chunk_ttt {
 } chunk_ttt;
 
 /* Chunked TTT, after chunk ci is committed: epochs over its rows of L (spec/records.md §4.3). */
-static int chunk_train(run *r, uint64_t ci, uint64_t nchunks, void *ctx) {
+static int chunk_train_on(run *r, uint64_t ci, uint64_t nchunks, void *ctx) {
   chunk_ttt *c = ctx;
   const pg_protocol *p = r->p;
   if (ci == nchunks - 1 || p->epochs == 0) return PG_OK; /* the last chunk is never trained on */
@@ -750,6 +768,17 @@ static int chunk_train(run *r, uint64_t ci, uint64_t nchunks, void *ctx) {
       PG_TRY(model_step(r, c->opt, c->sp, c->nsp, (int)nb, L, 0, lr));
     }
   return PG_OK;
+}
+
+/* The update after chunk ci; on several engines the others then take the new weights up. */
+static int chunk_train(run *r, uint64_t ci, uint64_t nchunks, void *ctx) {
+  const uint64_t steps0 = r->res->train_steps;
+  int rc = chunk_train_on(r, ci, nchunks, ctx);
+  if (!rc && r->nwk > 1 && r->res->train_steps != steps0) { /* the other engines follow */
+    r->sync_src = pg_model_params_read(r->m);
+    run_workers(r, worker_sync);
+  }
+  return rc;
 }
 
 static int run_windows(run *r) {
@@ -1121,11 +1150,10 @@ int pg_eval_run_on(pg_model *m, pg_engine *const *engines, int n, const pg_val *
                       PG_ENGINES_MAX);
   for (int i = 0; i < n; i++)
     if (!engines[i]) return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "engine %d is NULL", i);
-  if (n > 1 && p->kind != PG_PROTO_PLAIN && p->kind != PG_PROTO_SLIDING)
+  if (n > 1 && (p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED))
     return pg_err_set(err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET,
-                      "%s runs on one engine in this version (each update needs every earlier "
-                      "chunk's): use --gpus 1", pg_proto_name(p->kind) ? pg_proto_name(p->kind)
-                                                                       : "this protocol");
+                      "%s runs on one engine in this version (plain, sliding and ttt-chunk run "
+                      "on several): use --gpus 1", pg_proto_name(p->kind));
   return eval_run(m, engines, n, val, p, hooks, NULL, res, err);
 }
 

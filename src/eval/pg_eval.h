@@ -153,10 +153,12 @@ int pg_eval_run(pg_model *m, pg_engine *e, const pg_val *val, const pg_protocol 
                 const pg_eval_hooks *hooks, pg_eval_result *res, pg_err *err);
 
 /* pg_eval_run on n engines (spec/eval.md §8.1): m runs on engines[0] and a copy of its
- * parameters, at its precision, on each other engine, one host thread per engine. Plain and
- * sliding split their windows across the engines in whole batches (the batches one engine would
- * run) and add the per-window losses on the calling thread in the protocol's order, so the result
- * is pg_eval_run's on one engine of the kind, bit for bit, for any n. The adaptive protocols run
+ * parameters, at its precision, on each other engine, one host thread per engine. Plain,
+ * sliding and each chunk of ttt-chunk split their windows across the engines in whole batches
+ * (the batches one engine would run) and add the per-window losses on the calling thread in the
+ * protocol's order; ttt-chunk's update runs on engines[0] after the chunk is committed and the
+ * other engines copy the new weights before scoring the next chunk; so the result is
+ * pg_eval_run's on one engine of the kind, bit for bit, for any n. ttt-lora and ttt-phased run
  * on one engine (n > 1: PG_E_UNSUPPORTED). The hooks run on the calling thread, which is left on
  * engines[0] (pg_engine_enter). n = 1 is pg_eval_run. */
 int pg_eval_run_on(pg_model *m, pg_engine *const *engines, int n, const pg_val *val,

@@ -462,6 +462,7 @@ struct pg_trainer {
   pg_spm_tables tables;
   int have_tables;
   pg_model *shadow; /* export weights for validation */
+  pg_comm *comm;    /* data parallel (pg_trainer_set_comm); NULL: one rank */
 };
 
 const pg_train_cfg *pg_trainer_cfg(const pg_trainer *t) { return &t->c; }
@@ -653,21 +654,46 @@ static int loops_at(const pg_trainer *t, uint64_t step, double frac) {
   return step >= (uint64_t)a->structure.recur_step && frac >= a->structure.recur_frac;
 }
 
+int pg_trainer_set_comm(pg_trainer *t, pg_comm *c, pg_err *err) {
+  const int n = c ? pg_comm_size(c) : 1;
+  if (t->c.batch % n != 0)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "data parallel: the batch of %d rows does not split among %d ranks (make "
+                      "it a multiple)", t->c.batch, n);
+  if (c && pg_comm_engine(c) != t->e)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "data parallel: the comm's rank %d drives another engine", pg_comm_rank(c));
+  t->comm = c && n > 1 ? c : NULL;
+  return PG_OK;
+}
+
+int pg_trainer_ranks(const pg_trainer *t) { return t->comm ? pg_comm_size(t->comm) : 1; }
+
 int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
   const pg_train_cfg *c = &t->c;
   int B = c->batch, T = c->seq_len;
   size_t bt = (size_t)B * (size_t)T;
+  /* data parallel: this rank's rows [r0, r0 + Bl) of the batch every rank reads */
+  const int nr = pg_trainer_ranks(t), Bl = B / nr, r0 = t->comm ? pg_comm_rank(t->comm) * Bl : 0;
+  const size_t bl = (size_t)Bl * (size_t)T, o0 = (size_t)r0 * (size_t)T;
   uint64_t total = t->total ? t->total : UINT64_MAX;
   double frac = t->total ? (double)t->step / (double)total : 0.0;
   int loops = loops_at(t, t->step, frac);
   pg_model_set_loops(t->m, loops);
   PG_TRY(pg_batches_next(t->ld, B, t->ids, t->tgt, err));
   pg_model_zero_grads(t->m);
-  pg_batch b = {.B = B, .T = T, .ids = t->ids, .targets = t->tgt};
-  for (size_t i = 0; i < bt; i++) t->dnll[i] = (float)(1.0 / (double)bt);
-  int rc = pg_model_forward(t->m, t->tp, &b, NULL, t->nll, t->dnll, err);
+  pg_batch b = {.B = Bl, .T = T, .ids = t->ids + o0, .targets = t->tgt + o0};
+  for (size_t i = 0; i < bl; i++) t->dnll[i] = (float)(1.0 / (double)bt);
+  int rc = pg_model_forward(t->m, t->tp, &b, NULL, t->nll + o0, t->dnll, err);
   if (!rc) rc = pg_model_backward(t->m, t->tp, err);
   pg_model_set_loops(t->m, 1);
+  /* Data parallel: every rank gets the whole batch's losses (so the same loss, in the one-rank
+   * order) and the gradient summed over the ranks in rank order (so the same clip and update on
+   * every rank: the optimizer state stays replicated). */
+  if (!rc && t->comm) rc = pg_comm_allgather(t->comm, t->nll + o0, t->nll, bl * sizeof *t->nll,
+                                             err);
+  if (!rc && t->comm)
+    rc = pg_comm_allreduce_sum(t->comm, pg_model_grads_engine(t->m), t->np, err);
   if (rc) return rc;
   double loss = 0;
   for (size_t i = 0; i < bt; i++) loss += t->nll[i];
@@ -941,6 +967,7 @@ int pg_trainer_checkpoint(pg_trainer *t, const char *path, pg_err *err) {
   if (!rc) rc = meta_u64(w, "pgtrain.tokens", t->tokens, err);
   if (!rc) rc = meta_u64(w, "pgtrain.ema_updates", t->ema_updates, err);
   if (!rc) rc = meta_u64(w, "pgtrain.swa_count", t->swa_count, err);
+  if (!rc) rc = meta_u64(w, "pgtrain.ranks", (uint64_t)pg_trainer_ranks(t), err); /* a record */
   for (int g = 0; !rc && g < PG_TRAIN_GROUP_N; g++) {
     char key[64];
     snprintf(key, sizeof key, "pgtrain.optim_steps.%s", GROUP_NAMES[g]);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "pg_arch.h"
+#include "pg_comm.h"
 #include "pg_model.h"
 #include "pg_muon.h"
 #include "pg_engine.h"
@@ -109,6 +110,17 @@ uint64_t pg_trainer_total(const pg_trainer *t);
 uint64_t pg_trainer_step_count(const pg_trainer *t);
 /* Fix the total (a wall-clock run does after timing its first steps); 0 < total. */
 void pg_trainer_set_total(pg_trainer *t, uint64_t total);
+
+/* Data-parallel training (spec/train.md §8): t becomes rank pg_comm_rank(c) of pg_comm_size(c)
+ * ranks, each a trainer made from the same configuration on the comm's engine. Every rank reads
+ * the whole batch and runs its share, B / N rows from row rank·B / N; the per-token losses are
+ * gathered and the gradients all-reduced in rank order (pg_comm.h) before the clip and the
+ * optimizers, which every rank then runs alike (replicated state). Each step is a collective:
+ * every rank steps together. B not a multiple of N, or a comm of another engine: PG_E_ARG.
+ * NULL (or one rank): the one-engine trainer. */
+int pg_trainer_set_comm(pg_trainer *t, pg_comm *c, pg_err *err);
+/* 1, or the comm's rank count. */
+int pg_trainer_ranks(const pg_trainer *t);
 
 /* One step: a batch from the loader, forward, backward, clip, the optimizers at the scheduled
  * rate, then the averages. */

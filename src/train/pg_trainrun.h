@@ -35,6 +35,15 @@ typedef struct pg_trainrun_cfg {
   uint64_t stop_after;        /* stop after this step without changing the schedule; 0: no */
   pg_engine *engine;          /* where the run computes (pg_engine_open); NULL: the CPU engine */
   int threads;                /* CPU threads (0: all) */
+  /* Data parallel (pg_trainer_set_comm, spec/train.md §8): the nlocal ranks this process runs,
+   * comms[i] driving engines[i], one thread each (engine is then unused). The local rank 0, if
+   * any, leads: it alone validates, logs, writes the checkpoints and reports through the events
+   * below, and it tells the others when to step and the total a wall-clock run fixed (one
+   * broadcast per step). A rank that fails aborts the comm, which ends the others. comms NULL:
+   * one rank on `engine`. */
+  int nlocal;
+  pg_engine *const *engines;
+  pg_comm *const *comms;
   /* events (each may be NULL). on_begin: the trainer is built (and resumed); on_val: a
    * validation, `what` is "initial", "live", or for the exported weights "ema", "swa" or
    * "final" (bpb NaN without a tokenizer); on_total: a wall-clock run fixed its step count. */

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""gen_seeds.py: writes the seed inputs of fuzz_shardset, fuzz_encode_input and fuzz_legal
-(tests/fuzz/seeds/).
+"""gen_seeds.py: writes the seed inputs of fuzz_shardset, fuzz_encode_input, fuzz_legal and
+fuzz_rendezvous (tests/fuzz/seeds/).
 
 The layouts are those the targets decode (see the comment at the top of each target); the seeds
 are small valid cases plus one of each fault the oracles know, so a short run starts at the code.
@@ -144,7 +144,21 @@ def legal_seeds():
     write("legal", "duplicate_check.json", ('{"checks":[%s,%s]}' % (one, one)).encode())
 
 
+def rendezvous(n, id_bytes, reserved=b"\0" * 4):
+    """The NCCL rendezvous file of pg_comm.h: magic, the rank count (u32), reserved, the id."""
+    return b"PGNCCLID" + struct.pack("<I", n) + reserved + id_bytes
+
+
+def rendezvous_seeds():
+    for n in (1, 2, 8):
+        write("rendezvous", "ranks%d.bin" % n, rendezvous(n, bytes((i * n + 3) & 0xFF
+                                                                  for i in range(128))))
+    write("rendezvous", "reserved.bin", rendezvous(2, bytes(128), b"\0\1\0\0"))
+    write("rendezvous", "short.bin", rendezvous(2, bytes(20)))
+
+
 if __name__ == "__main__":
     shardset_seeds()
     encode_seeds()
     legal_seeds()
+    rendezvous_seeds()
