@@ -197,14 +197,23 @@ static size_t enc_tables(qc_enc *e, unsigned nctx, uint8_t (*codes)[256], double
   for (unsigned c = 0; c < nctx; c++) {
     const uint32_t *h = e->cnt + (size_t)c * 256;
     uint32_t mx = 0;
+    int lo = -1, hi = -1;
     for (unsigned s = 0; s < 256; s++)
-      if (h[s] > mx) mx = h[s];
-    for (unsigned s = 0; s < 256; s++) codes[c][s] = count_code(h[s], mx);
-    bytes += table_bytes(codes[c]);
-    if (!mx) continue;
+      if (h[s]) {
+        if (lo < 0) lo = (int)s;
+        hi = (int)s;
+        if (h[s] > mx) mx = h[s];
+      }
+    memset(codes[c], 0, 256);
+    if (lo < 0) {
+      bytes += 1;
+      continue;
+    }
+    for (int s = lo; s <= hi; s++) codes[c][s] = count_code(h[s], mx);
+    bytes += varint_len((uint64_t)(hi - lo + 1)) + 1 + (size_t)(hi - lo + 1);
     uint32_t f[256];
     normalize(codes[c], f);
-    for (unsigned s = 0; s < 256; s++)
+    for (int s = lo; s <= hi; s++)
       if (h[s]) *bits += h[s] * (PB - e->lg[f[s]]);
   }
   return bytes;
