@@ -20,13 +20,15 @@
 #define FAIL(...) pg_err_set(err, PG_E_DECOMPRESS, file, off, "qc: " __VA_ARGS__)
 
 /* The three context averages: the stored row's magnitude, the magnitude at this position in the
- * previous stored rows, and a signed average (of the row or of the position, per smode). */
+ * previous stored rows, and a signed average (of the row or of the position, per smode). With
+ * pred, the coded symbol is the value minus the signed average, rounded (the residual), and the
+ * magnitude averages follow the residuals. */
 enum { AV_ROW = 0, AV_COL = 1, AV_SGN = 2, NAV = 3 };
 enum { SGN_NONE = 0, SGN_ROW = 1, SGN_COL = 2 };
 
 typedef struct qc_params {
   unsigned nb[NAV]; /* buckets per average; the context is (b0 * nb1 + b1) * nb2 + b2 */
-  unsigned rs, cs, smode, init;
+  unsigned rs, cs, smode, pred, init;
   uint16_t edge[NAV][PG_QC_MAX_BUCKETS - 1];
 } qc_params;
 
@@ -121,14 +123,16 @@ typedef struct qc_enc {
   size_t nseg;
   uint64_t maxrow;
   uint16_t *av[NAV];        /* per value: each average before it, as bucketed (>> 4 or >> 5) */
+  uint8_t *sym;             /* per value: the coded symbol (the residual with pred) */
   uint16_t *colm, *cols;    /* a position's running averages within a segment */
   uint64_t hist[NAV][LUT_N]; /* of av[k], for the quantile edges */
   uint32_t *cnt;            /* NCTX_MAX x 256 */
   double lg[PM + 1];
 } qc_enc;
 
-/* The running averages before each value, for these shifts and signed mode. */
-static void enc_averages(qc_enc *e, unsigned rs, unsigned cs, unsigned smode, unsigned init) {
+/* The running averages before each value, and the coded symbols, for these parameters. */
+static void enc_averages(qc_enc *e, const qc_params *q) {
+  const unsigned rs = q->rs, cs = q->cs, smode = q->smode, init = q->init;
   size_t i = 0;
   for (size_t g = 0; g < e->nseg; g++) {
     const uint64_t L = e->segs[g].row;
@@ -137,11 +141,13 @@ static void enc_averages(qc_enc *e, unsigned rs, unsigned cs, unsigned smode, un
     uint64_t j = 0;
     for (uint64_t k = 0; k < e->segs[g].len; k++, i++) {
       const unsigned s = e->raw[i] ^ 0x80u;
-      const uint32_t a = sym_abs(s);
+      const uint32_t sg = smode == SGN_ROW ? rsg : smode == SGN_COL ? e->cols[j] : 0;
+      const unsigned t = q->pred ? (s - ((sg + 128) >> 8) + 128) & 0xffu : s;
+      const uint32_t a = sym_abs(t);
+      e->sym[i] = (uint8_t)t;
       e->av[AV_ROW][i] = (uint16_t)(rm >> 4);
       e->av[AV_COL][i] = (uint16_t)(e->colm[j] >> 4);
-      e->av[AV_SGN][i] = (uint16_t)(smode == SGN_ROW ? rsg >> 5
-                                    : smode == SGN_COL ? e->cols[j] >> 5 : 0);
+      e->av[AV_SGN][i] = (uint16_t)(sg >> 5);
       rm = ema_step(rm, a, rs);
       rsg = ema_step(rsg, s, rs);
       e->colm[j] = (uint16_t)ema_step(e->colm[j], a, cs);
@@ -241,7 +247,7 @@ static double enc_try(qc_enc *e, qc_params *q, uint8_t (*codes)[256]) {
   memset(e->cnt, 0, (size_t)nctx * 256 * sizeof *e->cnt);
   const uint16_t *a0 = e->av[0], *a1 = e->av[1], *a2 = e->av[2];
   for (size_t i = 0; i < e->n; i++)
-    e->cnt[(size_t)(lut[0][a0[i]] + lut[1][a1[i]] + lut[2][a2[i]]) * 256 + (e->raw[i] ^ 0x80u)]++;
+    e->cnt[(size_t)(lut[0][a0[i]] + lut[1][a1[i]] + lut[2][a2[i]]) * 256 + e->sym[i]]++;
   double bits = 0;
   size_t tb = enc_tables(e, nctx, codes, &bits);
   return (double)(header_bytes(e, q) + tb) + bits / 8;
@@ -259,10 +265,11 @@ static void enc_search(qc_enc *e, unsigned init, qc_params *best, uint8_t (*best
   double best_size = INFINITY;
   for (size_t a = 0; a < NEL(SHIFTS_R); a++)
     for (size_t b = 0; b < NEL(SHIFTS_C); b++)
-      for (unsigned sm = SGN_NONE; sm <= SGN_COL; sm++) {
-        enc_averages(e, SHIFTS_R[a], SHIFTS_C[b], sm, init);
+      for (unsigned mode = 0; mode < 5; mode++) { /* none; row, position; each predicting */
+        const unsigned sm = mode < 3 ? mode : mode - 2, pred = mode >= 3;
         qc_params q = {.nb = {1, 1, 1}, .rs = SHIFTS_R[a], .cs = SHIFTS_C[b], .smode = sm,
-                       .init = init};
+                       .pred = pred, .init = init};
+        enc_averages(e, &q);
         double cur = enc_try(e, &q, codes);
         for (int round = 0, changed = 1; changed && round < 4; round++) {
           changed = 0;
@@ -277,14 +284,14 @@ static void enc_search(qc_enc *e, unsigned init, qc_params *best, uint8_t (*best
             }
           }
         }
-        if (sm != SGN_NONE && q.nb[AV_SGN] == 1) continue; /* the same as no signed average */
+        if (sm != SGN_NONE && !pred && q.nb[AV_SGN] == 1) continue; /* as no signed average */
         if (cur < best_size) {
           best_size = cur;
           *best = q;
         }
       }
   /* the chosen codes: re-derived (the descent overwrote them) */
-  enc_averages(e, best->rs, best->cs, best->smode, init);
+  enc_averages(e, best);
   enc_try(e, best, best_codes);
 }
 
@@ -335,11 +342,12 @@ int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nse
     for (int k = 0; k < NAV; k++) e->av[k] = malloc((n ? n : 1) * sizeof *e->av[k]);
     e->colm = malloc((e->maxrow ? e->maxrow : 1) * sizeof *e->colm);
     e->cols = malloc((e->maxrow ? e->maxrow : 1) * sizeof *e->cols);
+    e->sym = malloc(n ? n : 1);
     e->cnt = malloc((size_t)NCTX_MAX * 256 * sizeof *e->cnt);
     codes = malloc(NCTX_MAX * sizeof *codes);
     best_codes = malloc(NCTX_MAX * sizeof *best_codes);
     buf = malloc(2 * n + 16);
-    if (!e->av[0] || !e->av[1] || !e->av[2] || !e->colm || !e->cols || !e->cnt || !codes ||
+    if (!e->av[0] || !e->av[1] || !e->av[2] || !e->colm || !e->cols || !e->sym || !e->cnt || !codes ||
         !best_codes || !buf)
       rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "qc: cannot allocate");
   }
@@ -369,7 +377,7 @@ int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nse
     uint32_t x[2] = {RANS_L, RANS_L};
     for (size_t i = n; i-- > 0;) {
       const unsigned c = lut[0][e->av[0][i]] + lut[1][e->av[1][i]] + lut[2][e->av[2][i]];
-      const uint32_t v = fs[c][raw[i] ^ 0x80u];
+      const uint32_t v = fs[c][e->sym[i]];
       rans_put(&x[i & 1], &p, v & 0xffff, v >> 16);
     }
     const size_t payload = (size_t)(end - p);
@@ -385,7 +393,7 @@ int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nse
       for (int k = 0; k < NAV; k++) *w++ = (uint8_t)q.nb[k];
       *w++ = (uint8_t)q.rs;
       *w++ = (uint8_t)q.cs;
-      *w++ = (uint8_t)q.smode;
+      *w++ = (uint8_t)(q.smode | q.pred << 2);
       pg_st16(w, (uint16_t)q.init);
       w += 2;
       for (int k = 0; k < NAV; k++)
@@ -424,6 +432,7 @@ int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nse
   for (int k = 0; k < NAV; k++) free(e->av[k]);
   free(e->colm);
   free(e->cols);
+  free(e->sym);
   free(e->cnt);
   free(e->segs);
   free(e);
@@ -443,19 +452,20 @@ typedef struct qc_dec {
   unsigned rs, cs, init;
 } qc_dec;
 
-/* One segment; smode is a constant at each call, so each mode gets its own loop. Returns the
+/* One segment; smode and pred are constants at each call, so each mode gets its own loop. Returns the
  * index of the value where the stream failed, or len when the segment decoded. */
 static inline __attribute__((always_inline)) uint64_t
-dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const unsigned smode) {
+dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const unsigned smode,
+        const unsigned pred) {
   for (uint64_t j = 0; j < row; j++) d->colm[j] = (uint16_t)d->init, d->cols[j] = SGN_ZERO;
   uint32_t rm = d->init, rsg = SGN_ZERO, x0 = d->x[0], x1 = d->x[1];
   const uint8_t *p = d->p, *const end = d->end;
   const uint32_t *const tab = d->tab;
   uint64_t j = 0, k = 0;
   for (; k < len; k++) {
-    const unsigned sv = smode == SGN_ROW ? rsg >> 5 : smode == SGN_COL ? d->cols[j] >> 5 : 0;
+    const uint32_t sg = smode == SGN_ROW ? rsg : smode == SGN_COL ? d->cols[j] : 0;
     const unsigned c = d->lut[AV_ROW][rm >> 4] + d->lut[AV_COL][d->colm[j] >> 4] +
-                       d->lut[AV_SGN][sv];
+                       d->lut[AV_SGN][sg >> 5];
     if (!d->valid[c]) break;
     const int odd = (int)((base + k) & 1);
     uint32_t xs = odd ? x1 : x0;
@@ -465,9 +475,9 @@ dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const 
     if (xs < RANS_L) break;
     if (odd) x1 = xs;
     else x0 = xs;
-    const unsigned s = e & 0xff;
+    const unsigned t = e & 0xff, s = pred ? (t + ((sg + 128) >> 8) + 128) & 0xffu : t;
     out[k] = (uint8_t)(s ^ 0x80u);
-    const uint32_t a = sym_abs(s);
+    const uint32_t a = sym_abs(t);
     rm = ema_step(rm, a, d->rs);
     d->colm[j] = (uint16_t)ema_step(d->colm[j], a, d->cs);
     if (smode == SGN_ROW) rsg = ema_step(rsg, s, d->rs);
@@ -486,7 +496,8 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
   PG_FAIL_IF(n < 9, err, PG_E_DECOMPRESS, file, off, "qc: stream of %zu bytes is truncated", n);
   PG_FAIL_IF(p[0] != PG_QC_FORMAT, err, PG_E_DECOMPRESS, file, off, "qc: unknown format %u",
              p[0]);
-  qc_params q = {.nb = {p[1], p[2], p[3]}, .rs = p[4], .cs = p[5], .smode = p[6],
+  qc_params q = {.nb = {p[1], p[2], p[3]}, .rs = p[4], .cs = p[5], .smode = p[6] & 3u,
+                 .pred = p[6] >> 2,
                  .init = pg_ld16(p + 7)};
   p += 9;
   for (int k = 0; k < NAV; k++)
@@ -497,9 +508,9 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
              nctx, NCTX_MAX);
   PG_FAIL_IF(q.rs < 1 || q.rs > 8 || q.cs < 1 || q.cs > 8, err, PG_E_DECOMPRESS, file, off,
              "qc: average shifts %u, %u outside 1..8", q.rs, q.cs);
-  PG_FAIL_IF(q.smode > SGN_COL || (q.smode == SGN_NONE && q.nb[AV_SGN] != 1), err,
-             PG_E_DECOMPRESS, file, off, "qc: signed mode %u with %u buckets", q.smode,
-             q.nb[AV_SGN]);
+  PG_FAIL_IF(q.smode > SGN_COL || q.pred > 1 || (q.smode == SGN_NONE && (q.pred ||
+             q.nb[AV_SGN] != 1)), err, PG_E_DECOMPRESS, file, off,
+             "qc: signed mode %u with %u buckets", p[6], q.nb[AV_SGN]);
   PG_FAIL_IF(q.init > EMA_MAX, err, PG_E_DECOMPRESS, file, off,
              "qc: initial average %u above %u", q.init, EMA_MAX);
   const size_t nedge = q.nb[0] + q.nb[1] + q.nb[2] - 3;
@@ -584,9 +595,12 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
     uint64_t len = 0, row = 1;
     get_varint(&segp, end, &len);
     get_varint(&segp, end, &row);
-    uint64_t got = q.smode == SGN_ROW   ? dec_seg(&d, out + i, len, row, i, SGN_ROW)
-                   : q.smode == SGN_COL ? dec_seg(&d, out + i, len, row, i, SGN_COL)
-                                        : dec_seg(&d, out + i, len, row, i, SGN_NONE);
+    const unsigned mode = q.smode | q.pred << 2;
+    uint64_t got = mode == 1   ? dec_seg(&d, out + i, len, row, i, SGN_ROW, 0)
+                   : mode == 2 ? dec_seg(&d, out + i, len, row, i, SGN_COL, 0)
+                   : mode == 5 ? dec_seg(&d, out + i, len, row, i, SGN_ROW, 1)
+                   : mode == 6 ? dec_seg(&d, out + i, len, row, i, SGN_COL, 1)
+                               : dec_seg(&d, out + i, len, row, i, SGN_NONE, 0);
     if (got < len)
       rc = FAIL("value %zu of %zu: %s", i + (size_t)got, raw_len,
                 d.p == end ? "the stream ends" : "a context without a table");

@@ -359,7 +359,8 @@ Test(qc, malformed_streams_refused) {
   } bad[] = {
       {0, 2, "unknown format"},        {1, 0, "no row buckets"},
       {2, 9, "9 column buckets"},      {4, 0, "row shift 0"},
-      {5, 9, "column shift 9"},        {6, 3, "signed mode 3"},
+      {5, 9, "column shift 9"},        {6, 3, "signed mode 3"},         {6, 4, "pred without a signed average"},
+      {6, 9, "pred with signed mode 1 and a stray bit"},
       {3, 2, "signed buckets without a signed mode"},
       {8, 0x81, "initial average above 32768"},
       {9, 0, "no segments"},           {11, 0, "rows of 0"},

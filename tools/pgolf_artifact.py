@@ -210,9 +210,11 @@ def qc_decode(d, raw_size):
     if len(d) < 9 or d[0] != 1:
         raise ValueError("qc: truncated stream or unknown format")
     nb = list(d[1:4])
-    rs, cs, smode, init = d[4], d[5], d[6], struct.unpack_from("<H", d, 7)[0]
+    rs, cs, smode, init = d[4], d[5], d[6] & 3, struct.unpack_from("<H", d, 7)[0]
+    pred = d[6] >> 2
     if (min(nb) < 1 or max(nb) > 8 or nb[0] * nb[1] * nb[2] > 64 or not 1 <= rs <= 8
-            or not 1 <= cs <= 8 or smode > 2 or (smode == 0 and nb[2] != 1) or init > 32768):
+            or not 1 <= cs <= 8 or smode > 2 or pred > 1
+            or (smode == 0 and (nb[2] != 1 or pred)) or init > 32768):
         raise ValueError("qc: bad header")
     p, edges = 9, []
     for k in range(3):
@@ -280,23 +282,25 @@ def qc_decode(d, raw_size):
         colm, cols = [init] * row, [32768] * row
         rm, rsg, j = init, 32768, 0
         for _ in range(ln):
-            sv = rsg >> 5 if smode == 1 else cols[j] >> 5 if smode == 2 else 0
+            sg = rsg if smode == 1 else cols[j] if smode == 2 else 0
+            sv = sg >> 5
             c = ((bucket(edges[0], rm >> 4) * nb[1] + bucket(edges[1], colm[j] >> 4)) * nb[2]
                  + bucket(edges[2], sv))
             if tabs[c] is None:
                 raise ValueError("qc: value %d falls in a context without a table" % i)
             slot, f, start = tabs[c]
             xs = x[i & 1]
-            s = slot[xs & 4095]
-            xs = f[s] * (xs >> 12) + (xs & 4095) - start[s]
+            t = slot[xs & 4095]
+            xs = f[t] * (xs >> 12) + (xs & 4095) - start[t]
             while xs < L:
                 if p >= len(d):
                     raise ValueError("qc: the stream ends at value %d" % i)
                 xs = (xs << 8) | d[p]
                 p += 1
             x[i & 1] = xs
+            s = (t + ((sg + 128) >> 8) + 128) & 0xFF if pred else t
             out[i] = s ^ 0x80
-            a = s - 128 if s >= 128 else 128 - s
+            a = t - 128 if t >= 128 else 128 - t
             rm = (rm * ((1 << rs) - 1) + a * 256) >> rs
             colm[j] = (colm[j] * ((1 << cs) - 1) + a * 256) >> cs
             rsg = (rsg * ((1 << rs) - 1) + s * 256) >> rs
