@@ -127,8 +127,33 @@ typedef struct qc_enc {
   uint16_t *colm, *cols;    /* a position's running averages within a segment */
   uint64_t hist[NAV][LUT_N]; /* of av[k], for the quantile edges */
   uint32_t *cnt;            /* NCTX_MAX x 256 */
+  double scale;             /* payload bits per sampled bit: n / the values searched on */
   double lg[PM + 1];
 } qc_enc;
+
+/* The search runs on at most this many values: a prefix of rows of every segment. */
+#define QC_SAMPLE (1u << 18)
+
+static int enc_alloc(qc_enc *e) {
+  const size_t n = e->n ? e->n : 1, m = e->maxrow ? (size_t)e->maxrow : 1;
+  for (int k = 0; k < NAV; k++) e->av[k] = malloc(n * sizeof *e->av[k]);
+  e->colm = malloc(m * sizeof *e->colm);
+  e->cols = malloc(m * sizeof *e->cols);
+  e->sym = malloc(n);
+  e->cnt = malloc((size_t)NCTX_MAX * 256 * sizeof *e->cnt);
+  e->lg[0] = 0;
+  for (unsigned f = 1; f <= PM; f++) e->lg[f] = log2((double)f);
+  return e->av[0] && e->av[1] && e->av[2] && e->colm && e->cols && e->sym && e->cnt;
+}
+
+static void enc_free(qc_enc *e) {
+  for (int k = 0; k < NAV; k++) free(e->av[k]);
+  free(e->colm);
+  free(e->cols);
+  free(e->sym);
+  free(e->cnt);
+  free(e->segs);
+}
 
 /* The running averages before each value, and the coded symbols, for these parameters. */
 static void enc_averages(qc_enc *e, const qc_params *q) {
@@ -250,21 +275,24 @@ static double enc_try(qc_enc *e, qc_params *q, uint8_t (*codes)[256]) {
     e->cnt[(size_t)(lut[0][a0[i]] + lut[1][a1[i]] + lut[2][a2[i]]) * 256 + e->sym[i]]++;
   double bits = 0;
   size_t tb = enc_tables(e, nctx, codes, &bits);
-  return (double)(header_bytes(e, q) + tb) + bits / 8;
+  return (double)(header_bytes(e, q) + tb) + bits * e->scale / 8;
 }
 
 /* The search: for each pair of shifts and signed mode, a coordinate descent on the bucket counts
- * from one context; the smallest estimate wins, ties keep the first. */
+ * from one context; the smallest estimate wins, ties keep the first. Small inputs, where a table
+ * costs more than a context can save, try one pair of shifts and at most n/256 contexts. */
 static const unsigned SHIFTS_R[] = {4, 6};
 static const unsigned SHIFTS_C[] = {3, 5};
 static const unsigned BUCKETS[] = {1, 2, 3, 4, 6, 8};
 #define NEL(a) (sizeof a / sizeof a[0])
 
-static void enc_search(qc_enc *e, unsigned init, qc_params *best, uint8_t (*best_codes)[256],
-                       uint8_t (*codes)[256]) {
+static void enc_search(qc_enc *e, unsigned init, qc_params *best, uint8_t (*codes)[256]) {
   double best_size = INFINITY;
-  for (size_t a = 0; a < NEL(SHIFTS_R); a++)
-    for (size_t b = 0; b < NEL(SHIFTS_C); b++)
+  const size_t npair = e->n < 16384 ? 1 : NEL(SHIFTS_R);
+  const size_t cap = e->n / 256;
+  const unsigned maxctx = cap < 1 ? 1 : cap > NCTX_MAX ? NCTX_MAX : (unsigned)cap;
+  for (size_t a = 0; a < npair; a++)
+    for (size_t b = 0; b < npair && b < NEL(SHIFTS_C); b++)
       for (unsigned mode = 0; mode < 5; mode++) { /* none; row, position; each predicting */
         const unsigned sm = mode < 3 ? mode : mode - 2, pred = mode >= 3;
         qc_params q = {.nb = {1, 1, 1}, .rs = SHIFTS_R[a], .cs = SHIFTS_C[b], .smode = sm,
@@ -278,7 +306,7 @@ static void enc_search(qc_enc *e, unsigned init, qc_params *best, uint8_t (*best
             for (size_t o = 0; o < NEL(BUCKETS); o++) {
               qc_params t = q;
               t.nb[d] = BUCKETS[o];
-              if (t.nb[d] == q.nb[d] || t.nb[0] * t.nb[1] * t.nb[2] > NCTX_MAX) continue;
+              if (t.nb[d] == q.nb[d] || t.nb[0] * t.nb[1] * t.nb[2] > maxctx) continue;
               double sz = enc_try(e, &t, codes);
               if (sz < cur) cur = sz, q = t, changed = 1;
             }
@@ -290,9 +318,49 @@ static void enc_search(qc_enc *e, unsigned init, qc_params *best, uint8_t (*best
           *best = q;
         }
       }
-  /* the chosen codes: re-derived (the descent overwrote them) */
-  enc_averages(e, best);
-  enc_try(e, best, best_codes);
+}
+
+/* The averages, edges and codes of parameters q on all of e's values. */
+static void enc_finish(qc_enc *e, qc_params *q, uint8_t (*codes)[256]) {
+  enc_averages(e, q);
+  enc_try(e, q, codes);
+}
+
+/* Search on a sample of e (the first rows of each segment, QC_SAMPLE values in all) when e is
+ * larger; 0 when the sample cannot be allocated. */
+static int enc_search_sampled(const qc_enc *e, unsigned init, qc_params *best,
+                              uint8_t (*codes)[256]) {
+  qc_enc *sm = calloc(1, sizeof *sm);
+  uint8_t *buf = malloc(QC_SAMPLE + (size_t)e->maxrow);
+  if (sm) sm->segs = malloc((e->nseg ? e->nseg : 1) * sizeof *sm->segs);
+  int ok = sm && buf && sm->segs;
+  size_t at = 0, used = 0;
+  for (size_t g = 0; ok && g < e->nseg; g++) {
+    const pg_qc_seg *sg = &e->segs[g];
+    /* this segment's share of the sample, in whole rows (at least one) */
+    uint64_t want = (uint64_t)((double)sg->len * QC_SAMPLE / (double)e->n) + 1;
+    uint64_t take = (want + sg->row - 1) / sg->row * sg->row;
+    if (take > sg->len) take = sg->len;
+    if (used + take > QC_SAMPLE + (size_t)e->maxrow) take = 0;
+    if (take) {
+      memcpy(buf + used, e->raw + at, (size_t)take);
+      sm->segs[sm->nseg++] = (pg_qc_seg){take, sg->row};
+      if (sg->row > sm->maxrow) sm->maxrow = sg->row;
+      used += (size_t)take;
+    }
+    at += (size_t)sg->len;
+  }
+  if (ok) {
+    sm->raw = buf;
+    sm->n = used;
+    sm->scale = (double)e->n / (double)(used ? used : 1);
+    ok = enc_alloc(sm);
+  }
+  if (ok) enc_search(sm, init, best, codes);
+  if (sm) enc_free(sm);
+  free(sm);
+  free(buf);
+  return ok;
 }
 
 static inline void rans_put(uint32_t *x, uint8_t **p, uint32_t start, uint32_t freq) {
@@ -338,27 +406,26 @@ int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nse
     if (e->segs[g].row > e->maxrow) e->maxrow = e->segs[g].row;
   uint8_t(*codes)[256] = NULL, (*best_codes)[256] = NULL;
   uint8_t *buf = NULL;
+  e->scale = 1;
   if (!rc) {
-    for (int k = 0; k < NAV; k++) e->av[k] = malloc((n ? n : 1) * sizeof *e->av[k]);
-    e->colm = malloc((e->maxrow ? e->maxrow : 1) * sizeof *e->colm);
-    e->cols = malloc((e->maxrow ? e->maxrow : 1) * sizeof *e->cols);
-    e->sym = malloc(n ? n : 1);
-    e->cnt = malloc((size_t)NCTX_MAX * 256 * sizeof *e->cnt);
     codes = malloc(NCTX_MAX * sizeof *codes);
     best_codes = malloc(NCTX_MAX * sizeof *best_codes);
     buf = malloc(2 * n + 16);
-    if (!e->av[0] || !e->av[1] || !e->av[2] || !e->colm || !e->cols || !e->sym || !e->cnt || !codes ||
-        !best_codes || !buf)
+    if (!enc_alloc(e) || !codes || !best_codes || !buf)
       rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "qc: cannot allocate");
   }
+  qc_params q;
   if (!rc) {
-    e->lg[0] = 0;
-    for (unsigned f = 1; f <= PM; f++) e->lg[f] = log2((double)f);
     uint64_t sa = 0;
     for (size_t i = 0; i < n; i++) sa += sym_abs(raw[i] ^ 0x80u);
     unsigned init = n ? (unsigned)((sa * EMA_ONE + n / 2) / n) : EMA_ONE;
-    qc_params q;
-    enc_search(e, init, &q, best_codes, codes);
+    if (n <= QC_SAMPLE)
+      enc_search(e, init, &q, codes);
+    else if (!enc_search_sampled(e, init, &q, codes))
+      rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "qc: cannot allocate");
+  }
+  if (!rc) {
+    enc_finish(e, &q, best_codes);
     /* the values coded backwards with the chosen parameters (enc_search left their averages) */
     const unsigned nctx = q.nb[0] * q.nb[1] * q.nb[2];
     uint8_t lut[NAV][LUT_N];
@@ -429,12 +496,7 @@ int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nse
   free(buf);
   free(codes);
   free(best_codes);
-  for (int k = 0; k < NAV; k++) free(e->av[k]);
-  free(e->colm);
-  free(e->cols);
-  free(e->sym);
-  free(e->cnt);
-  free(e->segs);
+  enc_free(e);
   free(e);
   return rc;
 }
@@ -452,8 +514,8 @@ typedef struct qc_dec {
   unsigned rs, cs, init;
 } qc_dec;
 
-/* One segment; smode and pred are constants at each call, so each mode gets its own loop. Returns the
- * index of the value where the stream failed, or len when the segment decoded. */
+/* One segment; smode and pred are constants at each call, so each mode gets its own loop.
+ * Returns the index of the value where the stream failed, or len when the segment decoded. */
 static inline __attribute__((always_inline)) uint64_t
 dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const unsigned smode,
         const unsigned pred) {
@@ -549,7 +611,8 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
   d.cols = malloc((maxrow ? maxrow : 1) * sizeof *d.cols);
   uint8_t valid[NCTX_MAX] = {0};
   int rc = PG_OK;
-  if (!tab || !d.colm || !d.cols) rc = pg_err_set(err, PG_E_NOMEM, file, off, "qc: cannot allocate");
+  if (!tab || !d.colm || !d.cols)
+    rc = pg_err_set(err, PG_E_NOMEM, file, off, "qc: cannot allocate");
   for (unsigned c = 0; !rc && c < nctx; c++) {
     uint64_t k;
     if (!get_varint(&p, end, &k) || k > 256) {

@@ -3,7 +3,7 @@
  * Input: u16 raw_len (little-endian), then a qc stream. The stream is decoded into a buffer of
  * exactly raw_len bytes: it must decode (and then those bytes must round-trip through the
  * encoder) or be refused with PG_E_DECOMPRESS, never anything else. Then the whole input itself
- * (up to 4 KiB), cut into two segments whose row lengths come from its first byte, is encoded
+ * (up to 1 KiB), cut into two segments whose row lengths come from its first byte, is encoded
  * and decoded: any difference aborts. The seeds (tests/fuzz/seeds/qcoder/) are streams
  * pg_qc_encode wrote for small int-like and arbitrary inputs, with their raw_len in front. */
 #include <stdint.h>
@@ -37,10 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     pg_err e;
     int rc = pg_qc_decode(data + 2, size - 2, out, raw_len, "fuzz", 0, &e);
     if (rc != PG_OK && rc != PG_E_DECOMPRESS && rc != PG_E_NOMEM) abort();
-    if (rc == PG_OK && raw_len <= 4096) roundtrip(out, raw_len, NULL, 0);
+    if (rc == PG_OK && raw_len <= 1024) roundtrip(out, raw_len, NULL, 0);
     free(out);
   }
-  if (size <= 4096) {
+  if (size <= 1024) {
     const unsigned r = size ? data[0] : 0;
     pg_qc_seg segs[2] = {{size / 3, 1 + r % 32}, {size - size / 3, 1 + r / 8}};
     roundtrip(data, size, segs, 2);
