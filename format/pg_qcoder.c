@@ -162,22 +162,26 @@ static void enc_averages(qc_enc *e, const qc_params *q) {
   for (size_t g = 0; g < e->nseg; g++) {
     const uint64_t L = e->segs[g].row;
     for (uint64_t j = 0; j < L; j++) e->colm[j] = (uint16_t)init, e->cols[j] = SGN_ZERO;
-    uint32_t rm = init, rsg = SGN_ZERO;
+    /* the row averages lag one value (those before the previous value), so that decoding one
+     * value does not wait for the previous one */
+    uint32_t rm = init, rsg = SGN_ZERO, rm1 = init, rsg1 = SGN_ZERO;
     uint64_t j = 0;
     for (uint64_t k = 0; k < e->segs[g].len; k++, i++) {
       const unsigned s = e->raw[i] ^ 0x80u;
-      const uint32_t sg = smode == SGN_ROW ? rsg : smode == SGN_COL ? e->cols[j] : 0;
+      const uint32_t sg = smode == SGN_ROW ? rsg1 : smode == SGN_COL ? e->cols[j] : 0;
       const unsigned t = q->pred ? (s - ((sg + 128) >> 8) + 128) & 0xffu : s;
       const uint32_t a = sym_abs(t);
       e->sym[i] = (uint8_t)t;
-      e->av[AV_ROW][i] = (uint16_t)(rm >> 4);
+      e->av[AV_ROW][i] = (uint16_t)(rm1 >> 4);
       e->av[AV_COL][i] = (uint16_t)(e->colm[j] >> 4);
       e->av[AV_SGN][i] = (uint16_t)(sg >> 5);
+      rm1 = rm;
+      rsg1 = rsg;
       rm = ema_step(rm, a, rs);
       rsg = ema_step(rsg, s, rs);
       e->colm[j] = (uint16_t)ema_step(e->colm[j], a, cs);
       e->cols[j] = (uint16_t)ema_step(e->cols[j], s, cs);
-      if (++j == L) j = 0, rm = init, rsg = SGN_ZERO;
+      if (++j == L) j = 0, rm = rm1 = init, rsg = rsg1 = SGN_ZERO;
     }
   }
   memset(e->hist, 0, sizeof e->hist);
@@ -519,16 +523,22 @@ typedef struct qc_dec {
 static inline __attribute__((always_inline)) uint64_t
 dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const unsigned smode,
         const unsigned pred) {
-  for (uint64_t j = 0; j < row; j++) d->colm[j] = (uint16_t)d->init, d->cols[j] = SGN_ZERO;
-  uint32_t rm = d->init, rsg = SGN_ZERO, x0 = d->x[0], x1 = d->x[1];
+  /* locals, restrict: the stores to out (bytes) must not make the compiler reload the rest */
+  uint16_t *restrict colm = d->colm, *restrict cols = d->cols;
+  const uint8_t *restrict lr = d->lut[AV_ROW], *restrict lc = d->lut[AV_COL];
+  const uint8_t *restrict ls = d->lut[AV_SGN], *restrict valid = d->valid;
+  const uint32_t *restrict tab = d->tab;
+  uint8_t *restrict o = out;
+  const unsigned rs = d->rs, cs = d->cs;
+  const uint32_t init = d->init;
+  for (uint64_t j = 0; j < row; j++) colm[j] = (uint16_t)init, cols[j] = SGN_ZERO;
+  uint32_t rm = init, rsg = SGN_ZERO, rm1 = init, rsg1 = SGN_ZERO, x0 = d->x[0], x1 = d->x[1];
   const uint8_t *p = d->p, *const end = d->end;
-  const uint32_t *const tab = d->tab;
   uint64_t j = 0, k = 0;
   for (; k < len; k++) {
-    const uint32_t sg = smode == SGN_ROW ? rsg : smode == SGN_COL ? d->cols[j] : 0;
-    const unsigned c = d->lut[AV_ROW][rm >> 4] + d->lut[AV_COL][d->colm[j] >> 4] +
-                       d->lut[AV_SGN][sg >> 5];
-    if (!d->valid[c]) break;
+    const uint32_t sg = smode == SGN_ROW ? rsg1 : smode == SGN_COL ? cols[j] : 0;
+    const unsigned c = lr[rm1 >> 4] + lc[colm[j] >> 4] + ls[sg >> 5];
+    if (!valid[c]) break;
     const int odd = (int)((base + k) & 1);
     uint32_t xs = odd ? x1 : x0;
     const uint32_t e = tab[(size_t)c * PM + (xs & (PM - 1))];
@@ -538,13 +548,14 @@ dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const 
     if (odd) x1 = xs;
     else x0 = xs;
     const unsigned t = e & 0xff, s = pred ? (t + ((sg + 128) >> 8) + 128) & 0xffu : t;
-    out[k] = (uint8_t)(s ^ 0x80u);
+    o[k] = (uint8_t)(s ^ 0x80u);
     const uint32_t a = sym_abs(t);
-    rm = ema_step(rm, a, d->rs);
-    d->colm[j] = (uint16_t)ema_step(d->colm[j], a, d->cs);
-    if (smode == SGN_ROW) rsg = ema_step(rsg, s, d->rs);
-    if (smode == SGN_COL) d->cols[j] = (uint16_t)ema_step(d->cols[j], s, d->cs);
-    if (++j == row) j = 0, rm = d->init, rsg = SGN_ZERO;
+    rm1 = rm;
+    rm = ema_step(rm, a, rs);
+    colm[j] = (uint16_t)ema_step(colm[j], a, cs);
+    if (smode == SGN_ROW) rsg1 = rsg, rsg = ema_step(rsg, s, rs);
+    if (smode == SGN_COL) cols[j] = (uint16_t)ema_step(cols[j], s, cs);
+    if (++j == row) j = 0, rm = rm1 = init, rsg = rsg1 = SGN_ZERO;
   }
   d->x[0] = x0;
   d->x[1] = x1;

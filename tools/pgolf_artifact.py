@@ -281,10 +281,11 @@ def qc_decode(d, raw_size):
     for ln, row in segs:
         colm, cols = [init] * row, [32768] * row
         rm, rsg, j = init, 32768, 0
+        rm1, rsg1 = rm, rsg  # the row averages before the previous value
         for _ in range(ln):
-            sg = rsg if smode == 1 else cols[j] if smode == 2 else 0
+            sg = rsg1 if smode == 1 else cols[j] if smode == 2 else 0
             sv = sg >> 5
-            c = ((bucket(edges[0], rm >> 4) * nb[1] + bucket(edges[1], colm[j] >> 4)) * nb[2]
+            c = ((bucket(edges[0], rm1 >> 4) * nb[1] + bucket(edges[1], colm[j] >> 4)) * nb[2]
                  + bucket(edges[2], sv))
             if tabs[c] is None:
                 raise ValueError("qc: value %d falls in a context without a table" % i)
@@ -301,6 +302,7 @@ def qc_decode(d, raw_size):
             s = (t + ((sg + 128) >> 8) + 128) & 0xFF if pred else t
             out[i] = s ^ 0x80
             a = t - 128 if t >= 128 else 128 - t
+            rm1, rsg1 = rm, rsg
             rm = (rm * ((1 << rs) - 1) + a * 256) >> rs
             colm[j] = (colm[j] * ((1 << cs) - 1) + a * 256) >> cs
             rsg = (rsg * ((1 << rs) - 1) + s * 256) >> rs
@@ -309,6 +311,7 @@ def qc_decode(d, raw_size):
             j += 1
             if j == row:
                 j, rm, rsg = 0, init, 32768
+                rm1, rsg1 = rm, rsg
     if x != [L, L]:
         raise ValueError("qc: coder states do not end where the encoder began")
     if p != len(d):
