@@ -20,11 +20,12 @@
 #define FAIL(...) pg_err_set(err, PG_E_DECOMPRESS, file, off, "qc: " __VA_ARGS__)
 
 /* The three context averages: the stored row's magnitude, the magnitude at this position in the
- * previous stored rows, and a signed average (of the row or of the position, per smode). With
+ * previous stored rows, and a signed one (the row's or the position's average, or the previous
+ * value of the stored row, per smode). With
  * pred, the coded symbol is the value minus the signed average, rounded (the residual), and the
  * magnitude averages follow the residuals. */
 enum { AV_ROW = 0, AV_COL = 1, AV_SGN = 2, NAV = 3 };
-enum { SGN_NONE = 0, SGN_ROW = 1, SGN_COL = 2 };
+enum { SGN_NONE = 0, SGN_ROW = 1, SGN_COL = 2, SGN_PREV = 3 };
 
 typedef struct qc_params {
   unsigned nb[NAV]; /* buckets per average; the context is (b0 * nb1 + b1) * nb2 + b2 */
@@ -164,11 +165,13 @@ static void enc_averages(qc_enc *e, const qc_params *q) {
     for (uint64_t j = 0; j < L; j++) e->colm[j] = (uint16_t)init, e->cols[j] = SGN_ZERO;
     /* the row averages lag one value (those before the previous value), so that decoding one
      * value does not wait for the previous one */
-    uint32_t rm = init, rsg = SGN_ZERO, rm1 = init, rsg1 = SGN_ZERO;
+    uint32_t rm = init, rsg = SGN_ZERO, rm1 = init, rsg1 = SGN_ZERO, sp = SGN_ZERO;
     uint64_t j = 0;
     for (uint64_t k = 0; k < e->segs[g].len; k++, i++) {
       const unsigned s = e->raw[i] ^ 0x80u;
-      const uint32_t sg = smode == SGN_ROW ? rsg1 : smode == SGN_COL ? e->cols[j] : 0;
+      const uint32_t sg = smode == SGN_ROW   ? rsg1
+                          : smode == SGN_COL ? e->cols[j]
+                          : smode == SGN_PREV ? sp : 0;
       const unsigned t = q->pred ? (s - ((sg + 128) >> 8) + 128) & 0xffu : s;
       const uint32_t a = sym_abs(t);
       e->sym[i] = (uint8_t)t;
@@ -181,7 +184,8 @@ static void enc_averages(qc_enc *e, const qc_params *q) {
       rsg = ema_step(rsg, s, rs);
       e->colm[j] = (uint16_t)ema_step(e->colm[j], a, cs);
       e->cols[j] = (uint16_t)ema_step(e->cols[j], s, cs);
-      if (++j == L) j = 0, rm = rm1 = init, rsg = rsg1 = SGN_ZERO;
+      sp = s << 8;
+      if (++j == L) j = 0, rm = rm1 = init, rsg = rsg1 = sp = SGN_ZERO;
     }
   }
   memset(e->hist, 0, sizeof e->hist);
@@ -297,8 +301,8 @@ static void enc_search(qc_enc *e, unsigned init, qc_params *best, uint8_t (*code
   const unsigned maxctx = cap < 1 ? 1 : cap > NCTX_MAX ? NCTX_MAX : (unsigned)cap;
   for (size_t a = 0; a < npair; a++)
     for (size_t b = 0; b < npair && b < NEL(SHIFTS_C); b++)
-      for (unsigned mode = 0; mode < 5; mode++) { /* none; row, position; each predicting */
-        const unsigned sm = mode < 3 ? mode : mode - 2, pred = mode >= 3;
+      for (unsigned mode = 0; mode < 7; mode++) { /* none; row, position, previous; predicting */
+        const unsigned sm = mode < 4 ? mode : mode - 3, pred = mode >= 4;
         qc_params q = {.nb = {1, 1, 1}, .rs = SHIFTS_R[a], .cs = SHIFTS_C[b], .smode = sm,
                        .pred = pred, .init = init};
         enc_averages(e, &q);
@@ -532,11 +536,14 @@ dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const 
   const unsigned rs = d->rs, cs = d->cs;
   const uint32_t init = d->init;
   for (uint64_t j = 0; j < row; j++) colm[j] = (uint16_t)init, cols[j] = SGN_ZERO;
-  uint32_t rm = init, rsg = SGN_ZERO, rm1 = init, rsg1 = SGN_ZERO, x0 = d->x[0], x1 = d->x[1];
+  uint32_t rm = init, rsg = SGN_ZERO, rm1 = init, rsg1 = SGN_ZERO, sp = SGN_ZERO;
+  uint32_t x0 = d->x[0], x1 = d->x[1];
   const uint8_t *p = d->p, *const end = d->end;
   uint64_t j = 0, k = 0;
   for (; k < len; k++) {
-    const uint32_t sg = smode == SGN_ROW ? rsg1 : smode == SGN_COL ? cols[j] : 0;
+    const uint32_t sg = smode == SGN_ROW   ? rsg1
+                        : smode == SGN_COL ? cols[j]
+                        : smode == SGN_PREV ? sp : 0;
     const unsigned c = lr[rm1 >> 4] + lc[colm[j] >> 4] + ls[sg >> 5];
     if (!valid[c]) break;
     const int odd = (int)((base + k) & 1);
@@ -555,7 +562,8 @@ dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const 
     colm[j] = (uint16_t)ema_step(colm[j], a, cs);
     if (smode == SGN_ROW) rsg1 = rsg, rsg = ema_step(rsg, s, rs);
     if (smode == SGN_COL) cols[j] = (uint16_t)ema_step(cols[j], s, cs);
-    if (++j == row) j = 0, rm = rm1 = init, rsg = rsg1 = SGN_ZERO;
+    if (smode == SGN_PREV) sp = s << 8;
+    if (++j == row) j = 0, rm = rm1 = init, rsg = rsg1 = sp = SGN_ZERO;
   }
   d->x[0] = x0;
   d->x[1] = x1;
@@ -581,7 +589,7 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
              nctx, NCTX_MAX);
   PG_FAIL_IF(q.rs < 1 || q.rs > 8 || q.cs < 1 || q.cs > 8, err, PG_E_DECOMPRESS, file, off,
              "qc: average shifts %u, %u outside 1..8", q.rs, q.cs);
-  PG_FAIL_IF(q.smode > SGN_COL || q.pred > 1 || (q.smode == SGN_NONE && (q.pred ||
+  PG_FAIL_IF(q.smode > SGN_PREV || q.pred > 1 || (q.smode == SGN_NONE && (q.pred ||
              q.nb[AV_SGN] != 1)), err, PG_E_DECOMPRESS, file, off,
              "qc: signed mode %u with %u buckets", p[6], q.nb[AV_SGN]);
   PG_FAIL_IF(q.init > EMA_MAX, err, PG_E_DECOMPRESS, file, off,
@@ -674,6 +682,8 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
                    : mode == 2 ? dec_seg(&d, out + i, len, row, i, SGN_COL, 0)
                    : mode == 5 ? dec_seg(&d, out + i, len, row, i, SGN_ROW, 1)
                    : mode == 6 ? dec_seg(&d, out + i, len, row, i, SGN_COL, 1)
+                   : mode == 3 ? dec_seg(&d, out + i, len, row, i, SGN_PREV, 0)
+                   : mode == 7 ? dec_seg(&d, out + i, len, row, i, SGN_PREV, 1)
                                : dec_seg(&d, out + i, len, row, i, SGN_NONE, 0);
     if (got < len)
       rc = FAIL("value %zu of %zu: %s", i + (size_t)got, raw_len,

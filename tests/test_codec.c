@@ -271,6 +271,32 @@ Test(qc, roundtrip_any_bytes_and_shapes) {
   free(rnd);
 }
 
+/* Rows that drift like a random walk: the previous value of the row is the context that pays
+ * (smode 3, with or without pred); the stream must say so and round-trip. */
+Test(qc, previous_value_context) {
+  const size_t R = 64, C = 1024;
+  uint8_t *v = malloc(R * C);
+  uint32_t x = 99;
+  for (size_t r = 0; r < R; r++) {
+    int w = 0;
+    for (size_t c = 0; c < C; c++) {
+      x = x * 1664525u + 1013904223u;
+      w += (int)(x >> 30) - 1 - ((x >> 29 & 1) && w > 0) + ((x >> 28 & 1) && w < 0);
+      w = w < -31 ? -31 : w > 31 ? 31 : w;
+      v[r * C + c] = (uint8_t)(int8_t)w;
+    }
+  }
+  pg_qc_seg seg = {R * C, C};
+  uint8_t *st;
+  size_t sl;
+  pg_err e;
+  cr_assert_eq(pg_qc_encode(v, R * C, &seg, 1, &st, &sl, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(st[6] & 3, 3, "signed mode byte %u", st[6]);
+  qc_roundtrip(v, R * C, &seg, 1, NULL);
+  free(st);
+  free(v);
+}
+
 Test(qc, hint_must_add_up) {
   uint8_t raw[100] = {0}, *st = NULL;
   size_t sl;
@@ -359,7 +385,7 @@ Test(qc, malformed_streams_refused) {
   } bad[] = {
       {0, 2, "unknown format"},        {1, 0, "no row buckets"},
       {2, 9, "9 column buckets"},      {4, 0, "row shift 0"},
-      {5, 9, "column shift 9"},        {6, 3, "signed mode 3"},         {6, 4, "pred without a signed average"},
+      {5, 9, "column shift 9"},        {6, 8, "a stray bit in the signed mode"},         {6, 4, "pred without a signed average"},
       {6, 9, "pred with signed mode 1 and a stray bit"},
       {3, 2, "signed buckets without a signed mode"},
       {8, 0x81, "initial average above 32768"},

@@ -213,7 +213,7 @@ def qc_decode(d, raw_size):
     rs, cs, smode, init = d[4], d[5], d[6] & 3, struct.unpack_from("<H", d, 7)[0]
     pred = d[6] >> 2
     if (min(nb) < 1 or max(nb) > 8 or nb[0] * nb[1] * nb[2] > 64 or not 1 <= rs <= 8
-            or not 1 <= cs <= 8 or smode > 2 or pred > 1
+            or not 1 <= cs <= 8 or pred > 1 or d[6] > 7
             or (smode == 0 and (nb[2] != 1 or pred)) or init > 32768):
         raise ValueError("qc: bad header")
     p, edges = 9, []
@@ -282,8 +282,9 @@ def qc_decode(d, raw_size):
         colm, cols = [init] * row, [32768] * row
         rm, rsg, j = init, 32768, 0
         rm1, rsg1 = rm, rsg  # the row averages before the previous value
+        sp = 32768  # the previous value of the row (smode 3)
         for _ in range(ln):
-            sg = rsg1 if smode == 1 else cols[j] if smode == 2 else 0
+            sg = rsg1 if smode == 1 else cols[j] if smode == 2 else sp if smode == 3 else 0
             sv = sg >> 5
             c = ((bucket(edges[0], rm1 >> 4) * nb[1] + bucket(edges[1], colm[j] >> 4)) * nb[2]
                  + bucket(edges[2], sv))
@@ -307,11 +308,12 @@ def qc_decode(d, raw_size):
             colm[j] = (colm[j] * ((1 << cs) - 1) + a * 256) >> cs
             rsg = (rsg * ((1 << rs) - 1) + s * 256) >> rs
             cols[j] = (cols[j] * ((1 << cs) - 1) + s * 256) >> cs
+            sp = s * 256
             i += 1
             j += 1
             if j == row:
                 j, rm, rsg = 0, init, 32768
-                rm1, rsg1 = rm, rsg
+                rm1, rsg1, sp = rm, rsg, 32768
     if x != [L, L]:
         raise ValueError("qc: coder states do not end where the encoder began")
     if p != len(d):
