@@ -24,6 +24,7 @@
 #include "pg_ops.h"
 #include "pg_weights.h"
 #include "pg_pack.h"
+#include "pg_qcoder.h"
 #include "pg_qtype.h"
 #include "pg_rng.h"
 #include "pg_threads.h"
@@ -240,6 +241,96 @@ static uint64_t encode_data_sections(pg_artifact *a, const pg_codec_spec *spec, 
 
 /* ---- main --------------------------------------------------------------------------------- */
 
+/* ---- codec 4 (qc) on the quantized values ---------------------------------------------- */
+
+/* Seconds of this thread's CPU time: the coder's own speed, whatever else runs on the machine. */
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* On the DATA sections that hold int values one per byte (identical bytes for every coder): the
+ * order-0 entropy of the values (Σ over tensors of numel·H0/8, the floor of a context-free coder),
+ * qc with the writer's layout hint (encode and decode on one thread, in its CPU time; decode
+ * repeated for at least 0.2 s), and brotli-11/w24 on the same bytes with its decode speed. */
+static void qcoder_rows(pg_artifact *a) {
+  pg_err err;
+  const uint32_t ns = pg_artifact_section_count(a);
+  uint8_t *ints = calloc(ns, 1);
+  if (!ints) die("out of memory");
+  double h0 = 0;
+  for (uint32_t i = 0; i < pg_artifact_tensor_count(a); i++) {
+    const pg_tensor_info *t = pg_artifact_tensor(a, i);
+    if (!pg_qtype_is_int(t->qtype) || t->packing || !t->parts[PG_PART_VALUES].present) continue;
+    ints[t->parts[PG_PART_VALUES].section] = 1;
+    int8_t *v = xmalloc(t->numel);
+    if (pg_artifact_tensor_values(a, i, v, &err) != PG_OK) die("%s", err.msg);
+    uint64_t h[256] = {0};
+    for (uint64_t k = 0; k < t->numel; k++) h[(uint8_t)v[k]]++;
+    for (int k = 0; k < 256; k++)
+      if (h[k]) h0 -= (double)h[k] * log2((double)h[k] / (double)t->numel) / 8;
+    free(v);
+  }
+  uint64_t raw = 0, qc = 0, br = 0;
+  double tenc = 0, tdec = 0, tbr = 0;
+  for (uint32_t s = 0; s < ns; s++) {
+    if (!ints[s]) continue;
+    const pg_section *sec = pg_artifact_section(a, s);
+    const uint8_t *bytes;
+    if (pg_artifact_section_raw(a, s, &bytes, &err) != PG_OK) die("%s", err.msg);
+    pg_qc_seg *segs;
+    size_t nsegs;
+    if (pg_artifact_section_segments(a, s, &segs, &nsegs, &err) != PG_OK) die("%s", err.msg);
+    const size_t n = (size_t)sec->raw_size;
+    uint8_t *enc, *back = xmalloc(n);
+    size_t el;
+    double t0 = cpu_now();
+    if (pg_qc_encode(bytes, n, segs, nsegs, &enc, &el, &err) != PG_OK) die("%s", err.msg);
+    tenc += cpu_now() - t0;
+    int reps = 0;
+    t0 = cpu_now();
+    double t1;
+    do {
+      if (pg_qc_decode(enc, el, back, n, "bench", 0, &err) != PG_OK) die("%s", err.msg);
+      reps++;
+      t1 = cpu_now();
+    } while (t1 - t0 < 0.2);
+    tdec += (t1 - t0) / reps;
+    if (memcmp(back, bytes, n)) die("qc: section %u does not round-trip", s);
+    uint8_t *b;
+    size_t bl;
+    if (pg_codec_compress(PG_CODEC_BROTLI, 11, 24, bytes, n, &b, &bl, &err) != PG_OK)
+      die("%s", err.msg);
+    reps = 0;
+    t0 = cpu_now();
+    do {
+      if (pg_codec_decompress(PG_CODEC_BROTLI, b, bl, back, n, "bench", 0, &err) != PG_OK)
+        die("%s", err.msg);
+      reps++;
+      t1 = cpu_now();
+    } while (t1 - t0 < 0.2);
+    tbr += (t1 - t0) / reps;
+    raw += n;
+    qc += el;
+    br += bl;
+    free(b);
+    free(enc);
+    free(back);
+    free(segs);
+    pg_artifact_section_release(a, s);
+  }
+  free(ints);
+  add_row(-1, (int64_t)llround(h0), "int values (%llu bytes): order-0 entropy floor, sum of numel*H0/8",
+          (unsigned long long)raw);
+  add_row(tenc, (int64_t)qc, "int values: qc (codec 4); encode %.2f MB/s (1 thread, CPU time)",
+          raw / (tenc > 0 ? tenc : 1e-9) / 1e6);
+  add_row(tdec, -1, "int values: qc decode, %.1f MB/s (1 thread, CPU time)",
+          raw / (tdec > 0 ? tdec : 1e-9) / 1e6);
+  add_row(tbr, (int64_t)br, "int values: brotli-11/w24; decode %.1f MB/s (same)",
+          raw / (tbr > 0 ? tbr : 1e-9) / 1e6);
+}
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: %s [--layers N] [--dim N] [--vocab N] [--calib-tokens N] [--threads N]\n"
@@ -252,7 +343,9 @@ static void usage(FILE *f) {
           "matrix with the default recipe (the LQER record's), the LQER pass, packing with the\n"
           "best codec per section and with brotli-11/w24, lzma-9e and zstd-22 for every DATA\n"
           "section; then the records' layout (int8 per value, fp16 scales and passthrough, one\n"
-          "stream, byte shuffle stride 2, brotli quality 11 window 22) on the same values.\n"
+          "stream, byte shuffle stride 2, brotli quality 11 window 22) on the same values; and on\n"
+          "the sections of int values, their order-0 entropy, qc (codec 4) with its encode and\n"
+          "decode speed on one thread, and brotli-11/w24 on the same bytes.\n"
           "\n"
           "  --layers N         physical layers (default 11)\n"
           "  --dim N            model width, a multiple of 8 (default 512; MLP hidden 4 x dim)\n"
@@ -500,6 +593,8 @@ int main(int argc, char **argv) {
     free(b2);
     pg_packer_free(p2);
   }
+
+  qcoder_rows(a);
 
   /* ---- the records' layout ---- */
   fprintf(stderr, "%s: records' layout: shuffle 2 + brotli-11/w22 ...\n", PROG);

@@ -1,4 +1,5 @@
-/* pg_codec.c: zstd, brotli and lzma through their libraries, and the byte shuffle. */
+/* pg_codec.c: zstd, brotli and lzma through their libraries, qc (pg_qcoder.c), and the byte
+ * shuffle. */
 #include "pg_codec.h"
 
 #include <brotli/decode.h>
@@ -16,6 +17,7 @@ const char *pg_codec_name(uint8_t codec) {
   case PG_CODEC_ZSTD: return "zstd";
   case PG_CODEC_BROTLI: return "brotli";
   case PG_CODEC_LZMA: return "lzma";
+  case PG_CODEC_QC: return "qc";
   default: return "unknown";
   }
 }
@@ -38,6 +40,11 @@ int pg_codec_spec_check(const pg_codec_spec *s, const char *file, uint64_t off, 
   case PG_CODEC_LZMA:
     PG_FAIL_IF((s->level & 0x7f) > 9 || (s->level & 0x70) || s->window, err, PG_E_CODEC, file,
                off, "lzma preset %u outside 0..9", s->level & 0x7f);
+    break;
+  case PG_CODEC_QC:
+    PG_FAIL_IF(s->level || s->window, err, PG_E_CODEC, file, off, "codec qc takes no level");
+    PG_FAIL_IF(s->transform || s->stride, err, PG_E_TRANSFORM, file, off,
+               "codec qc takes no transform");
     break;
   default:
     return pg_err_set(err, PG_E_CODEC, file, off, "unknown codec %u", s->codec);
@@ -66,6 +73,7 @@ void pg_codec_spec_format(const pg_codec_spec *s, char *buf, size_t cap) {
   case PG_CODEC_LZMA:
     n = snprintf(buf, cap, "lzma-%u%s", s->level & 0x7f, (s->level & 0x80) ? "e" : "");
     break;
+  case PG_CODEC_QC: n = snprintf(buf, cap, "qc"); break;
   default: n = snprintf(buf, cap, "codec%u", s->codec); break;
   }
   if (n > 0 && (size_t)n < cap && s->transform == PG_TRANSFORM_SHUFFLE)
@@ -108,8 +116,8 @@ int pg_codec_spec_parse(pg_codec_spec *s, const char *text, pg_err *err) {
       p = end;
     }
   }
-  if (!strcmp(name, "none")) {
-    s->codec = PG_CODEC_NONE;
+  if (!strcmp(name, "none") || !strcmp(name, "qc")) {
+    s->codec = name[0] == 'q' ? PG_CODEC_QC : PG_CODEC_NONE;
     if (level >= 0) goto bad;
   } else if (!strcmp(name, "zstd")) {
     s->codec = PG_CODEC_ZSTD;
@@ -143,7 +151,7 @@ int pg_codec_spec_parse(pg_codec_spec *s, const char *text, pg_err *err) {
 bad:
   return pg_err_set(err, PG_E_CODEC, NULL, PG_NO_OFFSET,
                     "cannot parse codec '%s' (want none, zstd-L, brotli-Q[/wW], lzma-P[e], "
-                    "optionally +shufK)",
+                    "optionally +shufK; or qc)",
                     text);
 }
 
@@ -274,6 +282,7 @@ int pg_codec_compress(uint8_t codec, uint8_t level, uint8_t window, const uint8_
     got = pos;
     break;
   }
+  case PG_CODEC_QC: return pg_qc_encode(in, n, NULL, 0, out, out_len, err);
   default:
     return pg_err_set(err, PG_E_CODEC, NULL, PG_NO_OFFSET, "unknown codec %u", codec);
   }
@@ -362,6 +371,7 @@ int pg_codec_decompress(uint8_t codec, const uint8_t *in, size_t n, uint8_t *out
                "lzma: %zu bytes after the end of the stream", n - in_pos);
     return PG_OK;
   }
+  case PG_CODEC_QC: return pg_qc_decode(in, n, out, raw_len, file, off, err);
   default:
     return pg_err_set(err, PG_E_CODEC, file, off, "unknown codec %u", codec);
   }
@@ -369,7 +379,14 @@ int pg_codec_decompress(uint8_t codec, const uint8_t *in, size_t n, uint8_t *out
 
 int pg_codec_encode(const pg_codec_spec *s, const uint8_t *raw, size_t raw_len, uint8_t **out,
                     size_t *out_len, pg_err *err) {
+  return pg_codec_encode_segs(s, raw, raw_len, NULL, 0, out, out_len, err);
+}
+
+int pg_codec_encode_segs(const pg_codec_spec *s, const uint8_t *raw, size_t raw_len,
+                         const pg_qc_seg *segs, size_t nsegs, uint8_t **out, size_t *out_len,
+                         pg_err *err) {
   PG_TRY(pg_codec_spec_check(s, NULL, PG_NO_OFFSET, err));
+  if (s->codec == PG_CODEC_QC) return pg_qc_encode(raw, raw_len, segs, nsegs, out, out_len, err);
   if (s->transform != PG_TRANSFORM_SHUFFLE)
     return pg_codec_compress(s->codec, s->level, s->window, raw, raw_len, out, out_len, err);
   uint8_t *tmp = malloc(raw_len ? raw_len : 1);

@@ -8,17 +8,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pg_qcoder.h"
 #include "pg_status.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-enum pg_codec_id { PG_CODEC_NONE = 0, PG_CODEC_ZSTD = 1, PG_CODEC_BROTLI = 2, PG_CODEC_LZMA = 3 };
+enum pg_codec_id {
+  PG_CODEC_NONE = 0,
+  PG_CODEC_ZSTD = 1,
+  PG_CODEC_BROTLI = 2,
+  PG_CODEC_LZMA = 3,
+  PG_CODEC_QC = 4 /* our coder of quantized values (pg_qcoder.h) */
+};
 enum pg_transform_id { PG_TRANSFORM_NONE = 0, PG_TRANSFORM_SHUFFLE = 1 };
 
 /* How one section is stored. level: zstd 1..22, brotli quality 0..11, lzma preset 0..9 (the
- * "extreme" flag is bit 7 of level for lzma); window: brotli lgwin 10..24, else 0.
+ * "extreme" flag is bit 7 of level for lzma), qc 0; window: brotli lgwin 10..24, else 0.
+ * qc takes no transform.
  * stride: byte-shuffle stride 2..255 with PG_TRANSFORM_SHUFFLE, else 0. */
 typedef struct pg_codec_spec {
   uint8_t codec, level, window, transform, stride;
@@ -26,7 +34,7 @@ typedef struct pg_codec_spec {
 
 /* Validate a spec (file/offset only name where it was found, for the message). */
 int pg_codec_spec_check(const pg_codec_spec *s, const char *file, uint64_t off, pg_err *err);
-/* "zstd-22", "brotli-11/w22", "lzma-9e", "none"; with "+shuf2" when shuffled. buf >= 32. */
+/* "zstd-22", "brotli-11/w22", "lzma-9e", "qc", "none"; with "+shuf2" when shuffled. buf >= 32. */
 void pg_codec_spec_format(const pg_codec_spec *s, char *buf, size_t cap);
 /* Parse the same text form (also "zstd", "brotli", "lzma" with default levels). */
 int pg_codec_spec_parse(pg_codec_spec *s, const char *text, pg_err *err);
@@ -35,6 +43,11 @@ const char *pg_codec_name(uint8_t codec);
 /* Encode raw bytes: shuffle (if asked), then compress. *out is malloc'd. */
 int pg_codec_encode(const pg_codec_spec *s, const uint8_t *raw, size_t raw_len, uint8_t **out,
                     size_t *out_len, pg_err *err);
+/* The same with a hint of how the bytes are laid out (runs of rows, pg_qcoder.h), which qc
+ * uses and the other codecs ignore; segs NULL is no hint (qc: one run of rows of 1 byte). */
+int pg_codec_encode_segs(const pg_codec_spec *s, const uint8_t *raw, size_t raw_len,
+                         const pg_qc_seg *segs, size_t nsegs, uint8_t **out, size_t *out_len,
+                         pg_err *err);
 /* Decoder memory an lzma stream may ask for (its dictionary; the largest preset's is 64 MiB). */
 #define PG_LZMA_MEMLIMIT (128ull << 20)
 

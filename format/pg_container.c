@@ -1128,6 +1128,45 @@ int pg_artifact_check(pg_artifact *a, pg_err *err) {
   return rc;
 }
 
+/* Codec qc's hint for DATA section `sec` (spec/format.md §12): one segment per part that tiles
+ * it, in offset order, with the stored row length of the part's bytes. The values of an int
+ * tensor stored one per byte lie in rows of `cols` (row-major); every other part (scales, packed
+ * bits, LQER factors, floats) is rows of 1. The one place that knows how values are laid out. */
+static int section_segments(const pg_tensor_info *ts, uint32_t nt, uint32_t sec, pg_qc_seg **out,
+                            size_t *nseg, pg_err *err) {
+  size_t n = 0;
+  for (uint32_t i = 0; i < nt; i++)
+    for (int r = 0; r < PG_PART_COUNT; r++)
+      n += ts[i].parts[r].present && ts[i].parts[r].section == sec;
+  pg_qc_seg *g = malloc((n ? n : 1) * sizeof *g);
+  uint64_t *at = malloc((n ? n : 1) * sizeof *at);
+  if (!g || !at) {
+    free(g);
+    free(at);
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  }
+  size_t k = 0;
+  for (uint32_t i = 0; i < nt; i++)
+    for (int r = 0; r < PG_PART_COUNT; r++) {
+      const pg_part *p = &ts[i].parts[r];
+      if (!p->present || p->section != sec) continue;
+      const int rows = r == PG_PART_VALUES && pg_qtype_is_int(ts[i].qtype) && !ts[i].packing;
+      size_t j = k++; /* insertion by offset: the writer adds parts in offset order already */
+      for (; j > 0 && at[j - 1] > p->offset; j--) at[j] = at[j - 1], g[j] = g[j - 1];
+      at[j] = p->offset;
+      g[j] = (pg_qc_seg){p->size, rows && ts[i].cols ? ts[i].cols : 1};
+    }
+  free(at);
+  *out = g;
+  *nseg = n;
+  return PG_OK;
+}
+
+int pg_artifact_section_segments(const pg_artifact *a, uint32_t s, pg_qc_seg **segs, size_t *n,
+                                 pg_err *err) {
+  return section_segments(a->tens, a->ntens, s, segs, n, err);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Writer */
 
@@ -1153,6 +1192,7 @@ struct pg_writer {
   size_t n_pos, cap_pos;
   uint32_t ntens;
   char **names;
+  pg_tensor_info *infos; /* parts as added (section = 2 + data handle): codec qc's hints */
   uint32_t cap_names;
   wsec *data;
   uint32_t ndata;
@@ -1181,6 +1221,7 @@ void pg_writer_free(pg_writer *w) {
   free(w->dir_sec_pos);
   for (uint32_t i = 0; i < w->ntens; i++) free(w->names[i]);
   free(w->names);
+  free(w->infos);
   for (uint32_t i = 0; i < w->ndata; i++) pg_buf_free(&w->data[i].raw);
   free(w->data);
   pg_buf_free(&w->tok.raw);
@@ -1528,11 +1569,11 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
   if (rc == PG_OK && w->ntens == w->cap_names) {
     uint32_t cap = w->cap_names ? w->cap_names * 2 : 64;
     char **nn = realloc(w->names, cap * sizeof *nn);
-    if (!nn) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
-    else {
-      w->names = nn;
-      w->cap_names = cap;
-    }
+    if (nn) w->names = nn;
+    pg_tensor_info *ni = nn ? realloc(w->infos, cap * sizeof *ni) : NULL;
+    if (ni) w->infos = ni;
+    if (!nn || !ni) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    else w->cap_names = cap;
   }
   char *copy = NULL;
   if (rc == PG_OK) {
@@ -1549,6 +1590,8 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
   for (int r = 0; r < PG_PART_COUNT; r++)
     if (parts[r].present) w->data[secs[r]].referenced = 1;
   memcpy(copy, in->name, nl + 1);
+  memcpy(t.parts, parts, sizeof parts);
+  w->infos[w->ntens] = t;
   w->names[w->ntens++] = copy;
   return PG_OK;
 }
@@ -1562,6 +1605,8 @@ typedef struct enc_sec {
   pg_codec_spec spec;
   const uint8_t *raw;
   size_t raw_len;
+  pg_qc_seg *segs; /* codec qc: how the DATA section's bytes are laid out */
+  size_t nsegs;
   uint8_t *stored;
   size_t stored_len;
   int rc;
@@ -1582,7 +1627,8 @@ static void *enc_worker(void *arg) {
     uint32_t k = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
     if (k >= p->n) break;
     enc_sec *e = &p->es[p->order[k]];
-    e->rc = pg_codec_encode(&e->spec, e->raw, e->raw_len, &e->stored, &e->stored_len, &e->err);
+    e->rc = pg_codec_encode_segs(&e->spec, e->raw, e->raw_len, e->segs, e->nsegs, &e->stored,
+                                 &e->stored_len, &e->err);
   }
   return NULL;
 }
@@ -1662,10 +1708,14 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
                         .raw_len = meta.len};
     es[k++] = (enc_sec){.kind = PG_SEC_TENSORS, .spec = w->dir_spec, .raw = dir.data,
                         .raw_len = dir.len};
-    for (uint32_t i = 0; i < w->ndata; i++)
-      if (w->data[i].referenced)
-        es[k++] = (enc_sec){.kind = PG_SEC_DATA, .spec = w->data[i].spec,
-                            .raw = w->data[i].raw.data, .raw_len = w->data[i].raw.len};
+    for (uint32_t i = 0; rc == PG_OK && i < w->ndata; i++)
+      if (w->data[i].referenced) {
+        es[k] = (enc_sec){.kind = PG_SEC_DATA, .spec = w->data[i].spec,
+                          .raw = w->data[i].raw.data, .raw_len = w->data[i].raw.len};
+        if (es[k].spec.codec == PG_CODEC_QC)
+          rc = section_segments(w->infos, w->ntens, 2 + i, &es[k].segs, &es[k].nsegs, err);
+        k++;
+      }
     if (w->has_tok)
       es[k++] = (enc_sec){.kind = PG_SEC_TOKENIZER, .spec = w->tok.spec, .raw = w->tok.raw.data,
                           .raw_len = w->tok.raw.len};
@@ -1703,6 +1753,10 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
     pg_st64(h + 56, XXH64(h, 56, 0));
   }
   /* the raw pointers of META/TENSORS live in local buffers: detach them */
+  for (uint32_t i = 0; es && i < n; i++) { /* the hints were for encoding only */
+    free(es[i].segs);
+    es[i].segs = NULL;
+  }
   if (rc != PG_OK) {
     for (uint32_t i = 0; es && i < n; i++) free(es[i].stored);
     free(es);
@@ -1722,7 +1776,7 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
 }
 
 static void free_enc(enc_sec *es, uint32_t n) {
-  for (uint32_t i = 0; es && i < n; i++) free(es[i].stored);
+  for (uint32_t i = 0; es && i < n; i++) free(es[i].stored), free(es[i].segs);
   free(es);
 }
 

@@ -173,6 +173,10 @@ uint32_t pg_artifact_code_count(const pg_artifact *a);
 int pg_artifact_code(pg_artifact *a, uint32_t i, const char **name, size_t *name_len,
                      const uint8_t **bytes, size_t *len, uint32_t *section, pg_err *err);
 
+/* Codec qc's layout hint for section s (pg_qcoder.h, spec/format.md §12): one segment per part
+ * that names it, in offset order (*segs malloc'd; none for a section no part names). */
+int pg_artifact_section_segments(const pg_artifact *a, uint32_t s, pg_qc_seg **segs, size_t *n,
+                                 pg_err *err);
 /* Decode every section, verify every raw checksum, and range-check every tensor's values; one
  * section at a time (what the caller holds stays held). */
 int pg_artifact_check(pg_artifact *a, pg_err *err);

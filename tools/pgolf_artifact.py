@@ -21,7 +21,7 @@ section's raw_size. Dequantization is bit for bit the C reference (format/pg_qty
 scales widened by bits, (float)q * scale in fp32, LQER summed in double over ascending k,
 rounded to fp32 once and then added. Checksums use the `xxhash` module when installed and a
 pure-Python XXH64 otherwise (slow on large files). Codecs: zstd needs `zstandard`, brotli needs
-`brotli`, lzma is the standard library's.
+`brotli`, lzma is the standard library's, qc (codec 4) is decoded here (slowly).
 
 Every fault raises ArtifactError with one line, "FILE: offset N: what"; the command line prints
 that line and exits 2.
@@ -163,6 +163,164 @@ def _need(module, codec):
                           % (codec, module, module)) from None
 
 
+def _qc_weight(c):
+    return c if c < 16 else (16 + (c - 16) % 16) << ((c - 16) // 16)
+
+
+def _qc_normalize(codes):
+    """Codes (symbol -> 1..255) -> frequencies adding up to 4096 (spec/format.md §12)."""
+    w = {s: _qc_weight(c) for s, c in codes.items()}
+    W = sum(w.values())
+    f = [0] * 256
+    for s in codes:
+        f[s] = max(1, w[s] * 4096 // W)
+    total = sum(f)
+    while total != 4096:
+        big = max(range(256), key=lambda s: (f[s], -s))
+        if total < 4096:
+            f[big] += 4096 - total
+            total = 4096
+        else:
+            t = min(total - 4096, f[big] - 1)
+            f[big] -= t
+            total -= t
+    return f
+
+
+def _qc_varint(d, p):
+    r = 0
+    for k in range(10):
+        if p >= len(d):
+            raise ValueError("qc: truncated varint")
+        b = d[p]
+        p += 1
+        if k == 9 and b > 1:
+            raise ValueError("qc: varint overflows 64 bits")
+        r |= (b & 0x7F) << (7 * k)
+        if not b & 0x80:
+            if k and not b:
+                raise ValueError("qc: varint not minimal")
+            return r, p
+    raise ValueError("qc: varint too long")
+
+
+def qc_decode(d, raw_size):
+    """Codec 4 (spec/format.md §12), decoded value by value: slow, for checking."""
+    d = bytes(d)
+    if len(d) < 9 or d[0] != 1:
+        raise ValueError("qc: truncated stream or unknown format")
+    nb = list(d[1:4])
+    rs, cs, smode, init = d[4], d[5], d[6] & 3, struct.unpack_from("<H", d, 7)[0]
+    pred = d[6] >> 2
+    if (min(nb) < 1 or max(nb) > 8 or nb[0] * nb[1] * nb[2] > 64 or not 1 <= rs <= 8
+            or not 1 <= cs <= 8 or pred > 1 or d[6] > 7
+            or (smode == 0 and (nb[2] != 1 or pred)) or init > 32768):
+        raise ValueError("qc: bad header")
+    p, edges = 9, []
+    for k in range(3):
+        e = []
+        for _ in range(nb[k] - 1):
+            if p + 2 > len(d):
+                raise ValueError("qc: stream ends in the bucket edges")
+            v = struct.unpack_from("<H", d, p)[0]
+            p += 2
+            if v > 2048 or (e and v < e[-1]):
+                raise ValueError("qc: bad bucket edge")
+            e.append(v)
+        edges.append(e)
+    nseg, p = _qc_varint(d, p)
+    if nseg > raw_size or nseg > (len(d) - p) // 2:
+        raise ValueError("qc: %d segments for %d bytes" % (nseg, raw_size))
+    segs, total = [], 0
+    for _ in range(nseg):
+        ln, p = _qc_varint(d, p)
+        row, p = _qc_varint(d, p)
+        if ln < 1 or ln > raw_size - total or row < 1 or row > ln:
+            raise ValueError("qc: bad segment")
+        segs.append((ln, row))
+        total += ln
+    if total != raw_size:
+        raise ValueError("qc: segments hold %d bytes, section declares %d" % (total, raw_size))
+    nctx = nb[0] * nb[1] * nb[2]
+    tabs = []
+    for c in range(nctx):
+        k, p = _qc_varint(d, p)
+        if k > 256:
+            raise ValueError("qc: bad table length")
+        if not k:
+            tabs.append(None)
+            continue
+        if len(d) - p < 1 + k or d[p] + k > 256 or not d[p + 1] or not d[p + k]:
+            raise ValueError("qc: bad table")
+        lo = d[p]
+        codes = {lo + i: d[p + 1 + i] for i in range(k) if d[p + 1 + i]}
+        p += 1 + k
+        f = _qc_normalize(codes)
+        slot = bytearray(4096)
+        start, st = [0] * 256, 0
+        for s in range(lo, lo + k):
+            slot[st:st + f[s]] = bytes([s]) * f[s]
+            start[s] = st
+            st += f[s]
+        tabs.append((slot, f, start))
+    if len(d) - p < 8:
+        raise ValueError("qc: stream ends before the coder states")
+    x = list(struct.unpack_from("<2I", d, p))
+    p += 8
+    L = 1 << 23
+    if not all(L <= v < L << 8 for v in x):
+        raise ValueError("qc: bad coder states")
+
+    def bucket(e, v):
+        b = 0
+        while b < len(e) and v >= e[b]:
+            b += 1
+        return b
+
+    out, i = bytearray(raw_size), 0
+    for ln, row in segs:
+        colm, cols = [init] * row, [32768] * row
+        rm, rsg, j = init, 32768, 0
+        rm1, rsg1 = rm, rsg  # the row averages before the previous value
+        sp = 32768  # the previous value of the row (smode 3)
+        for _ in range(ln):
+            sg = rsg1 if smode == 1 else cols[j] if smode == 2 else sp if smode == 3 else 0
+            sv = sg >> 5
+            c = ((bucket(edges[0], rm1 >> 4) * nb[1] + bucket(edges[1], colm[j] >> 4)) * nb[2]
+                 + bucket(edges[2], sv))
+            if tabs[c] is None:
+                raise ValueError("qc: value %d falls in a context without a table" % i)
+            slot, f, start = tabs[c]
+            xs = x[i & 1]
+            t = slot[xs & 4095]
+            xs = f[t] * (xs >> 12) + (xs & 4095) - start[t]
+            while xs < L:
+                if p >= len(d):
+                    raise ValueError("qc: the stream ends at value %d" % i)
+                xs = (xs << 8) | d[p]
+                p += 1
+            x[i & 1] = xs
+            s = (t + ((sg + 128) >> 8) + 128) & 0xFF if pred else t
+            out[i] = s ^ 0x80
+            a = t - 128 if t >= 128 else 128 - t
+            rm1, rsg1 = rm, rsg
+            rm = (rm * ((1 << rs) - 1) + a * 256) >> rs
+            colm[j] = (colm[j] * ((1 << cs) - 1) + a * 256) >> cs
+            rsg = (rsg * ((1 << rs) - 1) + s * 256) >> rs
+            cols[j] = (cols[j] * ((1 << cs) - 1) + s * 256) >> cs
+            sp = s * 256
+            i += 1
+            j += 1
+            if j == row:
+                j, rm, rsg = 0, init, 32768
+                rm1, rsg1, sp = rm, rsg, 32768
+    if x != [L, L]:
+        raise ValueError("qc: coder states do not end where the encoder began")
+    if p != len(d):
+        raise ValueError("qc: %d bytes after the end of the stream" % (len(d) - p))
+    return bytes(out)
+
+
 def decompress(codec, stored, raw_size):
     """Decode into at most raw_size bytes (one more to see a longer stream); returns bytes or
     raises ValueError with the reason."""
@@ -222,6 +380,8 @@ def decompress(codec, stored, raw_size):
             raise ValueError("lzma: stream ends early")
         if d.unused_data:
             raise ValueError("lzma: %d bytes after the end of the stream" % len(d.unused_data))
+    elif codec == 4:
+        out = qc_decode(stored, raw_size)
     else:
         raise ValueError("unknown codec %d" % codec)
     if len(out) != raw_size:
@@ -311,7 +471,8 @@ class Artifact:
                 self._fail(eo, "section %d: reserved bytes not zero" % i)
             ok = {0: level == 0 and window == 0, 1: 1 <= level <= 22 and window == 0,
                   2: level <= 11 and 10 <= window <= 24,
-                  3: (level & 0x7F) <= 9 and not level & 0x70 and window == 0}.get(codec)
+                  3: (level & 0x7F) <= 9 and not level & 0x70 and window == 0,
+                  4: level == 0 and window == 0 and transform == 0 and stride == 0}.get(codec)
             if not ok:
                 self._fail(eo + 2, "section %d: unknown codec %d or bad parameters" % (i, codec))
             if transform > 1 or (transform == 0 and stride) or (transform == 1 and stride < 2):

@@ -786,6 +786,7 @@ static const pg_codec_spec CANDIDATES[] = {
     {PG_CODEC_BROTLI, 11, 24, 0, 0}, {PG_CODEC_BROTLI, 11, 24, PG_TRANSFORM_SHUFFLE, 2},
     {PG_CODEC_LZMA, 9 | 0x80, 0, 0, 0}, {PG_CODEC_LZMA, 9 | 0x80, 0, PG_TRANSFORM_SHUFFLE, 2},
     {PG_CODEC_ZSTD, 22, 0, 0, 0},    {PG_CODEC_ZSTD, 22, 0, PG_TRANSFORM_SHUFFLE, 2},
+    {PG_CODEC_QC, 0, 0, 0, 0}, /* only on sections of int values, with their layout hint */
 };
 #define N_CANDIDATES (sizeof CANDIDATES / sizeof CANDIDATES[0])
 
@@ -793,6 +794,8 @@ static const pg_codec_spec CANDIDATES[] = {
  * shared counter (largest sections first), so the choice does not depend on the thread count. */
 typedef struct cjob {
   const uint8_t *raw;
+  const pg_qc_seg *segs;
+  size_t nsegs;
   size_t n, sec, cand, out_len;
   int rc;
   pg_err err;
@@ -810,7 +813,8 @@ static void *codec_worker(void *arg) {
     if (i >= pl->n) break;
     cjob *j = &pl->jobs[i];
     uint8_t *enc = NULL;
-    j->rc = pg_codec_encode(&CANDIDATES[j->cand], j->raw, j->n, &enc, &j->out_len, &j->err);
+    j->rc = pg_codec_encode_segs(&CANDIDATES[j->cand], j->raw, j->n, j->segs, j->nsegs, &enc,
+                                 &j->out_len, &j->err);
     free(enc);
   }
   return NULL;
@@ -823,8 +827,10 @@ static int cmp_job(const void *a, const void *b) {
   return x->cand < y->cand ? -1 : x->cand > y->cand;
 }
 
-/* raws[k] (n[k] bytes) for the sections k with want[k]; spec[k] ← the smallest candidate. */
-static int best_codecs(const uint8_t *const *raws, const size_t *n, const int *want, size_t ns,
+/* raws[k] (n[k] bytes) for the sections k with want[k]; spec[k] ← the smallest candidate. qc is
+ * tried only where segs[k] (the section's layout, nsegs[k] runs) is given. */
+static int best_codecs(const uint8_t *const *raws, const size_t *n, const int *want,
+                       pg_qc_seg *const *segs, const size_t *nsegs, size_t ns,
                        pg_codec_spec *spec, int nthreads, pg_err *err) {
   size_t nj = 0;
   cjob *jobs = calloc(ns * N_CANDIDATES + 1, sizeof *jobs);
@@ -832,7 +838,9 @@ static int best_codecs(const uint8_t *const *raws, const size_t *n, const int *w
   for (size_t k = 0; k < ns; k++)
     for (size_t c = 0; want[k] && c < N_CANDIDATES; c++) {
       if (CANDIDATES[c].transform && n[k] < 2) continue;
-      jobs[nj++] = (cjob){.raw = raws[k], .n = n[k], .sec = k, .cand = c};
+      if (CANDIDATES[c].codec == PG_CODEC_QC && !segs[k]) continue;
+      jobs[nj++] = (cjob){.raw = raws[k], .segs = segs[k], .nsegs = nsegs[k], .n = n[k], .sec = k,
+                          .cand = c};
     }
   qsort(jobs, nj, sizeof *jobs, cmp_job);
   cpool pl = {.jobs = jobs, .n = nj};
@@ -901,7 +909,9 @@ int pg_packer_build(pg_packer *p, const pg_pack_extras *x, double mu, uint8_t **
     const uint8_t **raws = calloc(L.nspec, sizeof *raws);
     size_t *rn = calloc(L.nspec, sizeof *rn);
     int *want = calloc(L.nspec, sizeof *want);
-    if (!rc && (!raws || !rn || !want))
+    pg_qc_seg **segs = calloc(L.nspec, sizeof *segs);
+    size_t *nsegs = calloc(L.nspec, sizeof *nsegs);
+    if (!rc && (!raws || !rn || !want || !segs || !nsegs))
       rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
     size_t di = 0, ci = 0;
     for (uint32_t s = 0; !rc && s < pg_artifact_section_count(a); s++) {
@@ -918,8 +928,13 @@ int pg_packer_build(pg_packer *p, const pg_pack_extras *x, double mu, uint8_t **
       rc = pg_artifact_section_raw(a, s, &raws[k], err);
       rn[k] = (size_t)sec->raw_size;
       want[k] = 1;
+      if (!rc && (k < L.s_scales || k == L.s_gate)) /* int values: qc is a candidate */
+        rc = pg_artifact_section_segments(a, s, &segs[k], &nsegs[k], err);
     }
-    if (!rc) rc = best_codecs(raws, rn, want, L.nspec, spec, p->r.nthreads, err);
+    if (!rc) rc = best_codecs(raws, rn, want, segs, nsegs, L.nspec, spec, p->r.nthreads, err);
+    for (size_t k = 0; segs && k < L.nspec; k++) free(segs[k]);
+    free(segs);
+    free(nsegs);
     free(raws);
     free(rn);
     free(want);
