@@ -42,6 +42,13 @@ static uint16_t *rand_scales(uint64_t n) {
 
 static const pg_codec_spec NONE = {0, 0, 0, 0, 0};
 
+/* A writer of container version cver. The tests that edit bytes of a file in place use v1, whose
+ * fields lie at fixed offsets; the v2 tests below edit v2 files. */
+static void test_writer(pg_writer **w, int cver) {
+  cr_assert_eq(pg_writer_create(w), PG_OK);
+  cr_assert_eq(pg_writer_set_container(*w, cver), PG_OK);
+}
+
 static pg_codec_spec spec_of(const char *s) {
   pg_codec_spec c;
   pg_err e;
@@ -55,7 +62,7 @@ static pg_codec_spec spec_of(const char *s) {
 static uint8_t *small_artifact(size_t *len) {
   pg_writer *w;
   pg_err e;
-  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   cr_assert_eq(pg_writer_meta_i64(w, "tokenizer.vocab_size", 1024, &e), PG_OK);
   cr_assert_eq(pg_writer_meta_str(w, "arch.name", "tiny", 4, &e), PG_OK);
@@ -213,7 +220,7 @@ Test(container, roundtrip_every_qtype_packing_codec_transform) {
         unsigned bits = pg_qtype_bits(qt);
         pg_writer *w;
         pg_err e;
-        pg_writer_create(&w);
+        test_writer(&w, ci % 2 ? PG_CONTAINER_V2 : PG_CONTAINER_V1);
         pg_writer_set_meta_codec(w, &cs, &cs);
         int dv = pg_writer_data_section(w, &cs, &e), ds = pg_writer_data_section(w, &cs, &e);
         uint64_t dims[2] = {13, 64}; /* 13*64*bits not a multiple of 64 bits for odd widths */
@@ -283,7 +290,7 @@ Test(container, roundtrip_float_passthrough) {
     pg_codec_spec cs = spec_of(CODECS[ci]);
     pg_writer *w;
     pg_err e;
-    pg_writer_create(&w);
+    test_writer(&w, PG_CONTAINER_V1);
     int d = pg_writer_data_section(w, &cs, &e);
     uint64_t dims[3] = {2, 3, 5};
     float f32[30];
@@ -330,7 +337,7 @@ Test(container, roundtrip_float_passthrough) {
 Test(container, metadata_code_and_tokenizer_roundtrip) {
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   cr_assert_eq(pg_writer_meta_i64(w, "z.int", -5, &e), PG_OK);
   cr_assert_eq(pg_writer_meta_f64(w, "a.float", 1.0 / 3.0, &e), PG_OK);
   cr_assert_eq(pg_writer_meta_bool(w, "m.bool", 1, &e), PG_OK);
@@ -401,7 +408,7 @@ Test(container, metadata_code_and_tokenizer_roundtrip) {
 Test(container, unreferenced_data_sections_are_not_written) {
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   int unused = pg_writer_data_section(w, &NONE, &e);
   int used = pg_writer_data_section(w, &NONE, &e);
   cr_assert(unused == 0 && used == 1);
@@ -438,7 +445,7 @@ Test(container, same_inputs_same_bytes) {
 static uint8_t *many_sections(int threads, size_t *len) {
   pg_writer *w;
   pg_err e;
-  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_threads(w, threads);
   const char *codecs[] = {"zstd-9", "brotli-9/w20", "lzma-6", "zstd-3+shuf2", "brotli-5/w16"};
   for (int k = 0; k < 5; k++) {
@@ -491,7 +498,7 @@ Test(container, threaded_encoding_same_bytes) {
 Test(container, writer_rejects_bad_tensors) {
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   int d = pg_writer_data_section(w, &NONE, &e);
   uint64_t dims[2] = {2, 4};
   int8_t q[8] = {0, 1, 2, 3, 4, 5, 6, 40};
@@ -554,7 +561,7 @@ Test(container, file_write_is_atomic_and_reopens) {
   uint8_t *mem = small_artifact(&len);
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   pg_writer_meta_i64(w, "tokenizer.vocab_size", 1024, &e);
   char path[128];
@@ -595,11 +602,11 @@ Test(malformed, truncated) {
 Test(malformed, unknown_versions) {
   size_t len;
   uint8_t *b = small_artifact(&len);
-  pg_st16(b + 8, 2);
+  pg_st16(b + 8, 3);
   reseal(b);
   EXPECT_STATUS(b, len, PG_E_VERSION);
   pg_st16(b + 8, 1);
-  pg_st16(b + 10, 7);
+  pg_st16(b + 10, 3);
   reseal(b);
   EXPECT_STATUS(b, len, PG_E_VERSION);
   free(b);
@@ -746,7 +753,7 @@ Test(malformed, unknown_section_kind_and_missing_meta) {
 Test(malformed, decompression_size_mismatch) {
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_codec_spec z = spec_of("zstd-3");
   int d = pg_writer_data_section(w, &z, &e);
   uint64_t n = 1000;
@@ -825,7 +832,7 @@ Test(malformed, duplicate_tensor_name) {
   uint8_t *b;
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   int d = pg_writer_data_section(w, &NONE, &e);
   uint64_t one = 1;
@@ -848,7 +855,7 @@ Test(malformed, parts_overlap_hole_and_trailing_inside_data) {
   uint8_t *b;
   size_t len;
   for (int mode = 0; mode < 3; mode++) {
-    pg_writer_create(&w);
+    test_writer(&w, PG_CONTAINER_V1);
     pg_writer_set_meta_codec(w, &NONE, &NONE);
     int d = pg_writer_data_section(w, &NONE, &e);
     uint64_t one = 1;
@@ -902,7 +909,7 @@ Test(malformed, metadata_wrong_type_and_duplicate_key) {
   pg_err e;
   uint8_t *b;
   size_t len;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   pg_writer_meta_i64(w, "tokenizer.vocab_size", 8192, &e);
   pg_writer_meta_i64(w, "x.a", 1, &e);
@@ -1047,7 +1054,7 @@ Test(threads, two_readers_at_once) {
    * always be refused as a duplicate: no state is shared between readers. */
   pg_writer *w;
   pg_err e;
-  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   pg_codec_spec z = spec_of("zstd-3");
   int d = pg_writer_data_section(w, &z, &e);
@@ -1086,7 +1093,7 @@ Test(limits, sections_decoded_on_demand_and_held_until_released) {
    * tensors come out right in any order, and a section a caller holds stays valid meanwhile */
   pg_writer *w;
   pg_err e;
-  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_codec_spec z = spec_of("zstd-3");
   uint64_t n = 1000;
   float v[1000];
