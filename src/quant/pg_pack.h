@@ -53,6 +53,10 @@ typedef struct pg_pack_recipe {
   int codec_best;              /* try every codec (and shuffle) per section, keep the smallest */
   pg_codec_spec codec;         /* else this one for every section */
   int packing;                 /* PG_PACK_BYTE or PG_PACK_BITS for the quantized values */
+  int layout;                  /* 2: quantized matrices stored transposed, the records' kinds
+                                  (tok_emb, attn.c_q, mlp.fc) with their rows in similarity
+                                  order (quant layout 2); 1: row-major, as stored in memory */
+  int container;               /* container version written: 2 (compact) or 1 */
   int nthreads;
 } pg_pack_recipe;
 
@@ -135,6 +139,12 @@ typedef struct pg_pack_extras {
  * challenge's count of spec/accounting.md (model + code, + tokenizer when counted). */
 int pg_packer_build(pg_packer *p, const pg_pack_extras *x, double mu, uint8_t **out, size_t *len,
                     uint64_t *counted, pg_err *err);
+
+/* The records' row order for a matrix's values: a greedy nearest-neighbour chain that starts at
+ * row 0 and repeatedly takes the unused row with the least L1 distance to the current one (ties
+ * to the lowest index). perm[j] is the row placed j-th. O(rows² · cols). */
+int pg_pack_row_chain(const int8_t *q, uint64_t rows, uint64_t cols, uint32_t *perm,
+                      pg_err *err);
 
 /* ---- fitting to a budget ---- */
 
