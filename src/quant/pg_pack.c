@@ -135,6 +135,8 @@ static int check_recipe(const pg_pack_recipe *r, pg_err *err) {
   if (r->layout != 1 && r->layout != 2)
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: layout %d is not 1 or 2",
                       r->layout);
+  if (r->row_sort < PG_ROW_SORT_AUTO || r->row_sort > PG_ROW_SORT_NEVER)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: unknown row sort");
   if (r->container != PG_CONTAINER_V1 && r->container != PG_CONTAINER_V2)
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: container %d is not 1 or 2",
                       r->container);
@@ -607,6 +609,10 @@ static char *recipe_json(const pg_packer *p, double mu) {
   json_object_set_new(o, "grouping", json_string(group_name(r->group)));
   json_object_set_new(o, "packing", json_string(r->packing == PG_PACK_BITS ? "bits" : "byte"));
   json_object_set_new(o, "layout", json_integer(r->layout));
+  if (r->layout == 2)
+    json_object_set_new(o, "row_sort", json_string(r->row_sort == PG_ROW_SORT_AUTO     ? "auto"
+                                                   : r->row_sort == PG_ROW_SORT_ALWAYS ? "always"
+                                                                                       : "never"));
   json_t *ts = json_object();
   for (size_t i = 0; i < p->nt; i++) {
     const ptensor *t = &p->t[i];
@@ -736,7 +742,7 @@ static size_t encoded_size(const pg_buf *b, int *rc, pg_err *err) {
  * quantization; the same values give the same choice. */
 static int row_orders(pg_packer *p, pg_err *err) {
   if (p->orders_done) return PG_OK;
-  if (p->r.packing != PG_PACK_BYTE) {
+  if (p->r.packing != PG_PACK_BYTE || p->r.row_sort == PG_ROW_SORT_NEVER) {
     p->orders_done = 1;
     return PG_OK;
   }
@@ -754,8 +760,8 @@ static int row_orders(pg_packer *p, pg_err *err) {
       if (!t->perm) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
       if (!rc) rc = pg_pack_row_chain(t->q, t->rows, t->cols, t->perm, err);
     }
-    int keep = 0;
-    if (!rc && any > 0) {
+    int keep = any > 0 && p->r.row_sort == PG_ROW_SORT_ALWAYS;
+    if (!rc && any > 0 && !keep) {
       pg_buf plain = {0}, sorted = {0}, perms = {0}, none = {0};
       if (group_image(p, g, 0, &plain, &none) || group_image(p, g, 1, &sorted, &perms))
         rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");

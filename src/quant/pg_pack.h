@@ -37,6 +37,13 @@ enum pg_pack_group {
   PG_PACK_GROUP_SINGLE = 2    /* every value in one section */
 };
 
+/* Layout 2: which groups get their rows in similarity order. */
+enum pg_pack_row_sort {
+  PG_ROW_SORT_AUTO = 0,  /* where the group's sorted values plus permutations compress smaller */
+  PG_ROW_SORT_ALWAYS = 1,
+  PG_ROW_SORT_NEVER = 2
+};
+
 typedef struct pg_pack_recipe {
   unsigned bits[PG_CAT_COUNT]; /* 5..8 */
   float k[PG_CAT_COUNT];       /* SDClip k per category */
@@ -53,9 +60,9 @@ typedef struct pg_pack_recipe {
   int codec_best;              /* try every codec (and shuffle) per section, keep the smallest */
   pg_codec_spec codec;         /* else this one for every section */
   int packing;                 /* PG_PACK_BYTE or PG_PACK_BITS for the quantized values */
-  int layout;                  /* 2: quantized matrices stored transposed, the records' kinds
-                                  (tok_emb, attn.c_q, mlp.fc) with their rows in similarity
-                                  order (quant layout 2); 1: row-major, as stored in memory */
+  int layout;                  /* 2: quantized matrices stored transposed, a group's rows in
+                                  similarity order per row_sort (quant layout 2); 1: row-major */
+  int row_sort;                /* layout 2: enum pg_pack_row_sort */
   int container;               /* container version written: 2 (compact) or 1 */
   int nthreads;
 } pg_pack_recipe;
