@@ -665,6 +665,20 @@ static void layout_init(layout *L, const pg_packer *p, size_t ncode) {
   L->nspec = L->s_code0 + ncode;
 }
 
+int pg_packer_set_layout(pg_packer *p, int lay, int row_sort, int container) {
+  pg_pack_recipe r = p->r;
+  r.layout = lay;
+  r.row_sort = row_sort;
+  r.container = container;
+  if (check_recipe(&r, NULL) != PG_OK) return PG_E_ARG;
+  p->r = r;
+  p->orders_done = 0;
+  free(p->fixed); /* the codec choice was made on the other layout's bytes */
+  p->fixed = NULL;
+  p->nfixed = 0;
+  return PG_OK;
+}
+
 int pg_pack_row_chain(const int8_t *q, uint64_t rows, uint64_t cols, uint32_t *perm,
                       pg_err *err) {
   if (!rows) return PG_OK;

@@ -102,6 +102,10 @@ const pg_pack_recipe *pg_packer_recipe(const pg_packer *p);
 /* Change one category's bits (the fit does). */
 void pg_packer_set_bits(pg_packer *p, int cat, unsigned bits);
 
+/* Change how the next builds lay the values out (recipe fields layout, row_sort, container); the
+ * quantization stays. PG_E_ARG on a value the recipe check refuses. */
+int pg_packer_set_layout(pg_packer *p, int lay, int row_sort, int container);
+
 /* Progress of quantization: tensors done of total, with the tensor's name. */
 void pg_packer_set_progress(pg_packer *p, void (*fn)(void *ctx, size_t done, size_t total,
                                                        const char *name), void *ctx);
