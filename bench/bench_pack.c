@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -270,7 +271,13 @@ static int64_t lrzip_size(const uint8_t *p, size_t n, const char *dir) {
   char *argv[] = {"lrzip", "-z", "-L", "9", "-q", "-f", "-o", out, in, NULL};
   pid_t pid;
   extern char **environ;
-  if (posix_spawnp(&pid, "lrzip", NULL, NULL, argv, environ) != 0) return -1;
+  posix_spawn_file_actions_t fa; /* lrzip -q still prints its ratio: keep the table clean */
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  const int sp = posix_spawnp(&pid, "lrzip", &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (sp != 0) return -1;
   int st;
   if (waitpid(pid, &st, 0) < 0) die("waitpid: lrzip");
   if (WIFEXITED(st) && WEXITSTATUS(st) == 127) return -1;
@@ -327,7 +334,7 @@ static void pgolf_layout_rows(pg_packer *p, const pg_pack_extras *x, size_t v2_l
     int layout, container;
     const char *what;
   } V[] = {{1, 1, "pgolf v1: row-major, container 1"},
-           {2, 1, "pgolf: layout 2 (transposed, row sort auto), container 1"},
+           {2, 1, "pgolf: layout 2 (sort auto), container 1"},
            {1, 2, "pgolf: row-major, container 2"}};
   pg_err err;
   for (size_t k = 0; k < sizeof V / sizeof V[0]; k++) {
