@@ -1071,17 +1071,20 @@ static int parse_table(pg_artifact *a, pg_err *err) {
     rc = pg_err_set(err, st, f, o, __VA_ARGS__);                                             \
     break;                                                                                   \
   }
-    TFAIL(s->raw_size > a->lim.max_section_raw, PG_E_LIMIT, eo, "section %u: raw size %llu, limit %llu",
+    /* v1 names the field at fault; a v2 entry's sizes are varints: its first byte */
+    const uint64_t eo_off = eo + (a->cver == PG_CONTAINER_V1 ? 8 : 0);
+    TFAIL(s->raw_size > a->lim.max_section_raw, PG_E_LIMIT,
+          eo + (a->cver == PG_CONTAINER_V1 ? 24 : 0), "section %u: raw size %llu, limit %llu",
           i, (unsigned long long)s->raw_size, (unsigned long long)a->lim.max_section_raw);
     total += s->raw_size; /* at most 4096 * 2^30: no overflow */
     uint64_t end;
     TFAIL(pg_add_overflow_u64(s->offset, s->stored_size, &end) || end > a->len,
-          PG_E_TABLE_RANGE, eo, "section %u: [%llu, +%llu) reaches past the end of the file (%zu)",
+          PG_E_TABLE_RANGE, eo_off, "section %u: [%llu, +%llu) reaches past the end of the file (%zu)",
           i, (unsigned long long)s->offset, (unsigned long long)s->stored_size, a->len);
-    TFAIL(s->offset < expect, PG_E_OVERLAP, eo,
+    TFAIL(s->offset < expect, PG_E_OVERLAP, eo_off,
           "section %u begins at %llu, inside what precedes it (ends at %llu)", i,
           (unsigned long long)s->offset, (unsigned long long)expect);
-    TFAIL(s->offset > expect, PG_E_HOLE, eo, "section %u begins at %llu, leaving a hole from %llu",
+    TFAIL(s->offset > expect, PG_E_HOLE, eo_off, "section %u begins at %llu, leaving a hole from %llu",
           i, (unsigned long long)s->offset, (unsigned long long)expect);
     expect = end;
     /* v1 keeps a checksum of each section's stored bytes; v2 one of the whole file (above) */

@@ -296,14 +296,16 @@ class Artifact:
             if transform > 1 or (transform == 0 and stride) or (transform == 1 and stride < 2):
                 self._fail(eo + 2, "section %d: bad transform %d/stride %d"
                            % (i, transform, stride))
+            fo = eo + 8 if cver == 1 else eo  # v1 names the field; v2 sizes are varints
             if rsz > MAX_SECTION_RAW:
-                self._fail(eo, "section %d: raw size %d, limit %d" % (i, rsz, MAX_SECTION_RAW))
+                self._fail(eo + 24 if cver == 1 else eo, "section %d: raw size %d, limit %d"
+                           % (i, rsz, MAX_SECTION_RAW))
             total += rsz
             if off + ssz > n:
-                self._fail(eo, "section %d: [%d, +%d) reaches past the end of the file (%d)"
+                self._fail(fo, "section %d: [%d, +%d) reaches past the end of the file (%d)"
                            % (i, off, ssz, n))
             if off != expect:
-                self._fail(eo, "section %d begins at %d, expected %d (%s)"
+                self._fail(fo, "section %d begins at %d, expected %d (%s)"
                            % (i, off, expect, "overlap" if off < expect else "hole"))
             expect = off + ssz
             if cver == 1 and xxh64(d[off:off + ssz]) != self._sxx[i]:
