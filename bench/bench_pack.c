@@ -9,6 +9,11 @@
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,7 +45,7 @@ typedef struct row {
   int64_t bytes; /* < 0: none */
 } row;
 
-static row ROWS[24];
+static row ROWS[40];
 static size_t NROWS;
 
 #if defined(__GNUC__)
@@ -163,6 +168,189 @@ static void records_stream(pg_artifact *a, const pg_model *m, blob *b) {
           (size_t)ti->parts[PG_PART_LQER_B_SCALES].size);
     }
   }
+}
+
+/* ---- the records' newest layout (PGRP, their LQER record's _serialize_pergroup) ------------ */
+
+/* The int8 values of each weight kind (the name without "blocks.{i}.") grouped across layers in
+ * state-dict order; each matrix of the kinds tok_emb, attn.c_q, mlp.fc first has its rows in
+ * the nearest-neighbour chain order (pg_pack_row_chain: the records' greedy L1 chain from row
+ * 0, ties to the lowest index), its permutation kept as u16; then every matrix transposed
+ * (arr[order].T). The rest (scales, LQER factors, passthrough tensors) in one remainder. */
+typedef struct pgrp {
+  blob groups[64];
+  char kinds[64][96];
+  size_t ng;
+  blob perms, rest;
+} pgrp;
+
+static int pgrp_sorted(const char *kind) {
+  return !strcmp(kind, "tok_emb.weight") || !strcmp(kind, "attn.c_q.weight") ||
+         !strcmp(kind, "mlp.fc.weight");
+}
+
+static void pgrp_build(pg_artifact *a, const pg_model *m, pgrp *g) {
+  pg_err err;
+  memset(g, 0, sizeof *g);
+  for (size_t i = 0; i < pg_model_tensor_count(m); i++) {
+    const char *name = pg_model_tensor(m, i)->name;
+    int64_t k = pg_artifact_tensor_find(a, name);
+    if (k < 0) die("%s: not in the artifact", name);
+    const pg_tensor_info *ti = pg_artifact_tensor(a, (uint32_t)k);
+    if (!pg_qtype_is_int(ti->qtype) || ti->ndim != 2) {
+      if (pg_qtype_is_int(ti->qtype)) die("%s: an integer tensor that is not a matrix", name);
+      put(&g->rest, part_bytes(a, ti, PG_PART_VALUES), (size_t)ti->parts[PG_PART_VALUES].size);
+      continue;
+    }
+    const char *kind = name;
+    if (!strncmp(name, "blocks.", 7) && strchr(name + 7, '.')) kind = strchr(name + 7, '.') + 1;
+    size_t gi = 0;
+    while (gi < g->ng && strcmp(g->kinds[gi], kind)) gi++;
+    if (gi == g->ng) {
+      if (g->ng == 64) die("more than 64 kinds");
+      snprintf(g->kinds[g->ng++], sizeof g->kinds[0], "%s", kind);
+    }
+    const uint64_t rows = ti->rows, cols = ti->cols;
+    int8_t *v = xmalloc((size_t)ti->numel), *t = xmalloc((size_t)ti->numel);
+    uint32_t *perm = xmalloc((size_t)rows * sizeof *perm);
+    if (pg_artifact_tensor_values(a, (uint32_t)k, v, &err) != PG_OK) die("%s", err.msg);
+    if (pgrp_sorted(kind)) {
+      if (pg_pack_row_chain(v, rows, cols, perm, &err) != PG_OK) die("%s", err.msg);
+      for (uint64_t j = 0; j < rows; j++) {
+        uint8_t le[2] = {(uint8_t)perm[j], (uint8_t)(perm[j] >> 8)};
+        put(&g->perms, le, 2);
+      }
+    } else {
+      for (uint64_t j = 0; j < rows; j++) perm[j] = (uint32_t)j;
+    }
+    for (uint64_t j = 0; j < rows; j++)
+      for (uint64_t c = 0; c < cols; c++) t[c * rows + j] = v[(uint64_t)perm[j] * cols + c];
+    put(&g->groups[gi], t, (size_t)ti->numel);
+    free(v);
+    free(t);
+    free(perm);
+    const uint8_t *s;
+    if (pg_artifact_tensor_scales(a, (uint32_t)k, &s, &err) != PG_OK) die("%s", err.msg);
+    put(&g->rest, s, (size_t)ti->parts[PG_PART_SCALES].size);
+    if (ti->lqer_rank) {
+      uint64_t r = ti->lqer_rank;
+      put_ints(&g->rest, a, ti, PG_PART_LQER_A, rows * r, 2);
+      put(&g->rest, part_bytes(a, ti, PG_PART_LQER_A_SCALE), 2);
+      put_ints(&g->rest, a, ti, PG_PART_LQER_B, r * cols, 4);
+      put(&g->rest, part_bytes(a, ti, PG_PART_LQER_B_SCALES),
+          (size_t)ti->parts[PG_PART_LQER_B_SCALES].size);
+    }
+  }
+}
+
+static void pgrp_free(pgrp *g) {
+  for (size_t i = 0; i < g->ng; i++) free(g->groups[i].p);
+  free(g->perms.p);
+  free(g->rest.p);
+}
+
+static size_t brotli11(const uint8_t *p, size_t n) {
+  uint8_t *out;
+  size_t len;
+  pg_err err;
+  if (pg_codec_compress(PG_CODEC_BROTLI, 11, 24, p ? p : (const uint8_t *)"", n, &out, &len, &err) !=
+      PG_OK)
+    die("%s", err.msg);
+  free(out);
+  return len;
+}
+
+/* The size of `lrzip -z -L 9` (ZPAQ) of n bytes, through files in dir; -1 when lrzip is not on
+ * PATH. */
+static int64_t lrzip_size(const uint8_t *p, size_t n, const char *dir) {
+  char in[512], out[512];
+  snprintf(in, sizeof in, "%s/g.bin", dir);
+  snprintf(out, sizeof out, "%s/g.lrz", dir);
+  FILE *f = fopen(in, "wb");
+  if (!f || fwrite(p, 1, n, f) != n || fclose(f)) die("%s: cannot write", in);
+  unlink(out);
+  char *argv[] = {"lrzip", "-z", "-L", "9", "-q", "-f", "-o", out, in, NULL};
+  pid_t pid;
+  extern char **environ;
+  posix_spawn_file_actions_t fa; /* lrzip -q still prints its ratio: keep the table clean */
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  const int sp = posix_spawnp(&pid, "lrzip", &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (sp != 0) return -1;
+  int st;
+  if (waitpid(pid, &st, 0) < 0) die("waitpid: lrzip");
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 127) return -1;
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) die("lrzip failed on %zu bytes", n);
+  struct stat sb;
+  if (stat(out, &sb) != 0) die("lrzip wrote no %s", out);
+  unlink(in);
+  unlink(out);
+  return (int64_t)sb.st_size;
+}
+
+/* Rows: the PGRP layout with lrzip per group (when lrzip is on PATH) and with brotli-11 per
+ * group; the remainder (scales, LQER, passthrough) and the permutations brotli-11 each. */
+static void pgrp_rows(pg_artifact *a, const pg_model *m) {
+  fprintf(stderr, "%s: records' newest layout (PGRP): groups, sort, transpose ...\n", PROG);
+  double t0 = now();
+  pgrp g;
+  pgrp_build(a, m, &g);
+  double t_build = now() - t0;
+  size_t raw = 0;
+  for (size_t i = 0; i < g.ng; i++) raw += g.groups[i].n;
+  t0 = now();
+  const size_t rest = brotli11(g.rest.p, g.rest.n), perms = brotli11(g.perms.p, g.perms.n);
+  const double t_rest = now() - t0;
+  fprintf(stderr, "%s: PGRP: %zu groups, %zu value bytes; remainder %zu -> %zu, perms %zu -> %zu "
+          "(built in %.2f s)\n", PROG, g.ng, raw, g.rest.n, rest, g.perms.n, perms, t_build);
+  char dir[] = "/tmp/bench_pack.XXXXXX";
+  if (!mkdtemp(dir)) die("mkdtemp failed");
+  t0 = now();
+  int64_t lz = 0;
+  for (size_t i = 0; i < g.ng && lz >= 0; i++) {
+    int64_t k = lrzip_size(g.groups[i].p, g.groups[i].n, dir);
+    if (k >= 0) fprintf(stderr, "%s:   PGRP %s: %zu -> %lld (lrzip)\n", PROG, g.kinds[i],
+                        g.groups[i].n, (long long)k);
+    lz = k < 0 ? -1 : lz + k;
+  }
+  rmdir(dir);
+  if (lz >= 0)
+    add_row(now() - t0 + t_build + t_rest, lz + (int64_t)(rest + perms),
+            "records' newest (PGRP): %zu groups lrzip -z -L 9, rest brotli-11", g.ng);
+  else
+    add_row(-1, -1, "records' newest (PGRP): lrzip not found");
+  t0 = now();
+  size_t br = 0;
+  for (size_t i = 0; i < g.ng; i++) br += brotli11(g.groups[i].p, g.groups[i].n);
+  add_row(now() - t0 + t_build + t_rest, (int64_t)(br + rest + perms),
+          "records' newest layout, groups brotli-11/w24 instead of lrzip");
+  pgrp_free(&g);
+}
+
+/* Rows: pgolf's own artifact of the same quantized values with each stage of v2 switched on. */
+static void pgolf_layout_rows(pg_packer *p, const pg_pack_extras *x, size_t v2_len) {
+  static const struct {
+    int layout, container;
+    const char *what;
+  } V[] = {{1, 1, "pgolf v1: row-major, container 1"},
+           {2, 1, "pgolf: layout 2 (sort auto), container 1"},
+           {1, 2, "pgolf: row-major, container 2"}};
+  pg_err err;
+  for (size_t k = 0; k < sizeof V / sizeof V[0]; k++) {
+    if (pg_packer_set_layout(p, V[k].layout, PG_ROW_SORT_AUTO, V[k].container) != PG_OK)
+      die("set_layout");
+    fprintf(stderr, "%s: pack: %s ...\n", PROG, V[k].what);
+    double t0 = now();
+    uint8_t *b;
+    size_t len;
+    if (pg_packer_build(p, x, 1.0, &b, &len, NULL, &err) != PG_OK) die("build: %s", err.msg);
+    add_row(now() - t0, (int64_t)len, "%s, best codec per section", V[k].what);
+    free(b);
+  }
+  add_row(-1, (int64_t)v2_len, "pgolf v2: layout 2, container 2 (the pack: best row above)");
+  if (pg_packer_set_layout(p, 2, PG_ROW_SORT_AUTO, 2) != PG_OK) die("set_layout");
 }
 
 /* ---- one codec for every DATA section, sections encoded in parallel ----------------------- */
@@ -614,6 +802,9 @@ int main(int argc, char **argv) {
           "records' layout: %zu raw bytes, shuffle 2, brotli-11/w22", vals.n);
   fprintf(stderr, "%s: records' stream %zu bytes (built in %.2f s) -> %zu\n", PROG, vals.n,
           t_stream, rlen);
+
+  pgrp_rows(a, m);
+  pgolf_layout_rows(p, &x, art_len);
 
   /* ---- the table ---- */
   printf("bench_pack: %s%d layers x %d, MLP %d, vocab %d; %llu parameters; "

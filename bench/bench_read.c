@@ -232,6 +232,7 @@ static int write_artifact(const model *m, const pg_codec_spec *cs, const char *p
   pg_writer *w;
   if (pg_writer_create(&w) != PG_OK)
     return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate a writer");
+  pg_writer_set_container(w, PG_CONTAINER_V1); /* raw_setup reads v1's fixed-offset table */
   pg_codec_spec plain = *cs;
   plain.transform = PG_TRANSFORM_NONE;
   plain.stride = 0;

@@ -1,4 +1,4 @@
-/* pg_container.c: reader and writer of the pgolf artifact container v1 (spec/format.md).
+/* pg_container.c: reader and writer of the pgolf artifact container v1 and v2 (spec/format.md).
  *
  * The reader trusts nothing: it checks the header, the table, the exact tiling of the file by
  * sections, every checksum, the metadata, the tensor directory and the exact tiling of every DATA
@@ -37,7 +37,7 @@ const char *pg_section_kind_name(int kind) {
 
 const char *pg_part_role_name(int role) {
   static const char *names[] = {"values", "scales", "lqer_a", "lqer_a_scale", "lqer_b",
-                                "lqer_b_scales"};
+                                "lqer_b_scales", "row_perm"};
   return role >= 0 && role < PG_PART_COUNT ? names[role] : "unknown";
 }
 
@@ -103,6 +103,9 @@ static int code_name_ok(const uint8_t *s, size_t n) {
   return 1;
 }
 
+/* Bytes of one row_perm entry: u16 while every row index fits, else u32. */
+static unsigned pg_perm_width(uint64_t rows) { return rows <= 65536 ? 2 : 4; }
+
 /* Expected part sizes of a tensor (UINT64_MAX where absent or on overflow). */
 static void expected_parts(const pg_tensor_info *t, uint64_t sz[PG_PART_COUNT]) {
   for (int r = 0; r < PG_PART_COUNT; r++) sz[r] = UINT64_MAX;
@@ -117,6 +120,7 @@ static void expected_parts(const pg_tensor_info *t, uint64_t sz[PG_PART_COUNT]) 
       sz[PG_PART_LQER_B] = t->packing ? pg_packed_bytes(nb, 4) : nb;
       sz[PG_PART_LQER_B_SCALES] = nb / PG_LQER_GROUP * 2;
     }
+    if (t->perm == PG_PERM_STORED) sz[PG_PART_ROW_PERM] = t->rows * pg_perm_width(t->rows);
   } else {
     sz[PG_PART_VALUES] = t->numel * (bits / 8);
   }
@@ -165,6 +169,14 @@ static int tensor_layout_check(pg_tensor_info *t, uint64_t max_elements, const c
   t->rows = t->ndim ? t->dims[0] : 1;
   t->cols = 1;
   for (unsigned d = 1; d < t->ndim; d++) t->cols *= t->dims[d];
+  PG_FAIL_IF(t->order > PG_ORDER_COLS || t->perm > PG_PERM_STORED, err, PG_E_QTYPE, file, off,
+             "%stensor '%s': unknown value order %u or row permutation kind %u", ctx, t->name,
+             t->order, t->perm);
+  PG_FAIL_IF((t->order || t->perm) && (!isint || t->packing || t->ndim < 2), err, PG_E_QTYPE,
+             file, off,
+             "%stensor '%s': a value order or row permutation needs an integer tensor of 2 or "
+             "more dimensions, one value per byte",
+             ctx, t->name);
   if (t->lqer_rank) {
     PG_FAIL_IF(t->lqer_rank > PG_MAX_LQER_RANK, err, PG_E_LIMIT, file, off,
                "%stensor '%s': LQER rank %u, limit %d", ctx, t->name, t->lqer_rank,
@@ -179,6 +191,32 @@ static int tensor_layout_check(pg_tensor_info *t, uint64_t max_elements, const c
   return PG_OK;
 }
 
+/* A LEB128 varint at d[*pos..n): 1..10 bytes, minimal (no high zero byte), at most 2^64 - 1.
+ * Returns 0 on success, 1 when the bytes end inside it, 2 when it is not minimal or too long. */
+static int get_varint(const uint8_t *d, size_t n, size_t *pos, uint64_t *v) {
+  uint64_t x = 0;
+  for (unsigned k = 0; k < 10; k++) {
+    if (*pos >= n) return 1;
+    uint8_t b = d[(*pos)++];
+    if (k == 9 && b > 1) return 2;
+    x |= (uint64_t)(b & 0x7f) << (7 * k);
+    if (!(b & 0x80)) {
+      if (k > 0 && b == 0) return 2;
+      *v = x;
+      return PG_OK;
+    }
+  }
+  return 2;
+}
+
+static void put_varint(pg_buf *b, uint64_t v) {
+  while (v >= 0x80) {
+    pg_buf_u8(b, (uint8_t)(v | 0x80));
+    v >>= 7;
+  }
+  pg_buf_u8(b, (uint8_t)v);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Reader */
 
@@ -188,6 +226,7 @@ struct pg_artifact {
   const uint8_t *data;
   size_t len;
   uint16_t cver, qver;
+  uint64_t head; /* bytes of the header and the table */
   uint32_t nsec;
   pg_section *secs;
   /* Decoded sections, on demand. raw[i] is NULL until decoded; raw_own[i] is 1 where it is
@@ -232,6 +271,7 @@ const char *pg_artifact_name(const pg_artifact *a) { return a->name; }
 uint64_t pg_artifact_file_size(const pg_artifact *a) { return a->len; }
 uint16_t pg_artifact_container_version(const pg_artifact *a) { return a->cver; }
 uint16_t pg_artifact_quant_layout_version(const pg_artifact *a) { return a->qver; }
+uint64_t pg_artifact_head_size(const pg_artifact *a) { return a->head; }
 uint32_t pg_artifact_section_count(const pg_artifact *a) { return a->nsec; }
 const pg_section *pg_artifact_section(const pg_artifact *a, uint32_t i) {
   return i < a->nsec ? &a->secs[i] : NULL;
@@ -269,11 +309,26 @@ double pg_meta_arr_f64(const pg_meta_entry *e, uint32_t i) {
   memcpy(&d, &u, 8);
   return d;
 }
+/* A string's length inside an array: u32 (v1) or a varint (v2), both checked at open. */
+static const uint8_t *arr_str_len(const pg_meta_entry *e, const uint8_t *p, uint32_t *len) {
+  if (!e->compact) {
+    *len = pg_ld32(p);
+    return p + 4;
+  }
+  size_t pos = 0;
+  uint64_t v = 0;
+  get_varint(p, 10, &pos, &v);
+  *len = (uint32_t)v;
+  return p + pos;
+}
+
 void pg_meta_arr_str(const pg_meta_entry *e, uint32_t i, const char **s, uint32_t *len) {
   const uint8_t *p = e->arr;
-  for (uint32_t k = 0; k < i; k++) p += 4 + pg_ld32(p);
-  *len = pg_ld32(p);
-  *s = (const char *)p + 4;
+  for (uint32_t k = 0; k < i; k++) {
+    p = arr_str_len(e, p, len);
+    p += *len;
+  }
+  *s = (const char *)arr_str_len(e, p, len);
 }
 
 void pg_artifact_free(pg_artifact *a) {
@@ -321,6 +376,12 @@ static void make_room(pg_artifact *a, uint64_t need) {
   }
 }
 
+/* The raw checksum as the file keeps it: XXH64, of which v2 keeps the low 32 bits. */
+static uint64_t raw_sum(const pg_artifact *a, const uint8_t *p, uint64_t n) {
+  uint64_t h = XXH64(p, (size_t)n, 0);
+  return a->cver == PG_CONTAINER_V1 ? h : (h & 0xffffffffu);
+}
+
 /* Decoded bytes of section i, decoding it when needed; hold = 1 keeps it until released. */
 static int section_get(pg_artifact *a, uint32_t i, int hold, const uint8_t **raw, pg_err *err) {
   *raw = NULL;
@@ -339,7 +400,7 @@ static int section_get(pg_artifact *a, uint32_t i, int hold, const uint8_t **raw
     PG_FAIL_IF(s->stored_size != s->raw_size, err, PG_E_SIZE_MISMATCH, a->name, s->offset,
                "section %u: codec none but stored %llu != raw %llu bytes", i,
                (unsigned long long)s->stored_size, (unsigned long long)s->raw_size);
-    PG_FAIL_IF(CHECKSUM_BAD(XXH64(stored, (size_t)s->raw_size, 0), s->raw_xxh64), err, PG_E_CHECKSUM,
+    PG_FAIL_IF(CHECKSUM_BAD(raw_sum(a, stored, s->raw_size), s->raw_xxh64), err, PG_E_CHECKSUM,
                a->name, s->offset, "section %u (%s): raw checksum mismatch", i,
                pg_section_kind_name(s->kind));
     a->raw[i] = (uint8_t *)(s->raw_size ? stored : empty);
@@ -360,7 +421,7 @@ static int section_get(pg_artifact *a, uint32_t i, int hold, const uint8_t **raw
              pg_section_kind_name(s->kind), (unsigned long long)s->raw_size);
   int rc = pg_codec_decode(&s->codec, stored, (size_t)s->stored_size, buf, (size_t)s->raw_size,
                            a->name, s->offset, err);
-  if (rc == PG_OK && CHECKSUM_BAD(XXH64(buf, (size_t)s->raw_size, 0), s->raw_xxh64))
+  if (rc == PG_OK && CHECKSUM_BAD(raw_sum(a, buf, s->raw_size), s->raw_xxh64))
     rc = pg_err_set(err, PG_E_CHECKSUM, a->name, s->offset, "section %u (%s): raw checksum mismatch",
                     i, pg_section_kind_name(s->kind));
   if (rc != PG_OK) {
@@ -399,6 +460,28 @@ void pg_artifact_section_release(pg_artifact *a, uint32_t i) {
              "%s section byte %zu: ends inside %s", pg_section_kind_name(sec->kind), (c)->pos, \
              what)
 
+/* A length or count inside META or TENSORS: w1 bytes in v1; w2 bytes in v2, or a varint where
+ * w2 is 0. Limits on the value are the caller's. */
+static int get_len(const pg_artifact *a, const pg_section *sec, cursor *c, unsigned w1,
+                   unsigned w2, uint64_t *v, const char *what, pg_err *err) {
+  const unsigned w = a->cver == PG_CONTAINER_V1 ? w1 : w2;
+  const char *kn = pg_section_kind_name(sec->kind);
+  const size_t at = c->pos;
+  if (w) {
+    PG_FAIL_IF(c->n - c->pos < w, err, PG_E_MALFORMED, a->name, sec->offset,
+               "%s section byte %zu: ends inside %s", kn, at, what);
+    *v = w == 1 ? c->p[at] : w == 2 ? pg_ld16(c->p + at) : pg_ld32(c->p + at);
+    c->pos += w;
+    return PG_OK;
+  }
+  int r = get_varint(c->p, c->n, &c->pos, v);
+  PG_FAIL_IF(r == 1, err, PG_E_MALFORMED, a->name, sec->offset,
+             "%s section byte %zu: ends inside %s", kn, at, what);
+  PG_FAIL_IF(r == 2, err, PG_E_MALFORMED, a->name, sec->offset,
+             "%s section byte %zu: %s is not a minimal varint", kn, at, what);
+  return PG_OK;
+}
+
 static int parse_meta(pg_artifact *a, pg_err *err) {
   const pg_section *sec = &a->secs[a->meta_sec];
   PG_FAIL_IF(sec->raw_size > PG_MAX_META_RAW, err, PG_E_LIMIT, a->name, sec->offset,
@@ -407,11 +490,11 @@ static int parse_meta(pg_artifact *a, pg_err *err) {
   const uint8_t *raw;
   PG_TRY(pg_artifact_section_raw(a, a->meta_sec, &raw, err));
   cursor c = {raw, (size_t)sec->raw_size, 0}, *cp = &c;
-  CUR_NEED(cp, 4, "the entry count");
-  uint32_t n = pg_ld32(raw);
-  c.pos = 4;
-  PG_FAIL_IF(n > PG_MAX_META_ENTRIES, err, PG_E_LIMIT, a->name, sec->offset,
-             "%u metadata entries, limit %d", n, PG_MAX_META_ENTRIES);
+  uint64_t n64;
+  PG_TRY(get_len(a, sec, cp, 4, 0, &n64, "the entry count", err));
+  PG_FAIL_IF(n64 > PG_MAX_META_ENTRIES, err, PG_E_LIMIT, a->name, sec->offset,
+             "%llu metadata entries, limit %d", (unsigned long long)n64, PG_MAX_META_ENTRIES);
+  const uint32_t n = (uint32_t)n64;
   PG_FAIL_IF((uint64_t)n * 4 > c.n, err, PG_E_MALFORMED, a->name, sec->offset,
              "%u metadata entries cannot fit in %zu bytes", n, c.n);
   a->meta = calloc(n ? n : 1, sizeof *a->meta);
@@ -419,9 +502,10 @@ static int parse_meta(pg_artifact *a, pg_err *err) {
   for (uint32_t i = 0; i < n; i++) {
     pg_meta_entry *e = &a->meta[i];
     size_t at = c.pos;
-    CUR_NEED(cp, 2, "a key length");
-    e->key_len = pg_ld16(raw + c.pos);
-    c.pos += 2;
+    uint64_t kl;
+    e->compact = a->cver != PG_CONTAINER_V1;
+    PG_TRY(get_len(a, sec, cp, 2, 1, &kl, "a key length", err));
+    e->key_len = (uint16_t)kl;
     CUR_NEED(cp, e->key_len, "a key");
     e->key = (const char *)raw + c.pos;
     c.pos += e->key_len;
@@ -443,10 +527,14 @@ static int parse_meta(pg_artifact *a, pg_err *err) {
     uint8_t t = e->type;
     uint32_t count = 1;
     if (t == PG_META_ARR) {
-      CUR_NEED(cp, 5, "an array header");
-      e->elem_type = raw[c.pos];
-      count = pg_ld32(raw + c.pos + 1);
-      c.pos += 5;
+      CUR_NEED(cp, 1, "an array header");
+      e->elem_type = raw[c.pos++];
+      uint64_t cnt;
+      PG_TRY(get_len(a, sec, cp, 4, 0, &cnt, "an array header", err));
+      PG_FAIL_IF(cnt > c.n - c.pos, err, PG_E_MALFORMED, a->name, sec->offset,
+                 "meta section byte %zu: key '%.*s': %llu elements cannot fit", at,
+                 (int)e->key_len, e->key, (unsigned long long)cnt);
+      count = (uint32_t)cnt;
       t = e->elem_type;
       PG_FAIL_IF(t < PG_META_I64 || t > PG_META_BOOL, err, PG_E_MALFORMED, a->name, sec->offset,
                  "meta section byte %zu: key '%.*s': unknown array element type %u", at,
@@ -481,10 +569,10 @@ static int parse_meta(pg_artifact *a, pg_err *err) {
         c.pos += 1;
         break;
       case PG_META_STR: {
-        CUR_NEED(cp, 4, "a string length");
-        uint32_t len = pg_ld32(raw + c.pos);
-        c.pos += 4;
-        CUR_NEED(cp, len, "a string");
+        uint64_t len64;
+        PG_TRY(get_len(a, sec, cp, 4, 0, &len64, "a string length", err));
+        CUR_NEED(cp, len64, "a string");
+        const uint32_t len = (uint32_t)len64;
         size_t bad;
         PG_FAIL_IF(!pg_utf8_valid(raw + c.pos, len, &bad), err, PG_E_MALFORMED, a->name,
                    sec->offset, "meta section byte %zu: key '%.*s': invalid UTF-8", c.pos + bad,
@@ -543,16 +631,22 @@ static int parse_dir(pg_artifact *a, pg_err *err) {
   const uint8_t *raw;
   PG_TRY(pg_artifact_section_raw(a, a->dir_sec, &raw, err));
   cursor c = {raw, (size_t)sec->raw_size, 0}, *cp = &c;
-  CUR_NEED(cp, 4, "the tensor count");
-  uint32_t n = pg_ld32(raw);
-  c.pos = 4;
-  PG_FAIL_IF(n > PG_MAX_TENSORS, err, PG_E_LIMIT, a->name, sec->offset, "%u tensors, limit %d",
-             n, PG_MAX_TENSORS);
-  PG_FAIL_IF((uint64_t)n * 31 > c.n, err, PG_E_MALFORMED, a->name, sec->offset,
-             "%u tensors cannot fit in %zu bytes", n, c.n);
+  const int v1 = a->cver == PG_CONTAINER_V1;
+  uint64_t n64;
+  PG_TRY(get_len(a, sec, cp, 4, 0, &n64, "the tensor count", err));
+  PG_FAIL_IF(n64 > PG_MAX_TENSORS, err, PG_E_LIMIT, a->name, sec->offset,
+             "%llu tensors, limit %d", (unsigned long long)n64, PG_MAX_TENSORS);
+  const uint32_t n = (uint32_t)n64;
+  /* the smallest entry: v1 31 bytes, v2 11 (a 1-byte name, a scalar, one part) */
+  PG_FAIL_IF((uint64_t)n * (v1 ? 31 : 11) > c.n - c.pos, err, PG_E_MALFORMED, a->name,
+             sec->offset, "%u tensors cannot fit in %zu bytes", n, c.n);
   a->tens = calloc(n ? n : 1, sizeof *a->tens);
   part_ref *refs = malloc(((size_t)n * PG_PART_COUNT + 1) * sizeof *refs);
-  if (!a->tens || !refs) {
+  /* v2: parts lie in directory order, back to back in each section: fill[s] is where the next
+   * part of section s begins */
+  uint64_t *fill = calloc(a->nsec, sizeof *fill);
+  if (!a->tens || !refs || !fill) {
+    free(fill);
     free(refs);
     return pg_err_set(err, PG_E_NOMEM, a->name, sec->offset, "cannot allocate the directory");
   }
@@ -569,9 +663,10 @@ static int parse_dir(pg_artifact *a, pg_err *err) {
                     "tensors section byte %zu: ends inside %s", (c)->pos, what);              \
     break;                                                                                    \
   }
-    CUR_NEED(cp, 2, "a name length");
-    uint16_t nl = pg_ld16(raw + c.pos);
-    c.pos += 2;
+    uint64_t nl64;
+    rc = get_len(a, sec, cp, 2, 1, &nl64, "a name length", err);
+    if (rc != PG_OK) break;
+    const uint16_t nl = (uint16_t)nl64;
     CUR_NEED(cp, nl, "a name");
     if (!name_ok(raw + c.pos, nl)) {
       rc = pg_err_set(err, PG_E_MALFORMED, a->name, sec->offset,
@@ -592,12 +687,15 @@ static int parse_dir(pg_artifact *a, pg_err *err) {
     t->qmax = (int8_t)h[4];
     t->ndim = h[5];
     t->lqer_rank = h[6];
-    if (h[7] != 0) {
+    /* quant layout 2: the byte that layout 1 reserves holds order (low 4 bits) and perm kind */
+    if (h[7] != 0 && a->qver == PG_QUANT_LAYOUT_V1) {
       rc = pg_err_set(err, PG_E_MALFORMED, a->name, sec->offset,
                       "tensors section byte %zu: tensor '%s': reserved byte is %u", c.pos + 7,
                       t->name, h[7]);
       break;
     }
+    t->order = h[7] & 15;
+    t->perm = h[7] >> 4;
     c.pos += 8;
     if (t->ndim > PG_MAX_DIMS) {
       rc = pg_err_set(err, PG_E_LIMIT, a->name, sec->offset,
@@ -605,9 +703,15 @@ static int parse_dir(pg_artifact *a, pg_err *err) {
                       t->name, t->ndim, PG_MAX_DIMS);
       break;
     }
-    CUR_NEED(cp, 8u * t->ndim, "the dimensions");
-    for (unsigned d = 0; d < t->ndim; d++) t->dims[d] = pg_ld64(raw + c.pos + 8 * d);
-    c.pos += 8u * t->ndim;
+    if (v1) {
+      CUR_NEED(cp, 8u * t->ndim, "the dimensions");
+      for (unsigned d = 0; d < t->ndim; d++) t->dims[d] = pg_ld64(raw + c.pos + 8 * d);
+      c.pos += 8u * t->ndim;
+    } else {
+      for (unsigned d = 0; d < t->ndim && rc == PG_OK; d++)
+        rc = get_len(a, sec, cp, 8, 0, &t->dims[d], "the dimensions", err);
+      if (rc != PG_OK) break;
+    }
     snprintf(ctx, sizeof ctx, "tensors section byte %zu: ", at);
     rc = tensor_layout_check(t, a->lim.max_elements, a->name, sec->offset, ctx, err);
     if (rc != PG_OK) break;
@@ -620,13 +724,22 @@ static int parse_dir(pg_artifact *a, pg_err *err) {
                           "%stensor '%s': byte size overflows", ctx, t->name);
         continue;
       }
-      CUR_NEED(cp, 20, "a part");
       pg_part *p = &t->parts[r];
       p->present = 1;
-      p->section = pg_ld32(raw + c.pos);
-      p->offset = pg_ld64(raw + c.pos + 4);
-      p->size = pg_ld64(raw + c.pos + 12);
-      c.pos += 20;
+      if (v1) {
+        CUR_NEED(cp, 20, "a part");
+        p->section = pg_ld32(raw + c.pos);
+        p->offset = pg_ld64(raw + c.pos + 4);
+        p->size = pg_ld64(raw + c.pos + 12);
+        c.pos += 20;
+      } else {
+        uint64_t s64;
+        rc = get_len(a, sec, cp, 4, 0, &s64, "a part", err);
+        if (rc != PG_OK) break;
+        p->section = s64 > UINT32_MAX ? UINT32_MAX : (uint32_t)s64;
+        p->offset = p->section < a->nsec ? fill[p->section] : 0;
+        p->size = want[r];
+      }
       if (p->section >= a->nsec) {
         rc = pg_err_set(err, PG_E_TABLE_RANGE, a->name, sec->offset,
                         "%stensor '%s': %s part names section %u of %u", ctx, t->name,
@@ -651,8 +764,10 @@ static int parse_dir(pg_artifact *a, pg_err *err) {
                           ctx, t->name, pg_part_role_name(r), (unsigned long long)p->offset,
                           (unsigned long long)p->size, p->section,
                           (unsigned long long)a->secs[p->section].raw_size);
-        else
+        else {
           refs[nrefs++] = (part_ref){p->section, i, r, p->offset, p->size};
+          fill[p->section] = end;
+        }
       }
     }
   }
@@ -712,6 +827,7 @@ static int parse_dir(pg_artifact *a, pg_err *err) {
     }
   }
   free(refs);
+  free(fill);
   return rc;
 }
 
@@ -761,23 +877,13 @@ int pg_artifact_code(pg_artifact *a, uint32_t i, const char **name, size_t *name
   return PG_OK;
 }
 
-static int parse_table(pg_artifact *a, pg_err *err) {
+/* The v1 header and table (spec/format.md, appendix A): fills a->secs and eoff (each entry's
+ * file offset); returns where the table ends. */
+static int read_table_v1(pg_artifact *a, uint64_t **eoff, uint64_t *table_end, pg_err *err) {
   const uint8_t *d = a->data;
   const char *f = a->name;
-  PG_FAIL_IF(a->len < 8, err, PG_E_TRUNCATED, f, 0, "file is %zu bytes, shorter than the magic",
-             a->len);
-  PG_FAIL_IF(memcmp(d, PG_MAGIC, 8) != 0, err, PG_E_MAGIC, f, 0,
-             "not a pgolf artifact (wrong magic)");
   PG_FAIL_IF(a->len < PG_HEADER_SIZE, err, PG_E_TRUNCATED, f, a->len,
              "file is %zu bytes, shorter than the %d-byte header", a->len, PG_HEADER_SIZE);
-  a->cver = pg_ld16(d + 8);
-  a->qver = pg_ld16(d + 10);
-  PG_FAIL_IF(a->cver != PG_CONTAINER_VERSION, err, PG_E_VERSION, f, 8,
-             "container version %u; this reader knows version %d", a->cver,
-             PG_CONTAINER_VERSION);
-  PG_FAIL_IF(a->qver != PG_QUANT_LAYOUT_VERSION, err, PG_E_VERSION, f, 10,
-             "quantization-layout version %u; this reader knows version %d", a->qver,
-             PG_QUANT_LAYOUT_VERSION);
   PG_FAIL_IF(CHECKSUM_BAD(XXH64(d, 56, 0), pg_ld64(d + 56)), err, PG_E_CHECKSUM, f, 56,
              "header checksum mismatch");
   PG_FAIL_IF(pg_ld32(d + 12) != 0, err, PG_E_HEADER, f, 12, "flags are %u, must be 0",
@@ -793,33 +899,23 @@ static int parse_table(pg_artifact *a, pg_err *err) {
   uint32_t n = pg_ld32(d + 16);
   PG_FAIL_IF(n == 0 || n > PG_MAX_SECTIONS, err, PG_E_LIMIT, f, 16,
              "section count %u outside 1..%d", n, PG_MAX_SECTIONS);
-  uint64_t table_end = PG_HEADER_SIZE + (uint64_t)PG_ENTRY_SIZE * n;
-  PG_FAIL_IF(table_end > a->len, err, PG_E_TABLE_RANGE, f, PG_HEADER_SIZE,
+  uint64_t end = PG_HEADER_SIZE + (uint64_t)PG_ENTRY_SIZE * n;
+  PG_FAIL_IF(end > a->len, err, PG_E_TABLE_RANGE, f, PG_HEADER_SIZE,
              "section table of %u entries ends at %llu, past the end of the file (%zu)", n,
-             (unsigned long long)table_end, a->len);
-  PG_FAIL_IF(CHECKSUM_BAD(XXH64(d + PG_HEADER_SIZE, (size_t)(table_end - PG_HEADER_SIZE), 0),
+             (unsigned long long)end, a->len);
+  PG_FAIL_IF(CHECKSUM_BAD(XXH64(d + PG_HEADER_SIZE, (size_t)(end - PG_HEADER_SIZE), 0),
                           pg_ld64(d + 32)),
              err, PG_E_CHECKSUM, f, 32, "section table checksum mismatch");
   a->nsec = n;
   a->secs = calloc(n, sizeof *a->secs);
-  a->raw = calloc(n, sizeof *a->raw);
-  a->raw_own = calloc(n, 1);
-  a->held = calloc(n, 1);
-  a->used = calloc(n, sizeof *a->used);
-  a->code_secs = calloc(n, sizeof *a->code_secs);
-  PG_FAIL_IF(!a->secs || !a->raw || !a->raw_own || !a->held || !a->used || !a->code_secs, err,
-             PG_E_NOMEM, f, PG_NO_OFFSET, "out of memory for a table of %u sections", n);
-  /* Every decoded byte is paid for by the file (spec/format.md §7): checked with the table,
-   * before anything is decoded, so no declared size makes a reader allocate beyond the bound. */
-  const uint64_t bound = a->lim.max_total_raw;
-  uint64_t total = 0;
-  uint64_t expect = table_end;
-  int nmeta = 0, ndir = 0;
-  a->tok_sec = -1;
+  *eoff = calloc(n, sizeof **eoff);
+  PG_FAIL_IF(!a->secs || !*eoff, err, PG_E_NOMEM, f, PG_NO_OFFSET,
+             "out of memory for a table of %u sections", n);
   for (uint32_t i = 0; i < n; i++) {
     const uint8_t *e = d + PG_HEADER_SIZE + (size_t)PG_ENTRY_SIZE * i;
     const uint64_t eo = PG_HEADER_SIZE + (uint64_t)PG_ENTRY_SIZE * i;
     pg_section *s = &a->secs[i];
+    (*eoff)[i] = eo;
     s->kind = pg_ld16(e);
     s->codec.codec = e[2];
     s->codec.level = e[3];
@@ -836,26 +932,172 @@ static int parse_table(pg_artifact *a, pg_err *err) {
     int bad_res = e[7] != 0;
     for (int k = 48; k < 64; k++) bad_res |= e[k] != 0;
     PG_FAIL_IF(bad_res, err, PG_E_HEADER, f, eo, "section %u: reserved bytes not zero", i);
-    PG_TRY(pg_codec_spec_check(&s->codec, f, eo + 2, err));
-    PG_FAIL_IF(s->raw_size > a->lim.max_section_raw, err, PG_E_LIMIT, f, eo + 24,
-               "section %u: raw size %llu, limit %llu", i, (unsigned long long)s->raw_size,
-               (unsigned long long)a->lim.max_section_raw);
+  }
+  *table_end = end;
+  return PG_OK;
+}
+
+/* The v2 header and table (spec/format.md §1, §2): magic, versions, varint count, compact
+ * entries, then the file checksum. Offsets follow from the sizes (sections back to back), so a
+ * declared size that does not add up to the file is a truncated file or trailing bytes. */
+static int read_table_v2(pg_artifact *a, uint64_t **eoff, uint64_t *table_end, pg_err *err) {
+  const uint8_t *d = a->data;
+  const char *f = a->name;
+  const size_t len = a->len;
+  size_t pos = PG_V2_FIXED;
+  uint64_t n;
+  int vr = get_varint(d, len, &pos, &n);
+  PG_FAIL_IF(vr == 1, err, PG_E_TRUNCATED, f, len, "file ends inside the section count");
+  PG_FAIL_IF(vr == 2, err, PG_E_MALFORMED, f, PG_V2_FIXED,
+             "section count is not a minimal varint");
+  PG_FAIL_IF(n == 0 || n > PG_MAX_SECTIONS, err, PG_E_LIMIT, f, PG_V2_FIXED,
+             "section count %llu outside 1..%d", (unsigned long long)n, PG_MAX_SECTIONS);
+  a->nsec = (uint32_t)n;
+  a->secs = calloc(n, sizeof *a->secs);
+  *eoff = calloc(n, sizeof **eoff);
+  PG_FAIL_IF(!a->secs || !*eoff, err, PG_E_NOMEM, f, PG_NO_OFFSET,
+             "out of memory for a table of %u sections", a->nsec);
+  for (uint32_t i = 0; i < a->nsec; i++) {
+    pg_section *s = &a->secs[i];
+    const uint64_t eo = pos;
+    (*eoff)[i] = eo;
+    PG_FAIL_IF(len - pos < 6, err, PG_E_TRUNCATED, f, len,
+               "file ends inside section table entry %u", i);
+    s->kind = d[pos];
+    s->codec.codec = d[pos + 1];
+    s->codec.level = d[pos + 2];
+    s->codec.window = d[pos + 3];
+    s->codec.transform = d[pos + 4];
+    s->codec.stride = d[pos + 5];
+    pos += 6;
+    for (int k = 0; k < 2; k++) {
+      uint64_t v;
+      const uint64_t at = pos;
+      vr = get_varint(d, len, &pos, &v);
+      PG_FAIL_IF(vr == 1, err, PG_E_TRUNCATED, f, len,
+                 "file ends inside section table entry %u", i);
+      PG_FAIL_IF(vr == 2, err, PG_E_MALFORMED, f, at,
+                 "section %u: %s size is not a minimal varint", i, k ? "raw" : "stored");
+      if (k) s->raw_size = v;
+      else s->stored_size = v;
+    }
+    PG_FAIL_IF(len - pos < 4, err, PG_E_TRUNCATED, f, len,
+               "file ends inside section table entry %u", i);
+    s->raw_xxh64 = pg_ld32(d + pos);
+    pos += 4;
+  }
+  PG_FAIL_IF(len - pos < 8, err, PG_E_TRUNCATED, f, len, "file ends inside the file checksum");
+  const size_t ck = pos;
+  pos += 8;
+  /* offsets, and the file's size they imply */
+  uint64_t off = pos;
+  for (uint32_t i = 0; i < a->nsec; i++) {
+    pg_section *s = &a->secs[i];
+    s->offset = off;
+    PG_FAIL_IF(pg_add_overflow_u64(off, s->stored_size, &off) || off > len, err,
+               PG_E_TRUNCATED, f, len,
+               "file is %zu bytes; its section table declares more (section %u ends past it)",
+               len, i);
+  }
+  PG_FAIL_IF(off < len, err, PG_E_TRAILING, f, off, "%llu bytes after the last section",
+             (unsigned long long)(len - off));
+  /* one checksum over every byte of the file but its own 8 */
+  XXH64_state_t *st = XXH64_createState();
+  PG_FAIL_IF(!st, err, PG_E_NOMEM, f, PG_NO_OFFSET, "out of memory for a checksum");
+  XXH64_reset(st, 0);
+  XXH64_update(st, d, ck);
+  XXH64_update(st, d + ck + 8, len - ck - 8);
+  const uint64_t sum = XXH64_digest(st);
+  XXH64_freeState(st);
+  PG_FAIL_IF(CHECKSUM_BAD(sum, pg_ld64(d + ck)), err, PG_E_CHECKSUM, f, ck,
+             "file checksum mismatch");
+  for (uint32_t i = 0; i < a->nsec; i++)
+    PG_FAIL_IF(a->secs[i].kind < PG_SEC_META || a->secs[i].kind > PG_SEC_CODE, err,
+               PG_E_SECTION_KIND, f, (*eoff)[i], "section %u: unknown kind %u", i,
+               a->secs[i].kind);
+  *table_end = pos;
+  return PG_OK;
+}
+
+static int parse_table(pg_artifact *a, pg_err *err) {
+  const uint8_t *d = a->data;
+  const char *f = a->name;
+  PG_FAIL_IF(a->len < 8, err, PG_E_TRUNCATED, f, 0, "file is %zu bytes, shorter than the magic",
+             a->len);
+  PG_FAIL_IF(memcmp(d, PG_MAGIC, 8) != 0, err, PG_E_MAGIC, f, 0,
+             "not a pgolf artifact (wrong magic)");
+  PG_FAIL_IF(a->len < PG_V2_FIXED, err, PG_E_TRUNCATED, f, a->len,
+             "file is %zu bytes, shorter than its versions", a->len);
+  a->cver = pg_ld16(d + 8);
+  a->qver = pg_ld16(d + 10);
+  PG_FAIL_IF(a->cver != PG_CONTAINER_V1 && a->cver != PG_CONTAINER_V2, err, PG_E_VERSION, f, 8,
+             "container version %u; this reader knows versions 1 and 2", a->cver);
+  PG_FAIL_IF(a->qver != PG_QUANT_LAYOUT_V1 && a->qver != PG_QUANT_LAYOUT_V2, err, PG_E_VERSION,
+             f, 10, "quantization-layout version %u; this reader knows versions 1 and 2",
+             a->qver);
+  uint64_t *eoff = NULL, table_end = 0;
+  int rc = a->cver == PG_CONTAINER_V1 ? read_table_v1(a, &eoff, &table_end, err)
+                                      : read_table_v2(a, &eoff, &table_end, err);
+  if (rc != PG_OK) {
+    free(eoff);
+    return rc;
+  }
+  a->head = table_end;
+  const uint32_t n = a->nsec;
+  a->raw = calloc(n, sizeof *a->raw);
+  a->raw_own = calloc(n, 1);
+  a->held = calloc(n, 1);
+  a->used = calloc(n, sizeof *a->used);
+  a->code_secs = calloc(n, sizeof *a->code_secs);
+  if (!a->raw || !a->raw_own || !a->held || !a->used || !a->code_secs) {
+    free(eoff);
+    return pg_err_set(err, PG_E_NOMEM, f, PG_NO_OFFSET, "out of memory for a table of %u sections",
+                      n);
+  }
+  /* Every decoded byte is paid for by the file (spec/format.md §7): checked with the table,
+   * before anything is decoded, so no declared size makes a reader allocate beyond the bound. */
+  const uint64_t bound = a->lim.max_total_raw;
+  uint64_t total = 0;
+  uint64_t expect = table_end;
+  int nmeta = 0, ndir = 0;
+  a->tok_sec = -1;
+  for (uint32_t i = 0; i < n && rc == PG_OK; i++) {
+    const uint64_t eo = eoff[i];
+    pg_section *s = &a->secs[i];
+    rc = pg_codec_spec_check(&s->codec, f, eo + (a->cver == PG_CONTAINER_V1 ? 2 : 1), err);
+    if (rc != PG_OK) break;
+    if (a->cver == PG_CONTAINER_V1 && s->codec.codec == PG_CODEC_QC) {
+      rc = pg_err_set(err, PG_E_CODEC, f, eo + 2,
+                      "section %u: codec 4 (qc) belongs to container version 2, not 1", i);
+      break;
+    }
+#define TFAIL(cond, st, o, ...)                                                              \
+  if (cond) {                                                                                \
+    rc = pg_err_set(err, st, f, o, __VA_ARGS__);                                             \
+    break;                                                                                   \
+  }
+    /* v1 names the field at fault; a v2 entry's sizes are varints: its first byte */
+    const uint64_t eo_off = eo + (a->cver == PG_CONTAINER_V1 ? 8 : 0);
+    TFAIL(s->raw_size > a->lim.max_section_raw, PG_E_LIMIT,
+          eo + (a->cver == PG_CONTAINER_V1 ? 24 : 0), "section %u: raw size %llu, limit %llu",
+          i, (unsigned long long)s->raw_size, (unsigned long long)a->lim.max_section_raw);
     total += s->raw_size; /* at most 4096 * 2^30: no overflow */
     uint64_t end;
-    PG_FAIL_IF(pg_add_overflow_u64(s->offset, s->stored_size, &end) || end > a->len, err,
-               PG_E_TABLE_RANGE, f, eo + 8,
-               "section %u: [%llu, +%llu) reaches past the end of the file (%zu)", i,
-               (unsigned long long)s->offset, (unsigned long long)s->stored_size, a->len);
-    PG_FAIL_IF(s->offset < expect, err, PG_E_OVERLAP, f, eo + 8,
-               "section %u begins at %llu, inside what precedes it (ends at %llu)", i,
-               (unsigned long long)s->offset, (unsigned long long)expect);
-    PG_FAIL_IF(s->offset > expect, err, PG_E_HOLE, f, eo + 8,
-               "section %u begins at %llu, leaving a hole from %llu", i,
-               (unsigned long long)s->offset, (unsigned long long)expect);
+    TFAIL(pg_add_overflow_u64(s->offset, s->stored_size, &end) || end > a->len,
+          PG_E_TABLE_RANGE, eo_off, "section %u: [%llu, +%llu) reaches past the end of the file (%zu)",
+          i, (unsigned long long)s->offset, (unsigned long long)s->stored_size, a->len);
+    TFAIL(s->offset < expect, PG_E_OVERLAP, eo_off,
+          "section %u begins at %llu, inside what precedes it (ends at %llu)", i,
+          (unsigned long long)s->offset, (unsigned long long)expect);
+    TFAIL(s->offset > expect, PG_E_HOLE, eo_off, "section %u begins at %llu, leaving a hole from %llu",
+          i, (unsigned long long)s->offset, (unsigned long long)expect);
     expect = end;
-    PG_FAIL_IF(CHECKSUM_BAD(XXH64(d + s->offset, (size_t)s->stored_size, 0), s->stored_xxh64), err,
-               PG_E_CHECKSUM, f, s->offset, "section %u (%s): stored checksum mismatch", i,
-               pg_section_kind_name(s->kind));
+    /* v1 keeps a checksum of each section's stored bytes; v2 one of the whole file (above) */
+    TFAIL(a->cver == PG_CONTAINER_V1 &&
+              CHECKSUM_BAD(XXH64(a->data + s->offset, (size_t)s->stored_size, 0),
+                           s->stored_xxh64),
+          PG_E_CHECKSUM, s->offset, "section %u (%s): stored checksum mismatch", i,
+          pg_section_kind_name(s->kind));
     switch (s->kind) {
     case PG_SEC_META:
       a->meta_sec = i;
@@ -866,14 +1108,17 @@ static int parse_table(pg_artifact *a, pg_err *err) {
       ndir++;
       break;
     case PG_SEC_TOKENIZER:
-      PG_FAIL_IF(a->tok_sec >= 0, err, PG_E_SECTION_KIND, f, eo, "a second tokenizer section (%u)",
-                 i);
+      TFAIL(a->tok_sec >= 0, PG_E_SECTION_KIND, eo, "a second tokenizer section (%u)", i);
       a->tok_sec = i;
       break;
     case PG_SEC_CODE: a->code_secs[a->ncode++] = i; break;
     default: break;
     }
+#undef TFAIL
   }
+  free(eoff);
+  if (rc != PG_OK) return rc;
+  const uint64_t toff = a->cver == PG_CONTAINER_V1 ? PG_HEADER_SIZE : PG_V2_FIXED;
   PG_FAIL_IF(expect < a->len, err, PG_E_TRAILING, f, expect,
              "%llu bytes after the last section", (unsigned long long)(a->len - expect));
   if (total > bound) {
@@ -881,13 +1126,13 @@ static int parse_table(pg_artifact *a, pg_err *err) {
     if (bound == pg_artifact_raw_bound(a->len))
       snprintf(why, sizeof why, "%d times the file's %zu bytes, at least %llu MiB", PG_RAW_RATIO,
                a->len, (unsigned long long)(PG_RAW_FLOOR >> 20));
-    return pg_err_set(err, PG_E_LIMIT, f, PG_HEADER_SIZE,
+    return pg_err_set(err, PG_E_LIMIT, f, toff,
                       "the sections decode to %llu bytes in all, limit %llu (%s)",
                       (unsigned long long)total, (unsigned long long)bound, why);
   }
-  PG_FAIL_IF(nmeta != 1, err, PG_E_SECTION_KIND, f, PG_HEADER_SIZE,
+  PG_FAIL_IF(nmeta != 1, err, PG_E_SECTION_KIND, f, toff,
              "%d meta sections; exactly one is required", nmeta);
-  PG_FAIL_IF(ndir != 1, err, PG_E_SECTION_KIND, f, PG_HEADER_SIZE,
+  PG_FAIL_IF(ndir != 1, err, PG_E_SECTION_KIND, f, toff,
              "%d tensors sections; exactly one is required", ndir);
   return PG_OK;
 }
@@ -973,14 +1218,74 @@ static int part_bytes(pg_artifact *a, const pg_tensor_info *t, int role, const u
   return PG_OK;
 }
 
+/* The stored row order of tensor t: perm[j] is the logical row stored j-th; a stored row_perm is
+ * checked to be a permutation of 0..rows-1 (every index below rows, none twice). */
+static int load_perm(pg_artifact *a, const pg_tensor_info *t, uint32_t *perm, pg_err *err) {
+  const uint64_t rows = t->rows;
+  if (t->perm == PG_PERM_NONE) {
+    for (uint64_t j = 0; j < rows; j++) perm[j] = (uint32_t)j;
+    return PG_OK;
+  }
+  const uint8_t *p;
+  PG_TRY(part_bytes(a, t, PG_PART_ROW_PERM, &p, err));
+  const uint64_t soff = a->secs[t->parts[PG_PART_ROW_PERM].section].offset;
+  const unsigned w = pg_perm_width(rows);
+  uint8_t *seen = calloc(rows ? (size_t)rows : 1, 1);
+  PG_FAIL_IF(!seen, err, PG_E_NOMEM, a->name, PG_NO_OFFSET,
+             "tensor '%s': out of memory for its row permutation", t->name);
+  int rc = PG_OK;
+  for (uint64_t j = 0; j < rows; j++) {
+    const uint64_t v = w == 2 ? pg_ld16(p + 2 * j) : pg_ld32(p + 4 * j);
+    if (v >= rows || seen[v]) {
+      rc = pg_err_set(err, PG_E_MALFORMED, a->name, soff,
+                      "tensor '%s' row_perm: entry %llu is %llu, %s", t->name,
+                      (unsigned long long)j, (unsigned long long)v,
+                      v >= rows ? "not a row index" : "a row that appears twice");
+      break;
+    }
+    seen[v] = 1;
+    perm[j] = (uint32_t)v;
+  }
+  free(seen);
+  return rc;
+}
+
+/* The logical row-major values of integer tensor t, whatever its stored order and row
+ * permutation (quant layout 2), range-checked. */
+static int tensor_ints(pg_artifact *a, const pg_tensor_info *t, int8_t *out, pg_err *err) {
+  const unsigned bits = pg_qtype_bits(t->qtype);
+  if (t->order == PG_ORDER_ROWS && t->perm == PG_PERM_NONE)
+    return decode_ints(a, t, PG_PART_VALUES, t->numel, bits, t->qmin, t->qmax, out, err);
+  const uint64_t rows = t->rows, cols = t->cols;
+  int8_t *st = malloc(t->numel ? (size_t)t->numel : 1);
+  uint32_t *perm = malloc(rows ? (size_t)rows * sizeof *perm : 1);
+  int rc = st && perm ? PG_OK
+                      : pg_err_set(err, PG_E_NOMEM, a->name, PG_NO_OFFSET,
+                                   "tensor '%s': out of memory for its stored values", t->name);
+  if (rc == PG_OK)
+    rc = decode_ints(a, t, PG_PART_VALUES, t->numel, bits, t->qmin, t->qmax, st, err);
+  if (rc == PG_OK) rc = load_perm(a, t, perm, err);
+  if (rc == PG_OK && t->order == PG_ORDER_ROWS) {
+    for (uint64_t j = 0; j < rows; j++)
+      if (cols) memcpy(out + (size_t)perm[j] * cols, st + j * cols, (size_t)cols);
+  } else if (rc == PG_OK) { /* column-major image: stored[c*rows + j] = q[perm[j], c] */
+    for (uint64_t c = 0; c < cols; c++) {
+      const int8_t *src = st + c * rows;
+      for (uint64_t j = 0; j < rows; j++) out[(size_t)perm[j] * cols + c] = src[j];
+    }
+  }
+  free(st);
+  free(perm);
+  return rc;
+}
+
 int pg_artifact_tensor_values(pg_artifact *a, uint32_t i, int8_t *out, pg_err *err) {
   a->epoch++;
   PG_FAIL_IF(i >= a->ntens, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no tensor %u", i);
   const pg_tensor_info *t = &a->tens[i];
   PG_FAIL_IF(!pg_qtype_is_int(t->qtype), err, PG_E_ARG, a->name, PG_NO_OFFSET,
              "tensor '%s' is %s, not an integer tensor", t->name, pg_qtype_name(t->qtype));
-  return decode_ints(a, t, PG_PART_VALUES, t->numel, pg_qtype_bits(t->qtype), t->qmin, t->qmax,
-                     out, err);
+  return tensor_ints(a, t, out, err);
 }
 
 int pg_artifact_tensor_scales(pg_artifact *a, uint32_t i, const uint8_t **bytes, pg_err *err) {
@@ -1019,8 +1324,7 @@ int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *e
   PG_FAIL_IF(!q, err, PG_E_NOMEM, a->name, PG_NO_OFFSET,
              "tensor '%s': out of memory for its %llu values", t->name,
              (unsigned long long)t->numel);
-  int rc = decode_ints(a, t, PG_PART_VALUES, t->numel, pg_qtype_bits(t->qtype), t->qmin, t->qmax,
-                       q, err);
+  int rc = tensor_ints(a, t, q, err);
   const uint8_t *sp = NULL;
   if (rc == PG_OK) rc = part_bytes(a, t, PG_PART_SCALES, &sp, err);
   if (rc == PG_OK && t->scale_kind == PG_SCALE_SCALAR_F32) {
@@ -1109,10 +1413,7 @@ int pg_artifact_check(pg_artifact *a, pg_err *err) {
     for (; rc == PG_OK && k < np && parts[k].section == s; k++) {
       const pg_tensor_info *t = &a->tens[parts[k].tensor];
       switch (parts[k].role) {
-      case PG_PART_VALUES:
-        rc = decode_ints(a, t, PG_PART_VALUES, t->numel, pg_qtype_bits(t->qtype), t->qmin,
-                         t->qmax, buf, err);
-        break;
+      case PG_PART_VALUES: rc = tensor_ints(a, t, buf, err); break;
       case PG_PART_LQER_A:
         rc = decode_ints(a, t, PG_PART_LQER_A, t->rows * t->lqer_rank, 2, -2, 1, buf, err);
         break;
@@ -1154,7 +1455,9 @@ static int section_segments(const pg_tensor_info *ts, uint32_t nt, uint32_t sec,
       size_t j = k++; /* insertion by offset: the writer adds parts in offset order already */
       for (; j > 0 && at[j - 1] > p->offset; j--) at[j] = at[j - 1], g[j] = g[j - 1];
       at[j] = p->offset;
-      g[j] = (pg_qc_seg){p->size, rows && ts[i].cols ? ts[i].cols : 1};
+      /* a stored row: `cols` values in row-major order, `rows` values transposed (§4.1) */
+      const uint64_t len = ts[i].order == PG_ORDER_COLS ? ts[i].rows : ts[i].cols;
+      g[j] = (pg_qc_seg){p->size, rows && len ? len : 1};
     }
   free(at);
   *out = g;
@@ -1183,6 +1486,8 @@ typedef struct wmeta {
 } wmeta;
 
 struct pg_writer {
+  int cver;        /* container version to write */
+  int uses_layout; /* some tensor has an order or a permutation: quant layout 2 */
   pg_codec_spec meta_spec, dir_spec;
   int threads; /* sections encoded at once (1: sequential) */
   wmeta *meta;
@@ -1207,6 +1512,7 @@ static const pg_codec_spec DEFAULT_SPEC = {PG_CODEC_BROTLI, 11, 22, 0, 0};
 int pg_writer_create(pg_writer **out) {
   pg_writer *w = calloc(1, sizeof *w);
   if (!w) return PG_E_NOMEM;
+  w->cver = PG_CONTAINER_VERSION;
   w->meta_spec = DEFAULT_SPEC;
   w->dir_spec = DEFAULT_SPEC;
   *out = w;
@@ -1231,6 +1537,12 @@ void pg_writer_free(pg_writer *w) {
 }
 
 void pg_writer_set_threads(pg_writer *w, int threads) { w->threads = threads; }
+
+int pg_writer_set_container(pg_writer *w, int version) {
+  if (version != PG_CONTAINER_V1 && version != PG_CONTAINER_V2) return PG_E_ARG;
+  w->cver = version;
+  return PG_OK;
+}
 
 void pg_writer_set_meta_codec(pg_writer *w, const pg_codec_spec *meta, const pg_codec_spec *dir) {
   if (meta) w->meta_spec = *meta;
@@ -1446,7 +1758,8 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
   PG_FAIL_IF(in->ndim > PG_MAX_DIMS, err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
              "tensor '%s': %u dimensions", in->name, in->ndim);
   PG_FAIL_IF(in->qtype < 0 || in->qtype > 255 || in->packing < 0 || in->packing > 1 ||
-                 in->scale_kind < 0 || in->scale_kind > 2 || in->lqer_rank > 255,
+                 in->scale_kind < 0 || in->scale_kind > 2 || in->lqer_rank > 255 ||
+                 in->order < 0 || in->order > 15 || in->perm < 0 || in->perm > 15,
              err, PG_E_QTYPE, NULL, PG_NO_OFFSET, "tensor '%s': bad qtype, packing or scale kind",
              in->name);
   pg_tensor_info t;
@@ -1457,6 +1770,8 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
   t.scale_kind = (uint8_t)in->scale_kind;
   t.ndim = (uint8_t)in->ndim;
   t.lqer_rank = (uint8_t)in->lqer_rank;
+  t.order = (uint8_t)in->order;
+  t.perm = (uint8_t)in->perm;
   int isint = pg_qtype_is_int(in->qtype);
   unsigned bits = pg_qtype_bits(in->qtype);
   int qmin = in->qmin, qmax = in->qmax;
@@ -1474,8 +1789,8 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
   expected_parts(&t, want);
   PG_FAIL_IF(want[PG_PART_VALUES] == UINT64_MAX, err, PG_E_DIMS_OVERFLOW, NULL, PG_NO_OFFSET,
              "tensor '%s': byte size overflows", in->name);
-  int secs[PG_PART_COUNT] = {in->sec_values, in->sec_scales, in->sec_lqer,
-                             in->sec_lqer,   in->sec_lqer,   in->sec_lqer};
+  int secs[PG_PART_COUNT] = {in->sec_values, in->sec_scales, in->sec_lqer, in->sec_lqer,
+                             in->sec_lqer,   in->sec_lqer,   in->sec_perm};
   for (int r = 0; r < PG_PART_COUNT; r++)
     PG_FAIL_IF(want[r] != UINT64_MAX && (secs[r] < 0 || (uint32_t)secs[r] >= w->ndata), err,
                PG_E_ARG, NULL, PG_NO_OFFSET, "tensor '%s': %s part names no data section",
@@ -1486,6 +1801,34 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
              PG_E_ARG, NULL, PG_NO_OFFSET, "tensor '%s': no row scales", in->name);
   PG_FAIL_IF(t.lqer_rank && (!in->lqer_a || !in->lqer_b || !in->lqer_b_scales), err, PG_E_ARG,
              NULL, PG_NO_OFFSET, "tensor '%s': LQER factors missing", in->name);
+  /* quant layout 2: the stored image of the values (row j of it is logical row perm[j]) */
+  int8_t *img = NULL;
+  if (t.order || t.perm) {
+    PG_FAIL_IF(t.perm && !in->row_perm, err, PG_E_ARG, NULL, PG_NO_OFFSET,
+               "tensor '%s': no row permutation", in->name);
+    img = malloc(t.numel ? (size_t)t.numel : 1);
+    uint8_t *seen = calloc(t.rows ? (size_t)t.rows : 1, 1);
+    if (!img || !seen) {
+      free(img);
+      free(seen);
+      return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    }
+    const int8_t *v = in->values;
+    for (uint64_t j = 0; j < t.rows; j++) {
+      const uint64_t r = t.perm ? in->row_perm[j] : j;
+      if (r >= t.rows || seen[r]) {
+        free(img);
+        free(seen);
+        return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                          "tensor '%s': row_perm is not a permutation of its %llu rows",
+                          in->name, (unsigned long long)t.rows);
+      }
+      seen[r] = 1;
+      for (uint64_t c = 0; c < t.cols; c++)
+        img[t.order ? c * t.rows + j : j * t.cols + c] = v[r * t.cols + c];
+    }
+    free(seen);
+  }
 
   /* Snapshot the lengths so a failure leaves the sections as they were. */
   size_t saved[PG_MAX_SECTIONS];
@@ -1505,8 +1848,8 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
     switch (r) {
     case PG_PART_VALUES:
       if (isint)
-        rc = put_ints(b, in->values, t.numel, bits, t.packing, qmin, qmax, in->name, "values",
-                      err);
+        rc = put_ints(b, img ? img : in->values, t.numel, bits, t.packing, qmin, qmax, in->name,
+                      "values", err);
       else
         pg_buf_put(b, in->values, (size_t)want[r]);
       break;
@@ -1531,6 +1874,12 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
     case PG_PART_LQER_B_SCALES:
       for (uint64_t g = 0; g < want[r] / 2; g++) pg_buf_u16(b, in->lqer_b_scales[g]);
       break;
+    case PG_PART_ROW_PERM:
+      for (uint64_t j = 0; j < t.rows; j++) {
+        if (pg_perm_width(t.rows) == 2) pg_buf_u16(b, (uint16_t)in->row_perm[j]);
+        else pg_buf_u32(b, in->row_perm[j]);
+      }
+      break;
     }
     if (rc == PG_OK && b->oom) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
     if (rc == PG_OK && b->len > PG_MAX_SECTION_RAW)
@@ -1554,7 +1903,7 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
     pg_buf_u16(d, (uint16_t)nl);
     pg_buf_put(d, in->name, nl);
     uint8_t h[8] = {t.qtype, t.packing, t.scale_kind, (uint8_t)t.qmin, (uint8_t)t.qmax,
-                    t.ndim,  t.lqer_rank, 0};
+                    t.ndim,  t.lqer_rank, (uint8_t)(t.order | t.perm << 4)};
     pg_buf_put(d, h, 8);
     for (unsigned k = 0; k < t.ndim; k++) pg_buf_u64(d, t.dims[k]);
     for (int r = 0; r < PG_PART_COUNT; r++) {
@@ -1580,6 +1929,7 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
     copy = malloc(nl + 1);
     if (!copy) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
   }
+  free(img);
   if (rc != PG_OK) {
     for (uint32_t s = 0; s < nd; s++)
       if (!w->data[s].raw.oom) w->data[s].raw.len = saved[s];
@@ -1589,6 +1939,7 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
   }
   for (int r = 0; r < PG_PART_COUNT; r++)
     if (parts[r].present) w->data[secs[r]].referenced = 1;
+  w->uses_layout |= t.order || t.perm;
   memcpy(copy, in->name, nl + 1);
   memcpy(t.parts, parts, sizeof parts);
   w->infos[w->ntens] = t;
@@ -1661,11 +2012,91 @@ static int encode_all(enc_sec *es, uint32_t n, int threads, pg_err *err) {
   return PG_OK;
 }
 
+/* Container v2 keeps lengths and counts as varints (spec/format.md §3, §4): the writer builds
+ * META and TENSORS in the v1 form and rewrites them. */
+static void meta_to_v2(const pg_buf *v1, pg_buf *out) {
+  const uint8_t *p = v1->data;
+  put_varint(out, pg_ld32(p));
+  size_t pos = 4;
+  while (pos < v1->len) {
+    const uint16_t kl = pg_ld16(p + pos);
+    pg_buf_u8(out, (uint8_t)kl);
+    pg_buf_put(out, p + pos + 2, kl);
+    pos += 2 + kl;
+    const uint8_t type = p[pos++];
+    pg_buf_u8(out, type);
+    uint8_t et = type;
+    uint32_t count = 1;
+    if (type == PG_META_ARR) {
+      et = p[pos];
+      count = pg_ld32(p + pos + 1);
+      pg_buf_u8(out, et);
+      put_varint(out, count);
+      pos += 5;
+    }
+    for (uint32_t k = 0; k < count; k++) {
+      size_t w = et == PG_META_BOOL ? 1 : 8;
+      if (et == PG_META_STR) {
+        const uint32_t len = pg_ld32(p + pos);
+        put_varint(out, len);
+        pos += 4;
+        w = len;
+      }
+      pg_buf_put(out, p + pos, w);
+      pos += w;
+    }
+  }
+}
+
+static void dir_to_v2(const pg_buf *v1, pg_buf *out) {
+  const uint8_t *p = v1->data;
+  const uint32_t n = pg_ld32(p);
+  put_varint(out, n);
+  size_t pos = 4;
+  for (uint32_t i = 0; i < n; i++) {
+    pg_tensor_info t;
+    memset(&t, 0, sizeof t);
+    const uint16_t nl = pg_ld16(p + pos);
+    pg_buf_u8(out, (uint8_t)nl);
+    pg_buf_put(out, p + pos + 2, nl);
+    memcpy(t.name, p + pos + 2, nl);
+    pos += 2 + nl;
+    const uint8_t *h = p + pos;
+    pg_buf_put(out, h, 8);
+    t.qtype = h[0], t.packing = h[1], t.scale_kind = h[2], t.qmin = (int8_t)h[3];
+    t.qmax = (int8_t)h[4], t.ndim = h[5], t.lqer_rank = h[6], t.order = h[7] & 15;
+    t.perm = h[7] >> 4;
+    pos += 8;
+    for (unsigned d = 0; d < t.ndim; d++, pos += 8) {
+      t.dims[d] = pg_ld64(p + pos);
+      put_varint(out, t.dims[d]);
+    }
+    /* checked when the tensor was added: the part count follows from the header */
+    tensor_layout_check(&t, PG_MAX_ELEMENTS, NULL, PG_NO_OFFSET, "", NULL);
+    uint64_t want[PG_PART_COUNT];
+    expected_parts(&t, want);
+    for (int r = 0; r < PG_PART_COUNT; r++)
+      if (want[r] != UINT64_MAX) {
+        put_varint(out, pg_ld32(p + pos));
+        pos += 20;
+      }
+  }
+}
+
 /* Build every section and the header/table; the caller writes head, then each stored blob. */
 static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec **secs_out,
                         uint32_t *nsec_out, pg_err *err) {
   *head = NULL;
   *secs_out = NULL;
+  if (w->cver == PG_CONTAINER_V1) { /* qc came with container version 2 (spec/format.md §10) */
+    int qc = w->meta_spec.codec == PG_CODEC_QC || w->dir_spec.codec == PG_CODEC_QC ||
+             (w->has_tok && w->tok.spec.codec == PG_CODEC_QC);
+    for (uint32_t i = 0; i < w->ndata; i++) qc |= w->data[i].spec.codec == PG_CODEC_QC;
+    for (uint32_t i = 0; i < w->ncode; i++) qc |= w->code[i].spec.codec == PG_CODEC_QC;
+    if (qc)
+      return pg_err_set(err, PG_E_CODEC, NULL, PG_NO_OFFSET,
+                        "codec qc needs container version 2; version 1 was asked for");
+  }
   int has_writer = 0;
   for (uint32_t i = 0; i < w->nmeta; i++) has_writer |= !strcmp(w->meta[i].key, "pgolf.writer");
   if (!has_writer) {
@@ -1694,6 +2125,15 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
   }
   if (!newidx) dir.oom = 1;
   free(newidx);
+  if (w->cver == PG_CONTAINER_V2 && !meta.oom && !dir.oom) {
+    pg_buf m2 = {0}, d2 = {0};
+    meta_to_v2(&meta, &m2);
+    dir_to_v2(&dir, &d2);
+    pg_buf_free(&meta);
+    pg_buf_free(&dir);
+    meta = m2;
+    dir = d2;
+  }
   uint32_t n = 2 + nkept + (uint32_t)w->has_tok + w->ncode;
   enc_sec *es = calloc(n, sizeof *es);
   int rc = PG_OK;
@@ -1724,10 +2164,46 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
                           .raw = w->code[i].raw.data, .raw_len = w->code[i].raw.len};
   }
   if (rc == PG_OK) rc = encode_all(es, n, w->threads, err);
+  const uint16_t qver = w->uses_layout ? PG_QUANT_LAYOUT_V2 : PG_QUANT_LAYOUT_V1;
   size_t hl = PG_HEADER_SIZE + (size_t)PG_ENTRY_SIZE * n;
-  uint8_t *h = rc == PG_OK ? calloc(1, hl) : NULL;
-  if (rc == PG_OK && !h) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
-  if (rc == PG_OK) {
+  uint8_t *h = NULL;
+  if (rc == PG_OK && w->cver == PG_CONTAINER_V2) {
+    pg_buf hb = {0};
+    pg_buf_put(&hb, PG_MAGIC, 8);
+    pg_buf_u16(&hb, PG_CONTAINER_V2);
+    pg_buf_u16(&hb, qver);
+    put_varint(&hb, n);
+    for (uint32_t i = 0; i < n; i++) {
+      const pg_codec_spec *c = &es[i].spec;
+      const uint8_t e[6] = {(uint8_t)es[i].kind, c->codec, c->level, c->window, c->transform,
+                            c->stride};
+      pg_buf_put(&hb, e, 6);
+      put_varint(&hb, es[i].stored_len);
+      put_varint(&hb, es[i].raw_len);
+      pg_buf_u32(&hb, (uint32_t)XXH64(es[i].raw ? es[i].raw : (const uint8_t *)"", es[i].raw_len, 0));
+    }
+    XXH64_state_t *st = XXH64_createState();
+    if (hb.oom || !st) {
+      rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    } else { /* the file checksum covers every byte but its own: the head, then the sections */
+      XXH64_reset(st, 0);
+      XXH64_update(st, hb.data, hb.len);
+      for (uint32_t i = 0; i < n; i++) XXH64_update(st, es[i].stored, es[i].stored_len);
+      pg_buf_u64(&hb, XXH64_digest(st));
+    }
+    XXH64_freeState(st);
+    if (rc == PG_OK && hb.oom) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    if (rc == PG_OK) {
+      h = hb.data;
+      hl = hb.len;
+    } else {
+      pg_buf_free(&hb);
+    }
+  } else if (rc == PG_OK) {
+    h = calloc(1, hl);
+    if (!h) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  }
+  if (rc == PG_OK && w->cver == PG_CONTAINER_V1) {
     uint64_t off = hl;
     for (uint32_t i = 0; i < n; i++) {
       uint8_t *e = h + PG_HEADER_SIZE + (size_t)PG_ENTRY_SIZE * i;
@@ -1745,8 +2221,8 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
       off += es[i].stored_len;
     }
     memcpy(h, PG_MAGIC, 8);
-    pg_st16(h + 8, PG_CONTAINER_VERSION);
-    pg_st16(h + 10, PG_QUANT_LAYOUT_VERSION);
+    pg_st16(h + 8, PG_CONTAINER_V1);
+    pg_st16(h + 10, qver);
     pg_st32(h + 16, n);
     pg_st64(h + 24, off);
     pg_st64(h + 32, XXH64(h + PG_HEADER_SIZE, hl - PG_HEADER_SIZE, 0));
@@ -1786,7 +2262,8 @@ int pg_writer_to_mem(pg_writer *w, uint8_t **out, size_t *len, pg_err *err) {
   enc_sec *es;
   uint32_t n;
   PG_TRY(writer_build(w, &h, &hl, &es, &n, err));
-  size_t total = (size_t)pg_ld64(h + 24);
+  size_t total = hl;
+  for (uint32_t i = 0; i < n; i++) total += es[i].stored_len;
   uint8_t *buf = malloc(total);
   if (!buf) {
     free(h);

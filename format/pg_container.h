@@ -1,4 +1,4 @@
-/* pg_container.h: the pgolf artifact container, version 1 (spec/format.md): a reader that
+/* pg_container.h: the pgolf artifact container, versions 1 and 2 (spec/format.md): a reader that
  * validates every byte before trusting it, and a deterministic, atomic writer. */
 #ifndef PG_CONTAINER_H
 #define PG_CONTAINER_H
@@ -14,10 +14,18 @@
 extern "C" {
 #endif
 
-#define PG_CONTAINER_VERSION 1
-#define PG_QUANT_LAYOUT_VERSION 1
+#define PG_CONTAINER_V1 1
+#define PG_CONTAINER_V2 2
+/* What the writer writes unless told otherwise (pg_writer_set_container). */
+#define PG_CONTAINER_VERSION PG_CONTAINER_V2
+#define PG_QUANT_LAYOUT_V1 1
+#define PG_QUANT_LAYOUT_V2 2 /* adds a stored value order and a row permutation per tensor */
+#define PG_QUANT_LAYOUT_VERSION PG_QUANT_LAYOUT_V2 /* the newest this reader knows */
+/* Container v1: a fixed 64-byte header and 64 bytes per section table entry. */
 #define PG_HEADER_SIZE 64
 #define PG_ENTRY_SIZE 64
+/* Container v2: magic, two versions, a varint count, compact entries, one file checksum. */
+#define PG_V2_FIXED 12 /* magic + container_version + quant_layout_version */
 #define PG_MAX_SECTIONS 4096
 #define PG_MAX_SECTION_RAW (1ull << 30)
 #define PG_MAX_META_RAW (16ull << 20)
@@ -64,6 +72,7 @@ typedef struct pg_meta_entry {
   uint16_t key_len;
   uint8_t type;
   uint8_t elem_type; /* arrays */
+  uint8_t compact;   /* container v2: lengths inside arrays are varints */
   uint32_t count;    /* arrays: element count; strings: byte length */
   int64_t i64;
   double f64;
@@ -81,6 +90,8 @@ void pg_meta_arr_str(const pg_meta_entry *e, uint32_t i, const char **s, uint32_
 typedef struct pg_section {
   uint16_t kind;
   pg_codec_spec codec;
+  /* v2 files keep no stored checksum per section (one covers the file: stored_xxh64 is 0) and
+   * the low 32 bits of the raw one */
   uint64_t offset, stored_size, raw_size, stored_xxh64, raw_xxh64;
 } pg_section;
 
@@ -91,7 +102,8 @@ enum pg_part_role {
   PG_PART_LQER_A_SCALE = 3,
   PG_PART_LQER_B = 4,
   PG_PART_LQER_B_SCALES = 5,
-  PG_PART_COUNT = 6
+  PG_PART_ROW_PERM = 6, /* quant layout 2, perm kind 1: the stored row order */
+  PG_PART_COUNT = 7
 };
 const char *pg_part_role_name(int role);
 
@@ -101,9 +113,17 @@ typedef struct pg_part {
   uint64_t offset, size;
 } pg_part;
 
+/* Quant layout 2: how an integer tensor's values part is laid out. The values part holds the
+ * image of the matrix whose row j is the logical row perm[j] (perm: identity, or the row_perm
+ * part), row-major (order 0) or column-major (order 1); every reader call returns the logical
+ * row-major matrix. */
+enum pg_order { PG_ORDER_ROWS = 0, PG_ORDER_COLS = 1 };
+enum pg_perm_kind { PG_PERM_NONE = 0, PG_PERM_STORED = 1 };
+
 typedef struct pg_tensor_info {
   char name[PG_MAX_NAME + 1];
   uint8_t qtype, packing, scale_kind, ndim, lqer_rank;
+  uint8_t order, perm; /* enum pg_order, enum pg_perm_kind (0, 0 under quant layout 1) */
   int8_t qmin, qmax;
   uint64_t dims[PG_MAX_DIMS];
   uint64_t numel, rows, cols;
@@ -138,6 +158,8 @@ const char *pg_artifact_name(const pg_artifact *a);
 uint64_t pg_artifact_file_size(const pg_artifact *a);
 uint16_t pg_artifact_container_version(const pg_artifact *a);
 uint16_t pg_artifact_quant_layout_version(const pg_artifact *a);
+/* Bytes of the header and the section table (what precedes section 0). */
+uint64_t pg_artifact_head_size(const pg_artifact *a);
 
 uint32_t pg_artifact_section_count(const pg_artifact *a);
 const pg_section *pg_artifact_section(const pg_artifact *a, uint32_t i);
@@ -202,8 +224,13 @@ typedef struct pg_tensor_in {
   uint16_t lqer_a_scale;        /* fp16 */
   const int8_t *lqer_b;         /* rank x cols, values in [-8, 7] */
   const uint16_t *lqer_b_scales; /* rank*cols/64 fp16 values */
+  /* Quant layout 2 (integer tensors, ndim >= 2, one value per byte): `values` stays the logical
+   * row-major matrix; the writer stores the image of order/perm. row_perm[j] is the logical row
+   * stored j-th (a permutation of 0..rows-1), with perm = PG_PERM_STORED. */
+  int order, perm;
+  const uint32_t *row_perm;
   /* DATA section handles (from pg_writer_data_section) for each kind of part */
-  int sec_values, sec_scales, sec_lqer;
+  int sec_values, sec_scales, sec_lqer, sec_perm;
 } pg_tensor_in;
 
 int pg_writer_create(pg_writer **out);
@@ -211,6 +238,9 @@ void pg_writer_free(pg_writer *w);
 /* Encode up to this many sections at once when serializing (default 1). The bytes are the same
  * for any value. */
 void pg_writer_set_threads(pg_writer *w, int threads);
+/* Container version to write: PG_CONTAINER_V1 or PG_CONTAINER_V2 (the default). The quant layout
+ * version written is 2 when some tensor has an order or a permutation, else 1. */
+int pg_writer_set_container(pg_writer *w, int version);
 /* Codecs of the META and TENSORS sections (default brotli-11/w22). */
 void pg_writer_set_meta_codec(pg_writer *w, const pg_codec_spec *meta, const pg_codec_spec *dir);
 

@@ -131,8 +131,8 @@ static inline uint8_t *pgbomb(uint32_t ndata, uint64_t data_raw, uint32_t ncode,
   uint8_t *b = calloc(1, (size_t)total);
   cr_assert_not_null(b);
   memcpy(b, PG_MAGIC, 8);
-  pg_st16(b + 8, PG_CONTAINER_VERSION);
-  pg_st16(b + 10, PG_QUANT_LAYOUT_VERSION);
+  pg_st16(b + 8, PG_CONTAINER_V1);
+  pg_st16(b + 10, PG_QUANT_LAYOUT_V1);
   pg_st32(b + 16, nsec);
   pg_st64(b + 24, total);
   uint64_t off = table_end;

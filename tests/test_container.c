@@ -42,6 +42,13 @@ static uint16_t *rand_scales(uint64_t n) {
 
 static const pg_codec_spec NONE = {0, 0, 0, 0, 0};
 
+/* A writer of container version cver. The tests that edit bytes of a file in place use v1, whose
+ * fields lie at fixed offsets; the v2 tests below edit v2 files. */
+static void test_writer(pg_writer **w, int cver) {
+  cr_assert_eq(pg_writer_create(w), PG_OK);
+  cr_assert_eq(pg_writer_set_container(*w, cver), PG_OK);
+}
+
 static pg_codec_spec spec_of(const char *s) {
   pg_codec_spec c;
   pg_err e;
@@ -55,7 +62,7 @@ static pg_codec_spec spec_of(const char *s) {
 static uint8_t *small_artifact(size_t *len) {
   pg_writer *w;
   pg_err e;
-  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   cr_assert_eq(pg_writer_meta_i64(w, "tokenizer.vocab_size", 1024, &e), PG_OK);
   cr_assert_eq(pg_writer_meta_str(w, "arch.name", "tiny", 4, &e), PG_OK);
@@ -213,7 +220,7 @@ Test(container, roundtrip_every_qtype_packing_codec_transform) {
         unsigned bits = pg_qtype_bits(qt);
         pg_writer *w;
         pg_err e;
-        pg_writer_create(&w);
+        test_writer(&w, ci % 2 ? PG_CONTAINER_V2 : PG_CONTAINER_V1);
         pg_writer_set_meta_codec(w, &cs, &cs);
         int dv = pg_writer_data_section(w, &cs, &e), ds = pg_writer_data_section(w, &cs, &e);
         uint64_t dims[2] = {13, 64}; /* 13*64*bits not a multiple of 64 bits for odd widths */
@@ -283,7 +290,7 @@ Test(container, roundtrip_float_passthrough) {
     pg_codec_spec cs = spec_of(CODECS[ci]);
     pg_writer *w;
     pg_err e;
-    pg_writer_create(&w);
+    test_writer(&w, PG_CONTAINER_V1);
     int d = pg_writer_data_section(w, &cs, &e);
     uint64_t dims[3] = {2, 3, 5};
     float f32[30];
@@ -330,7 +337,7 @@ Test(container, roundtrip_float_passthrough) {
 Test(container, metadata_code_and_tokenizer_roundtrip) {
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   cr_assert_eq(pg_writer_meta_i64(w, "z.int", -5, &e), PG_OK);
   cr_assert_eq(pg_writer_meta_f64(w, "a.float", 1.0 / 3.0, &e), PG_OK);
   cr_assert_eq(pg_writer_meta_bool(w, "m.bool", 1, &e), PG_OK);
@@ -401,7 +408,7 @@ Test(container, metadata_code_and_tokenizer_roundtrip) {
 Test(container, unreferenced_data_sections_are_not_written) {
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   int unused = pg_writer_data_section(w, &NONE, &e);
   int used = pg_writer_data_section(w, &NONE, &e);
   cr_assert(unused == 0 && used == 1);
@@ -438,7 +445,7 @@ Test(container, same_inputs_same_bytes) {
 static uint8_t *many_sections(int threads, size_t *len) {
   pg_writer *w;
   pg_err e;
-  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_threads(w, threads);
   const char *codecs[] = {"zstd-9", "brotli-9/w20", "lzma-6", "zstd-3+shuf2", "brotli-5/w16"};
   for (int k = 0; k < 5; k++) {
@@ -491,7 +498,7 @@ Test(container, threaded_encoding_same_bytes) {
 Test(container, writer_rejects_bad_tensors) {
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   int d = pg_writer_data_section(w, &NONE, &e);
   uint64_t dims[2] = {2, 4};
   int8_t q[8] = {0, 1, 2, 3, 4, 5, 6, 40};
@@ -554,7 +561,7 @@ Test(container, file_write_is_atomic_and_reopens) {
   uint8_t *mem = small_artifact(&len);
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   pg_writer_meta_i64(w, "tokenizer.vocab_size", 1024, &e);
   char path[128];
@@ -595,11 +602,11 @@ Test(malformed, truncated) {
 Test(malformed, unknown_versions) {
   size_t len;
   uint8_t *b = small_artifact(&len);
-  pg_st16(b + 8, 2);
+  pg_st16(b + 8, 3);
   reseal(b);
   EXPECT_STATUS(b, len, PG_E_VERSION);
   pg_st16(b + 8, 1);
-  pg_st16(b + 10, 7);
+  pg_st16(b + 10, 3);
   reseal(b);
   EXPECT_STATUS(b, len, PG_E_VERSION);
   free(b);
@@ -746,7 +753,7 @@ Test(malformed, unknown_section_kind_and_missing_meta) {
 Test(malformed, decompression_size_mismatch) {
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_codec_spec z = spec_of("zstd-3");
   int d = pg_writer_data_section(w, &z, &e);
   uint64_t n = 1000;
@@ -825,7 +832,7 @@ Test(malformed, duplicate_tensor_name) {
   uint8_t *b;
   pg_writer *w;
   pg_err e;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   int d = pg_writer_data_section(w, &NONE, &e);
   uint64_t one = 1;
@@ -848,7 +855,7 @@ Test(malformed, parts_overlap_hole_and_trailing_inside_data) {
   uint8_t *b;
   size_t len;
   for (int mode = 0; mode < 3; mode++) {
-    pg_writer_create(&w);
+    test_writer(&w, PG_CONTAINER_V1);
     pg_writer_set_meta_codec(w, &NONE, &NONE);
     int d = pg_writer_data_section(w, &NONE, &e);
     uint64_t one = 1;
@@ -902,7 +909,7 @@ Test(malformed, metadata_wrong_type_and_duplicate_key) {
   pg_err e;
   uint8_t *b;
   size_t len;
-  pg_writer_create(&w);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   pg_writer_meta_i64(w, "tokenizer.vocab_size", 8192, &e);
   pg_writer_meta_i64(w, "x.a", 1, &e);
@@ -1047,7 +1054,7 @@ Test(threads, two_readers_at_once) {
    * always be refused as a duplicate: no state is shared between readers. */
   pg_writer *w;
   pg_err e;
-  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   pg_codec_spec z = spec_of("zstd-3");
   int d = pg_writer_data_section(w, &z, &e);
@@ -1086,7 +1093,7 @@ Test(limits, sections_decoded_on_demand_and_held_until_released) {
    * tensors come out right in any order, and a section a caller holds stays valid meanwhile */
   pg_writer *w;
   pg_err e;
-  cr_assert_eq(pg_writer_create(&w), PG_OK);
+  test_writer(&w, PG_CONTAINER_V1);
   pg_codec_spec z = spec_of("zstd-3");
   uint64_t n = 1000;
   float v[1000];
@@ -1155,4 +1162,485 @@ Test(container, file_truncated_after_open_reads_as_opened) {
   pg_artifact_free(a);
   free(mem);
   pgtest_rm_rf(dir);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* container v2 and quant layout 2 */
+
+/* The values and their layout: a 3-D int tensor (rows 13, cols 15) with every combination of
+ * order and permutation, a 2-D one with LQER, and the same tensors in a row-major v1 file. */
+#define EXPECT_OPENS(buf, len)                                                             \
+  do {                                                                                     \
+    pg_err e_;                                                                             \
+    int rc_ = open_status((buf), (len), &e_);                                              \
+    cr_assert_eq(rc_, PG_OK, "%s", e_.msg);                                                \
+  } while (0)
+
+typedef struct lay_case {
+  int qt, order, perm;
+} lay_case;
+
+static uint8_t *layout_file(int cver, lay_case c, const int8_t *q, const uint16_t *sc,
+                            const int8_t *q2, const uint16_t *sc2, const int8_t *la,
+                            const int8_t *lb, const uint16_t *lbs, const uint32_t *perm,
+                            const uint32_t *perm2, size_t *len) {
+  pg_writer *w;
+  pg_err e;
+  test_writer(&w, cver);
+  int d = pg_writer_data_section(w, &NONE, &e), dp = pg_writer_data_section(w, &NONE, &e);
+  uint64_t dims[3] = {13, 3, 5}, dims2[2] = {16, 64};
+  const unsigned bits = pg_qtype_bits(c.qt);
+  pg_tensor_in t = {.name = "m3", .qtype = c.qt, .scale_kind = PG_SCALE_ROW_F16, .ndim = 3,
+                    .dims = dims, .values = q, .row_scales = sc, .order = c.order,
+                    .perm = c.perm, .row_perm = perm, .sec_values = d, .sec_scales = d,
+                    .sec_perm = dp, .qmin = pg_int_min(bits), .qmax = pg_int_max(bits)};
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK, "%s", e.msg);
+  pg_tensor_in t2 = {.name = "m2", .qtype = c.qt, .scale_kind = PG_SCALE_ROW_F16, .ndim = 2,
+                     .dims = dims2, .values = q2, .row_scales = sc2, .lqer_rank = 1,
+                     .lqer_a = la, .lqer_a_scale = pg_f32_to_f16(0.0625f), .lqer_b = lb,
+                     .lqer_b_scales = lbs, .order = c.order, .perm = c.perm, .row_perm = perm2,
+                     .sec_values = d, .sec_scales = d, .sec_lqer = d, .sec_perm = dp};
+  cr_assert_eq(pg_writer_tensor(w, &t2, &e), PG_OK, "%s", e.msg);
+  uint8_t *buf;
+  cr_assert_eq(pg_writer_to_mem(w, &buf, len, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  return buf;
+}
+
+static void shuffle_perm(uint32_t *p, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++) p[i] = i;
+  for (uint32_t i = n; i > 1; i--) {
+    uint32_t j = rnd() % i, t = p[i - 1];
+    p[i - 1] = p[j];
+    p[j] = t;
+  }
+}
+
+Test(layout, roundtrip_every_qtype_order_perm_and_container) {
+  for (int qt = PG_QTYPE_INT5; qt <= PG_QTYPE_INT8; qt++) {
+    const unsigned bits = pg_qtype_bits(qt);
+    int8_t *q = rand_ints(13 * 15, pg_int_min(bits), pg_int_max(bits));
+    int8_t *q2 = rand_ints(16 * 64, pg_int_min(bits), pg_int_max(bits));
+    uint16_t *sc = rand_scales(13), *sc2 = rand_scales(16), *lbs = rand_scales(1);
+    int8_t *la = rand_ints(16, -2, 1), *lb = rand_ints(64, -8, 7);
+    uint32_t perm[13], perm2[16];
+    shuffle_perm(perm, 13);
+    shuffle_perm(perm2, 16);
+    size_t rlen;
+    uint8_t *ref = layout_file(PG_CONTAINER_V1, (lay_case){qt, 0, 0}, q, sc, q2, sc2, la, lb,
+                               lbs, perm, perm2, &rlen);
+    pg_artifact *r;
+    pg_err e;
+    cr_assert_eq(pg_artifact_open_mem(&r, ref, rlen, "ref.pgz", NULL, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_artifact_quant_layout_version(r), 1);
+    float want[16 * 64], got[16 * 64];
+    int8_t back[16 * 64];
+    for (int cver = 1; cver <= 2; cver++)
+      for (int order = 0; order <= 1; order++)
+        for (int pk = 0; pk <= 1; pk++) {
+          size_t len;
+          uint8_t *buf = layout_file(cver, (lay_case){qt, order, pk}, q, sc, q2, sc2, la, lb, lbs,
+                                     perm, perm2, &len);
+          pg_artifact *a;
+          cr_assert_eq(pg_artifact_open_mem(&a, buf, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+          cr_assert_eq(pg_artifact_check(a, &e), PG_OK, "%s", e.msg);
+          cr_assert_eq(pg_artifact_container_version(a), cver);
+          cr_assert_eq(pg_artifact_quant_layout_version(a), order || pk ? 2 : 1);
+          for (uint32_t i = 0; i < 2; i++) {
+            const pg_tensor_info *ti = pg_artifact_tensor(a, i);
+            cr_assert_eq(ti->order, order);
+            cr_assert_eq(ti->perm, pk);
+            cr_assert_eq(ti->parts[PG_PART_ROW_PERM].present, pk);
+            if (pk) cr_assert_eq(ti->parts[PG_PART_ROW_PERM].size, 2 * ti->rows);
+            cr_assert_eq(pg_artifact_tensor_values(a, i, back, &e), PG_OK, "%s", e.msg);
+            cr_assert(!memcmp(back, i ? q2 : q, ti->numel), "%s values differ: c%d o%d p%d",
+                      pg_qtype_name(qt), cver, order, pk);
+            cr_assert_eq(pg_artifact_tensor_dequant(a, i, got, &e), PG_OK, "%s", e.msg);
+            cr_assert_eq(pg_artifact_tensor_dequant(r, i, want, &e), PG_OK, "%s", e.msg);
+            cr_assert(!memcmp(got, want, ti->numel * 4), "dequant differs from row-major v1");
+          }
+          if (order || pk) { /* the stored bytes are the image, not the logical matrix */
+            const pg_tensor_info *ti = pg_artifact_tensor(a, 0);
+            const uint8_t *raw;
+            cr_assert_eq(pg_artifact_section_raw(a, ti->parts[PG_PART_VALUES].section, &raw, &e),
+                         PG_OK);
+            const int8_t *st = (const int8_t *)raw + ti->parts[PG_PART_VALUES].offset;
+            for (uint32_t j = 0; j < 13; j++)
+              for (uint32_t c = 0; c < 15; c++)
+                cr_assert_eq(st[order ? c * 13 + j : j * 15 + c], q[(pk ? perm[j] : j) * 15 + c]);
+          }
+          pg_artifact_free(a);
+          free(buf);
+        }
+    pg_artifact_free(r);
+    free(ref);
+    free(q);
+    free(q2);
+    free(sc);
+    free(sc2);
+    free(lbs);
+    free(la);
+    free(lb);
+  }
+}
+
+/* More than 65,536 rows: the permutation is stored as u32. */
+Test(layout, wide_permutation_is_u32) {
+  const uint32_t rows = 65537;
+  int8_t *q = rand_ints(rows * 2, -31, 31);
+  uint16_t *sc = rand_scales(rows);
+  uint32_t *perm = malloc(rows * sizeof *perm);
+  shuffle_perm(perm, rows);
+  for (int cver = 1; cver <= 2; cver++) {
+    pg_writer *w;
+    pg_err e;
+    test_writer(&w, cver);
+    int d = pg_writer_data_section(w, &NONE, &e);
+    uint64_t dims[2] = {rows, 2};
+    pg_tensor_in t = {.name = "big", .qtype = PG_QTYPE_INT6, .scale_kind = PG_SCALE_ROW_F16,
+                      .ndim = 2, .dims = dims, .values = q, .row_scales = sc, .order = 1,
+                      .perm = 1, .row_perm = perm, .sec_values = d, .sec_scales = d,
+                      .sec_perm = d};
+    cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK, "%s", e.msg);
+    uint8_t *buf;
+    size_t len;
+    cr_assert_eq(pg_writer_to_mem(w, &buf, &len, &e), PG_OK, "%s", e.msg);
+    pg_writer_free(w);
+    pg_artifact *a;
+    cr_assert_eq(pg_artifact_open_mem(&a, buf, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_artifact_tensor(a, 0)->parts[PG_PART_ROW_PERM].size, 4ull * rows);
+    int8_t *back = malloc(rows * 2);
+    cr_assert_eq(pg_artifact_tensor_values(a, 0, back, &e), PG_OK, "%s", e.msg);
+    cr_assert(!memcmp(back, q, rows * 2));
+    free(back);
+    pg_artifact_free(a);
+    free(buf);
+  }
+  free(q);
+  free(sc);
+  free(perm);
+}
+
+Test(layout, writer_refuses_layout_where_it_makes_no_sense) {
+  pg_writer *w;
+  pg_err e;
+  test_writer(&w, PG_CONTAINER_V2);
+  int d = pg_writer_data_section(w, &NONE, &e);
+  uint64_t dims[2] = {4, 8}, d1 = 32;
+  int8_t q[32] = {0};
+  uint16_t sc[4] = {0x3c00, 0x3c00, 0x3c00, 0x3c00};
+  float f[32] = {0};
+  uint32_t perm[4] = {0, 1, 1, 3}, good[4] = {3, 2, 1, 0};
+  struct {
+    pg_tensor_in t;
+    int status;
+    const char *needle;
+  } cases[] = {
+      {{.name = "f", .qtype = PG_QTYPE_F32, .ndim = 2, .dims = dims, .values = f, .order = 1},
+       PG_E_QTYPE, "value order"},
+      {{.name = "v", .qtype = PG_QTYPE_INT6, .scale_kind = PG_SCALE_SCALAR_F32, .ndim = 1,
+        .dims = &d1, .values = q, .order = 1},
+       PG_E_QTYPE, "2 or more dimensions"},
+      {{.name = "p", .qtype = PG_QTYPE_INT6, .packing = 1, .scale_kind = PG_SCALE_ROW_F16,
+        .ndim = 2, .dims = dims, .values = q, .row_scales = sc, .perm = 1, .row_perm = good},
+       PG_E_QTYPE, "one value per byte"},
+      {{.name = "o", .qtype = PG_QTYPE_INT6, .scale_kind = PG_SCALE_ROW_F16, .ndim = 2,
+        .dims = dims, .values = q, .row_scales = sc, .order = 2},
+       PG_E_QTYPE, "unknown value order"},
+      {{.name = "r", .qtype = PG_QTYPE_INT6, .scale_kind = PG_SCALE_ROW_F16, .ndim = 2,
+        .dims = dims, .values = q, .row_scales = sc, .perm = 1, .row_perm = perm},
+       PG_E_ARG, "not a permutation"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+    cases[k].t.sec_values = cases[k].t.sec_scales = cases[k].t.sec_perm = d;
+    int rc = pg_writer_tensor(w, &cases[k].t, &e);
+    cr_assert_eq(rc, cases[k].status, "%s: got %s (%s)", cases[k].t.name, pg_status_name(rc),
+                 e.msg);
+    cr_assert(strstr(e.msg, cases[k].needle), "%s", e.msg);
+  }
+  pg_writer_free(w);
+}
+
+/* The v2 table of a file: each entry's offset, each section's offset, the checksum's offset. */
+typedef struct v2tab {
+  uint32_t n;
+  size_t eoff[16], off[16], stored[16], ck;
+} v2tab;
+
+static size_t varint_at(const uint8_t *b, size_t *pos) {
+  size_t v = 0;
+  for (unsigned k = 0;; k++) {
+    uint8_t x = b[(*pos)++];
+    v |= (size_t)(x & 0x7f) << (7 * k);
+    if (!(x & 0x80)) return v;
+  }
+}
+
+static v2tab v2_table(const uint8_t *b) {
+  v2tab t;
+  memset(&t, 0, sizeof t);
+  cr_assert_eq(pg_ld16(b + 8), 2);
+  size_t pos = 12;
+  t.n = (uint32_t)varint_at(b, &pos);
+  cr_assert_leq(t.n, 16);
+  for (uint32_t i = 0; i < t.n; i++) {
+    t.eoff[i] = pos;
+    pos += 6;
+    t.stored[i] = varint_at(b, &pos);
+    varint_at(b, &pos);
+    pos += 4;
+  }
+  t.ck = pos;
+  size_t off = pos + 8;
+  for (uint32_t i = 0; i < t.n; i++) {
+    t.off[i] = off;
+    off += t.stored[i];
+  }
+  return t;
+}
+
+/* Recompute section i's raw check (codec none) and the file checksum. */
+static void v2_reseal(uint8_t *b, size_t len, int fix_sec) {
+  v2tab t = v2_table(b);
+  if (fix_sec >= 0) {
+    size_t pos = t.eoff[fix_sec] + 6;
+    varint_at(b, &pos);
+    varint_at(b, &pos);
+    pg_st32(b + pos, (uint32_t)XXH64(b + t.off[fix_sec], t.stored[fix_sec], 0));
+  }
+  XXH64_state_t *st = XXH64_createState();
+  XXH64_reset(st, 0);
+  XXH64_update(st, b, t.ck);
+  XXH64_update(st, b + t.ck + 8, len - t.ck - 8);
+  pg_st64(b + t.ck, XXH64_digest(st));
+  XXH64_freeState(st);
+}
+
+static uint8_t *v2_small(size_t *len, uint32_t *perm_file_off, int *perm_sec) {
+  pg_writer *w;
+  pg_err e;
+  test_writer(&w, PG_CONTAINER_V2);
+  pg_writer_set_meta_codec(w, &NONE, &NONE);
+  int d = pg_writer_data_section(w, &NONE, &e), dp = pg_writer_data_section(w, &NONE, &e);
+  uint64_t dims[2] = {4, 8};
+  int8_t q[32];
+  for (int i = 0; i < 32; i++) q[i] = (int8_t)(i - 16);
+  uint16_t sc[4] = {0x3c00, 0x3c00, 0x3c00, 0x3c00};
+  uint32_t perm[4] = {2, 0, 3, 1};
+  pg_tensor_in t = {.name = "w", .qtype = PG_QTYPE_INT6, .scale_kind = PG_SCALE_ROW_F16,
+                    .ndim = 2, .dims = dims, .values = q, .row_scales = sc, .order = 1,
+                    .perm = 1, .row_perm = perm, .sec_values = d, .sec_scales = d,
+                    .sec_perm = dp};
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK, "%s", e.msg);
+  uint8_t *buf;
+  cr_assert_eq(pg_writer_to_mem(w, &buf, len, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  pg_artifact *a;
+  cr_assert_eq(pg_artifact_open_mem(&a, buf, *len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+  const pg_part *pp = &pg_artifact_tensor(a, 0)->parts[PG_PART_ROW_PERM];
+  if (perm_file_off) *perm_file_off = (uint32_t)(pg_artifact_section(a, pp->section)->offset + pp->offset);
+  if (perm_sec) *perm_sec = (int)pp->section;
+  cr_assert_eq(pg_artifact_head_size(a), v2_table(buf).ck + 8);
+  pg_artifact_free(a);
+  return buf;
+}
+
+Test(layout, bad_permutation_is_malformed) {
+  size_t len;
+  uint32_t po;
+  int ps;
+  uint8_t *b = v2_small(&len, &po, &ps);
+  EXPECT_OPENS(b, len);
+  pg_st16(b + po + 2, 2); /* {2, 2, 3, 1}: row 2 twice */
+  v2_reseal(b, len, ps);
+  EXPECT_STATUS(b, len, PG_E_MALFORMED);
+  pg_err e;
+  open_status(b, len, &e);
+  cr_assert(strstr(e.msg, "row_perm") && strstr(e.msg, "appears twice"), "%s", e.msg);
+  pg_st16(b + po + 2, 4); /* {2, 4, 3, 1}: 4 is not a row */
+  v2_reseal(b, len, ps);
+  EXPECT_STATUS(b, len, PG_E_MALFORMED);
+  open_status(b, len, &e);
+  cr_assert(strstr(e.msg, "not a row index"), "%s", e.msg);
+  free(b);
+}
+
+/* The layout byte in the (uncompressed) directory: bad order, perm on a packed tensor, a layout
+ * under quant layout 1. */
+Test(layout, bad_layout_byte) {
+  size_t len;
+  uint8_t *b = v2_small(&len, NULL, NULL);
+  const int dir = 1;
+  uint8_t *name = memmem(b + v2_table(b).off[dir], v2_table(b).stored[dir], "\x01w", 2);
+  cr_assert_not_null(name);
+  uint8_t *h = name + 2;
+  cr_assert_eq(h[7], 0x11);
+  h[7] = 0x12;
+  v2_reseal(b, len, dir);
+  EXPECT_STATUS(b, len, PG_E_QTYPE);
+  h[7] = 0x11;
+  h[1] = 1; /* bit packing */
+  v2_reseal(b, len, dir);
+  EXPECT_STATUS(b, len, PG_E_QTYPE);
+  h[1] = 0;
+  pg_st16(b + 10, 1); /* quant layout 1 has no layout byte */
+  v2_reseal(b, len, dir);
+  EXPECT_STATUS(b, len, PG_E_MALFORMED);
+  pg_st16(b + 10, 2);
+  v2_reseal(b, len, dir);
+  EXPECT_OPENS(b, len);
+  free(b);
+}
+
+Test(v2, compact_table_faults) {
+  size_t len;
+  uint8_t *b = v2_small(&len, NULL, NULL);
+  v2tab t = v2_table(b);
+  EXPECT_OPENS(b, len);
+  /* truncation: inside the table, and inside the last section */
+  EXPECT_STATUS(b, 13, PG_E_TRUNCATED);
+  EXPECT_STATUS(b, t.ck + 4, PG_E_TRUNCATED);
+  EXPECT_STATUS(b, len - 1, PG_E_TRUNCATED);
+  /* trailing bytes */
+  uint8_t *longer = malloc(len + 3);
+  memcpy(longer, b, len);
+  memset(longer + len, 0, 3);
+  EXPECT_STATUS(longer, len + 3, PG_E_TRAILING);
+  free(longer);
+  /* any byte of a section, or of the table, changed: the file checksum */
+  b[t.off[2]] ^= 1;
+  EXPECT_STATUS(b, len, PG_E_CHECKSUM);
+  b[t.off[2]] ^= 1;
+  b[t.eoff[0] + 2] ^= 1; /* the META entry's level byte */
+  EXPECT_STATUS(b, len, PG_E_CHECKSUM);
+  b[t.eoff[0] + 2] ^= 1;
+  b[t.ck] ^= 1;
+  EXPECT_STATUS(b, len, PG_E_CHECKSUM);
+  b[t.ck] ^= 1;
+  /* a section's raw check (codec none: its bytes) */
+  b[t.off[2]] ^= 1;
+  v2_reseal(b, len, -1);
+  EXPECT_STATUS(b, len, PG_E_CHECKSUM);
+  b[t.off[2]] ^= 1;
+  v2_reseal(b, len, -1);
+  EXPECT_OPENS(b, len);
+  /* an unknown kind, a bad codec parameter */
+  b[t.eoff[2]] = 9;
+  v2_reseal(b, len, -1);
+  EXPECT_STATUS(b, len, PG_E_SECTION_KIND);
+  b[t.eoff[2]] = PG_SEC_DATA;
+  b[t.eoff[2] + 1] = 77;
+  v2_reseal(b, len, -1);
+  EXPECT_STATUS(b, len, PG_E_CODEC);
+  b[t.eoff[2] + 1] = 0;
+  /* section count 0; a count that is not a minimal varint */
+  uint8_t save = b[12];
+  b[12] = 0; /* checked before the checksum */
+  EXPECT_STATUS(b, len, PG_E_LIMIT);
+  b[12] = save;
+  v2_reseal(b, len, -1);
+  EXPECT_OPENS(b, len);
+  uint8_t *nm = malloc(len + 1);
+  memcpy(nm, b, 12);
+  nm[12] = (uint8_t)(b[12] | 0x80);
+  nm[13] = 0;
+  memcpy(nm + 14, b + 13, len - 13);
+  EXPECT_STATUS(nm, len + 1, PG_E_MALFORMED);
+  free(nm);
+  free(b);
+}
+
+/* In v2 a part's offset follows from the parts before it: a section larger than its parts has
+ * trailing bytes; a smaller one cannot hold them. */
+Test(v2, implied_parts_must_tile_data_sections) {
+  size_t len;
+  uint32_t po;
+  int ps;
+  uint8_t *b = v2_small(&len, &po, &ps);
+  /* make the perm section (last, 8 bytes) one byte longer: its stored and raw sizes both +1 */
+  v2tab t = v2_table(b);
+  cr_assert_eq(t.stored[ps], 8);
+  uint8_t *c = malloc(len + 1);
+  memcpy(c, b, len);
+  c[len] = 0;
+  size_t pos = t.eoff[ps] + 6;
+  cr_assert_eq(c[pos], 8);
+  c[pos] = 9;
+  cr_assert_eq(c[pos + 1], 8);
+  c[pos + 1] = 9;
+  v2_reseal(c, len + 1, ps);
+  EXPECT_STATUS(c, len + 1, PG_E_TRAILING);
+  /* one byte shorter */
+  memcpy(c, b, len);
+  c[pos] = 7;
+  c[pos + 1] = 7;
+  v2_reseal(c, len - 1, ps);
+  EXPECT_STATUS(c, len - 1, PG_E_TABLE_RANGE);
+  free(c);
+  free(b);
+}
+
+/* The v2 head: 12 bytes, the count, 12..30 bytes per section, the checksum; all adds up. */
+Test(v2, head_is_compact_and_sizes_add_up) {
+  size_t l2;
+  pg_err e;
+  uint8_t *b2 = v2_small(&l2, NULL, NULL);
+  pg_artifact *a;
+  cr_assert_eq(pg_artifact_open_mem(&a, b2, l2, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+  const uint32_t n = pg_artifact_section_count(a);
+  cr_assert_eq(n, 4);
+  cr_assert_eq(pg_artifact_head_size(a), 12 + 1 + 4 * 12 + 8); /* every size below 128 */
+  uint64_t sum = pg_artifact_head_size(a);
+  for (uint32_t i = 0; i < n; i++) sum += pg_artifact_section(a, i)->stored_size;
+  cr_assert_eq(sum, l2);
+  pg_artifact_free(a);
+  free(b2);
+}
+
+/* META in v2: varint lengths, also of strings inside arrays (multi-byte ones included). */
+Test(v2, meta_roundtrip_with_varint_lengths) {
+  pg_writer *w;
+  pg_err e;
+  test_writer(&w, PG_CONTAINER_V2);
+  char big[300];
+  memset(big, 'x', sizeof big);
+  const char *strs[3] = {"a", big, "ccc"};
+  big[299] = '\0';
+  const int64_t iv[2] = {-5, 1ll << 40};
+  const double fv[1] = {0.5};
+  cr_assert_eq(pg_writer_meta_str(w, "k.big", big, 299, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_arr_str(w, "k.strs", strs, 3, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_arr_i64(w, "k.ints", iv, 2, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_arr_f64(w, "k.f", fv, 1, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_bool(w, "k.b", 1, &e), PG_OK);
+  cr_assert_eq(pg_writer_meta_i64(w, "k.i", -7, &e), PG_OK);
+  int d = pg_writer_data_section(w, &NONE, &e);
+  uint64_t one = 1;
+  float f = 1.0f;
+  pg_tensor_in t = {.name = "x", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &f,
+                    .sec_values = d};
+  cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK);
+  uint8_t *buf;
+  size_t len;
+  cr_assert_eq(pg_writer_to_mem(w, &buf, &len, &e), PG_OK, "%s", e.msg);
+  pg_writer_free(w);
+  pg_artifact *a;
+  cr_assert_eq(pg_artifact_open_mem(&a, buf, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+  const pg_meta_entry *m = pg_artifact_meta_find(a, "k.big");
+  cr_assert(m && m->count == 299 && !memcmp(m->str, big, 299));
+  m = pg_artifact_meta_find(a, "k.strs");
+  cr_assert(m && m->count == 3);
+  for (uint32_t i = 0; i < 3; i++) {
+    const char *s;
+    uint32_t n;
+    pg_meta_arr_str(m, i, &s, &n);
+    cr_assert(n == strlen(strs[i]) && !memcmp(s, strs[i], n), "element %u", i);
+  }
+  m = pg_artifact_meta_find(a, "k.ints");
+  cr_assert_eq(pg_meta_arr_i64(m, 1), 1ll << 40);
+  cr_assert_eq(pg_meta_arr_f64(pg_artifact_meta_find(a, "k.f"), 0), 0.5);
+  cr_assert_eq(pg_artifact_meta_find(a, "k.b")->b, 1);
+  cr_assert_eq(pg_artifact_meta_find(a, "k.i")->i64, -7);
+  pg_artifact_free(a);
+  free(buf);
 }

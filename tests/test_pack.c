@@ -320,6 +320,58 @@ static uint8_t *build(pg_packer *p, double mu, size_t *len, uint64_t *counted) {
   return out;
 }
 
+/* Layout 2 (transposed, rows sorted) and container 2 against layout 1 in container 1: the same
+ * quantization reads back as the same tensors, and the layout-2 file stores its matrices with
+ * order 1 and (row sort always) a permutation. */
+Test(pack, layouts_and_containers_read_the_same) {
+  pg_model *m = make_model(ARCH, 11);
+  pg_pack_recipe r = small_recipe();
+  pg_packer *p;
+  pg_err e;
+  cr_assert_eq(pg_packer_create(&p, m, NULL, &r, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_packer_quantize(p, 1.0, &e), PG_OK, "%s", e.msg);
+  uint8_t *b[2];
+  size_t len[2];
+  uint64_t counted;
+  cr_assert_eq(pg_packer_set_layout(p, 1, PG_ROW_SORT_AUTO, 1), PG_OK);
+  b[0] = build(p, 1.0, &len[0], &counted);
+  cr_assert_eq(pg_packer_set_layout(p, 2, PG_ROW_SORT_ALWAYS, 2), PG_OK);
+  b[1] = build(p, 1.0, &len[1], &counted);
+  cr_assert_eq(pg_packer_set_layout(p, 3, PG_ROW_SORT_AUTO, 2), PG_E_ARG);
+  pg_artifact *a[2];
+  for (int k = 0; k < 2; k++) {
+    cr_assert_eq(pg_artifact_open_mem(&a[k], b[k], len[k], "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_artifact_check(a[k], &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_artifact_container_version(a[k]), k + 1);
+    cr_assert_eq(pg_artifact_quant_layout_version(a[k]), k + 1);
+  }
+  size_t n2 = 0;
+  for (uint32_t i = 0; i < pg_artifact_tensor_count(a[0]); i++) {
+    const pg_tensor_info *t = pg_artifact_tensor(a[0], i);
+    int64_t j = pg_artifact_tensor_find(a[1], t->name);
+    cr_assert_geq(j, 0);
+    const pg_tensor_info *t2 = pg_artifact_tensor(a[1], (uint32_t)j);
+    cr_assert_eq(t->order + t->perm, 0);
+    float *x = malloc(t->numel * 4 + 4), *y = malloc(t->numel * 4 + 4);
+    cr_assert_eq(pg_artifact_tensor_dequant(a[0], i, x, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_artifact_tensor_dequant(a[1], (uint32_t)j, y, &e), PG_OK, "%s", e.msg);
+    cr_assert(!memcmp(x, y, t->numel * 4), "%s differs", t->name);
+    free(x);
+    free(y);
+    if (pg_qtype_is_int(t2->qtype) && !strstr(t2->name, "attn_gate_w")) {
+      cr_assert(t2->order == PG_ORDER_COLS && t2->perm == PG_PERM_STORED, "%s", t2->name);
+      n2++;
+    }
+  }
+  cr_assert_gt(n2, 0);
+  for (int k = 0; k < 2; k++) {
+    pg_artifact_free(a[k]);
+    free(b[k]);
+  }
+  pg_packer_free(p);
+  pg_model_free(m);
+}
+
 Test(pack, artifact_dequantizes_as_the_packer_does) {
   pg_model *m = make_model(ARCH, 11);
   pg_calib_set c;

@@ -196,8 +196,59 @@ def rewrite(src, name, edit, fix_sums=True):
     return path
 
 
+def v1(name, *args):
+    """A demo artifact re-packed as container v1, row-major, whose fields lie at fixed offsets
+    (the edits below need them)."""
+    return pack(name, demo("v1-" + name), "--container", "1", "--layout", "1", *args)
+
+
+def layout2_transposed_permuted():
+    """Quant layout 2 in container v2: every matrix transposed, every group's rows permuted."""
+    base = demo("l2-base.pgz", "--codec", "none")
+    path = pack("l2.pgz", base, "--layout", "2", "--row-sort", "always", "--lqer-top-k", "1",
+                "--lqer-force", "--lqer-rank", "2")
+    a = compare(path)
+    ints = [t for t in a.tensors.values() if t["qtype"].startswith("int") and len(t["shape"]) > 1]
+    assert a.cver == 2 and a.qver == 2, (a.cver, a.qver)
+    assert ints and all(t["order"] == 1 and t["perm"] == 1 for t in ints), ints
+    # the same values row-major in container v1: the same dequantized tensors
+    ref = P.Artifact(pack("l2-v1.pgz", base, "--layout", "1", "--container", "1",
+                          "--lqer-top-k", "1", "--lqer-force", "--lqer-rank", "2"))
+    assert ref.cver == 1 and ref.qver == 1
+    for n in a.tensors:
+        assert a.tensor(n).tobytes() == ref.tensor(n).tobytes(), n
+
+
+def hostile_v2():
+    good = demo("good2.pgz")
+    size = os.path.getsize(good)
+    d = open(good, "rb").read()
+    assert struct.unpack_from("<H", d, 8)[0] == 2
+
+    def flip(off):
+        def e(d):
+            d[off] ^= 0x01
+        return e
+
+    cases = {
+        "v2-truncated.pgz": (lambda d: d.__delitem__(slice(size - 10, size)), "declares more"),
+        "v2-table.pgz": (flip(14), "file checksum"),
+        "v2-stored-byte.pgz": (flip(size - 1), "file checksum"),
+        "v2-trailing.pgz": (lambda d: d.extend(b"\0" * 3), "after the last section"),
+        "v2-short.pgz": (lambda d: d.__delitem__(slice(13, size)), "file ends inside"),
+    }
+    for name, (edit, want) in cases.items():
+        path = rewrite(good, name, edit, False)
+        r = cli(path, "--list")
+        one_line_exit2(path, r)
+        assert want in r.stderr, "%s: %r lacks %r" % (name, r.stderr, want)
+        r = subprocess.run([os.path.join(TOOLS, "pgunpack"), "--check", path],
+                           capture_output=True, text=True)
+        assert r.returncode == 1, (name, r.returncode, r.stderr)  # a negative verdict
+
+
 def hostile():
-    good = demo("good.pgz")
+    good = v1("good.pgz")
     size = os.path.getsize(good)
 
     def flip(off):
@@ -242,7 +293,7 @@ def hostile():
 def zstd_trailing_bytes():
     """Bytes after the last zstd frame of a section, every checksum fixed: pgolf's reader refuses
     them (ZSTD_decompress), and so must this one (zstandard's decompress() ignores them)."""
-    src = demo("zstd-tail.pgz", "--codec", "zstd-3")
+    src = v1("zstd-tail.pgz", "--codec", "zstd-3")
 
     def junk(d):
         (count,) = struct.unpack_from("<I", d, 16)
@@ -319,6 +370,8 @@ def main():
         ("torch_state_dict", torch_state_dict),
         ("cli", cli_ok),
         ("hostile", hostile),
+        ("layout2_transposed_permuted", layout2_transposed_permuted),
+        ("hostile_v2", hostile_v2),
     ]
     if have("zstandard"):
         tests.insert(3, ("bytes_zstd_shuffle",

@@ -428,6 +428,7 @@ Test(load, artifact_arch_json_not_a_string) {
   pg_writer *w;
   pg_err e;
   cr_assert_eq(pg_writer_create(&w), PG_OK);
+  cr_assert_eq(pg_writer_set_container(w, PG_CONTAINER_V1), PG_OK); /* fixed offsets to edit */
   pg_writer_set_meta_codec(w, &NONE, &NONE);
   cr_assert_eq(pg_writer_meta_i64(w, "arch.jsom", 7, &e), PG_OK);
   const int d = pg_writer_data_section(w, &NONE, &e);

@@ -39,7 +39,7 @@ MAGIC = b"\x89PGZ\r\n\x1a\n"
 KINDS = {1: "meta", 2: "tensors", 3: "data", 4: "tokenizer", 5: "code"}
 QTYPES = {1: ("int5", 5), 2: ("int6", 6), 3: ("int7", 7), 4: ("int8", 8),
           16: ("f16", 16), 17: ("bf16", 16), 18: ("f32", 32)}
-PARTS = ("values", "scales", "lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scales")
+PARTS = ("values", "scales", "lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scales", "row_perm")
 WELL_KNOWN = {"arch.json": 3, "arch.name": 3, "budget.bytes": 1, "pack.data_sections": 5,
               "pgolf.writer": 3, "provenance.calib_source": 3, "provenance.calib_tokens": 1,
               "provenance.calib_xxh64": 3, "provenance.protocol": 3, "provenance.record": 3,
@@ -435,13 +435,128 @@ class Artifact:
             self._fail(0, "file is %d bytes, shorter than the magic" % n)
         if d[:8] != MAGIC:
             self._fail(0, "not a pgolf artifact (wrong magic)")
+        if n < 12:
+            self._fail(n, "file is %d bytes, shorter than its versions" % n)
+        cver, qver = struct.unpack_from("<HH", d, 8)
+        if cver not in (1, 2):
+            self._fail(8, "container version %d, this reader knows 1 and 2" % cver)
+        if qver not in (1, 2):
+            self._fail(10, "quantization layout version %d, this reader knows 1 and 2" % qver)
+        self.cver, self.qver = cver, qver
+        entries = self._table_v1() if cver == 1 else self._table_v2()
+        self.secs, self.code_secs = [], []
+        expect, total, kinds = self.head, 0, {}
+        for i, (eo, kind, codec, level, window, transform, stride, off, ssz, rsz, rxx) in \
+                enumerate(entries):
+            ok = {0: level == 0 and window == 0, 1: 1 <= level <= 22 and window == 0,
+                  2: level <= 11 and 10 <= window <= 24,
+                  3: (level & 0x7F) <= 9 and not level & 0x70 and window == 0,
+                  4: level == 0 and window == 0 and transform == 0 and stride == 0 and
+                  self.cver == 2}.get(codec)
+            if not ok:
+                self._fail(eo + 2, "section %d: unknown codec %d or bad parameters" % (i, codec))
+            if transform > 1 or (transform == 0 and stride) or (transform == 1 and stride < 2):
+                self._fail(eo + 2, "section %d: bad transform %d/stride %d"
+                           % (i, transform, stride))
+            fo = eo + 8 if cver == 1 else eo  # v1 names the field; v2 sizes are varints
+            if rsz > MAX_SECTION_RAW:
+                self._fail(eo + 24 if cver == 1 else eo, "section %d: raw size %d, limit %d"
+                           % (i, rsz, MAX_SECTION_RAW))
+            total += rsz
+            if off + ssz > n:
+                self._fail(fo, "section %d: [%d, +%d) reaches past the end of the file (%d)"
+                           % (i, off, ssz, n))
+            if off != expect:
+                self._fail(fo, "section %d begins at %d, expected %d (%s)"
+                           % (i, off, expect, "overlap" if off < expect else "hole"))
+            expect = off + ssz
+            if cver == 1 and xxh64(d[off:off + ssz]) != self._sxx[i]:
+                self._fail(off, "section %d (%s): stored checksum mismatch" % (i, KINDS[kind]))
+            if kind == 4 and 4 in kinds:
+                self._fail(eo, "a second tokenizer section (%d)" % i)
+            kinds.setdefault(kind, i)
+            if kind == 5:
+                self.code_secs.append(i)
+            self.secs.append(dict(kind=kind, codec=codec, transform=transform, stride=stride,
+                                  offset=off, stored=ssz, raw=rsz, raw_xxh64=rxx))
+        if expect < n:
+            self._fail(expect, "%d bytes after the last section" % (n - expect))
+        bound = max(64 << 20, 32 * n)
+        toff = 64 if cver == 1 else 12
+        if total > bound:
+            self._fail(toff, "the sections decode to %d bytes in all, limit %d" % (total, bound))
+        for k in (1, 2):
+            if sum(s["kind"] == k for s in self.secs) != 1:
+                self._fail(toff, "exactly one %s section is required" % KINDS[k])
+        self.meta_sec, self.dir_sec = kinds[1], kinds[2]
+        self.tok_sec = kinds.get(4)
+
+    def _varint(self, buf, pos, fail):
+        """A minimal LEB128 varint of at most 64 bits at buf[pos:]: (value, next pos)."""
+        v = 0
+        for k in range(10):
+            if pos >= len(buf):
+                fail(1)
+            b = buf[pos]
+            pos += 1
+            if k == 9 and b > 1:
+                fail(2)
+            v |= (b & 0x7F) << (7 * k)
+            if not b & 0x80:
+                if k and not b:
+                    fail(2)
+                return v, pos
+        fail(2)
+
+    def _table_v2(self):
+        d, n = self.data, len(self.data)
+
+        def vfail(where):
+            def f(kind):
+                if kind == 1:
+                    self._fail(n, "file ends inside %s" % where)
+                self._fail(12, "%s is not a minimal varint" % where)
+            return f
+        count, pos = self._varint(d, 12, vfail("the section count"))
+        if count == 0 or count > MAX_SECTIONS:
+            self._fail(12, "section count %d outside 1..%d" % (count, MAX_SECTIONS))
+        ents = []
+        for i in range(count):
+            eo = pos
+            if n - pos < 6:
+                self._fail(n, "file ends inside section table entry %d" % i)
+            kind, codec, level, window, transform, stride = d[pos:pos + 6]
+            ssz, pos = self._varint(d, pos + 6, vfail("section table entry %d" % i))
+            rsz, pos = self._varint(d, pos, vfail("section table entry %d" % i))
+            if n - pos < 4:
+                self._fail(n, "file ends inside section table entry %d" % i)
+            rxx = struct.unpack_from("<I", d, pos)[0]
+            pos += 4
+            ents.append([eo, kind, codec, level, window, transform, stride, 0, ssz, rsz, rxx])
+        if n - pos < 8:
+            self._fail(n, "file ends inside the file checksum")
+        ck, off = pos, pos + 8
+        for i, e in enumerate(ents):
+            e[7] = off
+            off += e[8]
+            if off > n:
+                self._fail(n, "file is %d bytes; its section table declares more (section %d "
+                           "ends past it)" % (n, i))
+        if off < n:
+            self._fail(off, "%d bytes after the last section" % (n - off))
+        if xxh64(bytes(d[:ck]) + bytes(d[ck + 8:])) != struct.unpack_from("<Q", d, ck)[0]:
+            self._fail(ck, "file checksum mismatch")
+        for i, e in enumerate(ents):
+            if e[1] not in KINDS:
+                self._fail(e[0], "section %d: unknown kind %d" % (i, e[1]))
+        self.head = ck + 8
+        return [tuple(e) for e in ents]
+
+    def _table_v1(self):
+        d, n = self.data, len(self.data)
         if n < 64:
             self._fail(n, "file is %d bytes, shorter than the 64-byte header" % n)
         cver, qver, flags, count, res, fsize, txx = struct.unpack_from("<HHIIIQQ", d, 8)
-        if cver != 1:
-            self._fail(8, "container version %d, this reader knows 1" % cver)
-        if qver != 1:
-            self._fail(10, "quantization layout version %d, this reader knows 1" % qver)
         if xxh64(d[:56]) != struct.unpack_from("<Q", d, 56)[0]:
             self._fail(56, "header checksum mismatch")
         if flags:
@@ -459,8 +574,7 @@ class Artifact:
             self._fail(64, "section table ends at %d, past the end of the file (%d)" % (tend, n))
         if xxh64(d[64:tend]) != txx:
             self._fail(32, "section table checksum mismatch")
-        self.secs, self.code_secs = [], []
-        expect, total, kinds = tend, 0, {}
+        ents, self._sxx = [], []
         for i in range(count):
             eo = 64 + 64 * i
             kind, codec, level, window, transform, stride, r7 = struct.unpack_from("<H6B", d, eo)
@@ -469,44 +583,10 @@ class Artifact:
                 self._fail(eo, "section %d: unknown kind %d" % (i, kind))
             if r7 or any(d[eo + 48:eo + 64]):
                 self._fail(eo, "section %d: reserved bytes not zero" % i)
-            ok = {0: level == 0 and window == 0, 1: 1 <= level <= 22 and window == 0,
-                  2: level <= 11 and 10 <= window <= 24,
-                  3: (level & 0x7F) <= 9 and not level & 0x70 and window == 0,
-                  4: level == 0 and window == 0 and transform == 0 and stride == 0}.get(codec)
-            if not ok:
-                self._fail(eo + 2, "section %d: unknown codec %d or bad parameters" % (i, codec))
-            if transform > 1 or (transform == 0 and stride) or (transform == 1 and stride < 2):
-                self._fail(eo + 2, "section %d: bad transform %d/stride %d"
-                           % (i, transform, stride))
-            if rsz > MAX_SECTION_RAW:
-                self._fail(eo + 24, "section %d: raw size %d, limit %d" % (i, rsz, MAX_SECTION_RAW))
-            total += rsz
-            if off + ssz > n:
-                self._fail(eo + 8, "section %d: [%d, +%d) reaches past the end of the file (%d)"
-                           % (i, off, ssz, n))
-            if off != expect:
-                self._fail(eo + 8, "section %d begins at %d, expected %d (%s)"
-                           % (i, off, expect, "overlap" if off < expect else "hole"))
-            expect = off + ssz
-            if xxh64(d[off:off + ssz]) != sxx:
-                self._fail(off, "section %d (%s): stored checksum mismatch" % (i, KINDS[kind]))
-            if kind == 4 and 4 in kinds:
-                self._fail(eo, "a second tokenizer section (%d)" % i)
-            kinds.setdefault(kind, i)
-            if kind == 5:
-                self.code_secs.append(i)
-            self.secs.append(dict(kind=kind, codec=codec, transform=transform, stride=stride,
-                                  offset=off, stored=ssz, raw=rsz, raw_xxh64=rxx))
-        if expect < n:
-            self._fail(expect, "%d bytes after the last section" % (n - expect))
-        bound = max(64 << 20, 32 * n)
-        if total > bound:
-            self._fail(64, "the sections decode to %d bytes in all, limit %d" % (total, bound))
-        for k in (1, 2):
-            if sum(s["kind"] == k for s in self.secs) != 1:
-                self._fail(64, "exactly one %s section is required" % KINDS[k])
-        self.meta_sec, self.dir_sec = kinds[1], kinds[2]
-        self.tok_sec = kinds.get(4)
+            self._sxx.append(sxx)
+            ents.append((eo, kind, codec, level, window, transform, stride, off, ssz, rsz, rxx))
+        self.head = tend
+        return ents
 
     def section(self, i):
         """The decoded bytes of section i, checked against its raw checksum."""
@@ -522,7 +602,7 @@ class Artifact:
             self._fail(s["offset"], "section %d (%s): %s" % (i, KINDS[s["kind"]], e))
         if s["transform"] == 1:
             raw = unshuffle(raw, s["stride"])
-        if xxh64(raw) != s["raw_xxh64"]:
+        if xxh64(raw) & (0xFFFFFFFFFFFFFFFF if self.cver == 1 else 0xFFFFFFFF) != s["raw_xxh64"]:
             self._fail(s["offset"], "section %d (%s): raw checksum mismatch"
                        % (i, KINDS[s["kind"]]))
         if s["kind"] == 3:  # DATA sections are kept; the others are parsed once
@@ -554,18 +634,31 @@ class Artifact:
                 if b > 1:
                     self._fail(s["offset"], "meta section: key '%s': bool value %d" % (key, b))
                 return bool(b)
-            n = struct.unpack("<I", take(4, "a string length"))[0]
+            n = length(4, "a string length")
             try:
                 return take(n, "a string").decode("utf-8")
             except UnicodeDecodeError:
                 self._fail(s["offset"], "meta section: key '%s': invalid UTF-8" % key)
 
-        count = struct.unpack("<I", take(4, "the entry count"))[0]
+        def length(w, what):  # v1: a u16/u32; v2: a u8 key length, else a varint
+            nonlocal pos
+            if self.cver == 1:
+                return struct.unpack("<H" if w == 2 else "<I", take(w, what))[0]
+            if w == 2:
+                return take(1, what)[0]
+
+            def fail(kind):
+                self._fail(s["offset"], "meta section byte %d: %s" % (
+                    pos, "ends inside " + what if kind == 1 else what + " is not a minimal varint"))
+            v, pos = self._varint(raw, pos, fail)
+            return v
+
+        count = length(4, "the entry count")
         if count > MAX_META_ENTRIES or count * 4 > len(raw):
             self._fail(s["offset"], "meta section: %d entries do not fit" % count)
         for _ in range(count):
             at = pos
-            kb = take(struct.unpack("<H", take(2, "a key length"))[0], "a key")
+            kb = take(length(2, "a key length"), "a key")
             if not 1 <= len(kb) <= 255 or not set(kb) <= KEY_CHARS:
                 self._fail(s["offset"],
                            "meta section byte %d: key is not 1..255 of [a-z0-9_.-]" % at)
@@ -575,7 +668,11 @@ class Artifact:
             prev, key = kb, kb.decode()
             t = take(1, "a type")[0]
             if t == 5:
-                et, n = struct.unpack("<BI", take(5, "an array header"))
+                et = take(1, "an array header")[0]
+                n = length(4, "an array header")
+                if n > len(raw) - pos:
+                    self._fail(s["offset"], "meta section: key '%s': %d elements cannot fit"
+                               % (key, n))
                 if not 1 <= et <= 4:
                     self._fail(s["offset"], "meta section: key '%s': element type %d" % (key, et))
                 meta[key] = [value(et, key) for _ in range(n)]
@@ -607,13 +704,27 @@ class Artifact:
             pos += k
             return raw[pos - k:pos]
 
-        count = struct.unpack("<I", take(4, "the tensor count"))[0]
-        if count > MAX_TENSORS or count * 31 > len(raw):
+        def length(w, what):  # v1: fixed w bytes; v2: a u8 name length, else a varint
+            nonlocal pos
+            if self.cver == 1:
+                return struct.unpack({2: "<H", 4: "<I", 8: "<Q"}[w], take(w, what))[0]
+            if w == 2:
+                return take(1, what)[0]
+
+            def fail(kind):
+                self._fail(so, "tensors section byte %d: %s" % (
+                    pos, "ends inside " + what if kind == 1 else what + " is not a minimal varint"))
+            v, pos = self._varint(raw, pos, fail)
+            return v
+
+        fill = {}  # v2: parts lie back to back in directory order in each section
+        count = length(4, "the tensor count")
+        if count > MAX_TENSORS or count * (31 if self.cver == 1 else 11) > len(raw):
             self._fail(so, "tensors section: %d tensors do not fit" % count)
         refs = []
         for _ in range(count):
             at = pos
-            nb = take(struct.unpack("<H", take(2, "a name length"))[0], "a name")
+            nb = take(length(2, "a name length"), "a name")
             if not _name_ok(nb):
                 self._fail(so, "tensors section byte %d: bad tensor name" % at)
             name = nb.decode()
@@ -621,11 +732,12 @@ class Artifact:
                                                                            take(8, "a header"))
             bad = lambda what: self._fail(so, "tensors section byte %d: tensor '%s': %s"
                                           % (at, name, what))
-            if r:
+            if r and self.qver == 1:
                 bad("reserved byte is %d" % r)
+            order, perm = r & 15, r >> 4
             if ndim > 8:
                 bad("%d dimensions, limit 8" % ndim)
-            dims = struct.unpack("<%dQ" % ndim, take(8 * ndim, "the dimensions"))
+            dims = tuple(length(8, "the dimensions") for _ in range(ndim))
             if qtype not in QTYPES:
                 bad("unknown qtype %d" % qtype)
             isint, bits = qtype <= 4, QTYPES[qtype][1]
@@ -651,6 +763,11 @@ class Artifact:
                 numel *= x
                 cols *= x if j else 1
             rows = dims[0] if ndim else 1
+            if order > 1 or perm > 1:
+                bad("unknown value order %d or row permutation kind %d" % (order, perm))
+            if (order or perm) and (not isint or packing or ndim < 2):
+                bad("a value order or row permutation needs an integer tensor of 2 or more "
+                    "dimensions, one value per byte")
             if rank and (rank > MAX_LQER_RANK or not isint or sk != 1 or ndim != 2
                          or (cols * rank) % LQER_GROUP):
                 bad("LQER rank %d not valid here" % rank)
@@ -658,12 +775,17 @@ class Artifact:
             want = [pk(numel, bits) if isint else numel * bits // 8,
                     (2 * rows if sk == 1 else 4) if isint else None] + (
                 [pk(rows * rank, 2), 2, pk(rank * cols, 4), 2 * (rank * cols // LQER_GROUP)]
-                if rank else [None] * 4)
+                if rank else [None] * 4) + [rows * (2 if rows <= 65536 else 4) if perm else None]
             parts = {}
             for role, size in enumerate(want):
                 if size is None:
                     continue
-                sec, off, psz = struct.unpack("<IQQ", take(20, "a part"))
+                if self.cver == 1:
+                    sec, off, psz = struct.unpack("<IQQ", take(20, "a part"))
+                else:
+                    sec = length(4, "a part")
+                    off, psz = fill.get(sec, 0), size
+                    fill[sec] = off + psz
                 if sec >= len(self.secs):
                     bad("%s part names section %d of %d" % (PARTS[role], sec, len(self.secs)))
                 if self.secs[sec]["kind"] != 3:
@@ -678,7 +800,7 @@ class Artifact:
                 self._fail(so, "tensors section: duplicate tensor name '%s'" % name)
             out[name] = dict(qtype=QTYPES[qtype][0], bits=bits, packing=packing, scale_kind=sk,
                              qmin=qmin, qmax=qmax, shape=tuple(dims), numel=numel, rows=rows,
-                             cols=cols, lqer_rank=rank, parts=parts)
+                             cols=cols, lqer_rank=rank, order=order, perm=perm, parts=parts)
         if pos != len(raw):
             self._fail(so, "tensors section byte %d: bytes after the last tensor" % pos)
         refs.sort()
@@ -749,6 +871,24 @@ class Artifact:
             h = np.frombuffer(self._part(t, "values"), dtype="<u2")
             return (f16_to_f32(h) if t["qtype"] == "f16" else bf16_to_f32(h)).reshape(shape)
         q = self._ints(name, t, "values", t["numel"], t["bits"], t["qmin"], t["qmax"])
+        if t["order"] or t["perm"]:  # quant layout 2: back to the logical row-major matrix
+            rows, cols = t["rows"], t["cols"]
+            img = q.reshape(cols, rows).T if t["order"] else q.reshape(rows, cols)
+            perm = np.arange(rows)
+            if t["perm"]:
+                b = self._part(t, "row_perm")
+                perm = np.frombuffer(b, dtype="<u2" if rows <= 65536 else "<u4").astype(np.int64)
+                off = self.secs[t["parts"]["row_perm"][0]]["offset"]
+                seen = np.zeros(rows, dtype=bool)
+                for j, v in enumerate(perm):
+                    if v >= rows or seen[v]:
+                        self._fail(off, "tensor '%s' row_perm: entry %d is %d, %s" % (
+                            name, j, v, "not a row index" if v >= rows
+                            else "a row that appears twice"))
+                    seen[v] = True
+            out = np.empty((rows, cols), dtype=np.int8)
+            out[perm] = img
+            q = out.reshape(-1)
         qf = q.astype(np.float32)
         if t["scale_kind"] == 2:
             w = qf * np.frombuffer(self._part(t, "scales"), dtype="<f4").astype(np.float32)[0]

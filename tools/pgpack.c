@@ -76,6 +76,11 @@ static void usage(FILE *f) {
       "                        spec, e.g. brotli-11\n"
       "  --group HOW           kind (default) | category | single: which values share a section\n"
       "  --packed              bit-pack the quantized values (default one per byte)\n"
+      "  --layout 1|2          2 (default): matrices stored transposed, rows in similarity\n"
+      "                        order (quant layout 2); 1: row-major\n"
+      "  --row-sort WHEN       layout 2: auto (default: per group, where it is smaller),\n"
+      "                        always or never\n"
+      "  --container 1|2       container version to write (default 2, the compact one)\n"
       "  --budget N            fit the clip constants to N bytes (e.g. 16000000)\n"
       "  --fit-bits CAT=LIST   also try these bits for one category, e.g. embed=6,7,8\n"
       "  --fit-tolerance X     land within budget·(1−X)..budget (default 0.005)\n"
@@ -95,7 +100,7 @@ enum {
   O_WEIGHTS = 256, O_ARCH, O_TOK, O_CODE, O_CALIB, O_CSEQS, O_CLEN, O_CBATCH, O_TEMP, O_SEED,
   O_VAL, O_BITS, O_CLIP, O_SCALES, O_LAMBDA, O_ROUND, O_DAMP, O_NOACT, O_BLOCK, O_PASS,
   O_NOGATE, O_LQK, O_LQR, O_LQF, O_CODEC, O_GROUP, O_PACKED, O_BUDGET, O_FITBITS, O_FITTOL,
-  O_EXTOK, O_THREADS, O_JSON, O_ENGINE
+  O_EXTOK, O_THREADS, O_JSON, O_ENGINE, O_LAYOUT, O_CONTAINER, O_ROWSORT
 };
 
 typedef struct opts {
@@ -367,6 +372,8 @@ int main(int argc, char **argv) {
       {"exclude-tokenizer", no_argument, 0, O_EXTOK},
       {"threads", required_argument, 0, O_THREADS},  {"json", no_argument, 0, O_JSON},
       {"engine", required_argument, 0, O_ENGINE},
+      {"layout", required_argument, 0, O_LAYOUT},    {"container", required_argument, 0, O_CONTAINER},
+      {"row-sort", required_argument, 0, O_ROWSORT},
       {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int c;
@@ -478,6 +485,22 @@ int main(int argc, char **argv) {
       else return pg_tool_usage_error(PROG, "--group: '%s' is not kind, category or single", optarg);
       break;
     case O_PACKED: o.r.packing = PG_PACK_BITS; break;
+    case O_LAYOUT:
+      if (strcmp(optarg, "1") && strcmp(optarg, "2"))
+        return pg_tool_usage_error(PROG, "--layout: '%s' is not 1 or 2", optarg);
+      o.r.layout = optarg[0] - '0';
+      break;
+    case O_ROWSORT:
+      if (!strcmp(optarg, "auto")) o.r.row_sort = PG_ROW_SORT_AUTO;
+      else if (!strcmp(optarg, "always")) o.r.row_sort = PG_ROW_SORT_ALWAYS;
+      else if (!strcmp(optarg, "never")) o.r.row_sort = PG_ROW_SORT_NEVER;
+      else return pg_tool_usage_error(PROG, "--row-sort: '%s' is not auto, always or never", optarg);
+      break;
+    case O_CONTAINER:
+      if (strcmp(optarg, "1") && strcmp(optarg, "2"))
+        return pg_tool_usage_error(PROG, "--container: '%s' is not 1 or 2", optarg);
+      o.r.container = optarg[0] - '0';
+      break;
     case O_BUDGET:
       if (pg_parse_u64(optarg, &uv) || uv == 0 || uv > (uint64_t)INT64_MAX)
         return pg_tool_usage_error(PROG, "--budget: '%s' is not a byte count in 1..2^63-1", optarg);

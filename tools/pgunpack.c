@@ -69,10 +69,15 @@ static int list(pg_artifact *a, int as_json) {
       json_object_set_new(so, "stored_bytes", json_integer((json_int_t)s->stored_size));
       json_object_set_new(so, "raw_bytes", json_integer((json_int_t)s->raw_size));
       char h[24];
-      snprintf(h, sizeof h, "%016llx", (unsigned long long)s->stored_xxh64);
-      json_object_set_new(so, "stored_xxh64", json_string(h));
-      snprintf(h, sizeof h, "%016llx", (unsigned long long)s->raw_xxh64);
-      json_object_set_new(so, "raw_xxh64", json_string(h));
+      if (pg_artifact_container_version(a) == PG_CONTAINER_V1) {
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)s->stored_xxh64);
+        json_object_set_new(so, "stored_xxh64", json_string(h));
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)s->raw_xxh64);
+        json_object_set_new(so, "raw_xxh64", json_string(h));
+      } else { /* v2: one checksum covers the file; a section keeps 32 bits of its raw one */
+        snprintf(h, sizeof h, "%08llx", (unsigned long long)s->raw_xxh64);
+        json_object_set_new(so, "raw_check", json_string(h));
+      }
       json_array_append_new(secs, so);
     }
     json_object_set_new(o, "sections", secs);

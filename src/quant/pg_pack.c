@@ -12,6 +12,7 @@
 #include "pg_account.h"
 #include "pg_container.h"
 #include "pg_half.h"
+#include "pg_io.h"
 #include "pg_lqer.h"
 #include "pg_qtype.h"
 #include "pg_quant.h"
@@ -62,6 +63,8 @@ pg_pack_recipe pg_pack_recipe_default(void) {
   r.codec_best = 1;
   r.codec = (pg_codec_spec){.codec = PG_CODEC_BROTLI, .level = 11, .window = 24};
   r.packing = PG_PACK_BYTE;
+  r.layout = 2;
+  r.container = PG_CONTAINER_VERSION;
   r.nthreads = 0;
   return r;
 }
@@ -79,6 +82,7 @@ typedef struct ptensor {
   uint16_t *f16; /* passthrough */
   int8_t *qa, *qb;
   uint16_t sa, *sb;
+  uint32_t *perm; /* layout 2, sorted kinds: the stored row order of q (NULL: not computed) */
   pg_pack_report rep;
   char kind[PG_ARCH_NAME_MAX];
   double whw; /* Σ_r w_r H w_rᵀ (computed once; the denominator of rel_err) */
@@ -106,6 +110,7 @@ struct pg_packer {
   pg_codec_spec *fixed; /* the last --codec best choice, per section spec */
   size_t nfixed;
   int reuse_specs;      /* during a fit: reuse it */
+  int orders_done;      /* layout 2: the row orders of this quantization are decided */
 };
 
 static int check_recipe(const pg_pack_recipe *r, pg_err *err) {
@@ -127,6 +132,14 @@ static int check_recipe(const pg_pack_recipe *r, pg_err *err) {
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: unknown grouping");
   if (r->packing != PG_PACK_BYTE && r->packing != PG_PACK_BITS)
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: unknown packing");
+  if (r->layout != 1 && r->layout != 2)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: layout %d is not 1 or 2",
+                      r->layout);
+  if (r->row_sort < PG_ROW_SORT_AUTO || r->row_sort > PG_ROW_SORT_NEVER)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: unknown row sort");
+  if (r->container != PG_CONTAINER_V1 && r->container != PG_CONTAINER_V2)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "recipe: container %d is not 1 or 2",
+                      r->container);
   if (!r->codec_best) return pg_codec_spec_check(&r->codec, NULL, PG_NO_OFFSET, err);
   return PG_OK;
 }
@@ -224,6 +237,8 @@ static void free_q(ptensor *t) {
   free(t->qa);
   free(t->qb);
   free(t->sb);
+  free(t->perm);
+  t->perm = NULL;
   t->q = t->qa = t->qb = NULL;
   t->s = t->f16 = t->sb = NULL;
 }
@@ -455,6 +470,7 @@ int pg_packer_quantize(pg_packer *p, double mu, pg_err *err) {
   float *e = malloc((size_t)(maxn ? maxn : 1) * sizeof *e);
   int rc = (!wh || !e) ? pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory") : PG_OK;
   p->quantized = 0;
+  p->orders_done = 0;
   for (size_t i = 0; i < p->nt && !rc; i++) {
     ptensor *t = &p->t[i];
     free_q(t);
@@ -592,6 +608,11 @@ static char *recipe_json(const pg_packer *p, double mu) {
   json_object_set_new(o, "lqer", l);
   json_object_set_new(o, "grouping", json_string(group_name(r->group)));
   json_object_set_new(o, "packing", json_string(r->packing == PG_PACK_BITS ? "bits" : "byte"));
+  json_object_set_new(o, "layout", json_integer(r->layout));
+  if (r->layout == 2)
+    json_object_set_new(o, "row_sort", json_string(r->row_sort == PG_ROW_SORT_AUTO     ? "auto"
+                                                   : r->row_sort == PG_ROW_SORT_ALWAYS ? "always"
+                                                                                       : "never"));
   json_t *ts = json_object();
   for (size_t i = 0; i < p->nt; i++) {
     const ptensor *t = &p->t[i];
@@ -624,22 +645,166 @@ static char *recipe_json(const pg_packer *p, double mu) {
   return s;
 }
 
-/* Section specs: [0..nkinds) values, then scales, lqer, gates, f16, tokenizer, code files. */
+/* Section specs: [0..nkinds) values, then scales, lqer, row perms, gates, f16, tokenizer, code
+ * files. */
 typedef struct layout {
   size_t nspec;
   pg_codec_spec *spec;
-  size_t v0, s_scales, s_lqer, s_gate, s_f16, s_tok, s_code0;
+  size_t v0, s_scales, s_lqer, s_perm, s_gate, s_f16, s_tok, s_code0;
 } layout;
 
 static void layout_init(layout *L, const pg_packer *p, size_t ncode) {
   L->v0 = 0;
   L->s_scales = p->nkinds;
   L->s_lqer = L->s_scales + 1;
-  L->s_gate = L->s_lqer + 1;
+  L->s_perm = L->s_lqer + 1;
+  L->s_gate = L->s_perm + 1;
   L->s_f16 = L->s_gate + 1;
   L->s_tok = L->s_f16 + 1;
   L->s_code0 = L->s_tok + 1;
   L->nspec = L->s_code0 + ncode;
+}
+
+int pg_packer_set_layout(pg_packer *p, int lay, int row_sort, int container) {
+  pg_pack_recipe r = p->r;
+  r.layout = lay;
+  r.row_sort = row_sort;
+  r.container = container;
+  if (check_recipe(&r, NULL) != PG_OK) return PG_E_ARG;
+  p->r = r;
+  p->orders_done = 0;
+  free(p->fixed); /* the codec choice was made on the other layout's bytes */
+  p->fixed = NULL;
+  p->nfixed = 0;
+  return PG_OK;
+}
+
+/* Σ |a[i] − b[i]| over n bytes: the loop compilers turn into SAD instructions (psadbw). */
+static uint32_t sad_u8(const uint8_t *a, const uint8_t *b, uint64_t n) {
+  uint32_t d = 0;
+  for (uint64_t i = 0; i < n; i++) d += (uint32_t)abs((int)a[i] - (int)b[i]);
+  return d;
+}
+
+int pg_pack_row_chain(const int8_t *q, uint64_t rows, uint64_t cols, uint32_t *perm,
+                      pg_err *err) {
+  if (!rows) return PG_OK;
+  /* offset-binary bytes keep |a − b| and let the distance loop vectorise; a candidate is dropped
+   * as soon as its partial distance reaches the best so far (it cannot be strictly less) */
+  const uint64_t n = rows * cols, blk = 128;
+  uint8_t *w = malloc((size_t)(n ? n : 1));
+  uint8_t *used = calloc((size_t)rows, 1);
+  if (!w || !used) {
+    free(w);
+    free(used);
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory for a row order");
+  }
+  for (uint64_t k = 0; k < n; k++) w[k] = (uint8_t)(q[k] + 128);
+  uint64_t cur = 0;
+  used[0] = 1;
+  perm[0] = 0;
+  for (uint64_t j = 1; j < rows; j++) {
+    const uint8_t *a = w + cur * cols;
+    uint64_t arg = UINT64_MAX;
+    uint32_t bd = UINT32_MAX;
+    for (uint64_t r = 0; r < rows; r++) {
+      if (used[r]) continue;
+      const uint8_t *b = w + r * cols;
+      uint32_t d = 0;
+      for (uint64_t c = 0; c < cols && d < bd; c += blk)
+        d += sad_u8(a + c, b + c, cols - c < blk ? cols - c : blk);
+      if (d < bd) { /* strict: ties keep the lowest index */
+        bd = d;
+        arg = r;
+      }
+    }
+    used[arg] = 1;
+    perm[j] = (uint32_t)arg;
+    cur = arg;
+  }
+  free(w);
+  free(used);
+  return PG_OK;
+}
+
+/* The stored image of a group's matrices, each transposed (column-major) with its rows in the
+ * order perm (NULL: as they are), back to back in layer order; and the perms' bytes. */
+static int group_image(const pg_packer *p, size_t g, int sorted, pg_buf *img, pg_buf *perms) {
+  for (size_t i = 0; i < p->nt; i++) {
+    const ptensor *t = &p->t[i];
+    if (t->route != PG_ROUTE_QUANT || t->group != (int)g) continue;
+    const size_t at = img->len;
+    if (pg_buf_reserve(img, (size_t)t->numel) != PG_OK) return PG_E_NOMEM;
+    int8_t *o = (int8_t *)img->data + at;
+    for (uint64_t j = 0; j < t->rows; j++) {
+      const uint64_t r = sorted ? t->perm[j] : j;
+      for (uint64_t c = 0; c < t->cols; c++) o[c * t->rows + j] = t->q[r * t->cols + c];
+      if (sorted) {
+        if (t->rows <= 65536) pg_buf_u16(perms, (uint16_t)r);
+        else pg_buf_u32(perms, (uint32_t)r);
+      }
+    }
+    img->len += (size_t)t->numel;
+  }
+  return img->oom || perms->oom ? PG_E_NOMEM : PG_OK;
+}
+
+static size_t encoded_size(const pg_buf *b, int *rc, pg_err *err) {
+  static const pg_codec_spec BROTLI = {PG_CODEC_BROTLI, 11, 24, 0, 0};
+  uint8_t *enc = NULL;
+  size_t n = 0;
+  if (!*rc) *rc = pg_codec_encode(&BROTLI, b->data ? b->data : (const uint8_t *)"", b->len, &enc,
+                                  &n, err);
+  free(enc);
+  return n;
+}
+
+/* Layout 2: the row order of each group's matrices. Every group of byte-per-value matrices gets
+ * its rows in similarity order (pg_pack_row_chain) where that makes it smaller: its sorted image
+ * plus the permutations, brotli-11 each, against its unsorted image. Decided once per
+ * quantization; the same values give the same choice. */
+static int row_orders(pg_packer *p, pg_err *err) {
+  if (p->orders_done) return PG_OK;
+  if (p->r.packing != PG_PACK_BYTE || p->r.row_sort == PG_ROW_SORT_NEVER) {
+    p->orders_done = 1;
+    return PG_OK;
+  }
+  int rc = PG_OK;
+  for (size_t g = 0; !rc && g < p->nkinds; g++) {
+    int any = 0;
+    for (size_t i = 0; !rc && i < p->nt; i++) {
+      ptensor *t = &p->t[i];
+      if (t->route != PG_ROUTE_QUANT || t->group != (int)g) continue;
+      if (t->at->ndim < 2) any = -1;
+      if (any < 0) break;
+      any = 1;
+      free(t->perm);
+      t->perm = malloc((size_t)(t->rows ? t->rows : 1) * sizeof *t->perm);
+      if (!t->perm) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+      if (!rc) rc = pg_pack_row_chain(t->q, t->rows, t->cols, t->perm, err);
+    }
+    int keep = any > 0 && p->r.row_sort == PG_ROW_SORT_ALWAYS;
+    if (!rc && any > 0 && !keep) {
+      pg_buf plain = {0}, sorted = {0}, perms = {0}, none = {0};
+      if (group_image(p, g, 0, &plain, &none) || group_image(p, g, 1, &sorted, &perms))
+        rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+      const size_t a = encoded_size(&plain, &rc, err);
+      const size_t b = encoded_size(&sorted, &rc, err) + encoded_size(&perms, &rc, err);
+      keep = !rc && b < a;
+      pg_buf_free(&plain);
+      pg_buf_free(&sorted);
+      pg_buf_free(&perms);
+      pg_buf_free(&none);
+    }
+    for (size_t i = 0; i < p->nt; i++) {
+      ptensor *t = &p->t[i];
+      if (t->route != PG_ROUTE_QUANT || t->group != (int)g || keep) continue;
+      free(t->perm);
+      t->perm = NULL;
+    }
+  }
+  if (!rc) p->orders_done = 1;
+  return rc;
 }
 
 /* Add everything to a writer with these section specs. Empty DATA sections are not created
@@ -652,7 +817,8 @@ static int emit(pg_packer *p, const pg_pack_extras *x, double mu, const layout *
   if (pg_writer_create(&w) != PG_OK)
     return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
   pg_writer_set_threads(w, pg_parallel_threads(p->r.nthreads));
-  int rc = PG_OK;
+  int rc = pg_writer_set_container(w, p->r.container);
+  if (!rc && p->r.layout == 2) rc = row_orders(p, err);
   /* which DATA sections are used */
   size_t nd = L->s_f16 + 1;
   int *used = calloc(nd, sizeof *used), *handle = calloc(nd, sizeof *handle);
@@ -664,6 +830,7 @@ static int emit(pg_packer *p, const pg_pack_extras *x, double mu, const layout *
     if (t->route == PG_ROUTE_QUANT) {
       used[L->v0 + (size_t)t->group] = used[L->s_scales] = 1;
       if (t->rep.lqer_rank) used[L->s_lqer] = 1;
+      if (t->perm && p->r.layout == 2) used[L->s_perm] = 1;
     }
   }
   *ndata = 0;
@@ -681,6 +848,7 @@ static int emit(pg_packer *p, const pg_pack_extras *x, double mu, const layout *
     else
       snprintf(lb, PG_ARCH_NAME_MAX + 16, "%s",
                k == L->s_scales ? "row scales" : k == L->s_lqer ? "lqer factors"
+                                             : k == L->s_perm   ? "row perms"
                                              : k == L->s_gate   ? "gate values"
                                                                 : "f16 tensors");
     labels[*ndata] = lb;
@@ -720,6 +888,15 @@ static int emit(pg_packer *p, const pg_pack_extras *x, double mu, const layout *
         in.lqer_b = t->qb;
         in.lqer_b_scales = t->sb;
         in.sec_lqer = handle[L->s_lqer];
+      }
+      if (t->route == PG_ROUTE_QUANT && p->r.layout == 2 && in.packing == PG_PACK_BYTE &&
+          in.ndim >= 2) {
+        in.order = PG_ORDER_COLS;
+        if (t->perm) {
+          in.perm = PG_PERM_STORED;
+          in.row_perm = t->perm;
+          in.sec_perm = handle[L->s_perm];
+        }
       }
     }
     rc = pg_writer_tensor(w, &in, err);

@@ -37,6 +37,13 @@ enum pg_pack_group {
   PG_PACK_GROUP_SINGLE = 2    /* every value in one section */
 };
 
+/* Layout 2: which groups get their rows in similarity order. */
+enum pg_pack_row_sort {
+  PG_ROW_SORT_AUTO = 0,  /* where the group's sorted values plus permutations compress smaller */
+  PG_ROW_SORT_ALWAYS = 1,
+  PG_ROW_SORT_NEVER = 2
+};
+
 typedef struct pg_pack_recipe {
   unsigned bits[PG_CAT_COUNT]; /* 5..8 */
   float k[PG_CAT_COUNT];       /* SDClip k per category */
@@ -53,6 +60,10 @@ typedef struct pg_pack_recipe {
   int codec_best;              /* try every codec (and shuffle) per section, keep the smallest */
   pg_codec_spec codec;         /* else this one for every section */
   int packing;                 /* PG_PACK_BYTE or PG_PACK_BITS for the quantized values */
+  int layout;                  /* 2: quantized matrices stored transposed, a group's rows in
+                                  similarity order per row_sort (quant layout 2); 1: row-major */
+  int row_sort;                /* layout 2: enum pg_pack_row_sort */
+  int container;               /* container version written: 2 (compact) or 1 */
   int nthreads;
 } pg_pack_recipe;
 
@@ -90,6 +101,10 @@ void pg_packer_free(pg_packer *p);
 const pg_pack_recipe *pg_packer_recipe(const pg_packer *p);
 /* Change one category's bits (the fit does). */
 void pg_packer_set_bits(pg_packer *p, int cat, unsigned bits);
+
+/* Change how the next builds lay the values out (recipe fields layout, row_sort, container); the
+ * quantization stays. PG_E_ARG on a value the recipe check refuses. */
+int pg_packer_set_layout(pg_packer *p, int lay, int row_sort, int container);
 
 /* Progress of quantization: tensors done of total, with the tensor's name. */
 void pg_packer_set_progress(pg_packer *p, void (*fn)(void *ctx, size_t done, size_t total,
@@ -135,6 +150,12 @@ typedef struct pg_pack_extras {
  * challenge's count of spec/accounting.md (model + code, + tokenizer when counted). */
 int pg_packer_build(pg_packer *p, const pg_pack_extras *x, double mu, uint8_t **out, size_t *len,
                     uint64_t *counted, pg_err *err);
+
+/* The records' row order for a matrix's values: a greedy nearest-neighbour chain that starts at
+ * row 0 and repeatedly takes the unused row with the least L1 distance to the current one (ties
+ * to the lowest index). perm[j] is the row placed j-th. O(rows² · cols). */
+int pg_pack_row_chain(const int8_t *q, uint64_t rows, uint64_t cols, uint32_t *perm,
+                      pg_err *err);
 
 /* ---- fitting to a budget ---- */
 

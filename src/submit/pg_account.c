@@ -18,7 +18,7 @@ int pg_account_artifact(pg_account *out, pg_artifact *a, uint64_t budget, int co
   out->nsections = ns;
   out->ntensors = nt;
   out->file_size = pg_artifact_file_size(a);
-  out->frame = PG_HEADER_SIZE + (uint64_t)PG_ENTRY_SIZE * ns;
+  out->frame = pg_artifact_head_size(a);
   out->budget = budget;
   out->tokenizer_counted = count_tokenizer != 0;
   uint32_t ndata = 0, ndata_total = 0;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """gen_seeds.py: writes the seed inputs of fuzz_shardset, fuzz_encode_input, fuzz_legal and
-fuzz_rendezvous (tests/fuzz/seeds/).
+fuzz_rendezvous, and the container v2 seeds of fuzz_container (tests/fuzz/seeds/).
 
 The layouts are those the targets decode (see the comment at the top of each target); the seeds
 are small valid cases plus one of each fault the oracles know, so a short run starts at the code.
@@ -157,7 +157,62 @@ def rendezvous_seeds():
     write("rendezvous", "short.bin", rendezvous(2, bytes(20)))
 
 
+def varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def container_v2(tensors, data_secs, qver=2):
+    """A container v2 file (spec/format.md): META (pgolf.writer), TENSORS, DATA sections, all
+    codec none. tensors: (name, qtype, scale_kind, qmin, qmax, dims, layout byte, part sections)."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "tools"))
+    from pgolf_artifact import xxh64_py as xxh64
+    w = b"fuzz seed"
+    meta = varint(1) + bytes([12]) + b"pgolf.writer" + bytes([3]) + varint(len(w)) + w
+    d = varint(len(tensors))
+    for name, qt, sk, lo, hi, dims, lay, secs in tensors:
+        d += bytes([len(name)]) + name + bytes([qt, 0, sk, lo & 255, hi & 255, len(dims), 0, lay])
+        d += b"".join(varint(x) for x in dims) + b"".join(varint(x) for x in secs)
+    secs = [(1, meta), (2, d)] + [(3, b) for b in data_secs]
+    head = b"\x89PGZ\r\n\x1a\n" + struct.pack("<HH", 2, qver) + varint(len(secs))
+    for kind, raw in secs:
+        head += bytes([kind, 0, 0, 0, 0, 0]) + varint(len(raw)) + varint(len(raw))
+        head += struct.pack("<I", xxh64(raw) & 0xFFFFFFFF)
+    body = b"".join(raw for _, raw in secs)
+    return head + struct.pack("<Q", xxh64(head + body)) + body
+
+
+def container_seeds():
+    """Quant layout 2 in container v2: a 4x6 int6 matrix with row scales stored transposed and
+    row-permuted (perm in its own section), one row-major, one permuted only; an f32 vector."""
+    rows, cols = 4, 6
+    q = [[(r * 7 + c * 3) % 63 - 31 for c in range(cols)] for r in range(rows)]
+    perm = [2, 0, 3, 1]
+    img_t = bytes((q[perm[j]][c]) & 255 for c in range(cols) for j in range(rows))
+    img_p = bytes((q[perm[j]][c]) & 255 for j in range(rows) for c in range(cols))
+    img_r = bytes(q[r][c] & 255 for r in range(rows) for c in range(cols))
+    scales = struct.pack("<4H", 0x3C00, 0x3800, 0x3400, 0x3000)
+    pbytes = struct.pack("<4H", *perm)
+    f32 = struct.pack("<3f", 1.0, -2.0, 0.5)
+    m = lambda name, lay, secs: (name, 2, 1, -31, 31, [rows, cols], lay, secs)
+    write("container", "seed_v2_layout.pgz", container_v2(
+        [m(b"w.t", 0x11, [2, 2, 3]), m(b"w.r", 0x00, [2, 2]), m(b"w.p", 0x10, [2, 2, 3]),
+         (b"v", 18, 0, 0, 0, [3], 0, [2])],
+        [img_t + scales + img_r + scales + img_p + scales + f32, pbytes + pbytes]))
+    write("container", "seed_v2_transposed.pgz", container_v2(
+        [m(b"w", 0x01, [2, 2])], [img_r + scales]))
+    write("container", "seed_v2_rowmajor_q1.pgz", container_v2(
+        [m(b"w", 0x00, [2, 2])], [img_r + scales], qver=1))
+
+
 if __name__ == "__main__":
+    container_seeds()
     shardset_seeds()
     encode_seeds()
     legal_seeds()
