@@ -486,6 +486,7 @@ Test(qc, writer_passes_the_layout) {
   tb.ndim = 3;
   tb.dims = db;
   tb.values = b;
+  tb.order = PG_ORDER_COLS; /* stored transposed: rows of 24 values (one per logical row) */
   cr_assert_eq(pg_writer_tensor(w, &ta, &e), PG_OK, "%s", e.msg);
   cr_assert_eq(pg_writer_tensor(w, &tb, &e), PG_OK, "%s", e.msg);
   uint8_t *file;
@@ -499,7 +500,7 @@ Test(qc, writer_passes_the_layout) {
   size_t ng;
   cr_assert_eq(pg_artifact_section_segments(art, 2, &g, &ng, &e), PG_OK);
   cr_assert_eq(ng, 2);
-  cr_assert(g[0].len == 48 * 80 && g[0].row == 80 && g[1].len == 24 * 32 && g[1].row == 32,
+  cr_assert(g[0].len == 48 * 80 && g[0].row == 80 && g[1].len == 24 * 32 && g[1].row == 24,
             "%llu/%llu %llu/%llu", (unsigned long long)g[0].len, (unsigned long long)g[0].row,
             (unsigned long long)g[1].len, (unsigned long long)g[1].row);
   free(g);
@@ -512,6 +513,9 @@ Test(qc, writer_passes_the_layout) {
   int8_t back[48 * 80];
   cr_assert_eq(pg_artifact_tensor_values(art, 0, back, &e), PG_OK, "%s", e.msg);
   cr_assert(!memcmp(back, a, sizeof back));
+  int8_t backb[24 * 32];
+  cr_assert_eq(pg_artifact_tensor_values(art, 1, backb, &e), PG_OK, "%s", e.msg);
+  cr_assert(!memcmp(backb, b, sizeof backb));
   pg_artifact_free(art);
   free(file);
   free(a);

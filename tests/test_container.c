@@ -1644,3 +1644,55 @@ Test(v2, meta_roundtrip_with_varint_lengths) {
   pg_artifact_free(a);
   free(buf);
 }
+
+/* Codec 4 (qc) came with container version 2 (spec/format.md §10): a version-1 table that names
+ * it is PG_E_CODEC at its codec byte, and a writer asked for version 1 refuses a qc section. */
+Test(v1, qc_is_a_container_v2_codec) {
+  size_t len;
+  uint8_t *buf = small_artifact(&len);
+  int d = section_of_kind(buf, PG_SEC_DATA);
+  cr_assert_geq(d, 0);
+  entry(buf, (uint32_t)d)[2] = PG_CODEC_QC; /* level, window, transform, stride are 0 already */
+  reseal(buf);
+  pg_artifact *a;
+  pg_err e;
+  cr_assert_eq(pg_artifact_open_mem(&a, buf, len, "v1.pgz", NULL, &e), PG_E_CODEC);
+  cr_assert(strstr(e.msg, "container version 2") != NULL, "%s", e.msg);
+  char at[64];
+  snprintf(at, sizeof at, "v1.pgz: offset %llu: ",
+           (unsigned long long)(entry(buf, (uint32_t)d) - buf) + 2);
+  cr_assert(strncmp(e.msg, at, strlen(at)) == 0, "%s", e.msg);
+  free(buf);
+
+  const pg_codec_spec qc = {PG_CODEC_QC, 0, 0, 0, 0};
+  for (int cver = PG_CONTAINER_V1; cver <= PG_CONTAINER_V2; cver++) {
+    pg_writer *w;
+    test_writer(&w, cver);
+    int s = pg_writer_data_section(w, &qc, &e);
+    cr_assert_geq(s, 0);
+    uint64_t dims[2] = {3, 5};
+    int8_t q[15];
+    for (int i = 0; i < 15; i++) q[i] = (int8_t)(i - 7);
+    uint16_t sc[3] = {0x3C00, 0x3800, 0x3400};
+    pg_tensor_in t = {.name = "w", .qtype = PG_QTYPE_INT6, .scale_kind = PG_SCALE_ROW_F16,
+                      .ndim = 2, .dims = dims, .values = q, .row_scales = sc, .sec_values = s,
+                      .sec_scales = s};
+    cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK, "%s", e.msg);
+    uint8_t *out = NULL;
+    size_t n;
+    int rc = pg_writer_to_mem(w, &out, &n, &e);
+    if (cver == PG_CONTAINER_V1) {
+      cr_assert_eq(rc, PG_E_CODEC);
+      cr_assert(strstr(e.msg, "container version 2") != NULL, "%s", e.msg);
+    } else {
+      cr_assert_eq(rc, PG_OK, "%s", e.msg);
+      cr_assert_eq(pg_artifact_open_mem(&a, out, n, "v2.pgz", NULL, &e), PG_OK, "%s", e.msg);
+      int8_t back[15];
+      cr_assert_eq(pg_artifact_tensor_values(a, 0, back, &e), PG_OK, "%s", e.msg);
+      cr_assert_arr_eq(back, q, 15);
+      pg_artifact_free(a);
+    }
+    free(out);
+    pg_writer_free(w);
+  }
+}
