@@ -98,6 +98,36 @@ static double solve(const fitc *f, double target, size_t *scratch) {
   return exp2(hi);
 }
 
+/* Upgrade alloc while its estimate stays at most target: each step takes, over every tensor and
+ * option, the move to more bytes and less Δloss with the most Δloss saved per byte (ties: the
+ * first tensor, then the first option). Returns the number of moves. */
+static size_t fill(const fitc *f, size_t *alloc, double target) {
+  double est = f->fixed;
+  for (size_t q = 0; q < f->nq; q++) est += bytes_of(f, q, alloc[q]);
+  size_t moves = 0;
+  for (;;) {
+    size_t bq = SIZE_MAX, bk = 0;
+    double br = 0, bdb = 0;
+    for (size_t q = 0; q < f->nq; q++) {
+      double b0 = bytes_of(f, q, alloc[q]), c0 = cost_of(f, q, alloc[q]);
+      for (size_t k = 0; k < f->no; k++) {
+        double db = bytes_of(f, q, k) - b0, dc = c0 - cost_of(f, q, k);
+        if (!(db > 0) || !(dc > 0) || est + db > target) continue;
+        if (dc / db > br) {
+          br = dc / db;
+          bq = q;
+          bk = k;
+          bdb = db;
+        }
+      }
+    }
+    if (bq == SIZE_MAX) return moves;
+    alloc[bq] = bk;
+    est += bdb;
+    moves++;
+  }
+}
+
 /* ---- points ---------------------------------------------------------------------------------- */
 
 static int add_point(fitc *f, const pg_fit_point *pt, const size_t *alloc, pg_err *err) {
@@ -186,8 +216,8 @@ static int build(fitc *f, double lambda, const size_t *alloc, uint8_t **bytes, s
   return rc;
 }
 
-static int built_point(fitc *f, double lambda, const size_t *alloc, uint64_t *counted,
-                       pg_err *err) {
+static int built_point(fitc *f, double lambda, const size_t *alloc, int filled,
+                       uint64_t *counted, pg_err *err) {
   double dl, est = f->fixed;
   /* the estimate before this build recalibrated it */
   dl = 0;
@@ -200,7 +230,7 @@ static int built_point(fitc *f, double lambda, const size_t *alloc, uint64_t *co
   PG_TRY(build(f, lambda, alloc, &bytes, &len, counted, err));
   free(bytes);
   pg_fit_point pt = {.lambda = lambda, .est_bytes = est, .counted = *counted,
-                     .file_bytes = len, .dloss = dl, .built = 1,
+                     .file_bytes = len, .dloss = dl, .built = 1, .filled = filled,
                      .fits = *counted <= f->o->budget};
   return add_point(f, &pt, alloc, err);
 }
@@ -364,7 +394,8 @@ static int search(fitc *f, pg_err *err) {
   }
   free(bytes);
   double lam_fit = INFINITY, lam_over = 0; /* the real bracket: fits at lam_fit, over at lam_over */
-  for (int it = 0; !rc && it < maxb; it++) {
+  int used = 0; /* builds of the search */
+  for (int it = 0; !rc && it < (maxb + 1) / 2; it++) {
     double lambda = solve(f, target, alloc);
     if (!(lambda > lam_over && lambda < lam_fit)) {
       if (isinf(lam_fit))
@@ -384,7 +415,8 @@ static int search(fitc *f, pg_err *err) {
       counted = f->res->points[seen].counted;
       if (counted <= o->budget ? lambda >= lam_fit : lambda <= lam_over) break;
     } else {
-      rc = built_point(f, lambda, alloc, &counted, err);
+      rc = built_point(f, lambda, alloc, 0, &counted, err);
+      used++;
       if (rc) break;
     }
     if (counted <= o->budget) {
@@ -395,6 +427,28 @@ static int search(fitc *f, pg_err *err) {
     if (seen < 0 && in_window(f, counted)) break;
     if (lam_over > 0 && lam_fit / lam_over < 1.0 + 1e-9) break;
     if (lambda >= exp2(LOG_LAMBDA_MAX) && counted > o->budget) break; /* nothing smaller */
+  }
+  /* between two neighbouring λ the allocation can jump by more than the window: fill the gap
+   * from the best fitting allocation by the upgrades of most Δloss saved per byte */
+  double tgt = target;
+  for (int it = 0; !rc && used < maxb && it < 6; it++) {
+    long from = -1;
+    for (size_t i = 0; i < f->res->npoints; i++)
+      if (f->built[i] && f->res->points[i].fits &&
+          (from < 0 || f->res->points[i].dloss < f->res->points[from].dloss))
+        from = (long)i;
+    if (from >= 0 && in_window(f, f->res->points[from].counted)) break;
+    double lambda = from >= 0 ? f->res->points[from].lambda : exp2(LOG_LAMBDA_MAX);
+    double dl;
+    if (from >= 0)
+      memcpy(alloc, f->built[from], f->nq * sizeof *alloc);
+    else
+      allocate(f, lambda, alloc, &dl);
+    if (!fill(f, alloc, tgt) || find_built(f, alloc) >= 0) break;
+    rc = built_point(f, lambda, alloc, 1, &counted, err);
+    used++;
+    if (!rc && counted > o->budget) tgt -= (double)(counted - o->budget) + (double)o->budget * tol / 4;
+    if (!rc && in_window(f, counted)) break;
   }
   /* the estimated curve, on the last calibration: from the first change to the smallest */
   if (!rc && f->nq) {
@@ -511,6 +565,10 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
   return rc;
 }
 
+const char *pg_fit_point_kind(const pg_fit_point *p) {
+  return !p->built ? "estimate" : isnan(p->lambda) ? "recipe" : p->filled ? "filled" : "built";
+}
+
 /* ---- the curve ------------------------------------------------------------------------------- */
 
 char *pg_fit_curve_tsv(const pg_fit_result *r) {
@@ -518,18 +576,18 @@ char *pg_fit_curve_tsv(const pg_fit_result *r) {
   char *s = malloc(cap);
   if (!s) return NULL;
   n += (size_t)snprintf(s + n, cap - n,
-                        "lambda\test_bytes\tcounted\tfile_bytes\tdloss\tbuilt\tfits\tchosen\n");
+                        "kind\tlambda\test_bytes\tcounted\tfile_bytes\tdloss\tfits\tchosen\n");
   for (size_t i = 0; i < r->npoints; i++) {
     const pg_fit_point *p = &r->points[i];
     char lam[40];
     if (isnan(p->lambda))
-      snprintf(lam, sizeof lam, "recipe");
+      snprintf(lam, sizeof lam, "-");
     else
       snprintf(lam, sizeof lam, "%.9g", p->lambda);
-    n += (size_t)snprintf(s + n, cap - n, "%s\t%.0f\t%llu\t%llu\t%.9g\t%d\t%d\t%d\n", lam,
-                          p->est_bytes, (unsigned long long)p->counted,
-                          (unsigned long long)p->file_bytes, p->dloss, p->built, p->fits,
-                          p->chosen);
+    n += (size_t)snprintf(s + n, cap - n, "%s\t%s\t%.0f\t%llu\t%llu\t%.9g\t%d\t%d\n",
+                          pg_fit_point_kind(p), lam, p->est_bytes,
+                          (unsigned long long)p->counted, (unsigned long long)p->file_bytes,
+                          p->dloss, p->fits, p->chosen);
   }
   return s;
 }
@@ -539,12 +597,12 @@ char *pg_fit_curve_json(const pg_fit_result *r) {
   for (size_t i = 0; i < r->npoints; i++) {
     const pg_fit_point *p = &r->points[i];
     json_t *e = json_object();
+    json_object_set_new(e, "kind", json_string(pg_fit_point_kind(p)));
     json_object_set_new(e, "lambda", isnan(p->lambda) ? json_null() : json_real(p->lambda));
     json_object_set_new(e, "est_bytes", json_real(p->est_bytes));
     json_object_set_new(e, "counted", p->built ? json_integer((json_int_t)p->counted)
                                                : json_null());
     json_object_set_new(e, "dloss", json_real(p->dloss));
-    json_object_set_new(e, "built", json_boolean(p->built));
     json_object_set_new(e, "fits", json_boolean(p->fits));
     json_object_set_new(e, "chosen", json_boolean(p->chosen));
     json_array_append_new(a, e);

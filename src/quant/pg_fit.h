@@ -28,7 +28,12 @@ typedef struct pg_fit_point {
   uint64_t file_bytes;
   double dloss;     /* the expected loss increase of the allocation (nats per token) */
   int built, fits, chosen;
+  int filled;       /* built from the allocation at lambda by upgrades that fill the gap up to
+                       the budget (a Lagrangian allocation can jump over the window) */
 } pg_fit_point;
+
+/* "recipe", "built" (a Lagrangian allocation), "filled" or "estimate" (not built). */
+const char *pg_fit_point_kind(const pg_fit_point *p);
 
 typedef struct pg_fit_opts {
   uint64_t budget;
