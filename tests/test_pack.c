@@ -721,20 +721,26 @@ Test(pack, fit_loss_monotone_in_the_budget) {
   fitfx f;
   fit_setup(&f, 31, 2);
   uint64_t base = recipe_count(f.p);
-  double last = INFINITY;
-  for (int b = 0; b < 4; b++) {
-    uint64_t budget = base * (70 + 15 * (uint64_t)b) / 100;
+  double last = INFINITY, first = 0;
+  for (int b = 0; b < 6; b++) {
+    uint64_t budget = base * (65 + 12 * (uint64_t)b) / 100;
     pg_fit_result res;
     uint8_t *out;
     size_t len;
     cr_assert_eq(fit_loss(&f, budget, NULL, &res, &out, &len), PG_OK);
-    double d = res.points[res.chosen].dloss;
+    const pg_fit_point *c = &res.points[res.chosen];
+    cr_assert(c->counted <= budget && c->counted >= budget - budget / 200,
+              "%llu for a budget of %llu", (unsigned long long)c->counted,
+              (unsigned long long)budget);
+    double d = c->dloss;
     cr_assert(d <= last, "budget %llu: expected dloss %g above %g of a smaller budget",
               (unsigned long long)budget, d, last);
+    if (b == 0) first = d;
     last = d;
     free(out);
     pg_fit_result_free(&res);
   }
+  cr_assert_lt(last, first, "the largest budget buys a smaller loss than the smallest");
   fit_teardown(&f);
 }
 
