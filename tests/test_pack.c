@@ -793,7 +793,8 @@ Test(pack, fit_loss_curve_shape) {
   double prev_l = 0, prev_b = INFINITY, prev_d = -INFINITY;
   for (char *line = strtok(tsv, "\n"); line; line = strtok(NULL, "\n"), lines++) {
     if (lines == 0) {
-      cr_assert_str_eq(line, "kind\tlambda\test_bytes\tcounted\tfile_bytes\tdloss\tfits\tchosen");
+      cr_assert_str_eq(line,
+                       "kind\tlambda\test_bytes\tcounted\tfile_bytes\tdloss\tfits\tchosen");
       continue;
     }
     int tabs = 0;

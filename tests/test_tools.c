@@ -1344,7 +1344,8 @@ Test(tools, pgpack_budget_fit_and_refusals) {
   json_int_t budget = base * 3 / 4;
   /* the k fit (--fit k): one clip multiplier, its trials */
   cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
-                   "--passthrough-max 256 --budget %lld --fit k --json -o %s", bin("pgpack"), big, train, (long long)budget, out),
+                   "--passthrough-max 256 --budget %lld --fit k --json -o %s", bin("pgpack"), big,
+                   train, (long long)budget, out),
                0, "%s", slurp(err_path));
   j = load_json(out_path);
   json_int_t got = json_integer_value(json_object_get(j, "counted_bytes"));

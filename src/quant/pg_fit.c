@@ -35,7 +35,6 @@ typedef struct fitc {
   double *sens;      /* [nq] */
   double *fac;       /* [nq] codec factor of the tensor's values section (stored / entropy) */
   double fixed;      /* the count less the values sections' stored bytes */
-  size_t *alloc;     /* [nq] scratch */
   size_t **built;    /* allocations built, one per built point (NULL for estimated points) */
   pg_fit_result *res;
   size_t cap;
@@ -447,7 +446,8 @@ static int search(fitc *f, pg_err *err) {
     if (!fill(f, alloc, tgt) || find_built(f, alloc) >= 0) break;
     rc = built_point(f, lambda, alloc, 1, &counted, err);
     used++;
-    if (!rc && counted > o->budget) tgt -= (double)(counted - o->budget) + (double)o->budget * tol / 4;
+    if (!rc && counted > o->budget)
+      tgt -= (double)(counted - o->budget) + (double)o->budget * tol / 4;
     if (!rc && in_window(f, counted)) break;
   }
   /* the estimated curve, on the last calibration: from the first change to the smallest */
@@ -504,8 +504,7 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
     f.opt = calloc(f.nq * f.no > 0 ? f.nq * f.no : 1, sizeof *f.opt);
     f.sens = calloc(f.nq ? f.nq : 1, sizeof *f.sens);
     f.fac = malloc((f.nq ? f.nq : 1) * sizeof *f.fac);
-    f.alloc = malloc((f.nq ? f.nq : 1) * sizeof *f.alloc);
-    if (!f.opt || !f.sens || !f.fac || !f.alloc)
+    if (!f.opt || !f.sens || !f.fac)
       rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
   }
   for (size_t q = 0; !rc && q < f.nq; q++) f.fac[q] = 1.0;
@@ -558,7 +557,6 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
   free(f.opt);
   free(f.sens);
   free(f.fac);
-  free(f.alloc);
   if (rc && rc != PG_E_LIMIT) {
     pg_fit_result_free(res);
   }

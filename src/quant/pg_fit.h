@@ -22,7 +22,7 @@ extern "C" {
 
 /* One point of the curve. */
 typedef struct pg_fit_point {
-  double lambda;    /* the price of a byte in loss (nats per token); NaN: the recipe's own setting */
+  double lambda;    /* the price of a byte in loss (nats per token); NaN: the recipe's setting */
   double est_bytes; /* the estimated count of the allocation at lambda */
   uint64_t counted; /* the real count when built (0: estimated only) */
   uint64_t file_bytes;

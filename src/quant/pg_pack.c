@@ -469,7 +469,7 @@ static int lqer_pass(pg_packer *p, float *wh, float *e, pg_err *err) {
   return rc;
 }
 
-/* ---- per-tensor settings (the loss fit, pg_fit.h) ---------------------------------------------- */
+/* ---- per-tensor settings (the loss fit, pg_fit.h) -------------------------------------------- */
 
 int pg_packer_set_tensor(pg_packer *p, size_t i, unsigned bits, double kmul) {
   if (i >= p->nt || p->t[i].route != PG_ROUTE_QUANT || (bits && (bits < 5 || bits > 8)) ||
@@ -737,7 +737,8 @@ static char *recipe_json(const pg_packer *p, double mu) {
     json_t *f = json_object();
     double sum = 0;
     for (size_t i = 0; i < p->nt; i++)
-      if (p->t[i].route == PG_ROUTE_QUANT && isfinite(p->t[i].fit_proxy)) sum += p->t[i].fit_proxy;
+      if (p->t[i].route == PG_ROUTE_QUANT && isfinite(p->t[i].fit_proxy))
+        sum += p->t[i].fit_proxy;
     json_object_set_new(f, "method", json_string("loss"));
     json_object_set_new(f, "lambda", json_real(p->fit_lambda));
     json_object_set_new(f, "dloss", json_real(sum));
