@@ -12,6 +12,8 @@
 # Environment: BUILD_DIR (default build), TOKENIZER, CALIB, VAL (the KJV defaults of data/),
 # VAL_TOKENS (default: every validation token), SEQ_LEN (default 256), PASSTHROUGH (4096).
 # --extra budgets are packed with the loss fit only: more points for the correlation.
+# REUSE=1 keeps the results already in --out (e.g. rerun only the loss fits after a change:
+# delete their loss_* files first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=/work/main/out/model.safetensors
@@ -44,6 +46,7 @@ pack() { # name fit budget
   local name=$1 fit=$2 budget=$3 extra=()
   [ "$fit" = loss ] && extra=(--fit-curve "$OUT/$name.tsv")
   [ "$budget" != none ] && extra+=(--budget "$budget" --fit "$fit")
+  if [ -n "${REUSE:-}" ] && [ -s "$OUT/$name.pack.json" ]; then return 0; fi
   echo "bench_fit: pgpack $name" >&2
   "$B/tools/pgpack" --weights "$MODEL" --tokenizer "$TOKENIZER" --code tools/pgtrain.c \
     --calib "$CALIB" --calib-seqs 16 --calib-len 256 --val "$VAL" \
@@ -53,6 +56,7 @@ pack() { # name fit budget
 verify() { # name [artifact or weights args...]
   local name=$1
   shift
+  if [ -n "${REUSE:-}" ] && [ -s "$OUT/$name.verify.json" ]; then return 0; fi
   echo "bench_fit: pgverify $name" >&2
   "$B/tools/pgverify" "$@" --val "$VAL" --protocol plain --seq-len "$SEQ_LEN" "${MAXTOK[@]}" \
     --threads "$THREADS" --no-receipt --json -q > "$OUT/$name.verify.json"

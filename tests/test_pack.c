@@ -676,8 +676,9 @@ static double rows_loss(pg_model *m, const pg_calib_set *c) {
 }
 
 /* The sensitivities put every tensor's Hessian-weighted error on the scale of the loss: a
- * tensor's sensitivity times the error of its probe (5 bits, k × 1) is the calibration loss
- * increase of quantizing that tensor alone at the probe, measured here independently. */
+ * tensor's sensitivity times the error E of its probe (5 bits, k × 1) is the calibration loss's
+ * curvature along E, (L(W − E) + L(W + E))/2 − L(W), quantizing that tensor alone, measured here
+ * independently. */
 Test(pack, fit_loss_sensitivity_is_the_measured_loss_increase) {
   fitfx f;
   fit_setup(&f, 29, 1);
@@ -700,7 +701,9 @@ Test(pack, fit_loss_sensitivity_is_the_measured_loss_increase) {
     cr_assert_eq(pg_packer_probe(f.p, i, 5, 1.0, &pr, wh, &e), PG_OK, "%s", e.msg);
     memcpy(keep, w, (size_t)n * sizeof *w);
     memcpy(w, wh, (size_t)n * sizeof *w);
-    double dl = rows_loss(f.m, &f.c) - l0;
+    double lq = rows_loss(f.m, &f.c);
+    for (uint64_t k = 0; k < n; k++) w[k] = (float)(2.0 * (double)keep[k] - (double)wh[k]);
+    double dl = 0.5 * (lq + rows_loss(f.m, &f.c)) - l0;
     memcpy(w, keep, (size_t)n * sizeof *w);
     if (dl > 0) {
       cr_assert_float_eq(res.sens[i] * pr.err, dl, 1e-6 * dl, "%s: %g·%g vs %g",

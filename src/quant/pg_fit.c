@@ -259,8 +259,11 @@ static int calib_loss(pg_model *m, pg_tape *tp, const pg_calib_set *c, int nseq,
   return PG_OK;
 }
 
-/* Sensitivity of each quant tensor: the calibration loss increase of quantizing it alone at the
- * fewest bits of the options and k × 1, over that probe's error. */
+/* Sensitivity of each quant tensor: the curvature of the calibration loss along its probe's
+ * error E (the fewest bits of the options, k × 1), (L(W + E) + L(W − E))/2 − L(W), over that
+ * probe's error. The symmetric difference cancels the loss's first-order term, which on a
+ * finite calibration set has a random sign and would dominate the small errors of the fine
+ * options; what remains is the second-order loss increase the error proxy scales. */
 static int sensitivities(fitc *f, pg_err *err) {
   const pg_fit_opts *o = f->o;
   const pg_calib_set *c = o->calib;
@@ -302,11 +305,14 @@ static int sensitivities(fitc *f, pg_err *err) {
     rc = pg_packer_probe(f->p, i, bmin, 1.0, &pr, wh, err);
     float *dst = pg_model_data(m, i);
     if (!rc) {
-      memcpy(dst, wh, (size_t)n * sizeof *dst);
-      double lq = 0;
+      const float *w = pg_model_data(src, i);
+      double lq = 0, lm = 0;
+      memcpy(dst, wh, (size_t)n * sizeof *dst); /* W − E */
       rc = calib_loss(m, tp, c, nseq, batch, ids, tg, nll, &lq, err);
-      memcpy(dst, pg_model_data(src, i), (size_t)n * sizeof *dst);
-      dl[q] = lq - base;
+      for (uint64_t k = 0; k < n; k++) dst[k] = (float)(2.0 * (double)w[k] - (double)wh[k]);
+      if (!rc) rc = calib_loss(m, tp, c, nseq, batch, ids, tg, nll, &lm, err); /* W + E */
+      memcpy(dst, w, (size_t)n * sizeof *dst);
+      dl[q] = 0.5 * (lq + lm) - base;
       f->sens[q] = pr.err; /* the probe's error for now */
       if (dl[q] > maxd) maxd = dl[q];
     }
@@ -448,6 +454,8 @@ static int search(fitc *f, pg_err *err) {
     used++;
     if (!rc && counted > o->budget)
       tgt -= (double)(counted - o->budget) + (double)o->budget * tol / 4;
+    else if (!rc && !in_window(f, counted) && tgt < (double)o->budget)
+      tgt = (double)o->budget; /* short of the window: the room up to the budget itself */
     if (!rc && in_window(f, counted)) break;
   }
   /* the estimated curve, on the last calibration: from the first change to the smallest */
