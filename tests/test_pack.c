@@ -676,7 +676,8 @@ static double rows_loss(pg_model *m, const pg_calib_set *c) {
 }
 
 /* The sensitivities put every tensor's Hessian-weighted error on the scale of the loss: a
- * tensor's sensitivity times the error E of its probe (5 bits, k × 1) is the calibration loss's
+ * tensor's sensitivity times the error E of its probe (the recipe's bits, k × 1) is the
+ * calibration loss's
  * curvature along E, (L(W − E) + L(W + E))/2 − L(W), quantizing that tensor alone, measured here
  * independently. */
 Test(pack, fit_loss_sensitivity_is_the_measured_loss_increase) {
@@ -698,7 +699,8 @@ Test(pack, fit_loss_sensitivity_is_the_measured_loss_increase) {
     float *w = pg_model_data(f.m, i);
     pg_pack_probe pr;
     pg_err e;
-    cr_assert_eq(pg_packer_probe(f.p, i, 5, 1.0, &pr, wh, &e), PG_OK, "%s", e.msg);
+    unsigned bits = pg_packer_recipe(f.p)->bits[pg_packer_report(f.p, i)->cat];
+    cr_assert_eq(pg_packer_probe(f.p, i, bits, 1.0, &pr, wh, &e), PG_OK, "%s", e.msg);
     memcpy(keep, w, (size_t)n * sizeof *w);
     memcpy(w, wh, (size_t)n * sizeof *w);
     double lq = rows_loss(f.m, &f.c);

@@ -260,8 +260,10 @@ static int calib_loss(pg_model *m, pg_tape *tp, const pg_calib_set *c, int nseq,
 }
 
 /* Sensitivity of each quant tensor: the curvature of the calibration loss along its probe's
- * error E (the fewest bits of the options, k × 1), (L(W + E) + L(W − E))/2 − L(W), over that
- * probe's error. The symmetric difference cancels the loss's first-order term, which on a
+ * error E, (L(W + E) + L(W − E))/2 − L(W), over that probe's error. The probe is the recipe's
+ * setting (the category's bits when they are an option, else the fewest, k × 1): the loss is
+ * only locally quadratic, so the curvature is measured where the options lie, not at a far
+ * coarser setting. The symmetric difference cancels the loss's first-order term, which on a
  * finite calibration set has a random sign and would dominate the small errors of the fine
  * options; what remains is the second-order loss increase the error proxy scales. */
 static int sensitivities(fitc *f, pg_err *err) {
@@ -302,7 +304,9 @@ static int sensitivities(fitc *f, pg_err *err) {
     size_t i = f->idx[q];
     uint64_t n = pg_arch_tensor_numel(pg_model_tensor(m, i));
     pg_pack_probe pr;
-    rc = pg_packer_probe(f->p, i, bmin, 1.0, &pr, wh, err);
+    unsigned bp = pg_packer_recipe(f->p)->bits[pg_packer_report(f->p, i)->cat];
+    if (!(o->bits_mask & (1u << bp))) bp = bmin;
+    rc = pg_packer_probe(f->p, i, bp, 1.0, &pr, wh, err);
     float *dst = pg_model_data(m, i);
     if (!rc) {
       const float *w = pg_model_data(src, i);
