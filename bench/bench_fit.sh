@@ -6,7 +6,7 @@
 # (plain protocol); then the correlation of the proxy with the measured Δloss over every
 # loss-fit point and the recipe's own point (k × 1).
 #
-#   bash bench/bench_fit.sh [--model FILE] [--budgets "600000 650000 700000"]
+#   bash bench/bench_fit.sh [--model FILE (default out/model.safetensors, scripts/demo.sh's)] [--budgets "600000 650000 700000"]
 #                           [--extra "450000 500000 550000"] [--out DIR] [--threads N]
 #
 # Environment: BUILD_DIR (default build), TOKENIZER, CALIB, VAL (the KJV defaults of data/),
@@ -16,7 +16,7 @@
 # delete their loss_* files first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=/work/main/out/model.safetensors
+MODEL=out/model.safetensors
 BUDGETS="600000 650000 700000"
 EXTRA=""
 OUT=/tmp/bench_fit
