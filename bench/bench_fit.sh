@@ -6,9 +6,10 @@
 # (plain protocol); then the correlation of the proxy with the measured Δloss over every
 # loss-fit point and the recipe's own point (k × 1).
 #
-#   bash bench/bench_fit.sh [--model FILE (default out/model.safetensors, scripts/demo.sh's)] [--budgets "600000 650000 700000"]
+#   bash bench/bench_fit.sh [--model FILE] [--budgets "600000 650000 700000"]
 #                           [--extra "450000 500000 550000"] [--out DIR] [--threads N]
 #
+# --model defaults to scripts/demo.sh's out/model.safetensors.
 # Environment: BUILD_DIR (default build), TOKENIZER, CALIB, VAL (the KJV defaults of data/),
 # VAL_TOKENS (default: every validation token), SEQ_LEN (default 256), PASSTHROUGH (4096).
 # --extra budgets are packed with the loss fit only: more points for the correlation.
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
     --extra) EXTRA=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "bench_fit.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
