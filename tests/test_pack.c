@@ -604,3 +604,290 @@ Test(pack, bad_recipes) {
   pg_packer_free(p);
   pg_model_free(m);
 }
+
+/* ---- the loss-aware fit (pg_fit.h) ---- */
+
+#include "pg_fit.h"
+
+typedef struct fitfx {
+  pg_model *m;
+  pg_calib_set c;
+  pg_calib_hessians h;
+  pg_packer *p;
+} fitfx;
+
+static void fit_setup(fitfx *f, uint64_t seed, int threads) {
+  f->m = make_model(ARCH, seed);
+  calib_rows(&f->c, 4, 32);
+  f->h = collect(f->m, &f->c, threads);
+  pg_pack_recipe r = small_recipe();
+  r.nthreads = threads;
+  pg_err e;
+  cr_assert_eq(pg_packer_create(&f->p, f->m, &f->h, &r, &e), PG_OK, "%s", e.msg);
+}
+
+static void fit_teardown(fitfx *f) {
+  pg_packer_free(f->p);
+  pg_calib_hessians_free(&f->h);
+  pg_calib_free(&f->c);
+  pg_model_free(f->m);
+}
+
+/* The recipe's count at k × 1: the budgets below are fractions of it. */
+static uint64_t recipe_count(pg_packer *p) {
+  pg_err e;
+  cr_assert_eq(pg_packer_quantize(p, 1.0, &e), PG_OK, "%s", e.msg);
+  size_t len;
+  uint64_t counted;
+  free(build(p, 1.0, &len, &counted));
+  return counted;
+}
+
+static int fit_loss(fitfx *f, uint64_t budget, const double *sens, pg_fit_result *res,
+                    uint8_t **out, size_t *len) {
+  pg_pack_extras x = {.writer = "test", .count_tokenizer = 1, .budget = budget};
+  pg_fit_opts o = {.budget = budget, .tolerance = 0.005, .calib = &f->c, .sens = sens};
+  pg_err e = {0};
+  int rc = pg_packer_fit_loss(f->p, &x, &o, res, out, len, &e);
+  cr_assert(rc == PG_OK || rc == PG_E_LIMIT, "%s", e.msg);
+  return rc;
+}
+
+/* Two tensors of the same shape and kind, one declared a thousand times more sensitive: at a
+ * budget that cannot give every tensor its best option, the sensitive one gets more bits; with
+ * the sensitivities swapped, the other one does. */
+Test(pack, fit_loss_gives_the_sensitive_tensor_more_bits) {
+  fitfx f;
+  fit_setup(&f, 23, 1);
+  uint64_t base = recipe_count(f.p);
+  long t0 = pg_model_find(f.m, "blocks.0.mlp.fc.weight");
+  long t1 = pg_model_find(f.m, "blocks.1.mlp.fc.weight");
+  cr_assert(t0 >= 0 && t1 >= 0);
+  size_t nt = pg_model_tensor_count(f.m);
+  double *sens = malloc(nt * sizeof *sens);
+  for (int swap = 0; swap < 2; swap++) {
+    for (size_t i = 0; i < nt; i++) sens[i] = 1.0;
+    long hot = swap ? t0 : t1, cold = swap ? t1 : t0;
+    sens[hot] = 1000.0;
+    pg_fit_result res;
+    uint8_t *out;
+    size_t len;
+    cr_assert_eq(fit_loss(&f, base, sens, &res, &out, &len), PG_OK);
+    const pg_pack_report *rh = pg_packer_report(f.p, (size_t)hot);
+    const pg_pack_report *rc = pg_packer_report(f.p, (size_t)cold);
+    cr_assert_gt(rh->bits, rc->bits, "swap %d: %s %u bits, %s %u bits", swap, rh->name, rh->bits,
+                 rc->name, rc->bits);
+    cr_assert(res.points[res.chosen].counted <= base);
+    cr_assert(res.points[res.chosen].counted >= base - base / 200);
+    /* the artifact records the choice per tensor, as the packer made it */
+    pg_artifact *a;
+    pg_err e;
+    cr_assert_eq(pg_artifact_open_mem(&a, out, len, "fit.pgz", NULL, &e), PG_OK, "%s", e.msg);
+    const pg_meta_entry *me = pg_artifact_meta_find(a, "quant.recipe");
+    json_t *j = json_loadb(me->str, me->count, 0, NULL);
+    cr_assert_not_null(j);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "fit"), "method")),
+                     "loss");
+    json_t *jt = json_object_get(json_object_get(j, "tensors"), rh->name);
+    cr_assert_eq(json_integer_value(json_object_get(jt, "bits")), rh->bits);
+    cr_assert_float_eq(json_real_value(json_object_get(jt, "k")), rh->k, 1e-6);
+    cr_assert_not_null(json_object_get(jt, "k_factor"));
+    cr_assert_float_eq(json_real_value(json_object_get(jt, "sensitivity")), 1000.0, 1e-9);
+    json_decref(j);
+    pg_artifact_free(a);
+    free(out);
+    pg_fit_result_free(&res);
+  }
+  free(sens);
+  fit_teardown(&f);
+}
+
+/* Mean next-token NLL of the calibration rows (each row predicting its own next tokens). */
+static double rows_loss(pg_model *m, const pg_calib_set *c) {
+  pg_engine e = pg_engine_cpu(1);
+  pg_tape *tp;
+  cr_assert_eq(pg_tape_create(&tp, &e, 0), PG_OK);
+  int T = c->T - 1;
+  int32_t *ids = malloc((size_t)T * sizeof *ids), *tg = malloc((size_t)T * sizeof *tg);
+  double *nll = malloc((size_t)T * sizeof *nll), s = 0;
+  for (int r = 0; r < c->nseq; r++) {
+    for (int t = 0; t < T; t++) {
+      ids[t] = c->tokens[r * c->T + t];
+      tg[t] = c->tokens[r * c->T + t + 1];
+    }
+    pg_batch bt = {.B = 1, .T = T, .ids = ids, .targets = tg};
+    pg_err err;
+    cr_assert_eq(pg_model_forward(m, tp, &bt, NULL, nll, NULL, &err), PG_OK, "%s", err.msg);
+    for (int t = 0; t < T; t++) s += nll[t];
+  }
+  pg_tape_free(tp);
+  free(ids);
+  free(tg);
+  free(nll);
+  return s / ((double)c->nseq * T);
+}
+
+/* The sensitivities put every tensor's Hessian-weighted error on the scale of the loss: a
+ * tensor's sensitivity times the error E of its probe (the recipe's bits, k × 1) is the
+ * calibration loss's
+ * curvature along E, (L(W − E) + L(W + E))/2 − L(W), quantizing that tensor alone, measured here
+ * independently. */
+Test(pack, fit_loss_sensitivity_is_the_measured_loss_increase) {
+  fitfx f;
+  fit_setup(&f, 29, 1);
+  uint64_t base = recipe_count(f.p);
+  pg_fit_result res;
+  uint8_t *out;
+  size_t len;
+  cr_assert_eq(fit_loss(&f, base, NULL, &res, &out, &len), PG_OK);
+  double l0 = rows_loss(f.m, &f.c);
+  cr_assert_float_eq(res.base_loss, l0, 1e-9 * fabs(l0));
+  size_t checked = 0;
+  for (size_t i = 0; i < res.nt; i++) {
+    if (pg_packer_report(f.p, i)->route != PG_ROUTE_QUANT) continue;
+    cr_assert(isfinite(res.sens[i]) && res.sens[i] > 0, "%s", pg_packer_report(f.p, i)->name);
+    uint64_t n = pg_arch_tensor_numel(pg_model_tensor(f.m, i));
+    float *wh = malloc((size_t)n * sizeof *wh), *keep = malloc((size_t)n * sizeof *keep);
+    float *w = pg_model_data(f.m, i);
+    pg_pack_probe pr;
+    pg_err e;
+    unsigned bits = pg_packer_recipe(f.p)->bits[pg_packer_report(f.p, i)->cat];
+    cr_assert_eq(pg_packer_probe(f.p, i, bits, 1.0, &pr, wh, &e), PG_OK, "%s", e.msg);
+    memcpy(keep, w, (size_t)n * sizeof *w);
+    memcpy(w, wh, (size_t)n * sizeof *w);
+    double lq = rows_loss(f.m, &f.c);
+    for (uint64_t k = 0; k < n; k++) w[k] = (float)(2.0 * (double)keep[k] - (double)wh[k]);
+    double dl = 0.5 * (lq + rows_loss(f.m, &f.c)) - l0;
+    memcpy(w, keep, (size_t)n * sizeof *w);
+    if (dl > 0) {
+      cr_assert_float_eq(res.sens[i] * pr.err, dl, 1e-6 * dl, "%s: %g·%g vs %g",
+                         pg_packer_report(f.p, i)->name, res.sens[i], pr.err, dl);
+      checked++;
+    }
+    free(wh);
+    free(keep);
+  }
+  cr_assert_gt(checked, 0u);
+  free(out);
+  pg_fit_result_free(&res);
+  fit_teardown(&f);
+}
+
+/* A larger budget never gives a larger expected loss increase. */
+Test(pack, fit_loss_monotone_in_the_budget) {
+  fitfx f;
+  fit_setup(&f, 31, 2);
+  uint64_t base = recipe_count(f.p);
+  double last = INFINITY, first = 0;
+  for (int b = 0; b < 6; b++) {
+    uint64_t budget = base * (65 + 12 * (uint64_t)b) / 100;
+    pg_fit_result res;
+    uint8_t *out;
+    size_t len;
+    cr_assert_eq(fit_loss(&f, budget, NULL, &res, &out, &len), PG_OK);
+    const pg_fit_point *c = &res.points[res.chosen];
+    cr_assert(c->counted <= budget && c->counted >= budget - budget / 200,
+              "%llu for a budget of %llu", (unsigned long long)c->counted,
+              (unsigned long long)budget);
+    double d = c->dloss;
+    cr_assert(d <= last, "budget %llu: expected dloss %g above %g of a smaller budget",
+              (unsigned long long)budget, d, last);
+    if (b == 0) first = d;
+    last = d;
+    free(out);
+    pg_fit_result_free(&res);
+  }
+  cr_assert_lt(last, first, "the largest budget buys a smaller loss than the smallest");
+  fit_teardown(&f);
+}
+
+/* The same bytes and the same curve twice, and with 1 or 2 threads. */
+Test(pack, fit_loss_deterministic) {
+  uint8_t *first = NULL;
+  size_t first_len = 0;
+  char *first_curve = NULL;
+  for (int run = 0; run < 3; run++) {
+    fitfx f;
+    fit_setup(&f, 37, run == 2 ? 2 : 1);
+    uint64_t budget = recipe_count(f.p) * 9 / 10;
+    pg_fit_result res;
+    uint8_t *out;
+    size_t len;
+    cr_assert_eq(fit_loss(&f, budget, NULL, &res, &out, &len), PG_OK);
+    char *curve = pg_fit_curve_tsv(&res);
+    if (!first) {
+      first = out;
+      first_len = len;
+      first_curve = curve;
+    } else {
+      cr_assert(len == first_len && !memcmp(out, first, len), "run %d", run);
+      cr_assert_str_eq(curve, first_curve, "run %d", run);
+      free(out);
+      free(curve);
+    }
+    pg_fit_result_free(&res);
+    fit_teardown(&f);
+  }
+  free(first);
+  free(first_curve);
+}
+
+/* The curve: a header and one line of 8 fields per point, exactly one chosen (built, fitting),
+ * built points with their counts, the estimated sweep in rising λ with falling bytes and rising
+ * expected loss; the JSON form has the same points. A budget nothing reaches: PG_E_LIMIT with
+ * the curve kept. */
+Test(pack, fit_loss_curve_shape) {
+  fitfx f;
+  fit_setup(&f, 41, 1);
+  uint64_t base = recipe_count(f.p);
+  pg_fit_result res;
+  uint8_t *out;
+  size_t len;
+  cr_assert_eq(fit_loss(&f, base * 4 / 5, NULL, &res, &out, &len), PG_OK);
+  char *tsv = pg_fit_curve_tsv(&res);
+  cr_assert_not_null(tsv);
+  size_t lines = 0, chosen = 0, built = 0;
+  double prev_l = 0, prev_b = INFINITY, prev_d = -INFINITY;
+  for (char *line = strtok(tsv, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+    if (lines == 0) {
+      cr_assert_str_eq(line,
+                       "kind\tlambda\test_bytes\tcounted\tfile_bytes\tdloss\tfits\tchosen");
+      continue;
+    }
+    int tabs = 0;
+    for (char *c = line; *c; c++) tabs += *c == '\t';
+    cr_assert_eq(tabs, 7, "%s", line);
+    const pg_fit_point *p = &res.points[lines - 1];
+    cr_assert(!strncmp(line, pg_fit_point_kind(p), strlen(pg_fit_point_kind(p))), "%s", line);
+    chosen += (size_t)p->chosen;
+    built += (size_t)p->built;
+    if (p->chosen) cr_assert(p->built && p->fits && p->counted <= base * 4 / 5);
+    if (p->built) {
+      cr_assert_gt(p->counted, 0);
+      continue;
+    }
+    cr_assert_eq(p->counted, 0);
+    cr_assert(p->lambda > prev_l && p->est_bytes <= prev_b && p->dloss >= prev_d, "%s", line);
+    prev_l = p->lambda;
+    prev_b = p->est_bytes;
+    prev_d = p->dloss;
+  }
+  cr_assert_eq(lines, res.npoints + 1);
+  cr_assert_eq(chosen, 1u);
+  cr_assert_geq(built, 2u, "the recipe's point and at least one of the search");
+  free(tsv);
+  char *js = pg_fit_curve_json(&res);
+  json_t *j = json_loads(js, 0, NULL);
+  cr_assert_not_null(j);
+  cr_assert_eq(json_array_size(json_object_get(j, "points")), res.npoints);
+  json_decref(j);
+  free(js);
+  free(out);
+  pg_fit_result_free(&res);
+  out = NULL;
+  cr_assert_eq(fit_loss(&f, 1000, NULL, &res, &out, &len), PG_E_LIMIT);
+  cr_assert_null(out);
+  cr_assert_gt(res.npoints, 0u);
+  pg_fit_result_free(&res);
+  fit_teardown(&f);
+}

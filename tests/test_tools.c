@@ -1406,15 +1406,43 @@ Test(tools, pgpack_budget_fit_and_refusals) {
   json_decref(j);
   cr_assert_gt(base, 10000);
   json_int_t budget = base * 3 / 4;
+  /* the k fit (--fit k): one clip multiplier, its trials */
   cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
-                   "--passthrough-max 256 --budget %lld --json -o %s", bin("pgpack"), big, train, (long long)budget, out),
+                   "--passthrough-max 256 --budget %lld --fit k --json -o %s", bin("pgpack"), big,
+                   train, (long long)budget, out),
                0, "%s", slurp(err_path));
   j = load_json(out_path);
   json_int_t got = json_integer_value(json_object_get(j, "counted_bytes"));
   cr_assert(got <= budget && got >= budget - budget / 200, "%lld for a budget of %lld",
             (long long)got, (long long)budget);
   cr_assert_gt(json_array_size(json_object_get(j, "trials")), 1);
+  cr_assert_null(json_object_get(j, "fit"));
   json_decref(j);
+  /* the loss fit (the default with calibration): the chosen point and the curve file */
+  char curve[220];
+  snprintf(curve, sizeof curve, "%s/fit.tsv", tmp);
+  cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
+                   "--passthrough-max 256 --budget %lld --fit-curve %s --json -o %s",
+                   bin("pgpack"), big, train, (long long)budget, curve, out),
+               0, "%s", slurp(err_path));
+  j = load_json(out_path);
+  got = json_integer_value(json_object_get(j, "counted_bytes"));
+  cr_assert(got <= budget && got >= budget - budget / 200, "%lld for a budget of %lld",
+            (long long)got, (long long)budget);
+  json_t *jf = json_object_get(j, "fit");
+  cr_assert_str_eq(json_string_value(json_object_get(jf, "method")), "loss");
+  cr_assert_eq(json_integer_value(json_object_get(jf, "counted_bytes")), got);
+  cr_assert_eq(json_array_size(json_object_get(j, "trials")), 0);
+  json_decref(j);
+  char *ct = slurp(curve);
+  cr_assert(strncmp(ct, "kind\tlambda\t", 12) == 0, "%s", ct);
+  cr_assert_gt(count_lines(ct), 3);
+  free(ct);
+  /* the loss fit needs calibration; the curve needs the loss fit */
+  cr_assert_eq(run("%s --weights %s --budget %lld --fit loss -o %s", bin("pgpack"), big,
+                   (long long)budget, out), 2);
+  cr_assert_eq(run("%s --weights %s --budget %lld --fit-curve %s -o %s", bin("pgpack"), big,
+                   (long long)budget, curve, out), 2);
   /* pgsize counts the same bytes against the same budget */
   cr_assert_eq(run("%s --budget %lld --json %s", bin("pgsize"), (long long)budget, out), 0);
   j = load_json(out_path);

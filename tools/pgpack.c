@@ -6,6 +6,7 @@
  * is the library's (pg_packjob.h); this main reads the options and prints each step. */
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +82,15 @@ static void usage(FILE *f) {
       "  --row-sort WHEN       layout 2: auto (default: per group, where it is smaller),\n"
       "                        always or never\n"
       "  --container 1|2       container version to write (default 2, the compact one)\n"
-      "  --budget N            fit the clip constants to N bytes (e.g. 16000000)\n"
-      "  --fit-bits CAT=LIST   also try these bits for one category, e.g. embed=6,7,8\n"
+      "  --budget N            fit to N bytes (e.g. 16000000)\n"
+      "  --fit HOW             loss (default with calibration): bits 5..8 and clip per\n"
+      "                        tensor, least expected loss increase at the budget; k (the\n"
+      "                        default without): one multiplier of every clip constant\n"
+      "  --fit-curve FILE      write every point the loss fit explored (TSV; JSON when FILE\n"
+      "                        ends in .json)\n"
+      "  --fit-probe-seqs N    calibration sequences the loss fit's sensitivities use\n"
+      "                        (default: all)\n"
+      "  --fit-bits CAT=LIST   k fit: also try these bits for one category, e.g. embed=6,7,8\n"
       "  --fit-tolerance X     land within budget·(1−X)..budget (default 0.005)\n"
       "  --exclude-tokenizer   the budget does not count the tokenizer (pgsize's option)\n"
       "\n"
@@ -100,17 +108,18 @@ enum {
   O_WEIGHTS = 256, O_ARCH, O_TOK, O_CODE, O_CALIB, O_CSEQS, O_CLEN, O_CBATCH, O_TEMP, O_SEED,
   O_VAL, O_BITS, O_CLIP, O_SCALES, O_LAMBDA, O_ROUND, O_DAMP, O_NOACT, O_BLOCK, O_PASS,
   O_NOGATE, O_LQK, O_LQR, O_LQF, O_CODEC, O_GROUP, O_PACKED, O_BUDGET, O_FITBITS, O_FITTOL,
-  O_EXTOK, O_THREADS, O_JSON, O_ENGINE, O_LAYOUT, O_CONTAINER, O_ROWSORT
+  O_EXTOK, O_THREADS, O_JSON, O_ENGINE, O_LAYOUT, O_CONTAINER, O_ROWSORT, O_FIT, O_FITCURVE,
+  O_FITPROBE
 };
 
 typedef struct opts {
-  const char *weights, *arch, *tokenizer, *out, *calib, *val, *engine;
+  const char *weights, *arch, *tokenizer, *out, *calib, *val, *engine, *fit_curve;
   const char *code[256];
   int ncode;
   int cseqs, clen, cbatch;
   double temperature;
   uint64_t seed, budget;
-  int fit_cat;
+  int fit_cat, fit_method, fit_probe; /* fit_method −1: by calibration */
   unsigned fit_mask;
   double fit_tol;
   int count_tok, threads, json, quiet;
@@ -176,6 +185,30 @@ static void on_trial(void *ctx, const pg_pack_trial *t) {
   fflush(stdout);
 }
 
+static void on_point(void *ctx, const pg_fit_point *t) {
+  const events *ev = ctx;
+  if (ev->pr.on) fprintf(stderr, "\r\033[K");
+  if (ev->o->json || !t->built) return;
+  char a[32], lam[24];
+  if (isnan(t->lambda))
+    snprintf(lam, sizeof lam, "(recipe)");
+  else
+    snprintf(lam, sizeof lam, "%.4e", t->lambda);
+  printf("  point  lambda %-10s  estimated %12.0f  counted %12s  %s  dloss %.6e\n", lam,
+         t->est_bytes, pg_fmt_u64(a, t->counted), t->fits ? "fits" : "over", t->dloss);
+  fflush(stdout);
+}
+
+static void on_fit_progress(void *ctx, const char *what, size_t done, size_t total) {
+  pg_progress *p = &((events *)ctx)->pr;
+  double now = pg_now();
+  if (!p->on || (now - p->last < 0.5 && done < total)) return;
+  p->last = now;
+  fprintf(stderr, "\r\033[K%s: fit: %s %zu/%zu  %.0f s", PROG, what, done, total, now - p->t0);
+  if (done >= total) fputc('\n', stderr);
+  fflush(stderr);
+}
+
 /* ---- the step log ------------------------------------------------------------------------------ */
 
 static void step_end(const events *ev, const char *fmt, ...)
@@ -210,7 +243,10 @@ static void on_step(void *ctx, int step, int done, const pg_packjob *j) {
       printf("%-12s ", STEP_NAME[step]);
       fflush(stdout);
     }
-    if (step == PG_PACKJOB_FIT && !o->json)
+    if (step == PG_PACKJOB_FIT && !o->json && o->fit_method == PG_FIT_LOSS)
+      printf("measuring bits and clip options per tensor, then the allocation for %llu bytes\n",
+             (unsigned long long)o->budget);
+    else if (step == PG_PACKJOB_FIT && !o->json)
       printf("searching the clip multiplier for %llu bytes\n", (unsigned long long)o->budget);
     return;
   }
@@ -232,6 +268,13 @@ static void on_step(void *ctx, int step, int done, const pg_packjob *j) {
              pg_fmt_u64(a1, j->hessians.tokens), j->engine_name, j->threads);
     break;
   case PG_PACKJOB_FIT:
+    if (j->have_fit) {
+      const pg_fit_point *c = &j->fit.points[j->fit.chosen];
+      step_end(ev, "chose point %zu of %zu: lambda %.4e, %s counted bytes, expected dloss %.6e",
+               j->fit.chosen + 1, j->fit.npoints, c->lambda, pg_fmt_u64(a1, c->counted),
+               c->dloss);
+      break;
+    }
     step_end(ev, "chose trial %zu of %zu: k×%.5f, %s counted bytes, error %.6e", j->chosen + 1,
              j->ntrials, j->mu, pg_fmt_u64(a1, j->counted), j->trials[j->chosen].objective);
     break;
@@ -279,6 +322,20 @@ static void print_summary(const opts *o, const pg_packjob *job, double t_all) {
                         pg_json_num(t->objective), "fits", t->fits, "chosen", i == chosen));
     }
     json_object_set_new(j, "trials", jt);
+    if (job->have_fit) {
+      const pg_fit_result *fr = &job->fit;
+      const pg_fit_point *c = &fr->points[fr->chosen];
+      json_t *jf = json_object();
+      json_object_set_new(jf, "method", json_string("loss"));
+      json_object_set_new(jf, "lambda", pg_json_num(c->lambda));
+      json_object_set_new(jf, "dloss", pg_json_num(c->dloss));
+      json_object_set_new(jf, "estimated_bytes", pg_json_num(c->est_bytes));
+      json_object_set_new(jf, "counted_bytes", json_integer((json_int_t)c->counted));
+      json_object_set_new(jf, "calib_loss", pg_json_num(fr->base_loss));
+      json_object_set_new(jf, "chosen", json_integer((json_int_t)fr->chosen));
+      json_object_set_new(jf, "points", json_integer((json_int_t)fr->npoints));
+      json_object_set_new(j, "fit", jf);
+    }
     json_t *ts = json_array();
     for (size_t i = 0; i < pg_packer_tensor_count(pk); i++) {
       const pg_pack_report *r = pg_packer_report(pk, i);
@@ -296,6 +353,10 @@ static void print_summary(const opts *o, const pg_packjob *job, double t_all) {
         json_object_set_new(to, "lqer_rank", json_integer(r->lqer_rank));
         json_object_set_new(to, "mse", pg_json_num(r->mse));
         json_object_set_new(to, "rel_err", pg_json_num(r->rel_err));
+        if (job->have_fit) {
+          json_object_set_new(to, "sensitivity", pg_json_num(job->fit.sens[i]));
+          json_object_set_new(to, "dloss", pg_json_num(job->fit.dloss[i]));
+        }
       }
       json_array_append_new(ts, to);
     }
@@ -348,6 +409,7 @@ int main(int argc, char **argv) {
   o.temperature = 0.8;
   o.seed = 1337;
   o.fit_cat = -1;
+  o.fit_method = -1;
   o.fit_tol = 0.005;
   o.count_tok = 1;
   o.calib = "none";
@@ -374,6 +436,9 @@ int main(int argc, char **argv) {
       {"engine", required_argument, 0, O_ENGINE},
       {"layout", required_argument, 0, O_LAYOUT},    {"container", required_argument, 0, O_CONTAINER},
       {"row-sort", required_argument, 0, O_ROWSORT},
+      {"fit", required_argument, 0, O_FIT},
+      {"fit-curve", required_argument, 0, O_FITCURVE},
+      {"fit-probe-seqs", required_argument, 0, O_FITPROBE},
       {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int c;
@@ -536,6 +601,16 @@ int main(int argc, char **argv) {
     case O_JSON: o.json = 1; break;
     case 'q': o.quiet = 1; break;
     case O_ENGINE: o.engine = optarg; break;
+    case O_FIT:
+      if (!strcmp(optarg, "loss")) o.fit_method = PG_FIT_LOSS;
+      else if (!strcmp(optarg, "k")) o.fit_method = PG_FIT_K;
+      else return pg_tool_usage_error(PROG, "--fit: '%s' is not loss or k", optarg);
+      break;
+    case O_FITCURVE: o.fit_curve = optarg; break;
+    case O_FITPROBE:
+      if (parse_int(optarg, 1, 1 << 20, &o.fit_probe))
+        return pg_tool_usage_error(PROG, "--fit-probe-seqs: '%s' is not a count", optarg);
+      break;
     case 'h': usage(stdout); return PG_EXIT_OK;
     default: usage(stderr); return PG_EXIT_ERROR;
     }
@@ -546,6 +621,14 @@ int main(int argc, char **argv) {
   if (o.fit_cat >= 0 && !o.budget)
     return pg_tool_usage_error(PROG, "--fit-bits needs --budget");
   int no_calib = !strcmp(o.calib, "none");
+  /* the loss fit measures sensitivities on the calibration tokens; --fit-bits is the k fit's */
+  if (o.fit_method < 0) o.fit_method = no_calib || o.fit_cat >= 0 ? PG_FIT_K : PG_FIT_LOSS;
+  if (o.fit_method == PG_FIT_LOSS && no_calib)
+    return pg_tool_usage_error(PROG, "--fit loss needs calibration (--calib GLOB or self)");
+  if (o.fit_method == PG_FIT_LOSS && o.fit_cat >= 0)
+    return pg_tool_usage_error(PROG, "--fit-bits belongs to --fit k");
+  if (o.fit_curve && (!o.budget || o.fit_method != PG_FIT_LOSS))
+    return pg_tool_usage_error(PROG, "--fit-curve needs --budget and --fit loss");
   if (no_calib && !round_set) o.r.round_rule = PG_ROUND_RTN;
   if (no_calib && o.r.round_rule == PG_ROUND_GPTQ)
     return pg_tool_usage_error(PROG, "--round gptq needs calibration (--calib GLOB or self)");
@@ -560,7 +643,9 @@ int main(int argc, char **argv) {
   inputs[ni++] = strcmp(o.calib, "self") && strcmp(o.calib, "none") ? o.calib : NULL;
   inputs[ni++] = o.val;
   for (int i = 0; i < o.ncode; i++) inputs[ni++] = o.code[i];
-  if (pg_tool_check_outputs(PROG, &o.out, 1, inputs, ni) != PG_EXIT_OK) return PG_EXIT_ERROR;
+  const char *outs[2] = {o.out, o.fit_curve};
+  if (pg_tool_check_outputs(PROG, outs, o.fit_curve ? 2 : 1, inputs, ni) != PG_EXIT_OK)
+    return PG_EXIT_ERROR;
 
   pg_err err = {0};
   double t_all = pg_now();
@@ -577,10 +662,27 @@ int main(int argc, char **argv) {
                         .temperature = o.temperature, .seed = o.seed, .recipe = o.r,
                         .budget = o.budget, .fit_cat = o.fit_cat, .fit_mask = o.fit_mask,
                         .fit_tolerance = o.fit_tol, .count_tokenizer = o.count_tok,
+                        .fit_method = o.fit_method, .fit_probe_seqs = o.fit_probe,
+                        .on_point = on_point, .on_fit_progress = on_fit_progress,
                         .engine = eng, .threads = o.threads, .on_step = on_step, .progress = on_progress,
                         .on_tensor = on_tensor, .on_trial = on_trial, .ctx = &ev};
   pg_packjob job;
-  if (pg_packjob_run(&job, &cfg, &err)) {
+  int jrc = pg_packjob_run(&job, &cfg, &err);
+  /* the curve, also when nothing fitted (it shows how close the fit came) */
+  if (o.fit_curve && job.have_fit) {
+    size_t n = strlen(o.fit_curve);
+    int as_json = n >= 5 && !strcmp(o.fit_curve + n - 5, ".json");
+    char *text = as_json ? pg_fit_curve_json(&job.fit) : pg_fit_curve_tsv(&job.fit);
+    pg_err e2;
+    int wrc = !text ? pg_err_set(&e2, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory")
+                    : pg_file_write_atomic(o.fit_curve, text, strlen(text), &e2);
+    free(text);
+    if (wrc && !jrc) {
+      err = e2;
+      jrc = wrc;
+    }
+  }
+  if (jrc) {
     if (ev.pr.on) fprintf(stderr, "\r\033[K");
     if (!o.json) printf("\n");
     fflush(stdout);

@@ -87,6 +87,9 @@ typedef struct ptensor {
   char kind[PG_ARCH_NAME_MAX];
   double whw; /* Σ_r w_r H w_rᵀ (computed once; the denominator of rel_err) */
   int have_whw;
+  unsigned set_bits; /* the loss fit's per-tensor setting: bits (0: the category's) */
+  double set_kmul;   /* ... and a factor on the category's k (1: none) */
+  double fit_sens, fit_proxy; /* ... its sensitivity and expected Δloss (NaN: no loss fit) */
 } ptensor;
 
 typedef struct gprep {
@@ -111,6 +114,7 @@ struct pg_packer {
   size_t nfixed;
   int reuse_specs;      /* during a fit: reuse it */
   int orders_done;      /* layout 2: the row orders of this quantization are decided */
+  double fit_lambda;    /* the loss fit's λ (NaN: the recipe was not chosen by a loss fit) */
 };
 
 static int check_recipe(const pg_pack_recipe *r, pg_err *err) {
@@ -168,6 +172,7 @@ int pg_packer_create(pg_packer **out, const pg_model *m, const pg_calib_hessians
   p->m = (pg_model *)m;
   p->h = h;
   p->r = *r;
+  p->fit_lambda = NAN;
   p->nt = pg_model_tensor_count(m);
   p->t = calloc(p->nt ? p->nt : 1, sizeof *p->t);
   p->kinds = calloc(p->nt ? p->nt : 1, sizeof *p->kinds);
@@ -193,6 +198,8 @@ int pg_packer_create(pg_packer **out, const pg_model *m, const pg_calib_hessians
     t->rows = at->ndim >= 1 ? at->shape[0] : 1;
     t->cols = t->rows ? t->numel / t->rows : 0;
     t->cat = pg_pack_classify(at->name);
+    t->set_kmul = 1.0;
+    t->fit_sens = t->fit_proxy = NAN;
     t->slot = h ? h->slot[i] : -1;
     if (t->slot >= 0 && (size_t)t->slot < h->nh && h->H[t->slot].n != t->cols) t->slot = -1;
     if (r->gate_int8 && at->ndim == 2 && ends_with(at->name, ".attn_gate_w") && t->numel >= 32 &&
@@ -353,12 +360,13 @@ static const pg_gptq_prep *get_prep(pg_packer *p, long slot, pg_err *err) {
   return g->state == 1 ? &g->p : NULL;
 }
 
-static int quant_matrix(pg_packer *p, ptensor *t, const float *W, double mu, pg_err *err) {
+/* The options of one matrix at (bits, k): GPTQ with the cached preparation where it has H. */
+static int qmat_opts(pg_packer *p, const ptensor *t, unsigned bits, float k, pg_qmat_opts *o,
+                     int *want_gptq, pg_err *err) {
   const pg_pack_recipe *r = &p->r;
-  unsigned bits = r->bits[t->cat];
   const pg_gptq_prep *prep = NULL;
-  int want_gptq = r->round_rule == PG_ROUND_GPTQ && t->slot >= 0;
-  int want_prep = want_gptq || (r->scale_rule == PG_SCALING_HSDCLIP && t->slot >= 0);
+  *want_gptq = r->round_rule == PG_ROUND_GPTQ && t->slot >= 0;
+  int want_prep = *want_gptq || (r->scale_rule == PG_SCALING_HSDCLIP && t->slot >= 0);
   if (want_prep) {
     pg_err e2 = {0};
     prep = get_prep(p, t->slot, &e2);
@@ -367,19 +375,36 @@ static int quant_matrix(pg_packer *p, ptensor *t, const float *W, double mu, pg_
       return PG_E_NOMEM;
     }
   }
-  pg_qmat_opts o = {.scale_rule = r->scale_rule,
-                    .round_rule = want_gptq && prep ? PG_ROUND_GPTQ : PG_ROUND_RTN,
-                    .bits = bits,
-                    .k = (float)((double)r->k[t->cat] * mu),
-                    .lambda = r->lambda,
-                    .prep = prep,
-                    .block = r->block,
-                    .nthreads = r->nthreads};
-  if (o.scale_rule == PG_SCALING_HSDCLIP && !prep) o.scale_rule = PG_SCALING_SDCLIP;
+  *o = (pg_qmat_opts){.scale_rule = r->scale_rule,
+                      .round_rule = *want_gptq && prep ? PG_ROUND_GPTQ : PG_ROUND_RTN,
+                      .bits = bits,
+                      .k = k,
+                      .lambda = r->lambda,
+                      .prep = prep,
+                      .block = r->block,
+                      .nthreads = r->nthreads};
+  if (o->scale_rule == PG_SCALING_HSDCLIP && !prep) o->scale_rule = PG_SCALING_SDCLIP;
+  return PG_OK;
+}
+
+static unsigned tensor_bits(const pg_packer *p, const ptensor *t) {
+  return t->set_bits ? t->set_bits : p->r.bits[t->cat];
+}
+
+static float tensor_k(const pg_packer *p, const ptensor *t, double mu, double kmul) {
+  return (float)((double)p->r.k[t->cat] * mu * kmul);
+}
+
+static int quant_matrix(pg_packer *p, ptensor *t, const float *W, double mu, pg_err *err) {
+  pg_qmat_opts o;
+  int want_gptq;
+  PG_TRY(qmat_opts(p, t, tensor_bits(p, t), tensor_k(p, t, mu, t->set_kmul), &o, &want_gptq,
+                   err));
+  const pg_gptq_prep *prep = o.prep;
   pg_qmat_stats st;
   /* no H for the stats: rel_err computes the output error once, with a cached denominator */
   PG_TRY(pg_quant_matrix(W, t->rows, t->cols, &o, NULL, t->q, t->s, &st, err));
-  t->rep.bits = bits;
+  t->rep.bits = o.bits;
   t->rep.k = o.k;
   t->rep.gptq = o.round_rule == PG_ROUND_GPTQ;
   t->rep.gptq_failed = want_gptq && !prep;
@@ -456,6 +481,89 @@ static int lqer_pass(pg_packer *p, float *wh, float *e, pg_err *err) {
     }
   }
   free(list);
+  return rc;
+}
+
+/* ---- per-tensor settings (the loss fit, pg_fit.h) -------------------------------------------- */
+
+int pg_packer_set_tensor(pg_packer *p, size_t i, unsigned bits, double kmul) {
+  if (i >= p->nt || p->t[i].route != PG_ROUTE_QUANT || (bits && (bits < 5 || bits > 8)) ||
+      !(kmul > 0) || !isfinite(kmul))
+    return PG_E_ARG;
+  p->t[i].set_bits = bits;
+  p->t[i].set_kmul = kmul;
+  return PG_OK;
+}
+
+void pg_packer_clear_tensors(pg_packer *p) {
+  for (size_t i = 0; i < p->nt; i++) {
+    p->t[i].set_bits = 0;
+    p->t[i].set_kmul = 1.0;
+    p->t[i].fit_proxy = NAN;
+    p->t[i].fit_sens = NAN;
+  }
+  p->fit_lambda = NAN;
+}
+
+void pg_packer_keep_codecs(pg_packer *p, int on) { p->reuse_specs = on; }
+
+pg_model *pg_packer_model(const pg_packer *p) { return p->m; }
+
+void pg_packer_set_fit_info(pg_packer *p, double lambda, const double *sens, const double *proxy) {
+  p->fit_lambda = lambda;
+  for (size_t i = 0; i < p->nt; i++) {
+    p->t[i].fit_sens = sens ? sens[i] : NAN;
+    p->t[i].fit_proxy = proxy ? proxy[i] : NAN;
+  }
+}
+
+/* Order-0 entropy of n values in [−128, 127], in bytes: Σ_v c_v·log2(n / c_v) / 8. */
+static double entropy_bytes(const int8_t *q, uint64_t n) {
+  uint64_t c[256] = {0};
+  for (uint64_t i = 0; i < n; i++) c[(uint8_t)q[i]]++;
+  double s = 0;
+  for (int v = 0; v < 256; v++)
+    if (c[v]) s += (double)c[v] * log2((double)n / (double)c[v]);
+  return s / 8.0;
+}
+
+int pg_packer_probe(pg_packer *p, size_t i, unsigned bits, double kmul, pg_pack_probe *out,
+                    float *wh, pg_err *err) {
+  memset(out, 0, sizeof *out);
+  if (i >= p->nt || p->t[i].route != PG_ROUTE_QUANT || bits < 5 || bits > 8 || !(kmul > 0) ||
+      !isfinite(kmul))
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "probe: tensor %zu, bits %u, k×%g", i,
+                      bits, kmul);
+  ptensor *t = &p->t[i];
+  const float *W = weights(p, i);
+  int8_t *q = malloc((size_t)t->numel);
+  uint16_t *s = malloc((size_t)t->rows * sizeof *s);
+  float *w2 = wh ? wh : malloc((size_t)t->numel * sizeof *w2);
+  int rc = (!q || !s || !w2) ? pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory")
+                             : PG_OK;
+  pg_qmat_opts o;
+  int want_gptq;
+  if (!rc) rc = qmat_opts(p, t, bits, tensor_k(p, t, 1.0, kmul), &o, &want_gptq, err);
+  pg_qmat_stats st;
+  if (!rc) rc = pg_quant_matrix(W, t->rows, t->cols, &o, NULL, q, s, &st, err);
+  if (!rc) {
+    pg_dequant_rows(q, s, t->rows, t->cols, w2);
+    out->has_hessian = t->slot >= 0;
+    if (t->slot >= 0) {
+      out->err = pg_quant_hessian_err(W, w2, t->rows, &p->h->H[t->slot], p->r.nthreads);
+    } else {
+      double d = frob_diff(W, w2, t->numel);
+      out->err = d * d;
+    }
+    if (!isfinite(out->err))
+      rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "probe: out of memory");
+    out->entropy_bytes = entropy_bytes(q, t->numel);
+    out->rows = t->rows;
+    out->numel = t->numel;
+  }
+  free(q);
+  free(s);
+  if (!wh) free(w2);
   return rc;
 }
 
@@ -636,10 +744,27 @@ static char *recipe_json(const pg_packer *p, double mu) {
       json_object_set_new(to, "lqer_rank", json_integer(rp->lqer_rank));
       json_object_set_new(to, "rel_err", json_real(rp->rel_err));
       json_object_set_new(to, "clamped", json_integer((json_int_t)rp->clamped));
+      if (isfinite(p->fit_lambda)) {
+        /* the loss fit's choice for this tensor (spec/quant.md §6.2) */
+        json_object_set_new(to, "k_factor", json_real(t->set_kmul));
+        if (isfinite(t->fit_sens)) json_object_set_new(to, "sensitivity", json_real(t->fit_sens));
+        if (isfinite(t->fit_proxy)) json_object_set_new(to, "dloss", json_real(t->fit_proxy));
+      }
     }
     json_object_set_new(ts, t->rep.name, to);
   }
   json_object_set_new(o, "tensors", ts);
+  if (isfinite(p->fit_lambda)) {
+    json_t *f = json_object();
+    double sum = 0;
+    for (size_t i = 0; i < p->nt; i++)
+      if (p->t[i].route == PG_ROUTE_QUANT && isfinite(p->t[i].fit_proxy))
+        sum += p->t[i].fit_proxy;
+    json_object_set_new(f, "method", json_string("loss"));
+    json_object_set_new(f, "lambda", json_real(p->fit_lambda));
+    json_object_set_new(f, "dloss", json_real(sum));
+    json_object_set_new(o, "fit", f);
+  }
   char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
   json_decref(o);
   return s;
@@ -1105,7 +1230,8 @@ int pg_packer_build(pg_packer *p, const pg_pack_extras *x, double mu, uint8_t **
       rc = pg_artifact_section_raw(a, s, &raws[k], err);
       rn[k] = (size_t)sec->raw_size;
       want[k] = 1;
-      if (!rc && (k < L.s_scales || k == L.s_gate)) /* int values: qc is a candidate */
+      /* int values: qc is a candidate, in container version 2 (it came with it) */
+      if (!rc && (k < L.s_scales || k == L.s_gate) && p->r.container != PG_CONTAINER_V1)
         rc = pg_artifact_section_segments(a, s, &segs[k], &nsegs[k], err);
     }
     if (!rc) rc = best_codecs(raws, rn, want, segs, nsegs, L.nspec, spec, p->r.nthreads, err);

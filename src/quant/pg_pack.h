@@ -120,6 +120,31 @@ double pg_packer_objective(const pg_packer *p);
 /* dst (same arch) ← the dequantized weights, exactly what a reader of the artifact computes. */
 int pg_packer_dequant(const pg_packer *p, pg_model *dst, pg_err *err);
 
+/* ---- per-tensor settings, for the loss fit (pg_fit.h) ---- */
+
+/* Quantize quant tensor i with `bits` (0: its category's) and its category's k × kmul (× the mu
+ * of pg_packer_quantize) from now on. PG_E_ARG for another route or a bad value. */
+int pg_packer_set_tensor(pg_packer *p, size_t i, unsigned bits, double kmul);
+/* Every tensor back to its category's setting; the fit facts cleared. */
+void pg_packer_clear_tensors(pg_packer *p);
+/* on: later builds reuse the codecs the last --codec best build chose (as the fit does). */
+void pg_packer_keep_codecs(pg_packer *p, int on);
+pg_model *pg_packer_model(const pg_packer *p);
+/* Record the loss fit's λ and, per tensor (model order, may be NULL), its sensitivity and
+ * expected Δloss: quant.recipe then carries them (spec/quant.md §6.2). lambda NaN: none. */
+void pg_packer_set_fit_info(pg_packer *p, double lambda, const double *sens, const double *proxy);
+
+/* One quant tensor quantized alone at (bits, k × kmul), the packer unchanged. */
+typedef struct pg_pack_probe {
+  double err;           /* Σ_r e_r H e_rᵀ with its Hessian, else Σ e² (E = W − Ŵ, no LQER) */
+  int has_hessian;
+  double entropy_bytes; /* numel × the order-0 entropy of the values, in bytes */
+  uint64_t rows, numel;
+} pg_pack_probe;
+/* wh (numel floats, may be NULL) ← Ŵ. GPTQ preparations are the cached ones. */
+int pg_packer_probe(pg_packer *p, size_t i, unsigned bits, double kmul, pg_pack_probe *out,
+                    float *wh, pg_err *err);
+
 typedef struct pg_pack_code {
   const char *name;
   const uint8_t *bytes;

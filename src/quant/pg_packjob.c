@@ -107,7 +107,18 @@ int pg_packjob_run(pg_packjob *j, const pg_packjob_cfg *c, pg_err *err) {
                       .record_protocol = j->record_protocol,
                       .budget = j->budget,
                       .count_tokenizer = c->count_tokenizer};
-  if (c->budget) {
+  if (c->budget && c->fit_method == PG_FIT_LOSS) {
+    step(j, PG_PACKJOB_FIT, 0);
+    pg_fit_opts fo = {.budget = c->budget, .tolerance = c->fit_tolerance,
+                      .calib = no_calib ? NULL : &j->calib, .probe_seqs = c->fit_probe_seqs,
+                      .batch = c->calib_batch, .on_progress = c->on_fit_progress,
+                      .on_point = c->on_point, .ctx = c->ctx};
+    int rc = pg_packer_fit_loss(j->packer, &x, &fo, &j->fit, &j->bytes, &j->len, err);
+    j->have_fit = rc == PG_OK || rc == PG_E_LIMIT;
+    if (rc) return rc;
+    j->counted = j->fit.points[j->fit.chosen].counted;
+    step(j, PG_PACKJOB_FIT, 1);
+  } else if (c->budget) {
     step(j, PG_PACKJOB_FIT, 0);
     pg_pack_fit_opts fo = {.budget = c->budget, .tolerance = c->fit_tolerance,
                            .fit_cat = c->fit_cat, .bits_mask = c->fit_mask,
@@ -144,6 +155,7 @@ void pg_packjob_free(pg_packjob *j) {
   if (j->have_account) pg_account_free(&j->account);
   pg_artifact_free(j->written);
   free(j->trials);
+  pg_fit_result_free(&j->fit);
   free(j->bytes);
   if (j->code_bytes)
     for (size_t i = 0; i < j->cfg->ncode; i++) free(j->code_bytes[i]);

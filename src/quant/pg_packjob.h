@@ -16,6 +16,7 @@
 #include "pg_account.h"
 #include "pg_calib.h"
 #include "pg_container.h"
+#include "pg_fit.h"
 #include "pg_model.h"
 #include "pg_pack.h"
 #include "pg_status.h"
@@ -36,6 +37,9 @@ enum pg_packjob_step {
   PG_PACKJOB_WRITE,
 };
 
+/* How a budget is fitted. */
+enum pg_packjob_fit { PG_FIT_K = 0, PG_FIT_LOSS = 1 };
+
 typedef struct pg_packjob pg_packjob;
 
 typedef struct pg_packjob_cfg {
@@ -55,6 +59,9 @@ typedef struct pg_packjob_cfg {
   int fit_cat;               /* with a budget: also fit this category's bits (−1: none) */
   unsigned fit_mask;         /* ... trying these bits (bit b: b bits) */
   double fit_tolerance;
+  int fit_method;            /* with a budget: PG_FIT_K (the clip multiplier, 0) or PG_FIT_LOSS
+                                (per-tensor bits and clip, pg_fit.h; needs calibration) */
+  int fit_probe_seqs;        /* PG_FIT_LOSS: calibration rows of the sensitivities (0: all) */
   int count_tokenizer;       /* the budget counts the tokenizer section */
   pg_engine *engine;         /* where calibration runs (pg_engine_open); NULL: the CPU engine */
   int threads;               /* CPU threads (0: all) */
@@ -64,6 +71,8 @@ typedef struct pg_packjob_cfg {
   int (*progress)(void *ctx, uint64_t done, uint64_t total);     /* calibration */
   void (*on_tensor)(void *ctx, size_t done, size_t total, const char *name); /* quantization */
   void (*on_trial)(void *ctx, const pg_pack_trial *t);           /* the fit */
+  void (*on_point)(void *ctx, const pg_fit_point *pt);           /* the loss fit */
+  void (*on_fit_progress)(void *ctx, const char *what, size_t done, size_t total);
   void *ctx;
 } pg_packjob_cfg;
 
@@ -78,8 +87,10 @@ struct pg_packjob {
   int threads;                  /* the engine's threads */
   char engine_name[16];         /* the engine's name ("cpu") */
   pg_packer *packer;            /* FIT / QUANTIZE: the quantized tensors and their reports */
-  pg_pack_trial *trials;        /* FIT: every trial, and the one chosen */
+  pg_pack_trial *trials;        /* FIT (PG_FIT_K): every trial, and the one chosen */
   size_t ntrials, chosen;
+  pg_fit_result fit;            /* FIT (PG_FIT_LOSS): the curve, the chosen point */
+  int have_fit;
   double mu;                    /* the clip multiplier of the written artifact (1 without fit) */
   uint64_t counted;             /* its counted bytes as the packer computed them */
   uint8_t *bytes;               /* PACK / FIT: the artifact's bytes */

@@ -1,0 +1,625 @@
+/* pg_fit.c: the loss-aware budget fit (pg_fit.h, spec/quant.md §6.2): an options table per
+ * quantized tensor, sensitivities from the calibration loss, the Lagrangian allocation, the
+ * search over λ on real builds, and the curve. */
+#include "pg_fit.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_container.h"
+#include "pg_engine.h"
+#include "pg_tape.h"
+
+/* The default clip factors: 2^(i/2) for i = −4..2. */
+static const double KMUL_DEFAULT[] = {0.25, 0.35355339059327379, 0.5, 0.70710678118654757, 1.0,
+                                      1.4142135623730951, 2.0};
+#define LOG_LAMBDA_MIN (-60.0) /* log2 λ range of the search: every useful λ lies inside */
+#define LOG_LAMBDA_MAX (40.0)
+#define CURVE_SWEEP 32         /* estimated points recorded across the curve */
+
+typedef struct fopt {
+  unsigned bits;
+  double kmul, err, ent; /* the probe's error and order-0 entropy bytes */
+} fopt;
+
+typedef struct fitc {
+  pg_packer *p;
+  const pg_pack_extras *x;
+  const pg_fit_opts *o;
+  size_t nq, no;     /* quant tensors, options per tensor */
+  size_t *idx;       /* [nq] model index */
+  fopt *opt;         /* [nq·no] */
+  double *sens;      /* [nq] */
+  double *fac;       /* [nq] codec factor of the tensor's values section (stored / entropy) */
+  double fixed;      /* the count less the values sections' stored bytes */
+  size_t **built;    /* allocations built, one per built point (NULL for estimated points) */
+  pg_fit_result *res;
+  size_t cap;
+} fitc;
+
+void pg_fit_result_free(pg_fit_result *r) {
+  if (!r) return;
+  free(r->points);
+  free(r->sens);
+  free(r->dloss);
+  memset(r, 0, sizeof *r);
+}
+
+/* ---- the allocation ------------------------------------------------------------------------- */
+
+static double cost_of(const fitc *f, size_t q, size_t k) {
+  return f->sens[q] * f->opt[q * f->no + k].err;
+}
+
+static double bytes_of(const fitc *f, size_t q, size_t k) {
+  return f->fac[q] * f->opt[q * f->no + k].ent;
+}
+
+/* Each tensor's option of least Δloss + λ·bytes (ties: fewer bytes, then the earlier option);
+ * returns the estimated count, *dloss the summed expected Δloss. */
+static double allocate(const fitc *f, double lambda, size_t *alloc, double *dloss) {
+  double est = f->fixed, dl = 0;
+  for (size_t q = 0; q < f->nq; q++) {
+    size_t best = 0;
+    double bv = INFINITY, bb = INFINITY;
+    for (size_t k = 0; k < f->no; k++) {
+      double b = bytes_of(f, q, k), v = cost_of(f, q, k) + lambda * b;
+      if (v < bv || (v == bv && b < bb)) {
+        best = k;
+        bv = v;
+        bb = b;
+      }
+    }
+    alloc[q] = best;
+    est += bb;
+    dl += cost_of(f, q, best);
+  }
+  *dloss = dl;
+  return est;
+}
+
+/* The smallest λ (to the bisection's precision, in log2 space) whose estimate is at most
+ * target; the largest λ of the range when none is. */
+static double solve(const fitc *f, double target, size_t *scratch) {
+  double dl, lo = LOG_LAMBDA_MIN, hi = LOG_LAMBDA_MAX;
+  if (allocate(f, exp2(lo), scratch, &dl) <= target) return exp2(lo);
+  if (allocate(f, exp2(hi), scratch, &dl) > target) return exp2(hi);
+  for (int it = 0; it < 80; it++) {
+    double mid = 0.5 * (lo + hi);
+    if (allocate(f, exp2(mid), scratch, &dl) <= target)
+      hi = mid;
+    else
+      lo = mid;
+  }
+  return exp2(hi);
+}
+
+/* Upgrade alloc while its estimate stays at most target: each step takes, over every tensor and
+ * option, the move to more bytes and less Δloss with the most Δloss saved per byte (ties: the
+ * first tensor, then the first option). Returns the number of moves. */
+static size_t fill(const fitc *f, size_t *alloc, double target) {
+  double est = f->fixed;
+  for (size_t q = 0; q < f->nq; q++) est += bytes_of(f, q, alloc[q]);
+  size_t moves = 0;
+  for (;;) {
+    size_t bq = SIZE_MAX, bk = 0;
+    double br = 0, bdb = 0;
+    for (size_t q = 0; q < f->nq; q++) {
+      double b0 = bytes_of(f, q, alloc[q]), c0 = cost_of(f, q, alloc[q]);
+      for (size_t k = 0; k < f->no; k++) {
+        double db = bytes_of(f, q, k) - b0, dc = c0 - cost_of(f, q, k);
+        if (!(db > 0) || !(dc > 0) || est + db > target) continue;
+        if (dc / db > br) {
+          br = dc / db;
+          bq = q;
+          bk = k;
+          bdb = db;
+        }
+      }
+    }
+    if (bq == SIZE_MAX) return moves;
+    alloc[bq] = bk;
+    est += bdb;
+    moves++;
+  }
+}
+
+/* ---- points ---------------------------------------------------------------------------------- */
+
+static int add_point(fitc *f, const pg_fit_point *pt, const size_t *alloc, pg_err *err) {
+  pg_fit_result *r = f->res;
+  if (r->npoints == f->cap) {
+    size_t nc = f->cap ? 2 * f->cap : 64;
+    pg_fit_point *np = realloc(r->points, nc * sizeof *np);
+    if (np) r->points = np;
+    size_t **nb = realloc(f->built, nc * sizeof *nb);
+    if (nb) f->built = nb;
+    if (!np || !nb) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+    f->cap = nc;
+  }
+  f->built[r->npoints] = NULL;
+  if (alloc) {
+    f->built[r->npoints] = malloc((f->nq ? f->nq : 1) * sizeof *alloc);
+    if (!f->built[r->npoints])
+      return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+    memcpy(f->built[r->npoints], alloc, f->nq * sizeof *alloc);
+  }
+  r->points[r->npoints++] = *pt;
+  if (f->o->on_point) f->o->on_point(f->o->ctx, pt);
+  return PG_OK;
+}
+
+/* The built point with this allocation, or −1. */
+static long find_built(const fitc *f, const size_t *alloc) {
+  for (size_t i = 0; i < f->res->npoints; i++)
+    if (f->built[i] && !memcmp(f->built[i], alloc, f->nq * sizeof *alloc)) return (long)i;
+  return -1;
+}
+
+static int apply(fitc *f, const size_t *alloc) {
+  for (size_t q = 0; q < f->nq; q++) {
+    const fopt *op = &f->opt[q * f->no + alloc[q]];
+    PG_TRY(pg_packer_set_tensor(f->p, f->idx[q], op->bits, op->kmul));
+  }
+  return PG_OK;
+}
+
+/* Quantize and build the allocation (its recipe JSON records λ and the per-tensor choice, so
+ * the bytes counted are those of the artifact written); recalibrate the byte estimate on the
+ * real sections. */
+static int build(fitc *f, double lambda, const size_t *alloc, uint8_t **bytes, size_t *len,
+                 uint64_t *counted, pg_err *err) {
+  if (apply(f, alloc))
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "internal: bad fit option");
+  for (size_t q = 0; q < f->nq; q++) f->res->dloss[f->idx[q]] = cost_of(f, q, alloc[q]);
+  pg_packer_set_fit_info(f->p, lambda, f->res->sens, f->res->dloss);
+  PG_TRY(pg_packer_quantize(f->p, 1.0, err));
+  PG_TRY(pg_packer_build(f->p, f->x, 1.0, bytes, len, counted, err));
+  pg_packer_keep_codecs(f->p, 1); /* later builds keep the first build's codecs */
+  /* each values section's stored bytes over the entropy its tensors were estimated at */
+  pg_artifact *a = NULL;
+  PG_TRY(pg_artifact_open_mem(&a, *bytes, *len, "(fit)", NULL, err));
+  uint32_t ns = pg_artifact_section_count(a);
+  double *ent = calloc(ns ? ns : 1, sizeof *ent);
+  long *sec = malloc((f->nq ? f->nq : 1) * sizeof *sec);
+  int rc = (!ent || !sec) ? pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory")
+                          : PG_OK;
+  const pg_model *m = pg_packer_model(f->p);
+  for (size_t q = 0; !rc && q < f->nq; q++) sec[q] = -1;
+  for (uint32_t i = 0; !rc && i < pg_artifact_tensor_count(a); i++) {
+    const pg_tensor_info *ti = pg_artifact_tensor(a, i);
+    long mi = pg_model_find(m, ti->name);
+    if (mi < 0 || !ti->parts[PG_PART_VALUES].present) continue;
+    for (size_t q = 0; q < f->nq; q++)
+      if (f->idx[q] == (size_t)mi) {
+        sec[q] = ti->parts[PG_PART_VALUES].section;
+        ent[sec[q]] += f->opt[q * f->no + alloc[q]].ent;
+      }
+  }
+  if (!rc) {
+    double stored = 0;
+    for (uint32_t s = 0; s < ns; s++)
+      if (ent[s] > 0) stored += (double)pg_artifact_section(a, s)->stored_size;
+    for (size_t q = 0; q < f->nq; q++)
+      f->fac[q] = sec[q] >= 0 && ent[sec[q]] > 0
+                      ? (double)pg_artifact_section(a, (uint32_t)sec[q])->stored_size / ent[sec[q]]
+                      : 1.0;
+    f->fixed = (double)*counted - stored;
+  }
+  free(ent);
+  free(sec);
+  pg_artifact_free(a);
+  return rc;
+}
+
+static int built_point(fitc *f, double lambda, const size_t *alloc, int filled,
+                       uint64_t *counted, pg_err *err) {
+  double dl, est = f->fixed;
+  /* the estimate before this build recalibrated it */
+  dl = 0;
+  for (size_t q = 0; q < f->nq; q++) {
+    est += bytes_of(f, q, alloc[q]);
+    dl += cost_of(f, q, alloc[q]);
+  }
+  uint8_t *bytes = NULL;
+  size_t len = 0;
+  PG_TRY(build(f, lambda, alloc, &bytes, &len, counted, err));
+  free(bytes);
+  pg_fit_point pt = {.lambda = lambda, .est_bytes = est, .counted = *counted,
+                     .file_bytes = len, .dloss = dl, .built = 1, .filled = filled,
+                     .fits = *counted <= f->o->budget};
+  return add_point(f, &pt, alloc, err);
+}
+
+/* ---- measuring ------------------------------------------------------------------------------- */
+
+/* Mean NLL (nats per token) of the first nseq calibration rows, each row predicting its own
+ * next tokens (T − 1 per row), summed in order. */
+static int calib_loss(pg_model *m, pg_tape *tp, const pg_calib_set *c, int nseq, int batch,
+                      int32_t *ids, int32_t *tg, double *nll, double *out, pg_err *err) {
+  int T = c->T - 1;
+  double s = 0;
+  uint64_t n = 0;
+  for (int s0 = 0; s0 < nseq; s0 += batch) {
+    int B = nseq - s0 < batch ? nseq - s0 : batch;
+    for (int r = 0; r < B; r++)
+      for (int t = 0; t < T; t++) {
+        ids[r * T + t] = c->tokens[(size_t)(s0 + r) * (size_t)c->T + (size_t)t];
+        tg[r * T + t] = c->tokens[(size_t)(s0 + r) * (size_t)c->T + (size_t)t + 1];
+      }
+    pg_batch bt = {.B = B, .T = T, .ids = ids, .targets = tg};
+    PG_TRY(pg_model_forward(m, tp, &bt, NULL, nll, NULL, err));
+    for (int i = 0; i < B * T; i++) s += nll[i];
+    n += (uint64_t)B * (uint64_t)T;
+  }
+  *out = n ? s / (double)n : 0;
+  return PG_OK;
+}
+
+/* Sensitivity of each quant tensor: the curvature of the calibration loss along its probe's
+ * error E, (L(W + E) + L(W − E))/2 − L(W), over that probe's error. The probe is the recipe's
+ * setting (the category's bits when they are an option, else the fewest, k × 1): the loss is
+ * only locally quadratic, so the curvature is measured where the options lie, not at a far
+ * coarser setting. The symmetric difference cancels the loss's first-order term, which on a
+ * finite calibration set has a random sign and would dominate the small errors of the fine
+ * options; what remains is the second-order loss increase the error proxy scales. */
+static int sensitivities(fitc *f, pg_err *err) {
+  const pg_fit_opts *o = f->o;
+  const pg_calib_set *c = o->calib;
+  if (!c || !c->tokens || c->nseq < 1 || c->T < 2)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "fit: the loss fit needs calibration tokens (--calib) or sensitivities");
+  int nseq = o->probe_seqs > 0 && o->probe_seqs < c->nseq ? o->probe_seqs : c->nseq;
+  int batch = o->batch > 0 ? o->batch : 4;
+  unsigned bmin = 5;
+  while (bmin < 8 && !(o->bits_mask & (1u << bmin))) bmin++;
+  pg_model *src = pg_packer_model(f->p), *m = NULL;
+  int nthreads = pg_packer_recipe(f->p)->nthreads;
+  pg_engine cpu = pg_engine_cpu(nthreads);
+  pg_tape *tp = NULL;
+  size_t per = (size_t)batch * (size_t)(c->T - 1);
+  int32_t *ids = malloc(per * sizeof *ids), *tg = malloc(per * sizeof *tg);
+  double *nll = malloc(per * sizeof *nll), *dl = calloc(f->nq ? f->nq : 1, sizeof *dl);
+  uint64_t maxn = 1;
+  for (size_t q = 0; q < f->nq; q++) {
+    const pg_arch_tensor *at = pg_model_tensor(src, f->idx[q]);
+    if (pg_arch_tensor_numel(at) > maxn) maxn = pg_arch_tensor_numel(at);
+  }
+  float *wh = malloc((size_t)maxn * sizeof *wh);
+  int rc = (!ids || !tg || !nll || !dl || !wh)
+               ? pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory")
+               : PG_OK;
+  if (!rc) rc = pg_model_create(&m, pg_model_arch(src), err);
+  if (!rc) rc = pg_model_copy_params(m, src, err);
+  if (!rc && pg_tape_create(&tp, &cpu, 0))
+    rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "tape: out of memory");
+  double base = 0;
+  if (!rc) rc = calib_loss(m, tp, c, nseq, batch, ids, tg, nll, &base, err);
+  f->res->base_loss = base;
+  double maxd = 0;
+  for (size_t q = 0; !rc && q < f->nq; q++) {
+    size_t i = f->idx[q];
+    uint64_t n = pg_arch_tensor_numel(pg_model_tensor(m, i));
+    pg_pack_probe pr;
+    unsigned bp = pg_packer_recipe(f->p)->bits[pg_packer_report(f->p, i)->cat];
+    if (!(o->bits_mask & (1u << bp))) bp = bmin;
+    rc = pg_packer_probe(f->p, i, bp, 1.0, &pr, wh, err);
+    float *dst = pg_model_data(m, i);
+    if (!rc) {
+      const float *w = pg_model_data(src, i);
+      double lq = 0, lm = 0;
+      memcpy(dst, wh, (size_t)n * sizeof *dst); /* W − E */
+      rc = calib_loss(m, tp, c, nseq, batch, ids, tg, nll, &lq, err);
+      for (uint64_t k = 0; k < n; k++) dst[k] = (float)(2.0 * (double)w[k] - (double)wh[k]);
+      if (!rc) rc = calib_loss(m, tp, c, nseq, batch, ids, tg, nll, &lm, err); /* W + E */
+      memcpy(dst, w, (size_t)n * sizeof *dst);
+      dl[q] = 0.5 * (lq + lm) - base;
+      f->sens[q] = pr.err; /* the probe's error for now */
+      if (dl[q] > maxd) maxd = dl[q];
+    }
+    if (o->on_progress) o->on_progress(o->ctx, "sensitivity", q + 1, f->nq);
+  }
+  /* a loss that did not rise (the calibration tokens happen to prefer the probe) is taken as
+   * a small rise, so that the tensor is not free */
+  for (size_t q = 0; !rc && q < f->nq; q++) {
+    double d = dl[q] > 0 ? dl[q] : (maxd > 0 ? 1e-3 * maxd : 1e-12);
+    f->sens[q] = f->sens[q] > 0 ? d / f->sens[q] : 0;
+  }
+  pg_tape_free(tp);
+  pg_model_free(m);
+  free(ids);
+  free(tg);
+  free(nll);
+  free(dl);
+  free(wh);
+  return rc;
+}
+
+static int options(fitc *f, pg_err *err) {
+  const pg_fit_opts *o = f->o;
+  size_t total = f->nq * f->no, done = 0;
+  for (size_t q = 0; q < f->nq; q++) {
+    size_t k = 0;
+    for (unsigned b = 5; b <= 8; b++) {
+      if (!(o->bits_mask & (1u << b))) continue;
+      for (int g = 0; g < o->nkmul; g++, k++) {
+        pg_pack_probe pr;
+        PG_TRY(pg_packer_probe(f->p, f->idx[q], b, o->kmul[g], &pr, NULL, err));
+        f->opt[q * f->no + k] = (fopt){.bits = b, .kmul = o->kmul[g], .err = pr.err,
+                                       .ent = pr.entropy_bytes};
+        if (o->on_progress) o->on_progress(o->ctx, "options", ++done, total);
+      }
+    }
+  }
+  return PG_OK;
+}
+
+/* ---- the search ------------------------------------------------------------------------------ */
+
+static int in_window(const fitc *f, uint64_t counted) {
+  double tol = f->o->tolerance > 0 ? f->o->tolerance : 0.005;
+  return counted <= f->o->budget && (double)counted >= (double)f->o->budget * (1.0 - tol);
+}
+
+static int search(fitc *f, pg_err *err) {
+  const pg_fit_opts *o = f->o;
+  double tol = o->tolerance > 0 ? o->tolerance : 0.005;
+  double target = (double)o->budget * (1.0 - tol / 2);
+  int maxb = o->max_builds > 0 ? o->max_builds : 16;
+  size_t *alloc = malloc((f->nq ? f->nq : 1) * sizeof *alloc);
+  if (!alloc) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+  int rc = PG_OK;
+  /* the recipe's own setting (category bits, k × 1) calibrates the byte estimate first; it is a
+   * point of the curve (λ NaN) when its bits are among the options */
+  for (size_t q = 0; q < f->nq; q++) {
+    unsigned b = pg_packer_recipe(f->p)->bits[pg_packer_report(f->p, f->idx[q])->cat];
+    alloc[q] = SIZE_MAX;
+    for (size_t k = 0; k < f->no; k++)
+      if (f->opt[q * f->no + k].bits == b && f->opt[q * f->no + k].kmul == 1.0) alloc[q] = k;
+  }
+  int recipe_in = 1;
+  for (size_t q = 0; q < f->nq; q++) recipe_in &= alloc[q] != SIZE_MAX;
+  uint8_t *bytes = NULL;
+  size_t len = 0;
+  uint64_t counted = 0;
+  if (recipe_in) {
+    rc = build(f, NAN, alloc, &bytes, &len, &counted, err);
+    double dl = 0;
+    for (size_t q = 0; q < f->nq; q++) dl += cost_of(f, q, alloc[q]);
+    pg_fit_point pt = {.lambda = NAN, .est_bytes = (double)counted, .counted = counted,
+                       .file_bytes = len, .dloss = dl, .built = 1, .fits = counted <= o->budget};
+    if (!rc) rc = add_point(f, &pt, NULL, err);
+  } else {
+    /* the recipe's bits are not options: its build only chooses the codecs, and the first
+     * build of the search calibrates the estimate (until then: raw entropy, nothing else) */
+    pg_packer_clear_tensors(f->p);
+    rc = pg_packer_quantize(f->p, 1.0, err);
+    if (!rc) rc = pg_packer_build(f->p, f->x, 1.0, &bytes, &len, &counted, err);
+    pg_packer_keep_codecs(f->p, 1);
+    f->fixed = 0;
+  }
+  free(bytes);
+  double lam_fit = INFINITY, lam_over = 0; /* the real bracket: fits at lam_fit, over at lam_over */
+  int used = 0; /* builds of the search */
+  for (int it = 0; !rc && it < (maxb + 1) / 2; it++) {
+    double lambda = solve(f, target, alloc);
+    if (!(lambda > lam_over && lambda < lam_fit)) {
+      if (isinf(lam_fit))
+        lambda = lam_over * 16;
+      else if (lam_over <= 0)
+        lambda = lam_fit / 16;
+      else
+        lambda = sqrt(lam_over * lam_fit);
+    }
+    if (lambda > exp2(LOG_LAMBDA_MAX)) lambda = exp2(LOG_LAMBDA_MAX);
+    if (lambda < exp2(LOG_LAMBDA_MIN)) lambda = exp2(LOG_LAMBDA_MIN);
+    double dl;
+    allocate(f, lambda, alloc, &dl);
+    long seen = find_built(f, alloc);
+    if (seen >= 0) {
+      /* the same allocation as a build before: the bracket cannot narrow further */
+      counted = f->res->points[seen].counted;
+      if (counted <= o->budget ? lambda >= lam_fit : lambda <= lam_over) break;
+    } else {
+      rc = built_point(f, lambda, alloc, 0, &counted, err);
+      used++;
+      if (rc) break;
+    }
+    if (counted <= o->budget) {
+      if (lambda < lam_fit) lam_fit = lambda;
+    } else if (lambda > lam_over) {
+      lam_over = lambda;
+    }
+    if (seen < 0 && in_window(f, counted)) break;
+    if (lam_over > 0 && lam_fit / lam_over < 1.0 + 1e-9) break;
+    if (lambda >= exp2(LOG_LAMBDA_MAX) && counted > o->budget) break; /* nothing smaller */
+  }
+  /* between two neighbouring λ the allocation can jump by more than the window: fill the gap
+   * from the best fitting allocation by the upgrades of most Δloss saved per byte */
+  double tgt = target;
+  for (int it = 0; !rc && used < maxb && it < 6; it++) {
+    long from = -1;
+    for (size_t i = 0; i < f->res->npoints; i++)
+      if (f->built[i] && f->res->points[i].fits &&
+          (from < 0 || f->res->points[i].dloss < f->res->points[from].dloss))
+        from = (long)i;
+    if (from >= 0 && in_window(f, f->res->points[from].counted)) break;
+    double lambda = from >= 0 ? f->res->points[from].lambda : exp2(LOG_LAMBDA_MAX);
+    double dl;
+    if (from >= 0)
+      memcpy(alloc, f->built[from], f->nq * sizeof *alloc);
+    else
+      allocate(f, lambda, alloc, &dl);
+    if (!fill(f, alloc, tgt) || find_built(f, alloc) >= 0) break;
+    rc = built_point(f, lambda, alloc, 1, &counted, err);
+    used++;
+    if (!rc && counted > o->budget)
+      tgt -= (double)(counted - o->budget) + (double)o->budget * tol / 4;
+    else if (!rc && !in_window(f, counted) && tgt < (double)o->budget)
+      tgt = (double)o->budget; /* short of the window: the room up to the budget itself */
+    if (!rc && in_window(f, counted)) break;
+  }
+  /* the estimated curve, on the last calibration: from the first change to the smallest */
+  if (!rc && f->nq) {
+    double dl0, dl1;
+    double emax = allocate(f, exp2(LOG_LAMBDA_MIN), alloc, &dl0);
+    double emin = allocate(f, exp2(LOG_LAMBDA_MAX), alloc, &dl1);
+    double l0 = log2(solve(f, emax - 0.5, alloc)), l1 = log2(solve(f, emin, alloc));
+    for (int i = 0; !rc && l1 > l0 && i < CURVE_SWEEP; i++) {
+      double lambda = exp2(l0 + (l1 - l0) * i / (CURVE_SWEEP - 1));
+      pg_fit_point pt = {.lambda = lambda};
+      pt.est_bytes = allocate(f, lambda, alloc, &pt.dloss);
+      rc = add_point(f, &pt, NULL, err);
+    }
+  }
+  free(alloc);
+  return rc;
+}
+
+int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts *oin,
+                       pg_fit_result *res, uint8_t **out, size_t *len, pg_err *err) {
+  memset(res, 0, sizeof *res);
+  *out = NULL;
+  *len = 0;
+  pg_fit_opts o = *oin;
+  if (o.budget == 0) return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "fit: budget 0");
+  if (!(o.bits_mask & 0x1e0u)) o.bits_mask = 0x1e0u;
+  if (!o.kmul || o.nkmul < 1) {
+    o.kmul = KMUL_DEFAULT;
+    o.nkmul = (int)(sizeof KMUL_DEFAULT / sizeof KMUL_DEFAULT[0]);
+  }
+  for (int g = 0; g < o.nkmul; g++)
+    if (!(o.kmul[g] > 0) || !isfinite(o.kmul[g]))
+      return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "fit: clip factor %g", o.kmul[g]);
+  fitc f = {.p = p, .x = x, .o = &o, .res = res};
+  size_t nt = pg_packer_tensor_count(p);
+  res->nt = nt;
+  res->base_loss = NAN;
+  res->lambda = NAN;
+  int nb = 0;
+  for (unsigned b = 5; b <= 8; b++) nb += (o.bits_mask >> b) & 1u;
+  f.no = (size_t)nb * (size_t)o.nkmul;
+  f.idx = malloc((nt ? nt : 1) * sizeof *f.idx);
+  res->sens = malloc((nt ? nt : 1) * sizeof *res->sens);
+  res->dloss = malloc((nt ? nt : 1) * sizeof *res->dloss);
+  int rc = (!f.idx || !res->sens || !res->dloss)
+               ? pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory")
+               : PG_OK;
+  for (size_t i = 0; !rc && i < nt; i++) {
+    res->sens[i] = res->dloss[i] = NAN;
+    if (pg_packer_report(p, i)->route == PG_ROUTE_QUANT) f.idx[f.nq++] = i;
+  }
+  if (!rc) {
+    f.opt = calloc(f.nq * f.no > 0 ? f.nq * f.no : 1, sizeof *f.opt);
+    f.sens = calloc(f.nq ? f.nq : 1, sizeof *f.sens);
+    f.fac = malloc((f.nq ? f.nq : 1) * sizeof *f.fac);
+    if (!f.opt || !f.sens || !f.fac)
+      rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+  }
+  for (size_t q = 0; !rc && q < f.nq; q++) f.fac[q] = 1.0;
+  pg_packer_clear_tensors(p);
+  pg_packer_keep_codecs(p, 0);
+  if (!rc) rc = options(&f, err);
+  if (!rc && o.sens) {
+    for (size_t q = 0; q < f.nq; q++) f.sens[q] = o.sens[f.idx[q]];
+  } else if (!rc) {
+    rc = sensitivities(&f, err);
+  }
+  for (size_t q = 0; !rc && q < f.nq; q++) res->sens[f.idx[q]] = f.sens[q];
+  if (!rc) rc = search(&f, err);
+  /* the choice: among the built points of the search, the least expected Δloss of those in the
+   * window, else of those that fit */
+  long best = -1;
+  for (int pass = 0; !rc && pass < 2 && best < 0; pass++)
+    for (size_t i = 0; i < res->npoints; i++) {
+      const pg_fit_point *pt = &res->points[i];
+      if (!f.built[i] || !pt->fits || (pass == 0 && !in_window(&f, pt->counted))) continue;
+      if (best < 0 || pt->dloss < res->points[best].dloss) best = (long)i;
+    }
+  if (!rc && best < 0) {
+    uint64_t smallest = UINT64_MAX;
+    for (size_t i = 0; i < res->npoints; i++)
+      if (res->points[i].built && res->points[i].counted < smallest)
+        smallest = res->points[i].counted;
+    rc = pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+                    "fit: no allocation built fits %llu bytes (the smallest counts %llu)",
+                    (unsigned long long)o.budget, (unsigned long long)smallest);
+  }
+  if (!rc) {
+    /* leave the packer at the chosen point and return its bytes */
+    const size_t *a = f.built[best];
+    res->chosen = (size_t)best;
+    res->points[best].chosen = 1;
+    res->lambda = res->points[best].lambda;
+    uint64_t counted = 0;
+    rc = build(&f, res->lambda, a, out, len, &counted, err);
+    if (!rc && counted != res->points[best].counted)
+      rc = pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "internal: rebuilding the chosen allocation gave %llu bytes, not %llu",
+                      (unsigned long long)counted,
+                      (unsigned long long)res->points[best].counted);
+  }
+  pg_packer_keep_codecs(p, 0);
+  for (size_t i = 0; f.built && i < res->npoints; i++) free(f.built[i]);
+  free(f.built);
+  free(f.idx);
+  free(f.opt);
+  free(f.sens);
+  free(f.fac);
+  if (rc && rc != PG_E_LIMIT) {
+    pg_fit_result_free(res);
+  }
+  return rc;
+}
+
+const char *pg_fit_point_kind(const pg_fit_point *p) {
+  return !p->built ? "estimate" : isnan(p->lambda) ? "recipe" : p->filled ? "filled" : "built";
+}
+
+/* ---- the curve ------------------------------------------------------------------------------- */
+
+char *pg_fit_curve_tsv(const pg_fit_result *r) {
+  size_t cap = 128 + r->npoints * 160, n = 0;
+  char *s = malloc(cap);
+  if (!s) return NULL;
+  n += (size_t)snprintf(s + n, cap - n,
+                        "kind\tlambda\test_bytes\tcounted\tfile_bytes\tdloss\tfits\tchosen\n");
+  for (size_t i = 0; i < r->npoints; i++) {
+    const pg_fit_point *p = &r->points[i];
+    char lam[40];
+    if (isnan(p->lambda))
+      snprintf(lam, sizeof lam, "-");
+    else
+      snprintf(lam, sizeof lam, "%.9g", p->lambda);
+    n += (size_t)snprintf(s + n, cap - n, "%s\t%s\t%.0f\t%llu\t%llu\t%.9g\t%d\t%d\n",
+                          pg_fit_point_kind(p), lam, p->est_bytes,
+                          (unsigned long long)p->counted, (unsigned long long)p->file_bytes,
+                          p->dloss, p->fits, p->chosen);
+  }
+  return s;
+}
+
+char *pg_fit_curve_json(const pg_fit_result *r) {
+  json_t *o = json_object(), *a = json_array();
+  for (size_t i = 0; i < r->npoints; i++) {
+    const pg_fit_point *p = &r->points[i];
+    json_t *e = json_object();
+    json_object_set_new(e, "kind", json_string(pg_fit_point_kind(p)));
+    json_object_set_new(e, "lambda", isnan(p->lambda) ? json_null() : json_real(p->lambda));
+    json_object_set_new(e, "est_bytes", json_real(p->est_bytes));
+    json_object_set_new(e, "counted", p->built ? json_integer((json_int_t)p->counted)
+                                               : json_null());
+    json_object_set_new(e, "dloss", json_real(p->dloss));
+    json_object_set_new(e, "fits", json_boolean(p->fits));
+    json_object_set_new(e, "chosen", json_boolean(p->chosen));
+    json_array_append_new(a, e);
+  }
+  json_object_set_new(o, "points", a);
+  json_object_set_new(o, "base_loss", isnan(r->base_loss) ? json_null() : json_real(r->base_loss));
+  char *s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+  json_decref(o);
+  return s;
+}
