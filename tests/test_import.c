@@ -497,9 +497,9 @@ Test(import, pgrp_stream_faults_name_the_group) {
   p.st[0] = st0;
   p.len[0] = l0;
   /* the program missing */
-  setenv("PG_LRZIP", "/nonexistent/lrzip", 1);
+  setenv("PGOLF_LRZIP", "/nonexistent/lrzip", 1);
   pgrp_refused(&p, PGRP_N, 0, PG_E_UNSUPPORTED, "lrzip not found");
-  unsetenv("PG_LRZIP");
+  unsetenv("PGOLF_LRZIP");
   /* c_k's stream where c_q's belongs: the manifest's shapes disagree with the decoded size */
   const uint8_t *s1 = p.st[1], *s2 = p.st[2];
   uint32_t l1 = p.len[1], l2 = p.len[2];

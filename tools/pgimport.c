@@ -36,7 +36,8 @@ static void usage(FILE *f) {
           "  --threads N           sections compressed at once (default 1; same bytes)\n"
           "  -h, --help            this text\n"
           "\n"
-          "environment: PG_LRZIP  the lrzip program that decodes PGRP groups (default: lrzip\n"
+          "environment:\n"
+          "  PGOLF_LRZIP           the lrzip program that decodes PGRP groups (default: lrzip\n"
           "                        on PATH)\n"
           "\n"
           "exit status: 0 success, 2 error\n");

@@ -15,7 +15,7 @@ extern "C" {
 
 /* The environment variable that names the program (a path, or a name looked up on PATH);
  * unset or empty: "lrzip" on PATH. */
-#define PG_LRZIP_ENV "PG_LRZIP"
+#define PG_LRZIP_ENV "PGOLF_LRZIP"
 
 /* Decode the lrzip stream in[0..n) into *out (malloc'd, *out_len bytes, at most max_out:
  * PG_E_LIMIT above, checked on the size the stream declares before the program runs and on the
