@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PKGS=(meson ninja-build pkg-config gcc libzstd-dev libbrotli-dev liblzma-dev zlib1g-dev libxxhash-dev
       libjansson-dev libcriterion-dev python3 g++ libsentencepiece-dev sentencepiece
       python3-numpy python3-brotli python3-zstandard
-      lrzip) # lrzip: bench_pack's row of the records' ZPAQ-compressed layout (bench/README.md)
+      lrzip) # lrzip: pgimport's PGRP groups (spec/import.md §7), bench_pack's records' layout row
 [ "${PG_WITH_FUZZ:-0}" = 1 ] && PKGS+=(clang libclang-rt-14-dev)
 
 missing=()

@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <string.h>
 #include <zlib.h>
@@ -195,12 +196,6 @@ Test(import, unknown_inputs_are_refused_naming_what_was_expected) {
   /* bytes that no codec decodes */
   refused(src("tests/import/base_arch.json"), &o, PG_E_MAGIC,
           "expected a zlib, zstd, xz or brotli stream or a torch.save ZIP; found bytes 7b 0a");
-  /* the LQER record's per-group layout, recognised and refused */
-  char pg[128];
-  snprintf(pg, sizeof pg, "%s/p.ptz", tmp);
-  pg_err err = {0};
-  cr_assert_eq(pg_file_write_atomic(pg, "PGRP\0\0\0\0", 8, &err), PG_OK);
-  refused(pg, &o, PG_E_UNSUPPORTED, "the per-group layout (PGRP");
   /* a hostile pickle inside a valid compression */
   refused(src("tests/torchzip/evil_system.pt"), &o, PG_E_UNSUPPORTED, "posix.system refused");
   /* a forced format the file does not hold */
@@ -363,3 +358,202 @@ Test(import, pgimport_preset_gives_arch_record_and_protocol) {
   cr_assert_eq(run_tool("PGOLF_PRESETS=%s %s/tools/pgimport %s --preset tiny --arch x.json "
                         "-o %s/q.pgz > %s 2>&1", dir, b, in, tmp, log), 2);
 }
+
+/* ---- the per-group layout (PGRP): faults, each built from the golden's streams ---- */
+
+#define PGRP_N 9
+typedef struct pgrp_file {
+  uint8_t *b;
+  size_t n;
+  const uint8_t *st[PGRP_N];
+  uint32_t len[PGRP_N];
+} pgrp_file;
+
+static void pgrp_load(pgrp_file *p) {
+  pg_err err = {0};
+  cr_assert_eq(pg_file_read_all(src("tests/import/rec_pgrp_lrzip.ptz"), &p->b, &p->n, 1u << 24,
+                                &err), PG_OK, "%s", err.msg);
+  cr_assert(p->n > 8 + 4 * PGRP_N && memcmp(p->b, "PGRP", 4) == 0);
+  size_t off = 8 + 4 * PGRP_N;
+  for (int i = 0; i < PGRP_N; i++) {
+    memcpy(&p->len[i], p->b + 8 + 4 * i, 4);
+    p->st[i] = p->b + off;
+    off += p->len[i];
+  }
+  cr_assert_eq(off, p->n);
+}
+
+/* PGRP, the count, the lengths, the streams; `extra` bytes after them. */
+static void pgrp_write(const char *path, const pgrp_file *p, uint32_t count, size_t extra) {
+  size_t n = 8 + 4 * PGRP_N + extra;
+  for (int i = 0; i < PGRP_N; i++) n += p->len[i];
+  uint8_t *b = calloc(n, 1), *q = b + 8 + 4 * PGRP_N;
+  memcpy(b, "PGRP", 4);
+  memcpy(b + 4, &count, 4);
+  for (int i = 0; i < PGRP_N; i++) {
+    memcpy(b + 8 + 4 * i, &p->len[i], 4);
+    memcpy(q, p->st[i], p->len[i]);
+    q += p->len[i];
+  }
+  pg_err err = {0};
+  cr_assert_eq(pg_file_write_atomic(path, b, n, &err), PG_OK, "%s", err.msg);
+  free(b);
+}
+
+static void pgrp_refused(const pgrp_file *p, uint32_t count, size_t extra, int status,
+                         const char *words) {
+  char in[128];
+  snprintf(in, sizeof in, "%s/bad.ptz", tmp);
+  pgrp_write(in, p, count, extra);
+  pg_import_opts o = {.codec = ZSTD3, .have_codec = 1,
+                      .arch_path = src("tests/import/rec_pgrp_arch.json")};
+  refused(in, &o, status, words);
+}
+
+/* The golden, written back unchanged, imports: the faults below differ from it in one thing. */
+Test(import, pgrp_rewritten_golden_imports) {
+  pgrp_file p;
+  pgrp_load(&p);
+  char in[128], out[128];
+  snprintf(in, sizeof in, "%s/ok.ptz", tmp);
+  snprintf(out, sizeof out, "%s/ok.pgz", tmp);
+  pgrp_write(in, &p, PGRP_N, 0);
+  pg_import_opts o = {.codec = ZSTD3, .have_codec = 1,
+                      .arch_path = src("tests/import/rec_pgrp_arch.json")};
+  pg_import_report r;
+  pg_err err = {0};
+  cr_assert_eq(pg_import_run(in, out, &o, &r, &err), PG_OK, "%s", err.msg);
+  cr_assert_str_eq(r.format, "pgrp");
+  cr_assert_str_eq(r.outer, "pgrp");
+  /* --format names it; another format does not apply */
+  o.format = "wm";
+  refused(in, &o, PG_E_ARG, "the file is the per-group layout (PGRP)");
+  o.format = "pgrp";
+  cr_assert_eq(pg_import_run(in, out, &o, &r, &err), PG_OK, "%s", err.msg);
+  refused(src("tests/import/base_int8.ptz"), &o, PG_E_ARG, "does not begin with PGRP");
+  free(p.b);
+}
+
+Test(import, pgrp_table_faults_are_refused_before_use) {
+  pgrp_file p;
+  pgrp_load(&p);
+  char in[128];
+  snprintf(in, sizeof in, "%s/t.ptz", tmp);
+  pg_import_opts o = {0};
+  pg_err err = {0};
+  /* the table cut after three lengths */
+  cr_assert_eq(pg_file_write_atomic(in, p.b, 8 + 12, &err), PG_OK);
+  refused(in, &o, PG_E_TRUNCATED, "inside the table of 9 lengths");
+  cr_assert_eq(pg_file_write_atomic(in, "PGRP\x09", 5, &err), PG_OK);
+  refused(in, &o, PG_E_TRUNCATED, "before the stream count");
+  /* a count the table cannot hold */
+  pgrp_refused(&p, 0x7fffffffu, 0, PG_E_LIMIT, "2147483647 streams, 9 expected");
+  pgrp_refused(&p, 2, 0, PG_E_MALFORMED, "2 streams, 9 expected");
+  /* a length past the end (the sum is taken in 64 bits) */
+  pgrp_write(in, &p, PGRP_N, 0);
+  uint8_t *b;
+  size_t n;
+  cr_assert_eq(pg_file_read_all(in, &b, &n, 1u << 24, &err), PG_OK);
+  uint32_t big = 0xFFFFFFF0u;
+  memcpy(b + 8 + 4 * 3, &big, 4);
+  cr_assert_eq(pg_file_write_atomic(in, b, n, &err), PG_OK);
+  free(b);
+  refused(in, &o, PG_E_TRUNCATED, "PGRP stream 3: 4294967280 bytes from offset");
+  /* bytes after the last stream */
+  pgrp_refused(&p, PGRP_N, 3, PG_E_TRAILING, "3 bytes after the last stream");
+  /* no remainder */
+  p.len[7] = 0;
+  pgrp_refused(&p, PGRP_N, 0, PG_E_NOT_FOUND, "the remainder stream");
+  free(p.b);
+}
+
+/* How many entries a folder holds (. and .. aside). */
+static int entries(const char *dir) {
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "test \"$(ls -A '%s' | wc -l)\" -eq 0", dir);
+  return system(cmd) == 0 ? 0 : 1;
+}
+
+Test(import, pgrp_stream_faults_name_the_group) {
+  pgrp_file p;
+  pgrp_load(&p);
+  /* lrzip's private folders go under TMPDIR, and none is left behind, whatever happened */
+  char lz[128];
+  snprintf(lz, sizeof lz, "%s/lz", tmp);
+  cr_assert_eq(mkdir(lz, 0700), 0);
+  setenv("TMPDIR", lz, 1);
+  /* a group stream lrzip rejects: a valid header, then noise */
+  static const uint8_t junk[] = "LRZI\x00\x06\x40\x00\x00\x00\x00\x00\x00\x00"
+                                "not a zpaq stream, nothing lrzip can decode";
+  const uint8_t *st0 = p.st[0];
+  uint32_t l0 = p.len[0];
+  p.st[0] = junk;
+  p.len[0] = sizeof junk - 1;
+  pgrp_refused(&p, PGRP_N, 0, PG_E_DECOMPRESS, "PGRP group _tok_emb.weight.q: lrzip rejected");
+  /* no header at all */
+  p.st[0] = (const uint8_t *)"plain bytes";
+  p.len[0] = 11;
+  pgrp_refused(&p, PGRP_N, 0, PG_E_DECOMPRESS, "not an lrzip stream");
+  p.st[0] = st0;
+  p.len[0] = l0;
+  /* the program missing */
+  setenv("PGOLF_LRZIP", "/nonexistent/lrzip", 1);
+  pgrp_refused(&p, PGRP_N, 0, PG_E_UNSUPPORTED, "lrzip not found");
+  unsetenv("PGOLF_LRZIP");
+  /* c_k's stream where c_q's belongs: the manifest's shapes disagree with the decoded size */
+  const uint8_t *s1 = p.st[1], *s2 = p.st[2];
+  uint32_t l1 = p.len[1], l2 = p.len[2];
+  p.st[1] = s2, p.len[1] = l2, p.st[2] = s1, p.len[2] = l1;
+  pgrp_refused(&p, PGRP_N, 0, PG_E_SIZE_MISMATCH, "PGRP group attn.c_k.weight.q");
+  p.st[1] = s1, p.len[1] = l1, p.st[2] = s2, p.len[2] = l2;
+  /* an empty group stream the manifest still lists */
+  p.len[6] = 0;
+  pgrp_refused(&p, PGRP_N, 0, PG_E_SIZE_MISMATCH, "lists 4 tensors, the stream is empty");
+  cr_assert_eq(entries(lz), 0, "a temporary folder of lrzip's was left in %s", lz);
+  unsetenv("TMPDIR");
+  free(p.b);
+}
+
+Test(import, pgrp_a_row_order_that_is_not_a_permutation_is_refused) {
+  pgrp_file p;
+  pgrp_load(&p);
+  /* tok_emb's 1024 rows, then c_q's 128 and mlp.fc's 640 in each of 4 layers */
+  size_t rows = 1024 + 4 * 128 + 4 * 640;
+  uint8_t *perm = malloc(2 * rows), *orig = malloc(2 * rows), *z = NULL;
+  size_t zn = 0;
+  pg_err err = {0};
+  cr_assert_eq(pg_codec_decompress(PG_CODEC_BROTLI, p.st[8], p.len[8], perm, 2 * rows, "perms",
+                                   0, &err), PG_OK, "%s", err.msg);
+  memcpy(orig, perm, 2 * rows);
+  memcpy(perm + 2 * 1030, perm + 2 * 1025, 2); /* c_q of layer 0: a row twice */
+  cr_assert_eq(pg_codec_compress(PG_CODEC_BROTLI, 11, 24, perm, 2 * rows, &z, &zn, &err), PG_OK);
+  const uint8_t *s8 = p.st[8];
+  uint32_t l8 = p.len[8];
+  p.st[8] = z;
+  p.len[8] = (uint32_t)zn;
+  pgrp_refused(&p, PGRP_N, 0, PG_E_MALFORMED,
+               "the one of blocks.0.attn.c_q.weight.q is not a permutation of its 128 rows "
+               "(entry 6 is");
+  free(z);
+  /* out of range */
+  memcpy(perm, orig, 2 * rows);
+  perm[2 * 1025] = 200, perm[2 * 1025 + 1] = 0;
+  cr_assert_eq(pg_codec_compress(PG_CODEC_BROTLI, 11, 24, perm, 2 * rows, &z, &zn, &err), PG_OK);
+  p.st[8] = z;
+  p.len[8] = (uint32_t)zn;
+  pgrp_refused(&p, PGRP_N, 0, PG_E_MALFORMED, "out of range");
+  free(z);
+  /* one entry short */
+  cr_assert_eq(pg_codec_compress(PG_CODEC_BROTLI, 11, 24, orig, 2 * rows - 2, &z, &zn, &err),
+               PG_OK);
+  p.st[8] = z;
+  p.len[8] = (uint32_t)zn;
+  pgrp_refused(&p, PGRP_N, 0, PG_E_SIZE_MISMATCH, "PGRP row permutations");
+  free(z);
+  p.st[8] = s8;
+  p.len[8] = l8;
+  free(perm);
+  free(orig);
+  free(p.b);
+}
+

@@ -122,6 +122,30 @@ Test(import_goldens, lqer_asym_brotli_bshf_equals_records_dequantizer) {
   pg_artifact_free(a);
 }
 
+/* The LQER record's per-group layout (PGRP), written by its own _serialize_pergroup with the real
+ * lrzip: its int8 groups (tok_emb and the six per-layer kinds, three of them row-sorted)
+ * transposed and lrzip'd, the rest a brotli torch.save. Read back row-major, every tensor equals
+ * the record's _deserialize_pergroup + dequantize_mixed bit for bit. Needs the lrzip program. */
+Test(import_goldens, pgrp_lrzip_equals_records_dequantizer) {
+  char out[128];
+  snprintf(out, sizeof out, "%s/p.pgz", tmp);
+  golden("rec_pgrp_lrzip.ptz", src("tests/import/rec_pgrp_arch.json"), out);
+  pg_artifact *a;
+  pg_err err = {0};
+  cr_assert_eq(pg_artifact_open(&a, out, NULL, &err), PG_OK, "%s", err.msg);
+  unsigned lqer = 0, quant = 0;
+  for (uint32_t i = 0; i < pg_artifact_tensor_count(a); i++) {
+    lqer += pg_artifact_tensor(a, i)->lqer_rank == 4;
+    quant += pg_artifact_tensor(a, i)->qtype != PG_QTYPE_F32 &&
+             pg_artifact_tensor(a, i)->qtype != PG_QTYPE_F16 &&
+             pg_artifact_tensor(a, i)->qtype != PG_QTYPE_BF16;
+  }
+  cr_assert_eq(lqer, 3, "the record's top-3 LQER matrices are the artifact's LQER tensors");
+  /* tok_emb, and 6 matrices in each of 4 layers, plus the int8 row gates of the remainder */
+  cr_assert_geq(quant, 25, "every group's tensors are quantized (%u)", quant);
+  pg_artifact_free(a);
+}
+
 static const char *val_bpb(const char *path) {
   static char v[64];
   char line[1024];
@@ -190,4 +214,10 @@ Test(import_goldens, gptq_lite_scores_as_its_dequantized_weights) {
   char opt[1100];
   snprintf(opt, sizeof opt, "--arch %s", src("tests/import/rec_lite_arch.json"));
   scores_as_dequantized("rec_lite_zstd.ptz", opt);
+}
+
+Test(import_goldens, pgrp_scores_as_its_dequantized_weights) {
+  char opt[1100];
+  snprintf(opt, sizeof opt, "--arch %s", src("tests/import/rec_pgrp_arch.json"));
+  scores_as_dequantized("rec_pgrp_lrzip.ptz", opt);
 }

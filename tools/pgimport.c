@@ -18,8 +18,9 @@ static void usage(FILE *f) {
           "usage: pgimport RECORD_ARTIFACT [options] -o OUT.pgz\n"
           "\n"
           "Read a record's quantized artifact (zlib, zstd, xz or brotli over a torch.save file,\n"
-          "byte-shuffled or not) without executing it, and write a pgolf artifact with the\n"
-          "same values: the record's integers, its fp16 scales, its passthrough tensors.\n"
+          "byte-shuffled or not, or the LQER record's per-group PGRP layout) without executing\n"
+          "it, and write a pgolf artifact with the same values: the record's integers, its fp16\n"
+          "scales, its passthrough tensors.\n"
           "\n"
           "options:\n"
           "  -o, --output FILE     the pgolf artifact to write\n"
@@ -34,6 +35,10 @@ static void usage(FILE *f) {
           "  --record-protocol OPTIONS  the pgverify options of that record's figure\n"
           "  --threads N           sections compressed at once (default 1; same bytes)\n"
           "  -h, --help            this text\n"
+          "\n"
+          "environment:\n"
+          "  PGOLF_LRZIP           the lrzip program that decodes PGRP groups (default: lrzip\n"
+          "                        on PATH)\n"
           "\n"
           "exit status: 0 success, 2 error\n");
 }

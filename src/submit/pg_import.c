@@ -15,6 +15,7 @@
 #include "pg_container.h"
 #include "pg_half.h"
 #include "pg_io.h"
+#include "pg_lrzip.h"
 #include "pg_torchzip.h"
 #include "pg_weights.h"
 
@@ -187,11 +188,10 @@ int pg_import_decode(const uint8_t *in, size_t n, const char *file, uint64_t max
   gbuf g = {.max = (size_t)max_out};
   const char *outer;
   int rc;
-  if (n >= 4 && memcmp(in, "PGRP", 4) == 0)
+  if (n >= 4 && memcmp(in, "PGRP", 4) == 0) /* read by pg_import_run and _mem (read_pgrp) */
     return pg_err_set(err, PG_E_UNSUPPORTED, file, 0,
-                      "the per-group layout (PGRP: int8 groups compressed with lrzip, a brotli "
-                      "remainder) is not read yet; export the record with its brotli or lzma "
-                      "compressor");
+                      "the per-group layout (PGRP) is several streams, not one outer layer: "
+                      "import the file (pg_import_run) to read it");
   if (n >= 4 && memcmp(in, "PK\x03\x04", 4) == 0) {
     g.p = malloc(n ? n : 1);
     if (!g.p) return pg_err_set(err, PG_E_NOMEM, file, PG_NO_OFFSET, "out of memory");
@@ -564,7 +564,305 @@ static int read_notes(imp *m, const pg_tz_value *meta, const dindex *w) {
   return PG_OK;
 }
 
-static const char *FORMATS[] = {"int8-per-row", "wm"};
+/* ---- the per-group layout (PGRP, spec/import.md §7) ---- */
+
+/* The LQER record's groups, in its order; the sorted ones carry a row permutation each. */
+#define PGRP_GROUPS 7
+#define PGRP_STREAMS (PGRP_GROUPS + 2)
+static const char *const PGRP_GROUP[PGRP_GROUPS] = {
+    "_tok_emb.weight.q", "attn.c_k.weight.q", "attn.c_q.weight.q", "attn.c_v.weight.q",
+    "attn.proj.weight.q", "mlp.fc.weight.q",   "mlp.proj.weight.q"};
+static const int PGRP_SORTED[PGRP_GROUPS] = {1, 0, 1, 0, 0, 1, 0};
+#define PGRP_MAX_PER_GROUP 4096u /* tensors in one group (a layer count) */
+
+typedef struct pgrp {
+  uint8_t *torch;                /* the remainder's torch.save bytes */
+  pg_tz *z;
+  uint8_t *vals[PGRP_GROUPS];    /* each group's values, row-major, tensor after tensor */
+  pg_tz_value *nodes;            /* the group tensors as tree values */
+  char (*names)[PG_MAX_NAME + 1];
+  size_t nn;
+} pgrp;
+
+static void pgrp_free(pgrp *p) {
+  free(p->torch);
+  pg_tz_free(p->z);
+  for (int g = 0; g < PGRP_GROUPS; g++) free(p->vals[g]);
+  free(p->nodes);
+  free(p->names);
+  memset(p, 0, sizeof *p);
+}
+
+static uint32_t rd32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* A brotli stream of the file decoded into *out, at most *budget bytes (which it uses up). */
+static int pgrp_brotli(const uint8_t *in, size_t n, const char *label, uint64_t *budget,
+                       uint8_t **out, size_t *out_len, pg_err *err) {
+  gbuf g = {.max = (size_t)*budget};
+  int rc = dec_brotli(in, n, &g, label, err);
+  if (rc) {
+    free(g.p);
+    return rc;
+  }
+  *budget -= g.len;
+  *out = g.p;
+  *out_len = g.len;
+  return PG_OK;
+}
+
+/* One shape of the manifest: a tuple or list of at most 8 non-negative ints, whose product
+ * (checked against `room`, the bytes the group has left) is *numel. */
+static int pgrp_shape(const pg_tz_value *v, const char *file, const char *gk, size_t k,
+                      uint64_t room, pg_tz_tensor *t, pg_err *err) {
+  PG_FAIL_IF((v->kind != PG_TZ_TUPLE && v->kind != PG_TZ_LIST) || v->n > PG_TZ_MAX_DIMS, err,
+             PG_E_MALFORMED, file, PG_NO_OFFSET,
+             "PGRP shape manifest: group %s: shape %zu is not a tuple of at most %u ints", gk, k,
+             PG_TZ_MAX_DIMS);
+  uint64_t numel = 1;
+  int zero = 0, over = 0;
+  t->ndim = (unsigned)v->n;
+  for (size_t d = 0; d < v->n; d++) {
+    const pg_tz_value *x = v->items[d];
+    PG_FAIL_IF(x->kind != PG_TZ_INT || x->i < 0, err, PG_E_MALFORMED, file, PG_NO_OFFSET,
+               "PGRP shape manifest: group %s: shape %zu holds a %s", gk, k,
+               x->kind == PG_TZ_INT ? "negative dimension" : pg_tz_kind_name(x->kind));
+    t->dims[d] = (uint64_t)x->i;
+    if (x->i == 0) zero = 1;
+    else if (!over && (uint64_t)x->i > room / numel) over = 1; /* more than the group holds */
+    else if (!over) numel *= (uint64_t)x->i;
+  }
+  if (zero) numel = 0;
+  else if (over) numel = room + 1;
+  PG_FAIL_IF(numel > room, err, PG_E_SIZE_MISMATCH, file, PG_NO_OFFSET,
+             "PGRP shape manifest: group %s: shape %zu needs more values than the group's "
+             "stream decodes to", gk, k);
+  t->numel = numel;
+  t->nbytes = numel;
+  t->dtype = PG_TZ_I8;
+  return PG_OK;
+}
+
+/* Undo one 2-D tensor's layout: the stream holds its rows (sorted by perm when given, row i of
+ * the sorted matrix being row perm[i]) transposed; dst gets the record's row-major order. */
+static void pgrp_unlayout(const uint8_t *src, uint64_t rows, uint64_t cols, const uint16_t *perm,
+                          uint8_t *dst) {
+  for (uint64_t c = 0; c < cols; c++)
+    for (uint64_t i = 0; i < rows; i++)
+      dst[(perm ? perm[i] : i) * cols + c] = src[c * rows + i];
+}
+
+/* Read a PGRP file: the stream table, the remainder (torch.save of r, m, s), the permutations
+ * and the groups; the group tensors become tree values named as the record names them, and the
+ * tensors of r and those together are read with the notes of m as the wm format's w. */
+static int read_pgrp(imp *m, const uint8_t *raw, size_t n, uint64_t cap, pgrp *p,
+                     pg_import_report *rep) {
+  const char *f = m->file;
+  pg_err *err = m->err;
+  PG_FAIL_IF(n < 8, err, PG_E_TRUNCATED, f, n,
+             "PGRP stream table: the file ends after %zu bytes, before the stream count", n);
+  uint32_t ns = rd32(raw + 4);
+  PG_FAIL_IF(ns != PGRP_STREAMS, err, ns > PGRP_STREAMS ? PG_E_LIMIT : PG_E_MALFORMED, f, 4,
+             "PGRP stream table: %u streams, %d expected (%d groups, the remainder, the row "
+             "permutations)", ns, PGRP_STREAMS, PGRP_GROUPS);
+  uint64_t off = 8 + 4ull * ns;
+  PG_FAIL_IF(n < off, err, PG_E_TRUNCATED, f, n,
+             "PGRP stream table: the file ends after %zu bytes, inside the table of %u lengths",
+             n, ns);
+  uint64_t start[PGRP_STREAMS], len[PGRP_STREAMS];
+  for (uint32_t i = 0; i < ns; i++) {
+    len[i] = rd32(raw + 8 + 4 * i);
+    start[i] = off;
+    PG_FAIL_IF(len[i] > n - off, err, PG_E_TRUNCATED, f, 8 + 4 * i,
+               "PGRP stream %u: %llu bytes from offset %llu run past the end of the file (%zu "
+               "bytes)", i, (unsigned long long)len[i], (unsigned long long)off, n);
+    off += len[i];
+  }
+  PG_FAIL_IF(off != n, err, PG_E_TRAILING, f, off,
+             "PGRP: %llu bytes after the last stream", (unsigned long long)(n - off));
+  PG_FAIL_IF(len[PGRP_GROUPS] == 0, err, PG_E_NOT_FOUND, f, 8 + 4 * PGRP_GROUPS,
+             "PGRP: the remainder stream (torch.save of r, m and s) is empty");
+  char label[PG_ERR_MSG_MAX / 2];
+  uint64_t budget = cap;
+  size_t tn = 0;
+  snprintf(label, sizeof label, "%s (PGRP remainder)", f);
+  PG_TRY(pgrp_brotli(raw + start[PGRP_GROUPS], len[PGRP_GROUPS], label, &budget, &p->torch,
+                     &tn, err));
+  snprintf(label, sizeof label, "%s (PGRP remainder, decompressed)", f);
+  PG_TRY(pg_tz_open(&p->z, p->torch, tn, label, err));
+  const pg_tz_value *root = pg_tz_root(p->z), *r = pg_tz_get(root, "r"),
+                    *meta = pg_tz_get(root, "m"), *s = pg_tz_get(root, "s");
+  PG_FAIL_IF(root->kind != PG_TZ_DICT || !r || r->kind != PG_TZ_DICT || !meta ||
+                 meta->kind != PG_TZ_DICT || !s || s->kind != PG_TZ_DICT,
+             err, PG_E_MALFORMED, f, PG_NO_OFFSET,
+             "PGRP remainder: expected a dict of the dicts r (tensors), m (notes) and s (the "
+             "shape manifest)");
+  uint8_t *perms = NULL;
+  size_t plen = 0, poff = 0;
+  int rc = PG_OK;
+  if (len[PGRP_GROUPS + 1]) {
+    snprintf(label, sizeof label, "%s (PGRP row permutations)", f);
+    PG_TRY(pgrp_brotli(raw + start[PGRP_GROUPS + 1], len[PGRP_GROUPS + 1], label, &budget,
+                       &perms, &plen, err));
+  }
+  uint64_t torch_bytes = tn + plen;
+  size_t cap_nodes = 0;
+  uint16_t *perm = NULL;
+  for (int g = 0; g < PGRP_GROUPS && !rc; g++) {
+    const char *gk = PGRP_GROUP[g];
+    const pg_tz_value *shapes = pg_tz_get(s, gk);
+    uint8_t *dec = NULL;
+    size_t dn = 0;
+    if (len[g]) {
+      char what[96];
+      snprintf(what, sizeof what, "PGRP group %s", gk);
+      rc = pg_lrzip_decode(raw + start[g], len[g], f, what, budget, &dec, &dn, err);
+      if (rc) break;
+      budget -= dn;
+      torch_bytes += dn;
+    }
+    size_t nshape = shapes ? shapes->n : 0;
+    if (shapes && shapes->kind != PG_TZ_LIST && shapes->kind != PG_TZ_TUPLE) {
+      rc = pg_err_set(err, PG_E_MALFORMED, f, PG_NO_OFFSET,
+                      "PGRP shape manifest: group %s is a %s, not a list of shapes", gk,
+                      pg_tz_kind_name(shapes->kind));
+    } else if (dn == 0 && nshape) {
+      rc = pg_err_set(err, PG_E_SIZE_MISMATCH, f, start[g],
+                      "PGRP group %s: the shape manifest lists %zu tensors, the stream is empty",
+                      gk, nshape);
+    } else if (dn && !nshape) {
+      rc = pg_err_set(err, PG_E_SIZE_MISMATCH, f, start[g],
+                      "PGRP group %s: %zu values and no shapes in the manifest", gk, dn);
+    } else if (nshape > (g == 0 ? 1u : PGRP_MAX_PER_GROUP)) {
+      rc = pg_err_set(err, PG_E_LIMIT, f, PG_NO_OFFSET,
+                      "PGRP shape manifest: group %s lists %zu tensors (at most %u)", gk, nshape,
+                      g == 0 ? 1u : PGRP_MAX_PER_GROUP);
+    }
+    if (rc || !nshape) {
+      free(dec);
+      continue;
+    }
+    p->vals[g] = malloc(dn);
+    if (p->nn + nshape > cap_nodes) {
+      cap_nodes = 2 * (p->nn + nshape);
+      pg_tz_value *nv = realloc(p->nodes, cap_nodes * sizeof *nv);
+      if (nv) p->nodes = nv;
+      char (*nm)[PG_MAX_NAME + 1] = realloc(p->names, cap_nodes * sizeof *nm);
+      if (nm) p->names = nm;
+      if (!nv || !nm) cap_nodes = 0;
+    }
+    if (!p->vals[g] || !cap_nodes) {
+      free(dec);
+      rc = pg_err_set(err, PG_E_NOMEM, f, PG_NO_OFFSET, "out of memory");
+      break;
+    }
+    uint64_t at = 0;
+    for (size_t k = 0; k < nshape && !rc; k++) {
+      pg_tz_value *v = &p->nodes[p->nn];
+      memset(v, 0, sizeof *v);
+      v->kind = PG_TZ_TENSOR;
+      rc = pgrp_shape(shapes->items[k], f, gk, k, dn - at, &v->t, err);
+      if (rc) break;
+      pg_tz_tensor *t = &v->t;
+      t->data = p->vals[g] + at;
+      t->file_offset = start[g];
+      if (g == 0) snprintf(p->names[p->nn], sizeof p->names[0], "%s", gk + 1);
+      else snprintf(p->names[p->nn], sizeof p->names[0], "blocks.%zu.%s", k, gk);
+      if (t->ndim != 2) {
+        memcpy(p->vals[g] + at, dec + at, (size_t)t->numel);
+      } else {
+        uint64_t rows = t->dims[0], cols = t->dims[1];
+        free(perm);
+        perm = NULL;
+        if (PGRP_SORTED[g]) {
+          if (rows > 65536) { /* u16 entries cannot order more */
+            rc = pg_err_set(err, PG_E_MALFORMED, f, start[g],
+                            "PGRP group %s: %s has %llu rows, more than a u16 row permutation "
+                            "can order", gk, p->names[p->nn], (unsigned long long)rows);
+            break;
+          }
+          if (plen - poff < 2 * rows) {
+            rc = pg_err_set(err, PG_E_SIZE_MISMATCH, f, start[PGRP_GROUPS + 1],
+                            "PGRP row permutations: %s (%llu rows) needs %llu bytes, %zu are "
+                            "left", p->names[p->nn], (unsigned long long)rows,
+                            (unsigned long long)(2 * rows), plen - poff);
+            break;
+          }
+          perm = malloc(rows ? 2 * rows : 1);
+          uint8_t *seen = calloc(rows ? rows : 1, 1);
+          if (!perm || !seen) {
+            free(seen);
+            rc = pg_err_set(err, PG_E_NOMEM, f, PG_NO_OFFSET, "out of memory");
+            break;
+          }
+          for (uint64_t i = 0; i < rows && !rc; i++) {
+            perm[i] = (uint16_t)(perms[poff + 2 * i] | perms[poff + 2 * i + 1] << 8);
+            if (perm[i] >= rows || seen[perm[i]]++)
+              rc = pg_err_set(err, PG_E_MALFORMED, f, start[PGRP_GROUPS + 1],
+                              "PGRP row permutations: the one of %s is not a permutation of "
+                              "its %llu rows (entry %llu is %u%s)", p->names[p->nn],
+                              (unsigned long long)rows, (unsigned long long)i, perm[i],
+                              perm[i] >= rows ? ", out of range" : ", a repeat");
+          }
+          free(seen);
+          poff += 2 * rows;
+          if (rc) break;
+        }
+        pgrp_unlayout(dec + at, rows, cols, perm, p->vals[g] + at);
+      }
+      at += t->numel;
+      p->nn++;
+    }
+    if (!rc && at != dn)
+      rc = pg_err_set(err, PG_E_SIZE_MISMATCH, f, start[g],
+                      "PGRP group %s: the shape manifest accounts for %llu values, the stream "
+                      "decodes to %zu", gk, (unsigned long long)at, dn);
+    free(dec);
+  }
+  free(perm);
+  if (!rc && poff != plen)
+    rc = pg_err_set(err, PG_E_SIZE_MISMATCH, f, start[PGRP_GROUPS + 1],
+                    "PGRP row permutations: %zu bytes, the sorted matrices use %zu", plen, poff);
+  free(perms);
+  if (rc) return rc;
+  /* A manifest group this reader does not know would be values dropped silently. */
+  for (size_t i = 0; i < s->n; i++) {
+    const pg_tz_value *k = s->items[2 * i];
+    int known = 0;
+    for (int g = 0; g < PGRP_GROUPS; g++) known |= pg_tz_is_str(k, PGRP_GROUP[g]);
+    PG_FAIL_IF(!known, err, PG_E_MALFORMED, f, PG_NO_OFFSET,
+               "PGRP shape manifest: unknown group %s",
+               k->kind == PG_TZ_STR ? k->s : pg_tz_kind_name(k->kind));
+  }
+  rep->torch_bytes = torch_bytes;
+  snprintf(rep->outer, sizeof rep->outer, "pgrp");
+  /* r and the group tensors, as one w */
+  dindex wi;
+  PG_TRY(dindex_build(r, f, "r", &wi, err));
+  kv *e = realloc(wi.e, (wi.n + p->nn + 1) * sizeof *e);
+  if (!e) {
+    free(wi.e);
+    return pg_err_set(err, PG_E_NOMEM, f, PG_NO_OFFSET, "out of memory");
+  }
+  wi.e = e;
+  for (size_t i = 0; i < p->nn; i++) {
+    if (dindex_get(&wi, p->names[i]))
+      rc = pg_err_set(err, PG_E_DUPLICATE, f, PG_NO_OFFSET,
+                      "PGRP: tensor %s is both in a group and in the remainder", p->names[i]);
+    if (rc) break;
+  }
+  if (!rc) {
+    for (size_t i = 0; i < p->nn; i++)
+      wi.e[wi.n++] = (kv){p->names[i], strlen(p->names[i]), r->n + i, &p->nodes[i]};
+    qsort(wi.e, wi.n, sizeof *wi.e, kv_cmp);
+    rc = read_notes(m, meta, &wi);
+  }
+  free(wi.e);
+  return rc;
+}
+
+static const char *FORMATS[] = {"int8-per-row", "wm", "pgrp"};
 
 static int recognise(imp *m, const pg_tz_value *root, const char *forced, const char **fmt,
                      pg_import_report *rep) {
@@ -576,6 +874,8 @@ static int recognise(imp *m, const pg_tz_value *root, const char *forced, const 
     if (!*fmt)
       return pg_err_set(m->err, PG_E_ARG, NULL, PG_NO_OFFSET,
                         "--format %s: unknown (known: " PG_IMPORT_FORMATS ")", forced);
+    PG_FAIL_IF(strcmp(*fmt, "pgrp") == 0, m->err, PG_E_ARG, m->file, PG_NO_OFFSET,
+               "--format pgrp: the file does not begin with PGRP");
     return PG_OK;
   }
   if (tag && pg_tz_is_str(tag, "int8_clean_per_row_v1")) {
@@ -835,21 +1135,33 @@ static int import_core(const uint8_t *raw, size_t n, const char *in, uint64_t ca
   rep->record_bytes = n;
   uint8_t *zip = NULL;
   size_t zn = 0;
-  PG_TRY(pg_import_decode(raw, n, in, cap, &zip, &zn, rep, err));
-  rep->torch_bytes = zn;
   pg_tz *z = NULL;
   imp m = {.file = in, .err = err};
   pg_arch a;
   pg_arch_tensor *at = NULL;
   size_t nat = 0;
   const char *fmt = NULL;
-  char label[PG_ERR_MSG_MAX / 2];
-  snprintf(label, sizeof label, "%s (decompressed)", in);
-  int rc = pg_tz_open(&z, zip, zn, label, err);
-  if (!rc) rc = recognise(&m, pg_tz_root(z), o->format, &fmt, rep);
-  if (!rc) {
+  pgrp pg = {0};
+  int rc;
+  if (n >= 4 && memcmp(raw, "PGRP", 4) == 0) { /* several streams, not one outer layer */
+    fmt = "pgrp";
     snprintf(rep->format, sizeof rep->format, "%s", fmt);
-    rc = strcmp(fmt, "wm") == 0 ? read_wm(&m, pg_tz_root(z)) : read_int8_per_row(&m, pg_tz_root(z));
+    rc = o->format && strcmp(o->format, "pgrp") != 0
+             ? pg_err_set(err, PG_E_ARG, in, 0, "--format %s: the file is the per-group layout "
+                          "(PGRP), read as format pgrp", o->format)
+             : read_pgrp(&m, raw, n, cap, &pg, rep);
+  } else {
+    PG_TRY(pg_import_decode(raw, n, in, cap, &zip, &zn, rep, err));
+    rep->torch_bytes = zn;
+    char label[PG_ERR_MSG_MAX / 2];
+    snprintf(label, sizeof label, "%s (decompressed)", in);
+    rc = pg_tz_open(&z, zip, zn, label, err);
+    if (!rc) rc = recognise(&m, pg_tz_root(z), o->format, &fmt, rep);
+    if (!rc) {
+      snprintf(rep->format, sizeof rep->format, "%s", fmt);
+      rc = strcmp(fmt, "wm") == 0 ? read_wm(&m, pg_tz_root(z))
+                                  : read_int8_per_row(&m, pg_tz_root(z));
+    }
   }
   if (!rc) rc = sort_tensors(&m);
   if (!rc) {
@@ -866,6 +1178,7 @@ static int import_core(const uint8_t *raw, size_t n, const char *in, uint64_t ca
   if (!rc) rc = write_artifact(&m, &a, at, nat, o, fmt, rep, out, mem, mem_len, err);
   free(at);
   free(m.t);
+  pgrp_free(&pg);
   pg_tz_free(z);
   free(zip);
   return rc;

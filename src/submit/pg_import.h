@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* The record formats pgimport reads (spec/import.md §3). */
-#define PG_IMPORT_FORMATS "int8-per-row, wm"
+#define PG_IMPORT_FORMATS "int8-per-row, wm, pgrp"
 
 typedef struct pg_import_opts {
   const char *format;    /* NULL: recognise; else one of PG_IMPORT_FORMATS */

@@ -1,6 +1,9 @@
 /* fuzz_import.c: libFuzzer target for pgimport's reading of a record's file (src/submit/
  * pg_import.h): the outer layer (decoded bytes capped at 16 MiB), the torch.save reader, the
- * record formats, the arch derived from the shapes, and the artifact written to memory. A
+ * record formats, the per-group layout (PGRP: this build reads its group streams as stored
+ * bytes and runs no lrzip program, so the stream table, the shape manifest, the permutations
+ * and the un-transposing are fuzzed; seed pgrp_stored.bin, tests/import/make_pgrp_seed.py),
+ * the arch derived from the shapes, and the artifact written to memory. A
  * refusal must be one line; an artifact it writes must open, pass the whole-file check and hold
  * exactly its arch's tensors, since pgimport never writes a file pgolf would refuse. */
 #include <stdint.h>
