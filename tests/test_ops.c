@@ -522,13 +522,20 @@ Test(ops, softmax_exp_is_its_definition_within_one_ulp) {
   free(x), free(y);
 }
 
-/* The packed (AVX2) attention forward against the plain loops: head dims on and off its blocks
- * of 32 and 4 dims (and d not a multiple of 4, the plain path), lengths on and off its blocks
- * of 16 keys, with and without segments, GQA and MHA, 1, 2 and 3 threads. */
+/* The packed (AVX2) attention forward against the plain loops: head dims on and off its register
+ * tiles of 12 and 4 dims (and d not a multiple of 4, the plain path), lengths on and off its
+ * tiles of 4 positions, blocks of 12 keys and of 32 keys, GQA with 1 to 8 query heads per kv head
+ * (so groups of four rows span positions and end short), MHA, without a mask, with documents
+ * (contiguous runs, so whole blocks of keys come before a tile's first allowed key) and with
+ * stray segment ids (rows of one group in different segments), 1, 2 and 3 threads. */
 Test(ops, attention_forward_is_bit_identical_to_the_plain_loops) {
   static const int shapes[][4] = {/* T, H, Hkv, d */
-                                  {1, 1, 1, 4},  {5, 2, 1, 8},   {17, 4, 2, 36}, {40, 4, 4, 64},
-                                  {33, 6, 2, 68}, {16, 2, 2, 32}, {9, 3, 1, 6},  {70, 8, 4, 100}};
+                                  {1, 1, 1, 4},    {5, 2, 1, 8},    {17, 4, 2, 36},
+                                  {40, 4, 4, 64},  {33, 6, 2, 68},  {16, 2, 2, 32},
+                                  {9, 3, 1, 6},    {70, 8, 4, 100}, {2, 8, 1, 12},
+                                  {3, 3, 1, 24},   {13, 5, 1, 16},  {25, 6, 3, 28},
+                                  {37, 8, 1, 60},  {49, 4, 2, 4},   {61, 7, 7, 44},
+                                  {75, 8, 2, 64},  {97, 12, 4, 20}, {130, 2, 1, 64}};
   pg_rng r;
   pg_rng_seed(&r, 4243);
   for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
@@ -536,22 +543,26 @@ Test(ops, attention_forward_is_bit_identical_to_the_plain_loops) {
     const int nq = T * H * d, nk = T * Hkv * d;
     const float scale = 1.0f / sqrtf((float)d);
     float *q = randf(&r, nq, 2.0), *k = randf(&r, nk, 2.0), *v = randf(&r, nk, 1.0);
-    int32_t *seg = malloc((size_t)T * sizeof *seg);
-    for (int t = 0; t < T; t++) seg[t] = t / 7 + (t % 5 == 3); /* runs, and a few stray ids */
-    for (int masked = 0; masked <= 1; masked++) {
+    int32_t *segs[2] = {malloc((size_t)T * sizeof(int32_t)), malloc((size_t)T * sizeof(int32_t))};
+    for (int t = 0; t < T; t++) {
+      segs[0][t] = t / 7 + (t % 5 == 3);                         /* runs, and a few stray ids */
+      segs[1][t] = t < 5 ? 0 : t < 30 ? 1 : 2 + (t - 30) / 19; /* documents of 5, 25, 19 … */
+    }
+    for (int masked = 0; masked <= 2; masked++) {
+      const int32_t *seg = masked ? segs[masked - 1] : NULL;
       float *ref = filled(nq, 0);
-      plain_attn_fwd(ref, q, k, v, masked ? seg : NULL, T, H, Hkv, d, scale);
+      plain_attn_fwd(ref, q, k, v, seg, T, H, Hkv, d, scale);
       for (int th = 1; th <= 3; th++) {
         pg_engine e = pg_engine_cpu(th);
         float *y = filled(nq, -5.0f);
-        e.ops.attention_fwd(&e.ops, y, q, k, v, masked ? seg : NULL, 1, T, H, Hkv, d, scale);
+        e.ops.attention_fwd(&e.ops, y, q, k, v, seg, 1, T, H, Hkv, d, scale);
         cr_assert(!memcmp(y, ref, (size_t)nq * sizeof *y),
-                  "T %d H %d Hkv %d d %d seg %d, %d threads", T, H, Hkv, d, masked, th);
+                  "T %d H %d Hkv %d d %d mask %d, %d threads", T, H, Hkv, d, masked, th);
         free(y);
       }
       free(ref);
     }
-    free(q), free(k), free(v), free(seg);
+    free(q), free(k), free(v), free(segs[0]), free(segs[1]);
   }
 }
 
