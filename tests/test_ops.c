@@ -479,6 +479,15 @@ static double ulps_off(double y, long double exact) {
 __attribute__((target("avx2,fma"))) static void exp4_all(double *y, const double *x, int n) {
   for (int i = 0; i + 4 <= n; i += 4) _mm256_storeu_pd(y + i, pg_exp4(_mm256_loadu_pd(x + i)));
 }
+/* the same through pg_exp4_ways, PG_EXP_WAYS vectors at once */
+__attribute__((target("avx2,fma"))) static void exp4_ways_all(double *y, const double *x, int n) {
+  for (int i = 0; i + 4 * PG_EXP_WAYS <= n; i += 4 * PG_EXP_WAYS) {
+    __m256d v[PG_EXP_WAYS];
+    for (int j = 0; j < PG_EXP_WAYS; j++) v[j] = _mm256_loadu_pd(x + i + 4 * j);
+    pg_exp4_ways(v);
+    for (int j = 0; j < PG_EXP_WAYS; j++) _mm256_storeu_pd(y + i + 4 * j, v[j]);
+  }
+}
 #endif
 
 Test(ops, softmax_exp_is_its_definition_within_one_ulp) {
@@ -511,10 +520,13 @@ Test(ops, softmax_exp_is_its_definition_within_one_ulp) {
     cr_assert(worst < 1.0, "[%g, %g]: %.3f ulp", ranges[k][0], ranges[k][1], worst);
 #ifdef PG_EXP_HAVE_AVX2
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-      exp4_all(y, x, N);
-      for (int i = 0; i < N; i++) {
-        double s = pg_exp_inline(x[i]);
-        cr_assert(!memcmp(&s, &y[i], sizeof s), "exp(%a): scalar %a, AVX2 %a", x[i], s, y[i]);
+      for (int ways = 0; ways <= 1; ways++) {
+        (ways ? exp4_ways_all : exp4_all)(y, x, N); /* N is a multiple of 4·PG_EXP_WAYS */
+        for (int i = 0; i < N; i++) {
+          double s = pg_exp_inline(x[i]);
+          cr_assert(!memcmp(&s, &y[i], sizeof s), "exp(%a): scalar %a, AVX2 %a (ways %d)", x[i],
+                    s, y[i], ways);
+        }
       }
     }
 #endif

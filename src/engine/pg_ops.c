@@ -814,13 +814,15 @@ ATT_AVX2 static inline void attn_values4(const double *const w[4], double *const
 ATT_AVX2 static inline void attn_values1(const pg_attn_ctx *c, int t, const double *w,
                                          double *acc, const double *vp, size_t Tp, int sa,
                                          int sb) {
-  const size_t dz = (size_t)c->d;
-  for (int i0 = 0; i0 < c->d; i0 += 4) {
+  const int d = c->d, d12 = d / 12 * 12;
+  for (int i0 = 0; i0 < d; i0 += 4) {
+    /* dims i0 … i0 + 3 lie in the chunk of dim c0, of width cw (attn_vidx) */
+    const int c0 = i0 < d12 ? i0 / 12 * 12 : i0, cw = i0 < d12 ? 12 : 4;
+    const double *vc = vp + (size_t)c0 * Tp + (i0 - c0);
     __m256d a = _mm256_loadu_pd(acc + i0);
     for (int s = sa; s < sb; s++) {
       if (c->seg && !attn_allowed(c, t, s)) continue;
-      a = _mm256_fmadd_pd(_mm256_broadcast_sd(w + s),
-                          _mm256_loadu_pd(vp + attn_vidx(dz, Tp, (size_t)s, (size_t)i0)), a);
+      a = _mm256_fmadd_pd(_mm256_broadcast_sd(w + s), _mm256_loadu_pd(vc + (size_t)s * cw), a);
     }
     _mm256_storeu_pd(acc + i0, a);
   }
@@ -901,25 +903,37 @@ ATT_AVX2 static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
         if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
       /* every key in [slo, t], four at a time (those another segment masks are not used) */
       const __m256d m4 = _mm256_set1_pd(mx);
-      for (s = slo; s + 3 <= t; s += 4)
+      for (s = slo; s + 4 * PG_EXP_WAYS - 1 <= t; s += 4 * PG_EXP_WAYS) {
+        __m256d x[PG_EXP_WAYS];
+        for (int j = 0; j < PG_EXP_WAYS; j++)
+          x[j] = _mm256_sub_pd(_mm256_loadu_pd(l + s + 4 * j), m4);
+        pg_exp4_ways(x);
+        for (int j = 0; j < PG_EXP_WAYS; j++) _mm256_storeu_pd(l + s + 4 * j, x[j]);
+      }
+      for (; s + 3 <= t; s += 4)
         _mm256_storeu_pd(l + s, pg_exp4(_mm256_sub_pd(_mm256_loadu_pd(l + s), m4)));
       for (; s <= t; s++) l[s] = pg_exp_inline(l[s] - mx);
       for (int i = 0; i < d; i++) A[(size_t)r * dz + i] = 0.0;
     }
-    /* the denominators, s ascending; two heads of one position side by side (two chains of
-     * dependent adds in flight instead of one) */
-    for (int r = 0; r < nr;) {
-      const int t = t0 + r / rep, two = r + 1 < nr && t0 + (r + 1) / rep == t;
-      const double *w0 = L + (size_t)r * Ls, *w1 = two ? w0 + Ls : w0;
-      double d0 = 0.0, d1 = 0.0;
+    /* the denominators, s ascending; without segments four rows side by side (four chains of
+     * dependent adds in flight instead of one) over the keys they all see, then each row's own */
+    for (int r = 0; r < nr; r += 4) {
+      const int n4 = nr - r < 4 ? nr - r : 4, tf = t0 + r / rep;
+      const double *w[4];
+      for (int j = 0; j < 4; j++) w[j] = L + (size_t)(r + (j < n4 ? j : n4 - 1)) * Ls;
+      double d0 = 0.0, d1 = 0.0, d2 = 0.0, d3 = 0.0;
       if (!c->seg)
-        for (int s = slo; s <= t; s++) d0 += w0[s], d1 += w1[s];
-      else
-        for (int s = slo; s <= t; s++)
-          if (attn_allowed(c, t, s)) d0 += w0[s], d1 += w1[s];
-      dens[r] = d0;
-      if (two) dens[r + 1] = d1;
-      r += two ? 2 : 1;
+        for (int s = slo; s <= tf; s++) d0 += w[0][s], d1 += w[1][s], d2 += w[2][s], d3 += w[3][s];
+      double ds[4] = {d0, d1, d2, d3};
+      for (int j = 0; j < n4; j++) {
+        const int t = t0 + (r + j) / rep;
+        if (!c->seg)
+          for (int s = tf + 1; s <= t; s++) ds[j] += w[j][s];
+        else
+          for (int s = slo; s <= t; s++)
+            if (attn_allowed(c, t, s)) ds[j] += w[j][s];
+        dens[r + j] = ds[j];
+      }
     }
     for (int s0 = slo; s0 < t1; s0 += ATT_SB) {
       for (int r = 0; r < nr; r += 4) {
