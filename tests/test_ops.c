@@ -736,6 +736,40 @@ Test(ops, leaky_relu2_forward_and_gradient) { ew_check(1, 0.5f, 9); }
 Test(ops, softcap_forward_and_gradient) { ew_check(3, 3.0f, 11); }
 Test(ops, rowgate_forward_and_gradients) { ew_check(4, 0.0f, 12); }
 
+/* relu² forward and backward against the definition (relu(x) = x > 0 ? x : 0), bit for bit, on
+ * signed zeros, NaNs, infinities, subnormals, squares that overflow or underflow, and random
+ * values, at a length off every vector width, 1 and 2 threads. */
+Test(ops, relu2_is_its_definition_on_edge_values) {
+  enum { N = 1037 };
+  static const float edge[] = {0.0f, -0.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-45f, -1e-45f,
+                               1e-20f, 3e19f, 2e19f, -3e19f, FLT_MAX, -FLT_MAX, 1.0f, -1.0f};
+  const size_t ne = sizeof edge / sizeof edge[0];
+  pg_rng r;
+  pg_rng_seed(&r, 31);
+  float *x = randf(&r, N, 3.0), *dy = randf(&r, N, 1.0);
+  for (size_t i = 0; i < ne; i++) x[7 * i + 3] = edge[i];
+  float *want = filled(N, 0), *dwant = filled(N, 0.25f);
+  for (int i = 0; i < N; i++) {
+    double u = x[i] > 0.0f ? (double)x[i] : 0.0;
+    want[i] = (float)(u * u);
+    dwant[i] = (float)((double)dwant[i] + (double)dy[i] * 2.0 * u);
+  }
+  for (int th = 1; th <= 2; th++) {
+    pg_engine e = pg_engine_cpu(th);
+    float *y = filled(N, -1.0f), *dx = filled(N, 0.25f);
+    e.ops.relu2_fwd(&e.ops, y, x, N);
+    e.ops.relu2_bwd(&e.ops, dx, dy, x, N);
+    for (int i = 0; i < N; i++) {
+      cr_assert(!memcmp(&y[i], &want[i], sizeof *y), "relu2(%a) = %a, not %a", x[i], y[i],
+                want[i]);
+      cr_assert(!memcmp(&dx[i], &dwant[i], sizeof *dx), "relu2' at %a: %a, not %a", x[i], dx[i],
+                dwant[i]);
+    }
+    free(y), free(dx);
+  }
+  free(x), free(dy), free(want), free(dwant);
+}
+
 Test(ops, activation_and_softcap_bounds) {
   pg_engine e = pg_engine_cpu(1);
   const float x[6] = {-3.0f, -0.5f, 0.0f, 0.25f, 2.0f, 1e4f};
