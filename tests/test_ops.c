@@ -536,7 +536,7 @@ Test(ops, softmax_exp_is_its_definition_within_one_ulp) {
 
 /* The packed (AVX2) attention forward against the plain loops: head dims on and off its register
  * tiles of 12 and 4 dims (and d not a multiple of 4, the plain path), lengths on and off its
- * tiles of 4 positions, blocks of 12 keys and of 32 keys, GQA with 1 to 8 query heads per kv head
+ * tiles of 8 positions, blocks of 12 keys and of 64 keys, GQA with 1 to 8 query heads per kv head
  * (so groups of four rows span positions and end short), MHA, without a mask, with documents
  * (contiguous runs, so whole blocks of keys come before a tile's first allowed key) and with
  * stray segment ids (rows of one group in different segments), 1, 2 and 3 threads. */

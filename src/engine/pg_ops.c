@@ -653,19 +653,19 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
 }
 
 /* The forward over packed fp64 copies of k and v (AVX2, d a multiple of 4; the same bits as
- * attn_fwd_rows). kt holds k transposed in blocks of ATT_KB keys, vp[g][s][i] holds v. A unit of
- * work is a tile of rows: ATT_QB consecutive positions t × the heads of one kv group g, so a
- * block of keys is read from L1 by every row of the tile instead of from memory by each row.
- * Both products run on register tiles of four rows × twelve outputs (twelve vector sums in
- * flight: enough to cover the FMA latency on both pipes, with three loaded vectors and one
- * broadcast per step):
- * - logits: four rows × the ATT_KB = 12 keys of a block, each logit one sum over i ascending
- *   from 0.0, then ·scale; each term is an FMA (q and k are fp32 values, so the product is
- *   exact and the bits are those of a multiply then an add); keys past t (and the zero padding
- *   up to Tp) are computed and ignored, and blocks wholly before the tile's first allowed key
- *   (another segment) are not computed;
- * - max (four at a time: the max is exact in any order), pg_exp four keys at a time, and the
- *   denominator, s ascending (two rows side by side);
+ * attn_fwd_rows). kt holds k transposed in blocks of ATT_KB keys, vp holds v in chunks of dims
+ * (attn_vidx). A unit of work is a tile of rows: ATT_QB consecutive positions t × the heads of
+ * one kv group g, so a block of keys or values is read from L1 by every row of the tile instead
+ * of from memory by each row. Both products run on register tiles of four rows × twelve outputs
+ * (twelve vector sums in flight: enough to cover the FMA latency on both pipes, with three
+ * loaded vectors and one broadcast per step):
+ * - logits: each block of ATT_KB = 12 keys against the groups of four rows that may see it,
+ *   each logit one sum over i ascending from 0.0, then ·scale; each term is an FMA (q and k are
+ *   fp32 values, so the product is exact and the bits are those of a multiply then an add);
+ *   keys past t (and the zero padding up to Tp) are computed and ignored, and blocks wholly
+ *   before the tile's first allowed key (another segment) are not computed;
+ * - max (four at a time: the max is exact in any order), pg_exp on sixteen keys at a time
+ *   (pg_exp4_ways), and the denominators, s ascending, four rows side by side;
  * - values: for each block of ATT_SB keys, each row's accumulators (in memory between blocks,
  *   which is exact) take w_s·v_s as one FMA (§4.4) for its allowed s ascending: four rows × 12
  *   dims at a time (then 4 dims) over the keys all four rows may see, then each row alone over
@@ -674,7 +674,7 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
  * Which unit a thread runs changes no value; units are ordered so contiguous chunks of them
  * cost about the same under the causal mask. */
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
-#define ATT_QB 4
+#define ATT_QB 8
 #define ATT_KB 12
 #define ATT_SB 64
 #define ATT_AVX2 __attribute__((target("avx2,fma")))
@@ -873,20 +873,20 @@ ATT_AVX2 static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
         slo = s;
       }
     }
-    /* groups of four rows against blocks of ATT_KB keys; a short group repeats its last row */
-    for (int r = 0; r < nr; r += 4) {
-      const int n4 = nr - r < 4 ? nr - r : 4, tl = t0 + (r + n4 - 1) / rep;
-      const double *qr[4];
-      double *lr[4];
-      for (int j = 0; j < 4; j++) {
-        const int rj = r + (j < n4 ? j : n4 - 1);
-        qr[j] = Q + (size_t)rj * dz, lr[j] = L + (size_t)rj * Ls;
-      }
-      for (int s0 = slo / ATT_KB * ATT_KB; s0 <= tl; s0 += ATT_KB) {
-        double *l4[4] = {lr[0] + s0, lr[1] + s0, lr[2] + s0, lr[3] + s0};
+    /* each block of ATT_KB keys (read from L1 by every group after the first) against the
+     * groups of four rows that may see it; a short group repeats its last row */
+    for (int s0 = slo / ATT_KB * ATT_KB; s0 < t1; s0 += ATT_KB)
+      for (int r = 0; r < nr; r += 4) {
+        const int n4 = nr - r < 4 ? nr - r : 4, tl = t0 + (r + n4 - 1) / rep;
+        if (s0 > tl) continue; /* no key of the block is ≤ t for any row of the group */
+        const double *qr[4];
+        double *l4[4];
+        for (int j = 0; j < 4; j++) {
+          const int rj = r + (j < n4 ? j : n4 - 1);
+          qr[j] = Q + (size_t)rj * dz, l4[j] = L + (size_t)rj * Ls + s0;
+        }
         attn_logits4(qr, l4, kt + (size_t)s0 * dz, d, scale);
       }
-    }
     for (int r = 0; r < nr; r++) {
       const int t = t0 + r / rep;
       double *l = L + (size_t)r * Ls, mx = -INFINITY;
