@@ -578,6 +578,51 @@ Test(ops, attention_forward_is_bit_identical_to_the_plain_loops) {
   }
 }
 
+/* Outputs rounded to fp32 hide most changes in the order of an fp64 sum, so the test above would
+ * not see the values' keys taken out of order. Here q = 0 (every weight is exactly 1) and v has
+ * pairs +B, −B (B = 2^33) at every ninth key: a row's sum cancels each pair exactly only when the
+ * keys come in ascending order; any other order rounds the small values to B's ulp on the way
+ * and changes the result (checked: the same sums in descending order give other bits). */
+Test(ops, attention_forward_takes_the_values_in_order) {
+  static const int shapes[][4] = {{61, 6, 2, 28}, {75, 8, 4, 64}, {50, 3, 3, 16}};
+  pg_rng r;
+  pg_rng_seed(&r, 4247);
+  for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+    const int T = shapes[c][0], H = shapes[c][1], Hkv = shapes[c][2], d = shapes[c][3];
+    const int nq = T * H * d, nk = T * Hkv * d;
+    float *q = filled(nq, 0.0f), *k = randf(&r, nk, 1.0), *v = randf(&r, nk, 1.0);
+    for (int s = 0; s < T; s++)
+      for (int i = 0; i < Hkv * d; i++)
+        if (s % 9 < 2) v[s * Hkv * d + i] = s % 9 ? -0x1p33f : 0x1p33f;
+    int32_t *seg = malloc((size_t)T * sizeof *seg);
+    for (int t = 0; t < T; t++) seg[t] = t < 11 ? 0 : 1 + (t - 11) / 27; /* documents of 11, 27 */
+    for (int masked = 0; masked <= 1; masked++) {
+      float *ref = filled(nq, 0), *rev = filled(nq, 0);
+      plain_attn_fwd(ref, q, k, v, masked ? seg : NULL, T, H, Hkv, d, 0.5f);
+      if (!masked) { /* the teeth: descending order, every weight 1 */
+        for (int t = 0; t < T; t++)
+          for (int h = 0; h < H; h++)
+            for (int i = 0; i < d; i++) {
+              double o = 0.0;
+              for (int s = t; s >= 0; s--) o += (double)v[(s * Hkv + h / (H / Hkv)) * d + i];
+              rev[(t * H + h) * d + i] = (float)(o / (double)(t + 1));
+            }
+        cr_assert(memcmp(rev, ref, (size_t)nq * sizeof *ref), "the inputs tell no order apart");
+      }
+      for (int th = 1; th <= 2; th++) {
+        pg_engine e = pg_engine_cpu(th);
+        float *y = filled(nq, -5.0f);
+        e.ops.attention_fwd(&e.ops, y, q, k, v, masked ? seg : NULL, 1, T, H, Hkv, d, 0.5f);
+        cr_assert(!memcmp(y, ref, (size_t)nq * sizeof *y),
+                  "T %d H %d Hkv %d d %d mask %d, %d threads", T, H, Hkv, d, masked, th);
+        free(y);
+      }
+      free(ref), free(rev);
+    }
+    free(q), free(k), free(v), free(seg);
+  }
+}
+
 Test(ops, attention_never_crosses_a_segment) {
   pg_rng r;
   pg_rng_seed(&r, 7);

@@ -393,7 +393,28 @@ static double rms_inv(const pg_real *x, int D, double eps) {
 
 static void rms_fwd_rows(void *p, size_t b, size_t end) {
   const pg_rms_ctx *c = p;
-  for (size_t r = b; r < end; r++) {
+  const size_t D = (size_t)c->D;
+  size_t r = b;
+  /* four rows at a time: their sums of squares are four independent chains of dependent adds
+   * side by side (one row's chain runs at the latency of an add), each still in ascending i;
+   * all four sums are taken before any row is written (y may alias x) */
+  for (; r + 4 <= end; r += 4) {
+    const pg_real *x = c->x + r * D;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    for (size_t i = 0; i < D; i++) {
+      const double a0 = (double)x[i], a1 = (double)x[D + i], a2 = (double)x[2 * D + i],
+                   a3 = (double)x[3 * D + i];
+      s0 += a0 * a0, s1 += a1 * a1, s2 += a2 * a2, s3 += a3 * a3;
+    }
+    const double ss[4] = {s0, s1, s2, s3};
+    for (size_t k = 0; k < 4; k++) {
+      const double inv = 1.0 / sqrt(ss[k] / (double)c->D + c->eps);
+      const pg_real *xk = x + k * D;
+      pg_real *y = c->y + (r + k) * D;
+      for (size_t i = 0; i < D; i++) y[i] = (pg_real)((double)xk[i] * inv);
+    }
+  }
+  for (; r < end; r++) {
     const pg_real *x = c->x + r * (size_t)c->D;
     pg_real *y = c->y + r * (size_t)c->D;
     double inv = rms_inv(x, c->D, c->eps);
