@@ -922,7 +922,8 @@ ATT_AVX2 static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
       }
       for (; s <= t; s++)
         if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
-      /* every key in [slo, t], four at a time (those another segment masks are not used) */
+      /* every key in [slo, t], sixteen at a time, then four, then one (those another segment
+       * masks are not used) */
       const __m256d m4 = _mm256_set1_pd(mx);
       for (s = slo; s + 4 * PG_EXP_WAYS - 1 <= t; s += 4 * PG_EXP_WAYS) {
         __m256d x[PG_EXP_WAYS];
