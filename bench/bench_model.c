@@ -4,6 +4,8 @@
  * naive baseline of spec/examples/baseline.json. With --matmul-only it times the matmul op alone
  * instead: GFLOP/s of the library's blocked kernels against the first, naive loops
  * (tests/pgmm_naive.h) on the baseline's matmul shapes, checking that both give the same bits.
+ * With --attention-only it times the attention forward alone on the evaluation's shape, and prints
+ * a hash of its output bits (two builds that print the same hash computed the same bits).
  *
  * Exit status: 0 ok, 2 on any error. Progress on stderr; the table on stdout. */
 #include <getopt.h>
@@ -179,11 +181,95 @@ static void time_matmul(mmrow *r, int threads, int reps) {
   free(y0), free(dx0), free(dw0);
 }
 
+/* ---- the attention forward alone ---------------------------------------------------------- */
+
+typedef struct atrun {
+  pg_engine e;
+  int T, H, Hkv, d;
+  float *q, *k, *v, *y;
+  const int32_t *seg;
+} atrun;
+
+/* Best-of-reps CPU seconds of the process (all its threads): on a shared machine, time spent
+ * waiting for a core does not count, unlike the wall clock. */
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double best_cpu_of(int reps, void (*fn)(void *), void *ctx) {
+  double best = 1e30;
+  for (int r = 0; r <= reps; r++) {
+    double t0 = cpu_now();
+    fn(ctx);
+    double dt = cpu_now() - t0;
+    if (r > 0 && dt < best) best = dt;
+  }
+  return best;
+}
+
+static void run_attention(void *p) {
+  atrun *c = p;
+  c->e.ops.attention_fwd(&c->e.ops, c->y, c->q, c->k, c->v, c->seg, 1, c->T, c->H, c->Hkv, c->d,
+                         0.125f);
+}
+
+/* FNV-1a over the bytes of the output: the same bits give the same hash. */
+static uint64_t fnv64(const void *p, size_t n) {
+  const unsigned char *b = p;
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+/* The baseline's attention (8 query / 4 KV heads of 64) over T tokens, without and with a
+ * document mask (documents of 300 tokens); q and k unit-variance like QK-normed vectors. */
+static void time_attention(int T, int threads, int reps, int json) {
+  const int H = 8, Hkv = 4, d = 64;
+  pg_rng g;
+  pg_rng_seed(&g, 11);
+  size_t nq = (size_t)T * H * d, nk = (size_t)T * Hkv * d;
+  atrun c = {.e = pg_engine_cpu(threads), .T = T, .H = H, .Hkv = Hkv, .d = d};
+  c.q = randv(&g, nq), c.k = randv(&g, nk), c.v = randv(&g, nk), c.y = xmalloc(nq * sizeof *c.y);
+  int32_t *seg = xmalloc((size_t)T * sizeof *seg);
+  for (int t = 0; t < T; t++) seg[t] = t / 300;
+  /* 4·d flops per allowed (query, head, key): the logits' and the values' multiply-adds */
+  double pairs[2] = {(double)T * (T + 1) / 2, 0};
+  for (int t = 0; t < T; t++) pairs[1] += t % 300 + 1;
+  if (!json)
+    printf("attention forward alone, T %d, %d/%d heads of %d, %d thread%s, best of %d;"
+           " GFLOP/s = 4·d·H·(allowed keys) / s; cpu s: CPU time of all threads\n\n"
+           "| %-9s | %9s | %9s | %9s | %-18s |\n"
+           "|-----------|----------:|----------:|----------:|--------------------|\n",
+           T, H, Hkv, d, threads, threads == 1 ? "" : "s", reps, "mask", "s", "GFLOP/s", "cpu s",
+           "output bits (FNV)");
+  else
+    printf("[");
+  for (int masked = 0; masked <= 1; masked++) {
+    c.seg = masked ? seg : NULL;
+    double s = best_of(reps, run_attention, &c), cs = best_cpu_of(reps, run_attention, &c);
+    double fl = 4.0 * d * H * pairs[masked];
+    uint64_t h = fnv64(c.y, nq * sizeof *c.y);
+    if (json)
+      printf("%s\n {\"T\": %d, \"mask\": \"%s\", \"threads\": %d, \"seconds\": %.6f, "
+             "\"cpu_seconds\": %.6f, \"bits\": \"%016llx\"}",
+             masked ? "," : "", T, masked ? "documents" : "causal", threads, s, cs,
+             (unsigned long long)h);
+    else
+      printf("| %-9s | %9.4f | %9.2f | %9.4f | %016llx   |\n", masked ? "documents" : "causal",
+             s, fl / s / 1e9, cs, (unsigned long long)h);
+  }
+  if (json) printf("\n]\n");
+  free(c.q), free(c.k), free(c.v), free(c.y), free(seg);
+}
+
 /* ---- main -------------------------------------------------------------------------------- */
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: %s [--threads N] [--reps N] [--quick] [--json] [--matmul-only]\n"
+          "                   [--attention-only]\n"
           "\n"
           "CPU tokens/s of the model's inference forward and of forward + backward, for a small\n"
           "model (4 x 128, 4/2 heads, vocab 1024, 256 tokens) and the naive baseline of\n"
@@ -196,16 +282,20 @@ static void usage(FILE *f) {
           "  --json          the rows as a JSON array instead of the table\n"
           "  --matmul-only   time the matmul op alone on the baseline's shapes (M = tokens):\n"
           "                  GFLOP/s of the naive loops vs the library's kernels, same bits\n"
+          "  --attention-only  time the attention forward alone on the baseline's heads\n"
+          "                  (8/4 of 64) at 2048 tokens (512 with --quick), causal and with\n"
+          "                  documents of 300 tokens; a hash of the output bits\n"
           "  --help          this text\n",
           PROG);
 }
 
 int main(int argc, char **argv) {
-  int threads = 0, reps = 3, quick = 0, json = 0, mm_only = 0;
+  int threads = 0, reps = 3, quick = 0, json = 0, mm_only = 0, att_only = 0;
   static const struct option opts[] = {
       {"threads", required_argument, NULL, 't'}, {"reps", required_argument, NULL, 'r'},
       {"quick", no_argument, NULL, 'q'},         {"json", no_argument, NULL, 'j'},
       {"matmul-only", no_argument, NULL, 'm'},   {"help", no_argument, NULL, 'h'},
+      {"attention-only", no_argument, NULL, 'a'},
       {NULL, 0, NULL, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -215,6 +305,7 @@ int main(int argc, char **argv) {
     case 'q': quick = 1; break;
     case 'j': json = 1; break;
     case 'm': mm_only = 1; break;
+    case 'a': att_only = 1; break;
     case 'h': usage(stdout); return EXIT_OK;
     default: usage(stderr); return EXIT_ERR;
     }
@@ -224,6 +315,10 @@ int main(int argc, char **argv) {
   threads = pg_parallel_threads(threads);
   fprintf(stderr, "%s: %d thread%s\n", PROG, threads, threads == 1 ? "" : "s");
 
+  if (att_only) {
+    time_attention(quick ? 512 : 2048, threads, reps, json);
+    return EXIT_OK;
+  }
   if (mm_only) {
     const int T = quick ? 256 : 1024;
     mmrow rows[] = {

@@ -450,3 +450,33 @@ Test(grad, attention_op_is_bit_exact_to_its_definition) {
   free(k1), free(k2), free(v1), free(v2);
 }
 
+/* rmsnorm's forward against spec/engine.md §4.2 in fp64, where a change in the order of the sum
+ * or of the operations after it shows (rounded to fp32 it seldom would): 1 to 11 rows (the
+ * fp32 library's four-row blocks and what is left), an odd width, rows of very different
+ * scales, 1, 2 and 3 threads, in place and not. */
+Test(grad, rmsnorm_op_is_bit_exact_to_its_definition) {
+  pg_rng r;
+  pg_rng_seed(&r, 43);
+  const int D = 37;
+  const float eps = 0x1p-23f;
+  for (int R = 1; R <= 11; R++) {
+    pg_real *x = rnd(&r, R * D, 1), *want = rnd(&r, R * D, 0), *y = rnd(&r, R * D, 0);
+    for (int i = 0; i < D; i++) x[(R / 2) * D + i] *= 1e-4, x[(R - 1) * D + i] *= 3e3;
+    for (int k = 0; k < R; k++) {
+      double ss = 0.0;
+      for (int i = 0; i < D; i++) ss += (double)x[k * D + i] * (double)x[k * D + i];
+      const double inv = 1.0 / sqrt(ss / (double)D + (double)eps);
+      for (int i = 0; i < D; i++) want[k * D + i] = (pg_real)((double)x[k * D + i] * inv);
+    }
+    for (int th = 1; th <= 3; th++) {
+      pg_engine e = pg_engine_cpu(th);
+      e.ops.rmsnorm_fwd(&e.ops, y, x, (size_t)R, D, eps);
+      cr_assert(!memcmp(y, want, (size_t)(R * D) * sizeof *y), "R %d, %d threads", R, th);
+      memcpy(y, x, (size_t)(R * D) * sizeof *y);
+      e.ops.rmsnorm_fwd(&e.ops, y, y, (size_t)R, D, eps);
+      cr_assert(!memcmp(y, want, (size_t)(R * D) * sizeof *y), "R %d, %d threads, in place", R,
+                th);
+    }
+    free(x), free(want), free(y);
+  }
+}

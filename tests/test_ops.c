@@ -479,6 +479,15 @@ static double ulps_off(double y, long double exact) {
 __attribute__((target("avx2,fma"))) static void exp4_all(double *y, const double *x, int n) {
   for (int i = 0; i + 4 <= n; i += 4) _mm256_storeu_pd(y + i, pg_exp4(_mm256_loadu_pd(x + i)));
 }
+/* the same through pg_exp4_ways, PG_EXP_WAYS vectors at once */
+__attribute__((target("avx2,fma"))) static void exp4_ways_all(double *y, const double *x, int n) {
+  for (int i = 0; i + 4 * PG_EXP_WAYS <= n; i += 4 * PG_EXP_WAYS) {
+    __m256d v[PG_EXP_WAYS];
+    for (int j = 0; j < PG_EXP_WAYS; j++) v[j] = _mm256_loadu_pd(x + i + 4 * j);
+    pg_exp4_ways(v);
+    for (int j = 0; j < PG_EXP_WAYS; j++) _mm256_storeu_pd(y + i + 4 * j, v[j]);
+  }
+}
 #endif
 
 Test(ops, softmax_exp_is_its_definition_within_one_ulp) {
@@ -511,10 +520,13 @@ Test(ops, softmax_exp_is_its_definition_within_one_ulp) {
     cr_assert(worst < 1.0, "[%g, %g]: %.3f ulp", ranges[k][0], ranges[k][1], worst);
 #ifdef PG_EXP_HAVE_AVX2
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-      exp4_all(y, x, N);
-      for (int i = 0; i < N; i++) {
-        double s = pg_exp_inline(x[i]);
-        cr_assert(!memcmp(&s, &y[i], sizeof s), "exp(%a): scalar %a, AVX2 %a", x[i], s, y[i]);
+      for (int ways = 0; ways <= 1; ways++) {
+        (ways ? exp4_ways_all : exp4_all)(y, x, N); /* N is a multiple of 4·PG_EXP_WAYS */
+        for (int i = 0; i < N; i++) {
+          double s = pg_exp_inline(x[i]);
+          cr_assert(!memcmp(&s, &y[i], sizeof s), "exp(%a): scalar %a, AVX2 %a (ways %d)", x[i],
+                    s, y[i], ways);
+        }
       }
     }
 #endif
@@ -522,13 +534,20 @@ Test(ops, softmax_exp_is_its_definition_within_one_ulp) {
   free(x), free(y);
 }
 
-/* The packed (AVX2) attention forward against the plain loops: head dims on and off its blocks
- * of 32 and 4 dims (and d not a multiple of 4, the plain path), lengths on and off its blocks
- * of 16 keys, with and without segments, GQA and MHA, 1, 2 and 3 threads. */
+/* The packed (AVX2) attention forward against the plain loops: head dims on and off its register
+ * tiles of 12 and 4 dims (and d not a multiple of 4, the plain path), lengths on and off its
+ * tiles of 8 positions, blocks of 12 keys and of 64 keys, GQA with 1 to 8 query heads per kv head
+ * (so groups of four rows span positions and end short), MHA, without a mask, with documents
+ * (contiguous runs, so whole blocks of keys come before a tile's first allowed key) and with
+ * stray segment ids (rows of one group in different segments), 1, 2 and 3 threads. */
 Test(ops, attention_forward_is_bit_identical_to_the_plain_loops) {
   static const int shapes[][4] = {/* T, H, Hkv, d */
-                                  {1, 1, 1, 4},  {5, 2, 1, 8},   {17, 4, 2, 36}, {40, 4, 4, 64},
-                                  {33, 6, 2, 68}, {16, 2, 2, 32}, {9, 3, 1, 6},  {70, 8, 4, 100}};
+                                  {1, 1, 1, 4},    {5, 2, 1, 8},    {17, 4, 2, 36},
+                                  {40, 4, 4, 64},  {33, 6, 2, 68},  {16, 2, 2, 32},
+                                  {9, 3, 1, 6},    {70, 8, 4, 100}, {2, 8, 1, 12},
+                                  {3, 3, 1, 24},   {13, 5, 1, 16},  {25, 6, 3, 28},
+                                  {37, 8, 1, 60},  {49, 4, 2, 4},   {61, 7, 7, 44},
+                                  {75, 8, 2, 64},  {97, 12, 4, 20}, {130, 2, 1, 64}};
   pg_rng r;
   pg_rng_seed(&r, 4243);
   for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
@@ -536,20 +555,69 @@ Test(ops, attention_forward_is_bit_identical_to_the_plain_loops) {
     const int nq = T * H * d, nk = T * Hkv * d;
     const float scale = 1.0f / sqrtf((float)d);
     float *q = randf(&r, nq, 2.0), *k = randf(&r, nk, 2.0), *v = randf(&r, nk, 1.0);
-    int32_t *seg = malloc((size_t)T * sizeof *seg);
-    for (int t = 0; t < T; t++) seg[t] = t / 7 + (t % 5 == 3); /* runs, and a few stray ids */
-    for (int masked = 0; masked <= 1; masked++) {
+    int32_t *segs[2] = {malloc((size_t)T * sizeof(int32_t)), malloc((size_t)T * sizeof(int32_t))};
+    for (int t = 0; t < T; t++) {
+      segs[0][t] = t / 7 + (t % 5 == 3);                         /* runs, and a few stray ids */
+      segs[1][t] = t < 5 ? 0 : t < 30 ? 1 : 2 + (t - 30) / 19; /* documents of 5, 25, 19 … */
+    }
+    for (int masked = 0; masked <= 2; masked++) {
+      const int32_t *seg = masked ? segs[masked - 1] : NULL;
       float *ref = filled(nq, 0);
-      plain_attn_fwd(ref, q, k, v, masked ? seg : NULL, T, H, Hkv, d, scale);
+      plain_attn_fwd(ref, q, k, v, seg, T, H, Hkv, d, scale);
       for (int th = 1; th <= 3; th++) {
         pg_engine e = pg_engine_cpu(th);
         float *y = filled(nq, -5.0f);
-        e.ops.attention_fwd(&e.ops, y, q, k, v, masked ? seg : NULL, 1, T, H, Hkv, d, scale);
+        e.ops.attention_fwd(&e.ops, y, q, k, v, seg, 1, T, H, Hkv, d, scale);
         cr_assert(!memcmp(y, ref, (size_t)nq * sizeof *y),
-                  "T %d H %d Hkv %d d %d seg %d, %d threads", T, H, Hkv, d, masked, th);
+                  "T %d H %d Hkv %d d %d mask %d, %d threads", T, H, Hkv, d, masked, th);
         free(y);
       }
       free(ref);
+    }
+    free(q), free(k), free(v), free(segs[0]), free(segs[1]);
+  }
+}
+
+/* Outputs rounded to fp32 hide most changes in the order of an fp64 sum, so the test above would
+ * not see the values' keys taken out of order. Here q = 0 (every weight is exactly 1) and v has
+ * pairs +B, −B (B = 2^33) at every ninth key: a row's sum cancels each pair exactly only when the
+ * keys come in ascending order; any other order rounds the small values to B's ulp on the way
+ * and changes the result (checked: the same sums in descending order give other bits). */
+Test(ops, attention_forward_takes_the_values_in_order) {
+  static const int shapes[][4] = {{61, 6, 2, 28}, {75, 8, 4, 64}, {50, 3, 3, 16}};
+  pg_rng r;
+  pg_rng_seed(&r, 4247);
+  for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+    const int T = shapes[c][0], H = shapes[c][1], Hkv = shapes[c][2], d = shapes[c][3];
+    const int nq = T * H * d, nk = T * Hkv * d;
+    float *q = filled(nq, 0.0f), *k = randf(&r, nk, 1.0), *v = randf(&r, nk, 1.0);
+    for (int s = 0; s < T; s++)
+      for (int i = 0; i < Hkv * d; i++)
+        if (s % 9 < 2) v[s * Hkv * d + i] = s % 9 ? -0x1p33f : 0x1p33f;
+    int32_t *seg = malloc((size_t)T * sizeof *seg);
+    for (int t = 0; t < T; t++) seg[t] = t < 11 ? 0 : 1 + (t - 11) / 27; /* documents of 11, 27 */
+    for (int masked = 0; masked <= 1; masked++) {
+      float *ref = filled(nq, 0), *rev = filled(nq, 0);
+      plain_attn_fwd(ref, q, k, v, masked ? seg : NULL, T, H, Hkv, d, 0.5f);
+      if (!masked) { /* the teeth: descending order, every weight 1 */
+        for (int t = 0; t < T; t++)
+          for (int h = 0; h < H; h++)
+            for (int i = 0; i < d; i++) {
+              double o = 0.0;
+              for (int s = t; s >= 0; s--) o += (double)v[(s * Hkv + h / (H / Hkv)) * d + i];
+              rev[(t * H + h) * d + i] = (float)(o / (double)(t + 1));
+            }
+        cr_assert(memcmp(rev, ref, (size_t)nq * sizeof *ref), "the inputs tell no order apart");
+      }
+      for (int th = 1; th <= 2; th++) {
+        pg_engine e = pg_engine_cpu(th);
+        float *y = filled(nq, -5.0f);
+        e.ops.attention_fwd(&e.ops, y, q, k, v, masked ? seg : NULL, 1, T, H, Hkv, d, 0.5f);
+        cr_assert(!memcmp(y, ref, (size_t)nq * sizeof *y),
+                  "T %d H %d Hkv %d d %d mask %d, %d threads", T, H, Hkv, d, masked, th);
+        free(y);
+      }
+      free(ref), free(rev);
     }
     free(q), free(k), free(v), free(seg);
   }
@@ -712,6 +780,40 @@ Test(ops, relu2_forward_and_gradient) { ew_check(0, 0.0f, 8); }
 Test(ops, leaky_relu2_forward_and_gradient) { ew_check(1, 0.5f, 9); }
 Test(ops, softcap_forward_and_gradient) { ew_check(3, 3.0f, 11); }
 Test(ops, rowgate_forward_and_gradients) { ew_check(4, 0.0f, 12); }
+
+/* relu² forward and backward against the definition (relu(x) = x > 0 ? x : 0), bit for bit, on
+ * signed zeros, NaNs, infinities, subnormals, squares that overflow or underflow, and random
+ * values, at a length off every vector width, 1 and 2 threads. */
+Test(ops, relu2_is_its_definition_on_edge_values) {
+  enum { N = 1037 };
+  static const float edge[] = {0.0f, -0.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-45f, -1e-45f,
+                               1e-20f, 3e19f, 2e19f, -3e19f, FLT_MAX, -FLT_MAX, 1.0f, -1.0f};
+  const size_t ne = sizeof edge / sizeof edge[0];
+  pg_rng r;
+  pg_rng_seed(&r, 31);
+  float *x = randf(&r, N, 3.0), *dy = randf(&r, N, 1.0);
+  for (size_t i = 0; i < ne; i++) x[7 * i + 3] = edge[i];
+  float *want = filled(N, 0), *dwant = filled(N, 0.25f);
+  for (int i = 0; i < N; i++) {
+    double u = x[i] > 0.0f ? (double)x[i] : 0.0;
+    want[i] = (float)(u * u);
+    dwant[i] = (float)((double)dwant[i] + (double)dy[i] * 2.0 * u);
+  }
+  for (int th = 1; th <= 2; th++) {
+    pg_engine e = pg_engine_cpu(th);
+    float *y = filled(N, -1.0f), *dx = filled(N, 0.25f);
+    e.ops.relu2_fwd(&e.ops, y, x, N);
+    e.ops.relu2_bwd(&e.ops, dx, dy, x, N);
+    for (int i = 0; i < N; i++) {
+      cr_assert(!memcmp(&y[i], &want[i], sizeof *y), "relu2(%a) = %a, not %a", x[i], y[i],
+                want[i]);
+      cr_assert(!memcmp(&dx[i], &dwant[i], sizeof *dx), "relu2' at %a: %a, not %a", x[i], dx[i],
+                dwant[i]);
+    }
+    free(y), free(dx);
+  }
+  free(x), free(dy), free(want), free(dwant);
+}
 
 Test(ops, activation_and_softcap_bounds) {
   pg_engine e = pg_engine_cpu(1);

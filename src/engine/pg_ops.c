@@ -393,7 +393,28 @@ static double rms_inv(const pg_real *x, int D, double eps) {
 
 static void rms_fwd_rows(void *p, size_t b, size_t end) {
   const pg_rms_ctx *c = p;
-  for (size_t r = b; r < end; r++) {
+  const size_t D = (size_t)c->D;
+  size_t r = b;
+  /* four rows at a time: their sums of squares are four independent chains of dependent adds
+   * side by side (one row's chain runs at the latency of an add), each still in ascending i;
+   * all four sums are taken before any row is written (y may alias x) */
+  for (; r + 4 <= end; r += 4) {
+    const pg_real *x = c->x + r * D;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    for (size_t i = 0; i < D; i++) {
+      const double a0 = (double)x[i], a1 = (double)x[D + i], a2 = (double)x[2 * D + i],
+                   a3 = (double)x[3 * D + i];
+      s0 += a0 * a0, s1 += a1 * a1, s2 += a2 * a2, s3 += a3 * a3;
+    }
+    const double ss[4] = {s0, s1, s2, s3};
+    for (size_t k = 0; k < 4; k++) {
+      const double inv = 1.0 / sqrt(ss[k] / (double)c->D + c->eps);
+      const pg_real *xk = x + k * D;
+      pg_real *y = c->y + (r + k) * D;
+      for (size_t i = 0; i < D; i++) y[i] = (pg_real)((double)xk[i] * inv);
+    }
+  }
+  for (; r < end; r++) {
     const pg_real *x = c->x + r * (size_t)c->D;
     pg_real *y = c->y + r * (size_t)c->D;
     double inv = rms_inv(x, c->D, c->eps);
@@ -653,37 +674,52 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
 }
 
 /* The forward over packed fp64 copies of k and v (AVX2, d a multiple of 4; the same bits as
- * attn_fwd_rows). kt holds k transposed, vp[g][s][i] holds v. A unit of work is a tile
- * of rows: ATT_QB consecutive positions t × the heads of one kv group g, so a block of keys is
- * read from L1 by every row of the tile instead of from memory by each row:
- * - logits: for each block of 16 keys, two rows at a time, each row's 16 logits are 16
- *   independent sums over i ascending from 0.0 in four vectors, then ·scale; each term is an
- *   FMA (q and k are fp32 values, so the product is exact and the bits are those of a multiply
- *   then an add); keys past t (and the zero padding up to Tp) are computed and ignored;
- * - max (four at a time: the max is exact in any order), pg_exp four keys at a time, and the
- *   denominator, s ascending (two heads of a position side by side);
+ * attn_fwd_rows). kt holds k transposed in blocks of ATT_KB keys, vp holds v in chunks of dims
+ * (attn_vidx). A unit of work is a tile of rows: ATT_QB consecutive positions t × the heads of
+ * one kv group g, so a block of keys or values is read from L1 by every row of the tile instead
+ * of from memory by each row. Both products run on register tiles of four rows × twelve outputs
+ * (twelve vector sums in flight: enough to cover the FMA latency on both pipes, with three
+ * loaded vectors and one broadcast per step):
+ * - logits: each block of ATT_KB = 12 keys against the groups of four rows that may see it,
+ *   each logit one sum over i ascending from 0.0, then ·scale; each term is an FMA (q and k are
+ *   fp32 values, so the product is exact and the bits are those of a multiply then an add);
+ *   keys past t (and the zero padding up to Tp) are computed and ignored, and blocks wholly
+ *   before the tile's first allowed key (another segment) are not computed;
+ * - max (four at a time: the max is exact in any order), pg_exp on sixteen keys at a time
+ *   (pg_exp4_ways), and the denominators, s ascending, four rows side by side;
  * - values: for each block of ATT_SB keys, each row's accumulators (in memory between blocks,
- *   which is exact) take w_s·v_s as one FMA (§4.4) for its allowed s ascending, 16 dims
- *   of the two heads of one position at a time (they share the allowed keys), or 4 dims of one;
+ *   which is exact) take w_s·v_s as one FMA (§4.4) for its allowed s ascending: four rows × 12
+ *   dims at a time (then 4 dims) over the keys all four rows may see, then each row alone over
+ *   the few keys only the later positions see (so every row still takes its keys in order);
  * - out = fp32(acc / den).
  * Which unit a thread runs changes no value; units are ordered so contiguous chunks of them
  * cost about the same under the causal mask. */
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
-#define ATT_QB 4
-/* Keeps four loaded vectors in registers: without it the compiler folds each load into both
- * rows' arithmetic, loading every vector twice, and the loads become the bottleneck. */
-#define ATT_IN_REGS(a, b, c, d) __asm__("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d))
-#define ATT_SB 32
+#define ATT_QB 8
+#define ATT_KB 12
+#define ATT_SB 64
+#define ATT_AVX2 __attribute__((target("avx2,fma")))
+/* Keeps three loaded vectors in registers: without it the compiler folds each load into every
+ * row's arithmetic, loading every vector four times, and the loads become the bottleneck. */
+#define ATT_IN_REGS(a, b, c) __asm__("" : "+x"(a), "+x"(b), "+x"(c))
 typedef struct {
   const pg_attn_ctx *c;
   double *kt, *vp;
-  size_t Tp; /* T rounded up to 16 */
+  size_t Tp; /* T rounded up to ATT_KB */
   int nqb;   /* tiles of positions: ceil(T / ATT_QB) */
 } pg_attn_pack;
 
 /* the tile of parallel index u: 0, n−1, 1, n−2, … */
 static int attn_balanced(size_t u, int n) {
   return (u & 1) ? n - 1 - (int)(u / 2) : (int)(u / 2);
+}
+
+/* Where v[s][i] of a group lies in vp: the dims in chunks of 12 (the values' register tile),
+ * then of 4, chunk by chunk, each chunk [Tp][its width], so the values pass reads one run of
+ * consecutive doubles per key. The chunk of i starts at dim i0 and at vp + i0·Tp. */
+static size_t attn_vidx(size_t d, size_t Tp, size_t s, size_t i) {
+  const size_t d12 = d / 12 * 12, i0 = i < d12 ? i / 12 * 12 : i / 4 * 4;
+  return i0 * Tp + s * (i < d12 ? 12 : 4) + (i - i0);
 }
 
 static void attn_pack_groups(void *p, size_t b, size_t end) {
@@ -696,19 +732,130 @@ static void attn_pack_groups(void *p, size_t b, size_t end) {
       const pg_real *ks = s < (size_t)c->T ? attn_kv(c, c->k, (int)s, (int)g) : NULL;
       const pg_real *vs = s < (size_t)c->T ? attn_kv(c, c->v, (int)s, (int)g) : NULL;
       for (size_t i = 0; i < d; i++) {
-        kt[(s / 16 * d + i) * 16 + s % 16] = ks ? (double)ks[i] : 0.0;
-        vp[s * d + i] = vs ? (double)vs[i] : 0.0;
+        kt[(s / ATT_KB * d + i) * ATT_KB + s % ATT_KB] = ks ? (double)ks[i] : 0.0;
+        vp[attn_vidx(d, Tp, s, i)] = vs ? (double)vs[i] : 0.0;
       }
     }
   }
 }
 
-__attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
+/* l[j][0 … 11] = scale·Σ_i q[j][i]·kb[i·12 + 0 … 11] for the four rows j (fp64 copies of q). */
+ATT_AVX2 static inline void attn_logits4(const double *const q[4], double *const l[4],
+                                         const double *kb, int d, __m256d scale) {
+  __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, b0 = a0, b1 = a0, b2 = a0;
+  __m256d c0 = a0, c1 = a0, c2 = a0, e0 = a0, e1 = a0, e2 = a0;
+  const double *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3];
+  for (int i = 0; i < d; i++, kb += ATT_KB) {
+    __m256d k0 = _mm256_loadu_pd(kb), k1 = _mm256_loadu_pd(kb + 4), k2 = _mm256_loadu_pd(kb + 8);
+    ATT_IN_REGS(k0, k1, k2);
+    __m256d x = _mm256_broadcast_sd(q0 + i);
+    a0 = _mm256_fmadd_pd(x, k0, a0), a1 = _mm256_fmadd_pd(x, k1, a1);
+    a2 = _mm256_fmadd_pd(x, k2, a2);
+    x = _mm256_broadcast_sd(q1 + i);
+    b0 = _mm256_fmadd_pd(x, k0, b0), b1 = _mm256_fmadd_pd(x, k1, b1);
+    b2 = _mm256_fmadd_pd(x, k2, b2);
+    x = _mm256_broadcast_sd(q2 + i);
+    c0 = _mm256_fmadd_pd(x, k0, c0), c1 = _mm256_fmadd_pd(x, k1, c1);
+    c2 = _mm256_fmadd_pd(x, k2, c2);
+    x = _mm256_broadcast_sd(q3 + i);
+    e0 = _mm256_fmadd_pd(x, k0, e0), e1 = _mm256_fmadd_pd(x, k1, e1);
+    e2 = _mm256_fmadd_pd(x, k2, e2);
+  }
+#define ATT_STORE3(p, x0, x1, x2)                                                                 \
+  _mm256_storeu_pd(p, _mm256_mul_pd(scale, x0));                                                  \
+  _mm256_storeu_pd(p + 4, _mm256_mul_pd(scale, x1));                                              \
+  _mm256_storeu_pd(p + 8, _mm256_mul_pd(scale, x2));
+  /* a row given twice (a short group) stores the same values twice */
+  ATT_STORE3(l[0], a0, a1, a2) ATT_STORE3(l[1], b0, b1, b2)
+  ATT_STORE3(l[2], c0, c1, c2) ATT_STORE3(l[3], e0, e1, e2)
+#undef ATT_STORE3
+}
+
+/* acc[j][i] ← fma(w[j][s], v[s][i], acc[j][i]) for the four rows j, s ascending in [sa, sb)
+ * (only the s with seg[s] = sid when seg is given): all four rows see the same keys. */
+ATT_AVX2 static inline void attn_values4(const double *const w[4], double *const acc[4],
+                                         const double *vp, size_t Tp, int d, int sa, int sb,
+                                         const int32_t *seg, int32_t sid) {
+  const double *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+  double *p0 = acc[0], *p1 = acc[1], *p2 = acc[2], *p3 = acc[3];
+  int i0 = 0;
+  for (; i0 + 12 <= d; i0 += 12) {
+    const double *vc = vp + (size_t)i0 * Tp;
+    __m256d a0 = _mm256_loadu_pd(p0 + i0), a1 = _mm256_loadu_pd(p0 + i0 + 4),
+            a2 = _mm256_loadu_pd(p0 + i0 + 8), b0 = _mm256_loadu_pd(p1 + i0),
+            b1 = _mm256_loadu_pd(p1 + i0 + 4), b2 = _mm256_loadu_pd(p1 + i0 + 8),
+            c0 = _mm256_loadu_pd(p2 + i0), c1 = _mm256_loadu_pd(p2 + i0 + 4),
+            c2 = _mm256_loadu_pd(p2 + i0 + 8), e0 = _mm256_loadu_pd(p3 + i0),
+            e1 = _mm256_loadu_pd(p3 + i0 + 4), e2 = _mm256_loadu_pd(p3 + i0 + 8);
+    for (int s = sa; s < sb; s++) {
+      if (seg && seg[s] != sid) continue;
+      const double *vr = vc + (size_t)s * 12;
+      __m256d x0 = _mm256_loadu_pd(vr), x1 = _mm256_loadu_pd(vr + 4),
+              x2 = _mm256_loadu_pd(vr + 8);
+      ATT_IN_REGS(x0, x1, x2);
+      __m256d ws = _mm256_broadcast_sd(w0 + s);
+      a0 = _mm256_fmadd_pd(ws, x0, a0), a1 = _mm256_fmadd_pd(ws, x1, a1);
+      a2 = _mm256_fmadd_pd(ws, x2, a2);
+      ws = _mm256_broadcast_sd(w1 + s);
+      b0 = _mm256_fmadd_pd(ws, x0, b0), b1 = _mm256_fmadd_pd(ws, x1, b1);
+      b2 = _mm256_fmadd_pd(ws, x2, b2);
+      ws = _mm256_broadcast_sd(w2 + s);
+      c0 = _mm256_fmadd_pd(ws, x0, c0), c1 = _mm256_fmadd_pd(ws, x1, c1);
+      c2 = _mm256_fmadd_pd(ws, x2, c2);
+      ws = _mm256_broadcast_sd(w3 + s);
+      e0 = _mm256_fmadd_pd(ws, x0, e0), e1 = _mm256_fmadd_pd(ws, x1, e1);
+      e2 = _mm256_fmadd_pd(ws, x2, e2);
+    }
+    /* a row given twice (a short group) computed the same values twice */
+    _mm256_storeu_pd(p0 + i0, a0), _mm256_storeu_pd(p0 + i0 + 4, a1);
+    _mm256_storeu_pd(p0 + i0 + 8, a2), _mm256_storeu_pd(p1 + i0, b0);
+    _mm256_storeu_pd(p1 + i0 + 4, b1), _mm256_storeu_pd(p1 + i0 + 8, b2);
+    _mm256_storeu_pd(p2 + i0, c0), _mm256_storeu_pd(p2 + i0 + 4, c1);
+    _mm256_storeu_pd(p2 + i0 + 8, c2), _mm256_storeu_pd(p3 + i0, e0);
+    _mm256_storeu_pd(p3 + i0 + 4, e1), _mm256_storeu_pd(p3 + i0 + 8, e2);
+  }
+  for (; i0 < d; i0 += 4) {
+    const double *vc = vp + (size_t)i0 * Tp;
+    __m256d a = _mm256_loadu_pd(p0 + i0), b = _mm256_loadu_pd(p1 + i0),
+            cc = _mm256_loadu_pd(p2 + i0), e = _mm256_loadu_pd(p3 + i0);
+    for (int s = sa; s < sb; s++) {
+      if (seg && seg[s] != sid) continue;
+      const __m256d x = _mm256_loadu_pd(vc + (size_t)s * 4);
+      a = _mm256_fmadd_pd(_mm256_broadcast_sd(w0 + s), x, a);
+      b = _mm256_fmadd_pd(_mm256_broadcast_sd(w1 + s), x, b);
+      cc = _mm256_fmadd_pd(_mm256_broadcast_sd(w2 + s), x, cc);
+      e = _mm256_fmadd_pd(_mm256_broadcast_sd(w3 + s), x, e);
+    }
+    _mm256_storeu_pd(p0 + i0, a), _mm256_storeu_pd(p1 + i0, b);
+    _mm256_storeu_pd(p2 + i0, cc), _mm256_storeu_pd(p3 + i0, e);
+  }
+}
+
+/* The same for one row (query position t) over its allowed keys in [sa, sb). */
+ATT_AVX2 static inline void attn_values1(const pg_attn_ctx *c, int t, const double *w,
+                                         double *acc, const double *vp, size_t Tp, int sa,
+                                         int sb) {
+  const int d = c->d, d12 = d / 12 * 12;
+  for (int i0 = 0; i0 < d; i0 += 4) {
+    /* dims i0 … i0 + 3 lie in the chunk of dim c0, of width cw (attn_vidx) */
+    const int c0 = i0 < d12 ? i0 / 12 * 12 : i0, cw = i0 < d12 ? 12 : 4;
+    const double *vc = vp + (size_t)c0 * Tp + (i0 - c0);
+    __m256d a = _mm256_loadu_pd(acc + i0);
+    for (int s = sa; s < sb; s++) {
+      if (c->seg && !attn_allowed(c, t, s)) continue;
+      a = _mm256_fmadd_pd(_mm256_broadcast_sd(w + s), _mm256_loadu_pd(vc + (size_t)s * cw), a);
+    }
+    _mm256_storeu_pd(acc + i0, a);
+  }
+}
+
+ATT_AVX2 static void attn_fwd_tiles_avx2(void *p, size_t b, size_t end) {
   const pg_attn_pack *a = p;
   const pg_attn_ctx *c = a->c;
   const int d = c->d, H = c->H, rep = c->H / c->Hkv, nr_max = ATT_QB * rep;
   const size_t Tp = a->Tp, dz = (size_t)d;
-  const size_t Ls = Tp + 8; /* row stride of L: rows 64 bytes off a multiple of 4 KiB apart */
+  /* row stride of L: rows 64 bytes off a multiple of 4 KiB apart */
+  const size_t Ls = (Tp + 15) / 16 * 16 + 8;
   /* per row of a tile: logits then weights [Ls], accumulators [d], q in fp64 [d], denominator */
   double *buf = pg_engine_scratch_try(pg_engine_of(c->e), 1,
                                       (size_t)nr_max * (Ls + 2 * dz + 1) * sizeof *buf);
@@ -727,6 +874,7 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
   double *L = buf, *A = buf + (size_t)nr_max * Ls, *Q = A + (size_t)nr_max * dz;
   double *dens = Q + (size_t)nr_max * dz;
   const __m256d scale = _mm256_set1_pd(c->scale);
+  int slo = 0, slo_t0 = -1;
   for (size_t u = b; u < end; u++) {
     const int t0 = attn_balanced(u / (size_t)c->Hkv, a->nqb) * ATT_QB;
     const int g = (int)(u % (size_t)c->Hkv);
@@ -737,48 +885,33 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
       const pg_real *q = attn_q(c, t0 + r / rep, g * rep + r % rep);
       for (int i = 0; i < d; i++) Q[(size_t)r * dz + i] = (double)q[i];
     }
-    /* two rows at a time against 16 keys: 8 sums in registers, each key vector loaded once */
-    for (size_t s0 = 0; s0 < (size_t)t1; s0 += 16) {
-      for (int r = 0; r < nr; r += 2) {
-        const int two = r + 1 < nr, tb = t0 + (two ? r + 1 : r) / rep;
-        if ((size_t)tb < s0) continue; /* no key of the block is ≤ t for either row */
-        const double *qa = Q + (size_t)r * dz, *qb = two ? qa + dz : qa;
-        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
-        __m256d b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        for (int i = 0; i < d; i++) {
-          const double *kr = kt + (s0 * dz + (size_t)i * 16);
-          __m256d k0 = _mm256_loadu_pd(kr), k1 = _mm256_loadu_pd(kr + 4),
-                  k2 = _mm256_loadu_pd(kr + 8), k3 = _mm256_loadu_pd(kr + 12);
-          ATT_IN_REGS(k0, k1, k2, k3);
-          __m256d qi = _mm256_broadcast_sd(qa + i);
-          a0 = _mm256_fmadd_pd(qi, k0, a0);
-          a1 = _mm256_fmadd_pd(qi, k1, a1);
-          a2 = _mm256_fmadd_pd(qi, k2, a2);
-          a3 = _mm256_fmadd_pd(qi, k3, a3);
-          qi = _mm256_broadcast_sd(qb + i);
-          b0 = _mm256_fmadd_pd(qi, k0, b0);
-          b1 = _mm256_fmadd_pd(qi, k1, b1);
-          b2 = _mm256_fmadd_pd(qi, k2, b2);
-          b3 = _mm256_fmadd_pd(qi, k3, b3);
-        }
-        double *l = L + (size_t)r * Ls + s0;
-        _mm256_storeu_pd(l, _mm256_mul_pd(scale, a0));
-        _mm256_storeu_pd(l + 4, _mm256_mul_pd(scale, a1));
-        _mm256_storeu_pd(l + 8, _mm256_mul_pd(scale, a2));
-        _mm256_storeu_pd(l + 12, _mm256_mul_pd(scale, a3));
-        if (two) {
-          l += Ls;
-          _mm256_storeu_pd(l, _mm256_mul_pd(scale, b0));
-          _mm256_storeu_pd(l + 4, _mm256_mul_pd(scale, b1));
-          _mm256_storeu_pd(l + 8, _mm256_mul_pd(scale, b2));
-          _mm256_storeu_pd(l + 12, _mm256_mul_pd(scale, b3));
-        }
+    /* the first key any row of the tile may see (0 without segments; the same for every g) */
+    if (t0 != slo_t0) {
+      slo = t1, slo_t0 = t0;
+      for (int t = t0; t < t1; t++) {
+        int s = 0;
+        while (s < slo && !attn_allowed(c, t, s)) s++;
+        slo = s;
       }
     }
+    /* each block of ATT_KB keys (read from L1 by every group after the first) against the
+     * groups of four rows that may see it; a short group repeats its last row */
+    for (int s0 = slo / ATT_KB * ATT_KB; s0 < t1; s0 += ATT_KB)
+      for (int r = 0; r < nr; r += 4) {
+        const int n4 = nr - r < 4 ? nr - r : 4, tl = t0 + (r + n4 - 1) / rep;
+        if (s0 > tl) continue; /* no key of the block is ≤ t for any row of the group */
+        const double *qr[4];
+        double *l4[4];
+        for (int j = 0; j < 4; j++) {
+          const int rj = r + (j < n4 ? j : n4 - 1);
+          qr[j] = Q + (size_t)rj * dz, l4[j] = L + (size_t)rj * Ls + s0;
+        }
+        attn_logits4(qr, l4, kt + (size_t)s0 * dz, d, scale);
+      }
     for (int r = 0; r < nr; r++) {
       const int t = t0 + r / rep;
       double *l = L + (size_t)r * Ls, mx = -INFINITY;
-      int s = 0;
+      int s = slo;
       if (!c->seg) { /* the maximum is exact in any order (a NaN is skipped either way) */
         __m256d m4 = _mm256_set1_pd(-INFINITY);
         for (; s + 3 <= t; s += 4) m4 = _mm256_max_pd(_mm256_loadu_pd(l + s), m4);
@@ -789,77 +922,67 @@ __attribute__((target("avx2,fma"))) static void attn_fwd_tiles_avx2(void *p, siz
       }
       for (; s <= t; s++)
         if (attn_allowed(c, t, s) && l[s] > mx) mx = l[s];
-      /* every key ≤ t, four at a time (those another segment masks are not used) */
+      /* every key in [slo, t], sixteen at a time, then four, then one (those another segment
+       * masks are not used) */
       const __m256d m4 = _mm256_set1_pd(mx);
-      for (s = 0; s + 3 <= t; s += 4)
+      for (s = slo; s + 4 * PG_EXP_WAYS - 1 <= t; s += 4 * PG_EXP_WAYS) {
+        __m256d x[PG_EXP_WAYS];
+        for (int j = 0; j < PG_EXP_WAYS; j++)
+          x[j] = _mm256_sub_pd(_mm256_loadu_pd(l + s + 4 * j), m4);
+        pg_exp4_ways(x);
+        for (int j = 0; j < PG_EXP_WAYS; j++) _mm256_storeu_pd(l + s + 4 * j, x[j]);
+      }
+      for (; s + 3 <= t; s += 4)
         _mm256_storeu_pd(l + s, pg_exp4(_mm256_sub_pd(_mm256_loadu_pd(l + s), m4)));
       for (; s <= t; s++) l[s] = pg_exp_inline(l[s] - mx);
       for (int i = 0; i < d; i++) A[(size_t)r * dz + i] = 0.0;
     }
-    /* the denominators, s ascending; two heads of one position side by side (two chains of
-     * dependent adds in flight instead of one) */
-    for (int r = 0; r < nr;) {
-      const int t = t0 + r / rep, two = r + 1 < nr && t0 + (r + 1) / rep == t;
-      const double *w0 = L + (size_t)r * Ls, *w1 = two ? w0 + Ls : w0;
-      double d0 = 0.0, d1 = 0.0;
+    /* the denominators, s ascending; without segments four rows side by side (four chains of
+     * dependent adds in flight instead of one) over the keys they all see, then each row's own */
+    for (int r = 0; r < nr; r += 4) {
+      const int n4 = nr - r < 4 ? nr - r : 4, tf = t0 + r / rep;
+      const double *w[4];
+      for (int j = 0; j < 4; j++) w[j] = L + (size_t)(r + (j < n4 ? j : n4 - 1)) * Ls;
+      double d0 = 0.0, d1 = 0.0, d2 = 0.0, d3 = 0.0;
       if (!c->seg)
-        for (int s = 0; s <= t; s++) d0 += w0[s], d1 += w1[s];
-      else
-        for (int s = 0; s <= t; s++)
-          if (attn_allowed(c, t, s)) d0 += w0[s], d1 += w1[s];
-      dens[r] = d0;
-      if (two) dens[r + 1] = d1;
-      r += two ? 2 : 1;
+        for (int s = slo; s <= tf; s++) d0 += w[0][s], d1 += w[1][s], d2 += w[2][s], d3 += w[3][s];
+      double ds[4] = {d0, d1, d2, d3};
+      for (int j = 0; j < n4; j++) {
+        const int t = t0 + (r + j) / rep;
+        if (!c->seg)
+          for (int s = tf + 1; s <= t; s++) ds[j] += w[j][s];
+        else
+          for (int s = slo; s <= t; s++)
+            if (attn_allowed(c, t, s)) ds[j] += w[j][s];
+        dens[r + j] = ds[j];
+      }
     }
-    for (int s0 = 0; s0 < t1; s0 += ATT_SB) {
-      for (int r = 0; r < nr;) {
-        const int t = t0 + r / rep, s1 = t + 1 < s0 + ATT_SB ? t + 1 : s0 + ATT_SB;
-        /* two heads of one position (the same allowed keys) share each load of v */
-        const int two = r + 1 < nr && t0 + (r + 1) / rep == t;
-        const double *w = L + (size_t)r * Ls, *w2 = w + Ls;
-        double *acc = A + (size_t)r * dz, *acc2 = acc + dz;
-        int i0 = 0;
-        if (two)
-          for (; i0 + 16 <= d; i0 += 16) {
-            __m256d v0 = _mm256_loadu_pd(acc + i0), v1 = _mm256_loadu_pd(acc + i0 + 4),
-                    v2 = _mm256_loadu_pd(acc + i0 + 8), v3 = _mm256_loadu_pd(acc + i0 + 12),
-                    u0 = _mm256_loadu_pd(acc2 + i0), u1 = _mm256_loadu_pd(acc2 + i0 + 4),
-                    u2 = _mm256_loadu_pd(acc2 + i0 + 8), u3 = _mm256_loadu_pd(acc2 + i0 + 12);
-            for (int s = s0; s < s1; s++) {
-              if (c->seg && !attn_allowed(c, t, s)) continue;
-              const double *vr = vp + (size_t)s * dz + i0;
-              __m256d x0 = _mm256_loadu_pd(vr), x1 = _mm256_loadu_pd(vr + 4),
-                      x2 = _mm256_loadu_pd(vr + 8), x3 = _mm256_loadu_pd(vr + 12);
-              ATT_IN_REGS(x0, x1, x2, x3);
-              __m256d ws = _mm256_broadcast_sd(w + s);
-              v0 = _mm256_fmadd_pd(ws, x0, v0);
-              v1 = _mm256_fmadd_pd(ws, x1, v1);
-              v2 = _mm256_fmadd_pd(ws, x2, v2);
-              v3 = _mm256_fmadd_pd(ws, x3, v3);
-              ws = _mm256_broadcast_sd(w2 + s);
-              u0 = _mm256_fmadd_pd(ws, x0, u0);
-              u1 = _mm256_fmadd_pd(ws, x1, u1);
-              u2 = _mm256_fmadd_pd(ws, x2, u2);
-              u3 = _mm256_fmadd_pd(ws, x3, u3);
-            }
-            _mm256_storeu_pd(acc + i0, v0), _mm256_storeu_pd(acc + i0 + 4, v1);
-            _mm256_storeu_pd(acc + i0 + 8, v2), _mm256_storeu_pd(acc + i0 + 12, v3);
-            _mm256_storeu_pd(acc2 + i0, u0), _mm256_storeu_pd(acc2 + i0 + 4, u1);
-            _mm256_storeu_pd(acc2 + i0 + 8, u2), _mm256_storeu_pd(acc2 + i0 + 12, u3);
-          }
-        for (int k = 0; k <= two; k++) /* what is left: each row alone, 4 dims at a time */
-          for (int j0 = i0; j0 < d; j0 += 4) {
-            double *ak = k ? acc2 : acc;
-            const double *wk = k ? w2 : w;
-            __m256d v0 = _mm256_loadu_pd(ak + j0);
-            for (int s = s0; s < s1; s++) {
-              if (c->seg && !attn_allowed(c, t, s)) continue;
-              v0 = _mm256_fmadd_pd(_mm256_broadcast_sd(wk + s),
-                                   _mm256_loadu_pd(vp + (size_t)s * dz + j0), v0);
-            }
-            _mm256_storeu_pd(ak + j0, v0);
-          }
-        r += two ? 2 : 1;
+    for (int s0 = slo; s0 < t1; s0 += ATT_SB) {
+      for (int r = 0; r < nr; r += 4) {
+        const int n4 = nr - r < 4 ? nr - r : 4;
+        const int tf = t0 + r / rep; /* the group's first position: its rows' t ascend */
+        const double *wr[4];
+        double *ar[4];
+        int same = 1; /* do the group's rows share a segment? */
+        for (int j = 0; j < 4; j++) {
+          const int rj = r + (j < n4 ? j : n4 - 1);
+          wr[j] = L + (size_t)rj * Ls, ar[j] = A + (size_t)rj * dz;
+          if (c->seg && c->seg[t0 + rj / rep] != c->seg[tf]) same = 0;
+        }
+        /* keys every row of the group may see: s ≤ tf (and in tf's segment) */
+        int sc = s0;
+        if (same) {
+          sc = tf + 1 < s0 + ATT_SB ? tf + 1 : s0 + ATT_SB;
+          if (sc > s0)
+            attn_values4(wr, ar, vp, Tp, d, s0, sc, c->seg, c->seg ? c->seg[tf] : 0);
+          else
+            sc = s0;
+        }
+        /* then each row alone, over the keys of the block only it (and later rows) may see */
+        for (int j = 0; j < n4; j++) {
+          const int t = t0 + (r + j) / rep, se = t + 1 < s0 + ATT_SB ? t + 1 : s0 + ATT_SB;
+          if (se > sc) attn_values1(c, t, wr[j], ar[j], vp, Tp, sc, se);
+        }
       }
     }
     for (int r = 0; r < nr; r++) {
@@ -881,7 +1004,8 @@ static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, c
                    .d = d, .scale = (double)scale};
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
   if (d % 4 == 0 && T > 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    pg_attn_pack a = {.c = &c, .Tp = ((size_t)T + 15) / 16 * 16, .nqb = (T + ATT_QB - 1) / ATT_QB};
+    pg_attn_pack a = {.c = &c, .Tp = ((size_t)T + ATT_KB - 1) / ATT_KB * ATT_KB,
+                      .nqb = (T + ATT_QB - 1) / ATT_QB};
     size_t n = (size_t)Hkv * a.Tp * (size_t)d;
     a.kt = pg_engine_scratch_try(pg_engine_of(e), 0, 2 * n * sizeof *a.kt);
     if (a.kt) {
@@ -1040,12 +1164,26 @@ typedef struct {
   int D; /* rowgate only */
 } pg_ew_ctx;
 
+/* x > 0 ? x : +0 as a mask over the bits: the loops vectorize and have no branch to mispredict
+ * on signs that are random (the compiler keeps a select on floats as a branch) */
+static inline pg_real ew_relu(pg_real x) {
+#ifdef PG_REAL_F64
+  uint64_t u, m = -(uint64_t)(x > 0.0);
+#else
+  uint32_t u, m = -(uint32_t)(x > 0.0f);
+#endif
+  memcpy(&u, &x, sizeof u);
+  u &= m;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
 static void relu2_fwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
   const pg_real *restrict xs = c->x;
   pg_real *restrict y = c->y; /* locals: a store through c->y could otherwise alias c */
   for (size_t i = b; i < end; i++) {
-    double x = xs[i] > 0.0f ? (double)xs[i] : 0.0;
+    double x = (double)ew_relu(xs[i]);
     y[i] = (pg_real)(x * x);
   }
 }
@@ -1053,7 +1191,7 @@ static void relu2_fwd_range(void *p, size_t b, size_t end) {
 static void relu2_bwd_range(void *p, size_t b, size_t end) {
   const pg_ew_ctx *c = p;
   for (size_t i = b; i < end; i++) {
-    double x = c->x[i] > 0.0f ? (double)c->x[i] : 0.0;
+    double x = (double)ew_relu(c->x[i]);
     c->dx[i] = (pg_real)((double)c->dx[i] + (double)c->dy[i] * 2.0 * x);
   }
 }
