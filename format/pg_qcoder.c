@@ -580,6 +580,7 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
   qc_params q = {.nb = {p[1], p[2], p[3]}, .rs = p[4], .cs = p[5], .smode = p[6] & 3u,
                  .pred = p[6] >> 2,
                  .init = pg_ld16(p + 7)};
+  const unsigned mode_byte = p[6]; /* for the message below, read before p moves on */
   p += 9;
   for (int k = 0; k < NAV; k++)
     PG_FAIL_IF(q.nb[k] < 1 || q.nb[k] > PG_QC_MAX_BUCKETS, err, PG_E_DECOMPRESS, file, off,
@@ -591,7 +592,7 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
              "qc: average shifts %u, %u outside 1..8", q.rs, q.cs);
   PG_FAIL_IF(q.smode > SGN_PREV || q.pred > 1 || (q.smode == SGN_NONE && (q.pred ||
              q.nb[AV_SGN] != 1)), err, PG_E_DECOMPRESS, file, off,
-             "qc: signed mode %u with %u buckets", p[6], q.nb[AV_SGN]);
+             "qc: signed mode %u with %u buckets", mode_byte, q.nb[AV_SGN]);
   PG_FAIL_IF(q.init > EMA_MAX, err, PG_E_DECOMPRESS, file, off,
              "qc: initial average %u above %u", q.init, EMA_MAX);
   const size_t nedge = q.nb[0] + q.nb[1] + q.nb[2] - 3;
