@@ -79,26 +79,8 @@ def pgrp(gitdir):
     tmpl32 = {k: torch.empty(0, dtype=torch.float32) for k in tmpl}
     out_f32 = m.dequantize_mixed(back, bmeta, tmpl32)
     d = mrg.digest(out, out_f32)
-    for name, info in bmeta.items():
-        if "lqer_asym" not in info:
-            continue
-        W = back[name + ".q"].float() * back[name + ".scale"].float().view(-1, 1)
-        ours = mrg.pgolf_lqer_sum(W, back[name + ".lqA_a"], back[name + ".lqAs_a"],
-                                  back[name + ".lqB_a"], back[name + ".lqBs_a"])
-        off = mrg.ordinal(out_f32[name]) - mrg.ordinal(ours)
-        d[name]["lqer_max_ulps_from_fp64_sum"] = int(off.abs().max())
-    arch = {"vocab_size": 1024, "dim": 128, "layers": L, "heads": 2, "kv_heads": 1,
-            "head_dim": 64, "bos_id": 1, "block": {"ln_scale": "physical"},
-            "attention": {"q_gain": 5.0, "rope_dims": 16, "rope_base": 10000.0,
-                          "doc_mask": True, "doc_max_len": 2048, "xsa_layers": list(range(L)),
-                          "gate": "sparse_sigmoid", "gate_scale": 1.0, "gate_window": 12},
-            "mlp": {"hidden": 640, "act": "leaky_relu2", "leaky_slope": 0.5},
-            "embeddings": {"smear": "v2", "smear_bos_mask": True, "smear_window": 12},
-            "structure": {"skips": "gated", "encoder": model.encoder_indices,
-                          "decoder": model.decoder_indices, "recur_frac": 0.35,
-                          "parallel": "two_lane", "parallel_start": 3,
-                          "parallel_resid_init": 1.1, "parallel_post_init": 1.0},
-            "head": {"softcap": 30.0}}
+    mrg.lqer_ulps(d, back, bmeta, out_f32)
+    arch = mrg.lqer_arch(L, model)
     return blob, d, commit, arch
 
 

@@ -250,6 +250,38 @@ def ordinal(t):
     return torch.where(i < 0, -(2 ** 31) - i, i)
 
 
+def lqer_ulps(d, w, meta, out_f32):
+    """d[name]["lqer_max_ulps_from_fp64_sum"] for each lqer_asym tensor of the LQER record's
+    export (w, meta) against its fp32 dequantization out_f32 (make_pgrp_golden.py too)."""
+    for name, info in meta.items():
+        if "lqer_asym" not in info:
+            continue
+        W = w[name + ".q"].float() * w[name + ".scale"].float().view(-1, 1)
+        ours = pgolf_lqer_sum(W, w[name + ".lqA_a"], w[name + ".lqAs_a"], w[name + ".lqB_a"],
+                              w[name + ".lqBs_a"])
+        # how far (in fp32 steps) the record's fp32 matmul lands from the artifact's fp64 sum:
+        # spec/format.md §5 allows the last bit; the test asks for bit equality, so a nonzero
+        # figure here says why a regenerated golden fails it
+        off = ordinal(out_f32[name]) - ordinal(ours)
+        d[name]["lqer_max_ulps_from_fp64_sum"] = int(off.abs().max())
+
+
+def lqer_arch(L, model):
+    """pgolf's arch of the LQER record's small GPT of L layers (make_pgrp_golden.py too)."""
+    return {"vocab_size": 1024, "dim": 128, "layers": L, "heads": 2, "kv_heads": 1,
+            "head_dim": 64, "bos_id": 1, "block": {"ln_scale": "physical"},
+            "attention": {"q_gain": 5.0, "rope_dims": 16, "rope_base": 10000.0,
+                          "doc_mask": True, "doc_max_len": 2048, "xsa_layers": list(range(L)),
+                          "gate": "sparse_sigmoid", "gate_scale": 1.0, "gate_window": 12},
+            "mlp": {"hidden": 640, "act": "leaky_relu2", "leaky_slope": 0.5},
+            "embeddings": {"smear": "v2", "smear_bos_mask": True, "smear_window": 12},
+            "structure": {"skips": "gated", "encoder": model.encoder_indices,
+                          "decoder": model.decoder_indices, "recur_frac": 0.35,
+                          "parallel": "two_lane", "parallel_start": 3,
+                          "parallel_resid_init": 1.1, "parallel_post_init": 1.0},
+            "head": {"softcap": 30.0}}
+
+
 def lqer(gitdir):
     L = 4
     # the record's run command (its README) with a small model: vocab 1024, dim 128, 4 layers,
@@ -290,30 +322,8 @@ def lqer(gitdir):
     tmpl32 = {k: torch.empty(0, dtype=torch.float32) for k in tmpl}
     out_f32 = m.dequantize_mixed(back["w"], back["m"], tmpl32)
     d = digest(out, out_f32)
-    w = back["w"]
-    for name, info in back["m"].items():
-        if "lqer_asym" not in info:
-            continue
-        W = w[name + ".q"].float() * w[name + ".scale"].float().view(-1, 1)
-        ours = pgolf_lqer_sum(W, w[name + ".lqA_a"], w[name + ".lqAs_a"], w[name + ".lqB_a"],
-                              w[name + ".lqBs_a"])
-        # how far (in fp32 steps) the record's fp32 matmul lands from the artifact's fp64 sum:
-        # spec/format.md §5 allows the last bit; the test asks for bit equality, so a nonzero
-        # figure here says why a regenerated golden fails it
-        off = ordinal(out_f32[name]) - ordinal(ours)
-        d[name]["lqer_max_ulps_from_fp64_sum"] = int(off.abs().max())
-    arch = {"vocab_size": 1024, "dim": 128, "layers": L, "heads": 2, "kv_heads": 1,
-            "head_dim": 64, "bos_id": 1, "block": {"ln_scale": "physical"},
-            "attention": {"q_gain": 5.0, "rope_dims": 16, "rope_base": 10000.0,
-                          "doc_mask": True, "doc_max_len": 2048, "xsa_layers": list(range(L)),
-                          "gate": "sparse_sigmoid", "gate_scale": 1.0, "gate_window": 12},
-            "mlp": {"hidden": 640, "act": "leaky_relu2", "leaky_slope": 0.5},
-            "embeddings": {"smear": "v2", "smear_bos_mask": True, "smear_window": 12},
-            "structure": {"skips": "gated", "encoder": model.encoder_indices,
-                          "decoder": model.decoder_indices, "recur_frac": 0.35,
-                          "parallel": "two_lane", "parallel_start": 3,
-                          "parallel_resid_init": 1.1, "parallel_post_init": 1.0},
-            "head": {"softcap": 30.0}}
+    lqer_ulps(d, back["w"], back["m"], out_f32)
+    arch = lqer_arch(L, model)
     return blob, d, commit, arch
 
 
