@@ -619,15 +619,18 @@ static void several_docs(int kind, const char *json, int precision) {
     ttt_done(&w);
     pg_eval_result_free(&one);
   }
-  /* a fresh A at every batch */
-  pg_protocol p = proto(kind);
-  p.lora_warm_a = 0;
-  pg_eval_result one;
-  ttt_weights w = {0};
-  ttt_one(&f, &p, &one, &w);
-  several_same(&f, &p, es, 2, &one);
-  ttt_done(&w);
-  pg_eval_result_free(&one);
+  /* a fresh A at every batch; more engines than rows (the third owns none) */
+  for (int s = 0; s < 2; s++) {
+    pg_protocol p = proto(kind);
+    p.lora_warm_a = s;
+    p.lora_batch_docs = s ? 2 : 4;
+    pg_eval_result one;
+    ttt_weights w = {0};
+    ttt_one(&f, &p, &one, &w);
+    several_same(&f, &p, es, s ? 3 : 2, &one);
+    ttt_done(&w);
+    pg_eval_result_free(&one);
+  }
   fx_free(&f);
 }
 

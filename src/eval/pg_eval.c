@@ -1084,6 +1084,8 @@ static void *lane_forward(void *arg) {
  * the backward where the lane's documents train, then AdamW on the lane's rows, on the engine. */
 static void *lane_step(void *arg) {
   worker *wk = arg;
+  wk->rc = PG_OK;
+  if (!wk->nlsp) return NULL; /* more engines than rows: this one owns none */
   pg_engine_enter(wk->e);
   if (wk->train && (wk->rc = pg_model_backward(wk->m, wk->rec, &wk->err))) return NULL;
   pg_real *P = pg_lora_params_engine(wk->lo);
