@@ -457,6 +457,8 @@ static void several_same(fixture *f, const pg_protocol *p, pg_engine *const *es,
   if (p->batch == one_batch)
     cr_assert_eq(R.forwards, one->forwards, "%d engines: the same batches", n);
   cr_assert_eq(R.windows, one->windows);
+  cr_assert_eq(R.documents, one->documents);
+  cr_assert_eq(R.masked, one->masked);
   cr_assert_eq(R.scored, one->scored);
   cr_assert_eq(memcmp(&R.val_bpb, &one->val_bpb, sizeof R.val_bpb), 0);
   cr_assert(!lg.backwards, "progress never goes back");
@@ -471,17 +473,20 @@ static void several_same(fixture *f, const pg_protocol *p, pg_engine *const *es,
   pg_eval_result_free(&R);
 }
 
-/* The one-engine run of an adaptive protocol, its weights before and after (cur_ttt set). */
+/* The one-engine run of an adaptive protocol, its weights before and after (cur_ttt set); only
+ * ttt-lora leaves the weights as they were (its adapters are not the model's). */
 static void ttt_one(fixture *f, const pg_protocol *p, pg_eval_result *one, ttt_weights *w) {
   pg_err err;
-  w->m0 = model(ARCH, 9);
+  cr_assert_eq(pg_model_create(&w->m0, pg_model_arch(f->m), &err), PG_OK);
   cr_assert_eq(pg_model_copy_params(w->m0, f->m, &err), PG_OK);
+  pg_model_set_precision(w->m0, pg_model_precision(f->m));
   run_ok(f, p, NULL, one);
   cr_assert_gt(one->train_steps, 0);
   size_t np = pg_model_param_count(f->m);
   w->final = malloc(np * sizeof *w->final);
   memcpy(w->final, pg_model_params_read(f->m), np * sizeof *w->final);
-  cr_assert_neq(memcmp(w->final, pg_model_params_read(w->m0), np * sizeof *w->final), 0);
+  cr_assert_eq(memcmp(w->final, pg_model_params_read(w->m0), np * sizeof *w->final) == 0,
+               p->kind == PG_PROTO_TTT_LORA);
   cur_ttt = w;
 }
 
@@ -535,7 +540,7 @@ static void several_remote(int kind, const char *json) {
   pg_protocol p = proto(kind);
   pg_eval_result one;
   ttt_weights w = {0};
-  if (kind == PG_PROTO_TTT_CHUNK)
+  if (kind != PG_PROTO_PLAIN && kind != PG_PROTO_SLIDING)
     ttt_one(&f, &p, &one, &w);
   else
     run_ok(&f, &p, NULL, &one);
@@ -562,6 +567,8 @@ static void several_remote(int kind, const char *json) {
 Test(eval, several_remote_engines_plain) { several_remote(PG_PROTO_PLAIN, ARCH); }
 Test(eval, several_remote_engines_sliding) { several_remote(PG_PROTO_SLIDING, DOCS_ARCH); }
 Test(eval, several_remote_engines_chunked) { several_remote(PG_PROTO_TTT_CHUNK, ARCH); }
+Test(eval, several_remote_engines_lora) { several_remote(PG_PROTO_TTT_LORA, ARCH); }
+Test(eval, several_remote_engines_phased) { several_remote(PG_PROTO_TTT_PHASED, DOCS_ARCH); }
 
 /* Fewer windows than engines: the idle engines change nothing. */
 Test(eval, several_engines_fewer_windows_than_engines) {
@@ -579,26 +586,70 @@ Test(eval, several_engines_fewer_windows_than_engines) {
   fx_free(&f);
 }
 
-/* The per-document protocols take one engine: several are refused in one line, before any
- * work. */
-Test(eval, several_engines_adaptive_refused) {
+/* ttt-lora and ttt-phased on several engines: each batch's documents split across the engines
+ * by adapter row (row j on engine j mod n), scored and committed in batch order on the calling
+ * thread, the phases' global update on the first engine: the figure, every batch's receipt, the
+ * counts and the final weights are the one-engine run's bits, for any n and any batch size (the
+ * first batch, the partial one, leaves engines without a document: their rows still take the
+ * batch's steps, which a warm A carries into the next batch). */
+static void several_docs(int kind, const char *json, int precision) {
+  fixture f;
+  fx_init(&f, 777, json, 1);
+  pg_model_set_precision(f.m, (pg_precision)precision);
+  uint64_t nd = 0;
+  for (uint64_t i = 0; i < f.val.n; i++) nd += f.tok[i] == BOS;
+  /* 4 documents a batch (the proto's), and a size whose first batch has one or two */
+  int sizes[2] = {4, 0};
+  for (int b = 5; b < 13 && !sizes[1]; b++)
+    if (nd % (uint64_t)b == 1 || nd % (uint64_t)b == 2) sizes[1] = b;
+  cr_assert(sizes[1], "a batch size with a short first batch (%llu documents)",
+            (unsigned long long)nd);
+  pg_engine cpu[3] = {pg_engine_cpu(1), pg_engine_cpu(2), pg_engine_cpu(1)};
+  pg_engine *es[3] = {&cpu[0], &cpu[1], &cpu[2]};
+  for (int s = 0; s < 2; s++) {
+    pg_protocol p = proto(kind);
+    p.lora_batch_docs = sizes[s];
+    pg_eval_result one;
+    ttt_weights w = {0};
+    ttt_one(&f, &p, &one, &w);
+    cr_assert_eq(one.documents, nd);
+    cr_assert(p.lora_warm_a, "the rows' A carries over between batches");
+    if (kind == PG_PROTO_TTT_PHASED) cr_assert_gt(one.masked, 0);
+    for (int n = 1; n <= 3; n++) several_same(&f, &p, es, n, &one);
+    ttt_done(&w);
+    pg_eval_result_free(&one);
+  }
+  /* a fresh A at every batch; more engines than rows (the third owns none) */
+  for (int s = 0; s < 2; s++) {
+    pg_protocol p = proto(kind);
+    p.lora_warm_a = s;
+    p.lora_batch_docs = s ? 2 : 4;
+    pg_eval_result one;
+    ttt_weights w = {0};
+    ttt_one(&f, &p, &one, &w);
+    several_same(&f, &p, es, s ? 3 : 2, &one);
+    ttt_done(&w);
+    pg_eval_result_free(&one);
+  }
+  fx_free(&f);
+}
+
+Test(eval, several_engines_lora_same_bits) { several_docs(PG_PROTO_TTT_LORA, ARCH, PG_PREC_FP32); }
+Test(eval, several_engines_lora_bf16_same_bits) {
+  several_docs(PG_PROTO_TTT_LORA, DOCS_ARCH, PG_PREC_BF16);
+}
+Test(eval, several_engines_phased_same_bits) {
+  several_docs(PG_PROTO_TTT_PHASED, DOCS_ARCH, PG_PREC_FP32);
+}
+Test(eval, several_engines_phased_bf16_same_bits) {
+  several_docs(PG_PROTO_TTT_PHASED, ARCH, PG_PREC_BF16);
+}
+
+Test(eval, several_engines_none_refused) {
   fixture f;
   fx_init(&f, 64 * 5 + 1, DOCS_ARCH, 1);
-  pg_engine cpu[2] = {pg_engine_cpu(1), pg_engine_cpu(1)};
-  pg_engine *es[2] = {&cpu[0], &cpu[1]};
-  const int kinds[] = {PG_PROTO_TTT_LORA, PG_PROTO_TTT_PHASED};
-  for (int i = 0; i < 2; i++) {
-    pg_protocol p = proto(kinds[i]);
-    pg_eval_result R;
-    pg_err err;
-    cr_assert_eq(pg_eval_run_on(f.m, es, 2, &f.val, &p, NULL, &R, &err), PG_E_UNSUPPORTED);
-    cr_assert(strstr(err.msg, pg_proto_name(kinds[i])) && strstr(err.msg, "--gpus 1") &&
-                  !strchr(err.msg, '\n'),
-              "%s", err.msg);
-    cr_assert_eq(R.nchunks, 0);
-    cr_assert_eq(pg_eval_run_on(f.m, es, 1, &f.val, &p, NULL, &R, &err), PG_OK, "%s", err.msg);
-    pg_eval_result_free(&R);
-  }
+  pg_engine cpu[1] = {pg_engine_cpu(1)};
+  pg_engine *es[1] = {&cpu[0]};
   pg_protocol p = proto(PG_PROTO_PLAIN);
   pg_eval_result R;
   pg_err err;

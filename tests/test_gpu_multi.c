@@ -1,7 +1,8 @@
 /* test_gpu_multi.c: several CUDA engines in one run (spec/eval.md §8.1, spec/engine.md §8.8), on
  * whatever GPUs the machine has: two engines on device 0 (two streams, each driven by its own host
- * thread, each entering its device) give one engine's bits for plain, sliding and ttt-chunk (its
- * update on the first engine, the final weights included), in fp32 and bf16 mode;
+ * thread, each entering its device) give one engine's bits for plain, sliding, ttt-chunk (its
+ * update on the first engine, the final weights included), ttt-lora and ttt-phased (each batch's
+ * documents split between the engines), in fp32 and bf16 mode;
  * pg_engine_open_many opens one engine per device and refuses more devices than there are in one
  * line. Skips (77) without a CUDA build or a device, like the rest of the GPU suite. */
 #include <criterion/criterion.h>
@@ -55,7 +56,15 @@ static void same_bits(int kind, int precision) {
   p.chunk_tokens = 128;
   p.batch_rows = 2;
   p.epochs = 1;
-  /* ttt-chunk changes the weights: both runs start from m0's, and end with the same */
+  p.lora_rank = 2;
+  p.lora_alpha = 4;
+  p.lora_chunk = 16;
+  p.lora_window = 48;
+  p.lora_batch_docs = 5;
+  p.lora_lr = 0.01;
+  p.prefix_docs = 9;
+  p.phases = 2;
+  /* ttt-chunk and ttt-phased change the weights: both runs start from m0's, and end with the same */
   pg_model *m0;
   cr_assert_eq(pg_model_create(&m0, &a, &err), PG_OK, "%s", err.msg);
   cr_assert_eq(pg_model_copy_params(m0, m, &err), PG_OK);
@@ -94,6 +103,15 @@ Test(gpu_multi, two_engines_one_device_chunked_fp32) {
 }
 Test(gpu_multi, two_engines_one_device_chunked_bf16) {
   same_bits(PG_PROTO_TTT_CHUNK, PG_PREC_BF16);
+}
+
+Test(gpu_multi, two_engines_one_device_lora_fp32) { same_bits(PG_PROTO_TTT_LORA, PG_PREC_FP32); }
+Test(gpu_multi, two_engines_one_device_lora_bf16) { same_bits(PG_PROTO_TTT_LORA, PG_PREC_BF16); }
+Test(gpu_multi, two_engines_one_device_phased_fp32) {
+  same_bits(PG_PROTO_TTT_PHASED, PG_PREC_FP32);
+}
+Test(gpu_multi, two_engines_one_device_phased_bf16) {
+  same_bits(PG_PROTO_TTT_PHASED, PG_PREC_BF16);
 }
 
 Test(gpu_multi, open_many_one_engine_per_device) {

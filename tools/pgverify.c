@@ -69,10 +69,10 @@ static void usage(FILE *f) {
       "engine and output:\n"
       "  --engine NAME         cpu (the reference: fp32, fp64 sums), cuda (GPUs, every\n"
       "                        protocol; exit 3 without a GPU) or auto (cuda where it runs)\n"
-      "  --gpus N              share the windows of plain, sliding or ttt-chunk among N\n"
-      "                        engines: GPUs 0..N-1 (exit 3 with fewer), or N CPU engines\n"
-      "                        with --engine cpu; the same result bits for any N (ttt-chunk:\n"
-      "                        its updates on the first engine; default 1)\n"
+      "  --gpus N              share the windows (or a batch's documents) among N engines:\n"
+      "                        GPUs 0..N-1 (exit 3 with fewer), or N CPU engines with\n"
+      "                        --engine cpu; the same result bits for any N (full-model\n"
+      "                        updates on the first engine; default 1)\n"
       "  --precision P         fp32 or bf16: the records' bf16 autocast rounding (spec/engine.md\n"
       "                        §7), reported with the fp32 figure beside it (on cuda: the fast\n"
       "                        bf16 kernels, spec/engine.md §8.7); default bf16 on a GPU\n"
@@ -395,10 +395,6 @@ int main(int argc, char **argv) {
       return pg_tool_usage_error(PROG, "bad value '%s' for an option",
                                  pend[i].arg ? pend[i].arg : "");
   if (pg_protocol_validate(&o.p, &err)) return pg_tool_fail(PROG, &err);
-  if (o.gpus > 1 && (o.p.kind == PG_PROTO_TTT_LORA || o.p.kind == PG_PROTO_TTT_PHASED))
-    return pg_tool_usage_error(PROG, "--gpus %d: %s runs on one engine in this version (plain, "
-                               "sliding and ttt-chunk run on several); use --gpus 1", o.gpus,
-                               pg_proto_name(o.p.kind));
 
   char rpath[4096];
   if (!o.no_receipt) {

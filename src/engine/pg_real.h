@@ -129,6 +129,7 @@ typedef double pg_real;
 #define pg_lora_grads pg_lora_grads_f64
 #define pg_lora_count pg_lora_count_f64
 #define pg_lora_row_span pg_lora_row_span_f64
+#define pg_lora_place pg_lora_place_f64
 #define pg_lora_targets_parse pg_lora_targets_parse_f64
 #define pg_lora_targets_name pg_lora_targets_name_f64
 #else

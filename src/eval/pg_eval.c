@@ -269,20 +269,31 @@ int pg_protocol_windows(const pg_protocol *p, uint64_t T, pg_window **out, size_
 /* ---- the run's state ------------------------------------------------------------------------- */
 
 typedef struct run run;
+typedef struct doc doc;
 
 /* One engine of a run over several (pg_eval_run_on): its model (the run's own on the first
- * engine, a copy on the others), its inference tape and the buffers of its forwards; its host
- * thread scores batches of the current group of windows (score_ahead). */
+ * engine, a copy on the others), its tapes and the buffers of its forwards; its host thread
+ * scores batches of the current group of windows (score_ahead), or, in the per-document
+ * protocols, runs its lane of each step: the documents of the batch whose adapter rows it owns
+ * (lora_batch). */
 typedef struct worker {
   run *r;
   pg_model *m;
   pg_engine *e;
   int own_model; /* m is a copy this run made */
-  pg_tape *inf;
+  pg_tape *inf, *rec; /* the first engine's are the run's own (not freed here) */
   int32_t *ids, *tg;
-  int *len;
+  int *len, *lora_rows;
   double *nll;
+  pg_real *dnll;
   size_t cap_tokens, cap_rows;
+  /* per-document LoRA: this engine's adapters (every row, the owned ones used), their AdamW
+   * state, the spans of the owned rows, and the current step's rows and whether any trains */
+  pg_lora *lo;
+  pg_optim *opt;
+  pg_optim_span *lsp;
+  size_t nlsp, rows;
+  int train;
   int rc;
   pg_err err;
 } worker;
@@ -319,6 +330,15 @@ struct run {
   const pg_window *wall;
   size_t nwall, pre_b, pre_e, pre_cap, off_cap, nbatch, ahead_end;
   const pg_real *sync_src; /* chunked TTT: the updated weights the workers copy (worker_sync) */
+  /* per-document LoRA (lora_batch): the batch's documents, the step ci the lanes run, its row
+   * width and whether any document trains at it, each document's row in its lane's forward, and
+   * the generator's state for the batch's reset (and after it) */
+  const doc *bd;
+  size_t bn;
+  uint64_t bci;
+  int bwidth, btrain, bkeep;
+  size_t *brow;
+  pg_rng brng, brng_next;
   double *pre;    /* the scored losses of the group's windows, window after window */
   size_t *off;    /* window pre_b + i's losses start at pre[off[i]] */
   size_t *bstart; /* batch i of the group is windows [bstart[i], bstart[i + 1]) */
@@ -452,15 +472,19 @@ static int worker_buffers(worker *wk, size_t rows, size_t tokens) {
     free(wk->ids);
     free(wk->tg);
     free(wk->nll);
+    free(wk->dnll);
     wk->ids = malloc(tokens * sizeof *wk->ids);
     wk->tg = malloc(tokens * sizeof *wk->tg);
     wk->nll = malloc(tokens * sizeof *wk->nll);
-    wk->cap_tokens = wk->ids && wk->tg && wk->nll ? tokens : 0;
+    wk->dnll = malloc(tokens * sizeof *wk->dnll);
+    wk->cap_tokens = wk->ids && wk->tg && wk->nll && wk->dnll ? tokens : 0;
   }
   if (rows > wk->cap_rows) {
     free(wk->len);
+    free(wk->lora_rows);
     wk->len = malloc(rows * sizeof *wk->len);
-    wk->cap_rows = wk->len ? rows : 0;
+    wk->lora_rows = malloc(rows * sizeof *wk->lora_rows);
+    wk->cap_rows = wk->len && wk->lora_rows ? rows : 0;
   }
   if (wk->cap_tokens < tokens || wk->cap_rows < rows)
     return pg_err_set(&wk->err, PG_E_NOMEM, NULL, PG_NO_OFFSET,
@@ -509,16 +533,25 @@ static void *worker_score(void *arg) {
   return NULL;
 }
 
-/* The end of a worker, on its engine's thread: its tape, its copy of the model, its buffers. */
+/* The end of a worker, on its engine's thread: its tapes, adapters and optimizer, its copy of
+ * the model, its buffers. */
 static void *worker_free(void *arg) {
   worker *wk = arg;
   pg_engine_enter(wk->e);
-  pg_tape_free(wk->inf);
+  if (wk != wk->r->wk) { /* the first engine's tapes are the run's */
+    pg_tape_free(wk->inf);
+    pg_tape_free(wk->rec);
+  }
+  pg_lora_free(wk->lo);
+  pg_optim_free(wk->opt);
   if (wk->own_model) pg_model_free(wk->m);
   free(wk->ids);
   free(wk->tg);
   free(wk->len);
+  free(wk->lora_rows);
   free(wk->nll);
+  free(wk->dnll);
+  free(wk->lsp);
   return NULL;
 }
 
@@ -536,8 +569,12 @@ static void *worker_sync(void *arg) {
 
 /* fn on every worker, each on a host thread of its own; a worker whose thread cannot be started
  * runs on the calling thread once the others are done (the work is claimed, so it still gets
- * done). */
+ * done). A single worker runs on the calling thread. */
 static void run_workers(run *r, void *(*fn)(void *)) {
+  if (r->nwk == 1) {
+    fn(&r->wk[0]);
+    return;
+  }
   pthread_t th[PG_ENGINES_MAX];
   int started[PG_ENGINES_MAX];
   for (int i = 0; i < r->nwk; i++) started[i] = !pthread_create(&th[i], NULL, fn, &r->wk[i]);
@@ -877,9 +914,7 @@ static int cmp_batch(const void *a, const void *b) {
   return x->index < y->index ? -1 : x->index > y->index;
 }
 
-typedef struct lora_run {
-  pg_lora *lo;
-  pg_optim *opt;
+typedef struct lora_run { /* the adapters and their optimizers are the lanes' */
   pg_rng rng;
   int fresh; /* the adapters have never been initialized (or were rebuilt) */
 } lora_run;
@@ -941,93 +976,208 @@ static int global_sgd(run *r, const doc *d, size_t n) {
   return rc;
 }
 
-/* One batch of documents: per-document LoRA, score-first per chunk of predictions. */
+/* ---- per-document LoRA across engines: lanes ------------------------------------------------- */
+
+/* Batch row j (the batch's j-th document, adapter row j) belongs to engine j mod n, in every
+ * batch: with lora_warm_a a row's A carries over to the next batch's document j, so it must stay
+ * on one engine. Each engine holds adapters for every row (the generator draws them all, as one
+ * engine does) and trains only its own rows; every engine takes every step of the batch, with
+ * zero gradients where none of its documents trains (as a row without a training document has
+ * on one engine), so each row sees the one-engine run's steps. The lane functions run on the
+ * engine's host thread (run_workers). */
+
+/* Step ci of document d: its window's first token ws, its last prediction end (exclusive), and
+ * whether it has a chunk ci at all. */
+static int doc_chunk(const doc *d, uint64_t ci, int C, int W, uint64_t *ws, uint64_t *end,
+                     uint64_t *nch) {
+  const uint64_t pred = d->len - 1;
+  *nch = (pred + (uint64_t)C - 1) / (uint64_t)C;
+  if (ci >= *nch) return 0;
+  *end = ci + 1 == *nch ? pred : (ci + 1) * (uint64_t)C;
+  *ws = *end > (uint64_t)W ? *end - (uint64_t)W : 0;
+  return 1;
+}
+
+/* A lane's adapters (every row) and their AdamW state, on its engine; the spans of its rows. */
+static void *lane_init(void *arg) {
+  worker *wk = arg;
+  run *r = wk->r;
+  const pg_protocol *p = r->p;
+  const size_t k = (size_t)(wk - r->wk), n = (size_t)r->nwk, B = (size_t)p->lora_batch_docs;
+  pg_engine_enter(wk->e);
+  pg_optim_cfg oc = {.kind = PG_OPTIM_ADAMW, .beta1 = p->lora_beta1, .beta2 = p->lora_beta2,
+                     .eps = p->lora_eps, .weight_decay = p->lora_wd};
+  wk->rc = pg_lora_create(&wk->lo, wk->m, (int)B, p->lora_rank, p->lora_alpha, p->lora_targets,
+                          &wk->err);
+  if (!wk->rc)
+    wk->rc = pg_optim_create_on(&wk->opt, &oc, pg_lora_count(wk->lo), wk->e, &wk->err);
+  if (!wk->rc && !wk->rec && (wk->rc = pg_tape_create(&wk->rec, wk->e, 1)))
+    pg_err_set(&wk->err, wk->rc, NULL, PG_NO_OFFSET, "cannot create a tape");
+  if (!wk->rc && !wk->inf && (wk->rc = pg_tape_create(&wk->inf, wk->e, 0)))
+    pg_err_set(&wk->err, wk->rc, NULL, PG_NO_OFFSET, "cannot create a tape");
+  if (!wk->rc && !(wk->lsp = malloc((B / n + 1) * sizeof *wk->lsp)))
+    wk->rc = pg_err_set(&wk->err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot list the rows");
+  if (wk->rc) return NULL;
+  /* the owned rows as spans of the adapters (their offsets are known before the engine is) */
+  wk->nlsp = 0;
+  for (size_t j = k; j < B; j += n) {
+    size_t off, len;
+    pg_lora_row_span(wk->lo, (int)j, &off, &len);
+    pg_optim_span *last = wk->nlsp ? &wk->lsp[wk->nlsp - 1] : NULL;
+    if (last && last->state + last->n == off)
+      last->n += len; /* one engine: every row, one span */
+    else
+      wk->lsp[wk->nlsp++] = (pg_optim_span){.n = len, .state = off};
+  }
+  return NULL;
+}
+
+/* A new batch: every row's B zeroed, A drawn (unless kept) from the generator's state at the
+ * batch, which every lane starts from; the AdamW state forgotten. */
+static void *lane_reset(void *arg) {
+  worker *wk = arg;
+  run *r = wk->r;
+  pg_engine_enter(wk->e);
+  pg_rng g = r->brng;
+  pg_lora_reset(wk->lo, -1, &g, r->bkeep);
+  pg_optim_reset(wk->opt);
+  if (wk == r->wk) r->brng_next = g;
+  wk->rc = PG_OK;
+  return NULL;
+}
+
+/* Step bci's forward over the lane's documents that have a chunk bci, one row each (row brow[i]),
+ * all rows the step's width as on one engine; on the recording tape when one of them trains. */
+static void *lane_forward(void *arg) {
+  worker *wk = arg;
+  run *r = wk->r;
+  const int C = r->p->lora_chunk, W = r->p->lora_window, width = r->bwidth;
+  pg_engine_enter(wk->e);
+  wk->rc = PG_OK;
+  if (r->btrain) pg_lora_zero_grads(wk->lo);
+  if (!wk->rows) return NULL;
+  if ((wk->rc = worker_buffers(wk, wk->rows, SZ(wk->rows, width)))) return NULL;
+  for (size_t i = (size_t)(wk - r->wk); i < r->bn; i += (size_t)r->nwk) {
+    const doc *d = &r->bd[i];
+    uint64_t ws, end, nch;
+    if (!doc_chunk(d, r->bci, C, W, &ws, &end, &nch)) continue;
+    const size_t row = r->brow[i];
+    const uint64_t wl = end - ws;
+    for (int j = 0; j < width; j++) {
+      const size_t o = SZ(row, width) + (size_t)j;
+      const int in = (uint64_t)j < wl;
+      wk->ids[o] = in ? r->val->tok[d->start + ws + (uint64_t)j] : 0;
+      wk->tg[o] = in ? r->val->tok[d->start + ws + (uint64_t)j + 1] : 0;
+      wk->dnll[o] = 0;
+    }
+    wk->len[row] = (int)wl;
+    wk->lora_rows[row] = (int)i;
+  }
+  pg_batch b = {.B = (int)wk->rows, .T = width, .ids = wk->ids, .targets = wk->tg,
+                .len = wk->len, .lora_rows = wk->lora_rows};
+  wk->rc = pg_model_forward(wk->m, wk->train ? wk->rec : wk->inf, &b, wk->lo, wk->nll, wk->dnll,
+                            &wk->err);
+  return NULL;
+}
+
+/* Step bci's update, after the calling thread committed its scores and set the loss weights:
+ * the backward where the lane's documents train, then AdamW on the lane's rows, on the engine. */
+static void *lane_step(void *arg) {
+  worker *wk = arg;
+  wk->rc = PG_OK;
+  if (!wk->nlsp) return NULL; /* more engines than rows: this one owns none */
+  pg_engine_enter(wk->e);
+  if (wk->train && (wk->rc = pg_model_backward(wk->m, wk->rec, &wk->err))) return NULL;
+  pg_real *P = pg_lora_params_engine(wk->lo);
+  if (!P) { /* no forward has used this lane's adapters yet: none of its rows had a document */
+    if ((wk->rc = pg_lora_place(wk->lo, wk->e, &wk->err))) return NULL;
+    P = pg_lora_params_engine(wk->lo);
+  }
+  pg_real *G = pg_lora_grads_engine(wk->lo);
+  for (size_t s = 0; s < wk->nlsp; s++) {
+    wk->lsp[s].p = P + wk->lsp[s].state;
+    wk->lsp[s].g = G + wk->lsp[s].state;
+  }
+  pg_optim_step(wk->opt, wk->lsp, wk->nlsp, wk->r->p->lora_lr);
+  wk->rc = pg_engine_sync(wk->e, &wk->err);
+  return NULL;
+}
+
+/* fn on every lane; the first lane (in engine order) that failed gives the run its error. */
+static int lanes(run *r, void *(*fn)(void *)) {
+  run_workers(r, fn);
+  for (int i = 0; i < r->nwk; i++)
+    if (r->wk[i].rc) {
+      *r->err = r->wk[i].err;
+      return r->wk[i].rc;
+    }
+  return PG_OK;
+}
+
+/* One batch of documents: per-document LoRA, score-first per chunk of predictions. Each step's
+ * forward runs on the lanes; the calling thread then scores and commits the documents' targets
+ * in batch order (as one engine adds them), checks and weighs the loss's targets, and the lanes
+ * update their rows. */
 static int lora_batch(run *r, lora_run *lr, const doc *d, size_t n) {
   const pg_protocol *p = r->p;
-  int C = p->lora_chunk, W = p->lora_window;
-  pg_lora_reset(lr->lo, -1, &lr->rng, p->lora_warm_a && !lr->fresh);
+  const int C = p->lora_chunk, W = p->lora_window;
+  r->bd = d;
+  r->bn = n;
+  r->bkeep = p->lora_warm_a && !lr->fresh;
+  r->brng = lr->rng;
   lr->fresh = 0;
-  pg_optim_reset(lr->opt);
+  PG_TRY(lanes(r, lane_reset));
+  lr->rng = r->brng_next;
   uint64_t maxch = 0;
   for (size_t i = 0; i < n; i++) {
     uint64_t nch = (d[i].len - 1 + (uint64_t)C - 1) / (uint64_t)C;
     if (nch > maxch) maxch = nch;
   }
-  pg_optim_span span = {.n = pg_lora_count(lr->lo), .state = 0}; /* p, g: at each step */
   for (uint64_t ci = 0; ci < maxch; ci++) {
-    /* the active documents, one row each */
-    size_t rows = 0;
-    int width = 0;
+    /* the active documents, one row each on their lane */
+    for (int k = 0; k < r->nwk; k++) {
+      r->wk[k].rows = 0;
+      r->wk[k].train = 0;
+    }
+    int width = 0, any_train = 0;
     for (size_t i = 0; i < n; i++) {
-      uint64_t pred = d[i].len - 1, nch = (pred + (uint64_t)C - 1) / (uint64_t)C;
-      if (ci >= nch) continue;
-      uint64_t end = ci + 1 == nch ? pred : (ci + 1) * (uint64_t)C;
-      uint64_t ws = end > (uint64_t)W ? end - (uint64_t)W : 0;
+      uint64_t ws, end, nch;
+      if (!doc_chunk(&d[i], ci, C, W, &ws, &end, &nch)) continue;
+      worker *wk = &r->wk[i % (size_t)r->nwk];
       if ((int)(end - ws) > width) width = (int)(end - ws);
-      rows++;
-    }
-    PG_TRY(ensure_buffers(r, rows, SZ(rows, width)));
-    size_t row = 0;
-    int any_train = 0;
-    for (size_t i = 0; i < n; i++) {
-      uint64_t pred = d[i].len - 1, nch = (pred + (uint64_t)C - 1) / (uint64_t)C;
-      if (ci >= nch) continue;
-      uint64_t end = ci + 1 == nch ? pred : (ci + 1) * (uint64_t)C;
-      uint64_t ws = end > (uint64_t)W ? end - (uint64_t)W : 0, wl = end - ws;
-      for (int j = 0; j < width; j++) {
-        size_t o = SZ(row, width) + (size_t)j;
-        int in = (uint64_t)j < wl;
-        r->ids[o] = in ? r->val->tok[d[i].start + ws + (uint64_t)j] : 0;
-        r->tg[o] = in ? r->val->tok[d[i].start + ws + (uint64_t)j + 1] : 0;
-        r->orig[o] = in ? (int64_t)(d[i].start + ws + (uint64_t)j) : -1;
-        r->dnll[o] = 0;
-      }
-      r->len[row] = (int)wl;
-      r->lora_rows[row] = (int)i;
+      r->brow[i] = wk->rows++;
+      wk->train |= ci + 1 < nch;
       any_train |= ci + 1 < nch;
-      row++;
     }
-    pg_batch b = {.B = (int)rows, .T = width, .ids = r->ids, .targets = r->tg, .len = r->len,
-                  .lora_rows = r->lora_rows};
-    pg_tape *tp = any_train ? r->rec : r->inf;
-    if (any_train) pg_lora_zero_grads(lr->lo);
-    PG_TRY(pg_model_forward(r->m, tp, &b, lr->lo, r->nll, r->dnll, r->err));
+    r->bci = ci;
+    r->bwidth = width;
+    r->btrain = any_train;
+    PG_TRY(lanes(r, lane_forward));
     r->res->forwards++;
     /* score, then commit, before the update below reads anything */
-    row = 0;
     for (size_t i = 0; i < n; i++) {
-      uint64_t pred = d[i].len - 1, nch = (pred + (uint64_t)C - 1) / (uint64_t)C;
-      if (ci >= nch) continue;
-      uint64_t cs = ci * (uint64_t)C, end = ci + 1 == nch ? pred : (ci + 1) * (uint64_t)C;
-      uint64_t ws = end > (uint64_t)W ? end - (uint64_t)W : 0;
-      for (uint64_t t = cs; t < end; t++)
-        PG_TRY(score(r, d[i].start + t, r->nll[SZ(row, width) + (size_t)(t - ws)]));
-      commit_range(r, d[i].start + cs, end - cs);
-      row++;
+      uint64_t ws, end, nch;
+      if (!doc_chunk(&d[i], ci, C, W, &ws, &end, &nch)) continue;
+      const double *nll = r->wk[i % (size_t)r->nwk].nll + SZ(r->brow[i], width);
+      for (uint64_t t = ci * (uint64_t)C; t < end; t++)
+        PG_TRY(score(r, d[i].start + t, nll[t - ws]));
+      commit_range(r, d[i].start + ci * (uint64_t)C, end - ci * (uint64_t)C);
     }
     if (!any_train) continue;
     /* loss: Σ over documents not at their last chunk of the mean NLL of this chunk */
-    row = 0;
     for (size_t i = 0; i < n; i++) {
-      uint64_t pred = d[i].len - 1, nch = (pred + (uint64_t)C - 1) / (uint64_t)C;
-      if (ci >= nch) continue;
-      if (ci + 1 < nch) {
-        uint64_t cs = ci * (uint64_t)C, end = (ci + 1) * (uint64_t)C;
-        uint64_t ws = end > (uint64_t)W ? end - (uint64_t)W : 0;
-        for (uint64_t t = cs; t < end; t++) {
-          size_t o = SZ(row, width) + (size_t)(t - ws);
-          PG_TRY(pg_ledger_check_update(r->ledger, r->orig[o], "LoRA update", r->err));
-          r->dnll[o] = (pg_real)(1.0 / (double)(end - cs));
-        }
+      uint64_t ws, end, nch;
+      if (!doc_chunk(&d[i], ci, C, W, &ws, &end, &nch) || ci + 1 >= nch) continue;
+      const uint64_t cs = ci * (uint64_t)C;
+      pg_real *dn = r->wk[i % (size_t)r->nwk].dnll + SZ(r->brow[i], width);
+      for (uint64_t t = cs; t < end; t++) {
+        PG_TRY(pg_ledger_check_update(r->ledger, (int64_t)(d[i].start + t), "LoRA update",
+                                      r->err));
+        dn[t - ws] = (pg_real)(1.0 / (double)(end - cs));
       }
-      row++;
     }
-    PG_TRY(pg_model_backward(r->m, r->rec, r->err));
-    /* the adapters' update runs on the engine, on its copies (nothing comes back) */
-    span.p = pg_lora_params_engine(lr->lo);
-    span.g = pg_lora_grads_engine(lr->lo);
-    pg_optim_step(lr->opt, &span, 1, p->lora_lr);
-    PG_TRY(pg_engine_sync(pg_tape_engine(r->rec), r->err));
+    /* the adapters' update runs on the engines, on their copies (nothing comes back) */
+    PG_TRY(lanes(r, lane_step));
     r->res->train_steps++;
     r->cur.train_steps++;
   }
@@ -1070,11 +1220,11 @@ static int run_docs(run *r) {
   size_t B = (size_t)p->lora_batch_docs, nb = (nd + B - 1) / B;
   dbatch *bt = malloc((nb ? nb : 1) * sizeof *bt);
   doc *scored = malloc(nd * sizeof *scored);
+  r->brow = malloc(B * sizeof *r->brow);
   lora_run lr = {.fresh = 1};
   pg_rng_seed(&lr.rng, p->seed);
-  pg_optim_cfg oc = {.kind = PG_OPTIM_ADAMW, .beta1 = p->lora_beta1, .beta2 = p->lora_beta2,
-                     .eps = p->lora_eps, .weight_decay = p->lora_wd};
-  int rc = (!bt || !scored) ? FAIL(r, PG_E_NOMEM, "cannot plan the document batches") : PG_OK;
+  int rc = (!bt || !scored || !r->brow) ? FAIL(r, PG_E_NOMEM, "cannot plan the document batches")
+                                        : PG_OK;
   for (size_t i = 0; i < nb && !rc; i++) {
     bt[i].first = i * B;
     bt[i].n = nd - i * B < B ? nd - i * B : B;
@@ -1082,10 +1232,7 @@ static int run_docs(run *r) {
     bt[i].index = i;
   }
   if (!rc) qsort(bt, nb, sizeof *bt, cmp_batch);
-  if (!rc) rc = pg_lora_create(&lr.lo, r->m, (int)B, p->lora_rank, p->lora_alpha, p->lora_targets,
-                               r->err);
-  if (!rc)
-    rc = pg_optim_create_on(&lr.opt, &oc, pg_lora_count(lr.lo), pg_tape_engine(r->rec), r->err);
+  if (!rc) rc = lanes(r, lane_init);
   /* the base stays frozen while the adapters train */
   for (size_t i = 0; i < pg_model_tensor_count(r->m); i++) pg_model_set_trainable(r->m, i, 0);
   size_t nscored = 0;
@@ -1105,13 +1252,15 @@ static int run_docs(run *r) {
       for (size_t i = 0; i < pg_model_tensor_count(r->m); i++) pg_model_set_trainable(r->m, i, 1);
       rc = global_sgd(r, scored, boundary);
       for (size_t i = 0; i < pg_model_tensor_count(r->m); i++) pg_model_set_trainable(r->m, i, 0);
+      if (!rc && r->nwk > 1) { /* the other engines take the new weights up, as in ttt-chunk */
+        r->sync_src = pg_model_params_read(r->m);
+        run_workers(r, worker_sync);
+      }
       lr.fresh = 1; /* the adapters are rebuilt: new A */
       phase++;
     }
   }
   for (size_t i = 0; i < pg_model_tensor_count(r->m); i++) pg_model_set_trainable(r->m, i, 1);
-  pg_lora_free(lr.lo);
-  pg_optim_free(lr.opt);
   free(bt);
   free(scored);
   free(d);
@@ -1150,10 +1299,6 @@ int pg_eval_run_on(pg_model *m, pg_engine *const *engines, int n, const pg_val *
                       PG_ENGINES_MAX);
   for (int i = 0; i < n; i++)
     if (!engines[i]) return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "engine %d is NULL", i);
-  if (n > 1 && (p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED))
-    return pg_err_set(err, PG_E_UNSUPPORTED, NULL, PG_NO_OFFSET,
-                      "%s runs on one engine in this version (plain, sliding and ttt-chunk run "
-                      "on several): use --gpus 1", pg_proto_name(p->kind));
   return eval_run(m, engines, n, val, p, hooks, NULL, res, err);
 }
 
@@ -1170,7 +1315,11 @@ static int make_workers(run *r, pg_engine *const *es, int ne) {
     wk->r = r;
     wk->e = es[i];
     wk->m = r->m;
-    if (i == 0) continue;
+    if (i == 0) { /* the run's own model and tapes */
+      wk->inf = r->inf;
+      wk->rec = r->rec;
+      continue;
+    }
     PG_TRY(pg_model_create(&wk->m, pg_model_arch(r->m), r->err));
     wk->own_model = 1;
     PG_TRY(pg_model_copy_params(wk->m, r->m, r->err));
@@ -1184,6 +1333,7 @@ static void free_workers(run *r, pg_engine *first) {
   run_workers(r, worker_free);
   pg_engine_enter(first); /* the calling thread is left on the first engine, as it came */
   free(r->wk);
+  free(r->brow);
   free(r->pre);
   free(r->off);
   free(r->bstart);
@@ -1231,9 +1381,10 @@ static int eval_run(pg_model *m, pg_engine *const *es, int ne, const pg_val *val
   int rc = pg_ledger_create(&r->ledger, r->T, p->tail_dup, err);
   if (!rc) rc = pg_tape_create(&r->inf, e, 0);
   if (!rc) rc = pg_tape_create(&r->rec, e, 1);
-  if (!rc && ne > 1) rc = make_workers(r, es, ne);
+  const int docs = p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED;
+  if (!rc && (ne > 1 || docs)) rc = make_workers(r, es, ne); /* documents: lanes, even one */
   if (!rc) {
-    if (p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED)
+    if (docs)
       rc = run_docs(r);
     else
       rc = run_windows(r);

@@ -157,9 +157,12 @@ int pg_eval_run(pg_model *m, pg_engine *e, const pg_val *val, const pg_protocol 
  * sliding and each chunk of ttt-chunk split their windows across the engines in whole batches
  * (the batches one engine would run) and add the per-window losses on the calling thread in the
  * protocol's order; ttt-chunk's update runs on engines[0] after the chunk is committed and the
- * other engines copy the new weights before scoring the next chunk; so the result is
- * pg_eval_run's on one engine of the kind, bit for bit, for any n. ttt-lora and ttt-phased run
- * on one engine (n > 1: PG_E_UNSUPPORTED). The hooks run on the calling thread, which is left on
+ * other engines copy the new weights before scoring the next chunk. ttt-lora and ttt-phased split
+ * each batch's documents by adapter row (row j on engine j mod n, every engine taking every step
+ * of the batch on its rows), add and commit the losses on the calling thread in batch order, and
+ * run the phases' global update on engines[0], the others copying its weights. So the result is
+ * pg_eval_run's on one engine of the kind, bit for bit, for any n (where the engine's products
+ * do not depend on the batch's shape). The hooks run on the calling thread, which is left on
  * engines[0] (pg_engine_enter). n = 1 is pg_eval_run. */
 int pg_eval_run_on(pg_model *m, pg_engine *const *engines, int n, const pg_val *val,
                    const pg_protocol *p, const pg_eval_hooks *hooks, pg_eval_result *res,

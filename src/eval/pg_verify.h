@@ -51,10 +51,9 @@ typedef struct pg_verify_cfg {
   int precision;         /* pg_precision */
   int fp32_figure;       /* with bf16: also run fp32, on its own copy of the weights */
   pg_engine *engine;     /* where the protocol runs (pg_engine_open); NULL: the CPU engine */
-  /* Several engines (pg_engine_open_many; nengines > 1 replaces engine): plain, sliding and
-   * ttt-chunk share their windows among them with the same result bits (pg_eval_run_on);
-   * ttt-lora and ttt-phased are refused (PG_E_UNSUPPORTED). The calling thread is left on
-   * engines[0]. */
+  /* Several engines (pg_engine_open_many; nengines > 1 replaces engine): every protocol shares
+   * its windows (or each batch's documents) among them with the same result bits
+   * (pg_eval_run_on). The calling thread is left on engines[0]. */
   pg_engine *const *engines;
   int nengines;
   int threads;           /* CPU threads (0: all online; results do not depend on it) */

@@ -591,6 +591,11 @@ static int lora_bind(pg_lora *l, pg_engine *e) {
   l->eng = e;
   return st;
 }
+int pg_lora_place(pg_lora *l, pg_engine *e, pg_err *err) {
+  if (lora_bind(l, e))
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot place the LoRA adapters");
+  return PG_OK;
+}
 void pg_lora_row_span(const pg_lora *l, int r, size_t *off, size_t *n) {
   *off = (size_t)r * l->row_n;
   *n = l->row_n;

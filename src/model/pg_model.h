@@ -113,6 +113,9 @@ pg_real *pg_lora_params(pg_lora *l);
 pg_real *pg_lora_grads(pg_lora *l);
 pg_real *pg_lora_params_engine(pg_lora *l);
 pg_real *pg_lora_grads_engine(pg_lora *l);
+/* Place the adapters on engine e now, as a forward on e would (a step can then run on them
+ * before any forward has used them). PG_E_NOMEM when e cannot hold them. */
+int pg_lora_place(pg_lora *l, pg_engine *e, pg_err *err);
 /* The parameters of row r are the contiguous span [*off, *off + *n) of the arrays above. */
 void pg_lora_row_span(const pg_lora *l, int r, size_t *off, size_t *n);
 
