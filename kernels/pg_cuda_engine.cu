@@ -429,6 +429,51 @@ bool fast_matmul(const pg_ops *o, float *y, const float *x, const float *w, int 
   return true;
 }
 
+/* The backward of a product of a bf16 pass on the tensor cores, when the trainer asks for it
+ * (pg_engine.bf16_grad, spec/engine.md §8.7): dx [M, K] += dy·W and dW [N, K] += dyᵀ·x with bf16
+ * operands (x and W are bf16 values in such a pass, so only dy is rounded) and fp32 sums; cuBLAS
+ * adds each sum into the fp32 gradient (beta = 1: fp32(g + S), one rounding of each). Row-major
+ * dxᵀ [K, M] = Wᵀ·dyᵀ is column-major (W as [K, N] with lda K, dy as [N, M] with ldb N, both
+ * OP_N); dWᵀ [K, N] = xᵀ·dy is column-major x [K, M] (lda K, OP_N) times dy (ldb N, OP_T).
+ * Returns false (and nothing queued) when the exact kernels are to run. */
+bool fast_matmul_bwd_impl(const pg_ops *o, float *dx, float *dw, const float *dy,
+                          const float *x, const float *w, int M, int N, int K) {
+  pg_engine *e = pg_engine_of(o);
+  Dev *d = dev_of(e);
+  if (!d->blas || !e->bf16_pass || !e->bf16_grad || M <= 0 || N <= 0 || K <= 0) return false;
+  const size_t ny = (size_t)M * (size_t)N, nw = dx ? (size_t)N * (size_t)K : 0,
+               nx = dw ? (size_t)M * (size_t)K : 0;
+  const size_t nw_al = (nw + 31) / 32 * 32; /* x's copy starts 64-byte aligned */
+  uint16_t *yb = static_cast<uint16_t *>(pg_engine_scratch_try(e, 0, ny * sizeof(uint16_t)));
+  uint16_t *wb = static_cast<uint16_t *>(
+      pg_engine_scratch_try(e, 1, (nw_al + nx) * sizeof(uint16_t)));
+  if (!yb || !wb) return false;
+  uint16_t *xb = wb + nw_al;
+  k_to_bf16<<<blocks_for(ny), kThreads, 0, d->stream>>>(yb, dy, ny);
+  if (dx) k_to_bf16<<<blocks_for(nw), kThreads, 0, d->stream>>>(wb, w, nw);
+  if (dw) k_to_bf16<<<blocks_for(nx), kThreads, 0, d->stream>>>(xb, x, nx);
+  launched(o, "matmul backward (bf16 operands)");
+  const BlasLib &L = blas_lib();
+  const float one = 1.0f;
+  if (dx) {
+    BlasStatus st = L.gemm(d->blas, kBlasOpN, kBlasOpN, K, M, N, &one, wb, CUDA_R_16BF, K, yb,
+                           CUDA_R_16BF, N, &one, dx, CUDA_R_32F, K, kBlasCompute32F,
+                           kBlasGemmDefault);
+    if (st != kBlasOk)
+      pg_engine_fail(e, PG_E_CUDA, "cuda engine: matmul backward dx (cuBLAS, %d x %d x %d): %s",
+                     M, N, K, L.status_string(st));
+  }
+  if (dw) {
+    BlasStatus st = L.gemm(d->blas, kBlasOpN, kBlasOpT, K, N, M, &one, xb, CUDA_R_16BF, K, yb,
+                           CUDA_R_16BF, N, &one, dw, CUDA_R_32F, K, kBlasCompute32F,
+                           kBlasGemmDefault);
+    if (st != kBlasOk)
+      pg_engine_fail(e, PG_E_CUDA, "cuda engine: matmul backward dW (cuBLAS, %d x %d x %d): %s",
+                     M, N, K, L.status_string(st));
+  }
+  return true;
+}
+
 /* ---- matmul: y[M,N] = x[M,K]·Wᵀ, tiles in shared memory, each output's sum in ascending k ---- */
 
 __global__ void k_matmul(float *y, const float *x, const float *w, int M, int N, int K,
@@ -964,4 +1009,9 @@ extern "C" int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, p
   }
   *out = e;
   return PG_OK;
+}
+
+bool pgcuda::fast_matmul_bwd(const pg_ops *o, float *dx, float *dw, const float *dy,
+                             const float *x, const float *w, int M, int N, int K) {
+  return fast_matmul_bwd_impl(o, dx, dw, dy, x, w, M, N, K);
 }

@@ -134,6 +134,7 @@ void matmul_bwd_groups(const pg_ops *o, float *dx, float *dw, const float *dy, c
 
 void c_matmul_bwd(const pg_ops *o, float *dx, float *dw, const float *dy, const float *x,
                   const float *w, int M, int N, int K) {
+  if ((dx || dw) && fast_matmul_bwd(o, dx, dw, dy, x, w, M, N, K)) return;
   matmul_bwd_groups(o, dx, dw, dy, x, w, nullptr, 0, 1, M, N, K);
 }
 
