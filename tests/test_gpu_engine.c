@@ -408,6 +408,96 @@ Test(gpu_engine, bf16_matmul_on_tensor_cores) {
   pg_engine_destroy(f);
 }
 
+/* matmul_bwd in the trainer's bf16 backward (both marks set: spec/engine.md §8.7), against the
+ * exact op on the same operands (x and W bf16 values, dy fp32), the gradients pre-filled so the
+ * accumulation is checked: per output |Δ| ≤ (2⁻⁹ + R·2⁻²²)·Σ_r |a_r·b_r| + 2⁻²³·|exact|, R the
+ * sum's length (N for dx, M for dW). dy's rounding to bf16 is 2⁻⁹ relative per term; the fp32 sum
+ * is within gemm_close's bound; adding it into the gradient rounds once more. With either mark
+ * missing the exact kernels run (the CPU's bits); dx or dW alone leaves the other untouched; a
+ * rerun gives the same bits. A tall dW (M = 8192 rows summed) is where cuBLAS may split. */
+static void bwd_close(const char *what, const float *ref, const float *got, const float *a,
+                      size_t a_p, size_t a_r, const float *b, size_t b_q, size_t b_r, int P,
+                      int Q, int R) {
+  double worst = 0;
+  size_t same = 0;
+  for (int p = 0; p < P; p++)
+    for (int q = 0; q < Q; q++) {
+      double sa = 0;
+      for (int r = 0; r < R; r++)
+        sa += fabs((double)a[(size_t)p * a_p + (size_t)r * a_r] *
+                   (double)b[(size_t)q * b_q + (size_t)r * b_r]);
+      const size_t i = (size_t)p * Q + q;
+      const double tol = (0x1p-9 + (double)R * 0x1p-22) * sa + 0x1p-23 * fabs((double)ref[i]);
+      const double dd = fabs((double)ref[i] - (double)got[i]);
+      cr_assert(dd <= tol, "%s [%d, %d]: exact %.9g fast %.9g (bound %.3g)", what, p, q, ref[i],
+                got[i], tol);
+      same += ref[i] == got[i];
+      if (tol > 0 && dd / tol > worst) worst = dd / tol;
+    }
+  cr_log_info("%s: %zu of %zu outputs equal the exact ones; the largest difference is %.3g of "
+              "the bound", what, same, (size_t)P * Q, worst);
+}
+
+Test(gpu_engine, bf16_matmul_bwd_on_tensor_cores) {
+  pg_rng r;
+  pg_rng_seed(&r, 23);
+  pg_engine cpu = pg_engine_cpu(2), *f = fast_gpu();
+  const int shapes[][3] = {{1, 1, 1},      {3, 5, 1},     {37, 29, 70},
+                           {129, 257, 64}, {300, 200, 520}, {8192, 48, 96}};
+  for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
+    const int M = shapes[c][0], N = shapes[c][1], K = shapes[c][2];
+    const size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N;
+    float *x = rnd_bf(&r, nx, 1), *w = rnd_bf(&r, nw, 0.5), *dy = rnd(&r, ny, 0.3);
+    float *gx0 = rnd(&r, nx, 0.1), *gw0 = rnd(&r, nw, 0.1);
+    float *gx = malloc(nx * 4), *gw = malloc(nw * 4);
+    memcpy(gx, gx0, nx * 4), memcpy(gw, gw0, nw * 4);
+    cpu.ops.matmul_bwd(&cpu.ops, gx, gw, dy, x, w, M, N, K);
+    float *dx = up(f, x, nx * 4), *dwt = up(f, w, nw * 4), *ddy = up(f, dy, ny * 4);
+    float *dgx = up(f, gx0, nx * 4), *dgw = up(f, gw0, nw * 4);
+    char what[80];
+    /* one mark alone: the exact kernels, the CPU's bits */
+    for (int k = 0; k < 2; k++) {
+      f->bf16_pass = k, f->bf16_grad = !k;
+      pg_engine_upload(f, dgx, gx0, nx * 4), pg_engine_upload(f, dgw, gw0, nw * 4);
+      f->ops.matmul_bwd(&f->ops, dgx, dgw, ddy, dx, dwt, M, N, K);
+      float *hx = down(f, dgx, nx), *hw = down(f, dgw, nw);
+      cr_assert_eq(memcmp(hx, gx, nx * 4), 0, "%dx%dx%d, one mark: dx not exact", M, N, K);
+      cr_assert_eq(memcmp(hw, gw, nw * 4), 0, "%dx%dx%d, one mark: dW not exact", M, N, K);
+      free(hx), free(hw);
+    }
+    /* both: cuBLAS, within the bound */
+    f->bf16_pass = 1, f->bf16_grad = 1;
+    pg_engine_upload(f, dgx, gx0, nx * 4), pg_engine_upload(f, dgw, gw0, nw * 4);
+    f->ops.matmul_bwd(&f->ops, dgx, dgw, ddy, dx, dwt, M, N, K);
+    float *hx = down(f, dgx, nx), *hw = down(f, dgw, nw);
+    /* dx[m, k] = Σ_n dy[m, n]·W[n, k]; dW[n, k] = Σ_m dy[m, n]·x[m, k] */
+    snprintf(what, sizeof what, "matmul_bwd dx %dx%dx%d", M, N, K);
+    bwd_close(what, gx, hx, dy, (size_t)N, 1, w, 1, (size_t)K, M, K, N);
+    snprintf(what, sizeof what, "matmul_bwd dW %dx%dx%d", M, N, K);
+    bwd_close(what, gw, hw, dy, 1, (size_t)N, x, 1, (size_t)K, N, K, M);
+    /* a rerun: the same bits */
+    pg_engine_upload(f, dgx, gx0, nx * 4), pg_engine_upload(f, dgw, gw0, nw * 4);
+    f->ops.matmul_bwd(&f->ops, dgx, dgw, ddy, dx, dwt, M, N, K);
+    float *hx2 = down(f, dgx, nx), *hw2 = down(f, dgw, nw);
+    cr_assert_eq(memcmp(hx, hx2, nx * 4), 0, "%dx%dx%d: a rerun's dx differs", M, N, K);
+    cr_assert_eq(memcmp(hw, hw2, nw * 4), 0, "%dx%dx%d: a rerun's dW differs", M, N, K);
+    /* dx alone, then dW alone: the same bits, the other buffer untouched */
+    pg_engine_upload(f, dgx, gx0, nx * 4), pg_engine_upload(f, dgw, gw0, nw * 4);
+    f->ops.matmul_bwd(&f->ops, dgx, NULL, ddy, dx, dwt, M, N, K);
+    f->ops.matmul_bwd(&f->ops, NULL, dgw, ddy, dx, dwt, M, N, K);
+    float *hx3 = down(f, dgx, nx), *hw3 = down(f, dgw, nw);
+    cr_assert_eq(memcmp(hx, hx3, nx * 4), 0, "%dx%dx%d: dx alone differs", M, N, K);
+    cr_assert_eq(memcmp(hw, hw3, nw * 4), 0, "%dx%dx%d: dW alone differs", M, N, K);
+    f->bf16_pass = 0, f->bf16_grad = 0;
+    free(hx), free(hw), free(hx2), free(hw2), free(hx3), free(hw3);
+    free(x), free(w), free(dy), free(gx0), free(gw0), free(gx), free(gw);
+    pg_engine_free(f, dx), pg_engine_free(f, dwt), pg_engine_free(f, ddy);
+    pg_engine_free(f, dgx), pg_engine_free(f, dgw);
+  }
+  cr_assert_eq(pg_engine_sync(f, NULL), PG_OK);
+  pg_engine_destroy(f);
+}
+
 /* Flash attention against the exact attention_bf16_fwd (the CPU's), element by element:
  * |fast − exact| ≤ 2⁻⁶·max|v| over the row's allowed keys. Both weigh the values by probabilities
  * rounded to bf16 (relative error 2⁻⁹ each, against different maxima in the flash kernel) and
