@@ -16,8 +16,8 @@ The first step of each side is not timed (allocation, compilation); tokens/s is 
 One table: seconds per step, tokens/s, achieved TFLOP/s against 3x the forward FLOP count
 (bench_gpu_eval.py's formula, every row of every step), % of the card's bf16 dense peak, and each
 side's first and last training loss. pgtrain trains in bf16 (spec/train.md §10: the records'
-bf16 forward, the products of the forward and the backward on the tensor cores through cuBLAS, the
-flash attention forward; attention's backward, the other ops and the optimizers stay exact);
+bf16 forward, the products of the forward and the backward on the tensor cores through cuBLAS,
+attention's forward and backward as flash kernels; the other ops and the optimizers stay exact);
 --pgtrain-precision bf16,fp32 adds a row of its exact fp32 kernels (slow: fp64 sums). PyTorch runs
 the records' bf16 autocast. The records report about 0.8 M tokens/s per H100 (8 GPUs, 786,432
 tokens per step).
@@ -265,7 +265,7 @@ def main():
                 return 1
             rows.append((name, r))
             kind = ("exact kernels" if prec == "fp32" else
-                    "tensor-core products, flash attention forward" if args.engine != "cpu" else
+                    "tensor-core products, flash attention" if args.engine != "cpu" else
                     "the exact bf16 mode")
             notes.append(f"{name}: engine {args.engine}, {prec} ({kind})")
         if args.only != "pgtrain":

@@ -145,11 +145,11 @@ static void run_steps(pg_trainer *t, int n, double *losses, pg_train_step_info *
   }
 }
 
-/* Precision bf16 (spec/train.md §10): the trainer's forward is the bf16 pass (its products' operands
- * are bf16 values: marked bf16_pass), and its backward, only its backward, carries bf16_grad, so an
- * engine opened with precision bf16 may run the backward products on the tensor cores; validation
- * forwards and the fp32 trainer never see the mark. Checked on a CPU engine whose matmuls are
- * wrapped. */
+/* Precision bf16 (spec/train.md §10): the trainer's forward is the bf16 pass (its products'
+ * operands are bf16 values: marked bf16_pass), and its backward, only its backward, carries
+ * bf16_grad, so an engine opened with precision bf16 may run the backward products on the
+ * tensor cores; validation forwards and the fp32 trainer never see the mark. Checked on a CPU
+ * engine whose matmuls are wrapped. */
 static pg_ops mk_cpu;
 static int mk_fwd_grad, mk_bwd, mk_bwd_marked, mk_fwd_bf16;
 
