@@ -5,7 +5,8 @@ The records' R9-class model (bench_gpu_eval.py's arch, with depth recurrence on 
 step so that every step walks the 17 virtual layers) is trained for --steps steps of --batch rows
 of --seq-len tokens from random token shards, by
 
-  pgtrain --engine cuda --config RUN.json      (Muon with Newton-Schulz, AdamW, no averaging)
+  pgtrain --engine cuda --precision bf16 --config RUN.json   (Muon with Newton-Schulz, AdamW,
+                                                             no averaging)
 
 and, in the same run on the same device, by the same model written in PyTorch from spec/model.md
 (bench_gpu_eval.py's module with the weights as parameters; torch.compile; bf16 autocast; Muon
@@ -14,13 +15,17 @@ The first step of each side is not timed (allocation, compilation); tokens/s is 
 
 One table: seconds per step, tokens/s, achieved TFLOP/s against 3x the forward FLOP count
 (bench_gpu_eval.py's formula, every row of every step), % of the card's bf16 dense peak, and each
-side's first and last training loss. pgtrain computes in fp32 with its exact kernels (it has no
-bf16 training mode in this version); PyTorch runs the records' bf16 autocast. The records report
-about 0.8 M tokens/s per H100 (8 GPUs, 786,432 tokens per step).
+side's first and last training loss. pgtrain trains in bf16 (spec/train.md §10: the records'
+bf16 forward, the products of the forward and the backward on the tensor cores through cuBLAS,
+attention's forward and backward as flash kernels; the other ops and the optimizers stay exact);
+--pgtrain-precision bf16,fp32 adds a row of its exact fp32 kernels (slow: fp64 sums). PyTorch runs
+the records' bf16 autocast. The records report about 0.8 M tokens/s per H100 (8 GPUs, 786,432
+tokens per step).
 
---smoke (or --small): the tiny model, --engine cpu, PyTorch on the CPU in fp32 without compile:
-seconds without a GPU. The check is a gross one: each side's first loss must be within 0.5 of
-ln(vocabulary) (both start from small random weights), and every loss finite.
+--smoke (or --small): the tiny model, --engine cpu (pgtrain in fp32 unless --pgtrain-precision
+says otherwise), PyTorch on the CPU in fp32 without compile: seconds without a GPU. The check
+is a gross one: each row's first loss must be within 0.5 of ln(vocabulary) (both start from small
+random weights), and every loss finite.
 PGOLF_LIBRARY_PATH, when set, is put on pgtrain's LD_LIBRARY_PATH (the GPU bundle's libraries).
 """
 import argparse
@@ -67,7 +72,7 @@ def run_config(a, steps, T, B, train_glob):
 STEP_LINE = re.compile(r"^step\s+(\d+)/\d+\s+loss\s+([-0-9.eEnaif]+).*?([0-9,]+) tok/s")
 
 
-def pgtrain_side(args, a, tmp, T, B, threads):
+def pgtrain_side(args, a, tmp, T, B, threads, precision):
     cfg = run_config(a, args.steps, T, B, os.path.join(tmp, "train_*.bin"))
     cfg_path = os.path.join(tmp, "run.json")
     with open(cfg_path, "w") as f:
@@ -77,6 +82,8 @@ def pgtrain_side(args, a, tmp, T, B, threads):
            "--engine", args.engine]
     if args.engine == "cpu":
         cmd += ["--threads", str(threads)]
+    if precision:
+        cmd += ["--precision", precision]
     print("running: " + " ".join(cmd), file=sys.stderr)
     env = dict(os.environ)
     if env.get("PGOLF_LIBRARY_PATH"):
@@ -191,6 +198,10 @@ def main():
     ap.add_argument("--peak", type=float, default=0.0,
                     help="the device's bf16 dense peak in TFLOP/s (default: from its name)")
     ap.add_argument("--no-compile", action="store_true", help="PyTorch without torch.compile")
+    ap.add_argument("--pgtrain-precision", default=None,
+                    help="pgtrain's precisions, comma-separated, one row each (bf16, fp32; "
+                    "default bf16, smoke fp32): the first row is 'pgtrain', another "
+                    "'pgtrain-P'")
     ap.add_argument("--only", choices=["pgtrain", "torch"], help="run one side only")
     ap.add_argument("--pgtrain", default=None, help="the pgtrain program (default: beside this "
                     "script, or the build's tools/pgtrain)")
@@ -224,6 +235,10 @@ def main():
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         compile_ = not args.no_compile and device.type == "cuda"
     a = train_arch(args.smoke)
+    precs = (args.pgtrain_precision or ("fp32" if args.smoke else "bf16")).split(",")
+    if any(p not in ("bf16", "fp32") for p in precs):
+        sys.exit(f"bench_gpu_train: --pgtrain-precision: bf16 or fp32, not "
+                 f"'{args.pgtrain_precision}'")
     bf16 = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
     threads = args.threads or os.cpu_count()
     if device.type == "cpu":
@@ -241,14 +256,18 @@ def main():
         half = n_tok // 2
         ev.write_shard(os.path.join(tmp, "train_000000.bin"), toks[:half + 1].tolist())
         ev.write_shard(os.path.join(tmp, "train_000001.bin"), toks[half:].tolist())
-        if args.only != "torch":
-            r, why = pgtrain_side(args, a, tmp, T, B, threads)
+        for i, prec in enumerate(precs if args.only != "torch" else []):
+            name = "pgtrain" if i == 0 else f"pgtrain-{prec}"
+            r, why = pgtrain_side(args, a, tmp, T, B, threads, prec)
             if r is None:
-                print(f"bench_gpu_train: {why}")
-                print(f"summary: pgtrain failed: {why}")
+                print(f"bench_gpu_train: {name}: {why}")
+                print(f"summary: {name} failed: {why}")
                 return 1
-            rows.append(("pgtrain", r))
-            notes.append(f"pgtrain: engine {args.engine}, fp32 (exact kernels)")
+            rows.append((name, r))
+            kind = ("exact kernels" if prec == "fp32" else
+                    "tensor-core products, flash attention" if args.engine != "cpu" else
+                    "the exact bf16 mode")
+            notes.append(f"{name}: engine {args.engine}, {prec} ({kind})")
         if args.only != "pgtrain":
             r = torch_side(args, a, w, toks.to(device), device, T, B, bf16, compile_)
             rows.append(("torch", r))
@@ -262,14 +281,14 @@ def main():
           f"{', peak %.0f TFLOP/s' % peak if peak else ''}")
     for n in notes:
         print("  " + n)
-    print(f"{'side':<10}{'s/step':>9}{'tokens/s':>12}{'TFLOP/s':>9}{'% peak':>8}"
+    print(f"{'side':<13}{'s/step':>9}{'tokens/s':>12}{'TFLOP/s':>9}{'% peak':>8}"
           f"{'first loss':>12}{'last loss':>11}")
     lnv = math.log(a["vocab_size"])
     for name, r in rows:
         sec = r["sec_per_step"]
         tf = flops_step / sec / 1e12
         pk = f"{100 * tf / peak:>8.1f}" if peak else f"{'n/a':>8}"
-        print(f"{name:<10}{sec:>9.3f}{T * B / sec:>12.0f}{tf:>9.3f}{pk}{r['first']:>12.4f}"
+        print(f"{name:<13}{sec:>9.3f}{T * B / sec:>12.0f}{tf:>9.3f}{pk}{r['first']:>12.4f}"
               f"{r['last']:>11.4f}")
         if not (math.isfinite(r["first"]) and math.isfinite(r["last"]) and
                 abs(r["first"] - lnv) < 0.5):
@@ -277,9 +296,9 @@ def main():
                   f"ln(V) = {lnv:.4f} at the start, or not finite")
             rc = 1
     summary = ", ".join(f"{n} {T * B / r['sec_per_step']:.0f} tok/s" for n, r in rows)
-    if len(rows) == 2:
+    if len(rows) >= 2 and rows[-1][0] == "torch" and rows[0][0] == "pgtrain":
         summary += (f", pgtrain time / torch time "
-                    f"{rows[0][1]['sec_per_step'] / rows[1][1]['sec_per_step']:.2f}")
+                    f"{rows[0][1]['sec_per_step'] / rows[-1][1]['sec_per_step']:.2f}")
     print(f"summary: {device.type}: {summary}")
     return rc
 

@@ -14,8 +14,9 @@
  * against on the same device. An engine opened with precision bf16 (pg_engine_opts) runs the
  * model's bf16 passes faster (spec/engine.md §8.7): matmul on the tensor cores through cuBLAS
  * (loaded at run time, so the programs still need only the driver), bf16 operands and fp32 sums;
- * attention_bf16_fwd as a fused flash kernel (mma.sync, online softmax, no T×T matrix). Every
- * other op stays exact. */
+ * attention_bf16_fwd as a fused flash kernel (mma.sync, online softmax, no T×T matrix); and in
+ * the trainer's backward (pg_engine.bf16_grad) matmul_bwd through cuBLAS and attention_bwd as a
+ * flash backward (pg_cuda_engine_bwd.cu calls both here). Every other op stays exact. */
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -104,10 +105,10 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32
 constexpr int kFaM = 128, kFaN = 64, kFaThreads = 256;
 static_assert(kFaThreads == 32 * (kFaM / 16) && kFaThreads >= kFaN, "a warp per 16 positions");
 
-template <int DP>
+template <int DP, bool STATS>
 __global__ void __launch_bounds__(kFaThreads)
-    k_flash_bf16(float *out, const float *q, const float *k, const float *v, const int32_t *seg,
-                 int T, int H, int Hkv, int d, float scale_log2) {
+    k_flash_bf16(float *out, const float *dout, const float *q, const float *k, const float *v,
+                 const int32_t *seg, int T, int H, int Hkv, int d, float scale_log2) {
   constexpr int KS = DP + 8;  /* Ks row stride (bf16): DP/2 + 4 words, conflict-free reads */
   constexpr int VS = kFaN + 8; /* Vt row stride: 36 words */
   __shared__ __align__(16) uint16_t Ks[kFaN * KS]; /* K tile, [key][dim] */
@@ -228,6 +229,30 @@ __global__ void __launch_bounds__(kFaThreads)
       }
     }
   }
+  if constexpr (STATS) {
+    /* the backward's row statistics (k_flash_bwd_*): the final maximum (log2 units), Z, and
+     * D = bf(dout)·(O/Z) (dout rounded as the backward's dP takes it), each row's dot product
+     * summed over its 4 threads by shuffles */
+    const size_t r0 = (bT + (size_t)t0) * (size_t)H + (size_t)h;
+    const size_t r1 = (bT + (size_t)t1) * (size_t)H + (size_t)h;
+    float dd0 = 0.0f, dd1 = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < DP / 8; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int i = nt * 8 + tq * 2 + (e & 1);
+        if (i >= d) continue;
+        if (e < 2 && t0 < T) dd0 = dd0 + bf16_round(dout[r0 * (size_t)d + (size_t)i]) * o[nt][e];
+        if (e >= 2 && t1 < T) dd1 = dd1 + bf16_round(dout[r1 * (size_t)d + (size_t)i]) * o[nt][e];
+      }
+    dd0 = dd0 + __shfl_xor_sync(0xffffffffu, dd0, 1);
+    dd0 = dd0 + __shfl_xor_sync(0xffffffffu, dd0, 2);
+    dd1 = dd1 + __shfl_xor_sync(0xffffffffu, dd1, 1);
+    dd1 = dd1 + __shfl_xor_sync(0xffffffffu, dd1, 2);
+    if (tq == 0 && t0 < T) out[r0 * 3] = m0, out[r0 * 3 + 1] = z0, out[r0 * 3 + 2] = dd0 / z0;
+    if (tq == 0 && t1 < T) out[r1 * 3] = m1, out[r1 * 3 + 1] = z1, out[r1 * 3 + 2] = dd1 / z1;
+    return;
+  }
   /* out = bf16(O / Z); Z ≥ 1 on every stored row (its own key has weight exp2(0)) */
   float *or0 = out + ((bT + (size_t)t0) * (size_t)H + (size_t)h) * (size_t)d;
   float *or1 = out + ((bT + (size_t)t1) * (size_t)H + (size_t)h) * (size_t)d;
@@ -245,26 +270,324 @@ __global__ void __launch_bounds__(kFaThreads)
 /* The largest head the flash kernel takes; a wider one (the arch allows 256) runs exactly. */
 constexpr int kFaMaxD = 128;
 
-void launch_flash(const pg_ops *o, float *out, const float *q, const float *k, const float *v,
-                  const int32_t *seg, int B, int T, int H, int Hkv, int d, float scale) {
+/* scale·log2(e): the logits in log2 units, for exp2 */
+float scale_log2_of(float scale) { return (float)((double)scale * 1.4426950408889634); }
+
+/* The forward (out), or with dout the backward's row statistics into out (3 per row). */
+template <bool STATS>
+void launch_flash_t(const pg_ops *o, float *out, const float *dout, const float *q,
+                    const float *k, const float *v, const int32_t *seg, int B, int T, int H,
+                    int Hkv, int d, float scale) {
   dim3 grid((unsigned)((T + kFaM - 1) / kFaM), (unsigned)H, (unsigned)B);
-  const float sl = (float)((double)scale * 1.4426950408889634); /* scale·log2(e) */
+  const float sl = scale_log2_of(scale);
   cudaStream_t st = dev_of(o)->stream;
   if (d <= 16)
-    k_flash_bf16<16><<<grid, kFaThreads, 0, st>>>(out, q, k, v, seg, T, H, Hkv, d, sl);
+    k_flash_bf16<16, STATS><<<grid, kFaThreads, 0, st>>>(out, dout, q, k, v, seg, T, H, Hkv, d,
+                                                         sl);
   else if (d <= 32)
-    k_flash_bf16<32><<<grid, kFaThreads, 0, st>>>(out, q, k, v, seg, T, H, Hkv, d, sl);
+    k_flash_bf16<32, STATS><<<grid, kFaThreads, 0, st>>>(out, dout, q, k, v, seg, T, H, Hkv, d,
+                                                         sl);
   else if (d <= 64)
-    k_flash_bf16<64><<<grid, kFaThreads, 0, st>>>(out, q, k, v, seg, T, H, Hkv, d, sl);
+    k_flash_bf16<64, STATS><<<grid, kFaThreads, 0, st>>>(out, dout, q, k, v, seg, T, H, Hkv, d,
+                                                         sl);
   else
-    k_flash_bf16<128><<<grid, kFaThreads, 0, st>>>(out, q, k, v, seg, T, H, Hkv, d, sl);
-  launched(o, "attention (flash, bf16)");
+    k_flash_bf16<128, STATS><<<grid, kFaThreads, 0, st>>>(out, dout, q, k, v, seg, T, H, Hkv, d,
+                                                          sl);
+  launched(o, STATS ? "attention backward (flash statistics)" : "attention (flash, bf16)");
+}
+
+void launch_flash(const pg_ops *o, float *out, const float *q, const float *k, const float *v,
+                  const int32_t *seg, int B, int T, int H, int Hkv, int d, float scale) {
+  launch_flash_t<false>(o, out, nullptr, q, k, v, seg, B, T, H, Hkv, d, scale);
 }
 
 /* 1 when attention_bf16_fwd of this shape runs the flash kernel, else the exact one. */
 bool flash_takes(const pg_ops *o, int B, int T, int H, int d) {
   return dev_of(o)->fast && d >= 1 && d <= kFaMaxD && B >= 1 && B <= 65535 && H >= 1 &&
          H <= 65535 && T >= 1;
+}
+
+/* ---- the flash attention backward (the trainer's bf16 steps: spec/engine.md §8.7) -------------
+ * After the statistics pass (k_flash_bf16<DP, true>: per row the final maximum m in log2 units,
+ * Z, and D = dout·O/Z), two kernels recompute P = exp2(x − m)/Z from the logits (x = q·k·scale·
+ * log2 e, bf16 operands, fp32 sums on the tensor cores), dP = dout·vᵀ (dout rounded to bf16) and
+ * dS = P∘(dP − D) in fp32, and multiply with P and dS rounded to bf16 (fp32 sums):
+ * k_flash_bwd_dq, a block per 128 queries of one head walking the key tiles of 32, dq += scale·
+ * dS·K; k_flash_bwd_dkv, a block per 128 keys of one kv head walking the group's heads in order
+ * and the query tiles of 32 from its first key on, dk += scale·dSᵀ·Q and dv += Pᵀ·dout. Each
+ * output is summed by one thread in a fixed order: no atomics, and the same bits on a rerun. The
+ * fragments are those of mma_bf16; a B operand over keys (or queries) is read from a tile stored
+ * transposed ([dim][key]), as the forward reads V. */
+constexpr int kFbN = 32; /* keys (dq) or queries (dk, dv) per tile */
+
+/* A rows' pair of bf16 A fragments for 16 dims from fp32 rows r0 (row gr) and r1 (row gr+8). */
+template <int DP>
+__device__ __forceinline__ void load_a(uint32_t a[DP / 16][4], const float *r0, const float *r1,
+                                       bool ok0, bool ok1, int d, int tq) {
+  auto val = [&](const float *r, bool ok, int i) { return ok && i < d ? r[i] : 0.0f; };
+#pragma unroll
+  for (int ks = 0; ks < DP / 16; ks++) {
+    const int c = ks * 16 + tq * 2;
+    a[ks][0] = bf16_pair(val(r0, ok0, c), val(r0, ok0, c + 1));
+    a[ks][1] = bf16_pair(val(r1, ok1, c), val(r1, ok1, c + 1));
+    a[ks][2] = bf16_pair(val(r0, ok0, c + 8), val(r0, ok0, c + 9));
+    a[ks][3] = bf16_pair(val(r1, ok1, c + 8), val(r1, ok1, c + 9));
+  }
+}
+
+/* acc[nt] (8 columns each) += A·B with B's rows (k) from a [n][k] tile of stride ST: the pattern
+ * of the forward's P·V. */
+template <int DP, int ST>
+__device__ __forceinline__ void mma_t(float acc[DP / 8][4], const uint32_t a[kFbN / 16][4],
+                                      const uint16_t *tile, int gr, int tq) {
+#pragma unroll
+  for (int nt = 0; nt < DP / 8; nt++) {
+    const uint16_t *r = tile + (nt * 8 + gr) * ST + tq * 2;
+#pragma unroll
+    for (int kc = 0; kc < kFbN / 16; kc++) {
+      const uint32_t b0 = *reinterpret_cast<const uint32_t *>(r + kc * 16);
+      const uint32_t b1 = *reinterpret_cast<const uint32_t *>(r + kc * 16 + 8);
+      mma_bf16(acc[nt], a[kc], b0, b1);
+    }
+  }
+}
+
+/* sc[nt] = A·Bᵀ over DP dims for kFbN columns whose rows are stored [col][dim] with stride KS:
+ * the pattern of the forward's Q·Kᵀ. */
+template <int DP, int KS>
+__device__ __forceinline__ void mma_rows(float sc[kFbN / 8][4], const uint32_t a[DP / 16][4],
+                                         const uint16_t *tile, int gr, int tq) {
+#pragma unroll
+  for (int nt = 0; nt < kFbN / 8; nt++) {
+    sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+    const uint16_t *r = tile + (nt * 8 + gr) * KS + tq * 2;
+#pragma unroll
+    for (int ks = 0; ks < DP / 16; ks++) {
+      const uint32_t b0 = *reinterpret_cast<const uint32_t *>(r + ks * 16);
+      const uint32_t b1 = *reinterpret_cast<const uint32_t *>(r + ks * 16 + 8);
+      mma_bf16(sc[nt], a[ks], b0, b1);
+    }
+  }
+}
+
+template <int DP>
+__global__ void __launch_bounds__(kFaThreads)
+    k_flash_bwd_dq(float *dq, const float *stats, const float *dout, const float *q,
+                   const float *k, const float *v, const int32_t *seg, int T, int H, int Hkv,
+                   int d, float scale_log2, float scale) {
+  constexpr int KS = DP + 8, TS = kFbN + 8;
+  __shared__ __align__(16) uint16_t Ks[kFbN * KS]; /* K tile, [key][dim] */
+  __shared__ __align__(16) uint16_t Vs[kFbN * KS]; /* V tile, [key][dim] */
+  __shared__ __align__(16) uint16_t Kt[DP * TS];   /* K tile transposed, [dim][key] */
+  __shared__ int32_t segk[kFbN];
+  const int b = blockIdx.z, h = blockIdx.y, g = h / (H / Hkv);
+  const int q0 = blockIdx.x * kFaM;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+  const size_t bT = (size_t)b * (size_t)T;
+  const int t0 = q0 + warp * 16 + gr, t1 = t0 + 8;
+  const size_t r0 = (bT + (size_t)t0) * (size_t)H + (size_t)h;
+  const size_t r1 = (bT + (size_t)t1) * (size_t)H + (size_t)h;
+  uint32_t qa[DP / 16][4], oa[DP / 16][4]; /* Q and dout rows as A fragments */
+  load_a<DP>(qa, q + r0 * (size_t)d, q + r1 * (size_t)d, t0 < T, t1 < T, d, tq);
+  load_a<DP>(oa, dout + r0 * (size_t)d, dout + r1 * (size_t)d, t0 < T, t1 < T, d, tq);
+  const float m0 = t0 < T ? stats[r0 * 3] : 0.0f, z0 = t0 < T ? stats[r0 * 3 + 1] : 1.0f;
+  const float D0 = t0 < T ? stats[r0 * 3 + 2] : 0.0f;
+  const float m1 = t1 < T ? stats[r1 * 3] : 0.0f, z1 = t1 < T ? stats[r1 * 3 + 1] : 1.0f;
+  const float D1 = t1 < T ? stats[r1 * 3 + 2] : 0.0f;
+  const int32_t sq0 = seg && t0 < T ? seg[bT + (size_t)t0] : 0;
+  const int32_t sq1 = seg && t1 < T ? seg[bT + (size_t)t1] : 0;
+  float acc[DP / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < DP / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+  const int kend = T < q0 + kFaM ? T : q0 + kFaM;
+  for (int kb = 0; kb < kend; kb += kFbN) {
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < kFbN * DP; idx += kFaThreads) {
+      const int j = idx / DP, i = idx % DP, s = kb + j;
+      float kx = 0.0f, vx = 0.0f;
+      if (s < T && i < d) {
+        const size_t off = ((bT + (size_t)s) * (size_t)Hkv + (size_t)g) * (size_t)d + (size_t)i;
+        kx = k[off];
+        vx = v[off];
+      }
+      Ks[j * KS + i] = bf16_bits(kx);
+      Vs[j * KS + i] = bf16_bits(vx);
+      Kt[i * TS + j] = bf16_bits(kx);
+    }
+    if (threadIdx.x < kFbN) {
+      const int s = kb + (int)threadIdx.x;
+      segk[threadIdx.x] = seg && s < T ? seg[bT + (size_t)s] : 0;
+    }
+    __syncthreads();
+    float sc[kFbN / 8][4], dp[kFbN / 8][4];
+    mma_rows<DP, KS>(sc, qa, Ks, gr, tq);
+    mma_rows<DP, KS>(dp, oa, Vs, gr, tq);
+    uint32_t dsa[kFbN / 16][4]; /* dS as A fragments, one per 16 keys */
+#pragma unroll
+    for (int nt = 0; nt < kFbN / 8; nt++) {
+      float ds[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int jj = nt * 8 + tq * 2 + (e & 1), s = kb + jj;
+        const int t = e < 2 ? t0 : t1;
+        const bool ok = s <= t && t < T && (!seg || segk[jj] == (e < 2 ? sq0 : sq1));
+        const float p = ok ? exp2f(sc[nt][e] * scale_log2 - (e < 2 ? m0 : m1)) /
+                                 (e < 2 ? z0 : z1)
+                           : 0.0f;
+        ds[e] = p * (dp[nt][e] - (e < 2 ? D0 : D1));
+      }
+      dsa[nt >> 1][(nt & 1) * 2 + 0] = bf16_pair(ds[0], ds[1]);
+      dsa[nt >> 1][(nt & 1) * 2 + 1] = bf16_pair(ds[2], ds[3]);
+    }
+    mma_t<DP, TS>(acc, dsa, Kt, gr, tq);
+  }
+#pragma unroll
+  for (int nt = 0; nt < DP / 8; nt++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int i = nt * 8 + tq * 2 + (e & 1);
+      const int t = e < 2 ? t0 : t1;
+      if (i >= d || t >= T) continue;
+      float *o = dq + (e < 2 ? r0 : r1) * (size_t)d + (size_t)i;
+      *o = *o + scale * acc[nt][e];
+    }
+}
+
+template <int DP>
+__global__ void __launch_bounds__(kFaThreads)
+    k_flash_bwd_dkv(float *dk, float *dv, const float *stats, const float *dout, const float *q,
+                    const float *k, const float *v, const int32_t *seg, int T, int H, int Hkv,
+                    int d, float scale_log2, float scale) {
+  constexpr int KS = DP + 8, TS = kFbN + 8;
+  __shared__ __align__(16) uint16_t Qs[kFbN * KS]; /* Q tile, [query][dim] */
+  __shared__ __align__(16) uint16_t Os[kFbN * KS]; /* dout tile, [query][dim] */
+  __shared__ __align__(16) uint16_t Qt[DP * TS];   /* Q tile transposed, [dim][query] */
+  __shared__ __align__(16) uint16_t Ot[DP * TS];   /* dout tile transposed, [dim][query] */
+  __shared__ float stm[kFbN], stz[kFbN], std_[kFbN];
+  __shared__ int32_t segq[kFbN];
+  const int b = blockIdx.z, g = blockIdx.y, rep = H / Hkv;
+  const int s0 = blockIdx.x * kFaM; /* a multiple of kFbN: the query tiles start there */
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+  const size_t bT = (size_t)b * (size_t)T;
+  const int k0 = s0 + warp * 16 + gr, k1 = k0 + 8; /* this thread's two keys */
+  const size_t w0 = (bT + (size_t)k0) * (size_t)Hkv + (size_t)g;
+  const size_t w1 = (bT + (size_t)k1) * (size_t)Hkv + (size_t)g;
+  uint32_t ka[DP / 16][4], va[DP / 16][4]; /* the keys' K and V rows as A fragments */
+  load_a<DP>(ka, k + w0 * (size_t)d, k + w1 * (size_t)d, k0 < T, k1 < T, d, tq);
+  load_a<DP>(va, v + w0 * (size_t)d, v + w1 * (size_t)d, k0 < T, k1 < T, d, tq);
+  const int32_t sk0 = seg && k0 < T ? seg[bT + (size_t)k0] : 0;
+  const int32_t sk1 = seg && k1 < T ? seg[bT + (size_t)k1] : 0;
+  float adk[DP / 8][4], adv[DP / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < DP / 8; nt++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) adk[nt][e] = adv[nt][e] = 0.0f;
+  for (int h = g * rep; h < (g + 1) * rep; h++)
+    for (int qb = s0; qb < T; qb += kFbN) {
+      __syncthreads();
+      for (int idx = threadIdx.x; idx < kFbN * DP; idx += kFaThreads) {
+        const int j = idx / DP, i = idx % DP, t = qb + j;
+        float qx = 0.0f, ox = 0.0f;
+        if (t < T && i < d) {
+          const size_t off = ((bT + (size_t)t) * (size_t)H + (size_t)h) * (size_t)d + (size_t)i;
+          qx = q[off];
+          ox = dout[off];
+        }
+        Qs[j * KS + i] = bf16_bits(qx);
+        Os[j * KS + i] = bf16_bits(ox);
+        Qt[i * TS + j] = bf16_bits(qx);
+        Ot[i * TS + j] = bf16_bits(ox);
+      }
+      if (threadIdx.x < kFbN) {
+        const int j = (int)threadIdx.x, t = qb + j;
+        const size_t r = (bT + (size_t)t) * (size_t)H + (size_t)h;
+        stm[j] = t < T ? stats[r * 3] : 0.0f;
+        stz[j] = t < T ? stats[r * 3 + 1] : 1.0f;
+        std_[j] = t < T ? stats[r * 3 + 2] : 0.0f;
+        segq[j] = seg && t < T ? seg[bT + (size_t)t] : 0;
+      }
+      __syncthreads();
+      /* Sᵀ = K·Qᵀ and dPᵀ = V·doutᵀ: rows the keys, columns the tile's queries */
+      float sc[kFbN / 8][4], dp[kFbN / 8][4];
+      mma_rows<DP, KS>(sc, ka, Qs, gr, tq);
+      mma_rows<DP, KS>(dp, va, Os, gr, tq);
+      uint32_t pa[kFbN / 16][4], dsa[kFbN / 16][4]; /* Pᵀ, dSᵀ as A fragments (k: queries) */
+#pragma unroll
+      for (int nt = 0; nt < kFbN / 8; nt++) {
+        float p[4], ds[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int jj = nt * 8 + tq * 2 + (e & 1), t = qb + jj;
+          const int s = e < 2 ? k0 : k1;
+          const bool ok = t >= s && t < T && s < T && (!seg || segq[jj] == (e < 2 ? sk0 : sk1));
+          p[e] = ok ? exp2f(sc[nt][e] * scale_log2 - stm[jj]) / stz[jj] : 0.0f;
+          ds[e] = p[e] * (dp[nt][e] - std_[jj]);
+        }
+        pa[nt >> 1][(nt & 1) * 2 + 0] = bf16_pair(p[0], p[1]);
+        pa[nt >> 1][(nt & 1) * 2 + 1] = bf16_pair(p[2], p[3]);
+        dsa[nt >> 1][(nt & 1) * 2 + 0] = bf16_pair(ds[0], ds[1]);
+        dsa[nt >> 1][(nt & 1) * 2 + 1] = bf16_pair(ds[2], ds[3]);
+      }
+      mma_t<DP, TS>(adv, pa, Ot, gr, tq);
+      mma_t<DP, TS>(adk, dsa, Qt, gr, tq);
+    }
+#pragma unroll
+  for (int nt = 0; nt < DP / 8; nt++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int i = nt * 8 + tq * 2 + (e & 1);
+      const int s = e < 2 ? k0 : k1;
+      if (i >= d || s >= T) continue;
+      const size_t off = (e < 2 ? w0 : w1) * (size_t)d + (size_t)i;
+      if (dk) dk[off] = dk[off] + scale * adk[nt][e];
+      if (dv) dv[off] = dv[off] + adv[nt][e];
+    }
+}
+
+template <int DP>
+void launch_flash_bwd(const pg_ops *o, float *dq, float *dk, float *dv, const float *stats,
+                      const float *dout, const float *q, const float *k, const float *v,
+                      const int32_t *seg, int B, int T, int H, int Hkv, int d, float scale) {
+  cudaStream_t st = dev_of(o)->stream;
+  const float sl = scale_log2_of(scale);
+  if (dq) {
+    dim3 grid((unsigned)((T + kFaM - 1) / kFaM), (unsigned)H, (unsigned)B);
+    k_flash_bwd_dq<DP><<<grid, kFaThreads, 0, st>>>(dq, stats, dout, q, k, v, seg, T, H, Hkv, d,
+                                                    sl, scale);
+    launched(o, "attention backward (flash, dq)");
+  }
+  if (dk || dv) {
+    dim3 grid((unsigned)((T + kFaM - 1) / kFaM), (unsigned)Hkv, (unsigned)B);
+    k_flash_bwd_dkv<DP><<<grid, kFaThreads, 0, st>>>(dk, dv, stats, dout, q, k, v, seg, T, H,
+                                                     Hkv, d, sl, scale);
+    launched(o, "attention backward (flash, dk and dv)");
+  }
+}
+
+/* attention_bwd of the trainer's bf16 backward (bf16_pass and bf16_grad set) on the tensor
+ * cores, where the flash forward runs: false (nothing queued) when the exact kernels are to run
+ * (another pass, another shape, no scratch for the statistics). */
+bool fast_attention_bwd_impl(const pg_ops *o, float *dq, float *dk, float *dv,
+                             const float *dout, const float *q, const float *k, const float *v,
+                             const int32_t *seg, int B, int T, int H, int Hkv, int d,
+                             float scale) {
+  pg_engine *e = pg_engine_of(o);
+  if (!e->bf16_pass || !e->bf16_grad || !flash_takes(o, B, T, H, d) || Hkv < 1 ||
+      Hkv > 65535 || (!dq && !dk && !dv))
+    return false;
+  const size_t rows = (size_t)B * (size_t)T * (size_t)H;
+  float *stats = static_cast<float *>(pg_engine_scratch_try(e, 0, rows * 3 * sizeof(float)));
+  if (!stats) return false;
+  launch_flash_t<true>(o, stats, dout, q, k, v, seg, B, T, H, Hkv, d, scale);
+  if (d <= 16)
+    launch_flash_bwd<16>(o, dq, dk, dv, stats, dout, q, k, v, seg, B, T, H, Hkv, d, scale);
+  else if (d <= 32)
+    launch_flash_bwd<32>(o, dq, dk, dv, stats, dout, q, k, v, seg, B, T, H, Hkv, d, scale);
+  else if (d <= 64)
+    launch_flash_bwd<64>(o, dq, dk, dv, stats, dout, q, k, v, seg, B, T, H, Hkv, d, scale);
+  else
+    launch_flash_bwd<128>(o, dq, dk, dv, stats, dout, q, k, v, seg, B, T, H, Hkv, d, scale);
+  return true;
 }
 
 /* cuBLAS, loaded at run time: the library of the toolkit the engine was built with (its major
@@ -426,6 +749,51 @@ bool fast_matmul(const pg_ops *o, float *y, const float *x, const float *w, int 
   if (st != kBlasOk)
     pg_engine_fail(e, PG_E_CUDA, "cuda engine: matmul (cuBLAS, %d x %d x %d): %s", M, N, K,
                    L.status_string(st));
+  return true;
+}
+
+/* The backward of a product of a bf16 pass on the tensor cores, when the trainer asks for it
+ * (pg_engine.bf16_grad, spec/engine.md §8.7): dx [M, K] += dy·W and dW [N, K] += dyᵀ·x with bf16
+ * operands (x and W are bf16 values in such a pass, so only dy is rounded) and fp32 sums; cuBLAS
+ * adds each sum into the fp32 gradient (beta = 1: fp32(g + S), one rounding of each). Row-major
+ * dxᵀ [K, M] = Wᵀ·dyᵀ is column-major (W as [K, N] with lda K, dy as [N, M] with ldb N, both
+ * OP_N); dWᵀ [K, N] = xᵀ·dy is column-major x [K, M] (lda K, OP_N) times dy (ldb N, OP_T).
+ * Returns false (and nothing queued) when the exact kernels are to run. */
+bool fast_matmul_bwd_impl(const pg_ops *o, float *dx, float *dw, const float *dy,
+                          const float *x, const float *w, int M, int N, int K) {
+  pg_engine *e = pg_engine_of(o);
+  Dev *d = dev_of(e);
+  if (!d->blas || !e->bf16_pass || !e->bf16_grad || M <= 0 || N <= 0 || K <= 0) return false;
+  const size_t ny = (size_t)M * (size_t)N, nw = dx ? (size_t)N * (size_t)K : 0,
+               nx = dw ? (size_t)M * (size_t)K : 0;
+  const size_t nw_al = (nw + 31) / 32 * 32; /* x's copy starts 64-byte aligned */
+  uint16_t *yb = static_cast<uint16_t *>(pg_engine_scratch_try(e, 0, ny * sizeof(uint16_t)));
+  uint16_t *wb = static_cast<uint16_t *>(
+      pg_engine_scratch_try(e, 1, (nw_al + nx) * sizeof(uint16_t)));
+  if (!yb || !wb) return false;
+  uint16_t *xb = wb + nw_al;
+  k_to_bf16<<<blocks_for(ny), kThreads, 0, d->stream>>>(yb, dy, ny);
+  if (dx) k_to_bf16<<<blocks_for(nw), kThreads, 0, d->stream>>>(wb, w, nw);
+  if (dw) k_to_bf16<<<blocks_for(nx), kThreads, 0, d->stream>>>(xb, x, nx);
+  launched(o, "matmul backward (bf16 operands)");
+  const BlasLib &L = blas_lib();
+  const float one = 1.0f;
+  if (dx) {
+    BlasStatus st = L.gemm(d->blas, kBlasOpN, kBlasOpN, K, M, N, &one, wb, CUDA_R_16BF, K, yb,
+                           CUDA_R_16BF, N, &one, dx, CUDA_R_32F, K, kBlasCompute32F,
+                           kBlasGemmDefault);
+    if (st != kBlasOk)
+      pg_engine_fail(e, PG_E_CUDA, "cuda engine: matmul backward dx (cuBLAS, %d x %d x %d): %s",
+                     M, N, K, L.status_string(st));
+  }
+  if (dw) {
+    BlasStatus st = L.gemm(d->blas, kBlasOpN, kBlasOpT, K, N, M, &one, xb, CUDA_R_16BF, K, yb,
+                           CUDA_R_16BF, N, &one, dw, CUDA_R_32F, K, kBlasCompute32F,
+                           kBlasGemmDefault);
+    if (st != kBlasOk)
+      pg_engine_fail(e, PG_E_CUDA, "cuda engine: matmul backward dW (cuBLAS, %d x %d x %d): %s",
+                     M, N, K, L.status_string(st));
+  }
   return true;
 }
 
@@ -964,4 +1332,16 @@ extern "C" int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, p
   }
   *out = e;
   return PG_OK;
+}
+
+bool pgcuda::fast_matmul_bwd(const pg_ops *o, float *dx, float *dw, const float *dy,
+                             const float *x, const float *w, int M, int N, int K) {
+  return fast_matmul_bwd_impl(o, dx, dw, dy, x, w, M, N, K);
+}
+
+bool pgcuda::fast_attention_bwd(const pg_ops *o, float *dq, float *dk, float *dv,
+                                const float *dout, const float *q, const float *k, const float *v,
+                                const int32_t *seg, int B, int T, int H, int Hkv, int d,
+                                float scale) {
+  return fast_attention_bwd_impl(o, dq, dk, dv, dout, q, k, v, seg, B, T, H, Hkv, d, scale);
 }

@@ -9,7 +9,10 @@
  * (-fmad=false, IEEE division and square root): ops of +, −, ×, ÷, √ and pg_exp give the CPU's
  * bits; those that call the C library's exp, tanh, pow, sin or cos on the CPU (the sigmoid gates,
  * softcap, tanh, RoPE's angle) use CUDA's fp64 functions (spec/engine.md §8.6 states the
- * tolerance). Temporaries come from the engine's scratch (slot 0), never from cudaMalloc. */
+ * tolerance). Temporaries come from the engine's scratch (slot 0), never from cudaMalloc. In the
+ * trainer's bf16 backward (bf16_pass and bf16_grad set, an engine opened with precision bf16)
+ * matmul_bwd and attention_bwd hand over to the tensor-core kernels of pg_cuda_engine.cu
+ * (spec/engine.md §8.7). */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stddef.h>
@@ -134,6 +137,7 @@ void matmul_bwd_groups(const pg_ops *o, float *dx, float *dw, const float *dy, c
 
 void c_matmul_bwd(const pg_ops *o, float *dx, float *dw, const float *dy, const float *x,
                   const float *w, int M, int N, int K) {
+  if ((dx || dw) && fast_matmul_bwd(o, dx, dw, dy, x, w, M, N, K)) return;
   matmul_bwd_groups(o, dx, dw, dy, x, w, nullptr, 0, 1, M, N, K);
 }
 
@@ -299,6 +303,7 @@ __global__ void k_attn_bwd_kv(float *dk, float *dv, const double *stats, const f
 void c_attention_bwd(const pg_ops *o, float *dq, float *dk, float *dv, const float *dout,
                      const float *q, const float *k, const float *v, const int32_t *seg, int B,
                      int T, int H, int Hkv, int d, float scale) {
+  if (fast_attention_bwd(o, dq, dk, dv, dout, q, k, v, seg, B, T, H, Hkv, d, scale)) return;
   size_t rows = (size_t)B * (size_t)T * (size_t)H;
   double *stats = static_cast<double *>(
       pg_engine_scratch(pg_engine_of(o), 0, (rows ? rows : 1) * 3 * sizeof(double)));

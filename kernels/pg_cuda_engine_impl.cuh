@@ -108,6 +108,17 @@ __device__ inline double rope_angle(int32_t pos, int i, int rot, float base) {
   return (double)theta;
 }
 
+/* matmul_bwd of a bf16 pass on the tensor cores when the trainer asks for it (bf16_grad;
+ * pg_cuda_engine.cu, where cuBLAS is loaded): false when the exact kernels are to run. */
+bool fast_matmul_bwd(const pg_ops *o, float *dx, float *dw, const float *dy, const float *x,
+                     const float *w, int M, int N, int K);
+
+/* attention_bwd of the trainer's bf16 backward on the tensor cores (the flash backward of
+ * pg_cuda_engine.cu): false when the exact kernels are to run. */
+bool fast_attention_bwd(const pg_ops *o, float *dq, float *dk, float *dv, const float *dout,
+                        const float *q, const float *k, const float *v, const int32_t *seg, int B,
+                        int T, int H, int Hkv, int d, float scale);
+
 /* Fills the table's backward and optimizer entries (pg_cuda_engine_bwd.cu). */
 void bwd_table(pg_ops *t);
 

@@ -408,6 +408,96 @@ Test(gpu_engine, bf16_matmul_on_tensor_cores) {
   pg_engine_destroy(f);
 }
 
+/* matmul_bwd in the trainer's bf16 backward (both marks set: spec/engine.md §8.7), against the
+ * exact op on the same operands (x and W bf16 values, dy fp32), the gradients pre-filled so the
+ * accumulation is checked: per output |Δ| ≤ (2⁻⁹ + R·2⁻²²)·Σ_r |a_r·b_r| + 2⁻²³·|exact|, R the
+ * sum's length (N for dx, M for dW). dy's rounding to bf16 is 2⁻⁹ relative per term; the fp32 sum
+ * is within gemm_close's bound; adding it into the gradient rounds once more. With either mark
+ * missing the exact kernels run (the CPU's bits); dx or dW alone leaves the other untouched; a
+ * rerun gives the same bits. A tall dW (M = 8192 rows summed) is where cuBLAS may split. */
+static void bwd_close(const char *what, const float *ref, const float *got, const float *a,
+                      size_t a_p, size_t a_r, const float *b, size_t b_q, size_t b_r, int P,
+                      int Q, int R) {
+  double worst = 0;
+  size_t same = 0;
+  for (int p = 0; p < P; p++)
+    for (int q = 0; q < Q; q++) {
+      double sa = 0;
+      for (int r = 0; r < R; r++)
+        sa += fabs((double)a[(size_t)p * a_p + (size_t)r * a_r] *
+                   (double)b[(size_t)q * b_q + (size_t)r * b_r]);
+      const size_t i = (size_t)p * Q + q;
+      const double tol = (0x1p-9 + (double)R * 0x1p-22) * sa + 0x1p-23 * fabs((double)ref[i]);
+      const double dd = fabs((double)ref[i] - (double)got[i]);
+      cr_assert(dd <= tol, "%s [%d, %d]: exact %.9g fast %.9g (bound %.3g)", what, p, q, ref[i],
+                got[i], tol);
+      same += ref[i] == got[i];
+      if (tol > 0 && dd / tol > worst) worst = dd / tol;
+    }
+  cr_log_info("%s: %zu of %zu outputs equal the exact ones; the largest difference is %.3g of "
+              "the bound", what, same, (size_t)P * Q, worst);
+}
+
+Test(gpu_engine, bf16_matmul_bwd_on_tensor_cores) {
+  pg_rng r;
+  pg_rng_seed(&r, 23);
+  pg_engine cpu = pg_engine_cpu(2), *f = fast_gpu();
+  const int shapes[][3] = {{1, 1, 1},      {3, 5, 1},     {37, 29, 70},
+                           {129, 257, 64}, {300, 200, 520}, {8192, 48, 96}};
+  for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
+    const int M = shapes[c][0], N = shapes[c][1], K = shapes[c][2];
+    const size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N;
+    float *x = rnd_bf(&r, nx, 1), *w = rnd_bf(&r, nw, 0.5), *dy = rnd(&r, ny, 0.3);
+    float *gx0 = rnd(&r, nx, 0.1), *gw0 = rnd(&r, nw, 0.1);
+    float *gx = malloc(nx * 4), *gw = malloc(nw * 4);
+    memcpy(gx, gx0, nx * 4), memcpy(gw, gw0, nw * 4);
+    cpu.ops.matmul_bwd(&cpu.ops, gx, gw, dy, x, w, M, N, K);
+    float *dx = up(f, x, nx * 4), *dwt = up(f, w, nw * 4), *ddy = up(f, dy, ny * 4);
+    float *dgx = up(f, gx0, nx * 4), *dgw = up(f, gw0, nw * 4);
+    char what[80];
+    /* one mark alone: the exact kernels, the CPU's bits */
+    for (int k = 0; k < 2; k++) {
+      f->bf16_pass = k, f->bf16_grad = !k;
+      pg_engine_upload(f, dgx, gx0, nx * 4), pg_engine_upload(f, dgw, gw0, nw * 4);
+      f->ops.matmul_bwd(&f->ops, dgx, dgw, ddy, dx, dwt, M, N, K);
+      float *hx = down(f, dgx, nx), *hw = down(f, dgw, nw);
+      cr_assert_eq(memcmp(hx, gx, nx * 4), 0, "%dx%dx%d, one mark: dx not exact", M, N, K);
+      cr_assert_eq(memcmp(hw, gw, nw * 4), 0, "%dx%dx%d, one mark: dW not exact", M, N, K);
+      free(hx), free(hw);
+    }
+    /* both: cuBLAS, within the bound */
+    f->bf16_pass = 1, f->bf16_grad = 1;
+    pg_engine_upload(f, dgx, gx0, nx * 4), pg_engine_upload(f, dgw, gw0, nw * 4);
+    f->ops.matmul_bwd(&f->ops, dgx, dgw, ddy, dx, dwt, M, N, K);
+    float *hx = down(f, dgx, nx), *hw = down(f, dgw, nw);
+    /* dx[m, k] = Σ_n dy[m, n]·W[n, k]; dW[n, k] = Σ_m dy[m, n]·x[m, k] */
+    snprintf(what, sizeof what, "matmul_bwd dx %dx%dx%d", M, N, K);
+    bwd_close(what, gx, hx, dy, (size_t)N, 1, w, 1, (size_t)K, M, K, N);
+    snprintf(what, sizeof what, "matmul_bwd dW %dx%dx%d", M, N, K);
+    bwd_close(what, gw, hw, dy, 1, (size_t)N, x, 1, (size_t)K, N, K, M);
+    /* a rerun: the same bits */
+    pg_engine_upload(f, dgx, gx0, nx * 4), pg_engine_upload(f, dgw, gw0, nw * 4);
+    f->ops.matmul_bwd(&f->ops, dgx, dgw, ddy, dx, dwt, M, N, K);
+    float *hx2 = down(f, dgx, nx), *hw2 = down(f, dgw, nw);
+    cr_assert_eq(memcmp(hx, hx2, nx * 4), 0, "%dx%dx%d: a rerun's dx differs", M, N, K);
+    cr_assert_eq(memcmp(hw, hw2, nw * 4), 0, "%dx%dx%d: a rerun's dW differs", M, N, K);
+    /* dx alone, then dW alone: the same bits, the other buffer untouched */
+    pg_engine_upload(f, dgx, gx0, nx * 4), pg_engine_upload(f, dgw, gw0, nw * 4);
+    f->ops.matmul_bwd(&f->ops, dgx, NULL, ddy, dx, dwt, M, N, K);
+    f->ops.matmul_bwd(&f->ops, NULL, dgw, ddy, dx, dwt, M, N, K);
+    float *hx3 = down(f, dgx, nx), *hw3 = down(f, dgw, nw);
+    cr_assert_eq(memcmp(hx, hx3, nx * 4), 0, "%dx%dx%d: dx alone differs", M, N, K);
+    cr_assert_eq(memcmp(hw, hw3, nw * 4), 0, "%dx%dx%d: dW alone differs", M, N, K);
+    f->bf16_pass = 0, f->bf16_grad = 0;
+    free(hx), free(hw), free(hx2), free(hw2), free(hx3), free(hw3);
+    free(x), free(w), free(dy), free(gx0), free(gw0), free(gx), free(gw);
+    pg_engine_free(f, dx), pg_engine_free(f, dwt), pg_engine_free(f, ddy);
+    pg_engine_free(f, dgx), pg_engine_free(f, dgw);
+  }
+  cr_assert_eq(pg_engine_sync(f, NULL), PG_OK);
+  pg_engine_destroy(f);
+}
+
 /* Flash attention against the exact attention_bf16_fwd (the CPU's), element by element:
  * |fast − exact| ≤ 2⁻⁶·max|v| over the row's allowed keys. Both weigh the values by probabilities
  * rounded to bf16 (relative error 2⁻⁹ each, against different maxima in the flash kernel) and
@@ -510,6 +600,122 @@ Test(gpu_engine, flash_attention_against_the_exact_op) {
       {1, 9, 3, 3, 8, 0, 1.5f},      /* short and very peaked */
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) flash_case(&cases[i], &r, &cpu, f);
+  cr_assert_eq(pg_engine_sync(f, NULL), PG_OK);
+  pg_engine_destroy(f);
+}
+
+/* attention_bwd of the trainer's bf16 backward (both marks: the flash backward, spec/engine.md
+ * §8.7) against the exact op on the same bf16 q, k, v, the gradients pre-filled: per gradient,
+ * the largest difference ≤ 2⁻⁶ × the largest contribution (dout, P and dS are rounded to bf16 for
+ * the tensor cores, 2⁻⁹ relative each, in sums whose terms cancel; an emulation of those
+ * roundings in fp64 on these cases measures 0.2 to 0.35 %: a check of gross faults, the figures
+ * logged). With either mark missing the exact kernels run (the CPU's bits); a rerun
+ * gives the same bits; dq alone and dk, dv alone give the bits they have together. */
+static double grad_off(const char *what, const float *pre, const float *ref, const float *got,
+                       size_t n) {
+  double cm = 0, dm = 0;
+  for (size_t i = 0; i < n; i++) {
+    double c = fabs((double)ref[i] - (double)pre[i]), dd = fabs((double)ref[i] - (double)got[i]);
+    if (c > cm) cm = c;
+    if (dd > dm) dm = dd;
+  }
+  cr_log_info("%s: largest difference %.3g, %.3g of the largest contribution %.3g", what, dm,
+              cm > 0 ? dm / cm : 0.0, cm);
+  cr_assert_leq(dm, 0x1p-6 * cm + 1e-30, "%s: differs by %.3g (largest contribution %.3g)", what,
+                dm, cm);
+  return cm > 0 ? dm / cm : 0;
+}
+
+static void flash_bwd_case(const acase *c, pg_rng *r, pg_engine *cpu, pg_engine *f) {
+  const int B = c->B, T = c->T, H = c->H, Hkv = c->Hkv, d = c->d;
+  const size_t nq = (size_t)B * T * H * d, nk = (size_t)B * T * Hkv * d;
+  float *q = rnd_bf(r, nq, 1), *k = rnd_bf(r, nk, 1), *v = rnd_bf(r, nk, 1);
+  float *go = rnd(r, nq, 0.5), *pq = rnd(r, nq, 0.1), *pk = rnd(r, nk, 0.1), *pv = rnd(r, nk, 0.1);
+  int32_t *seg = malloc(sizeof(int32_t) * B * T);
+  for (int b = 0, id = 0; b < B; b++)
+    for (int t = 0, left = 0; t < T; t++) {
+      if (left == 0) {
+        id++;
+        left = pg_rng_u64(r) % 3 == 0 ? 1 : 1 + (int)(pg_rng_u64(r) % 60);
+      }
+      seg[b * T + t] = id;
+      left--;
+    }
+  const int32_t *sg = c->seg ? seg : NULL;
+  float *rq = malloc(nq * 4), *rk = malloc(nk * 4), *rv = malloc(nk * 4);
+  memcpy(rq, pq, nq * 4), memcpy(rk, pk, nk * 4), memcpy(rv, pv, nk * 4);
+  cpu->ops.attention_bwd(&cpu->ops, rq, rk, rv, go, q, k, v, sg, B, T, H, Hkv, d, c->scale);
+  float *dq_ = up(f, q, nq * 4), *dk_ = up(f, k, nk * 4), *dv_ = up(f, v, nk * 4);
+  float *dgo = up(f, go, nq * 4);
+  int32_t *dseg = up(f, seg, sizeof(int32_t) * B * T);
+  const int32_t *dsg = c->seg ? dseg : NULL;
+  float *gq = pg_engine_alloc(f, nq * 4), *gk = pg_engine_alloc(f, nk * 4);
+  float *gv = pg_engine_alloc(f, nk * 4);
+  char what[128];
+  snprintf(what, sizeof what, "B %d T %d H %d Hkv %d d %d%s scale %g", B, T, H, Hkv, d,
+           c->seg ? " segments" : "", c->scale);
+#define PRE()                                                                                     \
+  (pg_engine_upload(f, gq, pq, nq * 4), pg_engine_upload(f, gk, pk, nk * 4),                     \
+   pg_engine_upload(f, gv, pv, nk * 4))
+  /* one mark alone: the exact kernels, the CPU's bits */
+  for (int m = 0; m < 2; m++) {
+    f->bf16_pass = m, f->bf16_grad = !m;
+    PRE();
+    f->ops.attention_bwd(&f->ops, gq, gk, gv, dgo, dq_, dk_, dv_, dsg, B, T, H, Hkv, d, c->scale);
+    float *hq = down(f, gq, nq), *hk = down(f, gk, nk), *hv = down(f, gv, nk);
+    cr_assert(!memcmp(hq, rq, nq * 4) && !memcmp(hk, rk, nk * 4) && !memcmp(hv, rv, nk * 4),
+              "%s, one mark: not the exact op's bits", what);
+    free(hq), free(hk), free(hv);
+  }
+  f->bf16_pass = 1, f->bf16_grad = 1;
+  PRE();
+  f->ops.attention_bwd(&f->ops, gq, gk, gv, dgo, dq_, dk_, dv_, dsg, B, T, H, Hkv, d, c->scale);
+  float *hq = down(f, gq, nq), *hk = down(f, gk, nk), *hv = down(f, gv, nk);
+  char w2[160];
+  snprintf(w2, sizeof w2, "%s: dq", what);
+  grad_off(w2, pq, rq, hq, nq);
+  snprintf(w2, sizeof w2, "%s: dk", what);
+  grad_off(w2, pk, rk, hk, nk);
+  snprintf(w2, sizeof w2, "%s: dv", what);
+  grad_off(w2, pv, rv, hv, nk);
+  /* a rerun, then dq alone and dk, dv alone: the same bits */
+  PRE();
+  f->ops.attention_bwd(&f->ops, gq, gk, gv, dgo, dq_, dk_, dv_, dsg, B, T, H, Hkv, d, c->scale);
+  float *aq = down(f, gq, nq), *ak = down(f, gk, nk), *av = down(f, gv, nk);
+  cr_assert(!memcmp(hq, aq, nq * 4) && !memcmp(hk, ak, nk * 4) && !memcmp(hv, av, nk * 4),
+            "%s: a rerun differs", what);
+  free(aq), free(ak), free(av);
+  PRE();
+  f->ops.attention_bwd(&f->ops, gq, NULL, NULL, dgo, dq_, dk_, dv_, dsg, B, T, H, Hkv, d,
+                       c->scale);
+  f->ops.attention_bwd(&f->ops, NULL, gk, gv, dgo, dq_, dk_, dv_, dsg, B, T, H, Hkv, d, c->scale);
+  aq = down(f, gq, nq), ak = down(f, gk, nk), av = down(f, gv, nk);
+  cr_assert(!memcmp(hq, aq, nq * 4) && !memcmp(hk, ak, nk * 4) && !memcmp(hv, av, nk * 4),
+            "%s: the gradients apart differ", what);
+#undef PRE
+  f->bf16_pass = 0, f->bf16_grad = 0;
+  free(aq), free(ak), free(av), free(hq), free(hk), free(hv);
+  free(q), free(k), free(v), free(go), free(pq), free(pk), free(pv), free(seg);
+  free(rq), free(rk), free(rv);
+  pg_engine_free(f, dq_), pg_engine_free(f, dk_), pg_engine_free(f, dv_);
+  pg_engine_free(f, dgo), pg_engine_free(f, dseg);
+  pg_engine_free(f, gq), pg_engine_free(f, gk), pg_engine_free(f, gv);
+}
+
+Test(gpu_engine, flash_attention_backward_against_the_exact_op) {
+  pg_rng r;
+  pg_rng_seed(&r, 35);
+  pg_engine cpu = pg_engine_cpu(2), *f = fast_gpu();
+  const acase cases[] = {
+      {2, 200, 4, 2, 64, 0, 0.125f}, /* T not a multiple of the tiles, GQA 2, B > 1 */
+      {3, 130, 6, 2, 64, 1, 0.3f},   /* segments (some of one token), GQA 3 */
+      {1, 77, 2, 2, 12, 1, 0.25f},   /* a head of 12 dims, padded to 16 */
+      {2, 70, 4, 1, 128, 0, 0.09f},  /* 128 dims, GQA 4 */
+      {1, 300, 2, 1, 48, 1, 0.2f},   /* 48 dims padded to 64, several key blocks, segments */
+      {1, 9, 3, 3, 8, 0, 1.5f},      /* short and peaked */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    flash_bwd_case(&cases[i], &r, &cpu, f);
   cr_assert_eq(pg_engine_sync(f, NULL), PG_OK);
   pg_engine_destroy(f);
 }

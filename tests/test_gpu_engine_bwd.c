@@ -989,6 +989,122 @@ Test(gpu_bwd, trainer_muon_full_arch, .init = train_setup, .fini = train_teardow
   trainer_both(FULL, MUON_OPT, "{\"ema\": 0.9}", 0);
 }
 
+/* ---- training in bf16 (spec/train.md §10) ----------------------------------------------------
+ * The fast engine (precision bf16: cuBLAS products, forward and backward, and flash attention)
+ * trains the FULL arch in bf16; against the CPU's exact bf16 mode (the same rounding points) and
+ * the exact GPU's fp32 run, within spec/train.md §10's tolerances; a rerun gives the same bits.
+ * Without clipping, so the first step's gradients are the backward's own. */
+static const char *MUON_NOCLIP =
+    "{\"matrix\": {\"kind\": \"muon\", \"lr\": 0.02, \"momentum\": 0.95, \"momentum_start\": "
+    "0.85, \"momentum_warmup\": 4, \"row_normalize\": true, \"ns\": \"polar_express\"}, "
+    "\"embed\": {\"lr\": 0.05, \"weight_decay\": 0.01}, \"scalar\": {\"lr\": 0.02}}";
+
+static pg_engine *dev_open_bf16(void) {
+  if (standin()) return dev_open();
+  pg_engine *e;
+  pg_err err;
+  pg_engine_opts o = {.kind = PG_ENGINE_CUDA, .precision = 1};
+  cr_assert_eq(pg_engine_open(&e, &o, &err), PG_OK, "%s", err.msg);
+  cr_assert_str_eq(e->info.note, "", "the fast bf16 kernels are not all usable here: %s",
+                   e->info.note);
+  return e;
+}
+
+/* TSTEPS steps in precision p; *g1: the first step's gradients (malloc'd). */
+static pg_trainer *run_trainer_prec(const pg_train_cfg *c, pg_engine *e, pg_precision p,
+                                    double *loss, double *gnorm, float **g1) {
+  pg_trainer *t;
+  pg_err err;
+  cr_assert_eq(pg_trainer_create(&t, c, e, &err), PG_OK, "%s", err.msg);
+  pg_trainer_set_precision(t, p);
+  pg_model *m = pg_trainer_model(t);
+  const size_t np = pg_model_param_count(m);
+  for (int k = 0; k < TSTEPS; k++) {
+    pg_train_step_info info;
+    cr_assert_eq(pg_trainer_step(t, &info, &err), PG_OK, "%s", err.msg);
+    loss[k] = info.loss;
+    gnorm[k] = info.grad_norm;
+    if (k == 0) {
+      *g1 = malloc(np * sizeof **g1);
+      cr_assert(*g1);
+      memcpy(*g1, pg_model_grads(m), np * sizeof **g1);
+    }
+  }
+  return t;
+}
+
+/* Per tensor: the largest |a − b| over the tensor's largest |b|, or over 10⁻³ × the largest |b| of
+ * the model where that is more (a gradient that cancels to almost nothing in one precision, such
+ * as the parallel lanes' lambdas at init, is rounding noise in the other); the worst over the
+ * tensors. */
+static double worst_tensor(pg_model *m, const float *a, const float *b, const char **name) {
+  const size_t np = pg_model_param_count(m);
+  double floor = 0;
+  for (size_t i = 0; i < np; i++)
+    if (fabs((double)b[i]) > floor) floor = fabs((double)b[i]);
+  floor *= 1e-3;
+  double worst = 0;
+  size_t off = 0;
+  for (size_t t = 0; t < pg_model_tensor_count(m); off += numel(pg_model_tensor(m, t)), t++) {
+    const size_t n = numel(pg_model_tensor(m, t));
+    double mx = 0, dmax = 0;
+    for (size_t i = 0; i < n; i++) {
+      double v = fabs((double)b[off + i]), dd = fabs((double)a[off + i] - (double)b[off + i]);
+      if (v > mx) mx = v;
+      if (dd > dmax) dmax = dd;
+    }
+    if (mx < floor) mx = floor;
+    double rel = mx > 0 ? dmax / mx : dmax;
+    if (rel >= worst) {
+      worst = rel;
+      *name = pg_model_tensor(m, t)->name;
+    }
+  }
+  return worst;
+}
+
+Test(gpu_bwd, trainer_bf16_against_cpu_bf16_and_fp32, .init = train_setup,
+     .fini = train_teardown) {
+  pg_train_cfg c;
+  train_cfg(&c, FULL, MUON_NOCLIP, "{\"ema\": 0.9}", 12);
+  pg_engine cpu = pg_engine_cpu(2), *f = dev_open_bf16(), *g = dev_open();
+  double lc[TSTEPS], lf[TSTEPS], lf2[TSTEPS], l32[TSTEPS];
+  double nc[TSTEPS], nf[TSTEPS], nf2[TSTEPS], n32[TSTEPS];
+  float *gc, *gf, *gf2, *g32;
+  pg_trainer *tc = run_trainer_prec(&c, &cpu, PG_PREC_BF16, lc, nc, &gc);
+  pg_trainer *tf = run_trainer_prec(&c, f, PG_PREC_BF16, lf, nf, &gf);
+  pg_trainer *t32 = run_trainer_prec(&c, g, PG_PREC_FP32, l32, n32, &g32);
+  pg_model *m = pg_trainer_model(tf);
+  const size_t np = pg_model_param_count(m);
+  for (int k = 0; k < TSTEPS; k++) {
+    cr_log_info("step %d: loss gpu bf16 %.9f, cpu bf16 %.9f, gpu fp32 %.9f; grad norm %.6g, "
+                "%.6g, %.6g", k + 1, lf[k], lc[k], l32[k], nf[k], nc[k], n32[k]);
+    cr_assert_leq(fabs(lf[k] - lc[k]), 1e-2, "step %d: the loss against the CPU's bf16", k + 1);
+    cr_assert_leq(fabs(lf[k] - l32[k]), 2e-2, "step %d: the loss against fp32", k + 1);
+  }
+  cr_assert_leq(fabs(nf[0] - nc[0]), 0.05 * nc[0], "the first gradient norm against the CPU's");
+  cr_assert_leq(fabs(nf[0] - n32[0]), 0.05 * n32[0], "the first gradient norm against fp32");
+  const char *wc = "", *w32 = "";
+  double rc = worst_tensor(m, gf, gc, &wc), r32 = worst_tensor(m, gf, g32, &w32);
+  cr_log_info("first step's gradients: worst tensor %.3g of its largest against the CPU's bf16 "
+              "(%s), %.3g against fp32 (%s)", rc, wc, r32, w32);
+  cr_assert_leq(r32, 0.25, "%s: the bf16 gradient differs by %.3g of its largest", w32, r32);
+  /* a rerun on the GPU: the same bits */
+  pg_trainer *tf2 = run_trainer_prec(&c, f, PG_PREC_BF16, lf2, nf2, &gf2);
+  cr_assert_eq(memcmp(lf, lf2, sizeof lf), 0, "a rerun's losses differ");
+  cr_assert_eq(memcmp(nf, nf2, sizeof nf), 0, "a rerun's gradient norms differ");
+  cr_assert_eq(memcmp(gf, gf2, np * sizeof *gf), 0, "a rerun's first gradients differ");
+  cr_assert_eq(memcmp(pg_model_params_read(m), pg_model_params_read(pg_trainer_model(tf2)),
+                      np * sizeof(pg_real)), 0, "a rerun's weights differ");
+  free(gc), free(gf), free(gf2), free(g32);
+  pg_trainer_free(tc);
+  pg_trainer_free(tf);
+  pg_trainer_free(tf2);
+  pg_trainer_free(t32);
+  dev_close(f);
+  dev_close(g);
+}
+
 int main(int argc, char *argv[]) {
   if (!standin()) {
     const int pre = gpu_precheck();

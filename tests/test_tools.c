@@ -1625,6 +1625,64 @@ Test(tools, pgtrain_ranks_data_parallel) {
   cr_assert_eq(run("%s --config %s --engine cuda --ranks 2 -q -o %s", pt, cfgp, c1), 3);
 }
 
+/* pgtrain --precision (spec/train.md §10): fp32 is the CPU's default (the same checkpoint bytes
+ * as without the option); bf16 trains with the records' bf16 forward, so its losses are not the
+ * fp32 ones but near them, a rerun gives its bits again, and the report and --json say which;
+ * another name is a usage error in one line. */
+static void expect_usage(const char *needle, const char *fmt, ...);
+Test(tools, pgtrain_precision_bf16_and_fp32) {
+  vfx f;
+  vfx_init(&f);
+  char train[220], cfgp[200], c0[200], c1[200], c2[200], c3[200], l0[200], l2[200], l3[200];
+  write_train(train, sizeof train, f.vocab);
+  snprintf(cfgp, sizeof cfgp, "%s/pr.json", tmp);
+  snprintf(c0, sizeof c0, "%s/pr0.safetensors", tmp);
+  snprintf(c1, sizeof c1, "%s/pr1.safetensors", tmp);
+  snprintf(c2, sizeof c2, "%s/pr2.safetensors", tmp);
+  snprintf(c3, sizeof c3, "%s/pr3.safetensors", tmp);
+  snprintf(l0, sizeof l0, "%s/pr0.jsonl", tmp);
+  snprintf(l2, sizeof l2, "%s/pr2.jsonl", tmp);
+  snprintf(l3, sizeof l3, "%s/pr3.jsonl", tmp);
+  char tpat[220];
+  snprintf(tpat, sizeof tpat, "%.*s", (int)strlen(train) - 2, train + 1);
+  FILE *cf = fopen(cfgp, "w");
+  cr_assert_not_null(cf);
+  fprintf(cf,
+          "{\"arch\": {\"vocab_size\": %u, \"dim\": 32, \"layers\": 2, \"heads\": 2, "
+          "\"kv_heads\": 1, \"mlp\": {\"hidden\": 64}},\n"
+          " \"data\": {\"train\": \"%s\", \"loader\": \"shuffled\", \"seq_len\": 32, "
+          "\"batch\": 2},\n"
+          " \"schedule\": {\"steps\": 4, \"warmdown_frac\": 0.5}, \"log\": {\"every\": 1}}\n",
+          f.vocab, tpat);
+  fclose(cf);
+  const char *pt = bin("pgtrain");
+  cr_assert_eq(run("%s --config %s --threads 1 -q --log %s -o %s", pt, cfgp, l0, c0), 0, "%s",
+               slurp(err_path));
+  cr_assert_eq(run("%s --config %s --threads 1 --precision fp32 -q -o %s", pt, cfgp, c1), 0,
+               "%s", slurp(err_path));
+  cr_assert_eq(xxh64_file(c0), xxh64_file(c1), "fp32 is the CPU's default");
+  cr_assert_eq(run("%s --config %s --threads 1 --precision bf16 --log %s -o %s", pt, cfgp, l2,
+                   c2), 0, "%s", slurp(err_path));
+  char *rep = slurp(out_path);
+  cr_assert(strstr(rep, "precision bf16") && strstr(rep, "done"), "%s", rep);
+  free(rep);
+  cr_assert_eq(run("%s --config %s --threads 2 --precision bf16 --json --log %s -o %s", pt, cfgp,
+                   l3, c3), 0, "%s", slurp(err_path));
+  json_t *j = load_json(out_path);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "precision")), "bf16");
+  json_decref(j);
+  double a[8], b[8], d[8];
+  cr_assert_eq(step_losses(l0, a, 8), 4u);
+  cr_assert_eq(step_losses(l2, b, 8), 4u);
+  cr_assert_eq(step_losses(l3, d, 8), 4u);
+  cr_assert_neq(a[0], b[0], "bf16's first loss is not fp32's");
+  for (int i = 0; i < 4; i++)
+    cr_assert(fabs(a[i] - b[i]) < 0.05, "step %d: fp32 %.9g, bf16 %.9g", i + 1, a[i], b[i]);
+  cr_assert_eq(memcmp(b, d, sizeof b[0] * 4), 0, "a bf16 rerun (other threads): the same losses");
+  cr_assert_eq(xxh64_file(c2), xxh64_file(c3), "a bf16 rerun: the same checkpoint");
+  expect_usage("--precision", "%s --config %s --precision fp16 -q -o %s", pt, cfgp, c1);
+}
+
 /* ---- output a reviewer can trust (issue 11) ------------------------------------------------ */
 
 /* The bytes a terminal acts on or that are not UTF-8: none may reach the terminal raw. */

@@ -145,6 +145,69 @@ static void run_steps(pg_trainer *t, int n, double *losses, pg_train_step_info *
   }
 }
 
+/* Precision bf16 (spec/train.md §10): the trainer's forward is the bf16 pass (its products'
+ * operands are bf16 values: marked bf16_pass), and its backward, only its backward, carries
+ * bf16_grad, so an engine opened with precision bf16 may run the backward products on the
+ * tensor cores; validation forwards and the fp32 trainer never see the mark. Checked on a CPU
+ * engine whose matmuls are wrapped. */
+static pg_ops mk_cpu;
+static int mk_fwd_grad, mk_bwd, mk_bwd_marked, mk_fwd_bf16;
+
+static void mk_fwd(const pg_ops *o, float *y, const float *x, const float *w, int M, int N,
+                   int K) {
+  mk_fwd_grad += pg_engine_of(o)->bf16_grad != 0;
+  mk_fwd_bf16 += pg_engine_of(o)->bf16_pass != 0;
+  mk_cpu.matmul_fwd(o, y, x, w, M, N, K);
+}
+
+static void mk_bwdf(const pg_ops *o, float *dx, float *dw, const float *dy, const float *x,
+                    const float *w, int M, int N, int K) {
+  const pg_engine *e = pg_engine_of(o);
+  mk_bwd++;
+  mk_bwd_marked += e->bf16_grad && e->bf16_pass;
+  mk_cpu.matmul_bwd(o, dx, dw, dy, x, w, M, N, K);
+}
+
+static void marks(pg_precision p, double *loss) {
+  pg_train_cfg c;
+  config(&c, "sequential", MUON, "{}", 2);
+  pg_engine e = pg_engine_cpu(1);
+  mk_cpu = e.ops;
+  e.ops.matmul_fwd = mk_fwd;
+  e.ops.matmul_bwd = mk_bwdf;
+  mk_fwd_grad = mk_bwd = mk_bwd_marked = mk_fwd_bf16 = 0;
+  pg_trainer *t = trainer(&c, &e);
+  cr_assert_eq(pg_trainer_precision(t), PG_PREC_FP32, "fp32 by default");
+  pg_trainer_set_precision(t, p);
+  cr_assert_eq(pg_trainer_precision(t), p);
+  cr_assert_eq(pg_model_precision(pg_trainer_model(t)), p);
+  double l[2];
+  run_steps(t, 2, l, NULL);
+  *loss = l[0];
+  double vl, vb;
+  pg_err err;
+  cr_assert_eq(pg_trainer_validate(t, 1, &vl, &vb, NULL, &err), PG_OK, "%s", err.msg);
+  cr_assert_eq(e.bf16_grad, 0, "the mark ends with the backward");
+  pg_trainer_free(t);
+  cr_assert_gt(mk_bwd, 0);
+  cr_assert_eq(mk_fwd_grad, 0, "no forward is marked for the backward");
+  if (p == PG_PREC_BF16) {
+    cr_assert_eq(mk_bwd_marked, mk_bwd, "every backward product of a bf16 step is marked");
+    cr_assert_gt(mk_fwd_bf16, 0);
+  } else {
+    cr_assert_eq(mk_bwd_marked, 0);
+    cr_assert_eq(mk_fwd_bf16, 0);
+  }
+}
+
+Test(train, precision_bf16_marks_the_backward_only) {
+  double l32, l16;
+  marks(PG_PREC_FP32, &l32);
+  marks(PG_PREC_BF16, &l16);
+  cr_assert_neq(l32, l16, "the bf16 forward rounds");
+  cr_assert(fabs(l32 - l16) < 0.05, "fp32 %.9g, bf16 %.9g", l32, l16);
+}
+
 Test(train, schedule_recurrence_and_momentum_per_step) {
   pg_train_cfg c;
   config(&c, "sequential", MUON, "{}", 10);

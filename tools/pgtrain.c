@@ -1,4 +1,4 @@
-/* pgtrain: train a model of the record family on the CPU engine from a JSON configuration
+/* pgtrain: train a model of the record family on an engine from a JSON configuration
  * (spec/train.md, spec/cli.md): periodic logs and validation, checkpoints at intervals and at the
  * end (the file pgpack reads), --resume continuing bit for bit. The run is the library's
  * (pg_trainrun.h); this main reads the options and the configuration and prints. */
@@ -41,8 +41,11 @@ static void usage(FILE *f) {
           "  --stop-after N        stop after step N without changing the schedule\n"
           "  --resume FILE         continue the run saved in this checkpoint\n"
           "  --log FILE            JSON lines: every step and every validation\n"
-          "  --engine NAME         cpu (default), cuda (one GPU, its exact fp32 kernels; exit 3\n"
-          "                        without one) or auto (cuda where it runs)\n"
+          "  --engine NAME         cpu (default), cuda (one GPU; exit 3 without one) or auto\n"
+          "                        (cuda where it runs)\n"
+          "  --precision P         fp32 or bf16 (default: bf16 on a GPU engine, fp32 on the\n"
+          "                        CPU): bf16 is the records' autocast forward, and on a GPU its\n"
+          "                        tensor-core products, backward included; fp32 is exact\n"
           "  --threads N           threads (default: all CPUs; with --ranks, per rank: the CPUs\n"
           "                        divided among the ranks)\n"
           "  --ranks N             data parallel over N ranks (default 1): each step's batch\n"
@@ -61,7 +64,7 @@ static void usage(FILE *f) {
 }
 
 enum { O_CONFIG = 256, O_TRAIN, O_VAL, O_TOK, O_STEPS, O_SECONDS, O_STOP, O_RESUME, O_LOG,
-       O_THREADS, O_JSON, O_ENGINE, O_RANKS, O_RANK, O_RDV, O_RDV_TIMEOUT };
+       O_THREADS, O_JSON, O_ENGINE, O_RANKS, O_RANK, O_RDV, O_RDV_TIMEOUT, O_PRECISION };
 
 /* A path that overrides the configuration: it is recorded in the checkpoint's JSON
  * configuration (and compared on --resume), so it must fit and be UTF-8 like the file's own. */
@@ -92,6 +95,7 @@ typedef struct ev {
   int show;  /* neither --quiet nor --json */
   int ranks; /* --ranks */
   const char *comm; /* the communicator's backend ("" for one rank) */
+  int precision;    /* the run's pg_precision */
 } ev;
 
 static void on_begin(void *ctx, pg_trainer *t, int nthreads) {
@@ -105,7 +109,7 @@ static void on_begin(void *ctx, pg_trainer *t, int nthreads) {
          pg_safe(e->config), a->layers, pg_arch_virtual_layers(a), a->dim, a->vocab_size,
          pg_fmt_u64(b1, np), nthreads);
   if (e->ranks > 1) printf(" per rank, %d ranks (%s)", e->ranks, e->comm);
-  printf("\n");
+  printf("; precision %s\n", pg_precision_name((pg_precision)e->precision));
   printf("data       %s (%s, %d x %d per step)\n", pg_safe(cfg->train),
          pg_batches_mode_name(cfg->loader), cfg->batch, cfg->seq_len);
   if (cfg->steps)
@@ -159,6 +163,7 @@ int main(int argc, char **argv) {
   int have_steps = 0, threads = 0, as_json = 0, quiet = 0;
   const char *engine = "cpu", *rdv = NULL;
   int ranks = 1, rank = -1;
+  int precision = -1; /* --precision; -1: the engine's default, resolved once it is open */
   double rdv_timeout = 600;
   static const struct option lo[] = {
       {"config", required_argument, 0, O_CONFIG}, {"out", required_argument, 0, 'o'},
@@ -170,6 +175,7 @@ int main(int argc, char **argv) {
       {"engine", required_argument, 0, O_ENGINE}, {"ranks", required_argument, 0, O_RANKS},
       {"rank", required_argument, 0, O_RANK},     {"rendezvous", required_argument, 0, O_RDV},
       {"rendezvous-timeout", required_argument, 0, O_RDV_TIMEOUT},
+      {"precision", required_argument, 0, O_PRECISION},
       {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int c;
@@ -216,6 +222,11 @@ int main(int argc, char **argv) {
       rank = (int)u;
       break;
     case O_RDV: rdv = optarg; break;
+    case O_PRECISION:
+      precision = pg_precision_parse(optarg);
+      if (precision < 0)
+        return pg_tool_usage_error(PROG, "--precision: fp32 or bf16, not '%s'", optarg);
+      break;
     case O_RDV_TIMEOUT:
       if (pg_parse_f64(optarg, 0, 1e6, &rdv_timeout) || !(rdv_timeout > 0))
         return pg_tool_usage_error(PROG, "--rendezvous-timeout: '%s' is not in (0, 1e6]",
@@ -262,8 +273,11 @@ int main(int argc, char **argv) {
   pg_engine *engs[PG_ENGINES_MAX] = {0};
   pg_comm *comms[PG_ENGINES_MAX] = {0};
   const int nlocal = rank >= 0 ? 1 : ranks;
-  int erc = pg_tool_engines(PROG, engine, threads, 0, nlocal, quiet || as_json, engs);
+  int erc = pg_tool_engines(PROG, engine, threads, precision, nlocal, quiet || as_json, engs);
   if (erc != PG_EXIT_OK) return erc;
+  /* without --precision: bf16 on a GPU engine (the records' training numerics, and the fast
+   * kernels), fp32 on the CPU */
+  if (precision < 0) precision = pg_tool_default_precision(engs[0]);
   int crc = PG_OK;
   if (ranks > 1 && rank < 0 && engs[0]->host_memory) {
     crc = pg_comm_threads_create(comms, ranks, engs, &err);
@@ -294,10 +308,11 @@ int main(int argc, char **argv) {
   }
   const int leader = rank <= 0;
   ev ctx = {.config = config, .resume = resume, .cfg = &cfg, .show = !quiet && !as_json,
-            .ranks = ranks,
+            .ranks = ranks, .precision = precision,
             .comm = comms[0] ? pg_comm_backend_name(pg_comm_backend(comms[0])) : ""};
   pg_trainrun_cfg rc = {.train = &cfg, .out = out, .resume = resume, .log = logp,
                         .stop_after = stop_after, .engine = engs[0], .threads = threads,
+                        .precision = precision,
                         .nlocal = nlocal, .engines = engs, .comms = ranks > 1 ? comms : NULL,
                         .on_begin = on_begin,
                         .on_val = on_val, .on_total = on_total, .on_log = on_log,
@@ -324,6 +339,7 @@ int main(int argc, char **argv) {
     json_object_set_new(j, "last_loss", pg_json_num(r.last_loss));
     json_object_set_new(j, "seconds", pg_json_num(r.seconds));
     json_object_set_new(j, "ranks", json_integer(ranks));
+    json_object_set_new(j, "precision", json_string(pg_precision_name((pg_precision)precision)));
     json_object_set_new(j, "comm", ranks > 1 ? json_string(ctx.comm) : json_null());
     if (cfg.val[0]) {
       json_object_set_new(j, "val_loss", pg_json_num(r.val_loss));

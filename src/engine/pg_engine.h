@@ -60,6 +60,11 @@ struct pg_engine {
    * may then compute the products with bf16 operands and fp32 sums (spec/engine.md §8.7); the
    * CPU engine ignores it. */
   int bf16_pass;
+  /* Set by the trainer around the backward of a bf16 pass (spec/train.md, spec/engine.md §8.7):
+   * 1 lets an engine opened with precision bf16 compute the backward products with bf16 operands
+   * (the incoming gradient rounded to bf16) and fp32 sums; 0, the default, keeps the backward
+   * exact (test-time training's, for one). The CPU engine ignores it. */
+  int bf16_grad;
 
   /* The implementation's memory functions (use the pg_engine_* wrappers below). alloc returns
    * zeroed memory aligned to 64 bytes, or NULL; the others cannot fail on a CPU and record a

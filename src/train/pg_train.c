@@ -463,6 +463,7 @@ struct pg_trainer {
   int have_tables;
   pg_model *shadow; /* export weights for validation */
   pg_comm *comm;    /* data parallel (pg_trainer_set_comm); NULL: one rank */
+  pg_precision prec; /* pg_trainer_set_precision */
 };
 
 const pg_train_cfg *pg_trainer_cfg(const pg_trainer *t) { return &t->c; }
@@ -669,6 +670,13 @@ int pg_trainer_set_comm(pg_trainer *t, pg_comm *c, pg_err *err) {
 
 int pg_trainer_ranks(const pg_trainer *t) { return t->comm ? pg_comm_size(t->comm) : 1; }
 
+void pg_trainer_set_precision(pg_trainer *t, pg_precision p) {
+  t->prec = p == PG_PREC_BF16 ? PG_PREC_BF16 : PG_PREC_FP32;
+  pg_model_set_precision(t->m, t->prec);
+  if (t->shadow) pg_model_set_precision(t->shadow, t->prec);
+}
+pg_precision pg_trainer_precision(const pg_trainer *t) { return t->prec; }
+
 int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
   const pg_train_cfg *c = &t->c;
   int B = c->batch, T = c->seq_len;
@@ -685,7 +693,11 @@ int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
   pg_batch b = {.B = Bl, .T = T, .ids = t->ids + o0, .targets = t->tgt + o0};
   for (size_t i = 0; i < bl; i++) t->dnll[i] = (float)(1.0 / (double)bt);
   int rc = pg_model_forward(t->m, t->tp, &b, NULL, t->nll + o0, t->dnll, err);
+  /* bf16: the backward products may round their operands too (an engine opened with precision
+   * bf16 runs them on the tensor cores); only the trainer's backward asks for it */
+  t->e->bf16_grad = t->prec == PG_PREC_BF16;
   if (!rc) rc = pg_model_backward(t->m, t->tp, err);
+  t->e->bf16_grad = 0;
   pg_model_set_loops(t->m, 1);
   /* Data parallel: every rank gets the whole batch's losses (so the same loss, in the one-rank
    * order) and the gradient summed over the ranks in rank order (so the same clip and update on
@@ -803,7 +815,10 @@ int pg_trainer_validate(pg_trainer *t, int export_weights, double *loss, double 
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "no validation shards configured");
   pg_model *m = t->m;
   if (export_weights) {
-    if (!t->shadow) PG_TRY(pg_model_create(&t->shadow, &t->c.arch, err));
+    if (!t->shadow) {
+      PG_TRY(pg_model_create(&t->shadow, &t->c.arch, err));
+      pg_model_set_precision(t->shadow, t->prec);
+    }
     PG_TRY(pg_trainer_export(t, t->shadow, err));
     m = t->shadow;
   }

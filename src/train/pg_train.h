@@ -122,6 +122,15 @@ int pg_trainer_set_comm(pg_trainer *t, pg_comm *c, pg_err *err);
 /* 1, or the comm's rank count. */
 int pg_trainer_ranks(const pg_trainer *t);
 
+/* The numerics of the run's passes (spec/train.md §10). PG_PREC_FP32, the default: fp32 with the
+ * ops' exact sums. PG_PREC_BF16: the model's forward at the records' bf16 rounding points
+ * (spec/engine.md §7), and on an engine opened with precision bf16 its fast kernels (the products
+ * and attention's forward), the backward products included (pg_engine.bf16_grad); norms, softmax
+ * statistics, gradients, optimizer state and master weights stay fp32, the loss sum fp64.
+ * Validation runs in the same precision. */
+void pg_trainer_set_precision(pg_trainer *t, pg_precision p);
+pg_precision pg_trainer_precision(const pg_trainer *t);
+
 /* One step: a batch from the loader, forward, backward, clip, the optimizers at the scheduled
  * rate, then the averages. */
 int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err);

@@ -141,6 +141,7 @@ static int run(const pg_trainrun_cfg *c, pg_engine *eng, pg_comm *comm, pg_train
   const double t0 = now_s();
   PG_TRY(pg_trainer_create(tp, cfg, e, err));
   pg_trainer *t = *tp;
+  pg_trainer_set_precision(t, (pg_precision)c->precision);
   PG_TRY(pg_trainer_set_comm(t, comm, err));
   if (c->resume) PG_TRY(pg_trainer_resume(t, c->resume, err));
   if (c->on_begin) c->on_begin(c->ctx, t, nthreads);
@@ -187,6 +188,7 @@ static int follow(const pg_trainrun_cfg *c, pg_engine *e, pg_comm *comm, pg_trai
                   pg_trainrun_result *res, pg_err *err) {
   PG_TRY(pg_trainer_create(tp, c->train, e, err));
   pg_trainer *t = *tp;
+  pg_trainer_set_precision(t, (pg_precision)c->precision);
   PG_TRY(pg_trainer_set_comm(t, comm, err));
   if (c->resume) PG_TRY(pg_trainer_resume(t, c->resume, err));
   pg_train_step_info info = {0};

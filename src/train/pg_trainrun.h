@@ -35,6 +35,8 @@ typedef struct pg_trainrun_cfg {
   uint64_t stop_after;        /* stop after this step without changing the schedule; 0: no */
   pg_engine *engine;          /* where the run computes (pg_engine_open); NULL: the CPU engine */
   int threads;                /* CPU threads (0: all) */
+  int precision;              /* pg_precision of every rank's trainer (pg_trainer_set_precision;
+                                 0: fp32) */
   /* Data parallel (pg_trainer_set_comm, spec/train.md §8): the nlocal ranks this process runs,
    * comms[i] driving engines[i], one thread each (engine is then unused). The local rank 0, if
    * any, leads: it alone validates, logs, writes the checkpoints and reports through the events
