@@ -1323,6 +1323,35 @@ static void extract_arch(const char *art, const char *path) {
   pgtest_rm_rf(dir);
 }
 
+/* Where two artifacts differ, for a failure message: the section count, or the first section
+ * whose kind, codec, raw bytes or stored bytes differ (a static text; "" when none does). */
+static const char *artifact_diff(const char *pa, const char *pb) {
+  static char msg[200];
+  pg_artifact *a = NULL, *b = NULL;
+  pg_err e;
+  msg[0] = '\0';
+  cr_assert_eq(pg_artifact_open(&a, pa, NULL, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_artifact_open(&b, pb, NULL, &e), PG_OK, "%s", e.msg);
+  uint32_t n = pg_artifact_section_count(a);
+  if (n != pg_artifact_section_count(b))
+    snprintf(msg, sizeof msg, "%u sections against %u", n, pg_artifact_section_count(b));
+  for (uint32_t i = 0; !msg[0] && i < n; i++) {
+    const pg_section *x = pg_artifact_section(a, i), *y = pg_artifact_section(b, i);
+    const uint8_t *rx, *ry;
+    cr_assert_eq(pg_artifact_section_raw(a, i, &rx, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_artifact_section_raw(b, i, &ry, &e), PG_OK, "%s", e.msg);
+    const char *what = x->kind != y->kind ? "kind"
+                       : memcmp(&x->codec, &y->codec, sizeof x->codec) ? "codec"
+                       : x->raw_size != y->raw_size || memcmp(rx, ry, (size_t)x->raw_size)
+                           ? "raw bytes"
+                       : x->stored_size != y->stored_size ? "stored size" : NULL;
+    if (what) snprintf(msg, sizeof msg, "section %u (kind %u): its %s differ", i, x->kind, what);
+  }
+  pg_artifact_free(a);
+  pg_artifact_free(b);
+  return msg;
+}
+
 Test(tools, pgpack_then_pgverify_round_trips) {
   vfx f;
   vfx_init(&f);
@@ -1339,11 +1368,15 @@ Test(tools, pgpack_then_pgverify_round_trips) {
   cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), st, f.art), 0, "%s", slurp(err_path));
   extract_arch(f.art, arch);
   const char *tok = spm_seed("byte_fallback.model");
-  char common[1400];
+  /* the code file is a copy: a checkout changing under the test (a merge while the suite runs)
+   * must not change the input between the two packs below */
+  char code[200], common[1400];
+  snprintf(code, sizeof code, "%s/pgpack.c", tmp);
+  cr_assert_eq(run("cp %s/tools/pgpack.c %s", getenv("PG_SOURCE_ROOT"), code), 0);
   snprintf(common, sizeof common,
-           "--arch %s --tokenizer %s --code %s/tools/pgpack.c --calib %s --calib-seqs 4 "
+           "--arch %s --tokenizer %s --code %s --calib %s --calib-seqs 4 "
            "--calib-len 64 --val %s --passthrough-max 256 --lqer-top-k 2",
-           arch, tok, getenv("PG_SOURCE_ROOT"), train, f.val);
+           arch, tok, code, train, f.val);
   cr_assert_eq(run("%s --weights %s %s --threads 2 -o %s", bin("pgpack"), st, common, p1), 0,
                "%s", slurp(err_path));
   char *rep = slurp(out_path);
@@ -1353,7 +1386,7 @@ Test(tools, pgpack_then_pgverify_round_trips) {
   /* the same inputs give the same bytes, whatever the thread count */
   cr_assert_eq(run("%s --weights %s %s --threads 1 -q -o %s", bin("pgpack"), st, common, p2), 0,
                "%s", slurp(err_path));
-  cr_assert_eq(xxh64_file(p1), xxh64_file(p2));
+  cr_assert_eq(xxh64_file(p1), xxh64_file(p2), "--threads 2 and 1: %s", artifact_diff(p1, p2));
   /* pgverify on the artifact == pgverify on its unpacked weights, bit for bit */
   cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), up, p1), 0, "%s", slurp(err_path));
   cr_assert_eq(run("%s %s --val %s --protocol sliding --seq-len 64 --stride 32 --receipt %s",
