@@ -24,6 +24,7 @@
 #include "pg_spm.h"
 #include "pg_verify.h"
 #include "pgbomb.h"
+#include "pglayout.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -312,6 +313,30 @@ Test(tools, pgdemo_is_deterministic) {
   cr_assert_eq(run("%s --layers 1 --dim 64 --heads 2 --kv-heads 1 --vocab 64 -o %s/no/such/x.pgz",
                    bin("pgdemo"), tmp),
                2);
+}
+
+/* pgdemo writes quant layout 2 in container version 2 by default, as pgpack does (every int
+ * matrix transposed); --layout 1 and --container 1 write the older files, and --packed values
+ * (which layout 2 does not order) layout 1; all read back to the same tensors. */
+Test(tools, pgdemo_writes_layout_2_and_layout_1_on_request) {
+  const char *opts[] = {"", "--layout 1", "--layout 2 --container 1", "--packed"};
+  const int lay[] = {2, 1, 2, 1}, cont[] = {2, 2, 1, 2};
+  char p[4][160];
+  for (int k = 0; k < 4; k++) {
+    snprintf(p[k], sizeof p[k], "%s/l%d.pgz", tmp, k);
+    cr_assert_eq(run("%s --layers 2 --dim 64 --heads 2 --kv-heads 1 --vocab 128 "
+                     "--passthrough-max 256 --codec zstd-3 %s -o %s", bin("pgdemo"), opts[k],
+                     p[k]),
+                 0, "%s", slurp(err_path));
+    pglayout_counts c = pglayout_of(p[k]);
+    cr_assert(c.container == cont[k] && c.quant_layout == lay[k], "%s: container %u, layout %u",
+              opts[k], c.container, c.quant_layout);
+    cr_assert_gt(c.ints, 4);
+    cr_assert_eq(c.transposed, lay[k] == 2 ? c.ints : 0, "%s", opts[k]);
+    if (k) pglayout_same_tensors(p[0], p[k]);
+  }
+  cr_assert_eq(run("%s --layout 3 -o %s", bin("pgdemo"), p[0]), 2);
+  cr_assert_eq(run("%s --container 3 -o %s", bin("pgdemo"), p[0]), 2);
 }
 
 /* ---- pgverify end to end --------------------------------------------------------------------- */
