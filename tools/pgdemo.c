@@ -118,7 +118,8 @@ int main(int argc, char **argv) {
     }
     if (bad) return pg_tool_usage_error(PROG, "bad value '%s' for an option", optarg);
   }
-  if (!out || optind != argc) return pg_tool_usage_error(PROG, "expected -o OUT.pgz and no operands");
+  if (!out || optind != argc)
+    return pg_tool_usage_error(PROG, "expected -o OUT.pgz and no operands");
   const char *ins[65] = {tokenizer};
   for (int i = 0; i < ncode; i++) ins[1 + i] = codes[i];
   if (pg_tool_check_outputs(PROG, &out, 1, ins, (size_t)ncode + 1) != PG_EXIT_OK)
