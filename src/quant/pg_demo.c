@@ -179,7 +179,8 @@ static int fill(demo *d, const pg_demo_cfg *c, pg_model *model, const char *arch
            "\"matrix_clip_sigmas\":%g,\"embed_clip_sigmas\":%g,\"passthrough_max\":%ld,"
            "\"codec\":\"%s\",\"packed\":%s,\"layout\":%d}",
            (long)c->bits, (long)c->embed_bits, c->clip, c->embed_clip, (long)c->passthrough_max,
-           codec_name, c->packed ? "true" : "false", d->layout);
+           codec_name, c->packed ? "true" : "false",
+           d->layout == 2 && d->packing == PG_PACK_BYTE ? 2 : 1); /* the layout written */
   PG_TRY(pg_writer_meta_str(d->w, "arch.name", "pgolf-demo", 10, err));
   PG_TRY(pg_writer_meta_str(d->w, "arch.json", arch_text, strlen(arch_text), err));
   PG_TRY(pg_writer_meta_str(d->w, "quant.method", "rtn-sdclip", 10, err));
