@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench_gpu_eval.py: the sliding evaluation of a record-sized model on one GPU, pgverify against PyTorch.
+"""bench_gpu_eval.py: sliding evaluation of a record-sized model on a GPU, pgverify against PyTorch.
 
 The records' R9-class model (spec/examples/pr1676.json without its readout: 11 layers, d 512,
 8/4 heads of 64, layers 3-5 looped to 17 virtual layers, vocabulary 8192, gated U-Net skips, GPT-J
@@ -237,7 +237,8 @@ def build_torch_model(a, w, device, bf16, trainable=False):
             qh, kh, vh = (t.transpose(1, 2).to(dt) for t in (q, k, v))
             if repeat_kv:
                 kh, vh = (t.repeat_interleave(H // G, dim=1) for t in (kh, vh))
-            y = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=1.0 / math.sqrt(hd),
+            y = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True,
+                                               scale=1.0 / math.sqrt(hd),
                                                **gqa_kw).transpose(1, 2)  # [B, T, H, hd]
             if i in xsa:  # y - (y.v^)v^ with v^ the unit value of the head's kv group
                 vn = F.normalize(v.float(), dim=-1).repeat_interleave(H // G, dim=2)
@@ -311,12 +312,59 @@ def torch_eval(fn, tok, W, L, s, batch, device, bf16):
 
 # ---- main ---------------------------------------------------------------------------------------
 
-def find_pgverify():
-    for p in (os.path.join(HERE, "pgverify"), os.path.join(HERE, "..", "tools", "pgverify"),
-              os.path.join(HERE, "..", "build", "tools", "pgverify")):
+def add_common_args(ap, prog, smoke_help):
+    """The options both benchmarks take (bench_gpu_train.py uses this too); prog is the pgolf
+    program of the pgolf side: --engine, --only, --PROG and --PROG-timeout are about it."""
+    ap.add_argument("--engine", default=None, help=f"{prog} --engine (default cuda; smoke: cpu)")
+    ap.add_argument("--peak", type=float, default=0.0,
+                    help="the device's bf16 dense peak in TFLOP/s (default: from its name)")
+    ap.add_argument("--no-compile", action="store_true", help="PyTorch without torch.compile")
+    ap.add_argument("--only", choices=[prog, "torch"], help="run one side only")
+    ap.add_argument("--" + prog, default=None, help=f"the {prog} program (default: beside this "
+                    f"script, or the build's tools/{prog})")
+    ap.add_argument("--smoke", "--small", dest="smoke", action="store_true", help=smoke_help)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (smoke; 0: all)")
+    ap.add_argument(f"--{prog}-timeout", type=float, default=None,
+                    help=f"stop {prog} after this many seconds (a failure, with its bound)")
+    ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--no-torch-status", type=int, default=0,
+                    help="exit status when PyTorch is not installed (default 0; a test: 77)")
+
+
+def import_torch(bench):
+    """torch, or None once the skip lines are printed (the caller then exits with
+    --no-torch-status)."""
+    try:
+        import torch
+    except ImportError:
+        print(f"{bench}: PyTorch is not installed: skipped")
+        print("summary: skipped (no PyTorch)")
+        return None
+    return torch
+
+
+def torch_device(args, torch):
+    """The PyTorch side's device (the CPU with --smoke), whether it compiles, the CPU threads
+    (given to torch on the CPU), the device's name and its bf16 peak; args.engine defaulted."""
+    args.engine = args.engine or ("cpu" if args.smoke else "cuda")
+    use_cuda = not args.smoke and torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    compile_ = use_cuda and not args.no_compile
+    threads = args.threads or os.cpu_count()
+    if not use_cuda:
+        torch.set_num_threads(threads)
+    dev_name = torch.cuda.get_device_name(0) if use_cuda else "cpu"
+    peak = args.peak or next((p for k, p in PEAKS if k in dev_name), 0.0)
+    return device, compile_, threads, dev_name, peak
+
+
+def find_prog(name):
+    """A pgolf program: beside this script (a bundle), in ../tools, or in ../build/tools."""
+    for p in (os.path.join(HERE, name), os.path.join(HERE, "..", "tools", name),
+              os.path.join(HERE, "..", "build", "tools", name)):
         if os.path.isfile(p) and os.access(p, os.X_OK):
             return os.path.abspath(p)
-    return "pgverify"
+    return name
 
 
 def main():
@@ -328,53 +376,29 @@ def main():
     ap.add_argument("--batch", type=int, default=16, help="windows per forward (both sides)")
     ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                     help="pgverify --precision, and torch with or without bf16 autocast")
-    ap.add_argument("--engine", default=None, help="pgverify --engine (default cuda; smoke: cpu)")
     ap.add_argument("--repeat", type=int, default=1, help="timed passes per side; the best counts")
-    ap.add_argument("--peak", type=float, default=0.0,
-                    help="the device's bf16 dense peak in TFLOP/s (default: from its name)")
-    ap.add_argument("--no-compile", action="store_true", help="PyTorch without torch.compile")
-    ap.add_argument("--only", choices=["pgverify", "torch"], help="run one side only")
-    ap.add_argument("--pgverify", default=None, help="the pgverify program (default: beside "
-                    "this script, or the build's tools/pgverify)")
-    ap.add_argument("--smoke", "--small", dest="smoke", action="store_true",
-                    help="tiny model, --engine cpu, PyTorch on the CPU without compile")
+    add_common_args(ap, "pgverify", "tiny model, --engine cpu, PyTorch on the CPU without compile")
     ap.add_argument("--check", type=float, default=None,
                     help="exit 1 when |val_loss difference| exceeds this")
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads (smoke; 0: all)")
-    ap.add_argument("--pgverify-timeout", type=float, default=None,
-                    help="stop pgverify after this many seconds (a failure, with its bound)")
     ap.add_argument("--protocol", choices=["sliding", "ttt-chunk"], default="sliding",
                     help="sliding (both sides) or ttt-chunk: R9's legal score-first TTT (SGD lr "
                     "0.005, 3 epochs; pgverify only), projected for the full validation set")
     ap.add_argument("--chunk-tokens", type=int, default=32768,
                     help="ttt-chunk: tokens per chunk (default 32768, the records')")
-    ap.add_argument("--seed", type=int, default=12)
-    ap.add_argument("--no-torch-status", type=int, default=0,
-                    help="exit status when PyTorch is not installed (default 0; a test: 77)")
     args = ap.parse_args()
-    try:
-        import torch
-    except ImportError:
-        print("bench_gpu_eval: PyTorch is not installed: skipped")
-        print("summary: skipped (no PyTorch)")
+    torch = import_torch("bench_gpu_eval")
+    if torch is None:
         return args.no_torch_status
     if args.smoke:
         a = smoke_arch()
         L, s, W, batch = 128, 16, 12, 4
-        engine = args.engine or "cpu"
-        device = torch.device("cpu")
-        compile_ = False
     else:
         a = r9_arch()
         L, s, W, batch = args.seq_len, args.stride, args.windows, args.batch
-        engine = args.engine or "cuda"
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        compile_ = not args.no_compile and device.type == "cuda"
     if W < 1 or s < 1 or s > L:
         sys.exit("bench_gpu_eval: need windows >= 1 and 1 <= stride <= seq-len")
-    threads = args.threads or os.cpu_count()
-    if device.type == "cpu":
-        torch.set_num_threads(threads)
+    device, compile_, threads, dev_name, peak = torch_device(args, torch)
+    engine = args.engine
     bf16 = args.precision == "bf16"
     ttt = args.protocol == "ttt-chunk"
     if ttt:
@@ -390,9 +414,7 @@ def main():
         trained = min(T, (chunks - 1) * args.chunk_tokens)
         flops += 3 * 3 * (trained / L) * window_flops(a, L)
     windows_full = (FULL_VAL_TOKENS - 1 - L) / s + 1
-    dev_name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-    peak = args.peak or next((p for k, p in PEAKS if k in dev_name), 0.0)
-    pgv = args.pgverify or find_pgverify()
+    pgv = args.pgverify or find_prog("pgverify")
     gen = torch.Generator().manual_seed(args.seed)
     w = tensors_of(a, gen)
     toks = torch.randint(0, a["vocab_size"], (T + 1,), generator=gen)
@@ -464,8 +486,8 @@ def main():
                 loss = torch_eval(fn, tok, W, L, s, batch, device, bf16)
                 sec = time.monotonic() - t0
                 best = sec if best is None else min(best, sec)
-            notes.append(f"torch {torch.__version__}: {device.type} ({dev_name}), "
-                         f"{'torch.compile ' + format(warm, '.1f') + ' s untimed' if compile_ else 'eager'}"
+            how = f"torch.compile {warm:.1f} s untimed" if compile_ else "eager"
+            notes.append(f"torch {torch.__version__}: {device.type} ({dev_name}), {how}"
                          f", {'bf16 autocast' if bf16 else 'fp32'}, SDPA")
             rows.append(("torch", best, loss))
     nv, pl = dims(a)

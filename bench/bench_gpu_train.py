@@ -77,7 +77,7 @@ def pgtrain_side(args, a, tmp, T, B, threads, precision):
     cfg_path = os.path.join(tmp, "run.json")
     with open(cfg_path, "w") as f:
         json.dump(cfg, f)
-    prog = args.pgtrain or find_prog("pgtrain")
+    prog = args.pgtrain or ev.find_prog("pgtrain")
     cmd = [prog, "--config", cfg_path, "-o", os.path.join(tmp, "ckpt.safetensors"),
            "--engine", args.engine]
     if args.engine == "cpu":
@@ -178,73 +178,36 @@ def torch_side(args, a, w, toks, device, T, B, bf16, compile_):
             "last": losses[-1], "warm": warm}
 
 
-def find_prog(name):
-    for p in (os.path.join(HERE, name), os.path.join(HERE, "..", "tools", name),
-              os.path.join(HERE, "..", "build", "tools", name)):
-        if os.path.isfile(p) and os.access(p, os.X_OK):
-            return os.path.abspath(p)
-    return name
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=8, help="training steps per side (default 8; "
                     "the first is not timed)")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=16, help="rows per step (default 16)")
-    ap.add_argument("--engine", default=None, help="pgtrain --engine (default cuda; smoke: cpu)")
     ap.add_argument("--precision", choices=["bf16", "fp32"], default=None,
                     help="PyTorch's numerics (default bf16 on a GPU, fp32 on the CPU)")
-    ap.add_argument("--peak", type=float, default=0.0,
-                    help="the device's bf16 dense peak in TFLOP/s (default: from its name)")
-    ap.add_argument("--no-compile", action="store_true", help="PyTorch without torch.compile")
     ap.add_argument("--pgtrain-precision", default=None,
                     help="pgtrain's precisions, comma-separated, one row each (bf16, fp32; "
                     "default bf16, smoke fp32): the first row is 'pgtrain', another "
                     "'pgtrain-P'")
-    ap.add_argument("--only", choices=["pgtrain", "torch"], help="run one side only")
-    ap.add_argument("--pgtrain", default=None, help="the pgtrain program (default: beside this "
-                    "script, or the build's tools/pgtrain)")
-    ap.add_argument("--smoke", "--small", dest="smoke", action="store_true",
-                    help="tiny model, --engine cpu, PyTorch on the CPU in fp32 without compile")
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads (smoke; 0: all)")
-    ap.add_argument("--pgtrain-timeout", type=float, default=None,
-                    help="stop pgtrain after this many seconds (a failure)")
     ap.add_argument("--repeat", type=int, default=1, help="accepted for scripts/gpu-check.sh; "
                     "the timed steps are the repeats")
-    ap.add_argument("--seed", type=int, default=12)
-    ap.add_argument("--no-torch-status", type=int, default=0,
-                    help="exit status when PyTorch is not installed (default 0; a test: 77)")
+    ev.add_common_args(ap, "pgtrain", "tiny model, --engine cpu, PyTorch on the CPU in fp32 "
+                       "without compile")
     args = ap.parse_args()
-    try:
-        import torch
-    except ImportError:
-        print("bench_gpu_train: PyTorch is not installed: skipped")
-        print("summary: skipped (no PyTorch)")
+    torch = ev.import_torch("bench_gpu_train")
+    if torch is None:
         return args.no_torch_status
     if args.steps < 2:
         sys.exit("bench_gpu_train: --steps must be at least 2 (the first is not timed)")
-    if args.smoke:
-        T, B = 64, 4
-        args.engine = args.engine or "cpu"
-        device = torch.device("cpu")
-        compile_ = False
-    else:
-        T, B = args.seq_len, args.batch
-        args.engine = args.engine or "cuda"
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        compile_ = not args.no_compile and device.type == "cuda"
+    T, B = (64, 4) if args.smoke else (args.seq_len, args.batch)
+    device, compile_, threads, dev_name, peak = ev.torch_device(args, torch)
     a = train_arch(args.smoke)
     precs = (args.pgtrain_precision or ("fp32" if args.smoke else "bf16")).split(",")
     if any(p not in ("bf16", "fp32") for p in precs):
         sys.exit(f"bench_gpu_train: --pgtrain-precision: bf16 or fp32, not "
                  f"'{args.pgtrain_precision}'")
     bf16 = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
-    threads = args.threads or os.cpu_count()
-    if device.type == "cpu":
-        torch.set_num_threads(threads)
-    dev_name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-    peak = args.peak or next((p for k, p in ev.PEAKS if k in dev_name), 0.0)
     flops_step = 3 * B * ev.window_flops(a, T)
     gen = torch.Generator().manual_seed(args.seed)
     w = ev.tensors_of(a, gen)

@@ -535,7 +535,8 @@ static float f8e4m3_to_f32(uint8_t b) {
 int pg_st_to_f32(float *dst, size_t dst_count, const pg_st *st, const pg_st_tensor *t,
                  pg_err *err) {
   const char *f = st ? st->file : NULL;
-  PG_FAIL_IF(!t || (!dst && t->numel), err, PG_E_ARG, f, PG_NO_OFFSET, "pg_st_to_f32: NULL argument");
+  PG_FAIL_IF(!t || (!dst && t->numel), err, PG_E_ARG, f, PG_NO_OFFSET,
+             "pg_st_to_f32: NULL argument");
   PG_FAIL_IF(dst_count < t->numel, err, PG_E_ARG, f, t->offset,
              "tensor '%.200s' has %llu elements but the destination holds %zu", t->name,
              (unsigned long long)t->numel, dst_count);

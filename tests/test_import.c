@@ -17,6 +17,7 @@
 #include "pg_import.h"
 #include "pg_io.h"
 #include "pg_torchzip.h"
+#include "pglayout.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -557,3 +558,40 @@ Test(import, pgrp_a_row_order_that_is_not_a_permutation_is_refused) {
   free(p.b);
 }
 
+/* pgimport writes quant layout 2 in container version 2 by default, as pgpack does: every int
+ * matrix transposed, their rows in similarity order where that is smaller (here it is); layout
+ * 1 and container 1 on request; all of them read back to the same tensors. */
+Test(import, layout_2_by_default_and_layout_1_on_request_read_the_same) {
+  const char *in = src("tests/import/rec_lqer_brotli.ptz");
+  char p[4][128];
+  const int lay[4] = {0, 1, 2, 1}, cont[4] = {0, 0, 1, 1};
+  for (int k = 0; k < 4; k++) {
+    snprintf(p[k], sizeof p[k], "%s/l%d.pgz", tmp, k);
+    pg_import_opts o = {.codec = ZSTD3, .have_codec = 1, .layout = lay[k], .container = cont[k],
+                        .arch_path = src("tests/import/rec_lqer_arch.json")};
+    pg_err err = {0};
+    cr_assert_eq(pg_import_run(in, p[k], &o, NULL, &err), PG_OK, "%s", err.msg);
+    pglayout_counts c = pglayout_of(p[k]);
+    cr_assert_eq(c.container, cont[k] ? cont[k] : PG_CONTAINER_V2);
+    cr_assert_eq(c.quant_layout, lay[k] == 1 ? 1 : 2, "file %d", k);
+    cr_assert_gt(c.ints, 2);
+    if (lay[k] == 1) {
+      cr_assert_eq(c.transposed + c.permuted, 0);
+    } else { /* every int tensor here is a matrix */
+      cr_assert(c.transposed == c.ints && c.permuted == c.transposed,
+                "%u ints, %u transposed, %u permuted", c.ints, c.transposed, c.permuted);
+    }
+    if (k) pglayout_same_tensors(p[0], p[k]);
+  }
+  /* the tool's options; a layout it does not know is a usage error */
+  const char *b = getenv("PG_BUILD_ROOT");
+  cr_assert_not_null(b);
+  char out[128];
+  snprintf(out, sizeof out, "%s/t.pgz", tmp);
+  cr_assert_eq(run_tool("%s/tools/pgimport %s --arch %s --layout 1 --container 1 -o %s "
+                        "--codec zstd-3 > /dev/null", b, in,
+                        src("tests/import/rec_lqer_arch.json"), out), 0);
+  cr_assert_eq(run_tool("cmp -s %s %s", out, p[3]), 0, "the tool writes what the library does");
+  cr_assert_eq(run_tool("%s/tools/pgimport %s --layout 3 -o %s 2> /dev/null", b, in, out), 2);
+  cr_assert_eq(run_tool("%s/tools/pgimport %s --container 0 -o %s 2> /dev/null", b, in, out), 2);
+}

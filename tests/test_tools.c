@@ -24,6 +24,7 @@
 #include "pg_spm.h"
 #include "pg_verify.h"
 #include "pgbomb.h"
+#include "pglayout.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -312,6 +313,30 @@ Test(tools, pgdemo_is_deterministic) {
   cr_assert_eq(run("%s --layers 1 --dim 64 --heads 2 --kv-heads 1 --vocab 64 -o %s/no/such/x.pgz",
                    bin("pgdemo"), tmp),
                2);
+}
+
+/* pgdemo writes quant layout 2 in container version 2 by default, as pgpack does (every int
+ * matrix transposed); --layout 1 and --container 1 write the older files, and --packed values
+ * (which layout 2 does not order) layout 1; all read back to the same tensors. */
+Test(tools, pgdemo_writes_layout_2_and_layout_1_on_request) {
+  const char *opts[] = {"", "--layout 1", "--layout 2 --container 1", "--packed"};
+  const int lay[] = {2, 1, 2, 1}, cont[] = {2, 2, 1, 2};
+  char p[4][160];
+  for (int k = 0; k < 4; k++) {
+    snprintf(p[k], sizeof p[k], "%s/l%d.pgz", tmp, k);
+    cr_assert_eq(run("%s --layers 2 --dim 64 --heads 2 --kv-heads 1 --vocab 128 "
+                     "--passthrough-max 256 --codec zstd-3 %s -o %s", bin("pgdemo"), opts[k],
+                     p[k]),
+                 0, "%s", slurp(err_path));
+    pglayout_counts c = pglayout_of(p[k]);
+    cr_assert(c.container == cont[k] && c.quant_layout == lay[k], "%s: container %u, layout %u",
+              opts[k], c.container, c.quant_layout);
+    cr_assert_gt(c.ints, 4);
+    cr_assert_eq(c.transposed, lay[k] == 2 ? c.ints : 0, "%s", opts[k]);
+    if (k) pglayout_same_tensors(p[0], p[k]);
+  }
+  cr_assert_eq(run("%s --layout 3 -o %s", bin("pgdemo"), p[0]), 2);
+  cr_assert_eq(run("%s --container 3 -o %s", bin("pgdemo"), p[0]), 2);
 }
 
 /* ---- pgverify end to end --------------------------------------------------------------------- */
@@ -1328,6 +1353,35 @@ static void extract_arch(const char *art, const char *path) {
   pgtest_rm_rf(dir);
 }
 
+/* Where two artifacts differ, for a failure message: the section count, or the first section
+ * whose kind, codec, raw bytes or stored bytes differ (a static text; "" when none does). */
+static const char *artifact_diff(const char *pa, const char *pb) {
+  static char msg[200];
+  pg_artifact *a = NULL, *b = NULL;
+  pg_err e;
+  msg[0] = '\0';
+  cr_assert_eq(pg_artifact_open(&a, pa, NULL, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_artifact_open(&b, pb, NULL, &e), PG_OK, "%s", e.msg);
+  uint32_t n = pg_artifact_section_count(a);
+  if (n != pg_artifact_section_count(b))
+    snprintf(msg, sizeof msg, "%u sections against %u", n, pg_artifact_section_count(b));
+  for (uint32_t i = 0; !msg[0] && i < n; i++) {
+    const pg_section *x = pg_artifact_section(a, i), *y = pg_artifact_section(b, i);
+    const uint8_t *rx, *ry;
+    cr_assert_eq(pg_artifact_section_raw(a, i, &rx, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_artifact_section_raw(b, i, &ry, &e), PG_OK, "%s", e.msg);
+    const char *what = x->kind != y->kind ? "kind"
+                       : memcmp(&x->codec, &y->codec, sizeof x->codec) ? "codec"
+                       : x->raw_size != y->raw_size || memcmp(rx, ry, (size_t)x->raw_size)
+                           ? "raw bytes"
+                       : x->stored_size != y->stored_size ? "stored size" : NULL;
+    if (what) snprintf(msg, sizeof msg, "section %u (kind %u): its %s differ", i, x->kind, what);
+  }
+  pg_artifact_free(a);
+  pg_artifact_free(b);
+  return msg;
+}
+
 Test(tools, pgpack_then_pgverify_round_trips) {
   vfx f;
   vfx_init(&f);
@@ -1344,11 +1398,15 @@ Test(tools, pgpack_then_pgverify_round_trips) {
   cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), st, f.art), 0, "%s", slurp(err_path));
   extract_arch(f.art, arch);
   const char *tok = spm_seed("byte_fallback.model");
-  char common[1400];
+  /* the code file is a copy: a checkout changing under the test (a merge while the suite runs)
+   * must not change the input between the two packs below */
+  char code[200], common[1400];
+  snprintf(code, sizeof code, "%s/pgpack.c", tmp);
+  cr_assert_eq(run("cp %s/tools/pgpack.c %s", getenv("PG_SOURCE_ROOT"), code), 0);
   snprintf(common, sizeof common,
-           "--arch %s --tokenizer %s --code %s/tools/pgpack.c --calib %s --calib-seqs 4 "
+           "--arch %s --tokenizer %s --code %s --calib %s --calib-seqs 4 "
            "--calib-len 64 --val %s --passthrough-max 256 --lqer-top-k 2",
-           arch, tok, getenv("PG_SOURCE_ROOT"), train, f.val);
+           arch, tok, code, train, f.val);
   cr_assert_eq(run("%s --weights %s %s --threads 2 -o %s", bin("pgpack"), st, common, p1), 0,
                "%s", slurp(err_path));
   char *rep = slurp(out_path);
@@ -1358,7 +1416,7 @@ Test(tools, pgpack_then_pgverify_round_trips) {
   /* the same inputs give the same bytes, whatever the thread count */
   cr_assert_eq(run("%s --weights %s %s --threads 1 -q -o %s", bin("pgpack"), st, common, p2), 0,
                "%s", slurp(err_path));
-  cr_assert_eq(xxh64_file(p1), xxh64_file(p2));
+  cr_assert_eq(xxh64_file(p1), xxh64_file(p2), "--threads 2 and 1: %s", artifact_diff(p1, p2));
   /* pgverify on the artifact == pgverify on its unpacked weights, bit for bit */
   cr_assert_eq(run("%s --safetensors %s %s", bin("pgunpack"), up, p1), 0, "%s", slurp(err_path));
   cr_assert_eq(run("%s %s --val %s --protocol sliding --seq-len 64 --stride 32 --receipt %s",

@@ -35,6 +35,10 @@ static void usage(FILE *f) {
           "  --codec SPEC          codec of the data sections (default brotli-11), e.g. zstd-22,\n"
           "                        lzma-9e, brotli-11+shuf2\n"
           "  --packed              bit-pack the values (default one value per byte)\n"
+          "  --layout 1|2          2 (default): matrices stored transposed, each section's rows\n"
+          "                        in similarity order where that is smaller (quant layout 2,\n"
+          "                        as pgpack writes; not with --packed); 1: row-major\n"
+          "  --container 1|2       container version to write (default 2, the compact one)\n"
           "  --passthrough-max N   matrices of at most N elements are stored fp16 (default 65536)\n"
           "  --code FILE           embed a code file (repeatable)\n"
           "  --tokenizer FILE      embed a SentencePiece .model file\n"
@@ -62,9 +66,9 @@ int main(int argc, char **argv) {
   double clip = 12.85, embed_clip = 20.0;
   const char *out = NULL, *codec = "brotli-11", *tokenizer = NULL;
   const char *codes[64];
-  int ncode = 0, packed = 0;
+  int ncode = 0, packed = 0, layout = 2, container = 2;
   enum { O_LAYERS = 256, O_DIM, O_HEADS, O_KV, O_MLP, O_VOCAB, O_BITS, O_EBITS, O_CLIP, O_ECLIP,
-         O_CODEC, O_PACKED, O_CODE, O_TOK, O_SEED, O_PASS };
+         O_CODEC, O_PACKED, O_CODE, O_TOK, O_SEED, O_PASS, O_LAYOUT, O_CONTAINER };
   static const struct option opts[] = {
       {"out", required_argument, 0, 'o'},        {"layers", required_argument, 0, O_LAYERS},
       {"dim", required_argument, 0, O_DIM},      {"heads", required_argument, 0, O_HEADS},
@@ -75,6 +79,7 @@ int main(int argc, char **argv) {
       {"packed", no_argument, 0, O_PACKED},      {"code", required_argument, 0, O_CODE},
       {"tokenizer", required_argument, 0, O_TOK}, {"seed", required_argument, 0, O_SEED},
       {"passthrough-max", required_argument, 0, O_PASS},
+      {"layout", required_argument, 0, O_LAYOUT}, {"container", required_argument, 0, O_CONTAINER},
       {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
@@ -94,6 +99,13 @@ int main(int argc, char **argv) {
     case O_ECLIP: bad = pg_parse_f64(optarg, 0, 1e6, &embed_clip) || !(embed_clip > 0); break;
     case O_CODEC: codec = optarg; break;
     case O_PACKED: packed = 1; break;
+    case O_LAYOUT:
+    case O_CONTAINER:
+      if (strcmp(optarg, "1") && strcmp(optarg, "2"))
+        return pg_tool_usage_error(PROG, "--%s: '%s' is not 1 or 2",
+                                   c == O_LAYOUT ? "layout" : "container", optarg);
+      *(c == O_LAYOUT ? &layout : &container) = optarg[0] - '0';
+      break;
     case O_PASS: bad = parse_int(optarg, 0, 0x7fffffffL, &passthrough); break;
     case O_CODE:
       if (ncode == 64) return pg_tool_usage_error(PROG, "at most 64 --code files");
@@ -106,7 +118,8 @@ int main(int argc, char **argv) {
     }
     if (bad) return pg_tool_usage_error(PROG, "bad value '%s' for an option", optarg);
   }
-  if (!out || optind != argc) return pg_tool_usage_error(PROG, "expected -o OUT.pgz and no operands");
+  if (!out || optind != argc)
+    return pg_tool_usage_error(PROG, "expected -o OUT.pgz and no operands");
   const char *ins[65] = {tokenizer};
   for (int i = 0; i < ncode; i++) ins[1 + i] = codes[i];
   if (pg_tool_check_outputs(PROG, &out, 1, ins, (size_t)ncode + 1) != PG_EXIT_OK)
@@ -117,7 +130,8 @@ int main(int argc, char **argv) {
   pg_demo_cfg cfg = {.layers = layers, .dim = dim, .heads = heads, .kv_heads = kv_heads,
                      .hidden = dim * mlp_mult, .vocab = vocab, .bits = (unsigned)bits,
                      .embed_bits = (unsigned)embed_bits, .clip = clip, .embed_clip = embed_clip,
-                     .packed = packed, .passthrough_max = (uint64_t)passthrough, .code = codes,
+                     .packed = packed, .layout = layout, .container = container,
+                     .passthrough_max = (uint64_t)passthrough, .code = codes,
                      .ncode = (size_t)ncode, .tokenizer = tokenizer, .seed = seed, .out = out,
                      .on_write = on_write};
   if (pg_codec_spec_parse(&cfg.codec, codec, &err) != PG_OK) return pg_tool_fail(PROG, &err);

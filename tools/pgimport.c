@@ -34,6 +34,10 @@ static void usage(FILE *f) {
           "  --record NAME         the record folder the file comes from (provenance.record)\n"
           "  --record-protocol OPTIONS  the pgverify options of that record's figure\n"
           "  --threads N           sections compressed at once (default 1; same bytes)\n"
+          "  --layout 1|2          2 (default): matrices stored transposed, their rows in\n"
+          "                        similarity order where that is smaller (quant layout 2, as\n"
+          "                        pgpack writes); 1: row-major, as the record's tensors\n"
+          "  --container 1|2       container version to write (default 2, the compact one)\n"
           "  -h, --help            this text\n"
           "\n"
           "environment:\n"
@@ -46,7 +50,8 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
   pg_import_opts o = {0};
   const char *out = NULL;
-  enum { O_FORMAT = 256, O_ARCH, O_CODEC, O_RECORD, O_PROTOCOL, O_THREADS, O_TOKENIZER, O_PRESET };
+  enum { O_FORMAT = 256, O_ARCH, O_CODEC, O_RECORD, O_PROTOCOL, O_THREADS, O_TOKENIZER, O_PRESET,
+         O_LAYOUT, O_CONTAINER };
   const char *preset = NULL;
   static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                        {"format", required_argument, 0, O_FORMAT},
@@ -57,6 +62,8 @@ int main(int argc, char **argv) {
                                        {"threads", required_argument, 0, O_THREADS},
                                        {"tokenizer", required_argument, 0, O_TOKENIZER},
                                        {"preset", required_argument, 0, O_PRESET},
+                                       {"layout", required_argument, 0, O_LAYOUT},
+                                       {"container", required_argument, 0, O_CONTAINER},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -79,6 +86,13 @@ int main(int argc, char **argv) {
       if (pg_parse_u64(optarg, &th) || th < 1 || th > 1024)
         return pg_tool_usage_error(PROG, "--threads wants 1..1024, got '%s'", optarg);
       o.threads = (int)th;
+      break;
+    case O_LAYOUT:
+    case O_CONTAINER:
+      if (strcmp(optarg, "1") && strcmp(optarg, "2"))
+        return pg_tool_usage_error(PROG, "--%s: '%s' is not 1 or 2",
+                                   c == O_LAYOUT ? "layout" : "container", optarg);
+      *(c == O_LAYOUT ? &o.layout : &o.container) = optarg[0] - '0';
       break;
     case 'h': usage(stdout); return PG_EXIT_OK;
     default: return pg_tool_usage_error(PROG, "unknown option");

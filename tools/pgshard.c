@@ -33,7 +33,8 @@ static void usage(FILE *f) {
           "_bytes_), as the challenge does.\n"
           "\n"
           "encode: each INPUT is a plain text file (one document) or JSON lines (*.jsonl: one\n"
-          "document per line, in its \"text\" field). Each document becomes BOS + its ids (no EOS),\n"
+          "document per line, in its \"text\" field). Each document becomes BOS + its ids "
+          "(no EOS),\n"
           "exactly as SentencePiece encodes it. The first --val-docs documents go to\n"
           "PREFIX_val_NNNNNN.bin, the rest to PREFIX_train_NNNNNN.bin; DIR/manifest.json records\n"
           "the counts and checksums.\n"
@@ -76,7 +77,8 @@ static int cmd_encode(int argc, char **argv) {
       if (pg_parse_u64(optarg, &val_docs)) return pg_tool_usage_error(PROG, "bad --val-docs");
       break;
     case O_SHARD:
-      if (pg_parse_u64(optarg, &shard_tokens) || !shard_tokens || shard_tokens > PG_SHARD_MAX_TOKENS)
+      if (pg_parse_u64(optarg, &shard_tokens) || !shard_tokens ||
+          shard_tokens > PG_SHARD_MAX_TOKENS)
         return pg_tool_usage_error(PROG, "--shard-tokens wants 1 .. 2^31-1");
       break;
     case O_PREFIX: prefix = optarg; break;

@@ -23,7 +23,8 @@ static void usage(FILE *f) {
           "Account for every byte of a pgolf artifact against the byte budget: the total, the\n"
           "challenge's count (code + model bytes; the tokenizer counted unless told otherwise),\n"
           "the headroom, and raw and stored bytes, bits per weight and share per section and per\n"
-          "tensor. Given a challenge record folder (train_gpt.py + final_model.*.ptz), count it the\n"
+          "tensor. Given a challenge record folder (train_gpt.py + final_model.*.ptz), count it "
+          "the\n"
           "way the challenge does and compare with the claims in its submission.json.\n"
           "\n"
           "options:\n"
@@ -127,7 +128,8 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
     printf("budget     %s bytes\n", pg_fmt_u64(b1, budget));
     if (over)
       printf("verdict    OVER BUDGET by %s bytes (%.3f%% of the budget)\n",
-             pg_fmt_u64(b1, (uint64_t)(-acc.headroom)), 100.0 * (double)acc.counted / (double)budget);
+             pg_fmt_u64(b1, (uint64_t)(-acc.headroom)),
+             100.0 * (double)acc.counted / (double)budget);
     else
       printf("verdict    within budget, headroom %s bytes (%.3f%% of the budget used)\n",
              pg_fmt_u64(b1, (uint64_t)acc.headroom),
@@ -153,7 +155,8 @@ static int report_artifact(const char *path, uint64_t budget, int count_tok, int
     for (uint32_t i = 0; i < acc.nsections; i++) sum += acc.sections[i].stored;
     printf("  %-4s %-32s %-20s %14s %13s\n", "", "sum", "", "", pg_fmt_u64(b1, sum));
     if (tensors && acc.ntensors) {
-      printf("\ntensors (%u; stored bytes attributed in proportion to raw bytes within a section)\n",
+      printf("\ntensors (%u; stored bytes attributed in proportion to raw bytes within a "
+             "section)\n",
              acc.ntensors);
       printf("  %-40s %-5s %-16s %12s %12s %7s %7s\n", "name", "qtype", "shape", "raw",
              "stored~", "bpw", "share");

@@ -50,7 +50,8 @@ void pg_bpb_merge(pg_bpb *dst, const pg_bpb *src);
 /* The challenge's results (normative form):
  *   val_loss = nats / tokens
  *   val_bpb  = (val_loss / log(2.0)) * (tokens / bytes)
- * Either pointer may be NULL. PG_E_ARG when tokens or bytes is zero (or the sums are not finite). */
+ * Either pointer may be NULL. PG_E_ARG when tokens or bytes is zero (or the sums are not
+ * finite). */
 int pg_bpb_result(const pg_bpb *a, double *val_loss, double *val_bpb, pg_err *err);
 /* The algebraically equal nats / (ln 2 * bytes): informative only, it may differ from val_bpb in
  * the last bits. NaN when bytes is zero. */

@@ -474,7 +474,8 @@ static int open_parsed(pg_spm *m, const pb *b, parse_state *st, pg_err *err) {
   m->n = st->n;
   m->info = st->info;
   m->info.vocab_size = st->n;
-  if (st->n == 0) return pg_err_set(err, PG_E_VOCAB, m->name, PG_NO_OFFSET, "the model has no pieces");
+  if (st->n == 0)
+    return pg_err_set(err, PG_E_VOCAB, m->name, PG_NO_OFFSET, "the model has no pieces");
   size_t total = 0;
   for (uint32_t i = 0; i < st->n; i++) total += st->raw[i].len + 1; /* < input size + n */
   m->pieces = calloc(st->n, sizeof *m->pieces);

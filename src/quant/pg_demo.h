@@ -24,6 +24,11 @@ typedef struct pg_demo_cfg {
   double clip, embed_clip;       /* SDClip k of each */
   pg_codec_spec codec;           /* of every data section */
   int packed;                    /* bit-pack the values (else one per byte) */
+  int layout;                    /* quant layout of the matrices: 2 (0: the default), stored
+                                    transposed and each section's rows in similarity order where
+                                    that is smaller, as pgpack does (not with packed); 1:
+                                    row-major */
+  int container;                 /* container version: 2 (0: the default) or 1 */
   uint64_t passthrough_max;      /* matrices of at most this many elements are stored fp16 */
   const char *const *code;       /* code files to embed (under their base names) */
   size_t ncode;

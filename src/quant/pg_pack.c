@@ -853,25 +853,26 @@ int pg_pack_row_chain(const int8_t *q, uint64_t rows, uint64_t cols, uint32_t *p
 }
 
 /* The stored image of a group's matrices, each transposed (column-major) with its rows in the
- * order perm (NULL: as they are), back to back in layer order; and the perms' bytes. */
-static int group_image(const pg_packer *p, size_t g, int sorted, pg_buf *img, pg_buf *perms) {
-  for (size_t i = 0; i < p->nt; i++) {
-    const ptensor *t = &p->t[i];
-    if (t->route != PG_ROUTE_QUANT || t->group != (int)g) continue;
+ * order perms[i] (perms NULL: as they are), back to back in group order; and the perms' bytes. */
+static int group_image(const pg_pack_mat *m, size_t n, uint32_t *const *perms, pg_buf *img,
+                       pg_buf *pbytes) {
+  for (size_t i = 0; i < n; i++) {
+    const pg_pack_mat *t = &m[i];
+    const uint64_t numel = t->rows * t->cols;
     const size_t at = img->len;
-    if (pg_buf_reserve(img, (size_t)t->numel) != PG_OK) return PG_E_NOMEM;
+    if (pg_buf_reserve(img, (size_t)numel) != PG_OK) return PG_E_NOMEM;
     int8_t *o = (int8_t *)img->data + at;
     for (uint64_t j = 0; j < t->rows; j++) {
-      const uint64_t r = sorted ? t->perm[j] : j;
+      const uint64_t r = perms ? perms[i][j] : j;
       for (uint64_t c = 0; c < t->cols; c++) o[c * t->rows + j] = t->q[r * t->cols + c];
-      if (sorted) {
-        if (t->rows <= 65536) pg_buf_u16(perms, (uint16_t)r);
-        else pg_buf_u32(perms, (uint32_t)r);
+      if (perms) {
+        if (t->rows <= 65536) pg_buf_u16(pbytes, (uint16_t)r);
+        else pg_buf_u32(pbytes, (uint32_t)r);
       }
     }
-    img->len += (size_t)t->numel;
+    img->len += (size_t)numel;
   }
-  return img->oom || perms->oom ? PG_E_NOMEM : PG_OK;
+  return img->oom || pbytes->oom ? PG_E_NOMEM : PG_OK;
 }
 
 static size_t encoded_size(const pg_buf *b, int *rc, pg_err *err) {
@@ -884,50 +885,69 @@ static size_t encoded_size(const pg_buf *b, int *rc, pg_err *err) {
   return n;
 }
 
-/* Layout 2: the row order of each group's matrices. Every group of byte-per-value matrices gets
- * its rows in similarity order (pg_pack_row_chain) where that makes it smaller: its sorted image
- * plus the permutations, brotli-11 each, against its unsorted image. Decided once per
- * quantization; the same values give the same choice. */
+int pg_pack_group_orders(const pg_pack_mat *m, size_t n, int row_sort, uint32_t **perms,
+                         pg_err *err) {
+  int sort = n > 0 && row_sort != PG_ROW_SORT_NEVER;
+  for (size_t i = 0; i < n; i++) {
+    perms[i] = NULL;
+    if (m[i].ndim < 2) sort = 0;
+  }
+  int rc = PG_OK;
+  for (size_t i = 0; sort && !rc && i < n; i++) {
+    perms[i] = malloc((size_t)(m[i].rows ? m[i].rows : 1) * sizeof *perms[i]);
+    if (!perms[i]) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+    if (!rc) rc = pg_pack_row_chain(m[i].q, m[i].rows, m[i].cols, perms[i], err);
+  }
+  int keep = sort && !rc && row_sort == PG_ROW_SORT_ALWAYS;
+  if (sort && !rc && !keep) {
+    pg_buf plain = {0}, sorted = {0}, pb = {0}, none = {0};
+    if (group_image(m, n, NULL, &plain, &none) || group_image(m, n, perms, &sorted, &pb))
+      rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+    const size_t a = encoded_size(&plain, &rc, err);
+    const size_t b = encoded_size(&sorted, &rc, err) + encoded_size(&pb, &rc, err);
+    keep = !rc && b < a;
+    pg_buf_free(&plain);
+    pg_buf_free(&sorted);
+    pg_buf_free(&pb);
+    pg_buf_free(&none);
+  }
+  for (size_t i = 0; !keep && i < n; i++) {
+    free(perms[i]);
+    perms[i] = NULL;
+  }
+  return rc;
+}
+
+/* Layout 2: the row order of each group's matrices (pg_pack_group_orders), for groups of
+ * byte-per-value matrices. Decided once per quantization. */
 static int row_orders(pg_packer *p, pg_err *err) {
   if (p->orders_done) return PG_OK;
+  for (size_t i = 0; i < p->nt; i++) {
+    free(p->t[i].perm);
+    p->t[i].perm = NULL;
+  }
   if (p->r.packing != PG_PACK_BYTE || p->r.row_sort == PG_ROW_SORT_NEVER) {
     p->orders_done = 1;
     return PG_OK;
   }
-  int rc = PG_OK;
+  pg_pack_mat *m = malloc((p->nt ? p->nt : 1) * sizeof *m);
+  uint32_t **perms = malloc((p->nt ? p->nt : 1) * sizeof *perms);
+  int rc = m && perms ? PG_OK : pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
   for (size_t g = 0; !rc && g < p->nkinds; g++) {
-    int any = 0;
-    for (size_t i = 0; !rc && i < p->nt; i++) {
-      ptensor *t = &p->t[i];
-      if (t->route != PG_ROUTE_QUANT || t->group != (int)g) continue;
-      if (t->at->ndim < 2) any = -1;
-      if (any < 0) break;
-      any = 1;
-      free(t->perm);
-      t->perm = malloc((size_t)(t->rows ? t->rows : 1) * sizeof *t->perm);
-      if (!t->perm) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
-      if (!rc) rc = pg_pack_row_chain(t->q, t->rows, t->cols, t->perm, err);
-    }
-    int keep = any > 0 && p->r.row_sort == PG_ROW_SORT_ALWAYS;
-    if (!rc && any > 0 && !keep) {
-      pg_buf plain = {0}, sorted = {0}, perms = {0}, none = {0};
-      if (group_image(p, g, 0, &plain, &none) || group_image(p, g, 1, &sorted, &perms))
-        rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
-      const size_t a = encoded_size(&plain, &rc, err);
-      const size_t b = encoded_size(&sorted, &rc, err) + encoded_size(&perms, &rc, err);
-      keep = !rc && b < a;
-      pg_buf_free(&plain);
-      pg_buf_free(&sorted);
-      pg_buf_free(&perms);
-      pg_buf_free(&none);
-    }
+    size_t n = 0;
     for (size_t i = 0; i < p->nt; i++) {
+      const ptensor *t = &p->t[i];
+      if (t->route == PG_ROUTE_QUANT && t->group == (int)g)
+        m[n++] = (pg_pack_mat){t->q, t->rows, t->cols, (unsigned)t->at->ndim};
+    }
+    rc = pg_pack_group_orders(m, n, p->r.row_sort, perms, err);
+    for (size_t i = 0, j = 0; !rc && i < p->nt; i++) {
       ptensor *t = &p->t[i];
-      if (t->route != PG_ROUTE_QUANT || t->group != (int)g || keep) continue;
-      free(t->perm);
-      t->perm = NULL;
+      if (t->route == PG_ROUTE_QUANT && t->group == (int)g) t->perm = perms[j++];
     }
   }
+  free(m);
+  free(perms);
   if (!rc) p->orders_done = 1;
   return rc;
 }

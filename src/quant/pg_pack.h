@@ -182,6 +182,21 @@ int pg_packer_build(pg_packer *p, const pg_pack_extras *x, double mu, uint8_t **
 int pg_pack_row_chain(const int8_t *q, uint64_t rows, uint64_t cols, uint32_t *perm,
                       pg_err *err);
 
+/* One int matrix of a group (the quantized values one DATA section holds), for the row sort. */
+typedef struct pg_pack_mat {
+  const int8_t *q; /* rows × cols values, row-major, one per byte */
+  uint64_t rows, cols;
+  unsigned ndim;   /* the tensor's; a group with a tensor of fewer than 2 is never sorted */
+} pg_pack_mat;
+
+/* Quant layout 2's row sort of one group of n matrices, each stored transposed: perms[i] ←
+ * matrix i's pg_pack_row_chain order (malloc'd), for every matrix or for none (all NULL). With
+ * PG_ROW_SORT_AUTO the group is sorted where its sorted image plus the permutations (u16 or u32
+ * per row) compress smaller, brotli-11 each, than its plain image; the same values give the same
+ * choice. Every writer of layout 2 (pgpack, pgimport, pgdemo) decides by this one rule. */
+int pg_pack_group_orders(const pg_pack_mat *m, size_t n, int row_sort, uint32_t **perms,
+                         pg_err *err);
+
 /* ---- fitting to a budget ---- */
 
 typedef struct pg_pack_trial {

@@ -16,6 +16,7 @@
 #include "pg_half.h"
 #include "pg_io.h"
 #include "pg_lrzip.h"
+#include "pg_pack.h"
 #include "pg_torchzip.h"
 #include "pg_weights.h"
 
@@ -996,12 +997,50 @@ static int match_arch(imp *m, const pg_arch *a, int derived, pg_arch_tensor **at
 
 /* ---- writing ---- */
 
+/* A quantized tensor that quant layout 2 stores transposed: one value per byte, 2+ dims. */
+static int layout2_matrix(const imp_t *t) { return t->q && stored(t)->ndim >= 2; }
+
+/* Layout 2: the stored row order of each such matrix (perms[j] for at[j], NULL: as it is), by
+ * pgpack's rule over the one section that holds them all (pg_pack_group_orders). */
+static int import_row_orders(imp *m, const pg_arch_tensor *at, size_t nat, uint32_t **perms,
+                             pg_err *err) {
+  pg_pack_mat *mats = malloc((nat ? nat : 1) * sizeof *mats);
+  uint32_t **got = malloc((nat ? nat : 1) * sizeof *got);
+  int rc = mats && got ? PG_OK
+                       : pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+  size_t n = 0;
+  for (size_t j = 0; !rc && j < nat; j++) {
+    const imp_t *t = find(m, at[j].name);
+    if (!layout2_matrix(t)) continue;
+    const pg_tz_tensor *s = stored(t);
+    mats[n++] = (pg_pack_mat){(const int8_t *)t->q->data, s->dims[0],
+                              s->dims[0] ? t->q->numel / s->dims[0] : 0, s->ndim};
+  }
+  if (!rc) rc = pg_pack_group_orders(mats, n, PG_ROW_SORT_AUTO, got, err);
+  for (size_t j = 0, k = 0; !rc && j < nat; j++)
+    if (layout2_matrix(find(m, at[j].name))) perms[j] = got[k++];
+  free(mats);
+  free(got);
+  return rc;
+}
+
 static int write_artifact(imp *m, const pg_arch *a, const pg_arch_tensor *at, size_t nat,
                           const pg_import_opts *o, const char *fmt, pg_import_report *rep,
                           const char *out, uint8_t **mem, size_t *mem_len, pg_err *err) {
   pg_writer *w = NULL;
   PG_TRY(pg_writer_create(&w));
   pg_writer_set_threads(w, o->threads > 0 ? o->threads : 1);
+  const int layout = o->layout ? o->layout : 2;
+  if (layout != 1 && layout != 2) {
+    pg_writer_free(w);
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "import: layout %d is not 1 or 2",
+                      layout);
+  }
+  if (pg_writer_set_container(w, o->container ? o->container : PG_CONTAINER_VERSION)) {
+    pg_writer_free(w);
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "import: container version %d is not 1 or 2", o->container);
+  }
   pg_codec_spec cs = o->codec;
   if (!o->have_codec) cs = (pg_codec_spec){PG_CODEC_BROTLI, 11, 24, 0, 0};
   int have_q = 0, have_s = 0, have_f = 0, have_l = 0;
@@ -1011,11 +1050,16 @@ static int write_artifact(imp *m, const pg_arch *a, const pg_arch_tensor *at, si
     have_f |= m->t[i].f != NULL;
     have_s |= m->t[i].q && m->t[i].s->ndim > 0;
   }
-  int sv = -1, ss = -1, sf = -1, sl = -1, rc = PG_OK;
-  if (have_q && (sv = pg_writer_data_section(w, &cs, err)) < 0) rc = err->status;
+  int sv = -1, ss = -1, sf = -1, sl = -1, sp = -1, rc = PG_OK;
+  uint32_t **perms = calloc(nat ? nat : 1, sizeof *perms);
+  if (!perms) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+  if (!rc && have_q && layout == 2) rc = import_row_orders(m, at, nat, perms, err);
+  if (!rc && have_q && (sv = pg_writer_data_section(w, &cs, err)) < 0) rc = err->status;
   if (!rc && have_s && (ss = pg_writer_data_section(w, &cs, err)) < 0) rc = err->status;
   if (!rc && have_l && (sl = pg_writer_data_section(w, &cs, err)) < 0) rc = err->status;
   if (!rc && have_f && (sf = pg_writer_data_section(w, &cs, err)) < 0) rc = err->status;
+  for (size_t j = 0; !rc && sp < 0 && j < nat; j++) /* the row orders, when some matrix has one */
+    if (perms[j] && (sp = pg_writer_data_section(w, &cs, err)) < 0) rc = err->status;
   uint16_t *scales = NULL, *lbs = NULL;
   for (size_t j = 0; j < nat && !rc; j++) { /* canonical order */
     const imp_t *t = find(m, at[j].name);
@@ -1052,6 +1096,14 @@ static int write_artifact(imp *m, const pg_arch *a, const pg_arch_tensor *at, si
       in.qmax = t->qmax;
       in.values = t->q->data;
       in.sec_values = sv;
+      if (layout == 2 && layout2_matrix(t)) {
+        in.order = PG_ORDER_COLS;
+        if (perms[j]) {
+          in.perm = PG_PERM_STORED;
+          in.row_perm = perms[j];
+          in.sec_perm = sp;
+        }
+      }
       if (t->s->ndim == 0) {
         uint16_t h;
         in.scale_kind = PG_SCALE_SCALAR_F32;
@@ -1095,13 +1147,16 @@ static int write_artifact(imp *m, const pg_arch *a, const pg_arch_tensor *at, si
   }
   free(scales);
   free(lbs);
+  for (size_t j = 0; perms && j < nat; j++) free(perms[j]);
+  free(perms);
   char *arch = NULL, recipe[512], method[64], writer[64];
   if (!rc) rc = pg_arch_serialize(a, &arch, err);
   snprintf(writer, sizeof writer, "pgimport %s", PG_VERSION);
   snprintf(method, sizeof method, "import-%s", fmt);
   snprintf(recipe, sizeof recipe,
-           "{\"format\":\"%s\",\"outer\":\"%s\",\"record_bytes\":%llu,\"tag\":\"%s\"}", fmt,
-           rep->outer, (unsigned long long)rep->record_bytes, rep->tag);
+           "{\"format\":\"%s\",\"outer\":\"%s\",\"record_bytes\":%llu,\"tag\":\"%s\","
+           "\"layout\":%d}",
+           fmt, rep->outer, (unsigned long long)rep->record_bytes, rep->tag, layout);
   if (!rc) rc = pg_writer_meta_str(w, "pgolf.writer", writer, strlen(writer), err);
   if (!rc) rc = pg_writer_meta_str(w, "arch.name", "pgolf", 5, err);
   if (!rc) rc = pg_writer_meta_str(w, "arch.json", arch, strlen(arch), err);

@@ -30,6 +30,10 @@ typedef struct pg_import_opts {
   pg_codec_spec codec;   /* of the DATA and TOKENIZER sections, when have_codec */
   int have_codec;        /* 0: brotli-11/w24 */
   int threads;           /* sections compressed at once (0: 1) */
+  int layout;            /* 2 (0: the default): matrices stored transposed, their rows in
+                            similarity order where that is smaller (quant layout 2, as pgpack
+                            writes); 1: row-major */
+  int container;         /* container version written: 2 (0: the default) or 1 */
 } pg_import_opts;
 
 typedef struct pg_import_report {

@@ -27,7 +27,8 @@ extern "C" {
  * Bytes that Python's strict UTF-8 decoder rejects (overlong forms, surrogates U+D800..U+DFFF,
  * code points above U+10FFFF, truncated sequences, stray continuation bytes, 0xC0 0xC1 0xF5..0xFF)
  * give PG_E_UTF8 with the offset of the first byte of the first invalid sequence; *out is then
- * untouched. file names the input in the error line (may be NULL). buf may be NULL when len is 0. */
+ * untouched. file names the input in the error line (may be NULL). buf may be NULL when len is
+ * 0. */
 int pg_record_code_bytes(const uint8_t *buf, size_t len, uint64_t *out, uint64_t *crlf_count,
                          const char *file, pg_err *err);
 

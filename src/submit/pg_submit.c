@@ -425,7 +425,8 @@ static void readme(sb *s, const pg_submit_cfg *c, const run_in *runs, const pg_a
       fmt_u64(b4, total <= PG_DEFAULT_BUDGET ? PG_DEFAULT_BUDGET - total
                                              : total - PG_DEFAULT_BUDGET));
   sbf(s, "The artifact's own account (`pgsize %s`): counted %s = model %s + code %s + "
-         "tokenizer %s.\n\n| # | what | codec | raw | stored | share |\n|---|---|---|---|---|---|\n",
+         "tokenizer %s.\n\n| # | what | codec | raw | stored | share |\n"
+         "|---|---|---|---|---|---|\n",
       PG_SUBMIT_MODEL_NAME, fmt_u64(b1, acc->counted), fmt_u64(b2, acc->model),
       fmt_u64(b3, acc->code_stored), fmt_u64(b4, acc->tokenizer_stored));
   const double fs = acc->file_size ? (double)acc->file_size : 1;

@@ -403,6 +403,32 @@ def luts(vocab, seed):
     return base, lead, bnd
 
 
+def lut_tensors(base, lead, bnd):
+    """The byte tables as the records' eval functions take them (int16, bool, bool tensors)."""
+    import torch
+    return (torch.tensor(base, dtype=torch.int16), torch.tensor(lead, dtype=torch.bool),
+            torch.tensor(bnd, dtype=torch.bool))
+
+
+def baseline_gpt_args(a):
+    """The GPT constructor arguments of the baseline family that every early record passes from
+    its Hyperparameters a (each adds its own MLP width and switches)."""
+    return dict(vocab_size=a.vocab_size, num_layers=a.num_layers, model_dim=a.model_dim,
+                num_heads=a.num_heads, num_kv_heads=a.num_kv_heads,
+                tie_embeddings=a.tie_embeddings, tied_embed_init_std=a.tied_embed_init_std,
+                logit_softcap=a.logit_softcap, rope_base=a.rope_base, qk_gain_init=a.qk_gain_init)
+
+
+def write_json(path, obj, golden=False):
+    """An arch (indented, keys sorted) or a golden (compact), with a final newline."""
+    with open(path, "w") as f:
+        if golden:
+            json.dump(obj, f, separators=(",", ":"))
+        else:
+            json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
 # ---- the runs ------------------------------------------------------------------------------------
 
 
@@ -495,18 +521,10 @@ def run_case(name, case, checkout, out_dir, upstream):
 
     if name == "baseline":
         a = mod.Hyperparameters()
-        model = mod.GPT(vocab_size=a.vocab_size, num_layers=a.num_layers, model_dim=a.model_dim,
-                        num_heads=a.num_heads, num_kv_heads=a.num_kv_heads, mlp_mult=a.mlp_mult,
-                        tie_embeddings=a.tie_embeddings, tied_embed_init_std=a.tied_embed_init_std,
-                        logit_softcap=a.logit_softcap, rope_base=a.rope_base,
-                        qk_gain_init=a.qk_gain_init)
+        model = mod.GPT(**baseline_gpt_args(a), mlp_mult=a.mlp_mult)
     elif name == "r6":
         a = mod.Hyperparameters()
-        model = mod.GPT(vocab_size=a.vocab_size, num_layers=a.num_layers, model_dim=a.model_dim,
-                        num_heads=a.num_heads, num_kv_heads=a.num_kv_heads, mlp_mult=a.mlp_mult,
-                        tie_embeddings=a.tie_embeddings, tied_embed_init_std=a.tied_embed_init_std,
-                        logit_softcap=a.logit_softcap, rope_base=a.rope_base,
-                        qk_gain_init=a.qk_gain_init, mtp_num_heads=a.mtp_num_heads,
+        model = mod.GPT(**baseline_gpt_args(a), mlp_mult=a.mlp_mult, mtp_num_heads=a.mtp_num_heads,
                         mtp_loss_weight=a.mtp_loss_weight, bigram_vocab_size=a.bigram_vocab_size,
                         bigram_dim=a.bigram_dim, xsa_last_n=a.xsa_last_n, rope_dims=a.rope_dims,
                         ln_scale=a.ln_scale, dtg=a.dtg_enabled, ve_enabled=a.ve_enabled,
@@ -521,8 +539,7 @@ def run_case(name, case, checkout, out_dir, upstream):
 
     if name in ("baseline", "r6"):
         base, lead, bnd = luts(vocab, SEED + 2)
-        lt = (torch.tensor(base, dtype=torch.int16), torch.tensor(lead, dtype=torch.bool),
-              torch.tensor(bnd, dtype=torch.bool))
+        lt = lut_tensors(base, lead, bnd)
         if name == "baseline":
             loss, bpb = mod.eval_val(a, model, 0, 1, dev, 8, val_tokens, *lt)
         else:
@@ -574,21 +591,19 @@ def run_case(name, case, checkout, out_dir, upstream):
         golden["logits"] = {str(p): lg[p].double().tolist() for p in case["logits_at"]}
 
     arch_path = os.path.join(out_dir, name + ".arch.json")
-    with open(arch_path, "w") as f:
-        json.dump(case["arch"], f, indent=1, sort_keys=True)
-        f.write("\n")
+    write_json(arch_path, case["arch"])
     export(model, arch_path, os.path.join(out_dir, name + ".safetensors"))
-    with open(os.path.join(out_dir, name + ".golden.json"), "w") as f:
-        json.dump(golden, f, separators=(",", ":"))
-        f.write("\n")
+    write_json(os.path.join(out_dir, name + ".golden.json"), golden, golden=True)
     print(f"{name}: {len(nll)} targets, val_loss {loss!r} val_bpb {bpb!r}")
 
 
-def main(argv):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli_main(argv, doc, cases, run):
+    """A generator's command line (CHECKOUT [--out DIR] [--only NAME]...): run(name, case,
+    checkout, out_dir, upstream) for each case asked for, with the stand-ins installed."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("checkout", help="a checkout of github.com/openai/parameter-golf")
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
-    ap.add_argument("--only", action="append", choices=sorted(CASES))
+    ap.add_argument("--only", action="append", choices=sorted(cases))
     args = ap.parse_args(argv)
     try:
         upstream = subprocess.run(["git", "-C", args.checkout, "rev-parse", "HEAD"],
@@ -598,9 +613,9 @@ def main(argv):
     import torch
     torch.set_num_threads(1)
     install_stubs()
-    for name in args.only or CASES:
-        run_case(name, CASES[name], args.checkout, args.out, upstream)
+    for name in args.only or cases:
+        run(name, cases[name], args.checkout, args.out, upstream)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli_main(sys.argv[1:], __doc__, CASES, run_case)

@@ -33,12 +33,9 @@ that reports itself initialized and records what all_reduce is given, so that th
 rank's call are read as the record computes them. Needs torch and numpy; fetches nothing.
 """
 
-import argparse
-import json
 import math
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import types
@@ -146,10 +143,7 @@ class ZeroModel:
 
 def early_model(mod, name):
     a = mod.Hyperparameters()
-    kw = dict(vocab_size=a.vocab_size, num_layers=a.num_layers, model_dim=a.model_dim,
-              num_heads=a.num_heads, num_kv_heads=a.num_kv_heads,
-              tie_embeddings=a.tie_embeddings, tied_embed_init_std=a.tied_embed_init_std,
-              logit_softcap=a.logit_softcap, rope_base=a.rope_base, qk_gain_init=a.qk_gain_init)
+    kw = mg.baseline_gpt_args(a)
     if name == "gap_s2048":
         kw["mlp_hidden"] = a.mlp_hidden
     else:
@@ -190,8 +184,7 @@ def run_sliding(name, case, mod, golden):
     n_tok = case["windows"] * case["seq_len"] + 1
     toks = mg.make_tokens(n_tok, vocab, mg.SEED + 1, False)
     base, lead, bnd = mg.luts(vocab, mg.SEED + 2)
-    lt = (torch.tensor(base, dtype=torch.int16), torch.tensor(lead, dtype=torch.bool),
-          torch.tensor(bnd, dtype=torch.bool))
+    lt = mg.lut_tensors(base, lead, bnd)
     dist = DistStandIn()
     mod.dist = dist
     loss, bpb = sliding_call(mod, name, a, model, torch.tensor(toks, dtype=torch.int64), lt, case)
@@ -238,9 +231,7 @@ def run_packed(name, case, mod, golden, out_dir):
     golden.update({"tokens": toks, "sidecar_bytes": side, "weights": "r12"})
     with tempfile.TemporaryDirectory() as d:  # the weights must be the committed r12's
         arch = os.path.join(d, "a.json")
-        with open(arch, "w") as f:
-            json.dump(mg.CASES["r12"]["arch"], f, indent=1, sort_keys=True)
-            f.write("\n")
+        mg.write_json(arch, mg.CASES["r12"]["arch"])
         st = os.path.join(d, "w.safetensors")
         mg.export(model, arch, st)
         with open(st, "rb") as f1, open(os.path.join(out_dir, "r12.safetensors"), "rb") as f2:
@@ -271,9 +262,7 @@ def run_case(name, case, checkout, out_dir, upstream):
                    "val_loss": loss, "val_bpb": bpb, "targets": targets})
     if model is not None:  # the three early records build the same tiny model: one file
         arch_path = os.path.join(out_dir, "early.arch.json")
-        with open(arch_path, "w") as f:
-            json.dump(TINY_ARCH, f, indent=1, sort_keys=True)
-            f.write("\n")
+        mg.write_json(arch_path, TINY_ARCH)
         with tempfile.TemporaryDirectory() as d:
             st = os.path.join(d, "w.safetensors")
             mg.export(model, arch_path, st)
@@ -289,30 +278,10 @@ def run_case(name, case, checkout, out_dir, upstream):
             os.replace(path + ".tmp", path)
         EARLY_SEEN.add(name)
         golden["weights"] = "early"
-    with open(os.path.join(out_dir, name + ".golden.json"), "w") as f:
-        json.dump(golden, f, separators=(",", ":"))
-        f.write("\n")
+    mg.write_json(os.path.join(out_dir, name + ".golden.json"), golden, golden=True)
     print(f"{name}: {len(targets)} of {len(golden['tokens']) - 1} targets scored, "
           f"val_loss {loss!r} val_bpb {bpb!r}")
 
 
-def main(argv):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkout", help="a checkout of github.com/openai/parameter-golf")
-    ap.add_argument("--out", default=HERE)
-    ap.add_argument("--only", action="append", choices=sorted(CASES))
-    args = ap.parse_args(argv)
-    try:
-        upstream = subprocess.run(["git", "-C", args.checkout, "rev-parse", "HEAD"],
-                                  capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        upstream = "unknown"
-    import torch
-    torch.set_num_threads(1)
-    mg.install_stubs()
-    for name in args.only or CASES:
-        run_case(name, CASES[name], args.checkout, args.out, upstream)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    mg.cli_main(sys.argv[1:], __doc__, CASES, run_case)
