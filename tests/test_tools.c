@@ -24,6 +24,7 @@
 #include "pg_spm.h"
 #include "pg_verify.h"
 #include "pgbomb.h"
+#include "pgremote.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -635,6 +636,52 @@ Test(tools, pg_verify_run_gives_the_receipt_pgverify_writes) {
   cr_assert_eq(pg_verify_run(&cfg, &v, &err), PG_E_ARG);
   cr_assert(strstr(err.msg, "holds no tokenizer") != NULL, "%s", err.msg);
   pg_verify_result_free(&v);
+}
+
+/* pgverify loads an artifact onto its engine quantized and dequantizes it there (spec/engine.md
+ * §8.1): its figures are, bit for bit, those of the same weights dequantized on the host (pgunpack
+ * --safetensors, the reader's reference), on the CPU engine and on the remote test engine (memory
+ * of its own: the quantized bytes go up, the host keeps no copy of the parameters). */
+Test(tools, pg_verify_run_dequantizes_on_the_engine_same_figures) {
+  vfx f;
+  vfx_init(&f);
+  const char *tok = spm_seed("byte_fallback.model");
+  char art[200], st[200], vpat[200];
+  snprintf(art, sizeof art, "%s/q.pgz", tmp);
+  snprintf(st, sizeof st, "%s/q.safetensors", tmp);
+  snprintf(vpat, sizeof vpat, "%.*s", (int)strlen(f.val) - 2, f.val + 1); /* unquoted */
+  /* every matrix quantized (int5, bit-packed; the embeddings int8) */
+  cr_assert_eq(run("%s --layers 2 --dim 32 --heads 4 --kv-heads 2 --mlp-mult 2 --vocab %u "
+                   "--codec zstd-3 --packed --bits 5 --passthrough-max 64 --tokenizer %s -o %s",
+                   bin("pgdemo"), f.vocab, tok, art),
+               0, "pgdemo failed: %s", slurp(err_path));
+  cr_assert_eq(run("%s %s --safetensors %s", bin("pgunpack"), art, st), 0, "%s",
+               slurp(err_path));
+  pg_verify_cfg cfg = {.weights = st, .tokenizer = tok, .val = vpat, .threads = 1};
+  pg_protocol_defaults(&cfg.protocol, PG_PROTO_SLIDING);
+  cfg.protocol.seq_len = 64;
+  cfg.protocol.stride = 16;
+  pg_err err;
+  pg_verify_result ref, v;
+  cr_assert_eq(pg_verify_run(&cfg, &ref, &err), PG_OK, "%s", err.msg);
+  cr_assert(isfinite(ref.eval.val_bpb) && ref.eval.scored == 1024);
+  cfg.weights = art;
+  pgremote *r = pgremote_new(1);
+  for (int k = 0; k < 2; k++) {
+    cfg.engine = k ? &r->outer : NULL;
+    cr_assert_eq(pg_verify_run(&cfg, &v, &err), PG_OK, "%s", err.msg);
+    cr_assert(!memcmp(&v.eval.sum, &ref.eval.sum, sizeof ref.eval.sum), "engine %d: sums differ",
+              k);
+    cr_assert(!memcmp(&v.eval.val_loss, &ref.eval.val_loss, sizeof(double)) &&
+                  !memcmp(&v.eval.val_bpb, &ref.eval.val_bpb, sizeof(double)),
+              "engine %d: val_loss %.17g val_bpb %.17g, the host path's %.17g %.17g", k,
+              v.eval.val_loss, v.eval.val_bpb, ref.eval.val_loss, ref.eval.val_bpb);
+    pg_verify_result_free(&v);
+  }
+  cr_assert_gt(r->dequants, 0, "the matrices were dequantized on the engine");
+  cr_assert_eq(r->live, 0);
+  pgremote_free(r);
+  pg_verify_result_free(&ref);
 }
 
 static void count_steps(void *ctx, int step, int done, const pg_packjob *j) {
