@@ -113,7 +113,8 @@ static void build(uint8_t **buf, size_t *len, const char *inf_name) {
     for (uint64_t j = 0; j < n; j++)
       q[j] = (int8_t)(pg_int_min(bits) + (int)(rnd() % (1u << bits)));
     uint16_t *rs = malloc(rows * 2);
-    for (uint64_t r = 0; r < rows; r++) rs[r] = pg_f32_to_f16(1e-3f + (float)(rnd() % 1000) * 3e-5f);
+    for (uint64_t r = 0; r < rows; r++)
+      rs[r] = pg_f32_to_f16(1e-3f + (float)(rnd() % 1000) * 3e-5f);
     if (inf_name && !strcmp(t[i].name, inf_name)) rs[0] = 0x7c00;
     uint32_t *perm = malloc(rows * sizeof *perm);
     for (uint64_t j = 0; j < rows; j++) perm[j] = (uint32_t)j;

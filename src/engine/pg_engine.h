@@ -84,8 +84,9 @@ struct pg_engine {
   void (*mem_zero)(pg_engine *e, void *dst, size_t bytes);
   void (*mem_copy)(pg_engine *e, void *dst, const void *src, size_t bytes);
   /* Optional: pg_engine_dequant's work (NULL: the host reference into a host buffer, uploaded).
-   * The CPU engine's is the reference itself; a GPU engine's uploads the quantized bytes and
-   * runs its dequantization kernel. */
+   * The CPU engine's is the reference itself, writing host memory: an engine made from the CPU
+   * engine with memory functions of its own sets this too (or NULL). A GPU engine's uploads the
+   * quantized bytes and runs its dequantization kernel. */
   void (*mem_dequant)(pg_engine *e, float *dst, const pg_engine_qtensor *t);
   int (*finish)(pg_engine *e);
   void (*release)(pg_engine *e); /* frees impl (destroy calls it) */

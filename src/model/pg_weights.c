@@ -299,7 +299,7 @@ int pg_model_load_artifact_arch(pg_model **out, pg_artifact *a, const pg_arch *g
   return rc;
 }
 
-/* ---- an artifact loaded onto an engine (spec/engine.md §8.1) ---------------------------------- */
+/* ---- an artifact loaded onto an engine (spec/engine.md §8.1) --------------------------------- */
 
 /* Host buffers for one integer tensor's quantized parts, grown to the largest tensor. */
 typedef struct qbufs {
