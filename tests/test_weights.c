@@ -688,8 +688,15 @@ static void expect_on_engines(const built *b, const char *what) {
                r->dequants, nq);
   cr_assert_eq(r->upload_bytes, up, "%s: %zu bytes went up, %zu expected", what, r->upload_bytes,
                up);
+  /* a copy (pgverify's fp32 figure, its further engines) comes straight down into the copy */
+  pg_model *c;
+  cr_assert_eq(pg_model_create(&c, pg_model_arch(m), &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_model_copy_params(c, m, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(r->downloads, 1, "%s: the copy comes in one download", what);
+  same_params(c, ref, what);
+  pg_model_free(c);
   same_params(m, ref, what);
-  cr_assert_eq(r->downloads, 1, "%s: the host copy comes in one download", what);
+  cr_assert_eq(r->downloads, 2, "%s: the host copy comes in one download", what);
   expect_model(m, b, a);
   pg_model_free(m);
   cr_assert_eq(r->live, 0);
