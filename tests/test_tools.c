@@ -657,28 +657,38 @@ Test(tools, pg_verify_run_dequantizes_on_the_engine_same_figures) {
                0, "pgdemo failed: %s", slurp(err_path));
   cr_assert_eq(run("%s %s --safetensors %s", bin("pgunpack"), art, st), 0, "%s",
                slurp(err_path));
-  pg_verify_cfg cfg = {.weights = st, .tokenizer = tok, .val = vpat, .threads = 1};
+  /* bf16 with the fp32 figure: both figures, the second on a copy of the weights */
+  pg_verify_cfg cfg = {.weights = st, .tokenizer = tok, .val = vpat, .threads = 1,
+                       .precision = PG_PREC_BF16, .fp32_figure = 1};
   pg_protocol_defaults(&cfg.protocol, PG_PROTO_SLIDING);
   cfg.protocol.seq_len = 64;
   cfg.protocol.stride = 16;
   pg_err err;
   pg_verify_result ref, v;
   cr_assert_eq(pg_verify_run(&cfg, &ref, &err), PG_OK, "%s", err.msg);
-  cr_assert(isfinite(ref.eval.val_bpb) && ref.eval.scored == 1024);
+  cr_assert(isfinite(ref.eval.val_bpb) && ref.eval.scored == 1024 && ref.has_fp32);
+  uint64_t np = 0;
+  cr_assert_eq(pg_arch_param_count(&ref.arch, &np, &err), PG_OK, "%s", err.msg);
   cfg.weights = art;
   pgremote *r = pgremote_new(1);
   for (int k = 0; k < 2; k++) {
     cfg.engine = k ? &r->outer : NULL;
     cr_assert_eq(pg_verify_run(&cfg, &v, &err), PG_OK, "%s", err.msg);
-    cr_assert(!memcmp(&v.eval.sum, &ref.eval.sum, sizeof ref.eval.sum), "engine %d: sums differ",
-              k);
-    cr_assert(!memcmp(&v.eval.val_loss, &ref.eval.val_loss, sizeof(double)) &&
-                  !memcmp(&v.eval.val_bpb, &ref.eval.val_bpb, sizeof(double)),
-              "engine %d: val_loss %.17g val_bpb %.17g, the host path's %.17g %.17g", k,
-              v.eval.val_loss, v.eval.val_bpb, ref.eval.val_loss, ref.eval.val_bpb);
+    const pg_eval_result *x[2] = {&v.eval, &v.eval_fp32}, *y[2] = {&ref.eval, &ref.eval_fp32};
+    for (int g = 0; g < 2; g++) {
+      cr_assert(!memcmp(&x[g]->sum, &y[g]->sum, sizeof y[g]->sum), "engine %d figure %d: sums "
+                "differ", k, g);
+      cr_assert(!memcmp(&x[g]->val_loss, &y[g]->val_loss, sizeof(double)) &&
+                    !memcmp(&x[g]->val_bpb, &y[g]->val_bpb, sizeof(double)),
+                "engine %d figure %d: val_loss %.17g val_bpb %.17g, the host path's %.17g %.17g",
+                k, g, x[g]->val_loss, x[g]->val_bpb, y[g]->val_loss, y[g]->val_bpb);
+    }
     pg_verify_result_free(&v);
   }
   cr_assert_gt(r->dequants, 0, "the matrices were dequantized on the engine");
+  /* the parameters never came down: the fp32 figure's copy was made on the engine */
+  cr_assert_lt(r->max_download, np * 4, "a download of %zu bytes (%llu parameters)",
+               r->max_download, (unsigned long long)np);
   cr_assert_eq(r->live, 0);
   pgremote_free(r);
   pg_verify_result_free(&ref);

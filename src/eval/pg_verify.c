@@ -266,8 +266,9 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
   }
   /* provenance: what the weights cannot show, and the record's protocol (spec/eval.md §7.1) */
   if ((rc = gather_provenance(&ps, c, is_st, art, arch, res, err))) goto done;
-  /* the fp32 figure runs on its own copy of the weights: a TTT protocol changes the model */
-  if (fig32 && ((rc = pg_model_create(&m32, arch, err)) ||
+  /* the fp32 figure runs on its own copy of the weights: a TTT protocol changes the model; the
+   * copy is made on the first engine, beside the model (no host copy, spec/engine.md §8.1) */
+  if (fig32 && ((rc = pg_model_create_on(&m32, arch, e, err)) ||
                 (rc = pg_model_copy_params(m32, m, err))))
     goto done;
   pg_model_set_precision(m, (pg_precision)c->precision);
