@@ -1366,6 +1366,30 @@ int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *e
   return rc;
 }
 
+int pg_artifact_tensor_row_parts(pg_artifact *a, uint32_t i, uint16_t *scales, int8_t *qa,
+                                 uint16_t *sa, int8_t *qb, uint16_t *sb, pg_err *err) {
+  a->epoch++;
+  PG_FAIL_IF(i >= a->ntens, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no tensor %u", i);
+  const pg_tensor_info *t = &a->tens[i];
+  PG_FAIL_IF(!pg_qtype_is_int(t->qtype) || t->scale_kind != PG_SCALE_ROW_F16, err, PG_E_ARG,
+             a->name, PG_NO_OFFSET, "tensor '%s' is not an integer tensor with row scales",
+             t->name);
+  /* the parts in the order pg_artifact_tensor_dequant decodes them, so a fault reads the same */
+  const uint8_t *sp;
+  PG_TRY(part_bytes(a, t, PG_PART_SCALES, &sp, err));
+  for (uint64_t r = 0; r < t->rows; r++) scales[r] = pg_ld16(sp + 2 * r);
+  if (!t->lqer_rank) return PG_OK;
+  const uint64_t na = t->rows * t->lqer_rank, nb = t->cols * t->lqer_rank;
+  PG_TRY(decode_ints(a, t, PG_PART_LQER_A, na, 2, -2, 1, qa, err));
+  PG_TRY(decode_ints(a, t, PG_PART_LQER_B, nb, 4, -8, 7, qb, err));
+  const uint8_t *pa, *pb;
+  PG_TRY(part_bytes(a, t, PG_PART_LQER_A_SCALE, &pa, err));
+  PG_TRY(part_bytes(a, t, PG_PART_LQER_B_SCALES, &pb, err));
+  *sa = pg_ld16(pa);
+  for (uint64_t g = 0; g < nb / PG_LQER_GROUP; g++) sb[g] = pg_ld16(pb + 2 * g);
+  return PG_OK;
+}
+
 /* An integer part to range-check, ordered by section for pg_artifact_check. */
 typedef struct int_part {
   uint32_t section, tensor;

@@ -186,6 +186,14 @@ int pg_artifact_tensor_values(pg_artifact *a, uint32_t i, int8_t *out, pg_err *e
 int pg_artifact_tensor_scales(pg_artifact *a, uint32_t i, const uint8_t **bytes, pg_err *err);
 /* Dequantize tensor i to fp32 (numel floats), LQER correction included. */
 int pg_artifact_tensor_dequant(pg_artifact *a, uint32_t i, float *out, pg_err *err);
+/* The other parts pg_artifact_tensor_dequant reads of integer tensor i with row scales
+ * (PG_SCALE_ROW_F16), decoded for a dequantization done elsewhere (an engine's, spec/engine.md
+ * §8.1; the values come from pg_artifact_tensor_values): scales[rows] (fp16 bits), and with
+ * lqer_rank r > 0 the LQER factors qa[rows*r] (range-checked to [-2, 1]), *sa (fp16 bits),
+ * qb[r*cols] ([-8, 7]) and sb[r*cols/64] (fp16 bits); the LQER pointers are not used when r is
+ * 0. PG_E_ARG for another tensor kind. Holds nothing (as pg_artifact_tensor_values). */
+int pg_artifact_tensor_row_parts(pg_artifact *a, uint32_t i, uint16_t *scales, int8_t *qa,
+                                 uint16_t *sa, int8_t *qb, uint16_t *sb, pg_err *err);
 
 /* Section index of the tokenizer, or -1. */
 int64_t pg_artifact_tokenizer_section(const pg_artifact *a);

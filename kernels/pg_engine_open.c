@@ -7,6 +7,7 @@
 
 #include "pg_cuda.h"
 #include "pg_engine.h"
+#include "pg_qtype.h"
 
 /* kernels/pg_cuda_engine.cu (pg_cuda_none.c without CUDA) */
 int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, pg_err *err);
@@ -17,6 +18,47 @@ static void cuda_enter(pg_engine *e) {
   pg_err err;
   if (pg_cuda_set_device(e->ordinal, &err))
     pg_engine_fail(e, err.status, "cuda engine: device %d: %s", e->ordinal, err.msg);
+}
+
+/* A CUDA engine's dequantization (pg_engine_dequant): the quantized bytes go up into one scratch
+ * buffer (values, row scales, LQER factors: about a quarter of the fp32 tensor's bytes), and the
+ * kernel of pg_cuda.h, bit for bit the host reference, writes the fp32 values into dst. The values
+ * come unpacked (one per byte, row-major), whatever the artifact's packing and layout: the reader
+ * has put them in logical order. A failure is the engine's first error, reported at its next
+ * sync. */
+static void cuda_dequant(pg_engine *e, float *dst, const pg_engine_qtensor *t) {
+  const uint64_t n = t->rows * t->cols, r = t->lqer_rank;
+  const uint64_t na = r ? t->rows * r : 0, nb = r ? t->cols * r : 0, ng = nb / PG_LQER_GROUP;
+  /* offsets inside the buffer, each part aligned to 16 bytes */
+#define PG_UP16(x) (((x) + 15u) & ~(uint64_t)15u)
+  const uint64_t o_sc = PG_UP16(n), o_a = PG_UP16(o_sc + 2 * t->rows), o_b = PG_UP16(o_a + na),
+                 o_sb = PG_UP16(o_b + nb), total = o_sb + 2 * ng;
+#undef PG_UP16
+  if (n == 0 || pg_engine_failed(e)) return;
+  uint8_t *buf = total <= SIZE_MAX ? pg_engine_scratch(e, 0, (size_t)total) : NULL;
+  if (!buf) {
+    pg_engine_fail(e, PG_E_NOMEM, "cuda engine: out of memory (%llu bytes of a quantized tensor)",
+                   (unsigned long long)total);
+    return;
+  }
+  pg_engine_upload(e, buf, t->q, (size_t)n);
+  pg_engine_upload(e, buf + o_sc, t->scales, (size_t)t->rows * 2);
+  if (r) {
+    pg_engine_upload(e, buf + o_a, t->lqer_a, (size_t)na);
+    pg_engine_upload(e, buf + o_b, t->lqer_b, (size_t)nb);
+    pg_engine_upload(e, buf + o_sb, t->lqer_b_scales, (size_t)ng * 2);
+  }
+  if (pg_engine_failed(e)) return;
+  const pg_cuda_qtensor q = {
+      .rows = t->rows, .cols = t->cols, .bits = 8, .packing = PG_PACK_BYTE, .values = buf,
+      .scales_f16 = (const uint16_t *)(const void *)(buf + o_sc), .lqer_rank = (unsigned)r,
+      .lqer_a = r ? (const int8_t *)(buf + o_a) : NULL, .lqer_a_scale_f16 = t->lqer_a_scale,
+      .lqer_b = r ? (const int8_t *)(buf + o_b) : NULL,
+      .lqer_b_scales_f16 = r ? (const uint16_t *)(const void *)(buf + o_sb) : NULL};
+  /* queued on the engine's stream after the uploads; it returns when the kernel is done */
+  pg_err err;
+  if (pg_cuda_dequant_dev(&q, dst, e->queue, &err))
+    pg_engine_fail(e, err.status, "cuda engine: dequantization: %s", err.msg);
 }
 
 /* The CUDA engine, or why none can be made here: PG_E_UNSUPPORTED (this build), PG_E_NO_DEVICE,
@@ -37,6 +79,7 @@ static int cuda_engine(pg_engine **out, const pg_engine_opts *o, pg_err *err) {
     (*out)->enter = cuda_enter;
     (*out)->ordinal = o->device;
   }
+  if (st == PG_OK && !(*out)->mem_dequant) (*out)->mem_dequant = cuda_dequant;
   return st;
 }
 

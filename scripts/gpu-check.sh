@@ -25,6 +25,8 @@ abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 # gpu_prog PROGRAM: a program the benchmarks run (bundled, checked to start; no row of its own).
 # PROGRAM is the target's path in a build directory; scripts/gpu-bundle.sh bundles exactly these.
 # TIMEOUT is in seconds; the whole run must stay under 6 minutes on one H100 (--budget).
+# cuda-load: an artifact loaded onto the CUDA engine (its matrices dequantized by the device)
+# gives the host path's parameters bit for bit (spec/engine.md §8.1); seconds.
 # bench-gpu-eval: 64 windows of the R9-class model (1.9e13 FLOP; pgverify stopped after 40 s, a
 # failure), torch.compile's first pass untimed inside the 90 s; its val_loss difference must stay
 # below 0.05 (a gross fault only).
@@ -36,6 +38,7 @@ abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 # slow at this size (bench_gpu_train.py --pgtrain-precision bf16,fp32 adds one).
 checks() {
   gpu_test dequant-kernels 120 tests/test_gpu
+  gpu_test cuda-load 60 tests/test_gpu_load
   gpu_test cuda-engine 150 tests/test_gpu_engine
   gpu_test cuda-multi 60 tests/test_gpu_multi
   gpu_test cuda-engine-bwd 150 tests/test_gpu_engine_bwd

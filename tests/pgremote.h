@@ -23,6 +23,7 @@ typedef struct pgremote {
   pg_engine inner; /* the CPU engine that computes */
   size_t uploads, downloads, upload_bytes, download_bytes, allocs, frees, live;
   size_t max_upload, max_download; /* the largest single transfer each way */
+  size_t dequants; /* pg_engine_dequant calls (their quantized bytes count as uploads) */
   /* With pgremote_per_thread: like a GPU's device, the engine must be entered (pg_engine_enter)
    * on a thread before that thread moves its memory; each move that comes from another thread
    * is counted here. */
@@ -217,6 +218,19 @@ static void pgr_mcopy(pg_engine *e, void *dst, const void *src, size_t n) {
   memmove(pgr_dec(dst), pgr_dec(src), n);
 }
 
+/* Dequantization on the engine, as a GPU engine does it: the quantized bytes count as one upload
+ * (what such an engine transfers) and the CPU reference writes the values behind the bias. */
+static void pgr_dequant(pg_engine *e, float *dst, const pg_engine_qtensor *t) {
+  pgremote *r = PGR(e);
+  pgr_on_thread(e);
+  const size_t k = t->lqer_rank;
+  const size_t n = (size_t)(t->rows * t->cols + t->rows * 2) +
+                   (k ? (size_t)(t->rows * k + k * t->cols + k * t->cols / 64 * 2) : 0);
+  r->dequants++, r->uploads++, r->upload_bytes += n;
+  if (n > r->max_upload) r->max_upload = n;
+  r->inner.mem_dequant(&r->inner, pgr_dec(dst), t);
+}
+
 /* A remote engine over a CPU engine of `threads` threads (heap: destroy with pgremote_free). */
 static inline pgremote *pgremote_new(int threads) {
   pgremote *r = calloc(1, sizeof *r);
@@ -232,6 +246,7 @@ static inline pgremote *pgremote_new(int threads) {
   e->mem_download = pgr_download;
   e->mem_zero = pgr_mzero;
   e->mem_copy = pgr_mcopy;
+  e->mem_dequant = pgr_dequant;
   pg_ops *o = &e->ops;
   o->name = "remote";
   o->nthreads = threads;

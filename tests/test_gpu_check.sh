@@ -32,7 +32,7 @@ else
   not_ok "exit status 3 (no GPU) or 0 (GPU): $rc" "$(echo "$out" | tail -n 30)"
 fi
 check "table header" grep -qxF '| check | result | figure | s |' <<<"$out"
-for row in machine programs gpu dequant-kernels cuda-multi bench-dequant bench-gpu-eval \
+for row in machine programs gpu dequant-kernels cuda-load cuda-multi bench-dequant bench-gpu-eval \
     bench-gpu-ttt bench-gpu-train; do
   check "table row $row" grep -q "^| $row | " <<<"$out"
 done

@@ -25,6 +25,7 @@
 #include "pg_verify.h"
 #include "pgbomb.h"
 #include "pglayout.h"
+#include "pgremote.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -660,6 +661,62 @@ Test(tools, pg_verify_run_gives_the_receipt_pgverify_writes) {
   cr_assert_eq(pg_verify_run(&cfg, &v, &err), PG_E_ARG);
   cr_assert(strstr(err.msg, "holds no tokenizer") != NULL, "%s", err.msg);
   pg_verify_result_free(&v);
+}
+
+/* pgverify loads an artifact onto its engine quantized and dequantizes it there (spec/engine.md
+ * §8.1): its figures are, bit for bit, those of the same weights dequantized on the host (pgunpack
+ * --safetensors, the reader's reference), on the CPU engine and on the remote test engine (memory
+ * of its own: the quantized bytes go up, the host keeps no copy of the parameters). */
+Test(tools, pg_verify_run_dequantizes_on_the_engine_same_figures) {
+  vfx f;
+  vfx_init(&f);
+  const char *tok = spm_seed("byte_fallback.model");
+  char art[200], st[200], vpat[200];
+  snprintf(art, sizeof art, "%s/q.pgz", tmp);
+  snprintf(st, sizeof st, "%s/q.safetensors", tmp);
+  snprintf(vpat, sizeof vpat, "%.*s", (int)strlen(f.val) - 2, f.val + 1); /* unquoted */
+  /* every matrix quantized (int5, bit-packed; the embeddings int8) */
+  cr_assert_eq(run("%s --layers 2 --dim 32 --heads 4 --kv-heads 2 --mlp-mult 2 --vocab %u "
+                   "--codec zstd-3 --packed --bits 5 --passthrough-max 64 --tokenizer %s -o %s",
+                   bin("pgdemo"), f.vocab, tok, art),
+               0, "pgdemo failed: %s", slurp(err_path));
+  cr_assert_eq(run("%s %s --safetensors %s", bin("pgunpack"), art, st), 0, "%s",
+               slurp(err_path));
+  /* bf16 with the fp32 figure: both figures, the second on a copy of the weights */
+  pg_verify_cfg cfg = {.weights = st, .tokenizer = tok, .val = vpat, .threads = 1,
+                       .precision = PG_PREC_BF16, .fp32_figure = 1};
+  pg_protocol_defaults(&cfg.protocol, PG_PROTO_SLIDING);
+  cfg.protocol.seq_len = 64;
+  cfg.protocol.stride = 16;
+  pg_err err;
+  pg_verify_result ref, v;
+  cr_assert_eq(pg_verify_run(&cfg, &ref, &err), PG_OK, "%s", err.msg);
+  cr_assert(isfinite(ref.eval.val_bpb) && ref.eval.scored == 1024 && ref.has_fp32);
+  uint64_t np = 0;
+  cr_assert_eq(pg_arch_param_count(&ref.arch, &np, &err), PG_OK, "%s", err.msg);
+  cfg.weights = art;
+  pgremote *r = pgremote_new(1);
+  for (int k = 0; k < 2; k++) {
+    cfg.engine = k ? &r->outer : NULL;
+    cr_assert_eq(pg_verify_run(&cfg, &v, &err), PG_OK, "%s", err.msg);
+    const pg_eval_result *x[2] = {&v.eval, &v.eval_fp32}, *y[2] = {&ref.eval, &ref.eval_fp32};
+    for (int g = 0; g < 2; g++) {
+      cr_assert(!memcmp(&x[g]->sum, &y[g]->sum, sizeof y[g]->sum), "engine %d figure %d: sums "
+                "differ", k, g);
+      cr_assert(!memcmp(&x[g]->val_loss, &y[g]->val_loss, sizeof(double)) &&
+                    !memcmp(&x[g]->val_bpb, &y[g]->val_bpb, sizeof(double)),
+                "engine %d figure %d: val_loss %.17g val_bpb %.17g, the host path's %.17g %.17g",
+                k, g, x[g]->val_loss, x[g]->val_bpb, y[g]->val_loss, y[g]->val_bpb);
+    }
+    pg_verify_result_free(&v);
+  }
+  cr_assert_gt(r->dequants, 0, "the matrices were dequantized on the engine");
+  /* the parameters never came down: the fp32 figure's copy was made on the engine */
+  cr_assert_lt(r->max_download, np * 4, "a download of %zu bytes (%llu parameters)",
+               r->max_download, (unsigned long long)np);
+  cr_assert_eq(r->live, 0);
+  pgremote_free(r);
+  pg_verify_result_free(&ref);
 }
 
 static void count_steps(void *ctx, int step, int done, const pg_packjob *j) {

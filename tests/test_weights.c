@@ -22,6 +22,7 @@
 #include "pg_weights.h"
 #include "pg_model.h"
 #include "pg_safetensors.h"
+#include "pgremote.h"
 #include "pgtest.h"
 
 /* An arch with every kind of shape: matrices of several widths, vectors, [2, d], [1] and two
@@ -77,6 +78,8 @@ typedef struct cfg {
   const char *poison;    /* a tensor stored f32 with element 3 set to poison_value */
   float poison_value;
   const char *inf_scale; /* a tensor stored int8 with an infinite fp16 scale for row 0 */
+  int layout2;           /* quant layout 2: the matrices of one value per byte stored transposed,
+                            row-permuted or both, in turn */
 } cfg;
 
 /* What was written: the expected fp32 values of each arch tensor, in canonical order. */
@@ -144,6 +147,25 @@ static void add_tensor(pg_writer *w, const char *name, unsigned sn, const uint64
   in.values = q;
   in.row_scales = rs;
   in.scalar_scale = ss;
+  uint32_t *perm = NULL;
+  static unsigned turn;
+  if (c->layout2 && s.packing == 0 && sn >= 2 && rows > 1) {
+    const unsigned k = turn++ % 3; /* transposed; row-permuted; both */
+    in.order = k != 1 ? PG_ORDER_COLS : PG_ORDER_ROWS;
+    if (k) {
+      perm = malloc(rows * sizeof *perm);
+      for (uint64_t j = 0; j < rows; j++) perm[j] = (uint32_t)j;
+      for (uint64_t j = rows - 1; j > 0; j--) { /* Fisher-Yates */
+        const uint64_t x = rnd() % (j + 1);
+        const uint32_t v = perm[j];
+        perm[j] = perm[x];
+        perm[x] = v;
+      }
+      in.perm = PG_PERM_STORED;
+      in.row_perm = perm;
+      in.sec_perm = d1;
+    }
+  }
   for (uint64_t i = 0; i < n; i++)
     want[i] = s.scale_kind == PG_SCALE_ROW_F16 ? (float)q[i] * pg_f16_to_f32(rs[i / cols])
                                                : (float)q[i] * ss;
@@ -178,6 +200,7 @@ static void add_tensor(pg_writer *w, const char *name, unsigned sn, const uint64
       }
   }
   cr_assert_eq(pg_writer_tensor(w, &in, &e), PG_OK, "%s: %s", name, e.msg);
+  free(perm);
   free(q);
   free(rs);
   free(qa);
@@ -609,6 +632,145 @@ Test(load, artifact_nan_and_infinity) {
   build(&c4, &b);
   expect_refusal(&b, PG_E_ARG, "tensor blocks.0.mlp.fc.weight: element 0 is ", NULL);
   built_free(&b);
+}
+
+/* ---- an artifact loaded onto an engine (spec/engine.md §8.1) ---- */
+
+/* m's parameters are ref's, bit for bit (m's host copy made here when it has none). */
+static void same_params(pg_model *m, pg_model *ref, const char *what) {
+  cr_assert_eq(pg_model_param_count(m), pg_model_param_count(ref));
+  const float *x = pg_model_params_read(m), *y = pg_model_params_read(ref);
+  cr_assert(x && y);
+  for (size_t i = 0; i < pg_model_param_count(m); i++)
+    cr_assert(!memcmp(&x[i], &y[i], 4), "%s: parameter %zu is %a, the host path's %a", what, i,
+              (double)x[i], (double)y[i]);
+}
+
+/* The bytes an engine with memory of its own takes for a's tensors: each integer tensor with row
+ * scales quantized (one byte per value, its scales and LQER factors), every other one as fp32. */
+static size_t quantized_upload(pg_artifact *a, size_t *nq) {
+  size_t n = 0;
+  *nq = 0;
+  for (uint32_t i = 0; i < pg_artifact_tensor_count(a); i++) {
+    const pg_tensor_info *t = pg_artifact_tensor(a, i);
+    if (!pg_qtype_is_int(t->qtype) || t->scale_kind != PG_SCALE_ROW_F16) {
+      n += (size_t)t->numel * 4;
+      continue;
+    }
+    const size_t k = t->lqer_rank;
+    n += (size_t)(t->numel + t->rows * 2 + t->rows * k + k * t->cols + k * t->cols / 64 * 2);
+    ++*nq;
+  }
+  return n;
+}
+
+/* b's artifact loaded by the host path, onto the CPU engine and onto the remote engine (memory
+ * of its own, dequantization on the engine): the same parameters, bit for bit, and the expected
+ * values; the remote engine takes the quantized bytes and the host holds no copy until asked. */
+static void expect_on_engines(const built *b, const char *what) {
+  pg_artifact *a = open_built(b);
+  pg_err e;
+  pg_model *ref, *m;
+  cr_assert_eq(pg_model_load_artifact(&ref, a, &e), PG_OK, "%s: %s", what, e.msg);
+  pg_engine cpu = pg_engine_cpu(1);
+  cr_assert_eq(pg_model_load_artifact_on(&m, a, NULL, &cpu, &e), PG_OK, "%s: %s", what, e.msg);
+  cr_assert_eq(pg_model_engine(m), &cpu);
+  same_params(m, ref, what);
+  expect_model(m, b, a);
+  pg_model_free(m);
+  pgremote *r = pgremote_new(1);
+  cr_assert_eq(pg_model_load_artifact_on(&m, a, NULL, &r->outer, &e), PG_OK, "%s: %s", what,
+               e.msg);
+  size_t nq;
+  const size_t up = quantized_upload(a, &nq);
+  cr_assert_eq(r->downloads, 0, "%s: the load brought values back to the host", what);
+  cr_assert_eq(r->dequants, nq, "%s: %zu tensors dequantized on the engine, %zu quantized", what,
+               r->dequants, nq);
+  cr_assert_eq(r->upload_bytes, up, "%s: %zu bytes went up, %zu expected", what, r->upload_bytes,
+               up);
+  /* a copy (pgverify's fp32 figure, its further engines) comes straight down into the copy */
+  pg_model *c;
+  cr_assert_eq(pg_model_create(&c, pg_model_arch(m), &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_model_copy_params(c, m, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(r->downloads, 1, "%s: the copy comes in one download", what);
+  same_params(c, ref, what);
+  pg_model_free(c);
+  same_params(m, ref, what);
+  cr_assert_eq(r->downloads, 2, "%s: the host copy comes in one download", what);
+  expect_model(m, b, a);
+  pg_model_free(m);
+  cr_assert_eq(r->live, 0);
+  pgremote_free(r);
+  pg_model_free(ref);
+  pg_artifact_free(a);
+}
+
+/* Every qtype, packing, scale kind and LQER rank, with quant layout 2 (transposed, row-permuted)
+ * and without: the engines' loads are the host path's bits. */
+Test(on, every_scheme_and_layout_same_bits) {
+  for (int layout2 = 0; layout2 < 2; layout2++)
+    for (int shift = 0; shift < (int)N_SCHEMES; shift++) {
+      cfg c = {.meta_arch = ARCH, .shift = shift, .squeeze = shift % 3 == 1, .layout2 = layout2};
+      built b;
+      build(&c, &b);
+      char what[64];
+      snprintf(what, sizeof what, "shift %d layout %d", shift, layout2 + 1);
+      if (layout2) { /* the artifact holds what the case is about */
+        pg_artifact *a = open_built(&b);
+        int cols = 0, perm = 0, lqer = 0;
+        for (uint32_t i = 0; i < pg_artifact_tensor_count(a); i++) {
+          const pg_tensor_info *t = pg_artifact_tensor(a, i);
+          cols += t->order == PG_ORDER_COLS;
+          perm += t->perm == PG_PERM_STORED;
+          lqer += t->lqer_rank > 0 && t->order == PG_ORDER_COLS;
+        }
+        cr_assert(cols && perm, "%s: %d transposed, %d permuted", what, cols, perm);
+        if (shift == 0) cr_assert(lqer, "%s: no transposed tensor with LQER", what);
+        pg_artifact_free(a);
+      }
+      expect_on_engines(&b, what);
+      built_free(&b);
+    }
+}
+
+/* A refusal reads the same on every path: status and line (a non-finite weight found from the
+ * quantized parts, the first one in canonical order, after every decoding fault). */
+static void same_refusal(const cfg *c) {
+  built b;
+  build(c, &b);
+  pg_artifact *a = open_built(&b);
+  pg_err e0, e1, e2;
+  pg_model *m = NULL;
+  const int want = pg_model_load_artifact(&m, a, &e0);
+  cr_assert_neq(want, PG_OK);
+  pg_engine cpu = pg_engine_cpu(1);
+  cr_assert_eq(pg_model_load_artifact_on(&m, a, NULL, &cpu, &e1), want, "%s", e1.msg);
+  cr_assert_null(m);
+  cr_assert_str_eq(e1.msg, e0.msg);
+  pgremote *r = pgremote_new(1);
+  cr_assert_eq(pg_model_load_artifact_on(&m, a, NULL, &r->outer, &e2), want, "%s", e2.msg);
+  cr_assert_null(m);
+  cr_assert_str_eq(e2.msg, e0.msg);
+  cr_assert_eq(r->live, 0, "the model's engine memory is freed");
+  pgremote_free(r);
+  pg_artifact_free(a);
+  built_free(&b);
+}
+
+Test(on, refusals_read_the_same) {
+  const cfg cs[] = {
+      {.meta_arch = ARCH, .poison = "blocks.1.mlp_scale", .poison_value = NAN},
+      {.meta_arch = ARCH, .inf_scale = "blocks.0.mlp.fc.weight"},
+      /* both: the first in canonical order wins, whichever kind it is */
+      {.meta_arch = ARCH, .inf_scale = "blocks.0.mlp.fc.weight", .poison = "tok_emb.weight",
+       .poison_value = INFINITY},
+      {.meta_arch = ARCH, .inf_scale = "tok_emb.weight", .poison = "blocks.1.attn.c_q.weight",
+       .poison_value = NAN, .layout2 = 1},
+      {.meta_arch = ARCH, .drop = "blocks.1.mlp.proj.weight"},
+      {.meta_arch = ARCH, .extra = "not.a.tensor"},
+      {.meta_arch = ARCH, .transpose = "blocks.0.mlp.fc.weight"},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) same_refusal(&cs[i]);
 }
 
 /* ---- safetensors ---- */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "pg_ops_cpu.h"
+#include "pg_qtype.h"
 
 #define PG_ENGINE_ALIGN 64
 
@@ -82,6 +83,33 @@ void pg_engine_copy(pg_engine *e, void *dst, const void *src, size_t bytes) {
   if (bytes && dst != src) e->mem_copy(e, dst, src, bytes);
 }
 
+/* The reference dequantization of t into host memory out (format/pg_qtype.c). */
+static void dequant_host(const pg_engine_qtensor *t, float *out) {
+  pg_dequant_rows(t->q, t->scales, t->rows, t->cols, out);
+  if (t->lqer_rank)
+    pg_lqer_apply(out, t->rows, t->cols, t->lqer_rank, t->lqer_a, t->lqer_a_scale, t->lqer_b,
+                  t->lqer_b_scales);
+}
+
+void pg_engine_dequant(pg_engine *e, float *dst, const pg_engine_qtensor *t) {
+  const uint64_t n = t->rows * t->cols;
+  if (n == 0) return;
+  if (e->mem_dequant) {
+    e->mem_dequant(e, dst, t);
+    return;
+  }
+  /* an engine without a dequantization of its own: the reference on the host, uploaded */
+  float *h = n <= SIZE_MAX / sizeof *h ? malloc((size_t)n * sizeof *h) : NULL;
+  if (!h) {
+    pg_engine_fail(e, PG_E_NOMEM, "%s engine: out of memory (%llu floats to dequantize)",
+                   e->info.name, (unsigned long long)n);
+    return;
+  }
+  dequant_host(t, h);
+  pg_engine_upload(e, dst, h, (size_t)n * sizeof *h);
+  free(h);
+}
+
 void *pg_engine_scratch_try(pg_engine *e, int slot, size_t bytes) {
   if (slot < 0 || slot >= PG_ENGINE_SCRATCH_SLOTS) return NULL;
   if (e->scratch_fn) return e->scratch_fn(e, slot, bytes);
@@ -151,6 +179,12 @@ static void cpu_memcpy(pg_engine *e, void *dst, const void *src, size_t bytes) {
 static void cpu_zero(pg_engine *e, void *dst, size_t bytes) {
   (void)e;
   memset(dst, 0, bytes);
+}
+
+/* The CPU engine's memory is the host's: the reference writes the parameters in place. */
+static void cpu_dequant(pg_engine *e, float *dst, const pg_engine_qtensor *t) {
+  (void)e;
+  dequant_host(t, dst);
 }
 
 /* The CPU engine's scratch is per thread (each op runs on the calling thread and the pool's
@@ -225,6 +259,7 @@ pg_engine pg_engine_cpu(int nthreads) {
   e.mem_download = cpu_memcpy;
   e.mem_zero = cpu_zero;
   e.mem_copy = cpu_memcpy;
+  e.mem_dequant = cpu_dequant;
   e.scratch_fn = cpu_scratch;
   return e;
 }

@@ -40,6 +40,19 @@ extern "C" {
 
 typedef struct pg_engine pg_engine;
 
+/* One integer tensor in its quantized form, in host memory, as a loader hands it to the engine
+ * (pg_engine_dequant, spec/engine.md §8.1): W = rows x cols, row-major. */
+typedef struct pg_engine_qtensor {
+  uint64_t rows, cols;
+  const int8_t *q;          /* rows*cols values, one per byte, in the logical row-major order */
+  const uint16_t *scales;   /* rows fp16 bit patterns, one scale per row */
+  unsigned lqer_rank;       /* 0: no LQER correction (the lqer_* fields are not read) */
+  const int8_t *lqer_a;     /* rows x rank, values in [-2, 1] */
+  uint16_t lqer_a_scale;    /* fp16 */
+  const int8_t *lqer_b;     /* rank x cols, values in [-8, 7] */
+  const uint16_t *lqer_b_scales; /* rank*cols/64 fp16, per group of 64 of B's row-major flatten */
+} pg_engine_qtensor;
+
 /* What a receipt records about the engine that computed a score. */
 typedef struct pg_engine_info {
   char name[16];     /* "cpu", "cuda" */
@@ -75,6 +88,11 @@ struct pg_engine {
   void (*mem_download)(pg_engine *e, void *dst, const void *src, size_t bytes);
   void (*mem_zero)(pg_engine *e, void *dst, size_t bytes);
   void (*mem_copy)(pg_engine *e, void *dst, const void *src, size_t bytes);
+  /* Optional: pg_engine_dequant's work (NULL: the host reference into a host buffer, uploaded).
+   * The CPU engine's is the reference itself, writing host memory: an engine made from the CPU
+   * engine with memory functions of its own sets this too (or NULL). A GPU engine's uploads the
+   * quantized bytes and runs its dequantization kernel. */
+  void (*mem_dequant)(pg_engine *e, float *dst, const pg_engine_qtensor *t);
   int (*finish)(pg_engine *e);
   void (*release)(pg_engine *e); /* frees impl (destroy calls it) */
   /* Optional: the implementation's own scratch (the CPU's, per thread); NULL: the slots below. */
@@ -156,6 +174,11 @@ void pg_engine_upload(pg_engine *e, void *dst, const void *src, size_t bytes);
 void pg_engine_download(pg_engine *e, void *dst, const void *src, size_t bytes);
 void pg_engine_zero(pg_engine *e, void *dst, size_t bytes);
 void pg_engine_copy(pg_engine *e, void *dst, const void *src, size_t bytes);
+/* Dequantize t into dst (engine memory, rows*cols fp32): the bits of the CPU reference
+ * (pg_dequant_rows, then pg_lqer_apply when lqer_rank > 0; spec/format.md §5), whichever engine
+ * computes them. t's buffers are host memory, only read, and free to reuse when the call returns.
+ * Failures (memory, a device fault) are recorded as for the other calls. */
+void pg_engine_dequant(pg_engine *e, float *dst, const pg_engine_qtensor *t);
 
 /* Scratch of at least `bytes` in slot `slot` (engine memory, 64-byte aligned, contents
  * unspecified), valid until the next call for the same slot (on the same thread, for the CPU) or

@@ -23,6 +23,7 @@ typedef double pg_real;
 #define pg_engine_download pg_engine_download_f64
 #define pg_engine_zero pg_engine_zero_f64
 #define pg_engine_copy pg_engine_copy_f64
+#define pg_engine_dequant pg_engine_dequant_f64
 #define pg_engine_scratch pg_engine_scratch_f64
 #define pg_engine_scratch_try pg_engine_scratch_try_f64
 #define pg_engine_fail pg_engine_fail_f64
@@ -82,12 +83,14 @@ typedef double pg_real;
 #define tp_attention_bf16 tp_attention_bf16_f64
 /* model */
 #define pg_model_create pg_model_create_f64
+#define pg_model_create_on pg_model_create_on_f64
 #define pg_model_free pg_model_free_f64
 #define pg_model_arch pg_model_arch_f64
 #define pg_model_tensor_count pg_model_tensor_count_f64
 #define pg_model_tensor pg_model_tensor_f64
 #define pg_model_find pg_model_find_f64
 #define pg_model_data pg_model_data_f64
+#define pg_model_data_engine pg_model_data_engine_f64
 #define pg_model_grad pg_model_grad_f64
 #define pg_model_param_count pg_model_param_count_f64
 #define pg_model_params pg_model_params_f64

@@ -207,9 +207,28 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
                     "a safetensors file holds no tokenizer; pass --tokenizer FILE.model");
     goto done;
   }
-  if ((rc = c->arch_given ? pg_weights_load_given(&m, &art, c->weights, is_art, c->arch_given, err)
-                          : pg_weights_load(&m, &art, c->weights, is_art, c->arch, err)))
+  /* the engine(s): the one place this run chooses them */
+  pg_engine cpu = pg_engine_cpu(c->threads);
+  pg_engine *one = c->engine ? c->engine : &cpu;
+  const int ne = c->nengines > 1 && c->engines ? c->nengines : 1;
+  pg_engine *const *es = ne > 1 ? c->engines : &one;
+  pg_engine *e = es[0];
+  if (ne > PG_ENGINES_MAX) {
+    rc = pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "%d engines, at most %d", ne,
+                    PG_ENGINES_MAX);
     goto done;
+  }
+  /* an artifact goes onto the first engine quantized and is dequantized there (spec/engine.md
+   * §8.1): no host copy of the parameters unless a step below asks for one */
+  {
+    pg_arch given;
+    const pg_arch *gp = c->arch_given;
+    if (!gp && c->arch) {
+      if ((rc = pg_arch_load(&given, c->arch, err))) goto done;
+      gp = &given;
+    }
+    if ((rc = pg_weights_load_on(&m, &art, c->weights, is_art, gp, e, err))) goto done;
+  }
   const pg_arch *arch = pg_model_arch(m);
   res->arch = *arch;
   /* the tokenizer: the artifact's own unless given */
@@ -230,17 +249,6 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
   res->tokens_read = vd.n;
   res->tokens_available = pg_shard_set_count(set);
   pg_val val = {.tok = vd.tok, .n = vd.n, .tables = c->bytes ? NULL : &tab, .bytes = vd.bytes};
-  /* the engine(s): the one place this run chooses them */
-  pg_engine cpu = pg_engine_cpu(c->threads);
-  pg_engine *one = c->engine ? c->engine : &cpu;
-  const int ne = c->nengines > 1 && c->engines ? c->nengines : 1;
-  pg_engine *const *es = ne > 1 ? c->engines : &one;
-  pg_engine *e = es[0];
-  if (ne > PG_ENGINES_MAX) {
-    rc = pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "%d engines, at most %d", ne,
-                    PG_ENGINES_MAX);
-    goto done;
-  }
   res->threads = e->info.threads;
   res->engine = e->info;
   res->nengines = ne;
@@ -258,8 +266,9 @@ int pg_verify_run(const pg_verify_cfg *c, pg_verify_result *res, pg_err *err) {
   }
   /* provenance: what the weights cannot show, and the record's protocol (spec/eval.md §7.1) */
   if ((rc = gather_provenance(&ps, c, is_st, art, arch, res, err))) goto done;
-  /* the fp32 figure runs on its own copy of the weights: a TTT protocol changes the model */
-  if (fig32 && ((rc = pg_model_create(&m32, arch, err)) ||
+  /* the fp32 figure runs on its own copy of the weights: a TTT protocol changes the model; the
+   * copy is made on the first engine, beside the model (no host copy, spec/engine.md §8.1) */
+  if (fig32 && ((rc = pg_model_create_on(&m32, arch, e, err)) ||
                 (rc = pg_model_copy_params(m32, m, err))))
     goto done;
   pg_model_set_precision(m, (pg_precision)c->precision);

@@ -18,7 +18,9 @@ enum { T_Q, T_K, T_V, T_O, T_MLP, T_HEAD, T_COUNT };
  * which side was last handed out for writing; the other is refreshed, in one transfer, at the
  * next point that needs it: a writable host pointer (pg_model_data, pg_model_params, ...) brings
  * the engine's values to the host, a forward pass or a writable engine pointer takes the host's
- * values to the engine. */
+ * values to the engine. A model loaded onto an engine with memory of its own
+ * (pg_model_create_on) has no host copy at first (h NULL, newer SIDE_ENGINE): the first host
+ * accessor allocates it and downloads into it. */
 enum { SIDE_BOTH = 0, SIDE_HOST = 1, SIDE_ENGINE = 2 };
 typedef struct mirror {
   pg_real *h, *d;
@@ -28,12 +30,20 @@ typedef struct mirror {
 
 static int separate(const pg_engine *e, const mirror *x) { return e && x->d && x->d != x->h; }
 
-static void to_host(pg_engine *e, mirror *x, int write) {
+/* PG_E_NOMEM (recorded in the engine) when a host copy made on demand cannot be allocated. */
+static int to_host(pg_engine *e, mirror *x, int write) {
+  if (!x->h && separate(e, x)) {
+    x->h = malloc(x->n ? x->n * sizeof *x->h : 1);
+    if (!x->h)
+      return pg_engine_fail(e, PG_E_NOMEM, "out of memory for a host copy of %zu parameters",
+                            x->n);
+  }
   if (separate(e, x) && x->newer == SIDE_ENGINE) {
     pg_engine_download(e, x->h, x->d, x->n * sizeof *x->h);
     x->newer = SIDE_BOTH;
   }
   if (write && separate(e, x)) x->newer = SIDE_HOST;
+  return PG_OK;
 }
 
 static void to_engine(pg_engine *e, mirror *x, int write) {
@@ -47,7 +57,7 @@ static void to_engine(pg_engine *e, mirror *x, int write) {
 /* Move x from engine `from` (NULL: host only) to engine e: the host copy is brought up to date,
  * the old engine copy freed, and the new one made (or aliased on a host-memory engine). */
 static int rebind(pg_engine *from, pg_engine *e, mirror *x) {
-  to_host(from, x, 0);
+  if (to_host(from, x, 0)) return PG_E_NOMEM; /* the old engine copy is all there is: kept */
   if (separate(from, x)) pg_engine_free(from, x->d);
   x->d = NULL;
   x->newer = SIDE_BOTH;
@@ -63,9 +73,9 @@ static int rebind(pg_engine *from, pg_engine *e, mirror *x) {
 }
 
 static void mirror_zero(pg_engine *e, mirror *x) {
-  if (!x->h) return;
+  if (separate(e, x)) pg_engine_zero(e, x->d, x->n * sizeof *x->d);
+  if (!x->h) return; /* no host copy yet: the engine's stays the newer */
   memset(x->h, 0, x->n * sizeof *x->h);
-  if (separate(e, x)) pg_engine_zero(e, x->d, x->n * sizeof *x->h);
   x->newer = SIDE_BOTH;
 }
 
@@ -78,7 +88,8 @@ struct pg_model {
   pg_arch_tensor *t;
   size_t nt, np;
   size_t *off;
-  pg_real *p, *g;       /* the host copies of P and G */
+  pg_real *g;           /* the host copy of G (P's is P.h, made on demand after a load onto an
+                           engine with memory of its own) */
   pg_engine *eng;       /* the engine the parameters are resident on (NULL: none yet) */
   mirror P, G;          /* parameters and gradients */
   pg_lora *last_lora;   /* the adapters of the last forward (their gradients follow its backward) */
@@ -153,9 +164,8 @@ int pg_model_create(pg_model **out, const pg_arch *a, pg_err *err) {
     m->trainable[i] = 1;
   }
   m->np = m->off[m->nt];
-  m->p = calloc(m->np ? m->np : 1, sizeof *m->p);
-  if (!m->p) goto nomem;
-  m->P = (mirror){.h = m->p, .n = m->np};
+  m->P = (mirror){.h = calloc(m->np ? m->np : 1, sizeof *m->P.h), .n = m->np};
+  if (!m->P.h) goto nomem;
 
   m->tok_emb = pg_model_find(m, "tok_emb.weight");
   m->bigram_embed = pg_model_find(m, "bigram.embed.weight");
@@ -207,7 +217,7 @@ void pg_model_free(pg_model *m) {
   free(m->obs_buf);
   free(m->t);
   free(m->off);
-  free(m->p);
+  free(m->P.h);
   free(m->g);
   free(m->trainable);
   free(m);
@@ -219,9 +229,8 @@ const pg_arch_tensor *pg_model_tensor(const pg_model *m, size_t i) {
   return i < m->nt ? &m->t[i] : NULL;
 }
 pg_real *pg_model_data(pg_model *m, size_t i) {
-  if (i >= m->nt) return NULL;
-  to_host(m->eng, &m->P, 1);
-  return m->p + m->off[i];
+  if (i >= m->nt || to_host(m->eng, &m->P, 1)) return NULL;
+  return m->P.h + m->off[i];
 }
 pg_real *pg_model_grad(pg_model *m, size_t i) {
   if (i >= m->nt || !m->g) return NULL;
@@ -230,16 +239,40 @@ pg_real *pg_model_grad(pg_model *m, size_t i) {
 }
 size_t pg_model_param_count(const pg_model *m) { return m->np; }
 pg_real *pg_model_params(pg_model *m) {
-  to_host(m->eng, &m->P, 1);
-  return m->p;
+  return to_host(m->eng, &m->P, 1) ? NULL : m->P.h;
 }
 pg_real *pg_model_grads(pg_model *m) {
   if (m->g) to_host(m->eng, &m->G, 1);
   return m->g;
 }
 const pg_real *pg_model_params_read(pg_model *m) {
-  to_host(m->eng, &m->P, 0);
-  return m->p;
+  return to_host(m->eng, &m->P, 0) ? NULL : m->P.h;
+}
+
+int pg_model_create_on(pg_model **out, const pg_arch *a, pg_engine *e, pg_err *err) {
+  PG_TRY(pg_model_create(out, a, err));
+  pg_model *m = *out;
+  if (e->host_memory) return pg_model_bind(m, e, err);
+  /* the engine copy alone, zeroed: the host copy is made when a host accessor asks for it */
+  pg_real *d = pg_engine_alloc(e, m->np * sizeof *d);
+  if (!d) {
+    pg_engine_sync(e, NULL);
+    pg_model_free(m);
+    *out = NULL;
+    return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET,
+                      "cannot place the model's %zu parameters on the %s engine", m->np,
+                      e->info.name);
+  }
+  free(m->P.h);
+  m->P = (mirror){.d = d, .n = m->np, .newer = SIDE_ENGINE};
+  m->eng = e;
+  return PG_OK;
+}
+
+pg_real *pg_model_data_engine(pg_model *m, size_t i) {
+  if (i >= m->nt || !m->eng) return NULL;
+  to_engine(m->eng, &m->P, 1);
+  return m->P.d + m->off[i];
 }
 
 int pg_model_bind(pg_model *m, pg_engine *e, pg_err *err) {
@@ -262,8 +295,8 @@ int pg_model_bind(pg_model *m, pg_engine *e, pg_err *err) {
 pg_engine *pg_model_engine(const pg_model *m) { return m->eng; }
 
 void pg_model_to_host(pg_model *m) {
-  to_host(m->eng, &m->P, 1);
-  if (m->g) to_host(m->eng, &m->G, 1);
+  (void)to_host(m->eng, &m->P, 1);
+  if (m->g) (void)to_host(m->eng, &m->G, 1);
 }
 
 pg_real *pg_model_params_engine(pg_model *m) {
@@ -305,12 +338,13 @@ void pg_model_freeze_blocks(pg_model *m, int k) {
 }
 
 int pg_model_check_finite(pg_model *m, const char *file, pg_err *err) {
-  to_host(m->eng, &m->P, 0);
+  const pg_real *p = pg_model_params_read(m);
+  if (!p) return pg_engine_sync(m->eng, err);
   for (size_t i = 0; i < m->nt; i++)
     for (size_t j = m->off[i]; j < m->off[i + 1]; j++)
-      if (!isfinite((double)m->p[j]))
+      if (!isfinite((double)p[j]))
         return pg_err_set(err, PG_E_ARG, file, PG_NO_OFFSET, "tensor %s: element %zu is %s",
-                          m->t[i].name, j - m->off[i], isnan((double)m->p[j]) ? "NaN" : "infinite");
+                          m->t[i].name, j - m->off[i], isnan((double)p[j]) ? "NaN" : "infinite");
   return PG_OK;
 }
 
@@ -320,10 +354,19 @@ int pg_model_copy_params(pg_model *dst, pg_model *src, pg_err *err) {
   if (dst->eng && dst->eng == src->eng && !dst->eng->host_memory) {
     /* both on one engine: an engine copy, no round trip through the host */
     pg_engine_copy(dst->eng, pg_model_params_engine(dst), pg_model_params_engine(src),
-                   src->np * sizeof *src->p);
+                   src->np * sizeof *src->P.h);
     return PG_OK;
   }
-  memcpy(pg_model_params(dst), pg_model_params_read(src), src->np * sizeof *src->p);
+  pg_real *d = pg_model_params(dst);
+  if (!d) return pg_engine_sync(dst->eng, err);
+  if (separate(src->eng, &src->P) && src->P.newer == SIDE_ENGINE) {
+    /* straight from src's engine: src gets no host copy for it (spec/engine.md §8.1) */
+    pg_engine_download(src->eng, d, src->P.d, src->np * sizeof *d);
+    return PG_OK;
+  }
+  const pg_real *s = pg_model_params_read(src);
+  if (!s) return pg_engine_sync(src->eng, err);
+  memcpy(d, s, src->np * sizeof *d);
   return PG_OK;
 }
 

@@ -23,6 +23,10 @@ typedef struct pg_model pg_model;
 
 /* A model with every parameter zero. The arch is validated (and copied). */
 int pg_model_create(pg_model **out, const pg_arch *a, pg_err *err);
+/* The same, placed on engine e (which must outlive the model or its next bind): on an engine with
+ * memory of its own the parameters are engine memory only, zeroed, with no host copy until a host
+ * accessor asks for one; a loader fills them through pg_model_data_engine (spec/engine.md §8.1). */
+int pg_model_create_on(pg_model **out, const pg_arch *a, pg_engine *e, pg_err *err);
 void pg_model_free(pg_model *m);
 const pg_arch *pg_model_arch(const pg_model *m);
 
@@ -39,7 +43,9 @@ long pg_model_find(const pg_model *m, const char *name);
  * next forward pass (or pg_model_params_engine) takes the host's values back (one upload).
  * So loaders, checkpoints, packing and calibration read and write the host copy, and the
  * forward, backward and optimizers work on the engine copy, with no other copies. A host
- * pointer is valid until the model next runs or an engine pointer is taken. */
+ * pointer is valid until the model next runs or an engine pointer is taken. A model made by
+ * pg_model_create_on an engine with memory of its own gets its host copy at the first host
+ * accessor, which allocates it (NULL, with PG_E_NOMEM recorded in the engine, when it cannot). */
 pg_real *pg_model_data(pg_model *m, size_t i);
 /* NULL until pg_model_enable_grads. */
 pg_real *pg_model_grad(pg_model *m, size_t i);
@@ -60,6 +66,8 @@ pg_engine *pg_model_engine(const pg_model *m);
 /* Writable engine pointers to all parameters / gradients (for optimizers running on the engine);
  * NULL before the model is bound (or without gradients). Valid until a host pointer is taken. */
 pg_real *pg_model_params_engine(pg_model *m);
+/* The same for tensor i alone (NULL when unbound or i is out of range). */
+pg_real *pg_model_data_engine(pg_model *m, size_t i);
 pg_real *pg_model_grads_engine(pg_model *m);
 
 /* Allocate (zeroed) gradients for every parameter; idempotent. */

@@ -6,6 +6,7 @@
 #include "pg_weights.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,159 @@ int pg_model_load_artifact_arch(pg_model **out, pg_artifact *a, const pg_arch *g
   return rc;
 }
 
+/* ---- an artifact loaded onto an engine (spec/engine.md §8.1) --------------------------------- */
+
+/* Host buffers for one integer tensor's quantized parts, grown to the largest tensor. */
+typedef struct qbufs {
+  int8_t *q, *qa, *qb;
+  uint16_t *sc, *sb;
+  float *f; /* a tensor the host dequantizes */
+  size_t nq, nqa, nqb, nsc, nsb, nf;
+} qbufs;
+
+static int grow(void **p, size_t *cap, size_t n, size_t size) {
+  if (n <= *cap && *p) return PG_OK;
+  void *q = realloc(*p, n ? n * size : 1);
+  if (!q) return PG_E_NOMEM;
+  *p = q;
+  *cap = n;
+  return PG_OK;
+}
+
+static void qbufs_free(qbufs *b) {
+  free(b->q);
+  free(b->qa);
+  free(b->qb);
+  free(b->sc);
+  free(b->sb);
+  free(b->f);
+}
+
+static int finite_f16(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
+
+/* The first NaN or infinity of v[0..n) as the loaders report it (pg_model_check_finite). */
+static int check_finite(const float *v, uint64_t n, const char *file, const char *name,
+                        pg_err *err) {
+  for (uint64_t j = 0; j < n; j++)
+    if (!isfinite(v[j]))
+      return pg_err_set(err, PG_E_ARG, file, PG_NO_OFFSET, "tensor %s: element %zu is %s", name,
+                        (size_t)j, isnan(v[j]) ? "NaN" : "infinite");
+  return PG_OK;
+}
+
+/* Tensor ai of the artifact into engine memory dst (model tensor `name`). An integer tensor with
+ * row scales goes up quantized and the engine dequantizes it; any other (floats, one fp32 scale)
+ * is dequantized on the host and goes up as fp32. *bad gets the finiteness fault of this tensor,
+ * as pg_model_check_finite would word it, when *bad is still PG_OK: every value is finite when
+ * every fp16 scale is (|q·s| <= 128 · 65504, and the LQER term is bounded likewise), so only a
+ * tensor with a non-finite scale is dequantized on the host to find its first bad element. */
+static int fill_on(pg_artifact *a, uint32_t ai, pg_engine *e, float *dst, const char *name,
+                   qbufs *b, int *bad, pg_err *bad_err, pg_err *err) {
+  const char *file = pg_artifact_name(a);
+  const pg_tensor_info *t = pg_artifact_tensor(a, ai);
+  const uint64_t n = t->numel;
+  const int quant = pg_qtype_is_int(t->qtype) && t->scale_kind == PG_SCALE_ROW_F16;
+  if (!quant) {
+    PG_FAIL_IF(grow((void **)&b->f, &b->nf, (size_t)n, sizeof *b->f), err, PG_E_NOMEM, file,
+               PG_NO_OFFSET, "tensor '%s': out of memory for %llu floats", t->name,
+               (unsigned long long)n);
+    PG_TRY(pg_artifact_tensor_dequant(a, ai, b->f, err));
+    if (*bad == PG_OK) *bad = check_finite(b->f, n, file, name, bad_err);
+    pg_engine_upload(e, dst, b->f, (size_t)n * sizeof *b->f);
+    return PG_OK;
+  }
+  const uint64_t r = t->lqer_rank, na = t->rows * r, nb = t->cols * r;
+  PG_FAIL_IF(grow((void **)&b->q, &b->nq, (size_t)n, 1) ||
+                 grow((void **)&b->sc, &b->nsc, (size_t)t->rows, sizeof *b->sc) ||
+                 grow((void **)&b->qa, &b->nqa, (size_t)na, 1) ||
+                 grow((void **)&b->qb, &b->nqb, (size_t)nb, 1) ||
+                 grow((void **)&b->sb, &b->nsb, (size_t)(nb / PG_LQER_GROUP), sizeof *b->sb),
+             err, PG_E_NOMEM, file, PG_NO_OFFSET,
+             "tensor '%s': out of memory for its %llu values", t->name, (unsigned long long)n);
+  uint16_t sa = 0;
+  PG_TRY(pg_artifact_tensor_values(a, ai, b->q, err));
+  PG_TRY(pg_artifact_tensor_row_parts(a, ai, b->sc, b->qa, &sa, b->qb, b->sb, err));
+  const pg_engine_qtensor q = {.rows = t->rows, .cols = t->cols, .q = b->q, .scales = b->sc,
+                               .lqer_rank = (unsigned)r, .lqer_a = b->qa, .lqer_a_scale = sa,
+                               .lqer_b = b->qb, .lqer_b_scales = b->sb};
+  pg_engine_dequant(e, dst, &q);
+  if (*bad != PG_OK) return PG_OK;
+  int finite = 1;
+  for (uint64_t k = 0; k < t->rows; k++) finite &= finite_f16(b->sc[k]);
+  if (r) {
+    finite &= finite_f16(sa);
+    for (uint64_t g = 0; g < nb / PG_LQER_GROUP; g++) finite &= finite_f16(b->sb[g]);
+  }
+  if (finite) return PG_OK;
+  PG_FAIL_IF(grow((void **)&b->f, &b->nf, (size_t)n, sizeof *b->f), err, PG_E_NOMEM, file,
+             PG_NO_OFFSET, "tensor '%s': out of memory for %llu floats", t->name,
+             (unsigned long long)n);
+  PG_TRY(pg_artifact_tensor_dequant(a, ai, b->f, err));
+  *bad = check_finite(b->f, n, file, name, bad_err);
+  return PG_OK;
+}
+
+/* load() for an artifact onto engine e: the same checks first, then every tensor in canonical
+ * order through fill_on; decoding faults first, then the first non-finite weight, then a fault
+ * of the engine, as the host path reports them. */
+static int load_on(pg_model **out, const pg_arch *arch, src *s, pg_engine *e, pg_err *err) {
+  *out = NULL;
+  pg_arch_tensor *t;
+  size_t nt, *from;
+  PG_TRY(plan(arch, s, &t, &nt, &from, err));
+  pg_model *m = NULL;
+  qbufs b = {0};
+  pg_err bad_err;
+  int bad = PG_OK;
+  int rc = pg_model_create_on(&m, arch, e, err);
+  if (rc) {
+    rc = with_file(err, rc, s->file);
+    goto done;
+  }
+  for (size_t i = 0; i < nt && rc == PG_OK; i++) {
+    const pg_arch_tensor *mt = pg_model_tensor(m, i);
+    if (strcmp(mt->name, t[i].name) != 0) { /* the model keeps the arch's canonical order */
+      rc = pg_err_set(err, PG_E_ARG, s->file, PG_NO_OFFSET, "tensor %s: model order differs",
+                      t[i].name);
+      break;
+    }
+    rc = fill_on(s->a, (uint32_t)from[i], e, pg_model_data_engine(m, i), t[i].name, &b, &bad,
+                 &bad_err, err);
+  }
+  pg_err dev_err;
+  const int dev = pg_engine_sync(e, &dev_err);
+  if (rc == PG_OK && bad != PG_OK) {
+    rc = bad;
+    if (err) *err = bad_err;
+  }
+  if (rc == PG_OK && dev != PG_OK) rc = pg_err_set(err, dev, s->file, PG_NO_OFFSET,
+                                                   "loading the weights: %s", dev_err.msg);
+done:
+  qbufs_free(&b);
+  if (rc) {
+    pg_model_free(m);
+    m = NULL;
+  }
+  *out = m;
+  free(from);
+  free(t);
+  return rc;
+}
+
+int pg_model_load_artifact_on(pg_model **out, pg_artifact *a, const pg_arch *given,
+                              pg_engine *e, pg_err *err) {
+  if (!e) return pg_model_load_artifact_arch(out, a, given, err);
+  PG_FAIL_IF(!out || !a, err, PG_E_ARG, NULL, PG_NO_OFFSET,
+             "pg_model_load_artifact_on: NULL argument");
+  *out = NULL;
+  pg_arch arch;
+  src s;
+  PG_TRY(artifact_src(a, given, &arch, &s, err));
+  const int rc = load_on(out, &arch, &s, e, err);
+  pg_artifact_trim(a); /* the model holds the weights now: the decoded sections can go */
+  return rc;
+}
+
 int pg_weights_check_artifact(pg_artifact *a, pg_err *err) {
   PG_FAIL_IF(!a, err, PG_E_ARG, NULL, PG_NO_OFFSET, "pg_weights_check_artifact: NULL argument");
   pg_arch arch;
@@ -374,11 +528,16 @@ int pg_weights_load(pg_model **m, pg_artifact **art, const char *path, int is_ar
 
 int pg_weights_load_given(pg_model **m, pg_artifact **art, const char *path, int is_artifact,
                           const pg_arch *given, pg_err *err) {
+  return pg_weights_load_on(m, art, path, is_artifact, given, NULL, err);
+}
+
+int pg_weights_load_on(pg_model **m, pg_artifact **art, const char *path, int is_artifact,
+                       const pg_arch *given, pg_engine *e, pg_err *err) {
   *m = NULL;
   *art = NULL;
   if (!is_artifact) return pg_model_load_checkpoint(m, given, path, err);
   PG_TRY(pg_artifact_open(art, path, NULL, err));
-  return pg_model_load_artifact_arch(m, *art, given, err);
+  return pg_model_load_artifact_on(m, *art, given, e, err);
 }
 
 char *pg_weights_meta(const char *path, pg_artifact *art, const char *key) {

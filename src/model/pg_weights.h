@@ -33,6 +33,16 @@ int pg_model_load_artifact(pg_model **out, pg_artifact *a, pg_err *err);
 int pg_model_load_artifact_arch(pg_model **out, pg_artifact *a, const pg_arch *given,
                                 pg_err *err);
 
+/* pg_model_load_artifact_arch onto engine e (NULL: that function, the model on the host): the
+ * model is made on e (pg_model_create_on) and each integer tensor with row scales goes up in its
+ * quantized form (one byte per value, its scales and LQER factors) for e to dequantize
+ * (pg_engine_dequant), the other tensors as fp32; the parameters are the same bits, the checks,
+ * statuses and messages the same, and on an engine with memory of its own the host gets no copy
+ * of the parameters until it asks for one (spec/engine.md §8.1). A fault of the engine is its
+ * status, in a line naming the file. */
+int pg_model_load_artifact_on(pg_model **out, pg_artifact *a, const pg_arch *given,
+                              pg_engine *e, pg_err *err);
+
 /* The structure checks of pg_model_load_artifact without loading: the artifact's "arch.json"
  * parses, and its tensors are exactly the arch's with compatible shapes (spec/load.md §3). */
 int pg_weights_check_artifact(pg_artifact *a, pg_err *err);
@@ -76,6 +86,10 @@ int pg_weights_load(pg_model **m, pg_artifact **art, const char *path, int is_ar
 /* pg_weights_load with the arch given as a struct (may be NULL), e.g. a preset's. */
 int pg_weights_load_given(pg_model **m, pg_artifact **art, const char *path, int is_artifact,
                           const pg_arch *given, pg_err *err);
+/* pg_weights_load_given with an artifact loaded onto engine e (pg_model_load_artifact_on; NULL:
+ * the host). A safetensors file is loaded on the host as ever. */
+int pg_weights_load_on(pg_model **m, pg_artifact **art, const char *path, int is_artifact,
+                       const pg_arch *given, pg_engine *e, pg_err *err);
 /* A string metadata value of weights: the artifact's entry (art not NULL), else the safetensors
  * file's "__metadata__" (path). A malloc'd copy, or NULL when absent, not a string, or
  * unreadable (the loader has read the file already and reports its faults). */

@@ -1,7 +1,10 @@
 /* fuzz_load.c: libFuzzer target for the artifact loader (spec/load.md): open the bytes as an
  * artifact and load a model from it. A refusal must carry a status and a one-line message and
  * leave no model; a loaded model must hold exactly the artifact's tensors, finite, each equal to
- * the reader's own dequantization bit for bit. Every broken invariant aborts. */
+ * the reader's own dequantization bit for bit. Loaded onto the CPU engine (the engine path of
+ * spec/engine.md §8.1: the quantized parts decoded apart, dequantized by the engine, finiteness
+ * decided from the scales), the same status and message, or the same parameters bit for bit.
+ * Every broken invariant aborts. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,14 +42,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     pg_artifact_free(a);
     return 0;
   }
-  pg_model *m = NULL;
+  pg_model *m = NULL, *me = NULL;
   const int rc = pg_model_load_artifact(&m, a, &err);
+  pg_engine cpu = pg_engine_cpu(1);
+  pg_err err2;
+  const int rc2 = pg_model_load_artifact_on(&me, a, NULL, &cpu, &err2);
+  if (rc2 != rc || (rc2 != PG_OK && (me || strcmp(err2.msg, err.msg)))) abort();
   if (rc != PG_OK) {
     if (m || err.status != rc) abort();
     check_line(&err);
     pg_artifact_free(a);
     return 0;
   }
+  if (memcmp(pg_model_params_read(m), pg_model_params_read(me),
+             pg_model_param_count(m) * sizeof(float)))
+    abort();
+  pg_model_free(me);
   if (pg_model_tensor_count(m) != pg_artifact_tensor_count(a) || pg_model_param_count(m) != held)
     abort();
   for (size_t i = 0; i < pg_model_tensor_count(m); i++) {
