@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "pg_ops_cpu.h"
 
@@ -132,10 +131,9 @@ void pg_engine_destroy(pg_engine *e) {
 
 /* Zeroed by calloc, which writes nothing to fresh pages from the system (they are zero
  * already): a large block is neither zeroed twice nor touched before an op first writes it. The
- * calloc'd block starts before the aligned pointer, which keeps its address just below. Blocks
- * of several MiB (the tape's arena, the ops' scratch) ask for transparent huge pages where the
- * system has them: one fault per 2 MiB instead of per 4 KiB. */
-#define PG_ENGINE_HUGE ((size_t)4 << 20)
+ * calloc'd block starts before the aligned pointer, which keeps its address just below.
+ * (Transparent huge pages were tried for the large blocks: fewer faults, but the kernel then
+ * clears whole 2 MiB pages, and on the benchmark's machine that cost more than it saved.) */
 static void *cpu_alloc(pg_engine *e, size_t bytes) {
   (void)e;
   size_t n = (bytes + PG_ENGINE_ALIGN - 1) / PG_ENGINE_ALIGN * PG_ENGINE_ALIGN;
@@ -145,13 +143,6 @@ static void *cpu_alloc(pg_engine *e, size_t bytes) {
   if (!raw) return NULL;
   unsigned char *p = raw + PG_ENGINE_ALIGN - (uintptr_t)raw % PG_ENGINE_ALIGN;
   memcpy(p - sizeof raw, &raw, sizeof raw);
-#ifdef MADV_HUGEPAGE
-  if (n >= PG_ENGINE_HUGE) {
-    const uintptr_t page = (uintptr_t)2 << 20, a = ((uintptr_t)p + page - 1) / page * page,
-                    z = ((uintptr_t)p + n) / page * page;
-    if (z > a) (void)madvise((void *)a, z - a, MADV_HUGEPAGE); /* a hint: failure is harmless */
-  }
-#endif
   return p;
 }
 
