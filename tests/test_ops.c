@@ -1099,6 +1099,25 @@ Test(ops, parallel_for_pool_chunks_nested_and_concurrent) {
   for (int i = 0; i < 37; i++) cr_assert(h0[i] == 200 && h1[i] == 200, "index %d", i);
 }
 
+/* Chunks of a grain: each index once, the chunks aligned to the grain (spec/engine.md §3). */
+Test(ops, parallel_for_grain_covers_each_index_once_in_its_chunks) {
+  int hits[40];
+  for (size_t n = 0; n <= 40; n++)
+    for (size_t g = 0; g <= 9; g++)
+      for (int th = 1; th <= 4; th++) {
+        memset(hits, 0, sizeof hits);
+        pg_parallel_for_grain(n, g, count_range, hits, th);
+        for (size_t i = 0; i < n; i++)
+          cr_assert_eq(hits[i], 1, "n=%zu grain=%zu threads=%d index %zu", n, g, th, i);
+      }
+  /* 23 indices in chunks of 3 on 2 threads: [0, 3), [3, 6), …, [21, 23) */
+  chunk_log l = {.n = 0, .m = PTHREAD_MUTEX_INITIALIZER};
+  pg_parallel_for_grain(23, 3, log_chunk, &l, 2);
+  cr_assert_eq(l.n, 8);
+  for (int j = 0; j < 8; j++)
+    cr_assert(l.b[j] % 3 == 0 && l.e[j] == (l.b[j] + 3 < 23 ? l.b[j] + 3 : 23), "chunk %d", j);
+}
+
 /* ---- the model's pieces: chanlerp, rowmul, tanh, embed, cols, expand -------------------------- */
 
 typedef struct {

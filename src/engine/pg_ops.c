@@ -467,10 +467,12 @@ static double bf(double v) { return (double)pg_bf16_round((float)v); }
  * 2, fp32) / rot))`, then `outer(t, inv_freq)`, all fp32): an fp32 exponent, an fp32 power, its
  * fp32 reciprocal (not the power of the negated exponent: that rounds once instead of twice and
  * differs from the records' table by an ulp in 3 of the 8 frequencies of rot 16), fp32 product. */
-static double rope_angle(int32_t pos, int i, int rot, float base) {
+static float rope_inv_freq(int i, int rot, float base) {
   float ex = (float)(2 * i) / (float)rot;
   float p = (float)pow((double)base, (double)ex);
-  float inv_freq = 1.0f / p;
+  return 1.0f / p;
+}
+static double rope_angle(int32_t pos, float inv_freq) {
   float theta = (float)pos * inv_freq;
   return (double)theta;
 }
@@ -481,11 +483,16 @@ static void rope_rows(void *p, size_t b, size_t end) {
   enum { TB = 128 };
   int half = c->rot / 2;
   double cst[TB], snt[TB]; /* cos, sin of a position's angles i0 … i0 + TB − 1, for every head */
+  float invf[TB];           /* the frequencies of pairs inv_i0 … inv_i0 + TB − 1 */
+  int inv_i0 = -1;
   for (size_t t = b; t < end; t++) {
     for (int i0 = 0; i0 < half; i0 += TB) {
       int i1 = half - i0 < TB ? half : i0 + TB;
+      if (inv_i0 != i0) /* once per call when half ≤ TB */
+        for (int i = i0; i < i1; i++) invf[i - i0] = rope_inv_freq(i, c->rot, c->base);
+      inv_i0 = i0;
       for (int i = i0; i < i1; i++) {
-        double th = rope_angle(c->pos[t], i, c->rot, c->base);
+        double th = rope_angle(c->pos[t], invf[i - i0]);
         cst[i - i0] = cos(th), snt[i - i0] = sin(th);
       }
       for (int h = 0; h < c->H; h++) {
@@ -693,7 +700,7 @@ static void attn_fwd_rows(void *p, size_t b, size_t end) {
  *   the few keys only the later positions see (so every row still takes its keys in order);
  * - out = fp32(acc / den).
  * Which unit a thread runs changes no value; units are ordered so contiguous chunks of them
- * cost about the same under the causal mask. */
+ * cost about the same under the causal mask, and are handed out in small chunks. */
 #if defined(MM_HAVE_AVX2) && !defined(PG_REAL_F64)
 #define ATT_QB 8
 #define ATT_KB 12
@@ -1011,7 +1018,9 @@ static void cpu_attention_fwd(const pg_ops *e, pg_real *out, const pg_real *q, c
     if (a.kt) {
       a.vp = a.kt + n;
       pg_parallel_for((size_t)Hkv, attn_pack_groups, &a, e->nthreads);
-      pg_parallel_for((size_t)a.nqb * (size_t)Hkv, attn_fwd_tiles_avx2, &a, e->nthreads);
+      /* the units' costs differ (the causal mask): small chunks, claimed as threads free up */
+      pg_parallel_for_grain((size_t)a.nqb * (size_t)Hkv, 4 * (size_t)Hkv, attn_fwd_tiles_avx2, &a,
+                            e->nthreads);
       return;
     }
   }

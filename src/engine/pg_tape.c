@@ -72,7 +72,8 @@ struct pg_tape {
 
 /* ---- arena ----------------------------------------------------------------------------------- */
 
-static void *arena_alloc(arena *ar, size_t bytes) {
+/* zero: 0 for memory its first user overwrites whole (a forward op's output) */
+static void *arena_alloc_z(arena *ar, size_t bytes, int zero) {
   bytes = (bytes + PG_TAPE_ALIGN - 1) / PG_TAPE_ALIGN * PG_TAPE_ALIGN;
   if (bytes == 0) bytes = PG_TAPE_ALIGN;
   while (ar->cur < ar->nb) {
@@ -80,7 +81,7 @@ static void *arena_alloc(arena *ar, size_t bytes) {
     if (b->cap - b->used >= bytes) {
       void *p = b->p + b->used;
       b->used += bytes;
-      pg_engine_zero(ar->e, p, bytes);
+      if (zero) pg_engine_zero(ar->e, p, bytes);
       return p;
     }
     if (ar->cur + 1 < ar->nb) {
@@ -105,6 +106,8 @@ static void *arena_alloc(arena *ar, size_t bytes) {
   ar->cur = at;
   return mem;
 }
+
+static void *arena_alloc(arena *ar, size_t bytes) { return arena_alloc_z(ar, bytes, 1); }
 
 static void arena_reset(arena *ar) {
   for (size_t i = 0; i < ar->nb; i++) ar->b[i].used = 0;
@@ -223,14 +226,15 @@ void *pg_tape_scratch(pg_tape *tp, size_t bytes) {
   return p;
 }
 
-static pg_t alloc_t(pg_tape *tp, arena *ar, size_t n, int with_grad) {
+/* zero: whether the values are zeroed (gradients always are) */
+static pg_t alloc_t(pg_tape *tp, arena *ar, size_t n, int with_grad, int zero) {
   pg_t t = {0};
   if (adopt(tp)) return t;
   if (n > SIZE_MAX / sizeof(pg_real) / 2) {
     pg_tape_fail(tp, PG_E_LIMIT, "tensor of %zu elements is too large", n);
     return t;
   }
-  t.v = arena_alloc(ar, n * sizeof(pg_real));
+  t.v = arena_alloc_z(ar, n * sizeof(pg_real), zero);
   if (t.v && with_grad) t.g = arena_alloc(ar, n * sizeof(pg_real));
   if (!t.v || (with_grad && !t.g)) {
     pg_tape_fail(tp, PG_E_NOMEM, "out of memory (a tensor of %zu elements)", n);
@@ -240,8 +244,8 @@ static pg_t alloc_t(pg_tape *tp, arena *ar, size_t n, int with_grad) {
   return t;
 }
 
-pg_t pg_t_new(pg_tape *tp, size_t n) { return alloc_t(tp, &tp->act, n, tp->grad); }
-pg_t pg_t_keep(pg_tape *tp, size_t n) { return alloc_t(tp, &tp->keep, n, tp->grad); }
+pg_t pg_t_new(pg_tape *tp, size_t n) { return alloc_t(tp, &tp->act, n, tp->grad, 1); }
+pg_t pg_t_keep(pg_tape *tp, size_t n) { return alloc_t(tp, &tp->keep, n, tp->grad, 1); }
 
 pg_t pg_t_const(const pg_real *v, size_t n) {
   pg_t t = {.v = (pg_real *)v, .g = NULL, .n = n};
@@ -275,9 +279,11 @@ static void record(pg_tape *tp, const node *nd) {
   tp->nodes[tp->nn++] = *nd;
 }
 
-/* An op's output: a gradient buffer only when an input has one. */
+/* An op's output: a gradient buffer only when an input has one. Its values are not zeroed: a
+ * forward op overwrites its output (spec/engine.md §1), and zeroing first costs a pass over
+ * memory (the first touch of fresh pages, on the calling thread alone). */
 static pg_t out_for(pg_tape *tp, size_t n, pg_t a, pg_t b, pg_t c) {
-  return alloc_t(tp, &tp->act, n, tp->grad && (a.g || b.g || c.g));
+  return alloc_t(tp, &tp->act, n, tp->grad && (a.g || b.g || c.g), 0);
 }
 
 static const pg_t NONE = {0};
@@ -461,7 +467,8 @@ pg_t tp_tanh(pg_tape *tp, pg_t x) {
 }
 
 pg_t tp_scale(pg_tape *tp, pg_t x, float a) {
-  pg_t y = out_for(tp, x.n, x, NONE, NONE);
+  /* axpy adds onto its output: zeroed values */
+  pg_t y = alloc_t(tp, &tp->act, x.n, tp->grad && x.g, 1);
   if (!y.v) return NONE;
   tp->e->ops.axpy(&tp->e->ops, y.v, a, x.v, x.n);
   record(tp, &(node){.kind = K_SCALE, .o = y, .a = x, .f = a});

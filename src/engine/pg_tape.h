@@ -6,7 +6,8 @@
  * Memory: every tensor a tp_* call makes lives in the tape's arena until pg_tape_reset (or a
  * pg_tape_release to an earlier mark, for inference). On a recording tape each tensor also gets
  * a zeroed gradient buffer of the same size; a tensor whose g is NULL takes no gradient (a
- * constant, a frozen parameter, or any tensor of an inference tape).
+ * constant, a frozen parameter, or any tensor of an inference tape). pg_t_new and pg_t_keep zero
+ * their values; a tp_* op's output is not zeroed first, since its op writes every value.
  *
  * Every tensor is engine memory (the arena's blocks come from the engine, pg_engine.h): its values
  * are for ops, and reach the host only by pg_engine_download.

@@ -19,14 +19,25 @@ static struct {
   pg_parallel_fn fn;
   void *ctx;
   size_t n, k, next, left; /* chunks: next to claim, not yet finished */
+  size_t grain;            /* 0: k equal chunks; else chunks of grain indices */
   int nworkers;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0};
+          PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
 static void chunk_bounds(size_t n, size_t k, size_t i, size_t *b, size_t *e) {
   size_t q = n / k, r = n % k;
   *b = i * q + (i < r ? i : r);
   *e = (i + 1) * q + (i + 1 < r ? i + 1 : r);
+}
+
+/* chunk i of the current call */
+static void pool_bounds(size_t i, size_t *b, size_t *e) {
+  if (pool.grain == 0) {
+    chunk_bounds(pool.n, pool.k, i, b, e);
+    return;
+  }
+  *b = i * pool.grain;
+  *e = pool.n - *b < pool.grain ? pool.n : *b + pool.grain;
 }
 
 /* Claim and run chunks of the current call until none is left; called and returns with pool.m
@@ -36,7 +47,7 @@ static void pool_drain(void) {
     size_t i = pool.next++, b, e;
     pg_parallel_fn fn = pool.fn;
     void *ctx = pool.ctx;
-    chunk_bounds(pool.n, pool.k, i, &b, &e);
+    pool_bounds(i, &b, &e);
     pthread_mutex_unlock(&pool.m);
     fn(ctx, b, e);
     pthread_mutex_lock(&pool.m);
@@ -109,7 +120,7 @@ int pg_parallel_threads(int nthreads) {
   return nthreads > PG_PARALLEL_MAX_THREADS ? PG_PARALLEL_MAX_THREADS : nthreads;
 }
 
-void pg_parallel_for(size_t n, pg_parallel_fn fn, void *ctx, int nthreads) {
+static void parallel_for(size_t n, size_t grain, pg_parallel_fn fn, void *ctx, int nthreads) {
   if (n == 0) return;
   size_t k = (size_t)pg_parallel_threads(nthreads);
   if (k > n) k = n;
@@ -117,6 +128,8 @@ void pg_parallel_for(size_t n, pg_parallel_fn fn, void *ctx, int nthreads) {
     fn(ctx, 0, n);
     return;
   }
+  /* fewer than two chunks per thread: the equal split does as well */
+  if (grain && (n + grain - 1) / grain < 2 * k) grain = 0;
   pthread_once(&pool_once, pool_init);
   if (pthread_mutex_trylock(&pool.busy) != 0) {
     parallel_for_own(n, k, fn, ctx);
@@ -131,12 +144,21 @@ void pg_parallel_for(size_t n, pg_parallel_fn fn, void *ctx, int nthreads) {
     pthread_detach(tid);
     pool.nworkers++;
   }
-  pool.fn = fn, pool.ctx = ctx, pool.n = n, pool.k = k;
-  pool.next = 0, pool.left = k;
+  pool.fn = fn, pool.ctx = ctx, pool.n = n, pool.grain = grain;
+  pool.k = grain ? (n + grain - 1) / grain : k;
+  pool.next = 0, pool.left = pool.k;
   pool.gen++;
   pthread_cond_broadcast(&pool.wake);
   pool_drain();
   while (pool.left > 0) pthread_cond_wait(&pool.done, &pool.m);
   pthread_mutex_unlock(&pool.m);
   pthread_mutex_unlock(&pool.busy);
+}
+
+void pg_parallel_for(size_t n, pg_parallel_fn fn, void *ctx, int nthreads) {
+  parallel_for(n, 0, fn, ctx, nthreads);
+}
+
+void pg_parallel_for_grain(size_t n, size_t grain, pg_parallel_fn fn, void *ctx, int nthreads) {
+  parallel_for(n, grain, fn, ctx, nthreads);
 }

@@ -26,6 +26,12 @@ int pg_parallel_threads(int nthreads);
  * so the call never fails. Returns after every chunk is done. */
 void pg_parallel_for(size_t n, pg_parallel_fn fn, void *ctx, int nthreads);
 
+/* The same over chunks of grain indices ([i·grain, (i+1)·grain) ∩ [0, n)), each claimed in order
+ * by whichever thread is free: for units of unequal cost, where k equal chunks would leave
+ * threads waiting for the slowest. Which thread runs a chunk changes no value. grain 0, or fewer
+ * than two chunks per thread, is pg_parallel_for's split. */
+void pg_parallel_for_grain(size_t n, size_t grain, pg_parallel_fn fn, void *ctx, int nthreads);
+
 #ifdef __cplusplus
 }
 #endif

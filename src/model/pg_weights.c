@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pg_extract.h"
 #include "pg_half.h"
@@ -551,12 +552,25 @@ char *pg_weights_meta(const char *path, pg_artifact *art, const char *key) {
     }
     return s;
   }
-  pg_st *st;
+  /* Only the header is read (8-byte length, then the JSON): the whole file is a model's worth of
+   * bytes, and a verification asks for several entries. */
+  int fd;
+  uint64_t size;
   pg_err err;
-  if (pg_st_open_file(&st, path, &err) != PG_OK) return NULL;
-  const char *v = pg_st_meta_get(st, key);
-  char *s = v ? strdup(v) : NULL;
-  pg_st_free(st);
+  if (pg_file_open_read(path, &fd, &size, &err) != PG_OK) return NULL;
+  uint8_t len8[8];
+  char *hdr = NULL, *s = NULL;
+  uint64_t n = 0;
+  if (size >= 8 && pg_file_pread(fd, 0, len8, 8, path, &err) == PG_OK) n = pg_ld64(len8);
+  if (n > 0 && n <= PG_ST_MAX_HEADER && n <= size - 8 && (hdr = malloc((size_t)n)) &&
+      pg_file_pread(fd, 8, hdr, (size_t)n, path, &err) == PG_OK) {
+    json_t *root = json_loadb(hdr, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
+    const char *v = json_string_value(json_object_get(json_object_get(root, "__metadata__"), key));
+    s = v ? strdup(v) : NULL;
+    json_decref(root);
+  }
+  free(hdr);
+  close(fd);
   return s;
 }
 

@@ -91,8 +91,8 @@ int pg_weights_load_given(pg_model **m, pg_artifact **art, const char *path, int
 int pg_weights_load_on(pg_model **m, pg_artifact **art, const char *path, int is_artifact,
                        const pg_arch *given, pg_engine *e, pg_err *err);
 /* A string metadata value of weights: the artifact's entry (art not NULL), else the safetensors
- * file's "__metadata__" (path). A malloc'd copy, or NULL when absent, not a string, or
- * unreadable (the loader has read the file already and reports its faults). */
+ * file's "__metadata__" (path; only its header is read). A malloc'd copy, or NULL when absent,
+ * not a string, or unreadable (the loader has read the file already and reports its faults). */
 char *pg_weights_meta(const char *path, pg_artifact *art, const char *key);
 
 /* The artifact's tensors, dequantized (LQER included), as a safetensors file (f32, or bf16 with
