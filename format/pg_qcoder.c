@@ -333,7 +333,7 @@ static double enc_try_w(qc_enc *e, qc_params *q, uint8_t (*codes)[256]) {
           if (lo < 0) lo = (int)t;
           hi = (int)t;
           tot += h[t];
-          ent -= h[t] * log2((double)h[t]);
+          ent -= h[t] <= PM ? h[t] * e->lg[h[t]] : h[t] * log2((double)h[t]);
         }
       if (lo < 0) break; /* an empty context: any weight */
       const double cost = (ent + tot * log2(tot)) / 8 + (hi - lo);
