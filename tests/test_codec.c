@@ -326,9 +326,9 @@ Test(qc, weighted_prediction_beats_format_1) {
   cr_assert_eq(pg_qc_decode(s1, l1, back, R * C, "f", 0, &e), PG_OK, "%s", e.msg);
   cr_assert(!memcmp(back, t, R * C));
   qc_roundtrip((uint8_t *)t, R * C, &seg, 1, NULL);
-  cr_assert_eq(pg_qc_encode_max((uint8_t *)t, 1, NULL, 0, 3, &s1, &l1, &e), PG_E_ARG);
   free(s1);
   free(s2);
+  cr_assert_eq(pg_qc_encode_max((uint8_t *)t, 1, NULL, 0, 3, &s1, &l1, &e), PG_E_ARG);
   free(back);
   free(t);
   free(v);
