@@ -306,10 +306,13 @@ static double enc_try(qc_enc *e, qc_params *q, uint8_t (*codes)[256]) {
   return (double)(header_bytes(e, q) + tb) + bits * e->scale / 8;
 }
 
-/* Format 2 on q (pred, its edges set by enc_try on e's current averages): each context's weight
+/* Format 2 on q (pred; its edges are set here, from e's current averages): each context's weight
  * is the one whose residuals have the least entropy plus table span; e->sym becomes those
  * residuals. Returns the estimated stream size, weights included. */
 static double enc_try_w(qc_enc *e, qc_params *q, uint8_t (*codes)[256]) {
+  /* the edges enc_try will set and the stream will carry: after a sampled search, q's are the
+   * sample's, and residuals formed with the weights of other contexts would not decode */
+  for (int k = 0; k < NAV; k++) quantile_edges(e->hist[k], e->n, q->nb[k], q->edge[k]);
   uint8_t lut[NAV][LUT_N];
   luts(q, lut);
   const unsigned nctx = q->nb[0] * q->nb[1] * q->nb[2];
