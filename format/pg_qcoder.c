@@ -1,6 +1,7 @@
 /* pg_qcoder.c: codec 4, static-table rANS over quantized values with magnitude contexts
- * (spec/format.md §12). The encoder tries a small grid of context parameters and keeps the
- * smallest stream; the decoder is one pass with two interleaved rANS states. */
+ * (spec/format.md §12). The encoder tries a small grid of context parameters (and, format 2, a
+ * prediction weight per context) and keeps the smallest stream; the decoder is one pass with two
+ * interleaved rANS states. */
 #include "pg_qcoder.h"
 
 #include <math.h>
@@ -30,8 +31,18 @@ enum { SGN_NONE = 0, SGN_ROW = 1, SGN_COL = 2, SGN_PREV = 3 };
 typedef struct qc_params {
   unsigned nb[NAV]; /* buckets per average; the context is (b0 * nb1 + b1) * nb2 + b2 */
   unsigned rs, cs, smode, pred, init;
+  unsigned fmt;     /* 1, or 2: pred with a weight per context (w[c] sixteenths of S') */
   uint16_t edge[NAV][PG_QC_MAX_BUCKETS - 1];
+  uint8_t w[PG_QC_MAX_CONTEXTS];
 } qc_params;
+
+#define WMAX 16u /* a weight of 16 predicts S' itself, 0 predicts v = 0 */
+
+/* The weighted prediction of format 2 (spec/format.md §12.1): round(w/16 of the signed average
+ * S' taken about v = 0), as a symbol; w = 16 gives the format 1 prediction (S' + 128) >> 8. */
+static inline unsigned wpred(uint32_t sg, unsigned w) {
+  return (w * sg + (WMAX - w) * SGN_ZERO + 2048) >> 12;
+}
 
 /* Table code c (1..255) → weight: c below 16, then 4 bits of mantissa per octave, so one step is
  * at most 1/16 of the weight; 0 means the symbol is absent. */
@@ -125,10 +136,13 @@ typedef struct qc_enc {
   uint64_t maxrow;
   uint16_t *av[NAV];        /* per value: each average before it, as bucketed (>> 4 or >> 5) */
   uint8_t *sym;             /* per value: the coded symbol (the residual with pred) */
+  uint16_t *sg;             /* per value: the signed average S' (for format 2's weights) */
   uint16_t *colm, *cols;    /* a position's running averages within a segment */
   uint64_t hist[NAV][LUT_N]; /* of av[k], for the quantile edges */
   uint32_t *cnt;            /* NCTX_MAX x 256 */
+  uint32_t *wcnt;           /* NCTX_MAX x (WMAX + 1) x 256: residual counts per weight */
   double scale;             /* payload bits per sampled bit: n / the values searched on */
+  unsigned maxfmt;          /* the newest stream format the search may choose */
   double lg[PM + 1];
 } qc_enc;
 
@@ -141,10 +155,13 @@ static int enc_alloc(qc_enc *e) {
   e->colm = malloc(m * sizeof *e->colm);
   e->cols = malloc(m * sizeof *e->cols);
   e->sym = malloc(n);
+  e->sg = malloc(n * sizeof *e->sg);
   e->cnt = malloc((size_t)NCTX_MAX * 256 * sizeof *e->cnt);
+  e->wcnt = malloc((size_t)NCTX_MAX * (WMAX + 1) * 256 * sizeof *e->wcnt);
   e->lg[0] = 0;
   for (unsigned f = 1; f <= PM; f++) e->lg[f] = log2((double)f);
-  return e->av[0] && e->av[1] && e->av[2] && e->colm && e->cols && e->sym && e->cnt;
+  return e->av[0] && e->av[1] && e->av[2] && e->colm && e->cols && e->sym && e->sg &&
+         e->cnt && e->wcnt;
 }
 
 static void enc_free(qc_enc *e) {
@@ -152,7 +169,9 @@ static void enc_free(qc_enc *e) {
   free(e->colm);
   free(e->cols);
   free(e->sym);
+  free(e->sg);
   free(e->cnt);
+  free(e->wcnt);
   free(e->segs);
 }
 
@@ -178,6 +197,7 @@ static void enc_averages(qc_enc *e, const qc_params *q) {
       e->av[AV_ROW][i] = (uint16_t)(rm1 >> 4);
       e->av[AV_COL][i] = (uint16_t)(e->colm[j] >> 4);
       e->av[AV_SGN][i] = (uint16_t)(sg >> 5);
+      e->sg[i] = (uint16_t)sg;
       rm1 = rm;
       rsg1 = rsg;
       rm = ema_step(rm, a, rs);
@@ -286,6 +306,50 @@ static double enc_try(qc_enc *e, qc_params *q, uint8_t (*codes)[256]) {
   return (double)(header_bytes(e, q) + tb) + bits * e->scale / 8;
 }
 
+/* Format 2 on q (pred; its edges are set here, from e's current averages): each context's weight
+ * is the one whose residuals have the least entropy plus table span; e->sym becomes those
+ * residuals. Returns the estimated stream size, weights included. */
+static double enc_try_w(qc_enc *e, qc_params *q, uint8_t (*codes)[256]) {
+  /* the edges enc_try will set and the stream will carry: after a sampled search, q's are the
+   * sample's, and residuals formed with the weights of other contexts would not decode */
+  for (int k = 0; k < NAV; k++) quantile_edges(e->hist[k], e->n, q->nb[k], q->edge[k]);
+  uint8_t lut[NAV][LUT_N];
+  luts(q, lut);
+  const unsigned nctx = q->nb[0] * q->nb[1] * q->nb[2];
+  uint32_t *wc = e->wcnt;
+  memset(wc, 0, (size_t)nctx * (WMAX + 1) * 256 * sizeof *wc);
+  const uint16_t *a0 = e->av[0], *a1 = e->av[1], *a2 = e->av[2];
+  for (size_t i = 0; i < e->n; i++) {
+    const unsigned c = lut[0][a0[i]] + lut[1][a1[i]] + lut[2][a2[i]], s = e->raw[i] ^ 0x80u;
+    uint32_t *h = wc + (size_t)c * (WMAX + 1) * 256;
+    for (unsigned w = 0; w <= WMAX; w++) h[w * 256 + ((s - wpred(e->sg[i], w) + 128) & 0xffu)]++;
+  }
+  for (unsigned c = 0; c < nctx; c++) {
+    double best = INFINITY;
+    q->w[c] = WMAX;
+    for (unsigned w = 0; w <= WMAX; w++) {
+      const uint32_t *h = wc + ((size_t)c * (WMAX + 1) + w) * 256;
+      double tot = 0, ent = 0;
+      int lo = -1, hi = -1;
+      for (unsigned t = 0; t < 256; t++)
+        if (h[t]) {
+          if (lo < 0) lo = (int)t;
+          hi = (int)t;
+          tot += h[t];
+          ent -= h[t] <= PM ? h[t] * e->lg[h[t]] : h[t] * log2((double)h[t]);
+        }
+      if (lo < 0) break; /* an empty context: any weight */
+      const double cost = (ent + tot * log2(tot)) / 8 + (hi - lo);
+      if (cost < best) best = cost, q->w[c] = (uint8_t)w;
+    }
+  }
+  for (size_t i = 0; i < e->n; i++) {
+    const unsigned c = lut[0][a0[i]] + lut[1][a1[i]] + lut[2][a2[i]], s = e->raw[i] ^ 0x80u;
+    e->sym[i] = (uint8_t)(s - wpred(e->sg[i], q->w[c]) + 128);
+  }
+  return enc_try(e, q, codes) + nctx;
+}
+
 /* The search: for each pair of shifts and signed mode, a coordinate descent on the bucket counts
  * from one context; the smallest estimate wins, ties keep the first. Small inputs, where a table
  * costs more than a context can save, try one pair of shifts and at most n/256 contexts. */
@@ -301,12 +365,13 @@ static void enc_search(qc_enc *e, unsigned init, qc_params *best, uint8_t (*code
   const unsigned maxctx = cap < 1 ? 1 : cap > NCTX_MAX ? NCTX_MAX : (unsigned)cap;
   for (size_t a = 0; a < npair; a++)
     for (size_t b = 0; b < npair && b < NEL(SHIFTS_C); b++)
-      for (unsigned mode = 0; mode < 7; mode++) { /* none; row, position, previous; predicting */
-        const unsigned sm = mode < 4 ? mode : mode - 3, pred = mode >= 4;
+      for (unsigned mode = 0; mode < (e->maxfmt >= 2 ? 10u : 7u); mode++) {
+        /* none; row, position, previous; predicting; predicting with weights (format 2) */
+        const unsigned sm = mode < 4 ? mode : mode < 7 ? mode - 3 : mode - 6, pred = mode >= 4;
         qc_params q = {.nb = {1, 1, 1}, .rs = SHIFTS_R[a], .cs = SHIFTS_C[b], .smode = sm,
-                       .pred = pred, .init = init};
+                       .pred = pred, .init = init, .fmt = mode < 7 ? 1 : 2};
         enc_averages(e, &q);
-        double cur = enc_try(e, &q, codes);
+        double cur = q.fmt == 2 ? enc_try_w(e, &q, codes) : enc_try(e, &q, codes);
         for (int round = 0, changed = 1; changed && round < 4; round++) {
           changed = 0;
           for (int d = 0; d < NAV; d++) {
@@ -315,7 +380,7 @@ static void enc_search(qc_enc *e, unsigned init, qc_params *best, uint8_t (*code
               qc_params t = q;
               t.nb[d] = BUCKETS[o];
               if (t.nb[d] == q.nb[d] || t.nb[0] * t.nb[1] * t.nb[2] > maxctx) continue;
-              double sz = enc_try(e, &t, codes);
+              double sz = q.fmt == 2 ? enc_try_w(e, &t, codes) : enc_try(e, &t, codes);
               if (sz < cur) cur = sz, q = t, changed = 1;
             }
           }
@@ -331,7 +396,10 @@ static void enc_search(qc_enc *e, unsigned init, qc_params *best, uint8_t (*code
 /* The averages, edges and codes of parameters q on all of e's values. */
 static void enc_finish(qc_enc *e, qc_params *q, uint8_t (*codes)[256]) {
   enc_averages(e, q);
-  enc_try(e, q, codes);
+  if (q->fmt == 2)
+    enc_try_w(e, q, codes); /* the weights again, on all the values */
+  else
+    enc_try(e, q, codes);
 }
 
 /* Search on a sample of e (the first rows of each segment, QC_SAMPLE values in all) when e is
@@ -362,6 +430,7 @@ static int enc_search_sampled(const qc_enc *e, unsigned init, qc_params *best,
     sm->raw = buf;
     sm->n = used;
     sm->scale = (double)e->n / (double)(used ? used : 1);
+    sm->maxfmt = e->maxfmt;
     ok = enc_alloc(sm);
   }
   if (ok) enc_search(sm, init, best, codes);
@@ -382,10 +451,18 @@ static inline void rans_put(uint32_t *x, uint8_t **p, uint32_t start, uint32_t f
 
 int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nsegs, uint8_t **out,
                  size_t *out_len, pg_err *err) {
+  return pg_qc_encode_max(raw, n, segs, nsegs, PG_QC_FORMAT_W, out, out_len, err);
+}
+
+int pg_qc_encode_max(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nsegs,
+                     unsigned max_format, uint8_t **out, size_t *out_len, pg_err *err) {
   *out = NULL;
   *out_len = 0;
+  if (max_format < PG_QC_FORMAT || max_format > PG_QC_FORMAT_W)
+    return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "qc: no stream format %u", max_format);
   qc_enc *e = calloc(1, sizeof *e);
   if (!e) return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "qc: cannot allocate");
+  e->maxfmt = max_format;
   e->raw = raw;
   e->n = n;
   /* the segments: the hint without empty ones, rows cut to their segment */
@@ -458,13 +535,13 @@ int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nse
     const size_t payload = (size_t)(end - p);
     size_t tb = 0;
     for (unsigned c = 0; c < nctx; c++) tb += table_bytes(best_codes[c]);
-    const size_t total_len = header_bytes(e, &q) + tb + payload;
+    const size_t total_len = header_bytes(e, &q) + tb + (q.fmt == 2 ? nctx : 0) + payload;
     uint8_t *o = malloc(total_len);
     if (!o) {
       rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "qc: cannot allocate");
     } else {
       uint8_t *w = o;
-      *w++ = PG_QC_FORMAT;
+      *w++ = (uint8_t)q.fmt;
       for (int k = 0; k < NAV; k++) *w++ = (uint8_t)q.nb[k];
       *w++ = (uint8_t)q.rs;
       *w++ = (uint8_t)q.cs;
@@ -493,6 +570,10 @@ int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nse
         *w++ = (uint8_t)lo;
         for (int s = lo; s <= hi; s++) *w++ = best_codes[c][s];
       }
+      if (q.fmt == 2) {
+        memcpy(w, q.w, nctx);
+        w += nctx;
+      }
       pg_st32(w, x[0]);
       pg_st32(w + 4, x[1]);
       w += 8;
@@ -514,7 +595,7 @@ int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nse
 
 typedef struct qc_dec {
   const uint32_t *tab;
-  const uint8_t *valid;
+  const uint8_t *valid, *w;
   uint8_t lut[NAV][LUT_N];
   uint16_t *colm, *cols;
   const uint8_t *p, *end;
@@ -522,15 +603,16 @@ typedef struct qc_dec {
   unsigned rs, cs, init;
 } qc_dec;
 
-/* One segment; smode and pred are constants at each call, so each mode gets its own loop.
+/* One segment; smode, pred and wfmt (format 2) are constants at each call, so each mode gets its
+ * own loop.
  * Returns the index of the value where the stream failed, or len when the segment decoded. */
 static inline __attribute__((always_inline)) uint64_t
 dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const unsigned smode,
-        const unsigned pred) {
+        const unsigned pred, const unsigned wfmt) {
   /* locals, restrict: the stores to out (bytes) must not make the compiler reload the rest */
   uint16_t *restrict colm = d->colm, *restrict cols = d->cols;
   const uint8_t *restrict lr = d->lut[AV_ROW], *restrict lc = d->lut[AV_COL];
-  const uint8_t *restrict ls = d->lut[AV_SGN], *restrict valid = d->valid;
+  const uint8_t *restrict ls = d->lut[AV_SGN], *restrict valid = d->valid, *restrict wt = d->w;
   const uint32_t *restrict tab = d->tab;
   uint8_t *restrict o = out;
   const unsigned rs = d->rs, cs = d->cs;
@@ -554,9 +636,11 @@ dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const 
     if (xs < RANS_L) break;
     if (odd) x1 = xs;
     else x0 = xs;
-    const unsigned t = e & 0xff, s = pred ? (t + ((sg + 128) >> 8) + 128) & 0xffu : t;
+    const unsigned t = e & 0xff, p16 = (sg + 128) >> 8, pw = wfmt ? wpred(sg, wt[c]) : p16;
+    const unsigned s = pred ? (t + pw + 128) & 0xffu : t;
     o[k] = (uint8_t)(s ^ 0x80u);
-    const uint32_t a = sym_abs(t);
+    /* format 2: the averages follow the residual against the unweighted prediction */
+    const uint32_t a = sym_abs(wfmt ? (s - p16 + 128) & 0xffu : t);
     rm1 = rm;
     rm = ema_step(rm, a, rs);
     colm[j] = (uint16_t)ema_step(colm[j], a, cs);
@@ -575,11 +659,10 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
                  uint64_t off, pg_err *err) {
   const uint8_t *p = in, *end = in + n;
   PG_FAIL_IF(n < 9, err, PG_E_DECOMPRESS, file, off, "qc: stream of %zu bytes is truncated", n);
-  PG_FAIL_IF(p[0] != PG_QC_FORMAT, err, PG_E_DECOMPRESS, file, off, "qc: unknown format %u",
-             p[0]);
+  PG_FAIL_IF(p[0] != PG_QC_FORMAT && p[0] != PG_QC_FORMAT_W, err, PG_E_DECOMPRESS, file, off,
+             "qc: unknown format %u", p[0]);
   qc_params q = {.nb = {p[1], p[2], p[3]}, .rs = p[4], .cs = p[5], .smode = p[6] & 3u,
-                 .pred = p[6] >> 2,
-                 .init = pg_ld16(p + 7)};
+                 .pred = p[6] >> 2, .init = pg_ld16(p + 7), .fmt = p[0]};
   const unsigned mode_byte = p[6]; /* for the message below, read before p moves on */
   p += 9;
   for (int k = 0; k < NAV; k++)
@@ -591,8 +674,9 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
   PG_FAIL_IF(q.rs < 1 || q.rs > 8 || q.cs < 1 || q.cs > 8, err, PG_E_DECOMPRESS, file, off,
              "qc: average shifts %u, %u outside 1..8", q.rs, q.cs);
   PG_FAIL_IF(q.smode > SGN_PREV || q.pred > 1 || (q.smode == SGN_NONE && (q.pred ||
-             q.nb[AV_SGN] != 1)), err, PG_E_DECOMPRESS, file, off,
-             "qc: signed mode %u with %u buckets", mode_byte, q.nb[AV_SGN]);
+             q.nb[AV_SGN] != 1)) || (q.fmt == PG_QC_FORMAT_W && !q.pred), err, PG_E_DECOMPRESS,
+             file, off, "qc: signed mode %u with %u buckets (format %u)", mode_byte,
+             q.nb[AV_SGN], q.fmt);
   PG_FAIL_IF(q.init > EMA_MAX, err, PG_E_DECOMPRESS, file, off,
              "qc: initial average %u above %u", q.init, EMA_MAX);
   const size_t nedge = q.nb[0] + q.nb[1] + q.nb[2] - 3;
@@ -657,6 +741,16 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
     }
     valid[c] = 1;
   }
+  if (!rc && q.fmt == PG_QC_FORMAT_W) { /* a weight per context, each 0..=16 */
+    if ((size_t)(end - p) < nctx) {
+      rc = FAIL("stream ends in the context weights");
+    } else {
+      for (unsigned c = 0; !rc && c < nctx; c++)
+        if (p[c] > WMAX) rc = FAIL("context %u: weight %u above %u", c, p[c], WMAX);
+      memcpy(q.w, p, nctx);
+      p += nctx;
+    }
+  }
   if (!rc && (size_t)(end - p) < 8) rc = FAIL("stream ends before the coder states");
   if (!rc) {
     d.x[0] = pg_ld32(p);
@@ -668,6 +762,7 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
   luts(&q, d.lut);
   d.tab = tab;
   d.valid = valid;
+  d.w = q.w;
   d.p = p;
   d.end = end;
   d.rs = q.rs;
@@ -678,14 +773,17 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
     uint64_t len = 0, row = 1;
     get_varint(&segp, end, &len);
     get_varint(&segp, end, &row);
-    const unsigned mode = q.smode | q.pred << 2;
-    uint64_t got = mode == 1   ? dec_seg(&d, out + i, len, row, i, SGN_ROW, 0)
-                   : mode == 2 ? dec_seg(&d, out + i, len, row, i, SGN_COL, 0)
-                   : mode == 5 ? dec_seg(&d, out + i, len, row, i, SGN_ROW, 1)
-                   : mode == 6 ? dec_seg(&d, out + i, len, row, i, SGN_COL, 1)
-                   : mode == 3 ? dec_seg(&d, out + i, len, row, i, SGN_PREV, 0)
-                   : mode == 7 ? dec_seg(&d, out + i, len, row, i, SGN_PREV, 1)
-                               : dec_seg(&d, out + i, len, row, i, SGN_NONE, 0);
+    const unsigned mode = q.smode | q.pred << 2 | (q.fmt == PG_QC_FORMAT_W) << 3;
+    uint64_t got = mode == 1    ? dec_seg(&d, out + i, len, row, i, SGN_ROW, 0, 0)
+                   : mode == 2  ? dec_seg(&d, out + i, len, row, i, SGN_COL, 0, 0)
+                   : mode == 5  ? dec_seg(&d, out + i, len, row, i, SGN_ROW, 1, 0)
+                   : mode == 6  ? dec_seg(&d, out + i, len, row, i, SGN_COL, 1, 0)
+                   : mode == 3  ? dec_seg(&d, out + i, len, row, i, SGN_PREV, 0, 0)
+                   : mode == 7  ? dec_seg(&d, out + i, len, row, i, SGN_PREV, 1, 0)
+                   : mode == 13 ? dec_seg(&d, out + i, len, row, i, SGN_ROW, 1, 1)
+                   : mode == 14 ? dec_seg(&d, out + i, len, row, i, SGN_COL, 1, 1)
+                   : mode == 15 ? dec_seg(&d, out + i, len, row, i, SGN_PREV, 1, 1)
+                                : dec_seg(&d, out + i, len, row, i, SGN_NONE, 0, 0);
     if (got < len)
       rc = FAIL("value %zu of %zu: %s", i + (size_t)got, raw_len,
                 d.p == end ? "the stream ends" : "a context without a table");

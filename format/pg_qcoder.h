@@ -6,7 +6,9 @@
  * The raw bytes are cut into segments, each a run of stored rows of one length (a tensor's values
  * part: row length = the stored row length of its layout). The stream carries its segments, so a
  * decoder needs nothing but the stream and the raw size. Encoding is deterministic and searches
- * the context parameters (slow); decoding is one pass (fast). */
+ * the context parameters (slow); decoding is one pass (fast). Stream format 2 adds a prediction
+ * weight per context (residuals against a fraction of the previous value or running mean), for
+ * layouts where some stored positions repeat their neighbour and others do not. */
 #ifndef PG_QCODER_H
 #define PG_QCODER_H
 
@@ -25,7 +27,8 @@ typedef struct pg_qc_seg {
 } pg_qc_seg;
 
 /* Stream limits (spec/format.md §12). */
-#define PG_QC_FORMAT 1
+#define PG_QC_FORMAT 1   /* the stream format of §12 */
+#define PG_QC_FORMAT_W 2 /* format 1 with pred and a prediction weight per context */
 #define PG_QC_MAX_BUCKETS 8
 #define PG_QC_MAX_CONTEXTS 64
 #define PG_QC_PROB_BITS 12
@@ -35,6 +38,11 @@ typedef struct pg_qc_seg {
  * *out is malloc'd. A hint that does not add up to n is PG_E_ARG. */
 int pg_qc_encode(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nsegs, uint8_t **out,
                  size_t *out_len, pg_err *err);
+
+/* pg_qc_encode choosing among the stream formats up to max_format only (PG_QC_FORMAT: streams
+ * that readers of format 1 alone decode); another max_format is PG_E_ARG. */
+int pg_qc_encode_max(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t nsegs,
+                     unsigned max_format, uint8_t **out, size_t *out_len, pg_err *err);
 
 /* Decode a stream into exactly raw_len bytes at out. Any malformed stream (truncated, bad
  * header or table, segments that do not add up to raw_len, states that do not end where they

@@ -297,6 +297,72 @@ Test(qc, previous_value_context) {
   free(v);
 }
 
+/* The embedding case of format 2: a matrix whose last rows are one shared vector plus noise of
+ * +-1 on a quarter of them (rare tokens), the others independent, stored transposed (a stored row is one column down
+ * the matrix rows). Predicting the previous value pays only at the shared rows' positions, which
+ * a weight per context can say and format 1 cannot: format 2 must be chosen and be smaller. */
+Test(qc, weighted_prediction_beats_format_1) {
+  const size_t R = 384, C = 96, SHARED = 128;
+  int8_t *v = laplace_rows(R, C, 11), *t = malloc(R * C);
+  uint32_t x = 5;
+  for (size_t r = R - SHARED; r < R; r++)
+    for (size_t c = 0; c < C; c++) {
+      x = x * 1664525u + 1013904223u;
+      const int n = (x >> 29) == 0 ? -1 : (x >> 29) == 7 ? 1 : 0;
+      v[r * C + c] = (int8_t)(v[(R - SHARED) * C + c] / 2 + n);
+    }
+  for (size_t r = 0; r < R; r++)
+    for (size_t c = 0; c < C; c++) t[c * R + r] = v[r * C + c];
+  pg_qc_seg seg = {R * C, R};
+  uint8_t *s1, *s2, *back = malloc(R * C);
+  size_t l1, l2;
+  pg_err e;
+  cr_assert_eq(pg_qc_encode_max((uint8_t *)t, R * C, &seg, 1, PG_QC_FORMAT, &s1, &l1, &e), PG_OK);
+  cr_assert_eq(pg_qc_encode((uint8_t *)t, R * C, &seg, 1, &s2, &l2, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(s1[0], 1);
+  cr_assert_eq(s2[0], 2, "format %u chosen", s2[0]);
+  cr_assert_lt((double)l2, 0.99 * (double)l1, "format 2 %zu bytes, format 1 %zu", l2, l1);
+  cr_log_info("format 2 %zu bytes, format 1 %zu", l2, l1);
+  cr_assert_eq(pg_qc_decode(s1, l1, back, R * C, "f", 0, &e), PG_OK, "%s", e.msg);
+  cr_assert(!memcmp(back, t, R * C));
+  qc_roundtrip((uint8_t *)t, R * C, &seg, 1, NULL);
+  free(s1);
+  free(s2);
+  cr_assert_eq(pg_qc_encode_max((uint8_t *)t, 1, NULL, 0, 3, &s1, &l1, &e), PG_E_ARG);
+  free(back);
+  free(t);
+  free(v);
+}
+
+/* Above 2^18 values the encoder searches on a sample, then recomputes the bucket edges on all the
+ * values: format 2's weights must be chosen (and the residuals formed) with those edges, the ones
+ * the stream carries, or the stream decodes to other values (bench_pack on the bench model). */
+Test(qc, weighted_prediction_on_a_sampled_section) {
+  const size_t R = 2560, C = 128, SHARED = 700;
+  int8_t *v = laplace_rows(R, C, 13), *t = malloc(R * C);
+  uint32_t x = 9;
+  for (size_t r = R - SHARED; r < R; r++)
+    for (size_t c = 0; c < C; c++) {
+      x = x * 1664525u + 1013904223u;
+      const int n = (x >> 29) == 0 ? -1 : (x >> 29) == 7 ? 1 : 0;
+      v[r * C + c] = (int8_t)(v[(R - SHARED) * C + c] / 2 + n);
+    }
+  for (size_t r = 0; r < R; r++)
+    for (size_t c = 0; c < C; c++) t[c * R + r] = v[r * C + c];
+  pg_qc_seg seg = {R * C, R};
+  uint8_t *st, *back = malloc(R * C);
+  size_t sl;
+  pg_err e;
+  cr_assert_eq(pg_qc_encode((uint8_t *)t, R * C, &seg, 1, &st, &sl, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(st[0], 2, "format %u chosen", st[0]);
+  cr_assert_eq(pg_qc_decode(st, sl, back, R * C, "f", 0, &e), PG_OK, "%s", e.msg);
+  cr_assert(!memcmp(back, t, R * C), "the stream decodes to other values");
+  free(st);
+  free(back);
+  free(t);
+  free(v);
+}
+
 Test(qc, hint_must_add_up) {
   uint8_t raw[100] = {0}, *st = NULL;
   size_t sl;
@@ -357,6 +423,71 @@ static hand hand_stream(uint8_t sym, size_t len) {
 static int hand_decode(const hand *h, size_t raw_len, pg_err *e) {
   uint8_t out[256];
   return pg_qc_decode(h->b, h->n, out, raw_len, "f", 0, e);
+}
+
+/* Format 2 by hand: the previous value predicted with weight w, one context whose only residual
+ * is +1. From v = 1 (the first value is predicted as 0), w = 16 climbs by one per value, w = 8
+ * settles at round(v/2) + 1 = 2, w = 0 stays at 1: the weighted prediction's exact rounding. */
+static hand hand_stream_w(uint8_t w) {
+  hand h = {.n = 0};
+  const uint8_t head[9] = {2, 1, 1, 1, 4, 3, 7, 0, 1}; /* previous value, pred; init 256 */
+  put(&h, head, 9);
+  const uint8_t seg[3] = {1, 10, 10}, table[3] = {1, 0x81, 1};
+  put(&h, seg, 3);
+  put(&h, table, 3);
+  h.b[h.n++] = w;
+  uint8_t st[8];
+  pg_st32(st, 1u << 23);
+  pg_st32(st + 4, 1u << 23);
+  put(&h, st, 8);
+  return h;
+}
+
+Test(qc, hand_built_weighted_stream_decodes) {
+  const uint8_t w[3] = {16, 8, 0};
+  const int8_t want[3][10] = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+                              {1, 2, 2, 2, 2, 2, 2, 2, 2, 2},
+                              {1, 1, 1, 1, 1, 1, 1, 1, 1, 1}};
+  for (int k = 0; k < 3; k++) {
+    hand h = hand_stream_w(w[k]);
+    int8_t out[10];
+    pg_err e;
+    cr_assert_eq(pg_qc_decode(h.b, h.n, (uint8_t *)out, 10, "f", 0, &e), PG_OK, "%s", e.msg);
+    for (int i = 0; i < 10; i++)
+      cr_assert_eq(out[i], want[k][i], "w %u: value %d is %d", w[k], i, out[i]);
+  }
+}
+
+Test(qc, malformed_weighted_streams_refused) {
+  pg_err e;
+  hand ok = hand_stream_w(16);
+  cr_assert_eq(hand_decode(&ok, 10, &e), PG_OK, "%s", e.msg);
+  for (size_t k = 0; k < ok.n; k++) { /* every truncation, the weights' included */
+    hand t = ok;
+    t.n = k;
+    cr_assert_eq(hand_decode(&t, 10, &e), PG_E_DECOMPRESS, "truncated at %zu accepted", k);
+  }
+  struct {
+    size_t at;
+    uint8_t v;
+    const char *what;
+  } bad[] = {
+      {0, 3, "unknown format 3"},
+      {6, 3, "format 2 without pred"},
+      {6, 4, "format 2, pred without a signed average"},
+      {6, 15, "format 2 with a stray bit"},
+      {15, 17, "a weight above 16"},
+      {15, 0xff, "a weight of 255"},
+  };
+  for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+    hand t = ok;
+    t.b[bad[k].at] = bad[k].v;
+    int rc = hand_decode(&t, 10, &e);
+    cr_assert_eq(rc, PG_E_DECOMPRESS, "%s accepted (%s)", bad[k].what, pg_status_name(rc));
+  }
+  hand one = ok; /* format 1 reads no weights: the weight byte is then a stray state byte */
+  one.b[0] = 1;
+  cr_assert_eq(hand_decode(&one, 10, &e), PG_E_DECOMPRESS);
 }
 
 Test(qc, hand_built_stream_decodes) {

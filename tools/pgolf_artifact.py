@@ -207,14 +207,15 @@ def _qc_varint(d, p):
 def qc_decode(d, raw_size):
     """Codec 4 (spec/format.md §12), decoded value by value: slow, for checking."""
     d = bytes(d)
-    if len(d) < 9 or d[0] != 1:
+    if len(d) < 9 or d[0] not in (1, 2):
         raise ValueError("qc: truncated stream or unknown format")
+    fmt = d[0]  # 2: pred with a weight per context
     nb = list(d[1:4])
     rs, cs, smode, init = d[4], d[5], d[6] & 3, struct.unpack_from("<H", d, 7)[0]
     pred = d[6] >> 2
     if (min(nb) < 1 or max(nb) > 8 or nb[0] * nb[1] * nb[2] > 64 or not 1 <= rs <= 8
             or not 1 <= cs <= 8 or pred > 1 or d[6] > 7
-            or (smode == 0 and (nb[2] != 1 or pred)) or init > 32768):
+            or (smode == 0 and (nb[2] != 1 or pred)) or init > 32768 or (fmt == 2 and not pred)):
         raise ValueError("qc: bad header")
     p, edges = 9, []
     for k in range(3):
@@ -263,6 +264,12 @@ def qc_decode(d, raw_size):
             start[s] = st
             st += f[s]
         tabs.append((slot, f, start))
+    wts = [16] * nctx
+    if fmt == 2:
+        if len(d) - p < nctx or max(d[p:p + nctx]) > 16:
+            raise ValueError("qc: bad context weights")
+        wts = list(d[p:p + nctx])
+        p += nctx
     if len(d) - p < 8:
         raise ValueError("qc: stream ends before the coder states")
     x = list(struct.unpack_from("<2I", d, p))
@@ -300,8 +307,12 @@ def qc_decode(d, raw_size):
                 xs = (xs << 8) | d[p]
                 p += 1
             x[i & 1] = xs
-            s = (t + ((sg + 128) >> 8) + 128) & 0xFF if pred else t
+            p1 = (sg + 128) >> 8
+            pw = (wts[c] * sg + (16 - wts[c]) * 32768 + 2048) >> 12
+            s = (t + pw + 128) & 0xFF if pred else t
             out[i] = s ^ 0x80
+            if fmt == 2:  # the averages follow the residual against the unweighted prediction
+                t = (s - p1 + 128) & 0xFF
             a = t - 128 if t >= 128 else 128 - t
             rm1, rsg1 = rm, rsg
             rm = (rm * ((1 << rs) - 1) + a * 256) >> rs

@@ -4,8 +4,10 @@
  * exactly raw_len bytes: it must decode (and then those bytes must round-trip through the
  * encoder) or be refused with PG_E_DECOMPRESS, never anything else. Then the whole input itself
  * (up to 1 KiB), cut into two segments whose row lengths come from its first byte, is encoded
- * and decoded: any difference aborts. The seeds (tests/fuzz/seeds/qcoder/) are streams
- * pg_qc_encode wrote for small int-like and arbitrary inputs, with their raw_len in front. */
+ * and decoded, limited to stream format 1 when the first byte's top bit is set (the stream must
+ * then be format 1): any difference aborts. The seeds (tests/fuzz/seeds/qcoder/) are streams pg_qc_encode
+ * wrote for small int-like and arbitrary inputs, with their raw_len in front; weighted_* are
+ * format 2 streams (slices of a row-sorted, transposed embedding, and hand-built ones). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +16,13 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void roundtrip(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t ns) {
+static void roundtrip(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t ns,
+                      unsigned max_format) {
   uint8_t *st = NULL;
   size_t sl = 0;
   pg_err e;
-  if (pg_qc_encode(raw, n, segs, ns, &st, &sl, &e) != PG_OK) abort();
+  if (pg_qc_encode_max(raw, n, segs, ns, max_format, &st, &sl, &e) != PG_OK) abort();
+  if (st[0] > max_format) abort();
   uint8_t *back = malloc(n ? n : 1);
   if (!back) abort();
   if (pg_qc_decode(st, sl, back, n, "fuzz", 0, &e) != PG_OK) abort();
@@ -37,13 +41,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     pg_err e;
     int rc = pg_qc_decode(data + 2, size - 2, out, raw_len, "fuzz", 0, &e);
     if (rc != PG_OK && rc != PG_E_DECOMPRESS && rc != PG_E_NOMEM) abort();
-    if (rc == PG_OK && raw_len <= 1024) roundtrip(out, raw_len, NULL, 0);
+    if (rc == PG_OK && raw_len <= 1024) roundtrip(out, raw_len, NULL, 0, PG_QC_FORMAT_W);
     free(out);
   }
   if (size <= 1024) {
     const unsigned r = size ? data[0] : 0;
     pg_qc_seg segs[2] = {{size / 3, 1 + r % 32}, {size - size / 3, 1 + r / 8}};
-    roundtrip(data, size, segs, 2);
+    roundtrip(data, size, segs, 2, r & 0x80 ? PG_QC_FORMAT : PG_QC_FORMAT_W);
   }
   return 0;
 }
