@@ -1,6 +1,7 @@
 /* pg_fit.c: the loss-aware budget fit (pg_fit.h, spec/quant.md §6.2): an options table per
  * quantized tensor, sensitivities from the calibration loss, the Lagrangian allocation, the
- * search over λ on real builds, and the curve. */
+ * search over λ on real builds, the choice by measured loss (with the k fit's solution as a
+ * candidate), and the curve. */
 #include "pg_fit.h"
 
 #include <jansson.h>

@@ -3,8 +3,10 @@
  * option's Hessian-weighted error and estimated bytes are measured once, each tensor's error is
  * put on the scale of the loss by a sensitivity measured on the calibration tokens (the loss
  * increase of quantizing that tensor alone), and a Lagrangian allocation (min Σ Δloss + λ·bytes)
- * is searched over λ until the real built artifact lands at or just under the budget. Every
- * point explored is kept: the loss-vs-bytes curve. The same inputs give the same bytes for any
+ * is searched over λ until the real built artifact lands at or just under the budget. The
+ * choice among the builds within the budget and the records' k fit at the same budget is by the
+ * loss their artifacts' weights measure on held-out tokens. Every point explored is kept: the
+ * loss-vs-bytes curve. The same inputs give the same bytes for any
  * thread count. */
 #ifndef PG_FIT_H
 #define PG_FIT_H
