@@ -703,11 +703,9 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
 }
 
 const char *pg_fit_point_kind(const pg_fit_point *p) {
-  return !p->built    ? "estimate"
-         : p->kfit    ? "k"
-         : isnan(p->lambda) ? "recipe"
-         : p->filled  ? "filled"
-                      : "built";
+  if (!p->built) return "estimate";
+  if (p->kfit) return "k";
+  return isnan(p->lambda) ? "recipe" : p->filled ? "filled" : "built";
 }
 
 /* ---- the curve ------------------------------------------------------------------------------- */
