@@ -93,7 +93,7 @@ static void usage(FILE *f) {
       "  --fit-measure N       loss fit: choose by measured loss among the k fit's solution\n"
       "                        and at most N builds (default 8; 0: by expected loss alone)\n"
       "  --fit-measure-seqs N  training sequences after the calibration ones that the\n"
-      "                        measured losses use (default 64)\n"
+      "                        measured losses use (default 256)\n"
       "  --fit-bits CAT=LIST   k fit: also try these bits for one category, e.g. embed=6,7,8\n"
       "  --fit-tolerance X     land within budget·(1−X)..budget (default 0.005)\n"
       "  --exclude-tokenizer   the budget does not count the tokenizer (pgsize's option)\n"

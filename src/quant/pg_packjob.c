@@ -119,7 +119,7 @@ int pg_packjob_run(pg_packjob *j, const pg_packjob_cfg *c, pg_err *err) {
      * calibration: the calibration rows */
     pg_calib_set held = {0};
     if (!no_calib && !self && c->fit_measure >= 0) {
-      const int nm = c->fit_measure_seqs > 0 ? c->fit_measure_seqs : 64;
+      const int nm = c->fit_measure_seqs > 0 ? c->fit_measure_seqs : 256;
       pg_err e2 = {0};
       int rc = pg_calib_from_shards(&j->measure, c->calib, c->val, j->calib.nseq + nm,
                                     j->calib.T, (uint32_t)pg_model_arch(j->model)->vocab_size,

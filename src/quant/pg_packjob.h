@@ -65,7 +65,7 @@ typedef struct pg_packjob_cfg {
   int fit_measure;           /* PG_FIT_LOSS: search builds measured at most (0: 8; < 0: none,
                                 the choice by expected loss, no k fit candidate) */
   int fit_measure_seqs;      /* PG_FIT_LOSS with shard calibration: rows of calib_len after the
-                                calibration rows that the measured losses use (0: 64) */
+                                calibration rows that the measured losses use (0: 256) */
   int count_tokenizer;       /* the budget counts the tokenizer section */
   pg_engine *engine;         /* where calibration runs (pg_engine_open); NULL: the CPU engine */
   int threads;               /* CPU threads (0: all) */
