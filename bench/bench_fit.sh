@@ -92,6 +92,8 @@ print(f"{'budget':>9} {'fit':<6} {'counted':>9} {'proxy dloss':>12} {'pick':<7} 
 rows = []  # (proxy, measured) pairs
 def line(budget, fit, name, proxy):
     v, p = ver(name), pk(name)
+    if not isinstance(proxy, (int, float)):
+        proxy = None  # "NaN": the k point has no expected loss
     d = v["val_loss"] - fp["val_loss"]
     ps = f"{proxy:12.6f}" if proxy is not None else f"{'-':>12}"
     f = p.get("fit") or {}
