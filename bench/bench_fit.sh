@@ -2,9 +2,10 @@
 # bench_fit.sh: the loss-aware budget fit (pgpack --fit loss) against the records' recipe fit
 # (pgpack --fit k: one multiplier of every clip constant, the records' bits) on a trained model,
 # scored by pgverify. For each budget: both fits' counted bytes, the loss fit's expected Δloss
-# (its proxy, nats per calibration token) and the measured val_loss and val_bpb of each artifact
-# (plain protocol); then the correlation of the proxy with the measured Δloss over every
-# loss-fit point and the recipe's own point (k × 1).
+# (its proxy, nats per calibration token), the point the loss fit chose by measured loss on
+# held-out training tokens (k: the k fit's solution) and that loss, and the measured val_loss
+# and val_bpb of each artifact (plain protocol); then the correlation of the proxy with the
+# measured Δloss over every loss-fit point and the recipe's own point (k × 1).
 #
 #   bash bench/bench_fit.sh [--model FILE] [--budgets "600000 650000 700000"]
 #                           [--extra "450000 500000 550000"] [--out DIR] [--threads N]
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --extra) EXTRA=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "bench_fit.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -86,15 +87,21 @@ fp = ver("fp")
 print(f"model: fp32 weights val_loss {fp['val_loss']:.6f} val_bpb {fp['val_bpb']:.6f} "
       f"({int(fp['targets'])} validation targets, plain protocol)")
 print()
-print(f"{'budget':>9} {'fit':<6} {'counted':>9} {'proxy dloss':>12} {'val_loss':>10} "
-      f"{'dloss meas.':>12} {'val_bpb':>10} {'dbpb':>9}")
+print(f"{'budget':>9} {'fit':<6} {'counted':>9} {'proxy dloss':>12} {'pick':<7} "
+      f"{'held-out':>9} {'val_loss':>10} {'dloss meas.':>12} {'val_bpb':>10} {'dbpb':>9}")
 rows = []  # (proxy, measured) pairs
 def line(budget, fit, name, proxy):
     v, p = ver(name), pk(name)
+    if not isinstance(proxy, (int, float)):
+        proxy = None  # "NaN": the k point has no expected loss
     d = v["val_loss"] - fp["val_loss"]
     ps = f"{proxy:12.6f}" if proxy is not None else f"{'-':>12}"
-    print(f"{budget:>9} {fit:<6} {p['counted_bytes']:>9} {ps} {v['val_loss']:10.6f} {d:12.6f} "
-          f"{v['val_bpb']:10.6f} {v['val_bpb'] - fp['val_bpb']:9.6f}")
+    f = p.get("fit") or {}
+    pick = f.get("kind", "-") if fit == "loss" else "-"
+    ho = f.get("measured_loss") if fit == "loss" else None
+    hs = f"{ho:9.5f}" if ho is not None else f"{'-':>9}"
+    print(f"{budget:>9} {fit:<6} {p['counted_bytes']:>9} {ps} {pick:<7} {hs} "
+          f"{v['val_loss']:10.6f} {d:12.6f} {v['val_bpb']:10.6f} {v['val_bpb'] - fp['val_bpb']:9.6f}")
     if proxy is not None:
         rows.append((proxy, d))
 # the recipe (k x 1): its proxy is the recipe point of any loss fit's curve

@@ -608,6 +608,7 @@ Test(pack, bad_recipes) {
 /* ---- the loss-aware fit (pg_fit.h) ---- */
 
 #include "pg_fit.h"
+#include "pg_io.h"
 
 typedef struct fitfx {
   pg_model *m;
@@ -643,14 +644,21 @@ static uint64_t recipe_count(pg_packer *p) {
   return counted;
 }
 
-static int fit_loss(fitfx *f, uint64_t budget, const double *sens, pg_fit_result *res,
-                    uint8_t **out, size_t *len) {
+/* measure_max as pg_fit_opts (< 0: the choice by expected loss alone) */
+static int fit_loss_m(fitfx *f, uint64_t budget, const double *sens, int measure_max,
+                      pg_fit_result *res, uint8_t **out, size_t *len) {
   pg_pack_extras x = {.writer = "test", .count_tokenizer = 1, .budget = budget};
-  pg_fit_opts o = {.budget = budget, .tolerance = 0.005, .calib = &f->c, .sens = sens};
+  pg_fit_opts o = {.budget = budget, .tolerance = 0.005, .calib = &f->c, .sens = sens,
+                   .measure_max = measure_max};
   pg_err e = {0};
   int rc = pg_packer_fit_loss(f->p, &x, &o, res, out, len, &e);
   cr_assert(rc == PG_OK || rc == PG_E_LIMIT, "%s", e.msg);
   return rc;
+}
+
+static int fit_loss(fitfx *f, uint64_t budget, const double *sens, pg_fit_result *res,
+                    uint8_t **out, size_t *len) {
+  return fit_loss_m(f, budget, sens, 0, res, out, len);
 }
 
 /* Two tensors of the same shape and kind, one declared a thousand times more sensitive: at a
@@ -672,7 +680,7 @@ Test(pack, fit_loss_gives_the_sensitive_tensor_more_bits) {
     pg_fit_result res;
     uint8_t *out;
     size_t len;
-    cr_assert_eq(fit_loss(&f, base, sens, &res, &out, &len), PG_OK);
+    cr_assert_eq(fit_loss_m(&f, base, sens, -1, &res, &out, &len), PG_OK);
     const pg_pack_report *rh = pg_packer_report(f.p, (size_t)hot);
     const pg_pack_report *rc = pg_packer_report(f.p, (size_t)cold);
     cr_assert_gt(rh->bits, rc->bits, "swap %d: %s %u bits, %s %u bits", swap, rh->name, rh->bits,
@@ -773,7 +781,8 @@ Test(pack, fit_loss_sensitivity_is_the_measured_loss_increase) {
   fit_teardown(&f);
 }
 
-/* A larger budget never gives a larger expected loss increase. */
+/* Chosen by expected loss (no measuring), a larger budget never gives a larger expected loss
+ * increase. */
 Test(pack, fit_loss_monotone_in_the_budget) {
   fitfx f;
   fit_setup(&f, 31, 2);
@@ -784,7 +793,7 @@ Test(pack, fit_loss_monotone_in_the_budget) {
     pg_fit_result res;
     uint8_t *out;
     size_t len;
-    cr_assert_eq(fit_loss(&f, budget, NULL, &res, &out, &len), PG_OK);
+    cr_assert_eq(fit_loss_m(&f, budget, NULL, -1, &res, &out, &len), PG_OK);
     const pg_fit_point *c = &res.points[res.chosen];
     cr_assert(c->counted <= budget && c->counted >= budget - budget / 200,
               "%llu for a budget of %llu", (unsigned long long)c->counted,
@@ -832,7 +841,77 @@ Test(pack, fit_loss_deterministic) {
   free(first_curve);
 }
 
-/* The curve: a header and one line of 8 fields per point, exactly one chosen (built, fitting),
+/* The calibration rows' mean loss of the weights a reader of these artifact bytes computes
+ * (the file written and loaded as pgverify loads it: LQER included). */
+static double artifact_loss(const uint8_t *bytes, size_t len, const pg_calib_set *c) {
+  char dir[64], path[96];
+  pgtest_mkdtemp(dir, "pgfit");
+  snprintf(path, sizeof path, "%s/a.pgz", dir);
+  pg_err e;
+  cr_assert_eq(pg_file_write_atomic(path, bytes, len, &e), PG_OK, "%s", e.msg);
+  pg_model *m = NULL;
+  pg_artifact *a = NULL;
+  cr_assert_eq(pg_weights_load(&m, &a, path, 1, NULL, &e), PG_OK, "%s", e.msg);
+  double l = rows_loss(m, c);
+  pg_model_free(m);
+  pg_artifact_free(a);
+  pgtest_rm_rf(dir);
+  return l;
+}
+
+/* The loss fit is never behind the records' recipe fitted to the same budget (pgpack --fit k):
+ * the calibration loss of the artifact it writes is at most that of the k fit's artifact, at
+ * budgets below and above the recipe's count. The k fit's solution is a point of the curve
+ * (kind "k", its bytes and measured loss those of pg_packer_fit's artifact), and every measured
+ * point's loss is that of its artifact as a reader computes it. Both cases are ones
+ * where the choice by expected loss alone (measure_max −1, the rule before) is behind. */
+Test(pack, fit_loss_not_behind_the_k_fit) {
+  static const struct { uint64_t seed; int pct; } cases[] = {{43, 110}, {53, 85}};
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    fitfx f;
+    fit_setup(&f, cases[ci].seed, 1);
+    uint64_t budget = recipe_count(f.p) * (uint64_t)cases[ci].pct / 100;
+    pg_pack_extras x = {.writer = "test", .count_tokenizer = 1, .budget = budget};
+    pg_pack_fit_opts ko = {.budget = budget, .tolerance = 0.005, .fit_cat = -1};
+    pg_pack_trial *tr;
+    size_t ntr, ch, klen;
+    uint8_t *kb;
+    pg_err e;
+    cr_assert_eq(pg_packer_fit(f.p, &x, &ko, &tr, &ntr, &ch, &kb, &klen, &e), PG_OK, "%s",
+                 e.msg);
+    double lk = artifact_loss(kb, klen, &f.c);
+    pg_fit_result res;
+    uint8_t *out;
+    size_t len;
+    cr_assert_eq(fit_loss(&f, budget, NULL, &res, &out, &len), PG_OK);
+    double ll = artifact_loss(out, len, &f.c);
+    cr_assert_leq(ll, lk, "case %zu: the loss fit's artifact %.9f, the k fit's %.9f", ci, ll,
+                  lk);
+    const pg_fit_point *c = &res.points[res.chosen];
+    cr_assert_leq(c->counted, budget);
+    cr_assert_float_eq(c->measured, ll, 1e-12 * ll, "case %zu: %.12g vs %.12g", ci, c->measured,
+                       ll);
+    size_t nk = 0;
+    for (size_t i = 0; i < res.npoints; i++) {
+      const pg_fit_point *p = &res.points[i];
+      if (!p->kfit) continue;
+      nk++;
+      cr_assert_str_eq(pg_fit_point_kind(p), "k");
+      cr_assert_eq(p->counted, tr[ch].counted);
+      cr_assert_eq(p->mu, tr[ch].mu);
+      cr_assert_float_eq(p->measured, lk, 1e-12 * lk, "case %zu", ci);
+      if (p->chosen) cr_assert(len == klen && !memcmp(out, kb, len), "case %zu", ci);
+    }
+    cr_assert_eq(nk, 1u, "case %zu", ci);
+    free(tr);
+    free(kb);
+    free(out);
+    pg_fit_result_free(&res);
+    fit_teardown(&f);
+  }
+}
+
+/* The curve: a header and one line of 9 fields per point, exactly one chosen (built, fitting),
  * built points with their counts, the estimated sweep in rising λ with falling bytes and rising
  * expected loss; the JSON form has the same points. A budget nothing reaches: PG_E_LIMIT with
  * the curve kept. */
@@ -850,13 +929,13 @@ Test(pack, fit_loss_curve_shape) {
   double prev_l = 0, prev_b = INFINITY, prev_d = -INFINITY;
   for (char *line = strtok(tsv, "\n"); line; line = strtok(NULL, "\n"), lines++) {
     if (lines == 0) {
-      cr_assert_str_eq(line,
-                       "kind\tlambda\test_bytes\tcounted\tfile_bytes\tdloss\tfits\tchosen");
+      cr_assert_str_eq(line, "kind\tlambda\test_bytes\tcounted\tfile_bytes\tdloss\tfits\tchosen"
+                             "\tmeasured");
       continue;
     }
     int tabs = 0;
     for (char *c = line; *c; c++) tabs += *c == '\t';
-    cr_assert_eq(tabs, 7, "%s", line);
+    cr_assert_eq(tabs, 8, "%s", line);
     const pg_fit_point *p = &res.points[lines - 1];
     cr_assert(!strncmp(line, pg_fit_point_kind(p), strlen(pg_fit_point_kind(p))), "%s", line);
     chosen += (size_t)p->chosen;

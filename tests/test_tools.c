@@ -1553,11 +1553,35 @@ Test(tools, pgpack_budget_fit_and_refusals) {
   cr_assert_str_eq(json_string_value(json_object_get(jf, "method")), "loss");
   cr_assert_eq(json_integer_value(json_object_get(jf, "counted_bytes")), got);
   cr_assert_eq(json_array_size(json_object_get(j, "trials")), 0);
+  /* chosen by measured loss among the k fit's solution and the builds: none measured lower */
+  json_t *jc = json_object_get(jf, "candidates");
+  cr_assert_geq(json_array_size(jc), 2u);
+  cr_assert_gt(json_integer_value(json_object_get(jf, "measure_tokens")), 0);
+  double chosen_loss = json_real_value(json_object_get(jf, "measured_loss"));
+  size_t nk = 0;
+  for (size_t i = 0; i < json_array_size(jc); i++) {
+    json_t *c = json_array_get(jc, i);
+    nk += !strcmp(json_string_value(json_object_get(c, "kind")), "k");
+    cr_assert_geq(json_real_value(json_object_get(c, "measured_loss")), chosen_loss);
+  }
+  cr_assert_eq(nk, 1u);
   json_decref(j);
   char *ct = slurp(curve);
   cr_assert(strncmp(ct, "kind\tlambda\t", 12) == 0, "%s", ct);
   cr_assert_gt(count_lines(ct), 3);
   free(ct);
+  /* --fit-measure 0: by expected loss alone, nothing measured */
+  cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
+                   "--passthrough-max 256 --budget %lld --fit-measure 0 --json -o %s",
+                   bin("pgpack"), big, train, (long long)budget, out),
+               0, "%s", slurp(err_path));
+  j = load_json(out_path);
+  jf = json_object_get(j, "fit");
+  cr_assert_eq(json_array_size(json_object_get(jf, "candidates")), 0u);
+  cr_assert_str_neq(json_string_value(json_object_get(jf, "kind")), "k");
+  json_decref(j);
+  cr_assert_eq(run("%s --weights %s --budget %lld --fit-measure 1025 -o %s", bin("pgpack"), big,
+                   (long long)budget, out), 2);
   /* the loss fit needs calibration; the curve needs the loss fit */
   cr_assert_eq(run("%s --weights %s --budget %lld --fit loss -o %s", bin("pgpack"), big,
                    (long long)budget, out), 2);

@@ -90,6 +90,10 @@ static void usage(FILE *f) {
       "                        ends in .json)\n"
       "  --fit-probe-seqs N    calibration sequences the loss fit's sensitivities use\n"
       "                        (default: all)\n"
+      "  --fit-measure N       loss fit: choose by measured loss among the k fit's solution\n"
+      "                        and at most N builds (default 8; 0: by expected loss alone)\n"
+      "  --fit-measure-seqs N  training sequences after the calibration ones that the\n"
+      "                        measured losses use (default 256)\n"
       "  --fit-bits CAT=LIST   k fit: also try these bits for one category, e.g. embed=6,7,8\n"
       "  --fit-tolerance X     land within budget·(1−X)..budget (default 0.005)\n"
       "  --exclude-tokenizer   the budget does not count the tokenizer (pgsize's option)\n"
@@ -109,7 +113,7 @@ enum {
   O_VAL, O_BITS, O_CLIP, O_SCALES, O_LAMBDA, O_ROUND, O_DAMP, O_NOACT, O_BLOCK, O_PASS,
   O_NOGATE, O_LQK, O_LQR, O_LQF, O_CODEC, O_GROUP, O_PACKED, O_BUDGET, O_FITBITS, O_FITTOL,
   O_EXTOK, O_THREADS, O_JSON, O_ENGINE, O_LAYOUT, O_CONTAINER, O_ROWSORT, O_FIT, O_FITCURVE,
-  O_FITPROBE
+  O_FITPROBE, O_FITMEAS, O_FITMSEQS
 };
 
 typedef struct opts {
@@ -120,6 +124,7 @@ typedef struct opts {
   double temperature;
   uint64_t seed, budget;
   int fit_cat, fit_method, fit_probe; /* fit_method −1: by calibration */
+  int fit_measure, fit_mseqs;         /* fit_measure −1: none (--fit-measure 0) */
   unsigned fit_mask;
   double fit_tol;
   int count_tok, threads, json, quiet;
@@ -190,7 +195,9 @@ static void on_point(void *ctx, const pg_fit_point *t) {
   if (ev->pr.on) fprintf(stderr, "\r\033[K");
   if (ev->o->json || !t->built) return;
   char a[32], lam[24];
-  if (isnan(t->lambda))
+  if (t->kfit)
+    snprintf(lam, sizeof lam, "(k×%.5f)", t->mu);
+  else if (isnan(t->lambda))
     snprintf(lam, sizeof lam, "(recipe)");
   else
     snprintf(lam, sizeof lam, "%.4e", t->lambda);
@@ -270,9 +277,10 @@ static void on_step(void *ctx, int step, int done, const pg_packjob *j) {
   case PG_PACKJOB_FIT:
     if (j->have_fit) {
       const pg_fit_point *c = &j->fit.points[j->fit.chosen];
-      step_end(ev, "chose point %zu of %zu: lambda %.4e, %s counted bytes, expected dloss %.6e",
-               j->fit.chosen + 1, j->fit.npoints, c->lambda, pg_fmt_u64(a1, c->counted),
-               c->dloss);
+      step_end(ev, "chose point %zu of %zu (%s): lambda %.4e, %s counted bytes, expected dloss "
+               "%.6e, measured loss %.6f",
+               j->fit.chosen + 1, j->fit.npoints, pg_fit_point_kind(c), c->lambda,
+               pg_fmt_u64(a1, c->counted), c->dloss, c->measured);
       break;
     }
     step_end(ev, "chose trial %zu of %zu: k×%.5f, %s counted bytes, error %.6e", j->chosen + 1,
@@ -334,6 +342,26 @@ static void print_summary(const opts *o, const pg_packjob *job, double t_all) {
       json_object_set_new(jf, "calib_loss", pg_json_num(fr->base_loss));
       json_object_set_new(jf, "chosen", json_integer((json_int_t)fr->chosen));
       json_object_set_new(jf, "points", json_integer((json_int_t)fr->npoints));
+      /* the choice by measured loss: the chosen point's kind and every measured candidate */
+      json_object_set_new(jf, "kind", json_string(pg_fit_point_kind(c)));
+      json_object_set_new(jf, "measured_loss", pg_json_num(c->measured));
+      json_object_set_new(jf, "measure_tokens", json_integer((json_int_t)fr->measure_tokens));
+      json_t *jc = json_array();
+      for (size_t i = 0; i < fr->npoints; i++) {
+        const pg_fit_point *p = &fr->points[i];
+        if (isnan(p->measured)) continue;
+        json_t *e = json_object();
+        json_object_set_new(e, "point", json_integer((json_int_t)i));
+        json_object_set_new(e, "kind", json_string(pg_fit_point_kind(p)));
+        json_object_set_new(e, p->kfit ? "k_multiplier" : "lambda",
+                            pg_json_num(p->kfit ? p->mu : p->lambda));
+        json_object_set_new(e, "counted_bytes", json_integer((json_int_t)p->counted));
+        json_object_set_new(e, "dloss", pg_json_num(p->dloss));
+        json_object_set_new(e, "measured_loss", pg_json_num(p->measured));
+        json_object_set_new(e, "chosen", json_boolean(p->chosen));
+        json_array_append_new(jc, e);
+      }
+      json_object_set_new(jf, "candidates", jc);
       json_object_set_new(j, "fit", jf);
     }
     json_t *ts = json_array();
@@ -439,6 +467,8 @@ int main(int argc, char **argv) {
       {"fit", required_argument, 0, O_FIT},
       {"fit-curve", required_argument, 0, O_FITCURVE},
       {"fit-probe-seqs", required_argument, 0, O_FITPROBE},
+      {"fit-measure", required_argument, 0, O_FITMEAS},
+      {"fit-measure-seqs", required_argument, 0, O_FITMSEQS},
       {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int c;
@@ -611,6 +641,15 @@ int main(int argc, char **argv) {
       if (parse_int(optarg, 1, 1 << 20, &o.fit_probe))
         return pg_tool_usage_error(PROG, "--fit-probe-seqs: '%s' is not a count", optarg);
       break;
+    case O_FITMEAS:
+      if (parse_int(optarg, 0, 1024, &o.fit_measure))
+        return pg_tool_usage_error(PROG, "--fit-measure: '%s' is not 0..1024", optarg);
+      if (o.fit_measure == 0) o.fit_measure = -1;
+      break;
+    case O_FITMSEQS:
+      if (parse_int(optarg, 1, 1 << 20, &o.fit_mseqs))
+        return pg_tool_usage_error(PROG, "--fit-measure-seqs: '%s' is not a count", optarg);
+      break;
     case 'h': usage(stdout); return PG_EXIT_OK;
     default: usage(stderr); return PG_EXIT_ERROR;
     }
@@ -663,6 +702,7 @@ int main(int argc, char **argv) {
                         .budget = o.budget, .fit_cat = o.fit_cat, .fit_mask = o.fit_mask,
                         .fit_tolerance = o.fit_tol, .count_tokenizer = o.count_tok,
                         .fit_method = o.fit_method, .fit_probe_seqs = o.fit_probe,
+                        .fit_measure = o.fit_measure, .fit_measure_seqs = o.fit_mseqs,
                         .on_point = on_point, .on_fit_progress = on_fit_progress,
                         .engine = eng, .threads = o.threads, .on_step = on_step, .progress = on_progress,
                         .on_tensor = on_tensor, .on_trial = on_trial, .ctx = &ev};

@@ -1,6 +1,7 @@
 /* pg_fit.c: the loss-aware budget fit (pg_fit.h, spec/quant.md §6.2): an options table per
  * quantized tensor, sensitivities from the calibration loss, the Lagrangian allocation, the
- * search over λ on real builds, and the curve. */
+ * search over λ on real builds, the choice by measured loss (with the k fit's solution as a
+ * candidate), and the curve. */
 #include "pg_fit.h"
 
 #include <jansson.h>
@@ -38,6 +39,13 @@ typedef struct fitc {
   size_t **built;    /* allocations built, one per built point (NULL for estimated points) */
   pg_fit_result *res;
   size_t cap;
+  /* measuring the loss of a candidate: the dequantized weights and a forward's buffers */
+  pg_engine cpu;
+  pg_model *mm;
+  pg_tape *mtp;
+  int32_t *mids, *mtg;
+  double *mnll;
+  int mbatch;
 } fitc;
 
 void pg_fit_result_free(pg_fit_result *r) {
@@ -147,8 +155,10 @@ static int add_point(fitc *f, const pg_fit_point *pt, const size_t *alloc, pg_er
       return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
     memcpy(f->built[r->npoints], alloc, f->nq * sizeof *alloc);
   }
-  r->points[r->npoints++] = *pt;
-  if (f->o->on_point) f->o->on_point(f->o->ctx, pt);
+  r->points[r->npoints] = *pt;
+  if (!pt->kfit) r->points[r->npoints].measured = NAN; /* measured later, by the choice */
+  if (f->o->on_point) f->o->on_point(f->o->ctx, &r->points[r->npoints]);
+  r->npoints++;
   return PG_OK;
 }
 
@@ -259,6 +269,37 @@ static int calib_loss(pg_model *m, pg_tape *tp, const pg_calib_set *c, int nseq,
   return PG_OK;
 }
 
+/* The tokens a candidate's loss is measured on: o->measure, else the calibration rows; NULL
+ * when there are none (the choice is then by expected loss). */
+static const pg_calib_set *measure_set(const fitc *f) {
+  const pg_calib_set *c = f->o->measure ? f->o->measure : f->o->calib;
+  return c && c->tokens && c->nseq >= 1 && c->T >= 2 ? c : NULL;
+}
+
+/* The mean NLL on the measuring tokens of the weights a reader of the artifact built from the
+ * packer's current quantization computes (pg_packer_dequant: LQER included). */
+static int measure(fitc *f, double *out, pg_err *err) {
+  const pg_calib_set *c = measure_set(f);
+  if (!f->mm) {
+    pg_model *src = pg_packer_model(f->p);
+    f->mbatch = f->o->batch > 0 ? f->o->batch : 4;
+    size_t per = (size_t)f->mbatch * (size_t)(c->T - 1);
+    f->cpu = pg_engine_cpu(pg_packer_recipe(f->p)->nthreads);
+    f->mids = malloc(per * sizeof *f->mids);
+    f->mtg = malloc(per * sizeof *f->mtg);
+    f->mnll = malloc(per * sizeof *f->mnll);
+    if (!f->mids || !f->mtg || !f->mnll)
+      return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+    PG_TRY(pg_model_create(&f->mm, pg_model_arch(src), err));
+    PG_TRY(pg_model_copy_params(f->mm, src, err));
+    if (pg_tape_create(&f->mtp, &f->cpu, 0))
+      return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "tape: out of memory");
+  }
+  PG_TRY(pg_packer_dequant(f->p, f->mm, err));
+  f->res->measure_tokens = (uint64_t)c->nseq * (uint64_t)(c->T - 1);
+  return calib_loss(f->mm, f->mtp, c, c->nseq, f->mbatch, f->mids, f->mtg, f->mnll, out, err);
+}
+
 /* Sensitivity of each quant tensor: the curvature of the calibration loss along its probe's
  * error E, (L(W + E) + L(W − E))/2 − L(W), over that probe's error. The probe is the recipe's
  * setting (the category's bits when they are an option, else the fewest, k × 1): the loss is
@@ -355,6 +396,34 @@ static int options(fitc *f, pg_err *err) {
     }
   }
   return PG_OK;
+}
+
+/* The records' recipe fitted to the budget (pg_packer_fit: the category bits, one multiplier of
+ * every clip constant), measured: a candidate of the choice, so that the loss fit is never
+ * behind the records' recipe on the measuring tokens. Nothing of it fits: no candidate. Its bytes
+ * are kept in *kb to check the rebuild when it is chosen. */
+static int kfit_point(fitc *f, uint8_t **kb, size_t *kl, pg_err *err) {
+  pg_pack_fit_opts ko = {.budget = f->o->budget, .tolerance = f->o->tolerance, .fit_cat = -1};
+  pg_pack_trial *tr = NULL;
+  size_t ntr = 0, ch = 0;
+  pg_err ke = {0};
+  pg_packer_clear_tensors(f->p);
+  int rc = pg_packer_fit(f->p, f->x, &ko, &tr, &ntr, &ch, kb, kl, &ke);
+  if (rc == PG_E_LIMIT) { /* no multiplier fits: no candidate */
+    free(tr);
+    return PG_OK;
+  }
+  if (rc) {
+    free(tr);
+    if (err) *err = ke;
+    return rc;
+  }
+  pg_fit_point pt = {.lambda = NAN, .est_bytes = (double)tr[ch].counted,
+                     .counted = tr[ch].counted, .file_bytes = *kl, .dloss = NAN, .built = 1,
+                     .fits = 1, .kfit = 1, .mu = tr[ch].mu};
+  free(tr);
+  PG_TRY(measure(f, &pt.measured, err));
+  return add_point(f, &pt, NULL, err);
 }
 
 /* ---- the search ------------------------------------------------------------------------------ */
@@ -529,11 +598,44 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
     rc = sensitivities(&f, err);
   }
   for (size_t q = 0; !rc && q < f.nq; q++) res->sens[f.idx[q]] = f.sens[q];
+  /* the choice by measured loss (unless o.measure_max < 0 or nothing to measure on) */
+  const int measuring = o.measure_max >= 0 && measure_set(&f);
+  uint8_t *kbytes = NULL;
+  size_t klen = 0;
+  if (!rc && measuring && !o.no_kfit) rc = kfit_point(&f, &kbytes, &klen, err);
   if (!rc) rc = search(&f, err);
-  /* the choice: among the built points of the search, the least expected Δloss of those in the
-   * window, else of those that fit */
   long best = -1;
-  for (int pass = 0; !rc && pass < 2 && best < 0; pass++)
+  if (!rc && measuring) {
+    /* measure the search builds within the budget of least expected Δloss (ties: the earlier),
+     * at most measure_max; then the least measured loss of those and the k point (ties: the
+     * earlier point) */
+    int cap = o.measure_max > 0 ? o.measure_max : 8;
+    for (int n = 0; !rc && n < cap; n++) {
+      long next = -1;
+      for (size_t i = 0; i < res->npoints; i++) {
+        const pg_fit_point *pt = &res->points[i];
+        if (f.built[i] && pt->fits && isnan(pt->measured) &&
+            (next < 0 || pt->dloss < res->points[next].dloss))
+          next = (long)i;
+      }
+      if (next < 0) break;
+      if (apply(&f, f.built[next])) {
+        rc = pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "internal: bad fit option");
+        break;
+      }
+      rc = pg_packer_quantize(p, 1.0, err);
+      if (!rc) rc = measure(&f, &res->points[next].measured, err);
+    }
+    for (size_t i = 0; !rc && i < res->npoints; i++) {
+      const pg_fit_point *pt = &res->points[i];
+      if (pt->built && pt->fits && !isnan(pt->measured) &&
+          (best < 0 || pt->measured < res->points[best].measured))
+        best = (long)i;
+    }
+  }
+  /* without measuring: among the built points of the search, the least expected Δloss of those
+   * in the window, else of those that fit */
+  for (int pass = 0; !rc && !measuring && pass < 2 && best < 0; pass++)
     for (size_t i = 0; i < res->npoints; i++) {
       const pg_fit_point *pt = &res->points[i];
       if (!f.built[i] || !pt->fits || (pass == 0 && !in_window(&f, pt->counted))) continue;
@@ -548,7 +650,21 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
                     "fit: no allocation built fits %llu bytes (the smallest counts %llu)",
                     (unsigned long long)o.budget, (unsigned long long)smallest);
   }
-  if (!rc) {
+  if (!rc && res->points[best].kfit) {
+    /* the k point: its multiplier again, with the codecs every build kept (the first build's,
+     * at the recipe's setting like the k fit's first trial): its bytes exactly */
+    res->chosen = (size_t)best;
+    res->points[best].chosen = 1;
+    res->lambda = NAN;
+    uint64_t counted = 0;
+    pg_packer_clear_tensors(p);
+    pg_packer_keep_codecs(p, 1);
+    rc = pg_packer_quantize(p, res->points[best].mu, err);
+    if (!rc) rc = pg_packer_build(p, x, res->points[best].mu, out, len, &counted, err);
+    if (!rc && (*len != klen || memcmp(*out, kbytes, klen)))
+      rc = pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
+                      "internal: rebuilding the k fit's point gave other bytes");
+  } else if (!rc) {
     /* leave the packer at the chosen point and return its bytes */
     const size_t *a = f.built[best];
     res->chosen = (size_t)best;
@@ -563,6 +679,17 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
                       (unsigned long long)res->points[best].counted);
   }
   pg_packer_keep_codecs(p, 0);
+  if (rc) {
+    free(*out);
+    *out = NULL;
+    *len = 0;
+  }
+  free(kbytes);
+  pg_tape_free(f.mtp);
+  pg_model_free(f.mm);
+  free(f.mids);
+  free(f.mtg);
+  free(f.mnll);
   for (size_t i = 0; f.built && i < res->npoints; i++) free(f.built[i]);
   free(f.built);
   free(f.idx);
@@ -576,17 +703,20 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
 }
 
 const char *pg_fit_point_kind(const pg_fit_point *p) {
-  return !p->built ? "estimate" : isnan(p->lambda) ? "recipe" : p->filled ? "filled" : "built";
+  if (!p->built) return "estimate";
+  if (p->kfit) return "k";
+  return isnan(p->lambda) ? "recipe" : p->filled ? "filled" : "built";
 }
 
 /* ---- the curve ------------------------------------------------------------------------------- */
 
 char *pg_fit_curve_tsv(const pg_fit_result *r) {
-  size_t cap = 128 + r->npoints * 160, n = 0;
+  size_t cap = 160 + r->npoints * 200, n = 0;
   char *s = malloc(cap);
   if (!s) return NULL;
   n += (size_t)snprintf(s + n, cap - n,
-                        "kind\tlambda\test_bytes\tcounted\tfile_bytes\tdloss\tfits\tchosen\n");
+                        "kind\tlambda\test_bytes\tcounted\tfile_bytes\tdloss\tfits\tchosen"
+                        "\tmeasured\n");
   for (size_t i = 0; i < r->npoints; i++) {
     const pg_fit_point *p = &r->points[i];
     char lam[40];
@@ -594,10 +724,14 @@ char *pg_fit_curve_tsv(const pg_fit_result *r) {
       snprintf(lam, sizeof lam, "-");
     else
       snprintf(lam, sizeof lam, "%.9g", p->lambda);
-    n += (size_t)snprintf(s + n, cap - n, "%s\t%s\t%.0f\t%llu\t%llu\t%.9g\t%d\t%d\n",
+    char dl[40] = "-", ms[40] = "-";
+    if (!isnan(p->dloss)) snprintf(dl, sizeof dl, "%.9g", p->dloss);
+    if (!isnan(p->measured)) snprintf(ms, sizeof ms, "%.9g", p->measured);
+    if (p->kfit) snprintf(lam, sizeof lam, "k*%.9g", p->mu);
+    n += (size_t)snprintf(s + n, cap - n, "%s\t%s\t%.0f\t%llu\t%llu\t%s\t%d\t%d\t%s\n",
                           pg_fit_point_kind(p), lam, p->est_bytes,
                           (unsigned long long)p->counted, (unsigned long long)p->file_bytes,
-                          p->dloss, p->fits, p->chosen);
+                          dl, p->fits, p->chosen, ms);
   }
   return s;
 }
@@ -612,13 +746,17 @@ char *pg_fit_curve_json(const pg_fit_result *r) {
     json_object_set_new(e, "est_bytes", json_real(p->est_bytes));
     json_object_set_new(e, "counted", p->built ? json_integer((json_int_t)p->counted)
                                                : json_null());
-    json_object_set_new(e, "dloss", json_real(p->dloss));
+    json_object_set_new(e, "dloss", isnan(p->dloss) ? json_null() : json_real(p->dloss));
+    if (p->kfit) json_object_set_new(e, "mu", json_real(p->mu));
+    json_object_set_new(e, "measured",
+                        isnan(p->measured) ? json_null() : json_real(p->measured));
     json_object_set_new(e, "fits", json_boolean(p->fits));
     json_object_set_new(e, "chosen", json_boolean(p->chosen));
     json_array_append_new(a, e);
   }
   json_object_set_new(o, "points", a);
   json_object_set_new(o, "base_loss", isnan(r->base_loss) ? json_null() : json_real(r->base_loss));
+  json_object_set_new(o, "measure_tokens", json_integer((json_int_t)r->measure_tokens));
   char *s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
   json_decref(o);
   return s;

@@ -3,8 +3,10 @@
  * option's Hessian-weighted error and estimated bytes are measured once, each tensor's error is
  * put on the scale of the loss by a sensitivity measured on the calibration tokens (the loss
  * increase of quantizing that tensor alone), and a Lagrangian allocation (min Σ Δloss + λ·bytes)
- * is searched over λ until the real built artifact lands at or just under the budget. Every
- * point explored is kept: the loss-vs-bytes curve. The same inputs give the same bytes for any
+ * is searched over λ until the real built artifact lands at or just under the budget. The
+ * choice among the builds within the budget and the records' k fit at the same budget is by the
+ * loss their artifacts' weights measure on held-out tokens. Every point explored is kept: the
+ * loss-vs-bytes curve. The same inputs give the same bytes for any
  * thread count. */
 #ifndef PG_FIT_H
 #define PG_FIT_H
@@ -30,9 +32,15 @@ typedef struct pg_fit_point {
   int built, fits, chosen;
   int filled;       /* built from the allocation at lambda by upgrades that fill the gap up to
                        the budget (a Lagrangian allocation can jump over the window) */
+  int kfit;         /* the records' recipe fitted to the budget (pg_packer_fit: one multiplier
+                       mu of every clip constant, the category bits), a candidate of the
+                       choice; lambda and dloss NaN */
+  double mu;        /* kfit: its multiplier */
+  double measured;  /* the measured loss of the artifact's weights (LQER included) on the
+                       measuring tokens, nats per token; NaN: not measured */
 } pg_fit_point;
 
-/* "recipe", "built" (a Lagrangian allocation), "filled" or "estimate" (not built). */
+/* "recipe", "k", "built" (a Lagrangian allocation), "filled" or "estimate" (not built). */
 const char *pg_fit_point_kind(const pg_fit_point *p);
 
 typedef struct pg_fit_opts {
@@ -47,6 +55,12 @@ typedef struct pg_fit_opts {
   int batch;                 /* rows per forward (0: 4) */
   const double *sens;        /* per tensor in model order: the sensitivities to use (NULL:
                                 measure them) */
+  /* the choice by measured loss (spec/quant.md §6.2 step 7) */
+  int measure_max;           /* search builds measured at most, those of least expected loss
+                                (0: 8); < 0: none, the least expected loss is chosen and the
+                                k fit is not a candidate */
+  int no_kfit;               /* 1: the k fit's solution is not a candidate */
+  const pg_calib_set *measure; /* the measuring tokens (NULL: the first probe rows of calib) */
   /* events (each may be NULL): progress of the two measuring passes ("options",
    * "sensitivity"), and every point as it is explored */
   void (*on_progress)(void *ctx, const char *what, size_t done, size_t total);
@@ -62,12 +76,15 @@ typedef struct pg_fit_result {
   double *dloss;        /* [nt] expected Δloss of the chosen option; NaN likewise */
   double base_loss;     /* calibration loss of the unquantized weights (NaN with opts.sens) */
   double lambda;        /* the chosen point's λ */
+  uint64_t measure_tokens; /* tokens each measured loss averages (0: none measured) */
 } pg_fit_result;
 
 void pg_fit_result_free(pg_fit_result *r);
 
-/* Fit p (created with its Hessians, or none: then errors are plain Σ e²) to o->budget. The
- * packer is left quantized at the chosen point, its recipe JSON recording the per-tensor choice;
+/* Fit p (created with its Hessians, or none: then errors are plain Σ e²) to o->budget. Unless
+ * o->measure_max < 0, the choice among the builds that fit (and the k fit's solution) is by
+ * measured loss. The packer is left quantized at the chosen point (a loss point's recipe JSON
+ * recording the per-tensor choice; the k point's bytes are pg_packer_fit's);
  * the chosen point's bytes are returned in *out. PG_E_LIMIT when no built point fits; PG_E_ARG
  * without calibration tokens and sensitivities. res is filled on success and on PG_E_LIMIT. */
 int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts *o,

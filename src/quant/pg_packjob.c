@@ -111,12 +111,34 @@ int pg_packjob_run(pg_packjob *j, const pg_packjob_cfg *c, pg_err *err) {
     step(j, PG_PACKJOB_FIT, 0);
     pg_fit_opts fo = {.budget = c->budget, .tolerance = c->fit_tolerance,
                       .calib = no_calib ? NULL : &j->calib, .probe_seqs = c->fit_probe_seqs,
-                      .batch = c->calib_batch, .on_progress = c->on_fit_progress,
-                      .on_point = c->on_point, .ctx = c->ctx};
+                      .batch = c->calib_batch, .measure_max = c->fit_measure,
+                      .on_progress = c->on_fit_progress, .on_point = c->on_point,
+                      .ctx = c->ctx};
+    /* the measured losses of the choice: training rows after the calibration rows (held out
+     * from the sensitivities and the Hessians); shards too short for them, or self
+     * calibration: the calibration rows */
+    pg_calib_set held = {0};
+    if (!no_calib && !self && c->fit_measure >= 0) {
+      const int nm = c->fit_measure_seqs > 0 ? c->fit_measure_seqs : 256;
+      pg_err e2 = {0};
+      int rc = pg_calib_from_shards(&j->measure, c->calib, c->val, j->calib.nseq + nm,
+                                    j->calib.T, (uint32_t)pg_model_arch(j->model)->vocab_size,
+                                    &e2);
+      if (rc == PG_OK) {
+        held = (pg_calib_set){.nseq = nm, .T = j->calib.T,
+                              .tokens = j->measure.tokens +
+                                        (size_t)j->calib.nseq * (size_t)j->calib.T};
+        fo.measure = &held;
+      } else if (rc != PG_E_ARG) {
+        if (err) *err = e2;
+        return rc;
+      }
+    }
     int rc = pg_packer_fit_loss(j->packer, &x, &fo, &j->fit, &j->bytes, &j->len, err);
     j->have_fit = rc == PG_OK || rc == PG_E_LIMIT;
     if (rc) return rc;
     j->counted = j->fit.points[j->fit.chosen].counted;
+    if (j->fit.points[j->fit.chosen].kfit) j->mu = j->fit.points[j->fit.chosen].mu;
     step(j, PG_PACKJOB_FIT, 1);
   } else if (c->budget) {
     step(j, PG_PACKJOB_FIT, 0);
@@ -167,6 +189,7 @@ void pg_packjob_free(pg_packjob *j) {
   pg_packer_free(j->packer);
   pg_calib_hessians_free(&j->hessians);
   pg_calib_free(&j->calib);
+  pg_calib_free(&j->measure);
   pg_model_free(j->model);
   pg_artifact_free(j->source);
   memset(j, 0, sizeof *j);

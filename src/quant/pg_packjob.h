@@ -62,6 +62,10 @@ typedef struct pg_packjob_cfg {
   int fit_method;            /* with a budget: PG_FIT_K (the clip multiplier, 0) or PG_FIT_LOSS
                                 (per-tensor bits and clip, pg_fit.h; needs calibration) */
   int fit_probe_seqs;        /* PG_FIT_LOSS: calibration rows of the sensitivities (0: all) */
+  int fit_measure;           /* PG_FIT_LOSS: search builds measured at most (0: 8; < 0: none,
+                                the choice by expected loss, no k fit candidate) */
+  int fit_measure_seqs;      /* PG_FIT_LOSS with shard calibration: rows of calib_len after the
+                                calibration rows that the measured losses use (0: 256) */
   int count_tokenizer;       /* the budget counts the tokenizer section */
   pg_engine *engine;         /* where calibration runs (pg_engine_open); NULL: the CPU engine */
   int threads;               /* CPU threads (0: all) */
@@ -83,6 +87,8 @@ struct pg_packjob {
   pg_artifact *source;          /* ... the artifact they came from (NULL: safetensors) */
   char *record, *record_protocol; /* ... their provenance.record / .protocol (NULL: none) */
   pg_calib_set calib;           /* CALIB */
+  pg_calib_set measure;         /* FIT (PG_FIT_LOSS): the calibration rows and the held-out rows
+                                   after them (nseq 0: none, the calibration rows measure) */
   pg_calib_hessians hessians;   /* HESSIANS */
   int threads;                  /* the engine's threads */
   char engine_name[16];         /* the engine's name ("cpu") */
