@@ -594,7 +594,8 @@ int pg_qc_encode_max(const uint8_t *raw, size_t n, const pg_qc_seg *segs, size_t
 /* Decoder */
 
 typedef struct qc_dec {
-  const uint32_t *tab;
+  const uint8_t *sym;  /* per context, the symbol of each of the PM slots */
+  const uint32_t *fs;  /* per context and symbol: (frequency - 1) | start << 12 */
   const uint8_t *valid, *w;
   uint8_t lut[NAV][LUT_N];
   uint16_t *colm, *cols;
@@ -613,13 +614,17 @@ dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const 
   uint16_t *restrict colm = d->colm, *restrict cols = d->cols;
   const uint8_t *restrict lr = d->lut[AV_ROW], *restrict lc = d->lut[AV_COL];
   const uint8_t *restrict ls = d->lut[AV_SGN], *restrict valid = d->valid, *restrict wt = d->w;
-  const uint32_t *restrict tab = d->tab;
+  const uint8_t *restrict sym = d->sym;
+  const uint32_t *restrict fs = d->fs;
   uint8_t *restrict o = out;
   const unsigned rs = d->rs, cs = d->cs;
   const uint32_t init = d->init;
   for (uint64_t j = 0; j < row; j++) colm[j] = (uint16_t)init, cols[j] = SGN_ZERO;
   uint32_t rm = init, rsg = SGN_ZERO, rm1 = init, rsg1 = SGN_ZERO, sp = SGN_ZERO;
-  uint32_t x0 = d->x[0], x1 = d->x[1];
+  /* xa codes the next value, xb the one after: the two interleaved states trade places at every
+   * value, which keeps the state's choice out of the loop's dependency chain */
+  const unsigned par = (unsigned)(base & 1);
+  uint32_t xa = d->x[par], xb = d->x[par ^ 1];
   const uint8_t *p = d->p, *const end = d->end;
   uint64_t j = 0, k = 0;
   for (; k < len; k++) {
@@ -628,15 +633,15 @@ dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const 
                         : smode == SGN_PREV ? sp : 0;
     const unsigned c = lr[rm1 >> 4] + lc[colm[j] >> 4] + ls[sg >> 5];
     if (!valid[c]) break;
-    const int odd = (int)((base + k) & 1);
-    uint32_t xs = odd ? x1 : x0;
-    const uint32_t e = tab[(size_t)c * PM + (xs & (PM - 1))];
-    xs = ((e >> 8 & 0xfff) + 1) * (xs >> PB) + (e >> 20);
+    uint32_t xs = xa;
+    const uint32_t slot = xs & (PM - 1), t = sym[(size_t)c * PM + slot];
+    const uint32_t e = fs[(size_t)c * 256 + t];
+    xs = ((e & 0xfff) + 1) * (xs >> PB) + slot - (e >> 12);
     while (xs < RANS_L && p < end) xs = xs << 8 | *p++;
     if (xs < RANS_L) break;
-    if (odd) x1 = xs;
-    else x0 = xs;
-    const unsigned t = e & 0xff, p16 = (sg + 128) >> 8, pw = wfmt ? wpred(sg, wt[c]) : p16;
+    xa = xb;
+    xb = xs;
+    const unsigned p16 = (sg + 128) >> 8, pw = wfmt ? wpred(sg, wt[c]) : p16;
     const unsigned s = pred ? (t + pw + 128) & 0xffu : t;
     o[k] = (uint8_t)(s ^ 0x80u);
     /* format 2: the averages follow the residual against the unweighted prediction */
@@ -649,8 +654,10 @@ dec_seg(qc_dec *d, uint8_t *out, uint64_t len, uint64_t row, size_t base, const 
     if (smode == SGN_PREV) sp = s << 8;
     if (++j == row) j = 0, rm = rm1 = init, rsg = rsg1 = sp = SGN_ZERO;
   }
-  d->x[0] = x0;
-  d->x[1] = x1;
+  /* after k values xa belongs to the parity of base + k */
+  const unsigned pk = (unsigned)((base + k) & 1);
+  d->x[pk] = xa;
+  d->x[pk ^ 1] = xb;
   d->p = p;
   return k;
 }
@@ -710,12 +717,13 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
              "qc: segments hold %llu bytes, section declares %zu", (unsigned long long)total,
              raw_len);
   qc_dec d = {0};
-  uint32_t *tab = malloc((size_t)nctx * PM * sizeof *tab);
+  uint8_t *tab = malloc((size_t)nctx * PM);
+  uint32_t *fsv = calloc((size_t)nctx * 256, sizeof *fsv);
   d.colm = malloc((maxrow ? maxrow : 1) * sizeof *d.colm);
   d.cols = malloc((maxrow ? maxrow : 1) * sizeof *d.cols);
   uint8_t valid[NCTX_MAX] = {0};
   int rc = PG_OK;
-  if (!tab || !d.colm || !d.cols)
+  if (!tab || !fsv || !d.colm || !d.cols)
     rc = pg_err_set(err, PG_E_NOMEM, file, off, "qc: cannot allocate");
   for (unsigned c = 0; !rc && c < nctx; c++) {
     uint64_t k;
@@ -734,9 +742,10 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
     p += 1 + k;
     uint32_t f[256];
     normalize(codes, f);
-    uint32_t *t = tab + (size_t)c * PM, st = 0;
+    uint8_t *t = tab + (size_t)c * PM;
+    uint32_t st = 0;
     for (unsigned s = lo; s < lo + k; s++) {
-      for (uint32_t j = 0; j < f[s]; j++) t[st + j] = s | (f[s] - 1) << 8 | j << 20;
+      if (f[s]) memset(t + st, (int)s, f[s]), fsv[(size_t)c * 256 + s] = (f[s] - 1) | st << 12;
       st += f[s];
     }
     valid[c] = 1;
@@ -760,7 +769,8 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
       rc = FAIL("coder states %u, %u outside [2^23, 2^31)", d.x[0], d.x[1]);
   }
   luts(&q, d.lut);
-  d.tab = tab;
+  d.sym = tab;
+  d.fs = fsv;
   d.valid = valid;
   d.w = q.w;
   d.p = p;
@@ -793,6 +803,7 @@ int pg_qc_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, cons
     rc = FAIL("coder states do not end where the encoder began (corrupt payload)");
   if (!rc && d.p != end) rc = FAIL("%zu bytes after the end of the stream", (size_t)(end - d.p));
   free(tab);
+  free(fsv);
   free(d.colm);
   free(d.cols);
   return rc;
