@@ -1334,6 +1334,26 @@ extern "C" int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, p
   return PG_OK;
 }
 
+/* Column-major c [m × n] = op(a)·op(b) with bf16 operands, CUBLAS_COMPUTE_32F and an fp32 result
+ * (beta 0): the products of the bf16 Newton–Schulz (spec/engine.md §8.7). False (and nothing
+ * queued) without cuBLAS. */
+bool pgcuda::blas_gemm_bf16(const pg_ops *o, int ta, int tb, int m, int n, int k,
+                            const uint16_t *a, int lda, const uint16_t *b, int ldb, float *c,
+                            int ldc, const char *what) {
+  pg_engine *e = pg_engine_of(o);
+  Dev *d = dev_of(e);
+  if (!d->blas) return false;
+  const BlasLib &L = blas_lib();
+  const float one = 1.0f, zero = 0.0f;
+  BlasStatus st = L.gemm(d->blas, ta ? kBlasOpT : kBlasOpN, tb ? kBlasOpT : kBlasOpN, m, n, k,
+                         &one, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, &zero, c, CUDA_R_32F,
+                         ldc, kBlasCompute32F, kBlasGemmDefault);
+  if (st != kBlasOk)
+    pg_engine_fail(e, PG_E_CUDA, "cuda engine: %s (cuBLAS, %d x %d x %d): %s", what, m, n, k,
+                   L.status_string(st));
+  return true;
+}
+
 bool pgcuda::fast_matmul_bwd(const pg_ops *o, float *dx, float *dw, const float *dy,
                              const float *x, const float *w, int M, int N, int K) {
   return fast_matmul_bwd_impl(o, dx, dw, dy, x, w, M, N, K);

@@ -53,6 +53,8 @@ static pg_engine *dev_open(void) {
   return e;
 }
 
+static pg_engine *dev_open_bf16(void); /* precision bf16: the fast kernels (below) */
+
 static void dev_close(pg_engine *e) {
   if (standin())
     pgremote_free((pgremote *)(void *)e);
@@ -495,7 +497,9 @@ Test(gpu_bwd, muon_step_bit_for_bit) {
   static const int variants[][5] = {
       /* kind, steps, nesterov, row_normalize, wd on */
       {PG_NS_CLASSIC, 5, 1, 0, 0}, {PG_NS_POLAR_EXPRESS, 5, 1, 1, 1}, {PG_NS_POLAR_EXPRESS, 7, 0, 0, 1},
-      {PG_NS_CLASSIC, 0, 0, 1, 0}};
+      {PG_NS_CLASSIC, 0, 0, 1, 0},
+      /* the bf16 iteration on an engine opened fp32: its exact products, the CPU's bits */
+      {PG_NS_CLASSIC | PG_NS_BF16, 5, 1, 0, 0}, {PG_NS_POLAR_EXPRESS | PG_NS_BF16, 5, 1, 1, 1}};
   char what[96];
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (size_t k = 0; k < sizeof variants / sizeof *variants; k++) {
@@ -514,6 +518,58 @@ Test(gpu_bwd, muon_step_bit_for_bit) {
       snprintf(what, sizeof what, "muon %dx%d variant %zu: momentum", rows, cols, k);
       check(g, what, &bf, 0);
       freebuf(g, &p), freebuf(g, &gr), freebuf(g, &bf);
+    }
+  dev_close(g);
+}
+
+/* The bf16 Newton–Schulz through cuBLAS (an engine opened with precision bf16) against the CPU's
+ * bf16 iteration (spec/train.md §10: the largest element difference ≤ 0.5 × the RMS of the CPU's
+ * output, the RMS of the difference ≤ 0.05 × it), and a rerun bit for bit. One Muon step from
+ * p = 0 with lr 1, μ 0 and no decay leaves p = −s·NS(g) on either engine. */
+Test(gpu_bwd, muon_bf16_newton_schulz_fast) {
+  pg_rng r;
+  pg_rng_seed(&r, 28);
+  pg_engine cpu = pg_engine_cpu(2), *g = dev_open_bf16();
+  static const int shapes[][2] = {{96, 320}, {320, 96}, {512, 512}};
+  for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+    for (int kind = 0; kind < 2; kind++) {
+      const int rows = shapes[s][0], cols = shapes[s][1], nk = kind | PG_NS_BF16;
+      const size_t n = (size_t)rows * cols;
+      buf gr = mkbuf(g, &r, n, 1);
+      float *ph = calloc(n, sizeof *ph), *bh = calloc(n, sizeof *bh), *got[2];
+      cr_assert(ph && bh);
+      cpu.ops.muon_step(&cpu.ops, ph, gr.h, bh, rows, cols, 1.0, 0.0, 0.0, 0, 0, nk, 5);
+      for (int run = 0; run < 2; run++) {
+        float *pd = pg_engine_alloc(g, n * 4), *bd = pg_engine_alloc(g, n * 4);
+        cr_assert(pd && bd);
+        g->ops.muon_step(&g->ops, pd, gr.d, bd, rows, cols, 1.0, 0.0, 0.0, 0, 0, nk, 5);
+        got[run] = malloc(n * 4);
+        cr_assert(got[run]);
+        pg_engine_download(g, got[run], pd, n * 4);
+        pg_err err;
+        cr_assert_eq(pg_engine_sync(g, &err), PG_OK, "%s", err.msg);
+        pg_engine_free(g, pd), pg_engine_free(g, bd);
+      }
+      cr_assert_eq(memcmp(got[0], got[1], n * 4), 0, "%dx%d kind %d: a rerun differs", rows,
+                   cols, kind);
+      double ss = 0, dd = 0, dmax = 0;
+      size_t differ = 0;
+      for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[0][i] - (double)ph[i]);
+        ss += (double)ph[i] * ph[i], dd += d * d;
+        if (d > dmax) dmax = d;
+        differ += d != 0;
+      }
+      const double rms = sqrt(ss / (double)n), rd = sqrt(dd / (double)n) / rms;
+      cr_log_info("bf16 NS %dx%d kind %d: %zu of %zu elements differ, largest %.4g and RMS %.4g "
+                  "of the output's RMS", rows, cols, kind, differ, n, dmax / rms, rd);
+      cr_assert_gt(rms, 0);
+      cr_assert_leq(dmax, 0.5 * rms, "%dx%d kind %d: largest difference %.4g of the RMS", rows,
+                    cols, kind, dmax / rms);
+      cr_assert_leq(rd, 0.05, "%dx%d kind %d: RMS difference %.4g of the RMS", rows, cols, kind,
+                    rd);
+      free(ph), free(bh), free(got[0]), free(got[1]);
+      freebuf(g, &gr);
     }
   dev_close(g);
 }
