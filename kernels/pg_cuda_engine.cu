@@ -1151,9 +1151,32 @@ __global__ void k_ce(double *nll, const float *logits, const int32_t *tg, int T,
   }
 }
 
+/* nll[t] = m + log(s) − l[y] from the row statistics of k_ce_stats_rows */
+__global__ void k_ce_from_stats(double *nll, const double *st, const float *logits,
+                                const int32_t *tg, int T, int V, const int *err) {
+  if (*(volatile const int *)err) return;
+  GRID_LOOP(t, (size_t)T) {
+    nll[t] = st[2 * t] + log(st[2 * t + 1]) - (double)logits[t * (size_t)V + tg[t]];
+  }
+}
+
 void c_ce_fwd(const pg_ops *o, double *nll, const float *logits, const int32_t *targets, int T,
               int V) {
   if (T <= 0) return;
+  pg_engine *e = pg_engine_of(o);
+  Dev *d = dev_of(e);
+  /* a bf16 pass of the fast mode: a block per row (the same formula, sums in another order) */
+  double *st = d->fast && e->bf16_pass && V > 0
+                   ? static_cast<double *>(pg_engine_scratch_try(e, 0, 2 * (size_t)T * 8))
+                   : nullptr;
+  if (st) {
+    k_ce_stats_rows<<<(unsigned)T, kCeThreads, 0, d->stream>>>(st, logits, targets, V,
+                                                               d->err_dev);
+    k_ce_from_stats<<<blocks_for((size_t)T), kThreads, 0, d->stream>>>(nll, st, logits, targets,
+                                                                       T, V, d->err_dev);
+    launched(o, "cross-entropy (rows by blocks)");
+    return;
+  }
   k_ce<<<blocks_for((size_t)T), 128, 0, dev_of(o)->stream>>>(nll, logits, targets, T, V,
                                                              dev_of(o)->err_dev);
   launched(o, "cross-entropy");

@@ -548,7 +548,11 @@ void c_ce_bwd(const pg_ops *o, float *dlogits, const float *dnll, const float *l
       pg_engine_scratch(pg_engine_of(o), 0, 2 * (size_t)T * sizeof(double)));
   if (!st) return;
   int *err = dev_of(o)->err_dev;
-  k_ce_stats<<<blocks_for((size_t)T), 128, 0, stream_of(o)>>>(st, logits, targets, T, V, err);
+  const pg_engine *e = pg_engine_of(o);
+  if (dev_of(o)->fast && e->bf16_pass && e->bf16_grad && V > 0) /* the trainer's bf16 backward */
+    k_ce_stats_rows<<<(unsigned)T, kCeThreads, 0, stream_of(o)>>>(st, logits, targets, V, err);
+  else
+    k_ce_stats<<<blocks_for((size_t)T), 128, 0, stream_of(o)>>>(st, logits, targets, T, V, err);
   launched(o, "cross-entropy backward");
   size_t n = (size_t)T * (size_t)V;
   if (!n) return;
