@@ -11,8 +11,9 @@
  * softcap, tanh, RoPE's angle) use CUDA's fp64 functions (spec/engine.md §8.6 states the
  * tolerance). Temporaries come from the engine's scratch (slot 0), never from cudaMalloc. In the
  * trainer's bf16 backward (bf16_pass and bf16_grad set, an engine opened with precision bf16)
- * matmul_bwd and attention_bwd hand over to the tensor-core kernels of pg_cuda_engine.cu
- * (spec/engine.md §8.7). */
+ * matmul_bwd and attention_bwd hand over to the tensor-core kernels of pg_cuda_engine.cu, and
+ * ce_bwd's row statistics take a block per row; muon_step's bf16 Newton–Schulz (PG_NS_BF16, a
+ * bf16 run's) multiplies through cuBLAS on such an engine (spec/engine.md §8.7). */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stddef.h>
