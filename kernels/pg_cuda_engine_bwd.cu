@@ -551,7 +551,7 @@ void c_ce_bwd(const pg_ops *o, float *dlogits, const float *dnll, const float *l
   int *err = dev_of(o)->err_dev;
   const pg_engine *e = pg_engine_of(o);
   if (dev_of(o)->fast && e->bf16_pass && e->bf16_grad && V > 0) /* the trainer's bf16 backward */
-    k_ce_stats_rows<<<(unsigned)T, kCeThreads, 0, stream_of(o)>>>(st, logits, targets, V, err);
+    launch_ce_stats_rows(o, st, logits, targets, T, V);
   else
     k_ce_stats<<<blocks_for((size_t)T), 128, 0, stream_of(o)>>>(st, logits, targets, T, V, err);
   launched(o, "cross-entropy backward");

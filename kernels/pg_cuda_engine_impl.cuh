@@ -84,46 +84,6 @@ __device__ inline double pg_exp_d(double x) {
   return __dmul_rn(__dmul_rn(p, p1), p2);
 }
 
-/* The cross-entropy statistics of the fast bf16 mode (spec/engine.md §8.7): one block of
- * kCeThreads per row t instead of one thread. The maximum m (exact in any order); then thread j
- * sums pg_exp(l[v] − m) over v ≡ j (mod kCeThreads) ascending, in fp64, and the block adds those
- * partial sums by a fixed pairwise tree: the same bits on every run, another order than the
- * exact op's one running sum. Writes st[2t] = m, st[2t + 1] = s; a target outside [0, V) sets the
- * error word. */
-constexpr int kCeThreads = 256;
-
-__global__ void __launch_bounds__(kCeThreads)
-    k_ce_stats_rows(double *st, const float *logits, const int32_t *tg, int V, int *err) {
-  __shared__ double red[kCeThreads];
-  const size_t t = blockIdx.x;
-  const int j = threadIdx.x;
-  if (j == 0 && (tg[t] < 0 || tg[t] >= V)) set_err(err, PG_E_TOKEN_RANGE);
-  const float *l = logits + t * (size_t)V;
-  double m = -INFINITY;
-  for (int v = j; v < V; v += kCeThreads)
-    if ((double)l[v] > m) m = (double)l[v];
-  red[j] = m;
-  __syncthreads();
-  for (int w = kCeThreads / 2; w > 0; w /= 2) {
-    if (j < w && red[j + w] > red[j]) red[j] = red[j + w];
-    __syncthreads();
-  }
-  m = red[0];
-  __syncthreads();
-  double s = 0.0;
-  for (int v = j; v < V; v += kCeThreads) s = s + pg_exp_d((double)l[v] - m);
-  red[j] = s;
-  __syncthreads();
-  for (int w = kCeThreads / 2; w > 0; w /= 2) {
-    if (j < w) red[j] = red[j] + red[j + w];
-    __syncthreads();
-  }
-  if (j == 0) {
-    st[2 * t] = m;
-    st[2 * t + 1] = red[0];
-  }
-}
-
 __device__ inline double sigmoid_d(double z) {
   return z >= 0.0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
 }
@@ -164,6 +124,11 @@ bool fast_attention_bwd(const pg_ops *o, float *dq, float *dk, float *dv, const 
  * (an engine opened with precision fp32, or the library not loaded). */
 bool blas_gemm_bf16(const pg_ops *o, int ta, int tb, int m, int n, int k, const uint16_t *a,
                     int lda, const uint16_t *b, int ldb, float *c, int ldc, const char *what);
+
+/* The cross-entropy row statistics of the fast bf16 mode, a block per row (pg_cuda_engine.cu,
+ * k_ce_stats_rows): st[2t] = the row's maximum, st[2t + 1] = its sum of exponentials. */
+void launch_ce_stats_rows(const pg_ops *o, double *st, const float *logits, const int32_t *tg,
+                          int T, int V);
 
 /* Fills the table's backward and optimizer entries (pg_cuda_engine_bwd.cu). */
 void bwd_table(pg_ops *t);
