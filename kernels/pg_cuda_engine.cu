@@ -1151,9 +1151,71 @@ __global__ void k_ce(double *nll, const float *logits, const int32_t *tg, int T,
   }
 }
 
+/* The cross-entropy statistics of the fast bf16 mode (spec/engine.md §8.7): one block of
+ * kCeThreads per row t instead of one thread. The maximum m (exact in any order); then thread j
+ * sums pg_exp(l[v] − m) over v ≡ j (mod kCeThreads) ascending, in fp64, and the block adds those
+ * partial sums by a fixed pairwise tree: the same bits on every run, another order than the
+ * exact op's one running sum. Writes st[2t] = m, st[2t + 1] = s; a target outside [0, V) sets the
+ * error word. */
+constexpr int kCeThreads = 256;
+
+__global__ void __launch_bounds__(kCeThreads)
+    k_ce_stats_rows(double *st, const float *logits, const int32_t *tg, int V, int *err) {
+  __shared__ double red[kCeThreads];
+  const size_t t = blockIdx.x;
+  const int j = threadIdx.x;
+  if (j == 0 && (tg[t] < 0 || tg[t] >= V)) set_err(err, PG_E_TOKEN_RANGE);
+  const float *l = logits + t * (size_t)V;
+  double m = -INFINITY;
+  for (int v = j; v < V; v += kCeThreads)
+    if ((double)l[v] > m) m = (double)l[v];
+  red[j] = m;
+  __syncthreads();
+  for (int w = kCeThreads / 2; w > 0; w /= 2) {
+    if (j < w && red[j + w] > red[j]) red[j] = red[j + w];
+    __syncthreads();
+  }
+  m = red[0];
+  __syncthreads();
+  double s = 0.0;
+  for (int v = j; v < V; v += kCeThreads) s = s + pg_exp_d((double)l[v] - m);
+  red[j] = s;
+  __syncthreads();
+  for (int w = kCeThreads / 2; w > 0; w /= 2) {
+    if (j < w) red[j] = red[j] + red[j + w];
+    __syncthreads();
+  }
+  if (j == 0) {
+    st[2 * t] = m;
+    st[2 * t + 1] = red[0];
+  }
+}
+
+/* nll[t] = m + log(s) − l[y] from the row statistics of k_ce_stats_rows */
+__global__ void k_ce_from_stats(double *nll, const double *st, const float *logits,
+                                const int32_t *tg, int T, int V, const int *err) {
+  if (*(volatile const int *)err) return;
+  GRID_LOOP(t, (size_t)T) {
+    nll[t] = st[2 * t] + log(st[2 * t + 1]) - (double)logits[t * (size_t)V + tg[t]];
+  }
+}
+
 void c_ce_fwd(const pg_ops *o, double *nll, const float *logits, const int32_t *targets, int T,
               int V) {
   if (T <= 0) return;
+  pg_engine *e = pg_engine_of(o);
+  Dev *d = dev_of(e);
+  /* a bf16 pass of the fast mode: a block per row (the same formula, sums in another order) */
+  double *st = d->fast && e->bf16_pass && V > 0
+                   ? static_cast<double *>(pg_engine_scratch_try(e, 0, 2 * (size_t)T * 8))
+                   : nullptr;
+  if (st) {
+    launch_ce_stats_rows(o, st, logits, targets, T, V);
+    k_ce_from_stats<<<blocks_for((size_t)T), kThreads, 0, d->stream>>>(nll, st, logits, targets,
+                                                                       T, V, d->err_dev);
+    launched(o, "cross-entropy (rows by blocks)");
+    return;
+  }
   k_ce<<<blocks_for((size_t)T), 128, 0, dev_of(o)->stream>>>(nll, logits, targets, T, V,
                                                              dev_of(o)->err_dev);
   launched(o, "cross-entropy");
@@ -1332,6 +1394,33 @@ extern "C" int pg_cuda_engine_create(pg_engine **out, const pg_engine_opts *o, p
   }
   *out = e;
   return PG_OK;
+}
+
+/* Column-major c [m × n] = op(a)·op(b) with bf16 operands, CUBLAS_COMPUTE_32F and an fp32 result
+ * (beta 0): the products of the bf16 Newton–Schulz (spec/engine.md §8.7). False (and nothing
+ * queued) without cuBLAS. */
+bool pgcuda::blas_gemm_bf16(const pg_ops *o, int ta, int tb, int m, int n, int k,
+                            const uint16_t *a, int lda, const uint16_t *b, int ldb, float *c,
+                            int ldc, const char *what) {
+  pg_engine *e = pg_engine_of(o);
+  Dev *d = dev_of(e);
+  if (!d->blas) return false;
+  const BlasLib &L = blas_lib();
+  const float one = 1.0f, zero = 0.0f;
+  BlasStatus st = L.gemm(d->blas, ta ? kBlasOpT : kBlasOpN, tb ? kBlasOpT : kBlasOpN, m, n, k,
+                         &one, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, &zero, c, CUDA_R_32F,
+                         ldc, kBlasCompute32F, kBlasGemmDefault);
+  if (st != kBlasOk)
+    pg_engine_fail(e, PG_E_CUDA, "cuda engine: %s (cuBLAS, %d x %d x %d): %s", what, m, n, k,
+                   L.status_string(st));
+  return true;
+}
+
+void pgcuda::launch_ce_stats_rows(const pg_ops *o, double *st, const float *logits,
+                                  const int32_t *tg, int T, int V) {
+  k_ce_stats_rows<<<(unsigned)T, kCeThreads, 0, dev_of(o)->stream>>>(st, logits, tg, V,
+                                                                     dev_of(o)->err_dev);
+  launched(o, "cross-entropy (rows by blocks)");
 }
 
 bool pgcuda::fast_matmul_bwd(const pg_ops *o, float *dx, float *dw, const float *dy,

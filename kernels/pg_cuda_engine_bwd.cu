@@ -11,8 +11,9 @@
  * softcap, tanh, RoPE's angle) use CUDA's fp64 functions (spec/engine.md §8.6 states the
  * tolerance). Temporaries come from the engine's scratch (slot 0), never from cudaMalloc. In the
  * trainer's bf16 backward (bf16_pass and bf16_grad set, an engine opened with precision bf16)
- * matmul_bwd and attention_bwd hand over to the tensor-core kernels of pg_cuda_engine.cu
- * (spec/engine.md §8.7). */
+ * matmul_bwd and attention_bwd hand over to the tensor-core kernels of pg_cuda_engine.cu, and
+ * ce_bwd's row statistics take a block per row; muon_step's bf16 Newton–Schulz (PG_NS_BF16, a
+ * bf16 run's) multiplies through cuBLAS on such an engine (spec/engine.md §8.7). */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stddef.h>
@@ -548,7 +549,11 @@ void c_ce_bwd(const pg_ops *o, float *dlogits, const float *dnll, const float *l
       pg_engine_scratch(pg_engine_of(o), 0, 2 * (size_t)T * sizeof(double)));
   if (!st) return;
   int *err = dev_of(o)->err_dev;
-  k_ce_stats<<<blocks_for((size_t)T), 128, 0, stream_of(o)>>>(st, logits, targets, T, V, err);
+  const pg_engine *e = pg_engine_of(o);
+  if (dev_of(o)->fast && e->bf16_pass && e->bf16_grad && V > 0) /* the trainer's bf16 backward */
+    launch_ce_stats_rows(o, st, logits, targets, T, V);
+  else
+    k_ce_stats<<<blocks_for((size_t)T), 128, 0, stream_of(o)>>>(st, logits, targets, T, V, err);
   launched(o, "cross-entropy backward");
   size_t n = (size_t)T * (size_t)V;
   if (!n) return;
@@ -815,6 +820,123 @@ __global__ void k_muon_out(float *p, const float *x, size_t n, double decay, dou
   GRID_LOOP(i, n) p[i] = (float)((double)p[i] * decay - lr * (scale * (double)x[i]));
 }
 
+/* ---- the bf16 Newton–Schulz (PG_NS_BF16; pg_ops_optim.h, spec/engine.md §8.7) -----------------
+ * The matrices are fp32 arrays of bf16 values, as on the CPU, with bf16 copies (the bits) of the
+ * products' operands. A product's sums go to an fp32 array S: the exact tiled kernel's (fp64
+ * sums rounded to fp32: with bf(·) after it, the CPU's bf(fp64 sum)) or cuBLAS's (fp32 sums);
+ * k_nsb_comb then rounds it and forms the records' elementwise combination in fp64. */
+
+__device__ inline uint16_t nsb_bits(float v) { return (uint16_t)(__float_as_uint(v) >> 16); }
+
+__global__ void k_nsb_round(float *x, size_t n) {
+  GRID_LOOP(i, n) x[i] = bf16_round(x[i]);
+}
+
+/* X ← bf(X / d), d = bf(bf(sqrt(ss)) + 1e-7); Xb its bits */
+__global__ void k_nsb_normalize(float *x, uint16_t *xb, size_t n, const double *ss) {
+  const double den = bfd(bfd(sqrt(*ss)) + 1e-7);
+  GRID_LOOP(i, n) {
+    float v = (float)bfd((double)x[i] / den);
+    x[i] = v;
+    xb[i] = nsb_bits(v);
+  }
+}
+
+/* out = bf(bf(beta·bf(s))), or bf(bf(alpha·add) + bf(beta·bf(s))) with add; outb its bits (may
+ * be null). out may be add. */
+__global__ void k_nsb_comb(float *out, uint16_t *outb, const float *add, const float *s, size_t n,
+                           double alpha, double beta) {
+  GRID_LOOP(i, n) {
+    double v = bfd(beta * bfd((double)s[i]));
+    if (add) v = bfd(bfd(alpha * (double)add[i]) + v);
+    out[i] = (float)v;
+    if (outb) outb[i] = nsb_bits((float)v);
+  }
+}
+
+/* u [rows × cols] ← NS_bf16(u) in place; scr: ns_bf16_bytes(rows, cols) bytes of scratch */
+size_t ns_bf16_bytes(size_t m, size_t n) {
+  const size_t big = m * n > m * m ? m * n : m * m;
+  return align64(m * n * 4) + 2 * align64(m * m * 4) + align64(big * 4) + align64(m * n * 2) +
+         2 * align64(m * m * 2) + sizeof(double);
+}
+
+void ns_bf16(const pg_ops *o, float *u, char *scr, int rows, int cols, int ns_kind,
+             int ns_steps) {
+  cudaStream_t st = stream_of(o);
+  pg_engine *e = pg_engine_of(o);
+  const size_t R = (size_t)rows, C = (size_t)cols, RC = R * C;
+  const size_t m = R < C ? R : C, n = R < C ? C : R, big = m * n > m * m ? m * n : m * m;
+  const int tr = rows > cols, mi = (int)m, ni = (int)n;
+  size_t at = 0;
+  auto take = [&](size_t bytes) {
+    char *p = scr + at;
+    at += align64(bytes);
+    return p;
+  };
+  float *X = reinterpret_cast<float *>(take(m * n * 4));
+  float *A = reinterpret_cast<float *>(take(m * m * 4));
+  float *Bm = reinterpret_cast<float *>(take(m * m * 4));
+  float *S = reinterpret_cast<float *>(take(big * 4));
+  uint16_t *Xb = reinterpret_cast<uint16_t *>(take(m * n * 2));
+  uint16_t *Ab = reinterpret_cast<uint16_t *>(take(m * m * 2));
+  uint16_t *Bb = reinterpret_cast<uint16_t *>(take(m * m * 2));
+  double *ss = reinterpret_cast<double *>(take(sizeof(double)));
+  const char *what = "newton-schulz (bf16)";
+  /* X = bf(u) or bf(uᵀ), m × n; its sum of squares in X's row-major order; the normalization */
+  if (tr) {
+    k_transpose<<<blocks_for(RC), kThreads, 0, st>>>(X, u, R, C);
+    launched(o, what);
+  } else {
+    rt_check(e, cudaMemcpyAsync(X, u, RC * 4, cudaMemcpyDeviceToDevice, st), what);
+  }
+  k_nsb_round<<<blocks_for(RC), kThreads, 0, st>>>(X, RC);
+  launched(o, what);
+  rt_check(e, cudaMemsetAsync(ss, 0, sizeof(double), st), what);
+  launch_sumsq(o, ss, X, RC);
+  k_nsb_normalize<<<blocks_for(RC), kThreads, 0, st>>>(X, Xb, RC, ss);
+  launched(o, what);
+  const bool fast = dev_of(o)->blas != nullptr;
+  for (int s = 0; s < ns_steps; s++) {
+    double abc[3];
+    pg_ns_coeffs(ns_kind, s, abc);
+    /* S = X·Xᵀ; A = bf(S) */
+    if (!fast || !blas_gemm_bf16(o, 1, 0, mi, mi, ni, Xb, ni, Xb, ni, S, mi, what)) {
+      Prod pa = {};
+      pa.out = S, pa.ldo = m, pa.a = X, pa.a_p = n, pa.a_r = 1, pa.b = X, pa.b_q = n, pa.b_r = 1;
+      pa.beta = 1.0, pa.mode = PR_NS, pa.P = mi, pa.Q = mi, pa.R = ni;
+      launch_prod(o, pa, 1, what);
+    }
+    k_nsb_comb<<<blocks_for(m * m), kThreads, 0, st>>>(A, Ab, nullptr, S, m * m, 0.0, 1.0);
+    launched(o, what);
+    /* S = A·A; B = bf(bf(b·A) + bf(c·bf(S))) */
+    if (!fast || !blas_gemm_bf16(o, 0, 0, mi, mi, mi, Ab, mi, Ab, mi, S, mi, what)) {
+      Prod pb = {};
+      pb.out = S, pb.ldo = m, pb.a = A, pb.a_p = m, pb.a_r = 1, pb.b = A, pb.b_q = m, pb.b_r = 1;
+      pb.beta = 1.0, pb.mode = PR_NS, pb.P = mi, pb.Q = mi, pb.R = mi;
+      launch_prod(o, pb, 1, what);
+    }
+    k_nsb_comb<<<blocks_for(m * m), kThreads, 0, st>>>(Bm, Bb, A, S, m * m, abc[1], abc[2]);
+    launched(o, what);
+    /* S = B·X (column-major (B·X)ᵀ = Xᵀ·Bᵀ); X ← bf(bf(a·X) + bf(S)) */
+    if (!fast || !blas_gemm_bf16(o, 0, 0, ni, mi, mi, Xb, ni, Bb, mi, S, ni, what)) {
+      Prod px = {};
+      px.out = S, px.ldo = n, px.a = Bm, px.a_p = m, px.a_r = 1, px.b = X, px.b_q = 1,
+      px.b_r = n, px.beta = 1.0, px.mode = PR_NS, px.P = mi, px.Q = ni, px.R = mi;
+      launch_prod(o, px, 1, what);
+    }
+    k_nsb_comb<<<blocks_for(m * n), kThreads, 0, st>>>(X, Xb, X, S, m * n, abc[0], 1.0);
+    launched(o, what);
+  }
+  /* back into u (transposed back when rows > cols) */
+  if (tr) {
+    k_transpose<<<blocks_for(RC), kThreads, 0, st>>>(u, X, m, n);
+    launched(o, what);
+  } else {
+    rt_check(e, cudaMemcpyAsync(u, X, RC * 4, cudaMemcpyDeviceToDevice, st), what);
+  }
+}
+
 void c_muon_step(const pg_ops *o, float *p, const float *g, float *buf, int rows, int cols,
                  double lr, double mu, double wd, int nesterov, int row_normalize, int ns_kind,
                  int ns_steps) {
@@ -827,8 +949,10 @@ void c_muon_step(const pg_ops *o, float *p, const float *g, float *buf, int rows
   /* scratch: u [rows × cols], X, X' [m × n], A, B [m × m], the fp64 sum of squares */
   size_t o_u = 0, o_x = align64(RC * 4), o_xn = align64(o_x + m * n * 4);
   size_t o_a = align64(o_xn + m * n * 4), o_b = align64(o_a + m * m * 4);
-  size_t o_ss = align64(o_b + m * m * 4);
-  char *scr = static_cast<char *>(pg_engine_scratch(e, 0, o_ss + sizeof(double)));
+  size_t o_ss = align64(o_b + m * m * 4), total = o_ss + sizeof(double);
+  const int b16 = (ns_kind & PG_NS_BF16) != 0;
+  if (b16) total = o_x + ns_bf16_bytes(m, n); /* u, then the bf16 iteration's own layout */
+  char *scr = static_cast<char *>(pg_engine_scratch(e, 0, total));
   if (!scr) return;
   float *u = reinterpret_cast<float *>(scr + o_u), *X = reinterpret_cast<float *>(scr + o_x);
   float *Xn = reinterpret_cast<float *>(scr + o_xn), *A = reinterpret_cast<float *>(scr + o_a);
@@ -841,6 +965,12 @@ void c_muon_step(const pg_ops *o, float *p, const float *g, float *buf, int rows
     k_row_normalize<<<blocks_for(R), kThreads, 0, st>>>(u, R, C);
     launched(o, "muon step");
   }
+  const int mi = (int)m, ni = (int)n;
+  const float *res = u;
+  if (b16) { /* the bf16 iteration in place in u, then the update */
+    ns_bf16(o, u, scr + o_x, rows, cols, ns_kind, ns_steps);
+    goto update;
+  }
   /* X = u or uᵀ, as m × n; its sum of squares in X's row-major order; X ← X / (‖X‖ + 1e-7) */
   if (tr) {
     k_transpose<<<blocks_for(RC), kThreads, 0, st>>>(X, u, R, C);
@@ -852,7 +982,6 @@ void c_muon_step(const pg_ops *o, float *p, const float *g, float *buf, int rows
   launch_sumsq(o, ss, X, RC);
   k_ns_normalize<<<blocks_for(RC), kThreads, 0, st>>>(X, RC, ss);
   launched(o, "muon step");
-  const int mi = (int)m, ni = (int)n;
   for (int s = 0; s < ns_steps; s++) {
     double abc[3];
     pg_ns_coeffs(ns_kind, s, abc);
@@ -877,12 +1006,13 @@ void c_muon_step(const pg_ops *o, float *p, const float *g, float *buf, int rows
     X = Xn, Xn = t;
   }
   /* the update from X (transposed back when rows > cols) */
-  const float *res = X;
+  res = X;
   if (tr) {
     k_transpose<<<blocks_for(RC), kThreads, 0, st>>>(u, X, m, n);
     launched(o, "muon step");
     res = u;
   }
+update:
   double ratio = (double)rows / (double)cols;
   k_muon_out<<<blocks_for(RC), kThreads, 0, st>>>(p, res, RC, 1.0 - lr * wd, lr,
                                                   sqrt(ratio > 1.0 ? ratio : 1.0));

@@ -119,6 +119,17 @@ bool fast_attention_bwd(const pg_ops *o, float *dq, float *dk, float *dv, const 
                         const float *q, const float *k, const float *v, const int32_t *seg, int B,
                         int T, int H, int Hkv, int d, float scale);
 
+/* Column-major c [m × n] = op(a)·op(b) (ta, tb: transposed), bf16 operands, fp32 sums and
+ * result, on the engine's cuBLAS handle (pg_cuda_engine.cu): false when cuBLAS is not in use
+ * (an engine opened with precision fp32, or the library not loaded). */
+bool blas_gemm_bf16(const pg_ops *o, int ta, int tb, int m, int n, int k, const uint16_t *a,
+                    int lda, const uint16_t *b, int ldb, float *c, int ldc, const char *what);
+
+/* The cross-entropy row statistics of the fast bf16 mode, a block per row (pg_cuda_engine.cu,
+ * k_ce_stats_rows): st[2t] = the row's maximum, st[2t + 1] = its sum of exponentials. */
+void launch_ce_stats_rows(const pg_ops *o, double *st, const float *logits, const int32_t *tg,
+                          int T, int V);
+
 /* Fills the table's backward and optimizer entries (pg_cuda_engine_bwd.cu). */
 void bwd_table(pg_ops *t);
 

@@ -19,6 +19,7 @@
 #include "pg_weights.h"
 #include "pg_model.h"
 #include "pg_ops.h"
+#include "pg_ops_optim.h"
 #include "pg_tape.h"
 
 /* The golden NLLs are fp32 values of an fp32 PyTorch run; ours is another fp32 evaluation order. */
@@ -463,3 +464,69 @@ Test(golden, r10_rope) { check_rope("r10"); }
 Test(golden, r11m) { check_case("r11m"); }
 Test(golden, r11m_self) { check_self("r11m"); }
 Test(golden, r11m_rope) { check_rope("r11m"); }
+
+/* ---- the records' bf16 Newton–Schulz (tests/goldens/make_ns_golden.py) ---------------------------
+ * Our bf16 iteration (PG_NS_BF16, spec/train.md §2.2) against the records' own function run in
+ * eager PyTorch (torch 2.15.0) on the CPU, on seeded matrices of three shapes (one with rows >
+ * cols), 5 steps of both coefficient kinds. Measured: every element bit for bit (0 bf16 ulps;
+ * PyTorch's fp32 sums of these short bf16 products round as our fp64 ones do), so the bound is
+ * bit equality. The fp32 iteration is checked to lie far outside it (measured 0.11 to 0.23 of
+ * the output's RMS), so the comparison can fail. */
+
+static float ns_bits(json_t *a, size_t i, int shift) {
+  uint32_t u = (uint32_t)json_integer_value(json_array_get(a, i)) << shift;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* elements of ours that differ from the golden's x; *rel: the largest difference / x's RMS */
+static size_t ns_compare(const float *ours, json_t *x, size_t n, double *rel) {
+  double ss = 0, dmax = 0;
+  size_t differ = 0;
+  for (size_t i = 0; i < n; i++) {
+    double t = ns_bits(x, i, 16), d = fabs((double)ours[i] - t);
+    ss += t * t;
+    if (d > dmax) dmax = d;
+    differ += ours[i] != (float)t;
+  }
+  *rel = dmax / sqrt(ss / (double)n);
+  return differ;
+}
+
+Test(golden, ns_bf16_records) {
+  char path[1024];
+  path_of(path, sizeof path, "ns_bf16", ".golden.json");
+  if (access(path, R_OK)) cr_skip_test("golden ns_bf16 absent (make_ns_golden.py makes it)");
+  json_error_t je;
+  json_t *j = json_load_file(path, 0, &je);
+  cr_assert_not_null(j, "%s: %s", path, je.text);
+  json_t *cases = json_object_get(j, "cases");
+  cr_assert_eq(json_array_size(cases), 6);
+  for (size_t c = 0; c < json_array_size(cases); c++) {
+    json_t *k = json_array_get(cases, c);
+    const char *kind_s = json_string_value(json_object_get(k, "kind"));
+    int rows = (int)json_integer_value(json_object_get(k, "rows"));
+    int cols = (int)json_integer_value(json_object_get(k, "cols"));
+    int steps = (int)json_integer_value(json_object_get(k, "steps"));
+    int kind = !strcmp(kind_s, "polar_express") ? PG_NS_POLAR_EXPRESS : PG_NS_CLASSIC;
+    size_t n = (size_t)rows * (size_t)cols;
+    json_t *g = json_object_get(k, "g"), *x = json_object_get(k, "x");
+    cr_assert(json_array_size(g) == n && json_array_size(x) == n);
+    float *G = malloc(n * sizeof *G), *out = malloc(n * sizeof *out);
+    float *scr = malloc(pg_ns_scratch_floats(rows, cols) * sizeof *scr);
+    cr_assert(G && out && scr);
+    for (size_t i = 0; i < n; i++) G[i] = ns_bits(g, i, 0);
+    double rel;
+    pg_newton_schulz(G, rows, cols, kind | PG_NS_BF16, steps, out, scr, 2);
+    size_t d = ns_compare(out, x, n, &rel);
+    cr_assert_eq(d, 0, "%s %dx%d: %zu of %zu elements differ (largest %.3g of the RMS)", kind_s,
+                 rows, cols, d, n, rel);
+    pg_newton_schulz(G, rows, cols, kind, steps, out, scr, 2);
+    ns_compare(out, x, n, &rel);
+    cr_assert_gt(rel, 0.05, "%s %dx%d: the fp32 iteration is within %.3g", kind_s, rows, cols,
+                 rel);
+    free(G), free(out), free(scr);
+  }
+  json_decref(j);
+}

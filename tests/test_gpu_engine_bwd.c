@@ -53,6 +53,8 @@ static pg_engine *dev_open(void) {
   return e;
 }
 
+static pg_engine *dev_open_bf16(void); /* precision bf16: the fast kernels (below) */
+
 static void dev_close(pg_engine *e) {
   if (standin())
     pgremote_free((pgremote *)(void *)e);
@@ -421,6 +423,76 @@ Test(gpu_bwd, ce_and_embed_backward) {
   dev_close(g);
 }
 
+/* Cross-entropy in a bf16 pass of the fast mode (spec/engine.md §8.7: a block per row, the sums
+ * in another fixed order): the forward's NLL within 10⁻¹¹ (1 + |nll|) of the exact op's, the
+ * backward (bf16_grad too) within 1 ulp per element, reruns bit for bit; a bad target is the
+ * error, as in the exact op. */
+Test(gpu_bwd, ce_bf16_rows_fast) {
+  pg_rng r;
+  pg_rng_seed(&r, 29);
+  pg_engine cpu = pg_engine_cpu(2), *g = dev_open_bf16();
+  static const int sizes[][2] = {{300, 8192}, {37, 1000}, {5, 97}}; /* T, V */
+  for (size_t c = 0; c < sizeof sizes / sizeof *sizes; c++) {
+    const int T = sizes[c][0], V = sizes[c][1];
+    buf logits = mkbuf(g, &r, (size_t)T * V, 3), dl = mkbuf(g, &r, (size_t)T * V, 1);
+    buf dnll = mkbuf(g, &r, (size_t)T, 1);
+    int32_t *tg = malloc((size_t)T * sizeof *tg);
+    double *nh = malloc((size_t)T * sizeof *nh), *got[2];
+    cr_assert(tg && nh);
+    for (int t = 0; t < T; t++) tg[t] = (int32_t)(pg_rng_u64(&r) % (uint64_t)V);
+    int32_t *dtg = up_i32(g, tg, (size_t)T);
+    double *nd = pg_engine_alloc(g, (size_t)T * sizeof *nd);
+    cr_assert(nd);
+    g->bf16_pass = 1, g->bf16_grad = 1;
+    cpu.ops.ce_fwd(&cpu.ops, nh, logits.h, tg, T, V);
+    for (int run = 0; run < 2; run++) {
+      g->ops.ce_fwd(&g->ops, nd, logits.d, dtg, T, V);
+      got[run] = malloc((size_t)T * sizeof *got[run]);
+      cr_assert(got[run]);
+      pg_engine_download(g, got[run], nd, (size_t)T * sizeof *nd);
+      cr_assert_eq(pg_engine_sync(g, NULL), PG_OK);
+    }
+    cr_assert_eq(memcmp(got[0], got[1], (size_t)T * sizeof *nd), 0, "ce_fwd rerun differs");
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+      double d = fabs(got[0][t] - nh[t]) / (1 + fabs(nh[t]));
+      if (d > worst) worst = d;
+    }
+    cr_log_info("ce_fwd bf16 pass T %d V %d: worst %.3g", T, V, worst);
+    cr_assert_leq(worst, 1e-11, "ce_fwd T %d V %d: %.3g", T, V, worst);
+    float *first = malloc((size_t)T * V * sizeof *first);
+    cr_assert(first);
+    cpu.ops.ce_bwd(&cpu.ops, dl.h, dnll.h, logits.h, tg, T, V);
+    g->ops.ce_bwd(&g->ops, dl.d, dnll.d, logits.d, dtg, T, V);
+    char what[64];
+    snprintf(what, sizeof what, "ce_bwd bf16 T %d V %d", T, V);
+    check(g, what, &dl, 1);
+    for (int run = 0; run < 2; run++) { /* into zeros, twice: bit for bit */
+      float *again = malloc((size_t)T * V * sizeof *again);
+      cr_assert(again);
+      buf z = mkbuf(g, &r, (size_t)T * V, 0); /* zeros */
+      g->ops.ce_bwd(&g->ops, z.d, NULL, logits.d, dtg, T, V);
+      pg_engine_download(g, again, z.d, (size_t)T * V * sizeof *again);
+      cr_assert_eq(pg_engine_sync(g, NULL), PG_OK);
+      if (!run) memcpy(first, again, (size_t)T * V * sizeof *first);
+      else cr_assert_eq(memcmp(first, again, (size_t)T * V * sizeof *first), 0,
+                        "ce_bwd rerun differs");
+      free(again);
+      freebuf(g, &z);
+    }
+    pg_err err;
+    tg[T / 2] = V;
+    pg_engine_upload(g, dtg, tg, (size_t)T * sizeof *tg);
+    g->ops.ce_fwd(&g->ops, nd, logits.d, dtg, T, V);
+    cr_assert_eq(pg_engine_sync(g, &err), PG_E_TOKEN_RANGE, "%s", err.msg);
+    g->bf16_pass = 0, g->bf16_grad = 0;
+    free(tg), free(nh), free(got[0]), free(got[1]), free(first);
+    pg_engine_free(g, dtg), pg_engine_free(g, nd);
+    freebuf(g, &logits), freebuf(g, &dl), freebuf(g, &dnll);
+  }
+  dev_close(g);
+}
+
 /* ---- the optimizers ------------------------------------------------------------------------- */
 
 Test(gpu_bwd, optimizer_ops_bit_for_bit) {
@@ -495,7 +567,9 @@ Test(gpu_bwd, muon_step_bit_for_bit) {
   static const int variants[][5] = {
       /* kind, steps, nesterov, row_normalize, wd on */
       {PG_NS_CLASSIC, 5, 1, 0, 0}, {PG_NS_POLAR_EXPRESS, 5, 1, 1, 1}, {PG_NS_POLAR_EXPRESS, 7, 0, 0, 1},
-      {PG_NS_CLASSIC, 0, 0, 1, 0}};
+      {PG_NS_CLASSIC, 0, 0, 1, 0},
+      /* the bf16 iteration on an engine opened fp32: its exact products, the CPU's bits */
+      {PG_NS_CLASSIC | PG_NS_BF16, 5, 1, 0, 0}, {PG_NS_POLAR_EXPRESS | PG_NS_BF16, 5, 1, 1, 1}};
   char what[96];
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (size_t k = 0; k < sizeof variants / sizeof *variants; k++) {
@@ -514,6 +588,58 @@ Test(gpu_bwd, muon_step_bit_for_bit) {
       snprintf(what, sizeof what, "muon %dx%d variant %zu: momentum", rows, cols, k);
       check(g, what, &bf, 0);
       freebuf(g, &p), freebuf(g, &gr), freebuf(g, &bf);
+    }
+  dev_close(g);
+}
+
+/* The bf16 Newton–Schulz through cuBLAS (an engine opened with precision bf16) against the CPU's
+ * bf16 iteration (spec/train.md §10: the largest element difference ≤ 0.5 × the RMS of the CPU's
+ * output, the RMS of the difference ≤ 0.05 × it), and a rerun bit for bit. One Muon step from
+ * p = 0 with lr 1, μ 0 and no decay leaves p = −s·NS(g) on either engine. */
+Test(gpu_bwd, muon_bf16_newton_schulz_fast) {
+  pg_rng r;
+  pg_rng_seed(&r, 28);
+  pg_engine cpu = pg_engine_cpu(2), *g = dev_open_bf16();
+  static const int shapes[][2] = {{96, 320}, {320, 96}, {512, 512}};
+  for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+    for (int kind = 0; kind < 2; kind++) {
+      const int rows = shapes[s][0], cols = shapes[s][1], nk = kind | PG_NS_BF16;
+      const size_t n = (size_t)rows * cols;
+      buf gr = mkbuf(g, &r, n, 1);
+      float *ph = calloc(n, sizeof *ph), *bh = calloc(n, sizeof *bh), *got[2];
+      cr_assert(ph && bh);
+      cpu.ops.muon_step(&cpu.ops, ph, gr.h, bh, rows, cols, 1.0, 0.0, 0.0, 0, 0, nk, 5);
+      for (int run = 0; run < 2; run++) {
+        float *pd = pg_engine_alloc(g, n * 4), *bd = pg_engine_alloc(g, n * 4);
+        cr_assert(pd && bd);
+        g->ops.muon_step(&g->ops, pd, gr.d, bd, rows, cols, 1.0, 0.0, 0.0, 0, 0, nk, 5);
+        got[run] = malloc(n * 4);
+        cr_assert(got[run]);
+        pg_engine_download(g, got[run], pd, n * 4);
+        pg_err err;
+        cr_assert_eq(pg_engine_sync(g, &err), PG_OK, "%s", err.msg);
+        pg_engine_free(g, pd), pg_engine_free(g, bd);
+      }
+      cr_assert_eq(memcmp(got[0], got[1], n * 4), 0, "%dx%d kind %d: a rerun differs", rows,
+                   cols, kind);
+      double ss = 0, dd = 0, dmax = 0;
+      size_t differ = 0;
+      for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[0][i] - (double)ph[i]);
+        ss += (double)ph[i] * ph[i], dd += d * d;
+        if (d > dmax) dmax = d;
+        differ += d != 0;
+      }
+      const double rms = sqrt(ss / (double)n), rd = sqrt(dd / (double)n) / rms;
+      cr_log_info("bf16 NS %dx%d kind %d: %zu of %zu elements differ, largest %.4g and RMS %.4g "
+                  "of the output's RMS", rows, cols, kind, differ, n, dmax / rms, rd);
+      cr_assert_gt(rms, 0);
+      cr_assert_leq(dmax, 0.5 * rms, "%dx%d kind %d: largest difference %.4g of the RMS", rows,
+                    cols, kind, dmax / rms);
+      cr_assert_leq(rd, 0.05, "%dx%d kind %d: RMS difference %.4g of the RMS", rows, cols, kind,
+                    rd);
+      free(ph), free(bh), free(got[0]), free(got[1]);
+      freebuf(g, &gr);
     }
   dev_close(g);
 }

@@ -208,6 +208,58 @@ Test(train, precision_bf16_marks_the_backward_only) {
   cr_assert(fabs(l32 - l16) < 0.05, "fp32 %.9g, bf16 %.9g", l32, l16);
 }
 
+/* A bf16 run's Muon steps ask for the records' bf16 Newton–Schulz (PG_NS_BF16, spec/train.md
+ * §10) and an fp32 run's do not; the flag changes the weights (the same bf16 run with the flag
+ * taken off the Muon calls ends elsewhere). Checked on a CPU engine whose muon_step is wrapped. */
+static int ns_flagged, ns_plain, ns_strip;
+
+static void mk_muon(const pg_ops *o, pg_real *p, const pg_real *g, pg_real *buf, int rows,
+                    int cols, double lr, double mu, double wd, int nesterov, int row_normalize,
+                    int ns_kind, int ns_steps) {
+  if (ns_kind & PG_NS_BF16) ns_flagged++;
+  else ns_plain++;
+  if (ns_strip) ns_kind &= ~PG_NS_BF16;
+  mk_cpu.muon_step(o, p, g, buf, rows, cols, lr, mu, wd, nesterov, row_normalize, ns_kind,
+                   ns_steps);
+}
+
+/* 2 steps in precision p; the weights after them (malloc'ed) and their count */
+static float *ns_run(pg_precision p, int strip, size_t *n) {
+  pg_train_cfg c;
+  config(&c, "sequential", MUON, "{}", 2);
+  pg_engine e = pg_engine_cpu(2);
+  mk_cpu = e.ops;
+  e.ops.muon_step = mk_muon;
+  ns_flagged = ns_plain = 0, ns_strip = strip;
+  pg_trainer *t = trainer(&c, &e);
+  pg_trainer_set_precision(t, p);
+  double l[2];
+  run_steps(t, 2, l, NULL);
+  pg_model *m = pg_trainer_model(t);
+  *n = pg_model_param_count(m);
+  float *w = malloc(*n * sizeof *w);
+  cr_assert_not_null(w);
+  memcpy(w, pg_model_params_engine(m), *n * sizeof *w);
+  pg_trainer_free(t);
+  return w;
+}
+
+Test(train, precision_bf16_newton_schulz) {
+  size_t n, n2;
+  float *w32 = ns_run(PG_PREC_FP32, 0, &n);
+  cr_assert_gt(ns_plain, 0);
+  cr_assert_eq(ns_flagged, 0, "an fp32 run keeps the fp32 iteration");
+  float *w16 = ns_run(PG_PREC_BF16, 0, &n2);
+  cr_assert_eq(ns_plain, 0);
+  cr_assert_gt(ns_flagged, 0, "a bf16 run asks for the bf16 iteration");
+  float *w16x = ns_run(PG_PREC_BF16, 1, &n2);
+  cr_assert_eq(n, n2);
+  size_t differ = 0;
+  for (size_t i = 0; i < n; i++) differ += memcmp(&w16[i], &w16x[i], sizeof(float)) != 0;
+  cr_assert_gt(differ, n / 10, "the bf16 iteration changes the update (%zu of %zu)", differ, n);
+  free(w32), free(w16), free(w16x);
+}
+
 Test(train, schedule_recurrence_and_momentum_per_step) {
   pg_train_cfg c;
   config(&c, "sequential", MUON, "{}", 10);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pg_muon.h"
+#include "pg_ops.h"
 #include "pg_optim.h"
 #include "pg_rng.h"
 #include "pg_sched.h"
@@ -267,6 +268,79 @@ Test(ns, matches_plain_loops_and_threads) {
         float *out = lib_ns(G, r, c, kind, 5, th);
         char what[64];
         snprintf(what, sizeof what, "%dx%d kind %d threads %d", r, c, kind, th);
+        assert_same_bits(out, want, (size_t)r * c, what);
+        free(out);
+      }
+    }
+    free(G), free(want);
+  }
+}
+
+/* The bf16 iteration (pg_ops_optim.h, spec/train.md §2.2) in plain loops: full products, fp64
+ * sums in ascending order, bf16(v) = pg_bf16_round(fp32(v)) at each of the documented points. */
+static double rb(double v) { return (double)pg_bf16_round((float)v); }
+
+static void ref_ns_bf16(const float *G, int rows, int cols, int kind, int steps, float *out) {
+  int tr = rows > cols, m = tr ? cols : rows, n = tr ? rows : cols;
+  double *X = calloc((size_t)m * n, sizeof *X), *P = calloc((size_t)m * n, sizeof *P);
+  double *A = calloc((size_t)m * m, sizeof *A), *B = calloc((size_t)m * m, sizeof *B);
+  cr_assert(X && P && A && B);
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < n; j++) X[i * n + j] = rb(tr ? G[j * cols + i] : G[i * cols + j]);
+  double ss = 0;
+  for (int k = 0; k < m * n; k++) ss += X[k] * X[k];
+  double den = rb(rb(sqrt(ss)) + 1e-7);
+  for (int k = 0; k < m * n; k++) X[k] = rb(X[k] / den);
+  for (int s = 0; s < steps; s++) {
+    const double *c = t_coeffs(kind, s);
+    for (int i = 0; i < m; i++)
+      for (int j = 0; j < m; j++) {
+        double acc = 0;
+        for (int k = 0; k < n; k++) acc += X[i * n + k] * X[j * n + k];
+        A[i * m + j] = rb(acc);
+      }
+    for (int i = 0; i < m; i++)
+      for (int j = 0; j < m; j++) {
+        double acc = 0;
+        for (int k = 0; k < m; k++) acc += A[i * m + k] * A[k * m + j];
+        B[i * m + j] = rb(rb(c[1] * A[i * m + j]) + rb(c[2] * rb(acc)));
+      }
+    for (int i = 0; i < m; i++)
+      for (int j = 0; j < n; j++) {
+        double acc = 0;
+        for (int k = 0; k < m; k++) acc += B[i * m + k] * X[k * n + j];
+        P[i * n + j] = rb(rb(c[0] * X[i * n + j]) + rb(acc));
+      }
+    memcpy(X, P, sizeof(double) * (size_t)m * n);
+  }
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < n; j++)
+      *(tr ? &out[j * cols + i] : &out[i * cols + j]) = (float)X[i * n + j];
+  free(X), free(P), free(A), free(B);
+}
+
+Test(ns_bf16, matches_plain_loops_and_threads) {
+  static const int shapes[][2] = {{1, 7}, {7, 1}, {13, 37}, {37, 13}, {70, 300}, {300, 70},
+                                  {33, 33}, {9, 520}};
+  for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+    int r = shapes[s][0], c = shapes[s][1];
+    float *G = fmalloc((size_t)r * c), *want = fmalloc((size_t)r * c);
+    fill_gauss(G, (size_t)r * c, 300 + s, 0.02);
+    for (int kind = 0; kind < 2; kind++) {
+      ref_ns_bf16(G, r, c, kind, 5, want);
+      float *exact = lib_ns(G, r, c, kind, 5, 1);
+      size_t differ = 0;
+      for (size_t k = 0; k < (size_t)r * c; k++) {
+        cr_assert_eq((double)want[k], rb(want[k]), "not a bf16 value");
+        differ += memcmp(&exact[k], &want[k], sizeof(float)) != 0;
+      }
+      /* the flag changes the result (a matrix of one row or column converges either way) */
+      if (r > 1 && c > 1) cr_assert_gt(differ, (size_t)r * c / 4, "%dx%d: fp32 NS = bf16 NS", r, c);
+      free(exact);
+      for (int th = 1; th <= 3; th++) {
+        float *out = lib_ns(G, r, c, kind | PG_NS_BF16, 5, th);
+        char what[64];
+        snprintf(what, sizeof what, "bf16 %dx%d kind %d threads %d", r, c, kind, th);
         assert_same_bits(out, want, (size_t)r * c, what);
         free(out);
       }

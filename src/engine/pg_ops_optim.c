@@ -30,7 +30,7 @@ static const double NS_POLAR[5][3] = {
 
 void pg_ns_coeffs(int kind, int step, double abc[3]) {
   const double *t = NS_CLASSIC;
-  if (kind == PG_NS_POLAR_EXPRESS) t = NS_POLAR[step < 0 ? 0 : step > 4 ? 4 : step];
+  if ((kind & 0xff) == PG_NS_POLAR_EXPRESS) t = NS_POLAR[step < 0 ? 0 : step > 4 ? 4 : step];
   abc[0] = t[0], abc[1] = t[1], abc[2] = t[2];
 }
 
@@ -140,12 +140,16 @@ typedef struct {
   size_t ld_add;
   double alpha, beta;
   int upper;   /* symmetric result: only q ≥ p is computed and stored */
+  int bf16;    /* the bf16 iteration: out = bf16(bf16(α·add) + bf16(β·bf16(S))), else fp32(α·add + β·S) */
   size_t npan; /* row panels */
   ns_tile_fn tile;
 } ns_prod;
 
 /* The row panel handled for work index w. With `upper` the panel t costs about (npan − t), so
  * the indices are folded (0, npan−1, 1, npan−2, …) to give contiguous chunks equal work. */
+/* bf16(v) of the bf16 iteration: to fp32, then to bf16 (the GPU's order too) */
+static double nsb(double v) { return (double)pg_bf16_round((float)v); }
+
 static size_t ns_panel_of(const ns_prod *g, size_t w) {
   if (!g->upper) return w;
   return (w & 1) ? g->npan - 1 - w / 2 : w / 2;
@@ -181,8 +185,14 @@ static void ns_prod_panels(void *ctx, size_t w0, size_t w1) {
         for (; q < q0 + qn; q++) {
           const size_t ql = q - q0;
           const double s = acc[(ql / NS_NR) * NS_MR * NS_NR + i * NS_NR + ql % NS_NR];
-          double v = g->beta * s;
-          if (g->add) v = g->alpha * (double)g->add[p * g->ld_add + q] + v;
+          double v;
+          if (g->bf16) { /* each of the records' tensor operations rounds */
+            v = nsb(g->beta * nsb(s));
+            if (g->add) v = nsb(nsb(g->alpha * (double)g->add[p * g->ld_add + q]) + v);
+          } else {
+            v = g->beta * s;
+            if (g->add) v = g->alpha * (double)g->add[p * g->ld_add + q] + v;
+          }
           g->out[p * g->ldo + q] = (pg_real)v;
         }
       }
@@ -250,16 +260,24 @@ void pg_newton_schulz(const pg_real *G, int rows, int cols, int kind, int steps,
   double *lp = (double *)((at + 63) & ~(uintptr_t)63);
   double *rp = lp + z.lpack, *acc = rp + z.rpack;
 
+  const int b16 = (kind & PG_NS_BF16) != 0;
   /* X = G or Gᵀ, as m × n */
   if (tr) {
     transpose(X, G, n, m); /* G is n × m here */
   } else {
     memcpy(X, G, m * n * sizeof *X);
   }
+  if (b16)
+    for (size_t k = 0; k < m * n; k++) X[k] = (pg_real)nsb(X[k]);
   double ss = 0.0;
   for (size_t k = 0; k < m * n; k++) ss += (double)X[k] * (double)X[k];
-  const double den = sqrt(ss) + 1e-7;
-  for (size_t k = 0; k < m * n; k++) X[k] = (pg_real)((double)X[k] / den);
+  if (b16) {
+    const double den = nsb(nsb(sqrt(ss)) + 1e-7);
+    for (size_t k = 0; k < m * n; k++) X[k] = (pg_real)nsb((double)X[k] / den);
+  } else {
+    const double den = sqrt(ss) + 1e-7;
+    for (size_t k = 0; k < m * n; k++) X[k] = (pg_real)((double)X[k] / den);
+  }
 
   const ns_tile_fn tile = ns_tile_choose();
   for (int s = 0; s < steps; s++) {
@@ -269,15 +287,15 @@ void pg_newton_schulz(const pg_real *G, int rows, int cols, int kind, int steps,
     ns_pack(lp, NS_MR, X, n, 1, m, n, nthreads);
     ns_pack(rp, NS_NR, X, n, 1, m, n, nthreads);
     ns_prod pa = {.P = (int)m, .Q = (int)m, .R = (int)n, .lp = lp, .rp = rp, .acc = acc,
-                  .out = A, .ldo = m, .beta = 1.0, .upper = 1, .tile = tile};
+                  .out = A, .ldo = m, .beta = 1.0, .upper = 1, .bf16 = b16, .tile = tile};
     ns_run(&pa, nthreads);
     mirror_lower(A, m);
-    /* B = b·A + c·A A: L(p, r) = A[p, r], R(q, r) = A[q, r] (= A[r, q]) */
+    /* B = b·A + c·A A: L(p, r) = A[p, r], R(q, r) = A[q, r] (= A[r, q]); bf16: b·A + c·S */
     ns_pack(lp, NS_MR, A, m, 1, m, m, nthreads);
     ns_pack(rp, NS_NR, A, m, 1, m, m, nthreads);
     ns_prod pb = {.P = (int)m, .Q = (int)m, .R = (int)m, .lp = lp, .rp = rp, .acc = acc,
                   .out = B, .ldo = m, .add = A, .ld_add = m, .alpha = abc[1], .beta = abc[2],
-                  .upper = 1, .tile = tile};
+                  .upper = 1, .bf16 = b16, .tile = tile};
     ns_run(&pb, nthreads);
     mirror_lower(B, m);
     /* X' = a·X + B X: L(p, r) = B[p, r], R(q, r) = X[r, q] */
@@ -285,7 +303,7 @@ void pg_newton_schulz(const pg_real *G, int rows, int cols, int kind, int steps,
     ns_pack(rp, NS_NR, X, 1, n, n, m, nthreads);
     ns_prod px = {.P = (int)m, .Q = (int)n, .R = (int)m, .lp = lp, .rp = rp, .acc = acc,
                   .out = Xn, .ldo = n, .add = X, .ld_add = n, .alpha = abc[0], .beta = 1.0,
-                  .upper = 0, .tile = tile};
+                  .upper = 0, .bf16 = b16, .tile = tile};
     ns_run(&px, nthreads);
     pg_real *t = X;
     X = Xn, Xn = t;

@@ -14,7 +14,10 @@ extern "C" {
 #endif
 
 enum pg_ns_kind { PG_NS_CLASSIC = 0, PG_NS_POLAR_EXPRESS = 1 };
-/* The coefficients (a, b, c) of step i (0-based) of an iteration kind: classic is
+/* A flag or-ed into a kind: the records' bf16 Newton–Schulz (pg_newton_schulz below). The trainer
+ * sets it on the steps of a bf16 run (spec/train.md §10); the low byte is the kind. */
+#define PG_NS_BF16 0x100
+/* The coefficients (a, b, c) of step i (0-based) of an iteration kind (PG_NS_BF16 ignored): classic is
  * (3.4445, −4.7750, 2.0315) at every step; Polar Express has five per-step tuples
  * (spec/records.md §3.2), and steps beyond the fifth repeat the last. */
 void pg_ns_coeffs(int kind, int step, double abc[3]);
@@ -35,7 +38,17 @@ void pg_ns_coeffs(int kind, int step, double abc[3]);
  * out [rows × cols] may be G itself (G is read once, before out is written); scratch:
  * pg_ns_scratch_floats(rows, cols) values (any alignment of the element type). Rows of each
  * product are split over nthreads (pg_parallel_for), each element computed by one thread:
- * bit-identical for any thread count. An unknown kind is treated as PG_NS_CLASSIC. */
+ * bit-identical for any thread count. An unknown kind is treated as PG_NS_CLASSIC.
+ *
+ * With PG_NS_BF16 in kind, the records' bf16 iteration, op for op as their PyTorch code runs
+ * eagerly: every matrix is bf16 values (stored in pg_real), bf16(v) = pg_bf16_round(fp32(v)),
+ * every elementwise operation one fp64 expression rounded to bf16, the same fp64 sums:
+ *   X[i,j] = bf16(G or Gᵀ);  s = Σ X[i,j]² as above;  d = bf16(bf16(sqrt(s)) + 1e-7);
+ *   X[i,j] ← bf16(X[i,j] / d);  then per step:
+ *     A[i,j] = bf16(Σ_k X[i,k]·X[j,k]);            S[i,j] = bf16(Σ_k A[i,k]·A[j,k]);
+ *     B[i,j] = bf16(bf16(b·A[i,j]) + bf16(c·S[i,j]));
+ *     P[i,j] = bf16(Σ_k B[i,k]·X[k,j]);            X[i,j] ← bf16(bf16(a·X[i,j]) + P[i,j])
+ * (A, S and B symmetric as before; spec/train.md §2.2). */
 size_t pg_ns_scratch_floats(int rows, int cols);
 void pg_newton_schulz(const pg_real *G, int rows, int cols, int kind, int steps, pg_real *out,
                       pg_real *scratch, int nthreads);

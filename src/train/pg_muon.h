@@ -6,8 +6,9 @@
  *
  * Numerics: parameters, gradients and momentum buffers are fp32; every matrix product and every
  * norm is computed with fp64 sums (the engine's rule, spec/engine.md) and rounded to fp32 once per
- * element. The records compute Newton–Schulz in bf16; pgolf does not emulate bf16 (spec/train.md
- * says where this differs). Results are bit-identical for any thread count. */
+ * element. The records compute Newton–Schulz in bf16: PG_NS_BF16 in ns_kind selects their
+ * rounding points (pg_ops_optim.h; a bf16 run's trainer sets it, spec/train.md §2.2, §10).
+ * Results are bit-identical for any thread count. */
 #ifndef PG_MUON_H
 #define PG_MUON_H
 

@@ -735,12 +735,14 @@ int pg_trainer_step(pg_trainer *t, pg_train_step_info *info, pg_err *err) {
     }
     if (gr->kind == PG_TOPT_MUON) {
       const pg_muon_opts *mo = &c->muon;
+      /* a bf16 run: the records' bf16 Newton–Schulz (spec/train.md §10) */
+      const int ns_bf16 = t->prec == PG_PREC_BF16 ? PG_NS_BF16 : 0;
       for (size_t k = 0; k < gs->n; k++) {
         const pg_arch_tensor *at = pg_model_tensor(t->m, gs->ix[k]);
         int rows = (int)at->shape[0], cols = (int)(gs->spans[k].n / at->shape[0]);
         o->muon_step(o, gs->spans[k].p, gs->spans[k].g, gs->muon_buf + gs->buf_off[k], rows,
                      cols, lr, mu, gr->weight_decay, mo->nesterov, mo->row_normalize,
-                     mo->ns_kind, mo->ns_steps);
+                     mo->ns_kind | ns_bf16, mo->ns_steps);
       }
     } else if (gs->n) {
       pg_optim_step(gs->opt, gs->spans, gs->n, lr);
