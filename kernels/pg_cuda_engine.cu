@@ -370,6 +370,29 @@ __device__ __forceinline__ void mma_rows(float sc[kFbN / 8][4], const uint32_t a
   }
 }
 
+/* Stages rows r0 .. r0 + kFbN - 1 (of head hh of nh) of x and y in shared memory as bf16 tiles:
+ * [row][dim] in xs and ys (stride DP + 8), [dim][row] in xt and, with YT, yt (stride kFbN + 8);
+ * rows from T on and dims from d on are zeros. Both backward kernels stage their tiles so. */
+template <int DP, bool YT>
+__device__ __forceinline__ void stage_tiles(uint16_t *xs, uint16_t *ys, uint16_t *xt,
+                                            uint16_t *yt, const float *x, const float *y,
+                                            size_t bT, int r0, int T, int nh, int hh, int d) {
+  constexpr int KS = DP + 8, TS = kFbN + 8;
+  for (int idx = threadIdx.x; idx < kFbN * DP; idx += kFaThreads) {
+    const int j = idx / DP, i = idx % DP, s = r0 + j;
+    float xv = 0.0f, yv = 0.0f;
+    if (s < T && i < d) {
+      const size_t off = ((bT + (size_t)s) * (size_t)nh + (size_t)hh) * (size_t)d + (size_t)i;
+      xv = x[off];
+      yv = y[off];
+    }
+    xs[j * KS + i] = bf16_bits(xv);
+    ys[j * KS + i] = bf16_bits(yv);
+    xt[i * TS + j] = bf16_bits(xv);
+    if constexpr (YT) yt[i * TS + j] = bf16_bits(yv);
+  }
+}
+
 template <int DP>
 __global__ void __launch_bounds__(kFaThreads)
     k_flash_bwd_dq(float *dq, const float *stats, const float *dout, const float *q,
@@ -402,18 +425,7 @@ __global__ void __launch_bounds__(kFaThreads)
   const int kend = T < q0 + kFaM ? T : q0 + kFaM;
   for (int kb = 0; kb < kend; kb += kFbN) {
     __syncthreads();
-    for (int idx = threadIdx.x; idx < kFbN * DP; idx += kFaThreads) {
-      const int j = idx / DP, i = idx % DP, s = kb + j;
-      float kx = 0.0f, vx = 0.0f;
-      if (s < T && i < d) {
-        const size_t off = ((bT + (size_t)s) * (size_t)Hkv + (size_t)g) * (size_t)d + (size_t)i;
-        kx = k[off];
-        vx = v[off];
-      }
-      Ks[j * KS + i] = bf16_bits(kx);
-      Vs[j * KS + i] = bf16_bits(vx);
-      Kt[i * TS + j] = bf16_bits(kx);
-    }
+    stage_tiles<DP, false>(Ks, Vs, Kt, nullptr, k, v, bT, kb, T, Hkv, g, d);
     if (threadIdx.x < kFbN) {
       const int s = kb + (int)threadIdx.x;
       segk[threadIdx.x] = seg && s < T ? seg[bT + (size_t)s] : 0;
@@ -485,19 +497,7 @@ __global__ void __launch_bounds__(kFaThreads)
   for (int h = g * rep; h < (g + 1) * rep; h++)
     for (int qb = s0; qb < T; qb += kFbN) {
       __syncthreads();
-      for (int idx = threadIdx.x; idx < kFbN * DP; idx += kFaThreads) {
-        const int j = idx / DP, i = idx % DP, t = qb + j;
-        float qx = 0.0f, ox = 0.0f;
-        if (t < T && i < d) {
-          const size_t off = ((bT + (size_t)t) * (size_t)H + (size_t)h) * (size_t)d + (size_t)i;
-          qx = q[off];
-          ox = dout[off];
-        }
-        Qs[j * KS + i] = bf16_bits(qx);
-        Os[j * KS + i] = bf16_bits(ox);
-        Qt[i * TS + j] = bf16_bits(qx);
-        Ot[i * TS + j] = bf16_bits(ox);
-      }
+      stage_tiles<DP, true>(Qs, Os, Qt, Ot, q, dout, bT, qb, T, H, h, d);
       if (threadIdx.x < kFbN) {
         const int j = (int)threadIdx.x, t = qb + j;
         const size_t r = (bT + (size_t)t) * (size_t)H + (size_t)h;

@@ -31,36 +31,12 @@
 #include "pgevalfx.h"
 #include "pggpu.h"
 #include "pgremote.h"
+#include "pgstandin.h"
 #include "pgtest.h"
 
-/* ---- the engines --------------------------------------------------------------------------- */
-
-static int standin(void) {
-  const char *s = getenv("PG_GPU_STANDIN");
-  return s && !strcmp(s, "remote");
-}
-
-static pg_engine *dev_open(void) {
-  if (standin()) {
-    pgremote *r = pgremote_new(2);
-    cr_assert(r);
-    return &r->outer;
-  }
-  pg_engine *e;
-  pg_err err;
-  pg_engine_opts o = {.kind = PG_ENGINE_CUDA};
-  cr_assert_eq(pg_engine_open(&e, &o, &err), PG_OK, "%s", err.msg);
-  return e;
-}
+/* ---- the engines: dev_open and dev_close are pgstandin.h's ------------------------------- */
 
 static pg_engine *dev_open_bf16(void); /* precision bf16: the fast kernels (below) */
-
-static void dev_close(pg_engine *e) {
-  if (standin())
-    pgremote_free((pgremote *)(void *)e);
-  else
-    pg_engine_destroy(e);
-}
 
 /* ---- buffers: a host copy the CPU op works on, and the device copy the GPU op works on ------ */
 

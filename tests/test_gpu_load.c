@@ -24,31 +24,7 @@
 #include "pg_weights.h"
 #include "pggpu.h"
 #include "pgremote.h"
-
-static int standin(void) {
-  const char *s = getenv("PG_GPU_STANDIN");
-  return s && !strcmp(s, "remote");
-}
-
-static pg_engine *dev_open(void) {
-  if (standin()) {
-    pgremote *r = pgremote_new(2);
-    cr_assert(r);
-    return &r->outer;
-  }
-  pg_engine *e;
-  pg_err err;
-  pg_engine_opts o = {.kind = PG_ENGINE_CUDA};
-  cr_assert_eq(pg_engine_open(&e, &o, &err), PG_OK, "%s", err.msg);
-  return e;
-}
-
-static void dev_close(pg_engine *e) {
-  if (standin())
-    pgremote_free((pgremote *)(void *)e);
-  else
-    pg_engine_destroy(e);
-}
+#include "pgstandin.h"
 
 /* Wide enough that a tensor spans many blocks of the kernel (tok_emb: 2^20 values). */
 static const char *ARCH =

@@ -88,7 +88,8 @@ def find_logs(folder, names):
                 q = os.path.join(p, m)
                 if os.path.isfile(q) and (m.endswith((".log", ".txt"))):
                     logs.append(os.path.join(n, m))
-        elif os.path.isfile(p) and (n.endswith(".log") or re.search(r"(^|_)(log|train)[^/]*\.txt$", n)):
+        elif os.path.isfile(p) and (n.endswith(".log")
+                                    or re.search(r"(^|_)(log|train)[^/]*\.txt$", n)):
             logs.append(n)
     return logs
 
@@ -218,7 +219,8 @@ def parse_code(text, name):
     except SyntaxError as e:
         first = e
     except (ValueError, RecursionError, MemoryError) as e:
-        raise Fault("%s: cannot parse: %s" % (name, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        raise Fault("%s: cannot parse: %s" % (name, str(e).splitlines()[0] if str(e)
+                                              else type(e).__name__))
     try:
         return ast.parse(rewrite_fstrings(text)), True
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -369,13 +371,15 @@ def unwrap(text, folder, fname):
     for depth in range(MAX_LAYERS + 1):
         tree, rewritten = parse_code(cur, cur_name)
         st = _exec_payload(tree)
-        body_other = [s for s in tree.body if not isinstance(s, (ast.Import, ast.ImportFrom, ast.Expr, ast.Assign))]
+        body_other = [s for s in tree.body if not isinstance(s, (ast.Import, ast.ImportFrom,
+                                                                 ast.Expr, ast.Assign))]
         if st is None or len(tree.body) > 12 or body_other:
             return cur, tree, layers, siblings, rewritten
         u = Unwrapper(folder)
         u.env = _imports_env(tree)
         for s in tree.body:   # simple constant assignments a wrapper may use
-            if isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name):
+            if isinstance(s, ast.Assign) and len(s.targets) == 1 \
+                    and isinstance(s.targets[0], ast.Name):
                 try:
                     u.env[s.targets[0].id] = u.ev(s.value)
                 except (ValueError, Fault, TypeError, KeyError):
@@ -388,14 +392,16 @@ def unwrap(text, folder, fname):
                 OSError, EOFError, AttributeError, MemoryError) as e:
             if layers or _decoders_used(st.value) - {"open", "read"}:
                 raise Fault("%s: line %d: the wrapper's payload does not decode: %s"
-                            % (fname, st.lineno, str(e).splitlines()[0] if str(e) else type(e).__name__))
+                            % (fname, st.lineno, str(e).splitlines()[0] if str(e)
+                               else type(e).__name__))
             return cur, tree, layers, siblings, rewritten
         siblings.extend(u.sibling_reads)
         if isinstance(payload, bytes):
             try:
                 payload = payload.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise Fault("%s: line %d: the wrapper decodes to bytes that are not UTF-8 (offset %d)"
+                raise Fault("%s: line %d: the wrapper decodes to bytes that are not "
+                            "UTF-8 (offset %d)"
                             % (fname, st.lineno, e.start))
         if not isinstance(payload, str):
             raise Fault("%s: line %d: the wrapper's payload is not code" % (fname, st.lineno))
@@ -541,7 +547,8 @@ class Program:
                         for h in sub:
                             if isinstance(h, ast.ExceptHandler):
                                 self._collect(h.body, cls, prefix, parent)
-                        self._collect([x for x in sub if isinstance(x, ast.stmt)], cls, prefix, parent)
+                        self._collect([x for x in sub if isinstance(x, ast.stmt)], cls, prefix,
+                                      parent)
         # fn_of maps each node to its innermost function: walk inner functions last
         if parent is None and prefix == "":
             self.fn_of = {}
@@ -611,7 +618,8 @@ class Program:
                 if any(v is UNKNOWN for v in vals):
                     return UNKNOWN
                 return max(vals) if fn == "max" else min(vals)
-            if isinstance(n.func, ast.Attribute) and n.func.attr in ("lower", "strip") and not n.args:
+            if isinstance(n.func, ast.Attribute) and n.func.attr in ("lower", "strip") \
+                    and not n.args:
                 v = self._cev(n.func.value, cls)
                 return UNKNOWN if not isinstance(v, str) else getattr(v, n.func.attr)()
             return UNKNOWN
@@ -658,7 +666,8 @@ class Program:
                       ast.Lt: lambda a, b: a < b, ast.LtE: lambda a, b: a <= b,
                       ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
                       ast.Is: lambda a, b: a is b, ast.IsNot: lambda a, b: a is not b,
-                      ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}[type(op)](left, right)
+                      ast.In: lambda a, b: a in b,
+                      ast.NotIn: lambda a, b: a not in b}[type(op)](left, right)
                 if not ok:
                     return False
                 left = right
@@ -669,7 +678,8 @@ class Program:
                 return UNKNOWN
             ops = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
                    ast.Div: lambda: a / b, ast.FloorDiv: lambda: a // b, ast.Mod: lambda: a % b}
-            if type(n.op) in ops and not (isinstance(a, str) or isinstance(b, str)) or isinstance(n.op, ast.Add):
+            if type(n.op) in ops and not (isinstance(a, str) or isinstance(b, str)) \
+                    or isinstance(n.op, ast.Add):
                 return ops[type(n.op)]() if type(n.op) in ops else UNKNOWN
             return UNKNOWN
         if isinstance(n, ast.IfExp):
@@ -685,7 +695,8 @@ class Program:
     def _config(self):
         # module-level constants, then the hyperparameter classes, in source order
         for st in self.tree.body:
-            if isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name):
+            if isinstance(st, ast.Assign) and len(st.targets) == 1 \
+                    and isinstance(st.targets[0], ast.Name):
                 self.consts[st.targets[0].id] = self.cev(st.value)
             elif isinstance(st, ast.ClassDef) and _is_hp_class(st):
                 local = {}
@@ -792,7 +803,8 @@ class Program:
                         vals[nm] = v
                     else:
                         vals[nm] = None
-        params = {a.arg for a in fn.node.args.posonlyargs + fn.node.args.args + fn.node.args.kwonlyargs}
+        params = {a.arg for a in fn.node.args.posonlyargs + fn.node.args.args
+                  + fn.node.args.kwonlyargs}
         out = {}
         saved = self.local_consts
         self.local_consts = {}
@@ -818,7 +830,8 @@ class Program:
             if isinstance(st, ast.ClassDef):
                 for b in st.bases:
                     self._refs(b, work)
-                self._walk([b for b in st.body if not isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))],
+                self._walk([b for b in st.body
+                            if not isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))],
                            fn, state, work)
                 continue
             if isinstance(st, ast.If):
@@ -882,7 +895,8 @@ class Program:
                 self._reach_name(n.id, work)
             elif isinstance(n, ast.Attribute) and n.attr in self.by_name:
                 self._reach_name(n.attr, work, attr=True)
-            elif isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in self.by_name \
+            elif isinstance(n, ast.Constant) and isinstance(n.value, str) \
+                    and n.value in self.by_name \
                     and n.value.isidentifier():
                 self._reach_name(n.value, work, attr=True)   # getattr(obj, "name")
 
@@ -922,7 +936,8 @@ def _names(node):
 def _env_keys(node):
     out = set()
     for n in ast.walk(node):
-        if isinstance(n, ast.Call) and _dotted(n.func) in ("os.environ.get", "os.getenv") and n.args \
+        if isinstance(n, ast.Call) and _dotted(n.func) in ("os.environ.get", "os.getenv") \
+                and n.args \
                 and isinstance(n.args[0], ast.Constant) and isinstance(n.args[0].value, str):
             out.add(n.args[0].value)
     return out
@@ -961,12 +976,14 @@ def _mentions_config(node, hp):
 
 # ---------------------------------------------------------------- data flow
 
-VAL_DATA = re.compile(r"^(val|valid|validation|eval)_?(tokens?|data|ids|seq|stream|set|shards?|files?|"
-                      r"bytes|docs?|x|y|loader|batch(es)?|chunks?|pattern|path)$", re.I)
+VAL_DATA = re.compile(r"^(val|valid|validation|eval)_?"
+                      r"(tokens?|data|ids|seq|stream|set|shards?|files?|bytes|docs?|x|y|loader"
+                      r"|batch(es)?|chunks?|pattern|path)$", re.I)
 VAL_CALL = re.compile(r"(load_?val|load_?validation|^ValidationData$|^ValData$|val_?loader$)", re.I)
 SCORE_NAME = re.compile(r"(loss|nll|bits|logprob|lp_sum|ce_sum|neg_log)", re.I)
 CACHE_NAME = re.compile(r"(cache|table|counts?$|^counts?|ngram|n_gram|memo|hist|freq|bucket)", re.I)
-TARGET_NAME = re.compile(r"^(y|ys|yb|y_batch|targets?|target_ids|tgt|tgts|labels?|next_tok(en)?s?|gold)$", re.I)
+TARGET_NAME = re.compile(r"^(y|ys|yb|y_batch|targets?|target_ids|tgt|tgts|labels?|next_tok(en)?s?"
+                         r"|gold)$", re.I)
 INPUT_NAME = re.compile(r"^(x|xs|xb|x_batch|inputs?|input_ids|inp|ctx_ids|tokens_in)$", re.I)
 CALIB_NAME = re.compile(r"(hessian|calib|gptq_collect|collect_stats|collect_act)", re.I)
 MODEL_CALLEE = re.compile(r"(model|forward|logits|net|gpt|lm)$", re.I)
@@ -1028,7 +1045,8 @@ class Analysis:
         if isinstance(f, ast.Name):
             out = [g for g in self.p.by_name.get(f.id, []) if g.cls is None]
             if f.id in self.p.classes:
-                out += [g for g in self.p.funcs if g.cls is self.p.classes[f.id] and g.node.name == "__init__"]
+                out += [g for g in self.p.funcs if g.cls is self.p.classes[f.id]
+                        and g.node.name == "__init__"]
             return out
         if isinstance(f, ast.Attribute):
             return [g for g in self.p.by_name.get(f.attr, []) if g.cls is not None]
@@ -1082,7 +1100,8 @@ class Analysis:
                             if new:
                                 names |= new
                                 changed = True
-                    if isinstance(n, (ast.Return, ast.Yield)) and n.value is not None and fn is not None \
+                    if isinstance(n, (ast.Return, ast.Yield)) and n.value is not None \
+                            and fn is not None \
                             and fn not in self.ret_tainted and self.tainted(n.value, fn):
                         self.ret_tainted.add(fn)
                         changed = True
@@ -1093,7 +1112,8 @@ class Analysis:
                             and isinstance(call.func, ast.Attribute):
                         params = params[1:]
                     for i, a in enumerate(call.args):
-                        if i < len(params) and self.tainted(a, caller) and params[i] not in g.tainted:
+                        if i < len(params) and self.tainted(a, caller) \
+                                and params[i] not in g.tainted:
                             g.tainted.add(params[i])
                             g.tparams.add(params[i])
                             changed = True
@@ -1112,7 +1132,8 @@ class Analysis:
                 return True
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
             root = _root_name(n.func.value) or ""
-            if n.func.attr in ("add_", "append", "extend", "index_add_") and SCORE_NAME.search(root) \
+            if n.func.attr in ("add_", "append", "extend", "index_add_") \
+                    and SCORE_NAME.search(root) \
                     and any(self.tainted(a, fn) for a in n.args):
                 return True
         if isinstance(n, ast.Call) and any(g in self.scores for g in self._resolve(n)) \
@@ -1191,8 +1212,8 @@ class Report:
             elif live:
                 ill = sum(1 for f in live if f["severity"] == "illegal")
                 verdict = "finding"
-                summary = "%d finding%s (%d illegal): %s" % (len(live), "s" if len(live) > 1 else "",
-                                                             ill, live[0]["title"])
+                summary = "%d finding%s (%d illegal): %s" % (
+                    len(live), "s" if len(live) > 1 else "", ill, live[0]["title"])
             elif any(not f["reachable"] for f in fs):
                 verdict = "dead"
                 summary = "only in code the configuration never runs: %s" % \
@@ -1241,7 +1262,8 @@ class Checker:
         self.a = ana
         self.r = rep
         self.par = _parents(prog.tree)
-        self.trains = set()       # functions that update on validation data and never score it after
+        self.trains = set()       # functions that update on validation data and never score it
+                                  # after
         self.adapts = set()       # functions with a legal score-first update on validation data
         self.update_sites = []
 
@@ -1253,10 +1275,12 @@ class Checker:
         body = self.p.tree if fn is None else fn.node
         out = []
         for n in _own_nodes(body, self.p, fn):
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "backward" \
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) \
+                    and n.func.attr == "backward" \
                     and self.a.tainted(n.func.value, fn):
                 out.append((n, "gradient step on a loss of validation tokens"))
-            elif isinstance(n, ast.Call) and _dotted(n.func) in ("torch.autograd.backward", "torch.autograd.grad") \
+            elif isinstance(n, ast.Call) and _dotted(n.func) in ("torch.autograd.backward",
+                                                                 "torch.autograd.grad") \
                     and n.args and self.a.tainted(n.args[0], fn):
                 out.append((n, "gradient of a loss of validation tokens"))
             elif isinstance(n, (ast.Assign, ast.AugAssign)):
@@ -1267,15 +1291,19 @@ class Checker:
                             and self._persistent(n, _root_name(t), fn):
                         out.append((n, "cache update from validation tokens"))
                         break
-            elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in UPDATE_METHODS \
+            elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) \
+                    and n.func.attr in UPDATE_METHODS \
                     and CACHE_NAME.search(_root_name(n.func.value) or "") \
-                    and any(self.a.tainted(x, fn) for x in list(n.args) + [k.value for k in n.keywords]) \
+                    and any(self.a.tainted(x, fn) for x in list(n.args)
+                            + [k.value for k in n.keywords]) \
                     and self._persistent(n, _root_name(n.func.value), fn):
                 out.append((n, "cache update from validation tokens"))
             elif isinstance(n, ast.Call) and any(g in self.trains for g in self.a._resolve(n)) \
-                    and any(self.a.tainted(x, fn) for x in list(n.args) + [k.value for k in n.keywords]):
+                    and any(self.a.tainted(x, fn) for x in list(n.args)
+                            + [k.value for k in n.keywords]):
                 g = next(g for g in self.a._resolve(n) if g in self.trains)
-                out.append((n, "call of %s, which trains on the validation tokens it is given" % g.qual))
+                out.append((n, "call of %s, which trains on the validation tokens it is given"
+                            % g.qual))
         return out
 
     def exclusive(self, a, b):
@@ -1302,7 +1330,8 @@ class Checker:
             return False
         inner = loops[0]
         for m in ast.walk(inner):
-            if isinstance(m, ast.Assign) and any(isinstance(t, ast.Name) and t.id == root for t in m.targets):
+            if isinstance(m, ast.Assign) and any(isinstance(t, ast.Name) and t.id == root
+                                                 for t in m.targets):
                 return False
         return True
 
@@ -1346,7 +1375,8 @@ class Checker:
         self.orphan_trains = []
         for g in self.trains:
             outside = [c for c in self.a.calls if g in c[2] and c[1] not in self.trains and any(
-                self.a.tainted(x, c[1]) for x in list(c[0].args) + [k.value for k in c[0].keywords])]
+                self.a.tainted(x, c[1]) for x in list(c[0].args)
+                + [k.value for k in c[0].keywords])]
             if not outside:
                 self.orphan_trains.append(g)
 
@@ -1362,7 +1392,8 @@ class Checker:
         for fn, u, what, later in self.sites:
             gone = self._throwaway(u, fn)
             if gone:
-                self.r.add("L3", "info", "warm-up on validation tokens in %s trains state that is discarded "
+                self.r.add("L3", "info",
+                           "warm-up on validation tokens in %s trains state that is discarded "
                            "before any score (%s): nothing it learned reaches a prediction" % (
                                fn.qual if fn else "module code", ", ".join(sorted(gone))),
                            [_ev(self.p, u)], u.lineno, self.reach(u))
@@ -1376,9 +1407,10 @@ class Checker:
             for s in (same_iter or later)[:2]:
                 ev.append(_ev(self.p, s, "scored after it: " + _src(self.p, s)))
             if not later:
-                ev.append("nothing in %s scores these targets after the update" % (fn.qual if fn else "the module"))
-            title = "%s in %s: validation targets are read by an update before their scores are final" % (
-                kind, fn.qual if fn else "module code")
+                ev.append("nothing in %s scores these targets after the update"
+                          % (fn.qual if fn else "the module"))
+            title = ("%s in %s: validation targets are read by an update before their scores are "
+                     "final" % (kind, fn.qual if fn else "module code"))
             self.r.add("L3", "illegal", title, ev, u.lineno, self.reach(u))
         self.calibration()
         self.r.notes["L3"].append("%d score-first adaptive function%s" % (
@@ -1393,7 +1425,8 @@ class Checker:
             return None
         own = _own_nodes(body, self.p, fn)
         scores = self.a.score_nodes(fn)
-        steps = [c for c in ast.walk(loops[0]) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+        steps = [c for c in ast.walk(loops[0])
+                 if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
                  and c.func.attr == "step" and isinstance(c.func.value, ast.Name)]
         if not steps:
             return None
@@ -1402,7 +1435,8 @@ class Checker:
             opt = c.func.value.id
             owners.add(opt)
             for n in own:
-                if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == opt for t in n.targets) \
+                if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == opt
+                                                     for t in n.targets) \
                         and isinstance(n.value, ast.Call) and n.value.args:
                     owners |= {x.id for x in ast.walk(n.value.args[0]) if isinstance(x, ast.Name)}
         for nm in owners:
@@ -1417,7 +1451,8 @@ class Checker:
             if any(_contains(lp, sc) for sc in scores):
                 return None
             for n in own:
-                if isinstance(n, ast.Name) and n.id == nm and n.lineno > (lp.end_lineno or lp.lineno) \
+                if isinstance(n, ast.Name) and n.id == nm \
+                        and n.lineno > (lp.end_lineno or lp.lineno) \
                         and not isinstance(n.ctx, ast.Del):
                     return None
         return owners
@@ -1428,7 +1463,8 @@ class Checker:
         if not loops:
             return False
         for n in ast.walk(loops[0]):
-            if isinstance(n, ast.keyword) and n.arg == "requires_grad" and self.p.cev(n.value) is True:
+            if isinstance(n, ast.keyword) and n.arg == "requires_grad" \
+                    and self.p.cev(n.value) is True:
                 return True
             if isinstance(n, ast.Call) and _callee_name(n) in ("Parameter", "requires_grad_"):
                 return True
@@ -1444,7 +1480,8 @@ class Checker:
                     out.append(_src(self.p, a.value))
                     if isinstance(a.value, ast.Call) and _callee_name(a.value) in self.p.classes:
                         for g in self.a._resolve(a.value):
-                            out.append(" ".join(n.attr for n in ast.walk(g.node) if isinstance(n, ast.Attribute)))
+                            out.append(" ".join(n.attr for n in ast.walk(g.node)
+                                                if isinstance(n, ast.Attribute)))
         return " ".join(out)
 
     def calibration(self):
@@ -1457,12 +1494,14 @@ class Checker:
             reach = self.reach(call)
             if any(self.a.tainted(x, caller) for x in args):
                 src = "validation"
-                self.r.add("L3", "illegal", "calibration statistics (%s) computed on validation tokens before "
+                self.r.add("L3", "illegal",
+                           "calibration statistics (%s) computed on validation tokens before "
                            "they are scored" % name, [_ev(self.p, call)], call.lineno, reach)
                 self.r.add("L6", "illegal", "calibration data comes from the validation set",
                            [_ev(self.p, call)], call.lineno, reach)
             elif re.search(r"generat|sample|synth|selfgen|autoregress", name, re.I) or any(
-                    re.search(r"generat|synth|selfgen|autoregress", self._origin_text(x, caller), re.I) for x in args):
+                    re.search(r"generat|synth|selfgen|autoregress", self._origin_text(x, caller),
+                              re.I) for x in args):
                 src = "self-generated"
             elif any(re.search(r"train", self._origin_text(x, caller), re.I) for x in args):
                 src = "training data"
@@ -1485,11 +1524,13 @@ class Checker:
                 if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call):
                     callees = self.a._resolve(n.value)
                     if any(g in self.a.scores for g in callees) and any(
-                            self.a.tainted(x, fn) for x in n.value.args + [k.value for k in n.value.keywords]):
+                            self.a.tainted(x, fn) for x in n.value.args
+                            + [k.value for k in n.value.keywords]):
                         for t in n.targets:
                             for nm in _target_names(t):
                                 res_names.setdefault(nm, n)
-                if isinstance(n, ast.Call) and any(self.a.tainted(x, fn) for x in n.args + [k.value for k in n.keywords]):
+                if isinstance(n, ast.Call) and any(self.a.tainted(x, fn) for x in n.args
+                                                   + [k.value for k in n.keywords]):
                     callees = self.a._resolve(n)
                     if any(g in self.adapts for g in callees):
                         adapt_calls.append(n)
@@ -1498,15 +1539,18 @@ class Checker:
             for c1 in adapt_calls:
                 m1 = _model_args(c1)
                 for c2 in score_calls:
-                    if c2.lineno > c1.lineno and m1 & _model_args(c2) and not self.exclusive(c1, c2):
-                        self.r.add("L4", "illegal", "two-pass: the model adapted on the validation set by %s is "
+                    if c2.lineno > c1.lineno and m1 & _model_args(c2) \
+                            and not self.exclusive(c1, c2):
+                        self.r.add("L4", "illegal",
+                                   "two-pass: the model adapted on the validation set by %s is "
                                    "scored on it again" % _callee_name(c1),
                                    [_ev(self.p, c1, "adapting pass: " + _src(self.p, c1)),
                                     _ev(self.p, c2, "second pass: " + _src(self.p, c2))],
                                    c2.lineno, _worst(self.reach(c1), self.reach(c2)))
                         break
             for n in own:
-                if isinstance(n, ast.Call) and _callee_name(n) in ("min", "max", "minimum", "maximum", "sorted") \
+                if isinstance(n, ast.Call) and _callee_name(n) in ("min", "max", "minimum",
+                                                                   "maximum", "sorted") \
                         and isinstance(n.func, (ast.Name, ast.Attribute)):
                     used = set()
                     for a in n.args:
@@ -1516,15 +1560,19 @@ class Checker:
                     if len(used) >= 2 or (used and in_loop):
                         self.r.add("L4", "illegal", "best of several scoring passes: %s over %s" % (
                             _callee_name(n), ", ".join(sorted(used))),
-                            [_ev(self.p, n)] + [_ev(self.p, res_names[u], "from: " + _src(self.p, res_names[u]))
+                            [_ev(self.p, n)]
+                            + [_ev(self.p, res_names[u], "from: " + _src(self.p, res_names[u]))
                                                 for u in sorted(used)][:3], n.lineno, self.reach(n))
-                if isinstance(n, ast.If) and isinstance(n.test, ast.Compare) and len(n.test.ops) == 1 \
+                if isinstance(n, ast.If) and isinstance(n.test, ast.Compare) \
+                        and len(n.test.ops) == 1 \
                         and isinstance(n.test.ops[0], (ast.Lt, ast.Gt, ast.LtE, ast.GtE)):
                     sides = _names(n.test.left) | _names(n.test.comparators[0])
-                    if sides & set(res_names) and any(re.search(r"best|min|lowest", s, re.I) for s in sides):
+                    if sides & set(res_names) and any(re.search(r"best|min|lowest", s, re.I)
+                                                      for s in sides):
                         loops = _enclosing_loops(n, self.par, body)
                         if loops:
-                            self.r.add("L4", "illegal", "best of several scoring passes kept by comparison",
+                            self.r.add("L4", "illegal",
+                                       "best of several scoring passes kept by comparison",
                                        [_ev(self.p, n.test)], n.lineno, self.reach(n))
         self.r.notes["L4"].append("no re-scoring after adaptation, no min/best over passes")
 
@@ -1553,8 +1601,10 @@ def _slice_offset(sl):
         return ("", 0)
     if isinstance(lo, ast.Constant) and isinstance(lo.value, int):
         return ("", lo.value)
-    if isinstance(lo, ast.BinOp) and isinstance(lo.right, ast.Constant) and isinstance(lo.right.value, int):
-        k = lo.right.value if isinstance(lo.op, ast.Add) else -lo.right.value if isinstance(lo.op, ast.Sub) else None
+    if isinstance(lo, ast.BinOp) and isinstance(lo.right, ast.Constant) \
+            and isinstance(lo.right.value, int):
+        k = lo.right.value if isinstance(lo.op, ast.Add) else -lo.right.value \
+                if isinstance(lo.op, ast.Sub) else None
         if k is not None:
             return (ast.dump(lo.left), k)
     return (ast.dump(lo), 0)
@@ -1574,7 +1624,8 @@ class Checker2(Checker):
                     if _names(v) & tg and not isinstance(v, ast.Call) or \
                             (isinstance(v, (ast.Tuple, ast.List)) and _names(v) & tg):
                         tg |= {x for x in _target_names(t) if not SCORE_NAME.search(x)}
-                    elif isinstance(v, ast.Call) and _callee_name(v) in ("tuple", "hash", "str", "int", "repr") \
+                    elif isinstance(v, ast.Call) and _callee_name(v) in ("tuple", "hash", "str",
+                                                                         "int", "repr") \
                             and _names(v) & tg:
                         tg |= _target_names(t)
         return tg, own
@@ -1591,30 +1642,38 @@ class Checker2(Checker):
                         and isinstance(n.value, (ast.Name, ast.Attribute)) \
                         and CACHE_NAME.search(_root_name(n.value) or "") and _names(n.slice) & tg:
                     key = n.slice
-                elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in ("get", "lookup", "query") \
-                        and CACHE_NAME.search(_root_name(n.func.value) or "") and n.args and _names(n.args[0]) & tg:
+                elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) \
+                        and n.func.attr in ("get", "lookup", "query") \
+                        and CACHE_NAME.search(_root_name(n.func.value) or "") and n.args \
+                        and _names(n.args[0]) & tg:
                     key = n.args[0]
                 elif isinstance(n, ast.Call) and re.search(r"hash", _callee_name(n), re.I) \
-                        and any(_names(a) & tg for a in n.args) and not isinstance(self.par.get(id(n)), ast.AugAssign):
+                        and any(_names(a) & tg for a in n.args) \
+                        and not isinstance(self.par.get(id(n)), ast.AugAssign):
                     key = n
                 if key is not None:
-                    self.r.add("L1", "illegal", "target in the lookup key: a cache read in %s is keyed by the "
+                    self.r.add("L1", "illegal",
+                               "target in the lookup key: a cache read in %s is keyed by the "
                                "token it predicts" % (fn.qual if fn else "module code"),
                                [_ev(self.p, n, "lookup: " + _src(self.p, n)),
                                 "key names the target: %s" % ", ".join(sorted(_names(key) & tg))],
                                n.lineno, self.reach(n))
                 if isinstance(n, ast.Call) and MODEL_CALLEE.search(_callee_name(n)) and n.args \
                         and _names(n.args[0]) & tg and not isinstance(n.args[0], ast.Constant):
-                    self.r.add("L1", "illegal", "targets used as the model's input in %s" % (fn.qual if fn else "module code"),
-                               [_ev(self.p, n), "input names the target: %s" % ", ".join(sorted(_names(n.args[0]) & tg))],
+                    self.r.add("L1", "illegal", "targets used as the model's input in %s"
+                               % (fn.qual if fn else "module code"),
+                               [_ev(self.p, n), "input names the target: %s"
+                                % ", ".join(sorted(_names(n.args[0]) & tg))],
                                n.lineno, self.reach(n))
             self._shift(fn, own)
-        self.r.notes["L1"].append("no target-keyed lookup, no target as input, labels shifted forward")
+        self.r.notes["L1"].append("no target-keyed lookup, no target as input, labels "
+                                  "shifted forward")
 
     def _shift(self, fn, own):
         ins, outs = {}, {}
         for n in own:
-            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name):
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 \
+                    and isinstance(n.targets[0], ast.Name):
                 v = n.value
                 while isinstance(v, ast.Call) and isinstance(v.func, ast.Attribute):
                     v = v.func.value      # x = buf[:-1].to(device)
@@ -1633,7 +1692,8 @@ class Checker2(Checker):
             if key in outs:
                 (b2, k2), n2 = outs[key]
                 if b1 == b2 and k2 <= k1:
-                    self.r.add("L1", "illegal", "labels shifted the wrong way: the targets start at or before "
+                    self.r.add("L1", "illegal",
+                               "labels shifted the wrong way: the targets start at or before "
                                "the inputs (target offset %d, input offset %d)" % (k2, k1),
                                [_ev(self.p, n1), _ev(self.p, n2)], n2.lineno, self.reach(n2))
 
@@ -1654,7 +1714,8 @@ class Checker2(Checker):
                     if _is_normalising(v):
                         normalised.add(nm)
                     for x in ast.walk(v):
-                        if isinstance(x, (ast.Subscript, ast.Call)) and CACHE_NAME.search(_root_name(x) or ""):
+                        if isinstance(x, (ast.Subscript, ast.Call)) \
+                                and CACHE_NAME.search(_root_name(x) or ""):
                             cache_derived.add(nm)
             for _ in range(3):
                 for nm, vals in origin.items():
@@ -1662,17 +1723,20 @@ class Checker2(Checker):
                         continue
                     if any(_names(v) & cache_derived and not _is_normalising(v) for v in vals) \
                             and all(not _is_normalising(v) for v in vals):
-                        if nm not in cache_derived and any(isinstance(v, (ast.Name, ast.Subscript, ast.Attribute,
-                                                                          ast.IfExp)) for v in vals):
+                        if nm not in cache_derived \
+                                and any(isinstance(v, (ast.Name, ast.Subscript, ast.Attribute,
+                                                       ast.IfExp)) for v in vals):
                             cache_derived.add(nm)
             if fn not in self.a.scores and not any(_callee_name(x) in ("log", "log2") for x in own
                                                    if isinstance(x, ast.Call)):
                 continue
             for n in own:
-                if not (isinstance(n, ast.Assign) and isinstance(n.value, ast.BinOp) and isinstance(n.value.op, ast.Add)):
+                if not (isinstance(n, ast.Assign) and isinstance(n.value, ast.BinOp)
+                        and isinstance(n.value.op, ast.Add)):
                     continue
                 terms = _sum_terms(n.value)
-                if len(terms) < 2 or not all(isinstance(t, ast.BinOp) and isinstance(t.op, ast.Mult) for t in terms):
+                if len(terms) < 2 or not all(isinstance(t, ast.BinOp)
+                                             and isinstance(t.op, ast.Mult) for t in terms):
                     continue
                 bad = []
                 for t in terms:
@@ -1681,10 +1745,14 @@ class Checker2(Checker):
                             bad.append(nm)
                 tname = next(iter(_target_names(n.targets[0])), "")
                 if bad and not any(_is_normalising(v) for v in origin.get(tname, [])[1:]):
-                    self.r.add("L2", "illegal", "a mixture of distributions in %s blends %s, which is not normalised "
-                               "over the vocabulary" % (fn.qual, ", ".join(sorted(set(bad)))),
-                               [_ev(self.p, n)] + [_ev(self.p, origin[b][0], "%s = %s" % (b, _src(self.p, origin[b][0])))
-                                                   for b in sorted(set(bad)) if hasattr(origin[b][0], "lineno")][:2],
+                    self.r.add("L2", "illegal",
+                               "a mixture of distributions in %s blends %s, which is not "
+                               "normalised over the vocabulary"
+                               % (fn.qual, ", ".join(sorted(set(bad)))),
+                               [_ev(self.p, n)] + [_ev(self.p, origin[b][0], "%s = %s"
+                                                       % (b, _src(self.p, origin[b][0])))
+                                                   for b in sorted(set(bad))
+                                                   if hasattr(origin[b][0], "lineno")][:2],
                                n.lineno, self.reach(n))
         self.r.notes["L2"].append("scored distributions are softmaxes or normalised mixtures")
 
@@ -1697,7 +1765,8 @@ def _sum_terms(e):
 
 def _is_normalising(v):
     for x in ast.walk(v):
-        if isinstance(x, ast.Call) and _callee_name(x) in ("softmax", "log_softmax", "logsumexp", "normalize",
+        if isinstance(x, ast.Call) and _callee_name(x) in ("softmax", "log_softmax", "logsumexp",
+                                                           "normalize",
                                                            "normalise", "renorm", "renormalize"):
             return True
         if isinstance(x, ast.BinOp) and isinstance(x.op, ast.Div):
@@ -1705,9 +1774,11 @@ def _is_normalising(v):
             for y in ast.walk(r):
                 if isinstance(y, ast.Call) and _callee_name(y) in ("sum", "logsumexp"):
                     return True
-                if isinstance(y, ast.Name) and re.search(r"(total|sum|denom|norm|^z$|partition)", y.id, re.I):
+                if isinstance(y, ast.Name) and re.search(r"(total|sum|denom|norm|^z$|partition)",
+                                                         y.id, re.I):
                     return True
-                if isinstance(y, ast.Attribute) and re.search(r"(total|sum|denom|norm)", y.attr, re.I):
+                if isinstance(y, ast.Attribute) and re.search(r"(total|sum|denom|norm)", y.attr,
+                                                              re.I):
                     return True
     return False
 
@@ -1718,8 +1789,11 @@ class Checker3(Checker2):
         isolated = []
         for n in ast.walk(self.p.tree):
             if isinstance(n, (ast.Name, ast.Attribute, ast.arg)):
-                ident = n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else n.arg
-                if re.search(r"(cu_seqlens|varlen|doc_mask|document_mask|block_mask)", ident, re.I) \
+                ident = n.id if isinstance(n, ast.Name) else n.attr \
+                        if isinstance(n, ast.Attribute) \
+                        else n.arg
+                if re.search(r"(cu_seqlens|varlen|doc_mask|document_mask|block_mask)", ident,
+                             re.I) \
                         and self.reach(n) != "dead":
                     isolated.append(n)
         found = False
@@ -1730,17 +1804,20 @@ class Checker3(Checker2):
             for n in own:
                 if not (isinstance(n, ast.Call) and _callee_name(n) in ("cat", "pad") and n.args):
                     continue
-                if not any(isinstance(s, ast.Subscript) and _prev_shift(s.slice) for s in ast.walk(n)):
+                if not any(isinstance(s, ast.Subscript) and _prev_shift(s.slice)
+                           for s in ast.walk(n)):
                     continue
                 found = True
                 masked = self._bos_masked(n, own)
                 smear_attrs = {x.attr for x in ast.walk(fn.node)
-                               if isinstance(x, ast.Attribute) and re.search(r"smear", x.attr, re.I)}
+                               if isinstance(x, ast.Attribute) and re.search(r"smear", x.attr,
+                                                                             re.I)}
                 trained = False
                 for g in self.p.funcs:
                     if g.cls is fn.cls and fn.cls is not None:
                         continue
-                    if any(isinstance(x, ast.Attribute) and x.attr in smear_attrs for x in ast.walk(g.node)):
+                    if any(isinstance(x, ast.Attribute) and x.attr in smear_attrs
+                           for x in ast.walk(g.node)):
                         trained = True
                 reach = self.reach(n)
                 ev = [_ev(self.p, n, "previous-token mix: " + _src(self.p, n))]
@@ -1748,19 +1825,25 @@ class Checker3(Checker2):
                     self.r.notes["L6"].append("SmearGate with a BOS mask (line %d)" % n.lineno)
                     continue
                 if not isolated:
-                    self.r.add("L6", "info", "SmearGate without a BOS mask, in a model that attends across "
-                               "documents: the token mixed in is in the prefix, nothing isolated is crossed",
+                    self.r.add("L6", "info",
+                               "SmearGate without a BOS mask, in a model that attends across "
+                               "documents: the token mixed in is in the prefix, nothing "
+                               "isolated is crossed",
                                ev, n.lineno, reach)
                     continue
-                ev.append(_ev(self.p, isolated[0], "documents isolated here: " + _ident(isolated[0])))
+                ev.append(_ev(self.p, isolated[0], "documents isolated here: "
+                              + _ident(isolated[0])))
                 if not trained:
-                    self.r.add("L6", "info", "SmearGate without a BOS mask in a document-masked model, but its "
-                               "parameters (%s) are never given to an optimizer outside the model: it stays at "
-                               "its initial value" % ", ".join(sorted(smear_attrs)), ev, n.lineno, reach)
+                    self.r.add("L6", "info",
+                               "SmearGate without a BOS mask in a document-masked model, but its "
+                               "parameters (%s) are never given to an optimizer outside the "
+                               "model: it stays at its initial value"
+                               % ", ".join(sorted(smear_attrs)), ev, n.lineno, reach)
                     continue
-                self.r.add("L6", "warning", "BOS smear leak: the first token of each document takes in the last "
-                           "token of the document packed before it, while attention is document-masked "
-                           "(no BOS mask on the smear)", ev, n.lineno, reach)
+                self.r.add("L6", "warning",
+                           "BOS smear leak: the first token of each document takes in the last "
+                           "token of the document packed before it, while attention is "
+                           "document-masked (no BOS mask on the smear)", ev, n.lineno, reach)
         self.r.facts["smeargate"] = found
 
     def _bos_masked(self, mix, own):
@@ -1774,7 +1857,8 @@ class Checker3(Checker2):
             for x in ast.walk(e):
                 if re.search(r"bos", _ident(x) or "", re.I):
                     return True
-                if isinstance(x, ast.Compare) and any(isinstance(c, ast.Constant) for c in x.comparators) \
+                if isinstance(x, ast.Compare) and any(isinstance(c, ast.Constant)
+                                                      for c in x.comparators) \
                         and re.search(r"ids|tokens", _src(self.p, x.left)):
                     return True
                 if isinstance(x, ast.Name) and x.id not in seen:
@@ -1790,7 +1874,8 @@ class Checker3(Checker2):
             ups = self.updates(g)
             if ups:
                 u = ups[0][0]
-                self.r.add("L6", "illegal", "validation data read by a training code path (%s)" % g.qual,
+                self.r.add("L6", "illegal", "validation data read by a training code path (%s)"
+                           % g.qual,
                            [_ev(self.p, u)], u.lineno, self.reach(u))
         self.check_smear()
         if not self.r.facts.get("calibration"):
@@ -1810,26 +1895,31 @@ class Checker3(Checker2):
             reach = self.reach(fn.node)
             probs = []
             if not ({"is_byte", "IsByte"} & calls):
-                probs.append("byte-fallback pieces are not counted as 1 byte (no is_byte test): a piece "
-                             "'<0xHH>' would count its 6 characters")
-            if not ({"is_control", "IsControl"} & calls) or not ({"is_unknown", "IsUnknown"} & calls):
-                probs.append("control/unknown pieces are not set to 0 bytes and boundary (is_control / "
-                             "is_unknown missing)")
-            strips = [x for x in own if isinstance(x, ast.Call) and _callee_name(x) in ("lstrip", "replace", "strip")
+                probs.append("byte-fallback pieces are not counted as 1 byte (no is_byte "
+                             "test): a piece '<0xHH>' would count its 6 characters")
+            if not ({"is_control", "IsControl"} & calls) \
+                    or not ({"is_unknown", "IsUnknown"} & calls):
+                probs.append("control/unknown pieces are not set to 0 bytes and boundary "
+                             "(is_control / is_unknown missing)")
+            strips = [x for x in own if isinstance(x, ast.Call)
+                      and _callee_name(x) in ("lstrip", "replace", "strip")
                       and any(isinstance(a, ast.Constant) and a.value == "\u2581" for a in x.args)]
             starts = [x for x in own if isinstance(x, ast.Call) and _callee_name(x) == "startswith"
                       and any(isinstance(a, ast.Constant) and isinstance(a.value, str) and
                               a.value.startswith("\u2581") for a in x.args)]
             if strips:
-                probs.append("the leading-space marker is removed with %s (not exactly one leading '\u2581' "
-                             "counted by the has_leading_space table)" % _callee_name(strips[0]))
+                probs.append("the leading-space marker is removed with %s (not exactly one "
+                             "leading '\u2581' counted by the has_leading_space table)"
+                             % _callee_name(strips[0]))
             elif not starts:
-                probs.append("the leading '\u2581' is not split off into has_leading_space: it is counted as "
-                             "3 bytes of the piece")
-            self.r.facts.setdefault("byte_table", []).append("%s (line %d)" % (fn.qual, fn.node.lineno))
+                probs.append("the leading '\u2581' is not split off into has_leading_space: it "
+                             "is counted as 3 bytes of the piece")
+            self.r.facts.setdefault("byte_table", []).append("%s (line %d)"
+                                                             % (fn.qual, fn.node.lineno))
             for pr in probs:
                 self.r.add("L5", "illegal", "byte table miscounts: " + pr,
-                           [_ev(self.p, fn.node, "byte table built by %s" % fn.qual)], fn.node.lineno, reach)
+                           [_ev(self.p, fn.node, "byte table built by %s" % fn.qual)],
+                           fn.node.lineno, reach)
 
 
 def _ident(n):
@@ -1858,7 +1948,8 @@ def _prev_shift(sl):
 
 _FIG = re.compile(r"\bval_loss[:=]\s*([0-9]+\.[0-9]+)\s+val_bpb[:=]\s*([0-9]+\.[0-9]+)")
 _EVAL_MS = re.compile(r"\beval_time[:=]\s*([0-9.]+)\s*ms")
-_NUM_BYTES = re.compile(r"^(Code size|Total submission size|Serialized model)([^:]*):\s*([0-9]+)\s*bytes")
+_NUM_BYTES = re.compile(r"^(Code size|Total submission size|Serialized model)"
+                        r"([^:]*):\s*([0-9]+)\s*bytes")
 _SEED = re.compile(r"^\s*seed\s*[:=]\s*([0-9]+)\s*$")
 _TOTAL_EVAL = re.compile(r"^total_eval_time[:=]\s*([0-9.]+)\s*s")
 _TRAIN_STOP = re.compile(r"train_time[:=]\s*([0-9.]+)\s*ms")
@@ -1875,7 +1966,8 @@ def parse_log(name, text):
             continue
         f = _FIG.search(line)
         label = re.sub(r"^[0-9]+(\.[0-9]+)?\s+", "", line[:f.start()].strip()) if f else ""
-        if f and re.fullmatch(r"[A-Za-z][\w+.\- ]*(\s+[a-z_]+:\S+)*", label) and not label.startswith("step"):
+        if f and re.fullmatch(r"[A-Za-z][\w+.\- ]*(\s+[a-z_]+:\S+)*", label) \
+                and not label.startswith("step"):
             e = _EVAL_MS.search(line)
             info["figures"].append({"label": label.split()[0], "val_loss": float(f.group(1)),
                                     "val_bpb": float(f.group(2)),
@@ -1983,7 +2075,8 @@ def check_accounting(rep, code_name, code_data, wrapper, extra_code, sub, logs):
     computed = any(l["code_compressed"] for l in logs)
     extra = sum(n for _, n, _ in extra_code)
     for name, n, how in extra_code:
-        rep.add("L5", "illegal", "uncounted code: %s (%d bytes) is run by %s but is not in the counted file"
+        rep.add("L5", "illegal",
+                "uncounted code: %s (%d bytes) is run by %s but is not in the counted file"
                 % (name, n, code_name), [how], None, "live", file=name)
     if extra_code:
         base = max(totals) if totals else claims.get("bytes_total")
@@ -1992,20 +2085,27 @@ def check_accounting(rep, code_name, code_data, wrapper, extra_code, sub, logs):
             rep.add("L5", "illegal" if tot > BUDGET else "warning",
                     "with the uncounted code the submission is %d bytes (%s the %d limit)"
                     % (tot, "over" if tot > BUDGET else "within", BUDGET),
-                    ["%d (the record's count) + %d (uncounted code)" % (int(base), extra)], None, "live")
+                    ["%d (the record's count) + %d (uncounted code)" % (int(base), extra)], None,
+                    "live")
     for l in logs:
-        if l["code"] is not None and not l["code_compressed"] and l["code"] != code and not extra_code:
+        if l["code"] is not None and not l["code_compressed"] and l["code"] != code \
+                and not extra_code:
             if l["code"] < code and l["model"] is not None and l["model"] + code > BUDGET:
-                rep.add("L5", "illegal", "the log counts %d code bytes, the shipped %s counts %d: the total "
-                        "with the shipped code is %d, over the limit" % (l["code"], code_name, code, l["model"] + code),
-                        ["%s: Code size: %d bytes" % (l["file"], l["code"])], None, "live", file=l["file"])
+                rep.add("L5", "illegal",
+                        "the log counts %d code bytes, the shipped %s counts %d: the total "
+                        "with the shipped code is %d, over the limit"
+                        % (l["code"], code_name, code, l["model"] + code),
+                        ["%s: Code size: %d bytes" % (l["file"], l["code"])], None, "live",
+                        file=l["file"])
     over = [l for l in logs if l["total"] is not None and l["total"] > BUDGET]
     for l in over:
-        rep.add("L5", "illegal", "%s reports a total of %d bytes, over the %d-byte limit" % (l["file"], l["total"], BUDGET),
-                ["%s: Total submission size: %d bytes" % (l["file"], l["total"])], None, "live", file=l["file"])
+        rep.add("L5", "illegal", "%s reports a total of %d bytes, over the %d-byte limit"
+                % (l["file"], l["total"], BUDGET),
+                ["%s: Total submission size: %d bytes" % (l["file"], l["total"])], None, "live",
+                file=l["file"])
     if computed:
-        rep.notes["L5"].append("the logs count a computed compressed code wrapper (not shipped; the shipped "
-                               "file counts %d bytes)" % code)
+        rep.notes["L5"].append("the logs count a computed compressed code wrapper (not shipped; "
+                               "the shipped file counts %d bytes)" % code)
     # seeds the submission names whose logs the folder lacks: a claim may come from those runs, so
     # a claim that no log supports is then reported, not flagged
     log_seeds = {l["seed"] for l in logs if l["seed"] is not None}
@@ -2023,17 +2123,21 @@ def check_accounting(rep, code_name, code_data, wrapper, extra_code, sub, logs):
                     "submission.json bytes_total %d matches no log's total (%s)%s%s" % (
                         bt, ", ".join(str(t) for t in sorted(set(totals))),
                         ": it is below every one of them" if under else "", unlogged),
-                    ["submission.json: bytes_total %s" % bt] + ["%s: %d" % (l["file"], l["total"]) for l in logs
+                    ["submission.json: bytes_total %s" % bt] + ["%s: %d" % (l["file"], l["total"])
+                                                                for l in logs
                                                                if l["total"] is not None][:3],
                     None, "live", file="submission.json")
     if "bytes_code" in claims and claims["bytes_code"] != code:
         bc = claims["bytes_code"]
         logged = [l["code"] for l in logs if l["code"] is not None]
         explained = computed or (0 <= bc < code and not wrapper) or bc in logged
-        why = " (a computed compressed wrapper, spec/record.md §1.3)" if computed or (0 <= bc < code and not wrapper) \
-            else " (the code size a log printed: the shipped file is not the one that ran)" if bc in logged else ""
+        why = " (a computed compressed wrapper, spec/record.md §1.3)" \
+            if computed or (0 <= bc < code and not wrapper) \
+            else " (the code size a log printed: the shipped file is not the one that ran)" \
+            if bc in logged else ""
         rep.add("L5", "info" if explained else "warning",
-                "submission.json bytes_code %s, the shipped %s counts %d%s" % (bc, code_name, code, why),
+                "submission.json bytes_code %s, the shipped %s counts %d%s" % (bc, code_name, code,
+                                                                               why),
                 ["submission.json: bytes_code %s" % bc], None, "live", file="submission.json")
     figs = [f for l in logs for f in l["figures"]]
     for key in ("val_bpb", "val_loss"):
@@ -2068,16 +2172,19 @@ def check_accounting(rep, code_name, code_data, wrapper, extra_code, sub, logs):
                         unlogged),
                     ["submission.json: %s %s" % (key, claims[key])] +
                     ["%s:%d: %s %s %s" % (l["file"], f["line"], f["label"], key, f[key])
-                     for l in logs for f in l["figures"][-1:]][:3], None, "live", file="submission.json")
+                     for l in logs for f in l["figures"][-1:]][:3], None, "live",
+                     file="submission.json")
     if claims.get("seeds") and log_seeds:
         if missing:
-            rep.add("L5", "info", "submission.json names seeds with no log: %s" % ", ".join(map(str, missing)),
+            rep.add("L5", "info", "submission.json names seeds with no log: %s"
+                    % ", ".join(map(str, missing)),
                     ["logs hold seeds %s" % ", ".join(map(str, sorted(log_seeds)))], None, "live",
                     file="submission.json")
     rep.facts["log_seeds"] = sorted(log_seeds)
     rep.facts["log_totals"] = totals
     rep.facts["log_models"] = models
-    rep.notes["L5"].insert(0, "code %d bytes%s" % (code, (", logs' totals %d..%d" % (min(totals), max(totals)))
+    rep.notes["L5"].insert(0, "code %d bytes%s"
+                           % (code, (", logs' totals %d..%d" % (min(totals), max(totals)))
                                                    if totals else ""))
 
 
@@ -2102,7 +2209,8 @@ def check_time(rep, logs, claims):
         if s > EVAL_LIMIT_S:
             rep.add("L7", "illegal", "%s: the reported evaluation (%s) took %.1f s, over %.0f s" % (
                 l["file"], rep_fig["label"], s, EVAL_LIMIT_S),
-                ["%s:%d: %s eval_time %.0f ms" % (l["file"], rep_fig["line"], rep_fig["label"], rep_fig["eval_ms"])],
+                ["%s:%d: %s eval_time %.0f ms" % (l["file"], rep_fig["line"], rep_fig["label"],
+                                                  rep_fig["eval_ms"])],
                 None, "live", file=l["file"])
     if worst is None:
         rep.verdict_override["L7"] = ("skip", "no evaluation time in the logs")
@@ -2157,7 +2265,8 @@ def analyse(folder, code_override=None):
         logs.append(parse_log(ln, t))
     readme = ""
     if "README.md" in names:
-        readme = read_bounded(os.path.join(folder, "README.md"), MAX_TEXT, "README.md").decode("utf-8", "replace")
+        readme = read_bounded(os.path.join(folder, "README.md"), MAX_TEXT,
+                              "README.md").decode("utf-8", "replace")
     final, tree, layers, siblings, rewritten = unwrap(text, folder, code_name)
     rep = Report(code_name if not layers else "%s (unwrapped)" % code_name)
     rep.facts["folder"] = os.path.basename(os.path.abspath(folder))
@@ -2189,22 +2298,26 @@ def analyse(folder, code_override=None):
         seen.add(mod)
         p = os.path.join(folder, mod + ".py")
         n = counted_code_bytes(read_bounded(p, MAX_CODE, "code"))
-        extra.append((mod + ".py", n, "%s:%d: import of %s, a module of the folder" % (rep.code_name, line, mod)))
+        extra.append((mod + ".py", n, "%s:%d: import of %s, a module of the folder"
+                      % (rep.code_name, line, mod)))
     for mod, line in prog.local_imports:
         if prog.reach_of(_FakeNode(line)) == "dead" and mod not in seen:
-            rep.add("L5", "info", "import of %s.py (not counted) only in code the configuration never runs" % mod,
+            rep.add("L5", "info",
+                    "import of %s.py (not counted) only in code the configuration never runs" % mod,
                     ["%s:%d" % (rep.code_name, line)], line, "dead")
     check_accounting(rep, code_name, code_data, bool(layers), extra, sub, logs)
     chk.check_bytes_table()
     chk.check_l6()
     check_time(rep, logs, rep.facts.get("claims", {}))
-    rep.verdict_override["L8"] = ("skip", "no artifact in the folder: reproduction is pglegal's artifact side")
+    rep.verdict_override["L8"] = (
+        "skip", "no artifact in the folder: reproduction is pglegal's artifact side")
     if sub is None:
         rep.notes["L5"].append("no submission.json: no claims to compare")
     if not logs:
         rep.notes["L5"].append("no logs")
     rep.facts["protocol_detected"] = detect_protocol(prog, ana)
-    rep.facts["logs"] = [{"file": l["file"], "seed": l["seed"], "total": l["total"], "code": l["code"],
+    rep.facts["logs"] = [{"file": l["file"], "seed": l["seed"], "total": l["total"],
+                          "code": l["code"],
                           "final": l["figures"][-1] if l["figures"] else None} for l in logs]
     rep.facts["reachability"] = {
         "functions": len(prog.funcs), "reachable": sum(1 for f in prog.funcs if f.reachable),
@@ -2264,12 +2377,14 @@ def terminal(result, folder):
         for f in c["findings"]:
             where = "%s:%s" % (f["file"], f["line"]) if f["line"] else (f["file"] or "")
             out.append("    [%s%s] %s%s" % (f["severity"], "" if f["reachable"] else ", dead",
-                                           _clean(f["title"]), ("  (%s)" % _clean(where)) if where else ""))
+                                           _clean(f["title"]),
+                                           ("  (%s)" % _clean(where)) if where else ""))
             for e in f["evidence"][:4]:
                 out.append("        %s" % _clean(e))
     fa = result["facts"]
     out.append("code %s bytes (file %s), wrapper layers %d, protocol %s" % (
-        fa.get("code_bytes"), fa.get("code_file_bytes"), len(fa.get("wrapper_layers", [])), fa.get("protocol_detected")))
+        fa.get("code_bytes"), fa.get("code_file_bytes"), len(fa.get("wrapper_layers", [])),
+        fa.get("protocol_detected")))
     return "\n".join(out)
 
 
@@ -2277,12 +2392,14 @@ def markdown(result, folder):
     out = ["### pglegal: `%s`" % _clean(os.path.basename(os.path.abspath(folder))), "",
            "| check | verdict | summary |", "|---|---|---|"]
     for c in result["checks"]:
-        out.append("| %s %s | %s | %s |" % (c["id"], c["name"], c["verdict"], _clean(c["summary"]).replace("|", "\\|")))
+        out.append("| %s %s | %s | %s |" % (c["id"], c["name"], c["verdict"],
+                                            _clean(c["summary"]).replace("|", "\\|")))
     for c in result["checks"]:
         for f in c["findings"]:
             out.append("")
             out.append("- **%s %s** (%s%s): %s" % (c["id"], c["name"], f["severity"],
-                                                    "" if f["reachable"] else ", dead code", _clean(f["title"])))
+                                                    "" if f["reachable"] else ", dead code",
+                                                    _clean(f["title"])))
             for e in f["evidence"][:4]:
                 out.append("  - `%s`" % _clean(e).replace("`", "'"))
     return "\n".join(out)
@@ -2290,7 +2407,8 @@ def markdown(result, folder):
 
 def main(argv):
     import argparse
-    ap = argparse.ArgumentParser(prog="pglegal_record.py", description="legality checks of a record folder's code")
+    ap = argparse.ArgumentParser(prog="pglegal_record.py",
+                                 description="legality checks of a record folder's code")
     ap.add_argument("folder")
     ap.add_argument("--json", action="store_true", help="one JSON object on standard output")
     ap.add_argument("--markdown", action="store_true", help="a Markdown report for a pull request")
@@ -2303,7 +2421,8 @@ def main(argv):
         rep = analyse(args.folder, args.code)
         result = to_json(rep)
     except Fault as e:
-        print("pglegal_record: %s" % _clean(str(e).splitlines()[0] if str(e) else "error"), file=sys.stderr)
+        print("pglegal_record: %s" % _clean(str(e).splitlines()[0] if str(e) else "error"),
+              file=sys.stderr)
         return 2
     except (RecursionError, MemoryError) as e:
         print("pglegal_record: %s: too deeply nested or too large to analyse (%s)" % (

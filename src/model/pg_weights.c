@@ -204,6 +204,26 @@ done:
   return PG_OK;
 }
 
+/* The model keeps the arch's canonical order: tensor i of m must be the plan's t. */
+static int same_order(const pg_model *m, size_t i, const pg_arch_tensor *t, const char *file,
+                      pg_err *err) {
+  if (strcmp(pg_model_tensor(m, i)->name, t->name) == 0) return PG_OK;
+  return pg_err_set(err, PG_E_ARG, file, PG_NO_OFFSET, "tensor %s: model order differs",
+                    t->name);
+}
+
+/* The end of load() and load_on(): the model on success, none on failure; the plan freed. */
+static int finish(pg_model **out, pg_model *m, pg_arch_tensor *t, size_t *from, int rc) {
+  if (rc) {
+    pg_model_free(m);
+    m = NULL;
+  }
+  *out = m;
+  free(from);
+  free(t);
+  return rc;
+}
+
 /* The common body: check everything, then allocate and fill. */
 static int load(pg_model **out, const pg_arch *arch, src *s, pg_err *err) {
   *out = NULL;
@@ -217,26 +237,15 @@ static int load(pg_model **out, const pg_arch *arch, src *s, pg_err *err) {
     goto done;
   }
   for (size_t i = 0; i < nt; i++) {
-    const pg_arch_tensor *mt = pg_model_tensor(m, i);
-    if (strcmp(mt->name, t[i].name) != 0) { /* the model keeps the arch's canonical order */
-      rc = pg_err_set(err, PG_E_ARG, s->file, PG_NO_OFFSET, "tensor %s: model order differs",
-                      t[i].name);
-      goto done;
-    }
+    rc = same_order(m, i, &t[i], s->file, err);
+    if (rc) goto done;
     rc = s->fill(s, from[i], pg_model_data(m, i), (size_t)pg_arch_tensor_numel(&t[i]), err);
     if (rc) goto done;
   }
   rc = pg_model_check_finite(m, s->file, err);
 
 done:
-  if (rc) {
-    pg_model_free(m);
-    m = NULL;
-  }
-  *out = m;
-  free(from);
-  free(t);
-  return rc;
+  return finish(out, m, t, from, rc);
 }
 
 int pg_weights_check_arch(const pg_arch *given, const char *text, size_t len, const char *file,
@@ -410,12 +419,8 @@ static int load_on(pg_model **out, const pg_arch *arch, src *s, pg_engine *e, pg
     goto done;
   }
   for (size_t i = 0; i < nt && rc == PG_OK; i++) {
-    const pg_arch_tensor *mt = pg_model_tensor(m, i);
-    if (strcmp(mt->name, t[i].name) != 0) { /* the model keeps the arch's canonical order */
-      rc = pg_err_set(err, PG_E_ARG, s->file, PG_NO_OFFSET, "tensor %s: model order differs",
-                      t[i].name);
-      break;
-    }
+    rc = same_order(m, i, &t[i], s->file, err);
+    if (rc) break;
     rc = fill_on(s->a, (uint32_t)from[i], e, pg_model_data_engine(m, i), t[i].name, &b, &bad,
                  &bad_err, err);
   }
@@ -429,14 +434,7 @@ static int load_on(pg_model **out, const pg_arch *arch, src *s, pg_engine *e, pg
                                                    "loading the weights: %s", dev_err.msg);
 done:
   qbufs_free(&b);
-  if (rc) {
-    pg_model_free(m);
-    m = NULL;
-  }
-  *out = m;
-  free(from);
-  free(t);
-  return rc;
+  return finish(out, m, t, from, rc);
 }
 
 int pg_model_load_artifact_on(pg_model **out, pg_artifact *a, const pg_arch *given,
