@@ -6,7 +6,11 @@
  * entropy floor, and qc's encode and decode speed on one thread (the thread's CPU time, so that
  * other work on the machine does not count).
  *
- *   bench_qcoder ARTIFACT.pgz [--no-lrzip] */
+ *   bench_qcoder ARTIFACT.pgz [--no-lrzip] [--dump DIR]
+ *
+ * --dump DIR writes each kind's values in each layout to DIR/KIND.LAYOUT.bin (the exact bytes
+ * measured) and its segments to DIR/KIND.LAYOUT.seg (a line "length row" per tensor), so that
+ * other compressors and models can be measured on the same bytes. */
 static const char *PROG = "bench_qcoder";
 #include <math.h>
 #include <stdint.h>
@@ -108,10 +112,31 @@ static size_t lrzip_bytes(const uint8_t *v, size_t n) {
   return got;
 }
 
+/* --dump files: written to PATH.tmp, renamed to PATH once complete. */
+static FILE *dump_open(const char *path) {
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "wb");
+  if (!f) die("%s: cannot write", tmp);
+  return f;
+}
+
+static void dump_close(FILE *f, const char *path) {
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  if (fclose(f) != 0 || rename(tmp, path) != 0) die("%s: cannot write", path);
+}
+
 int main(int argc, char **argv) {
-  if (argc < 2) die("usage: bench_qcoder ARTIFACT.pgz [--no-lrzip]");
-  int lrzip = !(argc > 2 && !strcmp(argv[2], "--no-lrzip")) &&
-              system("command -v lrzip >/dev/null 2>&1") == 0;
+  if (argc < 2) die("usage: bench_qcoder ARTIFACT.pgz [--no-lrzip] [--dump DIR]");
+  int lrzip = 1;
+  const char *dump = NULL;
+  for (int i = 2; i < argc; i++) {
+    if (!strcmp(argv[i], "--no-lrzip")) lrzip = 0;
+    else if (!strcmp(argv[i], "--dump") && i + 1 < argc) dump = argv[++i];
+    else die("unknown option %s", argv[i]);
+  }
+  lrzip = lrzip && system("command -v lrzip >/dev/null 2>&1") == 0;
   pg_artifact *a;
   pg_err e;
   if (pg_artifact_open(&a, argv[1], NULL, &e) != PG_OK) die("%s", e.msg);
@@ -154,13 +179,27 @@ int main(int argc, char **argv) {
     K->h0 += entropy0(v, t->numel);
     free(v);
   }
+  static const char *const LAYOUT[3] = {"rows", "transp", "nn+tr"};
+  for (size_t j = 0; dump && j < nk; j++)
+    for (int l = 0; l < 3; l++) {
+      char path[4096];
+      snprintf(path, sizeof path, "%s/%s.%s.bin", dump, k[j].name, LAYOUT[l]);
+      FILE *f = dump_open(path);
+      if (fwrite(k[j].v[l], 1, k[j].n, f) != k[j].n) die("%s: cannot write", path);
+      dump_close(f, path);
+      snprintf(path, sizeof path, "%s/%s.%s.seg", dump, k[j].name, LAYOUT[l]);
+      f = dump_open(path);
+      for (size_t g = 0; g < k[j].nseg; g++)
+        fprintf(f, "%llu %llu\n", (unsigned long long)k[j].seg[l][g].len,
+                (unsigned long long)k[j].seg[l][g].row);
+      dump_close(f, path);
+    }
   printf("bench_qcoder %s: %zu kinds of int values; one thread%s\n", argv[1], nk,
          lrzip ? "" : "; lrzip not on PATH (column empty)");
   printf("%-22s %-6s %10s %10s %10s %10s %10s %10s %10s %8s %8s\n", "kind", "layout", "values",
          "H0 floor", "qc", "brotli-11", "lzma-9e", "zstd-22", "lrzip-L9", "enc MB/s",
          "dec MB/s");
   printf("(bytes; qc's encode and decode speed in the thread's CPU time)\n");
-  static const char *const LAYOUT[3] = {"rows", "transp", "nn+tr"};
   double tot[3][7] = {{0}}, tenc[3] = {0}, tdec[3] = {0};
   for (size_t j = 0; j < nk; j++)
     for (int l = 0; l < 3; l++) {
