@@ -1456,8 +1456,10 @@ int pg_artifact_check(pg_artifact *a, pg_err *err) {
 
 /* Codec qc's hint for DATA section `sec` (spec/format.md §12): one segment per part that tiles
  * it, in offset order, with the stored row length of the part's bytes. The values of an int
- * tensor stored one per byte lie in rows of `cols` (row-major); every other part (scales, packed
- * bits, LQER factors, floats) is rows of 1. The one place that knows how values are laid out. */
+ * tensor stored one per byte lie in rows of `cols` (row-major), its LQER factors one per byte
+ * in rows of the rank (A) and of `cols` (B); every other part (scales, packed bits, floats, row
+ * permutations: perm's permutations) is rows of 1. The one place that knows how values are
+ * laid out. */
 static int section_segments(const pg_tensor_info *ts, uint32_t nt, uint32_t sec, pg_qc_seg **out,
                             size_t *nseg, pg_err *err) {
   size_t n = 0;
@@ -1481,8 +1483,11 @@ static int section_segments(const pg_tensor_info *ts, uint32_t nt, uint32_t sec,
       for (; j > 0 && at[j - 1] > p->offset; j--) at[j] = at[j - 1], g[j] = g[j - 1];
       at[j] = p->offset;
       /* a stored row: `cols` values in row-major order, `rows` values transposed (§4.1) */
-      const uint64_t len = ts[i].order == PG_ORDER_COLS ? ts[i].rows : ts[i].cols;
-      g[j] = (pg_qc_seg){p->size, rows && len ? len : 1};
+      uint64_t len = ts[i].order == PG_ORDER_COLS ? ts[i].rows : ts[i].cols;
+      /* LQER factors one per byte: A is rows × rank, B rank × cols, both row-major */
+      const int lq = !ts[i].packing && (r == PG_PART_LQER_A || r == PG_PART_LQER_B);
+      if (lq) len = r == PG_PART_LQER_A ? ts[i].lqer_rank : ts[i].cols;
+      g[j] = (pg_qc_seg){p->size, (rows || lq) && len ? len : 1};
     }
   free(at);
   *out = g;

@@ -1254,8 +1254,9 @@ int pg_packer_build(pg_packer *p, const pg_pack_extras *x, double mu, uint8_t **
       rn[k] = (size_t)sec->raw_size;
       want[k] = 1;
       /* int values: qc is a candidate, in container version 2 (it came with it) */
-      /* and perm on the row permutations (codec 5, which came with it too) */
-      if (!rc && (k < L.s_scales || k == L.s_gate || k == L.s_perm) &&
+      /* the LQER factors are int values too (with their fp16 scales); and perm on the row
+       * permutations (codec 5, which came with container version 2 too) */
+      if (!rc && (k < L.s_scales || k == L.s_gate || k == L.s_lqer || k == L.s_perm) &&
           p->r.container != PG_CONTAINER_V1)
         rc = pg_artifact_section_segments(a, s, &segs[k], &nsegs[k], err);
     }
