@@ -1,6 +1,8 @@
-/* pg_codec.c: zstd, brotli and lzma through their libraries, qc (pg_qcoder.c), and the byte
- * shuffle. */
+/* pg_codec.c: zstd, brotli and lzma through their libraries, qc (pg_qcoder.c), perm
+ * (pg_permcode.c), and the byte shuffle. */
 #include "pg_codec.h"
+
+#include "pg_permcode.h"
 
 #include <brotli/decode.h>
 #include <brotli/encode.h>
@@ -18,6 +20,7 @@ const char *pg_codec_name(uint8_t codec) {
   case PG_CODEC_BROTLI: return "brotli";
   case PG_CODEC_LZMA: return "lzma";
   case PG_CODEC_QC: return "qc";
+  case PG_CODEC_PERM: return "perm";
   default: return "unknown";
   }
 }
@@ -42,9 +45,11 @@ int pg_codec_spec_check(const pg_codec_spec *s, const char *file, uint64_t off, 
                off, "lzma preset %u outside 0..9", s->level & 0x7f);
     break;
   case PG_CODEC_QC:
-    PG_FAIL_IF(s->level || s->window, err, PG_E_CODEC, file, off, "codec qc takes no level");
+  case PG_CODEC_PERM:
+    PG_FAIL_IF(s->level || s->window, err, PG_E_CODEC, file, off, "codec %s takes no level",
+               pg_codec_name(s->codec));
     PG_FAIL_IF(s->transform || s->stride, err, PG_E_TRANSFORM, file, off,
-               "codec qc takes no transform");
+               "codec %s takes no transform", pg_codec_name(s->codec));
     break;
   default:
     return pg_err_set(err, PG_E_CODEC, file, off, "unknown codec %u", s->codec);
@@ -74,6 +79,7 @@ void pg_codec_spec_format(const pg_codec_spec *s, char *buf, size_t cap) {
     n = snprintf(buf, cap, "lzma-%u%s", s->level & 0x7f, (s->level & 0x80) ? "e" : "");
     break;
   case PG_CODEC_QC: n = snprintf(buf, cap, "qc"); break;
+  case PG_CODEC_PERM: n = snprintf(buf, cap, "perm"); break;
   default: n = snprintf(buf, cap, "codec%u", s->codec); break;
   }
   if (n > 0 && (size_t)n < cap && s->transform == PG_TRANSFORM_SHUFFLE)
@@ -116,8 +122,8 @@ int pg_codec_spec_parse(pg_codec_spec *s, const char *text, pg_err *err) {
       p = end;
     }
   }
-  if (!strcmp(name, "none") || !strcmp(name, "qc")) {
-    s->codec = name[0] == 'q' ? PG_CODEC_QC : PG_CODEC_NONE;
+  if (!strcmp(name, "none") || !strcmp(name, "qc") || !strcmp(name, "perm")) {
+    s->codec = name[0] == 'q' ? PG_CODEC_QC : name[0] == 'p' ? PG_CODEC_PERM : PG_CODEC_NONE;
     if (level >= 0) goto bad;
   } else if (!strcmp(name, "zstd")) {
     s->codec = PG_CODEC_ZSTD;
@@ -283,6 +289,7 @@ int pg_codec_compress(uint8_t codec, uint8_t level, uint8_t window, const uint8_
     break;
   }
   case PG_CODEC_QC: return pg_qc_encode(in, n, NULL, 0, out, out_len, err);
+  case PG_CODEC_PERM: return pg_perm_encode(in, n, NULL, 0, out, out_len, err);
   default:
     return pg_err_set(err, PG_E_CODEC, NULL, PG_NO_OFFSET, "unknown codec %u", codec);
   }
@@ -372,6 +379,7 @@ int pg_codec_decompress(uint8_t codec, const uint8_t *in, size_t n, uint8_t *out
     return PG_OK;
   }
   case PG_CODEC_QC: return pg_qc_decode(in, n, out, raw_len, file, off, err);
+  case PG_CODEC_PERM: return pg_perm_decode(in, n, out, raw_len, file, off, err);
   default:
     return pg_err_set(err, PG_E_CODEC, file, off, "unknown codec %u", codec);
   }
@@ -387,6 +395,8 @@ int pg_codec_encode_segs(const pg_codec_spec *s, const uint8_t *raw, size_t raw_
                          pg_err *err) {
   PG_TRY(pg_codec_spec_check(s, NULL, PG_NO_OFFSET, err));
   if (s->codec == PG_CODEC_QC) return pg_qc_encode(raw, raw_len, segs, nsegs, out, out_len, err);
+  if (s->codec == PG_CODEC_PERM)
+    return pg_perm_encode(raw, raw_len, segs, nsegs, out, out_len, err);
   if (s->transform != PG_TRANSFORM_SHUFFLE)
     return pg_codec_compress(s->codec, s->level, s->window, raw, raw_len, out, out_len, err);
   uint8_t *tmp = malloc(raw_len ? raw_len : 1);

@@ -20,13 +20,14 @@ enum pg_codec_id {
   PG_CODEC_ZSTD = 1,
   PG_CODEC_BROTLI = 2,
   PG_CODEC_LZMA = 3,
-  PG_CODEC_QC = 4 /* our coder of quantized values (pg_qcoder.h) */
+  PG_CODEC_QC = 4,  /* our coder of quantized values (pg_qcoder.h) */
+  PG_CODEC_PERM = 5 /* row permutations by their rank (pg_permcode.h) */
 };
 enum pg_transform_id { PG_TRANSFORM_NONE = 0, PG_TRANSFORM_SHUFFLE = 1 };
 
 /* How one section is stored. level: zstd 1..22, brotli quality 0..11, lzma preset 0..9 (the
  * "extreme" flag is bit 7 of level for lzma), qc 0; window: brotli lgwin 10..24, else 0.
- * qc takes no transform.
+ * qc and perm take no transform.
  * stride: byte-shuffle stride 2..255 with PG_TRANSFORM_SHUFFLE, else 0. */
 typedef struct pg_codec_spec {
   uint8_t codec, level, window, transform, stride;
@@ -44,7 +45,8 @@ const char *pg_codec_name(uint8_t codec);
 int pg_codec_encode(const pg_codec_spec *s, const uint8_t *raw, size_t raw_len, uint8_t **out,
                     size_t *out_len, pg_err *err);
 /* The same with a hint of how the bytes are laid out (runs of rows, pg_qcoder.h), which qc
- * uses and the other codecs ignore; segs NULL is no hint (qc: one run of rows of 1 byte). */
+ * and perm use and the other codecs ignore; segs NULL is no hint (qc: one run of rows of 1
+ * byte; perm: one permutation). perm refuses bytes that are not permutations (PG_E_CODEC). */
 int pg_codec_encode_segs(const pg_codec_spec *s, const uint8_t *raw, size_t raw_len,
                          const pg_qc_seg *segs, size_t nsegs, uint8_t **out, size_t *out_len,
                          pg_err *err);

@@ -1066,9 +1066,10 @@ static int parse_table(pg_artifact *a, pg_err *err) {
     pg_section *s = &a->secs[i];
     rc = pg_codec_spec_check(&s->codec, f, eo + (a->cver == PG_CONTAINER_V1 ? 2 : 1), err);
     if (rc != PG_OK) break;
-    if (a->cver == PG_CONTAINER_V1 && s->codec.codec == PG_CODEC_QC) {
+    if (a->cver == PG_CONTAINER_V1 && s->codec.codec >= PG_CODEC_QC) {
       rc = pg_err_set(err, PG_E_CODEC, f, eo + 2,
-                      "section %u: codec 4 (qc) belongs to container version 2, not 1", i);
+                      "section %u: codec %u (%s) belongs to container version 2, not 1", i,
+                      s->codec.codec, pg_codec_name(s->codec.codec));
       break;
     }
 #define TFAIL(cond, st, o, ...)                                                              \
@@ -1455,8 +1456,10 @@ int pg_artifact_check(pg_artifact *a, pg_err *err) {
 
 /* Codec qc's hint for DATA section `sec` (spec/format.md §12): one segment per part that tiles
  * it, in offset order, with the stored row length of the part's bytes. The values of an int
- * tensor stored one per byte lie in rows of `cols` (row-major); every other part (scales, packed
- * bits, LQER factors, floats) is rows of 1. The one place that knows how values are laid out. */
+ * tensor stored one per byte lie in rows of `cols` (row-major), its LQER factors one per byte
+ * in rows of the rank (A) and of `cols` (B); every other part (scales, packed bits, floats, row
+ * permutations: perm's permutations) is rows of 1. The one place that knows how values are
+ * laid out. */
 static int section_segments(const pg_tensor_info *ts, uint32_t nt, uint32_t sec, pg_qc_seg **out,
                             size_t *nseg, pg_err *err) {
   size_t n = 0;
@@ -1480,8 +1483,11 @@ static int section_segments(const pg_tensor_info *ts, uint32_t nt, uint32_t sec,
       for (; j > 0 && at[j - 1] > p->offset; j--) at[j] = at[j - 1], g[j] = g[j - 1];
       at[j] = p->offset;
       /* a stored row: `cols` values in row-major order, `rows` values transposed (§4.1) */
-      const uint64_t len = ts[i].order == PG_ORDER_COLS ? ts[i].rows : ts[i].cols;
-      g[j] = (pg_qc_seg){p->size, rows && len ? len : 1};
+      uint64_t len = ts[i].order == PG_ORDER_COLS ? ts[i].rows : ts[i].cols;
+      /* LQER factors one per byte: A is rows × rank, B rank × cols, both row-major */
+      const int lq = !ts[i].packing && (r == PG_PART_LQER_A || r == PG_PART_LQER_B);
+      if (lq) len = r == PG_PART_LQER_A ? ts[i].lqer_rank : ts[i].cols;
+      g[j] = (pg_qc_seg){p->size, (rows || lq) && len ? len : 1};
     }
   free(at);
   *out = g;
@@ -2112,14 +2118,14 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
                         uint32_t *nsec_out, pg_err *err) {
   *head = NULL;
   *secs_out = NULL;
-  if (w->cver == PG_CONTAINER_V1) { /* qc came with container version 2 (spec/format.md §10) */
-    int qc = w->meta_spec.codec == PG_CODEC_QC || w->dir_spec.codec == PG_CODEC_QC ||
-             (w->has_tok && w->tok.spec.codec == PG_CODEC_QC);
-    for (uint32_t i = 0; i < w->ndata; i++) qc |= w->data[i].spec.codec == PG_CODEC_QC;
-    for (uint32_t i = 0; i < w->ncode; i++) qc |= w->code[i].spec.codec == PG_CODEC_QC;
+  if (w->cver == PG_CONTAINER_V1) { /* qc and perm came with container version 2 (§10) */
+    int qc = w->meta_spec.codec >= PG_CODEC_QC || w->dir_spec.codec >= PG_CODEC_QC ||
+             (w->has_tok && w->tok.spec.codec >= PG_CODEC_QC);
+    for (uint32_t i = 0; i < w->ndata; i++) qc |= w->data[i].spec.codec >= PG_CODEC_QC;
+    for (uint32_t i = 0; i < w->ncode; i++) qc |= w->code[i].spec.codec >= PG_CODEC_QC;
     if (qc)
       return pg_err_set(err, PG_E_CODEC, NULL, PG_NO_OFFSET,
-                        "codec qc needs container version 2; version 1 was asked for");
+                        "codecs qc and perm need container version 2; version 1 was asked for");
   }
   int has_writer = 0;
   for (uint32_t i = 0; i < w->nmeta; i++) has_writer |= !strcmp(w->meta[i].key, "pgolf.writer");
@@ -2176,7 +2182,7 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
       if (w->data[i].referenced) {
         es[k] = (enc_sec){.kind = PG_SEC_DATA, .spec = w->data[i].spec,
                           .raw = w->data[i].raw.data, .raw_len = w->data[i].raw.len};
-        if (es[k].spec.codec == PG_CODEC_QC)
+        if (es[k].spec.codec == PG_CODEC_QC || es[k].spec.codec == PG_CODEC_PERM)
           rc = section_segments(w->infos, w->ntens, 2 + i, &es[k].segs, &es[k].nsegs, err);
         k++;
       }

@@ -372,6 +372,74 @@ Test(pack, layouts_and_containers_read_the_same) {
   pg_model_free(m);
 }
 
+/* --codec best stores layout 2's row permutations with codec 5 (perm) in container 2, smaller
+ * than every general codec, and never in container 1 (which predates it). */
+Test(pack, best_codec_stores_row_perms_as_ranks) {
+  pg_model *m = make_model(ARCH, 11);
+  pg_pack_recipe r = small_recipe();
+  r.codec_best = 1;
+  pg_packer *p;
+  pg_err e;
+  cr_assert_eq(pg_packer_create(&p, m, NULL, &r, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_packer_quantize(p, 1.0, &e), PG_OK, "%s", e.msg);
+  for (int cv = 2; cv >= 1; cv--) {
+    cr_assert_eq(pg_packer_set_layout(p, 2, PG_ROW_SORT_ALWAYS, cv), PG_OK);
+    size_t len;
+    uint64_t counted;
+    uint8_t *b = build(p, 1.0, &len, &counted);
+    pg_artifact *a;
+    cr_assert_eq(pg_artifact_open_mem(&a, b, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+    cr_assert_eq(pg_artifact_check(a, &e), PG_OK, "%s", e.msg);
+    int perm = 0;
+    for (uint32_t s = 0; s < pg_artifact_section_count(a); s++)
+      perm += pg_artifact_section(a, s)->codec.codec == PG_CODEC_PERM;
+    cr_assert_eq(perm, cv == 2 ? 1 : 0, "container %d: %d perm sections", cv, perm);
+    pg_artifact_free(a);
+    free(b);
+  }
+  pg_packer_free(p);
+  pg_model_free(m);
+}
+
+/* The layout hint of the section holding LQER factors (codec qc's segments): factor A in rows of
+ * the rank, B in rows of cols, so that qc's contexts see their rows (it was rows of 1). */
+Test(pack, lqer_factors_hint_their_rows) {
+  pg_model *m = make_model(ARCH, 11);
+  pg_pack_recipe r = small_recipe();
+  r.lqer_force = 1;
+  pg_packer *p;
+  pg_err e;
+  cr_assert_eq(pg_packer_create(&p, m, NULL, &r, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_packer_quantize(p, 1.0, &e), PG_OK, "%s", e.msg);
+  size_t len;
+  uint64_t counted;
+  uint8_t *b = build(p, 1.0, &len, &counted);
+  pg_artifact *a;
+  cr_assert_eq(pg_artifact_open_mem(&a, b, len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
+  size_t nlq = 0;
+  for (uint32_t i = 0; i < pg_artifact_tensor_count(a); i++) {
+    const pg_tensor_info *t = pg_artifact_tensor(a, i);
+    if (!t->lqer_rank) continue;
+    const pg_part *pa = &t->parts[PG_PART_LQER_A], *pb = &t->parts[PG_PART_LQER_B];
+    pg_qc_seg *segs;
+    size_t ns;
+    cr_assert_eq(pg_artifact_section_segments(a, pa->section, &segs, &ns, &e), PG_OK);
+    int sa = 0, sb = 0;
+    for (uint64_t k = 0, at = 0; k < ns; at += segs[k].len, k++) {
+      sa |= at == pa->offset && segs[k].len == pa->size && segs[k].row == t->lqer_rank;
+      sb |= at == pb->offset && segs[k].len == pb->size && segs[k].row == t->cols;
+    }
+    cr_assert(sa && sb, "%s: LQER factors without their row lengths", t->name);
+    free(segs);
+    nlq++;
+  }
+  cr_assert_gt(nlq, 0);
+  pg_artifact_free(a);
+  free(b);
+  pg_packer_free(p);
+  pg_model_free(m);
+}
+
 Test(pack, artifact_dequantizes_as_the_packer_does) {
   pg_model *m = make_model(ARCH, 11);
   pg_calib_set c;

@@ -21,7 +21,8 @@ section's raw_size. Dequantization is bit for bit the C reference (format/pg_qty
 scales widened by bits, (float)q * scale in fp32, LQER summed in double over ascending k,
 rounded to fp32 once and then added. Checksums use the `xxhash` module when installed and a
 pure-Python XXH64 otherwise (slow on large files). Codecs: zstd needs `zstandard`, brotli needs
-`brotli`, lzma is the standard library's, qc (codec 4) is decoded here (slowly).
+`brotli`, lzma is the standard library's, qc (codec 4) and perm (codec 5) are decoded here
+(slowly).
 
 Every fault raises ArtifactError with one line, "FILE: offset N: what"; the command line prints
 that line and exits 2.
@@ -332,6 +333,36 @@ def qc_decode(d, raw_size):
     return bytes(out)
 
 
+def perm_decode(d, raw_size):
+    """Codec 5, perm (spec/format.md section 13): permutations stored by their rank."""
+    count, p = _qc_varint(d, 0)
+    if count > raw_size // 2 or (raw_size and not count):
+        raise ValueError("perm: %d permutations for %d bytes" % (count, raw_size))
+    out = bytearray()
+    for s in range(count):
+        n, p = _qc_varint(d, p)
+        nb, p = _qc_varint(d, p)
+        if n == 0 or n > 65536 or n > (raw_size - len(out)) // 2:
+            raise ValueError("perm: permutation %d of %d entries does not fit" % (s, n))
+        if nb > len(d) - p or nb > 2 * n or (nb and d[p + nb - 1] == 0):
+            raise ValueError("perm: rank of permutation %d truncated or not minimal" % s)
+        r = int.from_bytes(bytes(d[p:p + nb]), "little")
+        p += nb
+        dig = [0] * n
+        for i in range(n - 1, -1, -1):  # R mod (n-i), then R div (n-i), from the last digit
+            r, dig[i] = divmod(r, n - i)
+        if r:
+            raise ValueError("perm: rank of permutation %d is not below %d!" % (s, n))
+        free = list(range(n))
+        out += np.array([free.pop(k) for k in dig], dtype="<u2").tobytes()
+    if len(out) != raw_size:
+        raise ValueError("perm: permutations hold %d bytes, section declares %d"
+                         % (len(out), raw_size))
+    if p != len(d):
+        raise ValueError("perm: %d bytes after the end of the stream" % (len(d) - p))
+    return bytes(out)
+
+
 def decompress(codec, stored, raw_size):
     """Decode into at most raw_size bytes (one more to see a longer stream); returns bytes or
     raises ValueError with the reason."""
@@ -393,6 +424,8 @@ def decompress(codec, stored, raw_size):
             raise ValueError("lzma: %d bytes after the end of the stream" % len(d.unused_data))
     elif codec == 4:
         out = qc_decode(stored, raw_size)
+    elif codec == 5:
+        out = perm_decode(stored, raw_size)
     else:
         raise ValueError("unknown codec %d" % codec)
     if len(out) != raw_size:
@@ -463,6 +496,8 @@ class Artifact:
                   2: level <= 11 and 10 <= window <= 24,
                   3: (level & 0x7F) <= 9 and not level & 0x70 and window == 0,
                   4: level == 0 and window == 0 and transform == 0 and stride == 0 and
+                  self.cver == 2,
+                  5: level == 0 and window == 0 and transform == 0 and stride == 0 and
                   self.cver == 2}.get(codec)
             if not ok:
                 self._fail(eo + 2, "section %d: unknown codec %d or bad parameters" % (i, codec))

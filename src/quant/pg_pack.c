@@ -1109,6 +1109,7 @@ static const pg_codec_spec CANDIDATES[] = {
     {PG_CODEC_LZMA, 9 | 0x80, 0, 0, 0}, {PG_CODEC_LZMA, 9 | 0x80, 0, PG_TRANSFORM_SHUFFLE, 2},
     {PG_CODEC_ZSTD, 22, 0, 0, 0},    {PG_CODEC_ZSTD, 22, 0, PG_TRANSFORM_SHUFFLE, 2},
     {PG_CODEC_QC, 0, 0, 0, 0}, /* only on sections of int values, with their layout hint */
+    {PG_CODEC_PERM, 0, 0, 0, 0}, /* only on the row perms section, one segment per part */
 };
 #define N_CANDIDATES (sizeof CANDIDATES / sizeof CANDIDATES[0])
 
@@ -1152,7 +1153,7 @@ static int cmp_job(const void *a, const void *b) {
 /* raws[k] (n[k] bytes) for the sections k with want[k]; spec[k] ← the smallest candidate. qc is
  * tried only where segs[k] (the section's layout, nsegs[k] runs) is given. */
 static int best_codecs(const uint8_t *const *raws, const size_t *n, const int *want,
-                       pg_qc_seg *const *segs, const size_t *nsegs, size_t ns,
+                       pg_qc_seg *const *segs, const size_t *nsegs, size_t ns, size_t s_perm,
                        pg_codec_spec *spec, int nthreads, pg_err *err) {
   size_t nj = 0;
   cjob *jobs = calloc(ns * N_CANDIDATES + 1, sizeof *jobs);
@@ -1160,7 +1161,8 @@ static int best_codecs(const uint8_t *const *raws, const size_t *n, const int *w
   for (size_t k = 0; k < ns; k++)
     for (size_t c = 0; want[k] && c < N_CANDIDATES; c++) {
       if (CANDIDATES[c].transform && n[k] < 2) continue;
-      if (CANDIDATES[c].codec == PG_CODEC_QC && !segs[k]) continue;
+      if (CANDIDATES[c].codec == PG_CODEC_QC && (!segs[k] || k == s_perm)) continue;
+      if (CANDIDATES[c].codec == PG_CODEC_PERM && (!segs[k] || k != s_perm)) continue;
       jobs[nj++] = (cjob){.raw = raws[k], .segs = segs[k], .nsegs = nsegs[k], .n = n[k], .sec = k,
                           .cand = c};
     }
@@ -1180,6 +1182,7 @@ static int best_codecs(const uint8_t *const *raws, const size_t *n, const int *w
   for (size_t k = 0; !rc && k < ns; k++) best[k] = SIZE_MAX, bc[k] = SIZE_MAX;
   for (size_t i = 0; !rc && i < nj; i++) {
     const cjob *j = &jobs[i];
+    if (j->rc == PG_E_CODEC && CANDIDATES[j->cand].codec == PG_CODEC_PERM) continue; /* u32 */
     if (j->rc) {
       if (err) *err = j->err;
       rc = j->rc;
@@ -1251,10 +1254,14 @@ int pg_packer_build(pg_packer *p, const pg_pack_extras *x, double mu, uint8_t **
       rn[k] = (size_t)sec->raw_size;
       want[k] = 1;
       /* int values: qc is a candidate, in container version 2 (it came with it) */
-      if (!rc && (k < L.s_scales || k == L.s_gate) && p->r.container != PG_CONTAINER_V1)
+      /* the LQER factors are int values too (with their fp16 scales); and perm on the row
+       * permutations (codec 5, which came with container version 2 too) */
+      if (!rc && (k < L.s_scales || k == L.s_gate || k == L.s_lqer || k == L.s_perm) &&
+          p->r.container != PG_CONTAINER_V1)
         rc = pg_artifact_section_segments(a, s, &segs[k], &nsegs[k], err);
     }
-    if (!rc) rc = best_codecs(raws, rn, want, segs, nsegs, L.nspec, spec, p->r.nthreads, err);
+    if (!rc)
+      rc = best_codecs(raws, rn, want, segs, nsegs, L.nspec, L.s_perm, spec, p->r.nthreads, err);
     for (size_t k = 0; segs && k < L.nspec; k++) free(segs[k]);
     free(segs);
     free(nsegs);

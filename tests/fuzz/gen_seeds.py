@@ -166,9 +166,40 @@ def varint(v):
     return bytes(out)
 
 
-def container_v2(tensors, data_secs, qver=2):
-    """A container v2 file (spec/format.md): META (pgolf.writer), TENSORS, DATA sections, all
-    codec none. tensors: (name, qtype, scale_kind, qmin, qmax, dims, layout byte, part sections)."""
+def perm_stream(perms):
+    """Codec 5, perm (spec/format.md section 13): each permutation's Lehmer code as one rank."""
+    out = varint(len(perms))
+    for p in perms:
+        free, r = sorted(p), 0
+        for i, v in enumerate(p):
+            d = free.index(v)
+            free.pop(d)
+            r = r * (len(p) - i) + d
+        rank = r.to_bytes((r.bit_length() + 7) // 8, "little")
+        out += varint(len(p)) + varint(len(rank)) + rank
+    return out
+
+
+def permcode_seeds():
+    import random
+    rnd = random.Random(5)
+    cases = {"empty": [], "one": [[0]], "three_last": [[2, 1, 0]], "identity_40": [list(range(40))]}
+    shuffled = list(range(300))
+    rnd.shuffle(shuffled)
+    cases["random_300"] = [shuffled]
+    a, b = list(range(17)), list(range(5))
+    rnd.shuffle(a)
+    rnd.shuffle(b)
+    cases["two_segments"] = [a, b]
+    for name, perms in cases.items():
+        raw_len = 2 * sum(len(p) for p in perms)
+        write("permcode", name, struct.pack("<H", raw_len) + perm_stream(perms))
+
+
+def container_v2(tensors, data_secs, qver=2, coded=None):
+    """A container v2 file (spec/format.md): META (pgolf.writer), TENSORS, DATA sections, codec
+    none except coded[i] = (codec, stored bytes) for DATA section i. tensors: (name, qtype,
+    scale_kind, qmin, qmax, dims, layout byte, part sections)."""
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                     "tools"))
@@ -179,12 +210,14 @@ def container_v2(tensors, data_secs, qver=2):
     for name, qt, sk, lo, hi, dims, lay, secs in tensors:
         d += bytes([len(name)]) + name + bytes([qt, 0, sk, lo & 255, hi & 255, len(dims), 0, lay])
         d += b"".join(varint(x) for x in dims) + b"".join(varint(x) for x in secs)
-    secs = [(1, meta), (2, d)] + [(3, b) for b in data_secs]
+    coded = coded or {}
+    secs = [(1, meta, 0, meta), (2, d, 0, d)] + [(3, b) + coded.get(i, (0, b))
+                                                 for i, b in enumerate(data_secs)]
     head = b"\x89PGZ\r\n\x1a\n" + struct.pack("<HH", 2, qver) + varint(len(secs))
-    for kind, raw in secs:
-        head += bytes([kind, 0, 0, 0, 0, 0]) + varint(len(raw)) + varint(len(raw))
+    for kind, raw, codec, stored in secs:
+        head += bytes([kind, codec, 0, 0, 0, 0]) + varint(len(stored)) + varint(len(raw))
         head += struct.pack("<I", xxh64(raw) & 0xFFFFFFFF)
-    body = b"".join(raw for _, raw in secs)
+    body = b"".join(stored for _, _, _, stored in secs)
     return head + struct.pack("<Q", xxh64(head + body)) + body
 
 
@@ -205,6 +238,11 @@ def container_seeds():
         [m(b"w.t", 0x11, [2, 2, 3]), m(b"w.r", 0x00, [2, 2]), m(b"w.p", 0x10, [2, 2, 3]),
          (b"v", 18, 0, 0, 0, [3], 0, [2])],
         [img_t + scales + img_r + scales + img_p + scales + f32, pbytes + pbytes]))
+    write("container", "seed_v2_layout_perm_codec.pgz", container_v2(
+        [m(b"w.t", 0x11, [2, 2, 3]), m(b"w.r", 0x00, [2, 2]), m(b"w.p", 0x10, [2, 2, 3]),
+         (b"v", 18, 0, 0, 0, [3], 0, [2])],
+        [img_t + scales + img_r + scales + img_p + scales + f32, pbytes + pbytes],
+        coded={1: (5, perm_stream([list(perm), list(perm)]))}))
     write("container", "seed_v2_transposed.pgz", container_v2(
         [m(b"w", 0x01, [2, 2])], [img_r + scales]))
     write("container", "seed_v2_rowmajor_q1.pgz", container_v2(
@@ -213,6 +251,7 @@ def container_seeds():
 
 if __name__ == "__main__":
     container_seeds()
+    permcode_seeds()
     shardset_seeds()
     encode_seeds()
     legal_seeds()
