@@ -4,7 +4,8 @@
 # scored by pgverify. For each budget: both fits' counted bytes, the loss fit's expected Δloss
 # (its proxy, nats per calibration token), the point the loss fit chose by measured loss on
 # held-out training tokens (k: the k fit's solution) and that loss, and the measured val_loss
-# and val_bpb of each artifact (plain protocol); then the correlation of the proxy with the
+# and val_bpb of each artifact (plain protocol); what each fit chose (bits, clip, tensors with
+# LQER); then the correlation of the proxy with the
 # measured Δloss over every loss-fit point and the recipe's own point (k × 1).
 #
 #   bash bench/bench_fit.sh [--model FILE] [--budgets "600000 650000 700000"]
@@ -118,6 +119,28 @@ for b in budgets:
     line(b, "loss", f"loss_{b}", pk(f"loss_{b}")["fit"]["dloss"])
 for b in extra:
     line(b, "loss", f"loss_{b}", pk(f"loss_{b}")["fit"]["dloss"])
+# what each fit chose: the quant tensors' bits, the k multiplier or the per-tensor clip factors,
+# and the tensors LQER corrects
+def chose(name):
+    p = pk(name)
+    q = [t for t in p["tensors"] if t.get("route") == "quant"]
+    bits = {}
+    for t in q:
+        bits[t["bits"]] = bits.get(t["bits"], 0) + 1
+    bs = " ".join(f"{b}b:{bits[b]}" for b in sorted(bits))
+    k1 = {t["name"]: t["k"] for t in pk("recipe")["tensors"] if t.get("route") == "quant"}
+    kf = sorted({round(t["k"] / k1[t["name"]], 2) for t in q})
+    ks = f"k x{p['k_multiplier']:.3g}" if len(kf) == 1 else "f " + ",".join(f"{x:g}" for x in kf)
+    lq = sum(1 for t in q if t.get("lqer_rank"))
+    return f"{bs}; {ks}; LQER on {lq}"
+print()
+for b in budgets + extra:
+    for fit in ("k", "loss"):
+        n = f"{fit}_{b}"
+        try:
+            print(f"{b:>9} {fit:<5} chose: {chose(n)}")
+        except (OSError, KeyError):
+            pass
 if len(rows) >= 3:
     xs, ys = [r[0] for r in rows], [r[1] for r in rows]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)

@@ -778,6 +778,80 @@ Test(pack, fit_loss_gives_the_sensitive_tensor_more_bits) {
   fit_teardown(&f);
 }
 
+/* A model whose blocks.0.mlp.fc.weight has every row the same (row r = ± row 0): its
+ * quantization error has rank 1 at every option, and LQER all but removes it. The loss fit at
+ * 80% of the recipe's bytes with LQER (lqer_top_k 3) or without it (0); *bits the planted
+ * tensor's bits, *lqer its LQER rank. Checks that the expected Δloss the fit reports per tensor
+ * is its sensitivity times the Hessian error of the weights written, LQER included. */
+static void fit_planted(int lqer_top_k, unsigned *bits, unsigned *lqer) {
+  pg_model *m = make_model(ARCH, 41);
+  long fc = pg_model_find(m, "blocks.0.mlp.fc.weight");
+  cr_assert(fc >= 0);
+  float *W = pg_model_data(m, (size_t)fc);
+  for (int r = 1; r < 256; r++)
+    for (int c = 0; c < 64; c++) W[r * 64 + c] = (r % 2 ? -1.0f : 1.0f) * W[c];
+  pg_calib_set cs;
+  calib_rows(&cs, 4, 32);
+  pg_calib_hessians h = collect(m, &cs, 1);
+  pg_pack_recipe r = small_recipe();
+  r.lqer_top_k = (unsigned)lqer_top_k;
+  pg_packer *p;
+  pg_err e;
+  cr_assert_eq(pg_packer_create(&p, m, &h, &r, &e), PG_OK, "%s", e.msg);
+  uint64_t budget = recipe_count(p) * 8 / 10;
+  size_t nt = pg_model_tensor_count(m);
+  double *sens = malloc(nt * sizeof *sens);
+  for (size_t i = 0; i < nt; i++) sens[i] = 1.0;
+  pg_pack_extras x = {.writer = "test", .count_tokenizer = 1, .budget = budget};
+  pg_fit_opts o = {.budget = budget, .tolerance = 0.005, .sens = sens, .measure_max = -1};
+  pg_fit_result res;
+  uint8_t *out;
+  size_t len;
+  cr_assert_eq(pg_packer_fit_loss(p, &x, &o, &res, &out, &len, &e), PG_OK, "%s", e.msg);
+  pg_model *dq = NULL;
+  cr_assert_eq(pg_model_create(&dq, pg_model_arch(m), &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_packer_dequant(p, dq, &e), PG_OK, "%s", e.msg);
+  int corrected = 0;
+  for (size_t i = 0; i < nt; i++) {
+    const pg_pack_report *rp = pg_packer_report(p, i);
+    if (rp->route != PG_ROUTE_QUANT) continue;
+    corrected += rp->lqer_rank > 0;
+    cr_assert(h.slot[i] >= 0, "%s has a Hessian", rp->name);
+    double herr = pg_quant_hessian_err(pg_model_data(m, i), pg_model_data(dq, i),
+                                       pg_model_tensor(m, i)->shape[0],
+                                       &h.H[h.slot[i]], 1);
+    cr_assert(fabs(res.dloss[i] - res.sens[i] * herr) <= 1e-9 * res.sens[i] * herr,
+              "%s (LQER rank %u): expected dloss %.12g, written error %.12g", rp->name,
+              rp->lqer_rank, res.dloss[i], res.sens[i] * herr);
+  }
+  cr_assert(lqer_top_k == 0 || corrected >= 1, "LQER is in the artifact");
+  *bits = pg_packer_report(p, (size_t)fc)->bits;
+  *lqer = pg_packer_report(p, (size_t)fc)->lqer_rank;
+  pg_model_free(dq);
+  free(out);
+  pg_fit_result_free(&res);
+  free(sens);
+  pg_packer_free(p);
+  pg_calib_hessians_free(&h);
+  pg_calib_free(&cs);
+  pg_model_free(m);
+}
+
+/* LQER inside the proxy (spec/quant.md §6.2 step 1): with the recipe's LQER, the planted
+ * tensor's options are priced after the correction they get (plus the factors' bytes), so the
+ * fit corrects it and spends fewer bits on it than a fit without LQER does; the expected Δloss
+ * is that of the weights written in both. A proxy blind to LQER gives it the same bits both
+ * times and reports the uncorrected error of every tensor LQER touched. */
+Test(pack, fit_loss_prices_lqer) {
+  unsigned b_lqer, r_lqer, b_none, r_none;
+  fit_planted(3, &b_lqer, &r_lqer);
+  fit_planted(0, &b_none, &r_none);
+  cr_assert_eq(r_none, 0u);
+  cr_assert_eq(r_lqer, 4u, "the planted tensor is corrected");
+  cr_assert_lt(b_lqer, b_none, "bits of the planted tensor: %u with LQER, %u without", b_lqer,
+               b_none);
+}
+
 /* Mean next-token NLL of the calibration rows (each row predicting its own next tokens). */
 static double rows_loss(pg_model *m, const pg_calib_set *c) {
   pg_engine e = pg_engine_cpu(1);

@@ -24,6 +24,8 @@ static const double KMUL_DEFAULT[] = {0.25, 0.35355339059327379, 0.5, 0.70710678
 typedef struct fopt {
   unsigned bits;
   double kmul, err, ent; /* the probe's error and order-0 entropy bytes */
+  double lerr, lbytes;   /* with the recipe's LQER: the error after it and the factors' packed
+                            bytes (lerr NaN: the tensor cannot take it) */
 } fopt;
 
 typedef struct fitc {
@@ -31,11 +33,16 @@ typedef struct fitc {
   const pg_pack_extras *x;
   const pg_fit_opts *o;
   size_t nq, no;     /* quant tensors, options per tensor */
+  size_t nopt;       /* option indices: [0, no) plain; [no, 2·no) the same with LQER (lqk > 0) */
+  size_t lqk;        /* tensors LQER may correct (the recipe's top-k; 0: the proxy is blind) */
   size_t *idx;       /* [nq] model index */
   fopt *opt;         /* [nq·no] */
   double *sens;      /* [nq] */
   double *fac;       /* [nq] codec factor of the tensor's values section (stored / entropy) */
-  double fixed;      /* the count less the values sections' stored bytes */
+  double facl;       /* codec factor of the LQER section (stored / packed factor bytes) */
+  double fixed;      /* the count less the values sections' (and, lqk > 0, LQER's) stored bytes */
+  double *gain;      /* [nq] scratch of allocate */
+  size_t *alt;       /* [nq] scratch of allocate */
   size_t **built;    /* allocations built, one per built point (NULL for estimated points) */
   pg_fit_result *res;
   size_t cap;
@@ -58,32 +65,69 @@ void pg_fit_result_free(pg_fit_result *r) {
 
 /* ---- the allocation ------------------------------------------------------------------------- */
 
+/* Option k of tensor q: its bits and clip from opt[k mod no], with LQER when k >= no. */
+static const fopt *opt_of(const fitc *f, size_t q, size_t k) {
+  return &f->opt[q * f->no + k % f->no];
+}
+
+static int usable(const fitc *f, size_t q, size_t k) {
+  return k < f->no || !isnan(opt_of(f, q, k)->lerr);
+}
+
 static double cost_of(const fitc *f, size_t q, size_t k) {
-  return f->sens[q] * f->opt[q * f->no + k].err;
+  const fopt *o = opt_of(f, q, k);
+  return f->sens[q] * (k < f->no ? o->err : o->lerr);
 }
 
 static double bytes_of(const fitc *f, size_t q, size_t k) {
-  return f->fac[q] * f->opt[q * f->no + k].ent;
+  const fopt *o = opt_of(f, q, k);
+  return f->fac[q] * o->ent + (k < f->no ? 0.0 : f->facl * o->lbytes);
 }
 
-/* Each tensor's option of least Δloss + λ·bytes (ties: fewer bytes, then the earlier option);
- * returns the estimated count, *dloss the summed expected Δloss. */
+/* Tensor q's option of least Δloss + λ·bytes among [k0, k1) (ties: fewer bytes, then the
+ * earlier option); SIZE_MAX when none is usable. */
+static size_t best_in(const fitc *f, size_t q, double lambda, size_t k0, size_t k1, double *bv) {
+  size_t best = SIZE_MAX;
+  double bb = INFINITY;
+  *bv = INFINITY;
+  for (size_t k = k0; k < k1; k++) {
+    if (!usable(f, q, k)) continue;
+    double b = bytes_of(f, q, k), v = cost_of(f, q, k) + lambda * b;
+    if (best == SIZE_MAX || v < *bv || (v == *bv && b < bb)) {
+      best = k;
+      *bv = v;
+      bb = b;
+    }
+  }
+  return best;
+}
+
+/* Each tensor's option of least Δloss + λ·bytes; with LQER in the proxy, at most lqk tensors
+ * take an LQER option: those whose best LQER option beats their best plain one by the most
+ * (ties: the earlier tensor), which is the least total at λ under that limit. Returns the
+ * estimated count, *dloss the summed expected Δloss. */
 static double allocate(const fitc *f, double lambda, size_t *alloc, double *dloss) {
   double est = f->fixed, dl = 0;
   for (size_t q = 0; q < f->nq; q++) {
-    size_t best = 0;
-    double bv = INFINITY, bb = INFINITY;
-    for (size_t k = 0; k < f->no; k++) {
-      double b = bytes_of(f, q, k), v = cost_of(f, q, k) + lambda * b;
-      if (v < bv || (v == bv && b < bb)) {
-        best = k;
-        bv = v;
-        bb = b;
-      }
+    double v0, v1;
+    alloc[q] = best_in(f, q, lambda, 0, f->no, &v0);
+    f->gain[q] = -INFINITY;
+    if (f->lqk) {
+      f->alt[q] = best_in(f, q, lambda, f->no, f->nopt, &v1);
+      if (f->alt[q] != SIZE_MAX) f->gain[q] = v0 - v1;
     }
-    alloc[q] = best;
-    est += bb;
-    dl += cost_of(f, q, best);
+  }
+  for (size_t n = 0; n < f->lqk; n++) {
+    size_t bq = SIZE_MAX;
+    for (size_t q = 0; q < f->nq; q++)
+      if (f->gain[q] > 0 && (bq == SIZE_MAX || f->gain[q] > f->gain[bq])) bq = q;
+    if (bq == SIZE_MAX) break;
+    alloc[bq] = f->alt[bq];
+    f->gain[bq] = -INFINITY;
+  }
+  for (size_t q = 0; q < f->nq; q++) {
+    est += bytes_of(f, q, alloc[q]);
+    dl += cost_of(f, q, alloc[q]);
   }
   *dloss = dl;
   return est;
@@ -110,14 +154,19 @@ static double solve(const fitc *f, double target, size_t *scratch) {
  * first tensor, then the first option). Returns the number of moves. */
 static size_t fill(const fitc *f, size_t *alloc, double target) {
   double est = f->fixed;
-  for (size_t q = 0; q < f->nq; q++) est += bytes_of(f, q, alloc[q]);
+  size_t nl = 0; /* tensors with LQER: at most lqk */
+  for (size_t q = 0; q < f->nq; q++) {
+    est += bytes_of(f, q, alloc[q]);
+    nl += alloc[q] >= f->no;
+  }
   size_t moves = 0;
   for (;;) {
     size_t bq = SIZE_MAX, bk = 0;
     double br = 0, bdb = 0;
     for (size_t q = 0; q < f->nq; q++) {
       double b0 = bytes_of(f, q, alloc[q]), c0 = cost_of(f, q, alloc[q]);
-      for (size_t k = 0; k < f->no; k++) {
+      for (size_t k = 0; k < f->nopt; k++) {
+        if (!usable(f, q, k) || (k >= f->no && alloc[q] < f->no && nl >= f->lqk)) continue;
         double db = bytes_of(f, q, k) - b0, dc = c0 - cost_of(f, q, k);
         if (!(db > 0) || !(dc > 0) || est + db > target) continue;
         if (dc / db > br) {
@@ -129,6 +178,7 @@ static size_t fill(const fitc *f, size_t *alloc, double target) {
       }
     }
     if (bq == SIZE_MAX) return moves;
+    nl += (bk >= f->no) - (alloc[bq] >= f->no);
     alloc[bq] = bk;
     est += bdb;
     moves++;
@@ -169,10 +219,13 @@ static long find_built(const fitc *f, const size_t *alloc) {
   return -1;
 }
 
-static int apply(fitc *f, const size_t *alloc) {
+/* Set the packer to the allocation; with LQER in the proxy, the allocation names the tensors
+ * LQER corrects (rule: leave LQER to the recipe's top-k rule, as the recipe's own point does). */
+static int apply(fitc *f, const size_t *alloc, int rule) {
   for (size_t q = 0; q < f->nq; q++) {
-    const fopt *op = &f->opt[q * f->no + alloc[q]];
+    const fopt *op = opt_of(f, q, alloc[q]);
     PG_TRY(pg_packer_set_tensor(f->p, f->idx[q], op->bits, op->kmul));
+    if (f->lqk) PG_TRY(pg_packer_set_tensor_lqer(f->p, f->idx[q], rule ? -1 : alloc[q] >= f->no));
   }
   return PG_OK;
 }
@@ -180,9 +233,9 @@ static int apply(fitc *f, const size_t *alloc) {
 /* Quantize and build the allocation (its recipe JSON records λ and the per-tensor choice, so
  * the bytes counted are those of the artifact written); recalibrate the byte estimate on the
  * real sections. */
-static int build(fitc *f, double lambda, const size_t *alloc, uint8_t **bytes, size_t *len,
-                 uint64_t *counted, pg_err *err) {
-  if (apply(f, alloc))
+static int build(fitc *f, double lambda, const size_t *alloc, int rule, uint8_t **bytes,
+                 size_t *len, uint64_t *counted, pg_err *err) {
+  if (apply(f, alloc, rule))
     return pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "internal: bad fit option");
   for (size_t q = 0; q < f->nq; q++) f->res->dloss[f->idx[q]] = cost_of(f, q, alloc[q]);
   pg_packer_set_fit_info(f->p, lambda, f->res->sens, f->res->dloss);
@@ -198,6 +251,8 @@ static int build(fitc *f, double lambda, const size_t *alloc, uint8_t **bytes, s
   int rc = (!ent || !sec) ? pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory")
                           : PG_OK;
   const pg_model *m = pg_packer_model(f->p);
+  long lsec = -1; /* the LQER factors' section */
+  double lbytes = 0;
   for (size_t q = 0; !rc && q < f->nq; q++) sec[q] = -1;
   for (uint32_t i = 0; !rc && i < pg_artifact_tensor_count(a); i++) {
     const pg_tensor_info *ti = pg_artifact_tensor(a, i);
@@ -206,13 +261,22 @@ static int build(fitc *f, double lambda, const size_t *alloc, uint8_t **bytes, s
     for (size_t q = 0; q < f->nq; q++)
       if (f->idx[q] == (size_t)mi) {
         sec[q] = ti->parts[PG_PART_VALUES].section;
-        ent[sec[q]] += f->opt[q * f->no + alloc[q]].ent;
+        ent[sec[q]] += opt_of(f, q, alloc[q])->ent;
+        if (f->lqk && ti->parts[PG_PART_LQER_B].present && !isnan(opt_of(f, q, 0)->lerr)) {
+          lsec = ti->parts[PG_PART_LQER_B].section;
+          lbytes += opt_of(f, q, alloc[q])->lbytes;
+        }
       }
   }
   if (!rc) {
     double stored = 0;
     for (uint32_t s = 0; s < ns; s++)
       if (ent[s] > 0) stored += (double)pg_artifact_section(a, s)->stored_size;
+    if (lsec >= 0 && lbytes > 0 && !(ent[lsec] > 0)) {
+      double sl = (double)pg_artifact_section(a, (uint32_t)lsec)->stored_size;
+      f->facl = sl / lbytes;
+      stored += sl;
+    }
     for (size_t q = 0; q < f->nq; q++)
       f->fac[q] = sec[q] >= 0 && ent[sec[q]] > 0
                       ? (double)pg_artifact_section(a, (uint32_t)sec[q])->stored_size / ent[sec[q]]
@@ -236,7 +300,7 @@ static int built_point(fitc *f, double lambda, const size_t *alloc, int filled,
   }
   uint8_t *bytes = NULL;
   size_t len = 0;
-  PG_TRY(build(f, lambda, alloc, &bytes, &len, counted, err));
+  PG_TRY(build(f, lambda, alloc, 0, &bytes, &len, counted, err));
   free(bytes);
   pg_fit_point pt = {.lambda = lambda, .est_bytes = est, .counted = *counted,
                      .file_bytes = len, .dloss = dl, .built = 1, .filled = filled,
@@ -390,7 +454,9 @@ static int options(fitc *f, pg_err *err) {
         pg_pack_probe pr;
         PG_TRY(pg_packer_probe(f->p, f->idx[q], b, o->kmul[g], &pr, NULL, err));
         f->opt[q * f->no + k] = (fopt){.bits = b, .kmul = o->kmul[g], .err = pr.err,
-                                       .ent = pr.entropy_bytes};
+                                       .ent = pr.entropy_bytes, .lerr = pr.lqer_err,
+                                       .lbytes = pr.lqer_bytes};
+        if (pr.lqer_rank) f->lqk = pg_packer_recipe(f->p)->lqer_top_k;
         if (o->on_progress) o->on_progress(o->ctx, "options", ++done, total);
       }
     }
@@ -455,7 +521,11 @@ static int search(fitc *f, pg_err *err) {
   size_t len = 0;
   uint64_t counted = 0;
   if (recipe_in) {
-    rc = build(f, NAN, alloc, &bytes, &len, &counted, err);
+    rc = build(f, NAN, alloc, 1, &bytes, &len, &counted, err);
+    /* its LQER is the recipe's rule: the options it reached, for its expected Δloss */
+    for (size_t q = 0; !rc && f->lqk && q < f->nq; q++)
+      if (pg_packer_report(f->p, f->idx[q])->lqer_rank && usable(f, q, alloc[q] + f->no))
+        alloc[q] += f->no;
     double dl = 0;
     for (size_t q = 0; q < f->nq; q++) dl += cost_of(f, q, alloc[q]);
     pg_fit_point pt = {.lambda = NAN, .est_bytes = (double)counted, .counted = counted,
@@ -522,7 +592,13 @@ static int search(fitc *f, pg_err *err) {
       memcpy(alloc, f->built[from], f->nq * sizeof *alloc);
     else
       allocate(f, lambda, alloc, &dl);
-    if (!fill(f, alloc, tgt) || find_built(f, alloc) >= 0) break;
+    if (!fill(f, alloc, tgt)) break;
+    long seen = find_built(f, alloc);
+    if (seen >= 0 && f->res->points[seen].counted <= o->budget) break;
+    if (seen >= 0) { /* a build over the budget again: lower the target as after it */
+      tgt -= (double)(f->res->points[seen].counted - o->budget) + (double)o->budget * tol / 4;
+      continue;
+    }
     rc = built_point(f, lambda, alloc, 1, &counted, err);
     used++;
     if (!rc && counted > o->budget)
@@ -585,13 +661,17 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
     f.opt = calloc(f.nq * f.no > 0 ? f.nq * f.no : 1, sizeof *f.opt);
     f.sens = calloc(f.nq ? f.nq : 1, sizeof *f.sens);
     f.fac = malloc((f.nq ? f.nq : 1) * sizeof *f.fac);
-    if (!f.opt || !f.sens || !f.fac)
+    f.gain = malloc((f.nq ? f.nq : 1) * sizeof *f.gain);
+    f.alt = malloc((f.nq ? f.nq : 1) * sizeof *f.alt);
+    if (!f.opt || !f.sens || !f.fac || !f.gain || !f.alt)
       rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
   }
   for (size_t q = 0; !rc && q < f.nq; q++) f.fac[q] = 1.0;
   pg_packer_clear_tensors(p);
   pg_packer_keep_codecs(p, 0);
+  f.facl = 1.0;
   if (!rc) rc = options(&f, err);
+  f.nopt = f.lqk ? 2 * f.no : f.no;
   if (!rc && o.sens) {
     for (size_t q = 0; q < f.nq; q++) f.sens[q] = o.sens[f.idx[q]];
   } else if (!rc) {
@@ -619,7 +699,7 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
           next = (long)i;
       }
       if (next < 0) break;
-      if (apply(&f, f.built[next])) {
+      if (apply(&f, f.built[next], 0)) {
         rc = pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET, "internal: bad fit option");
         break;
       }
@@ -671,7 +751,7 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
     res->points[best].chosen = 1;
     res->lambda = res->points[best].lambda;
     uint64_t counted = 0;
-    rc = build(&f, res->lambda, a, out, len, &counted, err);
+    rc = build(&f, res->lambda, a, 0, out, len, &counted, err);
     if (!rc && counted != res->points[best].counted)
       rc = pg_err_set(err, PG_E_ARG, NULL, PG_NO_OFFSET,
                       "internal: rebuilding the chosen allocation gave %llu bytes, not %llu",
@@ -696,6 +776,8 @@ int pg_packer_fit_loss(pg_packer *p, const pg_pack_extras *x, const pg_fit_opts 
   free(f.opt);
   free(f.sens);
   free(f.fac);
+  free(f.gain);
+  free(f.alt);
   if (rc && rc != PG_E_LIMIT) {
     pg_fit_result_free(res);
   }

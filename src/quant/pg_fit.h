@@ -1,6 +1,8 @@
 /* pg_fit.h: the loss-aware budget fit (spec/quant.md §6.2). Each quantized tensor may take any
- * of a small set of options (bits 5..8 × a factor on its category's clip constant k); every
- * option's Hessian-weighted error and estimated bytes are measured once, each tensor's error is
+ * of a small set of options (bits 5..8 × a factor on its category's clip constant k, each with
+ * or without the recipe's LQER, of which at most top-k tensors take one); every option's
+ * Hessian-weighted error (after its LQER) and estimated bytes (with its LQER factors) are
+ * measured once, each tensor's error is
  * put on the scale of the loss by a sensitivity measured on the calibration tokens (the loss
  * increase of quantizing that tensor alone), and a Lagrangian allocation (min Σ Δloss + λ·bytes)
  * is searched over λ until the real built artifact lands at or just under the budget. The

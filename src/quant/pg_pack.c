@@ -89,6 +89,7 @@ typedef struct ptensor {
   int have_whw;
   unsigned set_bits; /* the loss fit's per-tensor setting: bits (0: the category's) */
   double set_kmul;   /* ... and a factor on the category's k (1: none) */
+  int set_lqer;      /* ... and LQER: −1 the recipe's top-k rule, 0 none, 1 tried (the fit's) */
   double fit_sens, fit_proxy; /* ... its sensitivity and expected Δloss (NaN: no loss fit) */
 } ptensor;
 
@@ -199,6 +200,7 @@ int pg_packer_create(pg_packer **out, const pg_model *m, const pg_calib_hessians
     t->cols = t->rows ? t->numel / t->rows : 0;
     t->cat = pg_pack_classify(at->name);
     t->set_kmul = 1.0;
+    t->set_lqer = -1;
     t->fit_sens = t->fit_proxy = NAN;
     t->slot = h ? h->slot[i] : -1;
     if (t->slot >= 0 && (size_t)t->slot < h->nh && h->H[t->slot].n != t->cols) t->slot = -1;
@@ -436,9 +438,20 @@ static int lqer_pass(pg_packer *p, float *wh, float *e, pg_err *err) {
     t->rep.lqer_before = frob_diff(W, wh, t->numel);
     list[nq++] = t;
   }
-  qsort(list, nq, sizeof *list, cmp_err_desc);
+  /* the loss fit may name the tensors itself (its proxy priced LQER per option): then exactly
+   * those are tried, in canonical order; else the top-k by ‖E‖_F */
+  int named = 0;
+  for (size_t k = 0; k < nq; k++) named |= list[k]->set_lqer >= 0;
+  size_t ntry = 0;
+  if (named) {
+    for (size_t k = 0; k < nq; k++)
+      if (list[k]->set_lqer == 1) list[ntry++] = list[k];
+  } else {
+    qsort(list, nq, sizeof *list, cmp_err_desc);
+    ntry = nq < r->lqer_top_k ? nq : r->lqer_top_k;
+  }
   int rc = PG_OK;
-  for (size_t k = 0; k < nq && k < r->lqer_top_k && !rc; k++) {
+  for (size_t k = 0; k < ntry && !rc; k++) {
     ptensor *t = list[k];
     unsigned rank = r->lqer_rank;
     if (rank > t->rows || rank > t->cols || ((uint64_t)rank * t->cols) % PG_LQER_GROUP) continue;
@@ -495,10 +508,17 @@ int pg_packer_set_tensor(pg_packer *p, size_t i, unsigned bits, double kmul) {
   return PG_OK;
 }
 
+int pg_packer_set_tensor_lqer(pg_packer *p, size_t i, int on) {
+  if (i >= p->nt || p->t[i].route != PG_ROUTE_QUANT || on < -1 || on > 1) return PG_E_ARG;
+  p->t[i].set_lqer = on;
+  return PG_OK;
+}
+
 void pg_packer_clear_tensors(pg_packer *p) {
   for (size_t i = 0; i < p->nt; i++) {
     p->t[i].set_bits = 0;
     p->t[i].set_kmul = 1.0;
+    p->t[i].set_lqer = -1;
     p->t[i].fit_proxy = NAN;
     p->t[i].fit_sens = NAN;
   }
@@ -525,6 +545,50 @@ static double entropy_bytes(const int8_t *q, uint64_t n) {
   for (int v = 0; v < 256; v++)
     if (c[v]) s += (double)c[v] * log2((double)n / (double)c[v]);
   return s / 8.0;
+}
+
+/* The probe's LQER facts, when the recipe runs LQER and this tensor can take it: the rank-r
+ * correction of E = W − Ŵ fitted and applied exactly as lqer_pass does, the error after it
+ * measured as out->err is, and the factors' packed bytes (spec/format.md §5). wh is Ŵ. */
+static int probe_lqer(pg_packer *p, const ptensor *t, const float *W, const float *wh,
+                      pg_pack_probe *out, pg_err *err) {
+  const unsigned rank = p->r.lqer_rank;
+  if (p->r.lqer_top_k == 0 || rank > t->rows || rank > t->cols ||
+      ((uint64_t)rank * t->cols) % PG_LQER_GROUP)
+    return PG_OK;
+  const size_t na = (size_t)(t->rows * rank), nb = (size_t)(rank * t->cols);
+  float *e = malloc((size_t)t->numel * sizeof *e);
+  float *wl = malloc((size_t)t->numel * sizeof *wl);
+  int8_t *qa = malloc(na), *qb = malloc(nb);
+  uint16_t sa = 0, *sb = malloc(nb / PG_LQER_GROUP * sizeof *sb);
+  int rc = (!e || !wl || !qa || !qb || !sb)
+               ? pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory")
+               : PG_OK;
+  if (!rc) {
+    for (uint64_t k = 0; k < t->numel; k++) e[k] = W[k] - wh[k];
+    rc = pg_lqer_fit(e, t->rows, t->cols, rank, p->r.nthreads, qa, &sa, qb, sb, err);
+  }
+  if (!rc) {
+    memcpy(wl, wh, (size_t)t->numel * sizeof *wl);
+    pg_lqer_apply(wl, t->rows, t->cols, rank, qa, sa, qb, sb);
+    if (t->slot >= 0) {
+      out->lqer_err = pg_quant_hessian_err(W, wl, t->rows, &p->h->H[t->slot], p->r.nthreads);
+    } else {
+      double d = frob_diff(W, wl, t->numel);
+      out->lqer_err = d * d;
+    }
+    if (!isfinite(out->lqer_err))
+      rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "probe: out of memory");
+    /* A at 2 bits, its scale, B at 4 bits, a scale per group of 64 */
+    out->lqer_bytes = (double)((na * 2 + 7) / 8 + 2 + (nb * 4 + 7) / 8 + 2 * (nb / PG_LQER_GROUP));
+    out->lqer_rank = rank;
+  }
+  free(e);
+  free(wl);
+  free(qa);
+  free(qb);
+  free(sb);
+  return rc;
 }
 
 int pg_packer_probe(pg_packer *p, size_t i, unsigned bits, double kmul, pg_pack_probe *out,
@@ -561,6 +625,8 @@ int pg_packer_probe(pg_packer *p, size_t i, unsigned bits, double kmul, pg_pack_
     out->rows = t->rows;
     out->numel = t->numel;
   }
+  out->lqer_err = NAN;
+  if (!rc) rc = probe_lqer(p, t, W, w2, out, err);
   free(q);
   free(s);
   if (!wh) free(w2);

@@ -125,7 +125,12 @@ int pg_packer_dequant(const pg_packer *p, pg_model *dst, pg_err *err);
 /* Quantize quant tensor i with `bits` (0: its category's) and its category's k × kmul (× the mu
  * of pg_packer_quantize) from now on. PG_E_ARG for another route or a bad value. */
 int pg_packer_set_tensor(pg_packer *p, size_t i, unsigned bits, double kmul);
-/* Every tensor back to its category's setting; the fit facts cleared. */
+/* LQER of quant tensor i in the next quantizations: −1 the recipe's rule (the top-k by ‖E‖_F);
+ * 0 none, 1 tried (kept where it lowers the error, as the rule's). Once any tensor is 0 or 1, the
+ * tensors set to 1 are exactly those tried. PG_E_ARG for another route or value. */
+int pg_packer_set_tensor_lqer(pg_packer *p, size_t i, int on);
+/* Every tensor back to its category's setting (LQER: the recipe's rule); the fit facts
+ * cleared. */
 void pg_packer_clear_tensors(pg_packer *p);
 /* on: later builds reuse the codecs the last --codec best build chose (as the fit does). */
 void pg_packer_keep_codecs(pg_packer *p, int on);
@@ -140,6 +145,11 @@ typedef struct pg_pack_probe {
   int has_hessian;
   double entropy_bytes; /* numel × the order-0 entropy of the values, in bytes */
   uint64_t rows, numel;
+  /* with the recipe's LQER (top-k > 0) on a tensor its rank fits (else lqer_rank 0, lqer_err
+   * NaN): the error after the correction the reader applies, measured as err is, and the
+   * factors' packed bytes */
+  unsigned lqer_rank;
+  double lqer_err, lqer_bytes;
 } pg_pack_probe;
 /* wh (numel floats, may be NULL) ← Ŵ. GPTQ preparations are the cached ones. */
 int pg_packer_probe(pg_packer *p, size_t i, unsigned bits, double kmul, pg_pack_probe *out,
