@@ -547,6 +547,14 @@ static double entropy_bytes(const int8_t *q, uint64_t n) {
   return s / 8.0;
 }
 
+/* A probe's error of the reconstruction w against W: Σ_r e_r H e_rᵀ with the tensor's Hessian,
+ * else Σ e² (spec/quant.md §6.2 step 1); NaN when the Hessian product could not allocate. */
+static double probe_err(const pg_packer *p, const ptensor *t, const float *W, const float *w) {
+  if (t->slot >= 0) return pg_quant_hessian_err(W, w, t->rows, &p->h->H[t->slot], p->r.nthreads);
+  double d = frob_diff(W, w, t->numel);
+  return d * d;
+}
+
 /* The probe's LQER facts, when the recipe runs LQER and this tensor can take it: the rank-r
  * correction of E = W − Ŵ fitted and applied exactly as lqer_pass does, the error after it
  * measured as out->err is, and the factors' packed bytes (spec/format.md §5). wh is Ŵ. */
@@ -571,12 +579,7 @@ static int probe_lqer(pg_packer *p, const ptensor *t, const float *W, const floa
   if (!rc) {
     memcpy(wl, wh, (size_t)t->numel * sizeof *wl);
     pg_lqer_apply(wl, t->rows, t->cols, rank, qa, sa, qb, sb);
-    if (t->slot >= 0) {
-      out->lqer_err = pg_quant_hessian_err(W, wl, t->rows, &p->h->H[t->slot], p->r.nthreads);
-    } else {
-      double d = frob_diff(W, wl, t->numel);
-      out->lqer_err = d * d;
-    }
+    out->lqer_err = probe_err(p, t, W, wl);
     if (!isfinite(out->lqer_err))
       rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "probe: out of memory");
     /* A at 2 bits, its scale, B at 4 bits, a scale per group of 64 */
@@ -613,12 +616,7 @@ int pg_packer_probe(pg_packer *p, size_t i, unsigned bits, double kmul, pg_pack_
   if (!rc) {
     pg_dequant_rows(q, s, t->rows, t->cols, w2);
     out->has_hessian = t->slot >= 0;
-    if (t->slot >= 0) {
-      out->err = pg_quant_hessian_err(W, w2, t->rows, &p->h->H[t->slot], p->r.nthreads);
-    } else {
-      double d = frob_diff(W, w2, t->numel);
-      out->err = d * d;
-    }
+    out->err = probe_err(p, t, W, w2);
     if (!isfinite(out->err))
       rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "probe: out of memory");
     out->entropy_bytes = entropy_bytes(q, t->numel);
