@@ -145,11 +145,11 @@ typedef struct {
   ns_tile_fn tile;
 } ns_prod;
 
-/* The row panel handled for work index w. With `upper` the panel t costs about (npan − t), so
- * the indices are folded (0, npan−1, 1, npan−2, …) to give contiguous chunks equal work. */
 /* bf16(v) of the bf16 iteration: to fp32, then to bf16 (the GPU's order too) */
 static double nsb(double v) { return (double)pg_bf16_round((float)v); }
 
+/* The row panel handled for work index w. With `upper` the panel t costs about (npan − t), so
+ * the indices are folded (0, npan−1, 1, npan−2, …) to give contiguous chunks equal work. */
 static size_t ns_panel_of(const ns_prod *g, size_t w) {
   if (!g->upper) return w;
   return (w & 1) ? g->npan - 1 - w / 2 : w / 2;
