@@ -51,6 +51,9 @@ int pg_codec_spec_check(const pg_codec_spec *s, const char *file, uint64_t off, 
     PG_FAIL_IF(s->transform || s->stride, err, PG_E_TRANSFORM, file, off,
                "codec %s takes no transform", pg_codec_name(s->codec));
     break;
+  case PG_CODEC_PERM_RANK:
+    return pg_err_set(err, PG_E_CODEC, file, off,
+                      "codec 5 (permutations by rank) is withdrawn: its decoding is quadratic");
   default:
     return pg_err_set(err, PG_E_CODEC, file, off, "unknown codec %u", s->codec);
   }

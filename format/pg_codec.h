@@ -20,8 +20,9 @@ enum pg_codec_id {
   PG_CODEC_ZSTD = 1,
   PG_CODEC_BROTLI = 2,
   PG_CODEC_LZMA = 3,
-  PG_CODEC_QC = 4,  /* our coder of quantized values (pg_qcoder.h) */
-  PG_CODEC_PERM = 5 /* row permutations by their rank (pg_permcode.h) */
+  PG_CODEC_QC = 4,       /* our coder of quantized values (pg_qcoder.h) */
+  PG_CODEC_PERM_RANK = 5, /* withdrawn: permutations as big-number ranks (quadratic to decode) */
+  PG_CODEC_PERM = 6       /* row permutations, range-coded Lehmer digits (pg_permcode.h) */
 };
 enum pg_transform_id { PG_TRANSFORM_NONE = 0, PG_TRANSFORM_SHUFFLE = 1 };
 

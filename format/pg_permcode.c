@@ -1,9 +1,11 @@
-/* pg_permcode.c: codec 5, "perm" (spec/format.md §13). A permutation of n is its Lehmer code
- * (each entry's rank among the entries not yet used), read as one mixed-radix number R < n!
- * and stored in its minimal little-endian bytes: ⌈log2(n!)/8⌉ bytes, against 2n for the u16
- * entries, which general codecs cannot shrink much (the entries of a row order are nearly
- * uniform). R is a big integer in u32 limbs; decoding divides it by n, n-1, ..., so its cost is
- * n times the limbs the stream holds, bounded by the stream's own size. */
+/* pg_permcode.c: codec 6, "perm" (spec/format.md §13). A permutation of n is its Lehmer code
+ * (each entry's rank among the entries not yet used): digit i is uniform over n-i values, so a
+ * range coder with uniform intervals stores the digits of all the section's permutations in
+ * log2(n!) bits each plus 4 bytes in all, against 2n bytes for the u16 entries, which general
+ * codecs cannot shrink much (the entries of a row order are nearly uniform). Decoding is one
+ * division per digit and a Fenwick-tree search per entry: linear in the entries, whatever the
+ * stream holds. (Codec 5 stored one big-number rank per permutation; its decoder was quadratic
+ * in the permutation's length, and it is withdrawn.) */
 #include "pg_permcode.h"
 
 #include <stdlib.h>
@@ -58,6 +60,48 @@ static int get_varint(const uint8_t *in, size_t n, size_t *p, uint64_t *v) {
   return 0;
 }
 
+#define PG_RC_TOP (1u << 24) /* the range is renormalised to at least this */
+
+/* The encoder: low holds 32 bits and a carry; the byte in cache and the `run` 0xff bytes after
+ * it wait until a carry can no longer reach them. The first byte it settles is always 0 (the
+ * coded number is below 1) and is not written. */
+typedef struct {
+  uint64_t low;
+  uint32_t range;
+  uint8_t cache;
+  uint64_t run; /* settled bytes pending: the cache and run-1 0xff bytes */
+  int first;
+  uint8_t *o;
+  size_t w;
+} rc_enc;
+
+static void rc_shift(rc_enc *e) {
+  if ((uint32_t)e->low < 0xff000000u || (e->low >> 32)) {
+    const uint8_t carry = (uint8_t)(e->low >> 32);
+    uint8_t b = e->cache;
+    for (; e->run; e->run--, b = 0xff) {
+      if (e->first)
+        e->first = 0; /* the leading 0 (a carry never reaches it) */
+      else
+        e->o[e->w++] = (uint8_t)(b + carry);
+    }
+    e->cache = (uint8_t)(e->low >> 24);
+  }
+  e->run++;
+  e->low = (uint64_t)((uint32_t)e->low << 8);
+}
+
+/* Digit d of radix m ≥ 2: the m-th part of the range, the last part taking the remainder. */
+static void rc_put(rc_enc *e, uint32_t d, uint32_t m) {
+  const uint32_t r = e->range / m;
+  e->low += (uint64_t)r * d;
+  e->range = d + 1 < m ? r : e->range - r * d;
+  while (e->range < PG_RC_TOP) {
+    e->range <<= 8;
+    rc_shift(e);
+  }
+}
+
 int pg_perm_encode(const uint8_t *raw, size_t raw_len, const pg_qc_seg *segs, size_t nsegs,
                    uint8_t **out, size_t *out_len, pg_err *err) {
   *out = NULL;
@@ -78,57 +122,47 @@ int pg_perm_encode(const uint8_t *raw, size_t raw_len, const pg_qc_seg *segs, si
   }
   PG_FAIL_IF(total != raw_len, err, PG_E_CODEC, NULL, PG_NO_OFFSET,
              "perm: segments cover %zu of %zu bytes", total, raw_len);
-  /* output: 10 bytes of count, then per permutation ≤ 2·5 bytes of header and ≤ 2n bytes
-   * (log2(n!) < 16n bits), rounded up to whole limbs */
-  const size_t cap = 10 + nsegs * 14 + raw_len;
-  uint8_t *o = malloc(cap);
-  uint32_t *fw = malloc((maxn + 1) * sizeof *fw), *limb = malloc((maxn / 2 + 2) * sizeof *limb);
-  if (!o || !fw || !limb) {
-    free(o);
+  /* output: the count and each n (≤ 10 bytes each), then one byte per renormalisation, each
+   * after 8 bits of the digits (a digit of radix m takes under log2(m) + 0.012 bits: at most 16.012
+   * per u16 entry), and the 4 bytes of the end */
+  const size_t cap = 10 + nsegs * 10 + raw_len + raw_len / 64 + 16;
+  rc_enc e = {0, 0xffffffffu, 0, 1, 1, malloc(cap), 0};
+  uint32_t *fw = malloc((maxn + 1) * sizeof *fw);
+  if (!e.o || !fw) {
+    free(e.o);
     free(fw);
-    free(limb);
     return pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "perm: cannot allocate");
   }
-  size_t w = (size_t)put_varint(o, nsegs), at = 0;
+  e.w = (size_t)put_varint(e.o, nsegs);
+  for (size_t s = 0; s < nsegs; s++) e.w += (size_t)put_varint(e.o + e.w, segs[s].len / 2);
   int rc = PG_OK;
+  size_t at = 0;
   for (size_t s = 0; s < nsegs && !rc; s++) {
     const uint32_t n = (uint32_t)(segs[s].len / 2);
-    const uint8_t *e = raw + at;
+    const uint8_t *v8 = raw + at;
     at += segs[s].len;
     fw_init(fw, n);
-    size_t nl = 0; /* R = Σ limb[i]·2^(32i), nl limbs, top one non-zero */
     for (uint32_t i = 0; i < n; i++) {
-      const uint32_t v = (uint32_t)e[2 * i] | (uint32_t)e[2 * i + 1] << 8;
+      const uint32_t v = (uint32_t)v8[2 * i] | (uint32_t)v8[2 * i + 1] << 8;
       if (v >= n || fw_below(fw, v + 1) == fw_below(fw, v)) { /* out of range, or used */
         rc = pg_err_set(err, PG_E_CODEC, NULL, PG_NO_OFFSET,
                         "perm: segment %zu is not a permutation (entry %u)", s, i);
         break;
       }
-      const uint64_t m = n - i;
-      uint64_t c = fw_below(fw, v); /* the digit, < m */
+      const uint32_t d = fw_below(fw, v); /* the digit, < n - i */
       fw_take(fw, n, v);
-      for (size_t k = 0; k < nl; k++) { /* R = R·m + digit */
-        const uint64_t x = (uint64_t)limb[k] * m + c;
-        limb[k] = (uint32_t)x;
-        c = x >> 32;
-      }
-      if (c) limb[nl++] = (uint32_t)c;
+      if (n - i >= 2) rc_put(&e, d, n - i); /* the last digit has one value: not stored */
     }
-    if (rc) break;
-    size_t nb = nl * 4;
-    while (nb && !((limb[(nb - 1) / 4] >> (8 * ((nb - 1) % 4))) & 0xff)) nb--;
-    w += (size_t)put_varint(o + w, n);
-    w += (size_t)put_varint(o + w, nb);
-    for (size_t b = 0; b < nb; b++) o[w++] = (uint8_t)(limb[b / 4] >> (8 * (b % 4)));
   }
   free(fw);
-  free(limb);
+  if (!rc && nsegs)
+    for (int k = 0; k < 5; k++) rc_shift(&e); /* the 4 bytes of low, through the cache */
   if (rc) {
-    free(o);
+    free(e.o);
     return rc;
   }
-  *out = o;
-  *out_len = w;
+  *out = e.o;
+  *out_len = e.w;
   return PG_OK;
 }
 
@@ -136,73 +170,69 @@ int pg_perm_encode(const uint8_t *raw, size_t raw_len, const pg_qc_seg *segs, si
 
 int pg_perm_decode(const uint8_t *in, size_t n, uint8_t *out, size_t raw_len, const char *file,
                    uint64_t off, pg_err *err) {
-  size_t p = 0, done = 0;
-  uint64_t count;
+  size_t p = 0;
+  uint64_t count, left = raw_len / 2;
+  if (raw_len % 2) BAD("a section of %zu bytes is not u16 entries", raw_len);
   if (!get_varint(in, n, &p, &count)) BAD("truncated or malformed count");
-  if (count > raw_len / 2 || (raw_len && !count)) BAD("%llu permutations for %zu bytes",
-                                                     (unsigned long long)count, raw_len);
-  /* the rank's limbs are at most the stream's bytes / 4 + 1; the tree at most 65,537 slots */
-  uint32_t *limb = malloc((n / 4 + 2) * sizeof *limb);
-  uint32_t *fw = malloc((PG_PERM_MAX_N + 1) * sizeof *fw);
-  uint32_t *dig = malloc(PG_PERM_MAX_N * sizeof *dig);
-  int rc = PG_OK;
-  if (!limb || !fw || !dig) {
-    rc = pg_err_set(err, PG_E_NOMEM, file, off, "perm: cannot allocate");
-    count = 0;
+  if (count > left || (raw_len && !count))
+    BAD("%llu permutations for %zu bytes", (unsigned long long)count, raw_len);
+  const size_t hdr = p; /* the lengths follow: read them all before any digit */
+  for (uint64_t s = 0; s < count; s++) {
+    uint64_t m;
+    if (!get_varint(in, n, &p, &m)) BAD("truncated or malformed length of permutation %llu",
+                                        (unsigned long long)s);
+    if (m == 0 || m > PG_PERM_MAX_N || m > left)
+      BAD("permutation %llu of %llu entries does not fit", (unsigned long long)s,
+          (unsigned long long)m);
+    left -= m;
   }
+  if (left) BAD("permutations hold %llu bytes, section declares %zu",
+                (unsigned long long)(raw_len - 2 * left), raw_len);
+  if (!count) {
+    if (p != n) BAD("%zu bytes after the end of the stream", n - p);
+    return PG_OK;
+  }
+  if (n - p < 4) BAD("truncated digits");
+  uint32_t range = 0xffffffffu, code = 0;
+  for (int k = 0; k < 4; k++) code = code << 8 | in[p++];
+  if (code == 0xffffffffu) BAD("the digits' first word is not below the range");
+  uint32_t *fw = malloc((PG_PERM_MAX_N + 1) * sizeof *fw);
+  if (!fw) return pg_err_set(err, PG_E_NOMEM, file, off, "perm: cannot allocate");
+  size_t q = hdr, done = 0;
+  int rc = PG_OK;
   for (uint64_t s = 0; s < count && !rc; s++) {
-    uint64_t m, nb;
-    if (!get_varint(in, n, &p, &m) || !get_varint(in, n, &p, &nb)) {
-      rc = pg_err_set(err, PG_E_DECOMPRESS, file, off, "perm: truncated or malformed header");
-      break;
-    }
-    if (m == 0 || m > PG_PERM_MAX_N || m > (raw_len - done) / 2) {
-      rc = pg_err_set(err, PG_E_DECOMPRESS, file, off,
-                      "perm: permutation %llu of %llu entries does not fit",
-                      (unsigned long long)s, (unsigned long long)m);
-      break;
-    }
-    if (nb > n - p || nb > 2 * m || (nb && in[p + nb - 1] == 0)) { /* m! < 2^(16m) */
-      rc = pg_err_set(err, PG_E_DECOMPRESS, file, off,
-                      "perm: rank of permutation %llu truncated or not minimal",
-                      (unsigned long long)s);
-      break;
-    }
-    size_t nl = (size_t)(nb + 3) / 4;
-    memset(limb, 0, (nl + 1) * sizeof *limb);
-    for (size_t b = 0; b < nb; b++) limb[b / 4] |= (uint32_t)in[p + b] << (8 * (b % 4));
-    p += (size_t)nb;
-    /* digits from the last (radix 1) to the first (radix m): R mod r, then R div r */
-    for (uint64_t i = m; i-- > 0;) {
-      const uint64_t r = m - i;
-      uint64_t rem = 0;
-      for (size_t k = nl; k-- > 0;) {
-        const uint64_t x = rem << 32 | limb[k];
-        limb[k] = (uint32_t)(x / r);
-        rem = x % r;
-      }
-      while (nl && !limb[nl - 1]) nl--;
-      dig[i] = (uint32_t)rem;
-    }
-    if (nl) {
-      rc = pg_err_set(err, PG_E_DECOMPRESS, file, off,
-                      "perm: rank of permutation %llu is not below %llu!",
-                      (unsigned long long)s, (unsigned long long)m);
-      break;
-    }
-    fw_init(fw, (uint32_t)m);
+    uint64_t m64 = 0;
+    get_varint(in, n, &q, &m64); /* checked above */
+    const uint32_t m = (uint32_t)m64;
+    fw_init(fw, m);
     for (uint32_t i = 0; i < m; i++) {
-      const uint32_t v = fw_select(fw, (uint32_t)m, dig[i]);
-      fw_take(fw, (uint32_t)m, v);
+      uint32_t d = 0;
+      const uint32_t radix = m - i;
+      if (radix >= 2) { /* code < range holds throughout, so every digit is in range */
+        const uint32_t r = range / radix;
+        d = code / r;
+        if (d > radix - 1) d = radix - 1;
+        code -= r * d;
+        range = d + 1 < radix ? r : range - r * d;
+        while (range < PG_RC_TOP) {
+          if (p >= n) {
+            rc = pg_err_set(err, PG_E_DECOMPRESS, file, off,
+                            "perm: digits of permutation %llu truncated", (unsigned long long)s);
+            break;
+          }
+          range <<= 8;
+          code = code << 8 | in[p++];
+        }
+        if (rc) break;
+      }
+      const uint32_t v = fw_select(fw, m, d);
+      fw_take(fw, m, v);
       out[done++] = (uint8_t)v;
       out[done++] = (uint8_t)(v >> 8);
     }
   }
-  free(limb);
   free(fw);
-  free(dig);
   if (rc) return rc;
-  if (done != raw_len) BAD("permutations hold %zu bytes, section declares %zu", done, raw_len);
   if (p != n) BAD("%zu bytes after the end of the stream", n - p);
   return PG_OK;
 }

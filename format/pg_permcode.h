@@ -1,4 +1,4 @@
-/* pg_permcode.h: codec 5, "perm": row permutations stored as their rank among all permutations
+/* pg_permcode.h: codec 6, "perm": row permutations stored as range-coded Lehmer codes
  * (spec/format.md §13), about log2(n!) bits each instead of 16 bits per entry. */
 #ifndef PG_PERMCODE_H
 #define PG_PERMCODE_H

@@ -21,8 +21,8 @@ section's raw_size. Dequantization is bit for bit the C reference (format/pg_qty
 scales widened by bits, (float)q * scale in fp32, LQER summed in double over ascending k,
 rounded to fp32 once and then added. Checksums use the `xxhash` module when installed and a
 pure-Python XXH64 otherwise (slow on large files). Codecs: zstd needs `zstandard`, brotli needs
-`brotli`, lzma is the standard library's, qc (codec 4) and perm (codec 5) are decoded here
-(slowly).
+`brotli`, lzma is the standard library's, qc (codec 4) and perm (codec 6) are decoded here
+(slowly); codec 5 (withdrawn) is refused.
 
 Every fault raises ArtifactError with one line, "FILE: offset N: what"; the command line prints
 that line and exits 2.
@@ -334,30 +334,48 @@ def qc_decode(d, raw_size):
 
 
 def perm_decode(d, raw_size):
-    """Codec 5, perm (spec/format.md section 13): permutations stored by their rank."""
+    """Codec 6, perm (spec/format.md section 13): range-coded Lehmer digits."""
+    if raw_size % 2:
+        raise ValueError("perm: a section of %d bytes is not u16 entries" % raw_size)
     count, p = _qc_varint(d, 0)
-    if count > raw_size // 2 or (raw_size and not count):
+    left = raw_size // 2
+    if count > left or (raw_size and not count):
         raise ValueError("perm: %d permutations for %d bytes" % (count, raw_size))
-    out = bytearray()
+    lens = []
     for s in range(count):
         n, p = _qc_varint(d, p)
-        nb, p = _qc_varint(d, p)
-        if n == 0 or n > 65536 or n > (raw_size - len(out)) // 2:
+        if n == 0 or n > 65536 or n > left:
             raise ValueError("perm: permutation %d of %d entries does not fit" % (s, n))
-        if nb > len(d) - p or nb > 2 * n or (nb and d[p + nb - 1] == 0):
-            raise ValueError("perm: rank of permutation %d truncated or not minimal" % s)
-        r = int.from_bytes(bytes(d[p:p + nb]), "little")
-        p += nb
-        dig = [0] * n
-        for i in range(n - 1, -1, -1):  # R mod (n-i), then R div (n-i), from the last digit
-            r, dig[i] = divmod(r, n - i)
-        if r:
-            raise ValueError("perm: rank of permutation %d is not below %d!" % (s, n))
-        free = list(range(n))
-        out += np.array([free.pop(k) for k in dig], dtype="<u2").tobytes()
-    if len(out) != raw_size:
+        left -= n
+        lens.append(n)
+    if left:
         raise ValueError("perm: permutations hold %d bytes, section declares %d"
-                         % (len(out), raw_size))
+                         % (raw_size - 2 * left, raw_size))
+    out = bytearray()
+    if count:
+        if len(d) - p < 4:
+            raise ValueError("perm: truncated digits")
+        rng, code = 0xFFFFFFFF, int.from_bytes(bytes(d[p:p + 4]), "big")
+        p += 4
+        if code == 0xFFFFFFFF:
+            raise ValueError("perm: the digits' first word is not below the range")
+        for s, n in enumerate(lens):
+            free = list(range(n))
+            perm = []
+            for i in range(n):
+                m, dg = n - i, 0
+                if m >= 2:
+                    r = rng // m
+                    dg = min(code // r, m - 1)
+                    code -= r * dg
+                    rng = r if dg + 1 < m else rng - r * dg
+                    while rng < 1 << 24:
+                        if p >= len(d):
+                            raise ValueError("perm: digits of permutation %d truncated" % s)
+                        rng, code = rng << 8, (code << 8) | d[p]
+                        p += 1
+                perm.append(free.pop(dg))
+            out += np.array(perm, dtype="<u2").tobytes()
     if p != len(d):
         raise ValueError("perm: %d bytes after the end of the stream" % (len(d) - p))
     return bytes(out)
@@ -424,7 +442,7 @@ def decompress(codec, stored, raw_size):
             raise ValueError("lzma: %d bytes after the end of the stream" % len(d.unused_data))
     elif codec == 4:
         out = qc_decode(stored, raw_size)
-    elif codec == 5:
+    elif codec == 6:
         out = perm_decode(stored, raw_size)
     else:
         raise ValueError("unknown codec %d" % codec)
@@ -497,7 +515,7 @@ class Artifact:
                   3: (level & 0x7F) <= 9 and not level & 0x70 and window == 0,
                   4: level == 0 and window == 0 and transform == 0 and stride == 0 and
                   self.cver == 2,
-                  5: level == 0 and window == 0 and transform == 0 and stride == 0 and
+                  6: level == 0 and window == 0 and transform == 0 and stride == 0 and
                   self.cver == 2}.get(codec)
             if not ok:
                 self._fail(eo + 2, "section %d: unknown codec %d or bad parameters" % (i, codec))

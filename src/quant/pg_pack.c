@@ -14,6 +14,7 @@
 #include "pg_half.h"
 #include "pg_io.h"
 #include "pg_lqer.h"
+#include "pg_permcode.h"
 #include "pg_qtype.h"
 #include "pg_quant.h"
 #include "pg_threads.h"
@@ -949,6 +950,28 @@ static size_t encoded_size(const pg_buf *b, int *rc, pg_err *err) {
   return n;
 }
 
+/* The stored size of a group's permutations: perm (codec 6, one segment a matrix) where every
+ * entry is u16, as `--codec best` will store them; else brotli-11/w24. */
+static size_t perms_size(const pg_pack_mat *m, size_t n, const pg_buf *pb, int *rc, pg_err *err) {
+  pg_qc_seg *segs = malloc((n ? n : 1) * sizeof *segs);
+  if (!segs) {
+    if (!*rc) *rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
+    return 0;
+  }
+  int u16 = 1;
+  for (size_t i = 0; i < n; i++) {
+    segs[i] = (pg_qc_seg){(size_t)m[i].rows * 2, 1};
+    u16 &= m[i].rows >= 1 && m[i].rows <= PG_PERM_MAX_N;
+  }
+  size_t sz = 0;
+  uint8_t *enc = NULL;
+  if (!u16) sz = encoded_size(pb, rc, err);
+  else if (!*rc) *rc = pg_perm_encode(pb->data, pb->len, segs, n, &enc, &sz, err);
+  free(enc);
+  free(segs);
+  return sz;
+}
+
 int pg_pack_group_orders(const pg_pack_mat *m, size_t n, int row_sort, uint32_t **perms,
                          pg_err *err) {
   int sort = n > 0 && row_sort != PG_ROW_SORT_NEVER;
@@ -968,7 +991,7 @@ int pg_pack_group_orders(const pg_pack_mat *m, size_t n, int row_sort, uint32_t 
     if (group_image(m, n, NULL, &plain, &none) || group_image(m, n, perms, &sorted, &pb))
       rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "out of memory");
     const size_t a = encoded_size(&plain, &rc, err);
-    const size_t b = encoded_size(&sorted, &rc, err) + encoded_size(&pb, &rc, err);
+    const size_t b = encoded_size(&sorted, &rc, err) + perms_size(m, n, &pb, &rc, err);
     keep = !rc && b < a;
     pg_buf_free(&plain);
     pg_buf_free(&sorted);

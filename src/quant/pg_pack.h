@@ -201,9 +201,9 @@ typedef struct pg_pack_mat {
 
 /* Quant layout 2's row sort of one group of n matrices, each stored transposed: perms[i] ←
  * matrix i's pg_pack_row_chain order (malloc'd), for every matrix or for none (all NULL). With
- * PG_ROW_SORT_AUTO the group is sorted where its sorted image plus the permutations (u16 or u32
- * per row) compress smaller, brotli-11 each, than its plain image; the same values give the same
- * choice. Every writer of layout 2 (pgpack, pgimport, pgdemo) decides by this one rule. */
+ * PG_ROW_SORT_AUTO the group is sorted where its sorted image (brotli-11) plus the permutations
+ * (perm, codec 6; brotli-11 where a matrix has over 65,536 rows) are smaller than its plain image
+ * (brotli-11); the same values give the same choice. Every writer of layout 2 (pgpack, pgimport, pgdemo) decides by this one rule. */
 int pg_pack_group_orders(const pg_pack_mat *m, size_t n, int row_sort, uint32_t **perms,
                          pg_err *err);
 

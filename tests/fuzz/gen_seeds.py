@@ -167,17 +167,34 @@ def varint(v):
 
 
 def perm_stream(perms):
-    """Codec 5, perm (spec/format.md section 13): each permutation's Lehmer code as one rank."""
-    out = varint(len(perms))
+    """Codec 6, perm (spec/format.md section 13): the count and lengths, then every permutation's
+    Lehmer digits (radix n-i, the last one not stored) through one range coder."""
+    out = varint(len(perms)) + b"".join(varint(len(p)) for p in perms)
+    if not perms:
+        return out
+    low, rng, body = 0, 0xFFFFFFFF, []
     for p in perms:
-        free, r = sorted(p), 0
+        free = sorted(p)
         for i, v in enumerate(p):
-            d = free.index(v)
+            d, m = free.index(v), len(p) - i
             free.pop(d)
-            r = r * (len(p) - i) + d
-        rank = r.to_bytes((r.bit_length() + 7) // 8, "little")
-        out += varint(len(p)) + varint(len(rank)) + rank
-    return out
+            if m < 2:
+                continue
+            r = rng // m
+            low += r * d
+            rng = r if d + 1 < m else rng - r * d
+            while rng < 1 << 24:
+                rng <<= 8
+                body.append(low >> 24)  # low's top byte may still take a carry: resolved below
+                low = (low & 0xFFFFFF) << 8
+    for _ in range(4):
+        body.append(low >> 24)
+        low = (low & 0xFFFFFF) << 8
+    for i in range(len(body) - 1, 0, -1):  # carries: a byte of 256 or more passes one up
+        body[i - 1] += body[i] >> 8
+        body[i] &= 0xFF
+    assert body[0] < 256
+    return out + bytes(body)
 
 
 def permcode_seeds():
@@ -242,7 +259,7 @@ def container_seeds():
         [m(b"w.t", 0x11, [2, 2, 3]), m(b"w.r", 0x00, [2, 2]), m(b"w.p", 0x10, [2, 2, 3]),
          (b"v", 18, 0, 0, 0, [3], 0, [2])],
         [img_t + scales + img_r + scales + img_p + scales + f32, pbytes + pbytes],
-        coded={1: (5, perm_stream([list(perm), list(perm)]))}))
+        coded={1: (6, perm_stream([list(perm), list(perm)]))}))
     write("container", "seed_v2_transposed.pgz", container_v2(
         [m(b"w", 0x01, [2, 2])], [img_r + scales]))
     write("container", "seed_v2_rowmajor_q1.pgz", container_v2(
