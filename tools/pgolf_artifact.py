@@ -360,7 +360,8 @@ def perm_decode(d, raw_size):
         if code == 0xFFFFFFFF:
             raise ValueError("perm: the digits' first word is not below the range")
         for s, n in enumerate(lens):
-            free = list(range(n))
+            tree = [0] + [k & -k for k in range(1, n + 1)]  # Fenwick counts of the unused values
+            top = 1 << (n.bit_length() - 1)
             perm = []
             for i in range(n):
                 m, dg = n - i, 0
@@ -374,7 +375,17 @@ def perm_decode(d, raw_size):
                             raise ValueError("perm: digits of permutation %d truncated" % s)
                         rng, code = rng << 8, (code << 8) | d[p]
                         p += 1
-                perm.append(free.pop(dg))
+                pos, step, k = 0, top, dg  # the dg-th unused value: O(log n), not list.pop's O(n)
+                while step:
+                    if pos + step <= n and tree[pos + step] <= k:
+                        pos += step
+                        k -= tree[pos]
+                    step >>= 1
+                perm.append(pos)
+                j = pos + 1
+                while j <= n:
+                    tree[j] -= 1
+                    j += j & -j
             out += np.array(perm, dtype="<u2").tobytes()
     if p != len(d):
         raise ValueError("perm: %d bytes after the end of the stream" % (len(d) - p))
