@@ -95,11 +95,13 @@ done
 cd "$(dirname "$SELF")/.." || exit 2
 BUNDLE=$(abspath "$BUNDLE")
 
+# The checks' programs as "KIND PATH" lines (KIND test, bench or prog), each program once (one
+# program may run for several checks: bench_gpu_eval.py for bench-gpu-eval and bench-gpu-ttt).
+programs() { (gpu_test() { echo "test $3"; }; gpu_bench() { echo "bench $3"; }
+              gpu_prog() { echo "prog $1"; }; checks) | awk '!seen[$2]++'; }
+
 if [ "$LIST" = 1 ]; then
-  gpu_test() { echo "$3"; }
-  gpu_bench() { echo "$3"; }
-  gpu_prog() { echo "$1"; }
-  checks
+  programs | cut -d' ' -f2
   exit 0
 fi
 
@@ -152,9 +154,6 @@ prog() { if [ "$MODE" = bundle ]; then echo "$PROGDIR/bin/${1##*/}"; else echo "
 # RUN: the env command that runs program $1 (a *.py script: without the bundle's libraries).
 RUN=()
 set_run() { if [[ $1 == *.py ]]; then RUN=(env "PGOLF_LIBRARY_PATH=$LIBDIR"); else RUN=("${RUNENV[@]}"); fi; }
-# The checks' programs as "KIND PATH" lines (KIND test, bench or prog).
-programs() { (gpu_test() { echo "test $3"; }; gpu_bench() { echo "bench $3"; }
-              gpu_prog() { echo "prog $1"; }; checks); }
 
 # Each program starts (a test program lists its tests, a benchmark prints its help): 0, or 1 with
 # the first failure's output in STEP_OUT.

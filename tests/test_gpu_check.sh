@@ -19,9 +19,14 @@ check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; f
 # the programs it lists are targets of this build
 progs=$(bash "$script" --list-programs)
 check "--list-programs names programs" test -n "$progs"
+check "--list-programs names each program once" test -z "$(sort <<<"$progs" | uniq -d)"
 for p in $progs; do
   check "$p is built" test -x "$build/$p"
 done
+
+# the checks' rows: Criterion test programs, then benchmarks
+test_rows="dequant-kernels cuda-load cuda-engine cuda-multi cuda-engine-bwd"
+bench_rows="bench-dequant bench-gpu-eval bench-gpu-ttt bench-gpu-train"
 
 # the whole run on this build's programs
 out=$(bash "$script" --build "$build" --quick --budget 120 --logs "$tmp/logs" 2>&1)
@@ -32,8 +37,7 @@ else
   not_ok "exit status 3 (no GPU) or 0 (GPU): $rc" "$(echo "$out" | tail -n 30)"
 fi
 check "table header" grep -qxF '| check | result | figure | s |' <<<"$out"
-for row in machine programs gpu dequant-kernels cuda-load cuda-multi bench-dequant bench-gpu-eval \
-    bench-gpu-ttt bench-gpu-train; do
+for row in machine programs gpu $test_rows $bench_rows; do
   check "table row $row" grep -q "^| $row | " <<<"$out"
 done
 if [ $rc = 3 ]; then
@@ -84,12 +88,8 @@ check "GPU stand-ins: gpu present" grep -q '^| gpu | present | ' <<<"$out"
 check "GPU stand-ins: test row passes" grep -q '^| dequant-kernels | pass | 3/3 tests passed | ' <<<"$out"
 check "GPU stand-ins: bench row passes with its figure" \
   grep -q '^| bench-dequant | pass | bit-exact; stand-in 123.4 GB/s | ' <<<"$out"
-ntests=0 nall=0
-for p in $progs; do
-  case $p in tools/*) continue ;; esac # a program the benchmarks run: no row of its own
-  nall=$((nall + 1))
-  case $p in tests/*) ntests=$((ntests + 1)) ;; esac
-done
+ntests=$(wc -w <<<"$test_rows")
+nall=$((ntests + $(wc -w <<<"$bench_rows")))
 check "GPU stand-ins: verdict PASS" grep -q "^verdict: PASS: all $nall GPU checks passed" <<<"$out"
 out=$(STUB_FAIL=1 bash "$script" --build "$fake" 2>&1)
 rc=$?
