@@ -31,6 +31,7 @@
 #include "pgevalfx.h"
 #include "pggpu.h"
 #include "pgremote.h"
+#include "pgshards.h"
 #include "pgstandin.h"
 #include "pgtest.h"
 
@@ -951,32 +952,13 @@ Test(gpu_bwd, ttt_phased_full_arch) { protocol_both(PG_PROTO_TTT_PHASED, FULL, 1
 
 static char tdir[64];
 
-/* A learnable stream of documents (as test_train.c's) into shards */
+/* A learnable stream (pgshards.h) of ids below 252 into shards under tdir/sub. */
 static void write_stream(const char *sub, const char *prefix, uint64_t n, uint32_t seed) {
   char d[160];
   snprintf(d, sizeof d, "%s/%s", tdir, sub);
   mkdir(d, 0700);
-  uint16_t *t = malloc(n * sizeof *t);
-  uint32_t x = seed;
-  uint64_t next = 0;
-  uint16_t cur = 2;
-  for (uint64_t i = 0; i < n; i++) {
-    x = x * 1664525u + 1013904223u;
-    if (i == next) {
-      t[i] = 1;
-      next = i + 6 + (x >> 16) % 20;
-      cur = (uint16_t)(2 + (x >> 8) % 250);
-    } else {
-      cur = (uint16_t)(2 + (cur - 2 + 7) % 250);
-      t[i] = cur;
-    }
-  }
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, d, prefix, 3000, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
+  uint16_t *t = pgshards_learnable(n, seed, 250);
+  pgshards_write(d, prefix, t, n, 3000);
   free(t);
 }
 

@@ -26,6 +26,7 @@
 #include "pgbomb.h"
 #include "pglayout.h"
 #include "pgremote.h"
+#include "pgshards.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -380,28 +381,9 @@ static uint64_t xxh64_file(const char *path) {
 static void write_val(const char *dir, uint64_t n, uint32_t vocab, uint64_t shard_tokens,
                       uint64_t bad_at, uint16_t bad_id) {
   cr_assert(mkdir(dir, 0777) == 0, "mkdir %s", dir);
-  uint16_t *t = malloc(n * sizeof *t);
-  uint32_t x = 88172645u;
-  uint64_t next = 0;
-  for (uint64_t i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    if (i == next && i + 1 < n) {
-      t[i] = 1;
-      next = i + 3 + x % 38;
-    } else {
-      t[i] = (uint16_t)(4 + x % (vocab - 4));
-    }
-  }
+  uint16_t *t = pgshards_random_docs(n, 88172645u, vocab, 3, 38);
   if (bad_at < n) t[bad_at] = bad_id;
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, dir, "fineweb_val_", shard_tokens, &e), PG_OK, "%s",
-               e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
+  pgshards_write(dir, "fineweb_val_", t, n, shard_tokens);
   free(t);
 }
 
@@ -1384,12 +1366,7 @@ static void write_train(char *pattern, size_t cap, uint32_t vocab) {
     x = x * 1103515245u + 12345u;
     t[i] = i % 50 == 0 ? 1 : (uint16_t)(4 + (x >> 8) % (vocab - 4));
   }
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, dir, "fineweb_train_", 1 << 20, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, 2048, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
+  pgshards_write(dir, "fineweb_train_", t, 2048, 1 << 20);
   snprintf(pattern, cap, "'%s/fineweb_train_*.bin'", dir);
 }
 

@@ -18,37 +18,18 @@
 #include "pg_shard.h"
 #include "pg_tape.h"
 #include "pg_train.h"
+#include "pgshards.h"
 #include "pgtest.h"
 
 static char dir[64];
 
-/* A learnable stream: documents of 6..25 tokens starting with BOS (1), each continuing a fixed
- * cycle of the vocabulary from a random start. */
+/* A learnable stream (pgshards.h) of ids below 64 into shards under dir/sub. */
 static void write_stream(const char *sub, const char *prefix, uint64_t n, uint32_t seed) {
   char d[160];
   snprintf(d, sizeof d, "%s/%s", dir, sub);
   mkdir(d, 0700);
-  uint16_t *t = malloc(n * sizeof *t);
-  uint32_t x = seed;
-  uint64_t next = 0;
-  uint16_t cur = 2;
-  for (uint64_t i = 0; i < n; i++) {
-    x = x * 1664525u + 1013904223u;
-    if (i == next) {
-      t[i] = 1;
-      next = i + 6 + (x >> 16) % 20;
-      cur = (uint16_t)(2 + (x >> 8) % 62);
-    } else {
-      cur = (uint16_t)(2 + (cur - 2 + 7) % 62);
-      t[i] = cur;
-    }
-  }
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, d, prefix, 3000, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
+  uint16_t *t = pgshards_learnable(n, seed, 62);
+  pgshards_write(d, prefix, t, n, 3000);
   free(t);
 }
 
