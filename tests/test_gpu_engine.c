@@ -1,9 +1,9 @@
 /* test_gpu_engine.c: the CUDA engine (kernels/pg_cuda_engine.cu) against the CPU reference
  * engine, op by op and for the whole model's forward pass, with the tolerances of spec/engine.md
  * §8.6: bit for bit where an op is made of +, −, ×, ÷, √ and pg_exp only; within one fp32 ulp per
- * element (NLL within 1e-12) where the CPU calls the C library's exp, log, tanh, pow, sin or cos; the whole model's per-token NLL
- * within 1e-5 nats and its mean within 1e-6; reruns on the GPU bit-identical. Skips without a
- * CUDA build or a device (tests/pggpu.h). */
+ * element (NLL within 1e-12) where the CPU calls the C library's exp, log, tanh, pow, sin or cos;
+ * the whole model's per-token NLL within 1e-5 nats and its mean within 1e-6; reruns on the GPU
+ * bit-identical. Skips without a CUDA build or a device (tests/pggpu.h). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -108,7 +108,8 @@ Test(gpu_engine, forward_ops_against_the_cpu) {
   enum { M = 37, N = 29, K = 70, B = 2, T = 23, H = 4, Hkv = 2, d = 16, V = 300 };
   /* matmul and the grouped product: exact */
   float *x = rnd(&r, M * K, 1), *w = rnd(&r, 3 * N * K, 1), *y = calloc(3 * M * N, 4);
-  float *dx = up(g, x, M * K * 4), *dw = up(g, w, 3 * N * K * 4), *dy = pg_engine_alloc(g, 3 * M * N * 4);
+  float *dx = up(g, x, M * K * 4), *dw = up(g, w, 3 * N * K * 4),
+        *dy = pg_engine_alloc(g, 3 * M * N * 4);
   cpu.ops.matmul_fwd(&cpu.ops, y, x, w, M, N, K);
   g->ops.matmul_fwd(&g->ops, dy, dx, dw, M, N, K);
   float *hy = down(g, dy, M * N);
@@ -125,7 +126,8 @@ Test(gpu_engine, forward_ops_against_the_cpu) {
   /* rmsnorm, chanmul, rowmul, cols, expand, axpy, relu2, leaky, round_bf16: exact */
   size_t nq = (size_t)B * T * H * d, nk = (size_t)B * T * Hkv * d;
   float *q = rnd(&r, nq, 1), *k = rnd(&r, nk, 1), *v = rnd(&r, nk, 1), *s = rnd(&r, nq, 1);
-  float *dq = up(g, q, nq * 4), *dk = up(g, k, nk * 4), *dv = up(g, v, nk * 4), *ds = up(g, s, nq * 4);
+  float *dq = up(g, q, nq * 4), *dk = up(g, k, nk * 4), *dv = up(g, v, nk * 4),
+        *ds = up(g, s, nq * 4);
   float *out = calloc(nq, 4), *dout = pg_engine_alloc(g, nq * 4);
 #define CHECK(name, exact, n, cpucall, gpucall)                                                  \
   do {                                                                                            \
@@ -217,7 +219,8 @@ static const char *FULL =
     "\"mlp\": {\"hidden\": 96, \"act\": \"leaky_relu2\"}, "
     "\"embeddings\": {\"bigram_buckets\": 37, \"bigram_dim\": 16, \"ve_layers\": [2], "
     "\"ve_dim\": 10, \"smear\": \"v2\", \"smear_bos_mask\": true, \"smear_window\": 6}, "
-    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], \"decoder\": [2, 1, 2, 3, 4], "
+    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], "
+    "\"decoder\": [2, 1, 2, 3, 4], "
     "\"parallel\": \"two_lane\", \"parallel_start\": 3, \"readout_groups\": 4, "
     "\"readout_layer\": 2}, \"head\": {\"softcap\": 30.0}}";
 

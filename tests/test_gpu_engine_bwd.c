@@ -212,7 +212,8 @@ Test(gpu_bwd, attention_backward_bit_for_bit) {
   dev_close(g);
 }
 
-/* The row and element ops: exact except where the CPU calls exp, tanh, pow, sin or cos (one ulp). */
+/* The row and element ops: exact except where the CPU calls exp, tanh, pow, sin or cos (one ulp).
+ */
 Test(gpu_bwd, row_and_element_backward_ops) {
   pg_rng r;
   pg_rng_seed(&r, 23);
@@ -540,13 +541,17 @@ Test(gpu_bwd, muon_step_bit_for_bit) {
   pg_rng r;
   pg_rng_seed(&r, 26);
   pg_engine cpu = pg_engine_cpu(2), *g = dev_open();
-  static const int shapes[][2] = {{24, 40}, {40, 24}, {33, 33}, {1, 7}, {7, 1}, {64, 256}, {96, 17}};
+  static const int shapes[][2] = {{24, 40}, {40, 24},  {33, 33}, {1, 7},
+                                  {7, 1},   {64, 256}, {96, 17}};
   static const int variants[][5] = {
       /* kind, steps, nesterov, row_normalize, wd on */
-      {PG_NS_CLASSIC, 5, 1, 0, 0}, {PG_NS_POLAR_EXPRESS, 5, 1, 1, 1}, {PG_NS_POLAR_EXPRESS, 7, 0, 0, 1},
+      {PG_NS_CLASSIC, 5, 1, 0, 0},
+      {PG_NS_POLAR_EXPRESS, 5, 1, 1, 1},
+      {PG_NS_POLAR_EXPRESS, 7, 0, 0, 1},
       {PG_NS_CLASSIC, 0, 0, 1, 0},
       /* the bf16 iteration on an engine opened fp32: its exact products, the CPU's bits */
-      {PG_NS_CLASSIC | PG_NS_BF16, 5, 1, 0, 0}, {PG_NS_POLAR_EXPRESS | PG_NS_BF16, 5, 1, 1, 1}};
+      {PG_NS_CLASSIC | PG_NS_BF16, 5, 1, 0, 0},
+      {PG_NS_POLAR_EXPRESS | PG_NS_BF16, 5, 1, 1, 1}};
   char what[96];
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (size_t k = 0; k < sizeof variants / sizeof *variants; k++) {
@@ -678,7 +683,8 @@ static const char *FULL =
     "\"mlp\": {\"hidden\": 96, \"act\": \"leaky_relu2\"}, "
     "\"embeddings\": {\"bigram_buckets\": 37, \"bigram_dim\": 16, \"ve_layers\": [2], "
     "\"ve_dim\": 10, \"smear\": \"v2\", \"smear_bos_mask\": true, \"smear_window\": 6}, "
-    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], \"decoder\": [2, 1, 2, 3, 4], "
+    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], "
+    "\"decoder\": [2, 1, 2, 3, 4], "
     "\"parallel\": \"two_lane\", \"parallel_start\": 3, \"readout_groups\": 4, "
     "\"readout_layer\": 2}, \"head\": {\"softcap\": 30.0}}";
 
@@ -691,7 +697,8 @@ static const char *EXACT =
     "\"doc_max_len\": 12}, \"mlp\": {\"hidden\": 96, \"act\": \"leaky_relu2\"}, "
     "\"embeddings\": {\"bigram_buckets\": 37, \"bigram_dim\": 16, \"ve_layers\": [2], "
     "\"ve_dim\": 10}, "
-    "\"structure\": {\"skips\": \"plain\", \"encoder\": [0, 1, 2, 1], \"decoder\": [2, 1, 2, 3, 4], "
+    "\"structure\": {\"skips\": \"plain\", \"encoder\": [0, 1, 2, 1], "
+    "\"decoder\": [2, 1, 2, 3, 4], "
     "\"parallel\": \"two_lane\", \"parallel_start\": 3}, \"head\": {\"softcap\": 0}}";
 
 enum { MB = 3, MT = 48, MN = MB * MT, MV = 301 };
@@ -948,7 +955,7 @@ Test(gpu_bwd, ttt_chunk_full_arch) { protocol_both(PG_PROTO_TTT_CHUNK, FULL, 1e-
 Test(gpu_bwd, ttt_lora_full_arch) { protocol_both(PG_PROTO_TTT_LORA, FULL, 1e-5); }
 Test(gpu_bwd, ttt_phased_full_arch) { protocol_both(PG_PROTO_TTT_PHASED, FULL, 1e-5); }
 
-/* ---- the trainer ------------------------------------------------------------------------------ */
+/* ---- the trainer ----------------------------------------------------------------------------- */
 
 static char tdir[64];
 
@@ -1030,7 +1037,8 @@ static void trainer_both(const char *arch, const char *opt, const char *avg, int
   } else {
     double worst = 0;
     for (size_t i = 0; i < np; i++)
-      if (fabs((double)pc[i] - (double)pgp[i]) > worst) worst = fabs((double)pc[i] - (double)pgp[i]);
+      if (fabs((double)pc[i] - (double)pgp[i]) > worst)
+        worst = fabs((double)pc[i] - (double)pgp[i]);
     cr_log_info("weights: worst difference %.3g", worst);
     cr_assert_leq(worst, 1e-4, "the weights differ by %.3g", worst);
   }

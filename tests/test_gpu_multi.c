@@ -64,7 +64,8 @@ static void same_bits(int kind, int precision) {
   p.lora_lr = 0.01;
   p.prefix_docs = 9;
   p.phases = 2;
-  /* ttt-chunk and ttt-phased change the weights: both runs start from m0's, and end with the same */
+  /* ttt-chunk and ttt-phased change the weights: both runs start from m0's, and end with the same
+   */
   pg_model *m0;
   cr_assert_eq(pg_model_create(&m0, &a, &err), PG_OK, "%s", err.msg);
   cr_assert_eq(pg_model_copy_params(m0, m, &err), PG_OK);

@@ -203,7 +203,8 @@ Test(legal, attention_that_sees_the_next_token_fails_L1) {
 /* The legal artifact re-packed with the arch's document mask on (attention.doc_mask): its
  * tensors through safetensors without the stored arch, then pgpack with the changed arch. */
 static const char *doc_mask_artifact_cap(int cap) {
-  const char *a = legal_artifact(), *st = path_in("w.safetensors"), *st2 = path_in("w2.safetensors");
+  const char *a = legal_artifact(), *st = path_in("w.safetensors"),
+             *st2 = path_in("w2.safetensors");
   const char *archp = path_in(cap ? "maskcap.json" : "mask.json");
   const char *out = path_in(cap ? "maskcap.pgz" : "mask.pgz");
   char cmd[2000];

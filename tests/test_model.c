@@ -22,7 +22,8 @@ static const char *FULL =
     "\"mlp\": {\"hidden\": 40, \"act\": \"leaky_relu2\"}, "
     "\"embeddings\": {\"bigram_buckets\": 17, \"bigram_dim\": 8, \"ve_layers\": [2], "
     "\"ve_dim\": 5, \"smear\": \"v2\", \"smear_bos_mask\": true, \"smear_window\": 6}, "
-    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], \"decoder\": [2, 1, 2, 3, 4], "
+    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], "
+    "\"decoder\": [2, 1, 2, 3, 4], "
     "\"parallel\": \"two_lane\", \"parallel_start\": 3, \"readout_groups\": 4, "
     "\"readout_layer\": 2}}";
 
@@ -331,7 +332,8 @@ Test(model, fp32_golden) {
   forward(m, 2, 1, ids, tg, nll);
   uint64_t h = fnv(nll, sizeof nll, 1469598103934665603ull);
   h = fnv(pg_model_grads(m), pg_model_param_count(m) * sizeof(float), h);
-  cr_assert_eq(h, 0x84dddae5d8827895ull, "fp32 NLLs and gradients hash to %016llx", (unsigned long long)h);
+  cr_assert_eq(h, 0x84dddae5d8827895ull, "fp32 NLLs and gradients hash to %016llx",
+               (unsigned long long)h);
   pg_model_free(m);
 }
 

@@ -163,7 +163,8 @@ Test(pgshard, failures_leave_no_shards) {
   snprintf(corpus, sizeof corpus, "%s/bad.jsonl", tmp);
   snprintf(dir, sizeof dir, "%s/out", tmp);
   FILE *f = fopen(corpus, "w");
-  for (int i = 0; i < 2000; i++) fprintf(f, "{\"text\": \"document %d with some words in it\"}\n", i);
+  for (int i = 0; i < 2000; i++)
+    fprintf(f, "{\"text\": \"document %d with some words in it\"}\n", i);
   fprintf(f, "{\"text\": 42}\n"); /* not a string: fails after shards were written */
   fclose(f);
   cr_assert_eq(run("encode --model %s --shard-tokens 1000 --out %s %s", model, dir, corpus), 2);

@@ -1353,7 +1353,7 @@ Test(tools, pgunpack_check_refuses_an_arch_that_does_not_fit) {
   free(o);
 }
 
-/* ---- pgpack end to end ------------------------------------------------------------------------ */
+/* ---- pgpack end to end ----------------------------------------------------------------------- */
 
 /* Training shards for calibration (other tokens than the validation set's) under tmp/train. */
 static void write_train(char *pattern, size_t cap, uint32_t vocab) {
@@ -1497,7 +1497,9 @@ Test(tools, pgpack_budget_fit_and_refusals) {
   cr_assert_eq(run("%s --layers 2 --dim 128 --heads 4 --kv-heads 2 --vocab %u --codec zstd-3 "
                    "-o %s", bin("pgdemo"), f.vocab, big), 0, "%s", slurp(err_path));
   cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
-                   "--passthrough-max 256 --json -o %s", bin("pgpack"), big, train, out), 0, "%s", slurp(err_path));
+                   "--passthrough-max 256 --json -o %s",
+                   bin("pgpack"), big, train, out),
+               0, "%s", slurp(err_path));
   json_t *j = load_json(out_path);
   json_int_t base = json_integer_value(json_object_get(j, "counted_bytes"));
   json_decref(j);
@@ -1591,7 +1593,7 @@ Test(tools, pgpack_budget_fit_and_refusals) {
   cr_assert_eq(run("%s --help", bin("pgpack")), 0);
 }
 
-/* ---- pgtrain end to end ----------------------------------------------------------------------- */
+/* ---- pgtrain end to end ---------------------------------------------------------------------- */
 
 /* The "loss" values of the step events of a --log file, in order (at most cap). */
 static size_t step_losses(const char *path, double *out, size_t cap) {
@@ -2341,9 +2343,11 @@ Test(tools, outputs_never_overwrite_inputs) {
   const uint64_t harch = xxh64_file(archp);
   expect_refusal("pgtrain: ", run("%s --config %s -q -o %s", bin("pgtrain"), cfg2, archp));
   cr_assert_eq(xxh64_file(archp), harch, "the arch file changed");
-  /* pgpack -o a calibration shard; pgverify --receipt a validation shard; pgdemo -o its tokenizer */
-  expect_refusal("pgpack: ", run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 32 -q -o %s",
-                                 bin("pgpack"), f.art, train, shard));
+  /* pgpack -o a calibration shard; pgverify --receipt a validation shard; pgdemo -o its
+   * tokenizer */
+  expect_refusal("pgpack: ",
+                 run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 32 -q -o %s",
+                     bin("pgpack"), f.art, train, shard));
   char vshard[200];
   snprintf(vshard, sizeof vshard, "%s/val/fineweb_val_000000.bin", tmp);
   const uint64_t hval = xxh64_file(vshard);
@@ -2543,7 +2547,7 @@ Test(tools, fifo_inputs_are_refused_without_blocking) {
   }
 }
 
-/* ---- pgverify --preset (spec/presets/README.md) ------------------------------------------------ */
+/* ---- pgverify --preset (spec/presets/README.md) ---------------------------------------------- */
 
 /* A presets folder under tmp holding NAME.json with the given arch and protocol. */
 static void write_preset(const char *dir, const char *name, const char *arch, const char *proto) {

@@ -576,7 +576,8 @@ Test(train, averaging_matches_the_definition) {
       cr_assert_eq(pg_trainer_step(t, &info, &err), PG_OK, "%s", err.msg);
       const float *p = pg_model_params(m);
       if (!kind) {
-        for (size_t i = 0; i < np; i++) ema[i] = (float)(0.75 * (double)ema[i] + 0.25 * (double)p[i]);
+        for (size_t i = 0; i < np; i++)
+          ema[i] = (float)(0.75 * (double)ema[i] + 0.25 * (double)p[i]);
       } else if (k % 2 == 0 && k >= 4) {
         pg_swa_add(sum, p, np);
         count++;
@@ -693,7 +694,7 @@ Test(train, resume_refuses_non_finite_state_and_bad_counters_and_changes_nothing
   pg_trainer_free(t);
 }
 
-/* ---- data parallel (pg_trainer_set_comm, spec/train.md §8) ------------------------------------ */
+/* ---- data parallel (pg_trainer_set_comm, spec/train.md §8) ----------------------------------- */
 
 typedef struct dp_rank {
   pg_trainer *t;
