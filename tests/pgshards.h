@@ -6,7 +6,9 @@
 
 #include <criterion/criterion.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "pg_shard.h"
 
@@ -42,6 +44,25 @@ static inline uint16_t *pgshards_learnable(uint64_t n, uint32_t seed, uint16_t c
     }
   }
   return t;
+}
+
+/* The trainer tests' data under dir: dir/train/fineweb_train_*.bin (10,000 tokens, seed 7) and
+ * dir/val/fineweb_val_*.bin (1,200 tokens, seed 99), learnable streams of ids below 2 + cycle in
+ * shards of 3,000 tokens. */
+static inline void pgshards_trainer_data(const char *dir, uint16_t cycle) {
+  static const struct {
+    const char *sub, *prefix;
+    uint64_t n;
+    uint32_t seed;
+  } parts[2] = {{"train", "fineweb_train_", 10000, 7}, {"val", "fineweb_val_", 1200, 99}};
+  for (int k = 0; k < 2; k++) {
+    char d[160];
+    snprintf(d, sizeof d, "%s/%s", dir, parts[k].sub);
+    mkdir(d, 0700);
+    uint16_t *t = pgshards_learnable(parts[k].n, parts[k].seed, cycle);
+    pgshards_write(d, parts[k].prefix, t, parts[k].n, 3000);
+    free(t);
+  }
 }
 
 /* n tokens (malloc'd) of random documents: each of min_len..min_len + span - 1 tokens, starting

@@ -19,6 +19,7 @@
 #include "pg_ops.h"
 #include "pg_rng.h"
 #include "pg_tape.h"
+#include "pgarchs.h"
 #include "pgevalfx.h"
 #include "pggpu.h"
 
@@ -211,18 +212,7 @@ Test(gpu_engine, forward_ops_against_the_cpu) {
 }
 
 /* The whole model's forward pass, every arch feature, fp32 and bf16 mode. */
-static const char *FULL =
-    "{\"vocab_size\": 301, \"dim\": 48, \"heads\": 4, \"kv_heads\": 2, \"head_dim\": 12, "
-    "\"layers\": 5, \"block\": {\"ln_scale\": \"physical\"}, "
-    "\"attention\": {\"rope_dims\": 8, \"xsa_layers\": [1, 3], \"gate\": \"sparse_sigmoid\", "
-    "\"gate_scale\": 0.5, \"doc_mask\": true, \"doc_max_len\": 12}, "
-    "\"mlp\": {\"hidden\": 96, \"act\": \"leaky_relu2\"}, "
-    "\"embeddings\": {\"bigram_buckets\": 37, \"bigram_dim\": 16, \"ve_layers\": [2], "
-    "\"ve_dim\": 10, \"smear\": \"v2\", \"smear_bos_mask\": true, \"smear_window\": 6}, "
-    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], "
-    "\"decoder\": [2, 1, 2, 3, 4], "
-    "\"parallel\": \"two_lane\", \"parallel_start\": 3, \"readout_groups\": 4, "
-    "\"readout_layer\": 2}, \"head\": {\"softcap\": 30.0}}";
+static const char *FULL = PGARCH_FULL_GPU;
 
 static void model_forward(pg_model *m, pg_engine *e, const int32_t *ids, const int32_t *tg, int B,
                           int T, double *nll) {
@@ -791,12 +781,4 @@ static void fast_model(const char *json, double std, const char *name) {
   pgfx_tables_free(&tb);
 }
 
-int main(int argc, char *argv[]) {
-  const int pre = gpu_precheck();
-  if (pre != 0) return pre;
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
-}
+int main(int argc, char *argv[]) { return gpu_main(argc, argv, 1); }

@@ -28,6 +28,7 @@
 #include "pg_shard.h"
 #include "pg_tape.h"
 #include "pg_train.h"
+#include "pgarchs.h"
 #include "pgevalfx.h"
 #include "pggpu.h"
 #include "pgremote.h"
@@ -674,19 +675,8 @@ Test(gpu_bwd, reruns_bit_identical) {
 
 /* ---- the whole model ----------------------------------------------------------------------- */
 
-/* Every arch feature (as test_gpu_engine.c's FULL). */
-static const char *FULL =
-    "{\"vocab_size\": 301, \"dim\": 48, \"heads\": 4, \"kv_heads\": 2, \"head_dim\": 12, "
-    "\"layers\": 5, \"block\": {\"ln_scale\": \"physical\"}, "
-    "\"attention\": {\"rope_dims\": 8, \"xsa_layers\": [1, 3], \"gate\": \"sparse_sigmoid\", "
-    "\"gate_scale\": 0.5, \"doc_mask\": true, \"doc_max_len\": 12}, "
-    "\"mlp\": {\"hidden\": 96, \"act\": \"leaky_relu2\"}, "
-    "\"embeddings\": {\"bigram_buckets\": 37, \"bigram_dim\": 16, \"ve_layers\": [2], "
-    "\"ve_dim\": 10, \"smear\": \"v2\", \"smear_bos_mask\": true, \"smear_window\": 6}, "
-    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], "
-    "\"decoder\": [2, 1, 2, 3, 4], "
-    "\"parallel\": \"two_lane\", \"parallel_start\": 3, \"readout_groups\": 4, "
-    "\"readout_layer\": 2}, \"head\": {\"softcap\": 30.0}}";
+/* Every arch feature (pgarchs.h, as test_gpu_engine.c's FULL). */
+static const char *FULL = PGARCH_FULL_GPU;
 
 /* The features whose ops are +, −, ×, ÷, √ and pg_exp only (no RoPE, gates, sigmoid skips or
  * smear, readout or softcap): its forward and backward are the CPU's bits. */
@@ -959,20 +949,10 @@ Test(gpu_bwd, ttt_phased_full_arch) { protocol_both(PG_PROTO_TTT_PHASED, FULL, 1
 
 static char tdir[64];
 
-/* A learnable stream (pgshards.h) of ids below 252 into shards under tdir/sub. */
-static void write_stream(const char *sub, const char *prefix, uint64_t n, uint32_t seed) {
-  char d[160];
-  snprintf(d, sizeof d, "%s/%s", tdir, sub);
-  mkdir(d, 0700);
-  uint16_t *t = pgshards_learnable(n, seed, 250);
-  pgshards_write(d, prefix, t, n, 3000);
-  free(t);
-}
-
+/* learnable streams of ids below 252 (pgshards.h) */
 static void train_setup(void) {
   pgtest_mkdtemp(tdir, "pggpubwd");
-  write_stream("train", "fineweb_train_", 10000, 7);
-  write_stream("val", "fineweb_val_", 1200, 99);
+  pgshards_trainer_data(tdir, 250);
 }
 static void train_teardown(void) { pgtest_rm_rf(tdir); }
 
@@ -1197,14 +1177,4 @@ Test(gpu_bwd, trainer_bf16_against_cpu_bf16_and_fp32, .init = train_setup,
   dev_close(g);
 }
 
-int main(int argc, char *argv[]) {
-  if (!standin()) {
-    const int pre = gpu_precheck();
-    if (pre != 0) return pre;
-  }
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
-}
+int main(int argc, char *argv[]) { return gpu_main(argc, argv, !standin()); }

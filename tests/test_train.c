@@ -23,20 +23,10 @@
 
 static char dir[64];
 
-/* A learnable stream (pgshards.h) of ids below 64 into shards under dir/sub. */
-static void write_stream(const char *sub, const char *prefix, uint64_t n, uint32_t seed) {
-  char d[160];
-  snprintf(d, sizeof d, "%s/%s", dir, sub);
-  mkdir(d, 0700);
-  uint16_t *t = pgshards_learnable(n, seed, 62);
-  pgshards_write(d, prefix, t, n, 3000);
-  free(t);
-}
-
+/* learnable streams of ids below 64 (pgshards.h) */
 static void setup(void) {
   pgtest_mkdtemp(dir, "pgtrain");
-  write_stream("train", "fineweb_train_", 10000, 7);
-  write_stream("val", "fineweb_val_", 1200, 99);
+  pgshards_trainer_data(dir, 62);
 }
 static void teardown(void) { pgtest_rm_rf(dir); }
 TestSuite(train, .init = setup, .fini = teardown);
