@@ -222,7 +222,8 @@ static int dev_setup(const tset *s, int layout, dtensor **out, pg_err *err) {
 /* pg_cuda_dequant_dev over the whole set (each call waits for its kernel). */
 static int cuda_dev_pass(const tset *s, dtensor *d, double *secs, pg_err *err) {
   const double t0 = now();
-  for (size_t i = 0; i < s->n; i++) PG_TRY(pg_cuda_dequant_dev(&d[i].v, (float *)d[i].out, NULL, err));
+  for (size_t i = 0; i < s->n; i++)
+    PG_TRY(pg_cuda_dequant_dev(&d[i].v, (float *)d[i].out, NULL, err));
   *secs = now() - t0;
   return PG_OK;
 }

@@ -1,5 +1,5 @@
-/* bench_encode: encoding throughput of pg_enc_* (src/data/encode, the SentencePiece library behind a
- * C API) at 1 and N threads, set against Debian's spm_encode run as a subprocess on the same
+/* bench_encode: encoding throughput of pg_enc_* (src/data/encode, the SentencePiece library behind
+ * a C API) at 1 and N threads, set against Debian's spm_encode run as a subprocess on the same
  * input, for the challenge tokenizers. The input is the deterministic multilingual corpus of
  * tests/test_encode.c (same generator, same seed), a few MB written to a temp file; it is encoded
  * line by line, as spm_encode does, and the id counts are checked against spm_encode's output.

@@ -102,7 +102,8 @@ def line(budget, fit, name, proxy):
     ho = f.get("measured_loss") if fit == "loss" else None
     hs = f"{ho:9.5f}" if ho is not None else f"{'-':>9}"
     print(f"{budget:>9} {fit:<6} {p['counted_bytes']:>9} {ps} {pick:<7} {hs} "
-          f"{v['val_loss']:10.6f} {d:12.6f} {v['val_bpb']:10.6f} {v['val_bpb'] - fp['val_bpb']:9.6f}")
+          f"{v['val_loss']:10.6f} {d:12.6f} {v['val_bpb']:10.6f} "
+          f"{v['val_bpb'] - fp['val_bpb']:9.6f}")
     if proxy is not None:
         rows.append((proxy, d))
 # the recipe (k x 1): its proxy is the recipe point of any loss fit's curve

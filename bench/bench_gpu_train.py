@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""bench_gpu_train.py: training tokens/s of a record-sized model on one GPU, pgtrain against PyTorch.
+"""bench_gpu_train.py: training tokens/s of a record-sized model on one GPU, pgtrain against
+PyTorch.
 
 The records' R9-class model (bench_gpu_eval.py's arch, with depth recurrence on from the first
 step so that every step walks the 17 virtual layers) is trained for --steps steps of --batch rows
@@ -179,7 +180,7 @@ def torch_side(args, a, w, toks, device, T, B, bf16, compile_):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=8, help="training steps per side (default 8; "
                     "the first is not timed)")
     ap.add_argument("--seq-len", type=int, default=2048)

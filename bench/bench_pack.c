@@ -1,5 +1,5 @@
-/* bench_pack: the packing pipeline of pgpack (src/quant/pg_pack.c) timed stage by stage on a model the
- * size of the records (11 × 512, 8/4 heads, MLP 4×, vocabulary 8192, tied): calibration tokens,
+/* bench_pack: the packing pipeline of pgpack (src/quant/pg_pack.c) timed stage by stage on a model
+ * the size of the records (11 × 512, 8/4 heads, MLP 4×, vocabulary 8192, tied): calibration tokens,
  * Hessian collection with the CPU forward, GPTQ of every matrix, the LQER pass, and packing with
  * each codec; then the comparison with the records' own storage: the same quantized values as
  * int8 per value with fp16 scales and fp16 passthrough tensors in one stream, byte-shuffled with
@@ -253,8 +253,8 @@ static size_t brotli11(const uint8_t *p, size_t n) {
   uint8_t *out;
   size_t len;
   pg_err err;
-  if (pg_codec_compress(PG_CODEC_BROTLI, 11, 24, p ? p : (const uint8_t *)"", n, &out, &len, &err) !=
-      PG_OK)
+  if (pg_codec_compress(PG_CODEC_BROTLI, 11, 24, p ? p : (const uint8_t *)"", n, &out, &len,
+                        &err) != PG_OK)
     die("%s", err.msg);
   free(out);
   return len;
@@ -509,7 +509,8 @@ static void qcoder_rows(pg_artifact *a) {
     pg_artifact_section_release(a, s);
   }
   free(ints);
-  add_row(-1, (int64_t)llround(h0), "int values (%llu bytes): order-0 entropy floor, sum of numel*H0/8",
+  add_row(-1, (int64_t)llround(h0),
+          "int values (%llu bytes): order-0 entropy floor, sum of numel*H0/8",
           (unsigned long long)raw);
   add_row(tenc, (int64_t)qc, "int values: qc (codec 4); encode %.2f MB/s (1 thread, CPU time)",
           raw / (tenc > 0 ? tenc : 1e-9) / 1e6);
@@ -527,7 +528,8 @@ static void usage(FILE *f) {
           "\n"
           "Times pgpack's pipeline on a model the size of the records (default 11 x 512, 8/4\n"
           "heads, MLP 4 x dim, vocabulary 8192, tied embedding; weights from pg_model_init plus\n"
-          "Gaussian output projections): calibration tokens, Hessians (CPU forward), GPTQ of every\n"
+          "Gaussian output projections): calibration tokens, Hessians (CPU forward), "
+          "GPTQ of every\n"
           "matrix with the default recipe (the LQER record's), the LQER pass, packing with the\n"
           "best codec per section and with brotli-11/w24, lzma-9e and zstd-22 for every DATA\n"
           "section; then the records' layout (int8 per value, fp16 scales and passthrough, one\n"
@@ -542,7 +544,8 @@ static void usage(FILE *f) {
           "  --threads N        threads (default: the online CPUs)\n"
           "  --seed N           weights and tokens (default 1337)\n"
           "  --skip-gptq        no calibration: round-to-nearest everywhere\n"
-          "  --weights FILE     a trained checkpoint or safetensors with arch.json metadata instead\n"
+          "  --weights FILE     a trained checkpoint or safetensors with arch.json metadata "
+          "instead\n"
           "                     of random weights (--layers/--dim/--vocab are then ignored)\n"
           "  --passthrough-max N  fp16 for tensors of at most N elements (default 65536)\n"
           "  --check-codecs     also build a second artifact with zstd-22 for every section\n"
@@ -636,8 +639,10 @@ int main(int argc, char **argv) {
     }
   }
   uint64_t params = (uint64_t)pg_model_param_count(m);
-  add_row(now() - t0, (int64_t)(4 * params), weights ? "model: loaded from the checkpoint " : "model: pg_model_init + Gaussian projections "
-          "(fp32 bytes)");
+  add_row(now() - t0, (int64_t)(4 * params),
+          weights ? "model: loaded from the checkpoint "
+                  : "model: pg_model_init + Gaussian projections "
+                    "(fp32 bytes)");
   fprintf(stderr, "%s: %d x %d, vocab %d, %llu parameters, %d thread%s\n", PROG, layers, dim, vocab,
           (unsigned long long)params, threads, threads == 1 ? "" : "s");
 

@@ -2,9 +2,9 @@
  * `lrzip -z -L 9` when it is on PATH) on the quantized values of an artifact, grouped by tensor
  * kind (the name without "blocks.N."), in three layouts: row-major; transposed (each stored row
  * one input channel across the output rows); and the records' newest layout, the rows first
- * reordered by a nearest-neighbour chain (greedy, L1 distance, from row 0), then transposed. Prints one table: bytes per kind and layout, the order-0
- * entropy floor, and qc's encode and decode speed on one thread (the thread's CPU time, so that
- * other work on the machine does not count).
+ * reordered by a nearest-neighbour chain (greedy, L1 distance, from row 0), then transposed. Prints
+ * one table: bytes per kind and layout, the order-0 entropy floor, and qc's encode and decode speed
+ * on one thread (the thread's CPU time, so that other work on the machine does not count).
  *
  *   bench_qcoder ARTIFACT.pgz [--no-lrzip] [--dump DIR]
  *

@@ -141,9 +141,10 @@ static int build_model(model *m) {
       const char *suffix;
       uint64_t rows, cols;
       int cat;
-    } mats[] = {{"attn.c_q.weight", DIM, DIM, SEC_ATTN},    {"attn.c_k.weight", KV_DIM, DIM, SEC_ATTN},
-                {"attn.c_v.weight", KV_DIM, DIM, SEC_ATTN}, {"attn.proj.weight", DIM, DIM, SEC_ATTN},
-                {"mlp.fc.weight", HIDDEN, DIM, SEC_MLP},    {"mlp.proj.weight", DIM, HIDDEN, SEC_MLP}};
+    } mats[] = {
+        {"attn.c_q.weight", DIM, DIM, SEC_ATTN},    {"attn.c_k.weight", KV_DIM, DIM, SEC_ATTN},
+        {"attn.c_v.weight", KV_DIM, DIM, SEC_ATTN}, {"attn.proj.weight", DIM, DIM, SEC_ATTN},
+        {"mlp.fc.weight", HIDDEN, DIM, SEC_MLP},    {"mlp.proj.weight", DIM, HIDDEN, SEC_MLP}};
     for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
       snprintf(nm, sizeof nm, "blocks.%d.%s", l, mats[i].suffix);
       if (add_matrix(m, nm, mats[i].rows, mats[i].cols, 6, CLIP6, mats[i].cat)) return 1;
@@ -506,7 +507,8 @@ static void print_table(const result *res, int n, int repeat) {
            (double)r->raw / (double)r->stored, r->compress_s, r->open_decode_s, r->check_s,
            r->dequant_s, r->codec_s, overhead_pct(r), mb_per_s(r));
   }
-  printf("best of %d after a warm-up, warm page cache; times cumulative from the file: +check = open+decode+pg_artifact_check, "
+  printf("best of %d after a warm-up, warm page cache; times cumulative from the file: "
+         "+check = open+decode+pg_artifact_check, "
          "+dequant = open+decode+dequant of every tensor to fp32; raw codec = pg_codec_decompress "
          "alone on the same stored bytes; overhead = (open+decode - raw codec) / raw codec; MB/s = "
          "raw bytes / open+decode (1 MB = 1e6 B)\n",
@@ -621,7 +623,8 @@ int main(int argc, char **argv) {
   int nspec = 0;
   pg_err err;
   pg_err_clear(&err);
-  for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+  for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+       tok = strtok_r(NULL, ",", &save)) {
     pg_codec_spec cs;
     if (nspec == 64) {
       free(list);

@@ -6,9 +6,9 @@
  * the CPU's bits, and so do the softmaxes (attention, CE's sum), whose exponential is pg_exp, a
  * fixed sequence of fp64 operations; ops that call the C library's exp, log, tanh, pow, sin or
  * cos on the CPU (CE's log, softcap, sigmoid gates, RoPE angles) use CUDA's fp64 functions, which
- * may differ in the last place (spec/engine.md §8.6 states the tolerance). No atomics feed a result: reruns give the same
- * bits. The backward and optimizer ops (issue 15), in the same numerics, are in
- * pg_cuda_engine_bwd.cu; what both files share is in pg_cuda_engine_impl.cuh.
+ * may differ in the last place (spec/engine.md §8.6 states the tolerance). No atomics feed a
+ * result: reruns give the same bits. The backward and optimizer ops (issue 15), in the same
+ * numerics, are in pg_cuda_engine_bwd.cu; what both files share is in pg_cuda_engine_impl.cuh.
  *
  * The exact kernels are the fp32 mode's engine, and the reference the fast bf16 mode is checked
  * against on the same device. An engine opened with precision bf16 (pg_engine_opts) runs the
@@ -839,7 +839,7 @@ void c_matmul_grouped_fwd(const pg_ops *o, float *y, const float *x, const float
   launch_matmul(o, y, x, w, G, M, N, K, widx, wstride);
 }
 
-/* ---- rmsnorm: a thread per row ----------------------------------------------------------------- */
+/* ---- rmsnorm: a thread per row --------------------------------------------------------------- */
 
 __global__ void k_rmsnorm(float *y, const float *x, size_t R, int D, double eps) {
   GRID_LOOP(r, R) {
@@ -858,7 +858,7 @@ void c_rmsnorm_fwd(const pg_ops *o, float *y, const float *x, size_t R, int D, f
   launched(o, "rmsnorm");
 }
 
-/* ---- rope: a thread per (t, h, pair); the records' fp32 angle (spec/engine.md §4.3) ------------- */
+/* ---- rope: a thread per (t, h, pair); the records' fp32 angle (spec/engine.md §4.3) ---------- */
 
 __global__ void k_rope(float *y, const float *x, const int32_t *pos, int T, int H, int d, int rot,
                        float base, int bf) {
@@ -907,7 +907,7 @@ void c_rope_bf16_fwd(const pg_ops *o, float *y, const float *x, const int32_t *p
   launch_rope(o, y, x, pos, T, H, d, rot, base, 1);
 }
 
-/* ---- attention: a thread per (b, t, h) row, keys in ascending order (spec/engine.md §4.4) ------- */
+/* ---- attention: a thread per (b, t, h) row, keys in ascending order (spec/engine.md §4.4) ---- */
 
 __global__ void k_attention(float *out, const float *q, const float *k, const float *v,
                             const int32_t *seg, int B, int T, int H, int Hkv, int d, double scale,
@@ -971,7 +971,7 @@ void c_attention_bf16_fwd(const pg_ops *o, float *out, const float *q, const flo
     launch_attention(o, out, q, k, v, seg, B, T, H, Hkv, d, scale, 1);
 }
 
-/* ---- elementwise ------------------------------------------------------------------------------ */
+/* ---- elementwise ----------------------------------------------------------------------------- */
 
 enum { EW_RELU2, EW_LEAKY, EW_SOFTCAP, EW_TANH, EW_AXPY, EW_BF16 };
 
@@ -1082,7 +1082,7 @@ void c_copy(const pg_ops *o, float *y, const float *x, size_t n) {
              "copy");
 }
 
-/* ---- xsa: a thread per (t, h) row ------------------------------------------------------------- */
+/* ---- xsa: a thread per (t, h) row ------------------------------------------------------------ */
 
 __global__ void k_xsa(float *out, const float *y, const float *v, int T, int H, int Hkv, int d) {
   size_t rows = (size_t)T * (size_t)H;
@@ -1110,7 +1110,7 @@ void c_xsa_fwd(const pg_ops *o, float *out, const float *y, const float *v, int 
   launched(o, "xsa");
 }
 
-/* ---- embed and cross-entropy (ids checked on the device: the first bad one is the error) ------ */
+/* ---- embed and cross-entropy (ids checked on the device: the first bad one is the error) ----- */
 
 __global__ void k_embed(float *y, const float *table, const int32_t *ids, int T, int D, int V,
                         int *err) {
@@ -1221,7 +1221,7 @@ void c_ce_fwd(const pg_ops *o, double *nll, const float *logits, const int32_t *
   launched(o, "cross-entropy");
 }
 
-/* ---- memory ------------------------------------------------------------------------------------ */
+/* ---- memory ---------------------------------------------------------------------------------- */
 
 void *m_alloc(pg_engine *e, size_t bytes) {
   void *p = nullptr;

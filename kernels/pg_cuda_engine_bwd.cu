@@ -148,7 +148,7 @@ void c_matmul_grouped_bwd(const pg_ops *o, float *dx, float *dw, const float *dy
   matmul_bwd_groups(o, dx, dw, dy, x, w, widx, wstride, G, M, N, K);
 }
 
-/* ---- rmsnorm: a thread per row; dx += r·dy − r³·x·(Σ dy·x)/D ---------------------------------- */
+/* ---- rmsnorm: a thread per row; dx += r·dy − r³·x·(Σ dy·x)/D --------------------------------- */
 
 __global__ void k_rmsnorm_bwd(float *dx, const float *dy, const float *x, size_t R, int D,
                               double eps) {
@@ -173,7 +173,7 @@ void c_rmsnorm_bwd(const pg_ops *o, float *dx, const float *dy, const float *x, 
   launched(o, "rmsnorm backward");
 }
 
-/* ---- rope: dx += R(θ)ᵀ dy, a thread per (t, h, pair); dims ≥ rot: dx += dy --------------------- */
+/* ---- rope: dx += R(θ)ᵀ dy, a thread per (t, h, pair); dims ≥ rot: dx += dy ------------------- */
 
 __global__ void k_rope_bwd(float *dx, const float *dy, const int32_t *pos, int T, int H, int d,
                            int rot, float base) {
@@ -319,7 +319,7 @@ void c_attention_bwd(const pg_ops *o, float *dq, float *dk, float *dv, const flo
   launched(o, "attention backward (dk, dv)");
 }
 
-/* ---- elementwise backward ---------------------------------------------------------------------- */
+/* ---- elementwise backward -------------------------------------------------------------------- */
 
 enum { EB_RELU2, EB_LEAKY, EB_SOFTCAP, EB_TANH };
 
@@ -374,7 +374,7 @@ void c_tanh_bwd(const pg_ops *o, float *dx, const float *dy, const float *x, siz
   launch_ew_bwd(o, dx, dy, x, n, EB_TANH, 0);
 }
 
-/* ---- row ops: rowgate and rowmul, a thread per row (the row's sum and its dx) ------------------ */
+/* ---- row ops: rowgate and rowmul, a thread per row (the row's sum and its dx) ---------------- */
 
 __global__ void k_row_bwd(float *dx, float *ds, const float *dy, const float *x, const float *s,
                           size_t R, int D, int gate) {
@@ -428,7 +428,8 @@ __global__ void k_chan_bwd_s(float *ds, const float *dy, const float *a, const f
     double acc = 0.0;
     for (size_t r = 0; r < R; r++) {
       size_t i = r * (size_t)C + j;
-      acc = acc + (lerp ? (double)dy[i] * ((double)a[i] - (double)b[i]) : (double)dy[i] * (double)a[i]);
+      acc = acc +
+          (lerp ? (double)dy[i] * ((double)a[i] - (double)b[i]) : (double)dy[i] * (double)a[i]);
     }
     if (lerp) {
       double sg = sigmoid_d((double)s[j]);
@@ -461,7 +462,7 @@ void c_chanlerp_bwd(const pg_ops *o, float *da, float *db, float *dg, const floa
   launch_chan_bwd(o, da, db, dg, dy, a, b, g, R, C, 1);
 }
 
-/* ---- xsa backward: a thread per (t, g) row of v, the heads of group g ascending ---------------- */
+/* ---- xsa backward: a thread per (t, g) row of v, the heads of group g ascending -------------- */
 
 __global__ void k_xsa_bwd(float *dy, float *dv, const float *dout, const float *y, const float *v,
                           int T, int H, int Hkv, int d) {
@@ -670,7 +671,7 @@ void c_expand_bwd(const pg_ops *o, float *dx, const float *dy, int G, int r) {
   launched(o, "expand backward");
 }
 
-/* ---- the elementwise optimizers (pg_ops_optim.c's bodies, element by element) ----------------- */
+/* ---- the elementwise optimizers (pg_ops_optim.c's bodies, element by element) ---------------- */
 
 __global__ void k_sgd(float *p, const float *g, float *buf, size_t n, double lr, double mu,
                       int first) {

@@ -47,11 +47,13 @@ if [ -z "${DATA:-}" ]; then
 fi
 : "${VAL:?set VAL to the validation shards}" "${TOKENIZER:?set TOKENIZER to the .model file}"
 
-step "pgtrain: $CONFIG on the CPU (Muon + AdamW, EMA; validation of the untrained and the trained model)"
+step "pgtrain: $CONFIG on the CPU" \
+  "(Muon + AdamW, EMA; validation of the untrained and the trained model)"
 "$B/tools/pgtrain" --config "$CONFIG" --train "$DATA" --val "$VAL" --tokenizer "$TOKENIZER" \
   --log out/train.jsonl -o out/model.safetensors
 
-step "pgpack: calibrate on training shards, GPTQ with SDClip, LQER, best codec per section, fit to $BUDGET bytes"
+step "pgpack: calibrate on training shards, GPTQ with SDClip, LQER, best codec per section," \
+  "fit to $BUDGET bytes"
 "$B/tools/pgpack" --weights out/model.safetensors --tokenizer "$TOKENIZER" \
   --code tools/pgtrain.c --calib "$DATA" --calib-seqs 16 --calib-len 256 --val "$VAL" \
   --passthrough-max 16384 --budget "$BUDGET" -o out/model.pgz
@@ -70,7 +72,8 @@ step "pgverify: score-first chunked TTT (SGD on each chunk after it is scored)"
 "$B/tools/pgverify" out/model.pgz --val "$VAL" --protocol ttt-chunk --seq-len 256 --stride 64 \
   --chunk-tokens 4096 --max-tokens "$VAL_TOKENS" --receipt out/model.ttt.json
 
-step "pglegal: a reviewer's report (causality, normalisation, score before update, single pass, accounting, provenance, time, reproduction)"
+step "pglegal: a reviewer's report (causality, normalisation, score before update, single pass," \
+  "accounting, provenance, time, reproduction)"
 "$B/tools/pglegal" out/model.pgz --val "$VAL" --train "$DATA" --tokens 8192 \
   --protocol "--protocol ttt-chunk --seq-len 256 --stride 64 --chunk-tokens 4096" \
   --markdown out/model.legal.md

@@ -26,10 +26,11 @@ G=.gpu
 MULTI=x86_64-linux-gnu
 # The development packages of the build from source (scripts/setup.sh's libraries; SentencePiece is
 # optional and not needed by the GPU programs), and pkgconf, which a bare image may lack.
-DEV_PKGS=(libzstd-dev libbrotli-dev liblzma-dev zlib1g-dev libxxhash-dev libjansson-dev libcriterion-dev
-          pkgconf pkgconf-bin libpkgconf3)
+DEV_PKGS=(libzstd-dev libbrotli-dev liblzma-dev zlib1g-dev libxxhash-dev libjansson-dev
+          libcriterion-dev pkgconf pkgconf-bin libpkgconf3)
 # glibc's own libraries and libgcc_s: the device's are used, never ours.
-GLIBC_LIBS='^(linux-vdso|ld-linux-x86-64|libc|libm|libmvec|libpthread|libdl|librt|libresolv|libanl|libutil|libnsl|libBrokenLocale|libc_malloc_debug|libthread_db|libgcc_s)\.so'
+GLIBC_LIBS='^(linux-vdso|ld-linux-x86-64|libc|libm|libmvec|libpthread|libdl|librt|libresolv|libanl'
+GLIBC_LIBS+='|libutil|libnsl|libBrokenLocale|libc_malloc_debug|libthread_db|libgcc_s)\.so'
 
 die() { echo "gpu-bundle: $*" >&2; exit 2; }
 trap 'echo "gpu-bundle: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -49,11 +50,13 @@ opts=(-Dcuda=enabled "-Dcuda-arch=$ARCH" -Dprefer_static=true -Dbuildtype=releas
 log=$(mktemp "${TMPDIR:-/tmp}/gpu-bundle.XXXXXX")
 trap 'rm -f "$log"; rm -rf "$G.tmp"' EXIT
 if [ -f "$B/build.ninja" ]; then
-  meson setup --reconfigure "$B" "${opts[@]}" >"$log" 2>&1 || { cat "$log"; die "meson setup failed"; }
+  meson setup --reconfigure "$B" "${opts[@]}" >"$log" 2>&1 ||
+    { cat "$log"; die "meson setup failed"; }
 else
   meson setup "$B" "${opts[@]}" >"$log" 2>&1 || { cat "$log"; die "meson setup failed"; }
 fi
-ninja -C "$B" "${PROGS[@]}" >"$log" 2>&1 || { grep -v '^\[[0-9]*/[0-9]*\] ' "$log" | tail -n 100; die "build failed"; }
+ninja -C "$B" "${PROGS[@]}" >"$log" 2>&1 ||
+  { grep -v '^\[[0-9]*/[0-9]*\] ' "$log" | tail -n 100; die "build failed"; }
 
 # 2. The programs and the shared libraries they need beyond glibc (by their SONAME, as ldd names
 # them), checked to resolve from .gpu/lib alone.
@@ -69,8 +72,9 @@ for p in "${PROGS[@]}"; do
     [ -e "$G.tmp/lib/$soname" ] || cp -L "$path" "$G.tmp/lib/$soname"
   done
   if ! ldd "$B/$p" | grep -q 'not found'; then
-    missing=$(LD_LIBRARY_PATH="$G.tmp/lib" ldd "$G.tmp/bin/${p##*/}" | awk '$2 == "=>" {print $1, $3}' |
-              grep -Ev "$GLIBC_LIBS" | grep -v " $G.tmp/lib/" || true)
+    missing=$(LD_LIBRARY_PATH="$G.tmp/lib" ldd "$G.tmp/bin/${p##*/}" |
+              awk '$2 == "=>" {print $1, $3}' | grep -Ev "$GLIBC_LIBS" | grep -v " $G.tmp/lib/" ||
+              true)
     [ -z "$missing" ] || die "${p##*/} resolves outside the bundle: $missing"
   else
     die "$B/$p has unresolved libraries here: $(ldd "$B/$p" | grep 'not found' | tr -s ' \n' ' ')"
@@ -111,12 +115,14 @@ sed -i -E "s#^(libdir=\\\$\{(exec_)?prefix\})/lib/?\$#\\1/lib/$MULTI#" "$L"/pkgc
 # Criterion's pkg-config file requires these for its static flags, which the shared link does not
 # use: a file each that names the module and adds nothing.
 for m in boxfort libffi libgit2 nanomsg; do
-  printf 'Name: %s\nDescription: stub (libcriterion is linked shared; see scripts/gpu-bundle.sh)\nVersion: 0\n' \
-    "$m" >"$L/pkgconfig/$m.pc"
+  printf 'Name: %s\nDescription: %s\nVersion: 0\n' "$m" \
+    'stub (libcriterion is linked shared; see scripts/gpu-bundle.sh)' >"$L/pkgconfig/$m.pc"
 done
 
 # 4. The glibc that everything in the bundle needs, per file and overall.
-glibc_of() { objdump -T "$1" 2>/dev/null | grep -o 'GLIBC_[0-9][0-9.]*' | sort -Vu | tail -n 1 || true; }
+glibc_of() {
+  objdump -T "$1" 2>/dev/null | grep -o 'GLIBC_[0-9][0-9.]*' | sort -Vu | tail -n 1 || true
+}
 need=""
 {
   echo "# what needs which glibc (the newest GLIBC_ symbol version each file references)"
@@ -130,7 +136,8 @@ need=""
 } >"$G.tmp/GLIBC"
 need=$(awk '$1 == "GLIBC_REQUIRED" {print $2}' "$G.tmp/GLIBC")
 # libstdc++ is linked statically: nothing may need the device's (its version is not known).
-cxx=$(find "$G.tmp/bin" "$G.tmp/lib" -type f -exec objdump -T {} + 2>/dev/null | grep -o 'GLIBCXX_[0-9.]*' | sort -Vu | tail -n 1 || true)
+cxx=$(find "$G.tmp/bin" "$G.tmp/lib" -type f -exec objdump -T {} + 2>/dev/null |
+      grep -o 'GLIBCXX_[0-9.]*' | sort -Vu | tail -n 1 || true)
 [ -z "$cxx" ] || die "the bundle needs the device's libstdc++ ($cxx): link it statically"
 
 # 5. The manifest, then the bundle replaces the old one.
@@ -138,14 +145,17 @@ commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- 2>/dev/null || commit="$commit+changes"
 {
   echo "commit $commit"
-  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(. /etc/os-release && echo "$PRETTY_NAME"), $(ldd --version | head -n 1)"
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(. /etc/os-release && echo "$PRETTY_NAME")," \
+    "$(ldd --version | head -n 1)"
   echo "nvcc $(nvcc --version | grep -o 'release [0-9.]*' | cut -d' ' -f2)"
   echo "cuda-arch $ARCH (SASS sm_$ARCH and PTX compute_$ARCH)"
   echo "meson-options ${opts[*]}"
   echo "glibc-required ${need#GLIBC_}"
   echo "programs ${PROGS[*]##*/}"
-  # not carried (hundreds of MB): the CUDA engine's fast bf16 mode loads it from the device's toolkit
-  echo "loaded-at-run-time libcublas.so.$(nvcc --version | grep -o 'release [0-9]*' | cut -d' ' -f2)"
+  # not carried (hundreds of MB): the CUDA engine's fast bf16 mode loads it from the device's
+  # toolkit
+  echo "loaded-at-run-time libcublas.so.$(nvcc --version | grep -o 'release [0-9]*' |
+    cut -d' ' -f2)"
 } >"$G.tmp/MANIFEST"
 excl=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$excl")"
@@ -156,6 +166,7 @@ mv "$G.tmp" "$G"
 echo "gpu-bundle: wrote $G ($(du -sh "$G" | cut -f1), $(find "$G" -type f | wc -l) files):"
 echo "  bin/     $(ls "$G/bin" | tr '\n' ' ')($(du -sh "$G/bin" | cut -f1))"
 echo "  lib/     $(ls "$G/lib" | wc -l) shared libraries ($(du -sh "$G/lib" | cut -f1))"
-echo "  sysroot/ ${#DEV_PKGS[@]} packages for a build from source ($(du -sh "$G/sysroot" | cut -f1))"
+echo "  sysroot/ ${#DEV_PKGS[@]} packages for a build from source" \
+  "($(du -sh "$G/sysroot" | cut -f1))"
 echo "gpu-bundle: commit $commit; the bundle needs glibc >= ${need#GLIBC_} (${need})"
 echo "gpu-bundle: run it there with carry [\"$G\"]: bash scripts/gpu-check.sh"

@@ -89,17 +89,20 @@ while [ $# -gt 0 ]; do
     *) echo "gpu-check: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
-[[ $BUDGET =~ ^[0-9]+$ ]] || { echo "gpu-check: --budget: whole seconds, not '$BUDGET'" >&2; exit 2; }
+[[ $BUDGET =~ ^[0-9]+$ ]] ||
+  { echo "gpu-check: --budget: whole seconds, not '$BUDGET'" >&2; exit 2; }
 # Paths given are taken from where the script was started; it runs from the repository root.
 [ -n "$LOGS" ] && LOGS=$(abspath "$LOGS")
 cd "$(dirname "$SELF")/.." || exit 2
 BUNDLE=$(abspath "$BUNDLE")
 
+# The checks' programs as "KIND PATH" lines (KIND test, bench or prog), each program once (one
+# program may run for several checks: bench_gpu_eval.py for bench-gpu-eval and bench-gpu-ttt).
+programs() { (gpu_test() { echo "test $3"; }; gpu_bench() { echo "bench $3"; }
+              gpu_prog() { echo "prog $1"; }; checks) | awk '!seen[$2]++'; }
+
 if [ "$LIST" = 1 ]; then
-  gpu_test() { echo "$3"; }
-  gpu_bench() { echo "$3"; }
-  gpu_prog() { echo "$1"; }
-  checks
+  programs | cut -d' ' -f2
   exit 0
 fi
 
@@ -134,7 +137,8 @@ step() {
   STEP_OUT=$(timeout -k 5 "$limit" "$@" 2>&1)
   STEP_RC=$?
   STEP_SECS=$(elapsed "$t")
-  { echo "==== $name: $* (exit $STEP_RC, $STEP_SECS s, limit $limit s)"; echo "$STEP_OUT"; } >>"$DETAILS"
+  { echo "==== $name: $* (exit $STEP_RC, $STEP_SECS s, limit $limit s)"; echo "$STEP_OUT"; } \
+    >>"$DETAILS"
 }
 
 # ---- where the programs come from ----------------------------------------------------------------
@@ -151,10 +155,9 @@ set_mode() {
 prog() { if [ "$MODE" = bundle ]; then echo "$PROGDIR/bin/${1##*/}"; else echo "$PROGDIR/$1"; fi; }
 # RUN: the env command that runs program $1 (a *.py script: without the bundle's libraries).
 RUN=()
-set_run() { if [[ $1 == *.py ]]; then RUN=(env "PGOLF_LIBRARY_PATH=$LIBDIR"); else RUN=("${RUNENV[@]}"); fi; }
-# The checks' programs as "KIND PATH" lines (KIND test, bench or prog).
-programs() { (gpu_test() { echo "test $3"; }; gpu_bench() { echo "bench $3"; }
-              gpu_prog() { echo "prog $1"; }; checks); }
+set_run() {
+  if [[ $1 == *.py ]]; then RUN=(env "PGOLF_LIBRARY_PATH=$LIBDIR"); else RUN=("${RUNENV[@]}"); fi
+}
 
 # Each program starts (a test program lists its tests, a benchmark prints its help): 0, or 1 with
 # the first failure's output in STEP_OUT.
@@ -217,13 +220,15 @@ main() {
   glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')
   ncpu=$(nproc 2>/dev/null || echo '?')
   row machine info "$(uname -m), ${os:-?}, glibc ${glibc:-?}, $ncpu CPUs" 0.0
-  { echo "==== machine"; uname -a; cat /etc/os-release 2>/dev/null; command -v nvcc && nvcc --version
+  { echo "==== machine"; uname -a; cat /etc/os-release 2>/dev/null
+    command -v nvcc && nvcc --version
     command -v meson && meson --version; } >>"$DETAILS" 2>&1
 
   # -- nvidia-smi's facts (read-only queries)
   local smi="" t
   t=$(date +%s.%N)
-  local q=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,pstate,temperature.gpu,power.draw
+  local q=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem
+  q=$q,pstate,temperature.gpu,power.draw
   if command -v nvidia-smi >/dev/null; then
     smi=$(timeout 20 nvidia-smi --query-gpu=$q --format=csv,noheader,nounits 2>&1) || smi="ERR $smi"
     { echo "==== nvidia-smi -q"; timeout 20 nvidia-smi -q; } >>"$DETAILS" 2>&1
@@ -234,8 +239,9 @@ main() {
   elif [[ $smi == ERR* ]]; then
     smi_fig="nvidia-smi failed: $(echo "${smi#ERR }" | head -n 1)"
   else
-    smi_fig=$(echo "$smi" | awk -F', *' '{ printf "%s%s, driver %s, %s MiB, SM %s MHz (max %s), mem %s MHz (max %s), %s, %s C, %s W",
-      (NR > 1 ? "; " : ""), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }')
+    smi_fig=$(echo "$smi" | awk -F', *' '{
+      printf "%s%s, driver %s, %s MiB, SM %s MHz (max %s), mem %s MHz (max %s), %s, %s C, %s W",
+        (NR > 1 ? "; " : ""), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }')
   fi
   local smi_secs
   smi_secs=$(elapsed "$t")
@@ -253,7 +259,8 @@ main() {
     fi
   else
     if [ ! -f "$BUNDLE/MANIFEST" ]; then
-      say "no bundle at $BUNDLE (make it with scripts/gpu-bundle.sh on the CPU machine and carry it)"
+      say "no bundle at $BUNDLE" \
+        "(make it with scripts/gpu-bundle.sh on the CPU machine and carry it)"
       row bundle FAIL "no $BUNDLE/MANIFEST" 0.0
       FAILED=$((FAILED + 1))
       return 2
@@ -285,7 +292,8 @@ main() {
       if programs_start; then
         row fallback-build ok "built in build-gpu-here with the bundle's packages" "$STEP_SECS"
       else
-        row fallback-build FAIL "built, but: $(echo "$STEP_OUT" | head -n 1 | cut -c1-120)" "$STEP_SECS"
+        row fallback-build FAIL "built, but: $(echo "$STEP_OUT" | head -n 1 | cut -c1-120)" \
+          "$STEP_SECS"
         FAILED=$((FAILED + 1))
         return 2
       fi
@@ -302,9 +310,12 @@ main() {
     HAVE_GPU=1
     row gpu present "$smi_fig" "$smi_secs"
   elif [ "$probe_rc" = 77 ]; then
-    row gpu "no GPU" "$(echo "$STEP_OUT" | grep -m1 test_gpu || echo 'no CUDA device'); $smi_fig" "$smi_secs"
+    row gpu "no GPU" "$(echo "$STEP_OUT" | grep -m1 test_gpu || echo 'no CUDA device'); $smi_fig" \
+      "$smi_secs"
   else
-    row gpu FAIL "CUDA probe exit $probe_rc: $(echo "$STEP_OUT" | tail -n 1 | cut -c1-100); $smi_fig" "$smi_secs"
+    row gpu FAIL \
+      "CUDA probe exit $probe_rc: $(echo "$STEP_OUT" | tail -n 1 | cut -c1-100); $smi_fig" \
+      "$smi_secs"
     FAILED=$((FAILED + 1))
     HAVE_GPU=1  # nvidia-smi or the runtime saw something: run the checks, they show the fault
   fi
@@ -320,7 +331,9 @@ main() {
     [ "$HAVE_GPU" = 1 ] && req=(PG_REQUIRE_GPU=1)
     step "$name" "$limit" "${RUNENV[@]}" "${req[@]}" CRITERION_JOBS=1 "$exe" -j1 "$@"
     local syn fig
-    syn=$(echo "$STEP_OUT" | grep -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' | tail -n 1)
+    syn=$(echo "$STEP_OUT" |
+          grep -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' |
+          tail -n 1)
     if [ -n "$syn" ]; then
       fig=$(echo "$syn" | awk -F'[:|] *' '{ printf "%d/%d tests passed", $4, $2;
         if ($6 + $8 > 0) printf ", %d failing, %d crashing", $6, $8 }')
@@ -329,7 +342,8 @@ main() {
     fi
     echo "$STEP_OUT" | grep -E 'Synthesis|test_gpu:' | sed 's/^/  /'
     if [ "$HAVE_GPU" = 0 ] && [ "$STEP_RC" = 77 ]; then
-      row "$name" "no GPU" "skipped itself: $(echo "$STEP_OUT" | tail -n 1 | cut -c1-100)" "$STEP_SECS"
+      row "$name" "no GPU" "skipped itself: $(echo "$STEP_OUT" | tail -n 1 | cut -c1-100)" \
+        "$STEP_SECS"
       NOGPU=$((NOGPU + 1))
     elif [ "$HAVE_GPU" = 1 ] && [ "$STEP_RC" = 0 ]; then
       row "$name" pass "$fig" "$STEP_SECS"
@@ -364,7 +378,8 @@ main() {
     else
       [ "$STEP_RC" = 124 ] && fig="timed out; $fig"
       echo "$STEP_OUT" | tail -n 20 | sed 's/^/  | /'
-      row "$name" FAIL "exit $STEP_RC: ${fig:-$(echo "$STEP_OUT" | tail -n 1 | cut -c1-120)}" "$STEP_SECS"
+      row "$name" FAIL "exit $STEP_RC: ${fig:-$(echo "$STEP_OUT" | tail -n 1 | cut -c1-120)}" \
+        "$STEP_SECS"
       FAILED=$((FAILED + 1))
     fi
   }
@@ -378,8 +393,10 @@ main() {
             --format=csv,noheader,nounits 2>/dev/null | head -n 1 |
             awk -F', *' '{ printf "SM %s MHz, mem %s MHz, %s C, %s W", $1, $2, $3, $4 }')
     # the field's name changed across drivers; either may be refused
-    why=$(timeout 20 nvidia-smi --query-gpu=clocks_event_reasons.active --format=csv,noheader 2>/dev/null ||
-          timeout 20 nvidia-smi --query-gpu=clocks_throttle_reasons.active --format=csv,noheader 2>/dev/null)
+    why=$(timeout 20 nvidia-smi --query-gpu=clocks_event_reasons.active --format=csv,noheader \
+            2>/dev/null ||
+          timeout 20 nvidia-smi --query-gpu=clocks_throttle_reasons.active --format=csv,noheader \
+            2>/dev/null)
     [ -n "$why" ] && after="$after, clock event reasons $(echo "$why" | head -n 1)"
     row clocks-after info "${after:-nvidia-smi gave nothing}" 0.0
   fi

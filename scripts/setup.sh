@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(meson ninja-build pkg-config gcc libzstd-dev libbrotli-dev liblzma-dev zlib1g-dev libxxhash-dev
-      libjansson-dev libcriterion-dev python3 g++ libsentencepiece-dev sentencepiece
+PKGS=(meson ninja-build pkg-config gcc libzstd-dev libbrotli-dev liblzma-dev zlib1g-dev
+      libxxhash-dev libjansson-dev libcriterion-dev python3 g++ libsentencepiece-dev sentencepiece
       python3-numpy python3-brotli python3-zstandard
       lrzip) # lrzip: pgimport's PGRP groups (spec/import.md §7), bench_pack's records' layout row
 [ "${PG_WITH_FUZZ:-0}" = 1 ] && PKGS+=(clang libclang-rt-14-dev)
@@ -36,5 +36,6 @@ reconf=()
 # shellcheck disable=SC2086
 meson setup "${reconf[@]}" "$BUILD_DIR" ${MESON_ARGS:-} >"$log" 2>&1 || { cat "$log"; exit 2; }
 # Quiet when it works; the failing commands and the compiler's messages when it does not.
-ninja -C "$BUILD_DIR" >"$log" 2>&1 || { grep -v '^\[[0-9]*/[0-9]*\] ' "$log" | tail -n 200; exit 2; }
+ninja -C "$BUILD_DIR" >"$log" 2>&1 ||
+  { grep -v '^\[[0-9]*/[0-9]*\] ' "$log" | tail -n 200; exit 2; }
 echo "setup: built pgolf in $BUILD_DIR"

@@ -1,10 +1,11 @@
-/* pggpu.h: the GPU suite's start: a program with its own main runs gpu_precheck() first; without
+/* pggpu.h: the GPU suite's start: a program's main (gpu_main) runs gpu_precheck() first; without
  * a CUDA build or a device it exits 77, which meson reports as SKIP (PG_REQUIRE_GPU=1 makes that a
  * failure, for a GPU machine). The probe runs in a forked child, so the Criterion parent never
  * initializes CUDA. */
 #ifndef PGGPU_H
 #define PGGPU_H
 
+#include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,20 @@ static inline int gpu_precheck(void) {
     return skip;
   }
   return 0;
+}
+
+/* A GPU test program's main: gpu_precheck() when precheck is set (a program on a stand-in engine
+ * needs no device), then Criterion's tests. */
+static inline int gpu_main(int argc, char *argv[], int precheck) {
+  if (precheck) {
+    const int pre = gpu_precheck();
+    if (pre != 0) return pre;
+  }
+  struct criterion_test_set *tests = criterion_initialize();
+  int result = 0;
+  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
+  criterion_finalize(tests);
+  return result;
 }
 
 #endif

@@ -59,7 +59,8 @@ static inline void pgr_pass(const pg_ops *o) {
     pgr_pass(o);                                                                                \
   }
 
-W0(matmul_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *w, int M, int N, int K),
+W0(matmul_fwd,
+   (const pg_ops *o, pg_real *y, const pg_real *x, const pg_real *w, int M, int N, int K),
    (IN(o), D(y), D(x), D(w), M, N, K))
 W0(matmul_bwd, (const pg_ops *o, pg_real *dx, pg_real *dw, const pg_real *dy, const pg_real *x,
                 const pg_real *w, int M, int N, int K),
@@ -73,8 +74,8 @@ W0(matmul_grouped_bwd, (const pg_ops *o, pg_real *dx, pg_real *dw, const pg_real
    (IN(o), D(dx), D(dw), D(dy), D(x), D(w), D(wi), ws, G, M, N, K))
 W0(rmsnorm_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, size_t R, int Dm, float eps),
    (IN(o), D(y), D(x), R, Dm, eps))
-W0(rmsnorm_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, const pg_real *x, size_t R, int Dm,
-                 float eps),
+W0(rmsnorm_bwd,
+   (const pg_ops *o, pg_real *dx, const pg_real *dy, const pg_real *x, size_t R, int Dm, float eps),
    (IN(o), D(dx), D(dy), D(x), R, Dm, eps))
 W0(rope_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, const int32_t *pos, int T, int H,
               int d, int rot, float base),
@@ -131,7 +132,8 @@ W0(ce_fwd, (const pg_ops *o, double *nll, const pg_real *l, const int32_t *t, in
 W0(ce_bwd, (const pg_ops *o, pg_real *dl, const pg_real *dnll, const pg_real *l, const int32_t *t,
             int T, int Vv),
    (IN(o), D(dl), D(dnll), D(l), D(t), T, Vv))
-W0(axpy, (const pg_ops *o, pg_real *y, float a, const pg_real *x, size_t n), (IN(o), D(y), a, D(x), n))
+W0(axpy, (const pg_ops *o, pg_real *y, float a, const pg_real *x, size_t n),
+   (IN(o), D(y), a, D(x), n))
 W0(chanlerp_fwd, (const pg_ops *o, pg_real *y, const pg_real *a, const pg_real *b,
                   const pg_real *g, size_t R, int C),
    (IN(o), D(y), D(a), D(b), D(g), R, C))
@@ -156,7 +158,8 @@ W0(cols_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, size_t R, int C, in
    (IN(o), D(y), D(x), R, C, c0, w))
 W0(cols_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, size_t R, int C, int c0, int w),
    (IN(o), D(dx), D(dy), R, C, c0, w))
-W0(expand_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, int G, int r), (IN(o), D(y), D(x), G, r))
+W0(expand_fwd, (const pg_ops *o, pg_real *y, const pg_real *x, int G, int r),
+   (IN(o), D(y), D(x), G, r))
 W0(expand_bwd, (const pg_ops *o, pg_real *dx, const pg_real *dy, int G, int r),
    (IN(o), D(dx), D(dy), G, r))
 W0(copy, (const pg_ops *o, pg_real *y, const pg_real *x, size_t n), (IN(o), D(y), D(x), n))
@@ -251,7 +254,8 @@ static inline pgremote *pgremote_new(int threads) {
   o->name = "remote";
   o->nthreads = threads;
 #define S(n) o->n = pgr_##n
-  S(matmul_fwd); S(matmul_bwd); S(matmul_grouped_fwd); S(matmul_grouped_bwd); S(rmsnorm_fwd); S(rmsnorm_bwd); S(rope_fwd); S(rope_bwd);
+  S(matmul_fwd); S(matmul_bwd); S(matmul_grouped_fwd); S(matmul_grouped_bwd); S(rmsnorm_fwd);
+  S(rmsnorm_bwd); S(rope_fwd); S(rope_bwd);
   S(rope_bf16_fwd); S(attention_fwd); S(attention_bf16_fwd); S(attention_bwd); S(relu2_fwd);
   S(relu2_bwd); S(leaky_relu2_fwd); S(leaky_relu2_bwd);
   S(rowgate_fwd); S(rowgate_bwd); S(chanmul_fwd); S(chanmul_bwd); S(xsa_fwd); S(xsa_bwd);

@@ -13,6 +13,7 @@
 #include "pg_batches.h"
 #include "pg_rng.h"
 #include "pg_shard.h"
+#include "pgshards.h"
 #include "pgtest.h"
 
 static char dir[64];
@@ -30,12 +31,7 @@ static void write_stream(const char *name, const uint16_t *tok, size_t n, uint64
   char sub[160];
   snprintf(sub, sizeof sub, "%s/%s", dir, name);
   cr_assert_eq(mkdir(sub, 0755), 0);
-  pg_err e;
-  pg_shard_writer *w;
-  cr_assert_eq(pg_shard_writer_open(&w, sub, "s_", shard_tokens, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, tok, n, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
+  pgshards_write(sub, "s_", tok, n, shard_tokens);
   const int k = snprintf(pat, cap, "%s/s_*.bin", sub);
   cr_assert(k > 0 && (size_t)k < cap);
 }

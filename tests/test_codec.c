@@ -20,9 +20,9 @@ static uint8_t *sample(size_t n) {
   return b;
 }
 
-static const char *SPECS[] = {"none",   "zstd-1",      "zstd-22",      "brotli-0/w10", "brotli-11",
-                              "lzma-0", "lzma-9e",     "none+shuf2",   "zstd-3+shuf4", "brotli-5/w24+shuf2",
-                              "lzma-6+shuf3", "qc"};
+static const char *SPECS[] = {
+    "none",    "zstd-1",     "zstd-22",      "brotli-0/w10",       "brotli-11",    "lzma-0",
+    "lzma-9e", "none+shuf2", "zstd-3+shuf4", "brotli-5/w24+shuf2", "lzma-6+shuf3", "qc"};
 
 Test(codec, roundtrip_every_codec_and_transform) {
   size_t sizes[] = {0, 1, 2, 3, 1000, 65537};
@@ -298,9 +298,10 @@ Test(qc, previous_value_context) {
 }
 
 /* The embedding case of format 2: a matrix whose last rows are one shared vector plus noise of
- * +-1 on a quarter of them (rare tokens), the others independent, stored transposed (a stored row is one column down
- * the matrix rows). Predicting the previous value pays only at the shared rows' positions, which
- * a weight per context can say and format 1 cannot: format 2 must be chosen and be smaller. */
+ * +-1 on a quarter of them (rare tokens), the others independent, stored transposed (a stored row
+ * is one column down the matrix rows). Predicting the previous value pays only at the shared rows'
+ * positions, which a weight per context can say and format 1 cannot: format 2 must be chosen and be
+ * smaller. */
 Test(qc, weighted_prediction_beats_format_1) {
   const size_t R = 384, C = 96, SHARED = 128;
   int8_t *v = laplace_rows(R, C, 11), *t = malloc(R * C);
@@ -516,11 +517,13 @@ Test(qc, malformed_streams_refused) {
   } bad[] = {
       {0, 2, "unknown format"},        {1, 0, "no row buckets"},
       {2, 9, "9 column buckets"},      {4, 0, "row shift 0"},
-      {5, 9, "column shift 9"},        {6, 8, "a stray bit in the signed mode"},         {6, 4, "pred without a signed average"},
+      {5, 9, "column shift 9"},        {6, 8, "a stray bit in the signed mode"},
+      {6, 4, "pred without a signed average"},
       {6, 9, "pred with signed mode 1 and a stray bit"},
       {3, 2, "signed buckets without a signed mode"},
       {8, 0x81, "initial average above 32768"},
-      {9, 0, "no segments"},           {11, 0, "rows of 0"},
+      {9, 0, "no segments"},
+      {11, 0, "rows of 0"},
       {11, 11, "rows longer than the segment"},
       {12, 0, "an empty table for the one context used"},
       {12, 0xff, "table length not a varint"},

@@ -140,7 +140,9 @@ static uint8_t *dir_entry(uint8_t *buf, const char *name) {
 /* Offsets inside a directory entry. */
 static uint8_t *dir_hdr(uint8_t *ent) { return ent + 2 + pg_ld16(ent); }
 static uint8_t *dir_dims(uint8_t *ent) { return dir_hdr(ent) + 8; }
-static uint8_t *dir_part(uint8_t *ent, int k) { return dir_dims(ent) + 8 * dir_hdr(ent)[5] + 20 * k; }
+static uint8_t *dir_part(uint8_t *ent, int k) {
+  return dir_dims(ent) + 8 * dir_hdr(ent)[5] + 20 * k;
+}
 
 static void fix_dir(uint8_t *buf) {
   fix_section(buf, (uint32_t)section_of_kind(buf, PG_SEC_TENSORS));
@@ -196,7 +198,8 @@ Test(container, small_artifact_opens_and_dequantizes) {
   float out[32];
   cr_assert_eq(pg_artifact_tensor_dequant(a, (uint32_t)ti, out, &e), PG_OK, "%s", e.msg);
   for (int i = 0; i < 32; i++)
-    cr_assert_eq(out[i], (float)((i % 63) - 31) * pg_f16_to_f32(pg_f32_to_f16(0.01f * (float)(i / 8 + 1))));
+    cr_assert_eq(out[i],
+                 (float)((i % 63) - 31) * pg_f16_to_f32(pg_f32_to_f16(0.01f * (float)(i / 8 + 1))));
   ti = pg_artifact_tensor_find(a, "blocks.0.attn_scale");
   cr_assert_eq(pg_artifact_tensor_dequant(a, (uint32_t)ti, out, &e), PG_OK);
   cr_assert_eq(out[3], 3.25f);
@@ -300,13 +303,18 @@ Test(container, roundtrip_float_passthrough) {
       f16[i] = pg_f32_to_f16(f32[i]);
       bf16[i] = pg_f32_to_bf16(f32[i]);
     }
-    pg_tensor_in a = {.name = "a", .qtype = PG_QTYPE_F32, .ndim = 3, .dims = dims, .values = f32, .sec_values = d};
-    pg_tensor_in b = {.name = "b", .qtype = PG_QTYPE_F16, .ndim = 3, .dims = dims, .values = f16, .sec_values = d};
-    pg_tensor_in c = {.name = "c", .qtype = PG_QTYPE_BF16, .ndim = 3, .dims = dims, .values = bf16, .sec_values = d};
+    pg_tensor_in a = {.name = "a", .qtype = PG_QTYPE_F32, .ndim = 3, .dims = dims, .values = f32,
+                      .sec_values = d};
+    pg_tensor_in b = {.name = "b", .qtype = PG_QTYPE_F16, .ndim = 3, .dims = dims, .values = f16,
+                      .sec_values = d};
+    pg_tensor_in c = {.name = "c", .qtype = PG_QTYPE_BF16, .ndim = 3, .dims = dims, .values = bf16,
+                      .sec_values = d};
     float one = 2.5f;
-    pg_tensor_in s0 = {.name = "scalar", .qtype = PG_QTYPE_F32, .ndim = 0, .values = &one, .sec_values = d};
+    pg_tensor_in s0 = {
+        .name = "scalar", .qtype = PG_QTYPE_F32, .ndim = 0, .values = &one, .sec_values = d};
     uint64_t zd[2] = {0, 4};
-    pg_tensor_in z = {.name = "empty", .qtype = PG_QTYPE_F16, .ndim = 2, .dims = zd, .sec_values = d};
+    pg_tensor_in z = {
+        .name = "empty", .qtype = PG_QTYPE_F16, .ndim = 2, .dims = zd, .sec_values = d};
     cr_assert_eq(pg_writer_tensor(w, &a, &e), PG_OK, "%s", e.msg);
     cr_assert_eq(pg_writer_tensor(w, &b, &e), PG_OK, "%s", e.msg);
     cr_assert_eq(pg_writer_tensor(w, &c, &e), PG_OK, "%s", e.msg);
@@ -355,9 +363,11 @@ Test(container, metadata_code_and_tokenizer_roundtrip) {
   cr_assert_eq(pg_writer_tokenizer(w, tok, sizeof tok, NULL, &e), PG_OK);
   const char *code = "print('hello')\n";
   pg_codec_spec lz = spec_of("lzma-9e");
-  cr_assert_eq(pg_writer_code(w, "train_gpt.py", (const uint8_t *)code, strlen(code), &lz, &e), PG_OK);
+  cr_assert_eq(pg_writer_code(w, "train_gpt.py", (const uint8_t *)code, strlen(code), &lz, &e),
+               PG_OK);
   cr_assert_eq(pg_writer_code(w, "lib/util.py", (const uint8_t *)"", 0, NULL, &e), PG_OK);
-  cr_assert_eq(pg_writer_code(w, "train_gpt.py", (const uint8_t *)"x", 1, NULL, &e), PG_E_DUPLICATE);
+  cr_assert_eq(pg_writer_code(w, "train_gpt.py", (const uint8_t *)"x", 1, NULL, &e),
+               PG_E_DUPLICATE);
   cr_assert_eq(pg_writer_code(w, "../evil.py", (const uint8_t *)"x", 1, NULL, &e), PG_E_ARG);
   cr_assert_eq(pg_writer_code(w, "/abs.py", (const uint8_t *)"x", 1, NULL, &e), PG_E_ARG);
   uint8_t *buf;
@@ -758,7 +768,8 @@ Test(malformed, decompression_size_mismatch) {
   int d = pg_writer_data_section(w, &z, &e);
   uint64_t n = 1000;
   float *f = calloc(n, 4);
-  pg_tensor_in t = {.name = "f", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &n, .values = f, .sec_values = d};
+  pg_tensor_in t = {
+      .name = "f", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &n, .values = f, .sec_values = d};
   cr_assert_eq(pg_writer_tensor(w, &t, &e), PG_OK);
   uint8_t *b;
   size_t len;
@@ -837,8 +848,10 @@ Test(malformed, duplicate_tensor_name) {
   int d = pg_writer_data_section(w, &NONE, &e);
   uint64_t one = 1;
   float x = 1.0f, y = 2.0f;
-  pg_tensor_in ta = {.name = "aaaa", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &x, .sec_values = d};
-  pg_tensor_in tb = {.name = "bbbb", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &y, .sec_values = d};
+  pg_tensor_in ta = {.name = "aaaa", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &x,
+                     .sec_values = d};
+  pg_tensor_in tb = {.name = "bbbb", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &y,
+                     .sec_values = d};
   pg_writer_tensor(w, &ta, &e);
   pg_writer_tensor(w, &tb, &e);
   pg_writer_to_mem(w, &b, &len, &e);
@@ -860,8 +873,10 @@ Test(malformed, parts_overlap_hole_and_trailing_inside_data) {
     int d = pg_writer_data_section(w, &NONE, &e);
     uint64_t one = 1;
     float x = 1.0f, y = 2.0f;
-    pg_tensor_in ta = {.name = "a", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &x, .sec_values = d};
-    pg_tensor_in tb = {.name = "b", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &y, .sec_values = d};
+    pg_tensor_in ta = {
+        .name = "a", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &x, .sec_values = d};
+    pg_tensor_in tb = {
+        .name = "b", .qtype = PG_QTYPE_F32, .ndim = 1, .dims = &one, .values = &y, .sec_values = d};
     pg_writer_tensor(w, &ta, &e);
     pg_writer_tensor(w, &tb, &e);
     pg_writer_to_mem(w, &b, &len, &e);
@@ -1438,7 +1453,8 @@ static uint8_t *v2_small(size_t *len, uint32_t *perm_file_off, int *perm_sec) {
   pg_artifact *a;
   cr_assert_eq(pg_artifact_open_mem(&a, buf, *len, "t.pgz", NULL, &e), PG_OK, "%s", e.msg);
   const pg_part *pp = &pg_artifact_tensor(a, 0)->parts[PG_PART_ROW_PERM];
-  if (perm_file_off) *perm_file_off = (uint32_t)(pg_artifact_section(a, pp->section)->offset + pp->offset);
+  if (perm_file_off)
+    *perm_file_off = (uint32_t)(pg_artifact_section(a, pp->section)->offset + pp->offset);
   if (perm_sec) *perm_sec = (int)pp->section;
   cr_assert_eq(pg_artifact_head_size(a), v2_table(buf).ck + 8);
   pg_artifact_free(a);

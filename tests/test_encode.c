@@ -1,7 +1,8 @@
-/* test_encode.c: pg_enc_* (src/data/encode) against Debian's SentencePiece command-line tools as the
- * oracle: spm_encode for ids, spm_decode and spm_normalize for text, on real challenge tokenizers
- * from $PG_FIXTURES/tokenizers and a deterministic multilingual corpus generated here (over 1 MB;
- * nothing downloaded, nothing committed). Tests skip where the tools or the models are absent. */
+/* test_encode.c: pg_enc_* (src/data/encode) against Debian's SentencePiece command-line tools as
+ * the oracle: spm_encode for ids, spm_decode and spm_normalize for text, on real challenge
+ * tokenizers from $PG_FIXTURES/tokenizers and a deterministic multilingual corpus generated here
+ * (over 1 MB; nothing downloaded, nothing committed). Tests skip where the tools or the models are
+ * absent. */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <errno.h>

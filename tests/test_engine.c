@@ -16,6 +16,7 @@
 #include "pg_optim.h"
 #include "pg_rng.h"
 #include "pg_tape.h"
+#include "pgarchs.h"
 #include "pgremote.h"
 
 Test(engine, names_and_factory_kinds) {
@@ -98,19 +99,9 @@ Test(engine, scratch_grows_and_is_kept) {
   free(r);
 }
 
-/* ---- the model on the remote engine ------------------------------------------------------------ */
+/* ---- the model on the remote engine ---------------------------------------------------------- */
 
-static const char *FULL =
-    "{\"vocab_size\": 41, \"dim\": 24, \"heads\": 4, \"kv_heads\": 2, \"head_dim\": 6, "
-    "\"layers\": 5, \"block\": {\"ln_scale\": \"physical\"}, "
-    "\"attention\": {\"rope_dims\": 4, \"xsa_layers\": [1, 3], \"gate\": \"sparse_sigmoid\", "
-    "\"gate_scale\": 0.5, \"doc_mask\": true, \"doc_max_len\": 6}, "
-    "\"mlp\": {\"hidden\": 40, \"act\": \"leaky_relu2\"}, "
-    "\"embeddings\": {\"bigram_buckets\": 17, \"bigram_dim\": 8, \"ve_layers\": [2], "
-    "\"ve_dim\": 5, \"smear\": \"v2\", \"smear_bos_mask\": true, \"smear_window\": 6}, "
-    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], \"decoder\": [2, 1, 2, 3, 4], "
-    "\"parallel\": \"two_lane\", \"parallel_start\": 3, \"readout_groups\": 4, "
-    "\"readout_layer\": 2}}";
+static const char *FULL = PGARCH_FULL_TINY;
 
 /* the baseline family: tied head with softcap, U-Net skips, SmearGate v1, untied-free */
 static const char *SMEAR1 =
@@ -375,7 +366,7 @@ Test(engine, remote_forward_moves_one_upload_one_download) {
   pgremote_free(rem);
 }
 
-/* ---- the optimizer ops (spec/engine.md §4.20) -------------------------------------------------- */
+/* ---- the optimizer ops (spec/engine.md §4.20) ------------------------------------------------ */
 
 /* Every optimizer op on engine e over the same host inputs: the results (parameters, state, the
  * norm's fp64 sum, the SWA sums and average) back to back in out. */
@@ -495,7 +486,7 @@ Test(engine, remote_op_failure_reaches_the_tape) {
   pgremote_free(rem);
 }
 
-/* ---- the factory ------------------------------------------------------------------------------- */
+/* ---- the factory ----------------------------------------------------------------------------- */
 
 Test(engine, factory_cpu_auto_cuda) {
   pg_engine *e;

@@ -3,7 +3,8 @@
  * independent of batching and threads, bit-identical reruns, the tail variant's duplicates, and
  * score-before-update: altering a chunk's tokens once its score is committed leaves that score
  * unchanged, altering future tokens leaves all earlier scores unchanged, and an update placed
- * before its chunk's commit is stopped by the ledger. Also the optimizers against their formulas. */
+ * before its chunk's commit is stopped by the ledger. Also the optimizers against their formulas.
+ */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -129,7 +130,8 @@ Test(eval, sliding_windows_partition_and_tail_variant) {
           }
           uint64_t extra = 0;
           for (uint64_t t = 0; t < T; t++) {
-            cr_assert(cnt[t] >= 1, "T %lu L %d s %d dup %d: target %lu unscored", (unsigned long)T, L, s, dup, (unsigned long)t);
+            cr_assert(cnt[t] >= 1, "T %lu L %d s %d dup %d: target %lu unscored", (unsigned long)T,
+                      L, s, dup, (unsigned long)t);
             if (!dup) cr_assert_eq(cnt[t], 1, "variant B scores each target once");
             extra += cnt[t] > 1 ? (uint64_t)cnt[t] - 1 : 0;
           }
@@ -698,7 +700,9 @@ static void remote_ttt_transfers(int kind, const char *json) {
 Test(eval, remote_ttt_step_moves_no_parameters_chunked) {
   remote_ttt_transfers(PG_PROTO_TTT_CHUNK, ARCH);
 }
-Test(eval, remote_ttt_step_moves_no_adapters_lora) { remote_ttt_transfers(PG_PROTO_TTT_LORA, ARCH); }
+Test(eval, remote_ttt_step_moves_no_adapters_lora) {
+  remote_ttt_transfers(PG_PROTO_TTT_LORA, ARCH);
+}
 
 /* LoRA TTT: a batch's committed scores do not change when its tokens are altered after the
  * commit, and the documents of other batches are untouched by it (per-document adapters, frozen

@@ -465,7 +465,7 @@ Test(golden, r11m) { check_case("r11m"); }
 Test(golden, r11m_self) { check_self("r11m"); }
 Test(golden, r11m_rope) { check_rope("r11m"); }
 
-/* ---- the records' bf16 Newton–Schulz (tests/goldens/make_ns_golden.py) ---------------------------
+/* ---- the records' bf16 Newton–Schulz (tests/goldens/make_ns_golden.py) ------------------------
  * Our bf16 iteration (PG_NS_BF16, spec/train.md §2.2) against the records' own function run in
  * eager PyTorch (torch 2.15.0) on the CPU, on seeded matrices of three shapes (one with rows >
  * cols), 5 steps of both coefficient kinds. Measured: every element bit for bit (0 bf16 ulps;

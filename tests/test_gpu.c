@@ -430,12 +430,4 @@ Test(gpu, cuda_failure_is_reported) {
 
 /* ---- entry point ---- */
 
-int main(int argc, char *argv[]) {
-  const int pre = gpu_precheck();
-  if (pre != 0) return pre;
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
-}
+int main(int argc, char *argv[]) { return gpu_main(argc, argv, 1); }

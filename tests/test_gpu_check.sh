@@ -13,15 +13,23 @@ trap 'rm -rf "$tmp"' EXIT
 n=0
 fails=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+not_ok() {
+  n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift
+  for l in "$@"; do echo "# $l"; done
+}
 check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
 
 # the programs it lists are targets of this build
 progs=$(bash "$script" --list-programs)
 check "--list-programs names programs" test -n "$progs"
+check "--list-programs names each program once" test -z "$(sort <<<"$progs" | uniq -d)"
 for p in $progs; do
   check "$p is built" test -x "$build/$p"
 done
+
+# the checks' rows: Criterion test programs, then benchmarks
+test_rows="dequant-kernels cuda-load cuda-engine cuda-multi cuda-engine-bwd"
+bench_rows="bench-dequant bench-gpu-eval bench-gpu-ttt bench-gpu-train"
 
 # the whole run on this build's programs
 out=$(bash "$script" --build "$build" --quick --budget 120 --logs "$tmp/logs" 2>&1)
@@ -32,24 +40,27 @@ else
   not_ok "exit status 3 (no GPU) or 0 (GPU): $rc" "$(echo "$out" | tail -n 30)"
 fi
 check "table header" grep -qxF '| check | result | figure | s |' <<<"$out"
-for row in machine programs gpu dequant-kernels cuda-load cuda-multi bench-dequant bench-gpu-eval \
-    bench-gpu-ttt bench-gpu-train; do
+for row in machine programs gpu $test_rows $bench_rows; do
   check "table row $row" grep -q "^| $row | " <<<"$out"
 done
 if [ $rc = 3 ]; then
   check "no GPU: the GPU rows say so" grep -q '^| dequant-kernels | no GPU | ' <<<"$out"
-  check "no GPU: the benchmark's CPU figure" grep -q '^| bench-dequant | no GPU | .*cpu [0-9.]* GB/s' <<<"$out"
+  check "no GPU: the benchmark's CPU figure" \
+    grep -q '^| bench-dequant | no GPU | .*cpu [0-9.]* GB/s' <<<"$out"
   check "no GPU: the eval benchmark's CPU figures (or its skip without PyTorch)" \
-    grep -Eq '^\| bench-gpu-eval \| no GPU \| (cpu: pgverify [0-9]+ tok/s .*torch [0-9]+ tok/s.*dloss|skipped \(no PyTorch\))' <<<"$out"
+    grep -Eq '^\| bench-gpu-eval \| no GPU \| (cpu: pgverify [0-9]+ tok/s '\
+'.*torch [0-9]+ tok/s.*dloss|skipped \(no PyTorch\))' <<<"$out"
   check "no GPU: the training benchmark's CPU figures (or its skip without PyTorch)" \
-    grep -Eq '^\| bench-gpu-train \| no GPU \| (cpu: pgtrain [0-9]+ tok/s, torch [0-9]+ tok/s|skipped \(no PyTorch\))' <<<"$out"
+    grep -Eq '^\| bench-gpu-train \| no GPU \| (cpu: pgtrain [0-9]+ tok/s, torch [0-9]+ tok/s|'\
+'skipped \(no PyTorch\))' <<<"$out"
   check "no GPU: verdict" grep -q '^verdict: NO GPU: ' <<<"$out"
 else
   check "GPU: verdict" grep -q '^verdict: PASS: ' <<<"$out"
 fi
 check "the verdict is the last line" test "$(echo "$out" | tail -n 1 | cut -c1-8)" = "verdict:"
 check "the log holds what it printed" cmp -s <(echo "$out") "$tmp/logs/gpu-check.log"
-check "the details log names each step" grep -q '^==== bench-dequant: ' "$tmp/logs/gpu-check-details.log"
+check "the details log names each step" \
+  grep -q '^==== bench-dequant: ' "$tmp/logs/gpu-check-details.log"
 
 # The GPU branches, on stand-ins for the programs that behave as on a GPU machine: every listed
 # test program answers --list and prints Criterion's synthesis, every benchmark its summary line;
@@ -81,15 +92,12 @@ out=$(bash "$script" --build "$fake" 2>&1)
 rc=$?
 check "GPU stand-ins: exit 0" test $rc = 0
 check "GPU stand-ins: gpu present" grep -q '^| gpu | present | ' <<<"$out"
-check "GPU stand-ins: test row passes" grep -q '^| dequant-kernels | pass | 3/3 tests passed | ' <<<"$out"
+check "GPU stand-ins: test row passes" \
+  grep -q '^| dequant-kernels | pass | 3/3 tests passed | ' <<<"$out"
 check "GPU stand-ins: bench row passes with its figure" \
   grep -q '^| bench-dequant | pass | bit-exact; stand-in 123.4 GB/s | ' <<<"$out"
-ntests=0 nall=0
-for p in $progs; do
-  case $p in tools/*) continue ;; esac # a program the benchmarks run: no row of its own
-  nall=$((nall + 1))
-  case $p in tests/*) ntests=$((ntests + 1)) ;; esac
-done
+ntests=$(wc -w <<<"$test_rows")
+nall=$((ntests + $(wc -w <<<"$bench_rows")))
 check "GPU stand-ins: verdict PASS" grep -q "^verdict: PASS: all $nall GPU checks passed" <<<"$out"
 out=$(STUB_FAIL=1 bash "$script" --build "$fake" 2>&1)
 rc=$?

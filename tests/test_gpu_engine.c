@@ -1,9 +1,9 @@
 /* test_gpu_engine.c: the CUDA engine (kernels/pg_cuda_engine.cu) against the CPU reference
  * engine, op by op and for the whole model's forward pass, with the tolerances of spec/engine.md
  * §8.6: bit for bit where an op is made of +, −, ×, ÷, √ and pg_exp only; within one fp32 ulp per
- * element (NLL within 1e-12) where the CPU calls the C library's exp, log, tanh, pow, sin or cos; the whole model's per-token NLL
- * within 1e-5 nats and its mean within 1e-6; reruns on the GPU bit-identical. Skips without a
- * CUDA build or a device (tests/pggpu.h). */
+ * element (NLL within 1e-12) where the CPU calls the C library's exp, log, tanh, pow, sin or cos;
+ * the whole model's per-token NLL within 1e-5 nats and its mean within 1e-6; reruns on the GPU
+ * bit-identical. Skips without a CUDA build or a device (tests/pggpu.h). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +19,7 @@
 #include "pg_ops.h"
 #include "pg_rng.h"
 #include "pg_tape.h"
+#include "pgarchs.h"
 #include "pgevalfx.h"
 #include "pggpu.h"
 
@@ -108,7 +109,8 @@ Test(gpu_engine, forward_ops_against_the_cpu) {
   enum { M = 37, N = 29, K = 70, B = 2, T = 23, H = 4, Hkv = 2, d = 16, V = 300 };
   /* matmul and the grouped product: exact */
   float *x = rnd(&r, M * K, 1), *w = rnd(&r, 3 * N * K, 1), *y = calloc(3 * M * N, 4);
-  float *dx = up(g, x, M * K * 4), *dw = up(g, w, 3 * N * K * 4), *dy = pg_engine_alloc(g, 3 * M * N * 4);
+  float *dx = up(g, x, M * K * 4), *dw = up(g, w, 3 * N * K * 4),
+        *dy = pg_engine_alloc(g, 3 * M * N * 4);
   cpu.ops.matmul_fwd(&cpu.ops, y, x, w, M, N, K);
   g->ops.matmul_fwd(&g->ops, dy, dx, dw, M, N, K);
   float *hy = down(g, dy, M * N);
@@ -125,7 +127,8 @@ Test(gpu_engine, forward_ops_against_the_cpu) {
   /* rmsnorm, chanmul, rowmul, cols, expand, axpy, relu2, leaky, round_bf16: exact */
   size_t nq = (size_t)B * T * H * d, nk = (size_t)B * T * Hkv * d;
   float *q = rnd(&r, nq, 1), *k = rnd(&r, nk, 1), *v = rnd(&r, nk, 1), *s = rnd(&r, nq, 1);
-  float *dq = up(g, q, nq * 4), *dk = up(g, k, nk * 4), *dv = up(g, v, nk * 4), *ds = up(g, s, nq * 4);
+  float *dq = up(g, q, nq * 4), *dk = up(g, k, nk * 4), *dv = up(g, v, nk * 4),
+        *ds = up(g, s, nq * 4);
   float *out = calloc(nq, 4), *dout = pg_engine_alloc(g, nq * 4);
 #define CHECK(name, exact, n, cpucall, gpucall)                                                  \
   do {                                                                                            \
@@ -209,17 +212,7 @@ Test(gpu_engine, forward_ops_against_the_cpu) {
 }
 
 /* The whole model's forward pass, every arch feature, fp32 and bf16 mode. */
-static const char *FULL =
-    "{\"vocab_size\": 301, \"dim\": 48, \"heads\": 4, \"kv_heads\": 2, \"head_dim\": 12, "
-    "\"layers\": 5, \"block\": {\"ln_scale\": \"physical\"}, "
-    "\"attention\": {\"rope_dims\": 8, \"xsa_layers\": [1, 3], \"gate\": \"sparse_sigmoid\", "
-    "\"gate_scale\": 0.5, \"doc_mask\": true, \"doc_max_len\": 12}, "
-    "\"mlp\": {\"hidden\": 96, \"act\": \"leaky_relu2\"}, "
-    "\"embeddings\": {\"bigram_buckets\": 37, \"bigram_dim\": 16, \"ve_layers\": [2], "
-    "\"ve_dim\": 10, \"smear\": \"v2\", \"smear_bos_mask\": true, \"smear_window\": 6}, "
-    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], \"decoder\": [2, 1, 2, 3, 4], "
-    "\"parallel\": \"two_lane\", \"parallel_start\": 3, \"readout_groups\": 4, "
-    "\"readout_layer\": 2}, \"head\": {\"softcap\": 30.0}}";
+static const char *FULL = PGARCH_FULL_GPU;
 
 static void model_forward(pg_model *m, pg_engine *e, const int32_t *ids, const int32_t *tg, int B,
                           int T, double *nll) {
@@ -788,12 +781,4 @@ static void fast_model(const char *json, double std, const char *name) {
   pgfx_tables_free(&tb);
 }
 
-int main(int argc, char *argv[]) {
-  const int pre = gpu_precheck();
-  if (pre != 0) return pre;
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
-}
+int main(int argc, char *argv[]) { return gpu_main(argc, argv, 1); }

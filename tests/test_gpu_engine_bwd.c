@@ -28,9 +28,11 @@
 #include "pg_shard.h"
 #include "pg_tape.h"
 #include "pg_train.h"
+#include "pgarchs.h"
 #include "pgevalfx.h"
 #include "pggpu.h"
 #include "pgremote.h"
+#include "pgshards.h"
 #include "pgstandin.h"
 #include "pgtest.h"
 
@@ -211,7 +213,8 @@ Test(gpu_bwd, attention_backward_bit_for_bit) {
   dev_close(g);
 }
 
-/* The row and element ops: exact except where the CPU calls exp, tanh, pow, sin or cos (one ulp). */
+/* The row and element ops: exact except where the CPU calls exp, tanh, pow, sin or cos (one ulp).
+ */
 Test(gpu_bwd, row_and_element_backward_ops) {
   pg_rng r;
   pg_rng_seed(&r, 23);
@@ -539,13 +542,17 @@ Test(gpu_bwd, muon_step_bit_for_bit) {
   pg_rng r;
   pg_rng_seed(&r, 26);
   pg_engine cpu = pg_engine_cpu(2), *g = dev_open();
-  static const int shapes[][2] = {{24, 40}, {40, 24}, {33, 33}, {1, 7}, {7, 1}, {64, 256}, {96, 17}};
+  static const int shapes[][2] = {{24, 40}, {40, 24},  {33, 33}, {1, 7},
+                                  {7, 1},   {64, 256}, {96, 17}};
   static const int variants[][5] = {
       /* kind, steps, nesterov, row_normalize, wd on */
-      {PG_NS_CLASSIC, 5, 1, 0, 0}, {PG_NS_POLAR_EXPRESS, 5, 1, 1, 1}, {PG_NS_POLAR_EXPRESS, 7, 0, 0, 1},
+      {PG_NS_CLASSIC, 5, 1, 0, 0},
+      {PG_NS_POLAR_EXPRESS, 5, 1, 1, 1},
+      {PG_NS_POLAR_EXPRESS, 7, 0, 0, 1},
       {PG_NS_CLASSIC, 0, 0, 1, 0},
       /* the bf16 iteration on an engine opened fp32: its exact products, the CPU's bits */
-      {PG_NS_CLASSIC | PG_NS_BF16, 5, 1, 0, 0}, {PG_NS_POLAR_EXPRESS | PG_NS_BF16, 5, 1, 1, 1}};
+      {PG_NS_CLASSIC | PG_NS_BF16, 5, 1, 0, 0},
+      {PG_NS_POLAR_EXPRESS | PG_NS_BF16, 5, 1, 1, 1}};
   char what[96];
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (size_t k = 0; k < sizeof variants / sizeof *variants; k++) {
@@ -668,18 +675,8 @@ Test(gpu_bwd, reruns_bit_identical) {
 
 /* ---- the whole model ----------------------------------------------------------------------- */
 
-/* Every arch feature (as test_gpu_engine.c's FULL). */
-static const char *FULL =
-    "{\"vocab_size\": 301, \"dim\": 48, \"heads\": 4, \"kv_heads\": 2, \"head_dim\": 12, "
-    "\"layers\": 5, \"block\": {\"ln_scale\": \"physical\"}, "
-    "\"attention\": {\"rope_dims\": 8, \"xsa_layers\": [1, 3], \"gate\": \"sparse_sigmoid\", "
-    "\"gate_scale\": 0.5, \"doc_mask\": true, \"doc_max_len\": 12}, "
-    "\"mlp\": {\"hidden\": 96, \"act\": \"leaky_relu2\"}, "
-    "\"embeddings\": {\"bigram_buckets\": 37, \"bigram_dim\": 16, \"ve_layers\": [2], "
-    "\"ve_dim\": 10, \"smear\": \"v2\", \"smear_bos_mask\": true, \"smear_window\": 6}, "
-    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], \"decoder\": [2, 1, 2, 3, 4], "
-    "\"parallel\": \"two_lane\", \"parallel_start\": 3, \"readout_groups\": 4, "
-    "\"readout_layer\": 2}, \"head\": {\"softcap\": 30.0}}";
+/* Every arch feature (pgarchs.h, as test_gpu_engine.c's FULL). */
+static const char *FULL = PGARCH_FULL_GPU;
 
 /* The features whose ops are +, −, ×, ÷, √ and pg_exp only (no RoPE, gates, sigmoid skips or
  * smear, readout or softcap): its forward and backward are the CPU's bits. */
@@ -690,7 +687,8 @@ static const char *EXACT =
     "\"doc_max_len\": 12}, \"mlp\": {\"hidden\": 96, \"act\": \"leaky_relu2\"}, "
     "\"embeddings\": {\"bigram_buckets\": 37, \"bigram_dim\": 16, \"ve_layers\": [2], "
     "\"ve_dim\": 10}, "
-    "\"structure\": {\"skips\": \"plain\", \"encoder\": [0, 1, 2, 1], \"decoder\": [2, 1, 2, 3, 4], "
+    "\"structure\": {\"skips\": \"plain\", \"encoder\": [0, 1, 2, 1], "
+    "\"decoder\": [2, 1, 2, 3, 4], "
     "\"parallel\": \"two_lane\", \"parallel_start\": 3}, \"head\": {\"softcap\": 0}}";
 
 enum { MB = 3, MT = 48, MN = MB * MT, MV = 301 };
@@ -947,43 +945,14 @@ Test(gpu_bwd, ttt_chunk_full_arch) { protocol_both(PG_PROTO_TTT_CHUNK, FULL, 1e-
 Test(gpu_bwd, ttt_lora_full_arch) { protocol_both(PG_PROTO_TTT_LORA, FULL, 1e-5); }
 Test(gpu_bwd, ttt_phased_full_arch) { protocol_both(PG_PROTO_TTT_PHASED, FULL, 1e-5); }
 
-/* ---- the trainer ------------------------------------------------------------------------------ */
+/* ---- the trainer ----------------------------------------------------------------------------- */
 
 static char tdir[64];
 
-/* A learnable stream of documents (as test_train.c's) into shards */
-static void write_stream(const char *sub, const char *prefix, uint64_t n, uint32_t seed) {
-  char d[160];
-  snprintf(d, sizeof d, "%s/%s", tdir, sub);
-  mkdir(d, 0700);
-  uint16_t *t = malloc(n * sizeof *t);
-  uint32_t x = seed;
-  uint64_t next = 0;
-  uint16_t cur = 2;
-  for (uint64_t i = 0; i < n; i++) {
-    x = x * 1664525u + 1013904223u;
-    if (i == next) {
-      t[i] = 1;
-      next = i + 6 + (x >> 16) % 20;
-      cur = (uint16_t)(2 + (x >> 8) % 250);
-    } else {
-      cur = (uint16_t)(2 + (cur - 2 + 7) % 250);
-      t[i] = cur;
-    }
-  }
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, d, prefix, 3000, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
-  free(t);
-}
-
+/* learnable streams of ids below 252 (pgshards.h) */
 static void train_setup(void) {
   pgtest_mkdtemp(tdir, "pggpubwd");
-  write_stream("train", "fineweb_train_", 10000, 7);
-  write_stream("val", "fineweb_val_", 1200, 99);
+  pgshards_trainer_data(tdir, 250);
 }
 static void train_teardown(void) { pgtest_rm_rf(tdir); }
 
@@ -1048,7 +1017,8 @@ static void trainer_both(const char *arch, const char *opt, const char *avg, int
   } else {
     double worst = 0;
     for (size_t i = 0; i < np; i++)
-      if (fabs((double)pc[i] - (double)pgp[i]) > worst) worst = fabs((double)pc[i] - (double)pgp[i]);
+      if (fabs((double)pc[i] - (double)pgp[i]) > worst)
+        worst = fabs((double)pc[i] - (double)pgp[i]);
     cr_log_info("weights: worst difference %.3g", worst);
     cr_assert_leq(worst, 1e-4, "the weights differ by %.3g", worst);
   }
@@ -1207,14 +1177,4 @@ Test(gpu_bwd, trainer_bf16_against_cpu_bf16_and_fp32, .init = train_setup,
   dev_close(g);
 }
 
-int main(int argc, char *argv[]) {
-  if (!standin()) {
-    const int pre = gpu_precheck();
-    if (pre != 0) return pre;
-  }
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
-}
+int main(int argc, char *argv[]) { return gpu_main(argc, argv, !standin()); }

@@ -182,14 +182,4 @@ Test(load, device_refusal_reads_as_the_host_paths) {
   free(buf);
 }
 
-int main(int argc, char *argv[]) {
-  if (!standin()) {
-    const int pre = gpu_precheck();
-    if (pre != 0) return pre;
-  }
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
-}
+int main(int argc, char *argv[]) { return gpu_main(argc, argv, !standin()); }

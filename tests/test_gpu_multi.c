@@ -64,7 +64,8 @@ static void same_bits(int kind, int precision) {
   p.lora_lr = 0.01;
   p.prefix_docs = 9;
   p.phases = 2;
-  /* ttt-chunk and ttt-phased change the weights: both runs start from m0's, and end with the same */
+  /* ttt-chunk and ttt-phased change the weights: both runs start from m0's, and end with the same
+   */
   pg_model *m0;
   cr_assert_eq(pg_model_create(&m0, &a, &err), PG_OK, "%s", err.msg);
   cr_assert_eq(pg_model_copy_params(m0, m, &err), PG_OK);
@@ -138,12 +139,4 @@ Test(gpu_multi, open_many_one_engine_per_device) {
   }
 }
 
-int main(int argc, char *argv[]) {
-  const int pre = gpu_precheck();
-  if (pre != 0) return pre;
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
-}
+int main(int argc, char *argv[]) { return gpu_main(argc, argv, 1); }

@@ -182,7 +182,8 @@ static void feature(const char *json, int B, int T) {
   size_t nonzero = check_all(&r);
   size_t trainable = 0;
   for (size_t i = 0; i < pg_model_tensor_count(r.m); i++) trainable += pg_model_trainable(r.m, i);
-  cr_expect_eq(nonzero, trainable, "%zu of %zu tensors got a non-zero gradient", nonzero, trainable);
+  cr_expect_eq(nonzero, trainable, "%zu of %zu tensors got a non-zero gradient", nonzero,
+               trainable);
   check_f32(&r, json);
   teardown_run(&r);
 }
@@ -349,13 +350,13 @@ static pg_real *rnd(pg_rng *r, size_t n, double scale) {
   return p;
 }
 
-/* The attention op's forward output, dq, dk and dv follow spec/engine.md §4.4 to the bit: logits summed
- * over i ascending, the max, then weights and sums over s ascending. Checked here in the fp64 build,
- * where no final fp32 rounding can hide a change of order (the op caches the logits and computes
- * four keys at a time; neither may change a bit). */
-static void attn_definition(const pg_real *q, const pg_real *k, const pg_real *v, const pg_real *dout,
-                            const int32_t *seg, int T, int H, int Hkv, int d, double scale,
-                            pg_real *out, pg_real *dq, pg_real *dk, pg_real *dv) {
+/* The attention op's forward output, dq, dk and dv follow spec/engine.md §4.4 to the bit: logits
+ * summed over i ascending, the max, then weights and sums over s ascending. Checked here in the
+ * fp64 build, where no final fp32 rounding can hide a change of order (the op caches the logits and
+ * computes four keys at a time; neither may change a bit). */
+static void attn_definition(const pg_real *q, const pg_real *k, const pg_real *v,
+                            const pg_real *dout, const int32_t *seg, int T, int H, int Hkv, int d,
+                            double scale, pg_real *out, pg_real *dq, pg_real *dk, pg_real *dv) {
   double *stats = malloc((size_t)T * H * 3 * sizeof *stats);
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++) {
@@ -427,7 +428,8 @@ Test(grad, attention_op_is_bit_exact_to_its_definition) {
   pg_rng_seed(&r, 41);
   const int T = 37, H = 4, Hkv = 2, d = 12, nq = T * H * d, nk = T * Hkv * d;
   int32_t seg[37];
-  for (int t = 0; t < T; t++) seg[t] = t < 6 ? 0 : t < 7 ? 1 : t < 23 ? 2 : 3; /* runs of 6, 1, 16, 14 */
+  for (int t = 0; t < T; t++)
+    seg[t] = t < 6 ? 0 : t < 7 ? 1 : t < 23 ? 2 : 3; /* runs of 6, 1, 16, 14 */
   pg_real *q = rnd(&r, nq, 2), *k = rnd(&r, nk, 2), *v = rnd(&r, nk, 1), *dO = rnd(&r, nq, 1);
   pg_real *o1 = rnd(&r, nq, 0), *o2 = rnd(&r, nq, 0), *g1 = rnd(&r, nq, 0), *g2 = rnd(&r, nq, 0);
   pg_real *k1 = rnd(&r, nk, 0), *k2 = rnd(&r, nk, 0), *v1 = rnd(&r, nk, 0), *v2 = rnd(&r, nk, 0);

@@ -25,6 +25,7 @@
 #include "pg_spm.h"
 #include "pg_weights.h"
 #include "pgleak.h"
+#include "pgshards.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -52,29 +53,12 @@ static void write_file(const char *path, const void *b, size_t n) {
 
 /* Documents of 40..340 tokens, each starting with BOS (1), the other ids in [4, vocab). */
 static uint16_t *make_stream(size_t n, uint32_t seed) {
-  uint16_t *t = malloc(n * sizeof *t);
-  uint32_t x = seed;
-  size_t next = 0;
-  for (size_t i = 0; i < n; i++) {
-    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-    if (i == next && i + 1 < n) {
-      t[i] = 1;
-      next = i + 40 + x % 301;
-    } else {
-      t[i] = (uint16_t)(4 + x % (vocab - 4));
-    }
-  }
-  return t;
+  return pgshards_random_docs(n, seed, vocab, 40, 301);
 }
 
 static void write_shards(const char *dir, const char *prefix, const uint16_t *t, size_t n) {
   cr_assert(mkdir(dir, 0777) == 0 || access(dir, F_OK) == 0);
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, dir, prefix, 1 << 20, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
+  pgshards_write(dir, prefix, t, n, 1 << 20);
 }
 
 static void setup(void) {
@@ -219,7 +203,8 @@ Test(legal, attention_that_sees_the_next_token_fails_L1) {
 /* The legal artifact re-packed with the arch's document mask on (attention.doc_mask): its
  * tensors through safetensors without the stored arch, then pgpack with the changed arch. */
 static const char *doc_mask_artifact_cap(int cap) {
-  const char *a = legal_artifact(), *st = path_in("w.safetensors"), *st2 = path_in("w2.safetensors");
+  const char *a = legal_artifact(), *st = path_in("w.safetensors"),
+             *st2 = path_in("w2.safetensors");
   const char *archp = path_in(cap ? "maskcap.json" : "mask.json");
   const char *out = path_in(cap ? "maskcap.pgz" : "mask.pgz");
   char cmd[2000];

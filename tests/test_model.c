@@ -13,18 +13,9 @@
 #include "pg_model_testing.h"
 #include "pg_tape.h"
 #include "pg_rng.h"
+#include "pgarchs.h"
 
-static const char *FULL =
-    "{\"vocab_size\": 41, \"dim\": 24, \"heads\": 4, \"kv_heads\": 2, \"head_dim\": 6, "
-    "\"layers\": 5, \"block\": {\"ln_scale\": \"physical\"}, "
-    "\"attention\": {\"rope_dims\": 4, \"xsa_layers\": [1, 3], \"gate\": \"sparse_sigmoid\", "
-    "\"gate_scale\": 0.5, \"doc_mask\": true, \"doc_max_len\": 6}, "
-    "\"mlp\": {\"hidden\": 40, \"act\": \"leaky_relu2\"}, "
-    "\"embeddings\": {\"bigram_buckets\": 17, \"bigram_dim\": 8, \"ve_layers\": [2], "
-    "\"ve_dim\": 5, \"smear\": \"v2\", \"smear_bos_mask\": true, \"smear_window\": 6}, "
-    "\"structure\": {\"skips\": \"gated\", \"encoder\": [0, 1, 2, 1], \"decoder\": [2, 1, 2, 3, 4], "
-    "\"parallel\": \"two_lane\", \"parallel_start\": 3, \"readout_groups\": 4, "
-    "\"readout_layer\": 2}}";
+static const char *FULL = PGARCH_FULL_TINY;
 
 static pg_model *mk(const char *json, uint64_t seed) {
   pg_arch a;
@@ -331,7 +322,8 @@ Test(model, fp32_golden) {
   forward(m, 2, 1, ids, tg, nll);
   uint64_t h = fnv(nll, sizeof nll, 1469598103934665603ull);
   h = fnv(pg_model_grads(m), pg_model_param_count(m) * sizeof(float), h);
-  cr_assert_eq(h, 0x84dddae5d8827895ull, "fp32 NLLs and gradients hash to %016llx", (unsigned long long)h);
+  cr_assert_eq(h, 0x84dddae5d8827895ull, "fp32 NLLs and gradients hash to %016llx",
+               (unsigned long long)h);
   pg_model_free(m);
 }
 

@@ -186,10 +186,10 @@ static void plant_cancellations(pg_rng *r, float *x, float *w, float *dy, int M,
   }
 }
 
-/* The blocked matmul (src/engine/pg_ops.c) against the plain loops it replaced (tests/pgmm_naive.h),
- * bit for bit: forward, and both gradients accumulated onto non-zero buffers, for shapes on and
- * off the 6 × 8 tile, degenerate ones, several column blocks of packed panels (a reduction of
- * ≥ 2048 leaves ~32 columns per block), and 1, 2 and 3 threads. */
+/* The blocked matmul (src/engine/pg_ops.c) against the plain loops it replaced
+ * (tests/pgmm_naive.h), bit for bit: forward, and both gradients accumulated onto non-zero buffers,
+ * for shapes on and off the 6 × 8 tile, degenerate ones, several column blocks of packed panels (a
+ * reduction of ≥ 2048 leaves ~32 columns per block), and 1, 2 and 3 threads. */
 Test(ops, matmul_blocked_is_bit_identical_to_the_plain_loops) {
   static const int shapes[][3] = {
       {1, 1, 1},    {1, 1, 7},     {1, 9, 1},    {6, 1, 1},    {1, 1, 300},  {5, 1, 33},
@@ -315,7 +315,8 @@ Test(ops, rope_forward_and_gradients) {
   const int T = 5, H = 3, d = 12, rot = 8, n = T * H * d;
   const int32_t pos[5] = {0, 1, 2, 700, 98303};
   pg_engine e = pg_engine_cpu(2);
-  float *x = randf(&r, n, 1.0), *dy = randf(&r, n, 1.0), *y = filled(n, 0), *dx = filled(n, PREFILL);
+  float *x = randf(&r, n, 1.0), *dy = randf(&r, n, 1.0), *y = filled(n, 0),
+        *dx = filled(n, PREFILL);
   rope_ref c = {to_d(x, n), to_d(dy, n), dalloc(n), pos, T, H, d, rot, 1e4f};
   e.ops.rope_fwd(&e.ops, y, x, pos, T, H, d, rot, 1e4f);
   ref_rope(&c);
@@ -345,7 +346,8 @@ Test(ops, rope_partial_position_zero_sign_and_inverse) {
   /* the backward is the inverse rotation: R^T R x = x up to one rounding each way */
   e.ops.rope_bwd(&e.ops, back, y, pos, T, H, d, rot, 1e4f);
   for (int i = 0; i < n; i++) cr_assert(fabs((double)back[i] - x[i]) <= 1e-6 * fmax(1, fabs(x[i])));
-  /* the sign convention: rot 2, pair (0, 1), θ = 1: (1, 0) → (cos 1, −sin 1), (0, 1) → (sin 1, cos 1) */
+  /* the sign convention: rot 2, pair (0, 1), θ = 1: (1, 0) → (cos 1, −sin 1), (0, 1) → (sin 1, cos
+   * 1) */
   const float u[4] = {1, 0, 0, 1};
   const int32_t one[2] = {1, 1};
   float v[4];
@@ -693,8 +695,10 @@ Test(ops, attention_batch_is_each_sequence_alone) {
   for (int masked = 0; masked < 2; masked++)
     for (int bf = 0; bf < 2; bf++) {
       float *y = filled(B * nq, 0), *y1 = filled(B * nq, 0);
-      float *dq = filled(B * nq, PREFILL), *dk = filled(B * nk, PREFILL), *dv = filled(B * nk, PREFILL);
-      float *dq1 = filled(B * nq, PREFILL), *dk1 = filled(B * nk, PREFILL), *dv1 = filled(B * nk, PREFILL);
+      float *dq = filled(B * nq, PREFILL), *dk = filled(B * nk, PREFILL),
+            *dv = filled(B * nk, PREFILL);
+      float *dq1 = filled(B * nq, PREFILL), *dk1 = filled(B * nk, PREFILL),
+            *dv1 = filled(B * nk, PREFILL);
       const int32_t *sg = masked ? seg : NULL;
       (bf ? e.ops.attention_bf16_fwd : e.ops.attention_fwd)(&e.ops, y, q, k, v, sg, B, T, H, Hkv, d,
                                                             0.3f);
@@ -759,9 +763,14 @@ static void ew_check(int kind, float a, uint64_t seed) {
   ew_ref c = {to_d(x, n), to_d(g, ng), to_d(dy, n), dalloc(n), n, D, (double)a, kind};
   switch (kind) {
   case 0: e.ops.relu2_fwd(&e.ops, y, x, n); e.ops.relu2_bwd(&e.ops, dx, dy, x, n); break;
-  case 1: e.ops.leaky_relu2_fwd(&e.ops, y, x, n, a); e.ops.leaky_relu2_bwd(&e.ops, dx, dy, x, n, a); break;
+  case 1:
+    e.ops.leaky_relu2_fwd(&e.ops, y, x, n, a);
+    e.ops.leaky_relu2_bwd(&e.ops, dx, dy, x, n, a);
+    break;
   case 3: e.ops.softcap_fwd(&e.ops, y, x, n, a); e.ops.softcap_bwd(&e.ops, dx, dy, x, n, a); break;
-  default: e.ops.rowgate_fwd(&e.ops, y, x, g, (int)ng, D); e.ops.rowgate_bwd(&e.ops, dx, dg, dy, x, g, (int)ng, D);
+  default:
+    e.ops.rowgate_fwd(&e.ops, y, x, g, (int)ng, D);
+    e.ops.rowgate_bwd(&e.ops, dx, dg, dy, x, g, (int)ng, D);
   }
   ref_ew(&c);
   check_fwd(names[kind], y, c.y, n);
@@ -916,7 +925,8 @@ Test(ops, xsa_forward_gradients_and_orthogonality) {
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++) {
       double dot = 0.0;
-      for (int i = 0; i < d; i++) dot += (double)out[(t * H + h) * d + i] * v[(t * Hkv + h / 2) * d + i];
+      for (int i = 0; i < d; i++)
+        dot += (double)out[(t * H + h) * d + i] * v[(t * Hkv + h / 2) * d + i];
       cr_assert(fabs(dot) < 1e-5);
     }
   e.ops.xsa_bwd(&e.ops, dy, dv, dout, y, v, T, H, Hkv, d);
@@ -1034,7 +1044,8 @@ Test(ops, parallel_for_covers_each_index_once) {
     for (int th = 0; th <= 7; th++) {
       memset(hits, 0, sizeof hits);
       pg_parallel_for(n, count_range, hits, th);
-      for (size_t i = 0; i < n; i++) cr_assert_eq(hits[i], 1, "n=%zu threads=%d index %zu", n, th, i);
+      for (size_t i = 0; i < n; i++)
+        cr_assert_eq(hits[i], 1, "n=%zu threads=%d index %zu", n, th, i);
     }
   cr_assert_eq(pg_parallel_threads(1), 1);
   cr_assert(pg_parallel_threads(0) >= 1);
@@ -1118,7 +1129,7 @@ Test(ops, parallel_for_grain_covers_each_index_once_in_its_chunks) {
     cr_assert(l.b[j] % 3 == 0 && l.e[j] == (l.b[j] + 3 < 23 ? l.b[j] + 3 : 23), "chunk %d", j);
 }
 
-/* ---- the model's pieces: chanlerp, rowmul, tanh, embed, cols, expand -------------------------- */
+/* ---- the model's pieces: chanlerp, rowmul, tanh, embed, cols, expand ------------------------- */
 
 typedef struct {
   double *a, *b, *g, *dy, *y;
@@ -1405,7 +1416,8 @@ Test(ops, attention_bf16_rounds_the_probabilities) {
       for (int s = 0; s <= t; s++) {
         if (seg[s] != seg[t]) continue;
         double dot = 0;
-        for (int i = 0; i < d; i++) dot += (double)q[(t * H + h) * d + i] * k[(s * Hkv + g) * d + i];
+        for (int i = 0; i < d; i++)
+          dot += (double)q[(t * H + h) * d + i] * k[(s * Hkv + g) * d + i];
         l[s] = (double)0.35f * dot;
         mx = fmax(mx, l[s]);
       }
@@ -1487,14 +1499,18 @@ static sink run_all(int nthreads) {
   e.ops.relu2_fwd(&e.ops, y, x, nq), e.ops.relu2_bwd(&e.ops, dx, dy, x, nq), put(&s, y, nq * 4);
   e.ops.leaky_relu2_fwd(&e.ops, y, x, nq, 0.5f), e.ops.leaky_relu2_bwd(&e.ops, dx, dy, x, nq, 0.5f);
   put(&s, y, nq * 4);
-  e.ops.rowgate_fwd(&e.ops, y, x, g, T * H, d), e.ops.rowgate_bwd(&e.ops, dx, dg, dy, x, g, T * H, d);
+  e.ops.rowgate_fwd(&e.ops, y, x, g, T * H, d),
+      e.ops.rowgate_bwd(&e.ops, dx, dg, dy, x, g, T * H, d);
   put(&s, y, nq * 4);
-  e.ops.softcap_fwd(&e.ops, y, x, nq, 2.0f), e.ops.softcap_bwd(&e.ops, dx, dy, x, nq, 2.0f), put(&s, y, nq * 4);
+  e.ops.softcap_fwd(&e.ops, y, x, nq, 2.0f), e.ops.softcap_bwd(&e.ops, dx, dy, x, nq, 2.0f),
+      put(&s, y, nq * 4);
   e.ops.axpy(&e.ops, y, 0.3f, x, nq), put(&s, y, nq * 4);
-  e.ops.chanmul_fwd(&e.ops, y, x, g, T, H * d), e.ops.chanmul_bwd(&e.ops, dx, dg, dy, x, g, T, H * d);
+  e.ops.chanmul_fwd(&e.ops, y, x, g, T, H * d),
+      e.ops.chanmul_bwd(&e.ops, dx, dg, dy, x, g, T, H * d);
   put(&s, y, nq * 4);
   float *vv = randf(&r, nk, 1), *dvv = filled(nk, 0);
-  e.ops.xsa_fwd(&e.ops, y, x, vv, T, H, Hkv, d), e.ops.xsa_bwd(&e.ops, dx, dvv, dy, x, vv, T, H, Hkv, d);
+  e.ops.xsa_fwd(&e.ops, y, x, vv, T, H, Hkv, d),
+      e.ops.xsa_bwd(&e.ops, dx, dvv, dy, x, vv, T, H, Hkv, d);
   put(&s, y, nq * 4), put(&s, dvv, nk * 4);
   free(vv), free(dvv);
   put(&s, dx, nq * 4), put(&s, dg, nq * 4);
@@ -1506,7 +1522,8 @@ static sink run_all(int nthreads) {
   put(&s, da, nq * 4), put(&s, db, nq * 4), put(&s, dgc, H * d * 4);
   e.ops.rowmul_fwd(&e.ops, y, x, g, T * H, d), e.ops.rowmul_bwd(&e.ops, dx, dg, dy, x, g, T * H, d);
   put(&s, y, nq * 4), put(&s, dx, nq * 4), put(&s, dg, T * H * 4);
-  e.ops.tanh_fwd(&e.ops, y, x, nq), e.ops.tanh_bwd(&e.ops, dx, dy, x, nq), put(&s, y, nq * 4), put(&s, dx, nq * 4);
+  e.ops.tanh_fwd(&e.ops, y, x, nq), e.ops.tanh_bwd(&e.ops, dx, dy, x, nq), put(&s, y, nq * 4),
+      put(&s, dx, nq * 4);
   int32_t eid[19];
   for (int t = 0; t < T; t++) eid[t] = (t * 5) % 4;
   float *tab = filled(4 * H * d, 0);

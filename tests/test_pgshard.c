@@ -14,6 +14,7 @@
 #include "pg_encode.h"
 #include "pg_io.h"
 #include "pg_shard.h"
+#include "pgshards.h"
 #include "pgtest.h"
 
 static char tmp[64], model[512], out_path[128], err_path[128];
@@ -162,7 +163,8 @@ Test(pgshard, failures_leave_no_shards) {
   snprintf(corpus, sizeof corpus, "%s/bad.jsonl", tmp);
   snprintf(dir, sizeof dir, "%s/out", tmp);
   FILE *f = fopen(corpus, "w");
-  for (int i = 0; i < 2000; i++) fprintf(f, "{\"text\": \"document %d with some words in it\"}\n", i);
+  for (int i = 0; i < 2000; i++)
+    fprintf(f, "{\"text\": \"document %d with some words in it\"}\n", i);
   fprintf(f, "{\"text\": 42}\n"); /* not a string: fails after shards were written */
   fclose(f);
   cr_assert_eq(run("encode --model %s --shard-tokens 1000 --out %s %s", model, dir, corpus), 2);
@@ -191,12 +193,7 @@ Test(pgshard, names_escaped_and_json_lossless) {
   cr_assert(mkdir(dir, 0777) == 0);
   uint16_t t[512];
   for (int i = 0; i < 512; i++) t[i] = i % 40 == 0 ? 1 : (uint16_t)(5 + i * 7 % 8000);
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, dir, "fineweb_val_", 1 << 20, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, 512, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
+  pgshards_write(dir, "fineweb_val_", t, 512, 1 << 20);
   const char *cmds[] = {"info --model %s '%s/fineweb_val_*.bin'",
                         "check --model %s '%s/fineweb_val_*.bin'",
                         "prove-bytes --model %s '%s/fineweb_val_*.bin'",

@@ -119,7 +119,8 @@ Test(receipt, built_written_and_read_back) {
                       .tokenizer_xxh64 = 1, .val_pattern = "v/*.bin", .shards = sh, .nshards = 2,
                       .tokens_available = 200, .tokens_read = 200, .bytes_pattern = "b/*.bin",
                       .protocol = &p, .provenance = &prov, .result = &res, .engine = "cpu",
-                      .devices = "cpu: 3 threads", .threads = 3, .precision = PG_PREC_FP32, .seconds_total = 1.5};
+                      .devices = "cpu: 3 threads", .threads = 3, .precision = PG_PREC_FP32,
+                      .seconds_total = 1.5};
   char *text, *again;
   cr_assert_eq(pg_receipt_build(&in, &text, &e), PG_OK, "%s", e.msg);
   cr_assert_eq(pg_receipt_build(&in, &again, &e), PG_OK, "%s", e.msg);

@@ -281,7 +281,9 @@ Test(count, random_texts_match_the_reference) {
 
 /* ---- self-extractors and model names ---- */
 
-static int selfx(const char *s) { return pg_record_is_self_extractor((const uint8_t *)s, strlen(s)); }
+static int selfx(const char *s) {
+  return pg_record_is_self_extractor((const uint8_t *)s, strlen(s));
+}
 
 Test(shape, self_extractor) {
   cr_assert(selfx("import lzma as L,base64 as B\nexec(L.decompress(B.b85decode(\"x\")))\n"));
@@ -721,7 +723,8 @@ Test(folder, differing_claims_and_their_likely_reasons) {
 }
 
 Test(folder, a_self_extractor_gets_no_wrapper_excuse) {
-  put_text("train_gpt.py", "import lzma as L,base64 as B\nexec(L.decompress(B.b85decode(\"x\")))\n");
+  put_text("train_gpt.py",
+           "import lzma as L,base64 as B\nexec(L.decompress(B.b85decode(\"x\")))\n");
   put_sized("final_model.int6.ptz", 1000);
   put_text("submission.json", "{\"bytes_total\": 1010, \"bytes_code\": 10}");
   pg_record r;
@@ -763,7 +766,8 @@ Test(folder, real_negative_and_seed_claims) {
   pg_record_free(&r);
 
   /* maxima and means over seeds */
-  put_text("submission.json", "{\"artifact_bytes_max\": 15863489, \"artifact_bytes_mean\": 15860000}");
+  put_text("submission.json",
+           "{\"artifact_bytes_max\": 15863489, \"artifact_bytes_mean\": 15860000}");
   cr_assert_eq(open_rec(&r, NULL, &e), PG_OK, "%s", e.msg);
   n = pg_record_compare(&r, f);
   cr_assert_eq(n, 2);

@@ -553,7 +553,9 @@ Test(st_bad, header_not_json) {
   EXPECT_BAD(PG_E_JSON, "{\"a\":", 0);
   EXPECT_BAD(PG_E_JSON, "{\"a\" 1}", 0);
   EXPECT_BAD(PG_E_JSON, "{} x", 0);
-  EXPECT_BAD(PG_E_JSON, "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,99999999999999999999]}}", 1);
+  EXPECT_BAD(PG_E_JSON,
+             "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,99999999999999999999]}}",
+             1);
   EXPECT_BAD(PG_E_JSON, "{\"a\":\"\\ud800\"}", 0); /* lone surrogate escape */
   pg_err e;
   const char *p;
@@ -634,7 +636,8 @@ Test(st_bad, rank_above_limit) {
 
 Test(st_bad, element_count_overflow) {
   EXPECT_BAD(PG_E_DIMS_OVERFLOW, "{" ENTRY("a", "U8", "[4294967296,4294967296]", 0, 0) "}", 0);
-  EXPECT_BAD(PG_E_DIMS_OVERFLOW, "{" ENTRY("a", "U8", "[3,3,3,3,3,3,3,9223372036854775807]", 0, 0) "}", 0);
+  EXPECT_BAD(PG_E_DIMS_OVERFLOW,
+             "{" ENTRY("a", "U8", "[3,3,3,3,3,3,3,9223372036854775807]", 0, 0) "}", 0);
   /* numel fits, numel * 8 does not */
   EXPECT_BAD(PG_E_DIMS_OVERFLOW, "{" ENTRY("a", "F64", "[4611686018427387904]", 0, 0) "}", 0);
   /* a zero dimension makes the product 0 however large the others are */
@@ -662,11 +665,14 @@ Test(st_bad, data_beyond_buffer) {
 }
 
 Test(st_bad, duplicate_names) {
-  EXPECT_BAD(PG_E_DUPLICATE, "{" ENTRY("a", "U8", "[1]", 0, 1) "," ENTRY("a", "U8", "[1]", 1, 2) "}", 2);
-  EXPECT_BAD(PG_E_DUPLICATE, "{" ENTRY("a", "U8", "[1]", 0, 1) "," ENTRY("\\u0061", "U8", "[1]", 1, 2) "}", 2);
+  EXPECT_BAD(PG_E_DUPLICATE,
+             "{" ENTRY("a", "U8", "[1]", 0, 1) "," ENTRY("a", "U8", "[1]", 1, 2) "}", 2);
+  EXPECT_BAD(PG_E_DUPLICATE,
+             "{" ENTRY("a", "U8", "[1]", 0, 1) "," ENTRY("\\u0061", "U8", "[1]", 1, 2) "}", 2);
   EXPECT_BAD(PG_E_DUPLICATE, "{\"__metadata__\":{},\"__metadata__\":{}}", 0);
   EXPECT_BAD(PG_E_DUPLICATE, "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0);
-  EXPECT_BAD(PG_E_DUPLICATE, "{\"a\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
+  EXPECT_BAD(PG_E_DUPLICATE,
+             "{\"a\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
 }
 
 Test(st_bad, empty_name) {
@@ -704,10 +710,13 @@ Test(st_bad, hole_between_tensors) {
 }
 
 Test(st_bad, overlapping_tensors) {
-  EXPECT_BAD(PG_E_OVERLAP, "{" ENTRY("a", "U8", "[3]", 0, 3) "," ENTRY("b", "U8", "[2]", 2, 4) "}", 4);
-  EXPECT_BAD(PG_E_OVERLAP, "{" ENTRY("a", "U8", "[2]", 0, 2) "," ENTRY("b", "U8", "[2]", 0, 2) "}", 2);
+  EXPECT_BAD(PG_E_OVERLAP, "{" ENTRY("a", "U8", "[3]", 0, 3) "," ENTRY("b", "U8", "[2]", 2, 4) "}",
+             4);
+  EXPECT_BAD(PG_E_OVERLAP, "{" ENTRY("a", "U8", "[2]", 0, 2) "," ENTRY("b", "U8", "[2]", 0, 2) "}",
+             2);
   /* an empty tensor inside another one */
-  EXPECT_BAD(PG_E_OVERLAP, "{" ENTRY("a", "U8", "[4]", 0, 4) "," ENTRY("b", "U8", "[0]", 2, 2) "}", 4);
+  EXPECT_BAD(PG_E_OVERLAP, "{" ENTRY("a", "U8", "[4]", 0, 4) "," ENTRY("b", "U8", "[0]", 2, 2) "}",
+             4);
   /* empty tensors at a boundary are fine, in any header order */
   pg_err e;
   const char *p;
@@ -757,7 +766,8 @@ Test(st_bad, too_many_tensors) {
   size_t n = PG_ST_MAX_TENSORS + 1, cap = n * 16 + 16, len = 0;
   char *json = malloc(cap);
   json[len++] = '{';
-  for (size_t i = 0; i < n; i++) len += (size_t)snprintf(json + len, cap - len, "%s\"%zx\":0", i ? "," : "", i);
+  for (size_t i = 0; i < n; i++)
+    len += (size_t)snprintf(json + len, cap - len, "%s\"%zx\":0", i ? "," : "", i);
   json[len++] = '}';
   json[len] = 0;
   EXPECT_BAD(PG_E_LIMIT, json, 0);

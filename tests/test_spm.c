@@ -252,7 +252,8 @@ Test(spm, unknown_fields_of_every_wire_type_are_skipped) {
   cr_assert_eq(pg_spm_vocab_size(m), 2u);
   cr_assert_eq(pg_spm_piece_at(m, 0)->type, PG_SPM_UNKNOWN);
   cr_assert_eq(pg_spm_piece_at(m, 0)->score, 0.0f, "score defaults to 0");
-  cr_assert_str_eq(pg_spm_info_of(m)->normalizer_name, "", "the denormalizer is not the normalizer");
+  cr_assert_str_eq(pg_spm_info_of(m)->normalizer_name, "",
+                   "the denormalizer is not the normalizer");
   pg_spm_free(m);
   w_free(&b);
 }
@@ -972,7 +973,8 @@ Test(spm_fixtures, encoded_text_bytes) {
     const char *file;
     const uint16_t *s;
     size_t n;
-  } cases[] = {{FIX[3].file, sp8192, sizeof sp8192 / 2}, {FIX[4].file, caseops, sizeof caseops / 2}};
+  } cases[] = {{FIX[3].file, sp8192, sizeof sp8192 / 2},
+               {FIX[4].file, caseops, sizeof caseops / 2}};
   int ran = 0;
   for (int c = 0; c < 2; c++) {
     pg_spm *m = NULL;

@@ -19,6 +19,7 @@
 #include "pg_io.h"
 #include "pg_shard.h"
 #include "pg_spm.h"
+#include "pgshards.h"
 #include "pgtest.h"
 
 static char tmp[64];
@@ -167,26 +168,8 @@ static void check_svg(const char *path) {
 /* n validation tokens (documents of 3..40 tokens opening with BOS 1) in shards under dir. */
 static void write_val(const char *dir, uint64_t n, uint32_t vocab) {
   cr_assert(mkdir(dir, 0777) == 0, "mkdir %s", dir);
-  uint16_t *t = malloc(n * sizeof *t);
-  uint32_t x = 2463534242u;
-  uint64_t next = 0;
-  for (uint64_t i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    if (i == next && i + 1 < n) {
-      t[i] = 1;
-      next = i + 3 + x % 38;
-    } else {
-      t[i] = (uint16_t)(4 + x % (vocab - 4));
-    }
-  }
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, dir, "fineweb_val_", 600, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
+  uint16_t *t = pgshards_random_docs(n, 2463534242u, vocab, 3, 38);
+  pgshards_write(dir, "fineweb_val_", t, n, 600);
   free(t);
 }
 

@@ -161,7 +161,8 @@ static pg_protocol proto(int kind) {
   return p;
 }
 
-/* Run p on a fresh copy of the initial weights with engine e, and check what every run must give. */
+/* Run p on a fresh copy of the initial weights with engine e, and check what every run must give.
+ */
 static void run_fresh(sys *s, pg_engine *e, const pg_protocol *p, const pg_eval_hooks *h,
                       pg_eval_result *res) {
   pg_err err;
@@ -415,7 +416,8 @@ Test(systems, pr456_chunked_adamw_ttt) {
   pg_eval_result r;
   run_checked(&s, &p, NULL, 0, &r);
   /* one epoch: each trained chunk of 256 gives 4 rows of 64, one step of batch_rows 4 */
-  for (size_t i = 0; i + 1 < r.nchunks; i++) cr_assert_eq(r.chunks[i].train_steps, 1, "chunk %zu", i);
+  for (size_t i = 0; i + 1 < r.nchunks; i++)
+    cr_assert_eq(r.chunks[i].train_steps, 1, "chunk %zu", i);
   cr_assert(params_changed(&s));
   cr_assert(tensor_changed(&s, "smear.gate"));
   pg_eval_result_free(&r);

@@ -1,6 +1,7 @@
 /* test_tools.c: the commands end to end, as a user runs them: exit codes (spec/cli.md), one-line
  * errors naming the file, --json documents, extraction and safetensors export, and that a failed
- * or refused command leaves its inputs untouched and no partial output. */
+ * or refused command leaves its inputs untouched and no partial output. The harness is pgtools.h;
+ * pgpack's budget fit is in test_tools2.c. */
 #include <criterion/criterion.h>
 #include <glob.h>
 #include <jansson.h>
@@ -26,58 +27,9 @@
 #include "pgbomb.h"
 #include "pglayout.h"
 #include "pgremote.h"
+#include "pgshards.h"
 #include "pgtest.h"
-
-static char tmp[64];
-static char out_path[128], err_path[128];
-
-static const char *bin(const char *tool) {
-  static char path[4][512];
-  static int k = 0;
-  const char *root = getenv("PG_BUILD_ROOT");
-  cr_assert_not_null(root, "PG_BUILD_ROOT is not set (run through meson test)");
-  k = (k + 1) % 4;
-  snprintf(path[k], sizeof path[k], "%s/tools/%s", root, tool);
-  return path[k];
-}
-
-static void setup(void) {
-  strcpy(tmp, "/tmp/pgtools.XXXXXX");
-  cr_assert_not_null(mkdtemp(tmp));
-  snprintf(out_path, sizeof out_path, "%s/stdout", tmp);
-  snprintf(err_path, sizeof err_path, "%s/stderr", tmp);
-}
-
-/* Run a shell command line with stdout/stderr captured; return the exit status. */
-static int run(const char *fmt, ...) {
-  char cmd[2048], full[2400];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  snprintf(full, sizeof full, "%s >%s 2>%s", cmd, out_path, err_path);
-  int st = system(full);
-  cr_assert(WIFEXITED(st), "%s did not exit", cmd);
-  return WEXITSTATUS(st);
-}
-
-static char *slurp(const char *path) {
-  uint8_t *b;
-  size_t n;
-  pg_err e;
-  cr_assert_eq(pg_file_read_all(path, &b, &n, 64u << 20, &e), PG_OK, "%s", e.msg);
-  char *s = malloc(n + 1);
-  memcpy(s, b, n);
-  s[n] = '\0';
-  free(b);
-  return s;
-}
-
-static int count_lines(const char *s) {
-  int n = 0;
-  for (; *s; s++) n += *s == '\n';
-  return n;
-}
+#include "pgtools.h"
 
 /* A small artifact made with pgdemo. */
 static void make_demo(const char *path, const char *extra) {
@@ -87,7 +39,6 @@ static void make_demo(const char *path, const char *extra) {
   cr_assert_eq(rc, 0, "pgdemo failed: %s", slurp(err_path));
 }
 
-static void teardown(void) { pgtest_rm_rf(tmp); }
 TestSuite(tools, .init = setup, .fini = teardown);
 
 Test(tools, help_and_usage_errors) {
@@ -342,28 +293,6 @@ Test(tools, pgdemo_writes_layout_2_and_layout_1_on_request) {
 
 /* ---- pgverify end to end --------------------------------------------------------------------- */
 
-/* A SentencePiece model of the repository's fuzz seeds. */
-static const char *spm_seed(const char *name) {
-  static char path[2][512];
-  static int k = 0;
-  k = (k + 1) % 2;
-  snprintf(path[k], sizeof path[k], "%s/tests/fuzz/seeds/spm/%s", getenv("PG_SOURCE_ROOT"), name);
-  return path[k];
-}
-
-/* The vocabulary of a tokenizer that has the "▁" piece the byte tables need. */
-static uint32_t spm_vocab(const char *path) {
-  pg_spm *m;
-  pg_err e;
-  cr_assert_eq(pg_spm_open_file(&m, path, &e), PG_OK, "%s", e.msg);
-  uint32_t v = pg_spm_vocab_size(m);
-  pg_spm_tables t;
-  cr_assert_eq(pg_spm_tables_build(&t, m, v, 0, &e), PG_OK, "%s", e.msg);
-  pg_spm_tables_free(&t);
-  pg_spm_free(m);
-  return v;
-}
-
 static uint64_t xxh64_file(const char *path) {
   uint8_t *b;
   size_t n;
@@ -372,59 +301,6 @@ static uint64_t xxh64_file(const char *path) {
   uint64_t h = XXH64(b, n, 0);
   free(b);
   return h;
-}
-
-/* n validation tokens in shards of shard_tokens under dir (created), named fineweb_val_NNNNNN.bin:
- * documents of 3..40 tokens, each starting with BOS (1), other ids in [4, vocab); token bad_at
- * (when < n) is set to bad_id. */
-static void write_val(const char *dir, uint64_t n, uint32_t vocab, uint64_t shard_tokens,
-                      uint64_t bad_at, uint16_t bad_id) {
-  cr_assert(mkdir(dir, 0777) == 0, "mkdir %s", dir);
-  uint16_t *t = malloc(n * sizeof *t);
-  uint32_t x = 88172645u;
-  uint64_t next = 0;
-  for (uint64_t i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    if (i == next && i + 1 < n) {
-      t[i] = 1;
-      next = i + 3 + x % 38;
-    } else {
-      t[i] = (uint16_t)(4 + x % (vocab - 4));
-    }
-  }
-  if (bad_at < n) t[bad_at] = bad_id;
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, dir, "fineweb_val_", shard_tokens, &e), PG_OK, "%s",
-               e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
-  free(t);
-}
-
-/* The inputs of a pgverify run: a tiny pgdemo artifact carrying byte_fallback.model, and 1,025
- * validation tokens in two shards. */
-typedef struct vfx {
-  char art[160], val[200], receipt[200];
-  uint32_t vocab;
-} vfx;
-
-static void vfx_init(vfx *f) {
-  const char *tok = spm_seed("byte_fallback.model");
-  f->vocab = spm_vocab(tok);
-  snprintf(f->art, sizeof f->art, "%s/v.pgz", tmp);
-  snprintf(f->receipt, sizeof f->receipt, "%s.receipt.json", f->art);
-  int rc = run("%s --layers 2 --dim 32 --heads 4 --kv-heads 2 --mlp-mult 2 --vocab %u "
-               "--codec zstd-3 --tokenizer %s -o %s",
-               bin("pgdemo"), f->vocab, tok, f->art);
-  cr_assert_eq(rc, 0, "pgdemo failed: %s", slurp(err_path));
-  char dir[160];
-  snprintf(dir, sizeof dir, "%s/val", tmp);
-  write_val(dir, 1025, f->vocab, 600, UINT64_MAX, 0);
-  snprintf(f->val, sizeof f->val, "'%s/fineweb_val_*.bin'", dir);
 }
 
 /* The value printed on the report line "KEY   VALUE" (a static copy). */
@@ -443,13 +319,6 @@ static const char *report_value(const char *report, const char *key) {
   }
   cr_assert_fail("no '%s' line in the report:\n%s", key, report);
   return NULL;
-}
-
-static json_t *load_json(const char *path) {
-  json_error_t je;
-  json_t *j = json_load_file(path, 0, &je);
-  cr_assert_not_null(j, "%s is not JSON: %s (line %d)", path, je.text, je.line);
-  return j;
 }
 
 static json_t *jget(json_t *o, const char *a, const char *b) {
@@ -1371,27 +1240,7 @@ Test(tools, pgunpack_check_refuses_an_arch_that_does_not_fit) {
   free(o);
 }
 
-/* ---- pgpack end to end ------------------------------------------------------------------------ */
-
-/* Training shards for calibration (other tokens than the validation set's) under tmp/train. */
-static void write_train(char *pattern, size_t cap, uint32_t vocab) {
-  char dir[160];
-  snprintf(dir, sizeof dir, "%s/train", tmp);
-  cr_assert(mkdir(dir, 0777) == 0);
-  uint16_t t[2048];
-  uint32_t x = 12345u;
-  for (int i = 0; i < 2048; i++) {
-    x = x * 1103515245u + 12345u;
-    t[i] = i % 50 == 0 ? 1 : (uint16_t)(4 + (x >> 8) % (vocab - 4));
-  }
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, dir, "fineweb_train_", 1 << 20, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, 2048, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
-  snprintf(pattern, cap, "'%s/fineweb_train_*.bin'", dir);
-}
+/* ---- pgpack end to end ----------------------------------------------------------------------- */
 
 /* The arch.json of an artifact, written to path (from pgunpack --extract's metadata.json). */
 static void extract_arch(const char *art, const char *path) {
@@ -1509,112 +1358,7 @@ Test(tools, pgpack_then_pgverify_round_trips) {
   free(rep);
 }
 
-Test(tools, pgpack_budget_fit_and_refusals) {
-  vfx f;
-  vfx_init(&f);
-  char train[220], out[200], big[200];
-  write_train(train, sizeof train, f.vocab);
-  snprintf(out, sizeof out, "%s/fit.pgz", tmp);
-  snprintf(big, sizeof big, "%s/big.pgz", tmp);
-  /* a bigger demo model, packed once without a budget to learn its size */
-  cr_assert_eq(run("%s --layers 2 --dim 128 --heads 4 --kv-heads 2 --vocab %u --codec zstd-3 "
-                   "-o %s", bin("pgdemo"), f.vocab, big), 0, "%s", slurp(err_path));
-  cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
-                   "--passthrough-max 256 --json -o %s", bin("pgpack"), big, train, out), 0, "%s", slurp(err_path));
-  json_t *j = load_json(out_path);
-  json_int_t base = json_integer_value(json_object_get(j, "counted_bytes"));
-  json_decref(j);
-  cr_assert_gt(base, 10000);
-  json_int_t budget = base * 3 / 4;
-  /* the k fit (--fit k): one clip multiplier, its trials */
-  cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
-                   "--passthrough-max 256 --budget %lld --fit k --json -o %s", bin("pgpack"), big,
-                   train, (long long)budget, out),
-               0, "%s", slurp(err_path));
-  j = load_json(out_path);
-  json_int_t got = json_integer_value(json_object_get(j, "counted_bytes"));
-  cr_assert(got <= budget && got >= budget - budget / 200, "%lld for a budget of %lld",
-            (long long)got, (long long)budget);
-  cr_assert_gt(json_array_size(json_object_get(j, "trials")), 1);
-  cr_assert_null(json_object_get(j, "fit"));
-  json_decref(j);
-  /* the loss fit (the default with calibration): the chosen point and the curve file */
-  char curve[220];
-  snprintf(curve, sizeof curve, "%s/fit.tsv", tmp);
-  cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
-                   "--passthrough-max 256 --budget %lld --fit-curve %s --json -o %s",
-                   bin("pgpack"), big, train, (long long)budget, curve, out),
-               0, "%s", slurp(err_path));
-  j = load_json(out_path);
-  got = json_integer_value(json_object_get(j, "counted_bytes"));
-  cr_assert(got <= budget && got >= budget - budget / 200, "%lld for a budget of %lld",
-            (long long)got, (long long)budget);
-  json_t *jf = json_object_get(j, "fit");
-  cr_assert_str_eq(json_string_value(json_object_get(jf, "method")), "loss");
-  cr_assert_eq(json_integer_value(json_object_get(jf, "counted_bytes")), got);
-  cr_assert_eq(json_array_size(json_object_get(j, "trials")), 0);
-  /* chosen by measured loss among the k fit's solution and the builds: none measured lower */
-  json_t *jc = json_object_get(jf, "candidates");
-  cr_assert_geq(json_array_size(jc), 2u);
-  cr_assert_gt(json_integer_value(json_object_get(jf, "measure_tokens")), 0);
-  double chosen_loss = json_real_value(json_object_get(jf, "measured_loss"));
-  size_t nk = 0;
-  for (size_t i = 0; i < json_array_size(jc); i++) {
-    json_t *c = json_array_get(jc, i);
-    nk += !strcmp(json_string_value(json_object_get(c, "kind")), "k");
-    cr_assert_geq(json_real_value(json_object_get(c, "measured_loss")), chosen_loss);
-  }
-  cr_assert_eq(nk, 1u);
-  json_decref(j);
-  char *ct = slurp(curve);
-  cr_assert(strncmp(ct, "kind\tlambda\t", 12) == 0, "%s", ct);
-  cr_assert_gt(count_lines(ct), 3);
-  free(ct);
-  /* --fit-measure 0: by expected loss alone, nothing measured */
-  cr_assert_eq(run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 64 --codec zstd-19 "
-                   "--passthrough-max 256 --budget %lld --fit-measure 0 --json -o %s",
-                   bin("pgpack"), big, train, (long long)budget, out),
-               0, "%s", slurp(err_path));
-  j = load_json(out_path);
-  jf = json_object_get(j, "fit");
-  cr_assert_eq(json_array_size(json_object_get(jf, "candidates")), 0u);
-  cr_assert_str_neq(json_string_value(json_object_get(jf, "kind")), "k");
-  json_decref(j);
-  cr_assert_eq(run("%s --weights %s --budget %lld --fit-measure 1025 -o %s", bin("pgpack"), big,
-                   (long long)budget, out), 2);
-  /* the loss fit needs calibration; the curve needs the loss fit */
-  cr_assert_eq(run("%s --weights %s --budget %lld --fit loss -o %s", bin("pgpack"), big,
-                   (long long)budget, out), 2);
-  cr_assert_eq(run("%s --weights %s --budget %lld --fit-curve %s -o %s", bin("pgpack"), big,
-                   (long long)budget, curve, out), 2);
-  /* pgsize counts the same bytes against the same budget */
-  cr_assert_eq(run("%s --budget %lld --json %s", bin("pgsize"), (long long)budget, out), 0);
-  j = load_json(out_path);
-  cr_assert_eq(json_integer_value(json_object_get(j, "counted_bytes")), got);
-  json_decref(j);
-  /* a budget no setting reaches: an error, and no output */
-  char none[200];
-  snprintf(none, sizeof none, "%s/none.pgz", tmp);
-  cr_assert_eq(run("%s --weights %s --budget 2000 -o %s", bin("pgpack"), big, none), 2);
-  char *e = slurp(err_path);
-  cr_assert(strstr(e, "pgpack: ") == e && count_lines(e) == 1, "%s", e);
-  free(e);
-  cr_assert_neq(access(none, F_OK), 0);
-  /* calibrating on the validation shards is refused */
-  cr_assert_eq(run("%s --weights %s --calib %s --val %s -o %s", bin("pgpack"), big, f.val, f.val,
-                   none), 2);
-  e = slurp(err_path);
-  cr_assert(strstr(e, "validation") && count_lines(e) == 1, "%s", e);
-  free(e);
-  cr_assert_neq(access(none, F_OK), 0);
-  /* usage errors */
-  cr_assert_eq(run("%s --weights %s --bits mlp=4 -o %s", bin("pgpack"), big, none), 2);
-  cr_assert_eq(run("%s --weights %s --round gptq -o %s", bin("pgpack"), big, none), 2);
-  cr_assert_eq(run("%s --weights %s -o %s", bin("pgpack"), big, big), 2, "output over an input");
-  cr_assert_eq(run("%s --help", bin("pgpack")), 0);
-}
-
-/* ---- pgtrain end to end ----------------------------------------------------------------------- */
+/* ---- pgtrain end to end ---------------------------------------------------------------------- */
 
 /* The "loss" values of the step events of a --log file, in order (at most cap). */
 static size_t step_losses(const char *path, double *out, size_t cap) {
@@ -2364,9 +2108,11 @@ Test(tools, outputs_never_overwrite_inputs) {
   const uint64_t harch = xxh64_file(archp);
   expect_refusal("pgtrain: ", run("%s --config %s -q -o %s", bin("pgtrain"), cfg2, archp));
   cr_assert_eq(xxh64_file(archp), harch, "the arch file changed");
-  /* pgpack -o a calibration shard; pgverify --receipt a validation shard; pgdemo -o its tokenizer */
-  expect_refusal("pgpack: ", run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 32 -q -o %s",
-                                 bin("pgpack"), f.art, train, shard));
+  /* pgpack -o a calibration shard; pgverify --receipt a validation shard; pgdemo -o its
+   * tokenizer */
+  expect_refusal("pgpack: ",
+                 run("%s --weights %s --calib %s --calib-seqs 2 --calib-len 32 -q -o %s",
+                     bin("pgpack"), f.art, train, shard));
   char vshard[200];
   snprintf(vshard, sizeof vshard, "%s/val/fineweb_val_000000.bin", tmp);
   const uint64_t hval = xxh64_file(vshard);
@@ -2566,7 +2312,7 @@ Test(tools, fifo_inputs_are_refused_without_blocking) {
   }
 }
 
-/* ---- pgverify --preset (spec/presets/README.md) ------------------------------------------------ */
+/* ---- pgverify --preset (spec/presets/README.md) ---------------------------------------------- */
 
 /* A presets folder under tmp holding NAME.json with the given arch and protocol. */
 static void write_preset(const char *dir, const char *name, const char *arch, const char *proto) {

@@ -18,44 +18,15 @@
 #include "pg_shard.h"
 #include "pg_tape.h"
 #include "pg_train.h"
+#include "pgshards.h"
 #include "pgtest.h"
 
 static char dir[64];
 
-/* A learnable stream: documents of 6..25 tokens starting with BOS (1), each continuing a fixed
- * cycle of the vocabulary from a random start. */
-static void write_stream(const char *sub, const char *prefix, uint64_t n, uint32_t seed) {
-  char d[160];
-  snprintf(d, sizeof d, "%s/%s", dir, sub);
-  mkdir(d, 0700);
-  uint16_t *t = malloc(n * sizeof *t);
-  uint32_t x = seed;
-  uint64_t next = 0;
-  uint16_t cur = 2;
-  for (uint64_t i = 0; i < n; i++) {
-    x = x * 1664525u + 1013904223u;
-    if (i == next) {
-      t[i] = 1;
-      next = i + 6 + (x >> 16) % 20;
-      cur = (uint16_t)(2 + (x >> 8) % 62);
-    } else {
-      cur = (uint16_t)(2 + (cur - 2 + 7) % 62);
-      t[i] = cur;
-    }
-  }
-  pg_shard_writer *w;
-  pg_err e;
-  cr_assert_eq(pg_shard_writer_open(&w, d, prefix, 3000, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_append(w, t, n, &e), PG_OK, "%s", e.msg);
-  cr_assert_eq(pg_shard_writer_finish(w, &e), PG_OK, "%s", e.msg);
-  pg_shard_writer_free(w);
-  free(t);
-}
-
+/* learnable streams of ids below 64 (pgshards.h) */
 static void setup(void) {
   pgtest_mkdtemp(dir, "pgtrain");
-  write_stream("train", "fineweb_train_", 10000, 7);
-  write_stream("val", "fineweb_val_", 1200, 99);
+  pgshards_trainer_data(dir, 62);
 }
 static void teardown(void) { pgtest_rm_rf(dir); }
 TestSuite(train, .init = setup, .fini = teardown);
@@ -595,7 +566,8 @@ Test(train, averaging_matches_the_definition) {
       cr_assert_eq(pg_trainer_step(t, &info, &err), PG_OK, "%s", err.msg);
       const float *p = pg_model_params(m);
       if (!kind) {
-        for (size_t i = 0; i < np; i++) ema[i] = (float)(0.75 * (double)ema[i] + 0.25 * (double)p[i]);
+        for (size_t i = 0; i < np; i++)
+          ema[i] = (float)(0.75 * (double)ema[i] + 0.25 * (double)p[i]);
       } else if (k % 2 == 0 && k >= 4) {
         pg_swa_add(sum, p, np);
         count++;
@@ -712,7 +684,7 @@ Test(train, resume_refuses_non_finite_state_and_bad_counters_and_changes_nothing
   pg_trainer_free(t);
 }
 
-/* ---- data parallel (pg_trainer_set_comm, spec/train.md §8) ------------------------------------ */
+/* ---- data parallel (pg_trainer_set_comm, spec/train.md §8) ----------------------------------- */
 
 typedef struct dp_rank {
   pg_trainer *t;

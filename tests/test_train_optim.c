@@ -16,7 +16,7 @@
 #include "pg_rng.h"
 #include "pg_sched.h"
 
-/* ---- helpers ------------------------------------------------------------------------------------ */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 /* The coefficient tables, typed in again from spec/records.md §3.2 (not taken from the library). */
 static const double T_CLASSIC[3] = {3.4445, -4.7750, 2.0315};
@@ -158,7 +158,7 @@ static void singular_values(const float *X, int rows, int cols, double *sv) {
   free(M);
 }
 
-/* ---- coefficients --------------------------------------------------------------------------------- */
+/* ---- coefficients ---------------------------------------------------------------------------- */
 
 Test(ns, coefficients) {
   double abc[3];
@@ -183,7 +183,7 @@ Test(ns, coefficients) {
   for (int s = 0; s < 4; s++) cr_assert(pe[s][0] != pe[s + 1][0]);
 }
 
-/* ---- Newton–Schulz: hand cases ---------------------------------------------------------------------- */
+/* ---- Newton–Schulz: hand cases --------------------------------------------------------------- */
 
 /* G = [[0, 4, 0], [3, 0, 0]] has orthogonal rows, so A and B are diagonal and every step is the
  * scalar recurrence x ← fp32(a·x + fp32(b·fp32(x²) + c·fp32(x²)²)·x) on each non-zero entry. */
@@ -251,7 +251,7 @@ Test(ns, hand_dense_2x3) {
     }
 }
 
-/* ---- Newton–Schulz: random matrices ---------------------------------------------------------------- */
+/* ---- Newton–Schulz: random matrices ---------------------------------------------------------- */
 
 Test(ns, matches_plain_loops_and_threads) {
   /* shapes: tiny, panel remainders, reduction > 256 (the kernel's K block), columns > 256 (its
@@ -433,7 +433,7 @@ Test(ns, singular_values) {
               lo[1], hi[1]);
 }
 
-/* ---- Muon ------------------------------------------------------------------------------------------ */
+/* ---- Muon ------------------------------------------------------------------------------------ */
 
 static pg_muon_opts opts(int nesterov, int rn, int kind) {
   pg_muon_opts o = {.lr = 123.0, /* must not be read by pg_muon_step */
@@ -613,7 +613,7 @@ Test(muon, threads_bit_identical) {
   free(ref), free(refb), free(g), free(p0);
 }
 
-/* ---- schedules ------------------------------------------------------------------------------------- */
+/* ---- schedules ------------------------------------------------------------------------------- */
 
 Test(sched, momentum_warmup) {
   pg_muon_opts o = {.momentum = 0.99, .momentum_start = 0.92, .momentum_warmup = 1500};
@@ -655,7 +655,7 @@ Test(sched, lr_mul) {
   cr_assert(fabs(pg_lr_mul(&wu, 4, 0.75) - 0.5 * 0.5) < 1e-15, "warm-up × warmdown");
 }
 
-/* ---- weight averaging ------------------------------------------------------------------------------ */
+/* ---- weight averaging ------------------------------------------------------------------------ */
 
 Test(avg, ema_closed_form) {
   /* d = 1/2 from 0 towards 1: 1 − 2^−k, exact at every step */
@@ -703,7 +703,7 @@ Test(avg, swa_mean) {
   cr_assert_eq(keep[0], 5.0f, "count 0 leaves out alone");
 }
 
-/* ---- pg_optim checkpoint accessors ------------------------------------------------------------------ */
+/* ---- pg_optim checkpoint accessors ----------------------------------------------------------- */
 
 static void restore_roundtrip(const pg_optim_cfg *cfg) {
   enum { N = 5 };

@@ -2,8 +2,8 @@
  * and arch, collect calibration tokens (training shards or self-generated, never validation),
  * collect the input Hessians with the CPU engine, quantize (GPTQ/RTN under SDClip, HSDClip or
  * percentile scales; int8 gates; fp16 passthrough; LQER), pack sections with the best codec
- * each, fit the clip constants to a byte budget, write atomically, and print pgsize's summary. The job
- * is the library's (pg_packjob.h); this main reads the options and prints each step. */
+ * each, fit the clip constants to a byte budget, write atomically, and print pgsize's summary. The
+ * job is the library's (pg_packjob.h); this main reads the options and prints each step. */
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -48,7 +48,8 @@ static void usage(FILE *f) {
       "  --calib GLOB          training shards, e.g. 'DIR/fineweb_train_*.bin'\n"
       "  --calib self          sequences the model samples itself from the seed\n"
       "  --calib none          no calibration: round-to-nearest everywhere (the default)\n"
-      "  --calib-seqs N        sequences (default 16)      --calib-len T  tokens each (default 512)\n"
+      "  --calib-seqs N        sequences (default 16)      --calib-len T  tokens each "
+      "(default 512)\n"
       "  --calib-batch N       sequences per forward (default 4)\n"
       "  --temperature X       self-generation temperature (default 0.8)\n"
       "  --seed N              self-generation seed, 0..2^63-1 (default 1337)\n"
@@ -157,7 +158,7 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
   return 0;
 }
 
-/* ---- progress ---------------------------------------------------------------------------------- */
+/* ---- progress -------------------------------------------------------------------------------- */
 
 typedef struct events {
   const opts *o;
@@ -217,7 +218,7 @@ static void on_fit_progress(void *ctx, const char *what, size_t done, size_t tot
   fflush(stderr);
 }
 
-/* ---- the step log ------------------------------------------------------------------------------ */
+/* ---- the step log ---------------------------------------------------------------------------- */
 
 static void step_end(const events *ev, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -454,16 +455,19 @@ int main(int argc, char **argv) {
       {"clip", required_argument, 0, O_CLIP},        {"scales", required_argument, 0, O_SCALES},
       {"lambda", required_argument, 0, O_LAMBDA},    {"round", required_argument, 0, O_ROUND},
       {"damp", required_argument, 0, O_DAMP},        {"no-act-order", no_argument, 0, O_NOACT},
-      {"block", required_argument, 0, O_BLOCK},      {"passthrough-max", required_argument, 0, O_PASS},
+      {"block", required_argument, 0, O_BLOCK},
+      {"passthrough-max", required_argument, 0, O_PASS},
       {"no-gate-int8", no_argument, 0, O_NOGATE},    {"lqer-top-k", required_argument, 0, O_LQK},
       {"lqer-rank", required_argument, 0, O_LQR},    {"lqer-force", no_argument, 0, O_LQF},
       {"codec", required_argument, 0, O_CODEC},      {"group", required_argument, 0, O_GROUP},
       {"packed", no_argument, 0, O_PACKED},          {"budget", required_argument, 0, O_BUDGET},
-      {"fit-bits", required_argument, 0, O_FITBITS}, {"fit-tolerance", required_argument, 0, O_FITTOL},
+      {"fit-bits", required_argument, 0, O_FITBITS},
+      {"fit-tolerance", required_argument, 0, O_FITTOL},
       {"exclude-tokenizer", no_argument, 0, O_EXTOK},
       {"threads", required_argument, 0, O_THREADS},  {"json", no_argument, 0, O_JSON},
       {"engine", required_argument, 0, O_ENGINE},
-      {"layout", required_argument, 0, O_LAYOUT},    {"container", required_argument, 0, O_CONTAINER},
+      {"layout", required_argument, 0, O_LAYOUT},
+      {"container", required_argument, 0, O_CONTAINER},
       {"row-sort", required_argument, 0, O_ROWSORT},
       {"fit", required_argument, 0, O_FIT},
       {"fit-curve", required_argument, 0, O_FITCURVE},
@@ -526,7 +530,9 @@ int main(int argc, char **argv) {
       else if (!strcmp(optarg, "hsdclip")) o.r.scale_rule = PG_SCALING_HSDCLIP;
       else if (!strcmp(optarg, "pct")) o.r.scale_rule = PG_SCALING_PCT;
       else if (!strcmp(optarg, "pct-row")) o.r.scale_rule = PG_SCALING_PCT_ROW;
-      else return pg_tool_usage_error(PROG, "--scales: '%s' is not sdclip, hsdclip, pct or pct-row", optarg);
+      else
+        return pg_tool_usage_error(PROG, "--scales: '%s' is not sdclip, hsdclip, pct or pct-row",
+                                   optarg);
       break;
     case O_LAMBDA:
       if (parse_double(optarg, 0, 1000, &dv))
@@ -555,12 +561,14 @@ int main(int argc, char **argv) {
       break;
     case O_NOGATE: o.r.gate_int8 = 0; break;
     case O_LQK:
-      if (parse_int(optarg, 0, 1 << 16, &iv)) return pg_tool_usage_error(PROG, "--lqer-top-k: '%s'", optarg);
+      if (parse_int(optarg, 0, 1 << 16, &iv))
+        return pg_tool_usage_error(PROG, "--lqer-top-k: '%s'", optarg);
       o.r.lqer_top_k = (unsigned)iv;
       break;
     case O_LQR:
       if (parse_int(optarg, 1, PG_MAX_LQER_RANK, &iv))
-        return pg_tool_usage_error(PROG, "--lqer-rank: '%s' is not 1..%d", optarg, PG_MAX_LQER_RANK);
+        return pg_tool_usage_error(PROG, "--lqer-rank: '%s' is not 1..%d", optarg,
+                                   PG_MAX_LQER_RANK);
       o.r.lqer_rank = (unsigned)iv;
       break;
     case O_LQF: o.r.lqer_force = 1; break;
@@ -578,7 +586,8 @@ int main(int argc, char **argv) {
       if (!strcmp(optarg, "kind")) o.r.group = PG_PACK_GROUP_KIND;
       else if (!strcmp(optarg, "category")) o.r.group = PG_PACK_GROUP_CATEGORY;
       else if (!strcmp(optarg, "single")) o.r.group = PG_PACK_GROUP_SINGLE;
-      else return pg_tool_usage_error(PROG, "--group: '%s' is not kind, category or single", optarg);
+      else
+        return pg_tool_usage_error(PROG, "--group: '%s' is not kind, category or single", optarg);
       break;
     case O_PACKED: o.r.packing = PG_PACK_BITS; break;
     case O_LAYOUT:
@@ -590,7 +599,8 @@ int main(int argc, char **argv) {
       if (!strcmp(optarg, "auto")) o.r.row_sort = PG_ROW_SORT_AUTO;
       else if (!strcmp(optarg, "always")) o.r.row_sort = PG_ROW_SORT_ALWAYS;
       else if (!strcmp(optarg, "never")) o.r.row_sort = PG_ROW_SORT_NEVER;
-      else return pg_tool_usage_error(PROG, "--row-sort: '%s' is not auto, always or never", optarg);
+      else
+        return pg_tool_usage_error(PROG, "--row-sort: '%s' is not auto, always or never", optarg);
       break;
     case O_CONTAINER:
       if (strcmp(optarg, "1") && strcmp(optarg, "2"))
@@ -705,7 +715,8 @@ int main(int argc, char **argv) {
                         .fit_method = o.fit_method, .fit_probe_seqs = o.fit_probe,
                         .fit_measure = o.fit_measure, .fit_measure_seqs = o.fit_mseqs,
                         .on_point = on_point, .on_fit_progress = on_fit_progress,
-                        .engine = eng, .threads = o.threads, .on_step = on_step, .progress = on_progress,
+                        .engine = eng, .threads = o.threads, .on_step = on_step,
+                        .progress = on_progress,
                         .on_tensor = on_tensor, .on_trial = on_trial, .ctx = &ev};
   pg_packjob job;
   int jrc = pg_packjob_run(&job, &cfg, &err);

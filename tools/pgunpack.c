@@ -168,8 +168,8 @@ static int list(pg_artifact *a, int as_json) {
   }
   if (pg_artifact_tokenizer_section(a) >= 0)
     printf("\ntokenizer  section %lld, %s bytes\n", (long long)pg_artifact_tokenizer_section(a),
-           pg_fmt_u64(b1,
-                      pg_artifact_section(a, (uint32_t)pg_artifact_tokenizer_section(a))->raw_size));
+           pg_fmt_u64(
+               b1, pg_artifact_section(a, (uint32_t)pg_artifact_tokenizer_section(a))->raw_size));
   printf("\ntensors (%u)\n  %-40s %-6s %-16s %-5s %-10s %-10s %s\n", pg_artifact_tensor_count(a),
          "name", "qtype", "shape", "pack", "range", "scales", "lqer");
   for (uint32_t i = 0; i < pg_artifact_tensor_count(a); i++) {

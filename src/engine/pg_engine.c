@@ -60,7 +60,8 @@ int pg_engine_sync(pg_engine *e, pg_err *err) {
 
 void *pg_engine_alloc(pg_engine *e, size_t bytes) {
   void *p = e->mem_alloc(e, bytes);
-  if (!p) pg_engine_fail(e, PG_E_NOMEM, "%s engine: out of memory (%zu bytes)", e->info.name, bytes);
+  if (!p)
+    pg_engine_fail(e, PG_E_NOMEM, "%s engine: out of memory (%zu bytes)", e->info.name, bytes);
   return p;
 }
 

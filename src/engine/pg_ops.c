@@ -336,8 +336,8 @@ static void mm_transpose_rows(void *p, size_t b, size_t end) {
   }
 }
 
-static void cpu_matmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *w, int M, int N,
-                           int K) {
+static void cpu_matmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *w, int M,
+                           int N, int K) {
   pg_mm_ctx c = {.y = y, .x = x, .w = w, .M = M, .N = N, .K = K};
   size_t Kz = (size_t)K;
   pg_mm_gemm g = {.a = x, .a_p = Kz, .a_r = 1, .b = w, .b_q = Kz, .b_r = 1, .out = y,
@@ -346,8 +346,8 @@ static void cpu_matmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const 
   pg_parallel_for((size_t)M, mm_gemm_rows, &g, e->nthreads);
 }
 
-static void cpu_matmul_bwd(const pg_ops *e, pg_real *dx, pg_real *dw, const pg_real *dy, const pg_real *x,
-                           const pg_real *w, int M, int N, int K) {
+static void cpu_matmul_bwd(const pg_ops *e, pg_real *dx, pg_real *dw, const pg_real *dy,
+                           const pg_real *x, const pg_real *w, int M, int N, int K) {
   pg_mm_ctx c = {.dx = dx, .dw = dw, .dy = dy, .x = x, .w = w, .M = M, .N = N, .K = K};
   size_t Nz = (size_t)N, Kz = (size_t)K;
   mm_tile_fn tile = mm_tile_pick();
@@ -438,13 +438,14 @@ static void rms_bwd_rows(void *p, size_t b, size_t end) {
   }
 }
 
-static void cpu_rmsnorm_fwd(const pg_ops *e, pg_real *y, const pg_real *x, size_t R, int D, float eps) {
+static void cpu_rmsnorm_fwd(const pg_ops *e, pg_real *y, const pg_real *x, size_t R, int D,
+                            float eps) {
   pg_rms_ctx c = {.y = y, .x = x, .D = D, .eps = (double)eps};
   pg_parallel_for((size_t)R, rms_fwd_rows, &c, e->nthreads);
 }
 
-static void cpu_rmsnorm_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t R,
-                            int D, float eps) {
+static void cpu_rmsnorm_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x,
+                            size_t R, int D, float eps) {
   pg_rms_ctx c = {.dx = dx, .dy = dy, .x = x, .D = D, .eps = (double)eps};
   pg_parallel_for((size_t)R, rms_bwd_rows, &c, e->nthreads);
 }
@@ -1143,7 +1144,8 @@ static void attn_bwd_kv_rows(void *p, size_t b, size_t end) {
     }
     size_t off = row * (size_t)c->d;
     if (c->dk)
-      for (int i = 0; i < c->d; i++) c->dk[off + i] = (pg_real)((double)c->dk[off + i] + c->scale * ak[i]);
+      for (int i = 0; i < c->d; i++)
+        c->dk[off + i] = (pg_real)((double)c->dk[off + i] + c->scale * ak[i]);
     if (c->dv)
       for (int i = 0; i < c->d; i++) c->dv[off + i] = (pg_real)((double)c->dv[off + i] + av[i]);
   }
@@ -1269,7 +1271,8 @@ static void cpu_relu2_fwd(const pg_ops *e, pg_real *y, const pg_real *x, size_t 
   pg_parallel_for(n, relu2_fwd_range, &c, e->nthreads);
 }
 
-static void cpu_relu2_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n) {
+static void cpu_relu2_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x,
+                          size_t n) {
   pg_ew_ctx c = {.dx = dx, .dy = dy, .x = x};
   pg_parallel_for(n, relu2_bwd_range, &c, e->nthreads);
 }
@@ -1285,8 +1288,8 @@ static void cpu_leaky_relu2_bwd(const pg_ops *e, pg_real *dx, const pg_real *dy,
   pg_parallel_for(n, leaky2_bwd_range, &c, e->nthreads);
 }
 
-static void cpu_rowgate_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, size_t R,
-                            int D) {
+static void cpu_rowgate_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g,
+                            size_t R, int D) {
   pg_ew_ctx c = {.y = y, .x = x, .g = g, .D = D};
   pg_parallel_for((size_t)R, rowgate_fwd_rows, &c, e->nthreads);
 }
@@ -1302,8 +1305,8 @@ static void cpu_softcap_fwd(const pg_ops *e, pg_real *y, const pg_real *z, size_
   pg_parallel_for(n, softcap_fwd_range, &c, e->nthreads);
 }
 
-static void cpu_softcap_bwd(const pg_ops *e, pg_real *dz, const pg_real *dy, const pg_real *z, size_t n,
-                            float cap) {
+static void cpu_softcap_bwd(const pg_ops *e, pg_real *dz, const pg_real *dy, const pg_real *z,
+                            size_t n, float cap) {
   pg_ew_ctx c = {.dx = dz, .dy = dy, .x = z, .a = (double)cap};
   pg_parallel_for(n, softcap_bwd_range, &c, e->nthreads);
 }
@@ -1357,8 +1360,8 @@ static void cm_bwd_ds_blocks(void *p, size_t b, size_t end) {
   }
 }
 
-static void cpu_chanmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, size_t R,
-                            int C) {
+static void cpu_chanmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s,
+                            size_t R, int C) {
   pg_cm_ctx c = {.y = y, .x = x, .s = s, .R = R, .C = C};
   pg_parallel_for((size_t)R, cm_fwd_rows, &c, e->nthreads);
 }
@@ -1447,14 +1450,14 @@ static void xsa_bwd_rows(void *p, size_t b, size_t end) {
   }
 }
 
-static void cpu_xsa_fwd(const pg_ops *e, pg_real *out, const pg_real *y, const pg_real *v, int T, int H,
-                        int Hkv, int d) {
+static void cpu_xsa_fwd(const pg_ops *e, pg_real *out, const pg_real *y, const pg_real *v, int T,
+                        int H, int Hkv, int d) {
   pg_xsa_ctx c = {.out = out, .y = y, .v = v, .H = H, .Hkv = Hkv, .d = d};
   pg_parallel_for((size_t)T * (size_t)H, xsa_fwd_rows, &c, e->nthreads);
 }
 
-static void cpu_xsa_bwd(const pg_ops *e, pg_real *dy, pg_real *dv, const pg_real *dout, const pg_real *y,
-                        const pg_real *v, int T, int H, int Hkv, int d) {
+static void cpu_xsa_bwd(const pg_ops *e, pg_real *dy, pg_real *dv, const pg_real *dout,
+                        const pg_real *y, const pg_real *v, int T, int H, int Hkv, int d) {
   pg_xsa_ctx c = {.dy = dy, .dv = dv, .dout = dout, .y = y, .v = v, .H = H, .Hkv = Hkv, .d = d};
   pg_parallel_for((size_t)T * (size_t)Hkv, xsa_bwd_rows, &c, e->nthreads);
 }
@@ -1548,8 +1551,8 @@ static void rowmul_bwd_rows(void *p, size_t b, size_t end) {
   }
 }
 
-static void cpu_rowmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, size_t R,
-                           int D) {
+static void cpu_rowmul_fwd(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s,
+                           size_t R, int D) {
   pg_ew_ctx c = {.y = y, .x = x, .g = s, .D = D};
   pg_parallel_for((size_t)R, rowmul_fwd_rows, &c, e->nthreads);
 }

@@ -4,10 +4,11 @@
  * table. Ops return nothing: a failure (an id outside the table, scratch that cannot be had) is
  * recorded in the engine and reported at pg_engine_sync.
  *
- * Every tensor is pg_real (fp32; fp64 in the test-only build, see pg_real.h), row-major, contiguous; shapes are in the comments ([T, H, d] means d is
- * the fastest axis). Within an op intermediates are fp64 and every reduction sums in fp64 in
- * ascending index order; each output element is rounded to fp32 exactly once. Forward ops
- * overwrite their outputs (y may alias x only where stated). Backward ops ACCUMULATE: they add
+ * Every tensor is pg_real (fp32; fp64 in the test-only build, see pg_real.h), row-major,
+ * contiguous; shapes are in the comments ([T, H, d] means d is the fastest axis). Within an op
+ * intermediates are fp64 and every reduction sums in fp64 in ascending index order; each output
+ * element is rounded to fp32 exactly once. Forward ops overwrite their outputs (y may alias x only
+ * where stated). Backward ops ACCUMULATE: they add
  * (+=) into the gradient buffers, which the caller zeroes first; a NULL gradient pointer skips
  * that gradient. Gradients never alias their inputs. The CPU ops parallelize over independent
  * output rows only, so their results are bit-identical for any thread count. Shapes are the
@@ -55,18 +56,19 @@ struct pg_ops {
   /* Per row of length D (R rows): y = x / sqrt(mean(x²) + eps). y may alias x. Parameter-free;
    * QK-norm is this op on a [T, H, d] tensor viewed as T·H rows of d. */
   void (*rmsnorm_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t R, int D, float eps);
-  void (*rmsnorm_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t R, int D,
-                      float eps);
+  void (*rmsnorm_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t R,
+                      int D, float eps);
 
   /* Partial RoPE on x[T, H, d]: the first rot dims (rot even, ≤ d), half-split pairs
    * (i, i + rot/2), rotation by -θ (out1 = x1·cos + x2·sin, out2 = -x1·sin + x2·cos),
    * θ = fp32(fp32(pos[t]) · inv_freq[i]), inv_freq[i] = fp32(1 / fp32(base^fp32(2i/rot))) (the
-   * records' fp32 table, spec/engine.md §4.3). Dims ≥ rot are copied. pos[T] per token (so windows and documents can restart it). y may alias x. */
+   * records' fp32 table, spec/engine.md §4.3). Dims ≥ rot are copied. pos[T] per token (so windows
+   * and documents can restart it). y may alias x. */
   void (*rope_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const int32_t *pos, int T, int H,
                    int d, int rot, float base);
   /* dx += R(θ)^T dy (the inverse rotation); dims ≥ rot: dx += dy. */
-  void (*rope_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const int32_t *pos, int T, int H,
-                   int d, int rot, float base);
+  void (*rope_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const int32_t *pos, int T,
+                   int H, int d, int rot, float base);
 
   /* Causal softmax attention over a batch of B sequences: q[B, T, H, d], k and v [B, T, Hkv, d]
    * (H % Hkv == 0, head h uses kv head h / (H/Hkv)), out[B, T, H, d]; sequence b attends only
@@ -86,21 +88,23 @@ struct pg_ops {
   void (*relu2_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n);
   /* y = (x > 0 ? x : s·x)²;  dx += dy · 2·(x > 0 ? x : s²·x). */
   void (*leaky_relu2_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, size_t n, float s);
-  void (*leaky_relu2_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x, size_t n,
-                          float s);
+  void (*leaky_relu2_bwd)(const pg_ops *e, pg_real *dx, const pg_real *dy, const pg_real *x,
+                          size_t n, float s);
 
   /* Row gate: x[R, D], g[R]: y[r, :] = x[r, :] · σ(g[r]) (the per-head attention output gate with
    * rows (t, h)); dx += dy·σ(g[r]);  dg[r] += σ'(g[r]) · Σ_j dy[r,j]·x[r,j]. */
-  void (*rowgate_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, size_t R, int D);
-  void (*rowgate_bwd)(const pg_ops *e, pg_real *dx, pg_real *dg, const pg_real *dy, const pg_real *x,
-                      const pg_real *g, size_t R, int D);
+  void (*rowgate_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *g, size_t R,
+                      int D);
+  void (*rowgate_bwd)(const pg_ops *e, pg_real *dx, pg_real *dg, const pg_real *dy,
+                      const pg_real *x, const pg_real *g, size_t R, int D);
 
   /* Channel scale: x[R, C], s[C]: y[r, c] = x[r, c] · s[c] (attn_scale, mlp_scale, resid_mix
    * rows, skip weights; q_gain as s[H·d] with each head's gain repeated d times). y may alias x
    * in forward. dx += dy·s;  ds[c] += Σ_r dy[r,c]·x[r,c]. */
-  void (*chanmul_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, size_t R, int C);
-  void (*chanmul_bwd)(const pg_ops *e, pg_real *dx, pg_real *ds, const pg_real *dy, const pg_real *x,
-                      const pg_real *s, size_t R, int C);
+  void (*chanmul_fwd)(const pg_ops *e, pg_real *y, const pg_real *x, const pg_real *s, size_t R,
+                      int C);
+  void (*chanmul_bwd)(const pg_ops *e, pg_real *dx, pg_real *ds, const pg_real *dy,
+                      const pg_real *x, const pg_real *s, size_t R, int C);
 
   /* XSA (exclusive self-attention) on the attention output y[T, H, d] with the values v[T, Hkv, d]
    * (head h uses kv head h / (H/Hkv)): v̂ = v / max(‖v‖₂, 1e-12), out = y − (y·v̂)·v̂ per (t, h).

@@ -15,7 +15,7 @@
 #include "pg_status.h"
 #include "pg_threads.h"
 
-/* ---- coefficients ------------------------------------------------------------------------------ */
+/* ---- coefficients ---------------------------------------------------------------------------- */
 
 static const double NS_CLASSIC[3] = {3.4445, -4.7750, 2.0315};
 
@@ -140,7 +140,8 @@ typedef struct {
   size_t ld_add;
   double alpha, beta;
   int upper;   /* symmetric result: only q ≥ p is computed and stored */
-  int bf16;    /* the bf16 iteration: out = bf16(bf16(α·add) + bf16(β·bf16(S))), else fp32(α·add + β·S) */
+  int bf16; /* the bf16 iteration: out = bf16(bf16(α·add) + bf16(β·bf16(S))), else fp32(α·add + β·S)
+             */
   size_t npan; /* row panels */
   ns_tile_fn tile;
 } ns_prod;
@@ -316,7 +317,7 @@ void pg_newton_schulz(const pg_real *G, int rows, int cols, int kind, int steps,
   }
 }
 
-/* ---- Muon ------------------------------------------------------------------------------------------ */
+/* ---- Muon ------------------------------------------------------------------------------------ */
 
 size_t pg_muon_scratch_floats(int rows, int cols) {
   size_t r = rows > 0 ? (size_t)rows : 0, c = cols > 0 ? (size_t)cols : 0;

@@ -17,8 +17,8 @@ enum pg_ns_kind { PG_NS_CLASSIC = 0, PG_NS_POLAR_EXPRESS = 1 };
 /* A flag or-ed into a kind: the records' bf16 Newton–Schulz (pg_newton_schulz below). The trainer
  * sets it on the steps of a bf16 run (spec/train.md §10); the low byte is the kind. */
 #define PG_NS_BF16 0x100
-/* The coefficients (a, b, c) of step i (0-based) of an iteration kind (PG_NS_BF16 ignored): classic is
- * (3.4445, −4.7750, 2.0315) at every step; Polar Express has five per-step tuples
+/* The coefficients (a, b, c) of step i (0-based) of an iteration kind (PG_NS_BF16 ignored): classic
+ * is (3.4445, −4.7750, 2.0315) at every step; Polar Express has five per-step tuples
  * (spec/records.md §3.2), and steps beyond the fifth repeat the last. */
 void pg_ns_coeffs(int kind, int step, double abc[3]);
 

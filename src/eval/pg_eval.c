@@ -158,7 +158,8 @@ int pg_protocol_validate(const pg_protocol *p, pg_err *err) {
     if (p->freeze_blocks < 0) return BADP("protocol: freeze_blocks must be >= 0");
   }
   if (p->kind == PG_PROTO_TTT_LORA || p->kind == PG_PROTO_TTT_PHASED) {
-    if (p->lora_rank < 1 || p->lora_rank > 4096) return BADP("protocol: lora_rank %d", p->lora_rank);
+    if (p->lora_rank < 1 || p->lora_rank > 4096)
+      return BADP("protocol: lora_rank %d", p->lora_rank);
     if (!(p->lora_alpha > 0)) return BADP("protocol: lora_alpha must be positive");
     if (!p->lora_targets || p->lora_targets >= (1u << 6)) return BADP("protocol: LoRA targets");
     if (p->lora_chunk < 1 || p->lora_window < p->lora_chunk)
@@ -654,7 +655,8 @@ static int score_windows(run *r, const pg_window *w, size_t n) {
   for (size_t k0 = 0; k0 < n; k0 += nb) {
     size_t kb = n - k0 < nb ? n - k0 : nb;
     int width = 0;
-    for (size_t k = 0; k < kb; k++) width = (int)w[k0 + k].wlen > width ? (int)w[k0 + k].wlen : width;
+    for (size_t k = 0; k < kb; k++)
+      width = (int)w[k0 + k].wlen > width ? (int)w[k0 + k].wlen : width;
     PG_TRY(ensure_buffers(r, kb, SZ(kb, width)));
     for (size_t k = 0; k < kb; k++) {
       const pg_window *wi = &w[k0 + k];
@@ -771,7 +773,8 @@ static int score_chunked(run *r, const pg_window *w, size_t nw, uint64_t C,
     PG_TRY(commit_chunk(r));
     uint64_t steps_before = r->res->train_steps;
     if (after) PG_TRY(after(r, ci, nchunks, ctx));
-    r->res->chunks[r->res->nchunks - 1].train_steps = (uint32_t)(r->res->train_steps - steps_before);
+    r->res->chunks[r->res->nchunks - 1].train_steps =
+        (uint32_t)(r->res->train_steps - steps_before);
   }
   return PG_OK;
 }

@@ -1,7 +1,8 @@
 /* pg_legal_testing.h: the seams of pg_legal_run that only its tests use: faults injected into
  * the run that each check must catch (an update before scoring and a target scored twice, through
  * pg_eval_testing.h; byte tables that miscount; a smaller byte limit or a slower machine). A
- * leaking model is made with an engine instead (tests/pgleak.h), since the model is what L1 probes. Not for tools. */
+ * leaking model is made with an engine instead (tests/pgleak.h), since the model is what L1 probes.
+ * Not for tools. */
 #ifndef PG_LEGAL_TESTING_H
 #define PG_LEGAL_TESTING_H
 

@@ -1096,7 +1096,8 @@ int pg_arch_tensors(const pg_arch *a, pg_arch_tensor **out, size_t *n, pg_err *e
     }
     add(&l, 2, hid, d, 0, "blocks.%d.mlp.fc.weight", i);
     add(&l, 2, d, hid, 0, "blocks.%d.mlp.proj.weight", i);
-    if (a->block.attn_scale && pg_arch_has_attn(a, i)) add(&l, 1, d, 0, 0, "blocks.%d.attn_scale", i);
+    if (a->block.attn_scale && pg_arch_has_attn(a, i))
+      add(&l, 1, d, 0, 0, "blocks.%d.attn_scale", i);
     if (a->block.mlp_scale) add(&l, 1, d, 0, 0, "blocks.%d.mlp_scale", i);
     if (a->block.resid_mix) add(&l, 2, 2, d, 0, "blocks.%d.resid_mix", i);
   }

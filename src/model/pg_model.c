@@ -453,8 +453,8 @@ void pg_model_init_random(pg_model *m, uint64_t seed, double std) {
     control_init(m, i, &ctl, &v0, &v1);
     if (ctl)
       fill_control(m, i, v0, v1, &r, 0.25 * std);
-    else if (t->ndim == 2 && strstr(t->name, "embed") == NULL && strcmp(t->name, "tok_emb.weight") &&
-             strcmp(t->name, "lm_head.weight"))
+    else if (t->ndim == 2 && strstr(t->name, "embed") == NULL &&
+             strcmp(t->name, "tok_emb.weight") && strcmp(t->name, "lm_head.weight"))
       fill_gauss(m, i, &r, std / sqrt((double)t->shape[1]));
     else
       fill_gauss(m, i, &r, std);
@@ -599,7 +599,8 @@ void pg_lora_reset(pg_lora *l, int r, pg_rng *rng, int keep_a) {
         size_t na = (size_t)l->rank * (size_t)l->in[k], nb = (size_t)l->rank * (size_t)l->out[k];
         if (!keep_a) {
           double bound = 1.0 / sqrt((double)l->in[k]);
-          for (size_t j = 0; j < na; j++) A[j] = (pg_real)(bound * (2.0 * pg_rng_uniform(rng) - 1.0));
+          for (size_t j = 0; j < na; j++)
+            A[j] = (pg_real)(bound * (2.0 * pg_rng_uniform(rng) - 1.0));
         }
         memset(A + na, 0, nb * sizeof *A);
       }

@@ -139,15 +139,16 @@ typedef struct pg_batch {
   const int32_t *pos;     /* [B·T] RoPE positions; NULL: t within the row */
   int rope_len;           /* the call length of the NTK rescale (records pad windows); 0: T */
   const int *lora_rows;   /* [B] the adapter row of each batch row; NULL: row r uses adapter r */
-  pg_real *logits_last;   /* [B·V] out (host memory): row r's logits (after the softcap) at its last valid
-                             position len−1 (zeros for an empty row); NULL: not wanted */
+  pg_real *logits_last; /* [B·V] out (host memory): row r's logits (after the softcap) at its last
+                           valid position len−1 (zeros for an empty row); NULL: not wanted */
 } pg_batch;
 
-/* Forward on the tape's engine: nll[B·T] (fp64, host memory, downloaded once) for the targets. On a tape that records, the pass is kept for
- * pg_model_backward, which seeds the loss with dnll[B·T] (read then, so the caller fills it
- * after seeing the NLLs; NULL means every valid token weighs 1). lora may be NULL; with it,
- * every batch row maps to one of its rows (lora_rows, or row r to adapter r). The model's parameters take gradients only when
- * pg_model_enable_grads was called and the tensor is trainable. */
+/* Forward on the tape's engine: nll[B·T] (fp64, host memory, downloaded once) for the targets. On a
+ * tape that records, the pass is kept for pg_model_backward, which seeds the loss with dnll[B·T]
+ * (read then, so the caller fills it after seeing the NLLs; NULL means every valid token weighs 1).
+ * lora may be NULL; with it, every batch row maps to one of its rows (lora_rows, or row r to
+ * adapter r). The model's parameters take gradients only when pg_model_enable_grads was called and
+ * the tensor is trainable. */
 int pg_model_forward(pg_model *m, pg_tape *tp, const pg_batch *b, pg_lora *lora, double *nll,
                      const pg_real *dnll, pg_err *err);
 /* Accumulate the gradients of Σ dnll·nll of the last forward into the model's (and the

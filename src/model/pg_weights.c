@@ -1,7 +1,7 @@
-/* pg_weights.c: the parameter loaders (spec/load.md). Both sources (an artifact, a safetensors file)
- * are seen through one small interface: a tensor count, each tensor's name and shape, and a fill
- * into fp32. The checks run in a fixed order, all before the model is allocated: the arch, every
- * arch tensor's presence and shape (canonical order), then any tensor the arch does not imply
+/* pg_weights.c: the parameter loaders (spec/load.md). Both sources (an artifact, a safetensors
+ * file) are seen through one small interface: a tensor count, each tensor's name and shape, and a
+ * fill into fp32. The checks run in a fixed order, all before the model is allocated: the arch,
+ * every arch tensor's presence and shape (canonical order), then any tensor the arch does not imply
  * (the source's order); then the values are filled and checked for NaN and infinity. */
 #include "pg_weights.h"
 

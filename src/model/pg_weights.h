@@ -1,11 +1,11 @@
-/* pg_weights.h: the parameter loaders: a model (pg_model.h) filled from an artifact (its "arch.json"
- * metadata and its tensors, dequantized) or from a safetensors file (an arch given, or the one in
- * its "__metadata__"). Strict on both sides: every tensor the arch implies must be present with a
- * compatible shape, no other tensor may be present, and every weight must be finite. Everything
- * is checked before the model is allocated, so a hostile file cannot make the loader allocate
- * more than its own tensors hold. spec/load.md is the normative description. Also the weights as
- * the tools take them (an artifact or a safetensors file, with their provenance metadata) and an
- * artifact's dequantized weights exported as safetensors. */
+/* pg_weights.h: the parameter loaders: a model (pg_model.h) filled from an artifact (its
+ * "arch.json" metadata and its tensors, dequantized) or from a safetensors file (an arch given, or
+ * the one in its "__metadata__"). Strict on both sides: every tensor the arch implies must be
+ * present with a compatible shape, no other tensor may be present, and every weight must be finite.
+ * Everything is checked before the model is allocated, so a hostile file cannot make the loader
+ * allocate more than its own tensors hold. spec/load.md is the normative description. Also the
+ * weights as the tools take them (an artifact or a safetensors file, with their provenance
+ * metadata) and an artifact's dequantized weights exported as safetensors. */
 #ifndef PG_WEIGHTS_H
 #define PG_WEIGHTS_H
 

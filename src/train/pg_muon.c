@@ -9,7 +9,7 @@
 
 #include "pg_engine.h"
 
-/* ---- Muon ------------------------------------------------------------------------------------------ */
+/* ---- Muon ------------------------------------------------------------------------------------ */
 
 double pg_muon_momentum(const pg_muon_opts *o, uint64_t step) {
   if (o->momentum_warmup <= 0) return o->momentum;
@@ -24,7 +24,7 @@ void pg_muon_step(float *p, const float *g, float *buf, int rows, int cols,
                 o->ns_kind, o->ns_steps, scratch, nthreads);
 }
 
-/* ---- weight averaging ------------------------------------------------------------------------------ */
+/* ---- weight averaging ------------------------------------------------------------------------ */
 
 void pg_ema_update(float *ema, const float *p, size_t n, double decay) {
   pg_engine e = pg_engine_cpu(1);

@@ -26,7 +26,7 @@ extern "C" {
  * pg_ns_coeffs, pg_ns_scratch_floats and pg_newton_schulz (with enum pg_ns_kind) are declared in
  * pg_ops_optim.h, included above: the arithmetic of the engine's muon_step op. */
 
-/* ---- Muon --------------------------------------------------------------------------------------- */
+/* ---- Muon ------------------------------------------------------------------------------------ */
 
 typedef struct pg_muon_opts {
   double lr;          /* base learning rate (times the schedule's multiplier) */
@@ -59,7 +59,7 @@ double pg_muon_momentum(const pg_muon_opts *o, uint64_t step);
 void pg_muon_step(float *p, const float *g, float *buf, int rows, int cols,
                   const pg_muon_opts *o, double lr_t, double mu, float *scratch, int nthreads);
 
-/* ---- weight averaging ------------------------------------------------------------------------------ */
+/* ---- weight averaging ------------------------------------------------------------------------ */
 
 /* EMA: ema ← fp32(d·ema + (1 − d)·p) per element, in fp64, rounded once (n elements). These
  * three are the engine's ema_update, swa_add and swa_average ops run on host memory (the CPU

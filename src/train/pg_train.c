@@ -27,7 +27,7 @@ static const char *opt_name(int k) {
   return k == PG_TOPT_MUON ? "muon" : k == PG_TOPT_ADAMW ? "adamw" : "sgd";
 }
 
-/* ---- configuration ------------------------------------------------------------------------------ */
+/* ---- configuration --------------------------------------------------------------------------- */
 
 void pg_train_cfg_default(pg_train_cfg *c) {
   memset(c, 0, sizeof *c);
@@ -318,8 +318,9 @@ static int validate(const pg_train_cfg *c, const char *file, pg_err *err) {
       return CFAIL("optimizer.%s: SGD takes no weight decay", GROUP_NAMES[g]);
   }
   const pg_muon_opts *m = &c->muon;
-  if (!(m->momentum >= 0 && m->momentum < 1) || !(m->momentum_start >= 0 && m->momentum_start < 1) ||
-      m->momentum_warmup < 0 || m->ns_steps < 1 || m->ns_steps > 32)
+  if (!(m->momentum >= 0 && m->momentum < 1) ||
+      !(m->momentum_start >= 0 && m->momentum_start < 1) || m->momentum_warmup < 0 ||
+      m->ns_steps < 1 || m->ns_steps > 32)
     return CFAIL("optimizer.matrix: momentum in [0, 1), ns_steps in 1..32");
   if (!(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1) || !(c->eps > 0))
     return CFAIL("optimizer: betas in [0, 1), eps > 0");
@@ -424,7 +425,7 @@ static char *dump(json_t *o) {
 
 char *pg_train_cfg_json(const pg_train_cfg *c) { return dump(cfg_json(c, 0)); }
 
-/* ---- the trainer ------------------------------------------------------------------------------- */
+/* ---- the trainer ----------------------------------------------------------------------------- */
 
 /* The optimizers run on the engine (spec/engine.md §4.20): their state (Muon buffers, SGD and
  * AdamW moments, the EMA weights, the SWA sums) is engine memory, and a step moves nothing but
@@ -850,7 +851,7 @@ int pg_trainer_validate(pg_trainer *t, int export_weights, double *loss, double 
   return rc;
 }
 
-/* ---- checkpoints ------------------------------------------------------------------------------- */
+/* ---- checkpoints ----------------------------------------------------------------------------- */
 
 static int add_f32(pg_st_writer *w, const char *prefix, const pg_arch_tensor *at, const float *v,
                    pg_err *err) {
@@ -1103,7 +1104,8 @@ int pg_trainer_resume(pg_trainer *t, const char *path, pg_err *err) {
    * engine) and uploaded once checked */
   host_state h;
   memset(&h, 0, sizeof h);
-  float *ema = NULL, *muon[PG_TRAIN_GROUP_N] = {0}, *s0[PG_TRAIN_GROUP_N] = {0}, *s1[PG_TRAIN_GROUP_N] = {0};
+  float *ema = NULL, *muon[PG_TRAIN_GROUP_N] = {0}, *s0[PG_TRAIN_GROUP_N] = {0},
+        *s1[PG_TRAIN_GROUP_N] = {0};
   double *swa = NULL;
   if (!rc) {
     ema = staging(t, &h, t->ema, t->np * sizeof(float), &rc, err);

@@ -5,9 +5,10 @@
  * encoder) or be refused with PG_E_DECOMPRESS, never anything else. Then the whole input itself
  * (up to 1 KiB), cut into two segments whose row lengths come from its first byte, is encoded
  * and decoded, limited to stream format 1 when the first byte's top bit is set (the stream must
- * then be format 1): any difference aborts. The seeds (tests/fuzz/seeds/qcoder/) are streams pg_qc_encode
- * wrote for small int-like and arbitrary inputs, with their raw_len in front; weighted_* are
- * format 2 streams (slices of a row-sorted, transposed embedding, and hand-built ones). */
+ * then be format 1): any difference aborts. The seeds (tests/fuzz/seeds/qcoder/) are streams
+ * pg_qc_encode wrote for small int-like and arbitrary inputs, with their raw_len in front;
+ * weighted_* are format 2 streams (slices of a row-sorted, transposed embedding, and hand-built
+ * ones). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -75,7 +75,8 @@ def main():
     ap.add_argument("checkout")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "ns_bf16.golden.json"))
-    ap.add_argument("--upstream", default="", help="the checkout's commit, when it is no git work tree")
+    ap.add_argument("--upstream", default="",
+                    help="the checkout's commit, when it is no git work tree")
     a = ap.parse_args()
     head = subprocess.run(["git", "-C", a.checkout, "rev-parse", "HEAD"], capture_output=True,
                           text=True).stdout.strip() or a.upstream

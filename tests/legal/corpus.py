@@ -2,7 +2,8 @@
 """The challenge's merged records through pglegal's record analyzer (spec/legal-record.md).
 
   corpus.py [--analyzer PATH] SNAPSHOT_GITDIR OUT
-  corpus.py --check [--analyzer PATH]     (meson: the snapshot from $PGOLF_CHALLENGE_REPO; 77 without)
+  corpus.py --check [--analyzer PATH]
+      (meson: the snapshot from $PGOLF_CHALLENGE_REPO; 77 without)
 
 Extracts every folder of records/track_10min_16mb/ of a snapshot of the challenge's repository
 (a bare git directory) into OUT/records, makes illegal variants of legal records by small edits of
@@ -36,7 +37,8 @@ KNOWN = {
 
 
 def git(gitdir, *args):
-    return subprocess.run(["git", "--git-dir=" + gitdir, *args], capture_output=True, check=True).stdout
+    return subprocess.run(["git", "--git-dir=" + gitdir, *args], capture_output=True,
+                          check=True).stdout
 
 
 def extract(gitdir, out):
@@ -45,18 +47,21 @@ def extract(gitdir, out):
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         # regular files and folders only, never outside dest (tarfile's "data" filter where
         # this Python has it, the same rule by hand where it does not)
-        members = [m for m in tf.getmembers() if (m.isfile() or m.isdir()) and not m.name.startswith("/")
+        members = [m for m in tf.getmembers()
+                   if (m.isfile() or m.isdir()) and not m.name.startswith("/")
                    and ".." not in m.name.split("/")]
         try:
             tf.extractall(dest, members=members, filter="data")
         except TypeError:
             tf.extractall(dest, members=members)
     root = os.path.join(dest, TRACK)
-    return sorted(os.path.join(root, d) for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    return sorted(os.path.join(root, d) for d in os.listdir(root)
+                  if os.path.isdir(os.path.join(root, d)))
 
 
 def analyze(analyzer, folder):
-    p = subprocess.run([sys.executable, analyzer, folder, "--json"], capture_output=True, timeout=600)
+    p = subprocess.run([sys.executable, analyzer, folder, "--json"], capture_output=True,
+                       timeout=600)
     if p.returncode == 2:
         return 2, None, p.stderr.decode("utf-8", "replace").strip()
     return p.returncode, json.loads(p.stdout), ""
@@ -92,11 +97,13 @@ def has(node, pred):
 
 
 def is_score(n):
-    return isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name) and "loss_sum" in n.target.id
+    return (isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)
+            and "loss_sum" in n.target.id)
 
 
 def is_backward(n):
-    return isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "backward"
+    return (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "backward")
 
 
 def names_like(fn, rx):
@@ -119,8 +126,8 @@ def m_target_in_key(tree):
     fn = funcs(tree, "eval_val_sliding")[0]
     tgt = names_like(fn, r"y_batch|y|targets?")
     fn.body.insert(0, ast.parse("ngram_cache = {}").body[0])
-    return insert_before_score(fn, "hit = ngram_cache.get((int(%s.flatten()[0]), int(%s.flatten()[-1])), 0)"
-                               % (tgt, tgt))
+    return insert_before_score(fn, "hit = ngram_cache.get((int(%s.flatten()[0]), "
+                                   "int(%s.flatten()[-1])), 0)" % (tgt, tgt))
 
 
 def m_unnormalised_blend(tree):
@@ -139,7 +146,8 @@ def m_slot(tree):
     return insert_before_score(fn, (
         "delta = torch.zeros(1, requires_grad=True)\n"
         "slot_opt = torch.optim.AdamW([delta], lr=0.01)\n"
-        "slot_loss = F.cross_entropy({m}.forward_logits({x}).float().flatten(0, 1) + delta, {y}.flatten())\n"
+        "slot_loss = F.cross_entropy({m}.forward_logits({x}).float().flatten(0, 1) + delta, "
+        "{y}.flatten())\n"
         "slot_loss.backward()\n"
         "slot_opt.step()").format(m=model, x=inp, y=tgt))
 
@@ -170,8 +178,9 @@ def m_update_before_score(tree):
 def m_two_pass(tree):
     for lst in stmt_lists(tree):
         for i, st in enumerate(lst):
-            if isinstance(st, (ast.Assign, ast.Expr)) and has(st, lambda n: isinstance(n, ast.Call) and
-                                                              ast.unparse(n.func) == "eval_val_sliding_ttt"):
+            if isinstance(st, (ast.Assign, ast.Expr)) and has(
+                    st, lambda n: isinstance(n, ast.Call)
+                    and ast.unparse(n.func) == "eval_val_sliding_ttt"):
                 lst.insert(i + 1, copy.deepcopy(st))
                 return True
     return False
@@ -181,11 +190,12 @@ def m_best_of(tree):
     for lst in stmt_lists(tree):
         for i, st in enumerate(lst):
             if isinstance(st, ast.Assign) and isinstance(st.value, ast.Call) and \
-                    ast.unparse(st.value.func) == "eval_val" and isinstance(st.targets[0], ast.Tuple) \
-                    and "q_val" in ast.unparse(st.targets[0]):
+                    ast.unparse(st.value.func) == "eval_val" and \
+                    isinstance(st.targets[0], ast.Tuple) and "q_val" in ast.unparse(st.targets[0]):
                 again = copy.deepcopy(st)
                 again.targets[0] = ast.parse("q_val_loss2, q_val_bpb2").body[0].value
-                lst[i + 1:i + 1] = [again] + ast.parse("q_val_bpb = min(q_val_bpb, q_val_bpb2)").body
+                lst[i + 1:i + 1] = ([again] +
+                                    ast.parse("q_val_bpb = min(q_val_bpb, q_val_bpb2)").body)
                 return True
     return False
 
@@ -213,8 +223,8 @@ def m_byte_table(tree):
 def m_bos_smear(tree):
     done = False
     for n in ast.walk(tree):
-        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult) and isinstance(n.right, ast.Name) \
-                and n.right.id == "not_bos":
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult) and \
+                isinstance(n.right, ast.Name) and n.right.id == "not_bos":
             n.right = ast.Constant(1.0)
             done = True
     return done
@@ -243,7 +253,8 @@ VARIANTS = {
     "target_in_key": ("2026-03-19_SlidingWindowEval", m_target_in_key, "L1"),
     "wrong_shift": ("2026-03-17_NaiveBaseline", m_wrong_shift, "L1"),
     "unnormalised_blend": ("2026-03-19_SlidingWindowEval", m_unnormalised_blend, "L2"),
-    "update_before_score": ("2026-03-23_LeakyReLU_LegalTTT_ParallelMuon", m_update_before_score, "L3"),
+    "update_before_score": ("2026-03-23_LeakyReLU_LegalTTT_ParallelMuon", m_update_before_score,
+                            "L3"),
     "slot": ("2026-03-19_SlidingWindowEval", m_slot, "L3"),
     "val_calibration": ("2026-03-29_Loader_FullGPTQ_XSA11_BigramHash2816", m_val_calibration, "L3"),
     "two_pass": ("2026-03-23_LeakyReLU_LegalTTT_ParallelMuon", m_two_pass, "L4"),
@@ -251,7 +262,8 @@ VARIANTS = {
     "uncounted_code": ("2026-03-17_NaiveBaseline", m_uncounted, "L5"),
     "claim_mismatch": ("2026-03-17_NaiveBaseline", None, "L5"),
     "byte_table": ("2026-03-17_NaiveBaseline", m_byte_table, "L5"),
-    "bos_smear": ("2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611", m_bos_smear, "L6"),
+    "bos_smear": ("2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611", m_bos_smear,
+                  "L6"),
     "dead_code": ("2026-03-17_NaiveBaseline", m_dead, None),
 }
 
@@ -311,8 +323,8 @@ def totals(rows):
     for r in rows:
         for c, v in zip(CHECKS, r[1:8]):
             t[c][v] = t[c].get(v, 0) + 1
-    return "totals: " + "; ".join("%s %s" % (c, ", ".join("%s %d" % kv for kv in sorted(t[c].items())))
-                                  for c in CHECKS)
+    return "totals: " + "; ".join(
+        "%s %s" % (c, ", ".join("%s %d" % kv for kv in sorted(t[c].items()))) for c in CHECKS)
 
 
 def main(argv):

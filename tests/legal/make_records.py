@@ -325,48 +325,70 @@ def ttt(order):
 VARIANTS = {
     # name: (script, {expected verdicts}, options)
     "legal_plain": (script(PLAIN_EVAL), {}, {}),
-    "legal_sliding": (script("    val_loss, val_bpb = eval_sliding(h, model, val_tokens, luts)", SLIDING), {}, {}),
+    "legal_sliding": (script("    val_loss, val_bpb = eval_sliding(h, model, val_tokens, luts)",
+                             SLIDING), {}, {}),
     "legal_ttt_score_first": (script("    val_loss, val_bpb = eval_ttt(h, model, val_tokens, luts)",
                                      ttt(SCORE + "\n" + TRAIN_CHUNK)), {}, {}),
-    "legal_ngram_cache": (script("    val_loss, val_bpb = eval_with_cache(h, model, val_tokens, luts)",
-                                 NGRAM.replace("@@LOOKUP@@", LOOKUP_OK).replace("@@UPDATE@@", UPDATE_VEC)), {}, {}),
+    "legal_ngram_cache": (script("    val_loss, val_bpb = "
+                                 "eval_with_cache(h, model, val_tokens, luts)",
+                                 NGRAM.replace("@@LOOKUP@@", LOOKUP_OK)
+                                 .replace("@@UPDATE@@", UPDATE_VEC)), {}, {}),
     "legal_wrapper": (script(PLAIN_EVAL), {}, {"wrap": True}),
-    "legal_bos_smear_masked": (script(PLAIN_EVAL, head_extra=SMEAR_HELPERS, model_init=SMEAR_INIT + SMEAR_MIX,
+    "legal_bos_smear_masked": (script(PLAIN_EVAL, head_extra=SMEAR_HELPERS,
+                                      model_init=SMEAR_INIT + SMEAR_MIX,
                                       model_fwd=SMEAR_FWD_MASK, train_opt=SMEAR_OPT), {}, {}),
-    "illegal_target_in_key": (script("    val_loss, val_bpb = eval_with_cache(h, model, val_tokens, luts)",
-                                     NGRAM.replace("@@LOOKUP@@", LOOKUP_TARGET).replace("@@UPDATE@@", UPDATE_KEYED)),
+    "illegal_target_in_key": (script("    val_loss, val_bpb = "
+                                     "eval_with_cache(h, model, val_tokens, luts)",
+                                     NGRAM.replace("@@LOOKUP@@", LOOKUP_TARGET)
+                                     .replace("@@UPDATE@@", UPDATE_KEYED)),
                               {"L1": "finding", "L2": "finding"}, {}),
-    "illegal_unnormalised_blend": (script("    val_loss, val_bpb = eval_with_cache(h, model, val_tokens, luts)",
-                                          NGRAM.replace("@@LOOKUP@@", LOOKUP_RAW).replace("@@UPDATE@@", UPDATE_VEC)),
+    "illegal_unnormalised_blend": (script("    val_loss, val_bpb = "
+                                          "eval_with_cache(h, model, val_tokens, luts)",
+                                          NGRAM.replace("@@LOOKUP@@", LOOKUP_RAW)
+                                          .replace("@@UPDATE@@", UPDATE_VEC)),
                                    {"L2": "finding"}, {}),
-    "illegal_update_before_score": (script("    val_loss, val_bpb = eval_ttt(h, model, val_tokens, luts)",
+    "illegal_update_before_score": (script("    val_loss, val_bpb = "
+                                           "eval_ttt(h, model, val_tokens, luts)",
                                            ttt(TRAIN_CHUNK + "\n" + SCORE)), {"L3": "finding"}, {}),
-    "illegal_pre_eval_ttt": (script("    adapt_on_validation(h, model, val_tokens)\n" + PLAIN_EVAL, PRE_TTT),
+    "illegal_pre_eval_ttt": (script("    adapt_on_validation(h, model, val_tokens)\n" + PLAIN_EVAL,
+                                    PRE_TTT),
                              {"L3": "finding"}, {}),
     "illegal_slot": (script("    val_loss, val_bpb = eval_slot(h, model, val_tokens, luts)", SLOT),
                      {"L3": "finding"}, {}),
-    "illegal_val_calibration": (script("    quantize(model, collect_hessians(model, val_tokens, h.seq_len))\n"
-                                       + PLAIN_EVAL, CALIB), {"L3": "finding", "L6": "finding"}, {}),
+    "illegal_val_calibration": (script("    quantize(model, "
+                                       "collect_hessians(model, val_tokens, h.seq_len))\n"
+                                       + PLAIN_EVAL, CALIB),
+                                {"L3": "finding", "L6": "finding"}, {}),
     "illegal_two_pass": (script("    eval_ttt(h, model, val_tokens, luts)\n" + PLAIN_EVAL,
                                 ttt(SCORE + "\n" + TRAIN_CHUNK)), {"L4": "finding"}, {}),
     "illegal_best_of_passes": (script("    first = eval_plain(h, model, val_tokens, luts)\n"
                                       "    second = eval_sliding(h, model, val_tokens, luts)\n"
-                                      "    val_loss, val_bpb = min(first, second)", SLIDING), {"L4": "finding"}, {}),
-    "illegal_wrong_shift": (script(PLAIN_EVAL).replace("            x = chunk[:-1].unsqueeze(0)\n            y = chunk[1:].unsqueeze(0)\n            logits",
-                                                       "            x = chunk[1:].unsqueeze(0)\n            y = chunk[:-1].unsqueeze(0)\n            logits"),
+                                      "    val_loss, val_bpb = min(first, second)", SLIDING),
+                               {"L4": "finding"}, {}),
+    "illegal_wrong_shift": (script(PLAIN_EVAL).replace(
+        "            x = chunk[:-1].unsqueeze(0)\n            y = chunk[1:].unsqueeze(0)\n"
+        "            logits",
+        "            x = chunk[1:].unsqueeze(0)\n            y = chunk[:-1].unsqueeze(0)\n"
+        "            logits"),
                             {"L1": "finding"}, {}),
     "illegal_byte_table": (script(PLAIN_EVAL, bytepiece=""), {"L5": "finding"}, {}),
     "illegal_uncounted_code": (script("    from eval_helper import eval_fast\n"
-                                      "    val_loss, val_bpb = eval_fast(h, model, val_tokens, luts)"),
+                                      "    val_loss, val_bpb = "
+                                      "eval_fast(h, model, val_tokens, luts)"),
                                {"L5": "finding"}, {"helper": True}),
     "illegal_claim_mismatch": (script(PLAIN_EVAL), {"L5": "finding"}, {"claim_bpb": 1.05}),
-    "illegal_bos_smear": (script(PLAIN_EVAL, head_extra=SMEAR_HELPERS, model_init=SMEAR_INIT + SMEAR_MIX,
-                                 model_fwd=SMEAR_FWD_NOMASK, train_opt=SMEAR_OPT), {"L6": "finding"}, {}),
-    "illegal_enabled_by_log": (script("    if h.ttt_enabled:\n        adapt_on_validation(h, model, val_tokens)\n"
+    "illegal_bos_smear": (script(PLAIN_EVAL, head_extra=SMEAR_HELPERS,
+                                 model_init=SMEAR_INIT + SMEAR_MIX,
+                                 model_fwd=SMEAR_FWD_NOMASK, train_opt=SMEAR_OPT),
+                          {"L6": "finding"}, {}),
+    "illegal_enabled_by_log": (script("    if h.ttt_enabled:\n"
+                                      "        adapt_on_validation(h, model, val_tokens)\n"
                                       + PLAIN_EVAL, PRE_TTT), {"L3": "finding"}, {"ttt_log": True}),
-    "illegal_train_on_val": (script(PLAIN_EVAL).replace("training_batches(h.train_files", "training_batches(h.val_files"),
+    "illegal_train_on_val": (script(PLAIN_EVAL).replace("training_batches(h.train_files",
+                                                        "training_batches(h.val_files"),
                              {"L6": "finding"}, {}),
-    "dead_illegal_code": (script("    if h.ttt_enabled:\n        adapt_on_validation(h, model, val_tokens)\n"
+    "dead_illegal_code": (script("    if h.ttt_enabled:\n"
+                                 "        adapt_on_validation(h, model, val_tokens)\n"
                                  + PLAIN_EVAL, PRE_TTT + SLOT), {"L3": "dead"}, {}),
 }
 
@@ -390,7 +412,8 @@ def wrap(code):
     blob = base64.b85encode(lzma.compress(code.encode("utf-8"), format=lzma.FORMAT_RAW,
                                           filters=[{"id": lzma.FILTER_LZMA2}])).decode("ascii")
     return ('import lzma as L,base64 as B\n'
-            'exec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,filters=[{"id":L.FILTER_LZMA2}]))\n' % blob)
+            'exec(L.decompress(B.b85decode("%s"),format=L.FORMAT_RAW,'
+            'filters=[{"id":L.FILTER_LZMA2}]))\n' % blob)
 
 
 def write(name, code, opts):
@@ -419,15 +442,17 @@ def write(name, code, opts):
             "final_eval val_loss:%.8f val_bpb:%.8f eval_time:41234ms" % (loss, bpb)]
     with open(os.path.join(d, "train.log"), "w", encoding="utf-8", newline="\n") as f:
         f.write("\n".join(log) + "\n")
-    sub = {"name": name, "author": "pgolf tests", "val_loss": loss, "val_bpb": opts.get("claim_bpb", bpb),
-           "bytes_total": total, "bytes_code": code_bytes, "seeds": [7]}
+    sub = {"name": name, "author": "pgolf tests", "val_loss": loss,
+           "val_bpb": opts.get("claim_bpb", bpb), "bytes_total": total, "bytes_code": code_bytes,
+           "seeds": [7]}
     with open(os.path.join(d, "submission.json"), "w", encoding="utf-8", newline="\n") as f:
         json.dump(sub, f, indent=1)
         f.write("\n")
     env = "TTT_ENABLED=1 " if opts.get("ttt_log") else ""
     with open(os.path.join(d, "README.md"), "w", encoding="utf-8", newline="\n") as f:
         f.write("# %s\n\nA synthetic record for pgolf's legality tests (spec/legal-record.md).\n\n"
-                "```\n%sSEED=7 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n" % (name, env))
+                "```\n%sSEED=7 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"
+                % (name, env))
     return extra
 
 

@@ -80,19 +80,26 @@ def robustness(analyzer):
         return ('import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("%s")))\n'
                 % base64.b85encode(payload).decode()).encode()
 
-    case("malformed JSON", {"train_gpt.py": ok_code, "submission.json": b'{"val_bpb": 1.2,'}, "not JSON")
-    case("duplicate key", {"train_gpt.py": ok_code, "submission.json": b'{"a": 1, "a": 2}'}, "duplicate")
-    case("NaN in JSON", {"train_gpt.py": ok_code, "submission.json": b'{"val_bpb": NaN}'}, "not JSON")
-    case("JSON not an object", {"train_gpt.py": ok_code, "submission.json": b'[1, 2]'}, "not an object")
+    case("malformed JSON", {"train_gpt.py": ok_code, "submission.json": b'{"val_bpb": 1.2,'},
+         "not JSON")
+    case("duplicate key", {"train_gpt.py": ok_code, "submission.json": b'{"a": 1, "a": 2}'},
+         "duplicate")
+    case("NaN in JSON", {"train_gpt.py": ok_code, "submission.json": b'{"val_bpb": NaN}'},
+         "not JSON")
+    case("JSON not an object", {"train_gpt.py": ok_code, "submission.json": b'[1, 2]'},
+         "not an object")
     case("non-UTF-8 JSON", {"train_gpt.py": ok_code, "submission.json": b'{"a": "\xff"}'}, "UTF-8")
     case("non-UTF-8 code", {"train_gpt.py": b"x = 1\n\xc3\x28\n"}, "offset 6")
     case("huge code", {"train_gpt.py": 17 << 20}, "above the limit")
     case("huge JSON", {"train_gpt.py": ok_code, "submission.json": 2 << 20}, "above the limit")
     case("syntax error", {"train_gpt.py": b"def f(:\n    pass\n"}, "syntax error")
-    case("deep nesting", {"train_gpt.py": b"x = " + b"(" * 5000 + b"1" + b")" * 5000 + b"\n"}, "train_gpt.py")
+    case("deep nesting", {"train_gpt.py": b"x = " + b"(" * 5000 + b"1" + b")" * 5000 + b"\n"},
+         "train_gpt.py")
     case("wrapper of garbage", {"train_gpt.py": wrapper(os.urandom(2000))}, "does not decode")
-    case("wrapper of binary", {"train_gpt.py": wrapper(lzma.compress(b"\xff\xfe" * 100))}, "not UTF-8")
-    case("wrapper of bad code", {"train_gpt.py": wrapper(lzma.compress(b"def (:\n"))}, "syntax error")
+    case("wrapper of binary", {"train_gpt.py": wrapper(lzma.compress(b"\xff\xfe" * 100))},
+         "not UTF-8")
+    case("wrapper of bad code", {"train_gpt.py": wrapper(lzma.compress(b"def (:\n"))},
+         "syntax error")
     case("wrapper bomb", {"train_gpt.py": wrapper(lzma.compress(b"#" * (70 << 20)))}, "more than")
     nested = ok_code
     for _ in range(10):
