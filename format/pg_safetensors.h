@@ -23,7 +23,8 @@ extern "C" {
 #define PG_ST_MAX_HEADER 100000000u /* header JSON bytes */
 #define PG_ST_MAX_RANK 8            /* dimensions per tensor */
 #define PG_ST_MAX_NAME 1024u        /* bytes in a tensor name */
-#define PG_ST_MAX_TENSORS 1000000u  /* tensors per file */
+#define PG_ST_MAX_TENSORS 65536u    /* tensors per file (an artifact's limit too) */
+#define PG_ST_MAX_META 65536u       /* "__metadata__" pairs per file */
 
 /* Element types. Numbers are this library's own; the file stores the name. */
 typedef enum pg_st_dtype {
