@@ -224,6 +224,13 @@ static int header_shape(const char *f, const uint8_t *h, size_t n, pg_err *err) 
   return PG_OK;
 }
 
+int pg_st_header_text_check(const uint8_t *h, size_t n, const char *file, pg_err *err) {
+  PG_FAIL_IF(n == 0 || h[0] != '{', err, PG_E_JSON, file, 8, "header does not start with '{'");
+  size_t bad = utf8_first_bad(h, n);
+  PG_FAIL_IF(bad != n, err, PG_E_UTF8, file, 8 + bad, "header is not valid UTF-8");
+  return header_shape(file, h, n, err);
+}
+
 /* ---- the reader ---- */
 
 struct pg_st {
@@ -493,11 +500,7 @@ static int st_parse(pg_st *st, pg_err *err) {
   st->data_off = end;
   st->data_size = st->len - end;
   const uint8_t *h = st->base + 8;
-  PG_FAIL_IF(n == 0 || h[0] != '{', err, PG_E_JSON, f, 8, "header does not start with '{'");
-  size_t bad = utf8_first_bad(h, (size_t)n);
-  PG_FAIL_IF(bad != n, err, PG_E_UTF8, f, 8 + bad, "header is not valid UTF-8");
-
-  PG_TRY(header_shape(f, h, (size_t)n, err));
+  PG_TRY(pg_st_header_text_check(h, (size_t)n, f, err));
 
   json_error_t je;
   json_t *root = json_loadb((const char *)h, (size_t)n, JSON_REJECT_DUPLICATES, &je);
