@@ -877,8 +877,8 @@ Test(st_bad, a_header_shaped_to_build_a_huge_tree_is_refused_from_its_text) {
   j = repeat_json("{\"a\":[", "0,", 1000000, "]}");
   expect_shape_fault(j, PG_E_LIMIT, 5, "an array of more than 8 values");
   free(j);
-  j = repeat_json("{\"a\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1],\"x\":{", "\"\":[],",
-                  1, "}}}");
+  j = repeat_json("{\"a\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1],\"x\":{",
+                  "\"\":[],", 1, "}}}");
   expect_shape_fault(j, PG_E_JSON, 5, "a tensor entry with more than 3 members");
   free(j);
   j = repeat_json("{\"a\":{\"dtype\":\"U8\",\"b\":{", "\"\":[],", 1, "}}}");
