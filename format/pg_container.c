@@ -235,10 +235,16 @@ struct pg_artifact {
    * evicted. The others are a cache: before a decode, least recently used sections go until
    * the new one fits in lim.max_cache bytes (or nothing else can go); `used[i]` is the call
    * (`epoch`) that last touched a section, and nothing the current call touched is evicted, so
-   * pointers live through one call. */
+   * pointers live through one call. A section decoded a second time is kept (kept[i], outside the
+   * cache's count) until pg_artifact_trim: however a file spreads its tensors' parts over its
+   * sections, a walk over the tensors then decodes each section at most twice, and holds at most
+   * the decoded total of the file (spec/format.md §7), where a cache alone would decode a large
+   * section once per tensor. */
   uint8_t **raw;
   uint8_t *raw_own;
   uint8_t *held;
+  uint8_t *decoded; /* times section i was decoded, up to 2 */
+  uint8_t *kept;
   uint64_t *used;
   uint64_t epoch;
   uint64_t cached; /* malloc'd decoded bytes not held */
@@ -339,6 +345,8 @@ void pg_artifact_free(pg_artifact *a) {
   free(a->raw);
   free(a->raw_own);
   free(a->held);
+  free(a->decoded);
+  free(a->kept);
   free(a->used);
   free(a->secs);
   free(a->meta);
@@ -353,13 +361,20 @@ void pg_artifact_free(pg_artifact *a) {
 
 /* Drop a decoded section (never one that is held). */
 static void drop(pg_artifact *a, uint32_t i) {
-  if (!a->raw[i] || a->held[i]) return;
+  if (!a->raw[i] || a->held[i] || a->kept[i]) return;
   if (a->raw_own[i]) {
     free(a->raw[i]);
     a->cached -= a->secs[i].raw_size;
   }
   a->raw[i] = NULL;
   a->raw_own[i] = 0;
+}
+
+/* Return a kept section to the cache, which may then let it go. */
+static void unkeep(pg_artifact *a, uint32_t i) {
+  if (!a->kept[i] || a->held[i]) return;
+  a->kept[i] = 0;
+  a->cached += a->secs[i].raw_size;
 }
 
 /* Evict cached sections, least recently used first, until `need` more bytes fit in the cache
@@ -388,7 +403,7 @@ static int section_get(pg_artifact *a, uint32_t i, int hold, const uint8_t **raw
   PG_FAIL_IF(i >= a->nsec, err, PG_E_ARG, a->name, PG_NO_OFFSET, "no section %u", i);
   a->used[i] = a->epoch;
   if (a->raw[i]) {
-    if (hold && !a->held[i] && a->raw_own[i]) a->cached -= a->secs[i].raw_size;
+    if (hold && !a->held[i] && a->raw_own[i] && !a->kept[i]) a->cached -= a->secs[i].raw_size;
     if (hold) a->held[i] = 1;
     *raw = a->raw[i];
     return PG_OK;
@@ -431,7 +446,9 @@ static int section_get(pg_artifact *a, uint32_t i, int hold, const uint8_t **raw
   a->raw[i] = buf;
   a->raw_own[i] = 1;
   a->held[i] = (uint8_t)hold;
-  if (!hold) a->cached += s->raw_size;
+  if (a->decoded[i] < 2) a->decoded[i]++;
+  a->kept[i] = a->decoded[i] == 2;
+  if (!hold && !a->kept[i]) a->cached += s->raw_size;
   *raw = buf;
   return PG_OK;
 }
@@ -444,13 +461,14 @@ int pg_artifact_section_raw(pg_artifact *a, uint32_t i, const uint8_t **raw, pg_
 void pg_artifact_trim(pg_artifact *a) {
   if (!a) return;
   a->epoch++;
+  for (uint32_t i = 0; i < a->nsec; i++) unkeep(a, i);
   make_room(a, UINT64_MAX);
 }
 
 void pg_artifact_section_release(pg_artifact *a, uint32_t i) {
   if (i >= a->nsec || i == a->meta_sec || i == a->dir_sec || !a->held[i]) return;
   a->held[i] = 0;
-  if (a->raw_own[i]) a->cached += a->secs[i].raw_size;
+  if (a->raw_own[i] && !a->kept[i]) a->cached += a->secs[i].raw_size;
   drop(a, i);
 }
 
@@ -1047,9 +1065,12 @@ static int parse_table(pg_artifact *a, pg_err *err) {
   a->raw = calloc(n, sizeof *a->raw);
   a->raw_own = calloc(n, 1);
   a->held = calloc(n, 1);
+  a->decoded = calloc(n, 1);
+  a->kept = calloc(n, 1);
   a->used = calloc(n, sizeof *a->used);
   a->code_secs = calloc(n, sizeof *a->code_secs);
-  if (!a->raw || !a->raw_own || !a->held || !a->used || !a->code_secs) {
+  if (!a->raw || !a->raw_own || !a->held || !a->decoded || !a->kept || !a->used ||
+      !a->code_secs) {
     free(eoff);
     return pg_err_set(err, PG_E_NOMEM, f, PG_NO_OFFSET, "out of memory for a table of %u sections",
                       n);
@@ -1447,7 +1468,10 @@ int pg_artifact_check(pg_artifact *a, pg_err *err) {
         break;
       }
     }
-    if (!was) drop(a, s); /* what was decoded before (held, or cached) stays */
+    if (!was) { /* what was decoded before (held, cached or kept) stays */
+      unkeep(a, s);
+      drop(a, s);
+    }
   }
   free(buf);
   free(parts);

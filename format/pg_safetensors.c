@@ -142,6 +142,95 @@ static size_t scan_members(const uint8_t *h, size_t n, size_t want, uint64_t **o
   return 0;
 }
 
+/* ---- the header's shape, before the JSON parser sees it ---- */
+
+/* jansson spends 30 to 250 bytes on each value it builds (an empty array or object costs the
+ * most), so a 100 MB header of "[],[],..." would take gigabytes. One linear pass over the text
+ * first checks the shape a header can have (spec/safetensors.md §2, rule 6a): the header's
+ * members are objects (or values refused later), __metadata__ holds scalars, a tensor entry at
+ * most 3 members whose values are scalars or arrays, and an array at most PG_ST_MAX_RANK
+ * scalars. The parser then builds at most 31 values per member, and members are limited, so its
+ * memory is bounded by a fixed multiple of the limits plus the text. Text that is not JSON is
+ * left to the parser, which reports it. */
+static int header_shape(const char *f, const uint8_t *h, size_t n, pg_err *err) {
+  struct {
+    uint8_t kind, meta;
+    uint64_t commas;
+    size_t at;
+  } lv[4];
+  size_t key[3][2]; /* the current tensor entry's keys as written: offset, length */
+  int d = 0, last_key_meta = 0, want_key = 0;
+  for (size_t p = 0; p < n;) {
+    const uint8_t c = h[p];
+    if (c == '"') {
+      const size_t q = scan_string(h, n, p);
+      if (d == 1) last_key_meta = q - p == 14 && !memcmp(h + p, "\"" META_KEY "\"", 14);
+      if (d == 2 && want_key && lv[1].kind == '{' && !lv[1].meta) { /* a tensor entry's key */
+        /* a key that repeats an earlier one as written is the parser's to report (rule 8),
+         * and it stops there: nothing past this point is built */
+        const uint64_t m = lv[1].commas;
+        for (uint64_t k = 0; k < m && k < 3; k++)
+          if (key[k][1] == q - p && !memcmp(h + key[k][0], h + p, q - p)) return PG_OK;
+        if (m >= 3)
+          return pg_err_set(err, PG_E_JSON, f, 8 + lv[1].at,
+                            "a tensor entry with more than 3 members (dtype, shape, "
+                            "data_offsets)");
+        key[m][0] = p, key[m][1] = q - p;
+      }
+      want_key = 0;
+      p = q;
+      continue;
+    }
+    if (c == '{' || c == '[') {
+      if (d >= 1 && lv[d - 1].kind == '[')
+        return pg_err_set(err, PG_E_JSON, f, 8 + p,
+                          "an array or object inside an array (a shape and "
+                          "data_offsets hold integers)");
+      if (d == 2 && lv[1].meta)
+        return pg_err_set(err, PG_E_META_TYPE, f, 8 + p,
+                          "__metadata__ holds an array or object, not a string");
+      if (d == 2 && c == '{')
+        return pg_err_set(err, PG_E_JSON, f, 8 + p,
+                          "an object inside a tensor entry (its members are a string "
+                          "and two arrays)");
+      if (d == 3) return PG_OK; /* not reached: depth 3 holds only arrays, refused above */
+      lv[d].kind = c;
+      lv[d].meta = d == 1 && c == '{' && last_key_meta;
+      lv[d].commas = 0;
+      lv[d].at = p;
+      d++;
+      want_key = c == '{';
+    } else if (c == '}' || c == ']') {
+      if (d == 0) return PG_OK; /* unbalanced: the parser's to report */
+      d--;
+      if (d == 0) return PG_OK; /* the root's end: what follows is the parser's to judge */
+    } else if (c == ',' && d > 0) {
+      const uint64_t k = ++lv[d - 1].commas + 1; /* at least this many members */
+      want_key = lv[d - 1].kind == '{';
+      if (d == 1 && k > (uint64_t)PG_ST_MAX_TENSORS + 1)
+        return pg_err_set(err, PG_E_LIMIT, f, 8, "more than %u tensors (limit %u)",
+                          PG_ST_MAX_TENSORS, PG_ST_MAX_TENSORS);
+      if (d == 2 && lv[1].meta && k > PG_ST_MAX_META)
+        return pg_err_set(err, PG_E_LIMIT, f, 8 + lv[1].at,
+                          "__metadata__ has more than %u entries (limit %u)", PG_ST_MAX_META,
+                          PG_ST_MAX_META);
+      if (lv[d - 1].kind == '[' && k > PG_ST_MAX_RANK)
+        return pg_err_set(err, PG_E_LIMIT, f, 8 + lv[d - 1].at,
+                          "an array of more than %d values (a shape has at most %d, "
+                          "data_offsets 2)", PG_ST_MAX_RANK, PG_ST_MAX_RANK);
+    }
+    p++;
+  }
+  return PG_OK;
+}
+
+int pg_st_header_text_check(const uint8_t *h, size_t n, const char *file, pg_err *err) {
+  PG_FAIL_IF(n == 0 || h[0] != '{', err, PG_E_JSON, file, 8, "header does not start with '{'");
+  size_t bad = utf8_first_bad(h, n);
+  PG_FAIL_IF(bad != n, err, PG_E_UTF8, file, 8 + bad, "header is not valid UTF-8");
+  return header_shape(file, h, n, err);
+}
+
 /* ---- the reader ---- */
 
 struct pg_st {
@@ -411,9 +500,7 @@ static int st_parse(pg_st *st, pg_err *err) {
   st->data_off = end;
   st->data_size = st->len - end;
   const uint8_t *h = st->base + 8;
-  PG_FAIL_IF(n == 0 || h[0] != '{', err, PG_E_JSON, f, 8, "header does not start with '{'");
-  size_t bad = utf8_first_bad(h, (size_t)n);
-  PG_FAIL_IF(bad != n, err, PG_E_UTF8, f, 8 + bad, "header is not valid UTF-8");
+  PG_TRY(pg_st_header_text_check(h, (size_t)n, f, err));
 
   json_error_t je;
   json_t *root = json_loadb((const char *)h, (size_t)n, JSON_REJECT_DUPLICATES, &je);
@@ -724,6 +811,8 @@ int pg_st_writer_set_meta(pg_st_writer *w, const char *key, const char *value, p
              err, PG_E_UTF8, NULL, PG_NO_OFFSET, "metadata key or value is not valid UTF-8");
   PG_FAIL_IF(json_object_get(w->meta, key) != NULL, err, PG_E_DUPLICATE, NULL, PG_NO_OFFSET,
              "duplicate metadata key '%.200s'", key);
+  PG_FAIL_IF(json_object_size(w->meta) >= PG_ST_MAX_META, err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
+             "more than %u metadata pairs", PG_ST_MAX_META);
   PG_FAIL_IF(json_object_set_new(w->meta, key, json_string(value)) != 0, err, PG_E_NOMEM, NULL,
              PG_NO_OFFSET, "cannot record metadata '%.200s'", key);
   return PG_OK;

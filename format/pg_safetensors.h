@@ -23,7 +23,8 @@ extern "C" {
 #define PG_ST_MAX_HEADER 100000000u /* header JSON bytes */
 #define PG_ST_MAX_RANK 8            /* dimensions per tensor */
 #define PG_ST_MAX_NAME 1024u        /* bytes in a tensor name */
-#define PG_ST_MAX_TENSORS 1000000u  /* tensors per file */
+#define PG_ST_MAX_TENSORS 65536u    /* tensors per file (an artifact's limit too) */
+#define PG_ST_MAX_META 65536u       /* "__metadata__" pairs per file */
 
 /* Element types. Numbers are this library's own; the file stores the name. */
 typedef enum pg_st_dtype {
@@ -79,6 +80,10 @@ typedef struct pg_st pg_st;
 int pg_st_open_mem(pg_st **out, const uint8_t *data, size_t len, const char *name, pg_err *err);
 /* Read path whole into private memory (not mapped) and validate it. */
 int pg_st_open_file(pg_st **out, const char *path, pg_err *err);
+/* Rules 5, 6 and 6a of spec/safetensors.md on a header's n bytes of text h (the bytes after
+ * the 8-byte length): what a reader that parses a header itself checks first, so that the JSON
+ * parser's memory stays bounded. Offsets in err count the length field (8 + position). */
+int pg_st_header_text_check(const uint8_t *h, size_t n, const char *file, pg_err *err);
 void pg_st_free(pg_st *st);
 
 /* Tensors in data order (ascending offset; ties by name). */

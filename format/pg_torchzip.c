@@ -18,6 +18,9 @@ typedef struct zentry {
   size_t name_len;
   const uint8_t *data;
   uint64_t size, offset;
+  uint64_t start; /* the local header's offset: the entry holds [start, offset + size) */
+  uint32_t crc;   /* the directory's CRC-32 */
+  uint32_t index; /* the entry's place in the directory */
 } zentry;
 
 struct pg_tz {
@@ -97,6 +100,12 @@ static int cmp_entry(const void *a, const void *b) {
   return (x->name_len > y->name_len) - (x->name_len < y->name_len);
 }
 
+static int cmp_start(const void *a, const void *b) {
+  const zentry *x = a, *y = b;
+  if (x->start != y->start) return x->start < y->start ? -1 : 1;
+  return (x->index > y->index) - (x->index < y->index);
+}
+
 static const zentry *find_entry(const pg_tz *z, const char *name, size_t n) {
   zentry key = {.name = name, .name_len = n};
   return bsearch(&key, z->ent, z->nent, sizeof *z->ent, cmp_entry);
@@ -171,22 +180,36 @@ static int read_zip(pg_tz *z, pg_err *err) {
     PG_FAIL_IF(data + usize > cd_off, err, PG_E_MALFORMED, f, lho,
                "ZIP entry %u: %u bytes at %llu reach past the data area", i, usize,
                (unsigned long long)data);
-    uint32_t got = (uint32_t)crc32(0L, Z_NULL, 0);
-    for (uint64_t q = 0; q < usize;) { /* crc32 takes uInt lengths */
-      uInt chunk = usize - q > (1u << 30) ? (1u << 30) : (uInt)(usize - q);
-      got = (uint32_t)crc32(got, b + data + q, chunk);
-      q += chunk;
-    }
-#ifndef PG_FUZZING
-    PG_FAIL_IF(got != crc, err, PG_E_CHECKSUM, f, data,
-               "ZIP entry %u: CRC-32 %08x, the directory says %08x", i, got, crc);
-#else
-    (void)crc; /* the fuzzer's inputs reach past the checksum */
-#endif
-    z->ent[i] = (zentry){(const char *)(c + 46), nl, b + data, usize, data};
+    z->ent[i] = (zentry){(const char *)(c + 46), nl, b + data, usize, data, lho, crc, i};
     p += 46 + nl + xl + cl;
   }
   z->nent = n_all;
+  /* Entries hold disjoint byte ranges, as every ZIP writer lays them out. Checked before any
+   * checksum: n entries sharing (or nesting) one large range would make the checks below read
+   * it n times, work quadratic in the file's size. */
+  qsort(z->ent, z->nent, sizeof *z->ent, cmp_start);
+  for (uint32_t i = 1; i < z->nent; i++) {
+    const zentry *x = &z->ent[i - 1], *y = &z->ent[i];
+    PG_FAIL_IF(y->start < x->offset + x->size, err, PG_E_OVERLAP, f, y->start,
+               "ZIP entries %u and %u overlap (local headers at %llu and %llu)", x->index,
+               y->index, (unsigned long long)x->start, (unsigned long long)y->start);
+  }
+  /* Hence the checksums read each byte of the file at most once. */
+  for (uint32_t i = 0; i < z->nent; i++) {
+    const zentry *x = &z->ent[i];
+    uint32_t got = (uint32_t)crc32(0L, Z_NULL, 0);
+    for (uint64_t q = 0; q < x->size;) { /* crc32 takes uInt lengths */
+      uInt chunk = x->size - q > (1u << 30) ? (1u << 30) : (uInt)(x->size - q);
+      got = (uint32_t)crc32(got, x->data + q, chunk);
+      q += chunk;
+    }
+#ifndef PG_FUZZING
+    PG_FAIL_IF(got != x->crc, err, PG_E_CHECKSUM, f, x->offset,
+               "ZIP entry %u: CRC-32 %08x, the directory says %08x", x->index, got, x->crc);
+#else
+    (void)got; /* the fuzzer's inputs reach past the checksum */
+#endif
+  }
   qsort(z->ent, z->nent, sizeof *z->ent, cmp_entry);
   for (uint32_t i = 1; i < z->nent; i++)
     PG_FAIL_IF(cmp_entry(&z->ent[i - 1], &z->ent[i]) == 0, err, PG_E_DUPLICATE, f,

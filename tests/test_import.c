@@ -16,6 +16,7 @@
 #include "pg_container.h"
 #include "pg_import.h"
 #include "pg_io.h"
+#include "pg_lrzip.h"
 #include "pg_torchzip.h"
 #include "pglayout.h"
 #include "pgtest.h"
@@ -513,6 +514,40 @@ Test(import, pgrp_stream_faults_name_the_group) {
   cr_assert_eq(entries(lz), 0, "a temporary folder of lrzip's was left in %s", lz);
   unsetenv("TMPDIR");
   free(p.b);
+}
+
+/* The lrzip program may write no more than the stream declares: it runs with a file-size limit
+ * of the declared size + 1, so a stream that decodes to more (here a stand-in program that
+ * writes 64 MiB whatever it is given) is stopped at that byte, not after filling the disk, and
+ * refused. Before the limit the whole output was written, then found too large. */
+Test(import, lrzip_output_beyond_the_declared_size_is_stopped_while_written) {
+  char prog[128], lz[128];
+  snprintf(prog, sizeof prog, "%s/fake-lrzip", tmp);
+  snprintf(lz, sizeof lz, "%s/lz", tmp);
+  cr_assert_eq(mkdir(lz, 0700), 0);
+  FILE *f = fopen(prog, "w");
+  cr_assert_not_null(f);
+  /* argv: -d -q -f -o OUT IN; the exit status tells whether the whole output was written */
+  fputs("#!/bin/sh\nhead -c 67108864 /dev/zero > \"$5\" || exit 3\nexit 0\n", f);
+  fclose(f);
+  cr_assert_eq(chmod(prog, 0700), 0);
+  setenv("PGOLF_LRZIP", prog, 1);
+  setenv("TMPDIR", lz, 1);
+  /* LRZI 0.6, 4096 bytes declared */
+  static const uint8_t stream[] = "LRZI\x00\x06\x00\x10\x00\x00\x00\x00\x00\x00 payload";
+  uint8_t *out = NULL;
+  size_t n = 0;
+  pg_err err = {0};
+  int rc = pg_lrzip_decode(stream, sizeof stream - 1, "g.pgrp", "group q", 1u << 30, &out, &n,
+                           &err);
+  unsetenv("PGOLF_LRZIP");
+  unsetenv("TMPDIR");
+  cr_assert_eq(rc, PG_E_DECOMPRESS, "%s: %s", pg_status_name(rc), err.msg);
+  cr_assert_null(out);
+  cr_assert_not_null(strstr(err.msg, "g.pgrp: group q: lrzip rejected the stream"), "%s",
+                     err.msg);
+  cr_assert_null(strchr(err.msg, '\n'));
+  cr_assert_eq(entries(lz), 0, "a temporary folder of lrzip's was left in %s", lz);
 }
 
 Test(import, pgrp_a_row_order_that_is_not_a_permutation_is_refused) {

@@ -840,3 +840,99 @@ Test(st, file_truncated_after_open_reads_as_opened) {
   free(b[1]);
   pg_st_writer_free(w);
 }
+
+/* ---- hostile headers: small text, a large JSON tree ---- */
+
+/* head, then `unit` n times (the last without its trailing comma), then tail. */
+static char *repeat_json(const char *head, const char *unit, size_t n, const char *tail) {
+  const size_t hl = strlen(head), ul = strlen(unit), tl = strlen(tail);
+  char *s = malloc(hl + n * ul + tl + 1);
+  cr_assert_not_null(s);
+  size_t k = 0;
+  memcpy(s + k, head, hl), k += hl;
+  for (size_t i = 0; i < n; i++) memcpy(s + k, unit, ul), k += ul;
+  if (n && unit[ul - 1] == ',') k--;
+  memcpy(s + k, tail, tl + 1);
+  return s;
+}
+
+/* The shape of a header is checked before the parser builds its tree (spec/safetensors.md rule
+ * 6a): before, each of these 1 to 3 MB headers made jansson build about a million values (an
+ * empty array ~130 bytes, an object ~230: 100 MB of "[]," took 4.5 GB and 16 s, of "{}," 7.5 GB
+ * and 23 s) before a later rule refused it. Now each is refused from the text alone, naming the
+ * container at fault. */
+static void expect_shape_fault(const char *json, int status, size_t at, const char *words) {
+  pg_err e;
+  const char *p;
+  int rc = open_json_n(json, strlen(json), 0, &e, &p);
+  cr_assert_eq(rc, status, "got %s (%s), want %s", pg_status_name(rc), e.msg,
+               pg_status_name(status));
+  char want[512];
+  snprintf(want, sizeof want, "%s: offset %zu: %s", p, 8 + at, words);
+  cr_assert_not_null(strstr(e.msg, want), "\"%s\" lacks \"%s\"", e.msg, want);
+  cr_assert_null(strchr(e.msg, '\n'));
+}
+
+Test(st_bad, a_header_shaped_to_build_a_huge_tree_is_refused_from_its_text) {
+  char *j = repeat_json("{\"__metadata__\":{\"x\":[", "[],", 1000000, "]}}");
+  expect_shape_fault(j, PG_E_META_TYPE, 21, "__metadata__ holds an array or object");
+  free(j);
+  j = repeat_json("{\"a\":{\"dtype\":[", "{},", 1000000, "]}}");
+  expect_shape_fault(j, PG_E_JSON, 15, "an array or object inside an array");
+  free(j);
+  j = repeat_json("{\"a\":{\"dtype\":\"U8\",\"shape\":[", "0,", 1000000,
+                  "],\"data_offsets\":[0,0]}}");
+  expect_shape_fault(j, PG_E_LIMIT, 27, "an array of more than 8 values");
+  free(j);
+  j = repeat_json("{\"a\":[", "0,", 1000000, "]}");
+  expect_shape_fault(j, PG_E_LIMIT, 5, "an array of more than 8 values");
+  free(j);
+  j = repeat_json("{\"a\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1],\"x\":{",
+                  "\"\":[],", 1, "}}}");
+  expect_shape_fault(j, PG_E_JSON, 5, "a tensor entry with more than 3 members");
+  free(j);
+  j = repeat_json("{\"a\":{\"dtype\":\"U8\",\"b\":{", "\"\":[],", 1, "}}}");
+  expect_shape_fault(j, PG_E_JSON, 23, "an object inside a tensor entry");
+  free(j);
+  /* many distinct keys in one entry: before, each became a pair and a value */
+  size_t n = 300000, cap = n * 16 + 64, len = 0;
+  char *k = malloc(cap);
+  cr_assert_not_null(k);
+  len += (size_t)snprintf(k, cap, "{\"a\":{");
+  for (size_t i = 0; i < n; i++) len += (size_t)snprintf(k + len, cap - len, "%s\"%zx\":[]",
+                                                         i ? "," : "", i);
+  snprintf(k + len, cap - len, "}}");
+  expect_shape_fault(k, PG_E_JSON, 5, "a tensor entry with more than 3 members");
+  free(k);
+}
+
+Test(st_bad, more_metadata_pairs_than_the_limit) {
+  size_t n = PG_ST_MAX_META + 1, cap = n * 16 + 64, len = 0;
+  char *j = malloc(cap);
+  cr_assert_not_null(j);
+  len += (size_t)snprintf(j, cap, "{\"__metadata__\":{");
+  for (size_t i = 0; i < n; i++) len += (size_t)snprintf(j + len, cap - len, "%s\"%zx\":\"\"",
+                                                         i ? "," : "", i);
+  snprintf(j + len, cap - len, "}}");
+  expect_shape_fault(j, PG_E_LIMIT, 16, "__metadata__ has more than 65536 entries");
+  free(j);
+  /* the limit itself is fine, and the writer keeps to it */
+  pg_st_writer *w;
+  pg_err e;
+  cr_assert_eq(pg_st_writer_create(&w, &e), PG_OK);
+  char key[16];
+  for (uint32_t i = 0; i < PG_ST_MAX_META; i++) {
+    snprintf(key, sizeof key, "%x", i);
+    cr_assert_eq(pg_st_writer_set_meta(w, key, "", &e), PG_OK, "%s", e.msg);
+  }
+  uint8_t *buf;
+  size_t blen;
+  cr_assert_eq(pg_st_writer_to_mem(&buf, &blen, w, &e), PG_OK, "%s", e.msg);
+  pg_st *st;
+  cr_assert_eq(pg_st_open_mem(&st, buf, blen, "meta.safetensors", &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_st_meta_count(st), PG_ST_MAX_META);
+  pg_st_free(st);
+  free(buf);
+  cr_assert_eq(pg_st_writer_set_meta(w, "one-more", "", &e), PG_E_LIMIT);
+  pg_st_writer_free(w);
+}

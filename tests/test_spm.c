@@ -1134,3 +1134,56 @@ Test(bpb, errors) {
   cr_assert_eq(pg_bpb_add(&a, 1.0, 1, &e), PG_OK);
   cr_assert_eq(pg_bpb_result(&a, NULL, NULL, &e), PG_OK);
 }
+
+/* ---- hostile models: small, valid, expensive ---- */
+
+/* The piece index was an open-addressing table over a fixed FNV-1a hash: a model could choose
+ * pieces whose slots crowd one corner of the table, and building the index then took time
+ * quadratic in their number (100,000 pieces, a 1.4 MB file: 31 s; 1,000,000: about an hour).
+ * The pieces below are chosen that way against that table (slot in the first 1/16 of 2^19);
+ * the index is now a sort, which no choice of pieces slows down. */
+static uint64_t old_fnv_slot(const char *s, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
+  return (h ^ (h >> 29)) & ((1u << 19) - 1);
+}
+
+Test(spm, pieces_chosen_to_collide_are_indexed_and_found) {
+  enum { N = 200000 };
+  w b = {0};
+  w_piece(&b, "<unk>", 0, 2);
+  char s[16];
+  uint32_t *key = malloc(N * sizeof *key);
+  cr_assert_not_null(key);
+  for (uint32_t i = 0, k = 0; i < N; k++) {
+    const int n = snprintf(s, sizeof s, "p%09u", k);
+    if (old_fnv_slot(s, (size_t)n) >= (1u << 19) / 16) continue;
+    w p = {0}; /* a piece with only its bytes (NORMAL, score 0): 12 bytes in the file */
+    w_bytes(&p, 1, s, (size_t)n);
+    w_sub(&b, 1, &p);
+    key[i++] = k;
+  }
+  pg_spm *m = NULL;
+  pg_err e;
+  cr_assert_eq(open_w(&b, &m, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_spm_vocab_size(m), N + 1);
+  for (uint32_t i = 0; i < N; i++) {
+    const int n = snprintf(s, sizeof s, "p%09u", key[i]);
+    cr_assert_eq(pg_spm_piece_to_id(m, s, (size_t)n), (int32_t)i + 1, "piece %s", s);
+  }
+  cr_assert_eq(pg_spm_piece_to_id(m, "<unk>", 5), 0);
+  cr_assert_eq(pg_spm_piece_to_id(m, "p", 1), -1);
+  cr_assert_eq(pg_spm_piece_to_id(m, "p0000000000", 11), -1);
+  cr_assert_eq(pg_spm_space_id(m), -1);
+  pg_spm_free(m);
+  /* a repeat is still found, named by the lowest repeating id and the piece it repeats */
+  snprintf(s, sizeof s, "p%09u", key[76]);
+  w_piece(&b, s, 0, 1);
+  snprintf(s, sizeof s, "p%09u", key[5]);
+  w_piece(&b, s, 0, 1);
+  char want[64];
+  snprintf(want, sizeof want, "piece %u repeats piece 77", N + 1);
+  expect_fail(&b, PG_E_DUPLICATE, want);
+  free(key);
+  w_free(&b);
+}

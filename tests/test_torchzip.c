@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "pg_io.h"
 #include "pg_torchzip.h"
@@ -154,4 +155,78 @@ Test(torchzip, every_truncation_is_refused) {
     free(b);
   }
   free(full);
+}
+
+/* ---- hostile archives: small, valid-looking, expensive ---- */
+
+static void put16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
+static void put32(uint8_t *p, uint32_t v) { put16(p, v & 0xffff), put16(p + 2, v >> 16); }
+
+/* n directory entries over `payload` bytes of data. nested = 0: every entry is the same local
+ * header "a/data.pkl" and its data (one range read n times); nested = 1: n local headers back
+ * to back, entry i's data running from its header's end to the end of the data area (over all
+ * later headers), each name distinct and each CRC right. Either way the checksums would read
+ * about n * payload bytes from a file of about 90 * n + payload. */
+static uint8_t *zip_bomb(uint32_t n, uint32_t payload, int nested, size_t *len) {
+  const uint32_t nl = 10, lh = 30 + nl, nh = nested ? n : 1;
+  const uint32_t area = nh * lh + payload, cd = n * (46 + nl);
+  *len = (size_t)area + cd + 22;
+  uint8_t *b = calloc(1, *len);
+  cr_assert_not_null(b);
+  for (uint32_t i = 0; i < payload; i++) b[nh * lh + i] = (uint8_t)(i * 131 + 7);
+  uint32_t *crc = malloc(nh * sizeof *crc);
+  cr_assert_not_null(crc);
+  for (uint32_t i = 0; i < nh; i++) {
+    uint8_t *l = b + (size_t)i * lh;
+    put32(l, 0x04034b50u);
+    put16(l + 26, nl);
+    char name[16];
+    snprintf(name, sizeof name, nested ? "a/e%07u" : "a/data.pkl", i);
+    memcpy(l + 30, name, nl);
+  }
+  /* entry i's data is [i*lh + lh, area): the next header's bytes, then entry i+1's data */
+  crc[nh - 1] = (uint32_t)crc32(0L, b + nh * lh, payload);
+  for (uint32_t i = nh - 1; i-- > 0;) {
+    const uLong h = crc32(0L, b + (size_t)(i + 1) * lh, lh);
+    crc[i] = (uint32_t)crc32_combine(h, crc[i + 1], (z_off_t)(area - (i + 2) * lh));
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    const uint32_t k = nested ? i : 0, size = area - (k + 1) * lh;
+    uint8_t *c = b + area + (size_t)i * (46 + nl);
+    put32(c, 0x02014b50u);
+    put32(c + 16, crc[k]);
+    put32(c + 20, size);
+    put32(c + 24, size);
+    put16(c + 28, nl);
+    put32(c + 42, k * lh);
+    memcpy(c + 46, b + (size_t)k * lh + 30, nl);
+  }
+  uint8_t *e = b + area + cd;
+  put32(e, 0x06054b50u);
+  put16(e + 8, n);
+  put16(e + 10, n);
+  put32(e + 12, cd);
+  put32(e + 16, area);
+  free(crc);
+  return b;
+}
+
+/* Entries must hold disjoint ranges, checked before any checksum is computed: before the rule,
+ * both archives below read ~n * payload bytes (about 4 GB for a 10 MB file at n = 65,535). */
+Test(torchzip, entries_sharing_bytes_are_refused_before_their_checksums) {
+  for (int nested = 0; nested < 2; nested++) {
+    size_t len;
+    uint8_t *b = zip_bomb(4000, 1 << 18, nested, &len);
+    pg_tz *z = NULL;
+    pg_err err = {0};
+    int rc = pg_tz_open(&z, b, len, "bomb.pt", &err);
+    cr_assert_eq(rc, PG_E_OVERLAP, "nested %d: status %s (%s)", nested, pg_status_name(rc),
+                 err.msg);
+    cr_assert_null(z);
+    char want[64];
+    snprintf(want, sizeof want, "bomb.pt: offset %d: ZIP entries 0 and 1 overlap", nested ? 40 : 0);
+    cr_assert_not_null(strstr(err.msg, want), "%s", err.msg);
+    cr_assert_null(strchr(err.msg, '\n'));
+    free(b);
+  }
 }

@@ -41,8 +41,7 @@ struct pg_spm {
   pg_spm_piece *pieces;
   char *strings;   /* every piece, NUL-terminated, back to back */
   char *norm_name; /* NormalizerSpec.name, NUL-terminated */
-  uint32_t *slots; /* open-addressing index: id + 1, 0 = empty */
-  uint32_t mask;   /* slot count - 1 (a power of two minus one) */
+  uint32_t *order; /* the ids sorted by their pieces' bytes (then id): the exact-bytes index */
   pg_spm_info info;
 };
 
@@ -359,20 +358,24 @@ static int parse_model(const pb *b, parse_state *st) {
 
 /* ---- the piece index ---- */
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
-  return h ^ (h >> 29);
+/* Bytes order (memcmp, then the shorter first). */
+static int cmp_bytes(const char *a, size_t na, const char *b, size_t nb) {
+  const int c = memcmp(a, b, na < nb ? na : nb);
+  return c ? c : (na > nb) - (na < nb);
 }
 
 int32_t pg_spm_piece_to_id(const pg_spm *m, const char *s, size_t len) {
-  if (!m || (!s && len) || !m->slots) return -1;
-  for (uint64_t i = hash_bytes(s, len);; i++) {
-    const uint32_t slot = m->slots[i & m->mask];
-    if (!slot) return -1;
-    const pg_spm_piece *p = &m->pieces[slot - 1];
-    if (p->len == len && !memcmp(p->piece, s, len)) return (int32_t)(slot - 1);
+  if (!m || (!s && len) || !m->order) return -1;
+  size_t lo = 0, hi = m->n; /* the first id whose piece is not below s */
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    const pg_spm_piece *p = &m->pieces[m->order[mid]];
+    if (cmp_bytes(p->piece, p->len, s, len) < 0) lo = mid + 1;
+    else hi = mid;
   }
+  if (lo == m->n) return -1;
+  const pg_spm_piece *p = &m->pieces[m->order[lo]];
+  return p->len == len && !memcmp(p->piece, s, len) ? (int32_t)m->order[lo] : -1;
 }
 
 int pg_spm_byte_value(const char *s, size_t len) {
@@ -397,7 +400,7 @@ void pg_spm_free(pg_spm *m) {
   free(m->pieces);
   free(m->strings);
   free(m->norm_name);
-  free(m->slots);
+  free(m->order);
   free(m);
 }
 
@@ -447,26 +450,45 @@ static int check_pieces(pg_spm *m, pg_err *err) {
   return PG_OK;
 }
 
+/* C11's qsort passes no context, so each element carries the bytes it sorts by. */
+typedef struct piece_ref {
+  const char *s;
+  uint32_t len, id;
+} piece_ref;
+
+static int cmp_piece_ref(const void *x, const void *y) {
+  const piece_ref *a = x, *b = y;
+  const int c = cmp_bytes(a->s, a->len, b->s, b->len);
+  return c ? c : (a->id > b->id) - (a->id < b->id);
+}
+
+/* The index is a sort, not a hash table: its cost is O(n log n) comparisons whatever the pieces
+ * are (a fixed hash lets a file choose pieces that collide, and an open-addressing table then
+ * takes time quadratic in their number). Equal pieces end up adjacent, in id order. */
 static int build_index(pg_spm *m, pg_err *err) {
-  uint32_t cap = 16;
-  while (cap < 2 * m->n) cap *= 2;
-  m->slots = calloc(cap, sizeof *m->slots);
-  if (!m->slots) return pg_err_set(err, PG_E_NOMEM, m->name, PG_NO_OFFSET, "out of memory");
-  m->mask = cap - 1;
-  for (uint32_t id = 0; id < m->n; id++) {
-    const pg_spm_piece *p = &m->pieces[id];
-    for (uint64_t i = hash_bytes(p->piece, p->len);; i++) {
-      uint32_t *slot = &m->slots[i & m->mask];
-      if (!*slot) {
-        *slot = id + 1;
-        break;
-      }
-      const pg_spm_piece *q = &m->pieces[*slot - 1];
-      if (q->len == p->len && !memcmp(q->piece, p->piece, p->len))
-        return pg_err_set(err, PG_E_DUPLICATE, m->name, p->offset,
-                          "piece %u repeats piece %u", id, *slot - 1);
-    }
+  piece_ref *r = malloc((size_t)m->n * sizeof *r);
+  m->order = malloc((size_t)m->n * sizeof *m->order);
+  if (!r || !m->order) {
+    free(r);
+    return pg_err_set(err, PG_E_NOMEM, m->name, PG_NO_OFFSET, "out of memory");
   }
+  for (uint32_t id = 0; id < m->n; id++)
+    r[id] = (piece_ref){m->pieces[id].piece, m->pieces[id].len, id};
+  qsort(r, m->n, sizeof *r, cmp_piece_ref);
+  /* Report the lowest id that repeats an earlier piece, and the first piece it repeats. */
+  uint32_t dup = UINT32_MAX, first = 0;
+  for (uint32_t i = 1, g = 0; i < m->n; i++) {
+    if (cmp_bytes(r[i].s, r[i].len, r[g].s, r[g].len)) {
+      g = i;
+      continue;
+    }
+    if (i == g + 1 && r[i].id < dup) dup = r[i].id, first = r[g].id;
+  }
+  for (uint32_t i = 0; i < m->n; i++) m->order[i] = r[i].id;
+  free(r);
+  if (dup != UINT32_MAX)
+    return pg_err_set(err, PG_E_DUPLICATE, m->name, m->pieces[dup].offset,
+                      "piece %u repeats piece %u", dup, first);
   return PG_OK;
 }
 

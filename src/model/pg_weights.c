@@ -561,7 +561,8 @@ char *pg_weights_meta(const char *path, pg_artifact *art, const char *key) {
   uint64_t n = 0;
   if (size >= 8 && pg_file_pread(fd, 0, len8, 8, path, &err) == PG_OK) n = pg_ld64(len8);
   if (n > 0 && n <= PG_ST_MAX_HEADER && n <= size - 8 && (hdr = malloc((size_t)n)) &&
-      pg_file_pread(fd, 8, hdr, (size_t)n, path, &err) == PG_OK) {
+      pg_file_pread(fd, 8, hdr, (size_t)n, path, &err) == PG_OK &&
+      pg_st_header_text_check((const uint8_t *)hdr, (size_t)n, path, &err) == PG_OK) {
     json_t *root = json_loadb(hdr, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
     const char *v = json_string_value(json_object_get(json_object_get(root, "__metadata__"), key));
     s = v ? strdup(v) : NULL;

@@ -7,17 +7,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <spawn.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "pg_io.h"
-
-extern char **environ;
 
 /* "LRZI", major 0, minor ≥ 6, then the decoded size (u64 little-endian) at offset 6. */
 static int declared_size(const uint8_t *in, size_t n, uint64_t *size) {
@@ -58,35 +57,37 @@ static int write_file(const char *path, const uint8_t *p, size_t n) {
   return close(fd);
 }
 
-/* Run the program on inp → outp. 0 ran and exited 0; else the status is set in err. */
-static int run_lrzip(const char *inp, const char *outp, const char *file, const char *what,
-                     pg_err *err) {
+/* Run the program on inp → outp, allowed to write files of at most `limit` bytes
+ * (RLIMIT_FSIZE: a stream that decodes to more than it declares is stopped there, SIGXFSZ, and
+ * cannot fill the disk first). 0 ran and exited 0; else the status is set in err. The child
+ * makes only system calls between fork and exec; exec failing exits 127, read below as the
+ * program missing. */
+static int run_lrzip(const char *inp, const char *outp, uint64_t limit, const char *file,
+                     const char *what, pg_err *err) {
   const char *prog = getenv(PG_LRZIP_ENV);
   if (!prog || !*prog) prog = "lrzip";
   char *argv[] = {(char *)prog, "-d", "-q", "-f", "-o", (char *)outp, (char *)inp, NULL};
-  posix_spawn_file_actions_t fa;
-  if (posix_spawn_file_actions_init(&fa))
-    return pg_err_set(err, PG_E_NOMEM, file, PG_NO_OFFSET, "out of memory");
-  /* Quiet and detached from the caller's terminal: its messages are not ours to print. */
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  pid_t pid;
-  int e = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (e == ENOENT || e == EACCES || e == ENOTDIR)
-    return pg_err_set(err, PG_E_UNSUPPORTED, file, PG_NO_OFFSET,
-                      "%s: lrzip not found (%s: %s); install lrzip or name the program in %s",
-                      what, prog, strerror(e), PG_LRZIP_ENV);
-  if (e)
+  const struct rlimit fsize = {(rlim_t)limit, (rlim_t)limit};
+  pid_t pid = fork();
+  if (pid < 0)
     return pg_err_set(err, PG_E_IO, file, PG_NO_OFFSET, "%s: cannot run %s: %s", what, prog,
-                      strerror(e));
+                      strerror(errno));
+  if (pid == 0) {
+    /* quiet and detached from the caller's terminal: its messages are not ours to print */
+    const int in = open("/dev/null", O_RDONLY | O_CLOEXEC),
+              out = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0 ||
+        setrlimit(RLIMIT_FSIZE, &fsize) != 0 || signal(SIGXFSZ, SIG_DFL) == SIG_ERR)
+      _exit(126);
+    execvp(prog, argv);
+    _exit(127);
+  }
   int st = 0;
   while (waitpid(pid, &st, 0) < 0)
     if (errno != EINTR)
       return pg_err_set(err, PG_E_IO, file, PG_NO_OFFSET, "%s: waiting for %s: %s", what, prog,
                         strerror(errno));
-  if (WIFEXITED(st) && WEXITSTATUS(st) == 127) /* a shell wrapper that found no program */
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 127) /* not found, here or by a shell wrapper */
     return pg_err_set(err, PG_E_UNSUPPORTED, file, PG_NO_OFFSET,
                       "%s: lrzip not found (%s exited with status 127); install lrzip or name "
                       "the program in %s", what, prog, PG_LRZIP_ENV);
@@ -125,7 +126,8 @@ int pg_lrzip_decode(const uint8_t *in, size_t n, const char *file, const char *w
   if (write_file(inp, in, n))
     rc = pg_err_set(err, PG_E_IO, file, PG_NO_OFFSET, "%s: cannot write %s: %s", what, inp,
                     strerror(errno));
-  if (!rc) rc = run_lrzip(inp, outp, file, what, err);
+  /* one byte more than declared is enough to tell that it holds more */
+  if (!rc) rc = run_lrzip(inp, outp, want + 1, file, what, err);
   if (!rc && stat(outp, &sb) != 0)
     rc = pg_err_set(err, PG_E_DECOMPRESS, file, PG_NO_OFFSET, "%s: lrzip wrote no output", what);
   if (!rc && (uint64_t)sb.st_size > max_out)
