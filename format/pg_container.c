@@ -437,8 +437,8 @@ static int section_get(pg_artifact *a, uint32_t i, int hold, const uint8_t **raw
   int rc = pg_codec_decode(&s->codec, stored, (size_t)s->stored_size, buf, (size_t)s->raw_size,
                            a->name, s->offset, err);
   if (rc == PG_OK && CHECKSUM_BAD(raw_sum(a, buf, s->raw_size), s->raw_xxh64))
-    rc = pg_err_set(err, PG_E_CHECKSUM, a->name, s->offset, "section %u (%s): raw checksum mismatch",
-                    i, pg_section_kind_name(s->kind));
+    rc = pg_err_set(err, PG_E_CHECKSUM, a->name, s->offset,
+                    "section %u (%s): raw checksum mismatch", i, pg_section_kind_name(s->kind));
   if (rc != PG_OK) {
     free(buf);
     return rc;
@@ -1106,13 +1106,15 @@ static int parse_table(pg_artifact *a, pg_err *err) {
     total += s->raw_size; /* at most 4096 * 2^30: no overflow */
     uint64_t end;
     TFAIL(pg_add_overflow_u64(s->offset, s->stored_size, &end) || end > a->len,
-          PG_E_TABLE_RANGE, eo_off, "section %u: [%llu, +%llu) reaches past the end of the file (%zu)",
-          i, (unsigned long long)s->offset, (unsigned long long)s->stored_size, a->len);
+          PG_E_TABLE_RANGE, eo_off,
+          "section %u: [%llu, +%llu) reaches past the end of the file (%zu)", i,
+          (unsigned long long)s->offset, (unsigned long long)s->stored_size, a->len);
     TFAIL(s->offset < expect, PG_E_OVERLAP, eo_off,
           "section %u begins at %llu, inside what precedes it (ends at %llu)", i,
           (unsigned long long)s->offset, (unsigned long long)expect);
-    TFAIL(s->offset > expect, PG_E_HOLE, eo_off, "section %u begins at %llu, leaving a hole from %llu",
-          i, (unsigned long long)s->offset, (unsigned long long)expect);
+    TFAIL(s->offset > expect, PG_E_HOLE, eo_off,
+          "section %u begins at %llu, leaving a hole from %llu", i,
+          (unsigned long long)s->offset, (unsigned long long)expect);
     expect = end;
     /* v1 keeps a checksum of each section's stored bytes; v2 one of the whole file (above) */
     TFAIL(a->cver == PG_CONTAINER_V1 &&
@@ -1935,7 +1937,8 @@ int pg_writer_tensor(pg_writer *w, const pg_tensor_in *in, pg_err *err) {
       }
       break;
     }
-    if (rc == PG_OK && b->oom) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    if (rc == PG_OK && b->oom)
+      rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
     if (rc == PG_OK && b->len > PG_MAX_SECTION_RAW)
       rc = pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET,
                       "data section %d grows past %llu bytes", secs[r],
@@ -2170,7 +2173,8 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
    * to the sections that remain. */
   uint32_t *newidx = malloc((w->ndata ? w->ndata : 1) * sizeof *newidx);
   uint32_t nkept = 0;
-  for (uint32_t i = 0; newidx && i < w->ndata; i++) newidx[i] = w->data[i].referenced ? 2 + nkept++ : 0;
+  for (uint32_t i = 0; newidx && i < w->ndata; i++)
+    newidx[i] = w->data[i].referenced ? 2 + nkept++ : 0;
   pg_buf_u32(&dir, w->ntens);
   pg_buf_put(&dir, w->dir.data, w->dir.len);
   for (size_t k = 0; newidx && !dir.oom && k < w->n_pos; k++) {
@@ -2191,7 +2195,8 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
   uint32_t n = 2 + nkept + (uint32_t)w->has_tok + w->ncode;
   enc_sec *es = calloc(n, sizeof *es);
   int rc = PG_OK;
-  if (meta.oom || dir.oom || !es) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+  if (meta.oom || dir.oom || !es)
+    rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
   if (rc == PG_OK && meta.len > PG_MAX_META_RAW)
     rc = pg_err_set(err, PG_E_LIMIT, NULL, PG_NO_OFFSET, "metadata of %zu bytes", meta.len);
   if (rc == PG_OK && dir.len > PG_MAX_DIR_RAW)
@@ -2234,7 +2239,8 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
       pg_buf_put(&hb, e, 6);
       put_varint(&hb, es[i].stored_len);
       put_varint(&hb, es[i].raw_len);
-      pg_buf_u32(&hb, (uint32_t)XXH64(es[i].raw ? es[i].raw : (const uint8_t *)"", es[i].raw_len, 0));
+      const uint8_t *raw = es[i].raw ? es[i].raw : (const uint8_t *)"";
+      pg_buf_u32(&hb, (uint32_t)XXH64(raw, es[i].raw_len, 0));
     }
     XXH64_state_t *st = XXH64_createState();
     if (hb.oom || !st) {
@@ -2246,7 +2252,8 @@ static int writer_build(pg_writer *w, uint8_t **head, size_t *head_len, enc_sec 
       pg_buf_u64(&hb, XXH64_digest(st));
     }
     XXH64_freeState(st);
-    if (rc == PG_OK && hb.oom) rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
+    if (rc == PG_OK && hb.oom)
+      rc = pg_err_set(err, PG_E_NOMEM, NULL, PG_NO_OFFSET, "cannot allocate");
     if (rc == PG_OK) {
       h = hb.data;
       hl = hb.len;
@@ -2346,7 +2353,8 @@ int pg_writer_write(pg_writer *w, const char *path, pg_err *err) {
   pg_out o;
   int rc = pg_out_begin(&o, path, err);
   if (rc == PG_OK) rc = pg_out_write(&o, h, hl, err);
-  for (uint32_t i = 0; rc == PG_OK && i < n; i++) rc = pg_out_write(&o, es[i].stored, es[i].stored_len, err);
+  for (uint32_t i = 0; rc == PG_OK && i < n; i++)
+    rc = pg_out_write(&o, es[i].stored, es[i].stored_len, err);
   if (rc == PG_OK)
     rc = pg_out_commit(&o, err);
   else if (o.fp)

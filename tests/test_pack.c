@@ -199,10 +199,13 @@ Test(pack, hessians_shared_looped_tied) {
   pg_calib_set c;
   calib_rows(&c, 4, 32);
   pg_calib_hessians h = collect(m, &c, 1);
-  long q0 = pg_model_find(m, "blocks.0.attn.c_q.weight"), k0 = pg_model_find(m, "blocks.0.attn.c_k.weight"),
-       v0 = pg_model_find(m, "blocks.0.attn.c_v.weight"), p0 = pg_model_find(m, "blocks.0.attn.proj.weight"),
-       q1 = pg_model_find(m, "blocks.1.attn.c_q.weight"), f1 = pg_model_find(m, "blocks.1.mlp.proj.weight"),
-       te = pg_model_find(m, "tok_emb.weight"), g0 = pg_model_find(m, "blocks.0.attn.attn_gate_w");
+  long q0 = pg_model_find(m, "blocks.0.attn.c_q.weight"),
+       k0 = pg_model_find(m, "blocks.0.attn.c_k.weight"),
+       v0 = pg_model_find(m, "blocks.0.attn.c_v.weight"),
+       p0 = pg_model_find(m, "blocks.0.attn.proj.weight"),
+       q1 = pg_model_find(m, "blocks.1.attn.c_q.weight"),
+       f1 = pg_model_find(m, "blocks.1.mlp.proj.weight"), te = pg_model_find(m, "tok_emb.weight"),
+       g0 = pg_model_find(m, "blocks.0.attn.attn_gate_w");
   cr_assert(h.slot[q0] >= 0 && h.slot[q0] == h.slot[k0] && h.slot[q0] == h.slot[v0]);
   cr_assert_neq(h.slot[q0], h.slot[p0]);
   cr_assert_eq(h.slot[g0], -1, "gates take no Hessian");

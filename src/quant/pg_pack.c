@@ -1396,7 +1396,7 @@ int pg_packer_build(pg_packer *p, const pg_pack_extras *x, double mu, uint8_t **
   return rc;
 }
 
-/* ---- budget fit -------------------------------------------------------------------------------- */
+/* ---- budget fit ------------------------------------------------------------------------------ */
 
 typedef struct fitter {
   pg_packer *p;

@@ -203,7 +203,8 @@ typedef struct pg_pack_mat {
  * matrix i's pg_pack_row_chain order (malloc'd), for every matrix or for none (all NULL). With
  * PG_ROW_SORT_AUTO the group is sorted where its sorted image (brotli-11) plus the permutations
  * (perm, codec 6; brotli-11 where a matrix has over 65,536 rows) are smaller than its plain image
- * (brotli-11); the same values give the same choice. Every writer of layout 2 (pgpack, pgimport, pgdemo) decides by this one rule. */
+ * (brotli-11); the same values give the same choice. Every writer of layout 2 (pgpack, pgimport,
+ * pgdemo) decides by this one rule. */
 int pg_pack_group_orders(const pg_pack_mat *m, size_t n, int row_sort, uint32_t **perms,
                          pg_err *err);
 

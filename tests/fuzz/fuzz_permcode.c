@@ -4,8 +4,9 @@
  * exactly raw_len bytes: it must decode or be refused with PG_E_DECOMPRESS, never anything else.
  * What decodes must be permutations; re-encoded, one permutation (count byte 1) must take exactly
  * the stream's length (the bytes a decoder reads depend on the digits only) and decode to the
- * same permutation (the last bytes have slack, so they need not be the same bytes). Then permutations shuffled by the input's bytes (up to
- * 3 segments, at most 512 entries each) are encoded and decoded: any difference aborts. Seeds
+ * same permutation (the last bytes have slack, so they need not be the same bytes). Then
+ * permutations shuffled by the input's bytes (up to 3 segments, at most 512 entries each) are
+ * encoded and decoded: any difference aborts. Seeds
  * (tests/fuzz/seeds/permcode/) are streams pg_perm_encode wrote, with raw_len in front. */
 #include <stdint.h>
 #include <stdlib.h>
