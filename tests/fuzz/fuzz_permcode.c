@@ -6,8 +6,8 @@
  * the stream's length (the bytes a decoder reads depend on the digits only) and decode to the
  * same permutation (the last bytes have slack, so they need not be the same bytes). Then
  * permutations shuffled by the input's bytes (up to 3 segments, at most 512 entries each) are
- * encoded and decoded: any difference aborts. Seeds
- * (tests/fuzz/seeds/permcode/) are streams pg_perm_encode wrote, with raw_len in front. */
+ * encoded and decoded: any difference aborts. Seeds (tests/fuzz/seeds/permcode/, written by
+ * tests/fuzz/gen_seeds.py's own encoder: the bytes pg_perm_encode writes) have raw_len in front. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
