@@ -317,6 +317,7 @@ class Unwrapper:
                     return base.decode(*(args or ["utf-8"]))
                 if meth == "encode":
                     return base.encode(*(args or ["utf-8"]))
+                _replace_size(base, args)
                 return base.replace(*args)
             if isinstance(f, tuple) and f[0] == "read":
                 return f[1].read()
@@ -334,6 +335,25 @@ class Unwrapper:
         if isinstance(node, ast.Name) and node.id == "open":
             return "open"
         raise ValueError(type(node).__name__)
+
+
+class _TooLarge(ValueError):
+    """A wrapper expression whose value would pass MAX_DECODED: a refusal, not 'no wrapper'."""
+
+
+def _replace_size(base, args):
+    """Refuses a str/bytes .replace() whose result would pass MAX_DECODED, before it is made:
+    replacing "" inserts the new text at every position, so two 20,000-character literals
+    asked for 400 million characters (2 GB, half a minute) and two of 100,000 for 10 GB."""
+    if not 2 <= len(args) <= 3 or not all(type(a) is type(base) for a in args[:2]) \
+            or (len(args) == 3 and type(args[2]) is not int):
+        return  # str.replace itself refuses these, in its own words
+    old, new = args[0], args[1]
+    n = len(base) + 1 if not old else base.count(old)
+    if len(args) == 3 and args[2] >= 0:
+        n = min(n, args[2])
+    if len(base) + n * (len(new) - len(old)) > MAX_DECODED:
+        raise _TooLarge("replace() makes more than %d characters" % MAX_DECODED)
 
 
 class _Opened:
@@ -382,6 +402,9 @@ def unwrap(text, folder, fname):
                     and isinstance(s.targets[0], ast.Name):
                 try:
                     u.env[s.targets[0].id] = u.ev(s.value)
+                except _TooLarge as e:
+                    raise Fault("%s: line %d: the wrapper's value is too large: %s"
+                                % (fname, s.lineno, e))
                 except (ValueError, Fault, TypeError, KeyError):
                     pass
         try:
@@ -390,7 +413,8 @@ def unwrap(text, folder, fname):
             raise
         except (ValueError, TypeError, KeyError, IndexError, lzma.LZMAError, zlib.error,
                 OSError, EOFError, AttributeError, MemoryError) as e:
-            if layers or _decoders_used(st.value) - {"open", "read"}:
+            if layers or _decoders_used(st.value) - {"open", "read"} \
+                    or isinstance(e, _TooLarge):
                 raise Fault("%s: line %d: the wrapper's payload does not decode: %s"
                             % (fname, st.lineno, str(e).splitlines()[0] if str(e)
                                else type(e).__name__))

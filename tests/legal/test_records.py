@@ -94,6 +94,12 @@ def robustness(analyzer):
     case("wrapper of binary", {"train_gpt.py": wrapper(lzma.compress(b"\xff\xfe" * 100))}, "not UTF-8")
     case("wrapper of bad code", {"train_gpt.py": wrapper(lzma.compress(b"def (:\n"))}, "syntax error")
     case("wrapper bomb", {"train_gpt.py": wrapper(lzma.compress(b"#" * (70 << 20)))}, "more than")
+    # .replace("", NEW) inserts NEW at every position: 9,000 x 8,000 characters from 17 KB (two
+    # 100,000-character literals asked for 10 GB); refused before the string is made
+    bomb = "%r.replace('', %r)" % ("a" * 9000, "b" * 8000)
+    case("replace bomb", {"train_gpt.py": ("exec(%s)\n" % bomb).encode()}, "more than")
+    case("replace bomb assigned", {"train_gpt.py": ("p = %s\nexec(p)\n" % bomb).encode()},
+         "more than")
     nested = ok_code
     for _ in range(10):
         nested = wrapper(lzma.compress(nested))
