@@ -1150,6 +1150,15 @@ class Analysis:
     # -- scores
     def is_score(self, n, fn):
         """A node that adds validation losses into a reported sum."""
+        if self._is_score_alone(n, fn):
+            return True
+        if isinstance(n, ast.Call) and any(g in self.scores for g in self._resolve(n)) \
+                and any(self.tainted(a, fn) for a in list(n.args) + [k.value for k in n.keywords]):
+            return True
+        return False
+
+    def _is_score_alone(self, n, fn):
+        """is_score's tests that do not depend on which functions are scores."""
         if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
             root = _root_name(n.target) or ""
             if SCORE_NAME.search(root) and self.tainted(n.value, fn):
@@ -1160,21 +1169,36 @@ class Analysis:
                     and SCORE_NAME.search(root) \
                     and any(self.tainted(a, fn) for a in n.args):
                 return True
-        if isinstance(n, ast.Call) and any(g in self.scores for g in self._resolve(n)) \
-                and any(self.tainted(a, fn) for a in list(n.args) + [k.value for k in n.keywords]):
-            return True
         return False
 
     def _scores(self):
-        changed = True
-        while changed:
-            changed = False
-            for fn in self.funcs:
-                if fn in self.scores:
+        """The functions is_score finds a node in, to a fixpoint. Rescanning every function until
+        nothing changes took a round per link of a call chain (n rounds of n functions: 2,000
+        two-line functions, 52 KB, took 41 s). Instead each function is read once: it is a score
+        by itself (is_score's first two tests, which do not depend on self.scores), or through
+        the functions it calls with validation data (the third); the scores are then those
+        that reach a score by themselves along such calls, found backwards in one pass."""
+        callers = {}
+        work = []
+        for fn in self.funcs:
+            alone = False
+            for n in _own_nodes(fn.node, self.p, fn):
+                if not isinstance(n, (ast.AugAssign, ast.Call)):
                     continue
-                if any(self.is_score(n, fn) for n in _own_nodes(fn.node, self.p, fn)):
+                if isinstance(n, ast.Call) and any(
+                        self.tainted(a, fn) for a in list(n.args) + [k.value for k in n.keywords]):
+                    for g in self._resolve(n):
+                        callers.setdefault(g, []).append(fn)
+                if not alone and self._is_score_alone(n, fn):
+                    alone = True
+            if alone:
+                self.scores.add(fn)
+                work.append(fn)
+        while work:
+            for fn in callers.get(work.pop(), ()):
+                if fn not in self.scores:
                     self.scores.add(fn)
-                    changed = True
+                    work.append(fn)
 
     def score_nodes(self, fn):
         body = self.p.tree if fn is None else fn.node

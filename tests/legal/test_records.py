@@ -108,7 +108,39 @@ def robustness(analyzer):
     rc, out, err = run(analyzer, os.path.join(HERE, "no-such-folder"))
     if rc != 2 or len(err.strip().splitlines()) != 1:
         fails.append("missing folder: exit %d %r" % (rc, err))
+    fails += call_chain(analyzer)
     return fails
+
+
+def call_chain(analyzer):
+    """A chain of two-line functions, each calling the one defined before it, down to one that
+    sums a validation loss: the score fixpoint took a round per link, each round rereading
+    every function (2,000 links, 52 KB: 41 s). Counted, not timed: how often a function's own
+    nodes are collected, in-process, for 300 links (about 12 per function now, 160 before)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pglegal_under_test", analyzer)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    n = 300
+    src = ["def f0(val_tokens):\n    loss_sum = 0\n    loss_sum += val_tokens\n"]
+    src += ["def f%d(v):\n    f%d(v)\n" % (k, k - 1) for k in range(n, 0, -1)]
+    src.append("f%d(val_tokens)\n" % n)
+    calls = [0]
+    own = mod._own_nodes
+
+    def counting(*a):
+        calls[0] += 1
+        return own(*a)
+
+    mod._own_nodes = counting
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "train_gpt.py"), "w") as f:
+            f.write("".join(src))
+        mod.analyse(d)
+    if calls[0] > 40 * n:
+        return ["call chain of %d: %d collections of a function's nodes, limit %d"
+                % (n, calls[0], 40 * n)]
+    return []
 
 
 def main(argv):
