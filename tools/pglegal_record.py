@@ -1054,6 +1054,7 @@ class Analysis:
     def __init__(self, prog):
         self.p = prog
         self.funcs = prog.funcs
+        self._resolved = {}
         self.calls = []            # (call node, caller Func or None, [callee Func])
         for n in ast.walk(prog.tree):
             if isinstance(n, ast.Call):
@@ -1064,17 +1065,36 @@ class Analysis:
         self.scores = set()
         self._scores()
 
-    def _resolve(self, call):
+    @staticmethod
+    def _key(call):
+        """What a call's callees depend on: the called name, and whether it is a method."""
         f = call.func
-        if isinstance(f, ast.Name):
-            out = [g for g in self.p.by_name.get(f.id, []) if g.cls is None]
-            if f.id in self.p.classes:
-                out += [g for g in self.p.funcs if g.cls is self.p.classes[f.id]
+        return ("n", f.id) if isinstance(f, ast.Name) else \
+            ("a", f.attr) if isinstance(f, ast.Attribute) else None
+
+    def _resolve(self, call):
+        """The script's functions a call may reach, by name: a tuple cached per name, since a
+        name defined k times gives k callees to every call of it (k calls of k definitions
+        were k^2 steps at every use)."""
+        key = self._key(call)
+        if key in self._resolved:
+            return self._resolved[key][0]
+        out = []
+        if key is not None and key[0] == "n":
+            out = [g for g in self.p.by_name.get(key[1], []) if g.cls is None]
+            if key[1] in self.p.classes:
+                out += [g for g in self.p.funcs if g.cls is self.p.classes[key[1]]
                         and g.node.name == "__init__"]
-            return out
-        if isinstance(f, ast.Attribute):
-            return [g for g in self.p.by_name.get(f.attr, []) if g.cls is not None]
-        return []
+        elif key is not None:
+            out = [g for g in self.p.by_name.get(key[1], []) if g.cls is not None]
+        self._resolved[key] = (tuple(out), frozenset(out),
+                               frozenset(g for g in out if g.node.name != "__init__"))
+        return self._resolved[key][0]
+
+    def _reaches(self, call, funcs, init=True):
+        """Whether the call may reach one of funcs (a set), in the size of the smaller."""
+        self._resolve(call)
+        return not funcs.isdisjoint(self._resolved[self._key(call)][1 if init else 2])
 
     # -- taint
     def tainted(self, node, fn):
@@ -1095,9 +1115,9 @@ class Analysis:
                 cn = _callee_name(n)
                 if VAL_CALL.search(cn):
                     return True
-                callees = [g for g in self._resolve(n) if g.node.name != "__init__"]
-                if callees:
-                    if any(g in self.ret_tainted for g in callees):
+                self._resolve(n)
+                if self._resolved[self._key(n)][2]:
+                    if self._reaches(n, self.ret_tainted, init=False):
                         return True
                     if isinstance(n.func, ast.Attribute):
                         stack.append(n.func.value)
@@ -1108,6 +1128,7 @@ class Analysis:
     def _taint(self):
         changed = True
         rounds = 0
+        pushed = {}  # call key -> argument positions and keyword names given to its callees
         while changed and rounds < 20:
             changed = False
             rounds += 1
@@ -1130,21 +1151,30 @@ class Analysis:
                         self.ret_tainted.add(fn)
                         changed = True
             for call, caller, callees in self.calls:
+                # which arguments carry validation data, judged once per call, not per callee;
+                # and each (name, argument) pushed to the name's callees once, ever (taint only
+                # grows): k calls of a name defined k times were k^2 steps a round
+                if not callees:
+                    continue
+                done = pushed.setdefault(self._key(call), set())
+                new = [i for i, a in enumerate(call.args)
+                       if i not in done and self.tainted(a, caller)]
+                new += [k.arg for k in call.keywords
+                        if k.arg and k.arg not in done and self.tainted(k.value, caller)]
+                if not new:
+                    continue
+                done.update(new)
                 for g in callees:
                     params = [a.arg for a in g.node.args.posonlyargs + g.node.args.args]
                     if g.cls is not None and params and params[0] in ("self", "cls") \
                             and isinstance(call.func, ast.Attribute):
                         params = params[1:]
-                    for i, a in enumerate(call.args):
-                        if i < len(params) and self.tainted(a, caller) \
-                                and params[i] not in g.tainted:
-                            g.tainted.add(params[i])
-                            g.tparams.add(params[i])
-                            changed = True
-                    for k in call.keywords:
-                        if k.arg and self.tainted(k.value, caller) and k.arg not in g.tainted:
-                            g.tainted.add(k.arg)
-                            g.tparams.add(k.arg)
+                    for t in new:
+                        name = t if isinstance(t, str) else \
+                            params[t] if t < len(params) else None
+                        if name is not None and name not in g.tainted:
+                            g.tainted.add(name)
+                            g.tparams.add(name)
                             changed = True
 
     # -- scores
@@ -1152,7 +1182,7 @@ class Analysis:
         """A node that adds validation losses into a reported sum."""
         if self._is_score_alone(n, fn):
             return True
-        if isinstance(n, ast.Call) and any(g in self.scores for g in self._resolve(n)) \
+        if isinstance(n, ast.Call) and self._reaches(n, self.scores) \
                 and any(self.tainted(a, fn) for a in list(n.args) + [k.value for k in n.keywords]):
             return True
         return False
@@ -1187,18 +1217,22 @@ class Analysis:
                     continue
                 if isinstance(n, ast.Call) and any(
                         self.tainted(a, fn) for a in list(n.args) + [k.value for k in n.keywords]):
-                    for g in self._resolve(n):
-                        callers.setdefault(g, []).append(fn)
+                    callers.setdefault(self._key(n), []).append(fn)
                 if not alone and self._is_score_alone(n, fn):
                     alone = True
             if alone:
                 self.scores.add(fn)
                 work.append(fn)
+        keys_of = {}  # callee -> the call keys that reach it: each callee under at most 2 keys
+        for key in callers:
+            for g in self._resolved[key][0]:
+                keys_of.setdefault(g, []).append(key)
         while work:
-            for fn in callers.get(work.pop(), ()):
-                if fn not in self.scores:
-                    self.scores.add(fn)
-                    work.append(fn)
+            for key in keys_of.pop(work.pop(), ()):
+                for fn in callers.pop(key, ()):
+                    if fn not in self.scores:
+                        self.scores.add(fn)
+                        work.append(fn)
 
     def score_nodes(self, fn):
         body = self.p.tree if fn is None else fn.node
@@ -1346,7 +1380,7 @@ class Checker:
                             + [k.value for k in n.keywords]) \
                     and self._persistent(n, _root_name(n.func.value), fn):
                 out.append((n, "cache update from validation tokens"))
-            elif isinstance(n, ast.Call) and any(g in self.trains for g in self.a._resolve(n)) \
+            elif isinstance(n, ast.Call) and self.a._reaches(n, self.trains) \
                     and any(self.a.tainted(x, fn) for x in list(n.args)
                             + [k.value for k in n.keywords]):
                 g = next(g for g in self.a._resolve(n) if g in self.trains)
