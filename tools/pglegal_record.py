@@ -1604,8 +1604,7 @@ class Checker:
             score_calls = []
             for n in own:
                 if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call):
-                    callees = self.a._resolve(n.value)
-                    if any(g in self.a.scores for g in callees) and any(
+                    if self.a._reaches(n.value, self.a.scores) and any(
                             self.a.tainted(x, fn) for x in n.value.args
                             + [k.value for k in n.value.keywords]):
                         for t in n.targets:
@@ -1613,10 +1612,9 @@ class Checker:
                                 res_names.setdefault(nm, n)
                 if isinstance(n, ast.Call) and any(self.a.tainted(x, fn) for x in n.args
                                                    + [k.value for k in n.keywords]):
-                    callees = self.a._resolve(n)
-                    if any(g in self.adapts for g in callees):
+                    if self.a._reaches(n, self.adapts):  # set sizes, not one step a callee
                         adapt_calls.append(n)
-                    if any(g in self.a.scores or g in self.adapts for g in callees):
+                    if self.a._reaches(n, self.a.scores) or self.a._reaches(n, self.adapts):
                         score_calls.append(n)
             for c1 in adapt_calls:
                 m1 = _model_args(c1)
