@@ -114,9 +114,11 @@ def robustness(analyzer):
 
 def call_chain(analyzer):
     """Work that grew with the square of the script. A chain of two-line functions, each calling
-    the one defined before it, down to one that sums a validation loss: the score fixpoint took a round per link, each round rereading
-    every function (2,000 links, 52 KB: 41 s). Counted, not timed: how often a function's own
-    nodes are collected, in-process, for 300 links (about 12 per function now, 160 before)."""
+    the one defined before it, down to one that sums a validation loss: the score fixpoint
+    took a round per link, each round rereading every function (2,000 links, 52 KB: 41 s).
+    Counted, not timed: how often a function's own nodes are collected, in-process, for 300
+    links (about 12 per function now, 160 before).
+    """
     import importlib.util
     spec = importlib.util.spec_from_file_location("pglegal_under_test", analyzer)
     mod = importlib.util.module_from_spec(spec)
