@@ -651,6 +651,122 @@ def t_mutated_inputs():
     return None
 
 
+class WorkLimit(Exception):
+    pass
+
+
+def bounded_work(fn, limit):
+    """fn() with the lines it executes in the script counted; WorkLimit past limit. Counts
+    steps, not time: a deterministic bound on the work an input can ask for."""
+    count = [0]
+    script = os.path.abspath(SCRIPT)
+
+    def local(frame, event, arg):
+        if event == "line":
+            count[0] += 1
+            if count[0] > limit:
+                raise WorkLimit("more than %d lines executed" % limit)
+        return local
+
+    def tracer(frame, event, arg):
+        return local if os.path.abspath(frame.f_code.co_filename) == script else None
+
+    sys.settrace(tracer)
+    try:
+        return fn()
+    finally:
+        sys.settrace(None)
+
+
+def _module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pg_export_under_test", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def t_hostile_arch_layers():
+    # A 70-byte arch asking for 10^12 layers: the check stops at the first missing tensor
+    # instead of listing every layer's names first (hours and gigabytes before).
+    mod = _module()
+    arch = dict(ARCH, layers=10 ** 12)
+    tensors = {"tok_emb.weight": mod.Tensor((V, D), bytes(4 * V * D))}
+    try:
+        bounded_work(lambda: mod.check_arch(tensors, arch, "arch.json"), 5000)
+        raise AssertionError("the arch was accepted")
+    except mod.ExportError as e:
+        assert "blocks.0.attn.c_q.weight" in str(e) and "missing" in str(e), e
+    path = os.path.join(TMP, "arch_layers.json")
+    with open(path, "w") as f:
+        json.dump(arch, f)
+    out = os.path.join(TMP, "arch_layers.safetensors")
+    rc, _, err = run(S.inp, "-o", out, "--arch", path)
+    assert rc == 2 and err.count("\n") == 1 and "missing" in err, (rc, err)
+    assert not os.path.exists(out)
+
+
+def t_hostile_json_depth():
+    # JSON nested 100,000 deep: json's decoder recursion ends in RecursionError, which must be
+    # one refusal line, not a traceback
+    deep = b"[" * 100000 + b"]" * 100000
+    header = b'{"a":' + deep + b"}"
+    path = os.path.join(TMP, "deep.safetensors")
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+    out = os.path.join(TMP, "deep_out.safetensors")
+    rc, _, err = run(path, "-o", out)
+    assert rc == 2 and err.count("\n") == 1 and "nested too deeply" in err, (rc, err)
+    arch = os.path.join(TMP, "deep_arch.json")
+    with open(arch, "wb") as f:
+        f.write(deep)
+    rc, _, err = run(S.inp, "-o", out, "--arch", arch)
+    assert rc == 2 and err.count("\n") == 1 and "nested too deeply" in err, (rc, err)
+    assert not os.path.exists(out)
+
+
+MARKING_TORCH = """
+import os
+__version__ = "2.5.0"
+class Tensor: pass
+def load(path, map_location=None, weights_only=None):
+    open(os.environ["PG_TORCH_MARKER"], "w").close()
+    raise RuntimeError("the stand-in loads nothing")
+"""
+
+
+def t_hostile_torch_zip():
+    # A torch.save-like zip whose member is deflated: torch.load inflates it to the size the
+    # archive declares (a 17 KB file gave a 16 MB tensor), so it is refused before torch.load
+    # sees it. A stand-in torch notes whether load was called.
+    import zipfile  # noqa: PLC0415
+    stub = os.path.join(TMP, "marking")
+    os.makedirs(stub, exist_ok=True)
+    with open(os.path.join(stub, "torch.py"), "w") as f:
+        f.write(MARKING_TORCH)
+    pt = os.path.join(TMP, "deflated.pt")
+    with zipfile.ZipFile(pt, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("archive/data/0", bytes(1 << 22))
+    assert os.path.getsize(pt) < 8192
+    marker = os.path.join(TMP, "torch_load_called")
+    out = os.path.join(TMP, "deflated.safetensors")
+    p = subprocess.run([sys.executable, SCRIPT, pt, "-o", out], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=stub, PG_TORCH_MARKER=marker),
+                       timeout=120)
+    assert not os.path.exists(marker), "torch.load was given the deflated archive"
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, (p.returncode, p.stderr)
+    assert "compressed" in p.stderr and "deflated.pt" in p.stderr, p.stderr
+    assert not os.path.exists(out)
+    # the same members stored, as torch.save writes them, reach torch.load
+    with zipfile.ZipFile(pt, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    p = subprocess.run([sys.executable, SCRIPT, pt, "-o", out], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=stub, PG_TORCH_MARKER=marker),
+                       timeout=120)
+    assert os.path.exists(marker) and p.returncode == 2, (p.returncode, p.stderr)
+
+
 TESTS = [
     ("export of a banked state dict runs", t_export_runs),
     ("output layout: padded header, sorted names, contiguous F32 data, metadata", t_layout),
@@ -676,6 +792,9 @@ TESTS = [
     ("--record, --record-protocol: stored as provenance; control characters refused",
      t_record),
     ("mutated inputs: a success or one ExportError line, nothing else", t_mutated_inputs),
+    ("hostile --arch: 10^12 layers cost no more than the tensors present", t_hostile_arch_layers),
+    ("hostile JSON nesting: one refusal line, no traceback", t_hostile_json_depth),
+    ("hostile torch zip: a deflated member refused before torch.load", t_hostile_torch_zip),
     ("--help and usage errors", t_help),
     ("pgolf's strict loader accepts the output (pgpack)", t_pgolf_loader),
 ]

@@ -316,6 +316,121 @@ def zstd_trailing_bytes():
     assert "zstd" in r.stderr, r.stderr
 
 
+# ---- hand-made v2 artifacts: the smallest files that ask for the most work ----
+def uv(n):
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n >> 7 else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def meta_v2():
+    return uv(1) + bytes([12]) + b"pgolf.writer" + bytes([3]) + uv(4) + b"test"
+
+
+def tensor_v2(name, qtype, sk, qmin, qmax, dims, parts, order=0, perm=0):
+    nb = name.encode()
+    return (bytes([len(nb)]) + nb + struct.pack("<3B2b3B", qtype, 0, sk, qmin, qmax, len(dims),
+                                                0, order | perm << 4)
+            + b"".join(uv(x) for x in dims) + b"".join(uv(s) for s in parts))
+
+
+def artifact_v2(sections):
+    """A valid container v2, quant layout 2, of (kind, codec, raw, stored) sections."""
+    table = uv(len(sections))
+    for kind, codec, raw, stored in sections:
+        table += bytes([kind, codec, 0, 0, 0, 0]) + uv(len(stored)) + uv(len(raw))
+        table += struct.pack("<I", P.xxh64(raw) & 0xFFFFFFFF)
+    head = P.MAGIC + struct.pack("<HH", 2, 2) + table
+    body = b"".join(s[3] for s in sections)
+    return head + struct.pack("<Q", P.xxh64(head + body)) + body
+
+
+class WorkLimit(Exception):
+    pass
+
+
+def bounded_work(fn, limit):
+    """fn() with the bytecodes it executes in the reader counted (a generator's loop on one
+    line is many); WorkLimit past limit. Counts steps, not time: a deterministic bound on the
+    work an input can ask for."""
+    count, module = [0], os.path.abspath(P.__file__)
+
+    def local(frame, event, arg):
+        if event == "opcode":
+            count[0] += 1
+            if count[0] > limit:
+                raise WorkLimit("more than %d steps" % limit)
+        return local
+
+    def tracer(frame, event, arg):
+        if os.path.abspath(frame.f_code.co_filename) != module:
+            return None
+        frame.f_trace_opcodes = True
+        return local
+
+    sys.settrace(tracer)
+    try:
+        return fn(), count[0]
+    finally:
+        sys.settrace(None)
+
+
+def hostile_tiling():
+    """1,024 empty DATA sections and 2,048 empty tensors (a 50 KB file): checking that the
+    parts tile the sections took sections x parts steps (4,000 x 65,536, a 1.2 MB file: 45 s;
+    4,096 x 458,752 at the limits)."""
+    nsec, nt = 1024, 2048
+    d = uv(nt) + b"".join(tensor_v2("t%d" % i, 18, 0, 0, 0, (0,), (2 + i % nsec,))
+                          for i in range(nt))
+    m = meta_v2()
+    blob = artifact_v2([(1, 0, m, m), (2, 0, d, d)] + [(3, 0, b"", b"")] * nsec)
+    a, steps = bounded_work(lambda: P.Artifact(blob), 150 * len(blob))  # 56 per byte now
+    assert len(a.tensors) == nt
+
+
+def hostile_rows_without_values():
+    """An int8 tensor of 2^40 rows and 0 columns, column-major, one fp32 scale: 100 bytes that
+    hold no values. The reader made an identity permutation of 2^40 rows (8 TiB: out of
+    memory; 2^31 rows took 16 GB and minutes)."""
+    rows = 1 << 40
+    d = uv(1) + tensor_v2("w", 4, 2, -127, 127, (rows, 0), (2, 2), order=1)
+    m, data = meta_v2(), struct.pack("<f", 1.0)
+    path = os.path.join(TMP, "rows-without-values.pgz")
+    with open(path, "wb") as f:
+        f.write(artifact_v2([(1, 0, m, m), (2, 0, d, d), (3, 0, data, data)]))
+    r = cli(path, "--tensor", "w")
+    assert r.returncode == 0 and r.stdout.startswith("w %dx0 float32" % rows), (r.returncode,
+                                                                                r.stderr)
+    assert P.Artifact(path).tensor("w").shape == (rows, 0)
+
+
+def hostile_memory():
+    """Memory of the pure-Python decoders against their input: qc's column averages for one
+    row of 2^14 values (8-byte list slots were 16 bytes per value; 2 bytes each as C's 4 bytes
+    per value of the row, spec/format.md section 7), XXH64's lanes of 1 MiB (all unpacked at
+    once: 5 bytes of Python ints per input byte, 5 GiB for a 1 GiB section)."""
+    import tracemalloc
+    n, L = 1 << 14, 1 << 23
+    # one context, one symbol of frequency 4096: a 29-byte stream of n zero bytes in one row
+    st = bytes([1, 1, 1, 1, 1, 1, 0, 0, 0]) + uv(1) + uv(n) + uv(n) + uv(1) + bytes([0x80, 1])
+    st += struct.pack("<2I", L, L)
+    data = os.urandom(1 << 20)
+    tracemalloc.start()
+    try:
+        assert P.qc_decode(st, n) == bytes(n)
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak < 8 * n, "qc: peak %d bytes for %d values" % (peak, n)
+        tracemalloc.reset_peak()
+        P.xxh64_py(data)
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak < len(data) // 8, "xxh64: peak %d bytes for %d bytes" % (peak, len(data))
+    finally:
+        tracemalloc.stop()
+
+
 def xxh64_vectors():
     # the empty input and "a" are XXH64's published values; the rest agree with the C reader
     # through every artifact checked above
@@ -374,6 +489,9 @@ def main():
         ("hostile", hostile),
         ("layout2_transposed_permuted", layout2_transposed_permuted),
         ("hostile_v2", hostile_v2),
+        ("hostile_tiling", hostile_tiling),
+        ("hostile_rows_without_values", hostile_rows_without_values),
+        ("hostile_memory", hostile_memory),
     ]
     if have("zstandard"):
         tests.insert(3, ("bytes_zstd_shuffle",

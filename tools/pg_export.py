@@ -8,7 +8,10 @@ INPUT is either
   * a torch.save file (.pt, .pth; not a record's compressed quantized .ptz): read with
     torch.load(map_location="cpu", weights_only=True) and nothing else: a PyTorch without
     weights_only (before 1.13), or a file its safe loader refuses, is refused; the file is never
-    unpickled without the restriction. torch is imported only for this case.
+    unpickled without the restriction. torch is imported only for this case. A zip archive
+    (what torch.save writes) must hold every member stored uncompressed, inside the file, as
+    torch.save writes them: torch.load would inflate a deflated member to any declared size, so
+    a compressed one is refused before torch sees the file.
     The loaded object is a state dict, or a dict holding one under "model" or "state_dict";
   * a safetensors file (recognised by its content, not its name), read with the standard
     library only. Dtypes F32, F16, BF16 and F64 are accepted.
@@ -65,6 +68,11 @@ pgpack carries both into the artifact, and pgverify warns when its protocol diff
 recorded one, or when the arch it scores with follows another record. Both must be printable
 text (no control characters), at most 255 and 511 bytes.
 
+Hostile inputs: work and memory follow the files' sizes. A JSON text (the safetensors header,
+the --arch file) nested deeper than Python's recursion limit is refused as one line; the --arch
+check stops at the first missing tensor, so "layers" cannot ask for more work than the input
+has tensors.
+
 Errors: one line "pg_export: ..." on stderr, exit status 2. Success: one summary line on stdout,
 exit status 0.
 """
@@ -78,6 +86,7 @@ import stat
 import struct
 import sys
 import tempfile
+import zipfile
 from array import array
 
 PROG = "pg_export"
@@ -296,6 +305,8 @@ def read_safetensors(path):
         raise ExportError("%s: safetensors header: %s" % (p, e))
     except (UnicodeDecodeError, ValueError) as e:
         raise ExportError("%s: safetensors header is not valid JSON: %s" % (p, _clean(e)))
+    except RecursionError:  # json's decoder recurses once per nested array or object
+        raise ExportError("%s: safetensors header: JSON nested too deeply" % p)
     if not isinstance(header, dict):
         raise ExportError("%s: safetensors header is not a JSON object" % p)
     buf = memoryview(blob)[8 + n:]
@@ -343,9 +354,35 @@ def _why(e):
     return _clean(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
+def check_torch_zip(path):
+    """A torch.save file (a zip archive since PyTorch 1.6) whose members are all stored
+    uncompressed, each inside the file. torch.save never compresses, but torch.load inflates a
+    deflated member to whatever size the archive declares: a 17 KB file holding 16 MB of zeros
+    loads, so memory would follow the archive's claims (about 1,000 times the file) rather than
+    the file. A file that is not a zip archive (the legacy format, or anything else) is left to
+    torch.load(weights_only=True)."""
+    p = _clean(path)
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise ExportError("%s: not a readable zip archive: %s" % (p, _why(e)))
+    for m in members:
+        if m.compress_type != zipfile.ZIP_STORED or m.file_size != m.compress_size:
+            raise ExportError("%s: member %s is compressed (method %d); torch.save stores its "
+                              "members uncompressed" % (p, _clean(m.filename), m.compress_type))
+        if m.header_offset + m.file_size > size:
+            raise ExportError("%s: member %s reaches past the end of the file"
+                              % (p, _clean(m.filename)))
+
+
 def read_torch(path):
     """name -> Lazy from a torch.save file (torch imported here only)."""
     p = _clean(path)
+    check_torch_zip(path)
     try:
         import torch  # noqa: PLC0415 (lazy on purpose: stdlib only at import time)
     except ImportError:
@@ -507,22 +544,26 @@ def check_arch(tensors, arch, arch_path):
     tied = opt("head", "tied", True)
     l0attn = opt("structure", "layer0_attn", True)
 
-    want = [("tok_emb.weight", (V, d))]
-    if not tied:
-        want.append(("lm_head.weight", (V, d)))
-    for i in range(L):
-        if i > 0 or l0attn:
-            want += [("blocks.%d.attn.c_q.weight" % i, (H * hd, d)),
-                     ("blocks.%d.attn.c_k.weight" % i, (Hkv * hd, d)),
-                     ("blocks.%d.attn.c_v.weight" % i, (Hkv * hd, d)),
-                     ("blocks.%d.attn.proj.weight" % i, (d, H * hd))]
-        want += [("blocks.%d.mlp.fc.weight" % i, (hidden, d)),
-                 ("blocks.%d.mlp.proj.weight" % i, (d, hidden))]
+    def wanted():
+        # Generated one at a time, checked as they come: the names are distinct, so the first
+        # missing one turns up within len(tensors) + 1 of them, whatever "layers" says (a list
+        # of them all would be built from a 60-byte arch asking for 10^9 layers).
+        yield "tok_emb.weight", (V, d)
+        if not tied:
+            yield "lm_head.weight", (V, d)
+        for i in range(L):
+            if i > 0 or l0attn:
+                yield "blocks.%d.attn.c_q.weight" % i, (H * hd, d)
+                yield "blocks.%d.attn.c_k.weight" % i, (Hkv * hd, d)
+                yield "blocks.%d.attn.c_v.weight" % i, (Hkv * hd, d)
+                yield "blocks.%d.attn.proj.weight" % i, (d, H * hd)
+            yield "blocks.%d.mlp.fc.weight" % i, (hidden, d)
+            yield "blocks.%d.mlp.proj.weight" % i, (d, hidden)
 
     def squeeze(s):
         return [x for x in s if x != 1]
 
-    for name, shape in want:
+    for name, shape in wanted():
         if name not in tensors:
             raise ExportError("tensor %s: missing (%s implies it)" % (name, a))
         got = tensors[name].shape
@@ -676,6 +717,8 @@ def main(argv):
             raise ExportError("%s: %s" % (_clean(args.arch), e))
         except ValueError as e:
             raise ExportError("%s: not valid JSON: %s" % (_clean(args.arch), _clean(e)))
+        except RecursionError:
+            raise ExportError("%s: JSON nested too deeply" % _clean(args.arch))
 
     if looks_like_safetensors(args.input):
         tensors = read_safetensors(args.input)

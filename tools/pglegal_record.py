@@ -317,6 +317,7 @@ class Unwrapper:
                     return base.decode(*(args or ["utf-8"]))
                 if meth == "encode":
                     return base.encode(*(args or ["utf-8"]))
+                _replace_size(base, args)
                 return base.replace(*args)
             if isinstance(f, tuple) and f[0] == "read":
                 return f[1].read()
@@ -334,6 +335,25 @@ class Unwrapper:
         if isinstance(node, ast.Name) and node.id == "open":
             return "open"
         raise ValueError(type(node).__name__)
+
+
+class _TooLarge(ValueError):
+    """A wrapper expression whose value would pass MAX_DECODED: a refusal, not 'no wrapper'."""
+
+
+def _replace_size(base, args):
+    """Refuses a str/bytes .replace() whose result would pass MAX_DECODED, before it is made:
+    replacing "" inserts the new text at every position, so two 20,000-character literals
+    asked for 400 million characters (2 GB, half a minute) and two of 100,000 for 10 GB."""
+    if not 2 <= len(args) <= 3 or not all(type(a) is type(base) for a in args[:2]) \
+            or (len(args) == 3 and type(args[2]) is not int):
+        return  # str.replace itself refuses these, in its own words
+    old, new = args[0], args[1]
+    n = len(base) + 1 if not old else base.count(old)
+    if len(args) == 3 and args[2] >= 0:
+        n = min(n, args[2])
+    if len(base) + n * (len(new) - len(old)) > MAX_DECODED:
+        raise _TooLarge("replace() makes more than %d characters" % MAX_DECODED)
 
 
 class _Opened:
@@ -382,6 +402,9 @@ def unwrap(text, folder, fname):
                     and isinstance(s.targets[0], ast.Name):
                 try:
                     u.env[s.targets[0].id] = u.ev(s.value)
+                except _TooLarge as e:
+                    raise Fault("%s: line %d: the wrapper's value is too large: %s"
+                                % (fname, s.lineno, e))
                 except (ValueError, Fault, TypeError, KeyError):
                     pass
         try:
@@ -390,7 +413,8 @@ def unwrap(text, folder, fname):
             raise
         except (ValueError, TypeError, KeyError, IndexError, lzma.LZMAError, zlib.error,
                 OSError, EOFError, AttributeError, MemoryError) as e:
-            if layers or _decoders_used(st.value) - {"open", "read"}:
+            if layers or _decoders_used(st.value) - {"open", "read"} \
+                    or isinstance(e, _TooLarge):
                 raise Fault("%s: line %d: the wrapper's payload does not decode: %s"
                             % (fname, st.lineno, str(e).splitlines()[0] if str(e)
                                else type(e).__name__))
@@ -1030,6 +1054,7 @@ class Analysis:
     def __init__(self, prog):
         self.p = prog
         self.funcs = prog.funcs
+        self._resolved = {}
         self.calls = []            # (call node, caller Func or None, [callee Func])
         for n in ast.walk(prog.tree):
             if isinstance(n, ast.Call):
@@ -1040,17 +1065,36 @@ class Analysis:
         self.scores = set()
         self._scores()
 
-    def _resolve(self, call):
+    @staticmethod
+    def _key(call):
+        """What a call's callees depend on: the called name, and whether it is a method."""
         f = call.func
-        if isinstance(f, ast.Name):
-            out = [g for g in self.p.by_name.get(f.id, []) if g.cls is None]
-            if f.id in self.p.classes:
-                out += [g for g in self.p.funcs if g.cls is self.p.classes[f.id]
+        return ("n", f.id) if isinstance(f, ast.Name) else \
+            ("a", f.attr) if isinstance(f, ast.Attribute) else None
+
+    def _resolve(self, call):
+        """The script's functions a call may reach, by name: a tuple cached per name, since a
+        name defined k times gives k callees to every call of it (k calls of k definitions
+        were k^2 steps at every use)."""
+        key = self._key(call)
+        if key in self._resolved:
+            return self._resolved[key][0]
+        out = []
+        if key is not None and key[0] == "n":
+            out = [g for g in self.p.by_name.get(key[1], []) if g.cls is None]
+            if key[1] in self.p.classes:
+                out += [g for g in self.p.funcs if g.cls is self.p.classes[key[1]]
                         and g.node.name == "__init__"]
-            return out
-        if isinstance(f, ast.Attribute):
-            return [g for g in self.p.by_name.get(f.attr, []) if g.cls is not None]
-        return []
+        elif key is not None:
+            out = [g for g in self.p.by_name.get(key[1], []) if g.cls is not None]
+        self._resolved[key] = (tuple(out), frozenset(out),
+                               frozenset(g for g in out if g.node.name != "__init__"))
+        return self._resolved[key][0]
+
+    def _reaches(self, call, funcs, init=True):
+        """Whether the call may reach one of funcs (a set), in the size of the smaller."""
+        self._resolve(call)
+        return not funcs.isdisjoint(self._resolved[self._key(call)][1 if init else 2])
 
     # -- taint
     def tainted(self, node, fn):
@@ -1071,9 +1115,9 @@ class Analysis:
                 cn = _callee_name(n)
                 if VAL_CALL.search(cn):
                     return True
-                callees = [g for g in self._resolve(n) if g.node.name != "__init__"]
-                if callees:
-                    if any(g in self.ret_tainted for g in callees):
+                self._resolve(n)
+                if self._resolved[self._key(n)][2]:
+                    if self._reaches(n, self.ret_tainted, init=False):
                         return True
                     if isinstance(n.func, ast.Attribute):
                         stack.append(n.func.value)
@@ -1084,6 +1128,7 @@ class Analysis:
     def _taint(self):
         changed = True
         rounds = 0
+        pushed = {}  # call key -> argument positions and keyword names given to its callees
         while changed and rounds < 20:
             changed = False
             rounds += 1
@@ -1106,26 +1151,44 @@ class Analysis:
                         self.ret_tainted.add(fn)
                         changed = True
             for call, caller, callees in self.calls:
+                # which arguments carry validation data, judged once per call, not per callee;
+                # and each (name, argument) pushed to the name's callees once, ever (taint only
+                # grows): k calls of a name defined k times were k^2 steps a round
+                if not callees:
+                    continue
+                done = pushed.setdefault(self._key(call), set())
+                new = [i for i, a in enumerate(call.args)
+                       if i not in done and self.tainted(a, caller)]
+                new += [k.arg for k in call.keywords
+                        if k.arg and k.arg not in done and self.tainted(k.value, caller)]
+                if not new:
+                    continue
+                done.update(new)
                 for g in callees:
                     params = [a.arg for a in g.node.args.posonlyargs + g.node.args.args]
                     if g.cls is not None and params and params[0] in ("self", "cls") \
                             and isinstance(call.func, ast.Attribute):
                         params = params[1:]
-                    for i, a in enumerate(call.args):
-                        if i < len(params) and self.tainted(a, caller) \
-                                and params[i] not in g.tainted:
-                            g.tainted.add(params[i])
-                            g.tparams.add(params[i])
-                            changed = True
-                    for k in call.keywords:
-                        if k.arg and self.tainted(k.value, caller) and k.arg not in g.tainted:
-                            g.tainted.add(k.arg)
-                            g.tparams.add(k.arg)
+                    for t in new:
+                        name = t if isinstance(t, str) else \
+                            params[t] if t < len(params) else None
+                        if name is not None and name not in g.tainted:
+                            g.tainted.add(name)
+                            g.tparams.add(name)
                             changed = True
 
     # -- scores
     def is_score(self, n, fn):
         """A node that adds validation losses into a reported sum."""
+        if self._is_score_alone(n, fn):
+            return True
+        if isinstance(n, ast.Call) and self._reaches(n, self.scores) \
+                and any(self.tainted(a, fn) for a in list(n.args) + [k.value for k in n.keywords]):
+            return True
+        return False
+
+    def _is_score_alone(self, n, fn):
+        """is_score's tests that do not depend on which functions are scores."""
         if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
             root = _root_name(n.target) or ""
             if SCORE_NAME.search(root) and self.tainted(n.value, fn):
@@ -1136,21 +1199,40 @@ class Analysis:
                     and SCORE_NAME.search(root) \
                     and any(self.tainted(a, fn) for a in n.args):
                 return True
-        if isinstance(n, ast.Call) and any(g in self.scores for g in self._resolve(n)) \
-                and any(self.tainted(a, fn) for a in list(n.args) + [k.value for k in n.keywords]):
-            return True
         return False
 
     def _scores(self):
-        changed = True
-        while changed:
-            changed = False
-            for fn in self.funcs:
-                if fn in self.scores:
+        """The functions is_score finds a node in, to a fixpoint. Rescanning every function until
+        nothing changes took a round per link of a call chain (n rounds of n functions: 2,000
+        two-line functions, 52 KB, took 41 s). Instead each function is read once: it is a score
+        by itself (is_score's first two tests, which do not depend on self.scores), or through
+        the functions it calls with validation data (the third); the scores are then those
+        that reach a score by themselves along such calls, found backwards in one pass."""
+        callers = {}
+        work = []
+        for fn in self.funcs:
+            alone = False
+            for n in _own_nodes(fn.node, self.p, fn):
+                if not isinstance(n, (ast.AugAssign, ast.Call)):
                     continue
-                if any(self.is_score(n, fn) for n in _own_nodes(fn.node, self.p, fn)):
-                    self.scores.add(fn)
-                    changed = True
+                if isinstance(n, ast.Call) and any(
+                        self.tainted(a, fn) for a in list(n.args) + [k.value for k in n.keywords]):
+                    callers.setdefault(self._key(n), []).append(fn)
+                if not alone and self._is_score_alone(n, fn):
+                    alone = True
+            if alone:
+                self.scores.add(fn)
+                work.append(fn)
+        keys_of = {}  # callee -> the call keys that reach it: each callee under at most 2 keys
+        for key in callers:
+            for g in self._resolved[key][0]:
+                keys_of.setdefault(g, []).append(key)
+        while work:
+            for key in keys_of.pop(work.pop(), ()):
+                for fn in callers.pop(key, ()):
+                    if fn not in self.scores:
+                        self.scores.add(fn)
+                        work.append(fn)
 
     def score_nodes(self, fn):
         body = self.p.tree if fn is None else fn.node
@@ -1298,7 +1380,7 @@ class Checker:
                             + [k.value for k in n.keywords]) \
                     and self._persistent(n, _root_name(n.func.value), fn):
                 out.append((n, "cache update from validation tokens"))
-            elif isinstance(n, ast.Call) and any(g in self.trains for g in self.a._resolve(n)) \
+            elif isinstance(n, ast.Call) and self.a._reaches(n, self.trains) \
                     and any(self.a.tainted(x, fn) for x in list(n.args)
                             + [k.value for k in n.keywords]):
                 g = next(g for g in self.a._resolve(n) if g in self.trains)
@@ -1522,8 +1604,7 @@ class Checker:
             score_calls = []
             for n in own:
                 if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call):
-                    callees = self.a._resolve(n.value)
-                    if any(g in self.a.scores for g in callees) and any(
+                    if self.a._reaches(n.value, self.a.scores) and any(
                             self.a.tainted(x, fn) for x in n.value.args
                             + [k.value for k in n.value.keywords]):
                         for t in n.targets:
@@ -1531,10 +1612,9 @@ class Checker:
                                 res_names.setdefault(nm, n)
                 if isinstance(n, ast.Call) and any(self.a.tainted(x, fn) for x in n.args
                                                    + [k.value for k in n.keywords]):
-                    callees = self.a._resolve(n)
-                    if any(g in self.adapts for g in callees):
+                    if self.a._reaches(n, self.adapts):  # set sizes, not one step a callee
                         adapt_calls.append(n)
-                    if any(g in self.a.scores or g in self.adapts for g in callees):
+                    if self.a._reaches(n, self.a.scores) or self.a._reaches(n, self.adapts):
                         score_calls.append(n)
             for c1 in adapt_calls:
                 m1 = _model_args(c1)

@@ -24,9 +24,20 @@ pure-Python XXH64 otherwise (slow on large files). Codecs: zstd needs `zstandard
 `brotli`, lzma is the standard library's, qc (codec 4) and perm (codec 6) are decoded here
 (slowly); codec 5 (withdrawn) is refused.
 
+Hostile files: nothing is sized by a count or a dimension alone. Memory follows the decoded
+sizes that section 7 of the spec bounds (max(64 MiB, 32 x the file) in all): the decoders write
+at most raw_size bytes (brotli needs the module's output_buffer_limit, brotli 1.2 or later: an
+older one decodes a section whole before its size can be checked), qc keeps 4 bytes per value
+of its longest row as the C decoder does, XXH64 reads 8 KiB at a time, and a tensor's arrays
+are those of its parts (a tensor of 2^40 rows and no columns allocates nothing). Work is
+linear in the file and those sizes (the DATA tiling check is one pass over the sorted parts),
+but qc and perm run value by value in Python, about 3 us a value: the 64 MiB that even a tiny
+file may declare take minutes.
+
 Every fault raises ArtifactError with one line, "FILE: offset N: what"; the command line prints
 that line and exits 2.
 """
+from array import array
 import json
 import os
 import struct
@@ -78,12 +89,16 @@ def xxh64_py(data):
     if n >= 32:
         v = [(_P1 + _P2) & _M, _P2, 0, (-_P1) & _M]
         stripes = n // 32
-        lanes = struct.unpack_from("<%dQ" % (4 * stripes), data)
-        for s in range(0, 4 * stripes, 4):
-            v[0] = _round(v[0], lanes[s])
-            v[1] = _round(v[1], lanes[s + 1])
-            v[2] = _round(v[2], lanes[s + 2])
-            v[3] = _round(v[3], lanes[s + 3])
+        # 8 KiB of lanes at a time: unpacking them all at once would hold 5 bytes of Python
+        # ints per input byte (5 GiB for a 1 GiB section)
+        for c in range(0, stripes, 256):
+            k = min(256, stripes - c)
+            lanes = struct.unpack_from("<%dQ" % (4 * k), data, 32 * c)
+            for s in range(0, 4 * k, 4):
+                v[0] = _round(v[0], lanes[s])
+                v[1] = _round(v[1], lanes[s + 1])
+                v[2] = _round(v[2], lanes[s + 2])
+                v[3] = _round(v[3], lanes[s + 3])
         h = (_rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)) & _M
         for x in v:
             h = (((h ^ _round(0, x)) * _P1) + _P4) & _M
@@ -287,7 +302,10 @@ def qc_decode(d, raw_size):
 
     out, i = bytearray(raw_size), 0
     for ln, row in segs:
-        colm, cols = [init] * row, [32768] * row
+        # the column averages stay below 2^16 (a <= 128, s <= 255): 2 bytes each, as the
+        # C decoder's 4 bytes per value of the longest row (spec/format.md section 7), not a
+        # list's 8
+        colm, cols = array("H", [init]) * row, array("H", [32768]) * row
         rm, rsg, j = init, 32768, 0
         rm1, rsg1 = rm, rsg  # the row averages before the previous value
         sp = 32768  # the previous value of the row (smode 3)
@@ -878,17 +896,23 @@ class Artifact:
                              cols=cols, lqer_rank=rank, order=order, perm=perm, parts=parts)
         if pos != len(raw):
             self._fail(so, "tensors section byte %d: bytes after the last tensor" % pos)
+        # The parts tile every DATA section exactly. One pass over the sorted parts, section by
+        # section: scanning every part for each section would be sections x parts steps (4,096 x
+        # 458,752 from a directory of a few MiB).
         refs.sort()
-        for i, sec in enumerate(self.secs):  # the parts tile every DATA section exactly
+        at = 0
+        for i, sec in enumerate(self.secs):
             if sec["kind"] != 3:
                 continue
             expect = 0
-            for r in (r for r in refs if r[0] == i):
+            while at < len(refs) and refs[at][0] == i:
+                r = refs[at]
                 if r[1] != expect:
                     self._fail(sec["offset"], "data section %d byte %d: tensor '%s' %s part %s"
                                % (i, r[1], r[3], r[4], "overlaps" if r[1] < expect else
                                   "leaves a hole before it"))
                 expect = r[1] + r[2]
+                at += 1
             if expect != sec["raw"]:
                 self._fail(sec["offset"], "data section %d: bytes %d..%d belong to no tensor"
                            % (i, expect, sec["raw"]))
@@ -949,8 +973,13 @@ class Artifact:
         if t["order"] or t["perm"]:  # quant layout 2: back to the logical row-major matrix
             rows, cols = t["rows"], t["cols"]
             img = q.reshape(cols, rows).T if t["order"] else q.reshape(rows, cols)
-            perm = np.arange(rows)
-            if t["perm"]:
+            # Nothing here may be sized by rows alone: with cols = 0 a tensor of 2^40 rows has
+            # no values and needs no scales (scale kind 2), so an identity permutation of rows
+            # entries would be terabytes from a 100-byte file. Only a stored row_perm (a part of
+            # rows entries, paid for by the file) is materialised.
+            if not t["perm"]:
+                q = np.ascontiguousarray(img).reshape(-1)
+            else:
                 b = self._part(t, "row_perm")
                 perm = np.frombuffer(b, dtype="<u2" if rows <= 65536 else "<u4").astype(np.int64)
                 off = self.secs[t["parts"]["row_perm"][0]]["offset"]
@@ -961,9 +990,9 @@ class Artifact:
                             name, j, v, "not a row index" if v >= rows
                             else "a row that appears twice"))
                     seen[v] = True
-            out = np.empty((rows, cols), dtype=np.int8)
-            out[perm] = img
-            q = out.reshape(-1)
+                out = np.empty((rows, cols), dtype=np.int8)
+                out[perm] = img
+                q = out.reshape(-1)
         qf = q.astype(np.float32)
         if t["scale_kind"] == 2:
             w = qf * np.frombuffer(self._part(t, "scales"), dtype="<f4").astype(np.float32)[0]

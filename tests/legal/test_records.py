@@ -101,6 +101,12 @@ def robustness(analyzer):
     case("wrapper of bad code", {"train_gpt.py": wrapper(lzma.compress(b"def (:\n"))},
          "syntax error")
     case("wrapper bomb", {"train_gpt.py": wrapper(lzma.compress(b"#" * (70 << 20)))}, "more than")
+    # .replace("", NEW) inserts NEW at every position: 9,000 x 8,000 characters from 17 KB (two
+    # 100,000-character literals asked for 10 GB); refused before the string is made
+    bomb = "%r.replace('', %r)" % ("a" * 9000, "b" * 8000)
+    case("replace bomb", {"train_gpt.py": ("exec(%s)\n" % bomb).encode()}, "more than")
+    case("replace bomb assigned", {"train_gpt.py": ("p = %s\nexec(p)\n" % bomb).encode()},
+         "more than")
     nested = ok_code
     for _ in range(10):
         nested = wrapper(lzma.compress(nested))
@@ -109,6 +115,61 @@ def robustness(analyzer):
     rc, out, err = run(analyzer, os.path.join(HERE, "no-such-folder"))
     if rc != 2 or len(err.strip().splitlines()) != 1:
         fails.append("missing folder: exit %d %r" % (rc, err))
+    fails += call_chain(analyzer)
+    return fails
+
+
+def call_chain(analyzer):
+    """Work that grew with the square of the script. A chain of two-line functions, each calling
+    the one defined before it, down to one that sums a validation loss: the score fixpoint
+    took a round per link, each round rereading every function (2,000 links, 52 KB: 41 s).
+    Counted, not timed: how often a function's own nodes are collected, in-process, for 300
+    links (about 12 per function now, 160 before).
+    """
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pglegal_under_test", analyzer)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    n = 300
+    src = ["def f0(val_tokens):\n    loss_sum = 0\n    loss_sum += val_tokens\n"]
+    src += ["def f%d(v):\n    f%d(v)\n" % (k, k - 1) for k in range(n, 0, -1)]
+    src.append("f%d(val_tokens)\n" % n)
+    calls = [0]
+    own = mod._own_nodes
+
+    def counting(*a):
+        calls[0] += 1
+        return own(*a)
+
+    mod._own_nodes = counting
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "train_gpt.py"), "w") as f:
+            f.write("".join(src))
+        mod.analyse(d)
+    fails = []
+    if calls[0] > 40 * n:
+        fails.append("call chain of %d: %d collections of a function's nodes, limit %d"
+                     % (n, calls[0], 40 * n))
+    # One name defined n times and called n times: every call reaches n definitions, and the
+    # taint propagation judged each call's arguments once per callee and round (n^2 steps:
+    # 2,000 of each, 197 KB, took 37 s). Counted: how often an expression is judged.
+    src = ["def f(v):\n    loss_sum = 0\n    loss_sum += v\n    return v\n"] * n
+    src += ["def g%d(val_tokens):\n    f(val_tokens)\n" % k for k in range(n)]
+    judged = [0]
+    tainted = mod.Analysis.tainted
+
+    def counting_tainted(self, *a):
+        judged[0] += 1
+        return tainted(self, *a)
+
+    mod.Analysis.tainted = counting_tainted
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "train_gpt.py"), "w") as f:
+            f.write("".join(src))
+        mod.analyse(d)
+    if judged[0] > 40 * n:
+        fails.append("%d definitions of one name: %d expressions judged, limit %d"
+                     % (n, judged[0], 40 * n))
     return fails
 
 
