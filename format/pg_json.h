@@ -24,8 +24,8 @@ typedef struct pg_json_caps {
 } pg_json_caps;
 
 /* The caps of a small document: an arch file, a preset, a record's submission.json, a training
- * config, a pglegal report, one line of a training log or of a JSONL corpus. The largest real
- * ones hold under 400 values and nest 6 deep. */
+ * config, one line of a training log or of a JSONL corpus. The largest real ones hold under 400
+ * values and nest 6 deep. (Receipts and the record analyzer's report have caps of their own.) */
 #define PG_JSON_DOC_VALUES 65536u
 #define PG_JSON_DOC_DEPTH 32u
 extern const pg_json_caps pg_json_doc_caps;

@@ -182,7 +182,8 @@ Test(pgshard, failures_leave_no_shards) {
   cr_assert_eq(run("encode --model %s --shard-tokens 1000 --out %s %s", model, dir, corpus), 2);
   er = slurp(err_path);
   char over[96];
-  snprintf(over, sizeof over, "bad.jsonl: line 2: offset %llu: more than %u JSON values",
+  snprintf(over, sizeof over,
+           "bad.jsonl: offset 25: line 2: offset %llu: more than %u JSON values",
            25 + (unsigned long long)PGFILLER_OVER("text", PG_JSON_DOC_VALUES), PG_JSON_DOC_VALUES);
   cr_assert(strstr(er, over), "%s", er);
   free(er);

@@ -505,7 +505,8 @@ int pg_legal_merge_json(pg_legal_report *r, const char *json, size_t len, const 
   if (len > PG_LEGAL_JSON_MAX)
     return pg_err_set(err, PG_E_LIMIT, name, PG_NO_OFFSET, "%zu bytes of JSON, limit %zu", len,
                       PG_LEGAL_JSON_MAX);
-  PG_TRY(pg_json_shape_check(json, len, &pg_json_doc_caps, name, 0, err));
+  static const pg_json_caps caps = {PG_LEGAL_JSON_VALUES, PG_JSON_DOC_DEPTH};
+  PG_TRY(pg_json_shape_check(json, len, &caps, name, 0, err));
   json_error_t je;
   json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
   if (!root)

@@ -319,10 +319,9 @@ int pg_corpus_add_jsonl(pg_corpus *c, FILE *f, const char *name, pg_err *err) {
     /* trailing CR and JSON whitespace; a line of nothing else is skipped */
     while (n && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
     if (n == 0) continue;
-    pg_err se; /* "offset N: ..." of the value over the cap, after the line's number */
+    pg_err se; /* the line's offset and number, then "offset N: ..." of the value over the cap */
     if ((rc = pg_json_shape_check(line, n, &pg_json_doc_caps, NULL, here, &se)) != PG_OK) {
-      rc = pg_err_set(err, rc, name, PG_NO_OFFSET, "line %llu: %s", (unsigned long long)lineno,
-                      se.msg);
+      rc = pg_err_set(err, rc, name, here, "line %llu: %s", (unsigned long long)lineno, se.msg);
       break;
     }
     json_error_t je; /* a \u0000 escape is text, as for Python's json; a repeated key is not */
