@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pg_arch.h"
+#include "pgfiller.h"
 #include "pgtest.h"
 
 static const char *const EXAMPLES[] = {"baseline", "pr1676", "r12", "r12b", "pr473", "sys11036",
@@ -620,4 +621,19 @@ Test(refuse, text_above_1_mib) {
   cr_assert_eq(pg_arch_parse(&a, s, n, "t.json", &e), PG_E_LIMIT, "%s", e.msg);
   cr_assert(strstr(e.msg, "t.json") == e.msg && strstr(e.msg, "limit"), "%s", e.msg);
   free(s);
+}
+
+/* A few hundred kilobytes of "{}," would cost the parser tens of megabytes: refused before it
+ * runs, at the value that goes over the cap, in one line. */
+Test(arch, json_filler_refused_before_parsing) {
+  size_t len;
+  char *t = pgfiller_json("dim", PG_JSON_DOC_VALUES - 2, &len);
+  pg_arch a;
+  pg_err e;
+  cr_assert_eq(pg_arch_parse(&a, t, len, "t.json", &e), PG_E_LIMIT, "%s", e.msg);
+  char want[128];
+  snprintf(want, sizeof want, "t.json: offset %llu: more than %u JSON values",
+           (unsigned long long)PGFILLER_OVER("dim", PG_JSON_DOC_VALUES), PG_JSON_DOC_VALUES);
+  cr_assert(strncmp(e.msg, want, strlen(want)) == 0, "%s", e.msg);
+  free(t);
 }

@@ -24,6 +24,7 @@
 #include "pg_shard.h"
 #include "pg_spm.h"
 #include "pg_weights.h"
+#include "pgfiller.h"
 #include "pgleak.h"
 #include "pgshards.h"
 #include "pgtest.h"
@@ -895,4 +896,22 @@ Test(legal, tool_record_folder_with_the_records_own_artifact_says_how_to_check_i
   cr_assert(s && strstr(s, "final_model.int6.ptz") && strstr(s, "pgimport"), "%s", s);
   json_decref(j);
   free(o);
+}
+
+/* A few hundred kilobytes of "{}," would cost the parser tens of megabytes: refused before it
+ * runs, at the value that goes over the cap, in one line. */
+Test(legal, analyzer_json_filler_refused_before_parsing) {
+  size_t len;
+  char *t = pgfiller_json("facts", PG_LEGAL_JSON_VALUES - 2, &len);
+  pg_legal_report r;
+  pg_err err;
+  cr_assert_eq(pg_legal_report_init(&r, "record", "dir", &err), PG_OK);
+  cr_assert_eq(pg_legal_merge_json(&r, t, len, "rec.json", &err), PG_E_LIMIT, "%s", err.msg);
+  char want[128];
+  snprintf(want, sizeof want, "rec.json: offset %llu: more than %llu JSON values",
+           (unsigned long long)PGFILLER_OVER("facts", PG_LEGAL_JSON_VALUES),
+           (unsigned long long)PG_LEGAL_JSON_VALUES);
+  cr_assert(strncmp(err.msg, want, strlen(want)) == 0 && !strchr(err.msg, '\n'), "%s", err.msg);
+  pg_legal_report_free(&r);
+  free(t);
 }

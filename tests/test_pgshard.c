@@ -14,6 +14,7 @@
 #include "pg_encode.h"
 #include "pg_io.h"
 #include "pg_shard.h"
+#include "pgfiller.h"
 #include "pgshards.h"
 #include "pgtest.h"
 
@@ -170,6 +171,21 @@ Test(pgshard, failures_leave_no_shards) {
   cr_assert_eq(run("encode --model %s --shard-tokens 1000 --out %s %s", model, dir, corpus), 2);
   char *er = slurp(err_path);
   cr_assert(strstr(er, "bad.jsonl") && strstr(er, "line 2001"), "%s", er);
+  free(er);
+  /* a line of filler: refused before it is parsed, at the value over the cap */
+  f = fopen(corpus, "w");
+  fprintf(f, "{\"text\": \"one document\"}\n");
+  char *fill = pgfiller_json("text", PG_JSON_DOC_VALUES - 2, NULL);
+  fprintf(f, "%s\n", fill);
+  free(fill);
+  fclose(f);
+  cr_assert_eq(run("encode --model %s --shard-tokens 1000 --out %s %s", model, dir, corpus), 2);
+  er = slurp(err_path);
+  char over[96];
+  snprintf(over, sizeof over,
+           "bad.jsonl: offset 25: line 2: offset %llu: more than %u JSON values",
+           25 + (unsigned long long)PGFILLER_OVER("text", PG_JSON_DOC_VALUES), PG_JSON_DOC_VALUES);
+  cr_assert(strstr(er, over), "%s", er);
   free(er);
   char pat[256];
   snprintf(pat, sizeof pat, "%s/fineweb_*", dir);

@@ -18,6 +18,7 @@
 #include "pg_preset.h"
 #include "pg_protocol_text.h"
 #include "pg_safetensors.h"
+#include "pgfiller.h"
 #include "pgevalfx.h"
 
 #define V 64
@@ -242,4 +243,18 @@ Test(preset, agree_with_the_examples) {
                  pairs[i][1], diff);
     cr_assert_str_eq(p.record, ex.follows.record);
   }
+}
+
+/* A few hundred kilobytes of "{}," would cost the parser tens of megabytes: refused before it
+ * runs, at the value that goes over the cap, in one line. */
+Test(preset, json_filler_refused_before_parsing) {
+  size_t len;
+  char *t = pgfiller_json("arch", PG_JSON_DOC_VALUES - 2, &len);
+  static pg_preset p;
+  pg_err err;
+  cr_assert_eq(pg_preset_parse(&p, t, len, "t.json", "x", &err), PG_E_LIMIT, "%s", err.msg);
+  cr_assert(strstr(err.msg, "t.json: offset ") == err.msg && strstr(err.msg, "JSON values") &&
+                !strchr(err.msg, '\n'),
+            "%s", err.msg);
+  free(t);
 }

@@ -10,6 +10,7 @@
 
 #include "pg_io.h"
 #include "pg_receipt.h"
+#include "pgfiller.h"
 #include "pgtest.h"
 
 static char *seed_text(const char *name, size_t *len, char *path, size_t cap) {
@@ -353,4 +354,20 @@ Test(receipt, a_variant_that_skips_targets_reads_back) {
   cr_assert_eq(r.protocol.sliding_variant, PG_SLIDE_LAST_S);
   cr_assert_eq(r.result.unscored, 48);
   pg_receipt_free(&r);
+}
+
+/* A receipt's cap is larger (it lists chunks and files) but still refuses 3 MB of "{}," that
+ * would cost the parser more than 240 MB. */
+Test(receipt, json_filler_refused_before_parsing) {
+  size_t len;
+  char *t = pgfiller_json("chunks", PG_RECEIPT_MAX_VALUES - 2, &len);
+  pg_receipt r;
+  pg_err e;
+  cr_assert_eq(pg_receipt_parse(&r, t, len, "x.receipt.json", &e), PG_E_LIMIT, "%s", e.msg);
+  char want[128];
+  snprintf(want, sizeof want, "x.receipt.json: offset %llu: more than %llu JSON values",
+           (unsigned long long)PGFILLER_OVER("chunks", PG_RECEIPT_MAX_VALUES),
+           (unsigned long long)PG_RECEIPT_MAX_VALUES);
+  cr_assert(strncmp(e.msg, want, strlen(want)) == 0, "%s", e.msg);
+  free(t);
 }

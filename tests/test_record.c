@@ -15,6 +15,7 @@
 
 #include "pg_io.h"
 #include "pg_record.h"
+#include "pgfiller.h"
 #include "pgtest.h"
 
 /* ---- the code count on buffers ---- */
@@ -996,4 +997,13 @@ Test(folder, inputs_are_left_as_they_were) {
   cr_assert_eq(n, sizeof code - 1);
   cr_assert(memcmp(b, code, n) == 0);
   free(b);
+}
+
+/* A few hundred kilobytes of "{}," would cost the parser tens of megabytes: refused before it
+ * runs, at the value that goes over the cap, in one line. */
+Test(claims, json_filler_refused_before_parsing) {
+  size_t len;
+  char *t = pgfiller_json("val_bpb", PG_JSON_DOC_VALUES - 2, &len);
+  expect_json_error(t, len, PG_E_LIMIT, (long)PGFILLER_OVER("val_bpb", PG_JSON_DOC_VALUES));
+  free(t);
 }

@@ -19,6 +19,7 @@
 #include "pg_io.h"
 #include "pg_shard.h"
 #include "pg_spm.h"
+#include "pgfiller.h"
 #include "pgshards.h"
 #include "pgtest.h"
 
@@ -400,6 +401,20 @@ Test(submit, refusals_leave_nothing) {
   expect_refusal(run("%s %s --receipt %s --train-log %s -o %s", bin("pgsubmit"), f.art, f.r1, bad,
                      dir),
                  "offset 37");
+  /* a line of filler: refused before it is parsed, at the value over the cap */
+  FILE *lf = fopen(bad, "w");
+  cr_assert_not_null(lf);
+  size_t fl;
+  char *fill = pgfiller_json("loss", PG_JSON_DOC_VALUES - 2, &fl);
+  fprintf(lf, "{\"event\":\"step\",\"step\":1,\"loss\":2.0}\n%s\n", fill);
+  fclose(lf);
+  free(fill);
+  char over[80];
+  snprintf(over, sizeof over, "offset %llu: more than %u JSON values",
+           37 + (unsigned long long)PGFILLER_OVER("loss", PG_JSON_DOC_VALUES), PG_JSON_DOC_VALUES);
+  expect_refusal(run("%s %s --receipt %s --train-log %s -o %s", bin("pgsubmit"), f.art, f.r1, bad,
+                     dir),
+                 over);
   /* one seed for two receipts */
   cr_assert_eq(run("%s %s --receipt %s --receipt %s --seed 1 -o %s", bin("pgsubmit"), f.art, f.r1,
                    f.r2, dir),

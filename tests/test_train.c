@@ -18,6 +18,7 @@
 #include "pg_shard.h"
 #include "pg_tape.h"
 #include "pg_train.h"
+#include "pgfiller.h"
 #include "pgshards.h"
 #include "pgtest.h"
 
@@ -855,4 +856,17 @@ Test(train, data_parallel_refusals) {
   pg_trainer_free(t);
   pg_comm_free(comm[0]);
   pg_comm_free(comm[1]);
+}
+
+/* A few hundred kilobytes of "{}," would cost the parser tens of megabytes: refused before it
+ * runs, at the value that goes over the cap, in one line. */
+Test(train, config_json_filler_refused_before_parsing) {
+  size_t len;
+  char *t = pgfiller_json("model", PG_JSON_DOC_VALUES - 2, &len);
+  pg_train_cfg c;
+  pg_err e;
+  cr_assert_eq(pg_train_cfg_parse(&c, t, len, "b.json", &e), PG_E_LIMIT, "%s", e.msg);
+  cr_assert(strstr(e.msg, "b.json: offset ") == e.msg && strstr(e.msg, "JSON values"), "%s",
+            e.msg);
+  free(t);
 }

@@ -9,9 +9,11 @@
 
 #include "pg_half.h"
 #include "pg_io.h"
+#include "pg_json.h"
 #include "pg_qtype.h"
 #include "pg_status.h"
 #include "pg_text.h"
+#include "pgfiller.h"
 #include "pgtest.h"
 
 Test(status, names_and_messages) {
@@ -334,4 +336,73 @@ Test(io, file_truncated_while_in_use_is_an_error_not_a_crash) {
   cr_assert(strstr(e.msg, "in.bin") && strstr(e.msg, "shrank"), "%s", e.msg);
   close(fd);
   free(src);
+}
+
+/* ---- the shape check of outside JSON (pg_json.h) ---- */
+
+static int shape(const char *t, uint64_t values, uint32_t depth, pg_err *e) {
+  const pg_json_caps caps = {values, depth};
+  return pg_json_shape_check(t, strlen(t), &caps, "s.json", 100, e);
+}
+
+/* Brackets, quotes and backslashes inside strings are text, not values or nesting. */
+Test(json, shape_skips_string_contents) {
+  pg_err e;
+  const char *t = "{\"a[{\\\"\": \"]]}}\\\\\", \"b\": [1, -2.5e3, true, null]}";
+  /* the object, two keys, a string, an array and four scalars */
+  cr_assert_eq(shape(t, 9, 2, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(shape(t, 8, 2, &e), PG_E_LIMIT);
+  cr_assert_eq(shape(t, 9, 1, &e), PG_E_LIMIT);
+  cr_assert_eq(shape("\"[[[[{{{{\"", 1, 1, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(shape("", 0, 0, &e), PG_OK);
+  /* a string left open ends the scan: the parser reports it */
+  cr_assert_eq(shape("[\"[[[\\\"", 2, 1, &e), PG_OK, "%s", e.msg);
+}
+
+/* Exactly the cap passes, one more is refused at the value that goes over, in one line. */
+Test(json, shape_cap_boundary) {
+  pg_err e;
+  size_t len;
+  char *t = pgfiller_json("a", 997, &len); /* 1000 values */
+  const pg_json_caps at = {1000, 3}, below = {999, 3};
+  cr_assert_eq(pg_json_shape_check(t, len, &at, "s.json", 0, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(pg_json_shape_check(t, len, &below, "s.json", 0, &e), PG_E_LIMIT);
+  char want[160];
+  snprintf(want, sizeof want, "s.json: offset %llu: more than 999 JSON values, the cap (each key "
+           "counts as one)", (unsigned long long)PGFILLER_OVER("a", 999));
+  cr_assert_str_eq(e.msg, want);
+  cr_assert_eq(t[PGFILLER_OVER("a", 999)], '{');
+  /* the root, the array and an object: depth 3 */
+  const pg_json_caps shallow = {1000, 2};
+  cr_assert_eq(pg_json_shape_check(t, len, &shallow, "s.json", 0, &e), PG_E_LIMIT);
+  cr_assert_str_eq(e.msg, "s.json: offset 6: JSON nested more than 2 deep, the cap");
+  free(t);
+  /* depth counts what is open, not what was opened: closed brackets give it back */
+  cr_assert_eq(shape("[[[]],[[]],[[]]]", 100, 3, &e), PG_OK, "%s", e.msg);
+  cr_assert_eq(shape("[[[[]]]]", 100, 3, &e), PG_E_LIMIT);
+  cr_assert_str_eq(e.msg, "s.json: offset 103: JSON nested more than 3 deep, the cap");
+  /* an unbalanced close does not make room */
+  cr_assert_eq(shape("]]][[[[", 100, 3, &e), PG_E_LIMIT);
+}
+
+/* pg_json_load checks before it parses: a cap below the text refuses it with no tree built. */
+Test(json, load_checks_the_shape_first) {
+  pg_err e;
+  json_t *j = (json_t *)1;
+  const pg_json_caps caps = {3, 32};
+  cr_assert_eq(pg_json_load(&j, "[1,2,3]", 7, 0, &caps, "l.json", &e), PG_E_LIMIT);
+  cr_assert_null(j);
+  cr_assert_str_eq(e.msg, "l.json: offset 5: more than 3 JSON values, the cap (each key counts as "
+                   "one)");
+  cr_assert_eq(pg_json_load(&j, "[1,2]", 5, 0, &caps, "l.json", &e), PG_OK, "%s", e.msg);
+  json_decref(j);
+  /* the documents' caps: the real files hold a few hundred values */
+  size_t len;
+  char *t = pgfiller_json("a", PG_JSON_DOC_VALUES - 3, &len);
+  cr_assert_eq(pg_json_load(&j, t, len, 0, &pg_json_doc_caps, "l.json", &e), PG_OK, "%s", e.msg);
+  json_decref(j);
+  free(t);
+  t = pgfiller_json("a", PG_JSON_DOC_VALUES - 2, &len);
+  cr_assert_eq(pg_json_load(&j, t, len, 0, &pg_json_doc_caps, "l.json", &e), PG_E_LIMIT);
+  free(t);
 }

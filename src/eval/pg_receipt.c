@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "pg_io.h"
+#include "pg_json.h"
 #include "pg_model.h"
 #include "pg_optim.h"
 #include "pg_text.h"
@@ -729,6 +730,8 @@ static int read_all(rd *c, json_t *root, pg_receipt *r) {
 int pg_receipt_parse(pg_receipt *r, const char *text, size_t len, const char *name, pg_err *err) {
   memset(r, 0, sizeof *r);
   rd c = {.name = name, .err = err};
+  static const pg_json_caps caps = {PG_RECEIPT_MAX_VALUES, PG_JSON_DOC_DEPTH};
+  PG_TRY(pg_json_shape_check(text, len, &caps, name, 0, err));
   json_error_t je;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
   if (!root)

@@ -23,6 +23,9 @@ extern "C" {
 #define PG_RECEIPT_FORMAT 1
 #define PG_RECEIPT_MAX_FILE ((size_t)64 << 20)
 #define PG_RECEIPT_MAX_FILES 100000u  /* validation shards listed */
+/* JSON values in a receipt, keys counted (spec/eval.md §7): 7 per chunk and per file listed, and
+ * about 350 besides */
+#define PG_RECEIPT_MAX_VALUES ((uint64_t)1 << 20)
 #define PG_RECEIPT_MAX_WARNINGS 1000u
 
 /* One validation shard: its path, tokens and xxh64 of its bytes. */

@@ -109,6 +109,10 @@ int pg_legal_report_markdown(const pg_legal_report *r, const char *version, char
 #define PG_LEGAL_MAX_FINDINGS 4096
 #define PG_LEGAL_MAX_EVIDENCE 256
 #define PG_LEGAL_MAX_TEXT 4096
+/* JSON values (keys counted), checked before parsing: every finding at its limits (an object of
+ * six keys and six values, and its evidence lines) and 65,536 for the checks and the facts */
+#define PG_LEGAL_JSON_VALUES \
+  ((uint64_t)PG_LEGAL_MAX_FINDINGS * (13 + PG_LEGAL_MAX_EVIDENCE) + 65536)
 
 /* Read the record analyzer's output ({"checks": [...], "facts": {...}}, spec/legal.md §6.2),
  * named name in errors, and merge its checks into r: per check the higher verdict, the summaries

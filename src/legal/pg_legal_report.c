@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pg_json.h"
+
 static const struct {
   const char *id, *name, *spec;
 } CHECKS[PG_LEGAL_NCHECKS] = {
@@ -503,6 +505,8 @@ int pg_legal_merge_json(pg_legal_report *r, const char *json, size_t len, const 
   if (len > PG_LEGAL_JSON_MAX)
     return pg_err_set(err, PG_E_LIMIT, name, PG_NO_OFFSET, "%zu bytes of JSON, limit %zu", len,
                       PG_LEGAL_JSON_MAX);
+  static const pg_json_caps caps = {PG_LEGAL_JSON_VALUES, PG_JSON_DOC_DEPTH};
+  PG_TRY(pg_json_shape_check(json, len, &caps, name, 0, err));
   json_error_t je;
   json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
   if (!root)

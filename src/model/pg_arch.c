@@ -685,7 +685,7 @@ int pg_arch_parse(pg_arch *out, const char *text, size_t len, const char *file, 
   PG_FAIL_IF(len > PG_ARCH_JSON_MAX, err, PG_E_LIMIT, file, PG_NO_OFFSET,
              "arch text of %zu bytes, limit %zu", len, PG_ARCH_JSON_MAX);
   json_t *root;
-  PG_TRY(pg_json_load(&root, text, len, 0, file, err));
+  PG_TRY(pg_json_load(&root, text, len, 0, &pg_json_doc_caps, file, err));
   int rc;
   if (!json_is_object(root)) {
     rc = pg_err_set(err, PG_E_META_TYPE, file, PG_NO_OFFSET, "the top level is %s, not an object",

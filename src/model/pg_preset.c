@@ -192,7 +192,7 @@ int pg_preset_parse(pg_preset *out, const char *text, size_t len, const char *fi
   PG_FAIL_IF(len > PG_PRESET_JSON_MAX, err, PG_E_LIMIT, file, PG_NO_OFFSET,
              "preset text of %zu bytes, limit %zu", len, PG_PRESET_JSON_MAX);
   json_t *root;
-  PG_TRY(pg_json_load(&root, text, len, 0, file, err));
+  PG_TRY(pg_json_load(&root, text, len, 0, &pg_json_doc_caps, file, err));
   int rc = json_is_object(root)
                ? parse_root(out, root, file, name, err)
                : pg_err_set(err, PG_E_META_TYPE, file, PG_NO_OFFSET,

@@ -206,7 +206,8 @@ int pg_record_parse_claims(pg_record_claims *out, const uint8_t *buf, size_t len
   PG_FAIL_IF(len >= 3 && buf[0] == 0xef && buf[1] == 0xbb && buf[2] == 0xbf, err, PG_E_JSON, file,
              0, "starts with a UTF-8 byte-order mark, which JSON does not allow");
   json_t *root;
-  PG_TRY(pg_json_load(&root, (const char *)buf, len, JSON_ALLOW_NUL, file, err));
+  PG_TRY(pg_json_load(&root, (const char *)buf, len, JSON_ALLOW_NUL, &pg_json_doc_caps, file,
+                      err));
   int rc;
   if (!json_is_object(root)) {
     size_t at = 0;

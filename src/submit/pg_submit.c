@@ -18,6 +18,7 @@
 #include "pg_account.h"
 #include "pg_container.h"
 #include "pg_io.h"
+#include "pg_json.h"
 #include "pg_receipt.h"
 #include "pg_record.h"
 
@@ -226,6 +227,7 @@ static int read_log(log_pts *lp, const uint8_t *b, size_t len, const char *path,
     size_t k = i;
     while (k < e && (b[k] == ' ' || b[k] == '\t' || b[k] == '\r')) k++;
     if (k < e) {
+      PG_TRY(pg_json_shape_check((const char *)b + i, e - i, &pg_json_doc_caps, path, i, err));
       json_error_t je;
       json_t *o = json_loadb((const char *)b + i, e - i, 0, &je);
       if (!o || !json_is_object(o)) {

@@ -11,6 +11,7 @@
 
 #include "pg_eval.h"
 #include "pg_io.h"
+#include "pg_json.h"
 #include "pg_batches.h"
 #include "pg_optim.h"
 #include "pg_safetensors.h"
@@ -279,6 +280,7 @@ static int parse_root(pg_train_cfg *c, json_t *root, const char *file, pg_err *e
 int pg_train_cfg_parse(pg_train_cfg *c, const char *json, size_t len, const char *file,
                        pg_err *err) {
   pg_train_cfg_default(c);
+  PG_TRY(pg_json_shape_check(json, len, &pg_json_doc_caps, file, 0, err));
   json_error_t je;
   json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
   if (!root)

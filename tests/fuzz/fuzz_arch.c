@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const int rc = pg_arch_parse(&a, (const char *)data, size, "arch.json", &err);
   if (rc != PG_OK) {
     if (rc != PG_E_JSON && rc != PG_E_UTF8 && rc != PG_E_DUPLICATE && rc != PG_E_META_TYPE &&
-        rc != PG_E_ARG && rc != PG_E_NOMEM)
+        rc != PG_E_ARG && rc != PG_E_NOMEM && rc != PG_E_LIMIT)
       abort();
     check_line(&err, rc);
     const unsigned char *p = (const unsigned char *)&a;

@@ -100,6 +100,9 @@ def encode_seeds():
                      einput(1, docs)]))
     w("nul_escape.bin", encode_case(0, 1, 0, 1, [einput(1, b'{"text": "a\\u0000b"}\n')]))
     w("no_final_newline.bin", encode_case(0, 1, 0, 1, [einput(1, docs + b'{"text": "last"}')]))
+    # a line nested 33 deep, one over the cap: refused before it is parsed (spec/errors.md)
+    w("line_depth_over_cap.bin", encode_case(
+        0, 1, 0, 1, [einput(1, docs + b'{"text": "a", "x": ' + b"[" * 32 + b"]" * 32 + b"}\n")]))
 
 
 LEGAL_NAMES = ["causality", "normalisation", "score-before-update", "single-pass", "accounting",

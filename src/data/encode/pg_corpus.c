@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "pg_io.h"
+#include "pg_json.h"
 #include "pg_shard.h"
 #include "pg_spm.h"
 
@@ -318,6 +319,11 @@ int pg_corpus_add_jsonl(pg_corpus *c, FILE *f, const char *name, pg_err *err) {
     /* trailing CR and JSON whitespace; a line of nothing else is skipped */
     while (n && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
     if (n == 0) continue;
+    pg_err se; /* the line's offset and number, then "offset N: ..." of the value over the cap */
+    if ((rc = pg_json_shape_check(line, n, &pg_json_doc_caps, NULL, here, &se)) != PG_OK) {
+      rc = pg_err_set(err, rc, name, here, "line %llu: %s", (unsigned long long)lineno, se.msg);
+      break;
+    }
     json_error_t je; /* a \u0000 escape is text, as for Python's json; a repeated key is not */
     json_t *o = json_loadb(line, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     json_t *t = json_is_object(o) ? json_object_get(o, "text") : NULL;
