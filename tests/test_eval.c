@@ -199,6 +199,26 @@ Test(eval, plain_untrimmed_partial_window_refused_before_scoring) {
   fx_free(&f);
 }
 
+/* A run never commits more chunks than its receipt's reader takes (PG_EVAL_MAX_CHUNKS): 65,568
+ * targets in chunks of 1 are refused before anything is scored; in chunks of 2 they run. */
+Test(eval, more_chunks_than_a_receipt_holds_refused_before_scoring) {
+  fixture f;
+  fx_init(&f, 32 * 2049 + 1, ARCH, 1);
+  pg_protocol p = proto(PG_PROTO_PLAIN);
+  p.report_tokens = 1;
+  pg_eval_result res;
+  pg_err err;
+  cr_assert_eq(pg_eval_run(f.m, &f.e, &f.val, &p, NULL, &res, &err), PG_E_LIMIT, "%s", err.msg);
+  cr_assert(strstr(err.msg, "65568 chunks, more than 65536"), "%s", err.msg);
+  cr_assert_eq(res.scored, 0, "nothing was scored");
+  p = proto(PG_PROTO_PLAIN);
+  p.report_tokens = 2;
+  run_ok(&f, &p, NULL, &res);
+  cr_assert_eq(res.nchunks, 32784);
+  pg_eval_result_free(&res);
+  fx_free(&f);
+}
+
 /* stride = L makes the sliding windows the plain ones: the same sums, bit for bit. */
 Test(eval, sliding_with_full_stride_is_plain) {
   fixture f;

@@ -435,6 +435,9 @@ static void commit_range(run *r, uint64_t first, uint64_t n) {
 /* Close the current chunk: append it to the result and call the hooks. */
 static int commit_chunk(run *r) {
   pg_eval_result *res = r->res;
+  if (res->nchunks >= PG_EVAL_MAX_CHUNKS) /* the protocols that know their count refuse earlier */
+    return FAIL(r, PG_E_LIMIT, "more than %u chunks: the receipt could not be read back",
+                PG_EVAL_MAX_CHUNKS);
   if (res->nchunks == r->chunk_cap) {
     size_t cap = r->chunk_cap ? r->chunk_cap * 2 : 64;
     pg_eval_chunk *c = realloc(res->chunks, cap * sizeof *c);
@@ -755,6 +758,12 @@ static int model_step(run *r, pg_optim *opt, pg_optim_span *sp, size_t nsp, int 
 static int score_chunked(run *r, const pg_window *w, size_t nw, uint64_t C,
                          int (*after)(run *, uint64_t ci, uint64_t nchunks, void *), void *ctx) {
   uint64_t nchunks = (r->T + C - 1) / C;
+  if (nchunks > PG_EVAL_MAX_CHUNKS) /* before anything is scored */
+    return FAIL(r, PG_E_LIMIT,
+                "%llu targets in chunks of %llu make %llu chunks, more than %u: the receipt could "
+                "not be read back (raise %s)", (unsigned long long)r->T, (unsigned long long)C,
+                (unsigned long long)nchunks, PG_EVAL_MAX_CHUNKS,
+                r->p->kind == PG_PROTO_TTT_CHUNK ? "chunk_tokens" : "report_tokens");
   size_t k = 0;
   for (uint64_t ci = 0; ci < nchunks; ci++) {
     size_t k0 = k;

@@ -29,6 +29,10 @@
 extern "C" {
 #endif
 
+/* The most chunks one run commits: its receipt (7 values a chunk, spec/eval.md §7) then stays well
+ * inside the receipt reader's cap of 1,048,576 values. */
+#define PG_EVAL_MAX_CHUNKS 65536u
+
 enum pg_proto_kind {
   PG_PROTO_PLAIN = 1,
   PG_PROTO_SLIDING = 2,
